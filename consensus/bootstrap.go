@@ -1,0 +1,412 @@
+package consensus
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/hmac"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// How a cluster is born (--expect N):
+//
+//  1. Every new node gossips (encrypted with a key derived from the join token,
+//     so only nodes that know the token see each other) and advertises the
+//     phase "joining".
+//  2. Once a node has seen at least N joining peers, unchanged for
+//     BootstrapSettle, the one with the lowest name becomes the bootstrapper: it
+//     creates the cluster CA and advertises "bootstrapping".
+//  3. The others ask it for a certificate (join protocol, see rpc.go). A node
+//     that got one has committed to that CA and never asks anyone else.
+//  4. When N-1 peers have committed, the bootstrapper bootstraps Raft with
+//     itself and them as voters: exactly one configuration, whatever the start
+//     order. A bootstrapper nobody committed to steps down if it sees a lower
+//     name bootstrapping, which settles the rare race of two candidates.
+//  5. Any node that comes later finds a "member" and joins through it; the
+//     leader's membership controller adds it to Raft.
+
+// bootstrapState is the bootstrapper's list of committed peers. It is saved so
+// a bootstrapper that restarts before Raft starts still knows them.
+type bootstrapState struct {
+	mu    sync.Mutex
+	Peers map[string]string `json:"peers"` // name -> raft address
+}
+
+const fileBootstrap = "bootstrap.json"
+
+func loadBootstrapState(dir string) (*bootstrapState, error) {
+	b, err := os.ReadFile(filepath.Join(dir, fileBootstrap))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, err
+	}
+	var s bootstrapState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, fmt.Errorf("load %s: %w", fileBootstrap, err)
+	}
+	return &s, nil
+}
+
+func (s *bootstrapState) add(dir, name, addr string) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.Peers[name] = addr
+	b, _ := json.Marshal(s)
+	return len(s.Peers), writeFileAtomic(filepath.Join(dir, fileBootstrap), b, 0o600)
+}
+
+func (s *bootstrapState) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.Peers)
+}
+
+func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configuration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := raft.Configuration{Servers: []raft.Server{{Suffrage: raft.Voter, ID: raft.ServerID(selfName), Address: raft.ServerAddress(selfAddr)}}}
+	names := make([]string, 0, len(s.Peers))
+	for name := range s.Peers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		c.Servers = append(c.Servers, raft.Server{Suffrage: raft.Voter, ID: raft.ServerID(name), Address: raft.ServerAddress(s.Peers[name])})
+	}
+	return c
+}
+
+// joinLoop drives a node without credentials until it runs Raft.
+func (n *Node) joinLoop(ctx context.Context) {
+	var lastSet string
+	var stableSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.joinedCh:
+			return
+		case <-n.events:
+		case <-time.After(250 * time.Millisecond):
+		}
+		n.mu.Lock()
+		phase, boot := n.phase, n.boot
+		n.mu.Unlock()
+		if phase == phaseMember {
+			return
+		}
+
+		alive := n.aliveMembers()
+		if phase == phaseBootstrapping {
+			if boot.count()+1 >= n.cfg.Expect {
+				cfg := boot.configuration(n.cfg.Name, n.RaftAddr())
+				if err := n.startRaft(n.identity(), &cfg); err != nil {
+					n.log.Error("bootstrap failed", "err", err)
+				}
+				continue
+			}
+			if boot.count() == 0 {
+				if other := lowestSigner(alive, n.cfg.Name); other != nil && other.Name < n.cfg.Name {
+					n.log.Info("stepping down as bootstrapper", "in_favour_of", other.Name)
+					n.abandonBootstrap()
+				}
+			}
+			continue
+		}
+
+		if signer := lowestSigner(alive, n.cfg.Name); signer != nil {
+			if err := n.requestJoin(ctx, signer); err != nil {
+				n.log.Warn("join failed", "via", signer.Name, "err", err)
+			}
+			continue
+		}
+		var joining []string
+		for _, m := range alive {
+			if m.Meta.Phase == phaseJoining {
+				joining = append(joining, m.Name)
+			}
+		}
+		sort.Strings(joining)
+		if len(joining) < n.cfg.Expect {
+			lastSet = ""
+			continue
+		}
+		if set := strings.Join(joining, ","); set != lastSet {
+			lastSet, stableSince = set, time.Now()
+		}
+		settle := n.cfg.BootstrapSettle
+		if n.cfg.Expect == 1 {
+			settle = 0
+		}
+		if time.Since(stableSince) < settle || joining[0] != n.cfg.Name {
+			continue
+		}
+		if err := n.becomeBootstrapper(nil, &bootstrapState{Peers: map[string]string{}}); err != nil {
+			n.log.Error("cannot become bootstrapper", "err", err)
+		}
+	}
+}
+
+// lowestSigner picks whom to ask for a certificate: any member if there is
+// one, else the bootstrapper with the lowest name.
+func lowestSigner(alive []member, self string) *member {
+	var best *member
+	for i := range alive {
+		m := &alive[i]
+		if m.Name == self || (m.Meta.Phase != phaseMember && m.Meta.Phase != phaseBootstrapping) {
+			continue
+		}
+		switch {
+		case best == nil:
+			best = m
+		case m.Meta.Phase == phaseMember && best.Meta.Phase != phaseMember:
+			best = m
+		case m.Meta.Phase == best.Meta.Phase && m.Name < best.Name:
+			best = m
+		}
+	}
+	return best
+}
+
+func (n *Node) aliveMembers() []member {
+	var out []member
+	for _, m := range n.members() {
+		if m.State == memberlist.StateAlive {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// becomeBootstrapper creates the cluster CA (or reuses the one from before a
+// restart) and starts serving joins.
+func (n *Node) becomeBootstrapper(id *identity, boot *bootstrapState) error {
+	if id == nil {
+		c, err := newCA(n.cfg.Name)
+		if err != nil {
+			return err
+		}
+		key, keyPEM, err := newNodeKey()
+		if err != nil {
+			return err
+		}
+		certPEM, err := c.issue(&key.PublicKey, n.cfg.Name, []net.IP{net.ParseIP(n.cfg.AdvertiseAddr)})
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(boot)
+		if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, fileBootstrap), b, 0o600); err != nil {
+			return err
+		}
+		if err := saveIdentity(n.cfg.DataDir, c.certPEM, c.keyPEM, certPEM, keyPEM, n.cfg.JoinToken); err != nil {
+			return err
+		}
+		if id, err = loadIdentity(n.cfg.DataDir); err != nil {
+			return err
+		}
+	}
+	if err := n.startListener(id); err != nil {
+		return err
+	}
+	n.mu.Lock()
+	n.phase, n.boot = phaseBootstrapping, boot
+	n.mu.Unlock()
+	n.updateGossipMeta()
+	n.log.Info("collecting the first voters", "expect", n.cfg.Expect)
+	return nil
+}
+
+// abandonBootstrap undoes becomeBootstrapper while nobody depends on our CA.
+func (n *Node) abandonBootstrap() {
+	n.mu.Lock()
+	ln, srv := n.listener, n.rpcServer
+	n.listener, n.rpcServer, n.id, n.rpcClient, n.boot, n.phase = nil, nil, nil, nil, nil, phaseJoining
+	n.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+	if ln != nil {
+		ln.Close()
+	}
+	for _, f := range []string{fileCACert, fileBootstrap, fileCAKey, fileNodeCert, fileNodeKey} {
+		_ = os.Remove(filepath.Join(n.cfg.DataDir, f))
+	}
+	n.updateGossipMeta()
+}
+
+// requestJoin runs the client side of the join protocol against m.
+func (n *Node) requestJoin(ctx context.Context, m *member) error {
+	key, keyPEM, err := newNodeKey()
+	if err != nil {
+		return err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return err
+	}
+	pubPEM := pemBlock("PUBLIC KEY", pubDER)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The server's certificate cannot be checked yet; the token-bound
+		// proofs below authenticate both sides instead.
+		InsecureSkipVerify: true,
+		NextProtos:         []string{alpnRPC},
+	}}
+	conn, err := d.DialContext(ctx, "tcp", m.Meta.RaftAddr)
+	if err != nil {
+		return fmt.Errorf("dial %s: %w", m.Meta.RaftAddr, err)
+	}
+	defer conn.Close()
+	cs := conn.(*tls.Conn).ConnectionState()
+	ekm, err := exportedKey(&cs)
+	if err != nil {
+		return err
+	}
+	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM}
+	req.Proof = joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+	body, _ := json.Marshal(req)
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+m.Meta.RaftAddr+rpcJoin, strings.NewReader(string(body)))
+	hr.Header.Set("Content-Type", "application/json")
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := hr.Write(conn); err != nil {
+		return err
+	}
+	res, err := http.ReadResponse(bufioReader(conn), hr)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	var resp joinResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
+		return fmt.Errorf("join response (%s): %w", res.Status, err)
+	}
+	if resp.Error != nil {
+		return resp.Error
+	}
+	want := joinProof(n.cfg.JoinToken, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
+	if !hmac.Equal(want, resp.Proof) {
+		return errors.New("join: the server does not know our join token")
+	}
+	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
+		return err
+	}
+	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.cfg.JoinToken); err != nil {
+		return err
+	}
+	id, err := loadIdentity(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.log.Info("received cluster certificate", "via", m.Name)
+	return n.startRaft(id, nil)
+}
+
+func verifyIssued(caPEM, certPEM []byte, pub *ecdsa.PublicKey) error {
+	c, err := parseCertPEM(certPEM)
+	if err != nil {
+		return err
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(caPEM) {
+		return errors.New("join: bad CA certificate")
+	}
+	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("join: issued certificate does not verify: %w", err)
+	}
+	if got, ok := c.PublicKey.(*ecdsa.PublicKey); !ok || !got.Equal(pub) {
+		return errors.New("join: issued certificate is not for our key")
+	}
+	return nil
+}
+
+func parseCertPEM(b []byte) (*x509.Certificate, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, errors.New("no PEM certificate")
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+// handleJoin is the server side of the join protocol.
+func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
+	fail := func(code, msg string) {
+		writeJSON(w, joinResponse{Error: &Error{Code: code, Message: msg}})
+	}
+	var req joinRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
+		fail(CodeInvalid, "bad join request: "+err.Error())
+		return
+	}
+	ekm, err := exportedKey(r.TLS)
+	if err != nil {
+		fail(CodeInvalid, err.Error())
+		return
+	}
+	want := joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
+	if !hmac.Equal(want, req.Proof) {
+		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
+		fail(CodeForbidden, "join token mismatch")
+		return
+	}
+	id := n.identity()
+	if id == nil {
+		fail(CodeUnavailable, "this node cannot issue certificates yet")
+		return
+	}
+	blk, _ := pem.Decode(req.PubKey)
+	if blk == nil {
+		fail(CodeInvalid, "bad public key")
+		return
+	}
+	anyPub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	pub, ok := anyPub.(*ecdsa.PublicKey)
+	if err != nil || !ok {
+		fail(CodeInvalid, "public key must be ECDSA")
+		return
+	}
+	var ips []net.IP
+	for _, s := range req.IPs {
+		if ip := net.ParseIP(s); ip != nil {
+			ips = append(ips, ip)
+		}
+	}
+	certPEM, err := id.ca.issue(pub, req.Name, ips)
+	if err != nil {
+		fail(CodeUnavailable, err.Error())
+		return
+	}
+	n.mu.Lock()
+	boot := n.boot
+	n.mu.Unlock()
+	if boot != nil && n.Raft() == nil {
+		if _, err := boot.add(n.cfg.DataDir, req.Name, req.RaftAddr); err != nil {
+			fail(CodeUnavailable, err.Error())
+			return
+		}
+		n.poke()
+	}
+	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr)
+	writeJSON(w, joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
+		Proof: joinProof(n.cfg.JoinToken, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)})
+}

@@ -1,0 +1,233 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+)
+
+// gossipMeta is what each node tells the others about itself (memberlist
+// limits it to 512 bytes).
+type gossipMeta struct {
+	Phase    string            `json:"p"`
+	RaftAddr string            `json:"r"`
+	Tags     map[string]string `json:"t,omitempty"`
+}
+
+// member is a gossip peer as the rest of consensus sees it.
+type member struct {
+	Name  string
+	Addr  string // gossip address
+	State memberlist.NodeStateType
+	Meta  gossipMeta
+}
+
+func deriveGossipKey(token string) []byte {
+	sum := sha256.Sum256([]byte("cairn gossip key\x00" + token))
+	return sum[:]
+}
+
+func (n *Node) startGossip() error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = n.cfg.Name
+	mc.BindAddr = n.cfg.BindAddr
+	mc.BindPort = n.cfg.GossipPort
+	mc.AdvertiseAddr = n.cfg.AdvertiseAddr
+	mc.AdvertisePort = n.cfg.GossipPort
+	n.gossipKey = deriveGossipKey(n.cfg.JoinToken)
+	mc.SecretKey = n.gossipKey
+	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	mc.Delegate = &gossipDelegate{n: n}
+	mc.Events = &gossipEvents{n: n}
+	mc.Logger = log.New(&levelFilter{log: n.log.With("component", "gossip")}, "", 0)
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("start gossip on %s:%d: %w", n.cfg.BindAddr, n.cfg.GossipPort, err)
+	}
+	n.gossip = ml
+	return nil
+}
+
+func (n *Node) localMeta() gossipMeta {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return gossipMeta{Phase: n.phase, RaftAddr: n.RaftAddr(), Tags: n.cfg.Tags}
+}
+
+func (n *Node) updateGossipMeta() {
+	if n.gossip != nil {
+		_ = n.gossip.UpdateNode(time.Second)
+	}
+	n.poke()
+}
+
+// poke wakes the loops that react to membership changes.
+func (n *Node) poke() {
+	select {
+	case n.events <- struct{}{}:
+	default:
+	}
+}
+
+// members returns every gossip peer memberlist knows, dead ones included.
+func (n *Node) members() []member {
+	if n.gossip == nil {
+		return nil
+	}
+	var out []member
+	for _, m := range n.gossip.Members() {
+		var meta gossipMeta
+		_ = json.Unmarshal(m.Meta, &meta)
+		out = append(out, member{Name: m.Name, Addr: m.Address(), State: m.State, Meta: meta})
+	}
+	return out
+}
+
+// gossipJoinLoop joins the configured seeds and, after a restart, the peers
+// Raft remembers, until gossip has company; then it idles and re-checks.
+func (n *Node) gossipJoinLoop(ctx context.Context) {
+	for {
+		if n.gossip.NumMembers() < 2 {
+			seeds := n.seedAddrs()
+			if len(seeds) > 0 {
+				if k, err := n.gossip.Join(seeds); err != nil {
+					n.log.Debug("gossip join failed", "seeds", seeds, "err", err)
+				} else {
+					n.log.Info("joined gossip", "contacted", k)
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+func (n *Node) seedAddrs() []string {
+	var seeds []string
+	for _, j := range n.cfg.Join {
+		if _, _, err := net.SplitHostPort(j); err != nil {
+			j = net.JoinHostPort(j, strconv.Itoa(n.cfg.GossipPort))
+		}
+		seeds = append(seeds, j)
+	}
+	if r := n.Raft(); r != nil {
+		if f := r.GetConfiguration(); f.Error() == nil {
+			for _, s := range f.Configuration().Servers {
+				if string(s.ID) == n.cfg.Name {
+					continue
+				}
+				if host, _, err := net.SplitHostPort(string(s.Address)); err == nil {
+					seeds = append(seeds, net.JoinHostPort(host, strconv.Itoa(n.cfg.GossipPort)))
+				}
+			}
+		}
+	}
+	return seeds
+}
+
+type gossipDelegate struct{ n *Node }
+
+func (d *gossipDelegate) NodeMeta(limit int) []byte {
+	b, _ := json.Marshal(d.n.localMeta())
+	if len(b) > limit {
+		b, _ = json.Marshal(gossipMeta{Phase: d.n.phase, RaftAddr: d.n.RaftAddr()})
+	}
+	return b
+}
+func (d *gossipDelegate) NotifyMsg([]byte)                           {}
+func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
+func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type gossipEvents struct{ n *Node }
+
+func (e *gossipEvents) NotifyJoin(m *memberlist.Node) {
+	e.n.log.Info("gossip member joined", "member", m.Name, "addr", m.Address())
+	e.n.poke()
+}
+func (e *gossipEvents) NotifyLeave(m *memberlist.Node) {
+	e.n.log.Info("gossip member left or failed", "member", m.Name)
+	e.n.poke()
+}
+func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) { e.n.poke() }
+
+// levelFilter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
+// records, dropping debug chatter.
+type levelFilter struct{ log *slog.Logger }
+
+func (f *levelFilter) Write(p []byte) (int, error) {
+	line := strings.TrimSpace(string(p))
+	switch {
+	case strings.Contains(line, "[DEBUG]"):
+	case strings.Contains(line, "[ERR]"):
+		f.log.Error(stripLevel(line))
+	case strings.Contains(line, "[WARN]"):
+		f.log.Warn(stripLevel(line))
+	default:
+		f.log.Info(stripLevel(line))
+	}
+	return len(p), nil
+}
+
+func stripLevel(line string) string {
+	if i := strings.Index(line, "] "); i >= 0 {
+		line = line[i+2:]
+	}
+	return strings.TrimPrefix(line, "memberlist: ")
+}
+
+// newHCLogger adapts slog for hashicorp/raft, which wants an hclog.Logger.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "raft",
+		Level:      hclog.Info,
+		Output:     &hclogWriter{log: l},
+		JSONFormat: true,
+	})
+}
+
+type hclogWriter struct{ log *slog.Logger }
+
+func (w *hclogWriter) Write(p []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimSpace(p), []byte("\n")) {
+		var rec map[string]any
+		if json.Unmarshal(line, &rec) != nil {
+			w.log.Info(string(line))
+			continue
+		}
+		msg, _ := rec["@message"].(string)
+		lvl, _ := rec["@level"].(string)
+		args := make([]any, 0, 2*len(rec))
+		for k, v := range rec {
+			if !strings.HasPrefix(k, "@") {
+				args = append(args, k, v)
+			}
+		}
+		switch lvl {
+		case "error":
+			w.log.Error(msg, args...)
+		case "warn":
+			w.log.Warn(msg, args...)
+		default:
+			w.log.Info(msg, args...)
+		}
+	}
+	return len(p), nil
+}
+
+var _ io.Writer = (*hclogWriter)(nil)

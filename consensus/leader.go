@@ -1,0 +1,182 @@
+package consensus
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+)
+
+// A controller is a loop that runs only on the leader (scheduler, healer
+// planning, garbage collection). It starts when this node gains leadership and
+// its context is cancelled when it loses it.
+type controller struct {
+	name string
+	run  func(ctx context.Context)
+}
+
+// RegisterController adds a leader-only loop. Register before Start.
+func (n *Node) RegisterController(name string, run func(ctx context.Context)) {
+	n.controllers = append(n.controllers, controller{name: name, run: run})
+}
+
+// IsLeader reports whether this node is the Raft leader right now.
+func (n *Node) IsLeader() bool {
+	r := n.Raft()
+	return r != nil && r.State() == raft.Leader
+}
+
+func (n *Node) monitorLeadership(ctx context.Context, notify <-chan bool) {
+	var stop context.CancelFunc
+	var wg sync.WaitGroup
+	stopAll := func() {
+		if stop != nil {
+			stop()
+			wg.Wait()
+			stop = nil
+			n.leaderSince.Store(0)
+			n.log.Info("leader controllers stopped")
+		}
+	}
+	defer stopAll()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case isLeader := <-notify:
+			if !isLeader {
+				stopAll()
+				continue
+			}
+			if stop != nil {
+				continue
+			}
+			n.leaderSince.Store(time.Now().UnixNano())
+			lctx, cancel := context.WithCancel(ctx)
+			stop = cancel
+			all := append([]controller{
+				{"cluster-secrets", n.ensureSecrets},
+				{"membership", n.reconcileMembershipLoop},
+			}, n.controllers...)
+			for _, c := range all {
+				wg.Add(1)
+				go func(c controller) {
+					defer wg.Done()
+					c.run(lctx)
+				}(c)
+			}
+			n.log.Info("became leader; controllers started", "count", len(all))
+		}
+	}
+}
+
+// ensureSecrets puts the CA and join token into the replicated state after a
+// bootstrap, so every node can issue certificates and show the token.
+func (n *Node) ensureSecrets(ctx context.Context) {
+	for {
+		if n.store.secrets() != nil {
+			return
+		}
+		if id := n.identity(); id != nil {
+			_, err := n.Apply(ctx, msgSetClusterSecrets, clusterSecrets{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, JoinToken: n.cfg.JoinToken}, nil)
+			if err == nil {
+				return
+			}
+			n.log.Warn("recording cluster secrets failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reconcileMembershipLoop makes the Raft configuration follow gossip: members
+// that appear become voters (up to MaxVoters) or non-voters, non-voters are
+// promoted when there is room, and voters gone longer than DeadServerGrace
+// are removed. It is a small, Cairn-sized version of raft-autopilot.
+func (n *Node) reconcileMembershipLoop(ctx context.Context) {
+	gone := map[string]time.Time{}
+	for {
+		n.reconcileMembership(gone)
+		select {
+		case <-ctx.Done():
+			return
+		case <-n.events:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (n *Node) reconcileMembership(gone map[string]time.Time) {
+	r := n.Raft()
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	servers := f.Configuration().Servers
+	inRaft := map[string]raft.Server{}
+	voters := 0
+	for _, s := range servers {
+		inRaft[string(s.ID)] = s
+		if s.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	alive := map[string]member{}
+	for _, m := range n.members() {
+		if m.State == memberlist.StateAlive && m.Meta.Phase == phaseMember {
+			alive[m.Name] = m
+		}
+	}
+	for name, m := range alive {
+		delete(gone, name)
+		s, ok := inRaft[name]
+		switch {
+		case !ok && voters < n.cfg.MaxVoters:
+			if err := r.AddVoter(raft.ServerID(name), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
+				n.log.Warn("add voter failed", "node", name, "err", err)
+				continue
+			}
+			voters++
+			n.log.Info("added voter", "node", name)
+		case !ok:
+			if err := r.AddNonvoter(raft.ServerID(name), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err == nil {
+				n.log.Info("added non-voter", "node", name)
+			}
+		case s.Suffrage != raft.Voter && voters < n.cfg.MaxVoters:
+			if err := r.AddVoter(s.ID, s.Address, 0, 5*time.Second).Error(); err == nil {
+				voters++
+				n.log.Info("promoted non-voter", "node", name)
+			}
+		case string(s.Address) != m.Meta.RaftAddr:
+			// Same node, new address (DHCP): re-adding updates it.
+			_ = r.AddVoter(s.ID, raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error()
+		}
+	}
+	for name, s := range inRaft {
+		if name == n.cfg.Name {
+			continue
+		}
+		if _, ok := alive[name]; ok {
+			continue
+		}
+		since, seen := gone[name]
+		if !seen {
+			gone[name] = time.Now()
+			continue
+		}
+		if time.Since(since) < n.cfg.DeadServerGrace {
+			continue
+		}
+		if err := r.RemoveServer(s.ID, 0, 5*time.Second).Error(); err != nil {
+			n.log.Warn("remove dead server failed", "node", name, "err", err)
+			continue
+		}
+		delete(gone, name)
+		n.log.Warn("removed dead server after grace period", "node", name, "grace", n.cfg.DeadServerGrace)
+	}
+}

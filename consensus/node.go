@@ -1,0 +1,502 @@
+package consensus
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+)
+
+// Phases of a node, advertised in gossip so peers know whom to ask for a
+// certificate.
+const (
+	phaseJoining       = "joining"       // no credentials yet
+	phaseBootstrapping = "bootstrapping" // holds a fresh CA, collecting the first voters
+	phaseMember        = "member"        // has credentials and runs Raft
+)
+
+// Node is one member of the control plane.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	reg   *Registry
+	store *Store
+
+	mu        sync.Mutex
+	phase     string
+	id        *identity
+	rpcClient *http.Client
+	listener  *clusterListener
+	rpcServer *http.Server
+	boot      *bootstrapState
+
+	raft      atomic.Pointer[raft.Raft]
+	raftStore *raftboltdb.BoltStore
+	trans     *raft.NetworkTransport
+	gossip    *memberlist.Memberlist
+	gossipKey []byte
+	events    chan struct{} // pokes the membership reconciler
+
+	controllers []controller
+	leaderSince atomic.Int64 // unix nanos; 0 when not leader
+
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	joinedCh chan struct{} // closed once the node runs Raft
+
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New builds a node. Nothing listens until Start.
+func New(cfg Config, reg *Registry) (*Node, error) {
+	if cfg.Name == "" || cfg.DataDir == "" {
+		return nil, errors.New("new node: name and data dir are required")
+	}
+	if cfg.Expect < 1 {
+		return nil, fmt.Errorf("new node: expect must be at least 1, got %d", cfg.Expect)
+	}
+	if cfg.AdvertiseAddr == "" {
+		cfg.AdvertiseAddr = cfg.BindAddr
+	}
+	if ip := net.ParseIP(cfg.AdvertiseAddr); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("new node: advertise address %q must be a concrete IP (set --bind)", cfg.AdvertiseAddr)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	store, err := newStore(reg)
+	if err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
+		events: make(chan struct{}, 1), joinedCh: make(chan struct{})}, nil
+}
+
+// Store is the node's local copy of the replicated state.
+func (n *Node) Store() *Store { return n.store }
+
+// Name is the node's name.
+func (n *Node) Name() string { return n.cfg.Name }
+
+// RaftAddr is where peers reach this node's Raft and RPC.
+func (n *Node) RaftAddr() string {
+	return net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.RPCPort))
+}
+
+// JoinToken is the secret other nodes need to join this cluster.
+func (n *Node) JoinToken() string { return n.cfg.JoinToken }
+
+// Joined is closed once the node holds cluster credentials and runs Raft.
+func (n *Node) Joined() <-chan struct{} { return n.joinedCh }
+
+// Start loads or creates the node's credentials, starts gossip and, when the
+// node already belongs to a cluster, Raft. A new node joins in the background.
+func (n *Node) Start(ctx context.Context) error {
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	if err := os.MkdirAll(filepath.Join(n.cfg.DataDir, "raft"), 0o700); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	if err := n.loadToken(); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	id, err := loadIdentity(n.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	boot, err := loadBootstrapState(n.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	n.phase = phaseJoining
+	if err := n.startGossip(); err != nil {
+		return fmt.Errorf("start node: %w", err)
+	}
+	switch {
+	case id != nil && boot != nil && !n.hasRaftState():
+		// We crashed while collecting the first voters: carry on.
+		if err := n.becomeBootstrapper(id, boot); err != nil {
+			return fmt.Errorf("start node: %w", err)
+		}
+	case id != nil:
+		if err := n.startRaft(id, nil); err != nil {
+			return fmt.Errorf("start node: %w", err)
+		}
+	}
+	n.goRun(n.joinLoop)
+	n.goRun(n.gossipJoinLoop)
+	if n.cfg.DiscoveryPort != 0 {
+		if err := n.startDiscovery(); err != nil {
+			return fmt.Errorf("start node: %w", err)
+		}
+	}
+	return nil
+}
+
+func (n *Node) goRun(fn func(ctx context.Context)) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		fn(n.ctx)
+	}()
+}
+
+// loadToken settles the join token: the flag, else the one saved in the data
+// dir, else a new one that this node shows so others can join it.
+func (n *Node) loadToken() error {
+	path := filepath.Join(n.cfg.DataDir, fileToken)
+	saved, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	switch {
+	case n.cfg.JoinToken != "":
+	case len(saved) > 0:
+		n.cfg.JoinToken = trimNL(string(saved))
+		return nil
+	default:
+		b := make([]byte, 20)
+		_, _ = rand.Read(b)
+		n.cfg.JoinToken = "cairn-" + hex.EncodeToString(b)
+		n.log.Info("generated a join token; start other nodes with --join-token to admit them", "join_token", n.cfg.JoinToken)
+	}
+	return writeFileAtomic(path, []byte(n.cfg.JoinToken+"\n"), 0o600)
+}
+
+func (n *Node) hasRaftState() bool {
+	_, err := os.Stat(filepath.Join(n.cfg.DataDir, "raft", "raft.db"))
+	return err == nil
+}
+
+// startListener serves the cluster port with the node's credentials.
+func (n *Node) startListener(id *identity) error {
+	ln, err := listenCluster(net.JoinHostPort(n.cfg.BindAddr, strconv.Itoa(n.cfg.RPCPort)),
+		id.serverTLS([]string{alpnRaft, alpnRPC}), n.log)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: n.rpcHandler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelDebug)}
+	go func() { _ = srv.Serve(ln.rpc) }()
+	n.mu.Lock()
+	n.id, n.listener, n.rpcServer, n.rpcClient = id, ln, srv, newRPCClient(id)
+	n.mu.Unlock()
+	return nil
+}
+
+// startRaft opens the on-disk log and starts Raft. With a configuration and
+// no existing state, it bootstraps a new cluster.
+func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
+	if n.listener == nil {
+		if err := n.startListener(id); err != nil {
+			return err
+		}
+	}
+	dir := filepath.Join(n.cfg.DataDir, "raft")
+	hlog := newHCLogger(n.log.With("component", "raft"))
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}) // fsync on every append
+	if err != nil {
+		return fmt.Errorf("open raft log: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
+	if err != nil {
+		store.Close()
+		return fmt.Errorf("open raft snapshots: %w", err)
+	}
+	adv, err := net.ResolveTCPAddr("tcp", n.RaftAddr())
+	if err != nil {
+		store.Close()
+		return err
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft)},
+		MaxPool: 5, Timeout: 5 * time.Second, Logger: hlog,
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(n.cfg.Name)
+	rc.Logger = hlog
+	rc.HeartbeatTimeout = n.cfg.HeartbeatTimeout
+	rc.ElectionTimeout = n.cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = n.cfg.LeaderLeaseTimeout
+	rc.CommitTimeout = n.cfg.CommitTimeout
+	rc.SnapshotThreshold = n.cfg.SnapshotThreshold
+	rc.SnapshotInterval = n.cfg.SnapshotInterval
+	rc.TrailingLogs = n.cfg.TrailingLogs
+	rc.BatchApplyCh = true
+	notify := make(chan bool, 16)
+	rc.NotifyCh = notify
+
+	r, err := raft.NewRaft(rc, &fsm{store: n.store, log: n.log}, store, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return fmt.Errorf("start raft: %w", err)
+	}
+	if bootstrap != nil {
+		if err := r.BootstrapCluster(*bootstrap).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+			r.Shutdown()
+			store.Close()
+			return fmt.Errorf("bootstrap raft: %w", err)
+		}
+		n.log.Info("bootstrapped a new cluster", "voters", len(bootstrap.Servers))
+	}
+	n.mu.Lock()
+	n.raftStore, n.trans, n.phase = store, trans, phaseMember
+	n.mu.Unlock()
+	n.raft.Store(r)
+	n.updateGossipMeta()
+	close(n.joinedCh)
+	n.goRun(func(ctx context.Context) { n.monitorLeadership(ctx, notify) })
+	n.log.Info("raft started", "addr", n.RaftAddr())
+	return nil
+}
+
+// Raft returns the running Raft, or nil before the node has joined.
+func (n *Node) Raft() *raft.Raft { return n.raft.Load() }
+
+func (n *Node) identity() *identity {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.id
+}
+
+func (n *Node) rpc() *http.Client {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.rpcClient
+}
+
+// CACertPEM returns the cluster CA certificate, or nil before the node joined.
+func (n *Node) CACertPEM() []byte {
+	if id := n.identity(); id != nil {
+		return id.ca.certPEM
+	}
+	return nil
+}
+
+// ServerTLS returns a TLS config for serving with the node's cluster
+// certificate (the API uses it), or nil before the node joined.
+func (n *Node) ServerTLS() *tls.Config {
+	id := n.identity()
+	if id == nil {
+		return nil
+	}
+	return id.serverTLS(nil)
+}
+
+// Shutdown leaves gossip, stops Raft and closes everything, in that order. It
+// is safe to call more than once.
+func (n *Node) Shutdown() error {
+	n.shutdownOnce.Do(func() { n.shutdownErr = n.shutdown() })
+	return n.shutdownErr
+}
+
+func (n *Node) shutdown() error {
+	if n.cancel != nil {
+		n.cancel()
+	}
+	if g := n.gossip; g != nil {
+		_ = g.Leave(time.Second)
+		_ = g.Shutdown()
+	}
+	var errs []error
+	if r := n.Raft(); r != nil {
+		errs = append(errs, r.Shutdown().Error())
+	}
+	n.mu.Lock()
+	if n.rpcServer != nil {
+		errs = append(errs, n.rpcServer.Close())
+	}
+	if n.listener != nil {
+		errs = append(errs, n.listener.Close())
+	}
+	if n.trans != nil {
+		errs = append(errs, n.trans.Close())
+	}
+	if n.raftStore != nil {
+		errs = append(errs, n.raftStore.Close())
+	}
+	n.mu.Unlock()
+	n.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Apply replicates a command and decodes its result into out (may be nil). A
+// follower forwards to the leader. It returns once the command is applied on
+// this node too, so a read here afterwards sees it.
+func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint64, error) {
+	payload, err := json.Marshal(cmd)
+	if err != nil {
+		return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+	}
+	var res json.RawMessage
+	var idx uint64
+	err = n.withLeader(ctx, func(local bool, addr string) error {
+		if local {
+			res, idx, err = n.applyLocal(ctx, t, payload)
+			return err
+		}
+		var resp applyResponse
+		if err := n.callRPC(ctx, addr, rpcApply, applyRequest{Type: t, Payload: payload}, &resp); err != nil {
+			return err
+		}
+		res, idx = resp.Result, resp.Index
+		if resp.Error != nil {
+			return resp.Error
+		}
+		return nil
+	})
+	if err != nil {
+		return idx, err
+	}
+	if err := n.store.WaitApplied(ctx, idx); err != nil {
+		return idx, err
+	}
+	if out != nil && len(res) > 0 {
+		if err := json.Unmarshal(res, out); err != nil {
+			return idx, fmt.Errorf("apply %s: decode result: %w", n.reg.CommandName(t), err)
+		}
+	}
+	return idx, nil
+}
+
+// withLeader runs fn against the current leader, retrying while there is none
+// or while the one we reached says it is not the leader (both mean the
+// command was never accepted, so a retry cannot apply it twice).
+func (n *Node) withLeader(ctx context.Context, fn func(local bool, addr string) error) error {
+	for {
+		r := n.Raft()
+		var err error
+		if r == nil {
+			err = ErrNoLeader
+		} else if addr, lid := r.LeaderWithID(); addr == "" {
+			err = ErrNoLeader
+		} else {
+			err = fn(string(lid) == n.cfg.Name, string(addr))
+			if err == nil || !retryable(err) {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			if errors.Is(err, ErrNoLeader) || ErrorCode(err) == codeNotLeader {
+				return ErrNoLeader
+			}
+			return fmt.Errorf("%w (%v)", err, ctx.Err())
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+}
+
+func retryable(err error) bool {
+	if errors.Is(err, ErrNoLeader) || errors.Is(err, raft.ErrNotLeader) || ErrorCode(err) == codeNotLeader {
+		return true
+	}
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+func (n *Node) applyLocal(ctx context.Context, t MessageType, payload []byte) (json.RawMessage, uint64, error) {
+	r := n.Raft()
+	if r == nil {
+		return nil, 0, ErrNoLeader
+	}
+	data := make([]byte, 2+len(payload))
+	data[0], data[1] = byte(t>>8), byte(t)
+	copy(data[2:], payload)
+	timeout := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok {
+		timeout = time.Until(dl)
+	}
+	f := r.Apply(data, timeout)
+	if err := f.Error(); err != nil {
+		return nil, 0, err
+	}
+	res, _ := f.Response().(*applyResult)
+	if res == nil {
+		return nil, f.Index(), nil
+	}
+	if res.Err != nil {
+		return nil, f.Index(), res.Err
+	}
+	if res.Value == nil {
+		return nil, f.Index(), nil
+	}
+	b, err := json.Marshal(res.Value)
+	return b, f.Index(), err
+}
+
+// ConsistentRead waits until this node's store reflects every write the
+// cluster acknowledged before the call (a Raft read index). Reads after it
+// are linearizable.
+func (n *Node) ConsistentRead(ctx context.Context) error {
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
+	var idx uint64
+	err := n.withLeader(ctx, func(local bool, addr string) error {
+		if local {
+			var err error
+			idx, err = n.leaderReadIndex()
+			return err
+		}
+		var resp readIndexResponse
+		if err := n.callRPC(ctx, addr, rpcReadIndex, struct{}{}, &resp); err != nil {
+			return err
+		}
+		idx = resp.Index
+		if resp.Error != nil {
+			return resp.Error
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("consistent read: %w", err)
+	}
+	return n.store.WaitApplied(ctx, idx)
+}
+
+// leaderReadIndex returns an index that covers every acknowledged write, after
+// confirming with a quorum that we are still the leader. The last log index
+// (not the commit index) is used so a leader new in its term cannot miss
+// entries its predecessor committed.
+func (n *Node) leaderReadIndex() (uint64, error) {
+	r := n.Raft()
+	if r == nil {
+		return 0, ErrNoLeader
+	}
+	idx := r.LastIndex()
+	if err := r.VerifyLeader().Error(); err != nil {
+		return 0, err
+	}
+	return idx, nil
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

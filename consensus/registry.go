@@ -1,0 +1,115 @@
+package consensus
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// MessageType numbers a replicated command. Values are never reused; a retired
+// command keeps its number forever.
+//
+// Ranges, so packages never collide:
+//
+//	0-31      consensus itself
+//	32-127    appliance (identity, flavors, quotas, audit)
+//	128-255   storage
+//	256-383   hypervisor
+//	384-511   netfabric
+type MessageType uint16
+
+// IgnoreUnknownTypeFlag marks a command that an older node which does not know
+// its type may skip instead of panicking, for forward compatibility during
+// rolling upgrades (the idea is Nomad's).
+const IgnoreUnknownTypeFlag MessageType = 0x8000
+
+// Handler applies one decoded command inside a write transaction. A returned
+// error rejects the command and leaves the state unchanged. Handlers must be
+// deterministic: no clocks, randomness or I/O; timestamps and IDs travel in the
+// command.
+type Handler func(tx *Tx, payload []byte) (any, error)
+
+type handlerEntry struct {
+	name string
+	fn   Handler
+}
+
+type tableEntry struct {
+	schema *memdb.TableSchema
+	newFn  func() any
+}
+
+// Registry collects the tables and command handlers of every domain package.
+// It is filled before the Node starts and read-only afterwards.
+type Registry struct {
+	tables   map[string]tableEntry
+	handlers map[MessageType]handlerEntry
+}
+
+// NewRegistry returns a registry holding consensus' own tables and commands.
+func NewRegistry() *Registry {
+	r := &Registry{tables: map[string]tableEntry{}, handlers: map[MessageType]handlerEntry{}}
+	registerClusterTables(r)
+	return r
+}
+
+// RegisterTable adds a table whose rows are *T. Its schema must have an "id" index;
+// snapshots stream rows in that index's order.
+func RegisterTable[T any](r *Registry, schema *memdb.TableSchema) {
+	if _, dup := r.tables[schema.Name]; dup {
+		panic(fmt.Sprintf("consensus: table %q registered twice", schema.Name))
+	}
+	if _, ok := schema.Indexes["id"]; !ok {
+		panic(fmt.Sprintf("consensus: table %q has no id index", schema.Name))
+	}
+	r.tables[schema.Name] = tableEntry{schema: schema, newFn: func() any { return new(T) }}
+}
+
+// Handle registers fn for commands of type t whose payload is a JSON-encoded C.
+// A payload that does not decode is a bug in the writer, so it panics: the FSM
+// must never silently diverge.
+func Handle[C any](r *Registry, t MessageType, name string, fn func(tx *Tx, cmd *C) (any, error)) {
+	HandleRaw(r, t, name, func(tx *Tx, payload []byte) (any, error) {
+		var c C
+		if err := json.Unmarshal(payload, &c); err != nil {
+			panic(fmt.Sprintf("consensus: decode %s (type %d): %v", name, t, err))
+		}
+		return fn(tx, &c)
+	})
+}
+
+// HandleRaw registers a handler that decodes its own payload.
+func HandleRaw(r *Registry, t MessageType, name string, fn Handler) {
+	t &^= IgnoreUnknownTypeFlag
+	if prev, dup := r.handlers[t]; dup {
+		panic(fmt.Sprintf("consensus: message type %d registered for %s and %s", t, prev.name, name))
+	}
+	r.handlers[t] = handlerEntry{name: name, fn: fn}
+}
+
+func (r *Registry) schema() *memdb.DBSchema {
+	s := &memdb.DBSchema{Tables: map[string]*memdb.TableSchema{}}
+	for name, t := range r.tables {
+		s.Tables[name] = t.schema
+	}
+	return s
+}
+
+func (r *Registry) tableNames() []string {
+	names := make([]string, 0, len(r.tables))
+	for n := range r.tables {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// CommandName returns the registered name of a message type, for logs and metrics.
+func (r *Registry) CommandName(t MessageType) string {
+	if h, ok := r.handlers[t&^IgnoreUnknownTypeFlag]; ok {
+		return h.name
+	}
+	return fmt.Sprintf("unknown(%d)", t)
+}

@@ -1,0 +1,171 @@
+package consensus
+
+import (
+	"bufio"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// The cluster RPC is plain HTTP/1.1 inside the mutual-TLS cluster port.
+const (
+	rpcApply     = "/cluster/v1/apply"
+	rpcReadIndex = "/cluster/v1/readindex"
+	rpcJoin      = "/cluster/v1/join"
+	maxRPCBody   = 8 << 20
+)
+
+type applyRequest struct {
+	Type    MessageType     `json:"type"`
+	Payload json.RawMessage `json:"payload"`
+}
+
+type applyResponse struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Index  uint64          `json:"index"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+type readIndexResponse struct {
+	Index uint64 `json:"index"`
+	Error *Error `json:"error,omitempty"`
+}
+
+func (n *Node) rpcHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+rpcApply, n.requireMember(n.handleApply))
+	mux.HandleFunc("POST "+rpcReadIndex, n.requireMember(n.handleReadIndex))
+	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	return mux
+}
+
+// requireMember admits only peers that presented a certificate of our CA.
+func (n *Node) requireMember(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			http.Error(w, "cluster certificate required", http.StatusUnauthorized)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
+	var req applyRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, maxRPCBody)).Decode(&req); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	res, idx, err := n.applyLocal(r.Context(), req.Type, req.Payload)
+	writeJSON(w, applyResponse{Result: res, Index: idx, Error: asError(err)})
+}
+
+func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
+	idx, err := n.leaderReadIndex()
+	writeJSON(w, readIndexResponse{Index: idx, Error: asError(err)})
+}
+
+// asError turns any error into the wire form. Raft's "not leader" becomes a
+// code the caller recognises as safe to retry elsewhere.
+func asError(err error) *Error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if errors.Is(err, raft.ErrNotLeader) {
+		return &Error{Code: codeNotLeader, Message: err.Error()}
+	}
+	return &Error{Code: CodeUnavailable, Message: err.Error()}
+}
+
+// codeNotLeader marks a command that was never accepted, so retrying is safe.
+const codeNotLeader = "not_leader"
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// rpcClient calls peers over the cluster port with this node's certificate.
+func newRPCClient(id *identity) *http.Client {
+	return &http.Client{Transport: &http.Transport{
+		TLSClientConfig:     id.clientTLS(alpnRPC),
+		MaxIdleConnsPerHost: 128,
+		IdleConnTimeout:     90 * time.Second,
+		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
+		ForceAttemptHTTP2:   false,
+	}}
+}
+
+func (n *Node) callRPC(ctx context.Context, addr, path string, req, resp any) error {
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	hr, err := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+path, bytesReader(body))
+	if err != nil {
+		return err
+	}
+	hr.Header.Set("Content-Type", "application/json")
+	res, err := n.rpc().Do(hr)
+	if err != nil {
+		return fmt.Errorf("rpc %s to %s: %w", path, addr, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
+		return fmt.Errorf("rpc %s to %s: %s: %s", path, addr, res.Status, msg)
+	}
+	return json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(resp)
+}
+
+// --- join -------------------------------------------------------------------
+
+// The join protocol runs over TLS before the joiner can verify the server's
+// certificate. Both sides prove they know the join token with an HMAC bound to
+// the TLS session (exported keying material), so nobody without the token can
+// obtain a certificate, and a man in the middle cannot relay the exchange.
+type joinRequest struct {
+	Name     string   `json:"name"`
+	IPs      []string `json:"ips"`
+	RaftAddr string   `json:"raft_addr"`
+	PubKey   []byte   `json:"pub_key"` // PEM public key
+	Proof    []byte   `json:"proof"`
+}
+
+type joinResponse struct {
+	CACert   []byte `json:"ca_cert"`
+	CAKey    []byte `json:"ca_key"`
+	NodeCert []byte `json:"node_cert"`
+	Proof    []byte `json:"proof"`
+	Error    *Error `json:"error,omitempty"`
+}
+
+func joinProof(token string, ekm []byte, parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, []byte(token))
+	m.Write(ekm)
+	for _, p := range parts {
+		m.Write([]byte{0})
+		m.Write(p)
+	}
+	return m.Sum(nil)
+}
+
+func exportedKey(cs *tls.ConnectionState) ([]byte, error) {
+	return cs.ExportKeyingMaterial("cairn-join", nil, 32)
+}
+
+func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }

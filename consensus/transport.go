@@ -1,0 +1,136 @@
+package consensus
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// ALPN protocol names multiplexed on the cluster port. Every connection is TLS;
+// there is no plain-text cluster traffic.
+const (
+	alpnRaft = "cairn-raft"
+	alpnRPC  = "http/1.1"
+)
+
+// clusterListener accepts TLS on the cluster port and hands each connection to
+// Raft or to the RPC server by its negotiated ALPN protocol.
+type clusterListener struct {
+	ln   net.Listener
+	cfg  *tls.Config
+	log  *slog.Logger
+	raft *chanListener
+	rpc  *chanListener
+}
+
+func listenCluster(addr string, cfg *tls.Config, log *slog.Logger) (*clusterListener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on cluster port %s: %w", addr, err)
+	}
+	cl := &clusterListener{ln: ln, cfg: cfg, log: log,
+		raft: newChanListener(ln.Addr()), rpc: newChanListener(ln.Addr())}
+	go cl.serve()
+	return cl, nil
+}
+
+func (cl *clusterListener) serve() {
+	for {
+		c, err := cl.ln.Accept()
+		if err != nil {
+			cl.raft.close()
+			cl.rpc.close()
+			return
+		}
+		go cl.route(c)
+	}
+}
+
+func (cl *clusterListener) route(c net.Conn) {
+	tc := tls.Server(c, cl.cfg)
+	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		cl.log.Debug("cluster handshake failed", "remote", c.RemoteAddr(), "err", err)
+		c.Close()
+		return
+	}
+	_ = tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	switch st.NegotiatedProtocol {
+	case alpnRaft:
+		// Raft only between members: a verified client certificate is required.
+		if len(st.VerifiedChains) == 0 {
+			cl.log.Warn("raft connection without a cluster certificate refused", "remote", c.RemoteAddr())
+			tc.Close()
+			return
+		}
+		cl.raft.push(tc)
+	default:
+		cl.rpc.push(tc)
+	}
+}
+
+func (cl *clusterListener) Close() error { return cl.ln.Close() }
+
+// chanListener is a net.Listener fed by clusterListener.
+type chanListener struct {
+	addr   net.Addr
+	ch     chan net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func newChanListener(addr net.Addr) *chanListener {
+	return &chanListener{addr: addr, ch: make(chan net.Conn), closed: make(chan struct{})}
+}
+
+func (l *chanListener) push(c net.Conn) {
+	select {
+	case l.ch <- c:
+	case <-l.closed:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) close()         { l.once.Do(func() { close(l.closed) }) }
+func (l *chanListener) Close() error   { l.close(); return nil }
+func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// raftStream is Raft's StreamLayer over the multiplexed TLS port.
+type raftStream struct {
+	*chanListener
+	advertise net.Addr
+	tls       *tls.Config
+}
+
+var _ raft.StreamLayer = (*raftStream)(nil)
+
+func (s *raftStream) Addr() net.Addr { return s.advertise }
+
+func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), s.tls)
+	if err != nil {
+		return nil, err
+	}
+	if c.ConnectionState().NegotiatedProtocol != alpnRaft {
+		c.Close()
+		return nil, errors.New("peer does not speak cairn-raft")
+	}
+	return c, nil
+}
