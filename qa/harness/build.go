@@ -1,0 +1,51 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// cairnBuild builds the cairn binary at most once per process: every test of a
+// package shares it, and the go build cache makes later processes fast.
+var cairnBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// BuildCairn builds github.com/cairnhq/cairn/appliance/cmd/cairn into
+// qa/.bin/cairn under the module root (a stable path, so logged command lines
+// can be rerun by hand) and returns the binary's path.
+func BuildCairn(t T) string {
+	t.Helper()
+	cairnBuild.once.Do(func() {
+		cairnBuild.path, cairnBuild.err = buildCairn()
+	})
+	if cairnBuild.err != nil {
+		t.Fatalf("harness: %v", cairnBuild.err)
+	}
+	return cairnBuild.path
+}
+
+func buildCairn() (string, error) {
+	root, err := moduleRoot()
+	if err != nil {
+		return "", fmt.Errorf("build cairn: %w", err)
+	}
+	out := filepath.Join(root, "qa", ".bin", "cairn")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./appliance/cmd/cairn")
+	cmd.Dir = root
+	cmd.Env = os.Environ()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build cairn: go build -o %s ./appliance/cmd/cairn (in %s): %w: %s", out, root, err, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
