@@ -30,6 +30,17 @@ type Store struct {
 type Tx struct {
 	*memdb.Txn
 	Index uint64
+	reg   *Registry
+}
+
+// Dispatch runs another registered command inside this transaction, so a
+// wrapper command (an audited envelope, say) commits or fails with it.
+func (tx *Tx) Dispatch(t MessageType, payload []byte) (any, error) {
+	h, ok := tx.reg.handlers[t&^IgnoreUnknownTypeFlag]
+	if !ok {
+		return nil, Errorf(CodeInvalid, "unknown command type %d", t)
+	}
+	return h.fn(tx, payload)
 }
 
 func newStore(reg *Registry) (*Store, error) {
@@ -107,7 +118,7 @@ func (s *Store) apply(idx uint64, h Handler, payload []byte) (any, error) {
 	s.mu.RLock()
 	txn := s.db.Txn(true)
 	s.mu.RUnlock()
-	tx := &Tx{Txn: txn, Index: idx}
+	tx := &Tx{Txn: txn, Index: idx, reg: s.reg}
 	v, err := h(tx, payload)
 	if err != nil {
 		txn.Abort()

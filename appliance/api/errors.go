@@ -1,0 +1,73 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Error is an API error: an HTTP status and a stable machine-readable code.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+func errorf(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
+
+// Codes the API adds to those of consensus and identity.
+const (
+	codeNotFoundRoute   = "route_not_found"
+	codeMethod          = "method_not_allowed"
+	codeTooLarge        = "payload_too_large"
+	codeBadJSON         = "bad_request"
+	codeInternal        = "internal"
+	codeUnsupportedType = "unsupported_media_type"
+)
+
+// statusOf maps domain codes to HTTP statuses.
+var statusOf = map[string]int{
+	consensus.CodeInvalid:            http.StatusBadRequest,
+	identity.CodeUnauthenticated:     http.StatusUnauthorized,
+	consensus.CodeForbidden:          http.StatusForbidden,
+	consensus.CodeQuotaExceeded:      http.StatusForbidden,
+	consensus.CodeNotFound:           http.StatusNotFound,
+	consensus.CodeAlreadyExists:      http.StatusConflict,
+	consensus.CodeConflict:           http.StatusConflict,
+	consensus.CodePreconditionFailed: http.StatusPreconditionFailed,
+	consensus.CodeUnavailable:        http.StatusServiceUnavailable,
+}
+
+// toAPIError turns any error into an *Error; unknown errors are 500s whose
+// detail stays in the log, not in the response.
+func toAPIError(err error) *Error {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return ae
+	}
+	var ce *consensus.Error
+	if errors.As(err, &ce) {
+		if st, ok := statusOf[ce.Code]; ok {
+			return &Error{Status: st, Code: ce.Code, Message: ce.Message}
+		}
+	}
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "request body is larger than the limit")
+	}
+	return errorf(http.StatusInternalServerError, codeInternal, "internal error")
+}
+
+func writeError(w http.ResponseWriter, err *Error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(err.Status)
+	_ = json.NewEncoder(w).Encode(err)
+}

@@ -1,0 +1,207 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MaxBodyBytes limits every request body.
+const MaxBodyBytes = 1 << 20
+
+// ClusterInfo is what the API shows about the cluster.
+type ClusterInfo interface {
+	Status() consensus.Status
+	JoinToken() string
+}
+
+// Deps are the API's collaborators.
+type Deps struct {
+	Identity *identity.Service
+	Cluster  ClusterInfo
+	Logger   *slog.Logger
+	Metrics  prometheus.Registerer // may be nil
+}
+
+// Server is the /api/v1 handler.
+type Server struct {
+	id       *identity.Service
+	cluster  ClusterInfo
+	log      *slog.Logger
+	mux      *http.ServeMux
+	routes   []route
+	duration *prometheus.HistogramVec
+}
+
+// New builds the API handler with every route of the table registered.
+func New(d Deps) *Server {
+	s := &Server{id: d.Identity, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	s.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "cairn", Name: "api_request_duration_seconds", Help: "API requests by route and status.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+	}, []string{"route", "code"})
+	if d.Metrics != nil {
+		d.Metrics.MustRegister(s.duration)
+	}
+	s.routes = s.routeTable()
+	for _, rt := range s.routes {
+		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
+	}
+	s.mux.HandleFunc("GET /api/v1/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.OpenAPI(), 0)
+	})
+	s.mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, errorf(http.StatusNotFound, codeNotFoundRoute, "no such API route: "+r.Method+" "+r.URL.Path))
+	})
+	return s
+}
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	// ServeMux answers a wrong method with a plain-text 405; make it JSON.
+	if _, pattern := s.mux.Handler(r); pattern == "" || pattern == "/api/" {
+		for _, rt := range s.routes {
+			if rt.Method != r.Method && matches(rt.Path, r.URL.Path) {
+				writeError(w, errorf(http.StatusMethodNotAllowed, codeMethod, r.Method+" is not allowed on "+r.URL.Path))
+				return
+			}
+		}
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// matches reports whether a URL path fits a pattern with {wildcards}.
+func matches(pattern, path string) bool {
+	pp, up := strings.Split(pattern, "/"), strings.Split(path, "/")
+	if len(pp) != len(up) {
+		return false
+	}
+	for i := range pp {
+		if !strings.HasPrefix(pp[i], "{") && pp[i] != up[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// handlerFunc serves one route. p is nil on routes without authentication.
+type handlerFunc func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error
+
+// wrap adds authentication, the body limit, error rendering and metrics.
+func (s *Server) wrap(rt route) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
+		ctx := identity.WithRemoteAddr(r.Context(), r.RemoteAddr)
+		r = r.WithContext(ctx)
+		var p *identity.Principal
+		var err error
+		if !rt.Public {
+			p, err = s.authenticate(ctx, r)
+		}
+		if err == nil {
+			err = rt.handler(sw, r, p)
+		}
+		if err != nil {
+			ae := toAPIError(err)
+			if ae.Status >= 500 {
+				s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeError(sw, ae)
+		}
+		s.duration.WithLabelValues(rt.Method+" "+rt.Path, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())
+	})
+}
+
+func (s *Server) authenticate(ctx context.Context, r *http.Request) (*identity.Principal, error) {
+	h := r.Header.Get("Authorization")
+	tok, ok := strings.CutPrefix(h, "Bearer ")
+	if !ok || tok == "" {
+		return nil, identity.ErrUnauthenticated
+	}
+	return s.id.Authenticate(ctx, strings.TrimSpace(tok))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// decode reads a JSON body strictly: known fields only, one value, JSON type.
+func decode(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			return errorf(http.StatusUnsupportedMediaType, codeUnsupportedType, "Content-Type must be application/json")
+		}
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case errors.As(err, &mbe):
+			return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes))
+		case errors.Is(err, io.EOF):
+			return errorf(http.StatusBadRequest, codeBadJSON, "request body is empty; a JSON object is required")
+		default:
+			return errorf(http.StatusBadRequest, codeBadJSON, "invalid JSON body: "+err.Error())
+		}
+	}
+	if dec.More() {
+		return errorf(http.StatusBadRequest, codeBadJSON, "invalid JSON body: more than one value")
+	}
+	return nil
+}
+
+// writeJSON writes v; a non-zero version becomes the ETag.
+func writeJSON(w http.ResponseWriter, status int, v any, version uint64) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.Header().Set("Cache-Control", "no-store")
+	if version != 0 {
+		w.Header().Set("ETag", etag(version))
+	}
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func etag(version uint64) string { return `"` + strconv.FormatUint(version, 10) + `"` }
+
+// ifMatch parses If-Match: absent or * means "any version" (0).
+func ifMatch(r *http.Request) (uint64, error) {
+	h := strings.TrimSpace(r.Header.Get("If-Match"))
+	if h == "" || h == "*" {
+		return 0, nil
+	}
+	v, err := strconv.ParseUint(strings.Trim(strings.TrimPrefix(h, "W/"), `"`), 10, 64)
+	if err != nil || v == 0 {
+		return 0, errorf(http.StatusBadRequest, codeBadJSON, "If-Match must be an ETag this API returned, like \"42\"")
+	}
+	return v, nil
+}
+
+// consistent reports whether the caller asked for a linearizable read.
+func (s *Server) consistent(r *http.Request) error {
+	v := r.URL.Query().Get("consistent")
+	return s.id.Sync(r.Context(), v == "true" || v == "1")
+}

@@ -1,0 +1,437 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+type clusterStatus struct {
+	consensus.Status
+	JoinToken string `json:"join_token,omitempty"`
+}
+
+// noFlags is for commands with only the global flags.
+func noFlags(run func(e *env, args []string) error) func(*flag.FlagSet) func(*env, []string) error {
+	return func(*flag.FlagSet) func(*env, []string) error { return run }
+}
+
+// commands maps "noun verb" to its implementation.
+var commands = map[string]command{
+	"login": {usage: "--username USER --password-stdin", help: "log in, print and save a token", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		user := fs.String("username", "", "user name")
+		stdin := fs.Bool("password-stdin", false, "read the password from standard input")
+		return func(e *env, args []string) error {
+			if *user == "" || !*stdin || len(args) != 0 {
+				return usageError("--username and --password-stdin are required")
+			}
+			pw, err := e.readSecret()
+			if err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			var res struct {
+				Token     string    `json:"token"`
+				ExpiresAt time.Time `json:"expires_at"`
+			}
+			if err := c.do("POST", "/api/v1/auth/login", map[string]string{"username": *user, "password": pw}, &res); err != nil {
+				return err
+			}
+			s := e.settings
+			s.Token = res.Token
+			if err := s.save(); err != nil {
+				return fmt.Errorf("save config: %w", err)
+			}
+			if e.output == "json" {
+				return e.printKV(res, nil)
+			}
+			fmt.Fprintln(e.stdout, res.Token)
+			return nil
+		}
+	}},
+	"logout": {help: "revoke the saved token", flags: noFlags(func(e *env, args []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		return c.do("POST", "/api/v1/auth/logout", nil, nil)
+	})},
+	"setup": {usage: "--setup-code CODE --username USER --password-stdin", help: "create the first cluster admin", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		code := fs.String("setup-code", "", "one-time setup code shown on the node's console")
+		user := fs.String("username", "admin", "admin user name")
+		stdin := fs.Bool("password-stdin", false, "read the password from standard input")
+		return func(e *env, args []string) error {
+			if *code == "" || !*stdin {
+				return usageError("--setup-code and --password-stdin are required")
+			}
+			pw, err := e.readSecret()
+			if err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			var u identity.User
+			if err := c.do("POST", "/api/v1/setup", map[string]string{"setup_code": *code, "username": *user, "password": pw}, &u); err != nil {
+				return err
+			}
+			return e.printKV(u, [][2]string{{"created admin", u.Name}})
+		}
+	}},
+
+	"cluster status": {help: "leader, nodes, roles and health", flags: noFlags(func(e *env, args []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		var st clusterStatus
+		if err := c.do("GET", "/api/v1/cluster", nil, &st); err != nil {
+			return err
+		}
+		if e.output == "json" {
+			return e.printKV(st, nil)
+		}
+		fmt.Fprintf(e.stdout, "leader: %s   term: %d   voters: %d   commit index: %d\n", st.Leader, st.Term, st.Voters, st.CommitIndex)
+		if st.JoinToken != "" {
+			fmt.Fprintf(e.stdout, "join token: %s\n", st.JoinToken)
+		}
+		fmt.Fprintln(e.stdout)
+		return printNodes(e, st.Nodes)
+	})},
+	"node list": {help: "nodes of the cluster", flags: noFlags(func(e *env, args []string) error {
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		var nodes []consensus.NodeStatus
+		if err := c.do("GET", "/api/v1/nodes", nil, &nodes); err != nil {
+			return err
+		}
+		return printNodes(e, nodes)
+	})},
+
+	"project list": {help: "projects you can see", flags: noFlags(func(e *env, args []string) error {
+		var ps []identity.Project
+		if err := get(e, "/api/v1/projects", &ps); err != nil {
+			return err
+		}
+		return e.print(ps, []string{"ID", "NAME", "DESCRIPTION"}, func(i int) []string {
+			return []string{ps[i].ID, ps[i].Name, ps[i].Description}
+		}, len(ps))
+	})},
+	"project create": {usage: "NAME [--description TEXT]", help: "create a project", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		desc := fs.String("description", "", "description")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one project name"); err != nil {
+				return err
+			}
+			var p identity.Project
+			if err := send(e, "POST", "/api/v1/projects", identity.ProjectSpec{Name: args[0], Description: *desc}, &p); err != nil {
+				return err
+			}
+			return printProject(e, p)
+		}
+	}},
+	"project show": {usage: "PROJECT", help: "show a project", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one project"); err != nil {
+			return err
+		}
+		var p identity.Project
+		if err := get(e, "/api/v1/projects/"+url.PathEscape(args[0]), &p); err != nil {
+			return err
+		}
+		return printProject(e, p)
+	})},
+	"project update": {usage: "PROJECT --description TEXT", help: "change a project", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		desc := fs.String("description", "", "new description")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one project"); err != nil {
+				return err
+			}
+			var p identity.Project
+			if err := send(e, "PATCH", "/api/v1/projects/"+url.PathEscape(args[0]), map[string]string{"description": *desc}, &p); err != nil {
+				return err
+			}
+			return printProject(e, p)
+		}
+	}},
+	"project delete": {usage: "PROJECT", help: "delete an empty project", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one project"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/projects/"+url.PathEscape(args[0]), nil, nil)
+	})},
+	"project members": {usage: "PROJECT", help: "list a project's members", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one project"); err != nil {
+			return err
+		}
+		var ms []identity.MemberView
+		if err := get(e, "/api/v1/projects/"+url.PathEscape(args[0])+"/members", &ms); err != nil {
+			return err
+		}
+		return e.print(ms, []string{"USER", "ROLE"}, func(i int) []string { return []string{ms[i].UserName, string(ms[i].Role)} }, len(ms))
+	})},
+	"project add-member": {usage: "PROJECT USER admin|member|reader", help: "give a user a role in a project", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 3, "project, user and role"); err != nil {
+			return err
+		}
+		return send(e, "PUT", "/api/v1/projects/"+url.PathEscape(args[0])+"/members/"+url.PathEscape(args[1]), map[string]string{"role": args[2]}, nil)
+	})},
+	"project remove-member": {usage: "PROJECT USER", help: "remove a user from a project", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "project and user"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/projects/"+url.PathEscape(args[0])+"/members/"+url.PathEscape(args[1]), nil, nil)
+	})},
+
+	"user list": {help: "list users", flags: noFlags(func(e *env, args []string) error {
+		var us []identity.User
+		if err := get(e, "/api/v1/users", &us); err != nil {
+			return err
+		}
+		return e.print(us, []string{"ID", "NAME", "CLUSTER ADMIN", "DISPLAY NAME"}, func(i int) []string {
+			return []string{us[i].ID, us[i].Name, strconv.FormatBool(us[i].ClusterAdmin), us[i].DisplayName}
+		}, len(us))
+	})},
+	"user create": {usage: "NAME --password-stdin [--cluster-admin] [--display-name TEXT]", help: "create a user", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		stdin := fs.Bool("password-stdin", false, "read the password from standard input")
+		admin := fs.Bool("cluster-admin", false, "make the user a cluster admin")
+		display := fs.String("display-name", "", "display name")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one user name"); err != nil {
+				return err
+			}
+			if !*stdin {
+				return usageError("--password-stdin is required")
+			}
+			pw, err := e.readSecret()
+			if err != nil {
+				return err
+			}
+			var u identity.User
+			if err := send(e, "POST", "/api/v1/users", identity.UserSpec{Name: args[0], Password: pw, ClusterAdmin: *admin, DisplayName: *display}, &u); err != nil {
+				return err
+			}
+			return e.printKV(u, [][2]string{{"id", u.ID}, {"name", u.Name}, {"cluster admin", strconv.FormatBool(u.ClusterAdmin)}})
+		}
+	}},
+	"user delete": {usage: "USER", help: "delete a user", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one user"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/users/"+url.PathEscape(args[0]), nil, nil)
+	})},
+	"user passwd": {usage: "USER --password-stdin", help: "change a user's password", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		stdin := fs.Bool("password-stdin", false, "read the new password from standard input")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one user"); err != nil {
+				return err
+			}
+			if !*stdin {
+				return usageError("--password-stdin is required")
+			}
+			pw, err := e.readSecret()
+			if err != nil {
+				return err
+			}
+			return send(e, "PATCH", "/api/v1/users/"+url.PathEscape(args[0]), map[string]string{"password": pw}, nil)
+		}
+	}},
+
+	"token list": {help: "your API and session tokens", flags: noFlags(func(e *env, args []string) error {
+		var ts []identity.Token
+		if err := get(e, "/api/v1/tokens", &ts); err != nil {
+			return err
+		}
+		return e.print(ts, []string{"ID", "KIND", "NAME", "CREATED", "EXPIRES"}, func(i int) []string {
+			exp := "never"
+			if !ts[i].ExpiresAt.IsZero() {
+				exp = ts[i].ExpiresAt.Format(time.RFC3339)
+			}
+			return []string{ts[i].ID, ts[i].Kind, ts[i].Name, ts[i].CreatedAt.Format(time.RFC3339), exp}
+		}, len(ts))
+	})},
+	"token create": {usage: "NAME [--ttl DURATION]", help: "create an API token (the secret is shown once)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		ttl := fs.Duration("ttl", 0, "lifetime; 0 means no expiry")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one token name"); err != nil {
+				return err
+			}
+			var res struct {
+				Token  string         `json:"token"`
+				Detail identity.Token `json:"detail"`
+			}
+			if err := send(e, "POST", "/api/v1/tokens", map[string]any{"name": args[0], "ttl_seconds": int64(ttl.Seconds())}, &res); err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printKV(res, nil)
+			}
+			fmt.Fprintln(e.stdout, res.Token)
+			return nil
+		}
+	}},
+	"token revoke": {usage: "ID", help: "revoke a token", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one token ID"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/tokens/"+url.PathEscape(args[0]), nil, nil)
+	})},
+
+	"flavor list": {help: "VM flavors", flags: noFlags(func(e *env, args []string) error {
+		var fl []identity.Flavor
+		if err := get(e, "/api/v1/flavors", &fl); err != nil {
+			return err
+		}
+		return e.print(fl, []string{"NAME", "VCPUS", "RAM MIB", "DISK GIB", "ID"}, func(i int) []string {
+			f := fl[i]
+			return []string{f.Name, itoa(f.VCPUs), itoa(f.RAMMiB), itoa(f.DiskGiB), f.ID}
+		}, len(fl))
+	})},
+	"flavor create": {usage: "NAME --vcpus N --ram-mib N --disk-gib N", help: "create a flavor", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var spec identity.FlavorSpec
+		fs.Int64Var(&spec.VCPUs, "vcpus", 1, "virtual CPUs")
+		fs.Int64Var(&spec.RAMMiB, "ram-mib", 1024, "memory in MiB")
+		fs.Int64Var(&spec.DiskGiB, "disk-gib", 10, "root disk in GiB")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one flavor name"); err != nil {
+				return err
+			}
+			spec.Name = args[0]
+			var f identity.Flavor
+			if err := send(e, "POST", "/api/v1/flavors", spec, &f); err != nil {
+				return err
+			}
+			return e.printKV(f, [][2]string{{"id", f.ID}, {"name", f.Name}, {"vcpus", itoa(f.VCPUs)}, {"ram_mib", itoa(f.RAMMiB)}, {"disk_gib", itoa(f.DiskGiB)}})
+		}
+	}},
+	"flavor delete": {usage: "FLAVOR", help: "delete a flavor", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one flavor"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/flavors/"+url.PathEscape(args[0]), nil, nil)
+	})},
+
+	"quota show": {usage: "PROJECT", help: "a project's limits and usage", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one project"); err != nil {
+			return err
+		}
+		var q identity.Quota
+		if err := get(e, "/api/v1/projects/"+url.PathEscape(args[0])+"/quota", &q); err != nil {
+			return err
+		}
+		return printQuota(e, q)
+	})},
+	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		vals := map[string]*int64{}
+		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips"} {
+			vals[n] = fs.Int64(n, -2, "limit for "+n+"; -1 is unlimited")
+		}
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one project"); err != nil {
+				return err
+			}
+			path := "/api/v1/projects/" + url.PathEscape(args[0]) + "/quota"
+			var q identity.Quota
+			if err := get(e, path, &q); err != nil {
+				return err
+			}
+			l := &q.Limits
+			for name, dst := range map[string]*int64{"instances": &l.Instances, "vcpus": &l.VCPUs, "ram-mib": &l.RAMMiB,
+				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs} {
+				if v := *vals[name]; v != -2 {
+					*dst = v
+				}
+			}
+			var out identity.Quota
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			// If-Match: a concurrent change by someone else is not overwritten.
+			if err := c.do("PUT", path, q.Limits, &out, "If-Match", `"`+strconv.FormatUint(q.Version, 10)+`"`); err != nil {
+				return err
+			}
+			return printQuota(e, out)
+		}
+	}},
+
+	"audit list": {usage: "[--project P] [--user U] [--action PREFIX] [--limit N]", help: "the audit log, newest first", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project")
+		user := fs.String("user", "", "only this user")
+		action := fs.String("action", "", "only actions with this prefix, like project.")
+		limit := fs.Int("limit", 50, "at most this many entries")
+		return func(e *env, args []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"project": *project, "user": *user, "action": *action, "limit": strconv.Itoa(*limit)} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			var es []identity.AuditEntry
+			if err := get(e, "/api/v1/audit?"+q.Encode(), &es); err != nil {
+				return err
+			}
+			return e.print(es, []string{"TIME", "USER", "ACTION", "RESOURCE", "RESULT", "NODE"}, func(i int) []string {
+				x := es[i]
+				return []string{x.Time.Format(time.RFC3339), x.UserName, x.Action, x.Resource, x.Result, x.Node}
+			}, len(es))
+		}
+	}},
+}
+
+func get(e *env, path string, out any) error {
+	return send(e, "GET", path, nil, out)
+}
+
+func send(e *env, method, path string, in, out any) error {
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	return c.do(method, path, in, out)
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
+
+func printNodes(e *env, nodes []consensus.NodeStatus) error {
+	return e.print(nodes, []string{"NAME", "ADDRESS", "ROLE", "GOSSIP", "HEALTHY", "LEADER"}, func(i int) []string {
+		n := nodes[i]
+		lead := ""
+		if n.Leader {
+			lead = "*"
+		}
+		return []string{n.Name, n.Address, n.Role, n.Gossip, strconv.FormatBool(n.Healthy), lead}
+	}, len(nodes))
+}
+
+func printProject(e *env, p identity.Project) error {
+	return e.printKV(p, [][2]string{{"id", p.ID}, {"name", p.Name}, {"description", p.Description}, {"version", strconv.FormatUint(p.Version, 10)}})
+}
+
+func printQuota(e *env, q identity.Quota) error {
+	lim := func(v int64) string {
+		if v == identity.Unlimited {
+			return "unlimited"
+		}
+		return itoa(v)
+	}
+	rows := [][3]string{
+		{"instances", itoa(q.Usage.Instances), lim(q.Limits.Instances)},
+		{"vcpus", itoa(q.Usage.VCPUs), lim(q.Limits.VCPUs)},
+		{"ram_mib", itoa(q.Usage.RAMMiB), lim(q.Limits.RAMMiB)},
+		{"disk_gib", itoa(q.Usage.DiskGiB), lim(q.Limits.DiskGiB)},
+		{"object_gib", itoa(q.Usage.ObjectGiB), lim(q.Limits.ObjectGiB)},
+		{"floating_ips", itoa(q.Usage.FloatingIPs), lim(q.Limits.FloatingIPs)},
+	}
+	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
+}

@@ -1,0 +1,183 @@
+package identity_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+)
+
+// A test-only command that charges a quota the way compute and storage will.
+type chargeCmd struct {
+	ProjectID string             `json:"project_id"`
+	Delta     identity.Resources `json:"delta"`
+}
+
+const msgTestCharge consensus.MessageType = 127
+
+func register(reg *consensus.Registry) {
+	identity.Register(reg)
+	consensus.Handle(reg, msgTestCharge, "TestCharge", func(tx *consensus.Tx, c *chargeCmd) (any, error) {
+		return nil, identity.Charge(tx, c.ProjectID, c.Delta)
+	})
+}
+
+func setupAdmin(t *testing.T, svc *identity.Service) *identity.Principal {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := svc.Setup(ctx, svc.SetupCode(), "admin", "correct horse battery"); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := svc.Login(ctx, "admin", "correct horse battery")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := svc.Authenticate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// Concurrent charges through all three nodes never exceed the quota: exactly
+// the limit's worth succeed and usage ends at the limit.
+func TestQuotaHoldsUnderConcurrentCharges(t *testing.T) {
+	c := consensustest.Start(t, 3, register)
+	svcs := make([]*identity.Service, len(c.Nodes))
+	for i, n := range c.Nodes {
+		svcs[i] = identity.NewService(n, identity.DefaultConfig())
+	}
+	admin := setupAdmin(t, svcs[0])
+	ctx := context.Background()
+	limit := identity.DefaultQuota
+	limit.Instances = 7
+	pr, err := svcs[1].CreateProject(ctx, admin, identity.ProjectSpec{Name: "ward-a", Quota: &limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ok, refused atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := c.Nodes[i%3]
+			_, err := n.Apply(ctx, msgTestCharge, chargeCmd{ProjectID: pr.ID, Delta: identity.Resources{Instances: 1, VCPUs: 1}}, nil)
+			switch {
+			case err == nil:
+				ok.Add(1)
+			case consensus.ErrorCode(err) == consensus.CodeQuotaExceeded:
+				refused.Add(1)
+			default:
+				t.Errorf("charge: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if ok.Load() != 7 || refused.Load() != 23 {
+		t.Fatalf("%d charges succeeded and %d were refused; want 7 and 23", ok.Load(), refused.Load())
+	}
+	for _, s := range svcs {
+		if err := s.Sync(ctx, true); err != nil {
+			t.Fatal(err)
+		}
+		q, err := s.GetQuota(admin, pr.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.Usage.Instances != 7 || q.Usage.VCPUs != 7 {
+			t.Fatalf("usage %+v, want 7 instances and 7 vcpus", q.Usage)
+		}
+	}
+	// A non-empty project cannot be deleted.
+	if err := svcs[2].DeleteProject(ctx, admin, pr.ID, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("deleting a project in use: %v", err)
+	}
+}
+
+// Two setup attempts racing on two nodes create exactly one admin.
+func TestFirstAdminRace(t *testing.T) {
+	c := consensustest.Start(t, 3, register)
+	ctx := context.Background()
+	var wins atomic.Int64
+	var wg sync.WaitGroup
+	for i, n := range c.Nodes {
+		svc := identity.NewService(n, identity.DefaultConfig())
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := svc.Setup(ctx, svc.SetupCode(), fmt.Sprintf("admin%d", i), "correct horse battery")
+			if err == nil {
+				wins.Add(1)
+			} else if consensus.ErrorCode(err) != consensus.CodeConflict {
+				t.Errorf("setup: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("%d admins created, want exactly 1", wins.Load())
+	}
+	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
+	if _, err := svc.Setup(ctx, "WRONG-CODE", "x", "correct horse battery"); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("wrong setup code: %v", err)
+	}
+}
+
+// Every mutation and every refusal lands in the audit log, and a refused
+// command changes nothing.
+func TestAuditRecordsSuccessAndRefusal(t *testing.T) {
+	c := consensustest.Start(t, 1, register)
+	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
+	admin := setupAdmin(t, svc)
+	ctx := identity.WithRemoteAddr(context.Background(), "192.0.2.7:5555")
+	pr, err := svc.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desc := "changed"
+	if _, err := svc.UpdateProject(ctx, admin, pr.ID, &desc, pr.Version+1000); consensus.ErrorCode(err) != consensus.CodePreconditionFailed {
+		t.Fatalf("stale If-Match: %v", err)
+	}
+	if got, _ := svc.GetProject(admin, pr.ID); got.Description != "" || got.Version != pr.Version {
+		t.Fatalf("refused update changed the project: %+v", got)
+	}
+	if _, err := svc.CreateProject(ctx, admin, identity.ProjectSpec{Name: "bad name!"}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("bad name: %v", err)
+	}
+	es, err := svc.ListAudit(admin, identity.AuditFilter{Action: "project."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"project.create:invalid_argument", "project.update:precondition_failed", "project.create:success"}
+	if len(es) != len(want) {
+		t.Fatalf("audit has %d project entries, want %d: %+v", len(es), len(want), es)
+	}
+	for i, e := range es {
+		if got := e.Action + ":" + e.Result; got != want[i] {
+			t.Errorf("entry %d: %s, want %s", i, got, want[i])
+		}
+		if e.UserName != "admin" || e.RemoteAddr != "192.0.2.7:5555" || e.Node != "node1" {
+			t.Errorf("entry %d lacks who/where: %+v", i, e)
+		}
+	}
+}
+
+func TestPasswordHash(t *testing.T) {
+	h, err := identity.HashPassword("s3cret-pass")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !identity.CheckPassword(h, "s3cret-pass") || identity.CheckPassword(h, "s3cret-pasS") {
+		t.Fatal("argon2id hash does not verify correctly")
+	}
+	if identity.CheckPassword("garbage", "x") {
+		t.Fatal("garbage hash verified")
+	}
+}
+

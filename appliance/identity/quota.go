@@ -1,0 +1,67 @@
+package identity
+
+import (
+	"fmt"
+
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Charge adds delta (negative to release) to a project's usage inside the
+// caller's FSM transaction, refusing with quota_exceeded if any limit would be
+// passed. Because it runs in the FSM, concurrent requests on different nodes
+// are serialized by the Raft log and can never exceed a quota together.
+// Releases are never refused; usage does not go below zero.
+func Charge(tx *consensus.Tx, projectID string, delta Resources) error {
+	q := first[Quota](tx.Txn, tQuotas, "id", projectID)
+	if q == nil {
+		return notFound("project", projectID)
+	}
+	next := q.Usage.add(delta)
+	for _, f := range q.Limits.fields(next, delta) {
+		if f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
+			return consensus.Errorf(consensus.CodeQuotaExceeded,
+				"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", f.name, projectID, f.limit, f.used-f.delta, f.delta)
+		}
+	}
+	row := *q
+	row.Usage = next.clampZero()
+	row.Version = tx.Index
+	return tx.Insert(tQuotas, &row)
+}
+
+type quotaField struct {
+	name               string
+	limit, used, delta int64
+}
+
+func (r Resources) add(d Resources) Resources {
+	return Resources{r.Instances + d.Instances, r.VCPUs + d.VCPUs, r.RAMMiB + d.RAMMiB,
+		r.DiskGiB + d.DiskGiB, r.ObjectGiB + d.ObjectGiB, r.FloatingIPs + d.FloatingIPs}
+}
+
+func (r Resources) clampZero() Resources {
+	c := func(v int64) int64 { return max(v, 0) }
+	return Resources{c(r.Instances), c(r.VCPUs), c(r.RAMMiB), c(r.DiskGiB), c(r.ObjectGiB), c(r.FloatingIPs)}
+}
+
+// fields pairs each limit with the usage it would have after a change of d.
+func (r Resources) fields(next, d Resources) []quotaField {
+	return []quotaField{
+		{"instances", r.Instances, next.Instances, d.Instances},
+		{"vcpus", r.VCPUs, next.VCPUs, d.VCPUs},
+		{"ram_mib", r.RAMMiB, next.RAMMiB, d.RAMMiB},
+		{"disk_gib", r.DiskGiB, next.DiskGiB, d.DiskGiB},
+		{"object_gib", r.ObjectGiB, next.ObjectGiB, d.ObjectGiB},
+		{"floating_ips", r.FloatingIPs, next.FloatingIPs, d.FloatingIPs},
+	}
+}
+
+// validate rejects negative limits other than Unlimited.
+func (r Resources) validate() error {
+	for _, f := range r.fields(r, Resources{}) {
+		if f.limit < Unlimited {
+			return fmt.Errorf("quota %s must be -1 (unlimited) or at least 0, got %d", f.name, f.limit)
+		}
+	}
+	return nil
+}

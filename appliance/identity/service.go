@@ -1,0 +1,311 @@
+package identity
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// CodeUnauthenticated means no valid credentials came with the request.
+const CodeUnauthenticated = "unauthenticated"
+
+// ErrUnauthenticated is returned for a missing, unknown, expired or revoked token.
+var ErrUnauthenticated = &consensus.Error{Code: CodeUnauthenticated, Message: "missing or invalid credentials"}
+
+// Cluster is what the service needs from the consensus node.
+type Cluster interface {
+	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
+	ConsistentRead(ctx context.Context) error
+	Store() *consensus.Store
+	Name() string
+}
+
+// Config configures the service. DefaultConfig holds the defaults.
+type Config struct {
+	SessionTTL time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time // the wall clock; replaceable in tests
+}
+
+// DefaultConfig returns the service defaults.
+func DefaultConfig() Config {
+	return Config{SessionTTL: 12 * time.Hour, Logger: slog.Default(), Now: time.Now}
+}
+
+// Service is identity's business logic, shared by the API and the UI.
+type Service struct {
+	c   Cluster
+	cfg Config
+	log *slog.Logger
+
+	setupMu   sync.Mutex
+	setupCode string
+}
+
+// NewService returns a service over the cluster.
+func NewService(c Cluster, cfg Config) *Service {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{c: c, cfg: cfg, log: cfg.Logger, setupCode: newSetupCode()}
+}
+
+// Principal is an authenticated caller.
+type Principal struct {
+	User      User
+	TokenID   string
+	TokenKind string
+	roles     map[string]Role // project ID -> role
+}
+
+// IsClusterAdmin reports whether the caller administers the whole cluster.
+func (p *Principal) IsClusterAdmin() bool { return p != nil && p.User.ClusterAdmin }
+
+// RoleIn returns the caller's role in a project, or "" for none.
+func (p *Principal) RoleIn(projectID string) Role { return p.roles[projectID] }
+
+// Can reports whether the caller has at least role min in the project.
+// Cluster admins can do everything.
+func (p *Principal) Can(projectID string, min Role) bool {
+	return p.IsClusterAdmin() || p.roles[projectID].rank() >= min.rank()
+}
+
+// ProjectIDs lists the projects the caller has a role in.
+func (p *Principal) ProjectIDs() []string {
+	out := make([]string, 0, len(p.roles))
+	for id := range p.roles {
+		out = append(out, id)
+	}
+	return out
+}
+
+type ctxKey int
+
+const remoteKey ctxKey = 0
+
+// WithRemoteAddr records the client address for the audit log.
+func WithRemoteAddr(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey, addr)
+}
+
+func (s *Service) read() *memdb.Txn { return s.c.Store().ReadTxn() }
+
+// Sync makes the next reads linearizable when consistent is set.
+func (s *Service) Sync(ctx context.Context, consistent bool) error {
+	if !consistent {
+		return nil
+	}
+	return s.c.ConsistentRead(ctx)
+}
+
+// --- setup and login -----------------------------------------------------------
+
+// SetupNeeded reports whether no cluster admin exists yet.
+func (s *Service) SetupNeeded() bool { return countAdmins(s.read()) == 0 }
+
+// SetupCode is this node's one-time code for creating the first admin.
+func (s *Service) SetupCode() string {
+	s.setupMu.Lock()
+	defer s.setupMu.Unlock()
+	return s.setupCode
+}
+
+// Setup creates the first cluster admin when the one-time code matches. The
+// FSM guarantees only one first admin ever, even if two nodes race.
+func (s *Service) Setup(ctx context.Context, code, username, password string) (*User, error) {
+	want := s.SetupCode()
+	if subtle.ConstantTimeCompare([]byte(strings.ToUpper(strings.TrimSpace(code))), []byte(want)) != 1 {
+		return nil, consensus.Errorf(consensus.CodeForbidden, "wrong setup code")
+	}
+	u, err := s.CreateFirstAdmin(ctx, username, password)
+	if err != nil {
+		return nil, err
+	}
+	s.setupMu.Lock()
+	s.setupCode = newSetupCode() // one-time: the old code is spent
+	s.setupMu.Unlock()
+	return u, nil
+}
+
+// CreateFirstAdmin creates the first cluster admin without a setup code; the
+// agent uses it for --admin-password-file.
+func (s *Service) CreateFirstAdmin(ctx context.Context, username, password string) (*User, error) {
+	if err := validateName("username", username); err != nil {
+		return nil, err
+	}
+	if err := validatePassword(password); err != nil {
+		return nil, invalid(err)
+	}
+	hash, err := HashPassword(password)
+	if err != nil {
+		return nil, err
+	}
+	u := User{ID: newID(), Name: username, PasswordHash: hash, ClusterAdmin: true, CreatedAt: s.cfg.Now().UTC()}
+	var out User
+	sys := &Principal{User: User{Name: "setup"}}
+	if err := s.mutate(ctx, sys, "setup.create_admin", username, "", MsgCreateFirstAdmin, u, &out); err != nil {
+		return nil, err
+	}
+	return redactUser(&out), nil
+}
+
+// Login checks a password and returns a new session token.
+func (s *Service) Login(ctx context.Context, username, password string) (string, *Token, error) {
+	u := first[User](s.read(), tUsers, "name", username)
+	if u == nil {
+		// Burn the same time as a real check, so timing does not reveal names.
+		CheckPassword("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", password)
+		return "", nil, ErrUnauthenticated
+	}
+	if !CheckPassword(u.PasswordHash, password) {
+		s.log.Warn("login failed", "user", username)
+		return "", nil, ErrUnauthenticated
+	}
+	now := s.cfg.Now().UTC()
+	return s.issueToken(ctx, &Principal{User: *u}, u.ID, TokenSession, "login", now.Add(s.cfg.SessionTTL))
+}
+
+func (s *Service) issueToken(ctx context.Context, p *Principal, userID, kind, name string, expires time.Time) (string, *Token, error) {
+	id, secret, hash := newTokenSecret()
+	t := Token{ID: id, UserID: userID, Kind: kind, Name: name, SecretHash: hash, CreatedAt: s.cfg.Now().UTC(), ExpiresAt: expires}
+	var out Token
+	action := "token.create"
+	if kind == TokenSession {
+		action = "auth.login"
+	}
+	if err := s.mutate(ctx, p, action, id, "", MsgCreateToken, t, &out); err != nil {
+		return "", nil, err
+	}
+	out.SecretHash = nil
+	return formatToken(id, secret), &out, nil
+}
+
+// Authenticate resolves a bearer token to a principal. A token created a
+// moment ago on another node may not have reached this one yet, so a miss is
+// retried once after a linearizable read.
+func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, error) {
+	id, secret, ok := parseToken(bearer)
+	if !ok {
+		return nil, ErrUnauthenticated
+	}
+	txn := s.read()
+	t := first[Token](txn, tTokens, "id", id)
+	if t == nil {
+		if err := s.c.ConsistentRead(ctx); err != nil {
+			return nil, err
+		}
+		txn = s.read()
+		t = first[Token](txn, tTokens, "id", id)
+	}
+	if t == nil || !tokenMatches(t, secret) {
+		return nil, ErrUnauthenticated
+	}
+	if !t.ExpiresAt.IsZero() && s.cfg.Now().After(t.ExpiresAt) {
+		return nil, ErrUnauthenticated
+	}
+	u := first[User](txn, tUsers, "id", t.UserID)
+	if u == nil {
+		return nil, ErrUnauthenticated
+	}
+	p := &Principal{User: *u, TokenID: t.ID, TokenKind: t.Kind, roles: map[string]Role{}}
+	it, err := txn.Get(tMembers, "user", u.ID)
+	if err != nil {
+		return nil, err
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		m := obj.(*Membership)
+		p.roles[m.ProjectID] = m.Role
+	}
+	return p, nil
+}
+
+// Logout revokes the caller's own token.
+func (s *Service) Logout(ctx context.Context, p *Principal) error {
+	return s.mutate(ctx, p, "auth.logout", p.TokenID, "", MsgDeleteToken, deleteCmd{ID: p.TokenID}, nil)
+}
+
+// --- mutation and audit -----------------------------------------------------------
+
+// mutate replicates a command together with its audit entry. If the command
+// is rejected, the rejection is audited on its own.
+func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {
+	entry := s.auditEntry(ctx, p, action, resource, projectID)
+	payload, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	_, err = s.c.Apply(ctx, MsgAudited, auditedCmd{Audit: entry, Type: t, Payload: payload}, out)
+	if err != nil && consensus.ErrorCode(err) != "" && consensus.ErrorCode(err) != consensus.CodeUnavailable {
+		s.recordFailure(ctx, entry, err)
+	}
+	return err
+}
+
+// deny audits a request refused before it reached the FSM and returns err.
+func (s *Service) deny(ctx context.Context, p *Principal, action, resource, projectID string, err error) error {
+	s.recordFailure(ctx, s.auditEntry(ctx, p, action, resource, projectID), err)
+	return err
+}
+
+func (s *Service) recordFailure(ctx context.Context, e AuditEntry, err error) {
+	e.Result = consensus.ErrorCode(err)
+	if e.Result == "" {
+		e.Result = "error"
+	}
+	e.Message = err.Error()
+	if _, aerr := s.c.Apply(ctx, MsgRecordAudit, e, nil); aerr != nil {
+		s.log.Error("audit record lost", "action", e.Action, "err", aerr)
+	}
+}
+
+func (s *Service) auditEntry(ctx context.Context, p *Principal, action, resource, projectID string) AuditEntry {
+	remote, _ := ctx.Value(remoteKey).(string)
+	e := AuditEntry{Time: s.cfg.Now().UTC(), Action: action, Resource: resource, ProjectID: projectID, RemoteAddr: remote, Node: s.c.Name()}
+	if p != nil {
+		e.UserID, e.UserName = p.User.ID, p.User.Name
+	}
+	return e
+}
+
+// --- validation helpers -------------------------------------------------------------
+
+var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
+
+func validateName(kind, name string) error {
+	if !nameRE.MatchString(name) {
+		return consensus.Errorf(consensus.CodeInvalid, "%s %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
+	}
+	return nil
+}
+
+func invalid(err error) error {
+	return &consensus.Error{Code: consensus.CodeInvalid, Message: err.Error()}
+}
+
+func forbidden(what string) error {
+	return consensus.Errorf(consensus.CodeForbidden, "not allowed to %s", what)
+}
+
+// IsCode reports whether err carries the given code.
+func IsCode(err error, code string) bool {
+	var e *consensus.Error
+	return errors.As(err, &e) && e.Code == code
+}
+
+func redactUser(u *User) *User {
+	c := *u
+	c.PasswordHash = ""
+	return &c
+}

@@ -1,0 +1,438 @@
+package identity
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Identity's commands (range 32-127). Numbers are never reused.
+const (
+	MsgAudited          consensus.MessageType = 32
+	MsgRecordAudit      consensus.MessageType = 33
+	MsgCreateUser       consensus.MessageType = 34
+	MsgCreateFirstAdmin consensus.MessageType = 35
+	MsgUpdateUser       consensus.MessageType = 36
+	MsgDeleteUser       consensus.MessageType = 37
+	MsgCreateProject    consensus.MessageType = 38
+	MsgUpdateProject    consensus.MessageType = 39
+	MsgDeleteProject    consensus.MessageType = 40
+	MsgSetMembership    consensus.MessageType = 41
+	MsgDeleteMembership consensus.MessageType = 42
+	MsgCreateToken      consensus.MessageType = 43
+	MsgDeleteToken      consensus.MessageType = 44
+	MsgCreateFlavor     consensus.MessageType = 45
+	MsgUpdateFlavor     consensus.MessageType = 46
+	MsgDeleteFlavor     consensus.MessageType = 47
+	MsgSetQuota         consensus.MessageType = 48
+	MsgPruneTokens      consensus.MessageType = 49
+)
+
+// Table names.
+const (
+	tUsers    = "users"
+	tProjects = "projects"
+	tMembers  = "memberships"
+	tTokens   = "tokens"
+	tFlavors  = "flavors"
+	tQuotas   = "quotas"
+	tAudit    = "audit"
+)
+
+func idIndex() *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}}
+}
+
+// nameIndex is not declared unique: go-memdb does not enforce uniqueness on
+// secondary indexes, so handlers check it themselves.
+func nameIndex() *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: "name", Indexer: &memdb.StringFieldIndex{Field: "Name"}}
+}
+
+func fieldIndex(name, field string) *memdb.IndexSchema {
+	return &memdb.IndexSchema{Name: name, Indexer: &memdb.StringFieldIndex{Field: field}}
+}
+
+// Register adds identity's tables and command handlers to reg.
+func Register(reg *consensus.Registry) {
+	consensus.RegisterTable[User](reg, &memdb.TableSchema{Name: tUsers, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
+	consensus.RegisterTable[Project](reg, &memdb.TableSchema{Name: tProjects, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
+	consensus.RegisterTable[Membership](reg, &memdb.TableSchema{Name: tMembers, Indexes: map[string]*memdb.IndexSchema{
+		"id": idIndex(), "project": fieldIndex("project", "ProjectID"), "user": fieldIndex("user", "UserID")}})
+	consensus.RegisterTable[Token](reg, &memdb.TableSchema{Name: tTokens, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "user": fieldIndex("user", "UserID")}})
+	consensus.RegisterTable[Flavor](reg, &memdb.TableSchema{Name: tFlavors, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
+	consensus.RegisterTable[Quota](reg, &memdb.TableSchema{Name: tQuotas, Indexes: map[string]*memdb.IndexSchema{"id": idIndex()}})
+	consensus.RegisterTable[AuditEntry](reg, &memdb.TableSchema{Name: tAudit, Indexes: map[string]*memdb.IndexSchema{
+		"id": idIndex(), "project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}}}})
+
+	consensus.Handle(reg, MsgAudited, "Audited", applyAudited)
+	consensus.Handle(reg, MsgRecordAudit, "RecordAudit", func(tx *consensus.Tx, c *AuditEntry) (any, error) {
+		return nil, insertAudit(tx, *c)
+	})
+	consensus.Handle(reg, MsgCreateUser, "CreateUser", applyCreateUser)
+	consensus.Handle(reg, MsgCreateFirstAdmin, "CreateFirstAdmin", applyCreateFirstAdmin)
+	consensus.Handle(reg, MsgUpdateUser, "UpdateUser", applyUpdateUser)
+	consensus.Handle(reg, MsgDeleteUser, "DeleteUser", applyDeleteUser)
+	consensus.Handle(reg, MsgCreateProject, "CreateProject", applyCreateProject)
+	consensus.Handle(reg, MsgUpdateProject, "UpdateProject", applyUpdateProject)
+	consensus.Handle(reg, MsgDeleteProject, "DeleteProject", applyDeleteProject)
+	consensus.Handle(reg, MsgSetMembership, "SetMembership", applySetMembership)
+	consensus.Handle(reg, MsgDeleteMembership, "DeleteMembership", applyDeleteMembership)
+	consensus.Handle(reg, MsgCreateToken, "CreateToken", applyCreateToken)
+	consensus.Handle(reg, MsgDeleteToken, "DeleteToken", applyDeleteToken)
+	consensus.Handle(reg, MsgCreateFlavor, "CreateFlavor", applyCreateFlavor)
+	consensus.Handle(reg, MsgUpdateFlavor, "UpdateFlavor", applyUpdateFlavor)
+	consensus.Handle(reg, MsgDeleteFlavor, "DeleteFlavor", applyDeleteFlavor)
+	consensus.Handle(reg, MsgSetQuota, "SetQuota", applySetQuota)
+	consensus.Handle(reg, MsgPruneTokens, "PruneTokens", applyPruneTokens)
+}
+
+// --- commands ----------------------------------------------------------------
+
+// auditedCmd wraps a mutation with its audit entry: both commit in one
+// transaction, so the log never shows a change that did not happen or misses
+// one that did.
+type auditedCmd struct {
+	Audit   AuditEntry            `json:"audit"`
+	Type    consensus.MessageType `json:"type"`
+	Payload json.RawMessage       `json:"payload"`
+}
+
+type updateUserCmd struct {
+	ID           string  `json:"id"`
+	IfMatch      uint64  `json:"if_match,omitempty"`
+	DisplayName  *string `json:"display_name,omitempty"`
+	PasswordHash *string `json:"password_hash,omitempty"`
+	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
+}
+
+type deleteCmd struct {
+	ID      string `json:"id"`
+	IfMatch uint64 `json:"if_match,omitempty"`
+}
+
+type createProjectCmd struct {
+	Project Project   `json:"project"`
+	Quota   Resources `json:"quota"`
+	AdminID string    `json:"admin_id,omitempty"` // made project admin, if set
+}
+
+type updateProjectCmd struct {
+	ID          string  `json:"id"`
+	IfMatch     uint64  `json:"if_match,omitempty"`
+	Description *string `json:"description,omitempty"`
+}
+
+type updateFlavorCmd struct {
+	ID      string  `json:"id"`
+	IfMatch uint64  `json:"if_match,omitempty"`
+	Name    *string `json:"name,omitempty"`
+}
+
+type setQuotaCmd struct {
+	ProjectID string    `json:"project_id"`
+	IfMatch   uint64    `json:"if_match,omitempty"`
+	Limits    Resources `json:"limits"`
+}
+
+type pruneTokensCmd struct {
+	Now time.Time `json:"now"`
+}
+
+// --- handlers ----------------------------------------------------------------
+
+func applyAudited(tx *consensus.Tx, c *auditedCmd) (any, error) {
+	v, err := tx.Dispatch(c.Type, c.Payload)
+	if err != nil {
+		return nil, err
+	}
+	entry := c.Audit
+	entry.Result = "success"
+	return v, insertAudit(tx, entry)
+}
+
+func insertAudit(tx *consensus.Tx, e AuditEntry) error {
+	e.ID = fmt.Sprintf("%020d", tx.Index)
+	return tx.Insert(tAudit, &e)
+}
+
+// first returns the row of table with id, or nil.
+func first[T any](tx *memdb.Txn, table, index, key string) *T {
+	raw, err := tx.First(table, index, key)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*T)
+}
+
+func checkVersion(kind, id string, have, ifMatch uint64) error {
+	if ifMatch != 0 && have != ifMatch {
+		return consensus.Errorf(consensus.CodePreconditionFailed, "%s %s is at version %d, not %d", kind, id, have, ifMatch)
+	}
+	return nil
+}
+
+func notFound(kind, id string) error {
+	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+}
+
+func applyCreateUser(tx *consensus.Tx, u *User) (any, error) {
+	if first[User](tx.Txn, tUsers, "name", u.Name) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user %q already exists", u.Name)
+	}
+	if first[User](tx.Txn, tUsers, "id", u.ID) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user id %q already exists", u.ID)
+	}
+	row := *u
+	row.Version = tx.Index
+	return &row, tx.Insert(tUsers, &row)
+}
+
+// applyCreateFirstAdmin succeeds only while no cluster admin exists, so two
+// setup codes used at the same moment on two nodes create exactly one admin.
+func applyCreateFirstAdmin(tx *consensus.Tx, u *User) (any, error) {
+	it, err := tx.Get(tUsers, "id")
+	if err != nil {
+		return nil, err
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*User).ClusterAdmin {
+			return nil, consensus.Errorf(consensus.CodeConflict, "setup is already done")
+		}
+	}
+	u.ClusterAdmin = true
+	return applyCreateUser(tx, u)
+}
+
+func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
+	cur := first[User](tx.Txn, tUsers, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("user", c.ID)
+	}
+	if err := checkVersion("user", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := *cur
+	if c.DisplayName != nil {
+		row.DisplayName = *c.DisplayName
+	}
+	if c.PasswordHash != nil {
+		row.PasswordHash = *c.PasswordHash
+	}
+	if c.ClusterAdmin != nil {
+		if cur.ClusterAdmin && !*c.ClusterAdmin && countAdmins(tx.Txn) == 1 {
+			return nil, consensus.Errorf(consensus.CodeConflict, "cannot demote the last cluster admin")
+		}
+		row.ClusterAdmin = *c.ClusterAdmin
+	}
+	row.Version = tx.Index
+	return &row, tx.Insert(tUsers, &row)
+}
+
+func countAdmins(tx *memdb.Txn) int {
+	n := 0
+	it, _ := tx.Get(tUsers, "id")
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*User).ClusterAdmin {
+			n++
+		}
+	}
+	return n
+}
+
+func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := first[User](tx.Txn, tUsers, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("user", c.ID)
+	}
+	if err := checkVersion("user", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	if cur.ClusterAdmin && countAdmins(tx.Txn) == 1 {
+		return nil, consensus.Errorf(consensus.CodeConflict, "cannot delete the last cluster admin")
+	}
+	if _, err := tx.DeleteAll(tMembers, "user", c.ID); err != nil {
+		return nil, err
+	}
+	if _, err := tx.DeleteAll(tTokens, "user", c.ID); err != nil {
+		return nil, err
+	}
+	return nil, tx.Delete(tUsers, cur)
+}
+
+func applyCreateProject(tx *consensus.Tx, c *createProjectCmd) (any, error) {
+	if first[Project](tx.Txn, tProjects, "name", c.Project.Name) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project %q already exists", c.Project.Name)
+	}
+	if first[Project](tx.Txn, tProjects, "id", c.Project.ID) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project id %q already exists", c.Project.ID)
+	}
+	p := c.Project
+	p.Version = tx.Index
+	if err := tx.Insert(tProjects, &p); err != nil {
+		return nil, err
+	}
+	if err := tx.Insert(tQuotas, &Quota{ID: p.ID, Limits: c.Quota, Version: tx.Index}); err != nil {
+		return nil, err
+	}
+	if c.AdminID != "" {
+		if first[User](tx.Txn, tUsers, "id", c.AdminID) == nil {
+			return nil, notFound("user", c.AdminID)
+		}
+		m := &Membership{ID: p.ID + "/" + c.AdminID, ProjectID: p.ID, UserID: c.AdminID, Role: RoleAdmin, Version: tx.Index}
+		if err := tx.Insert(tMembers, m); err != nil {
+			return nil, err
+		}
+	}
+	return &p, nil
+}
+
+func applyUpdateProject(tx *consensus.Tx, c *updateProjectCmd) (any, error) {
+	cur := first[Project](tx.Txn, tProjects, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("project", c.ID)
+	}
+	if err := checkVersion("project", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := *cur
+	if c.Description != nil {
+		row.Description = *c.Description
+	}
+	row.Version = tx.Index
+	return &row, tx.Insert(tProjects, &row)
+}
+
+func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := first[Project](tx.Txn, tProjects, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("project", c.ID)
+	}
+	if err := checkVersion("project", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	if q := first[Quota](tx.Txn, tQuotas, "id", c.ID); q != nil && q.Usage != (Resources{}) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still has resources (%+v); delete them first", cur.Name, q.Usage)
+	}
+	if _, err := tx.DeleteAll(tMembers, "project", c.ID); err != nil {
+		return nil, err
+	}
+	if _, err := tx.DeleteAll(tQuotas, "id", c.ID); err != nil {
+		return nil, err
+	}
+	return nil, tx.Delete(tProjects, cur)
+}
+
+func applySetMembership(tx *consensus.Tx, m *Membership) (any, error) {
+	if first[Project](tx.Txn, tProjects, "id", m.ProjectID) == nil {
+		return nil, notFound("project", m.ProjectID)
+	}
+	if first[User](tx.Txn, tUsers, "id", m.UserID) == nil {
+		return nil, notFound("user", m.UserID)
+	}
+	row := *m
+	row.ID = m.ProjectID + "/" + m.UserID
+	row.Version = tx.Index
+	return &row, tx.Insert(tMembers, &row)
+}
+
+func applyDeleteMembership(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := first[Membership](tx.Txn, tMembers, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("membership", c.ID)
+	}
+	return nil, tx.Delete(tMembers, cur)
+}
+
+func applyCreateToken(tx *consensus.Tx, t *Token) (any, error) {
+	if first[User](tx.Txn, tUsers, "id", t.UserID) == nil {
+		return nil, notFound("user", t.UserID)
+	}
+	row := *t
+	row.Version = tx.Index
+	return &row, tx.Insert(tTokens, &row)
+}
+
+func applyDeleteToken(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := first[Token](tx.Txn, tTokens, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("token", c.ID)
+	}
+	return nil, tx.Delete(tTokens, cur)
+}
+
+// applyPruneTokens drops expired tokens; the leader's clock travels in the command.
+func applyPruneTokens(tx *consensus.Tx, c *pruneTokensCmd) (any, error) {
+	it, err := tx.Get(tTokens, "id")
+	if err != nil {
+		return nil, err
+	}
+	var expired []*Token
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if t := obj.(*Token); !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(c.Now) {
+			expired = append(expired, t)
+		}
+	}
+	for _, t := range expired {
+		if err := tx.Delete(tTokens, t); err != nil {
+			return nil, err
+		}
+	}
+	return len(expired), nil
+}
+
+func applyCreateFlavor(tx *consensus.Tx, f *Flavor) (any, error) {
+	if first[Flavor](tx.Txn, tFlavors, "name", f.Name) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", f.Name)
+	}
+	row := *f
+	row.Version = tx.Index
+	return &row, tx.Insert(tFlavors, &row)
+}
+
+func applyUpdateFlavor(tx *consensus.Tx, c *updateFlavorCmd) (any, error) {
+	cur := first[Flavor](tx.Txn, tFlavors, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("flavor", c.ID)
+	}
+	if err := checkVersion("flavor", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := *cur
+	if c.Name != nil && *c.Name != cur.Name {
+		if first[Flavor](tx.Txn, tFlavors, "name", *c.Name) != nil {
+			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", *c.Name)
+		}
+		row.Name = *c.Name
+	}
+	row.Version = tx.Index
+	return &row, tx.Insert(tFlavors, &row)
+}
+
+func applyDeleteFlavor(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := first[Flavor](tx.Txn, tFlavors, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("flavor", c.ID)
+	}
+	if err := checkVersion("flavor", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	return nil, tx.Delete(tFlavors, cur)
+}
+
+func applySetQuota(tx *consensus.Tx, c *setQuotaCmd) (any, error) {
+	cur := first[Quota](tx.Txn, tQuotas, "id", c.ProjectID)
+	if cur == nil {
+		return nil, notFound("project", c.ProjectID)
+	}
+	if err := checkVersion("quota", c.ProjectID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := *cur
+	row.Limits = c.Limits
+	row.Version = tx.Index
+	return &row, tx.Insert(tQuotas, &row)
+}

@@ -1,0 +1,125 @@
+package identity
+
+import "time"
+
+// Role is a user's role in one project.
+type Role string
+
+// Project roles, weakest first.
+const (
+	RoleReader Role = "reader"
+	RoleMember Role = "member"
+	RoleAdmin  Role = "admin"
+)
+
+func (r Role) valid() bool { return r == RoleReader || r == RoleMember || r == RoleAdmin }
+
+// rank orders roles so "at least member" is a comparison.
+func (r Role) rank() int {
+	switch r {
+	case RoleReader:
+		return 1
+	case RoleMember:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// User is a person or automation account.
+type User struct {
+	ID           string    `json:"id"`
+	Name         string    `json:"name"`
+	DisplayName  string    `json:"display_name,omitempty"`
+	PasswordHash string    `json:"password_hash,omitempty"` // never leaves the service
+	ClusterAdmin bool      `json:"cluster_admin"`
+	CreatedAt    time.Time `json:"created_at"`
+	Version      uint64    `json:"version"`
+}
+
+// Project groups resources, members and a quota.
+type Project struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	CreatedAt   time.Time `json:"created_at"`
+	Version     uint64    `json:"version"`
+}
+
+// Membership gives a user a role in a project. ID is "<project>/<user>".
+type Membership struct {
+	ID        string `json:"id"`
+	ProjectID string `json:"project_id"`
+	UserID    string `json:"user_id"`
+	Role      Role   `json:"role"`
+	Version   uint64 `json:"version"`
+}
+
+// Token kinds.
+const (
+	TokenSession = "session" // from a login, expires
+	TokenAPI     = "api"     // long-lived, for automation
+)
+
+// Token is a bearer credential. Only a hash of its secret is stored.
+type Token struct {
+	ID         string    `json:"id"`
+	UserID     string    `json:"user_id"`
+	Kind       string    `json:"kind"`
+	Name       string    `json:"name,omitempty"`
+	SecretHash []byte    `json:"secret_hash,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
+	ExpiresAt  time.Time `json:"expires_at,omitzero"`
+	Version    uint64    `json:"version"`
+}
+
+// Flavor is a VM size.
+type Flavor struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	VCPUs     int64     `json:"vcpus"`
+	RAMMiB    int64     `json:"ram_mib"`
+	DiskGiB   int64     `json:"disk_gib"`
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"`
+}
+
+// Resources is an amount of everything a quota limits.
+type Resources struct {
+	Instances   int64 `json:"instances"`
+	VCPUs       int64 `json:"vcpus"`
+	RAMMiB      int64 `json:"ram_mib"`
+	DiskGiB     int64 `json:"disk_gib"`
+	ObjectGiB   int64 `json:"object_gib"`
+	FloatingIPs int64 `json:"floating_ips"`
+}
+
+// Unlimited in a quota field means no limit.
+const Unlimited = -1
+
+// Quota is a project's limits and what it uses now. ID is the project ID.
+type Quota struct {
+	ID      string    `json:"project_id"`
+	Limits  Resources `json:"limits"`
+	Usage   Resources `json:"usage"`
+	Version uint64    `json:"version"`
+}
+
+// DefaultQuota is what a new project gets until a cluster admin changes it.
+var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5}
+
+// AuditEntry records one mutating request and its result.
+type AuditEntry struct {
+	ID         string    `json:"id"` // zero-padded Raft index: sorts by time of commit
+	Time       time.Time `json:"time"`
+	UserID     string    `json:"user_id,omitempty"`
+	UserName   string    `json:"user,omitempty"`
+	ProjectID  string    `json:"project_id,omitempty"`
+	Action     string    `json:"action"`   // e.g. project.create
+	Resource   string    `json:"resource"` // the ID or name acted on
+	Result     string    `json:"result"`   // "success" or an error code
+	Message    string    `json:"message,omitempty"`
+	RemoteAddr string    `json:"remote_addr,omitempty"`
+	Node       string    `json:"node,omitempty"` // which node took the request
+}
