@@ -484,19 +484,37 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 }
 
 // leaderReadIndex returns an index that covers every acknowledged write, after
-// confirming with a quorum that we are still the leader. The last log index
-// (not the commit index) is used so a leader new in its term cannot miss
-// entries its predecessor committed.
+// confirming with a quorum that we are still the leader. It starts from the
+// last log index (not the commit index), so a leader new in its term cannot
+// miss entries its predecessor committed, and steps back to the last command:
+// only commands reach the FSM, so only a command index can be waited for.
 func (n *Node) leaderReadIndex() (uint64, error) {
 	r := n.Raft()
 	if r == nil {
 		return 0, ErrNoLeader
 	}
-	idx := r.LastIndex()
+	last := r.LastIndex()
 	if err := r.VerifyLeader().Error(); err != nil {
 		return 0, err
 	}
-	return idx, nil
+	var l raft.Log
+	for i := last; i > 0 && last-i < 256; i-- {
+		if err := n.raftStore.GetLog(i, &l); err != nil {
+			break // compacted into a snapshot
+		}
+		if l.Type == raft.LogCommand {
+			return i, nil
+		}
+		if l.Index <= n.store.AppliedIndex() {
+			return n.store.AppliedIndex(), nil
+		}
+	}
+	// A long run of non-commands, or a compacted tail: let the FSM catch up
+	// with everything before now and use what it applied.
+	if err := r.Barrier(5 * time.Second).Error(); err != nil {
+		return 0, err
+	}
+	return n.store.AppliedIndex(), nil
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

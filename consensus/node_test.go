@@ -263,3 +263,30 @@ func TestSnapshotRestore(t *testing.T) {
 		t.Fatal("write after the snapshot lost")
 	}
 }
+
+// A node that joins an idle cluster is ready for linearizable reads even
+// though the log ends in configuration entries, which never reach the FSM.
+func TestConsistentReadAfterConfigChange(t *testing.T) {
+	tc := startCluster(t, 3)
+	tc.waitVoters(3)
+	ctx := context.Background()
+	if _, err := tc.nodes[0].Apply(ctx, msgTestPut, putCmd{Key: "x", Value: "1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg := newTestConfig(t, 4, 3, "test-token")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	n4 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n4)
+	tc.waitVoters(4)
+	rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if err := n4.ConsistentRead(rctx); err != nil {
+		t.Fatalf("consistent read on the new node: %v", err)
+	}
+	if v := get(n4, "x"); v == nil {
+		t.Fatal("new node missed the write")
+	}
+	if err := tc.leader().ConsistentRead(rctx); err != nil {
+		t.Fatalf("consistent read on the leader: %v", err)
+	}
+}

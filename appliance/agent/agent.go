@@ -1,0 +1,232 @@
+// Package agent wires one Cairn node: the consensus node, every domain's
+// tables and services, the HTTPS API and UI, metrics and health. It is the
+// only place that knows all the parts (see ../../README.md).
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/api"
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/ui"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Agent is a running node.
+type Agent struct {
+	cfg     Config
+	log     *slog.Logger
+	console io.Writer // the operator's console: setup code and URLs go here
+
+	node     *consensus.Node
+	identity *identity.Service
+	http     *http.Server
+	metrics  *prometheus.Registry
+}
+
+// New builds the agent; Run starts it.
+func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	reg := consensus.NewRegistry()
+	identity.Register(reg)
+
+	cc := cfg.consensusConfig()
+	cc.Logger = log.With("component", "consensus")
+	node, err := consensus.New(cc, reg)
+	if err != nil {
+		return nil, err
+	}
+	idCfg := identity.DefaultConfig()
+	idCfg.Logger = log.With("component", "identity")
+	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
+	a.identity = identity.NewService(node, idCfg)
+	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.metrics.MustRegister(node.Collectors()...)
+	node.RegisterController("token-pruner", a.pruneTokens)
+	return a, nil
+}
+
+// Run starts the node and serves until ctx ends, then shuts down gracefully.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.node.Start(ctx); err != nil {
+		return err
+	}
+	defer func() {
+		if err := a.node.Shutdown(); err != nil {
+			a.log.Warn("node shutdown", "err", err)
+		}
+	}()
+	a.log.Info("node started", "name", a.cfg.Name, "bind", a.cfg.Bind, "expect", a.cfg.Expect, "data_dir", a.cfg.DataDir)
+	if a.cfg.Expect > 1 {
+		a.log.Info("waiting for peers before forming the cluster", "expect", a.cfg.Expect)
+	}
+	select {
+	case <-a.node.Joined():
+	case <-ctx.Done():
+		return nil
+	}
+	errCh := make(chan error, 1)
+	go func() { errCh <- a.serve() }()
+	go a.announce(ctx)
+
+	select {
+	case <-ctx.Done():
+	case err := <-errCh:
+		return fmt.Errorf("api server: %w", err)
+	}
+	a.log.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := a.http.Shutdown(sctx); err != nil {
+		a.log.Warn("api shutdown", "err", err)
+	}
+	return nil
+}
+
+// serve runs the HTTPS API and UI with the node's cluster certificate.
+func (a *Agent) serve() error {
+	uiHandler, err := ui.New(ui.Deps{
+		Identity:  a.identity,
+		Status:    a.node.Status,
+		JoinToken: a.node.JoinToken,
+		Logger:    a.log.With("component", "ui"),
+	})
+	if err != nil {
+		return err
+	}
+	apiServer := api.New(api.Deps{Identity: a.identity, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	mux := http.NewServeMux()
+	mux.Handle("/api/", apiServer)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", a.readyz)
+	mux.Handle("/", uiHandler)
+
+	tlsCfg := a.node.ServerTLS()
+	tlsCfg.ClientAuth = tls.NoClientCert
+	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	a.http = &http.Server{
+		Addr:              net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.APIPort)),
+		Handler:           mux,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	ln, err := net.Listen("tcp", a.http.Addr)
+	if err != nil {
+		return err
+	}
+	a.log.Info("serving API and UI", "url", a.cfg.APIURL())
+	if err := a.http.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// readyz is 200 once the node knows a leader and has caught up with it.
+func (a *Agent) readyz(w http.ResponseWriter, r *http.Request) {
+	if !a.node.Ready() {
+		http.Error(w, "not ready: no cluster leader yet\n", http.StatusServiceUnavailable)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	if err := a.node.ConsistentRead(ctx); err != nil {
+		http.Error(w, "not ready: "+err.Error()+"\n", http.StatusServiceUnavailable)
+		return
+	}
+	_, _ = io.WriteString(w, "ready\n")
+}
+
+// announce waits for the cluster to serve, creates the admin from
+// --admin-password-file if asked, and prints where to go and how to log in.
+func (a *Agent) announce(ctx context.Context) {
+	ctx2, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	for !a.node.Ready() {
+		select {
+		case <-ctx2.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if err := a.node.ConsistentRead(ctx2); err != nil {
+		a.log.Warn("could not catch up with the leader", "err", err)
+	}
+	if a.cfg.AdminPasswordFile != "" && a.identity.SetupNeeded() {
+		a.createAdminFromFile(ctx2)
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n  Cairn node %s is ready.\n  Web UI and API: %s\n  CA certificate: %s/ca.crt\n", a.cfg.Name, a.cfg.APIURL(), a.cfg.DataDir)
+	if a.identity.SetupNeeded() {
+		code := a.identity.SetupCode()
+		fmt.Fprintf(&b, "  First-time setup: open the UI and enter the one-time setup code %s\n", code)
+		a.log.Info("one-time setup code", "setup_code", code)
+	} else {
+		fmt.Fprintf(&b, "  Log in with your Cairn user, or: cairn login --endpoint %s --ca-cert %s/ca.crt --username admin --password-stdin\n",
+			a.cfg.APIURL(), a.cfg.DataDir)
+	}
+	fmt.Fprintf(&b, "  Join token for more nodes: %s\n\n", a.node.JoinToken())
+	_, _ = io.WriteString(a.console, b.String())
+}
+
+func (a *Agent) createAdminFromFile(ctx context.Context) {
+	b, err := os.ReadFile(a.cfg.AdminPasswordFile)
+	if err != nil {
+		a.log.Error("read admin password file", "err", err)
+		return
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	for {
+		_, err := a.identity.CreateFirstAdmin(ctx, "admin", pw)
+		if err == nil {
+			a.log.Info("created cluster admin from password file", "user", "admin")
+			return
+		}
+		if identity.IsCode(err, consensus.CodeConflict) || identity.IsCode(err, consensus.CodeInvalid) {
+			if !identity.IsCode(err, consensus.CodeConflict) {
+				a.log.Error("admin password file rejected", "err", err)
+			}
+			return
+		}
+		a.log.Warn("creating admin failed; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// pruneTokens removes expired sessions; it runs only on the leader.
+func (a *Agent) pruneTokens(ctx context.Context) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.identity.PruneExpiredTokens(ctx); err != nil {
+				a.log.Warn("prune expired tokens", "err", err)
+			}
+		}
+	}
+}

@@ -1,0 +1,208 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Config is the whole node configuration: flags, optionally a JSON config file
+// (same keys as the flags), and the defaults in DefaultConfig.
+type Config struct {
+	Name              string        `json:"name"`
+	DataDir           string        `json:"data-dir"`
+	Bind              string        `json:"bind"`
+	Advertise         string        `json:"advertise"`
+	APIPort           int           `json:"api-port"`
+	RPCPort           int           `json:"rpc-port"`
+	GossipPort        int           `json:"gossip-port"`
+	DiscoveryPort     int           `json:"discovery-port"`
+	Expect            int           `json:"expect"`
+	Join              []string      `json:"join"`
+	JoinToken         string        `json:"join-token"`
+	AdminPasswordFile string        `json:"admin-password-file"`
+	Dev               bool          `json:"dev"`
+	DeadServerGrace   time.Duration `json:"dead-server-grace"`
+	HeartbeatTimeout  time.Duration `json:"raft-heartbeat-timeout"`
+	ElectionTimeout   time.Duration `json:"raft-election-timeout"`
+	LogLevel          string        `json:"log-level"`
+	LogFormat         string        `json:"log-format"`
+}
+
+// DefaultConfig holds every default of the node.
+func DefaultConfig() Config {
+	c := consensus.DefaultConfig()
+	return Config{
+		Name:             c.Name,
+		DataDir:          "/var/lib/cairn",
+		Bind:             "",
+		APIPort:          8443,
+		RPCPort:          c.RPCPort,
+		GossipPort:       c.GossipPort,
+		DiscoveryPort:    c.DiscoveryPort,
+		Expect:           1,
+		DeadServerGrace:  c.DeadServerGrace,
+		HeartbeatTimeout: c.HeartbeatTimeout,
+		ElectionTimeout:  c.ElectionTimeout,
+		LogLevel:         "info",
+		LogFormat:        "text",
+	}
+}
+
+// ParseFlags reads `cairn agent` flags over the defaults and, if given, a
+// config file; flags set on the command line win over the file.
+func ParseFlags(args []string) (Config, error) {
+	cfg := DefaultConfig()
+	fs := flag.NewFlagSet("cairn agent", flag.ContinueOnError)
+	var configFile, join string
+	fs.StringVar(&configFile, "config", "", "JSON config file with the same keys as these flags")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where the node keeps its Raft log, snapshots and credentials")
+	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "IP address to listen on (default: the first non-loopback IPv4 address; 127.0.0.1 with --dev)")
+	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
+	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
+	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
+	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")
+	fs.IntVar(&cfg.Expect, "expect", cfg.Expect, "number of nodes to wait for before bootstrapping a new cluster")
+	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of other nodes (IP or IP:PORT)")
+	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "shared secret that admits nodes to the cluster (generated when empty)")
+	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", cfg.AdminPasswordFile, "create the cluster admin 'admin' with the password in this file")
+	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "one-node development cluster on 127.0.0.1 with data in --data-dir")
+	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
+	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	if fs.NArg() > 0 {
+		return cfg, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	if configFile != "" {
+		fileCfg := DefaultConfig()
+		b, err := os.ReadFile(configFile)
+		if err != nil {
+			return cfg, fmt.Errorf("read config file: %w", err)
+		}
+		dec := json.NewDecoder(strings.NewReader(string(b)))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&fileCfg); err != nil {
+			return cfg, fmt.Errorf("parse config file %s: %w", configFile, err)
+		}
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		cfg = mergeConfig(fileCfg, cfg, set)
+	}
+	if join != "" {
+		cfg.Join = strings.Split(join, ",")
+	}
+	return cfg, cfg.finish()
+}
+
+// mergeConfig takes the file's values except for flags given explicitly.
+func mergeConfig(file, flags Config, set map[string]bool) Config {
+	out := file
+	pick := map[string]func(){
+		"name": func() { out.Name = flags.Name }, "data-dir": func() { out.DataDir = flags.DataDir },
+		"bind": func() { out.Bind = flags.Bind }, "advertise": func() { out.Advertise = flags.Advertise },
+		"api-port": func() { out.APIPort = flags.APIPort }, "rpc-port": func() { out.RPCPort = flags.RPCPort },
+		"gossip-port": func() { out.GossipPort = flags.GossipPort }, "discovery-port": func() { out.DiscoveryPort = flags.DiscoveryPort },
+		"expect": func() { out.Expect = flags.Expect }, "join-token": func() { out.JoinToken = flags.JoinToken },
+		"admin-password-file": func() { out.AdminPasswordFile = flags.AdminPasswordFile }, "dev": func() { out.Dev = flags.Dev },
+		"dead-server-grace":      func() { out.DeadServerGrace = flags.DeadServerGrace },
+		"raft-heartbeat-timeout": func() { out.HeartbeatTimeout = flags.HeartbeatTimeout },
+		"raft-election-timeout":  func() { out.ElectionTimeout = flags.ElectionTimeout },
+		"log-level":              func() { out.LogLevel = flags.LogLevel }, "log-format": func() { out.LogFormat = flags.LogFormat },
+	}
+	for name := range set {
+		if f, ok := pick[name]; ok {
+			f()
+		}
+	}
+	return out
+}
+
+// finish applies --dev and fills derived values, rejecting bad combinations.
+func (c *Config) finish() error {
+	if c.Dev {
+		if c.Bind == "" {
+			c.Bind = "127.0.0.1"
+		}
+		c.Expect = 1
+		c.DiscoveryPort = 0
+		if c.DataDir == DefaultConfig().DataDir {
+			c.DataDir = "data"
+		}
+	}
+	if c.Bind == "" {
+		ip, err := firstLANAddr()
+		if err != nil {
+			return err
+		}
+		c.Bind = ip
+	}
+	if net.ParseIP(c.Bind) == nil {
+		return fmt.Errorf("--bind %q is not an IP address", c.Bind)
+	}
+	if c.Advertise == "" {
+		c.Advertise = c.Bind
+	}
+	if c.Expect < 1 {
+		return fmt.Errorf("--expect must be at least 1, got %d", c.Expect)
+	}
+	if c.Name == "" {
+		return errors.New("--name is required (the host has no name)")
+	}
+	abs, err := filepath.Abs(c.DataDir)
+	if err != nil {
+		return err
+	}
+	c.DataDir = abs
+	return nil
+}
+
+func firstLANAddr() (string, error) {
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return "", err
+	}
+	for _, a := range addrs {
+		if ipn, ok := a.(*net.IPNet); ok && ipn.IP.To4() != nil && !ipn.IP.IsLoopback() {
+			return ipn.IP.String(), nil
+		}
+	}
+	return "", errors.New("no IPv4 address to bind to; pass --bind")
+}
+
+func (c Config) consensusConfig() consensus.Config {
+	cc := consensus.DefaultConfig()
+	cc.Name = c.Name
+	cc.DataDir = c.DataDir
+	cc.BindAddr = c.Bind
+	cc.AdvertiseAddr = c.Advertise
+	cc.RPCPort, cc.GossipPort, cc.DiscoveryPort = c.RPCPort, c.GossipPort, c.DiscoveryPort
+	cc.Expect = c.Expect
+	cc.Join = c.Join
+	cc.JoinToken = c.JoinToken
+	cc.DeadServerGrace = c.DeadServerGrace
+	cc.HeartbeatTimeout = c.HeartbeatTimeout
+	cc.ElectionTimeout = c.ElectionTimeout
+	cc.LeaderLeaseTimeout = min(cc.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
+	cc.Tags = map[string]string{"api": c.APIURL()}
+	return cc
+}
+
+// APIURL is where this node serves the API and UI.
+func (c Config) APIURL() string {
+	return "https://" + net.JoinHostPort(c.Advertise, fmt.Sprint(c.APIPort)) + "/"
+}

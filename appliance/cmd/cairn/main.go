@@ -1,0 +1,17 @@
+// Command cairn is Cairn's one binary: `cairn agent` is the node daemon and
+// every other subcommand is the CLI client of the API.
+package main
+
+import (
+	"os"
+
+	"github.com/cairnhq/cairn/appliance/agent"
+	"github.com/cairnhq/cairn/appliance/cli"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "agent" {
+		os.Exit(agent.Main(os.Args[2:]))
+	}
+	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
