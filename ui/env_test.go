@@ -1,0 +1,225 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// nextNode gives every test cluster its own loopback address, so clusters of
+// different tests never meet in gossip even though they share ports.
+var nextNode atomic.Int32
+
+// env is a real single-node cluster with the identity service and the UI
+// served over TLS in front of it.
+type env struct {
+	t    *testing.T
+	node *consensus.Node
+	svc  *identity.Service
+	srv  *httptest.Server
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	i := nextNode.Add(1)
+	reg := consensus.NewRegistry()
+	identity.Register(reg)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+	cfg := consensus.DefaultConfig()
+	cfg.Name = fmt.Sprintf("ui-node%d", i)
+	cfg.DataDir = t.TempDir()
+	cfg.BindAddr = fmt.Sprintf("127.0.77.%d", 10+i%240) // reused only long after the earlier cluster shut down
+	cfg.RPCPort, cfg.GossipPort, cfg.DiscoveryPort = 19444, 19445, 0
+	cfg.Expect = 1
+	cfg.JoinToken = "t"
+	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
+	cfg.BootstrapSettle = 100 * time.Millisecond
+	cfg.Logger = log.With("node", cfg.Name)
+
+	node, err := consensus.New(cfg, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := node.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = node.Shutdown() })
+	testutil.WaitFor(t, 20*time.Second, "a ready leader", func() error {
+		if !node.Ready() || !node.IsLeader() {
+			return errors.New("not ready or not leader")
+		}
+		return nil
+	})
+
+	icfg := identity.DefaultConfig()
+	icfg.Logger = log
+	svc := identity.NewService(node, icfg)
+	h, err := New(Deps{Identity: svc, Status: node.Status, JoinToken: node.JoinToken, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewTLSServer(h)
+	t.Cleanup(srv.Close)
+	return &env{t: t, node: node, svc: svc, srv: srv}
+}
+
+// admin creates the first cluster admin directly through the service.
+func (e *env) admin(name, pw string) {
+	e.t.Helper()
+	if _, err := e.svc.CreateFirstAdmin(context.Background(), name, pw); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// browser is a client with its own cookie jar, as a browser tab would be.
+type browser struct {
+	t    *testing.T
+	c    *http.Client
+	base *url.URL
+	lang string // Accept-Language, if set
+}
+
+func (e *env) browser() *browser {
+	jar, _ := cookiejar.New(nil)
+	c := *e.srv.Client() // a copy: the server hands out one shared client
+	c.Jar = jar
+	base, _ := url.Parse(e.srv.URL)
+	return &browser{t: e.t, c: &c, base: base}
+}
+
+// noFollow makes the browser return redirects instead of following them.
+func (b *browser) noFollow() *browser {
+	c := *b.c
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &browser{t: b.t, c: &c, base: b.base, lang: b.lang}
+}
+
+// page is a response with its body read.
+type page struct {
+	status int
+	path   string // where redirects ended
+	header http.Header
+	body   string
+}
+
+func (b *browser) do(req *http.Request) page {
+	b.t.Helper()
+	if b.lang != "" {
+		req.Header.Set("Accept-Language", b.lang)
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return page{status: resp.StatusCode, path: resp.Request.URL.RequestURI(), header: resp.Header, body: string(body)}
+}
+
+func (b *browser) get(path string) page {
+	b.t.Helper()
+	req, err := http.NewRequest(http.MethodGet, b.base.String()+path, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return b.do(req)
+}
+
+// post submits a form; headers are extra request headers as name, value pairs.
+func (b *browser) post(path string, form url.Values, headers ...string) page {
+	b.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, b.base.String()+path, strings.NewReader(form.Encode()))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	return b.do(req)
+}
+
+var csrfRE = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrf returns the form token of a page.
+func (p page) csrf(t *testing.T) string {
+	t.Helper()
+	m := csrfRE.FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatalf("no csrf field on %s:\n%s", p.path, p.body)
+	}
+	return m[1]
+}
+
+// formOn loads path and returns form with that page's CSRF token added.
+func (b *browser) formOn(path string, form url.Values) url.Values {
+	b.t.Helper()
+	p := b.get(path)
+	if p.status != http.StatusOK {
+		b.t.Fatalf("GET %s: %d\n%s", path, p.status, p.body)
+	}
+	form.Set("csrf", p.csrf(b.t))
+	return form
+}
+
+// login signs in through the login form and expects to land on the dashboard.
+func (b *browser) login(user, pw string) {
+	b.t.Helper()
+	p := b.post("/login", b.formOn("/login", url.Values{"username": {user}, "password": {pw}}))
+	if p.status != http.StatusOK || p.path != "/dashboard" {
+		b.t.Fatalf("login as %s: %d at %s\n%s", user, p.status, p.path, p.body)
+	}
+}
+
+func (b *browser) cookie(name string) *http.Cookie {
+	for _, c := range b.c.Jar.Cookies(b.base) {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+func mustContain(t *testing.T, p page, wants ...string) {
+	t.Helper()
+	for _, w := range wants {
+		if !strings.Contains(p.body, w) {
+			t.Errorf("%s (status %d) does not contain %q:\n%s", p.path, p.status, w, p.body)
+		}
+	}
+}
+
+func mustNotContain(t *testing.T, p page, bad ...string) {
+	t.Helper()
+	for _, w := range bad {
+		if strings.Contains(p.body, w) {
+			t.Errorf("%s (status %d) contains %q", p.path, p.status, w)
+		}
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

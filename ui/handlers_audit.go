@@ -1,0 +1,48 @@
+package ui
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+)
+
+// auditActions are offered as filter suggestions. The filter is a prefix
+// match, so "project." finds every project action.
+func auditActions() []string {
+	return []string{
+		"auth.", "auth.login", "auth.logout", "setup.create_admin",
+		"project.", "project.create", "project.update", "project.delete", "project.member.set", "project.member.remove",
+		"user.", "user.create", "user.update", "user.delete",
+		"token.create", "token.revoke",
+		"flavor.", "flavor.create", "flavor.update", "flavor.delete",
+		"quota.set",
+	}
+}
+
+// auditPageSize is how many entries one page shows.
+const auditPageSize = 100
+
+func (s *server) audit(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "audit"
+	q := r.URL.Query()
+	d := auditData{User: strings.TrimSpace(q.Get("user")), Action: strings.TrimSpace(q.Get("action"))}
+	entries, err := s.id.ListAudit(v.p, identity.AuditFilter{User: d.User, Action: d.Action, Before: q.Get("before"), Limit: auditPageSize})
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	d.Entries = entries
+	if len(entries) == auditPageSize {
+		older := url.Values{"before": {entries[len(entries)-1].ID}}
+		if d.User != "" {
+			older.Set("user", d.User)
+		}
+		if d.Action != "" {
+			older.Set("action", d.Action)
+		}
+		d.Older = "/audit?" + older.Encode()
+	}
+	s.render(w, r, http.StatusOK, auditPage(v, d))
+}

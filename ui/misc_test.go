@@ -1,0 +1,102 @@
+package ui
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+)
+
+func httptestRequest(langCookieValue, accept string) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	if langCookieValue != "" {
+		r.AddCookie(&http.Cookie{Name: langCookie, Value: langCookieValue})
+	}
+	if accept != "" {
+		r.Header.Set("Accept-Language", accept)
+	}
+	return r
+}
+
+func TestNewNeedsIdentity(t *testing.T) {
+	if _, err := New(Deps{}); err == nil {
+		t.Fatal("New without an identity service succeeded")
+	}
+}
+
+// offlineHandler is the UI over a service with no cluster behind it: enough
+// for what never reaches the service (static files, the language switch).
+func offlineHandler(t *testing.T) http.Handler {
+	t.Helper()
+	h, err := New(Deps{Identity: identity.NewService(nil, identity.DefaultConfig())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestStaticFilesAreEmbedded(t *testing.T) {
+	h := offlineHandler(t)
+	for name, ctype := range map[string]string{"htmx.min.js": "javascript", "cairn.css": "text/css"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/static/"+name, nil))
+		if rec.Code != http.StatusOK || !strings.Contains(rec.Header().Get("Content-Type"), ctype) || rec.Body.Len() < 1000 {
+			t.Fatalf("%s: %d %q, %d bytes", name, rec.Code, rec.Header().Get("Content-Type"), rec.Body.Len())
+		}
+		etag := rec.Header().Get("ETag")
+		req := httptest.NewRequest(http.MethodGet, "/static/"+name, nil)
+		req.Header.Set("If-None-Match", etag)
+		rec = httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusNotModified {
+			t.Fatalf("%s with If-None-Match %s: %d", name, etag, rec.Code)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/static/nope.js", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("missing static file: %d", rec.Code)
+	}
+}
+
+func TestSecurityHeaders(t *testing.T) {
+	h := offlineHandler(t)
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/no/such/page", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("status %d", rec.Code)
+	}
+	for k, want := range map[string]string{
+		"Content-Security-Policy": "script-src 'self'",
+		"X-Frame-Options":         "DENY",
+		"X-Content-Type-Options":  "nosniff",
+		"Cache-Control":           "no-store",
+	} {
+		if got := rec.Header().Get(k); !strings.Contains(got, want) {
+			t.Errorf("%s: %q, want it to contain %q", k, got, want)
+		}
+	}
+}
+
+func TestLanguageSwitch(t *testing.T) {
+	h := offlineHandler(t)
+	for target, want := range map[string]string{
+		"/lang/zh-CN?next=%2Fprojects%3Fx%3D1": "/projects?x=1",
+		"/lang/en?next=https://evil.example":   "/dashboard",
+		"/lang/en?next=//evil.example":         "/dashboard",
+		"/lang/en?next=/%5Cevil.example":       "/dashboard",
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, target, nil))
+		if rec.Code != http.StatusSeeOther || rec.Header().Get("Location") != want {
+			t.Errorf("%s: %d to %q, want %q", target, rec.Code, rec.Header().Get("Location"), want)
+		}
+	}
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/lang/fr", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Errorf("unsupported language: %d", rec.Code)
+	}
+}

@@ -1,0 +1,161 @@
+package ui
+
+import (
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Deps are the UI's explicit dependencies; the agent fills them in.
+type Deps struct {
+	Identity  *identity.Service       // every read and write goes through it
+	Status    func() consensus.Status // cluster health for the dashboard; nil shows none
+	JoinToken func() string           // shown to cluster admins on the dashboard; nil hides it
+	Logger    *slog.Logger            // already named for the UI by the caller
+}
+
+// server holds what the handlers share. Nothing in it changes after New.
+type server struct {
+	id        *identity.Service
+	status    func() consensus.Status
+	joinToken func() string
+	log       *slog.Logger
+	csrfKey   []byte
+	catalogs  map[string]map[string]string
+	static    map[string]asset
+	loc       *time.Location // times are shown in the appliance's zone
+}
+
+// New returns the web UI, to be mounted at "/" and served over HTTPS.
+func New(d Deps) (http.Handler, error) {
+	if d.Identity == nil {
+		return nil, errors.New("new ui: identity service is required")
+	}
+	log := d.Logger
+	if log == nil {
+		log = slog.Default().With("component", "ui")
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("new ui: csrf key: %w", err)
+	}
+	static, err := loadStatic()
+	if err != nil {
+		return nil, fmt.Errorf("new ui: %w", err)
+	}
+	s := &server{
+		id:        d.Identity,
+		status:    d.Status,
+		joinToken: d.JoinToken,
+		log:       log,
+		csrfKey:   key,
+		catalogs:  catalogs(),
+		static:    static,
+		loc:       time.Local,
+	}
+	cop := http.NewCrossOriginProtection()
+	cop.SetDenyHandler(http.HandlerFunc(s.refuseCrossOrigin))
+	return cop.Handler(s.harden(s.routes())), nil
+}
+
+func (s *server) routes() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /static/{name}", s.serveStatic)
+	mux.HandleFunc("GET /{$}", s.root)
+	mux.HandleFunc("GET /lang/{lang}", s.setLang)
+	mux.HandleFunc("GET /setup", s.setupPage)
+	mux.HandleFunc("POST /setup", s.setupSubmit)
+	mux.HandleFunc("GET /login", s.loginPage)
+	mux.HandleFunc("POST /login", s.loginSubmit)
+	mux.Handle("POST /logout", s.authed(s.logout))
+	mux.Handle("GET /dashboard", s.authed(s.dashboard))
+	mux.Handle("GET /dashboard/cluster", s.authed(s.clusterFragment))
+	mux.Handle("GET /projects", s.authed(s.projects))
+	mux.Handle("POST /projects", s.authed(s.createProject))
+	mux.Handle("GET /projects/{ref}", s.authed(s.project))
+	mux.Handle("POST /projects/{ref}/members", s.authed(s.setMember))
+	mux.Handle("POST /projects/{ref}/quota", s.authed(s.setQuota))
+	mux.Handle("GET /users", s.authed(s.users))
+	mux.Handle("POST /users", s.authed(s.createUser))
+	mux.Handle("GET /flavors", s.authed(s.flavors))
+	mux.Handle("POST /flavors", s.authed(s.createFlavor))
+	mux.Handle("GET /audit", s.authed(s.audit))
+	mux.HandleFunc("/", s.notFound)
+	return mux
+}
+
+// csp allows only this origin's own script and style: htmx is configured (in
+// the layout's htmx-config) not to inject inline styles or evaluate code.
+const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
+
+// harden adds security headers, bounds form bodies and records the client
+// address on the request context for the audit log.
+func (s *server) harden(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Content-Security-Policy", csp)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Referrer-Policy", "same-origin")
+		if r.Body != nil {
+			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
+		}
+		r = r.WithContext(identity.WithRemoteAddr(r.Context(), r.RemoteAddr))
+		next.ServeHTTP(w, r)
+	})
+}
+
+// translator returns the translator for the request's language.
+func (s *server) translator(r *http.Request) *translator {
+	l := pickLang(r)
+	return &translator{lang: l, msgs: s.catalogs[l]}
+}
+
+// root sends a visitor wherever they should start.
+func (s *server) root(w http.ResponseWriter, r *http.Request) {
+	if s.id.SetupNeeded() {
+		s.redirect(w, r, "/setup")
+		return
+	}
+	s.redirect(w, r, "/dashboard")
+}
+
+// setLang remembers a language choice for a year and goes back to the page
+// it was made on. A GET suffices: the only state it changes is a preference.
+func (s *server) setLang(w http.ResponseWriter, r *http.Request) {
+	l, ok := normalizeLang(r.PathValue("lang"))
+	if !ok {
+		s.notFound(w, r)
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: langCookie, Value: l, Path: "/", MaxAge: 365 * 24 * 3600,
+		Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+	s.redirect(w, r, safeNext(r.URL.Query().Get("next")))
+}
+
+func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
+	tr := s.translator(r)
+	v := s.newView(r, tr)
+	s.render(w, r, http.StatusNotFound, messagePage(v, tr.T("notfound.title"), tr.T("notfound.body")))
+}
+
+// refuseCrossOrigin answers a POST that a browser says came from another site.
+func (s *server) refuseCrossOrigin(w http.ResponseWriter, r *http.Request) {
+	tr := s.translator(r)
+	s.log.Warn("cross-origin request refused", "path", r.URL.Path, "origin", r.Header.Get("Origin"), "remote", r.RemoteAddr)
+	s.render(w, r, http.StatusForbidden, messagePage(s.newView(r, tr), tr.T("csrf.title"), tr.T("csrf.cross_origin")))
+}
+
+// refuseCSRF answers a POST whose form token is missing or wrong, most often
+// a page left open across a restart of the appliance.
+func (s *server) refuseCSRF(w http.ResponseWriter, r *http.Request, v *view) {
+	s.log.Warn("form token refused", "path", r.URL.Path, "remote", r.RemoteAddr)
+	s.render(w, r, http.StatusForbidden, messagePage(v, v.T("csrf.title"), v.T("csrf.stale")))
+}

@@ -1,0 +1,176 @@
+package ui
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/a-h/templ"
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// view is what every page template gets: who is looking, in which language,
+// and the bits of the current request the layout needs.
+type view struct {
+	tr    *translator
+	p     *identity.Principal // nil on the login and setup pages
+	csrf  string              // the form token for this session
+	path  string              // the current page, for the language switch to return to
+	nav   string              // the active nav entry
+	loc   *time.Location
+	flash string // a success message, already translated
+	err   string // an error message, already translated
+}
+
+func (s *server) newView(r *http.Request, tr *translator) *view {
+	return &view{tr: tr, path: r.URL.RequestURI(), loc: s.loc}
+}
+
+// T translates key.
+func (v *view) T(key string) string { return v.tr.T(key) }
+
+// Tf translates key and formats args into it.
+func (v *view) Tf(key string, args ...any) string { return v.tr.Tf(key, args...) }
+
+// Tor translates key, or shows fallback if the catalog lacks it: values from
+// other packages (a new node role, a new audit action) may arrive before the
+// catalog knows them, and their raw name beats a message key.
+func (v *view) Tor(key, fallback string) string {
+	if m, ok := v.tr.msgs[key]; ok {
+		return m
+	}
+	return fallback
+}
+
+func (v *view) lang() string { return v.tr.lang }
+
+func (v *view) signedIn() bool { return v.p != nil }
+
+func (v *view) admin() bool { return v.p.IsClusterAdmin() }
+
+func (v *view) userName() string {
+	if v.p == nil {
+		return ""
+	}
+	return v.p.User.Name
+}
+
+// langURL switches to language l and comes back to this page.
+func (v *view) langURL(l string) templ.SafeURL {
+	return templ.URL("/lang/" + l + "?next=" + url.QueryEscape(v.path))
+}
+
+// navClass marks the active nav entry for the stylesheet and screen readers.
+func (v *view) navClass(name string) string {
+	if v.nav == name {
+		return "active"
+	}
+	return ""
+}
+
+func (v *view) ariaCurrent(name string) string {
+	if v.nav == name {
+		return "page"
+	}
+	return "false"
+}
+
+// time formats t in the appliance's zone, to the second: audit entries
+// are read next to wall clocks and paper logs.
+func (v *view) time(t time.Time) string {
+	if t.IsZero() {
+		return "—"
+	}
+	return t.In(v.loc).Format("2006-01-02 15:04:05 MST")
+}
+
+// yesNo translates a boolean.
+func (v *view) yesNo(b bool) string {
+	if b {
+		return v.T("common.yes")
+	}
+	return v.T("common.no")
+}
+
+// limit shows a quota limit, where -1 means no limit.
+func (v *view) limit(n int64) string {
+	if n == identity.Unlimited {
+		return v.T("quota.unlimited")
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// errorText turns a service error into a message for the page: a translated
+// label for its code and the service's own (English) message. Errors without
+// a code are internal; their text stays in the log.
+func errorText(tr *translator, err error) string {
+	code := consensus.ErrorCode(err)
+	switch code {
+	case "":
+		return tr.T("err.internal")
+	case identity.CodeUnauthenticated:
+		return tr.T("err.unauthenticated")
+	}
+	var e *consensus.Error
+	errors.As(err, &e)
+	if _, known := tr.msgs["err."+code]; !known {
+		return tr.Tf("err.detail", tr.T("err.unknown"), e.Message)
+	}
+	return tr.Tf("err.detail", tr.T("err."+code), e.Message)
+}
+
+// httpStatus maps a service error code to the status a page load answers with.
+func httpStatus(err error) int {
+	switch consensus.ErrorCode(err) {
+	case consensus.CodeInvalid:
+		return http.StatusBadRequest
+	case consensus.CodeNotFound:
+		return http.StatusNotFound
+	case consensus.CodeForbidden:
+		return http.StatusForbidden
+	case identity.CodeUnauthenticated:
+		return http.StatusUnauthorized
+	case consensus.CodeAlreadyExists, consensus.CodeConflict:
+		return http.StatusConflict
+	case consensus.CodePreconditionFailed:
+		return http.StatusPreconditionFailed
+	case consensus.CodeUnavailable:
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+// render writes a page. A failed render has already sent the status line,
+// so it can only be logged.
+func (s *server) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store") // pages show names and tokens; keep them out of shared caches
+	w.WriteHeader(status)
+	if err := c.Render(r.Context(), w); err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Error("render page", "path", r.URL.Path, "err", err)
+	}
+}
+
+// failPage shows a page that could not be loaded because of err.
+func (s *server) failPage(w http.ResponseWriter, r *http.Request, v *view, err error) {
+	s.logErr(r, err)
+	s.render(w, r, httpStatus(err), messagePage(v, v.T("error.title"), errorText(v.tr, err)))
+}
+
+// logErr logs errors a user cannot fix; a rejected request is already in
+// the audit log.
+func (s *server) logErr(r *http.Request, err error) {
+	if code := consensus.ErrorCode(err); code == "" || code == consensus.CodeUnavailable {
+		s.log.Error("request failed", "path", r.URL.Path, "err", err)
+	}
+}
+
+// formStatus is what a form re-rendered with an error answers with. htmx is
+// configured to swap it in, like any other response.
+const formStatus = http.StatusUnprocessableEntity
