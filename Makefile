@@ -1,0 +1,55 @@
+# Cairn. `make run` and `make test` do all the setup on a fresh Debian 12
+# machine as root (Debian packages with apt-get, Go from the Go module proxy).
+
+SHELL := /bin/bash
+GOFLAGS ?= -mod=mod
+export GOFLAGS
+BIN := bin/cairn
+DEV_DATA ?= data/dev
+FUZZTIME ?= 10s
+
+# Fuzz targets run briefly by `make test`: package:Target.
+FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
+
+.PHONY: all build run cluster test test-go fuzz vet generate bench-consensus clean
+
+all: build
+
+build:
+	@GO=$$(qa/scripts/deps.sh run) && $$GO build -o $(BIN) ./appliance/cmd/cairn
+
+## run: a one-node appliance (the embedded default) with its data in $(DEV_DATA)
+run: build
+	@mkdir -p $(DEV_DATA)
+	./$(BIN) agent --dev --data-dir $(DEV_DATA)
+
+## cluster: three local nodes on 127.0.0.11-13, for trying the cluster by hand
+cluster: build
+	qa/scripts/cluster.sh $(BIN)
+
+## test: everything, as CI runs it (root: network namespaces, nftables, chromium)
+test:
+	@GO=$$(qa/scripts/deps.sh test) && PATH=$$(dirname $$GO):$$PATH $(MAKE) --no-print-directory vet test-go fuzz
+
+vet:
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+
+test-go:
+	go test -count=1 -timeout 25m ./...
+
+fuzz:
+	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
+		echo "fuzz $$pkg $$fn for $(FUZZTIME)"; \
+		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; done
+
+## generate: regenerate templ components (the generated files are committed)
+generate:
+	go tool templ generate -path ui
+
+## bench-consensus: Cairn vs etcd on this machine (writes/s, p50/p99, failover, RSS)
+bench-consensus:
+	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/consensus $(BENCH_ARGS)
+
+clean:
+	rm -rf bin data qa/.bin qa/artifacts
