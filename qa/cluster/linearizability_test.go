@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 )
 
@@ -80,10 +81,10 @@ var registerModel = porcupine.NondeterministicModel{
 // nodes while a nemesis kills, pauses and partitions nodes. The history must
 // be linearizable.
 func TestLinearizableUnderFaults(t *testing.T) {
-	c := startCluster(t, opts{n: 3})
-	a := admin(t, c.Node(1))
-	waitShape(t, a, 3, 0)
-	if _, err := a.createProject("register"); err != nil {
+	c := cairntest.Start(t, cairntest.Options{N: 3})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	if _, err := a.CreateProject("register"); err != nil {
 		t.Fatal(err)
 	}
 
@@ -106,7 +107,7 @@ func TestLinearizableUnderFaults(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			runClient(i, a.on(c.Nodes[i%3]), stop, record)
+			runClient(i, a.On(c.Nodes[i%3]), stop, record)
 		}()
 	}
 	nemesis(t, c, 20*time.Second)
@@ -140,8 +141,8 @@ func TestLinearizableUnderFaults(t *testing.T) {
 	}
 }
 
-func runClient(id int, c *client, stop <-chan struct{}, record func(int, regInput, time.Time, regOutput, time.Time)) {
-	c.http.Timeout = 3 * time.Second
+func runClient(id int, c *cairntest.Client, stop <-chan struct{}, record func(int, regInput, time.Time, regOutput, time.Time)) {
+	c.HTTP.Timeout = 3 * time.Second
 	for n := 0; ; n++ {
 		select {
 		case <-stop:
@@ -149,8 +150,8 @@ func runClient(id int, c *client, stop <-chan struct{}, record func(int, regInpu
 		default:
 		}
 		call := time.Now()
-		var p project
-		h, err := c.callH("GET", "/api/v1/projects/register?consistent=true", nil, 200, &p)
+		var p cairntest.Project
+		h, err := c.CallH("GET", "/api/v1/projects/register?consistent=true", nil, 200, &p)
 		if err != nil {
 			time.Sleep(50 * time.Millisecond)
 			continue // a failed read observed nothing
@@ -161,8 +162,8 @@ func runClient(id int, c *client, stop <-chan struct{}, record func(int, regInpu
 		}
 		in := regInput{Write: true, Expect: p.Description, Value: "c" + strconv.Itoa(id) + "-" + strconv.Itoa(n)}
 		call = time.Now()
-		err = c.call("PATCH", "/api/v1/projects/register", map[string]string{"description": in.Value}, 200, nil, "If-Match", h.Get("ETag"))
-		var he *httpError
+		err = c.Call("PATCH", "/api/v1/projects/register", map[string]string{"description": in.Value}, 200, nil, "If-Match", h.Get("ETag"))
+		var he *cairntest.HTTPError
 		switch {
 		case err == nil:
 			record(id, in, call, regOutput{OK: true}, time.Now())
@@ -184,11 +185,11 @@ func isDialError(err error) bool {
 // nemesis injects faults for d: kill and restart, pause and resume, and
 // isolate a node, each aimed at the leader when one is known.
 func nemesis(t *testing.T, c *harness.Cluster, d time.Duration) {
-	a := admin(t, c.Node(1))
+	a := cairntest.Admin(t, c.Node(1))
 	pick := func() *harness.Node {
 		for _, n := range c.Nodes {
-			if st, err := a.on(n).status(); err == nil && st.Leader != "" {
-				if l := nodeByName(c, st.Leader); l != nil {
+			if st, err := a.On(n).Status(); err == nil && st.Leader != "" {
+				if l := cairntest.NodeByName(c, st.Leader); l != nil {
 					return l
 				}
 			}

@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/harness"
+)
+
+// config is the benchmark's flags.
+type config struct {
+	clients      []int
+	round        time.Duration
+	rounds       int
+	warmup       time.Duration
+	idle         time.Duration
+	failovers    int
+	etcdFailover bool
+	cairnBin     string
+	etcdBin      string
+	out          string
+	verbose      bool
+}
+
+func parseFlags(args []string) (config, error) {
+	cfg := config{}
+	fs := flag.NewFlagSet("bench-consensus", flag.ContinueOnError)
+	clients := fs.String("clients", "1,16,64", "comma-separated concurrencies to measure")
+	fs.DurationVar(&cfg.round, "round", 4*time.Second, "length of one measured round of one side")
+	fs.IntVar(&cfg.rounds, "rounds", 3, "measured rounds per side and concurrency, interleaved between the sides")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "unmeasured load per side before each concurrency")
+	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "how long the clusters idle before resident memory is read")
+	fs.IntVar(&cfg.failovers, "failovers", 10, "leader kills per side")
+	fs.BoolVar(&cfg.etcdFailover, "etcd-failover", true, "measure etcd's failover too, for reference")
+	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
+	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary")
+	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
+	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	for f := range strings.SplitSeq(*clients, ",") {
+		c, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || c < 1 {
+			return cfg, fmt.Errorf("-clients: %q is not a positive number", f)
+		}
+		cfg.clients = append(cfg.clients, c)
+	}
+	if cfg.round <= 0 || cfg.rounds < 1 || cfg.failovers < 0 {
+		return cfg, fmt.Errorf("-round, -rounds and -failovers must be positive")
+	}
+	return cfg, nil
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bench-consensus: ")
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &runner{name: "bench-consensus", verbose: cfg.verbose}
+	err = run(ctx, r, cfg)
+	if err != nil {
+		log.Print(err)
+		if ctx.Err() == nil {
+			r.fail() // so the harness shows and keeps the node logs
+		}
+	}
+	r.runCleanups()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+// run measures and prints the report. It fails only when it cannot measure;
+// missed targets are part of the report.
+func run(ctx context.Context, t harness.T, cfg config) error {
+	rep := &report{cfg: cfg, started: time.Now(), machine: readMachine(cfg.etcdBin)}
+	bin := cfg.cairnBin
+	if bin == "" {
+		progress("building cairn")
+		bin = harness.BuildCairn(t)
+	}
+	progress("starting 3 Cairn nodes")
+	cairn, err := startCairn(ctx, t, bin, slices.Max(cfg.clients))
+	if err != nil {
+		return err
+	}
+	progress("starting 3 etcd members")
+	etcd, err := startEtcd(ctx, t, cfg.etcdBin)
+	if err != nil {
+		return err
+	}
+	rep.sides = [2]system{cairn, etcd}
+
+	// Once interrupted, every step below is skipped.
+	pause(ctx, cfg.idle)
+	rep.memory = append(rep.memory, readMemory("idle after start", rep.sides))
+	for _, c := range cfg.clients {
+		if ctx.Err() == nil {
+			rep.levels = append(rep.levels, measureLevel(ctx, rep.sides, c, cfg))
+		}
+	}
+	pause(ctx, cfg.idle)
+	rep.memory = append(rep.memory, readMemory("idle after load", rep.sides))
+	for i, sys := range rep.sides {
+		if ctx.Err() == nil && (sys != etcd || cfg.etcdFailover) {
+			rep.failovers[i], rep.failoverErr[i] = measureFailovers(ctx, sys, cfg.failovers)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("interrupted: %w", err)
+	}
+	rep.took = time.Since(rep.started)
+
+	md := rep.markdown()
+	fmt.Print(md)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		progress("report written to %s", cfg.out)
+	}
+	return nil
+}
+
+// measureLevel measures both sides at one concurrency: a warm-up each, then
+// rounds alternating between them, the side going first swapping every round
+// (ABBA), so drift in the machine's speed hits both alike.
+func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config) level {
+	lv := level{clients: clients, s: [2]*sample{{}, {}}}
+	if cfg.warmup > 0 {
+		for _, sys := range sides {
+			drive(ctx, sys, clients, cfg.warmup)
+		}
+	}
+	for r := range cfg.rounds {
+		if ctx.Err() != nil {
+			break
+		}
+		order := []int{0, 1}
+		if r%2 == 1 {
+			order = []int{1, 0}
+		}
+		for _, i := range order {
+			s := drive(ctx, sides[i], clients, cfg.round)
+			progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, %d errors",
+				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.rate(), ms(s.percentile(50)), ms(s.percentile(99)), s.errors)
+			lv.s[i].add(&s)
+		}
+	}
+	return lv
+}
+
+// readMemory reads every node's resident memory.
+func readMemory(phase string, sides [2]system) memory {
+	m := memory{phase: phase}
+	for i, sys := range sides {
+		for _, n := range sys.nodes() {
+			b, comm, err := rss(n.PID())
+			if err == nil && !strings.EqualFold(comm, sys.name()) {
+				err = fmt.Errorf("pid %d is %q, not the node", n.PID(), comm)
+			}
+			if err != nil {
+				progress("%s %s: %v", sys.name(), n.Name, err)
+				b = -1
+			}
+			m.bytes[i] = append(m.bytes[i], b)
+		}
+	}
+	progress("resident memory, %s: Cairn %s, etcd %s", phase, mibList(m.bytes[0]), mibList(m.bytes[1]))
+	return m
+}

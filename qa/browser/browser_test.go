@@ -1,0 +1,166 @@
+package browser_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/chromedp/chromedp"
+)
+
+// newBrowser starts headless chromium with a fresh profile. The cluster CA is
+// private, so certificate errors are ignored: this is a test browser talking
+// only to nodes inside the test's own namespaces.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatalf("chromium is required (make test installs Debian's chromium): %v", err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		chromedp.Flag("ignore-certificate-errors", true),
+		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+	}
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelC := chromedp.NewContext(actx)
+	ctx, cancelT := context.WithTimeout(ctx, 3*time.Minute)
+	t.Cleanup(func() { cancelT(); cancelC(); cancelA() })
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return ctx
+}
+
+func artifactDir(t *testing.T) string {
+	dir := filepath.Join("..", "artifacts", "browser")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	path := filepath.Join(artifactDir(t), name+".png")
+	if err := os.WriteFile(path, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", path)
+}
+
+// count returns how many elements match a CSS selector right now.
+func count(ctx context.Context, sel string) (int, error) {
+	return chromedp.Run(ctx, chromedp.Evaluate[int](fmt.Sprintf("document.querySelectorAll(%q).length", sel)))
+}
+
+// A user logs in, sees three healthy nodes, and creates a project and a flavor.
+func TestLoginDashboardProjectFlavor(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3})
+	api := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, api, 3, 0)
+	base := "https://" + c.Node(2).IP + ":8443"
+	ctx := newBrowser(t)
+
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "admin"),
+		chromedp.SendKeys(chromedp.CSS("#password"), cairntest.AdminPassword),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#nodes")),
+	); err != nil {
+		screenshot(t, ctx, "login-failed")
+		t.Fatalf("log in: %v", err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "three healthy nodes on the dashboard", func() error {
+		healthy, err := count(ctx, `#nodes tr.node[data-healthy="true"]`)
+		if err != nil {
+			return err
+		}
+		voters, err := count(ctx, `#nodes tr.node[data-role="voter"]`)
+		if err != nil {
+			return err
+		}
+		if healthy != 3 || voters != 3 {
+			return fmt.Errorf("%d healthy nodes, %d voters", healthy, voters)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "dashboard")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-projects")),
+		chromedp.WaitVisible(chromedp.CSS("#project-form")),
+		chromedp.SendKeys(chromedp.CSS("#project-name"), "cardiology"),
+		chromedp.SendKeys(chromedp.CSS("#project-description"), "Cardiology ward VMs"),
+		chromedp.Click(chromedp.CSS("#project-submit")),
+	); err != nil {
+		t.Fatalf("create project: %v", err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the project in the list", func() error {
+		txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#projects")))
+		if err != nil || !strings.Contains(txt, "cardiology") {
+			return fmt.Errorf("projects table: %q %v", txt, err)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "projects")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-flavors")),
+		chromedp.WaitVisible(chromedp.CSS("#flavor-form")),
+		chromedp.SendKeys(chromedp.CSS("#flavor-name"), "m1.small"),
+		chromedp.SetValue(chromedp.CSS("#flavor-vcpus"), "2"),
+		chromedp.SetValue(chromedp.CSS("#flavor-ram"), "2048"),
+		chromedp.SetValue(chromedp.CSS("#flavor-disk"), "20"),
+		chromedp.Click(chromedp.CSS("#flavor-submit")),
+	); err != nil {
+		t.Fatalf("create flavor: %v", err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the flavor in the list", func() error {
+		txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#flavors")))
+		if err != nil || !strings.Contains(txt, "m1.small") {
+			return fmt.Errorf("flavors table: %q %v", txt, err)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "flavors")
+
+	// What the browser did is real: another node's API sees both.
+	other := api.On(c.Node(3))
+	if err := other.Call("GET", "/api/v1/projects/cardiology?consistent=true", nil, 200, nil); err != nil {
+		t.Fatalf("project made in the UI is not in the cluster: %v", err)
+	}
+	var fl struct {
+		VCPUs  int64 `json:"vcpus"`
+		RAMMiB int64 `json:"ram_mib"`
+	}
+	if err := other.Call("GET", "/api/v1/flavors/m1.small", nil, 200, &fl); err != nil || fl.VCPUs != 2 || fl.RAMMiB != 2048 {
+		t.Fatalf("flavor made in the UI: %+v %v", fl, err)
+	}
+
+	// The same pages in Chinese.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#lang-zh")), chromedp.WaitVisible(chromedp.CSS("#nav-dashboard"))); err != nil {
+		t.Fatalf("switch to Chinese: %v", err)
+	}
+	lang, err := chromedp.Run(ctx, chromedp.Evaluate[string]("document.documentElement.lang"))
+	if err != nil || lang != "zh-CN" {
+		t.Fatalf("page language after the switch: %q %v", lang, err)
+	}
+	screenshot(t, ctx, "flavors-zh")
+}

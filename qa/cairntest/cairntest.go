@@ -1,0 +1,272 @@
+// Package cairntest starts real Cairn clusters for integration tests and
+// talks to them through the public API only: the shared helpers of qa/cluster,
+// qa/browser and benchmarks. Only tests and qa programs import it.
+package cairntest
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+const (
+	AdminPassword = "qa-admin-password"
+	JoinToken     = "qa-join-token"
+)
+
+// Options shape a test cluster.
+type Options struct {
+	N         int
+	Expect    int    // --expect; defaults to N
+	Discovery bool   // LAN discovery instead of --join
+	Grace     string // --dead-server-grace; defaults to 5m
+}
+
+// Start runs n cairn agents and waits until every one is ready.
+// Start runs o.N cairn agents and waits until every one is ready.
+func Start(t *testing.T, o Options) *harness.Cluster {
+	t.Helper()
+	if o.Expect == 0 {
+		o.Expect = o.N
+	}
+	if o.Grace == "" {
+		o.Grace = "5m"
+	}
+	bin := harness.BuildCairn(t)
+	pwFile := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(pwFile, []byte(AdminPassword+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := harness.New(t, harness.Options{N: o.N, Binary: bin, Args: func(n *harness.Node) []string {
+		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
+			"--dead-server-grace", o.Grace, "--log-level", "info"}
+		if o.Discovery {
+			return args
+		}
+		var peers []string
+		for _, p := range n.Cluster().Nodes {
+			if p != n {
+				peers = append(peers, p.IP)
+			}
+		}
+		return append(args, "--discovery-port", "0", "--join", strings.Join(peers, ","))
+	}})
+	for _, n := range c.Nodes {
+		WaitReady(t, n)
+	}
+	return c
+}
+
+// WaitReady waits until n answers /readyz.
+func WaitReady(t *testing.T, n *harness.Node) {
+	t.Helper()
+	testutil.WaitFor(t, 60*time.Second, n.Name+" ready", func() error {
+		c, err := NewClient(n, "")
+		if err != nil {
+			return err
+		}
+		return c.Call("GET", "/readyz", nil, 200, nil)
+	})
+}
+
+// Client talks to one node's API over HTTPS, trusting the cluster CA.
+type Client struct {
+	Node  *harness.Node
+	token string
+	HTTP  *http.Client
+}
+
+// NewClient returns a client of node n with an optional bearer token.
+func NewClient(n *harness.Node, token string) (*Client, error) {
+	pem, err := os.ReadFile(filepath.Join(n.DataDir, "ca.crt"))
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, errors.New("bad ca.crt")
+	}
+	return &Client{Node: n, token: token, HTTP: &http.Client{Timeout: 5 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}}, nil
+}
+
+// URL is the node's address for path.
+func (c *Client) URL(path string) string { return "https://" + c.Node.IP + ":8443" + path }
+
+// HTTPError is an API answer with an unexpected status.
+type HTTPError struct {
+	Status int
+	Code   string `json:"code"`
+	Msg    string `json:"message"`
+}
+
+func (e *HTTPError) Error() string { return fmt.Sprintf("HTTP %d %s: %s", e.Status, e.Code, e.Msg) }
+
+// Call sends in as JSON, expects status want and decodes the body into out.
+func (c *Client) Call(method, path string, in any, want int, out any, hdr ...string) error {
+	_, err := c.CallH(method, path, in, want, out, hdr...)
+	return err
+}
+
+// CallH is Call that also returns the response headers.
+func (c *Client) CallH(method, path string, in any, want int, out any, hdr ...string) (http.Header, error) {
+	var body io.Reader
+	if in != nil {
+		b, _ := json.Marshal(in)
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.URL(path), body)
+	if err != nil {
+		return nil, err
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	res, err := c.HTTP.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	raw, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		he := &HTTPError{Status: res.StatusCode}
+		_ = json.Unmarshal(raw, he)
+		if he.Msg == "" {
+			he.Msg = string(raw)
+		}
+		return res.Header, he
+	}
+	if out != nil {
+		return res.Header, json.Unmarshal(raw, out)
+	}
+	return res.Header, nil
+}
+
+// Admin logs in as the admin on node n.
+func Admin(t *testing.T, n *harness.Node) *Client {
+	t.Helper()
+	var c *Client
+	testutil.WaitFor(t, 30*time.Second, "admin login on "+n.Name, func() error {
+		anon, err := NewClient(n, "")
+		if err != nil {
+			return err
+		}
+		var res struct{ Token string }
+		if err := anon.Call("POST", "/api/v1/auth/login", map[string]string{"username": "admin", "password": AdminPassword}, 200, &res); err != nil {
+			return err
+		}
+		anon.token = res.Token
+		c = anon
+		return nil
+	})
+	return c
+}
+
+// On returns a client of node n with the same token.
+func (c *Client) On(n *harness.Node) *Client {
+	cc, err := NewClient(n, c.token)
+	if err != nil {
+		panic(err)
+	}
+	return cc
+}
+
+// NodeStatus is one node in /api/v1/cluster.
+type NodeStatus struct {
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Role    string `json:"role"`
+	Gossip  string `json:"gossip"`
+	Healthy bool   `json:"healthy"`
+}
+
+// ClusterStatus is /api/v1/cluster.
+type ClusterStatus struct {
+	Leader string       `json:"leader"`
+	Voters int          `json:"voters"`
+	Nodes  []NodeStatus `json:"nodes"`
+}
+
+// Status reads /api/v1/cluster.
+func (c *Client) Status() (ClusterStatus, error) {
+	var st ClusterStatus
+	err := c.Call("GET", "/api/v1/cluster", nil, 200, &st)
+	return st, err
+}
+
+// WaitShape waits until the cluster has a leader and exactly these healthy roles.
+func WaitShape(t *testing.T, c *Client, voters, nonvoters int) ClusterStatus {
+	t.Helper()
+	var st ClusterStatus
+	testutil.WaitFor(t, 60*time.Second, fmt.Sprintf("%d voters and %d non-voters", voters, nonvoters), func() error {
+		var err error
+		if st, err = c.Status(); err != nil {
+			return err
+		}
+		v, nv := 0, 0
+		for _, n := range st.Nodes {
+			switch {
+			case n.Role == "voter" && n.Healthy:
+				v++
+			case n.Role == "nonvoter" && n.Healthy:
+				nv++
+			case n.Role != "none":
+				return fmt.Errorf("%s is %s but unhealthy (%s)", n.Name, n.Role, n.Gossip)
+			}
+		}
+		if st.Leader == "" || v != voters || nv != nonvoters {
+			return fmt.Errorf("leader %q, %d healthy voters, %d non-voters: %+v", st.Leader, v, nv, st.Nodes)
+		}
+		return nil
+	})
+	return st
+}
+
+// NodeByName finds a node of the harness cluster.
+func NodeByName(c *harness.Cluster, name string) *harness.Node {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n
+		}
+	}
+	return nil
+}
+
+// Project is the API's project.
+type Project struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	Version     uint64 `json:"version"`
+}
+
+// CreateProject creates a project by name.
+func (c *Client) CreateProject(name string) (Project, error) {
+	var p Project
+	err := c.Call("POST", "/api/v1/projects", map[string]string{"name": name}, 201, &p)
+	return p, err
+}
+
+// Token is the client's bearer token.
+func (c *Client) Token() string { return c.token }
