@@ -1,0 +1,140 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+)
+
+// cli runs the cairn binary as a client with a private config file.
+type cli struct {
+	t   *testing.T
+	bin string
+	env []string
+}
+
+func (c *cli) run(stdin string, args ...string) (string, error) {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
+	cmd.Env = append(os.Environ(), c.env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func (c *cli) ok(stdin string, args ...string) string {
+	c.t.Helper()
+	out, err := c.run(stdin, args...)
+	if err != nil {
+		c.t.Fatalf("cairn %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// The CLI contract: login with --password-stdin prints and saves a token;
+// cluster status -o json shows the leader and every node's role and health;
+// the nouns work with tables and JSON; endpoint and token come from flags,
+// the environment or the saved config.
+func TestCLI(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	bin := harness.BuildCairn(t)
+	n1 := c.Node(1)
+	ca := filepath.Join(n1.DataDir, "ca.crt")
+	cfg := filepath.Join(t.TempDir(), "config.json")
+	x := &cli{t: t, bin: bin, env: []string{"CAIRN_CONFIG=" + cfg, "CAIRN_ENDPOINT=", "CAIRN_TOKEN=", "CAIRN_CA_CERT="}}
+
+	if out, err := x.run("wrong-password\n", "login", "--endpoint", "https://"+n1.IP+":8443", "--ca-cert", ca, "--username", "admin", "--password-stdin"); err == nil {
+		t.Fatalf("login with a wrong password succeeded: %s", out)
+	}
+	tok := strings.TrimSpace(x.ok(cairntest.AdminPassword+"\n", "login", "--endpoint", "https://"+n1.IP+":8443", "--ca-cert", ca,
+		"--username", "admin", "--password-stdin"))
+	if !strings.HasPrefix(tok, "cairn_") {
+		t.Fatalf("login printed %q, want a token", tok)
+	}
+
+	// Saved config: no flags needed now.
+	var st struct {
+		Leader string `json:"leader"`
+		Nodes  []struct {
+			Name    string `json:"name"`
+			Address string `json:"address"`
+			Role    string `json:"role"`
+			Healthy bool   `json:"healthy"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "cluster", "status", "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Leader == "" || len(st.Nodes) != 3 {
+		t.Fatalf("cluster status: %+v", st)
+	}
+	for _, n := range st.Nodes {
+		if n.Role != "voter" || !n.Healthy || n.Address == "" {
+			t.Fatalf("node in cluster status: %+v", n)
+		}
+	}
+	if out := x.ok("", "node", "list"); !strings.Contains(out, "NAME") || strings.Count(out, "voter") != 3 {
+		t.Fatalf("node list table:\n%s", out)
+	}
+
+	x.ok("", "project", "create", "oncology", "--description", "Oncology ward")
+	x.ok("", "flavor", "create", "m1.tiny", "--vcpus", "1", "--ram-mib", "512", "--disk-gib", "5")
+	x.ok("nurse-password\n", "user", "create", "nurse", "--password-stdin")
+	x.ok("", "project", "add-member", "oncology", "nurse", "member")
+	x.ok("", "quota", "set", "oncology", "--instances", "3", "--vcpus", "6")
+	var q struct {
+		Limits struct {
+			Instances int64 `json:"instances"`
+			VCPUs     int64 `json:"vcpus"`
+		} `json:"limits"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "quota", "show", "oncology", "-o", "json")), &q); err != nil || q.Limits.Instances != 3 || q.Limits.VCPUs != 6 {
+		t.Fatalf("quota after set: %+v %v", q, err)
+	}
+	if out := x.ok("", "project", "members", "oncology"); !strings.Contains(out, "nurse") || !strings.Contains(out, "member") {
+		t.Fatalf("members:\n%s", out)
+	}
+	if out := x.ok("", "audit", "list", "--action", "project."); !strings.Contains(out, "project.create") || !strings.Contains(out, "project.member.set") {
+		t.Fatalf("audit list:\n%s", out)
+	}
+	apiTok := strings.TrimSpace(x.ok("", "token", "create", "backup-job"))
+
+	// Flags and environment beat the saved config: the nurse's API token via
+	// the environment, against another node, may not create projects.
+	nurse := &cli{t: t, bin: bin, env: []string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "none.json"),
+		"CAIRN_ENDPOINT=https://" + c.Node(3).IP + ":8443", "CAIRN_CA_CERT=" + ca}}
+	nurseTok := strings.TrimSpace(nurse.ok("nurse-password\n", "login", "--username", "nurse", "--password-stdin"))
+	nurse.env = append(nurse.env, "CAIRN_TOKEN="+nurseTok)
+	if out, err := nurse.run("", "project", "create", "sneaky"); err == nil || !strings.Contains(out, "forbidden") {
+		t.Fatalf("a member created a project: %v\n%s", err, out)
+	}
+	if out := nurse.ok("", "project", "list", "-o", "json"); !strings.Contains(out, "oncology") {
+		t.Fatalf("the nurse does not see her project:\n%s", out)
+	}
+	// The admin's API token works from the environment; revoking it ends it.
+	byToken := &cli{t: t, bin: bin, env: append(nurse.env[:3:3], "CAIRN_TOKEN="+apiTok)}
+	byToken.ok("", "flavor", "list")
+	if out, err := x.run("", "flavor", "list", "--token", "cairn_0000000000000000_bogus"); err == nil {
+		t.Fatalf("a bogus --token was accepted:\n%s", out)
+	}
+	id := strings.Split(strings.TrimPrefix(apiTok, "cairn_"), "_")[0]
+	x.ok("", "token", "revoke", id)
+	if out, err := byToken.run("", "flavor", "list"); err == nil || !strings.Contains(out, "401") {
+		t.Fatalf("a revoked token still works: %v\n%s", err, out)
+	}
+	// Bad usage is a clear error, not a crash.
+	if out, err := x.run("", "project", "create"); err == nil || !strings.Contains(out, "usage:") {
+		t.Fatalf("missing argument: %v\n%s", err, out)
+	}
+	if out, err := x.run("", "frobnicate"); err == nil || !strings.Contains(out, "unknown command") {
+		t.Fatalf("unknown command: %v\n%s", err, out)
+	}
+}
