@@ -290,3 +290,66 @@ func TestConsistentReadAfterConfigChange(t *testing.T) {
 		t.Fatalf("consistent read on the leader: %v", err)
 	}
 }
+
+// Beyond MaxVoters a node joins as a non-voter; when a voter dies and its
+// grace period passes, it is removed and the non-voter is promoted.
+func TestNonVoterPromotedAfterDeadVoterRemoved(t *testing.T) {
+	tc := &testCluster{t: t}
+	for i := 1; i <= 4; i++ {
+		cfg := newTestConfig(t, i, 3, "nv-token")
+		cfg.MaxVoters = 3
+		tc.cfgs = append(tc.cfgs, cfg)
+	}
+	for i := range tc.cfgs {
+		tc.cfgs[i].Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	}
+	for _, cfg := range tc.cfgs[:3] {
+		tc.nodes = append(tc.nodes, tc.start(cfg))
+	}
+	tc.waitVoters(3)
+	n4 := tc.start(tc.cfgs[3])
+	tc.nodes = append(tc.nodes, n4)
+	role := func(name string) string {
+		l := tc.leader()
+		if l == nil {
+			return "no leader"
+		}
+		for _, ns := range l.Status().Nodes {
+			if ns.Name == name {
+				return ns.Role
+			}
+		}
+		return "absent"
+	}
+	testutil.WaitFor(t, 20*time.Second, "node4 as a non-voter", func() error {
+		if r := role("node4"); r != "nonvoter" {
+			return fmt.Errorf("node4 is %s", r)
+		}
+		return nil
+	})
+	var victim *Node
+	for _, n := range tc.nodes[:3] {
+		if !n.IsLeader() {
+			victim = n
+			break
+		}
+	}
+	_ = victim.Shutdown()
+	for i, n := range tc.nodes {
+		if n == victim {
+			tc.nodes[i] = nil
+		}
+	}
+	testutil.WaitFor(t, 30*time.Second, "the dead voter removed and node4 promoted", func() error {
+		if r := role(victim.Name()); r != "absent" {
+			return fmt.Errorf("%s is still %s", victim.Name(), r)
+		}
+		if r := role("node4"); r != "voter" {
+			return fmt.Errorf("node4 is %s", r)
+		}
+		return nil
+	})
+	if _, err := n4.Apply(context.Background(), msgTestPut, putCmd{Key: "after", Value: "v"}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
