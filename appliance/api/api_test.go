@@ -259,4 +259,3 @@ func refRE(s string) []string {
 		out = append(out, s[:strings.Index(s, `"`)])
 	}
 }
-

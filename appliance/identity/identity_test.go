@@ -180,4 +180,3 @@ func TestPasswordHash(t *testing.T) {
 		t.Fatal("garbage hash verified")
 	}
 }
-
