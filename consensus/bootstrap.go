@@ -101,16 +101,26 @@ func (n *Node) joinLoop(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-n.joinedCh:
-			return
 		case <-n.events:
 		case <-time.After(250 * time.Millisecond):
 		}
 		n.mu.Lock()
 		phase, boot := n.phase, n.boot
 		n.mu.Unlock()
-		if phase == phaseMember {
+		switch phase {
+		case phaseMember:
 			return
+		case phaseWaiting:
+			// Only a node in a Raft configuration may admit others: one that
+			// merely holds a certificate might belong to a cluster that never forms.
+			if n.inConfiguration() {
+				n.mu.Lock()
+				n.phase = phaseMember
+				n.mu.Unlock()
+				n.updateGossipMeta()
+				return
+			}
+			continue
 		}
 
 		alive := n.aliveMembers()
@@ -185,6 +195,24 @@ func lowestSigner(alive []member, self string) *member {
 	return best
 }
 
+// inConfiguration reports whether this node is in its Raft configuration.
+func (n *Node) inConfiguration() bool {
+	r := n.Raft()
+	if r == nil {
+		return false
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return false
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) == n.cfg.Name {
+			return true
+		}
+	}
+	return false
+}
+
 func (n *Node) aliveMembers() []member {
 	var out []member
 	for _, m := range n.members() {
@@ -222,12 +250,17 @@ func (n *Node) becomeBootstrapper(id *identity, boot *bootstrapState) error {
 			return err
 		}
 	}
-	if err := n.startListener(id); err != nil {
-		return err
-	}
+	// Record the peer list before the listener opens, so no join is admitted
+	// without being counted.
 	n.mu.Lock()
 	n.phase, n.boot = phaseBootstrapping, boot
 	n.mu.Unlock()
+	if err := n.startListener(id); err != nil {
+		n.mu.Lock()
+		n.phase, n.boot = phaseJoining, nil
+		n.mu.Unlock()
+		return err
+	}
 	n.updateGossipMeta()
 	n.log.Info("collecting the first voters", "expect", n.cfg.Expect)
 	return nil

@@ -143,9 +143,11 @@ func (n *Node) seedAddrs() []string {
 type gossipDelegate struct{ n *Node }
 
 func (d *gossipDelegate) NodeMeta(limit int) []byte {
-	b, _ := json.Marshal(d.n.localMeta())
+	meta := d.n.localMeta()
+	b, _ := json.Marshal(meta)
 	if len(b) > limit {
-		b, _ = json.Marshal(gossipMeta{Phase: d.n.phase, RaftAddr: d.n.RaftAddr()})
+		meta.Tags = nil // phase and address are what joining depends on
+		b, _ = json.Marshal(meta)
 	}
 	return b
 }

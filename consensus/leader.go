@@ -128,7 +128,7 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	}
 	alive := map[string]member{}
 	for _, m := range n.members() {
-		if m.State == memberlist.StateAlive && m.Meta.Phase == phaseMember {
+		if m.State == memberlist.StateAlive && (m.Meta.Phase == phaseMember || m.Meta.Phase == phaseWaiting) {
 			alive[m.Name] = m
 		}
 	}

@@ -30,7 +30,8 @@ import (
 const (
 	phaseJoining       = "joining"       // no credentials yet
 	phaseBootstrapping = "bootstrapping" // holds a fresh CA, collecting the first voters
-	phaseMember        = "member"        // has credentials and runs Raft
+	phaseWaiting       = "waiting"       // has credentials, runs Raft, not yet in a configuration
+	phaseMember        = "member"        // in the Raft configuration: may admit others
 )
 
 // Node is one member of the control plane.
@@ -260,8 +261,12 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		}
 		n.log.Info("bootstrapped a new cluster", "voters", len(bootstrap.Servers))
 	}
+	phase := phaseWaiting
+	if f := r.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
+		phase = phaseMember
+	}
 	n.mu.Lock()
-	n.raftStore, n.trans, n.phase = store, trans, phaseMember
+	n.raftStore, n.trans, n.phase = store, trans, phase
 	n.mu.Unlock()
 	n.raft.Store(r)
 	n.updateGossipMeta()
