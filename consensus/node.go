@@ -23,6 +23,7 @@ import (
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
 )
 
 // Phases of a node, advertised in gossip so peers know whom to ask for a
@@ -51,6 +52,7 @@ type Node struct {
 
 	raft      atomic.Pointer[raft.Raft]
 	raftStore *raftboltdb.BoltStore
+	raftLogs  raft.LogStore // the bolt store behind a cache of recent entries
 	trans     *raft.NetworkTransport
 	gossip    *memberlist.Memberlist
 	gossipKey []byte
@@ -214,9 +216,19 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	}
 	dir := filepath.Join(n.cfg.DataDir, "raft")
 	hlog := newHCLogger(n.log.With("component", "raft"))
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")}) // fsync on every append
+	// fsync on every append. Like Consul, skip syncing bbolt's freelist (it is
+	// rebuilt on open) so each commit writes fewer pages.
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{
+		Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType,
+	}})
 	if err != nil {
 		return fmt.Errorf("open raft log: %w", err)
+	}
+	// Recent entries from memory: replication and the read index do not hit disk.
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return err
 	}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
 	if err != nil {
@@ -247,7 +259,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
-	r, err := raft.NewRaft(rc, &fsm{store: n.store, log: n.log}, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, &fsm{store: n.store, log: n.log}, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		store.Close()
@@ -266,7 +278,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		phase = phaseMember
 	}
 	n.mu.Lock()
-	n.raftStore, n.trans, n.phase = store, trans, phase
+	n.raftStore, n.raftLogs, n.trans, n.phase = store, logs, trans, phase
 	n.mu.Unlock()
 	n.raft.Store(r)
 	n.updateGossipMeta()
@@ -504,7 +516,7 @@ func (n *Node) leaderReadIndex() (uint64, error) {
 	}
 	var l raft.Log
 	for i := last; i > 0 && last-i < 256; i-- {
-		if err := n.raftStore.GetLog(i, &l); err != nil {
+		if err := n.raftLogs.GetLog(i, &l); err != nil {
 			break // compacted into a snapshot
 		}
 		if l.Type == raft.LogCommand {
