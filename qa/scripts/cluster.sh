@@ -12,7 +12,7 @@ pids=()
 trap 'kill "${pids[@]}" 2>/dev/null; wait; echo "cluster stopped"' EXIT INT TERM
 for i in 1 2 3; do
 	ip=127.0.0.1$i
-	peers=$(for j in 1 2 3; do [[ $j != "$i" ]] && printf '127.0.0.1%s,' "$j"; done)
+	peers=$(for j in 1 2 3; do if [[ $j != "$i" ]]; then printf '127.0.0.1%s,' "$j"; fi; done)
 	mkdir -p "$root/node$i"
 	"$bin" agent --name "node$i" --data-dir "$root/node$i" --bind "$ip" --expect 3 \
 		--join "${peers%,}" --join-token "$token" --discovery-port 0 \
@@ -24,6 +24,6 @@ for i in 1 2 3; do
 	until grep -q "is ready" "$root/node$i.log" 2>/dev/null; do sleep 0.2; done
 done
 sed -n '/is ready/,/Join token/p' "$root/node1.log"
-echo "The other nodes: https://127.0.0.12:8443/ and https://127.0.0.13:8443/ (same CA, same setup code flow)."
+echo "The other nodes: https://127.0.0.12:8443/ and https://127.0.0.13:8443/ (same cluster CA; each node logs its own setup code)."
 echo "Press Ctrl-C to stop."
 wait
