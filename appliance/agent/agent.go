@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -54,11 +55,18 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	}
 	idCfg := identity.DefaultConfig()
 	idCfg.Logger = log.With("component", "identity")
+	idCfg.AuditRetention = cfg.AuditRetention
 	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
 	a.identity = identity.NewService(node, idCfg)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
-	node.RegisterController("token-pruner", a.pruneTokens)
+	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
+		return a.identity.PruneExpiredTokens(ctx)
+	}))
+	node.RegisterController("audit-pruner", a.every(30*time.Second, "prune the replicated audit log", func(ctx context.Context) error {
+		_, err := a.identity.PruneAudit(ctx)
+		return err
+	}))
 	return a, nil
 }
 
@@ -84,6 +92,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	errCh := make(chan error, 1)
 	go func() { errCh <- a.serve() }()
 	go a.announce(ctx)
+	go func() {
+		if err := a.identity.ArchiveAudit(ctx, filepath.Join(a.cfg.DataDir, "audit")); err != nil {
+			a.log.Error("audit archive stopped", "err", err)
+		}
+	}()
 
 	select {
 	case <-ctx.Done():
@@ -215,17 +228,19 @@ func (a *Agent) createAdminFromFile(ctx context.Context) {
 	}
 }
 
-// pruneTokens removes expired sessions; it runs only on the leader.
-func (a *Agent) pruneTokens(ctx context.Context) {
-	t := time.NewTicker(time.Minute)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if err := a.identity.PruneExpiredTokens(ctx); err != nil {
-				a.log.Warn("prune expired tokens", "err", err)
+// every returns a leader controller that runs fn every interval.
+func (a *Agent) every(interval time.Duration, what string, fn func(ctx context.Context) error) func(ctx context.Context) {
+	return func(ctx context.Context) {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := fn(ctx); err != nil && ctx.Err() == nil {
+					a.log.Warn(what, "err", err)
+				}
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 )
 
@@ -33,6 +34,7 @@ type Config struct {
 	DeadServerGrace   time.Duration `json:"dead-server-grace"`
 	HeartbeatTimeout  time.Duration `json:"raft-heartbeat-timeout"`
 	ElectionTimeout   time.Duration `json:"raft-election-timeout"`
+	AuditRetention    int           `json:"audit-retention"`
 	LogLevel          string        `json:"log-level"`
 	LogFormat         string        `json:"log-format"`
 }
@@ -52,6 +54,7 @@ func DefaultConfig() Config {
 		DeadServerGrace:  c.DeadServerGrace,
 		HeartbeatTimeout: c.HeartbeatTimeout,
 		ElectionTimeout:  c.ElectionTimeout,
+		AuditRetention:   identity.DefaultConfig().AuditRetention,
 		LogLevel:         "info",
 		LogFormat:        "text",
 	}
@@ -80,6 +83,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
+	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	if err := fs.Parse(args); err != nil {
@@ -123,6 +127,7 @@ func mergeConfig(file, flags Config, set map[string]bool) Config {
 		"raft-heartbeat-timeout": func() { out.HeartbeatTimeout = flags.HeartbeatTimeout },
 		"raft-election-timeout":  func() { out.ElectionTimeout = flags.ElectionTimeout },
 		"log-level":              func() { out.LogLevel = flags.LogLevel }, "log-format": func() { out.LogFormat = flags.LogFormat },
+		"audit-retention": func() { out.AuditRetention = flags.AuditRetention },
 	}
 	for name := range set {
 		if f, ok := pick[name]; ok {

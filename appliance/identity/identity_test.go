@@ -2,14 +2,20 @@ package identity_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/qa/testutil"
 )
 
 // A test-only command that charges a quota the way compute and storage will.
@@ -179,4 +185,82 @@ func TestPasswordHash(t *testing.T) {
 	if identity.CheckPassword("garbage", "x") {
 		t.Fatal("garbage hash verified")
 	}
+}
+
+// The replicated audit log is trimmed to its retention, while every entry
+// stays in the node's archive, once and in order, across an archiver restart.
+func TestAuditRetentionAndArchive(t *testing.T) {
+	c := consensustest.Start(t, 1, register)
+	cfg := identity.DefaultConfig()
+	cfg.AuditRetention = 5
+	svc := identity.NewService(c.Nodes[0], cfg)
+	admin := setupAdmin(t, svc)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.ArchiveAudit(ctx, dir) }()
+
+	for i := range 12 {
+		if _, err := svc.CreateProject(context.Background(), admin, identity.ProjectSpec{Name: fmt.Sprintf("p%d", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all, _ := svc.ListAudit(admin, identity.AuditFilter{Limit: 1000})
+	total := len(all) // setup, login and the creates
+	waitArchived := func(n int) []identity.AuditEntry {
+		var lines []identity.AuditEntry
+		testutil.WaitFor(t, 5*time.Second, fmt.Sprintf("%d archived entries", n), func() error {
+			lines = readArchive(t, dir)
+			if len(lines) != n {
+				return fmt.Errorf("%d archived", len(lines))
+			}
+			return nil
+		})
+		return lines
+	}
+	waitArchived(total)
+	pruned, err := svc.PruneAudit(context.Background())
+	if err != nil || pruned != total-5 {
+		t.Fatalf("pruned %d (%v), want %d", pruned, err, total-5)
+	}
+	if left, _ := svc.ListAudit(admin, identity.AuditFilter{Limit: 1000}); len(left) != 5 {
+		t.Fatalf("%d entries left in the state, want 5", len(left))
+	}
+	// Restart the archiver; new entries follow without duplicates.
+	cancel()
+	<-done
+	ctx, cancel = context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = svc.ArchiveAudit(ctx, dir) }()
+	if _, err := svc.CreateProject(context.Background(), admin, identity.ProjectSpec{Name: "after-restart"}); err != nil {
+		t.Fatal(err)
+	}
+	lines := waitArchived(total + 1)
+	for i := 1; i < len(lines); i++ {
+		if lines[i].ID <= lines[i-1].ID {
+			t.Fatalf("archive out of order or duplicated at line %d: %s after %s", i, lines[i].ID, lines[i-1].ID)
+		}
+	}
+	if lines[len(lines)-1].Resource != "after-restart" {
+		t.Fatalf("last archived entry %+v", lines[len(lines)-1])
+	}
+}
+
+func readArchive(t *testing.T, dir string) []identity.AuditEntry {
+	b, err := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	if err != nil {
+		return nil
+	}
+	var out []identity.AuditEntry
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var e identity.AuditEntry
+		if line == "" {
+			continue
+		}
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("bad archive line %q: %v", line, err)
+		}
+		out = append(out, e)
+	}
+	return out
 }

@@ -31,14 +31,15 @@ type Cluster interface {
 
 // Config configures the service. DefaultConfig holds the defaults.
 type Config struct {
-	SessionTTL time.Duration
-	Logger     *slog.Logger
-	Now        func() time.Time // the wall clock; replaceable in tests
+	SessionTTL     time.Duration
+	AuditRetention int // newest audit entries kept in the replicated state; older ones live in each node's archive
+	Logger         *slog.Logger
+	Now            func() time.Time // the wall clock; replaceable in tests
 }
 
 // DefaultConfig returns the service defaults.
 func DefaultConfig() Config {
-	return Config{SessionTTL: 12 * time.Hour, Logger: slog.Default(), Now: time.Now}
+	return Config{SessionTTL: 12 * time.Hour, AuditRetention: 10000, Logger: slog.Default(), Now: time.Now}
 }
 
 // Service is identity's business logic, shared by the API and the UI.

@@ -29,6 +29,7 @@ const (
 	MsgDeleteFlavor     consensus.MessageType = 47
 	MsgSetQuota         consensus.MessageType = 48
 	MsgPruneTokens      consensus.MessageType = 49
+	MsgPruneAudit       consensus.MessageType = 50
 )
 
 // Table names.
@@ -88,6 +89,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDeleteFlavor, "DeleteFlavor", applyDeleteFlavor)
 	consensus.Handle(reg, MsgSetQuota, "SetQuota", applySetQuota)
 	consensus.Handle(reg, MsgPruneTokens, "PruneTokens", applyPruneTokens)
+	consensus.Handle(reg, MsgPruneAudit, "PruneAudit", applyPruneAudit)
 }
 
 // --- commands ----------------------------------------------------------------

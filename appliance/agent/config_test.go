@@ -1,0 +1,66 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseFlagsPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cairn.json")
+	if err := os.WriteFile(file, []byte(`{"name":"box1","bind":"10.1.2.3","expect":3,"join":["10.1.2.4","10.1.2.5"],"dead-server-grace":60000000000}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := ParseFlags([]string{"--config", file, "--expect", "5", "--data-dir", dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Name != "box1" || cfg.Bind != "10.1.2.3" || cfg.Advertise != "10.1.2.3" {
+		t.Errorf("file values not applied: %+v", cfg)
+	}
+	if cfg.Expect != 5 {
+		t.Errorf("a flag must win over the file: expect %d", cfg.Expect)
+	}
+	if len(cfg.Join) != 2 || cfg.DeadServerGrace != time.Minute {
+		t.Errorf("join %v, grace %v", cfg.Join, cfg.DeadServerGrace)
+	}
+	if cfg.APIPort != 8443 || cfg.RPCPort != 8444 || cfg.GossipPort != 8445 {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+	if cc := cfg.consensusConfig(); cc.Tags["api"] != "https://10.1.2.3:8443/" || cc.Expect != 5 {
+		t.Errorf("consensus config: %+v", cc)
+	}
+}
+
+func TestParseFlagsErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.json")
+	_ = os.WriteFile(bad, []byte(`{"expct": 3}`), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--config", bad, "--bind", "127.0.0.1"}, "unknown field"},
+		{[]string{"--bind", "not-an-ip"}, "not an IP"},
+		{[]string{"--bind", "127.0.0.1", "--expect", "0"}, "at least 1"},
+		{[]string{"--bind", "127.0.0.1", "extra"}, "unexpected arguments"},
+	} {
+		_, err := ParseFlags(c.args)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: got %v, want an error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+func TestDevDefaults(t *testing.T) {
+	cfg, err := ParseFlags([]string{"--dev", "--expect", "3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Bind != "127.0.0.1" || cfg.Expect != 1 || cfg.DiscoveryPort != 0 || !strings.HasSuffix(cfg.DataDir, "/data") {
+		t.Fatalf("--dev: %+v", cfg)
+	}
+}
