@@ -129,7 +129,10 @@ func (n *Node) callRPC(ctx context.Context, addr, path string, req, resp any) er
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 4096))
 		return fmt.Errorf("rpc %s to %s: %s: %s", path, addr, res.Status, msg)
 	}
-	return json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(resp)
+	err = json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(resp)
+	// A body not read to EOF keeps the transport from reusing the connection.
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096))
+	return err
 }
 
 // --- join -------------------------------------------------------------------

@@ -63,7 +63,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
 		return a.identity.PruneExpiredTokens(ctx)
 	}))
-	node.RegisterController("audit-pruner", a.every(30*time.Second, "prune the replicated audit log", func(ctx context.Context) error {
+	node.RegisterController("audit-pruner", a.every(5*time.Second, "prune the replicated audit log", func(ctx context.Context) error {
 		_, err := a.identity.PruneAudit(ctx)
 		return err
 	}))

@@ -34,6 +34,8 @@ type Config struct {
 	DeadServerGrace   time.Duration `json:"dead-server-grace"`
 	HeartbeatTimeout  time.Duration `json:"raft-heartbeat-timeout"`
 	ElectionTimeout   time.Duration `json:"raft-election-timeout"`
+	SnapshotThreshold uint64        `json:"raft-snapshot-threshold"`
+	TrailingLogs      uint64        `json:"raft-trailing-logs"`
 	AuditRetention    int           `json:"audit-retention"`
 	LogLevel          string        `json:"log-level"`
 	LogFormat         string        `json:"log-format"`
@@ -43,20 +45,22 @@ type Config struct {
 func DefaultConfig() Config {
 	c := consensus.DefaultConfig()
 	return Config{
-		Name:             c.Name,
-		DataDir:          "/var/lib/cairn",
-		Bind:             "",
-		APIPort:          8443,
-		RPCPort:          c.RPCPort,
-		GossipPort:       c.GossipPort,
-		DiscoveryPort:    c.DiscoveryPort,
-		Expect:           1,
-		DeadServerGrace:  c.DeadServerGrace,
-		HeartbeatTimeout: c.HeartbeatTimeout,
-		ElectionTimeout:  c.ElectionTimeout,
-		AuditRetention:   identity.DefaultConfig().AuditRetention,
-		LogLevel:         "info",
-		LogFormat:        "text",
+		Name:              c.Name,
+		DataDir:           "/var/lib/cairn",
+		Bind:              "",
+		APIPort:           8443,
+		RPCPort:           c.RPCPort,
+		GossipPort:        c.GossipPort,
+		DiscoveryPort:     c.DiscoveryPort,
+		Expect:            1,
+		DeadServerGrace:   c.DeadServerGrace,
+		HeartbeatTimeout:  c.HeartbeatTimeout,
+		ElectionTimeout:   c.ElectionTimeout,
+		SnapshotThreshold: c.SnapshotThreshold,
+		TrailingLogs:      c.TrailingLogs,
+		AuditRetention:    identity.DefaultConfig().AuditRetention,
+		LogLevel:          "info",
+		LogFormat:         "text",
 	}
 }
 
@@ -83,6 +87,8 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
 	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
+	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
@@ -202,6 +208,8 @@ func (c Config) consensusConfig() consensus.Config {
 	cc.DeadServerGrace = c.DeadServerGrace
 	cc.HeartbeatTimeout = c.HeartbeatTimeout
 	cc.ElectionTimeout = c.ElectionTimeout
+	cc.SnapshotThreshold = c.SnapshotThreshold
+	cc.TrailingLogs = c.TrailingLogs
 	cc.LeaderLeaseTimeout = min(cc.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
 	cc.Tags = map[string]string{"api": c.APIURL()}
 	return cc

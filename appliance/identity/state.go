@@ -66,8 +66,9 @@ func Register(reg *consensus.Registry) {
 	consensus.RegisterTable[Token](reg, &memdb.TableSchema{Name: tTokens, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "user": fieldIndex("user", "UserID")}})
 	consensus.RegisterTable[Flavor](reg, &memdb.TableSchema{Name: tFlavors, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
 	consensus.RegisterTable[Quota](reg, &memdb.TableSchema{Name: tQuotas, Indexes: map[string]*memdb.IndexSchema{"id": idIndex()}})
-	consensus.RegisterTable[AuditEntry](reg, &memdb.TableSchema{Name: tAudit, Indexes: map[string]*memdb.IndexSchema{
-		"id": idIndex(), "project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}}}})
+	// Audit queries scan newest-first by id and filter, so the table has no
+	// other index: each write pays for one radix insert, not two.
+	consensus.RegisterTable[AuditEntry](reg, &memdb.TableSchema{Name: tAudit, Indexes: map[string]*memdb.IndexSchema{"id": idIndex()}})
 
 	consensus.Handle(reg, MsgAudited, "Audited", applyAudited)
 	consensus.Handle(reg, MsgRecordAudit, "RecordAudit", func(tx *consensus.Tx, c *AuditEntry) (any, error) {
