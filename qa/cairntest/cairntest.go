@@ -31,9 +31,10 @@ const (
 // Options shape a test cluster.
 type Options struct {
 	N         int
-	Expect    int    // --expect; defaults to N
-	Discovery bool   // LAN discovery instead of --join
-	Grace     string // --dead-server-grace; defaults to 5m
+	Expect    int      // --expect; defaults to N
+	Discovery bool     // LAN discovery instead of --join
+	Grace     string   // --dead-server-grace; defaults to 5m
+	Extra     []string // more agent flags
 }
 
 // Start runs n cairn agents and waits until every one is ready.
@@ -55,6 +56,7 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
 			"--dead-server-grace", o.Grace, "--log-level", "info"}
+		args = append(args, o.Extra...)
 		if o.Discovery {
 			return args
 		}
