@@ -2,8 +2,6 @@ package ui
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -12,18 +10,12 @@ import (
 	"net/url"
 	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
-	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/consensus/consensustest"
 )
-
-// nextNode gives every test cluster its own loopback address, so clusters of
-// different tests never meet in gossip even though they share ports.
-var nextNode atomic.Int32
 
 // env is a real single-node cluster with the identity service and the UI
 // served over TLS in front of it.
@@ -36,37 +28,8 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	i := nextNode.Add(1)
-	reg := consensus.NewRegistry()
-	identity.Register(reg)
+	node := consensustest.Start(t, 1, identity.Register).Nodes[0]
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-
-	cfg := consensus.DefaultConfig()
-	cfg.Name = fmt.Sprintf("ui-node%d", i)
-	cfg.DataDir = t.TempDir()
-	cfg.BindAddr = fmt.Sprintf("127.0.77.%d", 10+i%240) // reused only long after the earlier cluster shut down
-	cfg.RPCPort, cfg.GossipPort, cfg.DiscoveryPort = 19444, 19445, 0
-	cfg.Expect = 1
-	cfg.JoinToken = "t"
-	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
-	cfg.BootstrapSettle = 100 * time.Millisecond
-	cfg.Logger = log.With("node", cfg.Name)
-
-	node, err := consensus.New(cfg, reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := node.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = node.Shutdown() })
-	testutil.WaitFor(t, 20*time.Second, "a ready leader", func() error {
-		if !node.Ready() || !node.IsLeader() {
-			return errors.New("not ready or not leader")
-		}
-		return nil
-	})
-
 	icfg := identity.DefaultConfig()
 	icfg.Logger = log
 	svc := identity.NewService(node, icfg)

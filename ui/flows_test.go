@@ -140,7 +140,7 @@ func TestDashboardShowsNode(t *testing.T) {
 		`id="voters">1<`,
 		`id="leader">`+name+`<`,
 		`id="gossip-health">0<`,
-		`id="join-token" class="secret">t<`,
+		`id="join-token" class="secret">`+e.node.JoinToken()+`<`,
 		`hx-get="/dashboard/cluster"`,
 		`id="nav-dashboard" href="/dashboard" class="active"`,
 		`id="capacity"`,

@@ -146,6 +146,18 @@ func (e *env) printKV(v any, pairs [][2]string) error {
 	return tw.Flush()
 }
 
+// argAndSecret checks for exactly one argument and --password-stdin, and
+// reads the secret.
+func (e *env) argAndSecret(args []string, stdin bool, what string) (string, error) {
+	if err := needArgs(args, 1, what); err != nil {
+		return "", err
+	}
+	if !stdin {
+		return "", usageError("--password-stdin is required")
+	}
+	return e.readSecret()
+}
+
 // readSecret reads one line from stdin, for --password-stdin.
 func (e *env) readSecret() (string, error) {
 	line, err := bufio.NewReader(e.stdin).ReadString('\n')

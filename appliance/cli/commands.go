@@ -207,13 +207,7 @@ var commands = map[string]command{
 		admin := fs.Bool("cluster-admin", false, "make the user a cluster admin")
 		display := fs.String("display-name", "", "display name")
 		return func(e *env, args []string) error {
-			if err := needArgs(args, 1, "one user name"); err != nil {
-				return err
-			}
-			if !*stdin {
-				return usageError("--password-stdin is required")
-			}
-			pw, err := e.readSecret()
+			pw, err := e.argAndSecret(args, *stdin, "one user name")
 			if err != nil {
 				return err
 			}
@@ -233,13 +227,7 @@ var commands = map[string]command{
 	"user passwd": {usage: "USER --password-stdin", help: "change a user's password", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		stdin := fs.Bool("password-stdin", false, "read the new password from standard input")
 		return func(e *env, args []string) error {
-			if err := needArgs(args, 1, "one user"); err != nil {
-				return err
-			}
-			if !*stdin {
-				return usageError("--password-stdin is required")
-			}
-			pw, err := e.readSecret()
+			pw, err := e.argAndSecret(args, *stdin, "one user")
 			if err != nil {
 				return err
 			}
