@@ -1,6 +1,7 @@
-// Package storage will own local disks and shard servers, erasure coding
-// (klauspost/reedsolomon), placement, the object layer and S3 gateway, block
-// volumes with their NBD export, and scrub and heal (issue 3). It registers its
-// tables and commands with consensus (message types 128-255) and keeps
-// metadata, placement maps and leases there. Nothing is implemented yet.
+// Package storage pools every node's disks into an erasure-coded object store
+// with an S3 API (issue 3), and later block volumes. The building blocks live
+// in subpackages: erasure (the k+m codec with checksums), disk (shards on one
+// local disk) and placement (layouts and shard placement). See README.md for
+// the design, including why object metadata lives in Raft. It registers its
+// tables and commands with consensus (message types 128-255).
 package storage

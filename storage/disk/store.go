@@ -1,0 +1,184 @@
+// Package disk keeps shards on one local disk (a block device's filesystem in
+// the appliance, a directory in dev mode and tests). Writes go to a temporary
+// file that is fsynced and renamed into place, then the directory is fsynced:
+// a shard is either absent or complete and durable, never half-written. Only
+// storage packages import disk.
+package disk
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"golang.org/x/sys/unix"
+)
+
+// Store is one disk's shard directory.
+type Store struct {
+	root string
+}
+
+// ErrNotFound is returned for a shard the disk does not have.
+var ErrNotFound = errors.New("shard not found")
+
+var keyRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
+
+// Open prepares dir for shards and removes temporary files a crash left.
+func Open(dir string) (*Store, error) {
+	for _, d := range []string{"shards", "tmp"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, fmt.Errorf("open disk %s: %w", dir, err)
+		}
+	}
+	tmp := filepath.Join(dir, "tmp")
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return nil, fmt.Errorf("open disk %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		_ = os.Remove(filepath.Join(tmp, e.Name()))
+	}
+	return &Store{root: dir}, nil
+}
+
+// Root is the disk's directory.
+func (s *Store) Root() string { return s.root }
+
+// path spreads shards over 256 directories by a hash of the key.
+func (s *Store) path(key string) (string, error) {
+	if !keyRE.MatchString(key) {
+		return "", fmt.Errorf("bad shard key %q", key)
+	}
+	h := sha256.Sum256([]byte(key))
+	return filepath.Join(s.root, "shards", hex.EncodeToString(h[:1]), key), nil
+}
+
+// Writer is a shard being written. Commit makes it durable and visible;
+// Abort (or a crash) leaves nothing behind.
+type Writer struct {
+	f    *os.File
+	dest string
+	done bool
+}
+
+// Create starts writing a shard, replacing any existing one on Commit.
+func (s *Store) Create(key string) (*Writer, error) {
+	dest, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), key+".*")
+	if err != nil {
+		return nil, fmt.Errorf("create shard %s: %w", key, err)
+	}
+	return &Writer{f: f, dest: dest}, nil
+}
+
+// Write appends to the shard; a full disk shows up here as ENOSPC.
+func (w *Writer) Write(p []byte) (int, error) { return w.f.Write(p) }
+
+// Commit fsyncs the data, renames it into place and fsyncs the directory.
+func (w *Writer) Commit() error {
+	if w.done {
+		return errors.New("shard already committed or aborted")
+	}
+	w.done = true
+	tmp := w.f.Name()
+	if err := w.f.Sync(); err != nil {
+		w.f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("commit shard: %w", err)
+	}
+	if err := w.f.Close(); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit shard: %w", err)
+	}
+	dir := filepath.Dir(w.dest)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, w.dest); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("commit shard: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// Abort discards the shard.
+func (w *Writer) Abort() {
+	if w.done {
+		return
+	}
+	w.done = true
+	w.f.Close()
+	os.Remove(w.f.Name())
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Open returns the shard for reading (an *os.File is an io.ReaderAt).
+func (s *Store) Open(key string) (*os.File, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	return f, err
+}
+
+// Delete removes a shard; deleting a missing shard is not an error.
+func (s *Store) Delete(key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// Walk calls fn for every shard on the disk, for the scrubber.
+func (s *Store) Walk(fn func(key string, size int64) error) error {
+	return filepath.WalkDir(filepath.Join(s.root, "shards"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		return fn(d.Name(), info.Size())
+	})
+}
+
+// Usage is the filesystem's size and free space, in bytes.
+type Usage struct {
+	Total uint64 `json:"total"`
+	Free  uint64 `json:"free"`
+}
+
+// Usage reports the capacity of the filesystem holding the disk.
+func (s *Store) Usage() (Usage, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(s.root, &st); err != nil {
+		return Usage{}, fmt.Errorf("statfs %s: %w", s.root, err)
+	}
+	return Usage{Total: st.Blocks * uint64(st.Bsize), Free: st.Bavail * uint64(st.Bsize)}, nil
+}

@@ -1,0 +1,134 @@
+// Package placement decides how objects are coded and where their shards go:
+// a default k+m layout from the cluster's shape, and for each object a set of
+// distinct disks with at most m shards on any one node, so that losing any one
+// node loses nothing. It is pure: state comes in, decisions go out.
+package placement
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cairnhq/cairn/storage/erasure"
+	"github.com/cespare/xxhash/v2"
+)
+
+// Disk is a disk that can take new shards.
+type Disk struct {
+	ID   string `json:"id"`
+	Node string `json:"node"`
+	Free uint64 `json:"free"` // bytes
+}
+
+// MaxShards caps k+m: wider stripes cost more requests per read for little gain.
+const MaxShards = 16
+
+// ErrNotEnoughDisks means the layout cannot be placed on the disks available.
+var ErrNotEnoughDisks = errors.New("not enough disks for the layout")
+
+// DefaultLayout follows the cluster's shape. One node: parity across its
+// disks (1+1 for two disks, d-1+1 up to four, d-2+2 beyond). Several nodes:
+// as many shards as disks (up to MaxShards) with parity m equal to the most
+// shards any node must hold, so losing a whole node loses at most m shards.
+// Three nodes with two disks each give 4+2, at most 2 shards per node.
+func DefaultLayout(disks []Disk) (erasure.Layout, error) {
+	perNode := map[string]int{}
+	for _, d := range disks {
+		perNode[d.Node]++
+	}
+	n := min(len(disks), MaxShards)
+	l := erasure.Layout{StripeSize: erasure.DefaultStripeSize}
+	switch {
+	case n == 0:
+		return l, ErrNotEnoughDisks
+	case len(perNode) == 1:
+		l.Parity = 1
+		if n == 1 {
+			l.Parity = 0 // one disk: nothing to spread parity over
+		} else if n >= 5 {
+			l.Parity = 2
+		}
+	default:
+		for m := (n + len(perNode) - 1) / len(perNode); ; m++ {
+			capacity := 0
+			for _, c := range perNode {
+				capacity += min(c, m)
+			}
+			if capacity >= n && n-m >= 1 {
+				l.Parity = m
+				break
+			}
+			if n-m < 1 {
+				// Too few disks to survive a node loss with any data shard:
+				// mirror as widely as possible.
+				l.Parity = n - 1
+				break
+			}
+		}
+	}
+	l.Data = n - l.Parity
+	return l, l.Validate()
+}
+
+// Place picks l.Shards() distinct disks for an object, at most l.Parity on any
+// one node (when there is more than one node), spreading objects over disks
+// by rendezvous hashing of the key so the choice is deterministic and moves
+// little when disks come and go. Disks with no free space are skipped.
+func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
+	type scored struct {
+		Disk
+		score uint64
+	}
+	nodes := map[string]bool{}
+	var cand []scored
+	for _, d := range disks {
+		nodes[d.Node] = true
+		if d.Free == 0 {
+			continue
+		}
+		cand = append(cand, scored{d, xxhash.Sum64String(key + "\x00" + d.ID)})
+	}
+	sort.Slice(cand, func(i, j int) bool { return cand[i].score > cand[j].score })
+	perNodeCap := l.Shards()
+	if len(nodes) > 1 {
+		perNodeCap = max(l.Parity, 1)
+	}
+	used := map[string]int{}
+	var out []Disk
+	for _, c := range cand {
+		if len(out) == l.Shards() {
+			break
+		}
+		if used[c.Node] >= perNodeCap {
+			continue
+		}
+		used[c.Node]++
+		out = append(out, c.Disk)
+	}
+	if len(out) < l.Shards() {
+		return nil, fmt.Errorf("place %s on %d disks over %d nodes: %w", l, len(cand), len(nodes), ErrNotEnoughDisks)
+	}
+	return out, nil
+}
+
+// SurvivesNodeLoss reports whether the shards written, by node ("" for a
+// shard not written), can still be read after losing any one node: at least
+// k must remain after removing the node that holds the most.
+func SurvivesNodeLoss(l erasure.Layout, written []string) bool {
+	per := map[string]int{}
+	total, most := 0, 0
+	for _, node := range written {
+		if node == "" {
+			continue
+		}
+		total++
+		per[node]++
+		most = max(most, per[node])
+	}
+	if len(per) <= 1 {
+		// A single node cannot survive its own loss; parity across its disks
+		// protects against a disk, which is the best one node can do.
+		return total >= l.Data+min(l.Parity, 1)
+	}
+	return total-most >= l.Data
+}

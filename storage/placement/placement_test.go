@@ -1,0 +1,84 @@
+package placement
+
+import (
+	"fmt"
+	"testing"
+)
+
+func cluster(nodes, disksPer int) []Disk {
+	var ds []Disk
+	for n := 1; n <= nodes; n++ {
+		for d := 1; d <= disksPer; d++ {
+			ds = append(ds, Disk{ID: fmt.Sprintf("n%d-d%d", n, d), Node: fmt.Sprintf("node%d", n), Free: 1 << 30})
+		}
+	}
+	return ds
+}
+
+func TestDefaultLayoutFollowsShape(t *testing.T) {
+	for _, c := range []struct {
+		nodes, disks int
+		want         string
+	}{
+		{3, 2, "4+2"}, {1, 1, "1+0"}, {1, 2, "1+1"}, {1, 4, "3+1"}, {1, 6, "4+2"},
+		{2, 1, "1+1"}, {2, 2, "2+2"}, {3, 1, "2+1"}, {5, 2, "8+2"}, {3, 4, "8+4"}, {4, 8, "12+4"},
+	} {
+		l, err := DefaultLayout(cluster(c.nodes, c.disks))
+		if err != nil || l.String() != c.want {
+			t.Errorf("%d nodes x %d disks: %s (%v), want %s", c.nodes, c.disks, l, err, c.want)
+		}
+	}
+}
+
+// Every placement survives the loss of any one node, uses distinct disks, and
+// is deterministic.
+func TestPlaceSurvivesAnyNodeLoss(t *testing.T) {
+	for _, shape := range [][2]int{{3, 2}, {2, 2}, {3, 1}, {5, 2}, {3, 4}, {4, 3}} {
+		disks := cluster(shape[0], shape[1])
+		l, _ := DefaultLayout(disks)
+		for i := range 200 {
+			key := fmt.Sprintf("obj-%d", i)
+			p, err := Place(l, disks, key)
+			if err != nil {
+				t.Fatalf("%v %s: %v", shape, l, err)
+			}
+			seen := map[string]bool{}
+			nodes := make([]string, len(p))
+			for j, d := range p {
+				if seen[d.ID] {
+					t.Fatalf("%v: disk %s used twice", shape, d.ID)
+				}
+				seen[d.ID] = true
+				nodes[j] = d.Node
+			}
+			if !SurvivesNodeLoss(l, nodes) {
+				t.Fatalf("%v %s: placement %v does not survive a node loss", shape, l, nodes)
+			}
+			again, _ := Place(l, disks, key)
+			if fmt.Sprint(again) != fmt.Sprint(p) {
+				t.Fatalf("placement is not deterministic")
+			}
+		}
+	}
+}
+
+func TestDegradedWritesAndFullDisks(t *testing.T) {
+	disks := cluster(3, 2)
+	l, _ := DefaultLayout(disks)
+	// node3 is gone: 4 shards on nodes 1 and 2 cannot survive losing one of them.
+	if SurvivesNodeLoss(l, []string{"node1", "node1", "node2", "node2", "", ""}) {
+		t.Fatal("4 of 6 shards on two nodes cannot survive losing one of them")
+	}
+	if !SurvivesNodeLoss(l, []string{"node1", "node1", "node2", "node2", "node3", "node3"}) {
+		t.Fatal("a full 4+2 placement survives a node loss")
+	}
+	if SurvivesNodeLoss(l, []string{"node1", "node1", "node2", "node2", "node3", ""}) {
+		t.Fatal("5 of 6 shards split 2/2/1 lose 2 with node1, leaving 3 of the 4 needed")
+	}
+	for i := range disks {
+		disks[i].Free = 0
+	}
+	if _, err := Place(l, disks, "x"); err == nil {
+		t.Fatal("placed on full disks")
+	}
+}
