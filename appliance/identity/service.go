@@ -239,6 +239,18 @@ func (s *Service) Logout(ctx context.Context, p *Principal) error {
 
 // --- mutation and audit -----------------------------------------------------------
 
+// Mutate replicates another domain's command with its audit entry, exactly as
+// identity's own mutations are: the change and the entry commit together, a
+// rejection is audited on its own. Storage, compute and network use it.
+func (s *Service) Mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {
+	return s.mutate(ctx, p, action, resource, projectID, t, cmd, out)
+}
+
+// Deny audits a request another domain refused before replication.
+func (s *Service) Deny(ctx context.Context, p *Principal, action, resource, projectID string, err error) error {
+	return s.deny(ctx, p, action, resource, projectID, err)
+}
+
 // mutate replicates a command together with its audit entry. If the command
 // is rejected, the rejection is audited on its own.
 func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {

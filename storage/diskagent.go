@@ -1,0 +1,144 @@
+package storage
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage/disk"
+	"github.com/hashicorp/go-memdb"
+)
+
+// DiskAgent runs on every node. It reconciles the disks the replicated state
+// assigns to this node: opens them, and reports their health and capacity
+// back as one batched status command per round.
+type DiskAgent struct {
+	c        Cluster
+	svc      *Service
+	log      *slog.Logger
+	interval time.Duration
+
+	mu   sync.Mutex
+	open map[string]*disk.Store // by disk ID
+	last map[string]diskReport  // what the state was last told
+	sent time.Time
+}
+
+// NewDiskAgent returns the node's disk reconciler. interval bounds how stale
+// a capacity report may get.
+func NewDiskAgent(c Cluster, svc *Service, log *slog.Logger, interval time.Duration) *DiskAgent {
+	return &DiskAgent{c: c, svc: svc, log: log, interval: interval, open: map[string]*disk.Store{}, last: map[string]diskReport{}}
+}
+
+// system is the principal of a node acting on its own configuration.
+func (a *DiskAgent) system() *identity.Principal {
+	return &identity.Principal{User: identity.User{Name: "system:" + a.c.Name(), ClusterAdmin: true}}
+}
+
+// EnsureDisks adds this node's --disk directories to the pool unless they are
+// already there.
+func (a *DiskAgent) EnsureDisks(ctx context.Context, paths []string) error {
+	for _, p := range paths {
+		if getDisk(a.c.Store().ReadTxn(), DiskID(a.c.Name(), p)) != nil {
+			continue
+		}
+		if _, err := a.svc.AddDisk(ctx, a.system(), a.c.Name(), p); err != nil && consensus.ErrorCode(err) != consensus.CodeAlreadyExists {
+			return err
+		}
+	}
+	return nil
+}
+
+// Disk returns the open store of one of this node's disks, or nil.
+func (a *DiskAgent) Disk(id string) *disk.Store {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.open[id]
+}
+
+// Run reconciles on every change to the disks table, and at least every
+// interval, until ctx ends.
+func (a *DiskAgent) Run(ctx context.Context) {
+	for {
+		ws := memdb.NewWatchSet()
+		txn := a.c.Store().ReadTxn()
+		if it, err := txn.Get(tDisks, "node", a.c.Name()); err == nil {
+			ws.Add(it.WatchCh())
+		}
+		if err := a.reconcile(ctx, listDisks(txn, a.c.Name())); err != nil && ctx.Err() == nil {
+			a.log.Warn("disk report failed", "err", err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, a.interval)
+		_ = a.c.Store().Watch(wctx, ws)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+	}
+}
+
+func (a *DiskAgent) reconcile(ctx context.Context, desired []Disk) error {
+	a.mu.Lock()
+	want := map[string]bool{}
+	var reports []diskReport
+	for _, d := range desired {
+		want[d.ID] = true
+		r := diskReport{ID: d.ID, Health: HealthOK}
+		st := a.open[d.ID]
+		if st == nil {
+			var err error
+			if st, err = disk.Open(d.Path); err != nil {
+				r.Health, r.Error = HealthFailed, err.Error()
+			} else {
+				a.open[d.ID] = st
+				a.log.Info("disk opened", "disk", d.ID, "path", d.Path)
+			}
+		}
+		if st != nil {
+			if u, err := st.Usage(); err != nil {
+				r.Health, r.Error = HealthFailed, err.Error()
+				delete(a.open, d.ID) // reopen next round: the disk may come back
+			} else {
+				r.Total, r.Free = u.Total, u.Free
+			}
+		}
+		reports = append(reports, r)
+	}
+	for id := range a.open {
+		if !want[id] {
+			delete(a.open, id)
+			delete(a.last, id)
+		}
+	}
+	changed := time.Since(a.sent) >= a.interval
+	for _, r := range reports {
+		prev, ok := a.last[r.ID]
+		if !ok || prev.Health != r.Health || prev.Error != r.Error || prev.Total != r.Total || absDiff(prev.Free, r.Free) > r.Total/100 {
+			changed = true
+		}
+	}
+	a.mu.Unlock()
+	if !changed || len(reports) == 0 {
+		return nil
+	}
+	if _, err := a.c.Apply(ctx, MsgReportDisks, reportDisksCmd{Node: a.c.Name(), At: time.Now().UTC(), Reports: reports}, nil); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	for _, r := range reports {
+		a.last[r.ID] = r
+	}
+	a.sent = time.Now()
+	a.mu.Unlock()
+	return nil
+}
+
+func absDiff(a, b uint64) uint64 {
+	if a > b {
+		return a - b
+	}
+	return b - a
+}
