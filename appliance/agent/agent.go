@@ -21,6 +21,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/api"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -35,6 +36,8 @@ type Agent struct {
 
 	node     *consensus.Node
 	identity *identity.Service
+	storage  *storage.Service
+	disks    *storage.DiskAgent
 	http     *http.Server
 	metrics  *prometheus.Registry
 }
@@ -46,6 +49,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	}
 	reg := consensus.NewRegistry()
 	identity.Register(reg)
+	storage.Register(reg)
 
 	cc := cfg.consensusConfig()
 	cc.Logger = log.With("component", "consensus")
@@ -58,6 +62,8 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	idCfg.AuditRetention = cfg.AuditRetention
 	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
 	a.identity = identity.NewService(node, idCfg)
+	a.storage = storage.NewService(node, a.identity)
+	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), 30*time.Second)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
@@ -92,6 +98,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	errCh := make(chan error, 1)
 	go func() { errCh <- a.serve() }()
 	go a.announce(ctx)
+	go a.runDisks(ctx)
 	go func() {
 		if err := a.identity.ArchiveAudit(ctx, filepath.Join(a.cfg.DataDir, "audit")); err != nil {
 			a.log.Error("audit archive stopped", "err", err)
@@ -123,7 +130,7 @@ func (a *Agent) serve() error {
 	if err != nil {
 		return err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
@@ -226,6 +233,31 @@ func (a *Agent) createAdminFromFile(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// runDisks offers this node's --disk directories to the pool once the
+// cluster serves, then keeps the node's disks reconciled.
+func (a *Agent) runDisks(ctx context.Context) {
+	for !a.node.Ready() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for {
+		err := a.disks.EnsureDisks(ctx, a.cfg.Disks)
+		if err == nil {
+			break
+		}
+		a.log.Warn("adding this node's disks to the pool", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	a.disks.Run(ctx)
 }
 
 // every returns a leader controller that runs fn every interval.

@@ -28,6 +28,7 @@ type Config struct {
 	DiscoveryPort     int           `json:"discovery-port"`
 	Expect            int           `json:"expect"`
 	Join              []string      `json:"join"`
+	Disks             []string      `json:"disk"`
 	JoinToken         string        `json:"join-token"`
 	AdminPasswordFile string        `json:"admin-password-file"`
 	Dev               bool          `json:"dev"`
@@ -80,6 +81,10 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
 	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")
 	fs.IntVar(&cfg.Expect, "expect", cfg.Expect, "number of nodes to wait for before bootstrapping a new cluster")
+	fs.Func("disk", "a directory (or mounted disk) to offer to the storage pool; repeatable (--dev: two under --data-dir)", func(v string) error {
+		cfg.Disks = append(cfg.Disks, v)
+		return nil
+	})
 	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of other nodes (IP or IP:PORT)")
 	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "shared secret that admits nodes to the cluster (generated when empty)")
 	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", cfg.AdminPasswordFile, "create the cluster admin 'admin' with the password in this file")
@@ -130,6 +135,7 @@ func mergeConfig(file, flags Config, set map[string]bool) Config {
 		"expect": func() { out.Expect = flags.Expect }, "join-token": func() { out.JoinToken = flags.JoinToken },
 		"admin-password-file": func() { out.AdminPasswordFile = flags.AdminPasswordFile }, "dev": func() { out.Dev = flags.Dev },
 		"dead-server-grace":      func() { out.DeadServerGrace = flags.DeadServerGrace },
+		"disk":                   func() { out.Disks = flags.Disks },
 		"raft-heartbeat-timeout": func() { out.HeartbeatTimeout = flags.HeartbeatTimeout },
 		"raft-election-timeout":  func() { out.ElectionTimeout = flags.ElectionTimeout },
 		"log-level":              func() { out.LogLevel = flags.LogLevel }, "log-format": func() { out.LogFormat = flags.LogFormat },
@@ -179,6 +185,14 @@ func (c *Config) finish() error {
 		return err
 	}
 	c.DataDir = abs
+	if c.Dev && len(c.Disks) == 0 {
+		c.Disks = []string{filepath.Join(c.DataDir, "disks", "d1"), filepath.Join(c.DataDir, "disks", "d2")}
+	}
+	for i, d := range c.Disks {
+		if c.Disks[i], err = filepath.Abs(d); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

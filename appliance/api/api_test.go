@@ -11,7 +11,9 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/api"
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/storage"
 )
 
 type fixture struct {
@@ -23,9 +25,12 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
-	c := consensustest.Start(t, 1, identity.Register)
+	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
+		identity.Register(reg)
+		storage.Register(reg)
+	})
 	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
-	s := api.New(api.Deps{Identity: svc, Cluster: c.Nodes[0]})
+	s := api.New(api.Deps{Identity: svc, Storage: storage.NewService(c.Nodes[0], svc), Cluster: c.Nodes[0]})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	f := &fixture{t: t, srv: srv, svc: svc, server: s}
@@ -226,7 +231,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	ops := 0
 	for path, methods := range doc.Paths {
-		concrete := strings.NewReplacer("{project}", "nope", "{user}", "nope", "{flavor}", "nope", "{token}", "nope").Replace(path)
+		concrete := strings.NewReplacer("{project}", "nope", "{user}", "nope", "{flavor}", "nope", "{token}", "nope", "{disk}", "nope").Replace(path)
 		for m := range methods {
 			ops++
 			req, _ := http.NewRequest(strings.ToUpper(m), f.srv.URL+concrete, strings.NewReader("{}"))
@@ -243,7 +248,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			}
 		}
 	}
-	if ops < 28 {
+	if ops < 34 {
 		t.Errorf("only %d operations documented; routes are missing from the document", ops)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,6 +31,7 @@ type ClusterInfo interface {
 // Deps are the API's collaborators.
 type Deps struct {
 	Identity *identity.Service
+	Storage  *storage.Service // nil: no storage routes
 	Cluster  ClusterInfo
 	Logger   *slog.Logger
 	Metrics  prometheus.Registerer // may be nil
@@ -38,6 +40,7 @@ type Deps struct {
 // Server is the /api/v1 handler.
 type Server struct {
 	id       *identity.Service
+	storage  *storage.Service
 	cluster  ClusterInfo
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -47,7 +50,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -59,6 +62,9 @@ func New(d Deps) *Server {
 		d.Metrics.MustRegister(s.duration)
 	}
 	s.routes = s.routeTable()
+	if s.storage != nil {
+		s.routes = append(s.routes, s.storageRoutes()...)
+	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 type clusterStatus struct {
@@ -353,6 +354,39 @@ var commands = map[string]command{
 		}
 	}},
 
+	"disk list": {help: "disks in the storage pool", flags: noFlags(func(e *env, args []string) error {
+		var ds []storage.Disk
+		if err := get(e, "/api/v1/disks", &ds); err != nil {
+			return err
+		}
+		return e.print(ds, []string{"ID", "NODE", "PATH", "STATE", "HEALTH", "FREE GIB", "TOTAL GIB"}, func(i int) []string {
+			d := ds[i]
+			health := d.Health
+			if d.Error != "" {
+				health += ": " + d.Error
+			}
+			return []string{d.ID, d.Node, d.Path, d.State, health, gib(d.FreeBytes), gib(d.TotalBytes)}
+		}, len(ds))
+	})},
+	"disk add": {usage: "NODE PATH", help: "offer a directory or mounted disk on a node to the pool", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a node and an absolute path"); err != nil {
+			return err
+		}
+		var d storage.Disk
+		if err := send(e, "POST", "/api/v1/disks", map[string]string{"node": args[0], "path": args[1]}, &d); err != nil {
+			return err
+		}
+		return e.printKV(d, [][2]string{{"id", d.ID}, {"node", d.Node}, {"path", d.Path}, {"state", d.State}})
+	})},
+	"disk drain":    {usage: "DISK", help: "stop placing shards on a disk", flags: noFlags(diskAction("drain"))},
+	"disk activate": {usage: "DISK", help: "place shards on a disk again", flags: noFlags(diskAction("activate"))},
+	"disk remove": {usage: "DISK", help: "remove a drained disk from the pool", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one disk ID"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/disks/"+url.PathEscape(args[0]), nil, nil)
+	})},
+
 	"audit list": {usage: "[--project P] [--user U] [--action PREFIX] [--limit N]", help: "the audit log, newest first", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		project := fs.String("project", "", "only this project")
 		user := fs.String("user", "", "only this user")
@@ -376,6 +410,21 @@ var commands = map[string]command{
 		}
 	}},
 }
+
+func diskAction(action string) func(e *env, args []string) error {
+	return func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one disk ID"); err != nil {
+			return err
+		}
+		var d storage.Disk
+		if err := send(e, "POST", "/api/v1/disks/"+url.PathEscape(args[0])+"/"+action, nil, &d); err != nil {
+			return err
+		}
+		return e.printKV(d, [][2]string{{"id", d.ID}, {"state", d.State}})
+	}
+}
+
+func gib(b uint64) string { return strconv.FormatFloat(float64(b)/(1<<30), 'f', 1, 64) }
 
 func get(e *env, path string, out any) error {
 	return send(e, "GET", path, nil, out)

@@ -142,6 +142,36 @@ func TestCLI(t *testing.T) {
 		}
 		return nil
 	})
+	// Storage pool: a disk offered on node2 is opened and reported by node2.
+	diskDir := t.TempDir()
+	var d struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "disk", "add", "node2", diskDir, "-o", "json")), &d); err != nil || d.ID == "" {
+		t.Fatalf("disk add: %v", err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "node2 to report the disk healthy", func() error {
+		var ds []struct {
+			ID, Node, Health string
+			TotalBytes       uint64 `json:"total_bytes"`
+		}
+		if err := json.Unmarshal([]byte(x.ok("", "disk", "list", "-o", "json")), &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Health != "ok" || ds[0].Node != "node2" || ds[0].TotalBytes == 0 {
+			return fmt.Errorf("disks: %+v", ds)
+		}
+		return nil
+	})
+	if out, err := x.run("", "disk", "remove", d.ID); err == nil || !strings.Contains(out, "drain it") {
+		t.Fatalf("removing an active disk: %v\n%s", err, out)
+	}
+	x.ok("", "disk", "drain", d.ID)
+	x.ok("", "disk", "remove", d.ID)
+	if out := x.ok("", "disk", "list"); strings.Contains(out, d.ID) {
+		t.Fatalf("removed disk still listed:\n%s", out)
+	}
+
 	// Bad usage is a clear error, not a crash.
 	if out, err := x.run("", "project", "create"); err == nil || !strings.Contains(out, "usage:") {
 		t.Fatalf("missing argument: %v\n%s", err, out)

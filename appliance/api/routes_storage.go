@@ -1,0 +1,68 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/storage"
+)
+
+type diskRequest struct {
+	Node string `json:"node"`
+	Path string `json:"path"`
+}
+
+func (s *Server) storageRoutes() []route {
+	const v1 = "/api/v1"
+	setState := func(state string) handlerFunc {
+		return func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+			im, err := ifMatch(r)
+			if err != nil {
+				return err
+			}
+			d, err := s.storage.SetDiskState(r.Context(), p, r.PathValue("disk"), state, im)
+			return ok(w, d, versionOfDisk(d, err), err)
+		}
+	}
+	return []route{
+		{Method: "GET", Path: v1 + "/disks", Summary: "Disks in the storage pool, with health and capacity (cluster admin)", Tag: "storage",
+			Response: []storage.Disk{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				ds, err := s.storage.ListDisks(p)
+				return ok(w, ds, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/disks", Summary: "Offer a directory or mounted disk on a node to the pool (cluster admin)", Tag: "storage",
+			Request: diskRequest{}, Response: storage.Disk{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body diskRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				d, err := s.storage.AddDisk(r.Context(), p, body.Node, body.Path)
+				return created(w, d, versionOfDisk(d, err), err)
+			}},
+		{Method: "GET", Path: v1 + "/disks/{disk}", Summary: "One disk (cluster admin)", Tag: "storage", Response: storage.Disk{},
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				d, err := s.storage.GetDisk(p, r.PathValue("disk"))
+				return ok(w, d, versionOfDisk(d, err), err)
+			}},
+		{Method: "POST", Path: v1 + "/disks/{disk}/drain", Summary: "Stop placing shards on a disk so it can be removed; honours If-Match", Tag: "storage",
+			Response: storage.Disk{}, handler: setState(storage.DiskDraining)},
+		{Method: "POST", Path: v1 + "/disks/{disk}/activate", Summary: "Place shards on a disk again; honours If-Match", Tag: "storage",
+			Response: storage.Disk{}, handler: setState(storage.DiskActive)},
+		{Method: "DELETE", Path: v1 + "/disks/{disk}", Summary: "Remove a drained disk from the pool; honours If-Match", Tag: "storage", Status: http.StatusNoContent,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				return noContent(w, s.storage.RemoveDisk(r.Context(), p, r.PathValue("disk"), im))
+			}},
+	}
+}
+
+func versionOfDisk(d *storage.Disk, err error) uint64 {
+	if err != nil || d == nil {
+		return 0
+	}
+	return d.Version
+}
