@@ -59,6 +59,7 @@ type Node struct {
 	events    chan struct{} // pokes the membership reconciler
 
 	controllers []controller
+	extraRPC    []rpcRoute
 	leaderSince atomic.Int64 // unix nanos; 0 when not leader
 
 	ctx      context.Context

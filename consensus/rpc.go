@@ -46,7 +46,40 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcApply, n.requireMember(n.handleApply))
 	mux.HandleFunc("POST "+rpcReadIndex, n.requireMember(n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	for _, h := range n.extraRPC {
+		mux.Handle(h.pattern, n.requireMember(h.handler.ServeHTTP))
+	}
 	return mux
+}
+
+type rpcRoute struct {
+	pattern string
+	handler http.Handler
+}
+
+// HandleRPC mounts a domain's handler on the cluster port, for node-to-node
+// traffic (storage shards, later migration). Only peers with a certificate of
+// the cluster CA reach it. Register before Start.
+func (n *Node) HandleRPC(pattern string, h http.Handler) {
+	n.extraRPC = append(n.extraRPC, rpcRoute{pattern: pattern, handler: h})
+}
+
+// RPCClient is an HTTP client that presents this node's cluster certificate
+// and trusts only the cluster CA; nil before the node has joined. Use it with
+// PeerAddr for node-to-node requests.
+func (n *Node) RPCClient() *http.Client { return n.rpc() }
+
+// PeerAddr returns the cluster (RPC) address of a node by name, from gossip.
+func (n *Node) PeerAddr(name string) (string, bool) {
+	if name == n.cfg.Name {
+		return n.RaftAddr(), true
+	}
+	for _, m := range n.members() {
+		if m.Name == name && m.Meta.RaftAddr != "" {
+			return m.Meta.RaftAddr, true
+		}
+	}
+	return "", false
 }
 
 // requireMember admits only peers that presented a certificate of our CA.

@@ -38,6 +38,7 @@ type Agent struct {
 	identity *identity.Service
 	storage  *storage.Service
 	disks    *storage.DiskAgent
+	shards   *storage.Shards
 	http     *http.Server
 	metrics  *prometheus.Registry
 }
@@ -64,6 +65,8 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.identity = identity.NewService(node, idCfg)
 	a.storage = storage.NewService(node, a.identity)
 	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), 30*time.Second)
+	a.shards = storage.NewShards(node, a.disks)
+	node.HandleRPC(storage.RPCPrefix, a.shards.Handler())
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {

@@ -31,6 +31,13 @@ type Cluster struct {
 // register adds the caller's tables and commands to each node's registry.
 func Start(t testing.TB, n int, register func(*consensus.Registry)) *Cluster {
 	t.Helper()
+	return StartWith(t, n, register, nil)
+}
+
+// StartWith is Start with a hook that runs on each node before it starts,
+// for registering controllers and cluster-port handlers.
+func StartWith(t testing.TB, n int, register func(*consensus.Registry), before func(i int, nd *consensus.Node)) *Cluster {
+	t.Helper()
 	base := fmt.Sprintf("127.%d.%d.", 100+os.Getpid()%100, 1+os.Getpid()/100%200)
 	first := next.Add(int32(n)) - int32(n)
 	c := &Cluster{t: t}
@@ -57,6 +64,9 @@ func Start(t testing.TB, n int, register func(*consensus.Registry)) *Cluster {
 		nd, err := consensus.New(cfg, reg)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if before != nil {
+			before(i, nd)
 		}
 		if err := nd.Start(context.Background()); err != nil {
 			t.Fatal(err)

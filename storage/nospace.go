@@ -1,0 +1,8 @@
+package storage
+
+import (
+	"errors"
+	"syscall"
+)
+
+func isNoSpace(err error) bool { return errors.Is(err, syscall.ENOSPC) }

@@ -1,0 +1,295 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+
+	"github.com/cairnhq/cairn/storage/disk"
+)
+
+// Shards stream between nodes over the cluster's mutual-TLS port:
+//
+//	PUT    /storage/v1/shards/{disk}/{key}   body: the shard; 204 once durable
+//	GET    /storage/v1/shards/{disk}/{key}   Range requests for ranged reads
+//	DELETE /storage/v1/shards/{disk}/{key}
+//
+// A shard on this node's own disk is read and written directly.
+
+const shardPrefix = "/storage/v1/shards/"
+
+// Peers is what shard transfer needs from the consensus node.
+type Peers interface {
+	Name() string
+	RPCClient() *http.Client
+	PeerAddr(name string) (string, bool)
+}
+
+// Shards moves shard bytes to and from any node's disks.
+type Shards struct {
+	peers Peers
+	disks *DiskAgent
+}
+
+// NewShards returns the shard transfer of this node.
+func NewShards(peers Peers, disks *DiskAgent) *Shards { return &Shards{peers: peers, disks: disks} }
+
+// RPCPrefix is where to mount Handler on the cluster port.
+const RPCPrefix = shardPrefix
+
+const shardRoute = shardPrefix + "{disk}/{key}"
+
+// Handler serves this node's disks to peers.
+func (s *Shards) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("PUT "+shardRoute, s.servePut)
+	mux.HandleFunc("GET "+shardRoute, s.serveGet)
+	mux.HandleFunc("DELETE "+shardRoute, s.serveDelete)
+	return mux
+}
+
+func (s *Shards) local(w http.ResponseWriter, r *http.Request) *disk.Store {
+	st := s.disks.Disk(r.PathValue("disk"))
+	if st == nil {
+		http.Error(w, "no such disk on this node", http.StatusNotFound)
+	}
+	return st
+}
+
+// servePut commits the shard only if the whole body arrived: a client that
+// dies mid-stream leaves nothing behind.
+func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
+	st := s.local(w, r)
+	if st == nil {
+		return
+	}
+	sw, err := st.Create(r.PathValue("key"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	n, err := io.Copy(sw, r.Body)
+	if err == nil && r.ContentLength >= 0 && n != r.ContentLength {
+		err = fmt.Errorf("got %d of %d bytes", n, r.ContentLength)
+	}
+	if err != nil {
+		sw.Abort()
+		http.Error(w, "shard not stored: "+err.Error(), statusForWriteError(err))
+		return
+	}
+	if err := sw.Commit(); err != nil {
+		http.Error(w, "shard not stored: "+err.Error(), statusForWriteError(err))
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func statusForWriteError(err error) int {
+	if isNoSpace(err) {
+		return http.StatusInsufficientStorage
+	}
+	return http.StatusInternalServerError
+}
+
+func (s *Shards) serveGet(w http.ResponseWriter, r *http.Request) {
+	st := s.local(w, r)
+	if st == nil {
+		return
+	}
+	f, err := st.Open(r.PathValue("key"))
+	if errors.Is(err, disk.ErrNotFound) {
+		http.Error(w, "no such shard", http.StatusNotFound)
+		return
+	} else if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.ServeContent(w, r, "", info.ModTime(), f) // handles Range
+}
+
+func (s *Shards) serveDelete(w http.ResponseWriter, r *http.Request) {
+	st := s.local(w, r)
+	if st == nil {
+		return
+	}
+	if err := st.Delete(r.PathValue("key")); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// ShardWriter is a shard being written to some node's disk.
+type ShardWriter interface {
+	io.Writer
+	Commit() error // durable (fsynced) on that disk when it returns nil
+	Abort()
+}
+
+// Create starts writing a shard to disk d, on this node or a peer.
+func (s *Shards) Create(ctx context.Context, d Disk, key string) (ShardWriter, error) {
+	if d.Node == s.peers.Name() {
+		st := s.disks.Disk(d.ID)
+		if st == nil {
+			return nil, fmt.Errorf("disk %s is not open on this node", d.ID)
+		}
+		return st.Create(key)
+	}
+	u, c, err := s.url(d, key)
+	if err != nil {
+		return nil, err
+	}
+	pr, pw := io.Pipe()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, u, pr)
+	if err != nil {
+		return nil, err
+	}
+	rw := &remoteWriter{pw: pw, done: make(chan error, 1)}
+	go func() {
+		res, err := c.Do(req)
+		if err == nil {
+			msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+			res.Body.Close()
+			if res.StatusCode != http.StatusNoContent {
+				err = fmt.Errorf("store shard on %s: %s: %s", d.Node, res.Status, msg)
+			}
+		}
+		pr.CloseWithError(err) // unblock a writer if the request died early
+		rw.done <- err
+	}()
+	return rw, nil
+}
+
+type remoteWriter struct {
+	pw   *io.PipeWriter
+	done chan error
+}
+
+func (w *remoteWriter) Write(p []byte) (int, error) { return w.pw.Write(p) }
+
+func (w *remoteWriter) Commit() error {
+	w.pw.Close() // the end of the body: the peer commits
+	return <-w.done
+}
+
+// errAborted ends the request mid-body, so the peer discards the shard.
+var errAborted = errors.New("shard write aborted")
+
+func (w *remoteWriter) Abort() {
+	w.pw.CloseWithError(errAborted)
+	<-w.done
+}
+
+// ShardReader reads a shard on some node's disk.
+type ShardReader interface {
+	io.ReaderAt
+	io.Closer
+}
+
+// ErrShardNotFound means the disk does not have the shard.
+var ErrShardNotFound = disk.ErrNotFound
+
+// Open returns a reader of a shard on disk d, on this node or a peer.
+func (s *Shards) Open(ctx context.Context, d Disk, key string) (ShardReader, error) {
+	if d.Node == s.peers.Name() {
+		st := s.disks.Disk(d.ID)
+		if st == nil {
+			return nil, fmt.Errorf("disk %s is not open on this node", d.ID)
+		}
+		return st.Open(key)
+	}
+	u, c, err := s.url(d, key)
+	if err != nil {
+		return nil, err
+	}
+	return &remoteReader{ctx: ctx, url: u, c: c}, nil
+}
+
+// remoteReader turns ReadAt into HTTP Range requests.
+type remoteReader struct {
+	ctx context.Context
+	url string
+	c   *http.Client
+}
+
+func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+int64(len(p))-1, 10))
+	res, err := r.c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	switch res.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusNotFound:
+		return 0, ErrShardNotFound
+	case http.StatusRequestedRangeNotSatisfiable:
+		return 0, io.EOF
+	default:
+		return 0, fmt.Errorf("read shard: %s", res.Status)
+	}
+	n, err := io.ReadFull(res.Body, p)
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		err = io.EOF
+	}
+	return n, err
+}
+
+func (r *remoteReader) Close() error { return nil }
+
+// Delete removes a shard from disk d, on this node or a peer.
+func (s *Shards) Delete(ctx context.Context, d Disk, key string) error {
+	if d.Node == s.peers.Name() {
+		st := s.disks.Disk(d.ID)
+		if st == nil {
+			return fmt.Errorf("disk %s is not open on this node", d.ID)
+		}
+		return st.Delete(key)
+	}
+	u, c, err := s.url(d, key)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	if err != nil {
+		return err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusNoContent {
+		return fmt.Errorf("delete shard on %s: %s", d.Node, res.Status)
+	}
+	return nil
+}
+
+func (s *Shards) url(d Disk, key string) (string, *http.Client, error) {
+	addr, ok := s.peers.PeerAddr(d.Node)
+	if !ok {
+		return "", nil, fmt.Errorf("node %s is not reachable", d.Node)
+	}
+	c := s.peers.RPCClient()
+	if c == nil {
+		return "", nil, errors.New("this node has no cluster credentials yet")
+	}
+	return "https://" + addr + shardPrefix + url.PathEscape(d.ID) + "/" + url.PathEscape(key), c, nil
+}
