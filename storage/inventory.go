@@ -95,6 +95,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgReportDisks, "ReportDisks", applyReportDisks)
 	consensus.Handle(reg, MsgSetDiskState, "SetDiskState", applySetDiskState)
 	consensus.Handle(reg, MsgRemoveDisk, "RemoveDisk", applyRemoveDisk)
+	registerObjects(reg)
 }
 
 func getDisk(tx *memdb.Txn, id string) *Disk {
@@ -162,6 +163,7 @@ func applyRemoveDisk(tx *consensus.Tx, c *removeDiskCmd) (any, error) {
 // Cluster is what the storage service needs from the consensus node.
 type Cluster interface {
 	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
+	ConsistentRead(ctx context.Context) error
 	Store() *consensus.Store
 	Name() string
 }

@@ -29,6 +29,16 @@ func Charge(tx *consensus.Tx, projectID string, delta Resources) error {
 	return tx.Insert(tQuotas, &row)
 }
 
+// Limits returns a project's quota limits, for checks inside another
+// domain's FSM transaction.
+func Limits(tx *consensus.Tx, projectID string) (Resources, error) {
+	q := first[Quota](tx.Txn, tQuotas, "id", projectID)
+	if q == nil {
+		return Resources{}, notFound("project", projectID)
+	}
+	return q.Limits, nil
+}
+
 type quotaField struct {
 	name               string
 	limit, used, delta int64

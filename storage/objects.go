@@ -1,0 +1,400 @@
+package storage
+
+import (
+	"context"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage/erasure"
+	"github.com/cairnhq/cairn/storage/placement"
+)
+
+// Objects is the object layer: buckets and objects, metadata in Raft, bytes
+// erasure-coded over the pool's disks. The S3 gateway and the UI use it.
+type Objects struct {
+	c      Cluster
+	id     *identity.Service
+	shards *Shards
+	log    *slog.Logger
+}
+
+// NewObjects returns the object layer of this node.
+func NewObjects(c Cluster, id *identity.Service, shards *Shards, log *slog.Logger) *Objects {
+	return &Objects{c: c, id: id, shards: shards, log: log}
+}
+
+// Errors the gateway maps to S3 codes.
+var (
+	ErrNoSpace     = errors.New("not enough storage to place the object")   // InsufficientStorage, 507
+	ErrUnavailable = errors.New("too few disks reachable to store durably") // ServiceUnavailable, 503
+	ErrIncomplete  = errors.New("the request body ended early")             // IncompleteBody, 400
+)
+
+var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
+
+// CreateBucket creates a bucket in a project (project members).
+func (o *Objects) CreateBucket(ctx context.Context, p *identity.Principal, projectID, name string) (*Bucket, error) {
+	const action = "bucket.create"
+	if !bucketRE.MatchString(name) {
+		return nil, o.id.Deny(ctx, p, action, name, projectID, consensus.Errorf(consensus.CodeInvalid,
+			"bucket name %q must be 3-63 lowercase letters, digits, dots or hyphens", name))
+	}
+	if !p.Can(projectID, identity.RoleMember) {
+		return nil, o.id.Deny(ctx, p, action, name, projectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create buckets in this project"))
+	}
+	var out Bucket
+	err := o.id.Mutate(ctx, p, action, name, projectID, MsgCreateBucket, Bucket{ID: name, ProjectID: projectID, CreatedAt: time.Now().UTC()}, &out)
+	return &out, err
+}
+
+// Bucket returns a bucket the caller may read; another project's bucket is
+// not found, so names do not leak. Like every object-layer read, it is
+// linearizable: a write acknowledged by any node is seen here (S3's
+// read-after-write and list-after-write).
+func (o *Objects) Bucket(ctx context.Context, p *identity.Principal, name string) (*Bucket, error) {
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	b := first[Bucket](o.c.Store().ReadTxn(), tBuckets, name)
+	if b == nil || !p.Can(b.ProjectID, identity.RoleReader) {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", name)
+	}
+	return b, nil
+}
+
+// ListBuckets returns the buckets of every project the caller can read.
+func (o *Objects) ListBuckets(ctx context.Context, p *identity.Principal) ([]Bucket, error) {
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	var out []Bucket
+	it, err := o.c.Store().ReadTxn().Get(tBuckets, "id")
+	if err != nil {
+		return nil, err
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if b := obj.(*Bucket); p.Can(b.ProjectID, identity.RoleReader) {
+			out = append(out, *b)
+		}
+	}
+	return out, nil
+}
+
+// DeleteBucket removes an empty bucket (project members).
+func (o *Objects) DeleteBucket(ctx context.Context, p *identity.Principal, name string) error {
+	b, err := o.writable(ctx, p, "bucket.delete", name)
+	if err != nil {
+		return err
+	}
+	return o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name}, nil)
+}
+
+func (o *Objects) writable(ctx context.Context, p *identity.Principal, action, bucket string) (*Bucket, error) {
+	b, err := o.Bucket(ctx, p, bucket)
+	if err != nil {
+		return nil, o.id.Deny(ctx, p, action, bucket, "", err)
+	}
+	if !p.Can(b.ProjectID, identity.RoleMember) {
+		return nil, o.id.Deny(ctx, p, action, bucket, b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to write to bucket %q", bucket))
+	}
+	return b, nil
+}
+
+// PutOptions are an object's HTTP-level attributes.
+type PutOptions struct {
+	ContentType string
+	Meta        map[string]string
+	MD5         []byte // Content-MD5, checked if set
+}
+
+// Put stores an object of exactly size bytes read from body. The object
+// becomes visible only after its shards are durable and its metadata
+// commits; on any failure the shards written so far are deleted.
+func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key string, size int64, body io.Reader, opt PutOptions) (*Object, error) {
+	const action = "object.put"
+	b, err := o.writable(ctx, p, action, bucket)
+	if err != nil {
+		return nil, err
+	}
+	if key == "" || len(key) > 1024 {
+		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, consensus.Errorf(consensus.CodeInvalid, "object keys are 1-1024 bytes"))
+	}
+	dataID := newDataID()
+	l, placed, err := o.place(b, size, dataID)
+	if err != nil {
+		return nil, err
+	}
+	locs, sum, err := o.writeShards(ctx, l, placed, dataID, size, body)
+	if err != nil {
+		return nil, err
+	}
+	if opt.MD5 != nil && !equalBytes(opt.MD5, sum) {
+		o.deleteShards(l, locs, dataID)
+		return nil, consensus.Errorf(consensus.CodeInvalid, "Content-MD5 does not match the body")
+	}
+	obj := Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size, ETag: hex.EncodeToString(sum),
+		ContentType: opt.ContentType, Meta: opt.Meta, Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
+	var old *Object
+	if err := o.id.Mutate(ctx, p, action, obj.ID, b.ProjectID, MsgPutObject, putObjectCmd{Object: obj}, &old); err != nil {
+		o.deleteShards(l, locs, dataID)
+		return nil, err
+	}
+	if old != nil && old.DataID != "" {
+		go o.deleteShards(old.Layout, old.Shards, old.DataID)
+	}
+	return first[Object](o.c.Store().ReadTxn(), tObjects, obj.ID), nil
+}
+
+// place chooses the layout and the disks for a new object.
+func (o *Objects) place(b *Bucket, size int64, dataID string) (erasure.Layout, []placement.Disk, error) {
+	var all, usable []placement.Disk
+	for _, d := range listDisks(o.c.Store().ReadTxn(), "") {
+		if d.State != DiskActive {
+			continue
+		}
+		pd := placement.Disk{ID: d.ID, Node: d.Node, Free: d.FreeBytes}
+		all = append(all, pd)
+		if d.Health == HealthOK && d.FreeBytes > 0 {
+			usable = append(usable, pd)
+		}
+	}
+	l, err := placement.DefaultLayout(all)
+	if b.Layout != nil {
+		l, err = *b.Layout, nil
+	}
+	if err != nil {
+		return l, nil, fmt.Errorf("%w: %v", ErrNoSpace, err)
+	}
+	need := uint64(l.ShardSize(size))
+	var fits []placement.Disk
+	for _, d := range usable {
+		if d.Free > need+(64<<20) { // keep a margin for the filesystem
+			fits = append(fits, d)
+		}
+	}
+	placed, err := placement.Place(l, fits, dataID)
+	if err != nil {
+		// Degraded: place what fits, shard by shard; writeShards checks quorum.
+		placed = partialPlace(l, fits)
+	}
+	if len(placed) < writeQuorum(l) {
+		if len(fits) < len(usable) {
+			return l, nil, ErrNoSpace
+		}
+		return l, nil, ErrUnavailable
+	}
+	return l, placed, nil
+}
+
+// writeQuorum is how many durable shards a write needs: k, or k+1 when k == m
+// (as MinIO), so that two halves of a split can never both succeed.
+func writeQuorum(l erasure.Layout) int {
+	if l.Data == l.Parity {
+		return l.Data + 1
+	}
+	return l.Data
+}
+
+// partialPlace uses every fitting disk once, at most m per node, in a stable
+// order; shards beyond them are left for the healer.
+func partialPlace(l erasure.Layout, disks []placement.Disk) []placement.Disk {
+	sort.Slice(disks, func(i, j int) bool { return disks[i].Free > disks[j].Free })
+	per := map[string]int{}
+	var out []placement.Disk
+	for _, d := range disks {
+		if len(out) == l.Shards() || per[d.Node] >= max(l.Parity, 1) {
+			continue
+		}
+		per[d.Node]++
+		out = append(out, d)
+	}
+	return out
+}
+
+func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []placement.Disk, dataID string, size int64, body io.Reader) ([]ShardLoc, []byte, error) {
+	locs := make([]ShardLoc, l.Shards())
+	ws := make([]io.Writer, l.Shards())
+	sws := make([]ShardWriter, l.Shards())
+	for i := range l.Shards() {
+		if i >= len(placed) {
+			continue
+		}
+		d := Disk{ID: placed[i].ID, Node: placed[i].Node}
+		w, err := o.shards.Create(ctx, d, shardKey(dataID, i))
+		if err != nil {
+			o.log.Warn("shard writer failed; writing degraded", "disk", d.ID, "err", err)
+			continue
+		}
+		ws[i], sws[i], locs[i] = w, w, ShardLoc{Disk: d.ID, Node: d.Node}
+	}
+	abortAll := func() {
+		for _, w := range sws {
+			if w != nil {
+				w.Abort()
+			}
+		}
+	}
+	enc, err := erasure.NewEncoder(l, size, ws)
+	if err != nil {
+		abortAll()
+		return nil, nil, err
+	}
+	h := md5.New()
+	n, err := io.Copy(io.MultiWriter(enc, h), io.LimitReader(body, size))
+	if err == nil && n < size {
+		err = ErrIncomplete
+	}
+	if err == nil {
+		err = enc.Close()
+	}
+	if err != nil {
+		abortAll()
+		return nil, nil, err
+	}
+	failed := enc.Failed()
+	good, full := 0, false
+	for i, w := range sws {
+		if w == nil {
+			continue
+		}
+		if failed[i] != nil {
+			w.Abort()
+			locs[i] = ShardLoc{}
+			if isNoSpace(failed[i]) {
+				full = true
+			}
+			continue
+		}
+		if err := w.Commit(); err != nil {
+			o.log.Warn("shard commit failed", "disk", locs[i].Disk, "err", err)
+			full = full || isNoSpace(err)
+			locs[i] = ShardLoc{}
+			continue
+		}
+		good++
+	}
+	if good < writeQuorum(l) {
+		o.deleteShards(l, locs, dataID)
+		if full {
+			return nil, nil, ErrNoSpace
+		}
+		return nil, nil, ErrUnavailable
+	}
+	return locs, h.Sum(nil), nil
+}
+
+func shardKey(dataID string, i int) string { return fmt.Sprintf("%s.%d", dataID, i) }
+
+// deleteShards removes an object version's shards, best effort: what fails
+// here is left for the garbage collector.
+func (o *Objects) deleteShards(l erasure.Layout, locs []ShardLoc, dataID string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, loc := range locs {
+		if loc.Disk == "" {
+			continue
+		}
+		if err := o.shards.Delete(ctx, Disk{ID: loc.Disk, Node: loc.Node}, shardKey(dataID, i)); err != nil {
+			o.log.Warn("shard left for garbage collection", "disk", loc.Disk, "err", err)
+		}
+	}
+}
+
+// Head returns an object's metadata.
+func (o *Objects) Head(ctx context.Context, p *identity.Principal, bucket, key string) (*Object, error) {
+	if _, err := o.Bucket(ctx, p, bucket); err != nil {
+		return nil, err
+	}
+	obj := first[Object](o.c.Store().ReadTxn(), tObjects, bucket+"/"+key)
+	if obj == nil {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", key)
+	}
+	return obj, nil
+}
+
+// Get writes bytes [off, off+n) of an object to w (n < 0: to the end).
+// Missing or corrupt shards are reconstructed on the fly and reported for
+// repair; with too few intact shards it fails without writing wrong bytes.
+func (o *Objects) Get(ctx context.Context, p *identity.Principal, bucket, key string, off, n int64, w io.Writer) (*Object, error) {
+	obj, err := o.Head(ctx, p, bucket, key)
+	if err != nil {
+		return nil, err
+	}
+	if n < 0 {
+		n = obj.Size - off
+	}
+	src := make([]io.ReaderAt, len(obj.Shards))
+	for i, loc := range obj.Shards {
+		if loc.Disk == "" {
+			continue
+		}
+		r, err := o.shards.Open(ctx, Disk{ID: loc.Disk, Node: loc.Node}, shardKey(obj.DataID, i))
+		if err != nil {
+			continue
+		}
+		defer r.Close()
+		src[i] = r
+	}
+	bad, err := erasure.Decode(w, obj.Layout, obj.Size, src, off, n)
+	if len(bad) > 0 {
+		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", obj.ID, "shards", bad)
+	}
+	if errors.Is(err, erasure.ErrTooFewShards) {
+		return obj, fmt.Errorf("read %s: %w", obj.ID, ErrUnavailable)
+	}
+	return obj, err
+}
+
+// Delete removes an object and then its shards.
+func (o *Objects) Delete(ctx context.Context, p *identity.Principal, bucket, key string) error {
+	b, err := o.writable(ctx, p, "object.delete", bucket)
+	if err != nil {
+		return err
+	}
+	var old *Object
+	if err := o.id.Mutate(ctx, p, "object.delete", bucket+"/"+key, b.ProjectID, MsgDeleteObject, deleteObjectCmd{ID: bucket + "/" + key}, &old); err != nil {
+		return err
+	}
+	if old != nil {
+		o.deleteShards(old.Layout, old.Shards, old.DataID)
+	}
+	return nil
+}
+
+// List returns up to max objects whose keys start with prefix and sort after
+// startAfter, and whether more follow.
+func (o *Objects) List(ctx context.Context, p *identity.Principal, bucket, prefix, startAfter string, max int) ([]Object, bool, error) {
+	if _, err := o.Bucket(ctx, p, bucket); err != nil {
+		return nil, false, err
+	}
+	objs, more := listObjects(o.c.Store().ReadTxn(), bucket, prefix, startAfter, max)
+	return objs, more, nil
+}
+
+func newDataID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func equalBytes(a, b []byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}

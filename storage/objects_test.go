@@ -1,0 +1,310 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage"
+)
+
+type objNode struct {
+	node    *consensus.Node
+	id      *identity.Service
+	agent   *storage.DiskAgent
+	objects *storage.Objects
+	dirs    []string
+}
+
+// pool runs three nodes with two disks each, so the default layout is 4+2.
+func pool(t *testing.T) []*objNode {
+	var ns []*objNode
+	consensustest.StartWith(t, 3, register, func(i int, n *consensus.Node) {
+		id := identity.NewService(n, identity.DefaultConfig())
+		svc := storage.NewService(n, id)
+		agent := storage.NewDiskAgent(n, svc, slog.Default(), time.Second)
+		sh := storage.NewShards(n, agent)
+		n.HandleRPC(storage.RPCPrefix, sh.Handler())
+		ns = append(ns, &objNode{node: n, id: id, agent: agent, objects: storage.NewObjects(n, id, sh, slog.Default())})
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	for _, n := range ns {
+		n.dirs = []string{t.TempDir(), t.TempDir()}
+		if err := n.agent.EnsureDisks(ctx, n.dirs); err != nil {
+			t.Fatal(err)
+		}
+		go n.agent.Run(ctx)
+	}
+	return ns
+}
+
+func principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
+	tok, _, err := id.Login(context.Background(), user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := id.Authenticate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func randBytes(n int) []byte {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return b
+}
+
+func TestObjectsOverThePool(t *testing.T) {
+	ns := pool(t)
+	ctx := context.Background()
+	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+		t.Fatal(err)
+	}
+	admin := principal(t, ns[0].id, "admin", "admin-password")
+	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
+		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
+		ok := 0
+		for _, d := range ds {
+			if d.Health == storage.HealthOK && d.FreeBytes > 0 {
+				ok++
+			}
+		}
+		if ok != 6 {
+			return fmt.Errorf("%d healthy disks", ok)
+		}
+		return nil
+	})
+	pr, err := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns[1].objects.CreateBucket(ctx, admin, pr.ID, "scans"); err != nil {
+		t.Fatal(err)
+	}
+	const stripe = 1 << 20
+	for _, size := range []int{0, 1, stripe - 1, stripe, stripe + 1, 5*stripe + 3} {
+		data := randBytes(size)
+		key := fmt.Sprintf("size/%d", size)
+		obj, err := ns[0].objects.Put(ctx, admin, "scans", key, int64(size), bytes.NewReader(data), storage.PutOptions{})
+		if err != nil {
+			t.Fatalf("put %d: %v", size, err)
+		}
+		if obj.Layout.String() != "4+2" {
+			t.Fatalf("layout %s, want 4+2", obj.Layout)
+		}
+		perNode := map[string]int{}
+		for _, s := range obj.Shards {
+			perNode[s.Node]++
+		}
+		for node, c := range perNode {
+			if c > 2 {
+				t.Fatalf("%d shards on %s", c, node)
+			}
+		}
+		for _, reader := range ns {
+			var out bytes.Buffer
+			if _, err := reader.objects.Get(ctx, admin, "scans", key, 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+				t.Fatalf("get %d via %s: %v", size, reader.node.Name(), err)
+			}
+		}
+		if size > 10 {
+			var out bytes.Buffer
+			if _, err := ns[2].objects.Get(ctx, admin, "scans", key, 5, 7, &out); err != nil || !bytes.Equal(out.Bytes(), data[5:12]) {
+				t.Fatalf("ranged get %d: %v", size, err)
+			}
+		}
+	}
+
+	// Overwrite: the new bytes win and the old version's shards go away.
+	first, _ := ns[0].objects.Head(ctx, admin, "scans", "size/1")
+	if _, err := ns[1].objects.Put(ctx, admin, "scans", "size/1", 3, strings.NewReader("new"), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the overwritten version's shards deleted", func() error {
+		if n := countShards(ns, first.DataID); n != 0 {
+			return fmt.Errorf("%d old shards left", n)
+		}
+		return nil
+	})
+
+	// Listing with a prefix and pagination.
+	for i := range 12 {
+		if _, err := ns[0].objects.Put(ctx, admin, "scans", fmt.Sprintf("list/%02d", i), 1, strings.NewReader("x"), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var keys []string
+	after := ""
+	for {
+		page, more, err := ns[2].objects.List(ctx, admin, "scans", "list/", after, 5)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range page {
+			keys = append(keys, o.Key)
+		}
+		if !more {
+			break
+		}
+		after = page[len(page)-1].Key
+	}
+	if len(keys) != 12 || keys[0] != "list/00" || keys[11] != "list/11" {
+		t.Fatalf("listed %v", keys)
+	}
+
+	// Content-MD5 mismatch: refused, nothing stored.
+	if _, err := ns[0].objects.Put(ctx, admin, "scans", "bad-md5", 2, strings.NewReader("ab"), storage.PutOptions{MD5: make([]byte, 16)}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("bad Content-MD5: %v", err)
+	}
+	if _, err := ns[0].objects.Head(ctx, admin, "scans", "bad-md5"); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatal("an object with a bad Content-MD5 is visible")
+	}
+	// A body shorter than declared: refused, nothing visible, no shards left.
+	if _, err := ns[0].objects.Put(ctx, admin, "scans", "short", 100, strings.NewReader("only-this"), storage.PutOptions{}); !errors.Is(err, storage.ErrIncomplete) {
+		t.Fatalf("short body: %v", err)
+	}
+
+	// Another project's member cannot see the bucket; a reader cannot write.
+	if _, err := ns[0].id.CreateUser(ctx, admin, identity.UserSpec{Name: "rita", Password: "rita-password"}); err != nil {
+		t.Fatal(err)
+	}
+	rita := principal(t, ns[0].id, "rita", "rita-password")
+	if _, err := ns[0].objects.Head(ctx, rita, "scans", "size/0"); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("an outsider sees the bucket: %v", err)
+	}
+	if err := ns[0].id.SetMember(ctx, admin, pr.ID, "rita", identity.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	rita = principal(t, ns[0].id, "rita", "rita-password")
+	if _, err := ns[0].objects.Head(ctx, rita, "scans", "size/0"); err != nil {
+		t.Fatalf("a reader cannot read: %v", err)
+	}
+	if _, err := ns[0].objects.Put(ctx, rita, "scans", "x", 1, strings.NewReader("x"), storage.PutOptions{}); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a reader wrote: %v", err)
+	}
+
+	// Quota: lowering the object quota to 0 GiB refuses writes and leaves no shards.
+	q, _ := ns[0].id.GetQuota(admin, pr.ID)
+	limits := q.Limits
+	limits.ObjectGiB = 0
+	if _, err := ns[0].id.SetQuota(ctx, admin, pr.ID, limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	before := countAllShards(ns)
+	if _, err := ns[0].objects.Put(ctx, admin, "scans", "over-quota", 10, bytes.NewReader(randBytes(10)), storage.PutOptions{}); consensus.ErrorCode(err) != consensus.CodeQuotaExceeded {
+		t.Fatalf("over quota: %v", err)
+	}
+	if after := countAllShards(ns); after != before {
+		t.Fatalf("a refused write left %d shards", after-before)
+	}
+
+	// Delete, and a bucket must be empty to go.
+	if err := ns[2].objects.DeleteBucket(ctx, admin, "scans"); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("deleting a non-empty bucket: %v", err)
+	}
+	if err := ns[1].objects.Delete(ctx, admin, "scans", "size/0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns[1].objects.Head(ctx, admin, "scans", "size/0"); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatal("a deleted object is visible")
+	}
+}
+
+// With one node of three down, reads reconstruct from the survivors and
+// writes succeed degraded (4 of 6 shards).
+func TestObjectsWithANodeDown(t *testing.T) {
+	ns := pool(t)
+	ctx := context.Background()
+	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+		t.Fatal(err)
+	}
+	admin := principal(t, ns[0].id, "admin", "admin-password")
+	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
+		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
+		if len(ds) != 6 || ds[5].Health != storage.HealthOK {
+			return fmt.Errorf("%d disks", len(ds))
+		}
+		for _, d := range ds {
+			if d.Health != storage.HealthOK {
+				return fmt.Errorf("%s %s", d.ID, d.Health)
+			}
+		}
+		return nil
+	})
+	pr, _ := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "lab"})
+	if _, err := ns[0].objects.CreateBucket(ctx, admin, pr.ID, "results"); err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(3<<20 + 5)
+	if _, err := ns[0].objects.Put(ctx, admin, "results", "before", int64(len(data)), bytes.NewReader(data), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Take down a node that is not the leader.
+	var down *objNode
+	for _, n := range ns {
+		if !n.node.IsLeader() {
+			down = n
+		}
+	}
+	_ = down.node.Shutdown()
+	var up *objNode
+	for _, n := range ns {
+		if n != down {
+			up = n
+			break
+		}
+	}
+	var out bytes.Buffer
+	if _, err := up.objects.Get(ctx, admin, "results", "before", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+		t.Fatalf("read with a node down: %v", err)
+	}
+	obj, err := up.objects.Put(ctx, admin, "results", "during", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+	if err != nil {
+		t.Fatalf("degraded write: %v", err)
+	}
+	written := 0
+	for _, s := range obj.Shards {
+		if s.Disk != "" {
+			written++
+		}
+	}
+	if written != 4 {
+		t.Fatalf("degraded write stored %d shards, want 4", written)
+	}
+	out.Reset()
+	if _, err := up.objects.Get(ctx, admin, "results", "during", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+		t.Fatalf("read of a degraded write: %v", err)
+	}
+}
+
+func countShards(ns []*objNode, dataID string) int {
+	n := 0
+	for _, node := range ns {
+		for _, dir := range node.dirs {
+			_ = filepath.WalkDir(filepath.Join(dir, "shards"), func(p string, d os.DirEntry, err error) error {
+				if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), dataID+".") {
+					n++
+				}
+				return nil
+			})
+		}
+	}
+	return n
+}
+
+func countAllShards(ns []*objNode) int { return countShards(ns, "") }
