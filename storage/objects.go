@@ -38,6 +38,7 @@ var (
 	ErrNoSpace     = errors.New("not enough storage to place the object")   // InsufficientStorage, 507
 	ErrUnavailable = errors.New("too few disks reachable to store durably") // ServiceUnavailable, 503
 	ErrIncomplete  = errors.New("the request body ended early")             // IncompleteBody, 400
+	ErrBadDigest   = errors.New("Content-MD5 does not match the body")      // BadDigest, 400
 )
 
 var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
@@ -140,7 +141,7 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	}
 	if opt.MD5 != nil && !equalBytes(opt.MD5, sum) {
 		o.deleteShards(l, locs, dataID)
-		return nil, consensus.Errorf(consensus.CodeInvalid, "Content-MD5 does not match the body")
+		return nil, ErrBadDigest
 	}
 	obj := Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size, ETag: hex.EncodeToString(sum),
 		ContentType: opt.ContentType, Meta: opt.Meta, Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}

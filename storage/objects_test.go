@@ -168,7 +168,7 @@ func TestObjectsOverThePool(t *testing.T) {
 	}
 
 	// Content-MD5 mismatch: refused, nothing stored.
-	if _, err := ns[0].objects.Put(ctx, admin, "scans", "bad-md5", 2, strings.NewReader("ab"), storage.PutOptions{MD5: make([]byte, 16)}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+	if _, err := ns[0].objects.Put(ctx, admin, "scans", "bad-md5", 2, strings.NewReader("ab"), storage.PutOptions{MD5: make([]byte, 16)}); !errors.Is(err, storage.ErrBadDigest) {
 		t.Fatalf("bad Content-MD5: %v", err)
 	}
 	if _, err := ns[0].objects.Head(ctx, admin, "scans", "bad-md5"); consensus.ErrorCode(err) != consensus.CodeNotFound {

@@ -22,6 +22,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/s3"
 	"github.com/cairnhq/cairn/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -39,6 +40,8 @@ type Agent struct {
 	storage  *storage.Service
 	disks    *storage.DiskAgent
 	shards   *storage.Shards
+	objects  *storage.Objects
+	s3       *http.Server
 	http     *http.Server
 	metrics  *prometheus.Registry
 }
@@ -67,6 +70,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), 30*time.Second)
 	a.shards = storage.NewShards(node, a.disks)
 	node.HandleRPC(storage.RPCPrefix, a.shards.Handler())
+	a.objects = storage.NewObjects(node, a.identity, a.shards, log.With("component", "objects"))
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
@@ -98,8 +102,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	errCh := make(chan error, 1)
+	errCh := make(chan error, 2)
 	go func() { errCh <- a.serve() }()
+	go func() { errCh <- a.serveS3() }()
 	go a.announce(ctx)
 	go a.runDisks(ctx)
 	go func() {
@@ -118,6 +123,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer cancel()
 	if err := a.http.Shutdown(sctx); err != nil {
 		a.log.Warn("api shutdown", "err", err)
+	}
+	if a.s3 != nil {
+		_ = a.s3.Shutdown(sctx)
 	}
 	return nil
 }
@@ -163,6 +171,30 @@ func (a *Agent) serve() error {
 	return nil
 }
 
+// serveS3 runs the S3 gateway on its own port with the node's certificate.
+func (a *Agent) serveS3() error {
+	tlsCfg := a.node.ServerTLS()
+	tlsCfg.ClientAuth = tls.NoClientCert
+	tlsCfg.NextProtos = []string{"http/1.1"}
+	a.s3 = &http.Server{
+		Addr:              net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.S3Port)),
+		Handler:           s3.New(a.objects, a.identity, a.log.With("component", "s3")),
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+	ln, err := net.Listen("tcp", a.s3.Addr)
+	if err != nil {
+		return err
+	}
+	a.log.Info("serving S3", "url", a.cfg.S3URL())
+	if err := a.s3.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
 // readyz is 200 once the node knows a leader and has caught up with it.
 func (a *Agent) readyz(w http.ResponseWriter, r *http.Request) {
 	if !a.node.Ready() {
@@ -197,7 +229,7 @@ func (a *Agent) announce(ctx context.Context) {
 		a.createAdminFromFile(ctx2)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n  Cairn node %s is ready.\n  Web UI and API: %s\n  CA certificate: %s/ca.crt\n", a.cfg.Name, a.cfg.APIURL(), a.cfg.DataDir)
+	fmt.Fprintf(&b, "\n  Cairn node %s is ready.\n  Web UI and API: %s\n  S3: %s\n  CA certificate: %s/ca.crt\n", a.cfg.Name, a.cfg.APIURL(), a.cfg.S3URL(), a.cfg.DataDir)
 	if a.identity.SetupNeeded() {
 		code := a.identity.SetupCode()
 		fmt.Fprintf(&b, "  First-time setup: open the UI and enter the one-time setup code %s\n", code)

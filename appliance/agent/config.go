@@ -23,6 +23,7 @@ type Config struct {
 	Bind              string        `json:"bind"`
 	Advertise         string        `json:"advertise"`
 	APIPort           int           `json:"api-port"`
+	S3Port            int           `json:"s3-port"`
 	RPCPort           int           `json:"rpc-port"`
 	GossipPort        int           `json:"gossip-port"`
 	DiscoveryPort     int           `json:"discovery-port"`
@@ -50,6 +51,7 @@ func DefaultConfig() Config {
 		DataDir:           "/var/lib/cairn",
 		Bind:              "",
 		APIPort:           8443,
+		S3Port:            8447,
 		RPCPort:           c.RPCPort,
 		GossipPort:        c.GossipPort,
 		DiscoveryPort:     c.DiscoveryPort,
@@ -77,6 +79,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "IP address to listen on (default: the first non-loopback IPv4 address; 127.0.0.1 with --dev)")
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
 	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
+	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
 	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
 	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")
@@ -131,6 +134,7 @@ func mergeConfig(file, flags Config, set map[string]bool) Config {
 		"name": func() { out.Name = flags.Name }, "data-dir": func() { out.DataDir = flags.DataDir },
 		"bind": func() { out.Bind = flags.Bind }, "advertise": func() { out.Advertise = flags.Advertise },
 		"api-port": func() { out.APIPort = flags.APIPort }, "rpc-port": func() { out.RPCPort = flags.RPCPort },
+		"s3-port":     func() { out.S3Port = flags.S3Port },
 		"gossip-port": func() { out.GossipPort = flags.GossipPort }, "discovery-port": func() { out.DiscoveryPort = flags.DiscoveryPort },
 		"expect": func() { out.Expect = flags.Expect }, "join-token": func() { out.JoinToken = flags.JoinToken },
 		"admin-password-file": func() { out.AdminPasswordFile = flags.AdminPasswordFile }, "dev": func() { out.Dev = flags.Dev },
@@ -225,8 +229,13 @@ func (c Config) consensusConfig() consensus.Config {
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.TrailingLogs = c.TrailingLogs
 	cc.LeaderLeaseTimeout = min(cc.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
-	cc.Tags = map[string]string{"api": c.APIURL()}
+	cc.Tags = map[string]string{"api": c.APIURL(), "s3": c.S3URL()}
 	return cc
+}
+
+// S3URL is where this node serves the S3 API.
+func (c Config) S3URL() string {
+	return "https://" + net.JoinHostPort(c.Advertise, fmt.Sprint(c.S3Port))
 }
 
 // APIURL is where this node serves the API and UI.

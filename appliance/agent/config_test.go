@@ -27,7 +27,7 @@ func TestParseFlagsPrecedence(t *testing.T) {
 	if len(cfg.Join) != 2 || cfg.DeadServerGrace != time.Minute {
 		t.Errorf("join %v, grace %v", cfg.Join, cfg.DeadServerGrace)
 	}
-	if cfg.APIPort != 8443 || cfg.RPCPort != 8444 || cfg.GossipPort != 8445 {
+	if cfg.APIPort != 8443 || cfg.S3Port != 8447 || cfg.RPCPort != 8444 || cfg.GossipPort != 8445 {
 		t.Errorf("defaults lost: %+v", cfg)
 	}
 	if cc := cfg.consensusConfig(); cc.Tags["api"] != "https://10.1.2.3:8443/" || cc.Expect != 5 {

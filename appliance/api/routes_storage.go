@@ -7,6 +7,10 @@ import (
 	"github.com/cairnhq/cairn/storage"
 )
 
+type s3CredRequest struct {
+	Project string `json:"project"`
+}
+
 type diskRequest struct {
 	Node string `json:"node"`
 	Path string `json:"path"`
@@ -25,6 +29,24 @@ func (s *Server) storageRoutes() []route {
 		}
 	}
 	return []route{
+		{Method: "POST", Path: v1 + "/s3/credentials", Summary: "Create an S3 access key for yourself in a project; the secret is shown once", Tag: "storage",
+			Request: s3CredRequest{}, Response: identity.S3Credential{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body s3CredRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				c, err := s.id.CreateS3Credential(r.Context(), p, body.Project)
+				return created(w, c, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/s3/credentials", Summary: "Your S3 access keys (all for cluster admins), without secrets", Tag: "storage",
+			Response: []identity.S3Credential{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.id.ListS3Credentials(p), 0, nil)
+			}},
+		{Method: "DELETE", Path: v1 + "/s3/credentials/{key}", Summary: "Revoke an S3 access key", Tag: "storage", Status: http.StatusNoContent,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return noContent(w, s.id.DeleteS3Credential(r.Context(), p, r.PathValue("key")))
+			}},
 		{Method: "GET", Path: v1 + "/disks", Summary: "Disks in the storage pool, with health and capacity (cluster admin)", Tag: "storage",
 			Response: []storage.Disk{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				ds, err := s.storage.ListDisks(p)

@@ -33,11 +33,13 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
+	// The longest command name that matches the leading words: "s3 credentials create".
 	name, rest := args[0], args[1:]
-	if len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		if _, ok := commands[name+" "+rest[0]]; ok {
-			name, rest = name+" "+rest[0], rest[1:]
+	for len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		if _, ok := commands[name+" "+rest[0]]; !ok && !isPrefixOfCommand(name+" "+rest[0]) {
+			break
 		}
+		name, rest = name+" "+rest[0], rest[1:]
 	}
 	cmd, ok := commands[name]
 	if !ok {
@@ -72,6 +74,15 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+func isPrefixOfCommand(p string) bool {
+	for n := range commands {
+		if strings.HasPrefix(n, p+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 // parseInterleaved lets flags and positional arguments mix, as users expect.

@@ -354,6 +354,48 @@ var commands = map[string]command{
 		}
 	}},
 
+	"s3 credentials create": {usage: "[--project PROJECT]", help: "create an S3 access key and secret for you in a project", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "project (default: your only project)")
+		return func(e *env, args []string) error {
+			if len(args) != 0 {
+				return usageError("no arguments")
+			}
+			if *project == "" {
+				var me struct {
+					Roles map[string]string `json:"roles"`
+				}
+				if err := get(e, "/api/v1/auth/whoami", &me); err != nil {
+					return err
+				}
+				if len(me.Roles) != 1 {
+					return fmt.Errorf("you are in %d projects; pass --project", len(me.Roles))
+				}
+				for id := range me.Roles {
+					*project = id
+				}
+			}
+			var c identity.S3Credential
+			if err := send(e, "POST", "/api/v1/s3/credentials", map[string]string{"project": *project}, &c); err != nil {
+				return err
+			}
+			return e.printKV(c, [][2]string{{"access key", c.ID}, {"secret key", c.Secret}, {"project", c.ProjectID}})
+		}
+	}},
+	"s3 credentials list": {help: "your S3 access keys", flags: noFlags(func(e *env, args []string) error {
+		var cs []identity.S3Credential
+		if err := get(e, "/api/v1/s3/credentials", &cs); err != nil {
+			return err
+		}
+		return e.print(cs, []string{"ACCESS KEY", "PROJECT", "CREATED"}, func(i int) []string {
+			return []string{cs[i].ID, cs[i].ProjectID, cs[i].CreatedAt.Format(time.RFC3339)}
+		}, len(cs))
+	})},
+	"s3 credentials delete": {usage: "ACCESS_KEY", help: "revoke an S3 access key", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one access key"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/s3/credentials/"+url.PathEscape(args[0]), nil, nil)
+	})},
 	"disk list": {help: "disks in the storage pool", flags: noFlags(func(e *env, args []string) error {
 		var ds []storage.Disk
 		if err := get(e, "/api/v1/disks", &ds); err != nil {

@@ -83,6 +83,22 @@ func (p *Principal) Can(projectID string, min Role) bool {
 	return p.IsClusterAdmin() || p.roles[projectID].rank() >= min.rank()
 }
 
+// ScopedTo returns the principal confined to one project, with the role the
+// user has there (admin for a cluster admin) and no cluster-wide rights. An
+// S3 access key acts through it, so a key never reaches another project.
+func (p *Principal) ScopedTo(projectID string) *Principal {
+	role := p.roles[projectID]
+	if p.IsClusterAdmin() {
+		role = RoleAdmin
+	}
+	s := &Principal{User: p.User, TokenID: p.TokenID, TokenKind: p.TokenKind, roles: map[string]Role{}}
+	s.User.ClusterAdmin = false
+	if role != "" {
+		s.roles[projectID] = role
+	}
+	return s
+}
+
 // ProjectIDs lists the projects the caller has a role in.
 func (p *Principal) ProjectIDs() []string {
 	out := make([]string, 0, len(p.roles))
@@ -216,11 +232,22 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, 
 	if !t.ExpiresAt.IsZero() && s.cfg.Now().After(t.ExpiresAt) {
 		return nil, ErrUnauthenticated
 	}
-	u := first[User](txn, tUsers, "id", t.UserID)
+	p, err := s.principalFor(t.UserID)
+	if err != nil {
+		return nil, err
+	}
+	p.TokenID, p.TokenKind = t.ID, t.Kind
+	return p, nil
+}
+
+// principalFor builds a user's principal with their project roles.
+func (s *Service) principalFor(userID string) (*Principal, error) {
+	txn := s.read()
+	u := first[User](txn, tUsers, "id", userID)
 	if u == nil {
 		return nil, ErrUnauthenticated
 	}
-	p := &Principal{User: *u, TokenID: t.ID, TokenKind: t.Kind, roles: map[string]Role{}}
+	p := &Principal{User: *u, roles: map[string]Role{}}
 	it, err := txn.Get(tMembers, "user", u.ID)
 	if err != nil {
 		return nil, err

@@ -53,6 +53,11 @@ func nameIndex() *memdb.IndexSchema {
 	return &memdb.IndexSchema{Name: "name", Indexer: &memdb.StringFieldIndex{Field: "Name"}}
 }
 
+// tableWithUser is a table keyed by ID with an index on UserID.
+func tableWithUser(name string) *memdb.TableSchema {
+	return &memdb.TableSchema{Name: name, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "user": fieldIndex("user", "UserID")}}
+}
+
 func fieldIndex(name, field string) *memdb.IndexSchema {
 	return &memdb.IndexSchema{Name: name, Indexer: &memdb.StringFieldIndex{Field: field}}
 }
@@ -63,7 +68,7 @@ func Register(reg *consensus.Registry) {
 	consensus.RegisterTable[Project](reg, &memdb.TableSchema{Name: tProjects, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
 	consensus.RegisterTable[Membership](reg, &memdb.TableSchema{Name: tMembers, Indexes: map[string]*memdb.IndexSchema{
 		"id": idIndex(), "project": fieldIndex("project", "ProjectID"), "user": fieldIndex("user", "UserID")}})
-	consensus.RegisterTable[Token](reg, &memdb.TableSchema{Name: tTokens, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "user": fieldIndex("user", "UserID")}})
+	consensus.RegisterTable[Token](reg, tableWithUser(tTokens))
 	consensus.RegisterTable[Flavor](reg, &memdb.TableSchema{Name: tFlavors, Indexes: map[string]*memdb.IndexSchema{"id": idIndex(), "name": nameIndex()}})
 	consensus.RegisterTable[Quota](reg, &memdb.TableSchema{Name: tQuotas, Indexes: map[string]*memdb.IndexSchema{"id": idIndex()}})
 	// Audit queries scan newest-first by id and filter, so the table has no
@@ -91,6 +96,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSetQuota, "SetQuota", applySetQuota)
 	consensus.Handle(reg, MsgPruneTokens, "PruneTokens", applyPruneTokens)
 	consensus.Handle(reg, MsgPruneAudit, "PruneAudit", applyPruneAudit)
+	registerS3(reg)
 }
 
 // --- commands ----------------------------------------------------------------
@@ -263,6 +269,9 @@ func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	if _, err := tx.DeleteAll(tTokens, "user", c.ID); err != nil {
 		return nil, err
 	}
+	if _, err := tx.DeleteAll(tS3Creds, "user", c.ID); err != nil {
+		return nil, err
+	}
 	return nil, tx.Delete(tUsers, cur)
 }
 
@@ -325,6 +334,11 @@ func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	}
 	if _, err := tx.DeleteAll(tQuotas, "id", c.ID); err != nil {
 		return nil, err
+	}
+	for _, cred := range list[S3Credential](tx.Txn, tS3Creds, func(k *S3Credential) bool { return k.ProjectID == c.ID }) {
+		if err := tx.Delete(tS3Creds, &cred); err != nil {
+			return nil, err
+		}
 	}
 	return nil, tx.Delete(tProjects, cur)
 }

@@ -1,0 +1,247 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+func s3Client(t *testing.T, n *harness.Node, ak, sk string) *minio.Client {
+	t.Helper()
+	pem, err := os.ReadFile(filepath.Join(n.DataDir, "ca.crt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c, err := minio.New(n.IP+":8447", &minio.Options{
+		Creds: credentials.NewStaticV4(ak, sk, ""), Secure: true, Region: "us-east-1",
+		BucketLookup: minio.BucketLookupPath,
+		Transport:    &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+type s3Cred struct {
+	AccessKey string `json:"access_key"`
+	SecretKey string `json:"secret_key"`
+}
+
+// A real S3 client (minio-go) against three real nodes with two disks each:
+// round trips at the stripe boundaries and of 100 MiB, ranges, metadata,
+// listing with delimiters and pagination, copy, delete, presigned URLs, and
+// refusals.
+func TestS3WithMinioClient(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	testutil.WaitFor(t, 30*time.Second, "six healthy disks", func() error {
+		var ds []struct{ Health string }
+		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
+			return err
+		}
+		ok := 0
+		for _, d := range ds {
+			if d.Health == "ok" {
+				ok++
+			}
+		}
+		if ok != 6 {
+			return fmt.Errorf("%d of %d disks healthy", ok, len(ds))
+		}
+		return nil
+	})
+	var pacs, other cairntest.Project
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "pacs"}, 201, &pacs); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "billing"}, 201, &other); err != nil {
+		t.Fatal(err)
+	}
+	var cred, otherCred s3Cred
+	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "pacs"}, 201, &cred); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "billing"}, 201, &otherCred); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s1 := s3Client(t, c.Node(1), cred.AccessKey, cred.SecretKey)
+	s3c := s3Client(t, c.Node(3), cred.AccessKey, cred.SecretKey)
+	if err := s1.MakeBucket(ctx, "studies", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	const stripe = 1 << 20
+	for _, size := range []int{0, 1, stripe - 1, stripe, stripe + 1, 100 << 20} {
+		data := make([]byte, size)
+		_, _ = rand.Read(data)
+		key := fmt.Sprintf("sizes/%d.bin", size)
+		if _, err := s1.PutObject(ctx, "studies", key, bytes.NewReader(data), int64(size),
+			// One PUT even at 100 MiB (S3 allows 5 GiB); multipart comes next.
+			minio.PutObjectOptions{ContentType: "application/dicom", UserMetadata: map[string]string{"Patient-Ref": "anon-42"}, PartSize: 128 << 20}); err != nil {
+			t.Fatalf("put %d: %v", size, err)
+		}
+		// Read back through another node: read-after-write across the cluster.
+		obj, err := s3c.GetObject(ctx, "studies", key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.New()
+		n, err := io.Copy(h, obj)
+		obj.Close()
+		if err != nil || n != int64(size) || !bytes.Equal(h.Sum(nil), sha(data)) {
+			t.Fatalf("get %d: %d bytes, err %v, checksum match %v", size, n, err, bytes.Equal(h.Sum(nil), sha(data)))
+		}
+		if size > 100 {
+			opts := minio.GetObjectOptions{}
+			_ = opts.SetRange(int64(size/2), int64(size/2+99))
+			obj, err := s3c.GetObject(ctx, "studies", key, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			part, err := io.ReadAll(obj)
+			obj.Close()
+			if err != nil || !bytes.Equal(part, data[size/2:size/2+100]) {
+				t.Fatalf("range of %d: %v", size, err)
+			}
+		}
+	}
+	st, err := s3c.StatObject(ctx, "studies", "sizes/1.bin", minio.StatObjectOptions{})
+	if err != nil || st.Size != 1 || st.ContentType != "application/dicom" || st.UserMetadata["Patient-Ref"] != "anon-42" {
+		t.Fatalf("stat: %+v %v", st, err)
+	}
+
+	// Listing with a delimiter, and pagination over many keys.
+	for _, k := range []string{"tree/a/1", "tree/a/2", "tree/b/1", "tree/c"} {
+		if _, err := s1.PutObject(ctx, "studies", k, strings.NewReader("x"), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for o := range s3c.ListObjects(ctx, "studies", minio.ListObjectsOptions{Prefix: "tree/"}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		got = append(got, o.Key)
+	}
+	sort.Strings(got) // minio-go yields a page's keys before its common prefixes
+	if strings.Join(got, ",") != "tree/a/,tree/b/,tree/c" {
+		t.Fatalf("delimited listing: %v", got)
+	}
+	const many = 250
+	for i := range many {
+		if _, err := s1.PutObject(ctx, "studies", fmt.Sprintf("many/%04d", i), strings.NewReader("y"), 1, minio.PutObjectOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count, prev := 0, ""
+	for o := range s3c.ListObjects(ctx, "studies", minio.ListObjectsOptions{Prefix: "many/", Recursive: true, MaxKeys: 37}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		if o.Key <= prev {
+			t.Fatalf("listing out of order: %s after %s", o.Key, prev)
+		}
+		prev = o.Key
+		count++
+	}
+	if count != many {
+		t.Fatalf("paginated listing returned %d of %d keys", count, many)
+	}
+
+	// Copy, then delete.
+	if _, err := s1.CopyObject(ctx, minio.CopyDestOptions{Bucket: "studies", Object: "copy.bin"},
+		minio.CopySrcOptions{Bucket: "studies", Object: "sizes/1048577.bin"}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s3c.StatObject(ctx, "studies", "copy.bin", minio.StatObjectOptions{}); err != nil || st.Size != stripe+1 {
+		t.Fatalf("copy: %+v %v", st, err)
+	}
+	if err := s1.RemoveObject(ctx, "studies", "copy.bin", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s3c.StatObject(ctx, "studies", "copy.bin", minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		t.Fatalf("deleted object: %v", err)
+	}
+
+	// Presigned URLs: valid, then expired.
+	u, err := s1.PresignedGetObject(ctx, "studies", "sizes/1.bin", 2*time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: s3HTTPTransport(t, c.Node(1))}
+	if res, err := hc.Get(u.String()); err != nil || res.StatusCode != 200 {
+		t.Fatalf("presigned GET: %v %v", res, err)
+	}
+	time.Sleep(3 * time.Second) // the URL's own lifetime, which the test set
+	if res, err := hc.Get(u.String()); err != nil || res.StatusCode != 403 {
+		t.Fatalf("expired presigned GET: %v %v", res, err)
+	}
+
+	// Refusals: a wrong secret, another project's bucket, a non-empty bucket.
+	bad := s3Client(t, c.Node(2), cred.AccessKey, "not-the-secret")
+	if _, err := bad.StatObject(ctx, "studies", "sizes/1.bin", minio.StatObjectOptions{}); err == nil {
+		t.Fatal("a wrong secret was accepted")
+	}
+	if _, err := bad.ListBuckets(ctx); minio.ToErrorResponse(err).Code != "SignatureDoesNotMatch" {
+		t.Fatalf("wrong secret: %v", err)
+	}
+	intruder := s3Client(t, c.Node(2), otherCred.AccessKey, otherCred.SecretKey)
+	// (GET, not HEAD: a HEAD error has no body to carry the code.)
+	obj, err := intruder.GetObject(ctx, "studies", "sizes/1.bin", minio.GetObjectOptions{})
+	if err == nil {
+		_, err = io.ReadAll(obj)
+	}
+	if minio.ToErrorResponse(err).Code != "NoSuchBucket" {
+		t.Fatalf("another project's bucket: %v", err)
+	}
+	if bs, err := intruder.ListBuckets(ctx); err != nil || len(bs) != 0 {
+		t.Fatalf("another project's key lists buckets: %v %v", bs, err)
+	}
+	if err := s1.RemoveBucket(ctx, "studies"); minio.ToErrorResponse(err).Code != "BucketNotEmpty" {
+		t.Fatalf("removing a non-empty bucket: %v", err)
+	}
+	// The usage counts against the project's object quota.
+	var q struct {
+		Usage struct {
+			ObjectGiB int64 `json:"object_gib"`
+		} `json:"usage"`
+	}
+	if err := a.Call("GET", "/api/v1/projects/pacs/quota", nil, 200, &q); err != nil || q.Usage.ObjectGiB != 1 {
+		t.Fatalf("object quota usage: %+v %v", q, err)
+	}
+}
+
+func s3HTTPTransport(t *testing.T, n *harness.Node) *http.Transport {
+	pem, _ := os.ReadFile(filepath.Join(n.DataDir, "ca.crt"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+}
+
+func sha(b []byte) []byte {
+	s := sha256.Sum256(b)
+	return s[:]
+}

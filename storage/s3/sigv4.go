@@ -1,0 +1,235 @@
+package s3
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// AWS Signature Version 4, as S3 clients send it: in the Authorization
+// header, or in the query string of a presigned URL.
+
+const (
+	sigAlgorithm    = "AWS4-HMAC-SHA256"
+	amzDateFormat   = "20060102T150405Z"
+	unsignedPayload = "UNSIGNED-PAYLOAD"
+	maxSkew         = 15 * time.Minute
+	maxPresignAge   = 7 * 24 * time.Hour
+)
+
+// signed is what a verified request proved.
+type signed struct {
+	AccessKey   string
+	PayloadHash string // the client's x-amz-content-sha256: a hex SHA-256 to check, or UNSIGNED-PAYLOAD
+}
+
+// sigRequest is a parsed signature, before its secret is known.
+type sigRequest struct {
+	accessKey, date, region, service string
+	signedHeaders                    []string
+	signature                        string
+	amzDate                          time.Time
+	payloadHash                      string
+	presigned                        bool
+	expires                          time.Duration
+}
+
+// parseSignature reads the signature of r, from the header or the query.
+func parseSignature(r *http.Request) (*sigRequest, *Error) {
+	q := r.URL.Query()
+	if q.Get("X-Amz-Algorithm") != "" {
+		if q.Get("X-Amz-Algorithm") != sigAlgorithm {
+			return nil, errAuthorizationQueryParameters("only AWS4-HMAC-SHA256 presigned URLs are supported")
+		}
+		s := &sigRequest{presigned: true, signature: q.Get("X-Amz-Signature"), payloadHash: unsignedPayload}
+		if v := q.Get("X-Amz-Content-Sha256"); v != "" {
+			s.payloadHash = v
+		}
+		if err := s.parseCredential(q.Get("X-Amz-Credential")); err != nil {
+			return nil, err
+		}
+		s.signedHeaders = strings.Split(q.Get("X-Amz-SignedHeaders"), ";")
+		secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
+		if err != nil || secs < 1 || time.Duration(secs)*time.Second > maxPresignAge {
+			return nil, errAuthorizationQueryParameters("X-Amz-Expires must be 1 to 604800 seconds")
+		}
+		s.expires = time.Duration(secs) * time.Second
+		if s.amzDate, err = time.Parse(amzDateFormat, q.Get("X-Amz-Date")); err != nil {
+			return nil, errAuthorizationQueryParameters("bad X-Amz-Date")
+		}
+		return s, s.checkScope()
+	}
+	h := r.Header.Get("Authorization")
+	if h == "" {
+		return nil, errAccessDenied("anonymous access is not allowed")
+	}
+	rest, ok := strings.CutPrefix(h, sigAlgorithm+" ")
+	if !ok {
+		return nil, errSignatureVersion()
+	}
+	s := &sigRequest{payloadHash: r.Header.Get("X-Amz-Content-Sha256")}
+	for _, part := range strings.Split(rest, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+		switch k {
+		case "Credential":
+			if err := s.parseCredential(v); err != nil {
+				return nil, err
+			}
+		case "SignedHeaders":
+			s.signedHeaders = strings.Split(v, ";")
+		case "Signature":
+			s.signature = v
+		}
+	}
+	if s.accessKey == "" || s.signature == "" || len(s.signedHeaders) == 0 {
+		return nil, errMalformedAuth()
+	}
+	if s.payloadHash == "" {
+		return nil, errMissingContentSHA256()
+	}
+	d := r.Header.Get("X-Amz-Date")
+	var err error
+	if d != "" {
+		s.amzDate, err = time.Parse(amzDateFormat, d)
+	} else {
+		s.amzDate, err = http.ParseTime(r.Header.Get("Date"))
+	}
+	if err != nil {
+		return nil, errAccessDenied("missing or bad X-Amz-Date")
+	}
+	return s, s.checkScope()
+}
+
+func (s *sigRequest) parseCredential(v string) *Error {
+	parts := strings.Split(v, "/")
+	if len(parts) != 5 || parts[4] != "aws4_request" {
+		return errMalformedAuth()
+	}
+	s.accessKey, s.date, s.region, s.service = parts[0], parts[1], parts[2], parts[3]
+	return nil
+}
+
+func (s *sigRequest) checkScope() *Error {
+	if s.amzDate.UTC().Format("20060102") != s.date || s.service != "s3" {
+		return errMalformedAuth()
+	}
+	return nil
+}
+
+// verify checks the signature with the secret at time now.
+func (s *sigRequest) verify(r *http.Request, secret string, now time.Time) (*signed, *Error) {
+	if s.presigned {
+		if now.Before(s.amzDate.Add(-maxSkew)) {
+			return nil, errAccessDenied("request is not valid yet")
+		}
+		if now.After(s.amzDate.Add(s.expires)) {
+			return nil, errAccessDenied("Request has expired")
+		}
+	} else if d := now.Sub(s.amzDate); d > maxSkew || d < -maxSkew {
+		return nil, errRequestTimeTooSkewed()
+	}
+	want := s.compute(r, secret)
+	if !hmac.Equal([]byte(want), []byte(s.signature)) {
+		return nil, errSignatureDoesNotMatch()
+	}
+	return &signed{AccessKey: s.accessKey, PayloadHash: s.payloadHash}, nil
+}
+
+// compute returns the hex signature of r as the client must have made it.
+func (s *sigRequest) compute(r *http.Request, secret string) string {
+	canonical := strings.Join([]string{
+		r.Method,
+		awsEncode(r.URL.Path, false),
+		canonicalQuery(r.URL.Query(), s.presigned),
+		canonicalHeaders(r, s.signedHeaders),
+		strings.Join(s.signedHeaders, ";"),
+		s.payloadHash,
+	}, "\n")
+	scope := strings.Join([]string{s.date, s.region, s.service, "aws4_request"}, "/")
+	toSign := strings.Join([]string{sigAlgorithm, s.amzDate.UTC().Format(amzDateFormat), scope, hexSHA256([]byte(canonical))}, "\n")
+	key := hmacSHA256([]byte("AWS4"+secret), s.date)
+	for _, part := range []string{s.region, s.service, "aws4_request"} {
+		key = hmacSHA256(key, part)
+	}
+	return hex.EncodeToString(hmacSHA256(key, toSign))
+}
+
+func canonicalQuery(q url.Values, presigned bool) string {
+	type kv struct{ k, v string }
+	var pairs []kv
+	for k, vs := range q {
+		if presigned && k == "X-Amz-Signature" {
+			continue
+		}
+		for _, v := range vs {
+			pairs = append(pairs, kv{awsEncode(k, true), awsEncode(v, true)})
+		}
+	}
+	sort.Slice(pairs, func(i, j int) bool {
+		if pairs[i].k != pairs[j].k {
+			return pairs[i].k < pairs[j].k
+		}
+		return pairs[i].v < pairs[j].v
+	})
+	parts := make([]string, len(pairs))
+	for i, p := range pairs {
+		parts[i] = p.k + "=" + p.v
+	}
+	return strings.Join(parts, "&")
+}
+
+func canonicalHeaders(r *http.Request, names []string) string {
+	var b strings.Builder
+	for _, name := range names {
+		var v string
+		switch name {
+		case "host":
+			v = r.Host
+		case "content-length":
+			v = strconv.FormatInt(r.ContentLength, 10)
+		default:
+			vals := r.Header.Values(name)
+			for i := range vals {
+				vals[i] = strings.Join(strings.Fields(vals[i]), " ")
+			}
+			v = strings.Join(vals, ",")
+		}
+		b.WriteString(name + ":" + v + "\n")
+	}
+	return b.String()
+}
+
+// awsEncode percent-encodes every byte but A-Z a-z 0-9 - _ . ~ (and '/'
+// unless encodeSlash), as SigV4 requires.
+func awsEncode(s string, encodeSlash bool) string {
+	const hexd = "0123456789ABCDEF"
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-' || c == '_' || c == '.' || c == '~' || (c == '/' && !encodeSlash) {
+			b.WriteByte(c)
+			continue
+		}
+		b.WriteByte('%')
+		b.WriteByte(hexd[c>>4])
+		b.WriteByte(hexd[c&15])
+	}
+	return b.String()
+}
+
+func hmacSHA256(key []byte, msg string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(msg))
+	return m.Sum(nil)
+}
+
+func hexSHA256(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
