@@ -150,8 +150,8 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 		o.deleteShards(l, locs, dataID)
 		return nil, err
 	}
-	if old != nil && old.DataID != "" {
-		go o.deleteShards(old.Layout, old.Shards, old.DataID)
+	if old != nil {
+		go o.deleteObjectData(old)
 	}
 	return first[Object](o.c.Store().ReadTxn(), tObjects, obj.ID), nil
 }
@@ -311,6 +311,22 @@ func (o *Objects) deleteShards(l erasure.Layout, locs []ShardLoc, dataID string)
 	}
 }
 
+// segments returns the runs of bytes an object is made of, in order.
+func (obj *Object) segments() []Segment {
+	if len(obj.Parts) > 0 {
+		return obj.Parts
+	}
+	return []Segment{{Size: obj.Size, ETag: obj.ETag, Layout: obj.Layout, DataID: obj.DataID, Shards: obj.Shards}}
+}
+
+func (o *Objects) deleteObjectData(obj *Object) {
+	for _, seg := range obj.segments() {
+		if seg.DataID != "" {
+			o.deleteShards(seg.Layout, seg.Shards, seg.DataID)
+		}
+	}
+}
+
 // Head returns an object's metadata.
 func (o *Objects) Head(ctx context.Context, p *identity.Principal, bucket, key string) (*Object, error) {
 	if _, err := o.Bucket(ctx, p, bucket); err != nil {
@@ -334,26 +350,40 @@ func (o *Objects) Get(ctx context.Context, p *identity.Principal, bucket, key st
 	if n < 0 {
 		n = obj.Size - off
 	}
-	src := make([]io.ReaderAt, len(obj.Shards))
-	for i, loc := range obj.Shards {
+	start := int64(0)
+	for _, seg := range obj.segments() {
+		lo, hi := max(off, start), min(off+n, start+seg.Size)
+		if lo < hi || (seg.Size == 0 && n == 0 && off == start) {
+			if err := o.readSegment(ctx, obj.ID, seg, lo-start, hi-lo, w); err != nil {
+				return obj, err
+			}
+		}
+		start += seg.Size
+	}
+	return obj, nil
+}
+
+func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, n int64, w io.Writer) error {
+	src := make([]io.ReaderAt, len(seg.Shards))
+	for i, loc := range seg.Shards {
 		if loc.Disk == "" {
 			continue
 		}
-		r, err := o.shards.Open(ctx, Disk{ID: loc.Disk, Node: loc.Node}, shardKey(obj.DataID, i))
+		r, err := o.shards.Open(ctx, Disk{ID: loc.Disk, Node: loc.Node}, shardKey(seg.DataID, i))
 		if err != nil {
 			continue
 		}
 		defer r.Close()
 		src[i] = r
 	}
-	bad, err := erasure.Decode(w, obj.Layout, obj.Size, src, off, n)
+	bad, err := erasure.Decode(w, seg.Layout, seg.Size, src, off, n)
 	if len(bad) > 0 {
-		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", obj.ID, "shards", bad)
+		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", id, "data", seg.DataID, "shards", bad)
 	}
 	if errors.Is(err, erasure.ErrTooFewShards) {
-		return obj, fmt.Errorf("read %s: %w", obj.ID, ErrUnavailable)
+		return fmt.Errorf("read %s: %w", id, ErrUnavailable)
 	}
-	return obj, err
+	return err
 }
 
 // Delete removes an object and then its shards.
@@ -367,7 +397,7 @@ func (o *Objects) Delete(ctx context.Context, p *identity.Principal, bucket, key
 		return err
 	}
 	if old != nil {
-		o.deleteShards(old.Layout, old.Shards, old.DataID)
+		o.deleteObjectData(old)
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ type Object struct {
 	Layout      erasure.Layout    `json:"layout"`
 	DataID      string            `json:"data_id"` // names the shards: <data_id>.<index>
 	Shards      []ShardLoc        `json:"shards"`
+	Parts       []Segment         `json:"parts,omitempty"` // a multipart object: its bytes are these segments in order
 	Modified    time.Time         `json:"modified"`
 	Version     uint64            `json:"version"`
 }
@@ -82,6 +83,7 @@ func registerObjects(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDeleteBucket, "DeleteBucket", applyDeleteBucket)
 	consensus.Handle(reg, MsgPutObject, "PutObject", applyPutObject)
 	consensus.Handle(reg, MsgDeleteObject, "DeleteObject", applyDeleteObject)
+	registerMultipart(reg)
 }
 
 func first[T any](tx *memdb.Txn, table, id string) *T {

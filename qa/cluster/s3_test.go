@@ -99,8 +99,8 @@ func TestS3WithMinioClient(t *testing.T) {
 		_, _ = rand.Read(data)
 		key := fmt.Sprintf("sizes/%d.bin", size)
 		if _, err := s1.PutObject(ctx, "studies", key, bytes.NewReader(data), int64(size),
-			// One PUT even at 100 MiB (S3 allows 5 GiB); multipart comes next.
-			minio.PutObjectOptions{ContentType: "application/dicom", UserMetadata: map[string]string{"Patient-Ref": "anon-42"}, PartSize: 128 << 20}); err != nil {
+			// At 100 MiB minio-go uploads multipart, in 16 MiB parts.
+			minio.PutObjectOptions{ContentType: "application/dicom", UserMetadata: map[string]string{"Patient-Ref": "anon-42"}}); err != nil {
 			t.Fatalf("put %d: %v", size, err)
 		}
 		// Read back through another node: read-after-write across the cluster.
@@ -171,6 +171,77 @@ func TestS3WithMinioClient(t *testing.T) {
 		t.Fatalf("paginated listing returned %d of %d keys", count, many)
 	}
 
+	if st, err := s3c.StatObject(ctx, "studies", "sizes/104857600.bin", minio.StatObjectOptions{}); err != nil || !strings.HasSuffix(st.ETag, "-7") {
+		t.Fatalf("the 100 MiB object was not a 7-part multipart upload: %+v %v", st.ETag, err)
+	}
+
+	// Multipart by hand: five parts, listing, refusals, abort.
+	core := minio.Core{Client: s1}
+	uid, err := core.NewMultipartUpload(ctx, "studies", "mp.bin", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var whole []byte
+	var parts []minio.CompletePart
+	for i := 1; i <= 5; i++ {
+		size := 5 << 20
+		if i == 5 {
+			size = 123
+		}
+		chunk := make([]byte, size)
+		_, _ = rand.Read(chunk)
+		whole = append(whole, chunk...)
+		op, err := core.PutObjectPart(ctx, "studies", "mp.bin", uid, i, bytes.NewReader(chunk), int64(size), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatalf("part %d: %v", i, err)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: i, ETag: op.ETag})
+	}
+	lp, err := core.ListObjectParts(ctx, "studies", "mp.bin", uid, 0, 100)
+	if err != nil || len(lp.ObjectParts) != 5 {
+		t.Fatalf("list parts: %d %v", len(lp.ObjectParts), err)
+	}
+	badParts := append([]minio.CompletePart(nil), parts...)
+	badParts[2].ETag = `"00000000000000000000000000000000"`
+	if _, err := core.CompleteMultipartUpload(ctx, "studies", "mp.bin", uid, badParts, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "InvalidPart" {
+		t.Fatalf("complete with a wrong ETag: %v", err)
+	}
+	if _, err := core.CompleteMultipartUpload(ctx, "studies", "mp.bin", uid, []minio.CompletePart{parts[4], parts[0]}, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "InvalidPartOrder" {
+		t.Fatalf("complete out of order: %v", err)
+	}
+	if _, err := core.CompleteMultipartUpload(ctx, "studies", "mp.bin", uid, parts, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	obj, err := s3c.GetObject(ctx, "studies", "mp.bin", minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got2, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(got2, whole) {
+		t.Fatalf("multipart object: %d bytes, %v", len(got2), err)
+	}
+	opts := minio.GetObjectOptions{}
+	_ = opts.SetRange(5<<20-10, 5<<20+9) // across the boundary of parts 1 and 2
+	obj, _ = s3c.GetObject(ctx, "studies", "mp.bin", opts)
+	span, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || !bytes.Equal(span, whole[5<<20-10:5<<20+10]) {
+		t.Fatalf("range across parts: %v", err)
+	}
+	uid2, _ := core.NewMultipartUpload(ctx, "studies", "tiny-parts", minio.PutObjectOptions{})
+	p1, _ := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 1, strings.NewReader("small"), 5, minio.PutObjectPartOptions{})
+	p2, _ := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 2, strings.NewReader("last"), 4, minio.PutObjectPartOptions{})
+	if _, err := core.CompleteMultipartUpload(ctx, "studies", "tiny-parts", uid2, []minio.CompletePart{{PartNumber: 1, ETag: p1.ETag}, {PartNumber: 2, ETag: p2.ETag}}, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "EntityTooSmall" {
+		t.Fatalf("a small middle part: %v", err)
+	}
+	if err := core.AbortMultipartUpload(ctx, "studies", "tiny-parts", uid2); err != nil {
+		t.Fatal(err)
+	}
+	for u := range s1.ListIncompleteUploads(ctx, "studies", "", true) {
+		t.Fatalf("an upload survived completion or abort: %+v", u)
+	}
+
 	// Copy, then delete.
 	if _, err := s1.CopyObject(ctx, minio.CopyDestOptions{Bucket: "studies", Object: "copy.bin"},
 		minio.CopySrcOptions{Bucket: "studies", Object: "sizes/1048577.bin"}); err != nil {
@@ -210,7 +281,7 @@ func TestS3WithMinioClient(t *testing.T) {
 	}
 	intruder := s3Client(t, c.Node(2), otherCred.AccessKey, otherCred.SecretKey)
 	// (GET, not HEAD: a HEAD error has no body to carry the code.)
-	obj, err := intruder.GetObject(ctx, "studies", "sizes/1.bin", minio.GetObjectOptions{})
+	obj, err = intruder.GetObject(ctx, "studies", "sizes/1.bin", minio.GetObjectOptions{})
 	if err == nil {
 		_, err = io.ReadAll(obj)
 	}

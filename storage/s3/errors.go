@@ -4,6 +4,7 @@ import (
 	"encoding/xml"
 	"errors"
 	"net/http"
+	"strings"
 
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage"
@@ -86,6 +87,12 @@ func toS3Error(err error, notFound *Error) *Error {
 		return &Error{http.StatusInsufficientStorage, "InsufficientStorage", "not enough storage is available to store the object"}
 	case errors.Is(err, storage.ErrUnavailable):
 		return &Error{http.StatusServiceUnavailable, "ServiceUnavailable", "too few disks are reachable; retry later"}
+	case errors.Is(err, storage.ErrInvalidPart):
+		return &Error{http.StatusBadRequest, "InvalidPart", err.Error()}
+	case errors.Is(err, storage.ErrInvalidPartOrder):
+		return &Error{http.StatusBadRequest, "InvalidPartOrder", err.Error()}
+	case errors.Is(err, storage.ErrEntityTooSmall):
+		return &Error{http.StatusBadRequest, "EntityTooSmall", err.Error()}
 	case errors.Is(err, storage.ErrBadDigest):
 		return errBadDigest()
 	case errors.Is(err, storage.ErrIncomplete):
@@ -93,6 +100,9 @@ func toS3Error(err error, notFound *Error) *Error {
 	}
 	switch consensus.ErrorCode(err) {
 	case consensus.CodeNotFound:
+		if strings.HasPrefix(err.Error(), "upload ") {
+			return &Error{http.StatusNotFound, "NoSuchUpload", "the specified multipart upload does not exist"}
+		}
 		if notFound != nil {
 			return notFound
 		}

@@ -103,14 +103,25 @@ func (g *Gateway) serve(q *request) *Error {
 			switch {
 			case qs.Has("location"):
 				return g.location(q)
-			case qs.Has("uploads"), qs.Has("versioning"), qs.Has("policy"), qs.Has("lifecycle"):
+			case qs.Has("uploads"):
+				return g.listUploads(q)
+			case qs.Has("versioning"), qs.Has("policy"), qs.Has("lifecycle"):
 				return errNotImplemented("this bucket subresource")
 			}
 			return g.listObjects(q)
 		}
 	default:
-		if qs.Has("uploads") || qs.Has("uploadId") || qs.Has("partNumber") {
-			return errNotImplemented("multipart upload")
+		switch {
+		case r.Method == http.MethodPost && qs.Has("uploads"):
+			return g.createUpload(q)
+		case r.Method == http.MethodPut && qs.Has("uploadId") && qs.Has("partNumber"):
+			return g.uploadPart(q)
+		case r.Method == http.MethodPost && qs.Has("uploadId"):
+			return g.completeUpload(q)
+		case r.Method == http.MethodDelete && qs.Has("uploadId"):
+			return g.abortUpload(q)
+		case r.Method == http.MethodGet && qs.Has("uploadId"):
+			return g.listParts(q)
 		}
 		switch r.Method {
 		case http.MethodPut:
