@@ -84,6 +84,7 @@ func registerObjects(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgPutObject, "PutObject", applyPutObject)
 	consensus.Handle(reg, MsgDeleteObject, "DeleteObject", applyDeleteObject)
 	registerMultipart(reg)
+	registerRepair(reg)
 }
 
 func first[T any](tx *memdb.Txn, table, id string) *T {

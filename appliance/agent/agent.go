@@ -41,6 +41,8 @@ type Agent struct {
 	disks    *storage.DiskAgent
 	shards   *storage.Shards
 	objects  *storage.Objects
+	scrubber *storage.Scrubber
+	healer   *storage.Healer
 	s3       *http.Server
 	http     *http.Server
 	metrics  *prometheus.Registry
@@ -67,10 +69,14 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
 	a.identity = identity.NewService(node, idCfg)
 	a.storage = storage.NewService(node, a.identity)
-	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), 30*time.Second)
+	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), cfg.DiskReport)
 	a.shards = storage.NewShards(node, a.disks)
 	node.HandleRPC(storage.RPCPrefix, a.shards.Handler())
 	a.objects = storage.NewObjects(node, a.identity, a.shards, log.With("component", "objects"))
+	a.scrubber = storage.NewScrubber(node, a.disks, log.With("component", "scrubber"), cfg.ScrubInterval, cfg.ScrubPace)
+	a.healer = storage.NewHealer(a.objects, cfg.HealInterval, cfg.DiskStaleAfter)
+	node.RegisterController("healer", a.healer.Run)
+	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
@@ -141,7 +147,7 @@ func (a *Agent) serve() error {
 	if err != nil {
 		return err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
@@ -169,6 +175,24 @@ func (a *Agent) serve() error {
 		return err
 	}
 	return nil
+}
+
+// storageHealth is what GET /api/v1/storage shows.
+func (a *Agent) storageHealth(ctx context.Context) (api.StorageHealth, error) {
+	d, err := a.objects.Degraded(ctx)
+	return api.StorageHealth{DegradedSegments: d, Scrub: a.scrubber.Stats(), Heal: a.healer.Stats(), Node: a.cfg.Name}, err
+}
+
+func storageCollectors(a *Agent) []prometheus.Collector {
+	gauge := func(name, help string, fn func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "cairn", Name: name, Help: help}, fn)
+	}
+	return []prometheus.Collector{
+		gauge("storage_scrub_shards_checked", "Shards this node verified in its last scrub pass.", func() float64 { return float64(a.scrubber.Stats().Checked) }),
+		gauge("storage_scrub_shards_bad", "Missing or corrupt shards this node found in its last scrub pass.", func() float64 { return float64(a.scrubber.Stats().Repaired) }),
+		gauge("storage_heal_shards_rebuilt", "Shards rebuilt in the last heal pass (leader only).", func() float64 { return float64(a.healer.Stats().Repaired) }),
+		gauge("storage_degraded_segments", "Object segments below full redundancy after the last heal pass (leader only).", func() float64 { return float64(a.healer.Stats().Degraded) }),
+	}
 }
 
 // serveS3 runs the S3 gateway on its own port with the node's certificate.
@@ -292,6 +316,7 @@ func (a *Agent) runDisks(ctx context.Context) {
 		case <-time.After(time.Second):
 		}
 	}
+	go a.scrubber.Run(ctx)
 	a.disks.Run(ctx)
 }
 

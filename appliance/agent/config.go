@@ -39,6 +39,11 @@ type Config struct {
 	SnapshotThreshold uint64        `json:"raft-snapshot-threshold"`
 	TrailingLogs      uint64        `json:"raft-trailing-logs"`
 	AuditRetention    int           `json:"audit-retention"`
+	ScrubInterval     time.Duration `json:"scrub-interval"`
+	ScrubPace         time.Duration `json:"scrub-pace"`
+	HealInterval      time.Duration `json:"heal-interval"`
+	DiskReport        time.Duration `json:"disk-report-interval"`
+	DiskStaleAfter    time.Duration `json:"disk-stale-after"`
 	LogLevel          string        `json:"log-level"`
 	LogFormat         string        `json:"log-format"`
 }
@@ -62,6 +67,11 @@ func DefaultConfig() Config {
 		SnapshotThreshold: c.SnapshotThreshold,
 		TrailingLogs:      c.TrailingLogs,
 		AuditRetention:    identity.DefaultConfig().AuditRetention,
+		ScrubInterval:     6 * time.Hour,
+		ScrubPace:         2 * time.Millisecond,
+		HealInterval:      30 * time.Second,
+		DiskReport:        30 * time.Second,
+		DiskStaleAfter:    2 * time.Minute,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
@@ -97,6 +107,11 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
+	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
+	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
+	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
+	fs.DurationVar(&cfg.DiskReport, "disk-report-interval", cfg.DiskReport, "how often a node reports its disks' capacity at the latest")
+	fs.DurationVar(&cfg.DiskStaleAfter, "disk-stale-after", cfg.DiskStaleAfter, "a disk not reported for this long counts as gone and its shards are rebuilt elsewhere")
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")

@@ -4,8 +4,17 @@ import (
 	"net/http"
 
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage"
 )
+
+// StorageHealth is the pool's redundancy and repair progress.
+type StorageHealth struct {
+	Node             string              `json:"node"`              // who answered: scrub figures are this node's
+	DegradedSegments int64               `json:"degraded_segments"` // object segments below full redundancy now
+	Scrub            storage.RepairStats `json:"scrub"`
+	Heal             storage.RepairStats `json:"heal"` // meaningful on the leader
+}
 
 type s3CredRequest struct {
 	Project string `json:"project"`
@@ -46,6 +55,17 @@ func (s *Server) storageRoutes() []route {
 		{Method: "DELETE", Path: v1 + "/s3/credentials/{key}", Summary: "Revoke an S3 access key", Tag: "storage", Status: http.StatusNoContent,
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				return noContent(w, s.id.DeleteS3Credential(r.Context(), p, r.PathValue("key")))
+			}},
+		{Method: "GET", Path: v1 + "/storage", Summary: "Storage health: objects below full redundancy, scrub and heal progress (cluster admin)", Tag: "storage",
+			Response: StorageHealth{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if !p.IsClusterAdmin() {
+					return errorf(http.StatusForbidden, consensus.CodeForbidden, "not allowed to see storage health")
+				}
+				if s.health == nil {
+					return errorf(http.StatusServiceUnavailable, consensus.CodeUnavailable, "storage health is not available on this node")
+				}
+				h, err := s.health(r.Context())
+				return ok(w, h, 0, err)
 			}},
 		{Method: "GET", Path: v1 + "/disks", Summary: "Disks in the storage pool, with health and capacity (cluster admin)", Tag: "storage",
 			Response: []storage.Disk{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {

@@ -32,15 +32,18 @@ type ClusterInfo interface {
 type Deps struct {
 	Identity *identity.Service
 	Storage  *storage.Service // nil: no storage routes
-	Cluster  ClusterInfo
-	Logger   *slog.Logger
-	Metrics  prometheus.Registerer // may be nil
+	// StorageHealth reports redundancy, scrub and heal progress.
+	StorageHealth func(ctx context.Context) (StorageHealth, error)
+	Cluster       ClusterInfo
+	Logger        *slog.Logger
+	Metrics       prometheus.Registerer // may be nil
 }
 
 // Server is the /api/v1 handler.
 type Server struct {
 	id       *identity.Service
 	storage  *storage.Service
+	health   func(ctx context.Context) (StorageHealth, error)
 	cluster  ClusterInfo
 	log      *slog.Logger
 	mux      *http.ServeMux
@@ -50,7 +53,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

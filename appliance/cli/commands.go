@@ -396,6 +396,22 @@ var commands = map[string]command{
 		}
 		return send(e, "DELETE", "/api/v1/s3/credentials/"+url.PathEscape(args[0]), nil, nil)
 	})},
+	"storage status": {help: "objects below full redundancy, scrub and heal progress", flags: noFlags(func(e *env, args []string) error {
+		var h struct {
+			Node             string `json:"node"`
+			DegradedSegments int64  `json:"degraded_segments"`
+			Scrub            storage.RepairStats
+			Heal             storage.RepairStats
+		}
+		if err := get(e, "/api/v1/storage", &h); err != nil {
+			return err
+		}
+		return e.printKV(h, [][2]string{
+			{"degraded segments", strconv.FormatInt(h.DegradedSegments, 10)},
+			{"last scrub on " + h.Node, h.Scrub.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards checked, %d bad)", h.Scrub.Checked, h.Scrub.Repaired)},
+			{"last heal", h.Heal.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards rebuilt)", h.Heal.Repaired)},
+		})
+	})},
 	"disk list": {help: "disks in the storage pool", flags: noFlags(func(e *env, args []string) error {
 		var ds []storage.Disk
 		if err := get(e, "/api/v1/disks", &ds); err != nil {

@@ -1,0 +1,336 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sort"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairnhq/cairn/storage/erasure"
+	"github.com/cespare/xxhash/v2"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Integrity and repair:
+//
+//   - The scrubber runs on every node. It walks the shards the replicated
+//     state says this node's disks hold, reads each one whole and checks its
+//     header and every block checksum. A missing or corrupt shard is deleted
+//     and marked missing in the state (MarkShards).
+//   - The healer runs on the leader. It finds segments with missing shards,
+//     or shards on disks that are draining, failed, gone or silent for too
+//     long, rebuilds those shards from the others (decode, re-encode, write
+//     only what is missing) onto other disks, and records them (SetShards).
+//   - Reads do not wait for either: a bad shard is reconstructed on the fly.
+
+// RepairStats is the last pass of a scrubber or healer, for the API and metrics.
+type RepairStats struct {
+	LastPass time.Time `json:"last_pass,omitzero"`
+	Checked  int64     `json:"checked"`  // shards verified, or segments examined
+	Repaired int64     `json:"repaired"` // shards found bad, or rebuilt
+	Degraded int64     `json:"degraded"` // segments still below full redundancy
+}
+
+// Scrubber verifies this node's shards.
+type Scrubber struct {
+	c     Cluster
+	disks *DiskAgent
+	log   *slog.Logger
+	pause time.Duration // between passes
+	pace  time.Duration // between shards: the scrub's speed limit
+	stats atomic.Pointer[RepairStats]
+}
+
+// NewScrubber returns the node's scrubber.
+func NewScrubber(c Cluster, disks *DiskAgent, log *slog.Logger, pause, pace time.Duration) *Scrubber {
+	s := &Scrubber{c: c, disks: disks, log: log, pause: pause, pace: pace}
+	s.stats.Store(&RepairStats{})
+	return s
+}
+
+// Stats returns the last pass's figures.
+func (s *Scrubber) Stats() RepairStats { return *s.stats.Load() }
+
+// Run scrubs until ctx ends.
+func (s *Scrubber) Run(ctx context.Context) {
+	for {
+		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scrub pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(s.pause):
+		}
+	}
+}
+
+// Pass verifies every shard this node should hold once.
+func (s *Scrubber) Pass(ctx context.Context) (RepairStats, error) {
+	st := RepairStats{}
+	for _, obj := range allObjects(s.c.Store().ReadTxn()) {
+		for _, seg := range obj.segments() {
+			var bad []int
+			for i, loc := range seg.Shards {
+				if loc.Node != s.c.Name() || loc.Disk == "" {
+					continue
+				}
+				st.Checked++
+				if err := s.verify(loc.Disk, seg, i); err != nil {
+					s.log.Warn("bad shard found", "object", obj.ID, "data", seg.DataID, "shard", i, "disk", loc.Disk, "err", err)
+					bad = append(bad, i)
+				}
+				if s.pace > 0 {
+					select {
+					case <-ctx.Done():
+						return st, ctx.Err()
+					case <-time.After(s.pace):
+					}
+				}
+			}
+			if len(bad) > 0 {
+				st.Repaired += int64(len(bad))
+				if _, err := s.c.Apply(ctx, MsgMarkShards, markShardsCmd{ObjectID: obj.ID, DataID: seg.DataID, Indexes: bad}, nil); err != nil {
+					return st, err
+				}
+			}
+		}
+	}
+	st.LastPass = time.Now().UTC()
+	s.stats.Store(&st)
+	return st, nil
+}
+
+func (s *Scrubber) verify(diskID string, seg Segment, i int) error {
+	store := s.disks.Disk(diskID)
+	if store == nil {
+		return errors.New("disk not open")
+	}
+	f, err := store.Open(shardKey(seg.DataID, i))
+	if err != nil {
+		return err
+	}
+	err = erasure.VerifyShard(f, seg.Layout, seg.Size, i)
+	f.Close()
+	if errors.Is(err, erasure.ErrCorrupt) {
+		_ = store.Delete(shardKey(seg.DataID, i)) // a bad copy must never be read again
+	}
+	return err
+}
+
+func allObjects(txn *memdb.Txn) []Object {
+	var out []Object
+	it, err := txn.Get(tObjects, "id")
+	if err != nil {
+		return nil
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, *obj.(*Object))
+	}
+	return out
+}
+
+// Healer restores full redundancy; it runs on the leader.
+type Healer struct {
+	o          *Objects
+	interval   time.Duration
+	staleAfter time.Duration // a disk not reported for this long counts as gone
+	stats      atomic.Pointer[RepairStats]
+}
+
+// NewHealer returns the healer.
+func NewHealer(o *Objects, interval, staleAfter time.Duration) *Healer {
+	h := &Healer{o: o, interval: interval, staleAfter: staleAfter}
+	h.stats.Store(&RepairStats{})
+	return h
+}
+
+// Stats returns the last pass's figures.
+func (h *Healer) Stats() RepairStats { return *h.stats.Load() }
+
+// Run heals until ctx ends (leadership lost).
+func (h *Healer) Run(ctx context.Context) {
+	for {
+		if _, err := h.Pass(ctx); err != nil && ctx.Err() == nil {
+			h.o.log.Warn("heal pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(h.interval):
+		}
+	}
+}
+
+// available reports, per disk ID, whether shards on it can be relied on.
+func (h *Healer) available() map[string]Disk {
+	out := map[string]Disk{}
+	for _, d := range listDisks(h.o.c.Store().ReadTxn(), "") {
+		if d.State == DiskActive && d.Health == HealthOK && time.Since(d.ReportedAt) < h.staleAfter {
+			out[d.ID] = d
+		}
+	}
+	return out
+}
+
+// Pass rebuilds every segment that is below full redundancy, once.
+func (h *Healer) Pass(ctx context.Context) (RepairStats, error) {
+	st := RepairStats{}
+	for _, obj := range allObjects(h.o.c.Store().ReadTxn()) {
+		for _, seg := range obj.segments() {
+			st.Checked++
+			avail := h.available()
+			var missing []int
+			for i, loc := range seg.Shards {
+				if _, ok := avail[loc.Disk]; loc.Disk == "" || !ok {
+					missing = append(missing, i)
+				}
+			}
+			if len(missing) == 0 {
+				continue
+			}
+			n, err := h.rebuild(ctx, obj.ID, seg, missing, avail)
+			st.Repaired += int64(n)
+			if err != nil {
+				h.o.log.Warn("could not heal", "object", obj.ID, "data", seg.DataID, "missing", missing, "err", err)
+			}
+			if n < len(missing) {
+				st.Degraded++
+			}
+		}
+	}
+	st.LastPass = time.Now().UTC()
+	h.stats.Store(&st)
+	return st, nil
+}
+
+// rebuild writes the missing shards of a segment to new disks and records them.
+func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, missing []int, avail map[string]Disk) (int, error) {
+	l := seg.Layout
+	perNode := map[string]int{}
+	used := map[string]bool{}
+	isMissing := map[int]bool{}
+	for _, i := range missing {
+		isMissing[i] = true
+	}
+	nodes := map[string]bool{}
+	for _, d := range avail {
+		nodes[d.Node] = true
+	}
+	for i, loc := range seg.Shards {
+		if !isMissing[i] {
+			perNode[loc.Node]++
+			used[loc.Disk] = true
+		}
+	}
+	cap := l.Shards()
+	if len(nodes) > 1 {
+		cap = max(l.Parity, 1)
+	}
+	cands := make([]Disk, 0, len(avail))
+	for _, d := range avail {
+		if !used[d.ID] && d.FreeBytes > uint64(l.ShardSize(seg.Size))+(64<<20) {
+			cands = append(cands, d)
+		}
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		return xxhash.Sum64String(seg.DataID+cands[i].ID) > xxhash.Sum64String(seg.DataID+cands[j].ID)
+	})
+	target := map[int]Disk{}
+	for _, i := range missing {
+		for k, d := range cands {
+			if perNode[d.Node] < cap {
+				target[i] = d
+				perNode[d.Node]++
+				cands = append(cands[:k], cands[k+1:]...)
+				break
+			}
+		}
+	}
+	if len(target) == 0 {
+		return 0, errors.New("no disk can take the missing shards")
+	}
+	// Sources: every present shard; the decoder verifies each block read.
+	src := make([]io.ReaderAt, l.Shards())
+	for i, loc := range seg.Shards {
+		if isMissing[i] {
+			continue
+		}
+		r, err := h.o.shards.Open(ctx, loc.toDisk(), shardKey(seg.DataID, i))
+		if err == nil {
+			defer r.Close()
+			src[i] = r
+		}
+	}
+	dst := make([]io.Writer, l.Shards())
+	writers := map[int]ShardWriter{}
+	for i, d := range target {
+		w, err := h.o.shards.Create(ctx, d, shardKey(seg.DataID, i))
+		if err != nil {
+			continue
+		}
+		dst[i], writers[i] = w, w
+	}
+	err := erasure.Rebuild(l, seg.Size, src, dst)
+	locs := map[int]ShardLoc{}
+	for i, w := range writers {
+		if err != nil {
+			w.Abort()
+			continue
+		}
+		if cerr := w.Commit(); cerr == nil {
+			locs[i] = ShardLoc{Disk: target[i].ID, Node: target[i].Node}
+		}
+	}
+	if err != nil {
+		return 0, fmt.Errorf("rebuild: %w", err)
+	}
+	// Clear the unreliable locations first, so SetShards (which fills only
+	// empty slots) can take their place.
+	var stale []int
+	for _, i := range missing {
+		if seg.Shards[i].Disk != "" {
+			stale = append(stale, i)
+		}
+	}
+	if len(stale) > 0 {
+		if _, err := h.o.c.Apply(ctx, MsgMarkShards, markShardsCmd{ObjectID: objectID, DataID: seg.DataID, Indexes: stale}, nil); err != nil {
+			return 0, err
+		}
+	}
+	if _, err := h.o.c.Apply(ctx, MsgSetShards, setShardsCmd{ObjectID: objectID, DataID: seg.DataID, Locs: locs}, nil); err != nil {
+		return 0, err
+	}
+	h.o.log.Info("healed", "object", objectID, "data", seg.DataID, "shards", len(locs))
+	return len(locs), nil
+}
+
+func (l ShardLoc) toDisk() Disk { return Disk{ID: l.Disk, Node: l.Node} }
+
+// Degraded counts segments below full redundancy right now, from the
+// replicated state: shards missing, or on disks that are not active and healthy.
+func (o *Objects) Degraded(ctx context.Context) (segments int64, err error) {
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return 0, err
+	}
+	txn := o.c.Store().ReadTxn()
+	ok := map[string]bool{}
+	for _, d := range listDisks(txn, "") {
+		ok[d.ID] = d.State == DiskActive && d.Health == HealthOK
+	}
+	for _, obj := range allObjects(txn) {
+		for _, seg := range obj.segments() {
+			for _, loc := range seg.Shards {
+				if loc.Disk == "" || !ok[loc.Disk] {
+					segments++
+					break
+				}
+			}
+		}
+	}
+	return segments, nil
+}

@@ -1,0 +1,164 @@
+package storage_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage"
+)
+
+func repairFixture(t *testing.T) ([]*objNode, *identity.Principal) {
+	ns := pool(t)
+	ctx := context.Background()
+	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+		t.Fatal(err)
+	}
+	admin := principal(t, ns[0].id, "admin", "admin-password")
+	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
+		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
+		ok := 0
+		for _, d := range ds {
+			if d.Health == storage.HealthOK && d.FreeBytes > 0 {
+				ok++
+			}
+		}
+		if ok != 6 {
+			return fmt.Errorf("%d healthy", ok)
+		}
+		return nil
+	})
+	pr, _ := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "ward"})
+	if _, err := ns[0].objects.CreateBucket(ctx, admin, pr.ID, "records"); err != nil {
+		t.Fatal(err)
+	}
+	return ns, admin
+}
+
+// shardFiles lists the shard files of a data ID on one node's disks.
+func shardFiles(n *objNode, dataID string) []string {
+	var out []string
+	for _, dir := range n.dirs {
+		_ = filepath.WalkDir(filepath.Join(dir, "shards"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), dataID+".") {
+				out = append(out, p)
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+func checkIntact(t *testing.T, ns []*objNode, admin *identity.Principal, key string, data []byte) {
+	t.Helper()
+	var out bytes.Buffer
+	if _, err := ns[1].objects.Get(context.Background(), admin, "records", key, 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+		t.Fatalf("%s: read back wrong (%v)", key, err)
+	}
+}
+
+func scrubAll(t *testing.T, ns []*objNode) int64 {
+	var bad int64
+	for _, n := range ns {
+		st, err := storage.NewScrubber(n.node, n.agent, slog.Default(), time.Hour, 0).Pass(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad += st.Repaired
+	}
+	return bad
+}
+
+func leaderOf(ns []*objNode) *objNode {
+	for _, n := range ns {
+		if n.node.IsLeader() {
+			return n
+		}
+	}
+	return ns[0]
+}
+
+func TestScrubAndHealCorruptShard(t *testing.T) {
+	ns, admin := repairFixture(t)
+	ctx := context.Background()
+	data := randBytes(2<<20 + 77)
+	obj, err := ns[0].objects.Put(ctx, admin, "records", "xray", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Flip one byte in the middle of a shard on node2's disks.
+	files := shardFiles(ns[1], obj.DataID)
+	if len(files) == 0 {
+		t.Fatal("node2 holds no shard")
+	}
+	b, _ := os.ReadFile(files[0])
+	b[len(b)/2] ^= 0x10
+	if err := os.WriteFile(files[0], b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	checkIntact(t, ns, admin, "xray", data) // reconstructed on the fly
+
+	if bad := scrubAll(t, ns); bad != 1 {
+		t.Fatalf("scrub found %d bad shards, want 1", bad)
+	}
+	if d, _ := ns[2].objects.Degraded(ctx); d != 1 {
+		t.Fatalf("%d degraded segments after the scrub, want 1", d)
+	}
+	l := leaderOf(ns)
+	st, err := storage.NewHealer(l.objects, time.Hour, time.Minute).Pass(ctx)
+	if err != nil || st.Repaired != 1 || st.Degraded != 0 {
+		t.Fatalf("heal: %+v %v", st, err)
+	}
+	if d, _ := ns[0].objects.Degraded(ctx); d != 0 {
+		t.Fatalf("%d degraded segments after healing", d)
+	}
+	if bad := scrubAll(t, ns); bad != 0 {
+		t.Fatalf("%d bad shards after healing", bad)
+	}
+	checkIntact(t, ns, admin, "xray", data)
+}
+
+func TestScrubAndHealWipedDisk(t *testing.T) {
+	ns, admin := repairFixture(t)
+	ctx := context.Background()
+	objects := map[string][]byte{}
+	for i := range 5 {
+		data := randBytes(300_000 + i)
+		key := fmt.Sprintf("chart-%d", i)
+		if _, err := ns[0].objects.Put(ctx, admin, "records", key, int64(len(data)), bytes.NewReader(data), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		objects[key] = data
+	}
+	// Wipe one of node3's disks: everything on it is gone.
+	wiped := filepath.Join(ns[2].dirs[0], "shards")
+	if err := os.RemoveAll(wiped); err != nil {
+		t.Fatal(err)
+	}
+	_ = os.MkdirAll(wiped, 0o700)
+	for k, v := range objects {
+		checkIntact(t, ns, admin, k, v)
+	}
+	lost := scrubAll(t, ns)
+	if lost == 0 {
+		t.Fatal("the scrubber did not notice the wiped disk")
+	}
+	st, err := storage.NewHealer(leaderOf(ns).objects, time.Hour, time.Minute).Pass(ctx)
+	if err != nil || st.Repaired != lost || st.Degraded != 0 {
+		t.Fatalf("heal after losing %d shards: %+v %v", lost, st, err)
+	}
+	if bad := scrubAll(t, ns); bad != 0 {
+		t.Fatalf("%d bad shards after healing", bad)
+	}
+	for k, v := range objects {
+		checkIntact(t, ns, admin, k, v)
+	}
+}
