@@ -390,10 +390,10 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 		return nil
 	})
 	if err != nil {
-		return idx, err
+		return idx, unavailable("apply "+n.reg.CommandName(t), err)
 	}
 	if err := n.store.WaitApplied(ctx, idx); err != nil {
-		return idx, err
+		return idx, unavailable("apply "+n.reg.CommandName(t), err)
 	}
 	if out != nil && len(res) > 0 {
 		if err := json.Unmarshal(res, out); err != nil {
@@ -425,10 +425,22 @@ func (n *Node) withLeader(ctx context.Context, fn func(local bool, addr string) 
 			if errors.Is(err, ErrNoLeader) || ErrorCode(err) == codeNotLeader {
 				return ErrNoLeader
 			}
-			return fmt.Errorf("%w (%v)", err, ctx.Err())
+			// Still only retryable failures (the leader unreachable): the
+			// cluster is unavailable, which callers report as such.
+			return &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no cluster leader reachable: %v (%v)", err, ctx.Err())}
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
+}
+
+// unavailable passes a coded *Error through and turns anything else (raft's
+// own errors, lost leadership, timeouts) into CodeUnavailable: the cluster
+// could not serve the request, and for a write its outcome is unknown.
+func unavailable(op string, err error) error {
+	if ErrorCode(err) != "" {
+		return err
+	}
+	return &Error{Code: CodeUnavailable, Message: op + ": " + err.Error()}
 }
 
 func retryable(err error) bool {
@@ -496,9 +508,12 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("consistent read: %w", err)
+		return unavailable("consistent read", err)
 	}
-	return n.store.WaitApplied(ctx, idx)
+	if err := n.store.WaitApplied(ctx, idx); err != nil {
+		return &Error{Code: CodeUnavailable, Message: "consistent read: " + err.Error()}
+	}
+	return nil
 }
 
 // leaderReadIndex returns an index that covers every acknowledged write, after

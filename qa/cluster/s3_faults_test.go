@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
+	"net/http"
 	"testing"
 	"time"
 
@@ -117,5 +118,25 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 		if err != nil || !bytes.Equal(got, v) {
 			t.Fatalf("%s after healing: %v", k, err)
 		}
+	}
+
+	// Two nodes of three down: no quorum, so a read is a clear 503, never
+	// wrong or partial bytes. (A presigned URL and a plain client: minio-go
+	// would retry a 503 for a long time.)
+	u, err := s1.PresignedGetObject(ctx, "vitals", "before", time.Minute, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Node(2).Kill()
+	c.Node(3).Kill()
+	hc := &http.Client{Transport: s3HTTPTransport(t, c.Node(1)), Timeout: 30 * time.Second}
+	res, err := hc.Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("<Code>ServiceUnavailable</Code>")) {
+		t.Fatalf("read with two nodes down: %s %s", res.Status, body)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -150,14 +151,28 @@ func TestS3WithMinioClient(t *testing.T) {
 	if strings.Join(got, ",") != "tree/a/,tree/b/,tree/c" {
 		t.Fatalf("delimited listing: %v", got)
 	}
-	const many = 250
-	for i := range many {
-		if _, err := s1.PutObject(ctx, "studies", fmt.Sprintf("many/%04d", i), strings.NewReader("y"), 1, minio.PutObjectOptions{}); err != nil {
-			t.Fatal(err)
-		}
+	const many = 2000
+	var wg sync.WaitGroup
+	errs := make(chan error, many)
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := w; i < many; i += 8 {
+				if _, err := s1.PutObject(ctx, "studies", fmt.Sprintf("many/%04d", i), strings.NewReader("y"), 1, minio.PutObjectOptions{}); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
 	}
 	count, prev := 0, ""
-	for o := range s3c.ListObjects(ctx, "studies", minio.ListObjectsOptions{Prefix: "many/", Recursive: true, MaxKeys: 37}) {
+	for o := range s3c.ListObjects(ctx, "studies", minio.ListObjectsOptions{Prefix: "many/", Recursive: true, MaxKeys: 137}) {
 		if o.Err != nil {
 			t.Fatal(o.Err)
 		}
