@@ -85,6 +85,7 @@ func registerObjects(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDeleteObject, "DeleteObject", applyDeleteObject)
 	registerMultipart(reg)
 	registerRepair(reg)
+	registerLayout(reg)
 }
 
 func first[T any](tx *memdb.Txn, table, id string) *T {

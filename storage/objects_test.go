@@ -142,6 +142,25 @@ func TestObjectsOverThePool(t *testing.T) {
 		return nil
 	})
 
+	// The layout is shown, and a project admin can choose another per bucket:
+	// it must fit the disks and survive a node loss.
+	if l, err := ns[0].objects.DefaultLayout(); err != nil || l.String() != "4+2" {
+		t.Fatalf("default layout %s %v", l, err)
+	}
+	if _, err := ns[0].objects.SetBucketLayout(ctx, admin, "scans", 5, 1); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("5+1 over three nodes must be refused (a node holds 2 shards): %v", err)
+	}
+	if _, err := ns[0].objects.SetBucketLayout(ctx, admin, "scans", 2, 2); err != nil {
+		t.Fatal(err)
+	}
+	mirrored, err := ns[0].objects.Put(ctx, admin, "scans", "layout/2+2", 10, bytes.NewReader(randBytes(10)), storage.PutOptions{})
+	if err != nil || mirrored.Layout.String() != "2+2" {
+		t.Fatalf("object in a 2+2 bucket: %+v %v", mirrored, err)
+	}
+	if _, err := ns[0].objects.SetBucketLayout(ctx, admin, "scans", 0, 0); err != nil {
+		t.Fatal(err)
+	}
+
 	// Listing with a prefix and pagination.
 	for i := range 12 {
 		if _, err := ns[0].objects.Put(ctx, admin, "scans", fmt.Sprintf("list/%02d", i), 1, strings.NewReader("x"), storage.PutOptions{}); err != nil {

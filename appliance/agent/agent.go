@@ -147,7 +147,7 @@ func (a *Agent) serve() error {
 	if err != nil {
 		return err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
@@ -180,7 +180,11 @@ func (a *Agent) serve() error {
 // storageHealth is what GET /api/v1/storage shows.
 func (a *Agent) storageHealth(ctx context.Context) (api.StorageHealth, error) {
 	d, err := a.objects.Degraded(ctx)
-	return api.StorageHealth{DegradedSegments: d, Scrub: a.scrubber.Stats(), Heal: a.healer.Stats(), Node: a.cfg.Name}, err
+	h := api.StorageHealth{DegradedSegments: d, Scrub: a.scrubber.Stats(), Heal: a.healer.Stats(), Node: a.cfg.Name}
+	if l, lerr := a.objects.DefaultLayout(); lerr == nil {
+		h.DefaultLayout = l.String()
+	}
+	return h, err
 }
 
 func storageCollectors(a *Agent) []prometheus.Collector {
@@ -202,7 +206,7 @@ func (a *Agent) serveS3() error {
 	tlsCfg.NextProtos = []string{"http/1.1"}
 	a.s3 = &http.Server{
 		Addr:              net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.S3Port)),
-		Handler:           s3.New(a.objects, a.identity, a.log.With("component", "s3")),
+		Handler:           s3.New(a.objects, a.identity, a.log.With("component", "s3"), a.cfg.S3Domain),
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,

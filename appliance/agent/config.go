@@ -24,6 +24,7 @@ type Config struct {
 	Advertise         string        `json:"advertise"`
 	APIPort           int           `json:"api-port"`
 	S3Port            int           `json:"s3-port"`
+	S3Domain          string        `json:"s3-domain"`
 	RPCPort           int           `json:"rpc-port"`
 	GossipPort        int           `json:"gossip-port"`
 	DiscoveryPort     int           `json:"discovery-port"`
@@ -90,6 +91,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
 	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
 	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
+	fs.StringVar(&cfg.S3Domain, "s3-domain", cfg.S3Domain, "DNS domain for virtual-host-style S3 addressing (BUCKET.DOMAIN); path style always works")
 	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
 	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")

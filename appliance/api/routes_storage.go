@@ -11,9 +11,15 @@ import (
 // StorageHealth is the pool's redundancy and repair progress.
 type StorageHealth struct {
 	Node             string              `json:"node"`              // who answered: scrub figures are this node's
+	DefaultLayout    string              `json:"default_layout"`    // k+m new objects get unless their bucket chose another
 	DegradedSegments int64               `json:"degraded_segments"` // object segments below full redundancy now
 	Scrub            storage.RepairStats `json:"scrub"`
 	Heal             storage.RepairStats `json:"heal"` // meaningful on the leader
+}
+
+type layoutRequest struct {
+	Data   int `json:"data"` // 0 and 0: back to the cluster default
+	Parity int `json:"parity"`
 }
 
 type s3CredRequest struct {
@@ -66,6 +72,26 @@ func (s *Server) storageRoutes() []route {
 				}
 				h, err := s.health(r.Context())
 				return ok(w, h, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/buckets", Summary: "Buckets you can see, with their layout (nil: the cluster default)", Tag: "storage",
+			Response: []storage.Bucket{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.objects == nil {
+					return errorf(http.StatusServiceUnavailable, consensus.CodeUnavailable, "object storage is not available on this node")
+				}
+				bs, err := s.objects.ListBuckets(r.Context(), p)
+				return ok(w, bs, 0, err)
+			}},
+		{Method: "PUT", Path: v1 + "/buckets/{bucket}/layout", Summary: "Choose the erasure layout (k+m) of a bucket's new objects (project admin)", Tag: "storage",
+			Request: layoutRequest{}, Response: storage.Bucket{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.objects == nil {
+					return errorf(http.StatusServiceUnavailable, consensus.CodeUnavailable, "object storage is not available on this node")
+				}
+				var body layoutRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				b, err := s.objects.SetBucketLayout(r.Context(), p, r.PathValue("bucket"), body.Data, body.Parity)
+				return ok(w, b, 0, err)
 			}},
 		{Method: "GET", Path: v1 + "/disks", Summary: "Disks in the storage pool, with health and capacity (cluster admin)", Tag: "storage",
 			Response: []storage.Disk{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {

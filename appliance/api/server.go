@@ -32,6 +32,7 @@ type ClusterInfo interface {
 type Deps struct {
 	Identity *identity.Service
 	Storage  *storage.Service // nil: no storage routes
+	Objects  *storage.Objects // nil: no bucket routes
 	// StorageHealth reports redundancy, scrub and heal progress.
 	StorageHealth func(ctx context.Context) (StorageHealth, error)
 	Cluster       ClusterInfo
@@ -43,6 +44,7 @@ type Deps struct {
 type Server struct {
 	id       *identity.Service
 	storage  *storage.Service
+	objects  *storage.Objects
 	health   func(ctx context.Context) (StorageHealth, error)
 	cluster  ClusterInfo
 	log      *slog.Logger
@@ -53,7 +55,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

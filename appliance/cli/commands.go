@@ -399,6 +399,7 @@ var commands = map[string]command{
 	"storage status": {help: "objects below full redundancy, scrub and heal progress", flags: noFlags(func(e *env, args []string) error {
 		var h struct {
 			Node             string `json:"node"`
+			DefaultLayout    string `json:"default_layout"`
 			DegradedSegments int64  `json:"degraded_segments"`
 			Scrub            storage.RepairStats
 			Heal             storage.RepairStats
@@ -407,10 +408,39 @@ var commands = map[string]command{
 			return err
 		}
 		return e.printKV(h, [][2]string{
+			{"default layout", h.DefaultLayout},
 			{"degraded segments", strconv.FormatInt(h.DegradedSegments, 10)},
 			{"last scrub on " + h.Node, h.Scrub.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards checked, %d bad)", h.Scrub.Checked, h.Scrub.Repaired)},
 			{"last heal", h.Heal.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards rebuilt)", h.Heal.Repaired)},
 		})
+	})},
+	"bucket list": {help: "buckets you can see", flags: noFlags(func(e *env, args []string) error {
+		var bs []storage.Bucket
+		if err := get(e, "/api/v1/buckets", &bs); err != nil {
+			return err
+		}
+		return e.print(bs, []string{"NAME", "PROJECT", "OBJECTS", "BYTES", "LAYOUT"}, func(i int) []string {
+			l := "default"
+			if bs[i].Layout != nil {
+				l = bs[i].Layout.String()
+			}
+			return []string{bs[i].ID, bs[i].ProjectID, itoa(bs[i].Objects), itoa(bs[i].Bytes), l}
+		}, len(bs))
+	})},
+	"bucket layout": {usage: "BUCKET DATA PARITY", help: "choose a bucket's k+m for new objects (0 0: the default)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 3, "a bucket, data shards and parity shards"); err != nil {
+			return err
+		}
+		k, err1 := strconv.Atoi(args[1])
+		m, err2 := strconv.Atoi(args[2])
+		if err1 != nil || err2 != nil {
+			return usageError("data and parity must be integers")
+		}
+		var b storage.Bucket
+		if err := send(e, "PUT", "/api/v1/buckets/"+url.PathEscape(args[0])+"/layout", map[string]int{"data": k, "parity": m}, &b); err != nil {
+			return err
+		}
+		return e.printKV(b, [][2]string{{"bucket", b.ID}, {"layout", fmt.Sprint(b.Layout)}})
 	})},
 	"disk list": {help: "disks in the storage pool", flags: noFlags(func(e *env, args []string) error {
 		var ds []storage.Disk

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -23,15 +24,33 @@ import (
 
 // Gateway serves the S3 API.
 type Gateway struct {
+	domain  string // for virtual-host-style addressing: BUCKET.domain
 	objects *storage.Objects
 	id      *identity.Service
 	log     *slog.Logger
 	now     func() time.Time
 }
 
-// New returns the gateway.
-func New(objects *storage.Objects, id *identity.Service, log *slog.Logger) *Gateway {
-	return &Gateway{objects: objects, id: id, log: log, now: time.Now}
+// New returns the gateway. With a domain, requests to BUCKET.domain address
+// that bucket (virtual-host style); path style always works.
+func New(objects *storage.Objects, id *identity.Service, log *slog.Logger, domain string) *Gateway {
+	return &Gateway{objects: objects, id: id, log: log, now: time.Now, domain: strings.TrimPrefix(domain, ".")}
+}
+
+// bucketAndKey reads the bucket and key from the Host (virtual-host style)
+// or the path (path style).
+func bucketAndKey(host, path, domain string) (bucket, key string) {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	path = strings.TrimPrefix(path, "/")
+	if domain != "" {
+		if b, ok := strings.CutSuffix(strings.ToLower(host), "."+strings.ToLower(domain)); ok && b != "" {
+			return b, path
+		}
+	}
+	bucket, key, _ = strings.Cut(path, "/")
+	return bucket, key
 }
 
 // request is one authenticated S3 request.
@@ -83,8 +102,7 @@ func (g *Gateway) serve(q *request) *Error {
 	if strings.HasPrefix(q.payload, "STREAMING-") {
 		return errNotImplemented("aws-chunked streaming uploads (" + q.payload + ")")
 	}
-	path := strings.TrimPrefix(r.URL.Path, "/")
-	q.bucket, q.key, _ = strings.Cut(path, "/")
+	q.bucket, q.key = bucketAndKey(r.Host, r.URL.Path, g.domain)
 	qs := r.URL.Query()
 	switch {
 	case q.bucket == "":

@@ -109,3 +109,19 @@ func TestParseRange(t *testing.T) {
 		}
 	}
 }
+
+func TestBucketAndKey(t *testing.T) {
+	for _, c := range []struct{ host, path, domain, bucket, key string }{
+		{"10.0.0.5:8447", "/b/dir/k.txt", "", "b", "dir/k.txt"},
+		{"10.0.0.5:8447", "/", "", "", ""},
+		{"scans.s3.hospital.lan:8447", "/dir/k.txt", "s3.hospital.lan", "scans", "dir/k.txt"},
+		{"s3.hospital.lan", "/scans/k", "s3.hospital.lan", "scans", "k"},
+		{"SCANS.S3.Hospital.LAN", "/", "s3.hospital.lan", "scans", ""},
+		{"other.example", "/b/k", "s3.hospital.lan", "b", "k"},
+	} {
+		b, k := bucketAndKey(c.host, c.path, c.domain)
+		if b != c.bucket || k != c.key {
+			t.Errorf("%s %s (%s): %q %q, want %q %q", c.host, c.path, c.domain, b, k, c.bucket, c.key)
+		}
+	}
+}

@@ -1,0 +1,105 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/minio/minio-go/v7"
+)
+
+// A pool of small disks: an object too big for them gets S3's 507
+// InsufficientStorage, and nothing of it is visible or left on the disks;
+// smaller objects still go in.
+func TestS3FullPool(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test mounts tmpfs disks and needs root; make test runs as root")
+	}
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk-report-interval", "1s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	root := t.TempDir()
+	var mounts []string
+	for _, n := range c.Nodes {
+		for _, d := range []string{"d1", "d2"} {
+			dir := filepath.Join(root, n.Name, d)
+			_ = os.MkdirAll(dir, 0o700)
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", dir).CombinedOutput(); err != nil {
+				t.Fatalf("mount: %v %s", err, out)
+			}
+			mounts = append(mounts, dir)
+			if err := a.Call("POST", "/api/v1/disks", map[string]string{"node": n.Name, "path": dir}, 201, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	t.Cleanup(func() {
+		for _, m := range mounts {
+			_ = exec.Command("umount", "-l", m).Run()
+		}
+	})
+	testutil.WaitFor(t, 30*time.Second, "six small disks reported", func() error {
+		var ds []struct {
+			Health string
+			Total  uint64 `json:"total_bytes"`
+		}
+		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
+			return err
+		}
+		ok := 0
+		for _, d := range ds {
+			if d.Health == "ok" && d.Total > 0 && d.Total <= 96<<20 {
+				ok++
+			}
+		}
+		if ok != 6 {
+			return fmt.Errorf("%d of %d", ok, len(ds))
+		}
+		return nil
+	})
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "lab"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	var cred s3Cred
+	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "lab"}, 201, &cred); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s := s3Client(t, c.Node(1), cred.AccessKey, cred.SecretKey)
+	if err := s.MakeBucket(ctx, "results", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 200<<20) // 4+2: 50 MiB per shard, more than a 96 MiB disk holds with the margin
+	_, _ = rand.Read(big[:1<<20])
+	_, err := s.PutObject(ctx, "results", "too-big", bytes.NewReader(big), int64(len(big)), minio.PutObjectOptions{PartSize: 256 << 20})
+	if r := minio.ToErrorResponse(err); r.Code != "InsufficientStorage" || r.StatusCode != 507 {
+		t.Fatalf("an object too big for the pool: %v (code %q, status %d)", err, r.Code, r.StatusCode)
+	}
+	for o := range s.ListObjects(ctx, "results", minio.ListObjectsOptions{Recursive: true}) {
+		t.Fatalf("something of the refused object is visible: %+v", o)
+	}
+	for _, m := range mounts {
+		var files []string
+		_ = filepath.WalkDir(filepath.Join(m, "shards"), func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, p)
+			}
+			return nil
+		})
+		if len(files) != 0 {
+			t.Fatalf("the refused object left shards on %s: %s", m, strings.Join(files, ", "))
+		}
+	}
+	if _, err := s.PutObject(ctx, "results", "small", bytes.NewReader(make([]byte, 1<<20)), 1<<20, minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("a small object after the refusal: %v", err)
+	}
+}
