@@ -11,35 +11,94 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/storage"
 )
 
-// env is a real single-node cluster with the identity service and the UI
-// served over TLS in front of it.
+// env is a real single-node cluster with the identity service (and, from
+// newStorageEnv, storage) and the UI served over TLS in front of it.
 type env struct {
 	t    *testing.T
 	node *consensus.Node
 	svc  *identity.Service
 	srv  *httptest.Server
+
+	// Set by newStorageEnv only.
+	objects  *storage.Objects
+	storage  *storage.Service
+	scrubber *storage.Scrubber
+	healer   *storage.Healer
+	disks    []string // the node's two disk directories
 }
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	node := consensustest.Start(t, 1, identity.Register).Nodes[0]
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	icfg := identity.DefaultConfig()
-	icfg.Logger = log
-	svc := identity.NewService(node, icfg)
-	h, err := New(Deps{Identity: svc, Status: node.Status, JoinToken: node.JoinToken, Logger: log})
-	if err != nil {
+	log := testLogger(t)
+	e := &env{t: t, node: node, svc: identity.NewService(node, identityConfig(log))}
+	e.serve(Deps{Identity: e.svc, Status: node.Status, JoinToken: node.JoinToken, Logger: log})
+	return e
+}
+
+// newStorageEnv is newEnv with storage: one node with two disks, so the
+// pool's layout is 1+1 (one data and one parity shard per object).
+// Scrubber and healer do not run by themselves; tests call their Pass.
+func newStorageEnv(t *testing.T) *env {
+	t.Helper()
+	log := testLogger(t)
+	e := &env{t: t}
+	var agent *storage.DiskAgent
+	register := func(reg *consensus.Registry) {
+		identity.Register(reg)
+		storage.Register(reg)
+	}
+	e.node = consensustest.StartWith(t, 1, register, func(_ int, n *consensus.Node) {
+		e.svc = identity.NewService(n, identityConfig(log))
+		e.storage = storage.NewService(n, e.svc)
+		agent = storage.NewDiskAgent(n, e.storage, log, time.Second)
+		shards := storage.NewShards(n, agent)
+		n.HandleRPC(storage.RPCPrefix, shards.Handler())
+		e.objects = storage.NewObjects(n, e.svc, shards, log)
+		e.scrubber = storage.NewScrubber(n, agent, log, time.Hour, 0)
+		e.healer = storage.NewHealer(e.objects, time.Hour, time.Minute)
+	}).Nodes[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel) // runs before the node shuts down: cleanups run last first
+	e.disks = []string{t.TempDir(), t.TempDir()}
+	if err := agent.EnsureDisks(ctx, e.disks); err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(h)
-	t.Cleanup(srv.Close)
-	return &env{t: t, node: node, svc: svc, srv: srv}
+	go agent.Run(ctx)
+	e.serve(Deps{
+		Identity: e.svc, Status: e.node.Status, JoinToken: e.node.JoinToken, Logger: log,
+		Objects: e.objects, Storage: e.storage,
+		StorageStats: func() (scrub, heal storage.RepairStats) { return e.scrubber.Stats(), e.healer.Stats() },
+	})
+	return e
+}
+
+func (e *env) serve(d Deps) {
+	e.t.Helper()
+	h, err := New(d)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.srv = httptest.NewTLSServer(h)
+	e.t.Cleanup(e.srv.Close)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func identityConfig(log *slog.Logger) identity.Config {
+	cfg := identity.DefaultConfig()
+	cfg.Logger = log
+	return cfg
 }
 
 // admin creates the first cluster admin directly through the service.

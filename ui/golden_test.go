@@ -13,6 +13,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -57,6 +58,40 @@ func TestGoldenPages(t *testing.T) {
 		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Node: "node2"},
 	}}
 	withErr := func(v *view, msg string) *view { v.err = msg; return v }
+	pool := storageData{
+		Disks: []storage.Disk{
+			{ID: "node1-a1b2c3", Node: "node1", Path: "/srv/cairn/disk1", State: storage.DiskActive, Health: storage.HealthOK,
+				TotalBytes: 500 << 30, FreeBytes: 120 << 30, Version: 12},
+			{ID: "node2-d4e5f6", Node: "node2", Path: "/srv/cairn/disk1", State: storage.DiskDraining, Health: storage.HealthFailed,
+				Error: "input/output error", TotalBytes: 500 << 30, FreeBytes: 480 << 30, Version: 15},
+			{ID: "node3-0a0b0c", Node: "node3", Path: "/mnt/new", State: storage.DiskActive, Health: storage.HealthUnknown, Version: 16},
+		},
+		HasDegraded: true, Degraded: 3, HasStats: true,
+		Scrub: storage.RepairStats{LastPass: goldenTime, Checked: 1200, Repaired: 2},
+		Heal:  storage.RepairStats{LastPass: goldenTime, Checked: 600, Repaired: 5, Degraded: 3},
+		Nodes: []string{"node1", "node2", "node3"}, Form: diskForm{Node: "node2"},
+	}
+	healthy := storageData{Disks: pool.Disks[:1], HasDegraded: true, HasStats: true, Nodes: []string{"node1"}, Form: diskForm{Node: "node1"}}
+	radiology := identity.Project{ID: "p-1", Name: "radiology"}
+	buckets := bucketsData{
+		Buckets: []bucketRow{
+			{Bucket: storage.Bucket{ID: "scans-2026", ProjectID: "p-1", Objects: 1200, Bytes: 5 << 30, CreatedAt: goldenTime}, ProjectName: "radiology", CanWrite: true},
+			{Bucket: storage.Bucket{ID: "empty", ProjectID: "p-1", CreatedAt: goldenTime}, ProjectName: "radiology", CanWrite: true},
+			{Bucket: storage.Bucket{ID: "charts", ProjectID: "p-2", CreatedAt: goldenTime}, ProjectName: "icu"},
+		},
+		Projects: []identity.Project{radiology},
+		Form:     bucketForm{Project: "p-1"},
+	}
+	folder := bucketData{
+		Bucket: storage.Bucket{ID: "scans-2026", ProjectID: "p-1"}, ProjectName: "radiology", CanWrite: true,
+		Prefix: "ct/2026/", Crumbs: crumbs("ct/2026/"),
+		Folders: []string{"ct/2026/03/", "ct/2026/报告 <b>/"},
+		Objects: []storage.Object{
+			{Key: "ct/2026/head.dcm", Size: 307200, Modified: goldenTime},
+			{Key: "ct/2026/报告.txt", Size: 12, Modified: goldenTime},
+		},
+		Next: bucketNext("scans-2026", "ct/2026/", "ct/2026/报告.txt"),
+	}
 
 	pages := map[string]templ.Component{
 		"login_en":       loginPage(goldenView(langEN, false, ""), "", "/dashboard"),
@@ -69,6 +104,11 @@ func TestGoldenPages(t *testing.T) {
 		"users_en":       usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
 		"flavors_zh":     flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
 		"audit_en":       auditPage(goldenView(langEN, true, "audit"), audit),
+		"storage_en":     storagePage(goldenView(langEN, true, "storage"), pool),
+		"storage_zh":     storagePage(goldenView(langZH, true, "storage"), healthy),
+		"buckets_en":     bucketsPage(goldenView(langEN, false, "buckets"), buckets),
+		"bucket_zh":      bucketPage(goldenView(langZH, false, "buckets"), folder),
+		"bucket_reader":  bucketPage(goldenView(langEN, false, "buckets"), bucketData{Bucket: folder.Bucket, ProjectName: "radiology"}),
 	}
 	for name, c := range pages {
 		t.Run(name, func(t *testing.T) {

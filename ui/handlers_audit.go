@@ -18,6 +18,11 @@ func auditActions() []string {
 		"token.create", "token.revoke",
 		"flavor.", "flavor.create", "flavor.update", "flavor.delete",
 		"quota.set",
+		"bucket.", "bucket.create", "bucket.delete",
+		"object.", "object.put", "object.delete",
+		"upload.", "upload.create", "upload.complete", "upload.abort",
+		"disk.", "disk.add", "disk.draining", "disk.active", "disk.remove",
+		"s3.credential.create", "s3.credential.delete",
 	}
 }
 

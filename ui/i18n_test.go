@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 func TestCatalogsHaveSameKeys(t *testing.T) {
@@ -79,6 +81,19 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 	}
 	for _, a := range auditActions() {
 		used = append(used, "action."+a)
+	}
+	for _, st := range []string{storage.DiskActive, storage.DiskDraining} {
+		used = append(used, "diskstate."+st)
+	}
+	for _, h := range []string{storage.HealthOK, storage.HealthFailed, storage.HealthUnknown} {
+		used = append(used, "diskhealth."+h)
+	}
+	for _, err := range []error{storage.ErrNoSpace, storage.ErrUnavailable, storage.ErrIncomplete, storage.ErrBadDigest} {
+		key, _ := storageError(fmt.Errorf("put: %w", err))
+		if key == "" {
+			t.Errorf("storage error %q has no label", err)
+		}
+		used = append(used, key)
 	}
 	for lang, msgs := range catalogs() {
 		for _, k := range used {

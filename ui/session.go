@@ -19,6 +19,7 @@ const (
 	sessionCookie = "__Host-cairn-session"
 	preCookie     = "__Host-cairn-pre" // binds the CSRF token of the login and setup forms
 	csrfField     = "csrf"
+	csrfHeader    = "X-CSRF-Token" // the same token, sent by scripts whose body is not a form (uploads)
 )
 
 // CSRF token kinds: a token minted for the login form is never valid for a
@@ -74,13 +75,14 @@ func (s *server) authed(h authedHandler) http.Handler {
 
 // toLogin sends an unauthenticated request to the login page. An htmx request
 // (the dashboard refresh, say) would otherwise swap the login page into a
-// fragment, so it is told to load the page instead.
+// fragment, and a script's upload would follow the redirect blindly, so
+// both are told to load the page instead.
 func (s *server) toLogin(w http.ResponseWriter, r *http.Request) {
 	target := "/login"
 	if r.Method == http.MethodGet && r.URL.Path != "/" {
 		target += "?next=" + url.QueryEscape(r.URL.RequestURI())
 	}
-	if r.Header.Get("HX-Request") == "true" {
+	if r.Header.Get("HX-Request") == "true" || r.Header.Get(csrfHeader) != "" {
 		w.Header().Set("HX-Redirect", target)
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -113,12 +115,17 @@ func (s *server) csrfToken(kind, binding string) string {
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
 }
 
-// csrfOK checks the token a form posted against the one its binding implies.
+// csrfOK checks the token a form posted, or a script sent in the
+// X-CSRF-Token header, against the one its binding implies. An upload's body
+// is a file, never parsed as a form, so only the header counts for it.
 func (s *server) csrfOK(r *http.Request, kind, binding string) bool {
 	if binding == "" {
 		return false
 	}
-	got := r.PostFormValue(csrfField)
+	got := r.Header.Get(csrfHeader)
+	if got == "" && !streamsBody(r) {
+		got = r.PostFormValue(csrfField)
+	}
 	return hmac.Equal([]byte(got), []byte(s.csrfToken(kind, binding)))
 }
 

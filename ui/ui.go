@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"path"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 // Deps are the UI's explicit dependencies; the agent fills them in.
@@ -18,6 +20,11 @@ type Deps struct {
 	Status    func() consensus.Status // cluster health for the dashboard; nil shows none
 	JoinToken func() string           // shown to cluster admins on the dashboard; nil hides it
 	Logger    *slog.Logger            // already named for the UI by the caller
+
+	// Storage. nil: the storage and bucket pages say storage is unavailable.
+	Objects      *storage.Objects
+	Storage      *storage.Service
+	StorageStats func() (scrub, heal storage.RepairStats) // this node's scrubber, and the healer (meaningful on the leader)
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -25,6 +32,9 @@ type server struct {
 	id        *identity.Service
 	status    func() consensus.Status
 	joinToken func() string
+	objects   *storage.Objects
+	disks     *storage.Service
+	repair    func() (scrub, heal storage.RepairStats)
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -53,6 +63,9 @@ func New(d Deps) (http.Handler, error) {
 		id:        d.Identity,
 		status:    d.Status,
 		joinToken: d.JoinToken,
+		objects:   d.Objects,
+		disks:     d.Storage,
+		repair:    d.StorageStats,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -86,6 +99,18 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /flavors", s.authed(s.flavors))
 	mux.Handle("POST /flavors", s.authed(s.createFlavor))
 	mux.Handle("GET /audit", s.authed(s.audit))
+	mux.Handle("GET /storage", s.authed(s.storagePage))
+	mux.Handle("GET /storage/panel", s.authed(s.storageFragment))
+	mux.Handle("POST /storage/disks", s.authed(s.addDisk))
+	mux.Handle("POST /storage/disks/{id}/state", s.authed(s.setDiskState))
+	mux.Handle("POST /storage/disks/{id}/remove", s.authed(s.removeDisk))
+	mux.Handle("GET /buckets", s.authed(s.buckets))
+	mux.Handle("POST /buckets", s.authed(s.createBucket))
+	mux.Handle("GET /buckets/{bucket}", s.authed(s.bucket))
+	mux.Handle("POST /buckets/{bucket}/delete", s.authed(s.deleteBucket))
+	mux.Handle("GET /buckets/{bucket}/download", s.authed(s.download))
+	mux.Handle(uploadRoute, s.authed(s.upload))
+	mux.Handle("POST /buckets/{bucket}/objects/delete", s.authed(s.deleteObject))
 	mux.HandleFunc("/", s.notFound)
 	return mux
 }
@@ -95,8 +120,9 @@ func (s *server) routes() *http.ServeMux {
 const csp = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
 	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 
-// harden adds security headers, bounds form bodies and records the client
-// address on the request context for the audit log.
+// harden adds security headers, bounds form bodies (all but uploads, which
+// stream into the object store) and records the client address on the
+// request context for the audit log.
 func (s *server) harden(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -104,12 +130,22 @@ func (s *server) harden(next http.Handler) http.Handler {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("X-Frame-Options", "DENY")
 		h.Set("Referrer-Policy", "same-origin")
-		if r.Body != nil {
+		if r.Body != nil && !streamsBody(r) {
 			r.Body = http.MaxBytesReader(w, r.Body, maxFormBytes)
 		}
 		r = r.WithContext(identity.WithRemoteAddr(r.Context(), r.RemoteAddr))
 		next.ServeHTTP(w, r)
 	})
+}
+
+// uploadRoute takes a file as the raw request body.
+const uploadRoute = "POST /buckets/{bucket}/upload"
+
+// streamsBody reports whether r is an upload, whose body is a file of any
+// size rather than a form. Bucket names have no "/", so the pattern is exact.
+func streamsBody(r *http.Request) bool {
+	ok, _ := path.Match("/buckets/*/upload", r.URL.Path)
+	return ok && r.Method == http.MethodPost
 }
 
 // translator returns the translator for the request's language.

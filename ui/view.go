@@ -11,6 +11,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 // view is what every page template gets: who is looking, in which language,
@@ -110,6 +111,9 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // label for its code and the service's own (English) message. Errors without
 // a code are internal; their text stays in the log.
 func errorText(tr *translator, err error) string {
+	if key, sentinel := storageError(err); key != "" {
+		return tr.Tf("err.detail", tr.T(key), sentinel.Error())
+	}
 	code := consensus.ErrorCode(err)
 	switch code {
 	case "":
@@ -125,8 +129,35 @@ func errorText(tr *translator, err error) string {
 	return tr.Tf("err.detail", tr.T("err."+code), e.Message)
 }
 
+// storageError returns the label key and the sentinel of the object store's
+// errors that carry no code: they describe the pool, not the request.
+func storageError(err error) (key string, sentinel error) {
+	for _, e := range []struct {
+		key string
+		err error
+	}{
+		{"err.no_space", storage.ErrNoSpace},
+		{"err.storage_unavailable", storage.ErrUnavailable},
+		{"err.incomplete", storage.ErrIncomplete},
+		{"err.bad_digest", storage.ErrBadDigest},
+	} {
+		if errors.Is(err, e.err) {
+			return e.key, e.err
+		}
+	}
+	return "", nil
+}
+
 // httpStatus maps a service error code to the status a page load answers with.
 func httpStatus(err error) int {
+	switch {
+	case errors.Is(err, storage.ErrNoSpace):
+		return http.StatusInsufficientStorage
+	case errors.Is(err, storage.ErrUnavailable):
+		return http.StatusServiceUnavailable
+	case errors.Is(err, storage.ErrIncomplete), errors.Is(err, storage.ErrBadDigest):
+		return http.StatusBadRequest
+	}
 	switch consensus.ErrorCode(err) {
 	case consensus.CodeInvalid:
 		return http.StatusBadRequest
@@ -164,8 +195,15 @@ func (s *server) failPage(w http.ResponseWriter, r *http.Request, v *view, err e
 }
 
 // logErr logs errors a user cannot fix; a rejected request is already in
-// the audit log.
+// the audit log. A full or broken pool is the operator's to fix; an upload
+// the browser gave up on is nobody's.
 func (s *server) logErr(r *http.Request, err error) {
+	if key, _ := storageError(err); key != "" {
+		if key == "err.no_space" || key == "err.storage_unavailable" {
+			s.log.Warn("storage request failed", "path", r.URL.Path, "err", err)
+		}
+		return
+	}
 	if code := consensus.ErrorCode(err); code == "" || code == consensus.CodeUnavailable {
 		s.log.Error("request failed", "path", r.URL.Path, "err", err)
 	}

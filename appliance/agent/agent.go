@@ -143,6 +143,11 @@ func (a *Agent) serve() error {
 		Status:    a.node.Status,
 		JoinToken: a.node.JoinToken,
 		Logger:    a.log.With("component", "ui"),
+		Objects:   a.objects,
+		Storage:   a.storage,
+		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
+			return a.scrubber.Stats(), a.healer.Stats()
+		},
 	})
 	if err != nil {
 		return err

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -38,6 +41,42 @@ func TestColdStartWithDiscovery(t *testing.T) {
 	var users []struct{ Name string }
 	if err := a.Call("GET", "/api/v1/users", nil, 200, &users); err != nil || len(users) != 1 {
 		t.Fatalf("want exactly one admin user, got %v (%v)", users, err)
+	}
+
+	// Health and metrics, including Raft and gossip health.
+	if err := a.Call("GET", "/healthz", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	res, err := a.HTTP.Get(a.URL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, m := range []string{"cairn_raft_state ", "cairn_raft_voters 3", "cairn_gossip_members_alive 3", "cairn_gossip_health_score 0", "cairn_api_request_duration_seconds"} {
+		if !strings.Contains(string(metrics), m) {
+			t.Errorf("/metrics lacks %q", m)
+		}
+	}
+
+	// SIGTERM: a graceful shutdown, exit status 0, and the others carry on.
+	n3 := c.Node(3)
+	if err := syscall.Kill(n3.PID(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "node3 to exit after SIGTERM", func() error {
+		if n3.Running() {
+			return errors.New("still running")
+		}
+		return nil
+	})
+	log, _ := os.ReadFile(n3.LogPath)
+	last := string(log[max(0, strings.LastIndex(string(log), "exited at")):])
+	if !strings.Contains(string(log), "shutting down") || !strings.Contains(last, "exit status 0") {
+		t.Fatalf("node3 did not shut down gracefully:\n%s", log[max(0, len(log)-600):])
+	}
+	if _, err := a.CreateProject("after-sigterm"); err != nil {
+		t.Fatalf("the other two stopped accepting writes: %v", err)
 	}
 }
 
