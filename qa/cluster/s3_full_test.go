@@ -24,29 +24,35 @@ func TestS3FullPool(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test mounts tmpfs disks and needs root; make test runs as root")
 	}
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk-report-interval", "1s"}})
-	a := cairntest.Admin(t, c.Node(1))
-	cairntest.WaitShape(t, a, 3, 0)
+	// Mount before the nodes start: each node runs in a mount namespace of
+	// its own (ip netns exec) and sees only what was mounted by then.
 	root := t.TempDir()
 	var mounts []string
-	for _, n := range c.Nodes {
-		for _, d := range []string{"d1", "d2"} {
-			dir := filepath.Join(root, n.Name, d)
-			_ = os.MkdirAll(dir, 0o700)
-			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", dir).CombinedOutput(); err != nil {
-				t.Fatalf("mount: %v %s", err, out)
-			}
-			mounts = append(mounts, dir)
-			if err := a.Call("POST", "/api/v1/disks", map[string]string{"node": n.Name, "path": dir}, 201, nil); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	t.Cleanup(func() {
 		for _, m := range mounts {
 			_ = exec.Command("umount", "-l", m).Run()
 		}
 	})
+	for i := 1; i <= 3; i++ {
+		for _, d := range []string{"d1", "d2"} {
+			dir := filepath.Join(root, fmt.Sprintf("node%d", i), d)
+			_ = os.MkdirAll(dir, 0o700)
+			if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", dir).CombinedOutput(); err != nil {
+				t.Fatalf("mount: %v %s", err, out)
+			}
+			mounts = append(mounts, dir)
+		}
+	}
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk-report-interval", "1s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	for _, n := range c.Nodes {
+		for _, d := range []string{"d1", "d2"} {
+			if err := a.Call("POST", "/api/v1/disks", map[string]string{"node": n.Name, "path": filepath.Join(root, n.Name, d)}, 201, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	testutil.WaitFor(t, 30*time.Second, "six small disks reported", func() error {
 		var ds []struct {
 			Health string
@@ -62,7 +68,7 @@ func TestS3FullPool(t *testing.T) {
 			}
 		}
 		if ok != 6 {
-			return fmt.Errorf("%d of %d", ok, len(ds))
+			return fmt.Errorf("%d of %d: %+v", ok, len(ds), ds)
 		}
 		return nil
 	})
