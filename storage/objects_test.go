@@ -69,7 +69,8 @@ func randBytes(n int) []byte {
 	return b
 }
 
-func TestObjectsOverThePool(t *testing.T) {
+// readyPool is pool with the first admin created and all six disks healthy.
+func readyPool(t *testing.T) ([]*objNode, *identity.Principal) {
 	ns := pool(t)
 	ctx := context.Background()
 	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
@@ -89,6 +90,12 @@ func TestObjectsOverThePool(t *testing.T) {
 		}
 		return nil
 	})
+	return ns, admin
+}
+
+func TestObjectsOverThePool(t *testing.T) {
+	ns, admin := readyPool(t)
+	ctx := context.Background()
 	pr, err := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology"})
 	if err != nil {
 		t.Fatal(err)
@@ -247,24 +254,8 @@ func TestObjectsOverThePool(t *testing.T) {
 // With one node of three down, reads reconstruct from the survivors and
 // writes succeed degraded (4 of 6 shards).
 func TestObjectsWithANodeDown(t *testing.T) {
-	ns := pool(t)
+	ns, admin := readyPool(t)
 	ctx := context.Background()
-	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
-	}
-	admin := principal(t, ns[0].id, "admin", "admin-password")
-	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
-		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
-		if len(ds) != 6 || ds[5].Health != storage.HealthOK {
-			return fmt.Errorf("%d disks", len(ds))
-		}
-		for _, d := range ds {
-			if d.Health != storage.HealthOK {
-				return fmt.Errorf("%s %s", d.ID, d.Health)
-			}
-		}
-		return nil
-	})
 	pr, _ := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "lab"})
 	if _, err := ns[0].objects.CreateBucket(ctx, admin, pr.ID, "results"); err != nil {
 		t.Fatal(err)

@@ -12,30 +12,12 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
-	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
 )
 
 func repairFixture(t *testing.T) ([]*objNode, *identity.Principal) {
-	ns := pool(t)
+	ns, admin := readyPool(t)
 	ctx := context.Background()
-	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
-	}
-	admin := principal(t, ns[0].id, "admin", "admin-password")
-	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
-		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
-		ok := 0
-		for _, d := range ds {
-			if d.Health == storage.HealthOK && d.FreeBytes > 0 {
-				ok++
-			}
-		}
-		if ok != 6 {
-			return fmt.Errorf("%d healthy", ok)
-		}
-		return nil
-	})
 	pr, _ := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "ward"})
 	if _, err := ns[0].objects.CreateBucket(ctx, admin, pr.ID, "records"); err != nil {
 		t.Fatal(err)

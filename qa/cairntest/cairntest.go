@@ -272,3 +272,29 @@ func (c *Client) CreateProject(name string) (Project, error) {
 
 // Token is the client's bearer token.
 func (c *Client) Token() string { return c.token }
+
+// WaitHealthyDisks waits until n disks report healthy, each no larger than
+// maxTotal bytes when maxTotal is set.
+func WaitHealthyDisks(t *testing.T, a *Client, n int, maxTotal uint64) {
+	t.Helper()
+	testutil.WaitFor(t, 30*time.Second, fmt.Sprintf("%d healthy disks", n), func() error {
+		var ds []struct {
+			ID     string `json:"id"`
+			Health string `json:"health"`
+			Total  uint64 `json:"total_bytes"`
+		}
+		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
+			return err
+		}
+		ok := 0
+		for _, d := range ds {
+			if d.Health == "ok" && d.Total > 0 && (maxTotal == 0 || d.Total <= maxTotal) {
+				ok++
+			}
+		}
+		if ok != n {
+			return fmt.Errorf("%d of %d disks healthy: %+v", ok, len(ds), ds)
+		}
+		return nil
+	})
+}

@@ -30,22 +30,7 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 		err := a.Call("GET", "/api/v1/storage", nil, 200, &h)
 		return h.Degraded, err
 	}
-	testutil.WaitFor(t, 30*time.Second, "six healthy disks", func() error {
-		var ds []struct{ Health string }
-		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
-			return err
-		}
-		ok := 0
-		for _, d := range ds {
-			if d.Health == "ok" {
-				ok++
-			}
-		}
-		if ok != 6 {
-			return fmt.Errorf("%d healthy", ok)
-		}
-		return nil
-	})
+	cairntest.WaitHealthyDisks(t, a, 6, 0)
 	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "icu"}, 201, nil); err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cairnhq/cairn/qa/cairntest"
-	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -53,25 +51,7 @@ func TestS3FullPool(t *testing.T) {
 			}
 		}
 	}
-	testutil.WaitFor(t, 30*time.Second, "six small disks reported", func() error {
-		var ds []struct {
-			Health string
-			Total  uint64 `json:"total_bytes"`
-		}
-		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
-			return err
-		}
-		ok := 0
-		for _, d := range ds {
-			if d.Health == "ok" && d.Total > 0 && d.Total <= 96<<20 {
-				ok++
-			}
-		}
-		if ok != 6 {
-			return fmt.Errorf("%d of %d: %+v", ok, len(ds), ds)
-		}
-		return nil
-	})
+	cairntest.WaitHealthyDisks(t, a, 6, 96<<20)
 	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "lab"}, 201, nil); err != nil {
 		t.Fatal(err)
 	}

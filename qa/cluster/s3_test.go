@@ -20,7 +20,6 @@ import (
 
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
-	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
@@ -57,22 +56,7 @@ func TestS3WithMinioClient(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
 	a := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, a, 3, 0)
-	testutil.WaitFor(t, 30*time.Second, "six healthy disks", func() error {
-		var ds []struct{ Health string }
-		if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
-			return err
-		}
-		ok := 0
-		for _, d := range ds {
-			if d.Health == "ok" {
-				ok++
-			}
-		}
-		if ok != 6 {
-			return fmt.Errorf("%d of %d disks healthy", ok, len(ds))
-		}
-		return nil
-	})
+	cairntest.WaitHealthyDisks(t, a, 6, 0)
 	var pacs, other cairntest.Project
 	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "pacs"}, 201, &pacs); err != nil {
 		t.Fatal(err)
