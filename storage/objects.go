@@ -347,6 +347,13 @@ func (o *Objects) Get(ctx context.Context, p *identity.Principal, bucket, key st
 	if err != nil {
 		return nil, err
 	}
+	return obj, o.Read(ctx, obj, off, n, w)
+}
+
+// Read writes bytes [off, off+n) of an object already looked up with Head
+// (n < 0: to the end), so a caller that needed the metadata first does not
+// pay for a second lookup.
+func (o *Objects) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer) error {
 	if n < 0 {
 		n = obj.Size - off
 	}
@@ -355,12 +362,12 @@ func (o *Objects) Get(ctx context.Context, p *identity.Principal, bucket, key st
 		lo, hi := max(off, start), min(off+n, start+seg.Size)
 		if lo < hi || (seg.Size == 0 && n == 0 && off == start) {
 			if err := o.readSegment(ctx, obj.ID, seg, lo-start, hi-lo, w); err != nil {
-				return obj, err
+				return err
 			}
 		}
 		start += seg.Size
 	}
-	return obj, nil
+	return nil
 }
 
 func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, n int64, w io.Writer) error {

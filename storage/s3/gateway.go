@@ -307,7 +307,7 @@ func (g *Gateway) getObject(q *request) *Error {
 		return nil
 	}
 	q.w.WriteHeader(status)
-	if _, err := g.objects.Get(q.ctx, q.p, q.bucket, q.key, off, n, q.w); err != nil {
+	if err := g.objects.Read(q.ctx, obj, off, n, q.w); err != nil {
 		// The status line is gone: cut the connection so the client sees a
 		// failed transfer, never a short body it could take as complete.
 		g.log.Warn("object read failed mid-response", "bucket", q.bucket, "key", q.key, "err", err)
@@ -391,8 +391,7 @@ func (g *Gateway) copyObject(q *request) *Error {
 	}
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := g.objects.Get(q.ctx, q.p, sb, sk, 0, -1, pw)
-		pw.CloseWithError(err)
+		pw.CloseWithError(g.objects.Read(q.ctx, obj, 0, -1, pw))
 	}()
 	dst, err := g.objects.Put(q.ctx, q.p, q.bucket, q.key, obj.Size, pr, opt)
 	pr.CloseWithError(errors.New("copy finished"))
