@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # Fuzz targets run briefly by `make test`: package:Target.
 FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
 
-.PHONY: all build run cluster test test-go fuzz vet generate bench-consensus clean
+.PHONY: all build run cluster test test-go fuzz vet generate bench-consensus bench-storage clean
 
 all: build
 
@@ -50,6 +50,10 @@ generate:
 ## bench-consensus: Cairn vs etcd on this machine (writes/s, p50/p99, failover, RSS)
 bench-consensus:
 	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/consensus $(BENCH_ARGS)
+
+## bench-storage: S3 PUT/GET MiB/s on 3 nodes beside raw disk speed and reedsolomon encode speed
+bench-storage:
+	@GO=$$(qa/scripts/deps.sh run) && $$GO run ./qa/bench/storage $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// cluster is three Cairn nodes with two disks each and one S3 client per node.
+type cluster struct {
+	c   *harness.Cluster
+	s3  []*minio.Client
+	api *http.Client
+}
+
+// startCluster starts the nodes, waits for the six disks, creates a project
+// and its S3 credentials and a bucket.
+func startCluster(ctx context.Context, t harness.T, bin, bucket string) (*cluster, error) {
+	password, joinToken := rand.Text(), rand.Text()
+	pwFile := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	c := harness.New(t, harness.Options{N: 3, Binary: bin, Args: func(n *harness.Node) []string {
+		var peers []string
+		for _, m := range n.Cluster().Nodes {
+			if m != n {
+				peers = append(peers, m.IP)
+			}
+		}
+		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+			"--expect", "3", "--join-token", joinToken, "--admin-password-file", pwFile,
+			"--discovery-port", "0", "--join", strings.Join(peers, ","),
+			"--disk", "disks/d1", "--disk", "disks/d2"}
+	}})
+	cl := &cluster{c: c}
+
+	pool := x509.NewCertPool()
+	caFile := filepath.Join(c.Nodes[0].DataDir, "ca.crt")
+	err := testutil.Eventually(90*time.Second, func() error {
+		b, err := os.ReadFile(caFile)
+		if err == nil && !pool.AppendCertsFromPEM(b) {
+			err = fmt.Errorf("%s: no certificate yet", caFile)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start cairn: %w", err)
+	}
+	cl.api = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+
+	var token string
+	err = testutil.Eventually(90*time.Second, func() error {
+		var res struct{ Token string }
+		err := cl.call(ctx, "POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": password}, &res, 200)
+		token = res.Token
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log in: %w", err)
+	}
+	err = testutil.Eventually(90*time.Second, func() error {
+		var ds []struct{ Health string }
+		if err := cl.call(ctx, "GET", "/api/v1/disks", token, nil, &ds, 200); err != nil {
+			return err
+		}
+		ok := 0
+		for _, d := range ds {
+			if d.Health == "ok" {
+				ok++
+			}
+		}
+		if ok != 6 {
+			return fmt.Errorf("%d of %d disks healthy, want 6", ok, len(ds))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("disks: %w", err)
+	}
+	if err := cl.call(ctx, "POST", "/api/v1/projects", token, map[string]string{"name": "bench"}, nil, 201); err != nil {
+		return nil, fmt.Errorf("create project: %w", err)
+	}
+	var cred struct {
+		AccessKey string `json:"access_key"`
+		SecretKey string `json:"secret_key"`
+	}
+	if err := cl.call(ctx, "POST", "/api/v1/s3/credentials", token, map[string]string{"project": "bench"}, &cred, 201); err != nil {
+		return nil, fmt.Errorf("create S3 credentials: %w", err)
+	}
+	for _, n := range c.Nodes {
+		s3, err := minio.New(n.IP+":8447", &minio.Options{
+			Creds: credentials.NewStaticV4(cred.AccessKey, cred.SecretKey, ""), Secure: true,
+			Region: "us-east-1", BucketLookup: minio.BucketLookupPath,
+			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64},
+		})
+		if err != nil {
+			return nil, err
+		}
+		cl.s3 = append(cl.s3, s3)
+	}
+	err = testutil.Eventually(30*time.Second, func() error {
+		return cl.s3[0].MakeBucket(ctx, bucket, minio.MakeBucketOptions{})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("make bucket: %w", err)
+	}
+	return cl, nil
+}
+
+// call sends body as JSON to node 1's API and decodes the answer into out
+// when the status is want.
+func (cl *cluster) call(ctx context.Context, method, path, token string, body, out any, want int) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "https://"+cl.c.Nodes[0].IP+":8443"+path, rd)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := cl.api.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != want {
+		return fmt.Errorf("%s %s: status %d: %.300s", method, path, resp.StatusCode, bytes.TrimSpace(b))
+	}
+	if out != nil {
+		return json.Unmarshal(b, out)
+	}
+	return nil
+}

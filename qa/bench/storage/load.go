@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+)
+
+// result is one phase (PUT or GET) of one size at one concurrency.
+type result struct {
+	ops, errors int
+	bytes       int64
+	took        time.Duration
+	firstErr    error
+}
+
+func (r result) mibps() float64 {
+	if r.took <= 0 {
+		return 0
+	}
+	return float64(r.bytes) / (1 << 20) / r.took.Seconds()
+}
+
+// drive runs clients closed-loop workers, worker w on node w mod 3, each
+// calling op with a fresh operation number until the round is over or maxOps
+// operations have started. An operation started before the end finishes and
+// counts.
+func drive(ctx context.Context, clients, maxOps int, round time.Duration, size int64, op func(ctx context.Context, w, i int) error) result {
+	var (
+		next  atomic.Int64
+		mu    sync.Mutex
+		res   result
+		wg    sync.WaitGroup
+		start = time.Now()
+		end   = start.Add(round)
+	)
+	for w := range clients {
+		wg.Go(func() {
+			for ctx.Err() == nil && time.Now().Before(end) {
+				i := int(next.Add(1)) - 1
+				if i >= maxOps {
+					return
+				}
+				err := op(ctx, w, i)
+				mu.Lock()
+				if err != nil {
+					res.errors++
+					if res.firstErr == nil {
+						res.firstErr = err
+					}
+				} else {
+					res.ops++
+					res.bytes += size
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	res.took = time.Since(start)
+	return res
+}
+
+// row is one size at one concurrency.
+type row struct {
+	size     int64
+	clients  int
+	put, get result
+	peakRSS  int64 // highest VmRSS of any node during the row
+	dropped  bool  // page cache dropped before GET
+}
+
+// measure PUTs objects of size, drops the page cache, GETs them back (cycling
+// over those written when the GET phase outlasts them) and deletes them.
+func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, size int64, clients int, cfg config, mem *rssSampler) row {
+	r := row{size: size, clients: clients}
+	maxOps := max(int(cfg.budget/size), clients)
+	prefix := fmt.Sprintf("s%d-c%d/", size, clients)
+	key := func(i int) string { return prefix + strconv.Itoa(i) }
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream"}
+	if size > 16<<20 {
+		opts.PartSize = 128 << 20 // one PUT, not multipart
+	}
+
+	mem.reset()
+	var written sync.Map
+	r.put = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
+		_, err := cl.s3[w%3].PutObject(ctx, bucket, key(i), bytes.NewReader(payload[:size]), size, opts)
+		if err == nil {
+			written.Store(i, true)
+		}
+		return err
+	})
+	var keys []string
+	written.Range(func(k, _ any) bool { keys = append(keys, key(k.(int))); return true })
+
+	if len(keys) > 0 {
+		r.dropped = dropCaches() == nil
+		r.get = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
+			obj, err := cl.s3[w%3].GetObject(ctx, bucket, keys[i%len(keys)], minio.GetObjectOptions{})
+			if err != nil {
+				return err
+			}
+			defer obj.Close()
+			n, err := io.Copy(io.Discard, obj)
+			if err == nil && n != size {
+				err = fmt.Errorf("GET %s: %d bytes, want %d", keys[i%len(keys)], n, size)
+			}
+			return err
+		})
+	}
+	r.peakRSS = mem.peak()
+
+	// One DELETE per key: Cairn does not implement multi-object delete.
+	var failed atomic.Int64
+	keyc := make(chan string)
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for k := range keyc {
+				if err := cl.s3[w%3].RemoveObject(ctx, bucket, k, minio.RemoveObjectOptions{}); err != nil && failed.Add(1) == 1 {
+					progress("delete %s: %v", k, err)
+				}
+			}
+		})
+	}
+	for _, k := range keys {
+		keyc <- k
+	}
+	close(keyc)
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		progress("%d of %d deletes failed; the objects stay", n, len(keys))
+	}
+	return r
+}
+
+// dropCaches writes back dirty pages and drops the page cache, so reads come
+// from the disk.
+func dropCaches() error {
+	syncFS()
+	return os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0o200)
+}
+
+// rssSampler records the highest VmRSS of each pid every 100 ms.
+type rssSampler struct {
+	pids []int
+	mu   sync.Mutex
+	max  []int64 // since the last reset
+	all  []int64 // over the whole run
+}
+
+func newRSSSampler(ctx context.Context, pids []int) *rssSampler {
+	s := &rssSampler{pids: pids, max: make([]int64, len(pids)), all: make([]int64, len(pids))}
+	go func() {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for ctx.Err() == nil {
+			s.sample()
+			<-t.C
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) sample() {
+	for i, pid := range s.pids {
+		b, err := rss(pid)
+		if err != nil {
+			continue
+		}
+		s.mu.Lock()
+		s.max[i] = max(s.max[i], b)
+		s.all[i] = max(s.all[i], b)
+		s.mu.Unlock()
+	}
+}
+
+func (s *rssSampler) reset() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.max)
+}
+
+// peak is the highest VmRSS of any pid since the last reset.
+func (s *rssSampler) peak() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var m int64
+	for _, b := range s.max {
+		m = max(m, b)
+	}
+	return m
+}
+
+// overall is each pid's highest VmRSS over the run.
+func (s *rssSampler) overall() []int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]int64(nil), s.all...)
+}
+
+// rss returns the VmRSS of pid in bytes.
+func rss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, fmt.Errorf("pid %d: no VmRSS", pid)
+}

@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/harness"
+)
+
+// config is the benchmark's flags.
+type config struct {
+	quick    bool
+	sizes    []int64
+	clients  []int
+	round    time.Duration
+	budget   int64 // bytes per phase
+	rawSize  int64
+	rssLimit int64
+	idle     time.Duration
+	cairnBin string
+	out      string
+	verbose  bool
+}
+
+func parseFlags(args []string) (config, error) {
+	var cfg config
+	var budgetMiB, rssMiB int64
+	fs := flag.NewFlagSet("bench-storage", flag.ContinueOnError)
+	fs.BoolVar(&cfg.quick, "quick", false, "short run: 4 KiB and 64 MiB objects, 1 and 8 clients, 2 s rounds")
+	fs.DurationVar(&cfg.round, "round", 3*time.Second, "time limit of one PUT or GET phase (operations started before it finish)")
+	fs.Int64Var(&budgetMiB, "budget", 2048, "MiB limit of one PUT or GET phase")
+	fs.Int64Var(&rssMiB, "rss-limit", 1024, "MiB of resident memory per node the load must stay under")
+	fs.DurationVar(&cfg.idle, "idle", 5*time.Second, "idle time before resident memory is read after the load")
+	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
+	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
+	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
+	if err := fs.Parse(args); err != nil {
+		return cfg, err
+	}
+	cfg.sizes = []int64{4 << 10, 1 << 20, 64 << 20}
+	cfg.clients = []int{1, 8, 32}
+	cfg.rawSize = 512 << 20
+	if cfg.quick {
+		cfg.sizes = []int64{4 << 10, 64 << 20}
+		cfg.clients = []int{1, 8}
+		cfg.round = min(cfg.round, 2*time.Second)
+		budgetMiB = min(budgetMiB, 1024)
+	}
+	cfg.budget, cfg.rssLimit = budgetMiB<<20, rssMiB<<20
+	if cfg.round <= 0 || cfg.budget <= 0 || cfg.rssLimit <= 0 {
+		return cfg, errors.New("-round, -budget and -rss-limit must be positive")
+	}
+	return cfg, nil
+}
+
+func main() {
+	log.SetFlags(log.Ltime)
+	log.SetPrefix("bench-storage: ")
+	cfg, err := parseFlags(os.Args[1:])
+	if err != nil {
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	r := &runner{name: "bench-storage", verbose: cfg.verbose}
+	err = run(ctx, r, cfg)
+	if err != nil {
+		log.Print(err)
+		if ctx.Err() == nil {
+			r.fail() // so the harness shows and keeps the node logs
+		}
+	}
+	r.runCleanups()
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+const bucket = "bench"
+
+// run measures and prints the report. It fails only when it cannot measure;
+// missed targets are part of the report.
+func run(ctx context.Context, t harness.T, cfg config) error {
+	rep := &report{cfg: cfg, started: time.Now()}
+	bin := cfg.cairnBin
+	if bin == "" {
+		progress("building cairn")
+		bin = harness.BuildCairn(t)
+	}
+	progress("starting 3 Cairn nodes with 2 disks each")
+	cl, err := startCluster(ctx, t, bin, bucket)
+	if err != nil {
+		return err
+	}
+	var pids []int
+	for _, n := range cl.c.Nodes {
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", n.PID()))
+		if err != nil || strings.TrimSpace(string(comm)) != "cairn" {
+			return fmt.Errorf("%s: pid %d is %q, not cairn (%v)", n.Name, n.PID(), comm, err)
+		}
+		pids = append(pids, n.PID())
+	}
+	rep.rssStart = readRSS(pids)
+
+	progress("raw sequential write and read of %d MiB next to the disks", cfg.rawSize>>20)
+	if rep.disk, err = measureDisk(cl.c.Nodes[0].DataDir, cfg.rawSize); err != nil {
+		return fmt.Errorf("raw disk: %w", err)
+	}
+	progress("raw disk: write %.0f MiB/s, read %.0f MiB/s on %s", rep.disk.write, rep.disk.read, rep.disk.device)
+	if rep.encode, err = measureEncode(time.Second); err != nil {
+		return fmt.Errorf("encode: %w", err)
+	}
+	progress("reedsolomon 4+2 encode: %.0f MiB/s", rep.encode)
+
+	payload := make([]byte, cfg.sizes[len(cfg.sizes)-1])
+	_, _ = rand.Read(payload)
+	mem := newRSSSampler(ctx, pids)
+	for _, size := range cfg.sizes {
+		for _, c := range cfg.clients {
+			if ctx.Err() != nil {
+				return fmt.Errorf("interrupted: %w", ctx.Err())
+			}
+			row := measure(ctx, cl, bucket, payload, size, c, cfg, mem)
+			progress("%s, %d clients: PUT %.1f MiB/s (%d ops, %d errors), GET %.1f MiB/s (%d ops, %d errors), peak RSS %s",
+				sizeName(size), c, row.put.mibps(), row.put.ops, row.put.errors, row.get.mibps(), row.get.ops, row.get.errors, mib(row.peakRSS))
+			for _, e := range []error{row.put.firstErr, row.get.firstErr} {
+				if e != nil {
+					progress("  first error: %v", e)
+				}
+			}
+			rep.rows = append(rep.rows, row)
+		}
+	}
+	rep.rssPeak = mem.overall()
+	pause(ctx, cfg.idle)
+	rep.rssAfter = readRSS(pids)
+	rep.took = time.Since(rep.started)
+
+	md := rep.markdown()
+	fmt.Print(md)
+	if cfg.out != "" {
+		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
+			return fmt.Errorf("write report: %w", err)
+		}
+		progress("report written to %s", cfg.out)
+	}
+	return rep.unmeasured()
+}
+
+func readRSS(pids []int) []int64 {
+	var out []int64
+	for _, pid := range pids {
+		b, err := rss(pid)
+		if err != nil {
+			b = -1
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func pause(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}

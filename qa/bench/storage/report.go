@@ -1,0 +1,184 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+type report struct {
+	cfg      config
+	started  time.Time
+	took     time.Duration
+	disk     rawDisk
+	encode   float64 // MiB/s
+	rows     []row
+	rssStart []int64 // per node, after start
+	rssPeak  []int64 // per node, highest sampled during the load
+	rssAfter []int64 // per node, after the load and -idle
+}
+
+// target is one PASS/MISS line.
+type target struct {
+	name, measured string
+	ok, measuredOK bool
+}
+
+func (r *report) targets() []target {
+	large := int64(64 << 20)
+	var put, get float64
+	var seen bool
+	for _, w := range r.rows {
+		if w.size == large {
+			seen = true
+			put, get = max(put, w.put.mibps()), max(get, w.get.mibps())
+		}
+	}
+	ts := []target{
+		{name: "64 MiB PUT ≥ 50% of raw write", measuredOK: seen && put > 0 && r.disk.write > 0,
+			measured: fmt.Sprintf("%.0f of %.0f MiB/s (%.0f%%)", put, r.disk.write, pct(put, r.disk.write)),
+			ok:       put >= 0.5*r.disk.write},
+		{name: "64 MiB GET ≥ 70% of raw read", measuredOK: seen && get > 0 && r.disk.read > 0,
+			measured: fmt.Sprintf("%.0f of %.0f MiB/s (%.0f%%)", get, r.disk.read, pct(get, r.disk.read)),
+			ok:       get >= 0.7*r.disk.read},
+	}
+	var peak int64
+	for _, b := range r.rssPeak {
+		peak = max(peak, b)
+	}
+	ts = append(ts, target{name: fmt.Sprintf("resident memory under load < %s per node", mib(r.cfg.rssLimit)),
+		measuredOK: peak > 0, measured: "peak " + mib(peak), ok: peak < r.cfg.rssLimit})
+	return ts
+}
+
+// unmeasured is an error when a target or a row could not be measured.
+func (r *report) unmeasured() error {
+	var errs []error
+	for _, t := range r.targets() {
+		if !t.measuredOK {
+			errs = append(errs, fmt.Errorf("not measured: %s", t.name))
+		}
+	}
+	for _, w := range r.rows {
+		if w.put.ops == 0 || w.get.ops == 0 {
+			errs = append(errs, fmt.Errorf("%s at %d clients: no successful PUT or GET", sizeName(w.size), w.clients))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	host, _ := os.Hostname()
+	p("# Cairn object storage benchmark")
+	p("")
+	p("%s on %s: %d CPUs, %s, Go %s; took %s.", r.started.UTC().Format(time.RFC3339), host, runtime.NumCPU(), memTotal(), runtime.Version(), r.took.Round(time.Second))
+	p("3 `cairn agent` nodes in network namespaces on this machine, 2 directory disks each (4+2 erasure coding), all on %s.", r.disk.device)
+	p("S3 through minio-go over HTTPS, clients spread over the 3 nodes; each phase runs until %s or %s have been started, whichever first.", r.cfg.round, mib(r.cfg.budget))
+	if r.cfg.quick {
+		p("Quick run (-quick).")
+	}
+	p("")
+	p("## Physical limits (same run)")
+	p("")
+	p("| what | MiB/s | how |")
+	p("|---|---:|---|")
+	p("| raw sequential write | %.0f | %s in 4 MiB writes then fsync, next to the node disks |", r.disk.write, mib(r.cfg.rawSize))
+	p("| raw sequential read | %.0f | the same file, %s |", r.disk.read, cacheNote(r.disk.dropped))
+	p("| reedsolomon encode 4+2 | %.0f | 1 MiB stripes, one goroutine, MiB/s of input |", r.encode)
+	p("")
+	p("## S3 throughput")
+	p("")
+	p("| size | clients | PUT MiB/s | PUT ops | GET MiB/s | GET ops | errors | PUT / raw write | GET / raw read | peak RSS (max node) |")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	dropped := true
+	for _, w := range r.rows {
+		dropped = dropped && w.dropped
+		p("| %s | %d | %.1f | %d | %.1f | %d | %d | %.0f%% | %.0f%% | %s |", sizeName(w.size), w.clients,
+			w.put.mibps(), w.put.ops, w.get.mibps(), w.get.ops, w.put.errors+w.get.errors,
+			pct(w.put.mibps(), r.disk.write), pct(w.get.mibps(), r.disk.read), mib(w.peakRSS))
+	}
+	p("")
+	p("Before each GET phase the page cache is %s; a GET phase that outlasts the objects just written reads them again (then partly from the cache).", strings.TrimPrefix(cacheNote(dropped), "page cache "))
+	p("Every disk is a directory on the same device, so the cluster's throughput shares the one raw bandwidth above, and a PUT writes 1.5× its size (4+2).")
+	p("")
+	p("## Resident memory (VmRSS)")
+	p("")
+	p("| phase | node1 | node2 | node3 |")
+	p("|---|---:|---:|---:|")
+	p("| after start | %s |", mibCells(r.rssStart))
+	p("| peak under load (sampled every 100 ms) | %s |", mibCells(r.rssPeak))
+	p("| %s after the load | %s |", r.cfg.idle, mibCells(r.rssAfter))
+	p("")
+	p("## Targets")
+	p("")
+	p("| target | measured | result |")
+	p("|---|---|---|")
+	for _, t := range r.targets() {
+		res := "MISS"
+		switch {
+		case !t.measuredOK:
+			res = "NOT MEASURED"
+		case t.ok:
+			res = "PASS"
+		}
+		p("| %s | %s | %s |", t.name, t.measured, res)
+	}
+	p("")
+	p("Large-object throughput is the best 64 MiB row over the concurrencies measured.")
+	return b.String()
+}
+
+func cacheNote(dropped bool) string {
+	if dropped {
+		return "page cache dropped first (echo 3 > /proc/sys/vm/drop_caches)"
+	}
+	return "page cache NOT dropped (no permission), so reads may come from memory"
+}
+
+func pct(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return 100 * a / b
+}
+
+func sizeName(n int64) string {
+	if n >= 1<<20 {
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d KiB", n>>10)
+}
+
+func mib(b int64) string {
+	if b < 0 {
+		return "?"
+	}
+	return fmt.Sprintf("%d MiB", b>>20)
+}
+
+func mibCells(bs []int64) string {
+	var cells []string
+	for _, b := range bs {
+		cells = append(cells, mib(b))
+	}
+	return strings.Join(cells, " | ")
+}
+
+func memTotal() string {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return "? RAM"
+	}
+	var kb int64
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
+			return fmt.Sprintf("%.1f GiB RAM", float64(kb)/(1<<20))
+		}
+	}
+	return "? RAM"
+}
