@@ -169,6 +169,25 @@ func TestS3WithMinioClient(t *testing.T) {
 	if count != many {
 		t.Fatalf("paginated listing returned %d of %d keys", count, many)
 	}
+	// Multi-object delete: half of them in one go.
+	toDelete := make(chan minio.ObjectInfo, many/2)
+	for i := 0; i < many; i += 2 {
+		toDelete <- minio.ObjectInfo{Key: fmt.Sprintf("many/%04d", i)}
+	}
+	close(toDelete)
+	for e := range s1.RemoveObjects(ctx, "studies", toDelete, minio.RemoveObjectsOptions{}) {
+		t.Fatalf("multi-object delete: %+v", e)
+	}
+	left := 0
+	for o := range s3c.ListObjects(ctx, "studies", minio.ListObjectsOptions{Prefix: "many/", Recursive: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		left++
+	}
+	if left != many/2 {
+		t.Fatalf("%d keys left after deleting half of %d", left, many)
+	}
 
 	if st, err := s3c.StatObject(ctx, "studies", "sizes/104857600.bin", minio.StatObjectOptions{}); err != nil || !strings.HasSuffix(st.ETag, "-7") {
 		t.Fatalf("the 100 MiB object was not a 7-part multipart upload: %+v %v", st.ETag, err)

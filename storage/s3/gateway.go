@@ -117,6 +117,10 @@ func (g *Gateway) serve(q *request) *Error {
 			return g.headBucket(q)
 		case http.MethodDelete:
 			return g.deleteBucket(q)
+		case http.MethodPost:
+			if qs.Has("delete") {
+				return g.deleteObjects(q)
+			}
 		case http.MethodGet:
 			switch {
 			case qs.Has("location"):
