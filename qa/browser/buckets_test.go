@@ -63,13 +63,18 @@ func TestBucketBrowserUpload(t *testing.T) {
 	); err != nil {
 		t.Fatalf("upload: %v", err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "the uploaded object in the listing", func() error {
+	err := testutil.Eventually(60*time.Second, func() error {
 		n, err := count(ctx, `tr.object[data-key="ct-scan.bin"]`)
 		if err != nil || n != 1 {
-			return fmt.Errorf("%d rows, %v", n, err)
+			status, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.getElementById("upload-status")||{}).textContent||""`))
+			return fmt.Errorf("%d rows, %v, upload status %q", n, err, status)
 		}
 		return nil
 	})
+	if err != nil {
+		screenshot(t, ctx, "bucket-upload-failed")
+		t.Fatalf("the uploaded object in the listing: %v", err)
+	}
 	screenshot(t, ctx, "bucket")
 
 	// The object is in the cluster, as another node's API sees it.
