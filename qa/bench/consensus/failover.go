@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"os"
 	"strconv"
 	"strings"
@@ -52,7 +53,7 @@ func measureFailovers(ctx context.Context, sys system, runs int) ([]failover, er
 			return out, err
 		}
 		out = append(out, f)
-		progress("%s failover %d/%d: killed leader %s, first write after %s (%d attempts)",
+		benchrun.Progress("%s failover %d/%d: killed leader %s, first write after %s (%d attempts)",
 			sys.name(), run+1, runs, nodes[li].Name, f.took.Round(time.Millisecond), f.attempts)
 
 		nodes[li].Start()

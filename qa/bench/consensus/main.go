@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"log"
 	"os"
 	"os/signal"
@@ -70,15 +71,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &runner{name: "bench-consensus", verbose: cfg.verbose}
+	r := benchrun.New("bench-consensus", cfg.verbose)
 	err = run(ctx, r, cfg)
 	if err != nil {
 		log.Print(err)
 		if ctx.Err() == nil {
-			r.fail() // so the harness shows and keeps the node logs
+			r.Fail() // so the harness shows and keeps the node logs
 		}
 	}
-	r.runCleanups()
+	r.RunCleanups()
 	if err != nil {
 		os.Exit(1)
 	}
@@ -90,15 +91,15 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	rep := &report{cfg: cfg, started: time.Now(), machine: readMachine(cfg.etcdBin)}
 	bin := cfg.cairnBin
 	if bin == "" {
-		progress("building cairn")
+		benchrun.Progress("building cairn")
 		bin = harness.BuildCairn(t)
 	}
-	progress("starting 3 Cairn nodes")
+	benchrun.Progress("starting 3 Cairn nodes")
 	cairn, err := startCairn(ctx, t, bin, slices.Max(cfg.clients))
 	if err != nil {
 		return err
 	}
-	progress("starting 3 etcd members")
+	benchrun.Progress("starting 3 etcd members")
 	etcd, err := startEtcd(ctx, t, cfg.etcdBin)
 	if err != nil {
 		return err
@@ -131,7 +132,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
-		progress("report written to %s", cfg.out)
+		benchrun.Progress("report written to %s", cfg.out)
 	}
 	return nil
 }
@@ -156,7 +157,7 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 		}
 		for _, i := range order {
 			s := drive(ctx, sides[i], clients, cfg.round)
-			progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, %d errors",
+			benchrun.Progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, %d errors",
 				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.rate(), ms(s.percentile(50)), ms(s.percentile(99)), s.errors)
 			lv.s[i].add(&s)
 		}
@@ -174,12 +175,12 @@ func readMemory(phase string, sides [2]system) memory {
 				err = fmt.Errorf("pid %d is %q, not the node", n.PID(), comm)
 			}
 			if err != nil {
-				progress("%s %s: %v", sys.name(), n.Name, err)
+				benchrun.Progress("%s %s: %v", sys.name(), n.Name, err)
 				b = -1
 			}
 			m.bytes[i] = append(m.bytes[i], b)
 		}
 	}
-	progress("resident memory, %s: Cairn %s, etcd %s", phase, mibList(m.bytes[0]), mibList(m.bytes[1]))
+	benchrun.Progress("resident memory, %s: Cairn %s, etcd %s", phase, mibList(m.bytes[0]), mibList(m.bytes[1]))
 	return m
 }

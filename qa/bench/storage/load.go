@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"io"
 	"os"
 	"strconv"
@@ -128,7 +129,7 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 		wg.Go(func() {
 			for k := range keyc {
 				if err := cl.s3[w%3].RemoveObject(ctx, bucket, k, minio.RemoveObjectOptions{}); err != nil && failed.Add(1) == 1 {
-					progress("delete %s: %v", k, err)
+					benchrun.Progress("delete %s: %v", k, err)
 				}
 			}
 		})
@@ -139,7 +140,7 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 	close(keyc)
 	wg.Wait()
 	if n := failed.Load(); n > 0 {
-		progress("%d of %d deletes failed; the objects stay", n, len(keys))
+		benchrun.Progress("%d of %d deletes failed; the objects stay", n, len(keys))
 	}
 	return r
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"log"
 	"os"
 	"os/signal"
@@ -71,15 +72,15 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	r := &runner{name: "bench-storage", verbose: cfg.verbose}
+	r := benchrun.New("bench-storage", cfg.verbose)
 	err = run(ctx, r, cfg)
 	if err != nil {
 		log.Print(err)
 		if ctx.Err() == nil {
-			r.fail() // so the harness shows and keeps the node logs
+			r.Fail() // so the harness shows and keeps the node logs
 		}
 	}
-	r.runCleanups()
+	r.RunCleanups()
 	if err != nil {
 		os.Exit(1)
 	}
@@ -93,10 +94,10 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	rep := &report{cfg: cfg, started: time.Now()}
 	bin := cfg.cairnBin
 	if bin == "" {
-		progress("building cairn")
+		benchrun.Progress("building cairn")
 		bin = harness.BuildCairn(t)
 	}
-	progress("starting 3 Cairn nodes with 2 disks each")
+	benchrun.Progress("starting 3 Cairn nodes with 2 disks each")
 	cl, err := startCluster(ctx, t, bin, bucket)
 	if err != nil {
 		return err
@@ -111,15 +112,15 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	}
 	rep.rssStart = readRSS(pids)
 
-	progress("raw sequential write and read of %d MiB next to the disks", cfg.rawSize>>20)
+	benchrun.Progress("raw sequential write and read of %d MiB next to the disks", cfg.rawSize>>20)
 	if rep.disk, err = measureDisk(cl.c.Nodes[0].DataDir, cfg.rawSize); err != nil {
 		return fmt.Errorf("raw disk: %w", err)
 	}
-	progress("raw disk: write %.0f MiB/s, read %.0f MiB/s on %s", rep.disk.write, rep.disk.read, rep.disk.device)
+	benchrun.Progress("raw disk: write %.0f MiB/s, read %.0f MiB/s on %s", rep.disk.write, rep.disk.read, rep.disk.device)
 	if rep.encode, err = measureEncode(time.Second); err != nil {
 		return fmt.Errorf("encode: %w", err)
 	}
-	progress("reedsolomon 4+2 encode: %.0f MiB/s", rep.encode)
+	benchrun.Progress("reedsolomon 4+2 encode: %.0f MiB/s", rep.encode)
 
 	payload := make([]byte, cfg.sizes[len(cfg.sizes)-1])
 	_, _ = rand.Read(payload)
@@ -130,11 +131,11 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 				return fmt.Errorf("interrupted: %w", ctx.Err())
 			}
 			row := measure(ctx, cl, bucket, payload, size, c, cfg, mem)
-			progress("%s, %d clients: PUT %.1f MiB/s (%d ops, %d errors), GET %.1f MiB/s (%d ops, %d errors), peak RSS %s",
+			benchrun.Progress("%s, %d clients: PUT %.1f MiB/s (%d ops, %d errors), GET %.1f MiB/s (%d ops, %d errors), peak RSS %s",
 				sizeName(size), c, row.put.mibps(), row.put.ops, row.put.errors, row.get.mibps(), row.get.ops, row.get.errors, mib(row.peakRSS))
 			for _, e := range []error{row.put.firstErr, row.get.firstErr} {
 				if e != nil {
-					progress("  first error: %v", e)
+					benchrun.Progress("  first error: %v", e)
 				}
 			}
 			rep.rows = append(rep.rows, row)
@@ -151,7 +152,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		if err := os.WriteFile(cfg.out, []byte(md), 0o644); err != nil {
 			return fmt.Errorf("write report: %w", err)
 		}
-		progress("report written to %s", cfg.out)
+		benchrun.Progress("report written to %s", cfg.out)
 	}
 	return rep.unmeasured()
 }
