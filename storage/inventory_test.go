@@ -22,6 +22,7 @@ func register(reg *consensus.Registry) {
 }
 
 type fixture struct {
+	base  string // parent of the test disks, removed after the agent stops
 	node  *consensus.Node
 	id    *identity.Service
 	svc   *storage.Service
@@ -30,6 +31,7 @@ type fixture struct {
 }
 
 func newFixture(t *testing.T) *fixture {
+	base := t.TempDir()
 	c := consensustest.Start(t, 1, register)
 	n := c.Nodes[0]
 	id := identity.NewService(n, identity.DefaultConfig())
@@ -41,10 +43,8 @@ func newFixture(t *testing.T) *fixture {
 	admin, _ := id.Authenticate(ctx, tok)
 	svc := storage.NewService(n, id)
 	agent := storage.NewDiskAgent(n, svc, slog.Default(), time.Second)
-	actx, cancel := context.WithCancel(ctx)
-	t.Cleanup(cancel)
-	go agent.Run(actx)
-	return &fixture{node: n, id: id, svc: svc, agent: agent, admin: admin}
+	runAgent(t, agent)
+	return &fixture{base: base, node: n, id: id, svc: svc, agent: agent, admin: admin}
 }
 
 func (f *fixture) waitHealth(t *testing.T, id, want string) storage.Disk {
@@ -65,7 +65,7 @@ func (f *fixture) waitHealth(t *testing.T, id, want string) storage.Disk {
 func TestDiskLifecycle(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	dir := t.TempDir()
+	dir := diskDir(t, f.base)
 	d, err := f.svc.AddDisk(ctx, f.admin, f.node.Name(), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -134,7 +134,7 @@ func TestBadDisksAndPermissions(t *testing.T) {
 	}
 	tok, _, _ := f.id.Login(ctx, "nurse", "nurse-password")
 	nurse, _ := f.id.Authenticate(ctx, tok)
-	if _, err := f.svc.AddDisk(ctx, nurse, f.node.Name(), t.TempDir()); consensus.ErrorCode(err) != consensus.CodeForbidden {
+	if _, err := f.svc.AddDisk(ctx, nurse, f.node.Name(), diskDir(t, f.base)); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("a non-admin added a disk: %v", err)
 	}
 	if _, err := f.svc.ListDisks(nurse); consensus.ErrorCode(err) != consensus.CodeForbidden {
@@ -144,7 +144,7 @@ func TestBadDisksAndPermissions(t *testing.T) {
 		t.Fatalf("refused requests changed the pool: %d disks", len(ds))
 	}
 	// --disk flags at start are idempotent.
-	dirs := []string{t.TempDir(), t.TempDir()}
+	dirs := []string{diskDir(t, f.base), diskDir(t, f.base)}
 	for range 2 {
 		if err := f.agent.EnsureDisks(ctx, dirs); err != nil {
 			t.Fatal(err)

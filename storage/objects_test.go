@@ -30,6 +30,7 @@ type objNode struct {
 
 // pool runs three nodes with two disks each, so the default layout is 4+2.
 func pool(t *testing.T) []*objNode {
+	base := t.TempDir()
 	var ns []*objNode
 	consensustest.StartWith(t, 3, register, func(i int, n *consensus.Node) {
 		id := identity.NewService(n, identity.DefaultConfig())
@@ -39,14 +40,12 @@ func pool(t *testing.T) []*objNode {
 		n.HandleRPC(storage.RPCPrefix, sh.Handler())
 		ns = append(ns, &objNode{node: n, id: id, agent: agent, objects: storage.NewObjects(n, id, sh, slog.Default())})
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	for _, n := range ns {
-		n.dirs = []string{t.TempDir(), t.TempDir()}
-		if err := n.agent.EnsureDisks(ctx, n.dirs); err != nil {
+		n.dirs = []string{diskDir(t, base), diskDir(t, base)}
+		if err := n.agent.EnsureDisks(context.Background(), n.dirs); err != nil {
 			t.Fatal(err)
 		}
-		go n.agent.Run(ctx)
+		runAgent(t, n.agent)
 	}
 	return ns
 }

@@ -31,6 +31,7 @@ type shardNode struct {
 // twoNodes runs two nodes, each with one disk and the shard server mounted on
 // its cluster port.
 func twoNodes(t *testing.T) []*shardNode {
+	base := t.TempDir()
 	var sn []*shardNode
 	c := consensustest.StartWith(t, 2, register, func(i int, n *consensus.Node) {
 		id := identity.NewService(n, identity.DefaultConfig())
@@ -41,14 +42,12 @@ func twoNodes(t *testing.T) []*shardNode {
 		sn = append(sn, &shardNode{node: n, agent: agent, shards: sh})
 	})
 	_ = c
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
 	for _, s := range sn {
-		dir := t.TempDir()
-		if err := s.agent.EnsureDisks(ctx, []string{dir}); err != nil {
+		dir := diskDir(t, base)
+		if err := s.agent.EnsureDisks(context.Background(), []string{dir}); err != nil {
 			t.Fatal(err)
 		}
-		go s.agent.Run(ctx)
+		runAgent(t, s.agent)
 		s.disk = storage.Disk{ID: storage.DiskID(s.node.Name(), dir), Node: s.node.Name(), Path: dir}
 	}
 	for _, s := range sn {

@@ -8,6 +8,7 @@ import (
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -56,6 +57,9 @@ func newStorageEnv(t *testing.T) *env {
 		identity.Register(reg)
 		storage.Register(reg)
 	}
+	// The disks live under a directory taken before anything starts, so its
+	// removal (clean-ups run last first) comes after the disk agent stopped.
+	base := t.TempDir()
 	e.node = consensustest.StartWith(t, 1, register, func(_ int, n *consensus.Node) {
 		e.svc = identity.NewService(n, identityConfig(log))
 		e.storage = storage.NewService(n, e.svc)
@@ -67,12 +71,25 @@ func newStorageEnv(t *testing.T) *env {
 		e.healer = storage.NewHealer(e.objects, time.Hour, time.Minute)
 	}).Nodes[0]
 	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel) // runs before the node shuts down: cleanups run last first
-	e.disks = []string{t.TempDir(), t.TempDir()}
+	done := make(chan struct{})
+	t.Cleanup(func() { // before the node shuts down and the disks go away
+		cancel()
+		<-done
+	})
+	for range 2 {
+		d, err := os.MkdirTemp(base, "disk-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.disks = append(e.disks, d)
+	}
 	if err := agent.EnsureDisks(ctx, e.disks); err != nil {
 		t.Fatal(err)
 	}
-	go agent.Run(ctx)
+	go func() {
+		agent.Run(ctx)
+		close(done)
+	}()
 	e.serve(Deps{
 		Identity: e.svc, Status: e.node.Status, JoinToken: e.node.JoinToken, Logger: log,
 		Objects: e.objects, Storage: e.storage,

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -90,7 +92,10 @@ func TestStoragePageShowsDisksAndManagesThem(t *testing.T) {
 	mustContain(t, p, `id="degraded" class="ok">0<`)
 
 	// Add a third disk, then drain, reactivate, drain and remove it.
-	third := t.TempDir()
+	third, err := os.MkdirTemp(filepath.Dir(e.disks[0]), "disk-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	p = b.post("/storage/disks", b.formOn("/storage", url.Values{"node": {"node1"}, "path": {"relative/path"}}))
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("relative path: %d", p.status)
