@@ -216,3 +216,13 @@ func (s *Store) restore(r io.Reader) error {
 	s.appliedMu.Unlock()
 	return nil
 }
+
+// First returns the first row of table matching the index, or nil: the one
+// typed lookup every domain's handlers and services use.
+func First[T any](txn *memdb.Txn, table, index string, args ...any) *T {
+	raw, err := txn.First(table, index, args...)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*T)
+}

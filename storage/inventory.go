@@ -98,13 +98,7 @@ func Register(reg *consensus.Registry) {
 	registerObjects(reg)
 }
 
-func getDisk(tx *memdb.Txn, id string) *Disk {
-	raw, err := tx.First(tDisks, "id", id)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(*Disk)
-}
+func getDisk(tx *memdb.Txn, id string) *Disk { return consensus.First[Disk](tx, tDisks, "id", id) }
 
 func applyAddDisk(tx *consensus.Tx, d *Disk) (any, error) {
 	if getDisk(tx.Txn, d.ID) != nil {

@@ -20,7 +20,7 @@ type setBucketLayoutCmd struct {
 
 func registerLayout(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSetBucketLayout, "SetBucketLayout", func(tx *consensus.Tx, c *setBucketLayoutCmd) (any, error) {
-		b := first[Bucket](tx.Txn, tBuckets, c.Bucket)
+		b := consensus.First[Bucket](tx.Txn, tBuckets, "id", c.Bucket)
 		if b == nil {
 			return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", c.Bucket)
 		}

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"encoding/hex"
@@ -38,7 +39,7 @@ func (o *Objects) upload(ctx context.Context, p *identity.Principal, bucket, key
 	if err != nil {
 		return nil, nil, err
 	}
-	u := first[Upload](o.c.Store().ReadTxn(), tUploads, uploadID)
+	u := consensus.First[Upload](o.c.Store().ReadTxn(), tUploads, "id", uploadID)
 	if u == nil || u.Bucket != bucket || u.Key != key {
 		return nil, nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", uploadID)
 	}
@@ -64,7 +65,7 @@ func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket,
 	if err != nil {
 		return "", err
 	}
-	if md5sum != nil && !equalBytes(md5sum, sum) {
+	if md5sum != nil && !bytes.Equal(md5sum, sum) {
 		o.deleteShards(l, locs, dataID)
 		return "", ErrBadDigest
 	}
@@ -115,7 +116,7 @@ func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, buc
 		}
 	}
 	for i, cp := range list {
-		part := first[Part](txn, tParts, partID(uploadID, cp.Number))
+		part := consensus.First[Part](txn, tParts, "id", partID(uploadID, cp.Number))
 		if part == nil || part.Segment.ETag != cp.ETag {
 			return nil, ErrInvalidPart
 		}

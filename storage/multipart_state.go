@@ -75,7 +75,7 @@ func registerMultipart(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 	}})
 	consensus.Handle(reg, MsgCreateUpload, "CreateUpload", func(tx *consensus.Tx, u *Upload) (any, error) {
-		if first[Bucket](tx.Txn, tBuckets, u.Bucket) == nil {
+		if consensus.First[Bucket](tx.Txn, tBuckets, "id", u.Bucket) == nil {
 			return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", u.Bucket)
 		}
 		row := *u
@@ -83,16 +83,16 @@ func registerMultipart(reg *consensus.Registry) {
 		return &row, tx.Insert(tUploads, &row)
 	})
 	consensus.Handle(reg, MsgPutPart, "PutPart", func(tx *consensus.Tx, p *Part) (any, error) {
-		if first[Upload](tx.Txn, tUploads, p.UploadID) == nil {
+		if consensus.First[Upload](tx.Txn, tUploads, "id", p.UploadID) == nil {
 			return nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", p.UploadID)
 		}
-		old := first[Part](tx.Txn, tParts, p.ID)
+		old := consensus.First[Part](tx.Txn, tParts, "id", p.ID)
 		row := *p
 		return old, tx.Insert(tParts, &row)
 	})
 	consensus.Handle(reg, MsgCompleteUpload, "CompleteUpload", applyCompleteUpload)
 	consensus.Handle(reg, MsgAbortUpload, "AbortUpload", func(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
-		u := first[Upload](tx.Txn, tUploads, c.ID)
+		u := consensus.First[Upload](tx.Txn, tUploads, "id", c.ID)
 		if u == nil {
 			return nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", c.ID)
 		}
@@ -126,12 +126,12 @@ func removeParts(tx *consensus.Tx, upload string) ([]Part, error) {
 // the object appears, the upload and its parts disappear, and the quota is
 // charged, together or not at all.
 func applyCompleteUpload(tx *consensus.Tx, c *completeUploadCmd) (any, error) {
-	u := first[Upload](tx.Txn, tUploads, c.UploadID)
+	u := consensus.First[Upload](tx.Txn, tUploads, "id", c.UploadID)
 	if u == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", c.UploadID)
 	}
 	for _, id := range c.Used {
-		if first[Part](tx.Txn, tParts, id) == nil {
+		if consensus.First[Part](tx.Txn, tParts, "id", id) == nil {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "part %s is not uploaded", id)
 		}
 	}
@@ -157,6 +157,6 @@ func applyCompleteUpload(tx *consensus.Tx, c *completeUploadCmd) (any, error) {
 		return nil, err
 	}
 	res.Replaced, _ = old.(*Object)
-	res.Object = first[Object](tx.Txn, tObjects, c.Object.ID)
+	res.Object = consensus.First[Object](tx.Txn, tObjects, "id", c.Object.ID)
 	return res, nil
 }

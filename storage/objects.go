@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"crypto/md5"
 	"crypto/rand"
@@ -66,7 +67,7 @@ func (o *Objects) Bucket(ctx context.Context, p *identity.Principal, name string
 	if err := o.c.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
-	b := first[Bucket](o.c.Store().ReadTxn(), tBuckets, name)
+	b := consensus.First[Bucket](o.c.Store().ReadTxn(), tBuckets, "id", name)
 	if b == nil || !p.Can(b.ProjectID, identity.RoleReader) {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", name)
 	}
@@ -100,10 +101,18 @@ func (o *Objects) DeleteBucket(ctx context.Context, p *identity.Principal, name 
 	return o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name}, nil)
 }
 
+// writable returns a bucket the caller may write to. Writes read it locally
+// and go linearizable only on a miss (a bucket just created through another
+// node): the command handlers check the bucket again inside the FSM, so a
+// stale local copy cannot let a write through, and the hot path saves a
+// round trip to the leader.
 func (o *Objects) writable(ctx context.Context, p *identity.Principal, action, bucket string) (*Bucket, error) {
-	b, err := o.Bucket(ctx, p, bucket)
-	if err != nil {
-		return nil, o.id.Deny(ctx, p, action, bucket, "", err)
+	b := consensus.First[Bucket](o.c.Store().ReadTxn(), tBuckets, "id", bucket)
+	if b == nil || !p.Can(b.ProjectID, identity.RoleReader) {
+		var err error
+		if b, err = o.Bucket(ctx, p, bucket); err != nil {
+			return nil, o.id.Deny(ctx, p, action, bucket, "", err)
+		}
 	}
 	if !p.Can(b.ProjectID, identity.RoleMember) {
 		return nil, o.id.Deny(ctx, p, action, bucket, b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to write to bucket %q", bucket))
@@ -139,7 +148,7 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	if err != nil {
 		return nil, err
 	}
-	if opt.MD5 != nil && !equalBytes(opt.MD5, sum) {
+	if opt.MD5 != nil && !bytes.Equal(opt.MD5, sum) {
 		o.deleteShards(l, locs, dataID)
 		return nil, ErrBadDigest
 	}
@@ -153,7 +162,7 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	if old != nil {
 		go o.deleteObjectData(old)
 	}
-	return first[Object](o.c.Store().ReadTxn(), tObjects, obj.ID), nil
+	return consensus.First[Object](o.c.Store().ReadTxn(), tObjects, "id", obj.ID), nil
 }
 
 // place chooses the layout and the disks for a new object.
@@ -332,7 +341,7 @@ func (o *Objects) Head(ctx context.Context, p *identity.Principal, bucket, key s
 	if _, err := o.Bucket(ctx, p, bucket); err != nil {
 		return nil, err
 	}
-	obj := first[Object](o.c.Store().ReadTxn(), tObjects, bucket+"/"+key)
+	obj := consensus.First[Object](o.c.Store().ReadTxn(), tObjects, "id", bucket+"/"+key)
 	if obj == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", key)
 	}
@@ -423,16 +432,4 @@ func newDataID() string {
 	b := make([]byte, 12)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
-}
-
-func equalBytes(a, b []byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }

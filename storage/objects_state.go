@@ -88,16 +88,8 @@ func registerObjects(reg *consensus.Registry) {
 	registerLayout(reg)
 }
 
-func first[T any](tx *memdb.Txn, table, id string) *T {
-	raw, err := tx.First(table, "id", id)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(*T)
-}
-
 func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {
-	if first[Bucket](tx.Txn, tBuckets, b.ID) != nil {
+	if consensus.First[Bucket](tx.Txn, tBuckets, "id", b.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "bucket %q already exists", b.ID)
 	}
 	row := *b
@@ -106,7 +98,7 @@ func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {
 }
 
 func applyDeleteBucket(tx *consensus.Tx, c *deleteBucketCmd) (any, error) {
-	b := first[Bucket](tx.Txn, tBuckets, c.Name)
+	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", c.Name)
 	if b == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", c.Name)
 	}
@@ -124,11 +116,11 @@ func gib(bytes int64) int64 { return (bytes + 1<<30 - 1) >> 30 }
 // shards the caller deletes once this commits.
 func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	o := c.Object
-	b := first[Bucket](tx.Txn, tBuckets, o.Bucket)
+	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket)
 	if b == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", o.Bucket)
 	}
-	old := first[Object](tx.Txn, tObjects, o.ID)
+	old := consensus.First[Object](tx.Txn, tObjects, "id", o.ID)
 	nb := *b
 	nb.Bytes += o.Size
 	nb.Objects++
@@ -150,11 +142,11 @@ func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 }
 
 func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
-	o := first[Object](tx.Txn, tObjects, c.ID)
+	o := consensus.First[Object](tx.Txn, tObjects, "id", c.ID)
 	if o == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", c.ID)
 	}
-	b := first[Bucket](tx.Txn, tBuckets, o.Bucket)
+	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket)
 	if b != nil {
 		nb := *b
 		nb.Bytes -= o.Size
@@ -203,10 +195,10 @@ func projectGiB(tx *consensus.Tx, project string, delta int64) int64 {
 	return gib(total)
 }
 
-// listObjects returns up to max objects of a bucket whose keys start with
+// listObjects returns up to limit objects of a bucket whose keys start with
 // prefix and sort after startAfter.
-func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, max int) ([]Object, bool) {
-	it, err := tx.LowerBound(tObjects, "id", bucket+"/"+max2(prefix, startAfter+"\x00"))
+func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, limit int) ([]Object, bool) {
+	it, err := tx.LowerBound(tObjects, "id", bucket+"/"+max(prefix, startAfter+"\x00"))
 	if err != nil {
 		return nil, false
 	}
@@ -216,17 +208,10 @@ func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, max int) ([]O
 		if o.Bucket != bucket || !strings.HasPrefix(o.Key, prefix) {
 			break
 		}
-		if len(out) == max {
+		if len(out) == limit {
 			return out, true
 		}
 		out = append(out, *o)
 	}
 	return out, false
-}
-
-func max2(a, b string) string {
-	if a > b {
-		return a
-	}
-	return b
 }

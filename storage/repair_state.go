@@ -56,7 +56,7 @@ func registerRepair(reg *consensus.Registry) {
 // updateSegment edits the segment of an object that holds dataID. A missing
 // object or segment is not an error: it was overwritten or deleted meanwhile.
 func updateSegment(tx *consensus.Tx, objectID, dataID string, fn func(*Segment) bool) error {
-	cur := first[Object](tx.Txn, tObjects, objectID)
+	cur := consensus.First[Object](tx.Txn, tObjects, "id", objectID)
 	if cur == nil {
 		return nil
 	}

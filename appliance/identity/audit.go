@@ -93,7 +93,7 @@ func (s *Service) ArchiveAudit(ctx context.Context, dir string) error {
 	// Only a node that was down or new can have missed entries: check once.
 	if it, err := s.read().Get(tAudit, "id"); err == nil {
 		if oldest, _ := it.Next().(*AuditEntry); oldest != nil && oldest.ID > last && last != "" &&
-			first[AuditEntry](s.read(), tAudit, "id", last) == nil {
+			consensus.First[AuditEntry](s.read(), tAudit, "id", last) == nil {
 			s.log.Warn("audit entries may have been pruned before this node archived them; other nodes' archives hold them",
 				"archived_until", last, "state_starts_at", oldest.ID)
 		}

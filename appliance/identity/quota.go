@@ -12,7 +12,7 @@ import (
 // are serialized by the Raft log and can never exceed a quota together.
 // Releases are never refused; usage does not go below zero.
 func Charge(tx *consensus.Tx, projectID string, delta Resources) error {
-	q := first[Quota](tx.Txn, tQuotas, "id", projectID)
+	q := consensus.First[Quota](tx.Txn, tQuotas, "id", projectID)
 	if q == nil {
 		return notFound("project", projectID)
 	}
@@ -32,7 +32,7 @@ func Charge(tx *consensus.Tx, projectID string, delta Resources) error {
 // Limits returns a project's quota limits, for checks inside another
 // domain's FSM transaction.
 func Limits(tx *consensus.Tx, projectID string) (Resources, error) {
-	q := first[Quota](tx.Txn, tQuotas, "id", projectID)
+	q := consensus.First[Quota](tx.Txn, tQuotas, "id", projectID)
 	if q == nil {
 		return Resources{}, notFound("project", projectID)
 	}

@@ -34,10 +34,10 @@ const tS3Creds = "s3_credentials"
 func registerS3(r *consensus.Registry) {
 	consensus.RegisterTable[S3Credential](r, tableWithUser(tS3Creds))
 	consensus.Handle(r, MsgCreateS3Credential, "CreateS3Credential", func(tx *consensus.Tx, c *S3Credential) (any, error) {
-		if first[User](tx.Txn, tUsers, "id", c.UserID) == nil {
+		if consensus.First[User](tx.Txn, tUsers, "id", c.UserID) == nil {
 			return nil, notFound("user", c.UserID)
 		}
-		if first[Project](tx.Txn, tProjects, "id", c.ProjectID) == nil {
+		if consensus.First[Project](tx.Txn, tProjects, "id", c.ProjectID) == nil {
 			return nil, notFound("project", c.ProjectID)
 		}
 		row := *c
@@ -45,7 +45,7 @@ func registerS3(r *consensus.Registry) {
 		return &row, tx.Insert(tS3Creds, &row)
 	})
 	consensus.Handle(r, MsgDeleteS3Credential, "DeleteS3Credential", func(tx *consensus.Tx, c *deleteCmd) (any, error) {
-		cur := first[S3Credential](tx.Txn, tS3Creds, "id", c.ID)
+		cur := consensus.First[S3Credential](tx.Txn, tS3Creds, "id", c.ID)
 		if cur == nil {
 			return nil, notFound("S3 credential", c.ID)
 		}
@@ -90,7 +90,7 @@ func (s *Service) ListS3Credentials(p *Principal) []S3Credential {
 // DeleteS3Credential revokes an access key: one's own, or any as cluster admin.
 func (s *Service) DeleteS3Credential(ctx context.Context, p *Principal, accessKey string) error {
 	const action = "s3.credential.delete"
-	c := first[S3Credential](s.read(), tS3Creds, "id", accessKey)
+	c := consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
 	if c == nil || (!p.IsClusterAdmin() && c.UserID != p.User.ID) {
 		return s.deny(ctx, p, action, accessKey, "", notFound("S3 credential", accessKey))
 	}
@@ -101,12 +101,12 @@ func (s *Service) DeleteS3Credential(ctx context.Context, p *Principal, accessKe
 // the S3 gateway. A key created a moment ago on another node is looked up
 // again after a linearizable read.
 func (s *Service) ResolveS3(ctx context.Context, accessKey string) (*Principal, *S3Credential, error) {
-	c := first[S3Credential](s.read(), tS3Creds, "id", accessKey)
+	c := consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
 	if c == nil {
 		if err := s.c.ConsistentRead(ctx); err != nil {
 			return nil, nil, err
 		}
-		c = first[S3Credential](s.read(), tS3Creds, "id", accessKey)
+		c = consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
 	}
 	if c == nil {
 		return nil, nil, ErrUnauthenticated

@@ -180,7 +180,7 @@ func (s *Service) CreateFirstAdmin(ctx context.Context, username, password strin
 
 // Login checks a password and returns a new session token.
 func (s *Service) Login(ctx context.Context, username, password string) (string, *Token, error) {
-	u := first[User](s.read(), tUsers, "name", username)
+	u := consensus.First[User](s.read(), tUsers, "name", username)
 	if u == nil {
 		// Burn the same time as a real check, so timing does not reveal names.
 		CheckPassword("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", password)
@@ -218,13 +218,13 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, 
 		return nil, ErrUnauthenticated
 	}
 	txn := s.read()
-	t := first[Token](txn, tTokens, "id", id)
+	t := consensus.First[Token](txn, tTokens, "id", id)
 	if t == nil {
 		if err := s.c.ConsistentRead(ctx); err != nil {
 			return nil, err
 		}
 		txn = s.read()
-		t = first[Token](txn, tTokens, "id", id)
+		t = consensus.First[Token](txn, tTokens, "id", id)
 	}
 	if t == nil || !tokenMatches(t, secret) {
 		return nil, ErrUnauthenticated
@@ -243,7 +243,7 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, 
 // principalFor builds a user's principal with their project roles.
 func (s *Service) principalFor(userID string) (*Principal, error) {
 	txn := s.read()
-	u := first[User](txn, tUsers, "id", userID)
+	u := consensus.First[User](txn, tUsers, "id", userID)
 	if u == nil {
 		return nil, ErrUnauthenticated
 	}

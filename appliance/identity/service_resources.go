@@ -13,10 +13,10 @@ import (
 
 // lookup finds a row by ID, then by name.
 func lookup[T any](txn *memdb.Txn, table, ref string) *T {
-	if v := first[T](txn, table, "id", ref); v != nil {
+	if v := consensus.First[T](txn, table, "id", ref); v != nil {
 		return v
 	}
-	return first[T](txn, table, "name", ref)
+	return consensus.First[T](txn, table, "name", ref)
 }
 
 func list[T any](txn *memdb.Txn, table string, keep func(*T) bool) []T {
@@ -132,7 +132,7 @@ func (s *Service) ListMembers(p *Principal, ref string) ([]MemberView, error) {
 	for obj := it.Next(); obj != nil; obj = it.Next() {
 		m := obj.(*Membership)
 		name := m.UserID
-		if u := first[User](txn, tUsers, "id", m.UserID); u != nil {
+		if u := consensus.First[User](txn, tUsers, "id", m.UserID); u != nil {
 			name = u.Name
 		}
 		out = append(out, MemberView{UserID: m.UserID, UserName: name, Role: m.Role})
@@ -306,7 +306,7 @@ func (s *Service) CreateAPIToken(ctx context.Context, p *Principal, name string,
 // RevokeToken deletes a token: one's own, or anyone's for cluster admins.
 func (s *Service) RevokeToken(ctx context.Context, p *Principal, id string) error {
 	const action = "token.revoke"
-	t := first[Token](s.read(), tTokens, "id", id)
+	t := consensus.First[Token](s.read(), tTokens, "id", id)
 	if t == nil || (!p.IsClusterAdmin() && t.UserID != p.User.ID) {
 		return s.deny(ctx, p, action, id, "", notFound("token", id))
 	}
@@ -420,7 +420,7 @@ func (s *Service) GetQuota(p *Principal, projectRef string) (*Quota, error) {
 	if err != nil {
 		return nil, err
 	}
-	q := first[Quota](s.read(), tQuotas, "id", pr.ID)
+	q := consensus.First[Quota](s.read(), tQuotas, "id", pr.ID)
 	if q == nil {
 		return nil, notFound("quota", projectRef)
 	}

@@ -168,15 +168,6 @@ func insertAudit(tx *consensus.Tx, e AuditEntry) error {
 	return tx.Insert(tAudit, &e)
 }
 
-// first returns the row of table with id, or nil.
-func first[T any](tx *memdb.Txn, table, index, key string) *T {
-	raw, err := tx.First(table, index, key)
-	if err != nil || raw == nil {
-		return nil
-	}
-	return raw.(*T)
-}
-
 func checkVersion(kind, id string, have, ifMatch uint64) error {
 	if ifMatch != 0 && have != ifMatch {
 		return consensus.Errorf(consensus.CodePreconditionFailed, "%s %s is at version %d, not %d", kind, id, have, ifMatch)
@@ -189,10 +180,10 @@ func notFound(kind, id string) error {
 }
 
 func applyCreateUser(tx *consensus.Tx, u *User) (any, error) {
-	if first[User](tx.Txn, tUsers, "name", u.Name) != nil {
+	if consensus.First[User](tx.Txn, tUsers, "name", u.Name) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user %q already exists", u.Name)
 	}
-	if first[User](tx.Txn, tUsers, "id", u.ID) != nil {
+	if consensus.First[User](tx.Txn, tUsers, "id", u.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user id %q already exists", u.ID)
 	}
 	row := *u
@@ -217,7 +208,7 @@ func applyCreateFirstAdmin(tx *consensus.Tx, u *User) (any, error) {
 }
 
 func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
-	cur := first[User](tx.Txn, tUsers, "id", c.ID)
+	cur := consensus.First[User](tx.Txn, tUsers, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("user", c.ID)
 	}
@@ -253,7 +244,7 @@ func countAdmins(tx *memdb.Txn) int {
 }
 
 func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
-	cur := first[User](tx.Txn, tUsers, "id", c.ID)
+	cur := consensus.First[User](tx.Txn, tUsers, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("user", c.ID)
 	}
@@ -276,10 +267,10 @@ func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
 }
 
 func applyCreateProject(tx *consensus.Tx, c *createProjectCmd) (any, error) {
-	if first[Project](tx.Txn, tProjects, "name", c.Project.Name) != nil {
+	if consensus.First[Project](tx.Txn, tProjects, "name", c.Project.Name) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project %q already exists", c.Project.Name)
 	}
-	if first[Project](tx.Txn, tProjects, "id", c.Project.ID) != nil {
+	if consensus.First[Project](tx.Txn, tProjects, "id", c.Project.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project id %q already exists", c.Project.ID)
 	}
 	p := c.Project
@@ -291,7 +282,7 @@ func applyCreateProject(tx *consensus.Tx, c *createProjectCmd) (any, error) {
 		return nil, err
 	}
 	if c.AdminID != "" {
-		if first[User](tx.Txn, tUsers, "id", c.AdminID) == nil {
+		if consensus.First[User](tx.Txn, tUsers, "id", c.AdminID) == nil {
 			return nil, notFound("user", c.AdminID)
 		}
 		m := &Membership{ID: p.ID + "/" + c.AdminID, ProjectID: p.ID, UserID: c.AdminID, Role: RoleAdmin, Version: tx.Index}
@@ -303,7 +294,7 @@ func applyCreateProject(tx *consensus.Tx, c *createProjectCmd) (any, error) {
 }
 
 func applyUpdateProject(tx *consensus.Tx, c *updateProjectCmd) (any, error) {
-	cur := first[Project](tx.Txn, tProjects, "id", c.ID)
+	cur := consensus.First[Project](tx.Txn, tProjects, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("project", c.ID)
 	}
@@ -319,14 +310,14 @@ func applyUpdateProject(tx *consensus.Tx, c *updateProjectCmd) (any, error) {
 }
 
 func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
-	cur := first[Project](tx.Txn, tProjects, "id", c.ID)
+	cur := consensus.First[Project](tx.Txn, tProjects, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("project", c.ID)
 	}
 	if err := checkVersion("project", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
 	}
-	if q := first[Quota](tx.Txn, tQuotas, "id", c.ID); q != nil && q.Usage != (Resources{}) {
+	if q := consensus.First[Quota](tx.Txn, tQuotas, "id", c.ID); q != nil && q.Usage != (Resources{}) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still has resources (%+v); delete them first", cur.Name, q.Usage)
 	}
 	if _, err := tx.DeleteAll(tMembers, "project", c.ID); err != nil {
@@ -344,10 +335,10 @@ func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
 }
 
 func applySetMembership(tx *consensus.Tx, m *Membership) (any, error) {
-	if first[Project](tx.Txn, tProjects, "id", m.ProjectID) == nil {
+	if consensus.First[Project](tx.Txn, tProjects, "id", m.ProjectID) == nil {
 		return nil, notFound("project", m.ProjectID)
 	}
-	if first[User](tx.Txn, tUsers, "id", m.UserID) == nil {
+	if consensus.First[User](tx.Txn, tUsers, "id", m.UserID) == nil {
 		return nil, notFound("user", m.UserID)
 	}
 	row := *m
@@ -357,7 +348,7 @@ func applySetMembership(tx *consensus.Tx, m *Membership) (any, error) {
 }
 
 func applyDeleteMembership(tx *consensus.Tx, c *deleteCmd) (any, error) {
-	cur := first[Membership](tx.Txn, tMembers, "id", c.ID)
+	cur := consensus.First[Membership](tx.Txn, tMembers, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("membership", c.ID)
 	}
@@ -365,7 +356,7 @@ func applyDeleteMembership(tx *consensus.Tx, c *deleteCmd) (any, error) {
 }
 
 func applyCreateToken(tx *consensus.Tx, t *Token) (any, error) {
-	if first[User](tx.Txn, tUsers, "id", t.UserID) == nil {
+	if consensus.First[User](tx.Txn, tUsers, "id", t.UserID) == nil {
 		return nil, notFound("user", t.UserID)
 	}
 	row := *t
@@ -374,7 +365,7 @@ func applyCreateToken(tx *consensus.Tx, t *Token) (any, error) {
 }
 
 func applyDeleteToken(tx *consensus.Tx, c *deleteCmd) (any, error) {
-	cur := first[Token](tx.Txn, tTokens, "id", c.ID)
+	cur := consensus.First[Token](tx.Txn, tTokens, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("token", c.ID)
 	}
@@ -402,7 +393,7 @@ func applyPruneTokens(tx *consensus.Tx, c *pruneTokensCmd) (any, error) {
 }
 
 func applyCreateFlavor(tx *consensus.Tx, f *Flavor) (any, error) {
-	if first[Flavor](tx.Txn, tFlavors, "name", f.Name) != nil {
+	if consensus.First[Flavor](tx.Txn, tFlavors, "name", f.Name) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", f.Name)
 	}
 	row := *f
@@ -411,7 +402,7 @@ func applyCreateFlavor(tx *consensus.Tx, f *Flavor) (any, error) {
 }
 
 func applyUpdateFlavor(tx *consensus.Tx, c *updateFlavorCmd) (any, error) {
-	cur := first[Flavor](tx.Txn, tFlavors, "id", c.ID)
+	cur := consensus.First[Flavor](tx.Txn, tFlavors, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("flavor", c.ID)
 	}
@@ -420,7 +411,7 @@ func applyUpdateFlavor(tx *consensus.Tx, c *updateFlavorCmd) (any, error) {
 	}
 	row := *cur
 	if c.Name != nil && *c.Name != cur.Name {
-		if first[Flavor](tx.Txn, tFlavors, "name", *c.Name) != nil {
+		if consensus.First[Flavor](tx.Txn, tFlavors, "name", *c.Name) != nil {
 			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", *c.Name)
 		}
 		row.Name = *c.Name
@@ -430,7 +421,7 @@ func applyUpdateFlavor(tx *consensus.Tx, c *updateFlavorCmd) (any, error) {
 }
 
 func applyDeleteFlavor(tx *consensus.Tx, c *deleteCmd) (any, error) {
-	cur := first[Flavor](tx.Txn, tFlavors, "id", c.ID)
+	cur := consensus.First[Flavor](tx.Txn, tFlavors, "id", c.ID)
 	if cur == nil {
 		return nil, notFound("flavor", c.ID)
 	}
@@ -441,7 +432,7 @@ func applyDeleteFlavor(tx *consensus.Tx, c *deleteCmd) (any, error) {
 }
 
 func applySetQuota(tx *consensus.Tx, c *setQuotaCmd) (any, error) {
-	cur := first[Quota](tx.Txn, tQuotas, "id", c.ProjectID)
+	cur := consensus.First[Quota](tx.Txn, tQuotas, "id", c.ProjectID)
 	if cur == nil {
 		return nil, notFound("project", c.ProjectID)
 	}
