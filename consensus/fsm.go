@@ -42,16 +42,71 @@ type fsm struct {
 	log   *slog.Logger
 }
 
-var _ raft.FSM = (*fsm)(nil)
+var (
+	_ raft.FSM         = (*fsm)(nil)
+	_ raft.BatchingFSM = (*fsm)(nil)
+)
 
-// Apply is one switch over registered message types. An entry that cannot be
-// decoded, or of a type this binary does not know and may not skip, means the
-// log and the code disagree: continuing would diverge replicas, so it panics.
-func (f *fsm) Apply(l *raft.Log) any {
-	defer f.store.setApplied(l.Index)
-	if l.Type != raft.LogCommand {
-		return nil
+// Apply applies one entry; raft calls ApplyBatch instead.
+func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
+
+// ApplyBatch applies a run of committed entries in one memdb transaction, so
+// the radix tree is copied and watchers are woken once per batch rather than
+// once per entry. An entry whose handler fails must leave no trace, and memdb
+// has no savepoints: the batch then starts over from the last good point —
+// the entries before the failed one in a fresh transaction, the failed one
+// alone (aborted), and the rest as a new batch. Handlers are deterministic,
+// so that gives exactly the state of applying the entries one by one.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	results := make([]any, len(logs))
+	out := results
+	for len(logs) > 0 {
+		txn := f.store.writeTxn()
+		bad, err := f.applyRun(txn, logs, out)
+		if bad == len(logs) {
+			txn.Commit()
+			f.store.setApplied(logs[bad-1].Index)
+			break
+		}
+		txn.Abort()
+		if bad > 0 {
+			redo := f.store.writeTxn()
+			if i, err := f.applyRun(redo, logs[:bad], out); i != bad {
+				panic(fmt.Sprintf("consensus: log %d: replaying a batch failed where it had succeeded: %v", logs[i].Index, err))
+			}
+			redo.Commit()
+		}
+		out[bad] = &applyResult{Err: err}
+		f.store.setApplied(logs[bad].Index)
+		logs, out = logs[bad+1:], out[bad+1:]
 	}
+	return results
+}
+
+// applyRun applies logs in txn until one fails, filling out with results. It
+// returns the position of the failed entry and its error, or len(logs).
+func (f *fsm) applyRun(txn *memdb.Txn, logs []*raft.Log, out []any) (int, error) {
+	for i, l := range logs {
+		if l.Type != raft.LogCommand {
+			continue
+		}
+		h, payload := f.handler(l)
+		if h == nil {
+			continue
+		}
+		v, err := h(&Tx{Txn: txn, Index: l.Index, reg: f.store.reg}, payload)
+		if err != nil {
+			return i, err
+		}
+		out[i] = &applyResult{Value: v}
+	}
+	return len(logs), nil
+}
+
+// handler finds an entry's handler. An entry that cannot be decoded, or of a
+// type this binary does not know and may not skip, means the log and the code
+// disagree: continuing would diverge replicas, so it panics.
+func (f *fsm) handler(l *raft.Log) (Handler, []byte) {
 	t, payload, err := decodeCommand(l.Data)
 	if err != nil {
 		panic(fmt.Sprintf("consensus: log %d: %v", l.Index, err))
@@ -60,12 +115,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {
 			f.log.Warn("skipping unknown command", "type", t, "index", l.Index)
-			return nil
+			return nil, nil
 		}
 		panic(fmt.Sprintf("consensus: log %d: unknown message type %d", l.Index, t))
 	}
-	v, err := f.store.apply(l.Index, h.fn, payload)
-	return &applyResult{Value: v, Err: err}
+	return h.fn, payload
 }
 
 // Snapshot runs on the FSM goroutine between applies, so the read transaction

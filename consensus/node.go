@@ -57,6 +57,7 @@ type Node struct {
 	gossip    *memberlist.Memberlist
 	gossipKey []byte
 	events    chan struct{} // pokes the membership reconciler
+	forwardCh chan *forwardedCmd
 
 	controllers []controller
 	extraRPC    []rpcRoute
@@ -93,7 +94,8 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 		return nil, err
 	}
 	return &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
-		events: make(chan struct{}, 1), joinedCh: make(chan struct{})}, nil
+		events: make(chan struct{}, 1), joinedCh: make(chan struct{}),
+		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}, nil
 }
 
 // Store is the node's local copy of the replicated state.
@@ -148,6 +150,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.goRun(n.joinLoop)
 	n.goRun(n.gossipJoinLoop)
+	n.goRun(n.forwardLoop)
 	if n.cfg.DiscoveryPort != 0 {
 		if err := n.startDiscovery(); err != nil {
 			return fmt.Errorf("start node: %w", err)
@@ -379,15 +382,8 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 			res, idx, err = n.applyLocal(ctx, t, payload)
 			return err
 		}
-		var resp applyResponse
-		if err := n.callRPC(ctx, addr, rpcApply, applyRequest{Type: t, Payload: payload}, &resp); err != nil {
-			return err
-		}
-		res, idx = resp.Result, resp.Index
-		if resp.Error != nil {
-			return resp.Error
-		}
-		return nil
+		res, idx, err = n.forward(ctx, addr, t, payload)
+		return err
 	})
 	if err != nil {
 		return idx, unavailable("apply "+n.reg.CommandName(t), err)
@@ -452,18 +448,26 @@ func retryable(err error) bool {
 }
 
 func (n *Node) applyLocal(ctx context.Context, t MessageType, payload []byte) (json.RawMessage, uint64, error) {
-	r := n.Raft()
-	if r == nil {
-		return nil, 0, ErrNoLeader
-	}
-	data := make([]byte, 2+len(payload))
-	data[0], data[1] = byte(t>>8), byte(t)
-	copy(data[2:], payload)
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	f := r.Apply(data, timeout)
+	return applyOutcome(applyAsync(n.Raft(), t, payload, timeout))
+}
+
+// applyAsync hands a command to Raft without waiting for it.
+func applyAsync(r *raft.Raft, t MessageType, payload []byte, timeout time.Duration) raft.ApplyFuture {
+	if r == nil {
+		return failedFuture{ErrNoLeader}
+	}
+	data := make([]byte, 2+len(payload))
+	data[0], data[1] = byte(t>>8), byte(t)
+	copy(data[2:], payload)
+	return r.Apply(data, timeout)
+}
+
+// applyOutcome waits for a command and returns its result, JSON-encoded.
+func applyOutcome(f raft.ApplyFuture) (json.RawMessage, uint64, error) {
 	if err := f.Error(); err != nil {
 		return nil, 0, err
 	}
@@ -480,6 +484,13 @@ func (n *Node) applyLocal(ctx context.Context, t MessageType, payload []byte) (j
 	b, err := json.Marshal(res.Value)
 	return b, f.Index(), err
 }
+
+// failedFuture is an ApplyFuture that failed before reaching Raft.
+type failedFuture struct{ err error }
+
+func (f failedFuture) Error() error  { return f.err }
+func (f failedFuture) Index() uint64 { return 0 }
+func (f failedFuture) Response() any { return nil }
 
 // ConsistentRead waits until this node's store reflects every write the
 // cluster acknowledged before the call (a Raft read index). Reads after it

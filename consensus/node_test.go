@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -191,6 +192,65 @@ func TestClusterBootstrapForwardAndFailover(t *testing.T) {
 		}
 		if v := get(n, "b"); v == nil || v.Value != "after" {
 			t.Fatalf("%s: consistent read missed the write", n.Name())
+		}
+	}
+}
+
+// Concurrent writes through a follower travel to the leader in batches; each
+// caller still gets its own command's outcome: its result, its index, or its
+// own rejection.
+func TestForwardedBatchesKeepPerCommandOutcomes(t *testing.T) {
+	tc := startCluster(t, 3)
+	tc.waitVoters(3)
+	var follower *Node
+	for _, n := range tc.nodes {
+		if !n.IsLeader() {
+			follower = n
+		}
+	}
+	ctx := context.Background()
+	const writers = 64
+	type outcome struct {
+		got kv
+		idx uint64
+		err error
+	}
+	outs := make([]outcome, writers)
+	var wg sync.WaitGroup
+	for i := range writers {
+		wg.Go(func() {
+			c := putCmd{Key: fmt.Sprintf("k%d", i), Value: fmt.Sprint(i)}
+			if i%4 == 3 {
+				c.IfMatch = 1 << 40 // never matches: rejected
+			}
+			outs[i].idx, outs[i].err = follower.Apply(ctx, msgTestPut, c, &outs[i].got)
+		})
+	}
+	wg.Wait()
+	seen := map[uint64]bool{}
+	for i, o := range outs {
+		if i%4 == 3 {
+			if ErrorCode(o.err) != CodePreconditionFailed {
+				t.Errorf("writer %d: want precondition_failed, got %v", i, o.err)
+			}
+			if get(follower, fmt.Sprintf("k%d", i)) != nil {
+				t.Errorf("writer %d: rejected write is visible", i)
+			}
+			continue
+		}
+		if o.err != nil {
+			t.Errorf("writer %d: %v", i, o.err)
+			continue
+		}
+		if o.got.Key != fmt.Sprintf("k%d", i) || o.got.Value != fmt.Sprint(i) || o.got.Version != o.idx {
+			t.Errorf("writer %d: result %+v at index %d is not its own", i, o.got, o.idx)
+		}
+		if seen[o.idx] {
+			t.Errorf("writer %d: index %d returned twice", i, o.idx)
+		}
+		seen[o.idx] = true
+		if v := get(follower, o.got.Key); v == nil || v.Version != o.idx {
+			t.Errorf("writer %d: not readable on the follower right after: %+v", i, v)
 		}
 	}
 }

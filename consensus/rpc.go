@@ -19,22 +19,10 @@ import (
 
 // The cluster RPC is plain HTTP/1.1 inside the mutual-TLS cluster port.
 const (
-	rpcApply     = "/cluster/v1/apply"
 	rpcReadIndex = "/cluster/v1/readindex"
 	rpcJoin      = "/cluster/v1/join"
 	maxRPCBody   = 8 << 20
 )
-
-type applyRequest struct {
-	Type    MessageType     `json:"type"`
-	Payload json.RawMessage `json:"payload"`
-}
-
-type applyResponse struct {
-	Result json.RawMessage `json:"result,omitempty"`
-	Index  uint64          `json:"index"`
-	Error  *Error          `json:"error,omitempty"`
-}
 
 type readIndexResponse struct {
 	Index uint64 `json:"index"`
@@ -43,7 +31,7 @@ type readIndexResponse struct {
 
 func (n *Node) rpcHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+rpcApply, n.requireMember(n.handleApply))
+	mux.HandleFunc("POST "+rpcApplyBatch, n.requireMember(n.handleApplyBatch))
 	mux.HandleFunc("POST "+rpcReadIndex, n.requireMember(n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
 	for _, h := range n.extraRPC {
@@ -91,16 +79,6 @@ func (n *Node) requireMember(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
-}
-
-func (n *Node) handleApply(w http.ResponseWriter, r *http.Request) {
-	var req applyRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, maxRPCBody)).Decode(&req); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	res, idx, err := n.applyLocal(r.Context(), req.Type, req.Payload)
-	writeJSON(w, applyResponse{Result: res, Index: idx, Error: asError(err)})
 }
 
 func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {

@@ -113,19 +113,11 @@ func (s *Store) setApplied(idx uint64) {
 	s.appliedMu.Unlock()
 }
 
-// apply runs one handler in a write transaction, committing only on success.
-func (s *Store) apply(idx uint64, h Handler, payload []byte) (any, error) {
+// writeTxn starts the FSM's write transaction on the current database.
+func (s *Store) writeTxn() *memdb.Txn {
 	s.mu.RLock()
-	txn := s.db.Txn(true)
-	s.mu.RUnlock()
-	tx := &Tx{Txn: txn, Index: idx, reg: s.reg}
-	v, err := h(tx, payload)
-	if err != nil {
-		txn.Abort()
-		return nil, err
-	}
-	txn.Commit()
-	return v, nil
+	defer s.mu.RUnlock()
+	return s.db.Txn(true)
 }
 
 // snapshotHeader starts every snapshot so restores can refuse foreign streams.

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -112,6 +113,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { errCh <- a.serve() }()
 	go func() { errCh <- a.serveS3() }()
 	go a.announce(ctx)
+	if a.cfg.DebugAddr != "" {
+		go a.serveDebug(ctx)
+	}
 	go a.runDisks(ctx)
 	go func() {
 		if err := a.identity.ArchiveAudit(ctx, filepath.Join(a.cfg.DataDir, "audit")); err != nil {
@@ -344,5 +348,25 @@ func (a *Agent) every(interval time.Duration, what string, fn func(ctx context.C
 				}
 			}
 		}
+	}
+}
+
+// serveDebug serves net/http/pprof for profiling a running node (as Nomad's
+// enable_debug). Off unless --debug-addr is set.
+func (a *Agent) serveDebug(ctx context.Context) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Addr: a.cfg.DebugAddr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	a.log.Warn("serving pprof profiles without authentication", "addr", a.cfg.DebugAddr)
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		a.log.Error("debug server", "err", err)
 	}
 }

@@ -47,6 +47,7 @@ type Config struct {
 	DiskStaleAfter    time.Duration `json:"disk-stale-after"`
 	LogLevel          string        `json:"log-level"`
 	LogFormat         string        `json:"log-format"`
+	DebugAddr         string        `json:"debug-addr"`
 }
 
 // DefaultConfig holds every default of the node.
@@ -117,6 +118,7 @@ func ParseFlags(args []string) (Config, error) {
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's pprof profiles on this address (plain HTTP, unauthenticated: bind it to a loopback or management address; empty: off)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}

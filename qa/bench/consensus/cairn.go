@@ -7,10 +7,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/qa/harness"
@@ -30,7 +33,7 @@ type cairnSide struct {
 
 // startCairn starts the nodes, logs in as admin and creates one project per
 // key.
-func startCairn(ctx context.Context, t harness.T, bin string, keys int) (*cairnSide, error) {
+func startCairn(ctx context.Context, t harness.T, bin string, keys int, debug bool) (*cairnSide, error) {
 	password, joinToken := rand.Text(), rand.Text()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -41,9 +44,13 @@ func startCairn(ctx context.Context, t harness.T, bin string, keys int) (*cairnS
 		for _, m := range n.Cluster().Nodes {
 			ips = append(ips, m.IP)
 		}
-		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--expect", "3", "--join", strings.Join(ips, ","), "--join-token", joinToken,
 			"--admin-password-file", pwFile, "--discovery-port", "0"}
+		if debug {
+			args = append(args, "--debug-addr", n.IP+":6060")
+		}
+		return args
 	}})
 	s := &cairnSide{c: c}
 
@@ -176,4 +183,54 @@ func (s *cairnSide) healthy(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// profiler is a side whose nodes can be profiled while it is driven.
+type profiler interface {
+	// profile starts CPU profiles of every node lasting d and returns a
+	// function that waits for them and writes them to dir.
+	profile(ctx context.Context, d time.Duration, dir string) (wait func())
+}
+
+func (s *cairnSide) profile(ctx context.Context, d time.Duration, dir string) func() {
+	var wg sync.WaitGroup
+	for _, n := range s.c.Nodes {
+		wg.Go(func() {
+			url := fmt.Sprintf("http://%s:6060/debug/pprof/profile?seconds=%d", n.IP, int(d.Seconds()))
+			file := filepath.Join(dir, n.Name+".pprof")
+			if err := fetch(ctx, url, file); err != nil {
+				benchrun.Progress("profile %s: %v", n.Name, err)
+				return
+			}
+			benchrun.Progress("CPU profile of %s written to %s", n.Name, file)
+		})
+	}
+	return wg.Wait
+}
+
+func fetch(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, res.Status)
+	}
+	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
+		return err
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, res.Body); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

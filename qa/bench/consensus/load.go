@@ -1,6 +1,11 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"context"
 	"slices"
 	"sync"
@@ -17,6 +22,7 @@ type sample struct {
 	lat      []time.Duration // of successful writes
 	errors   int
 	firstErr error
+	cpu      time.Duration // the side's node processes' CPU time (user+system), summed over rounds
 	sorted   bool
 }
 
@@ -49,6 +55,7 @@ func drive(outer context.Context, sys system, clients int, d time.Duration) samp
 	defer cancel()
 	n := len(sys.nodes())
 	results := make([]sample, clients)
+	cpu0 := cpuTime(sys)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for c := range clients {
@@ -75,7 +82,7 @@ func drive(outer context.Context, sys system, clients int, d time.Duration) samp
 	}
 	wg.Wait()
 	// The round lasts until the last write in flight at the deadline is in.
-	s := sample{elapsed: time.Since(start)}
+	s := sample{elapsed: time.Since(start), cpu: cpuTime(sys) - cpu0}
 	for i := range results {
 		s.add(&results[i])
 	}
@@ -86,12 +93,43 @@ func drive(outer context.Context, sys system, clients int, d time.Duration) samp
 // follow each other.
 func (s *sample) add(o *sample) {
 	s.elapsed += o.elapsed
+	s.cpu += o.cpu
 	s.lat = append(s.lat, o.lat...)
 	s.errors += o.errors
 	if s.firstErr == nil {
 		s.firstErr = o.firstErr
 	}
 	s.sorted = false
+}
+
+// cpuPerWrite is the servers' CPU time per successful write.
+func (s *sample) cpuPerWrite() time.Duration {
+	if len(s.lat) == 0 {
+		return 0
+	}
+	return s.cpu / time.Duration(len(s.lat))
+}
+
+// cpuTime sums the user and system CPU time of a side's node processes, from
+// /proc/PID/stat (in clock ticks of 10ms: rounds last seconds, so that is
+// fine enough). A node that cannot be read counts as zero.
+func cpuTime(sys system) time.Duration {
+	var total time.Duration
+	for _, n := range sys.nodes() {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID()))
+		if err != nil {
+			continue
+		}
+		// The command name (field 2) may hold spaces: count from its ')'.
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 13 {
+			continue
+		}
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		total += time.Duration(utime+stime) * 10 * time.Millisecond
+	}
+	return total
 }
 
 // pause sleeps for d or until ctx ends.

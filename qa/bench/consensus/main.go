@@ -30,6 +30,7 @@ type config struct {
 	etcdBin      string
 	out          string
 	verbose      bool
+	profile      string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -46,6 +47,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary")
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the Cairn nodes, taken during the first measured round at the highest concurrency, to this directory")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -95,7 +97,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		bin = harness.BuildCairn(t)
 	}
 	benchrun.Progress("starting 3 Cairn nodes")
-	cairn, err := startCairn(ctx, t, bin, slices.Max(cfg.clients))
+	cairn, err := startCairn(ctx, t, bin, slices.Max(cfg.clients), cfg.profile != "")
 	if err != nil {
 		return err
 	}
@@ -156,9 +158,16 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 			order = []int{1, 0}
 		}
 		for _, i := range order {
+			var profiled func()
+			if p, ok := sides[i].(profiler); ok && cfg.profile != "" && r == 0 && clients == slices.Max(cfg.clients) {
+				profiled = p.profile(ctx, cfg.round, cfg.profile)
+			}
 			s := drive(ctx, sides[i], clients, cfg.round)
-			benchrun.Progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, %d errors",
-				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.rate(), ms(s.percentile(50)), ms(s.percentile(99)), s.errors)
+			if profiled != nil {
+				profiled()
+			}
+			benchrun.Progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, CPU/write %s, %d errors",
+				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.rate(), ms(s.percentile(50)), ms(s.percentile(99)), us(s.cpuPerWrite()), s.errors)
 			lv.s[i].add(&s)
 		}
 	}

@@ -103,14 +103,17 @@ func (r *report) writes(p func(string, ...any)) {
 	p("")
 	p("### Writes")
 	p("")
-	p("| Clients | Cairn writes/s | etcd writes/s | ratio | Cairn p50 | etcd p50 | Cairn p99 | etcd p99 | p99 ratio | errors Cairn / etcd |")
-	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	p("| Clients | Cairn writes/s | etcd writes/s | ratio | Cairn p50 | etcd p50 | Cairn p99 | etcd p99 | p99 ratio | server CPU/write Cairn / etcd | errors Cairn / etcd |")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, lv := range r.levels {
 		a, e := lv.s[0], lv.s[1]
-		p("| %d | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %d / %d |", lv.clients, a.rate(), e.rate(),
+		p("| %d | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s / %s | %d / %d |", lv.clients, a.rate(), e.rate(),
 			ratio(a.rate(), e.rate()), ms(a.percentile(50)), ms(e.percentile(50)),
-			ms(a.percentile(99)), ms(e.percentile(99)), ratio(float64(a.percentile(99)), float64(e.percentile(99))), a.errors, e.errors)
+			ms(a.percentile(99)), ms(e.percentile(99)), ratio(float64(a.percentile(99)), float64(e.percentile(99))),
+			us(a.cpuPerWrite()), us(e.cpuPerWrite()), a.errors, e.errors)
 	}
+	p("")
+	p("Server CPU/write: user+system CPU time of the side's three node processes during the rounds, per acknowledged write (all three nodes' work for one write).")
 	for _, lv := range r.levels {
 		for i, s := range lv.s {
 			if s.firstErr != nil {
@@ -292,4 +295,8 @@ func mibList(bs []int64) string {
 		parts = append(parts, mib(b))
 	}
 	return strings.Join(parts, ", ")
+}
+
+func us(d time.Duration) string {
+	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }
