@@ -185,8 +185,10 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	bw := bufio.NewWriter(w)
 	w.Header().Set("Content-Type", "application/octet-stream")
+	var last uint64
 	for _, f := range futures {
 		res, idx, err := applyOutcome(f)
+		last = max(last, idx)
 		var hdr [8]byte
 		binary.BigEndian.PutUint64(hdr[:], idx)
 		bw.Write(hdr[:])
@@ -198,6 +200,22 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	_ = bw.Flush()
+	if last > 0 {
+		pushCommit(raftNode, last)
+	}
+}
+
+// pushCommit makes sure followers soon learn that index is committed. A
+// follower learns it only from the leader's next AppendEntries, which
+// hashicorp/raft sends when new entries arrive, or after CommitTimeout of
+// quiet. The forwarding follower is waiting for exactly that (its caller
+// reads its own write there next), so when nothing was appended after index,
+// a barrier entry carries the commit index to the followers right away.
+// Under load other entries do it and no barrier is needed.
+func pushCommit(r *raft.Raft, index uint64) {
+	if r != nil && r.LastIndex() == index {
+		go r.Barrier(time.Second)
+	}
 }
 
 // Frames are a 2-byte tag (a message type, or a result kind) and a

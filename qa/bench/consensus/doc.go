@@ -10,7 +10,7 @@
 // traffic and etcd with fsync on (its default). It then measures:
 //
 //   - writes/s and p50/p99 latency with 1, 16 and 64 closed-loop clients
-//     (-clients), each client on its own node (i mod 3) and key: Cairn's
+//     (-clients), each client on its own node ((i + round) mod 3) and key: Cairn's
 //     PATCH /api/v1/projects/{id} against etcd's gateway POST /v3/kv/put, in
 //     short rounds alternating between the two (-round, -rounds) so a noisy
 //     machine affects both alike; ratios are Cairn over etcd;

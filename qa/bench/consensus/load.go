@@ -49,8 +49,10 @@ func (s *sample) percentile(p float64) time.Duration {
 }
 
 // drive runs clients closed-loop writers against sys for d and returns what
-// they measured. Client i writes key i through node i mod the number of nodes.
-func drive(outer context.Context, sys system, clients int, d time.Duration) sample {
+// they measured. Client i writes key i through node (i+shift) mod the number
+// of nodes: rounds shift by one, so over three rounds even a single client
+// has written through the leader and through both followers.
+func drive(outer context.Context, sys system, clients, shift int, d time.Duration) sample {
 	ctx, cancel := context.WithTimeout(outer, d)
 	defer cancel()
 	n := len(sys.nodes())
@@ -65,7 +67,7 @@ func drive(outer context.Context, sys system, clients int, d time.Duration) samp
 				// Not ctx: a write in flight at the deadline completes and counts.
 				wctx, wcancel := context.WithTimeout(outer, writeTimeout)
 				t0 := time.Now()
-				err := sys.write(wctx, c%n, c)
+				err := sys.write(wctx, (c+shift)%n, c)
 				lat := time.Since(t0)
 				wcancel()
 				if err == nil {

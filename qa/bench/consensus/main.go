@@ -146,7 +146,7 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 	lv := level{clients: clients, s: [2]*sample{{}, {}}}
 	if cfg.warmup > 0 {
 		for _, sys := range sides {
-			drive(ctx, sys, clients, cfg.warmup)
+			drive(ctx, sys, clients, 0, cfg.warmup)
 		}
 	}
 	for r := range cfg.rounds {
@@ -162,7 +162,7 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 			if p, ok := sides[i].(profiler); ok && cfg.profile != "" && r == 0 && clients == slices.Max(cfg.clients) {
 				profiled = p.profile(ctx, cfg.round, cfg.profile)
 			}
-			s := drive(ctx, sides[i], clients, cfg.round)
+			s := drive(ctx, sides[i], clients, r, cfg.round)
 			if profiled != nil {
 				profiled()
 			}

@@ -87,7 +87,7 @@ func (r *report) setup(p func(string, ...any)) {
 	p("- Machine: %d CPUs (%s), Linux %s, %s; etcd %s (Debian etcd-server).", r.machine.cpus, r.machine.cpuModel, r.machine.kernel, runtime.Version(), r.machine.etcd)
 	p("- Run: %s, took %s.", r.started.Format("2006-01-02 15:04 MST"), r.took.Round(time.Second))
 	p("- Topology: per system 3 nodes, each in its own network namespace on one bridge; both clusters run at once and the load generator runs on the same machine, in the root namespace.")
-	p("- Workload: closed-loop clients, client i on node i mod 3, each writing its own key (64 random bytes, hex) over its own keep-alive HTTP/1.1 connection.")
+	p("- Workload: closed-loop clients, client i on node (i + round) mod 3 (so over 3 rounds every client has used the leader and both followers), each writing its own key (64 random bytes, hex) over its own keep-alive HTTP/1.1 connection.")
 	p("- Schedule: per concurrency, %s warm-up per side, then %d × %s rounds per side, interleaved Cairn/etcd (ABBA).", c.warmup, c.rounds, c.round)
 	p("")
 	p("| System | Write | Client TLS | Peer TLS |")
