@@ -2,12 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-	"context"
-	"slices"
 	"sync"
 	"time"
 )
