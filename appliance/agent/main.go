@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strings"
 	"syscall"
 )
@@ -19,7 +18,6 @@ func Main(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg)
-	tuneGC()
 	a, err := New(cfg, log, os.Stderr)
 	if err != nil {
 		log.Error("cannot start", "err", err)
@@ -32,15 +30,6 @@ func Main(args []string) int {
 		return 1
 	}
 	return 0
-}
-
-// tuneGC trades heap for CPU: the node's live heap is small (tens of MiB) and
-// a box has gigabytes, while under write load the collector took about a
-// tenth of the CPU at the default GOGC=100. GOGC in the environment wins.
-func tuneGC() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(200)
-	}
 }
 
 func newLogger(cfg Config) *slog.Logger {
