@@ -215,44 +215,80 @@ func (s *Shards) Open(ctx context.Context, d Disk, key string) (ShardReader, err
 	return &remoteReader{ctx: ctx, url: u, c: c}, nil
 }
 
-// remoteReader turns ReadAt into HTTP Range requests.
+// remoteReader reads a shard on a peer. A decode reads each shard front to
+// back, block by block, so a read that starts where the previous one ended
+// continues one streaming Range request; a read anywhere else starts a new
+// one.
 type remoteReader struct {
-	ctx context.Context
-	url string
-	c   *http.Client
+	ctx  context.Context
+	url  string
+	c    *http.Client
+	body io.ReadCloser // nil until the first read, and after an error
+	pos  int64         // offset of the next byte body yields
 }
 
 func (r *remoteReader) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	if r.body == nil || off != r.pos {
+		if err := r.open(off); err != nil {
+			return 0, err
+		}
+	}
+	n, err := io.ReadFull(r.body, p)
+	r.pos += int64(n)
 	if err != nil {
-		return 0, err
-	}
-	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(off+int64(len(p))-1, 10))
-	res, err := r.c.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	switch res.StatusCode {
-	case http.StatusPartialContent:
-	case http.StatusNotFound:
-		return 0, ErrShardNotFound
-	case http.StatusRequestedRangeNotSatisfiable:
-		return 0, io.EOF
-	default:
-		return 0, fmt.Errorf("read shard: %s", res.Status)
-	}
-	n, err := io.ReadFull(res.Body, p)
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		err = io.EOF
+		r.closeBody() // the next read starts over
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			err = io.EOF
+		}
 	}
 	return n, err
 }
 
-func (r *remoteReader) Close() error { return nil }
+// open starts streaming the shard from off to its end.
+func (r *remoteReader) open(off int64) error {
+	r.closeBody()
+	req, err := http.NewRequestWithContext(r.ctx, http.MethodGet, r.url, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	res, err := r.c.Do(req)
+	if err != nil {
+		return err
+	}
+	switch res.StatusCode {
+	case http.StatusPartialContent:
+		r.body, r.pos = res.Body, off
+		return nil
+	case http.StatusNotFound:
+		err = ErrShardNotFound
+	case http.StatusRequestedRangeNotSatisfiable:
+		err = io.EOF
+	default:
+		err = fmt.Errorf("read shard: %s", res.Status)
+	}
+	res.Body.Close()
+	return err
+}
+
+// closeBody ends the current stream. A stream read to (nearly) its end is
+// drained so that its connection can be reused.
+func (r *remoteReader) closeBody() {
+	if r.body == nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, r.body, 64<<10)
+	r.body.Close()
+	r.body = nil
+}
+
+func (r *remoteReader) Close() error {
+	r.closeBody()
+	return nil
+}
 
 // Delete removes a shard from disk d, on this node or a peer.
 func (s *Shards) Delete(ctx context.Context, d Disk, key string) error {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/reedsolomon"
@@ -219,6 +220,10 @@ func (e *Encoder) Failed() []error { return e.failed }
 // found missing or corrupt, for repair. If a stripe has fewer than k intact
 // blocks, Decode returns ErrTooFewShards and writes nothing for that stripe:
 // never wrong bytes.
+//
+// Each shard in use is read by its own goroutine a block ahead of the
+// decoder, front to back, so the reads of all shards overlap each other and
+// the write to w; memory stays at about two blocks per shard.
 func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) (bad []int, err error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
@@ -236,18 +241,8 @@ func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) 
 			bad = append(bad, i)
 		}
 	}
-	hb := make([]byte, headerSize)
 	for i, r := range src {
 		if r == nil {
-			mark(i)
-			continue
-		}
-		if _, err := r.ReadAt(hb, 0); err != nil {
-			mark(i)
-			continue
-		}
-		h, err := decodeHeader(hb)
-		if err != nil || h.Layout != l || h.Index != i || h.Size != size {
 			mark(i)
 		}
 	}
@@ -260,34 +255,41 @@ func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) 
 			return bad, err
 		}
 	}
-	block := l.BlockSize()
-	backing := make([]byte, (checksumSize+block)*l.Shards())
+	stripe := int64(l.StripeSize)
+	first, end := off/stripe, (off+n+stripe-1)/stripe
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() {
+		close(done)
+		wg.Wait()
+	}()
+	feeds := make([]chan []byte, len(src))
 	shards := make([][]byte, l.Shards())
-	stride := int64(checksumSize + block)
-	for s := off / int64(l.StripeSize); s*int64(l.StripeSize) < off+n; s++ {
-		stripeStart := s * int64(l.StripeSize)
-		stripeLen := min(int64(l.StripeSize), size-stripeStart)
+	used := make([][]byte, 0, l.Shards())
+	for s := first; s < end; s++ {
+		stripeStart := s * stripe
+		stripeLen := min(stripe, size-stripeStart)
 		blk := lastBlock(int(stripeLen), l.Data)
 		good := 0
 		for i := range shards {
 			shards[i] = nil
 		}
+		used = used[:0]
 		// Data shards first; parity only as needed.
 		for i := 0; i < l.Shards() && good < l.Data; i++ {
 			if broken[i] {
 				continue
 			}
-			raw := backing[i*(checksumSize+block) : i*(checksumSize+block)+checksumSize+blk]
-			// io.ReaderAt may report EOF with a full read; the byte count decides.
-			if got, _ := src[i].ReadAt(raw, headerSize+s*stride); got < len(raw) {
-				mark(i)
-				continue
+			if feeds[i] == nil {
+				feeds[i] = feed(&wg, done, src[i], l, size, i, s, end)
 			}
-			if binary.BigEndian.Uint64(raw) != xxhash.Sum64(raw[checksumSize:]) {
+			raw := <-feeds[i]
+			if raw == nil || len(raw) != checksumSize+blk || binary.BigEndian.Uint64(raw) != xxhash.Sum64(raw[checksumSize:]) {
 				mark(i)
 				continue
 			}
 			shards[i] = raw[checksumSize:]
+			used = append(used, raw)
 			good++
 		}
 		if good < l.Data {
@@ -314,8 +316,70 @@ func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) 
 				return bad, err
 			}
 		}
+		for _, raw := range used {
+			putBlock(raw)
+		}
 	}
 	return bad, nil
+}
+
+// feed reads shard index's header and then its blocks of stripes [from, to)
+// in order, sending each (checksum and data) on the returned channel, one
+// block ahead of the reader. A bad header or a short read sends nil and ends
+// the feed.
+func feed(wg *sync.WaitGroup, done <-chan struct{}, r io.ReaderAt, l Layout, size int64, index int, from, to int64) chan []byte {
+	ch := make(chan []byte, 1)
+	send := func(raw []byte) bool {
+		select {
+		case ch <- raw:
+			return raw != nil
+		case <-done:
+			putBlock(raw)
+			return false
+		}
+	}
+	wg.Go(func() {
+		hb := make([]byte, headerSize)
+		if got, _ := r.ReadAt(hb, 0); got < headerSize {
+			send(nil)
+			return
+		}
+		if h, err := decodeHeader(hb); err != nil || h.Layout != l || h.Index != index || h.Size != size {
+			send(nil)
+			return
+		}
+		stride := int64(checksumSize + l.BlockSize())
+		for s := from; s < to; s++ {
+			stripeLen := min(int64(l.StripeSize), size-s*int64(l.StripeSize))
+			raw := getBlock(checksumSize + lastBlock(int(stripeLen), l.Data))
+			// io.ReaderAt may report EOF with a full read; the byte count decides.
+			if got, _ := r.ReadAt(raw, headerSize+s*stride); got < len(raw) {
+				putBlock(raw)
+				raw = nil
+			}
+			if !send(raw) {
+				return
+			}
+		}
+	})
+	return ch
+}
+
+// Block buffers are recycled: a large GET would otherwise allocate its whole
+// size in garbage.
+var blockPool sync.Pool
+
+func getBlock(n int) []byte {
+	if b, ok := blockPool.Get().(*[]byte); ok && cap(*b) >= n {
+		return (*b)[:n]
+	}
+	return make([]byte, n)
+}
+
+func putBlock(b []byte) {
+	if b != nil {
+		blockPool.Put(&b)
+	}
 }
 
 // VerifyShard reads a whole shard and checks its header and every block's

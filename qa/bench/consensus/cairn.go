@@ -8,12 +8,10 @@ import (
 	"errors"
 	"fmt"
 	"github.com/cairnhq/cairn/qa/bench/benchrun"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/qa/harness"
@@ -48,7 +46,7 @@ func startCairn(ctx context.Context, t harness.T, bin string, keys int, debug bo
 			"--expect", "3", "--join", strings.Join(ips, ","), "--join-token", joinToken,
 			"--admin-password-file", pwFile, "--discovery-port", "0"}
 		if debug {
-			args = append(args, "--debug-addr", n.IP+":6060")
+			args = append(args, benchrun.DebugArgs(n)...)
 		}
 		return args
 	}})
@@ -193,44 +191,5 @@ type profiler interface {
 }
 
 func (s *cairnSide) profile(ctx context.Context, d time.Duration, dir string) func() {
-	var wg sync.WaitGroup
-	for _, n := range s.c.Nodes {
-		wg.Go(func() {
-			url := fmt.Sprintf("http://%s:6060/debug/pprof/profile?seconds=%d", n.IP, int(d.Seconds()))
-			file := filepath.Join(dir, n.Name+".pprof")
-			if err := fetch(ctx, url, file); err != nil {
-				benchrun.Progress("profile %s: %v", n.Name, err)
-				return
-			}
-			benchrun.Progress("CPU profile of %s written to %s", n.Name, file)
-		})
-	}
-	return wg.Wait
-}
-
-func fetch(ctx context.Context, url, file string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return err
-	}
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		return fmt.Errorf("%s: %s", url, res.Status)
-	}
-	if err := os.MkdirAll(filepath.Dir(file), 0o755); err != nil {
-		return err
-	}
-	f, err := os.Create(file)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, res.Body); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return benchrun.Profile(ctx, s.c.Nodes, d, dir, "")
 }

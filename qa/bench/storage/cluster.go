@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"io"
 	"net/http"
 	"os"
@@ -30,7 +31,7 @@ type cluster struct {
 
 // startCluster starts the nodes, waits for the six disks, creates a project
 // and its S3 credentials and a bucket.
-func startCluster(ctx context.Context, t harness.T, bin, bucket string) (*cluster, error) {
+func startCluster(ctx context.Context, t harness.T, bin, bucket string, debug bool) (*cluster, error) {
 	password, joinToken := rand.Text(), rand.Text()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -43,10 +44,14 @@ func startCluster(ctx context.Context, t harness.T, bin, bucket string) (*cluste
 				peers = append(peers, m.IP)
 			}
 		}
-		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--expect", "3", "--join-token", joinToken, "--admin-password-file", pwFile,
 			"--discovery-port", "0", "--join", strings.Join(peers, ","),
 			"--disk", "disks/d1", "--disk", "disks/d2"}
+		if debug {
+			args = append(args, benchrun.DebugArgs(n)...)
+		}
+		return args
 	}})
 	cl := &cluster{c: c}
 

@@ -7,6 +7,7 @@ import (
 	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -94,6 +95,13 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 
 	mem.reset()
 	var written sync.Map
+	profiled := func(phase string) func() {
+		if cfg.profile == "" || size != slices.Max(cfg.sizes) {
+			return func() {}
+		}
+		return benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("%s-c%d-", phase, clients))
+	}
+	wait := profiled("put")
 	r.put = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
 		_, err := cl.s3[w%3].PutObject(ctx, bucket, key(i), bytes.NewReader(payload[:size]), size, opts)
 		if err == nil {
@@ -101,11 +109,13 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 		}
 		return err
 	})
+	wait()
 	var keys []string
 	written.Range(func(k, _ any) bool { keys = append(keys, key(k.(int))); return true })
 
 	if len(keys) > 0 {
 		r.dropped = dropCaches() == nil
+		wait := profiled("get")
 		r.get = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
 			obj, err := cl.s3[w%3].GetObject(ctx, bucket, keys[i%len(keys)], minio.GetObjectOptions{})
 			if err != nil {
@@ -118,10 +128,11 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 			}
 			return err
 		})
+		wait()
 	}
 	r.peakRSS = mem.peak()
 
-	// One DELETE per key: Cairn does not implement multi-object delete.
+	// One DELETE per key, as clients that clean up one by one do.
 	var failed atomic.Int64
 	keyc := make(chan string)
 	var wg sync.WaitGroup

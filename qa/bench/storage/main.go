@@ -30,6 +30,7 @@ type config struct {
 	cairnBin string
 	out      string
 	verbose  bool
+	profile  string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -44,6 +45,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the nodes during the PUT and GET phases of the largest objects to this directory")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -98,7 +100,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		bin = harness.BuildCairn(t)
 	}
 	benchrun.Progress("starting 3 Cairn nodes with 2 disks each")
-	cl, err := startCluster(ctx, t, bin, bucket)
+	cl, err := startCluster(ctx, t, bin, bucket, cfg.profile != "")
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,378 @@
+package cluster_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage/erasure"
+	"github.com/minio/minio-go/v7"
+)
+
+// On three real nodes with two disks each, damage shards on disk behind the
+// cluster's back: a flipped byte in one shard, then a whole wiped disk. Reads
+// through S3 stay byte-exact, the scrubber finds the damage and the healer
+// writes the lost shards back, byte for byte.
+//
+// With 4+2 over six disks every object has one shard on every disk, so the
+// healer can only put a lost shard back on the disk it was lost from: the
+// test checks the very files that were damaged.
+func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2",
+		"--scrub-interval", "1s", "--scrub-pace", "0s", "--heal-interval", "1s", "--disk-report-interval", "1s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	cairntest.WaitHealthyDisks(t, a, 6, 0)
+	type health struct {
+		Degraded int64  `json:"degraded_segments"`
+		Layout   string `json:"default_layout"`
+	}
+	var h health
+	if err := a.Call("GET", "/api/v1/storage", nil, 200, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Layout != "4+2" {
+		t.Fatalf("three nodes with two disks each should default to 4+2, not %q", h.Layout)
+	}
+	layout := erasure.Layout{Data: 4, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+	disks := repairDisks(t, a, c)
+
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "radiology"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	var cred s3Cred
+	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "radiology"}, 201, &cred); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	clients := []*minio.Client{}
+	for _, n := range c.Nodes {
+		clients = append(clients, s3Client(t, n, cred.AccessKey, cred.SecretKey))
+	}
+	if err := clients[0].MakeBucket(ctx, "films", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Put objects one at a time and learn each one's data ID from the shard
+	// files that appear (every disk gets one).
+	type object struct {
+		data   []byte
+		dataID string
+	}
+	objects := map[string]*object{}
+	for _, o := range []struct {
+		key  string
+		size int
+	}{{"ct-3mib", 3<<20 + 5}, {"mr-1mib", 1 << 20}, {"xr-small", 1000}, {"note", 17}} {
+		before := dataIDs(disks)
+		data := make([]byte, o.size)
+		_, _ = rand.Read(data)
+		if _, err := clients[0].PutObject(ctx, "films", o.key, bytes.NewReader(data), int64(o.size), minio.PutObjectOptions{}); err != nil {
+			t.Fatalf("put %s: %v", o.key, err)
+		}
+		var fresh []string
+		for id, n := range dataIDs(disks) {
+			if before[id] == 0 {
+				fresh = append(fresh, id)
+				if n != layout.Shards() {
+					t.Fatalf("%s: %d shard files of %s on the disks, want %d", o.key, n, id, layout.Shards())
+				}
+			}
+		}
+		if len(fresh) != 1 {
+			t.Fatalf("%s: new data IDs on the disks: %v", o.key, fresh)
+		}
+		objects[o.key] = &object{data: data, dataID: fresh[0]}
+	}
+	readAll := func(when string) {
+		t.Helper()
+		for k, o := range objects {
+			for i, s := range clients {
+				obj, err := s.GetObject(ctx, "films", k, minio.GetObjectOptions{})
+				if err != nil {
+					t.Fatalf("%s: get %s from node%d: %v", when, k, i+1, err)
+				}
+				got, err := io.ReadAll(obj)
+				obj.Close()
+				if err != nil || !bytes.Equal(got, o.data) {
+					t.Fatalf("%s: %s from node%d: %d bytes, err %v, equal %v", when, k, i+1, len(got), err, bytes.Equal(got, o.data))
+				}
+			}
+		}
+	}
+	// A shard set is whole when every index is on disk and verifies.
+	checkShards := func(key string) error {
+		o := objects[key]
+		found := map[int]bool{}
+		for _, d := range disks {
+			for _, p := range shardFilesOf(d.path, o.dataID) {
+				i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), o.dataID+"."))
+				if err != nil {
+					return fmt.Errorf("%s: odd shard file %s", key, p)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					return err
+				}
+				err = erasure.VerifyShard(f, layout, int64(len(o.data)), i)
+				f.Close()
+				if err != nil {
+					return fmt.Errorf("%s: shard %s: %w", key, p, err)
+				}
+				found[i] = true
+			}
+		}
+		if len(found) != layout.Shards() {
+			return fmt.Errorf("%s: %d of %d shards on disk", key, len(found), layout.Shards())
+		}
+		return nil
+	}
+	for k := range objects {
+		if err := checkShards(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	healthy := func() error {
+		var h health
+		if err := a.Call("GET", "/api/v1/storage", nil, 200, &h); err != nil {
+			return err
+		}
+		if h.Degraded != 0 {
+			return fmt.Errorf("%d segments degraded", h.Degraded)
+		}
+		return nil
+	}
+
+	// 1. Flip one byte in the middle of a shard of the 3 MiB object on node2.
+	ct := objects["ct-3mib"]
+	node2 := c.Node(2)
+	var shard string
+	for _, d := range disks {
+		if d.node == node2 {
+			if files := shardFilesOf(d.path, ct.dataID); len(files) == 1 {
+				shard = files[0]
+				break
+			}
+		}
+	}
+	if shard == "" {
+		t.Fatal("node2 holds no shard of the 3 MiB object")
+	}
+	orig, err := os.ReadFile(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx, _ := strconv.Atoi(strings.TrimPrefix(filepath.Base(shard), ct.dataID+"."))
+	mid := int64(len(orig) / 2)
+	bad := bytes.Clone(orig)
+	bad[mid] ^= 0x10
+	if err := erasure.VerifyShard(bytes.NewReader(bad), layout, int64(len(ct.data)), idx); err == nil {
+		t.Fatal("the flipped byte went unnoticed by VerifyShard: the test would prove nothing")
+	}
+	logStart := logSizes(c)
+	f, err := os.OpenFile(shard, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(bad[mid:mid+1], mid); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flipped byte %d of %d in %s", mid, len(orig), shard)
+	readAll("with a corrupt shard")
+	testutil.WaitFor(t, 90*time.Second, "the scrubber to find the corrupt shard and the healer to rewrite it", func() error {
+		if !logHas(node2, logStart[node2], "bad shard found", "data="+ct.dataID) {
+			return fmt.Errorf("node2's scrubber has not reported the corrupt shard of %s", ct.dataID)
+		}
+		if !anyLogHas(c, logStart, "msg=healed", "data="+ct.dataID) {
+			return fmt.Errorf("no healer has reported rebuilding %s", ct.dataID)
+		}
+		got, err := os.ReadFile(shard)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, orig) {
+			return fmt.Errorf("%s is not the original shard again", shard)
+		}
+		return healthy()
+	})
+	if err := checkShards("ct-3mib"); err != nil {
+		t.Fatal(err)
+	}
+	readAll("after repairing the corrupt shard")
+
+	// 2. Wipe node3's first disk while node3 runs.
+	node3 := c.Node(3)
+	var wiped repairDisk
+	for _, d := range disks {
+		if d.node == node3 && strings.HasSuffix(d.path, "/disks/d1") {
+			wiped = d
+		}
+	}
+	if wiped.id == "" {
+		t.Fatalf("node3's disks/d1 is not in the pool: %+v", disks)
+	}
+	shardsDir := filepath.Join(wiped.path, "shards")
+	held := map[string][]byte{}
+	_ = filepath.WalkDir(shardsDir, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			b, rerr := os.ReadFile(p)
+			if rerr != nil {
+				t.Fatal(rerr)
+			}
+			held[p] = b
+		}
+		return nil
+	})
+	if len(held) != len(objects) {
+		t.Fatalf("%s holds %d shard files, want one per object (%d)", wiped.path, len(held), len(objects))
+	}
+	logStart = logSizes(c)
+	if err := os.RemoveAll(shardsDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(shardsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("wiped %s (%d shard files)", shardsDir, len(held))
+	readAll("with a wiped disk")
+	testutil.WaitFor(t, 90*time.Second, "the scrubber to find the wiped disk and the healer to rebuild it", func() error {
+		if n := logCount(node3, logStart[node3], "bad shard found", "disk="+wiped.id); n < len(held) {
+			return fmt.Errorf("node3's scrubber has reported %d of %d lost shards", n, len(held))
+		}
+		for p, want := range held {
+			got, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			if !bytes.Equal(got, want) {
+				return fmt.Errorf("%s was rebuilt with different bytes", p)
+			}
+		}
+		return healthy()
+	})
+	for k := range objects {
+		if err := checkShards(k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	readAll("after rebuilding the wiped disk")
+}
+
+type repairDisk struct {
+	id, path string
+	node     *harness.Node
+}
+
+// repairDisks lists the pool's disks from the API. Nodes share the host's
+// filesystem, so a disk's path is where the test finds its shard files.
+func repairDisks(t *testing.T, a *cairntest.Client, c *harness.Cluster) []repairDisk {
+	t.Helper()
+	var ds []struct {
+		ID   string `json:"id"`
+		Node string `json:"node"`
+		Path string `json:"path"`
+	}
+	if err := a.Call("GET", "/api/v1/disks", nil, 200, &ds); err != nil {
+		t.Fatal(err)
+	}
+	var out []repairDisk
+	for _, d := range ds {
+		n := cairntest.NodeByName(c, d.Node)
+		if n == nil || !strings.HasPrefix(d.Path, n.DataDir+string(filepath.Separator)) {
+			t.Fatalf("disk %s of %s at %s is not under the node's data directory", d.ID, d.Node, d.Path)
+		}
+		out = append(out, repairDisk{id: d.ID, path: d.Path, node: n})
+	}
+	if len(out) != 6 {
+		t.Fatalf("%d disks in the pool, want 6", len(out))
+	}
+	return out
+}
+
+// shardFilesOf lists the shard files of a data ID on one disk: they are
+// named <data ID>.<shard index>.
+func shardFilesOf(disk, dataID string) []string {
+	var out []string
+	_ = filepath.WalkDir(filepath.Join(disk, "shards"), func(p string, d fs.DirEntry, err error) error {
+		if err == nil && !d.IsDir() && strings.HasPrefix(d.Name(), dataID+".") {
+			out = append(out, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// dataIDs counts the shard files of each data ID over all disks.
+func dataIDs(disks []repairDisk) map[string]int {
+	out := map[string]int{}
+	for _, d := range disks {
+		_ = filepath.WalkDir(filepath.Join(d.path, "shards"), func(p string, e fs.DirEntry, err error) error {
+			if err == nil && !e.IsDir() {
+				if i := strings.LastIndexByte(e.Name(), '.'); i > 0 {
+					out[e.Name()[:i]]++
+				}
+			}
+			return nil
+		})
+	}
+	return out
+}
+
+// logSizes marks where each node's log ends, so later checks read only what
+// was logged after.
+func logSizes(c *harness.Cluster) map[*harness.Node]int64 {
+	out := map[*harness.Node]int64{}
+	for _, n := range c.Nodes {
+		if st, err := os.Stat(n.LogPath); err == nil {
+			out[n] = st.Size()
+		}
+	}
+	return out
+}
+
+// logCount counts the lines n logged after offset that contain every one of parts.
+func logCount(n *harness.Node, offset int64, parts ...string) int {
+	b, err := os.ReadFile(n.LogPath)
+	if err != nil || int64(len(b)) < offset {
+		return 0
+	}
+	count := 0
+lines:
+	for _, line := range strings.Split(string(b[offset:]), "\n") {
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue lines
+			}
+		}
+		count++
+	}
+	return count
+}
+
+func logHas(n *harness.Node, offset int64, parts ...string) bool {
+	return logCount(n, offset, parts...) > 0
+}
+
+func anyLogHas(c *harness.Cluster, offsets map[*harness.Node]int64, parts ...string) bool {
+	for _, n := range c.Nodes {
+		if logHas(n, offsets[n], parts...) {
+			return true
+		}
+	}
+	return false
+}
