@@ -33,9 +33,10 @@ func NewDiskAgent(c Cluster, svc *Service, log *slog.Logger, interval time.Durat
 	return &DiskAgent{c: c, svc: svc, log: log, interval: interval, open: map[string]*disk.Store{}, last: map[string]diskReport{}}
 }
 
-// system is the principal of a node acting on its own configuration.
-func (a *DiskAgent) system() *identity.Principal {
-	return &identity.Principal{User: identity.User{Name: "system:" + a.c.Name(), ClusterAdmin: true}}
+// systemPrincipal is a node acting on its own: offering its disks, expiring
+// abandoned uploads. The audit log names it "system:NODE".
+func systemPrincipal(node string) *identity.Principal {
+	return &identity.Principal{User: identity.User{Name: "system:" + node, ClusterAdmin: true}}
 }
 
 // EnsureDisks adds this node's --disk directories to the pool unless they are
@@ -45,7 +46,7 @@ func (a *DiskAgent) EnsureDisks(ctx context.Context, paths []string) error {
 		if getDisk(a.c.Store().ReadTxn(), DiskID(a.c.Name(), p)) != nil {
 			continue
 		}
-		if _, err := a.svc.AddDisk(ctx, a.system(), a.c.Name(), p); err != nil && consensus.ErrorCode(err) != consensus.CodeAlreadyExists {
+		if _, err := a.svc.AddDisk(ctx, systemPrincipal(a.c.Name()), a.c.Name(), p); err != nil && consensus.ErrorCode(err) != consensus.CodeAlreadyExists {
 			return err
 		}
 	}

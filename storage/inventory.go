@@ -49,6 +49,10 @@ type Disk struct {
 	ReportedAt time.Time `json:"reported_at,omitzero"`
 	CreatedAt  time.Time `json:"created_at"`
 	Version    uint64    `json:"version"` // changes with desired state only, not with reports
+	// Remaining counts, for a draining disk, the objects and multipart parts
+	// that still have a shard on it: the drain's progress. Computed on read,
+	// never stored.
+	Remaining int `json:"remaining,omitempty"`
 }
 
 // DiskID names a disk by its node and path, so adding the same disk twice is
@@ -151,6 +155,11 @@ func applyRemoveDisk(tx *consensus.Tx, c *removeDiskCmd) (any, error) {
 	if cur.State != DiskDraining {
 		return nil, consensus.Errorf(consensus.CodeConflict, "disk %s is %s; drain it before removing it", c.ID, cur.State)
 	}
+	// Removing a disk that still holds shards would drop redundancy on the
+	// floor: the healer moves them off first, and then it can go.
+	if n := diskHolds(tx.Txn, c.ID); n > 0 {
+		return nil, consensus.Errorf(consensus.CodeConflict, "disk %s still holds shards of %d objects or parts; wait for the drain to finish", c.ID, n)
+	}
 	return nil, tx.Delete(tDisks, cur)
 }
 
@@ -176,7 +185,19 @@ func (s *Service) ListDisks(p *identity.Principal) ([]Disk, error) {
 	if !p.IsClusterAdmin() {
 		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to see the disks")
 	}
-	return listDisks(s.c.Store().ReadTxn(), ""), nil
+	txn := s.c.Store().ReadTxn()
+	ds := listDisks(txn, "")
+	for i := range ds {
+		withRemaining(txn, &ds[i])
+	}
+	return ds, nil
+}
+
+// withRemaining fills in a draining disk's progress.
+func withRemaining(txn *memdb.Txn, d *Disk) {
+	if d.State == DiskDraining {
+		d.Remaining = diskHolds(txn, d.ID)
+	}
 }
 
 // GetDisk returns one disk (cluster admins).
@@ -184,11 +205,14 @@ func (s *Service) GetDisk(p *identity.Principal, id string) (*Disk, error) {
 	if !p.IsClusterAdmin() {
 		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to see the disks")
 	}
-	d := getDisk(s.c.Store().ReadTxn(), id)
+	txn := s.c.Store().ReadTxn()
+	d := getDisk(txn, id)
 	if d == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "disk %q not found", id)
 	}
-	return d, nil
+	out := *d
+	withRemaining(txn, &out)
+	return &out, nil
 }
 
 func listDisks(tx *memdb.Txn, node string) []Disk {

@@ -148,12 +148,20 @@ func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, buc
 
 // AbortUpload drops an upload and its parts' shards.
 func (o *Objects) AbortUpload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string) error {
-	b, _, err := o.upload(ctx, p, bucket, key, uploadID)
+	b, u, err := o.upload(ctx, p, bucket, key, uploadID)
 	if err != nil {
 		return err
 	}
+	return o.abortUpload(ctx, p, b.ProjectID, u)
+}
+
+// abortUpload is the abort itself, shared by AbortUpload and the upload
+// expirer: the upload and its parts go in one audited command, then the
+// parts' shards are deleted (parts are not charged to the quota until
+// completion, so nothing is released).
+func (o *Objects) abortUpload(ctx context.Context, p *identity.Principal, projectID string, u *Upload) error {
 	var parts []Part
-	if err := o.id.Mutate(ctx, p, "upload.abort", bucket+"/"+key, b.ProjectID, MsgAbortUpload, deleteObjectCmd{ID: uploadID}, &parts); err != nil {
+	if err := o.id.Mutate(ctx, p, "upload.abort", u.Bucket+"/"+u.Key, projectID, MsgAbortUpload, deleteObjectCmd{ID: u.ID}, &parts); err != nil {
 		return err
 	}
 	for _, part := range parts {

@@ -72,7 +72,8 @@ func registerMultipart(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 	}})
 	consensus.RegisterTable[Part](reg, &memdb.TableSchema{Name: tParts, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"disk": {Name: "disk", AllowMissing: true, Indexer: diskIndex{func(p any) []Segment { return []Segment{p.(*Part).Segment} }}},
 	}})
 	consensus.Handle(reg, MsgCreateUpload, "CreateUpload", func(tx *consensus.Tx, u *Upload) (any, error) {
 		if consensus.First[Bucket](tx.Txn, tBuckets, "id", u.Bucket) == nil {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
@@ -77,7 +78,8 @@ func registerObjects(reg *consensus.Registry) {
 		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
 	}})
 	consensus.RegisterTable[Object](reg, &memdb.TableSchema{Name: tObjects, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"disk": {Name: "disk", AllowMissing: true, Indexer: diskIndex{func(o any) []Segment { return o.(*Object).segments() }}},
 	}})
 	consensus.Handle(reg, MsgCreateBucket, "CreateBucket", applyCreateBucket)
 	consensus.Handle(reg, MsgDeleteBucket, "DeleteBucket", applyDeleteBucket)
@@ -214,4 +216,50 @@ func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, limit int) ([
 		out = append(out, *o)
 	}
 	return out, false
+}
+
+// diskIndex indexes rows (objects, parts) by every disk that holds one of
+// their shards: what a disk still holds, for draining and removing it.
+type diskIndex struct {
+	segments func(row any) []Segment
+}
+
+func (x diskIndex) FromObject(row any) (bool, [][]byte, error) {
+	var vals [][]byte
+	seen := map[string]bool{}
+	for _, seg := range x.segments(row) {
+		for _, loc := range seg.Shards {
+			if loc.Disk != "" && !seen[loc.Disk] {
+				seen[loc.Disk] = true
+				vals = append(vals, []byte(loc.Disk+"\x00"))
+			}
+		}
+	}
+	return len(vals) > 0, vals, nil
+}
+
+func (diskIndex) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("disk index: one argument, got %d", len(args))
+	}
+	id, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("disk index: argument must be a string, got %T", args[0])
+	}
+	return []byte(id + "\x00"), nil
+}
+
+// diskHolds counts the objects and multipart parts with a shard on disk id.
+func diskHolds(tx *memdb.Txn, id string) int {
+	n := 0
+	for _, table := range []string{tObjects, tParts} {
+		it, err := tx.Get(table, "disk", id)
+		if err != nil {
+			panic(err) // the index is registered with the table: a bug
+		}
+		for obj := it.Next(); obj != nil; obj = it.Next() {
+			n++
+		}
+	}
+	return n
 }

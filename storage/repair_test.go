@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -139,6 +141,74 @@ func TestScrubAndHealWipedDisk(t *testing.T) {
 	}
 	if bad := scrubAll(t, ns); bad != 0 {
 		t.Fatalf("%d bad shards after healing", bad)
+	}
+	for k, v := range objects {
+		checkIntact(t, ns, admin, k, v)
+	}
+}
+
+// Draining a disk moves every shard off it; until then it cannot be removed,
+// and its progress is shown. The objects read back intact throughout.
+func TestDrainMovesShardsBeforeRemoval(t *testing.T) {
+	ns, admin := repairFixture(t)
+	ctx := context.Background()
+	svc := storage.NewService(ns[0].node, ns[0].id)
+	objects := map[string][]byte{}
+	var victim string
+	for i := range 6 {
+		data := randBytes(200_000 + i)
+		key := fmt.Sprintf("scan-%d", i)
+		obj, err := ns[0].objects.Put(ctx, admin, "records", key, int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		objects[key] = data
+		for _, loc := range obj.Shards {
+			if loc.Node == "node2" {
+				victim = loc.Disk
+			}
+		}
+	}
+	if victim == "" {
+		t.Fatal("no shard on node2's disks")
+	}
+	// A third disk on node2, added after the objects were written 4+2 over
+	// six disks: a shard can leave one of node2's disks for it and still
+	// respect at most two shards per node.
+	spare, err := svc.AddDisk(ctx, admin, "node2", t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the spare disk to be healthy", func() error {
+		d, err := svc.GetDisk(admin, spare.ID)
+		if err != nil || d.Health != storage.HealthOK || d.FreeBytes == 0 {
+			return fmt.Errorf("spare disk: %+v %v", d, err)
+		}
+		return nil
+	})
+	d, err := svc.SetDiskState(ctx, admin, victim, storage.DiskDraining, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, _ = svc.GetDisk(admin, victim); d.Remaining == 0 {
+		t.Fatalf("draining disk %s shows nothing remaining", victim)
+	}
+	if err := svc.RemoveDisk(ctx, admin, victim, 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "drain") {
+		t.Fatalf("removing a disk that still holds shards: %v", err)
+	}
+
+	st, err := storage.NewHealer(leaderOf(ns).objects, time.Hour, time.Minute).Pass(ctx)
+	if err != nil || st.Repaired == 0 || st.Degraded != 0 {
+		t.Fatalf("heal pass off the draining disk: %+v %v", st, err)
+	}
+	if d, _ = svc.GetDisk(admin, victim); d.Remaining != 0 {
+		t.Fatalf("%d objects still on the drained disk after the heal pass", d.Remaining)
+	}
+	for k, v := range objects {
+		checkIntact(t, ns, admin, k, v)
+	}
+	if err := svc.RemoveDisk(ctx, admin, victim, 0); err != nil {
+		t.Fatalf("removing the drained disk: %v", err)
 	}
 	for k, v := range objects {
 		checkIntact(t, ns, admin, k, v)

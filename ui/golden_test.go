@@ -63,12 +63,13 @@ func TestGoldenPages(t *testing.T) {
 			{ID: "node1-a1b2c3", Node: "node1", Path: "/srv/cairn/disk1", State: storage.DiskActive, Health: storage.HealthOK,
 				TotalBytes: 500 << 30, FreeBytes: 120 << 30, Version: 12},
 			{ID: "node2-d4e5f6", Node: "node2", Path: "/srv/cairn/disk1", State: storage.DiskDraining, Health: storage.HealthFailed,
-				Error: "input/output error", TotalBytes: 500 << 30, FreeBytes: 480 << 30, Version: 15},
+				Error: "input/output error", TotalBytes: 500 << 30, FreeBytes: 480 << 30, Version: 15, Remaining: 42},
 			{ID: "node3-0a0b0c", Node: "node3", Path: "/mnt/new", State: storage.DiskActive, Health: storage.HealthUnknown, Version: 16},
 		},
 		HasDegraded: true, Degraded: 3, HasStats: true,
 		Scrub: storage.RepairStats{LastPass: goldenTime, Checked: 1200, Repaired: 2},
 		Heal:  storage.RepairStats{LastPass: goldenTime, Checked: 600, Repaired: 5, Degraded: 3},
+		GC:    &storage.GCStats{LastPass: goldenTime, Checked: 1800, Removed: 4, FreedBytes: 3 << 20},
 		Nodes: []string{"node1", "node2", "node3"}, Form: diskForm{Node: "node2"},
 	}
 	healthy := storageData{Disks: pool.Disks[:1], HasDegraded: true, HasStats: true, Nodes: []string{"node1"}, Form: diskForm{Node: "node1"}}

@@ -34,6 +34,10 @@ func (s *server) storageData(r *http.Request, v *view) (storageData, error) {
 	if s.repair != nil {
 		d.Scrub, d.Heal = s.repair()
 	}
+	if s.gc != nil {
+		gc := s.gc()
+		d.GC = &gc
+	}
 	if s.status != nil {
 		for _, n := range s.status().Nodes {
 			d.Nodes = append(d.Nodes, n.Name)

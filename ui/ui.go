@@ -25,6 +25,7 @@ type Deps struct {
 	Objects      *storage.Objects
 	Storage      *storage.Service
 	StorageStats func() (scrub, heal storage.RepairStats) // this node's scrubber, and the healer (meaningful on the leader)
+	GCStats      func() storage.GCStats                   // this node's orphan-shard sweeper; nil shows none
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -35,6 +36,7 @@ type server struct {
 	objects   *storage.Objects
 	disks     *storage.Service
 	repair    func() (scrub, heal storage.RepairStats)
+	gc        func() storage.GCStats
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -66,6 +68,7 @@ func New(d Deps) (http.Handler, error) {
 		objects:   d.Objects,
 		disks:     d.Storage,
 		repair:    d.StorageStats,
+		gc:        d.GCStats,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),

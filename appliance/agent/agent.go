@@ -44,6 +44,8 @@ type Agent struct {
 	objects  *storage.Objects
 	scrubber *storage.Scrubber
 	healer   *storage.Healer
+	sweeper  *storage.Sweeper
+	expirer  *storage.UploadExpirer
 	s3       *http.Server
 	http     *http.Server
 	metrics  *prometheus.Registry
@@ -77,6 +79,12 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.scrubber = storage.NewScrubber(node, a.disks, log.With("component", "scrubber"), cfg.ScrubInterval, cfg.ScrubPace)
 	a.healer = storage.NewHealer(a.objects, cfg.HealInterval, cfg.DiskStaleAfter)
 	node.RegisterController("healer", a.healer.Run)
+	a.sweeper = storage.NewSweeper(node, a.disks, log.With("component", "gc"), cfg.GCGrace)
+	a.expirer = storage.NewUploadExpirer(a.objects, cfg.MultipartExpiry, time.Now)
+	node.RegisterController("upload-expirer", a.every(cfg.GCInterval, "expire abandoned multipart uploads", func(ctx context.Context) error {
+		_, err := a.expirer.Pass(ctx)
+		return err
+	}))
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
@@ -149,6 +157,7 @@ func (a *Agent) serve() error {
 		Logger:    a.log.With("component", "ui"),
 		Objects:   a.objects,
 		Storage:   a.storage,
+		GCStats:   a.sweeper.Stats,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},
@@ -189,7 +198,8 @@ func (a *Agent) serve() error {
 // storageHealth is what GET /api/v1/storage shows.
 func (a *Agent) storageHealth(ctx context.Context) (api.StorageHealth, error) {
 	d, err := a.objects.Degraded(ctx)
-	h := api.StorageHealth{DegradedSegments: d, Scrub: a.scrubber.Stats(), Heal: a.healer.Stats(), Node: a.cfg.Name}
+	h := api.StorageHealth{DegradedSegments: d, Scrub: a.scrubber.Stats(), Heal: a.healer.Stats(), Node: a.cfg.Name,
+		GC: a.sweeper.Stats(), MultipartExpiry: a.expirer.Stats()}
 	if l, lerr := a.objects.DefaultLayout(); lerr == nil {
 		h.DefaultLayout = l.String()
 	}
@@ -205,7 +215,19 @@ func storageCollectors(a *Agent) []prometheus.Collector {
 		gauge("storage_scrub_shards_bad", "Missing or corrupt shards this node found in its last scrub pass.", func() float64 { return float64(a.scrubber.Stats().Repaired) }),
 		gauge("storage_heal_shards_rebuilt", "Shards rebuilt in the last heal pass (leader only).", func() float64 { return float64(a.healer.Stats().Repaired) }),
 		gauge("storage_degraded_segments", "Object segments below full redundancy after the last heal pass (leader only).", func() float64 { return float64(a.healer.Stats().Degraded) }),
+		gauge("storage_gc_shards_checked", "Shard files this node examined in its last orphan sweep.", func() float64 { return float64(a.sweeper.Stats().Checked) }),
+		gauge("storage_gc_orphans_removed", "Orphan shard files this node deleted in its last sweep.", func() float64 { return float64(a.sweeper.Stats().Removed) }),
+		gauge("storage_gc_freed_bytes", "Bytes of orphan shards this node deleted in its last sweep.", func() float64 { return float64(a.sweeper.Stats().FreedBytes) }),
+		gauge("storage_gc_last_pass_timestamp_seconds", "When this node last completed an orphan sweep (Unix time; 0: never).", func() float64 { return unixSeconds(a.sweeper.Stats().LastPass) }),
+		gauge("storage_multipart_uploads_aborted", "Abandoned multipart uploads aborted in the last expiry pass (leader only).", func() float64 { return float64(a.expirer.Stats().Removed) }),
 	}
+}
+
+func unixSeconds(t time.Time) float64 {
+	if t.IsZero() {
+		return 0
+	}
+	return float64(t.UnixNano()) / 1e9
 }
 
 // serveS3 runs the S3 gateway on its own port with the node's certificate.
@@ -330,6 +352,10 @@ func (a *Agent) runDisks(ctx context.Context) {
 		}
 	}
 	go a.scrubber.Run(ctx)
+	go a.every(a.cfg.GCInterval, "sweep orphan shards", func(ctx context.Context) error {
+		_, err := a.sweeper.Pass(ctx)
+		return err
+	})(ctx)
 	a.disks.Run(ctx)
 }
 

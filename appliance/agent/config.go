@@ -43,6 +43,9 @@ type Config struct {
 	ScrubInterval     time.Duration `json:"scrub-interval"`
 	ScrubPace         time.Duration `json:"scrub-pace"`
 	HealInterval      time.Duration `json:"heal-interval"`
+	GCInterval        time.Duration `json:"gc-interval"`
+	GCGrace           time.Duration `json:"gc-grace"`
+	MultipartExpiry   time.Duration `json:"multipart-expiry"`
 	DiskReport        time.Duration `json:"disk-report-interval"`
 	DiskStaleAfter    time.Duration `json:"disk-stale-after"`
 	LogLevel          string        `json:"log-level"`
@@ -72,12 +75,21 @@ func DefaultConfig() Config {
 		ScrubInterval:     6 * time.Hour,
 		ScrubPace:         2 * time.Millisecond,
 		HealInterval:      30 * time.Second,
+		GCInterval:        time.Hour,
+		GCGrace:           time.Hour,
+		MultipartExpiry:   7 * 24 * time.Hour,
 		DiskReport:        30 * time.Second,
 		DiskStaleAfter:    2 * time.Minute,
 		LogLevel:          "info",
 		LogFormat:         "text",
 	}
 }
+
+// minGCGrace bounds --gc-grace from below: a shard file is complete a moment
+// before the command that references it commits (a PUT waits for all its
+// shards, a slow peer or a leader election stretches that), and the sweeper
+// must never take it for an orphan meanwhile.
+const minGCGrace = 10 * time.Minute
 
 // ParseFlags reads `cairn agent` flags over the defaults and, if given, a
 // config file; flags set on the command line win over the file.
@@ -113,6 +125,9 @@ func ParseFlags(args []string) (Config, error) {
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
 	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
 	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
+	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads")
+	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "a shard file younger than this is never deleted as an orphan (at least 10m: it covers uploads in flight)")
+	fs.DurationVar(&cfg.MultipartExpiry, "multipart-expiry", cfg.MultipartExpiry, "abort multipart uploads not completed this long after they started, and delete their parts")
 	fs.DurationVar(&cfg.DiskReport, "disk-report-interval", cfg.DiskReport, "how often a node reports its disks' capacity at the latest")
 	fs.DurationVar(&cfg.DiskStaleAfter, "disk-stale-after", cfg.DiskStaleAfter, "a disk not reported for this long counts as gone and its shards are rebuilt elsewhere")
 	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
@@ -162,7 +177,10 @@ func mergeConfig(file, flags Config, set map[string]bool) Config {
 		"raft-heartbeat-timeout": func() { out.HeartbeatTimeout = flags.HeartbeatTimeout },
 		"raft-election-timeout":  func() { out.ElectionTimeout = flags.ElectionTimeout },
 		"log-level":              func() { out.LogLevel = flags.LogLevel }, "log-format": func() { out.LogFormat = flags.LogFormat },
-		"audit-retention": func() { out.AuditRetention = flags.AuditRetention },
+		"audit-retention":  func() { out.AuditRetention = flags.AuditRetention },
+		"gc-interval":      func() { out.GCInterval = flags.GCInterval },
+		"gc-grace":         func() { out.GCGrace = flags.GCGrace },
+		"multipart-expiry": func() { out.MultipartExpiry = flags.MultipartExpiry },
 	}
 	for name := range set {
 		if f, ok := pick[name]; ok {
@@ -202,6 +220,12 @@ func (c *Config) finish() error {
 	}
 	if c.Name == "" {
 		return errors.New("--name is required (the host has no name)")
+	}
+	if c.GCInterval <= 0 || c.MultipartExpiry <= 0 {
+		return errors.New("--gc-interval and --multipart-expiry must be positive")
+	}
+	if c.GCGrace < minGCGrace {
+		return fmt.Errorf("--gc-grace must be at least %s, got %s: shards of uploads in flight are not referenced yet", minGCGrace, c.GCGrace)
 	}
 	abs, err := filepath.Abs(c.DataDir)
 	if err != nil {

@@ -27,6 +27,9 @@ func TestParseFlagsPrecedence(t *testing.T) {
 	if len(cfg.Join) != 2 || cfg.DeadServerGrace != time.Minute {
 		t.Errorf("join %v, grace %v", cfg.Join, cfg.DeadServerGrace)
 	}
+	if cfg.GCInterval != time.Hour || cfg.GCGrace != time.Hour || cfg.MultipartExpiry != 7*24*time.Hour {
+		t.Errorf("garbage collection defaults: %v %v %v", cfg.GCInterval, cfg.GCGrace, cfg.MultipartExpiry)
+	}
 	if cfg.APIPort != 8443 || cfg.S3Port != 8447 || cfg.RPCPort != 8444 || cfg.GossipPort != 8445 {
 		t.Errorf("defaults lost: %+v", cfg)
 	}
@@ -47,6 +50,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--bind", "not-an-ip"}, "not an IP"},
 		{[]string{"--bind", "127.0.0.1", "--expect", "0"}, "at least 1"},
 		{[]string{"--bind", "127.0.0.1", "extra"}, "unexpected arguments"},
+		{[]string{"--bind", "127.0.0.1", "--gc-grace", "1m"}, "at least 10m"},
+		{[]string{"--bind", "127.0.0.1", "--multipart-expiry", "0s"}, "must be positive"},
 	} {
 		_, err := ParseFlags(c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

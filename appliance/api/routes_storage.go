@@ -14,7 +14,9 @@ type StorageHealth struct {
 	DefaultLayout    string              `json:"default_layout"`    // k+m new objects get unless their bucket chose another
 	DegradedSegments int64               `json:"degraded_segments"` // object segments below full redundancy now
 	Scrub            storage.RepairStats `json:"scrub"`
-	Heal             storage.RepairStats `json:"heal"` // meaningful on the leader
+	Heal             storage.RepairStats `json:"heal"`             // meaningful on the leader
+	GC               storage.GCStats     `json:"gc"`               // this node's sweep for orphan shards
+	MultipartExpiry  storage.GCStats     `json:"multipart_expiry"` // abandoned uploads aborted; meaningful on the leader
 }
 
 type layoutRequest struct {
@@ -62,7 +64,7 @@ func (s *Server) storageRoutes() []route {
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				return noContent(w, s.id.DeleteS3Credential(r.Context(), p, r.PathValue("key")))
 			}},
-		{Method: "GET", Path: v1 + "/storage", Summary: "Storage health: objects below full redundancy, scrub and heal progress (cluster admin)", Tag: "storage",
+		{Method: "GET", Path: v1 + "/storage", Summary: "Storage health: objects below full redundancy, scrub, heal and garbage-collection progress (cluster admin)", Tag: "storage",
 			Response: StorageHealth{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				if !p.IsClusterAdmin() {
 					return errorf(http.StatusForbidden, consensus.CodeForbidden, "not allowed to see storage health")

@@ -396,13 +396,15 @@ var commands = map[string]command{
 		}
 		return send(e, "DELETE", "/api/v1/s3/credentials/"+url.PathEscape(args[0]), nil, nil)
 	})},
-	"storage status": {help: "objects below full redundancy, scrub and heal progress", flags: noFlags(func(e *env, args []string) error {
+	"storage status": {help: "objects below full redundancy, scrub, heal and garbage-collection progress", flags: noFlags(func(e *env, args []string) error {
 		var h struct {
 			Node             string `json:"node"`
 			DefaultLayout    string `json:"default_layout"`
 			DegradedSegments int64  `json:"degraded_segments"`
 			Scrub            storage.RepairStats
 			Heal             storage.RepairStats
+			GC               storage.GCStats `json:"gc"`
+			MultipartExpiry  storage.GCStats `json:"multipart_expiry"`
 		}
 		if err := get(e, "/api/v1/storage", &h); err != nil {
 			return err
@@ -412,6 +414,8 @@ var commands = map[string]command{
 			{"degraded segments", strconv.FormatInt(h.DegradedSegments, 10)},
 			{"last scrub on " + h.Node, h.Scrub.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards checked, %d bad)", h.Scrub.Checked, h.Scrub.Repaired)},
 			{"last heal", h.Heal.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shards rebuilt)", h.Heal.Repaired)},
+			{"last orphan sweep on " + h.Node, h.GC.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d shard files checked, %d orphans removed, %d bytes freed)", h.GC.Checked, h.GC.Removed, h.GC.FreedBytes)},
+			{"last multipart expiry", h.MultipartExpiry.LastPass.Format(time.RFC3339) + fmt.Sprintf(" (%d uploads checked, %d aborted)", h.MultipartExpiry.Checked, h.MultipartExpiry.Removed)},
 		})
 	})},
 	"bucket list": {help: "buckets you can see", flags: noFlags(func(e *env, args []string) error {
@@ -453,7 +457,11 @@ var commands = map[string]command{
 			if d.Error != "" {
 				health += ": " + d.Error
 			}
-			return []string{d.ID, d.Node, d.Path, d.State, health, gib(d.FreeBytes), gib(d.TotalBytes)}
+			state := d.State
+			if d.State == storage.DiskDraining {
+				state = fmt.Sprintf("%s (%d left)", d.State, d.Remaining)
+			}
+			return []string{d.ID, d.Node, d.Path, state, health, gib(d.FreeBytes), gib(d.TotalBytes)}
 		}, len(ds))
 	})},
 	"disk add": {usage: "NODE PATH", help: "offer a directory or mounted disk on a node to the pool", flags: noFlags(func(e *env, args []string) error {

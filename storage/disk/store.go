@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,6 +22,7 @@ import (
 // Store is one disk's shard directory.
 type Store struct {
 	root string
+	mu   sync.Mutex // orders a shard's rename into place with RemoveIfUnchanged
 }
 
 // ErrNotFound is returned for a shard the disk does not have.
@@ -63,6 +65,7 @@ func (s *Store) path(key string) (string, error) {
 type Writer struct {
 	f    *os.File
 	dest string
+	mu   *sync.Mutex // the store's
 	done bool
 }
 
@@ -76,7 +79,7 @@ func (s *Store) Create(key string) (*Writer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create shard %s: %w", key, err)
 	}
-	return &Writer{f: f, dest: dest}, nil
+	return &Writer{f: f, dest: dest, mu: &s.mu}, nil
 }
 
 // Write appends to the shard; a full disk shows up here as ENOSPC.
@@ -103,7 +106,10 @@ func (w *Writer) Commit() error {
 		os.Remove(tmp)
 		return err
 	}
-	if err := os.Rename(tmp, w.dest); err != nil {
+	w.mu.Lock()
+	err := os.Rename(tmp, w.dest)
+	w.mu.Unlock()
+	if err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("commit shard: %w", err)
 	}
@@ -154,18 +160,48 @@ func (s *Store) Delete(key string) error {
 	return nil
 }
 
-// Walk calls fn for every shard on the disk, for the scrubber.
-func (s *Store) Walk(fn func(key string, size int64) error) error {
+// Walk calls fn for every shard on the disk, with its size and modification
+// time, for the garbage collector.
+func (s *Store) Walk(fn func(key string, info fs.FileInfo) error) error {
 	return filepath.WalkDir(filepath.Join(s.root, "shards"), func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil // deleted since the directory was read
+		}
 		if err != nil {
 			return err
 		}
-		return fn(d.Name(), info.Size())
+		return fn(d.Name(), info)
 	})
+}
+
+// RemoveIfUnchanged deletes a shard only if it is still the file Walk listed
+// (same inode, same modification time): a shard written again since, by a
+// repair for instance, is kept. It reports whether it deleted the file.
+func (s *Store) RemoveIfUnchanged(key string, listed fs.FileInfo) (bool, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return false, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cur, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	if !os.SameFile(cur, listed) || !cur.ModTime().Equal(listed.ModTime()) {
+		return false, nil
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	return true, nil
 }
 
 // Usage is the filesystem's size and free space, in bytes.

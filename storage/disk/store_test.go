@@ -3,6 +3,7 @@ package disk
 import (
 	"errors"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,7 +54,7 @@ func TestCommitAbortAndCrashLeftovers(t *testing.T) {
 		t.Fatalf("%d temp files survive a reopen", len(left))
 	}
 	var keys []string
-	_ = s.Walk(func(k string, size int64) error { keys = append(keys, k); return nil })
+	_ = s.Walk(func(k string, _ fs.FileInfo) error { keys = append(keys, k); return nil })
 	if strings.Join(keys, ",") != "obj1.0" {
 		t.Fatalf("walk: %v", keys)
 	}
@@ -65,6 +66,45 @@ func TestCommitAbortAndCrashLeftovers(t *testing.T) {
 	}
 	if u, err := s.Usage(); err != nil || u.Total == 0 || u.Free > u.Total {
 		t.Fatalf("usage %+v %v", u, err)
+	}
+}
+
+// RemoveIfUnchanged deletes the file that was listed, never one written again
+// under the same key since.
+func TestRemoveIfUnchanged(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(key, data string) {
+		w, _ := s.Create(key)
+		w.Write([]byte(data))
+		if err := w.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func() map[string]fs.FileInfo {
+		out := map[string]fs.FileInfo{}
+		if err := s.Walk(func(k string, info fs.FileInfo) error { out[k] = info; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	put("a.0", "old")
+	put("b.0", "old")
+	listed := list()
+	put("b.0", "rewritten") // e.g. a repair placed this shard here again
+	if ok, err := s.RemoveIfUnchanged("b.0", listed["b.0"]); ok || err != nil {
+		t.Fatalf("a shard written again after the listing was removed (%v)", err)
+	}
+	if ok, err := s.RemoveIfUnchanged("a.0", listed["a.0"]); !ok || err != nil {
+		t.Fatalf("the listed shard was not removed (%v)", err)
+	}
+	if ok, err := s.RemoveIfUnchanged("a.0", listed["a.0"]); ok || err != nil {
+		t.Fatalf("removing a gone shard: %v %v", ok, err)
+	}
+	if got := list(); len(got) != 1 || got["b.0"] == nil {
+		t.Fatalf("left: %v", got)
 	}
 }
 
