@@ -40,6 +40,14 @@ func (o *Objects) upload(ctx context.Context, p *identity.Principal, bucket, key
 		return nil, nil, err
 	}
 	u := consensus.First[Upload](o.c.Store().ReadTxn(), tUploads, "id", uploadID)
+	if u == nil {
+		// Created a moment ago through another node, perhaps: this node may
+		// not have applied it yet. A linearizable read settles it.
+		if err := o.c.ConsistentRead(ctx); err != nil {
+			return nil, nil, err
+		}
+		u = consensus.First[Upload](o.c.Store().ReadTxn(), tUploads, "id", uploadID)
+	}
 	if u == nil || u.Bucket != bucket || u.Key != key {
 		return nil, nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", uploadID)
 	}
@@ -99,6 +107,10 @@ var (
 
 // CompleteUpload assembles the listed parts into the object.
 func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string, list []CompletePart) (*Object, error) {
+	// Parts may have been uploaded through other nodes: see all of them.
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
 	b, u, err := o.upload(ctx, p, bucket, key, uploadID)
 	if err != nil {
 		return nil, err
@@ -172,6 +184,9 @@ func (o *Objects) abortUpload(ctx context.Context, p *identity.Principal, projec
 
 // ListParts returns an upload's parts in order.
 func (o *Objects) ListParts(ctx context.Context, p *identity.Principal, bucket, key, uploadID string) ([]Part, error) {
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
 	if _, _, err := o.upload(ctx, p, bucket, key, uploadID); err != nil {
 		return nil, err
 	}

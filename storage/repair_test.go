@@ -214,3 +214,35 @@ func TestDrainMovesShardsBeforeRemoval(t *testing.T) {
 		checkIntact(t, ns, admin, k, v)
 	}
 }
+
+// A multipart upload whose steps go through different nodes, each right after
+// the previous one was acknowledged elsewhere, as behind a load balancer.
+func TestMultipartAcrossNodes(t *testing.T) {
+	ns, admin := repairFixture(t)
+	ctx := context.Background()
+	for round := range 5 {
+		key := fmt.Sprintf("study-%d", round)
+		u, err := ns[round%3].objects.CreateUpload(ctx, admin, "records", key, storage.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []storage.CompletePart
+		var whole []byte
+		for n := 1; n <= 2; n++ {
+			data := randBytes(5<<20 + n) // S3's minimum part size, but for the last
+			if n == 2 {
+				data = randBytes(1000)
+			}
+			etag, err := ns[(round+n)%3].objects.UploadPart(ctx, admin, "records", key, u.ID, n, int64(len(data)), bytes.NewReader(data), nil)
+			if err != nil {
+				t.Fatalf("round %d, part %d on node%d: %v", round, n, (round+n)%3+1, err)
+			}
+			parts = append(parts, storage.CompletePart{Number: n, ETag: etag})
+			whole = append(whole, data...)
+		}
+		if _, err := ns[(round+1)%3].objects.CompleteUpload(ctx, admin, "records", key, u.ID, parts); err != nil {
+			t.Fatalf("round %d: complete: %v", round, err)
+		}
+		checkIntact(t, ns, admin, key, whole)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -95,45 +96,8 @@ const minGCGrace = 10 * time.Minute
 // config file; flags set on the command line win over the file.
 func ParseFlags(args []string) (Config, error) {
 	cfg := DefaultConfig()
-	fs := flag.NewFlagSet("cairn agent", flag.ContinueOnError)
 	var configFile, join string
-	fs.StringVar(&configFile, "config", "", "JSON config file with the same keys as these flags")
-	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
-	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where the node keeps its Raft log, snapshots and credentials")
-	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "IP address to listen on (default: the first non-loopback IPv4 address; 127.0.0.1 with --dev)")
-	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
-	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
-	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
-	fs.StringVar(&cfg.S3Domain, "s3-domain", cfg.S3Domain, "DNS domain for virtual-host-style S3 addressing (BUCKET.DOMAIN); path style always works")
-	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
-	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
-	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")
-	fs.IntVar(&cfg.Expect, "expect", cfg.Expect, "number of nodes to wait for before bootstrapping a new cluster")
-	fs.Func("disk", "a directory (or mounted disk) to offer to the storage pool; repeatable (--dev: two under --data-dir)", func(v string) error {
-		cfg.Disks = append(cfg.Disks, v)
-		return nil
-	})
-	fs.StringVar(&join, "join", "", "comma-separated gossip addresses of other nodes (IP or IP:PORT)")
-	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "shared secret that admits nodes to the cluster (generated when empty)")
-	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", cfg.AdminPasswordFile, "create the cluster admin 'admin' with the password in this file")
-	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "one-node development cluster on 127.0.0.1 with data in --data-dir")
-	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
-	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
-	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
-	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
-	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
-	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
-	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
-	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
-	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads")
-	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "a shard file younger than this is never deleted as an orphan (at least 10m: it covers uploads in flight)")
-	fs.DurationVar(&cfg.MultipartExpiry, "multipart-expiry", cfg.MultipartExpiry, "abort multipart uploads not completed this long after they started, and delete their parts")
-	fs.DurationVar(&cfg.DiskReport, "disk-report-interval", cfg.DiskReport, "how often a node reports its disks' capacity at the latest")
-	fs.DurationVar(&cfg.DiskStaleAfter, "disk-stale-after", cfg.DiskStaleAfter, "a disk not reported for this long counts as gone and its shards are rebuilt elsewhere")
-	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
-	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
-	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
-	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's pprof profiles on this address (plain HTTP, unauthenticated: bind it to a loopback or management address; empty: off)")
+	fs := agentFlags(&cfg, &configFile, &join)
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -161,30 +125,57 @@ func ParseFlags(args []string) (Config, error) {
 	return cfg, cfg.finish()
 }
 
+// agentFlags defines every flag over cfg. Each flag but --config has the
+// Config field whose JSON key is the flag's name (a test holds that).
+func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("cairn agent", flag.ContinueOnError)
+	fs.StringVar(configFile, "config", "", "JSON config file with the same keys as these flags")
+	fs.StringVar(&cfg.Name, "name", cfg.Name, "node name, unique in the cluster")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "where the node keeps its Raft log, snapshots and credentials")
+	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "IP address to listen on (default: the first non-loopback IPv4 address; 127.0.0.1 with --dev)")
+	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
+	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
+	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
+	fs.StringVar(&cfg.S3Domain, "s3-domain", cfg.S3Domain, "DNS domain for virtual-host-style S3 addressing (BUCKET.DOMAIN); path style always works")
+	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
+	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")
+	fs.IntVar(&cfg.DiscoveryPort, "discovery-port", cfg.DiscoveryPort, "UDP port of the LAN discovery beacon; 0 disables discovery")
+	fs.IntVar(&cfg.Expect, "expect", cfg.Expect, "number of nodes to wait for before bootstrapping a new cluster")
+	fs.Func("disk", "a directory (or mounted disk) to offer to the storage pool; repeatable (--dev: two under --data-dir)", func(v string) error {
+		cfg.Disks = append(cfg.Disks, v)
+		return nil
+	})
+	fs.StringVar(join, "join", "", "comma-separated gossip addresses of other nodes (IP or IP:PORT)")
+	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "shared secret that admits nodes to the cluster (generated when empty)")
+	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", cfg.AdminPasswordFile, "create the cluster admin 'admin' with the password in this file")
+	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "one-node development cluster on 127.0.0.1 with data in --data-dir")
+	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
+	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
+	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
+	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
+	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
+	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
+	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
+	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
+	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads")
+	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "a shard file younger than this is never deleted as an orphan (at least 10m: it covers uploads in flight)")
+	fs.DurationVar(&cfg.MultipartExpiry, "multipart-expiry", cfg.MultipartExpiry, "abort multipart uploads not completed this long after they started, and delete their parts")
+	fs.DurationVar(&cfg.DiskReport, "disk-report-interval", cfg.DiskReport, "how often a node reports its disks' capacity at the latest")
+	fs.DurationVar(&cfg.DiskStaleAfter, "disk-stale-after", cfg.DiskStaleAfter, "a disk not reported for this long counts as gone and its shards are rebuilt elsewhere")
+	fs.IntVar(&cfg.AuditRetention, "audit-retention", cfg.AuditRetention, "newest audit entries kept in the replicated state; every node archives all of them to DATA_DIR/audit/audit.jsonl")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
+	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's pprof profiles on this address (plain HTTP, unauthenticated: bind it to a loopback or management address; empty: off)")
+	return fs
+}
+
 // mergeConfig takes the file's values except for flags given explicitly.
 func mergeConfig(file, flags Config, set map[string]bool) Config {
 	out := file
-	pick := map[string]func(){
-		"name": func() { out.Name = flags.Name }, "data-dir": func() { out.DataDir = flags.DataDir },
-		"bind": func() { out.Bind = flags.Bind }, "advertise": func() { out.Advertise = flags.Advertise },
-		"api-port": func() { out.APIPort = flags.APIPort }, "rpc-port": func() { out.RPCPort = flags.RPCPort },
-		"s3-port":     func() { out.S3Port = flags.S3Port },
-		"gossip-port": func() { out.GossipPort = flags.GossipPort }, "discovery-port": func() { out.DiscoveryPort = flags.DiscoveryPort },
-		"expect": func() { out.Expect = flags.Expect }, "join-token": func() { out.JoinToken = flags.JoinToken },
-		"admin-password-file": func() { out.AdminPasswordFile = flags.AdminPasswordFile }, "dev": func() { out.Dev = flags.Dev },
-		"dead-server-grace":      func() { out.DeadServerGrace = flags.DeadServerGrace },
-		"disk":                   func() { out.Disks = flags.Disks },
-		"raft-heartbeat-timeout": func() { out.HeartbeatTimeout = flags.HeartbeatTimeout },
-		"raft-election-timeout":  func() { out.ElectionTimeout = flags.ElectionTimeout },
-		"log-level":              func() { out.LogLevel = flags.LogLevel }, "log-format": func() { out.LogFormat = flags.LogFormat },
-		"audit-retention":  func() { out.AuditRetention = flags.AuditRetention },
-		"gc-interval":      func() { out.GCInterval = flags.GCInterval },
-		"gc-grace":         func() { out.GCGrace = flags.GCGrace },
-		"multipart-expiry": func() { out.MultipartExpiry = flags.MultipartExpiry },
-	}
-	for name := range set {
-		if f, ok := pick[name]; ok {
-			f()
+	ov, fv := reflect.ValueOf(&out).Elem(), reflect.ValueOf(flags)
+	for i := range ov.NumField() {
+		if key, _, _ := strings.Cut(ov.Type().Field(i).Tag.Get("json"), ","); set[key] {
+			ov.Field(i).Set(fv.Field(i))
 		}
 	}
 	return out

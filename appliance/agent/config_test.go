@@ -1,8 +1,10 @@
 package agent
 
 import (
+	"flag"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -67,5 +69,37 @@ func TestDevDefaults(t *testing.T) {
 	}
 	if cfg.Bind != "127.0.0.1" || cfg.Expect != 1 || cfg.DiscoveryPort != 0 || !strings.HasSuffix(cfg.DataDir, "/data") {
 		t.Fatalf("--dev: %+v", cfg)
+	}
+}
+
+// Every flag has its Config field and JSON key, so a config file can set it
+// and the same flag on the command line wins over the file.
+func TestEveryFlagHasAConfigKey(t *testing.T) {
+	keys := map[string]bool{}
+	ct := reflect.TypeOf(Config{})
+	for i := range ct.NumField() {
+		key, _, _ := strings.Cut(ct.Field(i).Tag.Get("json"), ",")
+		keys[key] = true
+	}
+	var cfg Config
+	var configFile, join string
+	agentFlags(&cfg, &configFile, &join).VisitAll(func(f *flag.Flag) {
+		if f.Name != "config" && !keys[f.Name] {
+			t.Errorf("flag --%s has no config key", f.Name)
+		}
+	})
+
+	// One flag the old hand-written merge forgot: the command line wins.
+	dir := t.TempDir()
+	file := filepath.Join(dir, "cairn.json")
+	if err := os.WriteFile(file, []byte(`{"name":"box1","bind":"10.1.2.3","scrub-interval":3600000000000,"heal-interval":60000000000}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ParseFlags([]string{"--config", file, "--scrub-interval", "1s", "--data-dir", dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ScrubInterval != time.Second || got.HealInterval != time.Minute {
+		t.Errorf("scrub interval %v (flag: 1s), heal interval %v (file: 1m)", got.ScrubInterval, got.HealInterval)
 	}
 }
