@@ -40,6 +40,20 @@ func Profile(ctx context.Context, nodes []*harness.Node, d time.Duration, dir, p
 	return wg.Wait
 }
 
+// Heap writes every node's heap profile (in use and allocated) to dir as
+// PREFIXNODE.heap.pprof.
+func Heap(ctx context.Context, nodes []*harness.Node, dir, prefix string) {
+	for _, n := range nodes {
+		url := fmt.Sprintf("http://%s:%d/debug/pprof/heap?gc=1", n.IP, DebugPort)
+		file := filepath.Join(dir, prefix+n.Name+".heap.pprof")
+		if err := fetch(ctx, url, file); err != nil {
+			Progress("heap profile %s: %v", n.Name, err)
+			continue
+		}
+		Progress("heap profile of %s written to %s", n.Name, file)
+	}
+}
+
 func fetch(ctx context.Context, url, file string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {

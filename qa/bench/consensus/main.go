@@ -118,6 +118,9 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	}
 	pause(ctx, cfg.idle)
 	rep.memory = append(rep.memory, readMemory("idle after load", rep.sides))
+	if cfg.profile != "" {
+		benchrun.Heap(ctx, cairn.nodes(), cfg.profile, "idle-after-load-")
+	}
 	for i, sys := range rep.sides {
 		if ctx.Err() == nil && (sys != etcd || cfg.etcdFailover) {
 			rep.failovers[i], rep.failoverErr[i] = measureFailovers(ctx, sys, cfg.failovers)

@@ -10,6 +10,7 @@ import (
 	"log"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -123,6 +124,11 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		return fmt.Errorf("encode: %w", err)
 	}
 	benchrun.Progress("reedsolomon 4+2 encode: %.0f MiB/s", rep.encode)
+	rep.ceilingN = min(8, slices.Max(cfg.clients))
+	if rep.ceiling, err = measureTLSCeiling(ctx, cfg.sizes[len(cfg.sizes)-1], rep.ceilingN, 2*time.Second); err != nil {
+		return fmt.Errorf("HTTPS ceiling: %w", err)
+	}
+	benchrun.Progress("HTTPS GET ceiling (loopback, from memory, %d clients): %.0f MiB/s", rep.ceilingN, rep.ceiling)
 
 	payload := make([]byte, cfg.sizes[len(cfg.sizes)-1])
 	_, _ = rand.Read(payload)

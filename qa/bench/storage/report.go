@@ -15,6 +15,8 @@ type report struct {
 	took     time.Duration
 	disk     rawDisk
 	encode   float64 // MiB/s
+	ceiling  float64 // MiB/s of HTTPS over loopback from memory (measureTLSCeiling)
+	ceilingN int     // clients of that measurement
 	rows     []row
 	rssStart []int64 // per node, after start
 	rssPeak  []int64 // per node, highest sampled during the load
@@ -90,17 +92,18 @@ func (r *report) markdown() string {
 	p("| raw sequential write | %.0f | %s in 4 MiB writes then fsync, next to the node disks |", r.disk.write, mib(r.cfg.rawSize))
 	p("| raw sequential read | %.0f | the same file, %s |", r.disk.read, cacheNote(r.disk.dropped))
 	p("| reedsolomon encode 4+2 | %.0f | 1 MiB stripes, one goroutine, MiB/s of input |", r.encode)
+	p("| HTTPS GET ceiling | %.0f | a Go HTTPS server on loopback serving %s from memory to %d Go HTTPS clients: TLS and loopback TCP alone, no disk, on the same cores |", r.ceiling, sizeName(r.cfg.sizes[len(r.cfg.sizes)-1]), r.ceilingN)
 	p("")
 	p("## S3 throughput")
 	p("")
-	p("| size | clients | PUT MiB/s | PUT ops | GET MiB/s | GET ops | errors | PUT / raw write | GET / raw read | peak RSS (max node) |")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	p("| size | clients | PUT MiB/s | PUT ops | GET MiB/s | GET ops | errors | PUT / raw write | GET / raw read | GET / HTTPS ceiling | peak RSS (max node) |")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	dropped := true
 	for _, w := range r.rows {
 		dropped = dropped && w.dropped
-		p("| %s | %d | %.1f | %d | %.1f | %d | %d | %.0f%% | %.0f%% | %s |", sizeName(w.size), w.clients,
+		p("| %s | %d | %.1f | %d | %.1f | %d | %d | %.0f%% | %.0f%% | %.0f%% | %s |", sizeName(w.size), w.clients,
 			w.put.mibps(), w.put.ops, w.get.mibps(), w.get.ops, w.put.errors+w.get.errors,
-			pct(w.put.mibps(), r.disk.write), pct(w.get.mibps(), r.disk.read), mib(w.peakRSS))
+			pct(w.put.mibps(), r.disk.write), pct(w.get.mibps(), r.disk.read), pct(w.get.mibps(), r.ceiling), mib(w.peakRSS))
 	}
 	p("")
 	p("Before each GET phase the page cache is %s; a GET phase that outlasts the objects just written reads them again (then partly from the cache).", strings.TrimPrefix(cacheNote(dropped), "page cache "))

@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// measureTLSCeiling is what any HTTPS object server could serve on this
+// machine: an in-process Go HTTPS server on loopback handing out one
+// in-memory object of size bytes, read by clients concurrent Go HTTPS
+// clients for about d. No disks, no erasure coding, no second hop: the cost
+// of TLS and loopback TCP alone, on the same cores as the real run.
+func measureTLSCeiling(ctx context.Context, size int64, clients int, d time.Duration) (float64, error) {
+	cert, pool, err := selfSigned()
+	if err != nil {
+		return 0, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	body := make([]byte, size)
+	_, _ = rand.Read(body)
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+			_, _ = w.Write(body)
+		}),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}},
+	}
+	go func() { _ = srv.ServeTLS(ln, "", "") }()
+	defer srv.Close()
+
+	client := newHTTPClient(&tls.Config{RootCAs: pool})
+	url := "https://" + ln.Addr().String() + "/object"
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var total atomic.Int64
+	var firstErr error
+	var once sync.Once
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range clients {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(context.Background(), http.MethodGet, url, nil)
+				res, err := client.Do(req)
+				if err == nil {
+					var n int64
+					n, err = io.Copy(io.Discard, res.Body)
+					res.Body.Close()
+					total.Add(n)
+				}
+				if err != nil {
+					once.Do(func() { firstErr = err })
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return 0, firstErr
+	}
+	return mibps(total.Load(), time.Since(start)), nil
+}
+
+func newHTTPClient(tlsCfg *tls.Config) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 64}}
+}
+
+// selfSigned makes a throwaway ECDSA certificate for 127.0.0.1, as the
+// cluster's own certificates are.
+func selfSigned() (tls.Certificate, *x509.CertPool, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "bench"},
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(c)
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pool, nil
+}
