@@ -54,7 +54,10 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
 	if err != nil {
-		t.Fatalf("screenshot %s: %v", name, err)
+		// An artifact, not a check: the assertions around it decide. (Seen
+		// once: "Cannot take screenshot with 0 width" mid-swap on a loaded box.)
+		t.Logf("screenshot %s: %v", name, err)
+		return
 	}
 	path := filepath.Join(artifactDir(t), name+".png")
 	if err := os.WriteFile(path, png, 0o644); err != nil {
