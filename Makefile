@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # Fuzz targets run briefly by `make test`: package:Target.
 FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
 
-.PHONY: all build run cluster test test-go fuzz vet generate bench-consensus bench-storage clean
+.PHONY: all build run image cluster test test-go fuzz vet generate bench-consensus bench-storage clean
 
 all: build
 
@@ -22,6 +22,10 @@ build:
 run: build
 	@mkdir -p $(DEV_DATA)
 	./$(BIN) agent --dev --data-dir $(DEV_DATA)
+
+## image: the appliance's boot files in image-build/out (Debian's kernel, a u-root userland with cairn as init)
+image:
+	@GO=$$(qa/scripts/deps.sh image) && image-build/build.sh $$GO
 
 ## cluster: three local nodes on 127.0.0.11-13, for trying the cluster by hand
 cluster: build

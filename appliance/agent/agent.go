@@ -396,3 +396,26 @@ func (a *Agent) serveDebug(ctx context.Context) {
 		a.log.Error("debug server", "err", err)
 	}
 }
+
+// ConsoleStatus is what a box's console screen shows.
+type ConsoleStatus struct {
+	Name      string
+	URL       string // of the web UI and API
+	Phase     string // the consensus phase: joining, bootstrapping, waiting, member
+	Ready     bool   // serving, with a leader known
+	Leader    string
+	Voters    int
+	Nodes     int    // members seen
+	SetupCode string // until the first admin exists
+}
+
+// ConsoleStatus reports the node for its console.
+func (a *Agent) ConsoleStatus() ConsoleStatus {
+	st := a.node.Status()
+	cs := ConsoleStatus{Name: a.cfg.Name, URL: a.cfg.APIURL(), Phase: st.Phase, Ready: a.node.Ready(),
+		Leader: st.Leader, Voters: st.Voters, Nodes: len(st.Nodes)}
+	if cs.Ready && a.identity.SetupNeeded() {
+		cs.SetupCode = a.identity.SetupCode()
+	}
+	return cs
+}

@@ -2,7 +2,7 @@
 # Installs what building and testing Cairn needs on Debian 12, as root: Debian
 # packages with apt-get, and, if no Go new enough is on the machine, the Go
 # toolchain from the Go module proxy (the golang.org/toolchain module).
-# Idempotent: it installs only what is missing. Usage: deps.sh [test|bench|run]
+# Idempotent: it installs only what is missing. Usage: deps.sh [test|bench|run|image]
 set -euo pipefail
 
 what=${1:-test}
@@ -10,7 +10,8 @@ go_version=$(awk '/^go /{print $2}' "$(dirname "$0")/../../go.mod")
 
 need_pkgs=(ca-certificates curl unzip iproute2 nftables)
 case $what in
-test) need_pkgs+=(chromium fonts-wqy-zenhei) ;;
+test) need_pkgs+=(chromium fonts-wqy-zenhei qemu-system-x86 qemu-utils kmod e2fsprogs) ;;
+image) need_pkgs+=(kmod e2fsprogs) ;;
 bench) need_pkgs+=(etcd-server etcd-client) ;;
 esac
 

@@ -7,9 +7,13 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/agent"
 	"github.com/cairnhq/cairn/appliance/cli"
+	"github.com/cairnhq/cairn/appliance/initd"
 )
 
 func main() {
+	if os.Getpid() == 1 { // the appliance image's init (image-build/)
+		os.Exit(initd.Main())
+	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agent.Main(os.Args[2:]))
 	}

@@ -1,0 +1,24 @@
+//go:build linux
+
+package initd
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cairnhq/cairn/appliance/agent"
+)
+
+func TestStatusScreen(t *testing.T) {
+	s := renderStatus(agent.ConsoleStatus{Name: "cairn-1a2b3c", URL: "https://10.0.0.5:8443/", Phase: "member", Ready: true,
+		Leader: "cairn-4d5e6f", Voters: 3, Nodes: 3, SetupCode: "ABCD-1234"})
+	for _, want := range []string{"cairn-1a2b3c", "https://10.0.0.5:8443/", "ready, leader cairn-4d5e6f, 3 voters", "ABCD-1234"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("screen lacks %q:\n%s", want, s)
+		}
+	}
+	s = renderStatus(agent.ConsoleStatus{Name: "cairn-1a2b3c", URL: "https://10.0.0.5:8443/", Phase: "waiting", Nodes: 2})
+	if !strings.Contains(s, "waiting (2 nodes seen)") || strings.Contains(s, "setup") {
+		t.Errorf("waiting screen:\n%s", s)
+	}
+}

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Builds the appliance's boot files from Debian packages and this repository:
+#   out/vmlinuz            Debian's kernel (packages.lock)
+#   out/initramfs.cpio.gz  a u-root userland whose /init is cairn, with the
+#                          kernel modules of modules.list and mke2fs
+# The same inputs give the same bytes: files carry no timestamps or owners
+# (u-root writes a reproducible cpio), gzip stores no name or time, and Go
+# builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get).
+set -euo pipefail
+GO=${1:-go}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+out=$here/out
+cache=$here/cache
+mkdir -p "$out" "$cache"
+
+# 1. The pinned kernel package, from Debian's archive through apt.
+kpkg=$(grep -v '^#' "$here/packages.lock" | grep '^linux-image-' | head -1)
+kname=${kpkg%%=*}
+kver=${kname#linux-image-}
+deb=$(ls "$cache/${kname}_"*.deb 2>/dev/null | head -1 || true)
+if [[ -z $deb ]]; then
+	echo "image: fetching $kpkg with apt" >&2
+	(cd "$cache" && apt-get download -qq "$kpkg" 2>/dev/null) || {
+		apt-get update -qq
+		(cd "$cache" && apt-get download -qq "$kpkg")
+	}
+	deb=$(ls "$cache/${kname}_"*.deb | head -1)
+fi
+kroot=$cache/kernel
+rm -rf "$kroot"
+mkdir -p "$kroot"
+dpkg-deb -x "$deb" "$kroot"
+depmod -b "$kroot" "$kver"
+
+# 2. The modules of modules.list with their dependencies, in load order.
+stage=$cache/stage
+rm -rf "$stage"
+mkdir -p "$stage/lib/modules"
+: >"$stage/lib/modules/cairn.load"
+grep -v '^#' "$here/modules.list" | while read -r m; do
+	[[ -n $m ]] || continue
+	modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+done | awk '!seen[$0]++' | while read -r path; do
+	rel=${path#"$kroot"/}
+	mkdir -p "$stage/$(dirname "$rel")"
+	cp "$path" "$stage/$rel"
+	echo "/$rel" >>"$stage/lib/modules/cairn.load"
+done
+cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"
+
+# 3. cairn, static and reproducible.
+CGO_ENABLED=0 "$GO" build -C "$repo" -trimpath -ldflags "-s -w -buildid=" -o "$cache/cairn" ./appliance/cmd/cairn
+
+# 4. The initramfs: u-root's tools for the debug shell, cairn as /init.
+mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+(cd "$repo" && "$GO" tool u-root -o "$cache/initramfs.cpio" -initcmd=/bin/cairn -uinitcmd="" -defaultsh="" \
+	-files "$cache/cairn:bin/cairn" -files "$stage/lib/modules:lib/modules" -files "$mke2fs:sbin/mke2fs" \
+	github.com/u-root/u-root/cmds/core/gosh github.com/u-root/u-root/cmds/core/ls \
+	github.com/u-root/u-root/cmds/core/cat github.com/u-root/u-root/cmds/core/dmesg \
+	github.com/u-root/u-root/cmds/core/ip github.com/u-root/u-root/cmds/core/ps \
+	github.com/u-root/u-root/cmds/core/mount 2>&1 | grep -v '^.*INFO' >&2 || true)
+[[ -s $cache/initramfs.cpio ]] || { echo "image: u-root made no initramfs" >&2; exit 1; }
+gzip -n -9 <"$cache/initramfs.cpio" >"$out/initramfs.cpio.gz"
+ls -l "$out" >&2
