@@ -49,13 +49,21 @@ done | awk '!seen[$0]++' | while read -r path; do
 done
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"
 
-# 3. cairn, static and reproducible.
+# 3. The image's boot config: the site's join token. Boxes booted from this
+# image find and admit only each other. Kept in site.token (not in git) so
+# that rebuilding gives the same image; delete it for a new site.
+token_file=$here/site.token
+[[ -s $token_file ]] || (umask 077 && head -c 20 /dev/urandom | base32 | tr -d '=\n' >"$token_file")
+mkdir -p "$stage/etc/cairn"
+printf '{"token": "%s"}\n' "$(cat "$token_file")" >"$stage/etc/cairn/boot.json"
+
+# 4. cairn, static and reproducible.
 CGO_ENABLED=0 "$GO" build -C "$repo" -trimpath -ldflags "-s -w -buildid=" -o "$cache/cairn" ./appliance/cmd/cairn
 
-# 4. The initramfs: u-root's tools for the debug shell, cairn as /init.
+# 5. The initramfs: u-root's tools for the debug shell, cairn as /init.
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
 (cd "$repo" && "$GO" tool u-root -o "$cache/initramfs.cpio" -initcmd=/bin/cairn -uinitcmd="" -defaultsh="" \
-	-files "$cache/cairn:bin/cairn" -files "$stage/lib/modules:lib/modules" -files "$mke2fs:sbin/mke2fs" \
+	-files "$cache/cairn:bin/cairn" -files "$stage/lib/modules:lib/modules" -files "$stage/etc/cairn:etc/cairn" -files "$mke2fs:sbin/mke2fs" \
 	github.com/u-root/u-root/cmds/core/gosh github.com/u-root/u-root/cmds/core/ls \
 	github.com/u-root/u-root/cmds/core/cat github.com/u-root/u-root/cmds/core/dmesg \
 	github.com/u-root/u-root/cmds/core/ip github.com/u-root/u-root/cmds/core/ps \

@@ -33,6 +33,12 @@ func DefaultBoot() Boot { return Boot{IP: "dhcp", Expect: 3} }
 // defaults. Unknown cairn.* keys and bad values are ignored (and reported by
 // Problems), so a typo cannot keep a box from booting.
 func ReadBoot(cmdline string) Boot {
+	return DefaultBoot().Merge(ReadBootOnly(cmdline))
+}
+
+// ReadBootOnly is what the command line sets, without defaults, to merge
+// over another config.
+func ReadBootOnly(cmdline string) Boot {
 	b, _ := parseBoot(cmdline)
 	return b
 }
@@ -44,7 +50,7 @@ func Problems(cmdline string) []string {
 }
 
 func parseBoot(cmdline string) (Boot, []string) {
-	b := DefaultBoot()
+	var b Boot
 	var problems []string
 	for _, word := range strings.Fields(cmdline) {
 		kv, ok := strings.CutPrefix(word, "cairn.")

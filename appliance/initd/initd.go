@@ -6,9 +6,11 @@
 // first boot), reaps orphaned processes, shows a status screen on the
 // console, runs the agent, and powers the box off or reboots it.
 //
-// Settings come from the kernel command line (cairn.KEY=VALUE, see Boot) and
-// from an optional boot config file on the data disk (cairn-boot.json), which
-// wins over the command line.
+// Settings come, each overriding the one before, from the image's own boot
+// config (/etc/cairn/boot.json: the site's join token, which makes the boxes
+// of one site find only each other), the kernel command line (cairn.KEY=VALUE,
+// see Boot), and an optional boot config file on the data disk
+// (cairn-boot.json).
 package initd
 
 import (
@@ -32,6 +34,9 @@ import (
 // DataMount is where the data disk is mounted; the agent keeps its state there.
 const DataMount = "/var/lib/cairn"
 
+// ImageBootFile is the boot config the image build bakes in.
+const ImageBootFile = "/etc/cairn/boot.json"
+
 // Main runs the box. It returns only if the power-off itself failed.
 func Main() int {
 	console := openConsole()
@@ -41,8 +46,14 @@ func Main() int {
 	if err := mountKernelFS(); err != nil {
 		log.Error("mount kernel filesystems", "err", err)
 	}
+	boot := DefaultBoot()
+	if b, err := ReadBootFile(ImageBootFile); err == nil {
+		boot = boot.Merge(b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Error("image boot config", "err", err)
+	}
 	cmdline := readFile("/proc/cmdline")
-	boot := ReadBoot(cmdline)
+	boot = boot.Merge(ReadBootOnly(cmdline))
 	for _, p := range Problems(cmdline) {
 		log.Warn("boot setting ignored", "problem", p)
 	}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -56,7 +57,7 @@ type box struct {
 	t       *testing.T
 	cmd     *exec.Cmd
 	monitor string // QEMU's human monitor socket
-	apiPort int    // host port forwarded to the guest's 8443
+	api     string // host:port where the test reaches the guest's API
 	exited  chan struct{}
 
 	mu      sync.Mutex
@@ -85,17 +86,25 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// boot starts the boot files with disk as the data disk.
-func boot(t *testing.T, files, disk, cmdline string) *box {
+// userNet is QEMU's user-mode network (DHCP included) with the guest's API
+// forwarded to a loopback port; it returns the netdev and where the API is.
+func userNet(t *testing.T) (string, string) {
+	port := freePort(t)
+	return fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8443", port), fmt.Sprintf("127.0.0.1:%d", port)
+}
+
+// boot starts the boot files with disk as the data disk, on netdev (id n0)
+// with the MAC ending in mac, the guest's API reached at api.
+func boot(t *testing.T, files, disk, cmdline, netdev, api string, mac int) *box {
 	t.Helper()
-	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), apiPort: freePort(t), exited: make(chan struct{})}
+	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
 	args := []string{"-machine", "q35", "-accel", accel(), "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot",
 		"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "initramfs.cpio.gz"),
 		"-append", "console=ttyS0 panic=-1 " + cmdline,
 		"-drive", "file=" + disk + ",format=raw,if=virtio",
-		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8443", b.apiPort),
-		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:ca:11:01",
+		"-netdev", netdev,
+		"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=52:54:00:ca:11:%02x", mac),
 		"-monitor", "unix:" + b.monitor + ",server,nowait"}
 	t.Logf("qemu-system-x86_64 %s", shellJoin(args))
 	b.cmd = exec.Command("qemu-system-x86_64", args...)
@@ -116,7 +125,7 @@ func boot(t *testing.T, files, disk, cmdline string) *box {
 			b.mu.Lock()
 			b.console.WriteString(line + "\n")
 			b.mu.Unlock()
-			t.Logf("console: %s", line)
+			t.Logf("console %s: %s", api, line)
 		}
 	}()
 	go func() {
@@ -129,7 +138,7 @@ func boot(t *testing.T, files, disk, cmdline string) *box {
 		if t.Failed() {
 			dir := filepath.Join("..", "artifacts", t.Name())
 			_ = os.MkdirAll(dir, 0o755)
-			_ = os.WriteFile(filepath.Join(dir, "console.log"), []byte(b.Console()), 0o644)
+			_ = os.WriteFile(filepath.Join(dir, "console-"+strings.ReplaceAll(api, ":", "_")+".log"), []byte(b.Console()), 0o644)
 			t.Logf("console log kept in %s", dir)
 		}
 	})
@@ -153,14 +162,23 @@ func (b *box) client() *http.Client {
 // waitReady waits for /readyz and returns how long it took since start.
 func (b *box) waitReady(start time.Time, limit time.Duration) time.Duration {
 	b.t.Helper()
+	if err := b.ready(limit); err != nil {
+		b.t.Fatalf("%s: %v", b.api, err)
+	}
+	return time.Since(start)
+}
+
+// ready waits for /readyz; safe in any goroutine.
+func (b *box) ready(limit time.Duration) error {
 	c := b.client()
-	testutil.WaitFor(b.t, limit, "the box to serve /readyz", func() error {
+	exited := errors.New("qemu exited before the box was ready")
+	err := testutil.Eventually(limit, func() error {
 		select {
 		case <-b.exited:
-			b.t.Fatal("qemu exited before the box was ready")
+			return exited
 		default:
 		}
-		res, err := c.Get(fmt.Sprintf("https://127.0.0.1:%d/readyz", b.apiPort))
+		res, err := c.Get("https://" + b.api + "/readyz")
 		if err != nil {
 			return err
 		}
@@ -171,13 +189,16 @@ func (b *box) waitReady(start time.Time, limit time.Duration) time.Duration {
 		}
 		return nil
 	})
-	return time.Since(start)
+	if err != nil {
+		return fmt.Errorf("waiting for /readyz: %w", err)
+	}
+	return nil
 }
 
 // caKey is the cluster CA's key ID, from the chain the API presents.
 func (b *box) caKey() string {
 	b.t.Helper()
-	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", b.apiPort), &tls.Config{InsecureSkipVerify: true})
+	conn, err := tls.Dial("tcp", b.api, &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -213,7 +234,8 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	b := boot(t, files, disk, "cairn.expect=1")
+	netdev, api := userNet(t)
+	b := boot(t, files, disk, "cairn.expect=1", netdev, api, 1)
 	took := b.waitReady(start, 3*time.Minute)
 	t.Logf("power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), accel())
 	testutil.WaitFor(t, 30*time.Second, "the console to show the setup code", func() error {
@@ -239,7 +261,8 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 		t.Fatal("the box went off without a clean shutdown")
 	}
 
-	b2 := boot(t, files, disk, "cairn.expect=1")
+	netdev, api = userNet(t)
+	b2 := boot(t, files, disk, "cairn.expect=1", netdev, api, 1)
 	b2.waitReady(time.Now(), 3*time.Minute)
 	if strings.Contains(b2.Console(), "formatting the data disk") {
 		t.Error("the second boot formatted the data disk again")
