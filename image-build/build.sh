@@ -5,12 +5,13 @@
 #                          kernel modules of modules.list and mke2fs
 # The same inputs give the same bytes: files carry no timestamps or owners
 # (u-root writes a reproducible cpio), gzip stores no name or time, and Go
-# builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get).
+# builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get);
+# OUT=DIR writes the boot files elsewhere than out/.
 set -euo pipefail
 GO=${1:-go}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
-out=$here/out
+out=${OUT:-$here/out}
 cache=$here/cache
 mkdir -p "$out" "$cache"
 

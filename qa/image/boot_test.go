@@ -272,6 +272,32 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 	}
 }
 
+// Building twice from the same inputs gives the same bytes.
+func TestReproducibleBuild(t *testing.T) {
+	first := bootFiles(t)
+	second := t.TempDir()
+	root, _ := filepath.Abs("../..")
+	cmd := exec.Command(filepath.Join(root, "image-build", "build.sh"), filepath.Join(runtime.GOROOT(), "bin", "go"))
+	cmd.Env = append(os.Environ(), "OUT="+second)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("second build: %v\n%s", err, out)
+	}
+	for _, f := range []string{"vmlinuz", "initramfs.cpio.gz"} {
+		a, err := os.ReadFile(filepath.Join(first, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(filepath.Join(second, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a, b) {
+			t.Errorf("%s differs between two builds of the same inputs (%d and %d bytes)", f, len(a), len(b))
+		}
+		t.Logf("%s: %d bytes, identical", f, len(a))
+	}
+}
+
 func mustCreate(t *testing.T, path string) string {
 	f, err := os.Create(path)
 	if err != nil {
