@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # Fuzz targets run briefly by `make test`: package:Target.
 FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
 
-.PHONY: all build run image cluster test test-go fuzz vet generate bench-consensus bench-storage clean
+.PHONY: all build run image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage clean
 
 all: build
 
@@ -26,6 +26,10 @@ run: build
 ## image: the appliance's boot files in image-build/out (Debian's kernel, a u-root userland with cairn as init)
 image:
 	@GO=$$(qa/scripts/deps.sh image) && image-build/build.sh $$GO
+
+## image-cluster: three appliance boxes in QEMU on a private bridge (after make image); Ctrl-C removes them
+image-cluster: image
+	@image-build/cluster.sh
 
 ## cluster: three local nodes on 127.0.0.11-13, for trying the cluster by hand
 cluster: build
