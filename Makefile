@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # Fuzz targets run briefly by `make test`: package:Target.
 FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
 
-.PHONY: all build run image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage clean
+.PHONY: all build run image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image clean
 
 all: build
 
@@ -62,6 +62,10 @@ generate:
 ## bench-consensus: Cairn vs etcd on this machine (writes/s, p50/p99, failover, RSS)
 bench-consensus:
 	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/consensus $(BENCH_ARGS)
+
+## bench-image: image size, build time, power-on to ready beside a trivial init on the same kernel
+bench-image:
+	@GO=$$(qa/scripts/deps.sh test) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/image $(BENCH_ARGS)
 
 ## bench-storage: S3 PUT/GET MiB/s on 3 nodes beside raw disk speed and reedsolomon encode speed
 bench-storage:

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the appliance's boot files from Debian packages and this repository:
 #   out/vmlinuz            Debian's kernel (packages.lock)
-#   out/initramfs.cpio.gz  a u-root userland whose /init is cairn, with the
+#   out/initramfs.cpio.zst  a u-root userland whose /init is cairn, with the
 #                          kernel modules of modules.list and mke2fs
 # The same inputs give the same bytes: files carry no timestamps or owners
-# (u-root writes a reproducible cpio), gzip stores no name or time, and Go
+# (u-root writes a reproducible cpio), zstd stores no name or time, and Go
 # builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get);
 # OUT=DIR writes the boot files elsewhere than out/.
 set -euo pipefail
@@ -70,5 +70,8 @@ mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
 	github.com/u-root/u-root/cmds/core/ip github.com/u-root/u-root/cmds/core/ps \
 	github.com/u-root/u-root/cmds/core/mount 2>&1 | grep -v '^.*INFO' >&2 || true)
 [[ -s $cache/initramfs.cpio ]] || { echo "image: u-root made no initramfs" >&2; exit 1; }
-gzip -n -9 <"$cache/initramfs.cpio" >"$out/initramfs.cpio.gz"
+# zstd: a box unpacks it ~0.5 s sooner than gzip -9 under TCG, at about the
+# same size; zstd writes no name or time into the frame.
+zstd -3 -q -f --no-progress "$cache/initramfs.cpio" -o "$out/initramfs.cpio.zst"
+rm -f "$out/initramfs.cpio.gz"
 ls -l "$out" >&2

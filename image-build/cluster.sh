@@ -7,7 +7,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=$here/out
-[[ -s $out/vmlinuz && -s $out/initramfs.cpio.gz ]] || { echo "run make image first" >&2; exit 1; }
+[[ -s $out/vmlinuz && -s $out/initramfs.cpio.zst ]] || { echo "run make image first" >&2; exit 1; }
 ns=cairn-image
 net=10.99.77
 work=$(mktemp -d /tmp/cairn-image-cluster.XXXXXX)
@@ -39,7 +39,7 @@ for i in 1 2 3; do
 	ip -n "$ns" link set "tap$i" master br0 up
 	truncate -s 8G "$work/data$i.img"
 	cmd=(qemu-system-x86_64 -machine q35 -accel "$accel" -m 2048 -smp 2 -nographic -no-reboot
-		-kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.gz"
+		-kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.zst"
 		-append "console=ttyS0 panic=-1 cairn.ip=$net.1$i/24 cairn.expect=3"
 		-drive "file=$work/data$i.img,format=raw,if=virtio"
 		-netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no"

@@ -100,7 +100,7 @@ func boot(t *testing.T, files, disk, cmdline, netdev, api string, mac int) *box 
 	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
 	args := []string{"-machine", "q35", "-accel", accel(), "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot",
-		"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "initramfs.cpio.gz"),
+		"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "initramfs.cpio.zst"),
 		"-append", "console=ttyS0 panic=-1 " + cmdline,
 		"-drive", "file=" + disk + ",format=raw,if=virtio",
 		"-netdev", netdev,
@@ -282,7 +282,7 @@ func TestReproducibleBuild(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("second build: %v\n%s", err, out)
 	}
-	for _, f := range []string{"vmlinuz", "initramfs.cpio.gz"} {
+	for _, f := range []string{"vmlinuz", "initramfs.cpio.zst"} {
 		a, err := os.ReadFile(filepath.Join(first, f))
 		if err != nil {
 			t.Fatal(err)

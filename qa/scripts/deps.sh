@@ -10,8 +10,8 @@ go_version=$(awk '/^go /{print $2}' "$(dirname "$0")/../../go.mod")
 
 need_pkgs=(ca-certificates curl unzip iproute2 nftables)
 case $what in
-test) need_pkgs+=(chromium fonts-wqy-zenhei qemu-system-x86 qemu-utils kmod e2fsprogs) ;;
-image) need_pkgs+=(kmod e2fsprogs) ;;
+test) need_pkgs+=(chromium fonts-wqy-zenhei qemu-system-x86 qemu-utils kmod e2fsprogs zstd) ;;
+image) need_pkgs+=(kmod e2fsprogs zstd) ;;
 bench) need_pkgs+=(etcd-server etcd-client) ;;
 esac
 
