@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Builds the appliance's boot files from Debian packages and this repository:
-#   out/vmlinuz            Debian's kernel (packages.lock)
+# Builds the appliance from Debian packages and this repository:
+#   out/vmlinuz             Debian's kernel (packages.lock)
 #   out/initramfs.cpio.zst  a u-root userland whose /init is cairn, with the
-#                          kernel modules of modules.list and mke2fs
+#                           kernel modules of modules.list, mke2fs and sgdisk
+#   out/cairn.img           a UEFI disk image: GPT with one EFI system
+#                           partition holding systemd-boot and two system
+#                           slots (A and B, each a kernel and initramfs); the
+#                           first boot adds the data partition
 # The same inputs give the same bytes: files carry no timestamps or owners
 # (u-root writes a reproducible cpio), zstd stores no name or time, and Go
 # builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get);
@@ -15,19 +19,29 @@ out=${OUT:-$here/out}
 cache=$here/cache
 mkdir -p "$out" "$cache"
 
-# 1. The pinned kernel package, from Debian's archive through apt.
-kpkg=$(grep -v '^#' "$here/packages.lock" | grep '^linux-image-' | head -1)
-kname=${kpkg%%=*}
+# fetch PACKAGE prints the path of the pinned .deb of PACKAGE, downloading
+# it from Debian's archive through apt the first time.
+fetch() {
+	local pin name deb
+	pin=$(grep -v '^#' "$here/packages.lock" | grep "^$1=" | head -1)
+	[[ -n $pin ]] || { echo "image: $1 is not pinned in packages.lock" >&2; exit 1; }
+	name=${pin%%=*}
+	deb=$(ls "$cache/${name}_"*.deb 2>/dev/null | head -1 || true)
+	if [[ -z $deb ]]; then
+		echo "image: fetching $pin with apt" >&2
+		(cd "$cache" && apt-get download -qq "$pin" 2>/dev/null) || {
+			apt-get update -qq
+			(cd "$cache" && apt-get download -qq "$pin")
+		}
+		deb=$(ls "$cache/${name}_"*.deb | head -1)
+	fi
+	echo "$deb"
+}
+
+# 1. The pinned kernel package.
+kname=$(grep -v '^#' "$here/packages.lock" | grep -o '^linux-image-[^=]*' | head -1)
 kver=${kname#linux-image-}
-deb=$(ls "$cache/${kname}_"*.deb 2>/dev/null | head -1 || true)
-if [[ -z $deb ]]; then
-	echo "image: fetching $kpkg with apt" >&2
-	(cd "$cache" && apt-get download -qq "$kpkg" 2>/dev/null) || {
-		apt-get update -qq
-		(cd "$cache" && apt-get download -qq "$kpkg")
-	}
-	deb=$(ls "$cache/${kname}_"*.deb | head -1)
-fi
+deb=$(fetch "$kname")
 kroot=$cache/kernel
 rm -rf "$kroot"
 mkdir -p "$kroot"
@@ -63,8 +77,9 @@ CGO_ENABLED=0 "$GO" build -C "$repo" -trimpath -ldflags "-s -w -buildid=" -o "$c
 
 # 5. The initramfs: u-root's tools for the debug shell, cairn as /init.
 mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
+sgdisk=$(command -v sgdisk || echo /sbin/sgdisk)
 (cd "$repo" && "$GO" tool u-root -o "$cache/initramfs.cpio" -initcmd=/bin/cairn -uinitcmd="" -defaultsh="" \
-	-files "$cache/cairn:bin/cairn" -files "$stage/lib/modules:lib/modules" -files "$stage/etc/cairn:etc/cairn" -files "$mke2fs:sbin/mke2fs" \
+	-files "$cache/cairn:bin/cairn" -files "$stage/lib/modules:lib/modules" -files "$stage/etc/cairn:etc/cairn" -files "$mke2fs:sbin/mke2fs" -files "$sgdisk:sbin/sgdisk" \
 	github.com/u-root/u-root/cmds/core/gosh github.com/u-root/u-root/cmds/core/ls \
 	github.com/u-root/u-root/cmds/core/cat github.com/u-root/u-root/cmds/core/dmesg \
 	github.com/u-root/u-root/cmds/core/ip github.com/u-root/u-root/cmds/core/ps \
@@ -74,4 +89,35 @@ mke2fs=$(command -v mke2fs || echo /sbin/mke2fs)
 # same size; zstd writes no name or time into the frame.
 zstd -3 -q -f --no-progress "$cache/initramfs.cpio" -o "$out/initramfs.cpio.zst"
 rm -f "$out/initramfs.cpio.gz"
+
+# 6. The UEFI disk image. Everything with a fixed date, volume ID and GUIDs,
+# so it is as reproducible as the files it holds.
+boot=$cache/boot-efi
+rm -rf "$boot"
+mkdir -p "$boot"
+dpkg-deb -x "$(fetch systemd-boot-efi)" "$boot"
+esp=$cache/esp
+rm -rf "$esp" "$cache/esp.img"
+mkdir -p "$esp/EFI/BOOT" "$esp/loader/entries" "$esp/cairn/a" "$esp/cairn/b"
+cp "$boot/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$esp/EFI/BOOT/BOOTX64.EFI"
+for slot in a b; do
+	cp "$out/vmlinuz" "$esp/cairn/$slot/vmlinuz"
+	cp "$out/initramfs.cpio.zst" "$esp/cairn/$slot/initramfs.cpio.zst"
+	printf 'title Cairn (slot %s)\nlinux /cairn/%s/vmlinuz\ninitrd /cairn/%s/initramfs.cpio.zst\noptions console=tty0 console=ttyS0 panic=10 cairn.slot=%s\n' \
+		"${slot^^}" "$slot" "$slot" "$slot" >"$esp/loader/entries/cairn-$slot.conf"
+done
+# Slot A boots; an upgrade writes slot B and points the default at it.
+printf 'default cairn-a.conf\ntimeout 0\nconsole-mode keep\n' >"$esp/loader/loader.conf"
+find "$esp" -exec touch -h -d @1577836800 {} +
+esp_mib=128
+mkfs.vfat -C --invariant -i CA1A0001 -n CAIRN-ESP -F 32 "$cache/esp.img" $((esp_mib * 1024)) >/dev/null
+export SOURCE_DATE_EPOCH=1577836800 # mtools stamps what it writes with this
+(cd "$esp" && for d in $(find . -mindepth 1 -type d | sort); do mmd -i "$cache/esp.img" "::${d#./}"; done)
+(cd "$esp" && for f in $(find . -type f | sort); do mcopy -m -i "$cache/esp.img" "$f" "::${f#./}"; done)
+img=$out/cairn.img
+rm -f "$img"
+truncate -s $(((esp_mib + 2) * 1024 * 1024)) "$img"
+sgdisk -o -U CA1A0000-0000-4000-8000-000000000000 \
+	-n 1:2048:+${esp_mib}M -t 1:EF00 -c 1:cairn-esp -u 1:CA1A0000-0000-4000-8000-000000000001 "$img" >/dev/null
+dd if="$cache/esp.img" of="$img" bs=1M seek=1 conv=notrunc status=none
 ls -l "$out" >&2

@@ -24,6 +24,7 @@ type Boot struct {
 	Extra     []string `json:"agent"`     // more `cairn agent` flags, as words
 	Debug     bool     `json:"debug"`     // a shell on the console
 	Discovery int      `json:"discovery"` // discovery port override (0: the agent's default)
+	Slot      string   `json:"-"`         // the system slot booted (A or B), set by the boot loader entry
 }
 
 // DefaultBoot is a box out of its packaging: DHCP, three boxes, discovery.
@@ -97,6 +98,8 @@ func parseBoot(cmdline string) (Boot, []string) {
 				continue
 			}
 			b.Discovery = n
+		case "slot":
+			b.Slot = strings.ToUpper(v)
 		case "agent":
 			b.Extra = append(b.Extra, strings.Split(v, ",")...)
 		default:
@@ -132,6 +135,7 @@ func (b Boot) Merge(o Boot) Boot {
 	set(&b.Interface, o.Interface)
 	set(&b.Disk, o.Disk)
 	set(&b.JoinToken, o.JoinToken)
+	set(&b.Slot, o.Slot)
 	if o.DNS != nil {
 		b.DNS = o.DNS
 	}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,13 +22,29 @@ import (
 const dataLabel = "cairn-data"
 
 // mountData mounts the data disk at DataMount, formatting it (ext4) first if
-// it is blank. Without a disk, DataMount is memory: the box still works,
+// it is blank. The data disk is, in order: cairn.disk=; the partition named
+// cairn-data; a new such partition in the free space of the disk the box
+// booted from (the UEFI image leaves it for the first boot to add); the
+// first whole disk. Without one, DataMount is memory: the box still works,
 // but forgets everything when it restarts.
 func mountData(log *slog.Logger, boot Boot) error {
 	if err := os.MkdirAll(DataMount, 0o755); err != nil {
 		return err
 	}
 	dev := boot.Disk
+	if dev == "" {
+		dev = partitionNamed(dataLabel)
+	}
+	if dev == "" {
+		if esp := partitionNamed("cairn-esp"); esp != "" {
+			log.Info("first boot: adding the data partition", "disk", parentDisk(esp))
+			var err error
+			if dev, err = addDataPartition(parentDisk(esp)); err != nil {
+				_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
+				return err
+			}
+		}
+	}
 	if dev == "" {
 		dev = firstDisk()
 	}
@@ -118,4 +135,90 @@ func mke2fs() string {
 		}
 	}
 	return "mke2fs"
+}
+
+// partitionNamed finds the partition whose GPT name is name.
+func partitionNamed(name string) string {
+	entries, _ := os.ReadDir("/sys/class/block")
+	for _, e := range entries {
+		for line := range strings.Lines(readFile(filepath.Join("/sys/class/block", e.Name(), "uevent"))) {
+			if strings.TrimSpace(line) == "PARTNAME="+name {
+				return "/dev/" + e.Name()
+			}
+		}
+	}
+	return ""
+}
+
+// parentDisk is the whole disk a partition is on (/dev/vda2 → /dev/vda).
+func parentDisk(part string) string {
+	link, err := os.Readlink(filepath.Join("/sys/class/block", filepath.Base(part)))
+	if err != nil {
+		return ""
+	}
+	return "/dev/" + filepath.Base(filepath.Dir(link))
+}
+
+// addDataPartition adds the cairn-data partition in the free space at the end
+// of disk (moving the backup GPT to the disk's real end first: the image was
+// written onto a larger disk) and has the kernel read the new table.
+func addDataPartition(disk string) (string, error) {
+	out, err := exec.Command(sgdisk(), "-e", "-n", "0:0:0", "-t", "0:8300", "-c", "0:"+dataLabel, disk).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("partition %s: %v: %s", disk, err, bytes.TrimSpace(out))
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		return "", err
+	}
+	err = unix.IoctlSetInt(int(f.Fd()), unix.BLKRRPART, 0)
+	f.Close()
+	if err != nil {
+		return "", fmt.Errorf("re-read the partition table of %s: %w", disk, err)
+	}
+	for range 50 {
+		if dev := partitionNamed(dataLabel); dev != "" {
+			if _, err := os.Stat(dev); err == nil {
+				return dev, nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", fmt.Errorf("the new data partition on %s did not appear", disk)
+}
+
+func sgdisk() string {
+	for _, p := range []string{"/sbin/sgdisk", "/usr/sbin/sgdisk"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "sgdisk"
+}
+
+// readESPBoot reads cairn/boot.json from the EFI system partition the box
+// booted from, if there is one (mounted read-only for the moment it takes).
+func readESPBoot() (Boot, error) {
+	esp := partitionNamed("cairn-esp")
+	if esp == "" {
+		return Boot{}, os.ErrNotExist
+	}
+	const at = "/run/esp"
+	if err := os.MkdirAll(at, 0o755); err != nil {
+		return Boot{}, err
+	}
+	if err := unix.Mount(esp, at, "vfat", unix.MS_RDONLY|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return Boot{}, fmt.Errorf("mount %s: %w", esp, err)
+	}
+	defer unix.Unmount(at, 0)
+	return ReadBootFile(filepath.Join(at, "cairn", "boot.json"))
+}
+
+// waitForDisks gives the disk drivers just loaded up to d to show a disk.
+func waitForDisks(d time.Duration) {
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if firstDisk() != "" {
+			return
+		}
+	}
 }

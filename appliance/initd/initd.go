@@ -8,9 +8,10 @@
 //
 // Settings come, each overriding the one before, from the image's own boot
 // config (/etc/cairn/boot.json: the site's join token, which makes the boxes
-// of one site find only each other), the kernel command line (cairn.KEY=VALUE,
-// see Boot), and an optional boot config file on the data disk
-// (cairn-boot.json).
+// of one site find only each other), cairn/boot.json on the EFI system
+// partition (editable from any computer before the first boot), the kernel
+// command line (cairn.KEY=VALUE, see Boot), and cairn-boot.json on the data
+// disk.
 package initd
 
 import (
@@ -46,18 +47,24 @@ func Main() int {
 	if err := mountKernelFS(); err != nil {
 		log.Error("mount kernel filesystems", "err", err)
 	}
+	loadModules(log, "/lib/modules/cairn.load")
+	waitForDisks(2 * time.Second)
 	boot := DefaultBoot()
 	if b, err := ReadBootFile(ImageBootFile); err == nil {
 		boot = boot.Merge(b)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.Error("image boot config", "err", err)
 	}
+	if b, err := readESPBoot(); err == nil {
+		boot = boot.Merge(b)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Error("boot config on the EFI system partition", "err", err)
+	}
 	cmdline := readFile("/proc/cmdline")
 	boot = boot.Merge(ReadBootOnly(cmdline))
 	for _, p := range Problems(cmdline) {
 		log.Warn("boot setting ignored", "problem", p)
 	}
-	loadModules(log, "/lib/modules/cairn.load")
 	go reap()
 
 	ctx, stop := context.WithCancel(context.Background())
@@ -113,7 +120,7 @@ func Main() int {
 // that cannot start is rebooted after a pause, like a crashed service.
 func runAgent(ctx context.Context, log *slog.Logger, console io.Writer, boot Boot, addr string) string {
 	args := boot.AgentArgs(DataMount, addr)
-	log.Info("starting the agent", "args", strings.Join(args, " "))
+	log.Info("starting the agent", "slot", boot.Slot, "args", strings.Join(args, " "))
 	cfg, err := agent.ParseFlags(args)
 	if err != nil {
 		log.Error("agent configuration", "err", err)

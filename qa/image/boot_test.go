@@ -93,19 +93,26 @@ func userNet(t *testing.T) (string, string) {
 	return fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:8443", port), fmt.Sprintf("127.0.0.1:%d", port)
 }
 
-// boot starts the boot files with disk as the data disk, on netdev (id n0)
-// with the MAC ending in mac, the guest's API reached at api.
-func boot(t *testing.T, files, disk, cmdline, netdev, api string, mac int) *box {
+// direct boots the boot files with disk as the data disk.
+func direct(files, disk, cmdline string) []string {
+	return []string{"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "initramfs.cpio.zst"),
+		"-append", "console=ttyS0 panic=-1 " + cmdline,
+		"-drive", "file=" + disk + ",format=raw,if=virtio"}
+}
+
+// boot starts a box booting by system (direct, or UEFI firmware and a
+// disk), on netdev (id n0) with the MAC ending in mac, the guest's API
+// reached at api.
+func boot(t *testing.T, system []string, netdev, api string, mac int) *box {
 	t.Helper()
 	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
 	args := []string{"-machine", "q35", "-accel", accel(), "-m", "1024", "-smp", "2",
-		"-nographic", "-no-reboot",
-		"-kernel", filepath.Join(files, "vmlinuz"), "-initrd", filepath.Join(files, "initramfs.cpio.zst"),
-		"-append", "console=ttyS0 panic=-1 " + cmdline,
-		"-drive", "file=" + disk + ",format=raw,if=virtio",
+		"-nographic", "-no-reboot"}
+	args = append(args, system...)
+	args = append(args,
 		"-netdev", netdev,
 		"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=52:54:00:ca:11:%02x", mac),
-		"-monitor", "unix:" + b.monitor + ",server,nowait"}
+		"-monitor", "unix:"+b.monitor+",server,nowait")
 	t.Logf("qemu-system-x86_64 %s", shellJoin(args))
 	b.cmd = exec.Command("qemu-system-x86_64", args...)
 	b.cmd.Stdin = nil
@@ -235,7 +242,7 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 	}
 	start := time.Now()
 	netdev, api := userNet(t)
-	b := boot(t, files, disk, "cairn.expect=1", netdev, api, 1)
+	b := boot(t, direct(files, disk, "cairn.expect=1"), netdev, api, 1)
 	took := b.waitReady(start, 3*time.Minute)
 	t.Logf("power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), accel())
 	testutil.WaitFor(t, 30*time.Second, "the console to show the setup code", func() error {
@@ -262,7 +269,7 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 	}
 
 	netdev, api = userNet(t)
-	b2 := boot(t, files, disk, "cairn.expect=1", netdev, api, 1)
+	b2 := boot(t, direct(files, disk, "cairn.expect=1"), netdev, api, 1)
 	b2.waitReady(time.Now(), 3*time.Minute)
 	if strings.Contains(b2.Console(), "formatting the data disk") {
 		t.Error("the second boot formatted the data disk again")
@@ -282,7 +289,7 @@ func TestReproducibleBuild(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("second build: %v\n%s", err, out)
 	}
-	for _, f := range []string{"vmlinuz", "initramfs.cpio.zst"} {
+	for _, f := range []string{"vmlinuz", "initramfs.cpio.zst", "cairn.img"} {
 		a, err := os.ReadFile(filepath.Join(first, f))
 		if err != nil {
 			t.Fatal(err)

@@ -71,7 +71,7 @@ func TestThreeBoxesFormACluster(t *testing.T) {
 	start := func(i int) *box {
 		netdev := fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", taps[i])
 		cmdline := fmt.Sprintf("cairn.ip=%s/%d cairn.expect=3", br.Addr(i), br.Subnet.Bits())
-		return boot(t, files, disks[i], cmdline, netdev, br.Addr(i).String()+":8443", 0x10+i)
+		return boot(t, direct(files, disks[i], cmdline), netdev, br.Addr(i).String()+":8443", 0x10+i)
 	}
 	for i := 1; i <= 3; i++ {
 		disks[i] = filepath.Join(dir, fmt.Sprintf("data%d.img", i))
