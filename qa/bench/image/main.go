@@ -82,6 +82,7 @@ func run(runs int) error {
 	fmt.Printf("\n## Appliance image (%s, accel %s)\n\n", time.Now().UTC().Format("2006-01-02"), accel())
 	fmt.Printf("| what | value |\n|---|---|\n")
 	fmt.Printf("| image size (vmlinuz + initramfs.cpio.zst) | %.1f MiB (%.1f + %.1f) |\n", float64(kb+ib)/(1<<20), float64(kb)/(1<<20), float64(ib)/(1<<20))
+	fmt.Printf("| UEFI disk image cairn.img (ESP with A/B slots; the data partition comes on first boot) | %.1f MiB |\n", float64(size(filepath.Join(out, "cairn.img")))/(1<<20))
 	fmt.Printf("| build time (make image, warm caches) | %s |\n", secs(buildTime))
 	fmt.Printf("| power-on → trivial init's line, median of %d | %s (%s) |\n", runs, secs(medT), list(limit))
 	fmt.Printf("| power-on → Cairn /readyz, median of %d | %s (%s) |\n", runs, secs(medC), list(ready))
