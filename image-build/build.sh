@@ -5,8 +5,9 @@
 #                           kernel modules of modules.list, mke2fs and sgdisk
 #   out/cairn.img           a UEFI disk image: GPT with one EFI system
 #                           partition holding systemd-boot and two system
-#                           slots (A and B, each a kernel and initramfs); the
-#                           first boot adds the data partition
+#                           slots (A and B, each a kernel, an initramfs and a
+#                           system image with QEMU); the first boot adds the
+#                           data partition
 # The same inputs give the same bytes: files carry no timestamps or owners
 # (u-root writes a reproducible cpio), zstd stores no name or time, and Go
 # builds with -trimpath and no build ID. Usage: build.sh GO (as root: apt-get);
@@ -90,7 +91,24 @@ sgdisk=$(command -v sgdisk || echo /sbin/sgdisk)
 zstd -3 -q -f --no-progress "$cache/initramfs.cpio" -o "$out/initramfs.cpio.zst"
 rm -f "$out/initramfs.cpio.gz"
 
-# 6. The UEFI disk image. Everything with a fixed date, volume ID and GUIDs,
+# 6. The system image each slot carries beside its kernel and initramfs: what
+# the box needs besides the agent, mounted read-only at boot. Today QEMU, with
+# its libraries (and their loader) and firmware, from the build machine's
+# Debian packages.
+sys=$cache/system
+rm -rf "$sys"
+mkdir -p "$sys/usr/bin" "$sys/lib/x86_64-linux-gnu" "$sys/usr/share"
+qemu=$(command -v qemu-system-x86_64)
+cp "$qemu" "$sys/usr/bin/"
+ldd "$qemu" | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
+	cp -L "$lib" "$sys/lib/x86_64-linux-gnu/"
+done
+cp -rL /usr/share/qemu "$sys/usr/share/qemu"
+find "$sys" -exec touch -h -d @1577836800 {} +
+mksquashfs "$sys" "$cache/system.squashfs" -noappend -all-root -no-xattrs -comp zstd \
+	-mkfs-time 1577836800 -all-time 1577836800 -quiet >/dev/null
+
+# 7. The UEFI disk image. Everything with a fixed date, volume ID and GUIDs,
 # so it is as reproducible as the files it holds.
 boot=$cache/boot-efi
 rm -rf "$boot"
@@ -103,13 +121,14 @@ cp "$boot/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$esp/EFI/BOOT/BOOTX64.E
 for slot in a b; do
 	cp "$out/vmlinuz" "$esp/cairn/$slot/vmlinuz"
 	cp "$out/initramfs.cpio.zst" "$esp/cairn/$slot/initramfs.cpio.zst"
+	cp "$cache/system.squashfs" "$esp/cairn/$slot/system.squashfs"
 	printf 'title Cairn (slot %s)\nlinux /cairn/%s/vmlinuz\ninitrd /cairn/%s/initramfs.cpio.zst\noptions console=tty0 console=ttyS0 panic=10 cairn.slot=%s\n' \
 		"${slot^^}" "$slot" "$slot" "$slot" >"$esp/loader/entries/cairn-$slot.conf"
 done
 # Slot A boots; an upgrade writes slot B and points the default at it.
 printf 'default cairn-a.conf\ntimeout 0\nconsole-mode keep\n' >"$esp/loader/loader.conf"
 find "$esp" -exec touch -h -d @1577836800 {} +
-esp_mib=128
+esp_mib=160
 mkfs.vfat -C --invariant -i CA1A0001 -n CAIRN-ESP -F 32 "$cache/esp.img" $((esp_mib * 1024)) >/dev/null
 export SOURCE_DATE_EPOCH=1577836800 # mtools stamps what it writes with this
 (cd "$esp" && for d in $(find . -mindepth 1 -type d | sort); do mmd -i "$cache/esp.img" "::${d#./}"; done)

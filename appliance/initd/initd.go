@@ -82,6 +82,11 @@ func Main() int {
 	if err := mountData(log, boot); err != nil {
 		log.Error("data disk: using memory only, nothing survives a reboot", "err", err)
 	}
+	if err := mountSystem(log, boot.Slot); err == nil {
+		go checkHypervisor(ctx, log)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.Error("system image: no hypervisor on this box", "err", err)
+	}
 	if b, err := ReadBootFile(filepath.Join(DataMount, "cairn-boot.json")); err == nil {
 		boot = boot.Merge(b)
 	} else if !errors.Is(err, os.ErrNotExist) {

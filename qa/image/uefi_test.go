@@ -1,6 +1,7 @@
 package image
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -8,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/testutil"
 )
 
 // uefi boots a copy of the UEFI disk image with OVMF; vars is the box's own
@@ -42,7 +45,8 @@ func copyFile(t *testing.T, src, dst string) {
 // systemd-boot into slot A; the first boot adds and formats the data
 // partition in the free space; a boot config on the EFI system partition
 // (edited as an admin would, from another computer) overrides the image's
-// defaults; powered off and on again, the box keeps its data.
+// defaults; QEMU runs from the slot's system image; powered off and on again,
+// the box keeps its data.
 func TestUEFIDiskImage(t *testing.T) {
 	files := bootFiles(t)
 	dir := t.TempDir()
@@ -67,7 +71,13 @@ func TestUEFIDiskImage(t *testing.T) {
 	b := boot(t, uefi(disk, vars), netdev, api, 2)
 	took := b.waitReady(start, 4*time.Minute)
 	t.Logf("UEFI power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), accel())
-	for _, want := range []string{"first boot: adding the data partition", "first boot: formatting the data disk", "slot=A", "--expect 1"} {
+	testutil.WaitFor(t, time.Minute, "the console to report the hypervisor", func() error {
+		if !strings.Contains(b.Console(), "hypervisor: QEMU emulator version") {
+			return fmt.Errorf("no QEMU version on the console yet")
+		}
+		return nil
+	})
+	for _, want := range []string{"first boot: adding the data partition", "first boot: formatting the data disk", "slot=A", "--expect 1", "system image mounted"} {
 		if !strings.Contains(b.Console(), want) {
 			t.Errorf("console lacks %q", want)
 		}
