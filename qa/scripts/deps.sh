@@ -9,9 +9,12 @@ what=${1:-test}
 go_version=$(awk '/^go /{print $2}' "$(dirname "$0")/../../go.mod")
 
 need_pkgs=(ca-certificates curl unzip iproute2 nftables)
+# make image: module lists, file systems, partitions, compression, and the
+# QEMU that goes into the image's system image.
+image_pkgs=(kmod e2fsprogs dosfstools mtools gdisk squashfs-tools zstd qemu-system-x86 qemu-utils)
 case $what in
-test) need_pkgs+=(chromium fonts-wqy-zenhei qemu-system-x86 qemu-utils kmod e2fsprogs zstd) ;;
-image) need_pkgs+=(kmod e2fsprogs zstd) ;;
+test) need_pkgs+=(chromium fonts-wqy-zenhei "${image_pkgs[@]}" ovmf) ;;
+image) need_pkgs+=("${image_pkgs[@]}") ;;
 bench) need_pkgs+=(etcd-server etcd-client) ;;
 esac
 
