@@ -270,12 +270,16 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if bootstrap != nil {
-		if err := r.BootstrapCluster(*bootstrap).Error(); err != nil && !errors.Is(err, raft.ErrCantBootstrap) {
+		berr := r.BootstrapCluster(*bootstrap).Error()
+		if berr != nil && !errors.Is(berr, raft.ErrCantBootstrap) {
 			r.Shutdown()
 			store.Close()
-			return fmt.Errorf("bootstrap raft: %w", err)
+			return fmt.Errorf("bootstrap raft: %w", berr)
 		}
 		n.log.Info("bootstrapped a new cluster", "voters", len(bootstrap.Servers))
+		if berr == nil && len(bootstrap.Servers) == 1 {
+			campaignNow(r)
+		}
 	}
 	phase := phaseWaiting
 	if f := r.GetConfiguration(); f.Error() == nil && len(f.Configuration().Servers) > 0 {
@@ -290,6 +294,20 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	n.goRun(func(ctx context.Context) { n.monitorLeadership(ctx, notify) })
 	n.log.Info("raft started", "addr", n.RaftAddr())
 	return nil
+}
+
+// campaignNow makes a follower that has just bootstrapped itself as the only
+// voter stand for election at once, rather than first waiting out a
+// heartbeat timeout for a leader that cannot exist (a one-box site starts
+// ~0.6 s sooner). hashicorp/raft re-checks its heartbeat at once when the
+// timeout is lowered; the second reload restores it.
+func campaignNow(r *raft.Raft) {
+	cfg := r.ReloadableConfig()
+	lower := cfg
+	lower.HeartbeatTimeout -= time.Millisecond
+	if r.ReloadConfig(lower) == nil {
+		_ = r.ReloadConfig(cfg)
+	}
 }
 
 // Raft returns the running Raft, or nil before the node has joined.

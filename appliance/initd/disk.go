@@ -199,19 +199,28 @@ func sgdisk() string {
 // readESPBoot reads cairn/boot.json from the EFI system partition the box
 // booted from, if there is one (mounted read-only for the moment it takes).
 func readESPBoot() (Boot, error) {
-	esp := partitionNamed("cairn-esp")
-	if esp == "" {
-		return Boot{}, os.ErrNotExist
-	}
-	const at = "/run/esp"
-	if err := os.MkdirAll(at, 0o755); err != nil {
+	at, err := mountESP()
+	if err != nil {
 		return Boot{}, err
-	}
-	if err := unix.Mount(esp, at, "vfat", unix.MS_RDONLY|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return Boot{}, fmt.Errorf("mount %s: %w", esp, err)
 	}
 	defer unix.Unmount(at, 0)
 	return ReadBootFile(filepath.Join(at, "cairn", "boot.json"))
+}
+
+// mountESP mounts the EFI system partition read-only at /run/esp.
+func mountESP() (string, error) {
+	esp := partitionNamed("cairn-esp")
+	if esp == "" {
+		return "", os.ErrNotExist
+	}
+	const at = "/run/esp"
+	if err := os.MkdirAll(at, 0o755); err != nil {
+		return "", err
+	}
+	if err := unix.Mount(esp, at, "vfat", unix.MS_RDONLY|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return "", fmt.Errorf("mount %s: %w", esp, err)
+	}
+	return at, nil
 }
 
 // waitForDisks gives the disk drivers just loaded up to d to show a disk.

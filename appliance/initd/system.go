@@ -35,16 +35,12 @@ func QEMU(args ...string) *exec.Cmd {
 // a loop device at SystemMount. Booted without a slot (kernel and initramfs
 // given directly), there is none.
 func mountSystem(log *slog.Logger, slot string) error {
-	esp := partitionNamed("cairn-esp")
-	if esp == "" || slot == "" {
+	if slot == "" {
 		return os.ErrNotExist
 	}
-	const at = "/run/esp"
-	if err := os.MkdirAll(at, 0o755); err != nil {
+	at, err := mountESP()
+	if err != nil {
 		return err
-	}
-	if err := unix.Mount(esp, at, "vfat", unix.MS_RDONLY|unix.MS_NOEXEC|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
-		return fmt.Errorf("mount %s: %w", esp, err)
 	}
 	img := filepath.Join(at, "cairn", strings.ToLower(slot), "system.squashfs")
 	dev, err := attachLoop(img)

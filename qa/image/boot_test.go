@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -64,19 +65,6 @@ type box struct {
 	console bytes.Buffer
 }
 
-// accel is KVM where it really works, TCG otherwise (this project's CI
-// machines expose a PVM /dev/kvm that stock kernels hang under).
-func accel() string {
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
-		return "tcg"
-	}
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return "kvm"
-	}
-	return "tcg"
-}
-
 func freePort(t *testing.T) int {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -106,7 +94,7 @@ func direct(files, disk, cmdline string) []string {
 func boot(t *testing.T, system []string, netdev, api string, mac int) *box {
 	t.Helper()
 	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
-	args := []string{"-machine", "q35", "-accel", accel(), "-m", "1024", "-smp", "2",
+	args := []string{"-machine", "q35", "-accel", hypervisor.Accel(), "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot"}
 	args = append(args, system...)
 	args = append(args,
@@ -231,6 +219,20 @@ func (b *box) powerButton() {
 	time.Sleep(200 * time.Millisecond) // let the monitor read it before the socket closes
 }
 
+// powerOff presses the power button and waits for the box to go off cleanly.
+func (b *box) powerOff() {
+	b.t.Helper()
+	b.powerButton()
+	select {
+	case <-b.exited:
+	case <-time.After(90 * time.Second):
+		b.t.Fatal("the box did not power off after the power button")
+	}
+	if !strings.Contains(b.Console(), "power button pressed") || !strings.Contains(b.Console(), "shutting down") {
+		b.t.Fatal("the box went off without a clean shutdown")
+	}
+}
+
 // One box boots from the boot files and a blank data disk, formats it, and
 // serves; its power button shuts it down cleanly; booted again it finds its
 // state (the same cluster CA) on the data disk.
@@ -244,7 +246,7 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 	netdev, api := userNet(t)
 	b := boot(t, direct(files, disk, "cairn.expect=1"), netdev, api, 1)
 	took := b.waitReady(start, 3*time.Minute)
-	t.Logf("power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), accel())
+	t.Logf("power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), hypervisor.Accel())
 	testutil.WaitFor(t, 30*time.Second, "the console to show the setup code", func() error {
 		if !strings.Contains(b.Console(), "First-time setup: open the web UI and enter the code") {
 			return fmt.Errorf("not yet")
@@ -258,15 +260,7 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 	}
 	ca := b.caKey()
 
-	b.powerButton()
-	select {
-	case <-b.exited:
-	case <-time.After(90 * time.Second):
-		t.Fatal("the box did not power off after the power button")
-	}
-	if !strings.Contains(b.Console(), "power button pressed") || !strings.Contains(b.Console(), "shutting down") {
-		t.Fatal("the box went off without a clean shutdown")
-	}
+	b.powerOff()
 
 	netdev, api = userNet(t)
 	b2 := boot(t, direct(files, disk, "cairn.expect=1"), netdev, api, 1)
@@ -300,6 +294,7 @@ func TestReproducibleBuild(t *testing.T) {
 		}
 		if !bytes.Equal(a, b) {
 			t.Errorf("%s differs between two builds of the same inputs (%d and %d bytes)", f, len(a), len(b))
+			continue
 		}
 		t.Logf("%s: %d bytes, identical", f, len(a))
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -70,7 +71,7 @@ func TestUEFIDiskImage(t *testing.T) {
 	netdev, api := userNet(t)
 	b := boot(t, uefi(disk, vars), netdev, api, 2)
 	took := b.waitReady(start, 4*time.Minute)
-	t.Logf("UEFI power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), accel())
+	t.Logf("UEFI power-on to ready: %s (accel %s)", took.Round(10*time.Millisecond), hypervisor.Accel())
 	testutil.WaitFor(t, time.Minute, "the console to report the hypervisor", func() error {
 		if !strings.Contains(b.Console(), "hypervisor: QEMU emulator version") {
 			return fmt.Errorf("no QEMU version on the console yet")
@@ -83,12 +84,7 @@ func TestUEFIDiskImage(t *testing.T) {
 		}
 	}
 	ca := b.caKey()
-	b.powerButton()
-	select {
-	case <-b.exited:
-	case <-time.After(90 * time.Second):
-		t.Fatal("the box did not power off after the power button")
-	}
+	b.powerOff()
 	out, err := exec.Command("sgdisk", "-p", disk).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "cairn-esp") || !strings.Contains(string(out), "cairn-data") {
 		t.Fatalf("partition table after the first boot: %v\n%s", err, out)

@@ -21,6 +21,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -79,7 +80,7 @@ func run(runs int) error {
 
 	kb, ib := size(kernel), size(initrd)
 	medC, medT := median(ready), median(limit)
-	fmt.Printf("\n## Appliance image (%s, accel %s)\n\n", time.Now().UTC().Format("2006-01-02"), accel())
+	fmt.Printf("\n## Appliance image (%s, accel %s)\n\n", time.Now().UTC().Format("2006-01-02"), hypervisor.Accel())
 	fmt.Printf("| what | value |\n|---|---|\n")
 	fmt.Printf("| image size (vmlinuz + initramfs.cpio.zst) | %.1f MiB (%.1f + %.1f) |\n", float64(kb+ib)/(1<<20), float64(kb)/(1<<20), float64(ib)/(1<<20))
 	fmt.Printf("| UEFI disk image cairn.img (ESP with A/B slots; the data partition comes on first boot) | %.1f MiB |\n", float64(size(filepath.Join(out, "cairn.img")))/(1<<20))
@@ -96,7 +97,7 @@ func run(runs int) error {
 	fmt.Printf("| target | measured | result |\n|---|---|---|\n")
 	fmt.Printf("| image < 200 MiB | %.1f MiB | %s |\n", float64(kb+ib)/(1<<20), verdict(kb+ib < 200<<20))
 	fmt.Printf("| ready within 2 s of the trivial boot | +%s | %s |\n", secs(medC-medT), verdict(medC-medT <= 2*time.Second))
-	fmt.Printf("\nSame kernel, same QEMU settings (q35, %s, 1 GiB, 2 vCPUs, virtio disk and NIC, user network); the two kinds of boot alternate.\n", accel())
+	fmt.Printf("\nSame kernel, same QEMU settings (q35, %s, 1 GiB, 2 vCPUs, virtio disk and NIC, user network); the two kinds of boot alternate.\n", hypervisor.Accel())
 	return nil
 }
 
@@ -125,7 +126,7 @@ func buildTrivial(root, gobin, work, path string) error {
 }
 
 func qemuArgs(kernel, initrd, disk, netdev string) []string {
-	return []string{"-machine", "q35", "-accel", accel(), "-m", "1024", "-smp", "2", "-nographic", "-no-reboot",
+	return []string{"-machine", "q35", "-accel", hypervisor.Accel(), "-m", "1024", "-smp", "2", "-nographic", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1 cairn.expect=1",
 		"-drive", "file=" + disk + ",format=raw,if=virtio",
 		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0"}
@@ -196,17 +197,6 @@ func blankDisk(dir, name string) (string, error) {
 	}
 	defer f.Close()
 	return p, f.Truncate(2 << 30)
-}
-
-func accel() string {
-	if _, err := os.Stat("/sys/module/kvm_pvm"); err == nil {
-		return "tcg"
-	}
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		return "kvm"
-	}
-	return "tcg"
 }
 
 func size(path string) int64 {
