@@ -49,20 +49,26 @@ mkdir -p "$kroot"
 dpkg-deb -x "$deb" "$kroot"
 depmod -b "$kroot" "$kver"
 
-# 2. The modules of modules.list with their dependencies, in load order.
+# 2. The modules of modules.list (loaded at boot) and modules-later.list
+# (loaded once the agent runs) with their dependencies, in load order.
 stage=$cache/stage
 rm -rf "$stage"
 mkdir -p "$stage/lib/modules"
-: >"$stage/lib/modules/cairn.load"
-grep -v '^#' "$here/modules.list" | while read -r m; do
-	[[ -n $m ]] || continue
-	modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
-done | awk '!seen[$0]++' | while read -r path; do
-	rel=${path#"$kroot"/}
-	mkdir -p "$stage/$(dirname "$rel")"
-	cp "$path" "$stage/$rel"
-	echo "/$rel" >>"$stage/lib/modules/cairn.load"
-done
+modules() { # LIST OUTPUT [SKIP]
+	: >"$2"
+	grep -v '^#' "$1" | while read -r m; do
+		[[ -n $m ]] || continue
+		modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+	done | awk '!seen[$0]++' | while read -r path; do
+		rel=${path#"$kroot"/}
+		if [[ -n ${3:-} ]] && grep -qx "/$rel" "$3"; then continue; fi
+		mkdir -p "$stage/$(dirname "$rel")"
+		cp "$path" "$stage/$rel"
+		echo "/$rel" >>"$2"
+	done
+}
+modules "$here/modules.list" "$stage/lib/modules/cairn.load"
+modules "$here/modules-later.list" "$stage/lib/modules/cairn.later" "$stage/lib/modules/cairn.load"
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"
 
 # 3. The image's boot config: the site's join token. Boxes booted from this

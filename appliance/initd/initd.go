@@ -82,8 +82,9 @@ func Main() int {
 	if err := mountData(log, boot); err != nil {
 		log.Error("data disk: using memory only, nothing survives a reboot", "err", err)
 	}
+	hasSystem := false
 	if err := mountSystem(log, boot.Slot); err == nil {
-		go checkHypervisor(ctx, log)
+		hasSystem = true
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.Error("system image: no hypervisor on this box", "err", err)
 	}
@@ -95,6 +96,12 @@ func Main() int {
 
 	agentDone := make(chan string, 1)
 	go func() { agentDone <- runAgent(ctx, log, console, boot, addr) }()
+	go func() { // KVM: for VMs, not for booting
+		loadModules(log, "/lib/modules/cairn.later")
+		if hasSystem {
+			checkHypervisor(ctx, log)
+		}
+	}()
 	var what string
 	select {
 	case what = <-agentDone:
