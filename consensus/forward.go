@@ -169,9 +169,14 @@ func (n *Node) callApplyBatch(ctx context.Context, addr string, cmds []*forwarde
 // handleApplyBatch applies a follower's batch on the leader: every command
 // goes to Raft first, then the handler waits for each in order.
 func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
+	// The whole batch is read before any of it is applied: a request that
+	// breaks off halfway applies nothing.
+	type command struct {
+		t       MessageType
+		payload []byte
+	}
+	var cmds []command
 	br := bufio.NewReader(io.LimitReader(r.Body, maxRPCBody))
-	var futures []raft.ApplyFuture
-	raftNode := n.Raft()
 	for {
 		t, payload, err := readFrame(br)
 		if errors.Is(err, io.EOF) {
@@ -181,7 +186,12 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 			http.Error(w, "apply batch: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		futures = append(futures, applyAsync(raftNode, MessageType(t), payload, 10*time.Second))
+		cmds = append(cmds, command{MessageType(t), payload})
+	}
+	raftNode := n.Raft()
+	futures := make([]raft.ApplyFuture, len(cmds))
+	for i, c := range cmds {
+		futures[i] = applyAsync(raftNode, c.t, c.payload, 10*time.Second)
 	}
 	bw := bufio.NewWriter(w)
 	w.Header().Set("Content-Type", "application/octet-stream")
