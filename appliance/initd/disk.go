@@ -25,8 +25,8 @@ const dataLabel = "cairn-data"
 // it is blank. The data disk is, in order: cairn.disk=; the partition named
 // cairn-data; a new such partition in the free space of the disk the box
 // booted from (the UEFI image leaves it for the first boot to add); the
-// first whole disk. Without one, DataMount is memory: the box still works,
-// but forgets everything when it restarts.
+// first whole disk. On an error nothing is mounted; the caller falls back to
+// memory.
 func mountData(log *slog.Logger, boot Boot) error {
 	if err := os.MkdirAll(DataMount, 0o755); err != nil {
 		return err
@@ -40,7 +40,6 @@ func mountData(log *slog.Logger, boot Boot) error {
 			log.Info("first boot: adding the data partition", "disk", parentDisk(esp))
 			var err error
 			if dev, err = addDataPartition(parentDisk(esp)); err != nil {
-				_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 				return err
 			}
 		}
@@ -49,12 +48,10 @@ func mountData(log *slog.Logger, boot Boot) error {
 		dev = firstDisk()
 	}
 	if dev == "" {
-		_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 		return errors.New("no disk found")
 	}
 	kind, err := probe(dev)
 	if err != nil {
-		_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 		return err
 	}
 	switch kind {
@@ -62,15 +59,12 @@ func mountData(log *slog.Logger, boot Boot) error {
 		log.Info("first boot: formatting the data disk", "disk", dev)
 		out, err := exec.Command(mke2fs(), "-q", "-F", "-t", "ext4", "-L", dataLabel, "-E", "lazy_itable_init=1,lazy_journal_init=1", dev).CombinedOutput()
 		if err != nil {
-			_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 			return fmt.Errorf("format %s: %v: %s", dev, err, bytes.TrimSpace(out))
 		}
 	case "other":
-		_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 		return fmt.Errorf("%s holds data that is not Cairn's; refusing to touch it (set cairn.disk= to choose another disk)", dev)
 	}
 	if err := unix.Mount(dev, DataMount, "ext4", unix.MS_NOATIME, ""); err != nil {
-		_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 		return fmt.Errorf("mount %s: %w", dev, err)
 	}
 	log.Info("data disk mounted", "disk", dev, "at", DataMount)

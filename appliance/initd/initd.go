@@ -80,7 +80,9 @@ func Main() int {
 		log.Error("management network", "err", err)
 	}
 	if err := mountData(log, boot); err != nil {
+		// The box still works, but forgets everything when it restarts.
 		log.Error("data disk: using memory only, nothing survives a reboot", "err", err)
+		_ = unix.Mount("tmpfs", DataMount, "tmpfs", 0, "mode=0755")
 	}
 	hasSystem := false
 	if err := mountSystem(log, boot.Slot); err == nil {
