@@ -11,7 +11,7 @@ FUZZTIME ?= 10s
 # Fuzz targets run briefly by `make test`: package:Target.
 FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
 
-.PHONY: all build run image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image clean
+.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image clean
 
 all: build
 
@@ -26,6 +26,10 @@ run: build
 ## image: the appliance's boot files in image-build/out (Debian's kernel, a u-root userland with cairn as init)
 image:
 	@GO=$$(qa/scripts/deps.sh image) && image-build/build.sh $$GO
+
+## guest-image: the test guest image-build/out/guest.qcow2 (BIOS/UEFI disk; init reads its cloud-init seed, DHCP, port 8080)
+guest-image:
+	@GO=$$(qa/scripts/deps.sh image) && image-build/guest.sh $$GO
 
 ## image-cluster: three appliance boxes in QEMU on a private bridge (after make image); Ctrl-C removes them
 image-cluster: image

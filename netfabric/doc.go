@@ -1,5 +1,28 @@
-// Package netfabric will own bridges, VLANs, VXLAN overlays, IPAM, DHCP and
-// IPv6 router advertisements, security groups and floating IPs (nftables, in a
-// table of its own), and the management virtual IP. Its commands use message
-// types 384-511. Nothing is implemented yet.
+// Package netfabric owns the VMs' networks: IPAM in the replicated state and,
+// on every node, the host side that makes a network real.
+//
+// Today that is one kind of network, the NAT'd default VM network (Neutron's
+// role, first slice):
+//
+//   - Replicated state (network.go, ports.go): the networks and ports tables
+//     and the commands MsgCreateNetwork, MsgDeleteNetwork, MsgCreatePort and
+//     MsgReleasePorts (message types 384-511 are netfabric's; numbers are
+//     never reused). Other domains allocate and release ports inside their
+//     own command handlers with AllocatePort and ReleasePorts, so a VM and its
+//     NICs commit or fail together, and read with GetNetwork, ListNetworks,
+//     PortsOf, PortByMAC and GetPort.
+//   - Host (host.go, links.go, nft.go, dhcp.go): a reconciler of one node's
+//     network namespace. It owns, by name, a bridge (cairnbr0) holding the
+//     network's gateway address, tap devices with a prefix (cvm*), an IPv4
+//     nftables table (cairn_nat: masquerade out of the network, replies only
+//     in) and a DHCPv4 server on the bridge that answers only MACs the
+//     replicated state knows. Reconcile rebuilds all of it idempotently;
+//     Close stops DHCP and leaves the rest so VMs keep networking across an
+//     agent restart; Teardown removes everything it owns.
+//
+// Still to come: VLANs, VXLAN overlays between nodes, IPv6 and router
+// advertisements, security groups, floating IPs and the management virtual IP.
+//
+// netfabric imports consensus only. hypervisor (for ports and taps) and
+// appliance (for wiring) import it.
 package netfabric

@@ -68,7 +68,7 @@ func (o *Objects) Bucket(ctx context.Context, p *identity.Principal, name string
 		return nil, err
 	}
 	b := consensus.First[Bucket](o.c.Store().ReadTxn(), tBuckets, "id", name)
-	if b == nil || !p.Can(b.ProjectID, identity.RoleReader) {
+	if b == nil || IsSystemBucket(name) || !p.Can(b.ProjectID, identity.RoleReader) {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", name)
 	}
 	return b, nil
@@ -85,7 +85,7 @@ func (o *Objects) ListBuckets(ctx context.Context, p *identity.Principal) ([]Buc
 		return nil, err
 	}
 	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if b := obj.(*Bucket); p.Can(b.ProjectID, identity.RoleReader) {
+		if b := obj.(*Bucket); !IsSystemBucket(b.ID) && p.Can(b.ProjectID, identity.RoleReader) {
 			out = append(out, *b)
 		}
 	}
@@ -108,7 +108,7 @@ func (o *Objects) DeleteBucket(ctx context.Context, p *identity.Principal, name 
 // round trip to the leader.
 func (o *Objects) writable(ctx context.Context, p *identity.Principal, action, bucket string) (*Bucket, error) {
 	b := consensus.First[Bucket](o.c.Store().ReadTxn(), tBuckets, "id", bucket)
-	if b == nil || !p.Can(b.ProjectID, identity.RoleReader) {
+	if b == nil || IsSystemBucket(bucket) || !p.Can(b.ProjectID, identity.RoleReader) {
 		var err error
 		if b, err = o.Bucket(ctx, p, bucket); err != nil {
 			return nil, o.id.Deny(ctx, p, action, bucket, "", err)

@@ -166,6 +166,9 @@ func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
 // chargeBytes moves a project's object usage by whole GiB as a bucket's
 // bytes change, so the identity quota (in GiB) stays exact and race-free.
 func chargeBytes(tx *consensus.Tx, project string, before, after int64) error {
+	if project == "" {
+		return nil // a system bucket: Cairn's own objects
+	}
 	next := projectGiB(tx, project, after-before)
 	if after > before {
 		// Growth within a GiB already charged must still respect a limit

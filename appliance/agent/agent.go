@@ -22,6 +22,8 @@ import (
 	"github.com/cairnhq/cairn/appliance/api"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/s3"
 	"github.com/cairnhq/cairn/ui"
@@ -36,19 +38,25 @@ type Agent struct {
 	log     *slog.Logger
 	console io.Writer // the operator's console: setup code and URLs go here
 
-	node     *consensus.Node
-	identity *identity.Service
-	storage  *storage.Service
-	disks    *storage.DiskAgent
-	shards   *storage.Shards
-	objects  *storage.Objects
-	scrubber *storage.Scrubber
-	healer   *storage.Healer
-	sweeper  *storage.Sweeper
-	expirer  *storage.UploadExpirer
-	s3       *http.Server
-	http     *http.Server
-	metrics  *prometheus.Registry
+	node      *consensus.Node
+	identity  *identity.Service
+	storage   *storage.Service
+	disks     *storage.DiskAgent
+	shards    *storage.Shards
+	objects   *storage.Objects
+	scrubber  *storage.Scrubber
+	healer    *storage.Healer
+	sweeper   *storage.Sweeper
+	expirer   *storage.UploadExpirer
+	images    *hypervisor.Images
+	compute   *hypervisor.Service
+	scheduler *hypervisor.Scheduler
+	vms       *hypervisor.NodeAgent
+	vmNet     *netfabric.Host
+	consoles  *hypervisor.Consoles
+	s3        *http.Server
+	http      *http.Server
+	metrics   *prometheus.Registry
 }
 
 // New builds the agent; Run starts it.
@@ -59,6 +67,8 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	reg := consensus.NewRegistry()
 	identity.Register(reg)
 	storage.Register(reg)
+	hypervisor.Register(reg)
+	netfabric.Register(reg)
 
 	cc := cfg.consensusConfig()
 	cc.Logger = log.With("component", "consensus")
@@ -85,6 +95,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 		_, err := a.expirer.Pass(ctx)
 		return err
 	}))
+	a.newCompute()
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
@@ -125,6 +136,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		go a.serveDebug(ctx)
 	}
 	go a.runDisks(ctx)
+	if a.cfg.VMs {
+		go a.runVMs(ctx)
+	}
 	go func() {
 		if err := a.identity.ArchiveAudit(ctx, filepath.Join(a.cfg.DataDir, "audit")); err != nil {
 			a.log.Error("audit archive stopped", "err", err)
@@ -165,9 +179,16 @@ func (a *Agent) serve() error {
 	if err != nil {
 		return err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
+	// Console WebSockets carry a ticket instead of a bearer token (browsers
+	// cannot set headers on a WebSocket), so they bypass the API's wrapper.
+	for _, kind := range []string{hypervisor.ConsoleVNC, hypervisor.ConsoleSerial} {
+		mux.HandleFunc("GET /api/v1/vms/{vm}/"+kind, func(w http.ResponseWriter, r *http.Request) {
+			a.consoles.ServeWebSocket(w, r, r.PathValue("vm"), kind)
+		})
+	}
 	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", a.readyz)

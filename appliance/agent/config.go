@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -52,6 +54,16 @@ type Config struct {
 	LogLevel          string        `json:"log-level"`
 	LogFormat         string        `json:"log-format"`
 	DebugAddr         string        `json:"debug-addr"`
+	VMs               bool          `json:"vms"`
+	Accel             string        `json:"accel"`
+	QEMU              string        `json:"qemu"`
+	QEMUImg           string        `json:"qemu-img"`
+	OVMFCode          string        `json:"ovmf-code"`
+	OVMFVars          string        `json:"ovmf-vars"`
+	VMNetwork         string        `json:"vm-network"`
+	VMBridge          string        `json:"vm-bridge"`
+	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
+	VMRunDir          string        `json:"vm-run-dir"`
 }
 
 // DefaultConfig holds every default of the node.
@@ -83,6 +95,15 @@ func DefaultConfig() Config {
 		DiskStaleAfter:    2 * time.Minute,
 		LogLevel:          "info",
 		LogFormat:         "text",
+		VMs:               true,
+		Accel:             "auto",
+		QEMU:              "qemu-system-x86_64",
+		QEMUImg:           "qemu-img",
+		OVMFCode:          "/usr/share/OVMF/OVMF_CODE_4M.fd",
+		OVMFVars:          "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		VMNetwork:         "10.213.0.0/16",
+		VMBridge:          "cairnbr0",
+		VMStopTimeout:     time.Minute,
 	}
 }
 
@@ -166,6 +187,16 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&cfg.LogFormat, "log-format", cfg.LogFormat, "text or json")
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's pprof profiles on this address (plain HTTP, unauthenticated: bind it to a loopback or management address; empty: off)")
+	fs.BoolVar(&cfg.VMs, "vms", cfg.VMs, "run VMs on this node (false: a storage and control-plane node only)")
+	fs.StringVar(&cfg.Accel, "accel", cfg.Accel, "VM accelerator: auto (KVM where it really works, else TCG), kvm or tcg")
+	fs.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "command that runs qemu-system-x86_64 (words separated by spaces)")
+	fs.StringVar(&cfg.QEMUImg, "qemu-img", cfg.QEMUImg, "command that runs qemu-img (words separated by spaces)")
+	fs.StringVar(&cfg.OVMFCode, "ovmf-code", cfg.OVMFCode, "UEFI firmware for VMs whose image asks for it")
+	fs.StringVar(&cfg.OVMFVars, "ovmf-vars", cfg.OVMFVars, "template of a UEFI VM's variable store")
+	fs.StringVar(&cfg.VMNetwork, "vm-network", cfg.VMNetwork, "IPv4 subnet of the default VM network, when the cluster creates it")
+	fs.StringVar(&cfg.VMBridge, "vm-bridge", cfg.VMBridge, "Linux bridge of the default VM network on this node")
+	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
+	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
 	return fs
 }
 
@@ -225,6 +256,17 @@ func (c *Config) finish() error {
 	c.DataDir = abs
 	if c.Dev && len(c.Disks) == 0 {
 		c.Disks = []string{filepath.Join(c.DataDir, "disks", "d1"), filepath.Join(c.DataDir, "disks", "d2")}
+	}
+	switch c.Accel {
+	case "auto", "kvm", "tcg":
+	default:
+		return fmt.Errorf("--accel must be auto, kvm or tcg, not %q", c.Accel)
+	}
+	if c.VMRunDir == "" {
+		// Sockets need short paths (108 bytes), and nothing here outlives a
+		// reboot: /run, keyed by the data dir so a restart finds its VMs.
+		sum := sha256.Sum256([]byte(c.DataDir))
+		c.VMRunDir = filepath.Join("/run/cairn", hex.EncodeToString(sum[:4]))
 	}
 	for i, d := range c.Disks {
 		if c.Disks[i], err = filepath.Abs(d); err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 )
 
 // route declares one API operation: it is registered and documented from here.
@@ -20,6 +21,7 @@ type route struct {
 	Response any  // success body type; nil for 204
 	Status   int  // success status
 	Query    []string
+	Upload   bool // the body is a byte stream (an image), not JSON: no size limit
 	handler  handlerFunc
 }
 
@@ -365,6 +367,12 @@ func versionOf[T any](v *T, err error) uint64 {
 	case *identity.Flavor:
 		return x.Version
 	case *identity.Quota:
+		return x.Version
+	case *hypervisor.VM:
+		return x.Version
+	case *hypervisor.Image:
+		return x.Version
+	case *hypervisor.Settings:
 		return x.Version
 	}
 	return 0

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -31,8 +32,11 @@ type ClusterInfo interface {
 // Deps are the API's collaborators.
 type Deps struct {
 	Identity *identity.Service
-	Storage  *storage.Service // nil: no storage routes
-	Objects  *storage.Objects // nil: no bucket routes
+	Storage  *storage.Service    // nil: no storage routes
+	Objects  *storage.Objects    // nil: no bucket routes
+	Compute  *hypervisor.Service // nil: no VM routes
+	Images   *hypervisor.Images
+	Consoles *hypervisor.Consoles
 	// StorageHealth reports redundancy, scrub and heal progress.
 	StorageHealth func(ctx context.Context) (StorageHealth, error)
 	Cluster       ClusterInfo
@@ -45,6 +49,9 @@ type Server struct {
 	id       *identity.Service
 	storage  *storage.Service
 	objects  *storage.Objects
+	compute  *hypervisor.Service
+	images   *hypervisor.Images
+	consoles *hypervisor.Consoles
 	health   func(ctx context.Context) (StorageHealth, error)
 	cluster  ClusterInfo
 	log      *slog.Logger
@@ -55,7 +62,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -69,6 +76,9 @@ func New(d Deps) *Server {
 	s.routes = s.routeTable()
 	if s.storage != nil {
 		s.routes = append(s.routes, s.storageRoutes()...)
+	}
+	if s.compute != nil {
+		s.routes = append(s.routes, s.computeRoutes()...)
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))
@@ -117,7 +127,9 @@ func (s *Server) wrap(rt route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-		r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
+		if !rt.Upload {
+			r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
+		}
 		ctx := identity.WithRemoteAddr(r.Context(), r.RemoteAddr)
 		r = r.WithContext(ctx)
 		var p *identity.Principal

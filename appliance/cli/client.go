@@ -128,12 +128,37 @@ func (c *client) do(method, path string, in, out any, header ...string) error {
 		}
 		body = bytes.NewReader(b)
 	}
+	ctype := ""
+	if in != nil {
+		ctype = "application/json"
+	}
+	return c.send(c.http, method, path, body, ctype, out, header...)
+}
+
+// upload streams a file as the request body, with no overall time limit:
+// an image of many GiB takes as long as it takes.
+func (c *client) upload(path string, body io.Reader, size int64, out any) error {
+	hc := *c.http
+	hc.Timeout = 0
+	return c.send(&hc, "POST", path, sized{body, size}, "application/octet-stream", out)
+}
+
+// sized lets net/http send a Content-Length for a stream.
+type sized struct {
+	io.Reader
+	n int64
+}
+
+func (c *client) send(hc *http.Client, method, path string, body io.Reader, ctype string, out any, header ...string) error {
 	req, err := http.NewRequest(method, c.base+path, body)
 	if err != nil {
 		return err
 	}
-	if in != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if s, ok := body.(sized); ok {
+		req.Body, req.ContentLength = io.NopCloser(s.Reader), s.n
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
 	}
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
@@ -141,7 +166,7 @@ func (c *client) do(method, path string, in, out any, header ...string) error {
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	res, err := c.http.Do(req)
+	res, err := hc.Do(req)
 	if err != nil {
 		return err
 	}

@@ -49,3 +49,37 @@ func buildCairn() (string, error) {
 	}
 	return out, nil
 }
+
+var guestBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// GuestImage returns the test guest (image-build/out/guest.qcow2), building
+// it with image-build/guest.sh when it is missing.
+func GuestImage(t T) string {
+	t.Helper()
+	guestBuild.once.Do(func() {
+		root, err := moduleRoot()
+		if err != nil {
+			guestBuild.err = err
+			return
+		}
+		guestBuild.path = filepath.Join(root, "image-build", "out", "guest.qcow2")
+		if _, err := os.Stat(guestBuild.path); err == nil {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, filepath.Join(root, "image-build", "guest.sh"), "go")
+		cmd.Dir = root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			guestBuild.err = fmt.Errorf("build the test guest: image-build/guest.sh: %w: %s", err, strings.TrimSpace(string(b)))
+		}
+	})
+	if guestBuild.err != nil {
+		t.Fatalf("harness: %v", guestBuild.err)
+	}
+	return guestBuild.path
+}

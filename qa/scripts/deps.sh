@@ -13,7 +13,7 @@ need_pkgs=(ca-certificates curl unzip iproute2 nftables)
 # QEMU that goes into the image's system image.
 image_pkgs=(kmod e2fsprogs dosfstools mtools gdisk squashfs-tools zstd qemu-system-x86 qemu-utils)
 case $what in
-test) need_pkgs+=(chromium fonts-wqy-zenhei "${image_pkgs[@]}" ovmf) ;;
+test) need_pkgs+=(chromium genisoimage fonts-wqy-zenhei "${image_pkgs[@]}" ovmf) ;;
 image) need_pkgs+=("${image_pkgs[@]}") ;;
 bench) need_pkgs+=(etcd-server etcd-client) ;;
 esac

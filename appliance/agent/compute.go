@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/netfabric"
+)
+
+// newCompute builds the compute services every node serves (the API's VM
+// and image routes, the scheduler) from the config.
+func (a *Agent) newCompute() {
+	cfg := a.cfg
+	a.images = hypervisor.NewImages(a.node, a.identity, a.objects, hypervisor.ImagesConfig{
+		QEMUImg: strings.Fields(cfg.QEMUImg), TempDir: filepath.Join(cfg.DataDir, "images", "tmp"),
+		Logger: a.log.With("component", "images")})
+	a.compute = hypervisor.NewService(a.node, a.identity, a.images, a.log.With("component", "compute"))
+	a.scheduler = hypervisor.NewScheduler(a.node, a.log.With("component", "scheduler"))
+	a.node.RegisterController("scheduler", a.scheduler.Run)
+	a.node.RegisterController("default-network", a.ensureNetwork)
+	a.newNodeAgent()
+	local := func(vm, kind string) (string, bool) { return "", false }
+	if cfg.VMs {
+		local = a.vms.ConsoleFile
+	}
+	a.consoles = hypervisor.NewConsoles(a.compute, a.node, local, a.log.With("component", "consoles"))
+	a.node.HandleRPC(hypervisor.ConsoleRPCPrefix, a.consoles.RPCHandler())
+}
+
+// ensureNetwork creates the default VM network once per cluster; the
+// command is idempotent, so a new leader asking again is harmless.
+func (a *Agent) ensureNetwork(ctx context.Context) {
+	for ctx.Err() == nil {
+		nw := netfabric.Network{ID: netfabric.DefaultNetworkID, Name: "default", CIDR: a.cfg.VMNetwork, CreatedAt: time.Now().UTC()}
+		if netfabric.GetNetwork(a.node.Store().ReadTxn(), nw.ID) != nil {
+			return
+		}
+		_, err := a.node.Apply(ctx, netfabric.MsgCreateNetwork, &nw, nil)
+		if err == nil {
+			return
+		}
+		a.log.Error("create the default VM network", "cidr", nw.CIDR, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(10 * time.Second):
+		}
+	}
+}
+
+// newNodeAgent builds this node's side of compute: the VM network on the
+// host and the agent that converges local QEMU processes.
+func (a *Agent) newNodeAgent() {
+	cfg := a.cfg
+	log := a.log.With("component", "vms")
+	hc := netfabric.DefaultHostConfig()
+	hc.Bridge = cfg.VMBridge
+	hc.Logger = a.log
+	a.vmNet = netfabric.NewHost(hc, netfabric.StoreLeases(a.node.Store(), netfabric.DefaultNetworkID))
+	qemuArgv := strings.Fields(cfg.QEMU)
+	accel := cfg.Accel
+	if accel == "auto" {
+		accel = hypervisor.Accel()
+	}
+	nc := hypervisor.NodeConfig{
+		Name:    cfg.Name,
+		Driver:  qemu.NewDriver(qemu.DriverConfig{QEMU: qemuArgv, RunDir: cfg.VMRunDir, Logger: log}),
+		Volumes: hypervisor.NewLocalVolumes(filepath.Join(cfg.DataDir, "vms"), strings.Fields(cfg.QEMUImg)),
+		Cache:   hypervisor.NewCache(filepath.Join(cfg.DataDir, "images", "cache"), a.objects),
+		Net:     a.vmNet, Accel: accel,
+		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,
+	}
+	if cfg.VMs {
+		version, err := hypervisor.QEMUVersion(qemuArgv)
+		nc.QEMUVersion = version
+		if err != nil {
+			nc.QEMUError = err.Error()
+			log.Error("this node cannot run VMs", "err", err)
+		}
+	}
+	a.vms = hypervisor.NewNodeAgent(a.node, nc)
+}
+
+// runVMs keeps the VM network set up and the local VMs converged.
+func (a *Agent) runVMs(ctx context.Context) {
+	defer a.vmNet.Close()
+	go a.reconcileNetwork(ctx, a.vmNet)
+	a.vms.Run(ctx)
+}
+
+// reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
+// with the default network, repairing drift every minute.
+func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host) {
+	for ctx.Err() == nil {
+		if nw := netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID); nw != nil {
+			if err := host.Reconcile(ctx, *nw); err != nil {
+				a.log.Error("set up the VM network on this node", "err", err)
+			}
+		}
+		wait := time.Minute
+		if netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID) == nil {
+			wait = time.Second
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}

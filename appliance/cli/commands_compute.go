@@ -1,0 +1,318 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/cairnhq/cairn/hypervisor"
+)
+
+// computeCommands are the vm, image and host nouns; merged into commands.
+var computeCommands = map[string]command{
+	"vm list": {usage: "[--project PROJECT]", help: "VMs you can see", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project's VMs")
+		return func(e *env, args []string) error {
+			path := "/api/v1/vms"
+			if *project != "" {
+				path += "?project=" + url.QueryEscape(*project)
+			}
+			var vms []hypervisor.VM
+			if err := get(e, path, &vms); err != nil {
+				return err
+			}
+			return e.print(vms, []string{"NAME", "STATE", "NODE", "IP", "VCPUS", "RAM MIB", "ID"}, func(i int) []string {
+				v := vms[i]
+				return []string{v.Name, stateOf(&v), v.Node, strings.Join(v.IPs(), ","), itoa(v.Spec.VCPUs), itoa(v.Spec.RAMMiB), v.ID}
+			}, len(vms))
+		}
+	}},
+	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
+		help: "create a VM; it is placed, booted and given an address", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			var req hypervisor.VMCreate
+			fs.StringVar(&req.Image, "image", "", "image name or ID")
+			fs.StringVar(&req.Flavor, "flavor", "", "flavor name or ID")
+			fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+			fs.StringVar(&req.Hostname, "hostname", "", "guest host name (default: from the name)")
+			fs.StringVar(&req.Group, "group", "", "anti-affinity group: VMs of one group run on different nodes")
+			fs.BoolVar(&req.Stopped, "stopped", false, "create without starting")
+			keyFile := fs.String("ssh-key", "", "file of OpenSSH public keys for the guest")
+			userData := fs.String("user-data", "", "cloud-init user-data file")
+			var disks gibList
+			fs.Var(&disks, "data-disk", "add a blank data disk of this many GiB (repeatable)")
+			return func(e *env, args []string) error {
+				if err := needArgs(args, 1, "a VM name"); err != nil {
+					return err
+				}
+				if req.Image == "" || req.Flavor == "" {
+					return usageError("--image and --flavor are required")
+				}
+				req.Name, req.DataDisks = args[0], disks
+				if *keyFile != "" {
+					b, err := os.ReadFile(*keyFile)
+					if err != nil {
+						return err
+					}
+					for _, l := range strings.Split(string(b), "\n") {
+						if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+							req.SSHKeys = append(req.SSHKeys, l)
+						}
+					}
+				}
+				if *userData != "" {
+					b, err := os.ReadFile(*userData)
+					if err != nil {
+						return err
+					}
+					req.UserData = string(b)
+				}
+				var vm hypervisor.VM
+				if err := send(e, "POST", "/api/v1/vms", req, &vm); err != nil {
+					return err
+				}
+				return printVM(e, &vm)
+			}
+		}},
+	"vm show": {usage: "VM", help: "a VM's state, node and addresses", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one VM"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := get(e, "/api/v1/vms/"+url.PathEscape(args[0]), &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})},
+	"vm events": {usage: "VM", help: "a VM's history", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one VM"); err != nil {
+			return err
+		}
+		var evs []hypervisor.Event
+		if err := get(e, "/api/v1/vms/"+url.PathEscape(args[0])+"/events", &evs); err != nil {
+			return err
+		}
+		return e.print(evs, []string{"TIME", "KIND", "BY", "MESSAGE"}, func(i int) []string {
+			by := evs[i].User
+			if by == "" {
+				by = evs[i].Node
+			}
+			return []string{evs[i].Time.Format("2006-01-02 15:04:05"), evs[i].Kind, by, evs[i].Message}
+		}, len(evs))
+	})},
+	"vm start":      vmOp(hypervisor.OpStart, "start a stopped VM"),
+	"vm stop":       vmOp(hypervisor.OpStop, "shut a VM down (ACPI, forced after a timeout)"),
+	"vm force-stop": vmOp(hypervisor.OpForceStop, "power a VM off at once"),
+	"vm reboot":     vmOp(hypervisor.OpReboot, "reset a running VM"),
+	"vm pause":      vmOp(hypervisor.OpPause, "pause a VM"),
+	"vm resume":     vmOp(hypervisor.OpResume, "resume a paused VM"),
+	"vm delete": {usage: "VM", help: "delete a VM and everything made for it", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one VM"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := send(e, "DELETE", "/api/v1/vms/"+url.PathEscape(args[0]), nil, &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})},
+	"vm resize": {usage: "VM FLAVOR", help: "move a VM to another flavor", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a VM and a flavor"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/resize", map[string]string{"flavor": args[1]}, &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})},
+	"vm rename": {usage: "VM NEW-NAME", help: "rename a VM", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a VM and its new name"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := send(e, "PATCH", "/api/v1/vms/"+url.PathEscape(args[0]), map[string]string{"name": args[1]}, &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})},
+	"image list": {usage: "[--search TEXT]", help: "images you can see", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		q := fs.String("search", "", "only images whose name, OS or description contains this")
+		return func(e *env, args []string) error {
+			var imgs []hypervisor.Image
+			if err := get(e, "/api/v1/images?q="+url.QueryEscape(*q), &imgs); err != nil {
+				return err
+			}
+			return e.print(imgs, []string{"NAME", "FORMAT", "SIZE MIB", "VIRTUAL GIB", "VISIBILITY", "OS", "ID"}, func(i int) []string {
+				m := imgs[i]
+				return []string{m.Name, m.Format, fmt.Sprintf("%.1f", float64(m.Size)/(1<<20)), gib(uint64(m.VirtualSize)), m.Visibility, strings.TrimSpace(m.OSType + " " + m.OSVersion), m.ID}
+			}, len(imgs))
+		}
+	}},
+	"image show": {usage: "IMAGE", help: "one image", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one image"); err != nil {
+			return err
+		}
+		var img hypervisor.Image
+		if err := get(e, "/api/v1/images/"+url.PathEscape(args[0]), &img); err != nil {
+			return err
+		}
+		return printImage(e, &img)
+	})},
+	"image upload": {usage: "NAME FILE [--project P] [--visibility private|project|public] [--os-type T] [--min-disk GIB] [--min-ram MIB] [--firmware bios|uefi]",
+		help: "upload a qcow2, raw or ISO image", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			q := imageFlags(fs)
+			return func(e *env, args []string) error {
+				if err := needArgs(args, 2, "an image name and a file"); err != nil {
+					return err
+				}
+				f, err := os.Open(args[1])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				st, err := f.Stat()
+				if err != nil {
+					return err
+				}
+				c, err := e.client()
+				if err != nil {
+					return err
+				}
+				v := q()
+				v.Set("name", args[0])
+				var img hypervisor.Image
+				if err := c.upload("/api/v1/images/upload?"+v.Encode(), f, st.Size(), &img); err != nil {
+					return err
+				}
+				return printImage(e, &img)
+			}
+		}},
+	"image import": {usage: "NAME URL [--project P] [--visibility ...]", help: "import an image from an http(s) URL on your network", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		q := imageFlags(fs)
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 2, "an image name and a URL"); err != nil {
+				return err
+			}
+			v := q()
+			body := map[string]any{"name": args[0], "url": args[1]}
+			for k := range v {
+				body[k] = v.Get(k)
+			}
+			for _, k := range []string{"min_disk_gib", "min_ram_mib"} {
+				if s, ok := body[k].(string); ok {
+					var n int64
+					if _, err := fmt.Sscan(s, &n); err != nil {
+						return usageError(k + " must be a number")
+					}
+					body[k] = n
+				}
+			}
+			var img hypervisor.Image
+			if err := send(e, "POST", "/api/v1/images/import", body, &img); err != nil {
+				return err
+			}
+			return printImage(e, &img)
+		}
+	}},
+	"image delete": {usage: "IMAGE", help: "delete an image (VMs made from it keep running)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one image"); err != nil {
+			return err
+		}
+		return send(e, "DELETE", "/api/v1/images/"+url.PathEscape(args[0]), nil, nil)
+	})},
+	"host list": {help: "nodes' VM capacity and allocation", flags: noFlags(func(e *env, args []string) error {
+		var hs []hypervisor.HostView
+		if err := get(e, "/api/v1/hosts", &hs); err != nil {
+			return err
+		}
+		return e.print(hs, []string{"NODE", "ACCEL", "VMS", "VCPUS USED/TOTAL", "RAM MIB USED/TOTAL", "ERROR"}, func(i int) []string {
+			h := hs[i]
+			return []string{h.Name, h.Accel, fmt.Sprint(h.VMs), fmt.Sprintf("%d/%d", h.UsedVCPUs, h.VCPUs), fmt.Sprintf("%d/%d", h.UsedRAMMiB, h.RAMMiB), h.Error}
+		}, len(hs))
+	})},
+}
+
+func init() {
+	for k, v := range computeCommands {
+		commands[k] = v
+	}
+}
+
+func vmOp(op, help string) command {
+	return command{usage: "VM", help: help, flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one VM"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/"+op, nil, &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})}
+}
+
+// imageFlags declares an image's optional attributes and returns them as
+// query parameters.
+func imageFlags(fs *flag.FlagSet) func() url.Values {
+	names := map[string]string{"project": "project (default: your only project)", "visibility": "private, project (default) or public",
+		"os-type": "e.g. linux or windows", "os-version": "e.g. debian-12", "description": "free text",
+		"min-disk": "minimum disk, GiB", "min-ram": "minimum RAM, MiB", "firmware": "bios (default) or uefi"}
+	vals := map[string]*string{}
+	for n, h := range names {
+		vals[n] = fs.String(n, "", h)
+	}
+	return func() url.Values {
+		key := map[string]string{"os-type": "os_type", "os-version": "os_version", "min-disk": "min_disk_gib", "min-ram": "min_ram_mib"}
+		v := url.Values{}
+		for n, p := range vals {
+			if *p == "" {
+				continue
+			}
+			k := n
+			if kk, ok := key[n]; ok {
+				k = kk
+			}
+			v.Set(k, *p)
+		}
+		return v
+	}
+}
+
+// stateOf is a VM's state as people read it: the observed state, and the
+// request the node is still working on.
+func stateOf(v *hypervisor.VM) string {
+	s := v.Status.State
+	if v.Status.Error != "" {
+		s += " (" + v.Status.Error + ")"
+	}
+	return s
+}
+
+func printVM(e *env, v *hypervisor.VM) error {
+	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
+		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
+		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
+		{"image", v.Spec.Image}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending}})
+}
+
+func printImage(e *env, m *hypervisor.Image) error {
+	return e.printKV(m, [][2]string{{"id", m.ID}, {"name", m.Name}, {"format", m.Format}, {"stored as", m.DiskFormat},
+		{"size", fmt.Sprint(m.Size)}, {"virtual size", fmt.Sprint(m.VirtualSize)}, {"sha256", m.SHA256},
+		{"visibility", m.Visibility}, {"min disk GiB", fmt.Sprint(m.MinDiskGiB)}, {"min RAM MiB", fmt.Sprint(m.MinRAMMiB)},
+		{"firmware", m.Firmware}})
+}
+
+// gibList is a repeatable flag of sizes.
+type gibList []int64
+
+func (g *gibList) String() string { return fmt.Sprint(*g) }
+func (g *gibList) Set(s string) error {
+	var n int64
+	if _, err := fmt.Sscan(s, &n); err != nil || n < 1 {
+		return fmt.Errorf("a size in GiB, like 10")
+	}
+	*g = append(*g, n)
+	return nil
+}

@@ -1,0 +1,457 @@
+package hypervisor
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
+)
+
+// ImageBucket is the system bucket that holds image bytes.
+const ImageBucket = ".images"
+
+// ObjectStore is the part of storage.Objects images use.
+type ObjectStore interface {
+	EnsureSystemBucket(ctx context.Context, name string) error
+	PutSystem(ctx context.Context, bucket, key string, size int64, body io.Reader) (*storage.Object, error)
+	HeadSystem(ctx context.Context, bucket, key string) (*storage.Object, error)
+	Read(ctx context.Context, obj *storage.Object, off, n int64, w io.Writer) error
+	DeleteSystem(ctx context.Context, bucket, key string) error
+}
+
+// Images is Glance's role: image records in Raft, bytes in the object store.
+type Images struct {
+	c       Cluster
+	id      *identity.Service
+	objects ObjectStore
+	qemuImg []string // argv prefix of qemu-img
+	tmp     string   // where uploads are spooled and converted
+	maxSize int64
+	log     *slog.Logger
+}
+
+// ImagesConfig configures image handling on a node.
+type ImagesConfig struct {
+	QEMUImg []string // default {"qemu-img"}
+	TempDir string   // spool for uploads; needs room for an image and its conversion
+	MaxSize int64    // largest upload accepted, bytes
+	Logger  *slog.Logger
+}
+
+// NewImages returns the image service.
+func NewImages(c Cluster, id *identity.Service, objects ObjectStore, cfg ImagesConfig) *Images {
+	if len(cfg.QEMUImg) == 0 {
+		cfg.QEMUImg = []string{"qemu-img"}
+	}
+	if cfg.MaxSize == 0 {
+		cfg.MaxSize = 64 << 30
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Images{c: c, id: id, objects: objects, qemuImg: cfg.QEMUImg, tmp: cfg.TempDir, maxSize: cfg.MaxSize, log: cfg.Logger}
+}
+
+// ImageSpec is what an uploader says about an image.
+type ImageSpec struct {
+	Name        string `json:"name"`
+	Project     string `json:"project,omitempty"`    // name or ID; default: the caller's only project
+	Visibility  string `json:"visibility,omitempty"` // default project
+	MinDiskGiB  int64  `json:"min_disk_gib,omitempty"`
+	MinRAMMiB   int64  `json:"min_ram_mib,omitempty"`
+	OSType      string `json:"os_type,omitempty"`
+	OSVersion   string `json:"os_version,omitempty"`
+	Description string `json:"description,omitempty"`
+	Firmware    string `json:"firmware,omitempty"` // bios (default) or uefi
+}
+
+func (s *ImageSpec) validate() error {
+	if !nameRE.MatchString(s.Name) {
+		return invalid("image name %q must be 1-63 letters, digits, dots, dashes or underscores", s.Name)
+	}
+	if s.Visibility == "" {
+		s.Visibility = VisibilityProject
+	}
+	if s.Visibility != VisibilityPrivate && s.Visibility != VisibilityProject && s.Visibility != VisibilityPublic {
+		return invalid("visibility must be private, project or public, not %q", s.Visibility)
+	}
+	if s.Firmware == "" {
+		s.Firmware = "bios"
+	}
+	if s.Firmware != "bios" && s.Firmware != "uefi" {
+		return invalid("firmware must be bios or uefi, not %q", s.Firmware)
+	}
+	if s.MinDiskGiB < 0 || s.MinRAMMiB < 0 || len(s.Description) > 1024 || len(s.OSType) > 64 || len(s.OSVersion) > 64 {
+		return invalid("minimum sizes must not be negative; description at most 1024 bytes; OS type and version at most 64")
+	}
+	return nil
+}
+
+// visible says whether the caller may see and use an image.
+func visible(p *identity.Principal, img *Image) bool {
+	switch {
+	case p.IsClusterAdmin() || img.Visibility == VisibilityPublic:
+		return true
+	case img.Visibility == VisibilityProject:
+		return p.Can(img.ProjectID, identity.RoleReader)
+	}
+	return img.OwnerID == p.User.ID
+}
+
+// Get returns an image the caller can see, by ID or by name (a visible image
+// of the caller's own projects wins over a public one of the same name).
+func (im *Images) Get(p *identity.Principal, ref string) (*Image, error) {
+	txn := im.c.Store().ReadTxn()
+	if img := consensus.First[Image](txn, tImages, "id", ref); img != nil && visible(p, img) {
+		return img, nil
+	}
+	var found []Image
+	for _, img := range im.list(p) {
+		if img.Name == ref {
+			found = append(found, img)
+		}
+	}
+	if len(found) == 0 {
+		return nil, notFound("image", ref)
+	}
+	for _, img := range found {
+		if img.Visibility != VisibilityPublic || len(found) == 1 {
+			return &img, nil
+		}
+	}
+	return nil, invalid("%d images are named %q: use the image's ID", len(found), ref)
+}
+
+func (im *Images) list(p *identity.Principal) []Image {
+	out := []Image{}
+	it, err := im.c.Store().ReadTxn().Get(tImages, "id")
+	if err != nil {
+		return out
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		if img := o.(*Image); visible(p, img) {
+			out = append(out, *img)
+		}
+	}
+	return out
+}
+
+// List returns the images the caller can see whose name, OS or description
+// contains query (all of them for an empty query), by name.
+func (im *Images) List(p *identity.Principal, query string) []Image {
+	out := []Image{}
+	q := strings.ToLower(query)
+	for _, img := range im.list(p) {
+		hay := strings.ToLower(img.Name + " " + img.OSType + " " + img.OSVersion + " " + img.Description)
+		if q == "" || strings.Contains(hay, q) {
+			out = append(out, img)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Upload stores an image read from body. The image appears only once its
+// bytes are durable in the object store; on any failure nothing is left.
+func (im *Images) Upload(ctx context.Context, p *identity.Principal, spec ImageSpec, body io.Reader) (*Image, error) {
+	return im.add(ctx, p, spec, "", body)
+}
+
+// Import fetches an image from an HTTP(S) URL, typically a file server on
+// the hospital's network, and stores it like an upload.
+func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageSpec, src string) (*Image, error) {
+	u, err := url.Parse(src)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, im.id.Deny(ctx, p, "image.import", spec.Name, "", invalid("import needs an http:// or https:// URL, not %q", src))
+	}
+	if err := im.authorize(ctx, p, &spec, "image.import"); err != nil {
+		return nil, err
+	}
+	client := &http.Client{Transport: &http.Transport{DialContext: dialNotLocal, Proxy: nil}, Timeout: 6 * time.Hour}
+	req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
+	if err != nil {
+		return nil, invalid("import %s: %v", src, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, invalid("import %s: %v", src, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, invalid("import %s: the server answered %s", src, resp.Status)
+	}
+	return im.add(ctx, p, spec, src, resp.Body)
+}
+
+// dialNotLocal refuses loopback and link-local targets, so an import cannot
+// be pointed at the node's own services.
+func dialNotLocal(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: 10 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
+		host, _, _ := net.SplitHostPort(address)
+		ip := net.ParseIP(host)
+		if ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("refusing to import from %s: not a LAN address", host)
+		}
+		return nil
+	}}
+	return d.DialContext(ctx, network, addr)
+}
+
+func (im *Images) authorize(ctx context.Context, p *identity.Principal, spec *ImageSpec, action string) error {
+	if err := spec.validate(); err != nil {
+		return im.id.Deny(ctx, p, action, spec.Name, "", err)
+	}
+	pr, err := (&Service{id: im.id}).project(p, spec.Project)
+	if err != nil {
+		return im.id.Deny(ctx, p, action, spec.Name, "", err)
+	}
+	spec.Project = pr.ID
+	if !p.Can(pr.ID, identity.RoleMember) {
+		return im.id.Deny(ctx, p, action, spec.Name, pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to add images to project %s", pr.Name))
+	}
+	if spec.Visibility == VisibilityPublic && !p.IsClusterAdmin() {
+		return im.id.Deny(ctx, p, action, spec.Name, pr.ID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins publish images to everyone"))
+	}
+	return nil
+}
+
+func (im *Images) add(ctx context.Context, p *identity.Principal, spec ImageSpec, source string, body io.Reader) (*Image, error) {
+	const action = "image.create"
+	if source == "" {
+		if err := im.authorize(ctx, p, &spec, action); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(im.tmp, 0o700); err != nil {
+		return nil, err
+	}
+	work, err := os.MkdirTemp(im.tmp, "upload-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(work)
+	img := Image{ID: newID("img"), Name: spec.Name, ProjectID: spec.Project, OwnerID: p.User.ID, Visibility: spec.Visibility,
+		MinDiskGiB: spec.MinDiskGiB, MinRAMMiB: spec.MinRAMMiB, OSType: spec.OSType, OSVersion: spec.OSVersion,
+		Description: spec.Description, Firmware: spec.Firmware, Source: source, CreatedAt: time.Now().UTC()}
+	stored, err := im.prepare(ctx, work, body, &img)
+	if err != nil {
+		return nil, im.id.Deny(ctx, p, action, spec.Name, spec.Project, err)
+	}
+	f, err := os.Open(stored)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if err := im.objects.EnsureSystemBucket(ctx, ImageBucket); err != nil {
+		return nil, fmt.Errorf("store image: %w", err)
+	}
+	if _, err := im.objects.PutSystem(ctx, ImageBucket, img.ID, img.Size, f); err != nil {
+		return nil, fmt.Errorf("store image: %w", err)
+	}
+	var out Image
+	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgCreateImage, &img, &out); err != nil {
+		if derr := im.objects.DeleteSystem(context.WithoutCancel(ctx), ImageBucket, img.ID); derr != nil {
+			im.log.Warn("image record refused and its bytes not removed", "image", img.ID, "err", derr)
+		}
+		return nil, err
+	}
+	return &out, nil
+}
+
+// prepare spools the upload, detects and checks its format, converts raw to
+// qcow2 and fills in the image's size, virtual size and checksum. It
+// returns the file to store.
+func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img *Image) (string, error) {
+	src := filepath.Join(work, "upload")
+	f, err := os.Create(src)
+	if err != nil {
+		return "", err
+	}
+	n, err := io.Copy(f, io.LimitReader(body, im.maxSize+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case err != nil:
+		return "", fmt.Errorf("receive image: %w", err)
+	case n == 0:
+		return "", invalid("the image is empty")
+	case n > im.maxSize:
+		return "", invalid("the image is larger than the %d GiB limit", im.maxSize>>30)
+	}
+	format, err := detectFormat(src)
+	if err != nil {
+		return "", err
+	}
+	img.Format = format
+	stored := src
+	switch format {
+	case FormatISO:
+		img.DiskFormat, img.VirtualSize = FormatISO, n
+	case FormatQCOW2, FormatRaw:
+		info, err := im.info(ctx, src, format)
+		if err != nil {
+			return "", err
+		}
+		if info.BackingFile != "" {
+			return "", invalid("the qcow2 image has a backing file (%s): upload a standalone image", info.BackingFile)
+		}
+		if format == FormatQCOW2 {
+			if out, err := im.run(ctx, "check", "-f", "qcow2", src); err != nil {
+				return "", invalid("the qcow2 image is corrupt: %s", firstLine(out, err))
+			}
+		} else {
+			stored = filepath.Join(work, "converted.qcow2")
+			if out, err := im.run(ctx, "convert", "-f", "raw", "-O", "qcow2", src, stored); err != nil {
+				return "", fmt.Errorf("convert raw image to qcow2: %s", firstLine(out, err))
+			}
+			_ = os.Remove(src)
+		}
+		img.DiskFormat, img.VirtualSize = FormatQCOW2, info.VirtualSize
+	}
+	sum, size, err := hashFile(stored)
+	if err != nil {
+		return "", err
+	}
+	img.SHA256, img.Size = sum, size
+	return stored, nil
+}
+
+// detectFormat reads an image's magic numbers. qemu-img's own probing is
+// not used for the decision: trusting a probe on untrusted bytes is how raw
+// images get mistaken for qcow2 with a backing file (CVE-2008-2004).
+func detectFormat(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	head := make([]byte, 0x8006)
+	n, _ := io.ReadFull(f, head)
+	head = head[:n]
+	switch {
+	case bytes.HasPrefix(head, []byte("QFI\xfb")):
+		return FormatQCOW2, nil
+	case n >= 0x8006 && string(head[0x8001:0x8006]) == "CD001":
+		return FormatISO, nil
+	case bytes.HasPrefix(head, []byte("KDMV")), bytes.HasPrefix(head, []byte("vhdxfile")),
+		bytes.HasPrefix(head, []byte("conectix")), bytes.Contains(head[:min(n, 128)], []byte("<<< Oracle VM VirtualBox Disk Image >>>")):
+		return "", invalid("VMDK, VHD(X) and VDI images are not supported: convert to qcow2 or raw first (qemu-img convert -O qcow2)")
+	}
+	return FormatRaw, nil
+}
+
+type imgInfo struct {
+	VirtualSize int64  `json:"virtual-size"`
+	BackingFile string `json:"backing-filename"`
+}
+
+func (im *Images) info(ctx context.Context, path, format string) (imgInfo, error) {
+	var info imgInfo
+	out, err := im.run(ctx, "info", "--output=json", "-f", format, path)
+	if err != nil {
+		return info, invalid("not a valid %s image: %s", format, firstLine(out, err))
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		return info, fmt.Errorf("qemu-img info: %w", err)
+	}
+	return info, nil
+}
+
+func (im *Images) run(ctx context.Context, args ...string) ([]byte, error) {
+	argv := append(append([]string{}, im.qemuImg...), args...)
+	return exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+}
+
+func firstLine(out []byte, err error) string {
+	s := strings.TrimSpace(string(out))
+	if i := strings.IndexByte(s, '\n'); i > 0 {
+		s = s[:i]
+	}
+	if s == "" && err != nil {
+		s = err.Error()
+	}
+	return strings.TrimPrefix(s, "qemu-img: ")
+}
+
+func hashFile(path string) (string, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", 0, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// Update renames an image or changes its visibility (its project's members;
+// making it public takes a cluster admin).
+func (im *Images) Update(ctx context.Context, p *identity.Principal, ref string, name, visibility *string, ifMatch uint64) (*Image, error) {
+	const action = "image.update"
+	img, err := im.Get(p, ref)
+	if err != nil {
+		return nil, im.id.Deny(ctx, p, action, ref, "", err)
+	}
+	spec := ImageSpec{Name: img.Name, Visibility: img.Visibility}
+	if name != nil {
+		spec.Name = *name
+	}
+	if visibility != nil {
+		spec.Visibility = *visibility
+	}
+	if err := spec.validate(); err != nil {
+		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, err)
+	}
+	if !im.mayChange(p, img) || (spec.Visibility == VisibilityPublic && img.Visibility != VisibilityPublic && !p.IsClusterAdmin()) {
+		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change image %s", img.Name))
+	}
+	var out Image
+	err = im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgUpdateImage, updateImageCmd{ID: img.ID, Name: name, Visibility: visibility, IfMatch: ifMatch}, &out)
+	return &out, err
+}
+
+func (im *Images) mayChange(p *identity.Principal, img *Image) bool {
+	return p.Can(img.ProjectID, identity.RoleMember) && (img.Visibility != VisibilityPrivate || img.OwnerID == p.User.ID || p.IsClusterAdmin())
+}
+
+// Delete removes an image and its bytes. VMs made from it keep running: each
+// node keeps its cached copy while a local VM's disk is based on it.
+func (im *Images) Delete(ctx context.Context, p *identity.Principal, ref string, ifMatch uint64) error {
+	const action = "image.delete"
+	img, err := im.Get(p, ref)
+	if err != nil {
+		return im.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !im.mayChange(p, img) {
+		return im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete image %s", img.Name))
+	}
+	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgDeleteImage, deleteImageCmd{ID: img.ID, IfMatch: ifMatch}, nil); err != nil {
+		return err
+	}
+	if err := im.objects.DeleteSystem(ctx, ImageBucket, img.ID); err != nil && !errors.Is(err, context.Canceled) {
+		// The record is gone; the orphan sweeper cannot see these shards
+		// (the object still exists), so say so loudly.
+		im.log.Error("image deleted but its bytes were not", "image", img.ID, "err", err)
+	}
+	return nil
+}

@@ -1,0 +1,235 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/hashicorp/go-memdb"
+)
+
+// NetHost is the node's side of the VM network (netfabric.Host).
+type NetHost interface {
+	TapName(id string) string
+	EnsureTap(name string) error
+	RemoveTap(name string) error
+	PruneTaps(keep func(name string) bool) error
+}
+
+// NodeConfig configures the VM agent of one node.
+type NodeConfig struct {
+	Name    string
+	Driver  *qemu.Driver
+	Volumes *LocalVolumes
+	Cache   *Cache
+	Net     NetHost
+	Accel   string // kvm or tcg, already probed
+	// QEMUVersion is shown on the host; QEMUError, if set, says why this
+	// node cannot run VMs (no QEMU found), and the scheduler skips it.
+	QEMUVersion, QEMUError string
+	OVMFCode, OVMFVars     string
+	StopTimeout            time.Duration // ACPI shutdown, then forced
+	ReportEvery            time.Duration // host capacity heartbeat
+	// VCPUs and RAMMiB override the host's capacity (0: probe).
+	VCPUs, RAMMiB int64
+	Logger        *slog.Logger
+}
+
+// NodeAgent converges this node's QEMU processes to the VMs the replicated
+// state places here, one worker goroutine per VM, and reports what it sees.
+type NodeAgent struct {
+	c   Cluster
+	cfg NodeConfig
+	log *slog.Logger
+
+	mu      sync.Mutex
+	workers map[string]*worker
+}
+
+// NewNodeAgent returns the VM agent of this node.
+func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
+	if cfg.StopTimeout == 0 {
+		cfg.StopTimeout = 60 * time.Second
+	}
+	if cfg.ReportEvery == 0 {
+		cfg.ReportEvery = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &NodeAgent{c: c, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}}
+}
+
+// Run cleans up what a crash left, reports this host and keeps every local
+// VM converged until ctx ends. Running VMs are left running when it returns:
+// a restarted agent attaches to them again.
+func (n *NodeAgent) Run(ctx context.Context) {
+	for {
+		err := n.c.ConsistentRead(ctx)
+		if err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	if err := n.cleanup(ctx); err != nil {
+		n.log.Error("clean up leftovers of earlier runs", "err", err)
+	}
+	go n.reportHost(ctx)
+	for ctx.Err() == nil {
+		ws := memdb.NewWatchSet()
+		txn := n.c.Store().ReadTxn()
+		it, err := txn.Get(tVMs, "node", n.cfg.Name)
+		if err != nil {
+			n.log.Error("list local VMs", "err", err)
+			return
+		}
+		ws.Add(it.WatchCh())
+		seen := map[string]bool{}
+		for o := it.Next(); o != nil; o = it.Next() {
+			seen[o.(*VM).ID] = true
+		}
+		n.mu.Lock()
+		for id := range seen {
+			if n.workers[id] == nil {
+				n.workers[id] = newWorker(n, id)
+				go n.workers[id].run(ctx)
+			}
+		}
+		for _, w := range n.workers {
+			w.kick()
+		}
+		n.mu.Unlock()
+		wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_ = n.c.Store().Watch(wctx, ws)
+		cancel()
+	}
+	n.mu.Lock()
+	for _, w := range n.workers {
+		w.close()
+	}
+	n.mu.Unlock()
+}
+
+func (n *NodeAgent) done(id string) {
+	n.mu.Lock()
+	delete(n.workers, id)
+	n.mu.Unlock()
+}
+
+// ConsoleFile returns the path of a local VM's console socket (vnc,
+// serial) or its serial log (log).
+func (n *NodeAgent) ConsoleFile(vmID, kind string) (string, bool) {
+	if !n.local(n.c.Store().ReadTxn(), vmID) || strings.ContainsAny(vmID, "/.") {
+		return "", false
+	}
+	return consoleFile(n.cfg.Driver.Dir(vmID), n.cfg.Volumes.Dir(vmID), kind)
+}
+
+// local says whether a VM should exist on this node.
+func (n *NodeAgent) local(txn *memdb.Txn, id string) bool {
+	vm := getVM(txn, id)
+	return vm != nil && vm.Node == n.cfg.Name && vm.Desired != DesiredDeleted
+}
+
+// cleanup removes QEMU processes, disks and taps that no VM of this node
+// owns any more (the agent was down while they were deleted or moved), and
+// cached images nothing here needs. The state is current: Run read it
+// linearizably first.
+func (n *NodeAgent) cleanup(ctx context.Context) error {
+	txn := n.c.Store().ReadTxn()
+	keep := func(id string) bool { return n.local(txn, id) }
+	var errs []error
+	if err := n.cfg.Driver.Cleanup(ctx, keep); err != nil {
+		errs = append(errs, err)
+	}
+	ids, err := n.cfg.Volumes.List()
+	errs = append(errs, err)
+	for _, id := range ids {
+		if vm := getVM(txn, id); vm == nil || vm.Node != n.cfg.Name {
+			n.log.Info("removing disks of a VM that is not on this node", "vm", id)
+			errs = append(errs, n.cfg.Volumes.Remove(ctx, id))
+		}
+	}
+	taps := map[string]bool{}
+	it, err := txn.Get(tVMs, "node", n.cfg.Name)
+	errs = append(errs, err)
+	images := map[string]bool{}
+	if err == nil {
+		for o := it.Next(); o != nil; o = it.Next() {
+			vm := o.(*VM)
+			images[vm.Spec.Image] = true
+			for _, nic := range vm.NICs {
+				taps[n.cfg.Net.TapName(nic.ID)] = true
+			}
+		}
+	}
+	errs = append(errs, n.cfg.Net.PruneTaps(func(name string) bool { return taps[name] }))
+	errs = append(errs, n.cfg.Cache.Prune(func(id string) bool {
+		return images[id] || consensus.First[Image](txn, tImages, "id", id) != nil
+	}))
+	return errors.Join(errs...)
+}
+
+// reportHost tells the scheduler this node's capacity, now and then: the
+// report doubles as the node's liveness for placement.
+func (n *NodeAgent) reportHost(ctx context.Context) {
+	vcpus, ram := n.cfg.VCPUs, n.cfg.RAMMiB
+	if vcpus == 0 {
+		vcpus = int64(runtime.NumCPU())
+	}
+	if ram == 0 {
+		ram = memTotalMiB()
+	}
+	t := time.NewTicker(n.cfg.ReportEvery)
+	defer t.Stop()
+	for {
+		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion,
+			Error: n.cfg.QEMUError, ReportedAt: time.Now().UTC()}
+		if _, err := n.c.Apply(ctx, MsgReportHost, &h, nil); err != nil && ctx.Err() == nil {
+			n.log.Warn("report host capacity", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func memTotalMiB() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	var kib int64
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "MemTotal:") {
+			fmt.Sscan(strings.TrimPrefix(l, "MemTotal:"), &kib)
+		}
+	}
+	return kib >> 10
+}
+
+// QEMUVersion runs qemu --version; an error means this node cannot run VMs.
+func QEMUVersion(qemuArgv []string) (string, error) {
+	argv := append(append([]string{}, qemuArgv...), "--version")
+	out, err := exec.Command(argv[0], argv[1:]...).Output()
+	if err != nil {
+		return "", fmt.Errorf("%s --version: %w", strings.Join(qemuArgv, " "), err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimPrefix(line, "QEMU emulator version "), nil
+}

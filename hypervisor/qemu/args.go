@@ -1,0 +1,52 @@
+package qemu
+
+import (
+	"fmt"
+	"path/filepath"
+)
+
+// Args is QEMU's command line for m, without the binary: the Driver puts
+// its argv prefix in front. It touches nothing on the host; call Validate
+// first.
+func (m Machine) Args() []string {
+	a := []string{
+		// guest= names the VM in QEMU's messages; process= in ps/top (the
+		// kernel keeps 15 bytes of it, the full name is in the cmdline).
+		"-name", fmt.Sprintf("guest=%s,process=cairn-vm-%s,debug-threads=on", m.Name, m.Name),
+		// No host-wide qemu.conf, no default NIC, serial, parallel port or
+		// monitor: everything the VM has is on this command line.
+		"-no-user-config", "-nodefaults",
+		"-machine", "q35",
+	}
+	if m.UUID != "" {
+		a = append(a, "-uuid", m.UUID)
+	}
+	a = append(a, accelArgs(m.Accel)...)
+	a = append(a, smpArgs(m)...)
+	a = append(a, memoryArgs(m)...)
+	a = append(a, firmwareArgs(m.Firmware)...)
+	a = append(a, directBootArgs(m)...)
+	// With no bootable device SeaBIOS would halt for good; retry instead so
+	// a disk attached later (or a transient NBD outage) still boots.
+	a = append(a, "-boot", "menu=off,reboot-timeout=5000")
+	cdroms := 0
+	for _, d := range m.Disks {
+		a = append(a, diskArgs(d, cdroms)...)
+		if d.Media == "cdrom" {
+			cdroms++
+		}
+	}
+	for _, n := range m.NICs {
+		a = append(a, nicArgs(n)...)
+	}
+	a = append(a, entropyArgs()...)
+	a = append(a, balloonArgs()...)
+	a = append(a, serialArgs(m)...)
+	a = append(a, displayArgs(m.Dir)...)
+	a = append(a, qmpArgs(m.Dir)...)
+	// -daemonize: QEMU forks, calls setsid and its first process exits once
+	// the VM is set up, so the VM outlives whoever started it; -pidfile is
+	// how the daemon is found again.
+	a = append(a, "-pidfile", filepath.Join(m.Dir, pidFile), "-daemonize")
+	return a
+}

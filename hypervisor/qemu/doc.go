@@ -1,0 +1,21 @@
+// Package qemu runs virtual machines as qemu-system-x86_64 processes, one
+// per VM, and controls them over QMP.
+//
+// It owns three things: the QEMU command line (built by small pure functions
+// from a Machine, checked by golden tests), the per-VM run directory under
+// DriverConfig.RunDir (QMP, serial and VNC sockets, the serial log and the
+// pidfile), and the QEMU processes it started. QEMU is launched with
+// -daemonize, so a VM is not a child of the caller and survives it being
+// killed; after a restart the caller re-attaches with Driver.Attach and
+// removes what it no longer wants with Driver.Cleanup. A process is only ever
+// signalled after its /proc/PID/cmdline proved it is the QEMU of that run
+// directory, and through a pidfd so a recycled pid cannot be hit.
+//
+// The run directory is runtime state: it is created by Start and removed when
+// the VM stops (Instance.Quit, Driver.Cleanup) or when Start fails. The
+// serial log goes with it unless Machine.SerialLog puts it elsewhere (beside
+// the VM's disks, say), where QEMU keeps appending across boots.
+//
+// The VM reconciler in package hypervisor is the intended importer; it owns
+// disks, taps and firmware variable files and hands their paths in.
+package qemu

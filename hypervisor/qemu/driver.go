@@ -1,0 +1,356 @@
+package qemu
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DriverConfig configures a Driver.
+type DriverConfig struct {
+	// QEMU is the argv prefix that runs qemu-system-x86_64: the binary, or
+	// in the appliance a dynamic loader, its options and the binary.
+	QEMU []string
+	// RunDir is the parent of the per-VM run directories; it should be on
+	// a tmpfs such as /run, since nothing in it outlives a reboot.
+	RunDir string
+	Logger *slog.Logger
+	// StartTimeout bounds QEMU's set-up and the QMP connection in Start
+	// and Attach.
+	StartTimeout time.Duration
+	// QuitGrace is how long Quit waits for QEMU to exit after QMP quit
+	// before it sends SIGKILL.
+	QuitGrace time.Duration
+}
+
+// DefaultConfig is the Driver's configuration unless told otherwise.
+func DefaultConfig() DriverConfig {
+	return DriverConfig{
+		QEMU:         []string{"qemu-system-x86_64"},
+		RunDir:       "/run/cairn/vm",
+		Logger:       slog.Default(),
+		StartTimeout: 30 * time.Second,
+		QuitGrace:    10 * time.Second,
+	}
+}
+
+// ErrAlreadyRunning is returned by Start when the VM's QEMU is running.
+var ErrAlreadyRunning = errors.New("vm already running")
+
+// Driver starts, finds and stops the QEMU processes of one run directory.
+// It holds no per-VM state: everything it knows about a VM is in the VM's
+// run directory and process, which is what lets a restarted caller attach.
+type Driver struct {
+	cfg DriverConfig
+	log *slog.Logger
+
+	// starting holds the names Start is working on, so a second Start of
+	// the same VM, or a Cleanup, cannot take its half-made run directory
+	// for a stale one.
+	mu       sync.Mutex
+	starting map[string]bool
+}
+
+// NewDriver returns a Driver; zero fields of cfg take DefaultConfig's values.
+func NewDriver(cfg DriverConfig) *Driver {
+	def := DefaultConfig()
+	if len(cfg.QEMU) == 0 {
+		cfg.QEMU = def.QEMU
+	}
+	if cfg.RunDir == "" {
+		cfg.RunDir = def.RunDir
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = def.Logger
+	}
+	if cfg.StartTimeout <= 0 {
+		cfg.StartTimeout = def.StartTimeout
+	}
+	if cfg.QuitGrace <= 0 {
+		cfg.QuitGrace = def.QuitGrace
+	}
+	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}}
+}
+
+// Dir is the run directory of the VM called name.
+func (d *Driver) Dir(name string) string { return filepath.Join(d.cfg.RunDir, name) }
+
+// Command is the full argv Start runs for m (for logs and for reproducing
+// a VM by hand); m.Dir is filled in as Start would.
+func (d *Driver) Command(m Machine) []string {
+	if m.Dir == "" {
+		m.Dir = d.Dir(m.Name)
+	}
+	return append(append([]string{}, d.cfg.QEMU...), m.Args()...)
+}
+
+// Start launches m's QEMU and returns it connected. QEMU daemonizes into its
+// own session, so the VM keeps running if the caller dies. On failure the
+// error carries QEMU's own message, and nothing is left: no process, no run
+// directory, no UEFI vars file that Start created.
+func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) {
+	dir := d.Dir(m.Name)
+	if m.Dir != "" && m.Dir != dir {
+		return nil, fmt.Errorf("start vm %s: run directory must be %s, not %s", m.Name, dir, m.Dir)
+	}
+	m.Dir = dir
+	if err := m.Validate(); err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	if !d.begin(m.Name) {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, ErrAlreadyRunning)
+	}
+	defer d.end(m.Name)
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
+	defer cancel()
+	var r reverter
+	defer r.fail()
+
+	if err := d.claimDir(m.Name); err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	r.add(func() { os.RemoveAll(dir) })
+	if err := prepareVars(m.Firmware, &r); err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	// A serial log kept elsewhere is linked from the run directory, which
+	// is how an attaching Driver finds it again.
+	if m.SerialLog != "" {
+		if err := os.Symlink(m.SerialLog, filepath.Join(dir, serialLog)); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+	}
+
+	argv := d.Command(m)
+	d.log.Info("starting vm", "vm", m.Name, "argv", strings.Join(argv, " "))
+	runErr := d.launch(ctx, dir, argv)
+	// Even a failed or cancelled launch may have left a daemon behind.
+	p, findErr := findProcess(dir, m.Name)
+	if findErr == nil {
+		r.add(func() {
+			p.kill()
+			wctx, cancel := context.WithTimeout(context.Background(), killWait)
+			p.wait(wctx)
+			cancel()
+			p.close()
+		})
+	}
+	if runErr != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, runErr)
+	}
+	if findErr != nil {
+		return nil, fmt.Errorf("start vm %s: qemu exited after start: %w", m.Name, findErr)
+	}
+	q, err := dialQMP(ctx, filepath.Join(dir, qmpSocket), d.log)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	r.success()
+	d.log.Info("vm started", "vm", m.Name, "pid", p.pid)
+	return newInstance(m.Name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+}
+
+// begin marks name as being started; false if it already is.
+func (d *Driver) begin(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.starting[name] {
+		return false
+	}
+	d.starting[name] = true
+	return true
+}
+
+func (d *Driver) end(name string) {
+	d.mu.Lock()
+	delete(d.starting, name)
+	d.mu.Unlock()
+}
+
+func (d *Driver) isStarting(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.starting[name]
+}
+
+// claimDir creates the VM's run directory. One left by a VM whose QEMU is
+// gone is cleared; one whose QEMU runs means the VM is already running.
+func (d *Driver) claimDir(name string) error {
+	if err := os.MkdirAll(d.cfg.RunDir, 0o750); err != nil {
+		return err
+	}
+	dir := d.Dir(name)
+	err := os.Mkdir(dir, 0o750)
+	if !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if p, err := findProcess(dir, name); err == nil {
+		p.close()
+		return ErrAlreadyRunning
+	}
+	d.log.Info("removing stale run directory", "vm", name)
+	if err := os.RemoveAll(dir); err != nil {
+		return err
+	}
+	return os.Mkdir(dir, 0o750)
+}
+
+// prepareVars gives a fresh UEFI VM its own copy of the variable store.
+func prepareVars(f Firmware, r *reverter) error {
+	if f.Type != "uefi" || f.VarsTemplate == "" {
+		return nil
+	}
+	if _, err := os.Stat(f.Vars); err == nil {
+		return nil
+	}
+	src, err := os.Open(f.VarsTemplate)
+	if err != nil {
+		return fmt.Errorf("uefi vars: %w", err)
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(f.Vars, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("uefi vars: %w", err)
+	}
+	r.add(func() { os.Remove(f.Vars) })
+	_, err = io.Copy(dst, src)
+	if cerr := dst.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("uefi vars: %w", err)
+	}
+	return nil
+}
+
+// launch runs QEMU's foreground process, which exits once the daemon has
+// set the VM up (0) or failed to (1, with the reason on stderr). Output
+// goes to a file, not a pipe: the daemon inherits the descriptor for a
+// while, and a pipe would make Wait wait for it.
+func (d *Driver) launch(ctx context.Context, dir string, argv []string) error {
+	out, err := os.CreateTemp(dir, "qemu-start-*.log")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(out.Name())
+	defer out.Close()
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Dir = dir
+	cmd.Stdin = nil
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own session from the start, so no signal aimed at the caller's
+	// process group or terminal reaches QEMU even before it daemonizes.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	runErr := cmd.Run()
+	msg, _ := os.ReadFile(out.Name())
+	text := strings.TrimSpace(string(msg))
+	if runErr != nil {
+		if text == "" {
+			text = "no output"
+		}
+		return fmt.Errorf("qemu: %s: %w", text, runErr)
+	}
+	if text != "" {
+		d.log.Warn("qemu start output", "dir", dir, "output", text)
+	}
+	return nil
+}
+
+// Attach connects to the running VM called name, e.g. after the caller
+// restarted. The process must be the QEMU this driver started for that run
+// directory. QEMU serves one QMP client at a time: while another Instance
+// of the VM is open, Attach waits for the greeting until StartTimeout.
+func (d *Driver) Attach(ctx context.Context, name string) (*Instance, error) {
+	if !nameRE.MatchString(name) {
+		return nil, fmt.Errorf("attach vm %q: bad name", name)
+	}
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StartTimeout)
+	defer cancel()
+	dir := d.Dir(name)
+	p, err := findProcess(dir, name)
+	if err != nil {
+		return nil, fmt.Errorf("attach vm %s: %w", name, err)
+	}
+	q, err := dialQMP(ctx, filepath.Join(dir, qmpSocket), d.log)
+	if err != nil {
+		p.close()
+		return nil, fmt.Errorf("attach vm %s: %w", name, err)
+	}
+	return newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+}
+
+// List returns the names of the VMs that have a run directory, running or
+// not.
+func (d *Driver) List() ([]string, error) {
+	entries, err := os.ReadDir(d.cfg.RunDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list vms: %w", err)
+	}
+	var names []string
+	for _, e := range entries {
+		if e.IsDir() && nameRE.MatchString(e.Name()) {
+			names = append(names, e.Name())
+		}
+	}
+	return names, nil
+}
+
+// Cleanup stops every VM that keep does not want (QMP quit, then SIGKILL of
+// the verified process) and removes its run directory; it also removes the
+// run directories of VMs whose QEMU is gone. A pidfile naming any other
+// process leaves that process alone. Callers run it at start to remove
+// what a crash left behind.
+func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error {
+	names, err := d.List()
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	var errs []error
+	for _, name := range names {
+		if d.isStarting(name) {
+			continue
+		}
+		dir := d.Dir(name)
+		p, err := findProcess(dir, name)
+		switch {
+		case err == nil && keep != nil && keep(name):
+			p.close()
+			continue
+		case err == nil:
+			d.log.Info("stopping orphan vm", "vm", name, "pid", p.pid)
+			// The monitor may be unreachable (hung QEMU, another client):
+			// then Quit goes straight to SIGKILL.
+			qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			q, qerr := dialQMP(qctx, filepath.Join(dir, qmpSocket), d.log)
+			cancel()
+			if qerr != nil {
+				d.log.Warn("orphan vm: no qmp", "vm", name, "err", qerr)
+			}
+			if err := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log).Quit(ctx); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		case !errors.Is(err, ErrNotRunning):
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", name, err))
+			continue
+		}
+		d.log.Info("removing run directory of stopped vm", "vm", name)
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("cleanup %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,195 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// The scheduler is Nova's filter-and-weigh in miniature: filter the nodes
+// that are alive, have room (with the admin's overcommit ratios) and hold no
+// VM of the same anti-affinity group; weigh by free RAM share, so VMs spread.
+// The leader proposes a placement; the FSM re-checks the fit when it commits
+// (fits), so placement can never overfill a node whatever the races.
+
+// room is what a node can still give.
+type room struct {
+	vcpus, ramMiB float64
+}
+
+// free computes a host's remaining capacity, ignoring the VM being placed
+// (so a resize is judged against the room its old size leaves).
+func free(txn *memdb.Txn, h *Host, s Settings, ignore string) (room, []string, error) {
+	r := room{vcpus: float64(h.VCPUs) * s.CPUAllocationRatio, ramMiB: float64(h.RAMMiB-s.ReservedRAMMiB) * s.RAMAllocationRatio}
+	it, err := txn.Get(tVMs, "node", h.Name)
+	if err != nil {
+		return r, nil, err
+	}
+	var groups []string
+	for o := it.Next(); o != nil; o = it.Next() {
+		vm := o.(*VM)
+		if vm.ID == ignore {
+			continue
+		}
+		r.vcpus -= float64(vm.Spec.VCPUs)
+		r.ramMiB -= float64(vm.Spec.RAMMiB)
+		if vm.Spec.Group != "" {
+			groups = append(groups, vm.Spec.ProjectGroup(vm.ProjectID))
+		}
+	}
+	return r, groups, nil
+}
+
+// ProjectGroup scopes an anti-affinity group to its project, so two projects
+// using the same group name do not constrain each other.
+func (s VMSpec) ProjectGroup(project string) string { return project + "/" + s.Group }
+
+// fits is the FSM's check that vm may run on node.
+func fits(txn *memdb.Txn, node string, vm *VM) error {
+	h := consensus.First[Host](txn, tHosts, "id", node)
+	if h == nil {
+		return consensus.Errorf(consensus.CodeNotFound, "node %q has not reported its capacity", node)
+	}
+	if h.Error != "" {
+		return consensus.Errorf(consensus.CodeConflict, "node %s cannot run VMs: %s", node, h.Error)
+	}
+	r, groups, err := free(txn, h, settings(txn), vm.ID)
+	if err != nil {
+		return err
+	}
+	if float64(vm.Spec.VCPUs) > r.vcpus || float64(vm.Spec.RAMMiB) > r.ramMiB {
+		return consensus.Errorf(consensus.CodeConflict, "node %s has %.0f vCPUs and %.0f MiB free, VM %s needs %d and %d",
+			node, math.Max(r.vcpus, 0), math.Max(r.ramMiB, 0), vm.Name, vm.Spec.VCPUs, vm.Spec.RAMMiB)
+	}
+	if vm.Spec.Group != "" {
+		for _, g := range groups {
+			if g == vm.Spec.ProjectGroup(vm.ProjectID) {
+				return consensus.Errorf(consensus.CodeConflict, "node %s already runs a VM of anti-affinity group %q", node, vm.Spec.Group)
+			}
+		}
+	}
+	return nil
+}
+
+// Place chooses a node for vm among hosts reported since notBefore, or
+// explains why none fits.
+func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
+	it, err := txn.Get(tHosts, "id")
+	if err != nil {
+		return "", err
+	}
+	s := settings(txn)
+	type cand struct {
+		name  string
+		share float64
+	}
+	var cands []cand
+	var alive int
+	for o := it.Next(); o != nil; o = it.Next() {
+		h := o.(*Host)
+		if h.ReportedAt.Before(notBefore) || h.Error != "" {
+			continue
+		}
+		alive++
+		if fits(txn, h.Name, vm) != nil {
+			continue
+		}
+		r, _, err := free(txn, h, s, vm.ID)
+		if err != nil {
+			return "", err
+		}
+		total := float64(h.RAMMiB-s.ReservedRAMMiB) * s.RAMAllocationRatio
+		cands = append(cands, cand{h.Name, (r.ramMiB - float64(vm.Spec.RAMMiB)) / math.Max(total, 1)})
+	}
+	if len(cands) == 0 {
+		if alive == 0 {
+			return "", ErrNoHosts
+		}
+		why := fmt.Sprintf("no node has %d vCPUs and %d MiB free", vm.Spec.VCPUs, vm.Spec.RAMMiB)
+		if vm.Spec.Group != "" {
+			why += fmt.Sprintf(" outside anti-affinity group %q", vm.Spec.Group)
+		}
+		return "", fmt.Errorf("%s", why)
+	}
+	sort.Slice(cands, func(i, j int) bool {
+		if cands[i].share != cands[j].share {
+			return cands[i].share > cands[j].share
+		}
+		return cands[i].name < cands[j].name
+	})
+	return cands[0].name, nil
+}
+
+// ErrNoHosts: no node has reported recently; the VM waits rather than fail,
+// as it does while a cluster is still starting.
+var ErrNoHosts = errors.New("no node can run VMs right now")
+
+// Scheduler is the leader's controller that places new VMs.
+type Scheduler struct {
+	c   Cluster
+	log *slog.Logger
+	// HostTimeout: a node that has not reported for this long gets no new VMs.
+	HostTimeout time.Duration
+}
+
+// NewScheduler returns the scheduler; register Run as a leader controller.
+func NewScheduler(c Cluster, log *slog.Logger) *Scheduler {
+	return &Scheduler{c: c, log: log, HostTimeout: 90 * time.Second}
+}
+
+// Run places VMs waiting for a node until ctx ends (leadership lost). It
+// reacts to the state at once, through a watch, so creating a VM does not
+// wait for a tick.
+func (s *Scheduler) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		ws := memdb.NewWatchSet()
+		txn := s.c.Store().ReadTxn()
+		// Unplaced VMs are not in the node index (memdb leaves empty values
+		// out), so scan: a few hundred VMs per wake-up is nothing.
+		it, err := txn.Get(tVMs, "id")
+		if err != nil {
+			s.log.Error("list unplaced VMs", "err", err)
+			return
+		}
+		ws.Add(it.WatchCh())
+		hosts, err := txn.Get(tHosts, "id")
+		if err == nil {
+			ws.Add(hosts.WatchCh())
+		}
+		var pending []*VM
+		for o := it.Next(); o != nil; o = it.Next() {
+			if vm := o.(*VM); vm.Node == "" && vm.Status.State == StateScheduling && vm.Desired != DesiredDeleted {
+				pending = append(pending, vm)
+			}
+		}
+		for _, vm := range pending {
+			s.place(ctx, vm)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_ = s.c.Store().Watch(wctx, ws)
+		cancel()
+	}
+}
+
+func (s *Scheduler) place(ctx context.Context, vm *VM) {
+	node, err := Place(s.c.Store().ReadTxn(), vm, time.Now().Add(-s.HostTimeout))
+	if errors.Is(err, ErrNoHosts) {
+		return
+	}
+	cmd := placeVMCmd{ID: vm.ID, Node: node, At: time.Now().UTC()}
+	if err != nil {
+		cmd.Error = err.Error()
+	}
+	if _, err := s.c.Apply(ctx, MsgPlaceVM, cmd, nil); err != nil && ctx.Err() == nil {
+		// A conflict means the state moved under us (another placement
+		// filled the node): the watch fires and we try again.
+		s.log.Info("placement not committed", "vm", vm.ID, "node", node, "err", err)
+	}
+}

@@ -1,0 +1,397 @@
+package hypervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor/cloudinit"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Cluster is what the hypervisor needs from the consensus node.
+type Cluster interface {
+	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
+	ConsistentRead(ctx context.Context) error
+	Store() *consensus.Store
+	Name() string
+}
+
+// Service is compute's business logic for the API, the UI and the CLI: it
+// authorizes, validates and sends audited commands.
+type Service struct {
+	c      Cluster
+	id     *identity.Service
+	images *Images
+	log    *slog.Logger
+}
+
+// NewService returns the compute service.
+func NewService(c Cluster, id *identity.Service, images *Images, log *slog.Logger) *Service {
+	return &Service{c: c, id: id, images: images, log: log}
+}
+
+// DefaultNetwork is the network every VM's first NIC joins.
+const DefaultNetwork = "default"
+
+// VMCreate is the input for creating a VM.
+type VMCreate struct {
+	Name      string   `json:"name"`
+	Project   string   `json:"project,omitempty"` // name or ID; default: the caller's only project
+	Image     string   `json:"image"`             // name or ID
+	Flavor    string   `json:"flavor"`            // name or ID
+	DataDisks []int64  `json:"data_disks_gib,omitempty"`
+	SSHKeys   []string `json:"ssh_keys,omitempty"`
+	UserData  string   `json:"user_data,omitempty"`
+	Hostname  string   `json:"hostname,omitempty"` // default: the name
+	Group     string   `json:"group,omitempty"`    // anti-affinity group
+	Stopped   bool     `json:"stopped,omitempty"`  // create without starting
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func invalid(format string, args ...any) error {
+	return consensus.Errorf(consensus.CodeInvalid, format, args...)
+}
+
+// project resolves a project reference the caller may act in as a member.
+func (s *Service) project(p *identity.Principal, ref string) (*identity.Project, error) {
+	if ref == "" {
+		ids := p.ProjectIDs()
+		if len(ids) != 1 {
+			return nil, invalid("you are in %d projects: say which one", len(ids))
+		}
+		ref = ids[0]
+	}
+	return s.id.GetProject(p, ref)
+}
+
+// CreateVM validates a request, then records the VM; the scheduler places
+// it and its node starts it.
+func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCreate) (*VM, error) {
+	const action = "vm.create"
+	deny := func(project string, err error) (*VM, error) {
+		return nil, s.id.Deny(ctx, p, action, req.Name, project, err)
+	}
+	pr, err := s.project(p, req.Project)
+	if err != nil {
+		return deny("", err)
+	}
+	if !p.Can(pr.ID, identity.RoleMember) {
+		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create VMs in project %s", pr.Name))
+	}
+	if !nameRE.MatchString(req.Name) {
+		return deny(pr.ID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+	}
+	fl, err := s.id.GetFlavor(req.Flavor)
+	if err != nil {
+		return deny(pr.ID, err)
+	}
+	img, err := s.images.Get(p, req.Image)
+	if err != nil {
+		return deny(pr.ID, err)
+	}
+	if err := imageFits(img, fl); err != nil {
+		return deny(pr.ID, err)
+	}
+	host := req.Hostname
+	if host == "" {
+		host = hostnameFrom(req.Name)
+	}
+	seed := cloudinit.Seed{InstanceID: "pending", Hostname: host, SSHKeys: req.SSHKeys, UserData: []byte(req.UserData)}
+	if err := seed.Validate(); err != nil {
+		return deny(pr.ID, invalid("cloud-init: %v", err))
+	}
+	var disks []DataDisk
+	for _, g := range req.DataDisks {
+		if g < 1 || g > 16384 {
+			return deny(pr.ID, invalid("data disks are 1-16384 GiB, not %d", g))
+		}
+		disks = append(disks, DataDisk{SizeGiB: g})
+	}
+	if req.Group != "" && !nameRE.MatchString(req.Group) {
+		return deny(pr.ID, invalid("group name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Group))
+	}
+	firmware := img.Firmware
+	if firmware == "" {
+		firmware = "bios"
+	}
+	id := newID("vm")
+	vm := VM{ID: id, Name: req.Name, ProjectID: pr.ID, UserID: p.User.ID, Desired: DesiredRunning,
+		Spec: VMSpec{Flavor: fl.ID, VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, Image: img.ID,
+			DataDisks: disks, Hostname: host, SSHKeys: req.SSHKeys, UserData: req.UserData, Group: req.Group, Firmware: firmware},
+		NICs:      []NIC{{ID: id + "-0", Network: DefaultNetwork, MAC: netfabric.MACFor(id + "-0").String()}},
+		CreatedAt: time.Now().UTC()}
+	if req.Stopped {
+		vm.Desired = DesiredStopped
+	}
+	var out VM
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// imageFits refuses an image that cannot boot on a flavor.
+func imageFits(img *Image, fl *identity.Flavor) error {
+	disk := fl.DiskGiB << 30
+	if img.DiskFormat != FormatISO && img.VirtualSize > disk {
+		return invalid("image %s is %d GiB, larger than flavor %s's %d GiB disk", img.Name, (img.VirtualSize+1<<30-1)>>30, fl.Name, fl.DiskGiB)
+	}
+	if img.MinDiskGiB > fl.DiskGiB {
+		return invalid("image %s needs a disk of at least %d GiB; flavor %s has %d GiB", img.Name, img.MinDiskGiB, fl.Name, fl.DiskGiB)
+	}
+	if img.MinRAMMiB > fl.RAMMiB {
+		return invalid("image %s needs at least %d MiB of RAM; flavor %s has %d MiB", img.Name, img.MinRAMMiB, fl.Name, fl.RAMMiB)
+	}
+	return nil
+}
+
+// hostnameFrom makes a valid host name of a VM name.
+func hostnameFrom(name string) string {
+	h := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9', r == '-':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '-'
+	}, name)
+	return strings.Trim(h, "-")
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// VM returns a VM by ID or by name among the projects the caller can read.
+func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
+	txn := s.c.Store().ReadTxn()
+	if vm := getVM(txn, ref); vm != nil && p.Can(vm.ProjectID, identity.RoleReader) {
+		return vm, nil
+	}
+	var found []*VM
+	for _, pid := range s.readable(p, txn) {
+		if vm := consensus.First[VM](txn, tVMs, "name", pid, ref); vm != nil {
+			found = append(found, vm)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, notFound("VM", ref)
+	case 1:
+		return found[0], nil
+	}
+	return nil, invalid("%d VMs are named %q in your projects: use the VM's ID", len(found), ref)
+}
+
+// readable lists the project IDs the caller can read (every project for a
+// cluster admin).
+func (s *Service) readable(p *identity.Principal, txn *memdb.Txn) []string {
+	if !p.IsClusterAdmin() {
+		return p.ProjectIDs()
+	}
+	var ids []string
+	for _, pr := range s.id.ListProjects(p) {
+		ids = append(ids, pr.ID)
+	}
+	return ids
+}
+
+// ListVMs returns the VMs the caller can see, optionally of one project.
+func (s *Service) ListVMs(p *identity.Principal, project string) ([]VM, error) {
+	txn := s.c.Store().ReadTxn()
+	var pids []string
+	if project != "" {
+		pr, err := s.id.GetProject(p, project)
+		if err != nil {
+			return nil, err
+		}
+		pids = []string{pr.ID}
+	} else {
+		pids = s.readable(p, txn)
+	}
+	out := []VM{}
+	for _, pid := range pids {
+		it, err := txn.Get(tVMs, "project", pid)
+		if err != nil {
+			return nil, err
+		}
+		for o := it.Next(); o != nil; o = it.Next() {
+			out = append(out, *o.(*VM))
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Events returns a VM's history, oldest first.
+func (s *Service) Events(p *identity.Principal, ref string) ([]Event, error) {
+	vm, err := s.VM(p, ref)
+	if err != nil {
+		return nil, err
+	}
+	it, err := s.c.Store().ReadTxn().Get(tEvents, "vm", vm.ID)
+	if err != nil {
+		return nil, err
+	}
+	out := []Event{}
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, *o.(*Event))
+	}
+	return out, nil
+}
+
+// Operations a VM's owner can ask for.
+const (
+	OpStart     = "start"
+	OpStop      = "stop"
+	OpForceStop = "force-stop"
+	OpReboot    = "reboot"
+	OpPause     = "pause"
+	OpResume    = "resume"
+	OpDelete    = "delete"
+)
+
+// Do carries out a power operation on a VM (project members).
+func (s *Service) Do(ctx context.Context, p *identity.Principal, ref, op string, ifMatch uint64) (*VM, error) {
+	action := "vm." + op
+	vm, err := s.VM(p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !p.Can(vm.ProjectID, identity.RoleMember) {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
+	}
+	cmd := setDesiredCmd{ID: vm.ID, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
+	switch op {
+	case OpStart:
+		cmd.Desired = DesiredRunning
+	case OpStop:
+		cmd.Desired, cmd.StopMode = DesiredStopped, StopACPI
+	case OpForceStop:
+		cmd.Desired, cmd.StopMode = DesiredStopped, StopForce
+	case OpReboot:
+		cmd.Desired, cmd.Reboot = DesiredRunning, true
+	case OpPause:
+		cmd.Desired = DesiredPaused
+	case OpResume:
+		if vm.Desired != DesiredPaused {
+			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "VM %s is not paused", vm.Name))
+		}
+		cmd.Desired = DesiredRunning
+	case OpDelete:
+		cmd.Desired = DesiredDeleted
+	default:
+		return nil, invalid("unknown operation %q", op)
+	}
+	var out *VM
+	if err := s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgSetDesired, cmd, &out); err != nil {
+		return nil, err
+	}
+	if out == nil { // purged at once: it never had a node
+		return vm, nil
+	}
+	return out, nil
+}
+
+// Rename gives a VM a new name.
+func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name string, ifMatch uint64) (*VM, error) {
+	vm, err := s.VM(p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, "vm.rename", ref, "", err)
+	}
+	if !p.Can(vm.ProjectID, identity.RoleMember) {
+		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
+	}
+	if !nameRE.MatchString(name) {
+		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
+	}
+	var out VM
+	err = s.id.Mutate(ctx, p, "vm.rename", vm.Name, vm.ProjectID, MsgRenameVM, renameVMCmd{ID: vm.ID, Name: name, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
+	return &out, err
+}
+
+// Resize moves a VM to another flavor.
+func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor string, ifMatch uint64) (*VM, error) {
+	vm, err := s.VM(p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, "vm.resize", ref, "", err)
+	}
+	if !p.Can(vm.ProjectID, identity.RoleMember) {
+		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
+	}
+	fl, err := s.id.GetFlavor(flavor)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, err)
+	}
+	var out VM
+	err = s.id.Mutate(ctx, p, "vm.resize", vm.Name, vm.ProjectID, MsgResizeVM, resizeVMCmd{ID: vm.ID, Flavor: fl.ID,
+		VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
+	return &out, err
+}
+
+// Hosts lists the nodes' VM capacity and what is allocated on each
+// (cluster admins).
+func (s *Service) Hosts(p *identity.Principal) ([]HostView, error) {
+	if !p.IsClusterAdmin() {
+		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to see hosts")
+	}
+	txn := s.c.Store().ReadTxn()
+	it, err := txn.Get(tHosts, "id")
+	if err != nil {
+		return nil, err
+	}
+	out := []HostView{}
+	for o := it.Next(); o != nil; o = it.Next() {
+		h := HostView{Host: *o.(*Host)}
+		vms, err := txn.Get(tVMs, "node", h.Name)
+		if err != nil {
+			return nil, err
+		}
+		for v := vms.Next(); v != nil; v = vms.Next() {
+			vm := v.(*VM)
+			h.VMs++
+			h.UsedVCPUs += vm.Spec.VCPUs
+			h.UsedRAMMiB += vm.Spec.RAMMiB
+		}
+		out = append(out, h)
+	}
+	return out, nil
+}
+
+// HostView is a host with what its VMs take.
+type HostView struct {
+	Host
+	VMs        int   `json:"vms"`
+	UsedVCPUs  int64 `json:"used_vcpus"`
+	UsedRAMMiB int64 `json:"used_ram_mib"`
+}
+
+// Settings returns the compute settings.
+func (s *Service) Settings() Settings { return settings(s.c.Store().ReadTxn()) }
+
+// SetSettings changes the overcommit ratios and host reserve (cluster admins).
+func (s *Service) SetSettings(ctx context.Context, p *identity.Principal, in Settings, ifMatch uint64) (*Settings, error) {
+	const action = "compute.settings"
+	if !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, "compute", "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins change compute settings"))
+	}
+	if in.CPUAllocationRatio < 0.1 || in.CPUAllocationRatio > 64 || in.RAMAllocationRatio < 0.1 || in.RAMAllocationRatio > 4 || in.ReservedRAMMiB < 0 {
+		return nil, s.id.Deny(ctx, p, action, "compute", "", invalid("ratios are 0.1-64 (CPU) and 0.1-4 (RAM); the reserve is at least 0"))
+	}
+	var out Settings
+	err := s.id.Mutate(ctx, p, action, "compute", "", MsgSetSettings, setSettingsCmd{Settings: in, IfMatch: ifMatch}, &out)
+	return &out, err
+}

@@ -1,0 +1,481 @@
+package hypervisor
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/hashicorp/go-memdb"
+)
+
+// The hypervisor's commands (range 256-383). Numbers are never reused.
+const (
+	MsgCreateVM     consensus.MessageType = 256
+	MsgPlaceVM      consensus.MessageType = 257
+	MsgSetDesired   consensus.MessageType = 258
+	MsgReportVM     consensus.MessageType = 259
+	MsgPurgeVM      consensus.MessageType = 260
+	MsgRenameVM     consensus.MessageType = 261
+	MsgResizeVM     consensus.MessageType = 262
+	MsgReportHost   consensus.MessageType = 263
+	MsgSetSettings  consensus.MessageType = 264
+	MsgCreateImage  consensus.MessageType = 265
+	MsgUpdateImage  consensus.MessageType = 266
+	MsgDeleteImage  consensus.MessageType = 267
+	MsgRecordEvents consensus.MessageType = 268
+)
+
+const (
+	tVMs      = "vms"
+	tEvents   = "vm_events"
+	tHosts    = "hosts"
+	tSettings = "compute_settings"
+	tImages   = "images"
+)
+
+// maxEvents bounds each VM's history in the replicated state; the audit log
+// keeps every request.
+const maxEvents = 200
+
+type createVMCmd struct {
+	VM VM `json:"vm"`
+}
+
+type placeVMCmd struct {
+	ID    string    `json:"id"`
+	Node  string    `json:"node,omitempty"`
+	Error string    `json:"error,omitempty"` // no node fits
+	At    time.Time `json:"at"`
+}
+
+type setDesiredCmd struct {
+	ID       string    `json:"id"`
+	Desired  string    `json:"desired"`
+	StopMode string    `json:"stop_mode,omitempty"`
+	Reboot   bool      `json:"reboot,omitempty"`
+	IfMatch  uint64    `json:"if_match,omitempty"`
+	User     string    `json:"user,omitempty"`
+	At       time.Time `json:"at"`
+}
+
+type reportVMCmd struct {
+	ID       string   `json:"id"`
+	Node     string   `json:"node"`
+	Status   VMStatus `json:"status"`
+	Rebooted uint64   `json:"rebooted"`
+	// GuestStopped: the guest shut itself down; the VM stays stopped.
+	GuestStopped bool   `json:"guest_stopped,omitempty"`
+	Event        string `json:"event,omitempty"` // a line for the history besides the state change
+}
+
+type purgeVMCmd struct {
+	ID   string `json:"id"`
+	Node string `json:"node,omitempty"` // "" for a VM that never had one
+}
+
+type renameVMCmd struct {
+	ID      string    `json:"id"`
+	Name    string    `json:"name"`
+	IfMatch uint64    `json:"if_match,omitempty"`
+	User    string    `json:"user,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+type resizeVMCmd struct {
+	ID      string    `json:"id"`
+	Flavor  string    `json:"flavor"`
+	VCPUs   int64     `json:"vcpus"`
+	RAMMiB  int64     `json:"ram_mib"`
+	DiskGiB int64     `json:"disk_gib"`
+	IfMatch uint64    `json:"if_match,omitempty"`
+	User    string    `json:"user,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+type deleteImageCmd struct {
+	ID      string `json:"id"`
+	IfMatch uint64 `json:"if_match,omitempty"`
+}
+
+type updateImageCmd struct {
+	ID         string  `json:"id"`
+	Name       *string `json:"name,omitempty"`
+	Visibility *string `json:"visibility,omitempty"`
+	IfMatch    uint64  `json:"if_match,omitempty"`
+}
+
+// Register adds the hypervisor's tables and commands.
+func Register(reg *consensus.Registry) {
+	consensus.RegisterTable[VM](reg, &memdb.TableSchema{Name: tVMs, Indexes: map[string]*memdb.IndexSchema{
+		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"node": {Name: "node", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "Node"}},
+		"name": {Name: "name", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "ProjectID"}, &memdb.StringFieldIndex{Field: "Name"}}}},
+		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+	}})
+	consensus.RegisterTable[Event](reg, &memdb.TableSchema{Name: tEvents, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"vm": {Name: "vm", Indexer: &memdb.StringFieldIndex{Field: "VM"}},
+	}})
+	consensus.RegisterTable[Host](reg, &memdb.TableSchema{Name: tHosts, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+	}})
+	consensus.RegisterTable[Settings](reg, &memdb.TableSchema{Name: tSettings, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+	}})
+	consensus.RegisterTable[Image](reg, &memdb.TableSchema{Name: tImages, Indexes: map[string]*memdb.IndexSchema{
+		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+	}})
+	consensus.Handle(reg, MsgCreateVM, "CreateVM", applyCreateVM)
+	consensus.Handle(reg, MsgPlaceVM, "PlaceVM", applyPlaceVM)
+	consensus.Handle(reg, MsgSetDesired, "SetVMDesired", applySetDesired)
+	consensus.Handle(reg, MsgReportVM, "ReportVM", applyReportVM)
+	consensus.Handle(reg, MsgPurgeVM, "PurgeVM", applyPurgeVM)
+	consensus.Handle(reg, MsgRenameVM, "RenameVM", applyRenameVM)
+	consensus.Handle(reg, MsgResizeVM, "ResizeVM", applyResizeVM)
+	consensus.Handle(reg, MsgReportHost, "ReportHost", applyReportHost)
+	consensus.Handle(reg, MsgSetSettings, "SetComputeSettings", applySetSettings)
+	consensus.Handle(reg, MsgCreateImage, "CreateImage", applyCreateImage)
+	consensus.Handle(reg, MsgUpdateImage, "UpdateImage", applyUpdateImage)
+	consensus.Handle(reg, MsgDeleteImage, "DeleteImage", applyDeleteImage)
+}
+
+// singleton indexes a one-row table.
+type singleton struct{}
+
+func (singleton) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
+func (singleton) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
+
+func getVM(txn *memdb.Txn, id string) *VM { return consensus.First[VM](txn, tVMs, "id", id) }
+
+func notFound(kind, id string) error {
+	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+}
+
+func checkVersion(kind, id string, cur, ifMatch uint64) error {
+	if ifMatch != 0 && ifMatch != cur {
+		return consensus.Errorf(consensus.CodePreconditionFailed, "%s %s is at version %d, not %d", kind, id, cur, ifMatch)
+	}
+	return nil
+}
+
+// addEvent appends to a VM's history, dropping the oldest beyond maxEvents.
+func addEvent(tx *consensus.Tx, vm, kind, msg, user, node string, at time.Time) error {
+	e := Event{ID: fmt.Sprintf("%s/%020d", vm, tx.Index), VM: vm, Time: at, Kind: kind, Message: msg, User: user, Node: node}
+	// Several events of one command share an index: keep them apart.
+	for n := 1; consensus.First[Event](tx.Txn, tEvents, "id", e.ID) != nil; n++ {
+		e.ID = fmt.Sprintf("%s/%020d.%d", vm, tx.Index, n)
+	}
+	if err := tx.Insert(tEvents, &e); err != nil {
+		return err
+	}
+	it, err := tx.Get(tEvents, "vm", vm)
+	if err != nil {
+		return err
+	}
+	var all []*Event
+	for o := it.Next(); o != nil; o = it.Next() {
+		all = append(all, o.(*Event))
+	}
+	for i := 0; i < len(all)-maxEvents; i++ {
+		if err := tx.Delete(tEvents, all[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func vmUsage(s VMSpec) identity.Resources {
+	return identity.Resources{Instances: 1, VCPUs: s.VCPUs, RAMMiB: s.RAMMiB, DiskGiB: s.DiskGiBTotal()}
+}
+
+// applyCreateVM records a new VM, charges its project's quota and allocates
+// its ports, all in one transaction: a refusal leaves nothing behind.
+func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
+	vm := c.VM
+	if getVM(tx.Txn, vm.ID) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "VM %s already exists", vm.ID)
+	}
+	if consensus.First[VM](tx.Txn, tVMs, "name", vm.ProjectID, vm.Name) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a VM named %q already exists in this project", vm.Name)
+	}
+	if consensus.First[Image](tx.Txn, tImages, "id", vm.Spec.Image) == nil {
+		return nil, notFound("image", vm.Spec.Image)
+	}
+	if err := identity.Charge(tx, vm.ProjectID, vmUsage(vm.Spec)); err != nil {
+		return nil, err
+	}
+	for i, n := range vm.NICs {
+		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, CreatedAt: vm.CreatedAt})
+		if err != nil {
+			return nil, err
+		}
+		vm.NICs[i].IP = p.IP
+	}
+	vm.Status = VMStatus{State: StateScheduling, UpdatedAt: vm.CreatedAt}
+	vm.Version = tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "create", fmt.Sprintf("created with %d vCPU, %d MiB, %d GiB; address %v", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB, vm.IPs()), vm.UserID, "", vm.CreatedAt)
+}
+
+// applyPlaceVM binds a VM to a node, re-checking the fit against the state
+// the command commits on, so two schedulers' worth of stale views can never
+// overfill a node.
+func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, notFound("VM", c.ID)
+	}
+	if cur.Node != "" || cur.Desired == DesiredDeleted {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is already placed or being deleted", c.ID)
+	}
+	vm := *cur
+	if c.Error != "" {
+		vm.Status = VMStatus{State: StateError, Error: c.Error, UpdatedAt: c.At}
+		if err := tx.Insert(tVMs, &vm); err != nil {
+			return nil, err
+		}
+		return &vm, addEvent(tx, vm.ID, "schedule", "not placed: "+c.Error, "", "", c.At)
+	}
+	if err := fits(tx.Txn, c.Node, &vm); err != nil {
+		return nil, err
+	}
+	vm.Node = c.Node
+	vm.Status = VMStatus{State: StateBuilding, UpdatedAt: c.At}
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "schedule", "placed on "+c.Node, "", c.Node, c.At)
+}
+
+// applySetDesired records a power request (start, stop, pause, resume,
+// reboot, delete). A VM that was never placed is purged on delete at once.
+func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, notFound("VM", c.ID)
+	}
+	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	if cur.Desired == DesiredDeleted {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
+	}
+	vm := *cur
+	kind := c.Desired
+	switch {
+	case c.Reboot:
+		if cur.Desired != DesiredRunning {
+			return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a running VM can be rebooted", cur.Name, cur.Desired)
+		}
+		vm.Reboots++
+		kind = "reboot"
+	case c.Desired == DesiredPaused && cur.Desired == DesiredStopped:
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is stopped: start it before pausing", cur.Name)
+	case c.Desired == DesiredDeleted && cur.Node == "":
+		return nil, purge(tx, cur)
+	}
+	vm.Desired, vm.StopMode = c.Desired, c.StopMode
+	if c.Desired == DesiredStopped && c.StopMode == "" {
+		vm.StopMode = StopACPI
+	}
+	if vm.Status.State == StateError && c.Desired != DesiredStopped {
+		vm.Status.Error = "" // a new request is a new attempt
+	}
+	vm.Version = tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	msg := "requested " + kind
+	if c.Desired == DesiredStopped {
+		msg += " (" + vm.StopMode + ")"
+	}
+	return &vm, addEvent(tx, vm.ID, kind, msg, c.User, "", c.At)
+}
+
+// applyReportVM records what the VM's node observed. Reports from a node
+// that no longer owns the VM are ignored, and reports never bump Version, so
+// an owner's If-Match is not defeated by status updates.
+func applyReportVM(tx *consensus.Tx, c *reportVMCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil || cur.Node != c.Node {
+		return nil, nil
+	}
+	vm := *cur
+	vm.Status, vm.Rebooted = c.Status, c.Rebooted
+	if c.GuestStopped && vm.Desired != DesiredDeleted {
+		vm.Desired = DesiredStopped
+	}
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	if c.Event != "" {
+		if err := addEvent(tx, vm.ID, "node", c.Event, "", c.Node, c.Status.UpdatedAt); err != nil {
+			return nil, err
+		}
+	}
+	if cur.Status.State != c.Status.State || cur.Status.Error != c.Status.Error {
+		msg := c.Status.State
+		if c.Status.Error != "" {
+			msg += ": " + c.Status.Error
+		}
+		return nil, addEvent(tx, vm.ID, "state", msg, "", c.Node, c.Status.UpdatedAt)
+	}
+	return nil, nil
+}
+
+// applyPurgeVM removes a deleted VM once its node has torn it down.
+func applyPurgeVM(tx *consensus.Tx, c *purgeVMCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, nil // already gone: purges are retried
+	}
+	if cur.Desired != DesiredDeleted || cur.Node != c.Node {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is not being deleted on %s", c.ID, c.Node)
+	}
+	return nil, purge(tx, cur)
+}
+
+// purge drops a VM with its ports, events and quota charge.
+func purge(tx *consensus.Tx, vm *VM) error {
+	if err := netfabric.ReleasePorts(tx, vm.ID); err != nil {
+		return err
+	}
+	u := vmUsage(vm.Spec)
+	if err := identity.Charge(tx, vm.ProjectID, identity.Resources{Instances: -u.Instances, VCPUs: -u.VCPUs, RAMMiB: -u.RAMMiB, DiskGiB: -u.DiskGiB}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return err
+	}
+	if _, err := tx.DeleteAll(tEvents, "vm", vm.ID); err != nil {
+		return err
+	}
+	return tx.Delete(tVMs, vm)
+}
+
+func applyRenameVM(tx *consensus.Tx, c *renameVMCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, notFound("VM", c.ID)
+	}
+	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	if other := consensus.First[VM](tx.Txn, tVMs, "name", cur.ProjectID, c.Name); other != nil && other.ID != cur.ID {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a VM named %q already exists in this project", c.Name)
+	}
+	vm := *cur
+	vm.Name, vm.Version = c.Name, tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "rename", fmt.Sprintf("renamed from %s to %s", cur.Name, c.Name), c.User, "", c.At)
+}
+
+// applyResizeVM moves a VM to another size, charging the difference. The
+// boot disk never shrinks; the node applies what it can to a running VM
+// and the rest at the next start.
+func applyResizeVM(tx *consensus.Tx, c *resizeVMCmd) (any, error) {
+	cur := getVM(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, notFound("VM", c.ID)
+	}
+	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	if cur.Desired == DesiredDeleted {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
+	}
+	if c.DiskGiB < cur.Spec.DiskGiB {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "flavor %s has a %d GiB disk, smaller than the VM's %d GiB: disks never shrink", c.Flavor, c.DiskGiB, cur.Spec.DiskGiB)
+	}
+	vm := *cur
+	vm.Spec.Flavor, vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB = c.Flavor, c.VCPUs, c.RAMMiB, c.DiskGiB
+	if vm.Node != "" {
+		if err := fits(tx.Txn, vm.Node, &vm); err != nil {
+			return nil, err
+		}
+	}
+	before, after := vmUsage(cur.Spec), vmUsage(vm.Spec)
+	if err := identity.Charge(tx, vm.ProjectID, identity.Resources{VCPUs: after.VCPUs - before.VCPUs,
+		RAMMiB: after.RAMMiB - before.RAMMiB, DiskGiB: after.DiskGiB - before.DiskGiB}); err != nil {
+		return nil, err
+	}
+	vm.Version = tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "resize", fmt.Sprintf("resized to %s: %d vCPU, %d MiB, %d GiB", c.Flavor, c.VCPUs, c.RAMMiB, c.DiskGiB), c.User, "", c.At)
+}
+
+func applyReportHost(tx *consensus.Tx, h *Host) (any, error) {
+	return nil, tx.Insert(tHosts, h)
+}
+
+type setSettingsCmd struct {
+	Settings Settings `json:"settings"`
+	IfMatch  uint64   `json:"if_match,omitempty"`
+}
+
+func applySetSettings(tx *consensus.Tx, c *setSettingsCmd) (any, error) {
+	cur := settings(tx.Txn)
+	if err := checkVersion("compute settings", "", cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := c.Settings
+	row.Version = tx.Index
+	return &row, tx.Insert(tSettings, &row)
+}
+
+// settings returns the cluster's compute settings, or the defaults.
+func settings(txn *memdb.Txn) Settings {
+	if s := consensus.First[Settings](txn, tSettings, "id"); s != nil {
+		return *s
+	}
+	return DefaultSettings
+}
+
+func applyCreateImage(tx *consensus.Tx, img *Image) (any, error) {
+	if consensus.First[Image](tx.Txn, tImages, "id", img.ID) != nil {
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "image %s already exists", img.ID)
+	}
+	if consensus.First[identity.Project](tx.Txn, "projects", "id", img.ProjectID) == nil {
+		return nil, notFound("project", img.ProjectID)
+	}
+	row := *img
+	row.Version = tx.Index
+	return &row, tx.Insert(tImages, &row)
+}
+
+func applyUpdateImage(tx *consensus.Tx, c *updateImageCmd) (any, error) {
+	cur := consensus.First[Image](tx.Txn, tImages, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("image", c.ID)
+	}
+	if err := checkVersion("image", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	row := *cur
+	if c.Name != nil {
+		row.Name = *c.Name
+	}
+	if c.Visibility != nil {
+		row.Visibility = *c.Visibility
+	}
+	row.Version = tx.Index
+	return &row, tx.Insert(tImages, &row)
+}
+
+func applyDeleteImage(tx *consensus.Tx, c *deleteImageCmd) (any, error) {
+	cur := consensus.First[Image](tx.Txn, tImages, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("image", c.ID)
+	}
+	if err := checkVersion("image", c.ID, cur.Version, c.IfMatch); err != nil {
+		return nil, err
+	}
+	return cur, tx.Delete(tImages, cur)
+}

@@ -1,0 +1,266 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// computeEnv is one in-process node with identity, compute, the default
+// network, an image record and a running scheduler: everything but QEMU.
+type computeEnv struct {
+	node  *consensus.Node
+	id    *identity.Service
+	svc   *Service
+	admin *identity.Principal
+	user  *identity.Principal
+	image *Image
+}
+
+func newComputeEnv(t *testing.T) *computeEnv {
+	t.Helper()
+	c := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		Register(r)
+		netfabric.Register(r)
+	})
+	n := c.Nodes[0]
+	ctx := context.Background()
+	id := identity.NewService(n, identity.DefaultConfig())
+	e := &computeEnv{node: n, id: id}
+	e.svc = NewService(n, id, NewImages(n, id, nil, ImagesConfig{TempDir: t.TempDir()}), slog.Default())
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := id.CreateFirstAdmin(ctx, "admin", "admin-password")
+	must(err)
+	e.admin = login(t, id, "admin", "admin-password")
+	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1}
+	pr, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "ward", Quota: &quota})
+	must(err)
+	_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "nurse", Password: "nurse-password"})
+	must(err)
+	must(id.SetMember(ctx, e.admin, "ward", "nurse", identity.RoleMember))
+	e.user = login(t, id, "nurse", "nurse-password")
+	for _, f := range []identity.FlavorSpec{{Name: "small", VCPUs: 1, RAMMiB: 512, DiskGiB: 1}, {Name: "big", VCPUs: 2, RAMMiB: 1024, DiskGiB: 2}, {Name: "huge", VCPUs: 8, RAMMiB: 512, DiskGiB: 1}} {
+		_, err = id.CreateFlavor(ctx, e.admin, f)
+		must(err)
+	}
+	_, err = n.Apply(ctx, netfabric.MsgCreateNetwork, &netfabric.Network{ID: "default", Name: "default", CIDR: "10.213.0.0/29"}, nil)
+	must(err)
+	img := &Image{ID: "img-1", Name: "guest", ProjectID: pr.ID, OwnerID: e.admin.User.ID, Visibility: VisibilityProject,
+		Format: FormatQCOW2, DiskFormat: FormatQCOW2, Size: 1 << 20, VirtualSize: 1 << 30, Firmware: "bios"}
+	_, err = n.Apply(ctx, MsgCreateImage, img, &e.image)
+	must(err)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { NewScheduler(n, slog.Default()).Run(sctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return e
+}
+
+func login(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
+	t.Helper()
+	tok, _, err := id.Login(context.Background(), user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := id.Authenticate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (e *computeEnv) host(t *testing.T, name string, vcpus, ram int64) {
+	t.Helper()
+	if _, err := e.node.Apply(context.Background(), MsgReportHost, &Host{Name: name, VCPUs: vcpus, RAMMiB: ram, Accel: "tcg", ReportedAt: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *computeEnv) usage(t *testing.T) identity.Resources {
+	q, err := e.id.GetQuota(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q.Usage
+}
+
+func TestCreateChargesQuotaAllocatesAddressAndWaitsForAHost(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "ris-1", Image: "guest", Flavor: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Status.State != StateScheduling || len(vm.IPs()) != 1 || vm.IPs()[0] != "10.213.0.2" {
+		t.Fatalf("new VM: state %s, IPs %v", vm.Status.State, vm.IPs())
+	}
+	if u := e.usage(t); u.Instances != 1 || u.VCPUs != 1 || u.RAMMiB != 512 || u.DiskGiB != 1 {
+		t.Fatalf("usage after create: %+v", u)
+	}
+	// No host has reported: the VM waits instead of failing.
+	time.Sleep(200 * time.Millisecond)
+	if got, _ := e.svc.VM(e.user, "ris-1"); got.Status.State != StateScheduling {
+		t.Fatalf("without hosts the VM should wait, is %s (%s)", got.Status.State, got.Status.Error)
+	}
+	e.host(t, "node1", 2, 4096)
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		got, _ := e.svc.VM(e.user, "ris-1")
+		if got.Node != "node1" || got.Status.State != StateBuilding {
+			return fmt.Errorf("node %q state %s", got.Node, got.Status.State)
+		}
+		return nil
+	})
+	evs, err := e.svc.Events(e.user, "ris-1")
+	if err != nil || len(evs) != 2 || evs[0].Kind != "create" || evs[1].Kind != "schedule" {
+		t.Fatalf("events: %+v %v", evs, err)
+	}
+}
+
+func TestBadRequestsLeaveNothingBehind(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		req  VMCreate
+		code string
+	}{
+		{"unknown flavor", VMCreate{Name: "a", Image: "guest", Flavor: "nope"}, consensus.CodeNotFound},
+		{"unknown image", VMCreate{Name: "a", Image: "nope", Flavor: "small"}, consensus.CodeNotFound},
+		{"bad name", VMCreate{Name: "-x", Image: "guest", Flavor: "small"}, consensus.CodeInvalid},
+		{"over quota", VMCreate{Name: "a", Image: "guest", Flavor: "huge"}, consensus.CodeQuotaExceeded},
+		{"bad user-data", VMCreate{Name: "a", Image: "guest", Flavor: "small", UserData: "#cloud-config\nusers: [oops"}, consensus.CodeInvalid},
+		{"bad ssh key", VMCreate{Name: "a", Image: "guest", Flavor: "small", SSHKeys: []string{"not a key"}}, consensus.CodeInvalid},
+	} {
+		_, err := e.svc.CreateVM(ctx, e.user, tc.req)
+		if consensus.ErrorCode(err) != tc.code {
+			t.Errorf("%s: got %v (code %q), want code %s", tc.name, err, consensus.ErrorCode(err), tc.code)
+		}
+	}
+	// An image bigger than the flavor's disk.
+	_, err := e.node.Apply(ctx, MsgCreateImage, &Image{ID: "img-2", Name: "fat", ProjectID: e.image.ProjectID, Visibility: VisibilityProject,
+		DiskFormat: FormatQCOW2, VirtualSize: 5 << 30}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "a", Image: "fat", Flavor: "big"}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Errorf("image larger than disk: %v", err)
+	}
+	if vms, _ := e.svc.ListVMs(e.user, ""); len(vms) != 0 {
+		t.Errorf("VMs left behind: %+v", vms)
+	}
+	if u := e.usage(t); u != (identity.Resources{}) {
+		t.Errorf("quota charged by refused requests: %+v", u)
+	}
+	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), ""); len(ports) != 0 {
+		t.Errorf("ports left: %+v", ports)
+	}
+}
+
+func TestDeleteUnplacedVMReleasesEverything(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "tmp", Image: "guest", Flavor: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Do(ctx, e.user, "tmp", OpDelete, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.VM(e.user, vm.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("deleted VM still there: %v", err)
+	}
+	if u := e.usage(t); u != (identity.Resources{}) {
+		t.Fatalf("quota not released: %+v", u)
+	}
+	if p := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(p) != 0 {
+		t.Fatalf("ports not released: %+v", p)
+	}
+	// The address is free again for the next VM.
+	vm2, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "tmp2", Image: "guest", Flavor: "small"})
+	if err != nil || vm2.IPs()[0] != vm.IPs()[0] {
+		t.Fatalf("address not reused: %v %v", vm2.IPs(), err)
+	}
+}
+
+func TestSchedulerSpreadsRespectsAntiAffinityAndCapacity(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	// 1 CPU × ratio 1: each host holds one 1-vCPU VM.
+	if _, err := e.svc.SetSettings(ctx, e.admin, Settings{CPUAllocationRatio: 1, RAMAllocationRatio: 1, ReservedRAMMiB: 0}, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.host(t, "node1", 1, 2048)
+	e.host(t, "node2", 1, 4096)
+	for _, name := range []string{"a", "b"} {
+		if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: name, Image: "guest", Flavor: "small", Group: "db"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "both placed", func() error {
+		a, _ := e.svc.VM(e.user, "a")
+		b, _ := e.svc.VM(e.user, "b")
+		if a.Node == "" || b.Node == "" {
+			return fmt.Errorf("a on %q, b on %q", a.Node, b.Node)
+		}
+		if a.Node == b.Node {
+			t.Fatalf("anti-affinity group on one node %s", a.Node)
+		}
+		if a.Node != "node2" {
+			t.Fatalf("spread: first VM should go to the emptier node2, went to %s", a.Node)
+		}
+		return nil
+	})
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c", Image: "guest", Flavor: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "c refused", func() error {
+		c, _ := e.svc.VM(e.user, "c")
+		if c.Status.State != StateError {
+			return fmt.Errorf("state %s", c.Status.State)
+		}
+		return nil
+	})
+	// A placement the FSM must refuse even if a scheduler proposed it.
+	c, _ := e.svc.VM(e.user, "c")
+	if _, err := e.node.Apply(ctx, MsgPlaceVM, placeVMCmd{ID: c.ID, Node: "node1"}, nil); consensus.ErrorCode(err) == "" {
+		t.Fatalf("overfilling node1 was accepted")
+	}
+}
+
+func TestResizeChargesTheDifference(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "r", Image: "guest", Flavor: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Resize(ctx, e.user, "r", "small", 0); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("shrinking the disk: %v", err)
+	}
+	if _, err := e.svc.Resize(ctx, e.user, "r", "huge", 0); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("huge has a smaller disk too: %v", err)
+	}
+	if _, err := e.id.CreateFlavor(ctx, e.admin, identity.FlavorSpec{Name: "bigger", VCPUs: 3, RAMMiB: 2048, DiskGiB: 4}); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := e.svc.Resize(ctx, e.user, "r", "bigger", 0)
+	if err != nil || vm.Spec.VCPUs != 3 {
+		t.Fatalf("resize: %+v %v", vm, err)
+	}
+	if u := e.usage(t); u.VCPUs != 3 || u.RAMMiB != 2048 || u.DiskGiB != 4 {
+		t.Fatalf("usage after resize: %+v", u)
+	}
+}

@@ -1,0 +1,184 @@
+package hypervisor
+
+import "time"
+
+// Desired power states of a VM, set by its owner through the API.
+const (
+	DesiredRunning = "running"
+	DesiredStopped = "stopped"
+	DesiredPaused  = "paused"
+	DesiredDeleted = "deleted" // the node tears it down, then purges the record
+)
+
+// Observed states, reported by the node that runs the VM (or set by the
+// scheduler before it has one).
+const (
+	StateScheduling = "scheduling" // waiting for the scheduler
+	StateBuilding   = "building"   // placed: the node is preparing disks and network
+	StateRunning    = "running"
+	StatePaused     = "paused"
+	StateStopping   = "stopping"
+	StateStopped    = "stopped"
+	StateDeleting   = "deleting"
+	StateError      = "error" // Status.Error says why
+)
+
+// Stop modes.
+const (
+	StopACPI  = "acpi"  // press the power button, force after the node's timeout
+	StopForce = "force" // pull the plug
+)
+
+// DataDisk is an extra blank disk of a VM.
+type DataDisk struct {
+	SizeGiB int64 `json:"size_gib"`
+}
+
+// VMSpec is what the owner asked for. Sizes are copied from the flavor at
+// create or resize time, so deleting a flavor never changes a running VM.
+type VMSpec struct {
+	Flavor    string     `json:"flavor"` // flavor ID
+	VCPUs     int64      `json:"vcpus"`
+	RAMMiB    int64      `json:"ram_mib"`
+	DiskGiB   int64      `json:"disk_gib"` // the boot disk
+	Image     string     `json:"image"`    // image ID
+	DataDisks []DataDisk `json:"data_disks,omitempty"`
+	Hostname  string     `json:"hostname"`
+	SSHKeys   []string   `json:"ssh_keys,omitempty"`
+	UserData  string     `json:"user_data,omitempty"`
+	Group     string     `json:"group,omitempty"` // anti-affinity: never two VMs of a group on one node
+	Firmware  string     `json:"firmware"`        // bios or uefi
+}
+
+// DiskGiBTotal is what the VM's disks count against the disk quota.
+func (s VMSpec) DiskGiBTotal() int64 {
+	n := s.DiskGiB
+	for _, d := range s.DataDisks {
+		n += d.SizeGiB
+	}
+	return n
+}
+
+// NIC is a VM's network port; the address comes from the network's IPAM and
+// is handed out by the node's DHCP server.
+type NIC struct {
+	ID      string `json:"id"`
+	Network string `json:"network"`
+	MAC     string `json:"mac"`
+	IP      string `json:"ip"`
+}
+
+// VMStatus is what the node observed.
+type VMStatus struct {
+	State     string    `json:"state"`
+	Error     string    `json:"error,omitempty"`
+	Accel     string    `json:"accel,omitempty"` // kvm or tcg
+	PID       int       `json:"pid,omitempty"`
+	VCPUs     int64     `json:"vcpus,omitempty"`   // what the running QEMU has now
+	RAMMiB    int64     `json:"ram_mib,omitempty"` // likewise
+	Pending   string    `json:"pending,omitempty"` // a change that waits for the next stop/start
+	StartedAt time.Time `json:"started_at,omitzero"`
+	UpdatedAt time.Time `json:"updated_at,omitzero"`
+}
+
+// VM is one virtual machine: desired state from its owner, placement from
+// the scheduler, observed status from its node.
+type VM struct {
+	ID        string   `json:"id"`
+	Name      string   `json:"name"`
+	ProjectID string   `json:"project_id"`
+	UserID    string   `json:"user_id"` // who created it
+	Spec      VMSpec   `json:"spec"`
+	Desired   string   `json:"desired"`
+	StopMode  string   `json:"stop_mode,omitempty"`
+	Reboots   uint64   `json:"reboots"` // bumped per reboot request; the node resets when it has done fewer
+	Node      string   `json:"node,omitempty"`
+	NICs      []NIC    `json:"nics"`
+	Status    VMStatus `json:"status"`
+	// Rebooted is how many reboot requests the node has carried out.
+	Rebooted  uint64    `json:"rebooted"`
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"` // changes with desired state, not with status reports
+}
+
+// IPs are the VM's addresses.
+func (v *VM) IPs() []string {
+	var out []string
+	for _, n := range v.NICs {
+		if n.IP != "" {
+			out = append(out, n.IP)
+		}
+	}
+	return out
+}
+
+// Event is one line of a VM's history: what was asked and what happened.
+type Event struct {
+	ID      string    `json:"id"` // VM ID + zero-padded Raft index: sorts per VM by time
+	VM      string    `json:"vm"`
+	Time    time.Time `json:"time"`
+	Kind    string    `json:"kind"` // e.g. create, stop, state
+	Message string    `json:"message"`
+	User    string    `json:"user,omitempty"`
+	Node    string    `json:"node,omitempty"`
+}
+
+// Host is a node's capacity for VMs, reported by the node itself.
+type Host struct {
+	Name       string    `json:"name"`
+	VCPUs      int64     `json:"vcpus"`
+	RAMMiB     int64     `json:"ram_mib"`
+	Accel      string    `json:"accel"`
+	Version    string    `json:"qemu_version,omitempty"`
+	Error      string    `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
+	ReportedAt time.Time `json:"reported_at"`
+}
+
+// Settings are the cluster admin's compute knobs.
+type Settings struct {
+	CPUAllocationRatio float64 `json:"cpu_allocation_ratio"` // vCPUs per host CPU
+	RAMAllocationRatio float64 `json:"ram_allocation_ratio"`
+	ReservedRAMMiB     int64   `json:"reserved_ram_mib"` // per host, for the host itself
+	Version            uint64  `json:"version"`
+}
+
+// DefaultSettings are OpenStack Nova's current defaults (cpu 4.0, ram 1.0)
+// with 1 GiB kept for the appliance itself.
+var DefaultSettings = Settings{CPUAllocationRatio: 4, RAMAllocationRatio: 1, ReservedRAMMiB: 1024}
+
+// Image visibility.
+const (
+	VisibilityPrivate = "private" // its uploader (and cluster admins)
+	VisibilityProject = "project" // every member of its project
+	VisibilityPublic  = "public"  // every user
+)
+
+// Image formats.
+const (
+	FormatQCOW2 = "qcow2"
+	FormatRaw   = "raw"
+	FormatISO   = "iso"
+)
+
+// Image is a VM image whose bytes live in the object store.
+type Image struct {
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	ProjectID   string    `json:"project_id"`
+	OwnerID     string    `json:"owner_id"`
+	Visibility  string    `json:"visibility"`
+	Format      string    `json:"format"`      // as uploaded: qcow2, raw or iso
+	DiskFormat  string    `json:"disk_format"` // as stored: qcow2 (raw is converted) or iso
+	Size        int64     `json:"size"`        // stored bytes
+	VirtualSize int64     `json:"virtual_size"`
+	SHA256      string    `json:"sha256"` // of the stored bytes
+	MinDiskGiB  int64     `json:"min_disk_gib"`
+	MinRAMMiB   int64     `json:"min_ram_mib"`
+	OSType      string    `json:"os_type,omitempty"` // e.g. linux, windows
+	OSVersion   string    `json:"os_version,omitempty"`
+	Description string    `json:"description,omitempty"`
+	Firmware    string    `json:"firmware"` // bios or uefi: how VMs from it boot
+	Source      string    `json:"source,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	Version     uint64    `json:"version"`
+}

@@ -1,0 +1,409 @@
+package hypervisor
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor/cloudinit"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
+)
+
+// worker converges one VM. Its goroutine is the only one that touches the
+// VM's QEMU, disks and taps, so operations on one VM never interleave.
+type worker struct {
+	n    *NodeAgent
+	id   string
+	log  *slog.Logger
+	wake chan struct{}
+	stop chan struct{}
+
+	inst *qemu.Instance
+	// guestShutdown: the guest powered itself off (QMP SHUTDOWN from the
+	// guest), so its exit is a stop, not a crash.
+	guestShutdown chan struct{}
+	// failed is the VM version whose start failed: not retried until the
+	// owner asks for something new.
+	failed  uint64
+	retryAt time.Time
+}
+
+func newWorker(n *NodeAgent, id string) *worker {
+	return &worker{n: n, id: id, log: n.log.With("vm", id), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+}
+
+func (w *worker) kick() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *worker) close() { close(w.stop) }
+
+func (w *worker) run(ctx context.Context) {
+	defer w.n.done(w.id)
+	defer func() {
+		if w.inst != nil {
+			w.inst.Close() // the VM keeps running; a new agent attaches
+		}
+	}()
+	for {
+		var exited <-chan struct{}
+		if w.inst != nil {
+			exited = w.inst.Exited()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.stop:
+			return
+		case <-w.wake:
+		case <-exited:
+			w.exited(ctx)
+		case <-time.After(30 * time.Second):
+		}
+		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
+		if vm == nil || vm.Node != w.n.cfg.Name {
+			return
+		}
+		done, err := w.reconcile(ctx, vm)
+		if err != nil && ctx.Err() == nil {
+			w.log.Warn("reconcile", "err", err)
+			w.retryAt = time.Now().Add(5 * time.Second)
+			time.AfterFunc(5*time.Second, w.kick)
+		}
+		if done {
+			return
+		}
+	}
+}
+
+// exited handles the end of the VM's QEMU process.
+func (w *worker) exited(ctx context.Context) {
+	guest := false
+	select {
+	case <-w.guestShutdown:
+		guest = true
+	default:
+	}
+	_ = w.inst.Quit(ctx) // removes the run directory
+	w.inst = nil
+	vm := getVM(w.n.c.Store().ReadTxn(), w.id)
+	if vm == nil {
+		return
+	}
+	st := vm.Status
+	st.State, st.PID, st.UpdatedAt = StateStopped, 0, time.Now().UTC()
+	if guest || vm.Desired == DesiredStopped {
+		w.report(ctx, vm, st, reportOpts{guestStopped: guest && vm.Desired != DesiredStopped, event: eventIf(guest, "the guest shut itself down")})
+		return
+	}
+	// A crash or a kill from outside: the owner still wants it running,
+	// so the next reconcile starts it again.
+	w.report(ctx, vm, st, reportOpts{event: "QEMU exited unexpectedly; starting it again"})
+}
+
+func eventIf(cond bool, s string) string {
+	if cond {
+		return s
+	}
+	return ""
+}
+
+type reportOpts struct {
+	guestStopped bool
+	event        string
+	rebooted     *uint64
+}
+
+// report sends the observed status when it changed.
+func (w *worker) report(ctx context.Context, vm *VM, st VMStatus, o reportOpts) {
+	rebooted := vm.Rebooted
+	if o.rebooted != nil {
+		rebooted = *o.rebooted
+	}
+	same := vm.Status.State == st.State && vm.Status.Error == st.Error && vm.Status.Accel == st.Accel &&
+		vm.Status.VCPUs == st.VCPUs && vm.Status.RAMMiB == st.RAMMiB && vm.Status.Pending == st.Pending &&
+		vm.Status.PID == st.PID && rebooted == vm.Rebooted
+	if same && !o.guestStopped && o.event == "" {
+		return
+	}
+	if st.UpdatedAt.IsZero() {
+		st.UpdatedAt = time.Now().UTC()
+	}
+	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Event: o.event}
+	if _, err := w.n.c.Apply(ctx, MsgReportVM, cmd, nil); err != nil && ctx.Err() == nil {
+		w.log.Warn("report VM status", "err", err)
+	}
+}
+
+// reconcile moves the VM one step or more towards what its owner wants.
+// It returns done once the VM is purged.
+func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
+	if w.inst == nil {
+		if inst, err := w.n.cfg.Driver.Attach(ctx, vm.ID); err == nil {
+			w.log.Info("attached to running VM")
+			w.adopt(inst)
+		}
+	}
+	switch vm.Desired {
+	case DesiredDeleted:
+		return w.teardown(ctx, vm)
+	case DesiredStopped:
+		return false, w.stopVM(ctx, vm)
+	}
+	if w.inst == nil {
+		if vm.Status.State == StateError && w.failed == vm.Version {
+			return false, nil
+		}
+		if err := w.start(ctx, vm); err != nil {
+			w.failed = vm.Version
+			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
+			w.report(ctx, vm, st, reportOpts{})
+			return false, nil
+		}
+	}
+	return false, w.converge(ctx, vm)
+}
+
+// adopt takes over a QEMU instance and watches its events.
+func (w *worker) adopt(inst *qemu.Instance) {
+	w.inst = inst
+	gs := make(chan struct{})
+	w.guestShutdown = gs
+	go func() {
+		var once bool
+		for ev := range inst.Events() {
+			if ev.Name != "SHUTDOWN" || once {
+				continue
+			}
+			var d struct {
+				Guest bool `json:"guest"`
+			}
+			if json.Unmarshal(ev.Data, &d) == nil && d.Guest {
+				once = true
+				close(gs)
+			}
+		}
+	}()
+}
+
+// start prepares disks, seed and taps, then launches QEMU.
+func (w *worker) start(ctx context.Context, vm *VM) error {
+	w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}, reportOpts{})
+	img := consensus.First[Image](w.n.c.Store().ReadTxn(), tImages, "id", vm.Spec.Image)
+	if img == nil {
+		img = w.cachedImage(vm)
+		if img == nil {
+			return fmt.Errorf("image %s was deleted before this VM's disk was made", vm.Spec.Image)
+		}
+	}
+	base, err := w.n.cfg.Cache.Path(ctx, img)
+	if err != nil {
+		return err
+	}
+	disks, err := w.n.cfg.Volumes.Prepare(ctx, vm, img, base)
+	if err != nil {
+		return fmt.Errorf("prepare disks: %w", err)
+	}
+	seedPath := filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "seed.iso")
+	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData)}
+	if err := seed.WriteISO(seedPath); err != nil {
+		return fmt.Errorf("write cloud-init seed: %w", err)
+	}
+	disks = append(disks, Disk{ID: "seed", Path: seedPath, Format: FormatRaw, Media: "disk", ReadOnly: true})
+	var nics []qemu.NIC
+	for _, nic := range vm.NICs {
+		tap := w.n.cfg.Net.TapName(nic.ID)
+		if err := w.n.cfg.Net.EnsureTap(tap); err != nil {
+			return fmt.Errorf("network port %s: %w", nic.ID, err)
+		}
+		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC})
+	}
+	m := w.machine(vm, img, disks, nics)
+	inst, err := w.n.cfg.Driver.Start(ctx, m)
+	if err != nil {
+		return err
+	}
+	w.adopt(inst)
+	w.failed = 0
+	return nil
+}
+
+// cachedImage rebuilds enough of a deleted image's record to boot a VM
+// whose disks already exist on this node (the overlay's base is cached).
+func (w *worker) cachedImage(vm *VM) *Image {
+	for _, f := range []string{FormatQCOW2, FormatISO} {
+		img := &Image{ID: vm.Spec.Image, DiskFormat: f}
+		if fileExists(w.n.cfg.Cache.File(img)) && fileExists(filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "root.qcow2")) {
+			return img
+		}
+	}
+	return nil
+}
+
+// machine turns a VM into QEMU's terms.
+func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu.Machine {
+	sum := sha256.Sum256([]byte(vm.ID))
+	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
+	m := qemu.Machine{Name: vm.ID, UUID: uuid, VCPUs: int(vm.Spec.VCPUs), MemoryMiB: int(vm.Spec.RAMMiB),
+		// Room for online resize: twice the boot size, as far as the host goes.
+		MaxVCPUs: int(min(2*vm.Spec.VCPUs, 64)), MaxMemoryMiB: int(2 * vm.Spec.RAMMiB),
+		Accel: w.n.cfg.Accel, NICs: nics,
+		// The serial log lives with the disks, so it outlives stops.
+		SerialLog: filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "serial.log")}
+	if vm.Spec.Firmware == "uefi" {
+		m.Firmware = qemu.Firmware{Type: "uefi", Code: w.n.cfg.OVMFCode, VarsTemplate: w.n.cfg.OVMFVars,
+			Vars: filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "OVMF_VARS.fd")}
+	}
+	boot := 1
+	if img.DiskFormat == FormatISO {
+		boot = 2 // the installer CD first, the disk after
+	}
+	for _, d := range disks {
+		qd := qemu.Disk{ID: d.ID, Path: d.Path, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media, Cache: w.n.cfg.Volumes.cacheMode()}
+		switch d.ID {
+		case "root":
+			qd.BootIndex = boot
+		case "install":
+			qd.BootIndex = 1
+		}
+		m.Disks = append(m.Disks, qd)
+	}
+	return m
+}
+
+// converge handles a running QEMU: pause, resume, reboot, resize.
+func (w *worker) converge(ctx context.Context, vm *VM) error {
+	qs, err := w.inst.Status(ctx)
+	if err != nil {
+		return err
+	}
+	st := vm.Status
+	st.Accel, st.PID, st.Error = w.n.cfg.Accel, qs.PID, ""
+	if st.StartedAt.IsZero() || (vm.Status.State != StateRunning && vm.Status.State != StatePaused) {
+		st.StartedAt = time.Now().UTC()
+	}
+	if st.VCPUs == 0 {
+		st.VCPUs, st.RAMMiB = vm.Spec.VCPUs, vm.Spec.RAMMiB
+	}
+	var o reportOpts
+	switch {
+	case vm.Desired == DesiredPaused && qs.Running:
+		if err := w.inst.Pause(ctx); err != nil {
+			return err
+		}
+		qs.Running = false
+	case vm.Desired == DesiredRunning && !qs.Running && qs.State == "paused":
+		if err := w.inst.Resume(ctx); err != nil {
+			return err
+		}
+		qs.Running = true
+	}
+	if vm.Reboots > vm.Rebooted && vm.Desired == DesiredRunning {
+		if err := w.inst.Reset(ctx); err != nil {
+			return err
+		}
+		r := vm.Reboots
+		o.rebooted, o.event = &r, "rebooted"
+	}
+	st.State = StateRunning
+	if !qs.Running {
+		st.State = StatePaused
+	}
+	w.resize(ctx, vm, &st)
+	w.report(ctx, vm, st, o)
+	return nil
+}
+
+// resize applies a new flavor to the running QEMU where it can: vCPUs and
+// memory grow online up to the ceilings set at boot; anything else (a
+// decrease, a larger disk) waits for the next stop and start.
+func (w *worker) resize(ctx context.Context, vm *VM, st *VMStatus) {
+	st.Pending = ""
+	var pending []string
+	if vm.Spec.VCPUs != st.VCPUs {
+		if err := w.inst.SetVCPUs(ctx, int(vm.Spec.VCPUs)); err != nil {
+			pending = append(pending, fmt.Sprintf("%d vCPUs (%v)", vm.Spec.VCPUs, err))
+		} else {
+			st.VCPUs = vm.Spec.VCPUs
+		}
+	}
+	if vm.Spec.RAMMiB > st.RAMMiB {
+		if _, err := w.inst.SetMemory(ctx, int(vm.Spec.RAMMiB)); err != nil {
+			pending = append(pending, fmt.Sprintf("%d MiB (%v)", vm.Spec.RAMMiB, err))
+		} else {
+			st.RAMMiB = vm.Spec.RAMMiB
+		}
+	} else if vm.Spec.RAMMiB < st.RAMMiB {
+		pending = append(pending, fmt.Sprintf("%d MiB at the next start", vm.Spec.RAMMiB))
+	}
+	if len(pending) > 0 {
+		st.Pending = fmt.Sprint(pending)
+	}
+}
+
+// stopVM shuts the VM down: the ACPI button first, then the plug.
+func (w *worker) stopVM(ctx context.Context, vm *VM) error {
+	if w.inst == nil {
+		st := VMStatus{State: StateStopped, Accel: vm.Status.Accel}
+		if vm.Status.State == StateError && vm.Status.Error != "" && w.failed == vm.Version {
+			st = vm.Status // a failed start stays visible until the next request
+		}
+		w.report(ctx, vm, st, reportOpts{})
+		return nil
+	}
+	st := vm.Status
+	st.State = StateStopping
+	w.report(ctx, vm, st, reportOpts{})
+	if vm.StopMode != StopForce {
+		if err := w.inst.Powerdown(ctx); err == nil {
+			select {
+			case <-w.inst.Exited():
+			case <-time.After(w.n.cfg.StopTimeout):
+				w.log.Info("guest ignored the ACPI power button; forcing it off", "timeout", w.n.cfg.StopTimeout)
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	if err := w.inst.Quit(ctx); err != nil {
+		return err
+	}
+	w.inst = nil
+	w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel, UpdatedAt: time.Now().UTC()}, reportOpts{})
+	return nil
+}
+
+// teardown removes everything the VM had on this node, then its record.
+func (w *worker) teardown(ctx context.Context, vm *VM) (bool, error) {
+	if vm.Status.State != StateDeleting {
+		w.report(ctx, vm, VMStatus{State: StateDeleting}, reportOpts{})
+	}
+	if w.inst != nil {
+		if err := w.inst.Quit(ctx); err != nil {
+			return false, err
+		}
+		w.inst = nil
+	}
+	var errs []error
+	for _, nic := range vm.NICs {
+		errs = append(errs, w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)))
+	}
+	errs = append(errs, w.n.cfg.Volumes.Remove(ctx, vm.ID))
+	if err := errors.Join(errs...); err != nil {
+		return false, err
+	}
+	if _, err := w.n.c.Apply(ctx, MsgPurgeVM, purgeVMCmd{ID: vm.ID, Node: w.n.cfg.Name}, nil); err != nil {
+		return false, err
+	}
+	w.log.Info("VM deleted")
+	return true, nil
+}

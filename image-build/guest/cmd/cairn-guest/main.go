@@ -1,0 +1,205 @@
+//go:build linux
+
+// Command cairn-guest is the init (PID 1) of the test guest built by
+// image-build/guest.sh. It prints, on the serial port and the screen,
+//
+//	cairn-guest: hostname=<name> ip=<addr>
+//
+// once it has read its seed and got a DHCP lease, answers every connection
+// to TCP port 8080 with "hostname=<name> ip=<addr>\n", and powers off on the
+// ACPI power button. Failures print "cairn-guest: seed: <error>" and
+// "cairn-guest: dhcp: <error>" lines; DHCP is retried for ever.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// fallbackHostname names the guest when it finds no seed, so that it still
+// comes up and says what went wrong.
+const fallbackHostname = "cairn-guest"
+
+func main() {
+	mountKernelFS()
+	con := openConsole()
+	con.Printf("starting")
+	loadModules(con, "/lib/modules/guest.load")
+	go reap()
+	power := make(chan string, 1)
+	go handleSignals(power)
+	watchPowerButton(con, power)
+
+	name := fallbackHostname
+	if s, dev, err := findSeed(10 * time.Second); err != nil {
+		con.Printf("seed: %v", err)
+	} else {
+		name = s.Hostname
+		first, _, _ := strings.Cut(string(s.UserData), "\n")
+		con.Printf("seed: %s instance-id=%s ssh-keys=%d user-data=%q", dev, s.InstanceID, len(s.SSHKeys), first)
+	}
+	if err := unix.Sethostname([]byte(name)); err != nil {
+		con.Printf("hostname: %v", err)
+	}
+	if _, err := unix.Getrandom(make([]byte, 1), unix.GRND_NONBLOCK); errors.Is(err, unix.EAGAIN) {
+		// DHCP's transaction ID comes from crypto/rand, which waits for
+		// the kernel's RNG; under TCG without one that takes minutes.
+		con.Printf("dhcp: waiting for the kernel's random number generator: give the VM virtio-rng-pci or a CPU with RDRAND (-cpu max)")
+	}
+	go func() {
+		addr := bringUpNetwork(con)
+		con.Printf("hostname=%s ip=%s", name, addr)
+		serve(con, fmt.Sprintf("hostname=%s ip=%s\n", name, addr))
+	}()
+
+	what := <-power
+	con.Printf("%s", what)
+	unix.Sync()
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if what == "reboot" {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	if err := unix.Reboot(cmd); err != nil {
+		con.Printf("power off: %v", err)
+	}
+	select {} // PID 1 must not exit: the kernel would panic
+}
+
+// serve answers each connection to port 8080 with answer and closes it:
+// a test reaches the guest through QEMU's port forwarding and checks who
+// answered.
+func serve(con *console, answer string) {
+	ln, err := net.Listen("tcp", ":8080")
+	if err != nil {
+		con.Printf("listen: %v", err)
+		return
+	}
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			con.Printf("accept: %v", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		go func() {
+			defer c.Close()
+			_ = c.SetWriteDeadline(time.Now().Add(5 * time.Second))
+			_, _ = io.WriteString(c, answer)
+		}()
+	}
+}
+
+// console writes "cairn-guest: " lines to the serial port and the screen:
+// the kernel's /dev/console is only the last console= of the command line,
+// and both a serial log and a VNC view should show them.
+type console struct {
+	mu sync.Mutex
+	w  []io.Writer
+}
+
+func openConsole() *console {
+	c := &console{}
+	for _, dev := range []string{"/dev/ttyS0", "/dev/tty0"} {
+		if f, err := os.OpenFile(dev, os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
+			c.w = append(c.w, f)
+		}
+	}
+	if len(c.w) == 0 {
+		c.w = append(c.w, os.Stdout) // the kernel's /dev/console
+	}
+	return c
+}
+
+// Printf writes one line to every console.
+func (c *console) Printf(format string, args ...any) {
+	line := "cairn-guest: " + fmt.Sprintf(format, args...) + "\n"
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, w := range c.w {
+		_, _ = io.WriteString(w, line)
+	}
+}
+
+// mountKernelFS mounts what the rest needs; errors show up later as missing
+// devices, which say more than a mount error would.
+func mountKernelFS() {
+	for _, m := range []struct{ src, dst, fstype, data string }{
+		{"proc", "/proc", "proc", ""},
+		{"sysfs", "/sys", "sysfs", ""},
+		{"devtmpfs", "/dev", "devtmpfs", "mode=0755"},
+		{"tmpfs", "/run", "tmpfs", "mode=0755"},
+	} {
+		_ = os.MkdirAll(m.dst, 0o755)
+		_ = unix.Mount(m.src, m.dst, m.fstype, unix.MS_NOSUID, m.data)
+	}
+}
+
+// loadModules loads the modules listed in list, one path per line, in the
+// dependency order guest.sh wrote them in (modprobe --show-depends).
+func loadModules(con *console, list string) {
+	b, err := os.ReadFile(list)
+	if err != nil {
+		con.Printf("modules: %v", err)
+		return
+	}
+	for line := range strings.Lines(string(b)) {
+		path := strings.TrimSpace(line)
+		if path == "" {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			con.Printf("module %s: %v", path, err)
+			continue
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			con.Printf("module %s: %v", filepath.Base(path), err)
+		}
+	}
+}
+
+// reap collects the orphans the kernel hands to PID 1.
+func reap() {
+	ch := make(chan os.Signal, 16)
+	signal.Notify(ch, syscall.SIGCHLD)
+	for range ch {
+		for {
+			var ws unix.WaitStatus
+			if pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil); pid <= 0 || err != nil {
+				break
+			}
+		}
+	}
+}
+
+// handleSignals powers off on SIGTERM or SIGUSR2 (what poweroff commands
+// send to init) and reboots on SIGINT (Ctrl-Alt-Del, once the kernel's own
+// reboot on it is off).
+func handleSignals(power chan<- string) {
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGINT)
+	for s := range ch {
+		what := "poweroff"
+		if s == syscall.SIGINT {
+			what = "reboot"
+		}
+		select {
+		case power <- what:
+		default:
+		}
+	}
+}

@@ -1,0 +1,170 @@
+package netfabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// HostConfig names what a Host owns in its network namespace.
+type HostConfig struct {
+	Bridge    string // the VMs' bridge, holding the network's gateway address
+	TapPrefix string // taps whose names start with it are ours
+	NFTable   string // our IPv4 nftables table; nothing else in it survives a Reconcile
+	// ResolvConf lists files to take DNS servers from when the network names
+	// none; the first with a non-loopback IPv4 nameserver wins.
+	ResolvConf []string
+	// OnLease, if set, is called after an ACK, so the caller can mark a
+	// port's address as seen by its guest. It runs on the DHCP goroutine.
+	OnLease func(mac net.HardwareAddr, ip netip.Addr)
+	Logger  *slog.Logger
+}
+
+// DefaultHostConfig returns the names a Cairn node uses.
+func DefaultHostConfig() HostConfig {
+	return HostConfig{
+		Bridge:     "cairnbr0",
+		TapPrefix:  "cvm",
+		NFTable:    "cairn_nat",
+		ResolvConf: []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
+		Logger:     slog.Default(),
+	}
+}
+
+// LeaseSource is what the DHCP server asks about the guests: the caller backs
+// it with the replicated state (see StoreLeases).
+type LeaseSource interface {
+	// Lease returns the address and hostname of the port with this MAC.
+	Lease(mac net.HardwareAddr) (ip netip.Addr, hostname string, ok bool)
+	// Network returns the network being served, as currently desired.
+	Network() (Network, bool)
+}
+
+// Host reconciles one node's side of the VM network in the current network
+// namespace: a bridge with the gateway address, taps attached to it, an
+// nftables table for NAT, IPv4 forwarding, and a DHCP server on the bridge.
+// It owns those objects by name and rebuilds them; nothing else on the host
+// is touched. Call its methods from a goroutine in the namespace it manages.
+type Host struct {
+	cfg    HostConfig
+	leases LeaseSource
+	log    *slog.Logger
+
+	mu      sync.Mutex
+	nw      Network // as last reconciled
+	hostDNS []net.IP
+	dhcp    *dhcpServer
+}
+
+// NewHost returns a Host; it changes nothing until Reconcile.
+func NewHost(cfg HostConfig, leases LeaseSource) *Host {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Host{cfg: cfg, leases: leases, log: log.With("component", "netfabric")}
+}
+
+// Reconcile makes the host serve nw: the bridge up with the gateway address,
+// our taps on it, forwarding on, the NAT table rebuilt and the DHCP server
+// running. It is idempotent and repairs whatever drifted, including what an
+// earlier crash left half done.
+func (h *Host) Reconcile(ctx context.Context, nw Network) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pfx, err := ParseCIDR(nw.CIDR)
+	if err != nil {
+		return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
+	}
+	gw := pfx.Addr().Next()
+	if nw.Gateway != "" && nw.Gateway != gw.String() {
+		return fmt.Errorf("reconcile network %s: gateway %s is not the first host of %s", nw.ID, nw.Gateway, pfx)
+	}
+	nw.Gateway = gw.String()
+	steps := []func() error{
+		func() error {
+			br, err := h.ensureBridge(netip.PrefixFrom(gw, pfx.Bits()))
+			if err != nil {
+				return err
+			}
+			if h.dhcp != nil && h.dhcp.ifindex != br.Attrs().Index {
+				h.log.Info("bridge was recreated; restarting DHCP", "bridge", h.cfg.Bridge)
+				h.stopDHCP()
+			}
+			h.nw, h.hostDNS = nw, resolvers(h.cfg.ResolvConf)
+			if h.dhcp == nil {
+				return h.startDHCP(br.Attrs().Index)
+			}
+			return nil
+		},
+		h.attachTaps,
+		enableForwarding,
+		func() error { return buildNATRuleset(h.cfg.NFTable, h.cfg.Bridge, pfx).apply() },
+	}
+	for _, step := range steps {
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
+		}
+		if err := step(); err != nil {
+			return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
+		}
+	}
+	return nil
+}
+
+// Close stops the DHCP server. The bridge, taps and NAT table stay, so
+// running VMs keep their network while the agent restarts.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopDHCP()
+	return nil
+}
+
+// Teardown removes everything the Host owns: DHCP, taps, bridge and table.
+// It is for tests and for taking a node out of the cluster; IPv4 forwarding
+// is left as it is, since other things on the host may depend on it.
+func (h *Host) Teardown() error {
+	h.mu.Lock()
+	h.stopDHCP()
+	h.nw = Network{}
+	h.mu.Unlock()
+	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), deleteNFTable(h.cfg.NFTable)}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("tear down network host state: %w", err)
+	}
+	return nil
+}
+
+// StoreLeases returns a LeaseSource that reads the ports of one network from
+// the replicated state on every question, so new ports are served at once.
+func StoreLeases(s *consensus.Store, networkID string) LeaseSource {
+	return storeLeases{s: s, id: networkID}
+}
+
+type storeLeases struct {
+	s  *consensus.Store
+	id string
+}
+
+func (l storeLeases) Lease(mac net.HardwareAddr) (netip.Addr, string, bool) {
+	p := PortByMAC(l.s.ReadTxn(), mac)
+	if p == nil || p.NetworkID != l.id {
+		return netip.Addr{}, "", false
+	}
+	return p.Addr(), p.Hostname, true
+}
+
+func (l storeLeases) Network() (Network, bool) {
+	nw := GetNetwork(l.s.ReadTxn(), l.id)
+	if nw == nil {
+		return Network{}, false
+	}
+	return *nw, true
+}

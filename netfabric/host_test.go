@@ -1,0 +1,260 @@
+package netfabric_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+type ack struct {
+	mac string
+	ip  netip.Addr
+}
+
+type hostFixture struct {
+	ns     netns.NsHandle
+	cfg    netfabric.HostConfig
+	h      *netfabric.Host
+	nw     netfabric.Network
+	leases *staticLeases
+	acks   chan ack
+}
+
+// newHostFixture reconciles a Host for 10.77.0.0/24 inside a fresh "host"
+// namespace and tears it down when the test ends.
+func newHostFixture(t *testing.T) *hostFixture {
+	requireRoot(t)
+	f := &hostFixture{ns: newNS(t), acks: make(chan ack, 16)}
+	f.nw = netfabric.Network{ID: "default", CIDR: "10.77.0.0/24", Gateway: "10.77.0.1"}
+	f.leases = newLeases(f.nw)
+	resolv := filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolv, []byte("# test\nnameserver 127.0.0.53\nnameserver 192.0.2.53\nnameserver ::1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f.cfg = netfabric.DefaultHostConfig()
+	f.cfg.ResolvConf = []string{resolv}
+	f.cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.cfg.OnLease = func(mac net.HardwareAddr, ip netip.Addr) {
+		select {
+		case f.acks <- ack{mac.String(), ip}:
+		default:
+		}
+	}
+	f.h = netfabric.NewHost(f.cfg, f.leases)
+	f.reconcile(t, f.nw)
+	t.Cleanup(func() {
+		if err := f.do(t, f.h.Teardown); err != nil {
+			t.Errorf("teardown: %v", err)
+		}
+	})
+	return f
+}
+
+func (f *hostFixture) do(t *testing.T, fn func() error) error { return inNS(t, f.ns, fn) }
+
+func (f *hostFixture) reconcile(t *testing.T, nw netfabric.Network) {
+	t.Helper()
+	if err := f.do(t, func() error { return f.h.Reconcile(context.Background(), nw) }); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tableRules counts the rules per chain of our table, or returns nil if
+// there is no such table.
+func (f *hostFixture) tableRules(t *testing.T) map[string]int {
+	t.Helper()
+	var out map[string]int
+	err := f.do(t, func() error {
+		c, err := nftables.New()
+		if err != nil {
+			return err
+		}
+		tbl, err := c.ListTableOfFamily(f.cfg.NFTable, nftables.TableFamilyIPv4)
+		if err != nil {
+			return nil // no table
+		}
+		chains, err := c.ListChains()
+		if err != nil {
+			return err
+		}
+		out = map[string]int{}
+		for _, ch := range chains {
+			if ch.Table.Name != tbl.Name || ch.Table.Family != tbl.Family {
+				continue
+			}
+			rules, err := c.GetRules(tbl, ch)
+			if err != nil {
+				return err
+			}
+			out[ch.Name] = len(rules)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func (f *hostFixture) bridgeAddrs(t *testing.T) []string {
+	t.Helper()
+	h := handle(t, f.ns)
+	br, err := h.LinkByName(f.cfg.Bridge)
+	if err != nil {
+		t.Fatalf("bridge: %v", err)
+	}
+	if br.Attrs().Flags&net.FlagUp == 0 {
+		t.Fatalf("bridge %s is down", f.cfg.Bridge)
+	}
+	addrs, err := h.AddrList(br, netlink.FAMILY_V4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, a := range addrs {
+		out = append(out, a.IPNet.String())
+	}
+	return out
+}
+
+func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
+	f := newHostFixture(t)
+	want := map[string]int{"postrouting": 1, "forward": 3}
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.77.0.1/24" {
+		t.Fatalf("bridge addresses %v", got)
+	}
+	if got := f.tableRules(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("nftables rules per chain %v, want %v", got, want)
+	}
+	var fwd []byte
+	if err := f.do(t, func() (err error) { fwd, err = os.ReadFile("/proc/sys/net/ipv4/ip_forward"); return err }); err != nil || strings.TrimSpace(string(fwd)) != "1" {
+		t.Fatalf("ip_forward %q, %v", fwd, err)
+	}
+
+	f.reconcile(t, f.nw)
+	if got := f.tableRules(t); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("after a second Reconcile: rules %v, want %v", got, want)
+	}
+
+	// A new CIDR replaces the address instead of adding one.
+	moved := netfabric.Network{ID: "default", CIDR: "10.78.0.0/24"}
+	f.reconcile(t, moved)
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.78.0.1/24" {
+		t.Fatalf("bridge addresses after the CIDR changed: %v", got)
+	}
+
+	// Someone deletes the bridge: the next Reconcile brings it back.
+	h := handle(t, f.ns)
+	br, _ := h.LinkByName(f.cfg.Bridge)
+	if err := h.LinkDel(br); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile(t, f.nw)
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.77.0.1/24" {
+		t.Fatalf("bridge addresses after it was recreated: %v", got)
+	}
+
+	tap := f.h.TapName("vm1-nic0")
+	if err := f.do(t, func() error { return f.h.EnsureTap(tap) }); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.do(t, f.h.Teardown); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{f.cfg.Bridge, tap} {
+		if _, err := h.LinkByName(name); err == nil {
+			t.Errorf("%s survived Teardown", name)
+		}
+	}
+	if got := f.tableRules(t); got != nil {
+		t.Errorf("table %s survived Teardown: %v", f.cfg.NFTable, got)
+	}
+	if err := f.do(t, f.h.Teardown); err != nil {
+		t.Fatalf("a second Teardown: %v", err)
+	}
+}
+
+func TestTaps(t *testing.T) {
+	f := newHostFixture(t)
+	name := f.h.TapName("vm1-nic0")
+	if len(name) > 15 || !strings.HasPrefix(name, "cvm") || name != f.h.TapName("vm1-nic0") || name == f.h.TapName("vm1-nic1") {
+		t.Fatalf("TapName %q: want a stable, distinct cvm* name of at most 15 characters", name)
+	}
+	for range 2 {
+		if err := f.do(t, func() error { return f.h.EnsureTap(name) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := handle(t, f.ns)
+	checkTap := func() {
+		t.Helper()
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br, err := h.LinkByName(f.cfg.Bridge)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tap, ok := l.(*netlink.Tuntap)
+		if !ok || tap.Mode != netlink.TUNTAP_MODE_TAP {
+			t.Fatalf("%s is %T %+v, want a tap", name, l, l)
+		}
+		if tap.Flags&netlink.TUNTAP_VNET_HDR == 0 || tap.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
+			t.Errorf("%s flags %#x: want vnet_hdr, no multi_queue", name, tap.Flags)
+		}
+		if l.Attrs().MasterIndex != br.Attrs().Index || l.Attrs().Flags&net.FlagUp == 0 {
+			t.Fatalf("%s: master %d (bridge is %d), flags %v", name, l.Attrs().MasterIndex, br.Attrs().Index, l.Attrs().Flags)
+		}
+	}
+	checkTap()
+	var taps []string
+	if err := f.do(t, func() (err error) { taps, err = f.h.Taps(); return err }); err != nil || strings.Join(taps, ",") != name {
+		t.Fatalf("Taps() = %v, %v; want [%s]", taps, err, name)
+	}
+	if err := f.do(t, func() error { return f.h.EnsureTap("eth0") }); err == nil {
+		t.Fatal("EnsureTap accepted a name without our prefix")
+	}
+
+	// The bridge is recreated under a running VM: Reconcile re-attaches its tap.
+	br, _ := h.LinkByName(f.cfg.Bridge)
+	if err := h.LinkDel(br); err != nil {
+		t.Fatal(err)
+	}
+	f.reconcile(t, f.nw)
+	checkTap()
+
+	// Close leaves the tap for the VM; RemoveTap removes it, twice is fine.
+	if err := f.h.Close(); err != nil {
+		t.Fatal(err)
+	}
+	checkTap()
+	for range 2 {
+		if err := f.do(t, func() error { return f.h.RemoveTap(name) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.do(t, func() (err error) { taps, err = f.h.Taps(); return err }); err != nil || len(taps) != 0 {
+		t.Fatalf("Taps() after RemoveTap = %v, %v", taps, err)
+	}
+}
+
+// testWriter sends logs to the test log while the test runs.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	defer func() { _ = recover() }()
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

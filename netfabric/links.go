@@ -1,0 +1,206 @@
+package netfabric
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// ensureBridge makes the bridge exist, up, with a fixed MAC and exactly one
+// IPv4 address: the gateway. It returns the bridge's interface index.
+func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
+	name := h.cfg.Bridge
+	// A fixed MAC: otherwise a Linux bridge takes the lowest MAC of its
+	// ports, and the gateway's MAC changes under the guests as taps come and go.
+	mac := MACFor("bridge:" + name)
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name, HardwareAddr: mac}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return nil, fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		h.log.Info("created bridge", "bridge", name)
+		link, err = netlink.LinkByName(name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return nil, fmt.Errorf("bridge %s: a %s link has that name; it is not ours to change", name, link.Type())
+	}
+	if link.Attrs().HardwareAddr.String() != mac.String() {
+		if err := netlink.LinkSetHardwareAddr(link, mac); err != nil {
+			return nil, fmt.Errorf("bridge %s: set MAC: %w", name, err)
+		}
+	}
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
+		return nil, fmt.Errorf("bridge %s: list addresses: %w", name, err)
+	}
+	for _, a := range addrs {
+		if a.IPNet.String() != gw.String() {
+			if err := netlink.AddrDel(link, &a); err != nil {
+				return nil, fmt.Errorf("bridge %s: remove stale address %s: %w", name, a.IPNet, err)
+			}
+		}
+	}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: gw.Addr().AsSlice(), Mask: net.CIDRMask(gw.Bits(), 32)}}
+	if err := netlink.AddrReplace(link, addr); err != nil {
+		return nil, fmt.Errorf("bridge %s: add %s: %w", name, gw, err)
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return nil, fmt.Errorf("bridge %s: up: %w", name, err)
+	}
+	return link, nil
+}
+
+// TapName is the tap device of a VM NIC with the given id: the prefix and a
+// hash of the id, so it is the same after a restart and fits IFNAMSIZ (15).
+func (h *Host) TapName(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return h.cfg.TapPrefix + hex.EncodeToString(sum[:])[:max(15-len(h.cfg.TapPrefix), 4)]
+}
+
+func (h *Host) ownsTap(name string) bool {
+	return strings.HasPrefix(name, h.cfg.TapPrefix) && len(name) <= 15
+}
+
+// EnsureTap creates a persistent tap device for QEMU (IFF_TAP, no packet
+// info, a virtio-net header, one queue), attaches it to the bridge and sets
+// it up. It is idempotent. Reconcile must have created the bridge.
+func (h *Host) EnsureTap(name string) error {
+	if !h.ownsTap(name) {
+		return fmt.Errorf("ensure tap %s: not a %s* name of at most 15 characters", name, h.cfg.TapPrefix)
+	}
+	br, err := netlink.LinkByName(h.cfg.Bridge)
+	if err != nil {
+		return fmt.Errorf("ensure tap %s: bridge %s: %w", name, h.cfg.Bridge, err)
+	}
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TAP,
+			Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR}
+		if err := netlink.LinkAdd(tap); err != nil {
+			return fmt.Errorf("ensure tap %s: create: %w", name, err)
+		}
+		link, err = netlink.LinkByName(name)
+	}
+	if err != nil {
+		return fmt.Errorf("ensure tap %s: %w", name, err)
+	}
+	if _, ok := link.(*netlink.Tuntap); !ok {
+		return fmt.Errorf("ensure tap %s: a %s link has that name", name, link.Type())
+	}
+	if link.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMaster(link, br); err != nil {
+			return fmt.Errorf("ensure tap %s: attach to %s: %w", name, h.cfg.Bridge, err)
+		}
+	}
+	if err := netlink.LinkSetUp(link); err != nil {
+		return fmt.Errorf("ensure tap %s: up: %w", name, err)
+	}
+	return nil
+}
+
+// RemoveTap deletes one of our taps; a tap that is gone already is fine.
+func (h *Host) RemoveTap(name string) error {
+	if !h.ownsTap(name) {
+		return fmt.Errorf("remove tap %s: not ours", name)
+	}
+	link, err := netlink.LinkByName(name)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove tap %s: %w", name, err)
+	}
+	if err := netlink.LinkDel(link); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove tap %s: %w", name, err)
+	}
+	return nil
+}
+
+// Taps lists our tap devices (tuntap links with our prefix), by name.
+func (h *Host) Taps() ([]string, error) {
+	links, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list taps: %w", err)
+	}
+	var out []string
+	for _, l := range links {
+		if _, ok := l.(*netlink.Tuntap); ok && h.ownsTap(l.Attrs().Name) {
+			out = append(out, l.Attrs().Name)
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+// PruneTaps removes our taps that keep does not want: the hypervisor calls it
+// at start-up with its running VMs' taps, to clear what a crash left behind.
+func (h *Host) PruneTaps(keep func(name string) bool) error {
+	taps, err := h.Taps()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, t := range taps {
+		if !keep(t) {
+			h.log.Info("removing tap", "tap", t)
+			errs = append(errs, h.RemoveTap(t))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// attachTaps re-attaches our taps to the bridge, for when the bridge was
+// recreated under running VMs.
+func (h *Host) attachTaps() error {
+	taps, err := h.Taps()
+	if err != nil {
+		return err
+	}
+	for _, t := range taps {
+		if err := h.EnsureTap(t); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (h *Host) removeBridge() error {
+	link, err := netlink.LinkByName(h.cfg.Bridge)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("remove bridge %s: %w", h.cfg.Bridge, err)
+	}
+	if _, ok := link.(*netlink.Bridge); !ok {
+		return fmt.Errorf("remove bridge %s: a %s link has that name; not ours", h.cfg.Bridge, link.Type())
+	}
+	if err := netlink.LinkDel(link); err != nil {
+		return fmt.Errorf("remove bridge %s: %w", h.cfg.Bridge, err)
+	}
+	return nil
+}
+
+// enableForwarding turns on IPv4 forwarding in this network namespace.
+func enableForwarding() error {
+	const p = "/proc/sys/net/ipv4/ip_forward"
+	if b, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(b)) == "1" {
+		return nil
+	}
+	if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+		return fmt.Errorf("enable IPv4 forwarding: %w", err)
+	}
+	return nil
+}

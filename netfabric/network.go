@@ -1,0 +1,177 @@
+package netfabric
+
+import (
+	"net/netip"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Netfabric's commands (range 384-511). Numbers are never reused.
+const (
+	MsgCreateNetwork consensus.MessageType = 384
+	MsgDeleteNetwork consensus.MessageType = 385
+	MsgCreatePort    consensus.MessageType = 386
+	MsgReleasePorts  consensus.MessageType = 387
+)
+
+// DefaultNetworkID names the network every VM gets a NIC on unless told otherwise.
+const DefaultNetworkID = "default"
+
+const (
+	tNetworks = "networks"
+	tPorts    = "ports"
+)
+
+// Network is an IPv4 subnet behind a NAT gateway on every node: the VMs'
+// bridge carries the gateway address, netfabric's DHCP server hands out the
+// ports' addresses and the node masquerades traffic that leaves the subnet.
+// It is also the payload of MsgCreateNetwork; the FSM fills in Gateway and
+// Version.
+type Network struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	CIDR      string    `json:"cidr"`          // canonical IPv4 prefix, "10.42.0.0/24"
+	Gateway   string    `json:"gateway"`       // first host of CIDR, on each node's bridge
+	DNS       []string  `json:"dns,omitempty"` // handed out by DHCP; empty: the node's resolvers
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"`
+}
+
+// Prefix returns the network's CIDR, which the FSM has validated.
+func (n Network) Prefix() netip.Prefix { p, _ := netip.ParsePrefix(n.CIDR); return p }
+
+// GatewayAddr returns the gateway address.
+func (n Network) GatewayAddr() netip.Addr { a, _ := netip.ParseAddr(n.Gateway); return a }
+
+// DeleteNetworkCmd removes a network that has no ports left.
+type DeleteNetworkCmd struct {
+	ID string `json:"id"`
+}
+
+var idPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+// forbidden are ranges a VM network must never overlap: they mean something
+// on every host, so routing or NAT for them would break the host itself.
+var forbidden = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),      // "this network"
+	netip.MustParsePrefix("127.0.0.0/8"),    // loopback
+	netip.MustParsePrefix("169.254.0.0/16"), // link-local
+	netip.MustParsePrefix("224.0.0.0/4"),    // multicast
+	netip.MustParsePrefix("240.0.0.0/4"),    // reserved and broadcast
+}
+
+// ParseCIDR validates a network's CIDR: canonical IPv4, /16 to /29 (a /16
+// is 65,534 addresses, plenty for a site; a /29 still leaves 5 for VMs), and
+// clear of loopback, link-local, multicast and reserved space.
+func ParseCIDR(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, consensus.Errorf(consensus.CodeInvalid, "network CIDR %q: %v", s, err)
+	}
+	if !p.Addr().Is4() {
+		return netip.Prefix{}, consensus.Errorf(consensus.CodeInvalid, "network CIDR %q: only IPv4 networks are supported", s)
+	}
+	if p.Bits() < 16 || p.Bits() > 29 {
+		return netip.Prefix{}, consensus.Errorf(consensus.CodeInvalid, "network CIDR %q: prefix length must be between 16 and 29", s)
+	}
+	if p != p.Masked() {
+		return netip.Prefix{}, consensus.Errorf(consensus.CodeInvalid, "network CIDR %q has host bits set; did you mean %s?", s, p.Masked())
+	}
+	for _, f := range forbidden {
+		if f.Overlaps(p) {
+			return netip.Prefix{}, consensus.Errorf(consensus.CodeInvalid, "network CIDR %q overlaps reserved range %s", s, f)
+		}
+	}
+	return p, nil
+}
+
+// Register adds netfabric's tables and commands.
+func Register(reg *consensus.Registry) {
+	consensus.RegisterTable[Network](reg, &memdb.TableSchema{Name: tNetworks, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+	}})
+	consensus.RegisterTable[Port](reg, &memdb.TableSchema{Name: tPorts, Indexes: map[string]*memdb.IndexSchema{
+		"id":    {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"owner": {Name: "owner", Indexer: &memdb.StringFieldIndex{Field: "Owner"}},
+		// MACs are unique cluster-wide: every network shares one bridge per node.
+		"mac": {Name: "mac", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "MAC"}},
+		"ip": {Name: "ip", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "NetworkID"},
+			&memdb.StringFieldIndex{Field: "IP"},
+		}}},
+	}})
+	consensus.Handle(reg, MsgCreateNetwork, "CreateNetwork", applyCreateNetwork)
+	consensus.Handle(reg, MsgDeleteNetwork, "DeleteNetwork", applyDeleteNetwork)
+	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)
+	consensus.Handle(reg, MsgReleasePorts, "ReleasePorts", applyReleasePorts)
+}
+
+// applyCreateNetwork is idempotent for the same CIDR, so every node's start-up
+// may ask for the default network without coordinating.
+func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
+	if !idPattern.MatchString(n.ID) {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network id %q: use 1-32 lowercase letters, digits and dashes", n.ID)
+	}
+	p, err := ParseCIDR(n.CIDR)
+	if err != nil {
+		return nil, err
+	}
+	if cur := GetNetwork(tx.Txn, n.ID); cur != nil {
+		if cur.CIDR != p.String() {
+			return nil, consensus.Errorf(consensus.CodeConflict, "network %s exists with CIDR %s, not %s", n.ID, cur.CIDR, p)
+		}
+		return cur, nil
+	}
+	gw := p.Addr().Next()
+	if n.Gateway != "" && n.Gateway != gw.String() {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: the gateway is the first host, %s, not %s", n.ID, gw, n.Gateway)
+	}
+	for _, s := range n.DNS {
+		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 address", n.ID, s)
+		}
+	}
+	for _, other := range ListNetworks(tx.Txn) {
+		if other.Prefix().Overlaps(p) {
+			return nil, consensus.Errorf(consensus.CodeConflict, "network %s: CIDR %s overlaps network %s (%s)", n.ID, p, other.ID, other.CIDR)
+		}
+	}
+	row := *n
+	row.CIDR, row.Gateway, row.Version = p.String(), gw.String(), tx.Index
+	row.DNS = append([]string(nil), n.DNS...)
+	return &row, tx.Insert(tNetworks, &row)
+}
+
+func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
+	cur := GetNetwork(tx.Txn, c.ID)
+	if cur == nil {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "network %q not found", c.ID)
+	}
+	if n := len(portsOn(tx.Txn, c.ID)); n > 0 {
+		return nil, consensus.Errorf(consensus.CodeConflict, "network %s still has %d ports", c.ID, n)
+	}
+	return nil, tx.Delete(tNetworks, cur)
+}
+
+// GetNetwork returns the network with the given id, or nil.
+func GetNetwork(txn *memdb.Txn, id string) *Network {
+	return consensus.First[Network](txn, tNetworks, "id", id)
+}
+
+// ListNetworks returns every network, by id.
+func ListNetworks(txn *memdb.Txn) []Network {
+	out := []Network{}
+	it, err := txn.Get(tNetworks, "id")
+	if err != nil {
+		return out
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, *obj.(*Network))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}

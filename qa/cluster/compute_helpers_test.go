@@ -1,0 +1,190 @@
+package cluster_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// vmView is the part of the API's VM the tests read.
+type vmView struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Node    string `json:"node"`
+	Desired string `json:"desired"`
+	Version uint64 `json:"version"`
+	Spec    struct {
+		VCPUs  int64 `json:"vcpus"`
+		RAMMiB int64 `json:"ram_mib"`
+	} `json:"spec"`
+	Status struct {
+		State   string `json:"state"`
+		Error   string `json:"error"`
+		Accel   string `json:"accel"`
+		PID     int    `json:"pid"`
+		VCPUs   int64  `json:"vcpus"`
+		RAMMiB  int64  `json:"ram_mib"`
+		Pending string `json:"pending"`
+	} `json:"status"`
+	NICs []struct {
+		IP  string `json:"ip"`
+		MAC string `json:"mac"`
+	} `json:"nics"`
+}
+
+func (v vmView) IP() string {
+	if len(v.NICs) == 0 {
+		return ""
+	}
+	return v.NICs[0].IP
+}
+
+// computeSetup makes the flavors and project the compute tests use and
+// uploads the test guest as a public image.
+func computeSetup(t *testing.T, a *cairntest.Client) {
+	t.Helper()
+	for _, f := range []map[string]any{
+		{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1},
+		{"name": "tiny2", "vcpus": 2, "ram_mib": 384, "disk_gib": 2},
+	} {
+		if err := a.Call("POST", "/api/v1/flavors", f, 201, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.CreateProject("clinic"); err != nil {
+		t.Fatal(err)
+	}
+	uploadImage(t, a, harness.GuestImage(t), url.Values{"name": {"guest"}, "project": {"clinic"}, "visibility": {"public"}, "os_type": {"linux"}}, 201)
+}
+
+// uploadImage streams a file to the image upload route.
+func uploadImage(t *testing.T, a *cairntest.Client, path string, q url.Values, want int) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequest("POST", a.URL("/api/v1/images/upload?"+q.Encode()), f)
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	hc := *a.HTTP
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != want {
+		t.Fatalf("upload %s: HTTP %d, want %d: %s", path, res.StatusCode, want, body)
+	}
+	return string(body)
+}
+
+func getVM(a *cairntest.Client, name string) (vmView, error) {
+	var v vmView
+	err := a.Call("GET", "/api/v1/vms/"+name, nil, 200, &v)
+	return v, err
+}
+
+// waitVM polls a VM until cond holds.
+func waitVM(t *testing.T, a *cairntest.Client, name string, timeout time.Duration, what string, cond func(v vmView) error) vmView {
+	t.Helper()
+	var v vmView
+	testutil.WaitFor(t, timeout, name+" "+what, func() error {
+		var err error
+		if v, err = getVM(a, name); err != nil {
+			return err
+		}
+		return cond(v)
+	})
+	return v
+}
+
+func inState(state string) func(v vmView) error {
+	return func(v vmView) error {
+		if v.Status.State == "error" && state != "error" {
+			return fmt.Errorf("VM failed: %s", v.Status.Error)
+		}
+		if v.Status.State != state {
+			return fmt.Errorf("state %s, want %s", v.Status.State, state)
+		}
+		return nil
+	}
+}
+
+// serialLog reads a VM's serial console log through the API.
+func serialLog(t *testing.T, a *cairntest.Client, name string) string {
+	t.Helper()
+	req, _ := http.NewRequest("GET", a.URL("/api/v1/vms/"+name+"/serial-log"), nil)
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	res, err := a.HTTP.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
+}
+
+// waitSerial waits until the VM's serial log holds want n times; the test
+// guest prints "cairn-guest: hostname=H ip=A" once per boot.
+func waitSerial(t *testing.T, a *cairntest.Client, name, want string, n int) {
+	t.Helper()
+	testutil.WaitFor(t, 3*time.Minute, fmt.Sprintf("%q ×%d on %s's serial console", want, n, name), func() error {
+		if got := strings.Count(serialLog(t, a, name), want); got < n {
+			return fmt.Errorf("seen %d times", got)
+		}
+		return nil
+	})
+}
+
+// probe connects to the guest's port 8080 from inside node n's network
+// namespace, where the VM network's bridge is.
+func probe(n *harness.Node, ip string) (string, error) {
+	cmd := n.Command("timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/8080 && cat <&3")
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+func waitProbe(t *testing.T, n *harness.Node, ip, want string) {
+	t.Helper()
+	testutil.WaitFor(t, 2*time.Minute, "guest "+ip+" answering on 8080", func() error {
+		out, err := probe(n, ip)
+		if err != nil || !strings.Contains(out, want) {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+}
+
+// vmLeftovers lists what of a VM remains on a node: its QEMU process, tap,
+// disk directory and run directory.
+func vmLeftovers(n *harness.Node, id string, pid int) []string {
+	var left []string
+	if pid > 0 {
+		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), id) {
+			left = append(left, fmt.Sprintf("QEMU pid %d", pid))
+		}
+	}
+	if out, _ := exec.Command("pgrep", "-f", "guest="+id).Output(); len(strings.TrimSpace(string(out))) > 0 {
+		left = append(left, "process matching guest="+id)
+	}
+	if out, _ := n.Command("ip", "-o", "link", "show", "type", "tun").CombinedOutput(); strings.Contains(string(out), "cvm") {
+		left = append(left, "tap: "+strings.TrimSpace(string(out)))
+	}
+	if _, err := os.Stat(n.DataDir + "/vms/" + id); err == nil {
+		left = append(left, "disk directory")
+	}
+	return left
+}
