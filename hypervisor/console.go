@@ -71,7 +71,7 @@ func (s *Service) ticketKey() ([]byte, error) {
 // ConsoleTicket issues a ticket for a VM's consoles (project members: a
 // console is control of the VM).
 func (s *Service) ConsoleTicket(ctx context.Context, p *identity.Principal, ref string) (*ConsoleTicket, error) {
-	vm, err := s.VM(p, ref)
+	vm, err := s.fresh(ctx, p, ref)
 	if err != nil {
 		return nil, err
 	}

@@ -1,5 +1,27 @@
-// Package hypervisor will own QEMU/KVM processes driven over QMP, the per-node
-// VM reconciler, the leader's scheduler, images, cloud-init seeds, consoles and
-// live migration (issue 5). Its commands use message types 256-383 and charge
-// project quotas with identity.Charge inside the FSM. Nothing is implemented yet.
+// Package hypervisor is Cairn's compute (Nova's and Glance's role):
+//
+//   - VM and image records in the replicated state, with typed commands in
+//     the range 256-383 (state.go). Creating a VM charges the project's
+//     quota (identity.Charge) and allocates its ports (netfabric.AllocatePort)
+//     in the same FSM transaction, so a refusal leaves nothing behind.
+//   - The leader's scheduler (scheduler.go): filter nodes that are alive, have
+//     room under the admin's overcommit ratios and hold no VM of the same
+//     anti-affinity group; weigh by free RAM so VMs spread. The FSM re-checks
+//     the fit when a placement commits.
+//   - The per-node agent (node.go, worker.go): one worker per local VM
+//     converges QEMU (package qemu) to the desired state, reports status and
+//     events, re-attaches to running VMs after a restart and removes what no
+//     VM owns at start-up.
+//   - Images (images.go, cache.go): uploads and URL imports are checked
+//     (format by magic number, qemu-img check, no backing files), raw is
+//     converted to qcow2, and the bytes go to the object store's system
+//     bucket ".images". Each node caches the images its VMs boot from; a boot
+//     disk is a qcow2 overlay on the cached copy (volumes.go), behind the
+//     Volumes interface that replicated block volumes will implement.
+//   - cloud-init NoCloud seeds (package cloudinit) and consoles (console.go):
+//     short-lived HMAC tickets, VNC and serial WebSockets relayed from the
+//     VM's node over the cluster's mutual TLS.
+//
+// Only appliance imports it; it imports consensus, identity, storage and
+// netfabric.
 package hypervisor

@@ -241,6 +241,27 @@ func (im *Images) add(ctx context.Context, p *identity.Principal, spec ImageSpec
 			return nil, err
 		}
 	}
+	img := Image{ID: newID("img"), Name: spec.Name, ProjectID: spec.Project, OwnerID: p.User.ID, Visibility: spec.Visibility,
+		MinDiskGiB: spec.MinDiskGiB, MinRAMMiB: spec.MinRAMMiB, OSType: spec.OSType, OSVersion: spec.OSVersion,
+		Description: spec.Description, Firmware: spec.Firmware, Source: source, CreatedAt: time.Now().UTC()}
+	out, err := im.store(ctx, &img, body, func(img, out *Image) error {
+		return im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgCreateImage, img, out)
+	})
+	var refused refusal
+	if errors.As(err, &refused) {
+		return nil, im.id.Deny(ctx, p, action, spec.Name, spec.Project, refused.error)
+	}
+	return out, err
+}
+
+// refusal is an image store refused before its record was proposed (the
+// caller audits it; a rejected record is audited by Mutate).
+type refusal struct{ error }
+
+// store checks, converts and stores an image's bytes, then commits its
+// record with commit. On any failure nothing is left: neither the spooled
+// file nor the object.
+func (im *Images) store(ctx context.Context, img *Image, body io.Reader, commit func(img, out *Image) error) (*Image, error) {
 	if err := os.MkdirAll(im.tmp, 0o700); err != nil {
 		return nil, err
 	}
@@ -249,12 +270,12 @@ func (im *Images) add(ctx context.Context, p *identity.Principal, spec ImageSpec
 		return nil, err
 	}
 	defer os.RemoveAll(work)
-	img := Image{ID: newID("img"), Name: spec.Name, ProjectID: spec.Project, OwnerID: p.User.ID, Visibility: spec.Visibility,
-		MinDiskGiB: spec.MinDiskGiB, MinRAMMiB: spec.MinRAMMiB, OSType: spec.OSType, OSVersion: spec.OSVersion,
-		Description: spec.Description, Firmware: spec.Firmware, Source: source, CreatedAt: time.Now().UTC()}
-	stored, err := im.prepare(ctx, work, body, &img)
+	stored, err := im.prepare(ctx, work, body, img)
 	if err != nil {
-		return nil, im.id.Deny(ctx, p, action, spec.Name, spec.Project, err)
+		if consensus.ErrorCode(err) != "" {
+			return nil, refusal{err}
+		}
+		return nil, err
 	}
 	f, err := os.Open(stored)
 	if err != nil {
@@ -265,16 +286,53 @@ func (im *Images) add(ctx context.Context, p *identity.Principal, spec ImageSpec
 		return nil, fmt.Errorf("store image: %w", err)
 	}
 	if _, err := im.objects.PutSystem(ctx, ImageBucket, img.ID, img.Size, f); err != nil {
+		if errors.Is(err, storage.ErrNoSpace) || errors.Is(err, storage.ErrUnavailable) {
+			return nil, refusal{consensus.Errorf(consensus.CodeUnavailable, "store image: %v", err)}
+		}
 		return nil, fmt.Errorf("store image: %w", err)
 	}
 	var out Image
-	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgCreateImage, &img, &out); err != nil {
+	if err := commit(img, &out); err != nil {
 		if derr := im.objects.DeleteSystem(context.WithoutCancel(ctx), ImageBucket, img.ID); derr != nil {
 			im.log.Warn("image record refused and its bytes not removed", "image", img.ID, "err", derr)
 		}
 		return nil, err
 	}
 	return &out, nil
+}
+
+// Seed adds a public image owned by no project from a local file, unless an
+// image of that name exists: the sample image of a development appliance.
+func (im *Images) Seed(ctx context.Context, name, path string) (*Image, error) {
+	if err := im.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	it, err := im.c.Store().ReadTxn().Get(tImages, "id")
+	if err != nil {
+		return nil, err
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		if o.(*Image).Name == name {
+			return o.(*Image), nil
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	img := Image{ID: newID("img"), Name: name, Visibility: VisibilityPublic, OSType: "linux", Firmware: "bios",
+		Description: "Cairn's test guest: prints its name and address on the serial console and answers on TCP port 8080",
+		Source: "file://" + path, CreatedAt: time.Now().UTC()}
+	out, err := im.store(ctx, &img, f, func(img, out *Image) error {
+		_, err := im.c.Apply(ctx, MsgCreateImage, img, out)
+		return err
+	})
+	var refused refusal
+	if errors.As(err, &refused) {
+		return nil, refused.error
+	}
+	return out, err
 }
 
 // prepare spools the upload, detects and checks its format, converts raw to

@@ -137,11 +137,15 @@ type Scheduler struct {
 	log *slog.Logger
 	// HostTimeout: a node that has not reported for this long gets no new VMs.
 	HostTimeout time.Duration
+	// Patience: a VM that fits nowhere waits this long after its creation
+	// for capacity (nodes still starting, a VM being deleted) before it
+	// fails with the reason.
+	Patience time.Duration
 }
 
 // NewScheduler returns the scheduler; register Run as a leader controller.
 func NewScheduler(c Cluster, log *slog.Logger) *Scheduler {
-	return &Scheduler{c: c, log: log, HostTimeout: 90 * time.Second}
+	return &Scheduler{c: c, log: log, HostTimeout: 90 * time.Second, Patience: time.Minute}
 }
 
 // Run places VMs waiting for a node until ctx ends (leadership lost). It
@@ -172,7 +176,7 @@ func (s *Scheduler) Run(ctx context.Context) {
 		for _, vm := range pending {
 			s.place(ctx, vm)
 		}
-		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_ = s.c.Store().Watch(wctx, ws)
 		cancel()
 	}
@@ -180,8 +184,8 @@ func (s *Scheduler) Run(ctx context.Context) {
 
 func (s *Scheduler) place(ctx context.Context, vm *VM) {
 	node, err := Place(s.c.Store().ReadTxn(), vm, time.Now().Add(-s.HostTimeout))
-	if errors.Is(err, ErrNoHosts) {
-		return
+	if errors.Is(err, ErrNoHosts) || (err != nil && time.Since(vm.CreatedAt) < s.Patience) {
+		return // the next host report or VM change wakes us
 	}
 	cmd := placeVMCmd{ID: vm.ID, Node: node, At: time.Now().UTC()}
 	if err != nil {

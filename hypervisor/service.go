@@ -92,12 +92,18 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		return deny(pr.ID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	fl, err := s.id.GetFlavor(req.Flavor)
-	if err != nil {
-		return deny(pr.ID, err)
-	}
-	img, err := s.images.Get(p, req.Image)
-	if err != nil {
-		return deny(pr.ID, err)
+	img, ierr := s.images.Get(p, req.Image)
+	if err != nil || ierr != nil {
+		// Made a moment ago through another node? Catch up and look again.
+		if rerr := s.c.ConsistentRead(ctx); rerr != nil {
+			return nil, rerr
+		}
+		if fl, err = s.id.GetFlavor(req.Flavor); err != nil {
+			return deny(pr.ID, err)
+		}
+		if img, err = s.images.Get(p, req.Image); err != nil {
+			return deny(pr.ID, err)
+		}
 	}
 	if err := imageFits(img, fl); err != nil {
 		return deny(pr.ID, err)
@@ -134,7 +140,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		vm.Desired = DesiredStopped
 	}
 	var out VM
-	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -173,6 +179,19 @@ func newID(prefix string) string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// fresh is VM for a request that acts on it: a VM created a moment ago
+// through another node is found after catching up with the leader.
+func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) (*VM, error) {
+	vm, err := s.VM(p, ref)
+	if consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return vm, err
+	}
+	if err := s.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	return s.VM(p, ref)
 }
 
 // VM returns a VM by ID or by name among the projects the caller can read.
@@ -267,14 +286,14 @@ const (
 // Do carries out a power operation on a VM (project members).
 func (s *Service) Do(ctx context.Context, p *identity.Principal, ref, op string, ifMatch uint64) (*VM, error) {
 	action := "vm." + op
-	vm, err := s.VM(p, ref)
+	vm, err := s.fresh(ctx, p, ref)
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, ref, "", err)
 	}
 	if !p.Can(vm.ProjectID, identity.RoleMember) {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
-	cmd := setDesiredCmd{ID: vm.ID, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
+	cmd := setDesiredCmd{ID: vm.ID, Op: op, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
 	switch op {
 	case OpStart:
 		cmd.Desired = DesiredRunning
@@ -308,7 +327,7 @@ func (s *Service) Do(ctx context.Context, p *identity.Principal, ref, op string,
 
 // Rename gives a VM a new name.
 func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name string, ifMatch uint64) (*VM, error) {
-	vm, err := s.VM(p, ref)
+	vm, err := s.fresh(ctx, p, ref)
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.rename", ref, "", err)
 	}
@@ -325,7 +344,7 @@ func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name s
 
 // Resize moves a VM to another flavor.
 func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor string, ifMatch uint64) (*VM, error) {
-	vm, err := s.VM(p, ref)
+	vm, err := s.fresh(ctx, p, ref)
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.resize", ref, "", err)
 	}
@@ -337,7 +356,7 @@ func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor
 		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, err)
 	}
 	var out VM
-	err = s.id.Mutate(ctx, p, "vm.resize", vm.Name, vm.ProjectID, MsgResizeVM, resizeVMCmd{ID: vm.ID, Flavor: fl.ID,
+	err = s.id.Mutate(ctx, p, "vm.resize", vm.Name, vm.ProjectID, MsgResizeVM, resizeVMCmd{ID: vm.ID, Flavor: fl.ID, FlavorName: fl.Name,
 		VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
 	return &out, err
 }

@@ -40,7 +40,8 @@ const (
 const maxEvents = 200
 
 type createVMCmd struct {
-	VM VM `json:"vm"`
+	VM   VM     `json:"vm"`
+	User string `json:"user"` // the creator's name, for the history
 }
 
 type placeVMCmd struct {
@@ -52,6 +53,7 @@ type placeVMCmd struct {
 
 type setDesiredCmd struct {
 	ID       string    `json:"id"`
+	Op       string    `json:"op"` // what the owner asked, for the history
 	Desired  string    `json:"desired"`
 	StopMode string    `json:"stop_mode,omitempty"`
 	Reboot   bool      `json:"reboot,omitempty"`
@@ -84,14 +86,15 @@ type renameVMCmd struct {
 }
 
 type resizeVMCmd struct {
-	ID      string    `json:"id"`
-	Flavor  string    `json:"flavor"`
-	VCPUs   int64     `json:"vcpus"`
-	RAMMiB  int64     `json:"ram_mib"`
-	DiskGiB int64     `json:"disk_gib"`
-	IfMatch uint64    `json:"if_match,omitempty"`
-	User    string    `json:"user,omitempty"`
-	At      time.Time `json:"at"`
+	ID         string    `json:"id"`
+	Flavor     string    `json:"flavor"`
+	FlavorName string    `json:"flavor_name"`
+	VCPUs      int64     `json:"vcpus"`
+	RAMMiB     int64     `json:"ram_mib"`
+	DiskGiB    int64     `json:"disk_gib"`
+	IfMatch    uint64    `json:"if_match,omitempty"`
+	User       string    `json:"user,omitempty"`
+	At         time.Time `json:"at"`
 }
 
 type deleteImageCmd struct {
@@ -220,7 +223,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "create", fmt.Sprintf("created with %d vCPU, %d MiB, %d GiB; address %v", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB, vm.IPs()), vm.UserID, "", vm.CreatedAt)
+	return &vm, addEvent(tx, vm.ID, "create", fmt.Sprintf("created with %d vCPU, %d MiB, %d GiB; address %v", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB, vm.IPs()), c.User, "", vm.CreatedAt)
 }
 
 // applyPlaceVM binds a VM to a node, re-checking the fit against the state
@@ -267,7 +270,10 @@ func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
 	}
 	vm := *cur
-	kind := c.Desired
+	kind := c.Op
+	if kind == "" {
+		kind = c.Desired
+	}
 	switch {
 	case c.Reboot:
 		if cur.Desired != DesiredRunning {
@@ -292,9 +298,6 @@ func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
 		return nil, err
 	}
 	msg := "requested " + kind
-	if c.Desired == DesiredStopped {
-		msg += " (" + vm.StopMode + ")"
-	}
 	return &vm, addEvent(tx, vm.ID, kind, msg, c.User, "", c.At)
 }
 
@@ -408,7 +411,7 @@ func applyResizeVM(tx *consensus.Tx, c *resizeVMCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "resize", fmt.Sprintf("resized to %s: %d vCPU, %d MiB, %d GiB", c.Flavor, c.VCPUs, c.RAMMiB, c.DiskGiB), c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, "resize", fmt.Sprintf("resized to %s: %d vCPU, %d MiB, %d GiB", c.FlavorName, c.VCPUs, c.RAMMiB, c.DiskGiB), c.User, "", c.At)
 }
 
 func applyReportHost(tx *consensus.Tx, h *Host) (any, error) {
@@ -442,7 +445,10 @@ func applyCreateImage(tx *consensus.Tx, img *Image) (any, error) {
 	if consensus.First[Image](tx.Txn, tImages, "id", img.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "image %s already exists", img.ID)
 	}
-	if consensus.First[identity.Project](tx.Txn, "projects", "id", img.ProjectID) == nil {
+	switch {
+	case img.ProjectID == "" && img.Visibility != VisibilityPublic:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "an image of no project must be public")
+	case img.ProjectID != "" && consensus.First[identity.Project](tx.Txn, "projects", "id", img.ProjectID) == nil:
 		return nil, notFound("project", img.ProjectID)
 	}
 	row := *img

@@ -65,7 +65,9 @@ func newComputeEnv(t *testing.T) *computeEnv {
 	must(err)
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { NewScheduler(n, slog.Default()).Run(sctx); close(done) }()
+	sch := NewScheduler(n, slog.Default())
+	sch.Patience = 0 // fail at once when nothing fits
+	go func() { sch.Run(sctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return e
 }

@@ -135,9 +135,7 @@ func (w *worker) report(ctx context.Context, vm *VM, st VMStatus, o reportOpts) 
 	if same && !o.guestStopped && o.event == "" {
 		return
 	}
-	if st.UpdatedAt.IsZero() {
-		st.UpdatedAt = time.Now().UTC()
-	}
+	st.UpdatedAt = time.Now().UTC()
 	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Event: o.event}
 	if _, err := w.n.c.Apply(ctx, MsgReportVM, cmd, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("report VM status", "err", err)
@@ -164,14 +162,24 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			return false, nil
 		}
 		if err := w.start(ctx, vm); err != nil {
-			w.failed = vm.Version
+			w.log.Warn("VM did not start", "err", err)
 			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
 			w.report(ctx, vm, st, reportOpts{})
+			var t transient
+			if errors.As(err, &t) {
+				return false, err // the network or the image store may be back soon: retry
+			}
+			w.failed = vm.Version // QEMU refused: wait for the owner's next request
 			return false, nil
 		}
 	}
 	return false, w.converge(ctx, vm)
 }
+
+// transient marks a start failure worth retrying without a new request.
+type transient struct{ error }
+
+func (t transient) Unwrap() error { return t.error }
 
 // adopt takes over a QEMU instance and watches its events.
 func (w *worker) adopt(inst *qemu.Instance) {
@@ -207,7 +215,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	}
 	base, err := w.n.cfg.Cache.Path(ctx, img)
 	if err != nil {
-		return err
+		return transient{err}
 	}
 	disks, err := w.n.cfg.Volumes.Prepare(ctx, vm, img, base)
 	if err != nil {
@@ -223,7 +231,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	for _, nic := range vm.NICs {
 		tap := w.n.cfg.Net.TapName(nic.ID)
 		if err := w.n.cfg.Net.EnsureTap(tap); err != nil {
-			return fmt.Errorf("network port %s: %w", nic.ID, err)
+			return transient{fmt.Errorf("network port %s: %w", nic.ID, err)}
 		}
 		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC})
 	}

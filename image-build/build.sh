@@ -104,12 +104,17 @@ rm -f "$out/initramfs.cpio.gz"
 sys=$cache/system
 rm -rf "$sys"
 mkdir -p "$sys/usr/bin" "$sys/lib/x86_64-linux-gnu" "$sys/usr/share"
-qemu=$(command -v qemu-system-x86_64)
-cp "$qemu" "$sys/usr/bin/"
-ldd "$qemu" | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
-	cp -L "$lib" "$sys/lib/x86_64-linux-gnu/"
+for bin in qemu-system-x86_64 qemu-img; do
+	bin=$(command -v "$bin")
+	cp "$bin" "$sys/usr/bin/"
+	ldd "$bin" | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do
+		cp -L "$lib" "$sys/lib/x86_64-linux-gnu/"
+	done
 done
 cp -rL /usr/share/qemu "$sys/usr/share/qemu"
+# UEFI firmware for VMs whose image asks for it (the 4M build only).
+mkdir -p "$sys/usr/share/OVMF"
+cp -L /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd "$sys/usr/share/OVMF/"
 find "$sys" -exec touch -h -d @1577836800 {} +
 mksquashfs "$sys" "$cache/system.squashfs" -noappend -all-root -no-xattrs -comp zstd \
 	-mkfs-time 1577836800 -all-time 1577836800 -quiet >/dev/null

@@ -75,7 +75,7 @@ type deleteObjectCmd struct {
 func registerObjects(reg *consensus.Registry) {
 	consensus.RegisterTable[Bucket](reg, &memdb.TableSchema{Name: tBuckets, Indexes: map[string]*memdb.IndexSchema{
 		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}}, // system buckets have none
 	}})
 	consensus.RegisterTable[Object](reg, &memdb.TableSchema{Name: tObjects, Indexes: map[string]*memdb.IndexSchema{
 		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -17,6 +18,8 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -34,6 +37,10 @@ type env struct {
 	scrubber *storage.Scrubber
 	healer   *storage.Healer
 	disks    []string // the node's two disk directories
+
+	// Set by newComputeEnv only.
+	compute *hypervisor.Service
+	images  *hypervisor.Images
 }
 
 func newEnv(t *testing.T) *env {
@@ -50,12 +57,49 @@ func newEnv(t *testing.T) *env {
 // Scrubber and healer do not run by themselves; tests call their Pass.
 func newStorageEnv(t *testing.T) *env {
 	t.Helper()
+	e := startStorage(t, false)
+	e.serve(e.deps())
+	return e
+}
+
+// newComputeEnv is newStorageEnv with the compute services (VMs, images)
+// and the default VM network. There are no hosts: VMs stay unscheduled.
+func newComputeEnv(t *testing.T) *env {
+	t.Helper()
+	e := startStorage(t, true)
+	nw := netfabric.Network{ID: hypervisor.DefaultNetwork, Name: "default", CIDR: "10.213.0.0/16", CreatedAt: time.Now().UTC()}
+	if _, err := e.node.Apply(context.Background(), netfabric.MsgCreateNetwork, &nw, nil); err != nil {
+		t.Fatal(err)
+	}
+	d := e.deps()
+	d.Compute, d.Images = e.compute, e.images
+	e.serve(d)
+	return e
+}
+
+// deps are the UI's dependencies on storage.
+func (e *env) deps() Deps {
+	return Deps{
+		Identity: e.svc, Status: e.node.Status, JoinToken: e.node.JoinToken, Logger: testLogger(e.t),
+		Objects: e.objects, Storage: e.storage,
+		StorageStats: func() (scrub, heal storage.RepairStats) { return e.scrubber.Stats(), e.healer.Stats() },
+	}
+}
+
+// startStorage starts the node with storage (and compute) without serving
+// the UI yet.
+func startStorage(t *testing.T, compute bool) *env {
+	t.Helper()
 	log := testLogger(t)
 	e := &env{t: t}
 	var agent *storage.DiskAgent
 	register := func(reg *consensus.Registry) {
 		identity.Register(reg)
 		storage.Register(reg)
+		if compute {
+			hypervisor.Register(reg)
+			netfabric.Register(reg)
+		}
 	}
 	// The disks live under a directory taken before anything starts, so its
 	// removal (clean-ups run last first) comes after the disk agent stopped.
@@ -69,6 +113,10 @@ func newStorageEnv(t *testing.T) *env {
 		e.objects = storage.NewObjects(n, e.svc, shards, log)
 		e.scrubber = storage.NewScrubber(n, agent, log, time.Hour, 0)
 		e.healer = storage.NewHealer(e.objects, time.Hour, time.Minute)
+		if compute {
+			e.images = hypervisor.NewImages(n, e.svc, e.objects, hypervisor.ImagesConfig{TempDir: filepath.Join(base, "images"), Logger: log})
+			e.compute = hypervisor.NewService(n, e.svc, e.images, log)
+		}
 	}).Nodes[0]
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -90,11 +138,6 @@ func newStorageEnv(t *testing.T) *env {
 		agent.Run(ctx)
 		close(done)
 	}()
-	e.serve(Deps{
-		Identity: e.svc, Status: e.node.Status, JoinToken: e.node.JoinToken, Logger: log,
-		Objects: e.objects, Storage: e.storage,
-		StorageStats: func() (scrub, heal storage.RepairStats) { return e.scrubber.Stats(), e.healer.Stats() },
-	})
 	return e
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -94,6 +95,29 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 			t.Errorf("storage error %q has no label", err)
 		}
 		used = append(used, key)
+	}
+	for _, st := range []string{hypervisor.StateScheduling, hypervisor.StateBuilding, hypervisor.StateRunning, hypervisor.StatePaused,
+		hypervisor.StateStopping, hypervisor.StateStopped, hypervisor.StateDeleting, hypervisor.StateError} {
+		used = append(used, "vmstate."+st)
+	}
+	for _, d := range []string{hypervisor.DesiredRunning, hypervisor.DesiredStopped, hypervisor.DesiredPaused, hypervisor.DesiredDeleted} {
+		used = append(used, "vmdesired."+d)
+	}
+	for _, op := range knownOps {
+		used = append(used, "vmop."+op, "vmevent."+op)
+		if op != hypervisor.OpDelete {
+			used = append(used, "vmdone."+op)
+		}
+	}
+	for _, k := range []string{"create", "schedule", "state", "node", "rename", "resize"} {
+		used = append(used, "vmevent."+k)
+	}
+	used = append(used, "vmdone.create", "vmdone.rename", "vmdone.resize")
+	for _, vis := range visibilities(true, "") {
+		used = append(used, "visibility."+vis)
+	}
+	for _, os := range []string{"linux", "windows", "other"} {
+		used = append(used, "os."+os)
 	}
 	for lang, msgs := range catalogs() {
 		for _, k := range used {

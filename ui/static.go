@@ -10,11 +10,14 @@ import (
 	"mime"
 	"net/http"
 	"path"
+	"strings"
 	"time"
 )
 
-// htmx is vendored from the npm package htmx.org (see static/htmx.LICENSE):
-// the appliance may have no internet, so nothing is fetched at run time.
+// htmx is vendored from the npm package htmx.org (see static/htmx.LICENSE),
+// noVNC from @novnc/novnc (static/novnc/VERSION): the appliance may have no
+// internet, so nothing is fetched at run time. noVNC's ES modules import
+// each other by relative path, so files keep their folders under /static/.
 //
 //go:embed static
 var staticFS embed.FS
@@ -40,10 +43,15 @@ func loadStatic() (map[string]asset, error) {
 		}
 		sum := sha256.Sum256(b)
 		ctype := mime.TypeByExtension(path.Ext(p))
+		if path.Ext(p) == ".js" {
+			// Module scripts need a JavaScript type; the host's mime.types
+			// must not decide that.
+			ctype = "text/javascript; charset=utf-8"
+		}
 		if ctype == "" {
 			ctype = "text/plain; charset=utf-8"
 		}
-		out[path.Base(p)] = asset{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: ctype}
+		out[strings.TrimPrefix(p, "static/")] = asset{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: ctype}
 		return nil
 	})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -26,6 +27,12 @@ type Deps struct {
 	Storage      *storage.Service
 	StorageStats func() (scrub, heal storage.RepairStats) // this node's scrubber, and the healer (meaningful on the leader)
 	GCStats      func() storage.GCStats                   // this node's orphan-shard sweeper; nil shows none
+
+	// Compute. nil: the VM and image pages say compute is unavailable.
+	// The console pages get their tickets from Compute; the API serves the
+	// WebSockets the tickets are for.
+	Compute *hypervisor.Service
+	Images  *hypervisor.Images
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -37,6 +44,8 @@ type server struct {
 	disks     *storage.Service
 	repair    func() (scrub, heal storage.RepairStats)
 	gc        func() storage.GCStats
+	compute   *hypervisor.Service
+	images    *hypervisor.Images
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -69,6 +78,8 @@ func New(d Deps) (http.Handler, error) {
 		disks:     d.Storage,
 		repair:    d.StorageStats,
 		gc:        d.GCStats,
+		compute:   d.Compute,
+		images:    d.Images,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -82,7 +93,7 @@ func New(d Deps) (http.Handler, error) {
 
 func (s *server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /static/{name}", s.serveStatic)
+	mux.HandleFunc("GET /static/{name...}", s.serveStatic)
 	mux.HandleFunc("GET /{$}", s.root)
 	mux.HandleFunc("GET /lang/{lang}", s.setLang)
 	mux.HandleFunc("GET /setup", s.setupPage)
@@ -114,6 +125,22 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /buckets/{bucket}/download", s.authed(s.download))
 	mux.Handle(uploadRoute, s.authed(s.upload))
 	mux.Handle("POST /buckets/{bucket}/objects/delete", s.authed(s.deleteObject))
+	mux.Handle("GET /vms", s.authed(s.vms))
+	mux.Handle("GET /vms/list", s.authed(s.vmsFragment))
+	mux.Handle("GET /vms/new", s.authed(s.newVM))
+	mux.Handle("POST /vms", s.authed(s.createVM))
+	mux.Handle("GET /vms/{vm}", s.authed(s.vm))
+	mux.Handle("GET /vms/{vm}/status", s.authed(s.vmFragment))
+	mux.Handle("POST /vms/{vm}/op/{op}", s.authed(s.vmOp))
+	mux.Handle("POST /vms/{vm}/rename", s.authed(s.renameVM))
+	mux.Handle("POST /vms/{vm}/resize", s.authed(s.resizeVM))
+	mux.Handle("GET /vms/{vm}/console", s.authed(s.console))
+	mux.Handle("GET /vms/{vm}/serial", s.authed(s.serial))
+	mux.Handle("GET /images", s.authed(s.imagesPage))
+	mux.Handle(imageUploadRoute, s.authed(s.uploadImage))
+	mux.Handle("POST /images/import", s.authed(s.importImage))
+	mux.Handle("POST /images/{image}/visibility", s.authed(s.setImageVisibility))
+	mux.Handle("POST /images/{image}/delete", s.authed(s.deleteImage))
 	mux.HandleFunc("/", s.notFound)
 	return mux
 }
@@ -141,14 +168,20 @@ func (s *server) harden(next http.Handler) http.Handler {
 	})
 }
 
-// uploadRoute takes a file as the raw request body.
-const uploadRoute = "POST /buckets/{bucket}/upload"
+// uploadRoute and imageUploadRoute take a file as the raw request body.
+const (
+	uploadRoute      = "POST /buckets/{bucket}/upload"
+	imageUploadRoute = "POST /images/upload"
+)
 
 // streamsBody reports whether r is an upload, whose body is a file of any
 // size rather than a form. Bucket names have no "/", so the pattern is exact.
 func streamsBody(r *http.Request) bool {
+	if r.Method != http.MethodPost {
+		return false
+	}
 	ok, _ := path.Match("/buckets/*/upload", r.URL.Path)
-	return ok && r.Method == http.MethodPost
+	return ok || r.URL.Path == "/images/upload"
 }
 
 // translator returns the translator for the request's language.

@@ -172,6 +172,8 @@ func (a *Agent) serve() error {
 		Objects:   a.objects,
 		Storage:   a.storage,
 		GCStats:   a.sweeper.Stats,
+		Compute:   a.compute,
+		Images:    a.images,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},
@@ -307,6 +309,9 @@ func (a *Agent) announce(ctx context.Context) {
 	}
 	if a.cfg.AdminPasswordFile != "" && a.identity.SetupNeeded() {
 		a.createAdminFromFile(ctx2)
+	}
+	if a.cfg.SampleImage != "" {
+		go a.seedSample(ctx)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n  Cairn node %s is ready.\n  Web UI and API: %s\n  S3: %s\n  CA certificate: %s/ca.crt\n", a.cfg.Name, a.cfg.APIURL(), a.cfg.S3URL(), a.cfg.DataDir)

@@ -87,22 +87,34 @@ func (a *Agent) newNodeAgent() {
 // runVMs keeps the VM network set up and the local VMs converged.
 func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
-	go a.reconcileNetwork(ctx, a.vmNet)
+	ready := make(chan struct{})
+	go a.reconcileNetwork(ctx, a.vmNet, ready)
+	// VMs need the bridge for their taps; a VM that still comes too early
+	// is retried by its worker.
+	select {
+	case <-ready:
+	case <-time.After(15 * time.Second):
+	case <-ctx.Done():
+		return
+	}
 	a.vms.Run(ctx)
 }
 
 // reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
 // with the default network, repairing drift every minute.
-func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host) {
+func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, ready chan<- struct{}) {
 	for ctx.Err() == nil {
 		if nw := netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID); nw != nil {
 			if err := host.Reconcile(ctx, *nw); err != nil {
 				a.log.Error("set up the VM network on this node", "err", err)
+			} else if ready != nil {
+				close(ready)
+				ready = nil
 			}
 		}
 		wait := time.Minute
-		if netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID) == nil {
-			wait = time.Second
+		if ready != nil { // not set up yet: no network record, or an error
+			wait = 2 * time.Second
 		}
 		select {
 		case <-ctx.Done():

@@ -64,6 +64,7 @@ type Config struct {
 	VMBridge          string        `json:"vm-bridge"`
 	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
 	VMRunDir          string        `json:"vm-run-dir"`
+	SampleImage       string        `json:"sample-image"`
 }
 
 // DefaultConfig holds every default of the node.
@@ -197,6 +198,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.VMBridge, "vm-bridge", cfg.VMBridge, "Linux bridge of the default VM network on this node")
 	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
 	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
+	fs.StringVar(&cfg.SampleImage, "sample-image", cfg.SampleImage, "upload this disk image as the public image "+SampleImageName+" (and sample flavors if there are none): for development appliances")
 	return fs
 }
 

@@ -96,6 +96,12 @@ func Main() int {
 		log.Error("boot config file", "err", err)
 	}
 
+	if hasSystem {
+		// Flags given in a boot config come later and win.
+		boot.Extra = append(vmArgs(), boot.Extra...)
+	} else {
+		boot.Extra = append([]string{"--vms=false"}, boot.Extra...)
+	}
 	agentDone := make(chan string, 1)
 	go func() { agentDone <- runAgent(ctx, log, console, boot, addr) }()
 	go func() { // KVM: for VMs, not for booting

@@ -30,6 +30,20 @@ func QEMU(args ...string) *exec.Cmd {
 	return exec.Command(filepath.Join(lib, "ld-linux-x86-64.so.2"), argv...)
 }
 
+// vmArgs are the agent flags that run VMs with the system image's QEMU,
+// qemu-img and UEFI firmware, each through the image's own loader.
+func vmArgs() []string {
+	lib := filepath.Join(SystemMount, "lib", "x86_64-linux-gnu")
+	run := filepath.Join(lib, "ld-linux-x86-64.so.2") + " --library-path " + lib + " "
+	bin := filepath.Join(SystemMount, "usr", "bin")
+	return []string{
+		"--qemu", run + filepath.Join(bin, "qemu-system-x86_64") + " -L " + filepath.Join(SystemMount, "usr", "share", "qemu"),
+		"--qemu-img", run + filepath.Join(bin, "qemu-img"),
+		"--ovmf-code", filepath.Join(SystemMount, "usr", "share", "OVMF", "OVMF_CODE_4M.fd"),
+		"--ovmf-vars", filepath.Join(SystemMount, "usr", "share", "OVMF", "OVMF_VARS_4M.fd"),
+	}
+}
+
 // mountSystem mounts the system image of the slot the box booted from: the
 // EFI system partition read-only at /run/esp, the slot's system.squashfs on
 // a loop device at SystemMount. Booted without a slot (kernel and initramfs

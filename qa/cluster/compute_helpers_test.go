@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/coder/websocket"
 )
 
 // vmView is the part of the API's VM the tests read.
@@ -51,8 +53,9 @@ func (v vmView) IP() string {
 
 // computeSetup makes the flavors and project the compute tests use and
 // uploads the test guest as a public image.
-func computeSetup(t *testing.T, a *cairntest.Client) {
+func computeSetup(t *testing.T, a *cairntest.Client, disks int) {
 	t.Helper()
+	cairntest.WaitHealthyDisks(t, a, disks, 0)
 	for _, f := range []map[string]any{
 		{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1},
 		{"name": "tiny2", "vcpus": 2, "ram_mib": 384, "disk_gib": 2},
@@ -168,11 +171,23 @@ func waitProbe(t *testing.T, n *harness.Node, ip, want string) {
 	})
 }
 
+// alive reports whether a process runs; a zombie waiting for its reaper
+// (QEMU daemonizes, so init reaps it) does not.
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
+}
+
 // vmLeftovers lists what of a VM remains on a node: its QEMU process, tap,
 // disk directory and run directory.
 func vmLeftovers(n *harness.Node, id string, pid int) []string {
 	var left []string
-	if pid > 0 {
+	if pid > 0 && alive(pid) {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), id) {
 			left = append(left, fmt.Sprintf("QEMU pid %d", pid))
 		}
@@ -187,4 +202,41 @@ func vmLeftovers(n *harness.Node, id string, pid int) []string {
 		left = append(left, "disk directory")
 	}
 	return left
+}
+
+// vncDial opens a console WebSocket; vncGreeting reads the server's first
+// message, which for VNC is the RFB version.
+func vncDial(a *cairntest.Client, path string) error {
+	conn, err := wsDial(a, path)
+	if err == nil {
+		conn.CloseNow()
+	}
+	return err
+}
+
+func vncGreeting(t *testing.T, a *cairntest.Client, path string) string {
+	t.Helper()
+	conn, err := wsDial(a, path)
+	if err != nil {
+		t.Fatalf("console WebSocket: %v", err)
+	}
+	defer conn.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, b, err := conn.Read(ctx)
+	if err != nil {
+		t.Fatalf("read the console: %v", err)
+	}
+	return string(b)
+}
+
+func wsDial(a *cairntest.Client, path string) (*websocket.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	u := strings.Replace(a.URL(path), "https://", "wss://", 1)
+	conn, res, err := websocket.Dial(ctx, u, &websocket.DialOptions{HTTPClient: a.HTTP, Subprotocols: []string{"binary"}})
+	if res != nil && res.Body != nil {
+		res.Body.Close()
+	}
+	return conn, err
 }

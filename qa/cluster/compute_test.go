@@ -1,70 +1,53 @@
 package cluster_test
 
 import (
+	"crypto/ed25519"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"golang.org/x/crypto/ssh"
 )
 
 // The typical flow on one node, with real QEMU (TCG here) and the test
-// guest: create from an image and a flavor, the guest boots, takes its
-// address by DHCP, says so on its serial line and answers on its port; then
-// every lifecycle operation, an agent killed with -9 underneath a running
-// VM, and delete leaving nothing behind.
+// guest: create from an image and a flavor, every lifecycle operation, an
+// agent killed with -9 underneath a running VM, and delete leaving nothing.
 func TestVMLifecycleOneNode(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--vm-stop-timeout", "30s"}})
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--vm-stop-timeout", "30s"}})
 	n := c.Node(1)
 	a := cairntest.Admin(t, n)
-	computeSetup(t, a)
-
-	var vm vmView
-	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": "vm1", "project": "clinic", "image": "guest", "flavor": "tiny"}, 201, &vm); err != nil {
+	computeSetup(t, a, 2)
+	pub, _, _ := ed25519.GenerateKey(nil)
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
 		t.Fatal(err)
 	}
-	vm = waitVM(t, a, "vm1", 3*time.Minute, "running", inState("running"))
-	if vm.Node != n.Name || vm.Status.Accel == "" || vm.IP() == "" {
-		t.Fatalf("running VM: node %q accel %q ip %q", vm.Node, vm.Status.Accel, vm.IP())
-	}
-	hello := "hostname=vm1 ip=" + vm.IP()
-	waitSerial(t, a, "vm1", "cairn-guest: "+hello, 1)
-	waitProbe(t, n, vm.IP(), hello)
-
-	// Pause: QEMU stops the vCPUs and the guest stops answering.
-	if err := a.Call("POST", "/api/v1/vms/vm1/pause", nil, 200, nil); err != nil {
+	key := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " nurse@ward"
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": "vm1", "project": "clinic", "image": "guest", "flavor": "tiny",
+		"ssh_keys": []string{key}, "data_disks_gib": []int{1}}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitVM(t, a, "vm1", 30*time.Second, "paused", inState("paused"))
-	if out, err := probe(n, vm.IP()); err == nil && strings.Contains(out, hello) {
-		t.Fatalf("a paused guest answered: %q", out)
+	vm := waitVM(t, a, "vm1", 3*time.Minute, "running", inState("running"))
+	// The seed carried the key; the data disk is there beside the boot disk.
+	waitSerial(t, a, "vm1", "ssh-keys=1", 1)
+	if _, err := os.Stat(filepath.Join(n.DataDir, "vms", vm.ID, "data-0.qcow2")); err != nil {
+		t.Fatalf("data disk: %v", err)
 	}
-	if err := a.Call("POST", "/api/v1/vms/vm1/resume", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitVM(t, a, "vm1", 30*time.Second, "running again", inState("running"))
-	waitProbe(t, n, vm.IP(), hello)
-
-	// Reboot: the guest boots a second time.
-	if err := a.Call("POST", "/api/v1/vms/vm1/reboot", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitSerial(t, a, "vm1", "cairn-guest: "+hello, 2)
 
 	// cairn killed with -9 and restarted: the VM runs on, same process, and
-	// is still managed.
+	// is still managed (the lifecycle below drives it).
 	pid := vm.Status.PID
 	n.Kill()
-	if err := syscall.Kill(pid, 0); err != nil {
-		t.Fatalf("QEMU %d died with the agent: %v", pid, err)
+	if !alive(pid) {
+		t.Fatalf("QEMU %d died with the agent", pid)
 	}
 	n.Start()
 	cairntest.WaitReady(t, n)
@@ -73,31 +56,64 @@ func TestVMLifecycleOneNode(t *testing.T) {
 	if vm.Status.PID != pid {
 		t.Fatalf("QEMU pid changed across the agent restart: %d → %d", pid, vm.Status.PID)
 	}
-	if err := a.Call("POST", "/api/v1/vms/vm1/pause", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitVM(t, a, "vm1", 30*time.Second, "paused by the new agent", inState("paused"))
-	if err := a.Call("POST", "/api/v1/vms/vm1/resume", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	waitVM(t, a, "vm1", 30*time.Second, "running", inState("running"))
+	lifecycle(t, c, []*cairntest.Client{a}, "vm1")
+}
 
-	// Stop (ACPI: the guest powers itself off) and start.
-	if err := a.Call("POST", "/api/v1/vms/vm1/stop", nil, 200, nil); err != nil {
+// lifecycle drives a running VM through every operation, through the
+// given nodes' APIs in turn, and deletes it: the guest answers or not as
+// it should, and nothing is left on its node.
+func lifecycle(t *testing.T, c *harness.Cluster, apis []*cairntest.Client, name string) {
+	t.Helper()
+	api := func(i int) *cairntest.Client { return apis[i%len(apis)] }
+	vm := waitVM(t, api(0), name, 3*time.Minute, "running", inState("running"))
+	node := cairntest.NodeByName(c, vm.Node)
+	if vm.Status.Accel == "" || vm.IP() == "" {
+		t.Fatalf("running VM: accel %q ip %q", vm.Status.Accel, vm.IP())
+	}
+	hello := "hostname=" + name + " ip=" + vm.IP()
+	waitSerial(t, api(1), name, "cairn-guest: "+hello, 1)
+	waitProbe(t, node, vm.IP(), hello)
+	boots := strings.Count(serialLog(t, api(0), name), "cairn-guest: "+hello)
+
+	// Pause: QEMU stops the vCPUs and the guest stops answering.
+	if err := api(1).Call("POST", "/api/v1/vms/"+name+"/pause", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	waitVM(t, a, "vm1", time.Minute, "stopped", inState("stopped"))
-	if err := syscall.Kill(pid, 0); err == nil {
-		t.Fatalf("QEMU %d still runs after stop", pid)
+	waitVM(t, api(2), name, 30*time.Second, "paused", inState("paused"))
+	if out, err := probe(node, vm.IP()); err == nil && strings.Contains(out, hello) {
+		t.Fatalf("a paused guest answered: %q", out)
 	}
-	// Resize while stopped: applied at the next start.
-	if err := a.Call("POST", "/api/v1/vms/vm1/resize", map[string]string{"flavor": "tiny2"}, 200, nil); err != nil {
+	if err := api(2).Call("POST", "/api/v1/vms/"+name+"/resume", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Call("POST", "/api/v1/vms/vm1/start", nil, 200, nil); err != nil {
+	waitVM(t, api(0), name, 30*time.Second, "running again", inState("running"))
+	waitProbe(t, node, vm.IP(), hello)
+
+	// Reboot: the guest boots once more.
+	if err := api(0).Call("POST", "/api/v1/vms/"+name+"/reboot", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	vm = waitVM(t, a, "vm1", 3*time.Minute, "running with the new size", func(v vmView) error {
+	waitSerial(t, api(1), name, "cairn-guest: "+hello, boots+1)
+
+	// Stop (ACPI: the guest powers itself off), resize while stopped, start.
+	pid := vm.Status.PID
+	if err := api(1).Call("POST", "/api/v1/vms/"+name+"/stop", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, api(2), name, time.Minute, "stopped", inState("stopped"))
+	testutil.WaitFor(t, 10*time.Second, "QEMU gone after stop", func() error {
+		if alive(pid) {
+			return fmt.Errorf("QEMU %d still runs", pid)
+		}
+		return nil
+	})
+	if err := api(2).Call("POST", "/api/v1/vms/"+name+"/resize", map[string]string{"flavor": "tiny2"}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := api(0).Call("POST", "/api/v1/vms/"+name+"/start", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm = waitVM(t, api(1), name, 3*time.Minute, "running with the new size", func(v vmView) error {
 		if err := inState("running")(v); err != nil {
 			return err
 		}
@@ -106,20 +122,20 @@ func TestVMLifecycleOneNode(t *testing.T) {
 		}
 		return nil
 	})
-	waitProbe(t, n, vm.IP(), hello)
+	waitProbe(t, node, vm.IP(), hello)
 
 	// Delete removes the process, the tap, the disks and the record.
-	if err := a.Call("DELETE", "/api/v1/vms/vm1", nil, 202, nil); err != nil {
+	if err := api(2).Call("DELETE", "/api/v1/vms/"+name, nil, 202, nil); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, time.Minute, "vm1 gone", func() error {
-		if _, err := getVM(a, "vm1"); err == nil {
+	testutil.WaitFor(t, time.Minute, name+" gone", func() error {
+		if _, err := getVM(api(0), name); err == nil {
 			return fmt.Errorf("still there")
 		}
 		return nil
 	})
-	if left := vmLeftovers(n, vm.ID, vm.Status.PID); len(left) > 0 {
-		t.Fatalf("delete left behind: %v", left)
+	if left := vmLeftovers(node, vm.ID, vm.Status.PID); len(left) > 0 {
+		t.Fatalf("delete left behind on %s: %v", node.Name, left)
 	}
 }
 
@@ -127,10 +143,10 @@ func TestVMLifecycleOneNode(t *testing.T) {
 // start shows the reason and can be deleted without orphans.
 func TestVMBadRequests(t *testing.T) {
 	// UEFI firmware that does not exist: every UEFI VM fails to start.
-	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--ovmf-code", "/nonexistent/OVMF_CODE.fd"}})
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--ovmf-code", "/nonexistent/OVMF_CODE.fd"}})
 	n := c.Node(1)
 	a := cairntest.Admin(t, n)
-	computeSetup(t, a)
+	computeSetup(t, a, 2)
 	dir := t.TempDir()
 
 	for _, tc := range []struct {
@@ -205,5 +221,71 @@ func TestVMBadRequests(t *testing.T) {
 	var vms []vmView
 	if err := a.Call("GET", "/api/v1/vms", nil, 200, &vms); err != nil || len(vms) != 0 {
 		t.Fatalf("VMs left after bad requests: %+v %v", vms, err)
+	}
+}
+
+// On three nodes: an anti-affinity group lands on different nodes, any
+// node's API drives any VM, serial logs and the VNC console are relayed
+// from the VM's node, and delete cleans up on the node that ran the VM.
+func TestVMsOnThreeNodes(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--vm-stop-timeout", "30s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	computeSetup(t, a, 6)
+	a2, a3 := a.On(c.Node(2)), a.On(c.Node(3))
+	for _, name := range []string{"ha1", "ha2"} {
+		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny", "group": "ha"}, 201, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vms := map[string]vmView{}
+	for _, name := range []string{"ha1", "ha2"} {
+		vms[name] = waitVM(t, a3, name, 4*time.Minute, "running", inState("running"))
+	}
+	if vms["ha1"].Node == vms["ha2"].Node {
+		t.Fatalf("anti-affinity group on one node: %s", vms["ha1"].Node)
+	}
+	for name, vm := range vms {
+		hello := "hostname=" + name + " ip=" + vm.IP()
+		waitSerial(t, a, name, "cairn-guest: "+hello, 1) // relayed unless node1 runs it
+		waitProbe(t, cairntest.NodeByName(c, vm.Node), vm.IP(), hello)
+	}
+
+	// The VNC console through a node that does not run the VM.
+	vm := vms["ha1"]
+	via := a
+	for _, n := range c.Nodes {
+		if n.Name != vm.Node {
+			via = a.On(n)
+			break
+		}
+	}
+	var ticket struct {
+		VNCPath string `json:"vnc_path"`
+	}
+	if err := via.Call("POST", "/api/v1/vms/ha1/console", nil, 200, &ticket); err != nil {
+		t.Fatal(err)
+	}
+	if got := vncGreeting(t, via, ticket.VNCPath); !strings.HasPrefix(got, "RFB 003.") {
+		t.Fatalf("VNC console relayed from %s answered %q", vm.Node, got)
+	}
+	if err := vncDial(via, ticket.VNCPath); err == nil {
+		t.Fatalf("a console ticket worked twice")
+	}
+
+	// ha1: the whole lifecycle, each step through another node's API.
+	lifecycle(t, c, []*cairntest.Client{a, a2, a3}, "ha1")
+	vm = vms["ha2"]
+	if err := a3.Call("DELETE", "/api/v1/vms/ha2", nil, 202, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "ha2 gone", func() error {
+		if _, err := getVM(a, "ha2"); err == nil {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
+	if left := vmLeftovers(cairntest.NodeByName(c, vm.Node), vm.ID, vm.Status.PID); len(left) > 0 {
+		t.Fatalf("delete of ha2 left on %s: %v", vm.Node, left)
 	}
 }

@@ -15,6 +15,7 @@ image_pkgs=(kmod e2fsprogs dosfstools mtools gdisk squashfs-tools zstd qemu-syst
 case $what in
 test) need_pkgs+=(chromium genisoimage fonts-wqy-zenhei "${image_pkgs[@]}" ovmf) ;;
 image) need_pkgs+=("${image_pkgs[@]}") ;;
+run) need_pkgs+=(qemu-system-x86 qemu-utils ovmf) ;;
 bench) need_pkgs+=(etcd-server etcd-client) ;;
 esac
 

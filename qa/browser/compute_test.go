@@ -1,0 +1,184 @@
+package browser_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/testutil"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+)
+
+// logConsole copies the page's console messages and uncaught exceptions
+// to the test log: a module that fails to load says why only there.
+func logConsole(t *testing.T, ctx context.Context) {
+	err := chromedp.Listen(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventConsoleAPICalled:
+			var args []string
+			for _, a := range ev.Args {
+				args = append(args, string(a.Value)+a.Description)
+			}
+			t.Logf("browser console %s: %s", ev.Type, strings.Join(args, " "))
+		case *runtime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			desc := d.Text
+			if d.Exception != nil {
+				desc += " " + d.Exception.Description
+			}
+			t.Logf("browser exception at %s:%d: %s", d.URL, d.LineNumber, desc)
+		case *cdplog.EventEntryAdded:
+			t.Logf("browser log %s: %s %s", ev.Entry.Level, ev.Entry.Text, ev.Entry.URL)
+		}
+	})
+	if err != nil {
+		t.Fatalf("listen to the browser: %v", err)
+	}
+}
+
+// textOf returns the text of the first element matching sel, or "".
+func textOf(ctx context.Context, sel string) (string, error) {
+	return chromedp.Run(ctx, chromedp.Evaluate[string](fmt.Sprintf(`(document.querySelector(%q)||{}).textContent||""`, sel)))
+}
+
+// waitCount waits until sel matches n elements.
+func waitCount(t *testing.T, ctx context.Context, what, sel string, n int, timeout time.Duration) {
+	t.Helper()
+	testutil.WaitFor(t, timeout, what, func() error {
+		got, err := count(ctx, sel)
+		if err != nil || got != n {
+			return fmt.Errorf("%d elements match %s, want %d (%v)", got, sel, n, err)
+		}
+		return nil
+	})
+}
+
+// A user uploads an image through the file input (with its progress bar),
+// creates a VM from it with the form, watches the list refresh by itself,
+// opens the console (noVNC loads and dials the ticket's WebSocket; with no
+// guest behind it the page reports the failure) and deletes the VM. The services are
+// real; there are no hosts, so the VM waits for a node throughout.
+func TestComputePagesInBrowser(t *testing.T) {
+	c := startComputeUI(t)
+	ctx := newBrowser(t)
+	qemuImg, err := exec.LookPath("qemu-img")
+	if err != nil {
+		t.Fatalf("qemu-img is required (apt-get install qemu-utils): %v", err)
+	}
+	file := filepath.Join(t.TempDir(), "cirros test.qcow2")
+	if out, err := exec.Command(qemuImg, "create", "-q", "-f", "qcow2", file, "128M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
+	}
+	pr, fl := setupProjectFlavor(t, c)
+	logConsole(t, ctx)
+
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(c.URL+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "root"),
+		chromedp.SendKeys(chromedp.CSS("#password"), c.Password),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#nav-images")),
+		chromedp.Click(chromedp.CSS("#nav-images")),
+		chromedp.WaitVisible(chromedp.CSS("#image-file")),
+		chromedp.SetUploadFiles(chromedp.CSS("#image-file"), []string{file}),
+	); err != nil {
+		screenshot(t, ctx, "images-failed")
+		t.Fatalf("open the images page: %v", err)
+	}
+	// Picking the file fills in a name made of the file's.
+	if name, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("image-name").value`)); err != nil || name != "cirros-test" {
+		t.Fatalf("image name after picking the file: %q %v", name, err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#image-upload"))); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, ctx, "the image in the list", `#images tr.image[data-name="cirros-test"]`, 1, 60*time.Second)
+	screenshot(t, ctx, "images")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-vms")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-new")),
+		chromedp.Click(chromedp.CSS("#vm-new")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-form")),
+		chromedp.SendKeys(chromedp.CSS("#vm-name"), "web1"),
+		chromedp.SetValue(chromedp.CSS("#vm-flavor"), fl),
+		chromedp.Click(chromedp.CSS("#vm-create")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-state")),
+	); err != nil {
+		screenshot(t, ctx, "vm-create-failed")
+		t.Fatalf("create a VM: %v", err)
+	}
+	state, _ := textOf(ctx, "#vm-state")
+	ips, _ := textOf(ctx, "#vm-ips")
+	if !strings.Contains(state, "Waiting for a node") || !strings.HasPrefix(ips, "10.213.") {
+		t.Fatalf("new VM: state %q, addresses %q", state, ips)
+	}
+	screenshot(t, ctx, "vm")
+
+	// The list refreshes by itself: a rename elsewhere shows without a reload.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#nav-vms")), chromedp.WaitVisible(chromedp.CSS(`#vms tr.vm[data-name="web1"]`))); err != nil {
+		t.Fatal(err)
+	}
+	vms, err := c.Compute.ListVMs(c.Root, pr)
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("VMs: %+v %v", vms, err)
+	}
+	if _, err := c.Compute.Rename(context.Background(), c.Root, vms[0].ID, "web2", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, ctx, "the renamed VM in the refreshed list", `#vms tr.vm[data-name="web2"][data-state="scheduling"]`, 1, 10*time.Second)
+
+	// The console: noVNC's modules load, it dials the ticket's WebSocket,
+	// and the page says it could not connect, since no guest is behind the
+	// ticket. (noVNC takes its canvas away again on disconnect.)
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`#vms tr.vm[data-name="web2"] a`)),
+		chromedp.WaitVisible(chromedp.CSS("#vm-console-link")),
+		chromedp.Click(chromedp.CSS("#vm-console-link")),
+		chromedp.WaitReady(chromedp.CSS("#novnc-screen")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 15*time.Second, "the console to report the failed connection", func() error {
+		st, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("console-status").dataset.state`))
+		if err != nil || (st != "failed" && st != "disconnected") {
+			return fmt.Errorf("console state %q %v", st, err)
+		}
+		return nil
+	})
+	if rfb, err := chromedp.Run(ctx, chromedp.Evaluate[string](`typeof window.cairnConsole`)); err != nil || rfb != "object" {
+		t.Fatalf("noVNC's RFB object: %q %v", rfb, err)
+	}
+	screenshot(t, ctx, "console")
+
+	// Delete, confirming the dialog, in Chinese.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#console-back")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-op-delete")),
+		chromedp.Click(chromedp.CSS("#lang-zh")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-op-delete")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.confirm = () => true, true`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#vm-op-delete")), chromedp.WaitVisible(chromedp.CSS("#vms-empty"))); err != nil {
+		screenshot(t, ctx, "vm-delete-failed")
+		t.Fatalf("delete the VM: %v", err)
+	}
+	if txt, _ := textOf(ctx, "#nav-vms"); txt != "虚拟机" {
+		t.Fatalf("nav entry in Chinese: %q", txt)
+	}
+	screenshot(t, ctx, "vms-zh")
+	if vms, _ := c.Compute.ListVMs(c.Root, ""); len(vms) != 0 {
+		t.Fatalf("VMs after delete: %+v", vms)
+	}
+}

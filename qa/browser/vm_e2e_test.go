@@ -1,0 +1,143 @@
+package browser_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/chromedp/chromedp"
+)
+
+// The typical flow end to end, on a real node with real QEMU: a user logs
+// in, creates a VM from an image and a flavor, watches it reach running
+// with its address, and opens the console, where the guest's screen draws.
+func TestCreateVMAndOpenConsole(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	api := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitHealthyDisks(t, api, 2, 0)
+	if err := api.Call("POST", "/api/v1/flavors", map[string]any{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	pr, err := api.CreateProject("radiology")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var img struct{ ID string }
+	uploadGuest(t, api, &img)
+
+	base := "https://" + c.Node(1).IP + ":8443"
+	ctx := newBrowser(t)
+	logConsole(t, ctx)
+	var flavor string
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "admin"),
+		chromedp.SendKeys(chromedp.CSS("#password"), cairntest.AdminPassword),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#nav-vms")),
+		chromedp.Click(chromedp.CSS("#nav-vms")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-new")),
+		chromedp.Click(chromedp.CSS("#vm-new")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-form")),
+		chromedp.SendKeys(chromedp.CSS("#vm-name"), "xray-viewer"),
+		chromedp.SetValue(chromedp.CSS("#vm-image"), img.ID),
+	); err != nil {
+		screenshot(t, ctx, "e2e-form-failed")
+		t.Fatalf("open the create form: %v", err)
+	}
+	flavor, err = chromedp.Run(ctx, chromedp.Evaluate[string](`[...document.querySelectorAll("#vm-flavor option")].find(o => o.textContent.startsWith("tiny")).value`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := count(ctx, "select#vm-project"); n == 1 {
+		if err := chromedp.Do(ctx, chromedp.SetValue(chromedp.CSS("#vm-project"), pr.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#vm-flavor"), flavor),
+		chromedp.Click(chromedp.CSS("#vm-create")),
+		chromedp.WaitVisible(chromedp.CSS("#vm-status")),
+	); err != nil {
+		screenshot(t, ctx, "e2e-create-failed")
+		t.Fatalf("create the VM: %v", err)
+	}
+	// The page refreshes itself until the VM runs and shows its address.
+	testutil.WaitFor(t, 3*time.Minute, "the VM running with its address on the page", func() error {
+		st, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("vm-status").dataset.state`))
+		if err != nil {
+			return err
+		}
+		ips, _ := textOf(ctx, "#vm-ips")
+		if st != "running" || !strings.HasPrefix(strings.TrimSpace(ips), "10.213.") {
+			return fmt.Errorf("state %q, addresses %q", st, ips)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "e2e-vm-running")
+
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#vm-console-link")),
+		chromedp.WaitReady(chromedp.CSS("#novnc-screen")),
+	); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the console connected", func() error {
+		st, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("console-status").dataset.state`))
+		if err != nil || st != "connected" {
+			return fmt.Errorf("console state %q %v", st, err)
+		}
+		return nil
+	})
+	// The guest's text console draws: the canvas holds more than one colour.
+	testutil.WaitFor(t, 30*time.Second, "the guest's screen on the canvas", func() error {
+		colours, err := chromedp.Run(ctx, chromedp.Evaluate[int](`(() => {
+			const c = document.querySelector("#novnc-screen canvas");
+			if (!c || c.width === 0) return 0;
+			const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+			const seen = new Set();
+			for (let i = 0; i < d.length && seen.size < 16; i += 4 * 97) seen.add(d[i] << 16 | d[i+1] << 8 | d[i+2]);
+			return seen.size;
+		})()`))
+		if err != nil || colours < 2 {
+			return fmt.Errorf("%d colours on the canvas %v", colours, err)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "e2e-console")
+}
+
+// uploadGuest uploads the test guest through the API as a public image.
+func uploadGuest(t *testing.T, api *cairntest.Client, out *struct{ ID string }) {
+	t.Helper()
+	f, err := os.Open(harness.GuestImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequest("POST", api.URL("/api/v1/images/upload?name=guest&project=radiology&visibility=public"), f)
+	req.Header.Set("Authorization", "Bearer "+api.Token())
+	hc := *api.HTTP
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusCreated {
+		t.Fatalf("upload the guest: %s", res.Status)
+	}
+	if err := jsonDecode(res, out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func jsonDecode(res *http.Response, out any) error { return json.NewDecoder(res.Body).Decode(out) }

@@ -1,0 +1,388 @@
+package ui
+
+import (
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/a-h/templ"
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
+)
+
+// vmURL links a VM's page, or one of its sub-pages ("console", "serial").
+func vmURL(id, sub string) templ.SafeURL {
+	u := "/vms/" + url.PathEscape(id)
+	if sub != "" {
+		u += "/" + sub
+	}
+	return templ.URL(u)
+}
+
+// vmAction is where a VM's forms post to, and its panel's refresh.
+func vmAction(id, action string) string { return "/vms/" + url.PathEscape(id) + "/" + action }
+
+func ipsText(vm *hypervisor.VM) string {
+	if ips := vm.IPs(); len(ips) > 0 {
+		return strings.Join(ips, ", ")
+	}
+	return "—"
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "—"
+	}
+	return s
+}
+
+// stateClass colours a state badge: green when running, red on error,
+// amber while something is under way.
+func stateClass(state string) string {
+	switch state {
+	case hypervisor.StateRunning:
+		return "ok"
+	case hypervisor.StateError:
+		return "bad"
+	case hypervisor.StateScheduling, hypervisor.StateBuilding, hypervisor.StateStopping, hypervisor.StateDeleting:
+		return "warn"
+	}
+	return ""
+}
+
+// vmOps are the power operations that make sense for a VM now, in the
+// order the buttons show; delete has its own button.
+func vmOps(vm *hypervisor.VM) []string {
+	st := vm.Status.State
+	switch vm.Desired {
+	case hypervisor.DesiredRunning:
+		ops := []string{}
+		if st == hypervisor.StateRunning {
+			ops = append(ops, hypervisor.OpReboot, hypervisor.OpPause)
+		}
+		if st == hypervisor.StateError {
+			ops = append(ops, hypervisor.OpStart) // try again
+		}
+		return append(ops, hypervisor.OpStop, hypervisor.OpForceStop)
+	case hypervisor.DesiredPaused:
+		return []string{hypervisor.OpResume, hypervisor.OpStop, hypervisor.OpForceStop}
+	case hypervisor.DesiredStopped:
+		if st == hypervisor.StateStopping {
+			return []string{hypervisor.OpStart, hypervisor.OpForceStop}
+		}
+		return []string{hypervisor.OpStart}
+	}
+	return nil
+}
+
+// knownOps are the operations the op route accepts.
+var knownOps = []string{hypervisor.OpStart, hypervisor.OpStop, hypervisor.OpForceStop, hypervisor.OpReboot,
+	hypervisor.OpPause, hypervisor.OpResume, hypervisor.OpDelete}
+
+func renameValue(d vmData) string {
+	if d.Rename != "" {
+		return d.Rename
+	}
+	return d.VM.Name
+}
+
+// eventWho is who or what an event came from: a user, else a node.
+func eventWho(e hypervisor.Event) string {
+	if e.User != "" {
+		return e.User
+	}
+	return dash(e.Node)
+}
+
+func dataDisksText(ds []hypervisor.DataDisk) string {
+	parts := make([]string, len(ds))
+	for i, d := range ds {
+		parts[i] = strconv.FormatInt(d.SizeGiB, 10) + " GiB"
+	}
+	return strings.Join(parts, ", ")
+}
+
+// imageChoice describes an image in the create form's list.
+func imageChoice(img *hypervisor.Image) string {
+	s := img.Name + " — " + sizeText(img.VirtualSize)
+	if os := osText(img); os != "—" {
+		s += ", " + os
+	}
+	return s
+}
+
+// computeUnavailable answers when the agent runs without compute.
+func (s *server) computeUnavailable(w http.ResponseWriter, r *http.Request, v *view) {
+	s.render(w, r, http.StatusServiceUnavailable, messagePage(v, v.T("error.title"), v.T("vms.unavailable")))
+}
+
+// imageNames maps the images the viewer can see from ID to name.
+func (s *server) imageNames(v *view) map[string]string {
+	names := map[string]string{}
+	if s.images != nil {
+		for _, img := range s.images.List(v.p, "") {
+			names[img.ID] = img.Name
+		}
+	}
+	return names
+}
+
+func (s *server) vmsData(v *view) (vmsData, error) {
+	vms, err := s.compute.ListVMs(v.p, "")
+	if err != nil {
+		return vmsData{}, err
+	}
+	projects, writable := s.projectNames(v)
+	images := s.imageNames(v)
+	d := vmsData{CanCreate: len(writable) > 0}
+	for _, vm := range vms {
+		d.VMs = append(d.VMs, vmRow{VM: vm, ProjectName: or(projects[vm.ProjectID], vm.ProjectID), ImageName: or(images[vm.Spec.Image], vm.Spec.Image)})
+	}
+	return d, nil
+}
+
+// or is a, or b when a is empty: a name, or the ID it stands for.
+func or(a, b string) string {
+	if a == "" {
+		return b
+	}
+	return a
+}
+
+func (s *server) vms(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.vmsData(v)
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	if name := r.URL.Query().Get("deleted"); name != "" {
+		v.flash = v.Tf("vms.deleted", name)
+	}
+	s.render(w, r, http.StatusOK, vmsPage(v, d))
+}
+
+// vmsFragment is the htmx auto-refresh of the VM list.
+func (s *server) vmsFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.vmsData(v)
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, vmsPanel(v, d))
+}
+
+func (s *server) newVMData(v *view, f vmForm) newVMData {
+	_, writable := s.projectNames(v)
+	d := newVMData{Projects: writable, Flavors: s.id.ListFlavors(), Form: f}
+	if s.images != nil {
+		d.Images = s.images.List(v.p, "")
+	}
+	sort.Slice(d.Flavors, func(i, j int) bool { return d.Flavors[i].Name < d.Flavors[j].Name })
+	if d.Form.Project == "" && len(writable) > 0 {
+		d.Form.Project = writable[0].ID
+	}
+	return d
+}
+
+func (s *server) newVM(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	s.render(w, r, http.StatusOK, newVMPage(v, s.newVMData(v, vmForm{})))
+}
+
+func (s *server) createVM(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	f := vmForm{Name: strings.TrimSpace(r.PostFormValue("name")), Project: r.PostFormValue("project"),
+		Image: r.PostFormValue("image"), Flavor: r.PostFormValue("flavor"), SSHKeys: r.PostFormValue("ssh_keys"),
+		UserData: r.PostFormValue("user_data"), DataDisk: strings.TrimSpace(r.PostFormValue("data_disk_gib"))}
+	req := hypervisor.VMCreate{Name: f.Name, Project: f.Project, Image: f.Image, Flavor: f.Flavor, UserData: f.UserData}
+	for _, line := range strings.Split(f.SSHKeys, "\n") {
+		if k := strings.TrimSpace(line); k != "" {
+			req.SSHKeys = append(req.SSHKeys, k)
+		}
+	}
+	if f.DataDisk != "" {
+		n, err := strconv.ParseInt(f.DataDisk, 10, 64)
+		if err != nil {
+			v.err = v.Tf("common.bad_number", v.T("vmnew.disk"))
+			s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
+			return
+		}
+		req.DataDisks = []int64{n}
+	}
+	vm, err := s.compute.CreateVM(r.Context(), v.p, req)
+	if err != nil {
+		s.logErr(r, err)
+		v.err = errorText(v.tr, err)
+		s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=create")
+}
+
+// vmData loads a VM's page.
+func (s *server) vmData(v *view, ref string) (vmData, error) {
+	vm, err := s.compute.VM(v.p, ref)
+	if err != nil {
+		return vmData{}, err
+	}
+	evs, err := s.compute.Events(v.p, vm.ID)
+	if err != nil {
+		return vmData{}, err
+	}
+	d := vmData{VM: *vm, Events: evs, CanChange: v.p.Can(vm.ProjectID, identity.RoleMember),
+		ProjectName: vm.ProjectID, FlavorName: vm.Spec.Flavor, ImageName: vm.Spec.Image}
+	if pr, err := s.id.GetProject(v.p, vm.ProjectID); err == nil {
+		d.ProjectName = pr.Name
+	}
+	d.Flavors = s.id.ListFlavors()
+	sort.Slice(d.Flavors, func(i, j int) bool { return d.Flavors[i].Name < d.Flavors[j].Name })
+	for _, f := range d.Flavors {
+		if f.ID == vm.Spec.Flavor {
+			d.FlavorName = f.Name
+		}
+	}
+	if s.images != nil {
+		if img, err := s.images.Get(v.p, vm.Spec.Image); err == nil {
+			d.ImageName = img.Name
+		}
+	}
+	return d, nil
+}
+
+func (s *server) vm(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.vmData(v, r.PathValue("vm"))
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	if done := r.URL.Query().Get("done"); done != "" {
+		v.flash = v.Tor("vmdone."+done, "")
+	}
+	s.render(w, r, http.StatusOK, vmPage(v, d))
+}
+
+// vmFragment is the htmx auto-refresh of a VM's panel. Once the VM is gone
+// (deleted here or elsewhere), htmx is sent to the list instead.
+func (s *server) vmFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.vmData(v, r.PathValue("vm"))
+	if consensus.ErrorCode(err) == consensus.CodeNotFound {
+		w.Header().Set("HX-Redirect", "/vms")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, vmPanel(v, d))
+}
+
+// vmFormError shows a VM's page again with err above it.
+func (s *server) vmFormError(w http.ResponseWriter, r *http.Request, v *view, ref, rename string, err error) {
+	s.logErr(r, err)
+	v.err = errorText(v.tr, err)
+	if consensus.ErrorCode(err) == consensus.CodePreconditionFailed {
+		v.err = v.T("vm.changed")
+	}
+	d, lerr := s.vmData(v, ref)
+	if lerr != nil {
+		s.failPage(w, r, v, lerr)
+		return
+	}
+	d.Rename = rename
+	s.render(w, r, formStatus, vmPage(v, d))
+}
+
+// vmOp carries out a power operation. Buttons send no version: what they
+// ask for is meant whatever the VM did meanwhile, and the service refuses
+// what no longer makes sense (rebooting a stopped VM).
+func (s *server) vmOp(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref, op := r.PathValue("vm"), r.PathValue("op")
+	known := false
+	for _, k := range knownOps {
+		known = known || k == op
+	}
+	if !known {
+		s.notFound(w, r)
+		return
+	}
+	vm, err := s.compute.Do(r.Context(), v.p, ref, op, 0)
+	if err != nil {
+		s.vmFormError(w, r, v, ref, "", err)
+		return
+	}
+	if op == hypervisor.OpDelete {
+		s.redirect(w, r, "/vms?deleted="+url.QueryEscape(vm.Name))
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done="+url.QueryEscape(op))
+}
+
+func formVersion(r *http.Request) uint64 {
+	n, _ := strconv.ParseUint(r.PostFormValue("version"), 10, 64)
+	return n
+}
+
+func (s *server) renameVM(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref, name := r.PathValue("vm"), strings.TrimSpace(r.PostFormValue("name"))
+	vm, err := s.compute.Rename(r.Context(), v.p, ref, name, formVersion(r))
+	if err != nil {
+		s.vmFormError(w, r, v, ref, name, err)
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=rename")
+}
+
+func (s *server) resizeVM(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref := r.PathValue("vm")
+	vm, err := s.compute.Resize(r.Context(), v.p, ref, r.PostFormValue("flavor"), formVersion(r))
+	if err != nil {
+		s.vmFormError(w, r, v, ref, "", err)
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=resize")
+}
