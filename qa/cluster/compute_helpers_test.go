@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -59,6 +60,7 @@ func computeSetup(t *testing.T, a *cairntest.Client, disks int) {
 	for _, f := range []map[string]any{
 		{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1},
 		{"name": "tiny2", "vcpus": 2, "ram_mib": 384, "disk_gib": 2},
+		{"name": "tiny3", "vcpus": 2, "ram_mib": 512, "disk_gib": 3},
 	} {
 		if err := a.Call("POST", "/api/v1/flavors", f, 201, nil); err != nil {
 			t.Fatal(err)
@@ -239,4 +241,37 @@ func wsDial(a *cairntest.Client, path string) (*websocket.Conn, error) {
 		res.Body.Close()
 	}
 	return conn, err
+}
+
+// readUntil reads a console WebSocket until want has arrived and returns
+// what it read.
+func readUntil(t *testing.T, conn *websocket.Conn, want string, timeout time.Duration) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var got strings.Builder
+	for !strings.Contains(got.String(), want) {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("serial console: %v after %q", err, got.String())
+		}
+		got.Write(b)
+	}
+	return got.String()
+}
+
+// virtualSize is a disk file's size as the guest sees it.
+func virtualSize(t *testing.T, path string) int64 {
+	t.Helper()
+	out, err := exec.Command("qemu-img", "info", "-U", "--output=json", path).Output()
+	if err != nil {
+		t.Fatalf("qemu-img info %s: %v", path, err)
+	}
+	var info struct {
+		VirtualSize int64 `json:"virtual-size"`
+	}
+	if err := json.Unmarshal(out, &info); err != nil {
+		t.Fatal(err)
+	}
+	return info.VirtualSize
 }

@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"crypto/ed25519"
 	"fmt"
+	"net"
+	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -49,6 +51,15 @@ func TestVMLifecycleOneNode(t *testing.T) {
 	if !alive(pid) {
 		t.Fatalf("QEMU %d died with the agent", pid)
 	}
+	// Leftovers of VMs that no longer exist, as a crash mid-delete leaves
+	// them: the restarted agent removes them.
+	orphanDir := filepath.Join(n.DataDir, "vms", "vm-00000000deadbeef")
+	if err := os.MkdirAll(orphanDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := n.Command("ip", "tuntap", "add", "cvmdeadbeef", "mode", "tap").CombinedOutput(); err != nil {
+		t.Fatalf("make an orphan tap: %v %s", err, out)
+	}
 	n.Start()
 	cairntest.WaitReady(t, n)
 	a = cairntest.Admin(t, n)
@@ -56,6 +67,26 @@ func TestVMLifecycleOneNode(t *testing.T) {
 	if vm.Status.PID != pid {
 		t.Fatalf("QEMU pid changed across the agent restart: %d → %d", pid, vm.Status.PID)
 	}
+	testutil.WaitFor(t, 30*time.Second, "leftovers removed at start", func() error {
+		if _, err := os.Stat(orphanDir); err == nil {
+			return fmt.Errorf("%s still there", orphanDir)
+		}
+		if out, _ := n.Command("ip", "link", "show", "cvmdeadbeef").CombinedOutput(); !strings.Contains(string(out), "does not exist") {
+			return fmt.Errorf("orphan tap still there: %s", out)
+		}
+		return nil
+	})
+
+	// Resize online: QEMU hot-plugs a vCPU and a memory DIMM.
+	if err := a.Call("POST", "/api/v1/vms/vm1/resize", map[string]string{"flavor": "tiny2"}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, "vm1", time.Minute, "resized online", func(v vmView) error {
+		if v.Status.VCPUs != 2 || v.Status.RAMMiB != 384 || v.Status.PID != pid || v.Status.Pending != "" {
+			return fmt.Errorf("%d vCPUs, %d MiB, pid %d, pending %q", v.Status.VCPUs, v.Status.RAMMiB, v.Status.PID, v.Status.Pending)
+		}
+		return nil
+	})
 	lifecycle(t, c, []*cairntest.Client{a}, "vm1")
 }
 
@@ -107,7 +138,7 @@ func lifecycle(t *testing.T, c *harness.Cluster, apis []*cairntest.Client, name 
 		}
 		return nil
 	})
-	if err := api(2).Call("POST", "/api/v1/vms/"+name+"/resize", map[string]string{"flavor": "tiny2"}, 200, nil); err != nil {
+	if err := api(2).Call("POST", "/api/v1/vms/"+name+"/resize", map[string]string{"flavor": "tiny3"}, 200, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := api(0).Call("POST", "/api/v1/vms/"+name+"/start", nil, 200, nil); err != nil {
@@ -117,12 +148,15 @@ func lifecycle(t *testing.T, c *harness.Cluster, apis []*cairntest.Client, name 
 		if err := inState("running")(v); err != nil {
 			return err
 		}
-		if v.Status.VCPUs != 2 || v.Status.RAMMiB != 384 {
+		if v.Status.VCPUs != 2 || v.Status.RAMMiB != 512 {
 			return fmt.Errorf("running with %d vCPUs, %d MiB", v.Status.VCPUs, v.Status.RAMMiB)
 		}
 		return nil
 	})
 	waitProbe(t, node, vm.IP(), hello)
+	if got := virtualSize(t, filepath.Join(node.DataDir, "vms", vm.ID, "root.qcow2")); got != 3<<30 {
+		t.Fatalf("boot disk after resize to 3 GiB: %d bytes", got)
+	}
 
 	// Delete removes the process, the tap, the disks and the record.
 	if err := api(2).Call("DELETE", "/api/v1/vms/"+name, nil, 202, nil); err != nil {
@@ -189,6 +223,28 @@ func TestVMBadRequests(t *testing.T) {
 		t.Errorf("corrupt image refused without saying why: %s", body)
 	}
 
+	// Import from a file server on the LAN (the harness host, as seen from
+	// the node's namespace); a loopback URL is refused.
+	ln, err := net.Listen("tcp", c.HostIP()+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.FileServer(http.Dir(filepath.Dir(harness.GuestImage(t)))), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	var imported struct {
+		SHA256 string `json:"sha256"`
+		Format string `json:"format"`
+	}
+	if err := a.Call("POST", "/api/v1/images/import", map[string]any{"name": "imported", "project": "clinic",
+		"url": "http://" + ln.Addr().String() + "/guest.qcow2"}, 201, &imported); err != nil || imported.Format != "qcow2" {
+		t.Fatalf("import from %s: %+v %v", ln.Addr(), imported, err)
+	}
+	if err := a.Call("POST", "/api/v1/images/import", map[string]any{"name": "local", "project": "clinic",
+		"url": "http://127.0.0.1:8443/"}, 400, nil); err != nil {
+		t.Errorf("import from loopback: %v", err)
+	}
+
 	// Over quota.
 	if err := a.Call("PUT", "/api/v1/projects/clinic/quota", map[string]any{"instances": 1, "vcpus": 10, "ram_mib": 10000, "disk_gib": 100, "object_gib": 10, "floating_ips": 1}, 200, nil); err != nil {
 		t.Fatal(err)
@@ -233,8 +289,10 @@ func TestVMsOnThreeNodes(t *testing.T) {
 	cairntest.WaitShape(t, a, 3, 0)
 	computeSetup(t, a, 6)
 	a2, a3 := a.On(c.Node(2)), a.On(c.Node(3))
-	for _, name := range []string{"ha1", "ha2"} {
-		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny", "group": "ha"}, 201, nil); err != nil {
+	// ha2 boots the same guest with UEFI (OVMF) instead of SeaBIOS.
+	uploadImage(t, a, harness.GuestImage(t), url.Values{"name": {"guest-uefi"}, "project": {"clinic"}, "firmware": {"uefi"}}, 201)
+	for name, image := range map[string]string{"ha1": "guest", "ha2": "guest-uefi"} {
+		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": image, "flavor": "tiny", "group": "ha"}, 201, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -275,7 +333,33 @@ func TestVMsOnThreeNodes(t *testing.T) {
 
 	// ha1: the whole lifecycle, each step through another node's API.
 	lifecycle(t, c, []*cairntest.Client{a, a2, a3}, "ha1")
+	// ha2's serial console, live through a node that does not run it: a
+	// reboot's boot messages stream in.
 	vm = vms["ha2"]
+	via = a
+	for _, n := range c.Nodes {
+		if n.Name != vm.Node {
+			via = a.On(n)
+			break
+		}
+	}
+	var serial struct {
+		SerialPath string `json:"serial_path"`
+	}
+	if err := via.Call("POST", "/api/v1/vms/ha2/console", nil, 200, &serial); err != nil {
+		t.Fatal(err)
+	}
+	conn, err := wsDial(via, serial.SerialPath)
+	if err != nil {
+		t.Fatalf("serial console WebSocket: %v", err)
+	}
+	if err := a.Call("POST", "/api/v1/vms/ha2/reboot", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := readUntil(t, conn, "cairn-guest: hostname=ha2", 3*time.Minute); !strings.Contains(got, "Linux version") {
+		t.Errorf("the serial console did not stream the boot: %q", got)
+	}
+	conn.CloseNow()
 	if err := a3.Call("DELETE", "/api/v1/vms/ha2", nil, 202, nil); err != nil {
 		t.Fatal(err)
 	}
