@@ -323,7 +323,7 @@ func (im *Images) Seed(ctx context.Context, name, path string) (*Image, error) {
 	defer f.Close()
 	img := Image{ID: newID("img"), Name: name, Visibility: VisibilityPublic, OSType: "linux", Firmware: "bios",
 		Description: "Cairn's test guest: prints its name and address on the serial console and answers on TCP port 8080",
-		Source: "file://" + path, CreatedAt: time.Now().UTC()}
+		Source:      "file://" + path, CreatedAt: time.Now().UTC()}
 	out, err := im.store(ctx, &img, f, func(img, out *Image) error {
 		_, err := im.c.Apply(ctx, MsgCreateImage, img, out)
 		return err

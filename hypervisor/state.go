@@ -129,8 +129,9 @@ func Register(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: singleton{}},
 	}})
 	consensus.RegisterTable[Image](reg, &memdb.TableSchema{Name: tImages, Indexes: map[string]*memdb.IndexSchema{
-		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		// A public image of no project (the sample image) has none.
+		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
 	}})
 	consensus.Handle(reg, MsgCreateVM, "CreateVM", applyCreateVM)
 	consensus.Handle(reg, MsgPlaceVM, "PlaceVM", applyPlaceVM)
