@@ -14,8 +14,12 @@ for i in 1 2 3; do
 	ip=127.0.0.1$i
 	peers=$(for j in 1 2 3; do if [[ $j != "$i" ]]; then printf '127.0.0.1%s,' "$j"; fi; done)
 	mkdir -p "$root/node$i"
+	# One host has one VM bridge: node1 runs the VMs, the others none.
+	vms=true
+	[[ $i == 1 ]] || vms=false
 	"$bin" agent --name "node$i" --data-dir "$root/node$i" --bind "$ip" --expect 3 \
-		--join "${peers%,}" --join-token "$token" --discovery-port 0 \
+		--join "${peers%,}" --join-token "$token" --discovery-port 0 --vms="$vms" \
+		--disk "$root/node$i/disks/d1" --disk "$root/node$i/disks/d2" \
 		>"$root/node$i.log" 2>&1 &
 	pids+=($!)
 done
