@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -222,7 +223,8 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 		return fmt.Errorf("prepare disks: %w", err)
 	}
 	seedPath := filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "seed.iso")
-	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData)}
+	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData),
+		NetworkConfig: networkConfig(vm.NICs)}
 	if err := seed.WriteISO(seedPath); err != nil {
 		return fmt.Errorf("write cloud-init seed: %w", err)
 	}
@@ -243,6 +245,17 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	w.adopt(inst)
 	w.failed = 0
 	return nil
+}
+
+// networkConfig is the seed's network-config (version 2): DHCP on every
+// NIC, matched by MAC, so the guest's own naming of interfaces is moot.
+func networkConfig(nics []NIC) []byte {
+	var b strings.Builder
+	b.WriteString("version: 2\nethernets:\n")
+	for i, n := range nics {
+		fmt.Fprintf(&b, "  nic%d:\n    match:\n      macaddress: %q\n    set-name: eth%d\n    dhcp4: true\n", i, n.MAC, i)
+	}
+	return []byte(b.String())
 }
 
 // cachedImage rebuilds enough of a deleted image's record to boot a VM
@@ -371,12 +384,14 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 	st := vm.Status
 	st.State = StateStopping
 	w.report(ctx, vm, st, reportOpts{})
+	forced := ""
 	if vm.StopMode != StopForce {
 		if err := w.inst.Powerdown(ctx); err == nil {
 			select {
 			case <-w.inst.Exited():
 			case <-time.After(w.n.cfg.StopTimeout):
 				w.log.Info("guest ignored the ACPI power button; forcing it off", "timeout", w.n.cfg.StopTimeout)
+				forced = fmt.Sprintf("the guest did not shut down within %s of the power button; forced off", w.n.cfg.StopTimeout)
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -386,7 +401,7 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 		return err
 	}
 	w.inst = nil
-	w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel, UpdatedAt: time.Now().UTC()}, reportOpts{})
+	w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{event: forced})
 	return nil
 }
 

@@ -290,8 +290,14 @@ func stateOf(v *hypervisor.VM) string {
 	return s
 }
 
+// vmJSON is a VM as `-o json` prints it: with its addresses at the top.
+type vmJSON struct {
+	*hypervisor.VM
+	IPs []string `json:"ips"`
+}
+
 func printVM(e *env, v *hypervisor.VM) error {
-	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
+	return e.printKV(vmJSON{v, v.IPs()}, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
 		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
 		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
 		{"image", v.Spec.Image}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending}})

@@ -15,13 +15,22 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// The typical flow end to end, on a real node with real QEMU: a user logs
-// in, creates a VM from an image and a flavor, watches it reach running
-// with its address, and opens the console, where the guest's screen draws.
+// The typical flow end to end, on three real nodes with real QEMU: a user
+// logs in, creates a VM from an image and a flavor, watches it reach
+// running with its address, and opens the console, where the guest's
+// screen draws. The node serving the UI runs no VMs, so the VM lands on
+// another and its console comes through the cluster's relay.
 func TestCreateVMAndOpenConsole(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"},
+		NodeExtra: func(i int) []string {
+			if i == 1 {
+				return []string{"--vms=false"}
+			}
+			return nil
+		}})
 	api := cairntest.Admin(t, c.Node(1))
-	cairntest.WaitHealthyDisks(t, api, 2, 0)
+	cairntest.WaitShape(t, api, 3, 0)
+	cairntest.WaitHealthyDisks(t, api, 6, 0)
 	if err := api.Call("POST", "/api/v1/flavors", map[string]any{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -83,6 +92,9 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "e2e-vm-running")
+	if node, _ := textOf(ctx, "#vm-node"); strings.TrimSpace(node) == c.Node(1).Name {
+		t.Fatalf("the VM runs on %s, which runs no VMs", node)
+	}
 
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#vm-console-link")),

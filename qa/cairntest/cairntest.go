@@ -35,6 +35,8 @@ type Options struct {
 	Discovery bool     // LAN discovery instead of --join
 	Grace     string   // --dead-server-grace; defaults to 5m
 	Extra     []string // more agent flags
+	// NodeExtra, if set, gives flags for one node (1-based), after Extra.
+	NodeExtra func(i int) []string
 }
 
 // Start runs n cairn agents and waits until every one is ready.
@@ -57,6 +59,9 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
 			"--dead-server-grace", o.Grace, "--log-level", "info"}
 		args = append(args, o.Extra...)
+		if o.NodeExtra != nil {
+			args = append(args, o.NodeExtra(n.Index)...)
+		}
 		if o.Discovery {
 			return args
 		}

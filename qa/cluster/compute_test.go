@@ -23,7 +23,7 @@ import (
 // guest: create from an image and a flavor, every lifecycle operation, an
 // agent killed with -9 underneath a running VM, and delete leaving nothing.
 func TestVMLifecycleOneNode(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--vm-stop-timeout", "30s"}})
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--vm-stop-timeout", "5s"}})
 	n := c.Node(1)
 	a := cairntest.Admin(t, n)
 	computeSetup(t, a, 2)
@@ -87,6 +87,27 @@ func TestVMLifecycleOneNode(t *testing.T) {
 		}
 		return nil
 	})
+
+	// A paused guest cannot answer the power button: stop forces it off
+	// after --vm-stop-timeout and says so in the history.
+	if err := a.Call("POST", "/api/v1/vms/vm1/pause", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, "vm1", 30*time.Second, "paused", inState("paused"))
+	if err := a.Call("POST", "/api/v1/vms/vm1/stop", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, "vm1", time.Minute, "forced off", inState("stopped"))
+	var evs []struct{ Kind, Message string }
+	if err := a.Call("GET", "/api/v1/vms/vm1/events", nil, 200, &evs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(fmt.Sprint(evs), "forced off") {
+		t.Fatalf("no forced stop in the history: %+v", evs)
+	}
+	if err := a.Call("POST", "/api/v1/vms/vm1/start", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
 	lifecycle(t, c, []*cairntest.Client{a}, "vm1")
 }
 
@@ -360,6 +381,10 @@ func TestVMsOnThreeNodes(t *testing.T) {
 		t.Errorf("the serial console did not stream the boot: %q", got)
 	}
 	conn.CloseNow()
+	if err := a2.Call("POST", "/api/v1/vms/ha2/force-stop", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, "ha2", 30*time.Second, "powered off", inState("stopped"))
 	if err := a3.Call("DELETE", "/api/v1/vms/ha2", nil, 202, nil); err != nil {
 		t.Fatal(err)
 	}
