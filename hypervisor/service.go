@@ -66,6 +66,12 @@ func invalid(format string, args ...any) error {
 func (s *Service) project(p *identity.Principal, ref string) (*identity.Project, error) {
 	if ref == "" {
 		ids := p.ProjectIDs()
+		if len(ids) == 0 && p.IsClusterAdmin() {
+			// A cluster admin in no project, on a cluster with one.
+			for _, pr := range s.id.ListProjects(p) {
+				ids = append(ids, pr.ID)
+			}
+		}
 		if len(ids) != 1 {
 			return nil, invalid("you are in %d projects: say which one", len(ids))
 		}

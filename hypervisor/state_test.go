@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -266,3 +267,64 @@ func TestResizeChargesTheDifference(t *testing.T) {
 		t.Fatalf("usage after resize: %+v", u)
 	}
 }
+
+// Private images are their uploader's, project images their project's,
+// public images everyone's.
+func TestImageVisibility(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "porter", Password: "porter-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "kitchen"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.id.SetMember(ctx, e.admin, "kitchen", "porter", identity.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "doctor", Password: "doctor-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.id.SetMember(ctx, e.admin, "ward", "doctor", identity.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	porter, doctor := login(t, e.id, "porter", "porter-password"), login(t, e.id, "doctor", "doctor-password")
+	for _, img := range []Image{
+		{ID: "img-private", Name: "mine", Visibility: VisibilityPrivate},
+		{ID: "img-public", Name: "everyone", Visibility: VisibilityPublic},
+	} {
+		img.ProjectID, img.OwnerID, img.DiskFormat = e.image.ProjectID, e.user.User.ID, FormatQCOW2
+		if _, err := e.node.Apply(ctx, MsgCreateImage, &img, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(p *identity.Principal) string {
+		var out []string
+		for _, img := range e.svc.images.List(p, "") {
+			out = append(out, img.Name)
+		}
+		return strings.Join(out, ",")
+	}
+	for who, want := range map[*identity.Principal]string{
+		e.user:  "everyone,guest,mine", // the uploader
+		doctor:  "everyone,guest",      // same project, not the uploader
+		porter:  "everyone",            // another project
+		e.admin: "everyone,guest,mine", // cluster admin
+	} {
+		if got := names(who); got != want {
+			t.Errorf("%s sees %q, want %q", who.User.Name, got, want)
+		}
+	}
+	if _, err := e.svc.CreateVM(ctx, porter, VMCreate{Name: "x", Image: "guest", Flavor: "small"}); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Errorf("a VM from another project's image: %v", err)
+	}
+	// Only the project's members change an image; only cluster admins make one public.
+	if _, err := e.svc.images.Update(ctx, porter, "everyone", nil, ptr(VisibilityPrivate), 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Errorf("another project's member changed a public image: %v", err)
+	}
+	if _, err := e.svc.images.Update(ctx, e.user, "guest", nil, ptr(VisibilityPublic), 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Errorf("a member published an image: %v", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

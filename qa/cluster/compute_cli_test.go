@@ -1,0 +1,98 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// The issue's CLI contract, as a project member types it: image upload, vm
+// create with an image and a flavor, vm show -o json (state, node, IPs)
+// and the power verbs, with no --project (the member has one).
+func TestVMCLI(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--vm-stop-timeout", "30s"}})
+	n := c.Node(1)
+	cairntest.WaitHealthyDisks(t, cairntest.Admin(t, n), 2, 0)
+	bin := harness.BuildCairn(t)
+	ca := filepath.Join(n.DataDir, "ca.crt")
+	endpoint := []string{"CAIRN_ENDPOINT=https://" + n.IP + ":8443", "CAIRN_CA_CERT=" + ca}
+	admin := &cli{t: t, bin: bin, env: append([]string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "admin.json")}, endpoint...)}
+	admin.ok(cairntest.AdminPassword+"\n", "login", "--username", "admin", "--password-stdin")
+	admin.ok("", "project", "create", "clinic")
+	admin.ok("", "flavor", "create", "tiny", "--vcpus", "1", "--ram-mib", "256", "--disk-gib", "1")
+	admin.ok("", "flavor", "create", "tiny2", "--vcpus", "2", "--ram-mib", "384", "--disk-gib", "2")
+	admin.ok("nurse-password\n", "user", "create", "nurse", "--password-stdin")
+	admin.ok("", "project", "add-member", "clinic", "nurse", "member")
+
+	x := &cli{t: t, bin: bin, env: append([]string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "nurse.json")}, endpoint...)}
+	x.ok("nurse-password\n", "login", "--username", "nurse", "--password-stdin")
+	if out := x.ok("", "image", "upload", "guest", harness.GuestImage(t)); !strings.Contains(out, "qcow2") {
+		t.Fatalf("image upload:\n%s", out)
+	}
+	x.ok("", "vm", "create", "vm1", "--image", "guest", "--flavor", "tiny")
+	type shown struct {
+		State string   `json:"-"`
+		Node  string   `json:"node"`
+		IPs   []string `json:"ips"`
+		Stat  struct {
+			State string `json:"state"`
+			VCPUs int64  `json:"vcpus"`
+		} `json:"status"`
+	}
+	show := func() shown {
+		var s shown
+		if err := json.Unmarshal([]byte(x.ok("", "vm", "show", "vm1", "-o", "json")), &s); err != nil {
+			t.Fatal(err)
+		}
+		s.State = s.Stat.State
+		return s
+	}
+	wait := func(state string) shown {
+		t.Helper()
+		var s shown
+		testutil.WaitFor(t, 3*time.Minute, "vm1 "+state, func() error {
+			if s = show(); s.State != state {
+				return fmt.Errorf("state %s", s.State)
+			}
+			return nil
+		})
+		return s
+	}
+	s := wait("running")
+	if s.Node != n.Name || len(s.IPs) != 1 || !strings.HasPrefix(s.IPs[0], "10.213.") {
+		t.Fatalf("vm show -o json: node %q IPs %v", s.Node, s.IPs)
+	}
+	if out := x.ok("", "vm", "list"); !strings.Contains(out, "vm1") || !strings.Contains(out, s.IPs[0]) {
+		t.Fatalf("vm list:\n%s", out)
+	}
+	for _, step := range []struct{ verb, state string }{
+		{"pause", "paused"}, {"resume", "running"}, {"reboot", "running"}, {"stop", "stopped"}, {"start", "running"},
+	} {
+		x.ok("", "vm", step.verb, "vm1")
+		wait(step.state)
+	}
+	x.ok("", "vm", "resize", "vm1", "tiny2")
+	testutil.WaitFor(t, time.Minute, "vm1 with 2 vCPUs", func() error {
+		if s := show(); s.Stat.VCPUs != 2 {
+			return fmt.Errorf("%d vCPUs", s.Stat.VCPUs)
+		}
+		return nil
+	})
+	if out := x.ok("", "vm", "events", "vm1"); !strings.Contains(out, "reboot") || !strings.Contains(out, "resize") {
+		t.Fatalf("vm events:\n%s", out)
+	}
+	x.ok("", "vm", "delete", "vm1")
+	testutil.WaitFor(t, time.Minute, "vm1 gone", func() error {
+		if out, err := x.run("", "vm", "show", "vm1"); err == nil || !strings.Contains(out, "not found") {
+			return fmt.Errorf("still there: %s", out)
+		}
+		return nil
+	})
+}
