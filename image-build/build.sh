@@ -49,26 +49,29 @@ mkdir -p "$kroot"
 dpkg-deb -x "$deb" "$kroot"
 depmod -b "$kroot" "$kver"
 
-# 2. The modules of modules.list (loaded at boot) and modules-later.list
-# (loaded once the agent runs) with their dependencies, in load order.
+# 2. The modules of modules.list (loaded at boot, in the initramfs) and
+# modules-later.list (loaded once the agent runs, for VMs: in the system
+# image, which keeps the initramfs the box unpacks at every boot small),
+# with their dependencies, in load order.
 stage=$cache/stage
-rm -rf "$stage"
-mkdir -p "$stage/lib/modules"
-modules() { # LIST OUTPUT [SKIP]
-	: >"$2"
+sys=$cache/system
+rm -rf "$stage" "$sys"
+mkdir -p "$stage/lib/modules" "$sys/lib/modules"
+modules() { # LIST ROOT OUTPUT [SKIP]: copy under ROOT, list paths relative to it
+	: >"$3"
 	grep -v '^#' "$1" | while read -r m; do
 		[[ -n $m ]] || continue
 		modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
 	done | awk '!seen[$0]++' | while read -r path; do
 		rel=${path#"$kroot"/}
-		if [[ -n ${3:-} ]] && grep -qx "/$rel" "$3"; then continue; fi
-		mkdir -p "$stage/$(dirname "$rel")"
-		cp "$path" "$stage/$rel"
-		echo "/$rel" >>"$2"
+		if [[ -n ${4:-} ]] && grep -qx "/$rel" "$4"; then continue; fi
+		mkdir -p "$2/$(dirname "$rel")"
+		cp "$path" "$2/$rel"
+		echo "/$rel" >>"$3"
 	done
 }
-modules "$here/modules.list" "$stage/lib/modules/cairn.load"
-modules "$here/modules-later.list" "$stage/lib/modules/cairn.later" "$stage/lib/modules/cairn.load"
+modules "$here/modules.list" "$stage" "$stage/lib/modules/cairn.load"
+modules "$here/modules-later.list" "$sys" "$sys/lib/modules/cairn.later" "$stage/lib/modules/cairn.load"
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"
 
 # 3. The image's boot config: the site's join token. Boxes booted from this
@@ -101,8 +104,6 @@ rm -f "$out/initramfs.cpio.gz"
 # the box needs besides the agent, mounted read-only at boot. Today QEMU, with
 # its libraries (and their loader) and firmware, from the build machine's
 # Debian packages.
-sys=$cache/system
-rm -rf "$sys"
 mkdir -p "$sys/usr/bin" "$sys/lib/x86_64-linux-gnu" "$sys/usr/share"
 for bin in qemu-system-x86_64 qemu-img; do
 	bin=$(command -v "$bin")

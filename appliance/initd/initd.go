@@ -47,7 +47,7 @@ func Main() int {
 	if err := mountKernelFS(); err != nil {
 		log.Error("mount kernel filesystems", "err", err)
 	}
-	loadModules(log, "/lib/modules/cairn.load")
+	loadModules(log, "/", "/lib/modules/cairn.load")
 	waitForDisks(2 * time.Second)
 	boot := DefaultBoot()
 	if b, err := ReadBootFile(ImageBootFile); err == nil {
@@ -104,12 +104,12 @@ func Main() int {
 	}
 	agentDone := make(chan string, 1)
 	go func() { agentDone <- runAgent(ctx, log, console, boot, addr) }()
-	go func() { // KVM: for VMs, not for booting
-		loadModules(log, "/lib/modules/cairn.later")
-		if hasSystem {
+	if hasSystem {
+		go func() { // KVM and the VM network: for VMs, not for booting
+			loadModules(log, SystemMount, filepath.Join(SystemMount, "lib/modules/cairn.later"))
 			checkHypervisor(ctx, log)
-		}
-	}()
+		}()
+	}
 	var what string
 	select {
 	case what = <-agentDone:
@@ -239,13 +239,13 @@ func mountKernelFS() error {
 
 // loadModules loads the kernel modules listed in list, one path per line, in
 // dependency order (the image build writes it with modprobe --show-depends).
-func loadModules(log *slog.Logger, list string) {
+func loadModules(log *slog.Logger, root, list string) {
 	for line := range strings.Lines(readFile(list)) {
 		path := strings.TrimSpace(line)
 		if path == "" || strings.HasPrefix(path, "#") {
 			continue
 		}
-		f, err := os.Open(path)
+		f, err := os.Open(filepath.Join(root, path))
 		if err != nil {
 			log.Warn("kernel module", "path", path, "err", err)
 			continue
