@@ -258,6 +258,9 @@ func TestBootPowerOffAndBootAgain(t *testing.T) {
 			t.Errorf("console lacks %q", want)
 		}
 	}
+	if strings.Contains(b.Console(), "toggle key help") {
+		t.Error("a shell on the console without cairn.debug=1")
+	}
 	ca := b.caKey()
 
 	b.powerOff()

@@ -1,0 +1,93 @@
+package image
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// With cairn.debug=1 on the kernel command line the console gets a shell
+// (u-root's gosh); the test plays the terminal on the serial port, as a
+// person's terminal program does, answering the line editor's cursor
+// position requests. Without the flag there is none (TestBootPowerOffAndBootAgain).
+func TestDebugShellOnlyWithFlag(t *testing.T) {
+	files := bootFiles(t)
+	disk := filepath.Join(t.TempDir(), "data.img")
+	if err := os.Truncate(mustCreate(t, disk), 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{"-machine", "q35", "-accel", hypervisor.Accel(), "-m", "1024", "-smp", "2", "-nographic", "-no-reboot"},
+		direct(files, disk, "cairn.expect=1 cairn.debug=1")...)
+	args = append(args, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
+	t.Logf("qemu-system-x86_64 %s", shellJoin(args))
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	keys, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	screen, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+
+	var mu sync.Mutex
+	var out bytes.Buffer
+	go func() {
+		b := make([]byte, 4096)
+		for {
+			n, err := screen.Read(b)
+			if n > 0 {
+				mu.Lock()
+				out.Write(b[:n])
+				mu.Unlock()
+				// The terminal's answer to "where is the cursor?".
+				if bytes.Contains(b[:n], []byte("\x1b[6n")) {
+					_, _ = keys.Write([]byte("\x1b[24;1R"))
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	seen := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return out.String()
+	}
+	defer func() {
+		if t.Failed() {
+			t.Logf("console:\n%s", strings.ReplaceAll(seen(), "\x1b", "^["))
+		}
+	}()
+	testutil.WaitFor(t, 3*time.Minute, "the debug shell's prompt", func() error {
+		if !strings.Contains(seen(), "toggle key help") {
+			return fmt.Errorf("no prompt yet")
+		}
+		return nil
+	})
+	mark := len(seen())
+	if _, err := keys.Write([]byte("ls /bbin\r")); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "the shell to list /bbin", func() error {
+		if got := seen()[mark:]; !strings.Contains(got, "gosh") || !strings.Contains(got, "dmesg") {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+}
