@@ -11,8 +11,8 @@ out=$here/out
 ns=cairn-image
 net=10.99.77
 work=$(mktemp -d /tmp/cairn-image-cluster.XXXXXX)
-accel=tcg
-if [[ -c /dev/kvm && ! -e /sys/module/kvm_pvm ]]; then accel=kvm; fi
+accel=tcg cpu=max # TCG's model with every feature it emulates (RDRAND among them)
+if [[ -c /dev/kvm && ! -e /sys/module/kvm_pvm ]]; then accel=kvm cpu=host; fi
 
 pids=()
 cleanup() {
@@ -38,7 +38,7 @@ for i in 1 2 3; do
 	ip -n "$ns" tuntap add dev "tap$i" mode tap
 	ip -n "$ns" link set "tap$i" master br0 up
 	truncate -s 8G "$work/data$i.img"
-	cmd=(qemu-system-x86_64 -machine q35 -accel "$accel" -m 2048 -smp 2 -nographic -no-reboot
+	cmd=(qemu-system-x86_64 -machine q35 -accel "$accel" -cpu "$cpu" -m 2048 -smp 2 -nographic -no-reboot
 		-kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.zst"
 		-append "console=ttyS0 panic=-1 cairn.ip=$net.1$i/24 cairn.expect=3"
 		-drive "file=$work/data$i.img,format=raw,if=virtio"

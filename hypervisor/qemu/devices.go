@@ -18,14 +18,22 @@ func esc(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 // opts joins key=value pairs into one QEMU option string.
 func opts(kv ...string) string { return strings.Join(kv, ",") }
 
-// accelArgs: KVM passes the host CPU through; TCG emulates "max", the model
-// with every feature TCG implements (qemu64 lacks x86-64-v2, which current
-// distributions require).
-func accelArgs(accel string) []string {
+// CPUModel is the -cpu for an accelerator: KVM passes the host CPU through;
+// TCG emulates "max", the model with every feature TCG implements (qemu64
+// lacks x86-64-v2, which current distributions require, and RDRAND, without
+// which a guest kernel's random pool takes seconds to fill).
+func CPUModel(accel string) string {
 	if accel == "kvm" {
-		return []string{"-accel", "kvm", "-cpu", "host"}
+		return "host"
 	}
-	return []string{"-accel", "tcg", "-cpu", "max"}
+	return "max"
+}
+
+func accelArgs(accel string) []string {
+	if accel != "kvm" {
+		accel = "tcg"
+	}
+	return []string{"-accel", accel, "-cpu", CPUModel(accel)}
 }
 
 // memorySlots is how many DIMMs can be hot-plugged; each SetMemory increase

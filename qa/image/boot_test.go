@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -94,7 +95,7 @@ func direct(files, disk, cmdline string) []string {
 func boot(t *testing.T, system []string, netdev, api string, mac int) *box {
 	t.Helper()
 	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
-	args := []string{"-machine", "q35", "-accel", hypervisor.Accel(), "-m", "1024", "-smp", "2",
+	args := []string{"-machine", "q35", "-accel", hypervisor.Accel(), "-cpu", qemu.CPUModel(hypervisor.Accel()), "-m", "1024", "-smp", "2",
 		"-nographic", "-no-reboot"}
 	args = append(args, system...)
 	args = append(args,

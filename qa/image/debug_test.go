@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -25,7 +26,7 @@ func TestDebugShellOnlyWithFlag(t *testing.T) {
 	if err := os.Truncate(mustCreate(t, disk), 2<<30); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{"-machine", "q35", "-accel", hypervisor.Accel(), "-m", "1024", "-smp", "2", "-nographic", "-no-reboot"},
+	args := append([]string{"-machine", "q35", "-accel", hypervisor.Accel(), "-cpu", qemu.CPUModel(hypervisor.Accel()), "-m", "1024", "-smp", "2", "-nographic", "-no-reboot"},
 		direct(files, disk, "cairn.expect=1 cairn.debug=1")...)
 	args = append(args, "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0")
 	t.Logf("qemu-system-x86_64 %s", shellJoin(args))

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -33,10 +34,7 @@ func main() {
 	flag.Parse()
 	m := machine{accel: hypervisor.Accel(), cpu: *cpu}
 	if m.cpu == "" {
-		m.cpu = "max"
-		if m.accel == "kvm" {
-			m.cpu = "host"
-		}
+		m.cpu = qemu.CPUModel(m.accel)
 	}
 	if err := run(m, *runs); err != nil {
 		log.Fatal(err)
