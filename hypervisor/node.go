@@ -88,6 +88,7 @@ func (n *NodeAgent) Run(ctx context.Context) {
 		n.log.Error("clean up leftovers of earlier runs", "err", err)
 	}
 	go n.reportHost(ctx)
+	go n.pruneCache(ctx)
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := n.c.Store().ReadTxn()
@@ -181,6 +182,32 @@ func (n *NodeAgent) cleanup(ctx context.Context) error {
 		return images[id] || consensus.First[Image](txn, tImages, "id", id) != nil
 	}))
 	return errors.Join(errs...)
+}
+
+// pruneCache drops, every hour, cached images that were deleted and that
+// no VM on this node is based on.
+func (n *NodeAgent) pruneCache(ctx context.Context) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		txn := n.c.Store().ReadTxn()
+		used := map[string]bool{}
+		if it, err := txn.Get(tVMs, "node", n.cfg.Name); err == nil {
+			for o := it.Next(); o != nil; o = it.Next() {
+				used[o.(*VM).Spec.Image] = true
+			}
+		}
+		if err := n.cfg.Cache.Prune(func(id string) bool {
+			return used[id] || consensus.First[Image](txn, tImages, "id", id) != nil
+		}); err != nil {
+			n.log.Warn("prune the image cache", "err", err)
+		}
+	}
 }
 
 // reportHost tells the scheduler this node's capacity, now and then: the

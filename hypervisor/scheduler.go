@@ -197,3 +197,30 @@ func (s *Scheduler) place(ctx context.Context, vm *VM) {
 		s.log.Info("placement not committed", "vm", vm.ID, "node", node, "err", err)
 	}
 }
+
+// ReapDeleted purges VMs deleted on a node that has not reported for
+// longer than after: that node cannot tear them down, and the owner should
+// not see them linger. When the node comes back, its agent removes what the
+// VMs left there (it keeps only what records still name).
+func (s *Scheduler) ReapDeleted(ctx context.Context, after time.Duration) error {
+	txn := s.c.Store().ReadTxn()
+	it, err := txn.Get(tVMs, "id")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for o := it.Next(); o != nil; o = it.Next() {
+		vm := o.(*VM)
+		if vm.Desired != DesiredDeleted || vm.Node == "" {
+			continue
+		}
+		h := consensus.First[Host](txn, tHosts, "id", vm.Node)
+		if h != nil && time.Since(h.ReportedAt) < after {
+			continue
+		}
+		s.log.Warn("purging a VM deleted on a node that stopped reporting", "vm", vm.ID, "node", vm.Node)
+		_, err := s.c.Apply(ctx, MsgPurgeVM, purgeVMCmd{ID: vm.ID, Node: vm.Node}, nil)
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}

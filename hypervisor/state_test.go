@@ -328,3 +328,40 @@ func TestImageVisibility(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// A VM deleted on a node that stopped reporting is purged by the leader;
+// its quota and address come back.
+func TestDeletedVMOnLostNodeIsReaped(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "gone", VCPUs: 4, RAMMiB: 8192, ReportedAt: time.Now().Add(-10 * time.Minute)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "orphan", Image: "guest", Flavor: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, MsgPlaceVM, placeVMCmd{ID: vm.ID, Node: "gone"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Do(ctx, e.user, "orphan", OpDelete, 0); err != nil {
+		t.Fatal(err)
+	}
+	sch := NewScheduler(e.node, slog.Default())
+	// A node that reported recently is left to do it itself.
+	if err := sch.ReapDeleted(ctx, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.VM(e.user, vm.ID); err != nil {
+		t.Fatalf("reaped too early: %v", err)
+	}
+	if err := sch.ReapDeleted(ctx, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.VM(e.user, vm.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("not reaped: %v", err)
+	}
+	if u := e.usage(t); u != (identity.Resources{}) {
+		t.Fatalf("quota not released: %+v", u)
+	}
+}

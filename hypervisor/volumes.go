@@ -12,10 +12,12 @@ import (
 	"syscall"
 )
 
-// Disk is one disk as QEMU reaches it.
+// Disk is one disk as QEMU reaches it: a local file (Path) or a network
+// volume (Source, e.g. an NBD export of the local node).
 type Disk struct {
 	ID       string // root, data-0, ..., seed
 	Path     string
+	Source   string
 	Format   string // qcow2 or raw
 	Media    string // disk or cdrom
 	ReadOnly bool

@@ -72,6 +72,10 @@ func (w *worker) run(ctx context.Context) {
 		}
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 		if vm == nil || vm.Node != w.n.cfg.Name {
+			// Purged while this node could not do it (the leader reaps VMs
+			// deleted on a node that stopped reporting): whatever is still
+			// here belongs to nobody.
+			w.removeLocal(ctx, w.id, nil)
 			return
 		}
 		done, err := w.reconcile(ctx, vm)
@@ -289,7 +293,7 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 		boot = 2 // the installer CD first, the disk after
 	}
 	for _, d := range disks {
-		qd := qemu.Disk{ID: d.ID, Path: d.Path, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media, Cache: w.n.cfg.Volumes.cacheMode()}
+		qd := qemu.Disk{ID: d.ID, Path: d.Path, Source: d.Source, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media, Cache: w.n.cfg.Volumes.cacheMode()}
 		switch d.ID {
 		case "root":
 			qd.BootIndex = boot
@@ -405,23 +409,30 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 	return nil
 }
 
+// removeLocal stops the VM's QEMU if it runs and removes its taps and disks.
+// Without the NICs (the record is gone) taps wait for the next start-up's
+// clean-up, which removes every tap no VM owns.
+func (w *worker) removeLocal(ctx context.Context, id string, nics []NIC) error {
+	var errs []error
+	if w.inst != nil {
+		errs = append(errs, w.inst.Quit(ctx))
+		w.inst = nil
+	} else if inst, err := w.n.cfg.Driver.Attach(ctx, id); err == nil {
+		errs = append(errs, inst.Quit(ctx))
+	}
+	for _, nic := range nics {
+		errs = append(errs, w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)))
+	}
+	errs = append(errs, w.n.cfg.Volumes.Remove(ctx, id))
+	return errors.Join(errs...)
+}
+
 // teardown removes everything the VM had on this node, then its record.
 func (w *worker) teardown(ctx context.Context, vm *VM) (bool, error) {
 	if vm.Status.State != StateDeleting {
 		w.report(ctx, vm, VMStatus{State: StateDeleting}, reportOpts{})
 	}
-	if w.inst != nil {
-		if err := w.inst.Quit(ctx); err != nil {
-			return false, err
-		}
-		w.inst = nil
-	}
-	var errs []error
-	for _, nic := range vm.NICs {
-		errs = append(errs, w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)))
-	}
-	errs = append(errs, w.n.cfg.Volumes.Remove(ctx, vm.ID))
-	if err := errors.Join(errs...); err != nil {
+	if err := w.removeLocal(ctx, vm.ID, vm.NICs); err != nil {
 		return false, err
 	}
 	if _, err := w.n.c.Apply(ctx, MsgPurgeVM, purgeVMCmd{ID: vm.ID, Node: w.n.cfg.Name}, nil); err != nil {

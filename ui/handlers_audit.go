@@ -23,6 +23,10 @@ func auditActions() []string {
 		"upload.", "upload.create", "upload.complete", "upload.abort",
 		"disk.", "disk.add", "disk.draining", "disk.active", "disk.remove",
 		"s3.credential.create", "s3.credential.delete",
+		"vm.", "vm.create", "vm.start", "vm.stop", "vm.force-stop", "vm.reboot", "vm.pause", "vm.resume",
+		"vm.resize", "vm.rename", "vm.delete", "vm.console",
+		"image.", "image.create", "image.import", "image.update", "image.delete",
+		"compute.settings",
 	}
 }
 

@@ -21,6 +21,9 @@ func (a *Agent) newCompute() {
 	a.compute = hypervisor.NewService(a.node, a.identity, a.images, a.log.With("component", "compute"))
 	a.scheduler = hypervisor.NewScheduler(a.node, a.log.With("component", "scheduler"))
 	a.node.RegisterController("scheduler", a.scheduler.Run)
+	a.node.RegisterController("vm-reaper", a.every(30*time.Second, "purge VMs deleted on lost nodes", func(ctx context.Context) error {
+		return a.scheduler.ReapDeleted(ctx, 5*time.Minute)
+	}))
 	a.node.RegisterController("default-network", a.ensureNetwork)
 	a.newNodeAgent()
 	local := func(vm, kind string) (string, bool) { return "", false }
