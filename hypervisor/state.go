@@ -452,9 +452,37 @@ func applyCreateImage(tx *consensus.Tx, img *Image) (any, error) {
 	case img.ProjectID != "" && consensus.First[identity.Project](tx.Txn, "projects", "id", img.ProjectID) == nil:
 		return nil, notFound("project", img.ProjectID)
 	}
+	// Charged after the insert, so the project's image total includes it.
 	row := *img
 	row.Version = tx.Index
-	return &row, tx.Insert(tImages, &row)
+	if err := tx.Insert(tImages, &row); err != nil {
+		return nil, err
+	}
+	return &row, chargeImages(tx, img.ProjectID, -img.Size)
+}
+
+// chargeImages brings a project's object-storage usage in line with its
+// images' bytes, in whole GiB of the project's image total, so images cannot
+// fill the pool past the project's quota; before is the change just made
+// (the total before it is the total now minus before). Cairn's own images
+// (no project) are not charged.
+func chargeImages(tx *consensus.Tx, project string, before int64) error {
+	if project == "" {
+		return nil
+	}
+	it, err := tx.Get(tImages, "project", project)
+	if err != nil {
+		return err
+	}
+	var total int64
+	for o := it.Next(); o != nil; o = it.Next() {
+		total += o.(*Image).Size
+	}
+	gib := func(b int64) int64 { return (b + 1<<30 - 1) >> 30 }
+	if d := gib(total) - gib(total+before); d != 0 {
+		return identity.Charge(tx, project, identity.Resources{ObjectGiB: d})
+	}
+	return nil
 }
 
 func applyUpdateImage(tx *consensus.Tx, c *updateImageCmd) (any, error) {
@@ -484,5 +512,8 @@ func applyDeleteImage(tx *consensus.Tx, c *deleteImageCmd) (any, error) {
 	if err := checkVersion("image", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
 	}
-	return cur, tx.Delete(tImages, cur)
+	if err := tx.Delete(tImages, cur); err != nil {
+		return nil, err
+	}
+	return cur, chargeImages(tx, cur.ProjectID, cur.Size)
 }

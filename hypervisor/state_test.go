@@ -165,7 +165,7 @@ func TestBadRequestsLeaveNothingBehind(t *testing.T) {
 	if vms, _ := e.svc.ListVMs(e.user, ""); len(vms) != 0 {
 		t.Errorf("VMs left behind: %+v", vms)
 	}
-	if u := e.usage(t); u != (identity.Resources{}) {
+	if u := e.usage(t); u != (identity.Resources{ObjectGiB: 1}) { // the guest image's GiB
 		t.Errorf("quota charged by refused requests: %+v", u)
 	}
 	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), ""); len(ports) != 0 {
@@ -186,7 +186,7 @@ func TestDeleteUnplacedVMReleasesEverything(t *testing.T) {
 	if _, err := e.svc.VM(e.user, vm.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
 		t.Fatalf("deleted VM still there: %v", err)
 	}
-	if u := e.usage(t); u != (identity.Resources{}) {
+	if u := e.usage(t); u != (identity.Resources{ObjectGiB: 1}) { // the guest image's GiB
 		t.Fatalf("quota not released: %+v", u)
 	}
 	if p := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(p) != 0 {
@@ -361,7 +361,45 @@ func TestDeletedVMOnLostNodeIsReaped(t *testing.T) {
 	if _, err := e.svc.VM(e.user, vm.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
 		t.Fatalf("not reaped: %v", err)
 	}
-	if u := e.usage(t); u != (identity.Resources{}) {
+	if u := e.usage(t); u != (identity.Resources{ObjectGiB: 1}) { // the guest image's GiB
 		t.Fatalf("quota not released: %+v", u)
+	}
+}
+
+// Images count against their project's object-storage quota.
+func TestImagesChargeObjectQuota(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	q, err := e.id.GetQuota(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := q.Limits
+	limits.ObjectGiB = 2
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	add := func(id string, size int64) error {
+		_, err := e.node.Apply(ctx, MsgCreateImage, &Image{ID: id, Name: id, ProjectID: e.image.ProjectID, Visibility: VisibilityProject,
+			DiskFormat: FormatQCOW2, Size: size}, nil)
+		return err
+	}
+	if err := add("img-big", 3<<29); err != nil { // 1.5 GiB: with the 1 MiB guest, 2 GiB
+		t.Fatal(err)
+	}
+	if u := e.usage(t); u.ObjectGiB != 2 {
+		t.Fatalf("object usage %d GiB, want 2", u.ObjectGiB)
+	}
+	if err := add("img-more", 1<<30); consensus.ErrorCode(err) != consensus.CodeQuotaExceeded {
+		t.Fatalf("an image past the quota: %v", err)
+	}
+	if _, err := e.svc.images.Get(e.admin, "img-more"); err == nil {
+		t.Fatal("the refused image was recorded")
+	}
+	if _, err := e.node.Apply(ctx, MsgDeleteImage, deleteImageCmd{ID: "img-big"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if u := e.usage(t); u.ObjectGiB != 1 {
+		t.Fatalf("object usage after delete %d GiB, want 1", u.ObjectGiB)
 	}
 }
