@@ -289,6 +289,10 @@ func (c *Consoles) SerialLog(ctx context.Context, p *identity.Principal, ref str
 	if err != nil {
 		return nil, err
 	}
+	if !p.Can(vm.ProjectID, identity.RoleMember) {
+		// The log can hold what cloud-init printed, passwords included.
+		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to read VM %s's console", vm.Name)
+	}
 	if vm.Node == "" {
 		return nil, nil
 	}

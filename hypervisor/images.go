@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/exec"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -186,7 +188,7 @@ func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageS
 	if err := im.authorize(ctx, p, &spec, "image.import"); err != nil {
 		return nil, err
 	}
-	client := &http.Client{Transport: &http.Transport{DialContext: dialNotLocal, Proxy: nil}, Timeout: 6 * time.Hour}
+	client := &http.Client{Transport: &http.Transport{DialContext: im.dialLAN, Proxy: nil}, Timeout: 6 * time.Hour}
 	req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
 	if err != nil {
 		return nil, invalid("import %s: %v", src, err)
@@ -202,14 +204,35 @@ func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageS
 	return im.add(ctx, p, spec, src, resp.Body)
 }
 
-// dialNotLocal refuses loopback and link-local targets, so an import cannot
-// be pointed at the node's own services.
-func dialNotLocal(ctx context.Context, network, addr string) (net.Conn, error) {
+// dialLAN connects an import to a file server on the hospital's network
+// and nowhere else Cairn can reach that a user could not: not this node's
+// own addresses (its API, metrics, debug port), not loopback or link-local,
+// and not the VM networks (other projects' VMs). The check runs on every
+// resolved address, redirects included.
+func (im *Images) dialLAN(ctx context.Context, network, addr string) (net.Conn, error) {
+	var vmNets []netip.Prefix
+	for _, nw := range netfabric.ListNetworks(im.c.Store().ReadTxn()) {
+		vmNets = append(vmNets, nw.Prefix())
+	}
+	own, _ := net.InterfaceAddrs()
 	d := &net.Dialer{Timeout: 10 * time.Second, Control: func(_, address string, _ syscall.RawConn) error {
-		host, _, _ := net.SplitHostPort(address)
-		ip := net.ParseIP(host)
-		if ip == nil || ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
-			return fmt.Errorf("refusing to import from %s: not a LAN address", host)
+		ap, err := netip.ParseAddrPort(address)
+		if err != nil {
+			return fmt.Errorf("refusing to import from %s", address)
+		}
+		ip := ap.Addr().Unmap()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() || ip.IsMulticast() {
+			return fmt.Errorf("refusing to import from %s: not a LAN address", ip)
+		}
+		for _, a := range own {
+			if n, ok := a.(*net.IPNet); ok && n.IP.Equal(ip.AsSlice()) {
+				return fmt.Errorf("refusing to import from %s: an address of this node", ip)
+			}
+		}
+		for _, p := range vmNets {
+			if p.Contains(ip) {
+				return fmt.Errorf("refusing to import from %s: a VM network", ip)
+			}
 		}
 		return nil
 	}}
@@ -293,7 +316,14 @@ func (im *Images) store(ctx context.Context, img *Image, body io.Reader, commit 
 	}
 	var out Image
 	if err := commit(img, &out); err != nil {
-		if derr := im.objects.DeleteSystem(context.WithoutCancel(ctx), ImageBucket, img.ID); derr != nil {
+		// Not acknowledged is not always not committed (the leader may
+		// have changed mid-way): never delete the bytes of a record that
+		// exists.
+		bg := context.WithoutCancel(ctx)
+		if rerr := im.c.ConsistentRead(bg); rerr != nil || consensus.First[Image](im.c.Store().ReadTxn(), tImages, "id", img.ID) != nil {
+			return nil, err
+		}
+		if derr := im.objects.DeleteSystem(bg, ImageBucket, img.ID); derr != nil {
 			im.log.Warn("image record refused and its bytes not removed", "image", img.ID, "err", derr)
 		}
 		return nil, err
@@ -373,6 +403,10 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 		if info.BackingFile != "" {
 			return "", invalid("the qcow2 image has a backing file (%s): upload a standalone image", info.BackingFile)
 		}
+		if f := info.FormatSpecific.Data.DataFile; f != "" {
+			// Its data would be read from a file of the host (CVE-2024-4467).
+			return "", invalid("the qcow2 image keeps its data in an external file (%s): upload a standalone image", f)
+		}
 		if format == FormatQCOW2 {
 			if out, err := im.run(ctx, "check", "-f", "qcow2", src); err != nil {
 				return "", invalid("the qcow2 image is corrupt: %s", firstLine(out, err))
@@ -419,8 +453,13 @@ func detectFormat(path string) (string, error) {
 }
 
 type imgInfo struct {
-	VirtualSize int64  `json:"virtual-size"`
-	BackingFile string `json:"backing-filename"`
+	VirtualSize    int64  `json:"virtual-size"`
+	BackingFile    string `json:"backing-filename"`
+	FormatSpecific struct {
+		Data struct {
+			DataFile string `json:"data-file"`
+		} `json:"data"`
+	} `json:"format-specific"`
 }
 
 func (im *Images) info(ctx context.Context, path, format string) (imgInfo, error) {
@@ -506,7 +545,7 @@ func (im *Images) Delete(ctx context.Context, p *identity.Principal, ref string,
 	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgDeleteImage, deleteImageCmd{ID: img.ID, IfMatch: ifMatch}, nil); err != nil {
 		return err
 	}
-	if err := im.objects.DeleteSystem(ctx, ImageBucket, img.ID); err != nil && !errors.Is(err, context.Canceled) {
+	if err := im.objects.DeleteSystem(context.WithoutCancel(ctx), ImageBucket, img.ID); err != nil {
 		// The record is gone; the orphan sweeper cannot see these shards
 		// (the object still exists), so say so loudly.
 		im.log.Error("image deleted but its bytes were not", "image", img.ID, "err", err)

@@ -67,8 +67,11 @@ type reportVMCmd struct {
 	Node     string   `json:"node"`
 	Status   VMStatus `json:"status"`
 	Rebooted uint64   `json:"rebooted"`
-	// GuestStopped: the guest shut itself down; the VM stays stopped.
+	// GuestStopped: the guest shut itself down; the VM stays stopped,
+	// unless its owner asked for something since (Version is the desired
+	// state's version the node saw).
 	GuestStopped bool   `json:"guest_stopped,omitempty"`
+	Version      uint64 `json:"version,omitempty"`
 	Event        string `json:"event,omitempty"` // a line for the history besides the state change
 }
 
@@ -293,6 +296,9 @@ func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
 	}
 	if vm.Status.State == StateError && c.Desired != DesiredStopped {
 		vm.Status.Error = "" // a new request is a new attempt
+		if vm.Node == "" {
+			vm.Status.State = StateScheduling // the scheduler tries again
+		}
 	}
 	vm.Version = tx.Index
 	if err := tx.Insert(tVMs, &vm); err != nil {
@@ -312,7 +318,7 @@ func applyReportVM(tx *consensus.Tx, c *reportVMCmd) (any, error) {
 	}
 	vm := *cur
 	vm.Status, vm.Rebooted = c.Status, c.Rebooted
-	if c.GuestStopped && vm.Desired != DesiredDeleted {
+	if c.GuestStopped && vm.Desired != DesiredDeleted && c.Version == cur.Version {
 		vm.Desired = DesiredStopped
 	}
 	if err := tx.Insert(tVMs, &vm); err != nil {

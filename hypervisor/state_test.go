@@ -242,6 +242,53 @@ func TestSchedulerSpreadsRespectsAntiAffinityAndCapacity(t *testing.T) {
 	if _, err := e.node.Apply(ctx, MsgPlaceVM, placeVMCmd{ID: c.ID, Node: "node1"}, nil); consensus.ErrorCode(err) == "" {
 		t.Fatalf("overfilling node1 was accepted")
 	}
+	// Room appears; starting the failed VM again gets it scheduled.
+	e.host(t, "node3", 2, 4096)
+	if _, err := e.svc.Do(ctx, e.user, "c", OpStart, 0); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "c placed after a new start", func() error {
+		if c, _ := e.svc.VM(e.user, "c"); c.Node != "node3" {
+			return fmt.Errorf("c on %q, state %s", c.Node, c.Status.State)
+		}
+		return nil
+	})
+}
+
+// The guest powering itself off stops the VM, unless the owner asked for
+// something after the node saw it.
+func TestGuestStopDoesNotOverrideANewerRequest(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	e.host(t, "node1", 2, 4096)
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "g", Image: "guest", Flavor: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "placed", func() error {
+		if v, _ := e.svc.VM(e.user, "g"); v.Node == "" {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	seen, _ := e.svc.VM(e.user, "g")
+	if _, err := e.svc.Do(ctx, e.user, "g", OpReboot, 0); err != nil { // a newer request
+		t.Fatal(err)
+	}
+	report := func(version uint64) {
+		if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: vm.ID, Node: "node1", Status: VMStatus{State: StateStopped}, GuestStopped: true, Version: version}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(seen.Version)
+	if v, _ := e.svc.VM(e.user, "g"); v.Desired != DesiredRunning {
+		t.Fatalf("a stale guest stop overrode the newer request: desired %s", v.Desired)
+	}
+	now, _ := e.svc.VM(e.user, "g")
+	report(now.Version)
+	if v, _ := e.svc.VM(e.user, "g"); v.Desired != DesiredStopped {
+		t.Fatalf("the guest's own stop was not recorded: desired %s", v.Desired)
+	}
 }
 
 func TestResizeChargesTheDifference(t *testing.T) {

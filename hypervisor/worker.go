@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -29,6 +30,17 @@ type worker struct {
 	// guestShutdown: the guest powered itself off (QMP SHUTDOWN from the
 	// guest), so its exit is a stop, not a crash.
 	guestShutdown chan struct{}
+	// eventsDone is closed when the instance's event stream has ended, so
+	// every event QEMU sent before exiting has been seen.
+	eventsDone chan struct{}
+	// guestStopped is the VM version under which the guest powered itself
+	// off: not started again until the owner asks for something new, even
+	// if reporting the stop to the cluster failed.
+	guestStopped uint64
+	// fresh: QEMU was just started, so pending reboots are moot.
+	fresh bool
+	// crashes are the times QEMU died unasked, for the restart backoff.
+	crashes []time.Time
 	// failed is the VM version whose start failed: not retried until the
 	// owner asks for something new.
 	failed  uint64
@@ -92,6 +104,12 @@ func (w *worker) run(ctx context.Context) {
 
 // exited handles the end of the VM's QEMU process.
 func (w *worker) exited(ctx context.Context) {
+	// The exit and the guest's SHUTDOWN event come on different paths:
+	// wait for the event stream to end before telling one from the other.
+	select {
+	case <-w.eventsDone:
+	case <-time.After(2 * time.Second):
+	}
 	guest := false
 	select {
 	case <-w.guestShutdown:
@@ -104,16 +122,37 @@ func (w *worker) exited(ctx context.Context) {
 	if vm == nil {
 		return
 	}
-	st := vm.Status
-	st.State, st.PID, st.UpdatedAt = StateStopped, 0, time.Now().UTC()
+	st := VMStatus{State: StateStopped, Accel: vm.Status.Accel}
 	if guest || vm.Desired == DesiredStopped {
+		if guest {
+			w.guestStopped = vm.Version
+		}
 		w.report(ctx, vm, st, reportOpts{guestStopped: guest && vm.Desired != DesiredStopped, event: eventIf(guest, "the guest shut itself down")})
 		return
 	}
-	// A crash or a kill from outside: the owner still wants it running,
-	// so the next reconcile starts it again.
+	// A crash or a kill from outside: the owner still wants it running, so
+	// the next reconcile starts it again, unless it keeps crashing.
+	now := time.Now()
+	w.crashes = append(w.crashes, now)
+	for len(w.crashes) > 0 && now.Sub(w.crashes[0]) > crashWindow {
+		w.crashes = w.crashes[1:]
+	}
+	if len(w.crashes) >= maxCrashes {
+		w.failed = vm.Version
+		st.State, st.Error = StateError, fmt.Sprintf("QEMU exited unexpectedly %d times within %s; not restarted", len(w.crashes), crashWindow)
+		w.report(ctx, vm, st, reportOpts{})
+		return
+	}
+	w.retryAt = now.Add(time.Duration(len(w.crashes)) * 2 * time.Second)
 	w.report(ctx, vm, st, reportOpts{event: "QEMU exited unexpectedly; starting it again"})
 }
+
+// A VM whose QEMU dies maxCrashes times within crashWindow is left in the
+// error state until its owner asks again.
+const (
+	maxCrashes  = 5
+	crashWindow = 10 * time.Minute
+)
 
 func eventIf(cond bool, s string) string {
 	if cond {
@@ -141,7 +180,7 @@ func (w *worker) report(ctx context.Context, vm *VM, st VMStatus, o reportOpts) 
 		return
 	}
 	st.UpdatedAt = time.Now().UTC()
-	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Event: o.event}
+	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Version: vm.Version, Event: o.event}
 	if _, err := w.n.c.Apply(ctx, MsgReportVM, cmd, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("report VM status", "err", err)
 	}
@@ -166,6 +205,16 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 		if vm.Status.State == StateError && w.failed == vm.Version {
 			return false, nil
 		}
+		if w.guestStopped == vm.Version {
+			// The guest powered off and the cluster has not recorded it yet
+			// (no leader a moment ago): say so again instead of booting it.
+			w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{guestStopped: true})
+			return false, nil
+		}
+		if wait := time.Until(w.retryAt); wait > 0 {
+			time.AfterFunc(wait, w.kick)
+			return false, nil
+		}
 		if err := w.start(ctx, vm); err != nil {
 			w.log.Warn("VM did not start", "err", err)
 			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
@@ -177,6 +226,7 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			w.failed = vm.Version // QEMU refused: wait for the owner's next request
 			return false, nil
 		}
+		w.fresh = true
 	}
 	return false, w.converge(ctx, vm)
 }
@@ -189,9 +239,10 @@ func (t transient) Unwrap() error { return t.error }
 // adopt takes over a QEMU instance and watches its events.
 func (w *worker) adopt(inst *qemu.Instance) {
 	w.inst = inst
-	gs := make(chan struct{})
-	w.guestShutdown = gs
+	gs, done := make(chan struct{}), make(chan struct{})
+	w.guestShutdown, w.eventsDone = gs, done
 	go func() {
+		defer close(done)
 		var once bool
 		for ev := range inst.Events() {
 			if ev.Name != "SHUTDOWN" || once {
@@ -242,6 +293,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC})
 	}
 	m := w.machine(vm, img, disks, nics)
+	trimLog(m.SerialLog, maxSerialLog)
 	inst, err := w.n.cfg.Driver.Start(ctx, m)
 	if err != nil {
 		return err
@@ -260,6 +312,29 @@ func networkConfig(nics []NIC) []byte {
 		fmt.Fprintf(&b, "  nic%d:\n    match:\n      macaddress: %q\n    set-name: eth%d\n    dhcp4: true\n", i, n.MAC, i)
 	}
 	return []byte(b.String())
+}
+
+// maxSerialLog bounds a VM's serial log: QEMU appends to it for as long as
+// the VM lives, and it is cut back to its newest half at each start.
+const maxSerialLog = 8 << 20
+
+// trimLog keeps the newest half of a log longer than max.
+func trimLog(path string, max int64) {
+	st, err := os.Stat(path)
+	if err != nil || st.Size() <= max {
+		return
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	tail := make([]byte, max/2)
+	if _, err := f.ReadAt(tail, st.Size()-max/2); err != nil {
+		return
+	}
+	_ = os.WriteFile(path+".tmp", tail, 0o600)
+	_ = os.Rename(path+".tmp", path)
 }
 
 // cachedImage rebuilds enough of a deleted image's record to boot a VM
@@ -313,13 +388,17 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 	}
 	st := vm.Status
 	st.Accel, st.PID, st.Error = w.n.cfg.Accel, qs.PID, ""
-	if st.StartedAt.IsZero() || (vm.Status.State != StateRunning && vm.Status.State != StatePaused) {
-		st.StartedAt = time.Now().UTC()
+	var o reportOpts
+	if w.fresh {
+		// Just booted with the spec's size; reboots asked before are done.
+		w.fresh = false
+		st.VCPUs, st.RAMMiB, st.StartedAt = vm.Spec.VCPUs, vm.Spec.RAMMiB, time.Now().UTC()
+		r := vm.Reboots
+		o.rebooted = &r
 	}
-	if st.VCPUs == 0 {
+	if st.VCPUs == 0 { // attached to a QEMU started by an earlier agent
 		st.VCPUs, st.RAMMiB = vm.Spec.VCPUs, vm.Spec.RAMMiB
 	}
-	var o reportOpts
 	switch {
 	case vm.Desired == DesiredPaused && qs.Running:
 		if err := w.inst.Pause(ctx); err != nil {
@@ -332,16 +411,23 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 		}
 		qs.Running = true
 	}
-	if vm.Reboots > vm.Rebooted && vm.Desired == DesiredRunning {
+	if o.rebooted == nil && vm.Reboots > vm.Rebooted && vm.Desired == DesiredRunning {
 		if err := w.inst.Reset(ctx); err != nil {
 			return err
 		}
 		r := vm.Reboots
 		o.rebooted, o.event = &r, "rebooted"
 	}
-	st.State = StateRunning
-	if !qs.Running {
+	switch {
+	case qs.Running:
+		st.State = StateRunning
+	case qs.State == "paused":
 		st.State = StatePaused
+	default:
+		// QEMU stopped the guest itself: io-error (a full or failing
+		// disk), guest-panicked, internal-error. Say so; a stop and start
+		// is the way out.
+		st.State, st.Error = StateError, "QEMU stopped the VM: "+qs.State
 	}
 	w.resize(ctx, vm, &st)
 	w.report(ctx, vm, st, o)
@@ -391,13 +477,24 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 	forced := ""
 	if vm.StopMode != StopForce {
 		if err := w.inst.Powerdown(ctx); err == nil {
-			select {
-			case <-w.inst.Exited():
-			case <-time.After(w.n.cfg.StopTimeout):
-				w.log.Info("guest ignored the ACPI power button; forcing it off", "timeout", w.n.cfg.StopTimeout)
-				forced = fmt.Sprintf("the guest did not shut down within %s of the power button; forced off", w.n.cfg.StopTimeout)
-			case <-ctx.Done():
-				return ctx.Err()
+			timeout := time.After(w.n.cfg.StopTimeout)
+		wait:
+			for {
+				select {
+				case <-w.inst.Exited():
+					break wait
+				case <-timeout:
+					w.log.Info("guest ignored the ACPI power button; forcing it off", "timeout", w.n.cfg.StopTimeout)
+					forced = fmt.Sprintf("the guest did not shut down within %s of the power button; forced off", w.n.cfg.StopTimeout)
+					break wait
+				case <-w.wake:
+					// A force-stop or delete while we wait need not wait.
+					if now := getVM(w.n.c.Store().ReadTxn(), w.id); now == nil || now.StopMode == StopForce || now.Desired == DesiredDeleted {
+						break wait
+					}
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
 		}
 	}
@@ -419,6 +516,10 @@ func (w *worker) removeLocal(ctx context.Context, id string, nics []NIC) error {
 		w.inst = nil
 	} else if inst, err := w.n.cfg.Driver.Attach(ctx, id); err == nil {
 		errs = append(errs, inst.Quit(ctx))
+	} else {
+		// Not reachable over QMP (hung, or another client holds the
+		// monitor): the driver kills it by its pid file, if it is ours.
+		errs = append(errs, w.n.cfg.Driver.Cleanup(ctx, func(name string) bool { return name != id }))
 	}
 	for _, nic := range nics {
 		errs = append(errs, w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)))

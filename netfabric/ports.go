@@ -171,7 +171,14 @@ func PortsOf(txn *memdb.Txn, owner string) []Port {
 }
 
 func portsOn(txn *memdb.Txn, networkID string) []Port {
-	return collect(txn, "ip_prefix", networkID)
+	// The prefix index matches "net1" to "net10" too: keep the network's own.
+	var out []Port
+	for _, p := range collect(txn, "ip_prefix", networkID) {
+		if p.NetworkID == networkID {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func collect(txn *memdb.Txn, index string, args ...any) []Port {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +16,10 @@ import (
 // and image routes, the scheduler) from the config.
 func (a *Agent) newCompute() {
 	cfg := a.cfg
+	// Uploads spooled when the node last stopped are abandoned.
+	if err := os.RemoveAll(filepath.Join(cfg.DataDir, "images", "tmp")); err != nil {
+		a.log.Warn("remove abandoned image uploads", "err", err)
+	}
 	a.images = hypervisor.NewImages(a.node, a.identity, a.objects, hypervisor.ImagesConfig{
 		QEMUImg: strings.Fields(cfg.QEMUImg), TempDir: filepath.Join(cfg.DataDir, "images", "tmp"),
 		Logger: a.log.With("component", "images")})
