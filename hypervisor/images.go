@@ -178,6 +178,36 @@ func (im *Images) Upload(ctx context.Context, p *identity.Principal, spec ImageS
 	return im.add(ctx, p, spec, "", body)
 }
 
+// CheckRoom refuses an upload of size bytes (if known, > 0) before it is
+// spooled: past the project's object quota, or larger than what this
+// node's spool can hold with a converted copy beside it.
+func (im *Images) CheckRoom(ctx context.Context, p *identity.Principal, spec ImageSpec, size int64) error {
+	if size <= 0 {
+		return nil
+	}
+	if size > im.maxSize {
+		return invalid("the image is larger than the %d GiB limit", im.maxSize>>30)
+	}
+	if pr, err := (&Service{id: im.id}).project(p, spec.Project); err == nil {
+		if q, err := im.id.GetQuota(p, pr.ID); err == nil && q.Limits.ObjectGiB != identity.Unlimited {
+			if need := (size + 1<<30 - 1) >> 30; q.Usage.ObjectGiB+need > q.Limits.ObjectGiB {
+				return im.id.Deny(ctx, p, "image.create", spec.Name, pr.ID, consensus.Errorf(consensus.CodeQuotaExceeded,
+					"quota exceeded for object storage in project %s: limit %d GiB, in use %d, this image needs %d", pr.Name, q.Limits.ObjectGiB, q.Usage.ObjectGiB, need))
+			}
+		}
+	}
+	if err := os.MkdirAll(im.tmp, 0o700); err != nil {
+		return err
+	}
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(im.tmp, &st); err == nil {
+		if free := int64(st.Bavail) * int64(st.Bsize); free < 2*size {
+			return consensus.Errorf(consensus.CodeUnavailable, "this node has %d MiB free for uploads, an image of %d MiB needs twice that; try another node", free>>20, size>>20)
+		}
+	}
+	return nil
+}
+
 // Import fetches an image from an HTTP(S) URL, typically a file server on
 // the hospital's network, and stores it like an upload.
 func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageSpec, src string) (*Image, error) {

@@ -361,6 +361,11 @@ func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, err)
 	}
+	// The image's minimums still hold (a deleted image has none left to check).
+	if img := consensus.First[Image](s.c.Store().ReadTxn(), tImages, "id", vm.Spec.Image); img != nil && img.MinRAMMiB > fl.RAMMiB {
+		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID,
+			invalid("image %s needs at least %d MiB of RAM; flavor %s has %d MiB", img.Name, img.MinRAMMiB, fl.Name, fl.RAMMiB))
+	}
 	var out VM
 	err = s.id.Mutate(ctx, p, "vm.resize", vm.Name, vm.ProjectID, MsgResizeVM, resizeVMCmd{ID: vm.ID, Flavor: fl.ID, FlavorName: fl.Name,
 		VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)

@@ -450,3 +450,33 @@ func TestImagesChargeObjectQuota(t *testing.T) {
 		t.Fatalf("object usage after delete %d GiB, want 1", u.ObjectGiB)
 	}
 }
+
+// An upload past the quota is refused before a byte is spooled; a resize
+// below the image's minimum RAM is refused.
+func TestUploadRoomAndResizeMinimum(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	q, _ := e.id.GetQuota(e.admin, "ward")
+	limits := q.Limits
+	limits.ObjectGiB = 2
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	spec := ImageSpec{Name: "huge", Project: "ward"}
+	if err := e.svc.images.CheckRoom(ctx, e.user, spec, 3<<30); consensus.ErrorCode(err) != consensus.CodeQuotaExceeded {
+		t.Fatalf("3 GiB into a 2 GiB quota: %v", err)
+	}
+	if err := e.svc.images.CheckRoom(ctx, e.user, spec, 1<<20); err != nil {
+		t.Fatalf("1 MiB: %v", err)
+	}
+	if _, err := e.node.Apply(ctx, MsgCreateImage, &Image{ID: "img-fat", Name: "fat", ProjectID: e.image.ProjectID, Visibility: VisibilityProject,
+		DiskFormat: FormatQCOW2, MinRAMMiB: 1024}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "f", Image: "fat", Flavor: "big"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.Resize(ctx, e.user, "f", "huge", 0); consensus.ErrorCode(err) != consensus.CodeInvalid || !strings.Contains(err.Error(), "1024 MiB") {
+		t.Fatalf("resize below the image's minimum RAM: %v", err)
+	}
+}

@@ -117,7 +117,11 @@ func (s *server) uploadImage(w http.ResponseWriter, r *http.Request, v *view) {
 	q := r.URL.Query()
 	spec := hypervisor.ImageSpec{Name: strings.TrimSpace(q.Get("name")), Project: q.Get("project"),
 		Visibility: q.Get("visibility"), OSType: q.Get("os_type")}
-	img, err := s.images.Upload(r.Context(), v.p, spec, r.Body)
+	err := s.images.CheckRoom(r.Context(), v.p, spec, r.ContentLength)
+	var img *hypervisor.Image
+	if err == nil {
+		img, err = s.images.Upload(r.Context(), v.p, spec, r.Body)
+	}
 	if err != nil {
 		s.logErr(r, err)
 		plainText(w, httpStatus(err), errorText(v.tr, err))

@@ -171,6 +171,9 @@ func (s *Server) computeRoutes() []route {
 				if err != nil {
 					return err
 				}
+				if err := s.images.CheckRoom(r.Context(), p, spec, r.ContentLength); err != nil {
+					return err
+				}
 				img, err := s.images.Upload(r.Context(), p, spec, r.Body)
 				return created(w, img, versionOf(img, err), err)
 			}},
