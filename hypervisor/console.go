@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -56,16 +57,28 @@ type ticketBody struct {
 	Nonce string `json:"n"`
 }
 
-// ticketKey derives the HMAC key for tickets from the cluster's join token,
-// which every node holds, so a ticket minted by one node is good on all.
+// ticketKey is the cluster's console key (EnsureConsoleKey), which every
+// node holds, so a ticket minted by one node is good on all.
 func (s *Service) ticketKey() ([]byte, error) {
-	ts, ok := s.c.(interface{ JoinToken() string })
-	if !ok || ts.JoinToken() == "" {
-		return nil, errors.New("consoles need the cluster's join token")
+	k := consensus.First[consoleKey](s.c.Store().ReadTxn(), tKeys, "id")
+	if k == nil {
+		return nil, consensus.Errorf(consensus.CodeUnavailable, "consoles are not ready yet: the cluster has no console key")
 	}
-	m := hmac.New(sha256.New, []byte(ts.JoinToken()))
-	m.Write([]byte("cairn console ticket v1"))
-	return m.Sum(nil), nil
+	return k.Key, nil
+}
+
+// EnsureConsoleKey makes the cluster's console key if there is none; the
+// leader runs it, and so may anyone: the first key committed stays.
+func EnsureConsoleKey(ctx context.Context, c Cluster) error {
+	if consensus.First[consoleKey](c.Store().ReadTxn(), tKeys, "id") != nil {
+		return nil
+	}
+	k := consoleKey{Key: make([]byte, 32)}
+	if _, err := rand.Read(k.Key); err != nil {
+		return err
+	}
+	_, err := c.Apply(ctx, MsgConsoleKey, &k, nil)
+	return err
 }
 
 // ConsoleTicket issues a ticket for a VM's consoles (project members: a

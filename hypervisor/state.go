@@ -25,6 +25,7 @@ const (
 	MsgUpdateImage  consensus.MessageType = 266
 	MsgDeleteImage  consensus.MessageType = 267
 	MsgRecordEvents consensus.MessageType = 268
+	MsgConsoleKey   consensus.MessageType = 269
 )
 
 const (
@@ -33,6 +34,7 @@ const (
 	tHosts    = "hosts"
 	tSettings = "compute_settings"
 	tImages   = "images"
+	tKeys     = "console_keys"
 )
 
 // maxEvents bounds each VM's history in the replicated state; the audit log
@@ -148,6 +150,27 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreateImage, "CreateImage", applyCreateImage)
 	consensus.Handle(reg, MsgUpdateImage, "UpdateImage", applyUpdateImage)
 	consensus.Handle(reg, MsgDeleteImage, "DeleteImage", applyDeleteImage)
+	consensus.RegisterTable[consoleKey](reg, &memdb.TableSchema{Name: tKeys, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+	}})
+	consensus.Handle(reg, MsgConsoleKey, "SetConsoleKey", applyConsoleKey)
+}
+
+// consoleKey signs console tickets. It is random, made once per cluster by
+// the first leader, and never leaves the replicated state.
+type consoleKey struct {
+	Key []byte `json:"key"`
+}
+
+// applyConsoleKey keeps the first key: a second leader's proposal is moot.
+func applyConsoleKey(tx *consensus.Tx, k *consoleKey) (any, error) {
+	if consensus.First[consoleKey](tx.Txn, tKeys, "id") != nil {
+		return nil, nil
+	}
+	if len(k.Key) < 32 {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a console key has at least 32 bytes")
+	}
+	return nil, tx.Insert(tKeys, k)
 }
 
 // singleton indexes a one-row table.

@@ -480,3 +480,52 @@ func TestUploadRoomAndResizeMinimum(t *testing.T) {
 		t.Fatalf("resize below the image's minimum RAM: %v", err)
 	}
 }
+
+// Console tickets: signed with the cluster's own key, good once per node,
+// for one VM, and only for members of its project.
+func TestConsoleTickets(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c1", Image: "guest", Flavor: "small"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.ConsoleTicket(ctx, e.user, "c1"); consensus.ErrorCode(err) != consensus.CodeUnavailable {
+		t.Fatalf("a ticket before the cluster has a console key: %v", err)
+	}
+	if err := EnsureConsoleKey(ctx, e.node); err != nil {
+		t.Fatal(err)
+	}
+	first := consensus.First[consoleKey](e.node.Store().ReadTxn(), tKeys, "id").Key
+	if err := EnsureConsoleKey(ctx, e.node); err != nil || string(consensus.First[consoleKey](e.node.Store().ReadTxn(), tKeys, "id").Key) != string(first) {
+		t.Fatalf("a second EnsureConsoleKey changed the key: %v", err)
+	}
+	cons := NewConsoles(e.svc, nil, nil, slog.Default())
+	tk, err := e.svc.ConsoleTicket(ctx, e.user, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cons.check(tk.Ticket, "vm-other"); err == nil {
+		t.Error("a ticket worked for another VM")
+	}
+	forged := tk.Ticket[:len(tk.Ticket)-2] + "AA"
+	if err := cons.check(forged, vm.ID); err == nil {
+		t.Error("a tampered ticket worked")
+	}
+	if err := cons.check(tk.Ticket, vm.ID); err != nil {
+		t.Fatalf("a fresh ticket: %v", err)
+	}
+	if err := cons.check(tk.Ticket, vm.ID); err == nil {
+		t.Error("a ticket worked twice")
+	}
+	// A reader of the project may look, not take the console.
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "auditor", Password: "auditor-password"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.id.SetMember(ctx, e.admin, "ward", "auditor", identity.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.ConsoleTicket(ctx, login(t, e.id, "auditor", "auditor-password"), "c1"); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Errorf("a reader got a console ticket: %v", err)
+	}
+}

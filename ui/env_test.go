@@ -71,6 +71,9 @@ func newComputeEnv(t *testing.T) *env {
 	if _, err := e.node.Apply(context.Background(), netfabric.MsgCreateNetwork, &nw, nil); err != nil {
 		t.Fatal(err)
 	}
+	if err := hypervisor.EnsureConsoleKey(context.Background(), e.node); err != nil {
+		t.Fatal(err)
+	}
 	d := e.deps()
 	d.Compute, d.Images = e.compute, e.images
 	e.serve(d)

@@ -30,6 +30,19 @@ func (a *Agent) newCompute() {
 		return a.scheduler.ReapDeleted(ctx, 5*time.Minute)
 	}))
 	a.node.RegisterController("default-network", a.ensureNetwork)
+	a.node.RegisterController("console-key", func(ctx context.Context) {
+		for ctx.Err() == nil {
+			err := hypervisor.EnsureConsoleKey(ctx, a.node)
+			if err == nil {
+				return
+			}
+			a.log.Warn("make the console key", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
 	a.newNodeAgent()
 	local := func(vm, kind string) (string, bool) { return "", false }
 	if cfg.VMs {

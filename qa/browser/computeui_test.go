@@ -81,6 +81,9 @@ func startComputeUI(t *testing.T) *computeUI {
 	go func() { agent.Run(ctx); close(done) }()
 
 	nw := netfabric.Network{ID: hypervisor.DefaultNetwork, Name: "default", CIDR: "10.213.0.0/16", CreatedAt: time.Now().UTC()}
+	if err := hypervisor.EnsureConsoleKey(ctx, node); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := node.Apply(ctx, netfabric.MsgCreateNetwork, &nw, nil); err != nil {
 		t.Fatal(err)
 	}
