@@ -283,18 +283,28 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 	return &vm, addEvent(tx, vm.ID, "schedule", "placed on "+c.Node, "", c.Node, c.At)
 }
 
-// applySetDesired records a power request (start, stop, pause, resume,
-// reboot, delete). A VM that was never placed is purged on delete at once.
-func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
-	cur := getVM(tx.Txn, c.ID)
+// changeable returns a VM its owner may change: it exists, is at the
+// version the request saw (If-Match), and is not being deleted.
+func changeable(tx *consensus.Tx, id string, ifMatch uint64) (*VM, error) {
+	cur := getVM(tx.Txn, id)
 	if cur == nil {
-		return nil, notFound("VM", c.ID)
+		return nil, notFound("VM", id)
 	}
-	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+	if err := checkVersion("VM", id, cur.Version, ifMatch); err != nil {
 		return nil, err
 	}
 	if cur.Desired == DesiredDeleted {
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
+	}
+	return cur, nil
+}
+
+// applySetDesired records a power request (start, stop, pause, resume,
+// reboot, delete). A VM that was never placed is purged on delete at once.
+func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
+	cur, err := changeable(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
 	}
 	vm := *cur
 	kind := c.Op
@@ -390,11 +400,8 @@ func purge(tx *consensus.Tx, vm *VM) error {
 }
 
 func applyRenameVM(tx *consensus.Tx, c *renameVMCmd) (any, error) {
-	cur := getVM(tx.Txn, c.ID)
-	if cur == nil {
-		return nil, notFound("VM", c.ID)
-	}
-	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+	cur, err := changeable(tx, c.ID, c.IfMatch)
+	if err != nil {
 		return nil, err
 	}
 	if other := consensus.First[VM](tx.Txn, tVMs, "name", cur.ProjectID, c.Name); other != nil && other.ID != cur.ID {
@@ -412,15 +419,9 @@ func applyRenameVM(tx *consensus.Tx, c *renameVMCmd) (any, error) {
 // boot disk never shrinks; the node applies what it can to a running VM
 // and the rest at the next start.
 func applyResizeVM(tx *consensus.Tx, c *resizeVMCmd) (any, error) {
-	cur := getVM(tx.Txn, c.ID)
-	if cur == nil {
-		return nil, notFound("VM", c.ID)
-	}
-	if err := checkVersion("VM", c.ID, cur.Version, c.IfMatch); err != nil {
+	cur, err := changeable(tx, c.ID, c.IfMatch)
+	if err != nil {
 		return nil, err
-	}
-	if cur.Desired == DesiredDeleted {
-		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
 	}
 	if c.DiskGiB < cur.Spec.DiskGiB {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "flavor %s has a %d GiB disk, smaller than the VM's %d GiB: disks never shrink", c.Flavor, c.DiskGiB, cur.Spec.DiskGiB)
