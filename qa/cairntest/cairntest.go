@@ -5,6 +5,7 @@ package cairntest
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -54,8 +55,19 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 	if err := os.WriteFile(pwFile, []byte(AdminPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// VM run directories (QEMU's sockets) live under /run like a real
+	// node's, one per test node, removed with the cluster: a VM still
+	// running when the test ends is stopped with its node's namespace.
+	name := strings.ReplaceAll(t.Name(), "/", "_")
+	name = name[:min(len(name), 24)] // sockets have 107 bytes for their path
+	runDirs := filepath.Join("/run", "cairn-qa", name+"-"+rand.Text()[:6])
+	t.Cleanup(func() {
+		_ = os.RemoveAll(runDirs)
+		_ = os.Remove(filepath.Dir(runDirs)) // if no other cluster uses it
+	})
 	c := harness.New(t, harness.Options{N: o.N, Binary: bin, Args: func(n *harness.Node) []string {
 		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+			"--vm-run-dir", filepath.Join(runDirs, n.Name),
 			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
 			"--dead-server-grace", o.Grace, "--log-level", "info"}
 		args = append(args, o.Extra...)
