@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
@@ -175,38 +176,7 @@ func (nd *node) url(path string) string { return "https://" + nd.n.IP + ":8443" 
 // call sends body as JSON and decodes the answer into out when the status
 // is want.
 func (nd *node) call(ctx context.Context, method, path string, body, out any, want int) error {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, nd.url(path), rd)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if nd.token != "" {
-		req.Header.Set("Authorization", "Bearer "+nd.token)
-	}
-	resp, err := nd.api.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != want {
-		return fmt.Errorf("%s %s: status %d: %.300s", method, path, resp.StatusCode, bytes.TrimSpace(b))
-	}
-	if out != nil {
-		return json.Unmarshal(b, out)
-	}
-	return nil
+	return benchrun.CallJSON(ctx, nd.api, method, nd.url(path), nd.token, body, out, want)
 }
 
 // vmView is the part of the API's VM the benchmark reads.

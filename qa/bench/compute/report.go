@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 // overheadTarget is the issue's limit on Cairn's boot time over bare QEMU.
@@ -84,7 +86,7 @@ func (r *report) markdown() string {
 	host, _ := os.Hostname()
 	p("# Cairn compute benchmark")
 	p("")
-	p("%s on %s: %d CPUs, %s, Go %s, QEMU %s, accel %s; took %s.", r.started.UTC().Format(time.RFC3339), host, runtime.NumCPU(), memTotal(), runtime.Version(), r.qemu, r.accel, r.took.Round(time.Second))
+	p("%s on %s: %d CPUs, %s, Go %s, QEMU %s, accel %s; took %s.", r.started.UTC().Format(time.RFC3339), host, runtime.NumCPU(), benchrun.MemTotal(), runtime.Version(), r.qemu, r.accel, r.took.Round(time.Second))
 	p("One `cairn agent` in a network namespace with 2 directory disks. Guest: image-build/out/guest.qcow2 (%.1f MiB; Debian's kernel and a Go init that prints `%s...` after DHCP), flavor %d vCPU, %d MiB, %d GiB.",
 		float64(r.guestSize)/(1<<20), helloMarker, bootVCPUs, bootRAMMiB, bootDiskGiB)
 	p("Bare QEMU: Cairn's own command line for that VM (package hypervisor/qemu, as the node's worker builds it; disk cache=%s on both) on a fresh qcow2 overlay and cloud-init seed, with QEMU's user network (`-netdev user`) where Cairn has a tap on its bridge; launched daemonized as the driver does, in the root namespace.", r.cache)
@@ -290,18 +292,4 @@ func pairs(a, b []time.Duration) string {
 		out = append(out, fmt.Sprintf("%d/%d", a[i].Milliseconds(), b[i].Milliseconds()))
 	}
 	return strings.Join(out, ", ")
-}
-
-func memTotal() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "? RAM"
-	}
-	var kb int64
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
-			return fmt.Sprintf("%.1f GiB RAM", float64(kb)/(1<<20))
-		}
-	}
-	return "? RAM"
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"io"
 	"os"
 	"slices"
@@ -13,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 
 	"github.com/minio/minio-go/v7"
 )

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"log"
 	"os"
 	"os/signal"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 
 	"github.com/cairnhq/cairn/qa/harness"
 )

@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"strings"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 type report struct {
@@ -78,7 +80,7 @@ func (r *report) markdown() string {
 	host, _ := os.Hostname()
 	p("# Cairn object storage benchmark")
 	p("")
-	p("%s on %s: %d CPUs, %s, Go %s; took %s.", r.started.UTC().Format(time.RFC3339), host, runtime.NumCPU(), memTotal(), runtime.Version(), r.took.Round(time.Second))
+	p("%s on %s: %d CPUs, %s, Go %s; took %s.", r.started.UTC().Format(time.RFC3339), host, runtime.NumCPU(), benchrun.MemTotal(), runtime.Version(), r.took.Round(time.Second))
 	p("3 `cairn agent` nodes in network namespaces on this machine, 2 directory disks each (4+2 erasure coding), all on %s.", r.disk.device)
 	p("S3 through minio-go over HTTPS, clients spread over the 3 nodes; each phase runs until %s or %s have been started, whichever first.", r.cfg.round, mib(r.cfg.budget))
 	if r.cfg.quick {
@@ -170,18 +172,4 @@ func mibCells(bs []int64) string {
 		cells = append(cells, mib(b))
 	}
 	return strings.Join(cells, " | ")
-}
-
-func memTotal() string {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return "? RAM"
-	}
-	var kb int64
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if _, err := fmt.Sscanf(line, "MemTotal: %d kB", &kb); err == nil {
-			return fmt.Sprintf("%.1f GiB RAM", float64(kb)/(1<<20))
-		}
-	}
-	return "? RAM"
 }
