@@ -52,7 +52,7 @@ func applySetClusterSecrets(tx *Tx, c *clusterSecrets) (any, error) {
 
 // secrets returns the replicated cluster secrets, or nil before they are set.
 func (s *Store) secrets() *clusterSecrets {
-	raw, err := s.ReadTxn().First(tableCluster, "id", "cluster")
+	raw, err := s.txn().First(tableCluster, "id", "cluster")
 	if err != nil || raw == nil {
 		return nil
 	}

@@ -162,8 +162,32 @@ func (n *Node) callApplyBatch(ctx context.Context, addr string, cmds []*forwarde
 			results[i].result = result
 		}
 	}
+	var term [8]byte
+	if _, err := io.ReadFull(br, term[:]); err == nil {
+		n.offerCommit(addr, results, binary.BigEndian.Uint64(term[:]))
+	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096)) // lets the connection be reused
 	return results, nil
+}
+
+// offerCommit tells the commit hinter the newest entry the leader at addr
+// applied for us, in term.
+func (n *Node) offerCommit(addr string, results []forwardedResult, term uint64) {
+	r := n.Raft()
+	if r == nil || n.hinter == nil {
+		return
+	}
+	laddr, lid := r.LeaderWithID()
+	if string(laddr) != addr {
+		return
+	}
+	var last uint64
+	for _, res := range results {
+		if res.err == nil {
+			last = max(last, res.index)
+		}
+	}
+	n.hinter.offer(commitHint{index: last, term: term, leader: lid, addr: laddr})
 }
 
 // handleApplyBatch applies a follower's batch on the leader: every command
@@ -195,10 +219,8 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 	}
 	bw := bufio.NewWriter(w)
 	w.Header().Set("Content-Type", "application/octet-stream")
-	var last uint64
 	for _, f := range futures {
 		res, idx, err := applyOutcome(f)
-		last = max(last, idx)
 		var hdr [8]byte
 		binary.BigEndian.PutUint64(hdr[:], idx)
 		bw.Write(hdr[:])
@@ -209,23 +231,16 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 			writeFrame(bw, frameResult, res)
 		}
 	}
+	// The term the entries were committed in: the follower uses it to learn
+	// of the commit without waiting for our next AppendEntries (commit.go).
+	// A leader keeps its term while it leads; had it lost the lead, the
+	// futures would have failed.
+	var term [8]byte
+	if raftNode != nil {
+		binary.BigEndian.PutUint64(term[:], raftNode.CurrentTerm())
+	}
+	bw.Write(term[:])
 	_ = bw.Flush()
-	if last > 0 {
-		pushCommit(raftNode, last)
-	}
-}
-
-// pushCommit makes sure followers soon learn that index is committed. A
-// follower learns it only from the leader's next AppendEntries, which
-// hashicorp/raft sends when new entries arrive, or after CommitTimeout of
-// quiet. The forwarding follower is waiting for exactly that (its caller
-// reads its own write there next), so when nothing was appended after index,
-// a barrier entry carries the commit index to the followers right away.
-// Under load other entries do it and no barrier is needed.
-func pushCommit(r *raft.Raft, index uint64) {
-	if r != nil && r.LastIndex() == index {
-		go r.Barrier(time.Second)
-	}
 }
 
 // Frames are a 2-byte tag (a message type, or a result kind) and a

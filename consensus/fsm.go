@@ -125,7 +125,7 @@ func (f *fsm) handler(l *raft.Log) (Handler, []byte) {
 // Snapshot runs on the FSM goroutine between applies, so the read transaction
 // and the applied index describe the same point in the log.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	return &fsmSnapshot{store: f.store, txn: f.store.ReadTxn(), index: f.store.AppliedIndex()}, nil
+	return &fsmSnapshot{store: f.store, txn: f.store.txn(), index: f.store.AppliedIndex()}, nil
 }
 
 func (f *fsm) Restore(rc io.ReadCloser) error {

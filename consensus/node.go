@@ -53,7 +53,8 @@ type Node struct {
 	raft      atomic.Pointer[raft.Raft]
 	raftStore *raftboltdb.BoltStore
 	raftLogs  raft.LogStore // the bolt store behind a cache of recent entries
-	trans     *raft.NetworkTransport
+	trans     *hintTransport
+	hinter    *commitHinter
 	gossip    *memberlist.Memberlist
 	gossipKey []byte
 	events    chan struct{} // pokes the membership reconciler
@@ -229,11 +230,13 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		return fmt.Errorf("open raft log: %w", err)
 	}
 	// Recent entries from memory: replication and the read index do not hit disk.
-	logs, err := raft.NewLogCache(512, store)
+	cache, err := raft.NewLogCache(512, store)
 	if err != nil {
 		store.Close()
 		return err
 	}
+	hinter := newCommitHinter()
+	logs := hintedLogs{LogCache: cache, h: hinter}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
 	if err != nil {
 		store.Close()
@@ -244,10 +247,10 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		store.Close()
 		return err
 	}
-	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := newHintTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft)},
 		MaxPool: 5, Timeout: 5 * time.Second, Logger: hlog,
-	})
+	}))
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.Name)
@@ -286,9 +289,11 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		phase = phaseMember
 	}
 	n.mu.Lock()
-	n.raftStore, n.raftLogs, n.trans, n.phase = store, logs, trans, phase
+	n.raftStore, n.raftLogs, n.trans, n.hinter, n.phase = store, logs, trans, hinter, phase
 	n.mu.Unlock()
 	n.raft.Store(r)
+	n.goRun(trans.merge)
+	n.goRun(func(ctx context.Context) { hinter.run(ctx, n, trans.inject) })
 	n.updateGossipMeta()
 	close(n.joinedCh)
 	n.goRun(func(ctx context.Context) { n.monitorLeadership(ctx, notify) })
@@ -381,8 +386,9 @@ func (n *Node) shutdown() error {
 }
 
 // Apply replicates a command and decodes its result into out (may be nil). A
-// follower forwards to the leader. It returns once the command is applied on
-// this node too, so a read here afterwards sees it.
+// follower forwards to the leader and returns once the leader applied it,
+// without waiting for the commit to reach this node: reads here wait for
+// that instead (Store.ReadTxn), so a read here afterwards still sees it.
 func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint64, error) {
 	payload, err := json.Marshal(cmd)
 	if err != nil {
@@ -406,9 +412,7 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 	if err != nil {
 		return idx, unavailable("apply "+n.reg.CommandName(t), err)
 	}
-	if err := n.store.WaitApplied(ctx, idx); err != nil {
-		return idx, unavailable("apply "+n.reg.CommandName(t), err)
-	}
+	n.store.ackWrite(idx)
 	if out != nil && len(res) > 0 {
 		if err := json.Unmarshal(res, out); err != nil {
 			return idx, fmt.Errorf("apply %s: decode result: %w", n.reg.CommandName(t), err)

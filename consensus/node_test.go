@@ -413,3 +413,94 @@ func TestNonVoterPromotedAfterDeadVoterRemoved(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A follower learns that its forwarded write is committed from the leader's
+// answer, not from the leader's next AppendEntries: with CommitTimeout so
+// long that those never come, a write through a follower is still readable
+// there at once. A hint that does not match the follower's log is refused by
+// Raft's own checks and applies nothing.
+func TestFollowerLearnsCommitFromLeadersAnswer(t *testing.T) {
+	tc := &testCluster{t: t}
+	for i := 1; i <= 3; i++ {
+		cfg := newTestConfig(t, i, 3, "test-token")
+		cfg.CommitTimeout = time.Minute
+		tc.cfgs = append(tc.cfgs, cfg)
+	}
+	for i := range tc.cfgs {
+		tc.cfgs[i].Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+		tc.nodes = append(tc.nodes, tc.start(tc.cfgs[i]))
+	}
+	tc.waitVoters(3)
+	leader := tc.leader()
+	var follower *Node
+	for _, n := range tc.nodes {
+		if n != leader {
+			follower = n
+		}
+	}
+	ctx := context.Background()
+	for i := range 20 {
+		key := fmt.Sprintf("f%d", i)
+		start := time.Now()
+		idx, err := follower.Apply(ctx, msgTestPut, putCmd{Key: key, Value: "x"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v := get(follower, key); v == nil || v.Version != idx {
+			t.Fatalf("write %d at index %d not readable on the follower: %+v", i, idx, v)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("write %d took %s to become readable on the follower", i, d)
+		}
+	}
+
+	// A write through the leader reaches the follower's log; the commit does
+	// not follow for a minute. A hint with the wrong term is refused, the
+	// right one is taken. (The cluster's own background writes would carry
+	// the commit too: a round with one is not conclusive and is repeated.)
+	for round := 0; ; round++ {
+		if round == 5 {
+			t.Fatal("no round without a background write")
+		}
+		if hintRound(t, leader, follower, round) {
+			break
+		}
+	}
+}
+
+// hintRound writes through the leader, offers the follower a wrong hint and
+// then the right one, and reports whether the round was conclusive.
+func hintRound(t *testing.T, leader, follower *Node, round int) bool {
+	ctx := context.Background()
+	key := fmt.Sprintf("l%d", round)
+	idx, err := leader.Apply(ctx, msgTestPut, putCmd{Key: key, Value: "y"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the entry in the follower's log", func() error {
+		if follower.hinter.stored.Load() < idx {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	term := leader.Raft().CurrentTerm()
+	addr, lid := follower.Raft().LeaderWithID()
+	follower.hinter.offer(commitHint{index: idx, term: term + 7, leader: lid, addr: addr})
+	time.Sleep(200 * time.Millisecond)
+	if leader.Raft().LastIndex() != idx {
+		return false
+	}
+	if got := follower.Store().AppliedIndex(); got >= idx {
+		t.Fatalf("a hint with the wrong term applied index %d (applied %d)", idx, got)
+	}
+	follower.hinter.offer(commitHint{index: idx, term: term, leader: lid, addr: addr})
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := follower.Store().WaitApplied(wctx, idx); err != nil {
+		t.Fatalf("the matching hint was not applied: %v", err)
+	}
+	if v := get(follower, key); v == nil || v.Value != "y" {
+		t.Fatalf("follower state after the hint: %+v", v)
+	}
+	return leader.Raft().LastIndex() == idx
+}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-memdb"
 )
@@ -23,7 +25,18 @@ type Store struct {
 	appliedMu sync.Mutex
 	applied   uint64
 	appliedCh chan struct{} // closed and replaced whenever applied grows
+
+	// acked is the highest index of a write this node acknowledged to a
+	// caller. A write forwarded to the leader is acknowledged as soon as the
+	// leader applied it; reads here wait until this store has caught up, so
+	// whoever wrote through this node reads its write here next.
+	acked atomic.Uint64
 }
+
+// readYourWritesWait bounds how long a read waits for this node to apply the
+// writes it acknowledged. Past it (a node cut off from the leader right after
+// a write) the read goes ahead on the state it has, as local reads may.
+const readYourWritesWait = 2 * time.Second
 
 // Tx is a write transaction inside the FSM. Index is the Raft log index of the
 // command being applied: handlers use it as the version of what they write.
@@ -52,11 +65,33 @@ func newStore(reg *Registry) (*Store, error) {
 }
 
 // ReadTxn returns a read-only snapshot transaction. It is cheap (go-memdb is an
-// immutable radix tree) and consistent for as long as the caller holds it.
+// immutable radix tree) and consistent for as long as the caller holds it. It
+// includes every write this node has acknowledged.
 func (s *Store) ReadTxn() *memdb.Txn {
+	if idx := s.acked.Load(); s.AppliedIndex() < idx {
+		ctx, cancel := context.WithTimeout(context.Background(), readYourWritesWait)
+		_ = s.WaitApplied(ctx, idx)
+		cancel()
+	}
+	return s.txn()
+}
+
+// txn is ReadTxn without the wait, for the FSM's own goroutine (which is what
+// the wait is waiting for) and for state no write of ours is awaited on.
+func (s *Store) txn() *memdb.Txn {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.db.Txn(false)
+}
+
+// ackWrite records that this node acknowledged the write at idx.
+func (s *Store) ackWrite(idx uint64) {
+	for {
+		cur := s.acked.Load()
+		if idx <= cur || s.acked.CompareAndSwap(cur, idx) {
+			return
+		}
+	}
 }
 
 // Read runs fn against a consistent read-only snapshot.
