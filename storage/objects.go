@@ -381,10 +381,12 @@ func (o *Objects) Read(ctx context.Context, obj *Object, off, n int64, w io.Writ
 
 func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, n int64, w io.Writer) error {
 	src := make([]io.ReaderAt, len(seg.Shards))
+	near := make([]bool, len(seg.Shards))
 	for i, loc := range seg.Shards {
 		if loc.Disk == "" {
 			continue
 		}
+		near[i] = loc.Node == o.shards.peers.Name()
 		r, err := o.shards.Open(ctx, Disk{ID: loc.Disk, Node: loc.Node}, shardKey(seg.DataID, i))
 		if err != nil {
 			continue
@@ -392,7 +394,7 @@ func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, 
 		defer r.Close()
 		src[i] = r
 	}
-	bad, err := erasure.Decode(w, seg.Layout, seg.Size, src, off, n)
+	bad, err := erasure.Decode(w, seg.Layout, seg.Size, src, near, off, n)
 	if len(bad) > 0 {
 		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", id, "data", seg.DataID, "shards", bad)
 	}

@@ -91,6 +91,10 @@ func TestShardsAcrossNodes(t *testing.T) {
 				t.Fatalf("%s reading %v: n=%d err=%v", reader.node.Name(), rg, n, err)
 			}
 		}
+		// Past the end: EOF, not an error or bytes.
+		if n, err := r.ReadAt(make([]byte, 8), int64(len(data))); n != 0 || err != io.EOF {
+			t.Fatalf("%s reading past the end: n=%d err=%v", reader.node.Name(), n, err)
+		}
 		r.Close()
 	}
 
@@ -168,7 +172,7 @@ func TestErasureOverShardServers(t *testing.T) {
 		src[i] = r
 	}
 	var out bytes.Buffer
-	bad, err := erasure.Decode(&out, l, int64(len(data)), src, 0, int64(len(data)))
+	bad, err := erasure.Decode(&out, l, int64(len(data)), src, nil, 0, int64(len(data)))
 	if err != nil || !bytes.Equal(out.Bytes(), data) || len(bad) != 2 {
 		t.Fatalf("decode over shard servers: err=%v bad=%v equal=%v", err, bad, bytes.Equal(out.Bytes(), data))
 	}

@@ -214,9 +214,12 @@ func (e *Encoder) Close() error {
 func (e *Encoder) Failed() []error { return e.failed }
 
 // Decode writes bytes [off, off+n) of an object of size bytes to w, reading
-// shard i from src[i] (nil when missing). Every block read is verified; data
-// shards are read first and parity only when a data block is missing or
-// corrupt, in which case the stripe is reconstructed. bad lists the shards
+// shard i from src[i] (nil when missing). Every block read is verified. It
+// reads the k shards it can have most cheaply: those marked near (on this
+// node: no network, no TLS) first, then data shards before parity, so with
+// all data shards near and intact nothing is reconstructed; a missing or
+// corrupt block is replaced by the next shard in that order and the stripe
+// reconstructed. near may be nil (all equally far). bad lists the shards
 // found missing or corrupt, for repair. If a stripe has fewer than k intact
 // blocks, Decode returns ErrTooFewShards and writes nothing for that stripe:
 // never wrong bytes.
@@ -224,12 +227,20 @@ func (e *Encoder) Failed() []error { return e.failed }
 // Each shard in use is read by its own goroutine a block ahead of the
 // decoder, front to back, so the reads of all shards overlap each other and
 // the write to w; memory stays at about two blocks per shard.
-func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) (bad []int, err error) {
+func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, near []bool, off, n int64) (bad []int, err error) {
 	if err := l.Validate(); err != nil {
 		return nil, err
 	}
-	if len(src) != l.Shards() {
+	if len(src) != l.Shards() || (near != nil && len(near) != len(src)) {
 		return nil, fmt.Errorf("decode: %d sources for %s", len(src), l)
+	}
+	order := make([]int, 0, len(src))
+	for pass := range 2 {
+		for i := range src {
+			if (near != nil && near[i]) == (pass == 0) {
+				order = append(order, i)
+			}
+		}
 	}
 	if off < 0 || n < 0 || off+n > size {
 		return nil, fmt.Errorf("decode: range %d+%d outside object of %d bytes", off, n, size)
@@ -275,8 +286,10 @@ func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, off, n int64) 
 			shards[i] = nil
 		}
 		used = used[:0]
-		// Data shards first; parity only as needed.
-		for i := 0; i < l.Shards() && good < l.Data; i++ {
+		for _, i := range order {
+			if good == l.Data {
+				break
+			}
 			if broken[i] {
 				continue
 			}
@@ -418,7 +431,7 @@ func VerifyShard(r io.ReaderAt, l Layout, size int64, index int) error {
 func Rebuild(l Layout, size int64, src []io.ReaderAt, dst []io.Writer) error {
 	pr, pw := io.Pipe()
 	go func() {
-		_, err := Decode(pw, l, size, src, 0, size)
+		_, err := Decode(pw, l, size, src, nil, 0, size)
 		pw.CloseWithError(err)
 	}()
 	enc, err := NewEncoder(l, size, dst)

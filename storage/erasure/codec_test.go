@@ -8,6 +8,7 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"runtime"
+	"sync/atomic"
 	"testing"
 )
 
@@ -56,7 +57,7 @@ func readers(shards [][]byte) []io.ReaderAt {
 
 func decode(l Layout, size int64, shards [][]byte, off, n int64) ([]byte, []int, error) {
 	var out bytes.Buffer
-	bad, err := Decode(&out, l, size, readers(shards), off, n)
+	bad, err := Decode(&out, l, size, readers(shards), nil, off, n)
 	return out.Bytes(), bad, err
 }
 
@@ -234,5 +235,59 @@ func TestVerifyAndRebuild(t *testing.T) {
 	}
 	if !bytes.Equal(b1.Bytes(), shards[1]) || !bytes.Equal(b4.Bytes(), shards[4]) {
 		t.Fatal("rebuilt shards differ from the originals")
+	}
+}
+
+// countingReader counts the bytes read through it.
+type countingReader struct {
+	r io.ReaderAt
+	n atomic.Int64
+}
+
+func (c *countingReader) ReadAt(p []byte, off int64) (int, error) {
+	n, err := c.r.ReadAt(p, off)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// A decode reads near shards (on this node) before far ones, even parity
+// over data, and still returns the object's bytes; far data shards come
+// before far parity.
+func TestDecodePrefersNearShards(t *testing.T) {
+	l := Layout{Data: 4, Parity: 2, StripeSize: 4096}
+	data := random(7*4096 + 77)
+	shards := encode(t, l, data)
+	size := int64(len(data))
+	for _, tc := range []struct {
+		near     []bool
+		wantRead []int
+	}{
+		{[]bool{false, false, false, false, true, true}, []int{0, 1, 4, 5}},
+		{[]bool{false, false, true, true, false, false}, []int{0, 1, 2, 3}},
+		{[]bool{false, true, false, false, false, true}, []int{0, 1, 2, 5}},
+		{nil, []int{0, 1, 2, 3}},
+	} {
+		for _, rg := range [][2]int64{{0, size}, {5000, 9000}} {
+			src := make([]io.ReaderAt, len(shards))
+			counts := make([]*countingReader, len(shards))
+			for i, s := range shards {
+				counts[i] = &countingReader{r: bytes.NewReader(s)}
+				src[i] = counts[i]
+			}
+			var out bytes.Buffer
+			bad, err := Decode(&out, l, size, src, tc.near, rg[0], rg[1])
+			if err != nil || len(bad) != 0 || !bytes.Equal(out.Bytes(), data[rg[0]:rg[0]+rg[1]]) {
+				t.Fatalf("near %v range %v: err=%v bad=%v equal=%v", tc.near, rg, err, bad, bytes.Equal(out.Bytes(), data[rg[0]:rg[0]+rg[1]]))
+			}
+			var read []int
+			for i, c := range counts {
+				if c.n.Load() > 0 {
+					read = append(read, i)
+				}
+			}
+			if fmt.Sprint(read) != fmt.Sprint(tc.wantRead) {
+				t.Errorf("near %v range %v: read shards %v, want %v", tc.near, rg, read, tc.wantRead)
+			}
+		}
 	}
 }

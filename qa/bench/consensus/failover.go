@@ -106,32 +106,43 @@ func firstWrite(ctx context.Context, sys system, survivors []int, start time.Tim
 }
 
 // rss returns the resident memory of process pid in bytes (VmRSS in
-// /proc/pid/status) and the process's name, so a caller can tell it measured
-// the node and not a wrapper such as `ip netns exec`.
-func rss(pid int) (int64, string, error) {
+// /proc/pid/status), the part of it that is mapped files (RssFile: for
+// both sides mostly bbolt's memory-mapped database, pages the kernel can
+// drop), and the process's name, so a caller can tell it measured the node
+// and not a wrapper such as `ip netns exec`.
+func rss(pid int) (total, file int64, name string, err error) {
 	if pid == 0 {
-		return 0, "", fmt.Errorf("rss: process not running")
+		return 0, 0, "", fmt.Errorf("rss: process not running")
 	}
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, "", fmt.Errorf("rss: %w", err)
+		return 0, 0, "", fmt.Errorf("rss: %w", err)
 	}
 	defer f.Close()
-	name := ""
+	kb := func(v string) (int64, error) {
+		n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		return n << 10, err
+	}
+	found := 0
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "Name:"); ok {
+		line := sc.Text()
+		if v, ok := strings.CutPrefix(line, "Name:"); ok {
 			name = strings.TrimSpace(v)
+		} else if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if total, err = kb(v); err != nil {
+				return 0, 0, name, fmt.Errorf("rss of pid %d: %q: %w", pid, v, err)
+			}
+			found++
+		} else if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			if file, err = kb(v); err != nil {
+				return 0, 0, name, fmt.Errorf("rss of pid %d: %q: %w", pid, v, err)
+			}
+			found++
 		}
-		v, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
-		if !ok {
-			continue
-		}
-		kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		if err != nil {
-			return 0, name, fmt.Errorf("rss of pid %d: %q: %w", pid, v, err)
-		}
-		return kb << 10, name, nil
 	}
-	return 0, name, fmt.Errorf("rss of pid %d: no VmRSS line", pid)
+	if found < 2 {
+		return 0, 0, name, fmt.Errorf("rss of pid %d: no VmRSS or RssFile line", pid)
+	}
+	return total, file, name, nil
 }

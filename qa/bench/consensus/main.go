@@ -182,15 +182,16 @@ func readMemory(phase string, sides [2]system) memory {
 	m := memory{phase: phase}
 	for i, sys := range sides {
 		for _, n := range sys.nodes() {
-			b, comm, err := rss(n.PID())
+			b, file, comm, err := rss(n.PID())
 			if err == nil && !strings.EqualFold(comm, sys.name()) {
 				err = fmt.Errorf("pid %d is %q, not the node", n.PID(), comm)
 			}
 			if err != nil {
 				benchrun.Progress("%s %s: %v", sys.name(), n.Name, err)
-				b = -1
+				b, file = -1, -1
 			}
 			m.bytes[i] = append(m.bytes[i], b)
+			m.file[i] = append(m.file[i], file)
 		}
 	}
 	benchrun.Progress("resident memory, %s: Cairn %s, etcd %s", phase, mibList(m.bytes[0]), mibList(m.bytes[1]))

@@ -42,6 +42,7 @@ type level struct {
 type memory struct {
 	phase string
 	bytes [2][]int64
+	file  [2][]int64 // the file-backed part of bytes
 }
 
 type machine struct {
@@ -131,6 +132,7 @@ func (r *report) memoryTable(p func(string, ...any)) {
 	p("|---|---|---|")
 	for _, m := range r.memory {
 		p("| %s | %s | %s |", m.phase, mibList(m.bytes[0]), mibList(m.bytes[1]))
+		p("| %s, of which mapped files | %s | %s |", m.phase, mibList(m.file[0]), mibList(m.file[1]))
 	}
 	var total [2]int
 	for _, lv := range r.levels {
