@@ -4,7 +4,6 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -24,7 +23,8 @@ import (
 // ordinary checks: it is accepted only if the follower's log holds entry i
 // of term t, and by Raft's log matching property it then holds exactly the
 // leader's log up to i, which is committed. Nothing is written to disk and
-// nothing crosses the network. When entry i has not reached this follower
+// no other node is involved: the message goes to this node's own Raft over
+// a loopback connection of the transport. When entry i has not reached this follower
 // yet (the leader committed with the other follower's ack), the hint waits
 // for the log store to take it.
 //
@@ -43,7 +43,8 @@ type commitHint struct {
 // commitHinter delivers commit hints to the local Raft.
 type commitHinter struct {
 	mu     sync.Mutex
-	hint   commitHint
+	hint   commitHint    // the newest hint not yet delivered
+	want   atomic.Uint64 // hint.index, for the log store's lock-free check
 	stored atomic.Uint64 // last index the log store took
 	wake   chan struct{}
 }
@@ -60,6 +61,7 @@ func (h *commitHinter) offer(c commitHint) {
 	h.mu.Lock()
 	if c.index > h.hint.index {
 		h.hint = c
+		h.want.Store(c.index)
 	}
 	h.mu.Unlock()
 	h.poke()
@@ -73,7 +75,9 @@ func (h *commitHinter) logged(index uint64) {
 			break
 		}
 	}
-	h.poke()
+	if w := h.want.Load(); w != 0 && index >= w {
+		h.poke()
+	}
 }
 
 func (h *commitHinter) poke() {
@@ -83,94 +87,55 @@ func (h *commitHinter) poke() {
 	}
 }
 
-// run delivers pending hints to r through inject until ctx ends.
-func (h *commitHinter) run(ctx context.Context, n *Node, inject chan<- raft.RPC) {
+// take returns the pending hint once the log store holds its entry, and
+// forgets it: each hint is tried once, what fails is left to the leader.
+func (h *commitHinter) take() (commitHint, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c := h.hint
+	if c.index == 0 || h.stored.Load() < c.index {
+		return c, false // the log store pokes us when the entry arrives
+	}
+	h.hint = commitHint{}
+	h.want.Store(0)
+	return c, true
+}
+
+// run delivers hints until ctx ends. The AppendEntries goes to this node's
+// own Raft through the ordinary transport (a loopback connection of the
+// pool), so Raft handles it like any other.
+func (h *commitHinter) run(ctx context.Context, n *Node) {
 	for {
 		select {
 		case <-h.wake:
 		case <-ctx.Done():
 			return
 		}
-		h.mu.Lock()
-		c := h.hint
-		h.mu.Unlock()
-		r := n.Raft()
-		if r == nil || c.index <= n.store.AppliedIndex() {
+		c, ok := h.take()
+		if !ok {
 			continue
 		}
-		if r.State() != raft.Follower {
-			continue
+		r, trans := n.Raft(), n.transport()
+		if r == nil || trans == nil || c.index <= r.CommitIndex() || r.State() != raft.Follower {
+			continue // the leader's own AppendEntries were faster, or things moved on
 		}
 		if _, lid := r.LeaderWithID(); lid != c.leader {
 			continue
 		}
-		if h.stored.Load() < c.index {
-			continue // the log store pokes us when the entry arrives
-		}
-		h.mu.Lock()
-		if h.hint == c {
-			h.hint = commitHint{} // one try: what fails is left to the leader
-		}
-		h.mu.Unlock()
-		resp := make(chan raft.RPCResponse, 1)
-		rpc := raft.RPC{
-			Command: &raft.AppendEntriesRequest{
-				RPCHeader: raft.RPCHeader{
-					ProtocolVersion: raft.ProtocolVersionMax,
-					ID:              []byte(c.leader),
-					Addr:            []byte(c.addr),
-				},
-				Term:              r.CurrentTerm(),
-				PrevLogEntry:      c.index,
-				PrevLogTerm:       c.term,
-				LeaderCommitIndex: c.index,
+		req := &raft.AppendEntriesRequest{
+			RPCHeader: raft.RPCHeader{
+				ProtocolVersion: raft.ProtocolVersionMax,
+				ID:              []byte(c.leader),
+				Addr:            []byte(c.addr),
 			},
-			RespChan: resp,
+			Term:              r.CurrentTerm(),
+			PrevLogEntry:      c.index,
+			PrevLogTerm:       c.term,
+			LeaderCommitIndex: c.index,
 		}
-		select {
-		case inject <- rpc:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case <-resp:
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// hintTransport is the Raft transport with a second source of RPCs: the
-// commit hints.
-type hintTransport struct {
-	*raft.NetworkTransport
-	consumer chan raft.RPC
-	inject   chan raft.RPC
-}
-
-func newHintTransport(t *raft.NetworkTransport) *hintTransport {
-	return &hintTransport{NetworkTransport: t, consumer: make(chan raft.RPC), inject: make(chan raft.RPC)}
-}
-
-// Consumer implements raft.Transport: the network's RPCs and the hints.
-func (t *hintTransport) Consumer() <-chan raft.RPC { return t.consumer }
-
-// merge feeds the consumer until ctx ends.
-func (t *hintTransport) merge(ctx context.Context) {
-	in := t.NetworkTransport.Consumer()
-	for {
-		var rpc raft.RPC
-		select {
-		case rpc = <-in:
-		case rpc = <-t.inject:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case t.consumer <- rpc:
-		case <-ctx.Done():
-			return
+		var resp raft.AppendEntriesResponse
+		if err := trans.AppendEntries(raft.ServerID(n.cfg.Name), raft.ServerAddress(n.RaftAddr()), req, &resp); err != nil {
+			n.log.Debug("commit hint not delivered", "index", c.index, "err", err)
 		}
 	}
 }
@@ -197,4 +162,11 @@ func (l hintedLogs) StoreLogs(logs []*raft.Log) error {
 		l.h.logged(logs[len(logs)-1].Index)
 	}
 	return nil
+}
+
+// transport is Raft's transport, nil before Raft starts.
+func (n *Node) transport() *raft.NetworkTransport {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.trans
 }

@@ -53,7 +53,7 @@ type Node struct {
 	raft      atomic.Pointer[raft.Raft]
 	raftStore *raftboltdb.BoltStore
 	raftLogs  raft.LogStore // the bolt store behind a cache of recent entries
-	trans     *hintTransport
+	trans     *raft.NetworkTransport
 	hinter    *commitHinter
 	gossip    *memberlist.Memberlist
 	gossipKey []byte
@@ -247,10 +247,10 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		store.Close()
 		return err
 	}
-	trans := newHintTransport(raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft)},
 		MaxPool: 5, Timeout: 5 * time.Second, Logger: hlog,
-	}))
+	})
 
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(n.cfg.Name)
@@ -292,8 +292,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	n.raftStore, n.raftLogs, n.trans, n.hinter, n.phase = store, logs, trans, hinter, phase
 	n.mu.Unlock()
 	n.raft.Store(r)
-	n.goRun(trans.merge)
-	n.goRun(func(ctx context.Context) { hinter.run(ctx, n, trans.inject) })
+	n.goRun(func(ctx context.Context) { hinter.run(ctx, n) })
 	n.updateGossipMeta()
 	close(n.joinedCh)
 	n.goRun(func(ctx context.Context) { n.monitorLeadership(ctx, notify) })
