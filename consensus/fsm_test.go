@@ -3,6 +3,7 @@ package consensus
 import (
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/raft"
 )
@@ -75,5 +76,43 @@ func TestApplyBatchIsolatesFailedEntry(t *testing.T) {
 	}
 	if got := store.AppliedIndex(); got != 7 {
 		t.Errorf("applied index %d, want 7", got)
+	}
+}
+
+// A read waits for the writes its node acknowledged: it returns as soon as
+// the store applies them, and when they do not come (a node cut off from the
+// leader right after a write) it gives up after a bound, once, not on every
+// later read.
+func TestReadsWaitForAcknowledgedWrites(t *testing.T) {
+	store, err := newStore(testRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fsm{store: store, log: slog.Default()}
+	data, err := encodeCommand(msgTestPut, putCmd{Key: "k", Value: "v"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.ackWrite(3)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		f.ApplyBatch([]*raft.Log{{Index: 3, Type: raft.LogCommand, Data: data}})
+	}()
+	start := time.Now()
+	raw, _ := store.ReadTxn().First("kv", "id", "k")
+	if raw == nil || time.Since(start) < 90*time.Millisecond {
+		t.Fatalf("read did not wait for the acknowledged write: %v after %s", raw, time.Since(start))
+	}
+
+	store.ackWrite(9) // never applied here
+	start = time.Now()
+	store.ReadTxn()
+	if d := time.Since(start); d < readYourWritesWait || d > readYourWritesWait+time.Second {
+		t.Fatalf("read waited %s for a write that never came, want %s", d, readYourWritesWait)
+	}
+	start = time.Now()
+	store.ReadTxn()
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Fatalf("a later read waited %s again", d)
 	}
 }

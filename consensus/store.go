@@ -70,7 +70,11 @@ func newStore(reg *Registry) (*Store, error) {
 func (s *Store) ReadTxn() *memdb.Txn {
 	if idx := s.acked.Load(); s.AppliedIndex() < idx {
 		ctx, cancel := context.WithTimeout(context.Background(), readYourWritesWait)
-		_ = s.WaitApplied(ctx, idx)
+		if err := s.WaitApplied(ctx, idx); err != nil {
+			// Cut off from the leader: read what we have, and do not make
+			// every later read wait for the same index again.
+			s.acked.CompareAndSwap(idx, s.AppliedIndex())
+		}
 		cancel()
 	}
 	return s.txn()
