@@ -22,8 +22,8 @@ type Store struct {
 	db        *memdb.MemDB
 	abandonCh chan struct{}
 
-	appliedMu sync.Mutex
-	applied   uint64
+	appliedMu sync.Mutex    // guards appliedCh and changes of applied
+	applied   atomic.Uint64 // read without the lock: every read checks it
 	appliedCh chan struct{} // closed and replaced whenever applied grows
 
 	// acked is the highest index of a write this node acknowledged to a
@@ -119,17 +119,13 @@ func (s *Store) Watch(ctx context.Context, ws memdb.WatchSet) error {
 }
 
 // AppliedIndex is the Raft index of the last command applied to this store.
-func (s *Store) AppliedIndex() uint64 {
-	s.appliedMu.Lock()
-	defer s.appliedMu.Unlock()
-	return s.applied
-}
+func (s *Store) AppliedIndex() uint64 { return s.applied.Load() }
 
 // WaitApplied blocks until the store has applied index idx or ctx ends.
 func (s *Store) WaitApplied(ctx context.Context, idx uint64) error {
 	for {
 		s.appliedMu.Lock()
-		applied, ch := s.applied, s.appliedCh
+		applied, ch := s.applied.Load(), s.appliedCh
 		s.appliedMu.Unlock()
 		if applied >= idx {
 			return nil
@@ -144,8 +140,8 @@ func (s *Store) WaitApplied(ctx context.Context, idx uint64) error {
 
 func (s *Store) setApplied(idx uint64) {
 	s.appliedMu.Lock()
-	if idx > s.applied {
-		s.applied = idx
+	if idx > s.applied.Load() {
+		s.applied.Store(idx)
 		close(s.appliedCh)
 		s.appliedCh = make(chan struct{})
 	}
@@ -241,7 +237,7 @@ func (s *Store) restore(r io.Reader) error {
 	s.mu.Unlock()
 	close(abandoned)
 	s.appliedMu.Lock()
-	s.applied = header.Index
+	s.applied.Store(header.Index)
 	close(s.appliedCh)
 	s.appliedCh = make(chan struct{})
 	s.appliedMu.Unlock()
