@@ -10,8 +10,10 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -50,7 +52,7 @@ func (n *Node) startGossip() error {
 	mc.SecretKey = n.gossipKey
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Delegate = &gossipDelegate{n: n}
-	mc.Events = &gossipEvents{n: n}
+	mc.Events = n.gossipEvents
 	mc.Logger = log.New(&levelFilter{log: n.log.With("component", "gossip")}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -81,18 +83,13 @@ func (n *Node) poke() {
 	}
 }
 
-// members returns every gossip peer memberlist knows, dead ones included.
+// members returns the gossip peers that are not dead or gone, this node
+// included, as memberlist's events last described them.
 func (n *Node) members() []member {
 	if n.gossip == nil {
 		return nil
 	}
-	var out []member
-	for _, m := range n.gossip.Members() {
-		var meta gossipMeta
-		_ = json.Unmarshal(m.Meta, &meta)
-		out = append(out, member{Name: m.Name, Addr: m.Address(), State: m.State, Meta: meta})
-	}
-	return out
+	return n.gossipEvents.members()
 }
 
 // gossipJoinLoop joins the configured seeds and, after a restart, the peers
@@ -156,17 +153,60 @@ func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return ni
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-type gossipEvents struct{ n *Node }
+// gossipEvents keeps Cairn's own copy of the membership, as Serf does.
+// memberlist changes a member's fields in place, under its own lock, while
+// Members() hands out pointers to them, so reading those later races with
+// its updates. The event callbacks run under that lock: they copy what we
+// need. A member is here from its join until memberlist declares it dead or
+// gone (memberlist's events, like its Members(), say nothing of suspicion).
+type gossipEvents struct {
+	n     *Node
+	mu    sync.Mutex
+	alive map[string]member
+}
+
+func newGossipEvents(n *Node) *gossipEvents {
+	return &gossipEvents{n: n, alive: map[string]member{}}
+}
+
+func (e *gossipEvents) record(m *memberlist.Node) {
+	var meta gossipMeta
+	_ = json.Unmarshal(m.Meta, &meta)
+	e.mu.Lock()
+	e.alive[m.Name] = member{Name: m.Name, Addr: m.Address(), State: memberlist.StateAlive, Meta: meta}
+	e.mu.Unlock()
+}
+
+// members returns the members, sorted by name.
+func (e *gossipEvents) members() []member {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]member, 0, len(e.alive))
+	for _, m := range e.alive {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
 
 func (e *gossipEvents) NotifyJoin(m *memberlist.Node) {
+	e.record(m)
 	e.n.log.Info("gossip member joined", "member", m.Name, "addr", m.Address())
 	e.n.poke()
 }
+
 func (e *gossipEvents) NotifyLeave(m *memberlist.Node) {
+	e.mu.Lock()
+	delete(e.alive, m.Name)
+	e.mu.Unlock()
 	e.n.log.Info("gossip member left or failed", "member", m.Name)
 	e.n.poke()
 }
-func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) { e.n.poke() }
+
+func (e *gossipEvents) NotifyUpdate(m *memberlist.Node) {
+	e.record(m)
+	e.n.poke()
+}
 
 // levelFilter turns memberlist's "[LEVEL] memberlist: msg" lines into slog
 // records, dropping debug chatter.

@@ -55,8 +55,9 @@ type Node struct {
 	raftLogs  raft.LogStore // the bolt store behind a cache of recent entries
 	trans     *raft.NetworkTransport
 	hinter    *commitHinter
-	gossip    *memberlist.Memberlist
-	gossipKey []byte
+	gossip       *memberlist.Memberlist
+	gossipEvents *gossipEvents // our copy of the membership
+	gossipKey    []byte
 	events    chan struct{} // pokes the membership reconciler
 	forwardCh chan *forwardedCmd
 
@@ -94,9 +95,11 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
+	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
 		events: make(chan struct{}, 1), joinedCh: make(chan struct{}),
-		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}, nil
+		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
+	n.gossipEvents = newGossipEvents(n)
+	return n, nil
 }
 
 // Store is the node's local copy of the replicated state.
