@@ -48,11 +48,16 @@ vet:
 	go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
+# The packages where goroutines share state (Raft, the shard servers, the VM
+# workers) run under the race detector.
+RACE_PKGS := ./consensus/... ./storage/... ./hypervisor/...
+
 # The real-process suites (qa/...) run one package at a time: each starts
 # clusters of real nodes (and chromium), and on two cores running them side
 # by side starves the browser tests.
 test-go:
-	go test -count=1 -timeout 25m $$(go list ./... | grep -v '/qa/')
+	go test -count=1 -timeout 25m $$(go list ./... | grep -v -e '/qa/' -e '/consensus' -e '/storage' -e '/hypervisor')
+	CGO_ENABLED=1 go test -race -count=1 -timeout 25m $(RACE_PKGS)
 	go test -count=1 -timeout 25m -p 1 ./qa/...
 
 fuzz:

@@ -23,10 +23,10 @@ import (
 // ordinary checks: it is accepted only if the follower's log holds entry i
 // of term t, and by Raft's log matching property it then holds exactly the
 // leader's log up to i, which is committed. Nothing is written to disk and
-// no other node is involved: the message goes to this node's own Raft over
-// a loopback connection of the transport. When entry i has not reached this follower
-// yet (the leader committed with the other follower's ack), the hint waits
-// for the log store to take it.
+// no other node is involved: the node sends the message to itself through
+// Raft's own transport. When entry i has not reached this follower yet (the
+// leader committed with the other follower's ack), the hint waits for the
+// log store to take it.
 //
 // Only a committed index is ever claimed, and only to a follower that keeps
 // its current term and leader; anything that does not match is dropped, and

@@ -50,16 +50,16 @@ type Node struct {
 	rpcServer *http.Server
 	boot      *bootstrapState
 
-	raft      atomic.Pointer[raft.Raft]
-	raftStore *raftboltdb.BoltStore
-	raftLogs  raft.LogStore // the bolt store behind a cache of recent entries
-	trans     *raft.NetworkTransport
-	hinter    *commitHinter
+	raft         atomic.Pointer[raft.Raft]
+	raftStore    *raftboltdb.BoltStore
+	raftLogs     raft.LogStore // the bolt store behind a cache of recent entries
+	trans        *raft.NetworkTransport
+	hinter       *commitHinter
 	gossip       *memberlist.Memberlist
 	gossipEvents *gossipEvents // our copy of the membership
 	gossipKey    []byte
-	events    chan struct{} // pokes the membership reconciler
-	forwardCh chan *forwardedCmd
+	events       chan struct{} // pokes the membership reconciler
+	forwardCh    chan *forwardedCmd
 
 	controllers []controller
 	extraRPC    []rpcRoute
