@@ -69,12 +69,7 @@ func (h *commitHinter) offer(c commitHint) {
 
 // logged is called by the log store after it took entries up to index.
 func (h *commitHinter) logged(index uint64) {
-	for {
-		cur := h.stored.Load()
-		if index <= cur || h.stored.CompareAndSwap(cur, index) {
-			break
-		}
-	}
+	raise(&h.stored, index)
 	if w := h.want.Load(); w != 0 && index >= w {
 		h.poke()
 	}

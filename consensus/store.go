@@ -89,10 +89,13 @@ func (s *Store) txn() *memdb.Txn {
 }
 
 // ackWrite records that this node acknowledged the write at idx.
-func (s *Store) ackWrite(idx uint64) {
+func (s *Store) ackWrite(idx uint64) { raise(&s.acked, idx) }
+
+// raise sets a to v if v is larger.
+func raise(a *atomic.Uint64, v uint64) {
 	for {
-		cur := s.acked.Load()
-		if idx <= cur || s.acked.CompareAndSwap(cur, idx) {
+		cur := a.Load()
+		if v <= cur || a.CompareAndSwap(cur, v) {
 			return
 		}
 	}
