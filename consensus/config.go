@@ -30,6 +30,8 @@ type Config struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
+	LogStore           string // Raft log store of a new node: LogStoreWAL or LogStoreBoltDB; "" is LogStoreWAL
+	WALSegmentSize     int    // bytes per raft-wal segment file; compaction frees whole segments
 
 	MaxVoters       int           // voters beyond this join as non-voters
 	DeadServerGrace time.Duration // a voter gone this long is removed
@@ -57,6 +59,7 @@ func DefaultConfig() Config {
 		SnapshotThreshold:  8192,
 		SnapshotInterval:   30 * time.Second,
 		TrailingLogs:       10240,
+		WALSegmentSize:     64 << 20,
 		MaxVoters:          5,
 		DeadServerGrace:    5 * time.Minute,
 		BootstrapSettle:    time.Second,

@@ -1,5 +1,5 @@
-// Package consensus is Cairn's replicated control plane: Raft (hashicorp/raft with
-// raft-boltdb/v2 on disk), gossip membership and LAN discovery
+// Package consensus is Cairn's replicated control plane: Raft (hashicorp/raft,
+// its log in hashicorp/raft-wal or raft-boltdb/v2 on disk), gossip membership and LAN discovery
 // (hashicorp/memberlist), the typed replicated state store (hashicorp/go-memdb),
 // leader forwarding, leader-only controllers, the cluster CA and the join protocol.
 //

@@ -22,8 +22,6 @@ import (
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 )
 
 // Phases of a node, advertised in gossip so peers know whom to ask for a
@@ -51,8 +49,8 @@ type Node struct {
 	boot      *bootstrapState
 
 	raft         atomic.Pointer[raft.Raft]
-	raftStore    *raftboltdb.BoltStore
-	raftLogs     raft.LogStore // the bolt store behind a cache of recent entries
+	raftDisk     *raftDisk
+	raftLogs     raft.LogStore // the log store behind a cache of recent entries
 	trans        *raft.NetworkTransport
 	hinter       *commitHinter
 	gossip       *memberlist.Memberlist
@@ -87,6 +85,12 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 	}
 	if ip := net.ParseIP(cfg.AdvertiseAddr); ip == nil || ip.IsUnspecified() {
 		return nil, fmt.Errorf("new node: advertise address %q must be a concrete IP (set --bind)", cfg.AdvertiseAddr)
+	}
+	if _, err := logStoreOf(filepath.Join(cfg.DataDir, "raft"), cfg.LogStore); err != nil {
+		return nil, fmt.Errorf("new node: %w", err)
+	}
+	if cfg.WALSegmentSize < minWALSegmentSize {
+		return nil, fmt.Errorf("new node: raft-wal segment size must be at least %d bytes, got %d", minWALSegmentSize, cfg.WALSegmentSize)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -224,30 +228,26 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	}
 	dir := filepath.Join(n.cfg.DataDir, "raft")
 	hlog := newHCLogger(n.log.With("component", "raft"))
-	// fsync on every append. Like Consul, skip syncing bbolt's freelist (it is
-	// rebuilt on open) so each commit writes fewer pages.
-	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{
-		Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType,
-	}})
+	disk, err := openRaftDisk(dir, n.cfg.LogStore, n.cfg.WALSegmentSize, hlog)
 	if err != nil {
-		return fmt.Errorf("open raft log: %w", err)
+		return err
 	}
 	// Recent entries from memory: replication and the read index do not hit disk.
-	cache, err := raft.NewLogCache(512, store)
+	cache, err := raft.NewLogCache(512, disk.logs)
 	if err != nil {
-		store.Close()
+		disk.Close()
 		return err
 	}
 	hinter := newCommitHinter()
 	logs := hintedLogs{LogCache: cache, h: hinter}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hlog)
 	if err != nil {
-		store.Close()
+		disk.Close()
 		return fmt.Errorf("open raft snapshots: %w", err)
 	}
 	adv, err := net.ResolveTCPAddr("tcp", n.RaftAddr())
 	if err != nil {
-		store.Close()
+		disk.Close()
 		return err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
@@ -269,17 +269,17 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	notify := make(chan bool, 16)
 	rc.NotifyCh = notify
 
-	r, err := raft.NewRaft(rc, &fsm{store: n.store, log: n.log}, logs, store, snaps, trans)
+	r, err := raft.NewRaft(rc, &fsm{store: n.store, log: n.log}, logs, disk.stable, snaps, trans)
 	if err != nil {
 		trans.Close()
-		store.Close()
+		disk.Close()
 		return fmt.Errorf("start raft: %w", err)
 	}
 	if bootstrap != nil {
 		berr := r.BootstrapCluster(*bootstrap).Error()
 		if berr != nil && !errors.Is(berr, raft.ErrCantBootstrap) {
 			r.Shutdown()
-			store.Close()
+			disk.Close()
 			return fmt.Errorf("bootstrap raft: %w", berr)
 		}
 		n.log.Info("bootstrapped a new cluster", "voters", len(bootstrap.Servers))
@@ -292,7 +292,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		phase = phaseMember
 	}
 	n.mu.Lock()
-	n.raftStore, n.raftLogs, n.trans, n.hinter, n.phase = store, logs, trans, hinter, phase
+	n.raftDisk, n.raftLogs, n.trans, n.hinter, n.phase = disk, logs, trans, hinter, phase
 	n.mu.Unlock()
 	n.raft.Store(r)
 	n.goRun(func(ctx context.Context) { hinter.run(ctx, n) })
@@ -379,8 +379,8 @@ func (n *Node) shutdown() error {
 	if n.trans != nil {
 		errs = append(errs, n.trans.Close())
 	}
-	if n.raftStore != nil {
-		errs = append(errs, n.raftStore.Close())
+	if n.raftDisk != nil {
+		errs = append(errs, n.raftDisk.Close())
 	}
 	n.mu.Unlock()
 	n.wg.Wait()

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -84,6 +87,11 @@ func startCluster(t *testing.T, n int) *testCluster {
 	tc := &testCluster{t: t}
 	for i := 1; i <= n; i++ {
 		cfg := newTestConfig(t, i, n, "test-token")
+		if i == 3 {
+			// Nodes created before raft-wal keep their log in bbolt, so a
+			// cluster can mix the two: every cluster test runs both.
+			cfg.LogStore = LogStoreBoltDB
+		}
 		tc.cfgs = append(tc.cfgs, cfg)
 	}
 	for i := range tc.cfgs {
@@ -284,7 +292,14 @@ func TestWrongTokenCannotJoin(t *testing.T) {
 }
 
 func TestSnapshotRestore(t *testing.T) {
+	for _, store := range []string{LogStoreWAL, LogStoreBoltDB} {
+		t.Run(store, func(t *testing.T) { testSnapshotRestore(t, store) })
+	}
+}
+
+func testSnapshotRestore(t *testing.T, store string) {
 	cfg := newTestConfig(t, 1, 1, "snap")
+	cfg.LogStore = store
 	tc := &testCluster{t: t}
 	n := tc.start(cfg)
 	tc.nodes = []*Node{n}
@@ -305,8 +320,12 @@ func TestSnapshotRestore(t *testing.T) {
 	if err := n.Shutdown(); err != nil {
 		t.Fatal(err)
 	}
+	cfg.LogStore = "" // a restarted node finds its own store
 	n2 := tc.start(cfg)
 	tc.nodes = []*Node{n2}
+	if n2.raftDisk.kind != store {
+		t.Fatalf("restarted with the %s log store, was %s", n2.raftDisk.kind, store)
+	}
 	tc.waitVoters(1)
 	testutil.WaitFor(t, 10*time.Second, "state restored from snapshot and log", func() error {
 		if n2.Store().AppliedIndex() < applied {
@@ -322,6 +341,81 @@ func TestSnapshotRestore(t *testing.T) {
 	if get(n2, "after-snap") == nil {
 		t.Fatal("write after the snapshot lost")
 	}
+}
+
+// A node keeps the log store it was created with: asking an existing node
+// for the other one is refused before anything starts, and changes nothing.
+func TestLogStoreStaysWithTheNode(t *testing.T) {
+	for _, c := range []struct{ have, other string }{
+		{LogStoreWAL, LogStoreBoltDB},
+		{LogStoreBoltDB, LogStoreWAL},
+	} {
+		t.Run(c.have, func(t *testing.T) {
+			cfg := newTestConfig(t, 1, 1, "stores")
+			cfg.LogStore = c.have
+			tc := &testCluster{t: t}
+			n := tc.start(cfg)
+			tc.nodes = []*Node{n}
+			tc.waitVoters(1)
+			if _, err := n.Apply(context.Background(), msgTestPut, putCmd{Key: "k", Value: "v"}, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := n.Shutdown(); err != nil {
+				t.Fatal(err)
+			}
+			_, walErr := os.Stat(filepath.Join(cfg.DataDir, "raft", "wal"))
+			if hasWAL := walErr == nil; hasWAL != (c.have == LogStoreWAL) {
+				t.Fatalf("log store %s, but the wal directory exists: %v", c.have, hasWAL)
+			}
+			before := listTree(t, cfg.DataDir)
+
+			cfg.LogStore = c.other
+			if _, err := New(cfg, testRegistry()); err == nil || !strings.Contains(err.Error(), "keeps the store it was created with") {
+				t.Fatalf("switching %s to %s: want a refusal, got %v", c.have, c.other, err)
+			}
+			cfg.LogStore = "bogus"
+			if _, err := New(cfg, testRegistry()); err == nil || !strings.Contains(err.Error(), `"bogus"`) {
+				t.Fatalf("unknown log store: got %v", err)
+			}
+			cfg.LogStore, cfg.WALSegmentSize = "", 1000
+			if _, err := New(cfg, testRegistry()); err == nil || !strings.Contains(err.Error(), "segment size") {
+				t.Fatalf("tiny segments: got %v", err)
+			}
+			cfg.WALSegmentSize = DefaultConfig().WALSegmentSize
+			if after := listTree(t, cfg.DataDir); after != before {
+				t.Fatalf("a refused start changed the data dir:\n%s\nbecame\n%s", before, after)
+			}
+
+			cfg.LogStore = c.have
+			n = tc.start(cfg)
+			tc.nodes = []*Node{n}
+			tc.waitVoters(1)
+			if get(n, "k") == nil {
+				t.Fatal("write lost across restarts")
+			}
+		})
+	}
+}
+
+// listTree lists the files under dir with their sizes and modification times.
+func listTree(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %d %s\n", path, info.Size(), info.ModTime().Format(time.RFC3339Nano))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
 }
 
 // A node that joins an idle cluster is ready for linearizable reads even

@@ -42,6 +42,8 @@ type Config struct {
 	ElectionTimeout   time.Duration `json:"raft-election-timeout"`
 	SnapshotThreshold uint64        `json:"raft-snapshot-threshold"`
 	TrailingLogs      uint64        `json:"raft-trailing-logs"`
+	RaftLogStore      string        `json:"raft-log-store"`
+	RaftWALSegment    int           `json:"raft-wal-segment-size"`
 	AuditRetention    int           `json:"audit-retention"`
 	ScrubInterval     time.Duration `json:"scrub-interval"`
 	ScrubPace         time.Duration `json:"scrub-pace"`
@@ -85,6 +87,7 @@ func DefaultConfig() Config {
 		ElectionTimeout:   c.ElectionTimeout,
 		SnapshotThreshold: c.SnapshotThreshold,
 		TrailingLogs:      c.TrailingLogs,
+		RaftWALSegment:    c.WALSegmentSize,
 		AuditRetention:    identity.DefaultConfig().AuditRetention,
 		ScrubInterval:     6 * time.Hour,
 		ScrubPace:         2 * time.Millisecond,
@@ -175,6 +178,8 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.HeartbeatTimeout, "raft-heartbeat-timeout", cfg.HeartbeatTimeout, "Raft heartbeat timeout")
 	fs.DurationVar(&cfg.ElectionTimeout, "raft-election-timeout", cfg.ElectionTimeout, "Raft election timeout")
 	fs.Uint64Var(&cfg.SnapshotThreshold, "raft-snapshot-threshold", cfg.SnapshotThreshold, "Raft log entries between snapshots")
+	fs.StringVar(&cfg.RaftLogStore, "raft-log-store", cfg.RaftLogStore, "Raft log store of a new node: wal (default) or boltdb; a node keeps the one its data dir was created with")
+	fs.IntVar(&cfg.RaftWALSegment, "raft-wal-segment-size", cfg.RaftWALSegment, "bytes per Raft log segment file (wal store); compaction frees whole segments")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
 	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
@@ -306,6 +311,8 @@ func (c Config) consensusConfig() consensus.Config {
 	cc.ElectionTimeout = c.ElectionTimeout
 	cc.SnapshotThreshold = c.SnapshotThreshold
 	cc.TrailingLogs = c.TrailingLogs
+	cc.LogStore = c.RaftLogStore
+	cc.WALSegmentSize = c.RaftWALSegment
 	cc.LeaderLeaseTimeout = min(cc.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
 	cc.Tags = map[string]string{"api": c.APIURL(), "s3": c.S3URL()}
 	return cc

@@ -11,11 +11,13 @@ import (
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
-// With frequent snapshots and a short log tail, a node that joins late can
-// only catch up from a snapshot, and a restarted node restores from its own
-// snapshot plus the log after it. Both end up with every write.
+// With frequent snapshots, a short log tail and small log segments (the WAL
+// frees whole segments), a node that joins late can only catch up from a
+// snapshot, and a restarted node restores from its own snapshot plus the log
+// after it. Both end up with every write.
 func TestSnapshotInstallAndRestore(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--raft-snapshot-threshold", "40", "--raft-trailing-logs", "10"}})
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--raft-snapshot-threshold", "40", "--raft-trailing-logs", "10",
+		"--raft-wal-segment-size", "65536"}})
 	a := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, a, 3, 0)
 	const n = 150

@@ -31,7 +31,7 @@ type cairnSide struct {
 
 // startCairn starts the nodes, logs in as admin and creates one project per
 // key.
-func startCairn(ctx context.Context, t harness.T, bin string, keys int, debug bool) (*cairnSide, error) {
+func startCairn(ctx context.Context, t harness.T, bin, logStore string, keys int, debug bool) (*cairnSide, error) {
 	password, joinToken := rand.Text(), rand.Text()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -44,7 +44,7 @@ func startCairn(ctx context.Context, t harness.T, bin string, keys int, debug bo
 		}
 		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--expect", "3", "--join", strings.Join(ips, ","), "--join-token", joinToken,
-			"--admin-password-file", pwFile, "--discovery-port", "0"}
+			"--admin-password-file", pwFile, "--discovery-port", "0", "--raft-log-store", logStore}
 		if debug {
 			args = append(args, benchrun.DebugArgs(n)...)
 		}

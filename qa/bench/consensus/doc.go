@@ -7,7 +7,9 @@
 // It starts, through qa/harness, two 3-node clusters in network namespaces on
 // the same machine: `cairn agent` (built from ./appliance/cmd/cairn unless
 // -cairn names a binary) and Debian's etcd, both with TLS on client and peer
-// traffic and etcd with fsync on (its default). It then measures:
+// traffic and etcd with fsync on (its default). Cairn's nodes keep their Raft
+// log in -raft-log-store (wal, the default for new nodes, or boltdb). It then
+// measures:
 //
 //   - writes/s and p50/p99 latency with 1, 16 and 64 closed-loop clients
 //     (-clients), each client on its own node ((i + round) mod 3) and key: Cairn's

@@ -27,6 +27,7 @@ type config struct {
 	failovers    int
 	etcdFailover bool
 	cairnBin     string
+	logStore     string
 	etcdBin      string
 	out          string
 	verbose      bool
@@ -44,6 +45,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&cfg.failovers, "failovers", 10, "leader kills per side")
 	fs.BoolVar(&cfg.etcdFailover, "etcd-failover", true, "measure etcd's failover too, for reference")
 	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
+	fs.StringVar(&cfg.logStore, "raft-log-store", "wal", "Cairn's Raft log store: wal or boltdb (passed to the agents as --raft-log-store)")
 	fs.StringVar(&cfg.etcdBin, "etcd", "etcd", "etcd binary")
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
@@ -89,7 +91,7 @@ func main() {
 
 // run measures and prints the report. It fails only when it cannot measure;
 // missed targets are part of the report.
-func run(ctx context.Context, t harness.T, cfg config) error {
+func run(ctx context.Context, t *benchrun.Runner, cfg config) error {
 	rep := &report{cfg: cfg, started: time.Now(), machine: readMachine(cfg.etcdBin)}
 	bin := cfg.cairnBin
 	if bin == "" {
@@ -97,7 +99,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		bin = harness.BuildCairn(t)
 	}
 	benchrun.Progress("starting 3 Cairn nodes")
-	cairn, err := startCairn(ctx, t, bin, slices.Max(cfg.clients), cfg.profile != "")
+	cairn, err := startCairn(ctx, t, bin, cfg.logStore, slices.Max(cfg.clients), cfg.profile != "")
 	if err != nil {
 		return err
 	}
@@ -124,6 +126,9 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	for i, sys := range rep.sides {
 		if ctx.Err() == nil && (sys != etcd || cfg.etcdFailover) {
 			rep.failovers[i], rep.failoverErr[i] = measureFailovers(ctx, sys, cfg.failovers)
+			if rep.failoverErr[i] != nil {
+				t.Fail() // a node that did not come back: keep the node logs
+			}
 		}
 	}
 	if err := ctx.Err(); err != nil {

@@ -93,7 +93,7 @@ func (r *report) setup(p func(string, ...any)) {
 	p("")
 	p("| System | Write | Client TLS | Peer TLS |")
 	p("|---|---|---|---|")
-	ops := [2]string{"`PATCH /api/v1/projects/{id}` (Raft commit with audit record)", "`POST /v3/kv/put` (gRPC gateway), fsync on"}
+	ops := [2]string{"`PATCH /api/v1/projects/{id}` (Raft commit with audit record), Raft log in " + c.logStore + ", fsync on", "`POST /v3/kv/put` (gRPC gateway), fsync on"}
 	for i, sys := range r.sides {
 		sec := sys.security()
 		p("| %s | %s | %s | %s |", sys.name(), ops[i], sec.client, sec.peer)
