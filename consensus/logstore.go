@@ -35,7 +35,7 @@ const minWALSegmentSize = 64 << 10
 //
 // Both fsync every append before Raft counts it. We measured both on the
 // project's machines (docs/benchmarks.md): an append of one entry costs about
-// 100 µs in raft-wal and 230 µs in raft-boltdb, and a write waits for the
+// 130 µs in raft-wal and 250–290 µs in raft-boltdb, and a write waits for the
 // leader's append and then a follower's, so the log store sets the floor of
 // write latency. Consul moved to raft-wal for the same reason.
 type raftDisk struct {

@@ -136,6 +136,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go a.serveDebug(ctx)
 	}
 	go a.runDisks(ctx)
+	go releaseWhenIdle(ctx, 2*time.Second)
 	if a.cfg.VMs {
 		go a.runVMs(ctx)
 	}

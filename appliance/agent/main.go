@@ -18,6 +18,7 @@ func Main(args []string) int {
 		return 2
 	}
 	log := newLogger(cfg)
+	tuneGC()
 	a, err := New(cfg, log, os.Stderr)
 	if err != nil {
 		log.Error("cannot start", "err", err)
