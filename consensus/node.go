@@ -299,7 +299,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 	n.updateGossipMeta()
 	close(n.joinedCh)
 	n.goRun(func(ctx context.Context) { n.monitorLeadership(ctx, notify) })
-	n.log.Info("raft started", "addr", n.RaftAddr())
+	n.log.Info("raft started", "addr", n.RaftAddr(), "log_store", disk.kind)
 	return nil
 }
 
