@@ -6,5 +6,6 @@
 // It knows no domain types. Domain packages (identity, storage, compute, network)
 // register their tables and numbered command handlers in a Registry before the
 // Node starts; see registry.go. Anything may import consensus; consensus imports
-// nothing of Cairn's.
+// nothing of Cairn's but its own subpackage tlsbatch (TLS with batched system
+// calls, for the cluster RPC and the S3 port).
 package consensus

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairnhq/cairn/consensus/tlsbatch"
 )
 
 // The cluster RPC is plain HTTP/1.1 inside the mutual-TLS cluster port.
@@ -113,11 +115,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 // rpcClient calls peers over the cluster port with this node's certificate.
 func newRPCClient(id *identity) *http.Client {
 	return &http.Client{Transport: &http.Transport{
-		TLSClientConfig:     id.clientTLS(alpnRPC),
+		DialTLSContext:      tlsbatch.Dial(&net.Dialer{Timeout: 2 * time.Second}, id.clientTLS(alpnRPC)),
 		MaxIdleConnsPerHost: 128,
 		IdleConnTimeout:     90 * time.Second,
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		ForceAttemptHTTP2:   false,
 	}}
 }
 

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/cairnhq/cairn/consensus/tlsbatch"
 )
 
 // ALPN protocol names multiplexed on the cluster port. Every connection is TLS;
@@ -53,7 +55,7 @@ func (cl *clusterListener) serve() {
 }
 
 func (cl *clusterListener) route(c net.Conn) {
-	tc := tls.Server(c, cl.cfg)
+	tc := tlsbatch.Server(c, cl.cfg)
 	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
 		cl.log.Debug("cluster handshake failed", "remote", c.RemoteAddr(), "err", err)
@@ -70,7 +72,7 @@ func (cl *clusterListener) route(c net.Conn) {
 			tc.Close()
 			return
 		}
-		cl.raft.push(tc)
+		cl.raft.push(tc.Conn) // plain *tls.Conn: Raft writes small messages
 	default:
 		cl.rpc.push(tc)
 	}

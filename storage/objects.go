@@ -240,7 +240,7 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 			continue
 		}
 		d := Disk{ID: placed[i].ID, Node: placed[i].Node}
-		w, err := o.shards.Create(ctx, d, shardKey(dataID, i))
+		w, err := o.shards.Create(ctx, d, shardKey(dataID, i), l.ShardSize(size))
 		if err != nil {
 			o.log.Warn("shard writer failed; writing degraded", "disk", d.ID, "err", err)
 			continue

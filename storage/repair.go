@@ -269,7 +269,7 @@ func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, miss
 	dst := make([]io.Writer, l.Shards())
 	writers := map[int]ShardWriter{}
 	for i, d := range target {
-		w, err := h.o.shards.Create(ctx, d, shardKey(seg.DataID, i))
+		w, err := h.o.shards.Create(ctx, d, shardKey(seg.DataID, i), l.ShardSize(seg.Size))
 		if err != nil {
 			continue
 		}

@@ -68,7 +68,7 @@ func TestShardsAcrossNodes(t *testing.T) {
 	data := make([]byte, 3<<20+17)
 	_, _ = rand.Read(data)
 
-	w, err := a.shards.Create(ctx, b.disk, "obj.0")
+	w, err := a.shards.Create(ctx, b.disk, "obj.0", int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,12 +99,33 @@ func TestShardsAcrossNodes(t *testing.T) {
 	}
 
 	// A write aborted mid-stream leaves nothing on the peer.
-	w, _ = a.shards.Create(ctx, b.disk, "obj.1")
+	w, _ = a.shards.Create(ctx, b.disk, "obj.1", int64(len(data)))
 	_, _ = w.Write(data[:1<<20])
 	w.Abort()
 	r, _ := a.shards.Open(ctx, b.disk, "obj.1")
 	if _, err := r.ReadAt(make([]byte, 1), 0); !errors.Is(err, storage.ErrShardNotFound) {
 		t.Fatalf("an aborted shard is readable: %v", err)
+	}
+
+	// A shard cut short is not committed, on a peer or on this node: the
+	// writer promised its size.
+	for _, writer := range []*shardNode{a, b} {
+		w, err := writer.shards.Create(ctx, b.disk, "obj.2", int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = w.Write(data[:len(data)-1])
+		if err := w.Commit(); err == nil {
+			t.Fatalf("%s: a shard one byte short was committed", writer.node.Name())
+		}
+		r, err := writer.shards.Open(ctx, b.disk, "obj.2")
+		if err == nil { // a remote reader finds out on its first read
+			_, err = r.ReadAt(make([]byte, 1), 0)
+			r.Close()
+		}
+		if !errors.Is(err, storage.ErrShardNotFound) {
+			t.Fatalf("%s: a short shard is readable: %v", writer.node.Name(), err)
+		}
 	}
 	if err := a.shards.Delete(ctx, b.disk, "obj.0"); err != nil {
 		t.Fatal(err)
@@ -139,7 +160,7 @@ func TestErasureOverShardServers(t *testing.T) {
 	ws := make([]io.Writer, l.Shards())
 	sws := make([]storage.ShardWriter, l.Shards())
 	for i := range ws {
-		w, err := sn[0].shards.Create(ctx, disks[i%2], fmt.Sprintf("o1.%d", i))
+		w, err := sn[0].shards.Create(ctx, disks[i%2], fmt.Sprintf("o1.%d", i), l.ShardSize(int64(len(data))))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"slices"
 	"strconv"
@@ -24,6 +23,7 @@ type result struct {
 	bytes       int64
 	took        time.Duration
 	firstErr    error
+	cpu         cpuUse
 }
 
 func (r result) mibps() float64 {
@@ -103,6 +103,7 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 		return benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("%s-c%d-", phase, clients))
 	}
 	wait := profiled("put")
+	cpu := cpuMeter(mem.pids)
 	r.put = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
 		_, err := cl.s3[w%3].PutObject(ctx, bucket, key(i), bytes.NewReader(payload[:size]), size, opts)
 		if err == nil {
@@ -110,6 +111,7 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 		}
 		return err
 	})
+	r.put.cpu = cpu()
 	wait()
 	var keys []string
 	written.Range(func(k, _ any) bool { keys = append(keys, key(k.(int))); return true })
@@ -117,18 +119,20 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 	if len(keys) > 0 {
 		r.dropped = dropCaches() == nil
 		wait := profiled("get")
+		cpu := cpuMeter(mem.pids)
 		r.get = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
 			obj, err := cl.s3[w%3].GetObject(ctx, bucket, keys[i%len(keys)], minio.GetObjectOptions{})
 			if err != nil {
 				return err
 			}
 			defer obj.Close()
-			n, err := io.Copy(io.Discard, obj)
+			n, err := drain(obj)
 			if err == nil && n != size {
 				err = fmt.Errorf("GET %s: %d bytes, want %d", keys[i%len(keys)], n, size)
 			}
 			return err
 		})
+		r.get.cpu = cpu()
 		wait()
 	}
 	r.peakRSS = mem.peak()

@@ -126,7 +126,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	}
 	benchrun.Progress("reedsolomon 4+2 encode: %.0f MiB/s", rep.encode)
 	rep.ceilingN = min(8, slices.Max(cfg.clients))
-	if rep.ceiling, err = measureTLSCeiling(ctx, cfg.sizes[len(cfg.sizes)-1], rep.ceilingN, 2*time.Second); err != nil {
+	if rep.ceiling, rep.ceilingCPU, err = measureTLSCeiling(ctx, cfg.sizes[len(cfg.sizes)-1], rep.ceilingN, 2*time.Second); err != nil {
 		return fmt.Errorf("HTTPS ceiling: %w", err)
 	}
 	benchrun.Progress("HTTPS GET ceiling (loopback, from memory, %d clients): %.0f MiB/s", rep.ceilingN, rep.ceiling)

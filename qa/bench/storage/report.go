@@ -12,17 +12,18 @@ import (
 )
 
 type report struct {
-	cfg      config
-	started  time.Time
-	took     time.Duration
-	disk     rawDisk
-	encode   float64 // MiB/s
-	ceiling  float64 // MiB/s of HTTPS over loopback from memory (measureTLSCeiling)
-	ceilingN int     // clients of that measurement
-	rows     []row
-	rssStart []int64 // per node, after start
-	rssPeak  []int64 // per node, highest sampled during the load
-	rssAfter []int64 // per node, after the load and -idle
+	cfg        config
+	started    time.Time
+	took       time.Duration
+	disk       rawDisk
+	encode     float64 // MiB/s
+	ceiling    float64 // MiB/s of HTTPS over loopback from memory (measureTLSCeiling)
+	ceilingN   int     // clients of that measurement
+	ceilingCPU float64 // CPU s per GiB of that measurement (server and clients)
+	rows       []row
+	rssStart   []int64 // per node, after start
+	rssPeak    []int64 // per node, highest sampled during the load
+	rssAfter   []int64 // per node, after the load and -idle
 }
 
 // target is one PASS/MISS line.
@@ -110,6 +111,18 @@ func (r *report) markdown() string {
 	p("")
 	p("Before each GET phase the page cache is %s; a GET phase that outlasts the objects just written reads them again (then partly from the cache).", strings.TrimPrefix(cacheNote(dropped), "page cache "))
 	p("Every disk is a directory on the same device, so the cluster's throughput shares the one raw bandwidth above, and a PUT writes 1.5× its size (4+2).")
+	p("")
+	p("## CPU per GiB moved")
+	p("")
+	p("CPU seconds (user and system) per GiB of object data, in the 3 nodes together and in the benchmark's S3 clients. The HTTPS ceiling above took %.2f s per GiB, server and clients together.", r.ceilingCPU)
+	p("")
+	p("| size | clients | PUT: nodes | PUT: clients | GET: nodes | GET: clients |")
+	p("|---|---:|---:|---:|---:|---:|")
+	for _, w := range r.rows {
+		pn, pc := w.put.cpu.perGiB(w.put.bytes)
+		gn, gc := w.get.cpu.perGiB(w.get.bytes)
+		p("| %s | %d | %.2f | %.2f | %.2f | %.2f |", sizeName(w.size), w.clients, pn, pc, gn, gc)
+	}
 	p("")
 	p("## Resident memory (VmRSS)")
 	p("")
