@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -16,52 +17,86 @@ import (
 
 func syncFS() { syscall.Sync() }
 
-// rawDisk is the sequential speed of the filesystem holding the disks.
+// rawDisk is the sequential speed of the filesystem holding the disks: the
+// median of several rounds, because on a VM the host's caches move single
+// runs by a factor of two.
 type rawDisk struct {
-	write, read float64 // MiB/s
-	dropped     bool    // page cache dropped before the read
-	device      string
+	write, read   float64   // MiB/s, medians
+	writes, reads []float64 // MiB/s, every round
+	readCPU       float64   // CPU seconds per GiB read, median
+	dropped       bool      // page cache dropped before every read
+	device        string
 }
 
-// measureDisk writes size bytes to a file in dir in 4 MiB writes followed by
-// fdatasync, drops the page cache and reads the file back.
-func measureDisk(dir string, size int64) (rawDisk, error) {
-	var d rawDisk
+// measureDisk measures rounds of diskRound in dir. Each round writes a file
+// of its own, and all stay until the end: a file written where the previous
+// one was just deleted reuses its blocks, and this VM's disk overwrites
+// recently freed blocks at three times the speed it writes fresh ones.
+func measureDisk(dir string, size int64, rounds int) (rawDisk, error) {
+	d := rawDisk{device: device(dir), dropped: true}
+	var cpus []float64
+	for i := range rounds {
+		path := filepath.Join(dir, fmt.Sprintf("raw-disk-test-%d", i))
+		defer os.Remove(path)
+		w, r, cpu, dropped, err := diskRound(path, size)
+		if err != nil {
+			return d, err
+		}
+		d.writes, d.reads, cpus = append(d.writes, w), append(d.reads, r), append(cpus, cpu)
+		d.dropped = d.dropped && dropped
+	}
+	d.write, d.read, d.readCPU = median(d.writes), median(d.reads), median(cpus)
+	return d, nil
+}
+
+// diskRound writes size bytes to a new file at path in 4 MiB writes
+// followed by fsync, drops the page cache and reads the file back. It
+// returns both speeds in MiB/s and the CPU seconds per GiB of the read.
+func diskRound(path string, size int64) (write, read, readCPU float64, dropped bool, err error) {
 	buf := make([]byte, 4<<20)
 	_, _ = rand.Read(buf)
-	path := filepath.Join(dir, "raw-disk-test")
-	defer os.Remove(path)
 	f, err := os.Create(path)
 	if err != nil {
-		return d, err
+		return 0, 0, 0, false, err
 	}
 	defer f.Close()
 	start := time.Now()
 	for n := int64(0); n < size; n += int64(len(buf)) {
 		if _, err := f.Write(buf); err != nil {
-			return d, err
+			return 0, 0, 0, false, err
 		}
 	}
 	if err := f.Sync(); err != nil { // fsync; on Linux no slower than fdatasync for a new file
-		return d, err
+		return 0, 0, 0, false, err
 	}
-	d.write = mibps(size, time.Since(start))
+	write = mibps(size, time.Since(start))
 
-	d.dropped = dropCaches() == nil
+	dropped = dropCaches() == nil
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return d, err
+		return 0, 0, 0, false, err
 	}
-	start = time.Now()
+	start, cpu0 := time.Now(), selfCPU()
 	n, err := io.CopyBuffer(io.Discard, struct{ io.Reader }{f}, buf)
 	if err != nil {
-		return d, err
+		return 0, 0, 0, false, err
 	}
 	if n != size {
-		return d, fmt.Errorf("read %d bytes, want %d", n, size)
+		return 0, 0, 0, false, fmt.Errorf("read %d bytes, want %d", n, size)
 	}
-	d.read = mibps(size, time.Since(start))
-	d.device = device(dir)
-	return d, nil
+	read = mibps(size, time.Since(start))
+	_, readCPU = cpuUse{client: selfCPU() - cpu0}.perGiB(size)
+	return write, read, readCPU, dropped, nil
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(v))
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // device names the filesystem dir is on, as df does; best effort.

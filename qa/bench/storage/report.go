@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,6 +60,18 @@ func (r *report) targets() []target {
 	return ts
 }
 
+// bestGet is the 64 MiB row with the fastest GET.
+func (r *report) bestGet() (row, bool) {
+	var best row
+	var found bool
+	for _, w := range r.rows {
+		if w.size == 64<<20 && (!found || w.get.mibps() > best.get.mibps()) {
+			best, found = w, true
+		}
+	}
+	return best, found
+}
+
 // unmeasured is an error when a target or a row could not be measured.
 func (r *report) unmeasured() error {
 	var errs []error
@@ -92,8 +105,8 @@ func (r *report) markdown() string {
 	p("")
 	p("| what | MiB/s | how |")
 	p("|---|---:|---|")
-	p("| raw sequential write | %.0f | %s in 4 MiB writes then fsync, next to the node disks |", r.disk.write, mib(r.cfg.rawSize))
-	p("| raw sequential read | %.0f | the same file, %s |", r.disk.read, cacheNote(r.disk.dropped))
+	p("| raw sequential write | %.0f | median of %d rounds (%s): %s in 4 MiB writes then fsync, next to the node disks |", r.disk.write, len(r.disk.writes), spread(r.disk.writes), mib(r.cfg.rawSize))
+	p("| raw sequential read | %.0f | median of %d rounds (%s): the same file, %s; %.2f CPU s per GiB |", r.disk.read, len(r.disk.reads), spread(r.disk.reads), cacheNote(r.disk.dropped), r.disk.readCPU)
 	p("| reedsolomon encode 4+2 | %.0f | 1 MiB stripes, one goroutine, MiB/s of input |", r.encode)
 	p("| HTTPS GET ceiling | %.0f | a Go HTTPS server on loopback serving %s from memory to %d Go HTTPS clients: TLS and loopback TCP alone, no disk, on the same cores |", r.ceiling, sizeName(r.cfg.sizes[len(r.cfg.sizes)-1]), r.ceilingN)
 	p("")
@@ -148,6 +161,15 @@ func (r *report) markdown() string {
 	}
 	p("")
 	p("Large-object throughput is the best 64 MiB row over the concurrencies measured.")
+	if w, ok := r.bestGet(); ok {
+		nodes, clients := w.get.cpu.perGiB(w.get.bytes)
+		if total := nodes + clients; total > 0 {
+			p("")
+			p("What bounds GET here: the best 64 MiB GET row (%d clients) took %.2f CPU s per GiB, %.2f in the nodes and %.2f in the clients, all on these %d cores. "+
+				"At that cost the cores serve at most %.0f MiB/s, whatever the disk; reading the disk itself took %.2f CPU s per GiB.",
+				w.clients, total, nodes, clients, runtime.NumCPU(), float64(runtime.NumCPU())/total*1024, r.disk.readCPU)
+		}
+	}
 	return b.String()
 }
 
@@ -156,6 +178,14 @@ func cacheNote(dropped bool) string {
 		return "page cache dropped first (echo 3 > /proc/sys/vm/drop_caches)"
 	}
 	return "page cache NOT dropped (no permission), so reads may come from memory"
+}
+
+// spread is "min–max" of v.
+func spread(v []float64) string {
+	if len(v) == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%.0f–%.0f", slices.Min(v), slices.Max(v))
 }
 
 func pct(a, b float64) float64 {
