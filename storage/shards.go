@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -73,7 +74,13 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	n, err := io.Copy(sw, r.Body)
+	// A TLS read yields at most 16 KiB; gathering a decode block's worth
+	// before each write to the disk takes one system call, not sixteen.
+	bw := bufio.NewWriterSize(sw, int(min(max(r.ContentLength, 4<<10), 256<<10)))
+	n, err := io.Copy(bw, r.Body)
+	if err == nil {
+		err = bw.Flush()
+	}
 	if err == nil && r.ContentLength >= 0 && n != r.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, r.ContentLength)
 	}
