@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/cairnhq/cairn/storage/disk"
 )
@@ -76,11 +77,14 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 	}
 	// A TLS read yields at most 16 KiB; gathering a decode block's worth
 	// before each write to the disk takes one system call, not sixteen.
-	bw := bufio.NewWriterSize(sw, int(min(max(r.ContentLength, 4<<10), 256<<10)))
+	bw := diskWriters.Get().(*bufio.Writer)
+	bw.Reset(sw)
 	n, err := io.Copy(bw, r.Body)
 	if err == nil {
 		err = bw.Flush()
 	}
+	bw.Reset(nil)
+	diskWriters.Put(bw)
 	if err == nil && r.ContentLength >= 0 && n != r.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, r.ContentLength)
 	}
@@ -95,6 +99,13 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// Every shard of every upload and download passes through one of these
+// buffers (a decode block each), so they are pooled.
+var (
+	diskWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
+	copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+)
 
 func statusForWriteError(err error) int {
 	if isNoSpace(err) {
@@ -145,8 +156,9 @@ func (s *Shards) serveGet(w http.ResponseWriter, r *http.Request) {
 	if off > 0 || r.Header.Get("Range") != "" {
 		w.WriteHeader(http.StatusPartialContent)
 	}
-	buf := make([]byte, min(256<<10, max(size-off, 512)))
-	_, _ = io.CopyBuffer(struct{ io.Writer }{w}, io.NewSectionReader(f, off, size-off), buf)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	_, _ = io.CopyBuffer(struct{ io.Writer }{w}, io.NewSectionReader(f, off, size-off), *bp)
 }
 
 func (s *Shards) serveDelete(w http.ResponseWriter, r *http.Request) {

@@ -9,15 +9,26 @@ import (
 	"time"
 )
 
-// batch is the plaintext one batch carries: a decode block, a shard copy
-// buffer.
+// maxPlaintext is the most one TLS record carries.
+const maxPlaintext = 16 << 10
+
+// batch is the plaintext one batch of writes carries: a decode block, a
+// shard copy buffer.
 const batch = 256 << 10
 
 // bufferSize holds one batch's records: sixteen of 16 KiB, each with its
 // header, content type and AEAD tag, with room to spare.
-const bufferSize = batch + (batch/(16<<10)+1)*256
+const bufferSize = batch + (batch/maxPlaintext+1)*256
 
-var buffers = sync.Pool{New: func() any { b := make([]byte, 0, bufferSize); return &b }}
+// readSize is what one read takes from the socket at most: four records.
+// Reads gain less from batching than writes (a loopback read is the cheaper
+// half), and every connection with bytes in hand holds one of these.
+const readSize = 4 * (maxPlaintext + 256)
+
+var (
+	buffers     = sync.Pool{New: func() any { b := make([]byte, 0, bufferSize); return &b }}
+	readBuffers = sync.Pool{New: func() any { b := make([]byte, readSize); return &b }}
+)
 
 // Conn is a TLS connection whose large Writes go out in batches of records.
 // Everything else is *tls.Conn's.
@@ -39,7 +50,12 @@ func Client(c net.Conn, cfg *tls.Config) *Conn {
 }
 
 // Write encrypts p and sends it in as few system calls as the buffer allows.
+// A p that fits in one record goes straight through: there is nothing to
+// batch, and no buffer is taken for it.
 func (c *Conn) Write(p []byte) (int, error) {
+	if len(p) <= maxPlaintext {
+		return c.Conn.Write(p)
+	}
 	// The handshake must not be held back: it waits for the peer's answer.
 	if err := c.Handshake(); err != nil {
 		return 0, err
@@ -89,10 +105,10 @@ type rawConn struct {
 
 func (r *rawConn) Read(p []byte) (int, error) {
 	if len(r.rest) == 0 {
-		if len(p) >= bufferSize {
+		if len(p) >= readSize {
 			return r.Conn.Read(p)
 		}
-		r.rbuf = buffers.Get().(*[]byte)
+		r.rbuf = readBuffers.Get().(*[]byte)
 		n, err := r.Conn.Read((*r.rbuf)[:cap(*r.rbuf)])
 		if n == 0 {
 			r.drop()
@@ -113,7 +129,7 @@ func (r *rawConn) Read(p []byte) (int, error) {
 func (r *rawConn) drop() {
 	r.rest = nil
 	if r.rbuf != nil {
-		buffers.Put(r.rbuf)
+		readBuffers.Put(r.rbuf)
 		r.rbuf = nil
 	}
 }

@@ -121,9 +121,12 @@ func NewEncoder(l Layout, size int64, w []io.Writer) (*Encoder, error) {
 	if len(w) != l.Shards() {
 		return nil, fmt.Errorf("encoder: %d writers for %s", len(w), l)
 	}
-	e := &Encoder{l: l, w: w, size: size, buf: make([]byte, l.StripeSize), failed: make([]error, len(w))}
+	// An object smaller than a stripe needs buffers of its own size only: a
+	// 4 KiB PUT would otherwise allocate 2.5 MiB.
+	stripe := int(min(int64(l.StripeSize), size))
+	e := &Encoder{l: l, w: w, size: size, buf: make([]byte, stripe), failed: make([]error, len(w))}
 	if l.Parity > 0 {
-		rs, err := reedsolomon.New(l.Data, l.Parity)
+		rs, err := coder(l.Data, l.Parity)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +135,7 @@ func NewEncoder(l Layout, size int64, w []io.Writer) (*Encoder, error) {
 	// Each shard's block sits right after room for its checksum, so the two
 	// go to the shard writer in one Write: one system call, one TLS record
 	// run, not an 8-byte write of their own.
-	stride := checksumSize + l.BlockSize()
+	stride := checksumSize + lastBlock(stripe, l.Data)
 	backing := make([]byte, stride*l.Shards())
 	e.shards = make([][]byte, l.Shards())
 	for i := range e.shards {
@@ -263,7 +266,7 @@ func Decode(w io.Writer, l Layout, size int64, src []io.ReaderAt, near []bool, o
 	}
 	var rs reedsolomon.Encoder
 	if l.Parity > 0 {
-		if rs, err = reedsolomon.New(l.Data, l.Parity); err != nil {
+		if rs, err = coder(l.Data, l.Parity); err != nil {
 			return bad, err
 		}
 	}
@@ -377,6 +380,24 @@ func feed(wg *sync.WaitGroup, done <-chan struct{}, r io.ReaderAt, l Layout, siz
 		}
 	})
 	return ch
+}
+
+// coders holds one reedsolomon encoder per k+m. Making one builds matrices
+// and tables, and one serves any number of goroutines: its scratch space is
+// pooled and its cache of inverted matrices locked.
+var coders sync.Map // [2]int{k, m} → reedsolomon.Encoder
+
+func coder(k, m int) (reedsolomon.Encoder, error) {
+	key := [2]int{k, m}
+	if c, ok := coders.Load(key); ok {
+		return c.(reedsolomon.Encoder), nil
+	}
+	c, err := reedsolomon.New(k, m)
+	if err != nil {
+		return nil, err
+	}
+	got, _ := coders.LoadOrStore(key, c)
+	return got.(reedsolomon.Encoder), nil
 }
 
 // Block buffers are recycled: a large GET would otherwise allocate its whole

@@ -8,12 +8,23 @@ import (
 	"io"
 	mrand "math/rand/v2"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 )
 
 func encode(t *testing.T, l Layout, data []byte) [][]byte {
 	t.Helper()
+	out, err := encodeShards(l, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// encodeShards encodes data into in-memory shards, in odd-sized writes that
+// cross stripe boundaries at every alignment.
+func encodeShards(l Layout, data []byte) ([][]byte, error) {
 	bufs := make([]*bytes.Buffer, l.Shards())
 	ws := make([]io.Writer, l.Shards())
 	for i := range bufs {
@@ -22,27 +33,26 @@ func encode(t *testing.T, l Layout, data []byte) [][]byte {
 	}
 	e, err := NewEncoder(l, int64(len(data)), ws)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	// Odd-sized writes cross stripe boundaries at every alignment.
 	for p := data; len(p) > 0; {
 		c := min(len(p), 1+mrand.IntN(3*l.StripeSize))
 		if _, err := e.Write(p[:c]); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		p = p[c:]
 	}
 	if err := e.Close(); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	out := make([][]byte, len(bufs))
 	for i, b := range bufs {
 		out[i] = b.Bytes()
 		if int64(len(out[i])) != l.ShardSize(int64(len(data))) {
-			t.Fatalf("shard %d is %d bytes, ShardSize says %d", i, len(out[i]), l.ShardSize(int64(len(data))))
+			return nil, fmt.Errorf("shard %d is %d bytes, ShardSize says %d", i, len(out[i]), l.ShardSize(int64(len(data))))
 		}
 	}
-	return out
+	return out, nil
 }
 
 func readers(shards [][]byte) []io.ReaderAt {
@@ -290,4 +300,35 @@ func TestDecodePrefersNearShards(t *testing.T) {
 			}
 		}
 	}
+}
+
+// One reedsolomon encoder per layout serves every goroutine (coders): many
+// encodes and reconstructing decodes at once, under the race detector in
+// make test, all give back their bytes.
+func TestConcurrentCodersShareOneEncoder(t *testing.T) {
+	l := Layout{Data: 4, Parity: 2, StripeSize: 64 << 10}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 5 {
+				data := random(1 + mrand.IntN(5*l.StripeSize))
+				shards, err := encodeShards(l, data)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				shards[g%l.Shards()], shards[(g+i+1)%l.Shards()] = nil, nil // two lost: reconstruct
+				got, _, err := decode(l, int64(len(data)), shards, 0, int64(len(data)))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !bytes.Equal(got, data) {
+					t.Errorf("goroutine %d, object %d: decoded bytes differ", g, i)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
