@@ -24,8 +24,7 @@ const (
 // clusterListener accepts TLS on the cluster port and hands each connection to
 // Raft or to the RPC server by its negotiated ALPN protocol.
 type clusterListener struct {
-	ln   net.Listener
-	cfg  *tls.Config
+	ln   net.Listener // tlsbatch: handshakes done, 10 s each at most
 	log  *slog.Logger
 	raft *chanListener
 	rpc  *chanListener
@@ -36,7 +35,7 @@ func listenCluster(addr string, cfg *tls.Config, log *slog.Logger) (*clusterList
 	if err != nil {
 		return nil, fmt.Errorf("listen on cluster port %s: %w", addr, err)
 	}
-	cl := &clusterListener{ln: ln, cfg: cfg, log: log,
+	cl := &clusterListener{ln: tlsbatch.NewListener(ln, cfg, 10*time.Second), log: log,
 		raft: newChanListener(ln.Addr()), rpc: newChanListener(ln.Addr())}
 	go cl.serve()
 	return cl, nil
@@ -50,25 +49,17 @@ func (cl *clusterListener) serve() {
 			cl.rpc.close()
 			return
 		}
-		go cl.route(c)
+		go cl.route(c.(*tlsbatch.Conn))
 	}
 }
 
-func (cl *clusterListener) route(c net.Conn) {
-	tc := tlsbatch.Server(c, cl.cfg)
-	_ = tc.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := tc.Handshake(); err != nil {
-		cl.log.Debug("cluster handshake failed", "remote", c.RemoteAddr(), "err", err)
-		c.Close()
-		return
-	}
-	_ = tc.SetDeadline(time.Time{})
+func (cl *clusterListener) route(tc *tlsbatch.Conn) {
 	st := tc.ConnectionState()
 	switch st.NegotiatedProtocol {
 	case alpnRaft:
 		// Raft only between members: a verified client certificate is required.
 		if len(st.VerifiedChains) == 0 {
-			cl.log.Warn("raft connection without a cluster certificate refused", "remote", c.RemoteAddr())
+			cl.log.Warn("raft connection without a cluster certificate refused", "remote", tc.RemoteAddr())
 			tc.Close()
 			return
 		}

@@ -74,6 +74,9 @@ func (c *Conn) Write(p []byte) (int, error) {
 // how net/http sends a request body (through io.Copy on the connection),
 // which would otherwise go out in io.Copy's 32 KiB pieces.
 func (c *Conn) ReadFrom(r io.Reader) (int64, error) {
+	if wt, ok := r.(io.WriterTo); ok { // a bytes.Reader: one Write, no buffer
+		return wt.WriteTo(c)
+	}
 	bp := buffers.Get().(*[]byte)
 	defer buffers.Put(bp)
 	return io.CopyBuffer(struct{ io.Writer }{c}, r, (*bp)[:batch])

@@ -1,15 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 // writeTimeout bounds one write under load; a healthy cluster answers in
@@ -112,26 +109,13 @@ func (s *sample) cpuPerWrite() time.Duration {
 	return s.cpu / time.Duration(len(s.lat))
 }
 
-// cpuTime sums the user and system CPU time of a side's node processes, from
-// /proc/PID/stat (in clock ticks of 10ms: rounds last seconds, so that is
-// fine enough). A node that cannot be read counts as zero.
+// cpuTime is the CPU time of a side's node processes.
 func cpuTime(sys system) time.Duration {
-	var total time.Duration
+	var pids []int
 	for _, n := range sys.nodes() {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n.PID()))
-		if err != nil {
-			continue
-		}
-		// The command name (field 2) may hold spaces: count from its ')'.
-		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(fields) < 13 {
-			continue
-		}
-		utime, _ := strconv.ParseInt(fields[11], 10, 64)
-		stime, _ := strconv.ParseInt(fields[12], 10, 64)
-		total += time.Duration(utime+stime) * 10 * time.Millisecond
+		pids = append(pids, n.PID())
 	}
-	return total
+	return benchrun.ProcCPU(pids...)
 }
 
 // pause sleeps for d or until ctx ends.
