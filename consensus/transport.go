@@ -35,7 +35,7 @@ func listenCluster(addr string, cfg *tls.Config, log *slog.Logger) (*clusterList
 	if err != nil {
 		return nil, fmt.Errorf("listen on cluster port %s: %w", addr, err)
 	}
-	cl := &clusterListener{ln: tlsbatch.NewListener(ln, cfg, 10*time.Second), log: log,
+	cl := &clusterListener{ln: tlsbatch.NewListener(ln, cfg, 10*time.Second, log.With("listener", "cluster")), log: log,
 		raft: newChanListener(ln.Addr()), rpc: newChanListener(ln.Addr())}
 	go cl.serve()
 	return cl, nil

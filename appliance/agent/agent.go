@@ -274,7 +274,7 @@ func (a *Agent) serveS3() error {
 		return err
 	}
 	a.log.Info("serving S3", "url", a.cfg.S3URL())
-	if err := a.s3.Serve(tlsbatch.NewListener(ln, tlsCfg, 10*time.Second)); !errors.Is(err, http.ErrServerClosed) {
+	if err := a.s3.Serve(tlsbatch.NewListener(ln, tlsCfg, 10*time.Second, a.log.With("component", "s3"))); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"time"
@@ -208,6 +209,7 @@ type listener struct {
 	inner   net.Listener
 	cfg     *tls.Config
 	timeout time.Duration
+	log     *slog.Logger
 	conns   chan net.Conn
 	done    chan struct{}
 	once    sync.Once
@@ -216,9 +218,13 @@ type listener struct {
 
 // NewListener accepts connections from inner and returns them as server
 // Conns once their handshake is complete. A client that does not finish its
-// handshake within timeout is dropped; it holds up nobody else.
-func NewListener(inner net.Listener, cfg *tls.Config, timeout time.Duration) net.Listener {
-	l := &listener{inner: inner, cfg: cfg, timeout: timeout, conns: make(chan net.Conn), done: make(chan struct{})}
+// handshake within timeout is dropped; it holds up nobody else. Failed
+// handshakes are logged to log at debug level (log may be nil).
+func NewListener(inner net.Listener, cfg *tls.Config, timeout time.Duration, log *slog.Logger) net.Listener {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	l := &listener{inner: inner, cfg: cfg, timeout: timeout, log: log, conns: make(chan net.Conn), done: make(chan struct{})}
 	go l.accept()
 	return l
 }
@@ -251,6 +257,7 @@ func (l *listener) handshake(c net.Conn) {
 	tc := Server(c, l.cfg)
 	_ = c.SetDeadline(time.Now().Add(l.timeout))
 	if err := tc.Handshake(); err != nil {
+		l.log.Debug("TLS handshake failed", "remote", c.RemoteAddr(), "err", err)
 		c.Close()
 		return
 	}

@@ -241,7 +241,7 @@ func TestHTTP(t *testing.T) {
 			_, _ = io.Copy(w, r.Body) // echo
 		}),
 	}
-	go func() { _ = srv.Serve(NewListener(ln, serverCfg, 10*time.Second)) }()
+	go func() { _ = srv.Serve(NewListener(ln, serverCfg, 10*time.Second, nil)) }()
 	t.Cleanup(func() { srv.Close() })
 
 	clientCfg.ServerName = "" // Dial verifies the dialled host, 127.0.0.1
@@ -276,7 +276,7 @@ func TestListenerHandshakeTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := NewListener(inner, serverCfg, 300*time.Millisecond)
+	ln := NewListener(inner, serverCfg, 300*time.Millisecond, nil)
 	mute, err := net.Dial("tcp", inner.Addr().String())
 	if err != nil {
 		t.Fatal(err)
