@@ -75,13 +75,9 @@ func newTestConfig(t *testing.T, i, expect int, token string) Config {
 	cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = 200*time.Millisecond, 200*time.Millisecond, 100*time.Millisecond
 	cfg.BootstrapSettle = 200 * time.Millisecond
 	cfg.DeadServerGrace = 2 * time.Second
-	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.Name)
+	cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelInfo})).With("node", cfg.Name)
 	return cfg
 }
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p[:len(p)-1])); return len(p), nil }
 
 func startCluster(t *testing.T, n int) *testCluster {
 	tc := &testCluster{t: t}

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -44,7 +45,7 @@ func newHostFixture(t *testing.T) *hostFixture {
 	}
 	f.cfg = netfabric.DefaultHostConfig()
 	f.cfg.ResolvConf = []string{resolv}
-	f.cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	f.cfg.OnLease = func(mac net.HardwareAddr, ip netip.Addr) {
 		select {
 		case f.acks <- ack{mac.String(), ip}:
@@ -248,13 +249,4 @@ func TestTaps(t *testing.T) {
 	if err := f.do(t, func() (err error) { taps, err = f.h.Taps(); return err }); err != nil || len(taps) != 0 {
 		t.Fatalf("Taps() after RemoveTap = %v, %v", taps, err)
 	}
-}
-
-// testWriter sends logs to the test log while the test runs.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	defer func() { _ = recover() }()
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -155,7 +156,7 @@ func (e *env) serve(d Deps) {
 }
 
 func testLogger(t *testing.T) *slog.Logger {
-	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelWarn}))
 }
 
 func identityConfig(log *slog.Logger) identity.Config {
@@ -300,11 +301,4 @@ func mustNotContain(t *testing.T, p page, bad ...string) {
 			t.Errorf("%s (status %d) contains %q", p.path, p.status, w)
 		}
 	}
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -1,6 +1,6 @@
 // Package tlsbatch is crypto/tls with fewer system calls: the records of one
 // large Write leave in one socket write instead of one each, and a read takes
-// whatever has arrived instead of about one record.
+// up to four records that have arrived instead of about one.
 //
 // crypto/tls cuts a Write into records of at most 16 KiB and writes each to
 // the socket on its own, so a 256 KiB block of an object costs sixteen

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/testutil"
 )
 
 // tempRoot holds what the whole test binary shares (the test guest).
@@ -63,8 +65,7 @@ func testMachine(name string) Machine {
 // t.Log, and stops whatever VM the test leaves behind.
 func newTestDriver(t *testing.T) *Driver {
 	t.Helper()
-	w := &testWriter{t: t}
-	t.Cleanup(w.stop) // registered first so it runs last
+	w := testutil.LogWriter(t) // created first, so it stops after the cleanup below
 	d := NewDriver(DriverConfig{
 		RunDir:    t.TempDir(),
 		Logger:    slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
@@ -78,29 +79,6 @@ func newTestDriver(t *testing.T) *Driver {
 		}
 	})
 	return d
-}
-
-// testWriter sends log lines to t.Log until the test is over (logging
-// after that panics, and QMP readers may still log while closing).
-type testWriter struct {
-	mu   sync.Mutex
-	t    *testing.T
-	done bool
-}
-
-func (w *testWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if !w.done {
-		w.t.Log(strings.TrimRight(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testWriter) stop() {
-	w.mu.Lock()
-	w.done = true
-	w.mu.Unlock()
 }
 
 // gone reports whether pid has exited (a zombie counts: it runs no more).
