@@ -43,17 +43,6 @@ func of[R any](rs []R, f func(R) time.Duration) []time.Duration {
 	return out
 }
 
-func median(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(ds))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
 // p90 is the nearest-rank 90th percentile.
 func p90(ds []time.Duration) time.Duration {
 	if len(ds) == 0 {
@@ -64,8 +53,8 @@ func p90(ds []time.Duration) time.Duration {
 }
 
 func (r *report) overhead() (first, hello time.Duration) {
-	return median(of(r.cairn, func(c cairnRun) time.Duration { return c.m.first })) - median(of(r.bare, func(b bareRun) time.Duration { return b.m.first })),
-		median(of(r.cairn, func(c cairnRun) time.Duration { return c.m.hello })) - median(of(r.bare, func(b bareRun) time.Duration { return b.m.hello }))
+	return benchrun.Median(of(r.cairn, func(c cairnRun) time.Duration { return c.m.first })) - benchrun.Median(of(r.bare, func(b bareRun) time.Duration { return b.m.first })),
+		benchrun.Median(of(r.cairn, func(c cairnRun) time.Duration { return c.m.hello })) - benchrun.Median(of(r.bare, func(b bareRun) time.Duration { return b.m.hello }))
 }
 
 // unmeasured is an error when a target could not be measured.
@@ -104,8 +93,8 @@ func (r *report) markdown() string {
 	oFirst, oHello := r.overhead()
 	p("| | runs | first serial line, median | p90 | hostname line (after DHCP), median | p90 |")
 	p("|---|---:|---:|---:|---:|---:|")
-	p("| Cairn: API create call → | %d | %s | %s | %s | %s |", len(cf), ms(median(cf)), ms(p90(cf)), ms(median(ch)), ms(p90(ch)))
-	p("| bare QEMU: exec → | %d | %s | %s | %s | %s |", len(bf), ms(median(bf)), ms(p90(bf)), ms(median(bh)), ms(p90(bh)))
+	p("| Cairn: API create call → | %d | %s | %s | %s | %s |", len(cf), ms(benchrun.Median(cf)), ms(p90(cf)), ms(benchrun.Median(ch)), ms(p90(ch)))
+	p("| bare QEMU: exec → | %d | %s | %s | %s | %s |", len(bf), ms(benchrun.Median(bf)), ms(p90(bf)), ms(benchrun.Median(bh)), ms(p90(bh)))
 	p("| **Cairn's overhead** (difference of medians) | | **%s** | | %s |", ms(oFirst), ms(oHello))
 	p("| first VM on the node (image cache cold), Cairn | 1 | %s | | %s |", ms(r.cairnFirst.m.first), ms(r.cairnFirst.m.hello))
 	p("| first bare launch | 1 | %s | | %s |", ms(r.bareFirst.m.first), ms(r.bareFirst.m.hello))
@@ -148,14 +137,14 @@ func (r *report) markdown() string {
 			if s.name == "first serial line" {
 				prev = steps[i-2].f // from the serial log's opening
 			}
-			step = ms(median(of(r.cairn, func(c cairnRun) time.Duration { return s.f(c) - prev(c) })))
+			step = ms(benchrun.Median(of(r.cairn, func(c cairnRun) time.Duration { return s.f(c) - prev(c) })))
 		}
 		v := of(r.cairn, s.f)
-		p("| %s | %s | %s | %s |", s.name, ms(median(v)), ms(p90(v)), step)
+		p("| %s | %s | %s | %s |", s.name, ms(benchrun.Median(v)), ms(p90(v)), step)
 	}
 	p("")
-	bm := func(f func(bareRun) time.Duration) string { return ms(median(of(r.bare, f))) }
-	cm := func(f func(cairnRun) time.Duration) string { return ms(median(of(r.cairn, f))) }
+	bm := func(f func(bareRun) time.Duration) string { return ms(benchrun.Median(of(r.bare, f))) }
+	cm := func(f func(cairnRun) time.Duration) string { return ms(benchrun.Median(of(r.cairn, f))) }
 	p("Bare, for comparison (medians over %d): qemu-img create of the overlay %s and the seed ISO %s before the exec (not in the bare figures); exec → serial.log opened %s; exec → QEMU's foreground process exits (VM set up, daemonized) %s; serial.log opened → first line %s.",
 		len(r.bare), bm(func(b bareRun) time.Duration { return b.disk }), bm(func(b bareRun) time.Duration { return b.seed }),
 		bm(func(b bareRun) time.Duration { return b.m.log }), bm(func(b bareRun) time.Duration { return b.m.launch }),
@@ -181,8 +170,8 @@ func (r *report) markdown() string {
 		hel := slices.DeleteFunc(slices.Clone(br.hello), func(d time.Duration) bool { return d == 0 })
 		p("| VMs | last create answered | running: median / last | hostname line: median / last | failures | all deleted in | left behind | host memory used, all running |")
 		p("|---:|---:|---:|---:|---:|---:|---:|---:|")
-		p("| %d | %s | %s / %s | %s / %s | %d | %s | %d | %s |", br.n, secs(br.lastPost), secs(median(run)), secs(br.lastRunning()),
-			secs(median(hel)), secs(br.lastHello()), len(br.failures), secs(br.deleted), len(br.leftovers), mibOrDash(br.memUsedMiB))
+		p("| %d | %s | %s / %s | %s / %s | %d | %s | %d | %s |", br.n, secs(br.lastPost), secs(benchrun.Median(run)), secs(br.lastRunning()),
+			secs(benchrun.Median(hel)), secs(br.lastHello()), len(br.failures), secs(br.deleted), len(br.leftovers), mibOrDash(br.memUsedMiB))
 		for _, f := range br.failures {
 			p("")
 			p("- failure: %s", f)
@@ -197,7 +186,7 @@ func (r *report) markdown() string {
 	p("")
 	p("| target | measured | result |")
 	p("|---|---|---|")
-	p("| Cairn's boot overhead over bare QEMU < %s (median, to the first serial line) | %s (%s vs %s) | %s |", ms(overheadTarget), ms(oFirst), ms(median(cf)), ms(median(bf)),
+	p("| Cairn's boot overhead over bare QEMU < %s (median, to the first serial line) | %s (%s vs %s) | %s |", ms(overheadTarget), ms(oFirst), ms(benchrun.Median(cf)), ms(benchrun.Median(bf)),
 		verdict(len(cf) > 0 && len(bf) > 0, oFirst < overheadTarget))
 	if br := r.burst; br != nil {
 		p("| %d VMs at once: all running, no failures | %d running, %d failures, last running at %s, nothing left after delete: %v | %s |", br.n,

@@ -17,12 +17,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -85,7 +85,7 @@ func run(m machine, runs int) error {
 	}
 
 	kb, ib := size(kernel), size(initrd)
-	medC, medT := median(ready), median(limit)
+	medC, medT := benchrun.Median(ready), benchrun.Median(limit)
 	fmt.Printf("\n## Appliance image (%s, accel %s)\n\n", time.Now().UTC().Format("2006-01-02"), m.accel)
 	fmt.Printf("| what | value |\n|---|---|\n")
 	fmt.Printf("| image size (vmlinuz + initramfs.cpio.zst) | %.1f MiB (%.1f + %.1f) |\n", float64(kb+ib)/(1<<20), float64(kb)/(1<<20), float64(ib)/(1<<20))
@@ -217,12 +217,6 @@ func size(path string) int64 {
 		return 0
 	}
 	return st.Size()
-}
-
-func median(ds []time.Duration) time.Duration {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }

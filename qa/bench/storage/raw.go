@@ -7,12 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/klauspost/reedsolomon"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 func syncFS() { syscall.Sync() }
@@ -45,7 +46,7 @@ func measureDisk(dir string, size int64, rounds int) (rawDisk, error) {
 		d.writes, d.reads, cpus = append(d.writes, w), append(d.reads, r), append(cpus, cpu)
 		d.dropped = d.dropped && dropped
 	}
-	d.write, d.read, d.readCPU = median(d.writes), median(d.reads), median(cpus)
+	d.write, d.read, d.readCPU = benchrun.Median(d.writes), benchrun.Median(d.reads), benchrun.Median(cpus)
 	return d, nil
 }
 
@@ -86,17 +87,6 @@ func diskRound(path string, size int64) (write, read, readCPU float64, dropped b
 	read = mibps(size, time.Since(start))
 	_, readCPU = cpuUse{client: selfCPU() - cpu0}.perGiB(size)
 	return write, read, readCPU, dropped, nil
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Sorted(slices.Values(v))
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 // device names the filesystem dir is on, as df does; best effort.
