@@ -134,6 +134,9 @@ func writeISO(f *os.File, files map[string][]byte) error {
 	if err := fixVolumeDates(f); err != nil {
 		return err
 	}
+	if err := fixRockRidgeTimes(f); err != nil {
+		return err
+	}
 	// go-diskfs stops after the last file's data, short of the volume size
 	// it records; a CD-ROM (and blkid) wants every sector of it.
 	pvd := make([]byte, sector)
@@ -170,6 +173,53 @@ func fixVolumeDates(f *os.File) error {
 		}
 	}
 	return nil
+}
+
+// fixRockRidgeTimes sets every time in the Rock Ridge TF entries of the root
+// directory to seedTime. go-diskfs copies them from the workspace files, and
+// one of them is the inode change time, which no system call sets: two images
+// written across a second boundary differed. Seeds are flat, so the root
+// directory is the whole tree.
+func fixRockRidgeTimes(f *os.File) error {
+	pvd := make([]byte, sector)
+	if _, err := f.ReadAt(pvd, 16*sector); err != nil {
+		return err
+	}
+	root := pvd[156:] // the root directory's record
+	extent, size := binary.LittleEndian.Uint32(root[2:]), binary.LittleEndian.Uint32(root[10:])
+	dir := make([]byte, size)
+	if _, err := f.ReadAt(dir, int64(extent)*sector); err != nil {
+		return err
+	}
+	stamp := []byte{byte(seedTime.Year() - 1900), byte(seedTime.Month()), byte(seedTime.Day()),
+		byte(seedTime.Hour()), byte(seedTime.Minute()), byte(seedTime.Second()), 0}
+	for off := 0; off < len(dir); {
+		n := int(dir[off])
+		if n == 0 { // no record crosses a sector: skip to the next
+			off = (off/sector + 1) * sector
+			continue
+		}
+		if off+n > len(dir) || n < 34 || 33+int(dir[off+32]) > n {
+			return fmt.Errorf("bad directory record at %d", off)
+		}
+		rec := dir[off : off+n]
+		su := rec[33+int(rec[32]):]
+		if rec[32]%2 == 0 { // a pad byte keeps the system use area even
+			su = su[1:]
+		}
+		for len(su) >= 4 && int(su[2]) >= 4 && int(su[2]) <= len(su) {
+			entry := su[:su[2]]
+			if string(entry[:2]) == "TF" && len(entry) >= 5 && entry[4]&0x80 == 0 { // short form
+				for t := entry[5:]; len(t) >= 7; t = t[7:] {
+					copy(t, stamp)
+				}
+			}
+			su = su[su[2]:]
+		}
+		off += n
+	}
+	_, err := f.WriteAt(dir, int64(extent)*sector)
+	return err
 }
 
 // ISOLabel returns the volume ID of the ISO9660 file system r holds, or an
