@@ -27,6 +27,9 @@ func newBrowser(t *testing.T) context.Context {
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.UserDataDir(t.TempDir()), chromedp.WindowSize(1280, 900),
+		// Chromium keeps its singleton socket in a directory of its own under
+		// TMPDIR and leaves it behind when killed: keep it in the test's.
+		chromedp.Env("TMPDIR=" + t.TempDir()),
 		chromedp.Flag("ignore-certificate-errors", true),
 		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
