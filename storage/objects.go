@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"regexp"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -27,11 +28,16 @@ type Objects struct {
 	id     *identity.Service
 	shards *Shards
 	log    *slog.Logger
+
+	suspects chan badShard // shards reads found bad, for RunReadRepair
+	mu       sync.Mutex
+	queued   map[string]bool // shard keys in suspects
 }
 
 // NewObjects returns the object layer of this node.
 func NewObjects(c Cluster, id *identity.Service, shards *Shards, log *slog.Logger) *Objects {
-	return &Objects{c: c, id: id, shards: shards, log: log}
+	return &Objects{c: c, id: id, shards: shards, log: log,
+		suspects: make(chan badShard, 256), queued: map[string]bool{}}
 }
 
 // Errors the gateway maps to S3 codes.
@@ -397,6 +403,9 @@ func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, 
 	bad, err := erasure.Decode(w, seg.Layout, seg.Size, src, near, off, n)
 	if len(bad) > 0 {
 		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", id, "data", seg.DataID, "shards", bad)
+		for _, i := range bad {
+			o.suspect(id, seg, i)
+		}
 	}
 	if errors.Is(err, erasure.ErrTooFewShards) {
 		return fmt.Errorf("read %s: %w", id, ErrUnavailable)

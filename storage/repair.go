@@ -25,7 +25,12 @@ import (
 //     or shards on disks that are draining, failed, gone or silent for too
 //     long, rebuilds those shards from the others (decode, re-encode, write
 //     only what is missing) onto other disks, and records them (SetShards).
-//   - Reads do not wait for either: a bad shard is reconstructed on the fly.
+//   - Reads do not wait for either: a bad shard is reconstructed on the fly,
+//     and queued for read repair on the reading node (RunReadRepair). That
+//     asks the shard's node to verify it; one still missing or corrupt is
+//     deleted and marked missing, so the healer's next pass rebuilds it. A
+//     node that does not answer proves nothing against its shards: that is
+//     the healer's business, by the disks' health and reports.
 
 // RepairStats is the last pass of a scrubber or healer, for the API and metrics.
 type RepairStats struct {
@@ -110,16 +115,71 @@ func (s *Scrubber) verify(diskID string, seg Segment, i int) error {
 	if store == nil {
 		return errors.New("disk not open")
 	}
-	f, err := store.Open(shardKey(seg.DataID, i))
-	if err != nil {
+	return verifyStored(store, shardKey(seg.DataID, i), seg.Layout, seg.Size, i)
+}
+
+// badShard is a shard a read found missing or corrupt.
+type badShard struct {
+	objectID string
+	seg      Segment
+	index    int
+}
+
+// suspect queues shard index of seg for RunReadRepair, unless it is queued
+// already or the queue is full (the scrubber finds it in time).
+func (o *Objects) suspect(objectID string, seg Segment, index int) {
+	if seg.Shards[index].Disk == "" {
+		return // known missing: the healer has it
+	}
+	key := shardKey(seg.DataID, index)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.queued[key] {
+		return
+	}
+	select {
+	case o.suspects <- badShard{objectID: objectID, seg: seg, index: index}:
+		o.queued[key] = true
+	default:
+	}
+}
+
+// RunReadRepair confirms the shards reads found bad until ctx ends: each is
+// verified where it lies, and marked missing in the state if it is missing
+// or corrupt there.
+func (o *Objects) RunReadRepair(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case s := <-o.suspects:
+			if err := o.confirmBad(ctx, s); err != nil && ctx.Err() == nil {
+				o.log.Warn("read repair", "object", s.objectID, "data", s.seg.DataID, "shard", s.index, "err", err)
+			}
+			o.mu.Lock()
+			delete(o.queued, shardKey(s.seg.DataID, s.index))
+			o.mu.Unlock()
+		}
+	}
+}
+
+func (o *Objects) confirmBad(ctx context.Context, s badShard) error {
+	loc := s.seg.Shards[s.index]
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	err := o.shards.Verify(ctx, loc.toDisk(), shardKey(s.seg.DataID, s.index), s.seg.Layout, s.seg.Size, s.index)
+	if err == nil {
+		return nil // intact: the read met a passing fault
+	}
+	if !errors.Is(err, erasure.ErrCorrupt) && !errors.Is(err, ErrShardNotFound) {
+		return fmt.Errorf("not confirmed: %w", err)
+	}
+	cmd := markShardsCmd{ObjectID: s.objectID, DataID: s.seg.DataID, Indexes: []int{s.index}, Disks: []string{loc.Disk}}
+	if _, err := o.c.Apply(ctx, MsgMarkShards, cmd, nil); err != nil {
 		return err
 	}
-	err = erasure.VerifyShard(f, seg.Layout, seg.Size, i)
-	f.Close()
-	if errors.Is(err, erasure.ErrCorrupt) {
-		_ = store.Delete(shardKey(seg.DataID, i)) // a bad copy must never be read again
-	}
-	return err
+	o.log.Warn("shard marked for repair", "object", s.objectID, "data", s.seg.DataID, "shard", s.index, "disk", loc.Disk, "reason", err)
+	return nil
 }
 
 func allObjects(txn *memdb.Txn) []Object {

@@ -11,10 +11,13 @@ const (
 )
 
 // markShardsCmd records that shards of one segment are missing or corrupt.
+// With Disks (one per index), an index whose shard is no longer on that disk
+// (the healer moved it meanwhile) is left alone.
 type markShardsCmd struct {
-	ObjectID string `json:"object_id"`
-	DataID   string `json:"data_id"`
-	Indexes  []int  `json:"indexes"`
+	ObjectID string   `json:"object_id"`
+	DataID   string   `json:"data_id"`
+	Indexes  []int    `json:"indexes"`
+	Disks    []string `json:"disks,omitempty"`
 }
 
 // setShardsCmd records rebuilt shards. It applies only to indexes that are
@@ -30,8 +33,11 @@ func registerRepair(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgMarkShards, "MarkShards", func(tx *consensus.Tx, c *markShardsCmd) (any, error) {
 		return nil, updateSegment(tx, c.ObjectID, c.DataID, func(seg *Segment) bool {
 			changed := false
-			for _, i := range c.Indexes {
-				if i >= 0 && i < len(seg.Shards) && seg.Shards[i].Disk != "" {
+			for k, i := range c.Indexes {
+				if i < 0 || i >= len(seg.Shards) || (len(c.Disks) == len(c.Indexes) && seg.Shards[i].Disk != c.Disks[k]) {
+					continue
+				}
+				if seg.Shards[i].Disk != "" {
 					seg.Shards[i] = ShardLoc{}
 					changed = true
 				}

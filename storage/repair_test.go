@@ -3,10 +3,12 @@ package storage_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,6 +110,90 @@ func TestScrubAndHealCorruptShard(t *testing.T) {
 		t.Fatalf("%d bad shards after healing", bad)
 	}
 	checkIntact(t, ns, admin, "xray", data)
+}
+
+// A read that meets a missing or a corrupt shard still returns the right
+// bytes and queues the shard: read repair confirms it where it lies, marks it
+// missing (deleting a corrupt copy), and the healer rebuilds it. No scrubber
+// runs here.
+func TestReadRepairQueuesBadShards(t *testing.T) {
+	ns, admin := repairFixture(t)
+	reader := ns[0]
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { reader.objects.RunReadRepair(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for _, damage := range []string{"missing", "corrupt"} {
+		key := "scan-" + damage
+		data := randBytes(3<<20 + 5)
+		obj, err := reader.objects.Put(ctx, admin, "records", key, int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The reader reads its own two shards, then the others in index
+		// order: the lowest index on another node is read for sure.
+		victim := slices.IndexFunc(obj.Shards, func(l storage.ShardLoc) bool { return l.Node != reader.node.Name() })
+		holder := ns[slices.IndexFunc(ns, func(n *objNode) bool { return n.node.Name() == obj.Shards[victim].Node })]
+		var path string
+		for _, f := range shardFiles(holder, obj.DataID) {
+			if strings.HasSuffix(f, fmt.Sprintf(".%d", victim)) {
+				path = f
+			}
+		}
+		if damage == "missing" {
+			err = os.Remove(path)
+		} else {
+			b, _ := os.ReadFile(path)
+			b[len(b)/3] ^= 0x04
+			err = os.WriteFile(path, b, 0o600)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out bytes.Buffer
+		if _, err := reader.objects.Get(ctx, admin, "records", key, 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+			t.Fatalf("%s shard: read back wrong (%v)", damage, err)
+		}
+		testutil.WaitFor(t, 10*time.Second, damage+" shard marked for repair", func() error {
+			if d, _ := reader.objects.Degraded(ctx); d != 1 {
+				return fmt.Errorf("%d degraded segments", d)
+			}
+			return nil
+		})
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s shard: the bad copy is still on disk (%v)", damage, err)
+		}
+		st, err := storage.NewHealer(leaderOf(ns).objects, time.Hour, time.Minute).Pass(ctx)
+		if err != nil || st.Repaired != 1 || st.Degraded != 0 {
+			t.Fatalf("heal: %+v %v", st, err)
+		}
+		if bad := scrubAll(t, ns); bad != 0 {
+			t.Fatalf("%d bad shards after healing", bad)
+		}
+		checkIntact(t, ns, admin, key, data)
+	}
+
+	// A mark that names the disk a shard was on is void once the shard has
+	// moved: read repair never undoes a heal.
+	data := randBytes(100_000)
+	obj, err := reader.objects.Put(ctx, admin, "records", "moved", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, disk := range []string{"some-other-disk", obj.Shards[0].Disk} {
+		cmd := map[string]any{"object_id": obj.ID, "data_id": obj.DataID, "indexes": []int{0}, "disks": []string{disk}}
+		if _, err := reader.node.Apply(ctx, storage.MsgMarkShards, cmd, nil); err != nil {
+			t.Fatal(err)
+		}
+		want := int64(0)
+		if disk == obj.Shards[0].Disk {
+			want = 1
+		}
+		if d, _ := reader.objects.Degraded(ctx); d != want {
+			t.Fatalf("mark for disk %s: %d degraded segments, want %d", disk, d, want)
+		}
+	}
 }
 
 func TestScrubAndHealWipedDisk(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/cairnhq/cairn/storage/disk"
+	"github.com/cairnhq/cairn/storage/erasure"
 )
 
 // Shards stream between nodes over the cluster's mutual-TLS port:
@@ -20,6 +21,8 @@ import (
 //	PUT    /storage/v1/shards/{disk}/{key}   body: the shard; 204 once durable
 //	GET    /storage/v1/shards/{disk}/{key}   Range requests for ranged reads
 //	DELETE /storage/v1/shards/{disk}/{key}
+//	POST   /storage/v1/shards/{disk}/{key}/verify?data=4&parity=2&stripe=1048576&size=N&index=I
+//	       204 intact, 404 missing, 422 corrupt (and deleted)
 //
 // A shard on this node's own disk is read and written directly.
 
@@ -52,6 +55,7 @@ func (s *Shards) Handler() http.Handler {
 	mux.HandleFunc("PUT "+shardRoute, s.servePut)
 	mux.HandleFunc("GET "+shardRoute, s.serveGet)
 	mux.HandleFunc("DELETE "+shardRoute, s.serveDelete)
+	mux.HandleFunc("POST "+shardRoute+"/verify", s.serveVerify)
 	return mux
 }
 
@@ -171,6 +175,94 @@ func (s *Shards) serveDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Shards) serveVerify(w http.ResponseWriter, r *http.Request) {
+	st := s.local(w, r)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	var l erasure.Layout
+	var size int64
+	var index int
+	_, err := fmt.Sscanf(q.Get("data")+" "+q.Get("parity")+" "+q.Get("stripe")+" "+q.Get("size")+" "+q.Get("index"),
+		"%d %d %d %d %d", &l.Data, &l.Parity, &l.StripeSize, &size, &index)
+	if err == nil {
+		err = l.Validate()
+	}
+	if err != nil || size < 0 || index < 0 || index >= l.Shards() {
+		http.Error(w, "bad shard description", http.StatusBadRequest)
+		return
+	}
+	switch err := verifyStored(st, r.PathValue("key"), l, size, index); {
+	case err == nil:
+		w.WriteHeader(http.StatusNoContent)
+	case errors.Is(err, disk.ErrNotFound):
+		http.Error(w, "no such shard", http.StatusNotFound)
+	case errors.Is(err, erasure.ErrCorrupt):
+		http.Error(w, "shard corrupt; deleted", http.StatusUnprocessableEntity)
+	default:
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// verifyStored reads shard key of disk st whole and checks its header and
+// every block. A corrupt shard is deleted: a bad copy must never be read
+// again, and the caller marks it missing so that it is rebuilt.
+func verifyStored(st *disk.Store, key string, l erasure.Layout, size int64, index int) error {
+	f, err := st.Open(key)
+	if err != nil {
+		return err
+	}
+	err = erasure.VerifyShard(f, l, size, index)
+	f.Close()
+	if errors.Is(err, erasure.ErrCorrupt) {
+		_ = st.Delete(key)
+	}
+	return err
+}
+
+// Verify checks shard index of an object of size bytes in layout l, stored
+// as key on disk d, where it lies: only the verdict crosses the network. It
+// returns nil if the shard is intact, ErrShardNotFound if it is missing,
+// erasure.ErrCorrupt if it failed its checks (it is then deleted), and any
+// other error if the disk's node could not tell.
+func (s *Shards) Verify(ctx context.Context, d Disk, key string, l erasure.Layout, size int64, index int) error {
+	if d.Node == s.peers.Name() {
+		st := s.disks.Disk(d.ID)
+		if st == nil {
+			return ErrShardNotFound
+		}
+		return verifyStored(st, key, l, size, index)
+	}
+	u, c, err := s.url(d, key)
+	if err != nil {
+		return err
+	}
+	q := url.Values{}
+	for k, v := range map[string]int64{"data": int64(l.Data), "parity": int64(l.Parity), "stripe": int64(l.StripeSize), "size": size, "index": int64(index)} {
+		q.Set(k, strconv.FormatInt(v, 10))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u+"/verify?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	switch res.StatusCode {
+	case http.StatusNoContent:
+		return nil
+	case http.StatusNotFound:
+		return ErrShardNotFound
+	case http.StatusUnprocessableEntity:
+		return erasure.ErrCorrupt
+	default:
+		return fmt.Errorf("verify shard on %s: %s", d.Node, res.Status)
+	}
 }
 
 // ShardWriter is a shard being written to some node's disk.

@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -197,4 +199,96 @@ func TestErasureOverShardServers(t *testing.T) {
 	if err != nil || !bytes.Equal(out.Bytes(), data) || len(bad) != 2 {
 		t.Fatalf("decode over shard servers: err=%v bad=%v equal=%v", err, bad, bytes.Equal(out.Bytes(), data))
 	}
+}
+
+// Verify checks a shard on the node that holds it and reports intact,
+// missing or corrupt (deleting a corrupt one), locally and from a peer. A
+// node that cannot be asked gives an error that is none of those.
+func TestVerifyWhereTheShardLies(t *testing.T) {
+	sn := twoNodes(t)
+	a, b := sn[0], sn[1]
+	ctx := context.Background()
+	l := erasure.Layout{Data: 2, Parity: 1, StripeSize: 64 << 10}
+	data := make([]byte, 200_000)
+	_, _ = rand.Read(data)
+	size := int64(len(data))
+	write := func(key string, index int) {
+		t.Helper()
+		ws := make([]io.Writer, l.Shards())
+		var ours storage.ShardWriter
+		for i := range ws {
+			if i == index {
+				w, err := a.shards.Create(ctx, b.disk, key, l.ShardSize(size))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ws[i], ours = w, w
+			} else {
+				ws[i] = io.Discard
+			}
+		}
+		enc, err := erasure.NewEncoder(l, size, ws)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := enc.Write(data); err != nil {
+			t.Fatal(err)
+		}
+		if err := enc.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := ours.Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("d.1", 1)
+	for _, asker := range []*shardNode{a, b} { // from a peer, and on its own node
+		if err := asker.shards.Verify(ctx, b.disk, "d.1", l, size, 1); err != nil {
+			t.Fatalf("%s: intact shard: %v", asker.node.Name(), err)
+		}
+		if err := asker.shards.Verify(ctx, b.disk, "d.1", l, size, 2); !errors.Is(err, erasure.ErrCorrupt) {
+			t.Fatalf("%s: shard checked as another index: %v", asker.node.Name(), err)
+		}
+		if err := asker.shards.Verify(ctx, b.disk, "nothing.1", l, size, 1); !errors.Is(err, storage.ErrShardNotFound) {
+			t.Fatalf("%s: missing shard: %v", asker.node.Name(), err)
+		}
+		write("d.1", 1) // the wrong-index check above deleted it as corrupt
+	}
+
+	// One flipped byte: corrupt, and deleted where it lies.
+	for _, asker := range []*shardNode{a, b} {
+		write("d.1", 1)
+		path := shardPath(t, b, "d.1")
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw[len(raw)-100] ^= 1
+		if err := os.WriteFile(path, raw, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := asker.shards.Verify(ctx, b.disk, "d.1", l, size, 1); !errors.Is(err, erasure.ErrCorrupt) {
+			t.Fatalf("%s: corrupt shard: %v", asker.node.Name(), err)
+		}
+		if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("%s: the corrupt shard is still there: %v", asker.node.Name(), err)
+		}
+	}
+
+	// A node nobody can reach: an error, but not a verdict on the shard.
+	gone := storage.Disk{ID: "disk-x", Node: "no-such-node"}
+	err := a.shards.Verify(ctx, gone, "d.1", l, size, 1)
+	if err == nil || errors.Is(err, erasure.ErrCorrupt) || errors.Is(err, storage.ErrShardNotFound) {
+		t.Fatalf("verify on an unknown node: %v", err)
+	}
+}
+
+// shardPath is where shard key lies on n's disk.
+func shardPath(t *testing.T, n *shardNode, key string) string {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(n.disk.Path, "shards", "*", key))
+	if len(m) != 1 {
+		t.Fatalf("shard %s on %s: %v", key, n.node.Name(), m)
+	}
+	return m[0]
 }

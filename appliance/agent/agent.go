@@ -381,6 +381,7 @@ func (a *Agent) runDisks(ctx context.Context) {
 		}
 	}
 	go a.scrubber.Run(ctx)
+	go a.objects.RunReadRepair(ctx)
 	go a.every(a.cfg.GCInterval, "sweep orphan shards", func(ctx context.Context) error {
 		_, err := a.sweeper.Pass(ctx)
 		return err
