@@ -1,7 +1,9 @@
 package cluster_test
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +15,7 @@ import (
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/minio/minio-go/v7"
 )
 
 // cli runs the cairn binary as a client with a private config file.
@@ -122,6 +125,53 @@ func TestCLI(t *testing.T) {
 	if out := nurse.ok("", "project", "list", "-o", "json"); !strings.Contains(out, "oncology") {
 		t.Fatalf("the nurse does not see her project:\n%s", out)
 	}
+	// S3: the nurse (in one project) makes herself an access key, finds the
+	// S3 endpoint in cluster status, and the key works there with a real S3
+	// client: a bucket she creates lands in her project.
+	var cred struct {
+		AccessKey string `json:"access_key"`
+		SecretKey string `json:"secret_key"`
+		Project   string `json:"project_id"`
+	}
+	if err := json.Unmarshal([]byte(nurse.ok("", "s3", "credentials", "create", "-o", "json")), &cred); err != nil {
+		t.Fatal(err)
+	}
+	var tags struct {
+		Nodes []struct {
+			Name string            `json:"name"`
+			Tags map[string]string `json:"tags"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(nurse.ok("", "cluster", "status", "-o", "json")), &tags); err != nil {
+		t.Fatal(err)
+	}
+	var s3URL string
+	for _, n := range tags.Nodes {
+		if n.Name == "node3" {
+			s3URL = n.Tags["s3"]
+		}
+	}
+	if want := "https://" + c.Node(3).IP + ":8447"; s3URL != want || cred.AccessKey == "" || cred.SecretKey == "" {
+		t.Fatalf("s3 endpoint %q (want %q), credentials %+v", s3URL, want, cred)
+	}
+	if out := x.ok("", "project", "list", "-o", "json"); !strings.Contains(out, cred.Project) {
+		t.Fatalf("credentials for project %q, not one of:\n%s", cred.Project, out)
+	}
+	s3c := s3Client(t, c.Node(3), cred.AccessKey, cred.SecretKey)
+	if err := s3c.MakeBucket(context.Background(), "oncology-scans", minio.MakeBucketOptions{}); err != nil {
+		t.Fatalf("make a bucket with the CLI's credentials: %v", err)
+	}
+	if out := nurse.ok("", "s3", "credentials", "list"); !strings.Contains(out, cred.AccessKey) {
+		t.Fatalf("credentials list:\n%s", out)
+	}
+	nurse.ok("", "s3", "credentials", "delete", cred.AccessKey)
+	testutil.WaitFor(t, 5*time.Second, "the deleted key refused", func() error {
+		if _, err := s3c.ListBuckets(context.Background()); err == nil {
+			return errors.New("still accepted")
+		}
+		return nil
+	})
+
 	// The admin's API token works from the environment; revoking it ends it.
 	byToken := &cli{t: t, bin: bin, env: append(nurse.env[:3:3], "CAIRN_TOKEN="+apiTok)}
 	byToken.ok("", "flavor", "list")
