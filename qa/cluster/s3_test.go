@@ -3,10 +3,13 @@ package cluster_test
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net/http"
@@ -77,6 +80,25 @@ func TestS3WithMinioClient(t *testing.T) {
 	if err := s1.MakeBucket(ctx, "studies", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	// HEAD and list buckets; an empty bucket can be deleted.
+	if err := s1.MakeBucket(ctx, "scratch", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s3c.BucketExists(ctx, "studies"); !ok || err != nil {
+		t.Fatalf("HEAD bucket: %v %v", ok, err)
+	}
+	if ok, err := s3c.BucketExists(ctx, "no-such-bucket"); ok || err != nil {
+		t.Fatalf("HEAD of a missing bucket: %v %v", ok, err)
+	}
+	if bs, err := s3c.ListBuckets(ctx); err != nil || len(bs) != 2 || bs[0].Name != "scratch" || bs[1].Name != "studies" {
+		t.Fatalf("list buckets: %+v %v", bs, err)
+	}
+	if err := s3c.RemoveBucket(ctx, "scratch"); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s1.BucketExists(ctx, "scratch"); ok || err != nil {
+		t.Fatalf("a deleted bucket: %v %v", ok, err)
+	}
 
 	const stripe = 1 << 20
 	for _, size := range []int{0, 1, stripe - 1, stripe, stripe + 1, 100 << 20} {
@@ -116,6 +138,34 @@ func TestS3WithMinioClient(t *testing.T) {
 	st, err := s3c.StatObject(ctx, "studies", "sizes/1.bin", minio.StatObjectOptions{})
 	if err != nil || st.Size != 1 || st.ContentType != "application/dicom" || st.UserMetadata["Patient-Ref"] != "anon-42" {
 		t.Fatalf("stat: %+v %v", st, err)
+	}
+	// A single-part object's ETag is its MD5; a Content-MD5 that does not
+	// match the body is refused, and nothing is stored.
+	body := []byte("the body whose digest the client sends")
+	sum := md5.Sum(body)
+	if info, err := s1.PutObject(ctx, "studies", "digest.txt", bytes.NewReader(body), int64(len(body)), minio.PutObjectOptions{}); err != nil || info.ETag != hex.EncodeToString(sum[:]) {
+		t.Fatalf("ETag %q, want the MD5 %x (%v)", info.ETag, sum, err)
+	}
+	pu, err := s1.PresignedPutObject(ctx, "studies", "digest-bad.txt", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hc := &http.Client{Transport: s3HTTPTransport(t, c.Node(1))}
+	for _, digest := range []string{base64.StdEncoding.EncodeToString(make([]byte, 16)), "not base64"} {
+		req, _ := http.NewRequest("PUT", pu.String(), bytes.NewReader(body))
+		req.Header.Set("Content-MD5", digest)
+		res, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 400 || !bytes.Contains(msg, []byte("<Code>BadDigest</Code>")) && !bytes.Contains(msg, []byte("<Code>InvalidDigest</Code>")) {
+			t.Fatalf("PUT with Content-MD5 %q: %s\n%s", digest, res.Status, msg)
+		}
+	}
+	if _, err := s3c.StatObject(ctx, "studies", "digest-bad.txt", minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		t.Fatalf("an object refused for its digest is visible: %v", err)
 	}
 
 	// Listing with a delimiter, and pagination over many keys.
@@ -219,6 +269,16 @@ func TestS3WithMinioClient(t *testing.T) {
 	if err != nil || len(lp.ObjectParts) != 5 {
 		t.Fatalf("list parts: %d %v", len(lp.ObjectParts), err)
 	}
+	var open []string
+	for u := range s3c.ListIncompleteUploads(ctx, "studies", "", true) {
+		if u.Err != nil {
+			t.Fatal(u.Err)
+		}
+		open = append(open, u.Key+" "+u.UploadID)
+	}
+	if len(open) != 1 || open[0] != "mp.bin "+uid {
+		t.Fatalf("uploads in progress: %v, want mp.bin %s", open, uid)
+	}
 	badParts := append([]minio.CompletePart(nil), parts...)
 	badParts[2].ETag = `"00000000000000000000000000000000"`
 	if _, err := core.CompleteMultipartUpload(ctx, "studies", "mp.bin", uid, badParts, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "InvalidPart" {
@@ -248,8 +308,11 @@ func TestS3WithMinioClient(t *testing.T) {
 		t.Fatalf("range across parts: %v", err)
 	}
 	uid2, _ := core.NewMultipartUpload(ctx, "studies", "tiny-parts", minio.PutObjectOptions{})
-	p1, _ := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 1, strings.NewReader("small"), 5, minio.PutObjectPartOptions{})
-	p2, _ := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 2, strings.NewReader("last"), 4, minio.PutObjectPartOptions{})
+	p1, err1 := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 1, strings.NewReader("small"), 5, minio.PutObjectPartOptions{})
+	p2, err2 := core.PutObjectPart(ctx, "studies", "tiny-parts", uid2, 2, strings.NewReader("last"), 4, minio.PutObjectPartOptions{})
+	if err1 != nil || err2 != nil {
+		t.Fatalf("small parts: %v, %v", err1, err2)
+	}
 	if _, err := core.CompleteMultipartUpload(ctx, "studies", "tiny-parts", uid2, []minio.CompletePart{{PartNumber: 1, ETag: p1.ETag}, {PartNumber: 2, ETag: p2.ETag}}, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "EntityTooSmall" {
 		t.Fatalf("a small middle part: %v", err)
 	}
@@ -265,8 +328,21 @@ func TestS3WithMinioClient(t *testing.T) {
 		minio.CopySrcOptions{Bucket: "studies", Object: "sizes/1048577.bin"}); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := s3c.StatObject(ctx, "studies", "copy.bin", minio.StatObjectOptions{}); err != nil || st.Size != stripe+1 {
-		t.Fatalf("copy: %+v %v", st, err)
+	read := func(key string) []byte {
+		t.Helper()
+		obj, err := s3c.GetObject(ctx, "studies", key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Close()
+		b, err := io.ReadAll(obj)
+		if err != nil {
+			t.Fatalf("read %s: %v", key, err)
+		}
+		return b
+	}
+	if cp, src := read("copy.bin"), read("sizes/1048577.bin"); len(cp) != stripe+1 || !bytes.Equal(cp, src) {
+		t.Fatalf("copy: %d bytes, equal to its source: %v", len(cp), bytes.Equal(cp, src))
 	}
 	if err := s1.RemoveObject(ctx, "studies", "copy.bin", minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
@@ -280,7 +356,6 @@ func TestS3WithMinioClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hc := &http.Client{Transport: s3HTTPTransport(t, c.Node(1))}
 	if res, err := hc.Get(u.String()); err != nil || res.StatusCode != 200 {
 		t.Fatalf("presigned GET: %v %v", res, err)
 	}
