@@ -27,7 +27,9 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-func s3Client(t *testing.T, n *harness.Node, ak, sk string) *minio.Client {
+// s3Client is a minio-go client of n's S3 port. maxRetries, if given, caps
+// minio-go's attempts per request.
+func s3Client(t *testing.T, n *harness.Node, ak, sk string, maxRetries ...int) *minio.Client {
 	t.Helper()
 	pem, err := os.ReadFile(filepath.Join(n.DataDir, "ca.crt"))
 	if err != nil {
@@ -39,6 +41,7 @@ func s3Client(t *testing.T, n *harness.Node, ak, sk string) *minio.Client {
 		Creds: credentials.NewStaticV4(ak, sk, ""), Secure: true, Region: "us-east-1",
 		BucketLookup: minio.BucketLookupPath,
 		Transport:    &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+		MaxRetries:   append(maxRetries, 0)[0],
 	})
 	if err != nil {
 		t.Fatal(err)
