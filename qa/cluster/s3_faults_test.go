@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,20 +149,45 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 	c.Node(1).Kill()
 	readAll(s2, "after healing, from node2 and node3 alone")
 
-	// Two nodes of three down: no quorum, so a read is a clear 503, never
-	// wrong or partial bytes. (A presigned URL and a plain client: minio-go
-	// would retry a 503 for a long time.)
-	u, err := s3once.PresignedGetObject(ctx, "vitals", "before", time.Minute, nil)
+	// Fewer than four shards left: with node1 down, wiping node2's first
+	// disk leaves every object three. A read is a clear error document,
+	// never wrong or partial bytes.
+	u, err := s3once.PresignedGetObject(ctx, "vitals", "peer-died", time.Minute, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.Node(2).Kill()
 	hc := &http.Client{Transport: s3HTTPTransport(t, c.Node(3)), Timeout: 30 * time.Second}
+	shards := filepath.Join(c.Node(2).DataDir, "disks", "d1", "shards")
+	if err := os.RemoveAll(shards); err != nil {
+		t.Fatal(err)
+	}
 	res, err := hc.Get(u.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("<Code>ServiceUnavailable</Code>")) {
+		t.Fatalf("read with three shards of six: %s %.200q", res.Status, body)
+	}
+	if obj, err := s3Client(t, c.Node(2), cred.AccessKey, cred.SecretKey, 1).GetObject(ctx, "vitals", "before", minio.GetObjectOptions{}); err == nil {
+		if got, err := io.ReadAll(obj); err == nil {
+			t.Fatalf("minio-go read %d bytes of an object with three shards of six", len(got))
+		}
+		obj.Close()
+	}
+
+	// Two nodes of three down: no quorum, so a read is a clear 503, never
+	// wrong or partial bytes. (A presigned URL and a plain client: minio-go
+	// would retry a 503 for a long time.)
+	if u, err = s3once.PresignedGetObject(ctx, "vitals", "before", time.Minute, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Node(2).Kill()
+	if res, err = hc.Get(u.String()); err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(res.Body)
 	res.Body.Close()
 	if res.StatusCode != http.StatusServiceUnavailable || !bytes.Contains(body, []byte("<Code>ServiceUnavailable</Code>")) {
 		t.Fatalf("read with two nodes down: %s %s", res.Status, body)

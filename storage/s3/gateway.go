@@ -310,14 +310,45 @@ func (g *Gateway) getObject(q *request) *Error {
 		q.w.WriteHeader(status)
 		return nil
 	}
-	q.w.WriteHeader(status)
-	if err := g.objects.Read(q.ctx, obj, off, n, q.w); err != nil {
+	body := &statusOnWrite{w: q.w, status: status}
+	if err := g.objects.Read(q.ctx, obj, off, n, body); err != nil {
+		if !body.sent {
+			// Nothing sent (the first stripe could not be read): an error
+			// document instead of the object's headers.
+			for k := range h {
+				if k == "ETag" || k == "Last-Modified" || k == "Accept-Ranges" || k == "Content-Length" ||
+					k == "Content-Type" || k == "Content-Range" || strings.HasPrefix(k, "X-Amz-Meta-") {
+					h.Del(k)
+				}
+			}
+			g.log.Warn("object read failed", "bucket", q.bucket, "key", q.key, "err", err)
+			return toS3Error(err, nil)
+		}
 		// The status line is gone: cut the connection so the client sees a
 		// failed transfer, never a short body it could take as complete.
 		g.log.Warn("object read failed mid-response", "bucket", q.bucket, "key", q.key, "err", err)
 		panic(http.ErrAbortHandler)
 	}
+	if !body.sent {
+		q.w.WriteHeader(status) // an empty object or range
+	}
 	return nil
+}
+
+// statusOnWrite sends the status line with the first byte of the body, so a
+// read that fails before any byte can still answer with an error.
+type statusOnWrite struct {
+	w      http.ResponseWriter
+	status int
+	sent   bool
+}
+
+func (s *statusOnWrite) Write(p []byte) (int, error) {
+	if !s.sent {
+		s.sent = true
+		s.w.WriteHeader(s.status)
+	}
+	return s.w.Write(p)
 }
 
 func notFoundFor(err error) *Error {
