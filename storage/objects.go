@@ -283,16 +283,14 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		if w == nil {
 			continue
 		}
-		if failed[i] != nil {
+		err := failed[i]
+		if err != nil {
 			w.Abort()
-			locs[i] = ShardLoc{}
-			if isNoSpace(failed[i]) {
-				full = true
-			}
-			continue
+		} else {
+			err = w.Commit()
 		}
-		if err := w.Commit(); err != nil {
-			o.log.Warn("shard commit failed", "disk", locs[i].Disk, "err", err)
+		if err != nil {
+			o.log.Warn("shard write failed", "disk", locs[i].Disk, "no_space", isNoSpace(err), "err", err)
 			full = full || isNoSpace(err)
 			locs[i] = ShardLoc{}
 			continue

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/cairnhq/cairn/storage/disk"
 	"github.com/cairnhq/cairn/storage/erasure"
@@ -305,7 +307,11 @@ func (s *Shards) Create(ctx context.Context, d Disk, key string, size int64) (Sh
 		if err == nil {
 			msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
 			res.Body.Close()
-			if res.StatusCode != http.StatusNoContent {
+			switch res.StatusCode {
+			case http.StatusNoContent:
+			case http.StatusInsufficientStorage: // the peer's disk is full: ENOSPC, as for a local one
+				err = fmt.Errorf("store shard on %s: %s: %w", d.Node, bytes.TrimSpace(msg), syscall.ENOSPC)
+			default:
 				err = fmt.Errorf("store shard on %s: %s: %s", d.Node, res.Status, msg)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,5 +88,86 @@ func TestS3FullPool(t *testing.T) {
 	}
 	if _, err := s.PutObject(ctx, "results", "small", bytes.NewReader(make([]byte, 1<<20)), 1<<20, minio.PutObjectOptions{}); err != nil {
 		t.Fatalf("a small object after the refusal: %v", err)
+	}
+
+	// Disks that fill up mid-write: four 112 MiB uploads at once each pass
+	// the placement check (a 28 MiB shard per disk, and 96 MiB free), but
+	// together want 112 MiB of every 96 MiB disk. Each upload either
+	// succeeds whole or gets 507, and a refused one leaves nothing: no
+	// object, no shard file.
+	logStart := logSizes(c)
+	type result struct {
+		key  string
+		data []byte
+		err  error
+	}
+	results := make(chan result, 4)
+	for i := range 4 {
+		go func() {
+			r := result{key: fmt.Sprintf("burst-%d", i), data: make([]byte, 112<<20)}
+			_, _ = rand.Read(r.data[:1<<20])
+			r.data[len(r.data)-1] = byte(i)
+			_, r.err = s.PutObject(ctx, "results", r.key, bytes.NewReader(r.data), int64(len(r.data)), minio.PutObjectOptions{PartSize: 256 << 20})
+			results <- r
+		}()
+	}
+	stored, refused := map[string][]byte{"small": make([]byte, 1<<20)}, 0
+	for range 4 {
+		r := <-results
+		if r.err == nil {
+			stored[r.key] = r.data
+			continue
+		}
+		if e := minio.ToErrorResponse(r.err); e.Code != "InsufficientStorage" || e.StatusCode != 507 {
+			t.Fatalf("%s on full disks: %v (code %q, status %d)", r.key, r.err, e.Code, e.StatusCode)
+		}
+		refused++
+	}
+	if refused == 0 {
+		t.Fatal("four uploads of 112 MiB all fit on 96 MiB disks")
+	}
+	enospc := 0
+	for _, n := range c.Nodes {
+		enospc += logCount(n, logStart[n], "shard write failed", "no_space=true")
+	}
+	if enospc == 0 {
+		t.Fatal("no node logged running out of space: the uploads were refused before writing, not mid-write")
+	}
+	t.Logf("burst: %d of 4 stored, %d refused; %d shard writes ran out of space", len(stored)-1, refused, enospc)
+	var keys []string
+	for o := range s.ListObjects(ctx, "results", minio.ListObjectsOptions{Recursive: true}) {
+		keys = append(keys, o.Key)
+	}
+	if len(keys) != len(stored) {
+		t.Fatalf("visible after the burst: %v; stored: %d objects", keys, len(stored))
+	}
+	for k, want := range stored {
+		obj, err := s.GetObject(ctx, "results", k, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(obj)
+		obj.Close()
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s after the burst: %v", k, err)
+		}
+	}
+	// No temporary files, and at most one shard per disk per stored object
+	// (a stored object may lack a shard that ran out of space: the healer's).
+	for _, m := range mounts {
+		var files, tmp []string
+		_ = filepath.WalkDir(m, func(p string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				if strings.HasPrefix(p, filepath.Join(m, "shards")+"/") {
+					files = append(files, p)
+				} else {
+					tmp = append(tmp, p)
+				}
+			}
+			return nil
+		})
+		if len(files) > len(stored) || len(tmp) > 0 {
+			t.Fatalf("%s holds %d shard files for %d objects, and temporary files %v", m, len(files), len(stored), tmp)
+		}
 	}
 }
