@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -348,6 +349,30 @@ func (n *Node) ServerTLS() *tls.Config {
 		return nil
 	}
 	return id.serverTLS(nil)
+}
+
+// ServerCertificate issues this node, in memory, a serving certificate that
+// names what its own does plus dnsNames (an S3 domain and its wildcard, for
+// instance), signed by the cluster CA: a client that trusts ca.crt accepts it
+// for those names too. The node's own certificate is unchanged.
+func (n *Node) ServerCertificate(dnsNames ...string) (tls.Certificate, error) {
+	id := n.identity()
+	if id == nil {
+		return tls.Certificate{}, errors.New("this node has not joined a cluster yet")
+	}
+	leaf, err := x509.ParseCertificate(id.cert.Certificate[0])
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	key, keyPEM, err := newNodeKey()
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	certPEM, err := id.ca.issue(&key.PublicKey, leaf.Subject.CommonName, leaf.IPAddresses, dnsNames...)
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
 }
 
 // Shutdown leaves gossip, stops Raft and closes everything, in that order. It

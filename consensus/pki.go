@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 )
 
@@ -73,9 +74,14 @@ func parseCA(certPEM, keyPEM []byte) (*ca, error) {
 }
 
 // issue signs a certificate for a node: usable as TLS server and client, naming
-// the node, the shared cluster name, localhost and the given IPs.
-func (c *ca) issue(pub *ecdsa.PublicKey, nodeName string, ips []net.IP) ([]byte, error) {
-	ips = append(ips, net.ParseIP("127.0.0.1"), net.ParseIP("::1"))
+// the node, the shared cluster name, localhost, the given IPs and any extra
+// DNS names.
+func (c *ca) issue(pub *ecdsa.PublicKey, nodeName string, ips []net.IP, extraDNS ...string) ([]byte, error) {
+	for _, lo := range []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")} {
+		if !slices.ContainsFunc(ips, lo.Equal) {
+			ips = append(ips, lo)
+		}
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
 		Subject:      pkix.Name{CommonName: nodeName, Organization: []string{"Cairn"}},
@@ -83,7 +89,7 @@ func (c *ca) issue(pub *ecdsa.PublicKey, nodeName string, ips []net.IP) ([]byte,
 		NotAfter:     time.Now().AddDate(10, 0, 0),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{nodeName, clusterServerName, "localhost"},
+		DNSNames:     append([]string{nodeName, clusterServerName, "localhost"}, extraDNS...),
 		IPAddresses:  ips,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, c.cert, pub, c.key)

@@ -260,6 +260,15 @@ func (a *Agent) serveS3() error {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"http/1.1"}
+	if d := a.cfg.S3Domain; d != "" {
+		// Virtual-host-style clients ask for BUCKET.DOMAIN: the certificate
+		// must name the domain and its wildcard.
+		cert, err := a.node.ServerCertificate(d, "*."+d)
+		if err != nil {
+			return fmt.Errorf("S3 certificate for %s: %w", d, err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
 	// Large GETs are most of this port's work: tlsbatch sends each write's
 	// TLS records in one system call (see its package doc).
 	a.s3 = &http.Server{

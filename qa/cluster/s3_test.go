@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ type s3Cred struct {
 // listing with delimiters and pagination, copy, delete, presigned URLs, and
 // refusals.
 func TestS3WithMinioClient(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--s3-domain", "s3.cairn.test"}})
 	a := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, a, 3, 0)
 	cairntest.WaitHealthyDisks(t, a, 6, 0)
@@ -80,6 +81,19 @@ func TestS3WithMinioClient(t *testing.T) {
 	ctx := context.Background()
 	s1 := s3Client(t, c.Node(1), cred.AccessKey, cred.SecretKey)
 	s3c := s3Client(t, c.Node(3), cred.AccessKey, cred.SecretKey)
+	read := func(key string) []byte {
+		t.Helper()
+		obj, err := s3c.GetObject(ctx, "studies", key, minio.GetObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer obj.Close()
+		b, err := io.ReadAll(obj)
+		if err != nil {
+			t.Fatalf("read %s: %v", key, err)
+		}
+		return b
+	}
 	if err := s1.MakeBucket(ctx, "studies", minio.MakeBucketOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -169,6 +183,36 @@ func TestS3WithMinioClient(t *testing.T) {
 	}
 	if _, err := s3c.StatObject(ctx, "studies", "digest-bad.txt", minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
 		t.Fatalf("an object refused for its digest is visible: %v", err)
+	}
+
+	// Virtual-host style: BUCKET.s3.cairn.test, over TLS that names it
+	// (the test's resolver sends every such name to node2).
+	var dialed []string
+	vh, err := minio.New("s3.cairn.test:8447", &minio.Options{
+		Creds: credentials.NewStaticV4(cred.AccessKey, cred.SecretKey, ""), Secure: true, Region: "us-east-1",
+		BucketLookup: minio.BucketLookupDNS,
+		Transport: &http.Transport{
+			TLSClientConfig: s3HTTPTransport(t, c.Node(2)).TLSClientConfig,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dialed = append(dialed, addr)
+				return (&net.Dialer{}).DialContext(ctx, network, c.Node(2).IP+":8447")
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vh.PutObject(ctx, "studies", "vhost/note.txt", strings.NewReader("virtual host"), 12, minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("virtual-host-style PUT: %v", err)
+	}
+	if got := read("vhost/note.txt"); string(got) != "virtual host" {
+		t.Fatalf("virtual-host-style object read by path style: %q", got)
+	}
+	if len(dialed) == 0 || dialed[0] != "studies.s3.cairn.test:8447" {
+		t.Fatalf("the virtual-host client dialed %v", dialed)
+	}
+	if err := vh.RemoveObject(ctx, "studies", "vhost/note.txt", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
 	}
 
 	// Listing with a delimiter, and pagination over many keys.
@@ -330,19 +374,6 @@ func TestS3WithMinioClient(t *testing.T) {
 	if _, err := s1.CopyObject(ctx, minio.CopyDestOptions{Bucket: "studies", Object: "copy.bin"},
 		minio.CopySrcOptions{Bucket: "studies", Object: "sizes/1048577.bin"}); err != nil {
 		t.Fatal(err)
-	}
-	read := func(key string) []byte {
-		t.Helper()
-		obj, err := s3c.GetObject(ctx, "studies", key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer obj.Close()
-		b, err := io.ReadAll(obj)
-		if err != nil {
-			t.Fatalf("read %s: %v", key, err)
-		}
-		return b
 	}
 	if cp, src := read("copy.bin"), read("sizes/1048577.bin"); len(cp) != stripe+1 || !bytes.Equal(cp, src) {
 		t.Fatalf("copy: %d bytes, equal to its source: %v", len(cp), bytes.Equal(cp, src))
