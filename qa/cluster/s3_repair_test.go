@@ -22,9 +22,10 @@ import (
 )
 
 // On three real nodes with two disks each, damage shards on disk behind the
-// cluster's back: a flipped byte in one shard, then a whole wiped disk. Reads
-// through S3 stay byte-exact, the scrubber finds the damage and the healer
-// writes the lost shards back, byte for byte.
+// cluster's back: a flipped byte in one shard (once read, so that read repair
+// finds it, and once left for the scrubber), then a whole wiped disk. Reads
+// through S3 stay byte-exact, the damage is found and the healer writes the
+// lost shards back, byte for byte.
 //
 // With 4+2 over six disks every object has one shard on every disk, so the
 // healer can only put a lost shard back on the disk it was lost from: the
@@ -181,26 +182,21 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	if err := erasure.VerifyShard(bytes.NewReader(bad), layout, int64(len(ct.data)), idx); err == nil {
 		t.Fatal("the flipped byte went unnoticed by VerifyShard: the test would prove nothing")
 	}
-	logStart := logSizes(c)
-	f, err := os.OpenFile(shard, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.WriteAt(bad[mid:mid+1], mid); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("flipped byte %d of %d in %s", mid, len(orig), shard)
-	readAll("with a corrupt shard")
-	testutil.WaitFor(t, 90*time.Second, "the scrubber to find the corrupt shard and the healer to rewrite it", func() error {
-		if !logHas(node2, logStart[node2], "bad shard found", "data="+ct.dataID) {
-			return fmt.Errorf("node2's scrubber has not reported the corrupt shard of %s", ct.dataID)
+	flip := func() {
+		t.Helper()
+		f, err := os.OpenFile(shard, os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if !anyLogHas(c, logStart, "msg=healed", "data="+ct.dataID) {
-			return fmt.Errorf("no healer has reported rebuilding %s", ct.dataID)
+		if _, err := f.WriteAt(bad[mid:mid+1], mid); err != nil {
+			t.Fatal(err)
 		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("flipped byte %d of %d in %s", mid, len(orig), shard)
+	}
+	restored := func() error {
 		got, err := os.ReadFile(shard)
 		if err != nil {
 			return err
@@ -209,6 +205,32 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 			return fmt.Errorf("%s is not the original shard again", shard)
 		}
 		return healthy()
+	}
+	// 1a. Read it: the reads are right, and a read that met the bad shard
+	// queues it; read repair has node2 confirm it, and the healer rewrites it.
+	logStart := logSizes(c)
+	flip()
+	readAll("with a corrupt shard")
+	testutil.WaitFor(t, 90*time.Second, "read repair to mark the corrupt shard and the healer to rewrite it", func() error {
+		if !anyLogHas(c, logStart, "shard marked for repair", "data="+ct.dataID, "shard data corrupt") {
+			return fmt.Errorf("no node's read repair has marked the corrupt shard of %s", ct.dataID)
+		}
+		if !anyLogHas(c, logStart, "msg=healed", "data="+ct.dataID) {
+			return fmt.Errorf("no healer has reported rebuilding %s", ct.dataID)
+		}
+		return restored()
+	})
+	// 1b. Leave it unread: node2's scrubber finds it.
+	logStart = logSizes(c)
+	flip()
+	testutil.WaitFor(t, 90*time.Second, "the scrubber to find the corrupt shard and the healer to rewrite it", func() error {
+		if !logHas(node2, logStart[node2], "bad shard found", "data="+ct.dataID) {
+			return fmt.Errorf("node2's scrubber has not reported the corrupt shard of %s", ct.dataID)
+		}
+		if !anyLogHas(c, logStart, "msg=healed", "data="+ct.dataID) {
+			return fmt.Errorf("no healer has reported rebuilding %s", ct.dataID)
+		}
+		return restored()
 	})
 	if err := checkShards("ct-3mib"); err != nil {
 		t.Fatal(err)
@@ -250,9 +272,14 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	}
 	t.Logf("wiped %s (%d shard files)", shardsDir, len(held))
 	readAll("with a wiped disk")
-	testutil.WaitFor(t, 90*time.Second, "the scrubber to find the wiped disk and the healer to rebuild it", func() error {
-		if n := logCount(node3, logStart[node3], "bad shard found", "disk="+wiped.id); n < len(held) {
-			return fmt.Errorf("node3's scrubber has reported %d of %d lost shards", n, len(held))
+	testutil.WaitFor(t, 90*time.Second, "the wiped disk's shards found lost and rebuilt", func() error {
+		// Found by node3's scrubber, or by read repair after the reads above.
+		n := logCount(node3, logStart[node3], "bad shard found", "disk="+wiped.id)
+		for _, node := range c.Nodes {
+			n += logCount(node, logStart[node], "shard marked for repair", "disk="+wiped.id)
+		}
+		if n < len(held) {
+			return fmt.Errorf("%d of %d lost shards reported", n, len(held))
 		}
 		for p, want := range held {
 			got, err := os.ReadFile(p)
