@@ -430,6 +430,20 @@ func TestS3WithMinioClient(t *testing.T) {
 	if err := a.Call("GET", "/api/v1/projects/pacs/quota", nil, 200, &q); err != nil || q.Usage.ObjectGiB != 1 {
 		t.Fatalf("object quota usage: %+v %v", q, err)
 	}
+	// With the limit cut to nothing, growth is refused (QuotaExceeded) and
+	// stores nothing; shrinking is still allowed.
+	if err := a.Call("PUT", "/api/v1/projects/pacs/quota", map[string]any{"instances": 10, "vcpus": 20, "ram_mib": 51200, "disk_gib": 1000, "object_gib": 0, "floating_ips": 5}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.PutObject(ctx, "studies", "over-quota", strings.NewReader("z"), 1, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "QuotaExceeded" {
+		t.Fatalf("a write over the object quota: %v", err)
+	}
+	if _, err := s3c.StatObject(ctx, "studies", "over-quota", minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+		t.Fatalf("the refused object is visible: %v", err)
+	}
+	if err := s1.RemoveObject(ctx, "studies", "sizes/1.bin", minio.RemoveObjectOptions{}); err != nil {
+		t.Fatalf("a delete over the object quota: %v", err)
+	}
 }
 
 func s3HTTPTransport(t *testing.T, n *harness.Node) *http.Transport {
