@@ -238,24 +238,15 @@ func (s *Shards) Verify(ctx context.Context, d Disk, key string, l erasure.Layou
 		}
 		return verifyStored(st, key, l, size, index)
 	}
-	u, c, err := s.url(d, key)
-	if err != nil {
-		return err
-	}
 	q := url.Values{}
 	for k, v := range map[string]int64{"data": int64(l.Data), "parity": int64(l.Parity), "stripe": int64(l.StripeSize), "size": size, "index": int64(index)} {
 		q.Set(k, strconv.FormatInt(v, 10))
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u+"/verify?"+q.Encode(), nil)
+	status, err := s.call(ctx, http.MethodPost, d, key, "/verify?"+q.Encode())
 	if err != nil {
 		return err
 	}
-	res, err := c.Do(req)
-	if err != nil {
-		return err
-	}
-	res.Body.Close()
-	switch res.StatusCode {
+	switch status {
 	case http.StatusNoContent:
 		return nil
 	case http.StatusNotFound:
@@ -263,7 +254,7 @@ func (s *Shards) Verify(ctx context.Context, d Disk, key string, l erasure.Layou
 	case http.StatusUnprocessableEntity:
 		return erasure.ErrCorrupt
 	default:
-		return fmt.Errorf("verify shard on %s: %s", d.Node, res.Status)
+		return fmt.Errorf("verify shard on %s: %s", d.Node, http.StatusText(status))
 	}
 }
 
@@ -475,23 +466,34 @@ func (s *Shards) Delete(ctx context.Context, d Disk, key string) error {
 		}
 		return st.Delete(key)
 	}
-	u, c, err := s.url(d, key)
+	status, err := s.call(ctx, http.MethodDelete, d, key, "")
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, u, nil)
+	if status != http.StatusNoContent {
+		return fmt.Errorf("delete shard on %s: %s", d.Node, http.StatusText(status))
+	}
+	return nil
+}
+
+// call sends a request without a body about shard key on d's node (suffix
+// follows the shard's path) and returns the response's status.
+func (s *Shards) call(ctx context.Context, method string, d Disk, key, suffix string) (int, error) {
+	u, c, err := s.url(d, key)
 	if err != nil {
-		return err
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u+suffix, nil)
+	if err != nil {
+		return 0, err
 	}
 	res, err := c.Do(req)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(res.Body, 4096)) // for the connection's reuse
 	res.Body.Close()
-	if res.StatusCode != http.StatusNoContent {
-		return fmt.Errorf("delete shard on %s: %s", d.Node, res.Status)
-	}
-	return nil
+	return res.StatusCode, nil
 }
 
 func (s *Shards) url(d Disk, key string) (string, *http.Client, error) {

@@ -168,16 +168,7 @@ func TestErasureOverShardServers(t *testing.T) {
 		}
 		ws[i], sws[i] = w, w
 	}
-	enc, err := erasure.NewEncoder(l, int64(len(data)), ws)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := enc.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := enc.Close(); err != nil {
-		t.Fatal(err)
-	}
+	encode(t, l, data, ws)
 	for _, w := range sws {
 		if err := w.Commit(); err != nil {
 			t.Fatal(err)
@@ -227,16 +218,7 @@ func TestVerifyWhereTheShardLies(t *testing.T) {
 				ws[i] = io.Discard
 			}
 		}
-		enc, err := erasure.NewEncoder(l, size, ws)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := enc.Write(data); err != nil {
-			t.Fatal(err)
-		}
-		if err := enc.Close(); err != nil {
-			t.Fatal(err)
-		}
+		encode(t, l, data, ws)
 		if err := ours.Commit(); err != nil {
 			t.Fatal(err)
 		}
@@ -291,4 +273,19 @@ func shardPath(t *testing.T, n *shardNode, key string) string {
 		t.Fatalf("shard %s on %s: %v", key, n.node.Name(), m)
 	}
 	return m[0]
+}
+
+// encode writes data's shards in layout l to ws.
+func encode(t *testing.T, l erasure.Layout, data []byte, ws []io.Writer) {
+	t.Helper()
+	enc, err := erasure.NewEncoder(l, int64(len(data)), ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := enc.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	if err := enc.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
