@@ -399,7 +399,7 @@ func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, 
 		src[i] = r
 	}
 	bad, err := erasure.Decode(w, seg.Layout, seg.Size, src, near, off, n)
-	if len(bad) > 0 {
+	if len(bad) > 0 && ctx.Err() == nil { // (a read its client gave up on fails shards that are fine)
 		o.log.Warn("object read with missing or corrupt shards; queued for repair", "object", id, "data", seg.DataID, "shards", bad)
 		for _, i := range bad {
 			o.suspect(id, seg, i)
