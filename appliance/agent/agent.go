@@ -137,6 +137,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go a.serveDebug(ctx)
 	}
 	go a.runDisks(ctx)
+	go a.objects.RunReadRepair(ctx) // every node serves S3 reads, with disks or not
 	go releaseWhenIdle(ctx, 2*time.Second)
 	if a.cfg.VMs {
 		go a.runVMs(ctx)
@@ -390,7 +391,6 @@ func (a *Agent) runDisks(ctx context.Context) {
 		}
 	}
 	go a.scrubber.Run(ctx)
-	go a.objects.RunReadRepair(ctx)
 	go a.every(a.cfg.GCInterval, "sweep orphan shards", func(ctx context.Context) error {
 		_, err := a.sweeper.Pass(ctx)
 		return err
