@@ -100,11 +100,7 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 	data := make([]byte, 40<<20)
 	_, _ = rand.Read(data)
 	g := newGate(data, 8<<20)
-	go func() {
-		<-g.reached
-		c.Node(3).Kill()
-		close(g.release)
-	}()
+	go g.then(c.Node(3).Kill)
 	if _, err := s1.PutObject(ctx, "vitals", "peer-died", g, int64(len(data)), opts); err != nil {
 		t.Fatalf("upload while a peer died: %v", err)
 	}
@@ -120,11 +116,7 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 	// The receiving node dies mid-upload: the client's upload fails, the
 	// half-sent object is nowhere, and the retry through node1 succeeds.
 	g = newGate(data, 8<<20)
-	go func() {
-		<-g.reached
-		c.Node(3).Kill()
-		close(g.release)
-	}()
+	go g.then(c.Node(3).Kill)
 	if _, err := s3once.PutObject(ctx, "vitals", "receiver-died", g, int64(len(data)), opts); err == nil {
 		t.Fatal("an upload to a node killed mid-stream succeeded")
 	}
@@ -209,6 +201,13 @@ type gate struct {
 
 func newGate(data []byte, after int64) *gate {
 	return &gate{Reader: bytes.NewReader(data), after: after, reached: make(chan struct{}), release: make(chan struct{})}
+}
+
+// then runs fn when the gate is reached, then opens it.
+func (g *gate) then(fn func()) {
+	<-g.reached
+	fn()
+	close(g.release)
 }
 
 func (g *gate) wait(n int) {
