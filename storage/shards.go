@@ -24,7 +24,7 @@ import (
 //	GET    /storage/v1/shards/{disk}/{key}   Range requests for ranged reads
 //	DELETE /storage/v1/shards/{disk}/{key}
 //	POST   /storage/v1/shards/{disk}/{key}/verify?data=4&parity=2&stripe=1048576&size=N&index=I
-//	       204 intact, 404 missing, 422 corrupt (and deleted)
+//	       204 intact, 404 missing, 422 corrupt (and deleted), 503 disk not open
 //
 // A shard on this node's own disk is read and written directly.
 
@@ -180,8 +180,9 @@ func (s *Shards) serveDelete(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Shards) serveVerify(w http.ResponseWriter, r *http.Request) {
-	st := s.local(w, r)
-	if st == nil {
+	st := s.disks.Disk(r.PathValue("disk"))
+	if st == nil { // not "missing": a disk still opening would lose every shard
+		http.Error(w, "disk not open on this node", http.StatusServiceUnavailable)
 		return
 	}
 	q := r.URL.Query()
@@ -234,7 +235,7 @@ func (s *Shards) Verify(ctx context.Context, d Disk, key string, l erasure.Layou
 	if d.Node == s.peers.Name() {
 		st := s.disks.Disk(d.ID)
 		if st == nil {
-			return ErrShardNotFound
+			return fmt.Errorf("disk %s is not open on this node", d.ID)
 		}
 		return verifyStored(st, key, l, size, index)
 	}

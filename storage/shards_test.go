@@ -257,11 +257,13 @@ func TestVerifyWhereTheShardLies(t *testing.T) {
 		}
 	}
 
-	// A node nobody can reach: an error, but not a verdict on the shard.
-	gone := storage.Disk{ID: "disk-x", Node: "no-such-node"}
-	err := a.shards.Verify(ctx, gone, "d.1", l, size, 1)
-	if err == nil || errors.Is(err, erasure.ErrCorrupt) || errors.Is(err, storage.ErrShardNotFound) {
-		t.Fatalf("verify on an unknown node: %v", err)
+	// A node nobody can reach, or a disk its node has not open: an error,
+	// but not a verdict on the shard.
+	for _, d := range []storage.Disk{{ID: "disk-x", Node: "no-such-node"}, {ID: "disk-x", Node: b.node.Name()}, {ID: "disk-x", Node: a.node.Name()}} {
+		err := a.shards.Verify(ctx, d, "d.1", l, size, 1)
+		if err == nil || errors.Is(err, erasure.ErrCorrupt) || errors.Is(err, storage.ErrShardNotFound) {
+			t.Fatalf("verify on %+v: %v", d, err)
+		}
 	}
 }
 
