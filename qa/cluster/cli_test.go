@@ -161,6 +161,26 @@ func TestCLI(t *testing.T) {
 	if err := s3c.MakeBucket(context.Background(), "oncology-scans", minio.MakeBucketOptions{}); err != nil {
 		t.Fatalf("make a bucket with the CLI's credentials: %v", err)
 	}
+	// The key acts as its user in its project, as she is now: removed from
+	// the project, she no longer sees its bucket; added back, she does.
+	sees := func() error {
+		if ok, err := s3c.BucketExists(context.Background(), "oncology-scans"); !ok || err != nil {
+			return fmt.Errorf("bucket not seen (%v)", err)
+		}
+		return nil
+	}
+	if err := sees(); err != nil {
+		t.Fatal(err)
+	}
+	x.ok("", "project", "remove-member", "oncology", "nurse")
+	testutil.WaitFor(t, 5*time.Second, "the key refused once its user left the project", func() error {
+		if sees() == nil {
+			return errors.New("still accepted")
+		}
+		return nil
+	})
+	x.ok("", "project", "add-member", "oncology", "nurse", "member")
+	testutil.WaitFor(t, 5*time.Second, "the key accepted once its user is back", sees)
 	if out := nurse.ok("", "s3", "credentials", "list"); !strings.Contains(out, cred.AccessKey) {
 		t.Fatalf("credentials list:\n%s", out)
 	}

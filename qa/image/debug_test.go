@@ -75,9 +75,13 @@ func TestDebugShellOnlyWithFlag(t *testing.T) {
 			t.Logf("console:\n%s", strings.ReplaceAll(seen(), "\x1b", "^["))
 		}
 	}()
-	testutil.WaitFor(t, 3*time.Minute, "the debug shell's prompt", func() error {
-		if !strings.Contains(seen(), "toggle key help") {
-			return fmt.Errorf("no prompt yet")
+	// Type once the node is up and its status screen has stopped redrawing
+	// under the shell, as a person at the console would. Once, typed while
+	// the agent was starting, the line was taken and the shell's line editor
+	// never handed it on (no output and no prompt for a minute).
+	testutil.WaitFor(t, 3*time.Minute, "the debug shell's prompt and the node ready", func() error {
+		if s := seen(); !strings.Contains(s, "toggle key help") || !strings.Contains(s, "Cluster:         ready") {
+			return fmt.Errorf("not yet")
 		}
 		return nil
 	})
