@@ -12,8 +12,9 @@
 //     the page cache) speed of the filesystem holding those disks, the median
 //     of three rounds with their spread, and the read's CPU cost;
 //   - reedsolomon's in-process encode speed for 4+2 on 1 MiB stripes;
-//   - an HTTPS ceiling: a Go HTTPS server on loopback serving the largest
-//     object from memory, with its CPU cost;
+//   - an HTTPS ceiling: a Go HTTPS server on loopback, with the S3 port's
+//     TLS (tlsbatch), serving the largest object from memory, with its CPU
+//     cost;
 //   - S3 PUT and GET MiB/s through minio-go for 4 KiB, 1 MiB and 64 MiB
 //     objects at 1, 8 and 32 concurrent clients spread over the three nodes,
 //     each phase bounded by time (-round) and bytes (-budget); the page cache
@@ -26,7 +27,9 @@
 // write speed, 64 MiB GET at least 70% of the raw read speed, and every
 // node's peak resident memory under load below -rss-limit. Beside the GET
 // target the report says how fast these cores could serve GET at the CPU
-// cost measured, whatever the disk.
+// cost measured, whatever the disk, and how fast even an ideal server could:
+// one disk read and one TLS hop per byte at the ceiling's cost, plus the hop
+// between nodes that half of every 4+2 object must take.
 //
 // -quick measures fewer sizes and concurrencies in shorter rounds. The
 // markdown goes to stdout (and to -out); progress goes to stderr. It needs root

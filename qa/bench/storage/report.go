@@ -72,6 +72,24 @@ func (r *report) bestGet() (row, bool) {
 	return best, found
 }
 
+// remoteShare is the least share of an object a node serving a GET must
+// fetch from its peers: at 4+2 with at most 2 shards per node it holds at
+// most 2 of the 4 shards it reads.
+const remoteShare = float64(4-2) / 4
+
+// idealGet is a lower bound on the CPU a large GET costs on this machine and
+// the throughput that allows: one disk read and one TLS hop (the ceiling's
+// measured cost) per byte, plus a second hop for remoteShare of the bytes,
+// and nothing else. It says whether the run measured what it needs.
+func (r *report) idealGet() (ideal struct{ cpu, mibs float64 }, ok bool) {
+	if r.ceilingCPU <= 0 || r.disk.readCPU <= 0 {
+		return ideal, false
+	}
+	ideal.cpu = r.disk.readCPU + (1+remoteShare)*r.ceilingCPU
+	ideal.mibs = float64(runtime.NumCPU()) / ideal.cpu * 1024
+	return ideal, true
+}
+
 // unmeasured is an error when a target or a row could not be measured.
 func (r *report) unmeasured() error {
 	var errs []error
@@ -169,6 +187,12 @@ func (r *report) markdown() string {
 				"At that cost the cores serve at most %.0f MiB/s, whatever the disk; reading the disk itself took %.2f CPU s per GiB.",
 				w.clients, total, nodes, clients, runtime.NumCPU(), float64(runtime.NumCPU())/total*1024, r.disk.readCPU)
 		}
+	}
+	if ideal, ok := r.idealGet(); ok {
+		p("")
+		p("The most any GET could do on these cores: every byte is read from a disk once (%.2f CPU s per GiB) and crosses one TLS hop to its client, and at 4+2 with at most 2 shards per node at least %.0f%% of it also crosses a TLS hop between nodes. "+
+			"At the HTTPS ceiling's cost per hop (%.2f CPU s per GiB, no disk, no HTTP handler, no erasure coding) that is %.2f CPU s per GiB, so even such a server would serve at most %.0f MiB/s here: %.0f%% of the raw read.",
+			r.disk.readCPU, 100*remoteShare, r.ceilingCPU, ideal.cpu, ideal.mibs, pct(ideal.mibs, r.disk.read))
 	}
 	return b.String()
 }
