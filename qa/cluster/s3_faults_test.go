@@ -81,12 +81,7 @@ func TestS3NodeLossAndHeal(t *testing.T) {
 	readAll := func(via *minio.Client, when string) {
 		t.Helper()
 		for k, v := range objects {
-			obj, err := via.GetObject(ctx, "vitals", k, minio.GetObjectOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(obj)
-			obj.Close()
+			got, err := getBytes(ctx, via, "vitals", k, minio.GetObjectOptions{})
 			if err != nil || !bytes.Equal(got, v) {
 				t.Fatalf("%s %s: %v", k, when, err)
 			}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,12 +141,7 @@ func TestS3FullPool(t *testing.T) {
 		t.Fatalf("visible after the burst: %v; stored: %d objects", keys, len(stored))
 	}
 	for k, want := range stored {
-		obj, err := s.GetObject(ctx, "results", k, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(obj)
-		obj.Close()
+		got, err := getBytes(ctx, s, "results", k, minio.GetObjectOptions{})
 		if err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("%s after the burst: %v", k, err)
 		}

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/rand"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -101,12 +100,7 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 		t.Helper()
 		for k, o := range objects {
 			for i, s := range clients {
-				obj, err := s.GetObject(ctx, "films", k, minio.GetObjectOptions{})
-				if err != nil {
-					t.Fatalf("%s: get %s from node%d: %v", when, k, i+1, err)
-				}
-				got, err := io.ReadAll(obj)
-				obj.Close()
+				got, err := getBytes(ctx, s, "films", k, minio.GetObjectOptions{})
 				if err != nil || !bytes.Equal(got, o.data) {
 					t.Fatalf("%s: %s from node%d: %d bytes, err %v, equal %v", when, k, i+1, len(got), err, bytes.Equal(got, o.data))
 				}

@@ -83,12 +83,7 @@ func TestS3WithMinioClient(t *testing.T) {
 	s3c := s3Client(t, c.Node(3), cred.AccessKey, cred.SecretKey)
 	read := func(key string) []byte {
 		t.Helper()
-		obj, err := s3c.GetObject(ctx, "studies", key, minio.GetObjectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer obj.Close()
-		b, err := io.ReadAll(obj)
+		b, err := getBytes(ctx, s3c, "studies", key, minio.GetObjectOptions{})
 		if err != nil {
 			t.Fatalf("read %s: %v", key, err)
 		}
@@ -141,12 +136,7 @@ func TestS3WithMinioClient(t *testing.T) {
 		if size > 100 {
 			opts := minio.GetObjectOptions{}
 			_ = opts.SetRange(int64(size/2), int64(size/2+99))
-			obj, err := s3c.GetObject(ctx, "studies", key, opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			part, err := io.ReadAll(obj)
-			obj.Close()
+			part, err := getBytes(ctx, s3c, "studies", key, opts)
 			if err != nil || !bytes.Equal(part, data[size/2:size/2+100]) {
 				t.Fatalf("range of %d: %v", size, err)
 			}
@@ -337,20 +327,13 @@ func TestS3WithMinioClient(t *testing.T) {
 	if _, err := core.CompleteMultipartUpload(ctx, "studies", "mp.bin", uid, parts, minio.PutObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	obj, err := s3c.GetObject(ctx, "studies", "mp.bin", minio.GetObjectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got2, err := io.ReadAll(obj)
-	obj.Close()
+	got2, err := getBytes(ctx, s3c, "studies", "mp.bin", minio.GetObjectOptions{})
 	if err != nil || !bytes.Equal(got2, whole) {
 		t.Fatalf("multipart object: %d bytes, %v", len(got2), err)
 	}
 	opts := minio.GetObjectOptions{}
 	_ = opts.SetRange(5<<20-10, 5<<20+9) // across the boundary of parts 1 and 2
-	obj, _ = s3c.GetObject(ctx, "studies", "mp.bin", opts)
-	span, err := io.ReadAll(obj)
-	obj.Close()
+	span, err := getBytes(ctx, s3c, "studies", "mp.bin", opts)
 	if err != nil || !bytes.Equal(span, whole[5<<20-10:5<<20+10]) {
 		t.Fatalf("range across parts: %v", err)
 	}
@@ -408,10 +391,7 @@ func TestS3WithMinioClient(t *testing.T) {
 	}
 	intruder := s3Client(t, c.Node(2), otherCred.AccessKey, otherCred.SecretKey)
 	// (GET, not HEAD: a HEAD error has no body to carry the code.)
-	obj, err = intruder.GetObject(ctx, "studies", "sizes/1.bin", minio.GetObjectOptions{})
-	if err == nil {
-		_, err = io.ReadAll(obj)
-	}
+	_, err = getBytes(ctx, intruder, "studies", "sizes/1.bin", minio.GetObjectOptions{})
 	if minio.ToErrorResponse(err).Code != "NoSuchBucket" {
 		t.Fatalf("another project's bucket: %v", err)
 	}
@@ -451,6 +431,16 @@ func s3HTTPTransport(t *testing.T, n *harness.Node) *http.Transport {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	return &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+}
+
+// getBytes reads an object (or the range opts asks for) whole through c.
+func getBytes(ctx context.Context, c *minio.Client, bucket, key string, opts minio.GetObjectOptions) ([]byte, error) {
+	obj, err := c.GetObject(ctx, bucket, key, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer obj.Close()
+	return io.ReadAll(obj)
 }
 
 func sha(b []byte) []byte {
