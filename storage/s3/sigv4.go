@@ -23,57 +23,51 @@ const (
 	maxPresignAge   = 7 * 24 * time.Hour
 )
 
-// signed is what a verified request proved.
-type signed struct {
-	AccessKey   string
-	PayloadHash string // the client's x-amz-content-sha256: a hex SHA-256 to check, or UNSIGNED-PAYLOAD
+// sigV4 is a parsed SigV4 signature, before its secret is known.
+type sigV4 struct {
+	akid, date, region, service string
+	signedHeaders               []string
+	signature                   string
+	amzDate                     time.Time
+	payloadHash                 string
+	presigned                   bool
+	expires                     time.Duration
 }
 
-// sigRequest is a parsed signature, before its secret is known.
-type sigRequest struct {
-	accessKey, date, region, service string
-	signedHeaders                    []string
-	signature                        string
-	amzDate                          time.Time
-	payloadHash                      string
-	presigned                        bool
-	expires                          time.Duration
-}
+func (s *sigV4) accessKey() string { return s.akid }
 
-// parseSignature reads the signature of r, from the header or the query.
-func parseSignature(r *http.Request) (*sigRequest, *Error) {
+// parseV4Query reads a presigned URL's signature.
+func parseV4Query(r *http.Request) (*sigV4, *Error) {
 	q := r.URL.Query()
-	if q.Get("X-Amz-Algorithm") != "" {
-		if q.Get("X-Amz-Algorithm") != sigAlgorithm {
-			return nil, errAuthorizationQueryParameters("only AWS4-HMAC-SHA256 presigned URLs are supported")
-		}
-		s := &sigRequest{presigned: true, signature: q.Get("X-Amz-Signature"), payloadHash: unsignedPayload}
-		if v := q.Get("X-Amz-Content-Sha256"); v != "" {
-			s.payloadHash = v
-		}
-		if err := s.parseCredential(q.Get("X-Amz-Credential")); err != nil {
-			return nil, err
-		}
-		s.signedHeaders = strings.Split(q.Get("X-Amz-SignedHeaders"), ";")
-		secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
-		if err != nil || secs < 1 || time.Duration(secs)*time.Second > maxPresignAge {
-			return nil, errAuthorizationQueryParameters("X-Amz-Expires must be 1 to 604800 seconds")
-		}
-		s.expires = time.Duration(secs) * time.Second
-		if s.amzDate, err = time.Parse(amzDateFormat, q.Get("X-Amz-Date")); err != nil {
-			return nil, errAuthorizationQueryParameters("bad X-Amz-Date")
-		}
-		return s, s.checkScope()
+	if q.Get("X-Amz-Algorithm") != sigAlgorithm {
+		return nil, errAuthorizationQueryParameters("only AWS4-HMAC-SHA256 presigned URLs are supported")
 	}
-	h := r.Header.Get("Authorization")
-	if h == "" {
-		return nil, errAccessDenied("anonymous access is not allowed")
+	s := &sigV4{presigned: true, signature: q.Get("X-Amz-Signature"), payloadHash: unsignedPayload}
+	if v := q.Get("X-Amz-Content-Sha256"); v != "" {
+		s.payloadHash = v
 	}
-	rest, ok := strings.CutPrefix(h, sigAlgorithm+" ")
-	if !ok {
-		return nil, errSignatureVersion()
+	if err := s.parseCredential(q.Get("X-Amz-Credential")); err != nil {
+		return nil, err
 	}
-	s := &sigRequest{payloadHash: r.Header.Get("X-Amz-Content-Sha256")}
+	s.signedHeaders = strings.Split(q.Get("X-Amz-SignedHeaders"), ";")
+	secs, err := strconv.Atoi(q.Get("X-Amz-Expires"))
+	if err != nil || secs < 1 || time.Duration(secs)*time.Second > maxPresignAge {
+		return nil, errAuthorizationQueryParameters("X-Amz-Expires must be 1 to 604800 seconds")
+	}
+	s.expires = time.Duration(secs) * time.Second
+	if s.amzDate, err = time.Parse(amzDateFormat, q.Get("X-Amz-Date")); err != nil {
+		return nil, errAuthorizationQueryParameters("bad X-Amz-Date")
+	}
+	if s.signature == "" {
+		return nil, errAuthorizationQueryParameters("missing X-Amz-Signature")
+	}
+	return s, s.check(r)
+}
+
+// parseV4Header reads the signature of the Authorization header.
+func parseV4Header(r *http.Request) (*sigV4, *Error) {
+	rest, _ := strings.CutPrefix(r.Header.Get("Authorization"), sigAlgorithm+" ")
+	s := &sigV4{payloadHash: r.Header.Get("X-Amz-Content-Sha256")}
 	for _, part := range strings.Split(rest, ",") {
 		k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
 		switch k {
@@ -87,7 +81,7 @@ func parseSignature(r *http.Request) (*sigRequest, *Error) {
 			s.signature = v
 		}
 	}
-	if s.accessKey == "" || s.signature == "" || len(s.signedHeaders) == 0 {
+	if s.akid == "" || s.signature == "" || len(s.signedHeaders) == 0 {
 		return nil, errMalformedAuth()
 	}
 	if s.payloadHash == "" {
@@ -103,46 +97,92 @@ func parseSignature(r *http.Request) (*sigRequest, *Error) {
 	if err != nil {
 		return nil, errAccessDenied("missing or bad X-Amz-Date")
 	}
-	return s, s.checkScope()
+	return s, s.check(r)
 }
 
-func (s *sigRequest) parseCredential(v string) *Error {
+func (s *sigV4) parseCredential(v string) *Error {
 	parts := strings.Split(v, "/")
 	if len(parts) != 5 || parts[4] != "aws4_request" {
 		return errMalformedAuth()
 	}
-	s.accessKey, s.date, s.region, s.service = parts[0], parts[1], parts[2], parts[3]
+	s.akid, s.date, s.region, s.service = parts[0], parts[1], parts[2], parts[3]
 	return nil
 }
 
-func (s *sigRequest) checkScope() *Error {
+// check refuses a scope that does not match the date or service, and a
+// request whose Host or x-amz-* headers are not signed: those would let
+// whoever holds a signed request (a presigned URL above all) add
+// x-amz-copy-source, x-amz-meta-*, checksums... that the signer never saw.
+func (s *sigV4) check(r *http.Request) *Error {
 	if s.amzDate.UTC().Format("20060102") != s.date || s.service != "s3" {
 		return errMalformedAuth()
+	}
+	isSigned := make(map[string]bool, len(s.signedHeaders))
+	for _, h := range s.signedHeaders {
+		isSigned[h] = true
+	}
+	if !isSigned["host"] {
+		if s.presigned {
+			return errAuthorizationQueryParameters("X-Amz-SignedHeaders must include host")
+		}
+		return errMalformedAuth()
+	}
+	var unsigned []string
+	for name := range r.Header {
+		if n := strings.ToLower(name); strings.HasPrefix(n, "x-amz-") && !isSigned[n] {
+			unsigned = append(unsigned, n)
+		}
+	}
+	if len(unsigned) > 0 {
+		sort.Strings(unsigned)
+		return errHeadersNotSigned(unsigned)
 	}
 	return nil
 }
 
 // verify checks the signature with the secret at time now.
-func (s *sigRequest) verify(r *http.Request, secret string, now time.Time) (*signed, *Error) {
+func (s *sigV4) verify(r *http.Request, secret string, now time.Time) (*payload, *Error) {
 	if s.presigned {
 		if now.Before(s.amzDate.Add(-maxSkew)) {
 			return nil, errAccessDenied("request is not valid yet")
 		}
 		if now.After(s.amzDate.Add(s.expires)) {
-			return nil, errAccessDenied("Request has expired")
+			return nil, errRequestExpired()
 		}
 	} else if d := now.Sub(s.amzDate); d > maxSkew || d < -maxSkew {
 		return nil, errRequestTimeTooSkewed()
 	}
-	want := s.compute(r, secret)
+	key := s.signingKey(secret)
+	want := s.sign(r, key)
 	if !hmac.Equal([]byte(want), []byte(s.signature)) {
 		return nil, errSignatureDoesNotMatch()
 	}
-	return &signed{AccessKey: s.accessKey, PayloadHash: s.payloadHash}, nil
+	var signer *chunkSigner
+	if !s.presigned {
+		// Chunks chain from this signature, with the same key and scope.
+		signer = &chunkSigner{key: key, date: s.amzDate.UTC().Format(amzDateFormat), scope: s.scope(), prev: want}
+	}
+	return newPayload(r, s.payloadHash, signer)
 }
 
 // compute returns the hex signature of r as the client must have made it.
-func (s *sigRequest) compute(r *http.Request, secret string) string {
+func (s *sigV4) compute(r *http.Request, secret string) string {
+	return s.sign(r, s.signingKey(secret))
+}
+
+func (s *sigV4) scope() string {
+	return strings.Join([]string{s.date, s.region, s.service, "aws4_request"}, "/")
+}
+
+func (s *sigV4) signingKey(secret string) []byte {
+	key := hmacSHA256([]byte("AWS4"+secret), s.date)
+	for _, part := range []string{s.region, s.service, "aws4_request"} {
+		key = hmacSHA256(key, part)
+	}
+	return key
+}
+
+func (s *sigV4) sign(r *http.Request, key []byte) string {
 	canonical := strings.Join([]string{
 		r.Method,
 		awsEncode(r.URL.Path, false),
@@ -151,12 +191,7 @@ func (s *sigRequest) compute(r *http.Request, secret string) string {
 		strings.Join(s.signedHeaders, ";"),
 		s.payloadHash,
 	}, "\n")
-	scope := strings.Join([]string{s.date, s.region, s.service, "aws4_request"}, "/")
-	toSign := strings.Join([]string{sigAlgorithm, s.amzDate.UTC().Format(amzDateFormat), scope, hexSHA256([]byte(canonical))}, "\n")
-	key := hmacSHA256([]byte("AWS4"+secret), s.date)
-	for _, part := range []string{s.region, s.service, "aws4_request"} {
-		key = hmacSHA256(key, part)
-	}
+	toSign := strings.Join([]string{sigAlgorithm, s.amzDate.UTC().Format(amzDateFormat), s.scope(), hexSHA256([]byte(canonical))}, "\n")
 	return hex.EncodeToString(hmacSHA256(key, toSign))
 }
 

@@ -1,7 +1,9 @@
 package s3
 
 import (
+	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -23,16 +25,13 @@ func TestSigV4HeaderExampleGetObject(t *testing.T) {
 	r.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request,"+
 		"SignedHeaders=host;range;x-amz-content-sha256;x-amz-date,"+
 		"Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41")
-	s, err := parseSignature(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustParseV4(t, r)
 	got, verr := s.verify(r, exampleSecret, exampleTime.Add(time.Minute))
 	if verr != nil {
 		t.Fatalf("AWS's own example does not verify: %v (computed %s)", verr, s.compute(r, exampleSecret))
 	}
-	if got.AccessKey != exampleKey || got.PayloadHash != emptySHA256 {
-		t.Fatalf("%+v", got)
+	if s.accessKey() != exampleKey || got.contentSHA256 != emptySHA256 || got.chunked || got.size(r) != 0 {
+		t.Fatalf("%s %+v", s.accessKey(), got)
 	}
 	// Any change to a signed header breaks it; so does a wrong secret or a stale clock.
 	r.Header.Set("Range", "bytes=0-10")
@@ -54,10 +53,7 @@ func TestSigV4PresignedExample(t *testing.T) {
 		"&X-Amz-Date=20130524T000000Z&X-Amz-Expires=86400&X-Amz-SignedHeaders=host" +
 		"&X-Amz-Signature=aeeed9bbccd4d02ee5c0109b86d86835f995330da4c265957d157751f604d404"
 	r := httptest.NewRequest("GET", u, nil)
-	s, err := parseSignature(r)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := mustParseV4(t, r)
 	if _, err := s.verify(r, exampleSecret, exampleTime.Add(time.Hour)); err != nil {
 		t.Fatalf("AWS's presigned example does not verify: %v (computed %s)", err, s.compute(r, exampleSecret))
 	}
@@ -65,23 +61,50 @@ func TestSigV4PresignedExample(t *testing.T) {
 		t.Fatalf("expired URL: %v", err)
 	}
 	r2 := httptest.NewRequest("GET", u+"&extra=1", nil)
-	s2, _ := parseSignature(r2)
+	s2 := mustParseV4(t, r2)
 	if _, err := s2.verify(r2, exampleSecret, exampleTime.Add(time.Hour)); err == nil {
 		t.Fatal("an added query parameter still verifies")
 	}
+	// Whoever holds the URL cannot add x-amz-* headers the signer never saw.
+	r3 := httptest.NewRequest("GET", u, nil)
+	r3.Header.Set("X-Amz-Copy-Source", "/other/secret")
+	if _, err := parseAuth(r3); err == nil || err.Code != "AccessDenied" || !strings.Contains(err.Message, "x-amz-copy-source") {
+		t.Fatalf("unsigned x-amz-copy-source: %v", err)
+	}
+}
+
+// mustParseV4 parses r's signature, which must be SigV4.
+func mustParseV4(t *testing.T, r *http.Request) *sigV4 {
+	t.Helper()
+	a, err := parseAuth(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, ok := a.(*sigV4)
+	if !ok {
+		t.Fatalf("parsed as %T", a)
+	}
+	return s
 }
 
 func TestSigV4Refusals(t *testing.T) {
 	for name, hdr := range map[string]string{
 		"anonymous": "",
-		"v2":        "AWS AKIAIOSFODNN7EXAMPLE:frJIUN8DYpKDtOLCwo//yllqDzg=",
+		"sigv4a":    "AWS4-ECDSA-P256-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/s3/aws4_request, SignedHeaders=host, Signature=00",
+		"bearer":    "Bearer abc",
 		"malformed": "AWS4-HMAC-SHA256 Credential=x",
+		"v2 no sig": "AWS AKIAIOSFODNN7EXAMPLE",
+		"v2 no key": "AWS :frJIUN8DYpKDtOLCwo//yllqDzg=",
+		"host unsigned": "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request," +
+			"SignedHeaders=x-amz-content-sha256;x-amz-date,Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41",
 	} {
 		r := httptest.NewRequest("GET", "https://h/b/k", nil)
+		r.Header.Set("X-Amz-Content-Sha256", emptySHA256)
+		r.Header.Set("X-Amz-Date", "20130524T000000Z")
 		if hdr != "" {
 			r.Header.Set("Authorization", hdr)
 		}
-		if _, err := parseSignature(r); err == nil {
+		if _, err := parseAuth(r); err == nil {
 			t.Errorf("%s: accepted", name)
 		} else if err.Status < 400 || err.Status >= 500 {
 			t.Errorf("%s: status %d", name, err.Status)
