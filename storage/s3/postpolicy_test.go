@@ -22,6 +22,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
 const (
@@ -230,6 +231,11 @@ func TestPostPolicyAWSExample(t *testing.T) {
 	}
 	if _, _, err := postOutcome(t, formRequest(t, parts), "otherbucket", awsExampleSecret, noon); err == nil || !strings.Contains(err.Message, `"$bucket"`) {
 		t.Fatalf("another bucket: %v", err)
+	}
+	// A condition on a field the form lacks fails, even starts-with "" (S3 does so).
+	noTag := slices.DeleteFunc(slices.Clone(parts), func(p formPart) bool { return p.name == "x-amz-meta-tag" })
+	if _, _, err := postOutcome(t, formRequest(t, noTag), "sigv4examplebucket", awsExampleSecret, noon); err == nil || !strings.Contains(err.Message, `["starts-with", "$x-amz-meta-tag", ""]`) {
+		t.Fatalf("absent field: %v", err)
 	}
 }
 
@@ -499,6 +505,28 @@ func TestPostFormStreams(t *testing.T) {
 	}
 }
 
+// Policies written by hand, as an application's backend may, signed by
+// minio-go's V2 signer.
+func TestPostHandWrittenPolicies(t *testing.T) {
+	const exp = `"expiration": "2030-01-01T00:00:00Z"`
+	for doc, want := range map[string]string{
+		`{` + exp + `, "conditions": [{"bucket": "photos"}, ["starts-with", "$key", ""], ["content-length-range", "1", "9"]]}`: "",
+		`{` + exp + `, "conditions": [["eq", "$bucket", "photos"], ["eq", "key", "k"]]}`:                                       `["eq", "key", "k"]`, // a name without $ never matches
+		`{` + exp + `, "conditions": [["starts-with", "$key", ""]]}`:                                                           "",                   // no bucket condition: the signer's choice
+		`{` + exp + `, "conditions": [{"bucket": "other"}, ["starts-with", "$key", ""]]}`:                                      `["eq", "$bucket", "other"]`,
+	} {
+		b64 := base64.StdEncoding.EncodeToString([]byte(doc))
+		form := map[string]string{"key": "k", "AWSAccessKeyId": postAccessKey, "policy": b64, "signature": signer.PostPresignSignatureV2(b64, postSecret)}
+		_, _, err := postOutcome(t, formRequest(t, withFile(form, "f", "x")), postBucket, postSecret, time.Now())
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v", doc, err)
+		case want != "" && (err == nil || err.Code != "AccessDenied" || !strings.Contains(err.Message, want)):
+			t.Errorf("%s: %v, want AccessDenied with %s", doc, err, want)
+		}
+	}
+}
+
 func TestPostPolicyDocuments(t *testing.T) {
 	const exp = `"expiration": "2030-01-01T00:00:00Z"`
 	for doc, want := range map[string]string{
@@ -541,7 +569,8 @@ func TestPostPolicyDocuments(t *testing.T) {
 			t.Errorf("%s: expiration %v", doc, p.expiration)
 		}
 	}
-	p, err := parsePolicy(base64.StdEncoding.EncodeToString([]byte(`{` + exp + `, "conditions": [["content-length-range", 1, 100], ["content-length-range", 5, 1000], {"Key": "k"}]}`)))
+	// Several ranges all hold: the tightest bounds win, whatever their order.
+	p, err := parsePolicy(base64.StdEncoding.EncodeToString([]byte(`{` + exp + `, "conditions": [["content-length-range", 5, 1000], ["content-length-range", 1, 100], {"Key": "k"}]}`)))
 	if err != nil || p.minSize != 5 || p.maxSize != 100 || len(p.conds) != 1 || p.conds[0] != (postCond{"eq", "$Key", "k"}) {
 		t.Fatalf("%v %+v", err, p)
 	}
