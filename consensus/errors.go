@@ -22,6 +22,9 @@ const (
 type Error struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Reason narrows Code for a domain's own callers (the S3 gateway tells
+	// InvalidPart from other invalid arguments by it); "" if none.
+	Reason string `json:"reason,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -29,6 +32,20 @@ func (e *Error) Error() string { return e.Message }
 // Errorf returns an *Error with the given code.
 func Errorf(code, format string, args ...any) error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Reasonf returns an *Error with the given code and reason.
+func Reasonf(code, reason, format string, args ...any) error {
+	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+}
+
+// ErrorReason returns the reason of the first *Error in err's chain, or "".
+func ErrorReason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ""
 }
 
 // ErrorCode returns the code of the first *Error in err's chain, or "".

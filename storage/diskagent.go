@@ -2,7 +2,10 @@ package storage
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -21,17 +24,23 @@ type DiskAgent struct {
 	log      *slog.Logger
 	interval time.Duration
 
-	mu   sync.Mutex
-	open map[string]*disk.Store // by disk ID
-	last map[string]diskReport  // what the state was last told
-	sent time.Time
+	mu     sync.Mutex
+	open   map[string]*disk.Store // by disk ID
+	last   map[string]diskReport  // what the state was last told
+	sent   time.Time
+	opened chan struct{} // closed after the first round tried every disk
 }
 
 // NewDiskAgent returns the node's disk reconciler. interval bounds how stale
 // a capacity report may get.
 func NewDiskAgent(c Cluster, svc *Service, log *slog.Logger, interval time.Duration) *DiskAgent {
-	return &DiskAgent{c: c, svc: svc, log: log, interval: interval, open: map[string]*disk.Store{}, last: map[string]diskReport{}}
+	return &DiskAgent{c: c, svc: svc, log: log, interval: interval, open: map[string]*disk.Store{}, last: map[string]diskReport{},
+		opened: make(chan struct{})}
 }
+
+// Opened is closed once the agent has tried to open every disk the state
+// gave this node: before it, "not open" says nothing about a disk.
+func (a *DiskAgent) Opened() <-chan struct{} { return a.opened }
 
 // systemPrincipal is a node acting on its own: offering its disks, expiring
 // abandoned uploads. The audit log names it "system:NODE".
@@ -72,6 +81,11 @@ func (a *DiskAgent) Run(ctx context.Context) {
 		if err := a.reconcile(ctx, listDisks(txn, a.c.Name())); err != nil && ctx.Err() == nil {
 			a.log.Warn("disk report failed", "err", err)
 		}
+		select {
+		case <-a.opened:
+		default:
+			close(a.opened)
+		}
 		wctx, cancel := context.WithTimeout(ctx, a.interval)
 		_ = a.c.Store().Watch(wctx, ws)
 		cancel()
@@ -87,13 +101,26 @@ func (a *DiskAgent) reconcile(ctx context.Context, desired []Disk) error {
 	var reports []diskReport
 	for _, d := range desired {
 		want[d.ID] = true
-		r := diskReport{ID: d.ID, Health: HealthOK}
+		r := diskReport{ID: d.ID, Health: HealthOK, Marker: d.Marker}
 		st := a.open[d.ID]
+		if st != nil {
+			if err := st.CheckIdentity(); err != nil {
+				// Unmounted (or replaced) under us: its shards are not
+				// missing, they are elsewhere. Close it until it is back.
+				a.log.Warn("disk lost its identity marker; closed", "disk", d.ID, "path", d.Path, "err", err)
+				delete(a.open, d.ID)
+				st = nil
+			}
+		}
 		if st == nil {
-			var err error
-			if st, err = disk.Open(d.Path); err != nil {
+			id, err := a.identity(d)
+			if err == nil {
+				st, err = disk.Open(d.Path, id)
+			}
+			if err != nil {
 				r.Health, r.Error = HealthFailed, err.Error()
 			} else {
+				r.Marker = id.Token
 				a.open[d.ID] = st
 				a.log.Info("disk opened", "disk", d.ID, "path", d.Path)
 			}
@@ -117,7 +144,7 @@ func (a *DiskAgent) reconcile(ctx context.Context, desired []Disk) error {
 	changed := time.Since(a.sent) >= a.interval
 	for _, r := range reports {
 		prev, ok := a.last[r.ID]
-		if !ok || prev.Health != r.Health || prev.Error != r.Error || prev.Total != r.Total || absDiff(prev.Free, r.Free) > r.Total/100 {
+		if !ok || prev.Marker != r.Marker || prev.Health != r.Health || prev.Error != r.Error || prev.Total != r.Total || absDiff(prev.Free, r.Free) > r.Total/100 {
 			changed = true
 		}
 	}
@@ -142,4 +169,41 @@ func absDiff(a, b uint64) uint64 {
 		return a - b
 	}
 	return b - a
+}
+
+// identity returns the marker disk d must carry. A disk the pool never
+// marked gets one now (or adopts the one it was given before a crash kept
+// the report from the state); a marked disk must carry its own marker.
+func (a *DiskAgent) identity(d Disk) (disk.Identity, error) {
+	got, err := disk.ReadIdentity(d.Path)
+	if d.Marker != "" {
+		want := disk.Identity{Disk: d.ID, Token: d.Marker}
+		if err != nil {
+			return want, err
+		}
+		if got != want {
+			return want, fmt.Errorf("%s holds disk %s of another pool or an earlier addition, not disk %s", d.Path, got.Disk, d.ID)
+		}
+		return want, nil
+	}
+	switch {
+	case err == nil && got.Disk == d.ID:
+		return got, nil
+	case err == nil:
+		return got, fmt.Errorf("%s holds disk %s, not disk %s", d.Path, got.Disk, d.ID)
+	case !errors.Is(err, disk.ErrNoMarker):
+		return got, err
+	}
+	// A disk new to the pool may be a directory still to make (--dev, a
+	// --disk path); a marked one never is: its directory is only missing
+	// when its filesystem is.
+	if err := os.MkdirAll(d.Path, 0o700); err != nil {
+		return disk.Identity{}, fmt.Errorf("create disk directory: %w", err)
+	}
+	id := disk.Identity{Disk: d.ID, Token: newDataID()}
+	if err := disk.WriteIdentity(d.Path, id); err != nil {
+		return id, err
+	}
+	a.log.Info("disk marked as a pool disk", "disk", d.ID, "path", d.Path)
+	return id, nil
 }

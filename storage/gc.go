@@ -153,15 +153,11 @@ func shardRefs(txn *memdb.Txn, disks map[string]*disk.Store) (map[shardRef]bool,
 			}
 		}
 	}
-	objs, err := txn.Get(tObjects, "id")
-	if err != nil {
-		return nil, fmt.Errorf("sweep: read objects: %w", err)
-	}
-	for obj := objs.Next(); obj != nil; obj = objs.Next() {
-		for _, seg := range obj.(*Object).segments() {
+	eachVersion(txn, func(o *Object) {
+		for _, seg := range o.segments() {
 			add(seg)
 		}
-	}
+	})
 	parts, err := txn.Get(tParts, "id")
 	if err != nil {
 		return nil, fmt.Errorf("sweep: read parts: %w", err)
@@ -244,7 +240,7 @@ func (e *UploadExpirer) Pass(ctx context.Context) (GCStats, error) {
 			continue
 		}
 		project := "" // the bucket may be gone; the upload still has to go
-		if b := consensus.First[Bucket](txn, tBuckets, "id", u.Bucket); b != nil {
+		if b := consensus.First[Bucket](txn, tBuckets, "id", u.Bucket); b != nil && b.UID == u.BucketUID {
 			project = b.ProjectID
 		}
 		err := e.o.abortUpload(ctx, system, project, &u)

@@ -248,7 +248,7 @@ func TestSweepKeepsUploadInProgress(t *testing.T) {
 		t.Fatal(err)
 	}
 	data := randBytes(400_000)
-	etag, err := ns[0].objects.UploadPart(ctx, admin, "records", "study", u.ID, 1, int64(len(data)), bytes.NewReader(data), nil)
+	etag, err := ns[0].objects.UploadPart(ctx, admin, "records", "study", u.ID, 1, int64(len(data)), bytes.NewReader(data), storage.PartOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -265,7 +265,7 @@ func TestSweepKeepsUploadInProgress(t *testing.T) {
 	if c := countShards(ns, dataID); c != 6 {
 		t.Fatalf("%d shards of the part left, want 6", c)
 	}
-	if _, err := ns[0].objects.CompleteUpload(ctx, admin, "records", "study", u.ID, []storage.CompletePart{{Number: 1, ETag: etag}}); err != nil {
+	if _, err := ns[0].objects.CompleteUpload(ctx, admin, "records", "study", u.ID, []storage.CompletePart{{Number: 1, ETag: etag}}, storage.CompleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if st := sweepAll(t, ns); st.Removed != 0 {
@@ -283,7 +283,7 @@ func TestExpireAbandonedUploads(t *testing.T) {
 			t.Fatal(err)
 		}
 		data := randBytes(100_000)
-		if _, err := ns[0].objects.UploadPart(ctx, admin, "records", key, u.ID, 1, int64(len(data)), bytes.NewReader(data), nil); err != nil {
+		if _, err := ns[0].objects.UploadPart(ctx, admin, "records", key, u.ID, 1, int64(len(data)), bytes.NewReader(data), storage.PartOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		parts, err := ns[0].objects.ListParts(ctx, admin, "records", key, u.ID)

@@ -47,8 +47,11 @@ type Disk struct {
 	TotalBytes uint64    `json:"total_bytes"`
 	FreeBytes  uint64    `json:"free_bytes"`
 	ReportedAt time.Time `json:"reported_at,omitzero"`
-	CreatedAt  time.Time `json:"created_at"`
-	Version    uint64    `json:"version"` // changes with desired state only, not with reports
+	// Marker is the token of the disk's identity marker, set by its node's
+	// first report; from then on a path without that marker is not opened.
+	Marker    string    `json:"marker,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"` // changes with desired state only, not with reports
 	// Remaining counts, for a draining disk, the objects and multipart parts
 	// that still have a shard on it: the drain's progress. Computed on read,
 	// never stored.
@@ -66,6 +69,7 @@ const tDisks = "disks"
 
 type diskReport struct {
 	ID     string `json:"id"`
+	Marker string `json:"marker,omitempty"`
 	Health string `json:"health"`
 	Error  string `json:"error,omitempty"`
 	Total  uint64 `json:"total"`
@@ -124,6 +128,9 @@ func applyReportDisks(tx *consensus.Tx, c *reportDisksCmd) (any, error) {
 		}
 		row := *cur
 		row.Health, row.Error, row.TotalBytes, row.FreeBytes, row.ReportedAt = r.Health, r.Error, r.Total, r.Free, c.At
+		if row.Marker == "" {
+			row.Marker = r.Marker // the first marker stays the disk's
+		}
 		if err := tx.Insert(tDisks, &row); err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -20,20 +21,27 @@ const (
 	MinPartSize = 5 << 20 // every part but the last
 )
 
-// CreateUpload starts a multipart upload.
+// CreateUpload starts a multipart upload. Its options are the object's:
+// they apply when it completes.
 func (o *Objects) CreateUpload(ctx context.Context, p *identity.Principal, bucket, key string, opt PutOptions) (*Upload, error) {
-	b, err := o.writable(ctx, p, "upload.create", bucket)
+	const action = "upload.create"
+	b, err := o.writable(ctx, p, action, bucket)
 	if err != nil {
 		return nil, err
 	}
-	u := Upload{ID: newDataID(), Bucket: bucket, Key: key, ContentType: opt.ContentType, Meta: opt.Meta, Initiated: time.Now().UTC()}
+	if err := o.checkNew(b, key, opt); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
+	u := Upload{ID: newDataID(), Bucket: bucket, BucketUID: b.UID, Key: key, ContentType: opt.ContentType, Meta: opt.Meta,
+		Tags: opt.Tags, Retention: opt.Retention, LegalHold: opt.LegalHold, Checksum: opt.checksum(), Initiated: time.Now().UTC()}
 	var out Upload
-	if err := o.id.Mutate(ctx, p, "upload.create", bucket+"/"+key, b.ProjectID, MsgCreateUpload, u, &out); err != nil {
+	if err := o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgCreateUpload, u, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
 }
 
+// upload returns an upload in progress of this bucket and key.
 func (o *Objects) upload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string) (*Bucket, *Upload, error) {
 	b, err := o.writable(ctx, p, "upload.part", bucket)
 	if err != nil {
@@ -48,15 +56,29 @@ func (o *Objects) upload(ctx context.Context, p *identity.Principal, bucket, key
 		}
 		u = consensus.First[Upload](o.c.Store().ReadTxn(), tUploads, "id", uploadID)
 	}
-	if u == nil || u.Bucket != bucket || u.Key != key {
+	if u == nil || u.Bucket != bucket || u.BucketUID != b.UID || u.Key != key {
 		return nil, nil, consensus.Errorf(consensus.CodeNotFound, "upload %q not found", uploadID)
 	}
 	return b, u, nil
 }
 
+// Upload returns an upload in progress, for its options (checksum).
+func (o *Objects) Upload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string) (*Upload, error) {
+	_, u, err := o.upload(ctx, p, bucket, key, uploadID)
+	return u, err
+}
+
+// PartOptions are the checks of a part upload.
+type PartOptions struct {
+	MD5 []byte // Content-MD5, checked if set
+	// Checksum returns, once the body is read, the part's flexible
+	// checksum the caller verified (base64; "" for none).
+	Checksum func() string
+}
+
 // UploadPart stores one part, erasure-coded like an object of its own.
 // Uploading a part number again replaces it.
-func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket, key, uploadID string, number int, size int64, body io.Reader, md5sum []byte) (string, error) {
+func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket, key, uploadID string, number int, size int64, body io.Reader, opt PartOptions) (string, error) {
 	if number < 1 || number > MaxParts {
 		return "", consensus.Errorf(consensus.CodeInvalid, "part numbers are 1 to %d", MaxParts)
 	}
@@ -73,17 +95,22 @@ func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket,
 	if err != nil {
 		return "", err
 	}
-	if md5sum != nil && !bytes.Equal(md5sum, sum) {
+	if opt.MD5 != nil && !bytes.Equal(opt.MD5, sum) {
 		o.deleteShards(l, locs, dataID)
 		return "", ErrBadDigest
 	}
 	seg := Segment{Size: size, ETag: hex.EncodeToString(sum), Layout: l, DataID: dataID, Shards: locs}
+	if opt.Checksum != nil {
+		seg.Checksum = opt.Checksum()
+	}
 	part := Part{ID: partID(uploadID, number), UploadID: uploadID, Number: number, Segment: seg, Modified: time.Now().UTC()}
 	var old *Part
 	// Parts are not audited one by one; the upload's creation and completion are.
 	if _, err := o.c.Apply(ctx, MsgPutPart, part, &old); err != nil {
-		o.deleteShards(l, locs, dataID)
-		return "", err
+		if !o.settle(ctx, err, dataID, func() { o.deleteShards(l, locs, dataID) }) {
+			return "", err
+		}
+		return seg.ETag, nil
 	}
 	if old != nil {
 		go o.deleteShards(old.Segment.Layout, old.Segment.Shards, old.Segment.DataID)
@@ -91,22 +118,30 @@ func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket,
 	return seg.ETag, nil
 }
 
-// CompletePart names a part the client wants in the object.
-type CompletePart struct {
-	Number int
-	ETag   string // without quotes
+// multipartETag is S3's ETag of a multipart object: the MD5 of the parts'
+// MD5s, then "-" and the number of parts.
+func multipartETag(parts []Segment) string {
+	h := md5.New()
+	for _, seg := range parts {
+		raw, _ := hex.DecodeString(seg.ETag)
+		h.Write(raw)
+	}
+	return fmt.Sprintf("%s-%d", hex.EncodeToString(h.Sum(nil)), len(parts))
 }
 
-// ErrInvalidPart and ErrInvalidPartOrder and ErrEntityTooSmall are S3's
-// complete-upload errors.
-var (
-	ErrInvalidPart      = fmt.Errorf("a listed part was not uploaded or its ETag does not match")
-	ErrInvalidPartOrder = fmt.Errorf("the list of parts was not in ascending order")
-	ErrEntityTooSmall   = fmt.Errorf("a part other than the last is smaller than 5 MiB")
-)
+// CompleteOptions are the conditions of a completion and the object's
+// checksum, which the caller computes from the parts it is given.
+type CompleteOptions struct {
+	IfMatch     string
+	IfNoneMatch bool
+	// Checksum, if set, returns the object's checksum from its upload and
+	// the listed parts as they are now (their sizes and checksums are
+	// checked again when the completion applies).
+	Checksum func(u *Upload, parts []Part) (*Checksum, error)
+}
 
 // CompleteUpload assembles the listed parts into the object.
-func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string, list []CompletePart) (*Object, error) {
+func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, bucket, key, uploadID string, list []CompletePart, opt CompleteOptions) (*Object, error) {
 	// Parts may have been uploaded through other nodes: see all of them.
 	if err := o.c.ConsistentRead(ctx); err != nil {
 		return nil, err
@@ -115,45 +150,36 @@ func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, buc
 	if err != nil {
 		return nil, err
 	}
-	if len(list) == 0 {
-		return nil, ErrInvalidPart
-	}
 	txn := o.c.Store().ReadTxn()
-	obj := Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, ContentType: u.ContentType, Meta: u.Meta, Modified: time.Now().UTC()}
-	var used []string
-	h := md5.New()
-	for i := 1; i < len(list); i++ {
-		if list[i].Number <= list[i-1].Number {
-			return nil, ErrInvalidPartOrder
-		}
-	}
+	parts := make([]Part, 0, len(list))
 	for i, cp := range list {
 		part := consensus.First[Part](txn, tParts, "id", partID(uploadID, cp.Number))
 		if part == nil || part.Segment.ETag != cp.ETag {
-			return nil, ErrInvalidPart
+			return nil, consensus.Reasonf(consensus.CodeInvalid, ReasonInvalidPart, "part %d was not uploaded or its ETag does not match", cp.Number)
 		}
-		if i < len(list)-1 && part.Segment.Size < MinPartSize {
-			return nil, ErrEntityTooSmall
+		if cp.Checksum != "" && part.Segment.Checksum != cp.Checksum {
+			return nil, consensus.Reasonf(consensus.CodeInvalid, ReasonInvalidPart, "part %d's checksum does not match", cp.Number)
 		}
-		raw, _ := hex.DecodeString(part.Segment.ETag)
-		h.Write(raw)
-		obj.Parts = append(obj.Parts, part.Segment)
-		obj.Size += part.Segment.Size
-		used = append(used, part.ID)
+		list[i].Size, list[i].Checksum = part.Segment.Size, part.Segment.Checksum
+		parts = append(parts, *part)
 	}
-	obj.ETag = fmt.Sprintf("%s-%d", hex.EncodeToString(h.Sum(nil)), len(list))
+	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, VersionID: newVersionIDFor(b), ContentType: u.ContentType, Meta: u.Meta,
+		Tags: u.Tags, Retention: u.Retention, LegalHold: u.LegalHold, Modified: time.Now().UTC()}
+	if opt.Checksum != nil && u.Checksum != nil {
+		if obj.Checksum, err = opt.Checksum(u, parts); err != nil {
+			return nil, err
+		}
+	}
 	var res completeResult
-	if err := o.id.Mutate(ctx, p, "upload.complete", obj.ID, b.ProjectID, MsgCompleteUpload,
-		completeUploadCmd{UploadID: uploadID, Object: obj, Used: used}, &res); err != nil {
+	cmd := completeUploadCmd{UploadID: uploadID, Parts: list, Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch}
+	if err := o.id.Mutate(ctx, p, "upload.complete", obj.ID, b.ProjectID, MsgCompleteUpload, cmd, &res); err != nil {
 		return nil, err
 	}
 	go func() {
 		for _, part := range res.Unused {
 			o.deleteShards(part.Segment.Layout, part.Segment.Shards, part.Segment.DataID)
 		}
-		if res.Replaced != nil {
-			o.deleteObjectData(res.Replaced)
-		}
+		o.deleteVersions(res.Removed)
 	}()
 	return res.Object, nil
 }
@@ -167,13 +193,12 @@ func (o *Objects) AbortUpload(ctx context.Context, p *identity.Principal, bucket
 	return o.abortUpload(ctx, p, b.ProjectID, u)
 }
 
-// abortUpload is the abort itself, shared by AbortUpload and the upload
-// expirer: the upload and its parts go in one audited command, then the
-// parts' shards are deleted (parts are not charged to the quota until
-// completion, so nothing is released).
+// abortUpload is the abort itself, shared by AbortUpload, lifecycle rules
+// and the upload expirer: the upload and its parts go in one audited
+// command (which releases their quota), then the parts' shards are deleted.
 func (o *Objects) abortUpload(ctx context.Context, p *identity.Principal, projectID string, u *Upload) error {
 	var parts []Part
-	if err := o.id.Mutate(ctx, p, "upload.abort", u.Bucket+"/"+u.Key, projectID, MsgAbortUpload, deleteObjectCmd{ID: u.ID}, &parts); err != nil {
+	if err := o.id.Mutate(ctx, p, "upload.abort", objectID(u.Bucket, u.Key), projectID, MsgAbortUpload, deleteObjectCmd{ID: u.ID}, &parts); err != nil {
 		return err
 	}
 	for _, part := range parts {
@@ -190,33 +215,27 @@ func (o *Objects) ListParts(ctx context.Context, p *identity.Principal, bucket, 
 	if _, _, err := o.upload(ctx, p, bucket, key, uploadID); err != nil {
 		return nil, err
 	}
-	it, err := o.c.Store().ReadTxn().Get(tParts, "id_prefix", uploadID+"/")
-	if err != nil {
-		return nil, err
-	}
-	var out []Part
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, *obj.(*Part))
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Number < out[j].Number })
-	return out, nil
+	return uploadParts(o.c.Store().ReadTxn(), uploadID), nil
 }
 
-// ListUploads returns a bucket's uploads in progress.
+// ListUploads returns a bucket's uploads in progress whose keys start with
+// prefix, by key and then by time of initiation, as S3 lists them.
 func (o *Objects) ListUploads(ctx context.Context, p *identity.Principal, bucket, prefix string) ([]Upload, error) {
-	if _, err := o.Bucket(ctx, p, bucket); err != nil {
-		return nil, err
-	}
-	it, err := o.c.Store().ReadTxn().Get(tUploads, "id")
+	b, err := o.Bucket(ctx, p, bucket)
 	if err != nil {
 		return nil, err
 	}
 	var out []Upload
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if u := obj.(*Upload); u.Bucket == bucket && len(u.Key) >= len(prefix) && u.Key[:len(prefix)] == prefix {
-			out = append(out, *u)
+	for _, u := range bucketUploads(o.c.Store().ReadTxn(), bucket) {
+		if u.BucketUID == b.UID && strings.HasPrefix(u.Key, prefix) {
+			out = append(out, u)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Key < out[j].Key })
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Key != out[j].Key {
+			return out[i].Key < out[j].Key
+		}
+		return out[i].Initiated.Before(out[j].Initiated) || (out[i].Initiated.Equal(out[j].Initiated) && out[i].ID < out[j].ID)
+	})
 	return out, nil
 }

@@ -50,8 +50,18 @@ var (
 
 var bucketRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$`)
 
+// BucketOptions are what a bucket is created with.
+type BucketOptions struct {
+	ObjectLock bool // S3's x-amz-bucket-object-lock-enabled: versioning on, for good
+}
+
 // CreateBucket creates a bucket in a project (project members).
 func (o *Objects) CreateBucket(ctx context.Context, p *identity.Principal, projectID, name string) (*Bucket, error) {
+	return o.CreateBucketWith(ctx, p, projectID, name, BucketOptions{})
+}
+
+// CreateBucketWith creates a bucket with options.
+func (o *Objects) CreateBucketWith(ctx context.Context, p *identity.Principal, projectID, name string, opt BucketOptions) (*Bucket, error) {
 	const action = "bucket.create"
 	if !bucketRE.MatchString(name) {
 		return nil, o.id.Deny(ctx, p, action, name, projectID, consensus.Errorf(consensus.CodeInvalid,
@@ -60,8 +70,12 @@ func (o *Objects) CreateBucket(ctx context.Context, p *identity.Principal, proje
 	if !p.Can(projectID, identity.RoleMember) {
 		return nil, o.id.Deny(ctx, p, action, name, projectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create buckets in this project"))
 	}
+	b := Bucket{ID: name, UID: newDataID(), ProjectID: projectID, CreatedAt: time.Now().UTC()}
+	if opt.ObjectLock {
+		b.Versioning, b.Lock = VersioningEnabled, &ObjectLockConfig{}
+	}
 	var out Bucket
-	err := o.id.Mutate(ctx, p, action, name, projectID, MsgCreateBucket, Bucket{ID: name, ProjectID: projectID, CreatedAt: time.Now().UTC()}, &out)
+	err := o.id.Mutate(ctx, p, action, name, projectID, MsgCreateBucket, b, &out)
 	return &out, err
 }
 
@@ -104,7 +118,14 @@ func (o *Objects) DeleteBucket(ctx context.Context, p *identity.Principal, name 
 	if err != nil {
 		return err
 	}
-	return o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name}, nil)
+	var parts []Part
+	if err := o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name}, &parts); err != nil {
+		return err
+	}
+	for _, part := range parts { // uploads that were in progress
+		o.deleteShards(part.Segment.Layout, part.Segment.Shards, part.Segment.DataID)
+	}
+	return nil
 }
 
 // writable returns a bucket the caller may write to. Writes read it locally
@@ -126,24 +147,41 @@ func (o *Objects) writable(ctx context.Context, p *identity.Principal, action, b
 	return b, nil
 }
 
-// PutOptions are an object's HTTP-level attributes.
+// PutOptions are an object's HTTP-level attributes and the conditions of
+// its write.
 type PutOptions struct {
 	ContentType string
 	Meta        map[string]string
 	MD5         []byte // Content-MD5, checked if set
+	// Checksum returns, once the body is read, the flexible checksum the
+	// caller verified over it, to keep (nil: none).
+	Checksum    func() *Checksum
+	Tags        map[string]string
+	Retention   *Retention // object lock retention; needs a bucket with object lock
+	LegalHold   bool
+	IfMatch     string // write only over a current version with this ETag
+	IfNoneMatch bool   // write only if there is no current version
+}
+
+func (opt PutOptions) checksum() *Checksum {
+	if opt.Checksum == nil {
+		return nil
+	}
+	return opt.Checksum()
 }
 
 // Put stores an object of exactly size bytes read from body. The object
 // becomes visible only after its shards are durable and its metadata
-// commits; on any failure the shards written so far are deleted.
+// commits; when the write fails, its shards are deleted once it is certain
+// it did not commit (settle).
 func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key string, size int64, body io.Reader, opt PutOptions) (*Object, error) {
 	const action = "object.put"
 	b, err := o.writable(ctx, p, action, bucket)
 	if err != nil {
 		return nil, err
 	}
-	if key == "" || len(key) > 1024 {
-		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, consensus.Errorf(consensus.CodeInvalid, "object keys are 1-1024 bytes"))
+	if err := o.checkNew(b, key, opt); err != nil {
+		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, err)
 	}
 	dataID := newDataID()
 	l, placed, err := o.place(b, size, dataID)
@@ -158,17 +196,52 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 		o.deleteShards(l, locs, dataID)
 		return nil, ErrBadDigest
 	}
-	obj := Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size, ETag: hex.EncodeToString(sum),
-		ContentType: opt.ContentType, Meta: opt.Meta, Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
-	var old *Object
-	if err := o.id.Mutate(ctx, p, action, obj.ID, b.ProjectID, MsgPutObject, putObjectCmd{Object: obj}, &old); err != nil {
-		o.deleteShards(l, locs, dataID)
-		return nil, err
+	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, VersionID: newVersionIDFor(b), Size: size, ETag: hex.EncodeToString(sum),
+		ContentType: opt.ContentType, Meta: opt.Meta, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention, LegalHold: opt.LegalHold,
+		Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
+	var res putResult
+	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch}
+	if err := o.id.Mutate(ctx, p, action, obj.ID, b.ProjectID, MsgPutObject, cmd, &res); err != nil {
+		if !o.settle(ctx, err, dataID, func() { o.deleteShards(l, locs, dataID) }) {
+			return nil, err
+		}
+		return o.committed(obj.ID, dataID)
 	}
-	if old != nil {
-		go o.deleteObjectData(old)
+	go o.deleteVersions(res.Removed)
+	return res.Object, nil
+}
+
+// committed returns the version a write whose outcome was settled as
+// committed made: still current, or (if a newer write came first) older.
+func (o *Objects) committed(id, dataID string) (*Object, error) {
+	txn := o.c.Store().ReadTxn()
+	for _, table := range []string{tObjects, tVersions} {
+		if obj, err := txn.First(table, "data", dataID); err == nil && obj != nil {
+			return obj.(*Object), nil
+		}
 	}
-	return consensus.First[Object](o.c.Store().ReadTxn(), tObjects, "id", obj.ID), nil
+	return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", id)
+}
+
+// newVersionIDFor is the version ID a writer proposes for a new version:
+// random, and used only if the bucket versions when the command applies.
+func newVersionIDFor(*Bucket) string { return newDataID() }
+
+// checkNew refuses a write S3 would refuse before reading its body.
+func (o *Objects) checkNew(b *Bucket, key string, opt PutOptions) error {
+	if err := ValidKey(key); err != nil {
+		return err
+	}
+	if err := validMeta(opt.Meta); err != nil {
+		return err
+	}
+	if err := ValidTags(opt.Tags); err != nil {
+		return err
+	}
+	if (opt.Retention != nil || opt.LegalHold) && b.Lock == nil {
+		return consensus.Errorf(consensus.CodeInvalid, "bucket %q has no object lock: a retention or legal hold cannot be set", b.ID)
+	}
+	return nil
 }
 
 // place chooses the layout and the disks for a new object.
@@ -340,14 +413,46 @@ func (o *Objects) deleteObjectData(obj *Object) {
 	}
 }
 
-// Head returns an object's metadata.
+// deleteVersions deletes the shards of versions a command removed for good.
+func (o *Objects) deleteVersions(vs []Object) {
+	for i := range vs {
+		o.deleteObjectData(&vs[i])
+	}
+}
+
+// ReasonDeleteMarker marks the not-found answer for a key whose current
+// version, or the version asked for, is a delete marker.
+const ReasonDeleteMarker = "delete_marker"
+
+// Head returns an object's current version. If that is a delete marker, it
+// returns the marker and a not-found error with ReasonDeleteMarker.
 func (o *Objects) Head(ctx context.Context, p *identity.Principal, bucket, key string) (*Object, error) {
+	return o.HeadVersion(ctx, p, bucket, key, "")
+}
+
+// HeadVersion returns one version of an object (versionID "" for the
+// current one). A delete marker is returned with a not-found error whose
+// reason is ReasonDeleteMarker.
+func (o *Objects) HeadVersion(ctx context.Context, p *identity.Principal, bucket, key, versionID string) (*Object, error) {
 	if _, err := o.Bucket(ctx, p, bucket); err != nil {
 		return nil, err
 	}
-	obj := consensus.First[Object](o.c.Store().ReadTxn(), tObjects, "id", bucket+"/"+key)
+	txn := o.c.Store().ReadTxn()
+	id := objectID(bucket, key)
+	if versionID == "" {
+		if cur := consensus.First[Object](txn, tObjects, "id", id); cur != nil && cur.Delete {
+			return cur, consensus.Reasonf(consensus.CodeNotFound, ReasonDeleteMarker, "object %q not found (its current version is a delete marker)", key)
+		}
+	}
+	obj, _ := findVersion(txn, id, versionID)
 	if obj == nil {
+		if versionID != "" {
+			return nil, consensus.Reasonf(consensus.CodeNotFound, "no_such_version", "object %q has no version %q", key, versionID)
+		}
 		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", key)
+	}
+	if obj.Delete {
+		return obj, consensus.Reasonf(consensus.CodeNotFound, ReasonDeleteMarker, "version %q of %q is a delete marker", versionID, key)
 	}
 	return obj, nil
 }
@@ -411,20 +516,36 @@ func (o *Objects) readSegment(ctx context.Context, id string, seg Segment, off, 
 	return err
 }
 
-// Delete removes an object and then its shards.
+// Delete removes an object's current version (in a versioned bucket, a
+// delete marker takes its place) and then the shards of what went for good.
 func (o *Objects) Delete(ctx context.Context, p *identity.Principal, bucket, key string) error {
-	b, err := o.writable(ctx, p, "object.delete", bucket)
+	_, err := o.DeleteObject(ctx, p, bucket, key, DeleteOptions{})
+	return err
+}
+
+// DeleteOptions qualify a delete.
+type DeleteOptions struct {
+	VersionID string // delete this version for good
+	Bypass    bool   // bypass GOVERNANCE retention (project admins only)
+}
+
+// DeleteObject deletes an object or one of its versions.
+func (o *Objects) DeleteObject(ctx context.Context, p *identity.Principal, bucket, key string, opt DeleteOptions) (*DeleteResult, error) {
+	const action = "object.delete"
+	b, err := o.writable(ctx, p, action, bucket)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var old *Object
-	if err := o.id.Mutate(ctx, p, "object.delete", bucket+"/"+key, b.ProjectID, MsgDeleteObject, deleteObjectCmd{ID: bucket + "/" + key}, &old); err != nil {
-		return err
+	if opt.Bypass && !p.Can(b.ProjectID, identity.RoleAdmin) {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins may bypass governance retention"))
 	}
-	if old != nil {
-		o.deleteObjectData(old)
+	cmd := deleteObjectCmd{ID: objectID(bucket, key), VersionID: opt.VersionID, MarkerID: newVersionIDFor(b), Time: time.Now().UTC(), Bypass: opt.Bypass}
+	var res DeleteResult
+	if err := o.id.Mutate(ctx, p, action, cmd.ID, b.ProjectID, MsgDeleteObject, cmd, &res); err != nil {
+		return nil, err
 	}
-	return nil
+	o.deleteVersions(res.Removed)
+	return &res, nil
 }
 
 // List returns up to max objects whose keys start with prefix and sort after

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -19,17 +20,44 @@ const (
 	MsgDeleteObject consensus.MessageType = 135
 )
 
-// Bucket belongs to a project; its objects count against the project's
-// object-storage quota.
+// Bucket belongs to a project; what it stores counts against the project's
+// object-storage quotas (GiB and objects).
 type Bucket struct {
-	ID        string          `json:"name"` // bucket names are global, as in S3
+	ID string `json:"name"` // bucket names are global, as in S3
+	// UID tells this bucket from an earlier one of the same name: uploads
+	// in progress belong to a UID, so a bucket deleted and created again,
+	// perhaps by another project, never sees the old one's uploads.
+	UID       string          `json:"uid,omitempty"`
 	ProjectID string          `json:"project_id"`
 	Layout    *erasure.Layout `json:"layout,omitempty"` // nil: the cluster's default
-	Bytes     int64           `json:"bytes"`            // sum of object sizes
-	Objects   int64           `json:"objects"`
-	CreatedAt time.Time       `json:"created_at"`
-	Version   uint64          `json:"version"`
+	// Bytes is every byte the bucket holds: current objects, older versions
+	// and the parts of uploads in progress. It is what the GiB quota charges.
+	Bytes int64 `json:"bytes"`
+	// Objects counts current objects (delete markers aside).
+	Objects int64 `json:"objects"`
+	// Items counts every record the bucket keeps in the replicated state:
+	// objects, older versions, delete markers, uploads and their parts. It
+	// is what the object-count quota charges, since each costs memory on
+	// every node whatever its size.
+	Items      int64             `json:"items"`
+	Versioning string            `json:"versioning,omitempty"` // "", Enabled or Suspended (S3's states)
+	Lock       *ObjectLockConfig `json:"object_lock,omitempty"`
+	Tags       map[string]string `json:"tags,omitempty"`
+	CORS       []CORSRule        `json:"cors,omitempty"`
+	Lifecycle  []LifecycleRule   `json:"lifecycle,omitempty"`
+	CreatedAt  time.Time         `json:"created_at"`
+	Version    uint64            `json:"version"`
 }
+
+// S3's versioning states of a bucket.
+const (
+	VersioningEnabled   = "Enabled"
+	VersioningSuspended = "Suspended"
+)
+
+// NullVersion is the version ID of an object written while versioning was
+// never enabled or is suspended, as S3 names it.
+const NullVersion = "null"
 
 // ShardLoc is where one shard of an object lives; Disk "" means the shard
 // was not written (degraded) and is waiting for the healer.
@@ -38,38 +66,95 @@ type ShardLoc struct {
 	Node string `json:"node"`
 }
 
-// Object is one object's metadata; its bytes are in the shards.
+// Object is one version of an object: its metadata (the bytes are in the
+// shards), or a delete marker. The current version of each key is in the
+// objects table, older ones in the versions table.
 type Object struct {
-	ID          string            `json:"id"` // bucket + "/" + key: sorts for listing
+	ID          string            `json:"id"` // current: bucket + "/" + key; older: versionRowID
 	Bucket      string            `json:"bucket"`
 	Key         string            `json:"key"`
+	VersionID   string            `json:"version_id,omitempty"` // "" (written before versions existed) is "null"
+	Delete      bool              `json:"delete_marker,omitempty"`
 	Size        int64             `json:"size"`
 	ETag        string            `json:"etag"` // MD5 hex, as S3
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	Checksum    *Checksum         `json:"checksum,omitempty"`
+	Retention   *Retention        `json:"retention,omitempty"`
+	LegalHold   bool              `json:"legal_hold,omitempty"`
 	Layout      erasure.Layout    `json:"layout"`
 	DataID      string            `json:"data_id"` // names the shards: <data_id>.<index>
 	Shards      []ShardLoc        `json:"shards"`
 	Parts       []Segment         `json:"parts,omitempty"` // a multipart object: its bytes are these segments in order
 	Modified    time.Time         `json:"modified"`
-	Version     uint64            `json:"version"`
+	Noncurrent  time.Time         `json:"noncurrent,omitzero"` // when a newer version replaced it
+	Version     uint64            `json:"version"`             // the Raft index that wrote it
+}
+
+// Checksum is an object's (or a part's) flexible checksum, as the client
+// declared it and Cairn verified it: algorithm (CRC32, CRC32C, CRC64NVME,
+// SHA1, SHA256), base64 value, and for multipart objects whether it covers
+// the whole object (FULL_OBJECT) or the parts' checksums (COMPOSITE).
+type Checksum struct {
+	Algorithm string `json:"algorithm"`
+	Value     string `json:"value"`
+	Type      string `json:"type,omitempty"`
+}
+
+// IsLatest reports whether this is its key's current version.
+func (obj *Object) IsLatest() bool { return isCurrent(obj) }
+
+// VersionIDOrNull is the object's version ID as S3 shows it.
+func (obj *Object) VersionIDOrNull() string {
+	if obj.VersionID == "" {
+		return NullVersion
+	}
+	return obj.VersionID
 }
 
 const (
-	tBuckets = "buckets"
-	tObjects = "objects"
+	tBuckets  = "buckets"
+	tObjects  = "objects"
+	tVersions = "versions"
 )
 
 type deleteBucketCmd struct {
 	Name string `json:"name"`
 }
 
+// putObjectCmd makes an object version current. The conditions are S3's
+// conditional writes, checked against the current version when the command
+// applies, so two racing writers cannot both pass them.
 type putObjectCmd struct {
-	Object Object `json:"object"`
+	Object      Object `json:"object"`
+	IfMatch     string `json:"if_match,omitempty"`      // the current version's ETag must be this
+	IfNoneMatch bool   `json:"if_none_match,omitempty"` // there must be no current object
 }
 
+// putResult is what a put replaced for good: versions whose shards the
+// caller deletes once the command committed.
+type putResult struct {
+	Object  *Object  `json:"object"`
+	Removed []Object `json:"removed,omitempty"`
+}
+
+// deleteObjectCmd deletes an object: with VersionID that version for good,
+// otherwise the current one (in a versioned bucket: a delete marker becomes
+// current and nothing is lost). Time judges object locks.
 type deleteObjectCmd struct {
-	ID string `json:"id"`
+	ID        string    `json:"id"` // bucket + "/" + key
+	VersionID string    `json:"version_id,omitempty"`
+	MarkerID  string    `json:"marker_id,omitempty"` // the version ID a new delete marker gets
+	Time      time.Time `json:"time,omitzero"`
+	Bypass    bool      `json:"bypass_governance,omitempty"`
+}
+
+// DeleteResult says what a delete did, for S3's response headers.
+type DeleteResult struct {
+	VersionID    string   `json:"version_id,omitempty"` // the version deleted, or the marker made
+	DeleteMarker bool     `json:"delete_marker,omitempty"`
+	Removed      []Object `json:"removed,omitempty"` // versions gone for good: their shards go next
 }
 
 func registerObjects(reg *consensus.Registry) {
@@ -77,10 +162,13 @@ func registerObjects(reg *consensus.Registry) {
 		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}}, // system buckets have none
 	}})
-	consensus.RegisterTable[Object](reg, &memdb.TableSchema{Name: tObjects, Indexes: map[string]*memdb.IndexSchema{
-		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
-		"disk": {Name: "disk", AllowMissing: true, Indexer: diskIndex{func(o any) []Segment { return o.(*Object).segments() }}},
-	}})
+	for _, table := range []string{tObjects, tVersions} {
+		consensus.RegisterTable[Object](reg, &memdb.TableSchema{Name: table, Indexes: map[string]*memdb.IndexSchema{
+			"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+			"disk": {Name: "disk", AllowMissing: true, Indexer: diskIndex{func(o any) []Segment { return o.(*Object).segments() }}},
+			"data": {Name: "data", AllowMissing: true, Indexer: dataIndex{func(o any) []Segment { return o.(*Object).segments() }}},
+		}})
+	}
 	consensus.Handle(reg, MsgCreateBucket, "CreateBucket", applyCreateBucket)
 	consensus.Handle(reg, MsgDeleteBucket, "DeleteBucket", applyDeleteBucket)
 	consensus.Handle(reg, MsgPutObject, "PutObject", applyPutObject)
@@ -88,79 +176,317 @@ func registerObjects(reg *consensus.Registry) {
 	registerMultipart(reg)
 	registerRepair(reg)
 	registerLayout(reg)
+	registerSettle(reg)
+	registerObjectAttrs(reg)
+	registerBucketConfig(reg)
 }
 
 func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {
 	if consensus.First[Bucket](tx.Txn, tBuckets, "id", b.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "bucket %q already exists", b.ID)
 	}
+	if b.Lock != nil && b.Versioning != VersioningEnabled {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "object lock needs versioning")
+	}
 	row := *b
-	row.Bytes, row.Objects, row.Version = 0, 0, tx.Index
+	row.Bytes, row.Objects, row.Items, row.Version = 0, 0, 0, tx.Index
 	return &row, tx.Insert(tBuckets, &row)
 }
 
+// applyDeleteBucket removes an empty bucket (no objects, no older versions,
+// no delete markers). Its uploads in progress go with it; their parts are
+// returned so the caller deletes their shards.
 func applyDeleteBucket(tx *consensus.Tx, c *deleteBucketCmd) (any, error) {
 	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", c.Name)
 	if b == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", c.Name)
 	}
-	if b.Objects > 0 {
+	if _, _, any := firstRow(tx.Txn, b.ID, ""); any {
 		return nil, consensus.Errorf(consensus.CodeConflict, "bucket %q is not empty", c.Name)
 	}
-	return nil, tx.Delete(tBuckets, b)
+	var parts []Part
+	for _, u := range bucketUploads(tx.Txn, b.ID) {
+		ps, err := removeUpload(tx, &u)
+		if err != nil {
+			return nil, err
+		}
+		parts = append(parts, ps...)
+	}
+	if err := releaseBucket(tx, b); err != nil {
+		return nil, err
+	}
+	return parts, tx.Delete(tBuckets, b)
+}
+
+// firstRow reports whether the bucket holds any object or version whose key
+// starts with prefix.
+func firstRow(txn *memdb.Txn, bucket, prefix string) (string, string, bool) {
+	for _, table := range []string{tObjects, tVersions} {
+		it, err := txn.LowerBound(table, "id", bucket+"/"+prefix)
+		if err != nil {
+			panic(err) // the index is registered with the table: a bug
+		}
+		if obj := it.Next(); obj != nil {
+			if o := obj.(*Object); o.Bucket == bucket && strings.HasPrefix(o.Key, prefix) {
+				return table, o.ID, true
+			}
+		}
+	}
+	return "", "", false
 }
 
 // gib is the quota unit an amount of bytes occupies.
 func gib(bytes int64) int64 { return (bytes + 1<<30 - 1) >> 30 }
 
 // applyPutObject makes a new object version current, charging the project's
-// object quota for the change in size. It returns the replaced version, whose
-// shards the caller deletes once this commits.
+// quotas. What happens to the version it replaces depends on the bucket's
+// versioning: kept as an older version (Enabled), or deleted (never
+// enabled; Suspended, for the "null" version), unless a lock protects it.
 func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	o := c.Object
 	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket)
 	if b == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", o.Bucket)
 	}
-	old := consensus.First[Object](tx.Txn, tObjects, "id", o.ID)
-	nb := *b
-	nb.Bytes += o.Size
-	nb.Objects++
-	if old != nil {
-		nb.Bytes -= old.Size
-		nb.Objects--
-	}
-	if err := chargeBytes(tx, b.ProjectID, b.Bytes, nb.Bytes); err != nil {
+	if err := checkNotAbandoned(tx, o.segments()); err != nil {
 		return nil, err
 	}
+	old := consensus.First[Object](tx.Txn, tObjects, "id", o.ID)
+	live := old != nil && !old.Delete
+	if c.IfNoneMatch && live {
+		return nil, consensus.Errorf(consensus.CodePreconditionFailed, "object %q exists (If-None-Match)", o.Key)
+	}
+	if c.IfMatch != "" && (!live || old.ETag != c.IfMatch) {
+		return nil, consensus.Errorf(consensus.CodePreconditionFailed, "object %q does not have ETag %s (If-Match)", o.Key, c.IfMatch)
+	}
 	o.Version = tx.Index
+	o.VersionID = newVersionID(b, o.VersionID)
+	applyDefaultRetention(b, &o)
+	acc := newBucketAccount(b)
+	res := &putResult{}
+	if old != nil {
+		removed, err := retire(tx, acc, b, old, o.Modified, false)
+		if err != nil {
+			return nil, err
+		}
+		res.Removed = removed
+	}
+	if err := dropNullVersion(tx, acc, b, o.ID, o.VersionID, o.Modified, false, res); err != nil {
+		return nil, err
+	}
+	acc.add(&o, +1)
 	if err := tx.Insert(tObjects, &o); err != nil {
 		return nil, err
 	}
-	if err := tx.Insert(tBuckets, &nb); err != nil {
+	if err := acc.commit(tx); err != nil {
 		return nil, err
 	}
-	return old, nil
+	res.Object = &o
+	return res, nil
+}
+
+// newVersionID is the version ID a new version gets: the one its writer
+// chose in a versioned bucket, "null" otherwise.
+func newVersionID(b *Bucket, chosen string) string {
+	if b.Versioning == VersioningEnabled && chosen != "" {
+		return chosen
+	}
+	return NullVersion
+}
+
+// retire takes the current version old out of the objects table as a newer
+// one (written at t) replaces it: it becomes an older version, unless it is
+// the null version and the bucket is not versioning, in which case it goes
+// for good (and is returned) if no lock holds it.
+func retire(tx *consensus.Tx, acc *bucketAccount, b *Bucket, old *Object, t time.Time, bypass bool) ([]Object, error) {
+	if err := tx.Delete(tObjects, old); err != nil {
+		return nil, err
+	}
+	if b.Versioning == "" || (b.Versioning == VersioningSuspended && old.VersionIDOrNull() == NullVersion) {
+		if err := checkUnlocked(old, t, bypass); err != nil {
+			return nil, err
+		}
+		acc.add(old, -1)
+		if old.Delete {
+			return nil, nil
+		}
+		return []Object{*old}, nil
+	}
+	v := *old
+	v.ID, v.Noncurrent = versionRowID(old), t
+	acc.demote(old)
+	return nil, tx.Insert(tVersions, &v)
+}
+
+// dropNullVersion removes an older "null" version of key when a new null
+// version or marker (vid) is written to a suspended bucket, as S3 does.
+func dropNullVersion(tx *consensus.Tx, acc *bucketAccount, b *Bucket, id, vid string, t time.Time, bypass bool, res *putResult) error {
+	if b.Versioning != VersioningSuspended || vid != NullVersion {
+		return nil
+	}
+	for _, v := range versionsOf(tx.Txn, id) {
+		if v.VersionIDOrNull() != NullVersion {
+			continue
+		}
+		if err := checkUnlocked(&v, t, bypass); err != nil {
+			return err
+		}
+		if err := tx.Delete(tVersions, &v); err != nil {
+			return err
+		}
+		acc.add(&v, -1)
+		if !v.Delete {
+			res.Removed = append(res.Removed, v)
+		}
+	}
+	return nil
+}
+
+// versionRowID is an older version's ID in the versions table: its object's
+// ID, then the Raft index that wrote it inverted, so that a key's versions
+// sort together, newest first, right after the key.
+func versionRowID(o *Object) string {
+	return fmt.Sprintf("%s\x00%016x", objectID(o.Bucket, o.Key), math.MaxUint64-o.Version)
+}
+
+func objectID(bucket, key string) string { return bucket + "/" + key }
+
+// versionsOf returns the older versions of an object, newest first.
+func versionsOf(txn *memdb.Txn, id string) []Object {
+	it, err := txn.Get(tVersions, "id_prefix", id+"\x00")
+	if err != nil {
+		panic(err)
+	}
+	var out []Object
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		out = append(out, *obj.(*Object))
+	}
+	return out
 }
 
 func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
-	o := consensus.First[Object](tx.Txn, tObjects, "id", c.ID)
-	if o == nil {
-		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", c.ID)
+	cur := consensus.First[Object](tx.Txn, tObjects, "id", c.ID)
+	bucket, _, _ := strings.Cut(c.ID, "/")
+	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", bucket)
+	if b == nil {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", bucket)
 	}
-	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket)
-	if b != nil {
-		nb := *b
-		nb.Bytes -= o.Size
-		nb.Objects--
-		if err := chargeBytes(tx, b.ProjectID, b.Bytes, nb.Bytes); err != nil {
+	acc := newBucketAccount(b)
+	res := &DeleteResult{}
+	if c.VersionID != "" {
+		if err := deleteVersion(tx, acc, b, cur, c, res); err != nil {
 			return nil, err
 		}
-		if err := tx.Insert(tBuckets, &nb); err != nil {
+		return res, acc.commit(tx)
+	}
+	if b.Versioning == "" {
+		if cur == nil {
+			return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", c.ID)
+		}
+		if err := checkUnlocked(cur, c.Time, c.Bypass); err != nil {
 			return nil, err
 		}
+		if err := tx.Delete(tObjects, cur); err != nil {
+			return nil, err
+		}
+		acc.add(cur, -1)
+		res.Removed = []Object{*cur}
+		return res, acc.commit(tx)
 	}
-	return o, tx.Delete(tObjects, o)
+	// A versioned bucket: a delete marker becomes the current version.
+	key := strings.TrimPrefix(c.ID, bucket+"/")
+	marker := Object{ID: c.ID, Bucket: bucket, Key: key, Delete: true, Modified: c.Time, Version: tx.Index}
+	marker.VersionID = newVersionID(b, c.MarkerID)
+	pr := &putResult{}
+	if cur != nil {
+		removed, err := retire(tx, acc, b, cur, c.Time, c.Bypass)
+		if err != nil {
+			return nil, err
+		}
+		pr.Removed = removed
+	}
+	if err := dropNullVersion(tx, acc, b, c.ID, marker.VersionID, c.Time, c.Bypass, pr); err != nil {
+		return nil, err
+	}
+	acc.add(&marker, +1)
+	if err := tx.Insert(tObjects, &marker); err != nil {
+		return nil, err
+	}
+	res.VersionID, res.DeleteMarker, res.Removed = marker.VersionID, true, pr.Removed
+	return res, acc.commit(tx)
+}
+
+// deleteVersion deletes one version for good. If it was the current one,
+// the newest older version becomes current, as in S3.
+func deleteVersion(tx *consensus.Tx, acc *bucketAccount, b *Bucket, cur *Object, c *deleteObjectCmd, res *DeleteResult) error {
+	var victim *Object
+	table := tObjects
+	if cur != nil && cur.VersionIDOrNull() == c.VersionID {
+		victim = cur
+	} else {
+		for _, v := range versionsOf(tx.Txn, c.ID) {
+			if v.VersionIDOrNull() == c.VersionID {
+				victim, table = &v, tVersions
+				break
+			}
+		}
+	}
+	if victim == nil {
+		// S3 answers a delete of a version that does not exist with success.
+		res.VersionID = c.VersionID
+		return nil
+	}
+	if err := checkUnlocked(victim, c.Time, c.Bypass); err != nil {
+		return err
+	}
+	if err := tx.Delete(table, victim); err != nil {
+		return err
+	}
+	res.VersionID, res.DeleteMarker = victim.VersionIDOrNull(), victim.Delete
+	if table == tObjects {
+		acc.add(victim, -1)
+		if older := versionsOf(tx.Txn, c.ID); len(older) > 0 {
+			next := older[0]
+			if err := tx.Delete(tVersions, &next); err != nil {
+				return err
+			}
+			next.ID, next.Noncurrent = c.ID, time.Time{}
+			acc.promote(&next)
+			if err := tx.Insert(tObjects, &next); err != nil {
+				return err
+			}
+		}
+	} else {
+		acc.add(victim, -1)
+	}
+	if !victim.Delete {
+		res.Removed = []Object{*victim}
+	}
+	return nil
+}
+
+// listObjects returns up to limit current objects of a bucket (delete
+// markers aside) whose keys start with prefix and sort after startAfter.
+func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, limit int) ([]Object, bool) {
+	it, err := tx.LowerBound(tObjects, "id", bucket+"/"+max(prefix, startAfter+"\x00"))
+	if err != nil {
+		return nil, false
+	}
+	var out []Object
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		o := obj.(*Object)
+		if o.Bucket != bucket || !strings.HasPrefix(o.Key, prefix) {
+			break
+		}
+		if o.Delete {
+			continue
+		}
+		if len(out) == limit {
+			return out, true
+		}
+		out = append(out, *o)
+	}
+	return out, false
 }
 
 // chargeBytes moves a project's object usage by whole GiB as a bucket's
@@ -198,71 +524,4 @@ func projectGiB(tx *consensus.Tx, project string, delta int64) int64 {
 		total += obj.(*Bucket).Bytes
 	}
 	return gib(total)
-}
-
-// listObjects returns up to limit objects of a bucket whose keys start with
-// prefix and sort after startAfter.
-func listObjects(tx *memdb.Txn, bucket, prefix, startAfter string, limit int) ([]Object, bool) {
-	it, err := tx.LowerBound(tObjects, "id", bucket+"/"+max(prefix, startAfter+"\x00"))
-	if err != nil {
-		return nil, false
-	}
-	var out []Object
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		o := obj.(*Object)
-		if o.Bucket != bucket || !strings.HasPrefix(o.Key, prefix) {
-			break
-		}
-		if len(out) == limit {
-			return out, true
-		}
-		out = append(out, *o)
-	}
-	return out, false
-}
-
-// diskIndex indexes rows (objects, parts) by every disk that holds one of
-// their shards: what a disk still holds, for draining and removing it.
-type diskIndex struct {
-	segments func(row any) []Segment
-}
-
-func (x diskIndex) FromObject(row any) (bool, [][]byte, error) {
-	var vals [][]byte
-	seen := map[string]bool{}
-	for _, seg := range x.segments(row) {
-		for _, loc := range seg.Shards {
-			if loc.Disk != "" && !seen[loc.Disk] {
-				seen[loc.Disk] = true
-				vals = append(vals, []byte(loc.Disk+"\x00"))
-			}
-		}
-	}
-	return len(vals) > 0, vals, nil
-}
-
-func (diskIndex) FromArgs(args ...any) ([]byte, error) {
-	if len(args) != 1 {
-		return nil, fmt.Errorf("disk index: one argument, got %d", len(args))
-	}
-	id, ok := args[0].(string)
-	if !ok {
-		return nil, fmt.Errorf("disk index: argument must be a string, got %T", args[0])
-	}
-	return []byte(id + "\x00"), nil
-}
-
-// diskHolds counts the objects and multipart parts with a shard on disk id.
-func diskHolds(tx *memdb.Txn, id string) int {
-	n := 0
-	for _, table := range []string{tObjects, tParts} {
-		it, err := tx.Get(table, "disk", id)
-		if err != nil {
-			panic(err) // the index is registered with the table: a bug
-		}
-		for obj := it.Next(); obj != nil; obj = it.Next() {
-			n++
-		}
-	}
-	return n
 }

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairnhq/cairn/storage/disk"
 	"github.com/cairnhq/cairn/storage/erasure"
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/go-memdb"
@@ -60,8 +61,13 @@ func NewScrubber(c Cluster, disks *DiskAgent, log *slog.Logger, pause, pace time
 // Stats returns the last pass's figures.
 func (s *Scrubber) Stats() RepairStats { return *s.stats.Load() }
 
-// Run scrubs until ctx ends.
+// Run scrubs until ctx ends, starting once the node's disks have opened.
 func (s *Scrubber) Run(ctx context.Context) {
+	select {
+	case <-s.disks.Opened():
+	case <-ctx.Done():
+		return
+	}
 	for {
 		if _, err := s.Pass(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn("scrub pass failed", "err", err)
@@ -74,20 +80,34 @@ func (s *Scrubber) Run(ctx context.Context) {
 	}
 }
 
-// Pass verifies every shard this node should hold once.
+// Pass verifies every shard this node should hold once. Only an open disk
+// that still carries its identity marker gives verdicts: a shard is bad
+// when it is missing from it or fails its checksums. A disk not open (still
+// opening, failed, unmounted) says nothing about its shards. A shard is
+// marked missing only if the state still places it on the disk it was
+// checked on.
 func (s *Scrubber) Pass(ctx context.Context) (RepairStats, error) {
 	st := RepairStats{}
 	for _, obj := range allObjects(s.c.Store().ReadTxn()) {
 		for _, seg := range obj.segments() {
 			var bad []int
+			var disks []string
 			for i, loc := range seg.Shards {
 				if loc.Node != s.c.Name() || loc.Disk == "" {
 					continue
 				}
+				store := s.disks.Disk(loc.Disk)
+				if store == nil {
+					continue
+				}
 				st.Checked++
-				if err := s.verify(loc.Disk, seg, i); err != nil {
+				err := verifyStored(store, shardKey(seg.DataID, i), seg.Layout, seg.Size, i)
+				switch {
+				case errors.Is(err, disk.ErrNotFound), errors.Is(err, erasure.ErrCorrupt):
 					s.log.Warn("bad shard found", "object", obj.ID, "data", seg.DataID, "shard", i, "disk", loc.Disk, "err", err)
-					bad = append(bad, i)
+					bad, disks = append(bad, i), append(disks, loc.Disk)
+				case err != nil:
+					s.log.Warn("shard not verified", "object", obj.ID, "data", seg.DataID, "shard", i, "disk", loc.Disk, "err", err)
 				}
 				if s.pace > 0 {
 					select {
@@ -99,7 +119,7 @@ func (s *Scrubber) Pass(ctx context.Context) (RepairStats, error) {
 			}
 			if len(bad) > 0 {
 				st.Repaired += int64(len(bad))
-				if _, err := s.c.Apply(ctx, MsgMarkShards, markShardsCmd{ObjectID: obj.ID, DataID: seg.DataID, Indexes: bad}, nil); err != nil {
+				if _, err := s.c.Apply(ctx, MsgMarkShards, markShardsCmd{ObjectID: obj.ID, DataID: seg.DataID, Indexes: bad, Disks: disks}, nil); err != nil {
 					return st, err
 				}
 			}
@@ -108,14 +128,6 @@ func (s *Scrubber) Pass(ctx context.Context) (RepairStats, error) {
 	st.LastPass = time.Now().UTC()
 	s.stats.Store(&st)
 	return st, nil
-}
-
-func (s *Scrubber) verify(diskID string, seg Segment, i int) error {
-	store := s.disks.Disk(diskID)
-	if store == nil {
-		return errors.New("disk not open")
-	}
-	return verifyStored(store, shardKey(seg.DataID, i), seg.Layout, seg.Size, i)
 }
 
 // badShard is a shard a read found missing or corrupt.
@@ -182,15 +194,10 @@ func (o *Objects) confirmBad(ctx context.Context, s badShard) error {
 	return nil
 }
 
+// allObjects returns every object version that holds data, current or older.
 func allObjects(txn *memdb.Txn) []Object {
 	var out []Object
-	it, err := txn.Get(tObjects, "id")
-	if err != nil {
-		return nil
-	}
-	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, *obj.(*Object))
-	}
+	eachVersion(txn, func(o *Object) { out = append(out, *o) })
 	return out
 }
 

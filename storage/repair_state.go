@@ -62,7 +62,11 @@ func registerRepair(reg *consensus.Registry) {
 // updateSegment edits the segment of an object that holds dataID. A missing
 // object or segment is not an error: it was overwritten or deleted meanwhile.
 func updateSegment(tx *consensus.Tx, objectID, dataID string, fn func(*Segment) bool) error {
-	cur := consensus.First[Object](tx.Txn, tObjects, "id", objectID)
+	table := tObjects
+	if !isCurrent(&Object{ID: objectID}) {
+		table = tVersions
+	}
+	cur := consensus.First[Object](tx.Txn, table, "id", objectID)
 	if cur == nil {
 		return nil
 	}
@@ -75,7 +79,7 @@ func updateSegment(tx *consensus.Tx, objectID, dataID string, fn func(*Segment) 
 				seg.Shards = append([]ShardLoc(nil), seg.Shards...)
 				if fn(&seg) {
 					o.Parts[i] = seg
-					return tx.Insert(tObjects, &o)
+					return tx.Insert(table, &o)
 				}
 				return nil
 			}
@@ -88,7 +92,7 @@ func updateSegment(tx *consensus.Tx, objectID, dataID string, fn func(*Segment) 
 	seg := Segment{Shards: append([]ShardLoc(nil), o.Shards...)}
 	if fn(&seg) {
 		o.Shards = seg.Shards
-		return tx.Insert(tObjects, &o)
+		return tx.Insert(table, &o)
 	}
 	return nil
 }

@@ -319,14 +319,14 @@ func TestMultipartAcrossNodes(t *testing.T) {
 			if n == 2 {
 				data = randBytes(1000)
 			}
-			etag, err := ns[(round+n)%3].objects.UploadPart(ctx, admin, "records", key, u.ID, n, int64(len(data)), bytes.NewReader(data), nil)
+			etag, err := ns[(round+n)%3].objects.UploadPart(ctx, admin, "records", key, u.ID, n, int64(len(data)), bytes.NewReader(data), storage.PartOptions{})
 			if err != nil {
 				t.Fatalf("round %d, part %d on node%d: %v", round, n, (round+n)%3+1, err)
 			}
 			parts = append(parts, storage.CompletePart{Number: n, ETag: etag})
 			whole = append(whole, data...)
 		}
-		if _, err := ns[(round+1)%3].objects.CompleteUpload(ctx, admin, "records", key, u.ID, parts); err != nil {
+		if _, err := ns[(round+1)%3].objects.CompleteUpload(ctx, admin, "records", key, u.ID, parts, storage.CompleteOptions{}); err != nil {
 			t.Fatalf("round %d: complete: %v", round, err)
 		}
 		checkIntact(t, ns, admin, key, whole)

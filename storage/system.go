@@ -51,17 +51,17 @@ func (o *Objects) PutSystem(ctx context.Context, bucket, key string, size int64,
 	if err != nil {
 		return nil, err
 	}
-	obj := Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size, ETag: fmt.Sprintf("%x", sum),
+	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, Size: size, ETag: fmt.Sprintf("%x", sum),
 		Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
-	var old *Object
-	if _, err := o.c.Apply(ctx, MsgPutObject, putObjectCmd{Object: obj}, &old); err != nil {
-		o.deleteShards(l, locs, dataID)
-		return nil, err
+	var res putResult
+	if _, err := o.c.Apply(ctx, MsgPutObject, putObjectCmd{Object: obj}, &res); err != nil {
+		if !o.settle(ctx, err, dataID, func() { o.deleteShards(l, locs, dataID) }) {
+			return nil, err
+		}
+		return o.committed(obj.ID, dataID)
 	}
-	if old != nil {
-		go o.deleteObjectData(old)
-	}
-	return consensus.First[Object](o.c.Store().ReadTxn(), tObjects, "id", obj.ID), nil
+	go o.deleteVersions(res.Removed)
+	return res.Object, nil
 }
 
 // HeadSystem returns a system object's metadata (a linearizable read).
@@ -85,16 +85,14 @@ func (o *Objects) DeleteSystem(ctx context.Context, bucket, key string) error {
 	if !IsSystemBucket(bucket) {
 		return consensus.Errorf(consensus.CodeNotFound, "system bucket %q not found", bucket)
 	}
-	var old *Object
-	_, err := o.c.Apply(ctx, MsgDeleteObject, deleteObjectCmd{ID: bucket + "/" + key}, &old)
+	var res DeleteResult
+	_, err := o.c.Apply(ctx, MsgDeleteObject, deleteObjectCmd{ID: objectID(bucket, key), Time: time.Now().UTC()}, &res)
 	if consensus.ErrorCode(err) == consensus.CodeNotFound {
 		return nil
 	}
 	if err != nil {
 		return err
 	}
-	if old != nil {
-		o.deleteObjectData(old)
-	}
+	o.deleteVersions(res.Removed)
 	return nil
 }

@@ -46,12 +46,12 @@ type quotaField struct {
 
 func (r Resources) add(d Resources) Resources {
 	return Resources{r.Instances + d.Instances, r.VCPUs + d.VCPUs, r.RAMMiB + d.RAMMiB,
-		r.DiskGiB + d.DiskGiB, r.ObjectGiB + d.ObjectGiB, r.FloatingIPs + d.FloatingIPs}
+		r.DiskGiB + d.DiskGiB, r.ObjectGiB + d.ObjectGiB, r.FloatingIPs + d.FloatingIPs, r.Objects + d.Objects}
 }
 
 func (r Resources) clampZero() Resources {
 	c := func(v int64) int64 { return max(v, 0) }
-	return Resources{c(r.Instances), c(r.VCPUs), c(r.RAMMiB), c(r.DiskGiB), c(r.ObjectGiB), c(r.FloatingIPs)}
+	return Resources{c(r.Instances), c(r.VCPUs), c(r.RAMMiB), c(r.DiskGiB), c(r.ObjectGiB), c(r.FloatingIPs), c(r.Objects)}
 }
 
 // fields pairs each limit with the usage it would have after a change of d.
@@ -63,6 +63,7 @@ func (r Resources) fields(next, d Resources) []quotaField {
 		{"disk_gib", r.DiskGiB, next.DiskGiB, d.DiskGiB},
 		{"object_gib", r.ObjectGiB, next.ObjectGiB, d.ObjectGiB},
 		{"floating_ips", r.FloatingIPs, next.FloatingIPs, d.FloatingIPs},
+		{"objects", r.Objects, next.Objects, d.Objects},
 	}
 }
 

@@ -1,6 +1,10 @@
 package identity
 
-import "time"
+import (
+	"bytes"
+	"encoding/json"
+	"time"
+)
 
 // Role is a user's role in one project.
 type Role string
@@ -93,6 +97,33 @@ type Resources struct {
 	DiskGiB     int64 `json:"disk_gib"`
 	ObjectGiB   int64 `json:"object_gib"`
 	FloatingIPs int64 `json:"floating_ips"`
+	// Objects counts what object storage keeps per object in the replicated
+	// state (objects, older versions, delete markers, uploads in progress
+	// and their parts): each costs memory on every node whatever its size.
+	Objects int64 `json:"objects"`
+}
+
+// UnmarshalJSON reads Resources strictly (unknown fields are refused), and
+// takes a missing "objects" as Unlimited: limits written before the object
+// count existed (in the log, in snapshots, from older clients) did not
+// limit it.
+func (r *Resources) UnmarshalJSON(b []byte) error {
+	type plain Resources
+	var v struct {
+		plain
+		Objects *int64 `json:"objects"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&v); err != nil {
+		return err
+	}
+	*r = Resources(v.plain)
+	r.Objects = Unlimited
+	if v.Objects != nil {
+		r.Objects = *v.Objects
+	}
+	return nil
 }
 
 // Unlimited in a quota field means no limit.
@@ -106,8 +137,21 @@ type Quota struct {
 	Version uint64    `json:"version"`
 }
 
+// UnmarshalJSON reads a quota row; its usage of a resource it did not
+// record yet is zero, not unlimited.
+func (q *Quota) UnmarshalJSON(b []byte) error {
+	type plain Quota
+	var v plain
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*q = Quota(v)
+	q.Usage.Objects = max(q.Usage.Objects, 0)
+	return nil
+}
+
 // DefaultQuota is what a new project gets until a cluster admin changes it.
-var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5}
+var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5, Objects: 1_000_000}
 
 // AuditEntry records one mutating request and its result.
 type AuditEntry struct {

@@ -22,6 +22,7 @@ import (
 // Store is one disk's shard directory.
 type Store struct {
 	root string
+	id   Identity
 	mu   sync.Mutex // orders a shard's rename into place with RemoveIfUnchanged
 }
 
@@ -30,10 +31,18 @@ var ErrNotFound = errors.New("shard not found")
 
 var keyRE = regexp.MustCompile(`^[A-Za-z0-9._-]{1,200}$`)
 
-// Open prepares dir for shards and removes temporary files a crash left.
-func Open(dir string) (*Store, error) {
+// Open opens the disk in dir, whose marker must be want, prepares it for
+// shards and removes temporary files a crash left.
+func Open(dir string, want Identity) (*Store, error) {
+	got, err := ReadIdentity(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open disk %s: %w", dir, err)
+	}
+	if got != want {
+		return nil, fmt.Errorf("open disk %s: it is disk %s of another pool or addition, not %s", dir, got.Disk, want.Disk)
+	}
 	for _, d := range []string{"shards", "tmp"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+		if err := mkdirDurable(filepath.Join(dir, d)); err != nil {
 			return nil, fmt.Errorf("open disk %s: %w", dir, err)
 		}
 	}
@@ -45,7 +54,19 @@ func Open(dir string) (*Store, error) {
 	for _, e := range entries {
 		_ = os.Remove(filepath.Join(tmp, e.Name()))
 	}
-	return &Store{root: dir}, nil
+	return &Store{root: dir, id: want}, nil
+}
+
+// mkdirDurable creates dir if it is missing and fsyncs its parent, so the
+// new directory entry survives a crash along with what is written into it.
+func mkdirDurable(dir string) error {
+	if fi, err := os.Stat(dir); err == nil && fi.IsDir() {
+		return nil
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(filepath.Dir(dir))
 }
 
 // Root is the disk's directory.
@@ -102,9 +123,9 @@ func (w *Writer) Commit() error {
 		return fmt.Errorf("commit shard: %w", err)
 	}
 	dir := filepath.Dir(w.dest)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := mkdirDurable(dir); err != nil {
 		os.Remove(tmp)
-		return err
+		return fmt.Errorf("commit shard: %w", err)
 	}
 	w.mu.Lock()
 	err := os.Rename(tmp, w.dest)

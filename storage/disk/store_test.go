@@ -14,7 +14,7 @@ import (
 
 func TestCommitAbortAndCrashLeftovers(t *testing.T) {
 	dir := t.TempDir()
-	s, err := Open(dir)
+	s, err := openNew(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +47,7 @@ func TestCommitAbortAndCrashLeftovers(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 1 {
 		t.Fatalf("%d temp files", len(left))
 	}
-	if _, err := Open(dir); err != nil {
+	if _, err := Open(dir, testIdentity); err != nil {
 		t.Fatal(err)
 	}
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
@@ -72,7 +72,7 @@ func TestCommitAbortAndCrashLeftovers(t *testing.T) {
 // RemoveIfUnchanged deletes the file that was listed, never one written again
 // under the same key since.
 func TestRemoveIfUnchanged(t *testing.T) {
-	s, err := Open(t.TempDir())
+	s, err := openNew(t, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestFullDisk(t *testing.T) {
 		t.Fatalf("mount tmpfs: %v %s", err, out)
 	}
 	t.Cleanup(func() { _ = exec.Command("umount", dir).Run() })
-	s, err := Open(dir)
+	s, err := openNew(t, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,4 +135,15 @@ func TestFullDisk(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatal("the failed shard's temp file was left behind")
 	}
+}
+
+var testIdentity = Identity{Disk: "node1-abcdef", Token: "0123456789abcdef"}
+
+// openNew marks dir as a pool disk and opens it.
+func openNew(t *testing.T, dir string) (*Store, error) {
+	t.Helper()
+	if err := WriteIdentity(dir, testIdentity); err != nil {
+		t.Fatal(err)
+	}
+	return Open(dir, testIdentity)
 }

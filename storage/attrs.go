@@ -1,0 +1,117 @@
+package storage
+
+import (
+	"context"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Object attributes that change without a new version: tags, retention and
+// legal hold. Each is an audited command on one version.
+
+// SetObjectTags replaces the tags of a version ("" for the current one);
+// nil or empty removes them.
+func (o *Objects) SetObjectTags(ctx context.Context, p *identity.Principal, bucket, key, versionID string, tags map[string]string) (*Object, error) {
+	const action = "object.tags"
+	b, err := o.writable(ctx, p, action, bucket)
+	if err != nil {
+		return nil, err
+	}
+	if err := ValidTags(tags); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
+	var out Object
+	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetObjectTags,
+		setObjectTagsCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, Tags: tags}, &out)
+	return &out, err
+}
+
+// SetRetention sets (or, with nil, removes) a version's retention. Making
+// it weaker needs bypass (project admins) and a GOVERNANCE retention.
+func (o *Objects) SetRetention(ctx context.Context, p *identity.Principal, bucket, key, versionID string, r *Retention, bypass bool) (*Object, error) {
+	const action = "object.retention"
+	b, err := o.writable(ctx, p, action, bucket)
+	if err != nil {
+		return nil, err
+	}
+	if r != nil && r.Mode != LockGovernance && r.Mode != LockCompliance {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeInvalid, "retention mode must be GOVERNANCE or COMPLIANCE"))
+	}
+	if bypass && !p.Can(b.ProjectID, identity.RoleAdmin) {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins may bypass governance retention"))
+	}
+	var out Object
+	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetRetention,
+		setRetentionCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, Retention: r, Time: time.Now().UTC(), Bypass: bypass}, &out)
+	return &out, err
+}
+
+// SetLegalHold puts a version under legal hold or releases it.
+func (o *Objects) SetLegalHold(ctx context.Context, p *identity.Principal, bucket, key, versionID string, on bool) (*Object, error) {
+	const action = "object.legal-hold"
+	b, err := o.writable(ctx, p, action, bucket)
+	if err != nil {
+		return nil, err
+	}
+	var out Object
+	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetLegalHold,
+		setLegalHoldCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, On: on}, &out)
+	return &out, err
+}
+
+// A bucket's configuration: versioning, tags, object lock, CORS, lifecycle.
+// Project admins change how a bucket keeps data (versioning, object lock,
+// lifecycle); members may tag it and set its CORS rules.
+
+// SetVersioning enables or suspends a bucket's versioning.
+func (o *Objects) SetVersioning(ctx context.Context, p *identity.Principal, bucket, status string) (*Bucket, error) {
+	return o.configure(ctx, p, "bucket.versioning", bucket, identity.RoleAdmin, MsgSetBucketVersioning, setVersioningCmd{Bucket: bucket, Status: status})
+}
+
+// SetBucketTags replaces a bucket's tags.
+func (o *Objects) SetBucketTags(ctx context.Context, p *identity.Principal, bucket string, tags map[string]string) (*Bucket, error) {
+	if err := ValidTags(tags); err != nil {
+		return nil, err
+	}
+	return o.configure(ctx, p, "bucket.tags", bucket, identity.RoleMember, MsgSetBucketTags, setBucketTagsCmd{Bucket: bucket, Tags: tags})
+}
+
+// SetObjectLockConfig sets a bucket's default retention, enabling object
+// lock on a versioned bucket that did not have it (for good).
+func (o *Objects) SetObjectLockConfig(ctx context.Context, p *identity.Principal, bucket string, cfg ObjectLockConfig) (*Bucket, error) {
+	if cfg.Mode != "" && cfg.Mode != LockGovernance && cfg.Mode != LockCompliance {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "retention mode must be GOVERNANCE or COMPLIANCE")
+	}
+	if cfg.Mode != "" && (cfg.Days > 0) == (cfg.Years > 0) {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a default retention has days or years, not both")
+	}
+	if cfg.Days < 0 || cfg.Years < 0 || cfg.Days > 36500 || cfg.Years > 100 {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a default retention is 1 to 36500 days or 1 to 100 years")
+	}
+	return o.configure(ctx, p, "bucket.object-lock", bucket, identity.RoleAdmin, MsgSetObjectLockConfig, setObjectLockConfigCmd{Bucket: bucket, Config: cfg})
+}
+
+// SetCORS replaces a bucket's CORS rules (nil: none).
+func (o *Objects) SetCORS(ctx context.Context, p *identity.Principal, bucket string, rules []CORSRule) (*Bucket, error) {
+	return o.configure(ctx, p, "bucket.cors", bucket, identity.RoleMember, MsgSetBucketCORS, setCORSCmd{Bucket: bucket, Rules: rules})
+}
+
+// SetLifecycle replaces a bucket's lifecycle rules (nil: none).
+func (o *Objects) SetLifecycle(ctx context.Context, p *identity.Principal, bucket string, rules []LifecycleRule) (*Bucket, error) {
+	return o.configure(ctx, p, "bucket.lifecycle", bucket, identity.RoleAdmin, MsgSetBucketLifecycle, setLifecycleCmd{Bucket: bucket, Rules: rules})
+}
+
+func (o *Objects) configure(ctx context.Context, p *identity.Principal, action, bucket string, role identity.Role, t consensus.MessageType, cmd any) (*Bucket, error) {
+	b, err := o.Bucket(ctx, p, bucket)
+	if err != nil {
+		return nil, o.id.Deny(ctx, p, action, bucket, "", err)
+	}
+	if !p.Can(b.ProjectID, role) {
+		return nil, o.id.Deny(ctx, p, action, bucket, b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change %q's configuration (%s)", bucket, action))
+	}
+	var out Bucket
+	err = o.id.Mutate(ctx, p, action, bucket, b.ProjectID, t, cmd, &out)
+	return &out, err
+}

@@ -1,0 +1,119 @@
+// Package storagetest runs an in-process storage pool for the tests of
+// storage and its gateway: real consensus nodes (Raft on disk, mutual TLS),
+// real disks in temporary directories, the real object layer. Only tests
+// import it.
+package storagetest
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage"
+)
+
+// Node is one node of a test pool.
+type Node struct {
+	Node    *consensus.Node
+	ID      *identity.Service
+	Agent   *storage.DiskAgent
+	Objects *storage.Objects
+	Dirs    []string
+}
+
+// Register adds the tables and commands a pool needs.
+func Register(reg *consensus.Registry) {
+	identity.Register(reg)
+	storage.Register(reg)
+}
+
+// Pool runs n nodes with disks disks each (3 × 2: the default layout is
+// 4+2), the first admin created ("admin", AdminPassword), and waits until
+// every disk is healthy.
+func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
+	t.Helper()
+	base := t.TempDir() // taken first: removed after the agents stopped
+	var ns []*Node
+	consensustest.StartWith(t, n, Register, func(i int, nd *consensus.Node) {
+		id := identity.NewService(nd, identity.DefaultConfig())
+		svc := storage.NewService(nd, id)
+		agent := storage.NewDiskAgent(nd, svc, slog.Default(), time.Second)
+		sh := storage.NewShards(nd, agent)
+		nd.HandleRPC(storage.RPCPrefix, sh.Handler())
+		ns = append(ns, &Node{Node: nd, ID: id, Agent: agent, Objects: storage.NewObjects(nd, id, sh, slog.Default())})
+	})
+	ctx := context.Background()
+	for _, nd := range ns {
+		for range disks {
+			d, err := os.MkdirTemp(base, "disk-")
+			if err != nil {
+				t.Fatal(err)
+			}
+			nd.Dirs = append(nd.Dirs, d)
+		}
+		if err := nd.Agent.EnsureDisks(ctx, nd.Dirs); err != nil {
+			t.Fatal(err)
+		}
+		run(t, nd.Agent)
+		rctx, cancel := context.WithCancel(ctx)
+		go nd.Objects.RunReadRepair(rctx)
+		t.Cleanup(cancel)
+	}
+	if _, err := ns[0].ID.CreateFirstAdmin(ctx, "admin", AdminPassword); err != nil {
+		t.Fatal(err)
+	}
+	admin := Principal(t, ns[0].ID, "admin", AdminPassword)
+	testutil.WaitFor(t, 15*time.Second, fmt.Sprintf("%d healthy disks", n*disks), func() error {
+		ds, _ := storage.NewService(ns[0].Node, ns[0].ID).ListDisks(admin)
+		ok := 0
+		for _, d := range ds {
+			if d.Health == storage.HealthOK && d.FreeBytes > 0 {
+				ok++
+			}
+		}
+		if ok != n*disks {
+			return fmt.Errorf("%d healthy disks", ok)
+		}
+		return nil
+	})
+	return ns, admin
+}
+
+// AdminPassword is the pool's first admin's password.
+const AdminPassword = "admin-password-for-tests"
+
+// Principal logs a user in.
+func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
+	t.Helper()
+	tok, _, err := id.Login(context.Background(), user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := id.Authenticate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// run runs a disk agent until the test ends and waits for it to stop, so it
+// never recreates a directory the test's clean-up is removing.
+func run(t *testing.T, a *storage.DiskAgent) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		a.Run(ctx)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+}
