@@ -215,6 +215,13 @@ func (s *Shards) serveVerify(w http.ResponseWriter, r *http.Request) {
 // again, and the caller marks it missing so that it is rebuilt.
 func verifyStored(st *disk.Store, key string, l erasure.Layout, size int64, index int) error {
 	f, err := st.Open(key)
+	if errors.Is(err, disk.ErrNotFound) {
+		// Missing from a disk that is no longer there (unmounted under
+		// the node) is no verdict.
+		if ierr := st.CheckIdentity(); ierr != nil {
+			return fmt.Errorf("disk not verifiable: %w", ierr)
+		}
+	}
 	if err != nil {
 		return err
 	}

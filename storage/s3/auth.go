@@ -231,34 +231,3 @@ func (b *bodyReader) finish() error {
 	}
 	return io.EOF
 }
-
-// --- until the gateway calls parseAuth ------------------------------------------
-
-// sigRequest and signed keep the gateway's former calls compiling; it will
-// call parseAuth and use payload instead, and then these go.
-type sigRequest struct {
-	accessKey string
-	auth      authRequest
-}
-
-type signed struct {
-	AccessKey   string
-	PayloadHash string // x-amz-content-sha256, or UNSIGNED-PAYLOAD for SigV2
-}
-
-// parseSignature is parseAuth in the former shape.
-func parseSignature(r *http.Request) (*sigRequest, *Error) {
-	a, err := parseAuth(r)
-	if err != nil {
-		return nil, err
-	}
-	return &sigRequest{accessKey: a.accessKey(), auth: a}, nil
-}
-
-func (s *sigRequest) verify(r *http.Request, secret string, now time.Time) (*signed, *Error) {
-	p, err := s.auth.verify(r, secret, now)
-	if err != nil {
-		return nil, err
-	}
-	return &signed{AccessKey: s.accessKey, PayloadHash: p.contentSHA256}, nil
-}

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // signV4 signs r as a SigV4 client would, over host and every x-amz-*
@@ -311,18 +310,4 @@ func TestZeroLengthBodies(t *testing.T) {
 	signV4(t, r)
 	_, err := drain(verified(t, r), r)
 	refusedWith(t, "wrong checksum of nothing", err, "BadDigest")
-}
-
-func TestLegacyParseSignature(t *testing.T) {
-	r := httptest.NewRequest("PUT", "http://s3.lan/b/k", strings.NewReader("x"))
-	r.Header.Set("X-Amz-Content-Sha256", unsignedPayload)
-	signV4(t, r)
-	s, err := parseSignature(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := s.verify(r, exampleSecret, exampleTime.Add(time.Second))
-	if err != nil || got.AccessKey != exampleKey || got.PayloadHash != unsignedPayload || s.accessKey != exampleKey {
-		t.Fatalf("%+v %v", got, err)
-	}
 }

@@ -33,9 +33,6 @@ func errInvalidAccessKey() *Error {
 func errMalformedAuth() *Error {
 	return &Error{http.StatusBadRequest, "AuthorizationHeaderMalformed", "the authorization header or credential scope is malformed"}
 }
-func errSignatureVersion() *Error {
-	return &Error{http.StatusBadRequest, "InvalidRequest", "only AWS Signature Version 4 is supported"}
-}
 func errMissingContentSHA256() *Error {
 	return &Error{http.StatusBadRequest, "InvalidRequest", "missing x-amz-content-sha256"}
 }
@@ -48,11 +45,20 @@ func errNoSuchBucket() *Error {
 func errNoSuchKey() *Error {
 	return &Error{http.StatusNotFound, "NoSuchKey", "the specified key does not exist"}
 }
+func errNoSuchVersion() *Error {
+	return &Error{http.StatusNotFound, "NoSuchVersion", "the specified version does not exist"}
+}
+func errNoSuchUpload() *Error {
+	return &Error{http.StatusNotFound, "NoSuchUpload", "the specified multipart upload does not exist"}
+}
 func errInvalidRange() *Error {
 	return &Error{http.StatusRequestedRangeNotSatisfiable, "InvalidRange", "the requested range is not satisfiable"}
 }
 func errNotImplemented(what string) *Error {
 	return &Error{http.StatusNotImplemented, "NotImplemented", what + " is not implemented"}
+}
+func errMethodNotAllowed() *Error {
+	return &Error{http.StatusMethodNotAllowed, "MethodNotAllowed", "the specified method is not allowed against this resource"}
 }
 func errMissingContentLength() *Error {
 	return &Error{http.StatusLengthRequired, "MissingContentLength", "you must provide the Content-Length HTTP header"}
@@ -75,8 +81,21 @@ func errEntityTooLarge() *Error {
 func errAuthorizationQueryParameters(msg string) *Error {
 	return &Error{http.StatusBadRequest, "AuthorizationQueryParametersError", msg}
 }
+func errMalformedXML(msg string) *Error {
+	return &Error{http.StatusBadRequest, "MalformedXML", msg}
+}
+func errPreconditionFailed() *Error {
+	return &Error{http.StatusPreconditionFailed, "PreconditionFailed", "at least one of the preconditions you specified did not hold"}
+}
+func errInvalidBucketState(msg string) *Error {
+	return &Error{http.StatusConflict, "InvalidBucketState", msg}
+}
+func errInternal(err error) *Error {
+	return &Error{http.StatusInternalServerError, "InternalError", "we encountered an internal error; please try again (" + err.Error() + ")"}
+}
 
-// toS3Error maps the object layer's errors to S3 codes.
+// toS3Error maps the object layer's errors to S3 codes; notFound is the
+// answer for a plain not-found (NoSuchBucket or NoSuchKey).
 func toS3Error(err error, notFound *Error) *Error {
 	var se *Error
 	if errors.As(err, &se) {
@@ -87,21 +106,30 @@ func toS3Error(err error, notFound *Error) *Error {
 		return &Error{http.StatusInsufficientStorage, "InsufficientStorage", "not enough storage is available to store the object"}
 	case errors.Is(err, storage.ErrUnavailable):
 		return &Error{http.StatusServiceUnavailable, "ServiceUnavailable", "too few disks are reachable; retry later"}
-	case errors.Is(err, storage.ErrInvalidPart):
-		return &Error{http.StatusBadRequest, "InvalidPart", err.Error()}
-	case errors.Is(err, storage.ErrInvalidPartOrder):
-		return &Error{http.StatusBadRequest, "InvalidPartOrder", err.Error()}
-	case errors.Is(err, storage.ErrEntityTooSmall):
-		return &Error{http.StatusBadRequest, "EntityTooSmall", err.Error()}
 	case errors.Is(err, storage.ErrBadDigest):
 		return errBadDigest()
 	case errors.Is(err, storage.ErrIncomplete):
 		return &Error{http.StatusBadRequest, "IncompleteBody", "you did not provide the number of bytes specified by the Content-Length HTTP header"}
 	}
+	switch consensus.ErrorReason(err) {
+	case storage.ReasonInvalidPart:
+		return &Error{http.StatusBadRequest, "InvalidPart", err.Error()}
+	case storage.ReasonInvalidPartOrder:
+		return &Error{http.StatusBadRequest, "InvalidPartOrder", err.Error()}
+	case storage.ReasonEntityTooSmall:
+		return &Error{http.StatusBadRequest, "EntityTooSmall", err.Error()}
+	case storage.ReasonMetadataTooLarge:
+		return &Error{http.StatusBadRequest, "MetadataTooLarge", err.Error()}
+	case "no_such_version":
+		return errNoSuchVersion()
+	}
 	switch consensus.ErrorCode(err) {
 	case consensus.CodeNotFound:
 		if strings.HasPrefix(err.Error(), "upload ") {
-			return &Error{http.StatusNotFound, "NoSuchUpload", "the specified multipart upload does not exist"}
+			return errNoSuchUpload()
+		}
+		if strings.HasPrefix(err.Error(), "bucket ") {
+			return errNoSuchBucket()
 		}
 		if notFound != nil {
 			return notFound
@@ -113,8 +141,13 @@ func toS3Error(err error, notFound *Error) *Error {
 		return &Error{http.StatusForbidden, "QuotaExceeded", err.Error()}
 	case consensus.CodeAlreadyExists:
 		return &Error{http.StatusConflict, "BucketAlreadyExists", "the requested bucket name is not available"}
+	case consensus.CodePreconditionFailed:
+		return errPreconditionFailed()
 	case consensus.CodeConflict:
-		return &Error{http.StatusConflict, "BucketNotEmpty", "the bucket you tried to delete is not empty"}
+		if strings.Contains(err.Error(), "is not empty") {
+			return &Error{http.StatusConflict, "BucketNotEmpty", "the bucket you tried to delete is not empty"}
+		}
+		return errInvalidBucketState(err.Error())
 	case consensus.CodeInvalid:
 		return errInvalidArgument(err.Error())
 	case consensus.CodeUnavailable:

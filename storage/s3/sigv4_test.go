@@ -142,7 +142,7 @@ func TestBucketAndKey(t *testing.T) {
 		{"SCANS.S3.Hospital.LAN", "/", "s3.hospital.lan", "scans", ""},
 		{"other.example", "/b/k", "s3.hospital.lan", "b", "k"},
 	} {
-		b, k := bucketAndKey(c.host, c.path, c.domain)
+		b, k, _ := bucketAndKey(c.host, c.path, c.domain)
 		if b != c.bucket || k != c.key {
 			t.Errorf("%s %s (%s): %q %q, want %q %q", c.host, c.path, c.domain, b, k, c.bucket, c.key)
 		}
