@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,51 +14,23 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
-	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/storagetest"
 )
 
+// objNode is a pool node as these tests name its parts.
 type objNode struct {
 	node    *consensus.Node
 	id      *identity.Service
 	agent   *storage.DiskAgent
+	shards  *storage.Shards
 	objects *storage.Objects
 	dirs    []string
 }
 
-// pool runs three nodes with two disks each, so the default layout is 4+2.
-func pool(t *testing.T) []*objNode {
-	base := t.TempDir()
-	var ns []*objNode
-	consensustest.StartWith(t, 3, register, func(i int, n *consensus.Node) {
-		id := identity.NewService(n, identity.DefaultConfig())
-		svc := storage.NewService(n, id)
-		agent := storage.NewDiskAgent(n, svc, slog.Default(), time.Second)
-		sh := storage.NewShards(n, agent)
-		n.HandleRPC(storage.RPCPrefix, sh.Handler())
-		ns = append(ns, &objNode{node: n, id: id, agent: agent, objects: storage.NewObjects(n, id, sh, slog.Default())})
-	})
-	for _, n := range ns {
-		n.dirs = []string{diskDir(t, base), diskDir(t, base)}
-		if err := n.agent.EnsureDisks(context.Background(), n.dirs); err != nil {
-			t.Fatal(err)
-		}
-		runAgent(t, n.agent)
-	}
-	return ns
-}
-
 func principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
-	tok, _, err := id.Login(context.Background(), user, pw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := id.Authenticate(context.Background(), tok)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return storagetest.Principal(t, id, user, pw)
 }
 
 func randBytes(n int) []byte {
@@ -68,27 +39,14 @@ func randBytes(n int) []byte {
 	return b
 }
 
-// readyPool is pool with the first admin created and all six disks healthy.
+// readyPool is three nodes with two disks each (the default layout is 4+2),
+// the first admin created and all six disks healthy.
 func readyPool(t *testing.T) ([]*objNode, *identity.Principal) {
-	ns := pool(t)
-	ctx := context.Background()
-	if _, err := ns[0].id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
-		t.Fatal(err)
+	sns, admin := storagetest.Pool(t, 3, 2)
+	var ns []*objNode
+	for _, n := range sns {
+		ns = append(ns, &objNode{node: n.Node, id: n.ID, agent: n.Agent, shards: n.Shards, objects: n.Objects, dirs: n.Dirs})
 	}
-	admin := principal(t, ns[0].id, "admin", "admin-password")
-	testutil.WaitFor(t, 15*time.Second, "six healthy disks", func() error {
-		ds, _ := storage.NewService(ns[0].node, ns[0].id).ListDisks(admin)
-		ok := 0
-		for _, d := range ds {
-			if d.Health == storage.HealthOK && d.FreeBytes > 0 {
-				ok++
-			}
-		}
-		if ok != 6 {
-			return fmt.Errorf("%d healthy disks", ok)
-		}
-		return nil
-	})
 	return ns, admin
 }
 

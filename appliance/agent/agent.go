@@ -49,6 +49,7 @@ type Agent struct {
 	healer    *storage.Healer
 	sweeper   *storage.Sweeper
 	expirer   *storage.UploadExpirer
+	lifecycle *storage.Lifecycle
 	images    *hypervisor.Images
 	compute   *hypervisor.Service
 	scheduler *hypervisor.Scheduler
@@ -94,6 +95,14 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.expirer = storage.NewUploadExpirer(a.objects, cfg.MultipartExpiry, time.Now)
 	node.RegisterController("upload-expirer", a.every(cfg.GCInterval, "expire abandoned multipart uploads", func(ctx context.Context) error {
 		_, err := a.expirer.Pass(ctx)
+		if err == nil {
+			_, err = a.objects.PruneAbandoned(ctx, time.Now())
+		}
+		return err
+	}))
+	a.lifecycle = storage.NewLifecycle(a.objects, time.Now)
+	node.RegisterController("lifecycle", a.every(cfg.GCInterval, "apply buckets' lifecycle rules", func(ctx context.Context) error {
+		_, err := a.lifecycle.Pass(ctx)
 		return err
 	}))
 	a.newCompute()
@@ -245,6 +254,7 @@ func storageCollectors(a *Agent) []prometheus.Collector {
 		gauge("storage_gc_orphans_removed", "Orphan shard files this node deleted in its last sweep.", func() float64 { return float64(a.sweeper.Stats().Removed) }),
 		gauge("storage_gc_freed_bytes", "Bytes of orphan shards this node deleted in its last sweep.", func() float64 { return float64(a.sweeper.Stats().FreedBytes) }),
 		gauge("storage_gc_last_pass_timestamp_seconds", "When this node last completed an orphan sweep (Unix time; 0: never).", func() float64 { return unixSeconds(a.sweeper.Stats().LastPass) }),
+		gauge("storage_lifecycle_removed", "Versions and uploads removed by buckets' lifecycle rules in the last pass (leader only).", func() float64 { return float64(a.lifecycle.Stats().Removed) }),
 		gauge("storage_multipart_uploads_aborted", "Abandoned multipart uploads aborted in the last expiry pass (leader only).", func() float64 { return float64(a.expirer.Stats().Removed) }),
 	}
 }

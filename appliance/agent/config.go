@@ -184,7 +184,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
 	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
 	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
-	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads")
+	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads and buckets' lifecycle rules")
 	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "a shard file younger than this is never deleted as an orphan (at least 10m: it covers uploads in flight)")
 	fs.DurationVar(&cfg.MultipartExpiry, "multipart-expiry", cfg.MultipartExpiry, "abort multipart uploads not completed this long after they started, and delete their parts")
 	fs.DurationVar(&cfg.DiskReport, "disk-report-interval", cfg.DiskReport, "how often a node reports its disks' capacity at the latest")

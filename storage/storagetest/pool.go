@@ -24,6 +24,7 @@ type Node struct {
 	Node    *consensus.Node
 	ID      *identity.Service
 	Agent   *storage.DiskAgent
+	Shards  *storage.Shards
 	Objects *storage.Objects
 	Dirs    []string
 }
@@ -36,7 +37,8 @@ func Register(reg *consensus.Registry) {
 
 // Pool runs n nodes with disks disks each (3 × 2: the default layout is
 // 4+2), the first admin created ("admin", AdminPassword), and waits until
-// every disk is healthy.
+// every disk is healthy. Read repair and the other background workers are
+// the test's to start.
 func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 	t.Helper()
 	base := t.TempDir() // taken first: removed after the agents stopped
@@ -47,7 +49,7 @@ func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 		agent := storage.NewDiskAgent(nd, svc, slog.Default(), time.Second)
 		sh := storage.NewShards(nd, agent)
 		nd.HandleRPC(storage.RPCPrefix, sh.Handler())
-		ns = append(ns, &Node{Node: nd, ID: id, Agent: agent, Objects: storage.NewObjects(nd, id, sh, slog.Default())})
+		ns = append(ns, &Node{Node: nd, ID: id, Agent: agent, Shards: sh, Objects: storage.NewObjects(nd, id, sh, slog.Default())})
 	})
 	ctx := context.Background()
 	for _, nd := range ns {
@@ -62,9 +64,6 @@ func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 			t.Fatal(err)
 		}
 		run(t, nd.Agent)
-		rctx, cancel := context.WithCancel(ctx)
-		go nd.Objects.RunReadRepair(rctx)
-		t.Cleanup(cancel)
 	}
 	if _, err := ns[0].ID.CreateFirstAdmin(ctx, "admin", AdminPassword); err != nil {
 		t.Fatal(err)
