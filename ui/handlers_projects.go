@@ -81,6 +81,7 @@ func quotaRows(q *identity.Quota) []quotaRow {
 		{Key: "quota.disk_gib", Field: "disk_gib", Usage: u.DiskGiB, Limit: l.DiskGiB},
 		{Key: "quota.object_gib", Field: "object_gib", Usage: u.ObjectGiB, Limit: l.ObjectGiB},
 		{Key: "quota.floating_ips", Field: "floating_ips", Usage: u.FloatingIPs, Limit: l.FloatingIPs},
+		{Key: "quota.objects", Field: "objects", Usage: u.Objects, Limit: l.Objects},
 	}
 	for i := range rows {
 		rows[i].Input = itoa(rows[i].Limit)
@@ -175,7 +176,7 @@ func parseLimits(r *http.Request, rows []quotaRow) (identity.Resources, string) 
 	}
 	return identity.Resources{
 		Instances: vals["instances"], VCPUs: vals["vcpus"], RAMMiB: vals["ram_mib"],
-		DiskGiB: vals["disk_gib"], ObjectGiB: vals["object_gib"], FloatingIPs: vals["floating_ips"],
+		DiskGiB: vals["disk_gib"], ObjectGiB: vals["object_gib"], FloatingIPs: vals["floating_ips"], Objects: vals["objects"],
 	}, bad
 }
 

@@ -138,6 +138,7 @@ func catalogEN() map[string]string {
 		"quota.ram_mib":      "Memory (MiB)",
 		"quota.disk_gib":     "Disk (GiB)",
 		"quota.object_gib":   "Object storage (GiB)",
+		"quota.objects":      "Objects (versions, uploads and parts included)",
 		"quota.floating_ips": "Floating IP addresses",
 		"quota.hint":         "Enter -1 for no limit. A limit below what is in use blocks new allocations but removes nothing.",
 		"quota.save":         "Save quota",

@@ -137,6 +137,7 @@ func catalogZH() map[string]string {
 		"quota.ram_mib":      "内存 (MiB)",
 		"quota.disk_gib":     "磁盘 (GiB)",
 		"quota.object_gib":   "对象存储 (GiB)",
+		"quota.objects":      "对象数（含历史版本、上传中的分段）",
 		"quota.floating_ips": "浮动 IP 地址",
 		"quota.hint":         "输入 -1 表示不限。上限低于已使用量时，将无法新增分配，但不会删除任何资源。",
 		"quota.save":         "保存配额",

@@ -320,9 +320,9 @@ var commands = map[string]command{
 		}
 		return printQuota(e, q)
 	})},
-	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		vals := map[string]*int64{}
-		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips"} {
+		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects"} {
 			vals[n] = fs.Int64(n, -2, "limit for "+n+"; -1 is unlimited")
 		}
 		return func(e *env, args []string) error {
@@ -336,7 +336,7 @@ var commands = map[string]command{
 			}
 			l := &q.Limits
 			for name, dst := range map[string]*int64{"instances": &l.Instances, "vcpus": &l.VCPUs, "ram-mib": &l.RAMMiB,
-				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs} {
+				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs, "objects": &l.Objects} {
 				if v := *vals[name]; v != -2 {
 					*dst = v
 				}
@@ -565,6 +565,7 @@ func printQuota(e *env, q identity.Quota) error {
 		{"disk_gib", itoa(q.Usage.DiskGiB), lim(q.Limits.DiskGiB)},
 		{"object_gib", itoa(q.Usage.ObjectGiB), lim(q.Limits.ObjectGiB)},
 		{"floating_ips", itoa(q.Usage.FloatingIPs), lim(q.Limits.FloatingIPs)},
+		{"objects", itoa(q.Usage.Objects), lim(q.Limits.Objects)},
 	}
 	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
 }
