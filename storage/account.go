@@ -13,6 +13,7 @@ import (
 type bucketAccount struct {
 	before Bucket
 	next   Bucket
+	inline int64 // change of the pool's inline bytes
 }
 
 func newBucketAccount(b *Bucket) *bucketAccount {
@@ -26,6 +27,9 @@ func isCurrent(o *Object) bool { return !strings.Contains(o.ID, "\x00") }
 func (a *bucketAccount) add(o *Object, sign int64) {
 	a.next.Bytes += sign * o.Size
 	a.next.Items += sign
+	if o.IsInline() {
+		a.inline += sign * o.Size
+	}
 	if isCurrent(o) && !o.Delete {
 		a.next.Objects += sign
 	}
@@ -54,6 +58,9 @@ func (a *bucketAccount) part(size int64, sign int64) {
 // commit writes the bucket row and charges the project for the difference.
 // Releases always pass; growth past a limit rejects the whole command.
 func (a *bucketAccount) commit(tx *consensus.Tx) error {
+	if err := chargeInline(tx, a.inline); err != nil {
+		return err
+	}
 	if a.next.Bytes == a.before.Bytes && a.next.Items == a.before.Items && a.next.Objects == a.before.Objects {
 		return nil
 	}

@@ -183,6 +183,17 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	if err := o.checkNew(b, key, opt); err != nil {
 		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, err)
 	}
+	if size <= InlineMax {
+		data, err := readInline(body, size)
+		if err != nil {
+			return nil, err
+		}
+		obj, done, err := o.putInline(ctx, p, b, key, data, opt)
+		if done {
+			return obj, err
+		}
+		body = bytes.NewReader(data) // the inline budget is spent: shards, then
+	}
 	dataID := newDataID()
 	l, placed, err := o.place(b, size, dataID)
 	if err != nil {
@@ -474,6 +485,9 @@ func (o *Objects) Get(ctx context.Context, p *identity.Principal, bucket, key st
 func (o *Objects) Read(ctx context.Context, obj *Object, off, n int64, w io.Writer) error {
 	if n < 0 {
 		n = obj.Size - off
+	}
+	if obj.IsInline() {
+		return writeInline(obj, off, n, w)
 	}
 	start := int64(0)
 	for _, seg := range obj.segments() {

@@ -86,7 +86,8 @@ type Object struct {
 	Layout      erasure.Layout    `json:"layout"`
 	DataID      string            `json:"data_id"` // names the shards: <data_id>.<index>
 	Shards      []ShardLoc        `json:"shards"`
-	Parts       []Segment         `json:"parts,omitempty"` // a multipart object: its bytes are these segments in order
+	Parts       []Segment         `json:"parts,omitempty"`  // a multipart object: its bytes are these segments in order
+	Inline      []byte            `json:"inline,omitempty"` // a small object's bytes (see inline.go)
 	Modified    time.Time         `json:"modified"`
 	Noncurrent  time.Time         `json:"noncurrent,omitzero"` // when a newer version replaced it
 	Version     uint64            `json:"version"`             // the Raft index that wrote it
@@ -179,6 +180,7 @@ func registerObjects(reg *consensus.Registry) {
 	registerSettle(reg)
 	registerObjectAttrs(reg)
 	registerBucketConfig(reg)
+	registerInline(reg)
 }
 
 func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {

@@ -61,15 +61,16 @@ func TestObjectsOverThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	const stripe = 1 << 20
-	for _, size := range []int{0, 1, stripe - 1, stripe, stripe + 1, 5*stripe + 3} {
+	for _, size := range []int{0, 1, storage.InlineMax, storage.InlineMax + 1, stripe - 1, stripe, stripe + 1, 5*stripe + 3} {
 		data := randBytes(size)
 		key := fmt.Sprintf("size/%d", size)
 		obj, err := ns[0].objects.Put(ctx, admin, "scans", key, int64(size), bytes.NewReader(data), storage.PutOptions{})
 		if err != nil {
 			t.Fatalf("put %d: %v", size, err)
 		}
-		if obj.Layout.String() != "4+2" {
-			t.Fatalf("layout %s, want 4+2", obj.Layout)
+		// Small objects ride in their record; the rest are 4+2 shards.
+		if inline := size <= storage.InlineMax; obj.IsInline() != inline || (!inline && obj.Layout.String() != "4+2") {
+			t.Fatalf("%d bytes: inline %v, layout %s", size, obj.IsInline(), obj.Layout)
 		}
 		perNode := map[string]int{}
 		for _, s := range obj.Shards {
@@ -117,7 +118,8 @@ func TestObjectsOverThePool(t *testing.T) {
 	if _, err := ns[0].objects.SetBucketLayout(ctx, admin, "scans", 2, 2); err != nil {
 		t.Fatal(err)
 	}
-	mirrored, err := ns[0].objects.Put(ctx, admin, "scans", "layout/2+2", 10, bytes.NewReader(randBytes(10)), storage.PutOptions{})
+	big := int64(storage.InlineMax + 10) // erasure-coded, not inline
+	mirrored, err := ns[0].objects.Put(ctx, admin, "scans", "layout/2+2", big, bytes.NewReader(randBytes(int(big))), storage.PutOptions{})
 	if err != nil || mirrored.Layout.String() != "2+2" {
 		t.Fatalf("object in a 2+2 bucket: %+v %v", mirrored, err)
 	}

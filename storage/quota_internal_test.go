@@ -47,7 +47,8 @@ func TestObjectQuotaRoundsTheProjectTotal(t *testing.T) {
 	}
 
 	put := func(bucket, key string, size int64) error {
-		_, err := n.Apply(ctx, MsgPutObject, putObjectCmd{Object: Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size}}, nil)
+		// A data ID: these stand for erasure-coded objects, not inline ones.
+		_, err := n.Apply(ctx, MsgPutObject, putObjectCmd{Object: Object{ID: bucket + "/" + key, Bucket: bucket, Key: key, Size: size, DataID: "d-" + key}}, nil)
 		return err
 	}
 	del := func(bucket, key string) {

@@ -60,14 +60,20 @@ func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 			}
 			nd.Dirs = append(nd.Dirs, d)
 		}
-		if err := nd.Agent.EnsureDisks(ctx, nd.Dirs); err != nil {
-			t.Fatal(err)
-		}
+		// A cluster that just formed may still change leaders (on a
+		// loaded machine): set-up retries what the cluster could not take.
+		testutil.WaitFor(t, 30*time.Second, nd.Node.Name()+"'s disks in the pool", func() error {
+			return nd.Agent.EnsureDisks(ctx, nd.Dirs)
+		})
 		run(t, nd.Agent)
 	}
-	if _, err := ns[0].ID.CreateFirstAdmin(ctx, "admin", AdminPassword); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WaitFor(t, 30*time.Second, "the first admin", func() error {
+		_, err := ns[0].ID.CreateFirstAdmin(ctx, "admin", AdminPassword)
+		if consensus.ErrorCode(err) == consensus.CodeUnavailable {
+			return err
+		}
+		return nil // created, or created by an attempt whose answer was lost
+	})
 	admin := Principal(t, ns[0].ID, "admin", AdminPassword)
 	testutil.WaitFor(t, 15*time.Second, fmt.Sprintf("%d healthy disks", n*disks), func() error {
 		ds, _ := storage.NewService(ns[0].Node, ns[0].ID).ListDisks(admin)
