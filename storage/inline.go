@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -120,20 +119,29 @@ func chargeInline(tx *consensus.Tx, delta int64) error {
 	return tx.Insert(tPool, &row)
 }
 
-// readInline reads a small object's bytes of size from body, with the
-// checks the body's reader makes at its end.
+// readInline reads a small object's bytes of size from body. The body's
+// reader gives its verdict (checksums, signatures) with its last byte, so
+// an error that comes with data counts (io.ReadFull would drop it), and a
+// body that has not ended with its last byte must end at the next read.
 func readInline(body io.Reader, size int64) ([]byte, error) {
 	data := make([]byte, size)
-	if _, err := io.ReadFull(body, data); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-			return nil, ErrIncomplete
+	n, ended := 0, false
+	for n < len(data) && !ended {
+		k, err := body.Read(data[n:])
+		n += k
+		switch {
+		case err == io.EOF:
+			ended = true
+		case err != nil:
+			return nil, err
 		}
-		return nil, err
 	}
-	if size == 0 {
-		// Let the reader give its verdict on an empty body too.
-		if n, err := body.Read(make([]byte, 1)); n > 0 {
-			return nil, fmt.Errorf("body longer than its %d bytes", size)
+	if n < len(data) {
+		return nil, ErrIncomplete
+	}
+	if !ended {
+		if k, err := body.Read(make([]byte, 1)); k > 0 {
+			return nil, fmt.Errorf("the body is longer than its %d bytes", size)
 		} else if err != nil && err != io.EOF {
 			return nil, err
 		}

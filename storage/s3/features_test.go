@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -18,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/minio/minio-go/v7"
 	miniocreds "github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
 func randData(n int) []byte {
@@ -287,13 +290,32 @@ func TestChecksums(t *testing.T) {
 			t.Fatalf("%s: no checksum returned", algo)
 		}
 	}
-	// A wrong value: BadDigest, and nothing stored.
-	_, err := c.PutObject(ctx, &awss3.PutObjectInput{Bucket: b, Key: aws.String("wrong"), Body: bytes.NewReader(data), ChecksumCRC32: aws.String("AAAAAA==")})
-	if apiCode(err) != "BadDigest" {
-		t.Fatalf("a wrong CRC32: %v", err)
+	// A wrong value: BadDigest, and nothing stored; for a large object
+	// (shards) and a small one (kept inline).
+	for _, body := range [][]byte{data, data[:100]} {
+		_, err := c.PutObject(ctx, &awss3.PutObjectInput{Bucket: b, Key: aws.String("wrong"), Body: bytes.NewReader(body), ChecksumCRC32: aws.String("AAAAAA==")})
+		if apiCode(err) != "BadDigest" {
+			t.Fatalf("a wrong CRC32 over %d bytes: %v", len(body), err)
+		}
+		if _, err := c.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: b, Key: aws.String("wrong")}); apiCode(err) != "NotFound" {
+			t.Fatalf("an object of %d bytes refused for its checksum exists: %v", len(body), err)
+		}
 	}
-	if _, err := c.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: b, Key: aws.String("wrong")}); apiCode(err) != "NotFound" {
-		t.Fatalf("an object refused for its checksum exists: %v", err)
+	// A body that does not match its signed SHA-256 is refused too.
+	sum := sha256.Sum256([]byte("what was signed"))
+	req, _ := http.NewRequest("PUT", e.servers[0].URL+"/labs/tampered", bytes.NewReader([]byte("what was sent")))
+	req.Header.Set("X-Amz-Content-Sha256", hex.EncodeToString(sum[:]))
+	req = signer.SignV4(*req, e.ak, e.sk, "", "us-east-1")
+	res, err := (&http.Client{Transport: e.transport(0)}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 400 {
+		t.Fatalf("a small body that does not match its signed hash: %s", res.Status)
+	}
+	if _, err := c.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: b, Key: aws.String("tampered")}); apiCode(err) != "NotFound" {
+		t.Fatalf("a tampered small object was stored: %v", err)
 	}
 	// Multipart, both types.
 	for _, tc := range []struct {
