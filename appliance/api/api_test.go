@@ -176,6 +176,7 @@ func TestBadRequestsChangeNothing(t *testing.T) {
 	}{
 		{"malformed JSON", "POST", "/api/v1/projects", `{"name":`, nil, 400},
 		{"unknown field", "POST", "/api/v1/projects", `{"name":"p1","colour":"red"}`, nil, 400},
+		{"unknown field in a nested quota", "POST", "/api/v1/projects", `{"name":"p1","quota":{"instances":1,"colour":2}}`, nil, 400},
 		{"two values", "POST", "/api/v1/projects", `{"name":"p1"}{"name":"p2"}`, nil, 400},
 		{"empty body", "POST", "/api/v1/projects", ``, nil, 400},
 		{"wrong type", "POST", "/api/v1/projects", `{"name":42}`, nil, 400},

@@ -12,13 +12,24 @@ import (
 // are serialized by the Raft log and can never exceed a quota together.
 // Releases are never refused; usage does not go below zero.
 func Charge(tx *consensus.Tx, projectID string, delta Resources) error {
+	return charge(tx, projectID, delta, true)
+}
+
+// ChargeOverLimit adds delta to a project's usage without refusing: for
+// what a user must be able to do at the limit (a delete that leaves a
+// delete marker behind).
+func ChargeOverLimit(tx *consensus.Tx, projectID string, delta Resources) error {
+	return charge(tx, projectID, delta, false)
+}
+
+func charge(tx *consensus.Tx, projectID string, delta Resources, enforce bool) error {
 	q := consensus.First[Quota](tx.Txn, tQuotas, "id", projectID)
 	if q == nil {
 		return notFound("project", projectID)
 	}
 	next := q.Usage.add(delta)
 	for _, f := range q.Limits.fields(next, delta) {
-		if f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
+		if enforce && f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
 			return consensus.Errorf(consensus.CodeQuotaExceeded,
 				"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", f.name, projectID, f.limit, f.used-f.delta, f.delta)
 		}

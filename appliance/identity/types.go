@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"bytes"
 	"encoding/json"
 	"time"
 )
@@ -103,19 +102,18 @@ type Resources struct {
 	Objects int64 `json:"objects"`
 }
 
-// UnmarshalJSON reads Resources strictly (unknown fields are refused), and
-// takes a missing "objects" as Unlimited: limits written before the object
-// count existed (in the log, in snapshots, from older clients) did not
-// limit it.
+// UnmarshalJSON takes a missing "objects" as Unlimited: limits written
+// before the object count existed (in the log, in snapshots, from older
+// clients) did not limit it. Like every row and command it ignores fields
+// it does not know, so a newer node's state decodes here; the API refuses
+// unknown fields itself (appliance/api).
 func (r *Resources) UnmarshalJSON(b []byte) error {
 	type plain Resources
 	var v struct {
 		plain
 		Objects *int64 `json:"objects"`
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&v); err != nil {
+	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	*r = Resources(v.plain)
