@@ -1,8 +1,6 @@
 package storage
 
 import (
-	"strings"
-
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 )
@@ -14,24 +12,33 @@ type bucketAccount struct {
 	before Bucket
 	next   Bucket
 	inline int64 // change of the pool's inline bytes
+	// count is whether the command counts records: commands written before
+	// records were counted apply as they did (see cmdFormat).
+	count bool
+	// markers are records added that are charged without a limit check:
+	// a delete at the limit must still be possible.
+	markers int64
 }
 
-func newBucketAccount(b *Bucket) *bucketAccount {
-	return &bucketAccount{before: *b, next: *b}
+func newBucketAccount(b *Bucket, count bool) *bucketAccount {
+	return &bucketAccount{before: *b, next: *b, count: count}
 }
 
-// isCurrent tells a row of the objects table from one of the versions table.
-func isCurrent(o *Object) bool { return !strings.Contains(o.ID, "\x00") }
-
-// add counts a version (sign +1) or stops counting it (-1).
-func (a *bucketAccount) add(o *Object, sign int64) {
+// add counts a version (sign +1) or stops counting it (-1); current says
+// whether it is (or was) its key's current version.
+func (a *bucketAccount) add(o *Object, sign int64, current bool) {
 	a.next.Bytes += sign * o.Size
-	a.next.Items += sign
+	if current && !o.Delete {
+		a.next.Objects += sign
+	}
 	if o.IsInline() {
 		a.inline += sign * o.Size
 	}
-	if isCurrent(o) && !o.Delete {
-		a.next.Objects += sign
+	if a.count {
+		a.next.Items += sign
+		if o.Delete && sign > 0 {
+			a.markers++
+		}
 	}
 }
 
@@ -49,7 +56,8 @@ func (a *bucketAccount) promote(o *Object) {
 	}
 }
 
-// part counts a part of an upload in progress (sign +1) or stops counting it.
+// part counts a charged record of an upload (sign +1: an upload or a part
+// of size bytes) or stops counting it (-1).
 func (a *bucketAccount) part(size int64, sign int64) {
 	a.next.Bytes += sign * size
 	a.next.Items += sign
@@ -64,13 +72,23 @@ func (a *bucketAccount) commit(tx *consensus.Tx) error {
 	if a.next.Bytes == a.before.Bytes && a.next.Items == a.before.Items && a.next.Objects == a.before.Objects {
 		return nil
 	}
-	a.next.Items = max(a.next.Items, 0) // buckets from before items were counted
+	// Records of buckets from before they were counted start at zero.
+	a.next.Items = max(a.next.Items, 0)
 	if err := chargeBytes(tx, a.before.ProjectID, a.before.Bytes, a.next.Bytes); err != nil {
 		return err
 	}
-	if d := a.next.Items - a.before.Items; d != 0 && a.before.ProjectID != "" {
-		if err := identity.Charge(tx, a.before.ProjectID, identity.Resources{Objects: d}); err != nil {
-			return err
+	if p := a.before.ProjectID; p != "" {
+		d := a.next.Items - a.before.Items
+		if free := min(a.markers, max(d, 0)); free > 0 {
+			if err := identity.ChargeOverLimit(tx, p, identity.Resources{Objects: free}); err != nil {
+				return err
+			}
+			d -= free
+		}
+		if d != 0 {
+			if err := identity.Charge(tx, p, identity.Resources{Objects: d}); err != nil {
+				return err
+			}
 		}
 	}
 	row := a.next

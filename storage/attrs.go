@@ -19,12 +19,15 @@ func (o *Objects) SetObjectTags(ctx context.Context, p *identity.Principal, buck
 	if err != nil {
 		return nil, err
 	}
+	if err := ValidKey(key); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
 	if err := ValidTags(tags); err != nil {
 		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
 	}
 	var out Object
 	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetObjectTags,
-		setObjectTagsCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, Tags: tags}, &out)
+		setObjectTagsCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID, target: targetOf(b)}, Tags: tags}, &out)
 	return &out, err
 }
 
@@ -36,28 +39,44 @@ func (o *Objects) SetRetention(ctx context.Context, p *identity.Principal, bucke
 	if err != nil {
 		return nil, err
 	}
+	if err := ValidKey(key); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
 	if r != nil && r.Mode != LockGovernance && r.Mode != LockCompliance {
 		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeInvalid, "retention mode must be GOVERNANCE or COMPLIANCE"))
+	}
+	if err := checkRetention(r, time.Now()); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
+	if r != nil && !p.Can(b.ProjectID, lockRole(PutOptions{Retention: r})) {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins set COMPLIANCE retention"))
 	}
 	if bypass && !p.Can(b.ProjectID, identity.RoleAdmin) {
 		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins may bypass governance retention"))
 	}
 	var out Object
 	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetRetention,
-		setRetentionCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, Retention: r, Time: time.Now().UTC(), Bypass: bypass}, &out)
+		setRetentionCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID, target: targetOf(b)}, Retention: r, Time: time.Now().UTC(), Bypass: bypass}, &out)
 	return &out, err
 }
 
-// SetLegalHold puts a version under legal hold or releases it.
+// SetLegalHold puts a version under legal hold or releases it (project
+// admins: a hold is what keeps evidence from a stolen member's key).
 func (o *Objects) SetLegalHold(ctx context.Context, p *identity.Principal, bucket, key, versionID string, on bool) (*Object, error) {
 	const action = "object.legal-hold"
 	b, err := o.writable(ctx, p, action, bucket)
 	if err != nil {
 		return nil, err
 	}
+	if err := ValidKey(key); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
+	if !p.Can(b.ProjectID, identity.RoleAdmin) {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins set or release a legal hold"))
+	}
 	var out Object
 	err = o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgSetLegalHold,
-		setLegalHoldCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID}, On: on}, &out)
+		setLegalHoldCmd{versionRef: versionRef{ID: objectID(bucket, key), VersionID: versionID, target: targetOf(b)}, On: on}, &out)
 	return &out, err
 }
 
@@ -67,7 +86,9 @@ func (o *Objects) SetLegalHold(ctx context.Context, p *identity.Principal, bucke
 
 // SetVersioning enables or suspends a bucket's versioning.
 func (o *Objects) SetVersioning(ctx context.Context, p *identity.Principal, bucket, status string) (*Bucket, error) {
-	return o.configure(ctx, p, "bucket.versioning", bucket, identity.RoleAdmin, MsgSetBucketVersioning, setVersioningCmd{Bucket: bucket, Status: status})
+	return o.configure(ctx, p, "bucket.versioning", bucket, identity.RoleAdmin, MsgSetBucketVersioning, func(t target) any {
+		return setVersioningCmd{Bucket: bucket, Status: status, target: t}
+	})
 }
 
 // SetBucketTags replaces a bucket's tags.
@@ -75,7 +96,9 @@ func (o *Objects) SetBucketTags(ctx context.Context, p *identity.Principal, buck
 	if err := ValidTags(tags); err != nil {
 		return nil, err
 	}
-	return o.configure(ctx, p, "bucket.tags", bucket, identity.RoleMember, MsgSetBucketTags, setBucketTagsCmd{Bucket: bucket, Tags: tags})
+	return o.configure(ctx, p, "bucket.tags", bucket, identity.RoleMember, MsgSetBucketTags, func(t target) any {
+		return setBucketTagsCmd{Bucket: bucket, Tags: tags, target: t}
+	})
 }
 
 // SetObjectLockConfig sets a bucket's default retention, enabling object
@@ -90,20 +113,27 @@ func (o *Objects) SetObjectLockConfig(ctx context.Context, p *identity.Principal
 	if cfg.Days < 0 || cfg.Years < 0 || cfg.Days > 36500 || cfg.Years > 100 {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a default retention is 1 to 36500 days or 1 to 100 years")
 	}
-	return o.configure(ctx, p, "bucket.object-lock", bucket, identity.RoleAdmin, MsgSetObjectLockConfig, setObjectLockConfigCmd{Bucket: bucket, Config: cfg})
+	return o.configure(ctx, p, "bucket.object-lock", bucket, identity.RoleAdmin, MsgSetObjectLockConfig, func(t target) any {
+		return setObjectLockConfigCmd{Bucket: bucket, Config: cfg, target: t}
+	})
 }
 
 // SetCORS replaces a bucket's CORS rules (nil: none).
 func (o *Objects) SetCORS(ctx context.Context, p *identity.Principal, bucket string, rules []CORSRule) (*Bucket, error) {
-	return o.configure(ctx, p, "bucket.cors", bucket, identity.RoleMember, MsgSetBucketCORS, setCORSCmd{Bucket: bucket, Rules: rules})
+	return o.configure(ctx, p, "bucket.cors", bucket, identity.RoleMember, MsgSetBucketCORS, func(t target) any {
+		return setCORSCmd{Bucket: bucket, Rules: rules, target: t}
+	})
 }
 
 // SetLifecycle replaces a bucket's lifecycle rules (nil: none).
 func (o *Objects) SetLifecycle(ctx context.Context, p *identity.Principal, bucket string, rules []LifecycleRule) (*Bucket, error) {
-	return o.configure(ctx, p, "bucket.lifecycle", bucket, identity.RoleAdmin, MsgSetBucketLifecycle, setLifecycleCmd{Bucket: bucket, Rules: rules})
+	return o.configure(ctx, p, "bucket.lifecycle", bucket, identity.RoleAdmin, MsgSetBucketLifecycle, func(t target) any {
+		return setLifecycleCmd{Bucket: bucket, Rules: rules, target: t}
+	})
 }
 
-func (o *Objects) configure(ctx context.Context, p *identity.Principal, action, bucket string, role identity.Role, t consensus.MessageType, cmd any) (*Bucket, error) {
+// configure sends the command build makes for the bucket as it is now.
+func (o *Objects) configure(ctx context.Context, p *identity.Principal, action, bucket string, role identity.Role, t consensus.MessageType, build func(target) any) (*Bucket, error) {
 	b, err := o.Bucket(ctx, p, bucket)
 	if err != nil {
 		return nil, o.id.Deny(ctx, p, action, bucket, "", err)
@@ -112,6 +142,6 @@ func (o *Objects) configure(ctx context.Context, p *identity.Principal, action, 
 		return nil, o.id.Deny(ctx, p, action, bucket, b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change %q's configuration (%s)", bucket, action))
 	}
 	var out Bucket
-	err = o.id.Mutate(ctx, p, action, bucket, b.ProjectID, t, cmd, &out)
+	err = o.id.Mutate(ctx, p, action, bucket, b.ProjectID, t, build(targetOf(b)), &out)
 	return &out, err
 }

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -18,6 +19,7 @@ const (
 type versionRef struct {
 	ID        string `json:"id"` // bucket + "/" + key
 	VersionID string `json:"version_id,omitempty"`
+	target
 }
 
 type setObjectTagsCmd struct {
@@ -49,7 +51,7 @@ func registerObjectAttrs(reg *consensus.Registry) {
 			if b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket); b == nil || b.Lock == nil {
 				return consensus.Errorf(consensus.CodeInvalid, "bucket %q has no object lock", o.Bucket)
 			}
-			if err := checkRetentionChange(o, c.Retention, c.Time, c.Bypass); err != nil {
+			if err := checkRetentionChange(tx, o, c.Retention, c.Time, c.Bypass); err != nil {
 				return err
 			}
 			o.Retention = c.Retention
@@ -92,6 +94,10 @@ func findVersion(txn *memdb.Txn, id, versionID string) (*Object, string) {
 // updateVersion changes one version's attributes with fn and returns it.
 // Delete markers have none.
 func updateVersion(tx *consensus.Tx, ref versionRef, fn func(*Object) error) (any, error) {
+	bucket, _, _ := strings.Cut(ref.ID, "/")
+	if _, err := bucketFor(tx, bucket, ref.target); err != nil {
+		return nil, err
+	}
 	cur, table := findVersion(tx.Txn, ref.ID, ref.VersionID)
 	if cur == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q version %q not found", ref.ID, ref.VersionID)

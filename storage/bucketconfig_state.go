@@ -41,31 +41,36 @@ type LifecycleRule struct {
 type setVersioningCmd struct {
 	Bucket string `json:"bucket"`
 	Status string `json:"status"` // Enabled or Suspended
+	target
 }
 
 type setBucketTagsCmd struct {
 	Bucket string            `json:"bucket"`
 	Tags   map[string]string `json:"tags,omitempty"`
+	target
 }
 
 type setObjectLockConfigCmd struct {
 	Bucket string           `json:"bucket"`
 	Config ObjectLockConfig `json:"config"`
+	target
 }
 
 type setCORSCmd struct {
 	Bucket string     `json:"bucket"`
 	Rules  []CORSRule `json:"rules,omitempty"`
+	target
 }
 
 type setLifecycleCmd struct {
 	Bucket string          `json:"bucket"`
 	Rules  []LifecycleRule `json:"rules,omitempty"`
+	target
 }
 
 func registerBucketConfig(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSetBucketVersioning, "SetBucketVersioning", func(tx *consensus.Tx, c *setVersioningCmd) (any, error) {
-		return updateBucket(tx, c.Bucket, func(b *Bucket) error {
+		return updateBucket(tx, c.Bucket, c.target, func(b *Bucket) error {
 			if c.Status != VersioningEnabled && c.Status != VersioningSuspended {
 				return consensus.Errorf(consensus.CodeInvalid, "versioning status must be Enabled or Suspended")
 			}
@@ -77,13 +82,13 @@ func registerBucketConfig(reg *consensus.Registry) {
 		})
 	})
 	consensus.Handle(reg, MsgSetBucketTags, "SetBucketTags", func(tx *consensus.Tx, c *setBucketTagsCmd) (any, error) {
-		return updateBucket(tx, c.Bucket, func(b *Bucket) error {
+		return updateBucket(tx, c.Bucket, c.target, func(b *Bucket) error {
 			b.Tags = c.Tags
 			return nil
 		})
 	})
 	consensus.Handle(reg, MsgSetObjectLockConfig, "SetObjectLockConfig", func(tx *consensus.Tx, c *setObjectLockConfigCmd) (any, error) {
-		return updateBucket(tx, c.Bucket, func(b *Bucket) error {
+		return updateBucket(tx, c.Bucket, c.target, func(b *Bucket) error {
 			if b.Lock == nil && b.Versioning != VersioningEnabled {
 				return consensus.Errorf(consensus.CodeConflict, "object lock needs versioning enabled on bucket %q first", b.ID)
 			}
@@ -93,13 +98,13 @@ func registerBucketConfig(reg *consensus.Registry) {
 		})
 	})
 	consensus.Handle(reg, MsgSetBucketCORS, "SetBucketCORS", func(tx *consensus.Tx, c *setCORSCmd) (any, error) {
-		return updateBucket(tx, c.Bucket, func(b *Bucket) error {
+		return updateBucket(tx, c.Bucket, c.target, func(b *Bucket) error {
 			b.CORS = c.Rules
 			return nil
 		})
 	})
 	consensus.Handle(reg, MsgSetBucketLifecycle, "SetBucketLifecycle", func(tx *consensus.Tx, c *setLifecycleCmd) (any, error) {
-		return updateBucket(tx, c.Bucket, func(b *Bucket) error {
+		return updateBucket(tx, c.Bucket, c.target, func(b *Bucket) error {
 			b.Lifecycle = c.Rules
 			return nil
 		})
@@ -107,10 +112,10 @@ func registerBucketConfig(reg *consensus.Registry) {
 }
 
 // updateBucket changes a bucket's configuration with fn.
-func updateBucket(tx *consensus.Tx, name string, fn func(*Bucket) error) (any, error) {
-	cur := consensus.First[Bucket](tx.Txn, tBuckets, "id", name)
-	if cur == nil {
-		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", name)
+func updateBucket(tx *consensus.Tx, name string, t target, fn func(*Bucket) error) (any, error) {
+	cur, err := bucketFor(tx, name, t)
+	if err != nil {
+		return nil, err
 	}
 	b := *cur
 	if err := fn(&b); err != nil {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -194,6 +196,13 @@ func (a *DiskAgent) identity(d Disk) (disk.Identity, error) {
 	case !errors.Is(err, disk.ErrNoMarker):
 		return got, err
 	}
+	// A disk from before markers: mark it only if it holds what the pool
+	// placed on it. If the state places shards there and the directory has
+	// none, its filesystem is not mounted: an empty mount point must not
+	// become the disk.
+	if held := diskHolds(a.c.Store().ReadTxn(), d.ID); held > 0 && !hasShards(d.Path) {
+		return disk.Identity{}, fmt.Errorf("%s holds no shards, but the pool placed shards of %d objects there: is the disk mounted?", d.Path, held)
+	}
 	// A disk new to the pool may be a directory still to make (--dev, a
 	// --disk path); a marked one never is: its directory is only missing
 	// when its filesystem is.
@@ -206,4 +215,17 @@ func (a *DiskAgent) identity(d Disk) (disk.Identity, error) {
 	}
 	a.log.Info("disk marked as a pool disk", "disk", d.ID, "path", d.Path)
 	return id, nil
+}
+
+// hasShards reports whether a disk directory holds any shard file.
+func hasShards(dir string) bool {
+	found := false
+	_ = filepath.WalkDir(filepath.Join(dir, "shards"), func(_ string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			found = true
+			return fs.SkipAll
+		}
+		return nil
+	})
+	return found
 }

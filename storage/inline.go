@@ -161,7 +161,7 @@ func (o *Objects) putInline(ctx context.Context, p *identity.Principal, b *Bucke
 		ContentType: opt.ContentType, Meta: opt.Meta, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention, LegalHold: opt.LegalHold,
 		Inline: data, Modified: time.Now().UTC()}
 	var res putResult
-	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch}
+	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
 	err := o.id.Mutate(ctx, p, "object.put", obj.ID, b.ProjectID, MsgPutObject, cmd, &res)
 	if consensus.ErrorReason(err) == ReasonInlineFull {
 		return nil, false, nil

@@ -34,6 +34,7 @@ func (l *Lifecycle) Stats() GCStats { return *l.stats.Load() }
 // expiry is one thing a pass decided to remove.
 type expiry struct {
 	bucket, key, versionID, why string
+	version                     uint64 // the Raft index that wrote the version judged
 	upload                      *Upload
 }
 
@@ -71,11 +72,12 @@ func (l *Lifecycle) Pass(ctx context.Context) (GCStats, error) {
 			}
 			err = l.o.abortUpload(ctx, system, project, e.upload)
 		} else {
-			_, err = l.o.DeleteObject(ctx, system, e.bucket, e.key, DeleteOptions{VersionID: e.versionID})
+			// Only the version judged: a write since is not this rule's.
+			_, err = l.o.DeleteObject(ctx, system, e.bucket, e.key, DeleteOptions{VersionID: e.versionID, IfVersion: e.version})
 		}
 		switch {
-		case consensus.ErrorCode(err) == consensus.CodeNotFound:
-			// gone meanwhile
+		case consensus.ErrorCode(err) == consensus.CodeNotFound, consensus.ErrorCode(err) == consensus.CodePreconditionFailed:
+			// gone or written again meanwhile
 		case err != nil:
 			l.o.log.Warn("lifecycle rule not applied", "bucket", e.bucket, "key", e.key, "version", e.versionID, "why", e.why, "err", err)
 		default:
@@ -106,12 +108,12 @@ func (l *Lifecycle) due(txn *memdb.Txn, b *Bucket, r LifecycleRule, now time.Tim
 		switch {
 		case cur.Delete:
 			if r.ExpiredDeleteMarker && len(older) == 0 {
-				out = append(out, expiry{bucket: b.ID, key: cur.Key, versionID: cur.VersionIDOrNull(), why: "expired delete marker"})
+				out = append(out, expiry{bucket: b.ID, key: cur.Key, versionID: cur.VersionIDOrNull(), version: cur.Version, why: "expired delete marker"})
 			}
 		case r.ExpirationDays > 0 && tagsMatch(cur.Tags, r.Tags) && !now.Before(cur.Modified.Add(days(r.ExpirationDays))):
 			// An unversioned bucket deletes; a versioned one puts a
 			// delete marker on top, as S3 does.
-			out = append(out, expiry{bucket: b.ID, key: cur.Key, why: fmt.Sprintf("older than %d days", r.ExpirationDays)})
+			out = append(out, expiry{bucket: b.ID, key: cur.Key, version: cur.Version, why: fmt.Sprintf("older than %d days", r.ExpirationDays)})
 		}
 		if r.NoncurrentDays == 0 {
 			continue
@@ -127,7 +129,7 @@ func (l *Lifecycle) due(txn *memdb.Txn, b *Bucket, r LifecycleRule, now time.Tim
 				continue
 			}
 			if !now.Before(v.Noncurrent.Add(days(r.NoncurrentDays))) {
-				out = append(out, expiry{bucket: b.ID, key: v.Key, versionID: v.VersionIDOrNull(), why: fmt.Sprintf("older version for more than %d days", r.NoncurrentDays)})
+				out = append(out, expiry{bucket: b.ID, key: v.Key, versionID: v.VersionIDOrNull(), version: v.Version, why: fmt.Sprintf("older version for more than %d days", r.NoncurrentDays)})
 			}
 		}
 	}

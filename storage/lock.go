@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"slices"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -15,8 +16,9 @@ import (
 // request that asks to bypass it from someone allowed to (a project admin);
 // COMPLIANCE retention gives way to no one, not even a cluster admin, until
 // its date passes, and can be extended but never shortened. Dates are judged
-// by the time the serving node stamps on the command; keep the nodes' clocks
-// right.
+// by the earlier of the time the serving node stamps on the command and the
+// nodes' clocks as most of them last reported (lockClock): one node whose
+// clock runs ahead, or was set ahead, cannot end a lock early.
 
 // Retention modes.
 const (
@@ -52,9 +54,34 @@ func locked(o *Object, t time.Time, bypass bool) string {
 	return ""
 }
 
+// lockClock is the time locks are judged by for a command stamped t: no
+// later than the median of the nodes' last reports (their disk reports,
+// every 30 s at the latest), so it takes most clocks to pass a date.
+func lockClock(tx *consensus.Tx, t time.Time) time.Time {
+	latest := map[string]time.Time{}
+	for _, d := range listDisks(tx.Txn, "") {
+		if d.ReportedAt.After(latest[d.Node]) {
+			latest[d.Node] = d.ReportedAt
+		}
+	}
+	if len(latest) == 0 {
+		return t
+	}
+	times := make([]time.Time, 0, len(latest))
+	for _, r := range latest {
+		times = append(times, r)
+	}
+	slices.SortFunc(times, func(a, b time.Time) int { return a.Compare(b) })
+	median := times[(len(times)-1)/2] // the lower median: most clocks at or past it
+	if median.Before(t) {
+		return median
+	}
+	return t
+}
+
 // checkUnlocked refuses the removal of a locked version.
-func checkUnlocked(o *Object, t time.Time, bypass bool) error {
-	if why := locked(o, t, bypass); why != "" {
+func checkUnlocked(tx *consensus.Tx, o *Object, t time.Time, bypass bool) error {
+	if why := locked(o, lockClock(tx, t), bypass); why != "" {
 		return consensus.Errorf(consensus.CodeForbidden, "version %s of %q is locked: %s", o.VersionIDOrNull(), o.Key, why)
 	}
 	return nil
@@ -71,7 +98,8 @@ func applyDefaultRetention(b *Bucket, o *Object) {
 
 // checkRetentionChange allows a retention change on a version at t: more
 // protection always, less only in GOVERNANCE mode with a bypass.
-func checkRetentionChange(o *Object, next *Retention, t time.Time, bypass bool) error {
+func checkRetentionChange(tx *consensus.Tx, o *Object, next *Retention, t time.Time, bypass bool) error {
+	t = lockClock(tx, t)
 	cur := o.Retention
 	if cur == nil || !t.Before(cur.Until) {
 		return nil // nothing in force

@@ -32,7 +32,10 @@ func (o *Objects) CreateUpload(ctx context.Context, p *identity.Principal, bucke
 	if err := o.checkNew(b, key, opt); err != nil {
 		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
 	}
-	u := Upload{ID: newDataID(), Bucket: bucket, BucketUID: b.UID, Key: key, ContentType: opt.ContentType, Meta: opt.Meta,
+	if !p.Can(b.ProjectID, lockRole(opt)) {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins set COMPLIANCE retention or a legal hold"))
+	}
+	u := Upload{ID: newDataID(), Bucket: bucket, BucketUID: b.UID, Key: key, ContentType: opt.ContentType, Meta: opt.Meta, Charged: true,
 		Tags: opt.Tags, Retention: opt.Retention, LegalHold: opt.LegalHold, Checksum: opt.checksum(), Initiated: time.Now().UTC()}
 	var out Upload
 	if err := o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgCreateUpload, u, &out); err != nil {
@@ -103,7 +106,7 @@ func (o *Objects) UploadPart(ctx context.Context, p *identity.Principal, bucket,
 	if opt.Checksum != nil {
 		seg.Checksum = opt.Checksum()
 	}
-	part := Part{ID: partID(uploadID, number), UploadID: uploadID, Number: number, Segment: seg, Modified: time.Now().UTC()}
+	part := Part{ID: partID(uploadID, number), UploadID: uploadID, Number: number, Segment: seg, Modified: time.Now().UTC(), Charged: true}
 	var old *Part
 	// Parts are not audited one by one; the upload's creation and completion are.
 	if _, err := o.c.Apply(ctx, MsgPutPart, part, &old); err != nil {
@@ -171,7 +174,7 @@ func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, buc
 		}
 	}
 	var res completeResult
-	cmd := completeUploadCmd{UploadID: uploadID, Parts: list, Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch}
+	cmd := completeUploadCmd{UploadID: uploadID, Parts: list, Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
 	if err := o.id.Mutate(ctx, p, "upload.complete", obj.ID, b.ProjectID, MsgCompleteUpload, cmd, &res); err != nil {
 		return nil, err
 	}

@@ -39,7 +39,10 @@ type Upload struct {
 	LegalHold   bool              `json:"legal_hold,omitempty"`
 	// Checksum names the algorithm and type (COMPOSITE or FULL_OBJECT) the
 	// client chose for the object; Value is empty.
-	Checksum  *Checksum `json:"checksum,omitempty"`
+	Checksum *Checksum `json:"checksum,omitempty"`
+	// Charged: the upload's record (and its parts, see Part.Charged) count
+	// against the project's quota. Uploads from before that did not.
+	Charged   bool      `json:"charged,omitempty"`
 	Initiated time.Time `json:"initiated"`
 	Version   uint64    `json:"version"`
 }
@@ -62,6 +65,10 @@ type Part struct {
 	Number   int       `json:"number"`
 	Segment  Segment   `json:"segment"`
 	Modified time.Time `json:"modified"`
+	// Charged: the part's bytes and record count against the project's
+	// quota from when it lands; a part from before that did not, and is
+	// not released either.
+	Charged bool `json:"charged,omitempty"`
 }
 
 const (
@@ -91,6 +98,7 @@ type completeUploadCmd struct {
 	Object      Object         `json:"object"` // everything but its segments, size and ETag
 	IfMatch     string         `json:"if_match,omitempty"`
 	IfNoneMatch bool           `json:"if_none_match,omitempty"`
+	target
 	// Used is how completions were written before Parts: the object came
 	// assembled, these part IDs named what it used. Kept so that such
 	// entries in the log apply on replay as they did.
@@ -127,10 +135,12 @@ func applyCreateUpload(tx *consensus.Tx, u *Upload) (any, error) {
 	}
 	row := *u
 	row.BucketUID, row.Version = b.UID, tx.Index
-	acc := newBucketAccount(b)
-	acc.part(0, +1) // the upload's own record
-	if err := acc.commit(tx); err != nil {
-		return nil, err
+	if row.Charged {
+		acc := newBucketAccount(b, true)
+		acc.part(0, +1) // the upload's own record
+		if err := acc.commit(tx); err != nil {
+			return nil, err
+		}
 	}
 	return &row, tx.Insert(tUploads, &row)
 }
@@ -159,12 +169,14 @@ func applyPutPart(tx *consensus.Tx, p *Part) (any, error) {
 	if err := checkNotAbandoned(tx, []Segment{p.Segment}); err != nil {
 		return nil, err
 	}
-	acc := newBucketAccount(b)
+	acc := newBucketAccount(b, true)
 	old := consensus.First[Part](tx.Txn, tParts, "id", p.ID)
-	if old != nil {
+	if old != nil && old.Charged {
 		acc.part(old.Segment.Size, -1)
 	}
-	acc.part(p.Segment.Size, +1)
+	if p.Charged {
+		acc.part(p.Segment.Size, +1)
+	}
 	if err := acc.commit(tx); err != nil {
 		return nil, err
 	}
@@ -182,16 +194,26 @@ func applyAbortUpload(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
 		return nil, err
 	}
 	if b := consensus.First[Bucket](tx.Txn, tBuckets, "id", u.Bucket); b != nil && b.UID == u.BucketUID {
-		acc := newBucketAccount(b)
-		acc.part(0, -1)
-		for _, p := range parts {
-			acc.part(p.Segment.Size, -1)
-		}
+		acc := newBucketAccount(b, true)
+		release(acc, u, parts)
 		if err := acc.commit(tx); err != nil {
 			return nil, err
 		}
 	}
 	return parts, nil
+}
+
+// release stops charging an upload's record and its parts, those that
+// were charged.
+func release(acc *bucketAccount, u *Upload, parts []Part) {
+	if u.Charged {
+		acc.part(0, -1)
+	}
+	for _, p := range parts {
+		if p.Charged {
+			acc.part(p.Segment.Size, -1)
+		}
+	}
 }
 
 // removeUpload deletes an upload and its part rows and returns the parts;
@@ -290,11 +312,10 @@ func finishUpload(tx *consensus.Tx, u *Upload, b *Bucket, obj Object, used map[s
 		return nil, err
 	}
 	// The parts' charge ends here; the object's begins in applyPutObject.
-	acc := newBucketAccount(b)
-	acc.part(0, -1)
+	acc := newBucketAccount(b, true)
+	release(acc, u, parts)
 	res := &completeResult{}
 	for _, p := range parts {
-		acc.part(p.Segment.Size, -1)
 		if !used[p.ID] {
 			res.Unused = append(res.Unused, p)
 		}
@@ -302,7 +323,9 @@ func finishUpload(tx *consensus.Tx, u *Upload, b *Bucket, obj Object, used map[s
 	if err := acc.commit(tx); err != nil {
 		return nil, err
 	}
-	out, err := applyPutObject(tx, &putObjectCmd{Object: obj, IfMatch: c.IfMatch, IfNoneMatch: c.IfNoneMatch})
+	put := &putObjectCmd{Object: obj, IfMatch: c.IfMatch, IfNoneMatch: c.IfNoneMatch, target: c.target}
+	put.BucketUID = b.UID // the upload is bound to this bucket already
+	out, err := applyPutObject(tx, put)
 	if err != nil {
 		return nil, err
 	}

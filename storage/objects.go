@@ -119,7 +119,7 @@ func (o *Objects) DeleteBucket(ctx context.Context, p *identity.Principal, name 
 		return err
 	}
 	var parts []Part
-	if err := o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name}, &parts); err != nil {
+	if err := o.id.Mutate(ctx, p, "bucket.delete", name, b.ProjectID, MsgDeleteBucket, deleteBucketCmd{Name: name, target: targetOf(b)}, &parts); err != nil {
 		return err
 	}
 	for _, part := range parts { // uploads that were in progress
@@ -170,6 +170,17 @@ func (opt PutOptions) checksum() *Checksum {
 	return opt.Checksum()
 }
 
+// lockRole is the role a write's lock options need: a project member may
+// protect data for a while (GOVERNANCE, which a project admin can lift),
+// but only a project admin may lock it beyond anyone's reach (COMPLIANCE)
+// or under legal hold, which only a project admin may lift.
+func lockRole(opt PutOptions) identity.Role {
+	if opt.LegalHold || (opt.Retention != nil && opt.Retention.Mode == LockCompliance) {
+		return identity.RoleAdmin
+	}
+	return identity.RoleMember
+}
+
 // Put stores an object of exactly size bytes read from body. The object
 // becomes visible only after its shards are durable and its metadata
 // commits; when the write fails, its shards are deleted once it is certain
@@ -182,6 +193,9 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	}
 	if err := o.checkNew(b, key, opt); err != nil {
 		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, err)
+	}
+	if !p.Can(b.ProjectID, lockRole(opt)) {
+		return nil, o.id.Deny(ctx, p, action, bucket+"/"+key, b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins set COMPLIANCE retention or a legal hold"))
 	}
 	if size <= InlineMax {
 		data, err := readInline(body, size)
@@ -211,7 +225,7 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 		ContentType: opt.ContentType, Meta: opt.Meta, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention, LegalHold: opt.LegalHold,
 		Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
 	var res putResult
-	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch}
+	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
 	if err := o.id.Mutate(ctx, p, action, obj.ID, b.ProjectID, MsgPutObject, cmd, &res); err != nil {
 		if !o.settle(ctx, err, dataID, func() { o.deleteShards(l, locs, dataID) }) {
 			return nil, err
@@ -252,8 +266,20 @@ func (o *Objects) checkNew(b *Bucket, key string, opt PutOptions) error {
 	if (opt.Retention != nil || opt.LegalHold) && b.Lock == nil {
 		return consensus.Errorf(consensus.CodeInvalid, "bucket %q has no object lock: a retention or legal hold cannot be set", b.ID)
 	}
+	return checkRetention(opt.Retention, time.Now())
+}
+
+// checkRetention refuses a retention date past MaxRetention: data kept
+// that long could never be deleted nor its quota freed.
+func checkRetention(r *Retention, now time.Time) error {
+	if r != nil && r.Until.After(now.AddDate(MaxRetentionYears, 0, 0)) {
+		return consensus.Errorf(consensus.CodeInvalid, "a retention ends at most %d years from now", MaxRetentionYears)
+	}
 	return nil
 }
+
+// MaxRetentionYears bounds how far ahead a retention may end.
+const MaxRetentionYears = 100
 
 // place chooses the layout and the disks for a new object.
 func (o *Objects) place(b *Bucket, size int64, dataID string) (erasure.Layout, []placement.Disk, error) {
@@ -448,6 +474,9 @@ func (o *Objects) HeadVersion(ctx context.Context, p *identity.Principal, bucket
 	if _, err := o.Bucket(ctx, p, bucket); err != nil {
 		return nil, err
 	}
+	if ValidKey(key) != nil {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", key)
+	}
 	txn := o.c.Store().ReadTxn()
 	id := objectID(bucket, key)
 	if versionID == "" {
@@ -541,6 +570,7 @@ func (o *Objects) Delete(ctx context.Context, p *identity.Principal, bucket, key
 type DeleteOptions struct {
 	VersionID string // delete this version for good
 	Bypass    bool   // bypass GOVERNANCE retention (project admins only)
+	IfVersion uint64 // only if the version meant is still the one the Raft index wrote
 }
 
 // DeleteObject deletes an object or one of its versions.
@@ -550,10 +580,14 @@ func (o *Objects) DeleteObject(ctx context.Context, p *identity.Principal, bucke
 	if err != nil {
 		return nil, err
 	}
+	if err := ValidKey(key); err != nil {
+		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, err)
+	}
 	if opt.Bypass && !p.Can(b.ProjectID, identity.RoleAdmin) {
 		return nil, o.id.Deny(ctx, p, action, objectID(bucket, key), b.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only project admins may bypass governance retention"))
 	}
-	cmd := deleteObjectCmd{ID: objectID(bucket, key), VersionID: opt.VersionID, MarkerID: newVersionIDFor(b), Time: time.Now().UTC(), Bypass: opt.Bypass}
+	cmd := deleteObjectCmd{ID: objectID(bucket, key), VersionID: opt.VersionID, MarkerID: newVersionIDFor(b), Time: time.Now().UTC(),
+		Bypass: opt.Bypass, IfVersion: opt.IfVersion, target: targetOf(b)}
 	var res DeleteResult
 	if err := o.id.Mutate(ctx, p, action, cmd.ID, b.ProjectID, MsgDeleteObject, cmd, &res); err != nil {
 		return nil, err

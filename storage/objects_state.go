@@ -104,7 +104,7 @@ type Checksum struct {
 }
 
 // IsLatest reports whether this is its key's current version.
-func (obj *Object) IsLatest() bool { return isCurrent(obj) }
+func (obj *Object) IsLatest() bool { return obj.Noncurrent.IsZero() }
 
 // VersionIDOrNull is the object's version ID as S3 shows it.
 func (obj *Object) VersionIDOrNull() string {
@@ -120,8 +120,40 @@ const (
 	tVersions = "versions"
 )
 
+// cmdFormat marks the commands written with the rules of versions, object
+// counts and bucket identities. A command without it was written before
+// them and applies as it did then: on restart every node replays the log
+// after its own snapshot, and each must reach the same state as the others,
+// whose snapshots already hold those commands' effects.
+const cmdFormat = 2
+
+// target names the bucket a command acts on: by name, and (since
+// cmdFormat 2) by its UID, so that a command can never land in a bucket
+// of the same name created after the one its writer saw.
+type target struct {
+	Format    int    `json:"format,omitempty"`
+	BucketUID string `json:"bucket_uid,omitempty"`
+}
+
+// current reports whether the command was written with today's rules.
+func (t target) current() bool { return t.Format >= cmdFormat }
+
+// bucketFor returns the command's bucket, if it is still the one its
+// writer saw.
+func bucketFor(tx *consensus.Tx, name string, t target) (*Bucket, error) {
+	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", name)
+	if b == nil || (t.current() && b.UID != t.BucketUID) {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", name)
+	}
+	return b, nil
+}
+
+// targetOf is the target a writer puts in its commands for bucket b.
+func targetOf(b *Bucket) target { return target{Format: cmdFormat, BucketUID: b.UID} }
+
 type deleteBucketCmd struct {
 	Name string `json:"name"`
+	target
 }
 
 // putObjectCmd makes an object version current. The conditions are S3's
@@ -131,6 +163,7 @@ type putObjectCmd struct {
 	Object      Object `json:"object"`
 	IfMatch     string `json:"if_match,omitempty"`      // the current version's ETag must be this
 	IfNoneMatch bool   `json:"if_none_match,omitempty"` // there must be no current object
+	target
 }
 
 // putResult is what a put replaced for good: versions whose shards the
@@ -149,6 +182,11 @@ type deleteObjectCmd struct {
 	MarkerID  string    `json:"marker_id,omitempty"` // the version ID a new delete marker gets
 	Time      time.Time `json:"time,omitzero"`
 	Bypass    bool      `json:"bypass_governance,omitempty"`
+	// IfVersion, if set, is the Raft index that wrote the version this
+	// delete means (the current one, or VersionID's): a delete decided on
+	// an earlier read (a lifecycle rule) never removes a newer write.
+	IfVersion uint64 `json:"if_version,omitempty"`
+	target
 }
 
 // DeleteResult says what a delete did, for S3's response headers.
@@ -199,9 +237,16 @@ func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {
 // no delete markers). Its uploads in progress go with it; their parts are
 // returned so the caller deletes their shards.
 func applyDeleteBucket(tx *consensus.Tx, c *deleteBucketCmd) (any, error) {
-	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", c.Name)
-	if b == nil {
-		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", c.Name)
+	b, err := bucketFor(tx, c.Name, c.target)
+	if err != nil {
+		return nil, err
+	}
+	if !c.current() {
+		// Written before versions and bound uploads: as it applied then.
+		if b.Objects > 0 {
+			return nil, consensus.Errorf(consensus.CodeConflict, "bucket %q is not empty", c.Name)
+		}
+		return nil, tx.Delete(tBuckets, b)
 	}
 	if _, _, any := firstRow(tx.Txn, b.ID, ""); any {
 		return nil, consensus.Errorf(consensus.CodeConflict, "bucket %q is not empty", c.Name)
@@ -246,9 +291,14 @@ func gib(bytes int64) int64 { return (bytes + 1<<30 - 1) >> 30 }
 // enabled; Suspended, for the "null" version), unless a lock protects it.
 func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	o := c.Object
-	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", o.Bucket)
-	if b == nil {
-		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", o.Bucket)
+	b, err := bucketFor(tx, o.Bucket, c.target)
+	if err != nil {
+		return nil, err
+	}
+	if c.current() {
+		if err := ValidKey(o.Key); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkNotAbandoned(tx, o.segments()); err != nil {
 		return nil, err
@@ -263,8 +313,9 @@ func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	}
 	o.Version = tx.Index
 	o.VersionID = newVersionID(b, o.VersionID)
+	o.Noncurrent = time.Time{}
 	applyDefaultRetention(b, &o)
-	acc := newBucketAccount(b)
+	acc := newBucketAccount(b, c.current())
 	res := &putResult{}
 	if old != nil {
 		removed, err := retire(tx, acc, b, old, o.Modified, false)
@@ -276,7 +327,7 @@ func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	if err := dropNullVersion(tx, acc, b, o.ID, o.VersionID, o.Modified, false, res); err != nil {
 		return nil, err
 	}
-	acc.add(&o, +1)
+	acc.add(&o, +1, true)
 	if err := tx.Insert(tObjects, &o); err != nil {
 		return nil, err
 	}
@@ -305,10 +356,10 @@ func retire(tx *consensus.Tx, acc *bucketAccount, b *Bucket, old *Object, t time
 		return nil, err
 	}
 	if b.Versioning == "" || (b.Versioning == VersioningSuspended && old.VersionIDOrNull() == NullVersion) {
-		if err := checkUnlocked(old, t, bypass); err != nil {
+		if err := checkUnlocked(tx, old, t, bypass); err != nil {
 			return nil, err
 		}
-		acc.add(old, -1)
+		acc.add(old, -1, true)
 		if old.Delete {
 			return nil, nil
 		}
@@ -316,6 +367,9 @@ func retire(tx *consensus.Tx, acc *bucketAccount, b *Bucket, old *Object, t time
 	}
 	v := *old
 	v.ID, v.Noncurrent = versionRowID(old), t
+	if v.Noncurrent.IsZero() {
+		v.Noncurrent = time.Unix(0, 1).UTC() // never zero: zero marks the current version
+	}
 	acc.demote(old)
 	return nil, tx.Insert(tVersions, &v)
 }
@@ -330,13 +384,13 @@ func dropNullVersion(tx *consensus.Tx, acc *bucketAccount, b *Bucket, id, vid st
 		if v.VersionIDOrNull() != NullVersion {
 			continue
 		}
-		if err := checkUnlocked(&v, t, bypass); err != nil {
+		if err := checkUnlocked(tx, &v, t, bypass); err != nil {
 			return err
 		}
 		if err := tx.Delete(tVersions, &v); err != nil {
 			return err
 		}
-		acc.add(&v, -1)
+		acc.add(&v, -1, false)
 		if !v.Delete {
 			res.Removed = append(res.Removed, v)
 		}
@@ -353,7 +407,9 @@ func versionRowID(o *Object) string {
 
 func objectID(bucket, key string) string { return bucket + "/" + key }
 
-// versionsOf returns the older versions of an object, newest first.
+// versionsOf returns the older versions of an object, newest first. (Its
+// ID is a prefix of theirs; a key written before NUL was refused in keys
+// may have another key's versions under it too, so the key is compared.)
 func versionsOf(txn *memdb.Txn, id string) []Object {
 	it, err := txn.Get(tVersions, "id_prefix", id+"\x00")
 	if err != nil {
@@ -361,42 +417,51 @@ func versionsOf(txn *memdb.Txn, id string) []Object {
 	}
 	var out []Object
 	for obj := it.Next(); obj != nil; obj = it.Next() {
-		out = append(out, *obj.(*Object))
+		if v := obj.(*Object); objectID(v.Bucket, v.Key) == id {
+			out = append(out, *v)
+		}
 	}
 	return out
 }
 
 func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
 	cur := consensus.First[Object](tx.Txn, tObjects, "id", c.ID)
-	bucket, _, _ := strings.Cut(c.ID, "/")
-	b := consensus.First[Bucket](tx.Txn, tBuckets, "id", bucket)
-	if b == nil {
-		return nil, consensus.Errorf(consensus.CodeNotFound, "bucket %q not found", bucket)
+	bucket, key, _ := strings.Cut(c.ID, "/")
+	b, err := bucketFor(tx, bucket, c.target)
+	if err != nil {
+		return nil, err
 	}
-	acc := newBucketAccount(b)
+	if c.current() {
+		if err := ValidKey(key); err != nil {
+			return nil, err
+		}
+	}
+	acc := newBucketAccount(b, c.current())
 	res := &DeleteResult{}
 	if c.VersionID != "" {
-		if err := deleteVersion(tx, acc, b, cur, c, res); err != nil {
+		if err := deleteVersion(tx, acc, c, res); err != nil {
 			return nil, err
 		}
 		return res, acc.commit(tx)
+	}
+	if c.IfVersion != 0 && (cur == nil || cur.Version != c.IfVersion) {
+		return nil, consensus.Errorf(consensus.CodePreconditionFailed, "object %q changed since the delete was decided", key)
 	}
 	if b.Versioning == "" {
 		if cur == nil {
 			return nil, consensus.Errorf(consensus.CodeNotFound, "object %q not found", c.ID)
 		}
-		if err := checkUnlocked(cur, c.Time, c.Bypass); err != nil {
+		if err := checkUnlocked(tx, cur, c.Time, c.Bypass); err != nil {
 			return nil, err
 		}
 		if err := tx.Delete(tObjects, cur); err != nil {
 			return nil, err
 		}
-		acc.add(cur, -1)
+		acc.add(cur, -1, true)
 		res.Removed = []Object{*cur}
 		return res, acc.commit(tx)
 	}
 	// A versioned bucket: a delete marker becomes the current version.
-	key := strings.TrimPrefix(c.ID, bucket+"/")
 	marker := Object{ID: c.ID, Bucket: bucket, Key: key, Delete: true, Modified: c.Time, Version: tx.Index}
 	marker.VersionID = newVersionID(b, c.MarkerID)
 	pr := &putResult{}
@@ -410,7 +475,7 @@ func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
 	if err := dropNullVersion(tx, acc, b, c.ID, marker.VersionID, c.Time, c.Bypass, pr); err != nil {
 		return nil, err
 	}
-	acc.add(&marker, +1)
+	acc.add(&marker, +1, true)
 	if err := tx.Insert(tObjects, &marker); err != nil {
 		return nil, err
 	}
@@ -420,33 +485,25 @@ func applyDeleteObject(tx *consensus.Tx, c *deleteObjectCmd) (any, error) {
 
 // deleteVersion deletes one version for good. If it was the current one,
 // the newest older version becomes current, as in S3.
-func deleteVersion(tx *consensus.Tx, acc *bucketAccount, b *Bucket, cur *Object, c *deleteObjectCmd, res *DeleteResult) error {
-	var victim *Object
-	table := tObjects
-	if cur != nil && cur.VersionIDOrNull() == c.VersionID {
-		victim = cur
-	} else {
-		for _, v := range versionsOf(tx.Txn, c.ID) {
-			if v.VersionIDOrNull() == c.VersionID {
-				victim, table = &v, tVersions
-				break
-			}
-		}
-	}
+func deleteVersion(tx *consensus.Tx, acc *bucketAccount, c *deleteObjectCmd, res *DeleteResult) error {
+	victim, table := findVersion(tx.Txn, c.ID, c.VersionID)
 	if victim == nil {
 		// S3 answers a delete of a version that does not exist with success.
 		res.VersionID = c.VersionID
 		return nil
 	}
-	if err := checkUnlocked(victim, c.Time, c.Bypass); err != nil {
+	if c.IfVersion != 0 && victim.Version != c.IfVersion {
+		return consensus.Errorf(consensus.CodePreconditionFailed, "version %s of %q changed since the delete was decided", c.VersionID, victim.Key)
+	}
+	if err := checkUnlocked(tx, victim, c.Time, c.Bypass); err != nil {
 		return err
 	}
 	if err := tx.Delete(table, victim); err != nil {
 		return err
 	}
 	res.VersionID, res.DeleteMarker = victim.VersionIDOrNull(), victim.Delete
+	acc.add(victim, -1, table == tObjects)
 	if table == tObjects {
-		acc.add(victim, -1)
 		if older := versionsOf(tx.Txn, c.ID); len(older) > 0 {
 			next := older[0]
 			if err := tx.Delete(tVersions, &next); err != nil {
@@ -458,8 +515,6 @@ func deleteVersion(tx *consensus.Tx, acc *bucketAccount, b *Bucket, cur *Object,
 				return err
 			}
 		}
-	} else {
-		acc.add(victim, -1)
 	}
 	if !victim.Delete {
 		res.Removed = []Object{*victim}

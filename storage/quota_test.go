@@ -139,4 +139,18 @@ func TestKeysMustBeUTF8(t *testing.T) {
 	if _, err := o.Put(ctx, admin, "letters", "bad", 3, bytes.NewReader([]byte("abc")), storage.PutOptions{Meta: map[string]string{"x": "\xff"}}); consensus.ErrorCode(err) != consensus.CodeInvalid {
 		t.Fatalf("metadata that is not UTF-8: %v", err)
 	}
+	// Nor do deletes, tags or locks of such a key reach the one JSON would
+	// make of it (caf\ufffd).
+	if _, err := o.Put(ctx, admin, "letters", "caf\ufffd", 1, bytes.NewReader([]byte("r")), storage.PutOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.DeleteObject(ctx, admin, "letters", "caf\xff", storage.DeleteOptions{}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("delete of a key that is not UTF-8: %v", err)
+	}
+	if _, err := o.SetObjectTags(ctx, admin, "letters", "caf\xff", "", map[string]string{"a": "b"}); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Fatalf("tags on a key that is not UTF-8: %v", err)
+	}
+	if got, err := o.Head(ctx, admin, "letters", "caf\ufffd"); err != nil || len(got.Tags) != 0 {
+		t.Fatalf("the U+FFFD key after refusals: %+v %v", got, err)
+	}
 }

@@ -359,13 +359,16 @@ func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, miss
 	// Clear the unreliable locations first, so SetShards (which fills only
 	// empty slots) can take their place.
 	var stale []int
+	var staleDisks []string
 	for _, i := range missing {
 		if seg.Shards[i].Disk != "" {
-			stale = append(stale, i)
+			stale, staleDisks = append(stale, i), append(staleDisks, seg.Shards[i].Disk)
 		}
 	}
 	if len(stale) > 0 {
-		if _, err := h.o.c.Apply(ctx, MsgMarkShards, markShardsCmd{ObjectID: objectID, DataID: seg.DataID, Indexes: stale}, nil); err != nil {
+		// Only where they still are: a location changed since is not ours.
+		cmd := markShardsCmd{ObjectID: objectID, DataID: seg.DataID, Indexes: stale, Disks: staleDisks}
+		if _, err := h.o.c.Apply(ctx, MsgMarkShards, cmd, nil); err != nil {
 			return 0, err
 		}
 	}

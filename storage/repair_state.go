@@ -63,12 +63,12 @@ func registerRepair(reg *consensus.Registry) {
 // object or segment is not an error: it was overwritten or deleted meanwhile.
 func updateSegment(tx *consensus.Tx, objectID, dataID string, fn func(*Segment) bool) error {
 	table := tObjects
-	if !isCurrent(&Object{ID: objectID}) {
-		table = tVersions
-	}
-	cur := consensus.First[Object](tx.Txn, table, "id", objectID)
+	cur := consensus.First[Object](tx.Txn, tObjects, "id", objectID)
 	if cur == nil {
-		return nil
+		table = tVersions
+		if cur = consensus.First[Object](tx.Txn, tVersions, "id", objectID); cur == nil {
+			return nil
+		}
 	}
 	o := *cur
 	if len(o.Parts) > 0 {

@@ -54,7 +54,7 @@ func (o *Objects) PutSystem(ctx context.Context, bucket, key string, size int64,
 	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, Size: size, ETag: fmt.Sprintf("%x", sum),
 		Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
 	var res putResult
-	if _, err := o.c.Apply(ctx, MsgPutObject, putObjectCmd{Object: obj}, &res); err != nil {
+	if _, err := o.c.Apply(ctx, MsgPutObject, putObjectCmd{Object: obj, target: targetOf(b)}, &res); err != nil {
 		if !o.settle(ctx, err, dataID, func() { o.deleteShards(l, locs, dataID) }) {
 			return nil, err
 		}
@@ -86,7 +86,11 @@ func (o *Objects) DeleteSystem(ctx context.Context, bucket, key string) error {
 		return consensus.Errorf(consensus.CodeNotFound, "system bucket %q not found", bucket)
 	}
 	var res DeleteResult
-	_, err := o.c.Apply(ctx, MsgDeleteObject, deleteObjectCmd{ID: objectID(bucket, key), Time: time.Now().UTC()}, &res)
+	cmd := deleteObjectCmd{ID: objectID(bucket, key), Time: time.Now().UTC(), target: target{Format: cmdFormat}}
+	if b := consensus.First[Bucket](o.c.Store().ReadTxn(), tBuckets, "id", bucket); b != nil {
+		cmd.target = targetOf(b)
+	}
+	_, err := o.c.Apply(ctx, MsgDeleteObject, cmd, &res)
 	if consensus.ErrorCode(err) == consensus.CodeNotFound {
 		return nil
 	}

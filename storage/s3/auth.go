@@ -165,6 +165,10 @@ func (p *payload) reader(r *http.Request) io.Reader {
 // value) and whether one was declared; for trailers valid once reader returned io.EOF.
 // When the client names an algorithm (x-amz-sdk-checksum-algorithm or
 // x-amz-checksum-algorithm) but sends no value, the value is the one computed over the body.
+// signedBody reports whether the signature covers the body itself (a
+// signed x-amz-content-sha256, or signed aws-chunked chunks).
+func (p *payload) signedBody() bool { return p.sha256 != nil || p.signer != nil }
+
 func (p *payload) checksum() (algo checksumAlgo, value string, ok bool) {
 	return p.sum.algo, p.value, p.sum.algo != ""
 }

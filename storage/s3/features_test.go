@@ -463,6 +463,53 @@ func TestTagsCORSPostAndSigV2(t *testing.T) {
 	if res := postForm(t, hc, u, fields, make([]byte, 1<<20+1)); res.StatusCode != 400 {
 		t.Fatalf("a POST past the policy's size: %s", res.Status)
 	}
+	// The form's other fields are a PUT's headers: a checksum is verified,
+	// what Cairn does not do is refused, object lock needs a locked bucket.
+	file := []byte("checked png")
+	for _, tc := range []struct {
+		name   string
+		set    func(*minio.PostPolicy)
+		status int
+	}{
+		{"wrong checksum", func(p *minio.PostPolicy) {
+			_ = p.SetChecksum(minio.NewChecksum(minio.ChecksumCRC32C, minio.ChecksumCRC32C.Hasher().Sum(nil)))
+		}, 400}, // the CRC32C of nothing is not the file's
+		{"encryption", func(p *minio.PostPolicy) { _ = p.SetUserData("server-side-encryption", "AES256") }, 501},
+		{"object lock on an unlocked bucket", func(p *minio.PostPolicy) { _ = p.SetUserData("object-lock-legal-hold", "ON") }, 400},
+	} {
+		p := minio.NewPostPolicy()
+		_ = p.SetBucket("portal")
+		_ = p.SetKey("uploads/" + tc.name)
+		_ = p.SetExpires(time.Now().Add(10 * time.Minute))
+		tc.set(p)
+		u, fields, err := mc.PresignedPostPolicy(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res := postForm(t, hc, u, fields, file); res.StatusCode != tc.status {
+			t.Fatalf("POST with %s: %s, want %d", tc.name, res.Status, tc.status)
+		}
+		if _, err := c.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: b, Key: aws.String("uploads/" + tc.name)}); apiCode(err) != "NotFound" {
+			t.Fatalf("a refused POST (%s) stored its file: %v", tc.name, err)
+		}
+	}
+	h := minio.ChecksumCRC32C.Hasher()
+	h.Write(file)
+	p := minio.NewPostPolicy()
+	_ = p.SetBucket("portal")
+	_ = p.SetKey("uploads/checked")
+	_ = p.SetExpires(time.Now().Add(10 * time.Minute))
+	_ = p.SetChecksum(minio.NewChecksum(minio.ChecksumCRC32C, h.Sum(nil)))
+	u, fields, err = mc.PresignedPostPolicy(ctx, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res := postForm(t, hc, u, fields, file); res.StatusCode != 204 {
+		t.Fatalf("POST with the right CRC32C: %s", res.Status)
+	}
+	if got, out := sdkGet(t, c, &awss3.GetObjectInput{Bucket: b, Key: aws.String("uploads/checked"), ChecksumMode: types.ChecksumModeEnabled}); !bytes.Equal(got, file) || aws.ToString(out.ChecksumCRC32C) == "" {
+		t.Fatalf("the checked POST: %q, CRC32C %q", got, aws.ToString(out.ChecksumCRC32C))
+	}
 
 	// SigV2 (older backup software, s3cmd's signature_v2).
 	v2, err := minio.New(strings.TrimPrefix(e.servers[1].URL, "https://"), &minio.Options{

@@ -144,9 +144,22 @@ func (q *request) body() (io.Reader, int64, *Error) {
 	return rd, size, nil
 }
 
-// xmlBody reads a small XML request body (configurations, part lists,
-// delete lists), checked like any payload and against Content-MD5, into v.
+// xmlBody reads a small XML request body (a configuration, a delete list)
+// into v, checked like any payload and against Content-MD5. As S3 does, it
+// needs an integrity check of the body itself: a signed payload hash, a
+// Content-MD5 or a flexible checksum. Otherwise (SigV2, UNSIGNED-PAYLOAD,
+// presigned) a captured request could be replayed with another body, to
+// delete other keys or expire everything.
 func (q *request) xmlBody(v any, limit int64) *Error {
+	if _, _, declared := q.pl.checksum(); !q.pl.signedBody() && !declared && q.r.Header.Get("Content-Md5") == "" {
+		return errInvalidRequest("Missing required header for this request: Content-MD5")
+	}
+	return q.xmlBodyAnyway(v, limit)
+}
+
+// xmlBodyAnyway is xmlBody without the integrity requirement, for the one
+// document S3 takes without it (CompleteMultipartUpload).
+func (q *request) xmlBodyAnyway(v any, limit int64) *Error {
 	rd, _, serr := q.body()
 	if serr != nil {
 		return serr

@@ -274,7 +274,7 @@ func (g *Gateway) uploadPartCopy(q *request) *Error {
 
 func (g *Gateway) completeUpload(q *request) *Error {
 	var req completeRequest
-	if serr := q.xmlBody(&req, 4<<20); serr != nil {
+	if serr := q.xmlBodyAnyway(&req, 4<<20); serr != nil {
 		return serr
 	}
 	if len(req.Parts) == 0 {

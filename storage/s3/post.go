@@ -41,6 +41,28 @@ func (g *Gateway) postObject(q *request) *Error {
 		return errACL()
 	}
 	opt := storage.PutOptions{ContentType: up.ContentType, Meta: up.Meta}
+	// The form's fields are a PUT's headers: what Cairn does not do is
+	// refused, object lock applies, a checksum is verified.
+	h := http.Header{}
+	for k, v := range up.Fields {
+		h.Set(k, v)
+	}
+	if serr := refuseUnsupportedHeaders(h); serr != nil {
+		return serr
+	}
+	if serr := lockOptions(h, &opt); serr != nil {
+		return serr
+	}
+	var sum *summer
+	var want string
+	for _, a := range checksumAlgos() {
+		if v := h.Get(a.header()); v != "" {
+			if sum != nil {
+				return errInvalidRequest("a form has one checksum")
+			}
+			sum, want = newSummer(a), v
+		}
+	}
 	if t := up.Fields["tagging"]; t != "" {
 		var doc tagging
 		if serr := decodeXML([]byte(t), &doc); serr != nil {
@@ -57,12 +79,22 @@ func (g *Gateway) postObject(q *request) *Error {
 	}
 	defer os.Remove(spool.Name())
 	defer spool.Close()
-	n, err := io.Copy(spool, io.LimitReader(up.limit(form.File), maxObjectSize+1))
+	var to io.Writer = spool
+	if sum != nil {
+		to = io.MultiWriter(spool, sum)
+	}
+	n, err := io.Copy(to, io.LimitReader(up.limit(form.File), maxObjectSize+1))
 	if err != nil {
 		return toS3Error(err, nil)
 	}
 	if n > maxObjectSize {
 		return errEntityTooLarge()
+	}
+	if sum != nil {
+		if sum.value() != want {
+			return errChecksumMismatch(sum.algo)
+		}
+		opt.Checksum = sum.checksum
 	}
 	if _, err := spool.Seek(0, io.SeekStart); err != nil {
 		return errInternal(err)
@@ -71,20 +103,20 @@ func (g *Gateway) postObject(q *request) *Error {
 	if err != nil {
 		return toS3Error(err, errNoSuchBucket())
 	}
-	h := q.w.Header()
-	h.Set("ETag", `"`+obj.ETag+`"`)
-	setVersionHeader(h, obj)
+	rh := q.w.Header()
+	rh.Set("ETag", `"`+obj.ETag+`"`)
+	setVersionHeader(rh, obj)
 	location := "/" + url.PathEscape(q.bucket) + "/" + url.PathEscape(up.Key)
-	h.Set("Location", location)
+	rh.Set("Location", location)
 	if to := up.redirect(q.bucket, obj.ETag); to != "" {
-		h.Set("Location", to)
+		rh.Set("Location", to)
 		q.w.WriteHeader(http.StatusSeeOther)
 		return nil
 	}
 	if up.SuccessStatus == http.StatusCreated {
 		body := postResponse(q.bucket, up.Key, obj.ETag, location)
-		h.Set("Content-Type", "application/xml")
-		h.Set("Content-Length", strconv.Itoa(len(body)))
+		rh.Set("Content-Type", "application/xml")
+		rh.Set("Content-Length", strconv.Itoa(len(body)))
 		q.w.WriteHeader(http.StatusCreated)
 		_, _ = q.w.Write(body)
 		return nil
