@@ -97,10 +97,18 @@ const AdminPassword = "admin-password-for-tests"
 // Principal logs a user in.
 func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
 	t.Helper()
-	tok, _, err := id.Login(context.Background(), user, pw)
-	if err != nil {
-		t.Fatal(err)
-	}
+	var tok string
+	testutil.WaitFor(t, 30*time.Second, user+"'s login", func() error {
+		var err error
+		tok, _, err = id.Login(context.Background(), user, pw)
+		if consensus.ErrorCode(err) == consensus.CodeUnavailable {
+			return err // a leader change: log in again
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nil
+	})
 	p, err := id.Authenticate(context.Background(), tok)
 	if err != nil {
 		t.Fatal(err)
