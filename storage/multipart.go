@@ -222,7 +222,8 @@ func (o *Objects) ListParts(ctx context.Context, p *identity.Principal, bucket, 
 }
 
 // ListUploads returns a bucket's uploads in progress whose keys start with
-// prefix, by key and then by time of initiation, as S3 lists them.
+// prefix, by key and then by upload ID, the order S3's upload-id-marker
+// resumes in.
 func (o *Objects) ListUploads(ctx context.Context, p *identity.Principal, bucket, prefix string) ([]Upload, error) {
 	b, err := o.Bucket(ctx, p, bucket)
 	if err != nil {
@@ -238,7 +239,7 @@ func (o *Objects) ListUploads(ctx context.Context, p *identity.Principal, bucket
 		if out[i].Key != out[j].Key {
 			return out[i].Key < out[j].Key
 		}
-		return out[i].Initiated.Before(out[j].Initiated) || (out[i].Initiated.Equal(out[j].Initiated) && out[i].ID < out[j].ID)
+		return out[i].ID < out[j].ID
 	})
 	return out, nil
 }

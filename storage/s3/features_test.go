@@ -555,3 +555,108 @@ func postForm(t *testing.T, hc *http.Client, u *url.URL, fields map[string]strin
 	res.Body.Close()
 	return res
 }
+
+// ListMultipartUploads, ListParts and ListObjectVersions paginate as S3
+// does: the SDK's paginators see every entry once.
+func TestPaginatedListings(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	c := e.sdk(2)
+	b := aws.String("archive")
+	if _, err := c.CreateBucket(ctx, &awss3.CreateBucketInput{Bucket: b}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutBucketVersioning(ctx, &awss3.PutBucketVersioningInput{Bucket: b,
+		VersioningConfiguration: &types.VersioningConfiguration{Status: types.BucketVersioningStatusEnabled}}); err != nil {
+		t.Fatal(err)
+	}
+	// Uploads: 7 keys under two prefixes, one key with two uploads.
+	uploads := map[string]bool{}
+	for _, k := range []string{"a/1", "a/2", "a/3", "b/1", "b/2", "c", "c"} {
+		up, err := c.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: b, Key: aws.String(k)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		uploads[aws.ToString(up.UploadId)] = true
+	}
+	seen := map[string]bool{}
+	var km, um *string
+	for pages := 0; ; pages++ {
+		out, err := c.ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: b, MaxUploads: aws.Int32(2), KeyMarker: km, UploadIdMarker: um})
+		if err != nil || pages > 10 {
+			t.Fatalf("list uploads: %v after %d pages", err, pages)
+		}
+		for _, u := range out.Uploads {
+			if seen[aws.ToString(u.UploadId)] {
+				t.Fatalf("upload %s listed twice", aws.ToString(u.UploadId))
+			}
+			seen[aws.ToString(u.UploadId)] = true
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			break
+		}
+		km, um = out.NextKeyMarker, out.NextUploadIdMarker
+	}
+	if len(seen) != len(uploads) {
+		t.Fatalf("listed %d uploads of %d", len(seen), len(uploads))
+	}
+	if out, err := c.ListMultipartUploads(ctx, &awss3.ListMultipartUploadsInput{Bucket: b, Delimiter: aws.String("/")}); err != nil || len(out.CommonPrefixes) != 2 || len(out.Uploads) != 2 {
+		t.Fatalf("uploads by prefix: %d prefixes, %d uploads (%v)", len(out.CommonPrefixes), len(out.Uploads), err)
+	}
+	// Parts: 5 of them, two per page.
+	up, _ := c.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: b, Key: aws.String("parts")})
+	for n := int32(1); n <= 5; n++ {
+		if _, err := c.UploadPart(ctx, &awss3.UploadPartInput{Bucket: b, Key: aws.String("parts"), UploadId: up.UploadId, PartNumber: aws.Int32(n), Body: bytes.NewReader([]byte{byte(n)})}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var nums []int32
+	pp := awss3.NewListPartsPaginator(c, &awss3.ListPartsInput{Bucket: b, Key: aws.String("parts"), UploadId: up.UploadId, MaxParts: aws.Int32(2)})
+	for pp.HasMorePages() {
+		out, err := pp.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range out.Parts {
+			nums = append(nums, aws.ToInt32(p.PartNumber))
+		}
+	}
+	if fmt.Sprint(nums) != "[1 2 3 4 5]" {
+		t.Fatalf("parts %v", nums)
+	}
+	// Versions: 3 keys × 3 versions and a marker, three per page.
+	want := 0
+	for _, k := range []string{"x", "y", "z"} {
+		for i := range 3 {
+			if _, err := c.PutObject(ctx, &awss3.PutObjectInput{Bucket: b, Key: aws.String(k), Body: bytes.NewReader([]byte{byte(i)})}); err != nil {
+				t.Fatal(err)
+			}
+			want++
+		}
+	}
+	if _, err := c.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: b, Key: aws.String("y")}); err != nil {
+		t.Fatal(err)
+	}
+	want++
+	got := map[string]bool{}
+	var vkm, vim *string
+	for pages := 0; ; pages++ {
+		out, err := c.ListObjectVersions(ctx, &awss3.ListObjectVersionsInput{Bucket: b, MaxKeys: aws.Int32(3), KeyMarker: vkm, VersionIdMarker: vim})
+		if err != nil || pages > 10 {
+			t.Fatalf("list versions: %v after %d pages", err, pages)
+		}
+		for _, v := range out.Versions {
+			got[aws.ToString(v.Key)+"@"+aws.ToString(v.VersionId)] = true
+		}
+		for _, m := range out.DeleteMarkers {
+			got[aws.ToString(m.Key)+"@"+aws.ToString(m.VersionId)] = true
+		}
+		if !aws.ToBool(out.IsTruncated) {
+			break
+		}
+		vkm, vim = out.NextKeyMarker, out.NextVersionIdMarker
+	}
+	if len(got) != want {
+		t.Fatalf("listed %d versions and markers of %d", len(got), want)
+	}
+}
