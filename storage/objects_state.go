@@ -334,7 +334,11 @@ func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	if err := acc.commit(tx); err != nil {
 		return nil, err
 	}
-	res.Object = &o
+	// The writer has the bytes: the answer (sent back to a forwarding
+	// node) carries the record without them.
+	answer := o
+	answer.Inline = nil
+	res.Object = &answer
 	return res, nil
 }
 
