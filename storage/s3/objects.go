@@ -315,7 +315,10 @@ func setObjectHeaders(h http.Header, obj *storage.Object) {
 	}
 	h.Set("Content-Type", ct)
 	for k, v := range obj.Meta {
-		h.Set("X-Amz-Meta-"+k, v)
+		// As S3 does, in lower case (the names are stored so): clients
+		// that keep a header's case, as botocore does, show the name as
+		// it comes, and Set would send X-Amz-Meta-Study for study.
+		h["x-amz-meta-"+k] = []string{v}
 	}
 	if len(obj.Tags) > 0 {
 		h.Set("X-Amz-Tagging-Count", strconv.Itoa(len(obj.Tags)))
