@@ -9,6 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
+	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/signer"
 )
@@ -68,5 +71,40 @@ func TestMetadataNamesLowerCase(t *testing.T) {
 		if !strings.Contains(head, want) {
 			t.Errorf("the response lacks %q:\n%s", strings.TrimSpace(want), head)
 		}
+	}
+}
+
+// aws-sdk-go-v2's GetObjectAttributes returned no TotalPartsCount for a
+// 25-part object: S3 names the element PartsCount, and the gateway sent
+// TotalPartsCount, the SDKs' name for the field.
+func TestObjectAttributesPartsCount(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.minio(0).MakeBucket(ctx, "attrs", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := minio.Core{Client: e.minio(0)}
+	uid, err := c.NewMultipartUpload(ctx, "attrs", "mp", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []minio.CompletePart
+	for i, size := range []int{5 << 20, 1000} {
+		p, err := c.PutObjectPart(ctx, "attrs", "mp", uid, i+1, bytes.NewReader(make([]byte, size)), int64(size), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: i + 1, ETag: p.ETag})
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, "attrs", "mp", uid, parts, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.sdk(1).GetObjectAttributes(ctx, &awss3.GetObjectAttributesInput{Bucket: aws.String("attrs"), Key: aws.String("mp"),
+		ObjectAttributes: []types.ObjectAttributes{types.ObjectAttributesObjectParts}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.ObjectParts == nil || aws.ToInt32(out.ObjectParts.TotalPartsCount) != 2 || len(out.ObjectParts.Parts) != 2 {
+		t.Fatalf("ObjectParts: %+v", out.ObjectParts)
 	}
 }
