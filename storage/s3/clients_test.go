@@ -137,3 +137,73 @@ func TestExpectContinueWithEmptyBody(t *testing.T) {
 		t.Fatalf("the empty object: %+v %v", st, err)
 	}
 }
+
+// aws s3 cp --cache-control --content-disposition --content-encoding
+// (awscli), s3cmd modify --add-header and rclone's copies lost those
+// headers: the gateway kept only Content-Type and x-amz-meta-*. S3 keeps
+// Cache-Control, Content-Disposition, Content-Encoding, Content-Language and
+// Expires, through multipart uploads and copies.
+func TestStandardHeadersKept(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	// With the SDK's default checksums, uploads go aws-chunked: that
+	// encoding frames the upload and is not the object's.
+	c := awss3.New(e.sdk(0).Options(), func(o *awss3.Options) {
+		o.RequestChecksumCalculation = aws.RequestChecksumCalculationWhenSupported
+	})
+	if _, err := c.CreateBucket(ctx, &awss3.CreateBucketInput{Bucket: aws.String("hdrs")}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"Cache-Control": "max-age=3600", "Content-Disposition": `attachment; filename="scan.dcm"`,
+		"Content-Encoding": "gzip", "Content-Language": "en", "Expires": "Wed, 01 Jan 2031 00:00:00 GMT"}
+	expires, _ := http.ParseTime(want["Expires"])
+	if _, err := c.PutObject(ctx, &awss3.PutObjectInput{Bucket: aws.String("hdrs"), Key: aws.String("put"), Body: bytes.NewReader([]byte("gzipped, say")),
+		CacheControl: aws.String(want["Cache-Control"]), ContentDisposition: aws.String(want["Content-Disposition"]),
+		ContentEncoding: aws.String("gzip"), ContentLanguage: aws.String("en"), Expires: &expires}); err != nil {
+		t.Fatal(err)
+	}
+	up, err := c.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String("hdrs"), Key: aws.String("multipart"),
+		CacheControl: aws.String(want["Cache-Control"]), ContentDisposition: aws.String(want["Content-Disposition"]),
+		ContentEncoding: aws.String("gzip"), ContentLanguage: aws.String("en"), Expires: &expires})
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, err := c.UploadPart(ctx, &awss3.UploadPartInput{Bucket: aws.String("hdrs"), Key: aws.String("multipart"), UploadId: up.UploadId,
+		PartNumber: aws.Int32(1), Body: bytes.NewReader([]byte("one part"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{Bucket: aws.String("hdrs"), Key: aws.String("multipart"), UploadId: up.UploadId,
+		MultipartUpload: &types.CompletedMultipartUpload{Parts: []types.CompletedPart{{PartNumber: aws.Int32(1), ETag: part.ETag}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CopyObject(ctx, &awss3.CopyObjectInput{Bucket: aws.String("hdrs"), Key: aws.String("copied"), CopySource: aws.String("hdrs/put")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.CopyObject(ctx, &awss3.CopyObjectInput{Bucket: aws.String("hdrs"), Key: aws.String("replaced"), CopySource: aws.String("hdrs/put"),
+		MetadataDirective: types.MetadataDirectiveReplace, CacheControl: aws.String("no-store")}); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]map[string]string{"put": want, "multipart": want, "copied": want, "replaced": {"Cache-Control": "no-store"}} {
+		head := rawHeads(t, e, 2, http.MethodHead, "/hdrs/"+key, 1)[0]
+		for _, name := range []string{"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires"} {
+			line := "\r\n" + name + ": " + want[name] + "\r\n"
+			if has := strings.Contains(head, "\r\n"+name+":"); has != (want[name] != "") || want[name] != "" && !strings.Contains(head, line) {
+				t.Errorf("%s: %s should be %q:\n%s", key, name, want[name], head)
+			}
+		}
+	}
+	// A GET's response-* parameters still override what is stored.
+	u, err := e.minio(1).PresignedGetObject(ctx, "hdrs", "put", time.Minute, map[string][]string{"response-cache-control": {"no-cache"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := (&http.Client{Transport: e.transport(1)}).Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Cache-Control"); got != "no-cache" {
+		t.Errorf("response-cache-control: Cache-Control %q", got)
+	}
+}
