@@ -207,3 +207,39 @@ func TestStandardHeadersKept(t *testing.T) {
 		t.Errorf("response-cache-control: Cache-Control %q", got)
 	}
 }
+
+// minio-go's CompleteMultipartUpload with parts 5 and 1, in that order,
+// got EntityTooSmall (part 5, 123 bytes, is not last) where S3 answers
+// InvalidPartOrder: S3 judges the list's order before any part's size.
+func TestCompleteOutOfOrderBeforeSizes(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if err := e.minio(0).MakeBucket(ctx, "order", minio.MakeBucketOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	c := minio.Core{Client: e.minio(0)}
+	uid, err := c.NewMultipartUpload(ctx, "order", "mp", minio.PutObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var parts []minio.CompletePart
+	for _, n := range []int{1, 5} {
+		size := 5 << 20
+		if n == 5 {
+			size = 123
+		}
+		p, err := c.PutObjectPart(ctx, "order", "mp", uid, n, bytes.NewReader(make([]byte, size)), int64(size), minio.PutObjectPartOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, minio.CompletePart{PartNumber: n, ETag: p.ETag})
+	}
+	for _, list := range [][]minio.CompletePart{{parts[1], parts[0]}, {parts[0], parts[0]}} {
+		if _, err := c.CompleteMultipartUpload(ctx, "order", "mp", uid, list, minio.PutObjectOptions{}); minio.ToErrorResponse(err).Code != "InvalidPartOrder" {
+			t.Fatalf("complete with parts %d, %d: %v", list[0].PartNumber, list[1].PartNumber, err)
+		}
+	}
+	if _, err := c.CompleteMultipartUpload(ctx, "order", "mp", uid, parts, minio.PutObjectOptions{}); err != nil {
+		t.Fatalf("the upload after refused completions: %v", err)
+	}
+}
