@@ -37,6 +37,7 @@ func (o *Objects) CreateUpload(ctx context.Context, p *identity.Principal, bucke
 	}
 	u := Upload{ID: newDataID(), Bucket: bucket, BucketUID: b.UID, Key: key, ContentType: opt.ContentType, Meta: opt.Meta, Charged: true,
 		Tags: opt.Tags, Retention: opt.Retention, LegalHold: opt.LegalHold, Checksum: opt.checksum(), Initiated: time.Now().UTC()}
+	u.Headers = opt.Headers
 	var out Upload
 	if err := o.id.Mutate(ctx, p, action, objectID(bucket, key), b.ProjectID, MsgCreateUpload, u, &out); err != nil {
 		return nil, err
@@ -168,6 +169,7 @@ func (o *Objects) CompleteUpload(ctx context.Context, p *identity.Principal, buc
 	}
 	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, VersionID: newVersionIDFor(b), ContentType: u.ContentType, Meta: u.Meta,
 		Tags: u.Tags, Retention: u.Retention, LegalHold: u.LegalHold, Modified: time.Now().UTC()}
+	obj.Headers = u.Headers
 	if opt.Checksum != nil && u.Checksum != nil {
 		if obj.Checksum, err = opt.Checksum(u, parts); err != nil {
 			return nil, err

@@ -34,6 +34,7 @@ type Upload struct {
 	Key         string            `json:"key"`
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
+	Headers     map[string]string `json:"headers,omitempty"`
 	Tags        map[string]string `json:"tags,omitempty"`
 	Retention   *Retention        `json:"retention,omitempty"`
 	LegalHold   bool              `json:"legal_hold,omitempty"`

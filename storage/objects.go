@@ -161,6 +161,9 @@ type PutOptions struct {
 	LegalHold   bool
 	IfMatch     string // write only over a current version with this ETag
 	IfNoneMatch bool   // write only if there is no current version
+	// Headers are the standard headers S3 keeps with an object, by name:
+	// Cache-Control, Content-Disposition, Content-Encoding, Content-Language, Expires.
+	Headers map[string]string
 }
 
 func (opt PutOptions) checksum() *Checksum {
@@ -224,6 +227,7 @@ func (o *Objects) Put(ctx context.Context, p *identity.Principal, bucket, key st
 	obj := Object{ID: objectID(bucket, key), Bucket: bucket, Key: key, VersionID: newVersionIDFor(b), Size: size, ETag: hex.EncodeToString(sum),
 		ContentType: opt.ContentType, Meta: opt.Meta, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention, LegalHold: opt.LegalHold,
 		Layout: l, DataID: dataID, Shards: locs, Modified: time.Now().UTC()}
+	obj.Headers = opt.Headers
 	var res putResult
 	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
 	if err := o.id.Mutate(ctx, p, action, obj.ID, b.ProjectID, MsgPutObject, cmd, &res); err != nil {

@@ -79,6 +79,7 @@ type Object struct {
 	ETag        string            `json:"etag"` // MD5 hex, as S3
 	ContentType string            `json:"content_type,omitempty"`
 	Meta        map[string]string `json:"meta,omitempty"`
+	Headers     map[string]string `json:"headers,omitempty"` // Cache-Control, Content-Disposition…: see PutOptions
 	Tags        map[string]string `json:"tags,omitempty"`
 	Checksum    *Checksum         `json:"checksum,omitempty"`
 	Retention   *Retention        `json:"retention,omitempty"`

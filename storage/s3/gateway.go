@@ -73,8 +73,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := &request{w: w, r: r, id: strings.ToUpper(hex.EncodeToString(rid)), query: r.URL.Query()}
 	w.Header().Set("x-amz-request-id", req.id)
 	w.Header().Set("Server", "Cairn")
+	continueEmpty(w, r)
 	if err := g.serve(req); err != nil {
 		writeError(w, r, err, req.id)
+	}
+}
+
+// continueEmpty answers Expect: 100-continue on a request with an empty
+// body with 100 Continue, as S3 does. Go's server sends it only when the
+// handler reads a body, and an empty one is never read. botocore (awscli,
+// boto3), which sends the expectation with every upload, takes a final
+// status without a 100 Continue as an early answer and keeps expecting one
+// on that connection: the next upload over it reads its 100 Continue as the
+// final status and then waits out its read timeout (aws s3 sync of a tree
+// with an empty file stalled for 60 s).
+func continueEmpty(w http.ResponseWriter, r *http.Request) {
+	if r.ContentLength == 0 && r.ProtoAtLeast(1, 1) && strings.EqualFold(r.Header.Get("Expect"), "100-continue") {
+		w.WriteHeader(http.StatusContinue)
 	}
 }
 

@@ -287,6 +287,10 @@ func (g *Gateway) completeUpload(q *request) *Error {
 			return errInvalidRequest("a part has one checksum")
 		}
 		list[i] = storage.CompletePart{Number: p.PartNumber, ETag: strings.Trim(p.ETag, `"`), Checksum: v}
+		// S3 judges the order of the whole list before any part's size.
+		if i > 0 && list[i].Number <= list[i-1].Number {
+			return &Error{http.StatusBadRequest, "InvalidPartOrder", "the list of parts was not in ascending order; parts must be ordered by part number"}
+		}
 	}
 	opt := storage.CompleteOptions{Checksum: func(u *storage.Upload, parts []storage.Part) (*storage.Checksum, error) {
 		c, err := objectChecksum(u, parts)

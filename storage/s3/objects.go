@@ -80,6 +80,10 @@ func (q *request) putOptions() (storage.PutOptions, *Error) {
 	if serr := refuseUnsupportedHeaders(h); serr != nil {
 		return opt, serr
 	}
+	var serr *Error
+	if opt.Headers, serr = storedHeaders(h); serr != nil {
+		return opt, serr
+	}
 	if v := h.Get("X-Amz-Tagging"); v != "" {
 		tags, serr := parseTagQuery(v)
 		if serr != nil {
@@ -162,6 +166,31 @@ func writeConditions(h http.Header, opt *storage.PutOptions) *Error {
 		opt.IfMatch = strings.Trim(v, `"`)
 	}
 	return nil
+}
+
+// storedHeaders are the standard headers of a write that S3 keeps with the
+// object and sends back with it.
+func storedHeaders(h http.Header) (map[string]string, *Error) {
+	var m map[string]string
+	n := 0
+	for _, name := range []string{"Cache-Control", "Content-Disposition", "Content-Encoding", "Content-Language", "Expires"} {
+		v := h.Get(name)
+		if name == "Content-Encoding" {
+			v = storedContentEncoding(h) // without the aws-chunked of the upload
+		}
+		if v == "" {
+			continue
+		}
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[name] = v
+		n += len(name) + len(v)
+	}
+	if n > 8<<10 { // S3's limit on a request's headers
+		return nil, errInvalidArgument("the Cache-Control, Content-Disposition, Content-Encoding, Content-Language and Expires headers are more than 8 KiB")
+	}
+	return m, nil
 }
 
 func userMeta(h http.Header) map[string]string {
@@ -314,8 +343,14 @@ func setObjectHeaders(h http.Header, obj *storage.Object) {
 		ct = "application/octet-stream"
 	}
 	h.Set("Content-Type", ct)
+	for k, v := range obj.Headers {
+		h.Set(k, v)
+	}
 	for k, v := range obj.Meta {
-		h.Set("X-Amz-Meta-"+k, v)
+		// As S3 does, in lower case (the names are stored so): clients
+		// that keep a header's case, as botocore does, show the name as
+		// it comes, and Set would send X-Amz-Meta-Study for study.
+		h["x-amz-meta-"+k] = []string{v}
 	}
 	if len(obj.Tags) > 0 {
 		h.Set("X-Amz-Tagging-Count", strconv.Itoa(len(obj.Tags)))
@@ -556,7 +591,7 @@ func (g *Gateway) copyObject(q *request) *Error {
 		if sb == q.bucket && sk == q.key && svid == "" && h.Get("X-Amz-Tagging-Directive") != "REPLACE" && opt.Retention == nil {
 			return &Error{http.StatusBadRequest, "InvalidRequest", "this copy request is illegal because it is trying to copy an object to itself without changing the object's metadata, storage class, website redirect location or encryption attributes"}
 		}
-		opt.ContentType, opt.Meta = src.ContentType, src.Meta
+		opt.ContentType, opt.Meta, opt.Headers = src.ContentType, src.Meta, src.Headers
 	case "REPLACE":
 	default:
 		return errInvalidArgument("x-amz-metadata-directive must be COPY or REPLACE")

@@ -228,6 +228,10 @@ func canonicalHeaders(r *http.Request, names []string) string {
 			v = r.Host
 		case "content-length":
 			v = strconv.FormatInt(r.ContentLength, 10)
+		case "transfer-encoding":
+			// Go's server moves it out of the header map (botocore signs
+			// it with the aws-chunked uploads it streams unsized).
+			v = strings.Join(r.TransferEncoding, ",")
 		default:
 			vals := r.Header.Values(name)
 			for i := range vals {

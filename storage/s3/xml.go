@@ -304,7 +304,7 @@ type objectPartXML struct {
 }
 
 type objectParts struct {
-	TotalPartsCount      int             `xml:"PartsCount"`
+	TotalPartsCount      int             `xml:"PartsCount"` // S3's name on the wire; the SDKs' TotalPartsCount
 	PartNumberMarker     int             `xml:"PartNumberMarker"`
 	NextPartNumberMarker int             `xml:"NextPartNumberMarker"`
 	MaxParts             int             `xml:"MaxParts"`
