@@ -158,8 +158,8 @@ func (o *Objects) putInline(ctx context.Context, p *identity.Principal, b *Bucke
 		return nil, true, ErrBadDigest
 	}
 	obj := Object{ID: objectID(b.ID, key), Bucket: b.ID, Key: key, VersionID: newVersionIDFor(b), Size: int64(len(data)), ETag: hex.EncodeToString(sum[:]),
-		ContentType: opt.ContentType, Meta: opt.Meta, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention, LegalHold: opt.LegalHold,
-		Inline: data, Modified: time.Now().UTC()}
+		ContentType: opt.ContentType, Meta: opt.Meta, Headers: opt.Headers, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention,
+		LegalHold: opt.LegalHold, Inline: data, Modified: time.Now().UTC()}
 	var res putResult
 	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
 	err := o.id.Mutate(ctx, p, "object.put", obj.ID, b.ProjectID, MsgPutObject, cmd, &res)

@@ -264,6 +264,9 @@ func (o *Objects) checkNew(b *Bucket, key string, opt PutOptions) error {
 	if err := validMeta(opt.Meta); err != nil {
 		return err
 	}
+	if err := validMeta(opt.Headers); err != nil { // held to the same bounds
+		return err
+	}
 	if err := ValidTags(opt.Tags); err != nil {
 		return err
 	}

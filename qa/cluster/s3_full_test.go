@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/storage/disk"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -146,12 +147,12 @@ func TestS3FullPool(t *testing.T) {
 			t.Fatalf("%s after the burst: %v", k, err)
 		}
 	}
-	// No temporary files, and at most one shard per disk per stored object
+	// No temporary files (the disk's identity marker aside), and at most one shard per disk per stored object
 	// (a stored object may lack a shard that ran out of space: the healer's).
 	for _, m := range mounts {
 		var files, tmp []string
 		_ = filepath.WalkDir(m, func(p string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
+			if err == nil && !d.IsDir() && p != filepath.Join(m, disk.MarkerFile) {
 				if strings.HasPrefix(p, filepath.Join(m, "shards")+"/") {
 					files = append(files, p)
 				} else {

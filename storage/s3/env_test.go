@@ -86,6 +86,10 @@ func (e *env) sdk(i int) *awss3.Client {
 		BaseEndpoint: aws.String(e.servers[i].URL),
 		UsePathStyle: true,
 		HTTPClient:   &http.Client{Transport: e.transport(i)},
+		// What config.LoadDefaultConfig gives: a checksum on every
+		// request that supports one, sent as an aws-chunked trailer.
+		RequestChecksumCalculation: aws.RequestChecksumCalculationWhenSupported,
+		ResponseChecksumValidation: aws.ResponseChecksumValidationWhenSupported,
 	})
 }
 
