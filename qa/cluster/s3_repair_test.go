@@ -75,7 +75,7 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	for _, o := range []struct {
 		key  string
 		size int
-	}{{"ct-3mib", 3<<20 + 5}, {"mr-1mib", 1 << 20}, {"xr-small", 1000}, {"note", 17}} {
+	}{{"ct-3mib", 3<<20 + 5}, {"mr-1mib", 1 << 20}, {"xr-small", 40_000}, {"note", 32<<10 + 17}} { // past the inline limit: shards
 		before := dataIDs(disks)
 		data := make([]byte, o.size)
 		_, _ = rand.Read(data)
