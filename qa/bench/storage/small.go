@@ -238,7 +238,12 @@ func (r *report) smallSection(p func(string, ...any)) {
 			latencies(&ph[raftWrite].all), latencies(&ph[smallPut].all), latencies(&ph[smallGet].all),
 			us(ph[raftWrite].cpuPerOp()), us(ph[smallPut].cpuPerOp()), us(ph[smallGet].cpuPerOp()), errs, w.dials, elsewhere)
 	}
+	var objects []string
+	for _, w := range r.small {
+		objects = append(objects, fmt.Sprintf("%d at %d clients", w.objects, w.clients))
+	}
 	p("")
+	p("The GETs read from the objects written (warm-ups included): %s.", strings.Join(objects, ", "))
 	p("Every worker keeps one keep-alive HTTPS connection per node it uses (pools of up to 256 idle connections per node), opened in the warm-up: the measured rounds opened %d new connections in all, so the figures are what the servers do per request, not TCP and TLS set-up. "+
 		"Nodes' CPU per op is the user and system time of the three nodes together per successful operation. "+
 		"Busy elsewhere is the most, over the three loads, of the cores the rest of the machine kept busy or the hypervisor stole while they ran (other processes, kernel threads).", dials)
