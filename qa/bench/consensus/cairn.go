@@ -7,13 +7,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
@@ -22,11 +22,11 @@ import (
 // as an operator would, with a server certificate checked against the
 // cluster CA.
 type cairnSide struct {
-	c        *harness.Cluster
-	clients  []*http.Client
-	token    string
-	projects []string // one project per key; the benchmark write is a PATCH
-	sec      security
+	c       *harness.Cluster
+	clients []*http.Client
+	token   string
+	writes  benchrun.ProjectWrites // one project per key; the benchmark write is a PATCH
+	sec     security
 }
 
 // startCairn starts the nodes, logs in as admin and creates one project per
@@ -66,7 +66,7 @@ func startCairn(ctx context.Context, t harness.T, bin, logStore string, keys int
 		return nil, fmt.Errorf("start cairn: %w", err)
 	}
 	for range c.Nodes {
-		s.clients = append(s.clients, newClient(&tls.Config{RootCAs: roots}))
+		s.clients = append(s.clients, benchrun.NewClient(&tls.Config{RootCAs: roots}, nil))
 	}
 
 	// Some node creates the admin from the password file once it is ready.
@@ -88,13 +88,12 @@ func startCairn(ctx context.Context, t harness.T, bin, logStore string, keys int
 	if err := testutil.Eventually(60*time.Second, func() error { return s.healthy(ctx) }); err != nil {
 		return nil, fmt.Errorf("start cairn: %w", err)
 	}
-	for k := range keys {
-		var p struct{ ID string }
-		body := map[string]string{"name": fmt.Sprintf("bench-%d", k)}
-		if _, err := call(ctx, s.clients[k%3], "POST", s.url(k%3, "/api/v1/projects"), s.token, body, &p, 201); err != nil {
-			return nil, fmt.Errorf("start cairn: create project bench-%d: %w", k, err)
-		}
-		s.projects = append(s.projects, p.ID)
+	s.writes = benchrun.ProjectWrites{Clients: s.clients, Token: s.token}
+	for i := range c.Nodes {
+		s.writes.APIs = append(s.writes.APIs, s.url(i, ""))
+	}
+	if err := s.writes.Create(ctx, keys, "bench"); err != nil {
+		return nil, fmt.Errorf("start cairn: %w", err)
 	}
 	return s, nil
 }
@@ -109,9 +108,7 @@ func (s *cairnSide) url(i int, p string) string {
 // write sets the description of key's project: one Raft commit, with its
 // audit record.
 func (s *cairnSide) write(ctx context.Context, i, key int) error {
-	body := map[string]string{"description": value()}
-	_, err := call(ctx, s.clients[i], "PATCH", s.url(i, "/api/v1/projects/"+s.projects[key]), s.token, body, nil, 200)
-	return err
+	return s.writes.Write(ctx, i, key)
 }
 
 // clusterStatus is the part of GET /api/v1/cluster used here.

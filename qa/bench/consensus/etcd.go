@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
@@ -37,7 +38,7 @@ func startEtcd(ctx context.Context, t harness.T, bin string) (*etcdSide, error) 
 	// there is nothing to verify them against.
 	e := &etcdSide{c: c, api: "/v3"}
 	for range c.Nodes {
-		e.clients = append(e.clients, newClient(&tls.Config{InsecureSkipVerify: true}))
+		e.clients = append(e.clients, benchrun.NewClient(&tls.Config{InsecureSkipVerify: true}, nil))
 	}
 	if err := testutil.Eventually(60*time.Second, func() error { return e.healthy(ctx) }); err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
@@ -91,7 +92,7 @@ func (e *etcdSide) write(ctx context.Context, i, key int) error {
 func (e *etcdSide) put(ctx context.Context, i, key int) (uint16, error) {
 	body := map[string]string{
 		"key":   base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "bench/%d", key)),
-		"value": base64.StdEncoding.EncodeToString([]byte(value())),
+		"value": base64.StdEncoding.EncodeToString([]byte(benchrun.WriteValue())),
 	}
 	return call(ctx, e.clients[i], "POST", e.url(i, "/kv/put"), "", body, nil, 200)
 }

@@ -175,7 +175,7 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 				profiled()
 			}
 			benchrun.Progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, CPU/write %s, %d errors",
-				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.rate(), ms(s.percentile(50)), ms(s.percentile(99)), us(s.cpuPerWrite()), s.errors)
+				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.Rate(), ms(s.Percentile(50)), ms(s.Percentile(99)), us(s.cpuPerWrite()), s.Errors)
 			lv.s[i].add(&s)
 		}
 	}

@@ -4,15 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"net/http"
 	"strings"
-	"time"
 
 	"github.com/cairnhq/cairn/qa/harness"
 )
@@ -37,21 +33,6 @@ type system interface {
 type security struct {
 	client string // as negotiated on a real client connection
 	peer   string // as configured
-}
-
-// newClient returns a client for one node: its own keep-alive pool of HTTP/1.1
-// connections, large enough that every benchmark client keeps its connection.
-func newClient(tlsCfg *tls.Config) *http.Client {
-	tr := &http.Transport{
-		TLSClientConfig:     tlsCfg,
-		DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 5 * time.Second,
-		MaxIdleConnsPerHost: 256,
-		IdleConnTimeout:     90 * time.Second,
-	}
-	tr.Protocols = new(http.Protocols)
-	tr.Protocols.SetHTTP1(true)
-	return &http.Client{Transport: tr}
 }
 
 // statusError is a response with a status other than the one expected.
@@ -107,16 +88,6 @@ func call(ctx context.Context, c *http.Client, method, url, token string, body, 
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	return version, err
-}
-
-// value returns a fresh write payload: 64 random bytes, hex-encoded. Both
-// sides write the same size.
-func value() string {
-	var b [64]byte
-	for i := range b {
-		b[i] = byte(rand.Uint32())
-	}
-	return hex.EncodeToString(b[:])
 }
 
 // tlsName names a TLS version as in the report, "none" for plain HTTP.

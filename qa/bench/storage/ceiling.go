@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/consensus/tlsbatch"
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 // measureTLSCeiling is what any HTTPS object server could serve on this
@@ -50,14 +51,14 @@ func measureTLSCeiling(ctx context.Context, size int64, clients int, d time.Dura
 	}()
 	defer srv.Close()
 
-	client := newHTTPClient(&tls.Config{RootCAs: pool})
+	client := benchrun.NewClient(&tls.Config{RootCAs: pool}, nil)
 	url := "https://" + ln.Addr().String() + "/object"
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	var total atomic.Int64
 	var firstErr error
 	var once sync.Once
-	start, cpu0 := time.Now(), selfCPU()
+	start, cpu0 := time.Now(), benchrun.SelfCPU()
 	var wg sync.WaitGroup
 	for range clients {
 		wg.Go(func() {
@@ -81,12 +82,8 @@ func measureTLSCeiling(ctx context.Context, size int64, clients int, d time.Dura
 	if firstErr != nil {
 		return 0, 0, firstErr
 	}
-	_, perGiB := cpuUse{client: selfCPU() - cpu0}.perGiB(total.Load())
+	_, perGiB := cpuUse{client: benchrun.SelfCPU() - cpu0}.perGiB(total.Load())
 	return mibps(total.Load(), time.Since(start)), perGiB, nil
-}
-
-func newHTTPClient(tlsCfg *tls.Config) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: tlsCfg, MaxIdleConnsPerHost: 64}}
 }
 
 // selfSigned makes a throwaway ECDSA certificate for 127.0.0.1, as the

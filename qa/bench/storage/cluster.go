@@ -20,11 +20,14 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 )
 
-// cluster is three Cairn nodes with two disks each and one S3 client per node.
+// cluster is three Cairn nodes with two disks each, and one S3 client and one
+// API client per node.
 type cluster struct {
-	c   *harness.Cluster
-	s3  []*minio.Client
-	api *http.Client
+	c     *harness.Cluster
+	s3    []*minio.Client
+	api   []*http.Client
+	raft  benchrun.ProjectWrites // bench-consensus's writes, the small objects' reference
+	dials benchrun.Dials         // connections the S3 and API clients opened
 }
 
 // startCluster starts the nodes, waits for the six disks, creates a project
@@ -65,7 +68,9 @@ func startCluster(ctx context.Context, t harness.T, bin, bucket string, debug bo
 	if err != nil {
 		return nil, fmt.Errorf("start cairn: %w", err)
 	}
-	cl.api = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	for range c.Nodes {
+		cl.api = append(cl.api, benchrun.NewClient(&tls.Config{RootCAs: pool}, &cl.dials))
+	}
 
 	var token string
 	err = testutil.Eventually(90*time.Second, func() error {
@@ -110,7 +115,7 @@ func startCluster(ctx context.Context, t harness.T, bin, bucket string, debug bo
 		s3, err := minio.New(n.IP+":8447", &minio.Options{
 			Creds: credentials.NewStaticV4(cred.AccessKey, cred.SecretKey, ""), Secure: true,
 			Region: "us-east-1", BucketLookup: minio.BucketLookupPath,
-			Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64},
+			Transport: benchrun.NewTransport(&tls.Config{RootCAs: pool}, &cl.dials),
 		})
 		if err != nil {
 			return nil, err
@@ -123,11 +128,17 @@ func startCluster(ctx context.Context, t harness.T, bin, bucket string, debug bo
 	if err != nil {
 		return nil, fmt.Errorf("make bucket: %w", err)
 	}
+	cl.raft = benchrun.ProjectWrites{Clients: cl.api, Token: token}
+	for _, n := range c.Nodes {
+		cl.raft.APIs = append(cl.raft.APIs, "https://"+n.IP+":8443")
+	}
 	return cl, nil
 }
 
 // call sends body as JSON to node 1's API and decodes the answer into out
 // when the status is want.
 func (cl *cluster) call(ctx context.Context, method, path, token string, body, out any, want int) error {
-	return benchrun.CallJSON(ctx, cl.api, method, "https://"+cl.c.Nodes[0].IP+":8443"+path, token, body, out, want)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	return benchrun.CallJSON(ctx, cl.api[0], method, "https://"+cl.c.Nodes[0].IP+":8443"+path, token, body, out, want)
 }

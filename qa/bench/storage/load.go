@@ -19,18 +19,18 @@ import (
 
 // result is one phase (PUT or GET) of one size at one concurrency.
 type result struct {
-	ops, errors int
-	bytes       int64
-	took        time.Duration
-	firstErr    error
-	cpu         cpuUse
+	benchrun.Sample
+	size int64
+	cpu  cpuUse
 }
 
+func (r result) bytes() int64 { return int64(r.Ops()) * r.size }
+
 func (r result) mibps() float64 {
-	if r.took <= 0 {
+	if r.Elapsed <= 0 {
 		return 0
 	}
-	return float64(r.bytes) / (1 << 20) / r.took.Seconds()
+	return float64(r.bytes()) / (1 << 20) / r.Elapsed.Seconds()
 }
 
 // drive runs clients closed-loop workers, worker w on node w mod 3, each
@@ -38,39 +38,13 @@ func (r result) mibps() float64 {
 // operations have started. An operation started before the end finishes and
 // counts.
 func drive(ctx context.Context, clients, maxOps int, round time.Duration, size int64, op func(ctx context.Context, w, i int) error) result {
-	var (
-		next  atomic.Int64
-		mu    sync.Mutex
-		res   result
-		wg    sync.WaitGroup
-		start = time.Now()
-		end   = start.Add(round)
-	)
-	for w := range clients {
-		wg.Go(func() {
-			for ctx.Err() == nil && time.Now().Before(end) {
-				i := int(next.Add(1)) - 1
-				if i >= maxOps {
-					return
-				}
-				err := op(ctx, w, i)
-				mu.Lock()
-				if err != nil {
-					res.errors++
-					if res.firstErr == nil {
-						res.firstErr = err
-					}
-				} else {
-					res.ops++
-					res.bytes += size
-				}
-				mu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	res.took = time.Since(start)
-	return res
+	s := benchrun.Closed{Workers: clients, Round: round}.Run(ctx, func(ctx context.Context, w, i int) error {
+		if i >= maxOps {
+			return benchrun.ErrStop
+		}
+		return op(ctx, w, i)
+	})
+	return result{Sample: s, size: size}
 }
 
 // row is one size at one concurrency.
@@ -84,7 +58,10 @@ type row struct {
 
 // measure PUTs objects of size, drops the page cache, GETs them back (cycling
 // over those written when the GET phase outlasts them) and deletes them.
-func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, size int64, clients int, cfg config, mem *rssSampler) row {
+// Before a PUT of the largest size it measures the raw write again, so that
+// the reference and the PUT it is compared with sample the same minutes.
+func (b *bench) measure(ctx context.Context, size int64, clients int) row {
+	cl, cfg, mem := b.cl, b.cfg, b.mem
 	r := row{size: size, clients: clients}
 	maxOps := max(int(cfg.budget/size), clients)
 	prefix := fmt.Sprintf("s%d-c%d/", size, clients)
@@ -102,10 +79,17 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 		}
 		return benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("%s-c%d-", phase, clients))
 	}
+	if size == slices.Max(cfg.sizes) {
+		if _, err := b.disk.writeRound(ctx); err != nil {
+			benchrun.Progress("raw write before the PUT phase: %v", err)
+		}
+	}
+	pause(ctx, settle)
+	b.gate.wait(ctx)
 	wait := profiled("put")
 	cpu := cpuMeter(mem.pids)
 	r.put = drive(ctx, clients, maxOps, cfg.round, size, func(ctx context.Context, w, i int) error {
-		_, err := cl.s3[w%3].PutObject(ctx, bucket, key(i), bytes.NewReader(payload[:size]), size, opts)
+		_, err := cl.s3[w%3].PutObject(ctx, bucket, key(i), bytes.NewReader(b.payload[:size]), size, opts)
 		if err == nil {
 			written.Store(i, true)
 		}
@@ -117,6 +101,7 @@ func measure(ctx context.Context, cl *cluster, bucket string, payload []byte, si
 	written.Range(func(k, _ any) bool { keys = append(keys, key(k.(int))); return true })
 
 	if len(keys) > 0 {
+		b.gate.wait(ctx)
 		r.dropped = dropCaches() == nil
 		wait := profiled("get")
 		cpu := cpuMeter(mem.pids)
