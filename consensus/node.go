@@ -59,6 +59,8 @@ type Node struct {
 	gossipKey    []byte
 	events       chan struct{} // pokes the membership reconciler
 	forwardCh    chan *forwardedCmd
+	reads        *readBatch // this node's linearizable reads, wherever the leader is
+	leaderReads  *readBatch // read indexes taken as leader, for this node and followers
 
 	controllers []controller
 	extraRPC    []rpcRoute
@@ -104,6 +106,8 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 		events: make(chan struct{}, 1), joinedCh: make(chan struct{}),
 		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
 	n.gossipEvents = newGossipEvents(n)
+	n.leaderReads = &readBatch{fetch: func(context.Context) (uint64, error) { return n.leaderReadIndex() }}
+	n.reads = &readBatch{fetch: n.fetchReadIndex}
 	return n, nil
 }
 
@@ -550,11 +554,24 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 	}
+	idx, err := n.reads.index(ctx)
+	if err != nil {
+		return unavailable("consistent read", err)
+	}
+	if err := n.store.WaitApplied(ctx, idx); err != nil {
+		return &Error{Code: CodeUnavailable, Message: "consistent read: " + err.Error()}
+	}
+	return nil
+}
+
+// fetchReadIndex takes a read index from the leader, wherever it is: one
+// round of n.reads.
+func (n *Node) fetchReadIndex(ctx context.Context) (uint64, error) {
 	var idx uint64
 	err := n.withLeader(ctx, func(local bool, addr string) error {
 		if local {
 			var err error
-			idx, err = n.leaderReadIndex()
+			idx, err = n.leaderReads.index(ctx)
 			return err
 		}
 		var resp readIndexResponse
@@ -567,13 +584,7 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 		}
 		return nil
 	})
-	if err != nil {
-		return unavailable("consistent read", err)
-	}
-	if err := n.store.WaitApplied(ctx, idx); err != nil {
-		return &Error{Code: CodeUnavailable, Message: "consistent read: " + err.Error()}
-	}
-	return nil
+	return idx, err
 }
 
 // leaderReadIndex returns an index that covers every acknowledged write, after

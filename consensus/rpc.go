@@ -84,7 +84,7 @@ func (n *Node) requireMember(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {
-	idx, err := n.leaderReadIndex()
+	idx, err := n.leaderReads.index(r.Context())
 	writeJSON(w, readIndexResponse{Index: idx, Error: asError(err)})
 }
 
