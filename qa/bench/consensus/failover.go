@@ -4,13 +4,13 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"log"
 	"os"
 	"os/signal"
@@ -14,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 	"github.com/cairnhq/cairn/qa/harness"
 )
 
@@ -175,7 +175,7 @@ func measureLevel(ctx context.Context, sides [2]system, clients int, cfg config)
 				profiled()
 			}
 			benchrun.Progress("%s, round %d/%d, %s: %.0f writes/s, p50 %s, p99 %s, CPU/write %s, %d errors",
-				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.Rate(), ms(s.Percentile(50)), ms(s.Percentile(99)), us(s.cpuPerWrite()), s.Errors)
+				plural(clients, "client"), r+1, cfg.rounds, sides[i].name(), s.Rate(), benchrun.Millis(s.Percentile(50)), benchrun.Millis(s.Percentile(99)), benchrun.Micros(s.cpuPerWrite()), s.Errors)
 			lv.s[i].add(&s)
 		}
 	}

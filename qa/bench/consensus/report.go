@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
 )
 
 // Targets from the issue.
@@ -109,9 +111,9 @@ func (r *report) writes(p func(string, ...any)) {
 	for _, lv := range r.levels {
 		a, e := lv.s[0], lv.s[1]
 		p("| %d | %.0f | %.0f | %s | %s | %s | %s | %s | %s | %s / %s | %d / %d |", lv.clients, a.Rate(), e.Rate(),
-			ratio(a.Rate(), e.Rate()), ms(a.Percentile(50)), ms(e.Percentile(50)),
-			ms(a.Percentile(99)), ms(e.Percentile(99)), ratio(float64(a.Percentile(99)), float64(e.Percentile(99))),
-			us(a.cpuPerWrite()), us(e.cpuPerWrite()), a.Errors, e.Errors)
+			benchrun.Ratio(a.Rate(), e.Rate()), benchrun.Millis(a.Percentile(50)), benchrun.Millis(e.Percentile(50)),
+			benchrun.Millis(a.Percentile(99)), benchrun.Millis(e.Percentile(99)), benchrun.Ratio(float64(a.Percentile(99)), float64(e.Percentile(99))),
+			benchrun.Micros(a.cpuPerWrite()), benchrun.Micros(e.cpuPerWrite()), a.Errors, e.Errors)
 	}
 	p("")
 	p("Server CPU/write: user+system CPU time of the side's three node processes during the rounds, per acknowledged write (all three nodes' work for one write).")
@@ -188,11 +190,11 @@ func (r *report) targets() []target {
 		a, e := lv.s[0], lv.s[1]
 		ts = append(ts, target{
 			what:     "Throughput ≥ etcd at " + plural(lv.clients, "client"),
-			measured: fmt.Sprintf("%s (%.0f vs %.0f writes/s)", ratio(a.Rate(), e.Rate()), a.Rate(), e.Rate()),
+			measured: fmt.Sprintf("%s (%.0f vs %.0f writes/s)", benchrun.Ratio(a.Rate(), e.Rate()), a.Rate(), e.Rate()),
 			pass:     a.Ops() > 0 && a.Rate() >= e.Rate(),
 		}, target{
 			what:     "p99 ≤ etcd at " + plural(lv.clients, "client"),
-			measured: fmt.Sprintf("%s (%s vs %s)", ratio(float64(a.Percentile(99)), float64(e.Percentile(99))), ms(a.Percentile(99)), ms(e.Percentile(99))),
+			measured: fmt.Sprintf("%s (%s vs %s)", benchrun.Ratio(float64(a.Percentile(99)), float64(e.Percentile(99))), benchrun.Millis(a.Percentile(99)), benchrun.Millis(e.Percentile(99))),
 			pass:     a.Ops() > 0 && a.Percentile(99) <= e.Percentile(99),
 		})
 	}
@@ -266,22 +268,6 @@ func passMiss(ok bool) string {
 	return "**MISS**"
 }
 
-// ratio formats a/b as "1.23×", or "–" when b is zero.
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", a/b)
-}
-
-func ms(d time.Duration) string {
-	v := float64(d) / float64(time.Millisecond)
-	if v < 10 {
-		return fmt.Sprintf("%.2f ms", v)
-	}
-	return fmt.Sprintf("%.1f ms", v)
-}
-
 func secs(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
 
 func mib(b int64) string {
@@ -297,8 +283,4 @@ func mibList(bs []int64) string {
 		parts = append(parts, mib(b))
 	}
 	return strings.Join(parts, ", ")
-}
-
-func us(d time.Duration) string {
-	return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
 }

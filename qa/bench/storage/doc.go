@@ -42,8 +42,9 @@
 // This VM returns freed memory to its host, so a write into memory freed a
 // moment ago is several times faster than one into memory the host must
 // fault in again: the raw write and the PUT phases start only after a pause
-// in which nothing is freed (settle). The VM is also shared: each phase first
-// waits, up to -quiet-wait, for the rest of the machine to go quiet.
+// of 10 s in which the benchmark frees nothing (settle). The VM is also
+// shared: each phase first waits, up to -quiet-wait, for the rest of the
+// machine to go quiet.
 //
 // -quick measures fewer sizes and concurrencies in shorter rounds. The
 // markdown goes to stdout (and to -out); progress goes to stderr. It needs root

@@ -79,12 +79,14 @@ func (b *bench) measure(ctx context.Context, size int64, clients int) row {
 		}
 		return benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("%s-c%d-", phase, clients))
 	}
-	if size == slices.Max(cfg.sizes) {
-		if _, err := b.disk.writeRound(ctx); err != nil {
-			benchrun.Progress("raw write before the PUT phase: %v", err)
-		}
+	// The raw write round waits for settle itself and frees nothing after.
+	if size != slices.Max(cfg.sizes) {
+		pause(ctx, settle)
+	} else if _, err := b.disk.writeRound(ctx); err != nil {
+		benchrun.Progress("raw write before the PUT phase: %v", err)
+	} else {
+		benchrun.Progress("raw write before the PUT phase: %.0f MiB/s; median of all rounds %.0f MiB/s", b.disk.writes[len(b.disk.writes)-1], b.disk.write)
 	}
-	pause(ctx, settle)
 	b.gate.wait(ctx)
 	wait := profiled("put")
 	cpu := cpuMeter(mem.pids)

@@ -21,14 +21,15 @@ func syncFS() { syscall.Sync() }
 
 // settle is how long a write measurement waits after memory was freed
 // (a dropped page cache, deleted files). This VM hands free memory back to
-// its host (free page reporting, 2 s after it is freed, in 8 MiB blocks), and
-// the host faults it in again, slowly, when the guest next uses it. A write
-// through the page cache into memory freed in the last 2 s runs at 1.3–1.9
-// GiB/s here; into returned memory at 200–500 MiB/s, most of it the vCPU
-// stalled in the host. A PUT phase writes gigabytes, so it mostly gets
-// returned memory: the raw write and every PUT phase wait this long first, so
-// they write into memory in the same state.
-const settle = 3 * time.Second
+// its host (free page reporting, in 8 MiB blocks, over the seconds after it
+// is freed), and the host faults it in again, slowly, when the guest next
+// uses it. Through the page cache, 512 MiB written into memory freed just
+// before go at 1.3–1.9 GiB/s here, 2–3 s after at 400–800 MiB/s, and 10 s
+// after at 180–260 MiB/s, most of it the vCPU stalled in the host. A PUT
+// phase writes gigabytes, so it mostly gets returned memory: the raw write
+// and every PUT phase wait this long first, so that they write into memory
+// in the same state.
+const settle = 10 * time.Second
 
 // rawDisk is the sequential speed of the filesystem holding the disks: the
 // median of several rounds, because on a VM the host moves single runs by a

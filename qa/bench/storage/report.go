@@ -143,8 +143,9 @@ func (r *report) markdown() string {
 	p("| reedsolomon encode 4+2 | %.0f | 1 MiB stripes, one goroutine, MiB/s of input |", r.encode)
 	p("| HTTPS GET ceiling | %.0f | a Go HTTPS server on loopback serving %s from memory to %d Go HTTPS clients: TLS and loopback TCP alone, no disk, on the same cores |", r.ceiling, sizeName(r.cfg.sizes[len(r.cfg.sizes)-1]), r.ceilingN)
 	p("")
-	p("On this VM a write through the page cache goes as fast as the host gives the guest its memory back (free page reporting returns freed memory to the host after 2 s), not as fast as the device takes it: compare the O_DIRECT row. "+
-		"Memory freed in the last 2 s is written at 1.3–1.9 GiB/s, returned memory at a fraction of that, so the raw write and every PUT phase start %s after anything freed memory (a dropped page cache, deleted objects): both then write into returned memory, as a PUT of gigabytes mostly does.", settle)
+	p("On this VM a write through the page cache goes as fast as the host gives the guest memory back, not as fast as the device takes it (compare the O_DIRECT row): the guest returns the memory it frees to the host over the next seconds (free page reporting), and the host faults it in again when it is next used. "+
+		"Memory freed a moment ago is written at 1.3–1.9 GiB/s, memory freed 10 s ago at a sixth of that; so the raw write and every PUT phase start %s after anything the benchmark freed (a dropped page cache, deleted objects) and both write into returned memory, as a PUT of gigabytes mostly does. "+
+		"Raw write rounds, in order: %s MiB/s.", settle, rounds(r.disk.writes))
 	p("")
 	r.smallSection(p)
 	p("## S3 throughput, large objects")
@@ -232,6 +233,15 @@ func cacheNote(dropped bool) string {
 		return "page cache dropped first (echo 3 > /proc/sys/vm/drop_caches)"
 	}
 	return "page cache NOT dropped (no permission), so reads may come from memory"
+}
+
+// rounds lists v, rounded.
+func rounds(v []float64) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, fmt.Sprintf("%.0f", x))
+	}
+	return strings.Join(s, ", ")
 }
 
 // spread is "min–max" of v.

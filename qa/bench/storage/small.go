@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -167,7 +166,7 @@ func (b *bench) measureSmall(ctx context.Context, clients int) smallRow {
 			p.rates = append(p.rates, s.Rate())
 			p.cpu.add(use)
 			benchrun.Progress("%d clients, round %d/%d, %s: %.0f/s, p50 %s, p99 %s, nodes' CPU per op %s, %d errors",
-				clients, round+1, cfg.smallRounds, kind, s.Rate(), ms(s.Percentile(50)), ms(s.Percentile(99)), us(use.nodes/time.Duration(max(1, s.Ops()))), s.Errors)
+				clients, round+1, cfg.smallRounds, kind, s.Rate(), benchrun.Millis(s.Percentile(50)), benchrun.Millis(s.Percentile(99)), benchrun.Micros(use.nodes/time.Duration(max(1, s.Ops()))), s.Errors)
 		}
 	}
 	r.dials = cl.dials.Load() - dials
@@ -191,18 +190,6 @@ func readAll(r io.Reader, buf []byte) (int64, error) {
 			return total, err
 		}
 	}
-}
-
-func ms(d time.Duration) string {
-	v := float64(d) / float64(time.Millisecond)
-	if v < 10 {
-		return fmt.Sprintf("%.2f ms", v)
-	}
-	return fmt.Sprintf("%.1f ms", v)
-}
-
-func us(d time.Duration) string {
-	return strconv.FormatFloat(float64(d)/float64(time.Microsecond), 'f', 0, 64) + " µs"
 }
 
 // smallSection is the small objects' table in the report.
@@ -234,9 +221,9 @@ func (r *report) smallSection(p func(string, ...any)) {
 		dials += w.dials
 		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %d | %d | %.2f |", w.clients,
 			rateSpread(&ph[raftWrite]), rateSpread(&ph[smallPut]), rateSpread(&ph[smallGet]),
-			ratio(ph[smallPut].rate(), ph[raftWrite].rate()), ratio(ph[smallGet].rate(), ph[raftWrite].rate()),
+			benchrun.Ratio(ph[smallPut].rate(), ph[raftWrite].rate()), benchrun.Ratio(ph[smallGet].rate(), ph[raftWrite].rate()),
 			latencies(&ph[raftWrite].all), latencies(&ph[smallPut].all), latencies(&ph[smallGet].all),
-			us(ph[raftWrite].cpuPerOp()), us(ph[smallPut].cpuPerOp()), us(ph[smallGet].cpuPerOp()), errs, w.dials, elsewhere)
+			benchrun.Micros(ph[raftWrite].cpuPerOp()), benchrun.Micros(ph[smallPut].cpuPerOp()), benchrun.Micros(ph[smallGet].cpuPerOp()), errs, w.dials, elsewhere)
 	}
 	var objects []string
 	for _, w := range r.small {
@@ -271,7 +258,7 @@ func (r *report) smallTargets() []target {
 			got := w.phase[t.kind].rate()
 			ts = append(ts, target{
 				name:       fmt.Sprintf("%s ≥ %.1f× the Raft write rate at %d clients", t.kind, t.min, w.clients),
-				measured:   fmt.Sprintf("%s (%.0f vs %.0f /s)", ratio(got, raft), got, raft),
+				measured:   fmt.Sprintf("%s (%.0f vs %.0f /s)", benchrun.Ratio(got, raft), got, raft),
 				measuredOK: raft > 0 && w.phase[t.kind].all.Ops() > 0,
 				ok:         got >= t.min*raft,
 			})
@@ -288,15 +275,7 @@ func rateSpread(p *smallPhase) string {
 }
 
 func latencies(s *benchrun.Sample) string {
-	return ms(s.Percentile(50)) + " / " + ms(s.Percentile(99))
-}
-
-// ratio formats a/b as "1.23×", or "–" when b is zero.
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "–"
-	}
-	return fmt.Sprintf("%.2f×", a/b)
+	return benchrun.Millis(s.Percentile(50)) + " / " + benchrun.Millis(s.Percentile(99))
 }
 
 func cacheState(rows []smallRow) string {
