@@ -421,7 +421,7 @@ func (n *Node) shutdown() error {
 // without waiting for the commit to reach this node: reads here wait for
 // that instead (Store.ReadTxn), so a read here afterwards still sees it.
 func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint64, error) {
-	payload, err := json.Marshal(cmd)
+	payload, err := Marshal(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)
 	}
@@ -445,7 +445,7 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 	}
 	n.store.ackWrite(idx)
 	if out != nil && len(res) > 0 {
-		if err := json.Unmarshal(res, out); err != nil {
+		if err := unmarshal(res, out); err != nil {
 			return idx, fmt.Errorf("apply %s: decode result: %w", n.reg.CommandName(t), err)
 		}
 	}
@@ -534,7 +534,7 @@ func applyOutcome(f raft.ApplyFuture) (json.RawMessage, uint64, error) {
 	if res.Value == nil {
 		return nil, f.Index(), nil
 	}
-	b, err := json.Marshal(res.Value)
+	b, err := Marshal(res.Value)
 	return b, f.Index(), err
 }
 

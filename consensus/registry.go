@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"sort"
 
-	jsonv1 "github.com/go-json-experiment/json/v1"
-
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -71,15 +69,11 @@ func RegisterTable[T any](r *Registry, schema *memdb.TableSchema) {
 // Handle registers fn for commands of type t whose payload is a JSON-encoded C.
 // A payload that does not decode is a bug in the writer, so it panics: the FSM
 // must never silently diverge.
-//
-// Commands decode with go-json-experiment's encoding/json-compatible
-// decoder: every node decodes every command, and with payloads of kilobytes
-// (small objects ride in theirs) encoding/json's two passes over the input
-// were most of what applying them cost.
+// (See codec.go for the JSON codec.)
 func Handle[C any](r *Registry, t MessageType, name string, fn func(tx *Tx, cmd *C) (any, error)) {
 	HandleRaw(r, t, name, func(tx *Tx, payload []byte) (any, error) {
 		var c C
-		if err := jsonv1.Unmarshal(payload, &c); err != nil {
+		if err := unmarshal(payload, &c); err != nil {
 			panic(fmt.Sprintf("consensus: decode %s (type %d): %v", name, t, err))
 		}
 		return fn(tx, &c)

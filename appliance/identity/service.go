@@ -3,7 +3,6 @@ package identity
 import (
 	"context"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"regexp"
@@ -282,7 +281,7 @@ func (s *Service) Deny(ctx context.Context, p *Principal, action, resource, proj
 // is rejected, the rejection is audited on its own.
 func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {
 	entry := s.auditEntry(ctx, p, action, resource, projectID)
-	payload, err := json.Marshal(cmd)
+	payload, err := consensus.Marshal(cmd)
 	if err != nil {
 		return err
 	}
