@@ -16,7 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/minio/minio-go/v7"
 )
@@ -27,17 +26,7 @@ import (
 // configuration, versioning, object lock and presigned URLs. Every outcome
 // is read back through minio-go on a node the client did not use.
 func TestS3Clients(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
-	a := cairntest.Admin(t, c.Node(1))
-	cairntest.WaitShape(t, a, 3, 0)
-	cairntest.WaitHealthyDisks(t, a, 6, 0)
-	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "pacs"}, 201, nil); err != nil {
-		t.Fatal(err)
-	}
-	var cred s3Cred
-	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "pacs"}, 201, &cred); err != nil {
-		t.Fatal(err)
-	}
+	c, a, cred := s3Pool(t, "pacs")
 	x := newS3CLIs(t, c, cred.AccessKey, cred.SecretKey)
 	check := s3Client(t, c.Node(2), cred.AccessKey, cred.SecretKey)
 	work := t.TempDir()

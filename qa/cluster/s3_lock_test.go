@@ -18,17 +18,7 @@ import (
 // retention cannot be shortened, through any node, after the leader was
 // killed, and after every node restarted.
 func TestS3ObjectLockAcrossLeaderChanges(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
-	a := cairntest.Admin(t, c.Node(1))
-	cairntest.WaitShape(t, a, 3, 0)
-	cairntest.WaitHealthyDisks(t, a, 6, 0)
-	if _, err := a.CreateProject("backups"); err != nil {
-		t.Fatal(err)
-	}
-	var cred s3Cred
-	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "backups"}, 201, &cred); err != nil {
-		t.Fatal(err)
-	}
+	c, a, cred := s3Pool(t, "backups")
 	ctx := context.Background()
 	client := func(n *harness.Node) *minio.Client { return s3Client(t, n, cred.AccessKey, cred.SecretKey) }
 	s1 := client(c.Node(1))

@@ -25,7 +25,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
 	"github.com/aws/smithy-go"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
-	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/minio/minio-go/v7"
 )
@@ -120,17 +119,7 @@ func apiError(err error) (string, int) {
 // 200 MiB of parts, an object composed of ranges of others, presigned PUT,
 // GET and POST fetched with curl, and refusals that must leave the bucket.
 func TestS3SDK(t *testing.T) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
-	a := cairntest.Admin(t, c.Node(1))
-	cairntest.WaitShape(t, a, 3, 0)
-	cairntest.WaitHealthyDisks(t, a, 6, 0)
-	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "pacs"}, 201, nil); err != nil {
-		t.Fatal(err)
-	}
-	var cred s3Cred
-	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": "pacs"}, 201, &cred); err != nil {
-		t.Fatal(err)
-	}
+	c, _, cred := s3Pool(t, "pacs")
 	ctx := context.Background()
 	wire := &wireLog{}
 	sdk := sdkClient(t, c.Node(1), cred.AccessKey, cred.SecretKey, wire)

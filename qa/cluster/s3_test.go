@@ -50,6 +50,24 @@ func s3Client(t *testing.T, n *harness.Node, ak, sk string, maxRetries ...int) *
 	return c
 }
 
+// s3Pool starts three nodes with two disks each, waits until the pool is
+// whole, and returns an admin client and an access key of a new project.
+func s3Pool(t *testing.T, project string) (*harness.Cluster, *cairntest.Client, s3Cred) {
+	t.Helper()
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	cairntest.WaitHealthyDisks(t, a, 6, 0)
+	if _, err := a.CreateProject(project); err != nil {
+		t.Fatal(err)
+	}
+	var cred s3Cred
+	if err := a.Call("POST", "/api/v1/s3/credentials", map[string]string{"project": project}, 201, &cred); err != nil {
+		t.Fatal(err)
+	}
+	return c, a, cred
+}
+
 type s3Cred struct {
 	AccessKey string `json:"access_key"`
 	SecretKey string `json:"secret_key"`
