@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -39,9 +40,12 @@ type NodeConfig struct {
 	OVMFCode, OVMFVars     string
 	StopTimeout            time.Duration // ACPI shutdown, then forced
 	ReportEvery            time.Duration // host capacity heartbeat
-	// VCPUs and RAMMiB override the host's capacity (0: probe).
-	VCPUs, RAMMiB int64
-	Logger        *slog.Logger
+	// VCPUs, RAMMiB and DiskGiB override the host's capacity (0: probe;
+	// the disk is the filesystem of the VM disks, less Reserve's floor).
+	VCPUs, RAMMiB, DiskGiB int64
+	// Reserve is the control plane's floor on the data filesystem.
+	Reserve storage.Reserve
+	Logger  *slog.Logger
 }
 
 // NodeAgent converges this node's QEMU processes to the VMs the replicated
@@ -223,7 +227,7 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 	t := time.NewTicker(n.cfg.ReportEvery)
 	defer t.Stop()
 	for {
-		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion,
+		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, DiskGiB: n.diskGiB(), Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion,
 			Error: n.cfg.QEMUError, ReportedAt: time.Now().UTC()}
 		if _, err := n.c.Apply(ctx, MsgReportHost, &h, nil); err != nil && ctx.Err() == nil {
 			n.log.Warn("report host capacity", "err", err)
@@ -234,6 +238,23 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 		case <-t.C:
 		}
 	}
+}
+
+// diskGiB is what the node's VM disks may take: the size of their
+// filesystem, less the control plane's floor if it is the data filesystem.
+func (n *NodeAgent) diskGiB() int64 {
+	if n.cfg.DiskGiB != 0 || n.cfg.Volumes == nil {
+		return n.cfg.DiskGiB
+	}
+	if err := os.MkdirAll(n.cfg.Volumes.dir, 0o700); err != nil {
+		return 0
+	}
+	total, err := n.cfg.Reserve.Capacity(n.cfg.Volumes.dir)
+	if err != nil {
+		n.log.Warn("measure the VM disk filesystem", "err", err)
+		return 0
+	}
+	return int64(total >> 30)
 }
 
 func memTotalMiB() int64 {

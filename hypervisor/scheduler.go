@@ -21,13 +21,14 @@ import (
 
 // room is what a node can still give.
 type room struct {
-	vcpus, ramMiB float64
+	vcpus, ramMiB, diskGiB float64
 }
 
 // free computes a host's remaining capacity, ignoring the VM being placed
 // (so a resize is judged against the room its old size leaves).
 func free(txn *memdb.Txn, h *Host, s Settings, ignore string) (room, []string, error) {
-	r := room{vcpus: float64(h.VCPUs) * s.CPUAllocationRatio, ramMiB: float64(h.RAMMiB-s.ReservedRAMMiB) * s.RAMAllocationRatio}
+	r := room{vcpus: float64(h.VCPUs) * s.CPUAllocationRatio, ramMiB: float64(h.RAMMiB-s.ReservedRAMMiB) * s.RAMAllocationRatio,
+		diskGiB: float64(h.DiskGiB) * s.DiskRatio()}
 	it, err := txn.Get(tVMs, "node", h.Name)
 	if err != nil {
 		return r, nil, err
@@ -40,6 +41,8 @@ func free(txn *memdb.Txn, h *Host, s Settings, ignore string) (room, []string, e
 		}
 		r.vcpus -= float64(vm.Spec.VCPUs)
 		r.ramMiB -= float64(vm.Spec.RAMMiB)
+		// Thin disks count at their virtual size: what they may grow to.
+		r.diskGiB -= float64(vm.Spec.DiskGiBTotal())
 		if vm.Spec.Group != "" {
 			groups = append(groups, vm.Spec.ProjectGroup(vm.ProjectID))
 		}
@@ -67,6 +70,11 @@ func fits(txn *memdb.Txn, node string, vm *VM) error {
 	if float64(vm.Spec.VCPUs) > r.vcpus || float64(vm.Spec.RAMMiB) > r.ramMiB {
 		return consensus.Errorf(consensus.CodeConflict, "node %s has %.0f vCPUs and %.0f MiB free, VM %s needs %d and %d",
 			node, math.Max(r.vcpus, 0), math.Max(r.ramMiB, 0), vm.Name, vm.Spec.VCPUs, vm.Spec.RAMMiB)
+	}
+	// A host that reports no disk size (an older agent) is not judged on it.
+	if h.DiskGiB > 0 && float64(vm.Spec.DiskGiBTotal()) > r.diskGiB {
+		return consensus.Errorf(consensus.CodeConflict, "node %s has %.0f GiB of VM disk free (ratio %.1f), VM %s needs %d",
+			node, math.Max(r.diskGiB, 0), settings(txn).DiskRatio(), vm.Name, vm.Spec.DiskGiBTotal())
 	}
 	if vm.Spec.Group != "" {
 		for _, g := range groups {
@@ -112,7 +120,7 @@ func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
 		if alive == 0 {
 			return "", ErrNoHosts
 		}
-		why := fmt.Sprintf("no node has %d vCPUs and %d MiB free", vm.Spec.VCPUs, vm.Spec.RAMMiB)
+		why := fmt.Sprintf("no node has %d vCPUs, %d MiB and %d GiB of disk free", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiBTotal())
 		if vm.Spec.Group != "" {
 			why += fmt.Sprintf(" outside anti-affinity group %q", vm.Spec.Group)
 		}

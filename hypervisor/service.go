@@ -395,6 +395,7 @@ func (s *Service) Hosts(p *identity.Principal) ([]HostView, error) {
 			h.VMs++
 			h.UsedVCPUs += vm.Spec.VCPUs
 			h.UsedRAMMiB += vm.Spec.RAMMiB
+			h.UsedDiskGiB += vm.Spec.DiskGiBTotal()
 		}
 		out = append(out, h)
 	}
@@ -407,6 +408,8 @@ type HostView struct {
 	VMs        int   `json:"vms"`
 	UsedVCPUs  int64 `json:"used_vcpus"`
 	UsedRAMMiB int64 `json:"used_ram_mib"`
+	// UsedDiskGiB is the virtual size of the node's VM disks.
+	UsedDiskGiB int64 `json:"used_disk_gib"`
 }
 
 // Settings returns the compute settings.
@@ -418,8 +421,9 @@ func (s *Service) SetSettings(ctx context.Context, p *identity.Principal, in Set
 	if !p.IsClusterAdmin() {
 		return nil, s.id.Deny(ctx, p, action, "compute", "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins change compute settings"))
 	}
-	if in.CPUAllocationRatio < 0.1 || in.CPUAllocationRatio > 64 || in.RAMAllocationRatio < 0.1 || in.RAMAllocationRatio > 4 || in.ReservedRAMMiB < 0 {
-		return nil, s.id.Deny(ctx, p, action, "compute", "", invalid("ratios are 0.1-64 (CPU) and 0.1-4 (RAM); the reserve is at least 0"))
+	if in.CPUAllocationRatio < 0.1 || in.CPUAllocationRatio > 64 || in.RAMAllocationRatio < 0.1 || in.RAMAllocationRatio > 4 || in.ReservedRAMMiB < 0 ||
+		in.DiskAllocationRatio < 0 || in.DiskAllocationRatio > 0 && (in.DiskAllocationRatio < 0.1 || in.DiskAllocationRatio > 16) {
+		return nil, s.id.Deny(ctx, p, action, "compute", "", invalid("ratios are 0.1-64 (CPU), 0.1-4 (RAM) and 0.1-16 (disk; 0: the default %.1f); the reserve is at least 0", DefaultSettings.DiskAllocationRatio))
 	}
 	var out Settings
 	err := s.id.Mutate(ctx, p, action, "compute", "", MsgSetSettings, setSettingsCmd{Settings: in, IfMatch: ifMatch}, &out)

@@ -125,10 +125,13 @@ type Event struct {
 
 // Host is a node's capacity for VMs, reported by the node itself.
 type Host struct {
-	Name       string    `json:"name"`
-	VCPUs      int64     `json:"vcpus"`
-	RAMMiB     int64     `json:"ram_mib"`
-	Accel      string    `json:"accel"`
+	Name   string `json:"name"`
+	VCPUs  int64  `json:"vcpus"`
+	RAMMiB int64  `json:"ram_mib"`
+	Accel  string `json:"accel"`
+	// DiskGiB is the size of the filesystem that holds the node's VM
+	// disks (less the control plane's floor); 0: not reported, unchecked.
+	DiskGiB    int64     `json:"disk_gib,omitempty"`
 	Version    string    `json:"qemu_version,omitempty"`
 	Error      string    `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
 	ReportedAt time.Time `json:"reported_at"`
@@ -139,12 +142,27 @@ type Settings struct {
 	CPUAllocationRatio float64 `json:"cpu_allocation_ratio"` // vCPUs per host CPU
 	RAMAllocationRatio float64 `json:"ram_allocation_ratio"`
 	ReservedRAMMiB     int64   `json:"reserved_ram_mib"` // per host, for the host itself
-	Version            uint64  `json:"version"`
+	// DiskAllocationRatio bounds the virtual size of a node's thin VM disks
+	// by its disk capacity times this; 0 (settings saved before it
+	// existed, or left out) means the default.
+	DiskAllocationRatio float64 `json:"disk_allocation_ratio,omitempty"`
+	Version             uint64  `json:"version"`
 }
 
-// DefaultSettings are OpenStack Nova's current defaults (cpu 4.0, ram 1.0)
-// with 1 GiB kept for the appliance itself.
-var DefaultSettings = Settings{CPUAllocationRatio: 4, RAMAllocationRatio: 1, ReservedRAMMiB: 1024}
+// DefaultSettings are OpenStack Nova's current defaults (cpu 4.0, ram 1.0,
+// disk 1.0) with 1 GiB kept for the appliance itself. Disk stays at 1.0:
+// thin disks that all fill up at once would pause guests with I/O errors
+// (patient records half written), and the admin who knows the guests
+// grow slowly can raise it.
+var DefaultSettings = Settings{CPUAllocationRatio: 4, RAMAllocationRatio: 1, ReservedRAMMiB: 1024, DiskAllocationRatio: 1}
+
+// DiskRatio is the disk overcommit ratio in force.
+func (s Settings) DiskRatio() float64 {
+	if s.DiskAllocationRatio <= 0 {
+		return DefaultSettings.DiskAllocationRatio
+	}
+	return s.DiskAllocationRatio
+}
 
 // Image visibility.
 const (
