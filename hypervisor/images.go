@@ -48,6 +48,7 @@ type Images struct {
 	qemuImg []string // argv prefix of qemu-img
 	tmp     string   // where uploads are spooled and converted
 	maxSize int64
+	reserve storage.Reserve
 	log     *slog.Logger
 }
 
@@ -56,6 +57,8 @@ type ImagesConfig struct {
 	QEMUImg []string // default {"qemu-img"}
 	TempDir string   // spool for uploads; needs room for an image and its conversion
 	MaxSize int64    // largest upload accepted, bytes
+	// Reserve is the control plane's floor: the spool stops short of it.
+	Reserve storage.Reserve
 	Logger  *slog.Logger
 }
 
@@ -70,7 +73,7 @@ func NewImages(c Cluster, id *identity.Service, objects ObjectStore, cfg ImagesC
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Images{c: c, id: id, objects: objects, qemuImg: cfg.QEMUImg, tmp: cfg.TempDir, maxSize: cfg.MaxSize, log: cfg.Logger}
+	return &Images{c: c, id: id, objects: objects, qemuImg: cfg.QEMUImg, tmp: cfg.TempDir, maxSize: cfg.MaxSize, reserve: cfg.Reserve, log: cfg.Logger}
 }
 
 // ImageSpec is what an uploader says about an image.
@@ -199,11 +202,19 @@ func (im *Images) CheckRoom(ctx context.Context, p *identity.Principal, spec Ima
 	if err := os.MkdirAll(im.tmp, 0o700); err != nil {
 		return err
 	}
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(im.tmp, &st); err == nil {
-		if free := int64(st.Bavail) * int64(st.Bsize); free < 2*size {
-			return consensus.Errorf(consensus.CodeUnavailable, "this node has %d MiB free for uploads, an image of %d MiB needs twice that; try another node", free>>20, size>>20)
-		}
+	return im.spoolRoom(2 * uint64(size))
+}
+
+// spoolRoom refuses to spool need more bytes if they would not fit above
+// the control plane's floor.
+func (im *Images) spoolRoom(need uint64) error {
+	sp, err := im.reserve.Space(im.tmp)
+	if err != nil {
+		return fmt.Errorf("measure the image spool: %w", err)
+	}
+	if need > sp.Usable() {
+		return consensus.Errorf(storage.CodeInsufficientStorage, "this node has %d MiB free for images above the %d MiB kept for the control plane; this image needs %d MiB (with its converted copy); try another node",
+			sp.Usable()>>20, sp.Floor>>20, (need+1<<20-1)>>20)
 	}
 	return nil
 }
@@ -230,6 +241,9 @@ func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageS
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		return nil, invalid("import %s: the server answered %s", src, resp.Status)
+	}
+	if err := im.CheckRoom(ctx, p, spec, resp.ContentLength); err != nil {
+		return nil, err // a quota refusal is audited by CheckRoom
 	}
 	return im.add(ctx, p, spec, src, resp.Body)
 }
@@ -339,7 +353,10 @@ func (im *Images) store(ctx context.Context, img *Image, body io.Reader, commit 
 		return nil, fmt.Errorf("store image: %w", err)
 	}
 	if _, err := im.objects.PutSystem(ctx, ImageBucket, img.ID, img.Size, f); err != nil {
-		if errors.Is(err, storage.ErrNoSpace) || errors.Is(err, storage.ErrUnavailable) {
+		if errors.Is(err, storage.ErrNoSpace) {
+			return nil, refusal{consensus.Errorf(storage.CodeInsufficientStorage, "store image: %v", err)}
+		}
+		if errors.Is(err, storage.ErrUnavailable) {
 			return nil, refusal{consensus.Errorf(consensus.CodeUnavailable, "store image: %v", err)}
 		}
 		return nil, fmt.Errorf("store image: %w", err)
@@ -404,11 +421,15 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 	if err != nil {
 		return "", err
 	}
-	n, err := io.Copy(f, io.LimitReader(body, im.maxSize+1))
+	n, err := io.Copy(&spoolWriter{w: f, im: im}, io.LimitReader(body, im.maxSize+1))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	switch {
+	case consensus.ErrorCode(err) != "":
+		return "", err
+	case errors.Is(err, syscall.ENOSPC):
+		return "", consensus.Errorf(storage.CodeInsufficientStorage, "receive image: %v", err)
 	case err != nil:
 		return "", fmt.Errorf("receive image: %w", err)
 	case n == 0:
@@ -442,6 +463,10 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 				return "", invalid("the qcow2 image is corrupt: %s", firstLine(out, err))
 			}
 		} else {
+			// The qcow2 copy is at most as large as the raw image.
+			if err := im.spoolRoom(uint64(n)); err != nil {
+				return "", err
+			}
 			stored = filepath.Join(work, "converted.qcow2")
 			if out, err := im.run(ctx, "convert", "-f", "raw", "-O", "qcow2", src, stored); err != nil {
 				return "", fmt.Errorf("convert raw image to qcow2: %s", firstLine(out, err))
@@ -456,6 +481,39 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 	}
 	img.SHA256, img.Size = sum, size
 	return stored, nil
+}
+
+// spoolWriter writes an upload to the spool and refuses, before the
+// filesystem reaches the control plane's floor, an upload whose size was not
+// known in advance (chunked, or an import without Content-Length). It
+// measures the room now and then rather than per write: budget is what was
+// usable at the last look, less what has been written since.
+type spoolWriter struct {
+	w       io.Writer
+	im      *Images
+	budget  uint64
+	written uint64 // since the last look
+}
+
+// spoolRecheck bounds the bytes written between two looks, as others
+// (Raft, other uploads) use the same filesystem meanwhile.
+const spoolRecheck = 64 << 20
+
+func (s *spoolWriter) Write(p []byte) (int, error) {
+	if uint64(len(p)) > s.budget || s.written >= spoolRecheck {
+		sp, err := s.im.reserve.Space(s.im.tmp)
+		if err != nil {
+			return 0, fmt.Errorf("measure the image spool: %w", err)
+		}
+		s.budget, s.written = sp.Usable(), 0
+		if uint64(len(p)) > s.budget {
+			return 0, consensus.Errorf(storage.CodeInsufficientStorage, "this node ran out of room for the image above the %d MiB kept for the control plane; try another node", sp.Floor>>20)
+		}
+	}
+	n, err := s.w.Write(p)
+	s.budget -= uint64(n)
+	s.written += uint64(n)
+	return n, err
 }
 
 // detectFormat reads an image's magic numbers. qemu-img's own probing is

@@ -14,7 +14,6 @@ import (
 
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
-	"github.com/cairnhq/cairn/storage"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -41,11 +40,10 @@ type NodeConfig struct {
 	StopTimeout            time.Duration // ACPI shutdown, then forced
 	ReportEvery            time.Duration // host capacity heartbeat
 	// VCPUs, RAMMiB and DiskGiB override the host's capacity (0: probe;
-	// the disk is the filesystem of the VM disks, less Reserve's floor).
+	// the disk is the filesystem of the VM disks, less the floor kept on
+	// it for the control plane).
 	VCPUs, RAMMiB, DiskGiB int64
-	// Reserve is the control plane's floor on the data filesystem.
-	Reserve storage.Reserve
-	Logger  *slog.Logger
+	Logger                 *slog.Logger
 }
 
 // NodeAgent converges this node's QEMU processes to the VMs the replicated
@@ -249,7 +247,7 @@ func (n *NodeAgent) diskGiB() int64 {
 	if err := os.MkdirAll(n.cfg.Volumes.dir, 0o700); err != nil {
 		return 0
 	}
-	total, err := n.cfg.Reserve.Capacity(n.cfg.Volumes.dir)
+	total, err := n.cfg.Volumes.reserve.Capacity(n.cfg.Volumes.dir)
 	if err != nil {
 		n.log.Warn("measure the VM disk filesystem", "err", err)
 		return 0

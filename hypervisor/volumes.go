@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/cairnhq/cairn/storage"
 )
 
 // Disk is one disk as QEMU reaches it: a local file (Path) or a network
@@ -44,7 +46,17 @@ type LocalVolumes struct {
 	qemuImg []string
 	once    sync.Once
 	cache   string
+	reserve storage.Reserve
 }
+
+// SetReserve keeps the control plane's floor when disks are created or
+// grown (before the node runs VMs).
+func (l *LocalVolumes) SetReserve(r storage.Reserve) { l.reserve = r }
+
+// diskMetadata bounds what creating or growing a thin qcow2 disk writes at
+// once (its header and tables); the guest's writes come later, bounded by
+// the scheduler's disk ratio over the space above the floor.
+const diskMetadata = 1 << 20
 
 // NewLocalVolumes returns node-local volumes in dir.
 func NewLocalVolumes(dir string, qemuImg []string) *LocalVolumes {
@@ -90,15 +102,19 @@ func (l *LocalVolumes) Prepare(ctx context.Context, vm *VM, base *Image, basePat
 // create makes a qcow2 file (an overlay on backing if given) of size bytes,
 // or grows an existing one to size. It never shrinks a disk.
 func (l *LocalVolumes) create(ctx context.Context, path, backing string, size int64) error {
-	if _, err := os.Stat(path); err == nil {
+	_, err := os.Stat(path)
+	exists := err == nil
+	if exists {
 		cur, err := l.virtualSize(ctx, path)
-		if err != nil {
+		if err != nil || size <= cur {
 			return err
 		}
-		if size > cur {
-			return l.run(ctx, "resize", "-f", "qcow2", path, fmt.Sprint(size))
-		}
-		return nil
+	}
+	if err := l.reserve.Check(filepath.Dir(path), diskMetadata); err != nil {
+		return fmt.Errorf("create disk %s: %w", filepath.Base(path), err)
+	}
+	if exists {
+		return l.run(ctx, "resize", "-f", "qcow2", path, fmt.Sprint(size))
 	}
 	tmp := path + ".tmp"
 	args := []string{"create", "-q", "-f", "qcow2"}

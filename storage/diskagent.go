@@ -25,6 +25,7 @@ type DiskAgent struct {
 	svc      *Service
 	log      *slog.Logger
 	interval time.Duration
+	reserve  Reserve // set before the node serves; read-only after
 
 	mu     sync.Mutex
 	open   map[string]*disk.Store // by disk ID
@@ -39,6 +40,10 @@ func NewDiskAgent(c Cluster, svc *Service, log *slog.Logger, interval time.Durat
 	return &DiskAgent{c: c, svc: svc, log: log, interval: interval, open: map[string]*disk.Store{}, last: map[string]diskReport{},
 		opened: make(chan struct{})}
 }
+
+// SetReserve makes shard writes to a disk on the data dir's filesystem stop
+// at the control plane's floor. Call it before the node serves.
+func (a *DiskAgent) SetReserve(r Reserve) { a.reserve = r }
 
 // Opened is closed once the agent has tried to open every disk the state
 // gave this node: before it, "not open" says nothing about a disk.

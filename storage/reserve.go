@@ -109,3 +109,7 @@ type reserveError struct{ msg string }
 func (e *reserveError) Error() string { return e.msg }
 
 func (e *reserveError) Is(target error) bool { return target == ErrNoSpace || target == syscall.ENOSPC }
+
+// CodeInsufficientStorage is the stable code of a write refused for lack
+// of room (the API answers 507 with it).
+const CodeInsufficientStorage = "insufficient_storage"

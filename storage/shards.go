@@ -76,6 +76,12 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 	if st == nil {
 		return
 	}
+	if r.ContentLength > 0 {
+		if err := s.disks.reserve.Check(st.Root(), uint64(r.ContentLength)); err != nil {
+			http.Error(w, "shard not stored: "+err.Error(), statusForWriteError(err))
+			return
+		}
+	}
 	sw, err := st.Create(r.PathValue("key"))
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
@@ -280,6 +286,9 @@ func (s *Shards) Create(ctx context.Context, d Disk, key string, size int64) (Sh
 		st := s.disks.Disk(d.ID)
 		if st == nil {
 			return nil, fmt.Errorf("disk %s is not open on this node", d.ID)
+		}
+		if err := s.disks.reserve.Check(st.Root(), uint64(max(size, 0))); err != nil {
+			return nil, fmt.Errorf("store shard on %s: %w", d.ID, err)
 		}
 		w, err := st.Create(key)
 		if err != nil {

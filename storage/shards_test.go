@@ -32,13 +32,16 @@ type shardNode struct {
 
 // twoNodes runs two nodes, each with one disk and the shard server mounted on
 // its cluster port.
-func twoNodes(t *testing.T) []*shardNode {
-	base := t.TempDir()
+func twoNodes(t *testing.T) []*shardNode { return twoNodesOn(t, t.TempDir(), storage.Reserve{}) }
+
+// twoNodesOn puts the nodes' disks under base and keeps reserve on them.
+func twoNodesOn(t *testing.T, base string, reserve storage.Reserve) []*shardNode {
 	var sn []*shardNode
 	c := consensustest.StartWith(t, 2, register, func(i int, n *consensus.Node) {
 		id := identity.NewService(n, identity.DefaultConfig())
 		svc := storage.NewService(n, id)
 		agent := storage.NewDiskAgent(n, svc, slog.Default(), time.Second)
+		agent.SetReserve(reserve)
 		sh := storage.NewShards(n, agent)
 		n.HandleRPC(storage.RPCPrefix, sh.Handler())
 		sn = append(sn, &shardNode{node: n, agent: agent, shards: sh})

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 // Config is the whole node configuration: flags, optionally a JSON config file
@@ -67,47 +68,60 @@ type Config struct {
 	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
 	VMRunDir          string        `json:"vm-run-dir"`
 	SampleImage       string        `json:"sample-image"`
+	// The control plane's floor on the data dir's filesystem (see
+	// storage.Reserve): the larger of the two.
+	DataReserveMiB     uint64  `json:"data-reserve-mib"`
+	DataReservePercent float64 `json:"data-reserve-percent"`
+	// Slow clients: see timeouts.go.
+	HeaderTimeout time.Duration `json:"http-header-timeout"`
+	BodyTimeout   time.Duration `json:"http-body-timeout"`
+	IdleTimeout   time.Duration `json:"http-idle-timeout"`
 }
 
 // DefaultConfig holds every default of the node.
 func DefaultConfig() Config {
 	c := consensus.DefaultConfig()
 	return Config{
-		Name:              c.Name,
-		DataDir:           "/var/lib/cairn",
-		Bind:              "",
-		APIPort:           8443,
-		S3Port:            8447,
-		RPCPort:           c.RPCPort,
-		GossipPort:        c.GossipPort,
-		DiscoveryPort:     c.DiscoveryPort,
-		Expect:            1,
-		DeadServerGrace:   c.DeadServerGrace,
-		HeartbeatTimeout:  c.HeartbeatTimeout,
-		ElectionTimeout:   c.ElectionTimeout,
-		SnapshotThreshold: c.SnapshotThreshold,
-		TrailingLogs:      c.TrailingLogs,
-		RaftWALSegment:    c.WALSegmentSize,
-		AuditRetention:    identity.DefaultConfig().AuditRetention,
-		ScrubInterval:     6 * time.Hour,
-		ScrubPace:         2 * time.Millisecond,
-		HealInterval:      30 * time.Second,
-		GCInterval:        time.Hour,
-		GCGrace:           time.Hour,
-		MultipartExpiry:   7 * 24 * time.Hour,
-		DiskReport:        30 * time.Second,
-		DiskStaleAfter:    2 * time.Minute,
-		LogLevel:          "info",
-		LogFormat:         "text",
-		VMs:               true,
-		Accel:             "auto",
-		QEMU:              "qemu-system-x86_64",
-		QEMUImg:           "qemu-img",
-		OVMFCode:          "/usr/share/OVMF/OVMF_CODE_4M.fd",
-		OVMFVars:          "/usr/share/OVMF/OVMF_VARS_4M.fd",
-		VMNetwork:         "10.213.0.0/16",
-		VMBridge:          "cairnbr0",
-		VMStopTimeout:     time.Minute,
+		Name:               c.Name,
+		DataDir:            "/var/lib/cairn",
+		Bind:               "",
+		APIPort:            8443,
+		S3Port:             8447,
+		RPCPort:            c.RPCPort,
+		GossipPort:         c.GossipPort,
+		DiscoveryPort:      c.DiscoveryPort,
+		Expect:             1,
+		DeadServerGrace:    c.DeadServerGrace,
+		HeartbeatTimeout:   c.HeartbeatTimeout,
+		ElectionTimeout:    c.ElectionTimeout,
+		SnapshotThreshold:  c.SnapshotThreshold,
+		TrailingLogs:       c.TrailingLogs,
+		RaftWALSegment:     c.WALSegmentSize,
+		AuditRetention:     identity.DefaultConfig().AuditRetention,
+		ScrubInterval:      6 * time.Hour,
+		ScrubPace:          2 * time.Millisecond,
+		HealInterval:       30 * time.Second,
+		GCInterval:         time.Hour,
+		GCGrace:            time.Hour,
+		MultipartExpiry:    7 * 24 * time.Hour,
+		DiskReport:         30 * time.Second,
+		DiskStaleAfter:     2 * time.Minute,
+		LogLevel:           "info",
+		LogFormat:          "text",
+		VMs:                true,
+		Accel:              "auto",
+		QEMU:               "qemu-system-x86_64",
+		QEMUImg:            "qemu-img",
+		OVMFCode:           "/usr/share/OVMF/OVMF_CODE_4M.fd",
+		OVMFVars:           "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		VMNetwork:          "10.213.0.0/16",
+		VMBridge:           "cairnbr0",
+		VMStopTimeout:      time.Minute,
+		DataReserveMiB:     storage.DefaultReserve.MinBytes >> 20,
+		DataReservePercent: storage.DefaultReserve.Percent,
+		HeaderTimeout:      10 * time.Second,
+		BodyTimeout:        time.Minute,
+		IdleTimeout:        2 * time.Minute,
 	}
 }
 
@@ -204,6 +218,11 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
 	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
 	fs.StringVar(&cfg.SampleImage, "sample-image", cfg.SampleImage, "upload this disk image as the public image "+SampleImageName+" (and sample flavors if there are none): for development appliances")
+	fs.Uint64Var(&cfg.DataReserveMiB, "data-reserve-mib", cfg.DataReserveMiB, "MiB kept free for the control plane (Raft log, snapshots) on the data dir's filesystem: shards, image uploads and VM disks there stop short of it")
+	fs.Float64Var(&cfg.DataReservePercent, "data-reserve-percent", cfg.DataReservePercent, "the same floor as a share of the filesystem's size, in percent; the larger of the two applies")
+	fs.DurationVar(&cfg.HeaderTimeout, "http-header-timeout", cfg.HeaderTimeout, "API, UI and S3: a client must send its request headers within this")
+	fs.DurationVar(&cfg.BodyTimeout, "http-body-timeout", cfg.BodyTimeout, "API, UI and S3: a request body that sends nothing for this long is cut (a slow but moving upload is not)")
+	fs.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", cfg.IdleTimeout, "API, UI and S3: an idle keep-alive connection is closed after this")
 	return fs
 }
 
@@ -252,6 +271,12 @@ func (c *Config) finish() error {
 	}
 	if c.GCInterval <= 0 || c.MultipartExpiry <= 0 {
 		return errors.New("--gc-interval and --multipart-expiry must be positive")
+	}
+	if c.HeaderTimeout <= 0 || c.BodyTimeout <= 0 || c.IdleTimeout <= 0 {
+		return errors.New("--http-header-timeout, --http-body-timeout and --http-idle-timeout must be positive")
+	}
+	if c.DataReservePercent < 0 || c.DataReservePercent > 50 {
+		return fmt.Errorf("--data-reserve-percent must be 0-50, got %v", c.DataReservePercent)
 	}
 	if c.GCGrace < minGCGrace {
 		return fmt.Errorf("--gc-grace must be at least %s, got %s: shards of uploads in flight are not referenced yet", minGCGrace, c.GCGrace)
@@ -316,6 +341,11 @@ func (c Config) consensusConfig() consensus.Config {
 	cc.LeaderLeaseTimeout = min(cc.LeaderLeaseTimeout, c.HeartbeatTimeout/2)
 	cc.Tags = map[string]string{"api": c.APIURL(), "s3": c.S3URL()}
 	return cc
+}
+
+// reserve is the control plane's floor on the data dir's filesystem.
+func (c Config) reserve() storage.Reserve {
+	return storage.Reserve{Dir: c.DataDir, MinBytes: c.DataReserveMiB << 20, Percent: c.DataReservePercent}
 }
 
 // S3URL is where this node serves the S3 API.
