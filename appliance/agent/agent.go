@@ -85,6 +85,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.identity = identity.NewService(node, idCfg)
 	a.storage = storage.NewService(node, a.identity)
 	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), cfg.DiskReport)
+	a.disks.SetReserve(cfg.reserve())
 	a.shards = storage.NewShards(node, a.disks)
 	node.HandleRPC(storage.RPCPrefix, a.shards.Handler())
 	a.objects = storage.NewObjects(node, a.identity, a.shards, log.With("component", "objects"))

@@ -22,7 +22,7 @@ func (a *Agent) newCompute() {
 	}
 	a.images = hypervisor.NewImages(a.node, a.identity, a.objects, hypervisor.ImagesConfig{
 		QEMUImg: strings.Fields(cfg.QEMUImg), TempDir: filepath.Join(cfg.DataDir, "images", "tmp"),
-		Logger: a.log.With("component", "images")})
+		Reserve: cfg.reserve(), Logger: a.log.With("component", "images")})
 	a.compute = hypervisor.NewService(a.node, a.identity, a.images, a.log.With("component", "compute"))
 	a.scheduler = hypervisor.NewScheduler(a.node, a.log.With("component", "scheduler"))
 	a.node.RegisterController("scheduler", a.scheduler.Run)
@@ -86,10 +86,12 @@ func (a *Agent) newNodeAgent() {
 	if accel == "auto" {
 		accel = hypervisor.Accel()
 	}
+	vols := hypervisor.NewLocalVolumes(filepath.Join(cfg.DataDir, "vms"), strings.Fields(cfg.QEMUImg))
+	vols.SetReserve(cfg.reserve())
 	nc := hypervisor.NodeConfig{
 		Name:    cfg.Name,
 		Driver:  qemu.NewDriver(qemu.DriverConfig{QEMU: qemuArgv, RunDir: cfg.VMRunDir, Logger: log}),
-		Volumes: hypervisor.NewLocalVolumes(filepath.Join(cfg.DataDir, "vms"), strings.Fields(cfg.QEMUImg)),
+		Volumes: vols,
 		Cache:   hypervisor.NewCache(filepath.Join(cfg.DataDir, "images", "cache"), a.objects),
 		Net:     a.vmNet, Accel: accel,
 		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,

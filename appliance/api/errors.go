@@ -7,6 +7,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 )
 
 // Error is an API error: an HTTP status and a stable machine-readable code.
@@ -43,6 +44,7 @@ var statusOf = map[string]int{
 	consensus.CodeConflict:           http.StatusConflict,
 	consensus.CodePreconditionFailed: http.StatusPreconditionFailed,
 	consensus.CodeUnavailable:        http.StatusServiceUnavailable,
+	storage.CodeInsufficientStorage:  http.StatusInsufficientStorage,
 }
 
 // toAPIError turns any error into an *Error; unknown errors are 500s whose
