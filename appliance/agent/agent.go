@@ -212,14 +212,8 @@ func (a *Agent) serve() error {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
-	a.http = &http.Server{
-		Addr:              net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.APIPort)),
-		Handler:           mux,
-		TLSConfig:         tlsCfg,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
+	a.http = a.newHTTPServer(net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.APIPort)), mux)
+	a.http.TLSConfig = tlsCfg
 	ln, err := net.Listen("tcp", a.http.Addr)
 	if err != nil {
 		return err
@@ -283,19 +277,14 @@ func (a *Agent) serveS3() error {
 	}
 	// Large GETs are most of this port's work: tlsbatch sends each write's
 	// TLS records in one system call (see its package doc).
-	a.s3 = &http.Server{
-		Addr:              net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.S3Port)),
-		Handler:           s3.New(a.objects, a.identity, a.log.With("component", "s3"), a.cfg.S3Domain),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
-	}
+	a.s3 = a.newHTTPServer(net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.S3Port)),
+		s3.New(a.objects, a.identity, a.log.With("component", "s3"), a.cfg.S3Domain))
 	ln, err := net.Listen("tcp", a.s3.Addr)
 	if err != nil {
 		return err
 	}
 	a.log.Info("serving S3", "url", a.cfg.S3URL())
-	if err := a.s3.Serve(tlsbatch.NewListener(ln, tlsCfg, 10*time.Second, a.log.With("component", "s3"))); !errors.Is(err, http.ErrServerClosed) {
+	if err := a.s3.Serve(tlsbatch.NewListener(ln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3"))); !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil

@@ -1,0 +1,73 @@
+package agent
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+)
+
+// Slow clients (slowloris) must not hold the API's and S3's connections
+// forever, but S3 objects and images are large bodies that may take hours
+// to arrive. So there is no total read timeout: the headers must arrive
+// within HeaderTimeout (which also bounds the TLS handshake), an idle
+// keep-alive connection is closed after IdleTimeout, and a request body
+// must make progress: each read extends the connection's read deadline by
+// BodyTimeout, so a stalled body is cut while a slow one completes.
+
+// newHTTPServer is the API's and S3's server on addr with the node's
+// timeouts.
+func (a *Agent) newHTTPServer(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           bodyProgress(h, a.cfg.BodyTimeout),
+		ReadHeaderTimeout: a.cfg.HeaderTimeout,
+		IdleTimeout:       a.cfg.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+	}
+}
+
+// bodyProgress gives a request body timeout to read its next bytes in.
+func bodyProgress(next http.Handler, timeout time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A request without a body is left alone: its connection's
+		// background read (which notices a client going away) must not
+		// time out while a long response streams.
+		if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		now := time.Now()
+		if err := rc.SetReadDeadline(now.Add(timeout)); err != nil {
+			next.ServeHTTP(w, r) // a connection without deadlines
+			return
+		}
+		r.Body = &progressBody{ReadCloser: r.Body, rc: rc, timeout: timeout, extended: now}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// progressBody extends the read deadline as bytes arrive.
+type progressBody struct {
+	io.ReadCloser
+	rc       *http.ResponseController
+	timeout  time.Duration
+	extended time.Time
+}
+
+func (b *progressBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	// Once the whole body is in (err is io.EOF), net/http clears the
+	// deadline for its background read: the handler may then work for
+	// long (an image conversion) without the request being cancelled.
+	// Moving the deadline costs a timer update: not on every read of a
+	// fast upload, but well before the current one passes.
+	if n > 0 && err == nil {
+		if now := time.Now(); now.Sub(b.extended) > b.timeout/8 {
+			b.extended = now
+			_ = b.rc.SetReadDeadline(now.Add(b.timeout))
+		}
+	}
+	return n, err
+}
