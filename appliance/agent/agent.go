@@ -204,7 +204,7 @@ func (a *Agent) serve() error {
 			a.consoles.ServeWebSocket(w, r, r.PathValue("vm"), kind)
 		})
 	}
-	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", apiServer.Metrics(promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", a.readyz)
 	mux.Handle("/", uiHandler)

@@ -76,6 +76,7 @@ func New(d Deps) *Server {
 		d.Metrics.MustRegister(s.duration)
 	}
 	s.routes = s.routeTable()
+	s.routes = append(s.routes, s.metricsRoutes()...)
 	if s.storage != nil {
 		s.routes = append(s.routes, s.storageRoutes()...)
 	}
@@ -154,12 +155,18 @@ func (s *Server) wrap(rt route) http.Handler {
 }
 
 func (s *Server) authenticate(ctx context.Context, r *http.Request) (*identity.Principal, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	tok, ok := bearer(r)
+	if !ok {
 		return nil, identity.ErrUnauthenticated
 	}
-	return s.id.Authenticate(ctx, strings.TrimSpace(tok))
+	return s.id.Authenticate(ctx, tok)
+}
+
+// bearer is the request's bearer token, if it has one.
+func bearer(r *http.Request) (string, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	tok = strings.TrimSpace(tok)
+	return tok, ok && tok != ""
 }
 
 type statusWriter struct {

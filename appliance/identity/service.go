@@ -210,8 +210,18 @@ func (s *Service) issueToken(ctx context.Context, p *Principal, userID, kind, na
 
 // Authenticate resolves a bearer token to a principal. A token created a
 // moment ago on another node may not have reached this one yet, so a miss is
-// retried once after a linearizable read.
+// retried once after a linearizable read. A metrics token is refused: it
+// reads /metrics (AuthorizeMetrics) and acts as nobody.
 func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, error) {
+	p, err := s.authenticateAny(ctx, bearer)
+	if err == nil && p.TokenKind == TokenMetrics {
+		return nil, ErrUnauthenticated
+	}
+	return p, err
+}
+
+// authenticateAny is Authenticate for every kind of token.
+func (s *Service) authenticateAny(ctx context.Context, bearer string) (*Principal, error) {
 	id, secret, ok := parseToken(bearer)
 	if !ok {
 		return nil, ErrUnauthenticated

@@ -112,6 +112,12 @@ func TestCLI(t *testing.T) {
 		t.Fatalf("audit list:\n%s", out)
 	}
 	apiTok := strings.TrimSpace(x.ok("", "token", "create", "backup-job"))
+	if promTok := strings.TrimSpace(x.ok("", "metrics", "token", "create", "prometheus")); !strings.HasPrefix(promTok, "cairn_") {
+		t.Fatalf("metrics token create printed %q", promTok)
+	}
+	if out := x.ok("", "token", "list"); !strings.Contains(out, "metrics") {
+		t.Fatalf("token list lacks the metrics token:\n%s", out)
+	}
 
 	// Flags and environment beat the saved config: the nurse's API token via
 	// the environment, against another node, may not create projects.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,12 +48,31 @@ func TestColdStartWithDiscovery(t *testing.T) {
 	if err := a.Call("GET", "/healthz", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
+	// Metrics take a metrics token, as Prometheus sends it; anonymous
+	// callers (a VM on the network, say) get nothing.
 	res, err := a.HTTP.Get(a.URL("/metrics"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("anonymous /metrics: %s", res.Status)
+	}
+	var prom struct{ Token string }
+	if err := a.Call("POST", "/api/v1/metrics/tokens", map[string]string{"name": "prometheus"}, 201, &prom); err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("GET", a.URL("/metrics"), nil)
+	req.Header.Set("Authorization", "Bearer "+prom.Token)
+	res, err = a.HTTP.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	metrics, _ := io.ReadAll(res.Body)
 	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("/metrics with a metrics token: %s", res.Status)
+	}
 	for _, m := range []string{"cairn_raft_state ", "cairn_raft_voters 3", "cairn_gossip_members_alive 3", "cairn_gossip_health_score 0", "cairn_api_request_duration_seconds"} {
 		if !strings.Contains(string(metrics), m) {
 			t.Errorf("/metrics lacks %q", m)
