@@ -358,6 +358,7 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 	locs := make([]ShardLoc, l.Shards())
 	ws := make([]io.Writer, l.Shards())
 	sws := make([]ShardWriter, l.Shards())
+	full := false // a disk refused for lack of room (or the control plane's floor)
 	for i := range l.Shards() {
 		if i >= len(placed) {
 			continue
@@ -365,7 +366,8 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		d := Disk{ID: placed[i].ID, Node: placed[i].Node}
 		w, err := o.shards.Create(ctx, d, shardKey(dataID, i), l.ShardSize(size))
 		if err != nil {
-			o.log.Warn("shard writer failed; writing degraded", "disk", d.ID, "err", err)
+			o.log.Warn("shard writer failed; writing degraded", "disk", d.ID, "no_space", isNoSpace(err), "err", err)
+			full = full || isNoSpace(err)
 			continue
 		}
 		ws[i], sws[i], locs[i] = w, w, ShardLoc{Disk: d.ID, Node: d.Node}
@@ -395,7 +397,7 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		return nil, nil, err
 	}
 	failed := enc.Failed()
-	good, full := 0, false
+	good := 0
 	for i, w := range sws {
 		if w == nil {
 			continue

@@ -35,6 +35,10 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	ns, admin := storagetest.Pool(t, 3, 2)
+	return envOf(t, ns, admin)
+}
+
+func envOf(t *testing.T, ns []*storagetest.Node, admin *identity.Principal) *env {
 	e := &env{t: t, nodes: ns, admin: admin}
 	ctx := context.Background()
 	pr, err := ns[0].ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology"})

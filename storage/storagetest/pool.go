@@ -41,12 +41,19 @@ func Register(reg *consensus.Registry) {
 // the test's to start.
 func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 	t.Helper()
-	base := t.TempDir() // taken first: removed after the agents stopped
+	return PoolOn(t, n, disks, t.TempDir(), storage.Reserve{}) // the dir taken first: removed after the agents stopped
+}
+
+// PoolOn is Pool with the disks under base (a small tmpfs, say) and the
+// control plane's floor kept on every node.
+func PoolOn(t *testing.T, n, disks int, base string, reserve storage.Reserve) ([]*Node, *identity.Principal) {
+	t.Helper()
 	var ns []*Node
 	consensustest.StartWith(t, n, Register, func(i int, nd *consensus.Node) {
 		id := identity.NewService(nd, identity.DefaultConfig())
 		svc := storage.NewService(nd, id)
 		agent := storage.NewDiskAgent(nd, svc, slog.Default(), time.Second)
+		agent.SetReserve(reserve)
 		sh := storage.NewShards(nd, agent)
 		nd.HandleRPC(storage.RPCPrefix, sh.Handler())
 		ns = append(ns, &Node{Node: nd, ID: id, Agent: agent, Shards: sh, Objects: storage.NewObjects(nd, id, sh, slog.Default())})
