@@ -54,6 +54,8 @@ func catalogEN() map[string]string {
 		"err.incomplete":          "Upload incomplete",
 		"err.bad_digest":          "Checksum mismatch",
 
+		"err.insufficient_storage": "Not enough room on this node", // the control plane keeps a floor free
+
 		"setup.title":     "First-time setup",
 		"setup.intro":     "Create the first administrator of this cluster. You need the one-time setup code of this appliance.",
 		"setup.code":      "Setup code",

@@ -53,6 +53,8 @@ func catalogZH() map[string]string {
 		"err.incomplete":          "上传不完整",
 		"err.bad_digest":          "校验和不一致",
 
+		"err.insufficient_storage": "此节点存储空间不足",
+
 		"setup.title":     "首次设置",
 		"setup.intro":     "创建此集群的第一个管理员。您需要本设备的一次性设置码。",
 		"setup.code":      "设置码",
