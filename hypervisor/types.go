@@ -125,13 +125,11 @@ type Event struct {
 
 // Host is a node's capacity for VMs, reported by the node itself.
 type Host struct {
-	Name   string `json:"name"`
-	VCPUs  int64  `json:"vcpus"`
-	RAMMiB int64  `json:"ram_mib"`
-	Accel  string `json:"accel"`
-	// DiskGiB is the size of the filesystem that holds the node's VM
-	// disks (less the control plane's floor); 0: not reported, unchecked.
-	DiskGiB    int64     `json:"disk_gib,omitempty"`
+	Name       string    `json:"name"`
+	VCPUs      int64     `json:"vcpus"`
+	RAMMiB     int64     `json:"ram_mib"`
+	Accel      string    `json:"accel"`
+	DiskGiB    int64     `json:"disk_gib,omitempty"` // VM disks' filesystem less the control plane's floor; 0: unchecked
 	Version    string    `json:"qemu_version,omitempty"`
 	Error      string    `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
 	ReportedAt time.Time `json:"reported_at"`
