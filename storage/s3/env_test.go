@@ -25,7 +25,7 @@ import (
 // gateway of every node on its own HTTPS port, and a project with an
 // access key.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	nodes   []*storagetest.Node
 	admin   *identity.Principal
 	servers []*httptest.Server
@@ -33,7 +33,7 @@ type env struct {
 	ak, sk  string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	ns, admin := storagetest.Pool(t, 3, 2)
 	e := &env{t: t, nodes: ns, admin: admin}
 	ctx := context.Background()

@@ -39,7 +39,7 @@ func Register(reg *consensus.Registry) {
 // 4+2), the first admin created ("admin", AdminPassword), and waits until
 // every disk is healthy. Read repair and the other background workers are
 // the test's to start.
-func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
+func Pool(t testing.TB, n, disks int) ([]*Node, *identity.Principal) {
 	t.Helper()
 	base := t.TempDir() // taken first: removed after the agents stopped
 	var ns []*Node
@@ -95,7 +95,7 @@ func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 const AdminPassword = "admin-password-for-tests"
 
 // Principal logs a user in.
-func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
+func Principal(t testing.TB, id *identity.Service, user, pw string) *identity.Principal {
 	t.Helper()
 	var tok string
 	testutil.WaitFor(t, 30*time.Second, user+"'s login", func() error {
@@ -118,7 +118,7 @@ func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Pr
 
 // run runs a disk agent until the test ends and waits for it to stop, so it
 // never recreates a directory the test's clean-up is removing.
-func run(t *testing.T, a *storage.DiskAgent) {
+func run(t testing.TB, a *storage.DiskAgent) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
