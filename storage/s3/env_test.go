@@ -104,7 +104,7 @@ func get(t *testing.T, c *minio.Client, bucket, key string, opt minio.GetObjectO
 	return io.ReadAll(o)
 }
 
-func put(t *testing.T, c *minio.Client, bucket, key string, data []byte) minio.UploadInfo {
+func put(t testing.TB, c *minio.Client, bucket, key string, data []byte) minio.UploadInfo {
 	t.Helper()
 	info, err := c.PutObject(context.Background(), bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
 	if err != nil {
