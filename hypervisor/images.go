@@ -240,12 +240,14 @@ func (im *Images) CheckRoom(ctx context.Context, p *identity.Principal, spec Ima
 // Import fetches an image from an HTTP(S) URL, typically a file server on
 // the hospital's network, and stores it like an upload.
 func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageSpec, src string) (*Image, error) {
-	u, err := url.Parse(src)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, im.id.Deny(ctx, p, "image.import", spec.Name, "", invalid("import needs an http:// or https:// URL, not %q", src))
-	}
+	// Who may import is settled before what: a caller with no right to
+	// the project learns nothing from the validation of the rest.
 	if err := im.authorize(ctx, p, &spec, "image.import"); err != nil {
 		return nil, err
+	}
+	u, err := url.Parse(src)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, im.id.Deny(ctx, p, "image.import", spec.Name, spec.Project, invalid("import needs an http:// or https:// URL, not %q", src))
 	}
 	client := &http.Client{Transport: &http.Transport{DialContext: im.dialLAN, Proxy: nil}, Timeout: 6 * time.Hour}
 	req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
