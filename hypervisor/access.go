@@ -55,9 +55,9 @@ func bootableIn(p *identity.Principal, img *Image, project string) bool {
 	return img.Visibility == VisibilityPublic || (img.ProjectID == project && visible(p, img))
 }
 
-// mayChange says whether the caller may rename, re-share or delete an
+// CanChangeImage says whether the caller may rename, re-share or delete an
 // image. Public images are the cluster's: cluster admins only.
-func mayChange(p *identity.Principal, img *Image) bool {
+func CanChangeImage(p *identity.Principal, img *Image) bool {
 	switch {
 	case p.IsClusterAdmin():
 		return true

@@ -580,7 +580,7 @@ func (im *Images) Update(ctx context.Context, p *identity.Principal, ref string,
 	if err := spec.validate(); err != nil {
 		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, err)
 	}
-	if !mayChange(p, img) || (spec.Visibility == VisibilityPublic && !mayPublish(p)) {
+	if !CanChangeImage(p, img) || (spec.Visibility == VisibilityPublic && !mayPublish(p)) {
 		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change image %s", img.Name))
 	}
 	var out Image
@@ -596,7 +596,7 @@ func (im *Images) Delete(ctx context.Context, p *identity.Principal, ref string,
 	if err != nil {
 		return im.id.Deny(ctx, p, action, ref, "", err)
 	}
-	if !mayChange(p, img) {
+	if !CanChangeImage(p, img) {
 		return im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete image %s", img.Name))
 	}
 	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgDeleteImage, deleteImageCmd{ID: img.ID, IfMatch: ifMatch}, nil); err != nil {

@@ -11,6 +11,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
+	"golang.org/x/crypto/ssh"
 )
 
 // vmURL links a VM's page, or one of its sub-pages ("console", "serial").
@@ -103,6 +104,16 @@ func dataDisksText(ds []hypervisor.DataDisk) string {
 		parts[i] = strconv.FormatInt(d.SizeGiB, 10) + " GiB"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// sshKeyText names an SSH public key by its fingerprint and comment, as
+// ssh-keygen -l does.
+func sshKeyText(k string) string {
+	pub, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+	if err != nil {
+		return k
+	}
+	return strings.TrimSpace(ssh.FingerprintSHA256(pub) + " " + comment)
 }
 
 // imageChoice describes an image in the create form's list.
