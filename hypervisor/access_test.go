@@ -125,9 +125,15 @@ func TestVMImagesResolveInTheirOwnProject(t *testing.T) {
 	}
 	// The FSM refuses it too, whoever proposes it.
 	cmd := createVMCmd{VM: VM{ID: "vm-x", Name: "x", ProjectID: e.image.ProjectID, Desired: DesiredStopped,
-		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: labOnly.ID}}}
+		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: labOnly.ID}}, ImageScoped: true}
 	if _, err := e.node.Apply(ctx, MsgCreateVM, &cmd, nil); consensus.ErrorCode(err) != consensus.CodeNotFound {
 		t.Errorf("the FSM created a VM from another project's image: %v", err)
+	}
+	// A command from before the rule (in the log, or from an older node)
+	// still applies as it did when it was first applied.
+	cmd.ImageScoped = false
+	if _, err := e.node.Apply(ctx, MsgCreateVM, &cmd, nil); err != nil {
+		t.Errorf("an old command replays differently: %v", err)
 	}
 }
 

@@ -146,7 +146,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		vm.Desired = DesiredStopped
 	}
 	var out VM
-	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -44,6 +44,9 @@ const maxEvents = 200
 type createVMCmd struct {
 	VM   VM     `json:"vm"`
 	User string `json:"user"` // the creator's name, for the history
+	// ImageScoped: the image must be public or the VM's project's. Commands
+	// proposed before the rule existed lack it and replay as they applied.
+	ImageScoped bool `json:"image_scoped,omitempty"`
 }
 
 type placeVMCmd struct {
@@ -234,7 +237,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	}
 	// Another project's image is not there for this VM, whoever asks.
 	if img := consensus.First[Image](tx.Txn, tImages, "id", vm.Spec.Image); img == nil ||
-		(img.Visibility != VisibilityPublic && img.ProjectID != vm.ProjectID) {
+		(c.ImageScoped && img.Visibility != VisibilityPublic && img.ProjectID != vm.ProjectID) {
 		return nil, notFound("image", vm.Spec.Image)
 	}
 	if err := identity.Charge(tx, vm.ProjectID, vmUsage(vm.Spec)); err != nil {
