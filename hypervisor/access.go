@@ -20,10 +20,20 @@ import (
 //   - A VM boots from a public image or from one of its own project's that
 //     the caller can see; never from another project's image.
 
-// seesCloudInit reports whether the caller may read a VM's cloud-init.
-func seesCloudInit(p *identity.Principal, vm *VM) bool {
+// canReadVM says whether the caller may see a VM: its project's readers.
+func canReadVM(p *identity.Principal, vm *VM) bool {
+	return p.Can(vm.ProjectID, identity.RoleReader)
+}
+
+// CanChangeVM says whether the caller may act on a VM (power, rename,
+// resize, delete, console, serial log): its project's members.
+func CanChangeVM(p *identity.Principal, vm *VM) bool {
 	return p.Can(vm.ProjectID, identity.RoleMember)
 }
+
+// seesCloudInit says whether the caller may read a VM's cloud-init: whoever
+// may change the VM (the serial log shows what cloud-init printed anyway).
+func seesCloudInit(p *identity.Principal, vm *VM) bool { return CanChangeVM(p, vm) }
 
 // viewVM is the VM as the caller may see it: a copy without its SSH keys
 // and user-data for a reader, marked so. The stored row is never changed.

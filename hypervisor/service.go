@@ -204,7 +204,7 @@ func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) 
 // as the caller may see it (readers get it without its cloud-init).
 func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
 	txn := s.c.Store().ReadTxn()
-	if vm := getVM(txn, ref); vm != nil && p.Can(vm.ProjectID, identity.RoleReader) {
+	if vm := getVM(txn, ref); vm != nil && canReadVM(p, vm) {
 		return viewVM(p, vm), nil
 	}
 	var found []*VM
@@ -298,7 +298,7 @@ func (s *Service) Do(ctx context.Context, p *identity.Principal, ref, op string,
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	cmd := setDesiredCmd{ID: vm.ID, Op: op, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
@@ -339,7 +339,7 @@ func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name s
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.rename", ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	if !nameRE.MatchString(name) {
@@ -356,7 +356,7 @@ func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.resize", ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	fl, err := s.id.GetFlavor(flavor)

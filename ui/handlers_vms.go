@@ -8,7 +8,6 @@ import (
 	"strings"
 
 	"github.com/a-h/templ"
-	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"golang.org/x/crypto/ssh"
@@ -260,7 +259,7 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 	if err != nil {
 		return vmData{}, err
 	}
-	d := vmData{VM: *vm, Events: evs, CanChange: v.p.Can(vm.ProjectID, identity.RoleMember),
+	d := vmData{VM: *vm, Events: evs, CanChange: hypervisor.CanChangeVM(v.p, vm),
 		ProjectName: vm.ProjectID, FlavorName: vm.Spec.Flavor, ImageName: vm.Spec.Image}
 	if pr, err := s.id.GetProject(v.p, vm.ProjectID); err == nil {
 		d.ProjectName = pr.Name
