@@ -75,7 +75,7 @@ type grant struct {
 // matrix has one line per API route. A route without one fails the test.
 var matrix = []grant{
 	{route: "GET /api/v1/setup", status: 200, allow: everyone},
-	{route: "POST /api/v1/setup", body: `{"setup_code":"WRONG-CODE","username":"x{n}","password":"long-enough-password"}`, status: 403, allow: everyone},
+	{route: "POST /api/v1/setup", body: `{"setup_code":"WRONG-CODE","username":"x{n}","password":"long-enough-password"}`, status: 403, allow: everyone}, // a wrong code, refused alike for all
 	{route: "POST /api/v1/auth/login", body: `{"username":"mike","password":"mike-password"}`, status: 200, allow: everyone},
 	{route: "POST /api/v1/auth/logout", freshToken: true, status: 204, allow: users},
 	{route: "GET /api/v1/auth/whoami", status: 200, allow: users},
