@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"context"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -119,7 +120,8 @@ func TestVMImagesResolveInTheirOwnProject(t *testing.T) {
 		t.Errorf("in lab, lab's own ubuntu wins: %v %v", vm, err)
 	}
 	for _, ref := range []string{labOnly.ID, "labonly", shadow.ID} {
-		if _, err := e.svc.CreateVM(ctx, e.admin, VMCreate{Name: "c", Project: "ward", Image: ref, Flavor: "small"}); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		_, err := e.svc.CreateVM(ctx, e.admin, VMCreate{Name: "c", Project: "ward", Image: ref, Flavor: "small"})
+		if consensus.ErrorCode(err) != consensus.CodeNotFound || !strings.Contains(err.Error(), "belongs to another project") {
 			t.Errorf("a VM in ward from lab's image %s: %v", ref, err)
 		}
 	}

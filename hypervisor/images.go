@@ -143,19 +143,34 @@ func (im *Images) ForVM(p *identity.Principal, project, ref string) (*Image, err
 		if bootableIn(p, img, project) {
 			return img, nil
 		}
-		return nil, notFound("image", ref)
+		return nil, elsewhere(p, img, ref)
 	}
 	var own, public []Image
+	var other *Image
 	for _, img := range im.list(p) {
 		switch {
-		case img.Name != ref || !bootableIn(p, &img, project):
+		case img.Name != ref:
+		case !bootableIn(p, &img, project):
+			other = &img
 		case img.ProjectID == project:
 			own = append(own, img)
 		default:
 			public = append(public, img)
 		}
 	}
+	if len(own) == 0 && len(public) == 0 && other != nil {
+		return nil, elsewhere(p, other, ref)
+	}
 	return pickImage(ref, own, public)
+}
+
+// elsewhere is the refusal of an image another project's VMs may not boot:
+// not found, and said plainly to a caller who can see the image anyway.
+func elsewhere(p *identity.Principal, img *Image, ref string) error {
+	if !visible(p, img) {
+		return notFound("image", ref)
+	}
+	return consensus.Errorf(consensus.CodeNotFound, "image %q belongs to another project: a VM boots from its own project's images or public ones", ref)
 }
 
 // pickImage returns the one image of the first non-empty tier.
