@@ -41,9 +41,22 @@ func Register(reg *consensus.Registry) {
 // the test's to start.
 func Pool(t testing.TB, n, disks int) ([]*Node, *identity.Principal) {
 	t.Helper()
+	return PoolWith(t, n, disks, nil)
+}
+
+// PoolWith is Pool with more tables and commands registered (compute's and
+// the network's, for a test of the whole API).
+func PoolWith(t *testing.T, n, disks int, more func(*consensus.Registry)) ([]*Node, *identity.Principal) {
+	t.Helper()
+	register := func(reg *consensus.Registry) {
+		Register(reg)
+		if more != nil {
+			more(reg)
+		}
+	}
 	base := t.TempDir() // taken first: removed after the agents stopped
 	var ns []*Node
-	consensustest.StartWith(t, n, Register, func(i int, nd *consensus.Node) {
+	consensustest.StartWith(t, n, register, func(i int, nd *consensus.Node) {
 		id := identity.NewService(nd, identity.DefaultConfig())
 		svc := storage.NewService(nd, id)
 		agent := storage.NewDiskAgent(nd, svc, slog.Default(), time.Second)
