@@ -46,7 +46,7 @@ func Pool(t testing.TB, n, disks int) ([]*Node, *identity.Principal) {
 
 // PoolWith is Pool with more tables and commands registered (compute's and
 // the network's, for a test of the whole API).
-func PoolWith(t *testing.T, n, disks int, more func(*consensus.Registry)) ([]*Node, *identity.Principal) {
+func PoolWith(t testing.TB, n, disks int, more func(*consensus.Registry)) ([]*Node, *identity.Principal) {
 	t.Helper()
 	register := func(reg *consensus.Registry) {
 		Register(reg)
