@@ -11,8 +11,16 @@ DEV_DATA ?= data/dev
 # fixed in Go 1.27). 100000 runs take 7-10 s per target here.
 FUZZTIME ?= 100000x
 
-# Fuzz targets run briefly by `make test`: package:Target.
-FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest
+# Fuzz targets run briefly by `make test`: package:Target[:runs[:minimize]].
+# The S3 targets that sign with real clients' signers or run a whole
+# in-process pool per input are slower than the decoders, so they get fewer
+# runs, as does the image probe (real qemu-img per input), and the gateway
+# and image ones minimize nothing (each new input would cost
+# seconds of minimizing against a three-node pool).
+FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./appliance/api:FuzzDecodeRequest \
+	./storage/s3:FuzzSignatureParse:30000x ./storage/s3:FuzzSignatureClients:20000x \
+	./storage/s3:FuzzAWSChunked:1000x ./storage/s3:FuzzXMLBodies:150x:0x \
+	./hypervisor:FuzzImageProbe:300x:0x ./hypervisor/cloudinit:FuzzSeed:50000x
 
 .PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute clean
 
@@ -67,9 +75,9 @@ test-go:
 # to a minute minimizing each one, and within a 10 s run that was most of it
 # (no executions while it minimized).
 fuzz:
-	@for t in $(FUZZ); do pkg=$${t%%:*}; fn=$${t##*:}; \
-		echo "fuzz $$pkg $$fn, $(FUZZTIME)"; \
-		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s $$pkg || exit 1; done
+	@for t in $(FUZZ); do IFS=: read -r pkg fn runs min <<< "$$t"; runs=$${runs:-$(FUZZTIME)}; \
+		echo "fuzz $$pkg $$fn, $$runs"; \
+		go test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $$runs -fuzzminimizetime $${min:-2s} $$pkg || exit 1; done
 
 ## generate: regenerate templ components (the generated files are committed)
 generate:

@@ -88,7 +88,7 @@ func (s *Service) ConsoleTicket(ctx context.Context, p *identity.Principal, ref 
 	if err != nil {
 		return nil, err
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, "vm.console", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to open VM %s's console", vm.Name))
 	}
 	key, err := s.ticketKey()
@@ -302,7 +302,7 @@ func (c *Consoles) SerialLog(ctx context.Context, p *identity.Principal, ref str
 	if err != nil {
 		return nil, err
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		// The log can hold what cloud-init printed, passwords included.
 		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to read VM %s's console", vm.Name)
 	}

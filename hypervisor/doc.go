@@ -18,6 +18,9 @@
 //     bucket ".images". Each node caches the images its VMs boot from; a boot
 //     disk is a qcow2 overlay on the cached copy (volumes.go), behind the
 //     Volumes interface that replicated block volumes will implement.
+//   - Access (access.go): the one place that says who sees a VM's
+//     cloud-init, who sees and changes an image, and which images a VM of a
+//     project may boot from.
 //   - cloud-init NoCloud seeds (package cloudinit) and consoles (console.go):
 //     short-lived HMAC tickets, VNC and serial WebSockets relayed from the
 //     VM's node over the cluster's mutual TLS.

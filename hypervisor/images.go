@@ -111,39 +111,83 @@ func (s *ImageSpec) validate() error {
 	return nil
 }
 
-// visible says whether the caller may see and use an image.
-func visible(p *identity.Principal, img *Image) bool {
-	switch {
-	case p.IsClusterAdmin() || img.Visibility == VisibilityPublic:
-		return true
-	case img.Visibility == VisibilityProject:
-		return p.Can(img.ProjectID, identity.RoleReader)
-	}
-	return img.OwnerID == p.User.ID
-}
-
-// Get returns an image the caller can see, by ID or by name (a visible image
-// of the caller's own projects wins over a public one of the same name).
+// Get returns an image the caller can see, by ID or by name. A name is
+// looked up among the images of the caller's own projects first, then among
+// public ones, then (for a cluster admin) among other projects' images; two
+// images of one of these tiers with the name are ambiguous, never a guess.
 func (im *Images) Get(p *identity.Principal, ref string) (*Image, error) {
 	txn := im.c.Store().ReadTxn()
 	if img := consensus.First[Image](txn, tImages, "id", ref); img != nil && visible(p, img) {
 		return img, nil
 	}
-	var found []Image
+	var own, public, other []Image
 	for _, img := range im.list(p) {
-		if img.Name == ref {
-			found = append(found, img)
+		switch {
+		case img.Name != ref:
+		case img.Visibility == VisibilityPublic:
+			public = append(public, img)
+		case p.RoleIn(img.ProjectID) != "":
+			own = append(own, img)
+		default:
+			other = append(other, img)
 		}
 	}
-	if len(found) == 0 {
-		return nil, notFound("image", ref)
+	return pickImage(ref, own, public, other)
+}
+
+// ForVM returns the image a new VM of project may boot from, by ID or by
+// name: a name means the project's own image first, else a public one,
+// never another project's (a project image cannot be booted elsewhere,
+// even by a cluster admin who can see it, and a public name cannot be
+// shadowed by another project's upload).
+func (im *Images) ForVM(p *identity.Principal, project, ref string) (*Image, error) {
+	txn := im.c.Store().ReadTxn()
+	if img := consensus.First[Image](txn, tImages, "id", ref); img != nil {
+		if bootableIn(p, img, project) {
+			return img, nil
+		}
+		return nil, elsewhere(p, img, ref)
 	}
-	for _, img := range found {
-		if img.Visibility != VisibilityPublic || len(found) == 1 {
-			return &img, nil
+	var own, public []Image
+	var other *Image
+	for _, img := range im.list(p) {
+		switch {
+		case img.Name != ref:
+		case !bootableIn(p, &img, project):
+			other = &img
+		case img.ProjectID == project:
+			own = append(own, img)
+		default:
+			public = append(public, img)
 		}
 	}
-	return nil, invalid("%d images are named %q: use the image's ID", len(found), ref)
+	if len(own) == 0 && len(public) == 0 && other != nil {
+		return nil, elsewhere(p, other, ref)
+	}
+	return pickImage(ref, own, public)
+}
+
+// elsewhere is the refusal of an image another project's VMs may not boot:
+// not found, and said plainly to a caller who can see the image anyway.
+func elsewhere(p *identity.Principal, img *Image, ref string) error {
+	if !visible(p, img) {
+		return notFound("image", ref)
+	}
+	return consensus.Errorf(consensus.CodeNotFound, "image %q belongs to another project: a VM boots from its own project's images or public ones", ref)
+}
+
+// pickImage returns the one image of the first non-empty tier.
+func pickImage(ref string, tiers ...[]Image) (*Image, error) {
+	for _, found := range tiers {
+		switch len(found) {
+		case 0:
+			continue
+		case 1:
+			return &found[0], nil
+		}
+		return nil, invalid("%d images are named %q: use the image's ID", len(found), ref)
+	}
+	return nil, notFound("image", ref)
 }
 
 func (im *Images) list(p *identity.Principal) []Image {
@@ -222,12 +266,14 @@ func (im *Images) spoolRoom(need uint64) error {
 // Import fetches an image from an HTTP(S) URL, typically a file server on
 // the hospital's network, and stores it like an upload.
 func (im *Images) Import(ctx context.Context, p *identity.Principal, spec ImageSpec, src string) (*Image, error) {
-	u, err := url.Parse(src)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, im.id.Deny(ctx, p, "image.import", spec.Name, "", invalid("import needs an http:// or https:// URL, not %q", src))
-	}
+	// Who may import is settled before what: a caller with no right to
+	// the project learns nothing from the validation of the rest.
 	if err := im.authorize(ctx, p, &spec, "image.import"); err != nil {
 		return nil, err
+	}
+	u, err := url.Parse(src)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, im.id.Deny(ctx, p, "image.import", spec.Name, spec.Project, invalid("import needs an http:// or https:// URL, not %q", src))
 	}
 	client := &http.Client{Transport: &http.Transport{DialContext: im.dialLAN, Proxy: nil}, Timeout: 6 * time.Hour}
 	req, err := http.NewRequestWithContext(ctx, "GET", src, nil)
@@ -295,7 +341,7 @@ func (im *Images) authorize(ctx context.Context, p *identity.Principal, spec *Im
 	if !p.Can(pr.ID, identity.RoleMember) {
 		return im.id.Deny(ctx, p, action, spec.Name, pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to add images to project %s", pr.Name))
 	}
-	if spec.Visibility == VisibilityPublic && !p.IsClusterAdmin() {
+	if spec.Visibility == VisibilityPublic && !mayPublish(p) {
 		return im.id.Deny(ctx, p, action, spec.Name, pr.ID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins publish images to everyone"))
 	}
 	return nil
@@ -590,7 +636,7 @@ func hashFile(path string) (string, int64, error) {
 }
 
 // Update renames an image or changes its visibility (its project's members;
-// making it public takes a cluster admin).
+// a public image, or making one public, takes a cluster admin).
 func (im *Images) Update(ctx context.Context, p *identity.Principal, ref string, name, visibility *string, ifMatch uint64) (*Image, error) {
 	const action = "image.update"
 	img, err := im.Get(p, ref)
@@ -607,16 +653,12 @@ func (im *Images) Update(ctx context.Context, p *identity.Principal, ref string,
 	if err := spec.validate(); err != nil {
 		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, err)
 	}
-	if !im.mayChange(p, img) || (spec.Visibility == VisibilityPublic && img.Visibility != VisibilityPublic && !p.IsClusterAdmin()) {
+	if !CanChangeImage(p, img) || (spec.Visibility == VisibilityPublic && !mayPublish(p)) {
 		return nil, im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change image %s", img.Name))
 	}
 	var out Image
 	err = im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgUpdateImage, updateImageCmd{ID: img.ID, Name: name, Visibility: visibility, IfMatch: ifMatch}, &out)
 	return &out, err
-}
-
-func (im *Images) mayChange(p *identity.Principal, img *Image) bool {
-	return p.Can(img.ProjectID, identity.RoleMember) && (img.Visibility != VisibilityPrivate || img.OwnerID == p.User.ID || p.IsClusterAdmin())
 }
 
 // Delete removes an image and its bytes. VMs made from it keep running: each
@@ -627,7 +669,7 @@ func (im *Images) Delete(ctx context.Context, p *identity.Principal, ref string,
 	if err != nil {
 		return im.id.Deny(ctx, p, action, ref, "", err)
 	}
-	if !im.mayChange(p, img) {
+	if !CanChangeImage(p, img) {
 		return im.id.Deny(ctx, p, action, img.Name, img.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete image %s", img.Name))
 	}
 	if err := im.id.Mutate(ctx, p, action, img.Name, img.ProjectID, MsgDeleteImage, deleteImageCmd{ID: img.ID, IfMatch: ifMatch}, nil); err != nil {

@@ -98,7 +98,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		return deny(pr.ID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	fl, err := s.id.GetFlavor(req.Flavor)
-	img, ierr := s.images.Get(p, req.Image)
+	img, ierr := s.images.ForVM(p, pr.ID, req.Image)
 	if err != nil || ierr != nil {
 		// Made a moment ago through another node? Catch up and look again.
 		if rerr := s.c.ConsistentRead(ctx); rerr != nil {
@@ -107,7 +107,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		if fl, err = s.id.GetFlavor(req.Flavor); err != nil {
 			return deny(pr.ID, err)
 		}
-		if img, err = s.images.Get(p, req.Image); err != nil {
+		if img, err = s.images.ForVM(p, pr.ID, req.Image); err != nil {
 			return deny(pr.ID, err)
 		}
 	}
@@ -146,7 +146,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		vm.Desired = DesiredStopped
 	}
 	var out VM
-	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -200,11 +200,12 @@ func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) 
 	return s.VM(p, ref)
 }
 
-// VM returns a VM by ID or by name among the projects the caller can read.
+// VM returns a VM by ID or by name among the projects the caller can read,
+// as the caller may see it (readers get it without its cloud-init).
 func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
 	txn := s.c.Store().ReadTxn()
-	if vm := getVM(txn, ref); vm != nil && p.Can(vm.ProjectID, identity.RoleReader) {
-		return vm, nil
+	if vm := getVM(txn, ref); vm != nil && canReadVM(p, vm) {
+		return viewVM(p, vm), nil
 	}
 	var found []*VM
 	for _, pid := range s.readable(p, txn) {
@@ -216,7 +217,7 @@ func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
 	case 0:
 		return nil, notFound("VM", ref)
 	case 1:
-		return found[0], nil
+		return viewVM(p, found[0]), nil
 	}
 	return nil, invalid("%d VMs are named %q in your projects: use the VM's ID", len(found), ref)
 }
@@ -234,7 +235,8 @@ func (s *Service) readable(p *identity.Principal, txn *memdb.Txn) []string {
 	return ids
 }
 
-// ListVMs returns the VMs the caller can see, optionally of one project.
+// ListVMs returns the VMs the caller can see, optionally of one project,
+// as the caller may see them (readers get them without their cloud-init).
 func (s *Service) ListVMs(p *identity.Principal, project string) ([]VM, error) {
 	txn := s.c.Store().ReadTxn()
 	var pids []string
@@ -254,7 +256,7 @@ func (s *Service) ListVMs(p *identity.Principal, project string) ([]VM, error) {
 			return nil, err
 		}
 		for o := it.Next(); o != nil; o = it.Next() {
-			out = append(out, *o.(*VM))
+			out = append(out, *viewVM(p, o.(*VM)))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -296,7 +298,7 @@ func (s *Service) Do(ctx context.Context, p *identity.Principal, ref, op string,
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	cmd := setDesiredCmd{ID: vm.ID, Op: op, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
@@ -337,7 +339,7 @@ func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name s
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.rename", ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	if !nameRE.MatchString(name) {
@@ -354,7 +356,7 @@ func (s *Service) Resize(ctx context.Context, p *identity.Principal, ref, flavor
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, "vm.resize", ref, "", err)
 	}
-	if !p.Can(vm.ProjectID, identity.RoleMember) {
+	if !CanChangeVM(p, vm) {
 		return nil, s.id.Deny(ctx, p, "vm.resize", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	fl, err := s.id.GetFlavor(flavor)

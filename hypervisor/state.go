@@ -44,6 +44,9 @@ const maxEvents = 200
 type createVMCmd struct {
 	VM   VM     `json:"vm"`
 	User string `json:"user"` // the creator's name, for the history
+	// ImageScoped: the image must be public or the VM's project's. Commands
+	// proposed before the rule existed lack it and replay as they applied.
+	ImageScoped bool `json:"image_scoped,omitempty"`
 }
 
 type placeVMCmd struct {
@@ -232,7 +235,9 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	if consensus.First[VM](tx.Txn, tVMs, "name", vm.ProjectID, vm.Name) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a VM named %q already exists in this project", vm.Name)
 	}
-	if consensus.First[Image](tx.Txn, tImages, "id", vm.Spec.Image) == nil {
+	// Another project's image is not there for this VM, whoever asks.
+	if img := consensus.First[Image](tx.Txn, tImages, "id", vm.Spec.Image); img == nil ||
+		(c.ImageScoped && img.Visibility != VisibilityPublic && img.ProjectID != vm.ProjectID) {
 		return nil, notFound("image", vm.Spec.Image)
 	}
 	if err := identity.Charge(tx, vm.ProjectID, vmUsage(vm.Spec)); err != nil {

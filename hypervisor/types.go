@@ -99,6 +99,9 @@ type VM struct {
 	Rebooted  uint64    `json:"rebooted"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"` // changes with desired state, not with status reports
+	// CloudInitRedacted marks a copy shown to a project reader: Spec's SSH
+	// keys and user-data were left out. Never set in the replicated state.
+	CloudInitRedacted bool `json:"cloud_init_redacted,omitempty"`
 }
 
 // IPs are the VM's addresses.

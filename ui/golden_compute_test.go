@@ -14,6 +14,8 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 		Status:    hypervisor.VMStatus{State: hypervisor.StateRunning, Accel: "kvm", Pending: "4 vCPU at the next start", StartedAt: goldenTime},
 		CreatedAt: goldenTime, Version: 12}
 	running.Spec.DataDisks = []hypervisor.DataDisk{{SizeGiB: 100}}
+	running.Spec.SSHKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID5WHCIylmEUGhyxygnxLkggX/botwVqq/W+x/6LNgjl nurse@ward"}
+	running.Spec.UserData = "#cloud-config\npackage_update: true\n"
 	failed := hypervisor.VM{ID: "vm-2", Name: "lab <b>", ProjectID: "p-1", Spec: spec, Desired: hypervisor.DesiredRunning,
 		Status: hypervisor.VMStatus{State: hypervisor.StateError, Error: "no node can run VMs right now"}, CreatedAt: goldenTime}
 	building := hypervisor.VM{ID: "vm-3", Name: "ris", ProjectID: "p-2", Spec: spec, Desired: hypervisor.DesiredRunning, Node: "node1",
@@ -56,4 +58,10 @@ func goldenNewVM() newVMData {
 		Flavors:  goldenFlavors(),
 		Form:     vmForm{Name: "pacs 2", Project: "p-2", Image: "img-1", Flavor: "fl-1", SSHKeys: "ssh-ed25519 AAAA nurse@ward", DataDisk: "50"},
 	}
+}
+
+// readerCopy is a VM as the compute service shows it to a project reader.
+func readerCopy(vm hypervisor.VM) hypervisor.VM {
+	vm.Spec.SSHKeys, vm.Spec.UserData, vm.CloudInitRedacted = nil, "", true
+	return vm
 }

@@ -101,7 +101,7 @@ func TestGoldenPages(t *testing.T) {
 		"vms_zh":          vmsPage(goldenView(langZH, false, "vms"), vms),
 		"vm_new_en":       newVMPage(goldenView(langEN, false, "vms"), goldenNewVM()),
 		"vm_en":           vmPage(goldenView(langEN, false, "vms"), vm),
-		"vm_zh_reader":    vmPage(goldenView(langZH, false, "vms"), vmData{VM: vm.VM, ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
+		"vm_zh_reader":    vmPage(goldenView(langZH, false, "vms"), vmData{VM: readerCopy(vm.VM), ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
 		"console_en":      consolePage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/vnc?ticket=T"}),
 		"console_zh_none": consolePage(goldenView(langZH, false, "vms"), consoleData{VM: vm.VM, Error: "控制台不可用"}),
 		"serial_en":       serialPage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/serial?ticket=T"}),

@@ -5,7 +5,6 @@ import (
 	"net/url"
 	"strings"
 
-	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/hypervisor"
 )
 
@@ -47,11 +46,7 @@ func (s *server) imagesData(v *view, query string) imagesData {
 	names, writable := s.projectNames(v)
 	d := imagesData{Query: query, Projects: writable, Admin: v.admin()}
 	for _, img := range s.images.List(v.p, query) {
-		// What the service lets change (Update, Delete): members of the
-		// image's project, and a private image's owner only.
-		can := v.p.Can(img.ProjectID, identity.RoleMember) &&
-			(img.Visibility != hypervisor.VisibilityPrivate || img.OwnerID == v.p.User.ID || v.admin())
-		d.Images = append(d.Images, imageRow{Image: img, ProjectName: or(names[img.ProjectID], img.ProjectID), CanChange: can})
+		d.Images = append(d.Images, imageRow{Image: img, ProjectName: or(names[img.ProjectID], img.ProjectID), CanChange: hypervisor.CanChangeImage(v.p, &img)})
 	}
 	if len(writable) > 0 {
 		d.Import.Project = writable[0].ID

@@ -8,9 +8,9 @@ import (
 	"strings"
 
 	"github.com/a-h/templ"
-	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
+	"golang.org/x/crypto/ssh"
 )
 
 // vmURL links a VM's page, or one of its sub-pages ("console", "serial").
@@ -103,6 +103,16 @@ func dataDisksText(ds []hypervisor.DataDisk) string {
 		parts[i] = strconv.FormatInt(d.SizeGiB, 10) + " GiB"
 	}
 	return strings.Join(parts, ", ")
+}
+
+// sshKeyText names an SSH public key by its fingerprint and comment, as
+// ssh-keygen -l does.
+func sshKeyText(k string) string {
+	pub, comment, _, _, err := ssh.ParseAuthorizedKey([]byte(k))
+	if err != nil {
+		return k
+	}
+	return strings.TrimSpace(ssh.FingerprintSHA256(pub) + " " + comment)
 }
 
 // imageChoice describes an image in the create form's list.
@@ -249,7 +259,7 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 	if err != nil {
 		return vmData{}, err
 	}
-	d := vmData{VM: *vm, Events: evs, CanChange: v.p.Can(vm.ProjectID, identity.RoleMember),
+	d := vmData{VM: *vm, Events: evs, CanChange: hypervisor.CanChangeVM(v.p, vm),
 		ProjectName: vm.ProjectID, FlavorName: vm.Spec.Flavor, ImageName: vm.Spec.Image}
 	if pr, err := s.id.GetProject(v.p, vm.ProjectID); err == nil {
 		d.ProjectName = pr.Name

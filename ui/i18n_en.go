@@ -384,6 +384,11 @@ func catalogEN() map[string]string {
 		"vmnew.disk_hint":     "An empty second disk of this size. Leave empty for none.",
 		"vmnew.submit":        "Create VM",
 
+		// What the VM page shows of cloud-init (readers get it hidden).
+		"vm.cloud_init":        "Cloud-init",
+		"vm.cloud_init_hidden": "Hidden: only the project's members see a VM's SSH keys and user-data.",
+		"vm.user_data_bytes":   "user-data: %d bytes",
+
 		"vm.title":          "VM %s",
 		"vm.back":           "Back to all virtual machines",
 		"vm.desired":        "Requested",

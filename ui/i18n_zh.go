@@ -383,6 +383,11 @@ func catalogZH() map[string]string {
 		"vmnew.disk_hint":     "一块此大小的空白第二磁盘。留空表示不需要。",
 		"vmnew.submit":        "创建虚拟机",
 
+		// What the VM page shows of cloud-init (readers get it hidden).
+		"vm.cloud_init":        "Cloud-init",
+		"vm.cloud_init_hidden": "已隐藏：只有项目成员才能查看虚拟机的 SSH 密钥和 user-data。",
+		"vm.user_data_bytes":   "user-data：%d 字节",
+
 		"vm.title":          "虚拟机 %s",
 		"vm.back":           "返回虚拟机列表",
 		"vm.desired":        "请求的状态",

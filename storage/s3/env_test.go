@@ -25,7 +25,7 @@ import (
 // gateway of every node on its own HTTPS port, and a project with an
 // access key.
 type env struct {
-	t       *testing.T
+	t       testing.TB
 	nodes   []*storagetest.Node
 	admin   *identity.Principal
 	servers []*httptest.Server
@@ -33,12 +33,12 @@ type env struct {
 	ak, sk  string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	ns, admin := storagetest.Pool(t, 3, 2)
 	return envOf(t, ns, admin)
 }
 
-func envOf(t *testing.T, ns []*storagetest.Node, admin *identity.Principal) *env {
+func envOf(t testing.TB, ns []*storagetest.Node, admin *identity.Principal) *env {
 	e := &env{t: t, nodes: ns, admin: admin}
 	ctx := context.Background()
 	pr, err := ns[0].ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology"})
@@ -108,7 +108,7 @@ func get(t *testing.T, c *minio.Client, bucket, key string, opt minio.GetObjectO
 	return io.ReadAll(o)
 }
 
-func put(t *testing.T, c *minio.Client, bucket, key string, data []byte) minio.UploadInfo {
+func put(t testing.TB, c *minio.Client, bucket, key string, data []byte) minio.UploadInfo {
 	t.Helper()
 	info, err := c.PutObject(context.Background(), bucket, key, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{})
 	if err != nil {

@@ -53,6 +53,9 @@ func (g *Gateway) postObject(q *request) *Error {
 	if serr := lockOptions(h, &opt); serr != nil {
 		return serr
 	}
+	if opt.Headers, serr = storedHeaders(h); serr != nil {
+		return serr
+	}
 	var sum *summer
 	var want string
 	for _, a := range checksumAlgos() {

@@ -153,9 +153,15 @@ func (s *sigV4) verify(r *http.Request, secret string, now time.Time) (*payload,
 		return nil, errRequestTimeTooSkewed()
 	}
 	key := s.signingKey(secret)
-	want := s.sign(r, key)
+	want := s.sign(r, key, false)
 	if !hmac.Equal([]byte(want), []byte(s.signature)) {
-		return nil, errSignatureDoesNotMatch()
+		// Clients built on Go's url.Values (minio-go, aws-sdk-go v1) sort
+		// the query by raw name rather than by encoded name. Both orders
+		// cover the same names and values, so accepting either lets no
+		// one change what was signed.
+		if want = s.sign(r, key, true); !hmac.Equal([]byte(want), []byte(s.signature)) {
+			return nil, errSignatureDoesNotMatch()
+		}
 	}
 	var signer *chunkSigner
 	if !s.presigned {
@@ -167,7 +173,7 @@ func (s *sigV4) verify(r *http.Request, secret string, now time.Time) (*payload,
 
 // compute returns the hex signature of r as the client must have made it.
 func (s *sigV4) compute(r *http.Request, secret string) string {
-	return s.sign(r, s.signingKey(secret))
+	return s.sign(r, s.signingKey(secret), false)
 }
 
 func (s *sigV4) scope() string {
@@ -182,11 +188,13 @@ func (s *sigV4) signingKey(secret string) []byte {
 	return key
 }
 
-func (s *sigV4) sign(r *http.Request, key []byte) string {
+// sign signs r's canonical request; rawOrder sorts the query by the names
+// before encoding, as Go's url.Values.Encode does.
+func (s *sigV4) sign(r *http.Request, key []byte, rawOrder bool) string {
 	canonical := strings.Join([]string{
 		r.Method,
 		awsEncode(r.URL.Path, false),
-		canonicalQuery(r.URL.Query(), s.presigned),
+		canonicalQuery(r.URL.Query(), s.presigned, rawOrder),
 		canonicalHeaders(r, s.signedHeaders),
 		strings.Join(s.signedHeaders, ";"),
 		s.payloadHash,
@@ -195,18 +203,21 @@ func (s *sigV4) sign(r *http.Request, key []byte) string {
 	return hex.EncodeToString(hmacSHA256(key, toSign))
 }
 
-func canonicalQuery(q url.Values, presigned bool) string {
-	type kv struct{ k, v string }
+func canonicalQuery(q url.Values, presigned, rawOrder bool) string {
+	type kv struct{ k, v, raw string }
 	var pairs []kv
 	for k, vs := range q {
 		if presigned && k == "X-Amz-Signature" {
 			continue
 		}
 		for _, v := range vs {
-			pairs = append(pairs, kv{awsEncode(k, true), awsEncode(v, true)})
+			pairs = append(pairs, kv{awsEncode(k, true), awsEncode(v, true), k})
 		}
 	}
-	sort.Slice(pairs, func(i, j int) bool {
+	sort.SliceStable(pairs, func(i, j int) bool {
+		if rawOrder { // values of one name keep their order, as Encode keeps them
+			return pairs[i].raw < pairs[j].raw
+		}
 		if pairs[i].k != pairs[j].k {
 			return pairs[i].k < pairs[j].k
 		}

@@ -39,17 +39,35 @@ func Register(reg *consensus.Registry) {
 // 4+2), the first admin created ("admin", AdminPassword), and waits until
 // every disk is healthy. Read repair and the other background workers are
 // the test's to start.
-func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
+func Pool(t testing.TB, n, disks int) ([]*Node, *identity.Principal) {
 	t.Helper()
-	return PoolOn(t, n, disks, t.TempDir(), storage.Reserve{}) // the dir taken first: removed after the agents stopped
+	return PoolWith(t, n, disks, nil)
+}
+
+// PoolWith is Pool with more tables and commands registered (compute's and
+// the network's, for a test of the whole API).
+func PoolWith(t testing.TB, n, disks int, more func(*consensus.Registry)) ([]*Node, *identity.Principal) {
+	t.Helper()
+	return pool(t, n, disks, more, t.TempDir(), storage.Reserve{}) // the dir taken first: removed after the agents stopped
 }
 
 // PoolOn is Pool with the disks under base (a small tmpfs, say) and the
 // control plane's floor kept on every node.
-func PoolOn(t *testing.T, n, disks int, base string, reserve storage.Reserve) ([]*Node, *identity.Principal) {
+func PoolOn(t testing.TB, n, disks int, base string, reserve storage.Reserve) ([]*Node, *identity.Principal) {
 	t.Helper()
+	return pool(t, n, disks, nil, base, reserve)
+}
+
+func pool(t testing.TB, n, disks int, more func(*consensus.Registry), base string, reserve storage.Reserve) ([]*Node, *identity.Principal) {
+	t.Helper()
+	register := func(reg *consensus.Registry) {
+		Register(reg)
+		if more != nil {
+			more(reg)
+		}
+	}
 	var ns []*Node
-	consensustest.StartWith(t, n, Register, func(i int, nd *consensus.Node) {
+	consensustest.StartWith(t, n, register, func(i int, nd *consensus.Node) {
 		id := identity.NewService(nd, identity.DefaultConfig())
 		svc := storage.NewService(nd, id)
 		agent := storage.NewDiskAgent(nd, svc, slog.Default(), time.Second)
@@ -102,7 +120,7 @@ func PoolOn(t *testing.T, n, disks int, base string, reserve storage.Reserve) ([
 const AdminPassword = "admin-password-for-tests"
 
 // Principal logs a user in.
-func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
+func Principal(t testing.TB, id *identity.Service, user, pw string) *identity.Principal {
 	t.Helper()
 	var tok string
 	testutil.WaitFor(t, 30*time.Second, user+"'s login", func() error {
@@ -125,7 +143,7 @@ func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Pr
 
 // run runs a disk agent until the test ends and waits for it to stop, so it
 // never recreates a directory the test's clean-up is removing.
-func run(t *testing.T, a *storage.DiskAgent) {
+func run(t testing.TB, a *storage.DiskAgent) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
