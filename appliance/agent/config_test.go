@@ -54,6 +54,8 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--bind", "127.0.0.1", "extra"}, "unexpected arguments"},
 		{[]string{"--bind", "127.0.0.1", "--gc-grace", "1m"}, "at least 10m"},
 		{[]string{"--bind", "127.0.0.1", "--multipart-expiry", "0s"}, "must be positive"},
+		{[]string{"--bind", "127.0.0.1", "--http-body-timeout", "0s"}, "must be positive"},
+		{[]string{"--bind", "127.0.0.1", "--data-reserve-percent", "80"}, "0-50"},
 	} {
 		_, err := ParseFlags(c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
