@@ -291,7 +291,7 @@ func usersPage(v *view, users []identity.User, f userForm) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 22, "</label> <input id=\"user-password\" name=\"password\" type=\"password\" required minlength=\"8\" autocomplete=\"new-password\"><p class=\"hint\">")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 22, "</label> <input id=\"user-password\" name=\"password\" type=\"password\" required minlength=\"12\" autocomplete=\"new-password\"><p class=\"hint\">")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
@@ -317,7 +317,7 @@ func usersPage(v *view, users []identity.User, f userForm) templ.Component {
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}
-				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 24, "</label> <input id=\"user-password2\" name=\"password2\" type=\"password\" required minlength=\"8\" autocomplete=\"new-password\"> <label class=\"check\" for=\"user-admin\"><input id=\"user-admin\" name=\"cluster_admin\" type=\"checkbox\" value=\"true\"")
+				templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 24, "</label> <input id=\"user-password2\" name=\"password2\" type=\"password\" required minlength=\"12\" autocomplete=\"new-password\"> <label class=\"check\" for=\"user-admin\"><input id=\"user-admin\" name=\"cluster_admin\" type=\"checkbox\" value=\"true\"")
 				if templ_7745c5c3_Err != nil {
 					return templ_7745c5c3_Err
 				}

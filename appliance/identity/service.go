@@ -161,8 +161,8 @@ func (s *Service) CreateFirstAdmin(ctx context.Context, username, password strin
 	if err := validateName("username", username); err != nil {
 		return nil, err
 	}
-	if err := validatePassword(password); err != nil {
-		return nil, invalid(err)
+	if err := validatePassword(username, password); err != nil {
+		return nil, err
 	}
 	hash, err := HashPassword(password)
 	if err != nil {

@@ -215,8 +215,8 @@ func (s *Service) CreateUser(ctx context.Context, p *Principal, spec UserSpec) (
 	if err := validateName("username", spec.Name); err != nil {
 		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
-	if err := validatePassword(spec.Password); err != nil {
-		return nil, s.deny(ctx, p, action, spec.Name, "", invalid(err))
+	if err := validatePassword(spec.Name, spec.Password); err != nil {
+		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
 	hash, err := HashPassword(spec.Password)
 	if err != nil {
@@ -250,8 +250,8 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 	}
 	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin}
 	if up.Password != nil {
-		if err := validatePassword(*up.Password); err != nil {
-			return nil, s.deny(ctx, p, action, ref, "", invalid(err))
+		if err := validatePassword(u.Name, *up.Password); err != nil {
+			return nil, s.deny(ctx, p, action, ref, "", err)
 		}
 		hash, err := HashPassword(*up.Password)
 		if err != nil {

@@ -92,7 +92,7 @@ func Pool(t *testing.T, n, disks int) ([]*Node, *identity.Principal) {
 }
 
 // AdminPassword is the pool's first admin's password.
-const AdminPassword = "admin-password-for-tests"
+const AdminPassword = "cluster-root-for-tests"
 
 // Principal logs a user in.
 func Principal(t *testing.T, id *identity.Service, user, pw string) *identity.Principal {
