@@ -66,11 +66,13 @@ func catalogEN() map[string]string {
 		"setup.password2": "Password again",
 		"setup.submit":    "Create administrator",
 
-		"login.title":    "Sign in",
-		"login.username": "Username",
-		"login.password": "Password",
-		"login.submit":   "Sign in",
-		"login.failed":   "Wrong username or password.",
+		"login.title":     "Sign in",
+		"login.username":  "Username",
+		"login.password":  "Password",
+		"login.submit":    "Sign in",
+		"login.failed":    "Wrong username or password.",
+		"login.throttled": "Too many failed sign-ins from here or for this user. Try again in %d seconds.",
+		"login.busy":      "The appliance is checking many passwords at once. Try again in a moment.",
 
 		"dashboard.title":              "Dashboard",
 		"dashboard.cluster":            "Cluster health",

@@ -65,11 +65,13 @@ func catalogZH() map[string]string {
 		"setup.password2": "再次输入密码",
 		"setup.submit":    "创建管理员",
 
-		"login.title":    "登录",
-		"login.username": "用户名",
-		"login.password": "密码",
-		"login.submit":   "登录",
-		"login.failed":   "用户名或密码错误。",
+		"login.title":     "登录",
+		"login.username":  "用户名",
+		"login.password":  "密码",
+		"login.submit":    "登录",
+		"login.failed":    "用户名或密码错误。",
+		"login.throttled": "来自此处或针对此用户的登录失败次数过多。请在 %d 秒后重试。",
+		"login.busy":      "设备正在同时核对大量密码。请稍后重试。",
 
 		"dashboard.title":              "概览",
 		"dashboard.cluster":            "集群健康状况",

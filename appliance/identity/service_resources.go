@@ -218,7 +218,7 @@ func (s *Service) CreateUser(ctx context.Context, p *Principal, spec UserSpec) (
 	if err := validatePassword(spec.Name, spec.Password); err != nil {
 		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
-	hash, err := HashPassword(spec.Password)
+	hash, err := s.hashPassword(ctx, spec.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 		if err := validatePassword(u.Name, *up.Password); err != nil {
 			return nil, s.deny(ctx, p, action, ref, "", err)
 		}
-		hash, err := HashPassword(*up.Password)
+		hash, err := s.hashPassword(ctx, *up.Password)
 		if err != nil {
 			return nil, err
 		}

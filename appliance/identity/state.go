@@ -96,6 +96,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSetQuota, "SetQuota", applySetQuota)
 	consensus.Handle(reg, MsgPruneTokens, "PruneTokens", applyPruneTokens)
 	consensus.Handle(reg, MsgPruneAudit, "PruneAudit", applyPruneAudit)
+	consensus.Handle(reg, MsgRecordAuditBatch, "RecordAuditBatch", applyRecordAuditBatch)
 	registerS3(reg)
 }
 
