@@ -1,6 +1,12 @@
 package ui
 
-import "testing"
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+)
 
 // TestSafeNext keeps ?next= on this site: every way a browser can be talked
 // into reading a path as another host falls back to the dashboard.
@@ -34,4 +40,23 @@ func TestSafeNext(t *testing.T) {
 			t.Errorf("safeNext(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}
+}
+
+// The login form backs off after repeated failures: 429, Retry-After and a
+// message that says how long, in the reader's language.
+func TestLoginFormThrottled(t *testing.T) {
+	e := newEnv(t)
+	e.admin("root", "correct horse")
+	b := e.browser()
+	for range identity.DefaultConfig().LoginFreeFailures + 1 {
+		if p := b.post("/login", b.formOn("/login", url.Values{"username": {"root"}, "password": {"wrong password"}})); p.status != http.StatusUnprocessableEntity {
+			t.Fatalf("wrong password: status %d", p.status)
+		}
+	}
+	b.get("/lang/zh-CN")
+	p := b.post("/login", b.formOn("/login", url.Values{"username": {"root"}, "password": {"correct horse"}}))
+	if p.status != http.StatusTooManyRequests || p.header.Get("Retry-After") == "" {
+		t.Fatalf("login during the backoff: status %d, Retry-After %q", p.status, p.header.Get("Retry-After"))
+	}
+	mustContain(t, p, "登录失败次数过多")
 }

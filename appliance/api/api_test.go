@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -263,5 +264,18 @@ func refRE(s string) []string {
 		}
 		s = s[i+len(`"$ref":"#/components/schemas/`):]
 		out = append(out, s[:strings.Index(s, `"`)])
+	}
+}
+
+// Repeated failed logins are answered 429 with Retry-After, before any
+// password is checked.
+func TestLoginThrottled(t *testing.T) {
+	f := newFixture(t)
+	for range identity.DefaultConfig().LoginFreeFailures + 1 {
+		f.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "not-the-password"}, 401, nil)
+	}
+	h := f.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "cluster-root-6161"}, 429, nil)
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err != nil || s < 1 {
+		t.Fatalf("Retry-After %q", h.Get("Retry-After"))
 	}
 }
