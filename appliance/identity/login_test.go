@@ -299,3 +299,8 @@ func TestFailedLoginsAreAuditedInBatches(t *testing.T) {
 		t.Fatalf("%d audit entries for %d failed logins: not batched", failed, attempts)
 	}
 }
+
+func sha256Sum(s string) []byte {
+	sum := sha256.Sum256([]byte(s))
+	return sum[:]
+}

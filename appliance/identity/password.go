@@ -127,3 +127,9 @@ func newSetupCode() string {
 	}
 	return string(b[:4]) + "-" + string(b[4:])
 }
+
+// Errors of a password change.
+var (
+	ErrCurrentPasswordNeeded = &consensus.Error{Code: consensus.CodeInvalid, Message: "changing your own password needs your current password"}
+	ErrCurrentPasswordWrong  = &consensus.Error{Code: consensus.CodeForbidden, Message: "the current password is wrong"}
+)

@@ -309,7 +309,7 @@ func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, 
 	if t == nil || !tokenMatches(t, secret) {
 		return nil, ErrUnauthenticated
 	}
-	if !t.ExpiresAt.IsZero() && s.cfg.Now().After(t.ExpiresAt) {
+	if exp := expiresAt(t, s.Settings()); !exp.IsZero() && s.cfg.Now().After(exp) {
 		return nil, ErrUnauthenticated
 	}
 	p, err := s.principalFor(t.UserID)

@@ -274,3 +274,30 @@ func (s *Service) confirmMissing(ctx context.Context, id string, found func() bo
 	s.neg.add(s.cfg.Now(), id)
 	return true, nil
 }
+
+// checkCurrentPassword verifies the password a user typed to change it. A
+// stolen session must not become a way to guess it, so wrong guesses count
+// against the user and address like failed logins do.
+func (s *Service) checkCurrentPassword(ctx context.Context, userID string, pw *string) error {
+	if pw == nil || *pw == "" {
+		return ErrCurrentPasswordNeeded
+	}
+	u := consensus.First[User](s.read(), tUsers, "id", userID)
+	if u == nil {
+		return notFound("user", userID)
+	}
+	remote := remoteAddr(ctx)
+	keys := loginKeys(remote, u.Name)
+	if wait := s.logins.wait(s.cfg.Now(), keys); wait > 0 {
+		return &ThrottledError{RetryAfter: wait}
+	}
+	ok := false
+	if err := s.withHashSlot(ctx, func() { ok = CheckPassword(u.PasswordHash, *pw) }); err != nil {
+		return err
+	}
+	if !ok {
+		s.logins.fail(s.cfg.Now(), keys)
+		return ErrCurrentPasswordWrong
+	}
+	return nil
+}
