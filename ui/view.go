@@ -142,6 +142,8 @@ func ruleError(err error) string {
 		{"err.password_short", identity.ErrPasswordTooShort},
 		{"err.password_long", identity.ErrPasswordTooLong},
 		{"err.password_has_name", identity.ErrPasswordHasName},
+		{"err.current_password_needed", identity.ErrCurrentPasswordNeeded},
+		{"err.current_password_wrong", identity.ErrCurrentPasswordWrong},
 	} {
 		if errors.Is(err, e.err) {
 			return e.key
