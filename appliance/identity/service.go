@@ -1,6 +1,7 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
@@ -29,7 +30,8 @@ type Cluster interface {
 	Name() string
 }
 
-// Config configures the service. DefaultConfig holds the defaults.
+// Config configures the service. DefaultConfig holds the defaults; NewService
+// also takes them for the login protections left zero.
 type Config struct {
 	SessionTTL     time.Duration
 	AuditRetention int // newest audit entries kept in the replicated state; older ones live in each node's archive
@@ -89,22 +91,24 @@ func NewService(c Cluster, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Zero values of the protection settings take the defaults.
 	d := DefaultConfig()
-	if cfg.HashConcurrency <= 0 {
-		cfg.HashConcurrency = d.HashConcurrency
-	}
-	if cfg.LoginBackoffBase <= 0 || cfg.LoginBackoffMax <= 0 {
-		cfg.LoginBackoffBase, cfg.LoginBackoffMax = d.LoginBackoffBase, d.LoginBackoffMax
-	}
-	if cfg.FailedLoginWindow <= 0 {
-		cfg.FailedLoginWindow = d.FailedLoginWindow
-	}
+	cfg.LoginFreeFailures = cmp.Or(cfg.LoginFreeFailures, d.LoginFreeFailures)
+	cfg.LoginBackoffBase = cmp.Or(cfg.LoginBackoffBase, d.LoginBackoffBase)
+	cfg.LoginBackoffMax = cmp.Or(cfg.LoginBackoffMax, d.LoginBackoffMax)
+	cfg.LoginTableSize = cmp.Or(cfg.LoginTableSize, d.LoginTableSize)
+	cfg.FailedLoginWindow = cmp.Or(cfg.FailedLoginWindow, d.FailedLoginWindow)
+	cfg.HashConcurrency = cmp.Or(cfg.HashConcurrency, d.HashConcurrency)
+	cfg.HashWait = cmp.Or(cfg.HashWait, d.HashWait)
+	cfg.NegativeCacheTTL = cmp.Or(cfg.NegativeCacheTTL, d.NegativeCacheTTL)
+	cfg.NegativeCacheSize = cmp.Or(cfg.NegativeCacheSize, d.NegativeCacheSize)
+	cfg.MissReads = cmp.Or(cfg.MissReads, d.MissReads)
 	return &Service{c: c, cfg: cfg, log: cfg.Logger, setupCode: newSetupCode(),
 		logins:    newLoginLimiter(cfg),
 		failed:    &failedLogins{pending: map[failedKey]*failedCount{}},
 		hashSlots: make(chan struct{}, cfg.HashConcurrency),
 		neg:       newNegCache(cfg.NegativeCacheTTL, cfg.NegativeCacheSize),
-		missReads: make(chan struct{}, max(cfg.MissReads, 1)),
+		missReads: make(chan struct{}, cfg.MissReads),
 	}
 }
 
