@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 )
@@ -74,7 +75,16 @@ func TestAccountPasswordAndTokens(t *testing.T) {
 	// The admin sees the nurse's session and resets the password.
 	a := e.browser()
 	a.login("root", "correct horse")
-	mustContain(t, a.get("/account"), `data-user="nurse1"`)
+	mustContain(t, a.get("/account"), `data-user="nurse1"`, `id="lifetime-days" name="days" type="number" min="1" max="3650" step="1" required value="90"`)
+	mustNotContain(t, b.get("/account"), `id="lifetime-form"`)
+	form := a.formOn("/account", url.Values{"days": {"30"}})
+	form.Set("version", "0")
+	if p := a.post("/account/token-lifetime", form); p.status != http.StatusOK || p.path != "/account?done=lifetime" {
+		t.Fatalf("token lifetime: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	if got := e.svc.Settings().MaxTokenLifetime(); got != 30*24*time.Hour {
+		t.Fatalf("maximum token lifetime %s, want 30 days", got)
+	}
 	p = a.post("/users/password", a.formOn("/users", url.Values{"user": {"nurse1"}, "password": {"reset-by-admin-77"}, "password2": {"reset-by-admin-77"}}))
 	if p.status != http.StatusOK || p.path != "/users?reset=nurse1" {
 		t.Fatalf("reset: %d at %s\n%s", p.status, p.path, p.body)

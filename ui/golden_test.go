@@ -117,7 +117,7 @@ func TestGoldenPages(t *testing.T) {
 		"users_en":        usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
 		"flavors_zh":      flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
 		"audit_en":        auditPage(goldenView(langEN, true, "audit"), audit),
-		"account_zh":      accountPage(goldenView(langZH, true, "account"), goldenTokens()),
+		"account_zh":      accountPage(goldenView(langZH, true, "account"), goldenTokens(), identity.DefaultSettings),
 		"storage_en":      storagePage(goldenView(langEN, true, "storage"), pool),
 		"storage_zh":      storagePage(goldenView(langZH, true, "storage"), healthy),
 		"buckets_en":      bucketsPage(goldenView(langEN, false, "buckets"), buckets),

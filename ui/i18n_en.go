@@ -187,6 +187,11 @@ func catalogEN() map[string]string {
 		"account.this_session":     "This session",
 		"account.revoke":           "Revoke",
 		"account.revoked":          "The token was revoked.",
+		"account.lifetime":         "Maximum lifetime of API tokens",
+		"account.lifetime_days":    "Days",
+		"account.lifetime_hint":    "For every user's API tokens. A token older than this stops working, also one created before the limit was lowered.",
+		"account.lifetime_save":    "Save",
+		"account.lifetime_saved":   "The maximum lifetime of API tokens was saved.",
 
 		"flavors.title":         "Flavors",
 		"flavors.intro":         "A flavor is a size for virtual machines.",

@@ -186,6 +186,11 @@ func catalogZH() map[string]string {
 		"account.this_session":     "当前会话",
 		"account.revoke":           "吊销",
 		"account.revoked":          "令牌已吊销。",
+		"account.lifetime":         "API 令牌的最长有效期",
+		"account.lifetime_days":    "天数",
+		"account.lifetime_hint":    "适用于所有用户的 API 令牌。超过此期限的令牌将失效，包括在缩短期限之前创建的令牌。",
+		"account.lifetime_save":    "保存",
+		"account.lifetime_saved":   "API 令牌的最长有效期已保存。",
 
 		"flavors.title":         "云主机规格",
 		"flavors.intro":         "规格定义了云主机的大小。",

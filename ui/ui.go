@@ -111,6 +111,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /account", s.authed(s.account))
 	mux.Handle("POST /account/password", s.authed(s.changePassword))
 	mux.Handle("POST /account/tokens/{id}/revoke", s.authed(s.revokeToken))
+	mux.Handle("POST /account/token-lifetime", s.authed(s.setTokenLifetime))
 	mux.Handle("POST /users/password", s.authed(s.resetPassword))
 	mux.Handle("GET /users", s.authed(s.users))
 	mux.Handle("POST /users", s.authed(s.createUser))
