@@ -189,6 +189,24 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 		return
 	}
 	defer backend.Close()
+	// Every console session is audited, opening and closing: a console is
+	// control of the VM. One that cannot be audited is not opened.
+	user := ticketUser(r.URL.Query().Get("ticket"))
+	actx := identity.WithRemoteAddr(r.Context(), r.RemoteAddr)
+	if err := c.s.id.Record(actx, user, "vm.console.open", vm.Name, vm.ProjectID, kind+" console"); err != nil {
+		c.log.Error("console session refused: cannot audit it", "vm", vm.Name, "err", err)
+		http.Error(w, "console: the session cannot be audited now", http.StatusServiceUnavailable)
+		return
+	}
+	opened := time.Now()
+	defer func() {
+		cctx, cancel := context.WithTimeout(identity.WithRemoteAddr(context.Background(), r.RemoteAddr), 10*time.Second)
+		defer cancel()
+		msg := fmt.Sprintf("%s console, open for %s", kind, time.Since(opened).Round(time.Second))
+		if err := c.s.id.Record(cctx, user, "vm.console.close", vm.Name, vm.ProjectID, msg); err != nil {
+			c.log.Error("console session close not audited", "vm", vm.Name, "err", err)
+		}
+	}()
 	// Accept checks that the Origin is this host: no other site can open
 	// a console in a logged-in user's browser.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"binary"}})
@@ -201,6 +219,15 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 	conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
 	defer conn.Close()
 	pipe(conn, backend)
+}
+
+// ticketUser returns the user a ticket (already checked) was issued to.
+func ticketUser(ticket string) string {
+	b64, _, _ := strings.Cut(ticket, ".")
+	body, _ := base64.RawURLEncoding.DecodeString(b64)
+	var t ticketBody
+	_ = json.Unmarshal(body, &t)
+	return t.User
 }
 
 // pipe copies both ways until either side ends.

@@ -44,16 +44,16 @@ func newComputeEnv(t *testing.T) *computeEnv {
 			t.Fatal(err)
 		}
 	}
-	_, err := id.CreateFirstAdmin(ctx, "admin", "admin-password")
+	_, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161")
 	must(err)
-	e.admin = login(t, id, "admin", "admin-password")
+	e.admin = login(t, id, "admin", "cluster-root-6161")
 	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1}
 	pr, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "ward", Quota: &quota})
 	must(err)
-	_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "nurse", Password: "nurse-password"})
+	_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"})
 	must(err)
 	must(id.SetMember(ctx, e.admin, "ward", "nurse", identity.RoleMember))
-	e.user = login(t, id, "nurse", "nurse-password")
+	e.user = login(t, id, "nurse", "night-shift-9471")
 	for _, f := range []identity.FlavorSpec{{Name: "small", VCPUs: 1, RAMMiB: 512, DiskGiB: 1}, {Name: "big", VCPUs: 2, RAMMiB: 1024, DiskGiB: 2}, {Name: "huge", VCPUs: 8, RAMMiB: 512, DiskGiB: 1}} {
 		_, err = id.CreateFlavor(ctx, e.admin, f)
 		must(err)
@@ -320,7 +320,7 @@ func TestResizeChargesTheDifference(t *testing.T) {
 func TestImageVisibility(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "porter", Password: "porter-password"}); err != nil {
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "porter", Password: "trolley-route-88"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "kitchen"}); err != nil {
@@ -329,13 +329,13 @@ func TestImageVisibility(t *testing.T) {
 	if err := e.id.SetMember(ctx, e.admin, "kitchen", "porter", identity.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "doctor", Password: "doctor-password"}); err != nil {
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "doctor", Password: "ward-round-5523"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.id.SetMember(ctx, e.admin, "ward", "doctor", identity.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	porter, doctor := login(t, e.id, "porter", "porter-password"), login(t, e.id, "doctor", "doctor-password")
+	porter, doctor := login(t, e.id, "porter", "trolley-route-88"), login(t, e.id, "doctor", "ward-round-5523")
 	for _, img := range []Image{
 		{ID: "img-private", Name: "mine", Visibility: VisibilityPrivate},
 		{ID: "img-public", Name: "everyone", Visibility: VisibilityPublic},
@@ -519,13 +519,13 @@ func TestConsoleTickets(t *testing.T) {
 		t.Error("a ticket worked twice")
 	}
 	// A reader of the project may look, not take the console.
-	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "auditor", Password: "auditor-password"}); err != nil {
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "auditor", Password: "read-only-3391"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := e.id.SetMember(ctx, e.admin, "ward", "auditor", identity.RoleReader); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.ConsoleTicket(ctx, login(t, e.id, "auditor", "auditor-password"), "c1"); consensus.ErrorCode(err) != consensus.CodeForbidden {
+	if _, err := e.svc.ConsoleTicket(ctx, login(t, e.id, "auditor", "read-only-3391"), "c1"); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Errorf("a reader got a console ticket: %v", err)
 	}
 }

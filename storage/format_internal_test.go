@@ -22,10 +22,10 @@ func TestOldCommandsApplyAsTheyDid(t *testing.T) {
 	n := c.Leader()
 	ctx := context.Background()
 	id := identity.NewService(n, identity.DefaultConfig())
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := id.Login(ctx, "admin", "admin-password")
+	tok, _, _ := id.Login(ctx, "admin", "cluster-root-6161")
 	admin, _ := id.Authenticate(ctx, tok)
 	pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "upgrade"})
 	if err != nil {

@@ -36,10 +36,10 @@ func newFixture(t *testing.T) *fixture {
 	n := c.Nodes[0]
 	id := identity.NewService(n, identity.DefaultConfig())
 	ctx := context.Background()
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := id.Login(ctx, "admin", "admin-password")
+	tok, _, _ := id.Login(ctx, "admin", "cluster-root-6161")
 	admin, _ := id.Authenticate(ctx, tok)
 	svc := storage.NewService(n, id)
 	agent := storage.NewDiskAgent(n, svc, slog.Default(), time.Second)
@@ -129,10 +129,10 @@ func TestBadDisksAndPermissions(t *testing.T) {
 			t.Errorf("path %q: %v", p, err)
 		}
 	}
-	if _, err := f.id.CreateUser(ctx, f.admin, identity.UserSpec{Name: "nurse", Password: "nurse-password"}); err != nil {
+	if _, err := f.id.CreateUser(ctx, f.admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"}); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, _ := f.id.Login(ctx, "nurse", "nurse-password")
+	tok, _, _ := f.id.Login(ctx, "nurse", "night-shift-9471")
 	nurse, _ := f.id.Authenticate(ctx, tok)
 	if _, err := f.svc.AddDisk(ctx, nurse, f.node.Name(), diskDir(t, f.base)); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("a non-admin added a disk: %v", err)

@@ -165,17 +165,17 @@ func TestObjectsOverThePool(t *testing.T) {
 	}
 
 	// Another project's member cannot see the bucket; a reader cannot write.
-	if _, err := ns[0].id.CreateUser(ctx, admin, identity.UserSpec{Name: "rita", Password: "rita-password"}); err != nil {
+	if _, err := ns[0].id.CreateUser(ctx, admin, identity.UserSpec{Name: "rita", Password: "radiology-4412"}); err != nil {
 		t.Fatal(err)
 	}
-	rita := principal(t, ns[0].id, "rita", "rita-password")
+	rita := principal(t, ns[0].id, "rita", "radiology-4412")
 	if _, err := ns[0].objects.Head(ctx, rita, "scans", "size/0"); consensus.ErrorCode(err) != consensus.CodeNotFound {
 		t.Fatalf("an outsider sees the bucket: %v", err)
 	}
 	if err := ns[0].id.SetMember(ctx, admin, pr.ID, "rita", identity.RoleReader); err != nil {
 		t.Fatal(err)
 	}
-	rita = principal(t, ns[0].id, "rita", "rita-password")
+	rita = principal(t, ns[0].id, "rita", "radiology-4412")
 	if _, err := ns[0].objects.Head(ctx, rita, "scans", "size/0"); err != nil {
 		t.Fatalf("a reader cannot read: %v", err)
 	}

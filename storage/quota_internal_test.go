@@ -23,10 +23,10 @@ func TestObjectQuotaRoundsTheProjectTotal(t *testing.T) {
 	n := c.Leader()
 	ctx := context.Background()
 	id := identity.NewService(n, identity.DefaultConfig())
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "admin-password"); err != nil {
+	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
 		t.Fatal(err)
 	}
-	tok, _, err := id.Login(ctx, "admin", "admin-password")
+	tok, _, err := id.Login(ctx, "admin", "cluster-root-6161")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -87,13 +87,13 @@ func TestLockRoles(t *testing.T) {
 	ns, admin := readyPool(t)
 	ctx := context.Background()
 	pr, _ := ns[0].id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "legal"})
-	if _, err := ns[0].id.CreateUser(ctx, admin, identity.UserSpec{Name: "clerk", Password: "clerk-password-1"}); err != nil {
+	if _, err := ns[0].id.CreateUser(ctx, admin, identity.UserSpec{Name: "clerk", Password: "front-desk-5150"}); err != nil {
 		t.Fatal(err)
 	}
 	if err := ns[0].id.SetMember(ctx, admin, pr.ID, "clerk", identity.RoleMember); err != nil {
 		t.Fatal(err)
 	}
-	clerk := principal(t, ns[0].id, "clerk", "clerk-password-1")
+	clerk := principal(t, ns[0].id, "clerk", "front-desk-5150")
 	o := ns[0].objects
 	if _, err := o.CreateBucketWith(ctx, admin, pr.ID, "evidence", storage.BucketOptions{ObjectLock: true}); err != nil {
 		t.Fatal(err)

@@ -201,8 +201,22 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 		t.Fatalf("flavors in the service: %+v", fl)
 	}
 
+	// A weak password is refused with the rule it breaks, in the reader's language.
+	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "password": {"too-short"}, "password2": {"too-short"}}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("user with a short password: %d", p.status)
+	}
+	mustContain(t, p, "The password is too short: it needs at least 12 characters.")
+	b.get("/lang/zh-CN")
+	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "password": {"NURSE1-on-nights"}, "password2": {"NURSE1-on-nights"}}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("user with the name in the password: %d", p.status)
+	}
+	mustContain(t, p, "密码不能包含用户名。")
+	b.get("/lang/en")
+
 	// A user, then make them a member of the project.
-	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "display_name": {"Li Na"}, "password": {"pw-nurse-1"}, "password2": {"pw-nurse-1"}}))
+	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "display_name": {"Li Na"}, "password": {"pw-for-nurse-one"}, "password2": {"pw-for-nurse-one"}}))
 	if p.status != http.StatusOK || p.path != "/users?created=nurse1" {
 		t.Fatalf("create user: %d at %s\n%s", p.status, p.path, p.body)
 	}
@@ -252,7 +266,7 @@ func TestProjectMemberWithoutAdmin(t *testing.T) {
 	e.admin("root", "correct horse")
 	root := adminPrincipal(t, e)
 	ctx := context.Background()
-	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-nurse-1"}); err != nil {
+	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-for-nurse-one"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.svc.CreateProject(ctx, root, identity.ProjectSpec{Name: "icu"}); err != nil {
@@ -265,7 +279,7 @@ func TestProjectMemberWithoutAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := e.browser()
-	b.login("nurse1", "pw-nurse-1")
+	b.login("nurse1", "pw-for-nurse-one")
 
 	p := b.get("/projects")
 	mustContain(t, p, `data-name="icu"`, "Only cluster administrators can create projects.")

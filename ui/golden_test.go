@@ -117,6 +117,7 @@ func TestGoldenPages(t *testing.T) {
 		"users_en":        usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
 		"flavors_zh":      flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
 		"audit_en":        auditPage(goldenView(langEN, true, "audit"), audit),
+		"account_zh":      accountPage(goldenView(langZH, true, "account"), goldenTokens(), identity.DefaultSettings),
 		"storage_en":      storagePage(goldenView(langEN, true, "storage"), pool),
 		"storage_zh":      storagePage(goldenView(langZH, true, "storage"), healthy),
 		"buckets_en":      bucketsPage(goldenView(langEN, false, "buckets"), buckets),
@@ -152,4 +153,11 @@ func TestGoldenPages(t *testing.T) {
 // line that changed instead of one enormous line.
 func readable(html string) string {
 	return strings.ReplaceAll(html, "><", ">\n<") + "\n"
+}
+
+func goldenTokens() []tokenRow {
+	return []tokenRow{
+		{Token: identity.Token{ID: "0123456789abcdef", Kind: identity.TokenSession, Name: "login", CreatedAt: goldenTime, ExpiresAt: goldenTime.Add(12 * time.Hour)}, User: "root", Current: true},
+		{Token: identity.Token{ID: "fedcba9876543210", Kind: identity.TokenAPI, Name: "backup-job", CreatedAt: goldenTime, ExpiresAt: goldenTime.Add(90 * 24 * time.Hour)}, User: "nurse1"},
+	}
 }

@@ -27,6 +27,7 @@ func auditActions() []string {
 		"vm.resize", "vm.rename", "vm.delete", "vm.console",
 		"image.", "image.create", "image.import", "image.update", "image.delete",
 		"compute.settings",
+		"vm.console.open", "vm.console.close", "identity.settings.update",
 	}
 }
 

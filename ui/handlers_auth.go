@@ -1,7 +1,9 @@
 package ui
 
 import (
+	"errors"
 	"net/http"
+	"strconv"
 	"strings"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -89,11 +91,23 @@ func (s *server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 	token, t, err := s.id.Login(r.Context(), user, r.PostFormValue("password"))
 	if err != nil {
 		s.logErr(r, err)
-		v.err = errorText(v.tr, err)
-		if identity.IsCode(err, identity.CodeUnauthenticated) {
+		status := formStatus
+		var te *identity.ThrottledError
+		switch {
+		case errors.As(err, &te):
+			status = http.StatusTooManyRequests
+			w.Header().Set("Retry-After", strconv.Itoa(te.RetrySeconds()))
+			v.err = v.Tf("login.throttled", te.RetrySeconds())
+		case errors.Is(err, identity.ErrBusy):
+			status = http.StatusServiceUnavailable
+			w.Header().Set("Retry-After", "1")
+			v.err = v.T("login.busy")
+		case identity.IsCode(err, identity.CodeUnauthenticated):
 			v.err = v.T("login.failed")
+		default:
+			v.err = errorText(v.tr, err)
 		}
-		s.render(w, r, formStatus, loginPage(v, user, next))
+		s.render(w, r, status, loginPage(v, user, next))
 		return
 	}
 	setSession(w, token, t.ExpiresAt)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 )
@@ -95,13 +96,27 @@ func (s *server) redirect(w http.ResponseWriter, r *http.Request, target string)
 	http.Redirect(w, r, target, http.StatusSeeOther)
 }
 
-// safeNext keeps only local paths, so ?next= cannot send a user elsewhere
-// after login.
+// safeNext keeps only a path on this site, so ?next= cannot send a user
+// elsewhere after login. Browsers drop tabs and newlines from URLs and read
+// '\\' as '/', so "/\t/evil.com" and "/\\evil.com" are "//evil.com" to them:
+// anything with a control character or a backslash is refused outright, and so
+// is a path that only decodes to "//" ("/%2F%2Fevil"), in case something on
+// the way decodes it.
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
-		return "/dashboard"
+	const home = "/dashboard"
+	if next == "" || len(next) > 2048 || hasBadRune(next) || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
+		return home
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" ||
+		!strings.HasPrefix(u.Path, "/") || strings.HasPrefix(u.Path, "//") || hasBadRune(u.Path) {
+		return home
 	}
 	return next
+}
+
+func hasBadRune(s string) bool {
+	return strings.ContainsFunc(s, func(r rune) bool { return r == '\\' || unicode.IsControl(r) })
 }
 
 // csrfToken derives a form token from the session (or pre-session) secret.

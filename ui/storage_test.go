@@ -153,11 +153,11 @@ func TestStorageIsForClusterAdmins(t *testing.T) {
 	e := newStorageEnv(t)
 	e.admin("root", "correct horse")
 	root := adminPrincipal(t, e)
-	if _, err := e.svc.CreateUser(context.Background(), root, identity.UserSpec{Name: "nurse1", Password: "pw-nurse-1"}); err != nil {
+	if _, err := e.svc.CreateUser(context.Background(), root, identity.UserSpec{Name: "nurse1", Password: "pw-for-nurse-one"}); err != nil {
 		t.Fatal(err)
 	}
 	b := e.browser()
-	b.login("nurse1", "pw-nurse-1")
+	b.login("nurse1", "pw-for-nurse-one")
 
 	mustNotContain(t, b.get("/dashboard"), `id="nav-storage"`)
 	mustContain(t, b.get("/dashboard"), `id="nav-buckets"`)
@@ -185,7 +185,7 @@ func TestBucketUploadBrowseDownloadDelete(t *testing.T) {
 	e.admin("root", "correct horse")
 	root := adminPrincipal(t, e)
 	ctx := context.Background()
-	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-nurse-1"}); err != nil {
+	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-for-nurse-one"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"radiology", "finance"} {
@@ -202,7 +202,7 @@ func TestBucketUploadBrowseDownloadDelete(t *testing.T) {
 	}
 	e.waitDisks(2)
 	b := e.browser()
-	b.login("nurse1", "pw-nurse-1")
+	b.login("nurse1", "pw-for-nurse-one")
 
 	// Create a bucket through the form: only radiology is offered.
 	p := b.get("/buckets")
@@ -336,7 +336,7 @@ func TestBucketsOfOtherProjectsAreHidden(t *testing.T) {
 	e.admin("root", "correct horse")
 	root := adminPrincipal(t, e)
 	ctx := context.Background()
-	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-nurse-1"}); err != nil {
+	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse1", Password: "pw-for-nurse-one"}); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"icu", "finance"} {
@@ -354,7 +354,7 @@ func TestBucketsOfOtherProjectsAreHidden(t *testing.T) {
 		}
 	}
 	b := e.browser()
-	b.login("nurse1", "pw-nurse-1")
+	b.login("nurse1", "pw-for-nurse-one")
 
 	// A reader sees the bucket but cannot write to it, nor create buckets.
 	p := b.get("/buckets")

@@ -111,6 +111,9 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // label for its code and the service's own (English) message. Errors without
 // a code are internal; their text stays in the log.
 func errorText(tr *translator, err error) string {
+	if key := ruleError(err); key != "" {
+		return tr.T(key)
+	}
 	if key, sentinel := storageError(err); key != "" {
 		return tr.Tf("err.detail", tr.T(key), sentinel.Error())
 	}
@@ -127,6 +130,26 @@ func errorText(tr *translator, err error) string {
 		return tr.Tf("err.detail", tr.T("err.unknown"), e.Message)
 	}
 	return tr.Tf("err.detail", tr.T("err."+code), e.Message)
+}
+
+// ruleError returns the message key of identity's errors that name one rule
+// the input broke, so the whole message is in the reader's language.
+func ruleError(err error) string {
+	for _, e := range []struct {
+		key string
+		err error
+	}{
+		{"err.password_short", identity.ErrPasswordTooShort},
+		{"err.password_long", identity.ErrPasswordTooLong},
+		{"err.password_has_name", identity.ErrPasswordHasName},
+		{"err.current_password_needed", identity.ErrCurrentPasswordNeeded},
+		{"err.current_password_wrong", identity.ErrCurrentPasswordWrong},
+	} {
+		if errors.Is(err, e.err) {
+			return e.key
+		}
+	}
+	return ""
 }
 
 // storageError returns the label key and the sentinel of the object store's

@@ -329,9 +329,10 @@ func (a *Agent) announce(ctx context.Context) {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n  Cairn node %s is ready.\n  Web UI and API: %s\n  S3: %s\n  CA certificate: %s/ca.crt\n", a.cfg.Name, a.cfg.APIURL(), a.cfg.S3URL(), a.cfg.DataDir)
 	if a.identity.SetupNeeded() {
-		code := a.identity.SetupCode()
-		fmt.Fprintf(&b, "  First-time setup: open the UI and enter the one-time setup code %s\n", code)
-		a.log.Info("one-time setup code", "setup_code", code)
+		// The code goes to the console only: logs are shipped and kept
+		// where people who should not set up the cluster can read them.
+		fmt.Fprintf(&b, "  First-time setup: open the UI and enter the one-time setup code %s\n", a.identity.SetupCode())
+		a.log.Info("first-time setup needed: the one-time setup code is on this node's console")
 	} else {
 		fmt.Fprintf(&b, "  Log in with your Cairn user, or: cairn login --endpoint %s --ca-cert %s/ca.crt --username admin --password-stdin\n",
 			a.cfg.APIURL(), a.cfg.DataDir)

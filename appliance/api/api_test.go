@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -34,8 +35,8 @@ func newFixture(t *testing.T) *fixture {
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	f := &fixture{t: t, srv: srv, svc: svc, server: s}
-	f.call("POST", "/api/v1/setup", "", map[string]string{"setup_code": svc.SetupCode(), "username": "admin", "password": "admin-password"}, 201, nil)
-	f.admin = f.login("admin", "admin-password")
+	f.call("POST", "/api/v1/setup", "", map[string]string{"setup_code": svc.SetupCode(), "username": "admin", "password": "cluster-root-6161"}, 201, nil)
+	f.admin = f.login("admin", "cluster-root-6161")
 	return f
 }
 
@@ -96,7 +97,7 @@ func (f *fixture) projectCount() int {
 func TestAuthorizationMatrix(t *testing.T) {
 	f := newFixture(t)
 	for _, u := range []string{"alice", "bob", "rita"} {
-		f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": u, "password": u + "-password"}, 201, nil)
+		f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": u, "password": "pw-of-" + strings.ToUpper(u[:1]) + "-" + u[1:] + "-2026"}, 201, nil)
 	}
 	var a, b identity.Project
 	f.call("POST", "/api/v1/projects", f.admin, map[string]any{"name": "proj-a"}, 201, &a)
@@ -104,12 +105,12 @@ func TestAuthorizationMatrix(t *testing.T) {
 	f.call("PUT", "/api/v1/projects/proj-a/members/alice", f.admin, map[string]string{"role": "admin"}, 204, nil)
 	f.call("PUT", "/api/v1/projects/proj-b/members/bob", f.admin, map[string]string{"role": "member"}, 204, nil)
 	f.call("PUT", "/api/v1/projects/proj-a/members/rita", f.admin, map[string]string{"role": "reader"}, 204, nil)
-	alice, bob, rita := f.login("alice", "alice-password"), f.login("bob", "bob-password"), f.login("rita", "rita-password")
+	alice, bob, rita := f.login("alice", "pw-of-A-lice-2026"), f.login("bob", "pw-of-B-ob-2026"), f.login("rita", "pw-of-R-ita-2026")
 
 	// No token, a garbage token, a revoked token: 401.
 	f.call("GET", "/api/v1/projects", "", nil, 401, nil)
 	f.call("GET", "/api/v1/projects", "cairn_0123456789abcdef_nope", nil, 401, nil)
-	tmp := f.login("bob", "bob-password")
+	tmp := f.login("bob", "pw-of-B-ob-2026")
 	f.call("POST", "/api/v1/auth/logout", tmp, nil, 204, nil)
 	f.call("GET", "/api/v1/projects", tmp, nil, 401, nil)
 
@@ -128,7 +129,7 @@ func TestAuthorizationMatrix(t *testing.T) {
 	f.call("PUT", "/api/v1/projects/proj-b/members/rita", bob, map[string]string{"role": "admin"}, 403, nil)
 	// Only cluster admins create projects, users and flavors, and set quotas.
 	f.call("POST", "/api/v1/projects", alice, map[string]any{"name": "sneaky"}, 403, nil)
-	f.call("POST", "/api/v1/users", alice, map[string]any{"name": "eve", "password": "eve-password"}, 403, nil)
+	f.call("POST", "/api/v1/users", alice, map[string]any{"name": "eve", "password": "eavesdrop-2207"}, 403, nil)
 	f.call("POST", "/api/v1/flavors", alice, map[string]any{"name": "huge", "vcpus": 64, "ram_mib": 65536, "disk_gib": 100}, 403, nil)
 	f.call("PUT", "/api/v1/projects/proj-a/quota", alice, identity.DefaultQuota, 403, nil)
 	f.call("PATCH", "/api/v1/users/alice", alice, map[string]any{"cluster_admin": true}, 403, nil)
@@ -263,5 +264,18 @@ func refRE(s string) []string {
 		}
 		s = s[i+len(`"$ref":"#/components/schemas/`):]
 		out = append(out, s[:strings.Index(s, `"`)])
+	}
+}
+
+// Repeated failed logins are answered 429 with Retry-After, before any
+// password is checked.
+func TestLoginThrottled(t *testing.T) {
+	f := newFixture(t)
+	for range identity.DefaultConfig().LoginFreeFailures + 1 {
+		f.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "not-the-password"}, 401, nil)
+	}
+	h := f.call("POST", "/api/v1/auth/login", "", map[string]string{"username": "admin", "password": "cluster-root-6161"}, 429, nil)
+	if s, err := strconv.Atoi(h.Get("Retry-After")); err != nil || s < 1 {
+		t.Fatalf("Retry-After %q", h.Get("Retry-After"))
 	}
 }

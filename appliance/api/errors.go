@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"strconv"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
@@ -45,6 +46,7 @@ var statusOf = map[string]int{
 	consensus.CodePreconditionFailed: http.StatusPreconditionFailed,
 	consensus.CodeUnavailable:        http.StatusServiceUnavailable,
 	storage.CodeInsufficientStorage:  http.StatusInsufficientStorage,
+	identity.CodeTooManyAttempts:     http.StatusTooManyRequests,
 }
 
 // toAPIError turns any error into an *Error; unknown errors are 500s whose
@@ -65,6 +67,18 @@ func toAPIError(err error) *Error {
 		return errorf(http.StatusRequestEntityTooLarge, codeTooLarge, "request body is larger than the limit")
 	}
 	return errorf(http.StatusInternalServerError, codeInternal, "internal error")
+}
+
+// retryAfter sets Retry-After on a refusal that says when to come back: a
+// login during its backoff, or one that found every password slot busy.
+func retryAfter(w http.ResponseWriter, err error) {
+	var te *identity.ThrottledError
+	switch {
+	case errors.As(err, &te):
+		w.Header().Set("Retry-After", strconv.Itoa(te.RetrySeconds()))
+	case errors.Is(err, identity.ErrBusy):
+		w.Header().Set("Retry-After", "1")
+	}
 }
 
 func writeError(w http.ResponseWriter, err *Error) {

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"math"
 	"net/http"
 	"strconv"
 	"time"
@@ -247,8 +248,8 @@ func (s *Server) routeTable() []route {
 				if err := decode(r, &body); err != nil {
 					return err
 				}
-				if body.TTLSeconds < 0 {
-					return errorf(http.StatusBadRequest, consensus.CodeInvalid, "ttl_seconds must not be negative")
+				if body.TTLSeconds < 0 || body.TTLSeconds > int64(math.MaxInt64/time.Second) {
+					return errorf(http.StatusBadRequest, consensus.CodeInvalid, "ttl_seconds must not be negative or absurdly large")
 				}
 				secret, t, err := s.id.CreateAPIToken(r.Context(), p, body.Name, time.Duration(body.TTLSeconds)*time.Second)
 				if err != nil {
@@ -256,6 +257,24 @@ func (s *Server) routeTable() []route {
 				}
 				writeJSON(w, http.StatusCreated, tokenResponse{Token: secret, Detail: *t}, 0)
 				return nil
+			}},
+		{Method: "GET", Path: v1 + "/identity/settings", Summary: "Identity settings: the maximum lifetime of API tokens", Tag: "tokens",
+			Response: identity.Settings{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				st := s.id.Settings()
+				return ok(w, st, st.Version, nil)
+			}},
+		{Method: "PUT", Path: v1 + "/identity/settings", Summary: "Change identity settings (cluster admin); honours If-Match", Tag: "tokens",
+			Request: identity.Settings{}, Response: identity.Settings{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				var body identity.Settings
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				st, err := s.id.SetSettings(r.Context(), p, body, im)
+				return ok(w, st, versionOf(st, err), err)
 			}},
 		{Method: "DELETE", Path: v1 + "/tokens/{token}", Summary: "Revoke a token", Tag: "tokens", Status: http.StatusNoContent,
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
@@ -373,6 +392,8 @@ func versionOf[T any](v *T, err error) uint64 {
 	case *hypervisor.Image:
 		return x.Version
 	case *hypervisor.Settings:
+		return x.Version
+	case *identity.Settings:
 		return x.Version
 	}
 	return 0

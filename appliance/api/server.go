@@ -148,6 +148,7 @@ func (s *Server) wrap(rt route) http.Handler {
 			if ae.Status >= 500 {
 				s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 			}
+			retryAfter(sw, err)
 			writeError(sw, ae)
 		}
 		s.duration.WithLabelValues(rt.Method+" "+rt.Path, strconv.Itoa(sw.status)).Observe(time.Since(start).Seconds())

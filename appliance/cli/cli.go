@@ -169,6 +169,24 @@ func (e *env) argAndSecret(args []string, stdin bool, what string) (string, erro
 	return e.readSecret()
 }
 
+// readSecrets reads n lines from stdin, none of them empty.
+func (e *env) readSecrets(n int) ([]string, error) {
+	r := bufio.NewReader(e.stdin)
+	out := make([]string, 0, n)
+	for range n {
+		line, err := r.ReadString('\n')
+		if err != nil && !errors.Is(err, io.EOF) {
+			return nil, err
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "" {
+			return nil, fmt.Errorf("expected %d passwords on standard input, one per line, got %d", n, len(out))
+		}
+		out = append(out, line)
+	}
+	return out, nil
+}
+
 // readSecret reads one line from stdin, for --password-stdin.
 func (e *env) readSecret() (string, error) {
 	line, err := bufio.NewReader(e.stdin).ReadString('\n')

@@ -225,32 +225,47 @@ var commands = map[string]command{
 		}
 		return send(e, "DELETE", "/api/v1/users/"+url.PathEscape(args[0]), nil, nil)
 	})},
-	"user passwd": {usage: "USER --password-stdin", help: "change a user's password", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"user passwd": {usage: "USER --password-stdin [--current-password-stdin]", help: "change a user's password; the user's other sessions and API tokens are revoked", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		stdin := fs.Bool("password-stdin", false, "read the new password from standard input")
+		current := fs.Bool("current-password-stdin", false, "read your current password, then the new one, from standard input, one per line: needed to change your own password")
 		return func(e *env, args []string) error {
-			pw, err := e.argAndSecret(args, *stdin, "one user")
+			if err := needArgs(args, 1, "one user"); err != nil {
+				return err
+			}
+			if !*stdin {
+				return usageError("--password-stdin is required")
+			}
+			n := 1
+			if *current {
+				n = 2
+			}
+			pws, err := e.readSecrets(n)
 			if err != nil {
 				return err
 			}
-			return send(e, "PATCH", "/api/v1/users/"+url.PathEscape(args[0]), map[string]string{"password": pw}, nil)
+			body := map[string]string{"password": pws[n-1]}
+			if *current {
+				body["current_password"] = pws[0]
+			}
+			return send(e, "PATCH", "/api/v1/users/"+url.PathEscape(args[0]), body, nil)
 		}
 	}},
 
-	"token list": {help: "your API and session tokens", flags: noFlags(func(e *env, args []string) error {
+	"token list": {help: "your API and session tokens (everyone's for cluster admins)", flags: noFlags(func(e *env, args []string) error {
 		var ts []identity.Token
 		if err := get(e, "/api/v1/tokens", &ts); err != nil {
 			return err
 		}
-		return e.print(ts, []string{"ID", "KIND", "NAME", "CREATED", "EXPIRES"}, func(i int) []string {
+		return e.print(ts, []string{"ID", "USER", "KIND", "NAME", "CREATED", "EXPIRES"}, func(i int) []string {
 			exp := "never"
 			if !ts[i].ExpiresAt.IsZero() {
 				exp = ts[i].ExpiresAt.Format(time.RFC3339)
 			}
-			return []string{ts[i].ID, ts[i].Kind, ts[i].Name, ts[i].CreatedAt.Format(time.RFC3339), exp}
+			return []string{ts[i].ID, ts[i].UserID, ts[i].Kind, ts[i].Name, ts[i].CreatedAt.Format(time.RFC3339), exp}
 		}, len(ts))
 	})},
 	"token create": {usage: "NAME [--ttl DURATION]", help: "create an API token (the secret is shown once)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
-		ttl := fs.Duration("ttl", 0, "lifetime; 0 means no expiry")
+		ttl := fs.Duration("ttl", 0, "lifetime; 0 means the cluster's maximum (90 days unless an admin changed it)")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "one token name"); err != nil {
 				return err

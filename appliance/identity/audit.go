@@ -169,3 +169,23 @@ func lastArchivedID(path string) (string, error) {
 	}
 	return "", nil
 }
+
+// Record audits an event that changes no replicated state, such as a console
+// session opening or closing: who (userID), from where (the context's
+// remote address), on what, and a message. It fails if the cluster cannot
+// store the entry, so the caller can refuse what it could not audit.
+func (s *Service) Record(ctx context.Context, userID, action, resource, projectID, message string) error {
+	var p *Principal
+	if u := consensus.First[User](s.read(), tUsers, "id", userID); u != nil {
+		p = &Principal{User: *u}
+	} else {
+		p = &Principal{User: User{ID: userID}}
+	}
+	e := s.auditEntry(ctx, p, action, resource, projectID)
+	e.Result = "success"
+	e.Message = message
+	if _, err := s.c.Apply(ctx, MsgRecordAudit, e, nil); err != nil {
+		return fmt.Errorf("record %s: %w", action, err)
+	}
+	return nil
+}

@@ -6,10 +6,11 @@ import (
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
+	"github.com/cairnhq/cairn/consensus"
 	"golang.org/x/crypto/argon2"
 )
 
@@ -54,13 +55,28 @@ func CheckPassword(hash, pw string) bool {
 	return subtle.ConstantTimeCompare(got, want) == 1
 }
 
-// validatePassword is deliberately simple: length is what matters.
-func validatePassword(pw string) error {
-	if len(pw) < 8 {
-		return errors.New("password must be at least 8 characters")
-	}
-	if len(pw) > 256 {
-		return errors.New("password must be at most 256 characters")
+// MinPasswordLength is the shortest password a new or changed password may be.
+const MinPasswordLength = 12
+
+// Password rules a new password breaks. Each is its own error so the UI can
+// name the rule in the reader's language.
+var (
+	ErrPasswordTooShort = &consensus.Error{Code: consensus.CodeInvalid, Message: fmt.Sprintf("password must be at least %d characters", MinPasswordLength)}
+	ErrPasswordTooLong  = &consensus.Error{Code: consensus.CodeInvalid, Message: "password must be at most 256 characters"}
+	ErrPasswordHasName  = &consensus.Error{Code: consensus.CodeInvalid, Message: "password must not contain the user name"}
+)
+
+// validatePassword checks a new password: length is what matters most, and
+// a password that contains the user name is the first thing anyone guesses.
+// Only new passwords are checked; older, weaker ones still log in.
+func validatePassword(username, pw string) error {
+	switch {
+	case utf8.RuneCountInString(pw) < MinPasswordLength:
+		return ErrPasswordTooShort
+	case len(pw) > 256:
+		return ErrPasswordTooLong
+	case username != "" && strings.Contains(strings.ToLower(pw), strings.ToLower(username)):
+		return ErrPasswordHasName
 	}
 	return nil
 }
@@ -111,3 +127,9 @@ func newSetupCode() string {
 	}
 	return string(b[:4]) + "-" + string(b[4:])
 }
+
+// Errors of a password change.
+var (
+	ErrCurrentPasswordNeeded = &consensus.Error{Code: consensus.CodeInvalid, Message: "changing your own password needs your current password"}
+	ErrCurrentPasswordWrong  = &consensus.Error{Code: consensus.CodeForbidden, Message: "the current password is wrong"}
+)

@@ -72,6 +72,7 @@ func (s *Service) CreateS3Credential(ctx context.Context, p *Principal, projectR
 		CreatedAt: s.cfg.Now().UTC(),
 	}
 	var out S3Credential
+	s.neg.forget("s3 " + c.ID)
 	if err := s.mutate(ctx, p, action, c.ID, pr.ID, MsgCreateS3Credential, c, &out); err != nil {
 		return nil, err
 	}
@@ -99,14 +100,17 @@ func (s *Service) DeleteS3Credential(ctx context.Context, p *Principal, accessKe
 
 // ResolveS3 returns the principal, secret and project of an access key, for
 // the S3 gateway. A key created a moment ago on another node is looked up
-// again after a linearizable read.
+// again after a linearizable read; an unknown one is remembered briefly
+// (see confirmMissing).
 func (s *Service) ResolveS3(ctx context.Context, accessKey string) (*Principal, *S3Credential, error) {
 	c := consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
 	if c == nil {
-		if err := s.c.ConsistentRead(ctx); err != nil {
+		if _, err := s.confirmMissing(ctx, "s3 "+accessKey, func() bool {
+			c = consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
+			return c != nil
+		}); err != nil {
 			return nil, nil, err
 		}
-		c = consensus.First[S3Credential](s.read(), tS3Creds, "id", accessKey)
 	}
 	if c == nil {
 		return nil, nil, ErrUnauthenticated

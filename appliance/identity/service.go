@@ -1,11 +1,13 @@
 package identity
 
 import (
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"errors"
 	"log/slog"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -28,17 +30,41 @@ type Cluster interface {
 	Name() string
 }
 
-// Config configures the service. DefaultConfig holds the defaults.
+// Config configures the service. DefaultConfig holds the defaults; NewService
+// also takes them for the login protections left zero.
 type Config struct {
 	SessionTTL     time.Duration
 	AuditRetention int // newest audit entries kept in the replicated state; older ones live in each node's archive
 	Logger         *slog.Logger
 	Now            func() time.Time // the wall clock; replaceable in tests
+
+	// Failed logins, per source address and per user name: the first
+	// LoginFreeFailures cost nothing, then each refuses further attempts for
+	// LoginBackoffBase, doubling up to LoginBackoffMax. LoginTableSize
+	// bounds the entries this node keeps.
+	LoginFreeFailures int
+	LoginBackoffBase  time.Duration
+	LoginBackoffMax   time.Duration
+	LoginTableSize    int
+	// FailedLoginWindow batches the audit records of failed logins: one per
+	// source, user name and result per window, with a count.
+	FailedLoginWindow time.Duration
+
+	HashConcurrency int           // argon2 hashes at once on this node
+	HashWait        time.Duration // how long a login waits for a free slot before 503
+
+	NegativeCacheTTL  time.Duration // unknown tokens and S3 keys are remembered this long
+	NegativeCacheSize int
+	MissReads         int // linearizable reads for unknown credentials at once
 }
 
 // DefaultConfig returns the service defaults.
 func DefaultConfig() Config {
-	return Config{SessionTTL: 12 * time.Hour, AuditRetention: 10000, Logger: slog.Default(), Now: time.Now}
+	return Config{SessionTTL: 12 * time.Hour, AuditRetention: 10000, Logger: slog.Default(), Now: time.Now,
+		LoginFreeFailures: 3, LoginBackoffBase: time.Second, LoginBackoffMax: 5 * time.Minute, LoginTableSize: 10000,
+		FailedLoginWindow: 5 * time.Second,
+		HashConcurrency:   runtime.NumCPU(), HashWait: 2 * time.Second,
+		NegativeCacheTTL: 5 * time.Second, NegativeCacheSize: 10000, MissReads: 4}
 }
 
 // Service is identity's business logic, shared by the API and the UI.
@@ -49,6 +75,12 @@ type Service struct {
 
 	setupMu   sync.Mutex
 	setupCode string
+
+	logins    *loginLimiter
+	failed    *failedLogins
+	hashSlots chan struct{}
+	neg       *negCache
+	missReads chan struct{}
 }
 
 // NewService returns a service over the cluster.
@@ -59,7 +91,25 @@ func NewService(c Cluster, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{c: c, cfg: cfg, log: cfg.Logger, setupCode: newSetupCode()}
+	// Zero values of the protection settings take the defaults.
+	d := DefaultConfig()
+	cfg.LoginFreeFailures = cmp.Or(cfg.LoginFreeFailures, d.LoginFreeFailures)
+	cfg.LoginBackoffBase = cmp.Or(cfg.LoginBackoffBase, d.LoginBackoffBase)
+	cfg.LoginBackoffMax = cmp.Or(cfg.LoginBackoffMax, d.LoginBackoffMax)
+	cfg.LoginTableSize = cmp.Or(cfg.LoginTableSize, d.LoginTableSize)
+	cfg.FailedLoginWindow = cmp.Or(cfg.FailedLoginWindow, d.FailedLoginWindow)
+	cfg.HashConcurrency = cmp.Or(cfg.HashConcurrency, d.HashConcurrency)
+	cfg.HashWait = cmp.Or(cfg.HashWait, d.HashWait)
+	cfg.NegativeCacheTTL = cmp.Or(cfg.NegativeCacheTTL, d.NegativeCacheTTL)
+	cfg.NegativeCacheSize = cmp.Or(cfg.NegativeCacheSize, d.NegativeCacheSize)
+	cfg.MissReads = cmp.Or(cfg.MissReads, d.MissReads)
+	return &Service{c: c, cfg: cfg, log: cfg.Logger, setupCode: newSetupCode(),
+		logins:    newLoginLimiter(cfg),
+		failed:    &failedLogins{pending: map[failedKey]*failedCount{}},
+		hashSlots: make(chan struct{}, cfg.HashConcurrency),
+		neg:       newNegCache(cfg.NegativeCacheTTL, cfg.NegativeCacheSize),
+		missReads: make(chan struct{}, cfg.MissReads),
+	}
 }
 
 // Principal is an authenticated caller.
@@ -116,6 +166,11 @@ func WithRemoteAddr(ctx context.Context, addr string) context.Context {
 	return context.WithValue(ctx, remoteKey, addr)
 }
 
+func remoteAddr(ctx context.Context) string {
+	r, _ := ctx.Value(remoteKey).(string)
+	return r
+}
+
 func (s *Service) read() *memdb.Txn { return s.c.Store().ReadTxn() }
 
 // Sync makes the next reads linearizable when consistent is set.
@@ -161,10 +216,10 @@ func (s *Service) CreateFirstAdmin(ctx context.Context, username, password strin
 	if err := validateName("username", username); err != nil {
 		return nil, err
 	}
-	if err := validatePassword(password); err != nil {
-		return nil, invalid(err)
+	if err := validatePassword(username, password); err != nil {
+		return nil, err
 	}
-	hash, err := HashPassword(password)
+	hash, err := s.hashPassword(ctx, password)
 	if err != nil {
 		return nil, err
 	}
@@ -177,20 +232,49 @@ func (s *Service) CreateFirstAdmin(ctx context.Context, username, password strin
 	return redactUser(&out), nil
 }
 
-// Login checks a password and returns a new session token.
+// dummyHash is checked for unknown user names, so timing does not reveal
+// which names exist.
+const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g"
+
+// Login checks a password and returns a new session token. Repeated failures
+// from one source address or for one user name are refused for a growing
+// time (a *ThrottledError) before any password is checked; every failure is
+// audited, in batches.
 func (s *Service) Login(ctx context.Context, username, password string) (string, *Token, error) {
+	remote := remoteAddr(ctx)
+	keys := loginKeys(remote, username)
+	if wait := s.logins.wait(s.cfg.Now(), keys); wait > 0 {
+		s.loginFailed(remote, username, CodeTooManyAttempts)
+		return "", nil, &ThrottledError{RetryAfter: wait}
+	}
 	u := consensus.First[User](s.read(), tUsers, "name", username)
-	if u == nil {
-		// Burn the same time as a real check, so timing does not reveal names.
-		CheckPassword("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g", password)
+	hash := dummyHash
+	if u != nil {
+		hash = u.PasswordHash
+	}
+	ok := false
+	if err := s.withHashSlot(ctx, func() { ok = CheckPassword(hash, password) }); err != nil {
+		return "", nil, err
+	}
+	if u == nil || !ok {
+		s.logins.fail(s.cfg.Now(), keys)
+		s.loginFailed(remote, username, CodeUnauthenticated)
+		s.log.Warn("login failed", "user", username, "remote", remote)
 		return "", nil, ErrUnauthenticated
 	}
-	if !CheckPassword(u.PasswordHash, password) {
-		s.log.Warn("login failed", "user", username)
-		return "", nil, ErrUnauthenticated
-	}
+	s.logins.succeed(keys)
 	now := s.cfg.Now().UTC()
 	return s.issueToken(ctx, &Principal{User: *u}, u.ID, TokenSession, "login", now.Add(s.cfg.SessionTTL))
+}
+
+// hashPassword hashes a new password in one of the node's hash slots.
+func (s *Service) hashPassword(ctx context.Context, pw string) (string, error) {
+	var hash string
+	var err error
+	if serr := s.withHashSlot(ctx, func() { hash, err = HashPassword(pw) }); serr != nil {
+		return "", serr
+	}
+	return hash, err
 }
 
 func (s *Service) issueToken(ctx context.Context, p *Principal, userID, kind, name string, expires time.Time) (string, *Token, error) {
@@ -201,6 +285,7 @@ func (s *Service) issueToken(ctx context.Context, p *Principal, userID, kind, na
 	if kind == TokenSession {
 		action = "auth.login"
 	}
+	s.neg.forget("token " + id)
 	if err := s.mutate(ctx, p, action, id, "", MsgCreateToken, t, &out); err != nil {
 		return "", nil, err
 	}
@@ -210,8 +295,8 @@ func (s *Service) issueToken(ctx context.Context, p *Principal, userID, kind, na
 
 // Authenticate resolves a bearer token to a principal. A token created a
 // moment ago on another node may not have reached this one yet, so a miss is
-// retried once after a linearizable read. A metrics token is refused: it
-// reads /metrics (AuthorizeMetrics) and acts as nobody.
+// retried once after a linearizable read (see confirmMissing). A metrics
+// token is refused: it reads /metrics (AuthorizeMetrics) and acts as nobody.
 func (s *Service) Authenticate(ctx context.Context, bearer string) (*Principal, error) {
 	p, err := s.authenticateAny(ctx, bearer)
 	if err == nil && p.TokenKind == TokenMetrics {
@@ -226,19 +311,19 @@ func (s *Service) authenticateAny(ctx context.Context, bearer string) (*Principa
 	if !ok {
 		return nil, ErrUnauthenticated
 	}
-	txn := s.read()
-	t := consensus.First[Token](txn, tTokens, "id", id)
+	t := consensus.First[Token](s.read(), tTokens, "id", id)
 	if t == nil {
-		if err := s.c.ConsistentRead(ctx); err != nil {
+		if _, err := s.confirmMissing(ctx, "token "+id, func() bool {
+			t = consensus.First[Token](s.read(), tTokens, "id", id)
+			return t != nil
+		}); err != nil {
 			return nil, err
 		}
-		txn = s.read()
-		t = consensus.First[Token](txn, tTokens, "id", id)
 	}
 	if t == nil || !tokenMatches(t, secret) {
 		return nil, ErrUnauthenticated
 	}
-	if !t.ExpiresAt.IsZero() && s.cfg.Now().After(t.ExpiresAt) {
+	if exp := expiresAt(t, s.Settings()); !exp.IsZero() && s.cfg.Now().After(exp) {
 		return nil, ErrUnauthenticated
 	}
 	p, err := s.principalFor(t.UserID)

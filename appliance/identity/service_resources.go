@@ -215,10 +215,10 @@ func (s *Service) CreateUser(ctx context.Context, p *Principal, spec UserSpec) (
 	if err := validateName("username", spec.Name); err != nil {
 		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
-	if err := validatePassword(spec.Password); err != nil {
-		return nil, s.deny(ctx, p, action, spec.Name, "", invalid(err))
+	if err := validatePassword(spec.Name, spec.Password); err != nil {
+		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
-	hash, err := HashPassword(spec.Password)
+	hash, err := s.hashPassword(ctx, spec.Password)
 	if err != nil {
 		return nil, err
 	}
@@ -235,10 +235,15 @@ type UserUpdate struct {
 	DisplayName  *string `json:"display_name,omitempty"`
 	Password     *string `json:"password,omitempty"`
 	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
+	// CurrentPassword must come with a change of one's own password.
+	CurrentPassword *string `json:"current_password,omitempty"`
 }
 
 // UpdateUser changes a user. Users may change their own name and password;
-// only cluster admins change others or grant cluster admin.
+// only cluster admins change others or grant cluster admin. Changing one's
+// own password needs the current one. A new password (one's own, or an
+// admin's reset) revokes every session and API token of the user but the
+// session that changed it.
 func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up UserUpdate, ifMatch uint64) (*User, error) {
 	const action = "user.update"
 	u, err := s.GetUser(p, ref)
@@ -250,10 +255,20 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 	}
 	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin}
 	if up.Password != nil {
-		if err := validatePassword(*up.Password); err != nil {
-			return nil, s.deny(ctx, p, action, ref, "", invalid(err))
+		self := u.ID == p.User.ID
+		if self {
+			if err := s.checkCurrentPassword(ctx, u.ID, up.CurrentPassword); err != nil {
+				return nil, s.deny(ctx, p, action, ref, "", err)
+			}
 		}
-		hash, err := HashPassword(*up.Password)
+		if err := validatePassword(u.Name, *up.Password); err != nil {
+			return nil, s.deny(ctx, p, action, ref, "", err)
+		}
+		cmd.RevokeTokens = true
+		if self {
+			cmd.KeepToken = p.TokenID
+		}
+		hash, err := s.hashPassword(ctx, *up.Password)
 		if err != nil {
 			return nil, err
 		}
@@ -281,26 +296,35 @@ func (s *Service) DeleteUser(ctx context.Context, p *Principal, ref string, ifMa
 
 // --- tokens -------------------------------------------------------------------------
 
-// ListTokens lists the caller's tokens (all tokens for cluster admins), without secrets.
+// ListTokens lists the caller's tokens (all tokens for cluster admins),
+// without secrets, each with the expiry it really has (see expiresAt).
 func (s *Service) ListTokens(p *Principal) []Token {
-	toks := list[Token](s.read(), tTokens, func(t *Token) bool { return p.IsClusterAdmin() || t.UserID == p.User.ID })
+	txn := s.read()
+	st := settingsIn(txn)
+	toks := list[Token](txn, tTokens, func(t *Token) bool { return p.IsClusterAdmin() || t.UserID == p.User.ID })
 	for i := range toks {
 		toks[i].SecretHash = nil
+		toks[i].ExpiresAt = expiresAt(&toks[i], st)
 	}
 	return toks
 }
 
-// CreateAPIToken issues a long-lived token for the caller; ttl 0 means no expiry.
-// The secret is returned once and never stored.
+// CreateAPIToken issues a long-lived token for the caller; ttl 0 means the
+// cluster's maximum lifetime, and a longer ttl is refused. The secret is
+// returned once and never stored.
 func (s *Service) CreateAPIToken(ctx context.Context, p *Principal, name string, ttl time.Duration) (string, *Token, error) {
 	if err := validateName("token name", name); err != nil {
 		return "", nil, s.deny(ctx, p, "token.create", name, "", err)
 	}
-	var exp time.Time
-	if ttl > 0 {
-		exp = s.cfg.Now().UTC().Add(ttl)
+	maxTTL := s.Settings().MaxTokenLifetime()
+	if ttl < 0 || ttl > maxTTL {
+		return "", nil, s.deny(ctx, p, "token.create", name, "", consensus.Errorf(consensus.CodeInvalid,
+			"a token's lifetime must be at most the cluster's maximum, %d days", int(maxTTL.Hours()/24)))
 	}
-	return s.issueToken(ctx, p, p.User.ID, TokenAPI, name, exp)
+	if ttl == 0 {
+		ttl = maxTTL
+	}
+	return s.issueToken(ctx, p, p.User.ID, TokenAPI, name, s.cfg.Now().UTC().Add(ttl))
 }
 
 // RevokeToken deletes a token: one's own, or anyone's for cluster admins.
@@ -315,7 +339,7 @@ func (s *Service) RevokeToken(ctx context.Context, p *Principal, id string) erro
 
 // PruneExpiredTokens removes expired tokens; the leader runs it periodically.
 func (s *Service) PruneExpiredTokens(ctx context.Context) error {
-	_, err := s.c.Apply(ctx, MsgPruneTokens, pruneTokensCmd{Now: s.cfg.Now().UTC()}, nil)
+	_, err := s.c.Apply(ctx, MsgPruneTokens, pruneTokensCmd{Now: s.cfg.Now().UTC(), MaxLifetime: true}, nil)
 	return err
 }
 

@@ -96,7 +96,9 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSetQuota, "SetQuota", applySetQuota)
 	consensus.Handle(reg, MsgPruneTokens, "PruneTokens", applyPruneTokens)
 	consensus.Handle(reg, MsgPruneAudit, "PruneAudit", applyPruneAudit)
+	consensus.Handle(reg, MsgRecordAuditBatch, "RecordAuditBatch", applyRecordAuditBatch)
 	registerS3(reg)
+	registerSettings(reg)
 }
 
 // --- commands ----------------------------------------------------------------
@@ -116,6 +118,10 @@ type updateUserCmd struct {
 	DisplayName  *string `json:"display_name,omitempty"`
 	PasswordHash *string `json:"password_hash,omitempty"`
 	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
+	// RevokeTokens deletes the user's session and API tokens with the
+	// change (of the password), all but KeepToken: the session that made it.
+	RevokeTokens bool   `json:"revoke_tokens,omitempty"`
+	KeepToken    string `json:"keep_token,omitempty"`
 }
 
 type deleteCmd struct {
@@ -148,7 +154,8 @@ type setQuotaCmd struct {
 }
 
 type pruneTokensCmd struct {
-	Now time.Time `json:"now"`
+	Now         time.Time `json:"now"`
+	MaxLifetime bool      `json:"max_lifetime,omitempty"` // also prune API tokens past the cluster's maximum lifetime
 }
 
 // --- handlers ----------------------------------------------------------------
@@ -221,6 +228,13 @@ func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
 	}
 	if c.PasswordHash != nil {
 		row.PasswordHash = *c.PasswordHash
+	}
+	if c.RevokeTokens {
+		for _, t := range list[Token](tx.Txn, tTokens, func(t *Token) bool { return t.UserID == c.ID && t.ID != c.KeepToken }) {
+			if err := tx.Delete(tTokens, &t); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if c.ClusterAdmin != nil {
 		if cur.ClusterAdmin && !*c.ClusterAdmin && countAdmins(tx.Txn) == 1 {
@@ -379,8 +393,13 @@ func applyPruneTokens(tx *consensus.Tx, c *pruneTokensCmd) (any, error) {
 		return nil, err
 	}
 	var expired []*Token
+	st := Settings{} // commands from before the maximum lifetime prune by ExpiresAt alone
+	if c.MaxLifetime {
+		st = settingsIn(tx.Txn)
+	}
 	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if t := obj.(*Token); !t.ExpiresAt.IsZero() && t.ExpiresAt.Before(c.Now) {
+		t := obj.(*Token)
+		if exp := expiresAt(t, st); !exp.IsZero() && exp.Before(c.Now) {
 			expired = append(expired, t)
 		}
 	}

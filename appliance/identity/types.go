@@ -163,5 +163,6 @@ type AuditEntry struct {
 	Result     string    `json:"result"`   // "success" or an error code
 	Message    string    `json:"message,omitempty"`
 	RemoteAddr string    `json:"remote_addr,omitempty"`
-	Node       string    `json:"node,omitempty"` // which node took the request
+	Node       string    `json:"node,omitempty"`  // which node took the request
+	Count      int       `json:"count,omitempty"` // attempts this entry stands for, when batched (failed logins)
 }

@@ -25,7 +25,7 @@ import (
 )
 
 const (
-	AdminPassword = "qa-admin-password"
+	AdminPassword = "qa-cluster-root-6161"
 	JoinToken     = "qa-join-token"
 )
 

@@ -93,7 +93,7 @@ func TestCLI(t *testing.T) {
 
 	x.ok("", "project", "create", "oncology", "--description", "Oncology ward")
 	x.ok("", "flavor", "create", "m1.tiny", "--vcpus", "1", "--ram-mib", "512", "--disk-gib", "5")
-	x.ok("nurse-password\n", "user", "create", "nurse", "--password-stdin")
+	x.ok("night-shift-9471\n", "user", "create", "nurse", "--password-stdin")
 	x.ok("", "project", "add-member", "oncology", "nurse", "member")
 	x.ok("", "quota", "set", "oncology", "--instances", "3", "--vcpus", "6")
 	var q struct {
@@ -123,7 +123,7 @@ func TestCLI(t *testing.T) {
 	// the environment, against another node, may not create projects.
 	nurse := &cli{t: t, bin: bin, env: []string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "none.json"),
 		"CAIRN_ENDPOINT=https://" + c.Node(3).IP + ":8443", "CAIRN_CA_CERT=" + ca}}
-	nurseTok := strings.TrimSpace(nurse.ok("nurse-password\n", "login", "--username", "nurse", "--password-stdin"))
+	nurseTok := strings.TrimSpace(nurse.ok("night-shift-9471\n", "login", "--username", "nurse", "--password-stdin"))
 	nurse.env = append(nurse.env, "CAIRN_TOKEN="+nurseTok)
 	if out, err := nurse.run("", "project", "create", "sneaky"); err == nil || !strings.Contains(out, "forbidden") {
 		t.Fatalf("a member created a project: %v\n%s", err, out)

@@ -28,11 +28,11 @@ func TestVMCLI(t *testing.T) {
 	admin.ok("", "project", "create", "clinic")
 	admin.ok("", "flavor", "create", "tiny", "--vcpus", "1", "--ram-mib", "256", "--disk-gib", "1")
 	admin.ok("", "flavor", "create", "tiny2", "--vcpus", "2", "--ram-mib", "384", "--disk-gib", "2")
-	admin.ok("nurse-password\n", "user", "create", "nurse", "--password-stdin")
+	admin.ok("night-shift-9471\n", "user", "create", "nurse", "--password-stdin")
 	admin.ok("", "project", "add-member", "clinic", "nurse", "member")
 
 	x := &cli{t: t, bin: bin, env: append([]string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "nurse.json")}, endpoint...)}
-	x.ok("nurse-password\n", "login", "--username", "nurse", "--password-stdin")
+	x.ok("night-shift-9471\n", "login", "--username", "nurse", "--password-stdin")
 	if out := x.ok("", "image", "upload", "guest", harness.GuestImage(t)); !strings.Contains(out, "qcow2") {
 		t.Fatalf("image upload:\n%s", out)
 	}

@@ -200,7 +200,7 @@ func awsObjectLock(t *testing.T, x *s3CLIs, check *minio.Client, a *cairntest.Cl
 	}
 
 	// GOVERNANCE: a project member cannot bypass it, a project admin can.
-	if err := a.Call("POST", "/api/v1/users", map[string]any{"name": "tech", "display_name": "Technician", "password": "tech-password-123"}, 201, nil); err != nil {
+	if err := a.Call("POST", "/api/v1/users", map[string]any{"name": "tech", "display_name": "Technician", "password": "server-room-8080"}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Call("PUT", "/api/v1/projects/pacs/members/tech", map[string]string{"role": "member"}, 204, nil); err != nil {
@@ -211,7 +211,7 @@ func awsObjectLock(t *testing.T, x *s3CLIs, check *minio.Client, a *cairntest.Cl
 		t.Fatal(err)
 	}
 	var login struct{ Token string }
-	if err := anon.Call("POST", "/api/v1/auth/login", map[string]string{"username": "tech", "password": "tech-password-123"}, 200, &login); err != nil {
+	if err := anon.Call("POST", "/api/v1/auth/login", map[string]string{"username": "tech", "password": "server-room-8080"}, 200, &login); err != nil {
 		t.Fatal(err)
 	}
 	tech, _ := cairntest.NewClient(c.Node(1), login.Token)

@@ -117,7 +117,7 @@ func pool(t testing.TB, n, disks int, more func(*consensus.Registry), base strin
 }
 
 // AdminPassword is the pool's first admin's password.
-const AdminPassword = "admin-password-for-tests"
+const AdminPassword = "cluster-root-for-tests"
 
 // Principal logs a user in.
 func Principal(t testing.TB, id *identity.Service, user, pw string) *identity.Principal {

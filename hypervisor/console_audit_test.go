@@ -1,0 +1,104 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/coder/websocket"
+)
+
+// onePeer is a cluster of one node for the console relay: the VM is local.
+type onePeer string
+
+func (p onePeer) Name() string                      { return string(p) }
+func (onePeer) RPCClient() *http.Client             { return nil }
+func (onePeer) PeerAddr(name string) (string, bool) { return "", false }
+
+// Every console session is audited when it opens and when it closes: who,
+// from where, which VM.
+func TestConsoleSessionsAreAudited(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	e.host(t, "node1", 4, 4096)
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c1", Image: "guest", Flavor: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the VM to be placed", func() error {
+		if vm, err := e.svc.VM(e.user, "c1"); err != nil || vm.Node == "" {
+			return fmt.Errorf("not placed: %v", err)
+		}
+		return nil
+	})
+	if err := EnsureConsoleKey(ctx, e.node); err != nil {
+		t.Fatal(err)
+	}
+	// The VM's serial console: a unix socket that echoes.
+	sock := filepath.Join(t.TempDir(), "serial.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); _, _ = io.Copy(c, c) }()
+		}
+	}()
+	cons := NewConsoles(e.svc, onePeer("node1"), func(string, string) (string, bool) { return sock, true }, slog.Default())
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /api/v1/vms/{vm}/{kind}", func(w http.ResponseWriter, r *http.Request) {
+		cons.ServeWebSocket(w, r, r.PathValue("vm"), r.PathValue("kind"))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+
+	tk, err := e.svc.ConsoleTicket(ctx, e.user, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+tk.SerialPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ws.Write(ctx, websocket.MessageBinary, []byte("ls\n")); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := ws.Read(ctx); err != nil || string(b) != "ls\n" {
+		t.Fatalf("echo: %q, %v", b, err)
+	}
+	ws.Close(websocket.StatusNormalClosure, "")
+
+	testutil.WaitFor(t, 10*time.Second, "the console session's open and close in the audit log", func() error {
+		es, err := e.id.ListAudit(e.admin, identity.AuditFilter{Action: "vm.console."})
+		if err != nil {
+			return err
+		}
+		var got []string
+		for _, en := range es {
+			if en.UserName != "nurse" || !strings.HasPrefix(en.RemoteAddr, "127.0.0.1:") || en.Resource != "c1" || en.ProjectID == "" {
+				return fmt.Errorf("entry lacks who, where or what: %+v", en)
+			}
+			got = append(got, en.Action)
+		}
+		if strings.Join(got, ",") != "vm.console.close,vm.console.open" {
+			return errors.New("entries: " + strings.Join(got, ","))
+		}
+		return nil
+	})
+}
