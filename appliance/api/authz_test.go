@@ -76,7 +76,7 @@ type grant struct {
 var matrix = []grant{
 	{route: "GET /api/v1/setup", status: 200, allow: everyone},
 	{route: "POST /api/v1/setup", body: `{"setup_code":"WRONG-CODE","username":"x{n}","password":"long-enough-password"}`, status: 403, allow: everyone}, // a wrong code, refused alike for all
-	{route: "POST /api/v1/auth/login", body: `{"username":"mike","password":"mike-password"}`, status: 200, allow: everyone},
+	{route: "POST /api/v1/auth/login", body: `{"username":"mike","password":"correct-horse-battery"}`, status: 200, allow: everyone},
 	{route: "POST /api/v1/auth/logout", freshToken: true, status: 204, allow: users},
 	{route: "GET /api/v1/auth/whoami", status: 200, allow: users},
 
@@ -104,6 +104,8 @@ var matrix = []grant{
 	{route: "POST /api/v1/tokens", body: `{"name":"t{n}"}`, status: 201, allow: users},
 	{route: "DELETE /api/v1/tokens/{token}", status: 204, allow: ownerOrClusterAdmin},
 	{route: "POST /api/v1/metrics/tokens", body: `{"name":"prometheus{n}"}`, status: 201, allow: clusterAdmins},
+	{route: "GET /api/v1/identity/settings", status: 200, allow: users},
+	{route: "PUT /api/v1/identity/settings", body: `{"max_token_lifetime_seconds":7776000}`, status: 200, allow: clusterAdmins},
 
 	{route: "GET /api/v1/flavors", status: 200, allow: users},
 	{route: "POST /api/v1/flavors", body: `{"name":"made-{n}","vcpus":1,"ram_mib":512,"disk_gib":1}`, status: 201, allow: clusterAdmins},
@@ -210,11 +212,11 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		name, project string
 		role          identity.Role
 	}{{"rita", "proj-a", identity.RoleReader}, {"mike", "proj-a", identity.RoleMember}, {"alice", "proj-a", identity.RoleAdmin}, {"bob", "proj-b", identity.RoleMember}} {
-		_, err = nd.ID.CreateUser(ctx, admin, identity.UserSpec{Name: u.name, Password: u.name + "-password"})
+		_, err = nd.ID.CreateUser(ctx, admin, identity.UserSpec{Name: u.name, Password: testPassword})
 		must(err)
 		must(nd.ID.SetMember(ctx, admin, u.project, u.name, u.role))
 	}
-	f.mike = storagetest.Principal(t, nd.ID, "mike", "mike-password")
+	f.mike = storagetest.Principal(t, nd.ID, "mike", testPassword)
 	fl, err := nd.ID.CreateFlavor(ctx, admin, identity.FlavorSpec{Name: "small", VCPUs: 1, RAMMiB: 512, DiskGiB: 1})
 	must(err)
 	// Image records without bytes: nothing here boots.
@@ -247,7 +249,7 @@ const testSSHKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID5WHCIylmEUGhyxygnxLkgg
 // login returns a new session token of a user.
 func (f *matrixFixture) login(user string) string {
 	f.t.Helper()
-	pw := user + "-password"
+	pw := testPassword
 	if user == "admin" {
 		pw = storagetest.AdminPassword
 	}
@@ -420,3 +422,7 @@ func TestReadersGetVMsWithoutCloudInit(t *testing.T) {
 		t.Errorf("a reader's VM: %+v %v", vm, err)
 	}
 }
+
+// testPassword is every matrix user's password: long enough, and no user's
+// name is in it.
+const testPassword = "correct-horse-battery"

@@ -23,8 +23,8 @@ func TestMetricsNeedAMetricsToken(t *testing.T) {
 	t.Cleanup(srv.Close)
 	f.srv = srv
 
-	f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": "nurse", "password": "nurse-password"}, 201, nil)
-	nurse := f.login("nurse", "nurse-password")
+	f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": "nurse", "password": "correct-horse-battery"}, 201, nil)
+	nurse := f.login("nurse", "correct-horse-battery")
 
 	if h := f.call("GET", "/metrics", "", nil, 401, nil); h.Get("WWW-Authenticate") == "" {
 		t.Errorf("401 without WWW-Authenticate")
@@ -55,7 +55,7 @@ func TestMetricsNeedAMetricsToken(t *testing.T) {
 
 	// The metrics token acts as nobody on the API, though an admin made it.
 	f.call("GET", "/api/v1/projects", created.Token, nil, 401, nil)
-	f.call("POST", "/api/v1/users", created.Token, map[string]any{"name": "eve", "password": "eve-password"}, 401, nil)
+	f.call("POST", "/api/v1/users", created.Token, map[string]any{"name": "eve", "password": "correct-horse-battery"}, 401, nil)
 
 	// Revoked like any token.
 	f.call("DELETE", "/api/v1/tokens/"+created.Detail.ID, f.admin, nil, 204, nil)
