@@ -16,7 +16,7 @@ const testKey = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID5WHCIylmEUGhyxygnxLkggX/b
 func (e *computeEnv) addUser(t *testing.T, name, project string, role identity.Role) *identity.Principal {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: name, Password: name + "-password"}); err != nil {
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: name, Password: "correct-horse-battery"}); err != nil {
 		t.Fatal(err)
 	}
 	if project != "" {
@@ -24,7 +24,7 @@ func (e *computeEnv) addUser(t *testing.T, name, project string, role identity.R
 			t.Fatal(err)
 		}
 	}
-	return login(t, e.id, name, name+"-password")
+	return login(t, e.id, name, "correct-horse-battery")
 }
 
 // addImage records an image directly (no bytes: these tests never boot).
@@ -184,7 +184,7 @@ func TestRemovedMemberLosesPrivateImages(t *testing.T) {
 	if err := e.id.RemoveMember(ctx, e.admin, "ward", "nurse"); err != nil {
 		t.Fatal(err)
 	}
-	nurse := login(t, e.id, "nurse", "nurse-password")
+	nurse := login(t, e.id, "nurse", "night-shift-9471")
 	var names []string
 	for _, img := range e.svc.images.List(nurse, "") {
 		names = append(names, img.Name)
