@@ -44,6 +44,7 @@ func (m Machine) Args() []string {
 	a = append(a, serialArgs(m)...)
 	a = append(a, displayArgs(m.Dir)...)
 	a = append(a, qmpArgs(m.Dir)...)
+	a = append(a, confineArgs(m.Confine)...)
 	// -daemonize: QEMU forks, calls setsid and its first process exits once
 	// the VM is set up, so the VM outlives whoever started it; -pidfile is
 	// how the daemon is found again.

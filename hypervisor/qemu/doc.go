@@ -16,6 +16,12 @@
 // serial log goes with it unless Machine.SerialLog puts it elsewhere (beside
 // the VM's disks, say), where QEMU keeps appending across boots.
 //
+// Every QEMU is confined (confine.go, cgroup.go): it drops to a user of its
+// own from a reserved uid range, installs QEMU's seccomp sandbox (the
+// strictest set the installed QEMU survives, found by a probe), and runs in
+// a cgroup of its own (v1 or v2) with memory, CPU, pids and I/O limits from
+// the VM's size, which goes when the VM does (and at Cleanup).
+//
 // The VM reconciler in package hypervisor is the intended importer; it owns
 // disks, taps and firmware variable files and hands their paths in.
 package qemu

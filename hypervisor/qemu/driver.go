@@ -31,6 +31,16 @@ type DriverConfig struct {
 	// QuitGrace is how long Quit waits for QEMU to exit after QMP quit
 	// before it sends SIGKILL.
 	QuitGrace time.Duration
+	// Unconfined runs QEMU as root without a seccomp filter: only for
+	// reproducing a problem by hand, never on a box with patient data.
+	Unconfined bool
+	// UIDBase and UIDCount reserve the VMs' users: UIDBase+1 to
+	// UIDBase+UIDCount, with no passwd entries (QEMU takes numbers).
+	UIDBase, UIDCount int
+	// CgroupRoot is where the cgroup hierarchies are mounted; each VM gets
+	// a group with limits from its flavor. NoCgroups turns that off.
+	CgroupRoot string
+	NoCgroups  bool
 }
 
 // DefaultConfig is the Driver's configuration unless told otherwise.
@@ -41,6 +51,10 @@ func DefaultConfig() DriverConfig {
 		Logger:       slog.Default(),
 		StartTimeout: 30 * time.Second,
 		QuitGrace:    10 * time.Second,
+		// Above systemd's container range (up to 0x6fffffff), below 2^31.
+		UIDBase:    0x70000000,
+		UIDCount:   1 << 16,
+		CgroupRoot: "/sys/fs/cgroup",
 	}
 }
 
@@ -59,6 +73,10 @@ type Driver struct {
 	// for a stale one.
 	mu       sync.Mutex
 	starting map[string]bool
+	feat     *qemuFeatures // what the installed QEMU supports, once probed
+
+	cgroups   *Cgroups // nil with NoCgroups
+	cgroupErr error    // why detection failed: Start refuses to run a VM unlimited
 }
 
 // NewDriver returns a Driver; zero fields of cfg take DefaultConfig's values.
@@ -79,7 +97,20 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.QuitGrace <= 0 {
 		cfg.QuitGrace = def.QuitGrace
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}}
+	if cfg.UIDBase <= 0 || cfg.UIDCount <= 0 {
+		cfg.UIDBase, cfg.UIDCount = def.UIDBase, def.UIDCount
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = def.CgroupRoot
+	}
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}}
+	if !cfg.NoCgroups {
+		d.cgroups, d.cgroupErr = DetectCgroups(cfg.CgroupRoot, CgroupParent(cfg.RunDir))
+		if d.cgroupErr == nil {
+			d.log.Info("vm cgroups", "version", d.cgroups.Version(), "dir", d.cgroups.Dir("memory", ""))
+		}
+	}
+	return d
 }
 
 // Dir is the run directory of the VM called name.
@@ -116,6 +147,14 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 	var r reverter
 	defer r.fail()
 
+	if d.cgroupErr != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, d.cgroupErr)
+	}
+	if !d.cfg.Unconfined {
+		if m.Confine, err = d.confinement(ctx, m.Name); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+	}
 	if err := d.claimDir(m.Name); err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
@@ -129,6 +168,16 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 		if err := os.Symlink(m.SerialLog, filepath.Join(dir, serialLog)); err != nil {
 			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 		}
+	}
+
+	if err := handOver(m, m.Confine); err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	if d.cgroups != nil {
+		if err := d.cgroups.Create(m.Name, LimitsFor(m, diskDevice(firstDiskPath(m)))); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+		r.add(func() { d.cgroups.Remove(m.Name) })
 	}
 
 	argv := d.Command(m)
@@ -151,13 +200,18 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 	if findErr != nil {
 		return nil, fmt.Errorf("start vm %s: qemu exited after start: %w", m.Name, findErr)
 	}
+	if d.cgroups != nil {
+		if err := d.cgroups.Place(m.Name, p.pid); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+	}
 	q, err := dialQMP(ctx, filepath.Join(dir, qmpSocket), d.log)
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
 	r.success()
-	d.log.Info("vm started", "vm", m.Name, "pid", p.pid)
-	return newInstance(m.Name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+	d.log.Info("vm started", "vm", m.Name, "pid", p.pid, "uid", m.Confine.UID, "sandbox", m.Confine.Sandbox)
+	return d.instance(m.Name, dir, p, q), nil
 }
 
 // begin marks name as being started; false if it already is.
@@ -286,7 +340,27 @@ func (d *Driver) Attach(ctx context.Context, name string) (*Instance, error) {
 		p.close()
 		return nil, fmt.Errorf("attach vm %s: %w", name, err)
 	}
-	return newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+	return d.instance(name, dir, p, q), nil
+}
+
+// instance wraps a found QEMU; its Quit also removes the VM's cgroup.
+func (d *Driver) instance(name, dir string, p *process, q *qmpClient) *Instance {
+	i := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log)
+	if d.cgroups != nil {
+		i.release = func() error { return d.cgroups.Remove(name) }
+	}
+	return i
+}
+
+// firstDiskPath is the first local disk of m: its device is the one the
+// VM's I/O is throttled on.
+func firstDiskPath(m Machine) string {
+	for _, dk := range m.Disks {
+		if dk.Path != "" && !dk.ReadOnly {
+			return dk.Path
+		}
+	}
+	return ""
 }
 
 // List returns the names of the VMs that have a run directory, running or
@@ -339,7 +413,7 @@ func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error
 			if qerr != nil {
 				d.log.Warn("orphan vm: no qmp", "vm", name, "err", qerr)
 			}
-			if err := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log).Quit(ctx); err != nil {
+			if err := d.instance(name, dir, p, q).Quit(ctx); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -351,6 +425,35 @@ func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error
 		if err := os.RemoveAll(dir); err != nil {
 			errs = append(errs, fmt.Errorf("cleanup %s: %w", name, err))
 		}
+	}
+	errs = append(errs, d.cleanupCgroups(keep))
+	return errors.Join(errs...)
+}
+
+// cleanupCgroups removes the groups of VMs that no longer run here (a crash
+// between a VM's exit and the removal of its group leaves one).
+func (d *Driver) cleanupCgroups(keep func(name string) bool) error {
+	if d.cgroups == nil {
+		return nil
+	}
+	names, err := d.cgroups.List()
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	var errs []error
+	for _, name := range names {
+		if d.isStarting(name) {
+			continue
+		}
+		if p, err := findProcess(d.Dir(name), name); err == nil {
+			p.close()
+			continue
+		}
+		d.log.Info("removing cgroup of stopped vm", "vm", name)
+		errs = append(errs, d.cgroups.Remove(name))
+	}
+	if left, err := d.cgroups.List(); err == nil && len(left) == 0 {
+		d.cgroups.RemoveParent()
 	}
 	return errors.Join(errs...)
 }

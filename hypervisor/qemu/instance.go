@@ -32,6 +32,9 @@ type Instance struct {
 	// serialLog is resolved once: the link to it goes with the run
 	// directory, the file may not.
 	serialLog string
+	// release frees what the Driver holds for the VM (its cgroup) once
+	// QEMU is gone; nil if nothing.
+	release func() error
 
 	exited    chan struct{} // closed when the QEMU process has ended
 	stopWatch context.CancelFunc
@@ -185,6 +188,11 @@ func (i *Instance) Quit(ctx context.Context) error {
 	i.Close()
 	if err := os.RemoveAll(i.dir); err != nil {
 		return fmt.Errorf("quit vm %s: %w", i.name, err)
+	}
+	if i.release != nil {
+		if err := i.release(); err != nil {
+			return fmt.Errorf("quit vm %s: %w", i.name, err)
+		}
 	}
 	return nil
 }

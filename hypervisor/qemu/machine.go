@@ -31,6 +31,9 @@ type Machine struct {
 	SerialLog string
 	// Dir is the VM's run directory. The Driver sets it to RunDir/Name.
 	Dir string
+	// Confine is the user and seccomp filter QEMU runs with. The Driver
+	// sets it unless configured Unconfined.
+	Confine Confinement
 }
 
 // Firmware selects SeaBIOS or OVMF.
