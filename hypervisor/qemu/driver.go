@@ -41,6 +41,9 @@ type DriverConfig struct {
 	// a group with limits from its flavor. NoCgroups turns that off.
 	CgroupRoot string
 	NoCgroups  bool
+	// SerialLogMax caps a VM's serial log while it runs: past it, the log
+	// is rotated to serial.log.1 (so at most twice this is on disk).
+	SerialLogMax int64
 }
 
 // DefaultConfig is the Driver's configuration unless told otherwise.
@@ -52,9 +55,10 @@ func DefaultConfig() DriverConfig {
 		StartTimeout: 30 * time.Second,
 		QuitGrace:    10 * time.Second,
 		// Above systemd's container range (up to 0x6fffffff), below 2^31.
-		UIDBase:    0x70000000,
-		UIDCount:   1 << 16,
-		CgroupRoot: "/sys/fs/cgroup",
+		UIDBase:      0x70000000,
+		UIDCount:     1 << 16,
+		CgroupRoot:   "/sys/fs/cgroup",
+		SerialLogMax: 8 << 20,
 	}
 }
 
@@ -99,6 +103,9 @@ func NewDriver(cfg DriverConfig) *Driver {
 	}
 	if cfg.UIDBase <= 0 || cfg.UIDCount <= 0 {
 		cfg.UIDBase, cfg.UIDCount = def.UIDBase, def.UIDCount
+	}
+	if cfg.SerialLogMax <= 0 {
+		cfg.SerialLogMax = def.SerialLogMax
 	}
 	if cfg.CgroupRoot == "" {
 		cfg.CgroupRoot = def.CgroupRoot
@@ -345,7 +352,7 @@ func (d *Driver) Attach(ctx context.Context, name string) (*Instance, error) {
 
 // instance wraps a found QEMU; its Quit also removes the VM's cgroup.
 func (d *Driver) instance(name, dir string, p *process, q *qmpClient) *Instance {
-	i := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log)
+	i := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.cfg.SerialLogMax, d.log)
 	if d.cgroups != nil {
 		i.release = func() error { return d.cgroups.Remove(name) }
 	}

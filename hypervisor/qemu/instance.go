@@ -42,7 +42,8 @@ type Instance struct {
 	closed    atomic.Bool
 }
 
-func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration, log *slog.Logger) *Instance {
+// serialMax > 0 caps the serial log (see watchSerial).
+func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration, serialMax int64, log *slog.Logger) *Instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	i := &Instance{name: name, dir: dir, log: log.With("vm", name), proc: p, qmp: q, grace: grace,
 		exited: make(chan struct{}), stopWatch: cancel, serialLog: filepath.Join(dir, serialLog)}
@@ -57,6 +58,9 @@ func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration
 			close(i.exited)
 		}
 	}()
+	if serialMax > 0 {
+		go i.watchSerial(ctx, serialMax)
+	}
 	return i
 }
 
