@@ -32,16 +32,16 @@ type Confinement struct {
 	Sandbox string
 }
 
-// Seccomp filters. QEMU 7.2 (Debian 12) installs its filter before
-// -daemonize forks and calls setsid and before -runas calls setuid, so with
-// elevateprivileges=deny or spawn=deny it kills itself there; the Driver
-// probes the installed QEMU and uses sandboxFull only where it works.
-// sandboxBase still turns off the obsolete and resource-control syscalls,
-// and libseccomp sets no_new_privs, so an escaped QEMU cannot gain
-// privileges through a setuid binary either way.
+// Seccomp filters, strictest first. QEMU 7.2 (Debian 12) installs its
+// filter before -runas calls setuid, so with elevateprivileges=deny it
+// kills itself there; the Driver probes the installed QEMU and uses the
+// strictest filter it survives. Even sandboxBase turns off the obsolete and
+// resource-control syscalls, and libseccomp sets no_new_privs, so an
+// escaped QEMU cannot gain privileges through a setuid binary either way.
 const (
-	sandboxFull = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-	sandboxBase = "on,obsolete=deny,resourcecontrol=deny"
+	sandboxFull    = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+	sandboxNoSetID = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
+	sandboxBase    = "on,obsolete=deny,resourcecontrol=deny"
 )
 
 // confineArgs are the user and seccomp options of c.
@@ -82,28 +82,53 @@ func (d *Driver) probe(ctx context.Context) (qemuFeatures, error) {
 	if !strings.Contains(help, "\n-sandbox ") {
 		return f, errors.New("probe qemu: no -sandbox (built without seccomp)")
 	}
-	dir, err := os.MkdirTemp(d.cfg.RunDir, ".probe-")
-	if err != nil {
+	if err := os.MkdirAll(d.cfg.RunDir, 0o750); err != nil {
 		return f, fmt.Errorf("probe qemu: %w", err)
 	}
+	for _, sb := range []string{sandboxFull, sandboxNoSetID, sandboxBase} {
+		c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, RunWith: f.runWith, Sandbox: sb}
+		err := d.tryConfinement(ctx, c)
+		if err == nil {
+			f.sandbox = sb
+			d.log.Info("qemu confinement", "run_with", f.runWith, "sandbox", f.sandbox)
+			return f, nil
+		}
+		d.log.Info("qemu cannot run with this sandbox", "sandbox", sb, "err", err)
+	}
+	return f, errors.New("probe qemu: it runs with no sandbox")
+}
+
+// tryConfinement starts a machine-less QEMU confined by c, as a VM would
+// be started, and reports whether it got as far as answering QMP.
+func (d *Driver) tryConfinement(ctx context.Context, c Confinement) error {
+	dir, err := os.MkdirTemp(d.cfg.RunDir, ".probe-")
+	if err != nil {
+		return err
+	}
 	defer os.RemoveAll(dir)
-	c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, RunWith: f.runWith, Sandbox: sandboxFull}
-	pid := filepath.Join(dir, pidFile)
-	argv := append(append(append([]string{}, d.cfg.QEMU...), "-machine", "none", "-nodefaults", "-display", "none"),
-		append(confineArgs(c), "-pidfile", pid, "-daemonize")...)
+	name := "probe"
+	argv := append(append([]string{}, d.cfg.QEMU...),
+		"-name", "guest="+name+",process=cairn-probe", "-machine", "none", "-nodefaults", "-display", "none")
+	argv = append(append(append(argv, qmpArgs(dir)...), confineArgs(c)...), "-pidfile", filepath.Join(dir, pidFile))
+	p, err := d.launch(dir, name, argv)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		p.kill()
+		wctx, cancel := context.WithTimeout(context.Background(), killWait)
+		p.wait(wctx)
+		cancel()
+		p.close()
+	}()
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(pctx, argv[0], argv[1:]...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	f.sandbox = sandboxBase
-	if cmd.Run() == nil {
-		f.sandbox = sandboxFull
+	q, err := d.waitReady(pctx, dir, p)
+	if err != nil {
+		return err
 	}
-	if p, err := readPidfile(dir); err == nil {
-		syscall.Kill(p, syscall.SIGKILL)
-	}
-	d.log.Info("qemu confinement", "run_with", f.runWith, "sandbox", f.sandbox)
-	return f, nil
+	q.close()
+	return nil
 }
 
 // features probes the installed QEMU on first use.

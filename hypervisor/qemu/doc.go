@@ -4,9 +4,9 @@
 // It owns three things: the QEMU command line (built by small pure functions
 // from a Machine, checked by golden tests), the per-VM run directory under
 // DriverConfig.RunDir (QMP, serial and VNC sockets, the serial log and the
-// pidfile), and the QEMU processes it started. QEMU is launched with
-// -daemonize, so a VM is not a child of the caller and survives it being
-// killed; after a restart the caller re-attaches with Driver.Attach and
+// pidfile), and the QEMU processes it started. QEMU is launched in a
+// session of its own (not with -daemonize, which the seccomp sandbox
+// forbids), so a VM survives its caller being killed; after a restart the caller re-attaches with Driver.Attach and
 // removes what it no longer wants with Driver.Cleanup. A process is only ever
 // signalled after its /proc/PID/cmdline proved it is the QEMU of that run
 // directory, and through a pidfd so a recycled pid cannot be hit.

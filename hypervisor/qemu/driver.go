@@ -132,8 +132,8 @@ func (d *Driver) Command(m Machine) []string {
 	return append(append([]string{}, d.cfg.QEMU...), m.Args()...)
 }
 
-// Start launches m's QEMU and returns it connected. QEMU daemonizes into its
-// own session, so the VM keeps running if the caller dies. On failure the
+// Start launches m's QEMU and returns it connected. QEMU runs in its own
+// session, so the VM keeps running if the caller dies. On failure the
 // error carries QEMU's own message, and nothing is left: no process, no run
 // directory, no UEFI vars file that Start created.
 func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) {
@@ -189,30 +189,24 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 
 	argv := d.Command(m)
 	d.log.Info("starting vm", "vm", m.Name, "argv", strings.Join(argv, " "))
-	runErr := d.launch(ctx, dir, argv)
-	// Even a failed or cancelled launch may have left a daemon behind.
-	p, findErr := findProcess(dir, m.Name)
-	if findErr == nil {
-		r.add(func() {
-			p.kill()
-			wctx, cancel := context.WithTimeout(context.Background(), killWait)
-			p.wait(wctx)
-			cancel()
-			p.close()
-		})
+	p, err := d.launch(dir, m.Name, argv)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
-	if runErr != nil {
-		return nil, fmt.Errorf("start vm %s: %w", m.Name, runErr)
-	}
-	if findErr != nil {
-		return nil, fmt.Errorf("start vm %s: qemu exited after start: %w", m.Name, findErr)
-	}
+	r.add(func() {
+		p.kill()
+		wctx, cancel := context.WithTimeout(context.Background(), killWait)
+		p.wait(wctx)
+		cancel()
+		p.close()
+	})
+	// Into its cgroup before it has set the guest up, let alone run it.
 	if d.cgroups != nil {
 		if err := d.cgroups.Place(m.Name, p.pid); err != nil {
 			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 		}
 	}
-	q, err := dialQMP(ctx, filepath.Join(dir, qmpSocket), d.log)
+	q, err := d.waitReady(ctx, dir, p)
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
@@ -294,37 +288,74 @@ func prepareVars(f Firmware, r *reverter) error {
 	return nil
 }
 
-// launch runs QEMU's foreground process, which exits once the daemon has
-// set the VM up (0) or failed to (1, with the reason on stderr). Output
-// goes to a file, not a pipe: the daemon inherits the descriptor for a
-// while, and a pipe would make Wait wait for it.
-func (d *Driver) launch(ctx context.Context, dir string, argv []string) error {
-	out, err := os.CreateTemp(dir, "qemu-start-*.log")
+// launch starts QEMU in its own session, its output (start-up errors,
+// later warnings) going to qemu.log in the run directory. QEMU is not told
+// to -daemonize: it would fork and setsid after installing its seccomp
+// filter, which spawn=deny and elevateprivileges=deny forbid. It is the
+// caller's child instead, reaped by a goroutine; if the caller dies it is
+// inherited by init like a daemon, and found again through its pidfile.
+func (d *Driver) launch(dir, name string, argv []string) (*process, error) {
+	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.Remove(out.Name())
 	defer out.Close()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Stdin = nil
+	// Not CommandContext: the VM outlives the request that started it.
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own session from the start, so no signal aimed at the caller's
-	// process group or terminal reaches QEMU even before it daemonizes.
+	// process group or terminal reaches QEMU.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	runErr := cmd.Run()
-	msg, _ := os.ReadFile(out.Name())
-	text := strings.TrimSpace(string(msg))
-	if runErr != nil {
-		if text == "" {
-			text = "no output"
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	// The pidfd first, then the reaper: the pid cannot be recycled while
+	// the exited child is unreaped.
+	p, err := openProcess(cmd.Process.Pid, dir, name)
+	go cmd.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %s: %w", startOutput(dir), err)
+	}
+	return p, nil
+}
+
+// waitReady connects to QMP once QEMU has set the VM up (it accepts the
+// monitor connection from its main loop). If QEMU exits first, the error
+// carries what it printed.
+func (d *Driver) waitReady(ctx context.Context, dir string, p *process) (*qmpClient, error) {
+	sock := filepath.Join(dir, qmpSocket)
+	for {
+		if p.exited() {
+			return nil, fmt.Errorf("qemu: %s: exited during start-up", startOutput(dir))
 		}
-		return fmt.Errorf("qemu: %s: %w", text, runErr)
+		q, err := dialQMP(ctx, sock, d.log)
+		if err == nil {
+			if out := startOutput(dir); out != "no output" {
+				d.log.Warn("qemu start output", "dir", dir, "output", out)
+			}
+			return q, nil
+		}
+		if p.exited() {
+			return nil, fmt.Errorf("qemu: %s: exited during start-up", startOutput(dir))
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("qemu not ready: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if text != "" {
-		d.log.Warn("qemu start output", "dir", dir, "output", text)
+}
+
+// startOutput is what QEMU printed so far.
+func startOutput(dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+	if text := strings.TrimSpace(string(b)); text != "" {
+		return text
 	}
-	return nil
+	return "no output"
 }
 
 // Attach connects to the running VM called name, e.g. after the caller

@@ -82,6 +82,7 @@ const (
 	serialLog    = "serial.log"
 	vncSocket    = "vnc.sock"
 	pidFile      = "qemu.pid"
+	qemuLog      = "qemu.log" // QEMU's stdout and stderr
 )
 
 // maxSocketPath is sun_path's size: QEMU cannot bind a longer unix socket.

@@ -237,3 +237,33 @@ func fileUID(path string) (int, error) {
 	}
 	return int(info.Sys().(*syscall.Stat_t).Uid), nil
 }
+
+// TestSandboxDeniesSpawn asks a confined QEMU to run a program (an exec:
+// migration runs it through /bin/sh): the seccomp filter kills QEMU at the
+// fork, where an unconfined one would run it and carry on.
+func TestSandboxDeniesSpawn(t *testing.T) {
+	requireQEMU(t)
+	t.Parallel()
+	d := newTestDriver(t)
+	inst, err := d.Start(context.Background(), testMachine("nospawn"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := procStatus(t, inst.PID()); st["Seccomp"] != "2" {
+		t.Fatalf("Seccomp: %q, want 2", st["Seccomp"])
+	}
+	marker := filepath.Join(t.TempDir(), "spawned")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// QEMU may die before it answers.
+	_ = inst.qmp.execute(ctx, "migrate", map[string]any{"uri": "exec:touch " + marker}, nil)
+	select {
+	case <-inst.Exited():
+	case <-time.After(10 * time.Second):
+		t.Error("qemu still runs after spawning a program")
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the program qemu spawned ran")
+	}
+	inst.Quit(context.Background())
+}

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // QEMU appends the serial console to the log for as long as the VM runs, and
@@ -17,8 +19,8 @@ import (
 // (serial.log.1) is on disk. Bytes QEMU writes between the copy and the
 // truncation are lost: rotation is for runaway output, not an audit trail.
 
-// serialCheckEvery is how often the log's size is checked: output between
-// two checks is what the log may exceed its cap by.
+// serialCheckEvery is how often the log's size is checked when inotify
+// cannot say when it grows.
 const serialCheckEvery = 250 * time.Millisecond
 
 // rotatedSuffix names the one rotated copy of the serial log.
@@ -61,16 +63,31 @@ func rotateLog(path string, max int64) (bool, error) {
 
 // watchSerial rotates the instance's serial log whenever it grows past max,
 // until QEMU exits or the Instance is closed (an attaching agent takes over).
+// inotify wakes it at each write, so the log overshoots max by no more than
+// what QEMU writes while one rotation runs.
 func (i *Instance) watchSerial(ctx context.Context, max int64) {
-	t := time.NewTicker(serialCheckEvery)
-	defer t.Stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-i.exited:
+			cancel()
+		}
+	}()
+	wake, stop := watchFile(i.serialLog)
+	defer stop()
+	if wake == nil {
+		i.log.Warn("serial log: no inotify, checking its size by the clock")
+		t := time.NewTicker(serialCheckEvery)
+		defer t.Stop()
+		wake = t.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-i.exited:
-			return
-		case <-t.C:
+		case <-wake:
 		}
 		if rotated, err := rotateLog(i.serialLog, max); err != nil {
 			i.log.Warn("serial log", "err", err)
@@ -78,4 +95,33 @@ func (i *Instance) watchSerial(ctx context.Context, max int64) {
 			i.log.Debug("serial log rotated", "path", i.serialLog, "max", max)
 		}
 	}
+}
+
+// watchFile sends on the returned channel whenever path is written to; nil
+// if inotify cannot watch it. stop ends the watch.
+func watchFile(path string) (<-chan time.Time, func()) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, func() {}
+	}
+	if _, err := unix.InotifyAddWatch(fd, path, unix.IN_MODIFY); err != nil {
+		unix.Close(fd)
+		return nil, func() {}
+	}
+	// Non-blocking, so reads park in the runtime poller and Close wakes them.
+	f := os.NewFile(uintptr(fd), "inotify:"+path)
+	ch := make(chan time.Time, 1)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			if _, err := f.Read(buf); err != nil {
+				return
+			}
+			select {
+			case ch <- time.Now():
+			default: // a wake-up is pending already
+			}
+		}
+	}()
+	return ch, func() { f.Close() }
 }
