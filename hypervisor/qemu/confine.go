@@ -152,6 +152,11 @@ func (d *Driver) features(ctx context.Context) (qemuFeatures, error) {
 // two starts cannot take the same one.
 func (d *Driver) allocUID(name string) (int, error) {
 	used := map[int]bool{}
+	for other, uid := range d.uids {
+		if other != name {
+			used[uid] = true
+		}
+	}
 	entries, _ := os.ReadDir(d.cfg.RunDir)
 	for _, e := range entries {
 		if e.Name() == name {
@@ -169,6 +174,8 @@ func (d *Driver) allocUID(name string) (int, error) {
 	for i := range span {
 		uid := d.cfg.UIDBase + 1 + (int(h.Sum32())+i)%span
 		if !used[uid] {
+			// Held until Start ends: by then the run directory says it.
+			d.uids[name] = uid
 			return uid, nil
 		}
 	}

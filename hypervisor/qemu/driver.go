@@ -77,7 +77,8 @@ type Driver struct {
 	// for a stale one.
 	mu       sync.Mutex
 	starting map[string]bool
-	feat     *qemuFeatures // what the installed QEMU supports, once probed
+	feat     *qemuFeatures  // what the installed QEMU supports, once probed
+	uids     map[string]int // VM users picked by Starts under way
 
 	cgroups   *Cgroups // nil with NoCgroups
 	cgroupErr error    // why detection failed: Start refuses to run a VM unlimited
@@ -110,7 +111,7 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.CgroupRoot == "" {
 		cfg.CgroupRoot = def.CgroupRoot
 	}
-	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}}
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}, uids: map[string]int{}}
 	if !cfg.NoCgroups {
 		d.cgroups, d.cgroupErr = DetectCgroups(cfg.CgroupRoot, CgroupParent(cfg.RunDir))
 		if d.cgroupErr == nil {
@@ -229,6 +230,7 @@ func (d *Driver) begin(name string) bool {
 func (d *Driver) end(name string) {
 	d.mu.Lock()
 	delete(d.starting, name)
+	delete(d.uids, name)
 	d.mu.Unlock()
 }
 

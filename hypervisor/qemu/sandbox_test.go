@@ -50,9 +50,16 @@ func TestSandbox(t *testing.T) {
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// A shared, read-only image (the cache's, an installer ISO): QEMU
+	// opens it before dropping to the VM's user, who must not own it.
+	shared := filepath.Join(t.TempDir(), "base.raw")
+	if err := os.WriteFile(shared, make([]byte, 1<<20), 0o400); err != nil {
+		t.Fatal(err)
+	}
 	m := Machine{Name: "boxed", VCPUs: 1, MemoryMiB: 128, MaxMemoryMiB: 256, Accel: "tcg",
 		Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 quiet panic=-1",
-		Disks:     []Disk{{ID: "root", Path: disk, Cache: diskCache(t, disk)}},
+		Disks: []Disk{{ID: "root", Path: disk, Cache: diskCache(t, disk)},
+			{ID: "base", Path: shared, ReadOnly: true, Cache: diskCache(t, disk)}},
 		SerialLog: filepath.Join(vmDir, "serial.log")}
 	inst, err := d.Start(context.Background(), m)
 	if err != nil {
@@ -86,6 +93,9 @@ func TestSandbox(t *testing.T) {
 		if owner, _ := fileUID(p); owner != uid {
 			t.Errorf("%s owned by %d, want the VM's user %d", p, owner, uid)
 		}
+	}
+	if owner, _ := fileUID(shared); owner != 0 {
+		t.Errorf("shared read-only image handed to uid %d", owner)
 	}
 
 	// The cgroup, read back from the kernel.
@@ -266,4 +276,28 @@ func TestSandboxDeniesSpawn(t *testing.T) {
 		t.Error("the program qemu spawned ran")
 	}
 	inst.Quit(context.Background())
+}
+
+// TestVMUsersDistinct: VMs whose names hash to the same uid still get
+// users of their own, also while their starts overlap.
+func TestVMUsersDistinct(t *testing.T) {
+	d := NewDriver(DriverConfig{RunDir: t.TempDir(), UIDBase: 1000, UIDCount: 1, NoCgroups: true})
+	d.cfg.UIDCount = 2 // two slots: both names land on one of them first
+	d.mu.Lock()
+	a, errA := d.allocUID("a")
+	b, errB := d.allocUID("b")
+	_, errC := d.allocUID("c")
+	d.mu.Unlock()
+	if errA != nil || errB != nil || a == b {
+		t.Errorf("uids %d (%v) and %d (%v), want two different ones", a, errA, b, errB)
+	}
+	if errC == nil {
+		t.Error("a third VM got a uid from a range of two")
+	}
+	d.end("a")
+	d.mu.Lock()
+	if _, err := d.allocUID("c"); err != nil {
+		t.Errorf("uid not free again after a's start ended: %v", err)
+	}
+	d.mu.Unlock()
 }
