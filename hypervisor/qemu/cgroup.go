@@ -120,6 +120,9 @@ var v1Controllers = []string{"memory", "cpu", "pids", "blkio"}
 // controllers only in groups without processes, and the appliance's agent
 // is PID 1 in the root).
 func DetectCgroups(root, parent string) (*Cgroups, error) {
+	if err := mountCgroups(root); err != nil {
+		return nil, fmt.Errorf("detect cgroups: %w", err)
+	}
 	if b, err := os.ReadFile(filepath.Join(root, "cgroup.controllers")); err == nil {
 		have := strings.Fields(string(b))
 		for _, c := range []string{"memory", "cpu", "pids"} {
