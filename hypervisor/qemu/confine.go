@@ -110,7 +110,7 @@ func (d *Driver) tryConfinement(ctx context.Context, c Confinement) error {
 	argv := append(append([]string{}, d.cfg.QEMU...),
 		"-name", "guest="+name+",process=cairn-probe", "-machine", "none", "-nodefaults", "-display", "none")
 	argv = append(append(append(argv, qmpArgs(dir)...), confineArgs(c)...), "-pidfile", filepath.Join(dir, pidFile))
-	p, err := d.launch(dir, name, argv)
+	p, err := d.launch(dir, argv)
 	if err != nil {
 		return err
 	}

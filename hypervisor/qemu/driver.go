@@ -190,7 +190,7 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 
 	argv := d.Command(m)
 	d.log.Info("starting vm", "vm", m.Name, "argv", strings.Join(argv, " "))
-	p, err := d.launch(dir, m.Name, argv)
+	p, err := d.launch(dir, argv)
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
@@ -296,7 +296,7 @@ func prepareVars(f Firmware, r *reverter) error {
 // filter, which spawn=deny and elevateprivileges=deny forbid. It is the
 // caller's child instead, reaped by a goroutine; if the caller dies it is
 // inherited by init like a daemon, and found again through its pidfile.
-func (d *Driver) launch(dir, name string, argv []string) (*process, error) {
+func (d *Driver) launch(dir string, argv []string) (*process, error) {
 	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -313,8 +313,8 @@ func (d *Driver) launch(dir, name string, argv []string) (*process, error) {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}
 	// The pidfd first, then the reaper: the pid cannot be recycled while
-	// the exited child is unreaped.
-	p, err := openProcess(cmd.Process.Pid, dir, name)
+	// the exited child is unreaped, so it needs no check that it is ours.
+	p, err := pinProcess(cmd.Process.Pid)
 	go cmd.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("qemu: %s: %w", startOutput(dir), err)

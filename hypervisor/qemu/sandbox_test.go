@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -300,4 +301,20 @@ func TestVMUsersDistinct(t *testing.T) {
 		t.Errorf("uid not free again after a's start ended: %v", err)
 	}
 	d.mu.Unlock()
+}
+
+// TestLaunchRightAfterExec starts confined QEMUs back to back: the driver
+// must take the child it just started as its own even before the kernel
+// has set up the new program's command line (a check of /proc/PID/cmdline
+// right after exec failed now and then, and the probe then settled for a
+// weaker sandbox).
+func TestLaunchRightAfterExec(t *testing.T) {
+	requireQEMU(t)
+	d := NewDriver(DriverConfig{RunDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), NoCgroups: true})
+	c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, Sandbox: sandboxBase}
+	for i := range 30 {
+		if err := d.tryConfinement(context.Background(), c); err != nil {
+			t.Fatalf("start %d: %v", i, err)
+		}
+	}
 }
