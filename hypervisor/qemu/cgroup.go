@@ -12,6 +12,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -103,6 +104,8 @@ func diskDevice(path string) string {
 // Cgroups makes, fills and removes the VMs' cgroups under one parent group
 // per hierarchy. Its paths are fixed at detection; it holds no VM state.
 type Cgroups struct {
+	// mu orders making groups against removing the then empty parents.
+	mu sync.Mutex
 	v2 bool
 	// dirs are the parent groups: one per controller for v1 (keyed by
 	// controller), one ("") for v2.
@@ -233,6 +236,8 @@ func (c *Cgroups) files(l Limits) map[string][][2]string {
 
 // Create makes the VM's group with limits l (replacing a stale one).
 func (c *Cgroups) Create(vm string, l Limits) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.v2 {
 		if err := c.enableV2(); err != nil {
 			return fmt.Errorf("create cgroup %s: %w", vm, err)
@@ -290,13 +295,18 @@ func (c *Cgroups) Place(vm string, pid int) error {
 	return nil
 }
 
-// Remove deletes the VM's group. A group empties only once its exited
-// process is reaped, so EBUSY is retried for a short while.
+// Remove deletes the VM's group, and the parent with it when that was the
+// last one (every run directory has its own parent, which would otherwise
+// pile up). A group empties only once its exited process is reaped, so
+// EBUSY is retried for a short while.
 func (c *Cgroups) Remove(vm string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	var errs []error
 	for ctrl := range c.dirs {
 		errs = append(errs, removeGroup(c.Dir(ctrl, vm)))
 	}
+	c.removeParent()
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove cgroup %s: %w", vm, err)
 	}
@@ -321,9 +331,16 @@ func removeGroup(dir string) error {
 	}
 }
 
-// RemoveParent removes the empty parent groups (a driver with no VMs left
-// leaves nothing behind); a parent still in use stays.
-func (c *Cgroups) RemoveParent() {
+// Prune removes the parent groups if no VM has a group in them.
+func (c *Cgroups) Prune() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.removeParent()
+}
+
+// removeParent removes the parent groups if they are empty; a parent
+// still in use stays (rmdir fails).
+func (c *Cgroups) removeParent() {
 	for _, dir := range c.dirs {
 		syscall.Rmdir(dir)
 	}

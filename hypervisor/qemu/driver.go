@@ -492,8 +492,6 @@ func (d *Driver) cleanupCgroups(keep func(name string) bool) error {
 		d.log.Info("removing cgroup of stopped vm", "vm", name)
 		errs = append(errs, d.cgroups.Remove(name))
 	}
-	if left, err := d.cgroups.List(); err == nil && len(left) == 0 {
-		d.cgroups.RemoveParent()
-	}
+	d.cgroups.Prune()
 	return errors.Join(errs...)
 }
