@@ -168,6 +168,21 @@ func TestCgroupLeftoversCleaned(t *testing.T) {
 	if names, _ := d.cgroups.List(); len(names) != 0 {
 		t.Errorf("groups %v left after cleanup", names)
 	}
+	// A parent left empty (its groups removed, the agent killed before it
+	// could remove it) goes at Cleanup too.
+	for _, dir := range d.cgroups.dirs {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := d.Cleanup(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range d.cgroups.dirs {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("parent group %s left after cleanup: %v", dir, err)
+		}
+	}
 }
 
 // TestCgroupFilesGolden pins what each writer puts in a VM's group, against
