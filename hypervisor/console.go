@@ -364,6 +364,26 @@ func (c *Consoles) localLog(vmID string, max int64) ([]byte, error) {
 	if !ok {
 		return nil, nil
 	}
+	return tailLog(path, max)
+}
+
+// tailLog is the last max bytes of a log that the qemu driver rotates:
+// what is missing from the log since its last rotation comes from the
+// rotated copy (path.1).
+func tailLog(path string, max int64) ([]byte, error) {
+	cur, err := tailFile(path, max)
+	if err != nil || int64(len(cur)) >= max {
+		return cur, err
+	}
+	old, err := tailFile(path+".1", max-int64(len(cur)))
+	if err != nil {
+		return nil, err
+	}
+	return append(old, cur...), nil
+}
+
+// tailFile is the last max bytes of path; nothing if it does not exist.
+func tailFile(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if os.IsNotExist(err) {
 		return nil, nil

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -609,8 +608,11 @@ func (im *Images) info(ctx context.Context, path, format string) (imgInfo, error
 }
 
 func (im *Images) run(ctx context.Context, args ...string) ([]byte, error) {
-	argv := append(append([]string{}, im.qemuImg...), args...)
-	return exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
+	cmd, err := qemuImgCommand(ctx, im.qemuImg, args...)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.CombinedOutput()
 }
 
 func firstLine(out []byte, err error) string {

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -153,8 +152,10 @@ func (l *LocalVolumes) run(ctx context.Context, args ...string) error {
 }
 
 func (l *LocalVolumes) output(ctx context.Context, args ...string) ([]byte, error) {
-	argv := append(append([]string{}, l.qemuImg...), args...)
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd, err := qemuImgCommand(ctx, l.qemuImg, args...)
+	if err != nil {
+		return nil, err
+	}
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

@@ -314,8 +314,9 @@ func networkConfig(nics []NIC) []byte {
 	return []byte(b.String())
 }
 
-// maxSerialLog bounds a VM's serial log: QEMU appends to it for as long as
-// the VM lives, and it is cut back to its newest half at each start.
+// maxSerialLog bounds a VM's serial log left from earlier boots: it is cut
+// back to its newest half at each start. While the VM runs, the qemu
+// Driver rotates it at its own SerialLogMax (the same 8 MiB by default).
 const maxSerialLog = 8 << 20
 
 // trimLog keeps the newest half of a log longer than max.

@@ -105,7 +105,9 @@ rm -f "$out/initramfs.cpio.gz"
 # its libraries (and their loader) and firmware, from the build machine's
 # Debian packages.
 mkdir -p "$sys/usr/bin" "$sys/lib/x86_64-linux-gnu" "$sys/usr/share"
-for bin in qemu-system-x86_64 qemu-img; do
+# prlimit (util-linux) sits beside qemu-img: the agent runs every qemu-img
+# under its rlimits (hypervisor/qemuimg.go) and refuses to without it.
+for bin in qemu-system-x86_64 qemu-img prlimit; do
 	bin=$(command -v "$bin")
 	cp "$bin" "$sys/usr/bin/"
 	ldd "$bin" | awk '$2 == "=>" {print $3} $1 ~ /^\// {print $1}' | while read -r lib; do

@@ -44,9 +44,9 @@ func (m Machine) Args() []string {
 	a = append(a, serialArgs(m)...)
 	a = append(a, displayArgs(m.Dir)...)
 	a = append(a, qmpArgs(m.Dir)...)
-	// -daemonize: QEMU forks, calls setsid and its first process exits once
-	// the VM is set up, so the VM outlives whoever started it; -pidfile is
-	// how the daemon is found again.
-	a = append(a, "-pidfile", filepath.Join(m.Dir, pidFile), "-daemonize")
+	a = append(a, confineArgs(m.Confine)...)
+	// No -daemonize (see Driver.launch); -pidfile is how a QEMU that
+	// outlived its starter is found again.
+	a = append(a, "-pidfile", filepath.Join(m.Dir, pidFile))
 	return a
 }

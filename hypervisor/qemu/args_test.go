@@ -47,6 +47,12 @@ func TestArgsGolden(t *testing.T) {
 		"serial-log": func(m *Machine) {
 			m.SerialLog = "/var/lib/cairn/vm1/serial.log"
 		},
+		"confined": func(m *Machine) {
+			m.Confine = Confinement{UID: 0x70000123, GID: 0x70000123, Sandbox: sandboxFull}
+		},
+		"confined-run-with": func(m *Machine) {
+			m.Confine = Confinement{UID: 0x70000123, GID: 0x70000123, RunWith: true, Sandbox: sandboxBase}
+		},
 		"direct-boot": func(m *Machine) {
 			m.Disks = nil
 			m.NICs = nil

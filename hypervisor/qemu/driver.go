@@ -31,6 +31,19 @@ type DriverConfig struct {
 	// QuitGrace is how long Quit waits for QEMU to exit after QMP quit
 	// before it sends SIGKILL.
 	QuitGrace time.Duration
+	// Unconfined runs QEMU as root without a seccomp filter: only for
+	// reproducing a problem by hand, never on a box with patient data.
+	Unconfined bool
+	// UIDBase and UIDCount reserve the VMs' users: UIDBase+1 to
+	// UIDBase+UIDCount, with no passwd entries (QEMU takes numbers).
+	UIDBase, UIDCount int
+	// CgroupRoot is where the cgroup hierarchies are mounted; each VM gets
+	// a group with limits from its flavor. NoCgroups turns that off.
+	CgroupRoot string
+	NoCgroups  bool
+	// SerialLogMax caps a VM's serial log while it runs: past it, the log
+	// is rotated to serial.log.1 (so at most twice this is on disk).
+	SerialLogMax int64
 }
 
 // DefaultConfig is the Driver's configuration unless told otherwise.
@@ -41,6 +54,11 @@ func DefaultConfig() DriverConfig {
 		Logger:       slog.Default(),
 		StartTimeout: 30 * time.Second,
 		QuitGrace:    10 * time.Second,
+		// Above systemd's container range (up to 0x6fffffff), below 2^31.
+		UIDBase:      0x70000000,
+		UIDCount:     1 << 16,
+		CgroupRoot:   "/sys/fs/cgroup",
+		SerialLogMax: 8 << 20,
 	}
 }
 
@@ -59,6 +77,11 @@ type Driver struct {
 	// for a stale one.
 	mu       sync.Mutex
 	starting map[string]bool
+	feat     *qemuFeatures  // what the installed QEMU supports, once probed
+	uids     map[string]int // VM users picked by Starts under way
+
+	cgroups   *Cgroups // nil with NoCgroups
+	cgroupErr error    // why detection failed: Start refuses to run a VM unlimited
 }
 
 // NewDriver returns a Driver; zero fields of cfg take DefaultConfig's values.
@@ -79,7 +102,23 @@ func NewDriver(cfg DriverConfig) *Driver {
 	if cfg.QuitGrace <= 0 {
 		cfg.QuitGrace = def.QuitGrace
 	}
-	return &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}}
+	if cfg.UIDBase <= 0 || cfg.UIDCount <= 0 {
+		cfg.UIDBase, cfg.UIDCount = def.UIDBase, def.UIDCount
+	}
+	if cfg.SerialLogMax <= 0 {
+		cfg.SerialLogMax = def.SerialLogMax
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = def.CgroupRoot
+	}
+	d := &Driver{cfg: cfg, log: cfg.Logger.With("component", "qemu"), starting: map[string]bool{}, uids: map[string]int{}}
+	if !cfg.NoCgroups {
+		d.cgroups, d.cgroupErr = DetectCgroups(cfg.CgroupRoot, CgroupParent(cfg.RunDir))
+		if d.cgroupErr == nil {
+			d.log.Info("vm cgroups", "version", d.cgroups.Version(), "dir", d.cgroups.Dir("memory", ""))
+		}
+	}
+	return d
 }
 
 // Dir is the run directory of the VM called name.
@@ -94,8 +133,8 @@ func (d *Driver) Command(m Machine) []string {
 	return append(append([]string{}, d.cfg.QEMU...), m.Args()...)
 }
 
-// Start launches m's QEMU and returns it connected. QEMU daemonizes into its
-// own session, so the VM keeps running if the caller dies. On failure the
+// Start launches m's QEMU and returns it connected. QEMU runs in its own
+// session, so the VM keeps running if the caller dies. On failure the
 // error carries QEMU's own message, and nothing is left: no process, no run
 // directory, no UEFI vars file that Start created.
 func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) {
@@ -116,6 +155,14 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 	var r reverter
 	defer r.fail()
 
+	if d.cgroupErr != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, d.cgroupErr)
+	}
+	if !d.cfg.Unconfined {
+		if m.Confine, err = d.confinement(ctx, m.Name); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+	}
 	if err := d.claimDir(m.Name); err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
@@ -131,33 +178,42 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 		}
 	}
 
+	if err := handOver(m, m.Confine); err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
+	if d.cgroups != nil {
+		if err := d.cgroups.Create(m.Name, LimitsFor(m, diskDevice(firstDiskPath(m)))); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
+		r.add(func() { d.cgroups.Remove(m.Name) })
+	}
+
 	argv := d.Command(m)
 	d.log.Info("starting vm", "vm", m.Name, "argv", strings.Join(argv, " "))
-	runErr := d.launch(ctx, dir, argv)
-	// Even a failed or cancelled launch may have left a daemon behind.
-	p, findErr := findProcess(dir, m.Name)
-	if findErr == nil {
-		r.add(func() {
-			p.kill()
-			wctx, cancel := context.WithTimeout(context.Background(), killWait)
-			p.wait(wctx)
-			cancel()
-			p.close()
-		})
+	p, err := d.launch(dir, argv)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
-	if runErr != nil {
-		return nil, fmt.Errorf("start vm %s: %w", m.Name, runErr)
+	r.add(func() {
+		p.kill()
+		wctx, cancel := context.WithTimeout(context.Background(), killWait)
+		p.wait(wctx)
+		cancel()
+		p.close()
+	})
+	// Into its cgroup before it has set the guest up, let alone run it.
+	if d.cgroups != nil {
+		if err := d.cgroups.Place(m.Name, p.pid); err != nil {
+			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+		}
 	}
-	if findErr != nil {
-		return nil, fmt.Errorf("start vm %s: qemu exited after start: %w", m.Name, findErr)
-	}
-	q, err := dialQMP(ctx, filepath.Join(dir, qmpSocket), d.log)
+	q, err := d.waitReady(ctx, dir, p)
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
 	r.success()
-	d.log.Info("vm started", "vm", m.Name, "pid", p.pid)
-	return newInstance(m.Name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+	d.log.Info("vm started", "vm", m.Name, "pid", p.pid, "uid", m.Confine.UID, "sandbox", m.Confine.Sandbox)
+	return d.instance(m.Name, dir, p, q), nil
 }
 
 // begin marks name as being started; false if it already is.
@@ -174,6 +230,7 @@ func (d *Driver) begin(name string) bool {
 func (d *Driver) end(name string) {
 	d.mu.Lock()
 	delete(d.starting, name)
+	delete(d.uids, name)
 	d.mu.Unlock()
 }
 
@@ -233,37 +290,74 @@ func prepareVars(f Firmware, r *reverter) error {
 	return nil
 }
 
-// launch runs QEMU's foreground process, which exits once the daemon has
-// set the VM up (0) or failed to (1, with the reason on stderr). Output
-// goes to a file, not a pipe: the daemon inherits the descriptor for a
-// while, and a pipe would make Wait wait for it.
-func (d *Driver) launch(ctx context.Context, dir string, argv []string) error {
-	out, err := os.CreateTemp(dir, "qemu-start-*.log")
+// launch starts QEMU in its own session, its output (start-up errors,
+// later warnings) going to qemu.log in the run directory. QEMU is not told
+// to -daemonize: it would fork and setsid after installing its seccomp
+// filter, which spawn=deny and elevateprivileges=deny forbid. It is the
+// caller's child instead, reaped by a goroutine; if the caller dies it is
+// inherited by init like a daemon, and found again through its pidfile.
+func (d *Driver) launch(dir string, argv []string) (*process, error) {
+	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer os.Remove(out.Name())
 	defer out.Close()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	cmd.Dir = dir
-	cmd.Stdin = nil
+	// Not CommandContext: the VM outlives the request that started it.
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own session from the start, so no signal aimed at the caller's
-	// process group or terminal reaches QEMU even before it daemonizes.
+	// process group or terminal reaches QEMU.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	runErr := cmd.Run()
-	msg, _ := os.ReadFile(out.Name())
-	text := strings.TrimSpace(string(msg))
-	if runErr != nil {
-		if text == "" {
-			text = "no output"
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("qemu: %w", err)
+	}
+	// The pidfd first, then the reaper: the pid cannot be recycled while
+	// the exited child is unreaped, so it needs no check that it is ours.
+	p, err := pinProcess(cmd.Process.Pid)
+	go cmd.Wait()
+	if err != nil {
+		return nil, fmt.Errorf("qemu: %s: %w", startOutput(dir), err)
+	}
+	return p, nil
+}
+
+// waitReady connects to QMP once QEMU has set the VM up (it accepts the
+// monitor connection from its main loop). If QEMU exits first, the error
+// carries what it printed.
+func (d *Driver) waitReady(ctx context.Context, dir string, p *process) (*qmpClient, error) {
+	sock := filepath.Join(dir, qmpSocket)
+	for {
+		if p.exited() {
+			return nil, fmt.Errorf("qemu: %s: exited during start-up", startOutput(dir))
 		}
-		return fmt.Errorf("qemu: %s: %w", text, runErr)
+		q, err := dialQMP(ctx, sock, d.log)
+		if err == nil {
+			if out := startOutput(dir); out != "no output" {
+				d.log.Warn("qemu start output", "dir", dir, "output", out)
+			}
+			return q, nil
+		}
+		if p.exited() {
+			return nil, fmt.Errorf("qemu: %s: exited during start-up", startOutput(dir))
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("qemu not ready: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
-	if text != "" {
-		d.log.Warn("qemu start output", "dir", dir, "output", text)
+}
+
+// startOutput is what QEMU printed so far.
+func startOutput(dir string) string {
+	b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+	if text := strings.TrimSpace(string(b)); text != "" {
+		return text
 	}
-	return nil
+	return "no output"
 }
 
 // Attach connects to the running VM called name, e.g. after the caller
@@ -286,7 +380,27 @@ func (d *Driver) Attach(ctx context.Context, name string) (*Instance, error) {
 		p.close()
 		return nil, fmt.Errorf("attach vm %s: %w", name, err)
 	}
-	return newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log), nil
+	return d.instance(name, dir, p, q), nil
+}
+
+// instance wraps a found QEMU; its Quit also removes the VM's cgroup.
+func (d *Driver) instance(name, dir string, p *process, q *qmpClient) *Instance {
+	i := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.cfg.SerialLogMax, d.log)
+	if d.cgroups != nil {
+		i.release = func() error { return d.cgroups.Remove(name) }
+	}
+	return i
+}
+
+// firstDiskPath is the first local disk of m: its device is the one the
+// VM's I/O is throttled on.
+func firstDiskPath(m Machine) string {
+	for _, dk := range m.Disks {
+		if dk.Path != "" && !dk.ReadOnly {
+			return dk.Path
+		}
+	}
+	return ""
 }
 
 // List returns the names of the VMs that have a run directory, running or
@@ -339,7 +453,7 @@ func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error
 			if qerr != nil {
 				d.log.Warn("orphan vm: no qmp", "vm", name, "err", qerr)
 			}
-			if err := newInstance(name, dir, p, q, d.cfg.QuitGrace, d.log).Quit(ctx); err != nil {
+			if err := d.instance(name, dir, p, q).Quit(ctx); err != nil {
 				errs = append(errs, err)
 			}
 			continue
@@ -352,5 +466,32 @@ func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error
 			errs = append(errs, fmt.Errorf("cleanup %s: %w", name, err))
 		}
 	}
+	errs = append(errs, d.cleanupCgroups(keep))
+	return errors.Join(errs...)
+}
+
+// cleanupCgroups removes the groups of VMs that no longer run here (a crash
+// between a VM's exit and the removal of its group leaves one).
+func (d *Driver) cleanupCgroups(keep func(name string) bool) error {
+	if d.cgroups == nil {
+		return nil
+	}
+	names, err := d.cgroups.List()
+	if err != nil {
+		return fmt.Errorf("cleanup: %w", err)
+	}
+	var errs []error
+	for _, name := range names {
+		if d.isStarting(name) {
+			continue
+		}
+		if p, err := findProcess(d.Dir(name), name); err == nil {
+			p.close()
+			continue
+		}
+		d.log.Info("removing cgroup of stopped vm", "vm", name)
+		errs = append(errs, d.cgroups.Remove(name))
+	}
+	d.cgroups.Prune()
 	return errors.Join(errs...)
 }

@@ -16,20 +16,39 @@ import (
 
 const guestMarker = "CAIRN-TEST-GUEST-UP"
 
+// With cairnflood=N on the kernel command line (which the kernel hands to
+// init as an environment variable) the guest then prints N bytes of
+// filler, floodDone, and a tick line every 100 ms for ever.
 const initSource = `package main
 
 import (
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 )
 
 func main() {
 	fmt.Println("` + guestMarker + `")
+	if n, _ := strconv.Atoi(os.Getenv("cairnflood")); n > 0 {
+		line := strings.Repeat("x", 99)
+		for i := 0; i < n/100; i++ {
+			fmt.Println(line)
+		}
+		fmt.Println("` + floodDone + `")
+		for i := 0; ; i++ {
+			fmt.Printf("tick %d\n", i)
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	for {
 		time.Sleep(time.Hour)
 	}
 }
 `
+
+const floodDone = "CAIRN-TEST-FLOOD-DONE"
 
 var guest struct {
 	once           sync.Once

@@ -32,6 +32,9 @@ type Instance struct {
 	// serialLog is resolved once: the link to it goes with the run
 	// directory, the file may not.
 	serialLog string
+	// release frees what the Driver holds for the VM (its cgroup) once
+	// QEMU is gone; nil if nothing.
+	release func() error
 
 	exited    chan struct{} // closed when the QEMU process has ended
 	stopWatch context.CancelFunc
@@ -39,7 +42,8 @@ type Instance struct {
 	closed    atomic.Bool
 }
 
-func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration, log *slog.Logger) *Instance {
+// serialMax > 0 caps the serial log (see watchSerial).
+func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration, serialMax int64, log *slog.Logger) *Instance {
 	ctx, cancel := context.WithCancel(context.Background())
 	i := &Instance{name: name, dir: dir, log: log.With("vm", name), proc: p, qmp: q, grace: grace,
 		exited: make(chan struct{}), stopWatch: cancel, serialLog: filepath.Join(dir, serialLog)}
@@ -54,6 +58,9 @@ func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration
 			close(i.exited)
 		}
 	}()
+	if serialMax > 0 {
+		go i.watchSerial(ctx, serialMax)
+	}
 	return i
 }
 
@@ -185,6 +192,11 @@ func (i *Instance) Quit(ctx context.Context) error {
 	i.Close()
 	if err := os.RemoveAll(i.dir); err != nil {
 		return fmt.Errorf("quit vm %s: %w", i.name, err)
+	}
+	if i.release != nil {
+		if err := i.release(); err != nil {
+			return fmt.Errorf("quit vm %s: %w", i.name, err)
+		}
 	}
 	return nil
 }

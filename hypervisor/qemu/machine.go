@@ -31,6 +31,9 @@ type Machine struct {
 	SerialLog string
 	// Dir is the VM's run directory. The Driver sets it to RunDir/Name.
 	Dir string
+	// Confine is the user and seccomp filter QEMU runs with. The Driver
+	// sets it unless configured Unconfined.
+	Confine Confinement
 }
 
 // Firmware selects SeaBIOS or OVMF.
@@ -79,6 +82,7 @@ const (
 	serialLog    = "serial.log"
 	vncSocket    = "vnc.sock"
 	pidFile      = "qemu.pid"
+	qemuLog      = "qemu.log" // QEMU's stdout and stderr
 )
 
 // maxSocketPath is sun_path's size: QEMU cannot bind a longer unix socket.

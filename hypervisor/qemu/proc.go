@@ -51,6 +51,21 @@ func readPidfile(dir string) (int, error) {
 // dir. It returns ErrNotRunning for a gone (or zombie) process and
 // errNotOurs for anything else living under that pid.
 func openProcess(pid int, dir, name string) (*process, error) {
+	p, err := pinProcess(pid)
+	if err != nil {
+		return nil, err
+	}
+	if err := verify(pid, dir, name); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// pinProcess opens a pidfd on pid without checking what runs there: for a
+// child just started, whose pid cannot be reused before it is reaped, and
+// whose /proc cmdline may not be set up yet when exec has only begun.
+func pinProcess(pid int) (*process, error) {
 	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
 	if errors.Is(err, unix.ESRCH) {
 		return nil, fmt.Errorf("pid %d: %w", pid, ErrNotRunning)
@@ -58,12 +73,7 @@ func openProcess(pid int, dir, name string) (*process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open %d: %w", pid, err)
 	}
-	p := &process{pid: pid, file: os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))}
-	if err := verify(pid, dir, name); err != nil {
-		p.close()
-		return nil, err
-	}
-	return p, nil
+	return &process{pid: pid, file: os.NewFile(uintptr(fd), fmt.Sprintf("pidfd:%d", pid))}, nil
 }
 
 // verify reads /proc/PID: a zombie has exited (and has no cmdline); a live

@@ -174,7 +174,7 @@ func waitProbe(t *testing.T, n *harness.Node, ip, want string) {
 }
 
 // alive reports whether a process runs; a zombie waiting for its reaper
-// (QEMU daemonizes, so init reaps it) does not.
+// (the agent, or init once the agent is gone) does not.
 func alive(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -1,0 +1,89 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// TestSerialLogCapped floods the serial console with many times the log's
+// cap while the VM runs: on disk there is never more than the log and one
+// rotated copy, each about the cap, and both the log and the serial socket
+// (what the console viewers read) go on receiving the guest's output.
+func TestSerialLogCapped(t *testing.T) {
+	requireQEMU(t)
+	t.Parallel()
+	kernel, initrd := testGuest(t)
+	const cap, flood = 32 << 10, 256 << 10
+	d := newTestDriver(t)
+	d.cfg.SerialLogMax = cap
+	logDir := t.TempDir()
+	m := Machine{Name: "chatty", VCPUs: 1, MemoryMiB: 128, Accel: "tcg",
+		Kernel: kernel, Initrd: initrd, Append: fmt.Sprintf("console=ttyS0 quiet panic=-1 cairnflood=%d", flood),
+		SerialLog: filepath.Join(logDir, "serial.log")}
+	inst, err := d.Start(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := func(p string) int64 {
+		st, err := os.Stat(p)
+		if err != nil {
+			return 0
+		}
+		return st.Size()
+	}
+	read := func(p string) string { b, _ := os.ReadFile(p); return string(b) }
+	// The cap can be overrun by what the guest prints during one rotation.
+	const slack = 8 << 10
+	var biggest int64
+	testutil.WaitFor(t, 120*time.Second, "the flood to end", func() error {
+		if s := size(m.SerialLog); s > biggest {
+			biggest = s
+		}
+		if names, _ := filepath.Glob(filepath.Join(logDir, "*")); len(names) > 2 {
+			t.Fatalf("more than the log and one rotated file: %v", names)
+		}
+		if !strings.Contains(read(m.SerialLog)+read(m.SerialLog+rotatedSuffix), floodDone) {
+			return errors.New("guest still flooding")
+		}
+		return nil
+	})
+	t.Logf("largest serial log seen: %d bytes (cap %d)", biggest, cap)
+	if biggest > cap+slack {
+		t.Errorf("serial log reached %d bytes, cap %d", biggest, cap)
+	}
+	if s := size(m.SerialLog + rotatedSuffix); s == 0 || s > cap+slack {
+		t.Errorf("rotated log has %d bytes, want up to the cap %d", s, cap)
+	}
+
+	// The log still grows after rotations, and a viewer on the serial
+	// socket sees the guest live.
+	testutil.WaitFor(t, 30*time.Second, "ticks in the serial log", func() error {
+		if !strings.Contains(read(m.SerialLog), "tick ") {
+			return errors.New("no tick in serial.log")
+		}
+		return nil
+	})
+	conn, err := net.Dial("unix", inst.SerialSocket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	sc := bufio.NewScanner(conn)
+	for sc.Scan() {
+		if strings.HasPrefix(strings.TrimSpace(sc.Text()), "tick ") {
+			return
+		}
+	}
+	t.Errorf("no tick on the serial socket: %v", sc.Err())
+}
