@@ -73,6 +73,9 @@ type Node struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	failOnce sync.Once
+	failed   chan error // receives the error that keeps this node from ever joining
 }
 
 // New builds a node. Nothing listens until Start.
@@ -103,7 +106,7 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
-		events: make(chan struct{}, 1), joinedCh: make(chan struct{}),
+		events: make(chan struct{}, 1), joinedCh: make(chan struct{}), failed: make(chan error, 1),
 		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
 	n.gossipEvents = newGossipEvents(n)
 	n.leaderReads = &readBatch{fetch: func(context.Context) (uint64, error) { return n.leaderReadIndex() }}
@@ -127,6 +130,17 @@ func (n *Node) JoinToken() string { return n.cfg.JoinToken }
 
 // Joined is closed once the node holds cluster credentials and runs Raft.
 func (n *Node) Joined() <-chan struct{} { return n.joinedCh }
+
+// Failed delivers, once, an error that keeps this node from ever joining a
+// cluster (its name is taken by another node): the caller should stop.
+func (n *Node) Failed() <-chan error { return n.failed }
+
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.log.Error("this node cannot join", "err", err)
+		n.failed <- err
+	})
+}
 
 // Start loads or creates the node's credentials, starts gossip and, when the
 // node already belongs to a cluster, Raft. A new node joins in the background.

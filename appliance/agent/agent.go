@@ -135,6 +135,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	select {
 	case <-a.node.Joined():
+	case err := <-a.node.Failed():
+		return fmt.Errorf("join the cluster: %w", err)
 	case <-ctx.Done():
 		return nil
 	}
