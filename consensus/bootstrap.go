@@ -96,7 +96,7 @@ func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configura
 // joinLoop drives a node without credentials until it runs Raft.
 func (n *Node) joinLoop(ctx context.Context) {
 	var lastSet string
-	var stableSince time.Time
+	var stableSince, lastPendingLog time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,7 +143,19 @@ func (n *Node) joinLoop(ctx context.Context) {
 
 		if signer := lowestSigner(alive, n.cfg.Name); signer != nil {
 			if err := n.requestJoin(ctx, signer); err != nil {
-				n.log.Warn("join failed", "via", signer.Name, "err", err)
+				if ErrorReason(err) == reasonPendingApproval {
+					if time.Since(lastPendingLog) > 30*time.Second {
+						lastPendingLog = time.Now()
+						n.log.Warn("waiting for approval to join", "via", signer.Name, "err", err)
+					}
+				} else {
+					n.log.Warn("join failed", "via", signer.Name, "err", err)
+				}
+				select { // do not hammer the cluster (each pending request may be a Raft write)
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
 			}
 			continue
 		}
@@ -284,64 +296,11 @@ func (n *Node) abandonBootstrap() {
 	n.updateGossipMeta()
 }
 
-// requestJoin runs the client side of the join protocol against m.
+// requestJoin runs the client side of the join protocol against m and, once
+// admitted, starts Raft with the certificate it got.
 func (n *Node) requestJoin(ctx context.Context, m *member) error {
-	key, keyPEM, err := newNodeKey()
+	resp, keyPEM, err := n.askToJoin(ctx, m.Meta.RaftAddr)
 	if err != nil {
-		return err
-	}
-	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	pubPEM := pemBlock("PUBLIC KEY", pubDER)
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := tls.Dialer{Config: &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The server's certificate cannot be checked yet; the token-bound
-		// proofs below authenticate both sides instead.
-		InsecureSkipVerify: true,
-		NextProtos:         []string{alpnRPC},
-	}}
-	conn, err := d.DialContext(ctx, "tcp", m.Meta.RaftAddr)
-	if err != nil {
-		return fmt.Errorf("dial %s: %w", m.Meta.RaftAddr, err)
-	}
-	defer conn.Close()
-	cs := conn.(*tls.Conn).ConnectionState()
-	ekm, err := exportedKey(&cs)
-	if err != nil {
-		return err
-	}
-	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM}
-	req.Proof = joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
-	body, _ := json.Marshal(req)
-	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+m.Meta.RaftAddr+rpcJoin, strings.NewReader(string(body)))
-	hr.Header.Set("Content-Type", "application/json")
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	if err := hr.Write(conn); err != nil {
-		return err
-	}
-	res, err := http.ReadResponse(bufioReader(conn), hr)
-	if err != nil {
-		return err
-	}
-	defer res.Body.Close()
-	var resp joinResponse
-	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
-		return fmt.Errorf("join response (%s): %w", res.Status, err)
-	}
-	if resp.Error != nil {
-		return resp.Error
-	}
-	want := joinProof(n.cfg.JoinToken, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
-	if !hmac.Equal(want, resp.Proof) {
-		return errors.New("join: the server does not know our join token")
-	}
-	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
 		return err
 	}
 	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.cfg.JoinToken); err != nil {
@@ -353,6 +312,95 @@ func (n *Node) requestJoin(ctx context.Context, m *member) error {
 	}
 	n.log.Info("received cluster certificate", "via", m.Name)
 	return n.startRaft(id, nil)
+}
+
+// joinKey is the key this node asks a certificate for. It is the same for
+// every request of this run, so an admin's approval of its fingerprint holds.
+func (n *Node) joinKey() (*ecdsa.PrivateKey, []byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.joinPriv == nil {
+		key, keyPEM, err := newNodeKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		n.joinPriv, n.joinPrivPEM = key, keyPEM
+	}
+	return n.joinPriv, n.joinPrivPEM, nil
+}
+
+// askToJoin sends one join request to the node at raftAddr and checks the
+// answer; it changes nothing locally.
+func (n *Node) askToJoin(ctx context.Context, raftAddr string) (*joinResponse, []byte, error) {
+	key, keyPEM, err := n.joinKey()
+	if err != nil {
+		return nil, nil, err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		return nil, nil, err
+	}
+	pubPEM := pemBlock("PUBLIC KEY", pubDER)
+	// Proofs are keyed with the enrolment token when there is one (the
+	// server knows its hash), else with the cluster key.
+	proofKey, enrolID := n.cfg.JoinToken, ""
+	if n.cfg.EnrolToken != "" {
+		id, ok := enrolTokenID(n.cfg.EnrolToken)
+		if !ok {
+			return nil, nil, errors.New("join: malformed enrolment token (want ID.SECRET)")
+		}
+		proofKey, enrolID = enrolHash(n.cfg.EnrolToken), id
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The server's certificate cannot be checked yet; the token-bound
+		// proofs below authenticate both sides instead.
+		InsecureSkipVerify: true,
+		NextProtos:         []string{alpnRPC},
+	}}
+	conn, err := d.DialContext(ctx, "tcp", raftAddr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s: %w", raftAddr, err)
+	}
+	defer conn.Close()
+	cs := conn.(*tls.Conn).ConnectionState()
+	ekm, err := exportedKey(&cs)
+	if err != nil {
+		return nil, nil, err
+	}
+	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID}
+	req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+	body, _ := json.Marshal(req)
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
+	hr.Header.Set("Content-Type", "application/json")
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := hr.Write(conn); err != nil {
+		return nil, nil, err
+	}
+	res, err := http.ReadResponse(bufioReader(conn), hr)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer res.Body.Close()
+	var resp joinResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
+		return nil, nil, fmt.Errorf("join response (%s): %w", res.Status, err)
+	}
+	if resp.Error != nil {
+		return nil, nil, resp.Error
+	}
+	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
+	if !hmac.Equal(want, resp.Proof) {
+		return nil, nil, errors.New("join: the server does not know our join token")
+	}
+	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
+		return nil, nil, err
+	}
+	return &resp, keyPEM, nil
 }
 
 func verifyIssued(caPEM, certPEM []byte, pub *ecdsa.PublicKey) error {
@@ -383,40 +431,65 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 
 // handleJoin is the server side of the join protocol.
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
-	fail := func(code, msg string) {
-		writeJSON(w, joinResponse{Error: &Error{Code: code, Message: msg}})
+	fail := func(err error) {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Code: CodeUnavailable, Message: err.Error()}
+		}
+		writeJSON(w, joinResponse{Error: e})
 	}
 	var req joinRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		fail(CodeInvalid, "bad join request: "+err.Error())
+		fail(Errorf(CodeInvalid, "bad join request: %v", err))
 		return
 	}
 	ekm, err := exportedKey(r.TLS)
 	if err != nil {
-		fail(CodeInvalid, err.Error())
+		fail(Errorf(CodeInvalid, "%v", err))
 		return
 	}
-	want := joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
+	proofKey := n.cfg.JoinToken
+	var tok *enrolToken
+	if req.EnrolID != "" {
+		if tok = n.store.enrolToken(req.EnrolID); tok == nil {
+			n.log.Warn("join refused: unknown enrolment token", "name", req.Name, "token_id", req.EnrolID, "remote", r.RemoteAddr)
+			fail(Errorf(CodeForbidden, "enrolment token %s is unknown or already used", req.EnrolID))
+			return
+		}
+		proofKey = tok.Hash
+	}
+	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
 	if !hmac.Equal(want, req.Proof) {
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
-		fail(CodeForbidden, "join token mismatch")
+		fail(Errorf(CodeForbidden, "join token mismatch"))
 		return
 	}
 	id := n.identity()
 	if id == nil {
-		fail(CodeUnavailable, "this node cannot issue certificates yet")
+		fail(Errorf(CodeUnavailable, "this node cannot issue certificates yet"))
 		return
 	}
 	blk, _ := pem.Decode(req.PubKey)
 	if blk == nil {
-		fail(CodeInvalid, "bad public key")
+		fail(Errorf(CodeInvalid, "bad public key"))
 		return
 	}
 	anyPub, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	pub, ok := anyPub.(*ecdsa.PublicKey)
 	if err != nil || !ok {
-		fail(CodeInvalid, "public key must be ECDSA")
+		fail(Errorf(CodeInvalid, "public key must be ECDSA"))
 		return
+	}
+	n.mu.Lock()
+	boot := n.boot
+	n.mu.Unlock()
+	forming := boot != nil && n.Raft() == nil
+	if !forming {
+		if err := n.admit(r.Context(), &req, tok); err != nil {
+			n.log.Info("join not admitted", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(err)
+			return
+		}
 	}
 	var ips []net.IP
 	for _, s := range req.IPs {
@@ -426,20 +499,49 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	certPEM, err := id.ca.issue(pub, req.Name, ips)
 	if err != nil {
-		fail(CodeUnavailable, err.Error())
+		fail(err)
 		return
 	}
-	n.mu.Lock()
-	boot := n.boot
-	n.mu.Unlock()
-	if boot != nil && n.Raft() == nil {
+	if forming {
 		if _, err := boot.add(n.cfg.DataDir, req.Name, req.RaftAddr); err != nil {
-			fail(CodeUnavailable, err.Error())
+			fail(err)
 			return
 		}
 		n.poke()
 	}
-	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr)
+	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr, "enrolment_token", req.EnrolID)
 	writeJSON(w, joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
-		Proof: joinProof(n.cfg.JoinToken, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)})
+		Proof: joinProof(proofKey, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)})
+}
+
+// admit decides a join to a formed cluster: an enrolment token is used up,
+// an approved pending node is admitted once, anyone else is listed as
+// pending and refused for now.
+func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if tok != nil {
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Hash: tok.Hash, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		return err
+	}
+	fp := keyFingerprint(req.PubKey)
+	var cur *PendingNode
+	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name); err == nil && raw != nil {
+		cur = raw.(*PendingNode)
+	}
+	if cur != nil && cur.Approved && cur.Fingerprint == fp {
+		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
+		return err
+	}
+	// A node asks every second or so: refresh its entry now and then only.
+	now := time.Now().UTC()
+	if cur == nil || cur.Fingerprint != fp || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingTTL/60 {
+		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
+		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
+			return err
+		}
+	}
+	return Reasonf(CodeForbidden, reasonPendingApproval,
+		"the cluster key alone does not admit a node to a formed cluster: %s (key %s) waits for an admin's approval (cairn node approve %s), or join with an enrolment token (cairn node enrol-token create)",
+		req.Name, fp, req.Name)
 }

@@ -3,6 +3,7 @@ package consensus
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -48,6 +49,9 @@ type Node struct {
 	listener  *clusterListener
 	rpcServer *http.Server
 	boot      *bootstrapState
+	// The key this node asks a certificate for, kept across join attempts.
+	joinPriv    *ecdsa.PrivateKey
+	joinPrivPEM []byte
 
 	raft         atomic.Pointer[raft.Raft]
 	raftDisk     *raftDisk

@@ -157,7 +157,10 @@ type joinRequest struct {
 	IPs      []string `json:"ips"`
 	RaftAddr string   `json:"raft_addr"`
 	PubKey   []byte   `json:"pub_key"` // PEM public key
-	Proof    []byte   `json:"proof"`
+	// EnrolID names the enrolment token the proofs are keyed with; empty
+	// when they are keyed with the cluster key.
+	EnrolID string `json:"enrol_id,omitempty"`
+	Proof   []byte `json:"proof"`
 }
 
 type joinResponse struct {
