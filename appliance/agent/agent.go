@@ -348,7 +348,7 @@ func (a *Agent) announce(ctx context.Context) {
 		fmt.Fprintf(&b, "  Log in with your Cairn user, or: cairn login --endpoint %s --ca-cert %s/ca.crt --username admin --password-stdin\n",
 			a.cfg.APIURL(), a.cfg.DataDir)
 	}
-	fmt.Fprintf(&b, "  Join token for more nodes: %s\n\n", a.node.JoinToken())
+	fmt.Fprintf(&b, "  Join token for more nodes: %s\n  (it lets them find this cluster; admit each with a one-time token, cairn node enrol-token create, or approve it: cairn node pending)\n\n", a.node.JoinToken())
 	_, _ = io.WriteString(a.console, b.String())
 }
 
