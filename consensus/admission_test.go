@@ -125,3 +125,29 @@ func TestApprovalAdmitsAPendingNode(t *testing.T) {
 		return nil
 	})
 }
+
+// Gossip needs only the cluster key, and a member's phase and address there
+// are only claims: a node that claims to be "waiting" without holding a
+// certificate of the cluster CA is not added to Raft.
+func TestGossipClaimAloneDoesNotMakeAVoter(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	liar := tc.start(cfg)
+	liar.mu.Lock()
+	liar.phase = phaseWaiting
+	liar.mu.Unlock()
+	liar.updateGossipMeta()
+	testutil.WaitFor(t, 10*time.Second, "the leader to see the claim", func() error {
+		for _, m := range n1.aliveMembers() {
+			if m.Name == "node2" && m.Meta.Phase == phaseWaiting {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	n1.reconcileMembership(map[string]time.Time{})
+	if v := n1.Status().Voters; v != 1 {
+		t.Fatalf("a node with the cluster key but no certificate became a voter (%d voters)", v)
+	}
+}
