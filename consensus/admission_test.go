@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"testing"
@@ -36,7 +37,7 @@ func askCode(t *testing.T, nd *Node, to *Node) error {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_, _, err := nd.askToJoin(ctx, to.RaftAddr())
+	_, _, err := nd.askToJoin(ctx, to.RaftAddr(), false)
 	return err
 }
 
@@ -149,5 +150,62 @@ func TestGossipClaimAloneDoesNotMakeAVoter(t *testing.T) {
 	n1.reconcileMembership(map[string]time.Time{})
 	if v := n1.Status().Voters; v != 1 {
 		t.Fatalf("a node with the cluster key but no certificate became a voter (%d voters)", v)
+	}
+}
+
+// A box started with no cluster key (an image carries none) asks the
+// formed cluster it can reach to pair it; it waits as pending, and once an
+// admin approves its key it gets its certificate and the cluster key, and
+// becomes a voter.
+func TestPairingWithoutTheClusterKey(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "") // no key: it makes its own
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	if n2.JoinToken() == n1.JoinToken() {
+		t.Fatal("the keyless node has the cluster key already")
+	}
+	var fp string
+	testutil.WaitFor(t, 20*time.Second, "node2 pending", func() error {
+		for _, p := range n1.PendingNodes() {
+			if p.Name == "node2" {
+				fp = p.Fingerprint
+				return nil
+			}
+		}
+		return errors.New("not listed")
+	})
+	if fp != n2.joinFingerprint() {
+		t.Fatalf("pending fingerprint %s, the node's own %s", fp, n2.joinFingerprint())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", fp, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitVoters(2)
+	if n2.JoinToken() != n1.JoinToken() {
+		t.Fatal("the paired node did not adopt the cluster key")
+	}
+}
+
+// A pairing request must be signed, on its own TLS session, with the key it
+// asks a certificate for: one relayed from another session is refused.
+func TestPairingRequestIsBoundToItsSession(t *testing.T) {
+	key, _, err := newNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	req := joinRequest{Name: "n", RaftAddr: "10.0.0.1:8444", PubKey: pemBlock("PUBLIC KEY", der), Pair: true}
+	if req.KeySig, err = signPairing(key, []byte("session-a"), &req); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyPairing([]byte("session-a"), &req); err != nil {
+		t.Fatalf("own session: %v", err)
+	}
+	if err := verifyPairing([]byte("session-b"), &req); err == nil {
+		t.Fatal("a pairing request relayed onto another TLS session was accepted")
 	}
 }

@@ -96,7 +96,7 @@ func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configura
 // joinLoop drives a node without credentials until it runs Raft.
 func (n *Node) joinLoop(ctx context.Context) {
 	var lastSet string
-	var stableSince, lastPendingLog time.Time
+	var stableSince, lastPendingLog, lastPair time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -158,6 +158,12 @@ func (n *Node) joinLoop(ctx context.Context) {
 				}
 			}
 			continue
+		}
+		if n.isPairing() && time.Since(lastPair) > 2*time.Second {
+			lastPair = time.Now()
+			if n.tryPairing(ctx, &lastPendingLog) {
+				continue
+			}
 		}
 		var joining []string
 		for _, m := range alive {
@@ -255,7 +261,7 @@ func (n *Node) becomeBootstrapper(id *identity, boot *bootstrapState) error {
 		if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, fileBootstrap), b, 0o600); err != nil {
 			return err
 		}
-		if err := saveIdentity(n.cfg.DataDir, c.certPEM, c.keyPEM, certPEM, keyPEM, n.cfg.JoinToken); err != nil {
+		if err := saveIdentity(n.cfg.DataDir, c.certPEM, c.keyPEM, certPEM, keyPEM, n.clusterKey()); err != nil {
 			return err
 		}
 		if id, err = loadIdentity(n.cfg.DataDir); err != nil {
@@ -299,18 +305,28 @@ func (n *Node) abandonBootstrap() {
 // requestJoin runs the client side of the join protocol against m and, once
 // admitted, starts Raft with the certificate it got.
 func (n *Node) requestJoin(ctx context.Context, m *member) error {
-	resp, keyPEM, err := n.askToJoin(ctx, m.Meta.RaftAddr)
+	resp, keyPEM, err := n.askToJoin(ctx, m.Meta.RaftAddr, false)
 	if err != nil {
 		return err
 	}
-	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.cfg.JoinToken); err != nil {
+	return n.adopt(resp, keyPEM, m.Name)
+}
+
+// adopt saves the credentials a join answer brought and starts Raft.
+func (n *Node) adopt(resp *joinResponse, keyPEM []byte, via string) error {
+	if resp.JoinToken != "" && resp.JoinToken != n.clusterKey() {
+		if err := n.adoptClusterKey(resp.JoinToken); err != nil {
+			return err
+		}
+	}
+	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.clusterKey()); err != nil {
 		return err
 	}
 	id, err := loadIdentity(n.cfg.DataDir)
 	if err != nil {
 		return err
 	}
-	n.log.Info("received cluster certificate", "via", m.Name)
+	n.log.Info("received cluster certificate", "via", via)
 	return n.startRaft(id, nil)
 }
 
@@ -330,8 +346,10 @@ func (n *Node) joinKey() (*ecdsa.PrivateKey, []byte, error) {
 }
 
 // askToJoin sends one join request to the node at raftAddr and checks the
-// answer; it changes nothing locally.
-func (n *Node) askToJoin(ctx context.Context, raftAddr string) (*joinResponse, []byte, error) {
+// answer; it changes nothing locally. A pairing request (pair) is made by a
+// node that does not know the cluster key: it can only be admitted by an
+// admin's approval, and it trusts the answer on first use.
+func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*joinResponse, []byte, error) {
 	key, keyPEM, err := n.joinKey()
 	if err != nil {
 		return nil, nil, err
@@ -343,7 +361,7 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string) (*joinResponse, [
 	pubPEM := pemBlock("PUBLIC KEY", pubDER)
 	// Proofs are keyed with the enrolment token when there is one (the
 	// server knows its hash), else with the cluster key.
-	proofKey, enrolID := n.cfg.JoinToken, ""
+	proofKey, enrolID := n.clusterKey(), ""
 	if n.cfg.EnrolToken != "" {
 		id, ok := enrolTokenID(n.cfg.EnrolToken)
 		if !ok {
@@ -372,6 +390,12 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string) (*joinResponse, [
 	}
 	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID}
 	req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+	if pair {
+		req.Pair, req.Proof = true, nil
+		if req.KeySig, err = signPairing(key, ekm, &req); err != nil {
+			return nil, nil, err
+		}
+	}
 	body, _ := json.Marshal(req)
 	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
 	hr.Header.Set("Content-Type", "application/json")
@@ -394,7 +418,7 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string) (*joinResponse, [
 		return nil, nil, resp.Error
 	}
 	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
-	if !hmac.Equal(want, resp.Proof) {
+	if !pair && !hmac.Equal(want, resp.Proof) {
 		return nil, nil, errors.New("join: the server does not know our join token")
 	}
 	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
@@ -448,7 +472,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		fail(Errorf(CodeInvalid, "%v", err))
 		return
 	}
-	proofKey := n.cfg.JoinToken
+	proofKey := n.clusterKey()
 	var tok *enrolToken
 	if req.EnrolID != "" {
 		if tok = n.store.enrolToken(req.EnrolID); tok == nil {
@@ -459,7 +483,17 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		proofKey = tok.Hash
 	}
 	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
-	if !hmac.Equal(want, req.Proof) {
+	switch {
+	case req.Pair && req.EnrolID == "":
+		// No shared secret: the requester proves it holds the key it asks
+		// a certificate for, on this very TLS session, so what an admin
+		// approves (that key's fingerprint) is who gets the answer.
+		if err := verifyPairing(ekm, &req); err != nil {
+			n.log.Warn("pairing request refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(Errorf(CodeForbidden, "%v", err))
+			return
+		}
+	case !hmac.Equal(want, req.Proof):
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
 		fail(Errorf(CodeForbidden, "join token mismatch"))
 		return
@@ -484,6 +518,10 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	boot := n.boot
 	n.mu.Unlock()
 	forming := boot != nil && n.Raft() == nil
+	if forming && req.Pair {
+		fail(Errorf(CodeUnavailable, "this cluster is still forming; pairing needs a formed cluster"))
+		return
+	}
 	if !forming {
 		if err := n.admit(r.Context(), &req, tok); err != nil {
 			n.log.Info("join not admitted", "name", req.Name, "remote", r.RemoteAddr, "err", err)
@@ -510,8 +548,12 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		n.poke()
 	}
 	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr, "enrolment_token", req.EnrolID)
-	writeJSON(w, joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
-		Proof: joinProof(proofKey, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)})
+	resp := joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
+		Proof: joinProof(proofKey, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)}
+	if req.Pair {
+		resp.JoinToken = n.clusterKey() // the paired node does not know it yet
+	}
+	writeJSON(w, resp)
 }
 
 // admit decides a join to a formed cluster: an enrolment token is used up,
@@ -532,6 +574,10 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 	if cur != nil && cur.Approved && cur.Fingerprint == fp {
 		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
 		return err
+	}
+	if cur == nil && len(n.PendingNodes()) >= maxPending {
+		// Checked here too, so a flood of new names costs no Raft writes.
+		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
 	// A node asks every second or so: refresh its entry now and then only.
 	now := time.Now().UTC()

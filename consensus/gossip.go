@@ -49,7 +49,11 @@ func (n *Node) startGossip() error {
 	mc.AdvertiseAddr = n.cfg.AdvertiseAddr
 	mc.AdvertisePort = n.cfg.GossipPort
 	n.gossipKey = deriveGossipKey(n.cfg.JoinToken)
-	mc.SecretKey = n.gossipKey
+	kr, err := memberlist.NewKeyring(nil, n.gossipKey)
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	n.keyring, mc.Keyring = kr, kr
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Delegate = &gossipDelegate{n: n}
 	mc.Events = n.gossipEvents
@@ -117,6 +121,11 @@ func (n *Node) gossipJoinLoop(ctx context.Context) {
 
 func (n *Node) seedAddrs() []string {
 	var seeds []string
+	n.mu.Lock()
+	if n.pairedSeed != "" {
+		seeds = append(seeds, n.pairedSeed)
+	}
+	n.mu.Unlock()
 	for _, j := range n.cfg.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			j = net.JoinHostPort(j, strconv.Itoa(n.cfg.GossipPort))

@@ -84,7 +84,7 @@ func (n *Node) ensureSecrets(ctx context.Context) {
 			return
 		}
 		if id := n.identity(); id != nil {
-			_, err := n.Apply(ctx, msgSetClusterSecrets, clusterSecrets{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, JoinToken: n.cfg.JoinToken}, nil)
+			_, err := n.Apply(ctx, msgSetClusterSecrets, clusterSecrets{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, JoinToken: n.clusterKey()}, nil)
 			if err == nil {
 				return
 			}

@@ -42,13 +42,16 @@ type Node struct {
 	reg   *Registry
 	store *Store
 
-	mu        sync.Mutex
-	phase     string
-	id        *identity
-	rpcClient *http.Client
-	listener  *clusterListener
-	rpcServer *http.Server
-	boot      *bootstrapState
+	mu             sync.Mutex
+	phase          string
+	id             *identity
+	rpcClient      *http.Client
+	listener       *clusterListener
+	rpcServer      *http.Server
+	boot           *bootstrapState
+	pairing        bool                 // started with no cluster key: may ask a formed cluster to pair
+	pairCandidates map[string]time.Time // hosts whose beacons we heard, for pairing
+	pairedSeed     string               // gossip address of the node that paired us
 	// The key this node asks a certificate for, kept across join attempts.
 	joinPriv    *ecdsa.PrivateKey
 	joinPrivPEM []byte
@@ -61,6 +64,7 @@ type Node struct {
 	gossip       *memberlist.Memberlist
 	gossipEvents *gossipEvents // our copy of the membership
 	gossipKey    []byte
+	keyring      *memberlist.Keyring
 	events       chan struct{} // pokes the membership reconciler
 	forwardCh    chan *forwardedCmd
 	reads        *readBatch // this node's linearizable reads, wherever the leader is
@@ -130,7 +134,7 @@ func (n *Node) RaftAddr() string {
 }
 
 // JoinToken is the secret other nodes need to join this cluster.
-func (n *Node) JoinToken() string { return n.cfg.JoinToken }
+func (n *Node) JoinToken() string { return n.clusterKey() }
 
 // Joined is closed once the node holds cluster credentials and runs Raft.
 func (n *Node) Joined() <-chan struct{} { return n.joinedCh }
@@ -216,6 +220,10 @@ func (n *Node) loadToken() error {
 		_, _ = rand.Read(b)
 		n.cfg.JoinToken = "cairn-" + hex.EncodeToString(b)
 		n.log.Info("generated a join token; start other nodes with --join-token to admit them", "join_token", n.cfg.JoinToken)
+		// Not saved: until this node forms or joins a cluster (and saves
+		// its credentials with the key) it may yet be paired with another.
+		n.pairing = true
+		return nil
 	}
 	return writeFileAtomic(path, []byte(n.cfg.JoinToken+"\n"), 0o600)
 }
