@@ -176,8 +176,8 @@ func TestPairingWithoutTheClusterKey(t *testing.T) {
 		}
 		return errors.New("not listed")
 	})
-	if fp != n2.joinFingerprint() {
-		t.Fatalf("pending fingerprint %s, the node's own %s", fp, n2.joinFingerprint())
+	if fp != n2.JoinFingerprint() {
+		t.Fatalf("pending fingerprint %s, the node's own %s", fp, n2.JoinFingerprint())
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -112,7 +112,7 @@ func (n *Node) tryPairing(ctx context.Context, lastLog *time.Time) bool {
 		if err != nil {
 			if ErrorReason(err) == reasonPendingApproval && time.Since(*lastLog) > 30*time.Second {
 				*lastLog = time.Now()
-				n.log.Warn("waiting for an admin to approve pairing", "via", addr, "fingerprint", n.joinFingerprint(), "err", err)
+				n.log.Warn("waiting for an admin to approve pairing", "via", addr, "fingerprint", n.JoinFingerprint(), "err", err)
 			}
 			continue
 		}
@@ -131,9 +131,10 @@ func (n *Node) tryPairing(ctx context.Context, lastLog *time.Time) bool {
 	return false
 }
 
-// joinFingerprint is the fingerprint of the key this node asks a
-// certificate for, as `cairn node pending` shows it.
-func (n *Node) joinFingerprint() string {
+// JoinFingerprint is the fingerprint of the key this node asks a
+// certificate for, as `cairn node pending` shows it: an admin compares the
+// two before approving.
+func (n *Node) JoinFingerprint() string {
 	key, _, err := n.joinKey()
 	if err != nil {
 		return ""

@@ -458,6 +458,9 @@ type ConsoleStatus struct {
 	Voters    int
 	Nodes     int    // members seen
 	SetupCode string // until the first admin exists
+	// Fingerprint, while the box has not joined, is that of the key it asks
+	// a certificate for: an admin checks it when approving the box.
+	Fingerprint string
 }
 
 // ConsoleStatus reports the node for its console.
@@ -465,6 +468,9 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 	st := a.node.Status()
 	cs := ConsoleStatus{Name: a.cfg.Name, URL: a.cfg.APIURL(), Phase: st.Phase, Ready: a.node.Ready(),
 		Leader: st.Leader, Voters: st.Voters, Nodes: len(st.Nodes)}
+	if st.Phase == "joining" {
+		cs.Fingerprint = a.node.JoinFingerprint()
+	}
 	if cs.Ready && a.identity.SetupNeeded() {
 		cs.SetupCode = a.identity.SetupCode()
 	}
