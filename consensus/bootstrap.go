@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -524,7 +525,11 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	if !forming {
 		if err := n.admit(r.Context(), &req, tok); err != nil {
-			n.log.Info("join not admitted", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			lvl := slog.LevelInfo
+			if ErrorReason(err) == reasonPendingApproval {
+				lvl = slog.LevelDebug // it asks again every few seconds
+			}
+			n.log.Log(r.Context(), lvl, "join not admitted", "name", req.Name, "remote", r.RemoteAddr, "err", err)
 			fail(err)
 			return
 		}
@@ -588,6 +593,6 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 		}
 	}
 	return Reasonf(CodeForbidden, reasonPendingApproval,
-		"the cluster key alone does not admit a node to a formed cluster: %s (key %s) waits for an admin's approval (cairn node approve %s), or join with an enrolment token (cairn node enrol-token create)",
-		req.Name, fp, req.Name)
+		"the cluster key alone does not admit a node to a formed cluster: %s (key %s) waits for an admin's approval (cairn node approve %s --fingerprint %s), or join with an enrolment token (cairn node enrol-token create)",
+		req.Name, fp, req.Name, fp)
 }

@@ -37,7 +37,8 @@ func TestEnrolmentTokenAndApprovalRoutes(t *testing.T) {
 	if len(pending) != 0 {
 		t.Fatalf("pending %v, want none", pending)
 	}
-	f.call("POST", "/api/v1/cluster/pending/node9/approve", f.admin, map[string]any{}, 404, nil)
+	f.call("POST", "/api/v1/cluster/pending/node9/approve", f.admin, map[string]any{}, 400, nil)
+	f.call("POST", "/api/v1/cluster/pending/node9/approve", f.admin, map[string]any{"fingerprint": "0011223344556677"}, 404, nil)
 	var audit []identity.AuditEntry
 	f.call("GET", "/api/v1/audit", f.admin, nil, 200, &audit)
 	var seen []string

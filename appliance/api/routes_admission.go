@@ -72,7 +72,7 @@ func (s *Server) admissionRoutes() []route {
 				}
 				return ok(w, nodes, 0, nil)
 			}},
-		{Method: "POST", Path: v1 + "/cluster/pending/{node}/approve", Summary: "Admit a pending node on its next request (cluster admin); a fingerprint, if given, must match its key", Tag: "cluster",
+		{Method: "POST", Path: v1 + "/cluster/pending/{node}/approve", Summary: "Admit a pending node on its next request (cluster admin); the fingerprint must match the key it asks with (its console shows it)", Tag: "cluster",
 			Request: approveRequest{}, Response: consensus.PendingNode{},
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				if err := admin(p, "approve nodes"); err != nil {
@@ -81,6 +81,11 @@ func (s *Server) admissionRoutes() []route {
 				var body approveRequest
 				if err := decode(r, &body); err != nil {
 					return err
+				}
+				if body.Fingerprint == "" {
+					// The name alone is not enough: anyone on the LAN may
+					// ask under a name; the key is what the admin checks.
+					return errorf(http.StatusBadRequest, consensus.CodeInvalid, "fingerprint is required: compare it with the one the node's console shows")
 				}
 				pn, err := s.cluster.ApproveNode(r.Context(), r.PathValue("node"), body.Fingerprint, p.User.Name)
 				s.id.AuditAction(r.Context(), p, "cluster.node.approve", r.PathValue("node"), err)

@@ -45,7 +45,8 @@ func TestNodeAdmissionCommands(t *testing.T) {
 	if out := run(0, "--token", tok, "node", "pending"); !strings.HasPrefix(out, "NAME") {
 		t.Fatalf("node pending printed %q", out)
 	}
-	if out := run(1, "node", "approve", "ghost", "--token", tok); !strings.Contains(out, "not_found") {
+	run(2, "--token", tok, "node", "approve", "ghost")
+	if out := run(1, "node", "approve", "ghost", "--token", tok, "--fingerprint", "0011223344556677"); !strings.Contains(out, "not_found") {
 		t.Fatalf("approving an unknown node printed %q", out)
 	}
 	run(2, "--token", tok, "node", "approve")

@@ -47,14 +47,17 @@ func nodePending(e *env, args []string) error {
 	}, len(nodes))
 }
 
-// nodeApprove is `cairn node approve NAME`: the pending node joins on its
-// next request. --fingerprint checks the key it asks with (shown on its
-// console and in `cairn node pending`).
+// nodeApprove is `cairn node approve NAME --fingerprint FP`: the pending
+// node joins on its next request if it asks with the key of that
+// fingerprint (shown on its console and by `cairn node pending`).
 func nodeApprove(fs *flag.FlagSet) func(*env, []string) error {
-	fp := fs.String("fingerprint", "", "the fingerprint the node shows; refuse if it asks with another key")
+	fp := fs.String("fingerprint", "", "the fingerprint the node's console shows (required)")
 	return func(e *env, args []string) error {
 		if err := needArgs(args, 1, "one node name"); err != nil {
 			return err
+		}
+		if *fp == "" {
+			return usageError("--fingerprint is required: compare it with the one the node's console shows")
 		}
 		c, err := e.client()
 		if err != nil {
