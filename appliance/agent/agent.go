@@ -182,6 +182,7 @@ func (a *Agent) serve() error {
 		Identity:  a.identity,
 		Status:    a.node.Status,
 		JoinToken: a.node.JoinToken,
+		Admission: a.node,
 		Logger:    a.log.With("component", "ui"),
 		Objects:   a.objects,
 		Storage:   a.storage,
