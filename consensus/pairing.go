@@ -108,7 +108,11 @@ func (n *Node) pairTargets() []string {
 // tryPairing asks each target once; it returns true once this node joined.
 func (n *Node) tryPairing(ctx context.Context, lastLog *time.Time) bool {
 	for _, addr := range n.pairTargets() {
-		resp, keyPEM, err := n.askToJoin(ctx, addr, true)
+		// Short: a target may be a box that is not listening yet, and this
+		// runs in the join loop.
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		resp, keyPEM, err := n.askToJoin(actx, addr, true)
+		cancel()
 		if err != nil {
 			if ErrorReason(err) == reasonPendingApproval && time.Since(*lastLog) > 30*time.Second {
 				*lastLog = time.Now()
