@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -96,7 +97,7 @@ func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configura
 // joinLoop drives a node without credentials until it runs Raft.
 func (n *Node) joinLoop(ctx context.Context) {
 	var lastSet string
-	var stableSince time.Time
+	var stableSince, lastPendingLog, lastPair time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -143,9 +144,27 @@ func (n *Node) joinLoop(ctx context.Context) {
 
 		if signer := lowestSigner(alive, n.cfg.Name); signer != nil {
 			if err := n.requestJoin(ctx, signer); err != nil {
-				n.log.Warn("join failed", "via", signer.Name, "err", err)
+				if ErrorReason(err) == reasonPendingApproval {
+					if time.Since(lastPendingLog) > 30*time.Second {
+						lastPendingLog = time.Now()
+						n.log.Warn("waiting for approval to join", "via", signer.Name, "err", err)
+					}
+				} else {
+					n.log.Warn("join failed", "via", signer.Name, "err", err)
+				}
+				select { // do not hammer the cluster (each pending request may be a Raft write)
+				case <-ctx.Done():
+					return
+				case <-time.After(time.Second):
+				}
 			}
 			continue
+		}
+		if n.isPairing() && time.Since(lastPair) > 2*time.Second {
+			lastPair = time.Now()
+			if n.tryPairing(ctx, &lastPendingLog) {
+				continue
+			}
 		}
 		var joining []string
 		for _, m := range alive {
@@ -243,7 +262,7 @@ func (n *Node) becomeBootstrapper(id *identity, boot *bootstrapState) error {
 		if err := writeFileAtomic(filepath.Join(n.cfg.DataDir, fileBootstrap), b, 0o600); err != nil {
 			return err
 		}
-		if err := saveIdentity(n.cfg.DataDir, c.certPEM, c.keyPEM, certPEM, keyPEM, n.cfg.JoinToken); err != nil {
+		if err := saveIdentity(n.cfg.DataDir, c.certPEM, c.keyPEM, certPEM, keyPEM, n.clusterKey()); err != nil {
 			return err
 		}
 		if id, err = loadIdentity(n.cfg.DataDir); err != nil {
@@ -284,17 +303,73 @@ func (n *Node) abandonBootstrap() {
 	n.updateGossipMeta()
 }
 
-// requestJoin runs the client side of the join protocol against m.
+// requestJoin runs the client side of the join protocol against m and, once
+// admitted, starts Raft with the certificate it got.
 func (n *Node) requestJoin(ctx context.Context, m *member) error {
-	key, keyPEM, err := newNodeKey()
+	resp, keyPEM, err := n.askToJoin(ctx, m.Meta.RaftAddr, false)
 	if err != nil {
 		return err
+	}
+	return n.adopt(resp, keyPEM, m.Name)
+}
+
+// adopt saves the credentials a join answer brought and starts Raft.
+func (n *Node) adopt(resp *joinResponse, keyPEM []byte, via string) error {
+	if resp.JoinToken != "" && resp.JoinToken != n.clusterKey() {
+		if err := n.adoptClusterKey(resp.JoinToken); err != nil {
+			return err
+		}
+	}
+	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.clusterKey()); err != nil {
+		return err
+	}
+	id, err := loadIdentity(n.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	n.log.Info("received cluster certificate", "via", via)
+	return n.startRaft(id, nil)
+}
+
+// joinKey is the key this node asks a certificate for. It is the same for
+// every request of this run, so an admin's approval of its fingerprint holds.
+func (n *Node) joinKey() (*ecdsa.PrivateKey, []byte, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.joinPriv == nil {
+		key, keyPEM, err := newNodeKey()
+		if err != nil {
+			return nil, nil, err
+		}
+		n.joinPriv, n.joinPrivPEM = key, keyPEM
+	}
+	return n.joinPriv, n.joinPrivPEM, nil
+}
+
+// askToJoin sends one join request to the node at raftAddr and checks the
+// answer; it changes nothing locally. A pairing request (pair) is made by a
+// node that does not know the cluster key: it can only be admitted by an
+// admin's approval, and it trusts the answer on first use.
+func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*joinResponse, []byte, error) {
+	key, keyPEM, err := n.joinKey()
+	if err != nil {
+		return nil, nil, err
 	}
 	pubDER, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	pubPEM := pemBlock("PUBLIC KEY", pubDER)
+	// Proofs are keyed with the enrolment token when there is one (the
+	// server knows its hash), else with the cluster key.
+	proofKey, enrolID := n.clusterKey(), ""
+	if n.cfg.EnrolToken != "" {
+		id, ok := enrolTokenID(n.cfg.EnrolToken)
+		if !ok {
+			return nil, nil, errors.New("join: malformed enrolment token (want ID.SECRET)")
+		}
+		proofKey, enrolID = enrolHash(n.cfg.EnrolToken), id
+	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	d := tls.Dialer{Config: &tls.Config{
@@ -304,55 +379,53 @@ func (n *Node) requestJoin(ctx context.Context, m *member) error {
 		InsecureSkipVerify: true,
 		NextProtos:         []string{alpnRPC},
 	}}
-	conn, err := d.DialContext(ctx, "tcp", m.Meta.RaftAddr)
+	conn, err := d.DialContext(ctx, "tcp", raftAddr)
 	if err != nil {
-		return fmt.Errorf("dial %s: %w", m.Meta.RaftAddr, err)
+		return nil, nil, fmt.Errorf("dial %s: %w", raftAddr, err)
 	}
 	defer conn.Close()
 	cs := conn.(*tls.Conn).ConnectionState()
 	ekm, err := exportedKey(&cs)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
-	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM}
-	req.Proof = joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID}
+	req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+	if pair {
+		req.Pair, req.Proof = true, nil
+		if req.KeySig, err = signPairing(key, ekm, &req); err != nil {
+			return nil, nil, err
+		}
+	}
 	body, _ := json.Marshal(req)
-	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+m.Meta.RaftAddr+rpcJoin, strings.NewReader(string(body)))
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
 	hr.Header.Set("Content-Type", "application/json")
 	if dl, ok := ctx.Deadline(); ok {
 		_ = conn.SetDeadline(dl)
 	}
 	if err := hr.Write(conn); err != nil {
-		return err
+		return nil, nil, err
 	}
 	res, err := http.ReadResponse(bufioReader(conn), hr)
 	if err != nil {
-		return err
+		return nil, nil, err
 	}
 	defer res.Body.Close()
 	var resp joinResponse
 	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
-		return fmt.Errorf("join response (%s): %w", res.Status, err)
+		return nil, nil, fmt.Errorf("join response (%s): %w", res.Status, err)
 	}
 	if resp.Error != nil {
-		return resp.Error
+		return nil, nil, resp.Error
 	}
-	want := joinProof(n.cfg.JoinToken, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
-	if !hmac.Equal(want, resp.Proof) {
-		return errors.New("join: the server does not know our join token")
+	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
+	if !pair && !hmac.Equal(want, resp.Proof) {
+		return nil, nil, errors.New("join: the server does not know our join token")
 	}
 	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
-		return err
+		return nil, nil, err
 	}
-	if err := saveIdentity(n.cfg.DataDir, resp.CACert, resp.CAKey, resp.NodeCert, keyPEM, n.cfg.JoinToken); err != nil {
-		return err
-	}
-	id, err := loadIdentity(n.cfg.DataDir)
-	if err != nil {
-		return err
-	}
-	n.log.Info("received cluster certificate", "via", m.Name)
-	return n.startRaft(id, nil)
+	return &resp, keyPEM, nil
 }
 
 func verifyIssued(caPEM, certPEM []byte, pub *ecdsa.PublicKey) error {
@@ -383,40 +456,83 @@ func parseCertPEM(b []byte) (*x509.Certificate, error) {
 
 // handleJoin is the server side of the join protocol.
 func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
-	fail := func(code, msg string) {
-		writeJSON(w, joinResponse{Error: &Error{Code: code, Message: msg}})
+	fail := func(err error) {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Code: CodeUnavailable, Message: err.Error()}
+		}
+		writeJSON(w, joinResponse{Error: e})
 	}
 	var req joinRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
-		fail(CodeInvalid, "bad join request: "+err.Error())
+		fail(Errorf(CodeInvalid, "bad join request: %v", err))
 		return
 	}
 	ekm, err := exportedKey(r.TLS)
 	if err != nil {
-		fail(CodeInvalid, err.Error())
+		fail(Errorf(CodeInvalid, "%v", err))
 		return
 	}
-	want := joinProof(n.cfg.JoinToken, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
-	if !hmac.Equal(want, req.Proof) {
+	proofKey := n.clusterKey()
+	var tok *enrolToken
+	if req.EnrolID != "" {
+		if tok = n.store.enrolToken(req.EnrolID); tok == nil {
+			n.log.Warn("join refused: unknown enrolment token", "name", req.Name, "token_id", req.EnrolID, "remote", r.RemoteAddr)
+			fail(Errorf(CodeForbidden, "enrolment token %s is unknown or already used", req.EnrolID))
+			return
+		}
+		proofKey = tok.Hash
+	}
+	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
+	switch {
+	case req.Pair && req.EnrolID == "":
+		// No shared secret: the requester proves it holds the key it asks
+		// a certificate for, on this very TLS session, so what an admin
+		// approves (that key's fingerprint) is who gets the answer.
+		if err := verifyPairing(ekm, &req); err != nil {
+			n.log.Warn("pairing request refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(Errorf(CodeForbidden, "%v", err))
+			return
+		}
+	case !hmac.Equal(want, req.Proof):
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
-		fail(CodeForbidden, "join token mismatch")
+		fail(Errorf(CodeForbidden, "join token mismatch"))
 		return
 	}
 	id := n.identity()
 	if id == nil {
-		fail(CodeUnavailable, "this node cannot issue certificates yet")
+		fail(Errorf(CodeUnavailable, "this node cannot issue certificates yet"))
 		return
 	}
 	blk, _ := pem.Decode(req.PubKey)
 	if blk == nil {
-		fail(CodeInvalid, "bad public key")
+		fail(Errorf(CodeInvalid, "bad public key"))
 		return
 	}
 	anyPub, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	pub, ok := anyPub.(*ecdsa.PublicKey)
 	if err != nil || !ok {
-		fail(CodeInvalid, "public key must be ECDSA")
+		fail(Errorf(CodeInvalid, "public key must be ECDSA"))
 		return
+	}
+	n.mu.Lock()
+	boot := n.boot
+	n.mu.Unlock()
+	forming := boot != nil && n.Raft() == nil
+	if forming && req.Pair {
+		fail(Errorf(CodeUnavailable, "this cluster is still forming; pairing needs a formed cluster"))
+		return
+	}
+	if !forming {
+		if err := n.admit(r.Context(), &req, tok); err != nil {
+			lvl := slog.LevelInfo
+			if ErrorReason(err) == reasonPendingApproval {
+				lvl = slog.LevelDebug // it asks again every few seconds
+			}
+			n.log.Log(r.Context(), lvl, "join not admitted", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(err)
+			return
+		}
 	}
 	var ips []net.IP
 	for _, s := range req.IPs {
@@ -426,20 +542,57 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	certPEM, err := id.ca.issue(pub, req.Name, ips)
 	if err != nil {
-		fail(CodeUnavailable, err.Error())
+		fail(err)
 		return
 	}
-	n.mu.Lock()
-	boot := n.boot
-	n.mu.Unlock()
-	if boot != nil && n.Raft() == nil {
+	if forming {
 		if _, err := boot.add(n.cfg.DataDir, req.Name, req.RaftAddr); err != nil {
-			fail(CodeUnavailable, err.Error())
+			fail(err)
 			return
 		}
 		n.poke()
 	}
-	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr)
-	writeJSON(w, joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
-		Proof: joinProof(n.cfg.JoinToken, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)})
+	n.log.Info("issued a node certificate", "node", req.Name, "addr", req.RaftAddr, "enrolment_token", req.EnrolID)
+	resp := joinResponse{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, NodeCert: certPEM,
+		Proof: joinProof(proofKey, ekm, []byte("accept"), id.ca.certPEM, id.ca.keyPEM, certPEM)}
+	if req.Pair {
+		resp.JoinToken = n.clusterKey() // the paired node does not know it yet
+	}
+	writeJSON(w, resp)
+}
+
+// admit decides a join to a formed cluster: an enrolment token is used up,
+// an approved pending node is admitted once, anyone else is listed as
+// pending and refused for now.
+func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if tok != nil {
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Hash: tok.Hash, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		return err
+	}
+	fp := keyFingerprint(req.PubKey)
+	var cur *PendingNode
+	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name); err == nil && raw != nil {
+		cur = raw.(*PendingNode)
+	}
+	if cur != nil && cur.Approved && cur.Fingerprint == fp {
+		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
+		return err
+	}
+	if cur == nil && len(n.PendingNodes()) >= maxPending {
+		// Checked here too, so a flood of new names costs no Raft writes.
+		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+	}
+	// A node asks every second or so: refresh its entry now and then only.
+	now := time.Now().UTC()
+	if cur == nil || cur.Fingerprint != fp || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingTTL/60 {
+		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
+		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
+			return err
+		}
+	}
+	return Reasonf(CodeForbidden, reasonPendingApproval,
+		"the cluster key alone does not admit a node to a formed cluster: %s (key %s) waits for an admin's approval (cairn node approve %s --fingerprint %s), or join with an enrolment token (cairn node enrol-token create)",
+		req.Name, fp, req.Name, fp)
 }

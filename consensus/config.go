@@ -18,7 +18,11 @@ type Config struct {
 
 	Expect    int      // voters to wait for before bootstrapping a new cluster
 	Join      []string // gossip seed addresses, host or host:port
-	JoinToken string   // shared secret that admits nodes; generated when empty
+	JoinToken string   // cluster key: gossip and discovery; admits only the first voters; generated when empty
+	// EnrolToken is a one-time enrolment token (cairn node enrol-token
+	// create) that admits this node to a formed cluster; without one, the
+	// node waits as pending until an admin approves it.
+	EnrolToken string
 
 	// Tags travel in gossip metadata; the appliance puts its API address here.
 	Tags map[string]string

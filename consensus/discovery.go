@@ -22,7 +22,7 @@ import (
 const beaconMagic = "CAIRN1"
 
 func (n *Node) beaconTag() []byte {
-	m := hmac.New(sha256.New, []byte(n.cfg.JoinToken))
+	m := hmac.New(sha256.New, []byte(n.clusterKey()))
 	m.Write([]byte("cairn discovery beacon"))
 	return m.Sum(nil)[:12]
 }
@@ -82,7 +82,6 @@ func (n *Node) sendBeacons(ctx context.Context, pc net.PacketConn) {
 }
 
 func (n *Node) listenBeacons(pc net.PacketConn) {
-	tag := n.beaconTag()
 	self := net.JoinHostPort(n.cfg.AdvertiseAddr, strconv.Itoa(n.cfg.GossipPort))
 	buf := make([]byte, 512)
 	for {
@@ -91,11 +90,15 @@ func (n *Node) listenBeacons(pc net.PacketConn) {
 			return
 		}
 		msg := buf[:k]
+		tag := n.beaconTag() // changes once, when a node is paired
 		if !bytes.HasPrefix(msg, []byte(beaconMagic)) || len(msg) < len(beaconMagic)+len(tag) {
 			continue
 		}
 		if !hmac.Equal(msg[len(beaconMagic):len(beaconMagic)+len(tag)], tag) {
-			continue // another cluster on the same LAN
+			// Another cluster on the same LAN: a node without the cluster
+			// key may ask it to be paired.
+			n.notePairCandidate(string(msg[len(beaconMagic)+len(tag):]))
+			continue
 		}
 		addr := string(msg[len(beaconMagic)+len(tag):])
 		if addr == self || n.knowsGossipAddr(addr) {

@@ -49,10 +49,15 @@ func (n *Node) startGossip() error {
 	mc.AdvertiseAddr = n.cfg.AdvertiseAddr
 	mc.AdvertisePort = n.cfg.GossipPort
 	n.gossipKey = deriveGossipKey(n.cfg.JoinToken)
-	mc.SecretKey = n.gossipKey
+	kr, err := memberlist.NewKeyring(nil, n.gossipKey)
+	if err != nil {
+		return fmt.Errorf("start gossip: %w", err)
+	}
+	n.keyring, mc.Keyring = kr, kr
 	mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
 	mc.Delegate = &gossipDelegate{n: n}
 	mc.Events = n.gossipEvents
+	mc.Conflict = &gossipConflict{n: n}
 	mc.Logger = log.New(&levelFilter{log: n.log.With("component", "gossip")}, "", 0)
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -116,6 +121,11 @@ func (n *Node) gossipJoinLoop(ctx context.Context) {
 
 func (n *Node) seedAddrs() []string {
 	var seeds []string
+	n.mu.Lock()
+	if n.pairedSeed != "" {
+		seeds = append(seeds, n.pairedSeed)
+	}
+	n.mu.Unlock()
 	for _, j := range n.cfg.Join {
 		if _, _, err := net.SplitHostPort(j); err != nil {
 			j = net.JoinHostPort(j, strconv.Itoa(n.cfg.GossipPort))
@@ -152,6 +162,23 @@ func (d *gossipDelegate) NotifyMsg([]byte)                           {}
 func (d *gossipDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *gossipDelegate) LocalState(join bool) []byte                { return nil }
 func (d *gossipDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// gossipConflict hears of two gossip members under one name. Names are
+// Raft server IDs, so such nodes can never form a cluster: nodes started on
+// one host all default to its hostname. A node that has not joined yet stops
+// with an error that names the fix; a member only logs it (after a crash a
+// member may come back at a new address before its old entry is reaped).
+type gossipConflict struct{ n *Node }
+
+func (c *gossipConflict) NotifyConflict(existing, other *memberlist.Node) {
+	err := fmt.Errorf("node name %q is used by %s and by %s: give every node a unique name with --name",
+		existing.Name, existing.Address(), other.Address())
+	if existing.Name != c.n.cfg.Name || c.n.Raft() != nil {
+		c.n.log.Error("two gossip members share a name", "err", err)
+		return
+	}
+	c.n.fail(err)
+}
 
 // gossipEvents keeps Cairn's own copy of the membership, as Serf does.
 // memberlist changes a member's fields in place, under its own lock, while

@@ -2,6 +2,10 @@ package consensus
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
 	"sync"
 	"time"
 
@@ -80,7 +84,7 @@ func (n *Node) ensureSecrets(ctx context.Context) {
 			return
 		}
 		if id := n.identity(); id != nil {
-			_, err := n.Apply(ctx, msgSetClusterSecrets, clusterSecrets{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, JoinToken: n.cfg.JoinToken}, nil)
+			_, err := n.Apply(ctx, msgSetClusterSecrets, clusterSecrets{CACert: id.ca.certPEM, CAKey: id.ca.keyPEM, JoinToken: n.clusterKey()}, nil)
 			if err == nil {
 				return
 			}
@@ -135,6 +139,15 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
+		if !ok {
+			// Gossip metadata is only a claim, and the cluster key is all
+			// gossip needs: add a node only once it shows a certificate of
+			// our CA for its name, i.e. once it was admitted.
+			if err := n.holdsCertificate(name, m.Meta.RaftAddr); err != nil {
+				n.log.Warn("not adding a node without its cluster certificate", "node", name, "err", err)
+				continue
+			}
+		}
 		switch {
 		case !ok && voters < n.cfg.MaxVoters:
 			if err := r.AddVoter(raft.ServerID(name), raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err != nil {
@@ -179,4 +192,26 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 		delete(gone, name)
 		n.log.Warn("removed dead server after grace period", "node", name, "grace", n.cfg.DeadServerGrace)
 	}
+}
+
+// holdsCertificate checks that the node at addr presents a certificate of
+// the cluster CA issued to name.
+func (n *Node) holdsCertificate(name, addr string) error {
+	id := n.identity()
+	if id == nil {
+		return errors.New("this node has no credentials")
+	}
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 2 * time.Second}, Config: id.clientTLS(alpnRPC)}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("check certificate of %s: %w", name, err)
+	}
+	defer conn.Close()
+	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
+	if len(certs) == 0 || certs[0].Subject.CommonName != name {
+		return fmt.Errorf("check certificate of %s: %s presents another node's certificate", name, addr)
+	}
+	return nil
 }

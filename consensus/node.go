@@ -3,6 +3,7 @@ package consensus
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -41,13 +42,19 @@ type Node struct {
 	reg   *Registry
 	store *Store
 
-	mu        sync.Mutex
-	phase     string
-	id        *identity
-	rpcClient *http.Client
-	listener  *clusterListener
-	rpcServer *http.Server
-	boot      *bootstrapState
+	mu             sync.Mutex
+	phase          string
+	id             *identity
+	rpcClient      *http.Client
+	listener       *clusterListener
+	rpcServer      *http.Server
+	boot           *bootstrapState
+	pairing        bool                 // started with no cluster key: may ask a formed cluster to pair
+	pairCandidates map[string]time.Time // hosts whose beacons we heard, for pairing
+	pairedSeed     string               // gossip address of the node that paired us
+	// The key this node asks a certificate for, kept across join attempts.
+	joinPriv    *ecdsa.PrivateKey
+	joinPrivPEM []byte
 
 	raft         atomic.Pointer[raft.Raft]
 	raftDisk     *raftDisk
@@ -57,6 +64,7 @@ type Node struct {
 	gossip       *memberlist.Memberlist
 	gossipEvents *gossipEvents // our copy of the membership
 	gossipKey    []byte
+	keyring      *memberlist.Keyring
 	events       chan struct{} // pokes the membership reconciler
 	forwardCh    chan *forwardedCmd
 	reads        *readBatch // this node's linearizable reads, wherever the leader is
@@ -73,6 +81,9 @@ type Node struct {
 
 	shutdownOnce sync.Once
 	shutdownErr  error
+
+	failOnce sync.Once
+	failed   chan error // receives the error that keeps this node from ever joining
 }
 
 // New builds a node. Nothing listens until Start.
@@ -103,7 +114,7 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
-		events: make(chan struct{}, 1), joinedCh: make(chan struct{}),
+		events: make(chan struct{}, 1), joinedCh: make(chan struct{}), failed: make(chan error, 1),
 		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
 	n.gossipEvents = newGossipEvents(n)
 	n.leaderReads = &readBatch{fetch: func(context.Context) (uint64, error) { return n.leaderReadIndex() }}
@@ -123,10 +134,21 @@ func (n *Node) RaftAddr() string {
 }
 
 // JoinToken is the secret other nodes need to join this cluster.
-func (n *Node) JoinToken() string { return n.cfg.JoinToken }
+func (n *Node) JoinToken() string { return n.clusterKey() }
 
 // Joined is closed once the node holds cluster credentials and runs Raft.
 func (n *Node) Joined() <-chan struct{} { return n.joinedCh }
+
+// Failed delivers, once, an error that keeps this node from ever joining a
+// cluster (its name is taken by another node): the caller should stop.
+func (n *Node) Failed() <-chan error { return n.failed }
+
+func (n *Node) fail(err error) {
+	n.failOnce.Do(func() {
+		n.log.Error("this node cannot join", "err", err)
+		n.failed <- err
+	})
+}
 
 // Start loads or creates the node's credentials, starts gossip and, when the
 // node already belongs to a cluster, Raft. A new node joins in the background.
@@ -198,6 +220,10 @@ func (n *Node) loadToken() error {
 		_, _ = rand.Read(b)
 		n.cfg.JoinToken = "cairn-" + hex.EncodeToString(b)
 		n.log.Info("generated a join token; start other nodes with --join-token to admit them", "join_token", n.cfg.JoinToken)
+		// Not saved: until this node forms or joins a cluster (and saves
+		// its credentials with the key) it may yet be paired with another.
+		n.pairing = true
+		return nil
 	}
 	return writeFileAtomic(path, []byte(n.cfg.JoinToken+"\n"), 0o600)
 }

@@ -119,6 +119,19 @@ func (tc *testCluster) leader() *Node {
 	return nil
 }
 
+// enrolToken creates a one-time enrolment token, which a node joining a
+// formed cluster needs.
+func (tc *testCluster) enrolToken() string {
+	tc.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := tc.leader().CreateEnrolToken(ctx, 0, "test")
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	return tok.Token
+}
+
 func (tc *testCluster) waitVoters(want int) {
 	tc.t.Helper()
 	testutil.WaitFor(tc.t, 20*time.Second, fmt.Sprintf("%d voters and a leader", want), func() error {
@@ -425,6 +438,7 @@ func TestConsistentReadAfterConfigChange(t *testing.T) {
 	}
 	cfg := newTestConfig(t, 4, 3, "test-token")
 	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
 	n4 := tc.start(cfg)
 	tc.nodes = append(tc.nodes, n4)
 	tc.waitVoters(4)
@@ -457,6 +471,7 @@ func TestNonVoterPromotedAfterDeadVoterRemoved(t *testing.T) {
 		tc.nodes = append(tc.nodes, tc.start(cfg))
 	}
 	tc.waitVoters(3)
+	tc.cfgs[3].EnrolToken = tc.enrolToken()
 	n4 := tc.start(tc.cfgs[3])
 	tc.nodes = append(tc.nodes, n4)
 	role := func(name string) string {

@@ -51,6 +51,7 @@ type Registry struct {
 func NewRegistry() *Registry {
 	r := &Registry{tables: map[string]tableEntry{}, handlers: map[MessageType]handlerEntry{}}
 	registerClusterTables(r)
+	registerAdmissionTables(r)
 	return r
 }
 

@@ -157,7 +157,15 @@ type joinRequest struct {
 	IPs      []string `json:"ips"`
 	RaftAddr string   `json:"raft_addr"`
 	PubKey   []byte   `json:"pub_key"` // PEM public key
-	Proof    []byte   `json:"proof"`
+	// EnrolID names the enrolment token the proofs are keyed with; empty
+	// when they are keyed with the cluster key.
+	EnrolID string `json:"enrol_id,omitempty"`
+	Proof   []byte `json:"proof"`
+	// Pair marks a request from a node that does not know the cluster key;
+	// KeySig is its signature, with the key it asks a certificate for, over
+	// the TLS session's exported keying material.
+	Pair   bool   `json:"pair,omitempty"`
+	KeySig []byte `json:"key_sig,omitempty"`
 }
 
 type joinResponse struct {
@@ -165,7 +173,9 @@ type joinResponse struct {
 	CAKey    []byte `json:"ca_key"`
 	NodeCert []byte `json:"node_cert"`
 	Proof    []byte `json:"proof"`
-	Error    *Error `json:"error,omitempty"`
+	// JoinToken is the cluster key, sent to a paired node only.
+	JoinToken string `json:"join_token,omitempty"`
+	Error     *Error `json:"error,omitempty"`
 }
 
 func joinProof(token string, ekm []byte, parts ...[]byte) []byte {

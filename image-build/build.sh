@@ -74,13 +74,23 @@ modules "$here/modules.list" "$stage" "$stage/lib/modules/cairn.load"
 modules "$here/modules-later.list" "$sys" "$sys/lib/modules/cairn.later" "$stage/lib/modules/cairn.load"
 cp "$kroot/boot/vmlinuz-$kver" "$out/vmlinuz"
 
-# 3. The image's boot config: the site's join token. Boxes booted from this
-# image find and admit only each other. Kept in site.token (not in git) so
-# that rebuilding gives the same image; delete it for a new site.
-token_file=$here/site.token
-[[ -s $token_file ]] || (umask 077 && head -c 20 /dev/urandom | base32 | tr -d '=\n' >"$token_file")
+# 3. The image's boot config. By default it carries no cluster key: anyone
+# who has the image must not be able to read one out of it. Each box then
+# makes its own, and the boxes of a site get theirs at install time
+# (cairn.token= in cairn/boot.json on the ESP or on the kernel command line;
+# a formed cluster admits further boxes with an enrolment token, cairn.enrol=,
+# or an admin's approval). CAIRN_SITE_TOKEN=1 bakes the site's key in instead,
+# for a lab: boxes booted from this image then find each other and form a
+# cluster with no set-up, and the key still admits only the first voters.
+# It is kept in site.token (not in git) so rebuilding gives the same image.
 mkdir -p "$stage/etc/cairn"
-printf '{"token": "%s"}\n' "$(cat "$token_file")" >"$stage/etc/cairn/boot.json"
+if [[ ${CAIRN_SITE_TOKEN:-} == 1 ]]; then
+	token_file=$here/site.token
+	[[ -s $token_file ]] || (umask 077 && head -c 20 /dev/urandom | base32 | tr -d '=\n' >"$token_file")
+	printf '{"token": "%s"}\n' "$(cat "$token_file")" >"$stage/etc/cairn/boot.json"
+else
+	printf '{}\n' >"$stage/etc/cairn/boot.json"
+fi
 
 # 4. cairn, static and reproducible.
 CGO_ENABLED=0 "$GO" build -C "$repo" -trimpath -ldflags "-s -w -buildid=" -o "$cache/cairn" ./appliance/cmd/cairn

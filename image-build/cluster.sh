@@ -34,13 +34,16 @@ ip -n "$ns" link set uplink master br0 up
 ip addr add "$net.1/24" dev cairnimg0
 ip link set cairnimg0 up
 
+# The image carries no cluster key: the three boxes get one here, as an
+# installer would put it into each box's cairn/boot.json.
+key=$(head -c 20 /dev/urandom | base32 | tr -d '=\n')
 for i in 1 2 3; do
 	ip -n "$ns" tuntap add dev "tap$i" mode tap
 	ip -n "$ns" link set "tap$i" master br0 up
 	truncate -s 8G "$work/data$i.img"
 	cmd=(qemu-system-x86_64 -machine q35 -accel "$accel" -cpu "$cpu" -m 2048 -smp 2 -nographic -no-reboot
 		-kernel "$out/vmlinuz" -initrd "$out/initramfs.cpio.zst"
-		-append "console=ttyS0 panic=-1 cairn.ip=$net.1$i/24 cairn.expect=3"
+		-append "console=ttyS0 panic=-1 cairn.ip=$net.1$i/24 cairn.expect=3 cairn.token=$key"
 		-drive "file=$work/data$i.img,format=raw,if=virtio"
 		-netdev "tap,id=n0,ifname=tap$i,script=no,downscript=no"
 		-device "virtio-net-pci,netdev=n0,mac=52:54:00:77:00:1$i")

@@ -49,7 +49,7 @@ func newEnv(t *testing.T) *env {
 	node := consensustest.Start(t, 1, identity.Register).Nodes[0]
 	log := testLogger(t)
 	e := &env{t: t, node: node, svc: identity.NewService(node, identityConfig(log))}
-	e.serve(Deps{Identity: e.svc, Status: node.Status, JoinToken: node.JoinToken, Logger: log})
+	e.serve(Deps{Identity: e.svc, Status: node.Status, JoinToken: node.JoinToken, Admission: node, Logger: log})
 	return e
 }
 

@@ -15,11 +15,17 @@ func (s *server) dashboardData(v *view) dashboardData {
 	if s.joinToken != nil && v.admin() {
 		d.JoinToken = s.joinToken()
 	}
+	if s.admission != nil && v.admin() {
+		d.Admission, d.Pending = true, s.admission.PendingNodes()
+	}
 	return d
 }
 
 func (s *server) dashboard(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "dashboard"
+	if name := r.URL.Query().Get("approved"); name != "" {
+		v.flash = v.Tf("dashboard.approved", name)
+	}
 	s.render(w, r, http.StatusOK, dashboardPage(v, s.dashboardData(v)))
 }
 

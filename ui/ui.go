@@ -20,6 +20,7 @@ type Deps struct {
 	Identity  *identity.Service       // every read and write goes through it
 	Status    func() consensus.Status // cluster health for the dashboard; nil shows none
 	JoinToken func() string           // shown to cluster admins on the dashboard; nil hides it
+	Admission Admission               // enrolment tokens and pending nodes for cluster admins; nil hides them
 	Logger    *slog.Logger            // already named for the UI by the caller
 
 	// Storage. nil: the storage and bucket pages say storage is unavailable.
@@ -40,6 +41,7 @@ type server struct {
 	id        *identity.Service
 	status    func() consensus.Status
 	joinToken func() string
+	admission Admission
 	objects   *storage.Objects
 	disks     *storage.Service
 	repair    func() (scrub, heal storage.RepairStats)
@@ -74,6 +76,7 @@ func New(d Deps) (http.Handler, error) {
 		id:        d.Identity,
 		status:    d.Status,
 		joinToken: d.JoinToken,
+		admission: d.Admission,
 		objects:   d.Objects,
 		disks:     d.Storage,
 		repair:    d.StorageStats,
@@ -103,6 +106,8 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /logout", s.authed(s.logout))
 	mux.Handle("GET /dashboard", s.authed(s.dashboard))
 	mux.Handle("GET /dashboard/cluster", s.authed(s.clusterFragment))
+	mux.Handle("POST /dashboard/enrol-token", s.authed(s.createEnrolToken))
+	mux.Handle("POST /dashboard/pending/{name}/approve", s.authed(s.approveNode))
 	mux.Handle("GET /projects", s.authed(s.projects))
 	mux.Handle("POST /projects", s.authed(s.createProject))
 	mux.Handle("GET /projects/{ref}", s.authed(s.project))

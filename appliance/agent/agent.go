@@ -136,6 +136,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	select {
 	case <-a.node.Joined():
+	case err := <-a.node.Failed():
+		return fmt.Errorf("join the cluster: %w", err)
 	case <-ctx.Done():
 		return nil
 	}
@@ -181,6 +183,7 @@ func (a *Agent) serve() error {
 		Identity:  a.identity,
 		Status:    a.node.Status,
 		JoinToken: a.node.JoinToken,
+		Admission: a.node,
 		Logger:    a.log.With("component", "ui"),
 		Objects:   a.objects,
 		Storage:   a.storage,
@@ -337,7 +340,7 @@ func (a *Agent) announce(ctx context.Context) {
 		fmt.Fprintf(&b, "  Log in with your Cairn user, or: cairn login --endpoint %s --ca-cert %s/ca.crt --username admin --password-stdin\n",
 			a.cfg.APIURL(), a.cfg.DataDir)
 	}
-	fmt.Fprintf(&b, "  Join token for more nodes: %s\n\n", a.node.JoinToken())
+	fmt.Fprintf(&b, "  Join token for more nodes: %s\n  (it lets them find this cluster; admit each with a one-time token, cairn node enrol-token create, or approve it: cairn node pending)\n\n", a.node.JoinToken())
 	_, _ = io.WriteString(a.console, b.String())
 }
 
@@ -447,6 +450,9 @@ type ConsoleStatus struct {
 	Voters    int
 	Nodes     int    // members seen
 	SetupCode string // until the first admin exists
+	// Fingerprint, while the box has not joined, is that of the key it asks
+	// a certificate for: an admin checks it when approving the box.
+	Fingerprint string
 }
 
 // ConsoleStatus reports the node for its console.
@@ -454,6 +460,9 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 	st := a.node.Status()
 	cs := ConsoleStatus{Name: a.cfg.Name, URL: a.cfg.APIURL(), Phase: st.Phase, Ready: a.node.Ready(),
 		Leader: st.Leader, Voters: st.Voters, Nodes: len(st.Nodes)}
+	if st.Phase == "joining" {
+		cs.Fingerprint = a.node.JoinFingerprint()
+	}
 	if cs.Ready && a.identity.SetupNeeded() {
 		cs.SetupCode = a.identity.SetupCode()
 	}

@@ -36,6 +36,7 @@ type Config struct {
 	Join              []string      `json:"join"`
 	Disks             []string      `json:"disk"`
 	JoinToken         string        `json:"join-token"`
+	EnrolToken        string        `json:"enrol-token"`
 	AdminPasswordFile string        `json:"admin-password-file"`
 	Dev               bool          `json:"dev"`
 	DeadServerGrace   time.Duration `json:"dead-server-grace"`
@@ -188,7 +189,8 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 		return nil
 	})
 	fs.StringVar(join, "join", "", "comma-separated gossip addresses of other nodes (IP or IP:PORT)")
-	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "shared secret that admits nodes to the cluster (generated when empty)")
+	fs.StringVar(&cfg.JoinToken, "join-token", cfg.JoinToken, "cluster key: nodes with the same one find each other; it admits only the first --expect voters (generated when empty)")
+	fs.StringVar(&cfg.EnrolToken, "enrol-token", cfg.EnrolToken, "one-time enrolment token that admits this node to a formed cluster (cairn node enrol-token create); without one, the node waits for an admin's approval")
 	fs.StringVar(&cfg.AdminPasswordFile, "admin-password-file", cfg.AdminPasswordFile, "create the cluster admin 'admin' with the password in this file")
 	fs.BoolVar(&cfg.Dev, "dev", cfg.Dev, "one-node development cluster on 127.0.0.1 with data in --data-dir")
 	fs.DurationVar(&cfg.DeadServerGrace, "dead-server-grace", cfg.DeadServerGrace, "remove a voter that has been gone this long")
@@ -334,6 +336,7 @@ func (c Config) consensusConfig() consensus.Config {
 	cc.Expect = c.Expect
 	cc.Join = c.Join
 	cc.JoinToken = c.JoinToken
+	cc.EnrolToken = c.EnrolToken
 	cc.DeadServerGrace = c.DeadServerGrace
 	cc.HeartbeatTimeout = c.HeartbeatTimeout
 	cc.ElectionTimeout = c.ElectionTimeout

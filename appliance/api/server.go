@@ -29,6 +29,9 @@ const MaxBodyBytes = 1 << 20
 type ClusterInfo interface {
 	Status() consensus.Status
 	JoinToken() string
+	CreateEnrolToken(ctx context.Context, ttl time.Duration, creator string) (consensus.EnrolToken, error)
+	PendingNodes() []consensus.PendingNode
+	ApproveNode(ctx context.Context, name, fingerprint, by string) (consensus.PendingNode, error)
 }
 
 // Deps are the API's collaborators.
@@ -77,6 +80,7 @@ func New(d Deps) *Server {
 	}
 	s.routes = s.routeTable()
 	s.routes = append(s.routes, s.metricsRoutes()...)
+	s.routes = append(s.routes, s.admissionRoutes()...)
 	if s.storage != nil {
 		s.routes = append(s.routes, s.storageRoutes()...)
 	}

@@ -29,6 +29,14 @@ type command struct {
 
 // Main runs the CLI and returns the process exit code.
 func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	// Global flags may come before the noun too (cairn --endpoint URL vm list),
+	// as kubectl and the openstack client take them; they are parsed with the
+	// command's own flags below.
+	globals, args, err := leadingGlobals(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "cairn: %v; run 'cairn help'\n", err)
+		return 2
+	}
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		usage(stdout)
 		return 0
@@ -55,7 +63,7 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.StringVar(&e.output, "o", "table", "output: table or json")
 	e.fs = fs
 	run := cmd.flags(fs)
-	positional, err := parseInterleaved(fs, rest)
+	positional, err := parseInterleaved(fs, append(globals, rest...))
 	if err != nil {
 		return 2
 	}
@@ -74,6 +82,29 @@ func Main(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// globalFlags are the flags every command takes, each with a value.
+var globalFlags = map[string]bool{"endpoint": true, "token": true, "ca-cert": true, "o": true}
+
+// leadingGlobals splits the global flags that come before the command name
+// off args.
+func leadingGlobals(args []string) (globals, rest []string, err error) {
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" {
+		name, _, hasValue := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
+		if !globalFlags[name] {
+			return nil, nil, fmt.Errorf("unknown global flag %s", args[0])
+		}
+		if hasValue {
+			globals, args = append(globals, args[0]), args[1:]
+			continue
+		}
+		if len(args) < 2 {
+			return nil, nil, fmt.Errorf("flag %s needs a value", args[0])
+		}
+		globals, args = append(globals, args[0], args[1]), args[2:]
+	}
+	return globals, args, nil
 }
 
 func isPrefixOfCommand(p string) bool {

@@ -108,6 +108,9 @@ var commands = map[string]command{
 		fmt.Fprintln(e.stdout)
 		return printNodes(e, st.Nodes)
 	})},
+	"node enrol-token create": {usage: "[--ttl 1h]", help: "a one-time enrolment token that admits one new node (cluster admin)", flags: enrolTokenCreate},
+	"node pending":            {help: "nodes waiting for approval to join (cluster admin)", flags: noFlags(nodePending)},
+	"node approve":            {usage: "NAME --fingerprint FP", help: "admit a pending node (cluster admin)", flags: nodeApprove},
 	"node list": {help: "nodes of the cluster", flags: noFlags(func(e *env, args []string) error {
 		c, err := e.client()
 		if err != nil {

@@ -26,9 +26,9 @@ func TestReadBoot(t *testing.T) {
 }
 
 func TestBootMergeAndAgentArgs(t *testing.T) {
-	b := ReadBoot("cairn.expect=3 cairn.token=abc").Merge(Boot{Expect: 1, Join: []string{"10.0.0.7"}})
+	b := ReadBoot("cairn.expect=3 cairn.token=abc cairn.enrol=id.secret").Merge(Boot{Expect: 1, Join: []string{"10.0.0.7"}})
 	got := b.AgentArgs("/var/lib/cairn", "10.0.0.5")
-	want := []string{"--data-dir", "/var/lib/cairn", "--disk", "/var/lib/cairn/disk0", "--expect", "1", "--bind", "10.0.0.5", "--join", "10.0.0.7", "--join-token", "abc"}
+	want := []string{"--data-dir", "/var/lib/cairn", "--disk", "/var/lib/cairn/disk0", "--expect", "1", "--bind", "10.0.0.5", "--join", "10.0.0.7", "--join-token", "abc", "--enrol-token", "id.secret"}
 	if !slices.Equal(got, want) {
 		t.Fatalf("agent args\n got %q\nwant %q", got, want)
 	}

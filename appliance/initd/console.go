@@ -51,6 +51,9 @@ func renderStatus(s agent.ConsoleStatus) string {
 	default:
 		fmt.Fprintf(&b, "  Cluster:         %s (%d nodes seen)\n", s.Phase, s.Nodes)
 	}
+	if s.Fingerprint != "" {
+		fmt.Fprintf(&b, "  To add this box to a formed cluster, approve it there:\n    cairn node approve %s --fingerprint %s\n", s.Name, s.Fingerprint)
+	}
 	if s.SetupCode != "" {
 		fmt.Fprintf(&b, "  First-time setup: open the web UI and enter the code  %s\n", s.SetupCode)
 	}

@@ -18,7 +18,11 @@ func TestStatusScreen(t *testing.T) {
 		}
 	}
 	s = renderStatus(agent.ConsoleStatus{Name: "cairn-1a2b3c", URL: "https://10.0.0.5:8443/", Phase: "waiting", Nodes: 2})
-	if !strings.Contains(s, "waiting (2 nodes seen)") || strings.Contains(s, "setup") {
+	if !strings.Contains(s, "waiting (2 nodes seen)") || strings.Contains(s, "setup") || strings.Contains(s, "approve") {
 		t.Errorf("waiting screen:\n%s", s)
+	}
+	s = renderStatus(agent.ConsoleStatus{Name: "cairn-1a2b3c", URL: "https://10.0.0.5:8443/", Phase: "joining", Fingerprint: "0123456789abcdef"})
+	if !strings.Contains(s, "cairn node approve cairn-1a2b3c --fingerprint 0123456789abcdef") {
+		t.Errorf("joining screen does not say how to approve the box:\n%s", s)
 	}
 }

@@ -7,8 +7,8 @@
 // console, runs the agent, and powers the box off or reboots it.
 //
 // Settings come, each overriding the one before, from the image's own boot
-// config (/etc/cairn/boot.json: the site's join token, which makes the boxes
-// of one site find only each other), cairn/boot.json on the EFI system
+// config (/etc/cairn/boot.json: empty unless the image was built with a site
+// key, CAIRN_SITE_TOKEN=1), cairn/boot.json on the EFI system
 // partition (editable from any computer before the first boot), the kernel
 // command line (cairn.KEY=VALUE, see Boot), and cairn-boot.json on the data
 // disk.

@@ -71,6 +71,11 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
 			"--dead-server-grace", o.Grace, "--log-level", "info"}
 		args = append(args, o.Extra...)
+		if n.Index > o.N {
+			// A node added to the formed cluster needs a one-time
+			// enrolment token: the join token alone no longer admits it.
+			args = append(args, "--enrol-token", EnrolToken(t, n.Cluster(), n))
+		}
 		if o.NodeExtra != nil {
 			args = append(args, o.NodeExtra(n.Index)...)
 		}
@@ -200,6 +205,38 @@ func Admin(t *testing.T, n *harness.Node) *Client {
 		return nil
 	})
 	return c
+}
+
+// EnrolToken creates a one-time enrolment token through the API of any
+// node of c but skip, as a cluster admin.
+func EnrolToken(t *testing.T, c *harness.Cluster, skip *harness.Node) string {
+	t.Helper()
+	var tok string
+	testutil.WaitFor(t, 30*time.Second, "an enrolment token", func() error {
+		var last error = errors.New("no other node")
+		for _, n := range c.Nodes {
+			if n == skip {
+				continue
+			}
+			anon, err := NewClient(n, "")
+			if err != nil {
+				last = err
+				continue
+			}
+			var login struct{ Token string }
+			if last = anon.Call("POST", "/api/v1/auth/login", map[string]string{"username": "admin", "password": AdminPassword}, 200, &login); last != nil {
+				continue
+			}
+			anon.token = login.Token
+			var res struct{ Token string }
+			if last = anon.Call("POST", "/api/v1/cluster/enrol-tokens", map[string]string{}, 201, &res); last == nil {
+				tok = res.Token
+				return nil
+			}
+		}
+		return last
+	})
+	return tok
 }
 
 // On returns a client of node n with the same token.

@@ -2,6 +2,7 @@ package image
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -68,9 +69,12 @@ func TestThreeBoxesFormACluster(t *testing.T) {
 	boxes := make([]*box, 4) // 1-based
 	disks := make([]string, 4)
 	taps := make([]string, 4)
+	// The image carries no cluster key: the three boxes get one at
+	// install time, here on the kernel command line.
+	key := rand.Text()
 	start := func(i int) *box {
 		netdev := fmt.Sprintf("tap,id=n0,ifname=%s,script=no,downscript=no", taps[i])
-		cmdline := fmt.Sprintf("cairn.ip=%s/%d cairn.expect=3", br.Addr(i), br.Subnet.Bits())
+		cmdline := fmt.Sprintf("cairn.ip=%s/%d cairn.expect=3 cairn.token=%s", br.Addr(i), br.Subnet.Bits(), key)
 		return boot(t, direct(files, disks[i], cmdline), netdev, br.Addr(i).String()+":8443", 0x10+i)
 	}
 	for i := 1; i <= 3; i++ {

@@ -1,0 +1,302 @@
+package consensus
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Admission: once a cluster has formed, the cluster key (--join-token) only
+// lets a node find the others (gossip and discovery are keyed with it); it no
+// longer admits anyone. A new node is admitted with
+//
+//   - a one-time enrolment token that a cluster admin created: it expires
+//     (DefaultEnrolTokenTTL), only its SHA-256 is in the replicated state, and
+//     the join consumes it in the FSM, so a second use fails; or
+//   - an admin's approval: a node holding the cluster key but no enrolment
+//     token is recorded as pending, with the fingerprint of the key it asks a
+//     certificate for; once approved, its next join request is admitted.
+//
+// While the first voters are collected (before Raft is bootstrapped) the
+// cluster key still admits: the boxes of a new site have nothing else in
+// common yet.
+
+// Admission commands. Numbers are never reused.
+const (
+	msgCreateEnrolToken  MessageType = 2
+	msgConsumeEnrolToken MessageType = 3
+	msgRecordPendingNode MessageType = 4
+	msgApproveNode       MessageType = 5
+	msgAdmitPendingNode  MessageType = 6
+)
+
+// DefaultEnrolTokenTTL is how long an enrolment token is valid, as a
+// Kubernetes bootstrap token.
+const DefaultEnrolTokenTTL = time.Hour
+
+// pendingTTL is how long a pending node that stopped asking stays listed;
+// maxPending bounds the list, since anyone with the cluster key can add to it.
+const (
+	pendingTTL = time.Hour
+	maxPending = 32
+)
+
+// reasonPendingApproval marks the answer to a node that waits for approval.
+const reasonPendingApproval = "pending_approval"
+
+const (
+	tableEnrolTokens  = "enrol_tokens"
+	tablePendingNodes = "pending_nodes"
+)
+
+// enrolToken is a stored enrolment token: the secret itself is never stored.
+type enrolToken struct {
+	ID      string `json:"id"`
+	Hash    string `json:"hash"`    // hex SHA-256 of the whole token
+	Created int64  `json:"created"` // unix nanoseconds
+	Expires int64  `json:"expires"` // unix nanoseconds
+	Creator string `json:"creator,omitempty"`
+}
+
+type consumeEnrolToken struct {
+	ID   string `json:"id"`
+	Hash string `json:"hash"`
+	Node string `json:"node"`
+	Now  int64  `json:"now"`
+}
+
+// PendingNode is a node that asked to join without an enrolment token.
+type PendingNode struct {
+	Name        string    `json:"name"`
+	RaftAddr    string    `json:"raft_addr"`
+	Fingerprint string    `json:"fingerprint"` // of the public key it wants certified
+	FirstSeen   time.Time `json:"first_seen"`
+	LastSeen    time.Time `json:"last_seen"`
+	Approved    bool      `json:"approved"`
+	ApprovedBy  string    `json:"approved_by,omitempty"`
+}
+
+type approveNode struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+	By          string `json:"by,omitempty"`
+}
+
+type admitPendingNode struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint"`
+}
+
+func registerAdmissionTables(r *Registry) {
+	RegisterTable[enrolToken](r, &memdb.TableSchema{Name: tableEnrolTokens, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+	}})
+	RegisterTable[PendingNode](r, &memdb.TableSchema{Name: tablePendingNodes, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+	}})
+	Handle(r, msgCreateEnrolToken, "CreateEnrolToken", applyCreateEnrolToken)
+	Handle(r, msgConsumeEnrolToken, "ConsumeEnrolToken", applyConsumeEnrolToken)
+	Handle(r, msgRecordPendingNode, "RecordPendingNode", applyRecordPendingNode)
+	Handle(r, msgApproveNode, "ApproveNode", applyApproveNode)
+	Handle(r, msgAdmitPendingNode, "AdmitPendingNode", applyAdmitPendingNode)
+}
+
+// applyCreateEnrolToken stores a token and drops the expired ones.
+func applyCreateEnrolToken(tx *Tx, c *enrolToken) (any, error) {
+	if c.ID == "" || c.Hash == "" || c.Expires <= c.Created {
+		return nil, Errorf(CodeInvalid, "enrolment token needs an ID, a hash and a lifetime")
+	}
+	it, err := tx.Get(tableEnrolTokens, "id")
+	if err != nil {
+		return nil, err
+	}
+	var expired []any
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		if t := raw.(*enrolToken); t.Expires <= c.Created {
+			expired = append(expired, t)
+		} else if t.ID == c.ID {
+			return nil, Errorf(CodeAlreadyExists, "enrolment token %s exists", c.ID)
+		}
+	}
+	for _, t := range expired {
+		if err := tx.Delete(tableEnrolTokens, t); err != nil {
+			return nil, err
+		}
+	}
+	row := *c
+	return nil, tx.Insert(tableEnrolTokens, &row)
+}
+
+// applyConsumeEnrolToken uses a token up: it admits exactly one join.
+func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
+	raw, err := tx.First(tableEnrolTokens, "id", c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, Errorf(CodeForbidden, "enrolment token %s is unknown or already used", c.ID)
+	}
+	t := raw.(*enrolToken)
+	if t.Hash != c.Hash {
+		return nil, Errorf(CodeForbidden, "enrolment token %s does not match", c.ID)
+	}
+	if c.Now >= t.Expires {
+		return nil, Errorf(CodeForbidden, "enrolment token %s expired at %s", c.ID, time.Unix(0, t.Expires).UTC().Format(time.RFC3339))
+	}
+	return nil, tx.Delete(tableEnrolTokens, t)
+}
+
+// applyRecordPendingNode lists (or refreshes) a node waiting for approval.
+func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
+	if c.Name == "" || c.Fingerprint == "" {
+		return nil, Errorf(CodeInvalid, "a pending node needs a name and a key fingerprint")
+	}
+	it, err := tx.Get(tablePendingNodes, "id")
+	if err != nil {
+		return nil, err
+	}
+	var stale []any
+	count := 0
+	var cur *PendingNode
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		p := raw.(*PendingNode)
+		switch {
+		case p.Name == c.Name:
+			cur = p
+		case c.LastSeen.Sub(p.LastSeen) > pendingTTL:
+			stale = append(stale, p)
+		default:
+			count++
+		}
+	}
+	for _, p := range stale {
+		if err := tx.Delete(tablePendingNodes, p); err != nil {
+			return nil, err
+		}
+	}
+	row := *c
+	row.Approved, row.ApprovedBy = false, ""
+	switch {
+	case cur != nil && cur.Fingerprint == c.Fingerprint:
+		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
+	case cur != nil && cur.Approved:
+		return nil, Errorf(CodeConflict, "node %s was approved with another key", c.Name)
+	case cur == nil && count >= maxPending:
+		return nil, Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+	}
+	return nil, tx.Insert(tablePendingNodes, &row)
+}
+
+func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
+	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, Errorf(CodeNotFound, "no node %s is waiting for approval", c.Name)
+	}
+	p := *raw.(*PendingNode)
+	if c.Fingerprint != "" && !strings.EqualFold(c.Fingerprint, p.Fingerprint) {
+		return nil, Errorf(CodeConflict, "node %s asks with key %s, not %s", c.Name, p.Fingerprint, c.Fingerprint)
+	}
+	p.Approved, p.ApprovedBy = true, c.By
+	return &p, tx.Insert(tablePendingNodes, &p)
+}
+
+func applyAdmitPendingNode(tx *Tx, c *admitPendingNode) (any, error) {
+	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if raw == nil {
+		return nil, Errorf(CodeForbidden, "node %s is not waiting for approval", c.Name)
+	}
+	p := raw.(*PendingNode)
+	if !p.Approved || p.Fingerprint != c.Fingerprint {
+		return nil, Errorf(CodeForbidden, "node %s is not approved", c.Name)
+	}
+	return nil, tx.Delete(tablePendingNodes, p)
+}
+
+// EnrolToken is a freshly created enrolment token: Token is shown once.
+type EnrolToken struct {
+	ID      string    `json:"id"`
+	Token   string    `json:"token"`
+	Expires time.Time `json:"expires"`
+}
+
+// CreateEnrolToken creates a one-time enrolment token valid for ttl (the
+// default when 0). Only its hash is stored.
+func (n *Node) CreateEnrolToken(ctx context.Context, ttl time.Duration, creator string) (EnrolToken, error) {
+	if ttl <= 0 {
+		ttl = DefaultEnrolTokenTTL
+	}
+	b := make([]byte, 20)
+	_, _ = rand.Read(b)
+	id, secret := hex.EncodeToString(b[:4]), hex.EncodeToString(b[4:])
+	tok := id + "." + secret
+	now := time.Now()
+	exp := now.Add(ttl)
+	row := enrolToken{ID: id, Hash: enrolHash(tok), Created: now.UnixNano(), Expires: exp.UnixNano(), Creator: creator}
+	if _, err := n.Apply(ctx, msgCreateEnrolToken, row, nil); err != nil {
+		return EnrolToken{}, fmt.Errorf("create enrolment token: %w", err)
+	}
+	return EnrolToken{ID: id, Token: tok, Expires: exp.UTC()}, nil
+}
+
+// PendingNodes lists the nodes waiting for approval.
+func (n *Node) PendingNodes() []PendingNode {
+	it, err := n.store.ReadTxn().Get(tablePendingNodes, "id")
+	if err != nil {
+		return nil
+	}
+	var out []PendingNode
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, *raw.(*PendingNode))
+	}
+	return out
+}
+
+// ApproveNode lets the pending node name join on its next request. A
+// non-empty fingerprint must match the key the node asked with (its console
+// shows it).
+func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (PendingNode, error) {
+	var p PendingNode
+	if _, err := n.Apply(ctx, msgApproveNode, approveNode{Name: name, Fingerprint: fingerprint, By: by}, &p); err != nil {
+		return p, fmt.Errorf("approve node %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// enrolHash is what the state stores of a token, and the key of the join
+// proofs made with it.
+func enrolHash(token string) string {
+	sum := sha256.Sum256([]byte("cairn enrolment token\x00" + token))
+	return hex.EncodeToString(sum[:])
+}
+
+// enrolTokenID is the public half of a token ("ID.SECRET").
+func enrolTokenID(token string) (string, bool) {
+	id, secret, ok := strings.Cut(token, ".")
+	return id, ok && id != "" && secret != ""
+}
+
+// keyFingerprint names a public key for a person comparing it on two screens.
+func keyFingerprint(pubPEM []byte) string {
+	sum := sha256.Sum256(pubPEM)
+	return hex.EncodeToString(sum[:8])
+}
+
+func (s *Store) enrolToken(id string) *enrolToken {
+	raw, err := s.txn().First(tableEnrolTokens, "id", id)
+	if err != nil || raw == nil {
+		return nil
+	}
+	return raw.(*enrolToken)
+}

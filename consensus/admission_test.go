@@ -1,0 +1,211 @@
+package consensus
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// startOne forms a one-node cluster with the cluster key "site-key".
+func startOne(t *testing.T) (*testCluster, *Node) {
+	tc := &testCluster{t: t}
+	cfg := newTestConfig(t, 1, 1, "site-key")
+	n1 := tc.start(cfg)
+	tc.nodes, tc.cfgs = append(tc.nodes, n1), append(tc.cfgs, cfg)
+	tc.waitVoters(1)
+	return tc, n1
+}
+
+// joiner is node i configured to join n1's cluster, not started.
+func joiner(t *testing.T, tc *testCluster, i int, enrol string) *Node {
+	cfg := newTestConfig(t, i, 3, "site-key") // 3: never bootstraps alone
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = enrol
+	nd, err := New(cfg, testRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nd
+}
+
+func askCode(t *testing.T, nd *Node, to *Node) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, _, err := nd.askToJoin(ctx, to.RaftAddr(), false)
+	return err
+}
+
+// The cluster key (the old join token) alone no longer admits a node once
+// the cluster has formed; an enrolment token admits once, and not twice.
+func TestJoinNeedsAnEnrolmentTokenOnce(t *testing.T) {
+	tc, n1 := startOne(t)
+	if err := askCode(t, joiner(t, tc, 2, ""), n1); ErrorCode(err) != CodeForbidden || ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("join with the cluster key alone: %v, want forbidden (pending approval)", err)
+	}
+	tok := tc.enrolToken()
+	if err := askCode(t, joiner(t, tc, 3, tok), n1); err != nil {
+		t.Fatalf("join with a fresh enrolment token: %v", err)
+	}
+	if err := askCode(t, joiner(t, tc, 4, tok), n1); ErrorCode(err) != CodeForbidden {
+		t.Fatalf("second join with the same enrolment token: %v, want forbidden", err)
+	}
+	// A token whose secret is wrong (same ID) does not pass either.
+	tok2 := tc.enrolToken()
+	id, _ := enrolTokenID(tok2)
+	if err := askCode(t, joiner(t, tc, 5, id+".00"), n1); ErrorCode(err) != CodeForbidden {
+		t.Fatalf("join with a forged enrolment token: %v, want forbidden", err)
+	}
+	// The whole way: a node started with a token becomes a voter.
+	cfg := newTestConfig(t, 6, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tok2
+	tc.nodes = append(tc.nodes, tc.start(cfg))
+	tc.waitVoters(2)
+}
+
+func TestExpiredEnrolmentTokenIsRefused(t *testing.T) {
+	tc, n1 := startOne(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tok, err := n1.CreateEnrolToken(ctx, 50*time.Millisecond, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd := joiner(t, tc, 2, tok.Token)
+	testutil.WaitFor(t, 5*time.Second, "the token to expire", func() error {
+		if time.Now().Before(tok.Expires) {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	if err := askCode(t, nd, n1); ErrorCode(err) != CodeForbidden {
+		t.Fatalf("join with an expired enrolment token: %v, want forbidden", err)
+	}
+}
+
+// A node with the cluster key but no enrolment token waits as pending until
+// an admin approves it (by the fingerprint of its key), then joins.
+func TestApprovalAdmitsAPendingNode(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	var fp string
+	testutil.WaitFor(t, 20*time.Second, "node2 pending", func() error {
+		for _, p := range n1.PendingNodes() {
+			if p.Name == "node2" {
+				fp = p.Fingerprint
+				return nil
+			}
+		}
+		return errors.New("not listed")
+	})
+	if v := n1.Status().Voters; v != 1 || n2.Raft() != nil {
+		t.Fatalf("a pending node was admitted before approval (%d voters)", v)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", "0000000000000000", "admin"); ErrorCode(err) != CodeConflict {
+		t.Fatalf("approval with the wrong fingerprint: %v, want conflict", err)
+	}
+	if _, err := n1.ApproveNode(ctx, "node2", fp, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitVoters(2)
+	testutil.WaitFor(t, 10*time.Second, "the approval used up", func() error {
+		if p := n1.PendingNodes(); len(p) != 0 {
+			return fmt.Errorf("still pending: %v", p)
+		}
+		return nil
+	})
+}
+
+// Gossip needs only the cluster key, and a member's phase and address there
+// are only claims: a node that claims to be "waiting" without holding a
+// certificate of the cluster CA is not added to Raft.
+func TestGossipClaimAloneDoesNotMakeAVoter(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	liar := tc.start(cfg)
+	liar.mu.Lock()
+	liar.phase = phaseWaiting
+	liar.mu.Unlock()
+	liar.updateGossipMeta()
+	testutil.WaitFor(t, 10*time.Second, "the leader to see the claim", func() error {
+		for _, m := range n1.aliveMembers() {
+			if m.Name == "node2" && m.Meta.Phase == phaseWaiting {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	n1.reconcileMembership(map[string]time.Time{})
+	if v := n1.Status().Voters; v != 1 {
+		t.Fatalf("a node with the cluster key but no certificate became a voter (%d voters)", v)
+	}
+}
+
+// A box started with no cluster key (an image carries none) asks the
+// formed cluster it can reach to pair it; it waits as pending, and once an
+// admin approves its key it gets its certificate and the cluster key, and
+// becomes a voter.
+func TestPairingWithoutTheClusterKey(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "") // no key: it makes its own
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	if n2.JoinToken() == n1.JoinToken() {
+		t.Fatal("the keyless node has the cluster key already")
+	}
+	var fp string
+	testutil.WaitFor(t, 20*time.Second, "node2 pending", func() error {
+		for _, p := range n1.PendingNodes() {
+			if p.Name == "node2" {
+				fp = p.Fingerprint
+				return nil
+			}
+		}
+		return errors.New("not listed")
+	})
+	if fp != n2.JoinFingerprint() {
+		t.Fatalf("pending fingerprint %s, the node's own %s", fp, n2.JoinFingerprint())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", fp, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	tc.waitVoters(2)
+	if n2.JoinToken() != n1.JoinToken() {
+		t.Fatal("the paired node did not adopt the cluster key")
+	}
+}
+
+// A pairing request must be signed, on its own TLS session, with the key it
+// asks a certificate for: one relayed from another session is refused.
+func TestPairingRequestIsBoundToItsSession(t *testing.T) {
+	key, _, err := newNodeKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	req := joinRequest{Name: "n", RaftAddr: "10.0.0.1:8444", PubKey: pemBlock("PUBLIC KEY", der), Pair: true}
+	if req.KeySig, err = signPairing(key, []byte("session-a"), &req); err != nil {
+		t.Fatal(err)
+	}
+	if err := verifyPairing([]byte("session-a"), &req); err != nil {
+		t.Fatalf("own session: %v", err)
+	}
+	if err := verifyPairing([]byte("session-b"), &req); err == nil {
+		t.Fatal("a pairing request relayed onto another TLS session was accepted")
+	}
+}
