@@ -12,8 +12,8 @@ import (
 // nodes; a token comes back once, with the cluster key, and is audited.
 func TestEnrolmentTokenAndApprovalRoutes(t *testing.T) {
 	f := newFixture(t)
-	f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": "bob", "password": "bob-password"}, 201, nil)
-	bob := f.login("bob", "bob-password")
+	f.call("POST", "/api/v1/users", f.admin, map[string]any{"name": "bob", "password": "correct-horse-battery"}, 201, nil)
+	bob := f.login("bob", "correct-horse-battery")
 	f.call("POST", "/api/v1/cluster/enrol-tokens", bob, map[string]any{}, 403, nil)
 	f.call("GET", "/api/v1/cluster/pending", bob, nil, 403, nil)
 	f.call("POST", "/api/v1/cluster/pending/node9/approve", bob, map[string]any{}, 403, nil)

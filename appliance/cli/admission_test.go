@@ -21,14 +21,14 @@ func TestNodeAdmissionCommands(t *testing.T) {
 	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
 	srv := httptest.NewServer(api.New(api.Deps{Identity: svc, Cluster: c.Nodes[0]}))
 	defer srv.Close()
-	body, _ := json.Marshal(map[string]string{"setup_code": svc.SetupCode(), "username": "admin", "password": "admin-password"})
+	body, _ := json.Marshal(map[string]string{"setup_code": svc.SetupCode(), "username": "admin", "password": "correct-horse-battery"})
 	if res, err := http.Post(srv.URL+"/api/v1/setup", "application/json", bytes.NewReader(body)); err != nil || res.StatusCode != 201 {
 		t.Fatalf("setup: %v %v", res, err)
 	}
 	run := func(want int, args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		stdin := strings.NewReader("admin-password\n")
+		stdin := strings.NewReader("correct-horse-battery\n")
 		if code := Main(append([]string{"--endpoint", srv.URL}, args...), stdin, &out, &errOut); code != want {
 			t.Fatalf("cairn %s: exit %d, want %d: %s%s", strings.Join(args, " "), code, want, out.String(), errOut.String())
 		}
