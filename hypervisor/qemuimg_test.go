@@ -21,7 +21,7 @@ import (
 // process from /proc: they must be OpenStack's, set before qemu-img ran.
 func TestQEMUImgLimits(t *testing.T) {
 	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("qemu-img not installed (apt-get install qemu-utils)")
+		t.Fatal("qemu-img not installed (apt-get install qemu-utils; make test installs it)")
 	}
 	fifo := filepath.Join(t.TempDir(), "upload.img")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {

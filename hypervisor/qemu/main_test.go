@@ -51,7 +51,7 @@ func runHelper(runDir string) {
 func requireQEMU(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Skip("qemu-system-x86_64 not installed (apt-get install qemu-system-x86)")
+		t.Fatal("qemu-system-x86_64 not installed (apt-get install qemu-system-x86; make test installs it)")
 	}
 }
 
