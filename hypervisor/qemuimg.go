@@ -17,14 +17,16 @@ import (
 const qemuImgAddressSpace = 1 << 30
 
 // qemuImgCPU is the CPU-time limit of a qemu-img subcommand: OpenStack's 30 s
-// for the ones that only read headers, more for those that copy data (a
-// large image's conversion is legitimately long).
+// for the ones that only read headers; for those that copy data, which run
+// only on images info and check have passed, a bound on a runaway rather
+// than on real work: converting a large raw image legitimately takes many
+// minutes of CPU (zero detection reads every byte).
 func qemuImgCPU(sub string) int {
 	switch sub {
 	case "info", "check", "measure":
 		return 30
 	}
-	return 600
+	return 6 * 3600
 }
 
 // qemuImgArgv is the argv that runs qemu-img (through prefix) with args

@@ -109,7 +109,7 @@ func TestQEMUImgArgv(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "/lib/ld.so --library-path /lib " + dir + "/prlimit --as=1073741824 --cpu=600 -- /lib/ld.so --library-path /lib " + dir + "/qemu-img convert a b"
+	want := "/lib/ld.so --library-path /lib " + dir + "/prlimit --as=1073741824 --cpu=21600 -- /lib/ld.so --library-path /lib " + dir + "/qemu-img convert a b"
 	if strings.Join(got, " ") != want {
 		t.Errorf("argv\n%s\nwant\n%s", strings.Join(got, " "), want)
 	}

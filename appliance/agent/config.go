@@ -77,7 +77,11 @@ type Config struct {
 	// Slow clients: see timeouts.go.
 	HeaderTimeout time.Duration `json:"http-header-timeout"`
 	BodyTimeout   time.Duration `json:"http-body-timeout"`
-	IdleTimeout   time.Duration `json:"http-idle-timeout"`
+	// BodyMinRate is the slowest a request body may arrive on average
+	// (bytes/s) once it has taken longer than BodyTimeout: a byte now and
+	// then does not keep a connection.
+	BodyMinRate int64         `json:"http-body-min-rate"`
+	IdleTimeout time.Duration `json:"http-idle-timeout"`
 }
 
 // DefaultConfig holds every default of the node.
@@ -125,6 +129,7 @@ func DefaultConfig() Config {
 		DataReservePercent: storage.DefaultReserve.Percent,
 		HeaderTimeout:      10 * time.Second,
 		BodyTimeout:        time.Minute,
+		BodyMinRate:        1024,
 		IdleTimeout:        2 * time.Minute,
 	}
 }
@@ -227,6 +232,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.Float64Var(&cfg.DataReservePercent, "data-reserve-percent", cfg.DataReservePercent, "the same floor as a share of the filesystem's size, in percent; the larger of the two applies")
 	fs.DurationVar(&cfg.HeaderTimeout, "http-header-timeout", cfg.HeaderTimeout, "API, UI and S3: a client must send its request headers within this")
 	fs.DurationVar(&cfg.BodyTimeout, "http-body-timeout", cfg.BodyTimeout, "API, UI and S3: a request body that sends nothing for this long is cut (a slow but moving upload is not)")
+	fs.Int64Var(&cfg.BodyMinRate, "http-body-min-rate", cfg.BodyMinRate, "API, UI and S3: a request body slower than this many bytes/s on average, once older than --http-body-timeout, is cut")
 	fs.DurationVar(&cfg.IdleTimeout, "http-idle-timeout", cfg.IdleTimeout, "API, UI and S3: an idle keep-alive connection is closed after this")
 	return fs
 }
@@ -277,7 +283,7 @@ func (c *Config) finish() error {
 	if c.GCInterval <= 0 || c.MultipartExpiry <= 0 {
 		return errors.New("--gc-interval and --multipart-expiry must be positive")
 	}
-	if c.HeaderTimeout <= 0 || c.BodyTimeout <= 0 || c.IdleTimeout <= 0 {
+	if c.HeaderTimeout <= 0 || c.BodyTimeout <= 0 || c.IdleTimeout <= 0 || c.BodyMinRate < 0 {
 		return errors.New("--http-header-timeout, --http-body-timeout and --http-idle-timeout must be positive")
 	}
 	if c.DataReservePercent < 0 || c.DataReservePercent > 50 {

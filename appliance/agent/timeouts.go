@@ -13,14 +13,16 @@ import (
 // within HeaderTimeout (which also bounds the TLS handshake), an idle
 // keep-alive connection is closed after IdleTimeout, and a request body
 // must make progress: each read extends the connection's read deadline by
-// BodyTimeout, so a stalled body is cut while a slow one completes.
+// BodyTimeout, so a stalled body is cut while a slow one completes. Once a
+// body is older than BodyTimeout it must also average BodyMinRate, so one
+// byte a minute (a login form that never ends) does not hold a connection.
 
 // newHTTPServer is the API's and S3's server on addr with the node's
 // timeouts.
 func (a *Agent) newHTTPServer(addr string, h http.Handler) *http.Server {
 	return &http.Server{
 		Addr:              addr,
-		Handler:           bodyProgress(h, a.cfg.BodyTimeout),
+		Handler:           bodyProgress(h, a.cfg.BodyTimeout, a.cfg.BodyMinRate),
 		ReadHeaderTimeout: a.cfg.HeaderTimeout,
 		IdleTimeout:       a.cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
@@ -28,7 +30,7 @@ func (a *Agent) newHTTPServer(addr string, h http.Handler) *http.Server {
 }
 
 // bodyProgress gives a request body timeout to read its next bytes in.
-func bodyProgress(next http.Handler, timeout time.Duration) http.Handler {
+func bodyProgress(next http.Handler, timeout time.Duration, minRate int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// A request without a body is left alone: its connection's
 		// background read (which notices a client going away) must not
@@ -43,7 +45,7 @@ func bodyProgress(next http.Handler, timeout time.Duration) http.Handler {
 			next.ServeHTTP(w, r) // a connection without deadlines
 			return
 		}
-		r.Body = &progressBody{ReadCloser: r.Body, rc: rc, timeout: timeout, extended: now}
+		r.Body = &progressBody{ReadCloser: r.Body, rc: rc, timeout: timeout, minRate: minRate, start: now, extended: now}
 		next.ServeHTTP(w, r)
 	})
 }
@@ -53,6 +55,9 @@ type progressBody struct {
 	io.ReadCloser
 	rc       *http.ResponseController
 	timeout  time.Duration
+	minRate  int64 // bytes/s, averaged from start once the body is older than timeout
+	start    time.Time
+	total    int64
 	extended time.Time
 }
 
@@ -63,8 +68,12 @@ func (b *progressBody) Read(p []byte) (int, error) {
 	// long (an image conversion) without the request being cancelled.
 	// Moving the deadline costs a timer update: not on every read of a
 	// fast upload, but well before the current one passes.
+	b.total += int64(n)
 	if n > 0 && err == nil {
-		if now := time.Now(); now.Sub(b.extended) > b.timeout/8 {
+		now := time.Now()
+		age := now.Sub(b.start)
+		tooSlow := age > b.timeout && float64(b.total) < float64(b.minRate)*age.Seconds()
+		if now.Sub(b.extended) > b.timeout/8 && !tooSlow {
 			b.extended = now
 			_ = b.rc.SetReadDeadline(now.Add(b.timeout))
 		}

@@ -23,6 +23,7 @@ import (
 func slowServers(t *testing.T) map[string]string {
 	a := &Agent{cfg: DefaultConfig(), log: slog.Default()}
 	a.cfg.HeaderTimeout, a.cfg.BodyTimeout, a.cfg.IdleTimeout = 300*time.Millisecond, 500*time.Millisecond, time.Second
+	a.cfg.BodyMinRate = 200 // bytes/s: the steady upload below sends 500
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n, err := io.Copy(io.Discard, r.Body)
 		if err != nil {
@@ -93,6 +94,26 @@ func TestSlowClientsAreCutAndSlowUploadsComplete(t *testing.T) {
 				t.Fatal(err)
 			}
 			closedWithin(t, c, 3*time.Second, "stalled body")
+
+			// A body that drips a byte now and then: every drop comes
+			// within the body timeout, but it averages less than the
+			// minimum rate once older than the timeout.
+			c = dial(t, addr)
+			if _, err := io.WriteString(c, "PUT /x HTTP/1.1\r\nHost: cairn\r\nContent-Length: 1000\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			dripped := make(chan struct{})
+			go func() {
+				defer close(dripped)
+				for range 20 {
+					time.Sleep(150 * time.Millisecond)
+					if _, err := io.WriteString(c, "d"); err != nil {
+						return
+					}
+				}
+			}()
+			closedWithin(t, c, 2*time.Second, "dripping body")
+			<-dripped
 
 			// A slow but steady body of 2 s, four times the body
 			// timeout, completes; then the connection idles and is

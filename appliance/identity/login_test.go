@@ -155,6 +155,7 @@ func TestPasswordChecksAreBounded(t *testing.T) {
 	cfg := identity.DefaultConfig()
 	cfg.HashConcurrency = 1
 	cfg.HashWait = time.Millisecond
+	cfg.LoginFreeFailures = 100 // eight logins as one user at once: this test is about the hash slots
 	svc := identity.NewService(c.Nodes[0], cfg)
 	setupAdmin(t, svc)
 	var ok, busy atomic.Int64
@@ -303,4 +304,73 @@ func TestFailedLoginsAreAuditedInBatches(t *testing.T) {
 func sha256Sum(s string) []byte {
 	sum := sha256.Sum256([]byte(s))
 	return sum[:]
+}
+
+// Guesses sent all at once are counted before their passwords are hashed:
+// a burst cannot slip more than the free failures past the backoff while
+// the first guesses are still being checked.
+func TestConcurrentGuessesAreCounted(t *testing.T) {
+	c := consensustest.Start(t, 1, register)
+	cfg := identity.DefaultConfig()
+	cfg.LoginFreeFailures = 2
+	cfg.HashWait = time.Minute // none is refused as busy: every guess is either checked or throttled
+	svc := identity.NewService(c.Nodes[0], cfg)
+	admin := setupAdmin(t, svc)
+	bg := context.Background()
+	if _, err := svc.CreateUser(bg, admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"}); err != nil {
+		t.Fatal(err)
+	}
+	var checked, throttled atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, _, err := svc.Login(identity.WithRemoteAddr(bg, "192.0.2.7:5555"), "nurse", fmt.Sprintf("guess-number-%d", i))
+			var te *identity.ThrottledError
+			switch {
+			case identity.IsCode(err, identity.CodeUnauthenticated) && !errors.As(err, &te):
+				checked.Add(1)
+			case errors.As(err, &te):
+				throttled.Add(1)
+			default:
+				t.Errorf("a guess: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if checked.Load() > 3 || checked.Load()+throttled.Load() != 20 {
+		t.Fatalf("%d of 20 simultaneous guesses had their password checked (want at most 3: two free failures and the one that starts the backoff), %d throttled",
+			checked.Load(), throttled.Load())
+	}
+}
+
+// A stranger failing as a user backs off that user name, but not from a
+// source the user has logged in from before.
+func TestKnownSourceIsNotLockedOut(t *testing.T) {
+	c := consensustest.Start(t, 1, register)
+	clk := &clock{now: time.Now()}
+	cfg := identity.DefaultConfig()
+	cfg.Now = clk.Now
+	svc := identity.NewService(c.Nodes[0], cfg)
+	admin := setupAdmin(t, svc)
+	bg := context.Background()
+	if _, err := svc.CreateUser(bg, admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"}); err != nil {
+		t.Fatal(err)
+	}
+	ward := identity.WithRemoteAddr(bg, "192.0.2.7:5555")
+	if _, _, err := svc.Login(ward, "nurse", "night-shift-9471"); err != nil {
+		t.Fatal(err)
+	}
+	stranger := identity.WithRemoteAddr(bg, "203.0.113.9:1")
+	for range 6 {
+		_, _, _ = svc.Login(stranger, "nurse", "not-her-password")
+	}
+	var te *identity.ThrottledError
+	if _, _, err := svc.Login(identity.WithRemoteAddr(bg, "198.51.100.3:1"), "nurse", "night-shift-9471"); !errors.As(err, &te) {
+		t.Fatalf("from a new address during the user's backoff: %v, want throttled", err)
+	}
+	if _, _, err := svc.Login(ward, "nurse", "night-shift-9471"); err != nil {
+		t.Fatalf("from the ward's terminal she logged in from before: %v", err)
+	}
 }

@@ -243,7 +243,7 @@ const dummyHash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGh
 func (s *Service) Login(ctx context.Context, username, password string) (string, *Token, error) {
 	remote := remoteAddr(ctx)
 	keys := loginKeys(remote, username)
-	if wait := s.logins.wait(s.cfg.Now(), keys); wait > 0 {
+	if wait := s.logins.begin(s.cfg.Now(), keys); wait > 0 {
 		s.loginFailed(remote, username, CodeTooManyAttempts)
 		return "", nil, &ThrottledError{RetryAfter: wait}
 	}
@@ -254,10 +254,10 @@ func (s *Service) Login(ctx context.Context, username, password string) (string,
 	}
 	ok := false
 	if err := s.withHashSlot(ctx, func() { ok = CheckPassword(hash, password) }); err != nil {
+		s.logins.abandon(keys)
 		return "", nil, err
 	}
-	if u == nil || !ok {
-		s.logins.fail(s.cfg.Now(), keys)
+	if u == nil || !ok { // counted as failed already, by begin
 		s.loginFailed(remote, username, CodeUnauthenticated)
 		s.log.Warn("login failed", "user", username, "remote", remote)
 		return "", nil, ErrUnauthenticated

@@ -74,6 +74,10 @@ type loginLimiter struct {
 	max     time.Duration // the longest delay
 	size    int
 	entries map[string]*loginFailures
+	// known are the (user, source) pairs that logged in before: from there
+	// only the source's own failures count, so a stranger failing as a
+	// user does not lock the user out of the places they work from.
+	known map[string]bool
 }
 
 type loginFailures struct {
@@ -84,11 +88,12 @@ type loginFailures struct {
 
 func newLoginLimiter(cfg Config) *loginLimiter {
 	return &loginLimiter{free: cfg.LoginFreeFailures, base: cfg.LoginBackoffBase, max: cfg.LoginBackoffMax,
-		size: max(cfg.LoginTableSize, 2), entries: map[string]*loginFailures{}}
+		size: max(cfg.LoginTableSize, 2), entries: map[string]*loginFailures{}, known: map[string]bool{}}
 }
 
-// loginKeys are the limiter's keys of an attempt. IPv6 addresses count per
-// /64, which is what one subscriber usually gets.
+// loginKeys are the limiter's keys of an attempt, the source's first and
+// the user name's second. IPv6 addresses count per /64, which is what one
+// subscriber usually gets.
 func loginKeys(remote, username string) []string {
 	return []string{"addr " + sourceOf(remote), "user " + strings.ToLower(clip(username))}
 }
@@ -121,10 +126,56 @@ func sourceOf(remote string) string {
 	return ip.String()
 }
 
+// begin admits an attempt or returns how long it must wait. An admitted
+// attempt is counted as failed before its password is checked, so a burst of
+// concurrent guesses cannot all pass while the first ones are still hashing;
+// a success forgets the count (succeed).
+func (l *loginLimiter) begin(now time.Time, keys []string) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	keys = l.counted(keys)
+	if w := l.waitLocked(now, keys); w > 0 {
+		return w
+	}
+	l.failLocked(now, keys)
+	return 0
+}
+
+// abandon takes back the count of an attempt begin admitted whose password
+// was never checked (no hash slot came free).
+func (l *loginLimiter) abandon(keys []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, k := range l.counted(keys) {
+		e := l.entries[k]
+		if e == nil {
+			continue
+		}
+		if e.n--; e.n <= 0 {
+			delete(l.entries, k)
+		} else if e.n <= l.free {
+			e.until = time.Time{}
+		}
+	}
+}
+
+// counted drops the user-name key of a (source, user) pair that logged in
+// before.
+func (l *loginLimiter) counted(keys []string) []string {
+	if len(keys) == 2 && l.known[keys[0]+" "+keys[1]] {
+		return keys[:1]
+	}
+	return keys
+}
+
 // wait returns how long attempts with these keys are still refused.
 func (l *loginLimiter) wait(now time.Time, keys []string) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.waitLocked(now, l.counted(keys))
+}
+
+func (l *loginLimiter) waitLocked(now time.Time, keys []string) time.Duration {
 	var w time.Duration
 	for _, k := range keys {
 		if e := l.entries[k]; e != nil && now.Before(e.until) {
@@ -138,6 +189,10 @@ func (l *loginLimiter) wait(now time.Time, keys []string) time.Duration {
 func (l *loginLimiter) fail(now time.Time, keys []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.failLocked(now, keys)
+}
+
+func (l *loginLimiter) failLocked(now time.Time, keys []string) {
 	for _, k := range keys {
 		e := l.entries[k]
 		if e == nil {
@@ -153,12 +208,19 @@ func (l *loginLimiter) fail(now time.Time, keys []string) {
 	}
 }
 
-// succeed forgets the failures of these keys.
+// succeed forgets the failures of these keys and remembers the (source,
+// user) pair as known.
 func (l *loginLimiter) succeed(keys []string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	for _, k := range keys {
 		delete(l.entries, k)
+	}
+	if len(keys) == 2 {
+		if len(l.known) >= l.size {
+			clear(l.known) // bounded; forgetting only brings back the default
+		}
+		l.known[keys[0]+" "+keys[1]] = true
 	}
 }
 
@@ -288,16 +350,17 @@ func (s *Service) checkCurrentPassword(ctx context.Context, userID string, pw *s
 	}
 	remote := remoteAddr(ctx)
 	keys := loginKeys(remote, u.Name)
-	if wait := s.logins.wait(s.cfg.Now(), keys); wait > 0 {
+	if wait := s.logins.begin(s.cfg.Now(), keys); wait > 0 {
 		return &ThrottledError{RetryAfter: wait}
 	}
 	ok := false
 	if err := s.withHashSlot(ctx, func() { ok = CheckPassword(u.PasswordHash, *pw) }); err != nil {
+		s.logins.abandon(keys)
 		return err
 	}
 	if !ok {
-		s.logins.fail(s.cfg.Now(), keys)
 		return ErrCurrentPasswordWrong
 	}
+	s.logins.succeed(keys)
 	return nil
 }
