@@ -22,6 +22,7 @@ type durableBackend struct {
 	completed map[uint64]bool
 	durable   map[uint64]bool
 
+	gate                  chan struct{} // if set, writes wait for it to close
 	inFlight, maxInFlight atomic.Int32
 	flushes               atomic.Int32
 }
@@ -56,6 +57,9 @@ func (b *durableBackend) ReadAt(_ context.Context, p []byte, off int64) error {
 
 func (b *durableBackend) WriteAt(_ context.Context, p []byte, off int64, fua bool) error {
 	defer b.enter()()
+	if b.gate != nil {
+		<-b.gate
+	}
 	jitter()
 	id := binary.BigEndian.Uint64(p)
 	b.mu.Lock()
