@@ -167,7 +167,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 }
 
-// Close is Shutdown without a deadline.
+// Close is Shutdown without a deadline: a client that stops reading its
+// replies can hold it up forever, so daemons should call Shutdown.
 func (s *Server) Close() error { return s.Shutdown(context.Background()) }
 
 func (s *Server) isClosing() bool {

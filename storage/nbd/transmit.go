@@ -74,6 +74,13 @@ func (s *session) run(ctx context.Context, stopped func() bool) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", errProtocol, err)
 		}
+		if req.typ == cmdDisc {
+			s.wg.Wait()
+			return s.finalFlush(ctx)
+		}
+		// The slot is taken before a write's payload is read, so a
+		// connection holds at most MaxInFlight payloads.
+		s.sem <- struct{}{}
 		var payload []byte
 		if req.typ == cmdWrite {
 			if req.length > s.maxPayload {
@@ -86,15 +93,11 @@ func (s *session) run(ctx context.Context, stopped func() bool) error {
 				return fmt.Errorf("%w: truncated write payload: %v", errProtocol, err)
 			}
 		}
-		if req.typ == cmdDisc {
-			s.wg.Wait()
-			return s.finalFlush(ctx)
-		}
 		if errno := s.check(req); errno != 0 {
+			<-s.sem
 			s.replyErr(req, errno, "")
 			continue
 		}
-		s.sem <- struct{}{}
 		s.wg.Add(1)
 		go func() {
 			defer func() { <-s.sem; s.wg.Done() }()
