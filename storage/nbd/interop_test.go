@@ -54,6 +54,7 @@ func sum(b []byte) [32]byte { return sha256.Sum256(b) }
 func TestNbdinfo(t *testing.T) {
 	rw, _ := newFileExport(t, "disk", 8<<20, false, nil)
 	ro, _ := newFileExport(t, "ro", 1<<20, true, nil)
+	ro.MultiConn = false
 	ts := startServer(t, DefaultConfig(), rw, ro)
 
 	var info struct {
@@ -87,7 +88,7 @@ func TestNbdinfo(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &info); err != nil || len(info.Exports) != 1 {
 		t.Fatalf("nbdinfo output %v:\n%s", err, out)
 	}
-	if e := info.Exports[0]; e.Size != 1<<20 || !e.ReadOnly || e.CanTrim || e.CanZero || e.CanFUA {
+	if e := info.Exports[0]; e.Size != 1<<20 || !e.ReadOnly || e.CanTrim || e.CanZero || e.CanFUA || e.CanMultiConn {
 		t.Errorf("nbdinfo of ro:\n%s", out)
 	}
 
