@@ -1,6 +1,7 @@
 // Package nbd is Cairn's Network Block Device server: the fixed newstyle
 // handshake (with STARTTLS, GO/INFO, LIST, structured replies) and the
-// transmission phase (READ, WRITE, FLUSH, FUA, TRIM, WRITE_ZEROES, DISC),
+// transmission phase (READ, WRITE, FLUSH, FUA, TRIM, WRITE_ZEROES, DISC,
+// and BLOCK_STATUS for the base:allocation metadata context),
 // written against the NBD protocol document (NetworkBlockDevice/nbd,
 // doc/proto.md).
 //

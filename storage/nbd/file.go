@@ -105,3 +105,34 @@ func (b *FileBackend) WriteZeroes(ctx context.Context, off, length int64, noHole
 	}
 	return ctx.Err()
 }
+
+// BlockStatus implements BlockStatuser with SEEK_DATA and SEEK_HOLE:
+// holes read as zeroes, data is reported as allocated with unknown
+// contents. Where the file system cannot tell, all of it is data.
+func (b *FileBackend) BlockStatus(_ context.Context, off, length int64) ([]Extent, error) {
+	fd := int(b.f.Fd())
+	end := min(off+length, b.size)
+	var out []Extent
+	for pos := off; pos < end && len(out) < maxExtents; {
+		data, err := unix.Seek(fd, pos, unix.SEEK_DATA)
+		if errors.Is(err, unix.ENXIO) {
+			data = b.size // nothing but a hole up to the end
+		} else if err != nil {
+			return []Extent{{Length: end - pos}}, nil
+		}
+		if data > pos {
+			l := min(data, end) - pos
+			out = append(out, Extent{Length: l, Hole: true, Zero: true})
+			pos += l
+			continue
+		}
+		hole, err := unix.Seek(fd, pos, unix.SEEK_HOLE)
+		if err != nil || hole <= pos {
+			hole = end
+		}
+		l := min(hole, end) - pos
+		out = append(out, Extent{Length: l})
+		pos += l
+	}
+	return out, nil
+}

@@ -46,6 +46,11 @@ func (b *memBackend) WriteZeroes(_ context.Context, off, n int64, _ bool) error 
 	return nil
 }
 
+// BlockStatus reports the first half of any range as a hole.
+func (b *memBackend) BlockStatus(_ context.Context, off, n int64) ([]Extent, error) {
+	return []Extent{{Length: n / 2, Hole: true, Zero: true}, {Length: n - n/2}}, nil
+}
+
 // lockedBuffer collects replies written by concurrent requests.
 type lockedBuffer struct {
 	mu sync.Mutex
@@ -108,6 +113,7 @@ func FuzzRequestDecoder(f *testing.F) {
 	add(request{typ: cmdRead, offset: ^uint64(0), length: 10}.encode(), request{typ: cmdDisc}.encode())
 	add(request{typ: cmdWrite, length: 1 << 30}.encode())
 	add([]byte{0x25, 0x60, 0x95, 0x13, 0, 0})
+	add(request{typ: cmdBlockStatus, flags: cmdFlagReqOne, length: 1 << 16}.encode(), request{typ: cmdBlockStatus, offset: 7, length: 9}.encode(), []byte{0})
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) >= requestSize {
 			if req, err := decodeRequest(in[:requestSize]); err == nil && !bytes.Equal(req.encode(), in[:requestSize]) {
@@ -117,7 +123,9 @@ func FuzzRequestDecoder(f *testing.F) {
 		be := &memBackend{data: make([]byte, 64<<10)}
 		exp := &Export{Name: "fuzz", Backend: be}
 		var out lockedBuffer
-		s := newSession(negotiated{export: exp}, fuzzConfig(), bytes.NewReader(in), &out, slog.New(slog.DiscardHandler))
+		// Inputs of odd length run with structured replies and block status.
+		odd := len(in)%2 == 1
+		s := newSession(negotiated{export: exp, structured: odd, blockStatus: odd}, fuzzConfig(), bytes.NewReader(in), &out, slog.New(slog.DiscardHandler))
 		s.run(context.Background(), func() bool { return false })
 		if len(be.data) != 64<<10 {
 			t.Fatal("export resized")
@@ -178,6 +186,9 @@ func FuzzOptions(f *testing.F) {
 	f.Add(join(fixedFlags, opt(optList, nil), opt(optInfo, goData("")), opt(optExportName, []byte("disk"))))
 	f.Add(join(fixedFlags, opt(optStartTLS, nil), opt(42, []byte("x")), opt(optAbort, nil)))
 	f.Add(join(fixedFlags, optionBytes(magicIHaveOpt, optGo, 9, []byte{0, 0, 0, 200, 'd'})))
+	f.Add(join(fixedFlags, opt(optStructuredReply, nil), opt(optListMetaContext, metaQuery("disk")),
+		opt(optSetMetaContext, metaQuery("disk", "base:allocation")), opt(optGo, goData("disk")),
+		request{typ: cmdBlockStatus, length: 4096}.encode()))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		be := &memBackend{data: make([]byte, 4096)}
 		cfg := fuzzConfig()

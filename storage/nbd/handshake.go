@@ -24,12 +24,17 @@ type handshake struct {
 	tlsActive  bool
 	structured bool
 	noZeroes   bool
+	// base:allocation was selected by the last SET_META_CONTEXT, for
+	// metaExport.
+	metaSelected bool
+	metaExport   string
 }
 
 // negotiated is what the transmission phase needs from the handshake.
 type negotiated struct {
-	export     *Export
-	structured bool
+	export      *Export
+	structured  bool
+	blockStatus bool
 }
 
 func (h *handshake) tlsRequired() bool { return h.cfg.TLS != nil && !h.tlsActive }
@@ -109,7 +114,7 @@ func (h *handshake) option(ctx context.Context, opt uint32, data []byte) (negoti
 		if _, err := h.w.Write(b); err != nil {
 			return none, err
 		}
-		return negotiated{export: exp, structured: h.structured}, nil
+		return h.chosen(exp, string(data)), nil
 	case optAbort:
 		h.reply(opt, repAck, nil) // the client may already be gone
 		return none, errAbort
@@ -150,10 +155,13 @@ func (h *handshake) option(ctx context.Context, opt uint32, data []byte) (negoti
 		h.r.Reset(r)
 		h.w = w
 		h.tlsActive = true
-		h.structured = false // proto.md: nothing negotiated before STARTTLS survives it
+		// proto.md: nothing negotiated before STARTTLS survives it.
+		h.structured, h.metaSelected, h.metaExport = false, false, ""
 		return none, nil
 	case optInfo, optGo:
 		return h.infoGo(ctx, opt, data)
+	case optListMetaContext, optSetMetaContext:
+		return none, h.metaContext(ctx, opt, data)
 	case optStructuredReply:
 		if len(data) != 0 {
 			return none, h.reply(opt, repErrInvalid, []byte("STRUCTURED_REPLY takes no data"))
@@ -232,9 +240,19 @@ func (h *handshake) infoGo(ctx context.Context, opt uint32, data []byte) (negoti
 		return none, err
 	}
 	if opt == optGo {
-		return negotiated{export: exp, structured: h.structured}, nil
+		return h.chosen(exp, name), nil
 	}
 	return none, nil
+}
+
+// chosen is the outcome of a handshake that picked exp by name.
+func (h *handshake) chosen(exp *Export, name string) negotiated {
+	_, bs := exp.Backend.(BlockStatuser)
+	return negotiated{
+		export:      exp,
+		structured:  h.structured,
+		blockStatus: bs && h.structured && h.metaSelected && h.metaExport == name,
+	}
 }
 
 // lookup resolves a name and checks what the transmission phase relies on.

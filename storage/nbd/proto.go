@@ -165,6 +165,8 @@ func cmdName(t uint16) string {
 		return "trim"
 	case cmdWriteZeroes:
 		return "write_zeroes"
+	case cmdBlockStatus:
+		return "block_status"
 	}
 	return fmt.Sprintf("cmd%d", t)
 }

@@ -21,6 +21,7 @@ type session struct {
 	structured bool
 	maxPayload uint32
 	minBlock   uint32
+	bs         BlockStatuser // nil unless base:allocation was negotiated
 	log        *slog.Logger
 
 	r   io.Reader
@@ -34,7 +35,12 @@ type session struct {
 }
 
 func newSession(neg negotiated, cfg *Config, r io.Reader, w io.Writer, log *slog.Logger) *session {
+	var bs BlockStatuser
+	if neg.blockStatus {
+		bs, _ = neg.export.Backend.(BlockStatuser)
+	}
 	return &session{
+		bs:         bs,
 		exp:        neg.export,
 		be:         neg.export.Backend,
 		size:       uint64(neg.export.Backend.Size()),
@@ -127,6 +133,11 @@ func (s *session) check(req request) uint32 {
 		allowed, write = cmdFlagFUA, true
 	case cmdWriteZeroes:
 		allowed, write = cmdFlagFUA|cmdFlagNoHole, true
+	case cmdBlockStatus:
+		if s.bs == nil || req.length == 0 {
+			return errInval
+		}
+		allowed = cmdFlagReqOne
 	default:
 		return errInval
 	}
@@ -175,6 +186,10 @@ func (s *session) exec(ctx context.Context, req request, payload []byte) {
 		}
 	case cmdFlush:
 		err = s.be.Flush(ctx)
+	case cmdBlockStatus:
+		if err = s.blockStatus(ctx, req); err == nil {
+			return
+		}
 	case cmdTrim:
 		if n > 0 {
 			err = s.be.Trim(ctx, off, n)
