@@ -47,12 +47,17 @@ func (c *conn) setReadDeadline(t time.Time) {
 }
 
 func (c *conn) serve() {
-	defer c.nc.Close()
+	var tc *tls.Conn
+	defer func() {
+		if tc != nil {
+			tc.Close() // sends close_notify, then closes nc
+		}
+		c.nc.Close()
+	}()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg := &c.srv.cfg
 	h := &handshake{cfg: cfg, r: bufio.NewReaderSize(c.nc, 64<<10), w: c.nc}
-	var tc *tls.Conn
 	if cfg.TLS != nil {
 		h.upgrade = func() (io.Reader, io.Writer, error) {
 			tc = tls.Server(c.nc, cfg.TLS)

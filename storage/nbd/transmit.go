@@ -96,6 +96,11 @@ func (s *session) run(ctx context.Context, stopped func() bool) error {
 			}
 			payload = make([]byte, req.length)
 			if _, err := io.ReadFull(s.r, payload); err != nil {
+				if stopped() {
+					// Cut off by a shutdown: never answered, so not lost.
+					s.wg.Wait()
+					return s.finalFlush(ctx)
+				}
 				return fmt.Errorf("%w: truncated write payload: %v", errProtocol, err)
 			}
 		}
