@@ -99,6 +99,13 @@ func (a *Agent) newNodeAgent() {
 	if cfg.VMs {
 		version, err := hypervisor.QEMUVersion(qemuArgv)
 		nc.QEMUVersion = version
+		if err == nil {
+			// QEMU runs as each VM's own user and opens the VM's disks
+			// and the images under them by path: it must get that far
+			// (search only, nothing listable).
+			err = hypervisor.Traversable(cfg.DataDir, filepath.Join(cfg.DataDir, "vms"), filepath.Join(cfg.DataDir, "images"),
+				filepath.Join(cfg.DataDir, "images", "cache"), filepath.Dir(cfg.VMRunDir))
+		}
 		if err != nil {
 			nc.QEMUError = err.Error()
 			log.Error("this node cannot run VMs", "err", err)
