@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -113,6 +115,23 @@ func TestSandbox(t *testing.T) {
 	}
 	if slices.Contains(argv, "-runas") || slices.Contains(argv, "-run-with") {
 		t.Errorf("qemu was told to change its user itself: %q", argv)
+	}
+	// The consoles: QEMU, as the VM's user, made the sockets the agent
+	// relays (VNC answers RFB, the serial console accepts).
+	vnc, err := net.DialTimeout("unix", inst.VNCSocket(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("vnc: %v", err)
+	}
+	vnc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	greeting := make([]byte, 12)
+	if _, err := io.ReadFull(vnc, greeting); err != nil || !strings.HasPrefix(string(greeting), "RFB 003.") {
+		t.Errorf("vnc greeting %q: %v", greeting, err)
+	}
+	vnc.Close()
+	if ser, err := net.DialTimeout("unix", inst.SerialSocket(), 5*time.Second); err != nil {
+		t.Errorf("serial console: %v", err)
+	} else {
+		ser.Close()
 	}
 	// The tap and the root-only image are open in QEMU though its user
 	// could open neither.
