@@ -234,3 +234,29 @@ func Traversable(dirs ...string) error {
 	}
 	return nil
 }
+
+// Reachable checks that everyone may search every directory above dirs
+// (which Traversable does not change: they are not the agent's), so that
+// a VM's user gets to them; a data directory under /root, say, would keep
+// every VM from starting with a less clear error.
+func Reachable(dirs ...string) error {
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return err
+		}
+		for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+			info, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			if info.Mode().Perm()&0o001 == 0 {
+				return fmt.Errorf("vm users cannot reach %s: %s is not searchable by others (chmod o+x)", d, p)
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
+}

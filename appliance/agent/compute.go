@@ -109,6 +109,10 @@ func (a *Agent) newNodeAgent() {
 		if err != nil {
 			nc.QEMUError = err.Error()
 			log.Error("this node cannot run VMs", "err", err)
+		} else if err := hypervisor.Reachable(cfg.DataDir, cfg.VMRunDir); err != nil {
+			// Said loudly, but not fatal: a test's or laptop's data dir
+			// may sit under a private parent that is fixed by hand.
+			log.Error("VMs will fail to start", "err", err)
 		}
 	}
 	a.vms = hypervisor.NewNodeAgent(a.node, nc)
