@@ -44,7 +44,13 @@ func (c *Cache) File(img *Image) string {
 // The copy is checked against the image's SHA-256 before it is used.
 func (c *Cache) Path(ctx context.Context, img *Image) (string, error) {
 	path := c.File(img)
-	if _, err := os.Stat(path); err == nil {
+	if info, err := os.Stat(path); err == nil {
+		// Cached by an older agent as 0400 (root's alone).
+		if info.Mode().Perm() != 0o444 {
+			if err := os.Chmod(path, 0o444); err != nil {
+				return "", err
+			}
+		}
 		return path, nil
 	}
 	c.mu.Lock()
@@ -72,7 +78,7 @@ func (c *Cache) Path(ctx context.Context, img *Image) (string, error) {
 }
 
 func (c *Cache) fetch(ctx context.Context, img *Image) (string, error) {
-	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+	if err := os.MkdirAll(c.dir, 0o711); err != nil {
 		return "", err
 	}
 	obj, err := c.objects.HeadSystem(ctx, ImageBucket, img.ID)
@@ -96,8 +102,9 @@ func (c *Cache) fetch(ctx context.Context, img *Image) (string, error) {
 		return "", err
 	}
 	path := c.File(img)
-	// Read-only: every VM disk on this node is an overlay on it.
-	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
+	// Read-only, for everyone: every VM disk on this node is an overlay on
+	// it, and QEMU, running as the VM's user, opens it by path.
+	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -244,7 +244,7 @@ func (n *NodeAgent) diskGiB() int64 {
 	if n.cfg.DiskGiB != 0 || n.cfg.Volumes == nil {
 		return n.cfg.DiskGiB
 	}
-	if err := os.MkdirAll(n.cfg.Volumes.dir, 0o700); err != nil {
+	if err := Traversable(n.cfg.Volumes.dir); err != nil {
 		return 0
 	}
 	total, err := n.cfg.Volumes.reserve.Capacity(n.cfg.Volumes.dir)

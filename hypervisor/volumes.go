@@ -70,7 +70,9 @@ func (l *LocalVolumes) Dir(vmID string) string { return filepath.Join(l.dir, vmI
 
 func (l *LocalVolumes) Prepare(ctx context.Context, vm *VM, base *Image, basePath string) ([]Disk, error) {
 	dir := l.Dir(vm.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	// Traversable, not listable: QEMU, as the VM's user, opens its disks
+	// here (handed to that user) by path.
+	if err := Traversable(l.dir, dir); err != nil {
 		return nil, err
 	}
 	root := filepath.Join(dir, "root.qcow2")
@@ -209,4 +211,52 @@ func (l *LocalVolumes) cacheMode() string {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// Traversable creates the directories that are missing (0711) and lets
+// everyone search (not list) every one of them: a VM's QEMU runs as the
+// VM's user and opens its own disks, and qcow2 backing files in the image
+// cache, by path.
+func Traversable(dirs ...string) error {
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return err
+		}
+		info, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if info.Mode().Perm()&0o001 == 0 {
+			if err := os.Chmod(d, info.Mode().Perm()|0o001); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Reachable checks that everyone may search every directory above dirs
+// (which Traversable does not change: they are not the agent's), so that
+// a VM's user gets to them; a data directory under /root, say, would keep
+// every VM from starting with a less clear error.
+func Reachable(dirs ...string) error {
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return err
+		}
+		for p := filepath.Dir(abs); ; p = filepath.Dir(p) {
+			info, err := os.Stat(p)
+			if err != nil {
+				return err
+			}
+			if info.Mode().Perm()&0o001 == 0 {
+				return fmt.Errorf("vm users cannot reach %s: %s is not searchable by others (chmod o+x)", d, p)
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
 }

@@ -99,9 +99,20 @@ func (a *Agent) newNodeAgent() {
 	if cfg.VMs {
 		version, err := hypervisor.QEMUVersion(qemuArgv)
 		nc.QEMUVersion = version
+		if err == nil {
+			// QEMU runs as each VM's own user and opens the VM's disks
+			// and the images under them by path: it must get that far
+			// (search only, nothing listable).
+			err = hypervisor.Traversable(cfg.DataDir, filepath.Join(cfg.DataDir, "vms"), filepath.Join(cfg.DataDir, "images"),
+				filepath.Join(cfg.DataDir, "images", "cache"), filepath.Dir(cfg.VMRunDir))
+		}
 		if err != nil {
 			nc.QEMUError = err.Error()
 			log.Error("this node cannot run VMs", "err", err)
+		} else if err := hypervisor.Reachable(cfg.DataDir, cfg.VMRunDir); err != nil {
+			// Said loudly, but not fatal: a test's or laptop's data dir
+			// may sit under a private parent that is fixed by hand.
+			log.Error("VMs will fail to start", "err", err)
 		}
 	}
 	a.vms = hypervisor.NewNodeAgent(a.node, nc)

@@ -83,7 +83,9 @@ func (s Seed) WriteISO(path string) error {
 	if err := writeISO(tmp, files); err != nil {
 		return fmt.Errorf("write seed %s: %w", path, err)
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	// Root's alone: it may carry secrets, and the agent hands it to QEMU
+	// as an open descriptor.
+	if err := tmp.Chmod(0o600); err != nil {
 		return fmt.Errorf("write seed %s: %w", path, err)
 	}
 	if err := tmp.Sync(); err != nil {

@@ -30,14 +30,15 @@ func (m Machine) Args() []string {
 	// a disk attached later (or a transient NBD outage) still boots.
 	a = append(a, "-boot", "menu=off,reboot-timeout=5000")
 	cdroms := 0
+	fds := m.diskFDs()
 	for _, d := range m.Disks {
-		a = append(a, diskArgs(d, cdroms)...)
+		a = append(a, diskArgs(d, cdroms, fds[d.ID])...)
 		if d.Media == "cdrom" {
 			cdroms++
 		}
 	}
-	for _, n := range m.NICs {
-		a = append(a, nicArgs(n)...)
+	for i, n := range m.NICs {
+		a = append(a, nicArgs(n, nicFD(i))...)
 	}
 	a = append(a, entropyArgs()...)
 	a = append(a, balloonArgs()...)

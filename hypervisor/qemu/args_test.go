@@ -50,9 +50,6 @@ func TestArgsGolden(t *testing.T) {
 		"confined": func(m *Machine) {
 			m.Confine = Confinement{UID: 0x70000123, GID: 0x70000123, Sandbox: sandboxFull}
 		},
-		"confined-run-with": func(m *Machine) {
-			m.Confine = Confinement{UID: 0x70000123, GID: 0x70000123, RunWith: true, Sandbox: sandboxBase}
-		},
 		"direct-boot": func(m *Machine) {
 			m.Disks = nil
 			m.NICs = nil

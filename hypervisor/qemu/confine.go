@@ -1,149 +1,89 @@
 package qemu
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"hash/fnv"
 	"io/fs"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"syscall"
-	"time"
 )
 
-// A QEMU escape must not own the box: each VM's QEMU drops to a user of its
+// A QEMU escape must not own the box: each VM's QEMU runs as a user of its
 // own (so it can neither read another VM's disks nor signal or ptrace its
-// QEMU) and installs a seccomp filter. QEMU opens what is on its command
-// line (disks, taps, /dev/kvm, sockets) while still root and drops to the
-// user just before the guest runs, so nothing shared (the image cache, the
-// taps) has to be handed to that user; the VM's own files are chowned to it
-// for what QEMU opens later.
+// QEMU) under the strictest seccomp filter QEMU has. The Driver starts QEMU
+// already as that user (exec with credentials, no -runas): QEMU 7.2 installs
+// its filter before -runas would call setuid, so with -runas the filter
+// could not deny privilege changes. What QEMU cannot open as that user is
+// opened by the Driver and passed as a file descriptor (taps, read-only
+// disks); the VM's own files are chowned to it, and the directories on the
+// way to them are traversable (0711) but not listable.
 
 // Confinement is how one VM's QEMU is confined. The zero value confines
 // nothing (QEMU runs as the caller, without a filter).
 type Confinement struct {
-	UID, GID int // the VM's user; 0 = stay root
-	// RunWith: QEMU 9 spells -runas as -run-with user=.
-	RunWith bool
+	UID, GID int   // the VM's user; 0 = stay root
+	Groups   []int // supplementary groups, e.g. /dev/kvm's group
 	// Sandbox is the -sandbox value; empty = no seccomp filter.
 	Sandbox string
 }
 
-// Seccomp filters, strictest first. QEMU 7.2 (Debian 12) installs its
-// filter before -runas calls setuid, so with elevateprivileges=deny it
-// kills itself there; the Driver probes the installed QEMU and uses the
-// strictest filter it survives. Even sandboxBase turns off the obsolete and
-// resource-control syscalls, and libseccomp sets no_new_privs, so an
-// escaped QEMU cannot gain privileges through a setuid binary either way.
-const (
-	sandboxFull    = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
-	sandboxNoSetID = "on,obsolete=deny,spawn=deny,resourcecontrol=deny"
-	sandboxBase    = "on,obsolete=deny,resourcecontrol=deny"
-)
+// sandboxFull is the filter every confined VM runs with: on top of QEMU's
+// default allow-list it denies obsolete syscalls, any change of user or
+// group (elevateprivileges), fork and exec (spawn) and scheduler and
+// affinity changes (resourcecontrol). libseccomp also sets no_new_privs.
+// There is no weaker fallback: QEMU never changes its user itself now, so
+// nothing in its start-up trips the filter, and a QEMU that cannot take it
+// fails Start with its own message instead of running less confined.
+const sandboxFull = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
 
-// confineArgs are the user and seccomp options of c.
+// confineArgs are the seccomp options of c; the user is not on the command
+// line (Driver.launch execs QEMU as it).
 func confineArgs(c Confinement) []string {
-	var a []string
-	if c.UID != 0 {
-		// A numeric uid:gid needs no passwd entry (the appliance has none).
-		user := fmt.Sprintf("%d:%d", c.UID, c.GID)
-		if c.RunWith {
-			a = append(a, "-run-with", "user="+user)
-		} else {
-			a = append(a, "-runas", user)
-		}
+	if c.Sandbox == "" {
+		return nil
 	}
-	if c.Sandbox != "" {
-		a = append(a, "-sandbox", c.Sandbox)
-	}
-	return a
+	return []string{"-sandbox", c.Sandbox}
 }
 
-// qemuFeatures is what the installed QEMU supports, found once per Driver.
-type qemuFeatures struct {
-	runWith bool
-	sandbox string
+// credential is what launch execs QEMU as: nil stays the caller.
+func (c Confinement) credential() *syscall.Credential {
+	if c.UID == 0 {
+		return nil
+	}
+	groups := make([]uint32, len(c.Groups))
+	for i, g := range c.Groups {
+		groups[i] = uint32(g)
+	}
+	// Groups is always set (possibly empty), so the agent's own
+	// supplementary groups are dropped.
+	return &syscall.Credential{Uid: uint32(c.UID), Gid: uint32(c.GID), Groups: groups}
 }
 
-// probe finds how the installed QEMU can be confined: -run-with or -runas
-// from its -help, and whether the full seccomp filter survives start-up, by
-// starting a machine-less QEMU with it as a VM would be started.
-func (d *Driver) probe(ctx context.Context) (qemuFeatures, error) {
-	var f qemuFeatures
-	out, err := exec.CommandContext(ctx, d.cfg.QEMU[0], append(d.cfg.QEMU[1:], "-help")...).Output()
+// kvmGroup is the group through which VM users open /dev/kvm: its own
+// group where udev gave it one (kvm on Debian; found from the node, as the
+// appliance has no /etc/group). A root-only /dev/kvm (devtmpfs without
+// udev, as in the appliance) is given to the VM range's group, vmGID.
+func kvmGroup(vmGID int) (int, error) {
+	const dev = "/dev/kvm"
+	info, err := os.Stat(dev)
 	if err != nil {
-		return f, fmt.Errorf("probe qemu: %w", err)
+		return 0, fmt.Errorf("kvm: %w", err)
 	}
-	help := string(out)
-	f.runWith = strings.Contains(help, "\n-run-with ")
-	if !strings.Contains(help, "\n-sandbox ") {
-		return f, errors.New("probe qemu: no -sandbox (built without seccomp)")
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, fmt.Errorf("kvm: no owner of %s", dev)
 	}
-	if err := os.MkdirAll(d.cfg.RunDir, 0o750); err != nil {
-		return f, fmt.Errorf("probe qemu: %w", err)
+	if st.Gid != 0 && info.Mode().Perm()&0o060 == 0o060 {
+		return int(st.Gid), nil
 	}
-	for _, sb := range []string{sandboxFull, sandboxNoSetID, sandboxBase} {
-		c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, RunWith: f.runWith, Sandbox: sb}
-		err := d.tryConfinement(ctx, c)
-		if err == nil {
-			f.sandbox = sb
-			d.log.Info("qemu confinement", "run_with", f.runWith, "sandbox", f.sandbox)
-			return f, nil
-		}
-		d.log.Info("qemu cannot run with this sandbox", "sandbox", sb, "err", err)
+	if err := os.Chown(dev, 0, vmGID); err != nil {
+		return 0, fmt.Errorf("kvm: %w", err)
 	}
-	return f, errors.New("probe qemu: it runs with no sandbox")
-}
-
-// tryConfinement starts a machine-less QEMU confined by c, as a VM would
-// be started, and reports whether it got as far as answering QMP.
-func (d *Driver) tryConfinement(ctx context.Context, c Confinement) error {
-	dir, err := os.MkdirTemp(d.cfg.RunDir, ".probe-")
-	if err != nil {
-		return err
+	if err := os.Chmod(dev, 0o660); err != nil {
+		return 0, fmt.Errorf("kvm: %w", err)
 	}
-	defer os.RemoveAll(dir)
-	name := "probe"
-	argv := append(append([]string{}, d.cfg.QEMU...),
-		"-name", "guest="+name+",process=cairn-probe", "-machine", "none", "-nodefaults", "-display", "none")
-	argv = append(append(append(argv, qmpArgs(dir)...), confineArgs(c)...), "-pidfile", filepath.Join(dir, pidFile))
-	p, err := d.launch(dir, argv)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		p.kill()
-		wctx, cancel := context.WithTimeout(context.Background(), killWait)
-		p.wait(wctx)
-		cancel()
-		p.close()
-	}()
-	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	q, err := d.waitReady(pctx, dir, p)
-	if err != nil {
-		return err
-	}
-	q.close()
-	return nil
-}
-
-// features probes the installed QEMU on first use.
-func (d *Driver) features(ctx context.Context) (qemuFeatures, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.feat != nil {
-		return *d.feat, nil
-	}
-	f, err := d.probe(ctx)
-	if err != nil {
-		return f, err
-	}
-	d.feat = &f
-	return f, nil
+	return vmGID, nil
 }
 
 // allocUID picks the VM's user: derived from its name, so it is stable
@@ -183,31 +123,45 @@ func (d *Driver) allocUID(name string) (int, error) {
 }
 
 // confinement decides m's Confinement; Start applies it.
-func (d *Driver) confinement(ctx context.Context, name string) (Confinement, error) {
-	f, err := d.features(ctx)
-	if err != nil {
-		return Confinement{}, err
-	}
+func (d *Driver) confinement(m Machine) (Confinement, error) {
 	d.mu.Lock()
-	uid, err := d.allocUID(name)
+	uid, err := d.allocUID(m.Name)
 	d.mu.Unlock()
 	if err != nil {
 		return Confinement{}, err
 	}
-	return Confinement{UID: uid, GID: uid, RunWith: f.runWith, Sandbox: f.sandbox}, nil
+	c := Confinement{UID: uid, GID: uid, Groups: []int{}, Sandbox: sandboxFull}
+	if m.Accel == "kvm" {
+		// UIDBase is no VM's uid: as a gid it names the VMs' users.
+		g, err := kvmGroup(d.cfg.UIDBase)
+		if err != nil {
+			return Confinement{}, err
+		}
+		c.Groups = append(c.Groups, g)
+	}
+	return c, nil
 }
 
 // handOver gives the VM's user its own files: the run directory, the
-// writable disks, the UEFI variables and the serial log. Shared files (the
-// image cache, read-only disks, firmware code) stay the agent's: QEMU
-// opens them before it drops to the user, and the user cannot write them.
+// writable disks, the UEFI variables and the serial log (created here if
+// need be, as QEMU could not create it in a directory it does not own).
+// Shared and read-only files stay the agent's: read-only disks reach QEMU
+// as descriptors, and qcow2 backing files are world-readable, never
+// writable. The run directory's parent must be traversable (0711).
 func handOver(m Machine, c Confinement) error {
 	if c.UID == 0 {
 		return nil
 	}
+	if log := m.serialLogPath(); log != "" {
+		f, err := os.OpenFile(log, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return fmt.Errorf("serial log: %w", err)
+		}
+		f.Close()
+	}
 	paths := []string{m.Dir, m.serialLogPath()}
 	for _, d := range m.Disks {
-		if d.Path != "" && !d.ReadOnly && d.Media != "cdrom" {
+		if d.Path != "" && !d.passedAsFD() {
 			paths = append(paths, d.Path)
 		}
 	}

@@ -81,9 +81,10 @@ func directBootArgs(m Machine) []string {
 func protoNodeName(d Disk) string  { return "proto-" + d.ID }
 func formatNodeName(d Disk) string { return "fmt-" + d.ID }
 
-// protocolNode is the lowest block layer: a local file, or a network volume
-// parsed from Source. A new network protocol is one more case here.
-func protocolNode(d Disk) (string, error) {
+// protocolNode is the lowest block layer: a local file (its path, or the
+// fd set of descriptor fd when fd > 0), or a network volume parsed from
+// Source. A new network protocol is one more case here.
+func protocolNode(d Disk, fd int) (string, error) {
 	ro := "off"
 	if d.ReadOnly || d.Media == "cdrom" {
 		ro = "on"
@@ -94,7 +95,11 @@ func protocolNode(d Disk) (string, error) {
 		if d.Cache == "writeback" {
 			cache = []string{"cache.direct=off", "cache.no-flush=off", "aio=threads"}
 		}
-		return opts(append([]string{"driver=file", "node-name=" + protoNodeName(d), "filename=" + esc(d.Path)},
+		file := esc(d.Path)
+		if fd > 0 {
+			file = fdsetPath(fd)
+		}
+		return opts(append([]string{"driver=file", "node-name=" + protoNodeName(d), "filename=" + file},
 			append(cache, "discard=unmap", "read-only="+ro)...)...), nil
 	}
 	u, err := url.Parse(d.Source)
@@ -130,9 +135,10 @@ func protocolNode(d Disk) (string, error) {
 
 // diskArgs is the block node chain and the guest device of one disk.
 // CD-ROMs go on the AHCI controller q35 always has (buses ide.0-ide.5):
-// virtio-blk has no removable media, and every installer knows AHCI.
-func diskArgs(d Disk, cdrom int) []string {
-	proto, err := protocolNode(d)
+// virtio-blk has no removable media, and every installer knows AHCI. A
+// disk passed as descriptor fd (> 0) gets it in an fd set first.
+func diskArgs(d Disk, cdrom, fd int) []string {
+	proto, err := protocolNode(d, fd)
 	if err != nil {
 		// Validate rejects such disks; keep Args total and let QEMU say no.
 		proto = opts("driver=file", "node-name="+protoNodeName(d), "filename="+esc(d.Source))
@@ -153,15 +159,20 @@ func diskArgs(d Disk, cdrom int) []string {
 	if d.BootIndex > 0 {
 		dev = opts(dev, "bootindex="+strconv.Itoa(d.BootIndex))
 	}
-	return []string{"-blockdev", proto, "-blockdev", fmtNode, "-device", dev}
+	a := []string{"-blockdev", proto, "-blockdev", fmtNode, "-device", dev}
+	if fd > 0 {
+		a = append(fdsetArgs(fd, "disk-"+d.ID), a...)
+	}
+	return a
 }
 
-// nicArgs: QEMU opens the existing tap; the caller owns its configuration,
-// so no helper scripts run.
-func nicArgs(n NIC) []string {
+// nicArgs: QEMU gets the existing tap as descriptor fd (it may not open
+// taps as the VM's user); the caller owns the tap's configuration, so no
+// helper scripts run.
+func nicArgs(n NIC, fd int) []string {
 	netdev := "net-" + n.ID
 	return []string{
-		"-netdev", opts("tap", "id="+netdev, "ifname="+n.Tap, "script=no", "downscript=no", "vhost=off"),
+		"-netdev", opts("tap", "id="+netdev, "fd="+strconv.Itoa(fd), "vhost=off"),
 		"-device", opts("virtio-net-pci", "id="+n.ID, "netdev="+netdev, "mac="+strings.ToLower(n.MAC)),
 	}
 }

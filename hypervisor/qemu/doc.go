@@ -18,9 +18,10 @@
 // the VM's disks, say), where QEMU keeps appending across boots; while the
 // VM runs it is rotated at DriverConfig.SerialLogMax (serial.go).
 //
-// Every QEMU is confined (confine.go, cgroup.go): it drops to a user of its
-// own from a reserved uid range, installs QEMU's seccomp sandbox (the
-// strictest set the installed QEMU survives, found by a probe), and runs in
+// Every QEMU is confined (confine.go, cgroup.go): it is started as a user of
+// its own from a reserved uid range (taps and read-only disks reach it as
+// descriptors, fds.go), installs QEMU's full seccomp sandbox (privilege
+// changes, spawning, obsolete and resource-control syscalls denied), and runs in
 // a cgroup of its own (v1 or v2) with memory, CPU, pids and I/O limits from
 // the VM's size, which goes when the VM does (and at Cleanup).
 //

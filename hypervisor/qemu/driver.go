@@ -77,7 +77,6 @@ type Driver struct {
 	// for a stale one.
 	mu       sync.Mutex
 	starting map[string]bool
-	feat     *qemuFeatures  // what the installed QEMU supports, once probed
 	uids     map[string]int // VM users picked by Starts under way
 
 	cgroups   *Cgroups // nil with NoCgroups
@@ -159,7 +158,7 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, d.cgroupErr)
 	}
 	if !d.cfg.Unconfined {
-		if m.Confine, err = d.confinement(ctx, m.Name); err != nil {
+		if m.Confine, err = d.confinement(m); err != nil {
 			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 		}
 	}
@@ -188,9 +187,14 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 		r.add(func() { d.cgroups.Remove(m.Name) })
 	}
 
+	files, err := openPassed(m)
+	if err != nil {
+		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
+	}
 	argv := d.Command(m)
 	d.log.Info("starting vm", "vm", m.Name, "argv", strings.Join(argv, " "))
-	p, err := d.launch(dir, argv)
+	p, err := d.launch(dir, argv, m.Confine.credential(), files)
+	closeAll(files)
 	if err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
@@ -243,7 +247,11 @@ func (d *Driver) isStarting(name string) bool {
 // claimDir creates the VM's run directory. One left by a VM whose QEMU is
 // gone is cleared; one whose QEMU runs means the VM is already running.
 func (d *Driver) claimDir(name string) error {
-	if err := os.MkdirAll(d.cfg.RunDir, 0o750); err != nil {
+	// Traversable, not listable: each VM's user reaches its own directory.
+	if err := os.MkdirAll(d.cfg.RunDir, 0o711); err != nil {
+		return err
+	}
+	if err := os.Chmod(d.cfg.RunDir, 0o711); err != nil {
 		return err
 	}
 	dir := d.Dir(name)
@@ -290,13 +298,14 @@ func prepareVars(f Firmware, r *reverter) error {
 	return nil
 }
 
-// launch starts QEMU in its own session, its output (start-up errors,
-// later warnings) going to qemu.log in the run directory. QEMU is not told
+// launch starts QEMU in its own session as cred (nil: as the caller), with
+// files as its descriptors 3, 4, ..., its output (start-up errors, later
+// warnings) going to qemu.log in the run directory. QEMU is not told
 // to -daemonize: it would fork and setsid after installing its seccomp
 // filter, which spawn=deny and elevateprivileges=deny forbid. It is the
 // caller's child instead, reaped by a goroutine; if the caller dies it is
 // inherited by init like a daemon, and found again through its pidfile.
-func (d *Driver) launch(dir string, argv []string) (*process, error) {
+func (d *Driver) launch(dir string, argv []string, cred *syscall.Credential, files []*os.File) (*process, error) {
 	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err
@@ -308,7 +317,10 @@ func (d *Driver) launch(dir string, argv []string) (*process, error) {
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own session from the start, so no signal aimed at the caller's
 	// process group or terminal reaches QEMU.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	// Credential: the child drops to the VM's user before exec, so QEMU
+	// never runs a line as root and needs no setuid of its own.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Credential: cred}
+	cmd.ExtraFiles = files
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("qemu: %w", err)
 	}

@@ -31,7 +31,7 @@ func TestLifecycle(t *testing.T) {
 	t.Parallel()
 	kernel, initrd := testGuest(t)
 	d := newTestDriver(t)
-	disk := filepath.Join(t.TempDir(), "data.raw")
+	disk := filepath.Join(vmTempDir(t), "data.raw")
 	if err := os.WriteFile(disk, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -170,9 +170,9 @@ func TestStartFailureLeavesNothing(t *testing.T) {
 	t.Parallel()
 	d := newTestDriver(t)
 	m := testMachine("broken")
-	missing := filepath.Join(t.TempDir(), "no-such-disk.qcow2")
+	missing := filepath.Join(vmTempDir(t), "no-such-disk.qcow2")
 	m.Disks = []Disk{{ID: "root", Path: missing, Format: "qcow2"}}
-	vars := filepath.Join(t.TempDir(), "vars.fd")
+	vars := filepath.Join(vmTempDir(t), "vars.fd")
 	if _, err := os.Stat("/usr/share/OVMF/OVMF_VARS_4M.fd"); err == nil {
 		m.Firmware = Firmware{Type: "uefi", Code: "/usr/share/OVMF/OVMF_CODE_4M.fd", Vars: vars,
 			VarsTemplate: "/usr/share/OVMF/OVMF_VARS_4M.fd"}

@@ -178,7 +178,7 @@ func (d Disk) validate() error {
 		return fmt.Errorf("%s: want exactly one of path and source", d.ID)
 	}
 	if d.Source != "" {
-		if _, err := protocolNode(d); err != nil {
+		if _, err := protocolNode(d, 0); err != nil {
 			return fmt.Errorf("%s: %w", d.ID, err)
 		}
 	}

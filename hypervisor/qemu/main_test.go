@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -25,6 +26,11 @@ func TestMain(m *testing.M) {
 	var err error
 	tempRoot, err = os.MkdirTemp("", "cairn-qemu-test-")
 	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	// QEMU runs as a VM user, who must reach the test guest's initramfs.
+	if err := os.Chmod(tempRoot, 0o711); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -67,7 +73,7 @@ func newTestDriver(t *testing.T) *Driver {
 	t.Helper()
 	w := testutil.LogWriter(t) // created first, so it stops after the cleanup below
 	d := NewDriver(DriverConfig{
-		RunDir:    t.TempDir(),
+		RunDir:    vmTempDir(t),
 		Logger:    slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		QuitGrace: 5 * time.Second,
 	})
@@ -79,6 +85,21 @@ func newTestDriver(t *testing.T) *Driver {
 		}
 	})
 	return d
+}
+
+// vmTempDir is a t.TempDir that a VM's user can reach (as the agent's run
+// and data directories are: 0711 on the way, nothing listable): QEMU runs
+// as that user and opens its run directory, writable disks and serial log
+// by path.
+func vmTempDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []string{filepath.Dir(dir), dir} {
+		if err := os.Chmod(p, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // gone reports whether pid has exited (a zombie counts: it runs no more).

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/vishvananda/netlink"
 )
 
 // procStatus returns the fields of /proc/PID/status.
@@ -35,9 +38,12 @@ func procStatus(t *testing.T, pid int) map[string]string {
 }
 
 // TestSandbox boots the test guest the way the agent runs every VM and
-// checks from the outside that its QEMU is confined: a seccomp filter, the
-// VM's own unprivileged user, a cgroup with the flavor's limits; and that
-// the guest still boots and its group goes with it.
+// checks from the outside that its QEMU is confined: the full seccomp
+// filter (elevateprivileges=deny included), started as the VM's own
+// unprivileged user (no -runas: every uid and gid of the process is that
+// user's), a cgroup with the flavor's limits; that what the user cannot
+// open (a root-only shared image, the node's tap) reaches QEMU as a
+// descriptor; and that the guest still boots and its group goes with it.
 func TestSandbox(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
@@ -46,13 +52,14 @@ func TestSandbox(t *testing.T) {
 	if d.cgroupErr != nil {
 		t.Fatalf("cgroups: %v", d.cgroupErr)
 	}
-	vmDir := t.TempDir()
+	vmDir := vmTempDir(t)
 	disk := filepath.Join(vmDir, "root.raw")
 	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// A shared, read-only image (the cache's, an installer ISO): QEMU
-	// opens it before dropping to the VM's user, who must not own it.
+	// A shared, read-only image (the cache's, an installer ISO) in a
+	// directory only root may enter: the agent opens it for QEMU, and the
+	// VM's user must not own it.
 	shared := filepath.Join(t.TempDir(), "base.raw")
 	if err := os.WriteFile(shared, make([]byte, 1<<20), 0o400); err != nil {
 		t.Fatal(err)
@@ -61,6 +68,7 @@ func TestSandbox(t *testing.T) {
 		Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 quiet panic=-1",
 		Disks: []Disk{{ID: "root", Path: disk, Cache: diskCache(t, disk)},
 			{ID: "base", Path: shared, ReadOnly: true, Cache: diskCache(t, disk)}},
+		NICs:      []NIC{{ID: "nic0", Tap: testTap(t), MAC: "52:54:00:12:34:56"}},
 		SerialLog: filepath.Join(vmDir, "serial.log")}
 	inst, err := d.Start(context.Background(), m)
 	if err != nil {
@@ -78,17 +86,66 @@ func TestSandbox(t *testing.T) {
 	if st["Seccomp"] != "2" {
 		t.Errorf("Seccomp: %q, want 2 (filter mode)", st["Seccomp"])
 	}
+	// Real, effective, saved and file-system ids: all the VM's user.
 	uids := strings.Fields(st["Uid"])
 	uid, _ := strconv.Atoi(uids[0])
-	if uid <= d.cfg.UIDBase || uid > d.cfg.UIDBase+d.cfg.UIDCount || slices.ContainsFunc(uids, func(s string) bool { return s != uids[0] }) {
+	if len(uids) != 4 || uid <= d.cfg.UIDBase || uid > d.cfg.UIDBase+d.cfg.UIDCount || slices.ContainsFunc(uids, func(s string) bool { return s != uids[0] }) {
 		t.Errorf("qemu runs as uids %v, want one uid of the VM range", uids)
 	}
-	if gids := strings.Fields(st["Gid"]); gids[0] != uids[0] {
-		t.Errorf("qemu runs as gid %s, want %s", gids[0], uids[0])
+	if gids := strings.Fields(st["Gid"]); len(gids) != 4 || slices.ContainsFunc(gids, func(s string) bool { return s != uids[0] }) {
+		t.Errorf("qemu runs as gids %v, want %s", gids, uids[0])
 	}
-	// -runas leaves the VM's own group as the one supplementary group.
-	if g := st["Groups"]; g != "" && g != uids[0] {
+	// Under TCG it needs no group at all (under KVM: /dev/kvm's).
+	if g := st["Groups"]; g != "" {
 		t.Errorf("qemu keeps supplementary groups %q", g)
+	}
+	if st["NoNewPrivs"] != "1" {
+		t.Errorf("NoNewPrivs: %q, want 1", st["NoNewPrivs"])
+	}
+	// The full filter, and no -runas/-run-with: QEMU never had root to
+	// give up, so nothing forced a weaker filter.
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", inst.PID()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	argv := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
+	if i := slices.Index(argv, "-sandbox"); i < 0 || i+1 >= len(argv) ||
+		argv[i+1] != "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny" {
+		t.Errorf("qemu runs without the full sandbox: %q", argv)
+	}
+	if slices.Contains(argv, "-runas") || slices.Contains(argv, "-run-with") {
+		t.Errorf("qemu was told to change its user itself: %q", argv)
+	}
+	// The consoles: QEMU, as the VM's user, made the sockets the agent
+	// relays (VNC answers RFB, the serial console accepts).
+	vnc, err := net.DialTimeout("unix", inst.VNCSocket(), 5*time.Second)
+	if err != nil {
+		t.Fatalf("vnc: %v", err)
+	}
+	vnc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	greeting := make([]byte, 12)
+	if _, err := io.ReadFull(vnc, greeting); err != nil || !strings.HasPrefix(string(greeting), "RFB 003.") {
+		t.Errorf("vnc greeting %q: %v", greeting, err)
+	}
+	vnc.Close()
+	if ser, err := net.DialTimeout("unix", inst.SerialSocket(), 5*time.Second); err != nil {
+		t.Errorf("serial console: %v", err)
+	} else {
+		ser.Close()
+	}
+	// The tap and the root-only image are open in QEMU though its user
+	// could open neither.
+	links := map[string]bool{}
+	fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", inst.PID()))
+	for _, fd := range fds {
+		if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", inst.PID(), fd.Name())); err == nil {
+			links[l] = true
+		}
+	}
+	for _, want := range []string{"/dev/net/tun", shared} {
+		if !links[want] {
+			t.Errorf("qemu has no descriptor of %s (has %v)", want, links)
+		}
 	}
 	for _, p := range []string{disk, d.Dir(m.Name)} {
 		if owner, _ := fileUID(p); owner != uid {
@@ -319,18 +376,66 @@ func TestVMUsersDistinct(t *testing.T) {
 	d.mu.Unlock()
 }
 
-// TestLaunchRightAfterExec starts confined QEMUs back to back: the driver
-// must take the child it just started as its own even before the kernel
-// has set up the new program's command line (a check of /proc/PID/cmdline
-// right after exec failed now and then, and the probe then settled for a
-// weaker sandbox).
+// TestLaunchRightAfterExec starts confined machine-less QEMUs back to
+// back: the driver must take the child it just started as its own even
+// before the kernel has set up the new program's command line (a check of
+// /proc/PID/cmdline right after exec failed now and then).
 func TestLaunchRightAfterExec(t *testing.T) {
 	requireQEMU(t)
-	d := NewDriver(DriverConfig{RunDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler), NoCgroups: true})
-	c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, Sandbox: sandboxBase}
+	d := NewDriver(DriverConfig{RunDir: vmTempDir(t), Logger: slog.New(slog.DiscardHandler), NoCgroups: true})
+	c := Confinement{UID: d.cfg.UIDBase, GID: d.cfg.UIDBase, Groups: []int{}, Sandbox: sandboxFull}
 	for i := range 30 {
-		if err := d.tryConfinement(context.Background(), c); err != nil {
+		if err := startBare(d, c); err != nil {
 			t.Fatalf("start %d: %v", i, err)
 		}
 	}
+}
+
+// startBare starts a machine-less QEMU confined by c, waits until it
+// answers QMP, and stops it.
+func startBare(d *Driver, c Confinement) error {
+	dir := d.Dir("bare")
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chown(dir, c.UID, c.GID); err != nil {
+		return err
+	}
+	argv := append(append([]string{}, d.cfg.QEMU...),
+		"-name", "guest=bare,process=cairn-bare", "-machine", "none", "-nodefaults", "-display", "none")
+	argv = append(append(append(argv, qmpArgs(dir)...), confineArgs(c)...), "-pidfile", filepath.Join(dir, pidFile))
+	p, err := d.launch(dir, argv, c.credential(), nil)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		p.kill()
+		wctx, cancel := context.WithTimeout(context.Background(), killWait)
+		p.wait(wctx)
+		cancel()
+		p.close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	q, err := d.waitReady(ctx, dir, p)
+	if err != nil {
+		return err
+	}
+	q.close()
+	return nil
+}
+
+// testTap creates a persistent tap as netfabric.EnsureTap does (root
+// owned: the VM's user cannot attach to it) and removes it at the end.
+func testTap(t *testing.T) string {
+	t.Helper()
+	name := fmt.Sprintf("cqt%d", os.Getpid()%100000)
+	tap := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: name}, Mode: netlink.TUNTAP_MODE_TAP,
+		Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_VNET_HDR}
+	if err := netlink.LinkAdd(tap); err != nil {
+		t.Fatalf("create tap %s: %v", name, err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(tap) })
+	return name
 }

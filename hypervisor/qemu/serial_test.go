@@ -26,7 +26,7 @@ func TestSerialLogCapped(t *testing.T) {
 	const cap, flood = 32 << 10, 256 << 10
 	d := newTestDriver(t)
 	d.cfg.SerialLogMax = cap
-	logDir := t.TempDir()
+	logDir := vmTempDir(t)
 	m := Machine{Name: "chatty", VCPUs: 1, MemoryMiB: 128, Accel: "tcg",
 		Kernel: kernel, Initrd: initrd, Append: fmt.Sprintf("console=ttyS0 quiet panic=-1 cairnflood=%d", flood),
 		SerialLog: filepath.Join(logDir, "serial.log")}

@@ -19,7 +19,7 @@ func TestStartVariants(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
 	d := newTestDriver(t)
-	dir := t.TempDir()
+	dir := vmTempDir(t)
 	m := testMachine("variants")
 	m.MaxVCPUs, m.MaxMemoryMiB = 4, 1024
 	cache := diskCache(t, dir)
@@ -47,6 +47,10 @@ func TestStartVariants(t *testing.T) {
 		}
 		t.Cleanup(func() { nbd.Process.Kill(); nbd.Wait() })
 		testutil.WaitFor(t, 10*time.Second, "qemu-nbd's socket", func() error { _, err := os.Stat(sock); return err })
+		// QEMU connects as the VM's user.
+		if err := os.Chmod(sock, 0o666); err != nil {
+			t.Fatal(err)
+		}
 		m.Disks = append(m.Disks, Disk{ID: "vol", Source: "nbd+unix:///vol?socket=" + sock})
 	}
 	vars := filepath.Join(dir, "OVMF_VARS.fd")

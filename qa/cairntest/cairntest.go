@@ -61,6 +61,16 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 	name := strings.ReplaceAll(t.Name(), "/", "_")
 	name = name[:min(len(name), 24)] // sockets have 107 bytes for their path
 	runDirs := filepath.Join("/run", "cairn-qa", name+"-"+rand.Text()[:6])
+	// Each VM's QEMU runs as a user of its own and must get to its run
+	// directory: search (not list) permission on the way.
+	if err := os.MkdirAll(runDirs, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{filepath.Dir(runDirs), runDirs} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
 	t.Cleanup(func() {
 		_ = os.RemoveAll(runDirs)
 		_ = os.Remove(filepath.Dir(runDirs)) // if no other cluster uses it

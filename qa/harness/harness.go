@@ -68,6 +68,11 @@ func New(t T, opts Options) *Cluster {
 	// TempDir before Cleanup: clean-ups run last-in first-out, so processes are
 	// killed and logs saved before the directory is removed.
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), next: 1}
+	// VMs' QEMUs run as users of their own and reach their disks under
+	// the nodes' data directories: the test's temp root must let them by.
+	if err := os.Chmod(filepath.Dir(c.dir), 0o711); err != nil {
+		t.Fatalf("temp dir: %v", err)
+	}
 	t.Cleanup(c.cleanup)
 
 	if isRoot() {
