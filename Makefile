@@ -31,10 +31,17 @@ build:
 	@GO=$$(qa/scripts/deps.sh run) && $$GO build -o $(BIN) ./appliance/cmd/cairn
 
 ## run: a one-node appliance (the embedded default) with its data in $(DEV_DATA)
+# Each VM's QEMU runs as a user of its own and opens its disk by path, so
+# the data dir must be reachable by other users: a checkout under /root
+# (0700) is not, and then the data goes to /var/lib/cairn/dev instead.
 run: build
 	@test -s image-build/out/guest.qcow2 || $(MAKE) --no-print-directory guest-image
-	@mkdir -p $(DEV_DATA)
-	./$(BIN) agent --dev --data-dir $(DEV_DATA) --sample-image image-build/out/guest.qcow2
+	@dir=$(DEV_DATA); mkdir -p $$dir; \
+	if ! setpriv --reuid=65534 --regid=65534 --clear-groups test -x "$$dir" 2>/dev/null; then \
+		echo "run: $$dir is under a directory other users cannot pass through (VMs run as users of their own); using /var/lib/cairn/dev"; \
+		dir=/var/lib/cairn/dev; mkdir -p $$dir; fi; \
+	echo ./$(BIN) agent --dev --data-dir $$dir --sample-image image-build/out/guest.qcow2; \
+	exec ./$(BIN) agent --dev --data-dir $$dir --sample-image image-build/out/guest.qcow2
 
 ## image: the appliance's boot files in image-build/out (Debian's kernel, a u-root userland with cairn as init)
 image:
