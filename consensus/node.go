@@ -219,7 +219,9 @@ func (n *Node) loadToken() error {
 		b := make([]byte, 20)
 		_, _ = rand.Read(b)
 		n.cfg.JoinToken = "cairn-" + hex.EncodeToString(b)
-		n.log.Info("generated a join token; start other nodes with --join-token to admit them", "join_token", n.cfg.JoinToken)
+		// The key itself goes to the console only (the agent prints it
+		// there): logs are shipped to people who should not hold it.
+		n.log.Info("generated a join token; the console shows it, start other nodes with --join-token to let them find this one")
 		// Not saved: until this node forms or joins a cluster (and saves
 		// its credentials with the key) it may yet be paired with another.
 		n.pairing = true
