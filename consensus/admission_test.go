@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -199,13 +200,85 @@ func TestPairingRequestIsBoundToItsSession(t *testing.T) {
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	req := joinRequest{Name: "n", RaftAddr: "10.0.0.1:8444", PubKey: pemBlock("PUBLIC KEY", der), Pair: true}
-	if req.KeySig, err = signPairing(key, []byte("session-a"), &req); err != nil {
+	if req.KeySig, err = signJoin(key, []byte("session-a"), &req); err != nil {
 		t.Fatal(err)
 	}
-	if err := verifyPairing([]byte("session-a"), &req); err != nil {
+	if err := verifyKeySig([]byte("session-a"), &req); err != nil {
 		t.Fatalf("own session: %v", err)
 	}
-	if err := verifyPairing([]byte("session-b"), &req); err == nil {
+	if err := verifyKeySig([]byte("session-b"), &req); err == nil {
 		t.Fatal("a pairing request relayed onto another TLS session was accepted")
 	}
+}
+
+// relayJoin sends, on its own TLS session, the request a relay in the middle
+// would: name and key of another node, a fresh proof keyed with the cluster
+// key, and the signature that node made for a different session.
+func relayJoin(t *testing.T, to *Node, name string, key *ecdsa.PrivateKey, enrolID string) (*joinResponse, error) {
+	t.Helper()
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pemBlock("PUBLIC KEY", der)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return sendJoin(ctx, to.RaftAddr(), func(ekm []byte) (joinRequest, error) {
+		req := joinRequest{Name: name, IPs: []string{"127.0.0.99"}, RaftAddr: "127.0.0.99:18444", PubKey: pubPEM, EnrolID: enrolID}
+		req.Proof = joinProof(to.JoinToken(), ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+		var err error
+		req.KeySig, err = signJoin(key, []byte("the victim's own session"), &req)
+		return req, err
+	})
+}
+
+// Someone with the cluster key who gets a real node's join request (by
+// gossiping a member that sorts first) and relays it on its own session
+// must not get the certificate and the CA key when an admin approves the
+// real node's fingerprint: every request is signed, for its own session,
+// with the key it names.
+func TestRelayedJoinRequestIsRefused(t *testing.T) {
+	tc, n1 := startOne(t)
+	victim := joiner(t, tc, 2, "")
+	if err := askCode(t, victim, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("the real node's request: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", victim.JoinFingerprint(), "admin"); err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := victim.joinKey()
+	if resp, err := relayJoin(t, n1, "node2", key, ""); err == nil || resp != nil {
+		t.Fatalf("a relayed request was admitted (CA key handed out)")
+	} else if ErrorCode(err) != CodeForbidden {
+		t.Fatalf("relayed request: %v, want forbidden", err)
+	}
+	// The real node, asking itself, is still admitted.
+	if err := askCode(t, victim, n1); err != nil {
+		t.Fatalf("the approved node itself: %v", err)
+	}
+}
+
+// A member that gossip claims (anyone with the cluster key can) and that
+// never answers does not keep a joining node from the real cluster.
+func TestGossipClaimDoesNotTrapAJoiner(t *testing.T) {
+	tc, _ := startOne(t)
+	cfg := newTestConfig(t, 0, 3, "site-key") // "node0" sorts before node1
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	liar := tc.start(cfg)
+	liar.mu.Lock()
+	liar.phase = phaseMember
+	liar.mu.Unlock()
+	liar.updateGossipMeta()
+	testutil.WaitFor(t, 10*time.Second, "the claim to spread", func() error {
+		for _, m := range tc.nodes[0].aliveMembers() {
+			if m.Name == "node0" && m.Meta.Phase == phaseMember {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	cfg2 := newTestConfig(t, 2, 3, "site-key")
+	cfg2.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg2.EnrolToken = tc.enrolToken()
+	tc.nodes = append(tc.nodes, tc.start(cfg2))
+	tc.waitVoters(2)
 }

@@ -98,6 +98,7 @@ func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configura
 func (n *Node) joinLoop(ctx context.Context) {
 	var lastSet string
 	var stableSince, lastPendingLog, lastPair time.Time
+	joinTries := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,8 +143,9 @@ func (n *Node) joinLoop(ctx context.Context) {
 			continue
 		}
 
-		if signer := lowestSigner(alive, n.cfg.Name); signer != nil {
+		if signer := pickSigner(alive, n.cfg.Name, joinTries); signer != nil {
 			if err := n.requestJoin(ctx, signer); err != nil {
+				joinTries++
 				if ErrorReason(err) == reasonPendingApproval {
 					if time.Since(lastPendingLog) > 30*time.Second {
 						lastPendingLog = time.Now()
@@ -212,6 +214,26 @@ func lowestSigner(alive []member, self string) *member {
 		}
 	}
 	return best
+}
+
+// pickSigner is whom to ask on the tries-th attempt. Members take turns:
+// gossip only needs the cluster key, so a member that sorts first may be a
+// liar that never admits us (it can no longer relay our request, which is
+// bound to our session, but it must not trap us either). Bootstrappers do
+// not: while the first voters form, everyone must commit to the same one.
+func pickSigner(alive []member, self string, tries int) *member {
+	best := lowestSigner(alive, self)
+	if best == nil || best.Meta.Phase != phaseMember {
+		return best
+	}
+	var members []*member
+	for i := range alive {
+		if m := &alive[i]; m.Name != self && m.Meta.Phase == phaseMember {
+			members = append(members, m)
+		}
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	return members[tries%len(members)]
 }
 
 // inConfiguration reports whether this node is in its Raft configuration.
@@ -370,53 +392,19 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 		}
 		proofKey, enrolID = enrolHash(n.cfg.EnrolToken), id
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	d := tls.Dialer{Config: &tls.Config{
-		MinVersion: tls.VersionTLS13,
-		// The server's certificate cannot be checked yet; the token-bound
-		// proofs below authenticate both sides instead.
-		InsecureSkipVerify: true,
-		NextProtos:         []string{alpnRPC},
-	}}
-	conn, err := d.DialContext(ctx, "tcp", raftAddr)
-	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", raftAddr, err)
-	}
-	defer conn.Close()
-	cs := conn.(*tls.Conn).ConnectionState()
-	ekm, err := exportedKey(&cs)
-	if err != nil {
-		return nil, nil, err
-	}
-	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID}
-	req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
-	if pair {
-		req.Pair, req.Proof = true, nil
-		if req.KeySig, err = signPairing(key, ekm, &req); err != nil {
-			return nil, nil, err
+	var ekm []byte
+	resp, err := sendJoin(ctx, raftAddr, func(sessionKey []byte) (joinRequest, error) {
+		ekm = sessionKey
+		req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID, Pair: pair}
+		if !pair {
+			req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
 		}
-	}
-	body, _ := json.Marshal(req)
-	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
-	hr.Header.Set("Content-Type", "application/json")
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	if err := hr.Write(conn); err != nil {
-		return nil, nil, err
-	}
-	res, err := http.ReadResponse(bufioReader(conn), hr)
+		var err error
+		req.KeySig, err = signJoin(key, ekm, &req)
+		return req, err
+	})
 	if err != nil {
 		return nil, nil, err
-	}
-	defer res.Body.Close()
-	var resp joinResponse
-	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
-		return nil, nil, fmt.Errorf("join response (%s): %w", res.Status, err)
-	}
-	if resp.Error != nil {
-		return nil, nil, resp.Error
 	}
 	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
 	if !pair && !hmac.Equal(want, resp.Proof) {
@@ -425,7 +413,57 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
 		return nil, nil, err
 	}
-	return &resp, keyPEM, nil
+	return resp, keyPEM, nil
+}
+
+// sendJoin opens a TLS session to raftAddr, sends the request build makes
+// from the session's exported keying material, and returns the answer.
+func sendJoin(ctx context.Context, raftAddr string, build func(ekm []byte) (joinRequest, error)) (*joinResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	d := tls.Dialer{Config: &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		// The server's certificate cannot be checked yet; the proofs bound
+		// to this session authenticate both sides instead.
+		InsecureSkipVerify: true,
+		NextProtos:         []string{alpnRPC},
+	}}
+	conn, err := d.DialContext(ctx, "tcp", raftAddr)
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", raftAddr, err)
+	}
+	defer conn.Close()
+	cs := conn.(*tls.Conn).ConnectionState()
+	ekm, err := exportedKey(&cs)
+	if err != nil {
+		return nil, err
+	}
+	req, err := build(ekm)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(req)
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
+	hr.Header.Set("Content-Type", "application/json")
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	if err := hr.Write(conn); err != nil {
+		return nil, err
+	}
+	res, err := http.ReadResponse(bufioReader(conn), hr)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	var resp joinResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
+		return nil, fmt.Errorf("join response (%s): %w", res.Status, err)
+	}
+	if resp.Error != nil {
+		return nil, resp.Error
+	}
+	return &resp, nil
 }
 
 func verifyIssued(caPEM, certPEM []byte, pub *ecdsa.PublicKey) error {
@@ -483,17 +521,19 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		}
 		proofKey = tok.Hash
 	}
+	// Every request proves, on this very TLS session, that it holds the key
+	// it asks a certificate for: what an admin approves (that key's
+	// fingerprint) is then who gets the answer, and a request relayed by
+	// someone who knows only the cluster key is refused.
+	if err := verifyKeySig(ekm, &req); err != nil {
+		n.log.Warn("join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+		fail(Errorf(CodeForbidden, "%v", err))
+		return
+	}
 	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
 	switch {
 	case req.Pair && req.EnrolID == "":
-		// No shared secret: the requester proves it holds the key it asks
-		// a certificate for, on this very TLS session, so what an admin
-		// approves (that key's fingerprint) is who gets the answer.
-		if err := verifyPairing(ekm, &req); err != nil {
-			n.log.Warn("pairing request refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
-			fail(Errorf(CodeForbidden, "%v", err))
-			return
-		}
+		// No shared secret: only an admin's approval can admit it.
 	case !hmac.Equal(want, req.Proof):
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
 		fail(Errorf(CodeForbidden, "join token mismatch"))
