@@ -2,6 +2,7 @@ package consensus
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -17,8 +18,10 @@ import (
 // longer admits anyone. A new node is admitted with
 //
 //   - a one-time enrolment token that a cluster admin created: it expires
-//     (DefaultEnrolTokenTTL), only its SHA-256 is in the replicated state, and
-//     the join consumes it in the FSM, so a second use fails; or
+//     (DefaultEnrolTokenTTL), the join consumes it in the FSM, so a second
+//     use fails, and the replicated state keeps only the public half of a
+//     key pair derived from it (see enrolKeys), so a reader of a snapshot or
+//     of the log cannot use it; or
 //   - an admin's approval: a node holding the cluster key but no enrolment
 //     token is recorded as pending, with the fingerprint of the key it asks a
 //     certificate for; once approved, its next join request is admitted.
@@ -55,10 +58,20 @@ const (
 	tablePendingNodes = "pending_nodes"
 )
 
-// enrolToken is a stored enrolment token: the secret itself is never stored.
+// enrolToken is a stored enrolment token: the secret itself is never stored,
+// nor anything a join could be proven with.
 type enrolToken struct {
-	ID      string `json:"id"`
-	Hash    string `json:"hash"`    // hex SHA-256 of the whole token
+	ID string `json:"id"`
+	// Hash is what tokens made before Key existed stored; such a token no
+	// longer admits anyone.
+	Hash string `json:"hash,omitempty"`
+	// Key is the hex ed25519 public key derived from the token: a join
+	// signs with the private half.
+	Key string `json:"key,omitempty"`
+	// Accept keys the server's answer (enrolKeys): it lets a reader of the
+	// state pose as the cluster to an enrolling box, nothing more, and such
+	// a reader holds the CA key anyway.
+	Accept  string `json:"accept,omitempty"`
 	Created int64  `json:"created"` // unix nanoseconds
 	Expires int64  `json:"expires"` // unix nanoseconds
 	Creator string `json:"creator,omitempty"`
@@ -66,7 +79,8 @@ type enrolToken struct {
 
 type consumeEnrolToken struct {
 	ID   string `json:"id"`
-	Hash string `json:"hash"`
+	Hash string `json:"hash,omitempty"` // from before Key
+	Key  string `json:"key,omitempty"`
 	Node string `json:"node"`
 	Now  int64  `json:"now"`
 }
@@ -109,7 +123,7 @@ func registerAdmissionTables(r *Registry) {
 
 // applyCreateEnrolToken stores a token and drops the expired ones.
 func applyCreateEnrolToken(tx *Tx, c *enrolToken) (any, error) {
-	if c.ID == "" || c.Hash == "" || c.Expires <= c.Created {
+	if c.ID == "" || (c.Hash == "" && c.Key == "") || c.Expires <= c.Created {
 		return nil, Errorf(CodeInvalid, "enrolment token needs an ID, a hash and a lifetime")
 	}
 	it, err := tx.Get(tableEnrolTokens, "id")
@@ -143,7 +157,7 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 		return nil, Errorf(CodeForbidden, "enrolment token %s is unknown or already used", c.ID)
 	}
 	t := raw.(*enrolToken)
-	if t.Hash != c.Hash {
+	if (c.Key == "" || t.Key != c.Key) && (c.Hash == "" || t.Hash != c.Hash) {
 		return nil, Errorf(CodeForbidden, "enrolment token %s does not match", c.ID)
 	}
 	if c.Now >= t.Expires {
@@ -243,7 +257,8 @@ func (n *Node) CreateEnrolToken(ctx context.Context, ttl time.Duration, creator 
 	tok := id + "." + secret
 	now := time.Now()
 	exp := now.Add(ttl)
-	row := enrolToken{ID: id, Hash: enrolHash(tok), Created: now.UnixNano(), Expires: exp.UnixNano(), Creator: creator}
+	priv, accept := enrolKeys(tok)
+	row := enrolToken{ID: id, Key: hex.EncodeToString(priv.Public().(ed25519.PublicKey)), Accept: accept, Created: now.UnixNano(), Expires: exp.UnixNano(), Creator: creator}
 	if _, err := n.Apply(ctx, msgCreateEnrolToken, row, nil); err != nil {
 		return EnrolToken{}, fmt.Errorf("create enrolment token: %w", err)
 	}
@@ -274,11 +289,27 @@ func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (P
 	return p, nil
 }
 
-// enrolHash is what the state stores of a token, and the key of the join
-// proofs made with it.
-func enrolHash(token string) string {
-	sum := sha256.Sum256([]byte("cairn enrolment token\x00" + token))
-	return hex.EncodeToString(sum[:])
+// enrolKeys derives from a token the key a join signs with (the state
+// stores its public half, so a reader cannot sign) and the key the server's
+// answer is proven with. Signing, rather than sending the secret itself, keeps
+// the token from whoever answers a join: the joiner cannot check the server
+// before it has the CA, and anyone with the cluster key can pose as a member.
+func enrolKeys(token string) (ed25519.PrivateKey, string) {
+	seed := sha256.Sum256([]byte("cairn enrolment token key\x00" + token))
+	accept := sha256.Sum256([]byte("cairn enrolment token accept\x00" + token))
+	return ed25519.NewKeyFromSeed(seed[:]), hex.EncodeToString(accept[:])
+}
+
+// verifyEnrolSig checks a join request's signature with a stored token.
+func verifyEnrolSig(t *enrolToken, ekm []byte, req *joinRequest) error {
+	pub, err := hex.DecodeString(t.Key)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return Errorf(CodeForbidden, "enrolment token %s predates signed joins: create a new one", t.ID)
+	}
+	if !ed25519.Verify(pub, joinDigest(ekm, req), req.EnrolSig) {
+		return Errorf(CodeForbidden, "enrolment token mismatch")
+	}
+	return nil
 }
 
 // enrolTokenID is the public half of a token ("ID.SECRET").

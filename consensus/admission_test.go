@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"testing"
@@ -281,4 +282,53 @@ func TestGossipClaimDoesNotTrapAJoiner(t *testing.T) {
 	cfg2.EnrolToken = tc.enrolToken()
 	tc.nodes = append(tc.nodes, tc.start(cfg2))
 	tc.waitVoters(2)
+}
+
+// What the replicated state keeps of an enrolment token does not admit
+// anyone: a reader of a snapshot or of the log cannot use the token.
+func TestStoredEnrolmentTokenDoesNotAdmit(t *testing.T) {
+	tc, n1 := startOne(t)
+	id, _ := enrolTokenID(tc.enrolToken())
+	raw, _ := json.Marshal(n1.store.enrolToken(id))
+	var stored map[string]any
+	_ = json.Unmarshal(raw, &stored)
+	key, _, _ := newNodeKey()
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pemBlock("PUBLIC KEY", der)
+	for field, v := range stored {
+		s, ok := v.(string)
+		if !ok || s == "" || field == "id" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := sendJoin(ctx, n1.RaftAddr(), func(ekm []byte) (joinRequest, error) {
+			req := joinRequest{Name: "reader", IPs: []string{"127.0.0.98"}, RaftAddr: "127.0.0.98:18444", PubKey: pubPEM, EnrolID: id}
+			req.Proof = joinProof(s, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+			var err error
+			req.KeySig, err = signJoin(key, ekm, &req)
+			return req, err
+		})
+		cancel()
+		if ErrorCode(err) != CodeForbidden {
+			t.Fatalf("a join proven with the stored %q of the token: %v, want forbidden", field, err)
+		}
+	}
+}
+
+// A box with no cluster key but an enrolment token (cairn.enrol=) pairs
+// with the token, with no admin approval, and adopts the cluster key.
+func TestKeylessBoxJoinsWithAnEnrolmentToken(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "") // no key: it makes its own
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	if n2.JoinToken() != n1.JoinToken() {
+		t.Fatal("the enrolled node did not adopt the cluster key")
+	}
+	if p := n1.PendingNodes(); len(p) != 0 {
+		t.Fatalf("an enrolled node was listed as pending: %v", p)
+	}
 }

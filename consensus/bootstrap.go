@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/tls"
 	"crypto/x509"
@@ -382,21 +383,28 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 		return nil, nil, err
 	}
 	pubPEM := pemBlock("PUBLIC KEY", pubDER)
-	// Proofs are keyed with the enrolment token when there is one (the
-	// server knows its hash), else with the cluster key.
+	// With an enrolment token the request is signed with a key derived
+	// from it and the answer proven with another (enrolKeys), with or
+	// without the cluster key; else both are proven with the cluster key,
+	// except for a pairing request, which has no secret to prove.
 	proofKey, enrolID := n.clusterKey(), ""
+	var enrolPriv ed25519.PrivateKey
 	if n.cfg.EnrolToken != "" {
 		id, ok := enrolTokenID(n.cfg.EnrolToken)
 		if !ok {
 			return nil, nil, errors.New("join: malformed enrolment token (want ID.SECRET)")
 		}
-		proofKey, enrolID = enrolHash(n.cfg.EnrolToken), id
+		enrolID = id
+		enrolPriv, proofKey = enrolKeys(n.cfg.EnrolToken)
 	}
 	var ekm []byte
 	resp, err := sendJoin(ctx, raftAddr, func(sessionKey []byte) (joinRequest, error) {
 		ekm = sessionKey
 		req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID, Pair: pair}
-		if !pair {
+		switch {
+		case enrolPriv != nil:
+			req.EnrolSig = ed25519.Sign(enrolPriv, joinDigest(ekm, &req))
+		case !pair:
 			req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
 		}
 		var err error
@@ -407,7 +415,7 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 		return nil, nil, err
 	}
 	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
-	if !pair && !hmac.Equal(want, resp.Proof) {
+	if (!pair || enrolPriv != nil) && !hmac.Equal(want, resp.Proof) {
 		return nil, nil, errors.New("join: the server does not know our join token")
 	}
 	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
@@ -519,7 +527,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 			fail(Errorf(CodeForbidden, "enrolment token %s is unknown or already used", req.EnrolID))
 			return
 		}
-		proofKey = tok.Hash
+		proofKey = tok.Accept
 	}
 	// Every request proves, on this very TLS session, that it holds the key
 	// it asks a certificate for: what an admin approves (that key's
@@ -532,7 +540,15 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 	}
 	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
 	switch {
-	case req.Pair && req.EnrolID == "":
+	case tok != nil:
+		// A keyless box may hold an enrolment token too: the token, not
+		// the cluster key, is what it proves.
+		if err := verifyEnrolSig(tok, ekm, &req); err != nil {
+			n.log.Warn("join refused: wrong enrolment token", "name", req.Name, "token_id", req.EnrolID, "remote", r.RemoteAddr)
+			fail(err)
+			return
+		}
+	case req.Pair:
 		// No shared secret: only an admin's approval can admit it.
 	case !hmac.Equal(want, req.Proof):
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
@@ -608,7 +624,7 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if tok != nil {
-		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Hash: tok.Hash, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Now: time.Now().UnixNano()}, nil)
 		return err
 	}
 	fp := keyFingerprint(req.PubKey)

@@ -159,10 +159,11 @@ type joinRequest struct {
 	IPs      []string `json:"ips"`
 	RaftAddr string   `json:"raft_addr"`
 	PubKey   []byte   `json:"pub_key"` // PEM public key
-	// EnrolID names the enrolment token the proofs are keyed with; empty
-	// when they are keyed with the cluster key.
-	EnrolID string `json:"enrol_id,omitempty"`
-	Proof   []byte `json:"proof"`
+	// EnrolID names the enrolment token EnrolSig is made with (see
+	// enrolKeys); empty when Proof is keyed with the cluster key.
+	EnrolID  string `json:"enrol_id,omitempty"`
+	EnrolSig []byte `json:"enrol_sig,omitempty"`
+	Proof    []byte `json:"proof,omitempty"`
 	// Pair marks a request from a node that does not know the cluster key.
 	Pair bool `json:"pair,omitempty"`
 	// KeySig is the requester's signature, with the key it asks a
