@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -283,6 +284,9 @@ func (n *Node) PendingNodes() []PendingNode {
 // shows it).
 func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (PendingNode, error) {
 	var p PendingNode
+	if err := n.checkNameFree(name, nil); err != nil {
+		return p, fmt.Errorf("approve node %s: %w", name, err)
+	}
 	if _, err := n.Apply(ctx, msgApproveNode, approveNode{Name: name, Fingerprint: fingerprint, By: by}, &p); err != nil {
 		return p, fmt.Errorf("approve node %s: %w", name, err)
 	}
@@ -330,4 +334,31 @@ func (s *Store) enrolToken(id string) *enrolToken {
 		return nil
 	}
 	return raw.(*enrolToken)
+}
+
+// checkNameFree refuses to admit a name that is a server in the Raft
+// configuration: a new box under a dead voter's name would become that voter
+// with an empty log, and Raft's safety rests on a voter never forgetting
+// what it acknowledged. Only the node itself, showing its certificate for
+// that name on this connection (cs), may ask again.
+func (n *Node) checkNameFree(name string, cs *tls.ConnectionState) error {
+	r := n.Raft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return Errorf(CodeUnavailable, "read the Raft configuration: %v", err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) != name {
+			continue
+		}
+		if cs != nil && len(cs.VerifiedChains) > 0 && cs.PeerCertificates[0].Subject.CommonName == name {
+			return nil
+		}
+		return Errorf(CodeConflict, "a node named %s is still a server of this cluster (at %s): start the new box under another name, or wait until the old one is removed (a server gone longer than %s is removed automatically)",
+			name, s.Address, n.cfg.DeadServerGrace)
+	}
+	return nil
 }

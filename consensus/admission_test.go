@@ -332,3 +332,21 @@ func TestKeylessBoxJoinsWithAnEnrolmentToken(t *testing.T) {
 		t.Fatalf("an enrolled node was listed as pending: %v", p)
 	}
 }
+
+// A box that takes the name of a server still in the Raft configuration (a
+// replacement for a dead voter, within DeadServerGrace) is refused: it would
+// become that voter with an empty log.
+func TestNameOfAServerIsNotAdmitted(t *testing.T) {
+	tc, n1 := startOne(t)
+	if err := askCode(t, joiner(t, tc, 1, tc.enrolToken()), n1); ErrorCode(err) != CodeConflict {
+		t.Fatalf("a new box named like a voter, with an enrolment token: %v, want conflict", err)
+	}
+	if err := askCode(t, joiner(t, tc, 1, ""), n1); ErrorCode(err) != CodeConflict {
+		t.Fatalf("a new box named like a voter, asking for approval: %v, want conflict", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node1", "", "admin"); ErrorCode(err) != CodeConflict {
+		t.Fatalf("approving a voter's name: %v, want conflict", err)
+	}
+}

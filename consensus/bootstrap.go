@@ -580,6 +580,11 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !forming {
+		if err := n.checkNameFree(req.Name, r.TLS); err != nil {
+			n.log.Warn("join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(err)
+			return
+		}
 		if err := n.admit(r.Context(), &req, tok); err != nil {
 			lvl := slog.LevelInfo
 			if ErrorReason(err) == reasonPendingApproval {
