@@ -7,8 +7,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/raft"
 
 	"github.com/cairnhq/cairn/qa/testutil"
 )
@@ -348,5 +351,56 @@ func TestNameOfAServerIsNotAdmitted(t *testing.T) {
 	defer cancel()
 	if _, err := n1.ApproveNode(ctx, "node1", "", "admin"); ErrorCode(err) != CodeConflict {
 		t.Fatalf("approving a voter's name: %v, want conflict", err)
+	}
+}
+
+// Gossip alone (the cluster key) cannot move a server's Raft address: the
+// node at the new address must show its certificate for that name.
+func TestGossipClaimDoesNotMoveAServer(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	// What a liar's gossip would say: node2 now lives at the liar's address.
+	liar, err := net.Listen("tcp", tc.cfgs[0].BindAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer liar.Close()
+	n1.gossipEvents.mu.Lock()
+	m := n1.gossipEvents.alive["node2"]
+	m.Meta.RaftAddr = liar.Addr().String()
+	n1.gossipEvents.alive["node2"] = m
+	n1.gossipEvents.mu.Unlock()
+	n1.reconcileMembership(map[string]time.Time{})
+	for _, s := range n1.Raft().GetConfiguration().Configuration().Servers {
+		if s.ID == "node2" && string(s.Address) != n2.RaftAddr() {
+			t.Fatalf("gossip moved node2 to %s", s.Address)
+		}
+	}
+}
+
+// Raft dials by address only; the peer there must hold the certificate of
+// the server the configuration places at that address.
+func TestRaftDialChecksTheServerName(t *testing.T) {
+	_, n1 := startOne(t)
+	if got := n1.raftNamesAt(n1.RaftAddr()); len(got) != 1 || got[0] != "node1" {
+		t.Fatalf("names at node1's address: %v", got)
+	}
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{{"node1", true}, {"node9", false}} {
+		s := &raftStream{tls: n1.identity().clientTLS(alpnRaft), names: func(string) []string { return []string{c.name} }}
+		conn, err := s.Dial(raft.ServerAddress(n1.RaftAddr()), 2*time.Second)
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Fatalf("dial node1 as %s: %v", c.name, err)
+		}
 	}
 }

@@ -139,12 +139,13 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
-		if !ok {
+		if !ok || string(s.Address) != m.Meta.RaftAddr {
 			// Gossip metadata is only a claim, and the cluster key is all
-			// gossip needs: add a node only once it shows a certificate of
-			// our CA for its name, i.e. once it was admitted.
+			// gossip needs: add a node, or move a server to a new
+			// address, only once whoever is there shows a certificate of
+			// our CA for that name, i.e. was admitted under it.
 			if err := n.holdsCertificate(name, m.Meta.RaftAddr); err != nil {
-				n.log.Warn("not adding a node without its cluster certificate", "node", name, "err", err)
+				n.log.Warn("not adding or moving a node without its cluster certificate", "node", name, "addr", m.Meta.RaftAddr, "err", err)
 				continue
 			}
 		}
@@ -167,7 +168,13 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 			}
 		case string(s.Address) != m.Meta.RaftAddr:
 			// Same node, new address (DHCP): re-adding updates it.
-			_ = r.AddVoter(s.ID, raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error()
+			add := r.AddVoter
+			if s.Suffrage != raft.Voter {
+				add = r.AddNonvoter
+			}
+			if err := add(s.ID, raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err == nil {
+				n.log.Info("moved server to a new address", "node", name, "from", s.Address, "to", m.Meta.RaftAddr)
+			}
 		}
 	}
 	for name, s := range inRaft {

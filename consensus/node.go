@@ -284,7 +284,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		return err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft)},
+		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft), names: n.raftNamesAt},
 		MaxPool: 5, Timeout: 5 * time.Second, Logger: hlog,
 	})
 
