@@ -44,11 +44,16 @@ const (
 // Kubernetes bootstrap token.
 const DefaultEnrolTokenTTL = time.Hour
 
-// pendingTTL is how long a pending node that stopped asking stays listed;
-// maxPending bounds the list, since anyone with the cluster key can add to it.
+// pendingTTL is how long a pending node that stopped asking stays listed
+// (a node that keeps asking is refreshed every pendingRefresh); maxPending
+// bounds the list, since anyone who reaches the cluster port can add to it.
 const (
-	pendingTTL = time.Hour
-	maxPending = 32
+	pendingTTL     = time.Hour
+	pendingRefresh = pendingTTL / 4
+	maxPending     = 32
+	// pendingWritesPerMinute is how many pending entries one source
+	// address may write per minute.
+	pendingWritesPerMinute = 6
 )
 
 // reasonPendingApproval marks the answer to a node that waits for approval.
@@ -113,7 +118,9 @@ func registerAdmissionTables(r *Registry) {
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 	}})
 	RegisterTable[PendingNode](r, &memdb.TableSchema{Name: tablePendingNodes, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+		"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "Name"}, &memdb.StringFieldIndex{Field: "Fingerprint"}}}},
+		"name": {Name: "name", Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 	}})
 	Handle(r, msgCreateEnrolToken, "CreateEnrolToken", applyCreateEnrolToken)
 	Handle(r, msgConsumeEnrolToken, "ConsumeEnrolToken", applyConsumeEnrolToken)
@@ -168,6 +175,9 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 }
 
 // applyRecordPendingNode lists (or refreshes) a node waiting for approval.
+// Candidates are kept per name and key: anyone who can reach the cluster
+// port can ask under any name, and must not displace the real node's entry
+// (the admin approves a key by its fingerprint).
 func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	if c.Name == "" || c.Fingerprint == "" {
 		return nil, Errorf(CodeInvalid, "a pending node needs a name and a key fingerprint")
@@ -182,7 +192,7 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*PendingNode)
 		switch {
-		case p.Name == c.Name:
+		case p.Name == c.Name && p.Fingerprint == c.Fingerprint:
 			cur = p
 		case c.LastSeen.Sub(p.LastSeen) > pendingTTL:
 			stale = append(stale, p)
@@ -198,45 +208,77 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	row := *c
 	row.Approved, row.ApprovedBy = false, ""
 	switch {
-	case cur != nil && cur.Fingerprint == c.Fingerprint:
+	case cur != nil:
 		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
-	case cur != nil && cur.Approved:
-		return nil, Errorf(CodeConflict, "node %s was approved with another key", c.Name)
-	case cur == nil && count >= maxPending:
+	case count >= maxPending:
 		return nil, Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
 	return nil, tx.Insert(tablePendingNodes, &row)
 }
 
-func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
-	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+// pendingByName lists the candidates that ask under name.
+func pendingByName(tx *memdb.Txn, name string) ([]*PendingNode, error) {
+	it, err := tx.Get(tablePendingNodes, "name", name)
 	if err != nil {
 		return nil, err
 	}
-	if raw == nil {
+	var out []*PendingNode
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*PendingNode))
+	}
+	return out, nil
+}
+
+func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
+	cands, err := pendingByName(tx.Txn, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
 		return nil, Errorf(CodeNotFound, "no node %s is waiting for approval", c.Name)
 	}
-	p := *raw.(*PendingNode)
-	if c.Fingerprint != "" && !strings.EqualFold(c.Fingerprint, p.Fingerprint) {
-		return nil, Errorf(CodeConflict, "node %s asks with key %s, not %s", c.Name, p.Fingerprint, c.Fingerprint)
+	var p PendingNode
+	switch {
+	case c.Fingerprint == "" && len(cands) > 1:
+		return nil, Errorf(CodeConflict, "%d keys ask to join as %s: name the one to approve by its fingerprint", len(cands), c.Name)
+	case c.Fingerprint == "":
+		p = *cands[0]
+	default:
+		var fps []string
+		for _, q := range cands {
+			fps = append(fps, q.Fingerprint)
+			if strings.EqualFold(q.Fingerprint, c.Fingerprint) {
+				p = *q
+			}
+		}
+		if p.Name == "" {
+			return nil, Errorf(CodeConflict, "node %s asks with key %s, not %s", c.Name, strings.Join(fps, " or "), c.Fingerprint)
+		}
 	}
 	p.Approved, p.ApprovedBy = true, c.By
 	return &p, tx.Insert(tablePendingNodes, &p)
 }
 
+// applyAdmitPendingNode uses an approval up, and forgets the other keys that
+// asked under the same name.
 func applyAdmitPendingNode(tx *Tx, c *admitPendingNode) (any, error) {
-	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+	cands, err := pendingByName(tx.Txn, c.Name)
 	if err != nil {
 		return nil, err
 	}
-	if raw == nil {
-		return nil, Errorf(CodeForbidden, "node %s is not waiting for approval", c.Name)
+	approved := false
+	for _, p := range cands {
+		approved = approved || (p.Approved && p.Fingerprint == c.Fingerprint)
 	}
-	p := raw.(*PendingNode)
-	if !p.Approved || p.Fingerprint != c.Fingerprint {
+	if !approved {
 		return nil, Errorf(CodeForbidden, "node %s is not approved", c.Name)
 	}
-	return nil, tx.Delete(tablePendingNodes, p)
+	for _, p := range cands {
+		if err := tx.Delete(tablePendingNodes, p); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // EnrolToken is a freshly created enrolment token: Token is shown once.

@@ -404,3 +404,36 @@ func TestRaftDialChecksTheServerName(t *testing.T) {
 		}
 	}
 }
+
+// Anyone who reaches the cluster port can ask to join under any name: a
+// second key asking as a pending node does not displace the first (the
+// admin approves by fingerprint), and one source cannot flood the list
+// with Raft writes.
+func TestPendingRequestsCannotDisplaceOrFlood(t *testing.T) {
+	tc, n1 := startOne(t)
+	real := joiner(t, tc, 2, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("the real node: %v, want pending", err)
+	}
+	if err := askCode(t, joiner(t, tc, 2, ""), n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("another key under the same name: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", real.JoinFingerprint(), "admin"); err != nil {
+		t.Fatalf("approving the real node's key after another asked under its name: %v", err)
+	}
+	if err := askCode(t, real, n1); err != nil {
+		t.Fatalf("the approved node: %v", err)
+	}
+	before := n1.Raft().LastIndex()
+	for i := 10; i < 30; i++ {
+		_ = askCode(t, joiner(t, tc, i, ""), n1)
+	}
+	if got := len(n1.PendingNodes()); got > pendingWritesPerMinute {
+		t.Fatalf("one source listed %d pending nodes in a minute, want at most %d", got, pendingWritesPerMinute)
+	}
+	if writes := n1.Raft().LastIndex() - before; writes > pendingWritesPerMinute {
+		t.Fatalf("one source caused %d Raft writes", writes)
+	}
+}

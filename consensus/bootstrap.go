@@ -585,7 +585,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 			fail(err)
 			return
 		}
-		if err := n.admit(r.Context(), &req, tok); err != nil {
+		if err := n.admit(r.Context(), &req, tok, r.RemoteAddr); err != nil {
 			lvl := slog.LevelInfo
 			if ErrorReason(err) == reasonPendingApproval {
 				lvl = slog.LevelDebug // it asks again every few seconds
@@ -625,7 +625,7 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 // admit decides a join to a formed cluster: an enrolment token is used up,
 // an approved pending node is admitted once, anyone else is listed as
 // pending and refused for now.
-func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) error {
+func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken, remote string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if tok != nil {
@@ -634,10 +634,10 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 	}
 	fp := keyFingerprint(req.PubKey)
 	var cur *PendingNode
-	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name); err == nil && raw != nil {
+	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name, fp); err == nil && raw != nil {
 		cur = raw.(*PendingNode)
 	}
-	if cur != nil && cur.Approved && cur.Fingerprint == fp {
+	if cur != nil && cur.Approved {
 		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
 		return err
 	}
@@ -645,9 +645,14 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 		// Checked here too, so a flood of new names costs no Raft writes.
 		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
-	// A node asks every second or so: refresh its entry now and then only.
+	// A node asks every second or so: write its entry when it is new or
+	// moved, and refresh it now and then only; and no source may write
+	// often, since a pending request needs no secret at all.
 	now := time.Now().UTC()
-	if cur == nil || cur.Fingerprint != fp || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingTTL/60 {
+	if cur == nil || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingRefresh {
+		if !n.pendingLimit.allow(remoteHost(remote), now) {
+			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", remoteHost(remote))
+		}
 		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
 		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
 			return err

@@ -55,6 +55,8 @@ type Node struct {
 	// The key this node asks a certificate for, kept across join attempts.
 	joinPriv    *ecdsa.PrivateKey
 	joinPrivPEM []byte
+	// pendingLimit bounds the pending-node writes each source causes.
+	pendingLimit *sourceLimit
 
 	raft         atomic.Pointer[raft.Raft]
 	raftDisk     *raftDisk
@@ -115,7 +117,8 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
 		events: make(chan struct{}, 1), joinedCh: make(chan struct{}), failed: make(chan error, 1),
-		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
+		forwardCh:    make(chan *forwardedCmd, forwardQueueSize),
+		pendingLimit: newSourceLimit(pendingWritesPerMinute, time.Minute, 4096)}
 	n.gossipEvents = newGossipEvents(n)
 	n.leaderReads = &readBatch{fetch: func(context.Context) (uint64, error) { return n.leaderReadIndex() }}
 	n.reads = &readBatch{fetch: n.fetchReadIndex}
