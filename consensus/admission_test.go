@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 
 	"github.com/cairnhq/cairn/qa/testutil"
@@ -435,5 +436,43 @@ func TestPendingRequestsCannotDisplaceOrFlood(t *testing.T) {
 	}
 	if writes := n1.Raft().LastIndex() - before; writes > pendingWritesPerMinute {
 		t.Fatalf("one source caused %d Raft writes", writes)
+	}
+}
+
+// Members that gossip claims and that never answer (anyone with the cluster
+// key can make many) do not stall the leader's membership loop: their
+// certificates are checked in parallel, and the answers remembered a while.
+func TestSilentMembersDoNotStallMembership(t *testing.T) {
+	_, n1 := startOne(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never speaks TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	n1.gossipEvents.mu.Lock()
+	for i := range 8 {
+		name := fmt.Sprintf("fake%d", i)
+		n1.gossipEvents.alive[name] = member{Name: name, State: memberlist.StateAlive,
+			Meta: gossipMeta{Phase: phaseMember, RaftAddr: silent.Addr().String()}}
+	}
+	n1.gossipEvents.mu.Unlock()
+	for _, round := range []string{"first", "second"} {
+		start := time.Now()
+		n1.reconcileMembership(map[string]time.Time{})
+		if d := time.Since(start); d > 8*time.Second {
+			t.Fatalf("%s round with 8 silent members took %s", round, d)
+		}
+	}
+	if v := n1.Status().Voters; v != 1 {
+		t.Fatalf("%d voters, want 1", v)
 	}
 }

@@ -57,6 +57,8 @@ type Node struct {
 	joinPrivPEM []byte
 	// pendingLimit bounds the pending-node writes each source causes.
 	pendingLimit *sourceLimit
+	// certChecks remembers the leader's recent certificate checks.
+	certChecks certChecker
 
 	raft         atomic.Pointer[raft.Raft]
 	raftDisk     *raftDisk
