@@ -289,7 +289,7 @@ type EnrolToken struct {
 }
 
 // CreateEnrolToken creates a one-time enrolment token valid for ttl (the
-// default when 0). Only its hash is stored.
+// default when 0). Only the public half of a key derived from it is stored.
 func (n *Node) CreateEnrolToken(ctx context.Context, ttl time.Duration, creator string) (EnrolToken, error) {
 	if ttl <= 0 {
 		ttl = DefaultEnrolTokenTTL
