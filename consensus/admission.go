@@ -2,8 +2,10 @@ package consensus
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -17,8 +19,10 @@ import (
 // longer admits anyone. A new node is admitted with
 //
 //   - a one-time enrolment token that a cluster admin created: it expires
-//     (DefaultEnrolTokenTTL), only its SHA-256 is in the replicated state, and
-//     the join consumes it in the FSM, so a second use fails; or
+//     (DefaultEnrolTokenTTL), the join consumes it in the FSM, so a second
+//     use fails, and the replicated state keeps only the public half of a
+//     key pair derived from it (see enrolKeys), so a reader of a snapshot or
+//     of the log cannot use it; or
 //   - an admin's approval: a node holding the cluster key but no enrolment
 //     token is recorded as pending, with the fingerprint of the key it asks a
 //     certificate for; once approved, its next join request is admitted.
@@ -40,11 +44,16 @@ const (
 // Kubernetes bootstrap token.
 const DefaultEnrolTokenTTL = time.Hour
 
-// pendingTTL is how long a pending node that stopped asking stays listed;
-// maxPending bounds the list, since anyone with the cluster key can add to it.
+// pendingTTL is how long a pending node that stopped asking stays listed
+// (a node that keeps asking is refreshed every pendingRefresh); maxPending
+// bounds the list, since anyone who reaches the cluster port can add to it.
 const (
-	pendingTTL = time.Hour
-	maxPending = 32
+	pendingTTL     = time.Hour
+	pendingRefresh = pendingTTL / 4
+	maxPending     = 32
+	// pendingWritesPerMinute is how many pending entries one source
+	// address may write per minute.
+	pendingWritesPerMinute = 6
 )
 
 // reasonPendingApproval marks the answer to a node that waits for approval.
@@ -55,10 +64,20 @@ const (
 	tablePendingNodes = "pending_nodes"
 )
 
-// enrolToken is a stored enrolment token: the secret itself is never stored.
+// enrolToken is a stored enrolment token: the secret itself is never stored,
+// nor anything a join could be proven with.
 type enrolToken struct {
-	ID      string `json:"id"`
-	Hash    string `json:"hash"`    // hex SHA-256 of the whole token
+	ID string `json:"id"`
+	// Hash is what tokens made before Key existed stored; such a token no
+	// longer admits anyone.
+	Hash string `json:"hash,omitempty"`
+	// Key is the hex ed25519 public key derived from the token: a join
+	// signs with the private half.
+	Key string `json:"key,omitempty"`
+	// Accept keys the server's answer (enrolKeys): it lets a reader of the
+	// state pose as the cluster to an enrolling box, nothing more, and such
+	// a reader holds the CA key anyway.
+	Accept  string `json:"accept,omitempty"`
 	Created int64  `json:"created"` // unix nanoseconds
 	Expires int64  `json:"expires"` // unix nanoseconds
 	Creator string `json:"creator,omitempty"`
@@ -66,7 +85,8 @@ type enrolToken struct {
 
 type consumeEnrolToken struct {
 	ID   string `json:"id"`
-	Hash string `json:"hash"`
+	Hash string `json:"hash,omitempty"` // from before Key
+	Key  string `json:"key,omitempty"`
 	Node string `json:"node"`
 	Now  int64  `json:"now"`
 }
@@ -98,7 +118,9 @@ func registerAdmissionTables(r *Registry) {
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 	}})
 	RegisterTable[PendingNode](r, &memdb.TableSchema{Name: tablePendingNodes, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
+		"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "Name"}, &memdb.StringFieldIndex{Field: "Fingerprint"}}}},
+		"name": {Name: "name", Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 	}})
 	Handle(r, msgCreateEnrolToken, "CreateEnrolToken", applyCreateEnrolToken)
 	Handle(r, msgConsumeEnrolToken, "ConsumeEnrolToken", applyConsumeEnrolToken)
@@ -109,7 +131,7 @@ func registerAdmissionTables(r *Registry) {
 
 // applyCreateEnrolToken stores a token and drops the expired ones.
 func applyCreateEnrolToken(tx *Tx, c *enrolToken) (any, error) {
-	if c.ID == "" || c.Hash == "" || c.Expires <= c.Created {
+	if c.ID == "" || (c.Hash == "" && c.Key == "") || c.Expires <= c.Created {
 		return nil, Errorf(CodeInvalid, "enrolment token needs an ID, a hash and a lifetime")
 	}
 	it, err := tx.Get(tableEnrolTokens, "id")
@@ -143,7 +165,7 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 		return nil, Errorf(CodeForbidden, "enrolment token %s is unknown or already used", c.ID)
 	}
 	t := raw.(*enrolToken)
-	if t.Hash != c.Hash {
+	if (c.Key == "" || t.Key != c.Key) && (c.Hash == "" || t.Hash != c.Hash) {
 		return nil, Errorf(CodeForbidden, "enrolment token %s does not match", c.ID)
 	}
 	if c.Now >= t.Expires {
@@ -153,6 +175,9 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 }
 
 // applyRecordPendingNode lists (or refreshes) a node waiting for approval.
+// Candidates are kept per name and key: anyone who can reach the cluster
+// port can ask under any name, and must not displace the real node's entry
+// (the admin approves a key by its fingerprint).
 func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	if c.Name == "" || c.Fingerprint == "" {
 		return nil, Errorf(CodeInvalid, "a pending node needs a name and a key fingerprint")
@@ -167,7 +192,7 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*PendingNode)
 		switch {
-		case p.Name == c.Name:
+		case p.Name == c.Name && p.Fingerprint == c.Fingerprint:
 			cur = p
 		case c.LastSeen.Sub(p.LastSeen) > pendingTTL:
 			stale = append(stale, p)
@@ -183,45 +208,77 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	row := *c
 	row.Approved, row.ApprovedBy = false, ""
 	switch {
-	case cur != nil && cur.Fingerprint == c.Fingerprint:
+	case cur != nil:
 		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
-	case cur != nil && cur.Approved:
-		return nil, Errorf(CodeConflict, "node %s was approved with another key", c.Name)
-	case cur == nil && count >= maxPending:
+	case count >= maxPending:
 		return nil, Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
 	return nil, tx.Insert(tablePendingNodes, &row)
 }
 
-func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
-	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+// pendingByName lists the candidates that ask under name.
+func pendingByName(tx *memdb.Txn, name string) ([]*PendingNode, error) {
+	it, err := tx.Get(tablePendingNodes, "name", name)
 	if err != nil {
 		return nil, err
 	}
-	if raw == nil {
+	var out []*PendingNode
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, raw.(*PendingNode))
+	}
+	return out, nil
+}
+
+func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
+	cands, err := pendingByName(tx.Txn, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	if len(cands) == 0 {
 		return nil, Errorf(CodeNotFound, "no node %s is waiting for approval", c.Name)
 	}
-	p := *raw.(*PendingNode)
-	if c.Fingerprint != "" && !strings.EqualFold(c.Fingerprint, p.Fingerprint) {
-		return nil, Errorf(CodeConflict, "node %s asks with key %s, not %s", c.Name, p.Fingerprint, c.Fingerprint)
+	var p PendingNode
+	switch {
+	case c.Fingerprint == "" && len(cands) > 1:
+		return nil, Errorf(CodeConflict, "%d keys ask to join as %s: name the one to approve by its fingerprint", len(cands), c.Name)
+	case c.Fingerprint == "":
+		p = *cands[0]
+	default:
+		var fps []string
+		for _, q := range cands {
+			fps = append(fps, q.Fingerprint)
+			if strings.EqualFold(q.Fingerprint, c.Fingerprint) {
+				p = *q
+			}
+		}
+		if p.Name == "" {
+			return nil, Errorf(CodeConflict, "node %s asks with key %s, not %s", c.Name, strings.Join(fps, " or "), c.Fingerprint)
+		}
 	}
 	p.Approved, p.ApprovedBy = true, c.By
 	return &p, tx.Insert(tablePendingNodes, &p)
 }
 
+// applyAdmitPendingNode uses an approval up, and forgets the other keys that
+// asked under the same name.
 func applyAdmitPendingNode(tx *Tx, c *admitPendingNode) (any, error) {
-	raw, err := tx.First(tablePendingNodes, "id", c.Name)
+	cands, err := pendingByName(tx.Txn, c.Name)
 	if err != nil {
 		return nil, err
 	}
-	if raw == nil {
-		return nil, Errorf(CodeForbidden, "node %s is not waiting for approval", c.Name)
+	approved := false
+	for _, p := range cands {
+		approved = approved || (p.Approved && p.Fingerprint == c.Fingerprint)
 	}
-	p := raw.(*PendingNode)
-	if !p.Approved || p.Fingerprint != c.Fingerprint {
+	if !approved {
 		return nil, Errorf(CodeForbidden, "node %s is not approved", c.Name)
 	}
-	return nil, tx.Delete(tablePendingNodes, p)
+	for _, p := range cands {
+		if err := tx.Delete(tablePendingNodes, p); err != nil {
+			return nil, err
+		}
+	}
+	return nil, nil
 }
 
 // EnrolToken is a freshly created enrolment token: Token is shown once.
@@ -232,7 +289,7 @@ type EnrolToken struct {
 }
 
 // CreateEnrolToken creates a one-time enrolment token valid for ttl (the
-// default when 0). Only its hash is stored.
+// default when 0). Only the public half of a key derived from it is stored.
 func (n *Node) CreateEnrolToken(ctx context.Context, ttl time.Duration, creator string) (EnrolToken, error) {
 	if ttl <= 0 {
 		ttl = DefaultEnrolTokenTTL
@@ -243,7 +300,8 @@ func (n *Node) CreateEnrolToken(ctx context.Context, ttl time.Duration, creator 
 	tok := id + "." + secret
 	now := time.Now()
 	exp := now.Add(ttl)
-	row := enrolToken{ID: id, Hash: enrolHash(tok), Created: now.UnixNano(), Expires: exp.UnixNano(), Creator: creator}
+	priv, accept := enrolKeys(tok)
+	row := enrolToken{ID: id, Key: hex.EncodeToString(priv.Public().(ed25519.PublicKey)), Accept: accept, Created: now.UnixNano(), Expires: exp.UnixNano(), Creator: creator}
 	if _, err := n.Apply(ctx, msgCreateEnrolToken, row, nil); err != nil {
 		return EnrolToken{}, fmt.Errorf("create enrolment token: %w", err)
 	}
@@ -268,17 +326,36 @@ func (n *Node) PendingNodes() []PendingNode {
 // shows it).
 func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (PendingNode, error) {
 	var p PendingNode
+	if err := n.checkNameFree(name, nil); err != nil {
+		return p, fmt.Errorf("approve node %s: %w", name, err)
+	}
 	if _, err := n.Apply(ctx, msgApproveNode, approveNode{Name: name, Fingerprint: fingerprint, By: by}, &p); err != nil {
 		return p, fmt.Errorf("approve node %s: %w", name, err)
 	}
 	return p, nil
 }
 
-// enrolHash is what the state stores of a token, and the key of the join
-// proofs made with it.
-func enrolHash(token string) string {
-	sum := sha256.Sum256([]byte("cairn enrolment token\x00" + token))
-	return hex.EncodeToString(sum[:])
+// enrolKeys derives from a token the key a join signs with (the state
+// stores its public half, so a reader cannot sign) and the key the server's
+// answer is proven with. Signing, rather than sending the secret itself, keeps
+// the token from whoever answers a join: the joiner cannot check the server
+// before it has the CA, and anyone with the cluster key can pose as a member.
+func enrolKeys(token string) (ed25519.PrivateKey, string) {
+	seed := sha256.Sum256([]byte("cairn enrolment token key\x00" + token))
+	accept := sha256.Sum256([]byte("cairn enrolment token accept\x00" + token))
+	return ed25519.NewKeyFromSeed(seed[:]), hex.EncodeToString(accept[:])
+}
+
+// verifyEnrolSig checks a join request's signature with a stored token.
+func verifyEnrolSig(t *enrolToken, ekm []byte, req *joinRequest) error {
+	pub, err := hex.DecodeString(t.Key)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		return Errorf(CodeForbidden, "enrolment token %s predates signed joins: create a new one", t.ID)
+	}
+	if !ed25519.Verify(pub, joinDigest(ekm, req), req.EnrolSig) {
+		return Errorf(CodeForbidden, "enrolment token mismatch")
+	}
+	return nil
 }
 
 // enrolTokenID is the public half of a token ("ID.SECRET").
@@ -299,4 +376,31 @@ func (s *Store) enrolToken(id string) *enrolToken {
 		return nil
 	}
 	return raw.(*enrolToken)
+}
+
+// checkNameFree refuses to admit a name that is a server in the Raft
+// configuration: a new box under a dead voter's name would become that voter
+// with an empty log, and Raft's safety rests on a voter never forgetting
+// what it acknowledged. Only the node itself, showing its certificate for
+// that name on this connection (cs), may ask again.
+func (n *Node) checkNameFree(name string, cs *tls.ConnectionState) error {
+	r := n.Raft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return Errorf(CodeUnavailable, "read the Raft configuration: %v", err)
+	}
+	for _, s := range f.Configuration().Servers {
+		if string(s.ID) != name {
+			continue
+		}
+		if cs != nil && len(cs.VerifiedChains) > 0 && cs.PeerCertificates[0].Subject.CommonName == name {
+			return nil
+		}
+		return Errorf(CodeConflict, "a node named %s is still a server of this cluster (at %s): start the new box under another name, or wait until the old one is removed (a server gone longer than %s is removed automatically)",
+			name, s.Address, n.cfg.DeadServerGrace)
+	}
+	return nil
 }

@@ -2,11 +2,17 @@ package consensus
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 
 	"github.com/cairnhq/cairn/qa/testutil"
 )
@@ -199,13 +205,274 @@ func TestPairingRequestIsBoundToItsSession(t *testing.T) {
 	}
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	req := joinRequest{Name: "n", RaftAddr: "10.0.0.1:8444", PubKey: pemBlock("PUBLIC KEY", der), Pair: true}
-	if req.KeySig, err = signPairing(key, []byte("session-a"), &req); err != nil {
+	if req.KeySig, err = signJoin(key, []byte("session-a"), &req); err != nil {
 		t.Fatal(err)
 	}
-	if err := verifyPairing([]byte("session-a"), &req); err != nil {
+	if err := verifyKeySig([]byte("session-a"), &req); err != nil {
 		t.Fatalf("own session: %v", err)
 	}
-	if err := verifyPairing([]byte("session-b"), &req); err == nil {
+	if err := verifyKeySig([]byte("session-b"), &req); err == nil {
 		t.Fatal("a pairing request relayed onto another TLS session was accepted")
+	}
+}
+
+// relayJoin sends, on its own TLS session, the request a relay in the middle
+// would: name and key of another node, a fresh proof keyed with the cluster
+// key, and the signature that node made for a different session.
+func relayJoin(t *testing.T, to *Node, name string, key *ecdsa.PrivateKey, enrolID string) (*joinResponse, error) {
+	t.Helper()
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pemBlock("PUBLIC KEY", der)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return sendJoin(ctx, to.RaftAddr(), func(ekm []byte) (joinRequest, error) {
+		req := joinRequest{Name: name, IPs: []string{"127.0.0.99"}, RaftAddr: "127.0.0.99:18444", PubKey: pubPEM, EnrolID: enrolID}
+		req.Proof = joinProof(to.JoinToken(), ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+		var err error
+		req.KeySig, err = signJoin(key, []byte("the victim's own session"), &req)
+		return req, err
+	})
+}
+
+// Someone with the cluster key who gets a real node's join request (by
+// gossiping a member that sorts first) and relays it on its own session
+// must not get the certificate and the CA key when an admin approves the
+// real node's fingerprint: every request is signed, for its own session,
+// with the key it names.
+func TestRelayedJoinRequestIsRefused(t *testing.T) {
+	tc, n1 := startOne(t)
+	victim := joiner(t, tc, 2, "")
+	if err := askCode(t, victim, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("the real node's request: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", victim.JoinFingerprint(), "admin"); err != nil {
+		t.Fatal(err)
+	}
+	key, _, _ := victim.joinKey()
+	if resp, err := relayJoin(t, n1, "node2", key, ""); err == nil || resp != nil {
+		t.Fatalf("a relayed request was admitted (CA key handed out)")
+	} else if ErrorCode(err) != CodeForbidden {
+		t.Fatalf("relayed request: %v, want forbidden", err)
+	}
+	// The real node, asking itself, is still admitted.
+	if err := askCode(t, victim, n1); err != nil {
+		t.Fatalf("the approved node itself: %v", err)
+	}
+}
+
+// A member that gossip claims (anyone with the cluster key can) and that
+// never answers does not keep a joining node from the real cluster.
+func TestGossipClaimDoesNotTrapAJoiner(t *testing.T) {
+	tc, _ := startOne(t)
+	cfg := newTestConfig(t, 0, 3, "site-key") // "node0" sorts before node1
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	liar := tc.start(cfg)
+	liar.mu.Lock()
+	liar.phase = phaseMember
+	liar.mu.Unlock()
+	liar.updateGossipMeta()
+	testutil.WaitFor(t, 10*time.Second, "the claim to spread", func() error {
+		for _, m := range tc.nodes[0].aliveMembers() {
+			if m.Name == "node0" && m.Meta.Phase == phaseMember {
+				return nil
+			}
+		}
+		return errors.New("not yet")
+	})
+	cfg2 := newTestConfig(t, 2, 3, "site-key")
+	cfg2.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg2.EnrolToken = tc.enrolToken()
+	tc.nodes = append(tc.nodes, tc.start(cfg2))
+	tc.waitVoters(2)
+}
+
+// What the replicated state keeps of an enrolment token does not admit
+// anyone: a reader of a snapshot or of the log cannot use the token.
+func TestStoredEnrolmentTokenDoesNotAdmit(t *testing.T) {
+	tc, n1 := startOne(t)
+	id, _ := enrolTokenID(tc.enrolToken())
+	raw, _ := json.Marshal(n1.store.enrolToken(id))
+	var stored map[string]any
+	_ = json.Unmarshal(raw, &stored)
+	key, _, _ := newNodeKey()
+	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	pubPEM := pemBlock("PUBLIC KEY", der)
+	for field, v := range stored {
+		s, ok := v.(string)
+		if !ok || s == "" || field == "id" {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := sendJoin(ctx, n1.RaftAddr(), func(ekm []byte) (joinRequest, error) {
+			req := joinRequest{Name: "reader", IPs: []string{"127.0.0.98"}, RaftAddr: "127.0.0.98:18444", PubKey: pubPEM, EnrolID: id}
+			req.Proof = joinProof(s, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+			var err error
+			req.KeySig, err = signJoin(key, ekm, &req)
+			return req, err
+		})
+		cancel()
+		if ErrorCode(err) != CodeForbidden {
+			t.Fatalf("a join proven with the stored %q of the token: %v, want forbidden", field, err)
+		}
+	}
+}
+
+// A box with no cluster key but an enrolment token (cairn.enrol=) pairs
+// with the token, with no admin approval, and adopts the cluster key.
+func TestKeylessBoxJoinsWithAnEnrolmentToken(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "") // no key: it makes its own
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	if n2.JoinToken() != n1.JoinToken() {
+		t.Fatal("the enrolled node did not adopt the cluster key")
+	}
+	if p := n1.PendingNodes(); len(p) != 0 {
+		t.Fatalf("an enrolled node was listed as pending: %v", p)
+	}
+}
+
+// A box that takes the name of a server still in the Raft configuration (a
+// replacement for a dead voter, within DeadServerGrace) is refused: it would
+// become that voter with an empty log.
+func TestNameOfAServerIsNotAdmitted(t *testing.T) {
+	tc, n1 := startOne(t)
+	if err := askCode(t, joiner(t, tc, 1, tc.enrolToken()), n1); ErrorCode(err) != CodeConflict {
+		t.Fatalf("a new box named like a voter, with an enrolment token: %v, want conflict", err)
+	}
+	if err := askCode(t, joiner(t, tc, 1, ""), n1); ErrorCode(err) != CodeConflict {
+		t.Fatalf("a new box named like a voter, asking for approval: %v, want conflict", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node1", "", "admin"); ErrorCode(err) != CodeConflict {
+		t.Fatalf("approving a voter's name: %v, want conflict", err)
+	}
+}
+
+// Gossip alone (the cluster key) cannot move a server's Raft address: the
+// node at the new address must show its certificate for that name.
+func TestGossipClaimDoesNotMoveAServer(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	// What a liar's gossip would say: node2 now lives at the liar's address.
+	liar, err := net.Listen("tcp", tc.cfgs[0].BindAddr+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer liar.Close()
+	n1.gossipEvents.mu.Lock()
+	m := n1.gossipEvents.alive["node2"]
+	m.Meta.RaftAddr = liar.Addr().String()
+	n1.gossipEvents.alive["node2"] = m
+	n1.gossipEvents.mu.Unlock()
+	n1.reconcileMembership(map[string]time.Time{})
+	for _, s := range n1.Raft().GetConfiguration().Configuration().Servers {
+		if s.ID == "node2" && string(s.Address) != n2.RaftAddr() {
+			t.Fatalf("gossip moved node2 to %s", s.Address)
+		}
+	}
+}
+
+// Raft dials by address only; the peer there must hold the certificate of
+// the server the configuration places at that address.
+func TestRaftDialChecksTheServerName(t *testing.T) {
+	_, n1 := startOne(t)
+	if got := n1.raftNamesAt(n1.RaftAddr()); len(got) != 1 || got[0] != "node1" {
+		t.Fatalf("names at node1's address: %v", got)
+	}
+	for _, c := range []struct {
+		name string
+		ok   bool
+	}{{"node1", true}, {"node9", false}} {
+		s := &raftStream{tls: n1.identity().clientTLS(alpnRaft), names: func(string) []string { return []string{c.name} }}
+		conn, err := s.Dial(raft.ServerAddress(n1.RaftAddr()), 2*time.Second)
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Fatalf("dial node1 as %s: %v", c.name, err)
+		}
+	}
+}
+
+// Anyone who reaches the cluster port can ask to join under any name: a
+// second key asking as a pending node does not displace the first (the
+// admin approves by fingerprint), and one source cannot flood the list
+// with Raft writes.
+func TestPendingRequestsCannotDisplaceOrFlood(t *testing.T) {
+	tc, n1 := startOne(t)
+	real := joiner(t, tc, 2, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("the real node: %v, want pending", err)
+	}
+	if err := askCode(t, joiner(t, tc, 2, ""), n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("another key under the same name: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node2", real.JoinFingerprint(), "admin"); err != nil {
+		t.Fatalf("approving the real node's key after another asked under its name: %v", err)
+	}
+	if err := askCode(t, real, n1); err != nil {
+		t.Fatalf("the approved node: %v", err)
+	}
+	before := n1.Raft().LastIndex()
+	for i := 10; i < 30; i++ {
+		_ = askCode(t, joiner(t, tc, i, ""), n1)
+	}
+	if got := len(n1.PendingNodes()); got > pendingWritesPerMinute {
+		t.Fatalf("one source listed %d pending nodes in a minute, want at most %d", got, pendingWritesPerMinute)
+	}
+	if writes := n1.Raft().LastIndex() - before; writes > pendingWritesPerMinute {
+		t.Fatalf("one source caused %d Raft writes", writes)
+	}
+}
+
+// Members that gossip claims and that never answer (anyone with the cluster
+// key can make many) do not stall the leader's membership loop: their
+// certificates are checked in parallel, and the answers remembered a while.
+func TestSilentMembersDoNotStallMembership(t *testing.T) {
+	_, n1 := startOne(t)
+	silent, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never speaks TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	n1.gossipEvents.mu.Lock()
+	for i := range 8 {
+		name := fmt.Sprintf("fake%d", i)
+		n1.gossipEvents.alive[name] = member{Name: name, State: memberlist.StateAlive,
+			Meta: gossipMeta{Phase: phaseMember, RaftAddr: silent.Addr().String()}}
+	}
+	n1.gossipEvents.mu.Unlock()
+	for _, round := range []string{"first", "second"} {
+		start := time.Now()
+		n1.reconcileMembership(map[string]time.Time{})
+		if d := time.Since(start); d > 8*time.Second {
+			t.Fatalf("%s round with 8 silent members took %s", round, d)
+		}
+	}
+	if v := n1.Status().Voters; v != 1 {
+		t.Fatalf("%d voters, want 1", v)
 	}
 }

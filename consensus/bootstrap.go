@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/hmac"
 	"crypto/tls"
 	"crypto/x509"
@@ -98,6 +99,7 @@ func (s *bootstrapState) configuration(selfName, selfAddr string) raft.Configura
 func (n *Node) joinLoop(ctx context.Context) {
 	var lastSet string
 	var stableSince, lastPendingLog, lastPair time.Time
+	joinTries := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -142,8 +144,9 @@ func (n *Node) joinLoop(ctx context.Context) {
 			continue
 		}
 
-		if signer := lowestSigner(alive, n.cfg.Name); signer != nil {
+		if signer := pickSigner(alive, n.cfg.Name, joinTries); signer != nil {
 			if err := n.requestJoin(ctx, signer); err != nil {
+				joinTries++
 				if ErrorReason(err) == reasonPendingApproval {
 					if time.Since(lastPendingLog) > 30*time.Second {
 						lastPendingLog = time.Now()
@@ -212,6 +215,26 @@ func lowestSigner(alive []member, self string) *member {
 		}
 	}
 	return best
+}
+
+// pickSigner is whom to ask on the tries-th attempt. Members take turns:
+// gossip only needs the cluster key, so a member that sorts first may be a
+// liar that never admits us (it can no longer relay our request, which is
+// bound to our session, but it must not trap us either). Bootstrappers do
+// not: while the first voters form, everyone must commit to the same one.
+func pickSigner(alive []member, self string, tries int) *member {
+	best := lowestSigner(alive, self)
+	if best == nil || best.Meta.Phase != phaseMember {
+		return best
+	}
+	var members []*member
+	for i := range alive {
+		if m := &alive[i]; m.Name != self && m.Meta.Phase == phaseMember {
+			members = append(members, m)
+		}
+	}
+	sort.Slice(members, func(i, j int) bool { return members[i].Name < members[j].Name })
+	return members[tries%len(members)]
 }
 
 // inConfiguration reports whether this node is in its Raft configuration.
@@ -360,42 +383,72 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 		return nil, nil, err
 	}
 	pubPEM := pemBlock("PUBLIC KEY", pubDER)
-	// Proofs are keyed with the enrolment token when there is one (the
-	// server knows its hash), else with the cluster key.
+	// With an enrolment token the request is signed with a key derived
+	// from it and the answer proven with another (enrolKeys), with or
+	// without the cluster key; else both are proven with the cluster key,
+	// except for a pairing request, which has no secret to prove.
 	proofKey, enrolID := n.clusterKey(), ""
+	var enrolPriv ed25519.PrivateKey
 	if n.cfg.EnrolToken != "" {
 		id, ok := enrolTokenID(n.cfg.EnrolToken)
 		if !ok {
 			return nil, nil, errors.New("join: malformed enrolment token (want ID.SECRET)")
 		}
-		proofKey, enrolID = enrolHash(n.cfg.EnrolToken), id
+		enrolID = id
+		enrolPriv, proofKey = enrolKeys(n.cfg.EnrolToken)
 	}
+	var ekm []byte
+	resp, err := sendJoin(ctx, raftAddr, func(sessionKey []byte) (joinRequest, error) {
+		ekm = sessionKey
+		req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID, Pair: pair}
+		switch {
+		case enrolPriv != nil:
+			req.EnrolSig = ed25519.Sign(enrolPriv, joinDigest(ekm, &req))
+		case !pair:
+			req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
+		}
+		var err error
+		req.KeySig, err = signJoin(key, ekm, &req)
+		return req, err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
+	if (!pair || enrolPriv != nil) && !hmac.Equal(want, resp.Proof) {
+		return nil, nil, errors.New("join: the server does not know our join token")
+	}
+	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
+		return nil, nil, err
+	}
+	return resp, keyPEM, nil
+}
+
+// sendJoin opens a TLS session to raftAddr, sends the request build makes
+// from the session's exported keying material, and returns the answer.
+func sendJoin(ctx context.Context, raftAddr string, build func(ekm []byte) (joinRequest, error)) (*joinResponse, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	d := tls.Dialer{Config: &tls.Config{
 		MinVersion: tls.VersionTLS13,
-		// The server's certificate cannot be checked yet; the token-bound
-		// proofs below authenticate both sides instead.
+		// The server's certificate cannot be checked yet; the proofs bound
+		// to this session authenticate both sides instead.
 		InsecureSkipVerify: true,
 		NextProtos:         []string{alpnRPC},
 	}}
 	conn, err := d.DialContext(ctx, "tcp", raftAddr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s: %w", raftAddr, err)
+		return nil, fmt.Errorf("dial %s: %w", raftAddr, err)
 	}
 	defer conn.Close()
 	cs := conn.(*tls.Conn).ConnectionState()
 	ekm, err := exportedKey(&cs)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	req := joinRequest{Name: n.cfg.Name, IPs: []string{n.cfg.AdvertiseAddr}, RaftAddr: n.RaftAddr(), PubKey: pubPEM, EnrolID: enrolID}
-	req.Proof = joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), pubPEM)
-	if pair {
-		req.Pair, req.Proof = true, nil
-		if req.KeySig, err = signPairing(key, ekm, &req); err != nil {
-			return nil, nil, err
-		}
+	req, err := build(ekm)
+	if err != nil {
+		return nil, err
 	}
 	body, _ := json.Marshal(req)
 	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+raftAddr+rpcJoin, strings.NewReader(string(body)))
@@ -404,28 +457,21 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 		_ = conn.SetDeadline(dl)
 	}
 	if err := hr.Write(conn); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	res, err := http.ReadResponse(bufioReader(conn), hr)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	defer res.Body.Close()
 	var resp joinResponse
 	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCBody)).Decode(&resp); err != nil {
-		return nil, nil, fmt.Errorf("join response (%s): %w", res.Status, err)
+		return nil, fmt.Errorf("join response (%s): %w", res.Status, err)
 	}
 	if resp.Error != nil {
-		return nil, nil, resp.Error
+		return nil, resp.Error
 	}
-	want := joinProof(proofKey, ekm, []byte("accept"), resp.CACert, resp.CAKey, resp.NodeCert)
-	if !pair && !hmac.Equal(want, resp.Proof) {
-		return nil, nil, errors.New("join: the server does not know our join token")
-	}
-	if err := verifyIssued(resp.CACert, resp.NodeCert, &key.PublicKey); err != nil {
-		return nil, nil, err
-	}
-	return &resp, keyPEM, nil
+	return &resp, nil
 }
 
 func verifyIssued(caPEM, certPEM []byte, pub *ecdsa.PublicKey) error {
@@ -481,19 +527,29 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 			fail(Errorf(CodeForbidden, "enrolment token %s is unknown or already used", req.EnrolID))
 			return
 		}
-		proofKey = tok.Hash
+		proofKey = tok.Accept
+	}
+	// Every request proves, on this very TLS session, that it holds the key
+	// it asks a certificate for: what an admin approves (that key's
+	// fingerprint) is then who gets the answer, and a request relayed by
+	// someone who knows only the cluster key is refused.
+	if err := verifyKeySig(ekm, &req); err != nil {
+		n.log.Warn("join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+		fail(Errorf(CodeForbidden, "%v", err))
+		return
 	}
 	want := joinProof(proofKey, ekm, []byte("join"), []byte(req.Name), []byte(req.RaftAddr), req.PubKey)
 	switch {
-	case req.Pair && req.EnrolID == "":
-		// No shared secret: the requester proves it holds the key it asks
-		// a certificate for, on this very TLS session, so what an admin
-		// approves (that key's fingerprint) is who gets the answer.
-		if err := verifyPairing(ekm, &req); err != nil {
-			n.log.Warn("pairing request refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
-			fail(Errorf(CodeForbidden, "%v", err))
+	case tok != nil:
+		// A keyless box may hold an enrolment token too: the token, not
+		// the cluster key, is what it proves.
+		if err := verifyEnrolSig(tok, ekm, &req); err != nil {
+			n.log.Warn("join refused: wrong enrolment token", "name", req.Name, "token_id", req.EnrolID, "remote", r.RemoteAddr)
+			fail(err)
 			return
 		}
+	case req.Pair:
+		// No shared secret: only an admin's approval can admit it.
 	case !hmac.Equal(want, req.Proof):
 		n.log.Warn("join refused: wrong join token", "name", req.Name, "remote", r.RemoteAddr)
 		fail(Errorf(CodeForbidden, "join token mismatch"))
@@ -524,7 +580,12 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if !forming {
-		if err := n.admit(r.Context(), &req, tok); err != nil {
+		if err := n.checkNameFree(req.Name, r.TLS); err != nil {
+			n.log.Warn("join refused", "name", req.Name, "remote", r.RemoteAddr, "err", err)
+			fail(err)
+			return
+		}
+		if err := n.admit(r.Context(), &req, tok, r.RemoteAddr); err != nil {
 			lvl := slog.LevelInfo
 			if ErrorReason(err) == reasonPendingApproval {
 				lvl = slog.LevelDebug // it asks again every few seconds
@@ -564,19 +625,19 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 // admit decides a join to a formed cluster: an enrolment token is used up,
 // an approved pending node is admitted once, anyone else is listed as
 // pending and refused for now.
-func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) error {
+func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken, remote string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if tok != nil {
-		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Hash: tok.Hash, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Now: time.Now().UnixNano()}, nil)
 		return err
 	}
 	fp := keyFingerprint(req.PubKey)
 	var cur *PendingNode
-	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name); err == nil && raw != nil {
+	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name, fp); err == nil && raw != nil {
 		cur = raw.(*PendingNode)
 	}
-	if cur != nil && cur.Approved && cur.Fingerprint == fp {
+	if cur != nil && cur.Approved {
 		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
 		return err
 	}
@@ -584,9 +645,14 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken) err
 		// Checked here too, so a flood of new names costs no Raft writes.
 		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
-	// A node asks every second or so: refresh its entry now and then only.
+	// A node asks every second or so: write its entry when it is new or
+	// moved, and refresh it now and then only; and no source may write
+	// often, since a pending request needs no secret at all.
 	now := time.Now().UTC()
-	if cur == nil || cur.Fingerprint != fp || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingTTL/60 {
+	if cur == nil || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingRefresh {
+		if !n.pendingLimit.allow(remoteHost(remote), now) {
+			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", remoteHost(remote))
+		}
 		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
 		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
 			return err

@@ -1,6 +1,11 @@
 package consensus
 
-import "testing"
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"testing"
+)
 
 // Only nodes in a Raft configuration, or the bootstrapper, admit others. A
 // node that merely holds a certificate ("waiting") must not: the peers it
@@ -27,5 +32,20 @@ func TestLowestSigner(t *testing.T) {
 		if got != c.want {
 			t.Errorf("case %d: signer %q, want %q", i, got, c.want)
 		}
+	}
+}
+
+// A generated cluster key is shown on the console by the agent, never in the
+// structured log, which is shipped to people who should not hold it.
+func TestGeneratedJoinTokenIsNotLogged(t *testing.T) {
+	var logs bytes.Buffer
+	cfg := newTestConfig(t, 1, 1, "")
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	n := &Node{cfg: cfg, log: cfg.Logger}
+	if err := n.loadToken(); err != nil {
+		t.Fatal(err)
+	}
+	if n.cfg.JoinToken == "" || strings.Contains(logs.String(), n.cfg.JoinToken) {
+		t.Fatalf("the generated join token %q is in the log:\n%s", n.cfg.JoinToken, logs.String())
 	}
 }

@@ -136,15 +136,24 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 			alive[m.Name] = m
 		}
 	}
+	// Gossip metadata is only a claim, and the cluster key is all gossip
+	// needs: add a node, or move a server to a new address, only once
+	// whoever is there shows a certificate of our CA for that name, i.e.
+	// was admitted under it. Checked in parallel and remembered a while,
+	// so members that never answer do not stall this loop.
+	var toCheck []certCheck
+	for name, m := range alive {
+		if s, ok := inRaft[name]; !ok || string(s.Address) != m.Meta.RaftAddr {
+			toCheck = append(toCheck, certCheck{name: name, addr: m.Meta.RaftAddr})
+		}
+	}
+	checked := n.certChecks.run(toCheck, n.holdsCertificate)
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
-		if !ok {
-			// Gossip metadata is only a claim, and the cluster key is all
-			// gossip needs: add a node only once it shows a certificate of
-			// our CA for its name, i.e. once it was admitted.
-			if err := n.holdsCertificate(name, m.Meta.RaftAddr); err != nil {
-				n.log.Warn("not adding a node without its cluster certificate", "node", name, "err", err)
+		if !ok || string(s.Address) != m.Meta.RaftAddr {
+			if err := checked[certCheck{name: name, addr: m.Meta.RaftAddr}]; err != nil {
+				n.log.Warn("not adding or moving a node without its cluster certificate", "node", name, "addr", m.Meta.RaftAddr, "err", err)
 				continue
 			}
 		}
@@ -167,7 +176,13 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 			}
 		case string(s.Address) != m.Meta.RaftAddr:
 			// Same node, new address (DHCP): re-adding updates it.
-			_ = r.AddVoter(s.ID, raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error()
+			add := r.AddVoter
+			if s.Suffrage != raft.Voter {
+				add = r.AddNonvoter
+			}
+			if err := add(s.ID, raft.ServerAddress(m.Meta.RaftAddr), 0, 5*time.Second).Error(); err == nil {
+				n.log.Info("moved server to a new address", "node", name, "from", s.Address, "to", m.Meta.RaftAddr)
+			}
 		}
 	}
 	for name, s := range inRaft {
@@ -214,4 +229,65 @@ func (n *Node) holdsCertificate(name, addr string) error {
 		return fmt.Errorf("check certificate of %s: %s presents another node's certificate", name, addr)
 	}
 	return nil
+}
+
+// certCheck is one (name, address) whose certificate the leader checks.
+type certCheck struct{ name, addr string }
+
+// certChecker runs certificate checks in parallel, at most certCheckWorkers
+// at once, and remembers each result for certCheckTTL.
+type certChecker struct {
+	mu   sync.Mutex
+	seen map[certCheck]certResult
+}
+
+type certResult struct {
+	err error
+	at  time.Time
+}
+
+const (
+	certCheckWorkers = 8
+	certCheckTTL     = 15 * time.Second
+	certCheckMax     = 1024 // results remembered at most
+)
+
+func (c *certChecker) run(checks []certCheck, check func(name, addr string) error) map[certCheck]error {
+	out := make(map[certCheck]error, len(checks))
+	var todo []certCheck
+	now := time.Now()
+	c.mu.Lock()
+	for _, k := range checks {
+		if r, ok := c.seen[k]; ok && now.Sub(r.at) < certCheckTTL {
+			out[k] = r.err
+		} else {
+			todo = append(todo, k)
+		}
+	}
+	c.mu.Unlock()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, certCheckWorkers)
+	for _, k := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			err := check(k.name, k.addr)
+			mu.Lock()
+			out[k] = err
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil || len(c.seen)+len(todo) > certCheckMax {
+		c.seen = map[certCheck]certResult{}
+	}
+	for _, k := range todo {
+		c.seen[k] = certResult{err: out[k], at: time.Now()}
+	}
+	return out
 }

@@ -55,6 +55,10 @@ type Node struct {
 	// The key this node asks a certificate for, kept across join attempts.
 	joinPriv    *ecdsa.PrivateKey
 	joinPrivPEM []byte
+	// pendingLimit bounds the pending-node writes each source causes.
+	pendingLimit *sourceLimit
+	// certChecks remembers the leader's recent certificate checks.
+	certChecks certChecker
 
 	raft         atomic.Pointer[raft.Raft]
 	raftDisk     *raftDisk
@@ -115,7 +119,8 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
 		events: make(chan struct{}, 1), joinedCh: make(chan struct{}), failed: make(chan error, 1),
-		forwardCh: make(chan *forwardedCmd, forwardQueueSize)}
+		forwardCh:    make(chan *forwardedCmd, forwardQueueSize),
+		pendingLimit: newSourceLimit(pendingWritesPerMinute, time.Minute, 4096)}
 	n.gossipEvents = newGossipEvents(n)
 	n.leaderReads = &readBatch{fetch: func(context.Context) (uint64, error) { return n.leaderReadIndex() }}
 	n.reads = &readBatch{fetch: n.fetchReadIndex}
@@ -219,7 +224,9 @@ func (n *Node) loadToken() error {
 		b := make([]byte, 20)
 		_, _ = rand.Read(b)
 		n.cfg.JoinToken = "cairn-" + hex.EncodeToString(b)
-		n.log.Info("generated a join token; start other nodes with --join-token to admit them", "join_token", n.cfg.JoinToken)
+		// The key itself goes to the console only (the agent prints it
+		// there): logs are shipped to people who should not hold it.
+		n.log.Info("generated a join token; the console shows it, start other nodes with --join-token to let them find this one")
 		// Not saved: until this node forms or joins a cluster (and saves
 		// its credentials with the key) it may yet be paired with another.
 		n.pairing = true
@@ -282,7 +289,7 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 		return err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft)},
+		Stream:  &raftStream{chanListener: n.listener.raft, advertise: adv, tls: id.clientTLS(alpnRaft), names: n.raftNamesAt},
 		MaxPool: 5, Timeout: 5 * time.Second, Logger: hlog,
 	})
 

@@ -12,6 +12,7 @@ import (
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -150,31 +151,41 @@ func (n *Node) JoinFingerprint() string {
 	return keyFingerprint(pemBlock("PUBLIC KEY", der))
 }
 
-func pairingDigest(ekm []byte, req *joinRequest) []byte {
+// joinDigest is what a join request's KeySig signs: the TLS session (so the
+// request cannot be relayed onto another) and everything the certificate and
+// the admission depend on.
+func joinDigest(ekm []byte, req *joinRequest) []byte {
 	h := sha256.New()
-	for _, p := range [][]byte{[]byte("cairn pairing"), ekm, []byte(req.Name), []byte(req.RaftAddr), req.PubKey} {
+	pair := "0"
+	if req.Pair {
+		pair = "1"
+	}
+	for _, p := range [][]byte{[]byte("cairn join request v2"), ekm, []byte(req.Name), []byte(req.RaftAddr), req.PubKey,
+		[]byte(strings.Join(req.IPs, ",")), []byte(req.EnrolID), []byte(pair)} {
 		h.Write(p)
 		h.Write([]byte{0})
 	}
 	return h.Sum(nil)
 }
 
-func signPairing(key *ecdsa.PrivateKey, ekm []byte, req *joinRequest) ([]byte, error) {
-	return ecdsa.SignASN1(rand.Reader, key, pairingDigest(ekm, req))
+func signJoin(key *ecdsa.PrivateKey, ekm []byte, req *joinRequest) ([]byte, error) {
+	return ecdsa.SignASN1(rand.Reader, key, joinDigest(ekm, req))
 }
 
-func verifyPairing(ekm []byte, req *joinRequest) error {
+// verifyKeySig checks that the request is signed, for this session, with the
+// key it asks a certificate for.
+func verifyKeySig(ekm []byte, req *joinRequest) error {
 	blk, _ := pem.Decode(req.PubKey)
 	if blk == nil {
-		return errors.New("pairing: bad public key")
+		return errors.New("join: bad public key")
 	}
 	anyPub, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	pub, ok := anyPub.(*ecdsa.PublicKey)
 	if err != nil || !ok {
-		return errors.New("pairing: public key must be ECDSA")
+		return errors.New("join: public key must be ECDSA")
 	}
-	if !ecdsa.VerifyASN1(pub, pairingDigest(ekm, req), req.KeySig) {
-		return errors.New("pairing: the request is not signed with the key it names")
+	if len(req.KeySig) == 0 || !ecdsa.VerifyASN1(pub, joinDigest(ekm, req), req.KeySig) {
+		return errors.New("join: the request is not signed, on this session, with the key it names")
 	}
 	return nil
 }

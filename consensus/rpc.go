@@ -149,22 +149,26 @@ func (n *Node) callRPC(ctx context.Context, addr, path string, req, resp any) er
 // --- join -------------------------------------------------------------------
 
 // The join protocol runs over TLS before the joiner can verify the server's
-// certificate. Both sides prove they know the join token with an HMAC bound to
-// the TLS session (exported keying material), so nobody without the token can
-// obtain a certificate, and a man in the middle cannot relay the exchange.
+// certificate. Both sides prove they know the join token (or enrolment token)
+// with an HMAC bound to the TLS session (exported keying material), and the
+// joiner signs the request and the session with the key it asks a
+// certificate for, so a man in the middle, even one that knows the cluster
+// key, cannot relay the exchange and collect the answer.
 type joinRequest struct {
 	Name     string   `json:"name"`
 	IPs      []string `json:"ips"`
 	RaftAddr string   `json:"raft_addr"`
 	PubKey   []byte   `json:"pub_key"` // PEM public key
-	// EnrolID names the enrolment token the proofs are keyed with; empty
-	// when they are keyed with the cluster key.
-	EnrolID string `json:"enrol_id,omitempty"`
-	Proof   []byte `json:"proof"`
-	// Pair marks a request from a node that does not know the cluster key;
-	// KeySig is its signature, with the key it asks a certificate for, over
-	// the TLS session's exported keying material.
-	Pair   bool   `json:"pair,omitempty"`
+	// EnrolID names the enrolment token EnrolSig is made with (see
+	// enrolKeys); empty when Proof is keyed with the cluster key.
+	EnrolID  string `json:"enrol_id,omitempty"`
+	EnrolSig []byte `json:"enrol_sig,omitempty"`
+	Proof    []byte `json:"proof,omitempty"`
+	// Pair marks a request from a node that does not know the cluster key.
+	Pair bool `json:"pair,omitempty"`
+	// KeySig is the requester's signature, with the key it asks a
+	// certificate for, over the TLS session's exported keying material and
+	// the request (joinDigest). Every request carries one.
 	KeySig []byte `json:"key_sig,omitempty"`
 }
 

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -109,6 +111,11 @@ type raftStream struct {
 	*chanListener
 	advertise net.Addr
 	tls       *tls.Config
+	// names are the server IDs the Raft configuration has at an address
+	// (Raft dials by address only): the peer's certificate must be issued
+	// to one of them, so a server's address pointed at another member
+	// reaches no one. Nil or empty: any certificate of the CA will do.
+	names func(addr string) []string
 }
 
 var _ raft.StreamLayer = (*raftStream)(nil)
@@ -117,7 +124,19 @@ func (s *raftStream) Addr() net.Addr { return s.advertise }
 
 func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	d := &net.Dialer{Timeout: timeout}
-	c, err := tls.DialWithDialer(d, "tcp", string(addr), s.tls)
+	cfg := s.tls
+	if s.names != nil {
+		if want := s.names(string(addr)); len(want) > 0 {
+			cfg = s.tls.Clone()
+			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+				if len(cs.PeerCertificates) > 0 && slices.Contains(want, cs.PeerCertificates[0].Subject.CommonName) {
+					return nil
+				}
+				return fmt.Errorf("raft peer at %s is not %s", addr, strings.Join(want, " or "))
+			}
+		}
+	}
+	c, err := tls.DialWithDialer(d, "tcp", string(addr), cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -126,4 +145,23 @@ func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.C
 		return nil, errors.New("peer does not speak cairn-raft")
 	}
 	return c, nil
+}
+
+// raftNamesAt lists the servers the Raft configuration places at addr.
+func (n *Node) raftNamesAt(addr string) []string {
+	r := n.Raft()
+	if r == nil {
+		return nil
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return nil
+	}
+	var out []string
+	for _, s := range f.Configuration().Servers {
+		if string(s.Address) == addr {
+			out = append(out, string(s.ID))
+		}
+	}
+	return out
 }

@@ -183,3 +183,21 @@ func (b Boot) AgentArgs(dataDir, addr string) []string {
 	}
 	return append(args, b.Extra...)
 }
+
+// secretFlags are agent flags whose values must not reach a log: the log
+// goes to /dev/console and may be shipped.
+var secretFlags = map[string]bool{"join-token": true, "enrol-token": true}
+
+// redactArgs is args with the values of secretFlags replaced.
+func redactArgs(args []string) []string {
+	out := make([]string, len(args))
+	for i, a := range args {
+		out[i] = a
+		if name, _, ok := strings.Cut(a, "="); ok && secretFlags[strings.TrimLeft(name, "-")] {
+			out[i] = name + "=REDACTED"
+		} else if i > 0 && strings.HasPrefix(args[i-1], "-") && secretFlags[strings.TrimLeft(args[i-1], "-")] {
+			out[i] = "REDACTED"
+		}
+	}
+	return out
+}

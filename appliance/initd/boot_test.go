@@ -33,3 +33,18 @@ func TestBootMergeAndAgentArgs(t *testing.T) {
 		t.Fatalf("agent args\n got %q\nwant %q", got, want)
 	}
 }
+
+// The agent's arguments are logged to the console: the cluster key and an
+// enrolment token must not be.
+func TestAgentArgsAreLoggedRedacted(t *testing.T) {
+	b := Boot{Expect: 3, JoinToken: "cairn-secretkey", Enrol: "abcd.secretenrol", Extra: []string{"-join-token=cairn-other"}}
+	got := strings.Join(redactArgs(b.AgentArgs("/data", "10.0.0.5")), " ")
+	for _, secret := range []string{"secretkey", "secretenrol", "cairn-other"} {
+		if strings.Contains(got, secret) {
+			t.Fatalf("logged arguments show a secret: %s", got)
+		}
+	}
+	if !strings.Contains(got, "--expect 3") || !strings.Contains(got, "--join-token REDACTED") {
+		t.Fatalf("redacted too much or too little: %s", got)
+	}
+}

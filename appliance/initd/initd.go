@@ -140,7 +140,7 @@ func Main() int {
 // that cannot start is rebooted after a pause, like a crashed service.
 func runAgent(ctx context.Context, log *slog.Logger, console io.Writer, boot Boot, addr string) string {
 	args := boot.AgentArgs(DataMount, addr)
-	log.Info("starting the agent", "slot", boot.Slot, "args", strings.Join(args, " "))
+	log.Info("starting the agent", "slot", boot.Slot, "args", strings.Join(redactArgs(args), " "))
 	cfg, err := agent.ParseFlags(args)
 	if err != nil {
 		log.Error("agent configuration", "err", err)
