@@ -267,26 +267,8 @@ var commands = map[string]command{
 			return []string{ts[i].ID, ts[i].UserID, ts[i].Kind, ts[i].Name, ts[i].CreatedAt.Format(time.RFC3339), exp}
 		}, len(ts))
 	})},
-	"token create": {usage: "NAME [--ttl DURATION]", help: "create an API token (the secret is shown once)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
-		ttl := fs.Duration("ttl", 0, "lifetime; 0 means the cluster's maximum (90 days unless an admin changed it)")
-		return func(e *env, args []string) error {
-			if err := needArgs(args, 1, "one token name"); err != nil {
-				return err
-			}
-			var res struct {
-				Token  string         `json:"token"`
-				Detail identity.Token `json:"detail"`
-			}
-			if err := send(e, "POST", "/api/v1/tokens", map[string]any{"name": args[0], "ttl_seconds": int64(ttl.Seconds())}, &res); err != nil {
-				return err
-			}
-			if e.output == "json" {
-				return e.printKV(res, nil)
-			}
-			fmt.Fprintln(e.stdout, res.Token)
-			return nil
-		}
-	}},
+	"token create": tokenCreate("/api/v1/tokens", "create an API token (the secret is shown once)",
+		"lifetime; 0 means the cluster's maximum (90 days unless an admin changed it)"),
 	"token revoke": {usage: "ID", help: "revoke a token", flags: noFlags(func(e *env, args []string) error {
 		if err := needArgs(args, 1, "one token ID"); err != nil {
 			return err
@@ -586,4 +568,29 @@ func printQuota(e *env, q identity.Quota) error {
 		{"objects", itoa(q.Usage.Objects), lim(q.Limits.Objects)},
 	}
 	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
+}
+
+// tokenCreate is a command that creates a token through path and prints its
+// secret (once); API and metrics tokens differ only in the path.
+func tokenCreate(path, help, ttlHelp string) command {
+	return command{usage: "NAME [--ttl DURATION]", help: help, flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		ttl := fs.Duration("ttl", 0, ttlHelp)
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one token name"); err != nil {
+				return err
+			}
+			var res struct {
+				Token  string         `json:"token"`
+				Detail identity.Token `json:"detail"`
+			}
+			if err := send(e, "POST", path, map[string]any{"name": args[0], "ttl_seconds": int64(ttl.Seconds())}, &res); err != nil {
+				return err
+			}
+			if e.output == "json" {
+				return e.printKV(res, nil)
+			}
+			fmt.Fprintln(e.stdout, res.Token)
+			return nil
+		}
+	}}
 }
