@@ -373,4 +373,24 @@ func TestKnownSourceIsNotLockedOut(t *testing.T) {
 	if _, _, err := svc.Login(ward, "nurse", "night-shift-9471"); err != nil {
 		t.Fatalf("from the ward's terminal she logged in from before: %v", err)
 	}
+
+	// Guesses from that terminal still back off, even when someone there
+	// (a colleague, or the guesser with an account of their own) logs in
+	// successfully in between: a success clears the source, not the pair.
+	if _, err := svc.CreateUser(bg, admin, identity.UserSpec{Name: "porter", Password: "day-shift-20455"}); err != nil {
+		t.Fatal(err)
+	}
+	checked := 0
+	for range 30 {
+		_, _, err := svc.Login(ward, "nurse", "not-her-password")
+		if !errors.As(err, &te) {
+			checked++
+		}
+		if _, _, err := svc.Login(ward, "porter", "day-shift-20455"); err != nil && !errors.As(err, &te) {
+			t.Fatal(err)
+		}
+	}
+	if checked > cfg.LoginFreeFailures+1 {
+		t.Fatalf("%d of 30 guesses from a known terminal had the password checked; a colleague's logins must not reset her count", checked)
+	}
 }

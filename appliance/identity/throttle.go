@@ -74,9 +74,10 @@ type loginLimiter struct {
 	max     time.Duration // the longest delay
 	size    int
 	entries map[string]*loginFailures
-	// known are the (user, source) pairs that logged in before: from there
-	// only the source's own failures count, so a stranger failing as a
-	// user does not lock the user out of the places they work from.
+	// known are the (source, user) pairs that logged in before: from there
+	// the user's guesses count on the pair instead of the user name, so a
+	// stranger failing as a user elsewhere does not lock the user out of
+	// the places they work from, and guesses from here still back off.
 	known map[string]bool
 }
 
@@ -159,14 +160,16 @@ func (l *loginLimiter) abandon(keys []string) {
 	}
 }
 
-// counted drops the user-name key of a (source, user) pair that logged in
-// before.
+// counted are the keys an attempt counts on: the source's, and the user
+// name's, or for a (source, user) pair that logged in before the pair's.
 func (l *loginLimiter) counted(keys []string) []string {
-	if len(keys) == 2 && l.known[keys[0]+" "+keys[1]] {
-		return keys[:1]
+	if len(keys) == 2 && l.known[pairKey(keys)] {
+		return []string{keys[0], pairKey(keys)}
 	}
 	return keys
 }
+
+func pairKey(keys []string) string { return keys[0] + " " + keys[1] }
 
 // wait returns how long attempts with these keys are still refused.
 func (l *loginLimiter) wait(now time.Time, keys []string) time.Duration {
@@ -217,10 +220,11 @@ func (l *loginLimiter) succeed(keys []string) {
 		delete(l.entries, k)
 	}
 	if len(keys) == 2 {
+		delete(l.entries, pairKey(keys))
 		if len(l.known) >= l.size {
 			clear(l.known) // bounded; forgetting only brings back the default
 		}
-		l.known[keys[0]+" "+keys[1]] = true
+		l.known[pairKey(keys)] = true
 	}
 }
 
