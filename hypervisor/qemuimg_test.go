@@ -114,3 +114,25 @@ func TestQEMUImgArgv(t *testing.T) {
 		t.Errorf("argv\n%s\nwant\n%s", strings.Join(got, " "), want)
 	}
 }
+
+// A VM's disks are created for its QEMU alone: qemu-img makes them 0644,
+// and the directories above them are passable by every VM user.
+func TestNewVMDisksArePrivate(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not installed (apt-get install qemu-utils; make test installs it)")
+	}
+	l := NewLocalVolumes(t.TempDir(), []string{"qemu-img"})
+	vm := &VM{ID: "vm-1", Spec: VMSpec{DiskGiB: 1, DataDisks: []DataDisk{{SizeGiB: 1}}}}
+	disks, err := l.Prepare(context.Background(), vm, &Image{DiskFormat: FormatISO}, "/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range disks {
+		if d.ReadOnly {
+			continue
+		}
+		if st, err := os.Stat(d.Path); err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("disk %s: %v %v, want 0600", d.ID, st.Mode(), err)
+		}
+	}
+}

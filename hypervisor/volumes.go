@@ -126,6 +126,12 @@ func (l *LocalVolumes) create(ctx context.Context, path, backing string, size in
 		_ = os.Remove(tmp)
 		return err
 	}
+	// qemu-img creates it 0644; a VM's disk is for its QEMU alone (the
+	// driver hands it to the VM's user at start).
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("create disk %s: %w", filepath.Base(path), err)
+	}
 	return os.Rename(tmp, path)
 }
 

@@ -208,6 +208,11 @@ func reap() {
 	}
 }
 
+// procOptions hide every process from users other than its own: each VM's
+// QEMU runs as a user of its own, and an escaped one must not read the
+// others' command lines (their disks' paths) or environment.
+const procOptions = "hidepid=invisible"
+
 // mountKernelFS mounts what every Linux userland expects.
 func mountKernelFS() error {
 	mounts := []struct {
@@ -215,7 +220,7 @@ func mountKernelFS() error {
 		flags            uintptr
 		data             string
 	}{
-		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, procOptions},
 		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, ""},
 		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755"},
 		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666"},

@@ -6,6 +6,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"syscall"
 )
 
@@ -88,9 +89,10 @@ func kvmGroup(vmGID int) (int, error) {
 
 // allocUID picks the VM's user: derived from its name, so it is stable
 // across restarts, and moved on past any uid another VM's run directory
-// (which is owned by its VM's user) already has. Called with d.mu held, so
+// (which is owned by its VM's user) or another VM's disk already has; own
+// are this VM's disks. Called with d.mu held, so
 // two starts cannot take the same one.
-func (d *Driver) allocUID(name string) (int, error) {
+func (d *Driver) allocUID(name string, own []string) (int, error) {
 	used := map[int]bool{}
 	for other, uid := range d.uids {
 		if other != name {
@@ -107,6 +109,11 @@ func (d *Driver) allocUID(name string) (int, error) {
 				used[int(st.Uid)] = true
 			}
 		}
+	}
+	// A stopped VM's disks stay its user's: a uid that owns another VM's
+	// disk is not free either, or a new VM would get write access to it.
+	for uid := range diskOwners(own) {
+		used[uid] = true
 	}
 	h := fnv.New32a()
 	h.Write([]byte(name))
@@ -125,7 +132,13 @@ func (d *Driver) allocUID(name string) (int, error) {
 // confinement decides m's Confinement; Start applies it.
 func (d *Driver) confinement(m Machine) (Confinement, error) {
 	d.mu.Lock()
-	uid, err := d.allocUID(m.Name)
+	var own []string
+	for _, dk := range m.Disks {
+		if dk.Path != "" && !dk.passedAsFD() {
+			own = append(own, dk.Path)
+		}
+	}
+	uid, err := d.allocUID(m.Name, own)
 	d.mu.Unlock()
 	if err != nil {
 		return Confinement{}, err
@@ -168,12 +181,54 @@ func handOver(m Machine, c Confinement) error {
 	if m.Firmware.Type == "uefi" {
 		paths = append(paths, m.Firmware.Vars)
 	}
-	for _, p := range paths {
+	for i, p := range paths {
 		// Lchown: a link planted in place of a file must not give away
 		// whatever it points at.
 		if err := os.Lchown(p, c.UID, c.GID); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return fmt.Errorf("hand %s to uid %d: %w", p, c.UID, err)
 		}
+		// The VM's own files are its user's alone: qemu-img creates disks
+		// 0644, and the directories above them are passable by every VM
+		// user (0711).
+		if st, err := os.Lstat(p); i > 0 && err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, 0o600); err != nil {
+				return fmt.Errorf("hand %s to uid %d: %w", p, c.UID, err)
+			}
+		}
 	}
 	return nil
+}
+
+// diskOwners are the owners of the other VMs' disks: the files of the
+// directories beside the ones own's files are in (a VM's disks live in a
+// directory of their own, these directories in one parent).
+func diskOwners(own []string) map[int]bool {
+	mine := map[string]bool{}
+	parents := map[string]bool{}
+	for _, p := range own {
+		mine[p] = true
+		parents[filepath.Dir(filepath.Dir(p))] = true
+	}
+	owners := map[int]bool{}
+	for parent := range parents {
+		dirs, _ := os.ReadDir(parent)
+		for _, dir := range dirs {
+			if !dir.IsDir() {
+				continue
+			}
+			files, _ := os.ReadDir(filepath.Join(parent, dir.Name()))
+			for _, f := range files {
+				path := filepath.Join(parent, dir.Name(), f.Name())
+				if mine[path] {
+					continue
+				}
+				if info, err := f.Info(); err == nil {
+					if st, ok := info.Sys().(*syscall.Stat_t); ok && st.Uid != 0 {
+						owners[int(st.Uid)] = true
+					}
+				}
+			}
+		}
+	}
+	return owners
 }

@@ -169,12 +169,16 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 	if err := prepareVars(m.Firmware, &r); err != nil {
 		return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 	}
-	// A serial log kept elsewhere is linked from the run directory, which
-	// is how an attaching Driver finds it again.
+	// A serial log kept elsewhere is linked from beside the run directory
+	// (in RunDir, which only root writes; the run directory is the VM
+	// user's), which is how an attaching Driver finds it again.
 	if m.SerialLog != "" {
-		if err := os.Symlink(m.SerialLog, filepath.Join(dir, serialLog)); err != nil {
+		link := serialLink(dir)
+		os.Remove(link)
+		if err := os.Symlink(m.SerialLog, link); err != nil {
 			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 		}
+		r.add(func() { os.Remove(link) })
 	}
 
 	if err := handOver(m, m.Confine); err != nil {
@@ -264,7 +268,7 @@ func (d *Driver) claimDir(name string) error {
 		return ErrAlreadyRunning
 	}
 	d.log.Info("removing stale run directory", "vm", name)
-	if err := os.RemoveAll(dir); err != nil {
+	if err := removeRunDir(dir); err != nil {
 		return err
 	}
 	return os.Mkdir(dir, 0o750)
@@ -306,7 +310,7 @@ func prepareVars(f Firmware, r *reverter) error {
 // caller's child instead, reaped by a goroutine; if the caller dies it is
 // inherited by init like a daemon, and found again through its pidfile.
 func (d *Driver) launch(dir string, argv []string, cred *syscall.Credential, files []*os.File) (*process, error) {
-	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	out, err := os.OpenFile(filepath.Join(dir, qemuLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +369,7 @@ func (d *Driver) waitReady(ctx context.Context, dir string, p *process) (*qmpCli
 
 // startOutput is what QEMU printed so far.
 func startOutput(dir string) string {
-	b, _ := os.ReadFile(filepath.Join(dir, qemuLog))
+	b, _ := readNoFollow(filepath.Join(dir, qemuLog), 64<<10)
 	if text := strings.TrimSpace(string(b)); text != "" {
 		return text
 	}
@@ -474,7 +478,7 @@ func (d *Driver) Cleanup(ctx context.Context, keep func(name string) bool) error
 			continue
 		}
 		d.log.Info("removing run directory of stopped vm", "vm", name)
-		if err := os.RemoveAll(dir); err != nil {
+		if err := removeRunDir(dir); err != nil {
 			errs = append(errs, fmt.Errorf("cleanup %s: %w", name, err))
 		}
 	}
@@ -506,4 +510,34 @@ func (d *Driver) cleanupCgroups(keep func(name string) bool) error {
 	}
 	d.cgroups.Prune()
 	return errors.Join(errs...)
+}
+
+// readNoFollow reads at most limit bytes of a file in a VM's run directory
+// (which the VM's user owns) without following a link planted there.
+func readNoFollow(path string, limit int64) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	return io.ReadAll(io.LimitReader(f, limit))
+}
+
+// serialLink is where a VM whose serial log lives elsewhere links to it: in
+// RunDir beside its run directory, not inside it, because the run
+// directory belongs to the VM's user, and the agent (root) rotates the file
+// the link names.
+func serialLink(dir string) string {
+	return filepath.Join(filepath.Dir(dir), "."+filepath.Base(dir)+".serial-log")
+}
+
+// removeRunDir removes a VM's run directory and its serial-log link.
+func removeRunDir(dir string) error {
+	if err := os.Remove(serialLink(dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(dir)
 }

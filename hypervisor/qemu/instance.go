@@ -47,7 +47,7 @@ func newInstance(name, dir string, p *process, q *qmpClient, grace time.Duration
 	ctx, cancel := context.WithCancel(context.Background())
 	i := &Instance{name: name, dir: dir, log: log.With("vm", name), proc: p, qmp: q, grace: grace,
 		exited: make(chan struct{}), stopWatch: cancel, serialLog: filepath.Join(dir, serialLog)}
-	if target, err := os.Readlink(i.serialLog); err == nil {
+	if target, err := os.Readlink(serialLink(dir)); err == nil {
 		i.serialLog = target
 	}
 	// The pidfd, not the QMP connection, says when QEMU is gone: the
@@ -190,7 +190,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 		i.log.Info("vm stopped")
 	}
 	i.Close()
-	if err := os.RemoveAll(i.dir); err != nil {
+	if err := removeRunDir(i.dir); err != nil {
 		return fmt.Errorf("quit vm %s: %w", i.name, err)
 	}
 	if i.release != nil {

@@ -358,9 +358,9 @@ func TestVMUsersDistinct(t *testing.T) {
 	d := NewDriver(DriverConfig{RunDir: t.TempDir(), UIDBase: 1000, UIDCount: 1, NoCgroups: true})
 	d.cfg.UIDCount = 2 // two slots: both names land on one of them first
 	d.mu.Lock()
-	a, errA := d.allocUID("a")
-	b, errB := d.allocUID("b")
-	_, errC := d.allocUID("c")
+	a, errA := d.allocUID("a", nil)
+	b, errB := d.allocUID("b", nil)
+	_, errC := d.allocUID("c", nil)
 	d.mu.Unlock()
 	if errA != nil || errB != nil || a == b {
 		t.Errorf("uids %d (%v) and %d (%v), want two different ones", a, errA, b, errB)
@@ -370,7 +370,7 @@ func TestVMUsersDistinct(t *testing.T) {
 	}
 	d.end("a")
 	d.mu.Lock()
-	if _, err := d.allocUID("c"); err != nil {
+	if _, err := d.allocUID("c", nil); err != nil {
 		t.Errorf("uid not free again after a's start ended: %v", err)
 	}
 	d.mu.Unlock()

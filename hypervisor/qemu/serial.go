@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -28,18 +29,28 @@ const rotatedSuffix = ".1"
 
 // rotateLog moves path's content to path.1 and empties path when it is
 // larger than max. It reports whether it rotated.
+//
+// The log may sit in the VM's run directory, which the VM's user owns: an
+// escaped QEMU could put a link (or a hard link) there in its place, and
+// the agent runs as root. So the log is opened without following links,
+// must be a regular file with one name, and is emptied through that
+// descriptor, never by path.
 func rotateLog(path string, max int64) (bool, error) {
-	st, err := os.Stat(path)
+	src, err := os.OpenFile(path, os.O_RDWR|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return false, nil // gone, or a link: nothing of ours to rotate
+	}
+	defer src.Close()
+	st, err := src.Stat()
 	if err != nil || st.Size() <= max {
 		return false, nil
 	}
-	src, err := os.Open(path)
-	if err != nil {
-		return false, fmt.Errorf("rotate %s: %w", path, err)
+	if sys, ok := st.Sys().(*syscall.Stat_t); !st.Mode().IsRegular() || !ok || sys.Nlink != 1 {
+		return false, fmt.Errorf("rotate %s: not a plain file of its own (links %d): left alone", path, sys.Nlink)
 	}
-	defer src.Close()
 	tmp := path + rotatedSuffix + ".tmp"
-	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	os.Remove(tmp) // a leftover, or something planted: never written through
+	dst, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return false, fmt.Errorf("rotate %s: %w", path, err)
 	}
@@ -55,7 +66,7 @@ func rotateLog(path string, max int64) (bool, error) {
 		os.Remove(tmp)
 		return false, fmt.Errorf("rotate %s: %w", path, err)
 	}
-	if err := os.Truncate(path, 0); err != nil {
+	if err := src.Truncate(0); err != nil {
 		return false, fmt.Errorf("rotate %s: %w", path, err)
 	}
 	return true, nil
