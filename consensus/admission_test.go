@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -475,4 +476,106 @@ func TestSilentMembersDoNotStallMembership(t *testing.T) {
 	if v := n1.Status().Voters; v != 1 {
 		t.Fatalf("%d voters, want 1", v)
 	}
+}
+
+// relayTo forwards every TCP connection on a new loopback port to target.
+func relayTo(t *testing.T, host, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c) }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// claimAddr makes n's gossip say that name lives at addr.
+func claimAddr(n *Node, name, addr string) {
+	n.gossipEvents.mu.Lock()
+	m := n.gossipEvents.alive[name]
+	m.Meta.RaftAddr = addr
+	n.gossipEvents.alive[name] = m
+	n.gossipEvents.mu.Unlock()
+}
+
+func serverAddr(n *Node, name string) string {
+	for _, s := range n.Raft().GetConfiguration().Configuration().Servers {
+		if string(s.ID) == name {
+			return string(s.Address)
+		}
+	}
+	return ""
+}
+
+// A plain TCP relay to the real node shows that node's certificate; gossip
+// claiming the relay's address must still not move the server there.
+func TestRelayDoesNotMoveAServer(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	relay := relayTo(t, tc.cfgs[0].BindAddr, n2.RaftAddr())
+	for range 3 {
+		claimAddr(n1, "node2", relay)
+		settleMembership(n1)
+		if got := serverAddr(n1, "node2"); got != n2.RaftAddr() {
+			t.Fatalf("gossip and a relay moved node2 to %s", got)
+		}
+	}
+}
+
+// A server that really moves (a new DHCP lease) is moved in the Raft
+// configuration once it answers at the new address.
+func TestAddressChangeMovesAServer(t *testing.T) {
+	tc := startCluster(t, 3)
+	tc.waitVoters(3)
+	i := 1
+	if tc.nodes[1].IsLeader() {
+		i = 2
+	}
+	name := tc.nodes[i].Name()
+	if err := tc.nodes[i].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tc.cfgs[i]
+	cfg.BindAddr, cfg.AdvertiseAddr = newTestConfig(t, 7, 3, "").BindAddr, ""
+	moved := tc.start(cfg)
+	tc.nodes[i] = moved
+	testutil.WaitFor(t, 30*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
+		l := tc.leader()
+		if l == nil {
+			return errors.New("no leader")
+		}
+		if got := serverAddr(l, name); got != moved.RaftAddr() {
+			return fmt.Errorf("%s still at %s", name, got)
+		}
+		return nil
+	})
+}
+
+// settleMembership runs one membership round and waits for the certificate
+// checks it needs (tests only need this; the loop never waits).
+func settleMembership(n *Node) {
+	n.reconcileMembership(map[string]time.Time{})
 }

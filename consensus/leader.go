@@ -3,9 +3,13 @@ package consensus
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -209,8 +213,11 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	}
 }
 
-// holdsCertificate checks that the node at addr presents a certificate of
-// the cluster CA issued to name.
+// holdsCertificate checks that the node at addr is name and lives there:
+// it presents a certificate of the cluster CA issued to name and, asked on
+// that mutually authenticated connection, states addr as its own Raft
+// address. A certificate alone proves only that name answers through addr,
+// which a plain TCP relay to the real node would also show.
 func (n *Node) holdsCertificate(name, addr string) error {
 	id := n.identity()
 	if id == nil {
@@ -227,6 +234,26 @@ func (n *Node) holdsCertificate(name, addr string) error {
 	certs := conn.(*tls.Conn).ConnectionState().PeerCertificates
 	if len(certs) == 0 || certs[0].Subject.CommonName != name {
 		return fmt.Errorf("check certificate of %s: %s presents another node's certificate", name, addr)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+rpcSelf, strings.NewReader("{}"))
+	hr.Header.Set("Content-Type", "application/json")
+	if err := hr.Write(conn); err != nil {
+		return fmt.Errorf("check address of %s: %w", name, err)
+	}
+	res, err := http.ReadResponse(bufioReader(conn), hr)
+	if err != nil {
+		return fmt.Errorf("check address of %s: %w", name, err)
+	}
+	defer res.Body.Close()
+	var self selfResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, 4096)).Decode(&self); err != nil {
+		return fmt.Errorf("check address of %s (%s): %w", name, res.Status, err)
+	}
+	if self.Name != name || self.RaftAddr != addr {
+		return fmt.Errorf("check address of %s: the node reached at %s says it is %s at %s (a relay?)", name, addr, self.Name, self.RaftAddr)
 	}
 	return nil
 }
