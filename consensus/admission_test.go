@@ -154,7 +154,7 @@ func TestGossipClaimAloneDoesNotMakeAVoter(t *testing.T) {
 		}
 		return errors.New("not yet")
 	})
-	n1.reconcileMembership(map[string]time.Time{})
+	settleMembership(n1)
 	if v := n1.Status().Voters; v != 1 {
 		t.Fatalf("a node with the cluster key but no certificate became a voter (%d voters)", v)
 	}
@@ -377,7 +377,7 @@ func TestGossipClaimDoesNotMoveAServer(t *testing.T) {
 	m.Meta.RaftAddr = liar.Addr().String()
 	n1.gossipEvents.alive["node2"] = m
 	n1.gossipEvents.mu.Unlock()
-	n1.reconcileMembership(map[string]time.Time{})
+	settleMembership(n1)
 	for _, s := range n1.Raft().GetConfiguration().Configuration().Servers {
 		if s.ID == "node2" && string(s.Address) != n2.RaftAddr() {
 			t.Fatalf("gossip moved node2 to %s", s.Address)
@@ -546,10 +546,16 @@ func TestRelayDoesNotMoveAServer(t *testing.T) {
 }
 
 // A server that really moves (a new DHCP lease) is moved in the Raft
-// configuration once it answers at the new address.
+// configuration once it answers at the new address, however many silent
+// members gossip lists; a dead server is still removed after its grace.
 func TestAddressChangeMovesAServer(t *testing.T) {
 	tc := startCluster(t, 3)
 	tc.waitVoters(3)
+	// Many members that never answer (anyone with the cluster key can make
+	// them) must not delay the move: 48 of them once cost 18 s a round.
+	for _, n := range tc.nodes {
+		addSilentMembers(t, n, 48)
+	}
 	i := 1
 	if tc.nodes[1].IsLeader() {
 		i = 2
@@ -562,7 +568,7 @@ func TestAddressChangeMovesAServer(t *testing.T) {
 	cfg.BindAddr, cfg.AdvertiseAddr = newTestConfig(t, 7, 3, "").BindAddr, ""
 	moved := tc.start(cfg)
 	tc.nodes[i] = moved
-	testutil.WaitFor(t, 30*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
+	testutil.WaitFor(t, 10*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
 		l := tc.leader()
 		if l == nil {
 			return errors.New("no leader")
@@ -572,10 +578,66 @@ func TestAddressChangeMovesAServer(t *testing.T) {
 		}
 		return nil
 	})
+	if err := moved.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testutil.WaitFor(t, 15*time.Second, name+" removed after its grace period", func() error {
+		l := tc.leader()
+		if l == nil {
+			return errors.New("no leader")
+		}
+		if got := serverAddr(l, name); got != "" {
+			return fmt.Errorf("%s still a server at %s", name, got)
+		}
+		return nil
+	})
+	if d := time.Since(start); d > tc.cfgs[i].DeadServerGrace+6*time.Second {
+		t.Fatalf("a dead server was removed %s after it left (grace %s)", d, tc.cfgs[i].DeadServerGrace)
+	}
 }
 
-// settleMembership runs one membership round and waits for the certificate
-// checks it needs (tests only need this; the loop never waits).
+// settleMembership runs membership rounds until the certificate checks they
+// started have ended, and one more that acts on their results.
 func settleMembership(n *Node) {
-	n.reconcileMembership(map[string]time.Time{})
+	gone := map[string]time.Time{}
+	deadline := time.Now().Add(10 * time.Second)
+	n.reconcileMembership(gone)
+	for n.certChecks.busy() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.reconcileMembership(gone)
+}
+
+// addSilentMembers makes n's gossip list count members at an address that
+// accepts connections and never answers.
+func addSilentMembers(t *testing.T, n *Node, count int) {
+	t.Helper()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	n.gossipEvents.mu.Lock()
+	defer n.gossipEvents.mu.Unlock()
+	for i := range count {
+		name := fmt.Sprintf("silent%d", i)
+		n.gossipEvents.alive[name] = member{Name: name, State: memberlist.StateAlive,
+			Meta: gossipMeta{Phase: phaseMember, RaftAddr: silent.Addr().String()}}
+	}
 }
