@@ -38,6 +38,7 @@ const (
 	msgRecordPendingNode MessageType = 4
 	msgApproveNode       MessageType = 5
 	msgAdmitPendingNode  MessageType = 6
+	msgRejectPendingNode MessageType = 7
 )
 
 // DefaultEnrolTokenTTL is how long an enrolment token is valid, as a
@@ -54,6 +55,9 @@ const (
 	// pendingWritesPerMinute is how many pending entries one source
 	// address may write per minute.
 	pendingWritesPerMinute = 6
+	// maxPendingPerSource is how many entries one source (an IPv4
+	// address, an IPv6 /64) may hold at once, however long it refreshes.
+	maxPendingPerSource = 4
 )
 
 // reasonPendingApproval marks the answer to a node that waits for approval.
@@ -100,12 +104,22 @@ type PendingNode struct {
 	LastSeen    time.Time `json:"last_seen"`
 	Approved    bool      `json:"approved"`
 	ApprovedBy  string    `json:"approved_by,omitempty"`
+	// Source is where the request came from (an IPv4 address, an IPv6 /64).
+	Source string `json:"source,omitempty"`
+	// Keyed marks a request that proved the cluster key; a bare pairing
+	// request proves nothing, and gives way to it when the list is full.
+	Keyed bool `json:"keyed,omitempty"`
 }
 
 type approveNode struct {
 	Name        string `json:"name"`
 	Fingerprint string `json:"fingerprint,omitempty"`
 	By          string `json:"by,omitempty"`
+}
+
+type rejectPendingNode struct {
+	Name        string `json:"name"`
+	Fingerprint string `json:"fingerprint,omitempty"`
 }
 
 type admitPendingNode struct {
@@ -127,6 +141,7 @@ func registerAdmissionTables(r *Registry) {
 	Handle(r, msgRecordPendingNode, "RecordPendingNode", applyRecordPendingNode)
 	Handle(r, msgApproveNode, "ApproveNode", applyApproveNode)
 	Handle(r, msgAdmitPendingNode, "AdmitPendingNode", applyAdmitPendingNode)
+	Handle(r, msgRejectPendingNode, "RejectPendingNode", applyRejectPendingNode)
 }
 
 // applyCreateEnrolToken stores a token and drops the expired ones.
@@ -177,7 +192,10 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 // applyRecordPendingNode lists (or refreshes) a node waiting for approval.
 // Candidates are kept per name and key: anyone who can reach the cluster
 // port can ask under any name, and must not displace the real node's entry
-// (the admin approves a key by its fingerprint).
+// (the admin approves a key by its fingerprint). Nor may anyone lock the
+// list: one source holds at most maxPendingPerSource entries, and when the
+// list is full a request that proved the cluster key evicts the oldest bare
+// pairing request.
 func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	if c.Name == "" || c.Fingerprint == "" {
 		return nil, Errorf(CodeInvalid, "a pending node needs a name and a key fingerprint")
@@ -187,8 +205,8 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 		return nil, err
 	}
 	var stale []any
-	count := 0
-	var cur *PendingNode
+	count, fromSource := 0, 0
+	var cur, evict *PendingNode
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*PendingNode)
 		switch {
@@ -198,6 +216,12 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 			stale = append(stale, p)
 		default:
 			count++
+			if c.Source != "" && p.Source == c.Source {
+				fromSource++
+			}
+			if !p.Keyed && !p.Approved && (evict == nil || p.FirstSeen.Before(evict.FirstSeen)) {
+				evict = p
+			}
 		}
 	}
 	for _, p := range stale {
@@ -210,10 +234,39 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	switch {
 	case cur != nil:
 		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
+	case fromSource >= maxPendingPerSource:
+		return nil, Errorf(CodeUnavailable, "too many nodes from %s are waiting for approval", c.Source)
+	case count >= maxPending && c.Keyed && evict != nil:
+		if err := tx.Delete(tablePendingNodes, evict); err != nil {
+			return nil, err
+		}
 	case count >= maxPending:
 		return nil, Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
 	return nil, tx.Insert(tablePendingNodes, &row)
+}
+
+// applyRejectPendingNode forgets the candidates asking under a name (only
+// the one with the fingerprint, when given), approved or not.
+func applyRejectPendingNode(tx *Tx, c *rejectPendingNode) (any, error) {
+	cands, err := pendingByName(tx.Txn, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	gone := 0
+	for _, p := range cands {
+		if c.Fingerprint != "" && !strings.EqualFold(p.Fingerprint, c.Fingerprint) {
+			continue
+		}
+		if err := tx.Delete(tablePendingNodes, p); err != nil {
+			return nil, err
+		}
+		gone++
+	}
+	if gone == 0 {
+		return nil, Errorf(CodeNotFound, "no node %s is waiting for approval", c.Name)
+	}
+	return nil, nil
 }
 
 // pendingByName lists the candidates that ask under name.
@@ -333,6 +386,15 @@ func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (P
 		return p, fmt.Errorf("approve node %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// RejectNode removes the pending node name (only its key with fingerprint,
+// when given): a stranger's entry, or an approval given by mistake.
+func (n *Node) RejectNode(ctx context.Context, name, fingerprint string) error {
+	if _, err := n.Apply(ctx, msgRejectPendingNode, rejectPendingNode{Name: name, Fingerprint: fingerprint}, nil); err != nil {
+		return fmt.Errorf("reject node %s: %w", name, err)
+	}
+	return nil
 }
 
 // enrolKeys derives from a token the key a join signs with (the state

@@ -641,3 +641,60 @@ func addSilentMembers(t *testing.T, n *Node, count int) {
 			Meta: gossipMeta{Phase: phaseMember, RaftAddr: silent.Addr().String()}}
 	}
 }
+
+// Pairing needs no secret, so nobody may lock the approval flow: one
+// source (an IPv6 /64 counts as one) holds a few entries at most, a node
+// that proves the cluster key is listed even when strangers filled the
+// list, and an admin can reject an entry.
+func TestPendingListCannotBeLocked(t *testing.T) {
+	tc, n1 := startOne(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	record := func(name, remote string) error {
+		now := time.Now().UTC()
+		_, err := n1.Apply(ctx, msgRecordPendingNode, PendingNode{Name: name, Fingerprint: "00" + name, RaftAddr: remote,
+			FirstSeen: now, LastSeen: now, Source: sourceGroup(remote)}, nil)
+		return err
+	}
+	for i := range 10 {
+		err := record(fmt.Sprintf("flood%d", i), fmt.Sprintf("[2001:db8::%x:%x]:1234", i, i+1))
+		if i < maxPendingPerSource && err != nil {
+			t.Fatalf("entry %d from one /64: %v", i, err)
+		}
+		if i >= maxPendingPerSource && ErrorCode(err) != CodeUnavailable {
+			t.Fatalf("entry %d from one /64: %v, want unavailable", i, err)
+		}
+	}
+	for i := len(n1.PendingNodes()); i < maxPending; i++ {
+		if err := record(fmt.Sprintf("stranger%d", i), fmt.Sprintf("198.51.100.%d:1234", i)); err != nil {
+			t.Fatalf("stranger %d: %v", i, err)
+		}
+	}
+	if err := record("late", "198.51.100.200:1234"); ErrorCode(err) != CodeUnavailable {
+		t.Fatalf("a bare request to a full list: %v, want unavailable", err)
+	}
+	real := joiner(t, tc, 2, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("a node with the cluster key, the list full of strangers: %v, want pending", err)
+	}
+	listed := func(name, fp string) bool {
+		for _, p := range n1.PendingNodes() {
+			if p.Name == name && (fp == "" || p.Fingerprint == fp) {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed("node2", real.JoinFingerprint()) || listed("flood0", "") || len(n1.PendingNodes()) != maxPending {
+		t.Fatalf("after a keyed request to a full list: %+v", n1.PendingNodes())
+	}
+	if err := n1.RejectNode(ctx, "node2", "ffff"); ErrorCode(err) != CodeNotFound {
+		t.Fatalf("rejecting another key: %v, want not found", err)
+	}
+	if err := n1.RejectNode(ctx, "node2", real.JoinFingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	if listed("node2", "") {
+		t.Fatal("a rejected node is still listed")
+	}
+}

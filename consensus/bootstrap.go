@@ -641,19 +641,33 @@ func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken, rem
 		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
 		return err
 	}
-	if cur == nil && len(n.PendingNodes()) >= maxPending {
-		// Checked here too, so a flood of new names costs no Raft writes.
-		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+	src := sourceGroup(remote)
+	if cur == nil {
+		// Checked here too, so a flood of new names costs no Raft writes
+		// (the FSM decides again, and evicts for a keyed request).
+		all := n.PendingNodes()
+		fromSource := 0
+		for _, p := range all {
+			if p.Source == src {
+				fromSource++
+			}
+		}
+		switch {
+		case fromSource >= maxPendingPerSource:
+			return Errorf(CodeUnavailable, "too many nodes from %s are waiting for approval", src)
+		case len(all) >= maxPending && req.Pair:
+			return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+		}
 	}
 	// A node asks every second or so: write its entry when it is new or
 	// moved, and refresh it now and then only; and no source may write
 	// often, since a pending request needs no secret at all.
 	now := time.Now().UTC()
 	if cur == nil || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingRefresh {
-		if !n.pendingLimit.allow(remoteHost(remote), now) {
-			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", remoteHost(remote))
+		if !n.pendingLimit.allow(src, now) {
+			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", src)
 		}
-		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
+		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now, Source: src, Keyed: !req.Pair}
 		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
 			return err
 		}
