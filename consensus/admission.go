@@ -85,14 +85,20 @@ type enrolToken struct {
 	Created int64  `json:"created"` // unix nanoseconds
 	Expires int64  `json:"expires"` // unix nanoseconds
 	Creator string `json:"creator,omitempty"`
+	// UsedBy and UsedKey name the node, and the fingerprint of the key,
+	// that used the token: until it expires, that key (and no other) may
+	// fetch its certificate again, should the first answer have been lost.
+	UsedBy  string `json:"used_by,omitempty"`
+	UsedKey string `json:"used_key,omitempty"`
 }
 
 type consumeEnrolToken struct {
-	ID   string `json:"id"`
-	Hash string `json:"hash,omitempty"` // from before Key
-	Key  string `json:"key,omitempty"`
-	Node string `json:"node"`
-	Now  int64  `json:"now"`
+	ID          string `json:"id"`
+	Hash        string `json:"hash,omitempty"` // from before Key
+	Key         string `json:"key,omitempty"`
+	Node        string `json:"node"`
+	Fingerprint string `json:"fingerprint"` // of the key the node asks a certificate for
+	Now         int64  `json:"now"`
 }
 
 // PendingNode is a node that asked to join without an enrolment token.
@@ -104,6 +110,10 @@ type PendingNode struct {
 	LastSeen    time.Time `json:"last_seen"`
 	Approved    bool      `json:"approved"`
 	ApprovedBy  string    `json:"approved_by,omitempty"`
+	// Admitted is when the approval was used; until readmitWindow later
+	// the same key may fetch its certificate again (the first answer may
+	// have been lost). Such an entry is no longer pending.
+	Admitted time.Time `json:"admitted,omitzero"`
 	// Source is where the request came from (an IPv4 address, an IPv6 /64).
 	Source string `json:"source,omitempty"`
 	// Keyed marks a request that proved the cluster key; a bare pairing
@@ -123,8 +133,9 @@ type rejectPendingNode struct {
 }
 
 type admitPendingNode struct {
-	Name        string `json:"name"`
-	Fingerprint string `json:"fingerprint"`
+	Name        string    `json:"name"`
+	Fingerprint string    `json:"fingerprint"`
+	Now         time.Time `json:"now"`
 }
 
 func registerAdmissionTables(r *Registry) {
@@ -170,7 +181,8 @@ func applyCreateEnrolToken(tx *Tx, c *enrolToken) (any, error) {
 	return nil, tx.Insert(tableEnrolTokens, &row)
 }
 
-// applyConsumeEnrolToken uses a token up: it admits exactly one join.
+// applyConsumeEnrolToken uses a token up: it admits exactly one key (that
+// key again, until the token expires, since an answer may be lost).
 func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 	raw, err := tx.First(tableEnrolTokens, "id", c.ID)
 	if err != nil {
@@ -186,7 +198,16 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 	if c.Now >= t.Expires {
 		return nil, Errorf(CodeForbidden, "enrolment token %s expired at %s", c.ID, time.Unix(0, t.Expires).UTC().Format(time.RFC3339))
 	}
-	return nil, tx.Delete(tableEnrolTokens, t)
+	switch {
+	case t.UsedKey == "":
+	case t.UsedKey == c.Fingerprint && t.UsedBy == c.Node:
+		return nil, nil
+	default:
+		return nil, Errorf(CodeForbidden, "enrolment token %s is unknown or already used", c.ID)
+	}
+	row := *t
+	row.UsedBy, row.UsedKey = c.Node, c.Fingerprint
+	return nil, tx.Insert(tableEnrolTokens, &row)
 }
 
 // applyRecordPendingNode lists (or refreshes) a node waiting for approval.
@@ -214,6 +235,7 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 			cur = p
 		case c.LastSeen.Sub(p.LastSeen) > pendingTTL:
 			stale = append(stale, p)
+		case !p.Admitted.IsZero():
 		default:
 			count++
 			if c.Source != "" && p.Source == c.Source {
@@ -232,6 +254,8 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	row := *c
 	row.Approved, row.ApprovedBy = false, ""
 	switch {
+	case cur != nil && !cur.Admitted.IsZero():
+		return nil, nil // admitted: it fetches its certificate again
 	case cur != nil:
 		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
 	case fromSource >= maxPendingPerSource:
@@ -312,26 +336,41 @@ func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
 	return &p, tx.Insert(tablePendingNodes, &p)
 }
 
+// readmitWindow is how long an admitted key may fetch its certificate
+// again, should the first answer have been lost.
+const readmitWindow = DefaultEnrolTokenTTL
+
 // applyAdmitPendingNode uses an approval up, and forgets the other keys that
-// asked under the same name.
+// asked under the same name. The approved key itself may ask again for
+// readmitWindow.
 func applyAdmitPendingNode(tx *Tx, c *admitPendingNode) (any, error) {
 	cands, err := pendingByName(tx.Txn, c.Name)
 	if err != nil {
 		return nil, err
 	}
-	approved := false
+	var admit *PendingNode
 	for _, p := range cands {
-		approved = approved || (p.Approved && p.Fingerprint == c.Fingerprint)
+		if p.Approved && p.Fingerprint == c.Fingerprint {
+			admit = p
+		}
 	}
-	if !approved {
+	if admit == nil {
 		return nil, Errorf(CodeForbidden, "node %s is not approved", c.Name)
+	}
+	if !admit.Admitted.IsZero() {
+		if c.Now.Sub(admit.Admitted) > readmitWindow {
+			return nil, Errorf(CodeForbidden, "node %s was admitted at %s: its approval is used up", c.Name, admit.Admitted.Format(time.RFC3339))
+		}
+		return nil, nil
 	}
 	for _, p := range cands {
 		if err := tx.Delete(tablePendingNodes, p); err != nil {
 			return nil, err
 		}
 	}
-	return nil, nil
+	row := *admit
+	row.Admitted, row.LastSeen = c.Now, c.Now
+	return nil, tx.Insert(tablePendingNodes, &row)
 }
 
 // EnrolToken is a freshly created enrolment token: Token is shown once.
@@ -369,7 +408,9 @@ func (n *Node) PendingNodes() []PendingNode {
 	}
 	var out []PendingNode
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, *raw.(*PendingNode))
+		if p := raw.(*PendingNode); p.Admitted.IsZero() {
+			out = append(out, *p)
+		}
 	}
 	return out
 }

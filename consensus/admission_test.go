@@ -698,3 +698,45 @@ func TestPendingListCannotBeLocked(t *testing.T) {
 		t.Fatal("a rejected node is still listed")
 	}
 }
+
+// A join whose answer is lost after its commit (the box gave up waiting)
+// may ask again with the same key, for an enrolment token as for an
+// approval; another key still may not.
+func TestLostJoinAnswerCanBeFetchedAgain(t *testing.T) {
+	tc, n1 := startOne(t)
+	tok := tc.enrolToken()
+	first := joiner(t, tc, 2, tok)
+	if err := askCode(t, first, n1); err != nil {
+		t.Fatalf("join with a fresh enrolment token: %v", err)
+	}
+	// Its answer lost, the same box (same key) asks again.
+	if err := askCode(t, first, n1); err != nil {
+		t.Fatalf("the same key asking again with its used token: %v", err)
+	}
+	if err := askCode(t, joiner(t, tc, 2, tok), n1); ErrorCode(err) != CodeForbidden {
+		t.Fatalf("another key with the used token: %v, want forbidden", err)
+	}
+
+	real := joiner(t, tc, 3, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("node3 before approval: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node3", real.JoinFingerprint(), "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for _, try := range []string{"first", "second"} {
+		if err := askCode(t, real, n1); err != nil {
+			t.Fatalf("%s request of the approved key: %v", try, err)
+		}
+	}
+	if err := askCode(t, joiner(t, tc, 3, ""), n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("another key under the approved name: %v, want pending", err)
+	}
+	for _, p := range n1.PendingNodes() {
+		if p.Fingerprint == real.JoinFingerprint() {
+			t.Fatalf("the admitted key is still listed as pending: %+v", p)
+		}
+	}
+}

@@ -427,9 +427,11 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 // sendJoin opens a TLS session to raftAddr, sends the request build makes
 // from the session's exported keying material, and returns the answer.
 func sendJoin(ctx context.Context, raftAddr string, build func(ekm []byte) (joinRequest, error)) (*joinResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Longer than the server's admission (a Raft commit, up to 10 s): an
+	// answer given up on is a certificate issued to nobody.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	d := tls.Dialer{Config: &tls.Config{
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// The server's certificate cannot be checked yet; the proofs bound
 		// to this session authenticate both sides instead.
@@ -628,17 +630,17 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken, remote string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	fp := keyFingerprint(req.PubKey)
 	if tok != nil {
-		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Fingerprint: fp, Now: time.Now().UnixNano()}, nil)
 		return err
 	}
-	fp := keyFingerprint(req.PubKey)
 	var cur *PendingNode
 	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name, fp); err == nil && raw != nil {
 		cur = raw.(*PendingNode)
 	}
 	if cur != nil && cur.Approved {
-		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
+		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp, Now: time.Now().UTC()}, nil)
 		return err
 	}
 	src := sourceGroup(remote)
