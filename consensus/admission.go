@@ -38,6 +38,7 @@ const (
 	msgRecordPendingNode MessageType = 4
 	msgApproveNode       MessageType = 5
 	msgAdmitPendingNode  MessageType = 6
+	msgRejectPendingNode MessageType = 7
 )
 
 // DefaultEnrolTokenTTL is how long an enrolment token is valid, as a
@@ -54,6 +55,9 @@ const (
 	// pendingWritesPerMinute is how many pending entries one source
 	// address may write per minute.
 	pendingWritesPerMinute = 6
+	// maxPendingPerSource is how many entries one source (an IPv4
+	// address, an IPv6 /64) may hold at once, however long it refreshes.
+	maxPendingPerSource = 4
 )
 
 // reasonPendingApproval marks the answer to a node that waits for approval.
@@ -81,14 +85,20 @@ type enrolToken struct {
 	Created int64  `json:"created"` // unix nanoseconds
 	Expires int64  `json:"expires"` // unix nanoseconds
 	Creator string `json:"creator,omitempty"`
+	// UsedBy and UsedKey name the node, and the fingerprint of the key,
+	// that used the token: until it expires, that key (and no other) may
+	// fetch its certificate again, should the first answer have been lost.
+	UsedBy  string `json:"used_by,omitempty"`
+	UsedKey string `json:"used_key,omitempty"`
 }
 
 type consumeEnrolToken struct {
-	ID   string `json:"id"`
-	Hash string `json:"hash,omitempty"` // from before Key
-	Key  string `json:"key,omitempty"`
-	Node string `json:"node"`
-	Now  int64  `json:"now"`
+	ID          string `json:"id"`
+	Hash        string `json:"hash,omitempty"` // from before Key
+	Key         string `json:"key,omitempty"`
+	Node        string `json:"node"`
+	Fingerprint string `json:"fingerprint"` // of the key the node asks a certificate for
+	Now         int64  `json:"now"`
 }
 
 // PendingNode is a node that asked to join without an enrolment token.
@@ -100,6 +110,15 @@ type PendingNode struct {
 	LastSeen    time.Time `json:"last_seen"`
 	Approved    bool      `json:"approved"`
 	ApprovedBy  string    `json:"approved_by,omitempty"`
+	// Admitted is when the approval was used; until readmitWindow later
+	// the same key may fetch its certificate again (the first answer may
+	// have been lost). Such an entry is no longer pending.
+	Admitted time.Time `json:"admitted,omitzero"`
+	// Source is where the request came from (an IPv4 address, an IPv6 /64).
+	Source string `json:"source,omitempty"`
+	// Keyed marks a request that proved the cluster key; a bare pairing
+	// request proves nothing, and gives way to it when the list is full.
+	Keyed bool `json:"keyed,omitempty"`
 }
 
 type approveNode struct {
@@ -108,9 +127,15 @@ type approveNode struct {
 	By          string `json:"by,omitempty"`
 }
 
-type admitPendingNode struct {
+type rejectPendingNode struct {
 	Name        string `json:"name"`
-	Fingerprint string `json:"fingerprint"`
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+type admitPendingNode struct {
+	Name        string    `json:"name"`
+	Fingerprint string    `json:"fingerprint"`
+	Now         time.Time `json:"now"`
 }
 
 func registerAdmissionTables(r *Registry) {
@@ -127,6 +152,7 @@ func registerAdmissionTables(r *Registry) {
 	Handle(r, msgRecordPendingNode, "RecordPendingNode", applyRecordPendingNode)
 	Handle(r, msgApproveNode, "ApproveNode", applyApproveNode)
 	Handle(r, msgAdmitPendingNode, "AdmitPendingNode", applyAdmitPendingNode)
+	Handle(r, msgRejectPendingNode, "RejectPendingNode", applyRejectPendingNode)
 }
 
 // applyCreateEnrolToken stores a token and drops the expired ones.
@@ -155,7 +181,8 @@ func applyCreateEnrolToken(tx *Tx, c *enrolToken) (any, error) {
 	return nil, tx.Insert(tableEnrolTokens, &row)
 }
 
-// applyConsumeEnrolToken uses a token up: it admits exactly one join.
+// applyConsumeEnrolToken uses a token up: it admits exactly one key (that
+// key again, until the token expires, since an answer may be lost).
 func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 	raw, err := tx.First(tableEnrolTokens, "id", c.ID)
 	if err != nil {
@@ -171,13 +198,25 @@ func applyConsumeEnrolToken(tx *Tx, c *consumeEnrolToken) (any, error) {
 	if c.Now >= t.Expires {
 		return nil, Errorf(CodeForbidden, "enrolment token %s expired at %s", c.ID, time.Unix(0, t.Expires).UTC().Format(time.RFC3339))
 	}
-	return nil, tx.Delete(tableEnrolTokens, t)
+	switch {
+	case t.UsedKey == "":
+	case t.UsedKey == c.Fingerprint && t.UsedBy == c.Node:
+		return nil, nil
+	default:
+		return nil, Errorf(CodeForbidden, "enrolment token %s is unknown or already used", c.ID)
+	}
+	row := *t
+	row.UsedBy, row.UsedKey = c.Node, c.Fingerprint
+	return nil, tx.Insert(tableEnrolTokens, &row)
 }
 
 // applyRecordPendingNode lists (or refreshes) a node waiting for approval.
 // Candidates are kept per name and key: anyone who can reach the cluster
 // port can ask under any name, and must not displace the real node's entry
-// (the admin approves a key by its fingerprint).
+// (the admin approves a key by its fingerprint). Nor may anyone lock the
+// list: one source holds at most maxPendingPerSource entries, and when the
+// list is full a request that proved the cluster key evicts the oldest bare
+// pairing request.
 func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	if c.Name == "" || c.Fingerprint == "" {
 		return nil, Errorf(CodeInvalid, "a pending node needs a name and a key fingerprint")
@@ -187,8 +226,8 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 		return nil, err
 	}
 	var stale []any
-	count := 0
-	var cur *PendingNode
+	count, fromSource := 0, 0
+	var cur, evict *PendingNode
 	for raw := it.Next(); raw != nil; raw = it.Next() {
 		p := raw.(*PendingNode)
 		switch {
@@ -196,8 +235,15 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 			cur = p
 		case c.LastSeen.Sub(p.LastSeen) > pendingTTL:
 			stale = append(stale, p)
+		case !p.Admitted.IsZero():
 		default:
 			count++
+			if c.Source != "" && p.Source == c.Source {
+				fromSource++
+			}
+			if !p.Keyed && !p.Approved && (evict == nil || p.FirstSeen.Before(evict.FirstSeen)) {
+				evict = p
+			}
 		}
 	}
 	for _, p := range stale {
@@ -208,12 +254,43 @@ func applyRecordPendingNode(tx *Tx, c *PendingNode) (any, error) {
 	row := *c
 	row.Approved, row.ApprovedBy = false, ""
 	switch {
+	case cur != nil && !cur.Admitted.IsZero():
+		return nil, nil // admitted: it fetches its certificate again
 	case cur != nil:
 		row.FirstSeen, row.Approved, row.ApprovedBy = cur.FirstSeen, cur.Approved, cur.ApprovedBy
+	case fromSource >= maxPendingPerSource:
+		return nil, Errorf(CodeUnavailable, "too many nodes from %s are waiting for approval", c.Source)
+	case count >= maxPending && c.Keyed && evict != nil:
+		if err := tx.Delete(tablePendingNodes, evict); err != nil {
+			return nil, err
+		}
 	case count >= maxPending:
 		return nil, Errorf(CodeUnavailable, "too many nodes are waiting for approval")
 	}
 	return nil, tx.Insert(tablePendingNodes, &row)
+}
+
+// applyRejectPendingNode forgets the candidates asking under a name (only
+// the one with the fingerprint, when given), approved or not.
+func applyRejectPendingNode(tx *Tx, c *rejectPendingNode) (any, error) {
+	cands, err := pendingByName(tx.Txn, c.Name)
+	if err != nil {
+		return nil, err
+	}
+	gone := 0
+	for _, p := range cands {
+		if c.Fingerprint != "" && !strings.EqualFold(p.Fingerprint, c.Fingerprint) {
+			continue
+		}
+		if err := tx.Delete(tablePendingNodes, p); err != nil {
+			return nil, err
+		}
+		gone++
+	}
+	if gone == 0 {
+		return nil, Errorf(CodeNotFound, "no node %s is waiting for approval", c.Name)
+	}
+	return nil, nil
 }
 
 // pendingByName lists the candidates that ask under name.
@@ -259,26 +336,41 @@ func applyApproveNode(tx *Tx, c *approveNode) (any, error) {
 	return &p, tx.Insert(tablePendingNodes, &p)
 }
 
+// readmitWindow is how long an admitted key may fetch its certificate
+// again, should the first answer have been lost.
+const readmitWindow = DefaultEnrolTokenTTL
+
 // applyAdmitPendingNode uses an approval up, and forgets the other keys that
-// asked under the same name.
+// asked under the same name. The approved key itself may ask again for
+// readmitWindow.
 func applyAdmitPendingNode(tx *Tx, c *admitPendingNode) (any, error) {
 	cands, err := pendingByName(tx.Txn, c.Name)
 	if err != nil {
 		return nil, err
 	}
-	approved := false
+	var admit *PendingNode
 	for _, p := range cands {
-		approved = approved || (p.Approved && p.Fingerprint == c.Fingerprint)
+		if p.Approved && p.Fingerprint == c.Fingerprint {
+			admit = p
+		}
 	}
-	if !approved {
+	if admit == nil {
 		return nil, Errorf(CodeForbidden, "node %s is not approved", c.Name)
+	}
+	if !admit.Admitted.IsZero() {
+		if c.Now.Sub(admit.Admitted) > readmitWindow {
+			return nil, Errorf(CodeForbidden, "node %s was admitted at %s: its approval is used up", c.Name, admit.Admitted.Format(time.RFC3339))
+		}
+		return nil, nil
 	}
 	for _, p := range cands {
 		if err := tx.Delete(tablePendingNodes, p); err != nil {
 			return nil, err
 		}
 	}
-	return nil, nil
+	row := *admit
+	row.Admitted, row.LastSeen = c.Now, c.Now
+	return nil, tx.Insert(tablePendingNodes, &row)
 }
 
 // EnrolToken is a freshly created enrolment token: Token is shown once.
@@ -316,7 +408,9 @@ func (n *Node) PendingNodes() []PendingNode {
 	}
 	var out []PendingNode
 	for raw := it.Next(); raw != nil; raw = it.Next() {
-		out = append(out, *raw.(*PendingNode))
+		if p := raw.(*PendingNode); p.Admitted.IsZero() {
+			out = append(out, *p)
+		}
 	}
 	return out
 }
@@ -333,6 +427,15 @@ func (n *Node) ApproveNode(ctx context.Context, name, fingerprint, by string) (P
 		return p, fmt.Errorf("approve node %s: %w", name, err)
 	}
 	return p, nil
+}
+
+// RejectNode removes the pending node name (only its key with fingerprint,
+// when given): a stranger's entry, or an approval given by mistake.
+func (n *Node) RejectNode(ctx context.Context, name, fingerprint string) error {
+	if _, err := n.Apply(ctx, msgRejectPendingNode, rejectPendingNode{Name: name, Fingerprint: fingerprint}, nil); err != nil {
+		return fmt.Errorf("reject node %s: %w", name, err)
+	}
+	return nil
 }
 
 // enrolKeys derives from a token the key a join signs with (the state

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -153,7 +154,7 @@ func TestGossipClaimAloneDoesNotMakeAVoter(t *testing.T) {
 		}
 		return errors.New("not yet")
 	})
-	n1.reconcileMembership(map[string]time.Time{})
+	settleMembership(n1)
 	if v := n1.Status().Voters; v != 1 {
 		t.Fatalf("a node with the cluster key but no certificate became a voter (%d voters)", v)
 	}
@@ -376,7 +377,7 @@ func TestGossipClaimDoesNotMoveAServer(t *testing.T) {
 	m.Meta.RaftAddr = liar.Addr().String()
 	n1.gossipEvents.alive["node2"] = m
 	n1.gossipEvents.mu.Unlock()
-	n1.reconcileMembership(map[string]time.Time{})
+	settleMembership(n1)
 	for _, s := range n1.Raft().GetConfiguration().Configuration().Servers {
 		if s.ID == "node2" && string(s.Address) != n2.RaftAddr() {
 			t.Fatalf("gossip moved node2 to %s", s.Address)
@@ -474,5 +475,268 @@ func TestSilentMembersDoNotStallMembership(t *testing.T) {
 	}
 	if v := n1.Status().Voters; v != 1 {
 		t.Fatalf("%d voters, want 1", v)
+	}
+}
+
+// relayTo forwards every TCP connection on a new loopback port to target.
+func relayTo(t *testing.T, host, target string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				u, err := net.Dial("tcp", target)
+				if err != nil {
+					return
+				}
+				defer u.Close()
+				go func() { _, _ = io.Copy(u, c) }()
+				_, _ = io.Copy(c, u)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// claimAddr makes n's gossip say that name lives at addr.
+func claimAddr(n *Node, name, addr string) {
+	n.gossipEvents.mu.Lock()
+	m := n.gossipEvents.alive[name]
+	m.Meta.RaftAddr = addr
+	n.gossipEvents.alive[name] = m
+	n.gossipEvents.mu.Unlock()
+}
+
+func serverAddr(n *Node, name string) string {
+	for _, s := range n.Raft().GetConfiguration().Configuration().Servers {
+		if string(s.ID) == name {
+			return string(s.Address)
+		}
+	}
+	return ""
+}
+
+// A plain TCP relay to the real node shows that node's certificate; gossip
+// claiming the relay's address must still not move the server there.
+func TestRelayDoesNotMoveAServer(t *testing.T) {
+	tc, n1 := startOne(t)
+	cfg := newTestConfig(t, 2, 3, "site-key")
+	cfg.Join = []string{tc.cfgs[0].BindAddr + ":18445"}
+	cfg.EnrolToken = tc.enrolToken()
+	n2 := tc.start(cfg)
+	tc.nodes = append(tc.nodes, n2)
+	tc.waitVoters(2)
+	relay := relayTo(t, tc.cfgs[0].BindAddr, n2.RaftAddr())
+	for range 3 {
+		claimAddr(n1, "node2", relay)
+		settleMembership(n1)
+		if got := serverAddr(n1, "node2"); got != n2.RaftAddr() {
+			t.Fatalf("gossip and a relay moved node2 to %s", got)
+		}
+	}
+}
+
+// A server that really moves (a new DHCP lease) is moved in the Raft
+// configuration once it answers at the new address, however many silent
+// members gossip lists; a dead server is still removed after its grace.
+func TestAddressChangeMovesAServer(t *testing.T) {
+	tc := startCluster(t, 3)
+	tc.waitVoters(3)
+	// Many members that never answer (anyone with the cluster key can make
+	// them) must not delay the move: 48 of them once cost 18 s a round.
+	for _, n := range tc.nodes {
+		addSilentMembers(t, n, 48)
+	}
+	i := 1
+	if tc.nodes[1].IsLeader() {
+		i = 2
+	}
+	name := tc.nodes[i].Name()
+	if err := tc.nodes[i].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tc.cfgs[i]
+	cfg.BindAddr, cfg.AdvertiseAddr = newTestConfig(t, 7, 3, "").BindAddr, ""
+	moved := tc.start(cfg)
+	tc.nodes[i] = moved
+	testutil.WaitFor(t, 10*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
+		l := tc.leader()
+		if l == nil {
+			return errors.New("no leader")
+		}
+		if got := serverAddr(l, name); got != moved.RaftAddr() {
+			return fmt.Errorf("%s still at %s", name, got)
+		}
+		return nil
+	})
+	if err := moved.Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	testutil.WaitFor(t, 15*time.Second, name+" removed after its grace period", func() error {
+		l := tc.leader()
+		if l == nil {
+			return errors.New("no leader")
+		}
+		if got := serverAddr(l, name); got != "" {
+			return fmt.Errorf("%s still a server at %s", name, got)
+		}
+		return nil
+	})
+	if d := time.Since(start); d > tc.cfgs[i].DeadServerGrace+6*time.Second {
+		t.Fatalf("a dead server was removed %s after it left (grace %s)", d, tc.cfgs[i].DeadServerGrace)
+	}
+}
+
+// settleMembership runs membership rounds until the certificate checks they
+// started have ended, and one more that acts on their results.
+func settleMembership(n *Node) {
+	gone := map[string]time.Time{}
+	deadline := time.Now().Add(10 * time.Second)
+	n.reconcileMembership(gone)
+	for n.certChecks.busy() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.reconcileMembership(gone)
+}
+
+// addSilentMembers makes n's gossip list count members at an address that
+// accepts connections and never answers.
+func addSilentMembers(t *testing.T, n *Node, count int) {
+	t.Helper()
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { silent.Close() })
+	go func() {
+		var conns []net.Conn
+		defer func() {
+			for _, c := range conns {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	n.gossipEvents.mu.Lock()
+	defer n.gossipEvents.mu.Unlock()
+	for i := range count {
+		name := fmt.Sprintf("silent%d", i)
+		n.gossipEvents.alive[name] = member{Name: name, State: memberlist.StateAlive,
+			Meta: gossipMeta{Phase: phaseMember, RaftAddr: silent.Addr().String()}}
+	}
+}
+
+// Pairing needs no secret, so nobody may lock the approval flow: one
+// source (an IPv6 /64 counts as one) holds a few entries at most, a node
+// that proves the cluster key is listed even when strangers filled the
+// list, and an admin can reject an entry.
+func TestPendingListCannotBeLocked(t *testing.T) {
+	tc, n1 := startOne(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	record := func(name, remote string) error {
+		now := time.Now().UTC()
+		_, err := n1.Apply(ctx, msgRecordPendingNode, PendingNode{Name: name, Fingerprint: "00" + name, RaftAddr: remote,
+			FirstSeen: now, LastSeen: now, Source: sourceGroup(remote)}, nil)
+		return err
+	}
+	for i := range 10 {
+		err := record(fmt.Sprintf("flood%d", i), fmt.Sprintf("[2001:db8::%x:%x]:1234", i, i+1))
+		if i < maxPendingPerSource && err != nil {
+			t.Fatalf("entry %d from one /64: %v", i, err)
+		}
+		if i >= maxPendingPerSource && ErrorCode(err) != CodeUnavailable {
+			t.Fatalf("entry %d from one /64: %v, want unavailable", i, err)
+		}
+	}
+	for i := len(n1.PendingNodes()); i < maxPending; i++ {
+		if err := record(fmt.Sprintf("stranger%d", i), fmt.Sprintf("198.51.100.%d:1234", i)); err != nil {
+			t.Fatalf("stranger %d: %v", i, err)
+		}
+	}
+	if err := record("late", "198.51.100.200:1234"); ErrorCode(err) != CodeUnavailable {
+		t.Fatalf("a bare request to a full list: %v, want unavailable", err)
+	}
+	real := joiner(t, tc, 2, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("a node with the cluster key, the list full of strangers: %v, want pending", err)
+	}
+	listed := func(name, fp string) bool {
+		for _, p := range n1.PendingNodes() {
+			if p.Name == name && (fp == "" || p.Fingerprint == fp) {
+				return true
+			}
+		}
+		return false
+	}
+	if !listed("node2", real.JoinFingerprint()) || listed("flood0", "") || len(n1.PendingNodes()) != maxPending {
+		t.Fatalf("after a keyed request to a full list: %+v", n1.PendingNodes())
+	}
+	if err := n1.RejectNode(ctx, "node2", "ffff"); ErrorCode(err) != CodeNotFound {
+		t.Fatalf("rejecting another key: %v, want not found", err)
+	}
+	if err := n1.RejectNode(ctx, "node2", real.JoinFingerprint()); err != nil {
+		t.Fatal(err)
+	}
+	if listed("node2", "") {
+		t.Fatal("a rejected node is still listed")
+	}
+}
+
+// A join whose answer is lost after its commit (the box gave up waiting)
+// may ask again with the same key, for an enrolment token as for an
+// approval; another key still may not.
+func TestLostJoinAnswerCanBeFetchedAgain(t *testing.T) {
+	tc, n1 := startOne(t)
+	tok := tc.enrolToken()
+	first := joiner(t, tc, 2, tok)
+	if err := askCode(t, first, n1); err != nil {
+		t.Fatalf("join with a fresh enrolment token: %v", err)
+	}
+	// Its answer lost, the same box (same key) asks again.
+	if err := askCode(t, first, n1); err != nil {
+		t.Fatalf("the same key asking again with its used token: %v", err)
+	}
+	if err := askCode(t, joiner(t, tc, 2, tok), n1); ErrorCode(err) != CodeForbidden {
+		t.Fatalf("another key with the used token: %v, want forbidden", err)
+	}
+
+	real := joiner(t, tc, 3, "")
+	if err := askCode(t, real, n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("node3 before approval: %v, want pending", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := n1.ApproveNode(ctx, "node3", real.JoinFingerprint(), "admin"); err != nil {
+		t.Fatal(err)
+	}
+	for _, try := range []string{"first", "second"} {
+		if err := askCode(t, real, n1); err != nil {
+			t.Fatalf("%s request of the approved key: %v", try, err)
+		}
+	}
+	if err := askCode(t, joiner(t, tc, 3, ""), n1); ErrorReason(err) != reasonPendingApproval {
+		t.Fatalf("another key under the approved name: %v, want pending", err)
+	}
+	for _, p := range n1.PendingNodes() {
+		if p.Fingerprint == real.JoinFingerprint() {
+			t.Fatalf("the admitted key is still listed as pending: %+v", p)
+		}
 	}
 }

@@ -427,9 +427,11 @@ func (n *Node) askToJoin(ctx context.Context, raftAddr string, pair bool) (*join
 // sendJoin opens a TLS session to raftAddr, sends the request build makes
 // from the session's exported keying material, and returns the answer.
 func sendJoin(ctx context.Context, raftAddr string, build func(ekm []byte) (joinRequest, error)) (*joinResponse, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	// Longer than the server's admission (a Raft commit, up to 10 s): an
+	// answer given up on is a certificate issued to nobody.
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	d := tls.Dialer{Config: &tls.Config{
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second}, Config: &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// The server's certificate cannot be checked yet; the proofs bound
 		// to this session authenticate both sides instead.
@@ -628,32 +630,46 @@ func (n *Node) handleJoin(w http.ResponseWriter, r *http.Request) {
 func (n *Node) admit(ctx context.Context, req *joinRequest, tok *enrolToken, remote string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	fp := keyFingerprint(req.PubKey)
 	if tok != nil {
-		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Now: time.Now().UnixNano()}, nil)
+		_, err := n.Apply(ctx, msgConsumeEnrolToken, consumeEnrolToken{ID: tok.ID, Key: tok.Key, Node: req.Name, Fingerprint: fp, Now: time.Now().UnixNano()}, nil)
 		return err
 	}
-	fp := keyFingerprint(req.PubKey)
 	var cur *PendingNode
 	if raw, err := n.store.txn().First(tablePendingNodes, "id", req.Name, fp); err == nil && raw != nil {
 		cur = raw.(*PendingNode)
 	}
 	if cur != nil && cur.Approved {
-		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp}, nil)
+		_, err := n.Apply(ctx, msgAdmitPendingNode, admitPendingNode{Name: req.Name, Fingerprint: fp, Now: time.Now().UTC()}, nil)
 		return err
 	}
-	if cur == nil && len(n.PendingNodes()) >= maxPending {
-		// Checked here too, so a flood of new names costs no Raft writes.
-		return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+	src := sourceGroup(remote)
+	if cur == nil {
+		// Checked here too, so a flood of new names costs no Raft writes
+		// (the FSM decides again, and evicts for a keyed request).
+		all := n.PendingNodes()
+		fromSource := 0
+		for _, p := range all {
+			if p.Source == src {
+				fromSource++
+			}
+		}
+		switch {
+		case fromSource >= maxPendingPerSource:
+			return Errorf(CodeUnavailable, "too many nodes from %s are waiting for approval", src)
+		case len(all) >= maxPending && req.Pair:
+			return Errorf(CodeUnavailable, "too many nodes are waiting for approval")
+		}
 	}
 	// A node asks every second or so: write its entry when it is new or
 	// moved, and refresh it now and then only; and no source may write
 	// often, since a pending request needs no secret at all.
 	now := time.Now().UTC()
 	if cur == nil || cur.RaftAddr != req.RaftAddr || now.Sub(cur.LastSeen) > pendingRefresh {
-		if !n.pendingLimit.allow(remoteHost(remote), now) {
-			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", remoteHost(remote))
+		if !n.pendingLimit.allow(src, now) {
+			return Errorf(CodeUnavailable, "too many join requests from %s; try again in a minute", src)
 		}
-		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now}
+		p := PendingNode{Name: req.Name, RaftAddr: req.RaftAddr, Fingerprint: fp, FirstSeen: now, LastSeen: now, Source: src, Keyed: !req.Pair}
 		if _, err := n.Apply(ctx, msgRecordPendingNode, p, nil); err != nil {
 			return err
 		}

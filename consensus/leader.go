@@ -3,9 +3,14 @@ package consensus
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,20 +144,34 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	// Gossip metadata is only a claim, and the cluster key is all gossip
 	// needs: add a node, or move a server to a new address, only once
 	// whoever is there shows a certificate of our CA for that name, i.e.
-	// was admitted under it. Checked in parallel and remembered a while,
-	// so members that never answer do not stall this loop.
+	// was admitted under it, and states that address as its own. The
+	// checks run in the background and this loop acts on their remembered
+	// results, so members that never answer cannot stall it; servers are
+	// checked first, as moving them matters more than adding strangers.
 	var toCheck []certCheck
 	for name, m := range alive {
 		if s, ok := inRaft[name]; !ok || string(s.Address) != m.Meta.RaftAddr {
 			toCheck = append(toCheck, certCheck{name: name, addr: m.Meta.RaftAddr})
 		}
 	}
-	checked := n.certChecks.run(toCheck, n.holdsCertificate)
+	sort.Slice(toCheck, func(i, j int) bool {
+		_, si := inRaft[toCheck[i].name]
+		_, sj := inRaft[toCheck[j].name]
+		if si != sj {
+			return si
+		}
+		return toCheck[i].name < toCheck[j].name
+	})
+	checked := n.certChecks.lookup(toCheck, n.holdsCertificate, n.poke)
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
 		if !ok || string(s.Address) != m.Meta.RaftAddr {
-			if err := checked[certCheck{name: name, addr: m.Meta.RaftAddr}]; err != nil {
+			err, done := checked[certCheck{name: name, addr: m.Meta.RaftAddr}]
+			if !done {
+				continue // checked in the background; a later round acts
+			}
+			if err != nil {
 				n.log.Warn("not adding or moving a node without its cluster certificate", "node", name, "addr", m.Meta.RaftAddr, "err", err)
 				continue
 			}
@@ -209,8 +228,11 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 	}
 }
 
-// holdsCertificate checks that the node at addr presents a certificate of
-// the cluster CA issued to name.
+// holdsCertificate checks that the node at addr is name and lives there:
+// it presents a certificate of the cluster CA issued to name and, asked on
+// that mutually authenticated connection, states addr as its own Raft
+// address. A certificate alone proves only that name answers through addr,
+// which a plain TCP relay to the real node would also show.
 func (n *Node) holdsCertificate(name, addr string) error {
 	id := n.identity()
 	if id == nil {
@@ -228,66 +250,113 @@ func (n *Node) holdsCertificate(name, addr string) error {
 	if len(certs) == 0 || certs[0].Subject.CommonName != name {
 		return fmt.Errorf("check certificate of %s: %s presents another node's certificate", name, addr)
 	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	hr, _ := http.NewRequestWithContext(ctx, http.MethodPost, "https://"+addr+rpcSelf, strings.NewReader("{}"))
+	hr.Header.Set("Content-Type", "application/json")
+	if err := hr.Write(conn); err != nil {
+		return fmt.Errorf("check address of %s: %w", name, err)
+	}
+	res, err := http.ReadResponse(bufioReader(conn), hr)
+	if err != nil {
+		return fmt.Errorf("check address of %s: %w", name, err)
+	}
+	defer res.Body.Close()
+	var self selfResponse
+	if err := json.NewDecoder(io.LimitReader(res.Body, 4096)).Decode(&self); err != nil {
+		return fmt.Errorf("check address of %s (%s): %w", name, res.Status, err)
+	}
+	if self.Name != name || self.RaftAddr != addr {
+		return fmt.Errorf("check address of %s: the node reached at %s says it is %s at %s (a relay?)", name, addr, self.Name, self.RaftAddr)
+	}
 	return nil
 }
 
 // certCheck is one (name, address) whose certificate the leader checks.
 type certCheck struct{ name, addr string }
 
-// certChecker runs certificate checks in parallel, at most certCheckWorkers
-// at once, and remembers each result for certCheckTTL.
+// certChecker runs certificate checks in the background, at most
+// certCheckWorkers at once, and remembers each result: a success for
+// certCheckTTL, a failure for longer each time it repeats (up to
+// certCheckMaxBackoff), so members that never answer cost little.
 type certChecker struct {
-	mu   sync.Mutex
-	seen map[certCheck]certResult
+	mu       sync.Mutex
+	seen     map[certCheck]certResult
+	inflight map[certCheck]bool
 }
 
 type certResult struct {
-	err error
-	at  time.Time
+	err   error
+	until time.Time
+	fails int
 }
 
 const (
-	certCheckWorkers = 8
-	certCheckTTL     = 15 * time.Second
-	certCheckMax     = 1024 // results remembered at most
+	certCheckWorkers    = 8
+	certCheckTTL        = 15 * time.Second
+	certCheckMaxBackoff = 5 * time.Minute
+	certCheckMax        = 1024 // results remembered at most
 )
 
-func (c *certChecker) run(checks []certCheck, check func(name, addr string) error) map[certCheck]error {
+// lookup returns the remembered results for checks and starts, in the
+// order given, the checks that have none (while workers are free); done is
+// called when one of them ends. A check without a result is absent from
+// the answer. lookup never waits for a check.
+func (c *certChecker) lookup(checks []certCheck, check func(name, addr string) error, done func()) map[certCheck]error {
 	out := make(map[certCheck]error, len(checks))
-	var todo []certCheck
 	now := time.Now()
 	c.mu.Lock()
-	for _, k := range checks {
-		if r, ok := c.seen[k]; ok && now.Sub(r.at) < certCheckTTL {
-			out[k] = r.err
-		} else {
-			todo = append(todo, k)
-		}
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen, c.inflight = map[certCheck]certResult{}, map[certCheck]bool{}
 	}
-	c.mu.Unlock()
-	var mu sync.Mutex
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, certCheckWorkers)
-	for _, k := range todo {
-		wg.Add(1)
-		sem <- struct{}{}
+	for _, k := range checks {
+		r, ok := c.seen[k]
+		if ok && now.Before(r.until) {
+			out[k] = r.err
+			continue
+		}
+		if c.inflight[k] || len(c.inflight) >= certCheckWorkers {
+			continue
+		}
+		c.inflight[k] = true
 		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
 			err := check(k.name, k.addr)
-			mu.Lock()
-			out[k] = err
-			mu.Unlock()
+			c.finish(k, err)
+			done()
 		}()
 	}
-	wg.Wait()
+	return out
+}
+
+func (c *certChecker) finish(k certCheck, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.seen == nil || len(c.seen)+len(todo) > certCheckMax {
-		c.seen = map[certCheck]certResult{}
+	delete(c.inflight, k)
+	now := time.Now()
+	if len(c.seen) >= certCheckMax {
+		for o, r := range c.seen {
+			if now.After(r.until) {
+				delete(c.seen, o)
+			}
+		}
+		if len(c.seen) >= certCheckMax {
+			c.seen = map[certCheck]certResult{}
+		}
 	}
-	for _, k := range todo {
-		c.seen[k] = certResult{err: out[k], at: time.Now()}
+	r := certResult{err: err, until: now.Add(certCheckTTL)}
+	if err != nil {
+		r.fails = c.seen[k].fails + 1
+		backoff := certCheckTTL << min(r.fails-1, 8)
+		r.until = now.Add(min(backoff, certCheckMaxBackoff))
 	}
-	return out
+	c.seen[k] = r
+}
+
+// busy reports whether a check is running.
+func (c *certChecker) busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.inflight) > 0
 }

@@ -173,6 +173,25 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
+	if boot != nil && n.hasRaftState() {
+		// Raft was bootstrapped: the list of first voters served its
+		// purpose, and kept it would make a box that lost its Raft state
+		// bootstrap again.
+		if err := os.Remove(filepath.Join(n.cfg.DataDir, fileBootstrap)); err != nil {
+			return fmt.Errorf("start node: %w", err)
+		}
+		boot = nil
+	}
+	if id != nil && boot == nil && !n.hasRaftState() {
+		// A node with a certificate was admitted, and may be a voter: with
+		// an empty log it would vote as if it had never acknowledged
+		// anything, and Raft's safety rests on a voter never forgetting.
+		return fmt.Errorf("start node: %s holds its cluster certificate (%s) but its Raft state (%s) is missing: "+
+			"restore %s from a backup, or keep this box off until the cluster removes %s (after its dead-server grace), "+
+			"then empty %s and join it again as a new node with an enrolment token",
+			n.cfg.Name, filepath.Join(n.cfg.DataDir, fileNodeCert), filepath.Join(n.cfg.DataDir, "raft"),
+			filepath.Join(n.cfg.DataDir, "raft"), n.cfg.Name, n.cfg.DataDir)
+	}
 	n.phase = phaseJoining
 	if err := n.startGossip(); err != nil {
 		return fmt.Errorf("start node: %w", err)
@@ -320,6 +339,8 @@ func (n *Node) startRaft(id *identity, bootstrap *raft.Configuration) error {
 			disk.Close()
 			return fmt.Errorf("bootstrap raft: %w", berr)
 		}
+		// The list of first voters is in the Raft state now (see Start).
+		_ = os.Remove(filepath.Join(n.cfg.DataDir, fileBootstrap))
 		n.log.Info("bootstrapped a new cluster", "voters", len(bootstrap.Servers))
 		if berr == nil && len(bootstrap.Servers) == 1 {
 			campaignNow(r)

@@ -609,3 +609,25 @@ func hintRound(t *testing.T, leader, follower *Node, round int) bool {
 	}
 	return leader.Raft().LastIndex() == idx
 }
+
+// A node that kept its certificate but lost its Raft state must not come
+// back as a voter with an empty log: it refuses to start, saying what to do.
+func TestNodeWithoutRaftStateRefusesToStart(t *testing.T) {
+	tc := startCluster(t, 1)
+	tc.waitVoters(1)
+	if err := tc.nodes[0].Shutdown(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(tc.cfgs[0].DataDir, "raft")); err != nil {
+		t.Fatal(err)
+	}
+	nd, err := New(tc.cfgs[0], testRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = nd.Start(context.Background())
+	t.Cleanup(func() { _ = nd.Shutdown() })
+	if err == nil || !strings.Contains(err.Error(), "Raft state") || !strings.Contains(err.Error(), "new node") {
+		t.Fatalf("start without Raft state: %v, want a refusal that says what to do", err)
+	}
+}

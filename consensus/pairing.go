@@ -109,9 +109,9 @@ func (n *Node) pairTargets() []string {
 // tryPairing asks each target once; it returns true once this node joined.
 func (n *Node) tryPairing(ctx context.Context, lastLog *time.Time) bool {
 	for _, addr := range n.pairTargets() {
-		// Short: a target may be a box that is not listening yet, and this
-		// runs in the join loop.
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// The dial is short (a target may be a box that is not listening
+		// yet, see sendJoin); the answer may take a Raft commit.
+		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		resp, keyPEM, err := n.askToJoin(actx, addr, true)
 		cancel()
 		if err != nil {

@@ -60,3 +60,14 @@ func remoteHost(addr string) string {
 	}
 	return addr
 }
+
+// sourceGroup is the source a per-source limit counts: an IPv4 address, or
+// the /64 of an IPv6 one (one host usually holds a whole /64).
+func sourceGroup(remote string) string {
+	h := remoteHost(remote)
+	ip := net.ParseIP(h)
+	if ip == nil || ip.To4() != nil {
+		return h
+	}
+	return ip.Mask(net.CIDRMask(64, 128)).String() + "/64"
+}

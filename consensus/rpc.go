@@ -23,6 +23,7 @@ import (
 const (
 	rpcReadIndex = "/cluster/v1/readindex"
 	rpcJoin      = "/cluster/v1/join"
+	rpcSelf      = "/cluster/v1/self"
 	maxRPCBody   = 8 << 20
 )
 
@@ -36,6 +37,7 @@ func (n *Node) rpcHandler() http.Handler {
 	mux.HandleFunc("POST "+rpcApplyBatch, n.requireMember(n.handleApplyBatch))
 	mux.HandleFunc("POST "+rpcReadIndex, n.requireMember(n.handleReadIndex))
 	mux.HandleFunc("POST "+rpcJoin, n.handleJoin)
+	mux.HandleFunc("POST "+rpcSelf, n.requireMember(n.handleSelf))
 	for _, h := range n.extraRPC {
 		mux.Handle(h.pattern, n.requireMember(h.handler.ServeHTTP))
 	}
@@ -81,6 +83,18 @@ func (n *Node) requireMember(h http.HandlerFunc) http.HandlerFunc {
 		}
 		h(w, r)
 	}
+}
+
+// selfResponse is a node's own word on who and where it is, given on a
+// mutually authenticated connection: the leader moves a server only to the
+// address the server itself states.
+type selfResponse struct {
+	Name     string `json:"name"`
+	RaftAddr string `json:"raft_addr"`
+}
+
+func (n *Node) handleSelf(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, selfResponse{Name: n.cfg.Name, RaftAddr: n.RaftAddr()})
 }
 
 func (n *Node) handleReadIndex(w http.ResponseWriter, r *http.Request) {

@@ -17,6 +17,7 @@ func TestEnrolmentTokenAndApprovalRoutes(t *testing.T) {
 	f.call("POST", "/api/v1/cluster/enrol-tokens", bob, map[string]any{}, 403, nil)
 	f.call("GET", "/api/v1/cluster/pending", bob, nil, 403, nil)
 	f.call("POST", "/api/v1/cluster/pending/node9/approve", bob, map[string]any{}, 403, nil)
+	f.call("DELETE", "/api/v1/cluster/pending/node9", bob, nil, 403, nil)
 	f.call("POST", "/api/v1/cluster/enrol-tokens", "", map[string]any{}, 401, nil)
 
 	var tok struct {
@@ -39,6 +40,7 @@ func TestEnrolmentTokenAndApprovalRoutes(t *testing.T) {
 	}
 	f.call("POST", "/api/v1/cluster/pending/node9/approve", f.admin, map[string]any{}, 400, nil)
 	f.call("POST", "/api/v1/cluster/pending/node9/approve", f.admin, map[string]any{"fingerprint": "0011223344556677"}, 404, nil)
+	f.call("DELETE", "/api/v1/cluster/pending/node9?fingerprint=0011223344556677", f.admin, nil, 404, nil)
 	var audit []identity.AuditEntry
 	f.call("GET", "/api/v1/audit", f.admin, nil, 200, &audit)
 	var seen []string
@@ -46,7 +48,8 @@ func TestEnrolmentTokenAndApprovalRoutes(t *testing.T) {
 		seen = append(seen, e.Action+":"+e.Result)
 	}
 	got := strings.Join(seen, " ")
-	if !strings.Contains(got, "cluster.enrol-token.create:success") || !strings.Contains(got, "cluster.node.approve:not_found") {
+	if !strings.Contains(got, "cluster.enrol-token.create:success") || !strings.Contains(got, "cluster.node.approve:not_found") ||
+		!strings.Contains(got, "cluster.node.reject:not_found") {
 		t.Fatalf("audit log %q lacks the admission calls", got)
 	}
 }

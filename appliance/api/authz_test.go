@@ -109,6 +109,7 @@ var matrix = []grant{
 	{route: "GET /api/v1/cluster/pending", status: 200, allow: clusterAdmins},
 	// No node is pending: an admin's approval of one is refused as unknown.
 	{route: "POST /api/v1/cluster/pending/{node}/approve", path: "/api/v1/cluster/pending/node9/approve", body: `{"fingerprint":"SHA256:x"}`, status: 404, allow: clusterAdmins},
+	{route: "DELETE /api/v1/cluster/pending/{node}", path: "/api/v1/cluster/pending/node9", status: 404, allow: clusterAdmins},
 	{route: "PUT /api/v1/identity/settings", body: `{"max_token_lifetime_seconds":7776000}`, status: 200, allow: clusterAdmins},
 
 	{route: "GET /api/v1/flavors", status: 200, allow: users},

@@ -91,5 +91,15 @@ func (s *Server) admissionRoutes() []route {
 				s.id.AuditAction(r.Context(), p, "cluster.node.approve", r.PathValue("node"), err)
 				return ok(w, pn, 0, err)
 			}},
+		{Method: "DELETE", Path: v1 + "/cluster/pending/{node}", Summary: "Forget a pending node, or only its key with ?fingerprint= (cluster admin); also withdraws an approval", Tag: "cluster",
+			Status: http.StatusNoContent,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if err := admin(p, "reject nodes"); err != nil {
+					return err
+				}
+				err := s.cluster.RejectNode(r.Context(), r.PathValue("node"), r.URL.Query().Get("fingerprint"))
+				s.id.AuditAction(r.Context(), p, "cluster.node.reject", r.PathValue("node"), err)
+				return noContent(w, err)
+			}},
 	}
 }

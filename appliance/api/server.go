@@ -32,6 +32,7 @@ type ClusterInfo interface {
 	CreateEnrolToken(ctx context.Context, ttl time.Duration, creator string) (consensus.EnrolToken, error)
 	PendingNodes() []consensus.PendingNode
 	ApproveNode(ctx context.Context, name, fingerprint, by string) (consensus.PendingNode, error)
+	RejectNode(ctx context.Context, name, fingerprint string) error
 }
 
 // Deps are the API's collaborators.

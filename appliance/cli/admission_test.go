@@ -50,4 +50,8 @@ func TestNodeAdmissionCommands(t *testing.T) {
 		t.Fatalf("approving an unknown node printed %q", out)
 	}
 	run(2, "--token", tok, "node", "approve")
+	if out := run(1, "--token", tok, "node", "reject", "ghost", "--fingerprint", "0011223344556677"); !strings.Contains(out, "not_found") {
+		t.Fatalf("rejecting an unknown node printed %q", out)
+	}
+	run(2, "--token", tok, "node", "reject")
 }

@@ -111,6 +111,7 @@ var commands = map[string]command{
 	"node enrol-token create": {usage: "[--ttl 1h]", help: "a one-time enrolment token that admits one new node (cluster admin)", flags: enrolTokenCreate},
 	"node pending":            {help: "nodes waiting for approval to join (cluster admin)", flags: noFlags(nodePending)},
 	"node approve":            {usage: "NAME --fingerprint FP", help: "admit a pending node (cluster admin)", flags: nodeApprove},
+	"node reject":             {usage: "NAME [--fingerprint FP]", help: "forget a pending node, or only its key FP (cluster admin)", flags: nodeReject},
 	"node list": {help: "nodes of the cluster", flags: noFlags(func(e *env, args []string) error {
 		c, err := e.client()
 		if err != nil {

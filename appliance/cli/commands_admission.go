@@ -3,6 +3,7 @@ package cli
 import (
 	"flag"
 	"fmt"
+	"net/url"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -68,5 +69,21 @@ func nodeApprove(fs *flag.FlagSet) func(*env, []string) error {
 			return err
 		}
 		return e.printKV(p, [][2]string{{"node", p.Name}, {"fingerprint", p.Fingerprint}, {"approved", fmt.Sprint(p.Approved)}})
+	}
+}
+
+// nodeReject is `cairn node reject NAME [--fingerprint FP]`: forget the
+// pending node (only its key FP, when given), approved or not.
+func nodeReject(fs *flag.FlagSet) func(*env, []string) error {
+	fp := fs.String("fingerprint", "", "forget only the key with this fingerprint")
+	return func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one node name"); err != nil {
+			return err
+		}
+		path := "/api/v1/cluster/pending/" + url.PathEscape(args[0])
+		if *fp != "" {
+			path += "?fingerprint=" + url.QueryEscape(*fp)
+		}
+		return send(e, "DELETE", path, nil, nil)
 	}
 }
