@@ -15,6 +15,11 @@ import (
 // Cache keeps each node's local copy of the images its VMs boot from. A boot
 // disk is a qcow2 overlay on the cached file, so creating a VM copies
 // nothing once the image is here, and the copy is fetched once per node.
+//
+// The cache is root's alone (directory 0700, files 0400): it holds every
+// project's images, private ones included, and a VM's QEMU, which runs as
+// the VM's user, gets its own base image as a descriptor from the agent
+// (qemu.Disk.Backing), so an escaped QEMU reads no other project's image.
 type Cache struct {
 	dir     string
 	objects ObjectStore
@@ -44,10 +49,13 @@ func (c *Cache) File(img *Image) string {
 // The copy is checked against the image's SHA-256 before it is used.
 func (c *Cache) Path(ctx context.Context, img *Image) (string, error) {
 	path := c.File(img)
+	if err := c.private(); err != nil {
+		return "", err
+	}
 	if info, err := os.Stat(path); err == nil {
-		// Cached by an older agent as 0400 (root's alone).
-		if info.Mode().Perm() != 0o444 {
-			if err := os.Chmod(path, 0o444); err != nil {
+		// Cached by an older agent as 0444 (when QEMU opened it by path).
+		if info.Mode().Perm() != 0o400 {
+			if err := os.Chmod(path, 0o400); err != nil {
 				return "", err
 			}
 		}
@@ -77,10 +85,16 @@ func (c *Cache) Path(ctx context.Context, img *Image) (string, error) {
 	}
 }
 
-func (c *Cache) fetch(ctx context.Context, img *Image) (string, error) {
-	if err := os.MkdirAll(c.dir, 0o711); err != nil {
-		return "", err
+// private creates the cache directory root-only, and makes one an older
+// agent left searchable (0711) root-only again.
+func (c *Cache) private() error {
+	if err := os.MkdirAll(c.dir, 0o700); err != nil {
+		return err
 	}
+	return os.Chmod(c.dir, 0o700)
+}
+
+func (c *Cache) fetch(ctx context.Context, img *Image) (string, error) {
 	obj, err := c.objects.HeadSystem(ctx, ImageBucket, img.ID)
 	if err != nil {
 		return "", fmt.Errorf("fetch image %s: %w", img.Name, err)
@@ -102,9 +116,9 @@ func (c *Cache) fetch(ctx context.Context, img *Image) (string, error) {
 		return "", err
 	}
 	path := c.File(img)
-	// Read-only, for everyone: every VM disk on this node is an overlay on
-	// it, and QEMU, running as the VM's user, opens it by path.
-	if err := os.Chmod(tmp.Name(), 0o444); err != nil {
+	// Read-only and root's: every VM disk on this node is an overlay on
+	// it, and QEMU gets it as a descriptor.
+	if err := os.Chmod(tmp.Name(), 0o400); err != nil {
 		return "", err
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {

@@ -22,6 +22,9 @@ type Disk struct {
 	Format   string // qcow2 or raw
 	Media    string // disk or cdrom
 	ReadOnly bool
+	// Backing is the cached base image a qcow2 overlay at Path is made
+	// on; QEMU gets it as a descriptor (it is root's alone).
+	Backing string
 }
 
 // Volumes makes and removes a VM's disks. They are files on the VM's node
@@ -88,7 +91,7 @@ func (l *LocalVolumes) Prepare(ctx context.Context, vm *VM, base *Image, basePat
 		if err := l.create(ctx, root, basePath, size); err != nil {
 			return nil, err
 		}
-		disks = append(disks, Disk{ID: "root", Path: root, Format: FormatQCOW2, Media: "disk"})
+		disks = append(disks, Disk{ID: "root", Path: root, Format: FormatQCOW2, Media: "disk", Backing: basePath})
 	}
 	for i, d := range vm.Spec.DataDisks {
 		p := filepath.Join(dir, fmt.Sprintf("data-%d.qcow2", i))
@@ -221,8 +224,8 @@ func fileExists(p string) bool {
 
 // Traversable creates the directories that are missing (0711) and lets
 // everyone search (not list) every one of them: a VM's QEMU runs as the
-// VM's user and opens its own disks, and qcow2 backing files in the image
-// cache, by path.
+// VM's user and opens its own disks by path. (Backing files in the image
+// cache it gets as descriptors: the cache stays root's alone.)
 func Traversable(dirs ...string) error {
 	for _, d := range dirs {
 		if err := os.MkdirAll(d, 0o711); err != nil {

@@ -369,7 +369,8 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 		boot = 2 // the installer CD first, the disk after
 	}
 	for _, d := range disks {
-		qd := qemu.Disk{ID: d.ID, Path: d.Path, Source: d.Source, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media, Cache: w.n.cfg.Volumes.cacheMode()}
+		qd := qemu.Disk{ID: d.ID, Path: d.Path, Source: d.Source, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media,
+			Backing: d.Backing, Cache: w.n.cfg.Volumes.cacheMode()}
 		switch d.ID {
 		case "root":
 			qd.BootIndex = boot

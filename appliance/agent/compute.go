@@ -101,10 +101,10 @@ func (a *Agent) newNodeAgent() {
 		nc.QEMUVersion = version
 		if err == nil {
 			// QEMU runs as each VM's own user and opens the VM's disks
-			// and the images under them by path: it must get that far
-			// (search only, nothing listable).
-			err = hypervisor.Traversable(cfg.DataDir, filepath.Join(cfg.DataDir, "vms"), filepath.Join(cfg.DataDir, "images"),
-				filepath.Join(cfg.DataDir, "images", "cache"), filepath.Dir(cfg.VMRunDir))
+			// by path: it must get that far (search only, nothing
+			// listable). The image cache stays root's: base images
+			// reach QEMU as descriptors.
+			err = hypervisor.Traversable(cfg.DataDir, filepath.Join(cfg.DataDir, "vms"), filepath.Dir(cfg.VMRunDir))
 		}
 		if err != nil {
 			nc.QEMUError = err.Error()

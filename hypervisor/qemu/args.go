@@ -30,9 +30,9 @@ func (m Machine) Args() []string {
 	// a disk attached later (or a transient NBD outage) still boots.
 	a = append(a, "-boot", "menu=off,reboot-timeout=5000")
 	cdroms := 0
-	fds := m.diskFDs()
+	fds, backing := m.diskFDs()
 	for _, d := range m.Disks {
-		a = append(a, diskArgs(d, cdroms, fds[d.ID])...)
+		a = append(a, diskArgs(d, cdroms, fds[d.ID], backing[d.ID])...)
 		if d.Media == "cdrom" {
 			cdroms++
 		}

@@ -41,6 +41,13 @@ func TestArgsGolden(t *testing.T) {
 				Disk{ID: "data", Source: "nbd://10.0.0.2:10809/vol-7", Format: "raw", Cache: "writeback"},
 				Disk{ID: "seed", Path: "/run/cairn/seed/vm1.img", ReadOnly: true})
 		},
+		// An overlay on a cached base image, after a read-only disk: the
+		// base is a descriptor too, and the chain is explicit.
+		"backing": func(m *Machine) {
+			m.Disks = []Disk{{ID: "seed", Path: "/var/lib/cairn/vms/vm1/seed.iso", ReadOnly: true},
+				{ID: "root", Path: "/var/lib/cairn/vms/vm1/root.qcow2", Format: "qcow2", BootIndex: 1,
+					Backing: "/var/lib/cairn/images/cache/img,1.qcow2"}}
+		},
 		"two-nics": func(m *Machine) {
 			m.NICs = append(m.NICs, NIC{ID: "nic1", Tap: "cvm1n1", MAC: "52:54:00:ab:cd:02"})
 		},

@@ -17,8 +17,8 @@ import (
 // its filter before -runas would call setuid, so with -runas the filter
 // could not deny privilege changes. What QEMU cannot open as that user is
 // opened by the Driver and passed as a file descriptor (taps, read-only
-// disks); the VM's own files are chowned to it, and the directories on the
-// way to them are traversable (0711) but not listable.
+// disks, backing files); the VM's own files are chowned to it, and the
+// directories on the way to them are traversable (0711) but not listable.
 
 // Confinement is how one VM's QEMU is confined. The zero value confines
 // nothing (QEMU runs as the caller, without a filter).
@@ -158,9 +158,9 @@ func (d *Driver) confinement(m Machine) (Confinement, error) {
 // handOver gives the VM's user its own files: the run directory, the
 // writable disks, the UEFI variables and the serial log (created here if
 // need be, as QEMU could not create it in a directory it does not own).
-// Shared and read-only files stay the agent's: read-only disks reach QEMU
-// as descriptors, and qcow2 backing files are world-readable, never
-// writable. The run directory's parent must be traversable (0711).
+// Shared and read-only files stay the agent's, root-only: read-only disks
+// and qcow2 backing files reach QEMU as descriptors. The run directory's
+// parent must be traversable (0711).
 func handOver(m Machine, c Confinement) error {
 	if c.UID == 0 {
 		return nil

@@ -77,9 +77,22 @@ func directBootArgs(m Machine) []string {
 }
 
 // Block node names: the protocol node (file or network) and the format node
-// on top of it, which the front-end device uses.
-func protoNodeName(d Disk) string  { return "proto-" + d.ID }
-func formatNodeName(d Disk) string { return "fmt-" + d.ID }
+// on top of it, which the front-end device uses; for an overlay, the
+// backing file's protocol and format nodes. (QEMU allows 31 bytes; IDs
+// have at most 24.)
+func protoNodeName(d Disk) string   { return "proto-" + d.ID }
+func formatNodeName(d Disk) string  { return "fmt-" + d.ID }
+func backingFileNode(d Disk) string { return "bfile-" + d.ID }
+func backingNodeName(d Disk) string { return "base-" + d.ID }
+
+// cacheOpts is a local file node's cache and AIO mode. cache=none is
+// direct I/O with flushes honoured; native AIO needs it.
+func cacheOpts(d Disk) []string {
+	if d.Cache == "writeback" {
+		return []string{"cache.direct=off", "cache.no-flush=off", "aio=threads"}
+	}
+	return []string{"cache.direct=on", "cache.no-flush=off", "aio=native"}
+}
 
 // protocolNode is the lowest block layer: a local file (its path, or the
 // fd set of descriptor fd when fd > 0), or a network volume parsed from
@@ -90,17 +103,12 @@ func protocolNode(d Disk, fd int) (string, error) {
 		ro = "on"
 	}
 	if d.Path != "" {
-		// cache=none is direct I/O with flushes honoured; native AIO needs it.
-		cache := []string{"cache.direct=on", "cache.no-flush=off", "aio=native"}
-		if d.Cache == "writeback" {
-			cache = []string{"cache.direct=off", "cache.no-flush=off", "aio=threads"}
-		}
 		file := esc(d.Path)
 		if fd > 0 {
 			file = fdsetPath(fd)
 		}
 		return opts(append([]string{"driver=file", "node-name=" + protoNodeName(d), "filename=" + file},
-			append(cache, "discard=unmap", "read-only="+ro)...)...), nil
+			append(cacheOpts(d), "discard=unmap", "read-only="+ro)...)...), nil
 	}
 	u, err := url.Parse(d.Source)
 	if err != nil {
@@ -133,11 +141,23 @@ func protocolNode(d Disk, fd int) (string, error) {
 	return opts(append(base, "discard=unmap", "read-only="+ro)...), nil
 }
 
+// backingArgs is the read-only node chain of d's backing file, passed as
+// descriptor fd: with it named as the overlay's backing node, QEMU ignores
+// the backing path in the overlay's header (which the VM's user could
+// rewrite) and opens no file by path.
+func backingArgs(d Disk, fd int) []string {
+	file := opts(append([]string{"driver=file", "node-name=" + backingFileNode(d), "filename=" + fdsetPath(fd)},
+		append(cacheOpts(d), "read-only=on")...)...)
+	format := opts("driver=qcow2", "node-name="+backingNodeName(d), "file="+backingFileNode(d), "read-only=on")
+	return append(fdsetArgs(fd, "backing-"+d.ID), "-blockdev", file, "-blockdev", format)
+}
+
 // diskArgs is the block node chain and the guest device of one disk.
 // CD-ROMs go on the AHCI controller q35 always has (buses ide.0-ide.5):
 // virtio-blk has no removable media, and every installer knows AHCI. A
-// disk passed as descriptor fd (> 0) gets it in an fd set first.
-func diskArgs(d Disk, cdrom, fd int) []string {
+// disk passed as descriptor fd (> 0) gets it in an fd set first; a disk
+// with a backing file (backingFD > 0) gets the backing chain first.
+func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 	proto, err := protocolNode(d, fd)
 	if err != nil {
 		// Validate rejects such disks; keep Args total and let QEMU say no.
@@ -152,6 +172,9 @@ func diskArgs(d Disk, cdrom, fd int) []string {
 		ro = "on"
 	}
 	fmtNode := opts("driver="+format, "node-name="+formatNodeName(d), "file="+protoNodeName(d), "discard=unmap", "read-only="+ro)
+	if d.Backing != "" && backingFD > 0 {
+		fmtNode = opts(fmtNode, "backing="+backingNodeName(d))
+	}
 	dev := opts("virtio-blk-pci", "id="+d.ID, "drive="+formatNodeName(d))
 	if d.Media == "cdrom" {
 		dev = opts("ide-cd", "id="+d.ID, "drive="+formatNodeName(d), "bus=ide."+strconv.Itoa(cdrom))
@@ -159,11 +182,14 @@ func diskArgs(d Disk, cdrom, fd int) []string {
 	if d.BootIndex > 0 {
 		dev = opts(dev, "bootindex="+strconv.Itoa(d.BootIndex))
 	}
-	a := []string{"-blockdev", proto, "-blockdev", fmtNode, "-device", dev}
+	var a []string
 	if fd > 0 {
-		a = append(fdsetArgs(fd, "disk-"+d.ID), a...)
+		a = fdsetArgs(fd, "disk-"+d.ID)
 	}
-	return a
+	if d.Backing != "" && backingFD > 0 {
+		a = append(a, backingArgs(d, backingFD)...)
+	}
+	return append(a, "-blockdev", proto, "-blockdev", fmtNode, "-device", dev)
 }
 
 // nicArgs: QEMU gets the existing tap as descriptor fd (it may not open

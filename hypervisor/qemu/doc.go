@@ -19,8 +19,8 @@
 // VM runs it is rotated at DriverConfig.SerialLogMax (serial.go).
 //
 // Every QEMU is confined (confine.go, cgroup.go): it is started as a user of
-// its own from a reserved uid range (taps and read-only disks reach it as
-// descriptors, fds.go), installs QEMU's full seccomp sandbox (privilege
+// its own from a reserved uid range (taps, read-only disks and the backing
+// files of overlays reach it as descriptors, fds.go), installs QEMU's full seccomp sandbox (privilege
 // changes, spawning, obsolete and resource-control syscalls denied), and runs in
 // a cgroup of its own (v1 or v2) with memory, CPU, pids and I/O limits from
 // the VM's size, which goes when the VM does (and at Cleanup).

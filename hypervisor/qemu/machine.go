@@ -65,6 +65,12 @@ type Disk struct {
 	// migration and power loss) or "writeback" (for file systems without
 	// O_DIRECT such as tmpfs).
 	Cache string
+	// Backing is the local qcow2 image a qcow2 disk at Path is an overlay
+	// on (a cached base image). QEMU gets it as a read-only descriptor and
+	// the chain is spelled out on the command line, so QEMU never opens a
+	// backing file by the path in the overlay's header. The backing image
+	// must be standalone: a deeper chain is refused at Start.
+	Backing string
 }
 
 // NIC is one virtio network interface backed by a host tap device that the
@@ -186,6 +192,14 @@ func (d Disk) validate() error {
 	case "", "raw", "qcow2":
 	default:
 		return fmt.Errorf("%s: format %q: want raw or qcow2", d.ID, d.Format)
+	}
+	if d.Backing != "" {
+		if d.Path == "" || d.Format != "qcow2" {
+			return fmt.Errorf("%s: a backing file needs a local qcow2 disk", d.ID)
+		}
+		if !filepath.IsAbs(d.Backing) {
+			return fmt.Errorf("%s: backing file %q is not an absolute path", d.ID, d.Backing)
+		}
 	}
 	switch d.Media {
 	case "", "disk", "cdrom":

@@ -56,3 +56,19 @@ func TestValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestBackingValidated: a backing file belongs to a local qcow2 overlay
+// and is named by an absolute path.
+func TestBackingValidated(t *testing.T) {
+	for name, d := range map[string]Disk{
+		"raw overlay":   {ID: "root", Path: "/d/root.raw", Format: "raw", Backing: "/c/base.qcow2"},
+		"network disk":  {ID: "root", Source: "nbd://10.0.0.2/vol", Format: "qcow2", Backing: "/c/base.qcow2"},
+		"relative path": {ID: "root", Path: "/d/root.qcow2", Format: "qcow2", Backing: "base.qcow2"},
+	} {
+		m := goldenMachine()
+		m.Disks = []Disk{d}
+		if err := m.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}

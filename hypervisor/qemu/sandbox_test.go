@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -42,8 +44,9 @@ func procStatus(t *testing.T, pid int) map[string]string {
 // filter (elevateprivileges=deny included), started as the VM's own
 // unprivileged user (no -runas: every uid and gid of the process is that
 // user's), a cgroup with the flavor's limits; that what the user cannot
-// open (a root-only shared image, the node's tap) reaches QEMU as a
-// descriptor; and that the guest still boots and its group goes with it.
+// open (a root-only shared image, the node's tap, the root-only base image
+// under its disk's overlay) reaches QEMU as a descriptor and by no path;
+// and that the guest still boots and its group goes with it.
 func TestSandbox(t *testing.T) {
 	requireQEMU(t)
 	t.Parallel()
@@ -53,20 +56,49 @@ func TestSandbox(t *testing.T) {
 		t.Fatalf("cgroups: %v", d.cgroupErr)
 	}
 	vmDir := vmTempDir(t)
-	disk := filepath.Join(vmDir, "root.raw")
-	if err := os.WriteFile(disk, make([]byte, 1<<20), 0o600); err != nil {
+	// The root disk is a qcow2 overlay on a cached base image, which is
+	// root's alone (0400 in a 0700 directory, as the node's image cache
+	// keeps them): the agent opens it for QEMU, and the overlay's header
+	// names it by a path QEMU must not use.
+	cacheDir := t.TempDir()
+	base := filepath.Join(cacheDir, "img-1.qcow2")
+	pattern := filepath.Join(t.TempDir(), "pattern.raw")
+	if err := os.WriteFile(pattern, bytes.Repeat([]byte{0xab}, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	// A shared, read-only image (the cache's, an installer ISO) in a
-	// directory only root may enter: the agent opens it for QEMU, and the
-	// VM's user must not own it.
+	disk := filepath.Join(vmDir, "root.qcow2")
+	for _, c := range [][]string{
+		{"convert", "-q", "-f", "raw", "-O", "qcow2", pattern, base},
+		{"create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, disk, "64M"},
+	} {
+		if out, err := exec.Command("qemu-img", c...).CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img %v: %v\n%s", c, err, out)
+		}
+	}
+	if err := os.Chmod(base, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(cacheDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for p, want := range map[string]os.FileMode{cacheDir: 0o700, base: 0o400} {
+		if info, err := os.Stat(p); err != nil || info.Mode().Perm() != want {
+			t.Fatalf("%s: %v (%v), want mode %v", p, info.Mode().Perm(), err, want)
+		}
+		if owner, _ := fileUID(p); owner != 0 {
+			t.Fatalf("%s owned by %d, want root", p, owner)
+		}
+	}
+	// A shared, read-only image (an installer ISO) in a directory only
+	// root may enter: the agent opens it for QEMU, and the VM's user must
+	// not own it.
 	shared := filepath.Join(t.TempDir(), "base.raw")
 	if err := os.WriteFile(shared, make([]byte, 1<<20), 0o400); err != nil {
 		t.Fatal(err)
 	}
 	m := Machine{Name: "boxed", VCPUs: 1, MemoryMiB: 128, MaxMemoryMiB: 256, Accel: "tcg",
 		Kernel: kernel, Initrd: initrd, Append: "console=ttyS0 quiet panic=-1",
-		Disks: []Disk{{ID: "root", Path: disk, Cache: diskCache(t, disk)},
+		Disks: []Disk{{ID: "root", Path: disk, Format: "qcow2", Backing: base, Cache: diskCache(t, disk)},
 			{ID: "base", Path: shared, ReadOnly: true, Cache: diskCache(t, disk)}},
 		NICs:      []NIC{{ID: "nic0", Tap: testTap(t), MAC: "52:54:00:12:34:56"}},
 		SerialLog: filepath.Join(vmDir, "serial.log")}
@@ -116,6 +148,13 @@ func TestSandbox(t *testing.T) {
 	if slices.Contains(argv, "-runas") || slices.Contains(argv, "-run-with") {
 		t.Errorf("qemu was told to change its user itself: %q", argv)
 	}
+	// The base image is named nowhere on the command line: QEMU gets it
+	// open, and the backing chain is spelled out.
+	for _, a := range argv {
+		if strings.Contains(a, base) || strings.Contains(a, filepath.Base(base)) || strings.Contains(a, cacheDir) {
+			t.Errorf("qemu's command line names the base image: %q", a)
+		}
+	}
 	// The consoles: QEMU, as the VM's user, made the sockets the agent
 	// relays (VNC answers RFB, the serial console accepts).
 	vnc, err := net.DialTimeout("unix", inst.VNCSocket(), 5*time.Second)
@@ -142,18 +181,70 @@ func TestSandbox(t *testing.T) {
 			links[l] = true
 		}
 	}
-	for _, want := range []string{"/dev/net/tun", shared} {
+	for _, want := range []string{"/dev/net/tun", shared, base} {
 		if !links[want] {
 			t.Errorf("qemu has no descriptor of %s (has %v)", want, links)
 		}
+	}
+	// The guest's disk reads through the overlay into the base image:
+	// QEMU copies the disk as the guest sees it into a file of the run
+	// directory, which holds the base image's bytes.
+	copied := filepath.Join(d.Dir(m.Name), "copy.raw")
+	if err := os.WriteFile(copied, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(copied, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(copied, uid, uid); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := inst.qmp.execute(ctx, "blockdev-add", map[string]any{"driver": "file", "node-name": "copy", "filename": copied}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := inst.qmp.execute(ctx, "blockdev-backup", map[string]any{"job-id": "copy", "device": "fmt-root", "target": "copy", "sync": "full"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the copy of the guest's disk", func() error {
+		var jobs []any
+		if err := inst.qmp.execute(ctx, "query-block-jobs", nil, &jobs); err != nil {
+			return err
+		}
+		if len(jobs) > 0 {
+			return fmt.Errorf("jobs %v", jobs)
+		}
+		return nil
+	})
+	if got, err := os.ReadFile(copied); err != nil || !bytes.Equal(got[:1<<20], bytes.Repeat([]byte{0xab}, 1<<20)) {
+		t.Errorf("the guest's disk does not read the base image's bytes (%v)", err)
+	}
+	// A process running as the VM's user cannot open the base image (an
+	// escaped QEMU has only the descriptor of its own), but can open the
+	// VM's own overlay.
+	asVM := func(path string) error {
+		cmd := exec.Command("head", "-c", "1", path)
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(uid), Gid: uint32(uid), Groups: []uint32{}}}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	}
+	if err := asVM(base); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("the VM's user opening the base image: %v, want permission denied", err)
+	}
+	if err := asVM(disk); err != nil {
+		t.Errorf("the VM's user opening its own overlay: %v", err)
 	}
 	for _, p := range []string{disk, d.Dir(m.Name)} {
 		if owner, _ := fileUID(p); owner != uid {
 			t.Errorf("%s owned by %d, want the VM's user %d", p, owner, uid)
 		}
 	}
-	if owner, _ := fileUID(shared); owner != 0 {
-		t.Errorf("shared read-only image handed to uid %d", owner)
+	for _, p := range []string{shared, base} {
+		if owner, _ := fileUID(p); owner != 0 {
+			t.Errorf("shared read-only image %s handed to uid %d", p, owner)
+		}
 	}
 
 	// The cgroup, read back from the kernel.
