@@ -208,10 +208,19 @@ func TestSchedulerSpreadsRespectsAntiAffinityAndCapacity(t *testing.T) {
 	}
 	e.host(t, "node1", 1, 2048)
 	e.host(t, "node2", 1, 4096)
+	// b is created once a is placed: two VMs pending in one scheduling pass
+	// are placed in the order of their (random) IDs, and this test is
+	// about where the first one goes.
 	for _, name := range []string{"a", "b"} {
 		if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: name, Image: "guest", Flavor: "small", Group: "db"}); err != nil {
 			t.Fatal(err)
 		}
+		testutil.WaitFor(t, 5*time.Second, name+" placed", func() error {
+			if v, _ := e.svc.VM(e.user, name); v.Node == "" {
+				return fmt.Errorf("%s not placed yet", name)
+			}
+			return nil
+		})
 	}
 	testutil.WaitFor(t, 5*time.Second, "both placed", func() error {
 		a, _ := e.svc.VM(e.user, "a")
