@@ -141,9 +141,20 @@ func (a *Agent) Run(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
+	// The servers exist and listen before anything can stop them: a
+	// context that ends right after the join shuts down what is there.
+	apiLn, err := a.listenAPI()
+	if err != nil {
+		return fmt.Errorf("api server: %w", err)
+	}
+	s3Ln, err := a.listenS3()
+	if err != nil {
+		apiLn.Close()
+		return fmt.Errorf("s3 server: %w", err)
+	}
 	errCh := make(chan error, 2)
-	go func() { errCh <- a.serve() }()
-	go func() { errCh <- a.serveS3() }()
+	go func() { errCh <- served(a.http.ServeTLS(apiLn, "", "")) }()
+	go func() { errCh <- served(a.s3.Serve(s3Ln)) }()
 	go a.announce(ctx)
 	if a.cfg.DebugAddr != "" {
 		go a.serveDebug(ctx)
@@ -171,14 +182,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.http.Shutdown(sctx); err != nil {
 		a.log.Warn("api shutdown", "err", err)
 	}
-	if a.s3 != nil {
-		_ = a.s3.Shutdown(sctx)
-	}
+	_ = a.s3.Shutdown(sctx)
 	return nil
 }
 
-// serve runs the HTTPS API and UI with the node's cluster certificate.
-func (a *Agent) serve() error {
+// served is a server's end: nil once it was shut down.
+func served(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// listenAPI sets up the HTTPS API and UI with the node's cluster
+// certificate (a.http) and listens on their port.
+func (a *Agent) listenAPI() (net.Listener, error) {
 	uiHandler, err := ui.New(ui.Deps{
 		Identity:  a.identity,
 		Status:    a.node.Status,
@@ -195,7 +213,7 @@ func (a *Agent) serve() error {
 		},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
@@ -219,13 +237,10 @@ func (a *Agent) serve() error {
 	a.http.TLSConfig = tlsCfg
 	ln, err := net.Listen("tcp", a.http.Addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.log.Info("serving API and UI", "url", a.cfg.APIURL())
-	if err := a.http.ServeTLS(ln, "", ""); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return ln, nil
 }
 
 // storageHealth is what GET /api/v1/storage shows.
@@ -264,8 +279,9 @@ func unixSeconds(t time.Time) float64 {
 	return float64(t.UnixNano()) / 1e9
 }
 
-// serveS3 runs the S3 gateway on its own port with the node's certificate.
-func (a *Agent) serveS3() error {
+// listenS3 sets up the S3 gateway (a.s3) on its own port with the node's
+// certificate and listens there.
+func (a *Agent) listenS3() (net.Listener, error) {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"http/1.1"}
@@ -274,7 +290,7 @@ func (a *Agent) serveS3() error {
 		// must name the domain and its wildcard.
 		cert, err := a.node.ServerCertificate(d, "*."+d)
 		if err != nil {
-			return fmt.Errorf("S3 certificate for %s: %w", d, err)
+			return nil, fmt.Errorf("S3 certificate for %s: %w", d, err)
 		}
 		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
@@ -284,13 +300,10 @@ func (a *Agent) serveS3() error {
 		s3.New(a.objects, a.identity, a.log.With("component", "s3"), a.cfg.S3Domain))
 	ln, err := net.Listen("tcp", a.s3.Addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	a.log.Info("serving S3", "url", a.cfg.S3URL())
-	if err := a.s3.Serve(tlsbatch.NewListener(ln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3"))); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return tlsbatch.NewListener(ln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3")), nil
 }
 
 // readyz is 200 once the node knows a leader and has caught up with it.
