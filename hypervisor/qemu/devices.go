@@ -94,6 +94,10 @@ func cacheOpts(d Disk) []string {
 	return []string{"cache.direct=on", "cache.no-flush=off", "aio=native"}
 }
 
+// NBDReconnectDelay is how many seconds QEMU holds a network volume's I/O
+// after its server went away (QEMU's reconnect-delay).
+const NBDReconnectDelay = 60
+
 // protocolNode is the lowest block layer: a local file (its path, or the
 // fd set of descriptor fd when fd > 0), or a network volume parsed from
 // Source. A new network protocol is one more case here.
@@ -138,6 +142,10 @@ func protocolNode(d Disk, fd int) (string, error) {
 	if export != "" {
 		base = append(base, "export="+esc(export))
 	}
+	// A volume's server is its node's cairn agent: while it restarts,
+	// QEMU holds the guest's requests and sends them again once it is
+	// back, instead of failing them.
+	base = append(base, "reconnect-delay="+strconv.Itoa(NBDReconnectDelay))
 	return opts(append(base, "discard=unmap", "read-only="+ro)...), nil
 }
 
