@@ -1,0 +1,529 @@
+package volume
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// The files of a replica directory.
+const (
+	dataFile  = "data"  // the volume's bytes, sparse
+	sumsFile  = "sums"  // uint32 LE CRC-32C per block, 0 = unwritten
+	gensFile  = "gens"  // uint64 LE generation per extent
+	epochFile = "epoch" // uint64 LE, replaced by rename
+)
+
+const (
+	blocksPerExtent = ExtentSize / BlockSize
+	// blockStripes locks blocks for data+checksum consistency: block b is
+	// guarded by stripe b%blockStripes, so the 32 requests of a sequential
+	// queue never share a lock.
+	blockStripes = 512
+	// genStripes serializes the read-compare-write of an extent's
+	// generation; held only around one small pwrite.
+	genStripes = 64
+	// chunkBytes is the size of the pooled scratch buffers: the checksums
+	// of 1 MiB of data, or 128 generations.
+	chunkBytes     = 1024
+	sumsPerChunk   = chunkBytes / 4
+	gensPerChunk   = chunkBytes / 8
+	maxFillBuffer  = 64 << 10 // scratch for checksum runs of Zero
+	sumsPageBlocks = 4096 / 4 // blocks whose checksums fill one page of sums
+)
+
+// castagnoli is the CRC-32C table; crc32 uses the CPU's instruction for it.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// zeroBlock is never written; it compares and checksums blocks of zeroes.
+var zeroBlock [BlockSize]byte
+
+// zeroSum is the checksum of a block of zeroes.
+var zeroSum = crc32.Checksum(zeroBlock[:], castagnoli)
+
+// Replica is one replica of a volume on a local disk: a directory holding
+// the volume's bytes, their checksums and the extents' generations. It
+// implements Target; all methods are safe for concurrent use.
+type Replica struct {
+	dir               string
+	data, sums, gensF *os.File
+
+	size  atomic.Int64
+	epoch atomic.Uint64
+	// gens mirrors the gens file; entries change under their genLocks
+	// stripe (and while the writer holds the extent's block stripes), the
+	// slice is replaced only by Resize with every block stripe held.
+	gens atomic.Pointer[[]atomic.Uint64]
+
+	blockLocks [blockStripes]paddedRWMutex
+	genLocks   [genStripes]paddedMutex
+	// fenceMu serializes Fence and Resize (which also take every block
+	// stripe) so the epoch file is replaced by one caller at a time.
+	fenceMu sync.Mutex
+
+	bufs sync.Pool // *[chunkBytes]byte
+}
+
+// paddedRWMutex keeps neighbouring stripes off one cache line.
+type paddedRWMutex struct {
+	sync.RWMutex
+	_ [40]byte
+}
+
+type paddedMutex struct {
+	sync.Mutex
+	_ [56]byte
+}
+
+var _ Target = (*Replica)(nil)
+
+// CreateReplica creates a replica of size bytes (a positive multiple of
+// BlockSize) in dir, durably: the directories, the files and their sizes
+// are on stable storage when it returns. It is idempotent: a replica that
+// already exists with that size, or one whose creation was interrupted, is
+// completed and kept; one of another size is an error.
+func CreateReplica(dir string, size int64) error {
+	if size <= 0 || size%BlockSize != 0 {
+		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d: %w", dir, size, BlockSize, syscall.EINVAL)
+	}
+	if err := mkdirDurable(dir); err != nil {
+		return fmt.Errorf("create replica %s: %w", dir, err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, dataFile)); err == nil && st.Size() != 0 && st.Size() != size {
+		return fmt.Errorf("create replica %s: exists with size %d, not %d: %w", dir, st.Size(), size, fs.ErrExist)
+	}
+	files := []struct {
+		name string
+		size int64
+	}{
+		{sumsFile, sumsLen(size)},
+		{gensFile, gensLen(size)},
+		{dataFile, size}, // last: its size says the replica exists
+	}
+	for _, f := range files {
+		if err := createFile(filepath.Join(dir, f.name), f.size); err != nil {
+			return fmt.Errorf("create replica %s: %w", dir, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, epochFile)); errors.Is(err, fs.ErrNotExist) {
+		if err := writeEpoch(dir, 0); err != nil {
+			return fmt.Errorf("create replica %s: %w", dir, err)
+		}
+	} else if err != nil {
+		return fmt.Errorf("create replica %s: %w", dir, err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("create replica %s: %w", dir, err)
+	}
+	return nil
+}
+
+// mkdirDurable creates dir and any missing parents, syncing each parent
+// whose entries it changed.
+func mkdirDurable(dir string) error {
+	if st, err := os.Stat(dir); err == nil {
+		if !st.IsDir() {
+			return fmt.Errorf("%s is not a directory: %w", dir, syscall.ENOTDIR)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := mkdirDurable(parent); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	return syncDir(parent)
+}
+
+// createFile makes path at least size bytes long (never shorter) and
+// syncs it.
+func createFile(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < size {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
+
+// RemoveReplica deletes the replica in dir; a missing one is not an error.
+// The replica must be closed.
+func RemoveReplica(dir string) error {
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("remove replica %s: %w", dir, err)
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove replica %s: %w", dir, err)
+	}
+	return nil
+}
+
+// OpenReplica opens the replica in dir. A missing replica is ErrNoReplica
+// (and fs.ErrNotExist). The replica is locked (flock) while open, so a
+// second open of the same directory fails instead of corrupting it.
+func OpenReplica(dir string) (*Replica, error) {
+	r := &Replica{dir: dir}
+	r.bufs.New = func() any { return new([chunkBytes]byte) }
+	err := r.open()
+	if err != nil {
+		r.closeFiles()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("open replica %s: %w: %w", dir, ErrNoReplica, err)
+		}
+		return nil, fmt.Errorf("open replica %s: %w", dir, err)
+	}
+	return r, nil
+}
+
+func (r *Replica) open() error {
+	var err error
+	if r.data, err = os.OpenFile(filepath.Join(r.dir, dataFile), os.O_RDWR, 0); err != nil {
+		return err
+	}
+	if err := unix.Flock(int(r.data.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		return fmt.Errorf("replica is open elsewhere: %w", err)
+	}
+	if r.sums, err = os.OpenFile(filepath.Join(r.dir, sumsFile), os.O_RDWR, 0); err != nil {
+		return err
+	}
+	if r.gensF, err = os.OpenFile(filepath.Join(r.dir, gensFile), os.O_RDWR, 0); err != nil {
+		return err
+	}
+	epoch, err := readEpoch(r.dir)
+	if err != nil {
+		return err
+	}
+	st, err := r.data.Stat()
+	if err != nil {
+		return err
+	}
+	size := st.Size()
+	if size <= 0 || size%BlockSize != 0 {
+		return fmt.Errorf("data is %d bytes, not a positive multiple of %d: %w", size, BlockSize, syscall.EUCLEAN)
+	}
+	for _, f := range []struct {
+		f    *os.File
+		want int64
+	}{{r.sums, sumsLen(size)}, {r.gensF, gensLen(size)}} {
+		st, err := f.f.Stat()
+		if err != nil {
+			return err
+		}
+		if st.Size() < f.want {
+			return fmt.Errorf("%s is %d bytes, want %d: %w", f.f.Name(), st.Size(), f.want, syscall.EUCLEAN)
+		}
+	}
+	raw := make([]byte, gensLen(size))
+	if _, err := r.gensF.ReadAt(raw, 0); err != nil {
+		return fmt.Errorf("read generations: %w", err)
+	}
+	gens := make([]atomic.Uint64, len(raw)/8)
+	for i := range gens {
+		gens[i].Store(binary.LittleEndian.Uint64(raw[i*8:]))
+	}
+	r.gens.Store(&gens)
+	r.size.Store(size)
+	r.epoch.Store(epoch)
+	return nil
+}
+
+func (r *Replica) closeFiles() error {
+	var errs []error
+	for _, f := range []*os.File{r.data, r.sums, r.gensF} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Close implements Target: it closes the files (without syncing them).
+func (r *Replica) Close() error {
+	if err := r.closeFiles(); err != nil {
+		return fmt.Errorf("close replica %s: %w", r.dir, err)
+	}
+	return nil
+}
+
+// Size returns the replica's size in bytes.
+func (r *Replica) Size() int64 { return r.size.Load() }
+
+// Epoch returns the replica's epoch.
+func (r *Replica) Epoch() uint64 { return r.epoch.Load() }
+
+func readEpoch(dir string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join(dir, epochFile))
+	if err != nil {
+		return 0, err
+	}
+	if len(b) != 8 {
+		return 0, fmt.Errorf("epoch file is %d bytes: %w", len(b), syscall.EUCLEAN)
+	}
+	return binary.LittleEndian.Uint64(b), nil
+}
+
+// writeEpoch replaces the epoch file durably: a temporary file, synced,
+// renamed over it, and the directory synced.
+func writeEpoch(dir string, epoch uint64) error {
+	tmp := filepath.Join(dir, epochFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], epoch)
+	_, err = f.Write(b[:])
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, epochFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("write epoch: %w", err)
+	}
+	return nil
+}
+
+// Fence implements Target.
+func (r *Replica) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) {
+	if err := ctx.Err(); err != nil {
+		return ReplicaState{}, err
+	}
+	r.fenceMu.Lock()
+	defer r.fenceMu.Unlock()
+	cur := r.epoch.Load()
+	if epoch < cur {
+		return ReplicaState{}, fmt.Errorf("fence replica %s to epoch %d (it is at %d): %w", r.dir, epoch, cur, ErrFenced)
+	}
+	if epoch > cur {
+		// Every block stripe held: writes that passed the epoch check are
+		// finished, later ones see the new epoch.
+		r.lockAllBlocks()
+		err := writeEpoch(r.dir, epoch)
+		if err == nil {
+			r.epoch.Store(epoch)
+		}
+		r.unlockAllBlocks()
+		if err != nil {
+			return ReplicaState{}, fmt.Errorf("fence replica %s to epoch %d: %w", r.dir, epoch, err)
+		}
+	}
+	return ReplicaState{Size: r.size.Load(), Epoch: r.epoch.Load(), MaxGen: r.maxGen()}, nil
+}
+
+func (r *Replica) maxGen() uint64 {
+	var m uint64
+	gens := *r.gens.Load()
+	for i := range gens {
+		m = max(m, gens[i].Load())
+	}
+	return m
+}
+
+// checkEpoch returns ErrFenced for an epoch older than the replica's; the
+// caller holds the block stripes it will change, so Fence cannot slip in
+// between the check and the write.
+func (r *Replica) checkEpoch(op string, epoch uint64) error {
+	if cur := r.epoch.Load(); epoch < cur {
+		return fmt.Errorf("%s replica %s with epoch %d (it is at %d): %w", op, r.dir, epoch, cur, ErrFenced)
+	}
+	return nil
+}
+
+// Resize implements Target: it grows the files, the checksums and
+// generations first, so a crash leaves them long enough for the data.
+func (r *Replica) Resize(ctx context.Context, epoch uint64, size int64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if size <= 0 || size%BlockSize != 0 {
+		return fmt.Errorf("resize replica %s to %d: not a positive multiple of %d: %w", r.dir, size, BlockSize, syscall.EINVAL)
+	}
+	r.fenceMu.Lock()
+	defer r.fenceMu.Unlock()
+	r.lockAllBlocks()
+	defer r.unlockAllBlocks()
+	if err := r.checkEpoch("resize", epoch); err != nil {
+		return err
+	}
+	cur := r.size.Load()
+	if size < cur {
+		return fmt.Errorf("resize replica %s to %d: smaller than its %d bytes: %w", r.dir, size, cur, syscall.EINVAL)
+	}
+	if size == cur {
+		return nil
+	}
+	for _, f := range []struct {
+		f    *os.File
+		want int64
+	}{{r.sums, sumsLen(size)}, {r.gensF, gensLen(size)}, {r.data, size}} {
+		if err := growFile(f.f, f.want); err != nil {
+			return fmt.Errorf("resize replica %s to %d: %w", r.dir, size, err)
+		}
+	}
+	old := *r.gens.Load()
+	gens := make([]atomic.Uint64, gensLen(size)/8)
+	for i := range old {
+		gens[i].Store(old[i].Load())
+	}
+	r.gens.Store(&gens)
+	r.size.Store(size)
+	return nil
+}
+
+func growFile(f *os.File, size int64) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.Size() < size {
+		if err := f.Truncate(size); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// Flush implements Target.
+func (r *Replica) Flush(ctx context.Context, epoch uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := r.checkEpoch("flush", epoch); err != nil {
+		return err
+	}
+	return r.sync()
+}
+
+// sync fdatasyncs the three files; fdatasync covers every write completed
+// on a file before it, whoever made it.
+func (r *Replica) sync() error {
+	for _, f := range []*os.File{r.gensF, r.data, r.sums} {
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
+		}
+	}
+	return nil
+}
+
+func sumsLen(size int64) int64 { return size / BlockSize * 4 }
+
+func gensLen(size int64) int64 { return (size + ExtentSize - 1) / ExtentSize * 8 }
+
+// stripeSpans returns the stripes of units [first, first+n) out of count
+// as up to two ascending, disjoint intervals [a0, a1) and [b0, b1), so
+// every caller locks in the same order.
+func stripeSpans(first, n int64, count int) (a0, a1, b0, b1 int) {
+	if n >= int64(count) {
+		return 0, count, 0, 0
+	}
+	s := int(first % int64(count))
+	e := s + int(n)
+	if e <= count {
+		return s, e, 0, 0
+	}
+	return 0, e - count, s, count
+}
+
+func (r *Replica) lockBlocks(first, n int64, write bool) {
+	a0, a1, b0, b1 := stripeSpans(first, n, blockStripes)
+	for _, span := range [2][2]int{{a0, a1}, {b0, b1}} {
+		for i := span[0]; i < span[1]; i++ {
+			if write {
+				r.blockLocks[i].Lock()
+			} else {
+				r.blockLocks[i].RLock()
+			}
+		}
+	}
+}
+
+func (r *Replica) unlockBlocks(first, n int64, write bool) {
+	a0, a1, b0, b1 := stripeSpans(first, n, blockStripes)
+	for _, span := range [2][2]int{{a0, a1}, {b0, b1}} {
+		for i := span[0]; i < span[1]; i++ {
+			if write {
+				r.blockLocks[i].Unlock()
+			} else {
+				r.blockLocks[i].RUnlock()
+			}
+		}
+	}
+}
+
+func (r *Replica) lockAllBlocks()   { r.lockBlocks(0, blockStripes, true) }
+func (r *Replica) unlockAllBlocks() { r.unlockBlocks(0, blockStripes, true) }
+
+// checkRange validates a request of n bytes at off: block-aligned and
+// within the replica.
+func (r *Replica) checkRange(op string, off, n int64) error {
+	size := r.size.Load()
+	switch {
+	case off < 0 || n < 0:
+		return fmt.Errorf("%s replica %s at %d+%d: negative: %w", op, r.dir, off, n, syscall.EINVAL)
+	case off%BlockSize != 0 || n%BlockSize != 0:
+		return fmt.Errorf("%s replica %s at %d+%d: not aligned to %d: %w", op, r.dir, off, n, BlockSize, syscall.EINVAL)
+	case off > size || n > size-off:
+		return fmt.Errorf("%s replica %s at %d+%d: beyond its %d bytes: %w", op, r.dir, off, n, size, syscall.EINVAL)
+	}
+	return nil
+}
+
+func (r *Replica) getBuf() *[chunkBytes]byte  { return r.bufs.Get().(*[chunkBytes]byte) }
+func (r *Replica) putBuf(b *[chunkBytes]byte) { r.bufs.Put(b) }
+
+// readFull is ReadAt that turns a short file into EIO: every file is at
+// least as long as the replica's size says.
+func readFull(f *os.File, p []byte, off int64) error {
+	if _, err := f.ReadAt(p, off); err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("read %s at %d: short file: %w", f.Name(), off, syscall.EIO)
+		}
+		return err
+	}
+	return nil
+}
