@@ -1,0 +1,192 @@
+package volume
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+)
+
+// maxInFlight bounds the requests one connection runs at once; beyond it
+// the server stops reading, so a client cannot make it hold more.
+const maxInFlight = 64
+
+// session serves the replica protocol on one connection for one Target.
+type session struct {
+	t   Target
+	r   *bufio.Reader
+	log *slog.Logger
+	sem chan struct{}
+	wg  sync.WaitGroup
+
+	waiting atomic.Int32 // repliers queued for wmu, so the last one flushes
+	wmu     sync.Mutex
+	w       *bufio.Writer
+	werr    error
+	closeFn func() // breaks the connection after a write error
+}
+
+// serveReplica runs the protocol until the client goes away or breaks it.
+// Every request read is finished (and answered when the connection still
+// takes it) before it returns. It does not close rw.
+func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, closeFn func(), log *slog.Logger) error {
+	br, ok := r.(*bufio.Reader)
+	if !ok {
+		br = bufio.NewReaderSize(r, 64<<10)
+	}
+	s := &session{
+		t: t, r: br, log: log,
+		sem:     make(chan struct{}, maxInFlight),
+		w:       bufio.NewWriterSize(w, 256<<10),
+		closeFn: closeFn,
+	}
+	return s.run(ctx)
+}
+
+func (s *session) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer s.wg.Wait()
+	var hdr [reqHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%w: truncated request header", errProtocol)
+			}
+			return fmt.Errorf("read request: %w", err)
+		}
+		req, err := decodeRequest(hdr[:])
+		if err != nil {
+			return err
+		}
+		// The slot is taken before a payload is read: a connection holds
+		// at most maxInFlight payloads.
+		select {
+		case s.sem <- struct{}{}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		var payload *[]byte
+		if n := req.payloadLen(); n > 0 {
+			payload = getBuf(n)
+			if _, err := io.ReadFull(s.r, *payload); err != nil {
+				putBuf(payload)
+				<-s.sem
+				return fmt.Errorf("%w: truncated payload: %v", errProtocol, err)
+			}
+		}
+		s.wg.Add(1)
+		go func() {
+			defer func() { <-s.sem; s.wg.Done() }()
+			s.exec(ctx, req, payload)
+		}()
+	}
+}
+
+func (s *session) exec(ctx context.Context, req request, payload *[]byte) {
+	var p []byte
+	if payload != nil {
+		p = *payload
+		defer putBuf(payload)
+	}
+	off := int64(req.offset)
+	var err error
+	var out *[]byte // a pooled reply payload
+	var small []byte
+	switch req.op {
+	case opFence:
+		var st ReplicaState
+		if st, err = s.t.Fence(ctx, req.epoch); err == nil {
+			small = make([]byte, 24)
+			binary.BigEndian.PutUint64(small[0:], uint64(st.Size))
+			binary.BigEndian.PutUint64(small[8:], st.Epoch)
+			binary.BigEndian.PutUint64(small[16:], st.MaxGen)
+		}
+	case opWrite:
+		err = s.t.WriteAt(ctx, req.epoch, req.gen, p, off, req.flags&flagFUA != 0)
+	case opZero:
+		err = s.t.Zero(ctx, req.epoch, req.gen, off, int64(req.length), req.flags&flagPunch != 0)
+	case opRead:
+		out = getBuf(int(req.length))
+		if err = s.t.ReadAt(ctx, *out, off); err != nil {
+			putBuf(out)
+			out = nil
+		}
+	case opFlush:
+		err = s.t.Flush(ctx, req.epoch)
+	case opExtents:
+		var xs []ExtentInfo
+		if xs, err = s.t.Extents(ctx); err == nil {
+			small = make([]byte, extentInfoSize*len(xs))
+			for i, x := range xs {
+				binary.BigEndian.PutUint64(small[i*16:], x.Gen)
+				binary.BigEndian.PutUint64(small[i*16+8:], x.Digest)
+			}
+		}
+	case opReadExtent:
+		out = getBuf(ExtentSize)
+		var n int
+		if n, err = s.t.ReadExtent(ctx, off, *out); err == nil && (n < 0 || n > ExtentSize) {
+			err = fmt.Errorf("read extent %d: length %d", off, n)
+		}
+		if err != nil {
+			putBuf(out)
+			out = nil
+		} else {
+			*out = (*out)[:n]
+		}
+	case opWriteExtent:
+		err = s.t.WriteExtent(ctx, req.epoch, off, req.gen, p)
+	case opResize:
+		err = s.t.Resize(ctx, req.epoch, off)
+	}
+	if err != nil {
+		e := infoOf(err)
+		s.reply(reply{code: e.Code, handle: req.handle}, e.encode())
+		return
+	}
+	if out != nil {
+		s.reply(reply{handle: req.handle}, *out)
+		putBuf(out)
+		return
+	}
+	s.reply(reply{handle: req.handle}, small)
+}
+
+// reply writes one reply. Replies gather in the buffered writer while
+// others wait for the lock; the last one in line flushes.
+func (s *session) reply(rep reply, payload []byte) {
+	rep.length = uint32(len(payload))
+	var hdr [repHeaderSize]byte
+	rep.encode(&hdr)
+	s.waiting.Add(1)
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	last := s.waiting.Add(-1) == 0
+	if s.werr != nil {
+		return
+	}
+	_, err := s.w.Write(hdr[:])
+	if err == nil {
+		_, err = s.w.Write(payload)
+	}
+	if err == nil && last {
+		err = s.w.Flush()
+	}
+	if err != nil {
+		s.werr = err
+		s.log.Debug("replica reply", "err", err)
+		if s.closeFn != nil {
+			s.closeFn()
+		}
+	}
+}
