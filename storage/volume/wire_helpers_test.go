@@ -242,7 +242,7 @@ func (m *memTarget) Resize(ctx context.Context, epoch uint64, size int64) error 
 	if err := m.fenced(epoch); err != nil {
 		return err
 	}
-	if size < int64(len(m.data)) || size%BlockSize != 0 || size > 1<<30 {
+	if size < int64(len(m.data)) || size%BlockSize != 0 || size > 64<<20 {
 		return fmt.Errorf("mem: resize to %d: %w", size, syscall.EINVAL)
 	}
 	m.data = append(m.data, make([]byte, size-int64(len(m.data)))...)
