@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,7 +138,11 @@ func (c *remote) writeLoop() {
 		// Flush once nothing more is queued: under load one flush (one
 		// batch of TLS records) carries many requests.
 		if err == nil && len(c.sendq) == 0 {
-			err = w.Flush()
+			// Give callers that are about to send a moment to join.
+			runtime.Gosched()
+			if len(c.sendq) == 0 {
+				err = w.Flush()
+			}
 		}
 		if err != nil {
 			c.fail(err)
@@ -180,12 +185,13 @@ func (c *remote) readLoop() {
 			}
 		}
 		c.mu.Lock()
-		delete(c.pending, rep.handle)
-		if cl.abandoned {
+		if c.pending[rep.handle] != cl || cl.abandoned {
+			// Failed meanwhile, or its caller has gone.
 			putBuf(p)
 		} else {
 			cl.res <- result{code: rep.code, payload: p}
 		}
+		delete(c.pending, rep.handle)
 		c.mu.Unlock()
 	}
 }

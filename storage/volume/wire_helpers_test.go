@@ -338,7 +338,7 @@ type node struct {
 	conns []net.Conn // accepted TCP connections, to cut them
 }
 
-func newNode(t *testing.T) *node {
+func newNode(t testing.TB) *node {
 	t.Helper()
 	n := &node{files: newFakeFiles(), disks: map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}}
 	n.host = newHost(func() map[string]string { return n.disks }, testLog(t), n.files.seam())
@@ -392,7 +392,7 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 }
 
 // replica creates a replica on the node and returns its memTarget.
-func (n *node) replica(t *testing.T, id string, size int64) *memTarget {
+func (n *node) replica(t testing.TB, id string, size int64) *memTarget {
 	t.Helper()
 	if err := n.host.Create("d1", id, size); err != nil {
 		t.Fatal(err)
@@ -400,7 +400,7 @@ func (n *node) replica(t *testing.T, id string, size int64) *memTarget {
 	return n.files.target(filepath.Join(n.disks["d1"], volumesDir, id))
 }
 
-func (n *node) dial(t *testing.T, id string) Target {
+func (n *node) dial(t testing.TB, id string) Target {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
@@ -171,7 +172,7 @@ func (s *session) reply(rep reply, payload []byte) {
 	s.waiting.Add(1)
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	last := s.waiting.Add(-1) == 0
+	s.waiting.Add(-1)
 	if s.werr != nil {
 		return
 	}
@@ -179,8 +180,12 @@ func (s *session) reply(rep reply, payload []byte) {
 	if err == nil {
 		_, err = s.w.Write(payload)
 	}
-	if err == nil && last {
-		err = s.w.Flush()
+	if err == nil && s.waiting.Load() == 0 {
+		// Give replies that are about to be written a moment to join.
+		runtime.Gosched()
+		if s.waiting.Load() == 0 {
+			err = s.w.Flush()
+		}
 	}
 	if err != nil {
 		s.werr = err
