@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -45,6 +46,9 @@ type Host struct {
 	// is never opened again, and holds the open replicas.
 	mu   sync.Mutex
 	open map[string]Target
+	// streams are the connections serving each replica: a removed
+	// replica's writers see their connection end, not a closed file.
+	streams map[string]map[io.Closer]struct{}
 }
 
 // NewHost returns the Host of the replicas on disks, which lists the
@@ -60,6 +64,8 @@ func newHost(disks func() map[string]string, log *slog.Logger, files replicaFile
 		files: files,
 		now:   time.Now,
 		open:  make(map[string]Target),
+
+		streams: make(map[string]map[io.Closer]struct{}),
 	}
 }
 
@@ -149,6 +155,10 @@ func (h *Host) Remove(replicaID string) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for c := range h.streams[replicaID] {
+		c.Close()
+	}
+	delete(h.streams, replicaID)
 	if t, ok := h.open[replicaID]; ok {
 		delete(h.open, replicaID)
 		if err := t.Close(); err != nil {
@@ -170,11 +180,38 @@ func (h *Host) Remove(replicaID string) error {
 // Close does nothing: the Host closes it on Remove or Close). A replica not
 // here is ErrNoReplica.
 func (h *Host) Local(replicaID string) (Target, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.localLocked(replicaID)
+}
+
+// attach lends replicaID to a stream whose connection is c, until the
+// returned detach; Remove and Close end the stream by closing c.
+func (h *Host) attach(replicaID string, c io.Closer) (Target, func(), error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	t, err := h.localLocked(replicaID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if h.streams[replicaID] == nil {
+		h.streams[replicaID] = make(map[io.Closer]struct{})
+	}
+	h.streams[replicaID][c] = struct{}{}
+	return t, func() {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		delete(h.streams[replicaID], c)
+		if len(h.streams[replicaID]) == 0 {
+			delete(h.streams, replicaID)
+		}
+	}, nil
+}
+
+func (h *Host) localLocked(replicaID string) (Target, error) {
 	if !validID(replicaID) {
 		return nil, fmt.Errorf("replica %q: %w", replicaID, ErrNoReplica)
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	if t, ok := h.open[replicaID]; ok {
 		return sharedTarget{t}, nil
 	}
@@ -252,10 +289,16 @@ func (h *Host) Sweep(ctx context.Context, keep func(replicaID string) bool) erro
 	return errors.Join(errs...)
 }
 
-// Close closes every open replica.
+// Close ends every stream and closes every open replica.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for id, cs := range h.streams {
+		for c := range cs {
+			c.Close()
+		}
+		delete(h.streams, id)
+	}
 	var errs []error
 	for id, t := range h.open {
 		delete(h.open, id)

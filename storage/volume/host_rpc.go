@@ -84,8 +84,9 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 		writeResult(w, fmt.Errorf("upgrade to %s required: %w", upgradeName, syscall.EINVAL))
 		return
 	}
-	t, err := h.Local(r.PathValue("id"))
-	if err != nil {
+	// A replica not here is answered before the upgrade, so Dial
+	// returns ErrNoReplica.
+	if _, err := h.Local(r.PathValue("id")); err != nil {
 		writeResult(w, err)
 		return
 	}
@@ -99,6 +100,12 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
+	t, detach, err := h.attach(r.PathValue("id"), conn)
+	if err != nil {
+		// Removed meanwhile: the client sees the connection end.
+		return
+	}
+	defer detach()
 	// The server's header deadline must not cut a long-lived stream.
 	_ = conn.SetDeadline(time.Time{})
 	if _, err := conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + upgradeName + "\r\n\r\n")); err != nil {

@@ -212,3 +212,29 @@ func TestProvisioner(t *testing.T) {
 		t.Fatal("a call to an unknown node succeeded")
 	}
 }
+
+// Removing a replica ends the streams serving it: its writers see the
+// connection end, and a new dial finds no replica.
+func TestHostRemoveEndsStreams(t *testing.T) {
+	n := newNode(t)
+	n.replica(t, "r1", testSize)
+	n.replica(t, "r2", testSize)
+	r1 := n.dial(t, "r1")
+	r2 := n.dial(t, "r2")
+	ctx := context.Background()
+	if err := r1.Flush(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.host.Remove("r1"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() bool { return errors.Is(r1.Flush(ctx, 0), ErrConnLost) })
+	if _, err := Dial(ctx, n.client, n.addr, "r1"); !errors.Is(err, ErrNoReplica) {
+		t.Fatalf("dial of a removed replica: %v", err)
+	}
+	if err := r2.Flush(ctx, 0); err != nil {
+		t.Fatalf("another replica's stream: %v", err)
+	}
+	n.host.Close()
+	waitFor(t, 5*time.Second, func() bool { return errors.Is(r2.Flush(ctx, 0), ErrConnLost) })
+}

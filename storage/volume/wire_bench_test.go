@@ -21,12 +21,21 @@ func BenchmarkRemoteRead4K(b *testing.B) {
 	})
 }
 
-func benchQD(b *testing.B, op func(Target, []byte, int64) error) {
+// BenchmarkRemoteWrite4KQD1 is one writer waiting for each reply: the
+// latency of a round trip.
+func BenchmarkRemoteWrite4KQD1(b *testing.B) {
+	benchQDn(b, 1, func(r Target, p []byte, off int64) error {
+		return r.WriteAt(context.Background(), 0, 1, p, off, false)
+	})
+}
+
+func benchQD(b *testing.B, op func(Target, []byte, int64) error) { benchQDn(b, 32, op) }
+
+func benchQDn(b *testing.B, qd int, op func(Target, []byte, int64) error) {
 	n := newNode(b)
 	const size = 64 << 20
 	n.replica(b, "r1", size)
 	r := n.dial(b, "r1")
-	const qd = 32
 	b.SetBytes(BlockSize)
 	b.ReportAllocs()
 	b.ResetTimer()

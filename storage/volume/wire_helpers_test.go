@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"hash/fnv"
-	"io"
 	"log/slog"
 	"math/big"
 	"net"
@@ -460,4 +459,4 @@ func waitFor(t testing.TB, d time.Duration, cond func() bool) {
 	}
 }
 
-var _ io.Closer = (*memTarget)(nil)
+var _ Target = (*memTarget)(nil)

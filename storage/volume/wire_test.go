@@ -306,3 +306,36 @@ func TestStreamNeedsUpgrade(t *testing.T) {
 		t.Fatal("dial of a path accepted")
 	}
 }
+
+// Payloads up to the bound travel whole; a larger one is refused before it
+// leaves, and the connection goes on.
+func TestRemoteLargePayloads(t *testing.T) {
+	n := newNode(t)
+	mem := n.replica(t, "r1", 2*maxPayload)
+	r := n.dial(t, "r1")
+	ctx := context.Background()
+	p := make([]byte, maxPayload)
+	for i := 0; i < len(p); i += BlockSize {
+		p[i], p[i+BlockSize-1] = byte(i>>12), byte(i>>20)
+	}
+	if err := r.WriteAt(ctx, 0, 1, p, maxPayload, false); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(mem.snapshot()[maxPayload:], p) {
+		t.Fatal("the replica holds other bytes")
+	}
+	got := make([]byte, maxPayload)
+	if err := r.ReadAt(ctx, got, maxPayload); err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("ReadAt of %d bytes: %v", len(got), err)
+	}
+	big := make([]byte, maxPayload+BlockSize)
+	if err := r.WriteAt(ctx, 0, 1, big, 0, false); err == nil || errors.Is(err, ErrConnLost) {
+		t.Fatalf("WriteAt over the bound: %v", err)
+	}
+	if err := r.ReadAt(ctx, big, 0); err == nil || errors.Is(err, ErrConnLost) {
+		t.Fatalf("ReadAt over the bound: %v", err)
+	}
+	if err := r.Flush(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+}
