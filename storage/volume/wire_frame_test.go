@@ -247,3 +247,41 @@ func TestClientBoundsExtentsBySize(t *testing.T) {
 		t.Fatalf("three extents of a two-extent replica: %v", err)
 	}
 }
+
+// The payloads a connection's requests hold are bounded too: two reads of
+// the largest size fill the budget, and the server stops reading.
+func TestServerBoundsPayloadBytes(t *testing.T) {
+	mem := newMemTarget(testSize)
+	gate := make(chan struct{})
+	mem.setGate(gate)
+	client, server := net.Pipe()
+	defer client.Close()
+	served := make(chan error, 1)
+	go func() {
+		defer server.Close()
+		served <- serveReplica(context.Background(), mem, server, server, func() { server.Close() }, testLog(t))
+	}()
+	big := request{op: opRead, length: maxPayload}
+	for i := range 3 {
+		big.handle = uint64(i)
+		if _, err := client.Write(rawRequest(big)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 5*time.Second, func() bool { return mem.inflight.Load() == 2 })
+	client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	if _, err := client.Write(rawRequest(request{op: opFlush, handle: 9})); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a request beyond the byte bound was read (err %v, in flight %d)", err, mem.inflight.Load())
+	}
+	client.SetWriteDeadline(time.Time{})
+	close(gate)
+	go io.Copy(io.Discard, client)
+	waitFor(t, 5*time.Second, func() bool { return mem.calls.Load() == 3 })
+	if mem.maxIn.Load() > 2 {
+		t.Fatalf("%d large reads ran at once", mem.maxIn.Load())
+	}
+	client.Close()
+	if err := <-served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}

@@ -14,9 +14,13 @@ import (
 	"sync/atomic"
 )
 
-// maxInFlight bounds the requests one connection runs at once; beyond it
-// the server stops reading, so a client cannot make it hold more.
-const maxInFlight = 64
+// maxInFlight bounds the requests one connection runs at once, and
+// maxInFlightBytes the payloads they hold (written or to be read); beyond
+// either the server stops reading, so a client cannot make it hold more.
+const (
+	maxInFlight      = 64
+	maxInFlightBytes = 64 << 20
+)
 
 // session serves the replica protocol on one connection for one Target.
 type session struct {
@@ -25,6 +29,10 @@ type session struct {
 	log *slog.Logger
 	sem chan struct{}
 	wg  sync.WaitGroup
+
+	bmu   sync.Mutex
+	bcond *sync.Cond
+	bytes int64 // payload bytes held by requests in flight
 
 	waiting atomic.Int32 // repliers queued for wmu, so the last one flushes
 	wmu     sync.Mutex
@@ -47,7 +55,36 @@ func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, close
 		w:       bufio.NewWriterSize(w, 256<<10),
 		closeFn: closeFn,
 	}
+	s.bcond = sync.NewCond(&s.bmu)
 	return s.run(ctx)
+}
+
+// weight is the payload memory a request holds while it runs.
+func (r *request) weight() int64 {
+	switch r.op {
+	case opWrite, opWriteExtent, opRead:
+		return int64(r.length)
+	case opReadExtent:
+		return ExtentSize
+	}
+	return 0
+}
+
+// hold waits until n more payload bytes fit; only the read loop calls it.
+func (s *session) hold(n int64) {
+	s.bmu.Lock()
+	for s.bytes > 0 && s.bytes+n > maxInFlightBytes {
+		s.bcond.Wait()
+	}
+	s.bytes += n
+	s.bmu.Unlock()
+}
+
+func (s *session) release(n int64) {
+	s.bmu.Lock()
+	s.bytes -= n
+	s.bmu.Unlock()
+	s.bcond.Signal()
 }
 
 func (s *session) run(ctx context.Context) error {
@@ -76,18 +113,21 @@ func (s *session) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+		weight := req.weight()
+		s.hold(weight)
 		var payload *[]byte
 		if n := req.payloadLen(); n > 0 {
 			payload = getBuf(n)
 			if _, err := io.ReadFull(s.r, *payload); err != nil {
 				putBuf(payload)
+				s.release(weight)
 				<-s.sem
 				return fmt.Errorf("%w: truncated payload: %v", errProtocol, err)
 			}
 		}
 		s.wg.Add(1)
 		go func() {
-			defer func() { <-s.sem; s.wg.Done() }()
+			defer func() { s.release(weight); <-s.sem; s.wg.Done() }()
 			s.exec(ctx, req, payload)
 		}()
 	}
