@@ -20,7 +20,7 @@ import (
 const RPCPrefix = "/storage/v1/volumes/"
 
 // volumesDir holds the replicas on a pool disk: DISK/volumes/REPLICA/.
-const volumesDir = "volumes"
+const hostVolumesDir = "volumes"
 
 // sweepGrace spares replicas younger than this from Sweep: a volume being
 // created has its replicas made before its record says so everywhere.
@@ -69,9 +69,9 @@ func newHost(disks func() map[string]string, log *slog.Logger, files replicaFile
 	}
 }
 
-// validID admits the IDs the service generates (letters, digits, '-', '_'),
+// validReplicaID admits the IDs the service generates (letters, digits, '-', '_'),
 // so an ID is always one path element.
-func validID(id string) bool {
+func validReplicaID(id string) bool {
 	if id == "" || len(id) > 128 {
 		return false
 	}
@@ -94,7 +94,7 @@ func (h *Host) find(replicaID string) (disk, dir string, ok bool) {
 	}
 	sort.Strings(ids)
 	for _, id := range ids {
-		d := filepath.Join(disks[id], volumesDir, replicaID)
+		d := filepath.Join(disks[id], hostVolumesDir, replicaID)
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
 			return id, d, true
 		}
@@ -105,7 +105,7 @@ func (h *Host) find(replicaID string) (disk, dir string, ok bool) {
 // Create makes replica replicaID of size bytes on disk diskID. It is
 // idempotent: a replica of that size already there is success.
 func (h *Host) Create(diskID, replicaID string, size int64) error {
-	if !validID(replicaID) {
+	if !validReplicaID(replicaID) {
 		return fmt.Errorf("create replica %q: invalid id: %w", replicaID, syscall.EINVAL)
 	}
 	if size <= 0 || size%BlockSize != 0 {
@@ -120,18 +120,18 @@ func (h *Host) Create(diskID, replicaID string, size int64) error {
 	if other, _, ok := h.find(replicaID); ok && other != diskID {
 		return fmt.Errorf("create replica %s: it exists on disk %s: %w", replicaID, other, syscall.EEXIST)
 	}
-	if err := ensureDir(root, volumesDir); err != nil {
+	if err := ensureDirDurably(root, hostVolumesDir); err != nil {
 		return fmt.Errorf("create replica %s: %w", replicaID, err)
 	}
-	if err := h.files.create(filepath.Join(root, volumesDir, replicaID), size); err != nil {
+	if err := h.files.create(filepath.Join(root, hostVolumesDir, replicaID), size); err != nil {
 		return fmt.Errorf("create replica %s: %w", replicaID, err)
 	}
 	h.log.Info("replica created", "replica", replicaID, "disk", diskID, "size", size)
 	return nil
 }
 
-// ensureDir makes root/name durably when it is missing.
-func ensureDir(root, name string) error {
+// ensureDirDurably makes root/name durably when it is missing.
+func ensureDirDurably(root, name string) error {
 	err := os.Mkdir(filepath.Join(root, name), 0o700)
 	if errors.Is(err, fs.ErrExist) {
 		return nil
@@ -150,7 +150,7 @@ func ensureDir(root, name string) error {
 // Remove deletes replicaID from whichever local disk holds it, closing it
 // first if it is open; a replica not here is success.
 func (h *Host) Remove(replicaID string) error {
-	if !validID(replicaID) {
+	if !validReplicaID(replicaID) {
 		return fmt.Errorf("remove replica %q: invalid id: %w", replicaID, syscall.EINVAL)
 	}
 	h.mu.Lock()
@@ -209,7 +209,7 @@ func (h *Host) attach(replicaID string, c io.Closer) (Target, func(), error) {
 }
 
 func (h *Host) localLocked(replicaID string) (Target, error) {
-	if !validID(replicaID) {
+	if !validReplicaID(replicaID) {
 		return nil, fmt.Errorf("replica %q: %w", replicaID, ErrNoReplica)
 	}
 	if t, ok := h.open[replicaID]; ok {
@@ -237,7 +237,7 @@ func (h *Host) List() (map[string]string, error) {
 	out := make(map[string]string)
 	var errs []error
 	for disk, root := range h.disks() {
-		ents, err := os.ReadDir(filepath.Join(root, volumesDir))
+		ents, err := os.ReadDir(filepath.Join(root, hostVolumesDir))
 		if errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
@@ -246,7 +246,7 @@ func (h *Host) List() (map[string]string, error) {
 			continue
 		}
 		for _, e := range ents {
-			if e.IsDir() && validID(e.Name()) {
+			if e.IsDir() && validReplicaID(e.Name()) {
 				out[e.Name()] = disk
 			}
 		}
@@ -270,7 +270,7 @@ func (h *Host) Sweep(ctx context.Context, keep func(replicaID string) bool) erro
 		if keep(id) {
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(h.disks()[disk], volumesDir, id))
+		fi, err := os.Stat(filepath.Join(h.disks()[disk], hostVolumesDir, id))
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("sweep replica %s: %w", id, err))

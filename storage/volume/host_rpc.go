@@ -17,24 +17,24 @@ import (
 // The control calls are JSON POSTs on the cluster port; the data path is
 // the replica protocol on "stream/{id}".
 const (
-	rpcStream = RPCPrefix + "stream/"
-	rpcCreate = RPCPrefix + "replicas/create"
-	rpcRemove = RPCPrefix + "replicas/remove"
-	rpcResize = RPCPrefix + "replicas/resize"
-	maxRPCReq = 64 << 10
+	hostStreamPath = RPCPrefix + "stream/"
+	hostCreatePath = RPCPrefix + "replicas/create"
+	hostRemovePath = RPCPrefix + "replicas/remove"
+	hostResizePath = RPCPrefix + "replicas/resize"
+	hostMaxRPCBody = 64 << 10
 )
 
-type createRequest struct {
+type provCreateReq struct {
 	Replica string `json:"replica"`
 	Disk    string `json:"disk"`
 	Size    int64  `json:"size"`
 }
 
-type removeRequest struct {
+type provRemoveReq struct {
 	Replica string `json:"replica"`
 }
 
-type resizeRequest struct {
+type provResizeReq struct {
 	Replica string `json:"replica"`
 	Epoch   uint64 `json:"epoch"`
 	Size    int64  `json:"size"`
@@ -45,23 +45,23 @@ type resizeRequest struct {
 // port admits only nodes with a certificate of the cluster CA.
 func (h *Host) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+rpcStream+"{id}", h.serveStream)
-	mux.HandleFunc("POST "+rpcCreate, func(w http.ResponseWriter, r *http.Request) {
-		var req createRequest
-		if readJSON(w, r, &req) {
-			writeResult(w, h.Create(req.Disk, req.Replica, req.Size))
+	mux.HandleFunc("GET "+hostStreamPath+"{id}", h.serveStream)
+	mux.HandleFunc("POST "+hostCreatePath, func(w http.ResponseWriter, r *http.Request) {
+		var req provCreateReq
+		if hostReadJSON(w, r, &req) {
+			hostWriteResult(w, h.Create(req.Disk, req.Replica, req.Size))
 		}
 	})
-	mux.HandleFunc("POST "+rpcRemove, func(w http.ResponseWriter, r *http.Request) {
-		var req removeRequest
-		if readJSON(w, r, &req) {
-			writeResult(w, h.Remove(req.Replica))
+	mux.HandleFunc("POST "+hostRemovePath, func(w http.ResponseWriter, r *http.Request) {
+		var req provRemoveReq
+		if hostReadJSON(w, r, &req) {
+			hostWriteResult(w, h.Remove(req.Replica))
 		}
 	})
-	mux.HandleFunc("POST "+rpcResize, func(w http.ResponseWriter, r *http.Request) {
-		var req resizeRequest
-		if readJSON(w, r, &req) {
-			writeResult(w, h.resize(r.Context(), req.Replica, req.Epoch, req.Size))
+	mux.HandleFunc("POST "+hostResizePath, func(w http.ResponseWriter, r *http.Request) {
+		var req provResizeReq
+		if hostReadJSON(w, r, &req) {
+			hostWriteResult(w, h.resize(r.Context(), req.Replica, req.Epoch, req.Size))
 		}
 	})
 	return mux
@@ -80,14 +80,14 @@ func (h *Host) resize(ctx context.Context, replicaID string, epoch uint64, size 
 
 // serveStream upgrades the request to the replica protocol.
 func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
-	if !strings.EqualFold(r.Header.Get("Upgrade"), upgradeName) {
-		writeResult(w, fmt.Errorf("upgrade to %s required: %w", upgradeName, syscall.EINVAL))
+	if !strings.EqualFold(r.Header.Get("Upgrade"), wireUpgrade) {
+		hostWriteResult(w, fmt.Errorf("upgrade to %s required: %w", wireUpgrade, syscall.EINVAL))
 		return
 	}
 	// A replica not here is answered before the upgrade, so Dial
 	// returns ErrNoReplica.
 	if _, err := h.Local(r.PathValue("id")); err != nil {
-		writeResult(w, err)
+		hostWriteResult(w, err)
 		return
 	}
 	hj, ok := w.(http.Hijacker)
@@ -108,7 +108,7 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 	defer detach()
 	// The server's header deadline must not cut a long-lived stream.
 	_ = conn.SetDeadline(time.Time{})
-	if _, err := conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + upgradeName + "\r\n\r\n")); err != nil {
+	if _, err := conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wireUpgrade + "\r\n\r\n")); err != nil {
 		return
 	}
 	log := h.log.With("replica", r.PathValue("id"), "peer", r.RemoteAddr)
@@ -118,47 +118,47 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxRPCReq))
+func hostReadJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, hostMaxRPCBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		writeResult(w, fmt.Errorf("decode request: %v: %w", err, syscall.EINVAL))
+		hostWriteResult(w, fmt.Errorf("decode request: %v: %w", err, syscall.EINVAL))
 		return false
 	}
 	return true
 }
 
-// writeResult answers a control call: {} or the error's errorInfo, with a
+// hostWriteResult answers a control call: {} or the error's wireError, with a
 // status a human reading logs understands.
-func writeResult(w http.ResponseWriter, err error) {
+func hostWriteResult(w http.ResponseWriter, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	if err == nil {
 		_, _ = io.WriteString(w, "{}\n")
 		return
 	}
-	e := infoOf(err)
+	e := wireErrorOf(err)
 	status := http.StatusInternalServerError
 	switch {
-	case e.Code == codeNoReplica:
+	case e.Code == repNoReplica:
 		status = http.StatusNotFound
-	case e.Code == codeFenced:
+	case e.Code == repFenced:
 		status = http.StatusConflict
-	case e.Code == codeErrno && syscall.Errno(e.Errno) == syscall.EINVAL:
+	case e.Code == repErrno && syscall.Errno(e.Errno) == syscall.EINVAL:
 		status = http.StatusBadRequest
 	}
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(e)
 }
 
-// decodeJSONError reads a control call's error answer.
-func decodeJSONError(res *http.Response, e *errorInfo) error {
+// decodeHostError reads a control call's error answer.
+func decodeHostError(res *http.Response, e *wireError) error {
 	if mt, _, _ := mime.ParseMediaType(res.Header.Get("Content-Type")); mt != "application/json" {
 		return errors.New("not a JSON answer")
 	}
-	if err := json.NewDecoder(io.LimitReader(res.Body, maxRPCReq)).Decode(e); err != nil {
+	if err := json.NewDecoder(io.LimitReader(res.Body, hostMaxRPCBody)).Decode(e); err != nil {
 		return err
 	}
-	if e.Code == codeOK || e.Code > codeOther {
+	if e.Code == repOK || e.Code > repOther {
 		return fmt.Errorf("error code %d", e.Code)
 	}
 	return nil
@@ -185,7 +185,7 @@ func (p *Provisioner) Create(ctx context.Context, node, diskID, replicaID string
 	if node == p.self && p.host != nil {
 		return p.host.Create(diskID, replicaID, size)
 	}
-	return p.call(ctx, node, rpcCreate, createRequest{Replica: replicaID, Disk: diskID, Size: size})
+	return p.post(ctx, node, hostCreatePath, provCreateReq{Replica: replicaID, Disk: diskID, Size: size})
 }
 
 // Remove deletes a replica from node (idempotent).
@@ -193,7 +193,7 @@ func (p *Provisioner) Remove(ctx context.Context, node, replicaID string) error 
 	if node == p.self && p.host != nil {
 		return p.host.Remove(replicaID)
 	}
-	return p.call(ctx, node, rpcRemove, removeRequest{Replica: replicaID})
+	return p.post(ctx, node, hostRemovePath, provRemoveReq{Replica: replicaID})
 }
 
 // Resize grows a replica on node to size bytes, with the volume's epoch.
@@ -201,10 +201,10 @@ func (p *Provisioner) Resize(ctx context.Context, node, replicaID string, epoch 
 	if node == p.self && p.host != nil {
 		return p.host.resize(ctx, replicaID, epoch, size)
 	}
-	return p.call(ctx, node, rpcResize, resizeRequest{Replica: replicaID, Epoch: epoch, Size: size})
+	return p.post(ctx, node, hostResizePath, provResizeReq{Replica: replicaID, Epoch: epoch, Size: size})
 }
 
-func (p *Provisioner) call(ctx context.Context, node, path string, body any) error {
+func (p *Provisioner) post(ctx context.Context, node, path string, body any) error {
 	addr, ok := p.addr(node)
 	client := p.client()
 	if !ok || client == nil {
@@ -229,8 +229,8 @@ func (p *Provisioner) call(ctx context.Context, node, path string, body any) err
 	if res.StatusCode == http.StatusOK {
 		return nil
 	}
-	var e errorInfo
-	if err := decodeJSONError(res, &e); err != nil {
+	var e wireError
+	if err := decodeHostError(res, &e); err != nil {
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
 		return fmt.Errorf("replica call to node %s: %s: %s", node, res.Status, strings.TrimSpace(string(msg)))
 	}

@@ -14,7 +14,7 @@ import (
 func TestHostCreateListRemove(t *testing.T) {
 	files := newFakeFiles()
 	disks := map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}
-	h := newHost(func() map[string]string { return disks }, testLog(t), files.seam())
+	h := newHost(func() map[string]string { return disks }, wireTestLog(t), files.seam())
 	defer h.Close()
 
 	if err := h.Create("d1", "a", 8*BlockSize); err != nil {
@@ -37,11 +37,11 @@ func TestHostCreateListRemove(t *testing.T) {
 			t.Errorf("Create(%q, %q, %d) accepted", bad.disk, bad.id, bad.size)
 		}
 	}
-	if _, err := os.Stat(filepath.Join(disks["d1"], volumesDir, "a", "size")); err != nil {
+	if _, err := os.Stat(filepath.Join(disks["d1"], hostVolumesDir, "a", "size")); err != nil {
 		t.Fatalf("replica a is not on disk d1: %v", err)
 	}
 	// Something else in volumes/ is not a replica.
-	os.WriteFile(filepath.Join(disks["d1"], volumesDir, "stray"), nil, 0o600)
+	os.WriteFile(filepath.Join(disks["d1"], hostVolumesDir, "stray"), nil, 0o600)
 	got, err := h.List()
 	if err != nil || len(got) != 2 || got["a"] != "d1" || got["b"] != "d2" {
 		t.Fatalf("List = %v, %v", got, err)
@@ -55,7 +55,7 @@ func TestHostCreateListRemove(t *testing.T) {
 	}
 	t2, _ := h.Local("a")
 	t1.Close()
-	mem := files.target(filepath.Join(disks["d1"], volumesDir, "a"))
+	mem := files.target(filepath.Join(disks["d1"], hostVolumesDir, "a"))
 	if files.opens != 1 || mem.closed {
 		t.Fatalf("%d opens, closed %v", files.opens, mem.closed)
 	}
@@ -75,7 +75,7 @@ func TestHostCreateListRemove(t *testing.T) {
 	if !mem.closed {
 		t.Fatal("Remove left the replica open")
 	}
-	if _, err := os.Stat(filepath.Join(disks["d1"], volumesDir, "a")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(disks["d1"], hostVolumesDir, "a")); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("replica a still there: %v", err)
 	}
 	if err := h.Remove("a"); err != nil {
@@ -92,7 +92,7 @@ func TestHostCreateListRemove(t *testing.T) {
 func TestHostSweep(t *testing.T) {
 	files := newFakeFiles()
 	disks := map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}
-	h := newHost(func() map[string]string { return disks }, testLog(t), files.seam())
+	h := newHost(func() map[string]string { return disks }, wireTestLog(t), files.seam())
 	defer h.Close()
 	now := time.Now()
 	h.now = func() time.Time { return now }
@@ -102,7 +102,7 @@ func TestHostSweep(t *testing.T) {
 			t.Fatal(err)
 		}
 		if id != "gone-young" {
-			if err := os.Chtimes(filepath.Join(disks[disk], volumesDir, id), old, old); err != nil {
+			if err := os.Chtimes(filepath.Join(disks[disk], hostVolumesDir, id), old, old); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -139,24 +139,24 @@ func TestHostSweep(t *testing.T) {
 // The Provisioner reaches other nodes over the cluster port and its own
 // Host directly; errors keep their meaning.
 func TestProvisioner(t *testing.T) {
-	remote := newNode(t)
+	peer := newNode(t)
 	selfFiles := newFakeFiles()
 	selfDisks := map[string]string{"s1": t.TempDir()}
-	self := newHost(func() map[string]string { return selfDisks }, testLog(t), selfFiles.seam())
+	self := newHost(func() map[string]string { return selfDisks }, wireTestLog(t), selfFiles.seam())
 	defer self.Close()
 	addr := func(node string) (string, bool) {
 		if node == "n2" {
-			return remote.addr, true
+			return peer.addr, true
 		}
 		return "", false // "n1" (self) must not go over the network
 	}
-	p := NewProvisioner(func() *http.Client { return remote.client }, addr, "n1", self)
+	p := NewProvisioner(func() *http.Client { return peer.client }, addr, "n1", self)
 	ctx := context.Background()
 
 	if err := p.Create(ctx, "n2", "d2", "r1", 2*ExtentSize); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := remote.host.List(); got["r1"] != "d2" {
+	if got, _ := peer.host.List(); got["r1"] != "d2" {
 		t.Fatalf("remote replicas: %v", got)
 	}
 	if err := p.Create(ctx, "n1", "s1", "r2", ExtentSize); err != nil {
@@ -173,7 +173,7 @@ func TestProvisioner(t *testing.T) {
 	}
 
 	// Resize with the epoch: an older one is fenced.
-	tgt, _ := remote.host.Local("r1")
+	tgt, _ := peer.host.Local("r1")
 	if _, err := tgt.Fence(ctx, 4); err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +199,7 @@ func TestProvisioner(t *testing.T) {
 	if err := p.Remove(ctx, "n2", "r1"); err != nil {
 		t.Fatalf("remove again: %v", err)
 	}
-	if got, _ := remote.host.List(); len(got) != 0 {
+	if got, _ := peer.host.List(); len(got) != 0 {
 		t.Fatalf("remote replicas after Remove: %v", got)
 	}
 	if err := p.Remove(ctx, "n1", "r2"); err != nil {
@@ -217,8 +217,8 @@ func TestProvisioner(t *testing.T) {
 // connection end, and a new dial finds no replica.
 func TestHostRemoveEndsStreams(t *testing.T) {
 	n := newNode(t)
-	n.replica(t, "r1", testSize)
-	n.replica(t, "r2", testSize)
+	n.replica(t, "r1", wireTestSize)
+	n.replica(t, "r2", wireTestSize)
 	r1 := n.dial(t, "r1")
 	r2 := n.dial(t, "r2")
 	ctx := context.Background()
@@ -228,7 +228,7 @@ func TestHostRemoveEndsStreams(t *testing.T) {
 	if err := n.host.Remove("r1"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, func() bool { return errors.Is(r1.Flush(ctx, 0), ErrConnLost) })
+	pollUntil(t, 5*time.Second, func() bool { return errors.Is(r1.Flush(ctx, 0), ErrConnLost) })
 	if _, err := Dial(ctx, n.client, n.addr, "r1"); !errors.Is(err, ErrNoReplica) {
 		t.Fatalf("dial of a removed replica: %v", err)
 	}
@@ -236,5 +236,5 @@ func TestHostRemoveEndsStreams(t *testing.T) {
 		t.Fatalf("another replica's stream: %v", err)
 	}
 	n.host.Close()
-	waitFor(t, 5*time.Second, func() bool { return errors.Is(r2.Flush(ctx, 0), ErrConnLost) })
+	pollUntil(t, 5*time.Second, func() bool { return errors.Is(r2.Flush(ctx, 0), ErrConnLost) })
 }

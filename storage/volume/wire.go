@@ -27,11 +27,11 @@ const (
 	repMagic       = 0x43565250 // "CVRP"
 	reqHeaderSize  = 48
 	repHeaderSize  = 20
-	upgradeName    = "cairn-volume"
-	maxPayload     = 32 << 20 // a write or read on the wire
-	maxMessage     = 4 << 10  // an error's text
-	maxVolumeBytes = 64 << 40 // the API's largest volume, bounding Extents
-	extentInfoSize = 16
+	wireUpgrade    = "cairn-volume"
+	wireMaxPayload = 32 << 20 // a write or read on the wire
+	wireMaxMessage = 4 << 10  // an error's text
+	wireMaxVolume  = 64 << 40 // the API's largest volume, bounding Extents
+	wireExtentInfo = 16
 )
 
 // Operations.
@@ -49,29 +49,29 @@ const (
 
 // Request flags.
 const (
-	flagFUA   uint16 = 1 << 0 // opWrite
-	flagPunch uint16 = 1 << 0 // opZero
+	reqFUA   uint16 = 1 << 0 // opWrite
+	reqPunch uint16 = 1 << 0 // opZero
 )
 
 // Reply codes.
 const (
-	codeOK uint32 = iota
-	codeFenced
-	codeNoReplica
-	codeCorrupt // payload: off u64 | len u64
-	codeErrno   // payload: errno u32 | message
-	codeOther   // payload: message
+	repOK uint32 = iota
+	repFenced
+	repNoReplica
+	repCorrupt // payload: off u64 | len u64
+	repErrno   // payload: errno u32 | message
+	repOther   // payload: message
 )
 
 // ErrConnLost is returned by a remote Target's calls once its connection
 // has failed or been closed; the caller dials again.
 var ErrConnLost = errors.New("volume: replica connection lost")
 
-// errProtocol marks a frame that breaks the protocol.
-var errProtocol = errors.New("volume: replica protocol error")
+// errWireProtocol marks a frame that breaks the protocol.
+var errWireProtocol = errors.New("volume: replica protocol error")
 
-// request is one request header; its payload travels apart.
-type request struct {
+// wireRequest is one request header; its payload travels apart.
+type wireRequest struct {
 	op, flags  uint16
 	handle     uint64
 	epoch, gen uint64
@@ -79,7 +79,7 @@ type request struct {
 	length     uint64
 }
 
-func (r *request) encode(b *[reqHeaderSize]byte) {
+func (r *wireRequest) encode(b *[reqHeaderSize]byte) {
 	binary.BigEndian.PutUint32(b[0:], reqMagic)
 	binary.BigEndian.PutUint16(b[4:], r.op)
 	binary.BigEndian.PutUint16(b[6:], r.flags)
@@ -93,14 +93,14 @@ func (r *request) encode(b *[reqHeaderSize]byte) {
 // decodeRequest parses and bounds one request header. Only what the
 // framing and the server's memory depend on is checked here; ranges are
 // the Target's to refuse (with EINVAL, on a stream still in step).
-func decodeRequest(b []byte) (request, error) {
+func decodeRequest(b []byte) (wireRequest, error) {
 	if len(b) != reqHeaderSize {
-		return request{}, fmt.Errorf("%w: request header of %d bytes", errProtocol, len(b))
+		return wireRequest{}, fmt.Errorf("%w: request header of %d bytes", errWireProtocol, len(b))
 	}
 	if m := binary.BigEndian.Uint32(b[0:]); m != reqMagic {
-		return request{}, fmt.Errorf("%w: bad request magic %#x", errProtocol, m)
+		return wireRequest{}, fmt.Errorf("%w: bad request magic %#x", errWireProtocol, m)
 	}
-	r := request{
+	r := wireRequest{
 		op:     binary.BigEndian.Uint16(b[4:]),
 		flags:  binary.BigEndian.Uint16(b[6:]),
 		handle: binary.BigEndian.Uint64(b[8:]),
@@ -114,69 +114,69 @@ func decodeRequest(b []byte) (request, error) {
 	switch r.op {
 	case opFence, opFlush, opExtents, opReadExtent, opResize:
 	case opWrite:
-		allowed, maxLen = flagFUA, maxPayload
+		allowed, maxLen = reqFUA, wireMaxPayload
 	case opZero:
-		allowed, maxLen = flagPunch, math.MaxInt64
+		allowed, maxLen = reqPunch, math.MaxInt64
 	case opRead:
-		maxLen = maxPayload
+		maxLen = wireMaxPayload
 	case opWriteExtent:
 		maxLen = ExtentSize
 	default:
-		return request{}, fmt.Errorf("%w: unknown op %d", errProtocol, r.op)
+		return wireRequest{}, fmt.Errorf("%w: unknown op %d", errWireProtocol, r.op)
 	}
 	if r.flags&^allowed != 0 {
-		return request{}, fmt.Errorf("%w: op %d with flags %#x", errProtocol, r.op, r.flags)
+		return wireRequest{}, fmt.Errorf("%w: op %d with flags %#x", errWireProtocol, r.op, r.flags)
 	}
 	if r.length > maxLen {
-		return request{}, fmt.Errorf("%w: op %d with length %d", errProtocol, r.op, r.length)
+		return wireRequest{}, fmt.Errorf("%w: op %d with length %d", errWireProtocol, r.op, r.length)
 	}
 	if r.offset > math.MaxInt64 {
-		return request{}, fmt.Errorf("%w: op %d with offset %d", errProtocol, r.op, r.offset)
+		return wireRequest{}, fmt.Errorf("%w: op %d with offset %d", errWireProtocol, r.op, r.offset)
 	}
 	return r, nil
 }
 
 // payloadLen is how many bytes follow the request's header.
-func (r *request) payloadLen() int {
+func (r *wireRequest) payloadLen() int {
 	if r.op == opWrite || r.op == opWriteExtent {
 		return int(r.length)
 	}
 	return 0
 }
 
-// reply is one reply header.
-type reply struct {
+// wireReply is one reply header.
+type wireReply struct {
 	code   uint32
 	handle uint64
 	length uint32
 }
 
-func (r *reply) encode(b *[repHeaderSize]byte) {
+func (r *wireReply) encode(b *[repHeaderSize]byte) {
 	binary.BigEndian.PutUint32(b[0:], repMagic)
 	binary.BigEndian.PutUint32(b[4:], r.code)
 	binary.BigEndian.PutUint64(b[8:], r.handle)
 	binary.BigEndian.PutUint32(b[16:], r.length)
 }
 
-func decodeReply(b []byte) (reply, error) {
+func decodeReply(b []byte) (wireReply, error) {
 	if m := binary.BigEndian.Uint32(b[0:]); m != repMagic {
-		return reply{}, fmt.Errorf("%w: bad reply magic %#x", errProtocol, m)
+		return wireReply{}, fmt.Errorf("%w: bad reply magic %#x", errWireProtocol, m)
 	}
-	r := reply{
+	r := wireReply{
 		code:   binary.BigEndian.Uint32(b[4:]),
 		handle: binary.BigEndian.Uint64(b[8:]),
 		length: binary.BigEndian.Uint32(b[16:]),
 	}
-	if r.code > codeOther {
-		return reply{}, fmt.Errorf("%w: unknown reply code %d", errProtocol, r.code)
+	if r.code > repOther {
+		return wireReply{}, fmt.Errorf("%w: unknown reply code %d", errWireProtocol, r.code)
 	}
 	return r, nil
 }
 
-// errorInfo is an error in a form both the binary protocol and the JSON
+// wireError is an error in a form both the binary protocol and the JSON
 // control calls carry: the sentinel, errno or corrupt range survives the
 // trip, the rest is text.
-type errorInfo struct {
+type wireError struct {
 	Code    uint32 `json:"code"`
 	Errno   uint32 `json:"errno,omitempty"`
 	Off     int64  `json:"off,omitempty"`
@@ -184,50 +184,50 @@ type errorInfo struct {
 	Message string `json:"message"`
 }
 
-func infoOf(err error) errorInfo {
+func wireErrorOf(err error) wireError {
 	msg := err.Error()
-	if len(msg) > maxMessage-4 {
-		msg = msg[:maxMessage-4]
+	if len(msg) > wireMaxMessage-4 {
+		msg = msg[:wireMaxMessage-4]
 	}
 	var ce *CorruptError
 	var errno syscall.Errno
 	switch {
 	case errors.Is(err, ErrFenced):
-		return errorInfo{Code: codeFenced, Message: msg}
+		return wireError{Code: repFenced, Message: msg}
 	case errors.Is(err, ErrNoReplica):
-		return errorInfo{Code: codeNoReplica, Message: msg}
+		return wireError{Code: repNoReplica, Message: msg}
 	case errors.As(err, &ce):
-		return errorInfo{Code: codeCorrupt, Off: ce.Off, Len: ce.Len, Message: msg}
+		return wireError{Code: repCorrupt, Off: ce.Off, Len: ce.Len, Message: msg}
 	case errors.As(err, &errno):
-		return errorInfo{Code: codeErrno, Errno: uint32(errno), Message: msg}
+		return wireError{Code: repErrno, Errno: uint32(errno), Message: msg}
 	}
-	return errorInfo{Code: codeOther, Message: msg}
+	return wireError{Code: repOther, Message: msg}
 }
 
 // err rebuilds the error on the calling side.
-func (e errorInfo) err() error {
+func (e wireError) err() error {
 	switch e.Code {
-	case codeFenced:
-		return &remoteError{e.Message, ErrFenced}
-	case codeNoReplica:
-		return &remoteError{e.Message, ErrNoReplica}
-	case codeCorrupt:
+	case repFenced:
+		return &replicaError{e.Message, ErrFenced}
+	case repNoReplica:
+		return &replicaError{e.Message, ErrNoReplica}
+	case repCorrupt:
 		return &CorruptError{Off: e.Off, Len: e.Len}
-	case codeErrno:
-		return &remoteError{e.Message, syscall.Errno(e.Errno)}
+	case repErrno:
+		return &replicaError{e.Message, syscall.Errno(e.Errno)}
 	}
-	return &remoteError{msg: e.Message}
+	return &replicaError{msg: e.Message}
 }
 
 // encode is the payload of an error reply.
-func (e errorInfo) encode() []byte {
+func (e wireError) encode() []byte {
 	switch e.Code {
-	case codeCorrupt:
+	case repCorrupt:
 		b := make([]byte, 16)
 		binary.BigEndian.PutUint64(b[0:], uint64(e.Off))
 		binary.BigEndian.PutUint64(b[8:], uint64(e.Len))
 		return b
-	case codeErrno:
+	case repErrno:
 		b := make([]byte, 4, 4+len(e.Message))
 		binary.BigEndian.PutUint32(b, e.Errno)
 		return append(b, e.Message...)
@@ -235,19 +235,19 @@ func (e errorInfo) encode() []byte {
 	return []byte(e.Message)
 }
 
-func decodeErrorInfo(code uint32, p []byte) (errorInfo, error) {
-	e := errorInfo{Code: code}
+func decodeErrorInfo(code uint32, p []byte) (wireError, error) {
+	e := wireError{Code: code}
 	switch code {
-	case codeCorrupt:
+	case repCorrupt:
 		if len(p) != 16 {
-			return e, fmt.Errorf("%w: corrupt reply of %d bytes", errProtocol, len(p))
+			return e, fmt.Errorf("%w: corrupt reply of %d bytes", errWireProtocol, len(p))
 		}
 		e.Off = int64(binary.BigEndian.Uint64(p[0:]))
 		e.Len = int64(binary.BigEndian.Uint64(p[8:]))
 		e.Message = (&CorruptError{Off: e.Off, Len: e.Len}).Error()
-	case codeErrno:
+	case repErrno:
 		if len(p) < 4 {
-			return e, fmt.Errorf("%w: errno reply of %d bytes", errProtocol, len(p))
+			return e, fmt.Errorf("%w: errno reply of %d bytes", errWireProtocol, len(p))
 		}
 		e.Errno = binary.BigEndian.Uint32(p)
 		e.Message = string(p[4:])
@@ -257,64 +257,64 @@ func decodeErrorInfo(code uint32, p []byte) (errorInfo, error) {
 	return e, nil
 }
 
-// remoteError is an error the replica returned: its text, and what it
+// replicaError is an error the replica returned: its text, and what it
 // wraps so errors.Is keeps working across the wire.
-type remoteError struct {
+type replicaError struct {
 	msg string
 	err error
 }
 
-func (e *remoteError) Error() string {
+func (e *replicaError) Error() string {
 	if e.msg == "" && e.err != nil {
 		return e.err.Error()
 	}
 	return e.msg
 }
 
-func (e *remoteError) Unwrap() error { return e.err }
+func (e *replicaError) Unwrap() error { return e.err }
 
 // Payload buffers come from pools by power-of-two size, 4 KiB to 32 MiB,
 // so 4 KiB writes and 1 MiB extents reuse their memory.
 const (
-	minPoolShift = 12
-	maxPoolShift = 25
+	payloadMinShift = 12
+	payloadMaxShift = 25
 )
 
-var bufPools [maxPoolShift - minPoolShift + 1]sync.Pool
+var payloadPools [payloadMaxShift - payloadMinShift + 1]sync.Pool
 
-// getBuf returns a buffer of length n; putBuf takes it back.
-func getBuf(n int) *[]byte {
-	c := poolClass(n)
+// getPayload returns a buffer of length n; putPayload takes it back.
+func getPayload(n int) *[]byte {
+	c := payloadClass(n)
 	if c < 0 {
 		b := make([]byte, n)
 		return &b
 	}
-	if v := bufPools[c].Get(); v != nil {
+	if v := payloadPools[c].Get(); v != nil {
 		b := v.(*[]byte)
 		*b = (*b)[:n]
 		return b
 	}
-	b := make([]byte, n, 1<<(c+minPoolShift))
+	b := make([]byte, n, 1<<(c+payloadMinShift))
 	return &b
 }
 
-func putBuf(b *[]byte) {
+func putPayload(b *[]byte) {
 	if b == nil {
 		return
 	}
-	c := poolClass(cap(*b))
-	if c < 0 || cap(*b) != 1<<(c+minPoolShift) {
+	c := payloadClass(cap(*b))
+	if c < 0 || cap(*b) != 1<<(c+payloadMinShift) {
 		return
 	}
-	bufPools[c].Put(b)
+	payloadPools[c].Put(b)
 }
 
-func poolClass(n int) int {
-	if n > 1<<maxPoolShift {
+func payloadClass(n int) int {
+	if n > 1<<payloadMaxShift {
 		return -1
 	}
-	if n <= 1<<minPoolShift {
+	if n <= 1<<payloadMinShift {
 		return 0
 	}
-	return bits.Len(uint(n-1)) - minPoolShift
+	return bits.Len(uint(n-1)) - payloadMinShift
 }

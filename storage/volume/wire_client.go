@@ -23,7 +23,7 @@ import (
 // the caller dials again. ctx bounds the dial only. client must have no
 // Timeout (it would cut the upgraded connection).
 func Dial(ctx context.Context, client *http.Client, addr, replicaID string) (Target, error) {
-	if !validID(replicaID) {
+	if !validReplicaID(replicaID) {
 		return nil, fmt.Errorf("dial replica %q: invalid id", replicaID)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
@@ -32,15 +32,15 @@ func Dial(ctx context.Context, client *http.Client, addr, replicaID string) (Tar
 		return nil, fmt.Errorf("dial replica %s: %w", replicaID, err)
 	}
 	req.Header.Set("Connection", "Upgrade")
-	req.Header.Set("Upgrade", upgradeName)
+	req.Header.Set("Upgrade", wireUpgrade)
 	res, err := client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("dial replica %s at %s: %w", replicaID, addr, err)
 	}
 	if res.StatusCode != http.StatusSwitchingProtocols {
 		defer res.Body.Close()
-		var e errorInfo
-		if err := decodeJSONError(res, &e); err == nil {
+		var e wireError
+		if err := decodeHostError(res, &e); err == nil {
 			return nil, fmt.Errorf("dial replica %s at %s: %w", replicaID, addr, e.err())
 		}
 		msg, _ := io.ReadAll(io.LimitReader(res.Body, 512))
@@ -54,50 +54,50 @@ func Dial(ctx context.Context, client *http.Client, addr, replicaID string) (Tar
 	return newRemote(rwc, replicaID+" at "+addr), nil
 }
 
-// remote is a Target across the replica protocol. Callers hand frames to
+// remoteTarget is a Target across the replica protocol. Callers hand frames to
 // one writer goroutine (so a caller never blocks on the socket and a
 // cancelled context returns at once); one reader goroutine matches
 // replies to pending calls by handle.
-type remote struct {
+type remoteTarget struct {
 	name  string
 	rwc   io.ReadWriteCloser
-	sendq chan *frame
+	sendq chan *wireFrame
 	done  chan struct{} // closed when the connection has failed
 
 	mu      sync.Mutex
-	pending map[uint64]*call
+	pending map[uint64]*wireCall
 	next    uint64
 	err     error // why the connection failed; set once
-	size    atomic.Int64
+	size    atomic.Int64 // the replica's size as last reported (bounds Extents); 0 unknown
 }
 
-// frame is one request on its way to the writer.
-type frame struct {
+// wireFrame is one request on its way to the writer.
+type wireFrame struct {
 	hdr     [reqHeaderSize]byte
 	payload *[]byte
 }
 
-// call is one request waiting for its reply.
-type call struct {
+// wireCall is one request waiting for its reply.
+type wireCall struct {
 	op        uint16
 	want      int // the exact reply length of a read, else -1
 	abandoned bool
-	res       chan result // cap 1: the reader never blocks on it
+	res       chan wireResult // cap 1: the reader never blocks on it
 }
 
-type result struct {
+type wireResult struct {
 	code    uint32
 	payload *[]byte
 	err     error // the connection's failure
 }
 
-func newRemote(rwc io.ReadWriteCloser, name string) *remote {
-	c := &remote{
+func newRemote(rwc io.ReadWriteCloser, name string) *remoteTarget {
+	c := &remoteTarget{
 		name:    name,
 		rwc:     rwc,
-		sendq:   make(chan *frame, 2*maxInFlight),
+		sendq:   make(chan *wireFrame, 2*wireMaxInFlight),
 		done:    make(chan struct{}),
-		pending: make(map[uint64]*call),
+		pending: make(map[uint64]*wireCall),
 	}
 	go c.writeLoop()
 	go c.readLoop()
@@ -105,7 +105,7 @@ func newRemote(rwc io.ReadWriteCloser, name string) *remote {
 }
 
 // fail breaks the connection and every call on it.
-func (c *remote) fail(err error) {
+func (c *remoteTarget) fail(err error) {
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -114,17 +114,17 @@ func (c *remote) fail(err error) {
 	c.err = fmt.Errorf("replica %s: %w: %w", c.name, ErrConnLost, err)
 	for h, cl := range c.pending {
 		delete(c.pending, h)
-		cl.res <- result{err: c.err}
+		cl.res <- wireResult{err: c.err}
 	}
 	close(c.done)
 	c.mu.Unlock()
 	c.rwc.Close()
 }
 
-func (c *remote) writeLoop() {
+func (c *remoteTarget) writeLoop() {
 	w := bufio.NewWriterSize(c.rwc, 256<<10)
 	for {
-		var f *frame
+		var f *wireFrame
 		select {
 		case f = <-c.sendq:
 		case <-c.done:
@@ -134,7 +134,7 @@ func (c *remote) writeLoop() {
 		if err == nil && f.payload != nil {
 			_, err = w.Write(*f.payload)
 		}
-		putBuf(f.payload)
+		putPayload(f.payload)
 		// Flush once nothing more is queued: under load one flush (one
 		// batch of TLS records) carries many requests.
 		if err == nil && len(c.sendq) == 0 {
@@ -151,7 +151,7 @@ func (c *remote) writeLoop() {
 	}
 }
 
-func (c *remote) readLoop() {
+func (c *remoteTarget) readLoop() {
 	r := bufio.NewReaderSize(c.rwc, 64<<10)
 	var hdr [repHeaderSize]byte
 	for {
@@ -168,7 +168,7 @@ func (c *remote) readLoop() {
 		cl := c.pending[rep.handle]
 		c.mu.Unlock()
 		if cl == nil {
-			c.fail(fmt.Errorf("%w: reply to unknown handle %d", errProtocol, rep.handle))
+			c.fail(fmt.Errorf("%w: reply to unknown handle %d", errWireProtocol, rep.handle))
 			return
 		}
 		if err := c.checkLen(cl, rep); err != nil {
@@ -177,9 +177,9 @@ func (c *remote) readLoop() {
 		}
 		var p *[]byte
 		if rep.length > 0 {
-			p = getBuf(int(rep.length))
+			p = getPayload(int(rep.length))
 			if _, err := io.ReadFull(r, *p); err != nil {
-				putBuf(p)
+				putPayload(p)
 				c.fail(err)
 				return
 			}
@@ -187,9 +187,9 @@ func (c *remote) readLoop() {
 		c.mu.Lock()
 		if c.pending[rep.handle] != cl || cl.abandoned {
 			// Failed meanwhile, or its caller has gone.
-			putBuf(p)
+			putPayload(p)
 		} else {
-			cl.res <- result{code: rep.code, payload: p}
+			cl.res <- wireResult{code: rep.code, payload: p}
 		}
 		delete(c.pending, rep.handle)
 		c.mu.Unlock()
@@ -197,12 +197,12 @@ func (c *remote) readLoop() {
 }
 
 // checkLen bounds a reply's payload by what its request can get back.
-func (c *remote) checkLen(cl *call, rep reply) error {
+func (c *remoteTarget) checkLen(cl *wireCall, rep wireReply) error {
 	n := int64(rep.length)
 	var ok bool
 	switch {
-	case rep.code != codeOK:
-		ok = n <= maxMessage
+	case rep.code != repOK:
+		ok = n <= wireMaxMessage
 	case cl.op == opRead:
 		ok = n == int64(cl.want)
 	case cl.op == opFence:
@@ -210,36 +210,36 @@ func (c *remote) checkLen(cl *call, rep reply) error {
 	case cl.op == opReadExtent:
 		ok = n <= ExtentSize
 	case cl.op == opExtents:
-		limit := int64(maxVolumeBytes)
+		limit := int64(wireMaxVolume)
 		if s := c.size.Load(); s > 0 {
 			limit = s
 		}
-		ok = n%extentInfoSize == 0 && n <= extentInfoSize*((limit+ExtentSize-1)/ExtentSize)
+		ok = n%wireExtentInfo == 0 && n <= wireExtentInfo*((limit+ExtentSize-1)/ExtentSize)
 	default:
 		ok = n == 0
 	}
 	if !ok {
-		return fmt.Errorf("%w: reply of %d bytes to op %d (code %d)", errProtocol, n, cl.op, rep.code)
+		return fmt.Errorf("%w: reply of %d bytes to op %d (code %d)", errWireProtocol, n, cl.op, rep.code)
 	}
 	return nil
 }
 
 // do sends one request with payload (copied) and waits for its reply. The
 // caller owns the returned payload buffer.
-func (c *remote) do(ctx context.Context, req request, payload []byte, want int) (*[]byte, error) {
+func (c *remoteTarget) do(ctx context.Context, req wireRequest, payload []byte, want int) (*[]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	f := &frame{}
+	f := &wireFrame{}
 	if len(payload) > 0 {
-		f.payload = getBuf(len(payload))
+		f.payload = getPayload(len(payload))
 		copy(*f.payload, payload)
 	}
-	cl := &call{op: req.op, want: want, res: make(chan result, 1)}
+	cl := &wireCall{op: req.op, want: want, res: make(chan wireResult, 1)}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
-		putBuf(f.payload)
+		putPayload(f.payload)
 		return nil, c.err
 	}
 	c.next++
@@ -251,17 +251,17 @@ func (c *remote) do(ctx context.Context, req request, payload []byte, want int) 
 	select {
 	case c.sendq <- f:
 	case <-c.done:
-		putBuf(f.payload)
+		putPayload(f.payload)
 		return nil, c.connErr()
 	case <-ctx.Done():
-		putBuf(f.payload)
+		putPayload(f.payload)
 		c.mu.Lock()
 		delete(c.pending, req.handle) // never sent
 		c.mu.Unlock()
 		return nil, ctx.Err()
 	}
 
-	var res result
+	var res wireResult
 	select {
 	case res = <-cl.res:
 	case <-ctx.Done():
@@ -277,13 +277,13 @@ func (c *remote) do(ctx context.Context, req request, payload []byte, want int) 
 	if res.err != nil {
 		return nil, res.err
 	}
-	if res.code != codeOK {
+	if res.code != repOK {
 		var p []byte
 		if res.payload != nil {
 			p = *res.payload
 		}
 		e, err := decodeErrorInfo(res.code, p)
-		putBuf(res.payload)
+		putPayload(res.payload)
 		if err != nil {
 			c.fail(err)
 			return nil, c.connErr()
@@ -293,18 +293,18 @@ func (c *remote) do(ctx context.Context, req request, payload []byte, want int) 
 	return res.payload, nil
 }
 
-func (c *remote) connErr() error {
+func (c *remoteTarget) connErr() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.err
 }
 
-func (c *remote) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) {
-	p, err := c.do(ctx, request{op: opFence, epoch: epoch}, nil, -1)
+func (c *remoteTarget) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) {
+	p, err := c.do(ctx, wireRequest{op: opFence, epoch: epoch}, nil, -1)
 	if err != nil {
 		return ReplicaState{}, err
 	}
-	defer putBuf(p)
+	defer putPayload(p)
 	b := *p
 	st := ReplicaState{
 		Size:   int64(binary.BigEndian.Uint64(b[0:])),
@@ -315,62 +315,62 @@ func (c *remote) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) 
 	return st, nil
 }
 
-func (c *remote) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off int64, fua bool) error {
-	if len(p) > maxPayload || off < 0 {
+func (c *remoteTarget) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off int64, fua bool) error {
+	if len(p) > wireMaxPayload || off < 0 {
 		return fmt.Errorf("replica %s: write of %d bytes at %d: too large", c.name, len(p), off)
 	}
 	var flags uint16
 	if fua {
-		flags = flagFUA
+		flags = reqFUA
 	}
-	_, err := c.do(ctx, request{op: opWrite, flags: flags, epoch: epoch, gen: gen,
+	_, err := c.do(ctx, wireRequest{op: opWrite, flags: flags, epoch: epoch, gen: gen,
 		offset: uint64(off), length: uint64(len(p))}, p, -1)
 	return err
 }
 
-func (c *remote) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
+func (c *remoteTarget) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
 	if off < 0 || length < 0 {
 		return fmt.Errorf("replica %s: zero [%d, +%d): negative", c.name, off, length)
 	}
 	var flags uint16
 	if punch {
-		flags = flagPunch
+		flags = reqPunch
 	}
-	_, err := c.do(ctx, request{op: opZero, flags: flags, epoch: epoch, gen: gen,
+	_, err := c.do(ctx, wireRequest{op: opZero, flags: flags, epoch: epoch, gen: gen,
 		offset: uint64(off), length: uint64(length)}, nil, -1)
 	return err
 }
 
-func (c *remote) ReadAt(ctx context.Context, p []byte, off int64) error {
-	if len(p) > maxPayload || off < 0 {
+func (c *remoteTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if len(p) > wireMaxPayload || off < 0 {
 		return fmt.Errorf("replica %s: read of %d bytes at %d: too large", c.name, len(p), off)
 	}
-	b, err := c.do(ctx, request{op: opRead, offset: uint64(off), length: uint64(len(p))}, nil, len(p))
+	b, err := c.do(ctx, wireRequest{op: opRead, offset: uint64(off), length: uint64(len(p))}, nil, len(p))
 	if err != nil {
 		return err
 	}
 	if b != nil {
 		copy(p, *b)
-		putBuf(b)
+		putPayload(b)
 	}
 	return nil
 }
 
-func (c *remote) Flush(ctx context.Context, epoch uint64) error {
-	_, err := c.do(ctx, request{op: opFlush, epoch: epoch}, nil, -1)
+func (c *remoteTarget) Flush(ctx context.Context, epoch uint64) error {
+	_, err := c.do(ctx, wireRequest{op: opFlush, epoch: epoch}, nil, -1)
 	return err
 }
 
-func (c *remote) Extents(ctx context.Context) ([]ExtentInfo, error) {
-	b, err := c.do(ctx, request{op: opExtents}, nil, -1)
+func (c *remoteTarget) Extents(ctx context.Context) ([]ExtentInfo, error) {
+	b, err := c.do(ctx, wireRequest{op: opExtents}, nil, -1)
 	if err != nil {
 		return nil, err
 	}
 	if b == nil {
 		return []ExtentInfo{}, nil
 	}
-	defer putBuf(b)
-	xs := make([]ExtentInfo, len(*b)/extentInfoSize)
+	defer putPayload(b)
+	xs := make([]ExtentInfo, len(*b)/wireExtentInfo)
 	for i := range xs {
 		xs[i].Gen = binary.BigEndian.Uint64((*b)[i*16:])
 		xs[i].Digest = binary.BigEndian.Uint64((*b)[i*16+8:])
@@ -378,38 +378,38 @@ func (c *remote) Extents(ctx context.Context) ([]ExtentInfo, error) {
 	return xs, nil
 }
 
-func (c *remote) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
+func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
 	if idx < 0 {
 		return 0, fmt.Errorf("replica %s: read extent %d: negative", c.name, idx)
 	}
-	b, err := c.do(ctx, request{op: opReadExtent, offset: uint64(idx)}, nil, -1)
+	b, err := c.do(ctx, wireRequest{op: opReadExtent, offset: uint64(idx)}, nil, -1)
 	if err != nil {
 		return 0, err
 	}
 	if b == nil {
 		return 0, nil
 	}
-	defer putBuf(b)
+	defer putPayload(b)
 	if len(*b) > len(p) {
 		return 0, fmt.Errorf("replica %s: read extent %d: %d bytes into a buffer of %d", c.name, idx, len(*b), len(p))
 	}
 	return copy(p, *b), nil
 }
 
-func (c *remote) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
+func (c *remoteTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
 	if idx < 0 || len(p) > ExtentSize {
 		return fmt.Errorf("replica %s: write extent %d of %d bytes: out of bounds", c.name, idx, len(p))
 	}
-	_, err := c.do(ctx, request{op: opWriteExtent, epoch: epoch, gen: gen,
+	_, err := c.do(ctx, wireRequest{op: opWriteExtent, epoch: epoch, gen: gen,
 		offset: uint64(idx), length: uint64(len(p))}, p, -1)
 	return err
 }
 
-func (c *remote) Resize(ctx context.Context, epoch uint64, size int64) error {
+func (c *remoteTarget) Resize(ctx context.Context, epoch uint64, size int64) error {
 	if size < 0 {
 		return fmt.Errorf("replica %s: resize to %d: negative", c.name, size)
 	}
-	_, err := c.do(ctx, request{op: opResize, epoch: epoch, offset: uint64(size)}, nil, -1)
+	_, err := c.do(ctx, wireRequest{op: opResize, epoch: epoch, offset: uint64(size)}, nil, -1)
 	if err == nil {
 		c.size.Store(size)
 	}
@@ -418,7 +418,7 @@ func (c *remote) Resize(ctx context.Context, epoch uint64, size int64) error {
 
 // Close breaks the connection: pending and later calls fail with
 // ErrConnLost.
-func (c *remote) Close() error {
+func (c *remoteTarget) Close() error {
 	c.fail(errors.New("closed"))
 	return nil
 }

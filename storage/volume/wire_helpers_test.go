@@ -316,16 +316,16 @@ func (f *fakeFiles) target(dir string) *memTarget {
 	return f.targets[dir]
 }
 
-func testLog(t testing.TB) *slog.Logger {
-	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+func wireTestLog(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(wireTestWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
-type tWriter struct{ t testing.TB }
+type wireTestWriter struct{ t testing.TB }
 
-func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
+func (w wireTestWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
-// node is a Host served on a mutual-TLS port, as the cluster port serves it.
-type node struct {
+// testNode is a Host served on a mutual-TLS port, as the cluster port serves it.
+type testNode struct {
 	host   *Host
 	files  *fakeFiles
 	disks  map[string]string
@@ -337,11 +337,11 @@ type node struct {
 	conns []net.Conn // accepted TCP connections, to cut them
 }
 
-func newNode(t testing.TB) *node {
+func newNode(t testing.TB) *testNode {
 	t.Helper()
-	n := &node{files: newFakeFiles(), disks: map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}}
-	n.host = newHost(func() map[string]string { return n.disks }, testLog(t), n.files.seam())
-	ca, leaf := testCerts(t)
+	n := &testNode{files: newFakeFiles(), disks: map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}}
+	n.host = newHost(func() map[string]string { return n.disks }, wireTestLog(t), n.files.seam())
+	ca, leaf := wireTestCerts(t)
 	inner := n.host.Handler()
 	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// consensus.requireMember's check.
@@ -367,7 +367,7 @@ func newNode(t testing.TB) *node {
 }
 
 // cut closes every connection the node accepted.
-func (n *node) cut() {
+func (n *testNode) cut() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, c := range n.conns {
@@ -377,7 +377,7 @@ func (n *node) cut() {
 
 type recordingListener struct {
 	net.Listener
-	n *node
+	n *testNode
 }
 
 func (l *recordingListener) Accept() (net.Conn, error) {
@@ -391,15 +391,15 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 }
 
 // replica creates a replica on the node and returns its memTarget.
-func (n *node) replica(t testing.TB, id string, size int64) *memTarget {
+func (n *testNode) replica(t testing.TB, id string, size int64) *memTarget {
 	t.Helper()
 	if err := n.host.Create("d1", id, size); err != nil {
 		t.Fatal(err)
 	}
-	return n.files.target(filepath.Join(n.disks["d1"], volumesDir, id))
+	return n.files.target(filepath.Join(n.disks["d1"], hostVolumesDir, id))
 }
 
-func (n *node) dial(t testing.TB, id string) Target {
+func (n *testNode) dial(t testing.TB, id string) Target {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -411,9 +411,9 @@ func (n *node) dial(t testing.TB, id string) Target {
 	return r
 }
 
-// testCerts makes a CA and one certificate for both ends, as the cluster
+// wireTestCerts makes a CA and one certificate for both ends, as the cluster
 // CA signs every node's.
-func testCerts(t testing.TB) (*x509.Certificate, tls.Certificate) {
+func wireTestCerts(t testing.TB) (*x509.Certificate, tls.Certificate) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -447,8 +447,8 @@ func testCerts(t testing.TB) (*x509.Certificate, tls.Certificate) {
 	return ca, tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
 
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, cond func() bool) {
+// pollUntil polls cond until it holds or the deadline passes.
+func pollUntil(t testing.TB, d time.Duration, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {

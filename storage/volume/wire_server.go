@@ -14,16 +14,16 @@ import (
 	"sync/atomic"
 )
 
-// maxInFlight bounds the requests one connection runs at once, and
-// maxInFlightBytes the payloads they hold (written or to be read); beyond
+// wireMaxInFlight bounds the requests one connection runs at once, and
+// wireMaxInFlightBytes the payloads they hold (written or to be read); beyond
 // either the server stops reading, so a client cannot make it hold more.
 const (
-	maxInFlight      = 64
-	maxInFlightBytes = 64 << 20
+	wireMaxInFlight      = 64
+	wireMaxInFlightBytes = 64 << 20
 )
 
-// session serves the replica protocol on one connection for one Target.
-type session struct {
+// wireSession serves the replica protocol on one connection for one Target.
+type wireSession struct {
 	t   Target
 	r   *bufio.Reader
 	log *slog.Logger
@@ -49,9 +49,9 @@ func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, close
 	if !ok {
 		br = bufio.NewReaderSize(r, 64<<10)
 	}
-	s := &session{
+	s := &wireSession{
 		t: t, r: br, log: log,
-		sem:     make(chan struct{}, maxInFlight),
+		sem:     make(chan struct{}, wireMaxInFlight),
 		w:       bufio.NewWriterSize(w, 256<<10),
 		closeFn: closeFn,
 	}
@@ -60,7 +60,7 @@ func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, close
 }
 
 // weight is the payload memory a request holds while it runs.
-func (r *request) weight() int64 {
+func (r *wireRequest) weight() int64 {
 	switch r.op {
 	case opWrite, opWriteExtent, opRead:
 		return int64(r.length)
@@ -71,23 +71,23 @@ func (r *request) weight() int64 {
 }
 
 // hold waits until n more payload bytes fit; only the read loop calls it.
-func (s *session) hold(n int64) {
+func (s *wireSession) hold(n int64) {
 	s.bmu.Lock()
-	for s.bytes > 0 && s.bytes+n > maxInFlightBytes {
+	for s.bytes > 0 && s.bytes+n > wireMaxInFlightBytes {
 		s.bcond.Wait()
 	}
 	s.bytes += n
 	s.bmu.Unlock()
 }
 
-func (s *session) release(n int64) {
+func (s *wireSession) release(n int64) {
 	s.bmu.Lock()
 	s.bytes -= n
 	s.bmu.Unlock()
 	s.bcond.Signal()
 }
 
-func (s *session) run(ctx context.Context) error {
+func (s *wireSession) run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer s.wg.Wait()
@@ -98,7 +98,7 @@ func (s *session) run(ctx context.Context) error {
 				return nil
 			}
 			if errors.Is(err, io.ErrUnexpectedEOF) {
-				return fmt.Errorf("%w: truncated request header", errProtocol)
+				return fmt.Errorf("%w: truncated request header", errWireProtocol)
 			}
 			return fmt.Errorf("read request: %w", err)
 		}
@@ -117,12 +117,12 @@ func (s *session) run(ctx context.Context) error {
 		s.hold(weight)
 		var payload *[]byte
 		if n := req.payloadLen(); n > 0 {
-			payload = getBuf(n)
+			payload = getPayload(n)
 			if _, err := io.ReadFull(s.r, *payload); err != nil {
-				putBuf(payload)
+				putPayload(payload)
 				s.release(weight)
 				<-s.sem
-				return fmt.Errorf("%w: truncated payload: %v", errProtocol, err)
+				return fmt.Errorf("%w: truncated payload: %v", errWireProtocol, err)
 			}
 		}
 		s.wg.Add(1)
@@ -133,11 +133,11 @@ func (s *session) run(ctx context.Context) error {
 	}
 }
 
-func (s *session) exec(ctx context.Context, req request, payload *[]byte) {
+func (s *wireSession) exec(ctx context.Context, req wireRequest, payload *[]byte) {
 	var p []byte
 	if payload != nil {
 		p = *payload
-		defer putBuf(payload)
+		defer putPayload(payload)
 	}
 	off := int64(req.offset)
 	var err error
@@ -153,13 +153,13 @@ func (s *session) exec(ctx context.Context, req request, payload *[]byte) {
 			binary.BigEndian.PutUint64(small[16:], st.MaxGen)
 		}
 	case opWrite:
-		err = s.t.WriteAt(ctx, req.epoch, req.gen, p, off, req.flags&flagFUA != 0)
+		err = s.t.WriteAt(ctx, req.epoch, req.gen, p, off, req.flags&reqFUA != 0)
 	case opZero:
-		err = s.t.Zero(ctx, req.epoch, req.gen, off, int64(req.length), req.flags&flagPunch != 0)
+		err = s.t.Zero(ctx, req.epoch, req.gen, off, int64(req.length), req.flags&reqPunch != 0)
 	case opRead:
-		out = getBuf(int(req.length))
+		out = getPayload(int(req.length))
 		if err = s.t.ReadAt(ctx, *out, off); err != nil {
-			putBuf(out)
+			putPayload(out)
 			out = nil
 		}
 	case opFlush:
@@ -167,20 +167,20 @@ func (s *session) exec(ctx context.Context, req request, payload *[]byte) {
 	case opExtents:
 		var xs []ExtentInfo
 		if xs, err = s.t.Extents(ctx); err == nil {
-			small = make([]byte, extentInfoSize*len(xs))
+			small = make([]byte, wireExtentInfo*len(xs))
 			for i, x := range xs {
 				binary.BigEndian.PutUint64(small[i*16:], x.Gen)
 				binary.BigEndian.PutUint64(small[i*16+8:], x.Digest)
 			}
 		}
 	case opReadExtent:
-		out = getBuf(ExtentSize)
+		out = getPayload(ExtentSize)
 		var n int
 		if n, err = s.t.ReadExtent(ctx, off, *out); err == nil && (n < 0 || n > ExtentSize) {
 			err = fmt.Errorf("read extent %d: length %d", off, n)
 		}
 		if err != nil {
-			putBuf(out)
+			putPayload(out)
 			out = nil
 		} else {
 			*out = (*out)[:n]
@@ -191,21 +191,21 @@ func (s *session) exec(ctx context.Context, req request, payload *[]byte) {
 		err = s.t.Resize(ctx, req.epoch, off)
 	}
 	if err != nil {
-		e := infoOf(err)
-		s.reply(reply{code: e.Code, handle: req.handle}, e.encode())
+		e := wireErrorOf(err)
+		s.send(wireReply{code: e.Code, handle: req.handle}, e.encode())
 		return
 	}
 	if out != nil {
-		s.reply(reply{handle: req.handle}, *out)
-		putBuf(out)
+		s.send(wireReply{handle: req.handle}, *out)
+		putPayload(out)
 		return
 	}
-	s.reply(reply{handle: req.handle}, small)
+	s.send(wireReply{handle: req.handle}, small)
 }
 
-// reply writes one reply. Replies gather in the buffered writer while
+// send writes one reply. Replies gather in the buffered writer while
 // others wait for the lock; the last one in line flushes.
-func (s *session) reply(rep reply, payload []byte) {
+func (s *wireSession) send(rep wireReply, payload []byte) {
 	rep.length = uint32(len(payload))
 	var hdr [repHeaderSize]byte
 	rep.encode(&hdr)

@@ -12,16 +12,16 @@ import (
 	"time"
 )
 
-const testSize = 3*ExtentSize + 64<<10 // a short last extent
+const wireTestSize = 3*ExtentSize + 64<<10 // a short last extent
 
 func TestRemoteRoundTrip(t *testing.T) {
 	n := newNode(t)
-	mem := n.replica(t, "r1", testSize)
+	mem := n.replica(t, "r1", wireTestSize)
 	r := n.dial(t, "r1")
 	ctx := context.Background()
 
 	st, err := r.Fence(ctx, 7)
-	if err != nil || st != (ReplicaState{Size: testSize, Epoch: 7}) {
+	if err != nil || st != (ReplicaState{Size: wireTestSize, Epoch: 7}) {
 		t.Fatalf("Fence = %+v, %v", st, err)
 	}
 	p := bytes.Repeat([]byte("abcdefgh"), 2*BlockSize/8)
@@ -75,10 +75,10 @@ func TestRemoteRoundTrip(t *testing.T) {
 		t.Fatalf("extent 3 gen %d after WriteExtent", xs[3].Gen)
 	}
 
-	if err := r.Resize(ctx, 7, testSize+ExtentSize); err != nil {
+	if err := r.Resize(ctx, 7, wireTestSize+ExtentSize); err != nil {
 		t.Fatal(err)
 	}
-	if st, err := r.Fence(ctx, 7); err != nil || st.Size != testSize+ExtentSize || st.MaxGen != 42 {
+	if st, err := r.Fence(ctx, 7); err != nil || st.Size != wireTestSize+ExtentSize || st.MaxGen != 42 {
 		t.Fatalf("after Resize: %+v, %v", st, err)
 	}
 	if xs, err := r.Extents(ctx); err != nil || len(xs) != 5 {
@@ -91,7 +91,7 @@ func TestRemoteRoundTrip(t *testing.T) {
 
 func TestRemoteErrorsTravel(t *testing.T) {
 	n := newNode(t)
-	mem := n.replica(t, "r1", testSize)
+	mem := n.replica(t, "r1", wireTestSize)
 	r := n.dial(t, "r1")
 	ctx := context.Background()
 	if _, err := r.Fence(ctx, 5); err != nil {
@@ -106,7 +106,7 @@ func TestRemoteErrorsTravel(t *testing.T) {
 		"zero":         r.Zero(ctx, 4, 1, 0, BlockSize, false),
 		"flush":        r.Flush(ctx, 4),
 		"write extent": r.WriteExtent(ctx, 4, 0, 1, make([]byte, ExtentSize)),
-		"resize":       r.Resize(ctx, 4, 2*testSize),
+		"resize":       r.Resize(ctx, 4, 2*wireTestSize),
 	} {
 		if !errors.Is(err, ErrFenced) {
 			t.Errorf("%s with an old epoch: %v", name, err)
@@ -206,7 +206,7 @@ func TestRemoteConcurrent(t *testing.T) {
 // A cut connection fails the calls waiting on it and every later one.
 func TestRemoteConnectionLoss(t *testing.T) {
 	n := newNode(t)
-	mem := n.replica(t, "r1", testSize)
+	mem := n.replica(t, "r1", wireTestSize)
 	r := n.dial(t, "r1")
 	gate := make(chan struct{})
 	defer close(gate)
@@ -215,7 +215,7 @@ func TestRemoteConnectionLoss(t *testing.T) {
 	for range 8 {
 		go func() { errs <- r.Flush(context.Background(), 0) }()
 	}
-	waitFor(t, 5*time.Second, func() bool { return mem.inflight.Load() == 8 })
+	pollUntil(t, 5*time.Second, func() bool { return mem.inflight.Load() == 8 })
 	n.cut()
 	for range 8 {
 		select {
@@ -246,14 +246,14 @@ func TestRemoteConnectionLoss(t *testing.T) {
 // dropped and the connection goes on.
 func TestRemoteCancel(t *testing.T) {
 	n := newNode(t)
-	mem := n.replica(t, "r1", testSize)
+	mem := n.replica(t, "r1", wireTestSize)
 	r := n.dial(t, "r1")
 	gate := make(chan struct{})
 	mem.setGate(gate)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- r.ReadAt(ctx, make([]byte, BlockSize), 0) }()
-	waitFor(t, 5*time.Second, func() bool { return mem.inflight.Load() == 1 })
+	pollUntil(t, 5*time.Second, func() bool { return mem.inflight.Load() == 1 })
 	cancel()
 	select {
 	case err := <-errc:
@@ -265,7 +265,7 @@ func TestRemoteCancel(t *testing.T) {
 	}
 	mem.setGate(nil)
 	close(gate)
-	waitFor(t, 5*time.Second, func() bool { return mem.inflight.Load() == 0 })
+	pollUntil(t, 5*time.Second, func() bool { return mem.inflight.Load() == 0 })
 	got := make([]byte, BlockSize)
 	if err := r.WriteAt(context.Background(), 0, 1, bytes.Repeat([]byte{9}, BlockSize), 0, false); err != nil {
 		t.Fatal(err)
@@ -278,7 +278,7 @@ func TestRemoteCancel(t *testing.T) {
 // The dial's context bounds the dial, not the connection.
 func TestDialContextEndsDialOnly(t *testing.T) {
 	n := newNode(t)
-	n.replica(t, "r1", testSize)
+	n.replica(t, "r1", wireTestSize)
 	ctx, cancel := context.WithCancel(context.Background())
 	r, err := Dial(ctx, n.client, n.addr, "r1")
 	if err != nil {
@@ -293,7 +293,7 @@ func TestDialContextEndsDialOnly(t *testing.T) {
 
 func TestStreamNeedsUpgrade(t *testing.T) {
 	n := newNode(t)
-	n.replica(t, "r1", testSize)
+	n.replica(t, "r1", wireTestSize)
 	res, err := n.client.Get("https://" + n.addr + RPCPrefix + "stream/r1")
 	if err != nil {
 		t.Fatal(err)
@@ -311,24 +311,24 @@ func TestStreamNeedsUpgrade(t *testing.T) {
 // leaves, and the connection goes on.
 func TestRemoteLargePayloads(t *testing.T) {
 	n := newNode(t)
-	mem := n.replica(t, "r1", 2*maxPayload)
+	mem := n.replica(t, "r1", 2*wireMaxPayload)
 	r := n.dial(t, "r1")
 	ctx := context.Background()
-	p := make([]byte, maxPayload)
+	p := make([]byte, wireMaxPayload)
 	for i := 0; i < len(p); i += BlockSize {
 		p[i], p[i+BlockSize-1] = byte(i>>12), byte(i>>20)
 	}
-	if err := r.WriteAt(ctx, 0, 1, p, maxPayload, false); err != nil {
+	if err := r.WriteAt(ctx, 0, 1, p, wireMaxPayload, false); err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(mem.snapshot()[maxPayload:], p) {
+	if !bytes.Equal(mem.snapshot()[wireMaxPayload:], p) {
 		t.Fatal("the replica holds other bytes")
 	}
-	got := make([]byte, maxPayload)
-	if err := r.ReadAt(ctx, got, maxPayload); err != nil || !bytes.Equal(got, p) {
+	got := make([]byte, wireMaxPayload)
+	if err := r.ReadAt(ctx, got, wireMaxPayload); err != nil || !bytes.Equal(got, p) {
 		t.Fatalf("ReadAt of %d bytes: %v", len(got), err)
 	}
-	big := make([]byte, maxPayload+BlockSize)
+	big := make([]byte, wireMaxPayload+BlockSize)
 	if err := r.WriteAt(ctx, 0, 1, big, 0, false); err == nil || errors.Is(err, ErrConnLost) {
 		t.Fatalf("WriteAt over the bound: %v", err)
 	}
