@@ -67,7 +67,7 @@ type remoteTarget struct {
 	mu      sync.Mutex
 	pending map[uint64]*wireCall
 	next    uint64
-	err     error // why the connection failed; set once
+	err     error        // why the connection failed; set once
 	size    atomic.Int64 // the replica's size as last reported (bounds Extents); 0 unknown
 }
 
