@@ -45,12 +45,10 @@ type wireSession struct {
 // Every request read is finished (and answered when the connection still
 // takes it) before it returns. It does not close rw.
 func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, closeFn func(), log *slog.Logger) error {
-	br, ok := r.(*bufio.Reader)
-	if !ok {
-		br = bufio.NewReaderSize(r, 64<<10)
-	}
 	s := &wireSession{
-		t: t, r: br, log: log,
+		// The HTTP server's reader (4 KiB) is wrapped: a header read then
+		// takes many requests from the socket at once.
+		t: t, r: bufio.NewReaderSize(r, 64<<10), log: log,
 		sem:     make(chan struct{}, wireMaxInFlight),
 		w:       bufio.NewWriterSize(w, 256<<10),
 		closeFn: closeFn,
@@ -107,7 +105,7 @@ func (s *wireSession) run(ctx context.Context) error {
 			return err
 		}
 		// The slot is taken before a payload is read: a connection holds
-		// at most maxInFlight payloads.
+		// at most wireMaxInFlight payloads.
 		select {
 		case s.sem <- struct{}{}:
 		case <-ctx.Done():
