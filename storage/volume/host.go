@@ -270,7 +270,11 @@ func (h *Host) Sweep(ctx context.Context, keep func(replicaID string) bool) erro
 		if keep(id) {
 			continue
 		}
-		fi, err := os.Stat(filepath.Join(h.disks()[disk], hostVolumesDir, id))
+		root, ok := h.disks()[disk]
+		if !ok {
+			continue // the disk left meanwhile
+		}
+		fi, err := os.Stat(filepath.Join(root, hostVolumesDir, id))
 		if err != nil {
 			if !errors.Is(err, fs.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("sweep replica %s: %w", id, err))
