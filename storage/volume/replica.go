@@ -73,6 +73,10 @@ type Replica struct {
 	fenceMu sync.Mutex
 
 	bufs sync.Pool // *[chunkBytes]byte
+
+	// testHookWrite, when set by a test, runs inside WriteAt after the
+	// epoch check.
+	testHookWrite func()
 }
 
 // paddedRWMutex keeps neighbouring stripes off one cache line.

@@ -42,6 +42,9 @@ func (r *Replica) write(epoch, gen uint64, p []byte, off int64) error {
 	if err := r.checkEpoch("write", epoch); err != nil {
 		return err
 	}
+	if r.testHookWrite != nil {
+		r.testHookWrite()
+	}
 	buf := r.getBuf()
 	defer r.putBuf(buf)
 	if err := r.raiseGens(off, int64(len(p)), gen, buf); err != nil {
