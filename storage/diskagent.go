@@ -76,6 +76,18 @@ func (a *DiskAgent) Disk(id string) *disk.Store {
 	return a.open[id]
 }
 
+// Roots returns the directories of this node's open disks, by disk ID:
+// where block volume replicas live beside the shards.
+func (a *DiskAgent) Roots() map[string]string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make(map[string]string, len(a.open))
+	for id, s := range a.open {
+		out[id] = s.Root()
+	}
+	return out
+}
+
 // Run reconciles on every change to the disks table, and at least every
 // interval, until ctx ends.
 func (a *DiskAgent) Run(ctx context.Context) {

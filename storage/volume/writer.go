@@ -1,0 +1,808 @@
+package volume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cairnhq/cairn/storage/nbd"
+)
+
+// Replica states as recorded in the replicated state.
+const (
+	ReplicaInSync     = "in_sync"
+	ReplicaStale      = "stale"
+	ReplicaRebuilding = "rebuilding"
+)
+
+// Control is what a writer needs from the replicated state.
+type Control interface {
+	// SetReplicaState records a replica's state under the writer's epoch.
+	// It fails if the epoch has moved on (the writer is fenced) or if it
+	// would leave too few replicas in sync.
+	SetReplicaState(ctx context.Context, volumeID string, epoch uint64, replicaID, state string) error
+}
+
+// Member is one replica of the volume as the writer starts with it.
+type Member struct {
+	ID    string
+	Node  string
+	State string // as recorded: in_sync or stale
+	// Local is true for the replica on the writer's own node: reads go
+	// there first.
+	Local bool
+}
+
+// WriterConfig opens a volume for writing.
+type WriterConfig struct {
+	VolumeID string
+	Epoch    uint64 // granted to this node in the replicated state
+	Size     int64
+	Members  []Member
+	// MinInSync is the fewest in-sync replicas a write may be acknowledged
+	// with: 2, or 1 on a single-node cluster.
+	MinInSync int
+	Control   Control
+	// Dial reaches a replica (the local one without a network hop).
+	Dial func(ctx context.Context, m Member) (Target, error)
+	// CallTimeout bounds one call to a replica; a replica that does not
+	// answer in time is treated as failed (default 10 s).
+	CallTimeout time.Duration
+	// RetryInterval is how often stale replicas are tried again for a
+	// resync (default 5 s).
+	RetryInterval time.Duration
+	Log           *slog.Logger
+}
+
+// member is a replica as the writer uses it.
+type member struct {
+	Member
+	t       Target // nil while unreachable
+	state   string // in_sync, stale, rebuilding
+	staling chan struct{}
+	err     error // outcome of staling, once closed
+}
+
+// Stats counts what the writer did, for tests and metrics.
+type Stats struct {
+	ResyncBytes   int64 // bytes copied into replicas to bring them in sync
+	ResyncExtents int64
+	Repairs       int64 // reads served from another replica after a checksum mismatch
+}
+
+// Writer is a volume open for writing on this node: an nbd.Backend that
+// sends every write to all in-sync replicas. See the package comment.
+type Writer struct {
+	cfg   WriterConfig
+	log   *slog.Logger
+	ctx   context.Context
+	stop  context.CancelFunc
+	done  chan struct{}
+	locks rangeLocks
+
+	gen    atomic.Uint64
+	fenced atomic.Bool
+
+	mu      sync.Mutex // guards members' state and t
+	members []*member
+	// extGen is the generation this writer last gave each extent, so a
+	// resync copies an extent with the generation it has now.
+	extGen []atomic.Uint64
+
+	resyncBytes, resyncExtents, repairs atomic.Int64
+}
+
+var _ nbd.Backend = (*Writer)(nil)
+
+// OpenWriter fences the volume's replicas with cfg.Epoch, marks those it
+// cannot reach stale, brings the reachable ones to the same bytes, and
+// returns a writer. Stale replicas are caught up in the background.
+func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
+	if cfg.MinInSync <= 0 {
+		cfg.MinInSync = 1
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Size <= 0 || cfg.Size%BlockSize != 0 {
+		return nil, fmt.Errorf("open volume %s: size %d is not a positive multiple of %d", cfg.VolumeID, cfg.Size, BlockSize)
+	}
+	w := &Writer{cfg: cfg, log: cfg.Log.With("volume", cfg.VolumeID, "epoch", cfg.Epoch), done: make(chan struct{}),
+		extGen: make([]atomic.Uint64, extents(cfg.Size))}
+	for _, m := range cfg.Members {
+		w.members = append(w.members, &member{Member: m, state: m.State})
+	}
+	if err := w.open(ctx); err != nil {
+		w.closeTargets()
+		return nil, fmt.Errorf("open volume %s: %w", cfg.VolumeID, err)
+	}
+	w.ctx, w.stop = context.WithCancel(context.Background())
+	go w.catchUpLoop()
+	return w, nil
+}
+
+func extents(size int64) int64 { return (size + ExtentSize - 1) / ExtentSize }
+
+// open fences every replica it reaches; in-sync ones it cannot reach are
+// marked stale; the fenced in-sync ones are made equal extent by extent.
+func (w *Writer) open(ctx context.Context) error {
+	type fenced struct {
+		st  ReplicaState
+		err error
+	}
+	res := make([]fenced, len(w.members))
+	var wg sync.WaitGroup
+	for i, m := range w.members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+			defer cancel()
+			t, err := w.cfg.Dial(cctx, m.Member)
+			if err == nil {
+				res[i].st, err = t.Fence(cctx, w.cfg.Epoch)
+				if err != nil {
+					t.Close()
+				} else {
+					m.t = t
+				}
+			}
+			res[i].err = err
+		}()
+	}
+	wg.Wait()
+	var maxGen uint64
+	var synced []*member
+	for i, m := range w.members {
+		if errors.Is(res[i].err, ErrFenced) {
+			return fmt.Errorf("replica %s: %w", m.ID, ErrFenced)
+		}
+		if m.state != ReplicaInSync {
+			continue
+		}
+		if res[i].err != nil {
+			w.log.Warn("replica unreachable at open; marking it stale", "replica", m.ID, "node", m.Node, "err", res[i].err)
+			if err := w.cfg.Control.SetReplicaState(ctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaStale); err != nil {
+				return fmt.Errorf("mark replica %s stale: %w", m.ID, err)
+			}
+			m.state = ReplicaStale
+			if m.t != nil {
+				m.t.Close()
+				m.t = nil
+			}
+			continue
+		}
+		if res[i].st.Size < w.cfg.Size {
+			if err := m.t.Resize(ctx, w.cfg.Epoch, w.cfg.Size); err != nil {
+				return fmt.Errorf("grow replica %s: %w", m.ID, err)
+			}
+		}
+		maxGen = max(maxGen, res[i].st.MaxGen)
+		synced = append(synced, m)
+	}
+	if len(synced) == 0 {
+		return errors.New("no in-sync replica is reachable")
+	}
+	// Replicas that were stale may hold generations of writes that failed
+	// elsewhere; new generations must be above those too.
+	for i, m := range w.members {
+		if m.state != ReplicaInSync && m.t != nil {
+			maxGen = max(maxGen, res[i].st.MaxGen)
+			m.t.Close()
+			m.t = nil
+		}
+	}
+	w.gen.Store(maxGen)
+	return w.reconcile(ctx, synced)
+}
+
+// reconcile makes the given replicas hold the same bytes: for each extent
+// on which they differ, the copy with the highest generation that reads
+// back whole is written to the others. Replicas disagree only on writes
+// that were never acknowledged (a writer stopped mid-write), so either
+// choice is correct; what matters is that all agree from now on.
+func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
+	if len(ms) < 2 {
+		return nil
+	}
+	tables := make([][]ExtentInfo, len(ms))
+	for i, m := range ms {
+		t, err := m.t.Extents(ctx)
+		if err != nil {
+			return fmt.Errorf("extents of replica %s: %w", m.ID, err)
+		}
+		tables[i] = t
+	}
+	buf := make([]byte, ExtentSize)
+	for idx := range extents(w.cfg.Size) {
+		same := true
+		for i := 1; i < len(ms); i++ {
+			if at(tables[i], idx) != at(tables[0], idx) {
+				same = false
+				break
+			}
+		}
+		if same {
+			continue
+		}
+		// Candidates by generation, highest first.
+		order := make([]int, len(ms))
+		for i := range order {
+			order[i] = i
+		}
+		for i := 1; i < len(order); i++ {
+			for j := i; j > 0 && at(tables[order[j]], idx).Gen > at(tables[order[j-1]], idx).Gen; j-- {
+				order[j], order[j-1] = order[j-1], order[j]
+			}
+		}
+		src := -1
+		var n int
+		for _, i := range order {
+			var err error
+			if n, err = ms[i].t.ReadExtent(ctx, idx, buf); err == nil {
+				src = i
+				break
+			}
+			w.log.Warn("extent unreadable during reconcile", "replica", ms[i].ID, "extent", idx, "err", err)
+		}
+		if src < 0 {
+			return fmt.Errorf("extent %d reads back whole from no replica", idx)
+		}
+		want := at(tables[src], idx)
+		for i, m := range ms {
+			if i == src || at(tables[i], idx) == want {
+				continue
+			}
+			if err := m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n]); err != nil {
+				return fmt.Errorf("reconcile extent %d into replica %s: %w", idx, m.ID, err)
+			}
+			w.resyncBytes.Add(int64(n))
+			w.resyncExtents.Add(1)
+		}
+	}
+	for _, m := range ms {
+		if err := m.t.Flush(ctx, w.cfg.Epoch); err != nil {
+			return fmt.Errorf("flush replica %s: %w", m.ID, err)
+		}
+	}
+	return nil
+}
+
+func at(t []ExtentInfo, idx int64) ExtentInfo {
+	if idx < int64(len(t)) {
+		return t[idx]
+	}
+	return ExtentInfo{}
+}
+
+// Size implements nbd.Backend.
+func (w *Writer) Size() int64 { return w.cfg.Size }
+
+// Stats reports what the writer copied and repaired so far.
+func (w *Writer) Stats() Stats {
+	return Stats{ResyncBytes: w.resyncBytes.Load(), ResyncExtents: w.resyncExtents.Load(), Repairs: w.repairs.Load()}
+}
+
+// Replicas reports each replica's state as this writer sees it.
+func (w *Writer) Replicas() map[string]string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := map[string]string{}
+	for _, m := range w.members {
+		out[m.ID] = m.state
+	}
+	return out
+}
+
+// WriteAt implements nbd.Backend.
+func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	unlock := w.locks.lock(off, int64(len(p)))
+	defer unlock()
+	gen := w.nextGen(off, int64(len(p)))
+	return w.fanout(ctx, "write", func(ctx context.Context, t Target) error {
+		return t.WriteAt(ctx, w.cfg.Epoch, gen, p, off, fua)
+	})
+}
+
+// WriteZeroes implements nbd.Backend.
+func (w *Writer) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
+	unlock := w.locks.lock(off, length)
+	defer unlock()
+	gen := w.nextGen(off, length)
+	return w.fanout(ctx, "zero", func(ctx context.Context, t Target) error {
+		return t.Zero(ctx, w.cfg.Epoch, gen, off, length, !noHole)
+	})
+}
+
+// Trim implements nbd.Backend: the range reads as zeroes afterwards, on
+// every replica alike.
+func (w *Writer) Trim(ctx context.Context, off, length int64) error {
+	return w.WriteZeroes(ctx, off, length, false)
+}
+
+// Flush implements nbd.Backend.
+func (w *Writer) Flush(ctx context.Context) error {
+	return w.fanout(ctx, "flush", func(ctx context.Context, t Target) error {
+		return t.Flush(ctx, w.cfg.Epoch)
+	})
+}
+
+func (w *Writer) nextGen(off, length int64) uint64 {
+	gen := w.gen.Add(1)
+	for idx := off / ExtentSize; idx <= (off+length-1)/ExtentSize; idx++ {
+		for {
+			cur := w.extGen[idx].Load()
+			if cur >= gen || w.extGen[idx].CompareAndSwap(cur, gen) {
+				break
+			}
+		}
+	}
+	return gen
+}
+
+// fanout runs op on every replica that takes writes: all in-sync ones and
+// those being rebuilt. The local replica goes last, once a remote one has
+// accepted the epoch, so a writer that was fenced changes no copy at all,
+// not even its own. A failed in-sync replica is marked stale before the
+// operation counts as done without it.
+func (w *Writer) fanout(ctx context.Context, what string, op func(context.Context, Target) error) error {
+	if w.fenced.Load() {
+		return nbd.ESHUTDOWN
+	}
+	w.mu.Lock()
+	var remote []*member
+	var local *member
+	for _, m := range w.members {
+		if m.t == nil || (m.state != ReplicaInSync && m.state != ReplicaRebuilding) {
+			continue
+		}
+		if m.Local {
+			local = m
+		} else {
+			remote = append(remote, m)
+		}
+	}
+	w.mu.Unlock()
+	if local == nil && len(remote) == 0 {
+		return nbd.EIO
+	}
+	call := func(m *member) error {
+		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+		defer cancel()
+		return op(cctx, m.t)
+	}
+	// gate opens when a remote replica has accepted the epoch, or when
+	// every remote one has failed.
+	gate := make(chan struct{})
+	var gateOnce sync.Once
+	var pending atomic.Int32
+	pending.Store(int32(len(remote)))
+	var accepted atomic.Bool
+	errs := make([]error, len(remote))
+	var wg sync.WaitGroup
+	for i, m := range remote {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = call(m)
+			if errs[i] == nil {
+				accepted.Store(true)
+				gateOnce.Do(func() { close(gate) })
+			}
+			if pending.Add(-1) == 0 {
+				gateOnce.Do(func() { close(gate) })
+			}
+		}()
+	}
+	var localErr error
+	heldBack := false
+	if local != nil {
+		if len(remote) > 0 {
+			<-gate
+		}
+		if len(remote) == 0 || accepted.Load() {
+			localErr = call(local)
+		} else {
+			heldBack = true
+		}
+	}
+	wg.Wait()
+
+	for i, m := range remote {
+		if err := w.settle(ctx, m, what, errs[i]); err != nil {
+			return err
+		}
+	}
+	if heldBack {
+		// Every remote replica failed and has been marked stale: the
+		// replicated state accepted this writer's epoch just now, so the
+		// local copy may take the operation.
+		localErr = call(local)
+	}
+	if local != nil {
+		return w.settle(ctx, local, what, localErr)
+	}
+	return nil
+}
+
+// settle handles one replica's outcome of an operation.
+func (w *Writer) settle(ctx context.Context, m *member, what string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrFenced):
+		w.fence()
+		return nbd.ESHUTDOWN
+	case ctx.Err() != nil:
+		return ctx.Err()
+	}
+	return w.drop(ctx, m, what, err)
+}
+
+// drop takes a failed replica out of the write set. An in-sync one must
+// be marked stale in the replicated state first; if that cannot be done
+// (the epoch moved on, or too few would stay in sync), the operation
+// fails.
+func (w *Writer) drop(ctx context.Context, m *member, what string, cause error) error {
+	w.mu.Lock()
+	switch m.state {
+	case ReplicaRebuilding:
+		w.log.Warn("replica being rebuilt failed; trying again later", "replica", m.ID, "op", what, "err", cause)
+		m.state = ReplicaStale
+		w.closeMember(m)
+		w.mu.Unlock()
+		return nil
+	case ReplicaStale:
+		w.mu.Unlock()
+		return nil
+	}
+	ch := m.staling
+	if ch == nil {
+		ch = make(chan struct{})
+		m.staling = ch
+		w.mu.Unlock()
+		w.log.Warn("replica failed; marking it stale", "replica", m.ID, "node", m.Node, "op", what, "err", cause)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := w.cfg.Control.SetReplicaState(cctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaStale)
+		cancel()
+		w.mu.Lock()
+		m.err = err
+		m.staling = nil
+		if err == nil {
+			m.state = ReplicaStale
+			w.closeMember(m)
+		}
+		close(ch)
+		w.mu.Unlock()
+	} else {
+		w.mu.Unlock()
+		<-ch
+	}
+	w.mu.Lock()
+	err := m.err
+	w.mu.Unlock()
+	if err != nil {
+		if isFencedErr(err) {
+			w.fence()
+			return nbd.ESHUTDOWN
+		}
+		w.log.Error("replica failed and could not be marked stale; failing the operation", "replica", m.ID, "op", what, "err", err)
+		return nbd.EIO
+	}
+	return nil
+}
+
+// isFencedErr tells whether the replicated state refused a change because
+// another writer holds a newer epoch.
+func isFencedErr(err error) bool { return errors.Is(err, ErrFenced) }
+
+func (w *Writer) fence() {
+	if w.fenced.CompareAndSwap(false, true) {
+		w.log.Error("a newer writer holds the volume; refusing all I/O from here on")
+	}
+}
+
+// closeMember drops a member's connection; w.mu held.
+func (w *Writer) closeMember(m *member) {
+	if m.t != nil {
+		t := m.t
+		m.t = nil
+		go t.Close()
+	}
+}
+
+// ReadAt implements nbd.Backend: from the local in-sync replica if there
+// is one, else any in-sync replica. A checksum mismatch is answered from
+// another replica and the bad copy rewritten from it.
+func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if w.fenced.Load() {
+		return nbd.ESHUTDOWN
+	}
+	var lastErr error = nbd.EIO
+	for _, m := range w.readOrder() {
+		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+		err := m.t.ReadAt(cctx, p, off)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		lastErr = err
+		var ce *CorruptError
+		if errors.As(err, &ce) {
+			w.log.Error("checksum mismatch; reading another replica and repairing this one", "replica", m.ID, "node", m.Node, "off", ce.Off, "len", ce.Len)
+			if err := w.readRepair(ctx, m, p, off); err == nil {
+				return nil
+			} else {
+				lastErr = err
+			}
+			continue
+		}
+		w.log.Warn("read from replica failed; trying another", "replica", m.ID, "err", err)
+	}
+	return lastErr
+}
+
+func (w *Writer) readOrder() []*member {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*member
+	for _, m := range w.members {
+		if m.t != nil && m.state == ReplicaInSync {
+			if m.Local {
+				out = append([]*member{m}, out...)
+			} else {
+				out = append(out, m)
+			}
+		}
+	}
+	return out
+}
+
+// readRepair serves p from another in-sync replica and rewrites every
+// extent of the range on the bad one from it, under the range's lock so
+// no write interleaves.
+func (w *Writer) readRepair(ctx context.Context, bad *member, p []byte, off int64) error {
+	first, last := off/ExtentSize, (off+int64(len(p))-1)/ExtentSize
+	unlock := w.locks.lock(first*ExtentSize, (last-first+1)*ExtentSize)
+	defer unlock()
+	var good *member
+	var tab []ExtentInfo
+	for _, m := range w.readOrder() {
+		if m == bad {
+			continue
+		}
+		if err := m.t.ReadAt(ctx, p, off); err != nil {
+			continue
+		}
+		t, err := m.t.Extents(ctx)
+		if err != nil {
+			continue
+		}
+		good, tab = m, t
+		break
+	}
+	if good == nil {
+		return fmt.Errorf("no other replica reads [%d, %d) whole: %w", off, off+int64(len(p)), nbd.EIO)
+	}
+	w.repairs.Add(1)
+	buf := make([]byte, ExtentSize)
+	for idx := first; idx <= last; idx++ {
+		n, err := good.t.ReadExtent(ctx, idx, buf)
+		if err == nil {
+			err = bad.t.WriteExtent(ctx, w.cfg.Epoch, idx, at(tab, idx).Gen, buf[:n])
+		}
+		if err != nil {
+			w.log.Error("repairing a replica failed", "replica", bad.ID, "extent", idx, "err", err)
+			break
+		}
+	}
+	return nil
+}
+
+// catchUpLoop brings stale replicas back: dial, fence, mirror new writes,
+// copy the extents that differ, then record them in sync.
+func (w *Writer) catchUpLoop() {
+	defer close(w.done)
+	t := time.NewTicker(w.cfg.RetryInterval)
+	defer t.Stop()
+	for {
+		for _, m := range w.staleMembers() {
+			if w.ctx.Err() != nil || w.fenced.Load() {
+				return
+			}
+			if err := w.catchUp(w.ctx, m); err != nil && w.ctx.Err() == nil {
+				w.log.Info("replica not caught up yet", "replica", m.ID, "node", m.Node, "err", err)
+			}
+		}
+		select {
+		case <-w.ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (w *Writer) staleMembers() []*member {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []*member
+	for _, m := range w.members {
+		if m.state == ReplicaStale {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func (w *Writer) catchUp(ctx context.Context, m *member) error {
+	dctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	t, err := w.cfg.Dial(dctx, m.Member)
+	if err == nil {
+		var st ReplicaState
+		if st, err = t.Fence(dctx, w.cfg.Epoch); err == nil && st.Size < w.cfg.Size {
+			err = t.Resize(dctx, w.cfg.Epoch, w.cfg.Size)
+		}
+		if err != nil {
+			t.Close()
+		}
+	}
+	cancel()
+	if err != nil {
+		return err
+	}
+	// From here on new writes reach it too; the barrier waits for every
+	// write that started before, so the tables below include them.
+	w.mu.Lock()
+	m.t, m.state = t, ReplicaRebuilding
+	w.mu.Unlock()
+	w.locks.lock(0, w.cfg.Size)()
+
+	src := w.readOrder()
+	if len(src) == 0 {
+		return w.abandon(m, errors.New("no in-sync replica to copy from"))
+	}
+	good, err := src[0].t.Extents(ctx)
+	if err != nil {
+		return w.abandon(m, err)
+	}
+	mine, err := t.Extents(ctx)
+	if err != nil {
+		return w.abandon(m, err)
+	}
+	buf := make([]byte, ExtentSize)
+	for idx := range extents(w.cfg.Size) {
+		if at(good, idx) == at(mine, idx) {
+			continue
+		}
+		if err := w.copyExtent(ctx, src[0], m, idx, at(good, idx).Gen, buf); err != nil {
+			return w.abandon(m, err)
+		}
+	}
+	if err := t.Flush(ctx, w.cfg.Epoch); err != nil {
+		return w.abandon(m, err)
+	}
+	if err := w.cfg.Control.SetReplicaState(ctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaInSync); err != nil {
+		if isFencedErr(err) {
+			w.fence()
+		}
+		return w.abandon(m, err)
+	}
+	w.mu.Lock()
+	if m.state == ReplicaRebuilding {
+		m.state = ReplicaInSync
+	}
+	w.mu.Unlock()
+	w.log.Info("replica back in sync", "replica", m.ID, "node", m.Node, "bytes_copied", w.resyncBytes.Load())
+	return nil
+}
+
+// copyExtent copies one extent under its lock, with the generation it has
+// now: the table's, or a newer one this writer gave it since.
+func (w *Writer) copyExtent(ctx context.Context, from, to *member, idx int64, gen uint64, buf []byte) error {
+	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.cfg.Size-idx*ExtentSize))
+	defer unlock()
+	gen = max(gen, w.extGen[idx].Load())
+	n, err := from.t.ReadExtent(ctx, idx, buf)
+	if err != nil {
+		return fmt.Errorf("read extent %d from %s: %w", idx, from.ID, err)
+	}
+	if err := to.t.WriteExtent(ctx, w.cfg.Epoch, idx, gen, buf[:n]); err != nil {
+		return fmt.Errorf("write extent %d to %s: %w", idx, to.ID, err)
+	}
+	w.resyncBytes.Add(int64(n))
+	w.resyncExtents.Add(1)
+	return nil
+}
+
+func (w *Writer) abandon(m *member, err error) error {
+	w.mu.Lock()
+	if m.state == ReplicaRebuilding {
+		m.state = ReplicaStale
+		w.closeMember(m)
+	}
+	w.mu.Unlock()
+	if errors.Is(err, ErrFenced) {
+		w.fence()
+	}
+	return err
+}
+
+// Close flushes and releases the replicas. The volume's writer epoch stays
+// with this node until another takes it.
+func (w *Writer) Close(ctx context.Context) error {
+	w.stop()
+	<-w.done
+	var err error
+	if !w.fenced.Load() {
+		err = w.Flush(ctx)
+	}
+	w.closeTargets()
+	return err
+}
+
+func (w *Writer) closeTargets() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, m := range w.members {
+		if m.t != nil {
+			m.t.Close()
+			m.t = nil
+		}
+	}
+}
+
+// rangeLocks orders operations on overlapping byte ranges: NBD lets a
+// client send overlapping writes at once, and every replica must apply
+// them in the same order.
+type rangeLocks struct {
+	mu   sync.Mutex
+	held []lockedRange
+}
+
+type lockedRange struct {
+	off, end int64
+	done     chan struct{}
+}
+
+func (l *rangeLocks) lock(off, length int64) (unlock func()) {
+	end := off + length
+	me := lockedRange{off: off, end: end, done: make(chan struct{})}
+	l.mu.Lock()
+	// Wait for every earlier request that overlaps, granted or not: first
+	// come, first served, so a whole-volume barrier is not starved.
+	var waits []chan struct{}
+	for _, r := range l.held {
+		if r.off < end && off < r.end {
+			waits = append(waits, r.done)
+		}
+	}
+	l.held = append(l.held, me)
+	l.mu.Unlock()
+	for _, c := range waits {
+		<-c
+	}
+	return func() {
+		l.mu.Lock()
+		for i := range l.held {
+			if l.held[i].done == me.done {
+				l.held = append(l.held[:i], l.held[i+1:]...)
+				break
+			}
+		}
+		l.mu.Unlock()
+		close(me.done)
+	}
+}
