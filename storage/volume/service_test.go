@@ -70,8 +70,14 @@ func TestPlacement(t *testing.T) {
 	if _, err := place(e.node.Store().ReadTxn(), "vol-x"); consensus.ErrorCode(err) != consensus.CodeUnavailable {
 		t.Fatalf("no disks: %v", err)
 	}
-	e.addDisk("node1", "/d1", storage.DiskActive, storage.HealthOK, 100)
-	best1 := e.addDisk("node1", "/d2", storage.DiskActive, storage.HealthOK, 300)
+	// node1's best disk is the one listed last, so taking the first
+	// fails the test.
+	lo, hi := "/d1", "/d2"
+	if storage.DiskID("node1", lo) > storage.DiskID("node1", hi) {
+		lo, hi = hi, lo
+	}
+	e.addDisk("node1", lo, storage.DiskActive, storage.HealthOK, 100)
+	best1 := e.addDisk("node1", hi, storage.DiskActive, storage.HealthOK, 300)
 	e.addDisk("node1", "/d3", storage.DiskDraining, storage.HealthOK, 900) // draining: not used
 	best2 := e.addDisk("node2", "/d1", storage.DiskActive, storage.HealthOK, 1000)
 	e.addDisk("node3", "/d1", storage.DiskActive, storage.HealthFailed, 5000) // failed: not used
