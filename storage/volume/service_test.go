@@ -8,6 +8,7 @@ import (
 	"sort"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
@@ -201,5 +202,99 @@ func TestOldQuotaJSONIsUnlimited(t *testing.T) {
 	}
 	if q.Usage.Volumes != 0 || q.Usage.VolumeGiB != 0 || q.Limits.Volumes != 2 || q.Limits.VolumeGiB != identity.Unlimited {
 		t.Fatalf("%+v", q)
+	}
+}
+
+// A volume left being created by a service that died is its owner's to
+// delete once it is clearly abandoned, not before.
+func TestDeleteAbandonedCreation(t *testing.T) {
+	e := newVolEnv(t, identity.DefaultQuota)
+	prov := &recorder{}
+	svc := NewService(Deps{Cluster: e.node, Identity: e.id, Provisioner: prov, Logger: slog.Default()})
+	ctx := context.Background()
+	for _, v := range []Volume{
+		{ID: "vol-new", Name: "new", CreatedAt: time.Now().UTC()},
+		{ID: "vol-old", Name: "old", CreatedAt: time.Now().UTC().Add(-abandonedAfter - time.Minute)},
+	} {
+		v.ProjectID, v.SizeBytes, v.Replicas = e.ward, GiB, []Replica{{ID: v.ID + "-r0", Node: "node1", Disk: "d"}}
+		_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: v})
+		e.must(err)
+	}
+	_, err := svc.Delete(ctx, e.nurse, "new", 0)
+	wantCode(t, "delete while being created", err, consensus.CodeConflict)
+	_, err = svc.Delete(ctx, e.nurse, "old", 0)
+	e.must(err)
+	if fmt.Sprint(prov.calls) != "[remove node1 vol-old-r0]" {
+		t.Fatalf("calls: %q", prov.calls)
+	}
+	if u := e.usage("ward"); u.Volumes != 1 || u.VolumeGiB != 1 {
+		t.Fatalf("usage: %+v", u)
+	}
+}
+
+// lossy is the node with one command's answer lost on the way back (or
+// the command dropped before the log): what a leader change mid-request
+// looks like to the service.
+type lossy struct {
+	*consensus.Node
+	mu   sync.Mutex
+	lose consensus.MessageType
+	drop bool // not committed at all
+}
+
+func (l *lossy) Apply(ctx context.Context, t consensus.MessageType, cmd, out any) (uint64, error) {
+	l.mu.Lock()
+	hit := t == l.lose
+	if hit {
+		l.lose = 0
+	}
+	l.mu.Unlock()
+	if hit && l.drop {
+		return 0, errors.New("connection reset before the leader took it")
+	}
+	idx, err := l.Node.Apply(ctx, t, cmd, out)
+	if hit && err == nil {
+		return 0, errors.New("connection reset after the leader took it")
+	}
+	return idx, err
+}
+
+// An Apply whose outcome is unknown is settled by a linearizable read:
+// a committed creation goes on, one never committed makes nothing.
+func TestServiceSettlesUnknownOutcomes(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		lose  consensus.MessageType
+		drop  bool
+		made  bool
+		calls int
+	}{
+		{"create committed, answer lost", identity.MsgAudited, false, true, 2},
+		{"create never committed", identity.MsgAudited, true, false, 0},
+		{"available committed, answer lost", MsgSetVolumeState, false, true, 2},
+		{"available never committed", MsgSetVolumeState, true, false, 4}, // made, then undone
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newVolEnv(t, identity.DefaultQuota)
+			e.addDisk("node1", "/d", storage.DiskActive, storage.HealthOK, 1<<40)
+			e.addDisk("node2", "/d", storage.DiskActive, storage.HealthOK, 1<<40)
+			l := &lossy{Node: e.node, lose: tc.lose, drop: tc.drop}
+			prov := &recorder{}
+			svc := NewService(Deps{Cluster: l, Identity: identity.NewService(l, identity.DefaultConfig()), Provisioner: prov, Logger: slog.Default()})
+			v, err := svc.Create(context.Background(), e.nurse, Create{Name: "data", SizeGiB: 1})
+			if tc.made != (err == nil) {
+				t.Fatalf("create: %+v, %v", v, err)
+			}
+			if tc.made && v.State != StateAvailable {
+				t.Fatalf("created: %+v", v)
+			}
+			vs, _ := svc.List(e.admin, "")
+			if len(prov.calls) != tc.calls || len(vs) != len(prov.live())/2 || (tc.made && len(vs) != 1) {
+				t.Fatalf("calls %q, records %+v", prov.calls, vs)
+			}
+			if u := e.usage("ward"); u.Volumes != int64(len(vs)) {
+				t.Fatalf("usage %+v with %d volumes", u, len(vs))
+			}
+		})
 	}
 }
