@@ -82,6 +82,9 @@ func quotaRows(q *identity.Quota) []quotaRow {
 		{Key: "quota.object_gib", Field: "object_gib", Usage: u.ObjectGiB, Limit: l.ObjectGiB},
 		{Key: "quota.floating_ips", Field: "floating_ips", Usage: u.FloatingIPs, Limit: l.FloatingIPs},
 		{Key: "quota.objects", Field: "objects", Usage: u.Objects, Limit: l.Objects},
+		{Key: "quota.volumes", Field: "volumes", Usage: u.Volumes, Limit: l.Volumes},
+		{Key: "quota.volume_gib", Field: "volume_gib", Usage: u.VolumeGiB, Limit: l.VolumeGiB},
+		{Key: "quota.snapshots", Field: "snapshots", Usage: u.Snapshots, Limit: l.Snapshots},
 	}
 	for i := range rows {
 		rows[i].Input = itoa(rows[i].Limit)
@@ -177,6 +180,7 @@ func parseLimits(r *http.Request, rows []quotaRow) (identity.Resources, string) 
 	return identity.Resources{
 		Instances: vals["instances"], VCPUs: vals["vcpus"], RAMMiB: vals["ram_mib"],
 		DiskGiB: vals["disk_gib"], ObjectGiB: vals["object_gib"], FloatingIPs: vals["floating_ips"], Objects: vals["objects"],
+		Volumes: vals["volumes"], VolumeGiB: vals["volume_gib"], Snapshots: vals["snapshots"],
 	}, bad
 }
 

@@ -27,6 +27,7 @@ import (
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/s3"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/cairnhq/cairn/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -52,6 +53,7 @@ type Agent struct {
 	lifecycle *storage.Lifecycle
 	images    *hypervisor.Images
 	compute   *hypervisor.Service
+	volumes   *volume.Service
 	scheduler *hypervisor.Scheduler
 	vms       *hypervisor.NodeAgent
 	vmNet     *netfabric.Host
@@ -71,6 +73,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	storage.Register(reg)
 	hypervisor.Register(reg)
 	netfabric.Register(reg)
+	volume.Register(reg)
 
 	cc := cfg.consensusConfig()
 	cc.Logger = log.With("component", "consensus")
@@ -107,6 +110,10 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 		return err
 	}))
 	a.newCompute()
+	a.volumes = volume.NewService(volume.Deps{Cluster: node, Identity: a.identity, VMs: a.findVM, Logger: log.With("component", "volumes"),
+		// TODO(volumes): volume.NewProvisioner once the replica protocol is
+		// merged; without one the service refuses to create volumes.
+		Provisioner: nil})
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
@@ -215,7 +222,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	// Console WebSockets carry a ticket instead of a bearer token (browsers
@@ -480,4 +487,13 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 		cs.SetupCode = a.identity.SetupCode()
 	}
 	return cs
+}
+
+// findVM resolves a VM for the volume service: its ID, project and node.
+func (a *Agent) findVM(p *identity.Principal, ref string) (id, projectID, node string, err error) {
+	vm, err := a.compute.VM(p, ref)
+	if err != nil {
+		return "", "", "", err
+	}
+	return vm.ID, vm.ProjectID, vm.Node, nil
 }

@@ -22,6 +22,7 @@ import (
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/storagetest"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // role is who sends a request in the authorization matrix.
@@ -152,6 +153,16 @@ var matrix = []grant{
 	{route: "GET /api/v1/compute/settings", status: 200, allow: users},
 	{route: "PUT /api/v1/compute/settings", body: `{"cpu_allocation_ratio":4,"ram_allocation_ratio":1,"reserved_ram_mib":1024}`, status: 200, allow: clusterAdmins},
 
+	// No replica provisioner in the fixture: the allowed get past
+	// authorization to "not available on this node".
+	{route: "GET /api/v1/volumes", status: 200, allow: users},
+	{route: "POST /api/v1/volumes", body: `{"name":"made-{n}","size_gib":1,"project":"proj-a"}`, status: 503, allow: members},
+	{route: "GET /api/v1/volumes/{volume}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/volumes/{volume}", stale: true, status: 412, allow: members},
+	{route: "POST /api/v1/volumes/{volume}/extend", body: `{"size_gib":2}`, stale: true, status: 412, allow: members},
+	{route: "POST /api/v1/volumes/{volume}/attach", body: `{"vm":"vm-a"}`, stale: true, status: 412, allow: members},
+	{route: "POST /api/v1/volumes/{volume}/detach", stale: true, status: 412, allow: members},
+
 	{route: "GET /api/v1/images", status: 200, allow: users},
 	{route: "GET /api/v1/images/{image}", status: 200, allow: readers},
 	{route: "POST /api/v1/images/upload", path: "/api/v1/images/upload?name=up-{n}&project={project}", status: 400, allow: members}, // the body is empty
@@ -182,6 +193,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	ns, admin := storagetest.PoolWith(t, 1, 2, func(reg *consensus.Registry) {
 		hypervisor.Register(reg)
 		netfabric.Register(reg)
+		volume.Register(reg)
 	})
 	nd := ns[0]
 	ctx := context.Background()
@@ -189,7 +201,15 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	images := hypervisor.NewImages(nd.Node, nd.ID, nd.Objects, hypervisor.ImagesConfig{TempDir: filepath.Join(t.TempDir(), "images"), Logger: log})
 	compute := hypervisor.NewService(nd.Node, nd.ID, images, log)
 	consoles := hypervisor.NewConsoles(compute, nd.Node, func(string, string) (string, bool) { return "", false }, log)
-	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute,
+	volumes := volume.NewService(volume.Deps{Cluster: nd.Node, Identity: nd.ID, Logger: log,
+		VMs: func(p *identity.Principal, ref string) (string, string, string, error) {
+			vm, err := compute.VM(p, ref)
+			if err != nil {
+				return "", "", "", err
+			}
+			return vm.ID, vm.ProjectID, vm.Node, nil
+		}})
+	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes,
 		Images: images, Consoles: consoles, Cluster: nd.Node, Logger: log,
 		StorageHealth: func(ctx context.Context) (api.StorageHealth, error) {
 			d, err := nd.Objects.Degraded(ctx)
@@ -240,9 +260,16 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	must(err)
 	ds, err := storage.NewService(nd.Node, nd.ID).ListDisks(admin)
 	must(err)
+	// A volume record without replicas' bytes: nothing here serves it.
+	vol := volume.Volume{ID: "vol-a", Name: "vol-a", ProjectID: a.ID, SizeBytes: 1 << 30, CreatedAt: time.Now().UTC(),
+		Replicas: []volume.Replica{{ID: "vol-a-r0", Node: nd.Node.Name(), Disk: ds[0].ID}}}
+	_, err = nd.Node.Apply(ctx, volume.MsgCreateVolume, map[string]any{"volume": vol}, nil)
+	must(err)
+	_, err = nd.Node.Apply(ctx, volume.MsgSetVolumeState, map[string]any{"id": vol.ID, "state": volume.StateAvailable}, nil)
+	must(err)
 
 	f.names = map[string]string{"project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
-		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID}
+		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -41,6 +42,7 @@ type Deps struct {
 	Storage  *storage.Service    // nil: no storage routes
 	Objects  *storage.Objects    // nil: no bucket routes
 	Compute  *hypervisor.Service // nil: no VM routes
+	Volumes  *volume.Service     // nil: no volume routes
 	Images   *hypervisor.Images
 	Consoles *hypervisor.Consoles
 	// StorageHealth reports redundancy, scrub and heal progress.
@@ -56,6 +58,7 @@ type Server struct {
 	storage  *storage.Service
 	objects  *storage.Objects
 	compute  *hypervisor.Service
+	volumes  *volume.Service
 	images   *hypervisor.Images
 	consoles *hypervisor.Consoles
 	health   func(ctx context.Context) (StorageHealth, error)
@@ -68,7 +71,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -87,6 +90,9 @@ func New(d Deps) *Server {
 	}
 	if s.compute != nil {
 		s.routes = append(s.routes, s.computeRoutes()...)
+	}
+	if s.volumes != nil {
+		s.routes = append(s.routes, s.volumeRoutes()...)
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))

@@ -321,9 +321,9 @@ var commands = map[string]command{
 		}
 		return printQuota(e, q)
 	})},
-	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N] [--volumes N] [--volume-gib N] [--snapshots N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		vals := map[string]*int64{}
-		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects"} {
+		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects", "volumes", "volume-gib", "snapshots"} {
 			vals[n] = fs.Int64(n, -2, "limit for "+n+"; -1 is unlimited")
 		}
 		return func(e *env, args []string) error {
@@ -337,7 +337,8 @@ var commands = map[string]command{
 			}
 			l := &q.Limits
 			for name, dst := range map[string]*int64{"instances": &l.Instances, "vcpus": &l.VCPUs, "ram-mib": &l.RAMMiB,
-				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs, "objects": &l.Objects} {
+				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs, "objects": &l.Objects,
+				"volumes": &l.Volumes, "volume-gib": &l.VolumeGiB, "snapshots": &l.Snapshots} {
 				if v := *vals[name]; v != -2 {
 					*dst = v
 				}
@@ -567,6 +568,9 @@ func printQuota(e *env, q identity.Quota) error {
 		{"object_gib", itoa(q.Usage.ObjectGiB), lim(q.Limits.ObjectGiB)},
 		{"floating_ips", itoa(q.Usage.FloatingIPs), lim(q.Limits.FloatingIPs)},
 		{"objects", itoa(q.Usage.Objects), lim(q.Limits.Objects)},
+		{"volumes", itoa(q.Usage.Volumes), lim(q.Limits.Volumes)},
+		{"volume_gib", itoa(q.Usage.VolumeGiB), lim(q.Limits.VolumeGiB)},
+		{"snapshots", itoa(q.Usage.Snapshots), lim(q.Limits.Snapshots)},
 	}
 	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
 }

@@ -100,26 +100,39 @@ type Resources struct {
 	// state (objects, older versions, delete markers, uploads in progress
 	// and their parts): each costs memory on every node whatever its size.
 	Objects int64 `json:"objects"`
+	// Volumes counts block volumes, VolumeGiB their provisioned size (each
+	// replica holds it all), Snapshots their snapshots.
+	Volumes   int64 `json:"volumes"`
+	VolumeGiB int64 `json:"volume_gib"`
+	Snapshots int64 `json:"snapshots"`
 }
 
-// UnmarshalJSON takes a missing "objects" as Unlimited: limits written
-// before the object count existed (in the log, in snapshots, from older
-// clients) did not limit it. Like every row and command it ignores fields
+// UnmarshalJSON takes a missing "objects", "volumes", "volume_gib" or
+// "snapshots" as Unlimited: limits written before they existed (in the
+// log, in snapshots, from older clients) did not limit them. Like every row and command it ignores fields
 // it does not know, so a newer node's state decodes here; the API refuses
 // unknown fields itself (appliance/api).
 func (r *Resources) UnmarshalJSON(b []byte) error {
 	type plain Resources
 	var v struct {
 		plain
-		Objects *int64 `json:"objects"`
+		Objects   *int64 `json:"objects"`
+		Volumes   *int64 `json:"volumes"`
+		VolumeGiB *int64 `json:"volume_gib"`
+		Snapshots *int64 `json:"snapshots"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	*r = Resources(v.plain)
-	r.Objects = Unlimited
-	if v.Objects != nil {
-		r.Objects = *v.Objects
+	for _, f := range []struct {
+		dst *int64
+		src *int64
+	}{{&r.Objects, v.Objects}, {&r.Volumes, v.Volumes}, {&r.VolumeGiB, v.VolumeGiB}, {&r.Snapshots, v.Snapshots}} {
+		*f.dst = Unlimited
+		if f.src != nil {
+			*f.dst = *f.src
+		}
 	}
 	return nil
 }
@@ -144,12 +157,13 @@ func (q *Quota) UnmarshalJSON(b []byte) error {
 		return err
 	}
 	*q = Quota(v)
-	q.Usage.Objects = max(q.Usage.Objects, 0)
+	q.Usage = q.Usage.clampZero()
 	return nil
 }
 
 // DefaultQuota is what a new project gets until a cluster admin changes it.
-var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5, Objects: 1_000_000}
+var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5, Objects: 1_000_000,
+	Volumes: 20, VolumeGiB: 1000, Snapshots: 50}
 
 // AuditEntry records one mutating request and its result.
 type AuditEntry struct {

@@ -1,0 +1,91 @@
+package api
+
+import (
+	"net/http"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+type extendRequest struct {
+	SizeGiB int64 `json:"size_gib"`
+}
+
+// volumeRoutes are block volumes': a project's readers see them, its
+// members change them; attaching to a node's host is cluster admins'.
+func (s *Server) volumeRoutes() []route {
+	const v1 = "/api/v1"
+	return []route{
+		{Method: "GET", Path: v1 + "/volumes", Summary: "Block volumes you can see, optionally of one project", Tag: "volumes",
+			Response: []volume.Volume{}, Query: []string{"project"}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				vs, err := s.volumes.List(p, r.URL.Query().Get("project"))
+				return ok(w, vs, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/volumes", Summary: "Create a block volume of size_gib GiB, replicated across nodes", Tag: "volumes",
+			Request: volume.Create{}, Response: volume.Volume{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body volume.Create
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				v, err := s.volumes.Create(r.Context(), p, body)
+				return created(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "GET", Path: v1 + "/volumes/{volume}", Summary: "A block volume, by ID or name: size, state, replicas, attachment", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				v, err := s.volumes.Get(p, r.PathValue("volume"))
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "DELETE", Path: v1 + "/volumes/{volume}", Summary: "Delete a detached block volume and its replicas; honours If-Match", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				v, err := s.volumes.Delete(r.Context(), p, r.PathValue("volume"), im)
+				return ok(w, v, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/extend", Summary: "Grow a block volume to size_gib GiB; honours If-Match", Tag: "volumes",
+			Request: extendRequest{}, Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				var body extendRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				v, err := s.volumes.Extend(r.Context(), p, r.PathValue("volume"), body.SizeGiB, im)
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/attach", Summary: "Attach a block volume to a VM, or to a node's host (cluster admin); honours If-Match", Tag: "volumes",
+			Request: volume.AttachTo{}, Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				var body volume.AttachTo
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				v, err := s.volumes.Attach(r.Context(), p, r.PathValue("volume"), body, im)
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/detach", Summary: "Detach a block volume; honours If-Match", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				v, err := s.volumes.Detach(r.Context(), p, r.PathValue("volume"), im)
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+	}
+}
+
+func volumeVersion(v *volume.Volume, err error) uint64 {
+	if err != nil || v == nil {
+		return 0
+	}
+	return v.Version
+}

@@ -1,0 +1,144 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+// volumeCommands are the volume noun; merged into commands.
+var volumeCommands = map[string]command{
+	"volume list": {usage: "[--project PROJECT]", help: "block volumes you can see", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project's volumes")
+		return func(e *env, args []string) error {
+			path := "/api/v1/volumes"
+			if *project != "" {
+				path += "?project=" + url.QueryEscape(*project)
+			}
+			var vs []volume.Volume
+			if err := get(e, path, &vs); err != nil {
+				return err
+			}
+			return e.print(vs, []string{"NAME", "SIZE GIB", "STATE", "ATTACHED TO", "REPLICAS", "ID"}, func(i int) []string {
+				v := vs[i]
+				return []string{v.Name, itoa(v.SizeGiB()), v.State, attachedTo(&v), replicaSummary(&v), v.ID}
+			}, len(vs))
+		}
+	}},
+	"volume create": {usage: "NAME --size GIB [--project P]", help: "create a block volume, replicated across nodes", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var req volume.Create
+		fs.Int64Var(&req.SizeGiB, "size", 0, "size in GiB")
+		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a volume name"); err != nil {
+				return err
+			}
+			if req.SizeGiB < 1 {
+				return usageError("--size GIB is required")
+			}
+			req.Name = args[0]
+			var v volume.Volume
+			if err := send(e, "POST", "/api/v1/volumes", req, &v); err != nil {
+				return err
+			}
+			return printVolume(e, &v)
+		}
+	}},
+	"volume show": {usage: "VOLUME", help: "a block volume's size, state, replicas and attachment", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one volume"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := get(e, "/api/v1/volumes/"+url.PathEscape(args[0]), &v); err != nil {
+			return err
+		}
+		return printVolume(e, &v)
+	})},
+	"volume delete": {usage: "VOLUME", help: "delete a detached block volume and its replicas", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one volume"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := send(e, "DELETE", "/api/v1/volumes/"+url.PathEscape(args[0]), nil, &v); err != nil {
+			return err
+		}
+		return printVolume(e, &v)
+	})},
+	"volume extend": {usage: "VOLUME --size GIB", help: "grow a block volume", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		size := fs.Int64("size", 0, "new size in GiB")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one volume"); err != nil {
+				return err
+			}
+			if *size < 1 {
+				return usageError("--size GIB is required")
+			}
+			var v volume.Volume
+			if err := send(e, "POST", "/api/v1/volumes/"+url.PathEscape(args[0])+"/extend", map[string]int64{"size_gib": *size}, &v); err != nil {
+				return err
+			}
+			return printVolume(e, &v)
+		}
+	}},
+	"volume attach": {usage: "VOLUME --vm VM | --node NODE", help: "attach a block volume to a VM, or to a node's host (cluster admins)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var to volume.AttachTo
+		fs.StringVar(&to.VM, "vm", "", "the VM to attach to")
+		fs.StringVar(&to.Node, "node", "", "the node whose host gets the volume (cluster admins)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one volume"); err != nil {
+				return err
+			}
+			if (to.VM == "") == (to.Node == "") {
+				return usageError("say --vm VM or --node NODE")
+			}
+			var v volume.Volume
+			if err := send(e, "POST", "/api/v1/volumes/"+url.PathEscape(args[0])+"/attach", to, &v); err != nil {
+				return err
+			}
+			return printVolume(e, &v)
+		}
+	}},
+	"volume detach": {usage: "VOLUME", help: "detach a block volume", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one volume"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := send(e, "POST", "/api/v1/volumes/"+url.PathEscape(args[0])+"/detach", nil, &v); err != nil {
+			return err
+		}
+		return printVolume(e, &v)
+	})},
+}
+
+func init() {
+	for k, v := range volumeCommands {
+		commands[k] = v
+	}
+}
+
+func attachedTo(v *volume.Volume) string {
+	switch a := v.Attachment; {
+	case a == nil:
+		return ""
+	case a.VM != "":
+		return "vm " + a.VM
+	}
+	return "node " + v.Attachment.Node
+}
+
+// replicaSummary is "NODE:STATE" per replica.
+func replicaSummary(v *volume.Volume) string {
+	var s []string
+	for _, r := range v.Replicas {
+		s = append(s, r.Node+":"+r.State)
+	}
+	return strings.Join(s, ",")
+}
+
+func printVolume(e *env, v *volume.Volume) error {
+	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"project", v.ProjectID}, {"size", fmt.Sprintf("%d GiB", v.SizeGiB())},
+		{"state", v.State}, {"attached to", attachedTo(v)}, {"replicas", replicaSummary(v)}, {"writer", v.Writer}, {"epoch", fmt.Sprint(v.Epoch)}})
+}

@@ -1,0 +1,281 @@
+package volume
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Cluster is what the volume service needs from the consensus node.
+type Cluster interface {
+	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
+	ConsistentRead(ctx context.Context) error
+	Store() *consensus.Store
+	Name() string
+}
+
+// Provisioner creates, removes and resizes replicas on any node of the
+// cluster (the replica protocol's client; the local host for this node).
+type Provisioner interface {
+	Create(ctx context.Context, node, diskID, replicaID string, size int64) error
+	Remove(ctx context.Context, node, replicaID string) error
+	Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error
+}
+
+// VMFinder resolves a VM the caller may see, by ID or name, to its ID,
+// project and node ("" while it is not placed).
+type VMFinder func(p *identity.Principal, ref string) (id, projectID, node string, err error)
+
+// Deps are the service's collaborators.
+type Deps struct {
+	Cluster  Cluster
+	Identity *identity.Service
+	// Provisioner makes the replicas; nil: volumes cannot be created or
+	// extended through this node.
+	Provisioner Provisioner
+	// VMs finds the VM a volume is attached to; nil: volumes attach to
+	// nodes only.
+	VMs    VMFinder
+	Logger *slog.Logger
+}
+
+// Service is volumes' business logic for the API and the CLI: it
+// authorizes, validates, places replicas and sends audited commands.
+type Service struct {
+	c    Cluster
+	id   *identity.Service
+	prov Provisioner
+	vms  VMFinder
+	log  *slog.Logger
+}
+
+// NewService returns the volume service.
+func NewService(d Deps) *Service {
+	log := d.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Service{c: d.Cluster, id: d.Identity, prov: d.Provisioner, vms: d.VMs, log: log}
+}
+
+// Create is the input for creating a volume.
+type Create struct {
+	Name    string `json:"name"`
+	SizeGiB int64  `json:"size_gib"`
+	Project string `json:"project,omitempty"` // name or ID; default: the caller's only project
+}
+
+// AttachTo says what to attach a volume to: a VM, or (cluster admins) a
+// node's host.
+type AttachTo struct {
+	VM   string `json:"vm,omitempty"`
+	Node string `json:"node,omitempty"`
+}
+
+// MaxReplicas is how many copies a volume has on a cluster of at least
+// that many nodes with an active disk.
+const MaxReplicas = 3
+
+// Names follow the rules of VM names.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// opTimeout bounds the clean-up of a creation that failed, which runs even
+// when the request that started it is gone.
+const opTimeout = time.Minute
+
+func invalid(format string, args ...any) error {
+	return consensus.Errorf(consensus.CodeInvalid, format, args...)
+}
+
+func unavailable() error {
+	return consensus.Errorf(consensus.CodeUnavailable, "volumes are not available on this node")
+}
+
+// canRead: a project's readers see its volumes; canChange: its members
+// act on them (cluster admins are both everywhere, as with VMs).
+func canRead(p *identity.Principal, v *Volume) bool   { return p.Can(v.ProjectID, identity.RoleReader) }
+func canChange(p *identity.Principal, v *Volume) bool { return p.Can(v.ProjectID, identity.RoleMember) }
+
+// project resolves a project reference the caller acts in.
+func (s *Service) project(p *identity.Principal, ref string) (*identity.Project, error) {
+	if ref == "" {
+		ids := p.ProjectIDs()
+		if len(ids) == 0 && p.IsClusterAdmin() {
+			for _, pr := range s.id.ListProjects(p) {
+				ids = append(ids, pr.ID)
+			}
+		}
+		if len(ids) != 1 {
+			return nil, invalid("you are in %d projects: say which one", len(ids))
+		}
+		ref = ids[0]
+	}
+	return s.id.GetProject(p, ref)
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// Create places a volume's replicas, records it (charging the project),
+// makes the replicas and marks it available. A replica that cannot be
+// made undoes everything: no record, no charge, no replica is left.
+func (s *Service) Create(ctx context.Context, p *identity.Principal, req Create) (*Volume, error) {
+	const action = "volume.create"
+	deny := func(project string, err error) (*Volume, error) {
+		return nil, s.id.Deny(ctx, p, action, req.Name, project, err)
+	}
+	pr, err := s.project(p, req.Project)
+	if err != nil {
+		return deny("", err)
+	}
+	if !p.Can(pr.ID, identity.RoleMember) {
+		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create volumes in project %s", pr.Name))
+	}
+	if !nameRE.MatchString(req.Name) {
+		return deny(pr.ID, invalid("volume name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+	}
+	if req.SizeGiB < 1 || req.SizeGiB > MaxSizeGiB {
+		return deny(pr.ID, invalid("a volume is 1-%d GiB, not %d", MaxSizeGiB, req.SizeGiB))
+	}
+	if s.prov == nil {
+		return deny(pr.ID, unavailable())
+	}
+	size := req.SizeGiB * GiB
+	id := newID("vol")
+	reps, err := place(s.c.Store().ReadTxn(), id)
+	if err != nil {
+		return deny(pr.ID, err)
+	}
+	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, CreatedAt: time.Now().UTC()}
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVolume, createVolumeCmd{Volume: vol}, &out); err != nil {
+		if settled, serr := s.settle(ctx, err, id); serr != nil || settled == nil {
+			return nil, err // refused, or not committed
+		}
+	}
+	made := 0
+	for _, r := range reps {
+		made++ // a failed Create may have left part of the replica
+		if err := s.prov.Create(ctx, r.Node, r.Disk, r.ID, size); err != nil {
+			err = fmt.Errorf("create volume %s: replica %s on %s: %w", req.Name, r.ID, r.Node, err)
+			s.undoCreate(ctx, id, reps[:made])
+			return nil, err
+		}
+	}
+	if _, err := s.c.Apply(ctx, MsgSetVolumeState, setVolumeStateCmd{ID: id, State: StateAvailable}, &out); err != nil {
+		v, serr := s.settle(ctx, err, id)
+		if serr != nil || v == nil || v.State != StateAvailable {
+			s.undoCreate(ctx, id, reps)
+			return nil, fmt.Errorf("create volume %s: %w", req.Name, err)
+		}
+		out = *v
+	}
+	return &out, nil
+}
+
+// settle finds out what an Apply that failed did: for a refusal (an error
+// with a code) nothing; otherwise it reads the volume linearizably.
+func (s *Service) settle(ctx context.Context, err error, id string) (*Volume, error) {
+	if c := consensus.ErrorCode(err); c != "" && c != consensus.CodeUnavailable {
+		return nil, nil
+	}
+	if errors.Is(ctx.Err(), context.Canceled) {
+		ctx = context.WithoutCancel(ctx)
+	}
+	rctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := s.c.ConsistentRead(rctx); err != nil {
+		return nil, err
+	}
+	return getVolume(s.c.Store().ReadTxn(), id), nil
+}
+
+// undoCreate removes the replicas made so far and the record, even when
+// the request that asked is gone. What it cannot remove is logged: the
+// nodes' sweepers remove replicas of no volume.
+func (s *Service) undoCreate(ctx context.Context, id string, reps []Replica) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	for _, r := range reps {
+		if err := s.prov.Remove(ctx, r.Node, r.ID); err != nil {
+			s.log.Warn("undo volume creation: replica left to the sweeper", "volume", id, "replica", r.ID, "node", r.Node, "err", err)
+		}
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		_, err := s.c.Apply(ctx, MsgDeleteVolume, deleteVolumeCmd{ID: id, Undo: true}, nil)
+		if err == nil || consensus.ErrorCode(err) == consensus.CodeNotFound {
+			return
+		}
+		if v, serr := s.settle(ctx, err, id); serr == nil && v == nil {
+			return
+		}
+		if c := consensus.ErrorCode(err); c != "" && c != consensus.CodeUnavailable {
+			s.log.Error("undo volume creation: record kept", "volume", id, "err", err)
+			return
+		}
+	}
+	s.log.Error("undo volume creation: record kept", "volume", id)
+}
+
+// place chooses a volume's replicas: one per node, on the node's active,
+// healthy disk with the most free bytes, nodes with the most free space
+// first, up to MaxReplicas.
+func place(txn *memdb.Txn, volID string) ([]Replica, error) {
+	it, err := txn.Get("disks", "id")
+	if err != nil {
+		return nil, err
+	}
+	type node struct {
+		name string
+		best *storage.Disk
+		free uint64
+	}
+	nodes := map[string]*node{}
+	for o := it.Next(); o != nil; o = it.Next() {
+		d := o.(*storage.Disk)
+		if d.State != storage.DiskActive || d.Health != storage.HealthOK || d.FreeBytes == 0 {
+			continue
+		}
+		n := nodes[d.Node]
+		if n == nil {
+			n = &node{name: d.Node}
+			nodes[d.Node] = n
+		}
+		n.free += d.FreeBytes
+		if n.best == nil || d.FreeBytes > n.best.FreeBytes || (d.FreeBytes == n.best.FreeBytes && d.ID < n.best.ID) {
+			n.best = d
+		}
+	}
+	if len(nodes) == 0 {
+		return nil, consensus.Errorf(consensus.CodeUnavailable, "no node has an active, healthy disk with free space for a volume")
+	}
+	var order []*node
+	for _, n := range nodes {
+		order = append(order, n)
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if order[i].free != order[j].free {
+			return order[i].free > order[j].free
+		}
+		return order[i].name < order[j].name
+	})
+	var reps []Replica
+	for i, n := range order[:min(MaxReplicas, len(order))] {
+		reps = append(reps, Replica{ID: fmt.Sprintf("%s-r%d", volID, i), Node: n.name, Disk: n.best.ID, State: ReplicaInSync})
+	}
+	return reps, nil
+}

@@ -1,0 +1,237 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// abandonedAfter is when a volume still being created is taken to be one
+// whose creator died: its owner may delete it.
+const abandonedAfter = 10 * time.Minute
+
+// Get returns a volume by ID or by name among the projects the caller can
+// read. Another project's volume is not found.
+func (s *Service) Get(p *identity.Principal, ref string) (*Volume, error) {
+	txn := s.c.Store().ReadTxn()
+	if v := getVolume(txn, ref); v != nil && canRead(p, v) {
+		return v, nil
+	}
+	var found []*Volume
+	for _, pid := range s.readable(p) {
+		if v := consensus.First[Volume](txn, tVolumes, "name", pid, ref); v != nil {
+			found = append(found, v)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, notFound("volume", ref)
+	case 1:
+		return found[0], nil
+	}
+	return nil, invalid("%d volumes are named %q in your projects: use the volume's ID", len(found), ref)
+}
+
+// fresh is Get for a request that acts on a volume: one created a moment
+// ago through another node is found after catching up with the leader.
+func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) (*Volume, error) {
+	v, err := s.Get(p, ref)
+	if consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return v, err
+	}
+	if err := s.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	return s.Get(p, ref)
+}
+
+// readable lists the project IDs the caller can read (every project for a
+// cluster admin).
+func (s *Service) readable(p *identity.Principal) []string {
+	if !p.IsClusterAdmin() {
+		return p.ProjectIDs()
+	}
+	var ids []string
+	for _, pr := range s.id.ListProjects(p) {
+		ids = append(ids, pr.ID)
+	}
+	return ids
+}
+
+// List returns the volumes the caller can see, optionally of one project,
+// by project and name.
+func (s *Service) List(p *identity.Principal, project string) ([]Volume, error) {
+	pids := s.readable(p)
+	if project != "" {
+		pr, err := s.id.GetProject(p, project)
+		if err != nil {
+			return nil, err
+		}
+		pids = []string{pr.ID}
+	}
+	txn := s.c.Store().ReadTxn()
+	out := []Volume{}
+	for _, pid := range pids {
+		out = append(out, byProject(txn, pid)...)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].ProjectID != out[j].ProjectID {
+			return out[i].ProjectID < out[j].ProjectID
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+func byProject(txn *memdb.Txn, pid string) []Volume {
+	var out []Volume
+	it, err := txn.Get(tVolumes, "project", pid)
+	if err != nil {
+		return nil
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, *o.(*Volume))
+	}
+	return out
+}
+
+// changeable finds a volume the caller may act on: found if they can read
+// it, forbidden if they cannot change it.
+func (s *Service) changeable(ctx context.Context, p *identity.Principal, action, ref string) (*Volume, error) {
+	v, err := s.fresh(ctx, p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !canChange(p, v) {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change volume %s", v.Name))
+	}
+	return v, nil
+}
+
+// Delete removes a detached volume's record, refunding its project, then
+// its replicas (best effort: the nodes' sweepers remove what is left).
+func (s *Service) Delete(ctx context.Context, p *identity.Principal, ref string, ifMatch uint64) (*Volume, error) {
+	const action = "volume.delete"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	// A creation whose service died half-way is taken back as it would
+	// have been.
+	undo := v.State == StateCreating && time.Since(v.CreatedAt) > abandonedAfter
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDeleteVolume, deleteVolumeCmd{ID: v.ID, IfMatch: ifMatch, Undo: undo}, &out); err != nil {
+		return nil, err
+	}
+	if s.prov != nil {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
+		for _, r := range out.Replicas {
+			if err := s.prov.Remove(rctx, r.Node, r.ID); err != nil {
+				s.log.Warn("delete volume: replica left to the sweeper", "volume", out.ID, "replica", r.ID, "node", r.Node, "err", err)
+			}
+		}
+	}
+	return &out, nil
+}
+
+// Extend grows a volume to sizeGiB, charging the difference. A detached
+// volume's replicas are grown first, so the record never says more than
+// every replica holds (a replica larger than its volume is harmless, and
+// an extend that failed half-way is simply asked again). An attached
+// volume's replicas are grown by its writer.
+func (s *Service) Extend(ctx context.Context, p *identity.Principal, ref string, sizeGiB int64, ifMatch uint64) (*Volume, error) {
+	const action = "volume.extend"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	deny := func(err error) (*Volume, error) { return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err) }
+	switch {
+	case sizeGiB < 1 || sizeGiB > MaxSizeGiB:
+		return deny(invalid("a volume is 1-%d GiB, not %d", MaxSizeGiB, sizeGiB))
+	case sizeGiB*GiB <= v.SizeBytes:
+		return deny(invalid("volume %s is %d GiB: it can only grow, not become %d GiB", v.Name, v.SizeGiB(), sizeGiB))
+	case ifMatch != 0 && ifMatch != v.Version:
+		return deny(consensus.Errorf(consensus.CodePreconditionFailed, "volume %s is at version %d, not %d", v.Name, v.Version, ifMatch))
+	case v.State == StateCreating || v.State == StateError:
+		return deny(consensus.Errorf(consensus.CodeConflict, "volume %s is %s", v.Name, v.State))
+	}
+	if v.Attachment == nil {
+		if s.prov == nil {
+			return deny(unavailable())
+		}
+		for _, r := range v.Replicas {
+			if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch, sizeGiB*GiB); err != nil {
+				return nil, fmt.Errorf("extend volume %s: replica %s on %s: %w", v.Name, r.ID, r.Node, err)
+			}
+		}
+	}
+	// TODO(volumes): an attached volume's writer sees the new size in the
+	// record and must grow its replicas and the NBD export; the service
+	// cannot, as it does not hold the epoch.
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgExtendVolume, extendVolumeCmd{ID: v.ID, SizeBytes: sizeGiB * GiB, IfMatch: ifMatch}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Attach gives an available volume to a VM of its project, or (cluster
+// admins only) to a node's host.
+func (s *Service) Attach(ctx context.Context, p *identity.Principal, ref string, to AttachTo, ifMatch uint64) (*Volume, error) {
+	const action = "volume.attach"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	deny := func(err error) (*Volume, error) { return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err) }
+	a := Attachment{Node: to.Node, At: time.Now().UTC()}
+	switch {
+	case (to.VM == "") == (to.Node == ""):
+		return deny(invalid("attach volume %s to a VM or to a node, not both", v.Name))
+	case to.VM == "" && !p.IsClusterAdmin():
+		return deny(consensus.Errorf(consensus.CodeForbidden, "only cluster admins attach a volume to a node's host"))
+	case to.VM == "" && !nameRE.MatchString(to.Node):
+		return deny(invalid("node name %q is not valid", to.Node))
+	case to.VM != "" && s.vms == nil:
+		return deny(consensus.Errorf(consensus.CodeUnavailable, "VMs are not available on this node"))
+	case to.VM != "":
+		id, project, node, err := s.vms(p, to.VM)
+		if err != nil {
+			return deny(err)
+		}
+		if project != v.ProjectID {
+			return deny(invalid("VM %s is not in volume %s's project", to.VM, v.Name))
+		}
+		a.VM, a.Node = id, node
+	}
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: ifMatch}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// Detach frees an attached volume. A volume attached to a node's host is
+// detached by cluster admins only.
+func (s *Service) Detach(ctx context.Context, p *identity.Principal, ref string, ifMatch uint64) (*Volume, error) {
+	const action = "volume.detach"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	if v.Attachment != nil && v.Attachment.VM == "" && !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins detach a volume from a node's host"))
+	}
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDetachVolume, detachVolumeCmd{ID: v.ID, IfMatch: ifMatch}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}

@@ -1,0 +1,374 @@
+package volume
+
+import (
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Volumes' commands: storage's range (128-255), 160-169 are volumes'.
+// Numbers are never reused.
+const (
+	MsgCreateVolume    consensus.MessageType = 160
+	MsgSetVolumeState  consensus.MessageType = 161
+	MsgDeleteVolume    consensus.MessageType = 162
+	MsgExtendVolume    consensus.MessageType = 163
+	MsgAttachVolume    consensus.MessageType = 164
+	MsgDetachVolume    consensus.MessageType = 165
+	MsgAcquireWriter   consensus.MessageType = 166
+	MsgSetReplicaState consensus.MessageType = 167
+)
+
+// Volume states. A volume is in-use exactly while it is attached.
+const (
+	StateCreating  = "creating"  // recorded, its replicas being made
+	StateAvailable = "available" // detached, ready
+	StateInUse     = "in-use"    // attached to a VM or a node's host
+	StateError     = "error"     // its replicas could not all be made
+)
+
+// Replica states.
+const (
+	ReplicaInSync     = "in_sync"    // has every acknowledged write
+	ReplicaStale      = "stale"      // missed writes; not read, not written
+	ReplicaRebuilding = "rebuilding" // catching up: written, not read
+)
+
+// Sizes a volume may have.
+const (
+	GiB        = 1 << 30
+	MaxSizeGiB = 64 << 10 // 64 TiB
+)
+
+// ReasonFenced is the consensus error reason of a replica-state change
+// from a writer whose epoch is not the volume's current one.
+const ReasonFenced = "fenced"
+
+// Volume is a block volume's record in the replicated state.
+type Volume struct {
+	ID        string    `json:"id"`
+	Name      string    `json:"name"`
+	ProjectID string    `json:"project_id"`
+	SizeBytes int64     `json:"size_bytes"`
+	State     string    `json:"state"`
+	Replicas  []Replica `json:"replicas"`
+	// Writer is the node holding the writer epoch ("" never opened).
+	Writer     string      `json:"writer,omitempty"`
+	Epoch      uint64      `json:"epoch"`
+	Attachment *Attachment `json:"attachment,omitempty"` // nil when detached
+	CreatedAt  time.Time   `json:"created_at"`
+	Version    uint64      `json:"version"` // the Raft index of the last change
+}
+
+// Replica is one copy of a volume: a directory on one disk of one node.
+type Replica struct {
+	ID    string `json:"id"`
+	Node  string `json:"node"`
+	Disk  string `json:"disk"`
+	State string `json:"state"`
+}
+
+// Attachment says who uses a volume.
+type Attachment struct {
+	Node string    `json:"node"`
+	VM   string    `json:"vm,omitempty"` // "": the node's host (an admin's export)
+	At   time.Time `json:"at"`
+}
+
+// SizeGiB is the volume's size in whole GiB, rounded up.
+func (v *Volume) SizeGiB() int64 { return gib(v.SizeBytes) }
+
+func gib(b int64) int64 { return (b + GiB - 1) / GiB }
+
+// inSync counts the replicas in sync.
+func (v *Volume) inSync() int {
+	n := 0
+	for _, r := range v.Replicas {
+		if r.State == ReplicaInSync {
+			n++
+		}
+	}
+	return n
+}
+
+const tVolumes = "volumes"
+
+type createVolumeCmd struct {
+	Volume Volume `json:"volume"`
+}
+
+type setVolumeStateCmd struct {
+	ID    string `json:"id"`
+	State string `json:"state"` // available or error
+}
+
+type deleteVolumeCmd struct {
+	ID      string `json:"id"`
+	IfMatch uint64 `json:"if_match,omitempty"`
+	// Undo: the service takes back a volume it could not make; only a
+	// volume still being created goes, and only this way.
+	Undo bool `json:"undo,omitempty"`
+}
+
+type extendVolumeCmd struct {
+	ID        string `json:"id"`
+	SizeBytes int64  `json:"size_bytes"`
+	IfMatch   uint64 `json:"if_match,omitempty"`
+}
+
+type attachVolumeCmd struct {
+	ID         string     `json:"id"`
+	Attachment Attachment `json:"attachment"`
+	IfMatch    uint64     `json:"if_match,omitempty"`
+}
+
+type detachVolumeCmd struct {
+	ID      string `json:"id"`
+	IfMatch uint64 `json:"if_match,omitempty"`
+}
+
+// AcquireWriter makes Node the volume's writer with a new epoch; only the
+// node the volume is attached to may. Its result is the *Volume.
+type AcquireWriter struct {
+	Volume string `json:"volume"`
+	Node   string `json:"node"`
+}
+
+// SetReplicaState changes a replica's state on the writer's word: Node
+// must be the writer and Epoch the current epoch (else a conflict with
+// reason ReasonFenced). Fewer than min(2, replicas) in-sync replicas are
+// never left. Its result is the *Volume.
+type SetReplicaState struct {
+	Volume  string `json:"volume"`
+	Node    string `json:"node"`
+	Epoch   uint64 `json:"epoch"`
+	Replica string `json:"replica"`
+	State   string `json:"state"`
+}
+
+// Register adds volumes' table and commands.
+func Register(reg *consensus.Registry) {
+	consensus.RegisterTable[Volume](reg, &memdb.TableSchema{Name: tVolumes, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+		"name": {Name: "name", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "ProjectID"}, &memdb.StringFieldIndex{Field: "Name"}}}},
+		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+	}})
+	consensus.Handle(reg, MsgCreateVolume, "CreateVolume", applyCreateVolume)
+	consensus.Handle(reg, MsgSetVolumeState, "SetVolumeState", applySetVolumeState)
+	consensus.Handle(reg, MsgDeleteVolume, "DeleteVolume", applyDeleteVolume)
+	consensus.Handle(reg, MsgExtendVolume, "ExtendVolume", applyExtendVolume)
+	consensus.Handle(reg, MsgAttachVolume, "AttachVolume", applyAttachVolume)
+	consensus.Handle(reg, MsgDetachVolume, "DetachVolume", applyDetachVolume)
+	consensus.Handle(reg, MsgAcquireWriter, "AcquireWriter", applyAcquireWriter)
+	consensus.Handle(reg, MsgSetReplicaState, "SetReplicaState", applySetReplicaState)
+}
+
+func getVolume(txn *memdb.Txn, id string) *Volume {
+	return consensus.First[Volume](txn, tVolumes, "id", id)
+}
+
+func notFound(kind, id string) error {
+	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+}
+
+// current returns a volume at the version the request saw (If-Match).
+func current(tx *consensus.Tx, id string, ifMatch uint64) (*Volume, error) {
+	cur := getVolume(tx.Txn, id)
+	if cur == nil {
+		return nil, notFound("volume", id)
+	}
+	if ifMatch != 0 && ifMatch != cur.Version {
+		return nil, consensus.Errorf(consensus.CodePreconditionFailed, "volume %s is at version %d, not %d", cur.Name, cur.Version, ifMatch)
+	}
+	return cur, nil
+}
+
+func save(tx *consensus.Tx, v *Volume) (any, error) {
+	v.Version = tx.Index
+	if err := tx.Insert(tVolumes, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+// applyCreateVolume records a volume being created and charges its
+// project, in one transaction: a refusal leaves nothing behind.
+func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
+	v := c.Volume
+	switch {
+	case getVolume(tx.Txn, v.ID) != nil:
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "volume %s already exists", v.ID)
+	case consensus.First[Volume](tx.Txn, tVolumes, "name", v.ProjectID, v.Name) != nil:
+		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a volume named %q already exists in this project", v.Name)
+	case v.SizeBytes < GiB || v.SizeBytes > MaxSizeGiB*GiB || v.SizeBytes%BlockSize != 0:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is 1-%d GiB, not %d bytes", MaxSizeGiB, v.SizeBytes)
+	case len(v.Replicas) == 0:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume needs at least one replica")
+	}
+	if err := identity.Charge(tx, v.ProjectID, identity.Resources{Volumes: 1, VolumeGiB: v.SizeGiB()}); err != nil {
+		return nil, err
+	}
+	v.State, v.Writer, v.Epoch, v.Attachment = StateCreating, "", 0, nil
+	v.Replicas = append([]Replica(nil), v.Replicas...)
+	for i := range v.Replicas {
+		v.Replicas[i].State = ReplicaInSync
+	}
+	return save(tx, &v)
+}
+
+// applySetVolumeState ends a volume's creation: available, or error.
+func applySetVolumeState(tx *consensus.Tx, c *setVolumeStateCmd) (any, error) {
+	cur, err := current(tx, c.ID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if c.State != StateAvailable && c.State != StateError {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume cannot be set %q", c.State)
+	}
+	if cur.Attachment != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached", cur.Name)
+	}
+	v := *cur
+	v.State = c.State
+	return save(tx, &v)
+}
+
+// applyDeleteVolume removes a detached volume and refunds its project.
+func applyDeleteVolume(tx *consensus.Tx, c *deleteVolumeCmd) (any, error) {
+	cur, err := current(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur.Attachment != nil:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached to %s: detach it first", cur.Name, attachedTo(cur.Attachment))
+	case c.Undo && cur.State != StateCreating:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being created", cur.Name)
+	case !c.Undo && cur.State == StateCreating:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still being created", cur.Name)
+	}
+	// A project deleted meanwhile has no quota to refund.
+	if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return nil, err
+	}
+	return cur, tx.Delete(tVolumes, cur)
+}
+
+func attachedTo(a *Attachment) string {
+	if a.VM != "" {
+		return "VM " + a.VM
+	}
+	return "node " + a.Node
+}
+
+// applyExtendVolume grows a volume and charges the difference.
+func applyExtendVolume(tx *consensus.Tx, c *extendVolumeCmd) (any, error) {
+	cur, err := current(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur.State == StateCreating || cur.State == StateError:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s", cur.Name, cur.State)
+	case c.SizeBytes <= cur.SizeBytes:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "volume %s is %d GiB: it can only grow, not become %d GiB", cur.Name, cur.SizeGiB(), gib(c.SizeBytes))
+	case c.SizeBytes > MaxSizeGiB*GiB || c.SizeBytes%BlockSize != 0:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is 1-%d GiB, not %d bytes", MaxSizeGiB, c.SizeBytes)
+	}
+	if d := gib(c.SizeBytes) - cur.SizeGiB(); d != 0 {
+		if err := identity.Charge(tx, cur.ProjectID, identity.Resources{VolumeGiB: d}); err != nil {
+			return nil, err
+		}
+	}
+	v := *cur
+	v.SizeBytes = c.SizeBytes
+	return save(tx, &v)
+}
+
+// applyAttachVolume gives an available volume to a VM or a node's host.
+func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
+	cur, err := current(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur.Attachment != nil:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is already attached to %s", cur.Name, attachedTo(cur.Attachment))
+	case cur.State != StateAvailable:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
+	case c.Attachment.VM == "" && c.Attachment.Node == "":
+		return nil, consensus.Errorf(consensus.CodeInvalid, "attach volume %s to a VM or a node", cur.Name)
+	}
+	v := *cur
+	a := c.Attachment
+	v.Attachment, v.State = &a, StateInUse
+	return save(tx, &v)
+}
+
+// applyDetachVolume frees an attached volume. The writer epoch stays: the
+// next writer takes a higher one.
+func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
+	cur, err := current(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Attachment == nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not attached", cur.Name)
+	}
+	v := *cur
+	v.Attachment, v.State = nil, StateAvailable
+	return save(tx, &v)
+}
+
+// applyAcquireWriter raises the epoch for the node the volume is attached
+// to; every replica it fences refuses the previous writer from then on.
+func applyAcquireWriter(tx *consensus.Tx, c *AcquireWriter) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Attachment == nil || cur.Attachment.Node != c.Node || c.Node == "" {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not attached on node %s", cur.Name, c.Node)
+	}
+	v := *cur
+	v.Epoch++
+	v.Writer = c.Node
+	return save(tx, &v)
+}
+
+// applySetReplicaState records the writer's view of a replica, fenced by
+// the epoch, never leaving fewer in-sync replicas than the floor.
+func applySetReplicaState(tx *consensus.Tx, c *SetReplicaState) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if c.Node == "" || c.Node != cur.Writer || c.Epoch != cur.Epoch {
+		return nil, consensus.Reasonf(consensus.CodeConflict, ReasonFenced,
+			"volume %s: node %s at epoch %d is not the writer (%s at epoch %d)", cur.Name, c.Node, c.Epoch, cur.Writer, cur.Epoch)
+	}
+	switch c.State {
+	case ReplicaInSync, ReplicaStale, ReplicaRebuilding:
+	default:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "replica state %q is not in_sync, stale or rebuilding", c.State)
+	}
+	v := *cur
+	v.Replicas = append([]Replica(nil), cur.Replicas...)
+	i := -1
+	for j := range v.Replicas {
+		if v.Replicas[j].ID == c.Replica {
+			i = j
+		}
+	}
+	if i < 0 {
+		return nil, notFound("replica", c.Replica)
+	}
+	v.Replicas[i].State = c.State
+	if floor := min(2, len(v.Replicas)); v.inSync() < floor && cur.Replicas[i].State == ReplicaInSync {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s: replica %s cannot be %s: fewer than %d replicas would stay in sync", cur.Name, c.Replica, c.State, floor)
+	}
+	return save(tx, &v)
+}
