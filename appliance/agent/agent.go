@@ -54,6 +54,8 @@ type Agent struct {
 	images    *hypervisor.Images
 	compute   *hypervisor.Service
 	volumes   *volume.Service
+	volHost   *volume.Host
+	volServer *volume.NodeServer
 	scheduler *hypervisor.Scheduler
 	vms       *hypervisor.NodeAgent
 	vmNet     *netfabric.Host
@@ -110,10 +112,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 		return err
 	}))
 	a.newCompute()
-	a.volumes = volume.NewService(volume.Deps{Cluster: node, Identity: a.identity, VMs: a.findVM, Logger: log.With("component", "volumes"),
-		// TODO(volumes): volume.NewProvisioner once the replica protocol is
-		// merged; without one the service refuses to create volumes.
-		Provisioner: nil})
+	a.newVolumes()
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
@@ -415,6 +414,7 @@ func (a *Agent) runDisks(ctx context.Context) {
 		}
 	}
 	go a.scrubber.Run(ctx)
+	a.runVolumes(ctx)
 	go a.every(a.cfg.GCInterval, "sweep orphan shards", func(ctx context.Context) error {
 		_, err := a.sweeper.Pass(ctx)
 		return err

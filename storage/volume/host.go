@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -48,8 +49,28 @@ type Host struct {
 	open map[string]Target
 	// streams are the connections serving each replica: a removed
 	// replica's writers see their connection end, not a closed file.
-	streams map[string]map[io.Closer]struct{}
+	streams map[string]map[*hostStream]struct{}
 }
+
+// hostStream is one connection serving a replica.
+type hostStream struct {
+	conn io.Closer
+	// stopped tells its session to drop the requests it has read but not
+	// started; set before conn is closed.
+	stopped atomic.Bool
+	// done is closed once the session has returned: every request of
+	// the connection has finished or been dropped.
+	done chan struct{}
+}
+
+// stop ends the stream: no request of it starts from now on, and its
+// session returns once those running have finished (wait).
+func (st *hostStream) stop() {
+	st.stopped.Store(true)
+	st.conn.Close()
+}
+
+func (st *hostStream) wait() { <-st.done }
 
 // NewHost returns the Host of the replicas on disks, which lists the
 // node's local active disks (disk ID -> root directory).
@@ -65,7 +86,7 @@ func newHost(disks func() map[string]string, log *slog.Logger, files replicaFile
 		now:   time.Now,
 		open:  make(map[string]Target),
 
-		streams: make(map[string]map[io.Closer]struct{}),
+		streams: make(map[string]map[*hostStream]struct{}),
 	}
 }
 
@@ -108,8 +129,8 @@ func (h *Host) Create(diskID, replicaID string, size int64) error {
 	if !validReplicaID(replicaID) {
 		return fmt.Errorf("create replica %q: invalid id: %w", replicaID, syscall.EINVAL)
 	}
-	if size <= 0 || size%BlockSize != 0 {
-		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d: %w", replicaID, size, BlockSize, syscall.EINVAL)
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
+		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d up to %d: %w", replicaID, size, BlockSize, int64(maxReplicaSize), syscall.EINVAL)
 	}
 	root, ok := h.disks()[diskID]
 	if !ok {
@@ -148,17 +169,16 @@ func ensureDirDurably(root, name string) error {
 }
 
 // Remove deletes replicaID from whichever local disk holds it, closing it
-// first if it is open; a replica not here is success.
+// first if it is open; a replica not here is success. Its streams are ended
+// and the requests they run finished before the replica is closed, and the
+// replica's Close waits for the local writer's calls under way.
 func (h *Host) Remove(replicaID string) error {
 	if !validReplicaID(replicaID) {
 		return fmt.Errorf("remove replica %q: invalid id: %w", replicaID, syscall.EINVAL)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for c := range h.streams[replicaID] {
-		c.Close()
-	}
-	delete(h.streams, replicaID)
+	h.endStreamsLocked(replicaID)
 	if t, ok := h.open[replicaID]; ok {
 		delete(h.open, replicaID)
 		if err := t.Close(); err != nil {
@@ -176,6 +196,20 @@ func (h *Host) Remove(replicaID string) error {
 	return nil
 }
 
+// endStreamsLocked stops every stream of replicaID and waits until their
+// sessions have returned. A session never takes h.mu before its done is
+// closed, so waiting under it is safe.
+func (h *Host) endStreamsLocked(replicaID string) {
+	sts := h.streams[replicaID]
+	delete(h.streams, replicaID)
+	for st := range sts {
+		st.stop()
+	}
+	for st := range sts {
+		st.wait()
+	}
+}
+
 // Local returns replicaID, opened once and shared by every caller (its
 // Close does nothing: the Host closes it on Remove or Close). A replica not
 // here is ErrNoReplica.
@@ -185,23 +219,39 @@ func (h *Host) Local(replicaID string) (Target, error) {
 	return h.localLocked(replicaID)
 }
 
-// attach lends replicaID to a stream whose connection is c, until the
-// returned detach; Remove and Close end the stream by closing c.
-func (h *Host) attach(replicaID string, c io.Closer) (Target, func(), error) {
+// attach lends replicaID to a new stream whose connection is c, until the
+// returned detach (which the stream calls once its session has returned);
+// Remove and Close end the stream by stopping it.
+//
+// attach is the barrier between a replica's connections: it stops every
+// older stream of the replica and waits until their sessions have
+// returned (each request they had read is finished or dropped) before it
+// returns, so the new stream serves nothing while a request of an older
+// connection can still change the replica. A writer that gave up on a
+// call and reconnects (to fence and catch the replica up) cannot have that
+// call land after it. A writer keeps one stream per replica.
+func (h *Host) attach(replicaID string, c io.Closer) (Target, *hostStream, func(), error) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	t, err := h.localLocked(replicaID)
 	if err != nil {
-		return nil, nil, err
+		h.mu.Unlock()
+		return nil, nil, nil, err
 	}
-	if h.streams[replicaID] == nil {
-		h.streams[replicaID] = make(map[io.Closer]struct{})
+	st := &hostStream{conn: c, done: make(chan struct{})}
+	older := h.streams[replicaID]
+	h.streams[replicaID] = map[*hostStream]struct{}{st: {}}
+	for o := range older {
+		o.stop()
 	}
-	h.streams[replicaID][c] = struct{}{}
-	return t, func() {
+	h.mu.Unlock()
+	for o := range older {
+		o.wait()
+	}
+	return t, st, func() {
+		close(st.done)
 		h.mu.Lock()
 		defer h.mu.Unlock()
-		delete(h.streams[replicaID], c)
+		delete(h.streams[replicaID], st)
 		if len(h.streams[replicaID]) == 0 {
 			delete(h.streams, replicaID)
 		}
@@ -231,6 +281,14 @@ func (h *Host) localLocked(replicaID string) (Target, error) {
 type sharedTarget struct{ Target }
 
 func (sharedTarget) Close() error { return nil }
+
+// Size is the replica's size when it tells it (a DiskReplica), else 0.
+func (s sharedTarget) Size() int64 {
+	if z, ok := s.Target.(interface{ Size() int64 }); ok {
+		return z.Size()
+	}
+	return 0
+}
 
 // List returns every replica on the local disks: replica ID -> disk ID.
 func (h *Host) List() (map[string]string, error) {
@@ -293,15 +351,13 @@ func (h *Host) Sweep(ctx context.Context, keep func(replicaID string) bool) erro
 	return errors.Join(errs...)
 }
 
-// Close ends every stream and closes every open replica.
+// Close ends every stream, waits for the requests they run, and closes
+// every open replica.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for id, cs := range h.streams {
-		for c := range cs {
-			c.Close()
-		}
-		delete(h.streams, id)
+	for id := range h.streams {
+		h.endStreamsLocked(id)
 	}
 	var errs []error
 	for id, t := range h.open {

@@ -67,7 +67,13 @@ func (h *Host) Handler() http.Handler {
 	return mux
 }
 
+// resize grows replicaID to size bytes at epoch: DiskReplica.Resize's
+// rules (an older epoch is ErrFenced, a newer one becomes the replica's,
+// durably, as with Fence), and at most the largest volume.
 func (h *Host) resize(ctx context.Context, replicaID string, epoch uint64, size int64) error {
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
+		return fmt.Errorf("resize replica %s to %d: not a positive multiple of %d up to %d: %w", replicaID, size, BlockSize, int64(maxReplicaSize), syscall.EINVAL)
+	}
 	t, err := h.Local(replicaID)
 	if err != nil {
 		return fmt.Errorf("resize replica %s: %w", replicaID, err)
@@ -100,20 +106,22 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer conn.Close()
-	t, detach, err := h.attach(r.PathValue("id"), conn)
+	// The server's header deadline must not cut a long-lived stream (nor
+	// the wait for the older ones to end).
+	_ = conn.SetDeadline(time.Time{})
+	// attach returns once every older stream of the replica has ended.
+	t, st, detach, err := h.attach(r.PathValue("id"), conn)
 	if err != nil {
 		// Removed meanwhile: the client sees the connection end.
 		return
 	}
 	defer detach()
-	// The server's header deadline must not cut a long-lived stream.
-	_ = conn.SetDeadline(time.Time{})
 	if _, err := conn.Write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: " + wireUpgrade + "\r\n\r\n")); err != nil {
 		return
 	}
 	log := h.log.With("replica", r.PathValue("id"), "peer", r.RemoteAddr)
 	closeFn := func() { conn.Close() }
-	if err := serveReplica(context.WithoutCancel(r.Context()), t, buf.Reader, conn, closeFn, log); err != nil {
+	if err := serveReplicaStoppable(context.WithoutCancel(r.Context()), t, buf.Reader, conn, closeFn, &st.stopped, log); err != nil && !st.stopped.Load() {
 		log.Warn("replica stream ended", "err", err)
 	}
 }
@@ -166,7 +174,7 @@ func decodeHostError(res *http.Response, e *wireError) error {
 
 // Provisioner creates, removes and resizes replicas on any node: over the
 // cluster port, or directly for this node's own Host.
-type Provisioner struct {
+type ReplicaProvisioner struct {
 	client func() *http.Client
 	addr   func(node string) (string, bool)
 	self   string
@@ -176,12 +184,12 @@ type Provisioner struct {
 // NewProvisioner returns a Provisioner calling other nodes with client (the
 // node's RPC client) at addr(node) (their cluster address); calls for self
 // go to host.
-func NewProvisioner(client func() *http.Client, addr func(node string) (string, bool), self string, host *Host) *Provisioner {
-	return &Provisioner{client: client, addr: addr, self: self, host: host}
+func NewProvisioner(client func() *http.Client, addr func(node string) (string, bool), self string, host *Host) *ReplicaProvisioner {
+	return &ReplicaProvisioner{client: client, addr: addr, self: self, host: host}
 }
 
 // Create makes a replica of size bytes on node's disk diskID (idempotent).
-func (p *Provisioner) Create(ctx context.Context, node, diskID, replicaID string, size int64) error {
+func (p *ReplicaProvisioner) Create(ctx context.Context, node, diskID, replicaID string, size int64) error {
 	if node == p.self && p.host != nil {
 		return p.host.Create(diskID, replicaID, size)
 	}
@@ -189,7 +197,7 @@ func (p *Provisioner) Create(ctx context.Context, node, diskID, replicaID string
 }
 
 // Remove deletes a replica from node (idempotent).
-func (p *Provisioner) Remove(ctx context.Context, node, replicaID string) error {
+func (p *ReplicaProvisioner) Remove(ctx context.Context, node, replicaID string) error {
 	if node == p.self && p.host != nil {
 		return p.host.Remove(replicaID)
 	}
@@ -197,14 +205,14 @@ func (p *Provisioner) Remove(ctx context.Context, node, replicaID string) error 
 }
 
 // Resize grows a replica on node to size bytes, with the volume's epoch.
-func (p *Provisioner) Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error {
+func (p *ReplicaProvisioner) Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error {
 	if node == p.self && p.host != nil {
 		return p.host.resize(ctx, replicaID, epoch, size)
 	}
 	return p.post(ctx, node, hostResizePath, provResizeReq{Replica: replicaID, Epoch: epoch, Size: size})
 }
 
-func (p *Provisioner) post(ctx context.Context, node, path string, body any) error {
+func (p *ReplicaProvisioner) post(ctx context.Context, node, path string, body any) error {
 	addr, ok := p.addr(node)
 	client := p.client()
 	if !ok || client == nil {

@@ -26,6 +26,12 @@ const (
 )
 
 const (
+	// maxReplicaSize is the largest replica: the largest volume the API
+	// makes (MaxSizeGiB, 64 TiB). Sizes beyond it are refused before any
+	// file grows or any generation is allocated (64 TiB already takes
+	// 512 MiB of generations in memory).
+	maxReplicaSize = 64 << 40
+
 	blocksPerExtent = ExtentSize / BlockSize
 	// blockStripes locks blocks for data+checksum consistency: block b is
 	// guarded by stripe b%blockStripes, so the 32 requests of a sequential
@@ -55,7 +61,7 @@ var zeroSum = crc32.Checksum(zeroBlock[:], castagnoli)
 // Replica is one replica of a volume on a local disk: a directory holding
 // the volume's bytes, their checksums and the extents' generations. It
 // implements Target; all methods are safe for concurrent use.
-type Replica struct {
+type DiskReplica struct {
 	dir               string
 	data, sums, gensF *os.File
 
@@ -74,9 +80,20 @@ type Replica struct {
 
 	bufs sync.Pool // *[chunkBytes]byte
 
+	// active counts the operations using the files; Close sets closing,
+	// waits for active to drain (each leaving operation that sees closing
+	// wakes it through drained) and only then closes the files, so no
+	// pwrite, fdatasync or fallocate ever reaches a file descriptor number
+	// that was closed and perhaps reused for another file.
+	active    atomic.Int64
+	closing   atomic.Bool
+	drained   chan struct{} // cap 1
+	closeOnce sync.Once
+	closeErr  error
+
 	// testHookWrite, when set by a test, runs inside WriteAt after the
-	// epoch check.
-	testHookWrite func()
+	// epoch check; testHookWriteAt at its start, before any lock.
+	testHookWrite, testHookWriteAt func()
 }
 
 // paddedRWMutex keeps neighbouring stripes off one cache line.
@@ -90,7 +107,7 @@ type paddedMutex struct {
 	_ [56]byte
 }
 
-var _ Target = (*Replica)(nil)
+var _ Target = (*DiskReplica)(nil)
 
 // CreateReplica creates a replica of size bytes (a positive multiple of
 // BlockSize) in dir, durably: the directories, the files and their sizes
@@ -98,8 +115,8 @@ var _ Target = (*Replica)(nil)
 // already exists with that size, or one whose creation was interrupted, is
 // completed and kept; one of another size is an error.
 func CreateReplica(dir string, size int64) error {
-	if size <= 0 || size%BlockSize != 0 {
-		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d: %w", dir, size, BlockSize, syscall.EINVAL)
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
+		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d up to %d: %w", dir, size, BlockSize, int64(maxReplicaSize), syscall.EINVAL)
 	}
 	if err := mkdirDurable(dir); err != nil {
 		return fmt.Errorf("create replica %s: %w", dir, err)
@@ -201,8 +218,8 @@ func RemoveReplica(dir string) error {
 // OpenReplica opens the replica in dir. A missing replica is ErrNoReplica
 // (and fs.ErrNotExist). The replica is locked (flock) while open, so a
 // second open of the same directory fails instead of corrupting it.
-func OpenReplica(dir string) (*Replica, error) {
-	r := &Replica{dir: dir}
+func OpenReplica(dir string) (*DiskReplica, error) {
+	r := &DiskReplica{dir: dir, drained: make(chan struct{}, 1)}
 	r.bufs.New = func() any { return new([chunkBytes]byte) }
 	err := r.open()
 	if err != nil {
@@ -215,7 +232,7 @@ func OpenReplica(dir string) (*Replica, error) {
 	return r, nil
 }
 
-func (r *Replica) open() error {
+func (r *DiskReplica) open() error {
 	var err error
 	if r.data, err = os.OpenFile(filepath.Join(r.dir, dataFile), os.O_RDWR, 0); err != nil {
 		return err
@@ -238,7 +255,7 @@ func (r *Replica) open() error {
 		return err
 	}
 	size := st.Size()
-	if size <= 0 || size%BlockSize != 0 {
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
 		return fmt.Errorf("data is %d bytes, not a positive multiple of %d: %w", size, BlockSize, syscall.EUCLEAN)
 	}
 	for _, f := range []struct {
@@ -267,7 +284,7 @@ func (r *Replica) open() error {
 	return nil
 }
 
-func (r *Replica) closeFiles() error {
+func (r *DiskReplica) closeFiles() error {
 	var errs []error
 	for _, f := range []*os.File{r.data, r.sums, r.gensF} {
 		if f != nil {
@@ -277,19 +294,50 @@ func (r *Replica) closeFiles() error {
 	return errors.Join(errs...)
 }
 
-// Close implements Target: it closes the files (without syncing them).
-func (r *Replica) Close() error {
-	if err := r.closeFiles(); err != nil {
-		return fmt.Errorf("close replica %s: %w", r.dir, err)
+// Close implements Target: it waits for the operations under way to
+// finish, then closes the files (without syncing them). Operations after
+// it fail with errReplicaClosed (EBADF); a second Close does nothing.
+func (r *DiskReplica) Close() error {
+	r.closeOnce.Do(func() {
+		r.closing.Store(true)
+		for r.active.Load() != 0 {
+			<-r.drained
+		}
+		if err := r.closeFiles(); err != nil {
+			r.closeErr = fmt.Errorf("close replica %s: %w", r.dir, err)
+		}
+	})
+	return r.closeErr
+}
+
+// errReplicaClosed is what an operation on a closed replica returns.
+var errReplicaClosed = fmt.Errorf("volume: replica closed: %w", syscall.EBADF)
+
+// acquire admits an operation that uses the files, until its release;
+// it fails once Close has begun.
+func (r *DiskReplica) acquire(op string) error {
+	r.active.Add(1)
+	if r.closing.Load() {
+		r.release()
+		return fmt.Errorf("%s replica %s: %w", op, r.dir, errReplicaClosed)
 	}
 	return nil
 }
 
+func (r *DiskReplica) release() {
+	if r.active.Add(-1) == 0 && r.closing.Load() {
+		select {
+		case r.drained <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // Size returns the replica's size in bytes.
-func (r *Replica) Size() int64 { return r.size.Load() }
+func (r *DiskReplica) Size() int64 { return r.size.Load() }
 
 // Epoch returns the replica's epoch.
-func (r *Replica) Epoch() uint64 { return r.epoch.Load() }
+func (r *DiskReplica) Epoch() uint64 { return r.epoch.Load() }
 
 func readEpoch(dir string) (uint64, error) {
 	b, err := os.ReadFile(filepath.Join(dir, epochFile))
@@ -333,10 +381,14 @@ func writeEpoch(dir string, epoch uint64) error {
 }
 
 // Fence implements Target.
-func (r *Replica) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) {
+func (r *DiskReplica) Fence(ctx context.Context, epoch uint64) (ReplicaState, error) {
 	if err := ctx.Err(); err != nil {
 		return ReplicaState{}, err
 	}
+	if err := r.acquire("fence"); err != nil {
+		return ReplicaState{}, err
+	}
+	defer r.release()
 	r.fenceMu.Lock()
 	defer r.fenceMu.Unlock()
 	cur := r.epoch.Load()
@@ -359,7 +411,7 @@ func (r *Replica) Fence(ctx context.Context, epoch uint64) (ReplicaState, error)
 	return ReplicaState{Size: r.size.Load(), Epoch: r.epoch.Load(), MaxGen: r.maxGen()}, nil
 }
 
-func (r *Replica) maxGen() uint64 {
+func (r *DiskReplica) maxGen() uint64 {
 	var m uint64
 	gens := *r.gens.Load()
 	for i := range gens {
@@ -371,7 +423,7 @@ func (r *Replica) maxGen() uint64 {
 // checkEpoch returns ErrFenced for an epoch older than the replica's; the
 // caller holds the block stripes it will change, so Fence cannot slip in
 // between the check and the write.
-func (r *Replica) checkEpoch(op string, epoch uint64) error {
+func (r *DiskReplica) checkEpoch(op string, epoch uint64) error {
 	if cur := r.epoch.Load(); epoch < cur {
 		return fmt.Errorf("%s replica %s with epoch %d (it is at %d): %w", op, r.dir, epoch, cur, ErrFenced)
 	}
@@ -380,13 +432,28 @@ func (r *Replica) checkEpoch(op string, epoch uint64) error {
 
 // Resize implements Target: it grows the files, the checksums and
 // generations first, so a crash leaves them long enough for the data.
-func (r *Replica) Resize(ctx context.Context, epoch uint64, size int64) error {
+//
+// Its epoch is checked as a Fence's is: older than the replica's is
+// ErrFenced, and a newer one is first made the replica's epoch, durably,
+// as Fence(epoch) would. So a resize at epoch E is as much a claim on the
+// replica as a fence at E (a writer still at an older epoch is refused
+// from then on), and the service can grow a detached volume's replicas
+// with the volume's epoch even where one was left behind at an older
+// epoch (a stale replica). The writer fences before it resizes, so for it
+// the epochs are equal. The Host cannot tell a made-up epoch from the
+// volume's: a resize at one fences the volume's writer out, as a made-up
+// Fence would; only cluster nodes reach the call.
+func (r *DiskReplica) Resize(ctx context.Context, epoch uint64, size int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if size <= 0 || size%BlockSize != 0 {
-		return fmt.Errorf("resize replica %s to %d: not a positive multiple of %d: %w", r.dir, size, BlockSize, syscall.EINVAL)
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
+		return fmt.Errorf("resize replica %s to %d: not a positive multiple of %d up to %d: %w", r.dir, size, BlockSize, int64(maxReplicaSize), syscall.EINVAL)
 	}
+	if err := r.acquire("resize"); err != nil {
+		return err
+	}
+	defer r.release()
 	r.fenceMu.Lock()
 	defer r.fenceMu.Unlock()
 	r.lockAllBlocks()
@@ -397,6 +464,12 @@ func (r *Replica) Resize(ctx context.Context, epoch uint64, size int64) error {
 	cur := r.size.Load()
 	if size < cur {
 		return fmt.Errorf("resize replica %s to %d: smaller than its %d bytes: %w", r.dir, size, cur, syscall.EINVAL)
+	}
+	if epoch > r.epoch.Load() {
+		if err := writeEpoch(r.dir, epoch); err != nil {
+			return fmt.Errorf("resize replica %s: raise its epoch to %d: %w", r.dir, epoch, err)
+		}
+		r.epoch.Store(epoch)
 	}
 	if size == cur {
 		return nil
@@ -433,10 +506,14 @@ func growFile(f *os.File, size int64) error {
 }
 
 // Flush implements Target.
-func (r *Replica) Flush(ctx context.Context, epoch uint64) error {
+func (r *DiskReplica) Flush(ctx context.Context, epoch uint64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := r.acquire("flush"); err != nil {
+		return err
+	}
+	defer r.release()
 	if err := r.checkEpoch("flush", epoch); err != nil {
 		return err
 	}
@@ -444,8 +521,9 @@ func (r *Replica) Flush(ctx context.Context, epoch uint64) error {
 }
 
 // sync fdatasyncs the three files; fdatasync covers every write completed
-// on a file before it, whoever made it.
-func (r *Replica) sync() error {
+// on a file before it, whoever made it. The caller holds acquire, so the
+// descriptors are open (Close waits for it).
+func (r *DiskReplica) sync() error {
 	for _, f := range []*os.File{r.gensF, r.data, r.sums} {
 		if err := unix.Fdatasync(int(f.Fd())); err != nil {
 			return fmt.Errorf("fdatasync %s: %w", f.Name(), err)
@@ -473,7 +551,7 @@ func stripeSpans(first, n int64, count int) (a0, a1, b0, b1 int) {
 	return 0, e - count, s, count
 }
 
-func (r *Replica) lockBlocks(first, n int64, write bool) {
+func (r *DiskReplica) lockBlocks(first, n int64, write bool) {
 	a0, a1, b0, b1 := stripeSpans(first, n, blockStripes)
 	for _, span := range [2][2]int{{a0, a1}, {b0, b1}} {
 		for i := span[0]; i < span[1]; i++ {
@@ -486,7 +564,7 @@ func (r *Replica) lockBlocks(first, n int64, write bool) {
 	}
 }
 
-func (r *Replica) unlockBlocks(first, n int64, write bool) {
+func (r *DiskReplica) unlockBlocks(first, n int64, write bool) {
 	a0, a1, b0, b1 := stripeSpans(first, n, blockStripes)
 	for _, span := range [2][2]int{{a0, a1}, {b0, b1}} {
 		for i := span[0]; i < span[1]; i++ {
@@ -499,12 +577,12 @@ func (r *Replica) unlockBlocks(first, n int64, write bool) {
 	}
 }
 
-func (r *Replica) lockAllBlocks()   { r.lockBlocks(0, blockStripes, true) }
-func (r *Replica) unlockAllBlocks() { r.unlockBlocks(0, blockStripes, true) }
+func (r *DiskReplica) lockAllBlocks()   { r.lockBlocks(0, blockStripes, true) }
+func (r *DiskReplica) unlockAllBlocks() { r.unlockBlocks(0, blockStripes, true) }
 
 // checkRange validates a request of n bytes at off: block-aligned and
 // within the replica.
-func (r *Replica) checkRange(op string, off, n int64) error {
+func (r *DiskReplica) checkRange(op string, off, n int64) error {
 	size := r.size.Load()
 	switch {
 	case off < 0 || n < 0:
@@ -517,8 +595,8 @@ func (r *Replica) checkRange(op string, off, n int64) error {
 	return nil
 }
 
-func (r *Replica) getBuf() *[chunkBytes]byte  { return r.bufs.Get().(*[chunkBytes]byte) }
-func (r *Replica) putBuf(b *[chunkBytes]byte) { r.bufs.Put(b) }
+func (r *DiskReplica) getBuf() *[chunkBytes]byte  { return r.bufs.Get().(*[chunkBytes]byte) }
+func (r *DiskReplica) putBuf(b *[chunkBytes]byte) { r.bufs.Put(b) }
 
 // readFull is ReadAt that turns a short file into EIO: every file is at
 // least as long as the replica's size says.

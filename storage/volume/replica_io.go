@@ -15,12 +15,30 @@ import (
 )
 
 // WriteAt implements Target. Inside the write the generations change
-// first, then the data, then the checksums: a write cut short leaves a
-// newer generation or a checksum mismatch, never different bytes that
-// look the same as another replica's.
-func (r *Replica) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off int64, fua bool) error {
+// first, then the data, then the checksums. That is the order of the
+// pwrites, so it holds in the page cache and across the death of this
+// process: a write cut short there leaves a newer generation or a checksum
+// mismatch, never different bytes that look the same as another
+// replica's. Nothing is synced between the three, so it does not hold
+// across a power loss or kernel crash before the write's FUA or the next
+// Flush returned: then any subset of the three (and of the pages within
+// each) may be on the disk. Such a write was not acknowledged as durable;
+// each of its blocks reads as old or new bytes matching their checksum, or
+// fails its checksum (CorruptError), and unless all three reached the
+// disk the extent's (generation, digest) differs from that of a replica
+// that applied the whole write, so reconcile and catch-up replace the
+// copy from an in-sync replica. A lone replica keeps the mismatching
+// blocks, reported as corrupt, until they are rewritten.
+func (r *DiskReplica) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off int64, fua bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
+	}
+	if err := r.acquire("write"); err != nil {
+		return err
+	}
+	defer r.release()
+	if r.testHookWriteAt != nil {
+		r.testHookWriteAt()
 	}
 	if err := r.checkRange("write", off, int64(len(p))); err != nil {
 		return err
@@ -38,7 +56,7 @@ func (r *Replica) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off 
 	return err
 }
 
-func (r *Replica) write(epoch, gen uint64, p []byte, off int64) error {
+func (r *DiskReplica) write(epoch, gen uint64, p []byte, off int64) error {
 	if err := r.checkEpoch("write", epoch); err != nil {
 		return err
 	}
@@ -73,7 +91,7 @@ func (r *Replica) write(epoch, gen uint64, p []byte, off int64) error {
 // raiseGens raises the generation of every extent [off, off+n) touches to
 // gen; concurrent writes to one extent may arrive out of order, and the
 // extent keeps the highest.
-func (r *Replica) raiseGens(off, n int64, gen uint64, buf *[chunkBytes]byte) error {
+func (r *DiskReplica) raiseGens(off, n int64, gen uint64, buf *[chunkBytes]byte) error {
 	first := off / ExtentSize
 	last := (off + n - 1) / ExtentSize
 	return r.setGens(first, last-first+1, gen, false, buf)
@@ -82,7 +100,7 @@ func (r *Replica) raiseGens(off, n int64, gen uint64, buf *[chunkBytes]byte) err
 // setGens sets the generations of extents [first, first+n) to gen (with
 // force) or raises them to it, and writes the changed entries. The stripes
 // are held across the pwrite so the file gets the value the memory has.
-func (r *Replica) setGens(first, n int64, gen uint64, force bool, buf *[chunkBytes]byte) error {
+func (r *DiskReplica) setGens(first, n int64, gen uint64, force bool, buf *[chunkBytes]byte) error {
 	gens := *r.gens.Load()
 	for n > 0 {
 		c := min(n, gensPerChunk)
@@ -127,10 +145,14 @@ func (r *Replica) setGens(first, n int64, gen uint64, force bool, buf *[chunkByt
 // Zero implements Target. With punch the blocks become holes with
 // checksum 0 (unwritten); without, an allocated range of zeroes with the
 // checksum of a zero block.
-func (r *Replica) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
+func (r *DiskReplica) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := r.acquire("zero"); err != nil {
+		return err
+	}
+	defer r.release()
 	if err := r.checkRange("zero", off, length); err != nil {
 		return err
 	}
@@ -198,7 +220,7 @@ func writeZeroes(f *os.File, off, length int64) error {
 
 // fillSums sets the checksums of blocks [first, first+n) to sum. Runs of
 // zeroes that cover whole pages of the sums file are punched instead.
-func (r *Replica) fillSums(first, n int64, sum uint32, buf *[chunkBytes]byte) error {
+func (r *DiskReplica) fillSums(first, n int64, sum uint32, buf *[chunkBytes]byte) error {
 	lo, hi := first*4, (first+n)*4
 	if sum == 0 && n >= 2*sumsPageBlocks {
 		plo, phi := (lo+4095)&^4095, hi&^4095
@@ -217,7 +239,7 @@ func (r *Replica) fillSums(first, n int64, sum uint32, buf *[chunkBytes]byte) er
 }
 
 // writeSumRun writes sum into every entry of the sums file's bytes [lo, hi).
-func (r *Replica) writeSumRun(lo, hi int64, sum uint32, buf *[chunkBytes]byte) error {
+func (r *DiskReplica) writeSumRun(lo, hi int64, sum uint32, buf *[chunkBytes]byte) error {
 	if hi <= lo {
 		return nil
 	}
@@ -241,10 +263,14 @@ func (r *Replica) writeSumRun(lo, hi int64, sum uint32, buf *[chunkBytes]byte) e
 
 // ReadAt implements Target: every block is checked against its checksum
 // (0 also admits a block of zeroes, an unwritten one).
-func (r *Replica) ReadAt(ctx context.Context, p []byte, off int64) error {
+func (r *DiskReplica) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := r.acquire("read"); err != nil {
+		return err
+	}
+	defer r.release()
 	if err := r.checkRange("read", off, int64(len(p))); err != nil {
 		return err
 	}
@@ -258,7 +284,7 @@ func (r *Replica) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return err
 }
 
-func (r *Replica) read(p []byte, off int64) error {
+func (r *DiskReplica) read(p []byte, off int64) error {
 	if err := readFull(r.data, p, off); err != nil {
 		return fmt.Errorf("read replica %s at %d+%d: %w", r.dir, off, len(p), err)
 	}
@@ -298,7 +324,7 @@ func blockOK(b []byte, sum uint32) bool {
 }
 
 // extentRange returns the byte range of extent idx.
-func (r *Replica) extentRange(op string, idx int64) (off, n int64, err error) {
+func (r *DiskReplica) extentRange(op string, idx int64) (off, n int64, err error) {
 	size := r.size.Load()
 	if idx < 0 || idx >= (size+ExtentSize-1)/ExtentSize {
 		return 0, 0, fmt.Errorf("%s replica %s: extent %d beyond its %d bytes: %w", op, r.dir, idx, size, syscall.EINVAL)
@@ -308,10 +334,14 @@ func (r *Replica) extentRange(op string, idx int64) (off, n int64, err error) {
 }
 
 // ReadExtent implements Target.
-func (r *Replica) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
+func (r *DiskReplica) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
+	if err := r.acquire("read extent"); err != nil {
+		return 0, err
+	}
+	defer r.release()
 	off, n, err := r.extentRange("read extent", idx)
 	if err != nil {
 		return 0, err
@@ -327,10 +357,14 @@ func (r *Replica) ReadExtent(ctx context.Context, idx int64, p []byte) (int, err
 
 // WriteExtent implements Target. p must be exactly the extent's length
 // (ExtentSize, or less for the last extent).
-func (r *Replica) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
+func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	if err := r.acquire("write extent"); err != nil {
+		return err
+	}
+	defer r.release()
 	off, n, err := r.extentRange("write extent", idx)
 	if err != nil {
 		return err
@@ -385,7 +419,11 @@ func (r *Replica) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen 
 // a zero block's checksum counted as 0, so an extent copied by WriteExtent
 // (which stores zero blocks as holes) digests like its source. Holes in the
 // sums file (never written) are skipped without reading.
-func (r *Replica) Extents(ctx context.Context) ([]ExtentInfo, error) {
+func (r *DiskReplica) Extents(ctx context.Context) ([]ExtentInfo, error) {
+	if err := r.acquire("extents"); err != nil {
+		return nil, err
+	}
+	defer r.release()
 	size := r.size.Load()
 	gens := *r.gens.Load() // published before size: long enough
 	n := (size + ExtentSize - 1) / ExtentSize

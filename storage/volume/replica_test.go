@@ -15,7 +15,7 @@ import (
 
 // newReplica creates and opens a replica of size bytes in a fresh
 // directory, closed at the end of the test.
-func newReplica(t *testing.T, size int64) (*Replica, string) {
+func newReplica(t *testing.T, size int64) (*DiskReplica, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "volumes", "r1")
 	if err := CreateReplica(dir, size); err != nil {
@@ -25,7 +25,7 @@ func newReplica(t *testing.T, size int64) (*Replica, string) {
 	return r, dir
 }
 
-func openReplica(t *testing.T, dir string) *Replica {
+func openReplica(t *testing.T, dir string) *DiskReplica {
 	t.Helper()
 	r, err := OpenReplica(dir)
 	if err != nil {
@@ -214,7 +214,7 @@ func TestFencing(t *testing.T) {
 	if _, err := r.Fence(ctx, 4); !errors.Is(err, ErrFenced) {
 		t.Errorf("fence to an older epoch: %v, want ErrFenced", err)
 	}
-	checkFenced := func(r *Replica) {
+	checkFenced := func(r *DiskReplica) {
 		t.Helper()
 		bytesBefore, extBefore := mustRead(t, r, 0, 2*ExtentSize), mustExtents(t, r)
 		old := []struct {
@@ -317,7 +317,7 @@ func TestExtentsCompare(t *testing.T) {
 	a, _ := newReplica(t, size)
 	b, _ := newReplica(t, size)
 	ctx := context.Background()
-	for _, r := range []*Replica{a, b} {
+	for _, r := range []*DiskReplica{a, b} {
 		if e := mustExtents(t, r); len(e) != 4 || slices.ContainsFunc(e, func(x ExtentInfo) bool { return x != ExtentInfo{} }) {
 			t.Fatalf("fresh replica extents %v, want 4 zero ones", e)
 		}

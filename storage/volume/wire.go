@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"math/bits"
 	"sync"
 	"syscall"
@@ -19,7 +18,9 @@ import (
 //	reply:   magic u32 | code u32 | handle u64 | length u32 | payload
 //
 // offset carries the extent index of ReadExtent and WriteExtent and the new
-// size of Resize. A header that breaks the framing (bad magic, unknown op
+// size of Resize; no request's offset (nor Zero's length) exceeds
+// maxReplicaSize, so a Resize cannot make the server allocate beyond the
+// largest volume. A header that breaks the framing (bad magic, unknown op
 // or flag, a payload over the bounds) closes the connection: the stream
 // cannot be trusted to be in step after it.
 const (
@@ -28,9 +29,9 @@ const (
 	reqHeaderSize  = 48
 	repHeaderSize  = 20
 	wireUpgrade    = "cairn-volume"
-	wireMaxPayload = 32 << 20 // a write or read on the wire
-	wireMaxMessage = 4 << 10  // an error's text
-	wireMaxVolume  = 64 << 40 // the API's largest volume, bounding Extents
+	wireMaxPayload = 32 << 20       // a write or read on the wire
+	wireMaxMessage = 4 << 10        // an error's text
+	wireMaxVolume  = maxReplicaSize // bounds Extents, offsets and sizes
 	wireExtentInfo = 16
 )
 
@@ -116,7 +117,7 @@ func decodeRequest(b []byte) (wireRequest, error) {
 	case opWrite:
 		allowed, maxLen = reqFUA, wireMaxPayload
 	case opZero:
-		allowed, maxLen = reqPunch, math.MaxInt64
+		allowed, maxLen = reqPunch, wireMaxVolume
 	case opRead:
 		maxLen = wireMaxPayload
 	case opWriteExtent:
@@ -130,7 +131,7 @@ func decodeRequest(b []byte) (wireRequest, error) {
 	if r.length > maxLen {
 		return wireRequest{}, fmt.Errorf("%w: op %d with length %d", errWireProtocol, r.op, r.length)
 	}
-	if r.offset > math.MaxInt64 {
+	if r.offset > wireMaxVolume {
 		return wireRequest{}, fmt.Errorf("%w: op %d with offset %d", errWireProtocol, r.op, r.offset)
 	}
 	return r, nil

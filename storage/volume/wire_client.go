@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // Dial opens the replica protocol to replicaID on the node at addr (its
@@ -316,7 +317,7 @@ func (c *remoteTarget) Fence(ctx context.Context, epoch uint64) (ReplicaState, e
 }
 
 func (c *remoteTarget) WriteAt(ctx context.Context, epoch, gen uint64, p []byte, off int64, fua bool) error {
-	if len(p) > wireMaxPayload || off < 0 {
+	if len(p) > wireMaxPayload || off < 0 || off > maxReplicaSize {
 		return fmt.Errorf("replica %s: write of %d bytes at %d: too large", c.name, len(p), off)
 	}
 	var flags uint16
@@ -329,7 +330,7 @@ func (c *remoteTarget) WriteAt(ctx context.Context, epoch, gen uint64, p []byte,
 }
 
 func (c *remoteTarget) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
-	if off < 0 || length < 0 {
+	if off < 0 || length < 0 || off > maxReplicaSize || length > maxReplicaSize {
 		return fmt.Errorf("replica %s: zero [%d, +%d): negative", c.name, off, length)
 	}
 	var flags uint16
@@ -342,7 +343,7 @@ func (c *remoteTarget) Zero(ctx context.Context, epoch, gen uint64, off, length 
 }
 
 func (c *remoteTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
-	if len(p) > wireMaxPayload || off < 0 {
+	if len(p) > wireMaxPayload || off < 0 || off > maxReplicaSize {
 		return fmt.Errorf("replica %s: read of %d bytes at %d: too large", c.name, len(p), off)
 	}
 	b, err := c.do(ctx, wireRequest{op: opRead, offset: uint64(off), length: uint64(len(p))}, nil, len(p))
@@ -379,8 +380,8 @@ func (c *remoteTarget) Extents(ctx context.Context) ([]ExtentInfo, error) {
 }
 
 func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
-	if idx < 0 {
-		return 0, fmt.Errorf("replica %s: read extent %d: negative", c.name, idx)
+	if idx < 0 || idx > maxReplicaSize/ExtentSize {
+		return 0, fmt.Errorf("replica %s: read extent %d: out of bounds", c.name, idx)
 	}
 	b, err := c.do(ctx, wireRequest{op: opReadExtent, offset: uint64(idx)}, nil, -1)
 	if err != nil {
@@ -397,7 +398,7 @@ func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int
 }
 
 func (c *remoteTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
-	if idx < 0 || len(p) > ExtentSize {
+	if idx < 0 || idx > maxReplicaSize/ExtentSize || len(p) > ExtentSize {
 		return fmt.Errorf("replica %s: write extent %d of %d bytes: out of bounds", c.name, idx, len(p))
 	}
 	_, err := c.do(ctx, wireRequest{op: opWriteExtent, epoch: epoch, gen: gen,
@@ -406,8 +407,8 @@ func (c *remoteTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64,
 }
 
 func (c *remoteTarget) Resize(ctx context.Context, epoch uint64, size int64) error {
-	if size < 0 {
-		return fmt.Errorf("replica %s: resize to %d: negative", c.name, size)
+	if size < 0 || size > maxReplicaSize {
+		return fmt.Errorf("replica %s: resize to %d: not in [0, %d]: %w", c.name, size, int64(maxReplicaSize), syscall.EINVAL)
 	}
 	_, err := c.do(ctx, wireRequest{op: opResize, epoch: epoch, offset: uint64(size)}, nil, -1)
 	if err == nil {

@@ -339,8 +339,18 @@ type testNode struct {
 
 func newNode(t testing.TB) *testNode {
 	t.Helper()
-	n := &testNode{files: newFakeFiles(), disks: map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}}
-	n.host = newHost(func() map[string]string { return n.disks }, wireTestLog(t), n.files.seam())
+	files := newFakeFiles()
+	n := newNodeWith(t, files.seam())
+	n.files = files
+	return n
+}
+
+// newNodeWith is newNode with the replica store files (defaultReplicaFiles
+// for real replicas on disk).
+func newNodeWith(t testing.TB, files replicaFiles) *testNode {
+	t.Helper()
+	n := &testNode{disks: map[string]string{"d1": t.TempDir(), "d2": t.TempDir()}}
+	n.host = newHost(func() map[string]string { return n.disks }, wireTestLog(t), files)
 	ca, leaf := wireTestCerts(t)
 	inner := n.host.Handler()
 	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

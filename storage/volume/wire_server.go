@@ -32,7 +32,14 @@ type wireSession struct {
 
 	bmu   sync.Mutex
 	bcond *sync.Cond
-	bytes int64 // payload bytes held by requests in flight
+	bytes int64        // payload bytes held by requests in flight
+	size  atomic.Int64 // the replica's size from the last Fence or Resize; 0 unknown
+
+	// stopped is set by the session's owner when it closes the connection:
+	// requests read (or buffered) but not yet started are dropped, not
+	// run, so once the owner has closed it and waited for serveReplica to
+	// return nothing of this connection changes the replica any more.
+	stopped *atomic.Bool
 
 	waiting atomic.Int32 // repliers queued for wmu, so the last one flushes
 	wmu     sync.Mutex
@@ -45,7 +52,19 @@ type wireSession struct {
 // Every request read is finished (and answered when the connection still
 // takes it) before it returns. It does not close rw.
 func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, closeFn func(), log *slog.Logger) error {
+	return serveReplicaStoppable(ctx, t, r, w, closeFn, new(atomic.Bool), log)
+}
+
+// serveReplicaStoppable is serveReplica with a stop flag: once stopped is
+// set (and the connection closed, so the read loop ends), requests not yet
+// started are dropped without a reply; those already running finish
+// before it returns. The Host sets it before closing an older stream of a
+// replica, and waits for the return, so a request of the old connection
+// (a write the writer gave up on) cannot land after the new stream's first
+// request.
+func serveReplicaStoppable(ctx context.Context, t Target, r io.Reader, w io.Writer, closeFn func(), stopped *atomic.Bool, log *slog.Logger) error {
 	s := &wireSession{
+		stopped: stopped,
 		// The HTTP server's reader (4 KiB) is wrapped: a header read then
 		// takes many requests from the socket at once.
 		t: t, r: bufio.NewReaderSize(r, 64<<10), log: log,
@@ -57,15 +76,36 @@ func serveReplica(ctx context.Context, t Target, r io.Reader, w io.Writer, close
 	return s.run(ctx)
 }
 
-// weight is the payload memory a request holds while it runs.
-func (r *wireRequest) weight() int64 {
+// weight is the payload memory a request holds while it runs. An Extents
+// reply is wireExtentInfo bytes per extent, so it counts too: by the
+// replica's size when the session knows it, else as the largest replica's
+// (1 GiB, more than the budget: it then runs alone). The Target's slice
+// of as many bytes is garbage once the reply is encoded.
+func (s *wireSession) weight(r *wireRequest) int64 {
 	switch r.op {
 	case opWrite, opWriteExtent, opRead:
 		return int64(r.length)
 	case opReadExtent:
 		return ExtentSize
+	case opExtents:
+		return wireExtentInfo * ((s.replicaSize() + ExtentSize - 1) / ExtentSize)
 	}
 	return 0
+}
+
+// replicaSize is the replica's size as the session last saw it: the
+// Target's own when it tells it (a local replica), else the last Fence or
+// Resize reply, else the largest a replica may be.
+func (s *wireSession) replicaSize() int64 {
+	if sz, ok := s.t.(interface{ Size() int64 }); ok {
+		if n := sz.Size(); n > 0 {
+			return min(n, maxReplicaSize)
+		}
+	}
+	if n := s.size.Load(); n > 0 {
+		return min(n, maxReplicaSize)
+	}
+	return maxReplicaSize
 }
 
 // hold waits until n more payload bytes fit; only the read loop calls it.
@@ -91,6 +131,9 @@ func (s *wireSession) run(ctx context.Context) error {
 	defer s.wg.Wait()
 	var hdr [reqHeaderSize]byte
 	for {
+		if s.stopped.Load() {
+			return nil
+		}
 		if _, err := io.ReadFull(s.r, hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 				return nil
@@ -111,7 +154,7 @@ func (s *wireSession) run(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		weight := req.weight()
+		weight := s.weight(&req)
 		s.hold(weight)
 		var payload *[]byte
 		if n := req.payloadLen(); n > 0 {
@@ -123,9 +166,21 @@ func (s *wireSession) run(ctx context.Context) error {
 				return fmt.Errorf("%w: truncated payload: %v", errWireProtocol, err)
 			}
 		}
+		if s.stopped.Load() {
+			// Read (perhaps from the buffer after the close) but not
+			// started: dropped.
+			putPayload(payload)
+			s.release(weight)
+			<-s.sem
+			return nil
+		}
 		s.wg.Add(1)
 		go func() {
 			defer func() { s.release(weight); <-s.sem; s.wg.Done() }()
+			if s.stopped.Load() {
+				putPayload(payload)
+				return
+			}
 			s.exec(ctx, req, payload)
 		}()
 	}
@@ -145,6 +200,7 @@ func (s *wireSession) exec(ctx context.Context, req wireRequest, payload *[]byte
 	case opFence:
 		var st ReplicaState
 		if st, err = s.t.Fence(ctx, req.epoch); err == nil {
+			s.size.Store(max(st.Size, 0))
 			small = make([]byte, 24)
 			binary.BigEndian.PutUint64(small[0:], uint64(st.Size))
 			binary.BigEndian.PutUint64(small[8:], st.Epoch)
@@ -186,7 +242,9 @@ func (s *wireSession) exec(ctx context.Context, req wireRequest, payload *[]byte
 	case opWriteExtent:
 		err = s.t.WriteExtent(ctx, req.epoch, off, req.gen, p)
 	case opResize:
-		err = s.t.Resize(ctx, req.epoch, off)
+		if err = s.t.Resize(ctx, req.epoch, off); err == nil {
+			s.size.Store(off)
+		}
 	}
 	if err != nil {
 		e := wireErrorOf(err)

@@ -209,7 +209,6 @@ func TestRemoteConnectionLoss(t *testing.T) {
 	mem := n.replica(t, "r1", wireTestSize)
 	r := n.dial(t, "r1")
 	gate := make(chan struct{})
-	defer close(gate)
 	mem.setGate(gate)
 	errs := make(chan error, 8)
 	for range 8 {
@@ -230,8 +229,10 @@ func TestRemoteConnectionLoss(t *testing.T) {
 	if err := r.Flush(context.Background(), 0); !errors.Is(err, ErrConnLost) {
 		t.Fatalf("later call: %v", err)
 	}
-	// Close does the same to a healthy connection.
+	// Close does the same to a healthy connection. (A new stream waits
+	// for the old one's calls, held at the gate, to end.)
 	mem.setGate(nil)
+	close(gate)
 	r2 := n.dial(t, "r1")
 	if err := r2.Flush(context.Background(), 0); err != nil {
 		t.Fatal(err)

@@ -12,13 +12,6 @@ import (
 	"github.com/cairnhq/cairn/storage/nbd"
 )
 
-// Replica states as recorded in the replicated state.
-const (
-	ReplicaInSync     = "in_sync"
-	ReplicaStale      = "stale"
-	ReplicaRebuilding = "rebuilding"
-)
-
 // Control is what a writer needs from the replicated state.
 type Control interface {
 	// SetReplicaState records a replica's state under the writer's epoch.
@@ -65,6 +58,10 @@ type member struct {
 	state   string // in_sync, stale, rebuilding
 	staling chan struct{}
 	err     error // outcome of staling, once closed
+	lost    int   // times a rebuild was abandoned because a write missed it
+	// conn counts the connections the writer has given t: Targets need
+	// not be comparable, so a failure is matched to its connection by it.
+	conn uint64
 }
 
 // Stats counts what the writer did, for tests and metrics.
@@ -183,7 +180,7 @@ func (w *Writer) open(ctx context.Context) error {
 			continue
 		}
 		if res[i].st.Size < w.cfg.Size {
-			if err := m.t.Resize(ctx, w.cfg.Epoch, w.cfg.Size); err != nil {
+			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.Resize(ctx, w.cfg.Epoch, w.cfg.Size) }); err != nil {
 				return fmt.Errorf("grow replica %s: %w", m.ID, err)
 			}
 		}
@@ -217,7 +214,8 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 	}
 	tables := make([][]ExtentInfo, len(ms))
 	for i, m := range ms {
-		t, err := m.t.Extents(ctx)
+		var t []ExtentInfo
+		err := w.bounded(ctx, func(ctx context.Context) (err error) { t, err = m.t.Extents(ctx); return err })
 		if err != nil {
 			return fmt.Errorf("extents of replica %s: %w", m.ID, err)
 		}
@@ -249,7 +247,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 		var n int
 		for _, i := range order {
 			var err error
-			if n, err = ms[i].t.ReadExtent(ctx, idx, buf); err == nil {
+			if err = w.bounded(ctx, func(ctx context.Context) (err error) { n, err = ms[i].t.ReadExtent(ctx, idx, buf); return err }); err == nil {
 				src = i
 				break
 			}
@@ -263,7 +261,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 			if i == src || at(tables[i], idx) == want {
 				continue
 			}
-			if err := m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n]); err != nil {
+			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n]) }); err != nil {
 				return fmt.Errorf("reconcile extent %d into replica %s: %w", idx, m.ID, err)
 			}
 			w.resyncBytes.Add(int64(n))
@@ -271,11 +269,18 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 		}
 	}
 	for _, m := range ms {
-		if err := m.t.Flush(ctx, w.cfg.Epoch); err != nil {
+		if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.Flush(ctx, w.cfg.Epoch) }); err != nil {
 			return fmt.Errorf("flush replica %s: %w", m.ID, err)
 		}
 	}
 	return nil
+}
+
+// bounded runs one replica call under the call timeout.
+func (w *Writer) bounded(ctx context.Context, call func(context.Context) error) error {
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
+	return call(ctx)
 }
 
 func at(t []ExtentInfo, idx int64) ExtentInfo {
@@ -314,13 +319,28 @@ func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 	})
 }
 
-// WriteZeroes implements nbd.Backend.
+// WriteZeroes implements nbd.Backend. A large range (a guest's mkfs, a
+// whole-disk discard) goes in pieces, so no replica call runs longer than
+// its timeout allows and writes elsewhere are not held up.
 func (w *Writer) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
+	for length > 0 {
+		n := min(length, zeroPiece)
+		if err := w.zero(ctx, off, n, !noHole); err != nil {
+			return err
+		}
+		off, length = off+n, length-n
+	}
+	return nil
+}
+
+const zeroPiece = 64 << 20
+
+func (w *Writer) zero(ctx context.Context, off, length int64, punch bool) error {
 	unlock := w.locks.lock(off, length)
 	defer unlock()
 	gen := w.nextGen(off, length)
 	return w.fanout(ctx, "zero", func(ctx context.Context, t Target) error {
-		return t.Zero(ctx, w.cfg.Epoch, gen, off, length, !noHole)
+		return t.Zero(ctx, w.cfg.Epoch, gen, off, length, punch)
 	})
 }
 
@@ -350,6 +370,15 @@ func (w *Writer) nextGen(off, length int64) uint64 {
 	return gen
 }
 
+// target is a member with the connection an operation uses: the member's
+// connection may be replaced or dropped meanwhile, and a failure counts
+// only against the connection it happened on.
+type target struct {
+	m    *member
+	t    Target
+	conn uint64 // the member's conn when t was taken
+}
+
 // fanout runs op on every replica that takes writes: all in-sync ones and
 // those being rebuilt. The local replica goes last, once a remote one has
 // accepted the epoch, so a writer that was fenced changes no copy at all,
@@ -360,26 +389,26 @@ func (w *Writer) fanout(ctx context.Context, what string, op func(context.Contex
 		return nbd.ESHUTDOWN
 	}
 	w.mu.Lock()
-	var remote []*member
-	var local *member
+	var remote []target
+	var local *target
 	for _, m := range w.members {
 		if m.t == nil || (m.state != ReplicaInSync && m.state != ReplicaRebuilding) {
 			continue
 		}
 		if m.Local {
-			local = m
+			local = &target{m, m.t, m.conn}
 		} else {
-			remote = append(remote, m)
+			remote = append(remote, target{m, m.t, m.conn})
 		}
 	}
 	w.mu.Unlock()
 	if local == nil && len(remote) == 0 {
 		return nbd.EIO
 	}
-	call := func(m *member) error {
+	call := func(t Target) error {
 		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 		defer cancel()
-		return op(cctx, m.t)
+		return op(cctx, t)
 	}
 	// gate opens when a remote replica has accepted the epoch, or when
 	// every remote one has failed.
@@ -390,11 +419,11 @@ func (w *Writer) fanout(ctx context.Context, what string, op func(context.Contex
 	var accepted atomic.Bool
 	errs := make([]error, len(remote))
 	var wg sync.WaitGroup
-	for i, m := range remote {
+	for i, r := range remote {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = call(m)
+			errs[i] = call(r.t)
 			if errs[i] == nil {
 				accepted.Store(true)
 				gateOnce.Do(func() { close(gate) })
@@ -411,32 +440,36 @@ func (w *Writer) fanout(ctx context.Context, what string, op func(context.Contex
 			<-gate
 		}
 		if len(remote) == 0 || accepted.Load() {
-			localErr = call(local)
+			localErr = call(local.t)
 		} else {
 			heldBack = true
 		}
 	}
 	wg.Wait()
 
-	for i, m := range remote {
-		if err := w.settle(ctx, m, what, errs[i]); err != nil {
-			return err
+	var first error
+	for i, r := range remote {
+		if err := w.settle(ctx, r, what, errs[i]); err != nil && first == nil {
+			first = err
 		}
+	}
+	if first != nil {
+		return first
 	}
 	if heldBack {
 		// Every remote replica failed and has been marked stale: the
 		// replicated state accepted this writer's epoch just now, so the
 		// local copy may take the operation.
-		localErr = call(local)
+		localErr = call(local.t)
 	}
 	if local != nil {
-		return w.settle(ctx, local, what, localErr)
+		return w.settle(ctx, *local, what, localErr)
 	}
 	return nil
 }
 
 // settle handles one replica's outcome of an operation.
-func (w *Writer) settle(ctx context.Context, m *member, what string, err error) error {
+func (w *Writer) settle(ctx context.Context, r target, what string, err error) error {
 	switch {
 	case err == nil:
 		return nil
@@ -446,19 +479,28 @@ func (w *Writer) settle(ctx context.Context, m *member, what string, err error) 
 	case ctx.Err() != nil:
 		return ctx.Err()
 	}
-	return w.drop(ctx, m, what, err)
+	return w.drop(ctx, r, what, err)
 }
 
 // drop takes a failed replica out of the write set. An in-sync one must
 // be marked stale in the replicated state first; if that cannot be done
 // (the epoch moved on, or too few would stay in sync), the operation
-// fails.
-func (w *Writer) drop(ctx context.Context, m *member, what string, cause error) error {
+// fails. A failure on a connection the member no longer uses changes
+// nothing.
+func (w *Writer) drop(ctx context.Context, r target, what string, cause error) error {
+	m := r.m
 	w.mu.Lock()
+	if m.conn != r.conn || m.t == nil {
+		// Already dropped (marked stale) or replaced since the operation
+		// started: nothing more to do for it.
+		w.mu.Unlock()
+		return nil
+	}
 	switch m.state {
 	case ReplicaRebuilding:
 		w.log.Warn("replica being rebuilt failed; trying again later", "replica", m.ID, "op", what, "err", cause)
 		m.state = ReplicaStale
+		m.lost++
 		w.closeMember(m)
 		w.mu.Unlock()
 		return nil
@@ -529,9 +571,9 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		return nbd.ESHUTDOWN
 	}
 	var lastErr error = nbd.EIO
-	for _, m := range w.readOrder() {
+	for _, r := range w.readOrder() {
 		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
-		err := m.t.ReadAt(cctx, p, off)
+		err := r.t.ReadAt(cctx, p, off)
 		cancel()
 		if err == nil {
 			return nil
@@ -542,29 +584,30 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		lastErr = err
 		var ce *CorruptError
 		if errors.As(err, &ce) {
-			w.log.Error("checksum mismatch; reading another replica and repairing this one", "replica", m.ID, "node", m.Node, "off", ce.Off, "len", ce.Len)
-			if err := w.readRepair(ctx, m, p, off); err == nil {
+			w.log.Error("checksum mismatch; reading another replica and repairing this one", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
+			err := w.readRepair(ctx, r, p, off)
+			if err == nil {
 				return nil
-			} else {
-				lastErr = err
 			}
+			lastErr = err
 			continue
 		}
-		w.log.Warn("read from replica failed; trying another", "replica", m.ID, "err", err)
+		w.log.Warn("read from replica failed; trying another", "replica", r.m.ID, "err", err)
 	}
 	return lastErr
 }
 
-func (w *Writer) readOrder() []*member {
+// readOrder lists the in-sync replicas, the local one first.
+func (w *Writer) readOrder() []target {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	var out []*member
+	var out []target
 	for _, m := range w.members {
 		if m.t != nil && m.state == ReplicaInSync {
 			if m.Local {
-				out = append([]*member{m}, out...)
+				out = append([]target{{m, m.t, m.conn}}, out...)
 			} else {
-				out = append(out, m)
+				out = append(out, target{m, m.t, m.conn})
 			}
 		}
 	}
@@ -574,24 +617,26 @@ func (w *Writer) readOrder() []*member {
 // readRepair serves p from another in-sync replica and rewrites every
 // extent of the range on the bad one from it, under the range's lock so
 // no write interleaves.
-func (w *Writer) readRepair(ctx context.Context, bad *member, p []byte, off int64) error {
+func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64) error {
 	first, last := off/ExtentSize, (off+int64(len(p))-1)/ExtentSize
 	unlock := w.locks.lock(first*ExtentSize, (last-first+1)*ExtentSize)
 	defer unlock()
-	var good *member
+	cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
+	var good *target
 	var tab []ExtentInfo
-	for _, m := range w.readOrder() {
-		if m == bad {
+	for _, r := range w.readOrder() {
+		if r.m == bad.m {
 			continue
 		}
-		if err := m.t.ReadAt(ctx, p, off); err != nil {
+		if err := r.t.ReadAt(cctx, p, off); err != nil {
 			continue
 		}
-		t, err := m.t.Extents(ctx)
+		t, err := r.t.Extents(cctx)
 		if err != nil {
 			continue
 		}
-		good, tab = m, t
+		good, tab = &r, t
 		break
 	}
 	if good == nil {
@@ -600,12 +645,12 @@ func (w *Writer) readRepair(ctx context.Context, bad *member, p []byte, off int6
 	w.repairs.Add(1)
 	buf := make([]byte, ExtentSize)
 	for idx := first; idx <= last; idx++ {
-		n, err := good.t.ReadExtent(ctx, idx, buf)
+		n, err := good.t.ReadExtent(cctx, idx, buf)
 		if err == nil {
-			err = bad.t.WriteExtent(ctx, w.cfg.Epoch, idx, at(tab, idx).Gen, buf[:n])
+			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen[idx].Load()), buf[:n])
 		}
 		if err != nil {
-			w.log.Error("repairing a replica failed", "replica", bad.ID, "extent", idx, "err", err)
+			w.log.Error("repairing a replica failed", "replica", bad.m.ID, "extent", idx, "err", err)
 			break
 		}
 	}
@@ -661,77 +706,109 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	}
 	cancel()
 	if err != nil {
+		if errors.Is(err, ErrFenced) {
+			w.fence()
+		}
 		return err
 	}
 	// From here on new writes reach it too; the barrier waits for every
 	// write that started before, so the tables below include them.
 	w.mu.Lock()
+	m.conn++
 	m.t, m.state = t, ReplicaRebuilding
+	lost := m.lost
+	mine := target{m, t, m.conn}
 	w.mu.Unlock()
 	w.locks.lock(0, w.cfg.Size)()
 
 	src := w.readOrder()
 	if len(src) == 0 {
-		return w.abandon(m, errors.New("no in-sync replica to copy from"))
+		return w.abandon(mine, errors.New("no in-sync replica to copy from"))
 	}
-	good, err := src[0].t.Extents(ctx)
-	if err != nil {
-		return w.abandon(m, err)
+	from := src[0]
+	cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	good, err := from.t.Extents(cctx)
+	var have []ExtentInfo
+	if err == nil {
+		have, err = t.Extents(cctx)
 	}
-	mine, err := t.Extents(ctx)
+	cancel()
 	if err != nil {
-		return w.abandon(m, err)
+		return w.abandon(mine, err)
 	}
 	buf := make([]byte, ExtentSize)
 	for idx := range extents(w.cfg.Size) {
-		if at(good, idx) == at(mine, idx) {
+		if at(good, idx) == at(have, idx) {
 			continue
 		}
-		if err := w.copyExtent(ctx, src[0], m, idx, at(good, idx).Gen, buf); err != nil {
-			return w.abandon(m, err)
+		if err := w.copyExtent(ctx, from.t, t, idx, at(good, idx).Gen, buf); err != nil {
+			return w.abandon(mine, err)
 		}
 	}
-	if err := t.Flush(ctx, w.cfg.Epoch); err != nil {
-		return w.abandon(m, err)
-	}
-	if err := w.cfg.Control.SetReplicaState(ctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaInSync); err != nil {
-		if isFencedErr(err) {
-			w.fence()
-		}
-		return w.abandon(m, err)
+	// The last step runs with every write held: the replica is flushed and
+	// recorded in sync only if no write missed it on the way, so the
+	// replicated state never calls in sync a copy that lacks a write.
+	unlock := w.locks.lock(0, w.cfg.Size)
+	defer unlock()
+	cctx, cancel = context.WithTimeout(ctx, w.cfg.CallTimeout)
+	err = t.Flush(cctx, w.cfg.Epoch)
+	cancel()
+	if err != nil {
+		return w.abandon(mine, err)
 	}
 	w.mu.Lock()
-	if m.state == ReplicaRebuilding {
+	ok := m.conn == mine.conn && m.t != nil && m.state == ReplicaRebuilding && m.lost == lost
+	w.mu.Unlock()
+	if !ok {
+		return errors.New("a write missed the replica while it was being rebuilt")
+	}
+	if err := w.cfg.Control.SetReplicaState(ctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaInSync); err != nil {
+		return w.abandon(mine, err)
+	}
+	w.mu.Lock()
+	ok = m.conn == mine.conn && m.t != nil && m.state == ReplicaRebuilding && m.lost == lost
+	if ok {
 		m.state = ReplicaInSync
 	}
 	w.mu.Unlock()
+	if !ok {
+		// A flush failed on it meanwhile (writes were held): take the
+		// record back before anything counts on it.
+		if err := w.cfg.Control.SetReplicaState(context.WithoutCancel(ctx), w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaStale); err != nil {
+			w.log.Error("a replica recorded in sync missed a flush and could not be marked stale again", "replica", m.ID, "err", err)
+			w.fence() // stop rather than count on a copy that may lack data
+		}
+		return errors.New("a flush missed the replica as it came back in sync")
+	}
 	w.log.Info("replica back in sync", "replica", m.ID, "node", m.Node, "bytes_copied", w.resyncBytes.Load())
 	return nil
 }
 
 // copyExtent copies one extent under its lock, with the generation it has
 // now: the table's, or a newer one this writer gave it since.
-func (w *Writer) copyExtent(ctx context.Context, from, to *member, idx int64, gen uint64, buf []byte) error {
+func (w *Writer) copyExtent(ctx context.Context, from, to Target, idx int64, gen uint64, buf []byte) error {
 	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.cfg.Size-idx*ExtentSize))
 	defer unlock()
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+	defer cancel()
 	gen = max(gen, w.extGen[idx].Load())
-	n, err := from.t.ReadExtent(ctx, idx, buf)
+	n, err := from.ReadExtent(ctx, idx, buf)
 	if err != nil {
-		return fmt.Errorf("read extent %d from %s: %w", idx, from.ID, err)
+		return fmt.Errorf("read extent %d: %w", idx, err)
 	}
-	if err := to.t.WriteExtent(ctx, w.cfg.Epoch, idx, gen, buf[:n]); err != nil {
-		return fmt.Errorf("write extent %d to %s: %w", idx, to.ID, err)
+	if err := to.WriteExtent(ctx, w.cfg.Epoch, idx, gen, buf[:n]); err != nil {
+		return fmt.Errorf("write extent %d: %w", idx, err)
 	}
 	w.resyncBytes.Add(int64(n))
 	w.resyncExtents.Add(1)
 	return nil
 }
 
-func (w *Writer) abandon(m *member, err error) error {
+func (w *Writer) abandon(r target, err error) error {
 	w.mu.Lock()
-	if m.state == ReplicaRebuilding {
-		m.state = ReplicaStale
-		w.closeMember(m)
+	if r.m.conn == r.conn && r.m.t != nil && r.m.state == ReplicaRebuilding {
+		r.m.state = ReplicaStale
+		w.closeMember(r.m)
 	}
 	w.mu.Unlock()
 	if errors.Is(err, ErrFenced) {

@@ -105,7 +105,7 @@ func (c cuttable) Close() error { return nil } // the test owns the replicas
 type rig struct {
 	t     *testing.T
 	dirs  []string
-	reps  []*Replica
+	reps  []*DiskReplica
 	down  []*atomic.Bool
 	state *testState
 	size  int64
