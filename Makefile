@@ -21,7 +21,8 @@ FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./applianc
 	./storage/s3:FuzzSignatureParse:30000x ./storage/s3:FuzzSignatureClients:20000x \
 	./storage/s3:FuzzAWSChunked:1000x ./storage/s3:FuzzXMLBodies:150x:0x \
 	./hypervisor:FuzzImageProbe:300x:0x ./hypervisor/cloudinit:FuzzSeed:50000x \
-	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x
+	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x \
+	./storage/volume:FuzzReplicaRequest:100000x
 
 .PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute clean
 

@@ -314,7 +314,7 @@ func TestVolumeFencing(t *testing.T) {
 		t.Fatalf("after the new writer opened: writer %s, node1's replica %s", v.Writer, replicaOn(v, n1.Name).State)
 	}
 	// The old writer keeps writing: every write is refused.
-	out, err := qemuIOOut(old, "write -P 3 0 4k", "write -P 3 1M 4k", "flush")
+	out, err := qemuIOOut(old, "write -P 3 0 4k", "write -P 3 1M 4k")
 	if err == nil {
 		t.Fatalf("the fenced writer's writes succeeded:\n%s", out)
 	}

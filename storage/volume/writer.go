@@ -514,7 +514,7 @@ func (w *Writer) drop(ctx context.Context, r target, what string, cause error) e
 		m.staling = ch
 		w.mu.Unlock()
 		w.log.Warn("replica failed; marking it stale", "replica", m.ID, "node", m.Node, "op", what, "err", cause)
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), markStaleTimeout)
 		err := w.cfg.Control.SetReplicaState(cctx, w.cfg.VolumeID, w.cfg.Epoch, m.ID, ReplicaStale)
 		cancel()
 		w.mu.Lock()
@@ -883,3 +883,8 @@ func (l *rangeLocks) lock(off, length int64) (unlock func()) {
 		close(me.done)
 	}
 }
+
+// markStaleTimeout bounds the wait for the replicated state to record a
+// failed replica: longer than a leader election, short enough that a
+// writer cut off from the cluster fails its guest's I/O within seconds.
+const markStaleTimeout = 10 * time.Second
