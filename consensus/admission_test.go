@@ -568,7 +568,7 @@ func TestAddressChangeMovesAServer(t *testing.T) {
 	cfg.BindAddr, cfg.AdvertiseAddr = newTestConfig(t, 7, 3, "").BindAddr, ""
 	moved := tc.start(cfg)
 	tc.nodes[i] = moved
-	testutil.WaitFor(t, 10*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
+	testutil.WaitFor(t, 30*time.Second, name+" moved to "+moved.RaftAddr(), func() error {
 		l := tc.leader()
 		if l == nil {
 			return errors.New("no leader")

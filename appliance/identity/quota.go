@@ -3,6 +3,8 @@ package identity
 import (
 	"fmt"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/cairnhq/cairn/consensus"
 )
 
@@ -22,18 +24,39 @@ func ChargeOverLimit(tx *consensus.Tx, projectID string, delta Resources) error 
 	return charge(tx, projectID, delta, false)
 }
 
+// WouldFit tells, from a read transaction, whether Charge would accept
+// delta now: for a service that must refuse before it changes anything
+// outside the replicated state. The command's Charge decides.
+func WouldFit(txn *memdb.Txn, projectID string, delta Resources) error {
+	q := consensus.First[Quota](txn, tQuotas, "id", projectID)
+	if q == nil {
+		return notFound("project", projectID)
+	}
+	return q.fits(projectID, delta)
+}
+
+func (q *Quota) fits(projectID string, delta Resources) error {
+	next := q.Usage.add(delta)
+	for _, f := range q.Limits.fields(next, delta) {
+		if f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
+			return consensus.Errorf(consensus.CodeQuotaExceeded,
+				"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", f.name, projectID, f.limit, f.used-f.delta, f.delta)
+		}
+	}
+	return nil
+}
+
 func charge(tx *consensus.Tx, projectID string, delta Resources, enforce bool) error {
 	q := consensus.First[Quota](tx.Txn, tQuotas, "id", projectID)
 	if q == nil {
 		return notFound("project", projectID)
 	}
-	next := q.Usage.add(delta)
-	for _, f := range q.Limits.fields(next, delta) {
-		if enforce && f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
-			return consensus.Errorf(consensus.CodeQuotaExceeded,
-				"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", f.name, projectID, f.limit, f.used-f.delta, f.delta)
+	if enforce {
+		if err := q.fits(projectID, delta); err != nil {
+			return err
 		}
 	}
+	next := q.Usage.add(delta)
 	row := *q
 	row.Usage = next.clampZero()
 	row.Version = tx.Index

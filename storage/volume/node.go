@@ -92,7 +92,10 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for id, s := range n.served {
-		if v := want[id]; v == nil || s.w.fenced.Load() {
+		// Detached, attached anew (even here: the old guest's writer must
+		// not live on beside the new one's), or fenced: close it; a volume
+		// still attached here is opened again with a new epoch.
+		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() {
 			n.close(id, s)
 		}
 	}

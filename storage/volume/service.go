@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
@@ -163,7 +162,13 @@ func (s *Service) Create(ctx context.Context, p *identity.Principal, req Create)
 	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, CreatedAt: time.Now().UTC()}
 	var out Volume
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVolume, createVolumeCmd{Volume: vol}, &out); err != nil {
-		if settled, serr := s.settle(ctx, err, id); serr != nil || settled == nil {
+		settled, serr := s.settle(ctx, err, id)
+		if serr != nil {
+			// Perhaps recorded: take the record back (no replica exists yet).
+			s.undoCreate(ctx, id, nil)
+			return nil, err
+		}
+		if settled == nil {
 			return nil, err // refused, or not committed
 		}
 	}
@@ -172,31 +177,32 @@ func (s *Service) Create(ctx context.Context, p *identity.Principal, req Create)
 		made++ // a failed Create may have left part of the replica
 		if err := s.prov.Create(ctx, r.Node, r.Disk, r.ID, size); err != nil {
 			err = fmt.Errorf("create volume %s: replica %s on %s: %w", req.Name, r.ID, r.Node, err)
-			s.undoCreate(ctx, id, reps[:made])
+			if v := s.undoCreate(ctx, id, reps[:made]); v != nil {
+				return v, nil
+			}
 			return nil, err
 		}
 	}
 	if _, err := s.c.Apply(ctx, MsgSetVolumeState, setVolumeStateCmd{ID: id, State: StateAvailable}, &out); err != nil {
-		v, serr := s.settle(ctx, err, id)
-		if serr != nil || v == nil || v.State != StateAvailable {
-			s.undoCreate(ctx, id, reps)
-			return nil, fmt.Errorf("create volume %s: %w", req.Name, err)
+		if v, serr := s.settle(ctx, err, id); serr == nil && v != nil && v.State == StateAvailable {
+			return v, nil
 		}
-		out = *v
+		if v := s.undoCreate(ctx, id, reps); v != nil {
+			return v, nil // it was made available after all
+		}
+		return nil, fmt.Errorf("create volume %s: %w", req.Name, err)
 	}
 	return &out, nil
 }
 
 // settle finds out what an Apply that failed did: for a refusal (an error
-// with a code) nothing; otherwise it reads the volume linearizably.
+// with a code) nothing; otherwise it reads the volume linearizably, even
+// when the request that asked is gone.
 func (s *Service) settle(ctx context.Context, err error, id string) (*Volume, error) {
 	if c := consensus.ErrorCode(err); c != "" && c != consensus.CodeUnavailable {
 		return nil, nil
 	}
-	if errors.Is(ctx.Err(), context.Canceled) {
-		ctx = context.WithoutCancel(ctx)
-	}
-	rctx, cancel := context.WithTimeout(ctx, opTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
 	if err := s.c.ConsistentRead(rctx); err != nil {
 		return nil, err
@@ -204,31 +210,48 @@ func (s *Service) settle(ctx context.Context, err error, id string) (*Volume, er
 	return getVolume(s.c.Store().ReadTxn(), id), nil
 }
 
-// undoCreate removes the replicas made so far and the record, even when
-// the request that asked is gone. What it cannot remove is logged: the
-// nodes' sweepers remove replicas of no volume.
-func (s *Service) undoCreate(ctx context.Context, id string, reps []Replica) {
+// undoCreate takes back a creation that failed: first the record (the
+// state machine removes it only while it is still being created), then,
+// once the record is known to be gone, the replicas made so far. If the
+// volume turns out to be available (a command whose answer was lost did
+// commit), nothing is undone and it is returned. If the record's fate
+// cannot be settled, nothing is removed: the volume stays "creating",
+// which its owner can delete once it is abandoned, and the nodes'
+// sweepers remove replicas of no volume.
+func (s *Service) undoCreate(ctx context.Context, id string, reps []Replica) *Volume {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 	defer cancel()
+	gone := false
+	for attempt := 0; attempt < 3 && !gone; attempt++ {
+		_, err := s.c.Apply(ctx, MsgDeleteVolume, deleteVolumeCmd{ID: id, Undo: true}, nil)
+		if err == nil || consensus.ErrorCode(err) == consensus.CodeNotFound {
+			gone = true
+			break
+		}
+		// Refused or of unknown outcome: look.
+		rctx, rcancel := context.WithTimeout(ctx, opTimeout)
+		rerr := s.c.ConsistentRead(rctx)
+		rcancel()
+		if rerr != nil {
+			continue
+		}
+		switch v := getVolume(s.c.Store().ReadTxn(), id); {
+		case v == nil:
+			gone = true
+		case v.State != StateCreating:
+			return v
+		}
+	}
+	if !gone {
+		s.log.Error("undo volume creation: the record's fate is unknown; it and its replicas are kept", "volume", id)
+		return nil
+	}
 	for _, r := range reps {
 		if err := s.prov.Remove(ctx, r.Node, r.ID); err != nil {
 			s.log.Warn("undo volume creation: replica left to the sweeper", "volume", id, "replica", r.ID, "node", r.Node, "err", err)
 		}
 	}
-	for attempt := 0; attempt < 3; attempt++ {
-		_, err := s.c.Apply(ctx, MsgDeleteVolume, deleteVolumeCmd{ID: id, Undo: true}, nil)
-		if err == nil || consensus.ErrorCode(err) == consensus.CodeNotFound {
-			return
-		}
-		if v, serr := s.settle(ctx, err, id); serr == nil && v == nil {
-			return
-		}
-		if c := consensus.ErrorCode(err); c != "" && c != consensus.CodeUnavailable {
-			s.log.Error("undo volume creation: record kept", "volume", id, "err", err)
-			return
-		}
-	}
-	s.log.Error("undo volume creation: record kept", "volume", id)
+	return nil
 }
 
 // place chooses a volume's replicas: one per node, on the node's active,

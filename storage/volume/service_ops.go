@@ -161,20 +161,27 @@ func (s *Service) Extend(ctx context.Context, p *identity.Principal, ref string,
 		return deny(consensus.Errorf(consensus.CodePreconditionFailed, "volume %s is at version %d, not %d", v.Name, v.Version, ifMatch))
 	case v.State == StateCreating || v.State == StateError:
 		return deny(consensus.Errorf(consensus.CodeConflict, "volume %s is %s", v.Name, v.State))
+	case v.Attachment != nil:
+		// Its writer would have to grow the replicas and tell QEMU; until
+		// that exists, growing the record alone would promise space the
+		// export does not serve.
+		return deny(consensus.Errorf(consensus.CodeConflict, "volume %s is attached: detach it to extend it (online extend is not available yet)", v.Name))
+	case s.prov == nil:
+		return deny(unavailable())
 	}
-	if v.Attachment == nil {
-		if s.prov == nil {
-			return deny(unavailable())
-		}
+	if err := identity.WouldFit(s.c.Store().ReadTxn(), v.ProjectID, identity.Resources{VolumeGiB: sizeGiB - v.SizeGiB()}); err != nil {
+		return deny(err) // checked again by the command; refused here before any replica grows
+	}
+	if ifMatch == 0 {
+		ifMatch = v.Version // nothing may attach it between the resize and the command
+	}
+	{
 		for _, r := range v.Replicas {
 			if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch, sizeGiB*GiB); err != nil {
 				return nil, fmt.Errorf("extend volume %s: replica %s on %s: %w", v.Name, r.ID, r.Node, err)
 			}
 		}
 	}
-	// TODO(volumes): an attached volume's writer sees the new size in the
-	// record and must grow its replicas and the NBD export; the service
-	// cannot, as it does not hold the epoch.
 	var out Volume
 	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgExtendVolume, extendVolumeCmd{ID: v.ID, SizeBytes: sizeGiB * GiB, IfMatch: ifMatch}, &out); err != nil {
 		return nil, err
@@ -193,6 +200,8 @@ func (s *Service) Attach(ctx context.Context, p *identity.Principal, ref string,
 	deny := func(err error) (*Volume, error) { return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err) }
 	a := Attachment{Node: to.Node, At: time.Now().UTC()}
 	switch {
+	case ifMatch != 0 && ifMatch != v.Version:
+		return deny(consensus.Errorf(consensus.CodePreconditionFailed, "volume %s is at version %d, not %d", v.Name, v.Version, ifMatch))
 	case (to.VM == "") == (to.Node == ""):
 		return deny(invalid("attach volume %s to a VM or to a node, not both", v.Name))
 	case to.VM == "" && !p.IsClusterAdmin():
@@ -208,6 +217,9 @@ func (s *Service) Attach(ctx context.Context, p *identity.Principal, ref string,
 		}
 		if project != v.ProjectID {
 			return deny(invalid("VM %s is not in volume %s's project", to.VM, v.Name))
+		}
+		if node == "" {
+			return deny(consensus.Errorf(consensus.CodeConflict, "VM %s is not placed on a node yet; attach the volume once it is", to.VM))
 		}
 		a.VM, a.Node = id, node
 	}

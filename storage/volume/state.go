@@ -228,8 +228,8 @@ func applySetVolumeState(tx *consensus.Tx, c *setVolumeStateCmd) (any, error) {
 	if c.State != StateAvailable && c.State != StateError {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume cannot be set %q", c.State)
 	}
-	if cur.Attachment != nil {
-		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached", cur.Name)
+	if cur.State != StateCreating {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not being created", cur.Name, cur.State)
 	}
 	v := *cur
 	v.State = c.State
@@ -319,7 +319,10 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not attached", cur.Name)
 	}
 	v := *cur
-	v.Attachment, v.State = nil, StateAvailable
+	// The writer goes with the attachment: from here on the replicated
+	// state refuses its replica changes, and the next writer takes a new
+	// epoch that fences it on the replicas.
+	v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
 	return save(tx, &v)
 }
 
