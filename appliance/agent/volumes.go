@@ -30,9 +30,8 @@ func volumeSocketDir(vmRunDir string) string { return vmRunDir + "-volumes" }
 // runVolumes serves attached volumes and sweeps replicas no volume names,
 // once this node's disks are open.
 func (a *Agent) runVolumes(ctx context.Context) {
-	go a.volServer.Run(ctx)
 	go func() {
-		<-ctx.Done()
+		a.volServer.Run(ctx) // returns once its volumes are flushed and closed
 		// Streams to writers are hijacked connections the HTTP server
 		// does not close on its own.
 		a.volHost.Close()

@@ -71,6 +71,13 @@ func (n *NodeServer) Run(ctx context.Context) {
 	if err := os.MkdirAll(n.cfg.SocketDir, 0o700); err != nil {
 		n.log.Error("create the volume socket directory", "err", err)
 	}
+	// Sockets an earlier run left (it may have crashed) serve nothing: the
+	// volumes still attached here get theirs again when they are opened.
+	if old, err := filepath.Glob(filepath.Join(n.cfg.SocketDir, "*.sock")); err == nil {
+		for _, p := range old {
+			_ = os.Remove(p)
+		}
+	}
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := n.c.Store().ReadTxn()
