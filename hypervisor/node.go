@@ -25,14 +25,24 @@ type NetHost interface {
 	PruneTaps(keep func(name string) bool) error
 }
 
+// BlockVolumes are the block volumes this node serves (volume.NodeServer):
+// a VM's volume is attached to it and served on the VM's node.
+type BlockVolumes interface {
+	// Socket is the NBD socket a volume is served on here, once it is.
+	Socket(volumeID string) (string, bool)
+}
+
 // NodeConfig configures the VM agent of one node.
 type NodeConfig struct {
 	Name    string
 	Driver  *qemu.Driver
 	Volumes *LocalVolumes
 	Cache   *Cache
-	Net     NetHost
-	Accel   string // kvm or tcg, already probed
+	// Block serves the VMs' block volumes; nil: VMs with volumes do not
+	// start here.
+	Block BlockVolumes
+	Net   NetHost
+	Accel string // kvm or tcg, already probed
 	// QEMUVersion is shown on the host; QEMUError, if set, says why this
 	// node cannot run VMs (no QEMU found), and the scheduler skips it.
 	QEMUVersion, QEMUError string
@@ -125,6 +135,9 @@ func (n *NodeAgent) Run(ctx context.Context) {
 	}
 	n.mu.Unlock()
 }
+
+// SetBlock gives the node's volume server, before Run.
+func (n *NodeAgent) SetBlock(b BlockVolumes) { n.cfg.Block = b }
 
 func (n *NodeAgent) done(id string) {
 	n.mu.Lock()

@@ -14,6 +14,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/cloudinit"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -31,8 +32,13 @@ type Service struct {
 	c      Cluster
 	id     *identity.Service
 	images *Images
+	vols   *volume.Service
 	log    *slog.Logger
 }
+
+// SetVolumes lets VMs boot from block volumes made for them (the default
+// once the cluster has a disk for them).
+func (s *Service) SetVolumes(v *volume.Service) { s.vols = v }
 
 // NewService returns the compute service.
 func NewService(c Cluster, id *identity.Service, images *Images, log *slog.Logger) *Service {
@@ -54,6 +60,12 @@ type VMCreate struct {
 	Hostname  string   `json:"hostname,omitempty"` // default: the name
 	Group     string   `json:"group,omitempty"`    // anti-affinity group
 	Stopped   bool     `json:"stopped,omitempty"`  // create without starting
+	// LocalDisk keeps the boot disk on the VM's node (scratch: lost with
+	// the node); by default the VM boots from a replicated block volume
+	// made from the image, when the cluster has disks for one.
+	LocalDisk bool `json:"local_disk,omitempty"`
+	// BootVolumeGiB sizes the boot volume (default: the flavor's disk).
+	BootVolumeGiB int64 `json:"boot_volume_gib,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -145,11 +157,49 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 	if req.Stopped {
 		vm.Desired = DesiredStopped
 	}
-	var out VM
-	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true}, &out); err != nil {
+	local := req.LocalDisk || fl.LocalDisk || s.vols == nil || !s.vols.CanPlace()
+	switch {
+	case req.BootVolumeGiB != 0 && local:
+		return deny(pr.ID, invalid("boot_volume_gib sizes a boot volume, and this VM's boot disk is local"))
+	case req.BootVolumeGiB != 0 && req.BootVolumeGiB < fl.DiskGiB:
+		return deny(pr.ID, invalid("the boot volume is at least the flavor's %d GiB disk, not %d GiB", fl.DiskGiB, req.BootVolumeGiB))
+	}
+	if local {
+		var out VM
+		if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true}, &out); err != nil {
+			return nil, err
+		}
+		return &out, nil
+	}
+	return s.createWithBootVolume(ctx, p, pr, vm, img, max(req.BootVolumeGiB, fl.DiskGiB))
+}
+
+// createWithBootVolume makes the VM's boot volume from its image, then the
+// VM, which takes the volume in the same transaction. A VM that is not
+// made takes its volume back with it; when the outcome is unknown it is
+// looked up first.
+func (s *Service) createWithBootVolume(ctx context.Context, p *identity.Principal, pr *identity.Project, vm VM, img *Image, sizeGiB int64) (*VM, error) {
+	const action = "vm.create"
+	txn := s.c.Store().ReadTxn()
+	name := bootVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, pr.ID, n) })
+	create := volume.Create{Name: name, SizeGiB: sizeGiB, Project: pr.ID}
+	if img.DiskFormat != FormatISO {
+		create.Image = img.ID
+	}
+	vol, err := s.vols.Create(ctx, p, create)
+	if err != nil {
 		return nil, err
 	}
-	return &out, nil
+	vm.Spec.BootVolume = vol.ID
+	var out VM
+	err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, BootVolumeOwned: true}, &out)
+	if err == nil {
+		return &out, nil
+	}
+	if made := s.settleVolumeUse(ctx, p, err, vol, func(*VM) bool { return true }, vm.ID); made != nil {
+		return made, nil
+	}
+	return nil, err
 }
 
 // imageFits refuses an image that cannot boot on a flavor.

@@ -7,6 +7,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -26,6 +27,9 @@ const (
 	MsgDeleteImage  consensus.MessageType = 267
 	MsgRecordEvents consensus.MessageType = 268
 	MsgConsoleKey   consensus.MessageType = 269
+	MsgAttachVolume consensus.MessageType = 270
+	MsgDetachVolume consensus.MessageType = 271
+	MsgConvertDisk  consensus.MessageType = 272
 )
 
 const (
@@ -47,6 +51,9 @@ type createVMCmd struct {
 	// ImageScoped: the image must be public or the VM's project's. Commands
 	// proposed before the rule existed lack it and replay as they applied.
 	ImageScoped bool `json:"image_scoped,omitempty"`
+	// BootVolumeOwned: the boot volume was made for this VM and is
+	// deleted with it.
+	BootVolumeOwned bool `json:"boot_volume_owned,omitempty"`
 }
 
 type placeVMCmd struct {
@@ -157,6 +164,9 @@ func Register(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: singleton{}},
 	}})
 	consensus.Handle(reg, MsgConsoleKey, "SetConsoleKey", applyConsoleKey)
+	consensus.Handle(reg, MsgAttachVolume, "AttachVolumeToVM", applyAttachVolume)
+	consensus.Handle(reg, MsgDetachVolume, "DetachVolumeFromVM", applyDetachVolume)
+	consensus.Handle(reg, MsgConvertDisk, "ConvertVMDisk", applyConvertDisk)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by
@@ -243,6 +253,11 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	if err := identity.Charge(tx, vm.ProjectID, vmUsage(vm.Spec)); err != nil {
 		return nil, err
 	}
+	if vm.Spec.BootVolume != "" {
+		if _, err := volume.AttachToVM(tx, vm.Spec.BootVolume, vm.ID, vm.ProjectID, "", true, c.BootVolumeOwned, vm.CreatedAt); err != nil {
+			return nil, err
+		}
+	}
 	for i, n := range vm.NICs {
 		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, CreatedAt: vm.CreatedAt})
 		if err != nil {
@@ -283,6 +298,9 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 	vm.Node = c.Node
 	vm.Status = VMStatus{State: StateBuilding, UpdatedAt: c.At}
 	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	if err := volume.FollowVM(tx, vm.ID, vm.Node); err != nil {
 		return nil, err
 	}
 	return &vm, addEvent(tx, vm.ID, "schedule", "placed on "+c.Node, "", c.Node, c.At)
@@ -389,9 +407,13 @@ func applyPurgeVM(tx *consensus.Tx, c *purgeVMCmd) (any, error) {
 	return nil, purge(tx, cur)
 }
 
-// purge drops a VM with its ports, events and quota charge.
+// purge drops a VM with its ports, events and quota charge; its volumes
+// are detached, and the one made with it deleted.
 func purge(tx *consensus.Tx, vm *VM) error {
 	if err := netfabric.ReleasePorts(tx, vm.ID); err != nil {
+		return err
+	}
+	if _, err := volume.ReleaseVM(tx, vm.ID); err != nil {
 		return err
 	}
 	u := vmUsage(vm.Spec)
@@ -546,6 +568,9 @@ func applyDeleteImage(tx *consensus.Tx, c *deleteImageCmd) (any, error) {
 	}
 	if err := checkVersion("image", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
+	}
+	if v := volume.Filling(tx.Txn, cur.ID); v != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "image %s is still being copied into volume %s: delete it once the volume has been used", cur.Name, v.Name)
 	}
 	if err := tx.Delete(tImages, cur); err != nil {
 		return nil, err

@@ -12,6 +12,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -32,6 +33,7 @@ func newComputeEnv(t *testing.T) *computeEnv {
 		identity.Register(r)
 		Register(r)
 		netfabric.Register(r)
+		volume.Register(r)
 	})
 	n := c.Nodes[0]
 	ctx := context.Background()
@@ -47,7 +49,7 @@ func newComputeEnv(t *testing.T) *computeEnv {
 	_, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161")
 	must(err)
 	e.admin = login(t, id, "admin", "cluster-root-6161")
-	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1}
+	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1, Volumes: 10, VolumeGiB: 100}
 	pr, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "ward", Quota: &quota})
 	must(err)
 	_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"})

@@ -48,11 +48,18 @@ type VMSpec struct {
 	UserData  string     `json:"user_data,omitempty"`
 	Group     string     `json:"group,omitempty"` // anti-affinity: never two VMs of a group on one node
 	Firmware  string     `json:"firmware"`        // bios or uefi
+	// BootVolume is the block volume the VM boots from (its ID); "": a
+	// local boot disk of DiskGiB on the VM's node.
+	BootVolume string `json:"boot_volume,omitempty"`
 }
 
-// DiskGiBTotal is what the VM's disks count against the disk quota.
+// DiskGiBTotal is what the VM's local disks count against the disk quota
+// (a boot volume counts against the volume quota).
 func (s VMSpec) DiskGiBTotal() int64 {
 	n := s.DiskGiB
+	if s.BootVolume != "" {
+		n = 0
+	}
 	for _, d := range s.DataDisks {
 		n += d.SizeGiB
 	}

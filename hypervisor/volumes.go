@@ -10,7 +10,9 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // Disk is one disk as QEMU reaches it: a local file (Path) or a network
@@ -81,13 +83,20 @@ func (l *LocalVolumes) Prepare(ctx context.Context, vm *VM, base *Image, basePat
 	root := filepath.Join(dir, "root.qcow2")
 	size := vm.Spec.DiskGiB << 30
 	var disks []Disk
-	if base.DiskFormat == FormatISO {
+	switch {
+	case vm.Spec.BootVolume != "":
+		// The boot disk is a block volume; an installer still comes as
+		// a local CD.
+		if base.DiskFormat == FormatISO {
+			disks = append(disks, Disk{ID: "install", Path: basePath, Format: FormatRaw, Media: "cdrom", ReadOnly: true})
+		}
+	case base.DiskFormat == FormatISO:
 		if err := l.create(ctx, root, "", size); err != nil {
 			return nil, err
 		}
 		disks = append(disks, Disk{ID: "root", Path: root, Format: FormatQCOW2, Media: "disk"},
 			Disk{ID: "install", Path: basePath, Format: FormatRaw, Media: "cdrom", ReadOnly: true})
-	} else {
+	default:
 		if err := l.create(ctx, root, basePath, size); err != nil {
 			return nil, err
 		}
@@ -268,4 +277,27 @@ func Reachable(dirs ...string) error {
 		}
 	}
 	return nil
+}
+
+// FillVolume writes a new volume's source into it, served at target (an
+// NBD URL): a cached image, or a stopped VM's local boot disk (with its
+// base image), converted to raw. Zeroes are written as zeroes, so a fill
+// that was cut short leaves nothing of its own behind when done again.
+func (n *NodeAgent) FillVolume(ctx context.Context, src volume.Source, target string) error {
+	if src.VMDisk != "" {
+		if strings.ContainsAny(src.VMDisk, "/.") {
+			return fmt.Errorf("bad VM id %q", src.VMDisk)
+		}
+		root := filepath.Join(n.cfg.Volumes.Dir(src.VMDisk), "root.qcow2")
+		return n.cfg.Volumes.run(ctx, "convert", "-n", "-f", FormatQCOW2, "-O", FormatRaw, root, target)
+	}
+	img := consensus.First[Image](n.c.Store().ReadTxn(), tImages, "id", src.Image)
+	if img == nil {
+		return fmt.Errorf("image %s not found", src.Image)
+	}
+	path, err := n.cfg.Cache.Path(ctx, img)
+	if err != nil {
+		return err
+	}
+	return n.cfg.Volumes.run(ctx, "convert", "-n", "-f", img.DiskFormat, "-O", FormatRaw, path, target)
 }

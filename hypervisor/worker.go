@@ -15,6 +15,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/cloudinit"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // worker converges one VM. Its goroutine is the only one that touches the
@@ -216,6 +217,13 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			return false, nil
 		}
 		if err := w.start(ctx, vm); err != nil {
+			var nr notReady
+			if errors.As(err, &nr) {
+				w.log.Info("VM waits to start", "why", err)
+				w.retryAt = time.Now().Add(2 * time.Second)
+				time.AfterFunc(2*time.Second, w.kick)
+				return false, nil
+			}
 			w.log.Warn("VM did not start", "err", err)
 			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
 			w.report(ctx, vm, st, reportOpts{})
@@ -262,21 +270,44 @@ func (w *worker) adopt(inst *qemu.Instance) {
 // start prepares disks, seed and taps, then launches QEMU.
 func (w *worker) start(ctx context.Context, vm *VM) error {
 	w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}, reportOpts{})
+	vols, err := w.volumeDisks(vm)
+	if err != nil {
+		return err
+	}
+	if v := volume.Lookup(w.n.c.Store().ReadTxn(), vm.Spec.BootVolume); v != nil && v.Source != nil && v.Source.VMDisk == vm.ID && v.Source.Filled {
+		// Converted: the volume holds what the local disk held.
+		if err := os.Remove(filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "root.qcow2")); err != nil && !os.IsNotExist(err) {
+			w.log.Warn("remove the converted local disk", "err", err)
+		}
+	}
 	img := consensus.First[Image](w.n.c.Store().ReadTxn(), tImages, "id", vm.Spec.Image)
+	if img == nil && vm.Spec.BootVolume != "" {
+		img = &Image{ID: vm.Spec.Image, DiskFormat: FormatQCOW2} // deleted: the volume holds its bytes
+	}
 	if img == nil {
 		img = w.cachedImage(vm)
 		if img == nil {
 			return fmt.Errorf("image %s was deleted before this VM's disk was made", vm.Spec.Image)
 		}
 	}
-	base, err := w.n.cfg.Cache.Path(ctx, img)
-	if err != nil {
-		return transient{err}
+	var base string
+	if vm.Spec.BootVolume == "" || img.DiskFormat == FormatISO {
+		// A boot volume was filled from the image already; an installer
+		// ISO is a local CD either way.
+		if base, err = w.n.cfg.Cache.Path(ctx, img); err != nil {
+			return transient{err}
+		}
 	}
 	disks, err := w.n.cfg.Volumes.Prepare(ctx, vm, img, base)
 	if err != nil {
 		return fmt.Errorf("prepare disks: %w", err)
 	}
+	// The boot volume first, then the local disks, then the data volumes.
+	if vm.Spec.BootVolume != "" {
+		disks = append(vols[:1:1], disks...)
+		vols = vols[1:]
+	}
+	disks = append(disks, vols...)
 	seedPath := filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "seed.iso")
 	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData),
 		NetworkConfig: networkConfig(vm.NICs)}
@@ -302,6 +333,43 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	w.failed = 0
 	return nil
 }
+
+// volumeDisks are the VM's block volumes as QEMU reaches them: over NBD
+// from this node's volume server, the boot volume (if any) first. A volume
+// not served yet (its writer is opening it, or filling it from its image)
+// makes the start wait.
+func (w *worker) volumeDisks(vm *VM) ([]Disk, error) {
+	vols := volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID)
+	if vm.Spec.BootVolume != "" && (len(vols) == 0 || vols[0].ID != vm.Spec.BootVolume) {
+		return nil, fmt.Errorf("boot volume %s is not attached to this VM", vm.Spec.BootVolume)
+	}
+	var disks []Disk
+	for _, v := range vols {
+		if w.n.cfg.Block == nil {
+			return nil, fmt.Errorf("volume %s: this node serves no volumes", v.Name)
+		}
+		sock, ok := w.n.cfg.Block.Socket(v.ID)
+		if !ok || v.Attachment.Node != w.n.cfg.Name {
+			what := "being opened"
+			if v.Unfilled() {
+				what = "being filled from its image"
+			}
+			return nil, notReady{fmt.Errorf("volume %s is %s", v.Name, what)}
+		}
+		id := v.ID
+		if v.Attachment.Boot {
+			id = "root"
+		}
+		disks = append(disks, Disk{ID: id, Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk"})
+	}
+	return disks, nil
+}
+
+// notReady: the VM waits for something on its way (a volume being
+// filled); the start is tried again soon, and the VM shows as building.
+type notReady struct{ error }
+
+func (e notReady) Unwrap() error { return e.error }
 
 // networkConfig is the seed's network-config (version 2): DHCP on every
 // NIC, matched by MAC, so the guest's own naming of interfaces is moot.

@@ -488,12 +488,3 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 	}
 	return cs
 }
-
-// findVM resolves a VM for the volume service: its ID, project and node.
-func (a *Agent) findVM(p *identity.Principal, ref string) (id, projectID, node string, err error) {
-	vm, err := a.compute.VM(p, ref)
-	if err != nil {
-		return "", "", "", err
-	}
-	return vm.ID, vm.ProjectID, vm.Node, nil
-}

@@ -2,6 +2,10 @@ package agent
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -16,10 +20,30 @@ func (a *Agent) newVolumes() {
 	a.volHost = volume.NewHost(a.disks.Roots, log)
 	a.node.HandleRPC(volume.RPCPrefix, a.volHost.Handler())
 	prov := volume.NewProvisioner(a.node.RPCClient, a.node.PeerAddr, a.cfg.Name, a.volHost)
-	a.volumes = volume.NewService(volume.Deps{Cluster: a.node, Identity: a.identity, VMs: a.findVM, Logger: log, Provisioner: prov})
+	a.volumes = volume.NewService(volume.Deps{Cluster: a.node, Identity: a.identity, VMs: a.compute, Images: a.compute.FindImage,
+		Logger: log, Provisioner: prov})
+	a.compute.SetVolumes(a.volumes)
 	a.volServer = volume.NewNodeServer(a.node, a.volHost, volume.NodeConfig{
-		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Log: log})
+		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner, Log: log})
+	a.vms.SetBlock(a.volServer)
 	a.metrics.MustRegister(volumeCollector{a.volServer})
+}
+
+// vmOwner is the user a VM's QEMU runs as: the owner of its run
+// directory, which the QEMU driver hands to that user.
+func (a *Agent) vmOwner(vmID string) (uid, gid int, ok bool) {
+	if strings.ContainsAny(vmID, "/.") || vmID == "" {
+		return 0, 0, false
+	}
+	st, err := os.Stat(filepath.Join(a.cfg.VMRunDir, vmID))
+	if err != nil {
+		return 0, 0, false
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || sys.Uid == 0 {
+		return 0, 0, false
+	}
+	return int(sys.Uid), int(sys.Gid), true
 }
 
 // volumeSocketDir is where attached volumes' NBD sockets live: beside the

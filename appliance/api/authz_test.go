@@ -149,6 +149,7 @@ var matrix = []grant{
 	{route: "POST /api/v1/vms/{vm}/pause", stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/resume", stale: true, status: 409, allow: members}, // it is not paused
 	{route: "POST /api/v1/vms/{vm}/resize", body: `{"flavor":"small"}`, stale: true, status: 412, allow: members},
+	{route: "POST /api/v1/vms/{vm}/convert-disk", stale: true, status: 412, allow: members},
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},
 	{route: "GET /api/v1/compute/settings", status: 200, allow: users},
 	{route: "PUT /api/v1/compute/settings", body: `{"cpu_allocation_ratio":4,"ram_allocation_ratio":1,"reserved_ram_mib":1024}`, status: 200, allow: clusterAdmins},
@@ -201,14 +202,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	images := hypervisor.NewImages(nd.Node, nd.ID, nd.Objects, hypervisor.ImagesConfig{TempDir: filepath.Join(t.TempDir(), "images"), Logger: log})
 	compute := hypervisor.NewService(nd.Node, nd.ID, images, log)
 	consoles := hypervisor.NewConsoles(compute, nd.Node, func(string, string) (string, bool) { return "", false }, log)
-	volumes := volume.NewService(volume.Deps{Cluster: nd.Node, Identity: nd.ID, Logger: log,
-		VMs: func(p *identity.Principal, ref string) (string, string, string, error) {
-			vm, err := compute.VM(p, ref)
-			if err != nil {
-				return "", "", "", err
-			}
-			return vm.ID, vm.ProjectID, vm.Node, nil
-		}})
+	volumes := volume.NewService(volume.Deps{Cluster: nd.Node, Identity: nd.ID, Logger: log, VMs: compute, Images: compute.FindImage})
 	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes,
 		Images: images, Consoles: consoles, Cluster: nd.Node, Logger: log,
 		StorageHealth: func(ctx context.Context) (api.StorageHealth, error) {

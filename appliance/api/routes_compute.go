@@ -131,6 +131,15 @@ func (s *Server) computeRoutes() []route {
 				vm, err := s.compute.Resize(r.Context(), p, r.PathValue("vm"), body.Flavor, im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
+		{Method: "POST", Path: v1 + "/vms/{vm}/convert-disk", Summary: "Move a stopped VM's local boot disk onto a replicated volume (filled from it before the VM next starts); honours If-Match", Tag: "compute",
+			Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				vm, err := s.compute.ConvertDisk(r.Context(), p, r.PathValue("vm"), im)
+				return ok(w, vm, versionOf(vm, err), err)
+			}},
 		{Method: "GET", Path: v1 + "/hosts", Summary: "Nodes' VM capacity and allocation (cluster admin)", Tag: "compute",
 			Response: []hypervisor.HostView{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				hs, err := s.compute.Hosts(p)

@@ -46,12 +46,19 @@ func TestVolumeLifecycleThroughTheAPI(t *testing.T) {
 	}
 	call(member, "POST /api/v1/volumes", `{"name":"new","size_gib":1,"project":"proj-a","extra":1}`, 400)
 
-	// The fixture's VM is stopped and not placed: there is no node to serve it.
-	if out := call(member, "POST /api/v1/volumes/vol-a/attach", `{"vm":"vm-a"}`, 409); !strings.Contains(out, "not placed") {
-		t.Fatalf("attach to an unplaced VM: %s", out)
+	// The fixture's VM is stopped and not placed: the volume waits for it
+	// to be placed, and a stopped (or unplaced) VM lets it go again.
+	v := vol(call(member, "POST /api/v1/volumes/vol-a/attach", `{"vm":"vm-a"}`, 200))
+	if v.State != volume.StateInUse || v.Attachment == nil || v.Attachment.VM == "" || v.Attachment.Node != "" {
+		t.Fatalf("attached to an unplaced VM: %+v", v)
+	}
+	call(outsider, "POST /api/v1/volumes/vol-a/attach", `{"vm":"vm-a"}`, 404)
+	call(member, "DELETE /api/v1/volumes/vol-a", "", 409)
+	if v = vol(call(member, "POST /api/v1/volumes/vol-a/detach", "", 200)); v.State != volume.StateAvailable || v.Attachment != nil {
+		t.Fatalf("detached from the VM: %+v", v)
 	}
 	call(member, "POST /api/v1/volumes/vol-a/attach", `{"node":"node1"}`, 403)
-	v := vol(call(clusterAdmin, "POST /api/v1/volumes/vol-a/attach", `{"node":"node1"}`, 200))
+	v = vol(call(clusterAdmin, "POST /api/v1/volumes/vol-a/attach", `{"node":"node1"}`, 200))
 	if v.State != volume.StateInUse || v.Attachment == nil || v.Attachment.Node != "node1" {
 		t.Fatalf("attached: %+v", v)
 	}

@@ -287,11 +287,12 @@ var commands = map[string]command{
 			return []string{f.Name, itoa(f.VCPUs), itoa(f.RAMMiB), itoa(f.DiskGiB), f.ID}
 		}, len(fl))
 	})},
-	"flavor create": {usage: "NAME --vcpus N --ram-mib N --disk-gib N", help: "create a flavor", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"flavor create": {usage: "NAME --vcpus N --ram-mib N --disk-gib N [--local-disk]", help: "create a flavor", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var spec identity.FlavorSpec
 		fs.Int64Var(&spec.VCPUs, "vcpus", 1, "virtual CPUs")
 		fs.Int64Var(&spec.RAMMiB, "ram-mib", 1024, "memory in MiB")
 		fs.Int64Var(&spec.DiskGiB, "disk-gib", 10, "root disk in GiB")
+		fs.BoolVar(&spec.LocalDisk, "local-disk", false, "VMs of this size keep their boot disk on their node (scratch, lost with it)")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "one flavor name"); err != nil {
 				return err

@@ -29,7 +29,7 @@ var computeCommands = map[string]command{
 			}, len(vms))
 		}
 	}},
-	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
+	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N | --local-disk] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
 		help: "create a VM; it is placed, booted and given an address", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			var req hypervisor.VMCreate
 			fs.StringVar(&req.Image, "image", "", "image name or ID")
@@ -38,10 +38,12 @@ var computeCommands = map[string]command{
 			fs.StringVar(&req.Hostname, "hostname", "", "guest host name (default: from the name)")
 			fs.StringVar(&req.Group, "group", "", "anti-affinity group: VMs of one group run on different nodes")
 			fs.BoolVar(&req.Stopped, "stopped", false, "create without starting")
+			fs.BoolVar(&req.LocalDisk, "local-disk", false, "keep the boot disk on the VM's node: scratch space, lost if the node is")
+			fs.Int64Var(&req.BootVolumeGiB, "boot-volume-gib", 0, "size of the boot volume (default: the flavor's disk)")
 			keyFile := fs.String("ssh-key", "", "file of OpenSSH public keys for the guest")
 			userData := fs.String("user-data", "", "cloud-init user-data file")
 			var disks gibList
-			fs.Var(&disks, "data-disk", "add a blank data disk of this many GiB (repeatable)")
+			fs.Var(&disks, "data-disk", "add a blank local scratch disk of this many GiB (repeatable; lost if the node is: use volumes for data)")
 			return func(e *env, args []string) error {
 				if err := needArgs(args, 1, "a VM name"); err != nil {
 					return err
@@ -123,6 +125,16 @@ var computeCommands = map[string]command{
 		}
 		var vm hypervisor.VM
 		if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/resize", map[string]string{"flavor": args[1]}, &vm); err != nil {
+			return err
+		}
+		return printVM(e, &vm)
+	})},
+	"vm convert-disk": {usage: "VM", help: "move a stopped VM's local boot disk onto a replicated volume (done before it next starts)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "a VM"); err != nil {
+			return err
+		}
+		var vm hypervisor.VM
+		if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/convert-disk", nil, &vm); err != nil {
 			return err
 		}
 		return printVM(e, &vm)
@@ -300,7 +312,15 @@ func printVM(e *env, v *hypervisor.VM) error {
 	return e.printKV(vmJSON{v, v.IPs()}, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
 		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
 		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
-		{"image", v.Spec.Image}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending}})
+		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending}})
+}
+
+// bootDisk says where a VM's boot disk lives.
+func bootDisk(v *hypervisor.VM) string {
+	if v.Spec.BootVolume != "" {
+		return "volume " + v.Spec.BootVolume
+	}
+	return "local to its node"
 }
 
 func printImage(e *env, m *hypervisor.Image) error {

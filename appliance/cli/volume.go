@@ -28,9 +28,10 @@ var volumeCommands = map[string]command{
 			}, len(vs))
 		}
 	}},
-	"volume create": {usage: "NAME --size GIB [--project P]", help: "create a block volume, replicated across nodes", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"volume create": {usage: "NAME --size GIB [--image IMAGE] [--project P]", help: "create a block volume, replicated across nodes", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req volume.Create
 		fs.Int64Var(&req.SizeGiB, "size", 0, "size in GiB")
+		fs.StringVar(&req.Image, "image", "", "image name or ID: the volume starts as a copy of it")
 		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "a volume name"); err != nil {
@@ -140,5 +141,16 @@ func replicaSummary(v *volume.Volume) string {
 
 func printVolume(e *env, v *volume.Volume) error {
 	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"project", v.ProjectID}, {"size", fmt.Sprintf("%d GiB", v.SizeGiB())},
-		{"state", v.State}, {"attached to", attachedTo(v)}, {"replicas", replicaSummary(v)}, {"writer", v.Writer}, {"epoch", fmt.Sprint(v.Epoch)}})
+		{"state", v.State}, {"attached to", attachedTo(v)}, {"replicas", replicaSummary(v)}, {"writer", v.Writer}, {"epoch", fmt.Sprint(v.Epoch)}, {"source", sourceOf(v)}})
+}
+
+// sourceOf says what a volume was made from.
+func sourceOf(v *volume.Volume) string {
+	switch {
+	case v.Source == nil:
+		return "blank"
+	case !v.Source.Filled:
+		return v.Source.String() + " (copied in when first attached)"
+	}
+	return v.Source.String()
 }

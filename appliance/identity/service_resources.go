@@ -351,6 +351,8 @@ type FlavorSpec struct {
 	VCPUs   int64  `json:"vcpus"`
 	RAMMiB  int64  `json:"ram_mib"`
 	DiskGiB int64  `json:"disk_gib"`
+	// LocalDisk: boot disks on the VM's node, not on a replicated volume.
+	LocalDisk bool `json:"local_disk,omitempty"`
 }
 
 func (f FlavorSpec) validate() error {
@@ -398,7 +400,7 @@ func (s *Service) CreateFlavor(ctx context.Context, p *Principal, spec FlavorSpe
 	if err := spec.validate(); err != nil {
 		return nil, s.deny(ctx, p, action, spec.Name, "", err)
 	}
-	f := Flavor{ID: newID(), Name: spec.Name, VCPUs: spec.VCPUs, RAMMiB: spec.RAMMiB, DiskGiB: spec.DiskGiB, CreatedAt: s.cfg.Now().UTC()}
+	f := Flavor{ID: newID(), Name: spec.Name, VCPUs: spec.VCPUs, RAMMiB: spec.RAMMiB, DiskGiB: spec.DiskGiB, LocalDisk: spec.LocalDisk, CreatedAt: s.cfg.Now().UTC()}
 	var out Flavor
 	err := s.mutate(ctx, p, action, spec.Name, "", MsgCreateFlavor, f, &out)
 	return &out, err

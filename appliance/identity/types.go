@@ -79,11 +79,14 @@ type Token struct {
 
 // Flavor is a VM size.
 type Flavor struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	VCPUs     int64     `json:"vcpus"`
-	RAMMiB    int64     `json:"ram_mib"`
-	DiskGiB   int64     `json:"disk_gib"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	VCPUs   int64  `json:"vcpus"`
+	RAMMiB  int64  `json:"ram_mib"`
+	DiskGiB int64  `json:"disk_gib"`
+	// LocalDisk: VMs of this size keep their boot disk on their node
+	// (scratch space, lost with the node) instead of a replicated volume.
+	LocalDisk bool      `json:"local_disk,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"`
 }

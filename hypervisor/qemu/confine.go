@@ -177,6 +177,10 @@ func handOver(m Machine, c Confinement) error {
 		if d.Path != "" && !d.passedAsFD() {
 			paths = append(paths, d.Path)
 		}
+		// A volume's NBD socket, served for this VM alone.
+		if sock := d.unixSocket(); sock != "" {
+			paths = append(paths, sock)
+		}
 	}
 	if m.Firmware.Type == "uefi" {
 		paths = append(paths, m.Firmware.Vars)

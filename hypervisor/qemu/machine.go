@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -174,6 +175,15 @@ func (m Machine) Validate() error {
 		return fmt.Errorf("validate machine %q: %w", m.Name, err)
 	}
 	return nil
+}
+
+// unixSocket is the path of an nbd+unix source's socket, or "".
+func (d Disk) unixSocket() string {
+	u, err := url.Parse(d.Source)
+	if err != nil || u.Scheme != "nbd+unix" {
+		return ""
+	}
+	return u.Query().Get("socket")
 }
 
 func (d Disk) validate() error {

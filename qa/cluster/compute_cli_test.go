@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -36,12 +37,17 @@ func TestVMCLI(t *testing.T) {
 	if out := x.ok("", "image", "upload", "guest", harness.GuestImage(t)); !strings.Contains(out, "qcow2") {
 		t.Fatalf("image upload:\n%s", out)
 	}
-	x.ok("", "vm", "create", "vm1", "--image", "guest", "--flavor", "tiny")
+	// A local boot disk (scratch) here; it moves onto a volume below.
+	x.ok("", "vm", "create", "vm1", "--image", "guest", "--flavor", "tiny", "--local-disk")
 	type shown struct {
-		State string   `json:"-"`
-		Node  string   `json:"node"`
-		IPs   []string `json:"ips"`
-		Stat  struct {
+		State string `json:"-"`
+		ID    string `json:"id"`
+		Node  string `json:"node"`
+		Spec  struct {
+			BootVolume string `json:"boot_volume"`
+		} `json:"spec"`
+		IPs  []string `json:"ips"`
+		Stat struct {
 			State string `json:"state"`
 			VCPUs int64  `json:"vcpus"`
 		} `json:"status"`
@@ -77,6 +83,47 @@ func TestVMCLI(t *testing.T) {
 	} {
 		x.ok("", "vm", step.verb, "vm1")
 		wait(step.state)
+	}
+	// convert-disk: the stopped VM's local disk moves onto a volume, which
+	// its next start fills from it; the guest boots from the volume, and the
+	// local disk is gone. A running VM is refused.
+	if out, err := x.run("", "vm", "convert-disk", "vm1"); err == nil || !strings.Contains(out, "stop it") {
+		t.Fatalf("convert-disk of a running VM: %v\n%s", err, out)
+	}
+	x.ok("", "vm", "stop", "vm1")
+	s = wait("stopped")
+	root := filepath.Join(n.DataDir, "vms", s.ID, "root.qcow2")
+	if _, err := os.Stat(root); err != nil || s.Spec.BootVolume != "" {
+		t.Fatalf("before convert-disk: boot volume %q, local disk %v", s.Spec.BootVolume, err)
+	}
+	if out := x.ok("", "vm", "convert-disk", "vm1"); !strings.Contains(out, "volume vol-") {
+		t.Fatalf("vm convert-disk:\n%s", out)
+	}
+	x.ok("", "vm", "start", "vm1")
+	s = wait("running")
+	waitSerial(t, cairntest.Admin(t, n), "vm1", "cairn-guest: hostname=vm1", 4) // booted, rebooted, started, and now from the volume
+	var bv struct {
+		State      string `json:"state"`
+		Attachment struct {
+			VM   string `json:"vm"`
+			Boot bool   `json:"boot"`
+		} `json:"attachment"`
+		Source struct {
+			VMDisk string `json:"vm_disk"`
+			Filled bool   `json:"filled"`
+		} `json:"source"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "volume", "show", s.Spec.BootVolume, "-o", "json")), &bv); err != nil {
+		t.Fatal(err)
+	}
+	if bv.State != "in-use" || bv.Attachment.VM != s.ID || !bv.Attachment.Boot || bv.Source.VMDisk != s.ID || !bv.Source.Filled {
+		t.Fatalf("the converted disk's volume: %+v", bv)
+	}
+	if _, err := os.Stat(root); !os.IsNotExist(err) {
+		t.Fatalf("the local disk is still there after the conversion: %v", err)
+	}
+	if out, err := x.run("", "vm", "convert-disk", "vm1"); err == nil || !strings.Contains(out, "already boots from volume") {
+		t.Fatalf("convert-disk twice: %v\n%s", err, out)
 	}
 	x.ok("", "vm", "resize", "vm1", "tiny2")
 	testutil.WaitFor(t, time.Minute, "vm1 with 2 vCPUs", func() error {

@@ -27,8 +27,9 @@ type vmView struct {
 	Desired string `json:"desired"`
 	Version uint64 `json:"version"`
 	Spec    struct {
-		VCPUs  int64 `json:"vcpus"`
-		RAMMiB int64 `json:"ram_mib"`
+		VCPUs      int64  `json:"vcpus"`
+		RAMMiB     int64  `json:"ram_mib"`
+		BootVolume string `json:"boot_volume"`
 	} `json:"spec"`
 	Status struct {
 		State   string `json:"state"`

@@ -43,6 +43,15 @@ func TestVMLifecycleOneNode(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.DataDir, "vms", vm.ID, "data-0.qcow2")); err != nil {
 		t.Fatalf("data disk: %v", err)
 	}
+	// It boots from a block volume made from the image (the default on a
+	// cluster with disks), which its QEMU reaches over NBD from this node;
+	// the data disk is local scratch.
+	if bv := vmBootVolume(t, a, vm); bv.Writer != n.Name || bv.Source == nil || !bv.Source.Filled || len(bv.Replicas) != 1 {
+		t.Fatalf("boot volume: %+v", bv)
+	}
+	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", vm.Status.PID)); err != nil || !strings.Contains(string(b), "driver=nbd") || strings.Contains(string(b), "root.qcow2") {
+		t.Fatalf("QEMU's command line does not boot from the volume: %q %v", b, err)
+	}
 
 	// cairn killed with -9 and restarted: the VM runs on, same process, and
 	// is still managed (the lifecycle below drives it).
@@ -175,8 +184,17 @@ func lifecycle(t *testing.T, c *harness.Cluster, apis []*cairntest.Client, name 
 		return nil
 	})
 	waitProbe(t, node, vm.IP(), hello)
-	if got := virtualSize(t, filepath.Join(node.DataDir, "vms", vm.ID, "root.qcow2")); got != 3<<30 {
-		t.Fatalf("boot disk after resize to 3 GiB: %d bytes", got)
+	if vm.Spec.BootVolume == "" {
+		if got := virtualSize(t, filepath.Join(node.DataDir, "vms", vm.ID, "root.qcow2")); got != 3<<30 {
+			t.Fatalf("boot disk after resize to 3 GiB: %d bytes", got)
+		}
+	} else {
+		// A boot volume keeps its size (it grows with volume extend), as
+		// in OpenStack.
+		bv := vmBootVolume(t, api(0), vm)
+		if bv.SizeBytes != 1<<30 || bv.Attachment == nil || bv.Attachment.Node != vm.Node || bv.Writer != vm.Node {
+			t.Fatalf("boot volume after a resize: %+v", bv)
+		}
 	}
 
 	// Delete removes the process, the tap, the disks and the record.
@@ -191,6 +209,12 @@ func lifecycle(t *testing.T, c *harness.Cluster, apis []*cairntest.Client, name 
 	})
 	if left := vmLeftovers(node, vm.ID, vm.Status.PID); len(left) > 0 {
 		t.Fatalf("delete left behind on %s: %v", node.Name, left)
+	}
+	if vm.Spec.BootVolume != "" {
+		// The boot volume made with the VM went with it.
+		if err := api(1).Call("GET", "/api/v1/volumes/"+vm.Spec.BootVolume, nil, 404, nil); err != nil {
+			t.Fatalf("boot volume after the VM's delete: %v", err)
+		}
 	}
 }
 
@@ -310,10 +334,13 @@ func TestVMsOnThreeNodes(t *testing.T) {
 	cairntest.WaitShape(t, a, 3, 0)
 	computeSetup(t, a, 6)
 	a2, a3 := a.On(c.Node(2)), a.On(c.Node(3))
-	// ha2 boots the same guest with UEFI (OVMF) instead of SeaBIOS.
+	// ha2 boots the same guest with UEFI (OVMF) instead of SeaBIOS, from a
+	// local disk; ha1 from a block volume (the default), replicated on
+	// the three nodes.
 	uploadImage(t, a, harness.GuestImage(t), url.Values{"name": {"guest-uefi"}, "project": {"clinic"}, "firmware": {"uefi"}}, 201)
 	for name, image := range map[string]string{"ha1": "guest", "ha2": "guest-uefi"} {
-		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": image, "flavor": "tiny", "group": "ha"}, 201, nil); err != nil {
+		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": image, "flavor": "tiny", "group": "ha",
+			"local_disk": name == "ha2"}, 201, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -323,6 +350,19 @@ func TestVMsOnThreeNodes(t *testing.T) {
 	}
 	if vms["ha1"].Node == vms["ha2"].Node {
 		t.Fatalf("anti-affinity group on one node: %s", vms["ha1"].Node)
+	}
+	if vms["ha2"].Spec.BootVolume != "" {
+		t.Fatalf("ha2 asked for a local disk and got boot volume %s", vms["ha2"].Spec.BootVolume)
+	}
+	bv := vmBootVolume(t, a, vms["ha1"])
+	nodes := map[string]bool{}
+	for _, r := range bv.Replicas {
+		if r.State == "in_sync" {
+			nodes[r.Node] = true
+		}
+	}
+	if len(nodes) != 3 || bv.Writer != vms["ha1"].Node || !bv.Attachment.Boot || bv.Source == nil || !bv.Source.Filled {
+		t.Fatalf("ha1's boot volume: %+v", bv)
 	}
 	for name, vm := range vms {
 		hello := "hostname=" + name + " ip=" + vm.IP()

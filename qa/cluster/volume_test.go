@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
@@ -41,7 +43,28 @@ type volInfo struct {
 	Attachment *struct {
 		Node string `json:"node"`
 		VM   string `json:"vm"`
+		Boot bool   `json:"boot"`
 	} `json:"attachment"`
+	Source *struct {
+		Image  string `json:"image"`
+		Filled bool   `json:"filled"`
+	} `json:"source"`
+}
+
+// vmBootVolume is the volume a VM boots from.
+func vmBootVolume(t *testing.T, a *cairntest.Client, vm vmView) volInfo {
+	t.Helper()
+	if vm.Spec.BootVolume == "" {
+		t.Fatalf("VM %s has no boot volume", vm.Name)
+	}
+	var v volInfo
+	if err := a.Call("GET", "/api/v1/volumes/"+vm.Spec.BootVolume, nil, 200, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Attachment == nil || v.Attachment.VM != vm.ID || !v.Attachment.Boot {
+		t.Fatalf("VM %s's boot volume is not attached to it: %+v", vm.Name, v)
+	}
+	return v
 }
 
 func volumeCluster(t *testing.T) (*harness.Cluster, *cairntest.Client) {
@@ -337,4 +360,66 @@ func TestVolumeFencing(t *testing.T) {
 		return nil
 	})
 	_ = io.Discard
+}
+
+// A restart of cairn pauses the I/O of a volume's user instead of failing
+// it. qemu-io uses QEMU's own NBD client, the one a VM's disk uses, with
+// the reconnect-delay the VM driver sets: while the node's agent is down
+// (killed with -9) its requests wait, and once the volume is served again
+// they are sent again and complete. Every write reads back afterwards.
+func TestVolumeIOPausesAcrossAgentRestart(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk-report-interval", "1s"}})
+	n := c.Node(1)
+	a := cairntest.Admin(t, n)
+	cairntest.WaitShape(t, a, 1, 0)
+	cairntest.WaitHealthyDisks(t, a, 1, 0)
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "ward"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": "r1", "size_gib": 1, "project": "ward"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	uri := attachHost(t, a, "r1", n)
+	u, err := url.Parse(uri)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,file.reconnect-delay=%d",
+		u.Query().Get("socket"), strings.TrimPrefix(u.Path, "/"), qemu.NBDReconnectDelay)
+	const chunks = 160 // 20 groups of 8, 500 ms apart: about 10 s of writes
+	args := []string{"--image-opts", opts}
+	for _, cmd := range writeChunks(0, chunks, 500) {
+		args = append(args, "-c", cmd)
+	}
+	io := exec.Command("qemu-io", args...)
+	var out bytes.Buffer
+	io.Stdout, io.Stderr = &out, &out
+	if err := io.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- io.Wait() }()
+	t.Cleanup(func() { _ = io.Process.Kill() })
+
+	time.Sleep(2 * time.Second)
+	n.Kill()
+	select {
+	case err := <-done:
+		t.Fatalf("qemu-io ended while the agent was down: %v\n%s", err, out.String())
+	case <-time.After(3 * time.Second):
+	}
+	n.Start()
+	cairntest.WaitReady(t, n)
+	select {
+	case err := <-done:
+		if err != nil || regexp.MustCompile(`(?i)(error|failed|mismatch)`).Match(out.Bytes()) {
+			t.Fatalf("qemu-io across the agent's restart: %v\n%s", err, out.String())
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("qemu-io did not finish after the agent came back:\n%s", out.String())
+	}
+	if got := strings.Count(out.String(), "wrote "); got != chunks {
+		t.Fatalf("%d of %d writes done:\n%s", got, chunks, out.String())
+	}
+	verifyChunks(t, uri, span(0, chunks))
 }

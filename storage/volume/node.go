@@ -30,7 +30,15 @@ type NodeConfig struct {
 	// node, VOLUME.sock.
 	SocketDir string
 	Writer    WriterConfig // CallTimeout, RetryInterval; the rest is filled in
-	Log       *slog.Logger
+	// Fill writes a volume's source into it, before the volume
+	// serves anything: target is an NBD URL the volume is served on for
+	// that alone. nil: such volumes are not opened here.
+	Fill func(ctx context.Context, src Source, target string) error
+	// Owner is the user a VM's QEMU runs as, once known: the socket of a
+	// volume attached to the VM is that user's alone (the QEMU driver
+	// hands it over when it starts the VM, too).
+	Owner func(vmID string) (uid, gid int, ok bool)
+	Log   *slog.Logger
 }
 
 // NodeServer opens, as their writer, the volumes attached to this node and
@@ -42,8 +50,12 @@ type NodeServer struct {
 	cfg  NodeConfig
 	log  *slog.Logger
 
-	mu     sync.Mutex
-	served map[string]*served
+	mu      sync.Mutex
+	served  map[string]*served
+	opening map[string]bool
+	retryAt map[string]time.Time // after a failed open
+	opens   sync.WaitGroup
+	kick    chan struct{}
 }
 
 type served struct {
@@ -58,8 +70,12 @@ func NewNodeServer(c NodeCluster, host *Host, cfg NodeConfig) *NodeServer {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &NodeServer{c: c, host: host, cfg: cfg, log: cfg.Log, served: map[string]*served{}}
+	return &NodeServer{c: c, host: host, cfg: cfg, log: cfg.Log, served: map[string]*served{},
+		opening: map[string]bool{}, retryAt: map[string]time.Time{}, kick: make(chan struct{}, 1)}
 }
+
+// openRetry is how long a volume whose open failed waits for the next try.
+const openRetry = 10 * time.Second
 
 // SocketPath is where an attached volume is served on this node.
 func (n *NodeServer) SocketPath(volumeID string) string {
@@ -68,12 +84,16 @@ func (n *NodeServer) SocketPath(volumeID string) string {
 
 // Run converges until ctx ends, then closes every served volume.
 func (n *NodeServer) Run(ctx context.Context) {
-	if err := os.MkdirAll(n.cfg.SocketDir, 0o700); err != nil {
+	// Searchable, not listable: a VM's QEMU, as the VM's user, connects
+	// to its volumes' sockets, which are that user's alone.
+	if err := os.MkdirAll(n.cfg.SocketDir, 0o711); err != nil || os.Chmod(n.cfg.SocketDir, 0o711) != nil {
 		n.log.Error("create the volume socket directory", "err", err)
 	}
 	// Sockets an earlier run left (it may have crashed) serve nothing: the
 	// volumes still attached here get theirs again when they are opened.
 	if old, err := filepath.Glob(filepath.Join(n.cfg.SocketDir, "*.sock")); err == nil {
+		hidden, _ := filepath.Glob(filepath.Join(n.cfg.SocketDir, ".*.sock"))
+		old = append(old, hidden...)
 		for _, p := range old {
 			_ = os.Remove(p)
 		}
@@ -85,9 +105,17 @@ func (n *NodeServer) Run(ctx context.Context) {
 		ws.Add(ch)
 		n.converge(ctx, want)
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		go func() {
+			select {
+			case <-n.kick:
+				cancel()
+			case <-wctx.Done():
+			}
+		}()
 		_ = n.c.Store().Watch(wctx, ws)
 		cancel()
 	}
+	n.opens.Wait() // they end with ctx
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for id, s := range n.served {
@@ -107,16 +135,50 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 		}
 	}
 	for id, v := range want {
-		if n.served[id] != nil {
+		if n.served[id] != nil || n.opening[id] || time.Now().Before(n.retryAt[id]) {
 			continue
 		}
-		s, err := n.open(ctx, v)
-		if err != nil {
-			n.log.Error("open attached volume", "volume", id, "err", err)
-			continue
-		}
-		n.served[id] = s
+		// Opened apart: filling a volume from its image takes as long as
+		// the copy, and must not hold up the other volumes here.
+		n.opening[id] = true
+		n.opens.Add(1)
+		go func() {
+			defer n.opens.Done()
+			s, err := n.open(ctx, v)
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			delete(n.opening, id)
+			if err != nil {
+				if ctx.Err() == nil {
+					n.log.Error("open attached volume", "volume", id, "err", err)
+				}
+				n.retryAt[id] = time.Now().Add(openRetry)
+				time.AfterFunc(openRetry, n.wake)
+				return
+			}
+			delete(n.retryAt, id)
+			n.served[id] = s
+			n.wake() // detached or moved meanwhile: the next pass closes it
+		}()
 	}
+}
+
+func (n *NodeServer) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Socket is the path of the NBD socket a volume is served on here, once it
+// is.
+func (n *NodeServer) Socket(volumeID string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.served[volumeID] == nil {
+		return "", false
+	}
+	return n.SocketPath(volumeID), true
 }
 
 func (n *NodeServer) close(id string, s *served) {
@@ -150,35 +212,94 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 	if err != nil {
 		return nil, err
 	}
+	if got.Unfilled() {
+		if err := n.fill(ctx, &got, w); err != nil {
+			w.Close(context.WithoutCancel(ctx))
+			return nil, err
+		}
+	}
 	path := n.SocketPath(v.ID)
+	ln, srv, err := n.serve(v.ID, w, path)
+	if err != nil {
+		w.Close(ctx)
+		return nil, err
+	}
+	if a := got.Attachment; a != nil && a.VM != "" && n.cfg.Owner != nil {
+		if uid, gid, ok := n.cfg.Owner(a.VM); ok {
+			if err := os.Lchown(path, uid, gid); err != nil {
+				n.log.Warn("hand the volume socket to the VM's user", "volume", v.ID, "err", err)
+			}
+		}
+	}
+	go func() { _ = srv.Serve(ln) }()
+	n.log.Info("serving volume", "volume", v.ID, "epoch", got.Epoch, "socket", path)
+	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch}, nil
+}
+
+// serve makes an NBD server of the volume's writer on a new unix socket
+// (root's alone until it is handed over), not yet serving.
+func (n *NodeServer) serve(id string, w *Writer, path string) (net.Listener, *nbd.Server, error) {
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err == nil {
 		err = os.Chmod(path, 0o600)
 	}
 	if err != nil {
-		w.Close(ctx)
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
+		if ln != nil {
+			ln.Close()
+		}
+		return nil, nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
-	exp := &nbd.Export{Name: v.ID, Backend: w, MultiConn: true, MinBlockSize: BlockSize, PreferredBlockSize: 64 << 10}
+	exp := &nbd.Export{Name: id, Backend: w, MultiConn: true, MinBlockSize: BlockSize, PreferredBlockSize: 64 << 10}
 	srv, err := nbd.NewServer(nbd.Config{
 		Lookup: func(_ context.Context, name string) (*nbd.Export, error) {
-			if name != "" && name != v.ID {
+			if name != "" && name != id {
 				return nil, nbd.ErrNoExport
 			}
 			return exp, nil
 		},
-		List:   func(context.Context) []string { return []string{v.ID} },
-		Logger: n.log.With("volume", v.ID),
+		List:   func(context.Context) []string { return []string{id} },
+		Logger: n.log.With("volume", id),
 	})
 	if err != nil {
 		ln.Close()
-		w.Close(ctx)
-		return nil, err
+		return nil, nil, err
+	}
+	return ln, srv, nil
+}
+
+// fill writes the volume's source image through its writer, on a socket of
+// its own that nothing else uses, makes it durable and records it. A fill
+// cut short is done again in full by the next writer: nothing reads the
+// volume before it is recorded.
+func (n *NodeServer) fill(ctx context.Context, v *Volume, w *Writer) error {
+	if n.cfg.Fill == nil {
+		return fmt.Errorf("volume %s is made from %s, which this node cannot write", v.ID, v.Source)
+	}
+	path := filepath.Join(n.cfg.SocketDir, ".fill-"+v.ID+".sock")
+	ln, srv, err := n.serve(v.ID, w, path)
+	if err != nil {
+		return err
 	}
 	go func() { _ = srv.Serve(ln) }()
-	n.log.Info("serving volume", "volume", v.ID, "epoch", got.Epoch, "socket", path)
-	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch}, nil
+	start := time.Now()
+	err = n.cfg.Fill(ctx, *v.Source, "nbd+unix:///"+v.ID+"?socket="+path)
+	ln.Close()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	_ = srv.Shutdown(sctx)
+	cancel()
+	_ = os.Remove(path)
+	if err != nil {
+		return fmt.Errorf("fill volume %s from %s: %w", v.ID, v.Source, err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		return fmt.Errorf("fill volume %s: flush: %w", v.ID, err)
+	}
+	if _, err := n.c.Apply(ctx, MsgSourceFilled, &SourceFilled{Volume: v.ID, Node: n.c.Name(), Epoch: v.Epoch}, nil); err != nil {
+		return fmt.Errorf("fill volume %s: record it: %w", v.ID, err)
+	}
+	n.log.Info("volume filled", "volume", v.ID, "from", v.Source.String(), "took", time.Since(start).Round(time.Millisecond))
+	return nil
 }
 
 func (n *NodeServer) dial(ctx context.Context, m Member) (Target, error) {

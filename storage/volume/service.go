@@ -32,9 +32,17 @@ type Provisioner interface {
 	Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error
 }
 
-// VMFinder resolves a VM the caller may see, by ID or name, to its ID,
-// project and node ("" while it is not placed).
-type VMFinder func(p *identity.Principal, ref string) (id, projectID, node string, err error)
+// VMs attaches volumes to VMs and detaches them: compute checks the VM
+// (its project, node and state) in the transaction that changes the
+// volume. vol is the volume as the caller found it.
+type VMs interface {
+	AttachVolume(ctx context.Context, p *identity.Principal, vol *Volume, vmRef string, ifMatch uint64) (*Volume, error)
+	DetachVolume(ctx context.Context, p *identity.Principal, vol *Volume, ifMatch uint64) (*Volume, error)
+}
+
+// ImageFinder resolves an image the caller may use in a project to its ID
+// and virtual size; ISO images are refused (they are not disks).
+type ImageFinder func(p *identity.Principal, projectID, ref string) (id string, virtualSize int64, err error)
 
 // Deps are the service's collaborators.
 type Deps struct {
@@ -45,7 +53,10 @@ type Deps struct {
 	Provisioner Provisioner
 	// VMs finds the VM a volume is attached to; nil: volumes attach to
 	// nodes only.
-	VMs    VMFinder
+	VMs VMs
+	// Images finds the image a volume is made from; nil: volumes are
+	// blank.
+	Images ImageFinder
 	Logger *slog.Logger
 }
 
@@ -55,7 +66,8 @@ type Service struct {
 	c    Cluster
 	id   *identity.Service
 	prov Provisioner
-	vms  VMFinder
+	vms  VMs
+	imgs ImageFinder
 	log  *slog.Logger
 }
 
@@ -65,7 +77,7 @@ func NewService(d Deps) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{c: d.Cluster, id: d.Identity, prov: d.Provisioner, vms: d.VMs, log: log}
+	return &Service{c: d.Cluster, id: d.Identity, prov: d.Provisioner, vms: d.VMs, imgs: d.Images, log: log}
 }
 
 // Create is the input for creating a volume.
@@ -73,6 +85,7 @@ type Create struct {
 	Name    string `json:"name"`
 	SizeGiB int64  `json:"size_gib"`
 	Project string `json:"project,omitempty"` // name or ID; default: the caller's only project
+	Image   string `json:"image,omitempty"`   // name or ID: the volume starts as a copy of it
 }
 
 // AttachTo says what to attach a volume to: a VM, or (cluster admins) a
@@ -133,6 +146,17 @@ func newID(prefix string) string {
 // makes the replicas and marks it available. A replica that cannot be
 // made undoes everything: no record, no charge, no replica is left.
 func (s *Service) Create(ctx context.Context, p *identity.Principal, req Create) (*Volume, error) {
+	return s.create(ctx, p, req, nil)
+}
+
+// CreateFromVMDisk is Create for a volume that takes over a stopped VM's
+// local boot disk: its node fills the volume from the disk once the volume
+// is attached to the VM (compute's convert-disk).
+func (s *Service) CreateFromVMDisk(ctx context.Context, p *identity.Principal, req Create, vmID string) (*Volume, error) {
+	return s.create(ctx, p, req, &Source{VMDisk: vmID})
+}
+
+func (s *Service) create(ctx context.Context, p *identity.Principal, req Create, src *Source) (*Volume, error) {
 	const action = "volume.create"
 	deny := func(project string, err error) (*Volume, error) {
 		return nil, s.id.Deny(ctx, p, action, req.Name, project, err)
@@ -154,12 +178,25 @@ func (s *Service) Create(ctx context.Context, p *identity.Principal, req Create)
 		return deny(pr.ID, unavailable())
 	}
 	size := req.SizeGiB * GiB
+	if req.Image != "" {
+		if s.imgs == nil {
+			return deny(pr.ID, consensus.Errorf(consensus.CodeUnavailable, "images are not available on this node"))
+		}
+		img, vsize, err := s.imgs(p, pr.ID, req.Image)
+		if err != nil {
+			return deny(pr.ID, err)
+		}
+		if vsize > size {
+			return deny(pr.ID, invalid("image %s is %d GiB, larger than the %d GiB volume", req.Image, gib(vsize), req.SizeGiB))
+		}
+		src = &Source{Image: img}
+	}
 	id := newID("vol")
 	reps, err := place(s.c.Store().ReadTxn(), id)
 	if err != nil {
 		return deny(pr.ID, err)
 	}
-	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, CreatedAt: time.Now().UTC()}
+	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, Source: src, CreatedAt: time.Now().UTC()}
 	var out Volume
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVolume, createVolumeCmd{Volume: vol}, &out); err != nil {
 		settled, serr := s.settle(ctx, err, id)
@@ -301,4 +338,14 @@ func place(txn *memdb.Txn, volID string) ([]Replica, error) {
 		reps = append(reps, Replica{ID: fmt.Sprintf("%s-r%d", volID, i), Node: n.name, Disk: n.best.ID, State: ReplicaInSync})
 	}
 	return reps, nil
+}
+
+// CanPlace tells whether a volume could be created through this node now:
+// it can make replicas, and some node has a disk for one.
+func (s *Service) CanPlace() bool {
+	if s.prov == nil {
+		return false
+	}
+	_, err := place(s.c.Store().ReadTxn(), "probe")
+	return err == nil
 }

@@ -211,17 +211,7 @@ func (s *Service) Attach(ctx context.Context, p *identity.Principal, ref string,
 	case to.VM != "" && s.vms == nil:
 		return deny(consensus.Errorf(consensus.CodeUnavailable, "VMs are not available on this node"))
 	case to.VM != "":
-		id, project, node, err := s.vms(p, to.VM)
-		if err != nil {
-			return deny(err)
-		}
-		if project != v.ProjectID {
-			return deny(invalid("VM %s is not in volume %s's project", to.VM, v.Name))
-		}
-		if node == "" {
-			return deny(consensus.Errorf(consensus.CodeConflict, "VM %s is not placed on a node yet; attach the volume once it is", to.VM))
-		}
-		a.VM, a.Node = id, node
+		return s.vms.AttachVolume(ctx, p, v, to.VM, ifMatch)
 	}
 	var out Volume
 	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: ifMatch}, &out); err != nil {
@@ -240,6 +230,12 @@ func (s *Service) Detach(ctx context.Context, p *identity.Principal, ref string,
 	}
 	if v.Attachment != nil && v.Attachment.VM == "" && !p.IsClusterAdmin() {
 		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins detach a volume from a node's host"))
+	}
+	if v.Attachment != nil && v.Attachment.VM != "" {
+		if s.vms == nil {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeUnavailable, "VMs are not available on this node"))
+		}
+		return s.vms.DetachVolume(ctx, p, v, ifMatch)
 	}
 	var out Volume
 	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDetachVolume, detachVolumeCmd{ID: v.ID, IfMatch: ifMatch}, &out); err != nil {

@@ -19,6 +19,7 @@ const (
 	MsgDetachVolume    consensus.MessageType = 165
 	MsgAcquireWriter   consensus.MessageType = 166
 	MsgSetReplicaState consensus.MessageType = 167
+	MsgSourceFilled    consensus.MessageType = 168
 )
 
 // Volume states. A volume is in-use exactly while it is attached.
@@ -58,8 +59,10 @@ type Volume struct {
 	Writer     string      `json:"writer,omitempty"`
 	Epoch      uint64      `json:"epoch"`
 	Attachment *Attachment `json:"attachment,omitempty"` // nil when detached
-	CreatedAt  time.Time   `json:"created_at"`
-	Version    uint64      `json:"version"` // the Raft index of the last change
+	// Source is what the volume was made from, nil for a blank one.
+	Source    *Source   `json:"source,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"` // the Raft index of the last change
 }
 
 // Replica is one copy of a volume: a directory on one disk of one node.
@@ -70,12 +73,39 @@ type Replica struct {
 	State string `json:"state"`
 }
 
-// Attachment says who uses a volume.
+// Attachment says who uses a volume. A VM's volume is served on the node
+// the VM is placed on ("" until it is placed) and follows it there.
 type Attachment struct {
 	Node string    `json:"node"`
 	VM   string    `json:"vm,omitempty"` // "": the node's host (an admin's export)
 	At   time.Time `json:"at"`
+	// Boot: the VM boots from it; it stays attached while the VM exists.
+	Boot bool `json:"boot,omitempty"`
+	// DeleteWithVM: made with the VM, it goes with it.
+	DeleteWithVM bool `json:"delete_with_vm,omitempty"`
 }
+
+// Source is what a volume was made from. Its bytes are written by the
+// volume's first writer before it serves anything, so every reader of the
+// volume sees them; Filled records that they are.
+type Source struct {
+	Image string `json:"image,omitempty"` // an image ID
+	// VMDisk is a VM whose local boot disk the volume takes over (the VM
+	// is stopped, and the volume is filled on its node).
+	VMDisk string `json:"vm_disk,omitempty"`
+	Filled bool   `json:"filled"`
+}
+
+// String says what the source is.
+func (s Source) String() string {
+	if s.VMDisk != "" {
+		return "the local disk of VM " + s.VMDisk
+	}
+	return "image " + s.Image
+}
+
+// Unfilled tells whether the volume's source still has to be written.
+func (v *Volume) Unfilled() bool { return v.Source != nil && !v.Source.Filled }
 
 // SizeGiB is the volume's size in whole GiB, rounded up.
 func (v *Volume) SizeGiB() int64 { return gib(v.SizeBytes) }
@@ -148,6 +178,14 @@ type SetReplicaState struct {
 	State   string `json:"state"`
 }
 
+// SourceFilled records that the writer has written the volume's source;
+// Node and Epoch must be the current writer's.
+type SourceFilled struct {
+	Volume string `json:"volume"`
+	Node   string `json:"node"`
+	Epoch  uint64 `json:"epoch"`
+}
+
 // Register adds volumes' table and commands.
 func Register(reg *consensus.Registry) {
 	consensus.RegisterTable[Volume](reg, &memdb.TableSchema{Name: tVolumes, Indexes: map[string]*memdb.IndexSchema{
@@ -164,6 +202,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDetachVolume, "DetachVolume", applyDetachVolume)
 	consensus.Handle(reg, MsgAcquireWriter, "AcquireWriter", applyAcquireWriter)
 	consensus.Handle(reg, MsgSetReplicaState, "SetReplicaState", applySetReplicaState)
+	consensus.Handle(reg, MsgSourceFilled, "VolumeSourceFilled", applySourceFilled)
 }
 
 func getVolume(txn *memdb.Txn, id string) *Volume {
@@ -207,11 +246,18 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is 1-%d GiB, not %d bytes", MaxSizeGiB, v.SizeBytes)
 	case len(v.Replicas) == 0:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume needs at least one replica")
+	case v.Source != nil && (v.Source.Image == "") == (v.Source.VMDisk == ""):
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume's source names an image or a VM's disk")
 	}
 	if err := identity.Charge(tx, v.ProjectID, identity.Resources{Volumes: 1, VolumeGiB: v.SizeGiB()}); err != nil {
 		return nil, err
 	}
 	v.State, v.Writer, v.Epoch, v.Attachment = StateCreating, "", 0, nil
+	if v.Source != nil {
+		src := *v.Source
+		src.Filled = false
+		v.Source = &src
+	}
 	v.Replicas = append([]Replica(nil), v.Replicas...)
 	for i := range v.Replicas {
 		v.Replicas[i].State = ReplicaInSync
@@ -318,6 +364,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	if cur.Attachment == nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not attached", cur.Name)
 	}
+	if cur.Attachment.Boot {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
+	}
 	v := *cur
 	// The writer goes with the attachment: from here on the replicated
 	// state refuses its replica changes, and the next writer takes a new
@@ -349,9 +398,8 @@ func applySetReplicaState(tx *consensus.Tx, c *SetReplicaState) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if c.Node == "" || c.Node != cur.Writer || c.Epoch != cur.Epoch {
-		return nil, consensus.Reasonf(consensus.CodeConflict, ReasonFenced,
-			"volume %s: node %s at epoch %d is not the writer (%s at epoch %d)", cur.Name, c.Node, c.Epoch, cur.Writer, cur.Epoch)
+	if err := notWriter(cur, c.Node, c.Epoch); err != nil {
+		return nil, err
 	}
 	switch c.State {
 	case ReplicaInSync, ReplicaStale, ReplicaRebuilding:
@@ -373,5 +421,34 @@ func applySetReplicaState(tx *consensus.Tx, c *SetReplicaState) (any, error) {
 	if floor := min(2, len(v.Replicas)); v.inSync() < floor && cur.Replicas[i].State == ReplicaInSync {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s: replica %s cannot be %s: fewer than %d replicas would stay in sync", cur.Name, c.Replica, c.State, floor)
 	}
+	return save(tx, &v)
+}
+
+// notWriter refuses a change from a node that is not the volume's writer at
+// its current epoch.
+func notWriter(cur *Volume, node string, epoch uint64) error {
+	if node == "" || node != cur.Writer || epoch != cur.Epoch {
+		return consensus.Reasonf(consensus.CodeConflict, ReasonFenced,
+			"volume %s: node %s at epoch %d is not the writer (%s at epoch %d)", cur.Name, node, epoch, cur.Writer, cur.Epoch)
+	}
+	return nil
+}
+
+// applySourceFilled marks a volume's source written, on its writer's word.
+func applySourceFilled(tx *consensus.Tx, c *SourceFilled) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := notWriter(cur, c.Node, c.Epoch); err != nil {
+		return nil, err
+	}
+	if cur.Source == nil {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "volume %s has no source", cur.Name)
+	}
+	v := *cur
+	src := *cur.Source
+	src.Filled = true
+	v.Source = &src
 	return save(tx, &v)
 }

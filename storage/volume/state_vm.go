@@ -1,0 +1,142 @@
+package volume
+
+import (
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// Compute's commands keep a VM's volumes in step with the VM in the same
+// transaction: created with a boot volume, placed on a node, purged. These
+// helpers are theirs; volumes' own commands never touch a VM.
+
+// AttachToVM attaches an available volume of the VM's project to the VM,
+// served on node ("" while the VM is not placed).
+func AttachToVM(tx *consensus.Tx, volumeID, vmID, projectID, node string, boot, deleteWithVM bool, at time.Time) (*Volume, error) {
+	cur, err := current(tx, volumeID, 0)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case cur.ProjectID != projectID:
+		return nil, notFound("volume", volumeID) // another project's volume is not there for this VM
+	case cur.Attachment != nil:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is already attached to %s", cur.Name, attachedTo(cur.Attachment))
+	case cur.State != StateAvailable:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
+	}
+	v := *cur
+	v.Attachment = &Attachment{Node: node, VM: vmID, At: at, Boot: boot, DeleteWithVM: deleteWithVM}
+	v.State = StateInUse
+	v.Writer = ""
+	if _, err := save(tx, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// FollowVM moves the VM's volumes to the node it is placed on. A volume
+// that moves loses its writer: the new node takes a new epoch, which
+// fences the old one on the replicas.
+func FollowVM(tx *consensus.Tx, vmID, node string) error {
+	for _, cur := range AttachedToVM(tx.Txn, vmID) {
+		if cur.Attachment.Node == node {
+			continue
+		}
+		v := *cur
+		a := *cur.Attachment
+		a.Node = node
+		v.Attachment, v.Writer = &a, ""
+		if _, err := save(tx, &v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ReleaseVM detaches the VM's volumes as the VM goes, and deletes those
+// made to go with it (refunding their project). It returns the deleted
+// ones: their replicas are the caller's to remove (or the sweepers').
+func ReleaseVM(tx *consensus.Tx, vmID string) ([]Volume, error) {
+	var deleted []Volume
+	for _, cur := range AttachedToVM(tx.Txn, vmID) {
+		if cur.Attachment.DeleteWithVM {
+			if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
+				return nil, err
+			}
+			if err := tx.Delete(tVolumes, cur); err != nil {
+				return nil, err
+			}
+			deleted = append(deleted, *cur)
+			continue
+		}
+		v := *cur
+		v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
+		if _, err := save(tx, &v); err != nil {
+			return nil, err
+		}
+	}
+	return deleted, nil
+}
+
+// AttachedToVM lists the volumes attached to a VM, the boot volume first.
+func AttachedToVM(txn *memdb.Txn, vmID string) []*Volume {
+	it, err := txn.Get(tVolumes, "id")
+	if err != nil {
+		return nil
+	}
+	var out []*Volume
+	for o := it.Next(); o != nil; o = it.Next() {
+		if v := o.(*Volume); v.Attachment != nil && v.Attachment.VM == vmID {
+			if v.Attachment.Boot {
+				out = append([]*Volume{v}, out...)
+			} else {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// Lookup returns a volume by ID from a read transaction, or nil.
+func Lookup(txn *memdb.Txn, id string) *Volume { return getVolume(txn, id) }
+
+// DetachFromVM detaches a VM's data volume; compute has checked that the
+// VM can let it go.
+func DetachFromVM(tx *consensus.Tx, volumeID string) (*Volume, error) {
+	cur, err := current(tx, volumeID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Attachment == nil || cur.Attachment.VM == "" || cur.Attachment.Boot {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not a VM's data volume", cur.Name)
+	}
+	v := *cur
+	v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
+	if _, err := save(tx, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// Filling returns a volume the image has still to be written into, if
+// any: the image must stay until it is.
+func Filling(txn *memdb.Txn, imageID string) *Volume {
+	it, err := txn.Get(tVolumes, "id")
+	if err != nil {
+		return nil
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		if v := o.(*Volume); v.Unfilled() && v.Source.Image == imageID {
+			return v
+		}
+	}
+	return nil
+}
+
+// Named tells whether a project has a volume of that name.
+func Named(txn *memdb.Txn, projectID, name string) bool {
+	return consensus.First[Volume](txn, tVolumes, "name", projectID, name) != nil
+}
