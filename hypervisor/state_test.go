@@ -12,8 +12,8 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/netfabric"
-	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // computeEnv is one in-process node with identity, compute, the default
