@@ -35,6 +35,9 @@ type Instance struct {
 	// release frees what the Driver holds for the VM (its cgroup) once
 	// QEMU is gone; nil if nothing.
 	release func() error
+	// plugMu makes disk hot-plugs one at a time, so two cannot pick the
+	// same free root port.
+	plugMu sync.Mutex
 
 	exited    chan struct{} // closed when the QEMU process has ended
 	stopWatch context.CancelFunc

@@ -1,0 +1,330 @@
+package qemu
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Disks are hot-plugged as on the command line: the same protocol and
+// format nodes (devices.go builds both paths' options), added with
+// blockdev-add, and a virtio-blk-pci on one of the empty root ports the VM
+// booted with (Machine.HotplugSlots). The nodes and the device are named
+// after the disk's ID, which is how they are found again, by this Instance
+// or after a re-attach, without remembering anything.
+
+// unplugPoll is how often DetachDisk checks whether the device is gone,
+// besides listening for DEVICE_DELETED (an event can be missed: it may have
+// come before a re-attach, or while the watcher's buffer was full).
+const unplugPoll = 500 * time.Millisecond
+
+// AttachDisk plugs d into the running VM as a virtio disk on a free
+// hot-plug port. A disk with d.ID already in the VM is left as it is
+// (nil), so a repeated attach is harmless. Block nodes of d without a
+// device, left by an attach that was cut short, are replaced. If the
+// device is refused, the nodes added for it are removed again.
+//
+// A local disk is opened by path as the VM's user, to whom it is handed
+// (as Start does with writable disks). Read-only local disks and overlays
+// on a backing file, which reach QEMU as descriptors at boot, and
+// CD-ROMs (AHCI has no hot-plug) are refused.
+func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
+	fail := func(err error) error { return fmt.Errorf("attach disk %s to vm %s: %w", d.ID, i.name, err) }
+	if err := d.validate(); err != nil {
+		return fail(err)
+	}
+	switch {
+	case d.Media == "cdrom":
+		return fail(errors.New("a cdrom cannot be hot-plugged"))
+	case d.passedAsFD() || d.Backing != "":
+		return fail(errors.New("a read-only local disk or an overlay cannot be hot-plugged: QEMU gets those as descriptors"))
+	}
+	proto, err := protocolNode(d, 0)
+	if err != nil {
+		return fail(err)
+	}
+	i.plugMu.Lock()
+	defer i.plugMu.Unlock()
+	present, err := i.deviceType(ctx, d.ID)
+	if err != nil {
+		return fail(err)
+	}
+	if present != "" {
+		if present != "virtio-blk-pci" && present != "ide-cd" {
+			return fail(fmt.Errorf("id is taken by a %s", present))
+		}
+		return nil
+	}
+	if err := i.removeNodes(ctx, d.ID); err != nil {
+		return fail(fmt.Errorf("nodes left by an earlier attach: %w", err))
+	}
+	port, err := i.freePort(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	if d.Path != "" {
+		if err := i.handOver(d.Path); err != nil {
+			return fail(err)
+		}
+	}
+
+	var r reverter
+	defer r.fail()
+	undo := context.WithoutCancel(ctx)
+	for _, n := range []blockNode{proto, formatNode(d, false)} {
+		if err := i.run(ctx, "attach disk "+d.ID+" to", "blockdev-add", n.qmp(), nil); err != nil {
+			return err
+		}
+		name := n.qmp()["node-name"].(string)
+		r.add(func() {
+			if err := i.deleteNode(undo, name); err != nil {
+				i.log.Warn("block node left behind", "node", name, "err", err)
+			}
+		})
+	}
+	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.ID, "drive": formatNodeName(d), "bus": port}
+	if d.BootIndex > 0 {
+		dev["bootindex"] = d.BootIndex
+	}
+	if err := i.run(ctx, "attach disk "+d.ID+" to", "device_add", dev, nil); err != nil {
+		return err
+	}
+	r.success()
+	i.log.Info("disk attached", "disk", d.ID, "port", port)
+	return nil
+}
+
+// DetachDisk unplugs the disk with the given ID and removes its block
+// nodes. An absent disk is not an error (its leftover nodes, if any, are
+// removed), so a repeated detach is harmless.
+//
+// Unplugging a PCI device needs the guest's cooperation: QEMU asks the
+// guest (ACPI or PCIe native hot-plug) to let go, and removes the device
+// only once the guest has. DetachDisk waits for that until ctx ends; a
+// guest that does not answer (one without hot-plug support, one that is
+// hung, firmware that is still booting) gets an error saying so, and the
+// device stays where it was, in use (QEMU may still remove it later if the
+// guest gets round to it; a repeated DetachDisk then completes). Disks on
+// the root bus (those the VM booted with) cannot be unplugged at all:
+// QEMU refuses.
+func (i *Instance) DetachDisk(ctx context.Context, id string) error {
+	fail := func(err error) error { return fmt.Errorf("detach disk %s from vm %s: %w", id, i.name, err) }
+	if !deviceID.MatchString(id) {
+		return fail(errors.New("not a device id"))
+	}
+	if i.qmp == nil {
+		return fail(ErrDisconnected)
+	}
+	typ, err := i.deviceType(ctx, id)
+	if err != nil {
+		return fail(err)
+	}
+	if typ != "" {
+		if typ != "virtio-blk-pci" {
+			return fail(fmt.Errorf("device is a %s, not a disk", typ))
+		}
+		if err := i.unplug(ctx, id); err != nil {
+			return fail(err)
+		}
+		i.log.Info("disk detached", "disk", id)
+	}
+	if err := i.removeNodes(ctx, id); err != nil {
+		return fail(err)
+	}
+	return nil
+}
+
+// unplug asks for device id's removal and waits until it is gone.
+func (i *Instance) unplug(ctx context.Context, id string) error {
+	events, stop := i.qmp.watch()
+	defer stop()
+	err := i.run(ctx, "unplug", "device_del", map[string]any{"id": id}, nil)
+	var qe *QMPError
+	// A second device_del while the guest has not answered the first is
+	// refused: keep waiting for the first.
+	if err != nil && !(errors.As(err, &qe) && strings.Contains(qe.Desc, "process of unplug")) {
+		return err
+	}
+	tick := time.NewTicker(unplugPoll)
+	defer tick.Stop()
+	for {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				return ErrDisconnected
+			}
+			var data struct {
+				Device string `json:"device"`
+			}
+			if ev.Name == "DEVICE_DELETED" && json.Unmarshal(ev.Data, &data) == nil && data.Device == id {
+				return nil
+			}
+		case <-tick.C:
+			if typ, err := i.deviceType(ctx, id); err == nil && typ == "" {
+				return nil
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("the guest did not release the device (PCI unplug needs the guest's cooperation), it stays in place: %w", ctx.Err())
+		}
+	}
+}
+
+// ResizeDisk tells QEMU, and through it the guest, that the disk with the
+// given ID has bytes now. A local image is grown to that size (raw: the
+// file; qcow2: its virtual size); a network volume must already have it
+// on its server, and since NBD fixes the size per connection, QEMU must
+// have connected since (QEMU refuses to grow an NBD node otherwise).
+// Shrinking is refused: the guest's data past the new end would be lost.
+func (i *Instance) ResizeDisk(ctx context.Context, id string, bytes int64) error {
+	fail := func(err error) error { return fmt.Errorf("resize disk %s of vm %s: %w", id, i.name, err) }
+	if !deviceID.MatchString(id) {
+		return fail(errors.New("not a device id"))
+	}
+	nodes, err := i.blockNodes(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	node := formatNodeName(Disk{ID: id})
+	size, ok := nodes[node]
+	switch {
+	case !ok:
+		return fail(errors.New("no such disk"))
+	case bytes < size:
+		return fail(fmt.Errorf("%d bytes is below its size of %d: disks are not shrunk", bytes, size))
+	case bytes == size:
+		return nil
+	}
+	if err := i.run(ctx, "resize disk "+id+" of", "block_resize", map[string]any{"node-name": node, "size": bytes}, nil); err != nil {
+		return err
+	}
+	i.log.Info("disk resized", "disk", id, "bytes", bytes)
+	return nil
+}
+
+// DiskSizes maps the ID of each disk of the VM to its size in bytes, as
+// QEMU (and so the guest) sees it.
+func (i *Instance) DiskSizes(ctx context.Context) (map[string]int64, error) {
+	nodes, err := i.blockNodes(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("disk sizes: %w", err)
+	}
+	sizes := map[string]int64{}
+	for name, size := range nodes {
+		if id, ok := strings.CutPrefix(name, "fmt-"); ok {
+			sizes[id] = size
+		}
+	}
+	return sizes, nil
+}
+
+// deviceType is the QOM type of the device with the given id, "" if the VM
+// has none.
+func (i *Instance) deviceType(ctx context.Context, id string) (string, error) {
+	var children []struct {
+		Name string `json:"name"`
+		Type string `json:"type"`
+	}
+	if err := i.run(ctx, "list devices of", "qom-list", map[string]any{"path": "/machine/peripheral"}, &children); err != nil {
+		return "", err
+	}
+	for _, c := range children {
+		if c.Name == id {
+			return strings.TrimSuffix(strings.TrimPrefix(c.Type, "child<"), ">"), nil
+		}
+	}
+	return "", nil
+}
+
+// blockNodes maps the VM's named block nodes to their virtual size.
+func (i *Instance) blockNodes(ctx context.Context) (map[string]int64, error) {
+	var nodes []struct {
+		NodeName string `json:"node-name"`
+		Image    struct {
+			VirtualSize int64 `json:"virtual-size"`
+		} `json:"image"`
+	}
+	if err := i.run(ctx, "list block nodes of", "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+		return nil, err
+	}
+	m := map[string]int64{}
+	for _, n := range nodes {
+		m[n.NodeName] = n.Image.VirtualSize
+	}
+	return m, nil
+}
+
+// removeNodes deletes the block nodes of disk id that exist, top down.
+func (i *Instance) removeNodes(ctx context.Context, id string) error {
+	nodes, err := i.blockNodes(ctx)
+	if err != nil {
+		return err
+	}
+	d := Disk{ID: id}
+	for _, name := range []string{formatNodeName(d), protoNodeName(d), backingNodeName(d), backingFileNode(d)} {
+		if _, ok := nodes[name]; !ok {
+			continue
+		}
+		if err := i.deleteNode(ctx, name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (i *Instance) deleteNode(ctx context.Context, name string) error {
+	return i.run(ctx, "delete block node "+name+" of", "blockdev-del", map[string]any{"node-name": name}, nil)
+}
+
+// pciDevice is a device of query-pci; a bridge (a root port) has the
+// devices behind it.
+type pciDevice struct {
+	QdevID string `json:"qdev_id"`
+	Bridge *struct {
+		Devices []pciDevice `json:"devices"`
+	} `json:"pci_bridge"`
+}
+
+// freePort is the first hot-plug root port with nothing behind it.
+func (i *Instance) freePort(ctx context.Context) (string, error) {
+	var buses []struct {
+		Devices []pciDevice `json:"devices"`
+	}
+	if err := i.run(ctx, "list pci devices of", "query-pci", nil, &buses); err != nil {
+		return "", err
+	}
+	free := map[string]bool{}
+	for _, b := range buses {
+		for _, dev := range b.Devices {
+			if strings.HasPrefix(dev.QdevID, hotplugPortPrefix) && dev.Bridge != nil && len(dev.Bridge.Devices) == 0 {
+				free[dev.QdevID] = true
+			}
+		}
+	}
+	for n := 0; ; n++ {
+		if free[hotplugPort(n)] {
+			return hotplugPort(n), nil
+		}
+		if n > 255 {
+			return "", errors.New("no free hot-plug port (Machine.HotplugSlots)")
+		}
+	}
+}
+
+// handOver gives a writable local disk to the VM's user, the owner of the
+// run directory; a VM that runs as root needs nothing.
+func (i *Instance) handOver(path string) error {
+	st, err := os.Stat(i.dir)
+	if err != nil {
+		return err
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok || sys.Uid == 0 {
+		return nil
+	}
+	return handOverPath(path, int(sys.Uid), int(sys.Gid), true)
+}
