@@ -226,10 +226,17 @@ func formatNode(d Disk, withBacking bool) blockNode {
 // the backing path in the overlay's header (which the VM's user could
 // rewrite) and opens no file by path.
 func backingArgs(d Disk, fd int) []string {
-	file := cacheOpts(blockNode{{"driver", "file"}, {"node-name", backingFileNode(d)}, {"filename", fdsetPath(fd)}}, d).
-		set("read-only", true)
-	format := blockNode{{"driver", "qcow2"}, {"node-name", backingNodeName(d)}, {"file", backingFileNode(d)}, {"read-only", true}}
+	file, format := backingNodes(d, fd)
 	return append(fdsetArgs(fd, "backing-"+d.ID), "-blockdev", file.cmdline(), "-blockdev", format.cmdline())
+}
+
+// backingNodes are the protocol and format nodes of d's backing file, in
+// fd set fdset.
+func backingNodes(d Disk, fdset int) (file, format blockNode) {
+	file = cacheOpts(blockNode{{"driver", "file"}, {"node-name", backingFileNode(d)}, {"filename", fdsetPath(fdset)}}, d).
+		set("read-only", true)
+	format = blockNode{{"driver", "qcow2"}, {"node-name", backingNodeName(d)}, {"file", backingFileNode(d)}, {"read-only", true}}
+	return file, format
 }
 
 // diskArgs is the block node chain and the guest device of one disk.

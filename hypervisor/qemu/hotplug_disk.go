@@ -9,6 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Disks are hot-plugged as on the command line: the same protocol and
@@ -27,26 +29,20 @@ const unplugPoll = 500 * time.Millisecond
 // hot-plug port. A disk with d.ID already in the VM is left as it is
 // (nil), so a repeated attach is harmless. Block nodes of d without a
 // device, left by an attach that was cut short, are replaced. If the
-// device is refused, the nodes added for it are removed again.
+// device is refused, the nodes and descriptors added for it are removed
+// again.
 //
-// A local disk is opened by path as the VM's user, to whom it is handed
-// (as Start does with writable disks). Read-only local disks and overlays
-// on a backing file, which reach QEMU as descriptors at boot, and
-// CD-ROMs (AHCI has no hot-plug) are refused.
+// Local files reach QEMU as at Start: a writable disk is handed to the
+// VM's user and opened by path; a read-only disk and an overlay's backing
+// file are opened here and passed to QEMU as descriptors (add-fd), so
+// they stay root's. CD-ROMs are refused: AHCI has no hot-plug.
 func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 	fail := func(err error) error { return fmt.Errorf("attach disk %s to vm %s: %w", d.ID, i.name, err) }
 	if err := d.validate(); err != nil {
 		return fail(err)
 	}
-	switch {
-	case d.Media == "cdrom":
+	if d.Media == "cdrom" {
 		return fail(errors.New("a cdrom cannot be hot-plugged"))
-	case d.passedAsFD() || d.Backing != "":
-		return fail(errors.New("a read-only local disk or an overlay cannot be hot-plugged: QEMU gets those as descriptors"))
-	}
-	proto, err := protocolNode(d, 0)
-	if err != nil {
-		return fail(err)
 	}
 	i.plugMu.Lock()
 	defer i.plugMu.Unlock()
@@ -67,7 +63,7 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 	if err != nil {
 		return fail(err)
 	}
-	if d.Path != "" {
+	if d.Path != "" && !d.passedAsFD() {
 		if err := i.handOver(d.Path); err != nil {
 			return fail(err)
 		}
@@ -75,8 +71,28 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 
 	var r reverter
 	defer r.fail()
+	var nodes []blockNode
+	fdset := 0
+	if d.passedAsFD() {
+		if fdset, err = i.passFile(ctx, &r, d.Path, "disk-"+d.ID, false); err != nil {
+			return fail(err)
+		}
+	}
+	if d.Backing != "" {
+		set, err := i.passFile(ctx, &r, d.Backing, "backing-"+d.ID, true)
+		if err != nil {
+			return fail(err)
+		}
+		file, format := backingNodes(d, set)
+		nodes = append(nodes, file, format)
+	}
+	proto, err := protocolNode(d, fdset)
+	if err != nil {
+		return fail(err)
+	}
+	nodes = append(nodes, proto, formatNode(d, d.Backing != ""))
 	undo := context.WithoutCancel(ctx)
-	for _, n := range []blockNode{proto, formatNode(d, false)} {
+	for _, n := range nodes {
 		if err := i.run(ctx, "attach disk "+d.ID+" to", "blockdev-add", n.qmp(), nil); err != nil {
 			return err
 		}
@@ -97,6 +113,66 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 	r.success()
 	i.log.Info("disk attached", "disk", d.ID, "port", port)
 	return nil
+}
+
+// passFile opens path read-only and hands it to QEMU in a new fd set,
+// named by opaque (how removeNodes finds it again); backing files must be
+// standalone (see standalone). It returns the set's number.
+func (i *Instance) passFile(ctx context.Context, r *reverter, path, opaque string, backing bool) (int, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|unix.O_NOCTTY, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if backing {
+		if err := standalone(f); err != nil {
+			return 0, fmt.Errorf("backing file %s: %w", path, err)
+		}
+	}
+	sets, err := i.fdSets(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// Above every set there is, including those of the command line
+	// (numbered like their descriptors).
+	set := 1
+	for _, s := range sets {
+		set = max(set, s.ID+1)
+	}
+	if err := i.runFile(ctx, "pass "+opaque+" to", "add-fd", map[string]any{"fdset-id": set, "opaque": opaque}, nil, f); err != nil {
+		return 0, err
+	}
+	undo := context.WithoutCancel(ctx)
+	r.add(func() {
+		if err := i.run(undo, "remove fd set of", "remove-fd", map[string]any{"fdset-id": set}, nil); err != nil {
+			i.log.Warn("fd set left behind", "fdset", set, "err", err)
+		}
+	})
+	return set, nil
+}
+
+// fdSet is one entry of query-fdsets.
+type fdSet struct {
+	ID  int `json:"fdset-id"`
+	FDs []struct {
+		Opaque string `json:"opaque"`
+	} `json:"fds"`
+}
+
+// of reports whether the set holds one of disk id's files.
+func (s fdSet) of(id string) bool {
+	for _, fd := range s.FDs {
+		if fd.Opaque == "disk-"+id || fd.Opaque == "backing-"+id {
+			return true
+		}
+	}
+	return false
+}
+
+func (i *Instance) fdSets(ctx context.Context) ([]fdSet, error) {
+	var sets []fdSet
+	err := i.run(ctx, "list fd sets of", "query-fdsets", nil, &sets)
+	return sets, err
 }
 
 // DetachDisk unplugs the disk with the given ID and removes its block
@@ -258,7 +334,8 @@ func (i *Instance) blockNodes(ctx context.Context) (map[string]int64, error) {
 	return m, nil
 }
 
-// removeNodes deletes the block nodes of disk id that exist, top down.
+// removeNodes deletes the block nodes of disk id that exist, top down,
+// and then the fd sets of its files.
 func (i *Instance) removeNodes(ctx context.Context, id string) error {
 	nodes, err := i.blockNodes(ctx)
 	if err != nil {
@@ -270,6 +347,19 @@ func (i *Instance) removeNodes(ctx context.Context, id string) error {
 			continue
 		}
 		if err := i.deleteNode(ctx, name); err != nil {
+			return err
+		}
+	}
+	sets, err := i.fdSets(ctx)
+	if err != nil {
+		return err
+	}
+	for _, s := range sets {
+		if !s.of(id) {
+			continue
+		}
+		// QEMU closes the set's descriptor once no node uses it.
+		if err := i.run(ctx, "remove fd set of", "remove-fd", map[string]any{"fdset-id": s.ID}, nil); err != nil {
 			return err
 		}
 	}

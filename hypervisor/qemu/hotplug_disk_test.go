@@ -8,10 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -69,7 +71,58 @@ func TestHotplugDisks(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantDevice(t, inst, "vol", "virtio-blk-pci")
-	g.want(map[string]int64{"root": 2 << 20, "data-1": 8 << 20, "vol": 4 << 20})
+	have := map[string]int64{"root": 2 << 20, "data-1": 8 << 20, "vol": 4 << 20}
+	g.want(have)
+
+	// A read-only disk and an overlay's base are root's alone: QEMU, as
+	// the VM's user, gets them as descriptors.
+	ro := Disk{ID: "ro", Path: newImage(t, dir, "ro.raw", 1<<20), ReadOnly: true, Cache: cache}
+	if err := inst.AttachDisk(ctx, ro); err != nil {
+		t.Fatal(err)
+	}
+	have["ro"] = 1 << 20
+	overlay := Disk{ID: "overlay", Format: "qcow2", Cache: cache}
+	if _, err := exec.LookPath("qemu-img"); err == nil {
+		overlay.Backing = filepath.Join(dir, "base.qcow2")
+		overlay.Path = filepath.Join(dir, "overlay.qcow2")
+		for _, args := range [][]string{
+			{"create", "-q", "-f", "qcow2", overlay.Backing, "6M"},
+			{"create", "-q", "-f", "qcow2", "-b", overlay.Backing, "-F", "qcow2", overlay.Path},
+		} {
+			if out, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img %v: %v\n%s", args, err, out)
+			}
+		}
+		if err := os.Chmod(overlay.Backing, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := inst.AttachDisk(ctx, overlay); err != nil {
+			t.Fatal(err)
+		}
+		have["overlay"] = 6 << 20
+	} else {
+		t.Log("no qemu-img (apt-get install qemu-utils): overlays not covered")
+	}
+	g.want(have)
+	for _, p := range []string{ro.Path, overlay.Backing} {
+		if st, err := os.Stat(p); p != "" && (err != nil || st.Sys().(*syscall.Stat_t).Uid != 0 || st.Mode().Perm() != 0o600) {
+			t.Errorf("%s given away: %v, %v", p, st.Mode(), err)
+		}
+	}
+	if err := inst.DetachDisk(ctx, "ro"); err != nil {
+		t.Fatal(err)
+	}
+	delete(have, "ro")
+	if overlay.Path != "" {
+		if err := inst.DetachDisk(ctx, "overlay"); err != nil {
+			t.Fatal(err)
+		}
+		delete(have, "overlay")
+	}
+	sets, err := inst.fdSets(ctx)
+	if err != nil || len(sets) != 0 {
+		t.Errorf("fd sets after the detach: %+v, %v", sets, err)
+	}
 
 	// Growing: the file and the guest's disk, and the boot disk too.
 	if err := inst.ResizeDisk(ctx, "data-1", 16<<20); err != nil {
@@ -78,7 +131,8 @@ func TestHotplugDisks(t *testing.T) {
 	if err := inst.ResizeDisk(ctx, "root", 3<<20); err != nil {
 		t.Fatal(err)
 	}
-	g.want(map[string]int64{"root": 3 << 20, "data-1": 16 << 20, "vol": 4 << 20})
+	have["data-1"], have["root"] = 16<<20, 3<<20
+	g.want(have)
 	if st, err := os.Stat(data.Path); err != nil || st.Size() != 16<<20 {
 		t.Errorf("image after resize: %v, %v; want 16 MiB", st, err)
 	}
@@ -104,14 +158,16 @@ func TestHotplugDisks(t *testing.T) {
 	}
 	wantDevice(t, inst, "vol", "")
 	wantNoNodes(t, inst, "vol")
-	g.want(map[string]int64{"root": 3 << 20, "data-1": 16 << 20})
+	delete(have, "vol")
+	g.want(have)
 	if err := inst.DetachDisk(dctx, "vol"); err != nil {
 		t.Fatalf("second detach: %v", err)
 	}
 	if err := inst.DetachDisk(dctx, "data-1"); err != nil {
 		t.Fatal(err)
 	}
-	g.want(map[string]int64{"root": 3 << 20})
+	delete(have, "data-1")
+	g.want(have)
 	if err := inst.DetachDisk(dctx, "root"); err == nil {
 		t.Error("detach of the boot disk succeeded")
 	} else {
@@ -122,7 +178,8 @@ func TestHotplugDisks(t *testing.T) {
 	if err := inst.AttachDisk(ctx, data); err != nil {
 		t.Fatal(err)
 	}
-	g.want(map[string]int64{"root": 3 << 20, "data-1": 16 << 20})
+	have["data-1"] = 16 << 20
+	g.want(have)
 	if err := inst.Quit(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -162,7 +219,7 @@ func TestHotplugDiskFailures(t *testing.T) {
 	for _, bad := range []Disk{
 		{ID: "bad,id", Path: b.Path},
 		{ID: "cd", Path: b.Path, Media: "cdrom"},
-		{ID: "ro", Path: b.Path, ReadOnly: true},
+		{ID: "gone", Path: filepath.Join(dir, "missing.raw"), ReadOnly: true},
 		{ID: "hp-port1", Path: b.Path},
 	} {
 		if err := inst.AttachDisk(ctx, bad); err == nil {
@@ -379,6 +436,7 @@ func (g *guestDisks) want(want map[string]int64) {
 		}
 		return nil
 	})
+	g.t.Logf("the guest has disks of %v sectors", sectors)
 }
 
 // lastReport is the sizes, in sectors and sorted, of the guest's last

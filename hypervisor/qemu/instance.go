@@ -122,6 +122,11 @@ func (i *Instance) Wait(ctx context.Context) error {
 
 // run executes one QMP command with a default timeout.
 func (i *Instance) run(ctx context.Context, op, cmd string, args, out any) error {
+	return i.runFile(ctx, op, cmd, args, out, nil)
+}
+
+// runFile is run with f's descriptor passed to QEMU along with the command.
+func (i *Instance) runFile(ctx context.Context, op, cmd string, args, out any, f *os.File) error {
 	if i.qmp == nil {
 		return fmt.Errorf("%s vm %s: %w", op, i.name, ErrDisconnected)
 	}
@@ -130,7 +135,7 @@ func (i *Instance) run(ctx context.Context, op, cmd string, args, out any) error
 		ctx, cancel = context.WithTimeout(ctx, commandTimeout)
 		defer cancel()
 	}
-	if err := i.qmp.execute(ctx, cmd, args, out); err != nil {
+	if err := i.qmp.executeFile(ctx, cmd, args, out, f); err != nil {
 		return fmt.Errorf("%s vm %s: %w", op, i.name, err)
 	}
 	return nil

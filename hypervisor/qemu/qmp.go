@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A small QMP client of our own rather than go-qemu's: QMP is line-delimited
@@ -186,6 +189,12 @@ func (q *qmpClient) read(r *bufio.Reader) {
 // execute runs one command; args is marshalled as "arguments" and the
 // "return" member is unmarshalled into out when out is not nil.
 func (q *qmpClient) execute(ctx context.Context, cmd string, args, out any) error {
+	return q.executeFile(ctx, cmd, args, out, nil)
+}
+
+// executeFile is execute with f's descriptor passed along (SCM_RIGHTS),
+// for the commands that take one (add-fd, getfd); f nil passes none.
+func (q *qmpClient) executeFile(ctx context.Context, cmd string, args, out any, f *os.File) error {
 	q.mu.Lock()
 	if q.err != nil {
 		err := q.err
@@ -211,7 +220,15 @@ func (q *qmpClient) execute(ctx context.Context, cmd string, args, out any) erro
 	if dl, ok := ctx.Deadline(); ok {
 		q.conn.SetWriteDeadline(dl)
 	}
-	_, err = q.conn.Write(append(line, '\n'))
+	if uc, ok := q.conn.(*net.UnixConn); ok && f != nil {
+		// The descriptor travels with the command's first byte, so the
+		// line goes in one message.
+		_, _, err = uc.WriteMsgUnix(append(line, '\n'), unix.UnixRights(int(f.Fd())), nil)
+	} else if f != nil {
+		err = errors.New("descriptors pass only over a unix socket")
+	} else {
+		_, err = q.conn.Write(append(line, '\n'))
+	}
 	q.conn.SetWriteDeadline(time.Time{})
 	q.wmu.Unlock()
 	if err != nil {
