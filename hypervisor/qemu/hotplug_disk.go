@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -93,8 +94,8 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 	nodes = append(nodes, proto, formatNode(d, d.Backing != ""))
 	undo := context.WithoutCancel(ctx)
 	for _, n := range nodes {
-		if err := i.run(ctx, "attach disk "+d.ID+" to", "blockdev-add", n.qmp(), nil); err != nil {
-			return err
+		if err := i.exec(ctx, "blockdev-add", n.qmp(), nil, nil); err != nil {
+			return fail(err)
 		}
 		name := n.qmp()["node-name"].(string)
 		r.add(func() {
@@ -107,8 +108,8 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 	if d.BootIndex > 0 {
 		dev["bootindex"] = d.BootIndex
 	}
-	if err := i.run(ctx, "attach disk "+d.ID+" to", "device_add", dev, nil); err != nil {
-		return err
+	if err := i.exec(ctx, "device_add", dev, nil, nil); err != nil {
+		return fail(err)
 	}
 	r.success()
 	i.log.Info("disk attached", "disk", d.ID, "port", port)
@@ -139,12 +140,12 @@ func (i *Instance) passFile(ctx context.Context, r *reverter, path, opaque strin
 	for _, s := range sets {
 		set = max(set, s.ID+1)
 	}
-	if err := i.runFile(ctx, "pass "+opaque+" to", "add-fd", map[string]any{"fdset-id": set, "opaque": opaque}, nil, f); err != nil {
+	if err := i.exec(ctx, "add-fd", map[string]any{"fdset-id": set, "opaque": opaque}, nil, f); err != nil {
 		return 0, err
 	}
 	undo := context.WithoutCancel(ctx)
 	r.add(func() {
-		if err := i.run(undo, "remove fd set of", "remove-fd", map[string]any{"fdset-id": set}, nil); err != nil {
+		if err := i.exec(undo, "remove-fd", map[string]any{"fdset-id": set}, nil, nil); err != nil {
 			i.log.Warn("fd set left behind", "fdset", set, "err", err)
 		}
 	})
@@ -171,7 +172,7 @@ func (s fdSet) of(id string) bool {
 
 func (i *Instance) fdSets(ctx context.Context) ([]fdSet, error) {
 	var sets []fdSet
-	err := i.run(ctx, "list fd sets of", "query-fdsets", nil, &sets)
+	err := i.exec(ctx, "query-fdsets", nil, &sets, nil)
 	return sets, err
 }
 
@@ -219,7 +220,7 @@ func (i *Instance) DetachDisk(ctx context.Context, id string) error {
 func (i *Instance) unplug(ctx context.Context, id string) error {
 	events, stop := i.qmp.watch()
 	defer stop()
-	err := i.run(ctx, "unplug", "device_del", map[string]any{"id": id}, nil)
+	err := i.exec(ctx, "device_del", map[string]any{"id": id}, nil, nil)
 	var qe *QMPError
 	// A second device_del while the guest has not answered the first is
 	// refused: keep waiting for the first.
@@ -275,8 +276,8 @@ func (i *Instance) ResizeDisk(ctx context.Context, id string, bytes int64) error
 	case bytes == size:
 		return nil
 	}
-	if err := i.run(ctx, "resize disk "+id+" of", "block_resize", map[string]any{"node-name": node, "size": bytes}, nil); err != nil {
-		return err
+	if err := i.exec(ctx, "block_resize", map[string]any{"node-name": node, "size": bytes}, nil, nil); err != nil {
+		return fail(err)
 	}
 	i.log.Info("disk resized", "disk", id, "bytes", bytes)
 	return nil
@@ -287,7 +288,7 @@ func (i *Instance) ResizeDisk(ctx context.Context, id string, bytes int64) error
 func (i *Instance) DiskSizes(ctx context.Context) (map[string]int64, error) {
 	nodes, err := i.blockNodes(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("disk sizes: %w", err)
+		return nil, fmt.Errorf("disk sizes of vm %s: %w", i.name, err)
 	}
 	sizes := map[string]int64{}
 	for name, size := range nodes {
@@ -305,7 +306,7 @@ func (i *Instance) deviceType(ctx context.Context, id string) (string, error) {
 		Name string `json:"name"`
 		Type string `json:"type"`
 	}
-	if err := i.run(ctx, "list devices of", "qom-list", map[string]any{"path": "/machine/peripheral"}, &children); err != nil {
+	if err := i.exec(ctx, "qom-list", map[string]any{"path": "/machine/peripheral"}, &children, nil); err != nil {
 		return "", err
 	}
 	for _, c := range children {
@@ -324,7 +325,7 @@ func (i *Instance) blockNodes(ctx context.Context) (map[string]int64, error) {
 			VirtualSize int64 `json:"virtual-size"`
 		} `json:"image"`
 	}
-	if err := i.run(ctx, "list block nodes of", "query-named-block-nodes", map[string]any{"flat": true}, &nodes); err != nil {
+	if err := i.exec(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes, nil); err != nil {
 		return nil, err
 	}
 	m := map[string]int64{}
@@ -359,7 +360,7 @@ func (i *Instance) removeNodes(ctx context.Context, id string) error {
 			continue
 		}
 		// QEMU closes the set's descriptor once no node uses it.
-		if err := i.run(ctx, "remove fd set of", "remove-fd", map[string]any{"fdset-id": s.ID}, nil); err != nil {
+		if err := i.exec(ctx, "remove-fd", map[string]any{"fdset-id": s.ID}, nil, nil); err != nil {
 			return err
 		}
 	}
@@ -367,7 +368,7 @@ func (i *Instance) removeNodes(ctx context.Context, id string) error {
 }
 
 func (i *Instance) deleteNode(ctx context.Context, name string) error {
-	return i.run(ctx, "delete block node "+name+" of", "blockdev-del", map[string]any{"node-name": name}, nil)
+	return i.exec(ctx, "blockdev-del", map[string]any{"node-name": name}, nil, nil)
 }
 
 // pciDevice is a device of query-pci; a bridge (a root port) has the
@@ -384,25 +385,29 @@ func (i *Instance) freePort(ctx context.Context) (string, error) {
 	var buses []struct {
 		Devices []pciDevice `json:"devices"`
 	}
-	if err := i.run(ctx, "list pci devices of", "query-pci", nil, &buses); err != nil {
+	if err := i.exec(ctx, "query-pci", nil, &buses, nil); err != nil {
 		return "", err
 	}
-	free := map[string]bool{}
+	ports, free := 0, -1
 	for _, b := range buses {
 		for _, dev := range b.Devices {
-			if strings.HasPrefix(dev.QdevID, hotplugPortPrefix) && dev.Bridge != nil && len(dev.Bridge.Devices) == 0 {
-				free[dev.QdevID] = true
+			n, err := strconv.Atoi(strings.TrimPrefix(dev.QdevID, hotplugPortPrefix))
+			if !strings.HasPrefix(dev.QdevID, hotplugPortPrefix) || err != nil || dev.Bridge == nil {
+				continue
+			}
+			ports++
+			if len(dev.Bridge.Devices) == 0 && (free < 0 || n < free) {
+				free = n
 			}
 		}
 	}
-	for n := 0; ; n++ {
-		if free[hotplugPort(n)] {
-			return hotplugPort(n), nil
-		}
-		if n > 255 {
-			return "", errors.New("no free hot-plug port (Machine.HotplugSlots)")
-		}
+	switch {
+	case ports == 0:
+		return "", errors.New("no free hot-plug port: the vm has none (it was started without Machine.HotplugSlots)")
+	case free < 0:
+		return "", fmt.Errorf("no free hot-plug port: all %d are taken", ports)
 	}
+	return hotplugPort(free), nil
 }
 
 // handOver gives a writable local disk to the VM's user, the owner of the

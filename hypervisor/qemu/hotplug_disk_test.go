@@ -271,6 +271,12 @@ func TestHotplugDiskFailures(t *testing.T) {
 		t.Fatalf("detach without a guest: %v", err)
 	}
 	t.Logf("unanswered unplug: %v", err)
+	// Asked again while the first request is pending: the same answer.
+	dctx, cancel = context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	if err := inst.DetachDisk(dctx, "a"); err == nil || !strings.Contains(err.Error(), "guest did not release") {
+		t.Fatalf("second detach without a guest: %v", err)
+	}
 	wantDevice(t, inst, "a", "virtio-blk-pci")
 	if sizes, err := inst.DiskSizes(ctx); err != nil || sizes["a"] != 1<<20 {
 		t.Fatalf("disk sizes after the failed detach: %v, %v", sizes, err)

@@ -122,23 +122,24 @@ func (i *Instance) Wait(ctx context.Context) error {
 
 // run executes one QMP command with a default timeout.
 func (i *Instance) run(ctx context.Context, op, cmd string, args, out any) error {
-	return i.runFile(ctx, op, cmd, args, out, nil)
+	if err := i.exec(ctx, cmd, args, out, nil); err != nil {
+		return fmt.Errorf("%s vm %s: %w", op, i.name, err)
+	}
+	return nil
 }
 
-// runFile is run with f's descriptor passed to QEMU along with the command.
-func (i *Instance) runFile(ctx context.Context, op, cmd string, args, out any, f *os.File) error {
+// exec is run for callers that say what failed themselves, and it passes
+// f's descriptor to QEMU along with the command if f is not nil.
+func (i *Instance) exec(ctx context.Context, cmd string, args, out any, f *os.File) error {
 	if i.qmp == nil {
-		return fmt.Errorf("%s vm %s: %w", op, i.name, ErrDisconnected)
+		return fmt.Errorf("qmp %s: %w", cmd, ErrDisconnected)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, commandTimeout)
 		defer cancel()
 	}
-	if err := i.qmp.executeFile(ctx, cmd, args, out, f); err != nil {
-		return fmt.Errorf("%s vm %s: %w", op, i.name, err)
-	}
-	return nil
+	return i.qmp.executeFile(ctx, cmd, args, out, f)
 }
 
 // Status queries QEMU's run state.
