@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -78,12 +79,14 @@ func directBootArgs(m Machine) []string {
 
 // Block node names: the protocol node (file or network) and the format node
 // on top of it, which the front-end device uses; for an overlay, the
-// backing file's protocol and format nodes. (QEMU allows 31 bytes; IDs
-// have at most 24.)
-func protoNodeName(d Disk) string   { return "proto-" + d.ID }
-func formatNodeName(d Disk) string  { return "fmt-" + d.ID }
-func backingFileNode(d Disk) string { return "bfile-" + d.ID }
-func backingNodeName(d Disk) string { return "base-" + d.ID }
+// backing file's protocol and format nodes; for a network volume that
+// was reconnected to learn its new size, its protocol node may have the
+// alternate name. (QEMU allows 31 bytes; IDs have at most 24.)
+func protoNodeName(d Disk) string    { return "proto-" + d.ID }
+func altProtoNodeName(d Disk) string { return "proto2-" + d.ID }
+func formatNodeName(d Disk) string   { return "fmt-" + d.ID }
+func backingFileNode(d Disk) string  { return "bfile-" + d.ID }
+func backingNodeName(d Disk) string  { return "base-" + d.ID }
 
 // blockOpt is one option of a block node. The cold path writes a node as a
 // -blockdev string and the hot path as blockdev-add's JSON, both from the
@@ -99,6 +102,17 @@ type blockNode []blockOpt
 
 // set appends an option.
 func (n blockNode) set(key string, val any) blockNode { return append(n, blockOpt{key, val}) }
+
+// replace is n with the value of key changed.
+func (n blockNode) replace(key string, val any) blockNode {
+	m := slices.Clone(n)
+	for i := range m {
+		if m[i].key == key {
+			m[i].val = val
+		}
+	}
+	return m
+}
 
 // cmdline is n as a -blockdev value.
 func (n blockNode) cmdline() string {

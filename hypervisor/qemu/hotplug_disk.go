@@ -253,10 +253,12 @@ func (i *Instance) unplug(ctx context.Context, id string) error {
 
 // ResizeDisk tells QEMU, and through it the guest, that the disk with the
 // given ID has bytes now. A local image is grown to that size (raw: the
-// file; qcow2: its virtual size); a network volume must already have it
-// on its server, and since NBD fixes the size per connection, QEMU must
-// have connected since (QEMU refuses to grow an NBD node otherwise).
-// Shrinking is refused: the guest's data past the new end would be lost.
+// file; qcow2: its virtual size). A network volume must have that size on
+// its server already: NBD fixes the size per connection, so QEMU is given
+// a new connection to it (its protocol node is replaced, under the disk's
+// format node, by blockdev-reopen) and is refused if the server's size is
+// smaller. Shrinking is refused: the guest's data past the new end would
+// be lost.
 func (i *Instance) ResizeDisk(ctx context.Context, id string, bytes int64) error {
 	fail := func(err error) error { return fmt.Errorf("resize disk %s of vm %s: %w", id, i.name, err) }
 	if !deviceID.MatchString(id) {
@@ -266,20 +268,60 @@ func (i *Instance) ResizeDisk(ctx context.Context, id string, bytes int64) error
 	if err != nil {
 		return fail(err)
 	}
-	node := formatNodeName(Disk{ID: id})
-	size, ok := nodes[node]
+	d := Disk{ID: id}
+	format, ok := nodes[formatNodeName(d)]
 	switch {
 	case !ok:
 		return fail(errors.New("no such disk"))
-	case bytes < size:
-		return fail(fmt.Errorf("%d bytes is below its size of %d: disks are not shrunk", bytes, size))
-	case bytes == size:
+	case bytes < format.Size:
+		return fail(fmt.Errorf("%d bytes is below its size of %d: disks are not shrunk", bytes, format.Size))
+	case bytes == format.Size:
 		return nil
 	}
-	if err := i.exec(ctx, "block_resize", map[string]any{"node-name": node, "size": bytes}, nil, nil); err != nil {
+	for _, name := range []string{protoNodeName(d), altProtoNodeName(d)} {
+		if proto, ok := nodes[name]; ok && proto.Driver == "nbd" {
+			if err := i.reconnect(ctx, id, name, proto, format); err != nil {
+				return fail(err)
+			}
+		}
+	}
+	if err := i.exec(ctx, "block_resize", map[string]any{"node-name": formatNodeName(d), "size": bytes}, nil, nil); err != nil {
 		return fail(err)
 	}
 	i.log.Info("disk resized", "disk", id, "bytes", bytes)
+	return nil
+}
+
+// reconnect replaces the NBD node old of disk id, under its format node,
+// by a new connection to the same export, which learns the export's size
+// now. The two nodes take turns at protoNodeName and altProtoNodeName.
+// The node's options are rebuilt from QEMU's URL for it, as a Disk.Source
+// (the same options the disk was plugged in with).
+func (i *Instance) reconnect(ctx context.Context, id, old string, proto, format nodeInfo) error {
+	d := Disk{ID: id, Source: proto.File, Format: format.Driver, ReadOnly: format.ReadOnly}
+	n, err := protocolNode(d, 0)
+	if err != nil {
+		return fmt.Errorf("reconnect: node %s: %w", old, err)
+	}
+	name := altProtoNodeName(d)
+	if old == name {
+		name = protoNodeName(d)
+	}
+	n = n.replace("node-name", name)
+	if err := i.exec(ctx, "blockdev-add", n.qmp(), nil, nil); err != nil {
+		return fmt.Errorf("reconnect: %w", err)
+	}
+	top := formatNode(d, false).replace("file", name)
+	if err := i.exec(ctx, "blockdev-reopen", map[string]any{"options": []any{top.qmp()}}, nil, nil); err != nil {
+		if derr := i.deleteNode(context.WithoutCancel(ctx), name); derr != nil {
+			i.log.Warn("block node left behind", "node", name, "err", derr)
+		}
+		return fmt.Errorf("reconnect: %w", err)
+	}
+	if err := i.deleteNode(ctx, old); err != nil {
+		// The new connection is in use; the old one is only idle.
+		i.log.Warn("old nbd connection left behind", "node", old, "err", err)
+	}
 	return nil
 }
 
@@ -291,9 +333,9 @@ func (i *Instance) DiskSizes(ctx context.Context) (map[string]int64, error) {
 		return nil, fmt.Errorf("disk sizes of vm %s: %w", i.name, err)
 	}
 	sizes := map[string]int64{}
-	for name, size := range nodes {
+	for name, n := range nodes {
 		if id, ok := strings.CutPrefix(name, "fmt-"); ok {
-			sizes[id] = size
+			sizes[id] = n.Size
 		}
 	}
 	return sizes, nil
@@ -317,20 +359,30 @@ func (i *Instance) deviceType(ctx context.Context, id string) (string, error) {
 	return "", nil
 }
 
-// blockNodes maps the VM's named block nodes to their virtual size.
-func (i *Instance) blockNodes(ctx context.Context) (map[string]int64, error) {
+// nodeInfo is what query-named-block-nodes says of a node.
+type nodeInfo struct {
+	Driver   string `json:"drv"`
+	ReadOnly bool   `json:"ro"`
+	File     string `json:"file"` // QEMU's file name or URL for it
+	Image    struct {
+		VirtualSize int64 `json:"virtual-size"`
+	} `json:"image"`
+	Size int64 `json:"-"`
+}
+
+// blockNodes maps the VM's named block nodes to what QEMU says of them.
+func (i *Instance) blockNodes(ctx context.Context) (map[string]nodeInfo, error) {
 	var nodes []struct {
 		NodeName string `json:"node-name"`
-		Image    struct {
-			VirtualSize int64 `json:"virtual-size"`
-		} `json:"image"`
+		nodeInfo
 	}
 	if err := i.exec(ctx, "query-named-block-nodes", map[string]any{"flat": true}, &nodes, nil); err != nil {
 		return nil, err
 	}
-	m := map[string]int64{}
+	m := map[string]nodeInfo{}
 	for _, n := range nodes {
-		m[n.NodeName] = n.Image.VirtualSize
+		n.Size = n.Image.VirtualSize
+		m[n.NodeName] = n.nodeInfo
 	}
 	return m, nil
 }
@@ -343,7 +395,7 @@ func (i *Instance) removeNodes(ctx context.Context, id string) error {
 		return err
 	}
 	d := Disk{ID: id}
-	for _, name := range []string{formatNodeName(d), protoNodeName(d), backingNodeName(d), backingFileNode(d)} {
+	for _, name := range []string{formatNodeName(d), protoNodeName(d), altProtoNodeName(d), backingNodeName(d), backingFileNode(d)} {
 		if _, ok := nodes[name]; !ok {
 			continue
 		}

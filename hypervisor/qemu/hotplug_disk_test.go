@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -31,7 +32,7 @@ func TestHotplugDisks(t *testing.T) {
 	kernel, initrd := testGuest(t)
 	dir := vmTempDir(t)
 	vol := newImage(t, dir, "vol.raw", 4<<20)
-	sock := serveNBD(t, vol)
+	sock, growVol := serveNBD(t, vol)
 	d := newTestDriver(t) // after the NBD server: QEMU goes first
 	cache := diskCache(t, dir)
 	root := newImage(t, dir, "root.raw", 2<<20)
@@ -142,11 +143,21 @@ func TestHotplugDisks(t *testing.T) {
 	if err := inst.ResizeDisk(ctx, "nope", 1<<20); err == nil {
 		t.Error("resize of a missing disk accepted")
 	}
-	// An NBD volume's size is fixed by its server per connection.
+	// An NBD volume's size is its server's: not beyond it, and what
+	// the server has now, over a new connection; twice, so the protocol
+	// node's names take turns.
 	if err := inst.ResizeDisk(ctx, "vol", 8<<20); err == nil {
 		t.Error("an nbd volume grew beyond its server's size")
 	} else {
 		t.Logf("nbd resize beyond the server's size: %v", err)
+	}
+	for _, size := range []int64{8 << 20, 12 << 20} {
+		growVol(size)
+		if err := inst.ResizeDisk(ctx, "vol", size); err != nil {
+			t.Fatal(err)
+		}
+		have["vol"] = size
+		g.want(have)
 	}
 
 	// The guest lets go of hot-plugged disks; the boot disk is on the
@@ -339,13 +350,32 @@ func newImage(t *testing.T, dir, name string, size int64) string {
 	return p
 }
 
+// growable is a file export whose size can grow; a connection keeps the
+// size it was told at its start.
+type growable struct {
+	*nbd.FileBackend
+	size atomic.Int64
+}
+
+func (g *growable) Size() int64 { return g.size.Load() }
+
 // serveNBD serves path as the default export of a Cairn NBD server on a
-// unix socket that the VM's user can reach, and returns the socket.
-func serveNBD(t *testing.T, path string) string {
+// unix socket that the VM's user can reach, and returns the socket and a
+// function that grows the export for new connections.
+func serveNBD(t *testing.T, path string) (string, func(int64)) {
 	t.Helper()
-	be, err := nbd.OpenFile(path, false)
+	file, err := nbd.OpenFile(path, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	be := &growable{FileBackend: file}
+	be.size.Store(file.Size())
+	grow := func(size int64) {
+		t.Helper()
+		if err := os.Truncate(path, size); err != nil {
+			t.Fatal(err)
+		}
+		be.size.Store(size)
 	}
 	srv, err := nbd.NewServer(nbd.Config{
 		Lookup: func(_ context.Context, name string) (*nbd.Export, error) {
@@ -383,7 +413,7 @@ func serveNBD(t *testing.T, path string) string {
 		be.Close()
 		os.RemoveAll(dir)
 	})
-	return sock
+	return sock, grow
 }
 
 // guestDisks follows the disks the test guest reports on its console.
