@@ -203,7 +203,7 @@ func (i *Instance) DetachDisk(ctx context.Context, id string) error {
 	}
 	if typ != "" {
 		if typ != "virtio-blk-pci" {
-			return fail(fmt.Errorf("device is a %s, not a disk", typ))
+			return fail(fmt.Errorf("the device is a %s: only virtio disks are unplugged", typ))
 		}
 		if err := i.unplug(ctx, id); err != nil {
 			return fail(err)
