@@ -182,7 +182,8 @@ func (i *Instance) fdSets(ctx context.Context) ([]fdSet, error) {
 //
 // Unplugging a PCI device needs the guest's cooperation: QEMU asks the
 // guest (ACPI or PCIe native hot-plug) to let go, and removes the device
-// only once the guest has. DetachDisk waits for that until ctx ends; a
+// only once the guest has. DetachDisk waits for that until ctx ends (so
+// give ctx a deadline: a Linux guest answers within seconds); a
 // guest that does not answer (one without hot-plug support, one that is
 // hung, firmware that is still booting) gets an error saying so, and the
 // device stays where it was, in use (QEMU may still remove it later if the
