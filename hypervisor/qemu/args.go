@@ -44,6 +44,10 @@ func (m Machine) Args() []string {
 	a = append(a, balloonArgs()...)
 	a = append(a, serialArgs(m)...)
 	a = append(a, displayArgs(m.Dir)...)
+	// Last of the PCI devices: the root ports take the next free slots,
+	// so every other device keeps the address it had before they existed
+	// (guests name NICs after it).
+	a = append(a, hotplugArgs(m.hotplugSlots())...)
 	a = append(a, qmpArgs(m.Dir)...)
 	a = append(a, confineArgs(m.Confine)...)
 	// No -daemonize (see Driver.launch); -pidfile is how a QEMU that

@@ -48,6 +48,9 @@ func TestArgsGolden(t *testing.T) {
 				{ID: "root", Path: "/var/lib/cairn/vms/vm1/root.qcow2", Format: "qcow2", BootIndex: 1,
 					Backing: "/var/lib/cairn/images/cache/img,1.qcow2"}}
 		},
+		"no-hotplug-slots": func(m *Machine) {
+			m.HotplugSlots = -1
+		},
 		"two-nics": func(m *Machine) {
 			m.NICs = append(m.NICs, NIC{ID: "nic1", Tap: "cvm1n1", MAC: "52:54:00:ab:cd:02"})
 		},

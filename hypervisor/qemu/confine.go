@@ -186,18 +186,27 @@ func handOver(m Machine, c Confinement) error {
 		paths = append(paths, m.Firmware.Vars)
 	}
 	for i, p := range paths {
-		// Lchown: a link planted in place of a file must not give away
-		// whatever it points at.
-		if err := os.Lchown(p, c.UID, c.GID); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("hand %s to uid %d: %w", p, c.UID, err)
+		if err := handOverPath(p, c.UID, c.GID, i > 0); err != nil {
+			return err
 		}
-		// The VM's own files are its user's alone: qemu-img creates disks
-		// 0644, and the directories above them are passable by every VM
-		// user (0711).
-		if st, err := os.Lstat(p); i > 0 && err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
-			if err := os.Chmod(p, 0o600); err != nil {
-				return fmt.Errorf("hand %s to uid %d: %w", p, c.UID, err)
-			}
+	}
+	return nil
+}
+
+// handOverPath gives p to the VM's user; a regular file (private) becomes
+// that user's alone. A missing p is left to QEMU to report.
+func handOverPath(p string, uid, gid int, private bool) error {
+	// Lchown: a link planted in place of a file must not give away
+	// whatever it points at.
+	if err := os.Lchown(p, uid, gid); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("hand %s to uid %d: %w", p, uid, err)
+	}
+	// The VM's own files are its user's alone: qemu-img creates disks
+	// 0644, and the directories above them are passable by every VM
+	// user (0711).
+	if st, err := os.Lstat(p); private && err == nil && st.Mode().IsRegular() && st.Mode().Perm()&0o077 != 0 {
+		if err := os.Chmod(p, 0o600); err != nil {
+			return fmt.Errorf("hand %s to uid %d: %w", p, uid, err)
 		}
 	}
 	return nil

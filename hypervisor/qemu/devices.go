@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -78,20 +79,93 @@ func directBootArgs(m Machine) []string {
 
 // Block node names: the protocol node (file or network) and the format node
 // on top of it, which the front-end device uses; for an overlay, the
-// backing file's protocol and format nodes. (QEMU allows 31 bytes; IDs
-// have at most 24.)
-func protoNodeName(d Disk) string   { return "proto-" + d.ID }
-func formatNodeName(d Disk) string  { return "fmt-" + d.ID }
-func backingFileNode(d Disk) string { return "bfile-" + d.ID }
-func backingNodeName(d Disk) string { return "base-" + d.ID }
+// backing file's protocol and format nodes; for a network volume that
+// was reconnected to learn its new size, its protocol node may have the
+// alternate name. (QEMU allows 31 bytes; IDs have at most 24.)
+func protoNodeName(d Disk) string    { return "proto-" + d.ID }
+func altProtoNodeName(d Disk) string { return "proto2-" + d.ID }
+func formatNodeName(d Disk) string   { return "fmt-" + d.ID }
+func backingFileNode(d Disk) string  { return "bfile-" + d.ID }
+func backingNodeName(d Disk) string  { return "base-" + d.ID }
+
+// blockOpt is one option of a block node. The cold path writes a node as a
+// -blockdev string and the hot path as blockdev-add's JSON, both from the
+// same list, so what a disk is given cannot differ between a VM started
+// with it and one it was plugged into.
+type blockOpt struct {
+	key string // dotted for a member of a nested object: "cache.direct"
+	val any    // string, bool or int
+}
+
+// blockNode is a block node's options in command-line order.
+type blockNode []blockOpt
+
+// set appends an option.
+func (n blockNode) set(key string, val any) blockNode { return append(n, blockOpt{key, val}) }
+
+// replace is n with the value of key changed.
+func (n blockNode) replace(key string, val any) blockNode {
+	m := slices.Clone(n)
+	for i := range m {
+		if m[i].key == key {
+			m[i].val = val
+		}
+	}
+	return m
+}
+
+// cmdline is n as a -blockdev value.
+func (n blockNode) cmdline() string {
+	kv := make([]string, len(n))
+	for i, o := range n {
+		var v string
+		switch x := o.val.(type) {
+		case bool:
+			v = "off"
+			if x {
+				v = "on"
+			}
+		case int:
+			v = strconv.Itoa(x)
+		case string:
+			v = esc(x)
+		default:
+			panic(fmt.Sprintf("block option %s: unexpected %T", o.key, o.val))
+		}
+		kv[i] = o.key + "=" + v
+	}
+	return opts(kv...)
+}
+
+// qmp is n as blockdev-add's arguments: dotted keys become nested objects.
+func (n blockNode) qmp() map[string]any {
+	root := map[string]any{}
+	for _, o := range n {
+		m := root
+		path := strings.Split(o.key, ".")
+		for _, k := range path[:len(path)-1] {
+			sub, ok := m[k].(map[string]any)
+			if !ok {
+				sub = map[string]any{}
+				m[k] = sub
+			}
+			m = sub
+		}
+		m[path[len(path)-1]] = o.val
+	}
+	return root
+}
+
+// readOnly reports whether d's nodes are opened read-only.
+func (d Disk) readOnly() bool { return d.ReadOnly || d.Media == "cdrom" }
 
 // cacheOpts is a local file node's cache and AIO mode. cache=none is
 // direct I/O with flushes honoured; native AIO needs it.
-func cacheOpts(d Disk) []string {
+func cacheOpts(n blockNode, d Disk) blockNode {
 	if d.Cache == "writeback" {
-		return []string{"cache.direct=off", "cache.no-flush=off", "aio=threads"}
+		return n.set("cache.direct", false).set("cache.no-flush", false).set("aio", "threads")
 	}
-	return []string{"cache.direct=on", "cache.no-flush=off", "aio=native"}
+	return n.set("cache.direct", true).set("cache.no-flush", false).set("aio", "native")
 }
 
 // NBDReconnectDelay is how many seconds QEMU holds a network volume's I/O
@@ -101,52 +175,64 @@ const NBDReconnectDelay = 60
 // protocolNode is the lowest block layer: a local file (its path, or the
 // fd set of descriptor fd when fd > 0), or a network volume parsed from
 // Source. A new network protocol is one more case here.
-func protocolNode(d Disk, fd int) (string, error) {
-	ro := "off"
-	if d.ReadOnly || d.Media == "cdrom" {
-		ro = "on"
-	}
+func protocolNode(d Disk, fd int) (blockNode, error) {
 	if d.Path != "" {
-		file := esc(d.Path)
+		file := d.Path
 		if fd > 0 {
 			file = fdsetPath(fd)
 		}
-		return opts(append([]string{"driver=file", "node-name=" + protoNodeName(d), "filename=" + file},
-			append(cacheOpts(d), "discard=unmap", "read-only="+ro)...)...), nil
+		n := blockNode{{"driver", "file"}, {"node-name", protoNodeName(d)}, {"filename", file}}
+		return cacheOpts(n, d).set("discard", "unmap").set("read-only", d.readOnly()), nil
 	}
 	u, err := url.Parse(d.Source)
 	if err != nil {
-		return "", fmt.Errorf("source %q: %w", d.Source, err)
+		return nil, fmt.Errorf("source %q: %w", d.Source, err)
 	}
 	export := strings.TrimPrefix(u.Path, "/")
-	base := []string{"driver=nbd", "node-name=" + protoNodeName(d)}
+	n := blockNode{{"driver", "nbd"}, {"node-name", protoNodeName(d)}}
 	switch u.Scheme {
 	case "nbd":
 		if u.Hostname() == "" {
-			return "", fmt.Errorf("source %q: no host", d.Source)
+			return nil, fmt.Errorf("source %q: no host", d.Source)
 		}
 		port := u.Port()
 		if port == "" {
 			port = "10809" // NBD's IANA port
 		}
-		base = append(base, "server.type=inet", "server.host="+u.Hostname(), "server.port="+port)
+		// QMP's InetSocketAddress takes the port as a string.
+		n = n.set("server.type", "inet").set("server.host", u.Hostname()).set("server.port", port)
 	case "nbd+unix":
 		sock := u.Query().Get("socket")
 		if sock == "" {
-			return "", fmt.Errorf("source %q: no socket", d.Source)
+			return nil, fmt.Errorf("source %q: no socket", d.Source)
 		}
-		base = append(base, "server.type=unix", "server.path="+esc(sock))
+		n = n.set("server.type", "unix").set("server.path", sock)
 	default:
-		return "", fmt.Errorf("source %q: scheme %q: want nbd or nbd+unix", d.Source, u.Scheme)
+		return nil, fmt.Errorf("source %q: scheme %q: want nbd or nbd+unix", d.Source, u.Scheme)
 	}
 	if export != "" {
-		base = append(base, "export="+esc(export))
+		n = n.set("export", export)
 	}
 	// A volume's server is its node's cairn agent: while it restarts,
 	// QEMU holds the guest's requests and sends them again once it is
 	// back, instead of failing them.
-	base = append(base, "reconnect-delay="+strconv.Itoa(NBDReconnectDelay))
-	return opts(append(base, "discard=unmap", "read-only="+ro)...), nil
+	n = n.set("reconnect-delay", NBDReconnectDelay)
+	return n.set("discard", "unmap").set("read-only", d.readOnly()), nil
+}
+
+// formatNode is the layer the guest device uses, on top of the protocol
+// node; withBacking names the backing chain of an overlay.
+func formatNode(d Disk, withBacking bool) blockNode {
+	format := d.Format
+	if format == "" {
+		format = "raw"
+	}
+	n := blockNode{{"driver", format}, {"node-name", formatNodeName(d)}, {"file", protoNodeName(d)},
+		{"discard", "unmap"}, {"read-only", d.readOnly()}}
+	if withBacking {
+		n = n.set("backing", backingNodeName(d))
+	}
+	return n
 }
 
 // backingArgs is the read-only node chain of d's backing file, passed as
@@ -154,10 +240,17 @@ func protocolNode(d Disk, fd int) (string, error) {
 // the backing path in the overlay's header (which the VM's user could
 // rewrite) and opens no file by path.
 func backingArgs(d Disk, fd int) []string {
-	file := opts(append([]string{"driver=file", "node-name=" + backingFileNode(d), "filename=" + fdsetPath(fd)},
-		append(cacheOpts(d), "read-only=on")...)...)
-	format := opts("driver=qcow2", "node-name="+backingNodeName(d), "file="+backingFileNode(d), "read-only=on")
-	return append(fdsetArgs(fd, "backing-"+d.ID), "-blockdev", file, "-blockdev", format)
+	file, format := backingNodes(d, fd)
+	return append(fdsetArgs(fd, "backing-"+d.ID), "-blockdev", file.cmdline(), "-blockdev", format.cmdline())
+}
+
+// backingNodes are the protocol and format nodes of d's backing file, in
+// fd set fdset.
+func backingNodes(d Disk, fdset int) (file, format blockNode) {
+	file = cacheOpts(blockNode{{"driver", "file"}, {"node-name", backingFileNode(d)}, {"filename", fdsetPath(fdset)}}, d).
+		set("read-only", true)
+	format = blockNode{{"driver", "qcow2"}, {"node-name", backingNodeName(d)}, {"file", backingFileNode(d)}, {"read-only", true}}
+	return file, format
 }
 
 // diskArgs is the block node chain and the guest device of one disk.
@@ -169,20 +262,9 @@ func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 	proto, err := protocolNode(d, fd)
 	if err != nil {
 		// Validate rejects such disks; keep Args total and let QEMU say no.
-		proto = opts("driver=file", "node-name="+protoNodeName(d), "filename="+esc(d.Source))
+		proto = blockNode{{"driver", "file"}, {"node-name", protoNodeName(d)}, {"filename", d.Source}}
 	}
-	format := d.Format
-	if format == "" {
-		format = "raw"
-	}
-	ro := "off"
-	if d.ReadOnly || d.Media == "cdrom" {
-		ro = "on"
-	}
-	fmtNode := opts("driver="+format, "node-name="+formatNodeName(d), "file="+protoNodeName(d), "discard=unmap", "read-only="+ro)
-	if d.Backing != "" && backingFD > 0 {
-		fmtNode = opts(fmtNode, "backing="+backingNodeName(d))
-	}
+	withBacking := d.Backing != "" && backingFD > 0
 	dev := opts("virtio-blk-pci", "id="+d.ID, "drive="+formatNodeName(d))
 	if d.Media == "cdrom" {
 		dev = opts("ide-cd", "id="+d.ID, "drive="+formatNodeName(d), "bus=ide."+strconv.Itoa(cdrom))
@@ -194,10 +276,10 @@ func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 	if fd > 0 {
 		a = fdsetArgs(fd, "disk-"+d.ID)
 	}
-	if d.Backing != "" && backingFD > 0 {
+	if withBacking {
 		a = append(a, backingArgs(d, backingFD)...)
 	}
-	return append(a, "-blockdev", proto, "-blockdev", fmtNode, "-device", dev)
+	return append(a, "-blockdev", proto.cmdline(), "-blockdev", formatNode(d, withBacking).cmdline(), "-device", dev)
 }
 
 // nicArgs: QEMU gets the existing tap as descriptor fd (it may not open
@@ -233,6 +315,24 @@ func qmpArgs(dir string) []string {
 // window.
 func displayArgs(dir string) []string {
 	return []string{"-device", "VGA,id=video0", "-vnc", "unix:" + esc(dir+"/"+vncSocket), "-display", "none"}
+}
+
+// hotplugPort is the id of the n-th root port left free for hot-plug.
+func hotplugPort(n int) string { return hotplugPortPrefix + strconv.Itoa(n) }
+
+const hotplugPortPrefix = "hp-port"
+
+// hotplugArgs are n empty PCIe root ports, each of which takes one
+// hot-plugged device. Chassis numbers must differ for QEMU to accept
+// them. io-reserve=0 tells the firmware to reserve no I/O ports behind
+// them (virtio devices on PCIe need none, and x86 has only 64 KiB of I/O
+// space, which a few ports with the default 4 KiB each would exhaust).
+func hotplugArgs(n int) []string {
+	var a []string
+	for i := range n {
+		a = append(a, "-device", opts("pcie-root-port", "id="+hotplugPort(i), "chassis="+strconv.Itoa(i+1), "io-reserve=0"))
+	}
+	return a
 }
 
 // entropyArgs and balloonArgs: a guest that boots without entropy can stall

@@ -25,6 +25,12 @@
 // a cgroup of its own (v1 or v2) with memory, CPU, pids and I/O limits from
 // the VM's size, which goes when the VM does (and at Cleanup).
 //
+// A running VM's vCPUs and memory grow over QMP (hotplug.go), and disks
+// are plugged in, grown and unplugged (hotplug_disk.go): on the empty PCIe
+// root ports every VM boots with (Machine.HotplugSlots), with the same
+// block nodes the command line would have given them (devices.go builds
+// both).
+//
 // The VM reconciler in package hypervisor is the intended importer; it owns
 // disks, taps and firmware variable files and hands their paths in.
 package qemu

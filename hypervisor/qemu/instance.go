@@ -35,6 +35,9 @@ type Instance struct {
 	// release frees what the Driver holds for the VM (its cgroup) once
 	// QEMU is gone; nil if nothing.
 	release func() error
+	// plugMu makes disk hot-plugs one at a time, so two cannot pick the
+	// same free root port.
+	plugMu sync.Mutex
 
 	exited    chan struct{} // closed when the QEMU process has ended
 	stopWatch context.CancelFunc
@@ -119,18 +122,24 @@ func (i *Instance) Wait(ctx context.Context) error {
 
 // run executes one QMP command with a default timeout.
 func (i *Instance) run(ctx context.Context, op, cmd string, args, out any) error {
+	if err := i.exec(ctx, cmd, args, out, nil); err != nil {
+		return fmt.Errorf("%s vm %s: %w", op, i.name, err)
+	}
+	return nil
+}
+
+// exec is run for callers that say what failed themselves, and it passes
+// f's descriptor to QEMU along with the command if f is not nil.
+func (i *Instance) exec(ctx context.Context, cmd string, args, out any, f *os.File) error {
 	if i.qmp == nil {
-		return fmt.Errorf("%s vm %s: %w", op, i.name, ErrDisconnected)
+		return fmt.Errorf("qmp %s: %w", cmd, ErrDisconnected)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, commandTimeout)
 		defer cancel()
 	}
-	if err := i.qmp.execute(ctx, cmd, args, out); err != nil {
-		return fmt.Errorf("%s vm %s: %w", op, i.name, err)
-	}
-	return nil
+	return i.qmp.executeFile(ctx, cmd, args, out, f)
 }
 
 // Status queries QEMU's run state.

@@ -23,6 +23,12 @@ type Machine struct {
 	Firmware     Firmware
 	Disks        []Disk
 	NICs         []NIC
+	// HotplugSlots is how many empty PCIe root ports the VM boots with,
+	// one per disk that can be plugged in while it runs (q35's root bus
+	// takes no hot-plugged devices): 0 means DefaultHotplugSlots, a
+	// negative number none. Each port takes a slot of the root bus, which
+	// has about 30 for every PCI device of the VM.
+	HotplugSlots int
 	// Kernel, Initrd and Append boot a kernel directly instead of the
 	// firmware's boot order (tests, installers, appliance-style guests).
 	Kernel, Initrd, Append string
@@ -153,12 +159,15 @@ func (m Machine) Validate() error {
 		bad("initrd or kernel command line without a kernel")
 	}
 	ids := map[string]bool{}
+	for i := range m.hotplugSlots() {
+		ids[hotplugPort(i)] = true
+	}
 	for i, d := range m.Disks {
 		if err := d.validate(); err != nil {
 			bad("disk %d: %w", i, err)
 		}
 		if ids[d.ID] {
-			bad("disk %d: duplicate id %q", i, d.ID)
+			bad("disk %d: duplicate or reserved id %q", i, d.ID)
 		}
 		ids[d.ID] = true
 	}
@@ -167,7 +176,7 @@ func (m Machine) Validate() error {
 			bad("nic %d: %w", i, err)
 		}
 		if ids[n.ID] {
-			bad("nic %d: duplicate id %q", i, n.ID)
+			bad("nic %d: duplicate or reserved id %q", i, n.ID)
 		}
 		ids[n.ID] = true
 	}
@@ -250,6 +259,18 @@ func (n NIC) validate() error {
 // maxVCPUs and maxMemoryMiB resolve the "0 = same as boot" convention.
 func (m Machine) maxVCPUs() int {
 	return max(m.MaxVCPUs, m.VCPUs)
+}
+
+// DefaultHotplugSlots is how many disks can be hot-plugged into a VM whose
+// Machine.HotplugSlots is 0.
+const DefaultHotplugSlots = 8
+
+// hotplugSlots resolves the "0 = default, negative = none" convention.
+func (m Machine) hotplugSlots() int {
+	if m.HotplugSlots == 0 {
+		return DefaultHotplugSlots
+	}
+	return max(m.HotplugSlots, 0)
 }
 
 // serialLogPath resolves the "empty = in the run directory" convention.

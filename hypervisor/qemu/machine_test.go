@@ -35,6 +35,8 @@ func TestValidate(t *testing.T) {
 		"disk format":        {func(m *Machine) { m.Disks[0].Format = "vmdk" }, "format"},
 		"disk media":         {func(m *Machine) { m.Disks[0].Media = "floppy" }, "media"},
 		"duplicate ids":      {func(m *Machine) { m.NICs[0].ID = "root" }, "duplicate"},
+		"port id":            {func(m *Machine) { m.Disks[0].ID = "hp-port7" }, "reserved"},
+		"port id, no ports":  {func(m *Machine) { m.Disks[0].ID = "hp-port0"; m.HotplugSlots = -1 }, ""},
 		"nic no tap":         {func(m *Machine) { m.NICs[0].Tap = "" }, "tap"},
 		"nic long tap":       {func(m *Machine) { m.NICs[0].Tap = "a23456789012345x" }, "tap"},
 		"nic no mac":         {func(m *Machine) { m.NICs[0].MAC = "" }, "mac"},

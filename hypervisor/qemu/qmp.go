@@ -9,8 +9,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A small QMP client of our own rather than go-qemu's: QMP is line-delimited
@@ -71,7 +74,11 @@ type qmpClient struct {
 	mu      sync.Mutex
 	nextID  uint64
 	pending map[uint64]chan qmpMessage
-	err     error // why the reader stopped
+	// watchers get a copy of every event besides the events channel, so
+	// a command that waits for an event (device_del's DEVICE_DELETED)
+	// need not compete with the one consumer of Events.
+	watchers map[chan Event]struct{}
+	err      error // why the reader stopped
 }
 
 // dialQMP connects to a QMP socket and leaves capabilities negotiation
@@ -95,11 +102,12 @@ func dialQMP(ctx context.Context, path string, log *slog.Logger) (*qmpClient, er
 		return nil, fmt.Errorf("qmp connect %s: %w", path, errors.Join(err, ctx.Err()))
 	}
 	q := &qmpClient{
-		conn:    conn,
-		log:     log,
-		events:  make(chan Event, eventBuffer),
-		done:    make(chan struct{}),
-		pending: map[uint64]chan qmpMessage{},
+		conn:     conn,
+		log:      log,
+		events:   make(chan Event, eventBuffer),
+		done:     make(chan struct{}),
+		pending:  map[uint64]chan qmpMessage{},
+		watchers: map[chan Event]struct{}{},
 	}
 	go q.read(r)
 	if err := q.execute(ctx, "qmp_capabilities", nil, nil); err != nil {
@@ -140,6 +148,14 @@ func (q *qmpClient) read(r *bufio.Reader) {
 			default:
 				q.log.Warn("qmp: event dropped, nobody reads events", "event", m.Event)
 			}
+			q.mu.Lock()
+			for w := range q.watchers {
+				select {
+				case w <- ev:
+				default: // a watcher also polls for what it waits for
+				}
+			}
+			q.mu.Unlock()
 		case m.ID != nil:
 			q.mu.Lock()
 			ch := q.pending[*m.ID]
@@ -161,6 +177,10 @@ func (q *qmpClient) read(r *bufio.Reader) {
 		close(ch)
 		delete(q.pending, id)
 	}
+	for w := range q.watchers {
+		close(w)
+		delete(q.watchers, w)
+	}
 	q.mu.Unlock()
 	close(q.events)
 	close(q.done)
@@ -169,6 +189,12 @@ func (q *qmpClient) read(r *bufio.Reader) {
 // execute runs one command; args is marshalled as "arguments" and the
 // "return" member is unmarshalled into out when out is not nil.
 func (q *qmpClient) execute(ctx context.Context, cmd string, args, out any) error {
+	return q.executeFile(ctx, cmd, args, out, nil)
+}
+
+// executeFile is execute with f's descriptor passed along (SCM_RIGHTS),
+// for the commands that take one (add-fd, getfd); f nil passes none.
+func (q *qmpClient) executeFile(ctx context.Context, cmd string, args, out any, f *os.File) error {
 	q.mu.Lock()
 	if q.err != nil {
 		err := q.err
@@ -194,7 +220,15 @@ func (q *qmpClient) execute(ctx context.Context, cmd string, args, out any) erro
 	if dl, ok := ctx.Deadline(); ok {
 		q.conn.SetWriteDeadline(dl)
 	}
-	_, err = q.conn.Write(append(line, '\n'))
+	if uc, ok := q.conn.(*net.UnixConn); ok && f != nil {
+		// The descriptor travels with the command's first byte, so the
+		// line goes in one message.
+		_, _, err = uc.WriteMsgUnix(append(line, '\n'), unix.UnixRights(int(f.Fd())), nil)
+	} else if f != nil {
+		err = errors.New("descriptors pass only over a unix socket")
+	} else {
+		_, err = q.conn.Write(append(line, '\n'))
+	}
 	q.conn.SetWriteDeadline(time.Time{})
 	q.wmu.Unlock()
 	if err != nil {
@@ -219,6 +253,28 @@ func (q *qmpClient) execute(ctx context.Context, cmd string, args, out any) erro
 	case <-ctx.Done():
 		q.forget(id)
 		return fmt.Errorf("qmp %s: %w", cmd, ctx.Err())
+	}
+}
+
+// watch returns a channel that gets a copy of the events from now on (the
+// ones it has no room for are dropped) and is closed when the connection
+// ends, and the function that stops the copies.
+func (q *qmpClient) watch() (<-chan Event, func()) {
+	ch := make(chan Event, eventBuffer)
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.err != nil {
+		close(ch)
+		return ch, func() {}
+	}
+	q.watchers[ch] = struct{}{}
+	return ch, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		if _, ok := q.watchers[ch]; ok {
+			delete(q.watchers, ch)
+			close(ch)
+		}
 	}
 }
 

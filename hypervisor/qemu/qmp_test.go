@@ -73,6 +73,14 @@ func TestQMPConcurrentCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer q.close()
+	// Watchers see the events too, until stopped.
+	watcher, _ := q.watch()
+	stopped, stop := q.watch()
+	stop()
+	stop()
+	if _, ok := <-stopped; ok {
+		t.Error("stopped watcher not closed")
+	}
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Go(func() {
@@ -90,6 +98,14 @@ func TestQMPConcurrentCommands(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no event")
+	}
+	select {
+	case ev := <-watcher:
+		if ev.Name != "STOP" {
+			t.Errorf("watcher got %+v", ev)
+		}
+	case <-ctx.Done():
+		t.Fatal("no event for the watcher")
 	}
 	var qe *QMPError
 	if err := q.execute(ctx, "fail", nil, nil); !errors.As(err, &qe) || qe.Class != "GenericError" {
@@ -110,6 +126,13 @@ func TestQMPConcurrentCommands(t *testing.T) {
 	}
 	if _, ok := <-q.events; ok {
 		t.Error("events not closed")
+	}
+	if _, ok := <-watcher; ok {
+		t.Error("watcher not closed")
+	}
+	late, _ := q.watch()
+	if _, ok := <-late; ok {
+		t.Error("watcher after the end not closed")
 	}
 }
 
