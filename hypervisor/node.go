@@ -28,8 +28,9 @@ type NetHost interface {
 // BlockVolumes are the block volumes this node serves (volume.NodeServer):
 // a VM's volume is attached to it and served on the VM's node.
 type BlockVolumes interface {
-	// Socket is the NBD socket a volume is served on here, once it is.
-	Socket(volumeID string) (string, bool)
+	// Served is the NBD socket a volume is served on here, and the size
+	// it is served with, once it is.
+	Served(volumeID string) (socket string, size int64, ok bool)
 }
 
 // NodeConfig configures the VM agent of one node.

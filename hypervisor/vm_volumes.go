@@ -27,6 +27,10 @@ type detachVolumeCmd struct {
 	IfMatch uint64    `json:"if_match,omitempty"`
 	User    string    `json:"user,omitempty"`
 	At      time.Time `json:"at"`
+	// Node is set by the VM's node once it has unplugged the volume (or,
+	// with Refused, once the guest would not let it go).
+	Node    string `json:"node,omitempty"`
+	Refused string `json:"refused,omitempty"`
 }
 
 // applyAttachVolume attaches a volume of the VM's project to the VM, served
@@ -47,9 +51,10 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 	return v, addEvent(tx, vm.ID, "attach", "volume "+v.Name+" attached", c.User, "", c.At)
 }
 
-// applyDetachVolume detaches a data volume from a VM that is not running:
-// taking a disk away from a running guest needs its cooperation
-// (hot-unplug), which the VM's node does on the guest's terms.
+// applyDetachVolume detaches a data volume from its VM. A VM that is not
+// running lets it go at once; from a running one the VM's node unplugs it
+// first (the guest has to let go), so the request only marks it, and the
+// node's word ends it.
 func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	cur := volume.Lookup(tx.Txn, c.Volume)
 	switch {
@@ -63,17 +68,46 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
 	}
 	vm := getVM(tx.Txn, cur.Attachment.VM)
-	if vm != nil && vm.Node != "" && !(vm.Desired == DesiredStopped && vm.Status.State == StateStopped) {
-		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is %s: stop it before detaching volume %s", vm.Name, vm.Status.State, cur.Name)
+	event := func(v *volume.Volume, msg string) (any, error) {
+		if vm == nil {
+			return v, nil
+		}
+		return v, addEvent(tx, vm.ID, "detach", msg, c.User, c.Node, c.At)
+	}
+	if c.Node != "" {
+		switch {
+		case vm != nil && vm.Node != c.Node:
+			return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is not on node %s", vm.Name, c.Node)
+		case !cur.Attachment.Detaching:
+			return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not being detached", cur.Name)
+		case c.Refused != "":
+			v, err := volume.SetDetaching(tx, cur.ID, false)
+			if err != nil {
+				return nil, err
+			}
+			return event(v, "volume "+v.Name+" stays attached: "+c.Refused)
+		}
+		v, err := volume.DetachFromVM(tx, cur.ID)
+		if err != nil {
+			return nil, err
+		}
+		return event(v, "volume "+v.Name+" unplugged and detached")
+	}
+	if vm != nil && vm.Node != "" && vm.Status.State != StateStopped {
+		if cur.Attachment.Detaching {
+			return cur, nil
+		}
+		v, err := volume.SetDetaching(tx, cur.ID, true)
+		if err != nil {
+			return nil, err
+		}
+		return event(v, "detach of volume "+v.Name+" requested: the guest is asked to let it go")
 	}
 	v, err := volume.DetachFromVM(tx, cur.ID)
 	if err != nil {
 		return nil, err
 	}
-	if vm != nil {
-		return v, addEvent(tx, vm.ID, "detach", "volume "+v.Name+" detached", c.User, "", c.At)
-	}
-	return v, nil
+	return event(v, "volume "+v.Name+" detached")
 }
 
 // AttachVolume attaches the volume (which the volume service has found
@@ -98,7 +132,9 @@ func (s *Service) AttachVolume(ctx context.Context, p *identity.Principal, vol *
 	return &out, nil
 }
 
-// DetachVolume detaches a data volume from its VM, which must be stopped.
+// DetachVolume detaches a data volume from its VM: at once from a VM that
+// is not running, else once its node has unplugged it (the volume shows
+// detaching until then).
 func (s *Service) DetachVolume(ctx context.Context, p *identity.Principal, vol *volume.Volume, ifMatch uint64) (*volume.Volume, error) {
 	const action = "volume.detach"
 	if vol.Attachment == nil || vol.Attachment.VM == "" {

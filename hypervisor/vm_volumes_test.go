@@ -120,8 +120,35 @@ func TestVMVolumesFollowTheVM(t *testing.T) {
 	wantCode(t, "detach the boot volume", err, consensus.CodeConflict)
 	_, err = e.node.Apply(ctx, volume.MsgDeleteVolume, map[string]any{"id": "vol-boot"}, nil)
 	wantCode(t, "delete the boot volume", err, consensus.CodeConflict)
-	_, err = e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-data"}, nil)
-	wantCode(t, "detach from a VM that runs", err, consensus.CodeConflict)
+	// From a VM that runs, a detach is asked of its node: the guest has to
+	// let go first. Only the VM's node ends it, either way.
+	if _, err := e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-data"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.vol("vol-data"); v.Attachment == nil || !v.Attachment.Detaching || v.State != volume.StateInUse {
+		t.Fatalf("detach asked of a running VM: %+v", v)
+	}
+	_, err = e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-data", Node: "node2"}, nil)
+	wantCode(t, "a detach ended by another node", err, consensus.CodeConflict)
+	if _, err := e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-data", Node: "node1", Refused: "the guest did not release it"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if v := e.vol("vol-data"); v.Attachment == nil || v.Attachment.Detaching {
+		t.Fatalf("after the guest refused: %+v", v)
+	}
+	_, err = e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-data", Node: "node1"}, nil)
+	wantCode(t, "a detach nobody asked for", err, consensus.CodeConflict)
+	for _, c := range []detachVolumeCmd{{Volume: "vol-data"}, {Volume: "vol-data", Node: "node1"}} {
+		if _, err := e.node.Apply(ctx, MsgDetachVolume, c, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if v := e.vol("vol-data"); v.Attachment != nil || v.State != volume.StateAvailable {
+		t.Fatalf("after the node unplugged it: %+v", v)
+	}
+	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-data"}, nil); err != nil {
+		t.Fatal(err)
+	}
 
 	// Purged: the volume made with the VM goes (and is refunded), the data
 	// volume is let go.

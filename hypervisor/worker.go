@@ -204,6 +204,7 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 	}
 	if w.inst == nil {
 		if vm.Status.State == StateError && w.failed == vm.Version {
+			w.syncVolumes(ctx, vm) // detaches asked while it ran
 			return false, nil
 		}
 		if w.guestStopped == vm.Version {
@@ -345,24 +346,41 @@ func (w *worker) volumeDisks(vm *VM) ([]Disk, error) {
 	}
 	var disks []Disk
 	for _, v := range vols {
-		if w.n.cfg.Block == nil {
-			return nil, fmt.Errorf("volume %s: this node serves no volumes", v.Name)
+		if v.Attachment.Detaching {
+			continue // let go at this start (startVolumes records it)
 		}
-		sock, ok := w.n.cfg.Block.Socket(v.ID)
-		if !ok || v.Attachment.Node != w.n.cfg.Name {
+		d, ok := w.volumeDisk(v)
+		if !ok {
 			what := "being opened"
 			if v.Unfilled() {
-				what = "being filled from its image"
+				what = "being filled from " + v.Source.String()
 			}
 			return nil, notReady{fmt.Errorf("volume %s is %s", v.Name, what)}
 		}
-		id := v.ID
-		if v.Attachment.Boot {
-			id = "root"
-		}
-		disks = append(disks, Disk{ID: id, Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk"})
+		disks = append(disks, d)
 	}
 	return disks, nil
+}
+
+// volumeDisk is a volume as QEMU reaches it here, once this node serves it.
+func (w *worker) volumeDisk(v *volume.Volume) (Disk, bool) {
+	if w.n.cfg.Block == nil || v.Attachment == nil || v.Attachment.Node != w.n.cfg.Name {
+		return Disk{}, false
+	}
+	sock, _, ok := w.n.cfg.Block.Served(v.ID)
+	if !ok {
+		return Disk{}, false
+	}
+	return Disk{ID: volumeDiskID(v), Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk"}, true
+}
+
+// volumeDiskID is the device ID of a volume in its VM: root for the boot
+// volume, the volume's ID for the others.
+func volumeDiskID(v *volume.Volume) string {
+	if v.Attachment != nil && v.Attachment.Boot {
+		return "root"
+	}
+	return v.ID
 }
 
 // notReady: the VM waits for something on its way (a volume being
@@ -500,9 +518,72 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 		st.State, st.Error = StateError, "QEMU stopped the VM: "+qs.State
 	}
 	w.resize(ctx, vm, &st)
+	if vp := w.syncVolumes(ctx, vm); len(vp) > 0 {
+		st.Pending = strings.TrimSpace(st.Pending + " " + fmt.Sprint(vp))
+	}
 	w.report(ctx, vm, st, o)
 	return nil
 }
+
+// syncVolumes brings the running QEMU's disks in line with the VM's
+// volumes: a data volume attached since is hot-plugged once this node
+// serves it, one being detached is unplugged (the guest has to let go)
+// and then detached, and QEMU is told of a volume grown online. Without a
+// QEMU it only finishes detaches. It returns what still waits.
+func (w *worker) syncVolumes(ctx context.Context, vm *VM) []string {
+	var have map[string]int64
+	if w.inst != nil {
+		sizes, err := w.inst.DiskSizes(ctx)
+		if err != nil {
+			return []string{fmt.Sprintf("volumes (%v)", err)}
+		}
+		have = sizes
+	}
+	var pending []string
+	for _, v := range volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID) {
+		id := volumeDiskID(v)
+		cur, plugged := have[id]
+		switch {
+		case v.Attachment.Detaching:
+			refused := ""
+			if plugged {
+				dctx, cancel := context.WithTimeout(ctx, unplugTimeout)
+				if err := w.inst.DetachDisk(dctx, id); err != nil {
+					refused = err.Error()
+				}
+				cancel()
+			}
+			cmd := detachVolumeCmd{Volume: v.ID, Node: w.n.cfg.Name, Refused: refused, At: time.Now().UTC()}
+			if _, err := w.n.c.Apply(ctx, MsgDetachVolume, cmd, nil); err != nil && ctx.Err() == nil {
+				w.log.Warn("record a volume's detach", "volume", v.ID, "err", err)
+			}
+		case w.inst == nil:
+		case !plugged:
+			d, ok := w.volumeDisk(v)
+			if !ok {
+				pending = append(pending, "volume "+v.Name+" (being opened)")
+				continue
+			}
+			if err := w.inst.AttachDisk(ctx, qemu.Disk{ID: d.ID, Source: d.Source, Format: d.Format, Media: d.Media}); err != nil {
+				pending = append(pending, fmt.Sprintf("volume %s (%v)", v.Name, err))
+				continue
+			}
+			w.log.Info("volume hot-plugged", "volume", v.ID)
+		default:
+			if _, size, ok := w.n.cfg.Block.Served(v.ID); ok && size > cur {
+				if err := w.inst.ResizeDisk(ctx, id, size); err != nil {
+					pending = append(pending, fmt.Sprintf("volume %s at %d GiB (%v)", v.Name, size>>30, err))
+					continue
+				}
+				w.log.Info("volume grown online", "volume", v.ID, "bytes", size)
+			}
+		}
+	}
+	return pending
+}
+
+// unplugTimeout bounds the wait for a guest to let go of a disk.
+const unplugTimeout = 30 * time.Second
 
 // resize applies a new flavor to the running QEMU where it can: vCPUs and
 // memory grow online up to the ceilings set at boot; anything else (a
@@ -534,6 +615,7 @@ func (w *worker) resize(ctx context.Context, vm *VM, st *VMStatus) {
 // stopVM shuts the VM down: the ACPI button first, then the plug.
 func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 	if w.inst == nil {
+		w.syncVolumes(ctx, vm) // detaches asked while it ran
 		st := VMStatus{State: StateStopped, Accel: vm.Status.Accel}
 		if vm.Status.State == StateError && vm.Status.Error != "" && w.failed == vm.Version {
 			st = vm.Status // a failed start stays visible until the next request

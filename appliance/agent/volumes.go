@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage/volume"
 )
 
@@ -26,7 +27,7 @@ func (a *Agent) newVolumes() {
 	a.volServer = volume.NewNodeServer(a.node, a.volHost, volume.NodeConfig{
 		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner, Log: log})
 	a.vms.SetBlock(a.volServer)
-	a.metrics.MustRegister(volumeCollector{a.volServer})
+	a.metrics.MustRegister(volumeCollector{a.volServer, a.node.Store()})
 }
 
 // vmOwner is the user a VM's QEMU runs as: the owner of its run
@@ -68,15 +69,45 @@ func (a *Agent) runVolumes(ctx context.Context) {
 	})(ctx)
 }
 
-var volumeResyncBytes = prometheus.NewDesc("cairn_volume_resync_bytes_total",
-	"Bytes this node's writer copied into a volume's replicas to bring them back in sync.", []string{"volume"}, nil)
+var (
+	volumeResyncBytes = prometheus.NewDesc("cairn_volume_resync_bytes_total",
+		"Bytes this node's writer copied into a volume's replicas to bring them back in sync.", []string{"volume"}, nil)
+	volumeRebuildLeft = prometheus.NewDesc("cairn_volume_rebuild_remaining_bytes",
+		"Bytes this node's writer has still to copy into a volume's replicas being caught up.", []string{"volume"}, nil)
+	volumeReplicas = prometheus.NewDesc("cairn_volume_replicas",
+		"A volume's replicas by state (in_sync, stale, rebuilding), as the replicated state records them.", []string{"volume", "state"}, nil)
+	volumesDegraded = prometheus.NewDesc("cairn_volumes_degraded",
+		"Volumes with a replica that lacks writes: they serve on, with less redundancy.", nil, nil)
+)
 
-type volumeCollector struct{ s *volume.NodeServer }
+type volumeCollector struct {
+	s     *volume.NodeServer
+	store *consensus.Store
+}
 
-func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) { ch <- volumeResyncBytes }
+func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{volumeResyncBytes, volumeRebuildLeft, volumeReplicas, volumesDegraded} {
+		ch <- d
+	}
+}
 
 func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	for id, st := range c.s.Stats() {
 		ch <- prometheus.MustNewConstMetric(volumeResyncBytes, prometheus.CounterValue, float64(st.ResyncBytes), id)
+		ch <- prometheus.MustNewConstMetric(volumeRebuildLeft, prometheus.GaugeValue, float64(st.RebuildLeft), id)
 	}
+	degraded := 0
+	for _, v := range volume.All(c.store.ReadTxn()) {
+		n := map[string]int{volume.ReplicaInSync: 0, volume.ReplicaStale: 0, volume.ReplicaRebuilding: 0}
+		for _, r := range v.Replicas {
+			n[r.State]++
+		}
+		for state, k := range n {
+			ch <- prometheus.MustNewConstMetric(volumeReplicas, prometheus.GaugeValue, float64(k), v.ID, state)
+		}
+		if v.Viewed().Degraded {
+			degraded++
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(volumesDegraded, prometheus.GaugeValue, float64(degraded))
 }

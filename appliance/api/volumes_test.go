@@ -63,13 +63,17 @@ func TestVolumeLifecycleThroughTheAPI(t *testing.T) {
 		t.Fatalf("attached: %+v", v)
 	}
 	call(member, "DELETE /api/v1/volumes/vol-a", "", 409)
-	call(member, "POST /api/v1/volumes/vol-a/extend", `{"size_gib":2}`, 409)
+	// Online extend: the record grows (and is charged); the writer grows
+	// the replicas.
+	if v = vol(call(member, "POST /api/v1/volumes/vol-a/extend", `{"size_gib":2}`, 200)); v.SizeBytes != 2<<30 || quota().VolumeGiB != 2 {
+		t.Fatalf("extended while attached: %+v, usage %+v", v, quota())
+	}
 	call(outsider, "POST /api/v1/volumes/vol-a/detach", "", 404)
 	call(member, "POST /api/v1/volumes/vol-a/detach", "", 403)
 	if v = vol(call(clusterAdmin, "POST /api/v1/volumes/vol-a/detach", "", 200)); v.State != volume.StateAvailable || v.Attachment != nil || v.Writer != "" {
 		t.Fatalf("detached: %+v", v)
 	}
-	call(member, "POST /api/v1/volumes/vol-a/extend", `{"size_gib":1}`, 400)
+	call(member, "POST /api/v1/volumes/vol-a/extend", `{"size_gib":2}`, 400)
 
 	var vs []volume.Volume
 	if err := json.Unmarshal([]byte(call(reader, "GET /api/v1/volumes", "", 200)), &vs); err != nil || len(vs) != 1 || vs[0].Name != "vol-a" {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -392,6 +393,8 @@ func TestVMsOnThreeNodes(t *testing.T) {
 		t.Fatalf("a console ticket worked twice")
 	}
 
+	hotplugVolume(t, a, a2, "ha1")
+
 	// ha1: the whole lifecycle, each step through another node's API.
 	lifecycle(t, c, []*cairntest.Client{a, a2, a3}, "ha1")
 	// ha2's serial console, live through a node that does not run it: a
@@ -436,5 +439,62 @@ func TestVMsOnThreeNodes(t *testing.T) {
 	})
 	if left := vmLeftovers(cairntest.NodeByName(c, vm.Node), vm.ID, vm.Status.PID); len(left) > 0 {
 		t.Fatalf("delete of ha2 left on %s: %v", vm.Node, left)
+	}
+}
+
+// hotplugVolume adds a data volume to a running VM, grows it online and
+// takes it away again; the guest's own list of its disks (on its serial
+// line) shows each step.
+func hotplugVolume(t *testing.T, a, a2 *cairntest.Client, vm string) {
+	t.Helper()
+	const name = "hot-data"
+	lastDisks := func() string {
+		lines := regexp.MustCompile(`cairn-guest: disks[^\r\n]*`).FindAllString(serialLog(t, a, vm), -1)
+		if len(lines) == 0 {
+			return ""
+		}
+		return lines[len(lines)-1]
+	}
+	seesDisk := func(bytes int64, want bool) func() error {
+		return func() error {
+			if got := lastDisks(); strings.Contains(got, fmt.Sprintf("=%d", bytes)) != want {
+				return fmt.Errorf("the guest's disks: %q", got)
+			}
+			return nil
+		}
+	}
+	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": name, "size_gib": 2, "project": "clinic"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.Call("POST", "/api/v1/volumes/"+name+"/attach?project=clinic", map[string]string{"vm": vm}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "the guest sees the hot-plugged 2 GiB volume", seesDisk(2<<30, true))
+	if err := a.Call("POST", "/api/v1/volumes/"+name+"/extend?project=clinic", map[string]int64{"size_gib": 3}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "the guest sees the volume grown to 3 GiB", seesDisk(3<<30, true))
+	if err := a2.Call("POST", "/api/v1/volumes/"+name+"/detach?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Detached only once the guest has let it go.
+	testutil.WaitFor(t, time.Minute, "volume detached", func() error {
+		var v volInfo
+		if err := a.Call("GET", "/api/v1/volumes/"+name+"?project=clinic", nil, 200, &v); err != nil {
+			return err
+		}
+		if v.State != "available" || v.Attachment != nil {
+			return fmt.Errorf("%s, attachment %+v", v.State, v.Attachment)
+		}
+		return nil
+	})
+	if err := seesDisk(3<<30, false)(); err != nil {
+		t.Fatalf("detached, but the guest still has it: %v", err)
+	}
+	if v, err := getVM(a, vm); err != nil || v.Status.Pending != "" || v.Status.State != "running" {
+		t.Fatalf("%s after the hot-plug: %+v %v", vm, v.Status, err)
+	}
+	if err := a.Call("DELETE", "/api/v1/volumes/"+name+"?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -39,6 +39,8 @@ type volInfo struct {
 	SizeBytes  int64        `json:"size_bytes"`
 	Writer     string       `json:"writer"`
 	Epoch      uint64       `json:"epoch"`
+	InSync     int          `json:"in_sync"`
+	Degraded   bool         `json:"degraded"`
 	Replicas   []volReplica `json:"replicas"`
 	Attachment *struct {
 		Node string `json:"node"`
@@ -188,6 +190,12 @@ func replicaOn(v volInfo, node string) volReplica {
 
 func resyncBytes(t *testing.T, a *cairntest.Client, volID string) int64 {
 	t.Helper()
+	return metric(t, a, `cairn_volume_resync_bytes_total{volume="`+volID+`"}`)
+}
+
+// metric is a sample's value on a's node's /metrics (-1 if absent).
+func metric(t *testing.T, a *cairntest.Client, series string) int64 {
+	t.Helper()
 	req, _ := http.NewRequest("GET", a.URL("/metrics"), nil)
 	req.Header.Set("Authorization", "Bearer "+a.Token())
 	res, err := a.HTTP.Do(req)
@@ -197,7 +205,7 @@ func resyncBytes(t *testing.T, a *cairntest.Client, volID string) int64 {
 	defer res.Body.Close()
 	sc := bufio.NewScanner(res.Body)
 	sc.Buffer(nil, 1<<20)
-	prefix := `cairn_volume_resync_bytes_total{volume="` + volID + `"} `
+	prefix := series + " "
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), prefix); ok {
 			f, _ := strconv.ParseFloat(v, 64)
@@ -243,8 +251,14 @@ func TestVolumeSurvivesLossOfABox(t *testing.T) {
 		t.Fatalf("I/O stopped when a replica's box died: %v", err)
 	}
 	verifyChunks(t, uri, span(0, 160))
-	if st := replicaOn(getVolume(t, a, "pacs"), n3.Name).State; st != "stale" {
-		t.Fatalf("node3's replica is %q while node3 is down, want stale", st)
+	if v := getVolume(t, a, "pacs"); replicaOn(v, n3.Name).State != "stale" || !v.Degraded || v.InSync != 2 {
+		t.Fatalf("node3's replica while node3 is down: %+v, want stale, and the volume degraded with 2 in sync", v)
+	}
+	if got := metric(t, a, "cairn_volumes_degraded"); got != 1 {
+		t.Fatalf("cairn_volumes_degraded is %d with node3 down", got)
+	}
+	if got := metric(t, a, `cairn_volume_replicas{state="stale",volume="`+v.ID+`"}`); got != 1 {
+		t.Fatalf("cairn_volume_replicas{state=stale} is %d with node3 down", got)
 	}
 
 	// Node3 returns: only what was written meanwhile is copied back.
@@ -256,6 +270,9 @@ func TestVolumeSurvivesLossOfABox(t *testing.T) {
 		}
 		return nil
 	})
+	if v := getVolume(t, a, "pacs"); v.Degraded || v.InSync != 3 || metric(t, a, "cairn_volumes_degraded") != 0 {
+		t.Fatalf("back in sync, yet degraded: %+v", v)
+	}
 	moved := resyncBytes(t, a, v.ID)
 	// Chunks 64..160 lie in [16 MiB, 40 MiB): at most 24 extents of 1 MiB.
 	if moved <= 0 || moved > 24<<20 {

@@ -135,6 +135,15 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 		}
 	}
 	for id, v := range want {
+		if s := n.served[id]; s != nil && v.SizeBytes > s.w.Size() {
+			// Extended online: the replicas grow, then new connections
+			// (QEMU's block_resize opens one) see the new size.
+			if err := s.w.Grow(ctx, v.SizeBytes); err != nil {
+				n.log.Error("grow attached volume", "volume", id, "err", err)
+			} else {
+				n.log.Info("volume grown online", "volume", id, "size", v.SizeBytes)
+			}
+		}
 		if n.served[id] != nil || n.opening[id] || time.Now().Before(n.retryAt[id]) {
 			continue
 		}
@@ -170,15 +179,16 @@ func (n *NodeServer) wake() {
 	}
 }
 
-// Socket is the path of the NBD socket a volume is served on here, once it
-// is.
-func (n *NodeServer) Socket(volumeID string) (string, bool) {
+// Served is the path of the NBD socket a volume is served on here, and the
+// size it is served with, once it is.
+func (n *NodeServer) Served(volumeID string) (socket string, size int64, ok bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.served[volumeID] == nil {
-		return "", false
+	s := n.served[volumeID]
+	if s == nil {
+		return "", 0, false
 	}
-	return n.SocketPath(volumeID), true
+	return n.SocketPath(volumeID), s.w.Size(), true
 }
 
 func (n *NodeServer) close(id string, s *served) {

@@ -20,7 +20,7 @@ const abandonedAfter = 10 * time.Minute
 func (s *Service) Get(p *identity.Principal, ref string) (*Volume, error) {
 	txn := s.c.Store().ReadTxn()
 	if v := getVolume(txn, ref); v != nil && canRead(p, v) {
-		return v, nil
+		return v.Viewed(), nil
 	}
 	var found []*Volume
 	for _, pid := range s.readable(p) {
@@ -32,7 +32,7 @@ func (s *Service) Get(p *identity.Principal, ref string) (*Volume, error) {
 	case 0:
 		return nil, notFound("volume", ref)
 	case 1:
-		return found[0], nil
+		return found[0].Viewed(), nil
 	}
 	return nil, invalid("%d volumes are named %q in your projects: use the volume's ID", len(found), ref)
 }
@@ -95,7 +95,7 @@ func byProject(txn *memdb.Txn, pid string) []Volume {
 		return nil
 	}
 	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, *o.(*Volume))
+		out = append(out, *o.(*Volume).Viewed())
 	}
 	return out
 }
@@ -161,21 +161,18 @@ func (s *Service) Extend(ctx context.Context, p *identity.Principal, ref string,
 		return deny(consensus.Errorf(consensus.CodePreconditionFailed, "volume %s is at version %d, not %d", v.Name, v.Version, ifMatch))
 	case v.State == StateCreating || v.State == StateError:
 		return deny(consensus.Errorf(consensus.CodeConflict, "volume %s is %s", v.Name, v.State))
-	case v.Attachment != nil:
-		// Its writer would have to grow the replicas and tell QEMU; until
-		// that exists, growing the record alone would promise space the
-		// export does not serve.
-		return deny(consensus.Errorf(consensus.CodeConflict, "volume %s is attached: detach it to extend it (online extend is not available yet)", v.Name))
-	case s.prov == nil:
+	case s.prov == nil && v.Attachment == nil:
 		return deny(unavailable())
 	}
 	if err := identity.WouldFit(s.c.Store().ReadTxn(), v.ProjectID, identity.Resources{VolumeGiB: sizeGiB - v.SizeGiB()}); err != nil {
 		return deny(err) // checked again by the command; refused here before any replica grows
 	}
-	if ifMatch == 0 {
-		ifMatch = v.Version // nothing may attach it between the resize and the command
-	}
-	{
+	// An attached volume's writer grows its replicas (and a writer opened
+	// later grows any it missed) before its user is told of the new size.
+	if v.Attachment == nil {
+		if ifMatch == 0 {
+			ifMatch = v.Version // nothing may attach it between the resize and the command
+		}
 		for _, r := range v.Replicas {
 			if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch, sizeGiB*GiB); err != nil {
 				return nil, fmt.Errorf("extend volume %s: replica %s on %s: %w", v.Name, r.ID, r.Node, err)

@@ -60,7 +60,12 @@ type Volume struct {
 	Epoch      uint64      `json:"epoch"`
 	Attachment *Attachment `json:"attachment,omitempty"` // nil when detached
 	// Source is what the volume was made from, nil for a blank one.
-	Source    *Source   `json:"source,omitempty"`
+	Source *Source `json:"source,omitempty"`
+	// InSync and Degraded follow from Replicas (kept with every change, and
+	// worked out again on read): how many replicas have every write, and
+	// whether any lacks some.
+	InSync    int       `json:"in_sync"`
+	Degraded  bool      `json:"degraded"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"` // the Raft index of the last change
 }
@@ -83,6 +88,9 @@ type Attachment struct {
 	Boot bool `json:"boot,omitempty"`
 	// DeleteWithVM: made with the VM, it goes with it.
 	DeleteWithVM bool `json:"delete_with_vm,omitempty"`
+	// Detaching: its owner asked to detach it from the running VM; the
+	// VM's node unplugs it (the guest has to let go) and then detaches it.
+	Detaching bool `json:"detaching,omitempty"`
 }
 
 // Source is what a volume was made from. Its bytes are written by the
@@ -111,6 +119,13 @@ func (v *Volume) Unfilled() bool { return v.Source != nil && !v.Source.Filled }
 func (v *Volume) SizeGiB() int64 { return gib(v.SizeBytes) }
 
 func gib(b int64) int64 { return (b + GiB - 1) / GiB }
+
+// Viewed is the volume as reads show it, with its redundancy filled in.
+func (v Volume) Viewed() *Volume {
+	v.InSync = v.inSync()
+	v.Degraded = v.InSync < len(v.Replicas)
+	return &v
+}
 
 // inSync counts the replicas in sync.
 func (v *Volume) inSync() int {
@@ -227,6 +242,8 @@ func current(tx *consensus.Tx, id string, ifMatch uint64) (*Volume, error) {
 
 func save(tx *consensus.Tx, v *Volume) (any, error) {
 	v.Version = tx.Index
+	v.InSync = v.inSync()
+	v.Degraded = v.InSync < len(v.Replicas)
 	if err := tx.Insert(tVolumes, v); err != nil {
 		return nil, err
 	}

@@ -140,3 +140,36 @@ func Filling(txn *memdb.Txn, imageID string) *Volume {
 func Named(txn *memdb.Txn, projectID, name string) bool {
 	return consensus.First[Volume](txn, tVolumes, "name", projectID, name) != nil
 }
+
+// SetDetaching marks a VM's data volume to be unplugged from the running
+// VM (or, with false, keeps it after an unplug the guest refused).
+func SetDetaching(tx *consensus.Tx, volumeID string, detaching bool) (*Volume, error) {
+	cur, err := current(tx, volumeID, 0)
+	if err != nil {
+		return nil, err
+	}
+	if cur.Attachment == nil || cur.Attachment.VM == "" || cur.Attachment.Boot {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not a VM's data volume", cur.Name)
+	}
+	v := *cur
+	a := *cur.Attachment
+	a.Detaching = detaching
+	v.Attachment = &a
+	if _, err := save(tx, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
+// All lists every volume, for metrics and controllers.
+func All(txn *memdb.Txn) []*Volume {
+	it, err := txn.Get(tVolumes, "id")
+	if err != nil {
+		return nil
+	}
+	var out []*Volume
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*Volume))
+	}
+	return out
+}

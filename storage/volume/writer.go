@@ -69,6 +69,9 @@ type Stats struct {
 	ResyncBytes   int64 // bytes copied into replicas to bring them in sync
 	ResyncExtents int64
 	Repairs       int64 // reads served from another replica after a checksum mismatch
+	// RebuildLeft is what is still to be copied into replicas being
+	// caught up, in bytes: the rebuild's progress.
+	RebuildLeft int64
 }
 
 // Writer is a volume open for writing on this node: an nbd.Backend that
@@ -88,9 +91,13 @@ type Writer struct {
 	members []*member
 	// extGen is the generation this writer last gave each extent, so a
 	// resync copies an extent with the generation it has now.
-	extGen []atomic.Uint64
+	extGen *extGens
+	// size is the volume's size now: it only grows (Grow).
+	size   atomic.Int64
+	growMu sync.Mutex
 
 	resyncBytes, resyncExtents, repairs atomic.Int64
+	rebuildLeft                         atomic.Int64
 }
 
 var _ nbd.Backend = (*Writer)(nil)
@@ -115,7 +122,8 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 		return nil, fmt.Errorf("open volume %s: size %d is not a positive multiple of %d", cfg.VolumeID, cfg.Size, BlockSize)
 	}
 	w := &Writer{cfg: cfg, log: cfg.Log.With("volume", cfg.VolumeID, "epoch", cfg.Epoch), done: make(chan struct{}),
-		extGen: make([]atomic.Uint64, extents(cfg.Size))}
+		extGen: newExtGens()}
+	w.size.Store(cfg.Size)
 	for _, m := range cfg.Members {
 		w.members = append(w.members, &member{Member: m, state: m.State})
 	}
@@ -179,8 +187,8 @@ func (w *Writer) open(ctx context.Context) error {
 			}
 			continue
 		}
-		if res[i].st.Size < w.cfg.Size {
-			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.Resize(ctx, w.cfg.Epoch, w.cfg.Size) }); err != nil {
+		if res[i].st.Size < w.Size() {
+			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.Resize(ctx, w.cfg.Epoch, w.Size()) }); err != nil {
 				return fmt.Errorf("grow replica %s: %w", m.ID, err)
 			}
 		}
@@ -222,7 +230,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 		tables[i] = t
 	}
 	buf := make([]byte, ExtentSize)
-	for idx := range extents(w.cfg.Size) {
+	for idx := range extents(w.Size()) {
 		same := true
 		for i := 1; i < len(ms); i++ {
 			if at(tables[i], idx) != at(tables[0], idx) {
@@ -291,11 +299,56 @@ func at(t []ExtentInfo, idx int64) ExtentInfo {
 }
 
 // Size implements nbd.Backend.
-func (w *Writer) Size() int64 { return w.cfg.Size }
+func (w *Writer) Size() int64 { return w.size.Load() }
+
+// Grow makes the volume size bytes (online extend): every replica that
+// takes writes grows first, as a write reaches it (one that cannot is
+// dropped from the writes and caught up later, grown then), and only then
+// do new NBD connections see the new size. A smaller size is no change.
+func (w *Writer) Grow(ctx context.Context, size int64) error {
+	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
+		return fmt.Errorf("grow volume %s to %d: not a positive multiple of %d up to %d", w.cfg.VolumeID, size, BlockSize, int64(maxReplicaSize))
+	}
+	w.growMu.Lock()
+	defer w.growMu.Unlock()
+	if size <= w.Size() {
+		return nil
+	}
+	if err := w.fanout(ctx, "grow", func(ctx context.Context, t Target) error { return t.Resize(ctx, w.cfg.Epoch, size) }); err != nil {
+		return fmt.Errorf("grow volume %s: %w", w.cfg.VolumeID, err)
+	}
+	w.size.Store(size)
+	return nil
+}
+
+// extGens holds the generation this writer last gave each extent, in
+// pages made as the volume grows into them (a volume may grow online).
+type extGens struct {
+	pages []atomic.Pointer[[genPage]atomic.Uint64]
+}
+
+const genPage = 4096 // extents: 4 GiB of volume
+
+func newExtGens() *extGens {
+	return &extGens{pages: make([]atomic.Pointer[[genPage]atomic.Uint64], extents(maxReplicaSize)/genPage+1)}
+}
+
+func (g *extGens) at(idx int64) *atomic.Uint64 {
+	slot := &g.pages[idx/genPage]
+	p := slot.Load()
+	if p == nil {
+		p = new([genPage]atomic.Uint64)
+		if !slot.CompareAndSwap(nil, p) {
+			p = slot.Load()
+		}
+	}
+	return &p[idx%genPage]
+}
 
 // Stats reports what the writer copied and repaired so far.
 func (w *Writer) Stats() Stats {
-	return Stats{ResyncBytes: w.resyncBytes.Load(), ResyncExtents: w.resyncExtents.Load(), Repairs: w.repairs.Load()}
+	return Stats{ResyncBytes: w.resyncBytes.Load(), ResyncExtents: w.resyncExtents.Load(), Repairs: w.repairs.Load(),
+		RebuildLeft: w.rebuildLeft.Load()}
 }
 
 // Replicas reports each replica's state as this writer sees it.
@@ -361,8 +414,8 @@ func (w *Writer) nextGen(off, length int64) uint64 {
 	gen := w.gen.Add(1)
 	for idx := off / ExtentSize; idx <= (off+length-1)/ExtentSize; idx++ {
 		for {
-			cur := w.extGen[idx].Load()
-			if cur >= gen || w.extGen[idx].CompareAndSwap(cur, gen) {
+			cur := w.extGen.at(idx).Load()
+			if cur >= gen || w.extGen.at(idx).CompareAndSwap(cur, gen) {
 				break
 			}
 		}
@@ -647,7 +700,7 @@ func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64
 	for idx := first; idx <= last; idx++ {
 		n, err := good.t.ReadExtent(cctx, idx, buf)
 		if err == nil {
-			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen[idx].Load()), buf[:n])
+			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen.at(idx).Load()), buf[:n])
 		}
 		if err != nil {
 			w.log.Error("repairing a replica failed", "replica", bad.m.ID, "extent", idx, "err", err)
@@ -697,8 +750,8 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	t, err := w.cfg.Dial(dctx, m.Member)
 	if err == nil {
 		var st ReplicaState
-		if st, err = t.Fence(dctx, w.cfg.Epoch); err == nil && st.Size < w.cfg.Size {
-			err = t.Resize(dctx, w.cfg.Epoch, w.cfg.Size)
+		if st, err = t.Fence(dctx, w.cfg.Epoch); err == nil && st.Size < w.Size() {
+			err = t.Resize(dctx, w.cfg.Epoch, w.Size())
 		}
 		if err != nil {
 			t.Close()
@@ -719,7 +772,7 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	lost := m.lost
 	mine := target{m, t, m.conn}
 	w.mu.Unlock()
-	w.locks.lock(0, w.cfg.Size)()
+	w.locks.lock(0, maxReplicaSize)()
 
 	src := w.readOrder()
 	if len(src) == 0 {
@@ -736,19 +789,27 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	if err != nil {
 		return w.abandon(mine, err)
 	}
-	buf := make([]byte, ExtentSize)
-	for idx := range extents(w.cfg.Size) {
-		if at(good, idx) == at(have, idx) {
-			continue
+	var todo []int64
+	for idx := range extents(w.Size()) {
+		if at(good, idx) != at(have, idx) {
+			todo = append(todo, idx)
 		}
+	}
+	left := int64(len(todo)) * ExtentSize
+	w.rebuildLeft.Add(left)
+	defer func() { w.rebuildLeft.Add(-left) }()
+	buf := make([]byte, ExtentSize)
+	for _, idx := range todo {
 		if err := w.copyExtent(ctx, from.t, t, idx, at(good, idx).Gen, buf); err != nil {
 			return w.abandon(mine, err)
 		}
+		left -= ExtentSize
+		w.rebuildLeft.Add(-ExtentSize)
 	}
 	// The last step runs with every write held: the replica is flushed and
 	// recorded in sync only if no write missed it on the way, so the
 	// replicated state never calls in sync a copy that lacks a write.
-	unlock := w.locks.lock(0, w.cfg.Size)
+	unlock := w.locks.lock(0, maxReplicaSize)
 	defer unlock()
 	cctx, cancel = context.WithTimeout(ctx, w.cfg.CallTimeout)
 	err = t.Flush(cctx, w.cfg.Epoch)
@@ -787,11 +848,11 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 // copyExtent copies one extent under its lock, with the generation it has
 // now: the table's, or a newer one this writer gave it since.
 func (w *Writer) copyExtent(ctx context.Context, from, to Target, idx int64, gen uint64, buf []byte) error {
-	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.cfg.Size-idx*ExtentSize))
+	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.Size()-idx*ExtentSize))
 	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
-	gen = max(gen, w.extGen[idx].Load())
+	gen = max(gen, w.extGen.at(idx).Load())
 	n, err := from.ReadExtent(ctx, idx, buf)
 	if err != nil {
 		return fmt.Errorf("read extent %d: %w", idx, err)

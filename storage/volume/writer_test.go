@@ -100,6 +100,12 @@ func (c cuttable) Flush(ctx context.Context, e uint64) error {
 	}
 	return c.Target.Flush(ctx, e)
 }
+func (c cuttable) Resize(ctx context.Context, e uint64, size int64) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	return c.Target.Resize(ctx, e, size)
+}
 func (c cuttable) Close() error { return nil } // the test owns the replicas
 
 type rig struct {
@@ -401,4 +407,51 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("condition not met in 5 s")
+}
+
+// Online extend: the replicas that take writes grow before the new size
+// is served; one cut off meanwhile is grown when it is caught up, and gets
+// what was written beyond the old end.
+func TestWriterGrowsOnline(t *testing.T) {
+	r := newRig(t, 3, 4<<20)
+	w := r.open()
+	ctx := context.Background()
+	head := random(64 << 10)
+	if err := w.WriteAt(ctx, head, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Grow(ctx, 3<<20); err != nil || w.Size() != 4<<20 {
+		t.Fatalf("a smaller size is no change: %v, size %d", err, w.Size())
+	}
+	if err := w.Grow(ctx, 5<<20+1); err == nil {
+		t.Fatal("grow to a size that is not a multiple of the block size")
+	}
+	r.down[2].Store(true)
+	if err := w.Grow(ctx, 12<<20); err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() != 12<<20 {
+		t.Fatalf("size after grow: %d", w.Size())
+	}
+	if got := r.state.state("r2"); got != ReplicaStale {
+		t.Fatalf("the replica cut off during the grow is %q, want stale", got)
+	}
+	tail := random(64 << 10)
+	if err := w.WriteAt(ctx, tail, 10<<20, true); err != nil {
+		t.Fatalf("write beyond the old end: %v", err)
+	}
+	got := make([]byte, len(tail))
+	if err := w.ReadAt(ctx, got, 10<<20); err != nil || !bytes.Equal(got, tail) {
+		t.Fatalf("read beyond the old end: %v", err)
+	}
+	for i := range 2 {
+		if st, err := r.reps[i].Fence(ctx, r.state.epoch); err != nil || st.Size != 12<<20 {
+			t.Fatalf("replica %d after the grow: %+v %v", i, st, err)
+		}
+	}
+	r.down[2].Store(false)
+	waitFor(t, func() bool { return r.state.state("r2") == ReplicaInSync })
+	if !bytes.Equal(r.read(2, 10<<20, 64<<10), tail) || !bytes.Equal(r.read(2, 0, 64<<10), head) {
+		t.Fatal("the caught-up replica lacks a write")
+	}
 }

@@ -6,8 +6,9 @@
 //	cairn-guest: hostname=<name> ip=<addr>
 //
 // once it has read its seed and got a DHCP lease, answers every connection
-// to TCP port 8080 with "hostname=<name> ip=<addr>\n", and powers off on the
-// ACPI power button. Failures print "cairn-guest: seed: <error>" and
+// to TCP port 8080 with "hostname=<name> ip=<addr>\n", prints its virtio
+// disks and their sizes ("cairn-guest: disks vda=<bytes> ...") whenever they
+// change, and powers off on the ACPI power button. Failures print "cairn-guest: seed: <error>" and
 // "cairn-guest: dhcp: <error>" lines; DHCP is retried for ever.
 package main
 
@@ -57,6 +58,7 @@ func main() {
 		// the kernel's RNG; under TCG without one that takes minutes.
 		con.Printf("dhcp: waiting for the kernel's random number generator: give the VM virtio-rng-pci or a CPU with RDRAND (-cpu max)")
 	}
+	go watchDisks(con)
 	go func() {
 		addr := bringUpNetwork(con)
 		con.Printf("hostname=%s ip=%s", name, addr)
@@ -74,6 +76,34 @@ func main() {
 		con.Printf("power off: %v", err)
 	}
 	select {} // PID 1 must not exit: the kernel would panic
+}
+
+// watchDisks prints the virtio disks and their sizes in bytes,
+//
+//	cairn-guest: disks vda=1073741824 vdb=2147483648
+//
+// at start and whenever they change (a disk hot-plugged, unplugged or
+// grown), so tests see what the guest sees.
+func watchDisks(con *console) {
+	last := ""
+	for {
+		names, _ := filepath.Glob("/sys/block/vd*")
+		var b strings.Builder
+		for _, n := range names {
+			sectors, err := os.ReadFile(filepath.Join(n, "size"))
+			if err != nil {
+				continue
+			}
+			var s int64
+			fmt.Sscan(strings.TrimSpace(string(sectors)), &s)
+			fmt.Fprintf(&b, " %s=%d", filepath.Base(n), s*512)
+		}
+		if cur := b.String(); cur != last {
+			con.Printf("disks%s", cur)
+			last = cur
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // serve answers each connection to port 8080 with answer and closes it:
