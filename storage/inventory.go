@@ -162,10 +162,11 @@ func applyRemoveDisk(tx *consensus.Tx, c *removeDiskCmd) (any, error) {
 	if cur.State != DiskDraining {
 		return nil, consensus.Errorf(consensus.CodeConflict, "disk %s is %s; drain it before removing it", c.ID, cur.State)
 	}
-	// Removing a disk that still holds shards would drop redundancy on the
-	// floor: the healer moves them off first, and then it can go.
+	// Removing a disk that still holds shards or volume replicas would
+	// drop redundancy on the floor: the healer and the volume repair move
+	// them off first, and then it can go.
 	if n := diskHolds(tx.Txn, c.ID); n > 0 {
-		return nil, consensus.Errorf(consensus.CodeConflict, "disk %s still holds shards of %d objects or parts; wait for the drain to finish", c.ID, n)
+		return nil, consensus.Errorf(consensus.CodeConflict, "disk %s still holds data of %d objects, parts or volumes; wait for the drain to finish", c.ID, n)
 	}
 	return nil, tx.Delete(tDisks, cur)
 }

@@ -27,6 +27,9 @@ func (a *Agent) newVolumes() {
 	a.volServer = volume.NewNodeServer(a.node, a.volHost, volume.NodeConfig{
 		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner, Log: log})
 	a.vms.SetBlock(a.volServer)
+	// Replicas on drained or failed disks, or on boxes gone for good, are
+	// rebuilt elsewhere.
+	a.node.RegisterController("volume-repair", volume.NewRepair(a.node, prov, log).Run)
 	a.metrics.MustRegister(volumeCollector{a.volServer, a.node.Store()})
 }
 

@@ -121,7 +121,27 @@ func qemuIO(uri, _ string, cmds ...string) error {
 }
 
 func qemuIOOut(uri string, cmds ...string) (string, error) {
-	args := []string{"-f", "raw", uri}
+	return qemuIORun([]string{"-f", "raw", uri}, cmds...)
+}
+
+// qemuIOLikeAVM runs qemu-io as a VM's disk reaches its volume: with the
+// reconnect-delay the VM driver sets, so a reopened export (an agent's
+// restart, a repair) pauses the I/O rather than failing it.
+func qemuIOLikeAVM(uri string, cmds ...string) error {
+	_, err := qemuIORun([]string{"--image-opts", nbdImageOpts(uri)}, cmds...)
+	return err
+}
+
+func nbdImageOpts(uri string) string {
+	u, err := url.Parse(uri)
+	if err != nil {
+		panic(err)
+	}
+	return fmt.Sprintf("driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,file.reconnect-delay=%d",
+		u.Query().Get("socket"), strings.TrimPrefix(u.Path, "/"), qemu.NBDReconnectDelay)
+}
+
+func qemuIORun(args []string, cmds ...string) (string, error) {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
@@ -397,12 +417,7 @@ func TestVolumeIOPausesAcrossAgentRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	uri := attachHost(t, a, "r1", n)
-	u, err := url.Parse(uri)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := fmt.Sprintf("driver=raw,file.driver=nbd,file.server.type=unix,file.server.path=%s,file.export=%s,file.reconnect-delay=%d",
-		u.Query().Get("socket"), strings.TrimPrefix(u.Path, "/"), qemu.NBDReconnectDelay)
+	opts := nbdImageOpts(uri)
 	const chunks = 160 // 20 groups of 8, 500 ms apart: about 10 s of writes
 	args := []string{"--image-opts", opts}
 	for _, cmd := range writeChunks(0, chunks, 500) {
@@ -439,4 +454,120 @@ func TestVolumeIOPausesAcrossAgentRestart(t *testing.T) {
 		t.Fatalf("%d of %d writes done:\n%s", got, chunks, out.String())
 	}
 	verifyChunks(t, uri, span(0, chunks))
+}
+
+type diskInfo struct {
+	ID    string `json:"id"`
+	Node  string `json:"node"`
+	Path  string `json:"path"`
+	State string `json:"state"`
+}
+
+// replicaFileHolds checks a replica's data file on its node's disk for
+// chunks [0, n).
+func replicaFileHolds(t *testing.T, c *harness.Cluster, disks []diskInfo, r volReplica, n int) {
+	t.Helper()
+	var path string
+	for _, d := range disks {
+		if d.ID == r.Disk {
+			path = d.Path
+		}
+	}
+	node := cairntest.NodeByName(c, r.Node)
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(node.DataDir, path)
+	}
+	data, err := os.ReadFile(filepath.Join(path, "volumes", r.ID, "data"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if !bytes.Equal(data[chunkOff(i):chunkOff(i)+chunk], bytes.Repeat([]byte{chunkPattern(i)}, chunk)) {
+			t.Fatalf("replica %s on %s lacks chunk %d", r.ID, r.Node, i)
+		}
+	}
+}
+
+// A replica on a disk being drained is rebuilt on another disk before it
+// goes, for a volume in use (its writer catches the newcomer up while the
+// I/O goes on) and for a detached one (opened for the catch-up, closed
+// after); each drained disk can then be removed.
+func TestVolumeReplicaMovesOffADrainedDisk(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2", "--disk-report-interval", "1s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	cairntest.WaitHealthyDisks(t, a, 6, 0)
+	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "ward"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": "scan", "size_gib": 1, "project": "ward"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	uri := attachHost(t, a, "scan", c.Node(1))
+	if err := qemuIO(uri, "", writeChunks(0, 64, 0)...); err != nil {
+		t.Fatal(err)
+	}
+	var disks []diskInfo
+	if err := a.Call("GET", "/api/v1/disks", nil, 200, &disks); err != nil {
+		t.Fatal(err)
+	}
+	drain := func(node string) (string, volReplica) {
+		t.Helper()
+		old := replicaOn(getVolume(t, a, "scan"), node)
+		if err := a.Call("POST", "/api/v1/disks/"+old.Disk+"/drain", nil, 200, nil); err != nil {
+			t.Fatal(err)
+		}
+		var moved volReplica
+		testutil.WaitFor(t, 2*time.Minute, "the replica on "+node+" rebuilt off its drained disk", func() error {
+			v := getVolume(t, a, "scan")
+			moved = replicaOn(v, node)
+			if len(v.Replicas) != 3 || v.Degraded || moved.Disk == old.Disk || moved.ID == old.ID {
+				return fmt.Errorf("replicas %+v", v.Replicas)
+			}
+			return nil
+		})
+		return old.Disk, moved
+	}
+
+	// In use: the writes go on during the move (the export is reopened
+	// with the new replica: a VM's disk waits for it, as here).
+	done := make(chan error, 1)
+	go func() { done <- qemuIOLikeAVM(uri, writeChunks(64, 128, 100)...) }()
+	drained, moved := drain(c.Node(2).Name)
+	if err := <-done; err != nil {
+		t.Fatalf("I/O during the move: %v", err)
+	}
+	testutil.WaitFor(t, time.Minute, "every replica in sync after the writes", func() error {
+		if v := getVolume(t, a, "scan"); v.Degraded {
+			return fmt.Errorf("replicas %+v", v.Replicas)
+		}
+		return nil
+	})
+	verifyChunks(t, uri, span(0, 128))
+	if err := qemuIO(uri, "", "flush"); err != nil {
+		t.Fatal(err)
+	}
+	replicaFileHolds(t, c, disks, replicaOn(getVolume(t, a, "scan"), c.Node(2).Name), 128)
+	if moved.Node != c.Node(2).Name {
+		t.Fatalf("moved to %s, want another disk of %s", moved.Node, c.Node(2).Name)
+	}
+	if err := a.Call("DELETE", "/api/v1/disks/"+drained, nil, 204, nil); err != nil {
+		t.Fatalf("remove the drained disk: %v", err)
+	}
+
+	// Detached: opened for the catch-up, and closed again.
+	if err := a.Call("POST", "/api/v1/volumes/scan/detach?project=ward", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	drained, _ = drain(c.Node(3).Name)
+	testutil.WaitFor(t, time.Minute, "the repair's attachment ended", func() error {
+		if v := getVolume(t, a, "scan"); v.Attachment != nil || v.State != "available" {
+			return fmt.Errorf("%s, attachment %+v", v.State, v.Attachment)
+		}
+		return nil
+	})
+	replicaFileHolds(t, c, disks, replicaOn(getVolume(t, a, "scan"), c.Node(3).Name), 128)
+	if err := a.Call("DELETE", "/api/v1/disks/"+drained, nil, 204, nil); err != nil {
+		t.Fatalf("remove the second drained disk: %v", err)
+	}
 }

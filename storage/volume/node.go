@@ -8,6 +8,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -59,10 +61,21 @@ type NodeServer struct {
 }
 
 type served struct {
-	w     *Writer
-	srv   *nbd.Server
-	ln    net.Listener
-	epoch uint64
+	w        *Writer
+	srv      *nbd.Server
+	ln       net.Listener
+	epoch    uint64
+	replicas string // the replica IDs it writes to
+}
+
+// replicaSet names a volume's replicas, to see when they change.
+func replicaSet(v *Volume) string {
+	ids := make([]string, len(v.Replicas))
+	for i, r := range v.Replicas {
+		ids[i] = r.ID
+	}
+	sort.Strings(ids)
+	return strings.Join(ids, ",")
 }
 
 // NewNodeServer returns the node's volume server; Run serves.
@@ -130,7 +143,8 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 		// Detached, attached anew (even here: the old guest's writer must
 		// not live on beside the new one's), or fenced: close it; a volume
 		// still attached here is opened again with a new epoch.
-		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() {
+		// A replica added or dropped (a repair) takes a new writer too.
+		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() || replicaSet(v) != s.replicas {
 			n.close(id, s)
 		}
 	}
@@ -243,7 +257,7 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 	}
 	go func() { _ = srv.Serve(ln) }()
 	n.log.Info("serving volume", "volume", v.ID, "epoch", got.Epoch, "socket", path)
-	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch}, nil
+	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch, replicas: replicaSet(&got)}, nil
 }
 
 // serve makes an NBD server of the volume's writer on a new unix socket

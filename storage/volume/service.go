@@ -295,6 +295,24 @@ func (s *Service) undoCreate(ctx context.Context, id string, reps []Replica) *Vo
 // healthy disk with the most free bytes, nodes with the most free space
 // first, up to MaxReplicas.
 func place(txn *memdb.Txn, volID string) ([]Replica, error) {
+	order, err := placeable(txn, nil)
+	if err != nil {
+		return nil, err
+	}
+	var reps []Replica
+	for i, c := range order[:min(MaxReplicas, len(order))] {
+		reps = append(reps, Replica{ID: fmt.Sprintf("%s-r%d", volID, i), Node: c.Node, Disk: c.Disk, State: ReplicaInSync})
+	}
+	return reps, nil
+}
+
+// spot is where a replica can go: a node and its best disk.
+type spot struct{ Node, Disk string }
+
+// placeable lists, one per node, the active healthy disk with the most free
+// bytes, nodes with the most free space first; skip says which disks not
+// to use.
+func placeable(txn *memdb.Txn, skip func(*storage.Disk) bool) ([]spot, error) {
 	it, err := txn.Get("disks", "id")
 	if err != nil {
 		return nil, err
@@ -307,7 +325,7 @@ func place(txn *memdb.Txn, volID string) ([]Replica, error) {
 	nodes := map[string]*node{}
 	for o := it.Next(); o != nil; o = it.Next() {
 		d := o.(*storage.Disk)
-		if d.State != storage.DiskActive || d.Health != storage.HealthOK || d.FreeBytes == 0 {
+		if d.State != storage.DiskActive || d.Health != storage.HealthOK || d.FreeBytes == 0 || (skip != nil && skip(d)) {
 			continue
 		}
 		n := nodes[d.Node]
@@ -333,11 +351,11 @@ func place(txn *memdb.Txn, volID string) ([]Replica, error) {
 		}
 		return order[i].name < order[j].name
 	})
-	var reps []Replica
-	for i, n := range order[:min(MaxReplicas, len(order))] {
-		reps = append(reps, Replica{ID: fmt.Sprintf("%s-r%d", volID, i), Node: n.name, Disk: n.best.ID, State: ReplicaInSync})
+	out := make([]spot, len(order))
+	for i, n := range order {
+		out[i] = spot{n.name, n.best.ID}
 	}
-	return reps, nil
+	return out, nil
 }
 
 // CanPlace tells whether a volume could be created through this node now:

@@ -1,14 +1,16 @@
 package volume
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/hashicorp/go-memdb"
 )
 
-// Volumes' commands: storage's range (128-255), 160-169 are volumes'.
+// Volumes' commands: storage's range (128-255), 160-191 are volumes'.
 // Numbers are never reused.
 const (
 	MsgCreateVolume    consensus.MessageType = 160
@@ -20,6 +22,8 @@ const (
 	MsgAcquireWriter   consensus.MessageType = 166
 	MsgSetReplicaState consensus.MessageType = 167
 	MsgSourceFilled    consensus.MessageType = 168
+	MsgAddReplica      consensus.MessageType = 169
+	MsgRemoveReplica   consensus.MessageType = 170
 )
 
 // Volume states. A volume is in-use exactly while it is attached.
@@ -88,6 +92,10 @@ type Attachment struct {
 	Boot bool `json:"boot,omitempty"`
 	// DeleteWithVM: made with the VM, it goes with it.
 	DeleteWithVM bool `json:"delete_with_vm,omitempty"`
+	// Repair: the volume is opened on this node only so that its writer
+	// catches up a replica added in place of a lost one; an attach by its
+	// owner takes over, and the repair detaches it when done.
+	Repair bool `json:"repair,omitempty"`
 	// Detaching: its owner asked to detach it from the running VM; the
 	// VM's node unplugs it (the guest has to let go) and then detaches it.
 	Detaching bool `json:"detaching,omitempty"`
@@ -208,6 +216,8 @@ func Register(reg *consensus.Registry) {
 		"name": {Name: "name", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 			&memdb.StringFieldIndex{Field: "ProjectID"}, &memdb.StringFieldIndex{Field: "Name"}}}},
 		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+		// A disk holding a replica is not removed (storage asks).
+		"disk": {Name: "disk", AllowMissing: true, Indexer: replicaDisks{}},
 	}})
 	consensus.Handle(reg, MsgCreateVolume, "CreateVolume", applyCreateVolume)
 	consensus.Handle(reg, MsgSetVolumeState, "SetVolumeState", applySetVolumeState)
@@ -218,6 +228,9 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgAcquireWriter, "AcquireWriter", applyAcquireWriter)
 	consensus.Handle(reg, MsgSetReplicaState, "SetReplicaState", applySetReplicaState)
 	consensus.Handle(reg, MsgSourceFilled, "VolumeSourceFilled", applySourceFilled)
+	consensus.Handle(reg, MsgAddReplica, "AddVolumeReplica", applyAddReplica)
+	consensus.Handle(reg, MsgRemoveReplica, "RemoveVolumeReplica", applyRemoveReplica)
+	storage.HoldsDisks(tVolumes)
 }
 
 func getVolume(txn *memdb.Txn, id string) *Volume {
@@ -358,9 +371,9 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 		return nil, err
 	}
 	switch {
-	case cur.Attachment != nil:
+	case cur.Attachment != nil && !cur.Attachment.Repair:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is already attached to %s", cur.Name, attachedTo(cur.Attachment))
-	case cur.State != StateAvailable:
+	case cur.State != StateAvailable && (cur.Attachment == nil || !cur.Attachment.Repair):
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
 	case c.Attachment.VM == "" && c.Attachment.Node == "":
 		return nil, consensus.Errorf(consensus.CodeInvalid, "attach volume %s to a VM or a node", cur.Name)
@@ -368,6 +381,9 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 	v := *cur
 	a := c.Attachment
 	v.Attachment, v.State = &a, StateInUse
+	if cur.Attachment != nil {
+		v.Writer = "" // the repair's writer gives way
+	}
 	return save(tx, &v)
 }
 
@@ -468,4 +484,89 @@ func applySourceFilled(tx *consensus.Tx, c *SourceFilled) (any, error) {
 	src.Filled = true
 	v.Source = &src
 	return save(tx, &v)
+}
+
+type addReplicaCmd struct {
+	Volume  string  `json:"volume"`
+	Replica Replica `json:"replica"`
+}
+
+type removeReplicaCmd struct {
+	Volume  string `json:"volume"`
+	Replica string `json:"replica"`
+}
+
+// applyAddReplica adds a replica made in place of one being lost: stale
+// until the volume's writer has caught it up. A node holds one replica of
+// a volume, except where a replica moves between its disks.
+func applyAddReplica(tx *consensus.Tx, c *addReplicaCmd) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if len(cur.Replicas) > MaxReplicas {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s already has a replica on its way in", cur.Name)
+	}
+	for _, r := range cur.Replicas {
+		if r.ID == c.Replica.ID || r.Disk == c.Replica.Disk {
+			return nil, consensus.Errorf(consensus.CodeConflict, "volume %s already has replica %s on disk %s", cur.Name, r.ID, r.Disk)
+		}
+	}
+	if c.Replica.ID == "" || c.Replica.Node == "" || c.Replica.Disk == "" {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a replica names its ID, node and disk")
+	}
+	v := *cur
+	r := c.Replica
+	r.State = ReplicaStale
+	v.Replicas = append(append([]Replica(nil), cur.Replicas...), r)
+	return save(tx, &v)
+}
+
+// applyRemoveReplica drops a replica that was replaced; never one that
+// would leave fewer in-sync replicas than the floor, nor the last.
+func applyRemoveReplica(tx *consensus.Tx, c *removeReplicaCmd) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	v := *cur
+	v.Replicas = nil
+	found := false
+	for _, r := range cur.Replicas {
+		if r.ID == c.Replica {
+			found = true
+			continue
+		}
+		v.Replicas = append(v.Replicas, r)
+	}
+	switch {
+	case !found:
+		return nil, notFound("replica", c.Replica)
+	case len(v.Replicas) == 0 || v.inSync() < min(2, len(v.Replicas)):
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s: without replica %s fewer than %d replicas would be in sync", cur.Name, c.Replica, max(1, min(2, len(v.Replicas))))
+	}
+	return save(tx, &v)
+}
+
+// replicaDisks indexes a volume by the disks its replicas are on.
+type replicaDisks struct{}
+
+func (replicaDisks) FromObject(obj any) (bool, [][]byte, error) {
+	v := obj.(*Volume)
+	var out [][]byte
+	for _, r := range v.Replicas {
+		out = append(out, []byte(r.Disk+"\x00"))
+	}
+	return len(out) > 0, out, nil
+}
+
+func (replicaDisks) FromArgs(args ...any) ([]byte, error) {
+	if len(args) != 1 {
+		return nil, fmt.Errorf("one disk ID")
+	}
+	s, ok := args[0].(string)
+	if !ok {
+		return nil, fmt.Errorf("disk ID: want a string, got %T", args[0])
+	}
+	return []byte(s + "\x00"), nil
 }
