@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,6 +21,10 @@ func volumeURL(id string) templ.SafeURL { return templ.URL("/volumes/" + url.Pat
 
 // volumeAction is where a volume's forms post to.
 func volumeAction(id, action string) string { return "/volumes/" + url.PathEscape(id) + "/" + action }
+
+// volumeNameRE is the volume service's rule for names, checked here too so
+// the message is in the reader's language.
+var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // volumeActions are the actions the action route accepts.
 var volumeActions = []string{"attach", "detach", "extend", "delete"}
@@ -223,6 +228,10 @@ func (s *server) createVolume(w http.ResponseWriter, r *http.Request, v *view) {
 			return
 		}
 		s.render(w, r, formStatus, volumesPage(v, d))
+	}
+	if !volumeNameRE.MatchString(f.Name) {
+		again("name", v.T("volumes.name_bad"))
+		return
 	}
 	size, ok := parseGiB(f.Size)
 	if !ok {

@@ -35,6 +35,7 @@ func volumesEN() map[string]string {
 		"volumes.unavailable":   "Volumes are not available on this appliance.",
 		"volumes.deleted":       "Volume %s was deleted.",
 		"volumes.size_bad":      "Enter a size in whole GiB, at least 1.",
+		"volumes.name_bad":      "A name is 1–63 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 
 		"volstate.creating":  "Being made",
 		"volstate.available": "Ready",
@@ -147,6 +148,7 @@ func volumesZH() map[string]string {
 		"volumes.unavailable":   "此设备上不提供云硬盘。",
 		"volumes.deleted":       "云硬盘 %s 已删除。",
 		"volumes.size_bad":      "请输入以 GiB 为单位的整数大小，至少为 1。",
+		"volumes.name_bad":      "名称为 1–63 个字母、数字、“.”、“_”或“-”，须以字母或数字开头。",
 
 		"volstate.creating":  "创建中",
 		"volstate.available": "就绪",

@@ -107,6 +107,13 @@ func TestVolumesThroughForms(t *testing.T) {
 		t.Fatalf("size 0: %d", p.status)
 	}
 	mustContain(t, p, `id="volume-size-error" role="alert">Enter a size in whole GiB, at least 1.`, `value="scans"`)
+	b.lang = "zh-CN"
+	p = b.post("/volumes", volForm("bad name!", "2"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("bad name: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-name-error" role="alert">名称为 1–63 个字母`, `value="bad name!"`)
+	b.lang = ""
 	p = b.post("/volumes", volForm("web1-boot", "2"))
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("duplicate: %d", p.status)
@@ -176,6 +183,13 @@ func TestVolumesThroughForms(t *testing.T) {
 	p = b.get("/volumes/" + vm.Spec.BootVolume)
 	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists")
 	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`)
+	// Asked anyway, the service's refusal shows where the button would be.
+	bootAt := "/volumes/" + vm.Spec.BootVolume
+	p = b.post(bootAt+"/detach", b.formOn(bootAt, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("detach the boot volume: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-detach-error" role="alert">Conflict: volume web1-boot is VM `+vmID+`&#39;s boot disk: it stays attached while the VM exists`)
 
 	// The VM has never run, so the data volume may go; then it is deleted.
 	p = act("detach", url.Values{})
