@@ -117,19 +117,23 @@ func TestVolumesInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "volumes-created")
 
-	// Attach it to the VM.
+	// Attach it to the VM. The page still shows the creation's message
+	// until htmx swaps in the answer, so what is awaited is the change.
 	if err := chromedp.Do(ctx,
 		chromedp.SetValue(chromedp.CSS("#volume-attach-vm"), vmID),
 		chromedp.Click(chromedp.CSS("#volume-attach")),
-		chromedp.WaitVisible(chromedp.CSS("#flash")),
 	); err != nil {
 		screenshot(t, ctx, "volumes-attach-failed")
 		t.Fatalf("attach the volume: %v", err)
 	}
-	if used, _ := textOf(ctx, "#volume-attached"); !strings.Contains(used, "pacs-viewer") {
-		screenshot(t, ctx, "volumes-attach-failed")
-		t.Fatalf("after attaching, the volume is used by %q", used)
-	}
+	testutil.WaitFor(t, 15*time.Second, "the volume used by the VM", func() error {
+		used, _ := textOf(ctx, "#volume-attached")
+		flash, _ := textOf(ctx, "#flash")
+		if !strings.Contains(used, "pacs-viewer") || !strings.Contains(flash, "attached") {
+			return fmt.Errorf("used by %q, message %q", used, flash)
+		}
+		return nil
+	})
 	// The VM has never run, so detaching is offered; deleting is not.
 	waitCount(t, ctx, "the detach button", "#volume-detach", 1, 5*time.Second)
 	waitCount(t, ctx, "no delete button", "#volume-delete", 0, 5*time.Second)
@@ -189,13 +193,17 @@ func TestVolumesInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#nav-volumes")),
 		chromedp.WaitVisible(chromedp.CSS("#volumes")),
 		chromedp.Click(chromedp.CSS("#lang-zh")),
-		chromedp.WaitVisible(chromedp.CSS("#volumes")),
 	); err != nil {
 		t.Fatal(err)
 	}
-	if txt, _ := textOf(ctx, "#volumes"); !strings.Contains(txt, "启动盘") || !strings.Contains(txt, "3 个副本，全部是最新的") {
-		t.Errorf("the volume list in Chinese: %q", txt)
-	}
+	testutil.WaitFor(t, 15*time.Second, "the volume list in Chinese", func() error {
+		lang, err := chromedp.Run(ctx, chromedp.Evaluate[string]("document.documentElement.lang"))
+		txt, _ := textOf(ctx, "#volumes")
+		if err != nil || lang != "zh-CN" || !strings.Contains(txt, "启动盘") || !strings.Contains(txt, "3 个副本，全部是最新的") {
+			return fmt.Errorf("page language %q (%v), list %q", lang, err, txt)
+		}
+		return nil
+	})
 	screenshot(t, ctx, "volumes-zh")
 }
 
