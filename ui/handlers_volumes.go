@@ -206,6 +206,40 @@ func (s *server) volumesPage(w http.ResponseWriter, r *http.Request, v *view) {
 	s.render(w, r, http.StatusOK, volumesPage(v, d))
 }
 
+// volumesFragment is the htmx auto-refresh of the volume list.
+func (s *server) volumesFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	if s.volumes == nil {
+		s.volumeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.volumesData(v, volumeForm{})
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, volumesPanel(v, d))
+}
+
+// volumeFragment is the htmx auto-refresh of a volume's facts. Once the
+// volume is gone, htmx is sent to the list instead.
+func (s *server) volumeFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	if s.volumes == nil {
+		s.volumeUnavailable(w, r, v)
+		return
+	}
+	d, err := s.volumeData(v, r.PathValue("volume"))
+	if consensus.ErrorCode(err) == consensus.CodeNotFound {
+		w.Header().Set("HX-Redirect", "/volumes")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, volumeFacts(v, d))
+}
+
 // parseGiB reads a size field: a whole number of GiB, at least 1.
 func parseGiB(s string) (int64, bool) {
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
@@ -323,7 +357,10 @@ func (s *server) volumePage(w http.ResponseWriter, r *http.Request, v *view) {
 // volumeAction attaches, detaches, extends or deletes a volume. The
 // buttons are offered only when the action is allowed; a refusal that
 // happens anyway (the VM was started meanwhile) shows the service's reason
-// next to the form it came from.
+// next to the form it came from. The forms send no version: a volume's
+// version moves with every change of a copy's state, and what the buttons
+// ask for is meant whatever happened meanwhile (the service refuses what
+// no longer makes sense, as it does for VMs' power buttons).
 func (s *server) volumeAction(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "volumes"
 	if s.volumes == nil {
@@ -350,13 +387,9 @@ func (s *server) volumeAction(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	refused := func(err error, value string) {
 		s.logErr(r, err)
-		msg := errorText(v.tr, err)
-		if consensus.ErrorCode(err) == consensus.CodePreconditionFailed {
-			msg = v.T("volume.changed")
-		}
-		again(action, msg, value)
+		again(action, errorText(v.tr, err), value)
 	}
-	ver := formVersion(r)
+	const ver = 0
 	var (
 		vol *volume.Volume
 		err error

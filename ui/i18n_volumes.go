@@ -70,7 +70,6 @@ func volumesEN() map[string]string {
 		"volume.delete_confirm":  "Delete volume %s and all its data? This cannot be undone.",
 		"volume.delete":          "Delete volume",
 		"volume.delete_detached": "A volume can be deleted once it is detached.",
-		"volume.changed":         "Someone changed this volume meanwhile. Check it below and try again.",
 		"volume.pick_vm":         "Choose a VM.",
 		"volume.grow_only":       "The volume is %d GiB: enter a larger size. Volumes never shrink.",
 
@@ -183,7 +182,6 @@ func volumesZH() map[string]string {
 		"volume.delete_confirm":  "删除云硬盘 %s 及其所有数据？此操作无法撤销。",
 		"volume.delete":          "删除云硬盘",
 		"volume.delete_detached": "云硬盘卸载后才能删除。",
-		"volume.changed":         "其他人刚刚修改了此云硬盘。请查看下方信息后重试。",
 		"volume.pick_vm":         "请选择一台虚拟机。",
 		"volume.grow_only":       "云硬盘当前为 %d GiB：请输入更大的值。云硬盘不能缩小。",
 

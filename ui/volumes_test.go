@@ -129,19 +129,9 @@ func TestVolumesThroughForms(t *testing.T) {
 		"Replicas (1): node1: in_sync", `id="volume-attach-form"`, `<option value="`+vmID+`">web1</option>`,
 		`id="volume-extend-form"`, `id="volume-delete-form"`, `hx-confirm="Delete volume scans and all its data?`)
 	mustNotContain(t, p, `id="volume-detach-form"`)
-	version := func(p page) string {
-		t.Helper()
-		m := regexp.MustCompile(`name="version" value="(\d+)"`).FindStringSubmatch(p.body)
-		if m == nil {
-			t.Fatalf("no version on %s", p.path)
-		}
-		return m[1]
-	}
 	act := func(action string, form url.Values) page {
 		t.Helper()
-		on := b.get("/volumes/" + volID)
-		form.Set("csrf", on.csrf(t))
-		form.Set("version", version(on))
+		form.Set("csrf", b.get("/volumes/"+volID).csrf(t))
 		return b.post("/volumes/"+volID+"/"+action, form)
 	}
 
@@ -202,6 +192,21 @@ func TestVolumesThroughForms(t *testing.T) {
 		t.Fatalf("delete: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	mustContain(t, p, "Volume scans was deleted.")
+	// The list refreshes itself; the page of a deleted volume sends htmx to the list.
+	p = b.get("/volumes/list")
+	if p.status != http.StatusOK || !strings.HasPrefix(p.body, `<section id="volume-list" hx-get="/volumes/list" hx-trigger="every 5s"`) {
+		t.Fatalf("list fragment: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, `data-name="web1-boot"`)
+	mustNotContain(t, p, `data-name="scans"`)
+	if p := b.get("/volumes/" + volID + "/status"); p.status != http.StatusNoContent || p.header.Get("HX-Redirect") != "/volumes" {
+		t.Fatalf("status of a deleted volume: %d %q", p.status, p.header.Get("HX-Redirect"))
+	}
+	p = b.get("/volumes/" + vm.Spec.BootVolume + "/status")
+	if p.status != http.StatusOK || !strings.HasPrefix(p.body, `<section class="card" id="volume"`) {
+		t.Fatalf("status fragment: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, "1 copy only")
 	if _, err := e.volumes.Get(root, volID); err == nil {
 		t.Fatal("the deleted volume is still there")
 	}
