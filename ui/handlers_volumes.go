@@ -383,6 +383,9 @@ func (s *server) volumeAction(w http.ResponseWriter, r *http.Request, v *view) {
 			return
 		}
 		d.ErrAction, d.Err, d.Extend = field, msg, value
+		if !d.Row.CanChange {
+			v.err = msg // there is no form to show it next to
+		}
 		s.render(w, r, formStatus, volumePage(v, d))
 	}
 	refused := func(err error, value string) {

@@ -277,3 +277,45 @@ func TestVolumeRedundancyText(t *testing.T) {
 		t.Errorf("tech line: %q", got)
 	}
 }
+
+// A project's reader sees its volumes and nothing to change them with; a
+// member gets the controls; the service refuses the reader's request anyway.
+func TestVolumeControlsFollowRoles(t *testing.T) {
+	e, _, root, pr, _, _ := volumeSetup(t)
+	ctx := context.Background()
+	for name, role := range map[string]identity.Role{"clerk": identity.RoleReader, "nurse": identity.RoleMember} {
+		if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: name, Password: "correct horse"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.SetMember(ctx, root, pr.Name, name, role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol, err := e.volumes.Create(ctx, root, volume.Create{Name: "archive", SizeGiB: 1, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "/volumes/" + vol.ID
+	clerk := e.browser()
+	clerk.login("clerk", "correct horse")
+	p := clerk.get("/volumes")
+	mustContain(t, p, `data-name="archive"`, `id="volume-no-project"`)
+	mustNotContain(t, p, `id="volume-form"`)
+	p = clerk.get(at)
+	mustContain(t, p, `id="volume-redundancy"`)
+	mustNotContain(t, p, `id="volume-change"`)
+	p = clerk.post(at+"/delete", clerk.formOn(at, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("the reader's delete: %d at %s", p.status, p.path)
+	}
+	mustContain(t, p, `id="error">Not allowed: not allowed to change volume archive`)
+	if _, err := e.volumes.Get(root, vol.ID); err != nil {
+		t.Fatalf("the reader deleted the volume: %v", err)
+	}
+	nurse := e.browser()
+	nurse.login("nurse", "correct horse")
+	p = nurse.get(at)
+	mustContain(t, p, `id="volume-change"`, `id="volume-extend-form"`, `id="volume-delete-form"`)
+	p = nurse.get("/volumes")
+	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`)
+}
