@@ -319,3 +319,68 @@ func TestVolumeControlsFollowRoles(t *testing.T) {
 	p = nurse.get("/volumes")
 	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`)
 }
+
+// placeAndReport puts a VM on node1 (a host reported for it) in the given
+// state, as a node's agent would report it.
+func placeAndReport(t *testing.T, e *env, vmID, state string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	host := map[string]any{"name": "node1", "vcpus": 16, "ram_mib": 65536, "accel": "tcg", "reported_at": now}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportHost, host, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Placing twice is refused; the first placement is what counts.
+	_, _ = e.node.Apply(ctx, hypervisor.MsgPlaceVM, map[string]any{"id": vmID, "node": "node1", "at": now}, nil)
+	report := map[string]any{"id": vmID, "node": "node1", "status": map[string]any{"state": state, "updated_at": now}}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportVM, report, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A data volume of a running VM is not offered for detaching: the page
+// says to stop the VM, and the service's refusal of a request sent anyway
+// shows next to where the button would be. Once the VM is stopped, the
+// button is there and works.
+func TestDetachNeedsAStoppedVM(t *testing.T) {
+	e, b, root, pr, fl, img := volumeSetup(t)
+	ctx := context.Background()
+	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "ris", Project: pr.ID, Image: img.ID, Flavor: fl.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeAndReport(t, e, vm.ID, hypervisor.StateRunning)
+	vol, err := e.volumes.Create(ctx, root, volume.Create{Name: "reports", SizeGiB: 1, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "/volumes/" + vol.ID
+	p := b.post(at+"/attach", b.formOn(at, url.Values{"vm": {vm.ID}}))
+	if p.status != http.StatusOK || p.path != at+"?done=attach" {
+		t.Fatalf("attach to a running VM: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, `id="volume-detach-why"`, "To detach this volume, stop VM ris first.")
+	mustNotContain(t, p, `id="volume-detach-form"`)
+	p = b.get("/vms/" + vm.ID)
+	mustContain(t, p, `id="vm-boot-disk" data-kind="volume"`, `data-name="ris-boot" data-boot="true"`, `data-name="reports" data-boot="false"`)
+
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("detach from a running VM: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-detach-error" role="alert">Conflict: VM ris is running: stop it before detaching volume reports`)
+	b.lang = "zh-CN"
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	mustContain(t, p, `id="volume-detach-error" role="alert">`, "要卸载此云硬盘，请先停止虚拟机 ris。")
+	b.lang = ""
+
+	if _, err := e.compute.Do(ctx, root, vm.ID, hypervisor.OpStop, 0); err != nil {
+		t.Fatal(err)
+	}
+	placeAndReport(t, e, vm.ID, hypervisor.StateStopped)
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	if p.status != http.StatusOK || p.path != at+"?done=detach" {
+		t.Fatalf("detach from a stopped VM: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The volume was detached.")
+}
