@@ -22,6 +22,7 @@ import (
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // env is a real single-node cluster with the identity service (and, from
@@ -42,6 +43,9 @@ type env struct {
 	// Set by newComputeEnv only.
 	compute *hypervisor.Service
 	images  *hypervisor.Images
+
+	// Set by newVolumeEnv only.
+	volumes *volume.Service
 }
 
 func newEnv(t *testing.T) *env {
@@ -67,6 +71,39 @@ func newStorageEnv(t *testing.T) *env {
 // and the default VM network. There are no hosts: VMs stay unscheduled.
 func newComputeEnv(t *testing.T) *env {
 	t.Helper()
+	e := startCompute(t)
+	d := e.deps()
+	d.Compute, d.Images = e.compute, e.images
+	e.serve(d)
+	return e
+}
+
+// newVolumeEnv is newComputeEnv with block volumes, whose replicas are
+// only pretended: the provisioner makes none, so volumes exist in the
+// replicated state alone (enough for every page). VMs boot from volumes.
+func newVolumeEnv(t *testing.T) *env {
+	t.Helper()
+	e := startCompute(t)
+	e.volumes = volume.NewService(volume.Deps{Cluster: e.node, Identity: e.svc, Provisioner: nopProvisioner{},
+		VMs: e.compute, Images: e.compute.FindImage, Logger: testLogger(t)})
+	e.compute.SetVolumes(e.volumes)
+	d := e.deps()
+	d.Compute, d.Images, d.Volumes = e.compute, e.images, e.volumes
+	e.serve(d)
+	return e
+}
+
+// nopProvisioner makes, grows and removes replicas that do not exist.
+type nopProvisioner struct{}
+
+func (nopProvisioner) Create(context.Context, string, string, string, int64) error { return nil }
+func (nopProvisioner) Remove(context.Context, string, string) error                { return nil }
+func (nopProvisioner) Resize(context.Context, string, string, uint64, int64) error { return nil }
+
+// startCompute starts storage and compute with the default VM network,
+// without serving the UI yet.
+func startCompute(t *testing.T) *env {
+	t.Helper()
 	e := startStorage(t, true)
 	nw := netfabric.Network{ID: hypervisor.DefaultNetwork, Name: "default", CIDR: "10.213.0.0/16", CreatedAt: time.Now().UTC()}
 	if _, err := e.node.Apply(context.Background(), netfabric.MsgCreateNetwork, &nw, nil); err != nil {
@@ -75,9 +112,6 @@ func newComputeEnv(t *testing.T) *env {
 	if err := hypervisor.EnsureConsoleKey(context.Background(), e.node); err != nil {
 		t.Fatal(err)
 	}
-	d := e.deps()
-	d.Compute, d.Images = e.compute, e.images
-	e.serve(d)
 	return e
 }
 
@@ -103,6 +137,7 @@ func startStorage(t *testing.T, compute bool) *env {
 		if compute {
 			hypervisor.Register(reg)
 			netfabric.Register(reg)
+			volume.Register(reg)
 		}
 	}
 	// The disks live under a directory taken before anything starts, so its

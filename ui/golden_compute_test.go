@@ -3,6 +3,7 @@ package ui
 import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // goldenCompute is the data of the VM and image golden pages: a running VM,
@@ -33,6 +34,9 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 			{ID: "vm-1-3", VM: "vm-1", Time: goldenTime, Kind: "state", Message: "running", Node: "node2"},
 			{ID: "vm-1-4", VM: "vm-1", Time: goldenTime, Kind: "future-kind", Message: "something new"},
 		}}
+	vm.VM.Spec.BootVolume = "vol-1"
+	bootVol, dataVol, _, _ := goldenVolumeSet(&vm.VM)
+	vm.Volumes = []volumeRow{bootVol, dataVol}
 	radiology := identity.Project{ID: "p-1", Name: "radiology"}
 	imgs := imagesData{Admin: true, Projects: []identity.Project{radiology, {ID: "p-2", Name: "icu"}}, Import: importForm{Project: "p-1"},
 		Images: []imageRow{
@@ -47,7 +51,54 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 }
 
 func goldenFlavors() []identity.Flavor {
-	return []identity.Flavor{{ID: "fl-2", Name: "m1.large", VCPUs: 4, RAMMiB: 8192, DiskGiB: 80}, {ID: "fl-1", Name: "m1.small", VCPUs: 2, RAMMiB: 2048, DiskGiB: 20}}
+	return []identity.Flavor{{ID: "fl-2", Name: "m1.large", VCPUs: 4, RAMMiB: 8192, DiskGiB: 80}, {ID: "fl-1", Name: "m1.small", VCPUs: 2, RAMMiB: 2048, DiskGiB: 20},
+		{ID: "fl-3", Name: "scratch", VCPUs: 2, RAMMiB: 2048, DiskGiB: 10, LocalDisk: true}}
+}
+
+// goldenVolumeSet is a running VM's boot volume (three copies up to
+// date) and data volume (one copy catching up, one waiting), a spare
+// volume with a single copy, and one that could not be made.
+func goldenVolumeSet(vm *hypervisor.VM) (boot, data, spare, broken volumeRow) {
+	reps := func(id string, states ...string) []volume.Replica {
+		var out []volume.Replica
+		for i, st := range states {
+			n := string(rune('1' + i))
+			out = append(out, volume.Replica{ID: id + "-r" + n, Node: "node" + n, Disk: "node" + n + "-d1", State: st})
+		}
+		return out
+	}
+	in, stale, rebuilding := volume.ReplicaInSync, volume.ReplicaStale, volume.ReplicaRebuilding
+	boot = volumeRow{Volume: volume.Volume{ID: "vol-1", Name: "pacs-viewer-boot", ProjectID: "p-1", SizeBytes: 20 * volume.GiB, State: volume.StateInUse,
+		Replicas: reps("vol-1", in, in, in), Writer: "node2", Epoch: 3,
+		Attachment: &volume.Attachment{Node: "node2", VM: vm.ID, At: goldenTime, Boot: true, DeleteWithVM: true},
+		Source:     &volume.Source{Image: "img-1", Filled: true}, CreatedAt: goldenTime, Version: 40},
+		ProjectName: "radiology", VMName: vm.Name, VM: vm, CanChange: true}
+	data = volumeRow{Volume: volume.Volume{ID: "vol-2", Name: "scans", ProjectID: "p-1", SizeBytes: 100 * volume.GiB, State: volume.StateInUse,
+		Replicas: reps("vol-2", in, rebuilding, stale), Writer: "node2", Epoch: 5,
+		Attachment: &volume.Attachment{Node: "node2", VM: vm.ID, At: goldenTime}, CreatedAt: goldenTime, Version: 41},
+		ProjectName: "radiology", VMName: vm.Name, VM: vm, CanChange: true}
+	spare = volumeRow{Volume: volume.Volume{ID: "vol-3", Name: "spare <b>", ProjectID: "p-1", SizeBytes: 5 * volume.GiB, State: volume.StateAvailable,
+		Replicas: reps("vol-3", in), Source: &volume.Source{Image: "img-1"}, CreatedAt: goldenTime, Version: 42},
+		ProjectName: "radiology", CanChange: true}
+	broken = volumeRow{Volume: volume.Volume{ID: "vol-4", Name: "broken", ProjectID: "p-2", SizeBytes: 1 * volume.GiB, State: volume.StateError,
+		Replicas: reps("vol-4", in, in), CreatedAt: goldenTime, Version: 43}, ProjectName: "icu"}
+	return boot, data, spare, broken
+}
+
+// goldenVolumes is the volume list, a detached volume's page (with a
+// refused extend) and an attached data volume's page.
+func goldenVolumes() (volumesData, volumeData, volumeData) {
+	_, vm, imgs := goldenCompute()
+	boot, data, spare, broken := goldenVolumeSet(&vm.VM)
+	list := volumesData{Volumes: []volumeRow{boot, data, spare, broken}, Projects: []identity.Project{{ID: "p-1", Name: "radiology"}},
+		Images: []hypervisor.Image{imgs.Images[0].Image}, CanPlace: true,
+		Form: volumeForm{Name: "scans", Size: "10", Project: "p-1", ErrField: "name", Err: "Already exists: volume scans exists in project radiology"}}
+	stopped := vm.VM
+	stopped.ID, stopped.Name, stopped.Desired, stopped.Status.State = "vm-9", "archive", hypervisor.DesiredStopped, hypervisor.StateStopped
+	detached := volumeData{Row: spare, Image: "debian-12", VMs: []hypervisor.VM{stopped, vm.VM}, ErrAction: "extend",
+		Err: "The volume is 5 GiB: enter a larger size. Volumes never shrink.", Extend: "4"}
+	attached := volumeData{Row: data, Image: "—", VMs: []hypervisor.VM{vm.VM}}
+	return list, detached, attached
 }
 
 func goldenNewVM() newVMData {
@@ -56,7 +107,9 @@ func goldenNewVM() newVMData {
 		Projects: []identity.Project{{ID: "p-1", Name: "radiology"}, {ID: "p-2", Name: "icu"}},
 		Images:   []hypervisor.Image{imgs.Images[0].Image, imgs.Images[1].Image},
 		Flavors:  goldenFlavors(),
-		Form:     vmForm{Name: "pacs 2", Project: "p-2", Image: "img-1", Flavor: "fl-1", SSHKeys: "ssh-ed25519 AAAA nurse@ward", DataDisk: "50"},
+		Form: vmForm{Name: "pacs 2", Project: "p-2", Image: "img-1", Flavor: "fl-1", SSHKeys: "ssh-ed25519 AAAA nurse@ward", DataDisk: "50",
+			BootDisk: "volume", BootSize: "10", ErrField: "boot_size", Err: "Size m1.small has a 20 GiB disk: the boot volume must be at least that large."},
+		VolumesOK: true,
 	}
 }
 

@@ -52,7 +52,8 @@ func TestGoldenPages(t *testing.T) {
 		CanManage: true,
 		Member:    memberForm{Role: "member"},
 	}
-	flavors := []identity.Flavor{{Name: "m1.small", VCPUs: 1, RAMMiB: 2048, DiskGiB: 20}, {Name: "m1.large", VCPUs: 4, RAMMiB: 8192, DiskGiB: 80}}
+	flavors := []identity.Flavor{{Name: "m1.small", VCPUs: 1, RAMMiB: 2048, DiskGiB: 20}, {Name: "m1.large", VCPUs: 4, RAMMiB: 8192, DiskGiB: 80},
+		{Name: "scratch", VCPUs: 2, RAMMiB: 2048, DiskGiB: 10, LocalDisk: true}}
 	audit := auditData{Action: "project.", Entries: []identity.AuditEntry{
 		{Time: goldenTime, UserName: "root", Action: "project.create", Resource: "radiology", Result: "success", RemoteAddr: "10.0.0.9:51234", Node: "node1"},
 		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Node: "node2"},
@@ -95,34 +96,45 @@ func TestGoldenPages(t *testing.T) {
 	}
 
 	vms, vm, imgs := goldenCompute()
+	vols, volDetached, volAttached := goldenVolumes()
+	localVM := vm
+	localVM.VM.Spec.BootVolume, localVM.Volumes = "", nil
+	newLocal := goldenNewVM()
+	newLocal.VolumesOK, newLocal.Form = false, vmForm{}
 
 	pages := map[string]templ.Component{
-		"vms_en":          vmsPage(goldenView(langEN, false, "vms"), vms),
-		"vms_zh":          vmsPage(goldenView(langZH, false, "vms"), vms),
-		"vm_new_en":       newVMPage(goldenView(langEN, false, "vms"), goldenNewVM()),
-		"vm_en":           vmPage(goldenView(langEN, false, "vms"), vm),
-		"vm_zh_reader":    vmPage(goldenView(langZH, false, "vms"), vmData{VM: readerCopy(vm.VM), ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
-		"console_en":      consolePage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/vnc?ticket=T"}),
-		"console_zh_none": consolePage(goldenView(langZH, false, "vms"), consoleData{VM: vm.VM, Error: "控制台不可用"}),
-		"serial_en":       serialPage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/serial?ticket=T"}),
-		"images_en":       imagesPage(goldenView(langEN, true, "images"), imgs),
-		"images_zh":       imagesPage(goldenView(langZH, false, "images"), imagesData{Images: imgs.Images[:1], Query: "deb", Projects: imgs.Projects[:1]}),
-		"login_en":        loginPage(goldenView(langEN, false, ""), "", "/dashboard"),
-		"setup_zh":        setupPage(withErr(goldenView(langZH, false, ""), "禁止"), setupForm{Code: "ABCD-EFGH", Username: "root"}),
-		"dashboard_en":    dashboardPage(goldenView(langEN, true, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true, JoinToken: "join-secret"}),
-		"dashboard_zh":    dashboardPage(goldenView(langZH, false, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true}),
-		"projects_en":     projectsPage(goldenView(langEN, true, "projects"), []identity.Project{{Name: "radiology", Description: "PACS", CreatedAt: goldenTime}}, projectForm{}),
-		"project_en":      projectPage(goldenView(langEN, true, "projects"), project),
-		"project_reader":  projectPage(goldenView(langEN, false, "projects"), projectData{Project: project.Project, Members: project.Members, Quota: project.Quota}),
-		"users_en":        usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
-		"flavors_zh":      flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
-		"audit_en":        auditPage(goldenView(langEN, true, "audit"), audit),
-		"account_zh":      accountPage(goldenView(langZH, true, "account"), goldenTokens(), identity.DefaultSettings),
-		"storage_en":      storagePage(goldenView(langEN, true, "storage"), pool),
-		"storage_zh":      storagePage(goldenView(langZH, true, "storage"), healthy),
-		"buckets_en":      bucketsPage(goldenView(langEN, false, "buckets"), buckets),
-		"bucket_zh":       bucketPage(goldenView(langZH, false, "buckets"), folder),
-		"bucket_reader":   bucketPage(goldenView(langEN, false, "buckets"), bucketData{Bucket: folder.Bucket, ProjectName: "radiology"}),
+		"vms_en":             vmsPage(goldenView(langEN, false, "vms"), vms),
+		"vms_zh":             vmsPage(goldenView(langZH, false, "vms"), vms),
+		"vm_new_en":          newVMPage(goldenView(langEN, false, "vms"), goldenNewVM()),
+		"vm_en":              vmPage(goldenView(langEN, false, "vms"), vm),
+		"vm_local_zh":        vmPage(goldenView(langZH, false, "vms"), localVM),
+		"vm_new_zh_local":    newVMPage(goldenView(langZH, false, "vms"), newLocal),
+		"volumes_en":         volumesPage(goldenView(langEN, true, "volumes"), vols),
+		"volumes_zh":         volumesPage(goldenView(langZH, false, "volumes"), vols),
+		"volume_en":          volumePage(goldenView(langEN, false, "volumes"), volDetached),
+		"volume_zh_attached": volumePage(goldenView(langZH, false, "volumes"), volAttached),
+		"vm_zh_reader":       vmPage(goldenView(langZH, false, "vms"), vmData{VM: readerCopy(vm.VM), ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
+		"console_en":         consolePage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/vnc?ticket=T"}),
+		"console_zh_none":    consolePage(goldenView(langZH, false, "vms"), consoleData{VM: vm.VM, Error: "控制台不可用"}),
+		"serial_en":          serialPage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/serial?ticket=T"}),
+		"images_en":          imagesPage(goldenView(langEN, true, "images"), imgs),
+		"images_zh":          imagesPage(goldenView(langZH, false, "images"), imagesData{Images: imgs.Images[:1], Query: "deb", Projects: imgs.Projects[:1]}),
+		"login_en":           loginPage(goldenView(langEN, false, ""), "", "/dashboard"),
+		"setup_zh":           setupPage(withErr(goldenView(langZH, false, ""), "禁止"), setupForm{Code: "ABCD-EFGH", Username: "root"}),
+		"dashboard_en":       dashboardPage(goldenView(langEN, true, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true, JoinToken: "join-secret"}),
+		"dashboard_zh":       dashboardPage(goldenView(langZH, false, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true}),
+		"projects_en":        projectsPage(goldenView(langEN, true, "projects"), []identity.Project{{Name: "radiology", Description: "PACS", CreatedAt: goldenTime}}, projectForm{}),
+		"project_en":         projectPage(goldenView(langEN, true, "projects"), project),
+		"project_reader":     projectPage(goldenView(langEN, false, "projects"), projectData{Project: project.Project, Members: project.Members, Quota: project.Quota}),
+		"users_en":           usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
+		"flavors_zh":         flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
+		"audit_en":           auditPage(goldenView(langEN, true, "audit"), audit),
+		"account_zh":         accountPage(goldenView(langZH, true, "account"), goldenTokens(), identity.DefaultSettings),
+		"storage_en":         storagePage(goldenView(langEN, true, "storage"), pool),
+		"storage_zh":         storagePage(goldenView(langZH, true, "storage"), healthy),
+		"buckets_en":         bucketsPage(goldenView(langEN, false, "buckets"), buckets),
+		"bucket_zh":          bucketPage(goldenView(langZH, false, "buckets"), folder),
+		"bucket_reader":      bucketPage(goldenView(langEN, false, "buckets"), bucketData{Bucket: folder.Bucket, ProjectName: "radiology"}),
 	}
 	for name, c := range pages {
 		t.Run(name, func(t *testing.T) {

@@ -28,6 +28,7 @@ func auditActions() []string {
 		"image.", "image.create", "image.import", "image.update", "image.delete",
 		"compute.settings",
 		"vm.console.open", "vm.console.close", "identity.settings.update",
+		"volume.", "volume.create", "volume.delete", "volume.extend", "volume.attach", "volume.detach", "vm.convert-disk",
 	}
 }
 

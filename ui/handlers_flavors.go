@@ -20,12 +20,13 @@ func (s *server) flavors(w http.ResponseWriter, r *http.Request, v *view) {
 func (s *server) createFlavor(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "flavors"
 	f := flavorForm{
-		Name:    strings.TrimSpace(r.PostFormValue("name")),
-		VCPUs:   strings.TrimSpace(r.PostFormValue("vcpus")),
-		RAMMiB:  strings.TrimSpace(r.PostFormValue("ram_mib")),
-		DiskGiB: strings.TrimSpace(r.PostFormValue("disk_gib")),
+		Name:      strings.TrimSpace(r.PostFormValue("name")),
+		VCPUs:     strings.TrimSpace(r.PostFormValue("vcpus")),
+		RAMMiB:    strings.TrimSpace(r.PostFormValue("ram_mib")),
+		DiskGiB:   strings.TrimSpace(r.PostFormValue("disk_gib")),
+		LocalDisk: r.PostFormValue("local_disk") == "true",
 	}
-	spec := identity.FlavorSpec{Name: f.Name}
+	spec := identity.FlavorSpec{Name: f.Name, LocalDisk: f.LocalDisk}
 	for _, n := range []struct {
 		in, label string
 		out       *int64

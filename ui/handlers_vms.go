@@ -203,6 +203,7 @@ func (s *server) newVMData(v *view, f vmForm) newVMData {
 	if d.Form.Project == "" && len(writable) > 0 {
 		d.Form.Project = writable[0].ID
 	}
+	d.VolumesOK = s.volumes != nil && s.volumes.CanPlace()
 	return d
 }
 
@@ -223,7 +224,12 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	f := vmForm{Name: strings.TrimSpace(r.PostFormValue("name")), Project: r.PostFormValue("project"),
 		Image: r.PostFormValue("image"), Flavor: r.PostFormValue("flavor"), SSHKeys: r.PostFormValue("ssh_keys"),
-		UserData: r.PostFormValue("user_data"), DataDisk: strings.TrimSpace(r.PostFormValue("data_disk_gib"))}
+		UserData: r.PostFormValue("user_data"), DataDisk: strings.TrimSpace(r.PostFormValue("data_disk_gib")),
+		BootDisk: r.PostFormValue("boot_disk"), BootSize: strings.TrimSpace(r.PostFormValue("boot_volume_gib"))}
+	again := func(field, msg string) {
+		f.ErrField, f.Err = field, msg
+		s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
+	}
 	req := hypervisor.VMCreate{Name: f.Name, Project: f.Project, Image: f.Image, Flavor: f.Flavor, UserData: f.UserData}
 	for _, line := range strings.Split(f.SSHKeys, "\n") {
 		if k := strings.TrimSpace(line); k != "" {
@@ -233,11 +239,31 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request, v *view) {
 	if f.DataDisk != "" {
 		n, err := strconv.ParseInt(f.DataDisk, 10, 64)
 		if err != nil {
-			v.err = v.Tf("common.bad_number", v.T("vmnew.disk"))
-			s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
+			again("data_disk", v.Tf("common.bad_number", v.T("vmnew.disk")))
 			return
 		}
 		req.DataDisks = []int64{n}
+	}
+	switch {
+	case f.BootDisk == "local":
+		req.LocalDisk = true // the size field belongs to the other choice
+	case f.BootSize != "":
+		n, ok := parseGiB(f.BootSize)
+		if !ok {
+			again("boot_size", v.Tf("common.bad_number", v.T("vmnew.boot_size")))
+			return
+		}
+		if fl, err := s.id.GetFlavor(f.Flavor); err == nil {
+			if fl.LocalDisk {
+				again("boot_size", v.Tf("vmnew.flavor_local", fl.Name))
+				return
+			}
+			if n < fl.DiskGiB {
+				again("boot_size", v.Tf("vmnew.boot_too_small", fl.Name, fl.DiskGiB))
+				return
+			}
+		}
+		req.BootVolumeGiB = n
 	}
 	vm, err := s.compute.CreateVM(r.Context(), v.p, req)
 	if err != nil {
@@ -276,8 +302,20 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 			d.ImageName = img.Name
 		}
 	}
+	d.Volumes = s.vmVolumes(v, vm)
 	return d, nil
 }
+
+// bootDiskKind is "volume" for a VM that boots from a replicated volume,
+// "local" for one whose boot disk lives on its node.
+func bootDiskKind(vm *hypervisor.VM) string {
+	if vm.Spec.BootVolume != "" {
+		return "volume"
+	}
+	return "local"
+}
+
+func boolAttr(b bool) string { return strconv.FormatBool(b) }
 
 func (s *server) vm(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "vms"

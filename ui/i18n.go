@@ -2,6 +2,7 @@ package ui
 
 import (
 	"fmt"
+	"maps"
 	"net/http"
 	"sort"
 	"strconv"
@@ -22,7 +23,10 @@ const langCookie = "lang"
 // handler rather than held in package variables, so nothing can mutate them
 // behind another handler's back.
 func catalogs() map[string]map[string]string {
-	return map[string]map[string]string{langEN: catalogEN(), langZH: catalogZH()}
+	en, zh := catalogEN(), catalogZH()
+	maps.Copy(en, volumesEN())
+	maps.Copy(zh, volumesZH())
+	return map[string]map[string]string{langEN: en, langZH: zh}
 }
 
 // translator renders message keys in one language.

@@ -13,6 +13,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 func TestCatalogsHaveSameKeys(t *testing.T) {
@@ -113,6 +114,15 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 		used = append(used, "vmevent."+k)
 	}
 	used = append(used, "vmdone.create", "vmdone.rename", "vmdone.resize")
+	for _, st := range []string{volume.StateCreating, volume.StateAvailable, volume.StateInUse, volume.StateError} {
+		used = append(used, "volstate."+st)
+	}
+	for _, a := range volumeActions {
+		if a != "delete" {
+			used = append(used, "voldone."+a)
+		}
+	}
+	used = append(used, "voldone.create", "vmevent.attach", "vmevent.detach", "vmevent.convert-disk")
 	for _, vis := range visibilities(true, "") {
 		used = append(used, "visibility."+vis)
 	}

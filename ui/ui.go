@@ -13,6 +13,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // Deps are the UI's explicit dependencies; the agent fills them in.
@@ -34,6 +35,9 @@ type Deps struct {
 	// WebSockets the tickets are for.
 	Compute *hypervisor.Service
 	Images  *hypervisor.Images
+	// Volumes: block volumes. nil: the volume pages say they are
+	// unavailable, and VMs get a local boot disk.
+	Volumes *volume.Service
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -48,6 +52,7 @@ type server struct {
 	gc        func() storage.GCStats
 	compute   *hypervisor.Service
 	images    *hypervisor.Images
+	volumes   *volume.Service
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -83,6 +88,7 @@ func New(d Deps) (http.Handler, error) {
 		gc:        d.GCStats,
 		compute:   d.Compute,
 		images:    d.Images,
+		volumes:   d.Volumes,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -146,6 +152,12 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /vms/{vm}/resize", s.authed(s.resizeVM))
 	mux.Handle("GET /vms/{vm}/console", s.authed(s.console))
 	mux.Handle("GET /vms/{vm}/serial", s.authed(s.serial))
+	mux.Handle("GET /volumes", s.authed(s.volumesPage))
+	mux.Handle("POST /volumes", s.authed(s.createVolume))
+	mux.Handle("GET /volumes/list", s.authed(s.volumesFragment))
+	mux.Handle("GET /volumes/{volume}", s.authed(s.volumePage))
+	mux.Handle("GET /volumes/{volume}/status", s.authed(s.volumeFragment))
+	mux.Handle("POST /volumes/{volume}/{action}", s.authed(s.volumeAction))
 	mux.Handle("GET /images", s.authed(s.imagesPage))
 	mux.Handle(imageUploadRoute, s.authed(s.uploadImage))
 	mux.Handle("POST /images/import", s.authed(s.importImage))

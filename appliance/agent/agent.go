@@ -214,6 +214,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		GCStats:   a.sweeper.Stats,
 		Compute:   a.compute,
 		Images:    a.images,
+		Volumes:   a.volumes,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},

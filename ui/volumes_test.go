@@ -1,0 +1,386 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+// volumeSetup signs root in on a volume env with a project, a 1 GiB
+// flavor and an image, once a volume can be placed.
+func volumeSetup(t *testing.T) (*env, *browser, *identity.Principal, *identity.Project, *identity.Flavor, *hypervisor.Image) {
+	t.Helper()
+	e := newVolumeEnv(t)
+	e.admin("root", "correct horse")
+	e.waitDisks(2)
+	testutil.WaitFor(t, 15*time.Second, "room for a volume", func() error {
+		if !e.volumes.CanPlace() {
+			return fmt.Errorf("no disk for a volume yet")
+		}
+		return nil
+	})
+	root := adminPrincipal(t, e)
+	ctx := context.Background()
+	pr, err := e.svc.CreateProject(ctx, root, identity.ProjectSpec{Name: "radiology"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl, err := e.svc.CreateFlavor(ctx, root, identity.FlavorSpec{Name: "m1.small", VCPUs: 1, RAMMiB: 512, DiskGiB: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := e.browser()
+	b.login("root", "correct horse")
+	if p := b.uploadImage(qcow2(t), url.Values{"name": {"debian-12"}, "project": {pr.ID}}); p.status != http.StatusCreated {
+		t.Fatalf("upload: %d\n%s", p.status, p.body)
+	}
+	img, err := e.images.Get(root, "debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e, b, root, pr, fl, img
+}
+
+var volPathRE = regexp.MustCompile(`^/volumes/(vol-[0-9a-f]+)\?done=create$`)
+
+// A VM made with the form boots from a replicated volume of the size
+// asked for; a volume made on the volumes page is attached to it, shown on
+// its page after the boot disk, grown, detached and deleted, each action
+// offered only when the service would allow it.
+func TestVolumesThroughForms(t *testing.T) {
+	e, b, root, pr, fl, img := volumeSetup(t)
+
+	p := b.get("/vms/new")
+	mustContain(t, p, `id="vm-boot-volume" name="boot_disk" value="volume" checked`, `id="vm-boot-size" name="boot_volume_gib"`,
+		`id="vm-boot-local" name="boot_disk" value="local"`)
+	vmForm := func(name, boot, size string) url.Values {
+		return b.formOn("/vms/new", url.Values{"name": {name}, "project": {pr.ID}, "image": {img.ID}, "flavor": {fl.ID},
+			"boot_disk": {boot}, "boot_volume_gib": {size}})
+	}
+	p = b.post("/vms", vmForm("web1", "volume", "lots"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("boot size lots: %d", p.status)
+	}
+	mustContain(t, p, `<p class="field-error" id="vm-boot-size-error" role="alert">Boot volume size (GiB) must be a whole number</p>`, `value="lots"`)
+	p = b.post("/vms", vmForm("web1", "volume", "3"))
+	m := vmPathRE.FindStringSubmatch(p.path)
+	if p.status != http.StatusOK || m == nil {
+		t.Fatalf("create: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	vmID := m[1]
+	mustContain(t, p, `id="vm-boot-disk" data-kind="volume"`, "a replicated volume: survives the loss of a box",
+		`data-name="web1-boot" data-boot="true"`, `<span class="badge">boot disk</span>`, "3 GiB")
+	vm, err := e.compute.VM(root, vmID)
+	if err != nil || vm.Spec.BootVolume == "" {
+		t.Fatalf("VM: %+v %v", vm, err)
+	}
+	if boot, err := e.volumes.Get(root, vm.Spec.BootVolume); err != nil || boot.SizeGiB() != 3 || !boot.Attachment.Boot {
+		t.Fatalf("boot volume: %+v %v", boot, err)
+	}
+
+	// A local scratch disk when asked for: the page says what that means.
+	p = b.post("/vms", vmForm("scratch1", "local", "3"))
+	if m := vmPathRE.FindStringSubmatch(p.path); p.status != http.StatusOK || m == nil {
+		t.Fatalf("create local: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, `id="vm-boot-disk" data-kind="local"`, "local to the box it runs on: lost if that box fails", `id="vm-volumes-none"`)
+
+	// The volumes page: what a volume is, the boot volume, the form.
+	p = b.get("/volumes")
+	mustContain(t, p, "survives the loss of one box", `id="nav-volumes" href="/volumes" class="active"`,
+		`data-name="web1-boot" data-state="in-use"`, `<a class="volume-vm" href="/vms/`+vmID+`">web1</a>`, `id="volume-form"`)
+	volForm := func(name, size string) url.Values {
+		return b.formOn("/volumes", url.Values{"name": {name}, "size_gib": {size}, "project": {pr.ID}})
+	}
+	p = b.post("/volumes", volForm("scans", "0"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("size 0: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-size-error" role="alert">Enter a size in whole GiB, at least 1.`, `value="scans"`)
+	b.lang = "zh-CN"
+	p = b.post("/volumes", volForm("bad name!", "2"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("bad name: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-name-error" role="alert">名称为 1–63 个字母`, `value="bad name!"`)
+	b.lang = ""
+	p = b.post("/volumes", volForm("web1-boot", "2"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("duplicate: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-name-error" role="alert">Already exists`)
+	p = b.post("/volumes", volForm("scans", "2"))
+	m = volPathRE.FindStringSubmatch(p.path)
+	if p.status != http.StatusOK || m == nil {
+		t.Fatalf("create volume: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	volID := m[1]
+	mustContain(t, p, "The volume was created.", `id="volume-size-value">2 GiB<`, "1 copy only: lost if its box fails",
+		"Replicas (1): node1: in_sync", `id="volume-attach-form"`, `<option value="`+vmID+`">web1</option>`,
+		`id="volume-extend-form"`, `id="volume-delete-form"`, `hx-confirm="Delete volume scans and all its data?`)
+	mustNotContain(t, p, `id="volume-detach-form"`)
+	act := func(action string, form url.Values) page {
+		t.Helper()
+		form.Set("csrf", b.get("/volumes/"+volID).csrf(t))
+		return b.post("/volumes/"+volID+"/"+action, form)
+	}
+
+	// Grow only.
+	p = act("extend", url.Values{"size_gib": {"2"}})
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("extend to 2: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-extend-error" role="alert">The volume is 2 GiB: enter a larger size.`, `value="2"`)
+	p = act("extend", url.Values{"size_gib": {"4"}})
+	if p.status != http.StatusOK || p.path != "/volumes/"+volID+"?done=extend" {
+		t.Fatalf("extend: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The volume was grown.", `id="volume-size-value">4 GiB<`)
+
+	// Attach it to the VM: its page lists the boot disk first, then it.
+	p = act("attach", url.Values{"vm": {vmID}})
+	if p.status != http.StatusOK || p.path != "/volumes/"+volID+"?done=attach" {
+		t.Fatalf("attach: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The volume was attached.", `href="/vms/`+vmID+`">web1</a>`, `id="volume-detach-form"`,
+		`id="volume-delete-why"`, `id="volume-extend-why"`)
+	mustNotContain(t, p, `id="volume-delete-form"`, `id="volume-attach-form"`)
+	p = b.get("/vms/" + vmID)
+	boot, data := strings.Index(p.body, `data-name="web1-boot" data-boot="true"`), strings.Index(p.body, `data-name="scans" data-boot="false"`)
+	if boot < 0 || data < boot {
+		t.Fatalf("VM page lists the boot volume at %d and the data volume at %d:\n%s", boot, data, p.body)
+	}
+	mustContain(t, p, `<a href="/volumes/`+volID+`">scans</a>`, "4 GiB")
+
+	// Deleting an attached volume is refused with the service's reason,
+	// next to the button that was not offered.
+	p = act("delete", url.Values{})
+	if p.status != http.StatusConflict && p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("delete attached: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-delete-error" role="alert">`)
+	// The boot volume is never offered for detaching.
+	p = b.get("/volumes/" + vm.Spec.BootVolume)
+	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists")
+	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`)
+	// Asked anyway, the service's refusal shows where the button would be.
+	bootAt := "/volumes/" + vm.Spec.BootVolume
+	p = b.post(bootAt+"/detach", b.formOn(bootAt, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("detach the boot volume: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-detach-error" role="alert">Conflict: volume web1-boot is VM `+vmID+`&#39;s boot disk: it stays attached while the VM exists`)
+
+	// The VM has never run, so the data volume may go; then it is deleted.
+	p = act("detach", url.Values{})
+	if p.status != http.StatusOK || p.path != "/volumes/"+volID+"?done=detach" {
+		t.Fatalf("detach: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The volume was detached.", "not attached")
+	p = act("delete", url.Values{})
+	if p.status != http.StatusOK || p.path != "/volumes?deleted=scans" {
+		t.Fatalf("delete: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "Volume scans was deleted.")
+	// The list refreshes itself; the page of a deleted volume sends htmx to the list.
+	p = b.get("/volumes/list")
+	if p.status != http.StatusOK || !strings.HasPrefix(p.body, `<section id="volume-list" hx-get="/volumes/list" hx-trigger="every 5s"`) {
+		t.Fatalf("list fragment: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, `data-name="web1-boot"`)
+	mustNotContain(t, p, `data-name="scans"`)
+	if p := b.get("/volumes/" + volID + "/status"); p.status != http.StatusNoContent || p.header.Get("HX-Redirect") != "/volumes" {
+		t.Fatalf("status of a deleted volume: %d %q", p.status, p.header.Get("HX-Redirect"))
+	}
+	p = b.get("/volumes/" + vm.Spec.BootVolume + "/status")
+	if p.status != http.StatusOK || !strings.HasPrefix(p.body, `<section class="card" id="volume"`) {
+		t.Fatalf("status fragment: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, "1 copy only")
+	if _, err := e.volumes.Get(root, volID); err == nil {
+		t.Fatal("the deleted volume is still there")
+	}
+
+	// In Chinese.
+	b.lang = "zh-CN"
+	p = b.get("/volumes")
+	mustContain(t, p, "云硬盘", "任何一台机器损坏都不会丢失数据", "使用中")
+	if p := b.post("/volumes/"+volID+"/frobnicate", b.formOn("/volumes", url.Values{})); p.status != http.StatusNotFound {
+		t.Fatalf("unknown action: %d", p.status)
+	}
+}
+
+// Without volumes the page says so.
+func TestVolumesUnavailable(t *testing.T) {
+	_, b, _, _, _ := computeSetup(t)
+	if p := b.get("/volumes"); p.status != http.StatusServiceUnavailable || !strings.Contains(p.body, "Volumes are not available") {
+		t.Fatalf("volumes without the service: %d\n%s", p.status, p.body)
+	}
+}
+
+// A flavor made with the local-disk box keeps its VMs' disks on their node.
+func TestFlavorLocalDisk(t *testing.T) {
+	e := newEnv(t)
+	e.admin("root", "correct horse")
+	b := e.browser()
+	b.login("root", "correct horse")
+	p := b.post("/flavors", b.formOn("/flavors", url.Values{"name": {"scratch"}, "vcpus": {"1"}, "ram_mib": {"512"}, "disk_gib": {"4"}, "local_disk": {"true"}}))
+	if p.status != http.StatusOK {
+		t.Fatalf("create flavor: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, `class="flavor-disk-kind" data-local="true"`, "local disk")
+	fl, err := e.svc.GetFlavor("scratch")
+	if err != nil || !fl.LocalDisk {
+		t.Fatalf("flavor: %+v %v", fl, err)
+	}
+}
+
+// The redundancy line follows the replicas' states.
+func TestVolumeRedundancyText(t *testing.T) {
+	v := goldenView(langEN, false, "volumes")
+	reps := func(states ...string) volume.Volume {
+		vol := volume.Volume{State: volume.StateInUse}
+		for i, s := range states {
+			vol.Replicas = append(vol.Replicas, volume.Replica{Node: fmt.Sprintf("node%d", i+1), State: s})
+		}
+		return vol
+	}
+	in, stale, rb := volume.ReplicaInSync, volume.ReplicaStale, volume.ReplicaRebuilding
+	for _, c := range []struct {
+		vol         volume.Volume
+		text, class string
+	}{
+		{reps(in, in, in), "3 copies, all up to date", "ok"},
+		{reps(in, in), "2 copies, all up to date", "ok"},
+		{reps(in), "1 copy only: lost if its box fails", "warn"},
+		{reps(in, rb, in), "degraded: 1 of 3 copies behind, catching up", "warn"},
+		{reps(in, stale, in), "degraded: 1 of 3 copies behind, waiting to catch up", "warn"},
+		{reps(stale, stale), "at risk: none of the 2 copies is up to date", "bad"},
+		{volume.Volume{State: volume.StateCreating}, "copies being made", "warn"},
+	} {
+		got := volumeRedundancy(v, &c.vol)
+		if got.Text != c.text || got.Class != c.class {
+			t.Errorf("%v: got %q (%s), want %q (%s)", c.vol.Replicas, got.Text, got.Class, c.text, c.class)
+		}
+	}
+	if got := volumeRedundancy(v, &volume.Volume{Replicas: []volume.Replica{{Node: "n1", State: rb}}}).Tech; got != "Replicas (1): n1: rebuilding" {
+		t.Errorf("tech line: %q", got)
+	}
+}
+
+// A project's reader sees its volumes and nothing to change them with; a
+// member gets the controls; the service refuses the reader's request anyway.
+func TestVolumeControlsFollowRoles(t *testing.T) {
+	e, _, root, pr, _, _ := volumeSetup(t)
+	ctx := context.Background()
+	for name, role := range map[string]identity.Role{"clerk": identity.RoleReader, "nurse": identity.RoleMember} {
+		if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: name, Password: "correct horse"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.svc.SetMember(ctx, root, pr.Name, name, role); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vol, err := e.volumes.Create(ctx, root, volume.Create{Name: "archive", SizeGiB: 1, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "/volumes/" + vol.ID
+	clerk := e.browser()
+	clerk.login("clerk", "correct horse")
+	p := clerk.get("/volumes")
+	mustContain(t, p, `data-name="archive"`, `id="volume-no-project"`)
+	mustNotContain(t, p, `id="volume-form"`)
+	p = clerk.get(at)
+	mustContain(t, p, `id="volume-redundancy"`)
+	mustNotContain(t, p, `id="volume-change"`)
+	p = clerk.post(at+"/delete", clerk.formOn(at, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("the reader's delete: %d at %s", p.status, p.path)
+	}
+	mustContain(t, p, `id="error">Not allowed: not allowed to change volume archive`)
+	if _, err := e.volumes.Get(root, vol.ID); err != nil {
+		t.Fatalf("the reader deleted the volume: %v", err)
+	}
+	nurse := e.browser()
+	nurse.login("nurse", "correct horse")
+	p = nurse.get(at)
+	mustContain(t, p, `id="volume-change"`, `id="volume-extend-form"`, `id="volume-delete-form"`)
+	p = nurse.get("/volumes")
+	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`)
+}
+
+// placeAndReport puts a VM on node1 (a host reported for it) in the given
+// state, as a node's agent would report it.
+func placeAndReport(t *testing.T, e *env, vmID, state string) {
+	t.Helper()
+	ctx := context.Background()
+	now := time.Now().UTC()
+	host := map[string]any{"name": "node1", "vcpus": 16, "ram_mib": 65536, "accel": "tcg", "reported_at": now}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportHost, host, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Placing twice is refused; the first placement is what counts.
+	_, _ = e.node.Apply(ctx, hypervisor.MsgPlaceVM, map[string]any{"id": vmID, "node": "node1", "at": now}, nil)
+	report := map[string]any{"id": vmID, "node": "node1", "status": map[string]any{"state": state, "updated_at": now}}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportVM, report, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A data volume of a running VM is not offered for detaching: the page
+// says to stop the VM, and the service's refusal of a request sent anyway
+// shows next to where the button would be. Once the VM is stopped, the
+// button is there and works.
+func TestDetachNeedsAStoppedVM(t *testing.T) {
+	e, b, root, pr, fl, img := volumeSetup(t)
+	ctx := context.Background()
+	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "ris", Project: pr.ID, Image: img.ID, Flavor: fl.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeAndReport(t, e, vm.ID, hypervisor.StateRunning)
+	vol, err := e.volumes.Create(ctx, root, volume.Create{Name: "reports", SizeGiB: 1, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "/volumes/" + vol.ID
+	p := b.post(at+"/attach", b.formOn(at, url.Values{"vm": {vm.ID}}))
+	if p.status != http.StatusOK || p.path != at+"?done=attach" {
+		t.Fatalf("attach to a running VM: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, `id="volume-detach-why"`, "To detach this volume, stop VM ris first.")
+	mustNotContain(t, p, `id="volume-detach-form"`)
+	p = b.get("/vms/" + vm.ID)
+	mustContain(t, p, `id="vm-boot-disk" data-kind="volume"`, `data-name="ris-boot" data-boot="true"`, `data-name="reports" data-boot="false"`)
+
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("detach from a running VM: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-detach-error" role="alert">Conflict: VM ris is running: stop it before detaching volume reports`)
+	b.lang = "zh-CN"
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	mustContain(t, p, `id="volume-detach-error" role="alert">`, "要卸载此云硬盘，请先停止虚拟机 ris。")
+	b.lang = ""
+
+	if _, err := e.compute.Do(ctx, root, vm.ID, hypervisor.OpStop, 0); err != nil {
+		t.Fatal(err)
+	}
+	placeAndReport(t, e, vm.ID, hypervisor.StateStopped)
+	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
+	if p.status != http.StatusOK || p.path != at+"?done=detach" {
+		t.Fatalf("detach from a stopped VM: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The volume was detached.")
+}
