@@ -98,14 +98,9 @@ type volumeRow struct {
 	CanChange   bool
 }
 
-// vmStopped tells whether a volume's VM lets its data volumes go: it is
-// stopped, or it has never been placed on a node.
-func vmStopped(vm *hypervisor.VM) bool {
-	return vm == nil || vm.Node == "" || (vm.Desired == hypervisor.DesiredStopped && vm.Status.State == hypervisor.StateStopped)
-}
-
-// canDetach: a data volume of a stopped VM, or (for cluster admins) a
-// volume exported on a node's host. The service checks again.
+// canDetach: a data volume of a VM (a running one is asked to let go of
+// it first) not already being let go of, or (for cluster admins) a volume
+// exported on a node's host. The service checks again.
 func (r volumeRow) canDetach(v *view) bool {
 	a := r.Attachment
 	switch {
@@ -114,7 +109,7 @@ func (r volumeRow) canDetach(v *view) bool {
 	case a.VM == "":
 		return v.admin()
 	}
-	return !a.Boot && vmStopped(r.VM)
+	return !a.Boot && !a.Detaching
 }
 
 // canDelete: only a detached volume that is not being made.
@@ -122,9 +117,10 @@ func (r volumeRow) canDelete() bool {
 	return r.CanChange && r.Attachment == nil && r.State != volume.StateCreating
 }
 
-// canExtend: a detached, available volume grows.
+// canExtend: an available volume grows, attached or not (a running VM
+// sees the new size at once).
 func (r volumeRow) canExtend() bool {
-	return r.CanChange && r.Attachment == nil && r.State == volume.StateAvailable
+	return r.CanChange && (r.State == volume.StateAvailable || r.State == volume.StateInUse)
 }
 
 // canAttach: a detached, available volume goes to a VM of its project.
@@ -349,6 +345,9 @@ func (s *server) volumePage(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	if done := r.URL.Query().Get("done"); done != "" {
+		if a := d.Row.Attachment; done == "detach" && a != nil && a.Detaching {
+			done = "detaching" // a running VM lets go of it first
+		}
 		v.flash = v.Tor("voldone."+done, "")
 	}
 	s.render(w, r, http.StatusOK, volumePage(v, d))

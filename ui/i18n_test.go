@@ -122,7 +122,7 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 			used = append(used, "voldone."+a)
 		}
 	}
-	used = append(used, "voldone.create", "vmevent.attach", "vmevent.detach", "vmevent.convert-disk")
+	used = append(used, "voldone.create", "voldone.detaching", "vmevent.attach", "vmevent.detach", "vmevent.convert-disk")
 	for _, vis := range visibilities(true, "") {
 		used = append(used, "visibility."+vis)
 	}

@@ -153,7 +153,7 @@ func TestVolumesThroughForms(t *testing.T) {
 		t.Fatalf("attach: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	mustContain(t, p, "The volume was attached.", `href="/vms/`+vmID+`">web1</a>`, `id="volume-detach-form"`,
-		`id="volume-delete-why"`, `id="volume-extend-why"`)
+		`id="volume-delete-why"`, `id="volume-extend-form"`, `id="volume-extend-online"`)
 	mustNotContain(t, p, `id="volume-delete-form"`, `id="volume-attach-form"`)
 	p = b.get("/vms/" + vmID)
 	boot, data := strings.Index(p.body, `data-name="web1-boot" data-boot="true"`), strings.Index(p.body, `data-name="scans" data-boot="false"`)
@@ -338,11 +338,11 @@ func placeAndReport(t *testing.T, e *env, vmID, state string) {
 	}
 }
 
-// A data volume of a running VM is not offered for detaching: the page
-// says to stop the VM, and the service's refusal of a request sent anyway
-// shows next to where the button would be. Once the VM is stopped, the
-// button is there and works.
-func TestDetachNeedsAStoppedVM(t *testing.T) {
+// A data volume of a running VM is detached in two steps: the request
+// asks the VM's node to have the guest let go of the disk, the page says
+// so (and offers no second detach), and the volume is detached once the
+// node has unplugged it. A stopped VM lets go at once.
+func TestDetachFromARunningVM(t *testing.T) {
 	e, b, root, pr, fl, img := volumeSetup(t)
 	ctx := context.Background()
 	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "ris", Project: pr.ID, Image: img.ID, Flavor: fl.ID})
@@ -359,28 +359,42 @@ func TestDetachNeedsAStoppedVM(t *testing.T) {
 	if p.status != http.StatusOK || p.path != at+"?done=attach" {
 		t.Fatalf("attach to a running VM: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, `id="volume-detach-why"`, "To detach this volume, stop VM ris first.")
-	mustNotContain(t, p, `id="volume-detach-form"`)
+	mustContain(t, p, `id="volume-detach-form"`, `id="volume-detach-hint"`, `id="volume-extend-online"`)
 	p = b.get("/vms/" + vm.ID)
 	mustContain(t, p, `id="vm-boot-disk" data-kind="volume"`, `data-name="ris-boot" data-boot="true"`, `data-name="reports" data-boot="false"`)
 
 	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
-	if p.status != http.StatusUnprocessableEntity {
-		t.Fatalf("detach from a running VM: %d", p.status)
+	if p.status != http.StatusOK || p.path != at+"?done=detach" {
+		t.Fatalf("detach from a running VM: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, `id="volume-detach-error" role="alert">Conflict: VM ris is running: stop it before detaching volume reports`)
+	mustContain(t, p, `id="volume-detach-why"`, "VM ris is asked to let go of the disk")
+	mustNotContain(t, p, `id="volume-detach-form"`)
 	b.lang = "zh-CN"
-	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
-	mustContain(t, p, `id="volume-detach-error" role="alert">`, "要卸载此云硬盘，请先停止虚拟机 ris。")
+	p = b.get(at)
+	mustContain(t, p, "已请求虚拟机 ris 释放此磁盘")
 	b.lang = ""
+	if v, _ := e.volumes.Get(root, vol.ID); v.Attachment == nil || !v.Attachment.Detaching {
+		t.Fatalf("a detach from a running VM waits for its node: %+v", v)
+	}
 
+	// A stopped VM's volume goes at once.
+	vol2, err := e.volumes.Create(ctx, root, volume.Create{Name: "scratch", SizeGiB: 1, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := e.compute.Do(ctx, root, vm.ID, hypervisor.OpStop, 0); err != nil {
 		t.Fatal(err)
 	}
 	placeAndReport(t, e, vm.ID, hypervisor.StateStopped)
-	p = b.post(at+"/detach", b.formOn(at, url.Values{}))
-	if p.status != http.StatusOK || p.path != at+"?done=detach" {
+	at2 := "/volumes/" + vol2.ID
+	if p = b.post(at2+"/attach", b.formOn(at2, url.Values{"vm": {vm.ID}})); p.status != http.StatusOK {
+		t.Fatalf("attach to a stopped VM: %d", p.status)
+	}
+	p = b.post(at2+"/detach", b.formOn(at2, url.Values{}))
+	if p.status != http.StatusOK || p.path != at2+"?done=detach" {
 		t.Fatalf("detach from a stopped VM: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, "The volume was detached.")
+	if v, _ := e.volumes.Get(root, vol2.ID); v.Attachment != nil {
+		t.Fatalf("a stopped VM's volume is detached at once: %+v", v)
+	}
 }
