@@ -108,8 +108,8 @@ func (r *report) markdown() string {
 		"dropped before every read job. Writes flush (NBD FLUSH, fdatasync) at the same points on both sides.\n\n",
 		r.cfg.sizeGiB, r.cfg.sizeGiB, r.cfg.span>>20, r.fillLocal, r.fillVolume, r.cfg.runtime, r.cfg.ramp)
 
-	b.WriteString("| job | local IOPS | local MiB/s | local p50 / p99 | volume IOPS | volume MiB/s | volume p50 / p99 | volume / local | CPU: nodes, rest of machine (cores) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| job | local IOPS | local MiB/s | local p50 / p99 | volume IOPS | volume MiB/s | volume p50 / p99 | volume / local | nodes' CPU per I/O | CPU: nodes, rest of machine (cores) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, w := range r.rows {
 		by := iops
 		if w.job.bs >= 1<<20 {
@@ -119,13 +119,19 @@ func (r *report) markdown() string {
 		if w.noisy {
 			note = " (machine busy before a run)"
 		}
-		fmt.Fprintf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %.2f, %.2f / %.2f, %.2f |\n", w.job.name, note,
+		perIO := "–"
+		if w.volume.ok() {
+			perIO = benchrun.Micros(time.Duration(w.volume.nodes / w.volume.iops * float64(time.Second)))
+		}
+		fmt.Fprintf(&b, "| %s%s | %s | %s | %s | %s | %s | %s | %s | %s | %.2f, %.2f / %.2f, %.2f |\n", w.job.name, note,
 			num(w.local, w.local.iops, "%.0f"), num(w.local, w.local.mibs, "%.1f"), lat(w.local),
 			num(w.volume, w.volume.iops, "%.0f"), num(w.volume, w.volume.mibs, "%.1f"), lat(w.volume),
-			benchrun.Ratio(by(w.volume), by(w.local)),
+			benchrun.Ratio(by(w.volume), by(w.local)), perIO,
 			w.local.nodes, w.local.elsewhere, w.volume.nodes, w.volume.elsewhere)
 	}
-	b.WriteString("\nLatency is per I/O, submission to completion. The CPU column is local run / volume run.\n\n")
+	b.WriteString("\nLatency is per I/O, submission to completion. Nodes' CPU per I/O is the three nodes' CPU time during the volume's run " +
+		"over its I/Os (idle nodes use some too). The last column is local run / volume run; the rest of the machine counts everything " +
+		"but the nodes and fio (other users' work, and kernel threads writing back for either side).\n\n")
 	b.WriteString("Flushes (p50 / p99):\n\n")
 	for _, w := range r.rows {
 		if w.job.syncEvery > 0 {
