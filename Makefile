@@ -110,7 +110,7 @@ bench-compute:
 
 ## bench-volumes: a 3-replica volume over NBD beside a local raw file (fio: 4 KiB random QD1/QD32, 1 MiB sequential), and resync after a replica's outage
 bench-volumes:
-	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/volumes $(BENCH_ARGS)
+	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/volumes $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts

@@ -14,8 +14,8 @@
 //     the same jobs against a raw file of the same size on the same
 //     filesystem (libaio, O_DIRECT; fio.go says why): 4 KiB random read and
 //     write at QD1 and QD32, 1 MiB sequential read and write, each job
-//     local then volume so noise falls on both; IOPS, MiB/s, p50/p90/p99
-//     and the ratio;
+//     local then volume so noise falls on both; IOPS, MiB/s, p50/p99 and
+//     the ratio;
 //   - a round trip to a peer node (HTTPS on a kept connection), the term of
 //     the QD1 write bound;
 //   - resync: node3 is killed, 1 GiB written in 1 MiB writes, node3

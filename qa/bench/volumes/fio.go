@@ -78,13 +78,13 @@ func localTarget(path string) target {
 
 // result is what one fio run measured for its one direction of I/O.
 type result struct {
-	iops, mibs    float64
-	p50, p90, p99 time.Duration // of each I/O, submission to completion
-	sync50        time.Duration // of each flush (NBD FLUSH, fdatasync), when the job flushes
-	sync99        time.Duration
-	elsewhere     float64 // cores the rest of the machine kept busy meanwhile
-	nodes         float64 // cores the three nodes kept busy meanwhile
-	err           error
+	iops, mibs float64
+	p50, p99   time.Duration // of each I/O, submission to completion
+	sync50     time.Duration // of each flush (NBD FLUSH, fdatasync), when the job flushes
+	sync99     time.Duration
+	elsewhere  float64 // cores the rest of the machine kept busy meanwhile
+	nodes      float64 // cores the three nodes kept busy meanwhile
+	err        error
 }
 
 // ok reports whether the run measured anything.
@@ -163,7 +163,7 @@ func (s settings) run(ctx context.Context, j job, t target, pids []int) result {
 	args := append([]string{"--name=" + j.rw, "--rw=" + j.rw, "--bs=" + strconv.FormatInt(j.bs, 10),
 		"--iodepth=" + strconv.Itoa(j.depth), "--size=" + strconv.FormatInt(s.span, 10),
 		"--time_based", "--runtime=" + seconds(s.runtime), "--ramp_time=" + seconds(s.ramp),
-		"--norandommap", "--randrepeat=0", "--lat_percentiles=1", "--percentile_list=50:90:99"}, t.args...)
+		"--norandommap", "--randrepeat=0", "--lat_percentiles=1", "--percentile_list=50:99"}, t.args...)
 	if j.syncEvery > 0 {
 		args = append(args, t.flush+"="+strconv.Itoa(j.syncEvery))
 	}
@@ -183,7 +183,7 @@ func (s settings) run(ctx context.Context, j job, t target, pids []int) result {
 		side = jo.Write
 	}
 	r.iops, r.mibs = side.IOPS, side.BwBytes/(1<<20)
-	r.p50, r.p90, r.p99 = side.Lat.at(50), side.Lat.at(90), side.Lat.at(99)
+	r.p50, r.p99 = side.Lat.at(50), side.Lat.at(99)
 	if j.syncEvery > 0 {
 		r.sync50, r.sync99 = jo.Sync.Lat.at(50), jo.Sync.Lat.at(99)
 		if r.sync50 == 0 {
