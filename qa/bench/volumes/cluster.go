@@ -57,7 +57,7 @@ func (v volume) inSync() (bool, string) {
 // startCluster starts the nodes, each with one directory disk under its data
 // dir (so on the filesystem of the temp dir, not tmpfs: the reference file
 // goes beside them), and waits for the three disks.
-func startCluster(ctx context.Context, t harness.T, bin string) (*cluster, error) {
+func startCluster(ctx context.Context, t harness.T, bin string, debug bool) (*cluster, error) {
 	password, joinToken := rand.Text(), rand.Text()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -80,11 +80,15 @@ func startCluster(ctx context.Context, t harness.T, bin string) (*cluster, error
 				peers = append(peers, m.IP)
 			}
 		}
-		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--vm-run-dir", filepath.Join(runDir, n.Name),
 			"--expect", "3", "--join-token", joinToken, "--admin-password-file", pwFile,
 			"--discovery-port", "0", "--join", strings.Join(peers, ","),
 			"--disk", "disks/d1", "--disk-report-interval", "1s"}
+		if debug {
+			args = append(args, benchrun.DebugArgs(n)...)
+		}
+		return args
 	}})
 	cl := &cluster{c: c, runDir: runDir}
 

@@ -15,7 +15,8 @@
 //     filesystem (libaio, O_DIRECT; fio.go says why): 4 KiB random read and
 //     write at QD1 and QD32, 1 MiB sequential read and write, each job
 //     local then volume so noise falls on both; IOPS, MiB/s, p50/p99 and
-//     the ratio;
+//     the ratio; the write jobs also against the local file through the
+//     page cache, for information (see pageCacheTarget);
 //   - a round trip to a peer node (HTTPS on a kept connection), the term of
 //     the QD1 write bound;
 //   - resync: node3 is killed, 1 GiB written in 1 MiB writes, node3
@@ -29,5 +30,6 @@
 // of local MiB/s; resync copies at most 1.1× what was written.
 //
 // It needs root (namespaces, dropping the page cache) and fio. The report
-// goes to stdout (and to -out); progress to stderr.
+// goes to stdout (and to -out); progress to stderr. -profile DIR writes CPU
+// profiles of the nodes during the volume's QD32 and sequential writes.
 package main

@@ -28,6 +28,7 @@ type config struct {
 	cairnBin   string
 	out        string
 	verbose    bool
+	profile    string
 }
 
 func parseFlags(args []string) (config, error) {
@@ -46,6 +47,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the nodes during the volume's write jobs at queue depth above 1 to this directory")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -96,13 +98,18 @@ const volName = "bench"
 // missed targets are part of the report.
 func run(ctx context.Context, t harness.T, cfg config) error {
 	rep := &report{cfg: cfg, started: time.Now(), fio: fioVersion()}
+	if cfg.profile != "" {
+		if err := os.MkdirAll(cfg.profile, 0o755); err != nil {
+			return err
+		}
+	}
 	bin := cfg.cairnBin
 	if bin == "" {
 		benchrun.Progress("building cairn")
 		bin = harness.BuildCairn(t)
 	}
 	benchrun.Progress("starting 3 Cairn nodes with a disk each")
-	cl, err := startCluster(ctx, t, bin)
+	cl, err := startCluster(ctx, t, bin, cfg.profile != "")
 	if err != nil {
 		return err
 	}
@@ -129,7 +136,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		return fmt.Errorf("local file: %w", err)
 	}
 	defer os.Remove(path)
-	vol, local := volumeTarget(uri), localTarget(path)
+	vol, local, cached := volumeTarget(uri), localTarget(path), pageCacheTarget(path)
 
 	if rep.rtt, err = cl.roundTrip(ctx, 1, 200); err != nil {
 		return err
@@ -150,17 +157,27 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		row := row{job: j}
 		// Local first, then the volume, job by job: noise from the rest of
 		// the machine then falls on both sides of a ratio alike.
-		for _, side := range []struct {
+		type leg struct {
 			t   target
 			out *result
-		}{{local, &row.local}, {vol, &row.volume}} {
+		}
+		sides := []leg{{local, &row.local}, {vol, &row.volume}}
+		if j.write() {
+			sides = []leg{{local, &row.local}, {cached, &row.cached}, {vol, &row.volume}}
+		}
+		for _, side := range sides {
 			if ctx.Err() != nil {
 				return fmt.Errorf("interrupted: %w", ctx.Err())
 			}
 			if _, quiet := benchrun.WaitQuiet(ctx, pids, cfg.quietCores, cfg.quietWait); !quiet {
 				row.noisy = true
 			}
+			wait := func() {}
+			if cfg.profile != "" && side.t.label == "volume" && j.write() && j.depth > 1 {
+				wait = profile(ctx, cl, cfg, "volume-"+j.rw+"-")
+			}
 			*side.out = s.run(ctx, j, side.t, pids)
+			wait()
 			if err := side.out.err; err != nil {
 				benchrun.Progress("%s, %s: %v", j.name, side.t.label, err)
 				continue
@@ -183,4 +200,20 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		benchrun.Progress("report written to %s", cfg.out)
 	}
 	return rep.unmeasured()
+}
+
+// profile starts CPU profiles of the nodes over a job's measured time, after
+// its ramp, and returns a function that waits for them.
+func profile(ctx context.Context, cl *cluster, cfg config, prefix string) (wait func()) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cfg.ramp):
+		}
+		benchrun.Profile(ctx, cl.c.Nodes, cfg.runtime-time.Second, cfg.profile, prefix)()
+	}()
+	return func() { <-done }
 }
