@@ -155,8 +155,9 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	s := settings{span: cfg.span, runtime: cfg.runtime, ramp: cfg.ramp}
 	for _, j := range jobs {
 		row := row{job: j}
-		// Local first, then the volume, job by job: noise from the rest of
-		// the machine then falls on both sides of a ratio alike.
+		// Local first (for writes also through the page cache), then the
+		// volume, job by job: noise from the rest of the machine then
+		// falls on both sides of a ratio alike.
 		type leg struct {
 			t   target
 			out *result
