@@ -17,7 +17,7 @@ case $what in
 test) need_pkgs+=(gcc libc6-dev chromium genisoimage fonts-wqy-zenhei "${image_pkgs[@]}" ovmf awscli s3cmd rclone strace linux-image-amd64 libnbd-bin) ;; # strace: a disk test watches fsync; the kernel: QEMU guest tests boot it; libnbd-bin: nbdinfo and nbdcopy test the NBD server
 image) need_pkgs+=("${image_pkgs[@]}") ;;
 run) need_pkgs+=(qemu-system-x86 qemu-utils ovmf) ;;
-bench) need_pkgs+=(etcd-server etcd-client) ;;
+bench) need_pkgs+=(etcd-server etcd-client fio) ;; # fio: bench-volumes
 esac
 
 missing=()
