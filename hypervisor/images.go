@@ -461,28 +461,7 @@ func (im *Images) Seed(ctx context.Context, name, path string) (*Image, error) {
 // qcow2 and fills in the image's size, virtual size and checksum. It
 // returns the file to store.
 func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img *Image) (string, error) {
-	src := filepath.Join(work, "upload")
-	f, err := os.Create(src)
-	if err != nil {
-		return "", err
-	}
-	n, err := io.Copy(&spoolWriter{w: f, im: im}, io.LimitReader(body, im.maxSize+1))
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	switch {
-	case consensus.ErrorCode(err) != "":
-		return "", err
-	case errors.Is(err, syscall.ENOSPC):
-		return "", consensus.Errorf(storage.CodeInsufficientStorage, "receive image: %v", err)
-	case err != nil:
-		return "", fmt.Errorf("receive image: %w", err)
-	case n == 0:
-		return "", invalid("the image is empty")
-	case n > im.maxSize:
-		return "", invalid("the image is larger than the %d GiB limit", im.maxSize>>30)
-	}
-	format, err := detectFormat(src)
+	src, n, format, info, err := im.spool(ctx, work, body)
 	if err != nil {
 		return "", err
 	}
@@ -492,22 +471,7 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 	case FormatISO:
 		img.DiskFormat, img.VirtualSize = FormatISO, n
 	case FormatQCOW2, FormatRaw:
-		info, err := im.info(ctx, src, format)
-		if err != nil {
-			return "", err
-		}
-		if info.BackingFile != "" {
-			return "", invalid("the qcow2 image has a backing file (%s): upload a standalone image", info.BackingFile)
-		}
-		if f := info.FormatSpecific.Data.DataFile; f != "" {
-			// Its data would be read from a file of the host (CVE-2024-4467).
-			return "", invalid("the qcow2 image keeps its data in an external file (%s): upload a standalone image", f)
-		}
-		if format == FormatQCOW2 {
-			if out, err := im.run(ctx, "check", "-f", "qcow2", src); err != nil {
-				return "", invalid("the qcow2 image is corrupt: %s", firstLine(out, err))
-			}
-		} else {
+		if format == FormatRaw {
 			// The qcow2 copy is at most as large as the raw image.
 			if err := im.spoolRoom(uint64(n)); err != nil {
 				return "", err
@@ -526,6 +490,59 @@ func (im *Images) prepare(ctx context.Context, work string, body io.Reader, img 
 	}
 	img.SHA256, img.Size = sum, size
 	return stored, nil
+}
+
+// spool receives an uploaded disk image into work and checks it: its
+// format (qcow2, raw or ISO, told apart by content), and for a qcow2 or
+// raw image that qemu-img reads it, that it is standalone (no backing or
+// external data file, which would make qemu-img, as root, read a host
+// file) and, for qcow2, that it is not corrupt.
+func (im *Images) spool(ctx context.Context, work string, body io.Reader) (path string, n int64, format string, info imgInfo, err error) {
+	src := filepath.Join(work, "upload")
+	f, err := os.Create(src)
+	if err != nil {
+		return "", 0, "", info, err
+	}
+	n, err = io.Copy(&spoolWriter{w: f, im: im}, io.LimitReader(body, im.maxSize+1))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	switch {
+	case consensus.ErrorCode(err) != "":
+		return "", 0, "", info, err
+	case errors.Is(err, syscall.ENOSPC):
+		return "", 0, "", info, consensus.Errorf(storage.CodeInsufficientStorage, "receive image: %v", err)
+	case err != nil:
+		return "", 0, "", info, fmt.Errorf("receive image: %w", err)
+	case n == 0:
+		return "", 0, "", info, invalid("the image is empty")
+	case n > im.maxSize:
+		return "", 0, "", info, invalid("the image is larger than the %d GiB limit", im.maxSize>>30)
+	}
+	format, err = detectFormat(src)
+	if err != nil {
+		return "", 0, "", info, err
+	}
+	if format == FormatISO {
+		return src, n, format, info, nil
+	}
+	info, err = im.info(ctx, src, format)
+	if err != nil {
+		return "", 0, "", info, err
+	}
+	if info.BackingFile != "" {
+		return "", 0, "", info, invalid("the qcow2 image has a backing file (%s): upload a standalone image", info.BackingFile)
+	}
+	if f := info.FormatSpecific.Data.DataFile; f != "" {
+		// Its data would be read from a file of the host (CVE-2024-4467).
+		return "", 0, "", info, invalid("the qcow2 image keeps its data in an external file (%s): upload a standalone image", f)
+	}
+	if format == FormatQCOW2 {
+		if out, err := im.run(ctx, "check", "-f", "qcow2", src); err != nil {
+			return "", 0, "", info, invalid("the qcow2 image is corrupt: %s", firstLine(out, err))
+		}
+	}
+	return src, n, format, info, nil
 }
 
 // spoolWriter writes an upload to the spool and refuses, before the

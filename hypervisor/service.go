@@ -33,6 +33,7 @@ type Service struct {
 	id     *identity.Service
 	images *Images
 	vols   *volume.Service
+	block  BlockVolumes // this node's volume server
 	log    *slog.Logger
 }
 

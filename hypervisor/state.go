@@ -570,7 +570,7 @@ func applyDeleteImage(tx *consensus.Tx, c *deleteImageCmd) (any, error) {
 		return nil, err
 	}
 	if v := volume.Filling(tx.Txn, cur.ID); v != nil {
-		return nil, consensus.Errorf(consensus.CodeConflict, "image %s is still being copied into volume %s: delete it once the volume has been used", cur.Name, v.Name)
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still to be filled from image %s (that happens when it is first attached): attach or delete the volume first", v.Name, cur.Name)
 	}
 	if err := tx.Delete(tImages, cur); err != nil {
 		return nil, err

@@ -93,7 +93,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 		}
 		return event(v, "volume "+v.Name+" unplugged and detached")
 	}
-	if vm != nil && vm.Node != "" && vm.Status.State != StateStopped {
+	// At once only from a VM that is off and meant to stay off: one being
+	// started may be opening the volume this moment.
+	if vm != nil && vm.Node != "" && !(vm.Desired == DesiredStopped && vm.Status.State == StateStopped) {
 		if cur.Attachment.Detaching {
 			return cur, nil
 		}
@@ -166,7 +168,7 @@ func (s *Service) FindImage(p *identity.Principal, projectID, ref string) (strin
 func bootVolumeName(vmName, vmID string, taken func(string) bool) string {
 	name := vmName + "-boot"
 	if len(name) > 63 || taken(name) {
-		name = fmt.Sprintf("%.40s-boot-%s", vmName, vmID[len(vmID)-8:])
+		name = fmt.Sprintf("%.40s-boot-%s", vmName, vmID[max(0, len(vmID)-8):])
 	}
 	return name
 }

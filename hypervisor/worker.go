@@ -303,12 +303,13 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	if err != nil {
 		return fmt.Errorf("prepare disks: %w", err)
 	}
-	// The boot volume first, then the local disks, then the data volumes.
+	// The boot volume first, then the local disks. Data volumes are
+	// hot-plugged once QEMU runs (converge): on the spare hot-plug ports,
+	// a running guest can be asked to let them go again, which a disk on
+	// the root bus cannot.
 	if vm.Spec.BootVolume != "" {
 		disks = append(vols[:1:1], disks...)
-		vols = vols[1:]
 	}
-	disks = append(disks, vols...)
 	seedPath := filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "seed.iso")
 	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData),
 		NetworkConfig: networkConfig(vm.NICs)}
@@ -519,7 +520,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 	}
 	w.resize(ctx, vm, &st)
 	if vp := w.syncVolumes(ctx, vm); len(vp) > 0 {
-		st.Pending = strings.TrimSpace(st.Pending + " " + fmt.Sprint(vp))
+		st.Pending = strings.TrimSpace(st.Pending + " " + strings.Join(vp, "; "))
 	}
 	w.report(ctx, vm, st, o)
 	return nil

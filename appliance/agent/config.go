@@ -49,6 +49,8 @@ type Config struct {
 	AuditRetention    int           `json:"audit-retention"`
 	ScrubInterval     time.Duration `json:"scrub-interval"`
 	ScrubPace         time.Duration `json:"scrub-pace"`
+	VolumeScrub       time.Duration `json:"volume-scrub-interval"`
+	VolumeExportPort  int           `json:"volume-export-port"`
 	HealInterval      time.Duration `json:"heal-interval"`
 	GCInterval        time.Duration `json:"gc-interval"`
 	GCGrace           time.Duration `json:"gc-grace"`
@@ -106,6 +108,8 @@ func DefaultConfig() Config {
 		AuditRetention:    identity.DefaultConfig().AuditRetention,
 		ScrubInterval:     6 * time.Hour,
 		ScrubPace:         2 * time.Millisecond,
+		VolumeScrub:       7 * 24 * time.Hour,
+		VolumeExportPort:  10809, // NBD's IANA port
 		HealInterval:      30 * time.Second,
 		GCInterval:        time.Hour,
 		GCGrace:           time.Hour,
@@ -206,7 +210,9 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.IntVar(&cfg.RaftWALSegment, "raft-wal-segment-size", cfg.RaftWALSegment, "bytes per Raft log segment file (wal store); compaction frees whole segments")
 	fs.Uint64Var(&cfg.TrailingLogs, "raft-trailing-logs", cfg.TrailingLogs, "Raft log entries kept after a snapshot (a peer further behind gets the snapshot)")
 	fs.DurationVar(&cfg.ScrubInterval, "scrub-interval", cfg.ScrubInterval, "pause between two scrubs of this node's shards")
-	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard the scrubber verifies (its speed limit)")
+	fs.DurationVar(&cfg.ScrubPace, "scrub-pace", cfg.ScrubPace, "pause after each shard (or 1 MiB of a volume) the scrubber verifies (its speed limit)")
+	fs.IntVar(&cfg.VolumeExportPort, "volume-export-port", cfg.VolumeExportPort, "port backup tools read exported volumes from (NBD over TLS with a client certificate; cairn volume export); 0: none")
+	fs.DurationVar(&cfg.VolumeScrub, "volume-scrub-interval", cfg.VolumeScrub, "how often every copy of each block volume is read whole and checked (as Ceph's weekly deep scrub); 0: never")
 	fs.DurationVar(&cfg.HealInterval, "heal-interval", cfg.HealInterval, "pause between the leader's heal passes")
 	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "pause between two sweeps of this node's disks for orphan shards, and between the leader's passes over abandoned multipart uploads and buckets' lifecycle rules")
 	fs.DurationVar(&cfg.GCGrace, "gc-grace", cfg.GCGrace, "a shard file younger than this is never deleted as an orphan (at least 10m: it covers uploads in flight)")
@@ -363,6 +369,14 @@ func (c Config) reserve() storage.Reserve {
 // S3URL is where this node serves the S3 API.
 func (c Config) S3URL() string {
 	return "https://" + net.JoinHostPort(c.Advertise, fmt.Sprint(c.S3Port))
+}
+
+// VolumeExportAddr is where this node serves exported volumes ("": off).
+func (c Config) VolumeExportAddr() string {
+	if c.VolumeExportPort <= 0 {
+		return ""
+	}
+	return net.JoinHostPort(c.Advertise, fmt.Sprint(c.VolumeExportPort))
 }
 
 // APIURL is where this node serves the API and UI.

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,14 +23,32 @@ func (a *Agent) newVolumes() {
 	a.node.HandleRPC(volume.RPCPrefix, a.volHost.Handler())
 	prov := volume.NewProvisioner(a.node.RPCClient, a.node.PeerAddr, a.cfg.Name, a.volHost)
 	a.volumes = volume.NewService(volume.Deps{Cluster: a.node, Identity: a.identity, VMs: a.compute, Images: a.compute.FindImage,
-		Logger: log, Provisioner: prov})
+		Logger: log, Provisioner: prov, ExportAddr: a.cfg.VolumeExportAddr()})
 	a.compute.SetVolumes(a.volumes)
 	a.volServer = volume.NewNodeServer(a.node, a.volHost, volume.NodeConfig{
-		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner, Log: log})
+		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner,
+		ScrubEvery: a.cfg.VolumeScrub, ScrubPace: a.cfg.ScrubPace, ExportAddr: a.cfg.VolumeExportAddr(), Log: log})
 	a.vms.SetBlock(a.volServer)
+	a.compute.SetBlock(a.volServer)
+	a.volumes.SetLocal(a.volServer)
 	// Replicas on drained or failed disks, or on boxes gone for good, are
 	// rebuilt elsewhere.
-	a.node.RegisterController("volume-repair", volume.NewRepair(a.node, prov, log).Run)
+	repair := volume.NewRepair(a.node, prov, log)
+	repair.ScrubEvery = a.cfg.VolumeScrub
+	a.node.RegisterController("volume-repair", repair.Run)
+	a.node.RegisterController("volume-export-ca", func(ctx context.Context) {
+		for ctx.Err() == nil {
+			err := volume.EnsureExportCA(ctx, a.node)
+			if err == nil {
+				return
+			}
+			log.Warn("make the volume export CA", "err", err)
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
 	a.metrics.MustRegister(volumeCollector{a.volServer, a.node.Store()})
 }
 
@@ -79,6 +98,10 @@ var (
 		"Bytes this node's writer has still to copy into a volume's replicas being caught up.", []string{"volume"}, nil)
 	volumeReplicas = prometheus.NewDesc("cairn_volume_replicas",
 		"A volume's replicas by state (in_sync, stale, rebuilding), as the replicated state records them.", []string{"volume", "state"}, nil)
+	volumeScrubbed = prometheus.NewDesc("cairn_volume_scrubbed_bytes_total",
+		"Bytes of a volume's copies this node's writer read whole and checked (the volume scrubber).", []string{"volume"}, nil)
+	volumeRepairs = prometheus.NewDesc("cairn_volume_repairs_total",
+		"Blocks of a volume's copies that failed their checksum and were rewritten from a good copy.", []string{"volume"}, nil)
 	volumesDegraded = prometheus.NewDesc("cairn_volumes_degraded",
 		"Volumes with a replica that lacks writes: they serve on, with less redundancy.", nil, nil)
 )
@@ -89,7 +112,7 @@ type volumeCollector struct {
 }
 
 func (c volumeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{volumeResyncBytes, volumeRebuildLeft, volumeReplicas, volumesDegraded} {
+	for _, d := range []*prometheus.Desc{volumeResyncBytes, volumeRebuildLeft, volumeScrubbed, volumeRepairs, volumeReplicas, volumesDegraded} {
 		ch <- d
 	}
 }
@@ -98,6 +121,8 @@ func (c volumeCollector) Collect(ch chan<- prometheus.Metric) {
 	for id, st := range c.s.Stats() {
 		ch <- prometheus.MustNewConstMetric(volumeResyncBytes, prometheus.CounterValue, float64(st.ResyncBytes), id)
 		ch <- prometheus.MustNewConstMetric(volumeRebuildLeft, prometheus.GaugeValue, float64(st.RebuildLeft), id)
+		ch <- prometheus.MustNewConstMetric(volumeScrubbed, prometheus.CounterValue, float64(st.Scrubbed), id)
+		ch <- prometheus.MustNewConstMetric(volumeRepairs, prometheus.CounterValue, float64(st.Repairs), id)
 	}
 	degraded := 0
 	for _, v := range volume.All(c.store.ReadTxn()) {

@@ -161,6 +161,13 @@ var matrix = []grant{
 	{route: "GET /api/v1/volumes/{volume}", status: 200, allow: readers},
 	{route: "DELETE /api/v1/volumes/{volume}", stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/volumes/{volume}/extend", body: `{"size_gib":2}`, stale: true, status: 412, allow: members},
+	// Upload and download borrow the volume for this node, then: an empty
+	// image is refused; the fixture's node serves no volumes.
+	{route: "POST /api/v1/volumes/{volume}/upload", status: 400, allow: members},
+	{route: "GET /api/v1/volumes/{volume}/download", status: 503, allow: members},
+	// The fixture's node has no export port; the volume is not exported.
+	{route: "POST /api/v1/volumes/{volume}/export", status: 503, allow: members},
+	{route: "DELETE /api/v1/volumes/{volume}/export", status: 409, allow: members},
 	{route: "POST /api/v1/volumes/{volume}/attach", body: `{"vm":"vm-a"}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/volumes/{volume}/detach", stale: true, status: 412, allow: members},
 
@@ -203,6 +210,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	compute := hypervisor.NewService(nd.Node, nd.ID, images, log)
 	consoles := hypervisor.NewConsoles(compute, nd.Node, func(string, string) (string, bool) { return "", false }, log)
 	volumes := volume.NewService(volume.Deps{Cluster: nd.Node, Identity: nd.ID, Logger: log, VMs: compute, Images: compute.FindImage})
+	compute.SetVolumes(volumes)
 	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes,
 		Images: images, Consoles: consoles, Cluster: nd.Node, Logger: log,
 		StorageHealth: func(ctx context.Context) (api.StorageHealth, error) {

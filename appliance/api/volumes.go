@@ -2,8 +2,10 @@ package api
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage/volume"
 )
 
@@ -56,6 +58,38 @@ func (s *Server) volumeRoutes() []route {
 					return err
 				}
 				v, err := s.volumes.Extend(r.Context(), p, r.PathValue("volume"), body.SizeGiB, im)
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/upload", Summary: "Write a qcow2 or raw disk image (the request body) into a detached block volume, replacing its contents", Tag: "volumes",
+			Upload: true, Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.compute == nil {
+					return consensus.Errorf(consensus.CodeUnavailable, "volume uploads are not available on this node")
+				}
+				if _, err := s.compute.UploadVolume(r.Context(), p, r.PathValue("volume"), r.Body); err != nil {
+					return err
+				}
+				v, err := s.volumes.Get(p, r.PathValue("volume"))
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "GET", Path: v1 + "/volumes/{volume}/download", Summary: "A detached block volume as a qcow2 (default) or raw disk image", Tag: "volumes",
+			Query: []string{"format"}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.compute == nil {
+					return consensus.Errorf(consensus.CodeUnavailable, "volume downloads are not available on this node")
+				}
+				format := r.URL.Query().Get("format")
+				return s.compute.DownloadVolume(r.Context(), p, r.PathValue("volume"), format, func(n int64) {
+					w.Header().Set("Content-Type", "application/octet-stream")
+					w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+				}, w)
+			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/export", Summary: "Serve a detached block volume read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
+			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				g, err := s.volumes.Export(r.Context(), p, r.PathValue("volume"))
+				return ok(w, g, 0, err)
+			}},
+		{Method: "DELETE", Path: v1 + "/volumes/{volume}/export", Summary: "End a block volume's export", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				v, err := s.volumes.Unexport(r.Context(), p, r.PathValue("volume"))
 				return ok(w, v, volumeVersion(v, err), err)
 			}},
 		{Method: "POST", Path: v1 + "/volumes/{volume}/attach", Summary: "Attach a block volume to a VM, or to a node's host (cluster admin); honours If-Match", Tag: "volumes",

@@ -181,5 +181,19 @@ func (c *client) send(hc *http.Client, method, path string, body io.Reader, ctyp
 	if out == nil || res.StatusCode == http.StatusNoContent {
 		return nil
 	}
+	if w, ok := out.(io.Writer); ok {
+		n, err := io.Copy(w, res.Body)
+		if err == nil && res.ContentLength >= 0 && n != res.ContentLength {
+			err = fmt.Errorf("received %d of %d bytes", n, res.ContentLength)
+		}
+		return err
+	}
 	return json.NewDecoder(res.Body).Decode(out)
+}
+
+// download writes a GET's body to w, however long it takes.
+func (c *client) download(path string, w io.Writer) error {
+	hc := *c.http
+	hc.Timeout = 0
+	return c.send(&hc, "GET", path, nil, "", w)
 }

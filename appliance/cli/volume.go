@@ -4,6 +4,8 @@ import (
 	"flag"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cairnhq/cairn/storage/volume"
@@ -46,6 +48,97 @@ var volumeCommands = map[string]command{
 				return err
 			}
 			return printVolume(e, &v)
+		}
+	}},
+	"volume upload": {usage: "VOLUME FILE", help: "write a qcow2 or raw disk image into a detached block volume, replacing its contents", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a volume and an image file"); err != nil {
+			return err
+		}
+		f, err := os.Open(args[1])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		c, err := e.client()
+		if err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := c.upload("/api/v1/volumes/"+url.PathEscape(args[0])+"/upload", f, st.Size(), &v); err != nil {
+			return err
+		}
+		return printVolume(e, &v)
+	})},
+	"volume download": {usage: "VOLUME FILE [--format qcow2|raw]", help: "copy a detached block volume into a local image file", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		format := fs.String("format", "qcow2", "qcow2 (sparse) or raw")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 2, "a volume and a file to write"); err != nil {
+				return err
+			}
+			c, err := e.client()
+			if err != nil {
+				return err
+			}
+			tmp := args[1] + ".part"
+			f, err := os.Create(tmp)
+			if err != nil {
+				return err
+			}
+			err = c.download("/api/v1/volumes/"+url.PathEscape(args[0])+"/download?format="+url.QueryEscape(*format), f)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+			if err == nil {
+				err = os.Rename(tmp, args[1])
+			}
+			if err != nil {
+				_ = os.Remove(tmp)
+				return err
+			}
+			fmt.Fprintf(e.stdout, "%s written\n", args[1])
+			return nil
+		}
+	}},
+	"volume export": {usage: "VOLUME --dir DIR | --stop VOLUME", help: "serve a detached block volume read-only to backup tools (nbdcopy, qemu-img) over NBD with TLS; writes their certificates into DIR", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		dir := fs.String("dir", "", "directory for ca-cert.pem, client-cert.pem and client-key.pem (libnbd's and QEMU's tls-certificates layout)")
+		stop := fs.Bool("stop", false, "end the export")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a volume"); err != nil {
+				return err
+			}
+			path := "/api/v1/volumes/" + url.PathEscape(args[0]) + "/export"
+			if *stop {
+				var v volume.Volume
+				if err := send(e, "DELETE", path, nil, &v); err != nil {
+					return err
+				}
+				return printVolume(e, &v)
+			}
+			if *dir == "" {
+				return usageError("--dir DIR is required: the client certificate is written there")
+			}
+			var g volume.ExportGrant
+			if err := send(e, "POST", path, nil, &g); err != nil {
+				return err
+			}
+			if err := os.MkdirAll(*dir, 0o700); err != nil {
+				return err
+			}
+			for name, data := range map[string]string{"ca-cert.pem": g.CACert, "client-cert.pem": g.Cert, "client-key.pem": g.Key} {
+				if err := os.WriteFile(filepath.Join(*dir, name), []byte(data), 0o600); err != nil {
+					return err
+				}
+			}
+			abs, _ := filepath.Abs(*dir)
+			uri := g.URI + "?tls-certificates=" + abs
+			return e.printKV(map[string]any{"uri": uri, "expires": g.Expires, "volume": g.Volume}, [][2]string{
+				{"uri", uri}, {"expires", g.Expires.Format("2006-01-02 15:04 MST")},
+				{"copy with", "nbdcopy '" + uri + "' backup.raw"},
+				{"stop with", "cairn volume export --stop " + args[0]}})
 		}
 	}},
 	"volume show": {usage: "VOLUME", help: "a block volume's size, state, replicas and attachment", flags: noFlags(func(e *env, args []string) error {

@@ -1,9 +1,12 @@
 package cluster_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
+	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -135,6 +138,73 @@ func TestVMCLI(t *testing.T) {
 	if out := x.ok("", "vm", "events", "vm1"); !strings.Contains(out, "reboot") || !strings.Contains(out, "resize") {
 		t.Fatalf("vm events:\n%s", out)
 	}
+	// A volume from an image file and back again: the downloaded qcow2
+	// holds what was uploaded. A corrupt file and an attached volume are
+	// refused, and leave the volume as it was.
+	guest := harness.GuestImage(t)
+	x.ok("", "volume", "create", "disk1", "--size", "1")
+	x.ok("", "volume", "upload", "disk1", guest)
+	back := filepath.Join(t.TempDir(), "disk1.qcow2")
+	x.ok("", "volume", "download", "disk1", back)
+	if out, err := exec.Command("qemu-img", "compare", guest, back).CombinedOutput(); err != nil || !strings.Contains(string(out), "identical") {
+		t.Fatalf("the downloaded volume differs from the uploaded image: %v\n%s", err, out)
+	}
+	corrupt := filepath.Join(t.TempDir(), "corrupt.qcow2")
+	if err := os.WriteFile(corrupt, append([]byte("QFI\xfb\x00\x00\x00\x03"), bytes.Repeat([]byte{0xff}, 4096)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := x.run("", "volume", "upload", "disk1", corrupt); err == nil || !strings.Contains(out, "qcow2") {
+		t.Fatalf("a corrupt image was written into a volume: %v\n%s", err, out)
+	}
+	if out, err := x.run("", "volume", "upload", s.Spec.BootVolume, guest); err == nil || !strings.Contains(out, "only a detached volume") {
+		t.Fatalf("an upload into a VM's boot volume: %v\n%s", err, out)
+	}
+	var dv struct {
+		State      string          `json:"state"`
+		Attachment json.RawMessage `json:"attachment"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "volume", "show", "disk1", "-o", "json")), &dv); err != nil || dv.State != "available" || len(dv.Attachment) > 0 {
+		t.Fatalf("disk1 after the refused upload: %+v %v", dv, err)
+	}
+	x.ok("", "volume", "download", "disk1", back)
+	if out, err := exec.Command("qemu-img", "compare", guest, back).CombinedOutput(); err != nil {
+		t.Fatalf("a refused upload changed the volume: %v\n%s", err, out)
+	}
+	// Export for backup tools: nbdcopy reads the volume over NBD with TLS
+	// and the client certificate the export granted; without it, or for
+	// another volume, nothing is served; the export ends on request.
+	certs := filepath.Join(t.TempDir(), "export")
+	out := x.ok("", "volume", "export", "disk1", "--dir", certs, "-o", "json")
+	var grant struct {
+		URI string `json:"uri"`
+	}
+	if err := json.Unmarshal([]byte(out), &grant); err != nil || !strings.HasPrefix(grant.URI, "nbds://"+n.IP+":10809/vol-") {
+		t.Fatalf("volume export: %v\n%s", err, out)
+	}
+	raw := filepath.Join(t.TempDir(), "disk1.raw")
+	if out, err := exec.Command("nbdcopy", grant.URI, raw).CombinedOutput(); err != nil {
+		t.Fatalf("nbdcopy from the export: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("qemu-img", "compare", guest, raw).CombinedOutput(); err != nil {
+		t.Fatalf("the exported volume differs from the uploaded image: %v\n%s", err, out)
+	}
+	plain, _, _ := strings.Cut(grant.URI, "?")
+	if out, err := exec.Command("nbdinfo", plain).CombinedOutput(); err == nil {
+		t.Fatalf("an export read without a client certificate:\n%s", out)
+	}
+	other := strings.Replace(grant.URI, path.Base(plain), s.Spec.BootVolume, 1)
+	if out, err := exec.Command("nbdinfo", other).CombinedOutput(); err == nil {
+		t.Fatalf("a certificate for one volume read another:\n%s", out)
+	}
+	if out, err := x.run("", "volume", "attach", "disk1", "--vm", "vm1"); err == nil || !strings.Contains(out, "attached") {
+		t.Fatalf("attach of an exported volume: %v\n%s", err, out)
+	}
+	x.ok("", "volume", "export", "--stop", "disk1")
+	if out, err := exec.Command("nbdinfo", grant.URI).CombinedOutput(); err == nil {
+		t.Fatalf("an ended export still served:\n%s", out)
+	}
+	x.ok("", "volume", "delete", "disk1")
+
 	x.ok("", "vm", "delete", "vm1")
 	testutil.WaitFor(t, time.Minute, "vm1 gone", func() error {
 		if out, err := x.run("", "vm", "show", "vm1"); err == nil || !strings.Contains(out, "not found") {

@@ -132,7 +132,9 @@ func inState(state string) func(v vmView) error {
 // serialLog reads a VM's serial console log through the API.
 func serialLog(t *testing.T, a *cairntest.Client, name string) string {
 	t.Helper()
-	req, _ := http.NewRequest("GET", a.URL("/api/v1/vms/"+name+"/serial-log"), nil)
+	// The whole log (up to 4 MiB), not the default 64 KiB tail: tests count
+	// boots, and a boot's kernel messages take tens of KiB.
+	req, _ := http.NewRequest("GET", a.URL("/api/v1/vms/"+name+"/serial-log?bytes=4194304"), nil)
 	req.Header.Set("Authorization", "Bearer "+a.Token())
 	res, err := a.HTTP.Do(req)
 	if err != nil {
@@ -147,9 +149,11 @@ func serialLog(t *testing.T, a *cairntest.Client, name string) string {
 // guest prints "cairn-guest: hostname=H ip=A" once per boot.
 func waitSerial(t *testing.T, a *cairntest.Client, name, want string, n int) {
 	t.Helper()
+	var log string
 	testutil.WaitFor(t, 3*time.Minute, fmt.Sprintf("%q ×%d on %s's serial console", want, n, name), func() error {
-		if got := strings.Count(serialLog(t, a, name), want); got < n {
-			return fmt.Errorf("seen %d times", got)
+		log = serialLog(t, a, name)
+		if got := strings.Count(log, want); got < n {
+			return fmt.Errorf("seen %d times; the log ends: %q", got, log[max(0, len(log)-1500):])
 		}
 		return nil
 	})

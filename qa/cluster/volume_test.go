@@ -41,6 +41,7 @@ type volInfo struct {
 	Epoch      uint64       `json:"epoch"`
 	InSync     int          `json:"in_sync"`
 	Degraded   bool         `json:"degraded"`
+	ScrubbedAt time.Time    `json:"scrubbed_at"`
 	Replicas   []volReplica `json:"replicas"`
 	Attachment *struct {
 		Node string `json:"node"`
@@ -69,8 +70,8 @@ func vmBootVolume(t *testing.T, a *cairntest.Client, vm vmView) volInfo {
 	return v
 }
 
-func volumeCluster(t *testing.T) (*harness.Cluster, *cairntest.Client) {
-	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk-report-interval", "1s"}})
+func volumeCluster(t *testing.T, extra ...string) (*harness.Cluster, *cairntest.Client) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: append([]string{"--disk", "disks/d1", "--disk-report-interval", "1s"}, extra...)})
 	a := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, a, 3, 0)
 	cairntest.WaitHealthyDisks(t, a, 3, 0)
@@ -241,7 +242,7 @@ func metric(t *testing.T, a *cairntest.Client, series string) int64 {
 // client itself is killed mid-write and the volume, attached on another
 // node, holds every flushed write.
 func TestVolumeSurvivesLossOfABox(t *testing.T) {
-	c, a := volumeCluster(t)
+	c, a := volumeCluster(t, "--volume-scrub-interval", "10s")
 	var v volInfo
 	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": "pacs", "size_gib": 1, "project": "ward"}, 201, &v); err != nil {
 		t.Fatal(err)
@@ -309,6 +310,35 @@ func TestVolumeSurvivesLossOfABox(t *testing.T) {
 			t.Fatalf("node3's replica lacks chunk %d after catching up", i)
 		}
 	}
+
+	// A byte rots on node3's copy, which reads are not served from: the
+	// scrubber (every 10 s here) reads every copy, finds the bad checksum
+	// and rewrites the block from a good copy.
+	r3path := filepath.Join(n3.DataDir, "disks", "d1", "volumes", r3.ID, "data")
+	f, err := os.OpenFile(r3path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{^chunkPattern(5)}, chunkOff(5)+100); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	repairs := `cairn_volume_repairs_total{volume="` + v.ID + `"}`
+	testutil.WaitFor(t, 2*time.Minute, "the scrubber repairs node3's copy", func() error {
+		if got := metric(t, a, repairs); got < 1 {
+			return fmt.Errorf("%s = %d", repairs, got)
+		}
+		return nil
+	})
+	if data, err = os.ReadFile(r3path); err != nil || !bytes.Equal(data[chunkOff(5):chunkOff(5)+chunk], bytes.Repeat([]byte{chunkPattern(5)}, chunk)) {
+		t.Fatalf("node3's copy after the scrub: %v", err)
+	}
+	testutil.WaitFor(t, time.Minute, "the volume's scrub recorded", func() error {
+		if getVolume(t, a, "pacs").ScrubbedAt.IsZero() {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
 
 	// Kill the client (QEMU's role) mid-write; attach on node2: every
 	// flushed group is there.

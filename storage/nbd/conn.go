@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"log/slog"
@@ -66,6 +67,7 @@ func (c *conn) serve() {
 			}
 			return tc, tc, nil
 		}
+		h.peer = func() []*x509.Certificate { return tc.ConnectionState().PeerCertificates }
 	}
 	c.setReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	neg, err := h.run(ctx)

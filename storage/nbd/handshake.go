@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -20,6 +21,8 @@ type handshake struct {
 	// upgrade starts TLS on the connection and returns its new reader and
 	// writer; nil where TLS cannot be offered.
 	upgrade func() (io.Reader, io.Writer, error)
+	// peer returns the client's verified certificates once TLS is up.
+	peer func() []*x509.Certificate
 
 	tlsActive  bool
 	structured bool
@@ -257,6 +260,9 @@ func (h *handshake) chosen(exp *Export, name string) negotiated {
 
 // lookup resolves a name and checks what the transmission phase relies on.
 func (h *handshake) lookup(ctx context.Context, name string) (*Export, error) {
+	if h.tlsActive && h.peer != nil {
+		ctx = context.WithValue(ctx, peerKey{}, h.peer())
+	}
 	exp, err := h.cfg.Lookup(ctx, name)
 	if err != nil {
 		return nil, err
@@ -294,4 +300,14 @@ func (h *handshake) reply(opt, typ uint32, data []byte) error {
 		return fmt.Errorf("option reply: %w", err)
 	}
 	return nil
+}
+
+type peerKey struct{}
+
+// PeerCertificates are the client's verified certificates, chain first, as
+// Lookup sees them on a connection that upgraded to TLS (nil otherwise):
+// an export may be for one client's certificate alone.
+func PeerCertificates(ctx context.Context) []*x509.Certificate {
+	c, _ := ctx.Value(peerKey{}).([]*x509.Certificate)
+	return c
 }

@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -40,7 +41,14 @@ type NodeConfig struct {
 	// volume attached to the VM is that user's alone (the QEMU driver
 	// hands it over when it starts the VM, too).
 	Owner func(vmID string) (uid, gid int, ok bool)
-	Log   *slog.Logger
+	// ScrubEvery is how often each volume served here is read whole from
+	// every copy (0: never); ScrubPace the pause after each extent.
+	ScrubEvery, ScrubPace time.Duration
+	// ExportAddr is where exported volumes are served read-only over NBD
+	// with TLS (host:port; the host an IP the server certificate names);
+	// "": no export port.
+	ExportAddr string
+	Log        *slog.Logger
 }
 
 // NodeServer opens, as their writer, the volumes attached to this node and
@@ -110,6 +118,12 @@ func (n *NodeServer) Run(ctx context.Context) {
 		for _, p := range old {
 			_ = os.Remove(p)
 		}
+	}
+	if n.cfg.ScrubEvery > 0 {
+		go n.scrubLoop(ctx)
+	}
+	if n.cfg.ExportAddr != "" {
+		go n.serveExports(ctx)
 	}
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
@@ -391,4 +405,104 @@ func (n *NodeServer) ReplicaKnown(replicaID string) bool {
 		}
 	}
 	return false
+}
+
+// scrubLoop scrubs the volumes served here that are due, one at a time,
+// and records each whole scrub.
+func (n *NodeServer) scrubLoop(ctx context.Context) {
+	tick := min(time.Minute, max(n.cfg.ScrubEvery/2, time.Second))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(tick):
+		}
+		n.mu.Lock()
+		var due []*served
+		var ids []string
+		txn := n.c.Store().ReadTxn()
+		for id, s := range n.served {
+			if v := getVolume(txn, id); v != nil && v.Writer == n.c.Name() && v.Epoch == s.epoch && v.scrubDue(time.Now(), n.cfg.ScrubEvery) {
+				due, ids = append(due, s), append(ids, id)
+			}
+		}
+		n.mu.Unlock()
+		for i, s := range due {
+			start := time.Now()
+			read, repaired, err := s.w.Scrub(ctx, n.cfg.ScrubPace)
+			if err != nil {
+				if ctx.Err() == nil {
+					n.log.Warn("scrub a volume", "volume", ids[i], "err", err)
+				}
+				continue
+			}
+			if _, err := n.c.Apply(ctx, MsgVolumeScrubbed, &Scrubbed{Volume: ids[i], Node: n.c.Name(), Epoch: s.epoch, At: start.UTC()}, nil); err != nil {
+				n.log.Warn("record a volume's scrub", "volume", ids[i], "err", err)
+			}
+			n.log.Info("volume scrubbed", "volume", ids[i], "bytes", read, "repaired", repaired, "took", time.Since(start).Round(time.Second))
+		}
+	}
+}
+
+// serveExports serves the volumes exported through this node, read-only,
+// on the export port: TLS required (NBD STARTTLS), with a client
+// certificate the export CA issued for the volume asked for.
+func (n *NodeServer) serveExports(ctx context.Context) {
+	host, _, err := net.SplitHostPort(n.cfg.ExportAddr)
+	ip := net.ParseIP(host)
+	if err != nil || ip == nil {
+		n.log.Error("volume export port: want IP:PORT", "addr", n.cfg.ExportAddr)
+		return
+	}
+	var tlsCfg *tls.Config
+	for ctx.Err() == nil { // the export CA is made by the leader at start
+		if tlsCfg, err = exportTLS(n.c.Store().ReadTxn(), ip); err == nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if tlsCfg == nil {
+		return
+	}
+	ln, err := net.Listen("tcp", n.cfg.ExportAddr)
+	if err != nil {
+		n.log.Error("volume export port", "err", err)
+		return
+	}
+	srv, err := nbd.NewServer(nbd.Config{
+		TLS: tlsCfg,
+		Lookup: func(ctx context.Context, name string) (*nbd.Export, error) {
+			certs := nbd.PeerCertificates(ctx)
+			if len(certs) == 0 || certs[0].Subject.CommonName != ExportCN(name) {
+				return nil, nbd.ErrNoExport // granted for another volume, or none
+			}
+			v := getVolume(n.c.Store().ReadTxn(), name)
+			n.mu.Lock()
+			s := n.served[name]
+			n.mu.Unlock()
+			if v == nil || v.Attachment == nil || !v.Attachment.Export || v.Attachment.Node != n.c.Name() || s == nil {
+				return nil, nbd.ErrNoExport
+			}
+			return &nbd.Export{Name: name, Backend: s.w, ReadOnly: true, MultiConn: true, MinBlockSize: BlockSize, PreferredBlockSize: 64 << 10}, nil
+		},
+		Logger: n.log.With("port", "export"),
+	})
+	if err != nil {
+		ln.Close()
+		n.log.Error("volume export port", "err", err)
+		return
+	}
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}()
+	n.log.Info("exporting volumes", "addr", n.cfg.ExportAddr)
+	_ = srv.Serve(ln)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -28,11 +29,17 @@ type Repair struct {
 	// are rebuilt elsewhere; Now is the clock.
 	LostAfter time.Duration
 	Now       func() time.Time
+	// ScrubEvery: a detached volume due for a scrub is opened for it
+	// (ScrubAtOnce of them at most), as its writer scrubs it; 0: never.
+	ScrubEvery time.Duration
 	// since is when this leader began watching: silence is counted from
 	// then at the earliest, so a whole cluster starting up again after a
 	// night off rebuilds nothing.
 	since time.Time
 }
+
+// ScrubAtOnce bounds the detached volumes opened for their scrub at once.
+const ScrubAtOnce = 2
 
 // DefaultLostAfter is Longhorn's replica replenishment wait (600 s): a box
 // back within it is caught up, not copied anew.
@@ -82,7 +89,24 @@ func (r *Repair) Pass(ctx context.Context) error {
 		}
 	}
 	var errs []error
-	for _, v := range All(txn) {
+	all := All(txn)
+	borrowed := 0
+	for _, v := range all {
+		if v.Attachment != nil && v.Attachment.Repair {
+			borrowed++
+		}
+	}
+	for _, v := range all {
+		if v.State == StateAvailable && v.Attachment == nil && borrowed < ScrubAtOnce && v.scrubDue(r.Now(), r.ScrubEvery) {
+			// Nobody writes it, so nobody scrubs it: open it for that.
+			_, err := r.c.Apply(ctx, MsgAttachVolume, attachVolumeCmd{ID: v.ID, IfMatch: v.Version,
+				Attachment: Attachment{Node: r.c.Name(), At: r.Now().UTC(), Repair: true}}, nil)
+			if err = ignoreStale(err); err != nil {
+				errs = append(errs, fmt.Errorf("volume %s: open it for its scrub: %w", v.ID, err))
+			}
+			borrowed++
+			continue
+		}
 		if v.State != StateAvailable && v.State != StateInUse {
 			continue
 		}
@@ -124,7 +148,7 @@ func (r *Repair) step(ctx context.Context, txn *memdb.Txn, v *Volume, disks map[
 		}
 	}
 	if len(lost) == 0 {
-		if a := v.Attachment; a != nil && a.Repair && v.inSync() == len(v.Replicas) {
+		if a := v.Attachment; a != nil && a.Repair && v.inSync() == len(v.Replicas) && !v.scrubDue(r.Now(), r.ScrubEvery) {
 			_, err := r.c.Apply(ctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, IfMatch: v.Version}, nil)
 			return ignoreStale(err)
 		}
@@ -136,24 +160,22 @@ func (r *Repair) step(ctx context.Context, txn *memdb.Txn, v *Volume, disks map[
 			inSync++
 		}
 	}
-	want := min(MaxReplicas, len(v.Replicas)-len(lost)+1)
+	target := v.target()
 	switch {
-	case len(kept) < want && len(v.Replicas) <= MaxReplicas:
+	case len(kept) < target:
+		// One more copy on its way in (a stale newcomer counts: its writer
+		// catches it up).
 		return r.add(ctx, txn, v, kept, lost[0], why)
-	case inSync == len(kept) && inSync > 0:
-		// The newcomer is in sync: the lost replica goes.
+	case inSync >= target:
+		// The newcomers are in sync: the lost replicas leave the record.
+		// Their files stay until their nodes' sweepers remove them (after
+		// the grace period): the volume's writer may still send them a
+		// write until it has reopened with the new set.
 		for _, rep := range lost {
 			if _, err := r.c.Apply(ctx, MsgRemoveReplica, removeReplicaCmd{Volume: v.ID, Replica: rep.ID}, nil); err != nil {
 				return err
 			}
 			r.log.Info("volume replica replaced", "volume", v.ID, "replica", rep.ID, "node", rep.Node, "why", why)
-			if r.prov != nil {
-				rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-				if err := r.prov.Remove(rctx, rep.Node, rep.ID); err != nil {
-					r.log.Info("replaced replica left to its node's sweeper", "replica", rep.ID, "err", err)
-				}
-				cancel()
-			}
 		}
 		return nil
 	case v.Attachment == nil:
@@ -185,11 +207,14 @@ func (r *Repair) add(ctx context.Context, txn *memdb.Txn, v *Volume, kept []Repl
 	next := 0
 	for _, rep := range v.Replicas {
 		var n int
-		if _, err := fmt.Sscanf(rep.ID[len(v.ID):], "-r%d", &n); err == nil && n >= next {
+		if _, err := fmt.Sscanf(strings.TrimPrefix(rep.ID, v.ID), "-r%d", &n); err == nil && n >= next {
 			next = n + 1
 		}
 	}
-	rep := Replica{ID: fmt.Sprintf("%s-r%d", v.ID, next), Node: spots[0].Node, Disk: spots[0].Disk, State: ReplicaStale}
+	// Numbered after the highest, with the volume's version in it: an ID
+	// a removed replica had (whose files may wait for their sweeper) is
+	// never given again.
+	rep := Replica{ID: fmt.Sprintf("%s-r%d-%d", v.ID, next, v.Version), Node: spots[0].Node, Disk: spots[0].Disk, State: ReplicaStale}
 	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes); err != nil {
 		return fmt.Errorf("make replica %s on %s: %w", rep.ID, rep.Node, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,10 +67,11 @@ func TestRepairReplacesADrainedReplica(t *testing.T) {
 	e.must(err)
 
 	e.must(r.Pass(ctx))
-	want := "node2/" + d2b + "/vol-x-r3"
-	if !slices.Equal(prov.created, []string{want}) {
-		t.Fatalf("replacement made: %v, want %s", prov.created, want)
+	want := "node2/" + d2b + "/vol-x-r3-"
+	if len(prov.created) != 1 || !strings.HasPrefix(prov.created[0], want) {
+		t.Fatalf("replacement made: %v, want %s...", prov.created, want)
 	}
+	newID := get().Replicas[3].ID
 	if got := get(); len(got.Replicas) != 4 || got.Replicas[3].State != ReplicaStale || got.Replicas[3].Disk != d2b {
 		t.Fatalf("after the add: %+v", got.Replicas)
 	}
@@ -85,7 +87,7 @@ func TestRepairReplacesADrainedReplica(t *testing.T) {
 	// The writer (the repair's) catches the newcomer up.
 	w, err := e.apply(MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: e.node.Name()})
 	e.must(err)
-	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: "vol-x-r3", State: ReplicaInSync})
+	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: newID, State: ReplicaInSync})
 	e.must(err)
 
 	e.must(r.Pass(ctx))
@@ -94,8 +96,15 @@ func TestRepairReplacesADrainedReplica(t *testing.T) {
 	for _, rep := range got.Replicas {
 		ids = append(ids, rep.ID)
 	}
-	if !slices.Equal(ids, []string{"vol-x-r0", "vol-x-r2", "vol-x-r3"}) || !slices.Equal(prov.removed, []string{"node2/vol-x-r1"}) {
+	// The old replica leaves the record; its files wait for its node's
+	// sweeper (the writer may still send it a write until it reopens).
+	if !slices.Equal(ids, []string{"vol-x-r0", "vol-x-r2", newID}) || len(prov.removed) != 0 {
 		t.Fatalf("after the catch-up: replicas %v, removed %v", ids, prov.removed)
+	}
+	// A writer that had not reopened yet marks the removed replica stale:
+	// nothing is owed to it, and the write is not failed for it.
+	if _, err := e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: "vol-x-r1", State: ReplicaStale}); err != nil {
+		t.Fatalf("a removed replica marked stale: %v", err)
 	}
 	e.must(r.Pass(ctx))
 	if got = get(); got.Attachment != nil || got.State != StateAvailable || got.Degraded {
@@ -136,9 +145,10 @@ func TestRepairRebuildsALostBoxElsewhere(t *testing.T) {
 		e.must(err)
 	}
 	e.must(r.Pass(ctx))
-	if !slices.Equal(prov.created, []string{"node4/" + disks[3] + "/vol-y-r3"}) {
+	if len(prov.created) != 1 || !strings.HasPrefix(prov.created[0], "node4/"+disks[3]+"/vol-y-r3-") {
 		t.Fatalf("rebuilt on %v, want node4", prov.created)
 	}
+	newID := get().Replicas[3].ID
 	e.must(r.Pass(ctx)) // opened for the catch-up
 	if a := get().Attachment; a == nil || !a.Repair {
 		t.Fatalf("not opened for the catch-up: %+v", get())
@@ -162,10 +172,53 @@ func TestRepairRebuildsALostBoxElsewhere(t *testing.T) {
 	e.must(err)
 	_, err = e.apply(MsgRemoveReplica, removeReplicaCmd{Volume: v.ID, Replica: "vol-y-r0"})
 	wantCode(t, "remove a replica below the floor", err, "conflict")
-	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: "node2", Epoch: w.Epoch, Replica: "vol-y-r3", State: ReplicaInSync})
+	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: "node2", Epoch: w.Epoch, Replica: newID, State: ReplicaInSync})
 	e.must(err)
 	e.must(r.Pass(ctx))
-	if got := get(); len(got.Replicas) != 3 || got.Degraded || !slices.Equal(prov.removed, []string{"node3/vol-y-r2"}) || got.Attachment == nil || got.Attachment.Node != "node2" {
+	if got := get(); len(got.Replicas) != 3 || got.Degraded || replicaOf(got, "vol-y-r2") || got.Attachment == nil || got.Attachment.Node != "node2" {
 		t.Fatalf("after the rebuild: %+v, removed %v", got, prov.removed)
+	}
+}
+
+func replicaOf(v *Volume, id string) bool {
+	return slices.ContainsFunc(v.Replicas, func(r Replica) bool { return r.ID == id })
+}
+
+// A one-copy volume (a one-node cluster) moves between the node's disks,
+// and two copies lost one after the other are both rebuilt before either
+// goes: the repair works towards the volume's number of copies.
+func TestRepairKeepsTheNumberOfCopies(t *testing.T) {
+	e := newVolEnv(t, identity.Resources{Volumes: 10, VolumeGiB: 100})
+	ctx := context.Background()
+	a := e.addDisk("node1", "/a", storage.DiskActive, storage.HealthOK, 100*GiB)
+	b := e.addDisk("node1", "/b", storage.DiskActive, storage.HealthOK, 50*GiB)
+	v := Volume{ID: "vol-1", Name: "one", ProjectID: e.ward, SizeBytes: GiB, CreatedAt: time.Now().UTC(), Replicas: []Replica{{ID: "vol-1-r0", Node: "node1", Disk: a}}}
+	_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: v})
+	e.must(err)
+	_, err = e.apply(MsgSetVolumeState, setVolumeStateCmd{ID: v.ID, State: StateAvailable})
+	e.must(err)
+	r := NewRepair(e.node, &recordingProv{}, nil)
+	get := func() *Volume { return getVolume(e.node.Store().ReadTxn(), v.ID) }
+	if got := get(); got.Copies != 1 || got.Degraded {
+		t.Fatalf("a one-copy volume: %+v", got)
+	}
+	_, err = e.node.Apply(ctx, storage.MsgSetDiskState, map[string]any{"id": a, "state": storage.DiskDraining}, nil)
+	e.must(err)
+	for range 3 {
+		e.must(r.Pass(ctx))
+	}
+	got := get()
+	if len(got.Replicas) != 2 || got.Replicas[1].Disk != b || got.Attachment == nil || !got.Attachment.Repair {
+		t.Fatalf("one copy moving to the other disk: %+v", got)
+	}
+	w, err := e.apply(MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: e.node.Name()})
+	e.must(err)
+	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: got.Replicas[1].ID, State: ReplicaInSync})
+	e.must(err)
+	for range 2 {
+		e.must(r.Pass(ctx))
+	}
+	if got = get(); len(got.Replicas) != 1 || got.Replicas[0].Disk != b || got.Attachment != nil || got.Degraded {
+		t.Fatalf("after the move: %+v", got)
 	}
 }

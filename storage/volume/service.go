@@ -57,7 +57,10 @@ type Deps struct {
 	// Images finds the image a volume is made from; nil: volumes are
 	// blank.
 	Images ImageFinder
-	Logger *slog.Logger
+	// ExportAddr is this node's volume export port as clients reach it
+	// (host:port); "": volumes are not exported through this node.
+	ExportAddr string
+	Logger     *slog.Logger
 }
 
 // Service is volumes' business logic for the API and the CLI: it
@@ -69,7 +72,14 @@ type Service struct {
 	vms  VMs
 	imgs ImageFinder
 	log  *slog.Logger
+	// exportAddr is this node's volume export port (host:port), "" off.
+	exportAddr string
+	local      *NodeServer // this node's, for exports
 }
+
+// SetLocal gives the service this node's volume server: an export is
+// granted once the volume is served.
+func (s *Service) SetLocal(n *NodeServer) { s.local = n }
 
 // NewService returns the volume service.
 func NewService(d Deps) *Service {
@@ -77,7 +87,7 @@ func NewService(d Deps) *Service {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Service{c: d.Cluster, id: d.Identity, prov: d.Provisioner, vms: d.VMs, imgs: d.Images, log: log}
+	return &Service{c: d.Cluster, id: d.Identity, prov: d.Provisioner, vms: d.VMs, imgs: d.Images, log: log, exportAddr: d.ExportAddr}
 }
 
 // Create is the input for creating a volume.

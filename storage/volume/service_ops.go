@@ -240,3 +240,42 @@ func (s *Service) Detach(ctx context.Context, p *identity.Principal, ref string,
 	}
 	return &out, nil
 }
+
+// Borrow attaches a detached volume to this node for its owner's upload
+// or download (action): nothing else attaches it meanwhile. The returned
+// function ends the transfer and detaches it.
+func (s *Service) Borrow(ctx context.Context, p *identity.Principal, ref, action string) (*Volume, func(), error) {
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, nil, err
+	}
+	if v.Attachment != nil || v.State != StateAvailable {
+		return nil, nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
+			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume is uploaded into or downloaded", v.Name, describe(v)))
+	}
+	var out Volume
+	a := Attachment{Node: s.c.Name(), At: time.Now().UTC(), Transfer: true}
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: v.Version}, &out); err != nil {
+		return nil, nil, err
+	}
+	release := func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+		defer cancel()
+		if _, err := s.c.Apply(rctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: s.c.Name()}, nil); err != nil {
+			s.log.Warn("end a volume transfer: the volume stays attached to this node until detached", "volume", v.ID, "err", err)
+		}
+	}
+	return &out, release, nil
+}
+
+// describe says what a volume is doing, for refusals.
+func describe(v *Volume) string {
+	switch a := v.Attachment; {
+	case a == nil:
+		return v.State
+	case a.Transfer:
+		return "being transferred through node " + a.Node
+	default:
+		return "attached to " + attachedTo(a)
+	}
+}

@@ -24,6 +24,8 @@ const (
 	MsgSourceFilled    consensus.MessageType = 168
 	MsgAddReplica      consensus.MessageType = 169
 	MsgRemoveReplica   consensus.MessageType = 170
+	MsgVolumeScrubbed  consensus.MessageType = 171
+	MsgExportCA        consensus.MessageType = 172
 )
 
 // Volume states. A volume is in-use exactly while it is attached.
@@ -59,6 +61,10 @@ type Volume struct {
 	SizeBytes int64     `json:"size_bytes"`
 	State     string    `json:"state"`
 	Replicas  []Replica `json:"replicas"`
+	// Copies is how many replicas the volume is to have (set at create;
+	// the repair rebuilds towards it). 0 in records older than it: as
+	// many as it has, up to MaxReplicas.
+	Copies int `json:"copies,omitempty"`
 	// Writer is the node holding the writer epoch ("" never opened).
 	Writer     string      `json:"writer,omitempty"`
 	Epoch      uint64      `json:"epoch"`
@@ -68,10 +74,12 @@ type Volume struct {
 	// InSync and Degraded follow from Replicas (kept with every change, and
 	// worked out again on read): how many replicas have every write, and
 	// whether any lacks some.
-	InSync    int       `json:"in_sync"`
-	Degraded  bool      `json:"degraded"`
-	CreatedAt time.Time `json:"created_at"`
-	Version   uint64    `json:"version"` // the Raft index of the last change
+	InSync   int  `json:"in_sync"`
+	Degraded bool `json:"degraded"`
+	// ScrubbedAt is when its writer last read every copy whole.
+	ScrubbedAt time.Time `json:"scrubbed_at,omitzero"`
+	CreatedAt  time.Time `json:"created_at"`
+	Version    uint64    `json:"version"` // the Raft index of the last change
 }
 
 // Replica is one copy of a volume: a directory on one disk of one node.
@@ -96,6 +104,12 @@ type Attachment struct {
 	// catches up a replica added in place of a lost one; an attach by its
 	// owner takes over, and the repair detaches it when done.
 	Repair bool `json:"repair,omitempty"`
+	// Transfer: its owner uploads into it or downloads it through this
+	// node; it is detached when that ends.
+	Transfer bool `json:"transfer,omitempty"`
+	// Export: served read-only to backup tools on the node's export port
+	// (Service.Export), until unexported.
+	Export bool `json:"export,omitempty"`
 	// Detaching: its owner asked to detach it from the running VM; the
 	// VM's node unplugs it (the guest has to let go) and then detaches it.
 	Detaching bool `json:"detaching,omitempty"`
@@ -131,8 +145,16 @@ func gib(b int64) int64 { return (b + GiB - 1) / GiB }
 // Viewed is the volume as reads show it, with its redundancy filled in.
 func (v Volume) Viewed() *Volume {
 	v.InSync = v.inSync()
-	v.Degraded = v.InSync < len(v.Replicas)
+	v.Degraded = v.InSync < len(v.Replicas) || v.InSync < v.target()
 	return &v
+}
+
+// target is how many replicas the volume is to have.
+func (v *Volume) target() int {
+	if v.Copies > 0 {
+		return v.Copies
+	}
+	return min(MaxReplicas, len(v.Replicas))
 }
 
 // inSync counts the replicas in sync.
@@ -180,6 +202,8 @@ type attachVolumeCmd struct {
 type detachVolumeCmd struct {
 	ID      string `json:"id"`
 	IfMatch uint64 `json:"if_match,omitempty"`
+	// Transfer ends a transfer's attachment on that node, and nothing else.
+	Transfer string `json:"transfer,omitempty"`
 }
 
 // AcquireWriter makes Node the volume's writer with a new epoch; only the
@@ -230,6 +254,8 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSourceFilled, "VolumeSourceFilled", applySourceFilled)
 	consensus.Handle(reg, MsgAddReplica, "AddVolumeReplica", applyAddReplica)
 	consensus.Handle(reg, MsgRemoveReplica, "RemoveVolumeReplica", applyRemoveReplica)
+	consensus.Handle(reg, MsgVolumeScrubbed, "VolumeScrubbed", applyScrubbed)
+	registerExport(reg)
 	storage.HoldsDisks(tVolumes)
 }
 
@@ -256,7 +282,7 @@ func current(tx *consensus.Tx, id string, ifMatch uint64) (*Volume, error) {
 func save(tx *consensus.Tx, v *Volume) (any, error) {
 	v.Version = tx.Index
 	v.InSync = v.inSync()
-	v.Degraded = v.InSync < len(v.Replicas)
+	v.Degraded = v.InSync < len(v.Replicas) || v.InSync < v.target()
 	if err := tx.Insert(tVolumes, v); err != nil {
 		return nil, err
 	}
@@ -283,6 +309,9 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 		return nil, err
 	}
 	v.State, v.Writer, v.Epoch, v.Attachment = StateCreating, "", 0, nil
+	if v.Copies <= 0 {
+		v.Copies = len(v.Replicas)
+	}
 	if v.Source != nil {
 		src := *v.Source
 		src.Filled = false
@@ -377,6 +406,9 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
 	case c.Attachment.VM == "" && c.Attachment.Node == "":
 		return nil, consensus.Errorf(consensus.CodeInvalid, "attach volume %s to a VM or a node", cur.Name)
+	case cur.Source != nil && cur.Source.VMDisk != "" && !cur.Source.Filled:
+		// Filled from that VM's disk on its node, for that VM alone.
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still to take over VM %s's local disk", cur.Name, cur.Source.VMDisk)
 	}
 	v := *cur
 	a := c.Attachment
@@ -399,6 +431,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	}
 	if cur.Attachment.Boot {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
+	}
+	if a := cur.Attachment; c.Transfer != "" && (!a.Transfer || a.VM != "" || a.Node != c.Transfer) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being transferred through %s", cur.Name, c.Transfer)
 	}
 	v := *cur
 	// The writer goes with the attachment: from here on the replicated
@@ -448,6 +483,11 @@ func applySetReplicaState(tx *consensus.Tx, c *SetReplicaState) (any, error) {
 		}
 	}
 	if i < 0 {
+		if c.State == ReplicaStale {
+			// Removed by the repair while its writer still had it: nothing
+			// is owed to it any more.
+			return cur, nil
+		}
 		return nil, notFound("replica", c.Replica)
 	}
 	v.Replicas[i].State = c.State
@@ -504,8 +544,8 @@ func applyAddReplica(tx *consensus.Tx, c *addReplicaCmd) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(cur.Replicas) > MaxReplicas {
-		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s already has a replica on its way in", cur.Name)
+	if len(cur.Replicas) >= 2*MaxReplicas {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s already has %d replicas", cur.Name, len(cur.Replicas))
 	}
 	for _, r := range cur.Replicas {
 		if r.ID == c.Replica.ID || r.Disk == c.Replica.Disk {
@@ -569,4 +609,38 @@ func (replicaDisks) FromArgs(args ...any) ([]byte, error) {
 		return nil, fmt.Errorf("disk ID: want a string, got %T", args[0])
 	}
 	return []byte(s + "\x00"), nil
+}
+
+// Scrubbed records a whole scrub of a volume by its writer.
+type Scrubbed struct {
+	Volume string    `json:"volume"`
+	Node   string    `json:"node"`
+	Epoch  uint64    `json:"epoch"`
+	At     time.Time `json:"at"`
+}
+
+func applyScrubbed(tx *consensus.Tx, c *Scrubbed) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := notWriter(cur, c.Node, c.Epoch); err != nil {
+		return nil, err
+	}
+	v := *cur
+	v.ScrubbedAt = c.At
+	return save(tx, &v)
+}
+
+// scrubDue tells whether a volume is due for a scrub (every interval, from
+// its creation on; 0: never).
+func (v *Volume) scrubDue(now time.Time, every time.Duration) bool {
+	if every <= 0 {
+		return false
+	}
+	last := v.ScrubbedAt
+	if last.Before(v.CreatedAt) {
+		last = v.CreatedAt
+	}
+	return now.Sub(last) >= every
 }

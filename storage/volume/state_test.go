@@ -310,8 +310,13 @@ func TestSetReplicaStateFencedAndFloored(t *testing.T) {
 	if consensus.ErrorReason(err) == ReasonFenced {
 		t.Fatal("the floor's refusal says fenced")
 	}
-	_, err = e.apply(MsgSetReplicaState, SetReplicaState{Volume: "vol-1", Node: "node1", Epoch: 2, Replica: "vol-1-r9", State: ReplicaStale})
+	// An unknown replica cannot be brought in; marked stale (the repair
+	// removed it while its writer still wrote to it) is nothing to do.
+	_, err = e.apply(MsgSetReplicaState, SetReplicaState{Volume: "vol-1", Node: "node1", Epoch: 2, Replica: "vol-1-r9", State: ReplicaInSync})
 	wantCode(t, "an unknown replica", err, consensus.CodeNotFound)
+	if _, err = e.apply(MsgSetReplicaState, SetReplicaState{Volume: "vol-1", Node: "node1", Epoch: 2, Replica: "vol-1-r9", State: ReplicaStale}); err != nil {
+		t.Fatalf("a removed replica marked stale: %v", err)
+	}
 	v, err = e.apply(MsgSetReplicaState, SetReplicaState{Volume: "vol-1", Node: "node1", Epoch: 2, Replica: "vol-1-r1", State: ReplicaRebuilding})
 	e.must(err)
 	if v.Replicas[1].State != ReplicaRebuilding || v.Replicas[2].State != ReplicaInSync {

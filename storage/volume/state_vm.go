@@ -22,10 +22,12 @@ func AttachToVM(tx *consensus.Tx, volumeID, vmID, projectID, node string, boot, 
 	switch {
 	case cur.ProjectID != projectID:
 		return nil, notFound("volume", volumeID) // another project's volume is not there for this VM
-	case cur.Attachment != nil:
+	case cur.Attachment != nil && !cur.Attachment.Repair:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is already attached to %s", cur.Name, attachedTo(cur.Attachment))
-	case cur.State != StateAvailable:
+	case cur.State != StateAvailable && cur.Attachment == nil:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
+	case cur.Source != nil && cur.Source.VMDisk != "" && !cur.Source.Filled && (cur.Source.VMDisk != vmID || !boot):
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still to take over VM %s's local disk", cur.Name, cur.Source.VMDisk)
 	}
 	v := *cur
 	v.Attachment = &Attachment{Node: node, VM: vmID, At: at, Boot: boot, DeleteWithVM: deleteWithVM}

@@ -72,6 +72,8 @@ type Stats struct {
 	// RebuildLeft is what is still to be copied into replicas being
 	// caught up, in bytes: the rebuild's progress.
 	RebuildLeft int64
+	// Scrubbed counts the bytes the scrubber read from the replicas.
+	Scrubbed int64
 }
 
 // Writer is a volume open for writing on this node: an nbd.Backend that
@@ -97,7 +99,7 @@ type Writer struct {
 	growMu sync.Mutex
 
 	resyncBytes, resyncExtents, repairs atomic.Int64
-	rebuildLeft                         atomic.Int64
+	rebuildLeft, scrubbed               atomic.Int64
 }
 
 var _ nbd.Backend = (*Writer)(nil)
@@ -348,7 +350,7 @@ func (g *extGens) at(idx int64) *atomic.Uint64 {
 // Stats reports what the writer copied and repaired so far.
 func (w *Writer) Stats() Stats {
 	return Stats{ResyncBytes: w.resyncBytes.Load(), ResyncExtents: w.resyncExtents.Load(), Repairs: w.repairs.Load(),
-		RebuildLeft: w.rebuildLeft.Load()}
+		RebuildLeft: w.rebuildLeft.Load(), Scrubbed: w.scrubbed.Load()}
 }
 
 // Replicas reports each replica's state as this writer sees it.
@@ -648,6 +650,52 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		w.log.Warn("read from replica failed; trying another", "replica", r.m.ID, "err", err)
 	}
 	return lastErr
+}
+
+// Scrub reads the whole volume from every in-sync replica, extent by
+// extent, pausing pace after each; a block whose checksum does not match
+// is rewritten from a good copy (as a read would repair it). It returns
+// the bytes read and the repairs made; it stops at the first error of the
+// volume itself (fenced, closed), not of one replica.
+func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired int64, err error) {
+	buf := make([]byte, ExtentSize)
+	for idx := int64(0); idx < extents(w.Size()); idx++ {
+		if w.fenced.Load() {
+			return read, repaired, ErrFenced
+		}
+		off := idx * ExtentSize
+		p := buf[:min(ExtentSize, w.Size()-off)]
+		for _, r := range w.readOrder() {
+			cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+			rerr := r.t.ReadAt(cctx, p, off)
+			cancel()
+			if ctx.Err() != nil {
+				return read, repaired, ctx.Err()
+			}
+			read += int64(len(p))
+			w.scrubbed.Add(int64(len(p)))
+			var ce *CorruptError
+			switch {
+			case errors.As(rerr, &ce):
+				w.log.Error("scrub: checksum mismatch; repairing the replica from another", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
+				if err := w.readRepair(ctx, r, p, off); err != nil {
+					w.log.Error("scrub: repair failed", "replica", r.m.ID, "err", err)
+				} else {
+					repaired++
+				}
+			case rerr != nil:
+				w.log.Warn("scrub: read failed", "replica", r.m.ID, "off", off, "err", rerr)
+			}
+		}
+		if pace > 0 {
+			select {
+			case <-ctx.Done():
+				return read, repaired, ctx.Err()
+			case <-time.After(pace):
+			}
+		}
+	}
+	return read, repaired, nil
 }
 
 // readOrder lists the in-sync replicas, the local one first.

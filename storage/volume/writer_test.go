@@ -455,3 +455,43 @@ func TestWriterGrowsOnline(t *testing.T) {
 		t.Fatal("the caught-up replica lacks a write")
 	}
 }
+
+// The scrubber reads every in-sync copy, not only the one reads are served
+// from: a bad block on a remote replica is found and rewritten from a good
+// copy.
+func TestWriterScrubRepairsEveryCopy(t *testing.T) {
+	r := newRig(t, 3, 4<<20)
+	w := r.open()
+	ctx := context.Background()
+	data := random(4 << 20)
+	if err := w.WriteAt(ctx, data, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	flip := func(i int, off int64) {
+		f, err := os.OpenFile(filepath.Join(r.dirs[i], "data"), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		if _, err := f.WriteAt([]byte{data[off] ^ 0x5a}, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip(1, 1<<20+77)
+	flip(2, 3<<20+4096)
+	read, repaired, err := w.Scrub(ctx, 0)
+	if err != nil || repaired != 2 || read != 3*(4<<20) {
+		t.Fatalf("scrub: read %d, repaired %d, %v", read, repaired, err)
+	}
+	for i := range 3 {
+		if !bytes.Equal(r.read(i, 0, 4<<20), data) {
+			t.Fatalf("replica %d still differs after the scrub", i)
+		}
+	}
+	if _, repaired, err := w.Scrub(ctx, 0); err != nil || repaired != 0 {
+		t.Fatalf("a second scrub repaired %d: %v", repaired, err)
+	}
+}

@@ -1,0 +1,256 @@
+package volume
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Export serves a detached volume read-only over NBD with TLS to backup
+// tools (nbdcopy, qemu-img convert): Cairn's `rbd export`. The volume is
+// attached to the exporting node's host (Attachment.Export) and served on
+// the node's export port, to clients holding a certificate issued for that
+// volume alone.
+//
+// Its certificates come from an export CA of its own, kept in the
+// replicated state, not from the cluster CA: a certificate the cluster CA
+// signed is a node's identity on the cluster port, and one handed to a
+// backup host must not open that.
+
+const tExportCA = "volume_export_ca"
+
+// exportCA is the singleton export CA.
+type exportCA struct {
+	CertPEM []byte `json:"cert_pem"`
+	KeyPEM  []byte `json:"key_pem"`
+}
+
+// ExportGrant is what a backup tool needs to read an exported volume.
+type ExportGrant struct {
+	Volume  *Volume   `json:"volume"`
+	URI     string    `json:"uri"`     // nbds://NODE:PORT/VOLUME
+	CACert  string    `json:"ca_cert"` // PEM: verifies the server
+	Cert    string    `json:"client_cert"`
+	Key     string    `json:"client_key"`
+	Expires time.Time `json:"expires"`
+}
+
+// ExportCN names the one volume a client certificate may read.
+func ExportCN(volumeID string) string { return "volume-export:" + volumeID }
+
+// exportTTL bounds a grant: a backup that takes longer asks again.
+const exportTTL = 24 * time.Hour
+
+func registerExport(reg *consensus.Registry) {
+	consensus.RegisterTable[exportCA](reg, &memdb.TableSchema{Name: tExportCA, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: singleRow{}},
+	}})
+	consensus.Handle(reg, MsgExportCA, "SetVolumeExportCA", applyExportCA)
+}
+
+type singleRow struct{}
+
+func (singleRow) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
+func (singleRow) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
+
+// applyExportCA keeps the first export CA proposed; later ones are moot.
+func applyExportCA(tx *consensus.Tx, c *exportCA) (any, error) {
+	if consensus.First[exportCA](tx.Txn, tExportCA, "id") != nil {
+		return nil, nil
+	}
+	if _, err := parseExportCA(c); err != nil {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "export CA: %v", err)
+	}
+	return nil, tx.Insert(tExportCA, c)
+}
+
+// EnsureExportCA makes the cluster's export CA once (leader).
+func EnsureExportCA(ctx context.Context, c Cluster) error {
+	if consensus.First[exportCA](c.Store().ReadTxn(), tExportCA, "id") != nil {
+		return nil
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "Cairn volume export CA", Organization: []string{"Cairn"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(20, 0, 0),
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return err
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	_, err = c.Apply(ctx, MsgExportCA, &exportCA{CertPEM: pemOf("CERTIFICATE", der), KeyPEM: pemOf("EC PRIVATE KEY", kder)}, nil)
+	return err
+}
+
+type parsedCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func parseExportCA(c *exportCA) (*parsedCA, error) {
+	cb, _ := pem.Decode(c.CertPEM)
+	kb, _ := pem.Decode(c.KeyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("no PEM data")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	return &parsedCA{cert: cert, key: key, pem: c.CertPEM}, nil
+}
+
+func loadExportCA(txn *memdb.Txn) (*parsedCA, error) {
+	c := consensus.First[exportCA](txn, tExportCA, "id")
+	if c == nil {
+		return nil, consensus.Errorf(consensus.CodeUnavailable, "the export CA is not made yet; try again in a moment")
+	}
+	return parseExportCA(c)
+}
+
+// issue signs a leaf: a server's (ips) or a client's (cn).
+func (ca *parsedCA) issue(cn string, ips []net.IP, client bool, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	usage := x509.ExtKeyUsageServerAuth
+	if client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn, Organization: []string{"Cairn"}},
+		NotBefore: time.Now().Add(-5 * time.Minute), NotAfter: time.Now().Add(ttl),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key) // what GnuTLS (libnbd, QEMU) reads
+	if err != nil {
+		return nil, nil, err
+	}
+	return pemOf("CERTIFICATE", der), pemOf("PRIVATE KEY", kder), nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func pemOf(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+
+// exportTLS is the export port's TLS: a server certificate for ip from the
+// export CA, and client certificates from it required.
+func exportTLS(txn *memdb.Txn, ip net.IP) (*tls.Config, error) {
+	ca, err := loadExportCA(txn)
+	if err != nil {
+		return nil, err
+	}
+	certPEM, keyPEM, err := ca.issue("cairn volume export", []net.IP{ip}, false, 10*365*24*time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
+}
+
+// Export attaches a detached volume to this node's host for a read-only
+// export and grants a client certificate for it, valid exportTTL.
+func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string) (*ExportGrant, error) {
+	const action = "volume.export"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	if s.exportAddr == "" {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeUnavailable, "this node exports no volumes (its volume export port is off)"))
+	}
+	if a := v.Attachment; a != nil && !(a.Export && a.Node == s.c.Name()) || v.State != StateAvailable && v.Attachment == nil {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
+			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume is exported (a snapshot, once they exist)", v.Name, describe(v)))
+	}
+	ca, err := loadExportCA(s.c.Store().ReadTxn())
+	if err != nil {
+		return nil, err
+	}
+	out := v
+	if v.Attachment == nil {
+		var got Volume
+		a := Attachment{Node: s.c.Name(), At: time.Now().UTC(), Export: true}
+		if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: v.Version}, &got); err != nil {
+			return nil, err
+		}
+		out = &got
+	}
+	if s.local != nil {
+		wctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		for {
+			if _, _, ok := s.local.Served(v.ID); ok {
+				break
+			}
+			select {
+			case <-wctx.Done():
+				return nil, fmt.Errorf("volume %s is exported but not served yet; ask again in a moment", v.Name)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	certPEM, keyPEM, err := ca.issue(ExportCN(v.ID), nil, true, exportTTL)
+	if err != nil {
+		return nil, err
+	}
+	return &ExportGrant{Volume: out, URI: fmt.Sprintf("nbds://%s/%s", s.exportAddr, v.ID), CACert: string(ca.pem),
+		Cert: string(certPEM), Key: string(keyPEM), Expires: time.Now().Add(exportTTL).UTC()}, nil
+}
+
+// Unexport ends a volume's export: it is detached again.
+func (s *Service) Unexport(ctx context.Context, p *identity.Principal, ref string) (*Volume, error) {
+	const action = "volume.unexport"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	if a := v.Attachment; a == nil || !a.Export {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeConflict, "volume %s is not exported", v.Name))
+	}
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDetachVolume, detachVolumeCmd{ID: v.ID}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
