@@ -166,7 +166,9 @@ func serial() *big.Int {
 	return n
 }
 
-func pemOf(typ string, der []byte) []byte { return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}) }
+func pemOf(typ string, der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
+}
 
 // exportTLS is the export port's TLS: a server certificate for ip from the
 // export CA, and client certificates from it required.
