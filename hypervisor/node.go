@@ -14,6 +14,7 @@ import (
 
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/storage/nbd"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -31,6 +32,8 @@ type BlockVolumes interface {
 	// Served is the NBD socket a volume is served on here, and the size
 	// it is served with, once it is.
 	Served(volumeID string) (socket string, size int64, ok bool)
+	// Backend is the volume as this node serves it, for in-process I/O.
+	Backend(volumeID string) (nbd.Backend, bool)
 }
 
 // NodeConfig configures the VM agent of one node.

@@ -73,10 +73,50 @@ func (s *Service) UploadVolume(ctx context.Context, p *identity.Principal, ref s
 	if err != nil {
 		return nil, err
 	}
-	if out, err := im.run(ctx, "convert", "-n", "-f", format, "-O", FormatRaw, src, target); err != nil {
+	// Received whole: the write goes on if the client leaves, so the volume
+	// is not left half old, half new for want of a connection.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 6*time.Hour)
+	defer cancel()
+	if out, err := im.run(wctx, "convert", "-n", "-f", format, "-O", FormatRaw, src, target); err != nil {
 		return nil, fmt.Errorf("write the image into volume %s: %s", v.Name, firstLine(out, err))
 	}
+	// What lies past the image's end is zeroed: the volume holds the image
+	// and nothing of what it held before (a stale partition table copy at
+	// the end of a disk would confuse a guest).
+	if err := s.zeroTail(wctx, v, info.VirtualSize); err != nil {
+		return nil, fmt.Errorf("zero volume %s past the image: %w", v.Name, err)
+	}
 	return v, nil
+}
+
+// zeroTail zeroes a volume from off to its end.
+func (s *Service) zeroTail(ctx context.Context, v *volume.Volume, off int64) error {
+	b, ok := s.block.Backend(v.ID)
+	if !ok {
+		return fmt.Errorf("volume %s is not served here", v.Name)
+	}
+	end := b.Size()
+	if off >= end {
+		return nil
+	}
+	if r := off % volume.BlockSize; r != 0 { // the block the image ends in
+		blk := make([]byte, volume.BlockSize)
+		start := off - r
+		if err := b.ReadAt(ctx, blk, start); err != nil {
+			return err
+		}
+		clear(blk[r:])
+		if err := b.WriteAt(ctx, blk, start, false); err != nil {
+			return err
+		}
+		off = start + volume.BlockSize
+	}
+	if off < end {
+		if err := b.WriteZeroes(ctx, off, end-off, false); err != nil {
+			return err
+		}
+	}
+	return b.Flush(ctx)
 }
 
 // DownloadVolume copies a detached volume out as a qcow2 (sparse, the
@@ -111,10 +151,34 @@ func (s *Service) DownloadVolume(ctx context.Context, p *identity.Principal, ref
 	if err != nil {
 		return err
 	}
+	if format == FormatRaw {
+		// Streamed from the volume itself: nothing is spooled.
+		b, ok := s.block.Backend(v.ID)
+		if !ok {
+			return fmt.Errorf("volume %s is not served here", v.Name)
+		}
+		size(b.Size())
+		buf := make([]byte, 4<<20)
+		for off := int64(0); off < b.Size(); off += int64(len(buf)) {
+			p := buf[:min(int64(len(buf)), b.Size()-off)]
+			if err := b.ReadAt(ctx, p, off); err != nil {
+				return err
+			}
+			if _, err := w.Write(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// qcow2 needs a file to be built in: at most as large as the volume.
+	if err := im.spoolRoom(uint64(v.SizeBytes)); err != nil {
+		return err
+	}
 	out := work + "/volume." + format
 	if b, err := im.run(ctx, "convert", "-f", FormatRaw, "-O", format, src, out); err != nil {
 		return fmt.Errorf("read volume %s: %s", v.Name, firstLine(b, err))
 	}
+	release() // the copy is made: a slow reader does not hold the volume
 	f, err := os.Open(out)
 	if err != nil {
 		return err

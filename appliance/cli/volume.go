@@ -84,7 +84,8 @@ var volumeCommands = map[string]command{
 				return err
 			}
 			tmp := args[1] + ".part"
-			f, err := os.Create(tmp)
+			// A disk image may hold patient data: the user's alone.
+			f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 			if err != nil {
 				return err
 			}
@@ -129,7 +130,9 @@ var volumeCommands = map[string]command{
 				return err
 			}
 			for name, data := range map[string]string{"ca-cert.pem": g.CACert, "client-cert.pem": g.Cert, "client-key.pem": g.Key} {
-				if err := os.WriteFile(filepath.Join(*dir, name), []byte(data), 0o600); err != nil {
+				p := filepath.Join(*dir, name)
+				_ = os.Remove(p) // a file left there keeps its mode otherwise
+				if err := os.WriteFile(p, []byte(data), 0o600); err != nil {
 					return err
 				}
 			}

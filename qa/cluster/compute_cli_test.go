@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -102,9 +101,11 @@ func TestVMCLI(t *testing.T) {
 	if out := x.ok("", "vm", "convert-disk", "vm1"); !strings.Contains(out, "volume vol-") {
 		t.Fatalf("vm convert-disk:\n%s", out)
 	}
+	api := cairntest.Admin(t, n)
+	boots := strings.Count(serialLog(t, api, "vm1"), "cairn-guest: hostname=vm1")
 	x.ok("", "vm", "start", "vm1")
 	s = wait("running")
-	waitSerial(t, cairntest.Admin(t, n), "vm1", "cairn-guest: hostname=vm1", 4) // booted, rebooted, started, and now from the volume
+	waitSerial(t, api, "vm1", "cairn-guest: hostname=vm1", boots+1) // once more, from the volume
 	var bv struct {
 		State      string `json:"state"`
 		Attachment struct {
@@ -188,14 +189,37 @@ func TestVMCLI(t *testing.T) {
 	if out, err := exec.Command("qemu-img", "compare", guest, raw).CombinedOutput(); err != nil {
 		t.Fatalf("the exported volume differs from the uploaded image: %v\n%s", err, out)
 	}
+	// Trusting the server but holding no client certificate: refused.
+	caOnly := filepath.Join(t.TempDir(), "ca-only")
+	if err := os.MkdirAll(caOnly, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(certs, "ca-cert.pem")); err != nil || os.WriteFile(filepath.Join(caOnly, "ca-cert.pem"), b, 0o600) != nil {
+		t.Fatalf("copy the CA: %v", err)
+	}
 	plain, _, _ := strings.Cut(grant.URI, "?")
-	if out, err := exec.Command("nbdinfo", plain).CombinedOutput(); err == nil {
+	if out, err := exec.Command("nbdinfo", plain+"?tls-certificates="+caOnly).CombinedOutput(); err == nil {
 		t.Fatalf("an export read without a client certificate:\n%s", out)
 	}
-	other := strings.Replace(grant.URI, path.Base(plain), s.Spec.BootVolume, 1)
-	if out, err := exec.Command("nbdinfo", other).CombinedOutput(); err == nil {
+	// Another exported volume, with disk1's certificate: refused; with its
+	// own, served.
+	x.ok("", "volume", "create", "disk2", "--size", "1")
+	certs2 := filepath.Join(t.TempDir(), "export2")
+	var grant2 struct {
+		URI string `json:"uri"`
+	}
+	if err := json.Unmarshal([]byte(x.ok("", "volume", "export", "disk2", "--dir", certs2, "-o", "json")), &grant2); err != nil {
+		t.Fatal(err)
+	}
+	plain2, _, _ := strings.Cut(grant2.URI, "?")
+	if out, err := exec.Command("nbdinfo", plain2+"?tls-certificates="+certs).CombinedOutput(); err == nil {
 		t.Fatalf("a certificate for one volume read another:\n%s", out)
 	}
+	if out, err := exec.Command("nbdinfo", grant2.URI).CombinedOutput(); err != nil {
+		t.Fatalf("disk2's export with its own certificate: %v\n%s", err, out)
+	}
+	x.ok("", "volume", "export", "--stop", "disk2")
+	x.ok("", "volume", "delete", "disk2")
 	if out, err := x.run("", "volume", "attach", "disk1", "--vm", "vm1"); err == nil || !strings.Contains(out, "attached") {
 		t.Fatalf("attach of an exported volume: %v\n%s", err, out)
 	}

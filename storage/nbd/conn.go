@@ -67,7 +67,13 @@ func (c *conn) serve() {
 			}
 			return tc, tc, nil
 		}
-		h.peer = func() []*x509.Certificate { return tc.ConnectionState().PeerCertificates }
+		h.peer = func() []*x509.Certificate {
+			// Only a chain that verified against cfg.TLS's client CAs.
+			if cs := tc.ConnectionState(); len(cs.VerifiedChains) > 0 {
+				return cs.VerifiedChains[0]
+			}
+			return nil
+		}
 	}
 	c.setReadDeadline(time.Now().Add(cfg.HandshakeTimeout))
 	neg, err := h.run(ctx)

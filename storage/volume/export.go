@@ -201,7 +201,8 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 	if s.exportAddr == "" {
 		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeUnavailable, "this node exports no volumes (its volume export port is off)"))
 	}
-	if a := v.Attachment; a != nil && !(a.Export && a.Node == s.c.Name()) || v.State != StateAvailable && v.Attachment == nil {
+	exported := v.Attachment != nil && v.Attachment.Export && v.Attachment.Node == s.c.Name()
+	if !exported && !detachedOrRepairing(v) {
 		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
 			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume is exported (a snapshot, once they exist)", v.Name, describe(v)))
 	}
@@ -210,7 +211,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 		return nil, err
 	}
 	out := v
-	if v.Attachment == nil {
+	if !exported {
 		var got Volume
 		a := Attachment{Node: s.c.Name(), At: time.Now().UTC(), Export: true}
 		if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: v.Version}, &got); err != nil {
@@ -251,7 +252,7 @@ func (s *Service) Unexport(ctx context.Context, p *identity.Principal, ref strin
 		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeConflict, "volume %s is not exported", v.Name))
 	}
 	var out Volume
-	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDetachVolume, detachVolumeCmd{ID: v.ID}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Export: v.Attachment.Node}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -66,6 +66,7 @@ type NodeServer struct {
 	retryAt map[string]time.Time // after a failed open
 	opens   sync.WaitGroup
 	kick    chan struct{}
+	started time.Time
 }
 
 type served struct {
@@ -92,7 +93,7 @@ func NewNodeServer(c NodeCluster, host *Host, cfg NodeConfig) *NodeServer {
 		cfg.Log = slog.Default()
 	}
 	return &NodeServer{c: c, host: host, cfg: cfg, log: cfg.Log, served: map[string]*served{},
-		opening: map[string]bool{}, retryAt: map[string]time.Time{}, kick: make(chan struct{}, 1)}
+		opening: map[string]bool{}, retryAt: map[string]time.Time{}, kick: make(chan struct{}, 1), started: time.Now()}
 }
 
 // openRetry is how long a volume whose open failed waits for the next try.
@@ -119,6 +120,7 @@ func (n *NodeServer) Run(ctx context.Context) {
 			_ = os.Remove(p)
 		}
 	}
+	go n.endStaleTransfers(ctx)
 	if n.cfg.ScrubEvery > 0 {
 		go n.scrubLoop(ctx)
 	}
@@ -205,6 +207,18 @@ func (n *NodeServer) wake() {
 	case n.kick <- struct{}{}:
 	default:
 	}
+}
+
+// Backend is the writer a volume is served with here, for in-process
+// reads and writes (downloads, an upload's tail).
+func (n *NodeServer) Backend(volumeID string) (nbd.Backend, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	s := n.served[volumeID]
+	if s == nil {
+		return nil, false
+	}
+	return s.w, true
 }
 
 // Served is the path of the NBD socket a volume is served on here, and the
@@ -505,4 +519,17 @@ func (n *NodeServer) serveExports(ctx context.Context) {
 	}()
 	n.log.Info("exporting volumes", "addr", n.cfg.ExportAddr)
 	_ = srv.Serve(ln)
+}
+
+// endStaleTransfers detaches the volumes an earlier run of this node had
+// borrowed for an upload or a download: no transfer of this run has begun
+// yet, so any such attachment is left over (a crash mid-transfer).
+func (n *NodeServer) endStaleTransfers(ctx context.Context) {
+	for _, v := range All(n.c.Store().ReadTxn()) {
+		if a := v.Attachment; a != nil && a.Transfer && a.Node == n.c.Name() && a.At.Before(n.started) {
+			if _, err := n.c.Apply(ctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: n.c.Name()}, nil); err != nil && ctx.Err() == nil {
+				n.log.Warn("end a transfer an earlier run left", "volume", v.ID, "err", err)
+			}
+		}
+	}
 }

@@ -99,12 +99,16 @@ func (r *Repair) Pass(ctx context.Context) error {
 	for _, v := range all {
 		if v.State == StateAvailable && v.Attachment == nil && borrowed < ScrubAtOnce && v.scrubDue(r.Now(), r.ScrubEvery) {
 			// Nobody writes it, so nobody scrubs it: open it for that.
+			if v.Unfilled() {
+				continue // nothing written yet; its first writer fills it
+			}
 			_, err := r.c.Apply(ctx, MsgAttachVolume, attachVolumeCmd{ID: v.ID, IfMatch: v.Version,
 				Attachment: Attachment{Node: r.c.Name(), At: r.Now().UTC(), Repair: true}}, nil)
-			if err = ignoreStale(err); err != nil {
+			if err == nil {
+				borrowed++
+			} else if err = ignoreStale(err); err != nil {
 				errs = append(errs, fmt.Errorf("volume %s: open it for its scrub: %w", v.ID, err))
 			}
-			borrowed++
 			continue
 		}
 		if v.State != StateAvailable && v.State != StateInUse {

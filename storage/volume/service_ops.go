@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -249,7 +250,7 @@ func (s *Service) Borrow(ctx context.Context, p *identity.Principal, ref, action
 	if err != nil {
 		return nil, nil, err
 	}
-	if v.Attachment != nil || v.State != StateAvailable {
+	if !detachedOrRepairing(v) {
 		return nil, nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
 			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume is uploaded into or downloaded", v.Name, describe(v)))
 	}
@@ -258,12 +259,15 @@ func (s *Service) Borrow(ctx context.Context, p *identity.Principal, ref, action
 	if err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: a, IfMatch: v.Version}, &out); err != nil {
 		return nil, nil, err
 	}
-	release := func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
-		defer cancel()
-		if _, err := s.c.Apply(rctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: s.c.Name()}, nil); err != nil {
-			s.log.Warn("end a volume transfer: the volume stays attached to this node until detached", "volume", v.ID, "err", err)
-		}
+	var once sync.Once
+	release := func() { // safe to call more than once
+		once.Do(func() {
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+			defer cancel()
+			if _, err := s.c.Apply(rctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: s.c.Name()}, nil); err != nil {
+				s.log.Warn("end a volume transfer: the volume stays attached to this node until detached", "volume", v.ID, "err", err)
+			}
+		})
 	}
 	return &out, release, nil
 }
@@ -278,4 +282,13 @@ func describe(v *Volume) string {
 	default:
 		return "attached to " + attachedTo(a)
 	}
+}
+
+// detachedOrRepairing: detached and available, or opened only by the
+// repair (a catch-up or a scrub), which gives way to its owner.
+func detachedOrRepairing(v *Volume) bool {
+	if a := v.Attachment; a != nil {
+		return a.Repair
+	}
+	return v.State == StateAvailable
 }

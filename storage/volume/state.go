@@ -202,8 +202,10 @@ type attachVolumeCmd struct {
 type detachVolumeCmd struct {
 	ID      string `json:"id"`
 	IfMatch uint64 `json:"if_match,omitempty"`
-	// Transfer ends a transfer's attachment on that node, and nothing else.
+	// Transfer ends a transfer's attachment on that node, and nothing else;
+	// Export likewise an export's.
 	Transfer string `json:"transfer,omitempty"`
+	Export   string `json:"export,omitempty"`
 }
 
 // AcquireWriter makes Node the volume's writer with a new epoch; only the
@@ -281,6 +283,11 @@ func current(tx *consensus.Tx, id string, ifMatch uint64) (*Volume, error) {
 
 func save(tx *consensus.Tx, v *Volume) (any, error) {
 	v.Version = tx.Index
+	if v.Copies == 0 {
+		// A record from before Copies: fixed at what it has (adds by the
+		// repair set it first, so a replica on its way in never counts).
+		v.Copies = min(MaxReplicas, len(v.Replicas))
+	}
 	v.InSync = v.inSync()
 	v.Degraded = v.InSync < len(v.Replicas) || v.InSync < v.target()
 	if err := tx.Insert(tVolumes, v); err != nil {
@@ -348,7 +355,7 @@ func applyDeleteVolume(tx *consensus.Tx, c *deleteVolumeCmd) (any, error) {
 		return nil, err
 	}
 	switch {
-	case cur.Attachment != nil:
+	case cur.Attachment != nil && !cur.Attachment.Repair: // the repair gives way
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached to %s: detach it first", cur.Name, attachedTo(cur.Attachment))
 	case c.Undo && cur.State != StateCreating:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being created", cur.Name)
@@ -434,6 +441,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	}
 	if a := cur.Attachment; c.Transfer != "" && (!a.Transfer || a.VM != "" || a.Node != c.Transfer) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being transferred through %s", cur.Name, c.Transfer)
+	}
+	if a := cur.Attachment; c.Export != "" && (!a.Export || a.VM != "" || a.Node != c.Export) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer exported through %s", cur.Name, c.Export)
 	}
 	v := *cur
 	// The writer goes with the attachment: from here on the replicated
@@ -556,6 +566,9 @@ func applyAddReplica(tx *consensus.Tx, c *addReplicaCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a replica names its ID, node and disk")
 	}
 	v := *cur
+	if v.Copies == 0 {
+		v.Copies = min(MaxReplicas, len(cur.Replicas)) // before the newcomer
+	}
 	r := c.Replica
 	r.State = ReplicaStale
 	v.Replicas = append(append([]Replica(nil), cur.Replicas...), r)

@@ -641,8 +641,9 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		if errors.As(err, &ce) {
 			w.log.Error("checksum mismatch; reading another replica and repairing this one", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
 			err := w.readRepair(ctx, r, p, off)
-			if err == nil {
-				return nil
+			var unrepaired errUnrepaired
+			if err == nil || errors.As(err, &unrepaired) {
+				return nil // p holds the good copy's bytes
 			}
 			lastErr = err
 			continue
@@ -654,37 +655,56 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 
 // Scrub reads the whole volume from every in-sync replica, extent by
 // extent, pausing pace after each; a block whose checksum does not match
-// is rewritten from a good copy (as a read would repair it). It returns
-// the bytes read and the repairs made; it stops at the first error of the
-// volume itself (fenced, closed), not of one replica.
+// is rewritten from a good copy (as a read would repair it), and a replica
+// that cannot be read is dropped from the in-sync ones (marked stale, so
+// it is caught up). It returns the bytes read and the repairs made, and
+// an error unless every copy was read whole or repaired: only then is the
+// scrub done.
 func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired int64, err error) {
 	buf := make([]byte, ExtentSize)
+	var failed error
 	for idx := int64(0); idx < extents(w.Size()); idx++ {
 		if w.fenced.Load() {
 			return read, repaired, ErrFenced
 		}
+		select {
+		case <-w.done:
+			return read, repaired, errors.New("the volume was closed")
+		default:
+		}
 		off := idx * ExtentSize
 		p := buf[:min(ExtentSize, w.Size()-off)]
-		for _, r := range w.readOrder() {
+		rs := w.readOrder()
+		if len(rs) == 0 {
+			return read, repaired, fmt.Errorf("no in-sync replica to read: %w", nbd.EIO)
+		}
+		for _, r := range rs {
 			cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 			rerr := r.t.ReadAt(cctx, p, off)
 			cancel()
 			if ctx.Err() != nil {
 				return read, repaired, ctx.Err()
 			}
-			read += int64(len(p))
-			w.scrubbed.Add(int64(len(p)))
 			var ce *CorruptError
 			switch {
+			case rerr == nil:
+				read += int64(len(p))
+				w.scrubbed.Add(int64(len(p)))
 			case errors.As(rerr, &ce):
 				w.log.Error("scrub: checksum mismatch; repairing the replica from another", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
 				if err := w.readRepair(ctx, r, p, off); err != nil {
+					failed = fmt.Errorf("replica %s at %d: not repaired: %w", r.m.ID, off, err)
 					w.log.Error("scrub: repair failed", "replica", r.m.ID, "err", err)
 				} else {
 					repaired++
 				}
-			case rerr != nil:
-				w.log.Warn("scrub: read failed", "replica", r.m.ID, "off", off, "err", rerr)
+			default:
+				// Unreadable (a bad sector, a lost link): no longer counted
+				// in sync; the catch-up rewrites what differs.
+				failed = fmt.Errorf("replica %s at %d: %w", r.m.ID, off, rerr)
+				if err := w.drop(ctx, r, "scrub", rerr); err != nil {
+					return read, repaired, err
+				}
 			}
 		}
 		if pace > 0 {
@@ -695,7 +715,7 @@ func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired 
 			}
 		}
 	}
-	return read, repaired, nil
+	return read, repaired, failed
 }
 
 // readOrder lists the in-sync replicas, the local one first.
@@ -751,12 +771,19 @@ func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64
 			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen.at(idx).Load()), buf[:n])
 		}
 		if err != nil {
+			// The good copy was served; the bad one stays bad.
 			w.log.Error("repairing a replica failed", "replica", bad.m.ID, "extent", idx, "err", err)
-			break
+			return errUnrepaired{err}
 		}
 	}
 	return nil
 }
+
+// errUnrepaired: the read was served from a good copy, but the bad copy
+// could not be rewritten.
+type errUnrepaired struct{ error }
+
+func (e errUnrepaired) Unwrap() error { return e.error }
 
 // catchUpLoop brings stale replicas back: dial, fence, mirror new writes,
 // copy the extents that differ, then record them in sync.
