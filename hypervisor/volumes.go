@@ -27,6 +27,7 @@ type Disk struct {
 	// Backing is the cached base image a qcow2 overlay at Path is made
 	// on; QEMU gets it as a descriptor (it is root's alone).
 	Backing string
+	Serial  string // what the guest sees as the disk's serial number
 }
 
 // Volumes makes and removes a VM's disks. They are files on the VM's node

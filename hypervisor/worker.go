@@ -221,6 +221,7 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			var nr notReady
 			if errors.As(err, &nr) {
 				w.log.Info("VM waits to start", "why", err)
+				w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel, Pending: "waiting: " + err.Error()}, reportOpts{})
 				w.retryAt = time.Now().Add(2 * time.Second)
 				time.AfterFunc(2*time.Second, w.kick)
 				return false, nil
@@ -270,7 +271,11 @@ func (w *worker) adopt(inst *qemu.Instance) {
 
 // start prepares disks, seed and taps, then launches QEMU.
 func (w *worker) start(ctx context.Context, vm *VM) error {
-	w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}, reportOpts{})
+	st := VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}
+	if vm.Status.State == StateBuilding {
+		st.Pending = vm.Status.Pending // what it waits for, until it starts
+	}
+	w.report(ctx, vm, st, reportOpts{})
 	vols, err := w.volumeDisks(vm)
 	if err != nil {
 		return err
@@ -372,7 +377,9 @@ func (w *worker) volumeDisk(v *volume.Volume) (Disk, bool) {
 	if !ok {
 		return Disk{}, false
 	}
-	return Disk{ID: volumeDiskID(v), Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk"}, true
+	// The volume's ID as its serial: the guest names it
+	// /dev/disk/by-id/virtio-vol-..., whatever order it was plugged in.
+	return Disk{ID: volumeDiskID(v), Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk", Serial: v.ID}, true
 }
 
 // volumeDiskID is the device ID of a volume in its VM: root for the boot
@@ -457,7 +464,7 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 	}
 	for _, d := range disks {
 		qd := qemu.Disk{ID: d.ID, Path: d.Path, Source: d.Source, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media,
-			Backing: d.Backing, Cache: w.n.cfg.Volumes.cacheMode()}
+			Backing: d.Backing, Cache: w.n.cfg.Volumes.cacheMode(), Serial: d.Serial}
 		switch d.ID {
 		case "root":
 			qd.BootIndex = boot
@@ -565,7 +572,7 @@ func (w *worker) syncVolumes(ctx context.Context, vm *VM) []string {
 				pending = append(pending, "volume "+v.Name+" (being opened)")
 				continue
 			}
-			if err := w.inst.AttachDisk(ctx, qemu.Disk{ID: d.ID, Source: d.Source, Format: d.Format, Media: d.Media}); err != nil {
+			if err := w.inst.AttachDisk(ctx, qemu.Disk{ID: d.ID, Source: d.Source, Format: d.Format, Media: d.Media, Serial: d.Serial}); err != nil {
 				pending = append(pending, fmt.Sprintf("volume %s (%v)", v.Name, err))
 				continue
 			}

@@ -340,6 +340,7 @@ func catalogEN() map[string]string {
 		"action.vm.pause":              "Pause VM",
 		"action.vm.resume":             "Resume VM",
 		"action.vm.resize":             "Resize VM",
+		"action.vm.convert-disk":       "Move a VM's disk onto a volume",
 		"action.vm.rename":             "Rename VM",
 		"action.vm.delete":             "Delete VM",
 		"action.vm.console":            "Open VM console",

@@ -339,6 +339,7 @@ func catalogZH() map[string]string {
 		"action.vm.pause":              "暂停虚拟机",
 		"action.vm.resume":             "恢复虚拟机",
 		"action.vm.resize":             "调整虚拟机规格",
+		"action.vm.convert-disk":       "将虚拟机磁盘迁移到云硬盘",
 		"action.vm.rename":             "重命名虚拟机",
 		"action.vm.delete":             "删除虚拟机",
 		"action.vm.console":            "打开虚拟机控制台",

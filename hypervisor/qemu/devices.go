@@ -266,6 +266,9 @@ func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 	}
 	withBacking := d.Backing != "" && backingFD > 0
 	dev := opts("virtio-blk-pci", "id="+d.ID, "drive="+formatNodeName(d))
+	if d.Serial != "" && d.Media != "cdrom" {
+		dev = opts(dev, "serial="+d.Serial)
+	}
 	if d.Media == "cdrom" {
 		dev = opts("ide-cd", "id="+d.ID, "drive="+formatNodeName(d), "bus=ide."+strconv.Itoa(cdrom))
 	}

@@ -105,6 +105,9 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 		})
 	}
 	dev := map[string]any{"driver": "virtio-blk-pci", "id": d.ID, "drive": formatNodeName(d), "bus": port}
+	if d.Serial != "" {
+		dev["serial"] = d.Serial
+	}
 	if d.BootIndex > 0 {
 		dev["bootindex"] = d.BootIndex
 	}

@@ -78,6 +78,9 @@ type Disk struct {
 	// backing file by the path in the overlay's header. The backing image
 	// must be standalone: a deeper chain is refused at Start.
 	Backing string
+	// Serial is the disk's serial number as the guest sees it (Linux:
+	// /dev/disk/by-id/virtio-SERIAL), at most 20 characters; "": none.
+	Serial string
 }
 
 // NIC is one virtio network interface backed by a host tap device that the
@@ -186,6 +189,8 @@ func (m Machine) Validate() error {
 	return nil
 }
 
+var serialRE = regexp.MustCompile(`^[A-Za-z0-9_.-]*$`)
+
 // unixSocket is the path of an nbd+unix source's socket, or "".
 func (d Disk) unixSocket() string {
 	u, err := url.Parse(d.Source)
@@ -198,6 +203,9 @@ func (d Disk) unixSocket() string {
 func (d Disk) validate() error {
 	if !deviceID.MatchString(d.ID) {
 		return fmt.Errorf("id %q: want 1-24 of [A-Za-z0-9_.-], starting with a letter", d.ID)
+	}
+	if len(d.Serial) > 20 || !serialRE.MatchString(d.Serial) {
+		return fmt.Errorf("%s: serial %q: want at most 20 of [A-Za-z0-9_.-]", d.ID, d.Serial)
 	}
 	if (d.Path == "") == (d.Source == "") {
 		return fmt.Errorf("%s: want exactly one of path and source", d.ID)

@@ -470,6 +470,13 @@ func hotplugVolume(t *testing.T, a, a2 *cairntest.Client, vm string) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, time.Minute, "the guest sees the hot-plugged 2 GiB volume", seesDisk(2<<30, true))
+	var hot volInfo
+	if err := a.Call("GET", "/api/v1/volumes/"+name+"?project=clinic", nil, 200, &hot); err != nil {
+		t.Fatal(err)
+	}
+	if got := lastDisks(); !strings.Contains(got, fmt.Sprintf("=%d/%s", 2<<30, hot.ID)) {
+		t.Fatalf("the guest does not see the volume's ID as its serial: %q", got)
+	}
 	if err := a.Call("POST", "/api/v1/volumes/"+name+"/extend?project=clinic", map[string]int64{"size_gib": 3}, 200, nil); err != nil {
 		t.Fatal(err)
 	}

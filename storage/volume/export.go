@@ -56,6 +56,14 @@ func ExportCN(volumeID string) string { return "volume-export:" + volumeID }
 // exportTTL bounds a grant: a backup that takes longer asks again.
 const exportTTL = 24 * time.Hour
 
+// A grant is dated grantBackdate before it is issued (clocks differ); one
+// dated more than grantSlack before its export began is an earlier
+// export's, and is refused.
+const (
+	grantBackdate = 5 * time.Minute
+	grantSlack    = 10 * time.Minute
+)
+
 func registerExport(reg *consensus.Registry) {
 	consensus.RegisterTable[exportCA](reg, &memdb.TableSchema{Name: tExportCA, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: singleRow{}},
@@ -145,7 +153,7 @@ func (ca *parsedCA) issue(cn string, ips []net.IP, client bool, ttl time.Duratio
 		usage = x509.ExtKeyUsageClientAuth
 	}
 	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn, Organization: []string{"Cairn"}},
-		NotBefore: time.Now().Add(-5 * time.Minute), NotAfter: time.Now().Add(ttl),
+		NotBefore: time.Now().Add(-grantBackdate), NotAfter: time.Now().Add(ttl),
 		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
@@ -235,6 +243,12 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 	}
 	certPEM, keyPEM, err := ca.issue(ExportCN(v.ID), nil, true, exportTTL)
 	if err != nil {
+		return nil, err
+	}
+	// Whoever holds it reads the whole volume: every grant is audited, and
+	// one that cannot be is not handed out.
+	if err := s.id.Record(ctx, p.User.ID, "volume.export.grant", v.Name, v.ProjectID,
+		"a client certificate to read the volume, valid until "+time.Now().Add(exportTTL).UTC().Format(time.RFC3339)); err != nil {
 		return nil, err
 	}
 	return &ExportGrant{Volume: out, URI: fmt.Sprintf("nbds://%s/%s", s.exportAddr, v.ID), CACert: string(ca.pem),

@@ -212,9 +212,7 @@ func (n *NodeServer) wake() {
 // Backend is the writer a volume is served with here, for in-process
 // reads and writes (downloads, an upload's tail).
 func (n *NodeServer) Backend(volumeID string) (nbd.Backend, bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	s := n.served[volumeID]
+	s := n.current(volumeID)
 	if s == nil {
 		return nil, false
 	}
@@ -224,13 +222,27 @@ func (n *NodeServer) Backend(volumeID string) (nbd.Backend, bool) {
 // Served is the path of the NBD socket a volume is served on here, and the
 // size it is served with, once it is.
 func (n *NodeServer) Served(volumeID string) (socket string, size int64, ok bool) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	s := n.served[volumeID]
+	s := n.current(volumeID)
 	if s == nil {
 		return "", 0, false
 	}
 	return n.SocketPath(volumeID), s.w.Size(), true
+}
+
+// current is the volume's served writer if it is the one the replicated
+// state says writes it now: not one about to be closed because the volume
+// was detached, attached anew or fenced.
+func (n *NodeServer) current(volumeID string) *served {
+	n.mu.Lock()
+	s := n.served[volumeID]
+	n.mu.Unlock()
+	if s == nil || s.w.fenced.Load() {
+		return nil
+	}
+	if v := getVolume(n.c.Store().ReadTxn(), volumeID); v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch {
+		return nil
+	}
+	return s
 }
 
 func (n *NodeServer) close(id string, s *served) {
@@ -495,10 +507,12 @@ func (n *NodeServer) serveExports(ctx context.Context) {
 				return nil, nbd.ErrNoExport // granted for another volume, or none
 			}
 			v := getVolume(n.c.Store().ReadTxn(), name)
-			n.mu.Lock()
-			s := n.served[name]
-			n.mu.Unlock()
+			s := n.current(name)
 			if v == nil || v.Attachment == nil || !v.Attachment.Export || v.Attachment.Node != n.c.Name() || s == nil {
+				return nil, nbd.ErrNoExport
+			}
+			// A grant from an earlier export of the volume ends with it.
+			if certs[0].NotBefore.Before(v.Attachment.At.Add(-grantSlack)) {
 				return nil, nbd.ErrNoExport
 			}
 			return &nbd.Export{Name: name, Backend: s.w, ReadOnly: true, MultiConn: true, MinBlockSize: BlockSize, PreferredBlockSize: 64 << 10}, nil

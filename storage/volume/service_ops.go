@@ -264,7 +264,7 @@ func (s *Service) Borrow(ctx context.Context, p *identity.Principal, ref, action
 		once.Do(func() {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
 			defer cancel()
-			if _, err := s.c.Apply(rctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: s.c.Name()}, nil); err != nil {
+			if _, err := s.c.Apply(rctx, MsgDetachVolume, detachVolumeCmd{ID: v.ID, Transfer: s.c.Name(), At: a.At}, nil); err != nil {
 				s.log.Warn("end a volume transfer: the volume stays attached to this node until detached", "volume", v.ID, "err", err)
 			}
 		})

@@ -206,6 +206,9 @@ type detachVolumeCmd struct {
 	// Export likewise an export's.
 	Transfer string `json:"transfer,omitempty"`
 	Export   string `json:"export,omitempty"`
+	// At names the transfer's attachment (its At): another transfer on the
+	// same node since is not ended.
+	At time.Time `json:"at,omitzero"`
 }
 
 // AcquireWriter makes Node the volume's writer with a new epoch; only the
@@ -439,7 +442,7 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	if cur.Attachment.Boot {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
 	}
-	if a := cur.Attachment; c.Transfer != "" && (!a.Transfer || a.VM != "" || a.Node != c.Transfer) {
+	if a := cur.Attachment; c.Transfer != "" && (!a.Transfer || a.VM != "" || a.Node != c.Transfer || !c.At.IsZero() && !a.At.Equal(c.At)) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being transferred through %s", cur.Name, c.Transfer)
 	}
 	if a := cur.Attachment; c.Export != "" && (!a.Export || a.VM != "" || a.Node != c.Export) {

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -80,7 +81,9 @@ func main() {
 
 // watchDisks prints the virtio disks and their sizes in bytes,
 //
-//	cairn-guest: disks vda=1073741824 vdb=2147483648
+//	cairn-guest: disks vda=1073741824 vdb=2147483648/vol-0123456789abcdef
+//
+// (with the disk's serial number after a slash when it has one)
 //
 // at start and whenever they change (a disk hot-plugged, unplugged or
 // grown), so tests see what the guest sees.
@@ -97,6 +100,9 @@ func watchDisks(con *console) {
 			var s int64
 			fmt.Sscan(strings.TrimSpace(string(sectors)), &s)
 			fmt.Fprintf(&b, " %s=%d", filepath.Base(n), s*512)
+			if serial, err := os.ReadFile(filepath.Join(n, "serial")); err == nil && len(bytes.TrimSpace(serial)) > 0 {
+				fmt.Fprintf(&b, "/%s", bytes.TrimSpace(serial))
+			}
 		}
 		if cur := b.String(); cur != last {
 			con.Printf("disks%s", cur)
