@@ -41,6 +41,12 @@ type NodeConfig struct {
 	// volume attached to the VM is that user's alone (the QEMU driver
 	// hands it over when it starts the VM, too).
 	Owner func(vmID string) (uid, gid int, ok bool)
+	// Quiesce, when set, asks the guest of VM vmID to flush and freeze its
+	// file systems (qemu-guest-agent's fsfreeze) before one of its volumes
+	// is snapshotted; thaw undoes it and is called once the snapshot is
+	// taken or abandoned. An error means the guest could not be frozen
+	// (no agent, or it refused): the snapshot is then crash-consistent.
+	Quiesce func(ctx context.Context, vmID string) (thaw func(), err error)
 	// ScrubEvery is how often each volume served here is read whole from
 	// every copy (0: never); ScrubPace the pause after each extent.
 	ScrubEvery, ScrubPace time.Duration
