@@ -67,6 +67,11 @@ type VMCreate struct {
 	LocalDisk bool `json:"local_disk,omitempty"`
 	// BootVolumeGiB sizes the boot volume (default: the flavor's disk).
 	BootVolumeGiB int64 `json:"boot_volume_gib,omitempty"`
+	// BootSnapshot (a volume snapshot) or BootSource (a volume, cloned as
+	// it is now) is what the boot volume starts as, copy-on-write,
+	// instead of the image; the image still gives the firmware.
+	BootSnapshot string `json:"boot_snapshot,omitempty"`
+	BootSource   string `json:"boot_source,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -164,6 +169,10 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		return deny(pr.ID, invalid("boot_volume_gib sizes a boot volume, and this VM's boot disk is local"))
 	case req.BootVolumeGiB != 0 && req.BootVolumeGiB < fl.DiskGiB:
 		return deny(pr.ID, invalid("the boot volume is at least the flavor's %d GiB disk, not %d GiB", fl.DiskGiB, req.BootVolumeGiB))
+	case (req.BootSnapshot != "" || req.BootSource != "") && local:
+		return deny(pr.ID, invalid("boot_snapshot and boot_source make a boot volume, and this VM's boot disk is local"))
+	case req.BootSnapshot != "" && req.BootSource != "":
+		return deny(pr.ID, invalid("the boot volume starts as a snapshot or as a clone of a volume, not both"))
 	}
 	if local {
 		var out VM
@@ -172,19 +181,34 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		}
 		return &out, nil
 	}
-	return s.createWithBootVolume(ctx, p, pr, vm, img, max(req.BootVolumeGiB, fl.DiskGiB))
+	from := volume.Create{Snapshot: req.BootSnapshot, Source: req.BootSource}
+	size := max(req.BootVolumeGiB, fl.DiskGiB)
+	var base *volume.Volume
+	switch {
+	case req.BootSnapshot != "":
+		base, err = s.vols.GetSnapshot(p, req.BootSnapshot)
+	case req.BootSource != "":
+		base, err = s.vols.Get(p, req.BootSource)
+	}
+	if err != nil {
+		return deny(pr.ID, err)
+	}
+	if base != nil {
+		size = max(size, base.SizeGiB())
+	}
+	return s.createWithBootVolume(ctx, p, pr, vm, img, size, from)
 }
 
 // createWithBootVolume makes the VM's boot volume from its image, then the
 // VM, which takes the volume in the same transaction. A VM that is not
 // made takes its volume back with it; when the outcome is unknown it is
 // looked up first.
-func (s *Service) createWithBootVolume(ctx context.Context, p *identity.Principal, pr *identity.Project, vm VM, img *Image, sizeGiB int64) (*VM, error) {
+func (s *Service) createWithBootVolume(ctx context.Context, p *identity.Principal, pr *identity.Project, vm VM, img *Image, sizeGiB int64, from volume.Create) (*VM, error) {
 	const action = "vm.create"
 	txn := s.c.Store().ReadTxn()
 	name := bootVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, pr.ID, n) })
-	create := volume.Create{Name: name, SizeGiB: sizeGiB, Project: pr.ID}
-	if img.DiskFormat != FormatISO {
+	create := volume.Create{Name: name, SizeGiB: sizeGiB, Project: pr.ID, Snapshot: from.Snapshot, Source: from.Source}
+	if img.DiskFormat != FormatISO && from.Snapshot == "" && from.Source == "" {
 		create.Image = img.ID
 	}
 	vol, err := s.vols.Create(ctx, p, create)

@@ -114,7 +114,54 @@ func (s *Server) volumeRoutes() []route {
 				v, err := s.volumes.Detach(r.Context(), p, r.PathValue("volume"), im)
 				return ok(w, v, volumeVersion(v, err), err)
 			}},
+		{Method: "POST", Path: v1 + "/volumes/{volume}/snapshots", Summary: "Snapshot a block volume: crash-consistent, quiesced through qemu-guest-agent when its VM's guest runs one; 201 once taken, 202 while its writer is still taking it", Tag: "volumes",
+			Request: snapshotRequest{}, Response: volume.Volume{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body snapshotRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				v, err := s.volumes.CreateSnapshot(r.Context(), p, r.PathValue("volume"), body.Name)
+				if err == nil && v.State == volume.StateCreating {
+					writeJSON(w, http.StatusAccepted, v, v.Version)
+					return nil
+				}
+				return created(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "GET", Path: v1 + "/snapshots", Summary: "Volume snapshots you can see, optionally of one project or one volume", Tag: "volumes",
+			Response: []volume.Volume{}, Query: []string{"project", "volume"}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				vs, err := s.volumes.ListSnapshots(p, r.URL.Query().Get("project"), r.URL.Query().Get("volume"))
+				return ok(w, vs, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/snapshots/{snapshot}", Summary: "A volume snapshot, by ID or name", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				v, err := s.volumes.GetSnapshot(p, r.PathValue("snapshot"))
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
+		{Method: "DELETE", Path: v1 + "/snapshots/{snapshot}", Summary: "Delete a volume snapshot (volumes made from it keep their data); honours If-Match", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				v, err := s.volumes.DeleteSnapshot(r.Context(), p, r.PathValue("snapshot"), im)
+				return ok(w, v, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/snapshots/{snapshot}/export", Summary: "Serve a volume snapshot read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
+			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				g, err := s.volumes.Export(r.Context(), p, r.PathValue("snapshot"))
+				return ok(w, g, 0, err)
+			}},
+		{Method: "DELETE", Path: v1 + "/snapshots/{snapshot}/export", Summary: "End a volume snapshot's export", Tag: "volumes",
+			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				v, err := s.volumes.Unexport(r.Context(), p, r.PathValue("snapshot"))
+				return ok(w, v, volumeVersion(v, err), err)
+			}},
 	}
+}
+
+type snapshotRequest struct {
+	Name string `json:"name"`
 }
 
 func volumeVersion(v *volume.Volume, err error) uint64 {

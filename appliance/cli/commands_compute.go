@@ -29,7 +29,7 @@ var computeCommands = map[string]command{
 			}, len(vms))
 		}
 	}},
-	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N | --local-disk] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
+	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N] [--boot-snapshot SNAP | --boot-source VOL | --local-disk] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
 		help: "create a VM; it is placed, booted and given an address", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			var req hypervisor.VMCreate
 			fs.StringVar(&req.Image, "image", "", "image name or ID")
@@ -40,6 +40,8 @@ var computeCommands = map[string]command{
 			fs.BoolVar(&req.Stopped, "stopped", false, "create without starting")
 			fs.BoolVar(&req.LocalDisk, "local-disk", false, "keep the boot disk on the VM's node: scratch space, lost if the node is")
 			fs.Int64Var(&req.BootVolumeGiB, "boot-volume-gib", 0, "size of the boot volume (default: the flavor's disk)")
+			fs.StringVar(&req.BootSnapshot, "boot-snapshot", "", "the boot volume starts as this volume snapshot (copy-on-write) instead of the image")
+			fs.StringVar(&req.BootSource, "boot-source", "", "the boot volume starts as a clone of this volume as it is now (copy-on-write)")
 			keyFile := fs.String("ssh-key", "", "file of OpenSSH public keys for the guest")
 			userData := fs.String("user-data", "", "cloud-init user-data file")
 			var disks gibList

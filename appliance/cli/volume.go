@@ -30,16 +30,18 @@ var volumeCommands = map[string]command{
 			}, len(vs))
 		}
 	}},
-	"volume create": {usage: "NAME --size GIB [--image IMAGE] [--project P]", help: "create a block volume, replicated across nodes", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"volume create": {usage: "NAME --size GIB [--image I | --snapshot S | --source VOL] [--project P]", help: "create a block volume, replicated across nodes", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req volume.Create
-		fs.Int64Var(&req.SizeGiB, "size", 0, "size in GiB")
+		fs.Int64Var(&req.SizeGiB, "size", 0, "size in GiB (default with --snapshot or --source: theirs)")
 		fs.StringVar(&req.Image, "image", "", "image name or ID: the volume starts as a copy of it")
+		fs.StringVar(&req.Snapshot, "snapshot", "", "snapshot name or ID: the volume starts as it (copy-on-write, nothing copied up front)")
+		fs.StringVar(&req.Source, "source", "", "volume name or ID: a clone of it as it is now (copy-on-write)")
 		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "a volume name"); err != nil {
 				return err
 			}
-			if req.SizeGiB < 1 {
+			if req.SizeGiB < 1 && req.Snapshot == "" && req.Source == "" {
 				return usageError("--size GIB is required")
 			}
 			req.Name = args[0]
@@ -208,6 +210,62 @@ var volumeCommands = map[string]command{
 		}
 		return printVolume(e, &v)
 	})},
+	"volume snapshot create": {usage: "VOLUME SNAPSHOT", help: "snapshot a block volume (quiesced through qemu-guest-agent when its VM runs one)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a volume and a snapshot name"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := send(e, "POST", "/api/v1/volumes/"+url.PathEscape(args[0])+"/snapshots", map[string]string{"name": args[1]}, &v); err != nil {
+			return err
+		}
+		return printSnapshot(e, &v)
+	})},
+	"volume snapshot list": {usage: "[--volume VOLUME] [--project PROJECT]", help: "volume snapshots you can see", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project's snapshots")
+		of := fs.String("volume", "", "only this volume's snapshots")
+		return func(e *env, args []string) error {
+			q := url.Values{}
+			if *project != "" {
+				q.Set("project", *project)
+			}
+			if *of != "" {
+				q.Set("volume", *of)
+			}
+			var vs []volume.Volume
+			if err := get(e, "/api/v1/snapshots?"+q.Encode(), &vs); err != nil {
+				return err
+			}
+			return e.print(vs, []string{"NAME", "SIZE GIB", "STATE", "OF", "QUIESCED", "CREATED", "ID"}, func(i int) []string {
+				v := vs[i]
+				return []string{v.Name, itoa(v.SizeGiB()), v.State, v.Of, fmt.Sprint(v.Quiesced), v.CreatedAt.Format("2006-01-02 15:04"), v.ID}
+			}, len(vs))
+		}
+	}},
+	"volume snapshot show": {usage: "SNAPSHOT", help: "a volume snapshot", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one snapshot"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := get(e, "/api/v1/snapshots/"+url.PathEscape(args[0]), &v); err != nil {
+			return err
+		}
+		return printSnapshot(e, &v)
+	})},
+	"volume snapshot delete": {usage: "SNAPSHOT", help: "delete a volume snapshot (volumes made from it keep their data)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one snapshot"); err != nil {
+			return err
+		}
+		var v volume.Volume
+		if err := send(e, "DELETE", "/api/v1/snapshots/"+url.PathEscape(args[0]), nil, &v); err != nil {
+			return err
+		}
+		return printSnapshot(e, &v)
+	})},
+}
+
+func printSnapshot(e *env, v *volume.Volume) error {
+	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"project", v.ProjectID}, {"size", fmt.Sprintf("%d GiB", v.SizeGiB())},
+		{"state", v.State}, {"of volume", v.Of}, {"quiesced", fmt.Sprint(v.Quiesced)}, {"replicas", replicaSummary(v)}})
 }
 
 func init() {
@@ -237,12 +295,15 @@ func replicaSummary(v *volume.Volume) string {
 
 func printVolume(e *env, v *volume.Volume) error {
 	return e.printKV(v, [][2]string{{"id", v.ID}, {"name", v.Name}, {"project", v.ProjectID}, {"size", fmt.Sprintf("%d GiB", v.SizeGiB())},
-		{"state", v.State}, {"attached to", attachedTo(v)}, {"replicas", replicaSummary(v)}, {"writer", v.Writer}, {"epoch", fmt.Sprint(v.Epoch)}, {"source", sourceOf(v)}})
+		{"state", v.State}, {"attached to", attachedTo(v)}, {"replicas", replicaSummary(v)}, {"writer", v.Writer}, {"epoch", fmt.Sprint(v.Epoch)}, {"source", sourceOf(v)},
+		{"layered on", v.Parent}})
 }
 
 // sourceOf says what a volume was made from.
 func sourceOf(v *volume.Volume) string {
 	switch {
+	case v.Source == nil && v.Parent != "":
+		return "a snapshot (copy-on-write)"
 	case v.Source == nil:
 		return "blank"
 	case !v.Source.Filled:

@@ -32,4 +32,14 @@
 // checksums); only extents that differ are copied. A replica that returns
 // after an outage catches up with exactly the extents written meanwhile,
 // while new writes are mirrored to it.
+//
+// Snapshots and clones. A snapshot is a read-only record with replicas of
+// its own: the volume's replicas as they were at that instant. The volume
+// goes on with new, empty, layered replicas on the same disks, and reads
+// what they never wrote from the snapshot (WriterConfig.Base), which may be
+// layered on an older one in turn. A clone is a volume layered on a
+// snapshot. Every request is block-aligned, so a layered replica records
+// presence per block and nothing is ever copied up. An attached volume's
+// snapshot is taken by its writer under a barrier (Writer.Snapshot): every
+// write acknowledged before is in the snapshot, none after.
 package volume

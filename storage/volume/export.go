@@ -198,11 +198,11 @@ func exportTLS(txn *memdb.Txn, ip net.IP) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
 }
 
-// Export attaches a detached volume to this node's host for a read-only
+// Export attaches a detached volume or a snapshot to this node's host for a read-only
 // export and grants a client certificate for it, valid exportTTL.
 func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string) (*ExportGrant, error) {
 	const action = "volume.export"
-	v, err := s.changeable(ctx, p, action, ref)
+	v, err := s.changeableEither(ctx, p, action, ref)
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 	exported := v.Attachment != nil && v.Attachment.Export && v.Attachment.Node == s.c.Name()
 	if !exported && !detachedOrRepairing(v) {
 		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
-			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume is exported (a snapshot, once they exist)", v.Name, describe(v)))
+			consensus.Errorf(consensus.CodeConflict, "volume %s is %s: only a detached volume or a snapshot is exported (snapshot an attached one and export that)", v.Name, describe(v)))
 	}
 	ca, err := loadExportCA(s.c.Store().ReadTxn())
 	if err != nil {
@@ -258,7 +258,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 // Unexport ends a volume's export: it is detached again.
 func (s *Service) Unexport(ctx context.Context, p *identity.Principal, ref string) (*Volume, error) {
 	const action = "volume.unexport"
-	v, err := s.changeable(ctx, p, action, ref)
+	v, err := s.changeableEither(ctx, p, action, ref)
 	if err != nil {
 		return nil, err
 	}

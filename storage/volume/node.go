@@ -73,6 +73,9 @@ type NodeServer struct {
 	opens   sync.WaitGroup
 	kick    chan struct{}
 	started time.Time
+
+	provOnce sync.Once
+	prov     *ReplicaProvisioner
 }
 
 type served struct {
@@ -81,6 +84,13 @@ type served struct {
 	ln       net.Listener
 	epoch    uint64
 	replicas string // the replica IDs it writes to
+	chain    *chain // reads the snapshots it is layered on
+	// snapping: a snapshot is being taken (its writer swaps replicas, so
+	// a replica set that changes under it is no reason to reopen);
+	// snapRetry: not before then after one failed. Guarded by
+	// NodeServer.mu.
+	snapping  bool
+	snapRetry time.Time
 }
 
 // replicaSet names a volume's replicas, to see when they change.
@@ -166,8 +176,18 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 		// not live on beside the new one's), or fenced: close it; a volume
 		// still attached here is opened again with a new epoch.
 		// A replica added or dropped (a repair) takes a new writer too.
-		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() || replicaSet(v) != s.replicas {
+		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() || replicaSet(v) != s.replicas && !s.snapping {
 			n.close(id, s)
+		}
+	}
+	for id, v := range want {
+		if s := n.served[id]; s != nil && v.Snapshotting != "" && !s.snapping && time.Now().After(s.snapRetry) && v.Epoch == s.epoch {
+			s.snapping = true
+			n.opens.Add(1)
+			go func() {
+				defer n.opens.Done()
+				n.takeSnapshot(ctx, s, v)
+			}()
 		}
 	}
 	for id, v := range want {
@@ -253,6 +273,7 @@ func (n *NodeServer) current(volumeID string) *served {
 
 func (n *NodeServer) close(id string, s *served) {
 	delete(n.served, id)
+	defer s.chain.Close()
 	s.ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -275,16 +296,22 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 	cfg.Control = control{n.c}
 	cfg.Dial = n.dial
 	cfg.Log = n.log
+	ch := newChain(n)
+	if got.Parent != "" {
+		cfg.Base = ch.layer(got.Parent)
+	}
 	for _, r := range got.Replicas {
 		cfg.Members = append(cfg.Members, Member{ID: r.ID, Node: r.Node, State: r.State, Local: r.Node == n.c.Name()})
 	}
 	w, err := OpenWriter(ctx, cfg)
 	if err != nil {
+		ch.Close()
 		return nil, err
 	}
 	if got.Unfilled() {
 		if err := n.fill(ctx, &got, w); err != nil {
 			w.Close(context.WithoutCancel(ctx))
+			ch.Close()
 			return nil, err
 		}
 	}
@@ -292,6 +319,7 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 	ln, srv, err := n.serve(v.ID, w, path)
 	if err != nil {
 		w.Close(ctx)
+		ch.Close()
 		return nil, err
 	}
 	if a := got.Attachment; a != nil && a.VM != "" && n.cfg.Owner != nil {
@@ -303,7 +331,7 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 	}
 	go func() { _ = srv.Serve(ln) }()
 	n.log.Info("serving volume", "volume", v.ID, "epoch", got.Epoch, "socket", path)
-	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch, replicas: replicaSet(&got)}, nil
+	return &served{w: w, srv: srv, ln: ln, epoch: got.Epoch, replicas: replicaSet(&got), chain: ch}, nil
 }
 
 // serve makes an NBD server of the volume's writer on a new unix socket

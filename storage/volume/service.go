@@ -96,6 +96,11 @@ type Create struct {
 	SizeGiB int64  `json:"size_gib"`
 	Project string `json:"project,omitempty"` // name or ID; default: the caller's only project
 	Image   string `json:"image,omitempty"`   // name or ID: the volume starts as a copy of it
+	// Snapshot (name or ID): the volume is layered on it, copy-on-write;
+	// Source: on a snapshot of that volume, taken now (a clone). Size
+	// defaults to theirs.
+	Snapshot string `json:"snapshot,omitempty"`
+	Source   string `json:"source,omitempty"`
 }
 
 // AttachTo says what to attach a volume to: a VM, or (cluster admins) a
@@ -181,11 +186,50 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 	if !nameRE.MatchString(req.Name) {
 		return deny(pr.ID, invalid("volume name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
+	froms := 0
+	for _, f := range []string{req.Image, req.Snapshot, req.Source} {
+		if f != "" {
+			froms++
+		}
+	}
+	if froms > 1 || froms == 1 && src != nil {
+		return deny(pr.ID, invalid("a volume is made from one of an image, a snapshot or a source volume"))
+	}
+	var parent *Volume
+	switch {
+	case req.Snapshot != "":
+		sn, err := s.freshKind(ctx, p, req.Snapshot, KindSnapshot)
+		if err == nil && sn.ProjectID != pr.ID {
+			err = notFound("snapshot", req.Snapshot)
+		}
+		if err != nil {
+			return deny(pr.ID, err)
+		}
+		parent = sn
+	case req.Source != "":
+		v, err := s.fresh(ctx, p, req.Source)
+		if err == nil && v.ProjectID != pr.ID {
+			err = notFound("volume", req.Source)
+		}
+		if err != nil {
+			return deny(pr.ID, err)
+		}
+		parent = v
+	}
+	if parent != nil && req.SizeGiB == 0 {
+		req.SizeGiB = parent.SizeGiB()
+	}
 	if req.SizeGiB < 1 || req.SizeGiB > MaxSizeGiB {
 		return deny(pr.ID, invalid("a volume is 1-%d GiB, not %d", MaxSizeGiB, req.SizeGiB))
 	}
+	if parent != nil && req.SizeGiB*GiB < parent.SizeBytes {
+		return deny(pr.ID, invalid("%s is %d GiB: a volume made from it is at least that", parent.Name, parent.SizeGiB()))
+	}
 	if s.prov == nil {
 		return deny(pr.ID, unavailable())
+	}
+	if err := identity.WouldFit(s.c.Store().ReadTxn(), pr.ID, identity.Resources{Volumes: 1, VolumeGiB: req.SizeGiB}); err != nil {
+		return deny(pr.ID, err) // before a clone's snapshot is taken; checked again by the command
 	}
 	size := req.SizeGiB * GiB
 	if req.Image != "" {
@@ -207,8 +251,19 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 		return deny(pr.ID, err)
 	}
 	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, Source: src, CreatedAt: time.Now().UTC()}
+	if req.Source != "" {
+		// Last, as it takes a snapshot of the source.
+		sn, err := s.cloneParent(ctx, p, action, parent.ID)
+		if err != nil {
+			return nil, err
+		}
+		parent = sn
+	}
+	if parent != nil {
+		vol.Parent = parent.ID
+	}
 	var out Volume
-	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVolume, createVolumeCmd{Volume: vol}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVolume, createVolumeCmd{Volume: vol, Clone: req.Source != ""}, &out); err != nil {
 		settled, serr := s.settle(ctx, err, id)
 		if serr != nil {
 			// Perhaps recorded: take the record back (no replica exists yet).
@@ -222,7 +277,7 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 	made := 0
 	for _, r := range reps {
 		made++ // a failed Create may have left part of the replica
-		if err := s.prov.Create(ctx, r.Node, r.Disk, r.ID, size); err != nil {
+		if err := s.makeReplica(ctx, r, size, vol.Parent != ""); err != nil {
 			err = fmt.Errorf("create volume %s: replica %s on %s: %w", req.Name, r.ID, r.Node, err)
 			if v := s.undoCreate(ctx, id, reps[:made]); v != nil {
 				return v, nil

@@ -19,36 +19,50 @@ const abandonedAfter = 10 * time.Minute
 // Get returns a volume by ID or by name among the projects the caller can
 // read. Another project's volume is not found.
 func (s *Service) Get(p *identity.Principal, ref string) (*Volume, error) {
+	return s.get(p, ref, "")
+}
+
+// get finds a record of one kind: a volume (""), or a snapshot the owner
+// has not deleted.
+func (s *Service) get(p *identity.Principal, ref, kind string) (*Volume, error) {
+	what := "volume"
+	if kind == KindSnapshot {
+		what = "snapshot"
+	}
 	txn := s.c.Store().ReadTxn()
-	if v := getVolume(txn, ref); v != nil && canRead(p, v) {
+	if v := getVolume(txn, ref); v != nil && v.Kind == kind && !v.Hidden && canRead(p, v) {
 		return v.Viewed(), nil
 	}
 	var found []*Volume
 	for _, pid := range s.readable(p) {
-		if v := consensus.First[Volume](txn, tVolumes, "name", pid, ref); v != nil {
+		if v := consensus.First[Volume](txn, tVolumes, "name", pid, ref); v != nil && v.Kind == kind && !v.Hidden {
 			found = append(found, v)
 		}
 	}
 	switch len(found) {
 	case 0:
-		return nil, notFound("volume", ref)
+		return nil, notFound(what, ref)
 	case 1:
 		return found[0].Viewed(), nil
 	}
-	return nil, invalid("%d volumes are named %q in your projects: use the volume's ID", len(found), ref)
+	return nil, invalid("%d %ss are named %q in your projects: use the %s's ID", len(found), what, ref, what)
 }
 
 // fresh is Get for a request that acts on a volume: one created a moment
 // ago through another node is found after catching up with the leader.
 func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) (*Volume, error) {
-	v, err := s.Get(p, ref)
+	return s.freshKind(ctx, p, ref, "")
+}
+
+func (s *Service) freshKind(ctx context.Context, p *identity.Principal, ref, kind string) (*Volume, error) {
+	v, err := s.get(p, ref, kind)
 	if consensus.ErrorCode(err) != consensus.CodeNotFound {
 		return v, err
 	}
 	if err := s.c.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
-	return s.Get(p, ref)
+	return s.get(p, ref, kind)
 }
 
 // readable lists the project IDs the caller can read (every project for a
@@ -67,6 +81,10 @@ func (s *Service) readable(p *identity.Principal) []string {
 // List returns the volumes the caller can see, optionally of one project,
 // by project and name.
 func (s *Service) List(p *identity.Principal, project string) ([]Volume, error) {
+	return s.list(p, project, "")
+}
+
+func (s *Service) list(p *identity.Principal, project, kind string) ([]Volume, error) {
 	pids := s.readable(p)
 	if project != "" {
 		pr, err := s.id.GetProject(p, project)
@@ -78,7 +96,11 @@ func (s *Service) List(p *identity.Principal, project string) ([]Volume, error) 
 	txn := s.c.Store().ReadTxn()
 	out := []Volume{}
 	for _, pid := range pids {
-		out = append(out, byProject(txn, pid)...)
+		for _, v := range byProject(txn, pid) {
+			if v.Kind == kind && !v.Hidden {
+				out = append(out, v)
+			}
+		}
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].ProjectID != out[j].ProjectID {
@@ -104,7 +126,11 @@ func byProject(txn *memdb.Txn, pid string) []Volume {
 // changeable finds a volume the caller may act on: found if they can read
 // it, forbidden if they cannot change it.
 func (s *Service) changeable(ctx context.Context, p *identity.Principal, action, ref string) (*Volume, error) {
-	v, err := s.fresh(ctx, p, ref)
+	return s.changeableKind(ctx, p, action, ref, "")
+}
+
+func (s *Service) changeableKind(ctx context.Context, p *identity.Principal, action, ref, kind string) (*Volume, error) {
+	v, err := s.freshKind(ctx, p, ref, kind)
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, ref, "", err)
 	}

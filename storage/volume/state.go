@@ -26,6 +26,9 @@ const (
 	MsgRemoveReplica   consensus.MessageType = 170
 	MsgVolumeScrubbed  consensus.MessageType = 171
 	MsgExportCA        consensus.MessageType = 172
+	MsgCreateSnapshot  consensus.MessageType = 173
+	MsgSnapshotTaken   consensus.MessageType = 174
+	MsgDeleteSnapshot  consensus.MessageType = 175
 )
 
 // Volume states. A volume is in-use exactly while it is attached.
@@ -76,6 +79,23 @@ type Volume struct {
 	// whether any lacks some.
 	InSync   int  `json:"in_sync"`
 	Degraded bool `json:"degraded"`
+	// Kind is "" for a volume, KindSnapshot for a snapshot: a read-only
+	// copy of a volume at one instant, with replicas of its own.
+	Kind string `json:"kind,omitempty"`
+	// Parent is the snapshot this volume (or snapshot) is layered on:
+	// blocks its replicas never wrote read from there.
+	Parent string `json:"parent,omitempty"`
+	// Of is the volume a snapshot was taken of (perhaps deleted since).
+	Of string `json:"of,omitempty"`
+	// Snapshotting is the snapshot of this volume its writer is to take,
+	// while that snapshot is being created.
+	Snapshotting string `json:"snapshotting,omitempty"`
+	// Quiesced: the guest's file systems were frozen (fsfreeze) while the
+	// snapshot was taken; otherwise it is crash-consistent.
+	Quiesced bool `json:"quiesced,omitempty"`
+	// Hidden: a snapshot its owner deleted (or one made for a clone) that
+	// volumes still read through to; it goes with the last of them.
+	Hidden bool `json:"hidden,omitempty"`
 	// ScrubbedAt is when its writer last read every copy whole.
 	ScrubbedAt time.Time `json:"scrubbed_at,omitzero"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -172,6 +192,9 @@ const tVolumes = "volumes"
 
 type createVolumeCmd struct {
 	Volume Volume `json:"volume"`
+	// Clone: the volume may be layered on a hidden snapshot (the one a
+	// clone of a volume is made through).
+	Clone bool `json:"clone,omitempty"`
 }
 
 type setVolumeStateCmd struct {
@@ -261,6 +284,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgRemoveReplica, "RemoveVolumeReplica", applyRemoveReplica)
 	consensus.Handle(reg, MsgVolumeScrubbed, "VolumeScrubbed", applyScrubbed)
 	registerExport(reg)
+	registerSnapshots(reg)
 	storage.HoldsDisks(tVolumes)
 }
 
@@ -314,6 +338,22 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume needs at least one replica")
 	case v.Source != nil && (v.Source.Image == "") == (v.Source.VMDisk == ""):
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume's source names an image or a VM's disk")
+	case v.Kind != "":
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a snapshot is taken of a volume, not created")
+	case v.Parent != "" && v.Source != nil:
+		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is made from a snapshot or from a source, not both")
+	}
+	if v.Parent != "" {
+		// A clone: layered on a snapshot of the project's, no smaller.
+		p := getVolume(tx.Txn, v.Parent)
+		switch {
+		case p == nil || p.Kind != KindSnapshot || p.ProjectID != v.ProjectID || p.Hidden && !c.Clone:
+			return nil, notFound("snapshot", v.Parent)
+		case p.State != StateAvailable:
+			return nil, consensus.Errorf(consensus.CodeConflict, "snapshot %s is %s", p.Name, p.State)
+		case v.SizeBytes < p.SizeBytes:
+			return nil, consensus.Errorf(consensus.CodeInvalid, "snapshot %s is %d GiB: a volume made from it is at least that", p.Name, p.SizeGiB())
+		}
 	}
 	if err := identity.Charge(tx, v.ProjectID, identity.Resources{Volumes: 1, VolumeGiB: v.SizeGiB()}); err != nil {
 		return nil, err
@@ -358,6 +398,8 @@ func applyDeleteVolume(tx *consensus.Tx, c *deleteVolumeCmd) (any, error) {
 		return nil, err
 	}
 	switch {
+	case cur.Kind != "":
+		return nil, consensus.Errorf(consensus.CodeInvalid, "%s is a snapshot: delete it as one", cur.Name)
 	case cur.Attachment != nil && !cur.Attachment.Repair: // the repair gives way
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached to %s: detach it first", cur.Name, attachedTo(cur.Attachment))
 	case c.Undo && cur.State != StateCreating:
@@ -369,7 +411,20 @@ func applyDeleteVolume(tx *consensus.Tx, c *deleteVolumeCmd) (any, error) {
 	if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
 		return nil, err
 	}
-	return cur, tx.Delete(tVolumes, cur)
+	if s := getVolume(tx.Txn, cur.Snapshotting); s != nil && s.State == StateCreating {
+		// Called off with the volume (a repair's writer never took it).
+		if err := chargeSnapshot(tx, s, -1); err != nil {
+			return nil, err
+		}
+		if err := tx.Delete(tVolumes, s); err != nil {
+			return nil, err
+		}
+	}
+	if err := tx.Delete(tVolumes, cur); err != nil {
+		return nil, err
+	}
+	// Its snapshots stay; a hidden one only it read through to goes.
+	return cur, dropUnreferenced(tx, cur.Parent)
 }
 
 func attachedTo(a *Attachment) string {
@@ -386,6 +441,8 @@ func applyExtendVolume(tx *consensus.Tx, c *extendVolumeCmd) (any, error) {
 		return nil, err
 	}
 	switch {
+	case cur.Kind != "":
+		return nil, consensus.Errorf(consensus.CodeInvalid, "%s is a snapshot: snapshots do not change", cur.Name)
 	case cur.State == StateCreating || cur.State == StateError:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s", cur.Name, cur.State)
 	case c.SizeBytes <= cur.SizeBytes:
@@ -416,6 +473,11 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", cur.Name, cur.State)
 	case c.Attachment.VM == "" && c.Attachment.Node == "":
 		return nil, consensus.Errorf(consensus.CodeInvalid, "attach volume %s to a VM or a node", cur.Name)
+	case cur.Kind != "" && !c.Attachment.Repair && !c.Attachment.Export:
+		// Read-only: only exported, or opened by the repair.
+		return nil, consensus.Errorf(consensus.CodeConflict, "%s is a snapshot: make a volume from it to attach", cur.Name)
+	case cur.Hidden && !c.Attachment.Repair:
+		return nil, notFound("snapshot", cur.ID)
 	case cur.Source != nil && cur.Source.VMDisk != "" && !cur.Source.Filled:
 		// Filled from that VM's disk on its node, for that VM alone.
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still to take over VM %s's local disk", cur.Name, cur.Source.VMDisk)

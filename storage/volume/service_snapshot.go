@@ -1,0 +1,212 @@
+package volume
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// snapshotWait is how long CreateSnapshot waits for an attached volume's
+// writer to take the snapshot before answering with it still creating.
+const snapshotWait = time.Minute
+
+// changeableEither is changeable for a volume or, failing that, a snapshot.
+func (s *Service) changeableEither(ctx context.Context, p *identity.Principal, action, ref string) (*Volume, error) {
+	if v, err := s.freshKind(ctx, p, ref, ""); err == nil || consensus.ErrorCode(err) != consensus.CodeNotFound {
+		if err != nil {
+			return nil, s.id.Deny(ctx, p, action, ref, "", err)
+		}
+		if !canChange(p, v) {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change volume %s", v.Name))
+		}
+		return v, nil
+	}
+	return s.changeableKind(ctx, p, action, ref, KindSnapshot)
+}
+
+// GetSnapshot returns a snapshot by ID or name.
+func (s *Service) GetSnapshot(p *identity.Principal, ref string) (*Volume, error) {
+	return s.get(p, ref, KindSnapshot)
+}
+
+// ListSnapshots lists the snapshots the caller can see, optionally of one
+// project, and of one volume (name or ID).
+func (s *Service) ListSnapshots(p *identity.Principal, project, of string) ([]Volume, error) {
+	all, err := s.list(p, project, KindSnapshot)
+	if err != nil || of == "" {
+		return all, err
+	}
+	v, err := s.Get(p, of)
+	if err != nil {
+		return nil, err
+	}
+	out := []Volume{}
+	for _, sn := range all {
+		if sn.Of == v.ID {
+			out = append(out, sn)
+		}
+	}
+	return out, nil
+}
+
+// CreateSnapshot snapshots volume ref as name. A detached volume's is
+// taken at once; an attached volume's by its writer (quiescing the guest
+// first when it runs qemu-guest-agent): the snapshot is returned once
+// taken, or still "creating" if that takes longer than snapshotWait.
+func (s *Service) CreateSnapshot(ctx context.Context, p *identity.Principal, ref, name string) (*Volume, error) {
+	const action = "volume.snapshot"
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	if !nameRE.MatchString(name) {
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, invalid("snapshot name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
+	}
+	snap, err := s.snapshot(ctx, p, action, v, name, false)
+	if err != nil {
+		return nil, err
+	}
+	return s.awaitSnapshot(ctx, snap)
+}
+
+// snapshot records a snapshot of v: taken at once when v is detached (its
+// new replicas made first), else left for v's writer.
+func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action string, v *Volume, name string, hidden bool) (*Volume, error) {
+	id := newID("snap")
+	if hidden {
+		name = id
+	}
+	snap := Volume{ID: id, Name: name, ProjectID: v.ProjectID, Hidden: hidden, CreatedAt: time.Now().UTC()}
+	cmd := createSnapshotCmd{Snapshot: snap, Of: v.ID, IfMatch: v.Version}
+	if !v.served() {
+		if s.prov == nil {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, unavailable())
+		}
+		cmd.Top = s.makeTop(ctx, v, id)
+		if len(cmd.Top) == 0 {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
+				consensus.Errorf(consensus.CodeUnavailable, "volume %s: no node holding a copy could make the volume's new replicas", v.Name))
+		}
+	}
+	var out Volume
+	err := s.id.Mutate(ctx, p, action, v.Name, v.ProjectID, MsgCreateSnapshot, cmd, &out)
+	if err == nil {
+		return &out, nil
+	}
+	got, serr := s.settle(ctx, err, id)
+	switch {
+	case serr != nil:
+		// Perhaps taken: the new replicas stay (the sweeper removes them
+		// if they belong to no volume).
+		return nil, err
+	case got != nil:
+		return got.Viewed(), nil
+	}
+	s.removeReplicas(ctx, cmd.Top, "snapshot not taken")
+	return nil, err
+}
+
+// makeTop makes a detached volume's new replicas for snapshot snapID, on
+// the disks of its replicas, empty and layered. Those that cannot be made
+// are left out (the repair adds replicas up to the volume's copies).
+func (s *Service) makeTop(ctx context.Context, v *Volume, snapID string) []Replica {
+	var top []Replica
+	for i, r := range v.Replicas {
+		nr := Replica{ID: topID(v.ID, snapID, i), Node: r.Node, Disk: r.Disk, State: ReplicaInSync}
+		if err := s.makeReplica(ctx, nr, v.SizeBytes, true); err != nil {
+			s.log.Warn("snapshot: a new replica of the volume could not be made; the repair adds one later", "volume", v.ID, "replica", nr.ID, "node", nr.Node, "err", err)
+			s.removeReplicas(ctx, []Replica{nr}, "not made")
+			continue
+		}
+		top = append(top, nr)
+	}
+	return top
+}
+
+// topID names the i-th new replica a volume gets at snapshot snapID.
+func topID(volID, snapID string, i int) string {
+	return fmt.Sprintf("%s-%s-r%d", volID, snapID[len("snap-"):len("snap-")+8], i)
+}
+
+// makeReplica makes one replica on its node.
+func (s *Service) makeReplica(ctx context.Context, r Replica, size int64, layered bool) error {
+	return s.prov.Create(ctx, r.Node, r.Disk, r.ID, size, layered)
+}
+
+func (s *Service) removeReplicas(ctx context.Context, reps []Replica, why string) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), opTimeout)
+	defer cancel()
+	for _, r := range reps {
+		if err := s.prov.Remove(rctx, r.Node, r.ID); err != nil {
+			s.log.Warn("replica left to the sweeper", "replica", r.ID, "node", r.Node, "why", why, "err", err)
+		}
+	}
+}
+
+// awaitSnapshot waits for a snapshot being taken by its volume's writer.
+func (s *Service) awaitSnapshot(ctx context.Context, snap *Volume) (*Volume, error) {
+	wctx, cancel := context.WithTimeout(ctx, snapshotWait)
+	defer cancel()
+	for snap.State == StateCreating {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return snap, nil
+		case <-time.After(50 * time.Millisecond):
+		}
+		cur := getVolume(s.c.Store().ReadTxn(), snap.ID)
+		if cur == nil {
+			return nil, consensus.Errorf(consensus.CodeConflict, "snapshot %s was called off before it was taken", snap.Name)
+		}
+		snap = cur.Viewed()
+	}
+	return snap, nil
+}
+
+// DeleteSnapshot deletes a snapshot. Volumes made from it keep reading
+// through to it: it is hidden then, and goes with the last of them.
+func (s *Service) DeleteSnapshot(ctx context.Context, p *identity.Principal, ref string, ifMatch uint64) (*Volume, error) {
+	const action = "volume.snapshot.delete"
+	sn, err := s.changeableKind(ctx, p, action, ref, KindSnapshot)
+	if err != nil {
+		return nil, err
+	}
+	var out Volume
+	if err := s.id.Mutate(ctx, p, action, sn.Name, sn.ProjectID, MsgDeleteSnapshot, deleteSnapshotCmd{ID: sn.ID, IfMatch: ifMatch}, &out); err != nil {
+		return nil, err
+	}
+	if !out.Hidden && s.prov != nil {
+		s.removeReplicas(ctx, out.Replicas, "snapshot deleted")
+	}
+	return &out, nil
+}
+
+// clone makes the parent a clone of volume ref is layered on: a hidden
+// snapshot of it, taken now.
+func (s *Service) cloneParent(ctx context.Context, p *identity.Principal, action, ref string) (*Volume, error) {
+	v, err := s.changeable(ctx, p, action, ref)
+	if err != nil {
+		return nil, err
+	}
+	snap, err := s.snapshot(ctx, p, action, v, "", true)
+	if err != nil {
+		return nil, err
+	}
+	snap, err = s.awaitSnapshot(ctx, snap)
+	if err != nil {
+		return nil, err
+	}
+	if snap.State != StateAvailable {
+		// Its writer did not take it in time: call it off.
+		if _, derr := s.c.Apply(context.WithoutCancel(ctx), MsgDeleteSnapshot, deleteSnapshotCmd{ID: snap.ID}, nil); derr != nil {
+			s.log.Warn("clone: a snapshot not taken in time could not be called off", "snapshot", snap.ID, "err", derr)
+		}
+		return nil, consensus.Errorf(consensus.CodeUnavailable, "volume %s: its writer did not take a snapshot in time; try again", v.Name)
+	}
+	return snap, nil
+}
