@@ -27,7 +27,7 @@ type Cluster interface {
 // Provisioner creates, removes and resizes replicas on any node of the
 // cluster (the replica protocol's client; the local host for this node).
 type Provisioner interface {
-	Create(ctx context.Context, node, diskID, replicaID string, size int64) error
+	Create(ctx context.Context, node, diskID, replicaID string, size int64, layered bool) error
 	Remove(ctx context.Context, node, replicaID string) error
 	Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error
 }
@@ -222,7 +222,7 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 	made := 0
 	for _, r := range reps {
 		made++ // a failed Create may have left part of the replica
-		if err := s.prov.Create(ctx, r.Node, r.Disk, r.ID, size); err != nil {
+		if err := s.prov.Create(ctx, r.Node, r.Disk, r.ID, size, false); err != nil {
 			err = fmt.Errorf("create volume %s: replica %s on %s: %w", req.Name, r.ID, r.Node, err)
 			if v := s.undoCreate(ctx, id, reps[:made]); v != nil {
 				return v, nil
