@@ -96,7 +96,7 @@ func newVolumeEnv(t *testing.T) *env {
 // nopProvisioner makes, grows and removes replicas that do not exist.
 type nopProvisioner struct{}
 
-func (nopProvisioner) Create(context.Context, string, string, string, int64) error { return nil }
+func (nopProvisioner) Create(context.Context, string, string, string, int64, bool) error { return nil }
 func (nopProvisioner) Remove(context.Context, string, string) error                { return nil }
 func (nopProvisioner) Resize(context.Context, string, string, uint64, int64) error { return nil }
 

@@ -30,7 +30,7 @@ const sweepGrace = 10 * time.Minute
 // replicaFiles is the replica store (replica.go) as the Host uses it, so the
 // Host can be tested apart from it.
 type replicaFiles struct {
-	create func(dir string, size int64) error
+	create func(dir string, size int64, layered bool) error
 	open   func(dir string) (Target, error)
 	remove func(dir string) error
 }
@@ -123,9 +123,10 @@ func (h *Host) find(replicaID string) (disk, dir string, ok bool) {
 	return "", "", false
 }
 
-// Create makes replica replicaID of size bytes on disk diskID. It is
-// idempotent: a replica of that size already there is success.
-func (h *Host) Create(diskID, replicaID string, size int64) error {
+// Create makes replica replicaID of size bytes on disk diskID, layered
+// over a snapshot or not. It is idempotent: a replica of that size and
+// kind already there is success.
+func (h *Host) Create(diskID, replicaID string, size int64, layered bool) error {
 	if !validReplicaID(replicaID) {
 		return fmt.Errorf("create replica %q: invalid id: %w", replicaID, syscall.EINVAL)
 	}
@@ -144,10 +145,10 @@ func (h *Host) Create(diskID, replicaID string, size int64) error {
 	if err := ensureDirDurably(root, hostVolumesDir); err != nil {
 		return fmt.Errorf("create replica %s: %w", replicaID, err)
 	}
-	if err := h.files.create(filepath.Join(root, hostVolumesDir, replicaID), size); err != nil {
+	if err := h.files.create(filepath.Join(root, hostVolumesDir, replicaID), size, layered); err != nil {
 		return fmt.Errorf("create replica %s: %w", replicaID, err)
 	}
-	h.log.Info("replica created", "replica", replicaID, "disk", diskID, "size", size)
+	h.log.Info("replica created", "replica", replicaID, "disk", diskID, "size", size, "layered", layered)
 	return nil
 }
 

@@ -28,6 +28,7 @@ type provCreateReq struct {
 	Replica string `json:"replica"`
 	Disk    string `json:"disk"`
 	Size    int64  `json:"size"`
+	Layered bool   `json:"layered,omitempty"`
 }
 
 type provRemoveReq struct {
@@ -49,7 +50,7 @@ func (h *Host) Handler() http.Handler {
 	mux.HandleFunc("POST "+hostCreatePath, func(w http.ResponseWriter, r *http.Request) {
 		var req provCreateReq
 		if hostReadJSON(w, r, &req) {
-			hostWriteResult(w, h.Create(req.Disk, req.Replica, req.Size))
+			hostWriteResult(w, h.Create(req.Disk, req.Replica, req.Size, req.Layered))
 		}
 	})
 	mux.HandleFunc("POST "+hostRemovePath, func(w http.ResponseWriter, r *http.Request) {
@@ -188,12 +189,13 @@ func NewProvisioner(client func() *http.Client, addr func(node string) (string, 
 	return &ReplicaProvisioner{client: client, addr: addr, self: self, host: host}
 }
 
-// Create makes a replica of size bytes on node's disk diskID (idempotent).
-func (p *ReplicaProvisioner) Create(ctx context.Context, node, diskID, replicaID string, size int64) error {
+// Create makes a replica of size bytes on node's disk diskID, layered
+// over a snapshot or not (idempotent).
+func (p *ReplicaProvisioner) Create(ctx context.Context, node, diskID, replicaID string, size int64, layered bool) error {
 	if node == p.self && p.host != nil {
-		return p.host.Create(diskID, replicaID, size)
+		return p.host.Create(diskID, replicaID, size, layered)
 	}
-	return p.post(ctx, node, hostCreatePath, provCreateReq{Replica: replicaID, Disk: diskID, Size: size})
+	return p.post(ctx, node, hostCreatePath, provCreateReq{Replica: replicaID, Disk: diskID, Size: size, Layered: layered})
 }
 
 // Remove deletes a replica from node (idempotent).

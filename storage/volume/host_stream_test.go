@@ -33,7 +33,7 @@ func diskReplicaOf(t *testing.T, h *Host, id string) *DiskReplica {
 func TestHostNewStreamWaitsForOldWrites(t *testing.T) {
 	n := newNodeWith(t, defaultReplicaFiles())
 	const size = 4 * ExtentSize
-	if err := n.host.Create("d1", "r1", size); err != nil {
+	if err := n.host.Create("d1", "r1", size, false); err != nil {
 		t.Fatal(err)
 	}
 	rep := diskReplicaOf(t, n.host, "r1")
@@ -178,7 +178,7 @@ func TestResizeBounded(t *testing.T) {
 		if err := r.Resize(ctx, 0, size); !errors.Is(err, syscall.EINVAL) {
 			t.Fatalf("resize to %d: %v, want EINVAL", size, err)
 		}
-		if err := CreateReplica(t.TempDir()+"/r", size); !errors.Is(err, syscall.EINVAL) {
+		if err := CreateReplica(t.TempDir()+"/r", size, false); !errors.Is(err, syscall.EINVAL) {
 			t.Fatalf("create of %d: %v, want EINVAL", size, err)
 		}
 	}
@@ -187,10 +187,10 @@ func TestResizeBounded(t *testing.T) {
 	}
 	_ = dir
 	n := newNodeWith(t, defaultReplicaFiles())
-	if err := n.host.Create("d1", "r1", 4*ExtentSize); err != nil {
+	if err := n.host.Create("d1", "r1", 4*ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.host.Create("d1", "r2", maxReplicaSize+BlockSize); !errors.Is(err, syscall.EINVAL) {
+	if err := n.host.Create("d1", "r2", maxReplicaSize+BlockSize, false); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("host create beyond the maximum: %v", err)
 	}
 	p := NewProvisioner(func() *http.Client { return n.client }, func(string) (string, bool) { return n.addr, true }, "self", nil)

@@ -17,23 +17,23 @@ func TestHostCreateListRemove(t *testing.T) {
 	h := newHost(func() map[string]string { return disks }, wireTestLog(t), files.seam())
 	defer h.Close()
 
-	if err := h.Create("d1", "a", 8*BlockSize); err != nil {
+	if err := h.Create("d1", "a", 8*BlockSize, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Create("d1", "a", 8*BlockSize); err != nil {
+	if err := h.Create("d1", "a", 8*BlockSize, false); err != nil {
 		t.Fatalf("create again: %v", err)
 	}
-	if err := h.Create("d2", "b", ExtentSize); err != nil {
+	if err := h.Create("d2", "b", ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Create("d2", "a", 8*BlockSize); err == nil {
+	if err := h.Create("d2", "a", 8*BlockSize, false); err == nil {
 		t.Fatal("the same replica created on a second disk")
 	}
 	for _, bad := range []struct {
 		disk, id string
 		size     int64
 	}{{"d3", "c", BlockSize}, {"d1", "../c", BlockSize}, {"d1", "", BlockSize}, {"d1", "c", 100}, {"d1", "c", 0}} {
-		if err := h.Create(bad.disk, bad.id, bad.size); err == nil {
+		if err := h.Create(bad.disk, bad.id, bad.size, false); err == nil {
 			t.Errorf("Create(%q, %q, %d) accepted", bad.disk, bad.id, bad.size)
 		}
 	}
@@ -98,7 +98,7 @@ func TestHostSweep(t *testing.T) {
 	h.now = func() time.Time { return now }
 	old := now.Add(-sweepGrace - time.Minute)
 	for id, disk := range map[string]string{"kept-old": "d1", "gone-old": "d1", "gone-young": "d2", "gone-old2": "d2"} {
-		if err := h.Create(disk, id, BlockSize); err != nil {
+		if err := h.Create(disk, id, BlockSize, false); err != nil {
 			t.Fatal(err)
 		}
 		if id != "gone-young" {
@@ -153,22 +153,22 @@ func TestProvisioner(t *testing.T) {
 	p := NewProvisioner(func() *http.Client { return peer.client }, addr, "n1", self)
 	ctx := context.Background()
 
-	if err := p.Create(ctx, "n2", "d2", "r1", 2*ExtentSize); err != nil {
+	if err := p.Create(ctx, "n2", "d2", "r1", 2*ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := peer.host.List(); got["r1"] != "d2" {
 		t.Fatalf("remote replicas: %v", got)
 	}
-	if err := p.Create(ctx, "n1", "s1", "r2", ExtentSize); err != nil {
+	if err := p.Create(ctx, "n1", "s1", "r2", ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := self.List(); got["r2"] != "s1" {
 		t.Fatalf("local replicas: %v", got)
 	}
-	if err := p.Create(ctx, "n2", "nodisk", "r3", ExtentSize); err == nil {
+	if err := p.Create(ctx, "n2", "nodisk", "r3", ExtentSize, false); err == nil {
 		t.Fatal("create on a disk the node does not have")
 	}
-	if err := p.Create(ctx, "n2", "d1", "r3", 100); !errors.Is(err, syscall.EINVAL) {
+	if err := p.Create(ctx, "n2", "d1", "r3", 100, false); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("create of an unaligned size: %v", err)
 	}
 

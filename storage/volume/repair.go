@@ -219,7 +219,9 @@ func (r *Repair) add(ctx context.Context, txn *memdb.Txn, v *Volume, kept []Repl
 	// a removed replica had (whose files may wait for their sweeper) is
 	// never given again.
 	rep := Replica{ID: fmt.Sprintf("%s-r%d-%d", v.ID, next, v.Version), Node: spots[0].Node, Disk: spots[0].Disk, State: ReplicaStale}
-	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes); err != nil {
+	// A volume's or snapshot's replicas are layered exactly when it reads
+	// through to a parent.
+	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes, v.Parent != ""); err != nil {
 		return fmt.Errorf("make replica %s on %s: %w", rep.ID, rep.Node, err)
 	}
 	if _, err := r.c.Apply(ctx, MsgAddReplica, addReplicaCmd{Volume: v.ID, Replica: rep}, nil); err != nil {

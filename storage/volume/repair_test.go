@@ -21,7 +21,7 @@ type recordingProv struct {
 	removed []string
 }
 
-func (p *recordingProv) Create(_ context.Context, node, disk, id string, _ int64) error {
+func (p *recordingProv) Create(_ context.Context, node, disk, id string, _ int64, _ bool) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.created = append(p.created, node+"/"+disk+"/"+id)

@@ -23,6 +23,10 @@ const (
 	sumsFile  = "sums"  // uint32 LE CRC-32C per block, 0 = unwritten
 	gensFile  = "gens"  // uint64 LE generation per extent
 	epochFile = "epoch" // uint64 LE, replaced by rename
+	// layeredFile marks a layered replica (one over a snapshot): its
+	// never-written blocks read through to the parent. Replicas made
+	// before snapshots have none and are not layered.
+	layeredFile = "layered"
 )
 
 const (
@@ -64,6 +68,9 @@ var zeroSum = crc32.Checksum(zeroBlock[:], castagnoli)
 type DiskReplica struct {
 	dir               string
 	data, sums, gensF *os.File
+	// layered is set for a replica over a snapshot: a zeroed block keeps
+	// the checksum of zeroes (present), never 0 (absent, read through).
+	layered bool
 
 	size  atomic.Int64
 	epoch atomic.Uint64
@@ -111,18 +118,42 @@ var _ Target = (*DiskReplica)(nil)
 
 // CreateReplica creates a replica of size bytes (a positive multiple of
 // BlockSize) in dir, durably: the directories, the files and their sizes
-// are on stable storage when it returns. It is idempotent: a replica that
-// already exists with that size, or one whose creation was interrupted, is
-// completed and kept; one of another size is an error.
-func CreateReplica(dir string, size int64) error {
+// are on stable storage when it returns. A layered replica (one over a
+// snapshot) is marked so before its data file is sized. It is idempotent:
+// a replica that already exists with that size and kind, or one whose
+// creation was interrupted, is completed and kept; one of another size or
+// kind is an error.
+func CreateReplica(dir string, size int64, layered bool) error {
 	if size <= 0 || size%BlockSize != 0 || size > maxReplicaSize {
 		return fmt.Errorf("create replica %s: size %d is not a positive multiple of %d up to %d: %w", dir, size, BlockSize, int64(maxReplicaSize), syscall.EINVAL)
 	}
 	if err := mkdirDurable(dir); err != nil {
 		return fmt.Errorf("create replica %s: %w", dir, err)
 	}
-	if st, err := os.Stat(filepath.Join(dir, dataFile)); err == nil && st.Size() != 0 && st.Size() != size {
-		return fmt.Errorf("create replica %s: exists with size %d, not %d: %w", dir, st.Size(), size, fs.ErrExist)
+	exists := false
+	if st, err := os.Stat(filepath.Join(dir, dataFile)); err == nil && st.Size() != 0 {
+		if st.Size() != size {
+			return fmt.Errorf("create replica %s: exists with size %d, not %d: %w", dir, st.Size(), size, fs.ErrExist)
+		}
+		exists = true
+	}
+	marked, err := isLayered(dir)
+	if err != nil {
+		return fmt.Errorf("create replica %s: %w", dir, err)
+	}
+	switch {
+	case marked && !layered:
+		return fmt.Errorf("create replica %s: exists layered: %w", dir, fs.ErrExist)
+	case !marked && layered && exists:
+		return fmt.Errorf("create replica %s: exists not layered: %w", dir, fs.ErrExist)
+	case !marked && layered:
+		// Durable before the data file's size says the replica exists.
+		if err := createFile(filepath.Join(dir, layeredFile), 0); err != nil {
+			return fmt.Errorf("create replica %s: %w", dir, err)
+		}
+		if err := syncDir(dir); err != nil {
+			return fmt.Errorf("create replica %s: %w", dir, err)
+		}
 	}
 	files := []struct {
 		name string
@@ -203,6 +234,15 @@ func syncDir(dir string) error {
 	return nil
 }
 
+// isLayered tells whether the replica in dir carries the layered marker.
+func isLayered(dir string) (bool, error) {
+	_, err := os.Stat(filepath.Join(dir, layeredFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
 // RemoveReplica deletes the replica in dir; a missing one is not an error.
 // The replica must be closed.
 func RemoveReplica(dir string) error {
@@ -248,6 +288,9 @@ func (r *DiskReplica) open() error {
 	}
 	epoch, err := readEpoch(r.dir)
 	if err != nil {
+		return err
+	}
+	if r.layered, err = isLayered(r.dir); err != nil {
 		return err
 	}
 	st, err := r.data.Stat()
@@ -335,6 +378,10 @@ func (r *DiskReplica) release() {
 
 // Size returns the replica's size in bytes.
 func (r *DiskReplica) Size() int64 { return r.size.Load() }
+
+// Layered tells whether the replica is layered over a snapshot: blocks it
+// never wrote are absent and read through to the parent.
+func (r *DiskReplica) Layered() bool { return r.layered }
 
 // Epoch returns the replica's epoch.
 func (r *DiskReplica) Epoch() uint64 { return r.epoch.Load() }

@@ -216,7 +216,7 @@ func TestHotPathAllocations(t *testing.T) {
 func BenchmarkWriteAt4K(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "r")
 	const size = 1 << 30
-	if err := CreateReplica(dir, size); err != nil {
+	if err := CreateReplica(dir, size, false); err != nil {
 		b.Fatal(err)
 	}
 	r, err := OpenReplica(dir)
@@ -245,7 +245,7 @@ func BenchmarkWriteAt4K(b *testing.B) {
 func BenchmarkReadAt4K(b *testing.B) {
 	dir := filepath.Join(b.TempDir(), "r")
 	const size = 64 << 20
-	if err := CreateReplica(dir, size); err != nil {
+	if err := CreateReplica(dir, size, false); err != nil {
 		b.Fatal(err)
 	}
 	r, err := OpenReplica(dir)

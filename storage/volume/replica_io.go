@@ -143,7 +143,8 @@ func (r *DiskReplica) setGens(first, n int64, gen uint64, force bool, buf *[chun
 }
 
 // Zero implements Target. With punch the blocks become holes with
-// checksum 0 (unwritten); without, an allocated range of zeroes with the
+// checksum 0 (unwritten), or in a layered replica the checksum of a zero
+// block (present); without, an allocated range of zeroes with the
 // checksum of a zero block.
 func (r *DiskReplica) Zero(ctx context.Context, epoch, gen uint64, off, length int64, punch bool) error {
 	if err := ctx.Err(); err != nil {
@@ -174,7 +175,13 @@ func (r *DiskReplica) Zero(ctx context.Context, epoch, gen uint64, off, length i
 		if err := punchHole(r.data, off, length); err != nil {
 			return fmt.Errorf("zero replica %s at %d+%d: %w", r.dir, off, length, err)
 		}
-		if err := r.fillSums(first, n, 0, buf); err != nil {
+		// A layered replica's hole is present (it hides the parent's
+		// bytes): only a block never written here has checksum 0.
+		sum := uint32(0)
+		if r.layered {
+			sum = zeroSum
+		}
+		if err := r.fillSums(first, n, sum, buf); err != nil {
 			return fmt.Errorf("zero replica %s at %d+%d: %w", r.dir, off, length, err)
 		}
 		return nil
@@ -264,6 +271,28 @@ func (r *DiskReplica) writeSumRun(lo, hi int64, sum uint32, buf *[chunkBytes]byt
 // ReadAt implements Target: every block is checked against its checksum
 // (0 also admits a block of zeroes, an unwritten one).
 func (r *DiskReplica) ReadAt(ctx context.Context, p []byte, off int64) error {
+	return r.readAt(ctx, p, off, nil)
+}
+
+// ReadLayer implements Target: a block is present when its checksum is
+// not 0, or always when the replica is not layered.
+func (r *DiskReplica) ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error {
+	nb := int64(len(p)) / BlockSize
+	if int64(len(have))*64 < nb {
+		return fmt.Errorf("read replica %s at %d+%d: presence of %d bits: %w", r.dir, off, len(p), len(have)*64, syscall.EINVAL)
+	}
+	have.clear()
+	if !r.layered {
+		if err := r.readAt(ctx, p, off, nil); err != nil {
+			return err
+		}
+		have.fill(nb)
+		return nil
+	}
+	return r.readAt(ctx, p, off, have)
+}
+
+func (r *DiskReplica) readAt(ctx context.Context, p []byte, off int64, have Presence) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -279,12 +308,14 @@ func (r *DiskReplica) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	first, n := off/BlockSize, int64(len(p))/BlockSize
 	r.lockBlocks(first, n, false)
-	err := r.read(p, off)
+	err := r.read(p, off, have)
 	r.unlockBlocks(first, n, false)
 	return err
 }
 
-func (r *DiskReplica) read(p []byte, off int64) error {
+// read reads and checks p at off; a non-nil have gets the blocks whose
+// checksum is not 0.
+func (r *DiskReplica) read(p []byte, off int64, have Presence) error {
 	if err := readFull(r.data, p, off); err != nil {
 		return fmt.Errorf("read replica %s at %d+%d: %w", r.dir, off, len(p), err)
 	}
@@ -301,7 +332,11 @@ func (r *DiskReplica) read(p []byte, off int64) error {
 		}
 		for j := range c {
 			b := p[(i+j)*BlockSize : (i+j+1)*BlockSize]
-			ok := blockOK(b, binary.LittleEndian.Uint32(s[j*4:]))
+			sum := binary.LittleEndian.Uint32(s[j*4:])
+			if have != nil && sum != 0 {
+				have.Set(i + j)
+			}
+			ok := blockOK(b, sum)
 			if !ok && bad < 0 {
 				bad = i + j
 			} else if ok && bad >= 0 {
@@ -334,7 +369,7 @@ func (r *DiskReplica) extentRange(op string, idx int64) (off, n int64, err error
 }
 
 // ReadExtent implements Target.
-func (r *DiskReplica) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
+func (r *DiskReplica) ReadExtent(ctx context.Context, idx int64, p []byte, have Presence) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -349,15 +384,22 @@ func (r *DiskReplica) ReadExtent(ctx context.Context, idx int64, p []byte) (int,
 	if int64(len(p)) < n {
 		return 0, fmt.Errorf("read extent %d of replica %s: buffer of %d bytes, need %d: %w", idx, r.dir, len(p), n, syscall.EINVAL)
 	}
-	if err := r.ReadAt(ctx, p[:n], off); err != nil {
+	if have != nil {
+		err = r.ReadLayer(ctx, p[:n], off, have)
+	} else {
+		err = r.ReadAt(ctx, p[:n], off)
+	}
+	if err != nil {
 		return 0, err
 	}
 	return int(n), nil
 }
 
 // WriteExtent implements Target. p must be exactly the extent's length
-// (ExtentSize, or less for the last extent).
-func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
+// (ExtentSize, or less for the last extent). Every block of zeroes
+// becomes a hole: with checksum 0 when absent (or in a replica that is
+// not layered), with a zero block's when present in a layered one.
+func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte, have Presence) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -373,6 +415,12 @@ func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, 
 		return fmt.Errorf("write extent %d of replica %s: %d bytes, the extent has %d: %w", idx, r.dir, len(p), n, syscall.EINVAL)
 	}
 	first, nb := off/BlockSize, n/BlockSize
+	if have != nil && int64(len(have))*64 < nb {
+		return fmt.Errorf("write extent %d of replica %s: presence of %d bits: %w", idx, r.dir, len(have)*64, syscall.EINVAL)
+	}
+	if !r.layered {
+		have = nil
+	}
 	r.lockBlocks(first, nb, true)
 	defer r.unlockBlocks(first, nb, true)
 	if err := r.checkEpoch("write extent", epoch); err != nil {
@@ -387,8 +435,16 @@ func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, 
 	s := buf[:nb*4]
 	for i := range nb {
 		b := p[i*BlockSize : (i+1)*BlockSize]
-		sum := uint32(0)
-		if zero[i] = bytes.Equal(b, zeroBlock[:]); !zero[i] {
+		var sum uint32
+		switch {
+		case have != nil && !have.Has(i):
+			zero[i] = true // absent: the parent's, whatever p holds
+		case bytes.Equal(b, zeroBlock[:]):
+			zero[i] = true
+			if r.layered {
+				sum = zeroSum
+			}
+		default:
 			sum = crc32.Checksum(b, castagnoli)
 		}
 		binary.LittleEndian.PutUint32(s[i*4:], sum)
@@ -417,8 +473,10 @@ func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, 
 
 // Extents implements Target. The digest hashes the extent's checksums with
 // a zero block's checksum counted as 0, so an extent copied by WriteExtent
-// (which stores zero blocks as holes) digests like its source. Holes in the
-// sums file (never written) are skipped without reading.
+// (which stores zero blocks as holes) digests like its source; in a
+// layered replica a zeroed block (present) and a never-written one
+// (absent) differ, so there it counts as itself. Holes in the sums file
+// (never written) are skipped without reading.
 func (r *DiskReplica) Extents(ctx context.Context) ([]ExtentInfo, error) {
 	if err := r.acquire("extents"); err != nil {
 		return nil, err
@@ -458,7 +516,7 @@ func (r *DiskReplica) Extents(ctx context.Context) ([]ExtentInfo, error) {
 			return nil, fmt.Errorf("extents of replica %s: %w", r.dir, err)
 		}
 		for i := range c {
-			out[e+i].Digest = digest(s[i*extSums : min((i+1)*extSums, int64(len(s)))])
+			out[e+i].Digest = digest(s[i*extSums:min((i+1)*extSums, int64(len(s)))], r.layered)
 		}
 		e += c
 	}
@@ -466,13 +524,17 @@ func (r *DiskReplica) Extents(ctx context.Context) ([]ExtentInfo, error) {
 }
 
 // digest hashes an extent's checksums, 0 when all of its blocks read as
-// zeroes. It rewrites s.
-func digest(s []byte) uint64 {
+// zeroes (or, layered, when none is present). It rewrites s.
+func digest(s []byte, layered bool) uint64 {
 	written := false
 	for i := 0; i < len(s); i += 4 {
 		switch binary.LittleEndian.Uint32(s[i:]) {
 		case 0:
 		case zeroSum:
+			if layered {
+				written = true
+				continue
+			}
 			binary.LittleEndian.PutUint32(s[i:], 0)
 		default:
 			written = true

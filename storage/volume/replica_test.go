@@ -18,7 +18,7 @@ import (
 func newReplica(t *testing.T, size int64) (*DiskReplica, string) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "volumes", "r1")
-	if err := CreateReplica(dir, size); err != nil {
+	if err := CreateReplica(dir, size, false); err != nil {
 		t.Fatal(err)
 	}
 	r := openReplica(t, dir)
@@ -92,7 +92,7 @@ func flipByte(t *testing.T, path string, off int64) {
 func TestCreateOpenRemove(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "volumes", "r1")
 	const size = 3*ExtentSize + 5*BlockSize
-	if err := CreateReplica(dir, size); err != nil {
+	if err := CreateReplica(dir, size, false); err != nil {
 		t.Fatal(err)
 	}
 	for name, want := range map[string]int64{dataFile: size, sumsFile: size / BlockSize * 4, gensFile: 4 * 8, epochFile: 8} {
@@ -104,14 +104,14 @@ func TestCreateOpenRemove(t *testing.T) {
 			t.Errorf("%s is %d bytes, want %d", name, st.Size(), want)
 		}
 	}
-	if err := CreateReplica(dir, size); err != nil {
+	if err := CreateReplica(dir, size, false); err != nil {
 		t.Errorf("second create with the same size: %v", err)
 	}
-	if err := CreateReplica(dir, size+BlockSize); !errors.Is(err, fs.ErrExist) {
+	if err := CreateReplica(dir, size+BlockSize, false); !errors.Is(err, fs.ErrExist) {
 		t.Errorf("create with another size: %v, want ErrExist", err)
 	}
 	for _, bad := range []int64{0, -BlockSize, BlockSize + 1} {
-		if err := CreateReplica(filepath.Join(t.TempDir(), "x"), bad); !errors.Is(err, syscall.EINVAL) {
+		if err := CreateReplica(filepath.Join(t.TempDir(), "x"), bad, false); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("create with size %d: %v, want EINVAL", bad, err)
 		}
 	}
@@ -155,7 +155,7 @@ func TestCreateCompletesInterrupted(t *testing.T) {
 	if _, err := OpenReplica(dir); err == nil {
 		t.Fatal("a half-created replica opened")
 	}
-	if err := CreateReplica(dir, ExtentSize); err != nil {
+	if err := CreateReplica(dir, ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
 	r := openReplica(t, dir)
@@ -223,7 +223,7 @@ func TestFencing(t *testing.T) {
 		}{
 			{"write", func() error { return r.WriteAt(ctx, 4, 100, p, 0, false) }},
 			{"zero", func() error { return r.Zero(ctx, 4, 100, ExtentSize, BlockSize, true) }},
-			{"write extent", func() error { return r.WriteExtent(ctx, 4, 1, 100, make([]byte, ExtentSize)) }},
+			{"write extent", func() error { return r.WriteExtent(ctx, 4, 1, 100, make([]byte, ExtentSize), nil) }},
 			{"resize", func() error { return r.Resize(ctx, 4, 3*ExtentSize) }},
 			{"flush", func() error { return r.Flush(ctx, 4) }},
 		}
@@ -289,7 +289,7 @@ func TestCorruptionDetected(t *testing.T) {
 	check(7*BlockSize, 4*BlockSize, CorruptError{Off: 7 * BlockSize, Len: BlockSize})
 
 	var ce *CorruptError
-	if _, err := r.ReadExtent(ctx, 0, make([]byte, ExtentSize)); !errors.As(err, &ce) || ce.Off != 3*BlockSize {
+	if _, err := r.ReadExtent(ctx, 0, make([]byte, ExtentSize), nil); !errors.As(err, &ce) || ce.Off != 3*BlockSize {
 		t.Errorf("read extent 0: %v, want corrupt at %d", err, 3*BlockSize)
 	}
 
@@ -374,7 +374,7 @@ func TestWriteExtentCopies(t *testing.T) {
 
 	buf := make([]byte, ExtentSize)
 	for i := range int64(4) {
-		n, err := src.ReadExtent(ctx, i, buf)
+		n, err := src.ReadExtent(ctx, i, buf, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -382,7 +382,7 @@ func TestWriteExtentCopies(t *testing.T) {
 			t.Errorf("extent %d: %d bytes, want %d", i, n, want)
 		}
 		gen := mustExtents(t, src)[i].Gen
-		if err := dst.WriteExtent(ctx, 0, i, gen, buf[:n]); err != nil {
+		if err := dst.WriteExtent(ctx, 0, i, gen, buf[:n], nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -404,10 +404,10 @@ func TestWriteExtentCopies(t *testing.T) {
 	if used := st.Sys().(*syscall.Stat_t).Blocks * 512; used > ExtentSize+32*BlockSize {
 		t.Errorf("the copy uses %d bytes; zero blocks were not punched", used)
 	}
-	if err := dst.WriteExtent(ctx, 0, 3, 1, buf); !errors.Is(err, syscall.EINVAL) {
+	if err := dst.WriteExtent(ctx, 0, 3, 1, buf, nil); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("write extent with a full buffer for the short extent: %v, want EINVAL", err)
 	}
-	if err := dst.WriteExtent(ctx, 0, 4, 1, buf); !errors.Is(err, syscall.EINVAL) {
+	if err := dst.WriteExtent(ctx, 0, 4, 1, buf, nil); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("write extent beyond the end: %v, want EINVAL", err)
 	}
 }
@@ -540,14 +540,14 @@ func TestBadRequests(t *testing.T) {
 		t.Errorf("refused requests changed extents: %v", e)
 	}
 	for _, idx := range []int64{-1, 2} {
-		if _, err := r.ReadExtent(ctx, idx, make([]byte, ExtentSize)); !errors.Is(err, syscall.EINVAL) {
+		if _, err := r.ReadExtent(ctx, idx, make([]byte, ExtentSize), nil); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("read extent %d: %v, want EINVAL", idx, err)
 		}
 	}
-	if _, err := r.ReadExtent(ctx, 0, make([]byte, BlockSize)); !errors.Is(err, syscall.EINVAL) {
+	if _, err := r.ReadExtent(ctx, 0, make([]byte, BlockSize), nil); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("read extent into a short buffer: %v, want EINVAL", err)
 	}
-	if err := r.WriteExtent(ctx, 0, 0, 1, make([]byte, BlockSize)); !errors.Is(err, syscall.EINVAL) {
+	if err := r.WriteExtent(ctx, 0, 0, 1, make([]byte, BlockSize), nil); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("write extent of a block: %v, want EINVAL", err)
 	}
 	// The last block is in range.
@@ -567,7 +567,7 @@ func TestGenerationKeepsHighest(t *testing.T) {
 	if e := mustExtents(t, r); e[0].Gen != 10 {
 		t.Errorf("extent 0 gen %d after writes 10, 5, 7; want 10", e[0].Gen)
 	}
-	if err := r.WriteExtent(ctx, 0, 0, 3, pattern(3, ExtentSize)); err != nil {
+	if err := r.WriteExtent(ctx, 0, 0, 3, pattern(3, ExtentSize), nil); err != nil {
 		t.Fatal(err)
 	}
 	r.Close()
@@ -589,7 +589,7 @@ func TestNoSpace(t *testing.T) {
 	}
 	t.Cleanup(func() { syscall.Unmount(mnt, 0) })
 	dir := filepath.Join(mnt, "volumes", "r")
-	if err := CreateReplica(dir, 8*ExtentSize); err != nil {
+	if err := CreateReplica(dir, 8*ExtentSize, false); err != nil {
 		t.Fatal(err)
 	}
 	r := openReplica(t, dir)
@@ -667,11 +667,11 @@ func TestResyncByExtents(t *testing.T) {
 			t.Errorf("extent %d differs without missed writes: source %+v, copy %+v", i, es[i], ed[i])
 		}
 		copied++
-		n, err := src.ReadExtent(ctx, int64(i), buf)
+		n, err := src.ReadExtent(ctx, int64(i), buf, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := dst.WriteExtent(ctx, 0, int64(i), es[i].Gen, buf[:n]); err != nil {
+		if err := dst.WriteExtent(ctx, 0, int64(i), es[i].Gen, buf[:n], nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -27,7 +27,7 @@ type Cluster interface {
 // Provisioner creates, removes and resizes replicas on any node of the
 // cluster (the replica protocol's client; the local host for this node).
 type Provisioner interface {
-	Create(ctx context.Context, node, diskID, replicaID string, size int64) error
+	Create(ctx context.Context, node, diskID, replicaID string, size int64, layered bool) error
 	Remove(ctx context.Context, node, replicaID string) error
 	Resize(ctx context.Context, node, replicaID string, epoch uint64, size int64) error
 }

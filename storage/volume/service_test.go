@@ -24,7 +24,7 @@ type recorder struct {
 	created map[string]bool
 }
 
-func (r *recorder) Create(_ context.Context, node, disk, replica string, size int64) error {
+func (r *recorder) Create(_ context.Context, node, disk, replica string, size int64, _ bool) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.calls = append(r.calls, fmt.Sprintf("create %s %s %s %d", node, disk, replica, size))

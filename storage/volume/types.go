@@ -51,6 +51,33 @@ type ReplicaState struct {
 	MaxGen uint64 // highest extent generation
 }
 
+// Presence has one bit per block, bit i%64 of word i/64 for the i-th
+// block of a request or extent: set when the replica holds the block
+// (written or zeroed there), clear when it never did.
+type Presence []uint64
+
+// NewPresence returns a Presence of blocks bits, all clear.
+func NewPresence(blocks int64) Presence { return make(Presence, (blocks+63)/64) }
+
+// Has tells whether block i is present.
+func (p Presence) Has(i int64) bool { return p[i/64]&(1<<(i%64)) != 0 }
+
+// Set marks block i present.
+func (p Presence) Set(i int64) { p[i/64] |= 1 << (i % 64) }
+
+// clear marks every block absent.
+func (p Presence) clear() { clear(p) }
+
+// fill marks the first n blocks present.
+func (p Presence) fill(n int64) {
+	for i := int64(0); i < n/64; i++ {
+		p[i] = ^uint64(0)
+	}
+	if n%64 != 0 {
+		p[n/64] |= 1<<(n%64) - 1
+	}
+}
+
 // Target is one replica as the writer reaches it: a local *Replica or a
 // remote one over the replica protocol. Every call is safe for concurrent
 // use. Calls that change data take the writer's epoch and return
@@ -69,6 +96,11 @@ type Target interface {
 	// ReadAt reads block-aligned p at off, verifying checksums; a
 	// mismatch is a *CorruptError (p's contents are then undefined).
 	ReadAt(ctx context.Context, p []byte, off int64) error
+	// ReadLayer is ReadAt that also reports, in have (at least
+	// len(p)/BlockSize bits, cleared first), the blocks the replica holds:
+	// a layered replica's absent blocks read as zeroes and belong to its
+	// parent; a replica that is not layered holds every block.
+	ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error
 	// Flush returns once every write that returned before it is on stable
 	// storage.
 	Flush(ctx context.Context, epoch uint64) error
@@ -76,11 +108,16 @@ type Target interface {
 	Extents(ctx context.Context) ([]ExtentInfo, error)
 	// ReadExtent reads extent idx whole (shorter at the end of the volume),
 	// verifying checksums, into p (len ExtentSize), and returns its length.
-	ReadExtent(ctx context.Context, idx int64, p []byte) (int, error)
+	// A non-nil have (at least blocksPerExtent bits) gets the blocks the
+	// replica holds, as ReadLayer reports them.
+	ReadExtent(ctx context.Context, idx int64, p []byte, have Presence) (int, error)
 	// WriteExtent replaces extent idx with p and sets its generation to
 	// gen (resync and repair: the generation is the source's, not new).
-	// Blocks of p that are all zero are stored as holes.
-	WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error
+	// Blocks of p that are all zero are stored as holes. In a layered
+	// replica have says which blocks it holds from now on (nil: all of
+	// them), so a copy is present exactly where its source is; a replica
+	// that is not layered holds every block and ignores have.
+	WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte, have Presence) error
 	// Resize grows the replica to size bytes (a multiple of BlockSize);
 	// shrinking is refused.
 	Resize(ctx context.Context, epoch uint64, size int64) error

@@ -18,7 +18,13 @@ import (
 //	reply:   magic u32 | code u32 | handle u64 | length u32 | payload
 //
 // offset carries the extent index of ReadExtent and WriteExtent and the new
-// size of Resize; no request's offset (nor Zero's length) exceeds
+// size of Resize. Presence travels as big-endian uint64 words (bit i%64 of
+// word i/64 for block i): after the bytes in a ReadLayer reply, one word
+// per 64 blocks; before the bytes of an extent (wireExtentPresence, the
+// extent's blocksPerExtent bits) in a WriteExtent request and a ReadExtent
+// reply when the request has reqPresence, its length then counting them.
+// Without the flag an extent travels bare, as before layered replicas.
+// No request's offset (nor Zero's length) exceeds
 // maxReplicaSize, so a Resize cannot make the server allocate beyond the
 // largest volume. A header that breaks the framing (bad magic, unknown op
 // or flag, a payload over the bounds) closes the connection: the stream
@@ -33,6 +39,8 @@ const (
 	wireMaxMessage = 4 << 10        // an error's text
 	wireMaxVolume  = maxReplicaSize // bounds Extents, offsets and sizes
 	wireExtentInfo = 16
+	// wireExtentPresence is an extent's presence on the wire.
+	wireExtentPresence = blocksPerExtent / 8
 )
 
 // Operations.
@@ -46,12 +54,14 @@ const (
 	opReadExtent
 	opWriteExtent
 	opResize
+	opReadLayer
 )
 
 // Request flags.
 const (
-	reqFUA   uint16 = 1 << 0 // opWrite
-	reqPunch uint16 = 1 << 0 // opZero
+	reqFUA      uint16 = 1 << 0 // opWrite
+	reqPunch    uint16 = 1 << 0 // opZero
+	reqPresence uint16 = 1 << 1 // opReadExtent, opWriteExtent: with presence
 )
 
 // Reply codes.
@@ -113,15 +123,20 @@ func decodeRequest(b []byte) (wireRequest, error) {
 	var allowed uint16
 	var maxLen uint64 // 0: the request carries no length
 	switch r.op {
-	case opFence, opFlush, opExtents, opReadExtent, opResize:
+	case opFence, opFlush, opExtents, opResize:
+	case opReadExtent:
+		allowed = reqPresence
 	case opWrite:
 		allowed, maxLen = reqFUA, wireMaxPayload
 	case opZero:
 		allowed, maxLen = reqPunch, wireMaxVolume
-	case opRead:
+	case opRead, opReadLayer:
 		maxLen = wireMaxPayload
 	case opWriteExtent:
-		maxLen = ExtentSize
+		allowed, maxLen = reqPresence, ExtentSize
+		if r.flags&reqPresence != 0 {
+			maxLen += wireExtentPresence
+		}
 	default:
 		return wireRequest{}, fmt.Errorf("%w: unknown op %d", errWireProtocol, r.op)
 	}
@@ -143,6 +158,28 @@ func (r *wireRequest) payloadLen() int {
 		return int(r.length)
 	}
 	return 0
+}
+
+// presenceLen is the bytes of presence for n bytes of blocks on the wire.
+func presenceLen(n int64) int { return int((n/BlockSize + 63) / 64 * 8) }
+
+// putPresence writes len(b)/8 words of p (zero past its end) into b.
+func putPresence(b []byte, p Presence) {
+	for i := 0; i < len(b)/8; i++ {
+		var w uint64
+		if i < len(p) {
+			w = p[i]
+		}
+		binary.BigEndian.PutUint64(b[i*8:], w)
+	}
+}
+
+// getPresence reads the words of b into p, cleared first.
+func getPresence(p Presence, b []byte) {
+	clear(p)
+	for i := 0; i < len(b)/8 && i < len(p); i++ {
+		p[i] = binary.BigEndian.Uint64(b[i*8:])
+	}
 }
 
 // wireReply is one reply header.

@@ -80,7 +80,7 @@ type wireFrame struct {
 
 // wireCall is one request waiting for its reply.
 type wireCall struct {
-	op        uint16
+	op, flags uint16
 	want      int // the exact reply length of a read, else -1
 	abandoned bool
 	res       chan wireResult // cap 1: the reader never blocks on it
@@ -204,10 +204,12 @@ func (c *remoteTarget) checkLen(cl *wireCall, rep wireReply) error {
 	switch {
 	case rep.code != repOK:
 		ok = n <= wireMaxMessage
-	case cl.op == opRead:
+	case cl.op == opRead, cl.op == opReadLayer:
 		ok = n == int64(cl.want)
 	case cl.op == opFence:
 		ok = n == 24
+	case cl.op == opReadExtent && cl.flags&reqPresence != 0:
+		ok = n >= wireExtentPresence && n <= wireExtentPresence+ExtentSize
 	case cl.op == opReadExtent:
 		ok = n <= ExtentSize
 	case cl.op == opExtents:
@@ -228,15 +230,20 @@ func (c *remoteTarget) checkLen(cl *wireCall, rep wireReply) error {
 // do sends one request with payload (copied) and waits for its reply. The
 // caller owns the returned payload buffer.
 func (c *remoteTarget) do(ctx context.Context, req wireRequest, payload []byte, want int) (*[]byte, error) {
+	return c.doWith(ctx, req, nil, payload, want)
+}
+
+// doWith is do with the payload in two parts, head then body.
+func (c *remoteTarget) doWith(ctx context.Context, req wireRequest, head, payload []byte, want int) (*[]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	f := &wireFrame{}
-	if len(payload) > 0 {
-		f.payload = getPayload(len(payload))
-		copy(*f.payload, payload)
+	if n := len(head) + len(payload); n > 0 {
+		f.payload = getPayload(n)
+		copy((*f.payload)[copy(*f.payload, head):], payload)
 	}
-	cl := &wireCall{op: req.op, want: want, res: make(chan wireResult, 1)}
+	cl := &wireCall{op: req.op, flags: req.flags, want: want, res: make(chan wireResult, 1)}
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -379,11 +386,39 @@ func (c *remoteTarget) Extents(ctx context.Context) ([]ExtentInfo, error) {
 	return xs, nil
 }
 
-func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
+func (c *remoteTarget) ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error {
+	if len(p) > wireMaxPayload || off < 0 || off > maxReplicaSize {
+		return fmt.Errorf("replica %s: read of %d bytes at %d: too large", c.name, len(p), off)
+	}
+	if int64(len(have))*64 < int64(len(p))/BlockSize {
+		return fmt.Errorf("replica %s: read of %d bytes at %d: presence of %d bits: %w", c.name, len(p), off, len(have)*64, syscall.EINVAL)
+	}
+	b, err := c.do(ctx, wireRequest{op: opReadLayer, offset: uint64(off), length: uint64(len(p))}, nil, len(p)+presenceLen(int64(len(p))))
+	if err != nil {
+		return err
+	}
+	clear(have)
+	if b != nil {
+		copy(p, *b)
+		getPresence(have, (*b)[len(p):])
+		putPayload(b)
+	}
+	return nil
+}
+
+func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte, have Presence) (int, error) {
 	if idx < 0 || idx > maxReplicaSize/ExtentSize {
 		return 0, fmt.Errorf("replica %s: read extent %d: out of bounds", c.name, idx)
 	}
-	b, err := c.do(ctx, wireRequest{op: opReadExtent, offset: uint64(idx)}, nil, -1)
+	req := wireRequest{op: opReadExtent, offset: uint64(idx)}
+	head := 0
+	if have != nil {
+		if len(have)*64 < blocksPerExtent {
+			return 0, fmt.Errorf("replica %s: read extent %d: presence of %d bits: %w", c.name, idx, len(have)*64, syscall.EINVAL)
+		}
+		req.flags, head = reqPresence, wireExtentPresence
+	}
+	b, err := c.do(ctx, req, nil, -1)
 	if err != nil {
 		return 0, err
 	}
@@ -391,18 +426,32 @@ func (c *remoteTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int
 		return 0, nil
 	}
 	defer putPayload(b)
-	if len(*b) > len(p) {
-		return 0, fmt.Errorf("replica %s: read extent %d: %d bytes into a buffer of %d", c.name, idx, len(*b), len(p))
+	if have != nil {
+		getPresence(have, (*b)[:head])
 	}
-	return copy(p, *b), nil
+	data := (*b)[head:]
+	if len(data) > len(p) {
+		return 0, fmt.Errorf("replica %s: read extent %d: %d bytes into a buffer of %d", c.name, idx, len(data), len(p))
+	}
+	return copy(p, data), nil
 }
 
-func (c *remoteTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
+func (c *remoteTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte, have Presence) error {
 	if idx < 0 || idx > maxReplicaSize/ExtentSize || len(p) > ExtentSize {
 		return fmt.Errorf("replica %s: write extent %d of %d bytes: out of bounds", c.name, idx, len(p))
 	}
-	_, err := c.do(ctx, wireRequest{op: opWriteExtent, epoch: epoch, gen: gen,
-		offset: uint64(idx), length: uint64(len(p))}, p, -1)
+	req := wireRequest{op: opWriteExtent, epoch: epoch, gen: gen, offset: uint64(idx), length: uint64(len(p))}
+	var head []byte
+	if have != nil {
+		if len(have)*64 < blocksPerExtent {
+			return fmt.Errorf("replica %s: write extent %d: presence of %d bits: %w", c.name, idx, len(have)*64, syscall.EINVAL)
+		}
+		var b [wireExtentPresence]byte
+		putPresence(b[:], have)
+		head = b[:]
+		req.flags, req.length = reqPresence, req.length+wireExtentPresence
+	}
+	_, err := c.doWith(ctx, req, head, p, -1)
 	return err
 }
 

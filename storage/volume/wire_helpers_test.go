@@ -170,6 +170,16 @@ func (m *memTarget) ReadAt(ctx context.Context, p []byte, off int64) error {
 	return nil
 }
 
+// ReadLayer: a memTarget is not layered, so it holds every block.
+func (m *memTarget) ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error {
+	if err := m.ReadAt(ctx, p, off); err != nil {
+		return err
+	}
+	have.clear()
+	have.fill(int64(len(p)) / BlockSize)
+	return nil
+}
+
 func (m *memTarget) Flush(ctx context.Context, epoch uint64) error {
 	done, err := m.enter(ctx)
 	defer done()
@@ -202,7 +212,7 @@ func (m *memTarget) Extents(ctx context.Context) ([]ExtentInfo, error) {
 	return xs, nil
 }
 
-func (m *memTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int, error) {
+func (m *memTarget) ReadExtent(ctx context.Context, idx int64, p []byte, have Presence) (int, error) {
 	done, err := m.enter(ctx)
 	defer done()
 	if err != nil {
@@ -212,10 +222,14 @@ func (m *memTarget) ReadExtent(ctx context.Context, idx int64, p []byte) (int, e
 		return 0, fmt.Errorf("mem: extent %d: %w", idx, syscall.EINVAL)
 	}
 	n := m.extentLen(idx)
+	if have != nil {
+		have.clear()
+		have.fill(n / BlockSize)
+	}
 	return copy(p, m.data[idx*ExtentSize:idx*ExtentSize+n]), nil
 }
 
-func (m *memTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte) error {
+func (m *memTarget) WriteExtent(ctx context.Context, epoch uint64, idx int64, gen uint64, p []byte, _ Presence) error {
 	done, err := m.enter(ctx)
 	defer done()
 	if err != nil {
@@ -276,7 +290,7 @@ func newFakeFiles() *fakeFiles { return &fakeFiles{targets: make(map[string]*mem
 
 func (f *fakeFiles) seam() replicaFiles {
 	return replicaFiles{
-		create: func(dir string, size int64) error {
+		create: func(dir string, size int64, _ bool) error {
 			f.mu.Lock()
 			defer f.mu.Unlock()
 			if b, err := os.ReadFile(filepath.Join(dir, "size")); err == nil {
@@ -403,7 +417,7 @@ func (l *recordingListener) Accept() (net.Conn, error) {
 // replica creates a replica on the node and returns its memTarget.
 func (n *testNode) replica(t testing.TB, id string, size int64) *memTarget {
 	t.Helper()
-	if err := n.host.Create("d1", id, size); err != nil {
+	if err := n.host.Create("d1", id, size, false); err != nil {
 		t.Fatal(err)
 	}
 	return n.files.target(filepath.Join(n.disks["d1"], hostVolumesDir, id))

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"syscall"
 )
 
 // wireMaxInFlight bounds the requests one connection runs at once, and
@@ -85,8 +86,10 @@ func (s *wireSession) weight(r *wireRequest) int64 {
 	switch r.op {
 	case opWrite, opWriteExtent, opRead:
 		return int64(r.length)
+	case opReadLayer:
+		return int64(r.length) + int64(presenceLen(int64(r.length)))
 	case opReadExtent:
-		return ExtentSize
+		return ExtentSize + wireExtentPresence
 	case opExtents:
 		return wireExtentInfo * ((s.replicaSize() + ExtentSize - 1) / ExtentSize)
 	}
@@ -216,6 +219,16 @@ func (s *wireSession) exec(ctx context.Context, req wireRequest, payload *[]byte
 			putPayload(out)
 			out = nil
 		}
+	case opReadLayer:
+		n := int64(req.length)
+		out = getPayload(int(n) + presenceLen(n))
+		have := NewPresence(n / BlockSize)
+		if err = s.t.ReadLayer(ctx, (*out)[:n], off, have); err != nil {
+			putPayload(out)
+			out = nil
+		} else {
+			putPresence((*out)[n:], have)
+		}
 	case opFlush:
 		err = s.t.Flush(ctx, req.epoch)
 	case opExtents:
@@ -228,19 +241,36 @@ func (s *wireSession) exec(ctx context.Context, req wireRequest, payload *[]byte
 			}
 		}
 	case opReadExtent:
-		out = getPayload(ExtentSize)
+		// With presence the reply is presence | bytes, else the bytes.
+		var have Presence
+		head := 0
+		if req.flags&reqPresence != 0 {
+			have, head = NewPresence(blocksPerExtent), wireExtentPresence
+		}
+		out = getPayload(head + ExtentSize)
 		var n int
-		if n, err = s.t.ReadExtent(ctx, off, *out); err == nil && (n < 0 || n > ExtentSize) {
+		if n, err = s.t.ReadExtent(ctx, off, (*out)[head:], have); err == nil && (n < 0 || n > ExtentSize) {
 			err = fmt.Errorf("read extent %d: length %d", off, n)
 		}
 		if err != nil {
 			putPayload(out)
 			out = nil
 		} else {
-			*out = (*out)[:n]
+			putPresence((*out)[:head], have)
+			*out = (*out)[:head+n]
 		}
 	case opWriteExtent:
-		err = s.t.WriteExtent(ctx, req.epoch, off, req.gen, p)
+		var have Presence
+		if req.flags&reqPresence != 0 {
+			if len(p) < wireExtentPresence {
+				err = fmt.Errorf("write extent %d: %d bytes, no presence: %w", off, len(p), syscall.EINVAL)
+				break
+			}
+			have = NewPresence(blocksPerExtent)
+			getPresence(have, p[:wireExtentPresence])
+			p = p[wireExtentPresence:]
+		}
+		err = s.t.WriteExtent(ctx, req.epoch, off, req.gen, p, have)
 	case opResize:
 		if err = s.t.Resize(ctx, req.epoch, off); err == nil {
 			s.size.Store(off)

@@ -61,14 +61,14 @@ func TestRemoteRoundTrip(t *testing.T) {
 	for i := range last {
 		last[i] = byte(i * 7)
 	}
-	if err := r.WriteExtent(ctx, 7, 3, 42, last[:64<<10]); err != nil {
+	if err := r.WriteExtent(ctx, 7, 3, 42, last[:64<<10], nil); err != nil {
 		t.Fatal(err)
 	}
 	buf := make([]byte, ExtentSize)
-	if k, err := r.ReadExtent(ctx, 3, buf); err != nil || k != 64<<10 || !bytes.Equal(buf[:k], last[:k]) {
+	if k, err := r.ReadExtent(ctx, 3, buf, nil); err != nil || k != 64<<10 || !bytes.Equal(buf[:k], last[:k]) {
 		t.Fatalf("ReadExtent(3) = %d, %v", k, err)
 	}
-	if k, err := r.ReadExtent(ctx, 0, buf); err != nil || k != ExtentSize || !bytes.Equal(buf[ExtentSize-BlockSize:], p[:BlockSize]) {
+	if k, err := r.ReadExtent(ctx, 0, buf, nil); err != nil || k != ExtentSize || !bytes.Equal(buf[ExtentSize-BlockSize:], p[:BlockSize]) {
 		t.Fatalf("ReadExtent(0) = %d, %v", k, err)
 	}
 	if xs, _ := r.Extents(ctx); xs[3].Gen != 42 {
@@ -105,7 +105,7 @@ func TestRemoteErrorsTravel(t *testing.T) {
 		"write":        r.WriteAt(ctx, 4, 1, blk, 0, false),
 		"zero":         r.Zero(ctx, 4, 1, 0, BlockSize, false),
 		"flush":        r.Flush(ctx, 4),
-		"write extent": r.WriteExtent(ctx, 4, 0, 1, make([]byte, ExtentSize)),
+		"write extent": r.WriteExtent(ctx, 4, 0, 1, make([]byte, ExtentSize), nil),
 		"resize":       r.Resize(ctx, 4, 2*wireTestSize),
 	} {
 		if !errors.Is(err, ErrFenced) {

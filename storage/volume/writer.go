@@ -49,6 +49,9 @@ type WriterConfig struct {
 	// resync (default 5 s).
 	RetryInterval time.Duration
 	Log           *slog.Logger
+	// Base is the snapshot the volume is layered on, nil when it is not:
+	// blocks its replicas never wrote are read from it.
+	Base Base
 }
 
 // member is a replica as the writer uses it.
@@ -89,8 +92,14 @@ type Writer struct {
 	gen    atomic.Uint64
 	fenced atomic.Bool
 
-	mu      sync.Mutex // guards members' state and t
+	// snap is the whole-volume barrier of Snapshot (which holds it): every
+	// operation that reads or changes the replicas holds it shared, taken
+	// before any range lock.
+	snap sync.RWMutex
+
+	mu      sync.Mutex // guards members' state and t, members and base
 	members []*member
+	base    Base
 	// extGen is the generation this writer last gave each extent, so a
 	// resync copies an extent with the generation it has now.
 	extGen *extGens
@@ -126,6 +135,7 @@ func OpenWriter(ctx context.Context, cfg WriterConfig) (*Writer, error) {
 	w := &Writer{cfg: cfg, log: cfg.Log.With("volume", cfg.VolumeID, "epoch", cfg.Epoch), done: make(chan struct{}),
 		extGen: newExtGens()}
 	w.size.Store(cfg.Size)
+	w.base = cfg.Base
 	for _, m := range cfg.Members {
 		w.members = append(w.members, &member{Member: m, state: m.State})
 	}
@@ -232,6 +242,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 		tables[i] = t
 	}
 	buf := make([]byte, ExtentSize)
+	have := NewPresence(blocksPerExtent)
 	for idx := range extents(w.Size()) {
 		same := true
 		for i := 1; i < len(ms); i++ {
@@ -257,7 +268,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 		var n int
 		for _, i := range order {
 			var err error
-			if err = w.bounded(ctx, func(ctx context.Context) (err error) { n, err = ms[i].t.ReadExtent(ctx, idx, buf); return err }); err == nil {
+			if err = w.bounded(ctx, func(ctx context.Context) (err error) { n, err = ms[i].t.ReadExtent(ctx, idx, buf, have); return err }); err == nil {
 				src = i
 				break
 			}
@@ -271,7 +282,7 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 			if i == src || at(tables[i], idx) == want {
 				continue
 			}
-			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n]) }); err != nil {
+			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n], have) }); err != nil {
 				return fmt.Errorf("reconcile extent %d into replica %s: %w", idx, m.ID, err)
 			}
 			w.resyncBytes.Add(int64(n))
@@ -313,6 +324,8 @@ func (w *Writer) Grow(ctx context.Context, size int64) error {
 	}
 	w.growMu.Lock()
 	defer w.growMu.Unlock()
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	if size <= w.Size() {
 		return nil
 	}
@@ -366,6 +379,8 @@ func (w *Writer) Replicas() map[string]string {
 
 // WriteAt implements nbd.Backend.
 func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	unlock := w.locks.lock(off, int64(len(p)))
 	defer unlock()
 	gen := w.nextGen(off, int64(len(p)))
@@ -391,6 +406,8 @@ func (w *Writer) WriteZeroes(ctx context.Context, off, length int64, noHole bool
 const zeroPiece = 64 << 20
 
 func (w *Writer) zero(ctx context.Context, off, length int64, punch bool) error {
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	unlock := w.locks.lock(off, length)
 	defer unlock()
 	gen := w.nextGen(off, length)
@@ -407,6 +424,8 @@ func (w *Writer) Trim(ctx context.Context, off, length int64) error {
 
 // Flush implements nbd.Backend.
 func (w *Writer) Flush(ctx context.Context) error {
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	return w.fanout(ctx, "flush", func(ctx context.Context, t Target) error {
 		return t.Flush(ctx, w.cfg.Epoch)
 	})
@@ -620,18 +639,31 @@ func (w *Writer) closeMember(m *member) {
 
 // ReadAt implements nbd.Backend: from the local in-sync replica if there
 // is one, else any in-sync replica. A checksum mismatch is answered from
-// another replica and the bad copy rewritten from it.
+// another replica and the bad copy rewritten from it. A layered volume's
+// blocks that the replica never wrote are read from the base.
 func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if w.fenced.Load() {
 		return nbd.ESHUTDOWN
 	}
+	w.snap.RLock()
+	defer w.snap.RUnlock()
+	rs, base := w.readSet()
+	var have Presence
+	if base != nil {
+		have = NewPresence(int64(len(p)) / BlockSize)
+	}
 	var lastErr error = nbd.EIO
-	for _, r := range w.readOrder() {
+	for _, r := range rs {
 		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
-		err := r.t.ReadAt(cctx, p, off)
+		var err error
+		if have != nil {
+			err = r.t.ReadLayer(cctx, p, off, have)
+		} else {
+			err = r.t.ReadAt(cctx, p, off)
+		}
 		cancel()
 		if err == nil {
-			return nil
+			return readBase(ctx, base, have, p, off)
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -640,10 +672,11 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		var ce *CorruptError
 		if errors.As(err, &ce) {
 			w.log.Error("checksum mismatch; reading another replica and repairing this one", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
-			err := w.readRepair(ctx, r, p, off)
+			err := w.readRepair(ctx, r, p, off, have)
 			var unrepaired errUnrepaired
 			if err == nil || errors.As(err, &unrepaired) {
-				return nil // p holds the good copy's bytes
+				// p holds the good copy's bytes
+				return readBase(ctx, base, have, p, off)
 			}
 			lastErr = err
 			continue
@@ -651,6 +684,30 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 		w.log.Warn("read from replica failed; trying another", "replica", r.m.ID, "err", err)
 	}
 	return lastErr
+}
+
+// readBase fills every run of blocks of p that have says are absent from
+// base, one call per run; nothing without a base.
+func readBase(ctx context.Context, base Base, have Presence, p []byte, off int64) error {
+	if base == nil {
+		return nil
+	}
+	nb := int64(len(p)) / BlockSize
+	for i := int64(0); i < nb; {
+		if have.Has(i) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < nb && !have.Has(j) {
+			j++
+		}
+		if err := base.ReadAt(ctx, p[i*BlockSize:j*BlockSize], off+i*BlockSize); err != nil {
+			return fmt.Errorf("read the parent at %d+%d: %w", off+i*BlockSize, (j-i)*BlockSize, err)
+		}
+		i = j
+	}
+	return nil
 }
 
 // Scrub reads the whole volume from every in-sync replica, extent by
@@ -674,38 +731,13 @@ func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired 
 		}
 		off := idx * ExtentSize
 		p := buf[:min(ExtentSize, w.Size()-off)]
-		rs := w.readOrder()
-		if len(rs) == 0 {
-			return read, repaired, fmt.Errorf("no in-sync replica to read: %w", nbd.EIO)
+		r, rep, f, err := w.scrubExtent(ctx, p, off)
+		read, repaired = read+r, repaired+rep
+		if f != nil {
+			failed = f
 		}
-		for _, r := range rs {
-			cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
-			rerr := r.t.ReadAt(cctx, p, off)
-			cancel()
-			if ctx.Err() != nil {
-				return read, repaired, ctx.Err()
-			}
-			var ce *CorruptError
-			switch {
-			case rerr == nil:
-				read += int64(len(p))
-				w.scrubbed.Add(int64(len(p)))
-			case errors.As(rerr, &ce):
-				w.log.Error("scrub: checksum mismatch; repairing the replica from another", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
-				if err := w.readRepair(ctx, r, p, off); err != nil {
-					failed = fmt.Errorf("replica %s at %d: not repaired: %w", r.m.ID, off, err)
-					w.log.Error("scrub: repair failed", "replica", r.m.ID, "err", err)
-				} else {
-					repaired++
-				}
-			default:
-				// Unreadable (a bad sector, a lost link): no longer counted
-				// in sync; the catch-up rewrites what differs.
-				failed = fmt.Errorf("replica %s at %d: %w", r.m.ID, off, rerr)
-				if err := w.drop(ctx, r, "scrub", rerr); err != nil {
-					return read, repaired, err
-				}
-			}
+		if err != nil {
+			return read, repaired, err
 		}
 		if pace > 0 {
 			select {
@@ -716,6 +748,56 @@ func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired 
 		}
 	}
 	return read, repaired, failed
+}
+
+// scrubExtent reads p at off from every in-sync replica, under the
+// snapshot barrier, repairing or dropping the copies that fail; err ends
+// the scrub, failed only marks it incomplete.
+func (w *Writer) scrubExtent(ctx context.Context, p []byte, off int64) (read, repaired int64, failed, err error) {
+	w.snap.RLock()
+	defer w.snap.RUnlock()
+	rs := w.readOrder()
+	if len(rs) == 0 {
+		return 0, 0, nil, fmt.Errorf("no in-sync replica to read: %w", nbd.EIO)
+	}
+	for _, r := range rs {
+		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
+		rerr := r.t.ReadAt(cctx, p, off)
+		cancel()
+		if ctx.Err() != nil {
+			return read, repaired, failed, ctx.Err()
+		}
+		var ce *CorruptError
+		switch {
+		case rerr == nil:
+			read += int64(len(p))
+			w.scrubbed.Add(int64(len(p)))
+		case errors.As(rerr, &ce):
+			w.log.Error("scrub: checksum mismatch; repairing the replica from another", "replica", r.m.ID, "node", r.m.Node, "off", ce.Off, "len", ce.Len)
+			if err := w.readRepair(ctx, r, p, off, nil); err != nil {
+				failed = fmt.Errorf("replica %s at %d: not repaired: %w", r.m.ID, off, err)
+				w.log.Error("scrub: repair failed", "replica", r.m.ID, "err", err)
+			} else {
+				repaired++
+			}
+		default:
+			// Unreadable (a bad sector, a lost link): no longer counted
+			// in sync; the catch-up rewrites what differs.
+			failed = fmt.Errorf("replica %s at %d: %w", r.m.ID, off, rerr)
+			if err := w.drop(ctx, r, "scrub", rerr); err != nil {
+				return read, repaired, failed, err
+			}
+		}
+	}
+	return read, repaired, failed, nil
+}
+
+// readSet is readOrder and the base they are layered on.
+func (w *Writer) readSet() ([]target, Base) {
+	rs := w.readOrder()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return rs, w.base
 }
 
 // readOrder lists the in-sync replicas, the local one first.
@@ -735,10 +817,11 @@ func (w *Writer) readOrder() []target {
 	return out
 }
 
-// readRepair serves p from another in-sync replica and rewrites every
-// extent of the range on the bad one from it, under the range's lock so
-// no write interleaves.
-func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64) error {
+// readRepair serves p from another in-sync replica (and, with have, the
+// blocks it holds) and rewrites every extent of the range on the bad one
+// from it, under the range's lock so no write interleaves. The caller
+// holds the snapshot barrier.
+func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64, have Presence) error {
 	first, last := off/ExtentSize, (off+int64(len(p))-1)/ExtentSize
 	unlock := w.locks.lock(first*ExtentSize, (last-first+1)*ExtentSize)
 	defer unlock()
@@ -750,7 +833,13 @@ func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64
 		if r.m == bad.m {
 			continue
 		}
-		if err := r.t.ReadAt(cctx, p, off); err != nil {
+		var err error
+		if have != nil {
+			err = r.t.ReadLayer(cctx, p, off, have)
+		} else {
+			err = r.t.ReadAt(cctx, p, off)
+		}
+		if err != nil {
 			continue
 		}
 		t, err := r.t.Extents(cctx)
@@ -765,10 +854,11 @@ func (w *Writer) readRepair(ctx context.Context, bad target, p []byte, off int64
 	}
 	w.repairs.Add(1)
 	buf := make([]byte, ExtentSize)
+	ext := NewPresence(blocksPerExtent)
 	for idx := first; idx <= last; idx++ {
-		n, err := good.t.ReadExtent(cctx, idx, buf)
+		n, err := good.t.ReadExtent(cctx, idx, buf, ext)
 		if err == nil {
-			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen.at(idx).Load()), buf[:n])
+			err = bad.t.WriteExtent(cctx, w.cfg.Epoch, idx, max(at(tab, idx).Gen, w.extGen.at(idx).Load()), buf[:n], ext)
 		}
 		if err != nil {
 			// The good copy was served; the bad one stays bad.
@@ -808,6 +898,17 @@ func (w *Writer) catchUpLoop() {
 	}
 }
 
+// isMember tells whether m is one of the writer's members still (a
+// snapshot replaces them); w.mu held.
+func (w *Writer) isMember(m *member) bool {
+	for _, x := range w.members {
+		if x == m {
+			return true
+		}
+	}
+	return false
+}
+
 func (w *Writer) staleMembers() []*member {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -842,6 +943,11 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	// From here on new writes reach it too; the barrier waits for every
 	// write that started before, so the tables below include them.
 	w.mu.Lock()
+	if !w.isMember(m) {
+		w.mu.Unlock()
+		t.Close()
+		return errors.New("the replica is no longer the volume's (a snapshot took it)")
+	}
 	m.conn++
 	m.t, m.state = t, ReplicaRebuilding
 	lost := m.lost
@@ -874,8 +980,9 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	w.rebuildLeft.Add(left)
 	defer func() { w.rebuildLeft.Add(-left) }()
 	buf := make([]byte, ExtentSize)
+	pres := NewPresence(blocksPerExtent)
 	for _, idx := range todo {
-		if err := w.copyExtent(ctx, from.t, t, idx, at(good, idx).Gen, buf); err != nil {
+		if err := w.copyExtent(ctx, from.t, t, idx, at(good, idx).Gen, buf, pres); err != nil {
 			return w.abandon(mine, err)
 		}
 		left -= ExtentSize
@@ -883,7 +990,10 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	}
 	// The last step runs with every write held: the replica is flushed and
 	// recorded in sync only if no write missed it on the way, so the
-	// replicated state never calls in sync a copy that lacks a write.
+	// replicated state never calls in sync a copy that lacks a write; and
+	// under the snapshot barrier, so only while it is still the volume's.
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	unlock := w.locks.lock(0, maxReplicaSize)
 	defer unlock()
 	cctx, cancel = context.WithTimeout(ctx, w.cfg.CallTimeout)
@@ -893,8 +1003,12 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 		return w.abandon(mine, err)
 	}
 	w.mu.Lock()
+	member := w.isMember(m)
 	ok := m.conn == mine.conn && m.t != nil && m.state == ReplicaRebuilding && m.lost == lost
 	w.mu.Unlock()
+	if !member {
+		return errors.New("the replica is no longer the volume's (a snapshot took it)")
+	}
 	if !ok {
 		return errors.New("a write missed the replica while it was being rebuilt")
 	}
@@ -902,7 +1016,7 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 		return w.abandon(mine, err)
 	}
 	w.mu.Lock()
-	ok = m.conn == mine.conn && m.t != nil && m.state == ReplicaRebuilding && m.lost == lost
+	ok = w.isMember(m) && m.conn == mine.conn && m.t != nil && m.state == ReplicaRebuilding && m.lost == lost
 	if ok {
 		m.state = ReplicaInSync
 	}
@@ -920,19 +1034,22 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	return nil
 }
 
-// copyExtent copies one extent under its lock, with the generation it has
-// now: the table's, or a newer one this writer gave it since.
-func (w *Writer) copyExtent(ctx context.Context, from, to Target, idx int64, gen uint64, buf []byte) error {
+// copyExtent copies one extent and which of its blocks are present, under
+// its lock, with the generation it has now: the table's, or a newer one
+// this writer gave it since.
+func (w *Writer) copyExtent(ctx context.Context, from, to Target, idx int64, gen uint64, buf []byte, have Presence) error {
+	w.snap.RLock()
+	defer w.snap.RUnlock()
 	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.Size()-idx*ExtentSize))
 	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
 	defer cancel()
 	gen = max(gen, w.extGen.at(idx).Load())
-	n, err := from.ReadExtent(ctx, idx, buf)
+	n, err := from.ReadExtent(ctx, idx, buf, have)
 	if err != nil {
 		return fmt.Errorf("read extent %d: %w", idx, err)
 	}
-	if err := to.WriteExtent(ctx, w.cfg.Epoch, idx, gen, buf[:n]); err != nil {
+	if err := to.WriteExtent(ctx, w.cfg.Epoch, idx, gen, buf[:n], have); err != nil {
 		return fmt.Errorf("write extent %d: %w", idx, err)
 	}
 	w.resyncBytes.Add(int64(n))

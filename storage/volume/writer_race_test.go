@@ -19,11 +19,11 @@ type hooked struct {
 	beforeWriteExtent func()
 }
 
-func (h hooked) WriteExtent(ctx context.Context, e uint64, idx int64, g uint64, p []byte) error {
+func (h hooked) WriteExtent(ctx context.Context, e uint64, idx int64, g uint64, p []byte, have Presence) error {
 	if h.beforeWriteExtent != nil {
 		h.beforeWriteExtent()
 	}
-	return h.Target.WriteExtent(ctx, e, idx, g, p)
+	return h.Target.WriteExtent(ctx, e, idx, g, p, have)
 }
 
 func (h hooked) WriteAt(ctx context.Context, e, g uint64, p []byte, off int64, fua bool) error {

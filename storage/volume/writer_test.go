@@ -121,7 +121,7 @@ func newRig(t *testing.T, n int, size int64) *rig {
 	r := &rig{t: t, size: size, state: &testState{states: map[string]string{}}}
 	for i := range n {
 		dir := filepath.Join(t.TempDir(), fmt.Sprintf("r%d", i))
-		if err := CreateReplica(dir, size); err != nil {
+		if err := CreateReplica(dir, size, false); err != nil {
 			t.Fatal(err)
 		}
 		rep, err := OpenReplica(dir)
