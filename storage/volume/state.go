@@ -407,24 +407,29 @@ func applyDeleteVolume(tx *consensus.Tx, c *deleteVolumeCmd) (any, error) {
 	case !c.Undo && cur.State == StateCreating:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still being created", cur.Name)
 	}
+	return cur, removeVolume(tx, cur)
+}
+
+// removeVolume deletes a volume's record and refunds its project. A
+// snapshot of it still pending is called off; its snapshots stay, and a
+// hidden one only it read through to goes.
+func removeVolume(tx *consensus.Tx, cur *Volume) error {
 	// A project deleted meanwhile has no quota to refund.
 	if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
-		return nil, err
+		return err
 	}
 	if s := getVolume(tx.Txn, cur.Snapshotting); s != nil && s.State == StateCreating {
-		// Called off with the volume (a repair's writer never took it).
 		if err := chargeSnapshot(tx, s, -1); err != nil {
-			return nil, err
+			return err
 		}
 		if err := tx.Delete(tVolumes, s); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if err := tx.Delete(tVolumes, cur); err != nil {
-		return nil, err
+		return err
 	}
-	// Its snapshots stay; a hidden one only it read through to goes.
-	return cur, dropUnreferenced(tx, cur.Parent)
+	return dropUnreferenced(tx, cur.Parent)
 }
 
 func attachedTo(a *Attachment) string {

@@ -3,7 +3,6 @@ package volume
 import (
 	"time"
 
-	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/hashicorp/go-memdb"
 )
@@ -65,10 +64,7 @@ func ReleaseVM(tx *consensus.Tx, vmID string) ([]Volume, error) {
 	var deleted []Volume
 	for _, cur := range AttachedToVM(tx.Txn, vmID) {
 		if cur.Attachment.DeleteWithVM {
-			if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
-				return nil, err
-			}
-			if err := tx.Delete(tVolumes, cur); err != nil {
+			if err := removeVolume(tx, cur); err != nil {
 				return nil, err
 			}
 			deleted = append(deleted, *cur)
