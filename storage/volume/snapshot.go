@@ -56,14 +56,14 @@ func (w *Writer) Snapshot(ctx context.Context, take func(ctx context.Context) (*
 	swap, err := take(ctx)
 	if err != nil {
 		if errors.Is(err, ErrOutcomeUnknown) {
-			w.fence()
+			w.halt("not known whether the snapshot was taken; refusing all I/O until the volume is reopened")
 		}
 		return fmt.Errorf("snapshot volume %s: %w", w.cfg.VolumeID, err)
 	}
 	ms, err := w.dialSwap(ctx, swap)
 	if err != nil {
-		w.log.Error("snapshot taken but its new replicas cannot be written; refusing all I/O", "err", err)
-		w.fence()
+		w.log.Error("snapshot taken but its new replicas cannot be written", "err", err)
+		w.halt("the replicas written so far are the snapshot's now; refusing all I/O until the volume is reopened")
 		return fmt.Errorf("snapshot volume %s: %w", w.cfg.VolumeID, err)
 	}
 	w.mu.Lock()

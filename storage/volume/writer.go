@@ -624,9 +624,12 @@ func (w *Writer) drop(ctx context.Context, r target, what string, cause error) e
 // another writer holds a newer epoch.
 func isFencedErr(err error) bool { return errors.Is(err, ErrFenced) }
 
-func (w *Writer) fence() {
+func (w *Writer) fence() { w.halt("a newer writer holds the volume; refusing all I/O from here on") }
+
+// halt makes every later operation fail with ESHUTDOWN, logging why once.
+func (w *Writer) halt(why string) {
 	if w.fenced.CompareAndSwap(false, true) {
-		w.log.Error("a newer writer holds the volume; refusing all I/O from here on")
+		w.log.Error(why)
 	}
 }
 
