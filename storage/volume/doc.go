@@ -32,4 +32,15 @@
 // checksums); only extents that differ are copied. A replica that returns
 // after an outage catches up with exactly the extents written meanwhile,
 // while new writes are mirrored to it.
+//
+// Snapshots and clones. A volume may be layered on a read-only snapshot,
+// itself a volume with replicas. Its replicas (marked layered on disk)
+// then hold only the blocks written or zeroed since; a block with checksum
+// 0 was never written there and reads through to the parent (Base). As
+// every request is block-aligned, presence is per block and nothing is
+// copied up. A snapshot is taken behind a barrier on the writer
+// (Writer.Snapshot): the volume's replicas become the snapshot's as they
+// are, and the writer goes on with new, empty, layered ones. Resync copies
+// an extent's presence with its bytes, so copies of a layered replica
+// digest alike.
 package volume

@@ -25,11 +25,12 @@ type snapRig struct {
 	mu   sync.Mutex
 	reps map[string]*DiskReplica
 	down map[string]*atomic.Bool
+	dirs map[string]string
 }
 
 func newSnapRig(t *testing.T, size int64) *snapRig {
 	r := &snapRig{t: t, size: size, state: &testState{epoch: 1, states: map[string]string{}},
-		reps: map[string]*DiskReplica{}, down: map[string]*atomic.Bool{}}
+		reps: map[string]*DiskReplica{}, down: map[string]*atomic.Bool{}, dirs: map[string]string{}}
 	// Registered first, so it runs after the writers have closed.
 	t.Cleanup(func() {
 		for _, rep := range r.reps {
@@ -51,7 +52,7 @@ func (r *snapRig) add(id string, layered bool) *DiskReplica {
 		r.t.Fatal(err)
 	}
 	r.mu.Lock()
-	r.reps[id], r.down[id] = rep, new(atomic.Bool)
+	r.reps[id], r.down[id], r.dirs[id] = rep, new(atomic.Bool), dir
 	r.mu.Unlock()
 	r.state.mu.Lock()
 	r.state.states[id] = ReplicaInSync
