@@ -431,3 +431,27 @@ func TestWriterSnapshotNewReplicaUnreachable(t *testing.T) {
 		t.Fatalf("n1 holds blocks %v", present)
 	}
 }
+
+// Once take has succeeded the old replicas are the snapshot's: if the new
+// ones cannot be used, the writer stops rather than write to either.
+func TestWriterSnapshotSwapUnusable(t *testing.T) {
+	ctx := context.Background()
+	r := newSnapRig(t, 4<<20)
+	r.add("r0", false)
+	r.add("r1", false)
+	w := r.open(nil, "r0", "r1")
+	r.add("n0", true)
+	r.link("n0").Store(true)
+	err := w.Snapshot(ctx, func(context.Context) (*Swap, error) {
+		return &Swap{Members: r.members("n0"), Base: r.rep("r0")}, nil
+	})
+	if err == nil {
+		t.Fatal("a snapshot with no reachable new replica succeeded")
+	}
+	if err := w.WriteAt(ctx, random(BlockSize), 0, false); !errors.Is(err, nbd.ESHUTDOWN) {
+		t.Fatalf("write after the swap failed: %v", err)
+	}
+	if p, _ := r.layer("r0", 0, BlockSize); !bytes.Equal(p, make([]byte, BlockSize)) {
+		t.Fatal("the snapshot's replica changed")
+	}
+}
