@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 )
 
@@ -93,5 +94,89 @@ func TestWriterReadRepairLayered(t *testing.T) {
 	pb, hb := r.layer("b", 0, r.size)
 	if !bytes.Equal(pa, pb) || !equalPresence(ha, hb) {
 		t.Fatal("the repaired replica differs")
+	}
+}
+
+// Over the replica protocol, a stale layered replica is caught up with
+// the blocks present in the in-sync one, and the two end identical.
+func TestWriterCatchUpLayeredRemote(t *testing.T) {
+	ctx := context.Background()
+	n := newNodeWith(t, defaultReplicaFiles())
+	const size = 4 << 20
+	for _, c := range [][2]string{{"d1", "a"}, {"d2", "b"}} {
+		if err := n.host.Create(c[0], c[1], size, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	parentDir := filepath.Join(t.TempDir(), "p")
+	if err := CreateReplica(parentDir, size, false); err != nil {
+		t.Fatal(err)
+	}
+	parent, err := OpenReplica(parentDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer parent.Close()
+	pdata := random(size)
+	if err := parent.WriteAt(ctx, 0, 1, pdata, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	var bDown atomic.Bool // b is reached only after the writes, so it is copied
+	bDown.Store(true)
+	state := &testState{epoch: 1, states: map[string]string{"a": ReplicaInSync, "b": ReplicaStale}}
+	w, err := OpenWriter(ctx, WriterConfig{VolumeID: "vol", Epoch: 1, Size: size, MinInSync: 1, Control: state,
+		Members: []Member{{ID: "a", Node: "n", State: ReplicaInSync}, {ID: "b", Node: "n", State: ReplicaStale}},
+		Dial: func(ctx context.Context, m Member) (Target, error) {
+			if m.ID == "b" && bDown.Load() {
+				return nil, errCut
+			}
+			return Dial(ctx, n.client, n.addr, m.ID)
+		},
+		RetryInterval: 20e6, Base: parent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close(ctx)
+	mine := random(3 * BlockSize)
+	if err := w.WriteAt(ctx, mine, ExtentSize+BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Trim(ctx, 2*ExtentSize, BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	bDown.Store(false)
+	pollUntil(t, 10e9, func() bool { return w.Replicas()["b"] == ReplicaInSync })
+	if c := w.Stats().ResyncExtents; c != 2 {
+		t.Fatalf("the catch-up copied %d extents, want 2", c)
+	}
+	extents := func(id string) []ExtentInfo {
+		tg, err := n.host.Local(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		xs, err := tg.Extents(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return xs
+	}
+	xa, xb := extents("a"), extents("b")
+	for i := range xa {
+		if xa[i] != xb[i] {
+			t.Fatalf("extent %d: a %+v, b %+v", i, xa[i], xb[i])
+		}
+	}
+	if xb[1].Digest == 0 || xb[2].Digest == 0 {
+		t.Fatalf("b's written extents digest as empty: %+v", xb)
+	}
+	got := make([]byte, 2*ExtentSize)
+	if err := w.ReadAt(ctx, got, ExtentSize); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(pdata[ExtentSize : 3*ExtentSize])
+	copy(want[BlockSize:], mine)
+	clear(want[ExtentSize : ExtentSize+BlockSize])
+	if !bytes.Equal(got, want) {
+		t.Fatal("the volume reads wrong")
 	}
 }
