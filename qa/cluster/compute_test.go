@@ -394,6 +394,7 @@ func TestVMsOnThreeNodes(t *testing.T) {
 	}
 
 	hotplugVolume(t, a, a2, "ha1")
+	snapshotWhileGuestWrites(t, a, "ha1")
 
 	// ha1: the whole lifecycle, each step through another node's API.
 	lifecycle(t, c, []*cairntest.Client{a, a2, a3}, "ha1")

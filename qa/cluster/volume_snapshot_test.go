@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -193,4 +197,163 @@ func snapshotPrefix(t *testing.T, uri string, n int) int {
 		k = n
 	}
 	return k
+}
+
+// snapshotWhileGuestWrites is the issue's snapshot test with a guest: the
+// test guest scribbles numbered, checksummed records onto a volume, each
+// made durable before the next; a snapshot taken meanwhile freezes it
+// through its guest agent (fsfreeze), and the snapshot, exported to
+// nbdcopy, holds exactly the records written before the freeze. Then a
+// clone of the VM's running boot volume boots another VM.
+func snapshotWhileGuestWrites(t *testing.T, a *cairntest.Client, vm string) {
+	t.Helper()
+	const name = "scribbled"
+	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": name, "size_gib": 1, "project": "clinic"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The magic block tells the guest to scribble on this disk.
+	first := make([]byte, scribble.BlockSize)
+	copy(first, scribble.Magic())
+	req, _ := http.NewRequest("POST", a.URL("/api/v1/volumes/"+name+"/upload?project=clinic"), bytes.NewReader(first))
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	req.ContentLength = int64(len(first))
+	res, err := a.HTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("upload the magic block: %s %s", res.Status, body)
+	}
+	if err := a.Call("POST", "/api/v1/volumes/"+name+"/attach?project=clinic", map[string]string{"vm": vm}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	progress := regexp.MustCompile(`cairn-guest: scribble vd[a-z]+ seq=(\d+)`)
+	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
+		m := progress.FindAllStringSubmatch(serialLog(t, a, vm), -1)
+		if len(m) == 0 {
+			return fmt.Errorf("no progress yet")
+		}
+		if n, _ := strconv.Atoi(m[len(m)-1][1]); n < 200 {
+			return fmt.Errorf("%d records", n)
+		}
+		return nil
+	})
+	var snap snapInfo
+	if err := a.Call("POST", "/api/v1/volumes/"+name+"/snapshots?project=clinic", map[string]string{"name": name + "-snap"}, 201, &snap); err != nil {
+		t.Fatal(err)
+	}
+	if !snap.Quiesced || snap.State != "available" {
+		t.Fatalf("a snapshot of a volume whose guest runs the agent: %+v", snap)
+	}
+	var frozen uint64
+	testutil.WaitFor(t, time.Minute, "the guest frozen and thawed", func() error {
+		log := serialLog(t, a, vm)
+		m := regexp.MustCompile(`cairn-guest: frozen scribble=(\d+)`).FindStringSubmatchIndex(log)
+		if m == nil {
+			return fmt.Errorf("not frozen")
+		}
+		frozen, _ = strconv.ParseUint(log[m[2]:m[3]], 10, 64)
+		if !strings.Contains(log[m[1]:], "cairn-guest: thawed") {
+			return fmt.Errorf("frozen at %d, not thawed", frozen)
+		}
+		return nil
+	})
+	certs := filepath.Join(t.TempDir(), "export")
+	var grant struct {
+		URI    string `json:"uri"`
+		CACert string `json:"ca_cert"`
+		Cert   string `json:"cert"`
+		Key    string `json:"key"`
+	}
+	if err := a.Call("POST", "/api/v1/snapshots/"+snap.ID+"/export", nil, 200, &grant); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for f, data := range map[string]string{"ca-cert.pem": grant.CACert, "client-cert.pem": grant.Cert, "client-key.pem": grant.Key} {
+		if err := os.WriteFile(filepath.Join(certs, f), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := filepath.Join(t.TempDir(), "scribbled.raw")
+	if out, err := exec.Command("nbdcopy", grant.URI+"?tls-certificates="+certs, raw).CombinedOutput(); err != nil {
+		t.Fatalf("nbdcopy from the snapshot's export: %v\n%s", err, out)
+	}
+	f, err := os.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	last, err := scribble.Check(f, 1<<30)
+	if err != nil {
+		t.Fatalf("the snapshot taken while the guest wrote: %v", err)
+	}
+	if last != frozen {
+		t.Fatalf("the snapshot holds records 1..%d; the guest was frozen after record %d", last, frozen)
+	}
+	if err := a.Call("DELETE", "/api/v1/snapshots/"+snap.ID+"/export", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The guest goes on after the thaw.
+	testutil.WaitFor(t, time.Minute, "the guest scribbling after the thaw", func() error {
+		m := progress.FindAllStringSubmatch(serialLog(t, a, vm), -1)
+		if n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64); n <= frozen {
+			return fmt.Errorf("at %d", n)
+		}
+		return nil
+	})
+
+	// A clone of the running VM's boot volume boots another VM.
+	src, err := getVM(a, vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": "cloned", "project": "clinic", "image": "guest", "flavor": "tiny",
+		"boot_source": src.Spec.BootVolume}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := waitVM(t, a, "cloned", 4*time.Minute, "running", inState("running"))
+	waitSerial(t, a, "cloned", "cairn-guest: hostname=cloned", 1)
+	var bv volInfo
+	if err := a.Call("GET", "/api/v1/volumes/"+cl.Spec.BootVolume, nil, 200, &bv); err != nil {
+		t.Fatal(err)
+	}
+	if bv.Parent == "" || bv.Source != nil {
+		t.Fatalf("the clone's boot volume is not layered on a snapshot of %s's: %+v", vm, bv)
+	}
+	if err := a.Call("DELETE", "/api/v1/vms/cloned", nil, 202, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 2*time.Minute, "cloned gone", func() error {
+		if _, err := getVM(a, "cloned"); err == nil {
+			return fmt.Errorf("still there")
+		}
+		return nil
+	})
+	if err := a.Call("POST", "/api/v1/volumes/"+name+"/detach?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, name+" detached", func() error {
+		if v := getVolumeIn(t, a, name, "clinic"); v.State != "available" {
+			return fmt.Errorf("%s", v.State)
+		}
+		return nil
+	})
+	for _, del := range []string{"/api/v1/volumes/" + name + "?project=clinic", "/api/v1/snapshots/" + snap.ID} {
+		if err := a.Call("DELETE", del, nil, 200, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func getVolumeIn(t *testing.T, a *cairntest.Client, name, project string) volInfo {
+	t.Helper()
+	var v volInfo
+	if err := a.Call("GET", "/api/v1/volumes/"+name+"?project="+project, nil, 200, &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
 }

@@ -52,6 +52,7 @@ type volInfo struct {
 		Image  string `json:"image"`
 		Filled bool   `json:"filled"`
 	} `json:"source"`
+	Parent string `json:"parent"`
 }
 
 // vmBootVolume is the volume a VM boots from.

@@ -33,13 +33,14 @@
 // after an outage catches up with exactly the extents written meanwhile,
 // while new writes are mirrored to it.
 //
-// Snapshots and clones. A snapshot is a read-only record with replicas of
-// its own: the volume's replicas as they were at that instant. The volume
-// goes on with new, empty, layered replicas on the same disks, and reads
-// what they never wrote from the snapshot (WriterConfig.Base), which may be
-// layered on an older one in turn. A clone is a volume layered on a
-// snapshot. Every request is block-aligned, so a layered replica records
-// presence per block and nothing is ever copied up. An attached volume's
-// snapshot is taken by its writer under a barrier (Writer.Snapshot): every
-// write acknowledged before is in the snapshot, none after.
+// Snapshots and clones. A volume may be layered on a read-only snapshot,
+// itself a volume with replicas. Its replicas (marked layered on disk)
+// then hold only the blocks written or zeroed since; a block with checksum
+// 0 was never written there and reads through to the parent (Base). As
+// every request is block-aligned, presence is per block and nothing is
+// copied up. A snapshot is taken behind a barrier on the writer
+// (Writer.Snapshot): the volume's replicas become the snapshot's as they
+// are, and the writer goes on with new, empty, layered ones. Resync copies
+// an extent's presence with its bytes, so copies of a layered replica
+// digest alike.
 package volume

@@ -238,3 +238,36 @@ func TestHostRemoveEndsStreams(t *testing.T) {
 	n.host.Close()
 	pollUntil(t, 5*time.Second, func() bool { return errors.Is(r2.Flush(ctx, 0), ErrConnLost) })
 }
+
+// The Provisioner makes layered replicas on any node; the kind is part of
+// a replica's identity, so creating it again as the other kind fails.
+func TestProvisionerLayered(t *testing.T) {
+	peer := newNodeWith(t, defaultReplicaFiles())
+	selfDisks := map[string]string{"s1": t.TempDir()}
+	self := newHost(func() map[string]string { return selfDisks }, wireTestLog(t), defaultReplicaFiles())
+	defer self.Close()
+	addr := func(node string) (string, bool) { return peer.addr, node == "n2" }
+	p := NewProvisioner(func() *http.Client { return peer.client }, addr, "n1", self)
+	ctx := context.Background()
+	for _, c := range []struct {
+		node, disk string
+		h          *Host
+	}{{"n2", "d1", peer.host}, {"n1", "s1", self}} {
+		if err := p.Create(ctx, c.node, c.disk, "lay-"+c.node, ExtentSize, true); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Create(ctx, c.node, c.disk, "lay-"+c.node, ExtentSize, true); err != nil {
+			t.Fatalf("create again: %v", err)
+		}
+		if err := p.Create(ctx, c.node, c.disk, "lay-"+c.node, ExtentSize, false); err == nil {
+			t.Fatal("a layered replica created again as a plain one")
+		}
+		tgt, err := c.h.Local("lay-" + c.node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, ok := tgt.(sharedTarget).Target.(*DiskReplica); !ok || !r.Layered() {
+			t.Fatalf("replica on %s is not layered", c.node)
+		}
+	}
+}

@@ -41,6 +41,10 @@ var ErrOutcomeUnknown = errors.New("volume: outcome unknown")
 // The new replicas are fenced at the writer's epoch; they are empty, so
 // there is nothing to reconcile. An in-sync one that cannot be reached is
 // marked stale (and caught up later), as at open; one must be reached.
+//
+// take runs with the volume's I/O held, so it must not use the writer's
+// I/O itself (a guest's file systems are frozen before Snapshot, not in
+// take).
 func (w *Writer) Snapshot(ctx context.Context, take func(ctx context.Context) (*Swap, error)) error {
 	if w.fenced.Load() {
 		return nbd.ESHUTDOWN
@@ -56,14 +60,14 @@ func (w *Writer) Snapshot(ctx context.Context, take func(ctx context.Context) (*
 	swap, err := take(ctx)
 	if err != nil {
 		if errors.Is(err, ErrOutcomeUnknown) {
-			w.fence()
+			w.halt("not known whether the snapshot was taken; refusing all I/O until the volume is reopened")
 		}
 		return fmt.Errorf("snapshot volume %s: %w", w.cfg.VolumeID, err)
 	}
 	ms, err := w.dialSwap(ctx, swap)
 	if err != nil {
-		w.log.Error("snapshot taken but its new replicas cannot be written; refusing all I/O", "err", err)
-		w.fence()
+		w.log.Error("snapshot taken but its new replicas cannot be written", "err", err)
+		w.halt("the replicas written so far are the snapshot's now; refusing all I/O until the volume is reopened")
 		return fmt.Errorf("snapshot volume %s: %w", w.cfg.VolumeID, err)
 	}
 	w.mu.Lock()
@@ -124,6 +128,9 @@ func (w *Writer) flushInSync(ctx context.Context) error {
 func (w *Writer) dialSwap(ctx context.Context, swap *Swap) ([]*member, error) {
 	if swap == nil || len(swap.Members) == 0 {
 		return nil, errors.New("no new replicas")
+	}
+	if swap.Base == nil {
+		return nil, errors.New("the new replicas have no base to read through to")
 	}
 	ms := make([]*member, len(swap.Members))
 	errs := make([]error, len(ms))

@@ -35,6 +35,10 @@ func TestMalformedRequests(t *testing.T) {
 		"huge write":         rawRequest(wireRequest{op: opWrite, length: wireMaxPayload + BlockSize}),
 		"huge read":          rawRequest(wireRequest{op: opRead, length: wireMaxPayload + BlockSize}),
 		"huge extent":        rawRequest(wireRequest{op: opWriteExtent, length: ExtentSize + BlockSize}),
+		"huge extent+have":   rawRequest(wireRequest{op: opWriteExtent, flags: reqPresence, length: ExtentSize + wireExtentPresence + 1}),
+		"extent, no have":    rawRequest(wireRequest{op: opWriteExtent, length: ExtentSize + wireExtentPresence}),
+		"have on read":       rawRequest(wireRequest{op: opRead, flags: reqPresence, length: BlockSize}),
+		"huge layer read":    rawRequest(wireRequest{op: opReadLayer, length: wireMaxPayload + BlockSize}),
 		"negative offset":    append(rawRequest(wireRequest{op: opWrite, offset: math.MaxUint64 - BlockSize + 1, length: BlockSize}), make([]byte, BlockSize)...),
 		"truncated payload":  append(rawRequest(wireRequest{op: opWrite, length: 2 * BlockSize}), make([]byte, BlockSize)...),
 		"truncated header":   rawRequest(wireRequest{op: opFence})[:20],
@@ -157,6 +161,13 @@ func TestClientRejectsBadReplies(t *testing.T) {
 	read := func(r Target) error { return r.ReadAt(context.Background(), make([]byte, BlockSize), 0) }
 	flush := func(r Target) error { return r.Flush(context.Background(), 1) }
 	extents := func(r Target) error { _, err := r.Extents(context.Background()); return err }
+	layer := func(r Target) error {
+		return r.ReadLayer(context.Background(), make([]byte, BlockSize), 0, NewPresence(1))
+	}
+	extentHave := func(r Target) error {
+		_, err := r.ReadExtent(context.Background(), 0, make([]byte, ExtentSize), NewPresence(blocksPerExtent))
+		return err
+	}
 	cases := []struct {
 		name    string
 		call    op
@@ -177,6 +188,9 @@ func TestClientRejectsBadReplies(t *testing.T) {
 		{"ragged extents", extents, repOK, 17, 0, 0, make([]byte, 17)},
 		{"too many extents", extents, repOK, 16 * (wireMaxVolume/ExtentSize + 1), 0, 0, nil},
 		{"short corrupt", read, repCorrupt, 8, 0, 0, make([]byte, 8)},
+		{"layer read without presence", layer, repOK, BlockSize, 0, 0, make([]byte, BlockSize)},
+		{"extent without its presence", extentHave, repOK, 16, 0, 0, make([]byte, 16)},
+		{"extent with presence too long", extentHave, repOK, ExtentSize + wireExtentPresence + BlockSize, 0, 0, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -19,6 +19,10 @@ func FuzzReplicaRequest(f *testing.F) {
 	f.Add(append(rawRequest(wireRequest{op: opExtents}), rawRequest(wireRequest{op: opReadExtent, offset: 1})...))
 	f.Add(append(rawRequest(wireRequest{op: opWriteExtent, length: 8}), make([]byte, 8)...))
 	f.Add(rawRequest(wireRequest{op: opResize, offset: 1 << 20}))
+	f.Add(rawRequest(wireRequest{op: opReadLayer, offset: BlockSize, length: 3 * BlockSize}))
+	f.Add(rawRequest(wireRequest{op: opReadExtent, flags: reqPresence, offset: 1}))
+	f.Add(append(rawRequest(wireRequest{op: opWriteExtent, flags: reqPresence, offset: 2, length: wireExtentPresence + BlockSize}), make([]byte, wireExtentPresence+BlockSize)...))
+	f.Add(append(rawRequest(wireRequest{op: opWriteExtent, flags: reqPresence, length: 8}), make([]byte, 8)...))
 	log := slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) >= reqHeaderSize {
@@ -32,7 +36,9 @@ func FuzzReplicaRequest(f *testing.F) {
 				if req.payloadLen() > wireMaxPayload || req.offset > 1<<63-1 {
 					t.Fatalf("decoded out of bounds: %+v", req)
 				}
-				if (req.op == opRead && req.length > wireMaxPayload) || (req.op == opWriteExtent && req.length > ExtentSize) {
+				if ((req.op == opRead || req.op == opReadLayer) && req.length > wireMaxPayload) ||
+					(req.op == opWriteExtent && req.length > ExtentSize+wireExtentPresence) ||
+					(req.op == opWriteExtent && req.flags&reqPresence == 0 && req.length > ExtentSize) {
 					t.Fatalf("decoded out of bounds: %+v", req)
 				}
 			}

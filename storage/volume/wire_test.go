@@ -340,3 +340,76 @@ func TestRemoteLargePayloads(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A layered replica on disk, over the wire: ReadLayer and extents carry
+// which blocks are present, and an extent copied with them digests as its
+// source.
+func TestRemoteLayerRoundTrip(t *testing.T) {
+	n := newNodeWith(t, defaultReplicaFiles())
+	for _, id := range []string{"src", "dst"} {
+		if err := n.host.Create("d1", id, wireTestSize, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src, dst := n.dial(t, "src"), n.dial(t, "dst")
+	ctx := context.Background()
+	for _, r := range []Target{src, dst} {
+		if _, err := r.Fence(ctx, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data := bytes.Repeat([]byte("layered!"), BlockSize/8)
+	if err := src.WriteAt(ctx, 1, 2, data, 2*BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Zero(ctx, 1, 3, 4*BlockSize, 2*BlockSize, true); err != nil {
+		t.Fatal(err)
+	}
+	// The short last extent too.
+	if err := src.WriteAt(ctx, 1, 4, data, 3*ExtentSize+BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	p := make([]byte, 70*BlockSize) // more than one word of presence
+	have := NewPresence(70)
+	if err := src.ReadLayer(ctx, p, 0, have); err != nil {
+		t.Fatal(err)
+	}
+	if got := presentBlocks(have, 70); len(got) != 3 || got[0] != 2 || got[1] != 4 || got[2] != 5 {
+		t.Fatalf("present %v, want [2 4 5]", got)
+	}
+	if !bytes.Equal(p[2*BlockSize:3*BlockSize], data) || !bytes.Equal(p[3*BlockSize:], make([]byte, 67*BlockSize)) {
+		t.Fatal("ReadLayer bytes differ")
+	}
+	buf := make([]byte, ExtentSize)
+	ext := NewPresence(blocksPerExtent)
+	for _, idx := range []int64{0, 3} {
+		k, err := src.ReadExtent(ctx, idx, buf, ext)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dst.WriteExtent(ctx, 1, idx, 9, buf[:k], ext); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Without presence an extent still travels bare.
+	if k, err := src.ReadExtent(ctx, 0, buf, nil); err != nil || k != ExtentSize || !bytes.Equal(buf[2*BlockSize:3*BlockSize], data) {
+		t.Fatalf("ReadExtent without presence = %d, %v", k, err)
+	}
+	sx, err := src.Extents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dx, err := dst.Extents(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range []int{0, 3} {
+		if sx[idx].Digest != dx[idx].Digest || sx[idx].Digest == 0 {
+			t.Fatalf("extent %d: copy digests %x, source %x", idx, dx[idx].Digest, sx[idx].Digest)
+		}
+	}
+	got := NewPresence(70)
+	if err := dst.ReadLayer(ctx, make([]byte, 70*BlockSize), 0, got); err != nil || !equalPresence(got, have) {
+		t.Fatalf("copy's presence %v, %v", presentBlocks(got, 70), err)
+	}
+}

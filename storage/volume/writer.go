@@ -282,7 +282,9 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 			if i == src || at(tables[i], idx) == want {
 				continue
 			}
-			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n], have) }); err != nil {
+			if err := w.bounded(ctx, func(ctx context.Context) error {
+				return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n], have)
+			}); err != nil {
 				return fmt.Errorf("reconcile extent %d into replica %s: %w", idx, m.ID, err)
 			}
 			w.resyncBytes.Add(int64(n))
@@ -622,9 +624,12 @@ func (w *Writer) drop(ctx context.Context, r target, what string, cause error) e
 // another writer holds a newer epoch.
 func isFencedErr(err error) bool { return errors.Is(err, ErrFenced) }
 
-func (w *Writer) fence() {
+func (w *Writer) fence() { w.halt("a newer writer holds the volume; refusing all I/O from here on") }
+
+// halt makes every later operation fail with ESHUTDOWN, logging why once.
+func (w *Writer) halt(why string) {
 	if w.fenced.CompareAndSwap(false, true) {
-		w.log.Error("a newer writer holds the volume; refusing all I/O from here on")
+		w.log.Error(why)
 	}
 }
 
@@ -647,6 +652,11 @@ func (w *Writer) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	w.snap.RLock()
 	defer w.snap.RUnlock()
+	if w.fenced.Load() {
+		// Stopped while the barrier was held: the replicas may be a
+		// snapshot's now, and a read repair would change them.
+		return nbd.ESHUTDOWN
+	}
 	rs, base := w.readSet()
 	var have Presence
 	if base != nil {
@@ -756,6 +766,9 @@ func (w *Writer) Scrub(ctx context.Context, pace time.Duration) (read, repaired 
 func (w *Writer) scrubExtent(ctx context.Context, p []byte, off int64) (read, repaired int64, failed, err error) {
 	w.snap.RLock()
 	defer w.snap.RUnlock()
+	if w.fenced.Load() {
+		return 0, 0, nil, ErrFenced
+	}
 	rs := w.readOrder()
 	if len(rs) == 0 {
 		return 0, 0, nil, fmt.Errorf("no in-sync replica to read: %w", nbd.EIO)
@@ -994,6 +1007,9 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 	// under the snapshot barrier, so only while it is still the volume's.
 	w.snap.RLock()
 	defer w.snap.RUnlock()
+	if w.fenced.Load() {
+		return w.abandon(mine, nbd.ESHUTDOWN)
+	}
 	unlock := w.locks.lock(0, maxReplicaSize)
 	defer unlock()
 	cctx, cancel = context.WithTimeout(ctx, w.cfg.CallTimeout)
@@ -1040,6 +1056,9 @@ func (w *Writer) catchUp(ctx context.Context, m *member) error {
 func (w *Writer) copyExtent(ctx context.Context, from, to Target, idx int64, gen uint64, buf []byte, have Presence) error {
 	w.snap.RLock()
 	defer w.snap.RUnlock()
+	if w.fenced.Load() {
+		return nbd.ESHUTDOWN
+	}
 	unlock := w.locks.lock(idx*ExtentSize, min(ExtentSize, w.Size()-idx*ExtentSize))
 	defer unlock()
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)

@@ -94,6 +94,12 @@ func (c cuttable) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	return c.Target.ReadAt(ctx, p, off)
 }
+func (c cuttable) ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error {
+	if err := c.check(); err != nil {
+		return err
+	}
+	return c.Target.ReadLayer(ctx, p, off, have)
+}
 func (c cuttable) Flush(ctx context.Context, e uint64) error {
 	if err := c.check(); err != nil {
 		return err
