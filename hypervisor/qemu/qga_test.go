@@ -261,3 +261,35 @@ func TestGuestAgentEndlessGarbage(t *testing.T) {
 		t.Fatalf("freeze against endless garbage: %v", err)
 	}
 }
+
+// TestGuestAgentChannel starts a real, confined QEMU whose guest runs no
+// agent (there is no guest at all): the channel is there, QEMU takes the
+// connection, nothing answers, and the freeze fails in seconds.
+func TestGuestAgentChannel(t *testing.T) {
+	requireQEMU(t)
+	t.Parallel()
+	d := newTestDriver(t)
+	ctx := context.Background()
+	inst, err := d.Start(ctx, testMachine("qga"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Quit(ctx)
+	if _, err := os.Stat(d.GuestAgentSocket("qga")); err != nil {
+		t.Fatalf("no guest agent channel: %v", err)
+	}
+	start := time.Now()
+	if _, err := d.FreezeFS(ctx, "qga"); !errors.Is(err, ErrNoGuestAgent) {
+		t.Fatalf("freeze of a guest without an agent: %v, want ErrNoGuestAgent", err)
+	}
+	if took := time.Since(start); took > GuestAgentSyncTimeout+2*time.Second {
+		t.Errorf("freeze took %s to fail", took)
+	}
+	// The VM is unharmed, and QEMU serves the channel again.
+	if st, err := inst.Status(ctx); err != nil || !st.Running {
+		t.Errorf("status after the freeze: %+v, %v", st, err)
+	}
+	if _, err := inst.ThawFS(ctx); !errors.Is(err, ErrNoGuestAgent) {
+		t.Errorf("thaw of a guest without an agent: %v, want ErrNoGuestAgent", err)
+	}
+}
