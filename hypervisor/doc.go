@@ -11,7 +11,9 @@
 //   - The per-node agent (node.go, worker.go): one worker per local VM
 //     converges QEMU (package qemu) to the desired state, reports status and
 //     events, re-attaches to running VMs after a restart and removes what no
-//     VM owns at start-up.
+//     VM owns at start-up. For a volume snapshot it freezes a running
+//     guest's file systems through its guest agent (quiesce.go,
+//     NodeAgent.QuiesceVM); snapshots of one VM's volumes share a freeze.
 //   - Images (images.go, cache.go): uploads and URL imports are checked
 //     (format by magic number, qemu-img check, no backing files), raw is
 //     converted to qcow2, and the bytes go to the object store's system

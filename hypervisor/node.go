@@ -69,6 +69,7 @@ type NodeAgent struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	quiesce map[string]*quiesced // guest freezes for snapshots, by VM (quiesce.go)
 }
 
 // NewNodeAgent returns the VM agent of this node.

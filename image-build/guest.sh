@@ -28,8 +28,9 @@ export SOURCE_DATE_EPOCH=1577836800 # mtools stamps what it writes with this
 cmdline="console=tty0 console=ttyS0,115200 panic=10"
 # Kernel modules, loaded in this order with their dependencies: virtio
 # devices, the AHCI CD-ROM (a seed attached with -cdrom), and the ACPI power
-# button with evdev (QMP system_powerdown).
-modules=(virtio_pci virtio_blk virtio_net virtio_rng virtio_balloon ahci sr_mod button evdev)
+# button with evdev (QMP system_powerdown), and virtio_console for the guest
+# agent's virtio-serial port.
+modules=(virtio_pci virtio_blk virtio_net virtio_rng virtio_balloon virtio_console ahci sr_mod button evdev)
 
 # fetch PACKAGE prints the path of the pinned .deb of PACKAGE, downloading
 # it from Debian's archive through apt the first time (as build.sh does).

@@ -26,7 +26,7 @@ func (a *Agent) newVolumes() {
 		Logger: log, Provisioner: prov, ExportAddr: a.cfg.VolumeExportAddr()})
 	a.compute.SetVolumes(a.volumes)
 	a.volServer = volume.NewNodeServer(a.node, a.volHost, volume.NodeConfig{
-		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Owner: a.vmOwner,
+		SocketDir: volumeSocketDir(a.cfg.VMRunDir), Fill: a.vms.FillVolume, Quiesce: a.vms.QuiesceVM, Owner: a.vmOwner,
 		ScrubEvery: a.cfg.VolumeScrub, ScrubPace: a.cfg.ScrubPace, ExportAddr: a.cfg.VolumeExportAddr(), Log: log})
 	a.vms.SetBlock(a.volServer)
 	a.compute.SetBlock(a.volServer)

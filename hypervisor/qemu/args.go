@@ -48,6 +48,9 @@ func (m Machine) Args() []string {
 	// so every other device keeps the address it had before they existed
 	// (guests name NICs after it).
 	a = append(a, hotplugArgs(m.hotplugSlots())...)
+	// After the root ports, so that adding the channel moved no device a
+	// VM had before it; nothing in a guest is named after its address.
+	a = append(a, guestAgentArgs(m.Dir)...)
 	a = append(a, qmpArgs(m.Dir)...)
 	a = append(a, confineArgs(m.Confine)...)
 	// No -daemonize (see Driver.launch); -pidfile is how a QEMU that

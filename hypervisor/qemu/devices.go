@@ -313,6 +313,24 @@ func qmpArgs(dir string) []string {
 	}
 }
 
+// guestAgentArgs is the channel to a qemu-guest-agent in the guest: a
+// virtio-serial port by the name the agent looks for, whose host end is
+// qga.sock in the run directory (qga.go speaks to it). Every VM gets it;
+// a guest without an agent just never answers.
+func guestAgentArgs(dir string) []string {
+	return []string{
+		"-device", opts("virtio-serial-pci", "id="+guestAgentBus),
+		"-chardev", opts("socket", "id=qga0", "path="+esc(dir+"/"+qgaSocket), "server=on", "wait=off"),
+		"-device", opts("virtserialport", "id="+guestAgentDev, "bus="+guestAgentBus+".0", "chardev=qga0", "name="+guestAgentPort),
+	}
+}
+
+// The guest agent channel's device ids, which disks and NICs may not take.
+const (
+	guestAgentBus = "vserial0"
+	guestAgentDev = "qga0port"
+)
+
 // displayArgs: a standard VGA (which noVNC renders, and which every
 // firmware and OS drives) behind a VNC server on a unix socket; no local
 // window.

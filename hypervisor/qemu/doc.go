@@ -31,6 +31,11 @@
 // block nodes the command line would have given them (devices.go builds
 // both).
 //
+// Every VM has a qemu-guest-agent channel (a virtio-serial port whose host
+// end is qga.sock in the run directory); qga.go is its client, which
+// freezes and thaws the guest's file systems for snapshots. A guest may
+// run no agent: calls fail within GuestAgentSyncTimeout then.
+//
 // The VM reconciler in package hypervisor is the intended importer; it owns
 // disks, taps and firmware variable files and hands their paths in.
 package qemu

@@ -97,6 +97,7 @@ const (
 	serialSocket = "serial.sock"
 	serialLog    = "serial.log"
 	vncSocket    = "vnc.sock"
+	qgaSocket    = "qga.sock"
 	pidFile      = "qemu.pid"
 	qemuLog      = "qemu.log" // QEMU's stdout and stderr
 )
@@ -161,7 +162,7 @@ func (m Machine) Validate() error {
 	if m.Kernel == "" && (m.Initrd != "" || m.Append != "") {
 		bad("initrd or kernel command line without a kernel")
 	}
-	ids := map[string]bool{}
+	ids := map[string]bool{guestAgentBus: true, guestAgentDev: true}
 	for i := range m.hotplugSlots() {
 		ids[hotplugPort(i)] = true
 	}

@@ -36,6 +36,7 @@ func TestValidate(t *testing.T) {
 		"disk media":         {func(m *Machine) { m.Disks[0].Media = "floppy" }, "media"},
 		"duplicate ids":      {func(m *Machine) { m.NICs[0].ID = "root" }, "duplicate"},
 		"port id":            {func(m *Machine) { m.Disks[0].ID = "hp-port7" }, "reserved"},
+		"agent channel id":   {func(m *Machine) { m.Disks[0].ID = guestAgentBus }, "reserved"},
 		"port id, no ports":  {func(m *Machine) { m.Disks[0].ID = "hp-port0"; m.HotplugSlots = -1 }, ""},
 		"nic no tap":         {func(m *Machine) { m.NICs[0].Tap = "" }, "tap"},
 		"nic long tap":       {func(m *Machine) { m.NICs[0].Tap = "a23456789012345x" }, "tap"},

@@ -172,7 +172,7 @@ func fresh(t *testing.T, image, repo string) bool {
 		return false
 	}
 	newest := time.Time{}
-	for _, src := range []string{"image-build/guest", "hypervisor/cloudinit", "image-build/guest.sh", "image-build/packages.lock", "go.mod", "go.sum"} {
+	for _, src := range []string{"image-build/guest", "hypervisor/cloudinit", "qa/scribble", "image-build/guest.sh", "image-build/packages.lock", "go.mod", "go.sum"} {
 		_ = filepath.WalkDir(filepath.Join(repo, src), func(_ string, d fs.DirEntry, err error) error {
 			if err != nil || d.IsDir() {
 				return nil

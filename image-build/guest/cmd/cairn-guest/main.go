@@ -10,6 +10,18 @@
 // disks and their sizes ("cairn-guest: disks vda=<bytes> ...") whenever they
 // change, and powers off on the ACPI power button. Failures print "cairn-guest: seed: <error>" and
 // "cairn-guest: dhcp: <error>" lines; DHCP is retried for ever.
+//
+// It also runs a minimal guest agent on the virtio-serial port
+// org.qemu.guest_agent.0 (agent.go: sync, ping, info and fsfreeze), and
+// scribbles numbered records on every disk whose first block holds
+// qa/scribble's magic (scribble.go), printing
+//
+//	cairn-guest: scribble vdb seq=100
+//	cairn-guest: frozen scribble=<last record flushed> vdb=<same> ...
+//	cairn-guest: thawed
+//	cairn-guest: scribble done vdb seq=16384
+//
+// so tests can snapshot a disk under load and check what they got.
 package main
 
 import (
@@ -59,7 +71,9 @@ func main() {
 		// the kernel's RNG; under TCG without one that takes minutes.
 		con.Printf("dhcp: waiting for the kernel's random number generator: give the VM virtio-rng-pci or a CPU with RDRAND (-cpu max)")
 	}
-	go watchDisks(con)
+	sc := newScribblers()
+	go watchDisks(con, sc)
+	go runAgent(con, sc)
 	go func() {
 		addr := bringUpNetwork(con)
 		con.Printf("hostname=%s ip=%s", name, addr)
@@ -87,12 +101,25 @@ func main() {
 //
 // at start and whenever they change (a disk hot-plugged, unplugged or
 // grown), so tests see what the guest sees.
-func watchDisks(con *console) {
+//
+// A disk seen for the first time whose first block holds the scribble
+// magic is scribbled on (scribble.go).
+func watchDisks(con *console, sc *scribblers) {
 	last := ""
+	seen := map[string]bool{}
 	for {
 		names, _ := filepath.Glob("/sys/block/vd*")
 		var b strings.Builder
+		now := map[string]bool{}
 		for _, n := range names {
+			// Looked at once its device node is there (devtmpfs makes
+			// it a moment after the sysfs entry).
+			if dev := filepath.Base(n); fileExists("/dev/" + dev) {
+				now[dev] = true
+				if !seen[dev] {
+					sc.maybeScribble(con, dev)
+				}
+			}
 			sectors, err := os.ReadFile(filepath.Join(n, "size"))
 			if err != nil {
 				continue
@@ -108,6 +135,7 @@ func watchDisks(con *console) {
 			con.Printf("disks%s", cur)
 			last = cur
 		}
+		seen = now
 		time.Sleep(time.Second)
 	}
 }
