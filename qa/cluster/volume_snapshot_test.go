@@ -17,6 +17,7 @@ import (
 
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/scribble"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
