@@ -231,7 +231,11 @@ func (h *Host) Local(replicaID string) (Target, error) {
 // connection can still change the replica. A writer that gave up on a
 // call and reconnects (to fence and catch the replica up) cannot have that
 // call land after it. A writer keeps one stream per replica.
-func (h *Host) attach(replicaID string, c io.Closer) (Target, *hostStream, func(), error) {
+//
+// A reader's stream (readOnly: the snapshot a volume reads through to)
+// changes nothing, so it stops no other stream and serves reads alone; a
+// writer's stream stops it like any older one.
+func (h *Host) attach(replicaID string, c io.Closer, readOnly bool) (Target, *hostStream, func(), error) {
 	h.mu.Lock()
 	t, err := h.localLocked(replicaID)
 	if err != nil {
@@ -240,7 +244,16 @@ func (h *Host) attach(replicaID string, c io.Closer) (Target, *hostStream, func(
 	}
 	st := &hostStream{conn: c, done: make(chan struct{})}
 	older := h.streams[replicaID]
-	h.streams[replicaID] = map[*hostStream]struct{}{st: {}}
+	if readOnly {
+		if older == nil {
+			h.streams[replicaID] = map[*hostStream]struct{}{}
+		}
+		h.streams[replicaID][st] = struct{}{}
+		older = nil
+		t = readOnlyTarget{t}
+	} else {
+		h.streams[replicaID] = map[*hostStream]struct{}{st: {}}
+	}
 	for o := range older {
 		o.stop()
 	}
@@ -277,6 +290,27 @@ func (h *Host) localLocked(replicaID string) (Target, error) {
 	h.open[replicaID] = t
 	return sharedTarget{t}, nil
 }
+
+// readOnlyTarget serves a reader's stream: every call that would change
+// the replica is refused.
+type readOnlyTarget struct{ Target }
+
+var errReadOnly = fmt.Errorf("volume: a reader's stream changes nothing: %w", syscall.EROFS)
+
+func (readOnlyTarget) Fence(context.Context, uint64) (ReplicaState, error) {
+	return ReplicaState{}, errReadOnly
+}
+func (readOnlyTarget) WriteAt(context.Context, uint64, uint64, []byte, int64, bool) error {
+	return errReadOnly
+}
+func (readOnlyTarget) Zero(context.Context, uint64, uint64, int64, int64, bool) error {
+	return errReadOnly
+}
+func (readOnlyTarget) WriteExtent(context.Context, uint64, int64, uint64, []byte, Presence) error {
+	return errReadOnly
+}
+func (readOnlyTarget) Resize(context.Context, uint64, int64) error { return errReadOnly }
+func (readOnlyTarget) Flush(context.Context, uint64) error         { return errReadOnly }
 
 // sharedTarget is an open replica lent out by the Host.
 type sharedTarget struct{ Target }

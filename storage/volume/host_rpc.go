@@ -111,7 +111,7 @@ func (h *Host) serveStream(w http.ResponseWriter, r *http.Request) {
 	// the wait for the older ones to end).
 	_ = conn.SetDeadline(time.Time{})
 	// attach returns once every older stream of the replica has ended.
-	t, st, detach, err := h.attach(r.PathValue("id"), conn)
+	t, st, detach, err := h.attach(r.PathValue("id"), conn, r.URL.Query().Get("access") == "read")
 	if err != nil {
 		// Removed meanwhile: the client sees the connection end.
 		return

@@ -232,3 +232,62 @@ func TestResizeRaisesEpoch(t *testing.T) {
 		t.Fatalf("reopened at epoch %d, size %d", r2.Epoch(), r2.Size())
 	}
 }
+
+// Readers of a snapshot's replica (the volumes layered on it, on several
+// nodes) share it: a reader's stream ends no other stream, a writer's and
+// other readers' go on, and a reader can change nothing.
+func TestHostReadersShareAReplica(t *testing.T) {
+	n := newNodeWith(t, defaultReplicaFiles())
+	const size = 4 * ExtentSize
+	if err := n.host.Create("d1", "r1", size, false); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	w := n.dial(t, "r1")
+	if _, err := w.Fence(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	x := bytes.Repeat([]byte{'X'}, BlockSize)
+	if err := w.WriteAt(ctx, 1, 1, x, 0, true); err != nil {
+		t.Fatal(err)
+	}
+	var readers []Target
+	for range 3 {
+		r, err := DialReader(ctx, n.client, n.addr, "r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		readers = append(readers, r)
+	}
+	for i, r := range readers {
+		p := make([]byte, 2*BlockSize)
+		have := NewPresence(2)
+		if err := r.ReadLayer(ctx, p, 0, have); err != nil {
+			t.Fatalf("reader %d: %v", i, err)
+		}
+		if !bytes.Equal(p[:BlockSize], x) || !have.Has(0) {
+			t.Fatalf("reader %d read %q, presence %v", i, p[:8], have)
+		}
+		if _, err := r.Fence(ctx, 2); err == nil {
+			t.Fatalf("reader %d fenced the replica", i)
+		}
+		if err := r.WriteAt(ctx, 1, 2, x, BlockSize, false); err == nil {
+			t.Fatalf("reader %d wrote", i)
+		}
+		if err := r.WriteExtent(ctx, 1, 1, 2, make([]byte, ExtentSize), nil); err == nil {
+			t.Fatalf("reader %d wrote an extent", i)
+		}
+	}
+	// The writer's stream is still served, and its epoch stands.
+	if err := w.WriteAt(ctx, 1, 2, x, BlockSize, true); err != nil {
+		t.Fatalf("the writer's stream after readers came: %v", err)
+	}
+	p := make([]byte, BlockSize)
+	if err := readers[0].ReadAt(ctx, p, BlockSize); err != nil || !bytes.Equal(p, x) {
+		t.Fatalf("a reader after the writer's write: %v", err)
+	}
+	if st, err := n.dial(t, "r1").Fence(ctx, 1); err != nil || st.Epoch != 1 {
+		t.Fatalf("epoch after readers: %+v %v", st, err)
+	}
+}

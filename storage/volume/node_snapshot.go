@@ -111,6 +111,25 @@ func (n *NodeServer) snapshot(ctx context.Context, s *served, v *Volume) error {
 	return nil
 }
 
+// dialReader reaches a snapshot's replica for reads alone: this node's
+// directly, another's over a reader's stream, which ends no writer's or
+// other reader's stream.
+func (n *NodeServer) dialReader(ctx context.Context, r Replica) (Target, error) {
+	if r.Node == n.c.Name() {
+		t, err := n.host.Local(r.ID)
+		if err != nil {
+			return nil, err
+		}
+		return readOnlyTarget{t}, nil
+	}
+	addr, ok := n.c.PeerAddr(r.Node)
+	client := n.c.RPCClient()
+	if !ok || client == nil {
+		return nil, fmt.Errorf("node %s is not reachable", r.Node)
+	}
+	return DialReader(ctx, client, addr, r.ID)
+}
+
 // provisioner makes and removes replicas on any node.
 func (n *NodeServer) provisioner() *ReplicaProvisioner {
 	n.provOnce.Do(func() {
@@ -144,7 +163,7 @@ func (c *chain) target(ctx context.Context, r Replica) (Target, error) {
 	if t != nil {
 		return t, nil
 	}
-	t, err := c.n.dial(ctx, Member{ID: r.ID, Node: r.Node})
+	t, err := c.n.dialReader(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -218,19 +237,23 @@ func (l layer) ReadAt(ctx context.Context, p []byte, off int64) error {
 	}
 	var lastErr error = fmt.Errorf("snapshot %s has no in-sync replica: %w", s.Name, nbd.EIO)
 	read := false
-	for _, r := range order {
-		t, err := l.c.target(ctx, r)
-		if err == nil {
-			if err = t.ReadLayer(ctx, q, off, have); err == nil {
-				read = true
-				break
+	// Twice round: a connection that failed (its replica's node
+	// restarted, a repair's writer ended the streams) is dialled anew.
+	for pass := 0; pass < 2 && !read; pass++ {
+		for _, r := range order {
+			t, err := l.c.target(ctx, r)
+			if err == nil {
+				if err = t.ReadLayer(ctx, q, off, have); err == nil {
+					read = true
+					break
+				}
+				l.c.forget(r.ID, t)
 			}
-			l.c.forget(r.ID, t)
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			lastErr = fmt.Errorf("snapshot %s, replica %s: %w", s.Name, r.ID, err)
 		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		lastErr = fmt.Errorf("snapshot %s, replica %s: %w", s.Name, r.ID, err)
 	}
 	if !read {
 		return lastErr

@@ -24,11 +24,21 @@ import (
 // the caller dials again. ctx bounds the dial only. client must have no
 // Timeout (it would cut the upgraded connection).
 func Dial(ctx context.Context, client *http.Client, addr, replicaID string) (Target, error) {
+	return dial(ctx, client, addr, replicaID, "")
+}
+
+// DialReader is Dial for reads alone (a snapshot a volume reads through
+// to): the stream ends no other, and the replica refuses it any change.
+func DialReader(ctx context.Context, client *http.Client, addr, replicaID string) (Target, error) {
+	return dial(ctx, client, addr, replicaID, "?access=read")
+}
+
+func dial(ctx context.Context, client *http.Client, addr, replicaID, query string) (Target, error) {
 	if !validReplicaID(replicaID) {
 		return nil, fmt.Errorf("dial replica %q: invalid id", replicaID)
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet,
-		"https://"+addr+RPCPrefix+"stream/"+url.PathEscape(replicaID), nil)
+		"https://"+addr+RPCPrefix+"stream/"+url.PathEscape(replicaID)+query, nil)
 	if err != nil {
 		return nil, fmt.Errorf("dial replica %s: %w", replicaID, err)
 	}
