@@ -97,8 +97,8 @@ func newVolumeEnv(t *testing.T) *env {
 type nopProvisioner struct{}
 
 func (nopProvisioner) Create(context.Context, string, string, string, int64, bool) error { return nil }
-func (nopProvisioner) Remove(context.Context, string, string) error                { return nil }
-func (nopProvisioner) Resize(context.Context, string, string, uint64, int64) error { return nil }
+func (nopProvisioner) Remove(context.Context, string, string) error                      { return nil }
+func (nopProvisioner) Resize(context.Context, string, string, uint64, int64) error       { return nil }
 
 // startCompute starts storage and compute with the default VM network,
 // without serving the UI yet.

@@ -282,7 +282,9 @@ func (w *Writer) reconcile(ctx context.Context, ms []*member) error {
 			if i == src || at(tables[i], idx) == want {
 				continue
 			}
-			if err := w.bounded(ctx, func(ctx context.Context) error { return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n], have) }); err != nil {
+			if err := w.bounded(ctx, func(ctx context.Context) error {
+				return m.t.WriteExtent(ctx, w.cfg.Epoch, idx, want.Gen, buf[:n], have)
+			}); err != nil {
 				return fmt.Errorf("reconcile extent %d into replica %s: %w", idx, m.ID, err)
 			}
 			w.resyncBytes.Add(int64(n))
