@@ -3,6 +3,7 @@ package ui
 import (
 	"net/http"
 	"net/url"
+	"sort"
 	"strings"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -35,8 +36,8 @@ func (r volumeRow) canSnapshot() bool {
 		!r.Unfilled() && r.Snapshotting == ""
 }
 
-// snapshotRows lists the snapshots the viewer can see, newest first by
-// the service's order, with their volumes' names.
+// snapshotRows lists the snapshots the viewer can see, newest first, with
+// their volumes' names.
 func (s *server) snapshotRows(v *view, vols []volume.Volume) []snapshotRow {
 	snaps, err := s.volumes.ListSnapshots(v.p, "", "")
 	if err != nil {
@@ -50,6 +51,7 @@ func (s *server) snapshotRows(v *view, vols []volume.Volume) []snapshotRow {
 	for _, sn := range snaps {
 		out = append(out, snapshotRow{Volume: sn, OfName: names[sn.Of], CanChange: v.p.Can(sn.ProjectID, identity.RoleMember)})
 	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].CreatedAt.After(out[j].CreatedAt) })
 	return out
 }
 

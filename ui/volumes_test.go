@@ -171,8 +171,9 @@ func TestVolumesThroughForms(t *testing.T) {
 	mustContain(t, p, `id="volume-delete-error" role="alert">`)
 	// The boot volume is never offered for detaching.
 	p = b.get("/volumes/" + vm.Spec.BootVolume)
-	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists")
-	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`)
+	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists",
+		`id="volume-snapshot-why">Snapshots and clones can be made once the image has been copied in`) // the VM never ran
+	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`, `id="volume-snapshot-form"`, `id="volume-clone-form"`)
 	// Asked anyway, the service's refusal shows where the button would be.
 	bootAt := "/volumes/" + vm.Spec.BootVolume
 	p = b.post(bootAt+"/detach", b.formOn(bootAt, url.Values{}))
