@@ -313,12 +313,28 @@ func TestVolumeControlsFollowRoles(t *testing.T) {
 	if _, err := e.volumes.Get(root, vol.ID); err != nil {
 		t.Fatalf("the reader deleted the volume: %v", err)
 	}
+	// Snapshots likewise: listed, with no forms, and refused anyway.
+	sn, err := e.volumes.CreateSnapshot(ctx, root, vol.ID, "archive-monday")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = clerk.get("/volumes")
+	mustContain(t, p, `data-name="archive-monday"`)
+	mustNotContain(t, p, `snapshot-delete-form`, `snapshot-volume-form`)
+	p = clerk.post("/snapshots/"+sn.ID+"/delete", clerk.formOn("/volumes", url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("the reader's snapshot delete: %d at %s", p.status, p.path)
+	}
+	mustContain(t, p, `id="error">Not allowed: `)
+	if _, err := e.volumes.GetSnapshot(root, sn.ID); err != nil {
+		t.Fatalf("the reader deleted the snapshot: %v", err)
+	}
 	nurse := e.browser()
 	nurse.login("nurse", "correct horse")
 	p = nurse.get(at)
 	mustContain(t, p, `id="volume-change"`, `id="volume-extend-form"`, `id="volume-delete-form"`, `id="volume-snapshot-form"`, `id="volume-clone-form"`)
 	p = nurse.get("/volumes")
-	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`)
+	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`, `snapshot-delete-form`, `snapshot-volume-form`)
 }
 
 // placeAndReport puts a VM on node1 (a host reported for it) in the given
@@ -493,7 +509,13 @@ func TestSnapshotsThroughForms(t *testing.T) {
 	}
 
 	// Delete the snapshot: the volume made from it keeps its data, and
-	// now says what it is a copy of.
+	// now says what it is a copy of. Without the form's token, nothing.
+	if p := b.post(snapAt+"/delete", url.Values{}); p.status != http.StatusForbidden {
+		t.Fatalf("delete without the form's token: %d", p.status)
+	}
+	if _, err := e.volumes.GetSnapshot(root, sn.ID); err != nil {
+		t.Fatalf("deleted without the form's token: %v", err)
+	}
 	p = b.post(snapAt+"/delete", b.formOn("/volumes", url.Values{}))
 	if p.status != http.StatusOK || p.path != "/volumes?done=snap_deleted&name=before-upgrade" {
 		t.Fatalf("delete the snapshot: %d at %s\n%s", p.status, p.path, p.body)
