@@ -46,7 +46,7 @@ func volumesEN() map[string]string {
 			"Make a new volume from it to get that data back; the volume itself is not changed. " +
 			"\"File systems frozen\" says whether a running VM's files were saved whole; if not, the snapshot is like the disk after a sudden power cut, " +
 			"which makes no difference when no running VM was using the volume.",
-		"snapshots.empty":          "There are no snapshots yet. Take one on a volume's page.",
+		"snapshots.empty":          "There are no snapshots. Take one on a volume's page.",
 		"snapshots.of":             "Of volume",
 		"snapshots.of_deleted":     "a deleted volume",
 		"snapshots.taken":          "Taken",
@@ -217,7 +217,7 @@ func volumesZH() map[string]string {
 		"snapshots.title": "快照",
 		"snapshots.intro": "快照保存云硬盘在某一时刻的数据，例如在升级之前。需要找回这些数据时，从快照新建一个云硬盘；原云硬盘不会被改动。" +
 			"“文件系统已冻结”表示运行中虚拟机的文件是否完整保存；若否，快照相当于突然断电后的磁盘，而创建时若没有运行中的虚拟机使用此云硬盘，则没有区别。",
-		"snapshots.empty":          "还没有快照。可在云硬盘的页面上创建快照。",
+		"snapshots.empty":          "没有快照。可在云硬盘的页面上创建快照。",
 		"snapshots.of":             "所属云硬盘",
 		"snapshots.of_deleted":     "已删除的云硬盘",
 		"snapshots.taken":          "创建时间",

@@ -436,7 +436,7 @@ func TestSnapshotsThroughForms(t *testing.T) {
 		`id="volume-snapshots">none yet`)
 	mustNotContain(t, p, `id="volume-origin"`, `id="volume-snapshot-freeze"`) // not attached: no guest to freeze
 	p = b.get("/volumes")
-	mustContain(t, p, `id="snapshots"`, `id="snapshots-empty"`, "There are no snapshots yet.")
+	mustContain(t, p, `id="snapshots"`, `id="snapshots-empty"`, "There are no snapshots. Take one on a volume&#39;s page.")
 
 	// Snapshot: a bad name, then a good one.
 	p = b.post(at+"/snapshot", b.formOn(at, url.Values{"name": {"bad name!"}}))
