@@ -90,13 +90,24 @@ func goldenVolumeSet(vm *hypervisor.VM) (boot, data, spare, broken volumeRow) {
 func goldenVolumes() (volumesData, volumeData, volumeData) {
 	_, vm, imgs := goldenCompute()
 	boot, data, spare, broken := goldenVolumeSet(&vm.VM)
-	list := volumesData{Volumes: []volumeRow{boot, data, spare, broken}, Projects: []identity.Project{{ID: "p-1", Name: "radiology"}},
+	restored := broken
+	restored.ID, restored.Name, restored.State, restored.Origin = "vol-5", "scans-restored", volume.StateAvailable, "copy of snapshot before-upgrade of volume scans"
+	list := volumesData{Volumes: []volumeRow{boot, data, spare, broken, restored}, Projects: []identity.Project{{ID: "p-1", Name: "radiology"}},
 		Images: []hypervisor.Image{imgs.Images[0].Image}, CanPlace: true,
-		Form: volumeForm{Name: "scans", Size: "10", Project: "p-1", ErrField: "name", Err: "Already exists: volume scans exists in project radiology"}}
+		Form: volumeForm{Name: "scans", Size: "10", Project: "p-1", ErrField: "name", Err: "Already exists: volume scans exists in project radiology"},
+		Snapshots: []snapshotRow{
+			{Volume: volume.Volume{ID: "snap-1", Name: "before-upgrade", ProjectID: "p-1", Kind: volume.KindSnapshot, Of: "vol-2", SizeBytes: 100 * volume.GiB,
+				State: volume.StateAvailable, Quiesced: true, CreatedAt: goldenTime}, OfName: "scans", CanChange: true},
+			{Volume: volume.Volume{ID: "snap-2", Name: "nightly", ProjectID: "p-1", Kind: volume.KindSnapshot, Of: "vol-9", SizeBytes: 2 * volume.GiB,
+				State: volume.StateAvailable, CreatedAt: goldenTime}, CanChange: true},
+			{Volume: volume.Volume{ID: "snap-3", Name: "taking", ProjectID: "p-1", Kind: volume.KindSnapshot, Of: "vol-1", SizeBytes: 20 * volume.GiB,
+				State: volume.StateCreating, CreatedAt: goldenTime}, OfName: "pacs-viewer-boot"},
+		},
+		SnapForm: snapshotForm{Snapshot: "snap-2", Action: "volume", Name: "restored", Size: "1", Err: "Invalid: nightly is 2 GiB: a volume made from it is at least that"}}
 	stopped := vm.VM
 	stopped.ID, stopped.Name, stopped.Desired, stopped.Status.State = "vm-9", "archive", hypervisor.DesiredStopped, hypervisor.StateStopped
 	detached := volumeData{Row: spare, Image: "debian-12", VMs: []hypervisor.VM{stopped, vm.VM}, ErrAction: "extend",
-		Err: "The volume is 5 GiB: enter a larger size. Volumes never shrink.", Extend: "4"}
+		Err: "The volume is 5 GiB: enter a larger size. Volumes never shrink.", Typed: "4"}
 	attached := volumeData{Row: data, Image: "—", VMs: []hypervisor.VM{vm.VM}}
 	return list, detached, attached
 }

@@ -27,7 +27,7 @@ func volumeAction(id, action string) string { return "/volumes/" + url.PathEscap
 var volumeNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // volumeActions are the actions the action route accepts.
-var volumeActions = []string{"attach", "detach", "extend", "delete"}
+var volumeActions = []string{"attach", "detach", "extend", "delete", "snapshot", "clone"}
 
 // redundancy says in plain words how many copies of a volume there are and
 // whether they are all up to date; tech is the same in storage terms (the
@@ -96,6 +96,7 @@ type volumeRow struct {
 	VMName      string // the VM it is attached to, "" when none
 	VM          *hypervisor.VM
 	CanChange   bool
+	Origin      string // what it was made from when a snapshot or a clone, in words
 }
 
 // canDetach: a data volume of a VM (a running one is asked to let go of
@@ -158,6 +159,11 @@ func (s *server) volumeRow(v *view, vol volume.Volume, projects map[string]strin
 			row.VMName = row.VM.Name
 		}
 	}
+	if vol.Parent != "" {
+		if o, err := s.volumes.Origin(v.p, vol.ID); err == nil {
+			row.Origin = volumeOrigin(v, o)
+		}
+	}
 	return row
 }
 
@@ -172,6 +178,7 @@ func (s *server) volumesData(v *view, f volumeForm) (volumesData, error) {
 	for _, vol := range vols {
 		d.Volumes = append(d.Volumes, s.volumeRow(v, vol, projects, vms))
 	}
+	d.Snapshots = s.snapshotRows(v, vols)
 	if s.images != nil {
 		for _, img := range s.images.List(v.p, "") {
 			if img.DiskFormat != hypervisor.FormatISO {
@@ -196,8 +203,12 @@ func (s *server) volumesPage(w http.ResponseWriter, r *http.Request, v *view) {
 		s.failPage(w, r, v, err)
 		return
 	}
-	if name := r.URL.Query().Get("deleted"); name != "" {
+	q := r.URL.Query()
+	if name := q.Get("deleted"); name != "" {
 		v.flash = v.Tf("volumes.deleted", name)
+	}
+	if key, ok := snapshotDone[q.Get("done")]; ok {
+		v.flash = v.Tf(key, q.Get("name"))
 	}
 	s.render(w, r, http.StatusOK, volumesPage(v, d))
 }
@@ -317,6 +328,11 @@ func (s *server) volumeData(v *view, ref string) (volumeData, error) {
 			d.Image = img.Name
 		}
 	}
+	if snaps, err := s.volumes.ListSnapshots(v.p, "", vol.ID); err == nil {
+		for _, sn := range snaps {
+			d.Snapshots = append(d.Snapshots, sn.Name)
+		}
+	}
 	for _, vm := range vms {
 		if vm.ProjectID == vol.ProjectID && vm.Desired != hypervisor.DesiredDeleted && hypervisor.CanChangeVM(v.p, vm) {
 			d.VMs = append(d.VMs, *vm)
@@ -381,7 +397,7 @@ func (s *server) volumeAction(w http.ResponseWriter, r *http.Request, v *view) {
 			s.failPage(w, r, v, err)
 			return
 		}
-		d.ErrAction, d.Err, d.Extend = field, msg, value
+		d.ErrAction, d.Err, d.Typed = field, msg, value
 		if !d.Row.CanChange {
 			v.err = msg // there is no form to show it next to
 		}
@@ -421,6 +437,12 @@ func (s *server) volumeAction(w http.ResponseWriter, r *http.Request, v *view) {
 			refused(err, in)
 			return
 		}
+	case "snapshot":
+		s.snapshotVolume(w, r, v, ref, again)
+		return
+	case "clone":
+		s.cloneVolume(w, r, v, ref, again)
+		return
 	case "delete":
 		if vol, err = s.volumes.Delete(r.Context(), v.p, ref, ver); err == nil {
 			s.redirect(w, r, "/volumes?deleted="+url.QueryEscape(vol.Name))

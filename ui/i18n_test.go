@@ -118,10 +118,17 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 		used = append(used, "volstate."+st)
 	}
 	for _, a := range volumeActions {
-		if a != "delete" {
+		if a != "delete" && a != "snapshot" { // these go back to the list
 			used = append(used, "voldone."+a)
 		}
 	}
+	for _, st := range []string{volume.StateCreating, volume.StateAvailable, volume.StateError} {
+		used = append(used, "snapstate."+st)
+	}
+	for _, k := range snapshotDone {
+		used = append(used, k)
+	}
+	used = append(used, "voldone.from_snapshot")
 	used = append(used, "voldone.create", "voldone.detaching", "vmevent.attach", "vmevent.detach", "vmevent.convert-disk")
 	for _, vis := range visibilities(true, "") {
 		used = append(used, "visibility."+vis)

@@ -158,6 +158,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /volumes/{volume}", s.authed(s.volumePage))
 	mux.Handle("GET /volumes/{volume}/status", s.authed(s.volumeFragment))
 	mux.Handle("POST /volumes/{volume}/{action}", s.authed(s.volumeAction))
+	mux.Handle("POST /snapshots/{snapshot}/{action}", s.authed(s.snapshotAct))
 	mux.Handle("GET /images", s.authed(s.imagesPage))
 	mux.Handle(imageUploadRoute, s.authed(s.uploadImage))
 	mux.Handle("POST /images/import", s.authed(s.importImage))

@@ -171,8 +171,9 @@ func TestVolumesThroughForms(t *testing.T) {
 	mustContain(t, p, `id="volume-delete-error" role="alert">`)
 	// The boot volume is never offered for detaching.
 	p = b.get("/volumes/" + vm.Spec.BootVolume)
-	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists")
-	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`)
+	mustContain(t, p, `id="volume-detach-why"`, "it stays attached as long as the VM exists",
+		`id="volume-snapshot-why">Snapshots and clones can be made once the image has been copied in`) // the VM never ran
+	mustNotContain(t, p, `id="volume-detach-form"`, `id="volume-delete-form"`, `id="volume-snapshot-form"`, `id="volume-clone-form"`)
 	// Asked anyway, the service's refusal shows where the button would be.
 	bootAt := "/volumes/" + vm.Spec.BootVolume
 	p = b.post(bootAt+"/detach", b.formOn(bootAt, url.Values{}))
@@ -303,7 +304,7 @@ func TestVolumeControlsFollowRoles(t *testing.T) {
 	mustNotContain(t, p, `id="volume-form"`)
 	p = clerk.get(at)
 	mustContain(t, p, `id="volume-redundancy"`)
-	mustNotContain(t, p, `id="volume-change"`)
+	mustNotContain(t, p, `id="volume-change"`, `id="volume-snapshot-form"`, `id="volume-clone-form"`)
 	p = clerk.post(at+"/delete", clerk.formOn(at, url.Values{}))
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("the reader's delete: %d at %s", p.status, p.path)
@@ -312,12 +313,28 @@ func TestVolumeControlsFollowRoles(t *testing.T) {
 	if _, err := e.volumes.Get(root, vol.ID); err != nil {
 		t.Fatalf("the reader deleted the volume: %v", err)
 	}
+	// Snapshots likewise: listed, with no forms, and refused anyway.
+	sn, err := e.volumes.CreateSnapshot(ctx, root, vol.ID, "archive-monday")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = clerk.get("/volumes")
+	mustContain(t, p, `data-name="archive-monday"`)
+	mustNotContain(t, p, `snapshot-delete-form`, `snapshot-volume-form`)
+	p = clerk.post("/snapshots/"+sn.ID+"/delete", clerk.formOn("/volumes", url.Values{}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("the reader's snapshot delete: %d at %s", p.status, p.path)
+	}
+	mustContain(t, p, `id="error">Not allowed: `)
+	if _, err := e.volumes.GetSnapshot(root, sn.ID); err != nil {
+		t.Fatalf("the reader deleted the snapshot: %v", err)
+	}
 	nurse := e.browser()
 	nurse.login("nurse", "correct horse")
 	p = nurse.get(at)
-	mustContain(t, p, `id="volume-change"`, `id="volume-extend-form"`, `id="volume-delete-form"`)
+	mustContain(t, p, `id="volume-change"`, `id="volume-extend-form"`, `id="volume-delete-form"`, `id="volume-snapshot-form"`, `id="volume-clone-form"`)
 	p = nurse.get("/volumes")
-	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`)
+	mustContain(t, p, `id="volume-form"`, `type="hidden" id="volume-project" name="project" value="`+pr.ID+`"`, `snapshot-delete-form`, `snapshot-volume-form`)
 }
 
 // placeAndReport puts a VM on node1 (a host reported for it) in the given
@@ -396,5 +413,153 @@ func TestDetachFromARunningVM(t *testing.T) {
 	}
 	if v, _ := e.volumes.Get(root, vol2.ID); v.Attachment != nil {
 		t.Fatalf("a stopped VM's volume is detached at once: %+v", v)
+	}
+}
+
+var snapVolPathRE = regexp.MustCompile(`^/volumes/(vol-[0-9a-f]+)\?done=(clone|from_snapshot)$`)
+
+// A volume is snapshotted on its page; the snapshot is listed on the
+// volumes page, where a volume is made from it and it is deleted (the
+// volume made from it keeps its data). A clone is made on the volume's
+// page. What each volume was made from is shown, and refusals show next
+// to the form they came from.
+func TestSnapshotsThroughForms(t *testing.T) {
+	e, b, root, pr, _, _ := volumeSetup(t)
+	ctx := context.Background()
+	vol, err := e.volumes.Create(ctx, root, volume.Create{Name: "scans", SizeGiB: 2, Project: pr.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := "/volumes/" + vol.ID
+	p := b.get(at)
+	mustContain(t, p, `id="volume-snapshot-form"`, `id="volume-clone-form"`, `id="volume-snapshot-hint"`, `id="volume-clone-hint"`, `id="volume-image-name"`,
+		`id="volume-snapshots">none yet`)
+	mustNotContain(t, p, `id="volume-origin"`, `id="volume-snapshot-freeze"`) // not attached: no guest to freeze
+	p = b.get("/volumes")
+	mustContain(t, p, `id="snapshots"`, `id="snapshots-empty"`, "There are no snapshots. Take one on a volume&#39;s page.")
+
+	// Snapshot: a bad name, then a good one.
+	p = b.post(at+"/snapshot", b.formOn(at, url.Values{"name": {"bad name!"}}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("snapshot named badly: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-snapshot-error" role="alert">A name is 1–63 letters`, `id="volume-snapshot-name"`, `value="bad name!"`)
+	p = b.post(at+"/snapshot", b.formOn(at, url.Values{"name": {"before-upgrade"}}))
+	if p.status != http.StatusOK || p.path != "/volumes?done=snap_taken&name=before-upgrade" {
+		t.Fatalf("snapshot: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	sn, err := e.volumes.GetSnapshot(root, "before-upgrade")
+	if err != nil || sn.Of != vol.ID || sn.State != volume.StateAvailable {
+		t.Fatalf("snapshot: %+v %v", sn, err)
+	}
+	mustContain(t, p, "Snapshot before-upgrade was taken.",
+		`<tr class="snapshot" data-id="`+sn.ID+`" data-name="before-upgrade" data-state="available" data-quiesced="false">`,
+		`<a href="/volumes/`+vol.ID+`">scans</a>`, "2 GiB", "no: as after a sudden power cut", `hx-post="/snapshots/`+sn.ID+`/volume"`,
+		`hx-confirm="Delete snapshot before-upgrade? Volumes made from it keep their data`)
+	mustNotContain(t, p, `id="snapshots-empty"`, `hx-select="#snapshots"`) // nothing being taken: no refreshing
+	// The same name again is refused next to the form.
+	p = b.post(at+"/snapshot", b.formOn(at, url.Values{"name": {"before-upgrade"}}))
+	if p.status != http.StatusUnprocessableEntity && p.status != http.StatusConflict {
+		t.Fatalf("snapshot named twice: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-snapshot-error" role="alert">Already exists`, `value="before-upgrade"`)
+	// The snapshotted volume was not made from anything: its own snapshot
+	// is not its origin.
+	p = b.get(at)
+	mustContain(t, p, `id="volume-image-name"`, "before-upgrade<br><a class=\"hint\" href=\"/volumes#snapshots\">listed on the Volumes page</a>")
+	mustNotContain(t, p, `id="volume-origin"`)
+
+	// A volume from the snapshot: too small, then at the snapshot's size.
+	snapAt := "/snapshots/" + sn.ID
+	p = b.post(snapAt+"/volume", b.formOn("/volumes", url.Values{"name": {"restored"}, "size_gib": {"1"}}))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("volume smaller than its snapshot: %d\n%s", p.status, p.body)
+	}
+	mustContain(t, p, `<details class="snapshot-new" open>`, `id="snap-vol-error-`+sn.ID+`" role="alert">`, "before-upgrade is 2 GiB",
+		`value="restored"`, `value="1"`)
+	p = b.post(snapAt+"/volume", b.formOn("/volumes", url.Values{"name": {"restored"}, "size_gib": {""}}))
+	m := snapVolPathRE.FindStringSubmatch(p.path)
+	if p.status != http.StatusOK || m == nil || m[2] != "from_snapshot" {
+		t.Fatalf("volume from the snapshot: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	restoredID := m[1]
+	mustContain(t, p, "The volume was made from the snapshot.", `id="volume-size-value">2 GiB<`,
+		`id="volume-origin">copy of snapshot before-upgrade of volume scans<`)
+	if got, err := e.volumes.Get(root, restoredID); err != nil || got.Parent != sn.ID {
+		t.Fatalf("restored volume: %+v %v", got, err)
+	}
+	p = b.get("/volumes")
+	mustContain(t, p, `<span class="hint volume-origin">copy of snapshot before-upgrade of volume scans</span>`)
+
+	// A clone, on the volume's page.
+	p = b.post(at+"/clone", b.formOn(at, url.Values{"name": {"restored"}}))
+	if p.status != http.StatusUnprocessableEntity && p.status != http.StatusConflict {
+		t.Fatalf("clone named as another volume: %d", p.status)
+	}
+	mustContain(t, p, `id="volume-clone-error" role="alert">Already exists`, `value="restored"`)
+	p = b.post(at+"/clone", b.formOn(at, url.Values{"name": {"scans-copy"}}))
+	m = snapVolPathRE.FindStringSubmatch(p.path)
+	if p.status != http.StatusOK || m == nil || m[2] != "clone" {
+		t.Fatalf("clone: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The copy was made", `id="volume-size-value">2 GiB<`, `id="volume-origin">copy of volume scans as it was at `)
+	// A clone's snapshot is the system's own: it is not listed.
+	if snaps, _ := e.volumes.ListSnapshots(root, "", ""); len(snaps) != 1 {
+		t.Fatalf("snapshots after a clone: %+v", snaps)
+	}
+
+	// Delete the snapshot: the volume made from it keeps its data, and
+	// now says what it is a copy of. Without the form's token, nothing.
+	if p := b.post(snapAt+"/delete", url.Values{}); p.status != http.StatusForbidden {
+		t.Fatalf("delete without the form's token: %d", p.status)
+	}
+	if _, err := e.volumes.GetSnapshot(root, sn.ID); err != nil {
+		t.Fatalf("deleted without the form's token: %v", err)
+	}
+	p = b.post(snapAt+"/delete", b.formOn("/volumes", url.Values{}))
+	if p.status != http.StatusOK || p.path != "/volumes?done=snap_deleted&name=before-upgrade" {
+		t.Fatalf("delete the snapshot: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "Snapshot before-upgrade was deleted. Volumes made from it keep their data.", `id="snapshots-empty"`)
+	p = b.get("/volumes/" + restoredID)
+	mustContain(t, p, `id="volume-origin">copy of volume scans as it was at `)
+	if p := b.post(snapAt+"/delete", b.formOn("/volumes", url.Values{})); p.status != http.StatusNotFound {
+		t.Fatalf("delete a deleted snapshot: %d", p.status)
+	}
+
+	// In Chinese.
+	if _, err := e.volumes.CreateSnapshot(ctx, root, vol.ID, "nightly"); err != nil {
+		t.Fatal(err)
+	}
+	b.lang = "zh-CN"
+	p = b.get("/volumes")
+	mustContain(t, p, "<h2>快照</h2>", "从此快照新建云硬盘", "否：相当于突然断电后的磁盘<", "就绪", `hx-confirm="删除快照 nightly？由它创建的云硬盘保留各自的数据`)
+	p = b.get(at)
+	mustContain(t, p, "创建快照", "克隆")
+	p = b.get("/volumes/" + restoredID)
+	mustContain(t, p, `id="volume-origin">云硬盘 scans 在 `)
+	b.lang = ""
+	if p := b.post(snapAt+"/frobnicate", b.formOn("/volumes", url.Values{})); p.status != http.StatusNotFound {
+		t.Fatalf("unknown snapshot action: %d", p.status)
+	}
+}
+
+// The text of what a volume was made from.
+func TestVolumeOriginText(t *testing.T) {
+	v := goldenView(langEN, false, "volumes")
+	at := time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
+	for _, c := range []struct {
+		o    *volume.Origin
+		want string
+	}{
+		{nil, ""},
+		{&volume.Origin{Snapshot: "s1", Volume: "vol-1", VolumeName: "scans", At: at}, "copy of snapshot s1 of volume scans"},
+		{&volume.Origin{Snapshot: "s1", Volume: "vol-1", At: at}, "copy of snapshot s1"},
+		{&volume.Origin{Volume: "vol-1", VolumeName: "scans", At: at}, "copy of volume scans as it was at 2026-03-14 09:26:53 UTC"},
+		{&volume.Origin{Volume: "vol-1", At: at}, "copy of a volume that was deleted since, as it was at 2026-03-14 09:26:53 UTC"},
+	} {
+		if got := volumeOrigin(v, c.o); got != c.want {
+			t.Errorf("%+v: %q, want %q", c.o, got, c.want)
+		}
 	}
 }

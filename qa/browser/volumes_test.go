@@ -17,7 +17,8 @@ import (
 
 // A user creates a VM whose boot disk is a 2 GiB replicated volume, makes a
 // data volume on the volumes page, attaches it to the VM, and sees the VM's
-// page list both, boot disk first. Three real nodes with two disks each
+// page list both, boot disk first; then snapshots the data volume, makes a
+// volume from the snapshot and a clone, and deletes the snapshot. Three real nodes with two disks each
 // keep three copies of every volume. No node runs VMs (the test is about
 // the pages, and QEMU under TCG would only slow the shared machine down),
 // so the VM waits for a node throughout; its volumes are real all the same.
@@ -187,6 +188,10 @@ func TestVolumesInBrowser(t *testing.T) {
 	if got["pacs-viewer-boot"] != "2 GiB, 3 replicas, boot true" || got["scans"] != "1 GiB, 3 replicas, boot false" {
 		t.Fatalf("the VM's volumes in the API: %q", got)
 	}
+
+	// Snapshot the data volume on its page, make a volume from the
+	// snapshot and a clone of the data volume, then delete the snapshot.
+	snapshotsInBrowser(t, ctx, api, base)
 
 	// The list, in Chinese.
 	if err := chromedp.Do(ctx,
