@@ -170,6 +170,14 @@ var matrix = []grant{
 	{route: "DELETE /api/v1/volumes/{volume}/export", status: 409, allow: members},
 	{route: "POST /api/v1/volumes/{volume}/attach", body: `{"vm":"vm-a"}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/volumes/{volume}/detach", stale: true, status: 412, allow: members},
+	// Snapshots: vol-a is detached, and its snapshot needs new replicas
+	// made, which the fixture cannot.
+	{route: "POST /api/v1/volumes/{volume}/snapshots", body: `{"name":"snap-{n}"}`, status: 503, allow: members},
+	{route: "GET /api/v1/snapshots", status: 200, allow: users},
+	{route: "GET /api/v1/snapshots/{snapshot}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/snapshots/{snapshot}", stale: true, status: 412, allow: members},
+	{route: "POST /api/v1/snapshots/{snapshot}/export", status: 503, allow: members},
+	{route: "DELETE /api/v1/snapshots/{snapshot}/export", status: 409, allow: members},
 
 	{route: "GET /api/v1/images", status: 200, allow: users},
 	{route: "GET /api/v1/images/{image}", status: 200, allow: readers},
@@ -269,9 +277,15 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	must(err)
 	_, err = nd.Node.Apply(ctx, volume.MsgSetVolumeState, map[string]any{"id": vol.ID, "state": volume.StateAvailable}, nil)
 	must(err)
+	// Its snapshot, taken detached: vol-a moves to a new (record-only)
+	// replica.
+	snap := volume.Volume{ID: "snap-0000000000a1", Name: "snap-a", ProjectID: a.ID, CreatedAt: time.Now().UTC()}
+	_, err = nd.Node.Apply(ctx, volume.MsgCreateSnapshot, map[string]any{"snapshot": snap, "of": vol.ID,
+		"top": []volume.Replica{{ID: "vol-a-top", Node: nd.Node.Name(), Disk: ds[0].ID}}}, nil)
+	must(err)
 
 	f.names = map[string]string{"project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
-		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a"}
+		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
 	}

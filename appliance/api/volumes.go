@@ -84,12 +84,12 @@ func (s *Server) volumeRoutes() []route {
 			}},
 		{Method: "POST", Path: v1 + "/volumes/{volume}/export", Summary: "Serve a detached block volume read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
 			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				g, err := s.volumes.Export(r.Context(), p, r.PathValue("volume"))
+				g, err := s.volumes.Export(r.Context(), p, "", r.PathValue("volume"))
 				return ok(w, g, 0, err)
 			}},
 		{Method: "DELETE", Path: v1 + "/volumes/{volume}/export", Summary: "End a block volume's export", Tag: "volumes",
 			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				v, err := s.volumes.Unexport(r.Context(), p, r.PathValue("volume"))
+				v, err := s.volumes.Unexport(r.Context(), p, "", r.PathValue("volume"))
 				return ok(w, v, volumeVersion(v, err), err)
 			}},
 		{Method: "POST", Path: v1 + "/volumes/{volume}/attach", Summary: "Attach a block volume to a VM, or to a node's host (cluster admin); honours If-Match", Tag: "volumes",
@@ -149,12 +149,12 @@ func (s *Server) volumeRoutes() []route {
 			}},
 		{Method: "POST", Path: v1 + "/snapshots/{snapshot}/export", Summary: "Serve a volume snapshot read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
 			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				g, err := s.volumes.Export(r.Context(), p, r.PathValue("snapshot"))
+				g, err := s.volumes.Export(r.Context(), p, volume.KindSnapshot, r.PathValue("snapshot"))
 				return ok(w, g, 0, err)
 			}},
 		{Method: "DELETE", Path: v1 + "/snapshots/{snapshot}/export", Summary: "End a volume snapshot's export", Tag: "volumes",
 			Response: volume.Volume{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				v, err := s.volumes.Unexport(r.Context(), p, r.PathValue("snapshot"))
+				v, err := s.volumes.Unexport(r.Context(), p, volume.KindSnapshot, r.PathValue("snapshot"))
 				return ok(w, v, volumeVersion(v, err), err)
 			}},
 	}

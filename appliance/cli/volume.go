@@ -1,8 +1,10 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -106,14 +108,22 @@ var volumeCommands = map[string]command{
 			return nil
 		}
 	}},
-	"volume export": {usage: "VOLUME --dir DIR | --stop VOLUME", help: "serve a detached block volume read-only to backup tools (nbdcopy, qemu-img) over NBD with TLS; writes their certificates into DIR", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"volume export": {usage: "SNAPSHOT|VOLUME --dir DIR | --stop SNAPSHOT|VOLUME", help: "serve a snapshot or a detached block volume read-only to backup tools (nbdcopy, qemu-img) over NBD with TLS; writes their certificates into DIR", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		dir := fs.String("dir", "", "directory for ca-cert.pem, client-cert.pem and client-key.pem (libnbd's and QEMU's tls-certificates layout)")
 		stop := fs.Bool("stop", false, "end the export")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "a volume"); err != nil {
 				return err
 			}
-			path := "/api/v1/volumes/" + url.PathEscape(args[0]) + "/export"
+			// A snapshot of that name, else a volume (the names of a
+			// project's volumes and snapshots are distinct).
+			path := "/api/v1/snapshots/" + url.PathEscape(args[0]) + "/export"
+			var ae *apiError
+			if err := send(e, "GET", "/api/v1/snapshots/"+url.PathEscape(args[0]), nil, nil); errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				path = "/api/v1/volumes/" + url.PathEscape(args[0]) + "/export"
+			} else if err != nil {
+				return err
+			}
 			if *stop {
 				var v volume.Volume
 				if err := send(e, "DELETE", path, nil, &v); err != nil {

@@ -211,7 +211,9 @@ func (d *Driver) Start(ctx context.Context, m Machine) (_ *Instance, err error) 
 	})
 	// Into its cgroup before it has set the guest up, let alone run it.
 	if d.cgroups != nil {
-		if err := d.cgroups.Place(m.Name, p.pid); err != nil {
+		// ESRCH: QEMU has already exited (a disk it could not open);
+		// waitReady reports why, in its words.
+		if err := d.cgroups.Place(m.Name, p.pid); err != nil && !errors.Is(err, syscall.ESRCH) {
 			return nil, fmt.Errorf("start vm %s: %w", m.Name, err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/scribble"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 type snapInfo struct {
@@ -262,12 +263,7 @@ func snapshotWhileGuestWrites(t *testing.T, a *cairntest.Client, vm string) {
 		return nil
 	})
 	certs := filepath.Join(t.TempDir(), "export")
-	var grant struct {
-		URI    string `json:"uri"`
-		CACert string `json:"ca_cert"`
-		Cert   string `json:"cert"`
-		Key    string `json:"key"`
-	}
+	var grant volume.ExportGrant
 	if err := a.Call("POST", "/api/v1/snapshots/"+snap.ID+"/export", nil, 200, &grant); err != nil {
 		t.Fatal(err)
 	}

@@ -198,11 +198,13 @@ func exportTLS(txn *memdb.Txn, ip net.IP) (*tls.Config, error) {
 	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
 }
 
-// Export attaches a detached volume or a snapshot to this node's host for a read-only
-// export and grants a client certificate for it, valid exportTTL.
-func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string) (*ExportGrant, error) {
+// Export attaches a detached volume or a snapshot (kind "" or
+// KindSnapshot: ref names one of that kind) to this node's host for a
+// read-only export and grants a client certificate for it, valid
+// exportTTL.
+func (s *Service) Export(ctx context.Context, p *identity.Principal, kind, ref string) (*ExportGrant, error) {
 	const action = "volume.export"
-	v, err := s.changeableEither(ctx, p, action, ref)
+	v, err := s.changeableKind(ctx, p, action, ref, kind)
 	if err != nil {
 		return nil, err
 	}
@@ -256,9 +258,9 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, ref string)
 }
 
 // Unexport ends a volume's export: it is detached again.
-func (s *Service) Unexport(ctx context.Context, p *identity.Principal, ref string) (*Volume, error) {
+func (s *Service) Unexport(ctx context.Context, p *identity.Principal, kind, ref string) (*Volume, error) {
 	const action = "volume.unexport"
-	v, err := s.changeableEither(ctx, p, action, ref)
+	v, err := s.changeableKind(ctx, p, action, ref, kind)
 	if err != nil {
 		return nil, err
 	}

@@ -59,7 +59,7 @@ func (n *NodeServer) snapshot(ctx context.Context, s *served, v *Volume) error {
 	size := max(v.SizeBytes, s.w.Size())
 	var top []Replica
 	for i, r := range v.Replicas {
-		nr := Replica{ID: topID(v.ID, snapID, i), Node: r.Node, Disk: r.Disk, State: ReplicaInSync}
+		nr := Replica{ID: topID(v.ID, snapID, s.epoch, i), Node: r.Node, Disk: r.Disk, State: ReplicaInSync}
 		if err := n.provisioner().Create(ctx, nr.Node, nr.Disk, nr.ID, size, true); err != nil {
 			n.log.Warn("snapshot: a new replica of the volume could not be made; the repair adds one later", "volume", v.ID, "replica", nr.ID, "node", nr.Node, "err", err)
 			continue
@@ -71,20 +71,17 @@ func (n *NodeServer) snapshot(ctx context.Context, s *served, v *Volume) error {
 	}
 	start := time.Now()
 	err := s.w.Snapshot(ctx, func(ctx context.Context) (*Swap, error) {
-		cmd := &SnapshotTaken{Volume: v.ID, Snapshot: snapID, Node: n.c.Name(), Epoch: s.epoch, Top: top, Quiesced: quiesced}
+		cmd := &SnapshotTaken{Volume: v.ID, Snapshot: snapID, Node: n.c.Name(), Epoch: s.epoch, Top: top, Quiesced: quiesced, Size: s.w.Size()}
 		if _, err := n.c.Apply(ctx, MsgSnapshotTaken, cmd, nil); err != nil {
 			if code := consensus.ErrorCode(err); code != "" && code != consensus.CodeUnavailable {
 				return nil, err // refused: nothing changed
 			}
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
-			rerr := n.c.ConsistentRead(rctx)
-			cancel()
-			if rerr != nil {
-				return nil, fmt.Errorf("%w: %v (and the state could not be read: %v)", ErrOutcomeUnknown, err, rerr)
-			}
-			if cur := getVolume(n.c.Store().ReadTxn(), v.ID); cur == nil || cur.Parent != snapID {
-				return nil, err // not taken
-			}
+			// Not known to be taken, nor known not to be: a command that
+			// timed out here may still be applied a moment later, so no
+			// read can tell. The writer stops; the volume is opened again
+			// under a new epoch, which refuses this command from then on,
+			// and from the replicas the state names then.
+			return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
 		}
 		var ms []Member
 		for _, r := range top {

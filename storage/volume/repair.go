@@ -224,7 +224,7 @@ func (r *Repair) add(ctx context.Context, txn *memdb.Txn, v *Volume, kept []Repl
 	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes, v.Parent != ""); err != nil {
 		return fmt.Errorf("make replica %s on %s: %w", rep.ID, rep.Node, err)
 	}
-	if _, err := r.c.Apply(ctx, MsgAddReplica, addReplicaCmd{Volume: v.ID, Replica: rep}, nil); err != nil {
+	if _, err := r.c.Apply(ctx, MsgAddReplica, addReplicaCmd{Volume: v.ID, Replica: rep, Layered: v.Parent != ""}, nil); err != nil {
 		// Not recorded (or not known to be): the sweeper removes a replica
 		// no volume names, after its grace period.
 		return fmt.Errorf("record replica %s: %w", rep.ID, err)

@@ -508,10 +508,10 @@ func (r *DiskReplica) Resize(ctx context.Context, epoch uint64, size int64) erro
 	if err := r.checkEpoch("resize", epoch); err != nil {
 		return err
 	}
+	// A replica never shrinks: one already larger stays as it is (an
+	// extend whose command was refused after it grew the replicas).
 	cur := r.size.Load()
-	if size < cur {
-		return fmt.Errorf("resize replica %s to %d: smaller than its %d bytes: %w", r.dir, size, cur, syscall.EINVAL)
-	}
+	size = max(size, cur)
 	if epoch > r.epoch.Load() {
 		if err := writeEpoch(r.dir, epoch); err != nil {
 			return fmt.Errorf("resize replica %s: raise its epoch to %d: %w", r.dir, epoch, err)

@@ -439,10 +439,14 @@ func TestResize(t *testing.T) {
 	if len(e) != 4 || e[1].Gen != 4 || e[3].Gen != 3 || e[2] != (ExtentInfo{}) {
 		t.Errorf("extents after resize: %v", e)
 	}
-	for _, bad := range []int64{ExtentSize, size + 1, 0} {
+	for _, bad := range []int64{size + 1, 0} {
 		if err := r.Resize(ctx, 0, bad); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("resize to %d: %v, want EINVAL", bad, err)
 		}
+	}
+	// A replica never shrinks: a smaller size leaves it as it is.
+	if err := r.Resize(ctx, 0, ExtentSize); err != nil || r.Size() != size {
+		t.Errorf("resize to %d: %v, size %d, want %d", ExtentSize, err, r.Size(), size)
 	}
 	r.Close()
 	r2 := openReplica(t, dir)

@@ -252,7 +252,11 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 	}
 	vol := Volume{ID: id, Name: req.Name, ProjectID: pr.ID, SizeBytes: size, Replicas: reps, Source: src, CreatedAt: time.Now().UTC()}
 	if req.Source != "" {
-		// Last, as it takes a snapshot of the source.
+		// Last, as it takes a snapshot of the source; not for a name the
+		// command would refuse (checked again by it).
+		if Named(s.c.Store().ReadTxn(), pr.ID, req.Name) {
+			return deny(pr.ID, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", req.Name))
+		}
 		sn, err := s.cloneParent(ctx, p, action, parent.ID)
 		if err != nil {
 			return nil, err

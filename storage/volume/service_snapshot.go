@@ -2,6 +2,7 @@ package volume
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -12,20 +13,6 @@ import (
 // snapshotWait is how long CreateSnapshot waits for an attached volume's
 // writer to take the snapshot before answering with it still creating.
 const snapshotWait = time.Minute
-
-// changeableEither is changeable for a volume or, failing that, a snapshot.
-func (s *Service) changeableEither(ctx context.Context, p *identity.Principal, action, ref string) (*Volume, error) {
-	if v, err := s.freshKind(ctx, p, ref, ""); err == nil || consensus.ErrorCode(err) != consensus.CodeNotFound {
-		if err != nil {
-			return nil, s.id.Deny(ctx, p, action, ref, "", err)
-		}
-		if !canChange(p, v) {
-			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change volume %s", v.Name))
-		}
-		return v, nil
-	}
-	return s.changeableKind(ctx, p, action, ref, KindSnapshot)
-}
 
 // GetSnapshot returns a snapshot by ID or name.
 func (s *Service) GetSnapshot(p *identity.Principal, ref string) (*Volume, error) {
@@ -77,13 +64,26 @@ func (s *Service) CreateSnapshot(ctx context.Context, p *identity.Principal, ref
 func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action string, v *Volume, name string, hidden bool) (*Volume, error) {
 	id := newID("snap")
 	if hidden {
-		name = id
+		name = hiddenName(id)
+	}
+	// Checked again by the command; here, before anything is made.
+	txn := s.c.Store().ReadTxn()
+	if !hidden {
+		if Named(txn, v.ProjectID, name) {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", name))
+		}
+		if err := identity.WouldFit(txn, v.ProjectID, identity.Resources{Snapshots: 1}); err != nil {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err)
+		}
 	}
 	snap := Volume{ID: id, Name: name, ProjectID: v.ProjectID, Hidden: hidden, CreatedAt: time.Now().UTC()}
 	cmd := createSnapshotCmd{Snapshot: snap, Of: v.ID, IfMatch: v.Version}
 	if !v.served() {
 		if s.prov == nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, unavailable())
+		}
+		if err := s.claimReplicas(ctx, v); err != nil {
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err)
 		}
 		cmd.Top = s.makeTop(ctx, v, id)
 		if len(cmd.Top) == 0 {
@@ -96,17 +96,45 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 	if err == nil {
 		return &out, nil
 	}
-	got, serr := s.settle(ctx, err, id)
-	switch {
-	case serr != nil:
-		// Perhaps taken: the new replicas stay (the sweeper removes them
-		// if they belong to no volume).
+	if code := consensus.ErrorCode(err); code != "" && code != consensus.CodeUnavailable {
+		s.removeReplicas(ctx, cmd.Top, "snapshot refused")
 		return nil, err
-	case got != nil:
+	}
+	if got, serr := s.settle(ctx, err, id); serr == nil && got != nil {
 		return got.Viewed(), nil
 	}
-	s.removeReplicas(ctx, cmd.Top, "snapshot not taken")
+	// Perhaps taken, or still to be: a command that timed out here may be
+	// applied a moment later. The new replicas stay; the sweeper removes
+	// them once no record names them.
 	return nil, err
+}
+
+// claimReplicas readies a detached volume's replicas to become a
+// snapshot's. It fences them at the epoch after the volume's, which the
+// next writer of the volume or the snapshot takes: a writer of the volume
+// not yet closed after its detach can no longer change them. And it grows
+// them to the volume's size where they are smaller (a volume extended
+// while attached to a VM not placed yet has replicas its next writer
+// would have grown), so the snapshot holds every byte its record says.
+// One claimed is enough: a snapshot's read that fails on one replica goes
+// on to the next.
+func (s *Service) claimReplicas(ctx context.Context, v *Volume) error {
+	var errs []error
+	grown := false
+	for _, r := range v.Replicas {
+		if r.State != ReplicaInSync {
+			continue
+		}
+		if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch+1, v.SizeBytes); err != nil {
+			errs = append(errs, fmt.Errorf("replica %s on %s: %w", r.ID, r.Node, err))
+			continue
+		}
+		grown = true
+	}
+	if grown {
+		return nil
+	}
+	return consensus.Errorf(consensus.CodeUnavailable, "volume %s: no copy could be brought to its size: %v", v.Name, errors.Join(errs...))
 }
 
 // makeTop makes a detached volume's new replicas for snapshot snapID, on
@@ -115,7 +143,7 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 func (s *Service) makeTop(ctx context.Context, v *Volume, snapID string) []Replica {
 	var top []Replica
 	for i, r := range v.Replicas {
-		nr := Replica{ID: topID(v.ID, snapID, i), Node: r.Node, Disk: r.Disk, State: ReplicaInSync}
+		nr := Replica{ID: topID(v.ID, snapID, v.Epoch+1, i), Node: r.Node, Disk: r.Disk, State: ReplicaInSync}
 		if err := s.makeReplica(ctx, nr, v.SizeBytes, true); err != nil {
 			s.log.Warn("snapshot: a new replica of the volume could not be made; the repair adds one later", "volume", v.ID, "replica", nr.ID, "node", nr.Node, "err", err)
 			s.removeReplicas(ctx, []Replica{nr}, "not made")
@@ -126,9 +154,12 @@ func (s *Service) makeTop(ctx context.Context, v *Volume, snapID string) []Repli
 	return top
 }
 
-// topID names the i-th new replica a volume gets at snapshot snapID.
-func topID(volID, snapID string, i int) string {
-	return fmt.Sprintf("%s-%s-r%d", volID, snapID[len("snap-"):len("snap-")+8], i)
+// topID names the i-th new replica a volume gets at snapshot snapID,
+// made under epoch: a writer that tries again after a failed or unknown
+// take (at a new epoch) never reuses the IDs of replicas an earlier try
+// made, which may still be being removed.
+func topID(volID, snapID string, epoch uint64, i int) string {
+	return fmt.Sprintf("%s-%s-e%d-r%d", volID, snapID[len("snap-"):len("snap-")+8], epoch, i)
 }
 
 // makeReplica makes one replica on its node.

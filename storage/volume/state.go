@@ -418,13 +418,8 @@ func removeVolume(tx *consensus.Tx, cur *Volume) error {
 	if err := identity.Charge(tx, cur.ProjectID, identity.Resources{Volumes: -1, VolumeGiB: -cur.SizeGiB()}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
 		return err
 	}
-	if s := getVolume(tx.Txn, cur.Snapshotting); s != nil && s.State == StateCreating {
-		if err := chargeSnapshot(tx, s, -1); err != nil {
-			return err
-		}
-		if err := tx.Delete(tVolumes, s); err != nil {
-			return err
-		}
+	if err := callOffSnapshot(tx, cur); err != nil {
+		return err
 	}
 	if err := tx.Delete(tVolumes, cur); err != nil {
 		return err
@@ -454,6 +449,9 @@ func applyExtendVolume(tx *consensus.Tx, c *extendVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "volume %s is %d GiB: it can only grow, not become %d GiB", cur.Name, cur.SizeGiB(), gib(c.SizeBytes))
 	case c.SizeBytes > MaxSizeGiB*GiB || c.SizeBytes%BlockSize != 0:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is 1-%d GiB, not %d bytes", MaxSizeGiB, c.SizeBytes)
+	case cur.Snapshotting != "":
+		// The snapshot's size is the volume's when it was asked for.
+		return nil, consensus.Errorf(consensus.CodeConflict, "a snapshot of volume %s is being taken: extend it once the snapshot is taken", cur.Name)
 	}
 	if d := gib(c.SizeBytes) - cur.SizeGiB(); d != 0 {
 		if err := identity.Charge(tx, cur.ProjectID, identity.Resources{VolumeGiB: d}); err != nil {
@@ -520,6 +518,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	// state refuses its replica changes, and the next writer takes a new
 	// epoch that fences it on the replicas.
 	v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
+	if err := callOffSnapshot(tx, &v); err != nil {
+		return nil, err
+	}
 	return save(tx, &v)
 }
 
@@ -609,6 +610,9 @@ func applySourceFilled(tx *consensus.Tx, c *SourceFilled) (any, error) {
 type addReplicaCmd struct {
 	Volume  string  `json:"volume"`
 	Replica Replica `json:"replica"`
+	// Layered: the replica was made layered, as a volume or snapshot with
+	// a parent needs (one made plain reads the parent's blocks as zeroes).
+	Layered bool `json:"layered,omitempty"`
 }
 
 type removeReplicaCmd struct {
@@ -634,6 +638,10 @@ func applyAddReplica(tx *consensus.Tx, c *addReplicaCmd) (any, error) {
 	}
 	if c.Replica.ID == "" || c.Replica.Node == "" || c.Replica.Disk == "" {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a replica names its ID, node and disk")
+	}
+	if c.Layered != (cur.Parent != "") {
+		// A snapshot was taken since the replica was made.
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s: replica %s is not layered as the volume's replicas are", cur.Name, c.Replica.ID)
 	}
 	v := *cur
 	if v.Copies == 0 {

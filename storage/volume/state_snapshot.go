@@ -42,7 +42,31 @@ type SnapshotTaken struct {
 	Epoch    uint64    `json:"epoch"`
 	Top      []Replica `json:"top"`
 	Quiesced bool      `json:"quiesced,omitempty"`
+	// Size is the writer's size when it took the snapshot: what the
+	// snapshot's replicas hold, if less than the record said (a volume
+	// extended but not yet grown by its writer).
+	Size int64 `json:"size,omitempty"`
 }
+
+// callOffSnapshot calls off v's pending snapshot (v is being detached or
+// deleted: no writer will take it), deleting its record and refunding
+// it, and clears v.Snapshotting; the caller saves v.
+func callOffSnapshot(tx *consensus.Tx, v *Volume) error {
+	if s := getVolume(tx.Txn, v.Snapshotting); s != nil && s.State == StateCreating {
+		if err := chargeSnapshot(tx, s, -1); err != nil {
+			return err
+		}
+		if err := tx.Delete(tVolumes, s); err != nil {
+			return err
+		}
+	}
+	v.Snapshotting = ""
+	return nil
+}
+
+// hiddenName is a hidden snapshot's name: one no user can give (names
+// start with a letter or digit), so it never takes a name from a volume.
+func hiddenName(id string) string { return "~" + id }
 
 type deleteSnapshotCmd struct {
 	ID      string `json:"id"`
@@ -95,6 +119,9 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 	}
 	if err := checkTop(cur, c.Top); err != nil {
 		return nil, err
+	}
+	if s.Hidden {
+		s.Name = hiddenName(s.ID)
 	}
 	if err := chargeSnapshot(tx, &s, 1); err != nil {
 		return nil, err
@@ -181,6 +208,9 @@ func applySnapshotTaken(tx *consensus.Tx, c *SnapshotTaken) (any, error) {
 	v, snap := *cur, *s
 	take(&v, &snap, c.Top)
 	snap.Quiesced = c.Quiesced
+	if c.Size > 0 && c.Size < snap.SizeBytes {
+		snap.SizeBytes = c.Size // past it, zeroes: nothing was written there
+	}
 	if _, err := save(tx, &snap); err != nil {
 		return nil, err
 	}
@@ -216,7 +246,7 @@ func applyDeleteSnapshot(tx *consensus.Tx, c *deleteSnapshotCmd) (any, error) {
 	if cur.State != StateCreating && referenced(tx.Txn, cur.ID, "") {
 		s := *cur
 		s.Hidden = true
-		s.Name = s.ID // its name is free again
+		s.Name = hiddenName(s.ID) // its name is free again
 		return save(tx, &s)
 	}
 	if err := tx.Delete(tVolumes, cur); err != nil {

@@ -72,6 +72,9 @@ func ReleaseVM(tx *consensus.Tx, vmID string) ([]Volume, error) {
 		}
 		v := *cur
 		v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
+		if err := callOffSnapshot(tx, &v); err != nil {
+			return nil, err
+		}
 		if _, err := save(tx, &v); err != nil {
 			return nil, err
 		}
@@ -113,6 +116,9 @@ func DetachFromVM(tx *consensus.Tx, volumeID string) (*Volume, error) {
 	}
 	v := *cur
 	v.Attachment, v.State, v.Writer = nil, StateAvailable, ""
+	if err := callOffSnapshot(tx, &v); err != nil {
+		return nil, err
+	}
 	if _, err := save(tx, &v); err != nil {
 		return nil, err
 	}
