@@ -135,6 +135,34 @@ func TestVolumeSnapshotsAndClones(t *testing.T) {
 	}
 	verifyChunks(t, cp, span(1, all))
 
+	// Deleted snapshots are merged into the one volume left reading
+	// through to them, by its writer, with the guest's view unchanged:
+	// first the hidden snapshot copy was made through (copy alone reads
+	// through to it), then s1 once restored is gone.
+	mergedInto := func(name, parent string) {
+		t.Helper()
+		testutil.WaitFor(t, 2*time.Minute, name+" layered on "+parent, func() error {
+			if v := getVolume(t, a, name); v.Parent != parent {
+				return fmt.Errorf("%s reads through to %q", name, v.Parent)
+			}
+			return nil
+		})
+	}
+	mergedInto("copy", s1.ID)
+	if err := qemuIO(cp, "", "read -P 201 0 64k"); err != nil {
+		t.Fatalf("copy after a merge: %v", err)
+	}
+	verifyChunks(t, cp, span(1, all))
+	if err := a.Call("POST", "/api/v1/volumes/restored/detach?project=ward", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	x.ok("", "volume", "delete", "restored")
+	mergedInto("copy", "")
+	if err := qemuIO(cp, "", "read -P 201 0 64k"); err != nil {
+		t.Fatalf("copy after the last merge: %v", err)
+	}
+	verifyChunks(t, cp, span(1, all))
+
 	// A detached volume's snapshot, exported to nbdcopy.
 	if err := a.Call("POST", "/api/v1/volumes/copy/detach?project=ward", nil, 200, nil); err != nil {
 		t.Fatal(err)

@@ -91,6 +91,10 @@ type served struct {
 	// NodeServer.mu.
 	snapping  bool
 	snapRetry time.Time
+	// merging: the hidden snapshot it reads through to is being folded
+	// in; mergeRetry: not before then after one failed.
+	merging    bool
+	mergeRetry time.Time
 }
 
 // replicaSet names a volume's replicas, to see when they change.
@@ -188,6 +192,18 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 				defer n.opens.Done()
 				n.takeSnapshot(ctx, s, v)
 			}()
+		}
+	}
+	for id, v := range want {
+		if s := n.served[id]; s != nil && !s.merging && !s.snapping && v.Snapshotting == "" && v.Epoch == s.epoch && time.Now().After(s.mergeRetry) {
+			if h := n.mergeable(v); h != nil {
+				s.merging = true
+				n.opens.Add(1)
+				go func() {
+					defer n.opens.Done()
+					n.merge(ctx, s, v, h)
+				}()
+			}
 		}
 	}
 	for id, v := range want {

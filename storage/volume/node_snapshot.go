@@ -188,6 +188,16 @@ func (c *chain) forget(id string, t Target) {
 	c.mu.Unlock()
 }
 
+// drop closes the connection to a replica no longer read.
+func (c *chain) drop(id string) {
+	c.mu.Lock()
+	if t := c.conns[id]; t != nil {
+		delete(c.conns, id)
+		go t.Close()
+	}
+	c.mu.Unlock()
+}
+
 func (c *chain) Close() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -220,6 +230,33 @@ func (l layer) ReadAt(ctx context.Context, p []byte, off int64) error {
 	clear(p[len(q):])
 	blocks := int64(len(q)) / BlockSize
 	have := NewPresence(blocks)
+	if err := l.readOwn(ctx, s, q, off, have); err != nil {
+		return err
+	}
+	if s.Parent == "" {
+		return nil // blocks it never wrote are zeroes
+	}
+	below := layer{l.c, s.Parent}
+	for i := int64(0); i < blocks; {
+		if have.Has(i) {
+			i++
+			continue
+		}
+		j := i + 1
+		for j < blocks && !have.Has(j) {
+			j++
+		}
+		if err := below.ReadAt(ctx, q[i*BlockSize:j*BlockSize], off+i*BlockSize); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// readOwn reads q at off from one of snapshot s's in-sync replicas (this
+// node's first), and which blocks it holds into have.
+func (l layer) readOwn(ctx context.Context, s *Volume, q []byte, off int64, have Presence) error {
 	self := l.c.n.c.Name()
 	var order []Replica
 	for _, r := range s.Replicas {
@@ -255,23 +292,77 @@ func (l layer) ReadAt(ctx context.Context, p []byte, off int64) error {
 	if !read {
 		return lastErr
 	}
-	if s.Parent == "" {
-		return nil // blocks it never wrote are zeroes
-	}
-	below := layer{l.c, s.Parent}
-	for i := int64(0); i < blocks; {
-		if have.Has(i) {
-			i++
-			continue
-		}
-		j := i + 1
-		for j < blocks && !have.Has(j) {
-			j++
-		}
-		if err := below.ReadAt(ctx, q[i*BlockSize:j*BlockSize], off+i*BlockSize); err != nil {
-			return err
-		}
-		i = j
-	}
 	return nil
+}
+
+// mergeRetry is how long a merge that failed waits for the next try.
+const mergeRetry = 30 * time.Second
+
+// mergeable is the hidden snapshot volume v reads through to, if v alone
+// does and it can be folded into v now.
+func (n *NodeServer) mergeable(v *Volume) *Volume {
+	if v.Kind != "" || v.Parent == "" {
+		return nil
+	}
+	txn := n.c.Store().ReadTxn()
+	h := getVolume(txn, v.Parent)
+	if h == nil || !h.Hidden || h.Attachment != nil || referenced(txn, h.ID, v.ID) {
+		return nil
+	}
+	return h
+}
+
+// merge folds hidden snapshot h into volume v, served here by s.
+func (n *NodeServer) merge(ctx context.Context, s *served, v, h *Volume) {
+	start := time.Now()
+	err := s.w.Merge(ctx, ownLayer{s.chain, h.ID}, h.SizeBytes, h.Parent == "", 0, func(ctx context.Context) (Base, error) {
+		cmd := &SnapshotMerged{Volume: v.ID, Snapshot: h.ID, Node: n.c.Name(), Epoch: s.epoch}
+		if _, err := n.c.Apply(ctx, MsgSnapshotMerged, cmd, nil); err != nil {
+			if code := consensus.ErrorCode(err); code != "" && code != consensus.CodeUnavailable {
+				return nil, err // refused: nothing changed
+			}
+			return nil, fmt.Errorf("%w: %v", ErrOutcomeUnknown, err)
+		}
+		if h.Parent == "" {
+			return nil, nil
+		}
+		return s.chain.layer(h.Parent), nil
+	})
+	n.mu.Lock()
+	s.merging = false
+	if err != nil {
+		s.mergeRetry = time.Now().Add(mergeRetry)
+		time.AfterFunc(mergeRetry, n.wake)
+	}
+	n.mu.Unlock()
+	if err != nil {
+		if ctx.Err() == nil {
+			n.log.Warn("deleted snapshot not merged yet; trying again", "volume", v.ID, "snapshot", h.ID, "err", err)
+		}
+		return
+	}
+	// Its replicas are no record's now: the sweeper removes them.
+	for _, r := range h.Replicas {
+		s.chain.drop(r.ID)
+	}
+	n.log.Info("deleted snapshot merged into its volume", "volume", v.ID, "snapshot", h.ID, "took", time.Since(start).Round(time.Millisecond))
+	n.wake()
+}
+
+// ownLayer reads one snapshot's own blocks (Layer), through a chain's
+// connections.
+type ownLayer struct {
+	c  *chain
+	id string
+}
+
+func (o ownLayer) ReadLayer(ctx context.Context, p []byte, off int64, have Presence) error {
+	s := getVolume(o.c.n.c.Store().ReadTxn(), o.id)
+	if s == nil {
+		return fmt.Errorf("snapshot %s is gone: %w", o.id, nbd.EIO)
+	}
+	if off+int64(len(p)) > s.SizeBytes {
+		return fmt.Errorf("snapshot %s: %d+%d is past its %d bytes", s.Name, off, len(p), s.SizeBytes)
+	}
+	return layer{o.c, o.id}.readOwn(ctx, s, p, off, have)
 }

@@ -82,6 +82,7 @@ func (w *Writer) Snapshot(ctx context.Context, take func(ctx context.Context) (*
 		}
 	}
 	w.members, w.base = ms, swap.Base
+	w.swaps++
 	w.mu.Unlock()
 	for _, t := range old {
 		if err := t.Close(); err != nil {

@@ -323,3 +323,97 @@ func TestDetachCallsOffAPendingSnapshot(t *testing.T) {
 		t.Fatalf("after the detach: snapshotting %q, %d snapshots charged", got.Snapshotting, used())
 	}
 }
+
+// A snapshot deleted while its volume reads through to it is hidden, then
+// merged into the volume by its writer: the volume reads as before, reads
+// through to nothing, the snapshot's record is gone and quotas are as
+// they were before it was taken.
+func TestDeletedSnapshotMergedIntoItsVolume(t *testing.T) {
+	r := newEdgeRig(t)
+	e := r.e
+	ctx := context.Background()
+	svc := NewService(Deps{Cluster: e.node, Identity: e.id, Provisioner: NewProvisioner(nil, nil, r.self, r.host), Logger: slog.Default()})
+	w, v := r.attachAndOpen(t, r.volume("vol-a", GiB))
+	old := bytes.Repeat([]byte{0x31}, 2*BlockSize)
+	e.must(w.WriteAt(ctx, old, ExtentSize, true))
+	usage := e.usage(e.ward)
+	e.must(r.askSnapshot(v))
+	v = getVolume(e.node.Store().ReadTxn(), v.ID)
+	e.must(r.snapshot(t, w, v, snapA))
+	mine := bytes.Repeat([]byte{0x32}, BlockSize)
+	e.must(w.WriteAt(ctx, mine, ExtentSize+BlockSize, true))
+
+	if s, _ := svc.GetSnapshot(e.nurse, snapA); s == nil {
+		t.Fatal("no snapshot")
+	}
+	_, err := svc.DeleteSnapshot(ctx, e.nurse, snapA, 0)
+	e.must(err)
+	v = getVolume(e.node.Store().ReadTxn(), v.ID)
+	h := r.ns.mergeable(v)
+	if h == nil || h.ID != snapA || !h.Hidden {
+		t.Fatalf("the deleted snapshot is not mergeable: %+v", h)
+	}
+	s := &served{w: w, epoch: v.Epoch, replicas: replicaSet(v), chain: newChain(r.ns), merging: true}
+	r.ns.merge(ctx, s, v, h)
+	if s.merging || !s.mergeRetry.IsZero() {
+		t.Fatalf("the merge failed (retry at %v)", s.mergeRetry)
+	}
+	got := getVolume(e.node.Store().ReadTxn(), v.ID)
+	if got.Parent != "" || getVolume(e.node.Store().ReadTxn(), snapA) != nil {
+		t.Fatalf("after the merge: parent %q, snapshot record %v", got.Parent, getVolume(e.node.Store().ReadTxn(), snapA))
+	}
+	if u := e.usage(e.ward); u != usage {
+		t.Fatalf("quota use %+v, was %+v", u, usage)
+	}
+	p := make([]byte, 2*BlockSize)
+	e.must(w.ReadAt(ctx, p, ExtentSize))
+	if !bytes.Equal(p, append(old[:BlockSize:BlockSize], mine...)) {
+		t.Fatalf("the volume after the merge: %x %x", p[:4], p[BlockSize:BlockSize+4])
+	}
+	// Reopened from the record, with no base at all.
+	w.Close(ctx)
+	_, err = e.apply(MsgDetachVolume, detachVolumeCmd{ID: v.ID})
+	e.must(err)
+	w, _ = r.attachAndOpen(t, got)
+	e.must(w.ReadAt(ctx, p, ExtentSize))
+	if !bytes.Equal(p, append(old[:BlockSize:BlockSize], mine...)) {
+		t.Fatalf("the volume reopened after the merge: %x %x", p[:4], p[BlockSize:BlockSize+4])
+	}
+	// A snapshot that others still read through to is not merged.
+	_, err = e.apply(MsgSnapshotMerged, &SnapshotMerged{Volume: v.ID, Snapshot: snapA, Node: r.self, Epoch: v.Epoch})
+	wantCode(t, "a merge of a snapshot gone", err, consensus.CodeConflict)
+}
+
+// A deleted snapshot two volumes read through to (a clone's and its
+// source's) is merged into neither until one is gone.
+func TestSharedSnapshotIsNotMerged(t *testing.T) {
+	r := newEdgeRig(t)
+	e := r.e
+	v := r.volume("vol-a", GiB)
+	e.must(r.host.Create("d1", "vol-a-top0", GiB, true))
+	e.must(r.askSnapshot(v, Replica{ID: "vol-a-top0", Node: r.self, Disk: "d1"}))
+	k := Volume{ID: "vol-k", Name: "vol-k", ProjectID: e.ward, SizeBytes: GiB, Parent: snapA, CreatedAt: time.Now().UTC(),
+		Replicas: []Replica{{ID: "vol-k-r0", Node: r.self, Disk: "d2"}}}
+	_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: k})
+	e.must(err)
+	_, err = e.apply(MsgSetVolumeState, setVolumeStateCmd{ID: k.ID, State: StateAvailable})
+	e.must(err)
+	_, err = e.apply(MsgDeleteSnapshot, deleteSnapshotCmd{ID: snapA})
+	e.must(err)
+	_, v = r.attachAndOpen(t, v)
+	if h := r.ns.mergeable(v); h != nil {
+		t.Fatalf("a snapshot two volumes read through to is mergeable")
+	}
+	merged := &SnapshotMerged{Volume: v.ID, Snapshot: snapA, Node: r.self, Epoch: v.Epoch}
+	_, err = e.apply(MsgSnapshotMerged, merged)
+	wantCode(t, "a merge of a shared snapshot", err, consensus.CodeConflict)
+	_, err = e.apply(MsgDeleteVolume, deleteVolumeCmd{ID: k.ID})
+	e.must(err)
+	if h := r.ns.mergeable(getVolume(e.node.Store().ReadTxn(), v.ID)); h == nil || h.ID != snapA {
+		t.Fatalf("once the clone is gone the snapshot is not mergeable: %+v", h)
+	}
+	_, err = e.apply(MsgSnapshotMerged, &SnapshotMerged{Volume: v.ID, Snapshot: snapA, Node: "node9", Epoch: v.Epoch})
+	wantCode(t, "a merge from a node that is not the writer", err, consensus.CodeConflict)
+	_, err = e.apply(MsgSnapshotMerged, merged)
+	e.must(err)
+}

@@ -29,6 +29,7 @@ const (
 	MsgCreateSnapshot  consensus.MessageType = 173
 	MsgSnapshotTaken   consensus.MessageType = 174
 	MsgDeleteSnapshot  consensus.MessageType = 175
+	MsgSnapshotMerged  consensus.MessageType = 176
 )
 
 // Volume states. A volume is in-use exactly while it is attached.

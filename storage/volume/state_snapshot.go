@@ -68,6 +68,48 @@ func callOffSnapshot(tx *consensus.Tx, v *Volume) error {
 // start with a letter or digit), so it never takes a name from a volume.
 func hiddenName(id string) string { return "~" + id }
 
+// SnapshotMerged is the writer's word that it copied every block of the
+// hidden snapshot its volume reads through to, and that the volume has not
+// written since, into the volume's replicas, with the copies flushed: the
+// volume reads through to the snapshot's parent from now on, and the
+// snapshot goes.
+type SnapshotMerged struct {
+	Volume   string `json:"volume"`
+	Snapshot string `json:"snapshot"`
+	Node     string `json:"node"`
+	Epoch    uint64 `json:"epoch"`
+}
+
+func applySnapshotMerged(tx *consensus.Tx, c *SnapshotMerged) (any, error) {
+	cur, err := current(tx, c.Volume, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := notWriter(cur, c.Node, c.Epoch); err != nil {
+		return nil, err
+	}
+	s := getVolume(tx.Txn, c.Snapshot)
+	switch {
+	case s == nil || cur.Parent != s.ID:
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s does not read through to snapshot %s", cur.Name, c.Snapshot)
+	case !s.Hidden:
+		return nil, consensus.Errorf(consensus.CodeConflict, "snapshot %s is not deleted", s.Name)
+	case s.Attachment != nil:
+		return nil, consensus.Errorf(consensus.CodeConflict, "snapshot %s is attached to %s", s.Name, attachedTo(s.Attachment))
+	case referenced(tx.Txn, s.ID, cur.ID):
+		return nil, consensus.Errorf(consensus.CodeConflict, "other volumes read through to snapshot %s", s.Name)
+	}
+	v := *cur
+	v.Parent = s.Parent
+	if err := tx.Delete(tVolumes, s); err != nil {
+		return nil, err
+	}
+	if _, err := save(tx, &v); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
 type deleteSnapshotCmd struct {
 	ID      string `json:"id"`
 	IfMatch uint64 `json:"if_match,omitempty"`
@@ -77,6 +119,7 @@ func registerSnapshots(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreateSnapshot, "CreateVolumeSnapshot", applyCreateSnapshot)
 	consensus.Handle(reg, MsgSnapshotTaken, "VolumeSnapshotTaken", applySnapshotTaken)
 	consensus.Handle(reg, MsgDeleteSnapshot, "DeleteVolumeSnapshot", applyDeleteSnapshot)
+	consensus.Handle(reg, MsgSnapshotMerged, "VolumeSnapshotMerged", applySnapshotMerged)
 }
 
 // charge counts a snapshot in its project's quota, unless it is hidden.

@@ -100,6 +100,9 @@ type Writer struct {
 	mu      sync.Mutex // guards members' state and t, members and base
 	members []*member
 	base    Base
+	// swaps counts the snapshots taken (guarded by snap): a merge under
+	// way stops at one, as the replicas it fills become the snapshot's.
+	swaps uint64
 	// extGen is the generation this writer last gave each extent, so a
 	// resync copies an extent with the generation it has now.
 	extGen *extGens
