@@ -200,8 +200,11 @@ func (s *Service) Extend(ctx context.Context, p *identity.Principal, ref string,
 		if ifMatch == 0 {
 			ifMatch = v.Version // nothing may attach it between the resize and the command
 		}
+		// At the epoch the next writer takes, as a detached snapshot
+		// claims the replicas (which may have been fenced at it already
+		// by one whose command was then refused): no writer holds it.
 		for _, r := range v.Replicas {
-			if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch, sizeGiB*GiB); err != nil {
+			if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch+1, sizeGiB*GiB); err != nil {
 				return nil, fmt.Errorf("extend volume %s: replica %s on %s: %w", v.Name, r.ID, r.Node, err)
 			}
 		}
