@@ -119,18 +119,27 @@ func (w *Writer) mergeExtent(ctx context.Context, from Layer, src, cur []byte, o
 	if err != nil {
 		return err
 	}
+	// Runs of blocks to copy, each of zeroes (made present without
+	// allocating: a layered replica's hole keeps the checksum of zeroes)
+	// or of data.
+	copyable := func(i int64) bool { return theirs.Has(i) && !ours.Has(i) }
+	zero := func(i int64) bool { return bytes.Equal(src[i*BlockSize:(i+1)*BlockSize], zeroBlock[:]) }
 	for i := int64(0); i < blocks; {
-		if !theirs.Has(i) || ours.Has(i) {
+		if !copyable(i) {
 			i++
 			continue
 		}
+		z := zero(i)
 		j := i + 1
-		for j < blocks && theirs.Has(j) && !ours.Has(j) {
+		for j < blocks && copyable(j) && zero(j) == z {
 			j++
 		}
 		roff, p := off+i*BlockSize, src[i*BlockSize:j*BlockSize]
 		gen := w.nextGen(roff, int64(len(p)))
 		if err := w.fanout(ctx, "merge", func(ctx context.Context, t Target) error {
+			if z {
+				return t.Zero(ctx, w.cfg.Epoch, gen, roff, int64(len(p)), true)
+			}
 			return t.WriteAt(ctx, w.cfg.Epoch, gen, p, roff, false)
 		}); err != nil {
 			return err
@@ -140,26 +149,39 @@ func (w *Writer) mergeExtent(ctx context.Context, from Layer, src, cur []byte, o
 	return nil
 }
 
-// presence reads which blocks of [off, off+len(p)) the volume's replicas
-// hold, from the first in-sync replica that answers. The caller holds the
-// range lock, so no write to it is under way: every in-sync replica holds
-// the same blocks.
+// errDisagree stops a merge at an extent whose in-sync replicas hold
+// different blocks (a write that failed on some of them without their
+// being marked stale): copying by one of them would leave another reading
+// the older snapshot's bytes. Reopening the volume reconciles them.
+var errDisagree = errors.New("the volume's in-sync replicas hold different blocks here")
+
+// presence reads which blocks of [off, off+len(p)) the volume holds, from
+// every in-sync replica: they must agree. The caller holds the range lock,
+// so no write to it is under way. p gets a replica's bytes, whose blocks
+// the volume does not hold read as zeroes.
 func (w *Writer) presence(ctx context.Context, p []byte, off int64) (Presence, error) {
-	have := NewPresence(int64(len(p)) / BlockSize)
-	var lastErr error = fmt.Errorf("no in-sync replica: %w", nbd.EIO)
+	blocks := int64(len(p)) / BlockSize
+	var have Presence
 	for _, r := range w.readOrder() {
+		h := NewPresence(blocks)
 		cctx, cancel := context.WithTimeout(ctx, w.cfg.CallTimeout)
-		err := r.t.ReadLayer(cctx, p, off, have)
+		err := r.t.ReadLayer(cctx, p, off, h)
 		cancel()
-		if err == nil {
-			return have, nil
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, fmt.Errorf("replica %s: %w", r.m.ID, err)
 		}
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
+		if have != nil && !equalPresence(have, h) {
+			return nil, fmt.Errorf("replica %s: %w", r.m.ID, errDisagree)
 		}
-		lastErr = fmt.Errorf("replica %s: %w", r.m.ID, err)
+		have = h
 	}
-	return nil, lastErr
+	if have == nil {
+		return nil, fmt.Errorf("no in-sync replica: %w", nbd.EIO)
+	}
+	return have, nil
 }
 
 func allAbsent(p Presence) bool {

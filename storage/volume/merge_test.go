@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -197,4 +198,162 @@ func TestMergeStopsAtASnapshot(t *testing.T) {
 			t.Fatalf("the merge wrote into the new replica %s", id)
 		}
 	}
+}
+
+// crcZeroBlock returns a random block whose CRC-32C is 0: its last four
+// bytes are solved for (the CRC is affine in the data bits).
+func crcZeroBlock(t *testing.T) []byte {
+	b := random(BlockSize)
+	copy(b[BlockSize-4:], []byte{0, 0, 0, 0})
+	f0 := crc32.Checksum(b, castagnoli)
+	type vec struct{ val, mask uint32 }
+	var basis [32]*vec // by highest bit of val
+	for i := range 32 {
+		c := bytes.Clone(b)
+		c[BlockSize-4+i/8] ^= 1 << (i % 8)
+		v := &vec{crc32.Checksum(c, castagnoli) ^ f0, 1 << i}
+		for v.val != 0 {
+			hb := 31
+			for v.val&(1<<hb) == 0 {
+				hb--
+			}
+			if basis[hb] == nil {
+				basis[hb] = v
+				break
+			}
+			v.val ^= basis[hb].val
+			v.mask ^= basis[hb].mask
+		}
+	}
+	target, mask := f0, uint32(0)
+	for hb := 31; hb >= 0; hb-- {
+		if target&(1<<hb) != 0 && basis[hb] != nil {
+			target ^= basis[hb].val
+			mask ^= basis[hb].mask
+		}
+	}
+	if target != 0 {
+		t.Fatal("no solution")
+	}
+	for i := range 32 {
+		if mask&(1<<i) != 0 {
+			b[BlockSize-4+i/8] ^= 1 << (i % 8)
+		}
+	}
+	if crc32.Checksum(b, castagnoli) != 0 {
+		t.Fatal("crc not 0")
+	}
+	return b
+}
+
+// A guest block whose CRC-32C happens to be 0 is stored with checksum 0,
+// the checksum of a block never written: it is present all the same (it
+// is not zeroes), so it is read, and kept by a merge, as the guest wrote
+// it.
+func TestMergeKeepsABlockWhoseChecksumIsZero(t *testing.T) {
+	ctx := context.Background()
+	r := newSnapRig(t, 2<<20)
+	parent := r.add("p", false)
+	pdata := random(int(r.size))
+	if err := parent.WriteAt(ctx, 0, 1, pdata, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	r.state.states["p"] = ReplicaStale
+	r.add("a", true)
+	r.add("b", true)
+	w := r.open(parent, "a", "b")
+	const k = 7
+	mine := crcZeroBlock(t)
+	if err := w.WriteAt(ctx, mine, k*BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, BlockSize)
+	if err := r.rep("a").ReadAt(ctx, raw, k*BlockSize); err != nil || !bytes.Equal(raw, mine) {
+		t.Fatalf("replica a does not hold the guest's block: %v", err)
+	}
+	got := make([]byte, BlockSize)
+	if err := w.ReadAt(ctx, got, k*BlockSize); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, mine) {
+		t.Errorf("before the merge: the guest's block reads as the parent's")
+	}
+	if err := w.Merge(ctx, parent, r.size, true, 0, func(context.Context) (Base, error) { return nil, nil }); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b"} {
+		if err := r.rep(id).ReadAt(ctx, raw, k*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(raw, mine) {
+			t.Errorf("after the merge: replica %s no longer holds the guest's block (parent's bytes: %v)", id, bytes.Equal(raw, pdata[k*BlockSize:(k+1)*BlockSize]))
+		}
+	}
+}
+
+// In-sync replicas that disagree on a block's presence (a write that
+// reached one and failed on another that could not be marked stale): a
+// merge by either would leave the other reading the grandparent's bytes
+// there, so it stops, and commits nothing.
+func TestMergeStopsWhereReplicasDisagree(t *testing.T) {
+	ctx := context.Background()
+	r := newSnapRig(t, 2<<20)
+	grand := r.add("g", false)
+	gdata := random(int(r.size))
+	if err := grand.WriteAt(ctx, 0, 1, gdata, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	parent := r.add("p", true)
+	const k = 3
+	pblock := random(BlockSize)
+	if err := parent.WriteAt(ctx, 0, 1, pblock, k*BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	r.state.states["g"], r.state.states["p"] = ReplicaStale, ReplicaStale
+	r.add("a", true)
+	r.add("b", true)
+	hb := throughBase{parent, grand}
+	w := r.open(hb, "a", "b")
+	// The failed write: it reached a (local) only; b stays in sync.
+	x := random(BlockSize)
+	if err := r.rep("a").WriteAt(ctx, 1, 1<<40, x, k*BlockSize, false); err != nil {
+		t.Fatal(err)
+	}
+	readB := func(base Base) []byte {
+		p := make([]byte, BlockSize)
+		if err := (throughBaseR{r.rep("b"), base}).ReadAt(ctx, p, k*BlockSize); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	before := readB(hb)
+	if !bytes.Equal(before, pblock) {
+		t.Fatal("b reads the snapshot's block before")
+	}
+	err := w.Merge(ctx, parent, r.size, false, 0, func(context.Context) (Base, error) {
+		t.Error("a merge across disagreeing replicas committed")
+		return grand, nil
+	})
+	if !errors.Is(err, errDisagree) {
+		t.Fatalf("merge across disagreeing replicas: %v", err)
+	}
+	if after := readB(hb); !bytes.Equal(after, before) {
+		t.Errorf("replica b reads block %d differently after the refused merge", k)
+	}
+}
+
+type throughBaseR struct {
+	top   *DiskReplica
+	below Base
+}
+
+func (b throughBaseR) ReadAt(ctx context.Context, p []byte, off int64) error {
+	have := NewPresence(int64(len(p)) / BlockSize)
+	if err := b.top.ReadLayer(ctx, p, off, have); err != nil {
+		return err
+	}
+	return readBase(ctx, b.below, have, p, off)
 }

@@ -95,6 +95,7 @@ type served struct {
 	// in; mergeRetry: not before then after one failed.
 	merging    bool
 	mergeRetry time.Time
+	mergeFails int
 }
 
 // replicaSet names a volume's replicas, to see when they change.

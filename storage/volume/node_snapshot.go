@@ -295,8 +295,14 @@ func (l layer) readOwn(ctx context.Context, s *Volume, q []byte, off int64, have
 	return nil
 }
 
-// mergeRetry is how long a merge that failed waits for the next try.
-const mergeRetry = 30 * time.Second
+// mergeRetry is how long a merge that failed waits for the next try,
+// doubled after each failure in a row up to 64 times; mergePace is its
+// pause between extents, which leaves the disks and the range locks to
+// the guest's I/O.
+const (
+	mergeRetry = 30 * time.Second
+	mergePace  = 5 * time.Millisecond
+)
 
 // mergeable is the hidden snapshot volume v reads through to, if v alone
 // does and it can be folded into v now.
@@ -315,7 +321,7 @@ func (n *NodeServer) mergeable(v *Volume) *Volume {
 // merge folds hidden snapshot h into volume v, served here by s.
 func (n *NodeServer) merge(ctx context.Context, s *served, v, h *Volume) {
 	start := time.Now()
-	err := s.w.Merge(ctx, ownLayer{s.chain, h.ID}, h.SizeBytes, h.Parent == "", 0, func(ctx context.Context) (Base, error) {
+	err := s.w.Merge(ctx, ownLayer{s.chain, h.ID}, h.SizeBytes, h.Parent == "", mergePace, func(ctx context.Context) (Base, error) {
 		cmd := &SnapshotMerged{Volume: v.ID, Snapshot: h.ID, Node: n.c.Name(), Epoch: s.epoch}
 		if _, err := n.c.Apply(ctx, MsgSnapshotMerged, cmd, nil); err != nil {
 			if code := consensus.ErrorCode(err); code != "" && code != consensus.CodeUnavailable {
@@ -331,8 +337,12 @@ func (n *NodeServer) merge(ctx context.Context, s *served, v, h *Volume) {
 	n.mu.Lock()
 	s.merging = false
 	if err != nil {
-		s.mergeRetry = time.Now().Add(mergeRetry)
-		time.AfterFunc(mergeRetry, n.wake)
+		wait := mergeRetry << min(s.mergeFails, 6)
+		s.mergeFails++
+		s.mergeRetry = time.Now().Add(wait)
+		time.AfterFunc(wait, n.wake)
+	} else {
+		s.mergeFails = 0
 	}
 	n.mu.Unlock()
 	if err != nil {

@@ -22,32 +22,21 @@ type Origin struct {
 	At         time.Time `json:"at"` // when the snapshot was taken
 }
 
-// Origin tells what volume ref was made from: the first snapshot down its
-// chain that was not taken of the volume itself. nil when it was made
-// blank or from an image.
+// Origin tells what volume ref was made from, as recorded when it was
+// made. nil when it was made blank or from an image.
 func (s *Service) Origin(p *identity.Principal, ref string) (*Origin, error) {
 	v, err := s.Get(p, ref)
-	if err != nil {
+	if err != nil || v.MadeFrom == nil {
 		return nil, err
 	}
 	txn := s.c.Store().ReadTxn()
-	for id, hops := v.Parent, 0; id != "" && hops < 1000; hops++ {
-		sn := getVolume(txn, id)
-		if sn == nil {
-			return nil, nil
-		}
-		if sn.Of == v.ID {
-			id = sn.Parent
-			continue
-		}
-		o := &Origin{Volume: sn.Of, At: sn.CreatedAt}
-		if !sn.Hidden {
-			o.Snapshot, o.SnapshotID = sn.Name, sn.ID
-		}
-		if of := getVolume(txn, sn.Of); of != nil && of.Kind == "" {
-			o.VolumeName = of.Name
-		}
-		return o, nil
+	m := v.MadeFrom
+	o := &Origin{Volume: m.Of, At: m.At}
+	if sn := getVolume(txn, m.Snapshot); sn != nil && !sn.Hidden {
+		o.Snapshot, o.SnapshotID = sn.Name, sn.ID
 	}
-	return nil, nil
+	if of := getVolume(txn, m.Of); of != nil && of.Kind == "" {
+		o.VolumeName = of.Name
+	}
+	return o, nil
 }

@@ -221,10 +221,10 @@ func (r *Repair) add(ctx context.Context, txn *memdb.Txn, v *Volume, kept []Repl
 	rep := Replica{ID: fmt.Sprintf("%s-r%d-%d", v.ID, next, v.Version), Node: spots[0].Node, Disk: spots[0].Disk, State: ReplicaStale}
 	// A volume's or snapshot's replicas are layered exactly when it reads
 	// through to a parent.
-	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes, v.Parent != ""); err != nil {
+	if err := r.prov.Create(ctx, rep.Node, rep.Disk, rep.ID, v.SizeBytes, v.layered()); err != nil {
 		return fmt.Errorf("make replica %s on %s: %w", rep.ID, rep.Node, err)
 	}
-	if _, err := r.c.Apply(ctx, MsgAddReplica, addReplicaCmd{Volume: v.ID, Replica: rep, Layered: v.Parent != ""}, nil); err != nil {
+	if _, err := r.c.Apply(ctx, MsgAddReplica, addReplicaCmd{Volume: v.ID, Replica: rep, Layered: v.layered()}, nil); err != nil {
 		// Not recorded (or not known to be): the sweeper removes a replica
 		// no volume names, after its grace period.
 		return fmt.Errorf("record replica %s: %w", rep.ID, err)

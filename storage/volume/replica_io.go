@@ -333,7 +333,10 @@ func (r *DiskReplica) read(p []byte, off int64, have Presence) error {
 		for j := range c {
 			b := p[(i+j)*BlockSize : (i+j+1)*BlockSize]
 			sum := binary.LittleEndian.Uint32(s[j*4:])
-			if have != nil && sum != 0 {
+			// Absent: never written, a hole, checksum 0. A written block
+			// of zeroes keeps the checksum of zeroes; a written block
+			// whose CRC-32C happens to be 0 is not zeroes.
+			if have != nil && (sum != 0 || !bytes.Equal(b, zeroBlock[:])) {
 				have.Set(i + j)
 			}
 			ok := blockOK(b, sum)

@@ -174,18 +174,6 @@ func TestLayeredReplicaCopy(t *testing.T) {
 	}
 }
 
-func equalPresence(a, b Presence) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
 // The layered mark is on disk and survives a reopen; creating the replica
 // again is idempotent only with the same kind.
 func TestLayeredReplicaMarker(t *testing.T) {

@@ -82,9 +82,11 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 		if s.prov == nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, unavailable())
 		}
-		if err := s.claimReplicas(ctx, v); err != nil {
+		unclaimed, err := s.claimReplicas(ctx, v)
+		if err != nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err)
 		}
+		cmd.Unclaimed = unclaimed
 		cmd.Top = s.makeTop(ctx, v, id)
 		if len(cmd.Top) == 0 {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID,
@@ -116,10 +118,11 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 // them to the volume's size where they are smaller (a volume extended
 // while attached to a VM not placed yet has replicas its next writer
 // would have grown), so the snapshot holds every byte its record says.
-// One claimed is enough: a snapshot's read that fails on one replica goes
-// on to the next.
-func (s *Service) claimReplicas(ctx context.Context, v *Volume) error {
+// One claimed is enough; it returns the in-sync ones it could not claim,
+// which the snapshot has stale.
+func (s *Service) claimReplicas(ctx context.Context, v *Volume) ([]string, error) {
 	var errs []error
+	var unclaimed []string
 	grown := false
 	for _, r := range v.Replicas {
 		if r.State != ReplicaInSync {
@@ -127,14 +130,15 @@ func (s *Service) claimReplicas(ctx context.Context, v *Volume) error {
 		}
 		if err := s.prov.Resize(ctx, r.Node, r.ID, v.Epoch+1, v.SizeBytes); err != nil {
 			errs = append(errs, fmt.Errorf("replica %s on %s: %w", r.ID, r.Node, err))
+			unclaimed = append(unclaimed, r.ID)
 			continue
 		}
 		grown = true
 	}
 	if grown {
-		return nil
+		return unclaimed, nil
 	}
-	return consensus.Errorf(consensus.CodeUnavailable, "volume %s: no copy could be brought to its size: %v", v.Name, errors.Join(errs...))
+	return nil, consensus.Errorf(consensus.CodeUnavailable, "volume %s: no copy could be brought to its size: %v", v.Name, errors.Join(errs...))
 }
 
 // makeTop makes a detached volume's new replicas for snapshot snapID, on

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -416,4 +417,78 @@ func TestSharedSnapshotIsNotMerged(t *testing.T) {
 	wantCode(t, "a merge from a node that is not the writer", err, consensus.CodeConflict)
 	_, err = e.apply(MsgSnapshotMerged, merged)
 	e.must(err)
+}
+
+// What a volume was made from is kept as it was when it was made: a merge
+// of that snapshot (deleted, with the volume it was taken of) into the
+// volume still leaves it saying so; and a replica added to the merged
+// volume is layered, as its replicas are.
+func TestOriginOutlivesTheMerge(t *testing.T) {
+	r := newEdgeRig(t)
+	e := r.e
+	ctx := context.Background()
+	svc := NewService(Deps{Cluster: e.node, Identity: e.id, Provisioner: NewProvisioner(nil, nil, r.self, r.host), Logger: slog.Default()})
+	v := r.volume("vol-a", GiB)
+	e.must(r.host.Create("d1", "vol-a-top0", GiB, true))
+	e.must(r.askSnapshot(v, Replica{ID: "vol-a-top0", Node: r.self, Disk: "d1"}))
+	snap := getVolume(e.node.Store().ReadTxn(), snapA)
+	kv := Volume{ID: "vol-k", Name: "restored", ProjectID: e.ward, SizeBytes: GiB, Parent: snapA, CreatedAt: time.Now().UTC(),
+		Replicas: []Replica{{ID: "vol-k-r0", Node: r.self, Disk: "d2"}}}
+	_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: kv})
+	e.must(err)
+	e.must(r.host.Create("d2", "vol-k-r0", GiB, true))
+	_, err = e.apply(MsgSetVolumeState, setVolumeStateCmd{ID: kv.ID, State: StateAvailable})
+	e.must(err)
+	_, err = e.apply(MsgDeleteVolume, deleteVolumeCmd{ID: v.ID})
+	e.must(err)
+	_, err = e.apply(MsgDeleteSnapshot, deleteSnapshotCmd{ID: snapA})
+	e.must(err)
+	w, k := r.attachAndOpen(t, getVolume(e.node.Store().ReadTxn(), kv.ID))
+	h := r.ns.mergeable(k)
+	if h == nil {
+		t.Fatal("the deleted snapshot is not mergeable into the one volume made from it")
+	}
+	s := &served{w: w, epoch: k.Epoch, replicas: replicaSet(k), chain: newChain(r.ns), merging: true}
+	r.ns.merge(ctx, s, k, h)
+	if got := getVolume(e.node.Store().ReadTxn(), k.ID); got.Parent != "" || !got.Layered {
+		t.Fatalf("after the merge: parent %q, layered %v", got.Parent, got.Layered)
+	}
+	o, err := svc.Origin(e.nurse, "restored")
+	e.must(err)
+	if o == nil || o.Volume != "vol-a" || !o.At.Equal(snap.CreatedAt) || o.Snapshot != "" || o.VolumeName != "" {
+		t.Fatalf("origin after the merge: %+v", o)
+	}
+	rep := Replica{ID: "restored-r9", Node: r.self, Disk: "d1"}
+	_, err = e.apply(MsgAddReplica, addReplicaCmd{Volume: k.ID, Replica: rep})
+	wantCode(t, "a plain replica for a merged volume", err, consensus.CodeConflict)
+	_, err = e.apply(MsgAddReplica, addReplicaCmd{Volume: k.ID, Replica: rep, Layered: true})
+	e.must(err)
+}
+
+// A detached volume's replica the service cannot reach to fence is stale
+// in the snapshot that takes it: a writer it may still hear from could
+// change it, so it is caught up before it is read.
+func TestUnclaimedReplicaIsStaleInTheSnapshot(t *testing.T) {
+	r := newEdgeRig(t)
+	e := r.e
+	ctx := context.Background()
+	unreachable := func(string) (string, bool) { return "", false }
+	svc := NewService(Deps{Cluster: e.node, Identity: e.id, Logger: slog.Default(),
+		Provisioner: NewProvisioner(func() *http.Client { return nil }, unreachable, r.self, r.host)})
+	v := Volume{ID: "vol-a", Name: "vol-a", ProjectID: e.ward, SizeBytes: GiB, CreatedAt: time.Now().UTC(),
+		Replicas: []Replica{{ID: "vol-a-r0", Node: r.self, Disk: "d1"}, {ID: "vol-a-r1", Node: "node9", Disk: "d9"}}}
+	_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: v})
+	e.must(err)
+	_, err = e.apply(MsgSetVolumeState, setVolumeStateCmd{ID: v.ID, State: StateAvailable})
+	e.must(err)
+	e.must(r.host.Create("d1", "vol-a-r0", GiB, false))
+	snap, err := svc.CreateSnapshot(ctx, e.nurse, "vol-a", "monday")
+	e.must(err)
+	states := map[string]string{}
+	for _, rep := range snap.Replicas {
+		states[rep.ID] = rep.State
+	}
+	if states["vol-a-r0"] != ReplicaInSync || states["vol-a-r1"] != ReplicaStale {
+		t.Fatalf("the snapshot's replicas: %v", states)
+	}
 }

@@ -97,6 +97,13 @@ type Volume struct {
 	// Hidden: a snapshot its owner deleted (or one made for a clone) that
 	// volumes still read through to; it goes with the last of them.
 	Hidden bool `json:"hidden,omitempty"`
+	// MadeFrom is the snapshot a volume made from one (or as a clone) was
+	// made from, kept as it was: Parent changes as the volume is
+	// snapshotted and merged.
+	MadeFrom *MadeFrom `json:"made_from,omitempty"`
+	// Layered: its replicas are layered (it has, or had, a parent): a
+	// replica added to it must be too.
+	Layered bool `json:"layered,omitempty"`
 	// ScrubbedAt is when its writer last read every copy whole.
 	ScrubbedAt time.Time `json:"scrubbed_at,omitzero"`
 	CreatedAt  time.Time `json:"created_at"`
@@ -324,6 +331,16 @@ func save(tx *consensus.Tx, v *Volume) (any, error) {
 	return v, nil
 }
 
+// MadeFrom is the snapshot a volume was made from.
+type MadeFrom struct {
+	Snapshot string    `json:"snapshot"` // its ID
+	Of       string    `json:"of"`       // the volume it was taken of
+	At       time.Time `json:"at"`       // when it was taken
+}
+
+// layered tells whether v's replicas are layered.
+func (v *Volume) layered() bool { return v.Parent != "" || v.Layered }
+
 // applyCreateVolume records a volume being created and charges its
 // project, in one transaction: a refusal leaves nothing behind.
 func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
@@ -355,6 +372,8 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 		case v.SizeBytes < p.SizeBytes:
 			return nil, consensus.Errorf(consensus.CodeInvalid, "snapshot %s is %d GiB: a volume made from it is at least that", p.Name, p.SizeGiB())
 		}
+		v.MadeFrom = &MadeFrom{Snapshot: p.ID, Of: p.Of, At: p.CreatedAt}
+		v.Layered = true
 	}
 	if err := identity.Charge(tx, v.ProjectID, identity.Resources{Volumes: 1, VolumeGiB: v.SizeGiB()}); err != nil {
 		return nil, err
@@ -640,7 +659,7 @@ func applyAddReplica(tx *consensus.Tx, c *addReplicaCmd) (any, error) {
 	if c.Replica.ID == "" || c.Replica.Node == "" || c.Replica.Disk == "" {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a replica names its ID, node and disk")
 	}
-	if c.Layered != (cur.Parent != "") {
+	if c.Layered != cur.layered() {
 		// A snapshot was taken since the replica was made.
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s: replica %s is not layered as the volume's replicas are", cur.Name, c.Replica.ID)
 	}

@@ -1,6 +1,8 @@
 package volume
 
 import (
+	"slices"
+
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/hashicorp/go-memdb"
@@ -30,6 +32,10 @@ type createSnapshotCmd struct {
 	// snapshot's disks beforehand (a detached volume's snapshot is taken
 	// at once); none for an attached volume, whose writer makes them.
 	Top []Replica `json:"top,omitempty"`
+	// Unclaimed: replicas of a detached volume the service could not
+	// fence before the snapshot took them; the snapshot has them stale
+	// (caught up from a claimed one before they are read).
+	Unclaimed []string `json:"unclaimed,omitempty"`
 }
 
 // SnapshotTaken is the writer's word that it took the volume's pending
@@ -176,6 +182,9 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 	v := *cur
 	if !cur.served() {
 		take(&v, &s, c.Top)
+		if err := markUnclaimed(&s, c.Unclaimed); err != nil {
+			return nil, err
+		}
 	} else {
 		v.Snapshotting = s.ID
 	}
@@ -219,6 +228,7 @@ func checkTop(cur *Volume, top []Replica) error {
 // snapshot), layered on s.
 func take(v, s *Volume, top []Replica) {
 	s.Replicas = append([]Replica(nil), v.Replicas...)
+	s.Layered = v.layered()
 	s.Epoch = v.Epoch
 	s.State = StateAvailable
 	v.Replicas = nil
@@ -227,7 +237,31 @@ func take(v, s *Volume, top []Replica) {
 		v.Replicas = append(v.Replicas, r)
 	}
 	v.Parent = s.ID
+	v.Layered = true
 	v.Snapshotting = ""
+}
+
+// markUnclaimed makes the snapshot's replicas named in ids stale; one
+// in-sync replica must stay.
+func markUnclaimed(s *Volume, ids []string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	out := slices.Clone(s.Replicas)
+	inSync := 0
+	for i := range out {
+		if slices.Contains(ids, out[i].ID) {
+			out[i].State = ReplicaStale
+		}
+		if out[i].State == ReplicaInSync {
+			inSync++
+		}
+	}
+	if inSync == 0 {
+		return consensus.Errorf(consensus.CodeInvalid, "snapshot %s: no replica was claimed", s.Name)
+	}
+	s.Replicas = out
+	return nil
 }
 
 func applySnapshotTaken(tx *consensus.Tx, c *SnapshotTaken) (any, error) {

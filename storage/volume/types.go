@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 )
 
 // Geometry shared by the writer and the replicas.
@@ -67,6 +68,8 @@ func (p Presence) Set(i int64) { p[i/64] |= 1 << (i % 64) }
 
 // clear marks every block absent.
 func (p Presence) clear() { clear(p) }
+
+func equalPresence(a, b Presence) bool { return slices.Equal(a, b) }
 
 // fill marks the first n blocks present.
 func (p Presence) fill(n int64) {
