@@ -159,7 +159,7 @@ func (s *server) volumeRow(v *view, vol volume.Volume, projects map[string]strin
 			row.VMName = row.VM.Name
 		}
 	}
-	if vol.Parent != "" {
+	if vol.MadeFrom != nil {
 		if o, err := s.volumes.Origin(v.p, vol.ID); err == nil {
 			row.Origin = volumeOrigin(v, o)
 		}

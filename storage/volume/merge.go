@@ -152,7 +152,8 @@ func (w *Writer) mergeExtent(ctx context.Context, from Layer, src, cur []byte, o
 // errDisagree stops a merge at an extent whose in-sync replicas hold
 // different blocks (a write that failed on some of them without their
 // being marked stale): copying by one of them would leave another reading
-// the older snapshot's bytes. Reopening the volume reconciles them.
+// the older snapshot's bytes. The node then reopens the volume, which
+// reconciles them (their extents differ in generation or digest).
 var errDisagree = errors.New("the volume's in-sync replicas hold different blocks here")
 
 // presence reads which blocks of [off, off+len(p)) the volume holds, from

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"hash/crc32"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -356,4 +357,36 @@ func (b throughBaseR) ReadAt(ctx context.Context, p []byte, off int64) error {
 		return err
 	}
 	return readBase(ctx, b.below, have, p, off)
+}
+
+// A block whose CRC-32C is 0 is stored with a checksum other than 0 (which
+// means never written): two replicas of the same generation, one holding
+// such a block and one not, digest differently, so a catch-up or
+// reconcile copies it; and it reads back whole, as present, in either kind
+// of replica.
+func TestZeroCRCBlockIsSeenByDigests(t *testing.T) {
+	ctx := context.Background()
+	for _, layered := range []bool{false, true} {
+		dir := t.TempDir()
+		a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
+		for _, d := range []string{a, b} {
+			if err := CreateReplica(d, 2<<20, layered); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ra, rb := openReplica(t, a), openReplica(t, b)
+		blk := crcZeroBlock(t)
+		other := random(BlockSize)
+		mustWrite(t, ra, 1, 5, blk, 5*BlockSize)
+		mustWrite(t, ra, 1, 5, other, 9*BlockSize)
+		mustWrite(t, rb, 1, 5, other, 9*BlockSize)
+		ea, eb := mustExtents(t, ra), mustExtents(t, rb)
+		if ea[0].Gen != eb[0].Gen || ea[0].Digest == eb[0].Digest {
+			t.Fatalf("layered %v: extent 0 is %+v on one replica and %+v on the other", layered, ea[0], eb[0])
+		}
+		p, have := make([]byte, BlockSize), NewPresence(1)
+		if err := ra.ReadLayer(ctx, p, 5*BlockSize, have); err != nil || !bytes.Equal(p, blk) || !have.Has(0) {
+			t.Fatalf("layered %v: the block reads back %v, present %v", layered, err, have.Has(0))
+		}
+	}
 }

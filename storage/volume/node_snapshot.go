@@ -349,6 +349,12 @@ func (n *NodeServer) merge(ctx context.Context, s *served, v, h *Volume) {
 		if ctx.Err() == nil {
 			n.log.Warn("deleted snapshot not merged yet; trying again", "volume", v.ID, "snapshot", h.ID, "err", err)
 		}
+		if errors.Is(err, errDisagree) {
+			// Opened again, under a new epoch, the writer reconciles its
+			// replicas first.
+			s.w.halt("the volume's replicas disagree; reopening it to reconcile them")
+			n.wake()
+		}
 		return
 	}
 	// Its replicas are no record's now: the sweeper removes them.

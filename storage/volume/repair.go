@@ -97,8 +97,12 @@ func (r *Repair) Pass(ctx context.Context) error {
 		}
 	}
 	for _, v := range all {
-		if v.State == StateAvailable && v.Attachment == nil && borrowed < ScrubAtOnce && v.scrubDue(r.Now(), r.ScrubEvery) {
-			// Nobody writes it, so nobody scrubs it: open it for that.
+		behind := v.inSync() < len(v.Replicas) && !r.anyLost(v, disks)
+		if v.State == StateAvailable && v.Attachment == nil && borrowed < ScrubAtOnce && (v.scrubDue(r.Now(), r.ScrubEvery) || behind) {
+			// Nobody writes it, so nobody scrubs it, nor catches up a
+			// replica that is behind (one a detached snapshot could not
+			// claim, one that missed writes before the detach): open it
+			// for that.
 			if v.Unfilled() {
 				continue // nothing written yet; its first writer fills it
 			}
@@ -122,6 +126,17 @@ func (r *Repair) Pass(ctx context.Context) error {
 		return fmt.Errorf("%d volumes: first: %w", len(errs), errs[0])
 	}
 	return nil
+}
+
+// anyLost tells whether any of v's replicas is being lost (step replaces
+// those).
+func (r *Repair) anyLost(v *Volume, disks map[string]*storage.Disk) bool {
+	for _, rep := range v.Replicas {
+		if r.lost(rep, disks) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // lost tells why a replica's disk is being lost, or "".

@@ -222,3 +222,44 @@ func TestRepairKeepsTheNumberOfCopies(t *testing.T) {
 		t.Fatalf("after the move: %+v", got)
 	}
 }
+
+// A detached volume (or snapshot) with a replica behind whose disk and
+// node are fine is opened for its writer to catch that replica up, and
+// let go once it has.
+func TestRepairCatchesUpADetachedVolume(t *testing.T) {
+	e := newVolEnv(t, identity.Resources{Volumes: 10, VolumeGiB: 100})
+	ctx := context.Background()
+	d1 := e.addDisk("node1", "/d1", storage.DiskActive, storage.HealthOK, 100*GiB)
+	d2 := e.addDisk("node2", "/d2", storage.DiskActive, storage.HealthOK, 100*GiB)
+	d3 := e.addDisk("node3", "/d3", storage.DiskActive, storage.HealthOK, 100*GiB)
+	v := Volume{ID: "vol-x", Name: "x", ProjectID: e.ward, SizeBytes: GiB, CreatedAt: time.Now().UTC(), Replicas: []Replica{
+		{ID: "vol-x-r0", Node: "node1", Disk: d1}, {ID: "vol-x-r1", Node: "node2", Disk: d2}, {ID: "vol-x-r2", Node: "node3", Disk: d3}}}
+	_, err := e.apply(MsgCreateVolume, createVolumeCmd{Volume: v})
+	e.must(err)
+	_, err = e.apply(MsgSetVolumeState, setVolumeStateCmd{ID: v.ID, State: StateAvailable})
+	e.must(err)
+	// A writer marked r1 stale, then the volume was detached.
+	_, err = e.apply(MsgAttachVolume, attachVolumeCmd{ID: v.ID, Attachment: Attachment{Node: e.node.Name()}})
+	e.must(err)
+	w, err := e.apply(MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: e.node.Name()})
+	e.must(err)
+	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: "vol-x-r1", State: ReplicaStale})
+	e.must(err)
+	_, err = e.apply(MsgDetachVolume, detachVolumeCmd{ID: v.ID})
+	e.must(err)
+
+	r := NewRepair(e.node, &recordingProv{}, nil)
+	get := func() *Volume { return getVolume(e.node.Store().ReadTxn(), v.ID) }
+	e.must(r.Pass(ctx))
+	if a := get().Attachment; a == nil || !a.Repair {
+		t.Fatalf("a detached volume with a replica behind is not opened for its catch-up: %+v", get())
+	}
+	w, err = e.apply(MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: e.node.Name()})
+	e.must(err)
+	_, err = e.apply(MsgSetReplicaState, &SetReplicaState{Volume: v.ID, Node: e.node.Name(), Epoch: w.Epoch, Replica: "vol-x-r1", State: ReplicaInSync})
+	e.must(err)
+	e.must(r.Pass(ctx))
+	if got := get(); got.Attachment != nil || got.Degraded {
+		t.Fatalf("after the catch-up: %+v", got)
+	}
+}

@@ -60,7 +60,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 var zeroBlock [BlockSize]byte
 
 // zeroSum is the checksum of a block of zeroes.
-var zeroSum = crc32.Checksum(zeroBlock[:], castagnoli)
+var zeroSum = blockSum(zeroBlock[:])
 
 // Replica is one replica of a volume on a local disk: a directory holding
 // the volume's bytes, their checksums and the extents' generations. It

@@ -78,7 +78,7 @@ func (r *DiskReplica) write(epoch, gen uint64, p []byte, off int64) error {
 		s := buf[:c*4]
 		for j := range c {
 			b := (i + j) * BlockSize
-			binary.LittleEndian.PutUint32(s[j*4:], crc32.Checksum(p[b:b+BlockSize], castagnoli))
+			binary.LittleEndian.PutUint32(s[j*4:], blockSum(p[b:b+BlockSize]))
 		}
 		if _, err := r.sums.WriteAt(s, (first+int64(i))*4); err != nil {
 			return fmt.Errorf("write replica %s checksums at %d+%d: %w", r.dir, off, len(p), err)
@@ -355,10 +355,26 @@ func (r *DiskReplica) read(p []byte, off int64, have Presence) error {
 }
 
 func blockOK(b []byte, sum uint32) bool {
-	if crc32.Checksum(b, castagnoli) == sum {
+	if blockSum(b) == sum {
 		return true
 	}
-	return sum == 0 && bytes.Equal(b, zeroBlock[:])
+	// Checksum 0: never written, a hole; or, in a replica written before
+	// sums of 0 were stored as sumOfZeroCRC, a block whose CRC-32C is 0.
+	return sum == 0 && (bytes.Equal(b, zeroBlock[:]) || crc32.Checksum(b, castagnoli) == 0)
+}
+
+// sumOfZeroCRC is stored for a block whose CRC-32C is 0, as checksum 0
+// means a block never written: its presence, and the extent's digest, then
+// tell such a block from an absent one. It stands for two CRCs, 0 and
+// itself, which weakens detection of a corrupt block by one in 2^32.
+const sumOfZeroCRC = 0xFFFFFFFF
+
+// blockSum is the checksum stored for block b.
+func blockSum(b []byte) uint32 {
+	if s := crc32.Checksum(b, castagnoli); s != 0 {
+		return s
+	}
+	return sumOfZeroCRC
 }
 
 // extentRange returns the byte range of extent idx.
@@ -448,7 +464,7 @@ func (r *DiskReplica) WriteExtent(ctx context.Context, epoch uint64, idx int64, 
 				sum = zeroSum
 			}
 		default:
-			sum = crc32.Checksum(b, castagnoli)
+			sum = blockSum(b)
 		}
 		binary.LittleEndian.PutUint32(s[i*4:], sum)
 	}

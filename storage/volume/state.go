@@ -361,6 +361,7 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 	case v.Parent != "" && v.Source != nil:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is made from a snapshot or from a source, not both")
 	}
+	v.MadeFrom, v.Layered = nil, false // the command's say nothing
 	if v.Parent != "" {
 		// A clone: layered on a snapshot of the project's, no smaller.
 		p := getVolume(tx.Txn, v.Parent)

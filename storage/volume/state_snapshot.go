@@ -107,6 +107,7 @@ func applySnapshotMerged(tx *consensus.Tx, c *SnapshotMerged) (any, error) {
 	}
 	v := *cur
 	v.Parent = s.Parent
+	v.Layered = true
 	if err := tx.Delete(tVolumes, s); err != nil {
 		return nil, err
 	}
