@@ -5,8 +5,9 @@
 // Layout. A volume of N bytes has up to three replicas, each on a disk of
 // a different node (a single-node cluster keeps one). A replica is a
 // directory on a pool disk, DISK/volumes/REPLICA/, holding the volume's
-// bytes in a sparse file, a CRC-32C per 4 KiB block, and a generation per
-// 1 MiB extent (the volume-wide sequence number of the last write that
+// bytes in a sparse file, a CRC-32C per 4 KiB block (0 is a block never
+// written; a block whose CRC is 0 is stored as 0xFFFFFFFF), and a
+// generation per 1 MiB extent (the volume-wide sequence number of the last write that
 // touched it). Replication, not erasure coding, because a 4 KiB random
 // write to a 4+2 stripe is a read-modify-write of six shards; Ceph RBD and
 // Longhorn replicate for the same reason (docs/benchmarks.md has the
