@@ -353,13 +353,31 @@ func (w *sizedWriter) Commit() error {
 type remoteWriter struct {
 	pw   *io.PipeWriter
 	done chan error
+	once sync.Once
+	err  error
 }
 
-func (w *remoteWriter) Write(p []byte) (int, error) { return w.pw.Write(p) }
+// Write sends p to the peer. A body the HTTP client closed (it had the
+// peer's answer before the whole body, a refusal) gives that answer.
+func (w *remoteWriter) Write(p []byte) (int, error) {
+	n, err := w.pw.Write(p)
+	if errors.Is(err, io.ErrClosedPipe) {
+		if rerr := w.result(); rerr != nil {
+			return n, rerr
+		}
+	}
+	return n, err
+}
+
+// result is the request's outcome, once it has one.
+func (w *remoteWriter) result() error {
+	w.once.Do(func() { w.err = <-w.done })
+	return w.err
+}
 
 func (w *remoteWriter) Commit() error {
 	w.pw.Close() // the end of the body: the peer commits
-	return <-w.done
+	return w.result()
 }
 
 // errAborted ends the request mid-body, so the peer discards the shard.
@@ -367,7 +385,7 @@ var errAborted = errors.New("shard write aborted")
 
 func (w *remoteWriter) Abort() {
 	w.pw.CloseWithError(errAborted)
-	<-w.done
+	w.result()
 }
 
 // ShardReader reads a shard on some node's disk.
