@@ -461,8 +461,9 @@ type target struct {
 // fanout runs op on every replica that takes writes: all in-sync ones and
 // those being rebuilt. The local replica goes last, once a remote one has
 // accepted the epoch, so a writer that was fenced changes no copy at all,
-// not even its own. A failed in-sync replica is marked stale before the
-// operation counts as done without it.
+// not even its own; a flush, which changes no copy, goes to all at once. A
+// failed in-sync replica is marked stale before the operation counts as
+// done without it.
 func (w *Writer) fanout(ctx context.Context, what string, op func(context.Context, Target) error) error {
 	if w.fenced.Load() {
 		return nbd.ESHUTDOWN
@@ -514,11 +515,12 @@ func (w *Writer) fanout(ctx context.Context, what string, op func(context.Contex
 	}
 	var localErr error
 	heldBack := false
+	ungated := what == "flush"
 	if local != nil {
-		if len(remote) > 0 {
+		if len(remote) > 0 && !ungated {
 			<-gate
 		}
-		if len(remote) == 0 || accepted.Load() {
+		if len(remote) == 0 || ungated || accepted.Load() {
 			localErr = call(local.t)
 		} else {
 			heldBack = true

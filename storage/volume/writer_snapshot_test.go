@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/storage/nbd"
 )
@@ -453,5 +454,77 @@ func TestWriterSnapshotSwapUnusable(t *testing.T) {
 	}
 	if p, _ := r.layer("r0", 0, BlockSize); !bytes.Equal(p, make([]byte, BlockSize)) {
 		t.Fatal("the snapshot's replica changed")
+	}
+}
+
+// slowFlush holds a replica's flushes, once armed, until released.
+type slowFlush struct {
+	Target
+	armed   *atomic.Bool
+	release chan struct{}
+}
+
+func (s slowFlush) Flush(ctx context.Context, epoch uint64) error {
+	if s.armed.Load() {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return s.Target.Flush(ctx, epoch)
+}
+
+// countFlush counts a replica's flushes.
+type countFlush struct {
+	Target
+	n *atomic.Int32
+}
+
+func (c countFlush) Flush(ctx context.Context, epoch uint64) error {
+	c.n.Add(1)
+	return c.Target.Flush(ctx, epoch)
+}
+
+// A flush, which changes no copy, reaches the local replica without
+// waiting for a remote one (a write waits, so a fenced writer changes no
+// copy); it returns only once every replica has flushed.
+func TestFlushDoesNotWaitForRemotes(t *testing.T) {
+	ctx := context.Background()
+	r := newSnapRig(t, 4<<20)
+	r.add("a", false)
+	r.add("b", false)
+	release := make(chan struct{})
+	var armed atomic.Bool
+	var localFlushes atomic.Int32
+	w, err := OpenWriter(ctx, WriterConfig{VolumeID: "vol", Epoch: r.state.epoch, Size: r.size,
+		Members: r.members("a", "b"), MinInSync: 2, Control: r.state, RetryInterval: 20e6,
+		Dial: func(ctx context.Context, m Member) (Target, error) {
+			t, err := r.dial(ctx, m)
+			if err != nil || m.Local {
+				return countFlush{t, &localFlushes}, err
+			}
+			return slowFlush{t, &armed, release}, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(context.Background()) })
+	if err := w.WriteAt(ctx, random(BlockSize), 0, false); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	localFlushes.Store(0)
+	done := make(chan error, 1)
+	go func() { done <- w.Flush(ctx) }()
+	pollUntil(t, 5e9, func() bool { return localFlushes.Load() == 1 })
+	select {
+	case err := <-done:
+		t.Fatalf("the flush returned before the remote replica flushed: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
