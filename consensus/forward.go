@@ -219,6 +219,20 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 	for i, c := range cmds {
 		futures[i] = applyAsync(raftNode, c.t, c.payload, 10*time.Second)
 	}
+	// Waited for together, unless the request ends first (the follower
+	// gone, or this node shutting down: see waitApplied).
+	all := make(chan struct{})
+	go func() {
+		for _, f := range futures {
+			_ = f.Error()
+		}
+		close(all)
+	}()
+	select {
+	case <-all:
+	case <-r.Context().Done():
+		return
+	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	for _, f := range futures {
 		res, idx, err := applyOutcome(f)

@@ -559,8 +559,31 @@ func (n *Node) applyLocal(ctx context.Context, t MessageType, payload []byte) (j
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
 	}
-	return applyOutcome(applyAsync(n.Raft(), t, payload, timeout))
+	f := applyAsync(n.Raft(), t, payload, timeout)
+	if err := waitApplied(f, ctx.Done()); err != nil {
+		return nil, 0, err
+	}
+	return applyOutcome(f)
 }
+
+// waitApplied waits for a command handed to Raft, or for stop: Raft never
+// answers a command still queued when it shuts down (hashicorp/raft gives
+// such a future no shutdown channel), and a caller waiting on it would
+// hold up the shutdown for good. Stopped first, the outcome is unknown.
+func waitApplied(f raft.ApplyFuture, stop <-chan struct{}) error {
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-stop:
+		return errApplyAbandoned
+	}
+}
+
+// errApplyAbandoned: the caller stopped waiting for a command Raft had
+// taken; it may still be applied.
+var errApplyAbandoned = errors.New("stopped waiting for the command to be applied; it may still be")
 
 // applyAsync hands a command to Raft without waiting for it.
 func applyAsync(r *raft.Raft, t MessageType, payload []byte, timeout time.Duration) raft.ApplyFuture {

@@ -631,3 +631,28 @@ func TestNodeWithoutRaftStateRefusesToStart(t *testing.T) {
 		t.Fatalf("start without Raft state: %v, want a refusal that says what to do", err)
 	}
 }
+
+// stuckFuture is a command Raft took and will never answer.
+type stuckFuture struct{ failedFuture }
+
+func (stuckFuture) Error() error { select {} }
+
+// A command Raft never answers (queued when it shut down) does not hold
+// its caller past the caller's own end.
+func TestWaitAppliedStopsWithItsCaller(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- waitApplied(stuckFuture{}, stop) }()
+	close(stop)
+	select {
+	case err := <-done:
+		if !errors.Is(err, errApplyAbandoned) {
+			t.Fatalf("waitApplied: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("waitApplied did not return when its caller stopped")
+	}
+	if err := waitApplied(failedFuture{ErrNoLeader}, nil); !errors.Is(err, ErrNoLeader) {
+		t.Fatalf("waitApplied of an answered command: %v", err)
+	}
+}
