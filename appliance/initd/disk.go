@@ -57,7 +57,7 @@ func mountData(log *slog.Logger, boot Boot) error {
 	switch kind {
 	case "blank":
 		log.Info("first boot: formatting the data disk", "disk", dev)
-		out, err := exec.Command(mke2fs(), "-q", "-F", "-t", "ext4", "-L", dataLabel, "-E", "lazy_itable_init=1,lazy_journal_init=1", dev).CombinedOutput()
+		out, err := output(exec.Command(mke2fs(), "-q", "-F", "-t", "ext4", "-L", dataLabel, "-E", "lazy_itable_init=1,lazy_journal_init=1", dev))
 		if err != nil {
 			return fmt.Errorf("format %s: %v: %s", dev, err, bytes.TrimSpace(out))
 		}
@@ -157,7 +157,7 @@ func parentDisk(part string) string {
 // of disk (moving the backup GPT to the disk's real end first: the image was
 // written onto a larger disk) and has the kernel read the new table.
 func addDataPartition(disk string) (string, error) {
-	out, err := exec.Command(sgdisk(), "-e", "-n", "0:0:0", "-t", "0:8300", "-c", "0:"+dataLabel, disk).CombinedOutput()
+	out, err := output(exec.Command(sgdisk(), "-e", "-n", "0:0:0", "-t", "0:8300", "-c", "0:"+dataLabel, disk))
 	if err != nil {
 		return "", fmt.Errorf("partition %s: %v: %s", disk, err, bytes.TrimSpace(out))
 	}

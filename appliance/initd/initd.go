@@ -25,6 +25,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -65,7 +66,7 @@ func Main() int {
 	for _, p := range Problems(cmdline) {
 		log.Warn("boot setting ignored", "problem", p)
 	}
-	go reap()
+	go reap(nil)
 
 	ctx, stop := context.WithCancel(context.Background())
 	action := make(chan string, 1)
@@ -193,11 +194,21 @@ func handleSignals(ctx context.Context, log *slog.Logger, action chan<- string) 
 	}
 }
 
-// reap collects every orphan that the kernel re-parents to PID 1.
-func reap() {
+// reap collects every orphan that the kernel re-parents to PID 1. It
+// waits while a command run by output is under way: collecting any child
+// would take that one's exit from its own Wait (ECHILD, "no child
+// processes"), and a first boot's format then failed as if mke2fs had.
+func reap(done <-chan struct{}) {
 	ch := make(chan os.Signal, 16)
 	signal.Notify(ch, syscall.SIGCHLD)
-	for range ch {
+	defer signal.Stop(ch)
+	for {
+		select {
+		case <-done:
+			return
+		case <-ch:
+		}
+		reapMu.Lock()
 		for {
 			var ws unix.WaitStatus
 			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
@@ -205,7 +216,19 @@ func reap() {
 				break
 			}
 		}
+		reapMu.Unlock()
 	}
+}
+
+// reapMu keeps the reaper away while output runs a command.
+var reapMu sync.Mutex
+
+// output runs a short command to its end, as CombinedOutput, with the
+// reaper held off so that the exit status is the command's own.
+func output(cmd *exec.Cmd) ([]byte, error) {
+	reapMu.Lock()
+	defer reapMu.Unlock()
+	return cmd.CombinedOutput()
 }
 
 // procOptions hide every process from users other than its own: each VM's

@@ -106,7 +106,7 @@ func checkHypervisor(ctx context.Context, log *slog.Logger) {
 	defer cancel()
 	cmd := QEMU("--version")
 	cmd = exec.CommandContext(ctx, cmd.Path, cmd.Args[1:]...)
-	out, err := cmd.CombinedOutput()
+	out, err := output(cmd)
 	if err != nil {
 		log.Error("hypervisor: QEMU does not run", "err", err, "output", string(bytes.TrimSpace(out)))
 		return
