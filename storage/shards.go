@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -82,21 +81,14 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sw, err := st.Create(r.PathValue("key"))
+	sw, err := st.CreateSized(r.PathValue("key"), r.ContentLength)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	// A TLS read yields at most 16 KiB; gathering a decode block's worth
-	// before each write to the disk takes one system call, not sixteen.
-	bw := diskWriters.Get().(*bufio.Writer)
-	bw.Reset(sw)
-	n, err := io.Copy(bw, r.Body)
-	if err == nil {
-		err = bw.Flush()
-	}
-	bw.Reset(nil)
-	diskWriters.Put(bw)
+	// The disk writer gathers the body's TLS reads (16 KiB each) into its
+	// own chunk buffer (io.Copy reads into it), and writes whole chunks.
+	n, err := io.Copy(sw, r.Body)
 	if err == nil && r.ContentLength >= 0 && n != r.ContentLength {
 		err = fmt.Errorf("got %d of %d bytes", n, r.ContentLength)
 	}
@@ -112,12 +104,9 @@ func (s *Shards) servePut(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// Every shard of every upload and download passes through one of these
-// buffers (a decode block each), so they are pooled.
-var (
-	diskWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 256<<10) }}
-	copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-)
+// Every shard of every download passes through one of these buffers (a
+// decode block each), so they are pooled.
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
 func statusForWriteError(err error) int {
 	if isNoSpace(err) {
@@ -290,7 +279,7 @@ func (s *Shards) Create(ctx context.Context, d Disk, key string, size int64) (Sh
 		if err := s.disks.reserve.Check(st.Root(), uint64(max(size, 0))); err != nil {
 			return nil, fmt.Errorf("store shard on %s: %w", d.ID, err)
 		}
-		w, err := st.Create(key)
+		w, err := st.CreateSized(key, size)
 		if err != nil {
 			return nil, err
 		}

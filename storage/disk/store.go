@@ -1,8 +1,9 @@
 // Package disk keeps shards on one local disk (a block device's filesystem in
 // the appliance, a directory in dev mode and tests). Writes go to a temporary
 // file that is fsynced and renamed into place, then the directory is fsynced:
-// a shard is either absent or complete and durable, never half-written. Only
-// storage packages import disk.
+// a shard is either absent or complete and durable, never half-written.
+// Shard bytes go past the page cache (O_DIRECT) where the filesystem allows
+// (direct.go). Only storage packages import disk.
 package disk
 
 import (
@@ -10,6 +11,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -84,27 +86,38 @@ func (s *Store) path(key string) (string, error) {
 // Writer is a shard being written. Commit makes it durable and visible;
 // Abort (or a crash) leaves nothing behind.
 type Writer struct {
-	f    *os.File
-	dest string
-	mu   *sync.Mutex // the store's
-	done bool
+	f      *os.File
+	chunks *chunkWriter
+	dest   string
+	mu     *sync.Mutex // the store's
+	done   bool
 }
 
-// Create starts writing a shard, replacing any existing one on Commit.
-func (s *Store) Create(key string) (*Writer, error) {
+// Create starts writing a shard of unknown size, replacing any existing
+// one on Commit.
+func (s *Store) Create(key string) (*Writer, error) { return s.CreateSized(key, -1) }
+
+// CreateSized starts writing a shard of about size bytes (-1: unknown),
+// replacing any existing one on Commit.
+func (s *Store) CreateSized(key string, size int64) (*Writer, error) {
 	dest, err := s.path(key)
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.CreateTemp(filepath.Join(s.root, "tmp"), key+".*")
+	small := size >= 0 && size < writeChunk
+	f, direct, err := createTemp(filepath.Join(s.root, "tmp"), key+".*", !small)
 	if err != nil {
 		return nil, fmt.Errorf("create shard %s: %w", key, err)
 	}
-	return &Writer{f: f, dest: dest, mu: &s.mu}, nil
+	return &Writer{f: f, chunks: newChunkWriter(f, direct, size), dest: dest, mu: &s.mu}, nil
 }
 
-// Write appends to the shard; a full disk shows up here as ENOSPC.
-func (w *Writer) Write(p []byte) (int, error) { return w.f.Write(p) }
+// Write appends to the shard; a full disk shows up here or in Commit as
+// ENOSPC.
+func (w *Writer) Write(p []byte) (int, error) { return w.chunks.Write(p) }
+
+// ReadFrom appends r's bytes up to its end (io.Copy uses it).
+func (w *Writer) ReadFrom(r io.Reader) (int64, error) { return w.chunks.ReadFrom(r) }
 
 // Commit fsyncs the data, renames it into place and fsyncs the directory.
 func (w *Writer) Commit() error {
@@ -113,6 +126,11 @@ func (w *Writer) Commit() error {
 	}
 	w.done = true
 	tmp := w.f.Name()
+	if err := w.chunks.finish(); err != nil {
+		w.f.Close()
+		os.Remove(tmp)
+		return fmt.Errorf("commit shard: %w", err)
+	}
 	if err := w.f.Sync(); err != nil {
 		w.f.Close()
 		os.Remove(tmp)
@@ -143,6 +161,7 @@ func (w *Writer) Abort() {
 		return
 	}
 	w.done = true
+	w.chunks.release()
 	w.f.Close()
 	os.Remove(w.f.Name())
 }

@@ -135,6 +135,25 @@ func TestFullDisk(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatal("the failed shard's temp file was left behind")
 	}
+	// A shard smaller than one write chunk meets the full disk at Commit.
+	small, _ := s.Create("small.0")
+	if _, err := small.Write(make([]byte, 100<<10)); err != nil {
+		t.Fatalf("a write smaller than a chunk failed before the commit: %v", err)
+	}
+	filler, err := os.Create(filepath.Join(dir, "filler"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for err == nil {
+		_, err = filler.Write(make([]byte, 4096))
+	}
+	filler.Close()
+	if err := small.Commit(); !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("committing a shard to a full disk: %v", err)
+	}
+	if _, err := s.Open("small.0"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a shard that failed its commit is visible")
+	}
 }
 
 var testIdentity = Identity{Disk: "node1-abcdef", Token: "0123456789abcdef"}
