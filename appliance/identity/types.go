@@ -104,7 +104,8 @@ type Resources struct {
 	// and their parts): each costs memory on every node whatever its size.
 	Objects int64 `json:"objects"`
 	// Volumes counts block volumes, VolumeGiB their provisioned size (each
-	// replica holds it all), Snapshots their snapshots.
+	// replica holds it all) and that of their snapshots (as Cinder's
+	// gigabytes quota does), Snapshots their snapshots.
 	Volumes   int64 `json:"volumes"`
 	VolumeGiB int64 `json:"volume_gib"`
 	Snapshots int64 `json:"snapshots"`

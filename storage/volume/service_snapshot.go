@@ -72,7 +72,7 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 		if Named(txn, v.ProjectID, name) {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", name))
 		}
-		if err := identity.WouldFit(txn, v.ProjectID, identity.Resources{Snapshots: 1}); err != nil {
+		if err := identity.WouldFit(txn, v.ProjectID, identity.Resources{Snapshots: 1, VolumeGiB: v.SizeGiB()}); err != nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err)
 		}
 	}

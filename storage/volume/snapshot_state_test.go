@@ -47,8 +47,8 @@ func TestSnapshotsAndClonesInTheState(t *testing.T) {
 			t.Fatalf("the volume's new replica %+v (old %+v)", r, old[i])
 		}
 	}
-	if u := e.usage("ward"); u.Snapshots != 1 {
-		t.Fatalf("usage after a snapshot: %+v", u)
+	if u := e.usage("ward"); u.Snapshots != 1 || u.VolumeGiB != 4 {
+		t.Fatalf("usage after a snapshot (its 2 GiB count): %+v", u)
 	}
 
 	// Bad input changes nothing.
@@ -95,7 +95,7 @@ func TestSnapshotsAndClonesInTheState(t *testing.T) {
 	if v, _ = svc.Get(e.nurse, "records"); v.Parent != hidden.ID {
 		t.Fatalf("the cloned volume is layered on %s, not the clone's snapshot %s", v.Parent, hidden.ID)
 	}
-	if u := e.usage("ward"); u.Snapshots != 1 || u.Volumes != 3 || u.VolumeGiB != 7 {
+	if u := e.usage("ward"); u.Snapshots != 1 || u.Volumes != 3 || u.VolumeGiB != 9 {
 		t.Fatalf("usage with clones: %+v", u)
 	}
 	if ss, _ := svc.ListSnapshots(e.nurse, "", ""); len(ss) != 1 {
@@ -114,7 +114,7 @@ func TestSnapshotsAndClonesInTheState(t *testing.T) {
 			t.Fatalf("replica %s of a snapshot still read through to was removed", r.ID)
 		}
 	}
-	if u := e.usage("ward"); u.Snapshots != 0 {
+	if u := e.usage("ward"); u.Snapshots != 0 || u.VolumeGiB != 7 {
 		t.Fatalf("usage after deleting the snapshot: %+v", u)
 	}
 	if _, err := svc.GetSnapshot(e.nurse, "monday"); consensus.ErrorCode(err) != consensus.CodeNotFound {
@@ -202,4 +202,68 @@ func TestAttachedVolumeSnapshotIsTakenByItsWriter(t *testing.T) {
 	}
 	_, err = e.apply(MsgAttachVolume, attachVolumeCmd{ID: s.ID, Attachment: Attachment{VM: "vm-x", Node: "node1"}})
 	wantCode(t, "a snapshot attached to a VM", err, consensus.CodeConflict)
+}
+
+// A snapshot counts its size against volume_gib (as Cinder's gigabytes
+// quota counts snapshots): refused with nothing made when it would not fit,
+// refunded when deleted or hidden, and a snapshot recorded before sizes
+// were charged is refunded nothing.
+func TestSnapshotsChargeTheirSize(t *testing.T) {
+	// A command of this test's own writes a snapshot's record as a build
+	// before this change left it: its GiB not charged, nor recorded.
+	const msgMakeLegacy consensus.MessageType = 255
+	e := newVolEnvWith(t, identity.Resources{Volumes: 5, VolumeGiB: 7, Snapshots: 5}, func(r *consensus.Registry) {
+		consensus.Handle(r, msgMakeLegacy, "TestMakeLegacySnapshot", func(tx *consensus.Tx, c *Volume) (any, error) {
+			if err := identity.Charge(tx, c.ProjectID, identity.Resources{VolumeGiB: -c.ChargedGiB}); err != nil {
+				return nil, err
+			}
+			c.ChargedGiB = 0
+			return save(tx, c)
+		})
+	})
+	for _, n := range []string{"node1", "node2", "node3"} {
+		e.addDisk(n, "/d", storage.DiskActive, storage.HealthOK, 1<<40)
+	}
+	prov := &recorder{}
+	svc := NewService(Deps{Cluster: e.node, Identity: e.id, Provisioner: prov, Logger: slog.Default()})
+	ctx := context.Background()
+	_, err := svc.Create(ctx, e.nurse, Create{Name: "records", SizeGiB: 3})
+	e.must(err)
+	monday, err := svc.CreateSnapshot(ctx, e.nurse, "records", "monday")
+	e.must(err)
+	if monday.ChargedGiB != 3 {
+		t.Fatalf("snapshot charged %d GiB", monday.ChargedGiB)
+	}
+	before, _ := svc.Get(e.nurse, "records")
+	made := len(prov.created)
+	_, err = svc.CreateSnapshot(ctx, e.nurse, "records", "tuesday") // 3+3+3 > 7
+	wantCode(t, "a snapshot over the GiB quota", err, consensus.CodeQuotaExceeded)
+	after, _ := svc.Get(e.nurse, "records")
+	if u := e.usage("ward"); u.Snapshots != 1 || u.VolumeGiB != 6 || after.Parent != before.Parent || len(prov.created) != made {
+		t.Fatalf("a refused snapshot changed something: usage %+v, parent %q -> %q, %d replicas made", u, before.Parent, after.Parent, len(prov.created)-made)
+	}
+	// The command itself refuses too (the service's check is only early).
+	top := []Replica{{ID: "new-r0", Node: after.Replicas[0].Node, Disk: after.Replicas[0].Disk, State: ReplicaInSync}}
+	_, err = e.apply(MsgCreateSnapshot, createSnapshotCmd{Snapshot: Volume{ID: "snap-x", Name: "x", ProjectID: e.ward}, Of: after.ID, Top: top})
+	wantCode(t, "a snapshot command over the GiB quota", err, consensus.CodeQuotaExceeded)
+
+	_, err = svc.DeleteSnapshot(ctx, e.nurse, "monday", 0)
+	e.must(err)
+	if u := e.usage("ward"); u.Snapshots != 0 || u.VolumeGiB != 3 {
+		t.Fatalf("usage after deleting the snapshot: %+v", u)
+	}
+
+	// A snapshot from before sizes were charged: 1 snapshot, no GiB.
+	tuesday, err := svc.CreateSnapshot(ctx, e.nurse, "records", "tuesday")
+	e.must(err)
+	_, err = e.apply(msgMakeLegacy, getVolume(e.node.Store().ReadTxn(), tuesday.ID))
+	e.must(err)
+	if u := e.usage("ward"); u.Snapshots != 1 || u.VolumeGiB != 3 {
+		t.Fatalf("usage with a snapshot charged no GiB: %+v", u)
+	}
+	_, err = svc.DeleteSnapshot(ctx, e.nurse, "tuesday", 0)
+	e.must(err)
+	if u := e.usage("ward"); u.Snapshots != 0 || u.VolumeGiB != 3 {
+		t.Fatalf("usage after deleting a snapshot charged no GiB: %+v", u)
+	}
 }

@@ -97,6 +97,12 @@ type Volume struct {
 	// Hidden: a snapshot its owner deleted (or one made for a clone) that
 	// volumes still read through to; it goes with the last of them.
 	Hidden bool `json:"hidden,omitempty"`
+	// ChargedGiB is what a snapshot holds of its project's volume_gib
+	// quota, as Cinder counts snapshots' gigabytes: its size, from its
+	// creation until it is deleted or hidden. 0 for hidden snapshots and
+	// for those recorded before snapshots were charged by size, which are
+	// refunded nothing.
+	ChargedGiB int64 `json:"charged_gib,omitempty"`
 	// MadeFrom is the snapshot a volume made from one (or as a clone) was
 	// made from, kept as it was: Parent changes as the volume is
 	// snapshotted and merged.

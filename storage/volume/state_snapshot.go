@@ -59,7 +59,8 @@ type SnapshotTaken struct {
 // it, and clears v.Snapshotting; the caller saves v.
 func callOffSnapshot(tx *consensus.Tx, v *Volume) error {
 	if s := getVolume(tx.Txn, v.Snapshotting); s != nil && s.State == StateCreating {
-		if err := chargeSnapshot(tx, s, -1); err != nil {
+		called := *s
+		if err := refundSnapshot(tx, &called); err != nil {
 			return err
 		}
 		if err := tx.Delete(tVolumes, s); err != nil {
@@ -129,15 +130,31 @@ func registerSnapshots(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgSnapshotMerged, "VolumeSnapshotMerged", applySnapshotMerged)
 }
 
-// charge counts a snapshot in its project's quota, unless it is hidden.
-func chargeSnapshot(tx *consensus.Tx, s *Volume, n int64) error {
+// chargeSnapshot counts a new snapshot in its project's quota, one
+// snapshot and its size in GiB, unless it is hidden; s is the caller's copy
+// and records the GiB charged.
+func chargeSnapshot(tx *consensus.Tx, s *Volume) error {
 	if s.Hidden {
 		return nil
 	}
-	err := identity.Charge(tx, s.ProjectID, identity.Resources{Snapshots: n})
-	if n < 0 && consensus.ErrorCode(err) == consensus.CodeNotFound {
-		return nil // a project deleted meanwhile has no quota to refund
+	if err := identity.Charge(tx, s.ProjectID, identity.Resources{Snapshots: 1, VolumeGiB: s.SizeGiB()}); err != nil {
+		return err
 	}
+	s.ChargedGiB = s.SizeGiB()
+	return nil
+}
+
+// refundSnapshot gives back what chargeSnapshot counted for s (the
+// caller's copy, which then records nothing charged).
+func refundSnapshot(tx *consensus.Tx, s *Volume) error {
+	if s.Hidden {
+		return nil
+	}
+	err := identity.Charge(tx, s.ProjectID, identity.Resources{Snapshots: -1, VolumeGiB: -s.ChargedGiB})
+	if consensus.ErrorCode(err) == consensus.CodeNotFound {
+		err = nil // a project deleted meanwhile has no quota to refund
+	}
+	s.ChargedGiB = 0
 	return err
 }
 
@@ -173,10 +190,10 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 	if s.Hidden {
 		s.Name = hiddenName(s.ID)
 	}
-	if err := chargeSnapshot(tx, &s, 1); err != nil {
+	s.Kind, s.Of, s.Parent, s.SizeBytes = KindSnapshot, cur.ID, cur.Parent, cur.SizeBytes
+	if err := chargeSnapshot(tx, &s); err != nil {
 		return nil, err
 	}
-	s.Kind, s.Of, s.Parent, s.SizeBytes = KindSnapshot, cur.ID, cur.Parent, cur.SizeBytes
 	s.Writer, s.Epoch, s.Attachment, s.Source, s.Snapshotting, s.Copies = "", 0, nil, nil, "", cur.Copies
 	s.Replicas = nil
 	s.State = StateCreating
@@ -288,6 +305,12 @@ func applySnapshotTaken(tx *consensus.Tx, c *SnapshotTaken) (any, error) {
 	snap.Quiesced = c.Quiesced
 	if c.Size > 0 && c.Size < snap.SizeBytes {
 		snap.SizeBytes = c.Size // past it, zeroes: nothing was written there
+		if d := snap.ChargedGiB - snap.SizeGiB(); d > 0 {
+			if err := identity.Charge(tx, snap.ProjectID, identity.Resources{VolumeGiB: -d}); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
+				return nil, err
+			}
+			snap.ChargedGiB -= d
+		}
 	}
 	if _, err := save(tx, &snap); err != nil {
 		return nil, err
@@ -318,11 +341,12 @@ func applyDeleteSnapshot(tx *consensus.Tx, c *deleteSnapshotCmd) (any, error) {
 			}
 		}
 	}
-	if err := chargeSnapshot(tx, cur, -1); err != nil {
+	refunded := *cur
+	if err := refundSnapshot(tx, &refunded); err != nil {
 		return nil, err
 	}
 	if cur.State != StateCreating && referenced(tx.Txn, cur.ID, "") {
-		s := *cur
+		s := refunded
 		s.Hidden = true
 		s.Name = hiddenName(s.ID) // its name is free again
 		return save(tx, &s)
