@@ -135,10 +135,15 @@ func TestFullDisk(t *testing.T) {
 	if left, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(left) != 0 {
 		t.Fatal("the failed shard's temp file was left behind")
 	}
-	// A shard smaller than one write chunk meets the full disk at Commit.
+	// A shard smaller than one write chunk, of unknown size (O_DIRECT) or
+	// known small (through the page cache), meets the full disk at Commit.
 	small, _ := s.Create("small.0")
 	if _, err := small.Write(make([]byte, 100<<10)); err != nil {
 		t.Fatalf("a write smaller than a chunk failed before the commit: %v", err)
+	}
+	sized, _ := s.CreateSized("sized.0", 100<<10)
+	if _, err := sized.Write(make([]byte, 50<<10)); err != nil { // less than it said: held until the commit
+		t.Fatalf("a small shard's write failed before the commit: %v", err)
 	}
 	filler, err := os.Create(filepath.Join(dir, "filler"))
 	if err != nil {
@@ -148,11 +153,13 @@ func TestFullDisk(t *testing.T) {
 		_, err = filler.Write(make([]byte, 4096))
 	}
 	filler.Close()
-	if err := small.Commit(); !errors.Is(err, syscall.ENOSPC) {
-		t.Fatalf("committing a shard to a full disk: %v", err)
-	}
-	if _, err := s.Open("small.0"); !errors.Is(err, ErrNotFound) {
-		t.Fatal("a shard that failed its commit is visible")
+	for key, w := range map[string]*Writer{"small.0": small, "sized.0": sized} {
+		if err := w.Commit(); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("committing %s to a full disk: %v", key, err)
+		}
+		if _, err := s.Open(key); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("%s failed its commit and is visible", key)
+		}
 	}
 }
 

@@ -77,7 +77,7 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 		}
 	}
 	snap := Volume{ID: id, Name: name, ProjectID: v.ProjectID, Hidden: hidden, CreatedAt: time.Now().UTC()}
-	cmd := createSnapshotCmd{Snapshot: snap, Of: v.ID, IfMatch: v.Version}
+	cmd := createSnapshotCmd{Snapshot: snap, Of: v.ID, IfMatch: v.Version, Format: snapshotFormat}
 	if !v.served() {
 		if s.prov == nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, unavailable())

@@ -209,18 +209,7 @@ func TestAttachedVolumeSnapshotIsTakenByItsWriter(t *testing.T) {
 // refunded when deleted or hidden, and a snapshot recorded before sizes
 // were charged is refunded nothing.
 func TestSnapshotsChargeTheirSize(t *testing.T) {
-	// A command of this test's own writes a snapshot's record as a build
-	// before this change left it: its GiB not charged, nor recorded.
-	const msgMakeLegacy consensus.MessageType = 255
-	e := newVolEnvWith(t, identity.Resources{Volumes: 5, VolumeGiB: 7, Snapshots: 5}, func(r *consensus.Registry) {
-		consensus.Handle(r, msgMakeLegacy, "TestMakeLegacySnapshot", func(tx *consensus.Tx, c *Volume) (any, error) {
-			if err := identity.Charge(tx, c.ProjectID, identity.Resources{VolumeGiB: -c.ChargedGiB}); err != nil {
-				return nil, err
-			}
-			c.ChargedGiB = 0
-			return save(tx, c)
-		})
-	})
+	e := newVolEnv(t, identity.Resources{Volumes: 5, VolumeGiB: 7, Snapshots: 5})
 	for _, n := range []string{"node1", "node2", "node3"} {
 		e.addDisk(n, "/d", storage.DiskActive, storage.HealthOK, 1<<40)
 	}
@@ -244,7 +233,7 @@ func TestSnapshotsChargeTheirSize(t *testing.T) {
 	}
 	// The command itself refuses too (the service's check is only early).
 	top := []Replica{{ID: "new-r0", Node: after.Replicas[0].Node, Disk: after.Replicas[0].Disk, State: ReplicaInSync}}
-	_, err = e.apply(MsgCreateSnapshot, createSnapshotCmd{Snapshot: Volume{ID: "snap-x", Name: "x", ProjectID: e.ward}, Of: after.ID, Top: top})
+	_, err = e.apply(MsgCreateSnapshot, createSnapshotCmd{Snapshot: Volume{ID: "snap-x", Name: "x", ProjectID: e.ward}, Of: after.ID, Top: top, Format: snapshotFormat})
 	wantCode(t, "a snapshot command over the GiB quota", err, consensus.CodeQuotaExceeded)
 
 	_, err = svc.DeleteSnapshot(ctx, e.nurse, "monday", 0)
@@ -253,15 +242,17 @@ func TestSnapshotsChargeTheirSize(t *testing.T) {
 		t.Fatalf("usage after deleting the snapshot: %+v", u)
 	}
 
-	// A snapshot from before sizes were charged: 1 snapshot, no GiB.
-	tuesday, err := svc.CreateSnapshot(ctx, e.nurse, "records", "tuesday")
+	// A command written before sizes were charged (no format), replayed
+	// from the log: it applies as it did then, 1 snapshot and no GiB, and
+	// its deletion refunds just that.
+	after, _ = svc.Get(e.nurse, "records")
+	top = []Replica{{ID: "new-r1", Node: after.Replicas[0].Node, Disk: after.Replicas[0].Disk, State: ReplicaInSync}}
+	old, err := e.apply(MsgCreateSnapshot, createSnapshotCmd{Snapshot: Volume{ID: "snap-old", Name: "old", ProjectID: e.ward}, Of: after.ID, Top: top})
 	e.must(err)
-	_, err = e.apply(msgMakeLegacy, getVolume(e.node.Store().ReadTxn(), tuesday.ID))
-	e.must(err)
-	if u := e.usage("ward"); u.Snapshots != 1 || u.VolumeGiB != 3 {
-		t.Fatalf("usage with a snapshot charged no GiB: %+v", u)
+	if u := e.usage("ward"); u.Snapshots != 1 || u.VolumeGiB != 3 || old.ChargedGiB != 0 {
+		t.Fatalf("an old-format snapshot charged: usage %+v, %d GiB recorded", u, old.ChargedGiB)
 	}
-	_, err = svc.DeleteSnapshot(ctx, e.nurse, "tuesday", 0)
+	_, err = svc.DeleteSnapshot(ctx, e.nurse, "old", 0)
 	e.must(err)
 	if u := e.usage("ward"); u.Snapshots != 0 || u.VolumeGiB != 3 {
 		t.Fatalf("usage after deleting a snapshot charged no GiB: %+v", u)

@@ -36,7 +36,15 @@ type createSnapshotCmd struct {
 	// fence before the snapshot took them; the snapshot has them stale
 	// (caught up from a claimed one before they are read).
 	Unclaimed []string `json:"unclaimed,omitempty"`
+	// Format 1 (snapshotFormat) charges the snapshot's size to volume_gib.
+	// A command without it was written before that and applies as it did
+	// then: every node replays the log after its own Raft snapshot, and
+	// must reach the state of the others, which applied it long ago.
+	Format int `json:"format,omitempty"`
 }
+
+// snapshotFormat is the createSnapshotCmd format the service writes.
+const snapshotFormat = 1
 
 // SnapshotTaken is the writer's word that it took the volume's pending
 // snapshot: every write it acknowledged before is in the replicas that
@@ -131,16 +139,21 @@ func registerSnapshots(reg *consensus.Registry) {
 }
 
 // chargeSnapshot counts a new snapshot in its project's quota, one
-// snapshot and its size in GiB, unless it is hidden; s is the caller's copy
-// and records the GiB charged.
-func chargeSnapshot(tx *consensus.Tx, s *Volume) error {
+// snapshot and (with sized) its size in GiB, unless it is hidden; s is the
+// caller's copy and records the GiB charged.
+func chargeSnapshot(tx *consensus.Tx, s *Volume, sized bool) error {
+	s.ChargedGiB = 0
 	if s.Hidden {
 		return nil
 	}
-	if err := identity.Charge(tx, s.ProjectID, identity.Resources{Snapshots: 1, VolumeGiB: s.SizeGiB()}); err != nil {
+	r := identity.Resources{Snapshots: 1}
+	if sized {
+		r.VolumeGiB = s.SizeGiB()
+	}
+	if err := identity.Charge(tx, s.ProjectID, r); err != nil {
 		return err
 	}
-	s.ChargedGiB = s.SizeGiB()
+	s.ChargedGiB = r.VolumeGiB
 	return nil
 }
 
@@ -191,7 +204,7 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 		s.Name = hiddenName(s.ID)
 	}
 	s.Kind, s.Of, s.Parent, s.SizeBytes = KindSnapshot, cur.ID, cur.Parent, cur.SizeBytes
-	if err := chargeSnapshot(tx, &s); err != nil {
+	if err := chargeSnapshot(tx, &s, c.Format >= snapshotFormat); err != nil {
 		return nil, err
 	}
 	s.Writer, s.Epoch, s.Attachment, s.Source, s.Snapshotting, s.Copies = "", 0, nil, nil, "", cur.Copies

@@ -32,19 +32,10 @@ const testPassword = "night-shift-9471"
 
 func newVolEnv(t *testing.T, quota identity.Resources) *volEnv {
 	t.Helper()
-	return newVolEnvWith(t, quota, nil)
-}
-
-// newVolEnvWith also registers a test's own commands, with extra.
-func newVolEnvWith(t *testing.T, quota identity.Resources, extra func(*consensus.Registry)) *volEnv {
-	t.Helper()
 	c := consensustest.Start(t, 1, func(r *consensus.Registry) {
 		identity.Register(r)
 		storage.Register(r)
 		Register(r)
-		if extra != nil {
-			extra(r)
-		}
 	})
 	n := c.Nodes[0]
 	ctx := context.Background()
