@@ -15,13 +15,17 @@
 //     network namespace. It owns, by name, a bridge (cairnbr0) holding the
 //     network's gateway address, tap devices with a prefix (cvm*), an IPv4
 //     nftables table (cairn_nat: masquerade out of the network, replies only
-//     in) and a DHCPv4 server on the bridge that answers only MACs the
-//     replicated state knows. Reconcile rebuilds all of it idempotently;
-//     Close stops DHCP and leaves the rest so VMs keep networking across an
-//     agent restart; Teardown removes everything it owns.
+//     in), port security (portsec.go: a bridge table that passes only what
+//     a guest's own port may send, and an inet table that keeps guests off
+//     the host's ports) and a DHCPv4 server on the bridge that answers only
+//     MACs the replicated state knows. Reconcile rebuilds all of it
+//     idempotently; Close stops DHCP and leaves the rest so VMs keep
+//     networking (and its guards) across an agent restart; Teardown removes
+//     everything it owns.
 //
-// Still to come: VLANs, VXLAN overlays between nodes, IPv6 and router
-// advertisements, security groups, floating IPs and the management virtual IP.
+// Still to come: project networks, VLANs, VXLAN overlays between nodes, IPv6
+// and router advertisements, security groups, floating IPs and the
+// management virtual IP.
 //
 // netfabric imports consensus only. hypervisor (for ports and taps) and
 // appliance (for wiring) import it.

@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/google/nftables"
 )
 
 // HostConfig names what a Host owns in its network namespace.
@@ -17,6 +18,10 @@ type HostConfig struct {
 	Bridge    string // the VMs' bridge, holding the network's gateway address
 	TapPrefix string // taps whose names start with it are ours
 	NFTable   string // our IPv4 nftables table; nothing else in it survives a Reconcile
+	// PortTable (bridge family) holds port security, GuardTable (inet) keeps
+	// the VMs off the host's own ports (portsec.go); both are ours alone.
+	PortTable  string
+	GuardTable string
 	// ResolvConf lists files to take DNS servers from when the network names
 	// none; the first with a non-loopback IPv4 nameserver wins.
 	ResolvConf []string
@@ -32,6 +37,8 @@ func DefaultHostConfig() HostConfig {
 		Bridge:     "cairnbr0",
 		TapPrefix:  "cvm",
 		NFTable:    "cairn_nat",
+		PortTable:  "cairn_ports",
+		GuardTable: "cairn_guard",
 		ResolvConf: []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
 		Logger:     slog.Default(),
 	}
@@ -44,6 +51,8 @@ type LeaseSource interface {
 	Lease(mac net.HardwareAddr) (ip netip.Addr, hostname string, ok bool)
 	// Network returns the network being served, as currently desired.
 	Network() (Network, bool)
+	// Ports returns the network's ports, for port security.
+	Ports() []Port
 }
 
 // Host reconciles one node's side of the VM network in the current network
@@ -55,6 +64,8 @@ type Host struct {
 	cfg    HostConfig
 	leases LeaseSource
 	log    *slog.Logger
+
+	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
 
 	mu      sync.Mutex
 	nw      Network // as last reconciled
@@ -103,6 +114,7 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 			}
 			return nil
 		},
+		h.applyPortSecurity, // before the taps join the bridge
 		h.attachTaps,
 		enableForwarding,
 		func() error { return buildNATRuleset(h.cfg.NFTable, h.cfg.Bridge, pfx).apply() },
@@ -118,8 +130,9 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 	return nil
 }
 
-// Close stops the DHCP server. The bridge, taps and NAT table stay, so
-// running VMs keep their network while the agent restarts.
+// Close stops the DHCP server. The bridge, taps and tables stay, so
+// running VMs keep their network (and its guards) while the agent
+// restarts.
 func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -135,7 +148,10 @@ func (h *Host) Teardown() error {
 	h.stopDHCP()
 	h.nw = Network{}
 	h.mu.Unlock()
-	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), deleteNFTable(h.cfg.NFTable)}
+	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(),
+		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),
+		deleteNFTable(nftables.TableFamilyBridge, h.cfg.PortTable),
+		deleteNFTable(nftables.TableFamilyINet, h.cfg.GuardTable)}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tear down network host state: %w", err)
 	}
@@ -160,6 +176,8 @@ func (l storeLeases) Lease(mac net.HardwareAddr) (netip.Addr, string, bool) {
 	}
 	return p.Addr(), p.Hostname, true
 }
+
+func (l storeLeases) Ports() []Port { return portsOn(l.s.ReadTxn(), l.id) }
 
 func (l storeLeases) Network() (Network, bool) {
 	nw := GetNetwork(l.s.ReadTxn(), l.id)

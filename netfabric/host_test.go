@@ -75,13 +75,20 @@ func (f *hostFixture) reconcile(t *testing.T, nw netfabric.Network) {
 // there is no such table.
 func (f *hostFixture) tableRules(t *testing.T) map[string]int {
 	t.Helper()
+	return f.rulesOf(t, nftables.TableFamilyIPv4, f.cfg.NFTable)
+}
+
+// rulesOf counts the rules per chain of a table, or returns nil if there
+// is no such table.
+func (f *hostFixture) rulesOf(t *testing.T, family nftables.TableFamily, name string) map[string]int {
+	t.Helper()
 	var out map[string]int
 	err := f.do(t, func() error {
 		c, err := nftables.New()
 		if err != nil {
 			return err
 		}
-		tbl, err := c.ListTableOfFamily(f.cfg.NFTable, nftables.TableFamilyIPv4)
+		tbl, err := c.ListTableOfFamily(name, family)
 		if err != nil {
 			return nil // no table
 		}
@@ -167,8 +174,21 @@ func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
 	}
 
 	tap := f.h.TapName("vm1-nic0")
+	f.leases.addPort("vm1-nic0", net.HardwareAddr{0x02, 0, 0, 0, 0, 9}, "10.77.0.9")
 	if err := f.do(t, func() error { return f.h.EnsureTap(tap) }); err != nil {
 		t.Fatal(err)
+	}
+	// The tap's port has its chain before the tap joins the bridge; so
+	// does no port of a VM elsewhere (no tap here).
+	f.leases.addPort("vm2-nic0", net.HardwareAddr{0x02, 0, 0, 0, 0, 10}, "10.77.0.10")
+	if err := f.do(t, func() error { return f.h.EnsureTap(tap) }); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := f.rulesOf(t, nftables.TableFamilyBridge, f.cfg.PortTable), map[string]int{"prerouting": 2, "port_" + tap: 13}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("port security after EnsureTap: %v, want %v", got, want)
+	}
+	if got, want := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable), map[string]int{"input": 5}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("host guard: %v, want %v", got, want)
 	}
 	if err := f.do(t, f.h.Teardown); err != nil {
 		t.Fatal(err)
@@ -180,6 +200,12 @@ func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
 	}
 	if got := f.tableRules(t); got != nil {
 		t.Errorf("table %s survived Teardown: %v", f.cfg.NFTable, got)
+	}
+	if got := f.rulesOf(t, nftables.TableFamilyBridge, f.cfg.PortTable); got != nil {
+		t.Errorf("table %s survived Teardown: %v", f.cfg.PortTable, got)
+	}
+	if got := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable); got != nil {
+		t.Errorf("table %s survived Teardown: %v", f.cfg.GuardTable, got)
 	}
 	if err := f.do(t, f.h.Teardown); err != nil {
 		t.Fatalf("a second Teardown: %v", err)

@@ -75,7 +75,10 @@ func (h *Host) ownsTap(name string) bool {
 
 // EnsureTap creates a persistent tap device for QEMU (IFF_TAP, no packet
 // info, a virtio-net header, one queue), attaches it to the bridge and sets
-// it up. It is idempotent. Reconcile must have created the bridge.
+// it up. It is idempotent. Reconcile must have created the bridge. Port
+// security is rebuilt once the tap exists and before it joins the bridge,
+// from the ports in the state, so the tap's port (allocated with its VM)
+// is secured before the guest can send a frame.
 func (h *Host) EnsureTap(name string) error {
 	if !h.ownsTap(name) {
 		return fmt.Errorf("ensure tap %s: not a %s* name of at most 15 characters", name, h.cfg.TapPrefix)
@@ -98,6 +101,9 @@ func (h *Host) EnsureTap(name string) error {
 	}
 	if _, ok := link.(*netlink.Tuntap); !ok {
 		return fmt.Errorf("ensure tap %s: a %s link has that name", name, link.Type())
+	}
+	if err := h.applyPortSecurity(); err != nil {
+		return fmt.Errorf("ensure tap %s: port security: %w", name, err)
 	}
 	if link.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMaster(link, br); err != nil {

@@ -124,6 +124,22 @@ type staticLeases struct {
 	nw     netfabric.Network
 	byMAC  map[string]netip.Addr
 	byName map[string]string
+	ports  []netfabric.Port
+}
+
+// addPort adds a port, as the state has one for every VM NIC: a lease, and
+// a port that port security knows.
+func (s *staticLeases) addPort(id string, mac net.HardwareAddr, ip string) {
+	s.add(mac, ip, id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ports = append(s.ports, netfabric.Port{ID: id, NetworkID: s.nw.ID, Owner: "test", MAC: mac.String(), IP: ip})
+}
+
+func (s *staticLeases) Ports() []netfabric.Port {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]netfabric.Port(nil), s.ports...)
 }
 
 func newLeases(nw netfabric.Network) *staticLeases {

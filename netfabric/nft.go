@@ -17,18 +17,11 @@ import (
 // nft binary: the appliance image is a u-root userland without it, and one
 // netlink batch is as atomic as `nft -f`.
 
-// natRuleset is the whole of netfabric's nftables table for one network.
-type natRuleset struct {
-	table  *nftables.Table
-	chains []*nftables.Chain
-	rules  []*nftables.Rule
-}
-
 // buildNATRuleset returns the desired table: masquerade what leaves the
 // network, let the bridge's traffic out, and let in only replies (floating
 // IPs will add their own exceptions). It is pure, so the golden test sees
 // exactly what Reconcile applies.
-func buildNATRuleset(table, bridge string, cidr netip.Prefix) natRuleset {
+func buildNATRuleset(table, bridge string, cidr netip.Prefix) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: table}
 	accept := nftables.ChainPolicyAccept
 	post := &nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
@@ -51,37 +44,43 @@ func buildNATRuleset(table, bridge string, cidr netip.Prefix) natRuleset {
 	const saddr, daddr = 12, 16 // offsets in the IPv4 header
 	iif := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)}}
 	oif := []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)}}
-	replies := []expr.Any{
-		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
-			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
-		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
-	}
-	verdict := func(k expr.VerdictKind) expr.Any { return &expr.Verdict{Kind: k} }
-	cat := func(parts ...[]expr.Any) []expr.Any {
-		var out []expr.Any
-		for _, p := range parts {
-			out = append(out, p...)
-		}
-		return out
-	}
-	// Each rule carries its nft spelling as a comment: `nft list table ip
-	// cairn_nat` shows it to whoever debugs a node, and the golden file too.
 	rule := func(ch *nftables.Chain, comment string, exprs ...[]expr.Any) *nftables.Rule {
-		return &nftables.Rule{Table: t, Chain: ch, Exprs: cat(exprs...),
-			UserData: userdata.AppendString(nil, userdata.TypeComment, comment)}
+		return newRule(t, ch, comment, exprs...)
 	}
-	return natRuleset{
+	return ruleset{
 		table:  t,
 		chains: []*nftables.Chain{post, fw},
 		rules: []*nftables.Rule{
 			rule(post, fmt.Sprintf("ip saddr %s ip daddr != %s masquerade", cidr, cidr),
 				inCIDR(saddr, expr.CmpOpEq), inCIDR(daddr, expr.CmpOpNeq), []expr.Any{&expr.Masq{}}),
-			rule(fw, fmt.Sprintf("iifname %s accept", bridge), iif, []expr.Any{verdict(expr.VerdictAccept)}),
-			rule(fw, fmt.Sprintf("oifname %s ct state established,related accept", bridge), oif, replies, []expr.Any{verdict(expr.VerdictAccept)}),
-			rule(fw, fmt.Sprintf("oifname %s drop", bridge), oif, []expr.Any{verdict(expr.VerdictDrop)}),
+			rule(fw, fmt.Sprintf("iifname %s accept", bridge), iif, verdict(expr.VerdictAccept)),
+			rule(fw, fmt.Sprintf("oifname %s ct state established,related accept", bridge), oif, ctReplies(), verdict(expr.VerdictAccept)),
+			rule(fw, fmt.Sprintf("oifname %s drop", bridge), oif, verdict(expr.VerdictDrop)),
 		},
 	}
+}
+
+// ctReplies matches packets of connections already seen both ways.
+func ctReplies() []expr.Any {
+	return []expr.Any{
+		&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+			Mask: binaryutil.NativeEndian.PutUint32(expr.CtStateBitESTABLISHED | expr.CtStateBitRELATED), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)},
+	}
+}
+
+func verdict(k expr.VerdictKind) []expr.Any { return []expr.Any{&expr.Verdict{Kind: k}} }
+
+// newRule joins exprs into a rule of chain ch. Each rule carries its nft
+// spelling as a comment: `nft list table ...` shows it to whoever debugs a
+// node, and the golden files too.
+func newRule(t *nftables.Table, ch *nftables.Chain, comment string, exprs ...[]expr.Any) *nftables.Rule {
+	var all []expr.Any
+	for _, p := range exprs {
+		all = append(all, p...)
+	}
+	return &nftables.Rule{Table: t, Chain: ch, Exprs: all, UserData: userdata.AppendString(nil, userdata.TypeComment, comment)}
 }
 
 // ifname is an interface name as nf_tables compares it: NUL-padded to IFNAMSIZ.
@@ -94,7 +93,7 @@ func ifname(n string) []byte {
 // apply replaces the table in one netlink batch: create it (so the delete
 // cannot fail), delete it, create it with its contents. The kernel applies
 // the batch atomically, so no packet sees a half-built table.
-func (r natRuleset) apply() error {
+func (r ruleset) apply() error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("nftables table %s: %w", r.table.Name, err)
@@ -105,6 +104,11 @@ func (r natRuleset) apply() error {
 	for _, ch := range r.chains {
 		c.AddChain(ch)
 	}
+	for _, s := range r.sets {
+		if err := c.AddSet(s.set, s.elements); err != nil {
+			return fmt.Errorf("nftables table %s: set %s: %w", r.table.Name, s.set.Name, err)
+		}
+	}
 	for _, rule := range r.rules {
 		c.AddRule(rule)
 	}
@@ -114,13 +118,13 @@ func (r natRuleset) apply() error {
 	return nil
 }
 
-// deleteNFTable removes an IPv4 table if it is there.
-func deleteNFTable(name string) error {
+// deleteNFTable removes a table if it is there.
+func deleteNFTable(family nftables.TableFamily, name string) error {
 	c, err := nftables.New()
 	if err != nil {
 		return fmt.Errorf("delete nftables table %s: %w", name, err)
 	}
-	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: name}
+	t := &nftables.Table{Family: family, Name: name}
 	c.AddTable(t)
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
@@ -131,12 +135,24 @@ func deleteNFTable(name string) error {
 
 // String renders the ruleset in the style of `nft --debug=netlink`, one
 // line per rule, for the golden test and for logs.
-func (r natRuleset) String() string {
+func (r ruleset) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table ip %s\n", r.table.Name)
+	family := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyINet: "inet", nftables.TableFamilyBridge: "bridge"}[r.table.Family]
+	fmt.Fprintf(&b, "table %s %s\n", family, r.table.Name)
+	for _, s := range r.sets {
+		fmt.Fprintf(&b, "map %s: %s : verdict\n", s.set.Name, s.set.KeyType.Name)
+		for _, e := range s.elements {
+			fmt.Fprintf(&b, "  %s : jump %s\n", showData(e.Key), e.VerdictData.Chain)
+		}
+	}
 	for _, ch := range r.chains {
-		hook := map[nftables.ChainHook]string{*nftables.ChainHookPostrouting: "postrouting", *nftables.ChainHookForward: "forward"}[*ch.Hooknum]
-		fmt.Fprintf(&b, "chain %s: type %s hook %s priority %d policy %s\n", ch.Name, ch.Type, hook, *ch.Priority, policyName(ch.Policy))
+		if ch.Hooknum == nil {
+			fmt.Fprintf(&b, "chain %s\n", ch.Name)
+		} else {
+			hook := map[nftables.ChainHook]string{*nftables.ChainHookPostrouting: "postrouting", *nftables.ChainHookForward: "forward",
+				*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input"}[*ch.Hooknum]
+			fmt.Fprintf(&b, "chain %s: type %s hook %s priority %d policy %s\n", ch.Name, ch.Type, hook, *ch.Priority, policyName(ch.Policy))
+		}
 		for _, rule := range r.rules {
 			if rule.Chain != ch {
 				continue
@@ -170,7 +186,7 @@ func describeExpr(e expr.Any) string {
 		op := map[expr.CmpOp]string{expr.CmpOpEq: "eq", expr.CmpOpNeq: "neq", expr.CmpOpLt: "lt", expr.CmpOpLte: "lte", expr.CmpOpGt: "gt", expr.CmpOpGte: "gte"}[e.Op]
 		return fmt.Sprintf("cmp %s reg %d %s", op, e.Register, showData(e.Data))
 	case *expr.Meta:
-		key := map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname"}[e.Key]
+		key := map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyL4PROTO: "l4proto"}[e.Key]
 		return fmt.Sprintf("meta load %s => reg %d", key, e.Register)
 	case *expr.Ct:
 		key := map[expr.CtKey]string{expr.CtKeySTATE: "state"}[e.Key]
@@ -179,6 +195,8 @@ func describeExpr(e expr.Any) string {
 		return "masq"
 	case *expr.Verdict:
 		return fmt.Sprintf("immediate reg 0 %s", map[expr.VerdictKind]string{expr.VerdictAccept: "accept", expr.VerdictDrop: "drop"}[e.Kind])
+	case *expr.Lookup:
+		return fmt.Sprintf("lookup reg %d set %s dreg %d", e.SourceRegister, e.SetName, e.DestRegister)
 	}
 	return fmt.Sprintf("%T %+v", e, e)
 }
