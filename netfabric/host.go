@@ -144,10 +144,14 @@ func (h *Host) Close() error {
 // It is for tests and for taking a node out of the cluster; IPv4 forwarding
 // is left as it is, since other things on the host may depend on it.
 func (h *Host) Teardown() error {
+	// Both locks, in Reconcile's order, for the whole teardown: no
+	// reconcile or port-security rebuild brings anything back meanwhile.
 	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.psMu.Lock()
+	defer h.psMu.Unlock()
 	h.stopDHCP()
 	h.nw = Network{}
-	h.mu.Unlock()
 	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),
 		deleteNFTable(nftables.TableFamilyBridge, h.cfg.PortTable),

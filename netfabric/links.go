@@ -79,7 +79,11 @@ func (h *Host) ownsTap(name string) bool {
 // security is rebuilt once the tap exists and before it joins the bridge,
 // from the ports in the state, so the tap's port (allocated with its VM)
 // is secured before the guest can send a frame.
-func (h *Host) EnsureTap(name string) error {
+func (h *Host) EnsureTap(name string) error { return h.ensureTap(name, true) }
+
+// ensureTap is EnsureTap; without secure it leaves port security as it is
+// (Reconcile rebuilds it once, before it attaches every tap).
+func (h *Host) ensureTap(name string, secure bool) error {
 	if !h.ownsTap(name) {
 		return fmt.Errorf("ensure tap %s: not a %s* name of at most 15 characters", name, h.cfg.TapPrefix)
 	}
@@ -102,8 +106,10 @@ func (h *Host) EnsureTap(name string) error {
 	if _, ok := link.(*netlink.Tuntap); !ok {
 		return fmt.Errorf("ensure tap %s: a %s link has that name", name, link.Type())
 	}
-	if err := h.applyPortSecurity(); err != nil {
-		return fmt.Errorf("ensure tap %s: port security: %w", name, err)
+	if secure {
+		if err := h.applyPortSecurity(); err != nil {
+			return fmt.Errorf("ensure tap %s: port security: %w", name, err)
+		}
 	}
 	if link.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMaster(link, br); err != nil {
@@ -175,7 +181,7 @@ func (h *Host) attachTaps() error {
 		return err
 	}
 	for _, t := range taps {
-		if err := h.EnsureTap(t); err != nil {
+		if err := h.ensureTap(t, false); err != nil {
 			return err
 		}
 	}

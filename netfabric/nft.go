@@ -140,9 +140,9 @@ func (r ruleset) String() string {
 	family := map[nftables.TableFamily]string{nftables.TableFamilyIPv4: "ip", nftables.TableFamilyINet: "inet", nftables.TableFamilyBridge: "bridge"}[r.table.Family]
 	fmt.Fprintf(&b, "table %s %s\n", family, r.table.Name)
 	for _, s := range r.sets {
-		fmt.Fprintf(&b, "map %s: %s : verdict\n", s.set.Name, s.set.KeyType.Name)
+		fmt.Fprintf(&b, "set %s: %s\n", s.set.Name, s.set.KeyType.Name)
 		for _, e := range s.elements {
-			fmt.Fprintf(&b, "  %s : jump %s\n", showData(e.Key), e.VerdictData.Chain)
+			fmt.Fprintf(&b, "  %s %s\n", showData(e.Key[:min(len(e.Key), 16)]), hexData(e.Key[min(len(e.Key), 16):]))
 		}
 	}
 	for _, ch := range r.chains {
@@ -196,7 +196,12 @@ func describeExpr(e expr.Any) string {
 	case *expr.Verdict:
 		return fmt.Sprintf("immediate reg 0 %s", map[expr.VerdictKind]string{expr.VerdictAccept: "accept", expr.VerdictDrop: "drop"}[e.Kind])
 	case *expr.Lookup:
-		return fmt.Sprintf("lookup reg %d set %s dreg %d", e.SourceRegister, e.SetName, e.DestRegister)
+		if e.Invert {
+			return fmt.Sprintf("lookup reg %d set %s 0x1", e.SourceRegister, e.SetName)
+		}
+		return fmt.Sprintf("lookup reg %d set %s", e.SourceRegister, e.SetName)
+	case *expr.Exthdr:
+		return fmt.Sprintf("exthdr load ipv6 %db @ %d + %d present => reg %d", e.Len, e.Type, e.Offset, e.DestRegister)
 	}
 	return fmt.Sprintf("%T %+v", e, e)
 }

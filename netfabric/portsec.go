@@ -1,6 +1,7 @@
 package netfabric
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -10,6 +11,7 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Port security, on by default as in Neutron: a guest sends only as its own
@@ -18,24 +20,31 @@ import (
 // forwards them to another guest or hands them to the host:
 //
 //   - the source MAC is the port's;
-//   - ARP speaks for the port's MAC and IPv4 address (or 0.0.0.0, a probe);
+//   - ARP (Ethernet/IPv4 only) speaks for the port's MAC and IPv4 address,
+//     or for 0.0.0.0 (a probe);
 //   - IPv4 comes from the port's address, or from 0.0.0.0 to a DHCP server;
-//   - no DHCP server (UDP from port 67 or 547) and no IPv6 router
-//     advertisement or redirect: a guest cannot hand out addresses or
-//     routes to its neighbours;
+//   - nothing from a DHCP or DHCPv6 server port, and nothing to a DHCP or
+//     DHCPv6 client port: a guest cannot hand out addresses, routes or DNS
+//     servers to its neighbours, whatever source port it uses;
+//   - no IPv6 router advertisement or redirect, and no IPv6 fragment (a
+//     fragment can carry an RA past a check that cannot see its header);
 //   - IPv6 only from link-local addresses (the default network has no IPv6
 //     subnet yet) or :: (duplicate address detection);
-//   - nothing else: no other EtherType, so no VLAN-tagged frames either.
+//   - nothing else: no other EtherType, so no VLAN-tagged frames either
+//     (priority-tagged ones, VLAN 0, included).
 //
-// A tap of ours with no port in the state sends nothing at all. Frames are
-// dispatched to their port's chain by a verdict map on the input interface,
-// one lookup however many guests the node runs.
+// A tap of ours with no port in the state sends nothing at all. The rules
+// are fixed and the ports are elements of two sets keyed by the tap's name
+// (iifname . ether_addr, iifname . ipv4_addr), so a node with a hundred
+// VMs applies the same dozen rules as one with a single VM.
 //
 // The host itself is guarded by an inet table (HostConfig.GuardTable): from
 // the bridge, a guest reaches the host only for DHCP, ICMP and ICMPv6, and
 // with replies to connections the host opened; the API, the S3 port, the
-// cluster port and everything else listening on the host are out of reach
-// from the VMs, whatever address of the host they aim at.
+// cluster port and everything else listening on this host are out of reach
+// from its VMs, whatever address of the host they aim at. (Other machines on
+// the LAN, the cluster's other boxes included, are reached through NAT as
+// from any machine there; security groups come with project networks.)
 
 // ruleset is one nftables table, built whole and swapped in atomically.
 type ruleset struct {
@@ -67,44 +76,35 @@ type securedPort struct {
 	ip  netip.Addr // IPv4
 }
 
+// Registers: nft's 32-bit registers start at 8 (NFT_REG32_00); a
+// concatenation loads its fields one after the other from there, each
+// rounded up to 4 bytes. Register 1 (NFT_REG_1) is 8-11 seen as one.
+const (
+	ifnameSize = 16
+	regConcat  = 8
+	regAfterIf = regConcat + ifnameSize/4
+)
+
 // buildPortRuleset returns the bridge table for the given ports; pure, so
 // the golden test sees exactly what is applied.
 func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: table}
 	accept := nftables.ChainPolicyAccept
-	// Bridge filter priority (-200), the same as nft's "filter" in the bridge family.
+	// Bridge filter priority (-200), nft's "filter" in the bridge family.
 	pre := &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-200), Policy: &accept}
-	vmap := &nftables.Set{Table: t, Name: "ports", ID: 1, IsMap: true, KeyType: nftables.TypeIFName, DataType: nftables.TypeVerdict}
-	rs := ruleset{table: t, chains: []*nftables.Chain{pre}}
+	macs := &nftables.Set{Table: t, Name: "port_macs", ID: 1, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)}
+	ips := &nftables.Set{Table: t, Name: "port_ips", ID: 2, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	sort.Slice(ports, func(i, j int) bool { return ports[i].tap < ports[j].tap })
-	var elems []nftables.SetElement
-	var portRules []*nftables.Rule
+	var macElems, ipElems []nftables.SetElement
 	for _, p := range ports {
-		ch := &nftables.Chain{Name: "port_" + p.tap, Table: t}
-		rs.chains = append(rs.chains, ch)
-		elems = append(elems, nftables.SetElement{Key: ifname(p.tap), VerdictData: &expr.Verdict{Kind: expr.VerdictJump, Chain: ch.Name}})
-		portRules = append(portRules, portChainRules(t, ch, p)...)
+		ip4 := p.ip.As4()
+		macElems = append(macElems, nftables.SetElement{Key: append(append(ifname(p.tap), p.mac...), 0, 0)})
+		ipElems = append(ipElems, nftables.SetElement{Key: append(ifname(p.tap), ip4[:]...)})
 	}
-	rs.sets = []setWithElements{{set: vmap, elements: elems}}
-	rs.rules = append(rs.rules,
-		newRule(t, pre, "iifname vmap @ports",
-			[]expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
-				&expr.Lookup{SourceRegister: 1, SetName: vmap.Name, SetID: vmap.ID, DestRegister: 0, IsDestRegSet: true}}),
-		// A prefix compare: the name's first bytes, no NUL.
-		newRule(t, pre, fmt.Sprintf("iifname %q drop (a tap with no port)", tapPrefix+"*"),
-			[]expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(tapPrefix)}},
-			verdict(expr.VerdictDrop)),
-	)
-	rs.rules = append(rs.rules, portRules...)
-	return rs
-}
 
-// portChainRules are one port's checks; its chain ends in a drop.
-func portChainRules(t *nftables.Table, ch *nftables.Chain, p securedPort) []*nftables.Rule {
-	ip4 := p.ip.As4()
-	zero4 := make([]byte, 4)
-	mac := []byte(p.mac)
 	etherType := func(et uint16) []expr.Any {
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(et)}}
@@ -113,37 +113,56 @@ func portChainRules(t *nftables.Table, ch *nftables.Chain, p securedPort) []*nft
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: base, Offset: off, Len: n},
 			&expr.Cmp{Op: op, Register: 1, Data: data}}
 	}
+	// ifIn looks up iifname . (a field of n bytes) in set.
+	ifIn := func(set *nftables.Set, base expr.PayloadBase, off, n uint32, invert bool) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: regConcat},
+			&expr.Payload{DestRegister: regAfterIf, Base: base, Offset: off, Len: n},
+			&expr.Lookup{SourceRegister: regConcat, SetName: set.Name, SetID: set.ID, Invert: invert}}
+	}
 	l4 := func(proto byte) []expr.Any {
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
 	}
-	sport := func(port uint16) []expr.Any {
-		return field(expr.PayloadBaseTransportHeader, 0, 2, expr.CmpOpEq, binaryutil.BigEndian.PutUint16(port))
+	const nh, ll, th = expr.PayloadBaseNetworkHeader, expr.PayloadBaseLLHeader, expr.PayloadBaseTransportHeader
+	const sport, dport = 0, 2
+	port := func(off uint32, p uint16) []expr.Any {
+		return field(th, off, 2, expr.CmpOpEq, binaryutil.BigEndian.PutUint16(p))
 	}
-	dport := func(port uint16) []expr.Any {
-		return field(expr.PayloadBaseTransportHeader, 2, 2, expr.CmpOpEq, binaryutil.BigEndian.PutUint16(port))
+	fragment := []expr.Any{
+		&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
 	}
-	const nh, ll = expr.PayloadBaseNetworkHeader, expr.PayloadBaseLLHeader
 	linkLocal := []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: nh, Offset: 8, Len: 2},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0xfe, 0x80}},
 	}
-	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, ch, comment, exprs...) }
-	return []*nftables.Rule{
-		r(fmt.Sprintf("ether saddr != %s drop", p.mac), field(ll, 6, 6, expr.CmpOpNeq, mac), verdict(expr.VerdictDrop)),
-		r(fmt.Sprintf("arp saddr ether != %s drop", p.mac), etherType(etherTypeARP), field(nh, 8, 6, expr.CmpOpNeq, mac), verdict(expr.VerdictDrop)),
-		r(fmt.Sprintf("arp saddr ip %s accept", p.ip), etherType(etherTypeARP), field(nh, 14, 4, expr.CmpOpEq, ip4[:]), verdict(expr.VerdictAccept)),
-		r("arp saddr ip 0.0.0.0 accept (a probe)", etherType(etherTypeARP), field(nh, 14, 4, expr.CmpOpEq, zero4), verdict(expr.VerdictAccept)),
-		r("udp sport 67 drop (no DHCP server)", etherType(etherTypeIPv4), l4(protoUDP), sport(67), verdict(expr.VerdictDrop)),
-		r(fmt.Sprintf("ip saddr %s accept", p.ip), etherType(etherTypeIPv4), field(nh, 12, 4, expr.CmpOpEq, ip4[:]), verdict(expr.VerdictAccept)),
-		r("ip saddr 0.0.0.0 udp dport 67 accept (DHCP discover)", etherType(etherTypeIPv4), field(nh, 12, 4, expr.CmpOpEq, zero4), l4(protoUDP), dport(67), verdict(expr.VerdictAccept)),
-		r("icmpv6 type nd-router-advert drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(expr.PayloadBaseTransportHeader, 0, 1, expr.CmpOpEq, []byte{134}), verdict(expr.VerdictDrop)),
-		r("icmpv6 type nd-redirect drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(expr.PayloadBaseTransportHeader, 0, 1, expr.CmpOpEq, []byte{137}), verdict(expr.VerdictDrop)),
-		r("udp sport 547 drop (no DHCPv6 server)", etherType(etherTypeIPv6), l4(protoUDP), sport(547), verdict(expr.VerdictDrop)),
-		r("ip6 saddr fe80::/10 accept", etherType(etherTypeIPv6), linkLocal, verdict(expr.VerdictAccept)),
-		r("ip6 saddr :: accept (duplicate address detection)", etherType(etherTypeIPv6), field(nh, 8, 16, expr.CmpOpEq, make([]byte, 16)), verdict(expr.VerdictAccept)),
-		r("drop (anything else)", verdict(expr.VerdictDrop)),
-	}
+	zero4 := make([]byte, 4)
+	drop, acc := verdict(expr.VerdictDrop), verdict(expr.VerdictAccept)
+	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
+	return ruleset{table: t, chains: []*nftables.Chain{pre},
+		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}},
+		rules: []*nftables.Rule{
+			// A prefix compare: the name's first bytes, no NUL.
+			r(fmt.Sprintf("iifname != %q accept (not a guest's tap)", tapPrefix+"*"),
+				[]expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(tapPrefix)}}, acc),
+			r("iifname . ether saddr != @port_macs drop (so also every tap without a port)", ifIn(macs, ll, 6, 6, true), drop),
+			r("arp htype != 1 or ptype != ip or hlen != 6 or plen != 4 drop", etherType(etherTypeARP), field(nh, 0, 6, expr.CmpOpNeq, []byte{0, 1, 8, 0, 6, 4}), drop),
+			r("iifname . arp saddr ether != @port_macs drop", etherType(etherTypeARP), ifIn(macs, nh, 8, 6, true), drop),
+			r("iifname . arp saddr ip @port_ips accept", etherType(etherTypeARP), ifIn(ips, nh, 14, 4, false), acc),
+			r("arp saddr ip 0.0.0.0 accept (a probe)", etherType(etherTypeARP), field(nh, 14, 4, expr.CmpOpEq, zero4), acc),
+			r("udp sport 67 drop (no DHCP server)", etherType(etherTypeIPv4), l4(protoUDP), port(sport, 67), drop),
+			r("udp dport 68 drop (no DHCP answer to a client, from any port)", etherType(etherTypeIPv4), l4(protoUDP), port(dport, 68), drop),
+			r("iifname . ip saddr @port_ips accept", etherType(etherTypeIPv4), ifIn(ips, nh, 12, 4, false), acc),
+			r("ip saddr 0.0.0.0 udp dport 67 accept (DHCP discover)", etherType(etherTypeIPv4), field(nh, 12, 4, expr.CmpOpEq, zero4), l4(protoUDP), port(dport, 67), acc),
+			r("exthdr frag exists drop (no IPv6 fragments)", etherType(etherTypeIPv6), fragment, drop),
+			r("icmpv6 type nd-router-advert drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{134}), drop),
+			r("icmpv6 type nd-redirect drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{137}), drop),
+			r("udp sport 547 drop (no DHCPv6 server)", etherType(etherTypeIPv6), l4(protoUDP), port(sport, 547), drop),
+			r("udp dport 546 drop (no DHCPv6 answer to a client, from any port)", etherType(etherTypeIPv6), l4(protoUDP), port(dport, 546), drop),
+			r("ip6 saddr fe80::/10 accept", etherType(etherTypeIPv6), linkLocal, acc),
+			r("ip6 saddr :: accept (duplicate address detection)", etherType(etherTypeIPv6), field(nh, 8, 16, expr.CmpOpEq, make([]byte, 16)), acc),
+			r("drop (anything else a guest sends)", drop),
+		}}
 }
 
 // buildGuardRuleset returns the inet table that keeps the VMs off the
@@ -198,12 +217,12 @@ func (h *Host) securedPorts() ([]securedPort, error) {
 func (h *Host) applyPortSecurity() error {
 	h.psMu.Lock()
 	defer h.psMu.Unlock()
+	// The guard first, and whatever becomes of the ports: it does not
+	// depend on them.
+	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge).apply()
 	ports, err := h.securedPorts()
-	if err != nil {
-		return err
+	if err == nil {
+		err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
 	}
-	if err := buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply(); err != nil {
-		return err
-	}
-	return buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge).apply()
+	return errors.Join(guard, err)
 }
