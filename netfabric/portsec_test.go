@@ -356,31 +356,10 @@ func sixSees(t *testing.T, a, b secGuest, m icmp.Message) bool {
 // that spa is at sha, to tha/tpa.
 func sendARP(t *testing.T, ns netns.NsHandle, link string, src, sha net.HardwareAddr, spa net.IP, tha net.HardwareAddr, tpa net.IP) {
 	t.Helper()
-	err := inNS(t, ns, func() error {
-		ifi, err := net.InterfaceByName(link)
-		if err != nil {
-			return err
-		}
-		const ethPARP = 0x0806
-		fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_RAW, int(htons(ethPARP)))
-		if err != nil {
-			return err
-		}
-		defer syscall.Close(fd)
-		f := make([]byte, 0, 42)
-		f = append(f, tha...)
-		f = append(f, src...)
-		f = append(f, 0x08, 0x06)                   // ARP
-		f = append(f, 0, 1, 0x08, 0x00, 6, 4, 0, 2) // Ethernet, IPv4, reply
-		f = append(f, sha...)
-		f = append(f, spa...)
-		f = append(f, tha...)
-		f = append(f, tpa...)
-		return syscall.Sendto(fd, f, 0, &syscall.SockaddrLinklayer{Protocol: htons(ethPARP), Ifindex: ifi.Index, Halen: 6, Addr: [8]byte(append(append([]byte(nil), tha...), 0, 0))})
-	})
-	if err != nil {
-		t.Fatalf("send ARP: %v", err)
-	}
+	arp := []byte{0, 1, 0x08, 0x00, 6, 4, 0, 2} // Ethernet, IPv4, reply
+	arp = append(append(arp, sha...), spa...)
+	arp = append(append(arp, tha...), tpa...)
+	rawSend(t, ns, link, ethFrame(tha, src, 0, 0x0806, arp))
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
