@@ -259,7 +259,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 		}
 	}
 	for i, n := range vm.NICs {
-		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, CreatedAt: vm.CreatedAt})
+		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, Project: vm.ProjectID, CreatedAt: vm.CreatedAt})
 		if err != nil {
 			return nil, err
 		}
@@ -301,6 +301,10 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 		return nil, err
 	}
 	if err := volume.FollowVM(tx, vm.ID, vm.Node); err != nil {
+		return nil, err
+	}
+	// Its NICs' project networks reach the node from now on.
+	if err := netfabric.BindPorts(tx, vm.ID, vm.Node); err != nil {
 		return nil, err
 	}
 	return &vm, addEvent(tx, vm.ID, "schedule", "placed on "+c.Node, "", c.Node, c.At)

@@ -238,6 +238,11 @@ func TestSchedulerSpreadsRespectsAntiAffinityAndCapacity(t *testing.T) {
 		}
 		return nil
 	})
+	// Its NICs are bound where it was placed (their networks reach it there).
+	a, _ := e.svc.VM(e.user, "a")
+	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), a.ID); len(ports) == 0 || ports[0].Node != "node2" {
+		t.Fatalf("ports of a VM placed on node2: %+v", ports)
+	}
 	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c", Image: "guest", Flavor: "small"}); err != nil {
 		t.Fatal(err)
 	}

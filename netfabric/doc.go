@@ -1,13 +1,12 @@
 // Package netfabric owns the VMs' networks: IPAM in the replicated state and,
 // on every node, the host side that makes a network real.
 //
-// Today that is one kind of network, the NAT'd default VM network (Neutron's
-// role, first slice):
+// The NAT'd default VM network (Neutron's role, first slice):
 //
 //   - Replicated state (network.go, ports.go): the networks and ports tables
-//     and the commands MsgCreateNetwork, MsgDeleteNetwork, MsgCreatePort and
-//     MsgReleasePorts (message types 384-511 are netfabric's; numbers are
-//     never reused). Other domains allocate and release ports inside their
+//     and the commands MsgCreateNetwork, MsgDeleteNetwork, MsgCreatePort,
+//     MsgReleasePorts and MsgBindPorts (message types 384-511 are
+//     netfabric's; numbers are never reused). Other domains allocate and release ports inside their
 //     own command handlers with AllocatePort and ReleasePorts, so a VM and its
 //     NICs commit or fail together, and read with GetNetwork, ListNetworks,
 //     PortsOf, PortByMAC and GetPort.
@@ -23,10 +22,18 @@
 //     networking (and its guards) across an agent restart; Teardown removes
 //     everything it owns.
 //
-// Still to come: project networks, VLANs, VXLAN overlays between nodes, IPv6
-// and router advertisements, security groups, floating IPs and the
-// management virtual IP.
+// Project networks (overlay.go) are a project's own layer 2: a network row
+// with a Project, a VXLAN segment id (VNI) and an MTU; CIDRs may overlap
+// across projects. Ports carry the node their VM runs on (BindPorts);
+// Segments derives which segments a node carries and where their peers and
+// remote ports are, and Host.ReconcileSegments builds them: a bridge with
+// no address and a VXLAN device with a static forwarding table per
+// segment, owned by name like the rest.
 //
-// netfabric imports consensus only. hypervisor (for ports and taps) and
+// Still to come: DHCP on project networks, routers, VLANs, IPv6 and router
+// advertisements, security groups, floating IPs and the management virtual
+// IP.
+//
+// netfabric imports consensus and appliance/identity (projects) only. hypervisor (for ports and taps) and
 // appliance (for wiring) import it.
 package netfabric

@@ -22,6 +22,12 @@ type HostConfig struct {
 	// the VMs off the host's own ports (portsec.go); both are ours alone.
 	PortTable  string
 	GuardTable string
+	// SegmentPrefix starts the names of project networks' bridges
+	// (prefix+"b"+VNI) and VXLAN devices (prefix+"x"+VNI), overlay.go.
+	SegmentPrefix string
+	// Underlay is this node's address on the network between the nodes:
+	// project networks' VXLAN segments run from it.
+	Underlay netip.Addr
 	// ResolvConf lists files to take DNS servers from when the network names
 	// none; the first with a non-loopback IPv4 nameserver wins.
 	ResolvConf []string
@@ -34,13 +40,14 @@ type HostConfig struct {
 // DefaultHostConfig returns the names a Cairn node uses.
 func DefaultHostConfig() HostConfig {
 	return HostConfig{
-		Bridge:     "cairnbr0",
-		TapPrefix:  "cvm",
-		NFTable:    "cairn_nat",
-		PortTable:  "cairn_ports",
-		GuardTable: "cairn_guard",
-		ResolvConf: []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
-		Logger:     slog.Default(),
+		Bridge:        "cairnbr0",
+		TapPrefix:     "cvm",
+		NFTable:       "cairn_nat",
+		PortTable:     "cairn_ports",
+		GuardTable:    "cairn_guard",
+		SegmentPrefix: "cn",
+		ResolvConf:    []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
+		Logger:        slog.Default(),
 	}
 }
 
@@ -51,7 +58,8 @@ type LeaseSource interface {
 	Lease(mac net.HardwareAddr) (ip netip.Addr, hostname string, ok bool)
 	// Network returns the network being served, as currently desired.
 	Network() (Network, bool)
-	// Ports returns the network's ports, for port security.
+	// Ports returns the ports of every network, for port security and to
+	// put each tap on its network's bridge.
 	Ports() []Port
 }
 
@@ -66,6 +74,9 @@ type Host struct {
 	log    *slog.Logger
 
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
+
+	segMu sync.Mutex
+	segs  map[string]Segment // by network id, as last reconciled
 
 	mu      sync.Mutex
 	nw      Network // as last reconciled
@@ -152,7 +163,7 @@ func (h *Host) Teardown() error {
 	defer h.psMu.Unlock()
 	h.stopDHCP()
 	h.nw = Network{}
-	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(),
+	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),
 		deleteNFTable(nftables.TableFamilyBridge, h.cfg.PortTable),
 		deleteNFTable(nftables.TableFamilyINet, h.cfg.GuardTable)}
@@ -181,7 +192,7 @@ func (l storeLeases) Lease(mac net.HardwareAddr) (netip.Addr, string, bool) {
 	return p.Addr(), p.Hostname, true
 }
 
-func (l storeLeases) Ports() []Port { return portsOn(l.s.ReadTxn(), l.id) }
+func (l storeLeases) Ports() []Port { return AllPorts(l.s.ReadTxn()) }
 
 func (l storeLeases) Network() (Network, bool) {
 	nw := GetNetwork(l.s.ReadTxn(), l.id)

@@ -55,21 +55,7 @@ func newHostFixture(t *testing.T) *hostFixture {
 		default:
 		}
 	}
-	// The appliance does not load br_netfilter; a test kernel that has it
-	// built in would also pass bridged traffic through the IP hooks (and
-	// reassemble IPv6 fragments there), which would hide what our bridge
-	// table alone lets through.
-	if err := f.do(t, func() error {
-		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
-			err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-"+k, []byte("0"), 0)
-			if err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	disableBridgeNetfilter(t, f.ns)
 	f.h = netfabric.NewHost(f.cfg, f.leases)
 	f.reconcile(t, f.nw)
 	t.Cleanup(func() {
@@ -237,7 +223,7 @@ func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
 	if got := f.setKeys(t, "port_ips"); len(got) != 1 || !strings.HasPrefix(got[0], tap+"\x00") {
 		t.Fatalf("port security's addresses after EnsureTap: %q, want only %s's", got, tap)
 	}
-	if got, want := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable), map[string]int{"input": 5}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable), map[string]int{"forward": 2, "input": 6}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("host guard: %v, want %v", got, want)
 	}
 	if err := f.do(t, f.h.Teardown); err != nil {
@@ -359,5 +345,25 @@ func TestTeardownDuringReconcile(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("Teardown and Reconcile deadlocked")
 		}
+	}
+}
+
+// disableBridgeNetfilter turns bridged traffic's trips through the IP hooks
+// off in ns. The appliance does not load br_netfilter; a test kernel that
+// has it built in would also pass bridged traffic through the IP hooks (and
+// reassemble IPv6 fragments there), which would hide what our bridge table
+// alone lets through.
+func disableBridgeNetfilter(t *testing.T, ns netns.NsHandle) {
+	t.Helper()
+	if err := inNS(t, ns, func() error {
+		for _, k := range []string{"iptables", "ip6tables", "arptables"} {
+			err := os.WriteFile("/proc/sys/net/bridge/bridge-nf-call-"+k, []byte("0"), 0)
+			if err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -87,9 +87,13 @@ func (h *Host) ensureTap(name string, secure bool) error {
 	if !h.ownsTap(name) {
 		return fmt.Errorf("ensure tap %s: not a %s* name of at most 15 characters", name, h.cfg.TapPrefix)
 	}
-	br, err := netlink.LinkByName(h.cfg.Bridge)
+	brName, mtu, err := h.bridgeFor(name)
 	if err != nil {
-		return fmt.Errorf("ensure tap %s: bridge %s: %w", name, h.cfg.Bridge, err)
+		return fmt.Errorf("ensure tap %s: %w", name, err)
+	}
+	br, err := netlink.LinkByName(brName)
+	if err != nil {
+		return fmt.Errorf("ensure tap %s: bridge %s: %w", name, brName, err)
 	}
 	link, err := netlink.LinkByName(name)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
@@ -111,9 +115,14 @@ func (h *Host) ensureTap(name string, secure bool) error {
 			return fmt.Errorf("ensure tap %s: port security: %w", name, err)
 		}
 	}
+	if mtu != 0 {
+		if err := setMTU(link, mtu); err != nil {
+			return fmt.Errorf("ensure tap: %w", err)
+		}
+	}
 	if link.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMaster(link, br); err != nil {
-			return fmt.Errorf("ensure tap %s: attach to %s: %w", name, h.cfg.Bridge, err)
+			return fmt.Errorf("ensure tap %s: attach to %s: %w", name, brName, err)
 		}
 	}
 	if err := netlink.LinkSetUp(link); err != nil {

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/hashicorp/go-memdb"
 )
@@ -16,6 +17,7 @@ const (
 	MsgDeleteNetwork consensus.MessageType = 385
 	MsgCreatePort    consensus.MessageType = 386
 	MsgReleasePorts  consensus.MessageType = 387
+	MsgBindPorts     consensus.MessageType = 388
 )
 
 // DefaultNetworkID names the network every VM gets a NIC on unless told otherwise.
@@ -26,20 +28,52 @@ const (
 	tPorts    = "ports"
 )
 
-// Network is an IPv4 subnet behind a NAT gateway on every node: the VMs'
-// bridge carries the gateway address, netfabric's DHCP server hands out the
-// ports' addresses and the node masquerades traffic that leaves the subnet.
-// It is also the payload of MsgCreateNetwork; the FSM fills in Gateway and
-// Version.
+// Network is one of two kinds, told apart by Project:
+//
+//   - The cluster's NAT network (no project; the default network): an IPv4
+//     subnet behind a NAT gateway on every node. The VMs' bridge carries the
+//     gateway address, netfabric's DHCP server hands out the ports'
+//     addresses and the node masquerades traffic that leaves the subnet.
+//   - A project network: a private layer-2 segment of one project, carried
+//     between the nodes as a VXLAN segment (VNI) over the underlay. Its CIDR
+//     may overlap other projects' networks: nothing on the host routes it.
+//     Its gateway address is reserved for the project's router.
+//
+// It is also the payload of MsgCreateNetwork; the FSM fills in Gateway, VNI,
+// MTU and Version.
 type Network struct {
 	ID        string    `json:"id"`
 	Name      string    `json:"name"`
-	CIDR      string    `json:"cidr"`          // canonical IPv4 prefix, "10.42.0.0/24"
-	Gateway   string    `json:"gateway"`       // first host of CIDR, on each node's bridge
-	DNS       []string  `json:"dns,omitempty"` // handed out by DHCP; empty: the node's resolvers
+	Project   string    `json:"project,omitempty"` // empty: the cluster's NAT network
+	CIDR      string    `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
+	Gateway   string    `json:"gateway"`           // first host of CIDR, on each node's bridge
+	DNS       []string  `json:"dns,omitempty"`     // handed out by DHCP; empty: the node's resolvers
+	VNI       uint32    `json:"vni,omitempty"`     // project networks: the VXLAN segment id
+	MTU       int       `json:"mtu,omitempty"`     // project networks: the guests' MTU
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"`
 }
+
+// IsOverlay tells whether the network is a project network, carried
+// between nodes as a VXLAN segment.
+func (n Network) IsOverlay() bool { return n.Project != "" }
+
+// VXLAN segment ids of project networks: from 4096 up, so a segment id never
+// reads as a VLAN id, to the 24-bit limit.
+const (
+	minVNI = 4096
+	maxVNI = 1<<24 - 1
+)
+
+// VXLAN over IPv4 adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8)
+// to a guest's frame. Project networks default to 1450, for the 1500-byte
+// underlay most switches have; a jumbo-frame underlay allows more.
+const (
+	vxlanOverhead = 50
+	DefaultMTU    = 1500 - vxlanOverhead
+	minMTU        = 1280 // IPv6's minimum link MTU
+	maxMTU        = 9000 - vxlanOverhead
+)
 
 // Prefix returns the network's CIDR, which the FSM has validated.
 func (n Network) Prefix() netip.Prefix { p, _ := netip.ParsePrefix(n.CIDR); return p }
@@ -97,7 +131,8 @@ func Register(reg *consensus.Registry) {
 	consensus.RegisterTable[Port](reg, &memdb.TableSchema{Name: tPorts, Indexes: map[string]*memdb.IndexSchema{
 		"id":    {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"owner": {Name: "owner", Indexer: &memdb.StringFieldIndex{Field: "Owner"}},
-		// MACs are unique cluster-wide: every network shares one bridge per node.
+		// MACs are unique cluster-wide: the NAT network shares one bridge per
+		// node, and a guest keeps its MAC across networks and nodes.
 		"mac": {Name: "mac", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "MAC"}},
 		"ip": {Name: "ip", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 			&memdb.StringFieldIndex{Field: "NetworkID"},
@@ -108,10 +143,11 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDeleteNetwork, "DeleteNetwork", applyDeleteNetwork)
 	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)
 	consensus.Handle(reg, MsgReleasePorts, "ReleasePorts", applyReleasePorts)
+	consensus.Handle(reg, MsgBindPorts, "BindPorts", applyBindPorts)
 }
 
-// applyCreateNetwork is idempotent for the same CIDR, so every node's start-up
-// may ask for the default network without coordinating.
+// applyCreateNetwork is idempotent for the same project and CIDR, so every
+// node's start-up may ask for the default network without coordinating.
 func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	if !idPattern.MatchString(n.ID) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network id %q: use 1-32 lowercase letters, digits and dashes", n.ID)
@@ -121,10 +157,18 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return nil, err
 	}
 	if cur := GetNetwork(tx.Txn, n.ID); cur != nil {
-		if cur.CIDR != p.String() {
+		if cur.CIDR != p.String() || cur.Project != n.Project {
 			return nil, consensus.Errorf(consensus.CodeConflict, "network %s exists with CIDR %s, not %s", n.ID, cur.CIDR, p)
 		}
 		return cur, nil
+	}
+	if n.IsOverlay() {
+		// The project must exist; its networks are its own business.
+		if _, err := identity.Limits(tx, n.Project); err != nil {
+			return nil, err
+		}
+	} else if n.VNI != 0 || n.MTU != 0 {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment and an MTU", n.ID)
 	}
 	gw := p.Addr().Next()
 	if n.Gateway != "" && n.Gateway != gw.String() {
@@ -135,15 +179,56 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 address", n.ID, s)
 		}
 	}
+	// Networks of one project must not overlap (its router would not know
+	// where to send), nor may NAT networks, which every host routes. A
+	// project's CIDR may repeat another project's, or a NAT network's: a
+	// segment has no address on the host.
 	for _, other := range ListNetworks(tx.Txn) {
-		if other.Prefix().Overlaps(p) {
+		if other.Project == n.Project && other.Prefix().Overlaps(p) {
 			return nil, consensus.Errorf(consensus.CodeConflict, "network %s: CIDR %s overlaps network %s (%s)", n.ID, p, other.ID, other.CIDR)
 		}
 	}
 	row := *n
 	row.CIDR, row.Gateway, row.Version = p.String(), gw.String(), tx.Index
 	row.DNS = append([]string(nil), n.DNS...)
+	if n.IsOverlay() {
+		if row.MTU == 0 {
+			row.MTU = DefaultMTU
+		}
+		if row.MTU < minMTU || row.MTU > maxMTU {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: MTU %d is outside %d-%d", n.ID, n.MTU, minMTU, maxMTU)
+		}
+		if row.VNI, err = freeVNI(tx.Txn, n); err != nil {
+			return nil, err
+		}
+	}
 	return &row, tx.Insert(tNetworks, &row)
+}
+
+// freeVNI returns the segment id asked for if it is free, else the lowest
+// free one: the same answer on every replica.
+func freeVNI(txn *memdb.Txn, n *Network) (uint32, error) {
+	used := map[uint32]string{}
+	for _, o := range ListNetworks(txn) {
+		if o.VNI != 0 {
+			used[o.VNI] = o.ID
+		}
+	}
+	if n.VNI != 0 {
+		if n.VNI < minVNI || n.VNI > maxVNI {
+			return 0, consensus.Errorf(consensus.CodeInvalid, "network %s: VXLAN segment %d is outside %d-%d", n.ID, n.VNI, minVNI, maxVNI)
+		}
+		if o, ok := used[n.VNI]; ok {
+			return 0, consensus.Errorf(consensus.CodeConflict, "network %s: VXLAN segment %d is network %s's", n.ID, n.VNI, o)
+		}
+		return n.VNI, nil
+	}
+	for v := uint32(minVNI); v <= maxVNI; v++ {
+		if _, ok := used[v]; !ok {
+			return v, nil
+		}
+	}
+	return 0, consensus.Errorf(consensus.CodeConflict, "network %s: no VXLAN segment id is free", n.ID)
 }
 
 func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {

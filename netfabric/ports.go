@@ -15,12 +15,15 @@ import (
 
 // Port is one NIC on a network: a MAC and the IPv4 address DHCP gives it.
 type Port struct {
-	ID        string    `json:"id"`
-	NetworkID string    `json:"network_id"`
-	Owner     string    `json:"owner"`              // who releases it, e.g. a VM id
-	MAC       string    `json:"mac"`                // lowercase, colon-separated
-	IP        string    `json:"ip"`                 // unique within the network
-	Hostname  string    `json:"hostname,omitempty"` // DHCP option 12
+	ID        string `json:"id"`
+	NetworkID string `json:"network_id"`
+	Owner     string `json:"owner"`              // who releases it, e.g. a VM id
+	MAC       string `json:"mac"`                // lowercase, colon-separated
+	IP        string `json:"ip"`                 // unique within the network
+	Hostname  string `json:"hostname,omitempty"` // DHCP option 12
+	// Node is where the port's VM runs (Neutron's binding host), empty
+	// while it runs nowhere: project networks' segments reach it there.
+	Node      string    `json:"node,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"`
 }
@@ -36,18 +39,28 @@ func (p Port) HardwareAddr() net.HardwareAddr { m, _ := net.ParseMAC(p.MAC); ret
 // has no clock and no randomness): CreatedAt travels in it, and an empty MAC
 // becomes MACFor(ID).
 type PortRequest struct {
-	ID        string    `json:"id"`
-	NetworkID string    `json:"network_id"`
-	Owner     string    `json:"owner"`
-	MAC       string    `json:"mac,omitempty"`
-	Hostname  string    `json:"hostname,omitempty"`
-	IP        string    `json:"ip,omitempty"` // a fixed address; empty: the lowest free one
+	ID        string `json:"id"`
+	NetworkID string `json:"network_id"`
+	Owner     string `json:"owner"`
+	MAC       string `json:"mac,omitempty"`
+	Hostname  string `json:"hostname,omitempty"`
+	IP        string `json:"ip,omitempty"` // a fixed address; empty: the lowest free one
+	// Project is the project asking: a project network takes ports of its
+	// own project only. The NAT network takes any.
+	Project   string    `json:"project,omitempty"`
+	Node      string    `json:"node,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
 // ReleasePortsCmd removes every port of an owner.
 type ReleasePortsCmd struct {
 	Owner string `json:"owner"`
+}
+
+// BindPortsCmd moves every port of an owner to a node (empty: to none).
+type BindPortsCmd struct {
+	Owner string `json:"owner"`
+	Node  string `json:"node"`
 }
 
 // portIDPattern admits the ids other domains derive port ids from ("vm-…-nic0", UUIDs).
@@ -82,7 +95,8 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: hostname %q is not a valid host name", p.ID, p.Hostname)
 	}
 	nw := GetNetwork(tx.Txn, p.NetworkID)
-	if nw == nil {
+	if nw == nil || (nw.IsOverlay() && nw.Project != p.Project) {
+		// Another project's network is not there for this port.
 		return nil, consensus.Errorf(consensus.CodeNotFound, "port %s: network %q not found", p.ID, p.NetworkID)
 	}
 	if consensus.First[Port](tx.Txn, tPorts, "id", p.ID) != nil {
@@ -104,8 +118,23 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 		return nil, err
 	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
-		Hostname: p.Hostname, CreatedAt: p.CreatedAt, Version: tx.Index}
+		Hostname: p.Hostname, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
 	return row, tx.Insert(tPorts, row)
+}
+
+// BindPorts records, inside the caller's transaction, that owner's ports
+// are now on node (empty: on none), as a VM is placed, moved or stopped.
+func BindPorts(tx *consensus.Tx, owner, node string) error {
+	for _, p := range PortsOf(tx.Txn, owner) {
+		if p.Node == node {
+			continue
+		}
+		p.Node, p.Version = node, tx.Index
+		if err := tx.Insert(tPorts, &p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
@@ -163,6 +192,18 @@ func applyCreatePort(tx *consensus.Tx, p *PortRequest) (any, error) { return All
 
 func applyReleasePorts(tx *consensus.Tx, c *ReleasePortsCmd) (any, error) {
 	return nil, ReleasePorts(tx, c.Owner)
+}
+
+func applyBindPorts(tx *consensus.Tx, c *BindPortsCmd) (any, error) {
+	if c.Owner == "" {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "bind ports: no owner")
+	}
+	return nil, BindPorts(tx, c.Owner, c.Node)
+}
+
+// AllPorts returns every port of every network, by id.
+func AllPorts(txn *memdb.Txn) []Port {
+	return collect(txn, "id")
 }
 
 // PortsOf returns owner's ports, by id.

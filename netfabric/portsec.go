@@ -166,18 +166,25 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 }
 
 // buildGuardRuleset returns the inet table that keeps the VMs off the
-// host's own ports.
-func buildGuardRuleset(table, bridge string) ruleset {
+// host's own ports, and the host out of project networks' segments (the
+// bridges named segBridges*).
+func buildGuardRuleset(table, bridge, segBridges string) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
 	accept := nftables.ChainPolicyAccept
 	in := &nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+	fwd := &nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
 	iif := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)}}
+	// A wildcard interface name ("cnb*") compares only the prefix's bytes.
+	seg := func(key expr.MetaKey, op expr.CmpOp) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(segBridges)}}
+	}
 	l4 := func(proto byte) []expr.Any {
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
 	}
 	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, in, comment, exprs...) }
-	return ruleset{table: t, chains: []*nftables.Chain{in}, rules: []*nftables.Rule{
+	return ruleset{table: t, chains: []*nftables.Chain{in, fwd}, rules: []*nftables.Rule{
 		r(fmt.Sprintf("iifname %s ct state established,related accept", bridge), iif, ctReplies(), verdict(expr.VerdictAccept)),
 		r(fmt.Sprintf("iifname %s udp dport 67 accept", bridge), iif, l4(protoUDP),
 			[]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
@@ -185,6 +192,15 @@ func buildGuardRuleset(table, bridge string) ruleset {
 		r(fmt.Sprintf("iifname %s meta l4proto icmp accept", bridge), iif, l4(protoICMP), verdict(expr.VerdictAccept)),
 		r(fmt.Sprintf("iifname %s meta l4proto ipv6-icmp accept", bridge), iif, l4(protoICMPv6), verdict(expr.VerdictAccept)),
 		r(fmt.Sprintf("iifname %s drop", bridge), iif, verdict(expr.VerdictDrop)),
+		// Project networks' segments have no address on the host: it
+		// takes nothing from them, and routes nothing out of or into them
+		// (with br_netfilter on, frames bridged within a segment pass the
+		// forward hook with the segment's bridge in and out: they stay).
+		r(fmt.Sprintf(`iifname "%s*" drop`, segBridges), seg(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.VerdictDrop)),
+		newRule(t, fwd, fmt.Sprintf(`iifname "%[1]s*" oifname != "%[1]s*" drop`, segBridges),
+			seg(expr.MetaKeyIIFNAME, expr.CmpOpEq), seg(expr.MetaKeyOIFNAME, expr.CmpOpNeq), verdict(expr.VerdictDrop)),
+		newRule(t, fwd, fmt.Sprintf(`oifname "%[1]s*" iifname != "%[1]s*" drop`, segBridges),
+			seg(expr.MetaKeyOIFNAME, expr.CmpOpEq), seg(expr.MetaKeyIIFNAME, expr.CmpOpNeq), verdict(expr.VerdictDrop)),
 	}}
 }
 
@@ -219,7 +235,7 @@ func (h *Host) applyPortSecurity() error {
 	defer h.psMu.Unlock()
 	// The guard first, and whatever becomes of the ports: it does not
 	// depend on them.
-	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge).apply()
+	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge, h.cfg.SegmentPrefix+"b").apply()
 	ports, err := h.securedPorts()
 	if err == nil {
 		err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()

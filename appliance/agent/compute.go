@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/hashicorp/go-memdb"
 )
 
 // newCompute builds the compute services every node serves (the API's VM
@@ -79,6 +82,7 @@ func (a *Agent) newNodeAgent() {
 	log := a.log.With("component", "vms")
 	hc := netfabric.DefaultHostConfig()
 	hc.Bridge = cfg.VMBridge
+	hc.Underlay = underlayAddr(a.node.RaftAddr())
 	hc.Logger = a.log
 	a.vmNet = netfabric.NewHost(hc, netfabric.StoreLeases(a.node.Store(), netfabric.DefaultNetworkID))
 	qemuArgv := strings.Fields(cfg.QEMU)
@@ -123,6 +127,7 @@ func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
 	ready := make(chan struct{})
 	go a.reconcileNetwork(ctx, a.vmNet, ready)
+	go a.reconcileSegments(ctx, a.vmNet)
 	// VMs need the bridge for their taps; a VM that still comes too early
 	// is retried by its worker.
 	select {
@@ -155,4 +160,50 @@ func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, read
 		case <-time.After(wait):
 		}
 	}
+}
+
+// reconcileSegments keeps this node carrying the project networks that
+// have ports here (netfabric's VXLAN segments), as the ports and networks
+// in the state change, and every half minute for drift and for peers
+// whose address gossip has changed.
+func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host) {
+	for ctx.Err() == nil {
+		txn := a.node.Store().ReadTxn()
+		ws := memdb.NewWatchSet()
+		netfabric.WatchSegments(txn, ws)
+		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay)
+		wait := 30 * time.Second
+		if err := host.ReconcileSegments(ctx, segs); err != nil {
+			a.log.Error("set up project networks on this node", "err", err)
+			wait = 2 * time.Second
+		}
+		wctx, cancel := context.WithTimeout(ctx, wait)
+		_ = a.node.Store().Watch(wctx, ws)
+		cancel()
+	}
+}
+
+// peerUnderlay is where another node's VXLAN segments end: the address of
+// its Raft and RPC listener, which is on the network between the boxes.
+func (a *Agent) peerUnderlay(node string) (netip.Addr, bool) {
+	for _, n := range a.node.Status().Nodes {
+		if n.Name == node {
+			addr := underlayAddr(n.Address)
+			return addr, addr.IsValid()
+		}
+	}
+	return netip.Addr{}, false
+}
+
+// underlayAddr is the IP of a host:port address, or the zero Addr.
+func underlayAddr(hostport string) netip.Addr {
+	host, _, err := net.SplitHostPort(hostport)
+	if err != nil {
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return a.Unmap()
 }

@@ -1,0 +1,358 @@
+package netfabric
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// A project network reaches the nodes that have its ports as one VXLAN
+// segment, as Neutron's Linux bridge agent builds it, with the forwarding
+// table filled from the replicated state (its l2population) instead of
+// multicast or learning:
+//
+//   - a bridge per segment (segmentBridge), with no address: the host takes
+//     no part in the network, whose CIDR may be another project's too;
+//   - a VXLAN device on it (segmentVXLAN), learning off, sending from this
+//     node's underlay address to UDP port 4789;
+//   - static forwarding entries: every remote port's MAC to the node it is
+//     on, and the all-zero MAC to every peer node, so broadcast and unknown
+//     unicast (ARP, DHCP) are copied to each peer (head-end replication).
+//
+// The guests' taps join their network's bridge (bridgeFor); port security
+// (portsec.go) guards them whatever bridge they are on.
+
+// vxlanPort is the IANA port for VXLAN.
+const vxlanPort = 4789
+
+// Segment is what this node needs to carry one project network.
+type Segment struct {
+	Network Network
+	// Peers are the underlay addresses of the other nodes with ports on
+	// the network: broadcast goes to each.
+	Peers []netip.Addr
+	// Remote are the ports on those nodes.
+	Remote []RemotePort
+}
+
+// RemotePort is a port on another node: frames for its MAC go there.
+type RemotePort struct {
+	MAC  net.HardwareAddr
+	Node netip.Addr
+}
+
+// Segments returns the segments node must carry, from the replicated state:
+// one for each project network with a port bound to node. underlay gives a
+// node's underlay address; ports on nodes it does not know are left out (a
+// node that has not said where it is cannot be reached yet).
+func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool)) []Segment {
+	byNet := map[string][]Port{}
+	for _, p := range AllPorts(txn) {
+		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
+	}
+	var out []Segment
+	for _, nw := range ListNetworks(txn) {
+		ports := byNet[nw.ID]
+		if !nw.IsOverlay() || !hasPortOn(ports, node) {
+			continue
+		}
+		s := Segment{Network: nw}
+		peers := map[netip.Addr]bool{}
+		for _, p := range ports {
+			if p.Node == "" || p.Node == node {
+				continue
+			}
+			addr, ok := underlay(p.Node)
+			if !ok {
+				continue
+			}
+			peers[addr] = true
+			s.Remote = append(s.Remote, RemotePort{MAC: p.HardwareAddr(), Node: addr})
+		}
+		for a := range peers {
+			s.Peers = append(s.Peers, a)
+		}
+		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Less(s.Peers[j]) })
+		out = append(out, s)
+	}
+	return out
+}
+
+func hasPortOn(ports []Port, node string) bool {
+	for _, p := range ports {
+		if p.Node == node {
+			return true
+		}
+	}
+	return false
+}
+
+// segmentBridge and segmentVXLAN name a segment's devices by its VNI (six
+// hex digits fit IFNAMSIZ beside the prefix).
+func (h *Host) segmentBridge(vni uint32) string {
+	return fmt.Sprintf("%s%06x", h.cfg.SegmentPrefix+"b", vni)
+}
+
+func (h *Host) segmentVXLAN(vni uint32) string {
+	return fmt.Sprintf("%s%06x", h.cfg.SegmentPrefix+"x", vni)
+}
+
+// ReconcileSegments makes this node carry exactly segs: each segment's
+// bridge and VXLAN device, its forwarding entries, and its local taps on
+// its bridge. Segments no longer wanted are removed. It is idempotent,
+// repairs drift, and leaves running guests' frames flowing: nothing that
+// is already right is touched.
+func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
+	if len(segs) > 0 && !h.cfg.Underlay.IsValid() {
+		return fmt.Errorf("reconcile segments: this node has no underlay address")
+	}
+	want := map[string]Segment{}
+	keep := map[string]bool{}
+	for _, s := range segs {
+		if !s.Network.IsOverlay() || s.Network.VNI < minVNI || s.Network.VNI > maxVNI {
+			return fmt.Errorf("reconcile segments: network %s is not a project network with a segment id", s.Network.ID)
+		}
+		want[s.Network.ID] = s
+		keep[h.segmentBridge(s.Network.VNI)] = true
+		keep[h.segmentVXLAN(s.Network.VNI)] = true
+	}
+	// The taps find their bridge from here from now on.
+	h.segMu.Lock()
+	h.segs = want
+	h.segMu.Unlock()
+
+	var errs []error
+	for _, s := range segs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := h.ensureSegment(s); err != nil {
+			errs = append(errs, fmt.Errorf("segment of network %s: %w", s.Network.ID, err))
+		}
+	}
+	links, err := netlink.LinkList()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, l := range links {
+		name := l.Attrs().Name
+		if h.ownsSegmentLink(name) && !keep[name] {
+			h.log.Info("removing segment device", "link", name)
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
+			}
+		}
+	}
+	errs = append(errs, h.attachTaps())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("reconcile segments: %w", err)
+	}
+	return nil
+}
+
+func (h *Host) ownsSegmentLink(name string) bool {
+	p := h.cfg.SegmentPrefix
+	return p != "" && len(name) == len(p)+7 && (strings.HasPrefix(name, p+"b") || strings.HasPrefix(name, p+"x"))
+}
+
+// ensureSegment builds one segment's bridge, VXLAN device and forwarding
+// entries.
+func (h *Host) ensureSegment(s Segment) error {
+	nw := s.Network
+	brName, vxName := h.segmentBridge(nw.VNI), h.segmentVXLAN(nw.VNI)
+	br, err := netlink.LinkByName(brName)
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		// A fixed MAC, as for the NAT bridge: guests never talk to it, but
+		// it should not change as taps come and go.
+		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: brName, MTU: nw.MTU,
+			HardwareAddr: MACFor("bridge:" + brName)}})
+		if err == nil {
+			h.log.Info("created segment bridge", "bridge", brName, "network", nw.ID, "vni", nw.VNI)
+			br, err = netlink.LinkByName(brName)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", brName, err)
+	}
+	if _, ok := br.(*netlink.Bridge); !ok {
+		return fmt.Errorf("bridge %s: a %s link has that name", brName, br.Type())
+	}
+	// The host takes no part in a project network: no IPv6 address of its
+	// own on it (so no link-local, no SLAAC from a guest's RA), and no ARP
+	// answers for the host's addresses, which would invite guests to it.
+	for _, kv := range [][2]string{{"ipv6/conf/" + brName + "/disable_ipv6", "1"}, {"ipv4/conf/" + brName + "/arp_ignore", "8"}} {
+		if err := os.WriteFile(filepath.Join("/proc/sys/net", kv[0]), []byte(kv[1]), 0o644); err != nil {
+			return fmt.Errorf("bridge %s: %w", brName, err)
+		}
+	}
+	if err := setMTU(br, nw.MTU); err != nil {
+		return err
+	}
+
+	vx, err := netlink.LinkByName(vxName)
+	if err == nil {
+		cur, ok := vx.(*netlink.Vxlan)
+		if !ok || cur.VxlanId != int(nw.VNI) || !cur.SrcAddr.Equal(h.cfg.Underlay.AsSlice()) || cur.Port != vxlanPort || cur.Learning {
+			// Not the device we want (the node's underlay address changed,
+			// say): VXLAN devices cannot be changed in place.
+			h.log.Info("recreating VXLAN device", "link", vxName)
+			if err := netlink.LinkDel(vx); err != nil {
+				return fmt.Errorf("VXLAN %s: %w", vxName, err)
+			}
+			err = netlink.LinkNotFoundError{}
+		}
+	}
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		dev := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: vxName, MTU: nw.MTU}, VxlanId: int(nw.VNI),
+			SrcAddr: h.cfg.Underlay.AsSlice(), Port: vxlanPort, Learning: false}
+		if err = netlink.LinkAdd(dev); err == nil {
+			h.log.Info("created VXLAN device", "link", vxName, "vni", nw.VNI)
+			vx, err = netlink.LinkByName(vxName)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("VXLAN %s: %w", vxName, err)
+	}
+	if err := setMTU(vx, nw.MTU); err != nil {
+		return err
+	}
+	if vx.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMaster(vx, br); err != nil {
+			return fmt.Errorf("VXLAN %s: attach to %s: %w", vxName, brName, err)
+		}
+	}
+	if err := h.syncFDB(vx, s); err != nil {
+		return err
+	}
+	for _, l := range []netlink.Link{vx, br} {
+		if err := netlink.LinkSetUp(l); err != nil {
+			return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+func setMTU(l netlink.Link, mtu int) error {
+	if l.Attrs().MTU == mtu {
+		return nil
+	}
+	if err := netlink.LinkSetMTU(l, mtu); err != nil {
+		return fmt.Errorf("%s: MTU %d: %w", l.Attrs().Name, mtu, err)
+	}
+	return nil
+}
+
+// fdbKey is one forwarding entry of a VXLAN device: a MAC behind a node.
+type fdbKey struct {
+	mac  string
+	node netip.Addr
+}
+
+var zeroMAC = net.HardwareAddr{0, 0, 0, 0, 0, 0}
+
+// syncFDB makes the VXLAN device's own forwarding table (the "self"
+// entries: which node a MAC is behind) exactly what the segment says.
+func (h *Host) syncFDB(vx netlink.Link, s Segment) error {
+	want := map[fdbKey]bool{}
+	for _, p := range s.Peers {
+		want[fdbKey{zeroMAC.String(), p}] = true
+	}
+	for _, r := range s.Remote {
+		want[fdbKey{r.MAC.String(), r.Node}] = true
+	}
+	have, err := netlink.NeighList(vx.Attrs().Index, unix.AF_BRIDGE)
+	if err != nil {
+		return fmt.Errorf("VXLAN %s: list forwarding entries: %w", vx.Attrs().Name, err)
+	}
+	entry := func(mac net.HardwareAddr, node net.IP) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: vx.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP | netlink.NUD_PERMANENT,
+			Flags: netlink.NTF_SELF, HardwareAddr: mac, IP: node}
+	}
+	var errs []error
+	for _, n := range have {
+		if n.IP == nil {
+			continue // the bridge's own entries for the device, not the tunnel's
+		}
+		node, ok := netip.AddrFromSlice(n.IP)
+		if k := (fdbKey{n.HardwareAddr.String(), node.Unmap()}); ok && want[k] {
+			delete(want, k)
+			continue
+		}
+		if err := netlink.NeighDel(entry(n.HardwareAddr, n.IP)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove forwarding entry %s via %s: %w", n.HardwareAddr, n.IP, err))
+		}
+	}
+	for k := range want {
+		mac, _ := net.ParseMAC(k.mac)
+		// Append, not set: the all-zero MAC has one entry per peer.
+		if err := netlink.NeighAppend(entry(mac, k.node.AsSlice())); err != nil {
+			errs = append(errs, fmt.Errorf("add forwarding entry %s via %s: %w", k.mac, k.node, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("VXLAN %s: %w", vx.Attrs().Name, err)
+	}
+	return nil
+}
+
+// bridgeFor returns the bridge a tap belongs on: its port's segment bridge
+// for a project network, else the NAT network's bridge (where a tap with
+// no port is also kept, and port security drops all it sends).
+func (h *Host) bridgeFor(tap string) (name string, mtu int, err error) {
+	for _, p := range h.leases.Ports() {
+		if h.TapName(p.ID) != tap {
+			continue
+		}
+		h.segMu.Lock()
+		s, ok := h.segs[p.NetworkID]
+		h.segMu.Unlock()
+		if ok {
+			return h.segmentBridge(s.Network.VNI), s.Network.MTU, nil
+		}
+		if nw, known := h.leases.Network(); known && nw.ID == p.NetworkID {
+			return h.cfg.Bridge, 0, nil
+		}
+		return "", 0, fmt.Errorf("tap %s: the segment of network %s is not on this node yet", tap, p.NetworkID)
+	}
+	return h.cfg.Bridge, 0, nil
+}
+
+// removeSegments deletes every segment device this Host owns.
+func (h *Host) removeSegments() error {
+	h.segMu.Lock()
+	h.segs = nil
+	h.segMu.Unlock()
+	links, err := netlink.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	var errs []error
+	for _, l := range links {
+		if h.ownsSegmentLink(l.Attrs().Name) {
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", l.Attrs().Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// WatchSegments adds to ws what Segments reads (the networks and the
+// ports), so a caller can wait for a change that may move a segment.
+func WatchSegments(txn *memdb.Txn, ws memdb.WatchSet) {
+	for _, table := range []string{tNetworks, tPorts} {
+		if it, err := txn.Get(table, "id"); err == nil {
+			ws.Add(it.WatchCh())
+		}
+	}
+}

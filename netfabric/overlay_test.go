@@ -1,0 +1,504 @@
+package netfabric_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"sort"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// fabric is a replicated state with two projects, for project networks.
+type fabric struct {
+	node      *consensus.Node
+	ward, lab string // project ids
+}
+
+func newFabric(t *testing.T) *fabric {
+	t.Helper()
+	n := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		netfabric.Register(r)
+	}).Nodes[0]
+	ctx := context.Background()
+	id := identity.NewService(n, identity.DefaultConfig())
+	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := id.Login(ctx, "admin", "cluster-root-6161")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := id.Authenticate(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fabric{node: n}
+	for _, p := range []*string{&f.ward, &f.lab} {
+		name := map[*string]string{&f.ward: "ward", &f.lab: "lab"}[p]
+		pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = pr.ID
+	}
+	return f
+}
+
+func (f *fabric) network(t *testing.T, nw netfabric.Network) (netfabric.Network, error) {
+	t.Helper()
+	var out netfabric.Network
+	nw.CreatedAt = t0
+	_, err := f.node.Apply(context.Background(), netfabric.MsgCreateNetwork, nw, &out)
+	return out, err
+}
+
+func (f *fabric) port(t *testing.T, req netfabric.PortRequest) netfabric.Port {
+	t.Helper()
+	var out netfabric.Port
+	req.CreatedAt = t0
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgCreatePort, req, &out); err != nil {
+		t.Fatalf("port %s: %v", req.ID, err)
+	}
+	return out
+}
+
+// Project networks: overlapping CIDRs across projects but not within one,
+// a segment id each, the MTU for a 1500-byte underlay, and ports only for
+// the network's own project. Refusals change nothing.
+func TestProjectNetworks(t *testing.T) {
+	f := newFabric(t)
+	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.50.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	ward, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24"})
+	if err != nil {
+		t.Fatalf("a project network may overlap the NAT network: %v", err)
+	}
+	lab, err := f.network(t, netfabric.Network{ID: "lab-net", Project: f.lab, CIDR: "10.50.0.0/24", MTU: 8950})
+	if err != nil {
+		t.Fatalf("another project's network may have the same CIDR: %v", err)
+	}
+	if ward.VNI != 4096 || lab.VNI != 4097 || ward.MTU != 1450 || lab.MTU != 8950 || ward.Gateway != "10.50.0.1" {
+		t.Fatalf("networks: %+v %+v", ward, lab)
+	}
+	before := f.node.Store().ReadTxn()
+	for _, c := range []struct {
+		nw   netfabric.Network
+		code string
+	}{
+		{netfabric.Network{ID: "ward-2", Project: f.ward, CIDR: "10.50.0.128/25"}, consensus.CodeConflict}, // overlaps ward-net
+		{netfabric.Network{ID: "ward-3", Project: "nosuch", CIDR: "10.60.0.0/24"}, consensus.CodeNotFound},
+		{netfabric.Network{ID: "ward-4", Project: f.ward, CIDR: "10.60.0.0/24", MTU: 9000}, consensus.CodeInvalid},
+		{netfabric.Network{ID: "ward-5", Project: f.ward, CIDR: "10.60.0.0/24", VNI: 4097}, consensus.CodeConflict},
+		{netfabric.Network{ID: "ward-6", Project: f.ward, CIDR: "10.60.0.0/24", VNI: 100}, consensus.CodeInvalid},
+		{netfabric.Network{ID: "nat-2", CIDR: "10.61.0.0/24", MTU: 1400}, consensus.CodeInvalid}, // NAT networks have no MTU of their own
+		{netfabric.Network{ID: "nat-3", CIDR: "10.50.0.0/25"}, consensus.CodeConflict},           // NAT networks never overlap
+		{netfabric.Network{ID: "lab-net", Project: f.ward, CIDR: "10.50.0.0/24"}, consensus.CodeConflict},
+	} {
+		if _, err := f.network(t, c.nw); consensus.ErrorCode(err) != c.code {
+			t.Errorf("create %+v: %v, want %s", c.nw, err, c.code)
+		}
+	}
+	if got := netfabric.ListNetworks(f.node.Store().ReadTxn()); len(got) != len(netfabric.ListNetworks(before)) {
+		t.Fatalf("refused creates left networks behind: %+v", got)
+	}
+	w := f.port(t, netfabric.PortRequest{ID: "w1", NetworkID: "ward-net", Owner: "vm-w", Project: f.ward, Node: "box1"})
+	l := f.port(t, netfabric.PortRequest{ID: "l1", NetworkID: "lab-net", Owner: "vm-l", Project: f.lab})
+	if w.IP != "10.50.0.2" || l.IP != "10.50.0.2" || w.Node != "box1" {
+		t.Fatalf("overlapping networks allocate independently: %+v %+v", w, l)
+	}
+	var out netfabric.Port
+	_, err = f.node.Apply(context.Background(), netfabric.MsgCreatePort, netfabric.PortRequest{ID: "x1", NetworkID: "ward-net", Owner: "vm-x", Project: f.lab, CreatedAt: t0}, &out)
+	if consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("a port on another project's network: %v, want not_found", err)
+	}
+	if netfabric.GetPort(f.node.Store().ReadTxn(), "x1") != nil {
+		t.Fatal("the refused port exists")
+	}
+	// The NAT network takes any project's ports.
+	f.port(t, netfabric.PortRequest{ID: "d1", NetworkID: "default", Owner: "vm-d", Project: f.lab})
+
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgBindPorts, netfabric.BindPortsCmd{Owner: "vm-l", Node: "box2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if p := netfabric.GetPort(f.node.Store().ReadTxn(), "l1"); p.Node != "box2" {
+		t.Fatalf("bound port: %+v", p)
+	}
+}
+
+// Segments derives each node's segments from the state: only networks
+// with a port on the node, peers and remote ports from the others, and
+// nothing for ports on nodes without an underlay address or on no node.
+func TestSegmentsFromState(t *testing.T) {
+	f := newFabric(t)
+	for _, nw := range []netfabric.Network{
+		{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24"},
+		{ID: "lab-net", Project: f.lab, CIDR: "10.50.0.0/24"},
+	} {
+		if _, err := f.network(t, nw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := f.port(t, netfabric.PortRequest{ID: "wa", NetworkID: "ward-net", Owner: "a", Project: f.ward, Node: "box1"})
+	b := f.port(t, netfabric.PortRequest{ID: "wb", NetworkID: "ward-net", Owner: "b", Project: f.ward, Node: "box2"})
+	f.port(t, netfabric.PortRequest{ID: "wc", NetworkID: "ward-net", Owner: "c", Project: f.ward, Node: "box3"}) // no underlay known
+	f.port(t, netfabric.PortRequest{ID: "wd", NetworkID: "ward-net", Owner: "d", Project: f.ward})               // stopped
+	f.port(t, netfabric.PortRequest{ID: "lc", NetworkID: "lab-net", Owner: "e", Project: f.lab, Node: "box2"})
+	underlay := map[string]netip.Addr{"box1": netip.MustParseAddr("198.18.0.1"), "box2": netip.MustParseAddr("198.18.0.2")}
+	at := func(node string) (netip.Addr, bool) { a, ok := underlay[node]; return a, ok }
+	txn := f.node.Store().ReadTxn()
+
+	s1 := netfabric.Segments(txn, "box1", at)
+	if len(s1) != 1 || s1[0].Network.ID != "ward-net" || fmt.Sprint(s1[0].Peers) != "[198.18.0.2]" ||
+		len(s1[0].Remote) != 1 || s1[0].Remote[0].MAC.String() != b.MAC || s1[0].Remote[0].Node != underlay["box2"] {
+		t.Fatalf("box1's segments: %+v", s1)
+	}
+	s2 := netfabric.Segments(txn, "box2", at)
+	var ids []string
+	for _, s := range s2 {
+		ids = append(ids, s.Network.ID)
+	}
+	sort.Strings(ids)
+	if fmt.Sprint(ids) != "[lab-net ward-net]" {
+		t.Fatalf("box2's segments: %v", ids)
+	}
+	for _, s := range s2 {
+		if s.Network.ID == "lab-net" && (len(s.Peers) != 0 || len(s.Remote) != 0) {
+			t.Fatalf("lab-net has no port elsewhere: %+v", s)
+		}
+		if s.Network.ID == "ward-net" && (fmt.Sprint(s.Peers) != "[198.18.0.1]" || len(s.Remote) != 1 || s.Remote[0].MAC.String() != a.MAC) {
+			t.Fatalf("box2's ward-net: %+v", s)
+		}
+	}
+	if s := netfabric.Segments(txn, "box4", at); len(s) != 0 {
+		t.Fatalf("a node without ports carries %+v", s)
+	}
+}
+
+// box is one node's network namespace with its Host, on an underlay
+// shared with the other boxes.
+type box struct {
+	name string
+	ns   netns.NsHandle
+	h    *netfabric.Host
+	addr netip.Addr
+}
+
+func (b *box) do(t *testing.T, fn func() error) error { return inNS(t, b.ns, fn) }
+
+// newBoxes makes two boxes joined by a veth underlay (198.18.0.1 and .2),
+// each with a Host over the state's ports, the NAT network reconciled.
+func newBoxes(t *testing.T, f *fabric) [2]*box {
+	t.Helper()
+	requireRoot(t)
+	var boxes [2]*box
+	for i := range boxes {
+		b := &box{name: fmt.Sprintf("box%d", i+1), ns: newNS(t), addr: netip.AddrFrom4([4]byte{198, 18, 0, byte(i + 1)})}
+		disableBridgeNetfilter(t, b.ns)
+		cfg := netfabric.DefaultHostConfig()
+		cfg.ResolvConf = nil
+		cfg.Underlay = b.addr
+		cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("box", b.name)
+		b.h = netfabric.NewHost(cfg, netfabric.StoreLeases(f.node.Store(), "default"))
+		boxes[i] = b
+		t.Cleanup(func() {
+			if err := b.do(t, b.h.Teardown); err != nil {
+				t.Errorf("%s teardown: %v", b.name, err)
+			}
+		})
+	}
+	vethInto(t, boxes[0].ns, boxes[1].ns, "uplink", "uplink", nil)
+	for _, b := range boxes {
+		addAddr(t, b.ns, "uplink", b.addr.String()+"/24")
+		if err := b.do(t, func() error {
+			nw := netfabric.GetNetwork(f.node.Store().ReadTxn(), "default")
+			// Packets from a guest to a host address arrive with a source
+			// the host has no route back to: reverse-path filtering would
+			// hide whether the guard dropped them.
+			for _, k := range []string{"all", "default", "uplink"} {
+				if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte("0"), 0); err != nil {
+					return err
+				}
+			}
+			return b.h.Reconcile(context.Background(), *nw)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return boxes
+}
+
+func (b *box) reconcileSegments(t *testing.T, f *fabric, boxes [2]*box) {
+	t.Helper()
+	at := func(node string) (netip.Addr, bool) {
+		for _, o := range boxes {
+			if o.name == node {
+				return o.addr, true
+			}
+		}
+		return netip.Addr{}, false
+	}
+	segs := netfabric.Segments(f.node.Store().ReadTxn(), b.name, at)
+	if err := b.do(t, func() error { return b.h.ReconcileSegments(context.Background(), segs) }); err != nil {
+		t.Fatalf("%s: %v", b.name, err)
+	}
+}
+
+// plugSegmentGuest makes a guest namespace for port p (on box b), its link
+// named as the port's tap, on the segment's bridge.
+func plugSegmentGuest(t *testing.T, f *fabric, b *box, p netfabric.Port) netns.NsHandle {
+	t.Helper()
+	g := newNS(t)
+	mac, _ := net.ParseMAC(p.MAC)
+	tap := b.h.TapName(p.ID)
+	vethInto(t, b.ns, g, tap, "eth0", mac)
+	nw := netfabric.GetNetwork(f.node.Store().ReadTxn(), p.NetworkID)
+	h := handle(t, b.ns)
+	br, err := h.LinkByName(fmt.Sprintf("cnb%06x", nw.VNI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := h.LinkByName(tap)
+	if err := h.LinkSetMaster(l, br); err != nil {
+		t.Fatal(err)
+	}
+	// Port security knows the tap once it exists.
+	if err := b.do(t, func() error {
+		return b.h.Reconcile(context.Background(), *netfabric.GetNetwork(f.node.Store().ReadTxn(), "default"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	addAddr(t, g, "eth0", p.IP+"/24")
+	return g
+}
+
+// Two boxes, two projects with the same CIDR: a project's guests reach
+// each other across the boxes over their segment, and never the other
+// project's guests, even at the same address on the same box. A guest
+// that forges its address is dropped, the host takes nothing from a
+// segment and routes nothing out of one, and a segment whose last local
+// port goes is removed with its forwarding entries.
+func TestOverlayTwoBoxes(t *testing.T) {
+	f := newFabric(t)
+	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.77.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, nw := range []netfabric.Network{
+		{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24"},
+		{ID: "lab-net", Project: f.lab, CIDR: "10.50.0.0/24"},
+	} {
+		if _, err := f.network(t, nw); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wa := f.port(t, netfabric.PortRequest{ID: "ward-a", NetworkID: "ward-net", Owner: "wa", Project: f.ward, Node: "box1", IP: "10.50.0.10"})
+	wb := f.port(t, netfabric.PortRequest{ID: "ward-b", NetworkID: "ward-net", Owner: "wb", Project: f.ward, Node: "box2", IP: "10.50.0.11"})
+	lc := f.port(t, netfabric.PortRequest{ID: "lab-c", NetworkID: "lab-net", Owner: "lc", Project: f.lab, Node: "box2", IP: "10.50.0.10"})
+	ld := f.port(t, netfabric.PortRequest{ID: "lab-d", NetworkID: "lab-net", Owner: "ld", Project: f.lab, Node: "box1", IP: "10.50.0.11"})
+
+	boxes := newBoxes(t, f)
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+		b.reconcileSegments(t, f, boxes) // idempotent
+	}
+	gwa := plugSegmentGuest(t, f, boxes[0], wa)
+	gld := plugSegmentGuest(t, f, boxes[0], ld)
+	gwb := plugSegmentGuest(t, f, boxes[1], wb)
+	glc := plugSegmentGuest(t, f, boxes[1], lc)
+	listenTCP(t, gwb, "0.0.0.0:7000")
+	listenTCP(t, gld, "0.0.0.0:7001")
+
+	if !dial(t, gwa, "", "10.50.0.11:7000") {
+		t.Fatal("ward-a (box1) cannot reach ward-b (box2) over their segment")
+	}
+	if dial(t, gwa, "", "10.50.0.11:7001") {
+		t.Fatal("ward-a reached lab-d: the same address on its own box, in another project")
+	}
+	if !dial(t, glc, "", "10.50.0.11:7001") {
+		t.Fatal("lab-c (box2) cannot reach lab-d (box1) over their segment")
+	}
+	if dial(t, glc, "", "10.50.0.11:7000") {
+		t.Fatal("lab-c reached ward-b, on its own box, in another project")
+	}
+	// ward-b learned ward-a's MAC by ARP: broadcast crossed the underlay.
+	if mac := neighMAC(t, gwb, "10.50.0.10"); mac != wa.MAC {
+		t.Fatalf("ward-b resolved 10.50.0.10 to %q, want ward-a's %s", mac, wa.MAC)
+	}
+
+	// The segment's devices and forwarding entries.
+	ward := netfabric.GetNetwork(f.node.Store().ReadTxn(), "ward-net")
+	checkSegment(t, boxes[0], ward.VNI, 1450, map[string]string{"00:00:00:00:00:00": "198.18.0.2", wb.MAC: "198.18.0.2"})
+
+	// A forged source address is dropped on the overlay too.
+	addAddr(t, gwa, "eth0", "10.50.0.99/24")
+	if dial(t, gwa, "10.50.0.99", "10.50.0.11:7000") {
+		t.Fatal("a guest with a forged address reached another guest")
+	}
+
+	// The host takes nothing from a segment, and routes nothing out of it.
+	got1, got2 := listenUDP(t, boxes[0].ns, "0.0.0.0:7002"), listenUDP(t, boxes[1].ns, "0.0.0.0:7002")
+	brMAC := netfabric.MACFor(fmt.Sprintf("bridge:cnb%06x", ward.VNI))
+	ga := handle(t, gwa)
+	eth0, _ := ga.LinkByName("eth0")
+	if err := ga.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: &net.IPNet{IP: net.IP{198, 18, 0, 0}, Mask: net.CIDRMask(24, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range []net.IP{{198, 18, 0, 1}, {198, 18, 0, 2}} {
+		if err := ga.NeighAdd(&netlink.Neigh{LinkIndex: eth0.Attrs().Index, State: netlink.NUD_PERMANENT, IP: ip, HardwareAddr: brMAC, Family: unix.AF_INET}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, dst := range []string{"198.18.0.1:7002", "198.18.0.2:7002"} {
+		if err := inNS(t, gwa, func() error {
+			c, err := net.Dial("udp4", dst)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 3 {
+				if _, err := c.Write([]byte("hello host")); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-got1:
+		t.Fatal("box1 took a datagram from a guest on a segment")
+	case <-got2:
+		t.Fatal("box1 routed a guest's datagram out of its segment to box2")
+	case <-time.After(time.Second):
+	}
+
+	// lab-d leaves box1: box1 no longer carries lab-net, and box2 no longer
+	// sends lab-net's broadcast there.
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgBindPorts, netfabric.BindPortsCmd{Owner: "ld"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+	}
+	lab := netfabric.GetNetwork(f.node.Store().ReadTxn(), "lab-net")
+	h1 := handle(t, boxes[0].ns)
+	for _, n := range []string{fmt.Sprintf("cnb%06x", lab.VNI), fmt.Sprintf("cnx%06x", lab.VNI)} {
+		if _, err := h1.LinkByName(n); err == nil {
+			t.Errorf("box1 still has %s", n)
+		}
+	}
+	checkSegment(t, boxes[1], lab.VNI, 1450, map[string]string{})
+	checkSegment(t, boxes[0], ward.VNI, 1450, map[string]string{"00:00:00:00:00:00": "198.18.0.2", wb.MAC: "198.18.0.2"})
+	if !dial(t, gwa, "", "10.50.0.11:7000") {
+		t.Fatal("ward's traffic stopped when lab-net's segment went")
+	}
+
+	// A VM's tap joins its network's segment bridge, at the segment's MTU;
+	// one whose segment this node does not carry yet is refused, and no
+	// tap is left behind.
+	we := f.port(t, netfabric.PortRequest{ID: "ward-e", NetworkID: "ward-net", Owner: "we", Project: f.ward, Node: "box1"})
+	lf := f.port(t, netfabric.PortRequest{ID: "lab-f", NetworkID: "lab-net", Owner: "lf", Project: f.lab, Node: "box1"})
+	if err := boxes[0].do(t, func() error { return boxes[0].h.EnsureTap(boxes[0].h.TapName(we.ID)) }); err != nil {
+		t.Fatal(err)
+	}
+	tap, err := h1.LinkByName(boxes[0].h.TapName(we.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, _ := h1.LinkByName(fmt.Sprintf("cnb%06x", ward.VNI))
+	if tap.Attrs().MasterIndex != br.Attrs().Index || tap.Attrs().MTU != 1450 {
+		t.Fatalf("tap of ward-e: master %d (want %d), MTU %d", tap.Attrs().MasterIndex, br.Attrs().Index, tap.Attrs().MTU)
+	}
+	err = boxes[0].do(t, func() error { return boxes[0].h.EnsureTap(boxes[0].h.TapName(lf.ID)) })
+	if err == nil {
+		t.Fatal("a tap joined a segment this node does not carry")
+	}
+	if _, lerr := h1.LinkByName(boxes[0].h.TapName(lf.ID)); lerr == nil {
+		t.Fatalf("the refused tap was left behind (%v)", err)
+	}
+}
+
+// checkSegment checks a segment's VXLAN device on box b: its id, MTU,
+// learning off, on its bridge, and exactly the forwarding entries want
+// (MAC to underlay address).
+func checkSegment(t *testing.T, b *box, vni uint32, mtu int, want map[string]string) {
+	t.Helper()
+	h := handle(t, b.ns)
+	l, err := h.LinkByName(fmt.Sprintf("cnx%06x", vni))
+	if err != nil {
+		t.Fatalf("%s: %v", b.name, err)
+	}
+	vx, ok := l.(*netlink.Vxlan)
+	br, err := h.LinkByName(fmt.Sprintf("cnb%06x", vni))
+	if !ok || err != nil || vx.VxlanId != int(vni) || vx.Learning || vx.MTU != mtu || br.Attrs().MTU != mtu || vx.MasterIndex != br.Attrs().Index {
+		t.Fatalf("%s: segment %d: %+v (bridge %v)", b.name, vni, l, err)
+	}
+	neighs, err := h.NeighList(vx.Index, unix.AF_BRIDGE)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, n := range neighs {
+		if n.IP != nil {
+			got[n.HardwareAddr.String()] = n.IP.String()
+		}
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("%s: segment %d forwarding entries %v, want %v", b.name, vni, got, want)
+	}
+}
+
+// neighMAC returns the MAC ns resolved ip to, or "".
+func neighMAC(t *testing.T, ns netns.NsHandle, ip string) string {
+	t.Helper()
+	neighs, err := handle(t, ns).NeighList(0, unix.AF_INET)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range neighs {
+		if n.IP.String() == ip && n.HardwareAddr != nil {
+			return n.HardwareAddr.String()
+		}
+	}
+	return ""
+}
+
+// listenUDP receives datagrams on addr in ns until the test ends.
+func listenUDP(t *testing.T, ns netns.NsHandle, addr string) <-chan string {
+	t.Helper()
+	var c net.PacketConn
+	if err := inNS(t, ns, func() (err error) { c, err = net.ListenPacket("udp4", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	out := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			select {
+			case out <- fmt.Sprintf("%s from %s", buf[:n], from):
+			default:
+			}
+		}
+	}()
+	return out
+}
