@@ -76,7 +76,8 @@ type Host struct {
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
 
 	segMu sync.Mutex
-	segs  map[string]Segment // by network id, as last reconciled
+	segs  map[string]Segment // by network id, as last built
+	peers []netip.Addr       // the underlay addresses VXLAN is taken from
 
 	mu      sync.Mutex
 	nw      Network // as last reconciled

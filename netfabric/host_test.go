@@ -223,7 +223,7 @@ func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
 	if got := f.setKeys(t, "port_ips"); len(got) != 1 || !strings.HasPrefix(got[0], tap+"\x00") {
 		t.Fatalf("port security's addresses after EnsureTap: %q, want only %s's", got, tap)
 	}
-	if got, want := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable), map[string]int{"forward": 2, "input": 6}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := f.rulesOf(t, nftables.TableFamilyINet, f.cfg.GuardTable), map[string]int{"forward": 5, "input": 9}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("host guard: %v, want %v", got, want)
 	}
 	if err := f.do(t, f.h.Teardown); err != nil {

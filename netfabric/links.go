@@ -189,12 +189,21 @@ func (h *Host) attachTaps() error {
 	if err != nil {
 		return err
 	}
+	var errs []error
 	for _, t := range taps {
-		if err := h.ensureTap(t, false); err != nil {
-			return err
+		err := h.ensureTap(t, false)
+		if errors.Is(err, errSegmentMissing) {
+			// Off whatever bridge it was on (a segment id is reused
+			// once its network is gone); ReconcileSegments attaches it.
+			if l, lerr := netlink.LinkByName(t); lerr == nil && l.Attrs().MasterIndex != 0 {
+				err = netlink.LinkSetNoMaster(l)
+			} else {
+				err = nil
+			}
 		}
+		errs = append(errs, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 func (h *Host) removeBridge() error {

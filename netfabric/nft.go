@@ -186,7 +186,7 @@ func describeExpr(e expr.Any) string {
 		op := map[expr.CmpOp]string{expr.CmpOpEq: "eq", expr.CmpOpNeq: "neq", expr.CmpOpLt: "lt", expr.CmpOpLte: "lte", expr.CmpOpGt: "gt", expr.CmpOpGte: "gte"}[e.Op]
 		return fmt.Sprintf("cmp %s reg %d %s", op, e.Register, showData(e.Data))
 	case *expr.Meta:
-		key := map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyL4PROTO: "l4proto"}[e.Key]
+		key := map[expr.MetaKey]string{expr.MetaKeyIIFNAME: "iifname", expr.MetaKeyOIFNAME: "oifname", expr.MetaKeyL4PROTO: "l4proto", expr.MetaKeyNFPROTO: "nfproto"}[e.Key]
 		return fmt.Sprintf("meta load %s => reg %d", key, e.Register)
 	case *expr.Ct:
 		key := map[expr.CtKey]string{expr.CtKeySTATE: "state"}[e.Key]

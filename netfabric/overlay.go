@@ -76,6 +76,7 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 			if !ok {
 				continue
 			}
+			addr = addr.Unmap()
 			peers[addr] = true
 			s.Remote = append(s.Remote, RemotePort{MAC: p.HardwareAddr(), Node: addr})
 		}
@@ -113,43 +114,65 @@ func (h *Host) segmentVXLAN(vni uint32) string {
 // repairs drift, and leaves running guests' frames flowing: nothing that
 // is already right is touched.
 func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	if len(segs) > 0 && !h.cfg.Underlay.IsValid() {
 		return fmt.Errorf("reconcile segments: this node has no underlay address")
 	}
-	want := map[string]Segment{}
 	keep := map[string]bool{}
+	peers := map[netip.Addr]bool{}
 	for _, s := range segs {
 		if !s.Network.IsOverlay() || s.Network.VNI < minVNI || s.Network.VNI > maxVNI {
 			return fmt.Errorf("reconcile segments: network %s is not a project network with a segment id", s.Network.ID)
 		}
-		want[s.Network.ID] = s
 		keep[h.segmentBridge(s.Network.VNI)] = true
 		keep[h.segmentVXLAN(s.Network.VNI)] = true
+		for _, p := range s.Peers {
+			peers[p] = true
+		}
 	}
-	// The taps find their bridge from here from now on.
+	// The guard takes VXLAN from the new peers before any segment does.
 	h.segMu.Lock()
-	h.segs = want
+	h.peers = h.peers[:0]
+	for p := range peers {
+		h.peers = append(h.peers, p)
+	}
 	h.segMu.Unlock()
+	if err := h.applyPortSecurity(); err != nil {
+		return fmt.Errorf("reconcile segments: %w", err)
+	}
 
 	var errs []error
+	built := map[string]Segment{}
 	for _, s := range segs {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
 		if err := h.ensureSegment(s); err != nil {
 			errs = append(errs, fmt.Errorf("segment of network %s: %w", s.Network.ID, err))
+			continue
 		}
+		built[s.Network.ID] = s
 	}
+	// The taps find their bridge from here from now on: only segments
+	// that are really there.
+	h.segMu.Lock()
+	h.segs = built
+	h.segMu.Unlock()
+
+	// VXLAN devices first: one left without its bridge would be up on its own.
 	links, err := netlink.LinkList()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for _, l := range links {
-		name := l.Attrs().Name
-		if h.ownsSegmentLink(name) && !keep[name] {
-			h.log.Info("removing segment device", "link", name)
-			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
+	for _, kind := range []string{"x", "b"} {
+		for _, l := range links {
+			name := l.Attrs().Name
+			if h.ownsSegmentLink(name) && name[len(h.cfg.SegmentPrefix):][:1] == kind && !keep[name] {
+				h.log.Info("removing segment device", "link", name)
+				if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, fmt.Errorf("remove %s: %w", name, err))
+				}
 			}
 		}
 	}
@@ -158,6 +181,13 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 		return fmt.Errorf("reconcile segments: %w", err)
 	}
 	return nil
+}
+
+// segmentPeers returns the nodes this one may take VXLAN from.
+func (h *Host) segmentPeers() []netip.Addr {
+	h.segMu.Lock()
+	defer h.segMu.Unlock()
+	return append([]netip.Addr(nil), h.peers...)
 }
 
 func (h *Host) ownsSegmentLink(name string) bool {
@@ -190,10 +220,8 @@ func (h *Host) ensureSegment(s Segment) error {
 	// The host takes no part in a project network: no IPv6 address of its
 	// own on it (so no link-local, no SLAAC from a guest's RA), and no ARP
 	// answers for the host's addresses, which would invite guests to it.
-	for _, kv := range [][2]string{{"ipv6/conf/" + brName + "/disable_ipv6", "1"}, {"ipv4/conf/" + brName + "/arp_ignore", "8"}} {
-		if err := os.WriteFile(filepath.Join("/proc/sys/net", kv[0]), []byte(kv[1]), 0o644); err != nil {
-			return fmt.Errorf("bridge %s: %w", brName, err)
-		}
+	if err := segmentSysctls(brName, true); err != nil {
+		return err
 	}
 	if err := setMTU(br, nw.MTU); err != nil {
 		return err
@@ -226,6 +254,9 @@ func (h *Host) ensureSegment(s Segment) error {
 	if err := setMTU(vx, nw.MTU); err != nil {
 		return err
 	}
+	if err := segmentSysctls(vxName, false); err != nil {
+		return err
+	}
 	if vx.Attrs().MasterIndex != br.Attrs().Index {
 		if err := netlink.LinkSetMaster(vx, br); err != nil {
 			return fmt.Errorf("VXLAN %s: attach to %s: %w", vxName, brName, err)
@@ -237,6 +268,27 @@ func (h *Host) ensureSegment(s Segment) error {
 	for _, l := range []netlink.Link{vx, br} {
 		if err := netlink.LinkSetUp(l); err != nil {
 			return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
+		}
+	}
+	return nil
+}
+
+// segmentSysctls keeps the host out of a segment's device: no IPv6 of its
+// own on it (no link-local, no neighbour discovery or SLAAC from a guest's
+// RA) and, on the bridge, no ARP answers for the host's addresses, which
+// would invite guests to it. A kernel without IPv6 has nothing to turn off.
+func segmentSysctls(dev string, bridge bool) error {
+	kvs := [][2]string{{"ipv6/conf/" + dev + "/disable_ipv6", "1"}}
+	if bridge {
+		kvs = append(kvs, [2]string{"ipv4/conf/" + dev + "/arp_ignore", "8"})
+	}
+	for _, kv := range kvs {
+		err := os.WriteFile(filepath.Join("/proc/sys/net", kv[0]), []byte(kv[1]), 0o644)
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %w", dev, err)
 		}
 	}
 	return nil
@@ -305,6 +357,10 @@ func (h *Host) syncFDB(vx netlink.Link, s Segment) error {
 	return nil
 }
 
+// errSegmentMissing: the tap's project network has no segment on this
+// node yet (ReconcileSegments attaches it once it has).
+var errSegmentMissing = errors.New("the segment of its project network is not on this node yet")
+
 // bridgeFor returns the bridge a tap belongs on: its port's segment bridge
 // for a project network, else the NAT network's bridge (where a tap with
 // no port is also kept, and port security drops all it sends).
@@ -322,7 +378,7 @@ func (h *Host) bridgeFor(tap string) (name string, mtu int, err error) {
 		if nw, known := h.leases.Network(); known && nw.ID == p.NetworkID {
 			return h.cfg.Bridge, 0, nil
 		}
-		return "", 0, fmt.Errorf("tap %s: the segment of network %s is not on this node yet", tap, p.NetworkID)
+		return "", 0, fmt.Errorf("tap %s: %w: network %s", tap, errSegmentMissing, p.NetworkID)
 	}
 	return h.cfg.Bridge, 0, nil
 }
@@ -330,7 +386,7 @@ func (h *Host) bridgeFor(tap string) (name string, mtu int, err error) {
 // removeSegments deletes every segment device this Host owns.
 func (h *Host) removeSegments() error {
 	h.segMu.Lock()
-	h.segs = nil
+	h.segs, h.peers = nil, nil
 	h.segMu.Unlock()
 	links, err := netlink.LinkList()
 	if err != nil {

@@ -311,9 +311,24 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	ld := f.port(t, netfabric.PortRequest{ID: "lab-d", NetworkID: "lab-net", Owner: "ld", Project: f.lab, Node: "box1", IP: "10.50.0.11"})
 
 	boxes := newBoxes(t, f)
+	ifindex := func(b *box) map[string]int {
+		links, err := handle(t, b.ns).LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, l := range links {
+			out[l.Attrs().Name] = l.Attrs().Index
+		}
+		return out
+	}
 	for _, b := range boxes {
 		b.reconcileSegments(t, f, boxes)
-		b.reconcileSegments(t, f, boxes) // idempotent
+		before := ifindex(b)
+		b.reconcileSegments(t, f, boxes) // idempotent: nothing that is right is rebuilt
+		if after := ifindex(b); fmt.Sprint(after) != fmt.Sprint(before) {
+			t.Fatalf("%s: a second reconcile rebuilt devices: %v, then %v", b.name, before, after)
+		}
 	}
 	gwa := plugSegmentGuest(t, f, boxes[0], wa)
 	gld := plugSegmentGuest(t, f, boxes[0], ld)
@@ -322,15 +337,23 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	listenTCP(t, gwb, "0.0.0.0:7000")
 	listenTCP(t, gld, "0.0.0.0:7001")
 
-	if !dial(t, gwa, "", "10.50.0.11:7000") {
-		t.Fatal("ward-a (box1) cannot reach ward-b (box2) over their segment")
-	}
+	// The first connection also waits for ARP across the underlay: give
+	// a busy machine a few tries.
+	testutil.WaitFor(t, 10*time.Second, "ward-a (box1) reaches ward-b (box2) over their segment", func() error {
+		if !dial(t, gwa, "", "10.50.0.11:7000") {
+			return fmt.Errorf("no connection")
+		}
+		return nil
+	})
 	if dial(t, gwa, "", "10.50.0.11:7001") {
 		t.Fatal("ward-a reached lab-d: the same address on its own box, in another project")
 	}
-	if !dial(t, glc, "", "10.50.0.11:7001") {
-		t.Fatal("lab-c (box2) cannot reach lab-d (box1) over their segment")
-	}
+	testutil.WaitFor(t, 10*time.Second, "lab-c (box2) reaches lab-d (box1) over their segment", func() error {
+		if !dial(t, glc, "", "10.50.0.11:7001") {
+			return fmt.Errorf("no connection")
+		}
+		return nil
+	})
 	if dial(t, glc, "", "10.50.0.11:7000") {
 		t.Fatal("lab-c reached ward-b, on its own box, in another project")
 	}
@@ -342,6 +365,79 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	// The segment's devices and forwarding entries.
 	ward := netfabric.GetNetwork(f.node.Store().ReadTxn(), "ward-net")
 	checkSegment(t, boxes[0], ward.VNI, 1450, map[string]string{"00:00:00:00:00:00": "198.18.0.2", wb.MAC: "198.18.0.2"})
+
+	// A stranger on the underlay who knows (or guesses) the segment id
+	// sends VXLAN to box1: nothing reaches the segment. (A VXLAN device
+	// takes a frame for its segment from any source; the guard takes it
+	// from peers only.)
+	got := listenUDP(t, gwa, "0.0.0.0:7003")
+	stranger := newNS(t)
+	vethInto(t, boxes[0].ns, stranger, "stranger", "uplink", nil)
+	addAddr(t, boxes[0].ns, "stranger", "198.18.1.1/24")
+	addAddr(t, stranger, "uplink", "198.18.1.3/24")
+	sh := handle(t, stranger)
+	evil := &netlink.Vxlan{LinkAttrs: netlink.LinkAttrs{Name: "evil", MTU: 1450}, VxlanId: int(ward.VNI), SrcAddr: net.IP{198, 18, 1, 3}, Port: 4789}
+	if err := sh.LinkAdd(evil); err != nil {
+		t.Fatal(err)
+	}
+	el, _ := sh.LinkByName("evil")
+	if err := sh.LinkSetUp(el); err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.NeighAppend(&netlink.Neigh{LinkIndex: el.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP | netlink.NUD_PERMANENT,
+		Flags: netlink.NTF_SELF, HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IP{198, 18, 1, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	addAddr(t, stranger, "evil", "10.50.0.50/24")
+	waMAC, _ := net.ParseMAC(wa.MAC)
+	if err := sh.NeighAdd(&netlink.Neigh{LinkIndex: el.Attrs().Index, State: netlink.NUD_PERMANENT, IP: net.IP{10, 50, 0, 10}, HardwareAddr: waMAC, Family: unix.AF_INET}); err != nil {
+		t.Fatal(err)
+	}
+	sendUDP := func(ns netns.NsHandle, dst string) {
+		t.Helper()
+		if err := inNS(t, ns, func() error {
+			c, err := net.Dial("udp4", dst)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for range 3 {
+				if _, err := c.Write([]byte("hello")); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sendUDP(stranger, "10.50.0.10:7003")
+	select {
+	case m := <-got:
+		t.Fatalf("a stranger's VXLAN reached a guest on the segment: %s", m)
+	case <-time.After(time.Second):
+	}
+	// The same frames from a peer's address do arrive: the test can fail.
+	addAddr(t, stranger, "uplink", "198.18.0.2/32")
+	if err := sh.LinkDel(el); err != nil {
+		t.Fatal(err)
+	}
+	evil.SrcAddr = net.IP{198, 18, 0, 2}
+	if err := sh.LinkAdd(evil); err != nil {
+		t.Fatal(err)
+	}
+	el, _ = sh.LinkByName("evil")
+	_ = sh.LinkSetUp(el)
+	_ = sh.NeighAppend(&netlink.Neigh{LinkIndex: el.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP | netlink.NUD_PERMANENT,
+		Flags: netlink.NTF_SELF, HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IP{198, 18, 1, 1}})
+	addAddr(t, stranger, "evil", "10.50.0.50/24")
+	_ = sh.NeighAdd(&netlink.Neigh{LinkIndex: el.Attrs().Index, State: netlink.NUD_PERMANENT, IP: net.IP{10, 50, 0, 10}, HardwareAddr: waMAC, Family: unix.AF_INET})
+	sendUDP(stranger, "10.50.0.10:7003")
+	select {
+	case <-got:
+	case <-time.After(3 * time.Second):
+		t.Fatal("VXLAN from a peer's address did not reach the segment: the stranger check proves nothing")
+	}
 
 	// A forged source address is dropped on the overlay too.
 	addAddr(t, gwa, "eth0", "10.50.0.99/24")

@@ -166,42 +166,76 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 }
 
 // buildGuardRuleset returns the inet table that keeps the VMs off the
-// host's own ports, and the host out of project networks' segments (the
-// bridges named segBridges*).
-func buildGuardRuleset(table, bridge, segBridges string) ruleset {
+// host's own ports, the host out of project networks' segments (devices
+// named segPrefix+"b"/"x"...), and strangers out of the segments: VXLAN is
+// taken only from peers, the nodes this one shares a segment with (a
+// VXLAN device accepts a frame for its segment from any source).
+func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
 	accept := nftables.ChainPolicyAccept
 	in := &nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &accept}
 	fwd := &nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+	vteps := &nftables.Set{Table: t, Name: "vxlan_peers", ID: 1, KeyType: nftables.TypeIPAddr}
+	var vtepElems []nftables.SetElement
+	sorted := append([]netip.Addr(nil), peers...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Less(sorted[j]) })
+	for _, p := range sorted {
+		if p.Is4() {
+			a := p.As4()
+			vtepElems = append(vtepElems, nftables.SetElement{Key: a[:]})
+		}
+	}
 	iif := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(bridge)}}
 	// A wildcard interface name ("cnb*") compares only the prefix's bytes.
-	seg := func(key expr.MetaKey, op expr.CmpOp) []expr.Any {
-		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(segBridges)}}
+	name := func(key expr.MetaKey, op expr.CmpOp, prefix string) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(prefix)}}
 	}
+	segBr, segVX := segPrefix+"b", segPrefix+"x"
 	l4 := func(proto byte) []expr.Any {
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
 	}
+	dport := func(p uint16) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(p)}}
+	}
+	nfproto := func(p byte) []expr.Any {
+		return []expr.Any{&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{p}}}
+	}
+	const nfprotoIPv4, nfprotoIPv6 = 2, 10
 	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, in, comment, exprs...) }
-	return ruleset{table: t, chains: []*nftables.Chain{in, fwd}, rules: []*nftables.Rule{
-		r(fmt.Sprintf("iifname %s ct state established,related accept", bridge), iif, ctReplies(), verdict(expr.VerdictAccept)),
-		r(fmt.Sprintf("iifname %s udp dport 67 accept", bridge), iif, l4(protoUDP),
-			[]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(67)}}, verdict(expr.VerdictAccept)),
-		r(fmt.Sprintf("iifname %s meta l4proto icmp accept", bridge), iif, l4(protoICMP), verdict(expr.VerdictAccept)),
-		r(fmt.Sprintf("iifname %s meta l4proto ipv6-icmp accept", bridge), iif, l4(protoICMPv6), verdict(expr.VerdictAccept)),
-		r(fmt.Sprintf("iifname %s drop", bridge), iif, verdict(expr.VerdictDrop)),
-		// Project networks' segments have no address on the host: it
-		// takes nothing from them, and routes nothing out of or into them
-		// (with br_netfilter on, frames bridged within a segment pass the
-		// forward hook with the segment's bridge in and out: they stay).
-		r(fmt.Sprintf(`iifname "%s*" drop`, segBridges), seg(expr.MetaKeyIIFNAME, expr.CmpOpEq), verdict(expr.VerdictDrop)),
-		newRule(t, fwd, fmt.Sprintf(`iifname "%[1]s*" oifname != "%[1]s*" drop`, segBridges),
-			seg(expr.MetaKeyIIFNAME, expr.CmpOpEq), seg(expr.MetaKeyOIFNAME, expr.CmpOpNeq), verdict(expr.VerdictDrop)),
-		newRule(t, fwd, fmt.Sprintf(`oifname "%[1]s*" iifname != "%[1]s*" drop`, segBridges),
-			seg(expr.MetaKeyOIFNAME, expr.CmpOpEq), seg(expr.MetaKeyIIFNAME, expr.CmpOpNeq), verdict(expr.VerdictDrop)),
-	}}
+	f := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, fwd, comment, exprs...) }
+	drop := verdict(expr.VerdictDrop)
+	return ruleset{table: t, chains: []*nftables.Chain{in, fwd},
+		sets: []setWithElements{{set: vteps, elements: vtepElems}},
+		rules: []*nftables.Rule{
+			r(fmt.Sprintf("iifname %s ct state established,related accept", bridge), iif, ctReplies(), verdict(expr.VerdictAccept)),
+			r(fmt.Sprintf("iifname %s udp dport 67 accept", bridge), iif, l4(protoUDP), dport(67), verdict(expr.VerdictAccept)),
+			r(fmt.Sprintf("iifname %s meta l4proto icmp accept", bridge), iif, l4(protoICMP), verdict(expr.VerdictAccept)),
+			r(fmt.Sprintf("iifname %s meta l4proto ipv6-icmp accept", bridge), iif, l4(protoICMPv6), verdict(expr.VerdictAccept)),
+			r(fmt.Sprintf("iifname %s drop", bridge), iif, drop),
+			// Project networks' segments have no address on the host: it
+			// takes nothing from them.
+			r(fmt.Sprintf(`iifname "%s*" drop`, segBr), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segBr), drop),
+			r(fmt.Sprintf(`iifname "%s*" drop`, segVX), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVX), drop),
+			r(fmt.Sprintf("meta nfproto ipv4 udp dport %d ip saddr != @%s drop", vxlanPort, vteps.Name), nfproto(nfprotoIPv4), l4(protoUDP), dport(vxlanPort),
+				[]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+					&expr.Lookup{SourceRegister: 1, SetName: vteps.Name, SetID: vteps.ID, Invert: true}}, drop),
+			r(fmt.Sprintf("meta nfproto ipv6 udp dport %d drop", vxlanPort), nfproto(nfprotoIPv6), l4(protoUDP), dport(vxlanPort), drop),
+			// Nor does it route out of them or into them (with
+			// br_netfilter on, frames bridged within a segment pass the
+			// forward hook with the segment's bridge in and out: they stay).
+			f(fmt.Sprintf(`iifname "%[1]s*" oifname != "%[1]s*" drop`, segBr),
+				name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segBr), name(expr.MetaKeyOIFNAME, expr.CmpOpNeq, segBr), drop),
+			f(fmt.Sprintf(`oifname "%[1]s*" iifname != "%[1]s*" drop`, segBr),
+				name(expr.MetaKeyOIFNAME, expr.CmpOpEq, segBr), name(expr.MetaKeyIIFNAME, expr.CmpOpNeq, segBr), drop),
+			f(fmt.Sprintf(`iifname "%s*" drop`, segVX), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVX), drop),
+			f(fmt.Sprintf(`oifname "%s*" drop`, segVX), name(expr.MetaKeyOIFNAME, expr.CmpOpEq, segVX), drop),
+			// A guest on the NAT network sends no VXLAN to other boxes: it
+			// would arrive from this node's address, a peer's.
+			f(fmt.Sprintf("iifname %s udp dport %d drop", bridge, vxlanPort), iif, l4(protoUDP), dport(vxlanPort), drop),
+		}}
 }
 
 // securedPorts pairs this network's ports with their taps on this node
@@ -235,7 +269,7 @@ func (h *Host) applyPortSecurity() error {
 	defer h.psMu.Unlock()
 	// The guard first, and whatever becomes of the ports: it does not
 	// depend on them.
-	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge, h.cfg.SegmentPrefix+"b").apply()
+	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge, h.cfg.SegmentPrefix, h.segmentPeers()).apply()
 	ports, err := h.securedPorts()
 	if err == nil {
 		err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
