@@ -76,11 +76,35 @@ func (h *Host) handleDHCP(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) 
 		log.Debug("DHCP: ignoring an unknown MAC")
 		return
 	}
+	resp := buildReply(m, nw, ip, hostname, dns, 0, log)
+	if resp == nil {
+		return
+	}
+	if _, err := conn.WriteTo(resp.ToBytes(), peer); err != nil {
+		log.Warn("DHCP: send reply", "to", peer, "err", err)
+		return
+	}
+	if resp.MessageType() == dhcpv4.MessageTypeAck {
+		if h.cfg.OnLease != nil {
+			h.cfg.OnLease(m.ClientHWAddr, ip)
+		}
+	}
+}
+
+// buildReply answers a DISCOVER with an OFFER and a REQUEST with an ACK
+// for the client's lease ip on nw (a NAK if it asks for another address;
+// nothing if it chose another server). mtu, if set, is offered too
+// (option 26). nil means no answer.
+func buildReply(m *dhcpv4.DHCPv4, nw Network, ip netip.Addr, hostname string, dns []net.IP, mtu int, log *slog.Logger) *dhcpv4.DHCPv4 {
+	mt := m.MessageType()
+	if mt != dhcpv4.MessageTypeDiscover && mt != dhcpv4.MessageTypeRequest {
+		return nil
+	}
 	gw := nw.GatewayAddr().AsSlice()
 	reply := dhcpv4.MessageTypeOffer
 	if mt == dhcpv4.MessageTypeRequest {
 		if sid := m.ServerIdentifier(); sid != nil && !sid.Equal(gw) {
-			return // the client chose another server's offer
+			return nil // the client chose another server's offer
 		}
 		want := m.RequestedIPAddress()
 		if want == nil || want.IsUnspecified() {
@@ -112,22 +136,19 @@ func (h *Host) handleDHCP(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) 
 		if hostname != "" {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))
 		}
+		if mtu > 0 {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(mtu)}))
+		}
 		resp, err = dhcpv4.NewReplyFromRequest(m, mods...)
 	}
 	if err != nil {
 		log.Warn("DHCP: build reply", "err", err)
-		return
-	}
-	if _, err := conn.WriteTo(resp.ToBytes(), peer); err != nil {
-		log.Warn("DHCP: send reply", "to", peer, "err", err)
-		return
+		return nil
 	}
 	if reply == dhcpv4.MessageTypeAck {
 		log.Debug("DHCP: ACK", "ip", ip, "hostname", hostname)
-		if h.cfg.OnLease != nil {
-			h.cfg.OnLease(m.ClientHWAddr, ip)
-		}
 	}
+	return resp
 }
 
 // serving returns the network DHCP answers for and its DNS servers: the

@@ -28,9 +28,10 @@
 // Segments derives which segments a node carries and where their peers and
 // remote ports are, and Host.ReconcileSegments builds them: a bridge with
 // no address and a VXLAN device with a static forwarding table per
-// segment, owned by name like the rest.
+// segment, owned by name like the rest; segdhcp.go serves DHCP there for
+// the node's own ports.
 //
-// Still to come: DHCP on project networks, routers, VLANs, IPv6 and router
+// Still to come: routers, VLANs, IPv6 and router
 // advertisements, security groups, floating IPs and the management virtual
 // IP.
 //

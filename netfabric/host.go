@@ -28,6 +28,9 @@ type HostConfig struct {
 	// Underlay is this node's address on the network between the nodes:
 	// project networks' VXLAN segments run from it.
 	Underlay netip.Addr
+	// Node is this node's name: a project network's DHCP here answers the
+	// ports bound to it.
+	Node string
 	// ResolvConf lists files to take DNS servers from when the network names
 	// none; the first with a non-loopback IPv4 nameserver wins.
 	ResolvConf []string
@@ -74,6 +77,8 @@ type Host struct {
 	log    *slog.Logger
 
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
+
+	segSrv map[string]*segServer // by network id; h.mu
 
 	segMu sync.Mutex
 	segs  map[string]Segment // by network id, as last built
@@ -149,6 +154,7 @@ func (h *Host) Close() error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.stopDHCP()
+	h.stopSegmentServers(nil)
 	return nil
 }
 
@@ -163,6 +169,7 @@ func (h *Host) Teardown() error {
 	h.psMu.Lock()
 	defer h.psMu.Unlock()
 	h.stopDHCP()
+	h.stopSegmentServers(nil)
 	h.nw = Network{}
 	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),

@@ -41,7 +41,7 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 			return nil, fmt.Errorf("bridge %s: set MAC: %w", name, err)
 		}
 	}
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(link, netlink.FAMILY_V4) })
 	if err != nil {
 		return nil, fmt.Errorf("bridge %s: list addresses: %w", name, err)
 	}
@@ -151,7 +151,7 @@ func (h *Host) RemoveTap(name string) error {
 
 // Taps lists our tap devices (tuntap links with our prefix), by name.
 func (h *Host) Taps() ([]string, error) {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return nil, fmt.Errorf("list taps: %w", err)
 	}
@@ -234,3 +234,19 @@ func enableForwarding() error {
 	}
 	return nil
 }
+
+// A netlink dump that the kernel's tables changed under (a VM's tap came
+// or went) ends with "results may be incomplete or inconsistent": it is
+// asked again, as iproute2 does.
+func retryDump[T any](dump func() (T, error)) (T, error) {
+	var out T
+	var err error
+	for range 5 {
+		if out, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			break
+		}
+	}
+	return out, err
+}
+
+func linkList() ([]netlink.Link, error) { return retryDump(netlink.LinkList) }

@@ -120,8 +120,10 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 		return fmt.Errorf("reconcile segments: this node has no underlay address")
 	}
 	keep := map[string]bool{}
+	want := map[string]Segment{}
 	peers := map[netip.Addr]bool{}
 	for _, s := range segs {
+		want[s.Network.ID] = s
 		if !s.Network.IsOverlay() || s.Network.VNI < minVNI || s.Network.VNI > maxVNI {
 			return fmt.Errorf("reconcile segments: network %s is not a project network with a segment id", s.Network.ID)
 		}
@@ -159,9 +161,10 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 	h.segMu.Lock()
 	h.segs = built
 	h.segMu.Unlock()
+	h.stopSegmentServers(want)
 
 	// VXLAN devices first: one left without its bridge would be up on its own.
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
@@ -202,10 +205,10 @@ func (h *Host) ensureSegment(s Segment) error {
 	brName, vxName := h.segmentBridge(nw.VNI), h.segmentVXLAN(nw.VNI)
 	br, err := netlink.LinkByName(brName)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
-		// A fixed MAC, as for the NAT bridge: guests never talk to it, but
-		// it should not change as taps come and go.
+		// The gateway's MAC, the same on every node: frames to the
+		// gateway stay on the guest's own node (segdhcp.go).
 		err = netlink.LinkAdd(&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: brName, MTU: nw.MTU,
-			HardwareAddr: MACFor("bridge:" + brName)}})
+			HardwareAddr: GatewayMAC(nw.ID)}})
 		if err == nil {
 			h.log.Info("created segment bridge", "bridge", brName, "network", nw.ID, "vni", nw.VNI)
 			br, err = netlink.LinkByName(brName)
@@ -220,6 +223,11 @@ func (h *Host) ensureSegment(s Segment) error {
 	// The host takes no part in a project network: no IPv6 address of its
 	// own on it (so no link-local, no SLAAC from a guest's RA), and no ARP
 	// answers for the host's addresses, which would invite guests to it.
+	if br.Attrs().HardwareAddr.String() != GatewayMAC(nw.ID).String() {
+		if err := netlink.LinkSetHardwareAddr(br, GatewayMAC(nw.ID)); err != nil {
+			return fmt.Errorf("bridge %s: set MAC: %w", brName, err)
+		}
+	}
 	if err := segmentSysctls(brName, true); err != nil {
 		return err
 	}
@@ -270,7 +278,45 @@ func (h *Host) ensureSegment(s Segment) error {
 			return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
 		}
 	}
+	return h.ensureSegmentServer(nw, br)
+}
+
+// ensureSegmentServer runs the segment's DHCP and gateway ARP on its
+// bridge, restarting them if the bridge was recreated or the network
+// changed; h.mu must be held.
+func (h *Host) ensureSegmentServer(nw Network, br netlink.Link) error {
+	if cur := h.segSrv[nw.ID]; cur != nil {
+		if cur.ifindex == br.Attrs().Index && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
+			fmt.Sprint(cur.nw.DNS) == fmt.Sprint(nw.DNS) {
+			return nil
+		}
+		cur.stop()
+		delete(h.segSrv, nw.ID)
+	}
+	ifi, err := net.InterfaceByIndex(br.Attrs().Index)
+	if err != nil {
+		return fmt.Errorf("bridge %s: %w", br.Attrs().Name, err)
+	}
+	srv, err := h.startSegmentServer(nw, ifi)
+	if err != nil {
+		return err
+	}
+	if h.segSrv == nil {
+		h.segSrv = map[string]*segServer{}
+	}
+	h.segSrv[nw.ID] = srv
 	return nil
+}
+
+// stopSegmentServers stops the servers of segments keep does not hold
+// (all, for nil); h.mu must be held.
+func (h *Host) stopSegmentServers(keep map[string]Segment) {
+	for id, srv := range h.segSrv {
+		if _, ok := keep[id]; !ok {
+			srv.stop()
+			delete(h.segSrv, id)
+		}
+	}
 }
 
 // segmentSysctls keeps the host out of a segment's device: no IPv6 of its
@@ -322,7 +368,7 @@ func (h *Host) syncFDB(vx netlink.Link, s Segment) error {
 	for _, r := range s.Remote {
 		want[fdbKey{r.MAC.String(), r.Node}] = true
 	}
-	have, err := netlink.NeighList(vx.Attrs().Index, unix.AF_BRIDGE)
+	have, err := retryDump(func() ([]netlink.Neigh, error) { return netlink.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) })
 	if err != nil {
 		return fmt.Errorf("VXLAN %s: list forwarding entries: %w", vx.Attrs().Name, err)
 	}
@@ -388,7 +434,7 @@ func (h *Host) removeSegments() error {
 	h.segMu.Lock()
 	h.segs, h.peers = nil, nil
 	h.segMu.Unlock()
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return fmt.Errorf("list links: %w", err)
 	}

@@ -2,6 +2,7 @@ package netfabric_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -212,6 +214,7 @@ func newBoxes(t *testing.T, f *fabric) [2]*box {
 		cfg := netfabric.DefaultHostConfig()
 		cfg.ResolvConf = nil
 		cfg.Underlay = b.addr
+		cfg.Node = b.name
 		cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("box", b.name)
 		b.h = netfabric.NewHost(cfg, netfabric.StoreLeases(f.node.Store(), "default"))
 		boxes[i] = b
@@ -262,6 +265,14 @@ func (b *box) reconcileSegments(t *testing.T, f *fabric, boxes [2]*box) {
 // named as the port's tap, on the segment's bridge.
 func plugSegmentGuest(t *testing.T, f *fabric, b *box, p netfabric.Port) netns.NsHandle {
 	t.Helper()
+	g := plugSegmentLink(t, f, b, p)
+	addAddr(t, g, "eth0", p.IP+"/24")
+	return g
+}
+
+// plugSegmentLink is plugSegmentGuest with no address on the guest's link.
+func plugSegmentLink(t *testing.T, f *fabric, b *box, p netfabric.Port) netns.NsHandle {
+	t.Helper()
 	g := newNS(t)
 	mac, _ := net.ParseMAC(p.MAC)
 	tap := b.h.TapName(p.ID)
@@ -282,7 +293,6 @@ func plugSegmentGuest(t *testing.T, f *fabric, b *box, p netfabric.Port) netns.N
 	}); err != nil {
 		t.Fatal(err)
 	}
-	addAddr(t, g, "eth0", p.IP+"/24")
 	return g
 }
 
@@ -313,6 +323,9 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	boxes := newBoxes(t, f)
 	ifindex := func(b *box) map[string]int {
 		links, err := handle(t, b.ns).LinkList()
+		for i := 0; i < 5 && errors.Is(err, netlink.ErrDumpInterrupted); i++ {
+			links, err = handle(t, b.ns).LinkList()
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -447,7 +460,7 @@ func TestOverlayTwoBoxes(t *testing.T) {
 
 	// The host takes nothing from a segment, and routes nothing out of it.
 	got1, got2 := listenUDP(t, boxes[0].ns, "0.0.0.0:7002"), listenUDP(t, boxes[1].ns, "0.0.0.0:7002")
-	brMAC := netfabric.MACFor(fmt.Sprintf("bridge:cnb%06x", ward.VNI))
+	brMAC := netfabric.GatewayMAC("ward-net")
 	ga := handle(t, gwa)
 	eth0, _ := ga.LinkByName("eth0")
 	if err := ga.RouteAdd(&netlink.Route{LinkIndex: eth0.Attrs().Index, Dst: &net.IPNet{IP: net.IP{198, 18, 0, 0}, Mask: net.CIDRMask(24, 32)}, Scope: netlink.SCOPE_LINK}); err != nil {
@@ -597,4 +610,56 @@ func listenUDP(t *testing.T, ns netns.NsHandle, addr string) <-chan string {
 		}
 	}()
 	return out
+}
+
+// A project network's DHCP: each node answers its own ports only (a
+// DISCOVER reaches every peer), from the gateway, with the segment's MTU
+// and the network's DNS servers; the gateway's address resolves to its
+// MAC, the same on every node.
+func TestSegmentDHCP(t *testing.T) {
+	f := newFabric(t)
+	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.77.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24", DNS: []string{"10.50.0.53"}}); err != nil {
+		t.Fatal(err)
+	}
+	wa := f.port(t, netfabric.PortRequest{ID: "ward-a", NetworkID: "ward-net", Owner: "wa", Project: f.ward, Node: "box1", Hostname: "ward-a"})
+	wb := f.port(t, netfabric.PortRequest{ID: "ward-b", NetworkID: "ward-net", Owner: "wb", Project: f.ward, Node: "box2"})
+	// Bound to a node that is not here: its guest, plugged in on box2,
+	// gets no answer from either box.
+	wx := f.port(t, netfabric.PortRequest{ID: "ward-x", NetworkID: "ward-net", Owner: "wx", Project: f.ward, Node: "box3"})
+	boxes := newBoxes(t, f)
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+	}
+	ga := plugSegmentLink(t, f, boxes[0], wa)
+	gb := plugSegmentLink(t, f, boxes[1], wb)
+	gx := plugSegmentLink(t, f, boxes[1], wx)
+
+	for _, c := range []struct {
+		ns netns.NsHandle
+		p  netfabric.Port
+	}{{ga, wa}, {gb, wb}} {
+		lease, err := dhcpLease(t, c.ns, "eth0", 10*time.Second)
+		if err != nil {
+			t.Fatalf("%s: %v", c.p.ID, err)
+		}
+		ack := lease.ACK
+		mtu, _ := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options)
+		if ack.YourIPAddr.String() != c.p.IP || ack.ServerIdentifier().String() != "10.50.0.1" || fmt.Sprint(ack.Router()) != "[10.50.0.1]" ||
+			mtu != 1450 || fmt.Sprint(ack.DNS()) != "[10.50.0.53]" || ack.SubnetMask().String() != "ffffff00" || ack.HostName() != c.p.Hostname {
+			t.Fatalf("%s: lease %s", c.p.ID, ack.Summary())
+		}
+	}
+	if lease, err := dhcpLease(t, gx, "eth0", 3*time.Second); err == nil {
+		t.Fatalf("a port bound to another node got a lease here: %s", lease.ACK.Summary())
+	}
+
+	// The gateway resolves to its MAC.
+	addAddr(t, ga, "eth0", wa.IP+"/24")
+	dial(t, ga, "", "10.50.0.1:80") // fails: nothing listens; it resolves the gateway first
+	if mac := neighMAC(t, ga, "10.50.0.1"); mac != netfabric.GatewayMAC("ward-net").String() {
+		t.Fatalf("the gateway resolved to %q, want %s", mac, netfabric.GatewayMAC("ward-net"))
+	}
 }

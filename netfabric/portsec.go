@@ -10,7 +10,6 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
 
@@ -241,7 +240,7 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 // securedPorts pairs this network's ports with their taps on this node
 // (the links named so: the ports of VMs on other nodes have none here).
 func (h *Host) securedPorts() ([]securedPort, error) {
-	links, err := netlink.LinkList()
+	links, err := linkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}

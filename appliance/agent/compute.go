@@ -83,6 +83,7 @@ func (a *Agent) newNodeAgent() {
 	hc := netfabric.DefaultHostConfig()
 	hc.Bridge = cfg.VMBridge
 	hc.Underlay = underlayAddr(a.node.RaftAddr())
+	hc.Node = cfg.Name
 	hc.Logger = a.log
 	a.vmNet = netfabric.NewHost(hc, netfabric.StoreLeases(a.node.Store(), netfabric.DefaultNetworkID))
 	qemuArgv := strings.Fields(cfg.QEMU)

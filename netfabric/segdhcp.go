@@ -1,0 +1,243 @@
+package netfabric
+
+import (
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
+)
+
+// A project network's DHCP is served on every node, on the segment's
+// bridge, for the ports bound to that node only: a guest's DISCOVER reaches
+// every peer (broadcast is replicated to them), and only its own node
+// answers. The host has no address on a segment, so the server speaks
+// through a packet socket and writes its own IPv4 and UDP headers, from the
+// network's gateway address and MAC, the same on every node. The bridge
+// carries that MAC, so a guest's unicast renewal to the gateway stays on
+// its own node; the server answers ARP for the gateway address too, so the
+// guest finds it. (A distributed router will own the address later; the
+// host's own IP stack never answers it: arp_ignore, and the guard.)
+
+// GatewayMAC is a project network's gateway MAC: the same on every node.
+func GatewayMAC(networkID string) net.HardwareAddr { return MACFor("gateway:" + networkID) }
+
+// segServer answers DHCP and gateway ARP on one segment's bridge.
+type segServer struct {
+	nw      Network
+	ifindex int
+	dhcp    *packet.Conn
+	arp     *packet.Conn
+	closed  atomic.Bool
+	done    chan struct{}
+}
+
+// startSegmentServer opens the sockets on the bridge (in the caller's
+// network namespace) and serves until stop.
+func (h *Host) startSegmentServer(nw Network, br *net.Interface) (*segServer, error) {
+	d, err := packet.Listen(br, packet.Datagram, unix.ETH_P_IP, nil)
+	if err != nil {
+		return nil, fmt.Errorf("DHCP on %s: %w", br.Name, err)
+	}
+	a, err := packet.Listen(br, packet.Datagram, unix.ETH_P_ARP, nil)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
+	}
+	s := &segServer{nw: nw, ifindex: br.Index, dhcp: d, arp: a, done: make(chan struct{})}
+	log := h.log.With("network", nw.ID, "bridge", br.Name)
+	served := make(chan struct{}, 2)
+	go func() { defer func() { served <- struct{}{} }(); h.serveSegmentDHCP(s, log) }()
+	go func() { defer func() { served <- struct{}{} }(); h.serveGatewayARP(s, log) }()
+	go func() { <-served; <-served; close(s.done) }()
+	log.Info("DHCP started on segment")
+	return s, nil
+}
+
+func (s *segServer) stop() {
+	s.closed.Store(true)
+	s.dhcp.Close()
+	s.arp.Close()
+	<-s.done
+}
+
+// localPort returns the port with this MAC on the segment's network if it
+// is bound to this node.
+func (h *Host) localPort(nw Network, mac net.HardwareAddr) (Port, bool) {
+	for _, p := range h.leases.Ports() {
+		if p.NetworkID == nw.ID && p.MAC == mac.String() {
+			return p, p.Node != "" && p.Node == h.cfg.Node
+		}
+	}
+	return Port{}, false
+}
+
+func (h *Host) serveSegmentDHCP(s *segServer, log *slog.Logger) {
+	buf := make([]byte, 1<<16)
+	for {
+		n, from, err := s.dhcp.ReadFrom(buf)
+		if s.closed.Load() {
+			return
+		}
+		if err != nil {
+			log.Warn("DHCP: read", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		payload, ok := udpPayloadTo(buf[:n], dhcpv4.ServerPort)
+		if !ok {
+			continue
+		}
+		m, err := dhcpv4.FromBytes(payload)
+		if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
+			continue
+		}
+		// The frame's source is the guest's port (port security saw to
+		// that); the request's own hardware address must be the same.
+		src, _ := from.(*packet.Addr)
+		if src == nil || src.HardwareAddr.String() != m.ClientHWAddr.String() {
+			continue
+		}
+		p, ok := h.localPort(s.nw, m.ClientHWAddr)
+		if !ok {
+			continue // another node's port, or none: not ours to answer
+		}
+		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dnsOf(s.nw), s.nw.MTU, log)
+		if resp == nil {
+			continue
+		}
+		dst := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+		if resp.MessageType() != dhcpv4.MessageTypeNak && !m.IsBroadcast() {
+			dst = p.Addr()
+		}
+		frame := udp4(s.nw.GatewayAddr(), dst, dhcpv4.ServerPort, dhcpv4.ClientPort, resp.ToBytes())
+		// To the guest's MAC, not broadcast: nothing to flood to the peers.
+		if _, err := s.dhcp.WriteTo(frame, &packet.Addr{HardwareAddr: m.ClientHWAddr}); err != nil {
+			log.Warn("DHCP: send reply", "err", err)
+			continue
+		}
+		if resp.MessageType() == dhcpv4.MessageTypeAck && h.cfg.OnLease != nil {
+			h.cfg.OnLease(m.ClientHWAddr, p.Addr())
+		}
+	}
+}
+
+// serveGatewayARP answers who-has for the gateway address from this
+// node's ports.
+func (h *Host) serveGatewayARP(s *segServer, log *slog.Logger) {
+	gw := s.nw.GatewayAddr().As4()
+	gwMAC := GatewayMAC(s.nw.ID)
+	buf := make([]byte, 1500)
+	for {
+		n, _, err := s.arp.ReadFrom(buf)
+		if s.closed.Load() {
+			return
+		}
+		if err != nil {
+			log.Warn("ARP: read", "err", err)
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		b := buf[:n]
+		// Ethernet/IPv4 request for the gateway: htype 1, ptype 0x0800,
+		// hlen 6, plen 4, oper 1.
+		if len(b) < 28 || binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != unix.ETH_P_IP ||
+			b[4] != 6 || b[5] != 4 || binary.BigEndian.Uint16(b[6:]) != 1 || [4]byte(b[24:28]) != gw {
+			continue
+		}
+		sha := net.HardwareAddr(append([]byte(nil), b[8:14]...))
+		if _, ok := h.localPort(s.nw, sha); !ok {
+			continue
+		}
+		reply := make([]byte, 28)
+		copy(reply, b[:6])
+		binary.BigEndian.PutUint16(reply[6:], 2)
+		copy(reply[8:14], gwMAC)
+		copy(reply[14:18], gw[:])
+		copy(reply[18:24], sha)
+		copy(reply[24:28], b[14:18])
+		if _, err := s.arp.WriteTo(reply, &packet.Addr{HardwareAddr: sha}); err != nil {
+			log.Warn("ARP: send reply", "err", err)
+		}
+	}
+}
+
+// udpPayloadTo returns the UDP payload of an IPv4 packet for port dport.
+func udpPayloadTo(b []byte, dport int) ([]byte, bool) {
+	if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_UDP {
+		return nil, false
+	}
+	ihl := int(b[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(b[2:]))
+	if ihl < 20 || total > len(b) || total < ihl+8 || binary.BigEndian.Uint16(b[6:])&0x3fff != 0 {
+		return nil, false // short, or a fragment
+	}
+	u := b[ihl:total]
+	if int(binary.BigEndian.Uint16(u[2:])) != dport {
+		return nil, false
+	}
+	ulen := int(binary.BigEndian.Uint16(u[4:]))
+	if ulen < 8 || ulen > len(u) {
+		return nil, false
+	}
+	return u[8:ulen], true
+}
+
+// udp4 builds an IPv4 packet carrying a UDP datagram, checksums included.
+func udp4(src, dst netip.Addr, sport, dport int, payload []byte) []byte {
+	b := make([]byte, 28+len(payload))
+	b[0], b[8], b[9] = 0x45, 64, unix.IPPROTO_UDP
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], d4[:])
+	binary.BigEndian.PutUint16(b[10:], ^onesSum(b[:20], 0))
+	u := b[20:]
+	binary.BigEndian.PutUint16(u[0:], uint16(sport))
+	binary.BigEndian.PutUint16(u[2:], uint16(dport))
+	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
+	copy(u[8:], payload)
+	// Pseudo-header: addresses, protocol, UDP length.
+	pseudo := uint32(binary.BigEndian.Uint16(s4[0:])) + uint32(binary.BigEndian.Uint16(s4[2:])) +
+		uint32(binary.BigEndian.Uint16(d4[0:])) + uint32(binary.BigEndian.Uint16(d4[2:])) + unix.IPPROTO_UDP + uint32(len(u))
+	sum := ^onesSum(u, pseudo)
+	if sum == 0 {
+		sum = 0xffff
+	}
+	binary.BigEndian.PutUint16(u[6:], sum)
+	return b
+}
+
+// onesSum is the Internet checksum's folded one's-complement sum of b,
+// starting from initial.
+func onesSum(b []byte, initial uint32) uint16 {
+	sum := initial
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
+// dnsOf returns the network's own DNS servers.
+func dnsOf(nw Network) []net.IP {
+	var out []net.IP
+	for _, s := range nw.DNS {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
+			out = append(out, a.AsSlice())
+		}
+	}
+	return out
+}
