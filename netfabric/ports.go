@@ -21,6 +21,7 @@ type Port struct {
 	MAC       string `json:"mac"`                // lowercase, colon-separated
 	IP        string `json:"ip"`                 // unique within the network
 	Hostname  string `json:"hostname,omitempty"` // DHCP option 12
+	Project   string `json:"project,omitempty"`  // the project whose VM has it
 	// Node is where the port's VM runs (Neutron's binding host), empty
 	// while it runs nowhere: project networks' segments reach it there.
 	Node      string    `json:"node,omitempty"`
@@ -118,7 +119,7 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 		return nil, err
 	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
-		Hostname: p.Hostname, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
+		Hostname: p.Hostname, Project: p.Project, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
 	return row, tx.Insert(tPorts, row)
 }
 

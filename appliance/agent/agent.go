@@ -54,6 +54,7 @@ type Agent struct {
 	images    *hypervisor.Images
 	compute   *hypervisor.Service
 	volumes   *volume.Service
+	networks  *netfabric.Service
 	volHost   *volume.Host
 	volServer *volume.NodeServer
 	scheduler *hypervisor.Scheduler
@@ -88,6 +89,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	idCfg.AuditRetention = cfg.AuditRetention
 	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
 	a.identity = identity.NewService(node, idCfg)
+	a.networks = netfabric.NewService(node, a.identity)
 	a.storage = storage.NewService(node, a.identity)
 	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), cfg.DiskReport)
 	a.disks.SetReserve(cfg.reserve())
@@ -222,7 +224,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	// Console WebSockets carry a ticket instead of a bearer token (browsers

@@ -156,6 +156,12 @@ var matrix = []grant{
 
 	// No replica provisioner in the fixture: the allowed get past
 	// authorization to "not available on this node".
+	{route: "GET /api/v1/networks", status: 200, allow: users},
+	{route: "POST /api/v1/networks", body: `{"name":"made-{n}","cidr":"{cidr}","project":"proj-a"}`, status: 201, allow: members},
+	{route: "GET /api/v1/networks/{network}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/networks/{network}", path: "/api/v1/networks/{fresh-network}", status: 200, allow: members},
+	{route: "GET /api/v1/networks/{network}/ports", status: 200, allow: readers},
+
 	{route: "GET /api/v1/volumes", status: 200, allow: users},
 	{route: "POST /api/v1/volumes", body: `{"name":"made-{n}","size_gib":1,"project":"proj-a"}`, status: 503, allow: members},
 	{route: "GET /api/v1/volumes/{volume}", status: 200, allow: readers},
@@ -193,15 +199,16 @@ var matrix = []grant{
 // member, a project admin; a VM, a project image, a public image filed by
 // the member, a bucket) and project B (a member).
 type matrixFixture struct {
-	t      *testing.T
-	srv    *httptest.Server
-	server *api.Server
-	node   *storagetest.Node
-	admin  *identity.Principal
-	mike   *identity.Principal // the member
-	tokens [numRoles]string
-	names  map[string]string
-	seq    atomic.Int64
+	t        *testing.T
+	srv      *httptest.Server
+	server   *api.Server
+	node     *storagetest.Node
+	admin    *identity.Principal
+	mike     *identity.Principal // the member
+	networks *netfabric.Service
+	tokens   [numRoles]string
+	names    map[string]string
+	seq      atomic.Int64
 }
 
 func newMatrixFixture(t *testing.T) *matrixFixture {
@@ -219,7 +226,8 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	consoles := hypervisor.NewConsoles(compute, nd.Node, func(string, string) (string, bool) { return "", false }, log)
 	volumes := volume.NewService(volume.Deps{Cluster: nd.Node, Identity: nd.ID, Logger: log, VMs: compute, Images: compute.FindImage})
 	compute.SetVolumes(volumes)
-	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes,
+	networks := netfabric.NewService(nd.Node, nd.ID)
+	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes, Networks: networks,
 		Images: images, Consoles: consoles, Cluster: nd.Node, Logger: log,
 		StorageHealth: func(ctx context.Context) (api.StorageHealth, error) {
 			d, err := nd.Objects.Degraded(ctx)
@@ -227,7 +235,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		}})
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
-	f := &matrixFixture{t: t, srv: srv, server: s, node: nd, admin: admin, names: map[string]string{}}
+	f := &matrixFixture{t: t, srv: srv, server: s, node: nd, admin: admin, names: map[string]string{}, networks: networks}
 
 	must := func(err error) {
 		t.Helper()
@@ -284,7 +292,9 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		"top": []volume.Replica{{ID: "vol-a-top", Node: nd.Node.Name(), Disk: ds[0].ID}}}, nil)
 	must(err)
 
-	f.names = map[string]string{"project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
+	_, err = networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: "net-a", Project: "proj-a", CIDR: "10.50.0.0/24"})
+	must(err)
+	f.names = map[string]string{"network": "net-a", "project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
 		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
@@ -337,6 +347,10 @@ func (f *matrixFixture) value(name string) string {
 			must(f.node.ID.SetMember(ctx, f.admin, "proj-a", u.Name, identity.RoleReader))
 		}
 		return u.Name
+	case "fresh-network":
+		nw, err := f.networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a", CIDR: matrixCIDR(n)})
+		must(err)
+		return nw.ID
 	case "fresh-flavor":
 		fl, err := f.node.ID.CreateFlavor(ctx, f.admin, identity.FlavorSpec{Name: fmt.Sprintf("fresh-%d", n), VCPUs: 1, RAMMiB: 512, DiskGiB: 1})
 		must(err)
@@ -349,6 +363,9 @@ func (f *matrixFixture) value(name string) string {
 	return v
 }
 
+// matrixCIDR is a /24 of its own for call n.
+func matrixCIDR(n int64) string { return fmt.Sprintf("10.%d.%d.0/24", 100+(n>>8)&127, n&255) }
+
 // send makes one request of the matrix as r and returns its status and body.
 func (f *matrixFixture) send(g grant, r role) (int, string) {
 	f.t.Helper()
@@ -359,7 +376,7 @@ func (f *matrixFixture) send(g grant, r role) (int, string) {
 	}
 	n := fmt.Sprint(f.seq.Add(1))
 	path = placeholderRE.ReplaceAllStringFunc(strings.ReplaceAll(path, "{n}", n), func(m string) string { return f.value(m[1 : len(m)-1]) })
-	body := strings.ReplaceAll(g.body, "{n}", n)
+	body := strings.ReplaceAll(strings.ReplaceAll(g.body, "{n}", n), "{cidr}", matrixCIDR(f.seq.Add(1)))
 	req, err := http.NewRequest(method, f.srv.URL+path, strings.NewReader(body))
 	if err != nil {
 		f.t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +44,7 @@ type Deps struct {
 	Objects  *storage.Objects    // nil: no bucket routes
 	Compute  *hypervisor.Service // nil: no VM routes
 	Volumes  *volume.Service     // nil: no volume routes
+	Networks *netfabric.Service  // nil: no network routes
 	Images   *hypervisor.Images
 	Consoles *hypervisor.Consoles
 	// StorageHealth reports redundancy, scrub and heal progress.
@@ -59,6 +61,7 @@ type Server struct {
 	objects  *storage.Objects
 	compute  *hypervisor.Service
 	volumes  *volume.Service
+	networks *netfabric.Service
 	images   *hypervisor.Images
 	consoles *hypervisor.Consoles
 	health   func(ctx context.Context) (StorageHealth, error)
@@ -71,7 +74,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, networks: d.Networks, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -93,6 +96,9 @@ func New(d Deps) *Server {
 	}
 	if s.volumes != nil {
 		s.routes = append(s.routes, s.volumeRoutes()...)
+	}
+	if s.networks != nil {
+		s.routes = append(s.routes, s.networkRoutes()...)
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))

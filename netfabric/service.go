@@ -1,0 +1,196 @@
+package netfabric
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"regexp"
+	"sort"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// Cluster is what the network service needs from the consensus node.
+type Cluster interface {
+	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
+	ConsistentRead(ctx context.Context) error
+	Store() *consensus.Store
+}
+
+// Service is the networks' API: projects' own networks, which their
+// members create and delete and their readers see, and the cluster's NAT
+// networks (the default network), which every user sees and uses.
+type Service struct {
+	c  Cluster
+	id *identity.Service
+}
+
+// NewService returns the network service.
+func NewService(c Cluster, id *identity.Service) *Service { return &Service{c: c, id: id} }
+
+// NetworkCreate asks for a project network.
+type NetworkCreate struct {
+	Name    string   `json:"name"`
+	Project string   `json:"project,omitempty"` // name or ID; default: the caller's only project
+	CIDR    string   `json:"cidr"`              // IPv4, /16 to /29
+	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP
+	MTU     int      `json:"mtu,omitempty"`     // default 1450 (a 1500-byte underlay)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func invalid(format string, args ...any) error {
+	return consensus.Errorf(consensus.CodeInvalid, format, args...)
+}
+
+func notFound(kind, ref string) error {
+	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, ref)
+}
+
+// CreateNetwork creates a project network. Its CIDR may be another
+// project's too; within the project it may not overlap another network.
+func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req NetworkCreate) (*Network, error) {
+	const action = "network.create"
+	deny := func(project string, err error) (*Network, error) {
+		return nil, s.id.Deny(ctx, p, action, req.Name, project, err)
+	}
+	pr, err := s.project(p, req.Project)
+	if err != nil {
+		return deny("", err)
+	}
+	if !p.Can(pr.ID, identity.RoleMember) {
+		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create networks in project %s", pr.Name))
+	}
+	if !nameRE.MatchString(req.Name) {
+		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+	}
+	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU, CreatedAt: time.Now().UTC()}
+	var out Network
+	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// GetNetwork returns a network by ID or name: the caller's projects' and
+// the cluster's. Another project's network is not found.
+func (s *Service) GetNetwork(ctx context.Context, p *identity.Principal, ref string) (*Network, error) {
+	nw, err := s.get(p, ref)
+	if consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return nw, err
+	}
+	// Created a moment ago through another node?
+	if err := s.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	return s.get(p, ref)
+}
+
+func (s *Service) get(p *identity.Principal, ref string) (*Network, error) {
+	txn := s.c.Store().ReadTxn()
+	if nw := GetNetwork(txn, ref); nw != nil && canRead(p, nw) {
+		return nw, nil
+	}
+	var found []Network
+	for _, nw := range ListNetworks(txn) {
+		if nw.Name == ref && canRead(p, &nw) {
+			found = append(found, nw)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, notFound("network", ref)
+	case 1:
+		return &found[0], nil
+	}
+	return nil, invalid("%d networks are named %q in your projects: use the network's ID", len(found), ref)
+}
+
+// ListNetworks returns the networks the caller can see (of one project, if
+// asked, and the cluster's), by project and name.
+func (s *Service) ListNetworks(p *identity.Principal, project string) ([]Network, error) {
+	pid := ""
+	if project != "" {
+		pr, err := s.id.GetProject(p, project)
+		if err != nil {
+			return nil, err
+		}
+		pid = pr.ID
+	}
+	out := []Network{}
+	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
+		if canRead(p, &nw) && (pid == "" || nw.Project == pid || nw.Project == "") {
+			out = append(out, nw)
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		if out[i].Project != out[j].Project {
+			return out[i].Project < out[j].Project
+		}
+		return out[i].Name < out[j].Name
+	})
+	return out, nil
+}
+
+// DeleteNetwork deletes a project network that no port uses any more.
+// The cluster's networks are not the projects' to delete.
+func (s *Service) DeleteNetwork(ctx context.Context, p *identity.Principal, ref string) (*Network, error) {
+	const action = "network.delete"
+	nw, err := s.GetNetwork(ctx, p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !nw.IsOverlay() {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, "", consensus.Errorf(consensus.CodeForbidden, "network %s is the cluster's, not a project's", nw.Name))
+	}
+	if !p.Can(nw.Project, identity.RoleMember) {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete network %s", nw.Name))
+	}
+	if err := s.id.Mutate(ctx, p, action, nw.Name, nw.Project, MsgDeleteNetwork, DeleteNetworkCmd{ID: nw.ID}, nil); err != nil {
+		return nil, err
+	}
+	return nw, nil
+}
+
+// ListPorts returns a network's ports the caller can see: all of a
+// project network's; of the cluster's networks, those of the caller's
+// projects (every one for a cluster admin).
+func (s *Service) ListPorts(ctx context.Context, p *identity.Principal, networkRef string) ([]Port, error) {
+	nw, err := s.GetNetwork(ctx, p, networkRef)
+	if err != nil {
+		return nil, err
+	}
+	out := []Port{}
+	for _, port := range portsOn(s.c.Store().ReadTxn(), nw.ID) {
+		if nw.IsOverlay() || p.Can(port.Project, identity.RoleReader) {
+			out = append(out, port)
+		}
+	}
+	return out, nil
+}
+
+// canRead: a project's readers see its networks; every user sees the
+// cluster's.
+func canRead(p *identity.Principal, nw *Network) bool {
+	return p != nil && (!nw.IsOverlay() || p.Can(nw.Project, identity.RoleReader))
+}
+
+// project resolves a project reference the caller acts in.
+func (s *Service) project(p *identity.Principal, ref string) (*identity.Project, error) {
+	if ref == "" {
+		ids := p.ProjectIDs()
+		if len(ids) != 1 {
+			return nil, invalid("you are in %d projects: say which one", len(ids))
+		}
+		ref = ids[0]
+	}
+	return s.id.GetProject(p, ref)
+}
+
+func newID(prefix string) string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return prefix + "-" + hex.EncodeToString(b)
+}

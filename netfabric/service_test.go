@@ -1,0 +1,179 @@
+package netfabric_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/netfabric"
+)
+
+const testPassword = "night-shift-9471"
+
+type svcEnv struct {
+	t                           *testing.T
+	node                        *consensus.Node
+	svc                         *netfabric.Service
+	admin, nurse, visitor, tech *identity.Principal
+	ward, lab                   string
+}
+
+func newSvcEnv(t *testing.T) *svcEnv {
+	t.Helper()
+	n := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		netfabric.Register(r)
+	}).Nodes[0]
+	ctx := context.Background()
+	id := identity.NewService(n, identity.DefaultConfig())
+	e := &svcEnv{t: t, node: n, svc: netfabric.NewService(n, id)}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161")
+	must(err)
+	login := func(user, pw string) *identity.Principal {
+		tok, _, err := id.Login(ctx, user, pw)
+		must(err)
+		p, err := id.Authenticate(ctx, tok)
+		must(err)
+		return p
+	}
+	e.admin = login("admin", "cluster-root-6161")
+	ward, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "ward"})
+	must(err)
+	lab, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "lab"})
+	must(err)
+	e.ward, e.lab = ward.ID, lab.ID
+	for _, u := range []struct {
+		name, project string
+		role          identity.Role
+	}{{"nurse", "ward", identity.RoleMember}, {"visitor", "ward", identity.RoleReader}, {"tech", "lab", identity.RoleMember}} {
+		_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: u.name, Password: testPassword})
+		must(err)
+		must(id.SetMember(ctx, e.admin, u.project, u.name, u.role))
+	}
+	e.nurse, e.visitor, e.tech = login("nurse", testPassword), login("visitor", testPassword), login("tech", testPassword)
+	_, err = n.Apply(ctx, netfabric.MsgCreateNetwork, netfabric.Network{ID: "default", Name: "default", CIDR: "10.77.0.0/24", CreatedAt: t0}, nil)
+	must(err)
+	return e
+}
+
+// The network service: members create and delete their project's
+// networks, readers see them, other projects do not; every user sees and
+// nobody deletes the cluster's network; bad requests change nothing; the
+// cluster network's ports are listed only for the caller's projects.
+func TestNetworkService(t *testing.T) {
+	e := newSvcEnv(t)
+	ctx := context.Background()
+	nw, err := e.svc.CreateNetwork(ctx, e.nurse, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.50.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nw.Project != e.ward || nw.VNI == 0 || nw.MTU != 1450 {
+		t.Fatalf("created %+v", nw)
+	}
+	// The same name and CIDR in another project are its own.
+	if _, err := e.svc.CreateNetwork(ctx, e.tech, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.50.0.0/24"}); err != nil {
+		t.Fatalf("another project's network of the same name and CIDR: %v", err)
+	}
+	count := func() int { return len(netfabric.ListNetworks(e.node.Store().ReadTxn())) }
+	before := count()
+	for _, c := range []struct {
+		who  *identity.Principal
+		req  netfabric.NetworkCreate
+		code string
+	}{
+		{e.visitor, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24"}, consensus.CodeForbidden},
+		{e.tech, netfabric.NetworkCreate{Name: "x", Project: "ward", CIDR: "10.60.0.0/24"}, consensus.CodeNotFound},
+		{e.nurse, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.60.0.0/24"}, consensus.CodeAlreadyExists},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.50.0.128/25"}, consensus.CodeConflict},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.1/24"}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "fd00::/64"}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24", MTU: 100}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24", DNS: []string{"dns.example"}}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "no spaces", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid}, // in no project: say which
+	} {
+		if _, err := e.svc.CreateNetwork(ctx, c.who, c.req); consensus.ErrorCode(err) != c.code {
+			t.Errorf("create %+v as %s: %v, want %s", c.req, c.who.User.Name, err, c.code)
+		}
+	}
+	if count() != before {
+		t.Fatalf("refused creates left %d networks behind", count()-before)
+	}
+
+	if _, err := e.svc.GetNetwork(ctx, e.visitor, "imaging"); err != nil {
+		t.Fatalf("a reader of the project: %v", err)
+	}
+	if _, err := e.svc.GetNetwork(ctx, e.tech, nw.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("another project's network by ID: %v, want not_found", err)
+	}
+	if got, _ := e.svc.GetNetwork(ctx, e.tech, "imaging"); got == nil || got.Project != e.lab {
+		t.Fatalf("tech's imaging is lab's own: %+v", got)
+	}
+	for _, p := range []*identity.Principal{e.visitor, e.tech} {
+		ns, err := e.svc.ListNetworks(p, "")
+		if err != nil || len(ns) != 2 || ns[0].ID != "default" && ns[1].ID != "default" {
+			t.Fatalf("%s sees %+v (%v): their project's and the cluster's", p.User.Name, ns, err)
+		}
+	}
+	if ns, _ := e.svc.ListNetworks(e.admin, ""); len(ns) != 3 {
+		t.Fatalf("a cluster admin sees every network: %+v", ns)
+	}
+
+	// Ports of the cluster's network: each project sees its own.
+	for _, r := range []netfabric.PortRequest{
+		{ID: "p-ward", NetworkID: "default", Owner: "vm-w", Project: e.ward, CreatedAt: t0},
+		{ID: "p-lab", NetworkID: "default", Owner: "vm-l", Project: e.lab, CreatedAt: t0},
+		{ID: "p-img", NetworkID: nw.ID, Owner: "vm-i", Project: e.ward, CreatedAt: t0},
+	} {
+		if _, err := e.node.Apply(ctx, netfabric.MsgCreatePort, r, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ps, err := e.svc.ListPorts(ctx, e.visitor, "default"); err != nil || len(ps) != 1 || ps[0].ID != "p-ward" {
+		t.Fatalf("ward's reader sees on the default network %+v (%v)", ps, err)
+	}
+	if ps, _ := e.svc.ListPorts(ctx, e.admin, "default"); len(ps) != 2 {
+		t.Fatalf("a cluster admin sees every port: %+v", ps)
+	}
+	if _, err := e.svc.ListPorts(ctx, e.tech, nw.ID); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("another project's network's ports: %v", err)
+	}
+
+	// Deletes: not the cluster's network, not by a reader, not while a
+	// port is on it; then the member's.
+	for _, c := range []struct {
+		who  *identity.Principal
+		ref  string
+		code string
+	}{
+		{e.nurse, "default", consensus.CodeForbidden},
+		{e.admin, "default", consensus.CodeForbidden},
+		{e.visitor, nw.ID, consensus.CodeForbidden},
+		{e.tech, nw.ID, consensus.CodeNotFound},
+		{e.nurse, nw.ID, consensus.CodeConflict}, // p-img is on it
+	} {
+		if _, err := e.svc.DeleteNetwork(ctx, c.who, c.ref); consensus.ErrorCode(err) != c.code {
+			t.Errorf("delete %s as %s: %v, want %s", c.ref, c.who.User.Name, err, c.code)
+		}
+	}
+	if count() != before {
+		t.Fatal("a refused delete removed a network")
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-i"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DeleteNetwork(ctx, e.nurse, "imaging"); err != nil {
+		t.Fatal(err)
+	}
+	if count() != before-1 {
+		t.Fatal("the network is still there")
+	}
+}
