@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"regexp"
 	"sort"
@@ -72,7 +73,14 @@ type VMCreate struct {
 	// instead of the image; the image still gives the firmware.
 	BootSnapshot string `json:"boot_snapshot,omitempty"`
 	BootSource   string `json:"boot_source,omitempty"`
+	// Networks are the networks the VM's NICs join, in order, by name or
+	// ID: its project's networks and the cluster's (default: the default
+	// network). The first gets the guest's default route by DHCP.
+	Networks []string `json:"networks,omitempty"`
 }
+
+// maxNICs is how many networks a VM joins at most.
+const maxNICs = 4
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
@@ -96,6 +104,40 @@ func (s *Service) project(p *identity.Principal, ref string) (*identity.Project,
 		ref = ids[0]
 	}
 	return s.id.GetProject(p, ref)
+}
+
+// nics makes a new VM's NICs, one per network asked for (the default
+// network if none). The create command allocates their ports, checking
+// again that each network is the project's or the cluster's.
+func (s *Service) nics(ctx context.Context, vmID, projectID string, refs []string) ([]NIC, error) {
+	if len(refs) == 0 {
+		refs = []string{DefaultNetwork}
+	}
+	if len(refs) > maxNICs {
+		return nil, invalid("a VM joins at most %d networks, not %d", maxNICs, len(refs))
+	}
+	var out []NIC
+	seen := map[string]bool{}
+	for i, ref := range refs {
+		nw, err := netfabric.Usable(s.c.Store().ReadTxn(), projectID, ref)
+		if consensus.ErrorCode(err) == consensus.CodeNotFound {
+			// Made a moment ago through another node?
+			if rerr := s.c.ConsistentRead(ctx); rerr != nil {
+				return nil, rerr
+			}
+			nw, err = netfabric.Usable(s.c.Store().ReadTxn(), projectID, ref)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if seen[nw.ID] {
+			return nil, invalid("network %s is named twice: a VM has one NIC on a network", nw.Name)
+		}
+		seen[nw.ID] = true
+		id := fmt.Sprintf("%s-%d", vmID, i)
+		out = append(out, NIC{ID: id, Network: nw.ID, MAC: netfabric.MACFor(id).String(), MTU: nw.MTU})
+	}
+	return out, nil
 }
 
 // CreateVM validates a request, then records the VM; the scheduler places
@@ -155,10 +197,14 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		firmware = "bios"
 	}
 	id := newID("vm")
+	nics, err := s.nics(ctx, id, pr.ID, req.Networks)
+	if err != nil {
+		return deny(pr.ID, err)
+	}
 	vm := VM{ID: id, Name: req.Name, ProjectID: pr.ID, UserID: p.User.ID, Desired: DesiredRunning,
 		Spec: VMSpec{Flavor: fl.ID, VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, Image: img.ID,
 			DataDisks: disks, Hostname: host, SSHKeys: req.SSHKeys, UserData: req.UserData, Group: req.Group, Firmware: firmware},
-		NICs:      []NIC{{ID: id + "-0", Network: DefaultNetwork, MAC: netfabric.MACFor(id + "-0").String()}},
+		NICs:      nics,
 		CreatedAt: time.Now().UTC()}
 	if req.Stopped {
 		vm.Desired = DesiredStopped

@@ -545,3 +545,57 @@ func TestConsoleTickets(t *testing.T) {
 		t.Errorf("a reader got a console ticket: %v", err)
 	}
 }
+
+// A VM joins the networks it names, in order: its project's and the
+// cluster's, one NIC each, a project network's at its MTU. Another
+// project's network is not found, and a refused VM leaves nothing behind.
+func TestVMOnProjectNetworks(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	ward, err := e.id.GetProject(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := e.id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nw := range []netfabric.Network{
+		{ID: "net-imaging", Name: "imaging", Project: ward.ID, CIDR: "10.50.0.0/24"},
+		{ID: "net-lab", Name: "lab-net", Project: other.ID, CIDR: "10.51.0.0/24"},
+	} {
+		if _, err := e.node.Apply(ctx, netfabric.MsgCreateNetwork, nw, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vm, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "pacs", Image: "guest", Flavor: "small", Stopped: true, Networks: []string{"imaging", "default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vm.NICs) != 2 || vm.NICs[0].Network != "net-imaging" || vm.NICs[0].MTU != 1450 || vm.NICs[0].IP != "10.50.0.2" ||
+		vm.NICs[1].Network != "default" || vm.NICs[1].MTU != 0 {
+		t.Fatalf("NICs: %+v", vm.NICs)
+	}
+	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(ports) != 2 || ports[0].Project != ward.ID {
+		t.Fatalf("ports: %+v", ports)
+	}
+	countVMs := func() int { l, _ := e.svc.ListVMs(e.admin, ""); return len(l) }
+	vms, ports := countVMs(), len(netfabric.AllPorts(e.node.Store().ReadTxn()))
+	for _, c := range []struct {
+		nets []string
+		code string
+	}{
+		{[]string{"lab-net"}, consensus.CodeNotFound},
+		{[]string{"net-lab"}, consensus.CodeNotFound},
+		{[]string{"nowhere"}, consensus.CodeNotFound},
+		{[]string{"imaging", "net-imaging"}, consensus.CodeInvalid},
+		{[]string{"default", "imaging", "default", "imaging", "default"}, consensus.CodeInvalid},
+	} {
+		if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "x", Image: "guest", Flavor: "small", Stopped: true, Networks: c.nets}); consensus.ErrorCode(err) != c.code {
+			t.Errorf("networks %v: %v, want %s", c.nets, err, c.code)
+		}
+	}
+	if countVMs() != vms || len(netfabric.AllPorts(e.node.Store().ReadTxn())) != ports {
+		t.Fatal("a refused VM left a VM or ports behind")
+	}
+}

@@ -73,6 +73,7 @@ type NIC struct {
 	Network string `json:"network"`
 	MAC     string `json:"mac"`
 	IP      string `json:"ip"`
+	MTU     int    `json:"mtu,omitempty"` // a project network's; 0 on the cluster's (1500)
 }
 
 // VMStatus is what the node observed.

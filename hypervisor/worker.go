@@ -328,7 +328,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 		if err := w.n.cfg.Net.EnsureTap(tap); err != nil {
 			return transient{fmt.Errorf("network port %s: %w", nic.ID, err)}
 		}
-		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC})
+		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC, MTU: nic.MTU})
 	}
 	m := w.machine(vm, img, disks, nics)
 	trimLog(m.SerialLog, maxSerialLog)

@@ -163,6 +163,9 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return cur, nil
 	}
 	if n.IsOverlay() {
+		if !nameRE.MatchString(n.Name) {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
+		}
 		// The project must exist; its networks are its own business.
 		if _, err := identity.Limits(tx, n.Project); err != nil {
 			return nil, err

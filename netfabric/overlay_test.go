@@ -64,6 +64,9 @@ func (f *fabric) network(t *testing.T, nw netfabric.Network) (netfabric.Network,
 	t.Helper()
 	var out netfabric.Network
 	nw.CreatedAt = t0
+	if nw.Name == "" {
+		nw.Name = nw.ID
+	}
 	_, err := f.node.Apply(context.Background(), netfabric.MsgCreateNetwork, nw, &out)
 	return out, err
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
 )
 
 // Cluster is what the network service needs from the consensus node.
@@ -193,4 +194,26 @@ func newID(prefix string) string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return prefix + "-" + hex.EncodeToString(b)
+}
+
+// Usable finds a network a project's VM may join, by ID or name: the
+// project's own networks and the cluster's. Another project's network is
+// not found.
+func Usable(txn *memdb.Txn, projectID, ref string) (*Network, error) {
+	if nw := GetNetwork(txn, ref); nw != nil && (nw.Project == "" || nw.Project == projectID) {
+		return nw, nil
+	}
+	var found []Network
+	for _, nw := range ListNetworks(txn) {
+		if nw.Name == ref && (nw.Project == "" || nw.Project == projectID) {
+			found = append(found, nw)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return nil, notFound("network", ref)
+	case 1:
+		return &found[0], nil
+	}
+	return nil, invalid("%d networks are named %q: use the network's ID", len(found), ref)
 }

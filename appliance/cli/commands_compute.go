@@ -29,7 +29,7 @@ var computeCommands = map[string]command{
 			}, len(vms))
 		}
 	}},
-	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N] [--boot-snapshot SNAP | --boot-source VOL | --local-disk] [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
+	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N] [--boot-snapshot SNAP | --boot-source VOL | --local-disk] [--network NET]... [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
 		help: "create a VM; it is placed, booted and given an address", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			var req hypervisor.VMCreate
 			fs.StringVar(&req.Image, "image", "", "image name or ID")
@@ -44,6 +44,7 @@ var computeCommands = map[string]command{
 			fs.StringVar(&req.BootSource, "boot-source", "", "the boot volume starts as a clone of this volume as it is now (copy-on-write)")
 			keyFile := fs.String("ssh-key", "", "file of OpenSSH public keys for the guest")
 			userData := fs.String("user-data", "", "cloud-init user-data file")
+			fs.Var((*stringList)(&req.Networks), "network", "a network for a NIC, in order (repeatable; default: the default network)")
 			var disks gibList
 			fs.Var(&disks, "data-disk", "add a blank local scratch disk of this many GiB (repeatable; lost if the node is: use volumes for data)")
 			return func(e *env, args []string) error {
@@ -344,3 +345,9 @@ func (g *gibList) Set(s string) error {
 	*g = append(*g, n)
 	return nil
 }
+
+// stringList is a repeatable string flag.
+type stringList []string
+
+func (l *stringList) String() string     { return strings.Join(*l, ",") }
+func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }

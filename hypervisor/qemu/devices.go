@@ -290,9 +290,15 @@ func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 // helper scripts run.
 func nicArgs(n NIC, fd int) []string {
 	netdev := "net-" + n.ID
+	dev := []string{"virtio-net-pci", "id=" + n.ID, "netdev=" + netdev, "mac=" + strings.ToLower(n.MAC)}
+	if n.MTU > 0 {
+		// A project network's segment is narrower than Ethernet (VXLAN's
+		// 50 bytes); the guest's driver reads its MTU from the device.
+		dev = append(dev, "host_mtu="+strconv.Itoa(n.MTU))
+	}
 	return []string{
 		"-netdev", opts("tap", "id="+netdev, "fd="+strconv.Itoa(fd), "vhost=off"),
-		"-device", opts("virtio-net-pci", "id="+n.ID, "netdev="+netdev, "mac="+strings.ToLower(n.MAC)),
+		"-device", opts(dev...),
 	}
 }
 

@@ -89,6 +89,7 @@ type NIC struct {
 	ID  string
 	Tap string
 	MAC string
+	MTU int // told to the guest (virtio-net's host_mtu); 0: the default, 1500
 }
 
 // The files of a run directory.

@@ -77,6 +77,9 @@ func main() {
 	go func() {
 		addr := bringUpNetwork(con)
 		con.Printf("hostname=%s ip=%s", name, addr)
+		if l, err := firstEthernet(0); err == nil {
+			con.Printf("mtu=%d", l.Attrs().MTU)
+		}
 		serve(con, fmt.Sprintf("hostname=%s ip=%s\n", name, addr))
 	}()
 

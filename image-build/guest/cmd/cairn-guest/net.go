@@ -93,6 +93,13 @@ func applyLease(link netlink.Link, ack *dhcpv4.DHCPv4) (netip.Addr, error) {
 	if err := netlink.AddrReplace(link, a); err != nil {
 		return netip.Addr{}, fmt.Errorf("address %s on %s: %w", a, link.Attrs().Name, err)
 	}
+	// A network narrower than Ethernet (a VXLAN segment) says so in option
+	// 26; virtio-net has usually set it already from the host's host_mtu.
+	if mtu, err := dhcpv4.GetUint16(dhcpv4.OptionInterfaceMTU, ack.Options); err == nil && mtu >= 576 && int(mtu) < link.Attrs().MTU {
+		if err := netlink.LinkSetMTU(link, int(mtu)); err != nil {
+			return netip.Addr{}, fmt.Errorf("MTU %d on %s: %w", mtu, link.Attrs().Name, err)
+		}
+	}
 	if gws := ack.Router(); len(gws) > 0 {
 		if err := netlink.RouteReplace(&netlink.Route{LinkIndex: link.Attrs().Index, Gw: gws[0]}); err != nil {
 			return netip.Addr{}, fmt.Errorf("default route: %w", err)

@@ -1,0 +1,114 @@
+package cli
+
+import (
+	"flag"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/cairnhq/cairn/netfabric"
+)
+
+// networkCommands are the network and port nouns; merged into commands.
+var networkCommands = map[string]command{
+	"network list": {usage: "[--project PROJECT]", help: "networks you can see: your projects' and the cluster's", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project's networks (and the cluster's)")
+		return func(e *env, args []string) error {
+			path := "/api/v1/networks"
+			if *project != "" {
+				path += "?project=" + url.QueryEscape(*project)
+			}
+			var ns []netfabric.Network
+			if err := get(e, path, &ns); err != nil {
+				return err
+			}
+			return e.print(ns, []string{"NAME", "CIDR", "KIND", "PROJECT", "ID"}, func(i int) []string {
+				n := ns[i]
+				return []string{n.Name, n.CIDR, networkKind(&n), n.Project, n.ID}
+			}, len(ns))
+		}
+	}},
+	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--project P]", help: "create a project network: a private layer 2 across the nodes with DHCP", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var req netfabric.NetworkCreate
+		fs.StringVar(&req.CIDR, "cidr", "", "IPv4 subnet, /16 to /29, e.g. 10.50.0.0/24 (other projects may use the same)")
+		dns := fs.String("dns", "", "DNS servers DHCP hands out, comma-separated")
+		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes)")
+		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a network name"); err != nil {
+				return err
+			}
+			if req.CIDR == "" {
+				return usageError("--cidr CIDR is required")
+			}
+			req.Name = args[0]
+			if *dns != "" {
+				req.DNS = strings.Split(*dns, ",")
+			}
+			var n netfabric.Network
+			if err := send(e, "POST", "/api/v1/networks", req, &n); err != nil {
+				return err
+			}
+			return printNetwork(e, &n)
+		}
+	}},
+	"network show": {usage: "NETWORK", help: "one network", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one network"); err != nil {
+			return err
+		}
+		var n netfabric.Network
+		if err := get(e, "/api/v1/networks/"+url.PathEscape(args[0]), &n); err != nil {
+			return err
+		}
+		return printNetwork(e, &n)
+	})},
+	"network delete": {usage: "NETWORK", help: "delete a project network no VM uses any more", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one network"); err != nil {
+			return err
+		}
+		var n netfabric.Network
+		if err := send(e, "DELETE", "/api/v1/networks/"+url.PathEscape(args[0]), nil, &n); err != nil {
+			return err
+		}
+		return printNetwork(e, &n)
+	})},
+	"port list": {usage: "--network NETWORK", help: "a network's ports: MAC, address, VM and node", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		network := fs.String("network", "", "the network")
+		return func(e *env, args []string) error {
+			if *network == "" {
+				return usageError("--network NETWORK is required")
+			}
+			var ps []netfabric.Port
+			if err := get(e, "/api/v1/networks/"+url.PathEscape(*network)+"/ports", &ps); err != nil {
+				return err
+			}
+			return e.print(ps, []string{"ID", "MAC", "IP", "VM", "NODE"}, func(i int) []string {
+				p := ps[i]
+				return []string{p.ID, p.MAC, p.IP, p.Owner, p.Node}
+			}, len(ps))
+		}
+	}},
+}
+
+func init() {
+	for k, v := range networkCommands {
+		commands[k] = v
+	}
+}
+
+// networkKind says what a network is, in words.
+func networkKind(n *netfabric.Network) string {
+	if n.IsOverlay() {
+		return "project"
+	}
+	return "cluster (NAT)"
+}
+
+func printNetwork(e *env, n *netfabric.Network) error {
+	kv := [][2]string{{"id", n.ID}, {"name", n.Name}, {"kind", networkKind(n)}, {"project", n.Project}, {"cidr", n.CIDR},
+		{"gateway", n.Gateway}, {"dns", strings.Join(n.DNS, ", ")}}
+	if n.IsOverlay() {
+		kv = append(kv, [2]string{"mtu", fmt.Sprint(n.MTU)}, [2]string{"segment", fmt.Sprintf("VXLAN %d", n.VNI)})
+	}
+	return e.printKV(n, kv)
+}

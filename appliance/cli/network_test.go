@@ -1,0 +1,88 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"encoding/pem"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/api"
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/netfabric"
+)
+
+// The network and port nouns against a real node's API: create (and a
+// clear refusal of an overlapping subnet), list, show -o json, a
+// network's ports, and delete.
+func TestCLINetworks(t *testing.T) {
+	c := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		netfabric.Register(r)
+	})
+	nd := c.Nodes[0]
+	svc := identity.NewService(nd, identity.DefaultConfig())
+	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Networks: netfabric.NewService(nd, svc), Cluster: nd}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	ctx := context.Background()
+	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	adm := mustPrincipal(t, svc, "root", "correct horse")
+	pr, err := svc.CreateProject(ctx, adm, identity.ProjectSpec{Name: "ward"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nd.Apply(ctx, netfabric.MsgCreateNetwork, netfabric.Network{ID: "default", Name: "default", CIDR: "10.77.0.0/24", CreatedAt: time.Now().UTC()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+		t.Fatalf("login: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "create", "imaging", "--project", "ward"); code != 2 || !strings.Contains(out, "--cidr") {
+		t.Fatalf("create without a subnet: %d %s", code, out)
+	}
+	code, out := cairn(t, "", "network", "create", "imaging", "--project", "ward", "--cidr", "10.50.0.0/24", "--dns", "10.50.0.53", "-o", "json")
+	var nw netfabric.Network
+	if code != 0 || json.Unmarshal([]byte(out), &nw) != nil || nw.Project != pr.ID || nw.MTU != 1450 || nw.VNI == 0 || nw.DNS[0] != "10.50.0.53" {
+		t.Fatalf("network create -o json: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "create", "more", "--project", "ward", "--cidr", "10.50.0.128/25"); code != 1 || !strings.Contains(out, "overlaps network") {
+		t.Fatalf("an overlapping subnet: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "list"); code != 0 || !strings.Contains(out, "imaging") || !strings.Contains(out, "cluster (NAT)") {
+		t.Fatalf("network list: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "show", "imaging"); code != 0 || !strings.Contains(out, "VXLAN") || !strings.Contains(out, "10.50.0.1") {
+		t.Fatalf("network show: %d\n%s", code, out)
+	}
+	if _, err := nd.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "vm-1-0", NetworkID: nw.ID, Owner: "vm-1", Project: pr.ID, Node: "node1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cairn(t, "", "port", "list", "--network", "imaging"); code != 0 || !strings.Contains(out, "vm-1-0") || !strings.Contains(out, "10.50.0.2") || !strings.Contains(out, "node1") {
+		t.Fatalf("port list: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 1 || !strings.Contains(out, "still has 1 ports") {
+		t.Fatalf("delete with a port: %d %s", code, out)
+	}
+	if _, err := nd.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 0 {
+		t.Fatalf("delete: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "show", "imaging"); code != 1 || !strings.Contains(out, "not found") {
+		t.Fatalf("show after delete: %d %s", code, out)
+	}
+}

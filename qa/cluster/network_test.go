@@ -1,0 +1,210 @@
+package cluster_test
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/vishvananda/netns"
+)
+
+// netView is what the test reads of a network.
+type netView struct {
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Project string `json:"project"`
+	CIDR    string `json:"cidr"`
+	VNI     uint32 `json:"vni"`
+	MTU     int    `json:"mtu"`
+}
+
+// A project network across boxes, with real VMs: two guests of one
+// project on different nodes get their addresses by DHCP from their own
+// nodes, at the segment's MTU, and are reached across the nodes over the
+// segment; another project's network with the same CIDR, on the same
+// nodes, is a world of its own.
+func TestProjectNetworkAcrossNodes(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	computeSetup(t, a, 3)
+	if _, err := a.CreateProject("lab"); err != nil {
+		t.Fatal(err)
+	}
+	var imaging, labNet netView
+	if err := a.Call("POST", "/api/v1/networks", map[string]any{"name": "imaging", "project": "clinic", "cidr": "10.50.0.0/24"}, 201, &imaging); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/networks", map[string]any{"name": "lab-net", "project": "lab", "cidr": "10.50.0.0/24"}, 201, &labNet); err != nil {
+		t.Fatal(err)
+	}
+	// Bad input changes nothing: an overlapping subnet in the project, and
+	// another project's network for a VM.
+	if err := a.Call("POST", "/api/v1/networks", map[string]any{"name": "more", "project": "clinic", "cidr": "10.50.0.128/25"}, 409, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": "stray", "project": "clinic", "image": "guest", "flavor": "tiny",
+		"networks": []string{"lab-net"}}, 404, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	a2 := a.On(c.Node(2))
+	for _, name := range []string{"pacs1", "pacs2"} {
+		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny",
+			"group": "pacs", "local_disk": true, "networks": []string{"imaging"}}, 201, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vms := map[string]vmView{}
+	for _, name := range []string{"pacs1", "pacs2"} {
+		vms[name] = waitVM(t, a, name, 4*time.Minute, "running", inState("running"))
+	}
+	if vms["pacs1"].Node == vms["pacs2"].Node {
+		t.Fatalf("anti-affinity group on one node: %s", vms["pacs1"].Node)
+	}
+	for name, vm := range vms {
+		waitSerial(t, a, name, "cairn-guest: hostname="+name+" ip="+vm.IP(), 1)
+		waitSerial(t, a, name, "cairn-guest: mtu=1450", 1)
+		if !strings.HasPrefix(vm.IP(), "10.50.0.") {
+			t.Fatalf("%s's address %s is not on imaging", name, vm.IP())
+		}
+	}
+
+	// A probe on imaging's segment on pacs1's node reaches pacs2 on the
+	// other node over the segment (and pacs1 here).
+	n1 := cairntest.NodeByName(c, vms["pacs1"].Node)
+	p1 := plugProbe(t, n1, fmt.Sprintf("cnb%06x", imaging.VNI), "10.50.0.250/24")
+	for _, name := range []string{"pacs2", "pacs1"} {
+		want := "hostname=" + name + " ip=" + vms[name].IP()
+		testutil.WaitFor(t, time.Minute, "the probe on "+n1.Name+" reaches "+name, func() error {
+			out, err := probeFrom(p1, vms[name].IP())
+			if err != nil || !strings.Contains(out, want) {
+				return fmt.Errorf("%q %v", out, err)
+			}
+			return nil
+		})
+	}
+	// lab-net's segments are carried where lab's VMs run: one on each node.
+	for _, name := range []string{"lab1", "lab2", "lab3"} {
+		if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "lab", "image": "guest", "flavor": "tiny",
+			"group": "lab", "local_disk": true, "networks": []string{"lab-net"}}, 201, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{"lab1", "lab2", "lab3"} {
+		vm := waitVM(t, a, name, 4*time.Minute, "running", inState("running"))
+		waitSerial(t, a, name, "cairn-guest: hostname="+name+" ip="+vm.IP(), 1)
+	}
+	// Listeners on imaging's probe on n1 and on a second one on pacs2's
+	// node; a probe on lab-net, on pacs2's node too, reaches neither,
+	// while imaging's second probe reaches the first across the nodes.
+	n2 := cairntest.NodeByName(c, vms["pacs2"].Node)
+	p2 := plugProbe(t, n2, fmt.Sprintf("cnb%06x", imaging.VNI), "10.50.0.249/24")
+	pl := plugProbe(t, n2, fmt.Sprintf("cnb%06x", labNet.VNI), "10.50.0.248/24")
+	listenIn(t, p1, "10.50.0.250:8080", "imaging-probe-1")
+	listenIn(t, p2, "10.50.0.249:8080", "imaging-probe-2")
+	testutil.WaitFor(t, time.Minute, "imaging's probe on "+n2.Name+" reaches the one on "+n1.Name, func() error {
+		out, err := probeFrom(p2, "10.50.0.250")
+		if err != nil || !strings.Contains(out, "imaging-probe-1") {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+	for _, ip := range []string{"10.50.0.250", "10.50.0.249"} {
+		if out, err := probeFrom(pl, ip); err == nil || strings.Contains(out, "imaging") {
+			t.Fatalf("lab's probe reached imaging's at %s: %q %v", ip, out, err)
+		}
+	}
+	// lab's VMs have pacs1's and pacs2's addresses too: there, lab's
+	// answer lab's probe.
+	for _, name := range []string{"pacs1", "pacs2"} {
+		if out, _ := probeFrom(pl, vms[name].IP()); !strings.Contains(out, "hostname=lab") {
+			t.Fatalf("at %s (%s's address) lab's probe got %q, not one of lab's VMs", vms[name].IP(), name, out)
+		}
+	}
+}
+
+// listenIn answers every connection to addr in the probe's namespace
+// with hello, until the test ends.
+func listenIn(t *testing.T, p probeNS, addr, hello string) {
+	t.Helper()
+	ns, err := netns.GetFromName(p.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	lnc := make(chan net.Listener, 1)
+	errc := make(chan error, 1)
+	go func() {
+		// This thread enters the namespace and is never returned to the
+		// runtime's pool (the goroutine ends locked).
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		ln, err := net.Listen("tcp4", addr)
+		if err != nil {
+			errc <- err
+			return
+		}
+		lnc <- ln
+	}()
+	var ln net.Listener
+	select {
+	case err := <-errc:
+		t.Fatal(err)
+	case ln = <-lnc:
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fmt.Fprintln(c, hello)
+			c.Close()
+		}
+	}()
+}
+
+// probeNS is a network namespace plugged into a segment's bridge on a
+// node, with an address of its own.
+type probeNS struct{ name string }
+
+// plugProbe makes a namespace with a veth into bridge br inside node n's
+// namespace; it is removed when the test ends. (Not a VM's tap: port
+// security lets it send as it likes, which a probe needs.)
+func plugProbe(t *testing.T, n *harness.Node, br, cidr string) probeNS {
+	t.Helper()
+	p := probeNS{name: fmt.Sprintf("cairn-probe-%d", time.Now().UnixNano()%1e9)}
+	host := "prb" + p.name[len(p.name)-6:]
+	run := func(cmd *exec.Cmd) {
+		t.Helper()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", cmd.Args, err, out)
+		}
+	}
+	run(exec.Command("ip", "netns", "add", p.name))
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.name).Run() })
+	run(n.Command("ip", "link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", p.name))
+	t.Cleanup(func() { _ = n.Command("ip", "link", "del", host).Run() })
+	run(n.Command("ip", "link", "set", host, "master", br, "mtu", "1450", "up"))
+	run(exec.Command("ip", "-n", p.name, "link", "set", "eth0", "mtu", "1450", "up"))
+	run(exec.Command("ip", "-n", p.name, "addr", "add", cidr, "dev", "eth0"))
+	return p
+}
+
+// probeFrom connects to the guest's port 8080 from the probe namespace.
+func probeFrom(p probeNS, ip string) (string, error) {
+	out, err := exec.Command("ip", "netns", "exec", p.name, "timeout", "3", "bash", "-c", "exec 3<>/dev/tcp/"+ip+"/8080 && cat <&3").CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
