@@ -193,13 +193,11 @@ func (h *Host) attachTaps() error {
 	for _, t := range taps {
 		err := h.ensureTap(t, false)
 		if errors.Is(err, errSegmentMissing) {
-			// Off whatever bridge it was on (a segment id is reused
-			// once its network is gone); ReconcileSegments attaches it.
-			if l, lerr := netlink.LinkByName(t); lerr == nil && l.Attrs().MasterIndex != 0 {
-				err = netlink.LinkSetNoMaster(l)
-			} else {
-				err = nil
-			}
+			// Left where it is: at an agent's start the segments are not
+			// known yet, and the guest's traffic must not stop.
+			// ReconcileSegments puts it on its bridge. (A tap whose port
+			// is gone is moved to the NAT bridge, where it sends nothing.)
+			err = nil
 		}
 		errs = append(errs, err)
 	}

@@ -204,16 +204,19 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if row.MTU < minMTU || row.MTU > maxMTU {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: MTU %d is outside %d-%d", n.ID, n.MTU, minMTU, maxMTU)
 		}
-		if row.VNI, err = freeVNI(tx.Txn, n); err != nil {
+		if row.VNI, err = freeVNI(tx.Txn, n, tx.Index); err != nil {
 			return nil, err
 		}
 	}
 	return &row, tx.Insert(tNetworks, &row)
 }
 
-// freeVNI returns the segment id asked for if it is free, else the lowest
-// free one: the same answer on every replica.
-func freeVNI(txn *memdb.Txn, n *Network) (uint32, error) {
+// freeVNI returns the segment id asked for if it is free, else the first
+// free one from a point the command's log index gives: the same answer on
+// every replica, and an id freed by a deleted network comes back only
+// after millions of commands, so nothing left of the old network (a tap
+// of a VM being stopped) ever meets the new one.
+func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
 	used := map[uint32]string{}
 	for _, o := range ListNetworks(txn) {
 		if o.VNI != 0 {
@@ -229,7 +232,10 @@ func freeVNI(txn *memdb.Txn, n *Network) (uint32, error) {
 		}
 		return n.VNI, nil
 	}
-	for v := uint32(minVNI); v <= maxVNI; v++ {
+	const span = maxVNI - minVNI + 1
+	start := uint32(index % span)
+	for i := uint32(0); i < span; i++ {
+		v := minVNI + (start+i)%span
 		if _, ok := used[v]; !ok {
 			return v, nil
 		}

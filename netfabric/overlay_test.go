@@ -97,7 +97,7 @@ func TestProjectNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatalf("another project's network may have the same CIDR: %v", err)
 	}
-	if ward.VNI != 4096 || lab.VNI != 4097 || ward.MTU != 1450 || lab.MTU != 8950 || ward.Gateway != "10.50.0.1" {
+	if ward.VNI < 4096 || lab.VNI < 4096 || ward.VNI == lab.VNI || ward.MTU != 1450 || lab.MTU != 8950 || ward.Gateway != "10.50.0.1" {
 		t.Fatalf("networks: %+v %+v", ward, lab)
 	}
 	before := f.node.Store().ReadTxn()
@@ -108,7 +108,7 @@ func TestProjectNetworks(t *testing.T) {
 		{netfabric.Network{ID: "ward-2", Project: f.ward, CIDR: "10.50.0.128/25"}, consensus.CodeConflict}, // overlaps ward-net
 		{netfabric.Network{ID: "ward-3", Project: "nosuch", CIDR: "10.60.0.0/24"}, consensus.CodeNotFound},
 		{netfabric.Network{ID: "ward-4", Project: f.ward, CIDR: "10.60.0.0/24", MTU: 9000}, consensus.CodeInvalid},
-		{netfabric.Network{ID: "ward-5", Project: f.ward, CIDR: "10.60.0.0/24", VNI: 4097}, consensus.CodeConflict},
+		{netfabric.Network{ID: "ward-5", Project: f.ward, CIDR: "10.60.0.0/24", VNI: lab.VNI}, consensus.CodeConflict},
 		{netfabric.Network{ID: "ward-6", Project: f.ward, CIDR: "10.60.0.0/24", VNI: 100}, consensus.CodeInvalid},
 		{netfabric.Network{ID: "nat-2", CIDR: "10.61.0.0/24", MTU: 1400}, consensus.CodeInvalid}, // NAT networks have no MTU of their own
 		{netfabric.Network{ID: "nat-3", CIDR: "10.50.0.0/25"}, consensus.CodeConflict},           // NAT networks never overlap
@@ -142,6 +142,21 @@ func TestProjectNetworks(t *testing.T) {
 	}
 	if p := netfabric.GetPort(f.node.Store().ReadTxn(), "l1"); p.Node != "box2" {
 		t.Fatalf("bound port: %+v", p)
+	}
+
+	// A deleted network's segment id is not handed out again at once: a
+	// tap of its last VM, still being stopped, must never meet another
+	// network's traffic.
+	gone, err := f.network(t, netfabric.Network{ID: "tmp-1", Project: f.ward, CIDR: "10.70.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgDeleteNetwork, netfabric.DeleteNetworkCmd{ID: "tmp-1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	next, err := f.network(t, netfabric.Network{ID: "tmp-2", Project: f.ward, CIDR: "10.70.0.0/24"})
+	if err != nil || next.VNI == gone.VNI {
+		t.Fatalf("segment id %d of a deleted network handed out again at once (%v)", gone.VNI, err)
 	}
 }
 
@@ -200,6 +215,7 @@ type box struct {
 	name string
 	ns   netns.NsHandle
 	h    *netfabric.Host
+	cfg  netfabric.HostConfig
 	addr netip.Addr
 }
 
@@ -219,6 +235,7 @@ func newBoxes(t *testing.T, f *fabric) [2]*box {
 		cfg.Underlay = b.addr
 		cfg.Node = b.name
 		cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("box", b.name)
+		b.cfg = cfg
 		b.h = netfabric.NewHost(cfg, netfabric.StoreLeases(f.node.Store(), "default"))
 		boxes[i] = b
 		t.Cleanup(func() {
@@ -535,6 +552,20 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	br, _ := h1.LinkByName(fmt.Sprintf("cnb%06x", ward.VNI))
 	if tap.Attrs().MasterIndex != br.Attrs().Index || tap.Attrs().MTU != 1450 {
 		t.Fatalf("tap of ward-e: master %d (want %d), MTU %d", tap.Attrs().MasterIndex, br.Attrs().Index, tap.Attrs().MTU)
+	}
+	// The agent restarts: its new Host reconciles the NAT network before
+	// it knows the segments. The tap stays on its segment's bridge.
+	restarted := netfabric.NewHost(boxes[0].cfg, netfabric.StoreLeases(f.node.Store(), "default"))
+	if err := boxes[0].do(t, func() error {
+		return restarted.Reconcile(context.Background(), *netfabric.GetNetwork(f.node.Store().ReadTxn(), "default"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if tap, err := h1.LinkByName(boxes[0].h.TapName(we.ID)); err != nil || tap.Attrs().MasterIndex != br.Attrs().Index {
+		t.Fatalf("a restarted agent's first reconcile took ward-e's tap off its segment (%v)", err)
+	}
+	if err := boxes[0].do(t, restarted.Close); err != nil {
+		t.Fatal(err)
 	}
 	err = boxes[0].do(t, func() error { return boxes[0].h.EnsureTap(boxes[0].h.TapName(lf.ID)) })
 	if err == nil {

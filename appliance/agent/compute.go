@@ -127,8 +127,17 @@ func (a *Agent) newNodeAgent() {
 func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
 	ready := make(chan struct{})
+	// Segments first: the NAT network's reconcile rebuilds the guard and
+	// re-attaches taps, and only once the segments are known does it keep
+	// project networks' traffic flowing across an agent restart.
+	segsTried := make(chan struct{})
+	go a.reconcileSegments(ctx, a.vmNet, segsTried)
+	select {
+	case <-segsTried:
+	case <-ctx.Done():
+		return
+	}
 	go a.reconcileNetwork(ctx, a.vmNet, ready)
-	go a.reconcileSegments(ctx, a.vmNet)
 	// VMs need the bridge for their taps; a VM that still comes too early
 	// is retried by its worker.
 	select {
@@ -167,7 +176,7 @@ func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, read
 // have ports here (netfabric's VXLAN segments), as the ports and networks
 // in the state change, and every half minute for drift and for peers
 // whose address gossip has changed.
-func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host) {
+func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host, tried chan<- struct{}) {
 	for ctx.Err() == nil {
 		txn := a.node.Store().ReadTxn()
 		ws := memdb.NewWatchSet()
@@ -177,6 +186,10 @@ func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host) {
 		if err := host.ReconcileSegments(ctx, segs); err != nil {
 			a.log.Error("set up project networks on this node", "err", err)
 			wait = 2 * time.Second
+		}
+		if tried != nil {
+			close(tried)
+			tried = nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		_ = a.node.Store().Watch(wctx, ws)

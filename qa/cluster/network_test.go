@@ -91,6 +91,34 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 			return nil
 		})
 	}
+	// cairn on pacs2's node killed with -9 and restarted: the probe on
+	// pacs1's node reaches pacs2 throughout, across the restart.
+	n2 := cairntest.NodeByName(c, vms["pacs2"].Node)
+	stop, done := make(chan struct{}), make(chan []string)
+	go func() {
+		var fails []string
+		for {
+			select {
+			case <-stop:
+				done <- fails
+				return
+			default:
+			}
+			if out, err := probeFrom(p1, vms["pacs2"].IP()); err != nil || !strings.Contains(out, "hostname=pacs2") {
+				fails = append(fails, fmt.Sprintf("%s: %q %v", time.Now().Format("15:04:05.000"), out, err))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	n2.Kill()
+	n2.Start()
+	cairntest.WaitReady(t, n2)
+	time.Sleep(5 * time.Second) // the restarted agent has reconciled its segments and guard
+	close(stop)
+	if fails := <-done; len(fails) > 0 {
+		t.Fatalf("pacs2 was unreachable across its node's agent restart: %v", fails)
+	}
+
 	// lab-net's segments are carried where lab's VMs run: one on each node.
 	for _, name := range []string{"lab1", "lab2", "lab3"} {
 		if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "lab", "image": "guest", "flavor": "tiny",
@@ -105,7 +133,6 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 	// Listeners on imaging's probe on n1 and on a second one on pacs2's
 	// node; a probe on lab-net, on pacs2's node too, reaches neither,
 	// while imaging's second probe reaches the first across the nodes.
-	n2 := cairntest.NodeByName(c, vms["pacs2"].Node)
 	p2 := plugProbe(t, n2, fmt.Sprintf("cnb%06x", imaging.VNI), "10.50.0.249/24")
 	pl := plugProbe(t, n2, fmt.Sprintf("cnb%06x", labNet.VNI), "10.50.0.248/24")
 	listenIn(t, p1, "10.50.0.250:8080", "imaging-probe-1")
