@@ -64,6 +64,8 @@ type LeaseSource interface {
 	// Ports returns the ports of every network, for port security and to
 	// put each tap on its network's bridge.
 	Ports() []Port
+	// PortByMAC returns the port with this MAC, of any network.
+	PortByMAC(mac net.HardwareAddr) (Port, bool)
 }
 
 // Host reconciles one node's side of the VM network in the current network
@@ -201,6 +203,13 @@ func (l storeLeases) Lease(mac net.HardwareAddr) (netip.Addr, string, bool) {
 }
 
 func (l storeLeases) Ports() []Port { return AllPorts(l.s.ReadTxn()) }
+
+func (l storeLeases) PortByMAC(mac net.HardwareAddr) (Port, bool) {
+	if p := PortByMAC(l.s.ReadTxn(), mac); p != nil {
+		return *p, true
+	}
+	return Port{}, false
+}
 
 func (l storeLeases) Network() (Network, bool) {
 	nw := GetNetwork(l.s.ReadTxn(), l.id)

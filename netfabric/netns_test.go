@@ -136,6 +136,15 @@ func (s *staticLeases) addPort(id string, mac net.HardwareAddr, ip string) {
 	s.ports = append(s.ports, netfabric.Port{ID: id, NetworkID: s.nw.ID, Owner: "test", MAC: mac.String(), IP: ip})
 }
 
+func (s *staticLeases) PortByMAC(mac net.HardwareAddr) (netfabric.Port, bool) {
+	for _, p := range s.Ports() {
+		if p.MAC == mac.String() {
+			return p, true
+		}
+	}
+	return netfabric.Port{}, false
+}
+
 func (s *staticLeases) Ports() []netfabric.Port {
 	s.mu.Lock()
 	defer s.mu.Unlock()

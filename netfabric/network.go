@@ -88,6 +88,13 @@ type DeleteNetworkCmd struct {
 
 var idPattern = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
 
+// generatedID is the shape of the IDs the network service makes.
+var generatedID = regexp.MustCompile(`^net-[0-9a-f]{16}$`)
+
+// maxDNS is how many DNS servers a project network hands out: DHCP's
+// answer must fit a packet, and resolvers use three at most.
+const maxDNS = 8
+
 // forbidden are ranges a VM network must never overlap: they mean something
 // on every host, so routing or NAT for them would break the host itself.
 var forbidden = []netip.Prefix{
@@ -165,6 +172,13 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	if n.IsOverlay() {
 		if !nameRE.MatchString(n.Name) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
+		}
+		// A name that reads as a network's ID would pick that network.
+		if n.Name == DefaultNetworkID || generatedID.MatchString(n.Name) {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q is reserved: choose another", n.Name)
+		}
+		if len(n.DNS) > maxDNS {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: at most %d DNS servers, not %d", n.ID, maxDNS, len(n.DNS))
 		}
 		// The project must exist; its networks are its own business.
 		if _, err := identity.Limits(tx, n.Project); err != nil {

@@ -212,6 +212,7 @@ func TestSegmentsFromState(t *testing.T) {
 // box is one node's network namespace with its Host, on an underlay
 // shared with the other boxes.
 type box struct {
+	acks chan string // MACs this box's DHCP acknowledged
 	name string
 	ns   netns.NsHandle
 	h    *netfabric.Host
@@ -235,6 +236,13 @@ func newBoxes(t *testing.T, f *fabric) [2]*box {
 		cfg.Underlay = b.addr
 		cfg.Node = b.name
 		cfg.Logger = slog.New(slog.NewTextHandler(testutil.LogWriter(t), &slog.HandlerOptions{Level: slog.LevelDebug})).With("box", b.name)
+		b.acks = make(chan string, 16)
+		cfg.OnLease = func(mac net.HardwareAddr, _ netip.Addr) {
+			select {
+			case b.acks <- mac.String():
+			default:
+			}
+		}
 		b.cfg = cfg
 		b.h = netfabric.NewHost(cfg, netfabric.StoreLeases(f.node.Store(), "default"))
 		boxes[i] = b
@@ -684,6 +692,17 @@ func TestSegmentDHCP(t *testing.T) {
 		if ack.YourIPAddr.String() != c.p.IP || ack.ServerIdentifier().String() != "10.50.0.1" || fmt.Sprint(ack.Router()) != "[10.50.0.1]" ||
 			mtu != 1450 || fmt.Sprint(ack.DNS()) != "[10.50.0.53]" || ack.SubnetMask().String() != "ffffff00" || ack.HostName() != c.p.Hostname {
 			t.Fatalf("%s: lease %s", c.p.ID, ack.Summary())
+		}
+	}
+	// Each lease came from its port's own node alone (the DISCOVER
+	// reached both).
+	for i, want := range []string{wa.MAC, wb.MAC} {
+		var got []string
+		for len(boxes[i].acks) > 0 {
+			got = append(got, <-boxes[i].acks)
+		}
+		if fmt.Sprint(got) != "["+want+"]" {
+			t.Fatalf("%s acknowledged %v, want only %s", boxes[i].name, got, want)
 		}
 	}
 	if lease, err := dhcpLease(t, gx, "eth0", 3*time.Second); err == nil {

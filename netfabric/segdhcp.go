@@ -11,6 +11,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/mdlayher/packet"
+	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,11 +42,17 @@ type segServer struct {
 // startSegmentServer opens the sockets on the bridge (in the caller's
 // network namespace) and serves until stop.
 func (h *Host) startSegmentServer(nw Network, br *net.Interface) (*segServer, error) {
-	d, err := packet.Listen(br, packet.Datagram, unix.ETH_P_IP, nil)
+	// The kernel hands over only what the servers answer: a guest's other
+	// traffic to the gateway's MAC never costs a system call here.
+	dhcpOnly, arpOnly, err := segmentFilters(nw.GatewayAddr())
+	if err != nil {
+		return nil, err
+	}
+	d, err := packet.Listen(br, packet.Datagram, unix.ETH_P_IP, &packet.Config{Filter: dhcpOnly})
 	if err != nil {
 		return nil, fmt.Errorf("DHCP on %s: %w", br.Name, err)
 	}
-	a, err := packet.Listen(br, packet.Datagram, unix.ETH_P_ARP, nil)
+	a, err := packet.Listen(br, packet.Datagram, unix.ETH_P_ARP, &packet.Config{Filter: arpOnly})
 	if err != nil {
 		d.Close()
 		return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
@@ -67,15 +74,48 @@ func (s *segServer) stop() {
 	<-s.done
 }
 
+// segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM
+// packet socket's filter sees the packet from its network header: for
+// DHCP an unfragmented IPv4 UDP datagram to port 67, for ARP a request
+// (operation 1) for the gateway's address.
+func segmentFilters(gw netip.Addr) (dhcpOnly, arpOnly []bpf.RawInstruction, err error) {
+	dhcpOnly, err = bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 9, Size: 1}, // IPv4 protocol
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 6},
+		bpf.LoadAbsolute{Off: 6, Size: 2},                           // flags and fragment offset
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: 4}, // more fragments, or not the first
+		bpf.LoadMemShift{Off: 0},                                    // X = the IPv4 header's length
+		bpf.LoadIndirect{Off: 2, Size: 2},                           // UDP destination port
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dhcpv4.ServerPort, SkipTrue: 1},
+		bpf.RetConstant{Val: 1 << 16},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("DHCP filter: %w", err)
+	}
+	g := gw.As4()
+	arpOnly, err = bpf.Assemble([]bpf.Instruction{
+		bpf.LoadAbsolute{Off: 6, Size: 2}, // operation
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: 1, SkipTrue: 3},
+		bpf.LoadAbsolute{Off: 24, Size: 4}, // target protocol address
+		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(g[:]), SkipTrue: 1},
+		bpf.RetConstant{Val: 1 << 16},
+		bpf.RetConstant{Val: 0},
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("ARP filter: %w", err)
+	}
+	return dhcpOnly, arpOnly, nil
+}
+
 // localPort returns the port with this MAC on the segment's network if it
 // is bound to this node.
 func (h *Host) localPort(nw Network, mac net.HardwareAddr) (Port, bool) {
-	for _, p := range h.leases.Ports() {
-		if p.NetworkID == nw.ID && p.MAC == mac.String() {
-			return p, p.Node != "" && p.Node == h.cfg.Node
-		}
+	p, ok := h.leases.PortByMAC(mac)
+	if !ok || p.NetworkID != nw.ID {
+		return Port{}, false
 	}
-	return Port{}, false
+	return p, p.Node != "" && p.Node == h.cfg.Node
 }
 
 func (h *Host) serveSegmentDHCP(s *segServer, log *slog.Logger) {
@@ -192,7 +232,8 @@ func udpPayloadTo(b []byte, dport int) ([]byte, bool) {
 // udp4 builds an IPv4 packet carrying a UDP datagram, checksums included.
 func udp4(src, dst netip.Addr, sport, dport int, payload []byte) []byte {
 	b := make([]byte, 28+len(payload))
-	b[0], b[8], b[9] = 0x45, 64, unix.IPPROTO_UDP
+	// Don't fragment, so an ID of 0 is fine (RFC 6864).
+	b[0], b[6], b[8], b[9] = 0x45, 0x40, 64, unix.IPPROTO_UDP
 	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
 	s4, d4 := src.As4(), dst.As4()
 	copy(b[12:16], s4[:])

@@ -98,6 +98,9 @@ func TestNetworkService(t *testing.T) {
 		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24", MTU: 100}, consensus.CodeInvalid},
 		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24", DNS: []string{"dns.example"}}, consensus.CodeInvalid},
 		{e.nurse, netfabric.NetworkCreate{Name: "no spaces", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "default", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "net-0123456789abcdef", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid},
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24", DNS: []string{"1.1.1.1", "1.1.1.2", "1.1.1.3", "1.1.1.4", "1.1.1.5", "1.1.1.6", "1.1.1.7", "1.1.1.8", "1.1.1.9"}}, consensus.CodeInvalid},
 		{e.admin, netfabric.NetworkCreate{Name: "x", CIDR: "10.60.0.0/24"}, consensus.CodeInvalid}, // in no project: say which
 	} {
 		if _, err := e.svc.CreateNetwork(ctx, c.who, c.req); consensus.ErrorCode(err) != c.code {
