@@ -49,7 +49,7 @@ func newComputeEnv(t *testing.T) *computeEnv {
 	_, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161")
 	must(err)
 	e.admin = login(t, id, "admin", "cluster-root-6161")
-	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1, Volumes: 10, VolumeGiB: 100}
+	quota := identity.Resources{Instances: 3, VCPUs: 4, RAMMiB: 4096, DiskGiB: 100, ObjectGiB: 10, FloatingIPs: 1, Volumes: 10, VolumeGiB: 100, Networks: 2, Ports: 8}
 	pr, err := id.CreateProject(ctx, e.admin, identity.ProjectSpec{Name: "ward", Quota: &quota})
 	must(err)
 	_, err = id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"})

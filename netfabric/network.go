@@ -221,6 +221,9 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if row.VNI, err = freeVNI(tx.Txn, n, tx.Index); err != nil {
 			return nil, err
 		}
+		if err := identity.Charge(tx, n.Project, identity.Resources{Networks: 1}); err != nil {
+			return nil, err
+		}
 	}
 	return &row, tx.Insert(tNetworks, &row)
 }
@@ -264,6 +267,11 @@ func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 	}
 	if n := len(portsOn(tx.Txn, c.ID)); n > 0 {
 		return nil, consensus.Errorf(consensus.CodeConflict, "network %s still has %d ports", c.ID, n)
+	}
+	if cur.IsOverlay() {
+		if err := identity.Charge(tx, cur.Project, identity.Resources{Networks: -1}); err != nil {
+			return nil, err
+		}
 	}
 	return nil, tx.Delete(tNetworks, cur)
 }

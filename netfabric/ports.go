@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/hashicorp/go-memdb"
 )
@@ -118,6 +119,13 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A project's ports count against its quota, on any network (ports
+	// allocated before ports carried their project count for none).
+	if p.Project != "" {
+		if err := identity.Charge(tx, p.Project, identity.Resources{Ports: 1}); err != nil {
+			return nil, err
+		}
+	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
 		Hostname: p.Hostname, Project: p.Project, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
 	return row, tx.Insert(tPorts, row)
@@ -184,6 +192,11 @@ func ReleasePorts(tx *consensus.Tx, owner string) error {
 	for _, p := range PortsOf(tx.Txn, owner) {
 		if err := tx.Delete(tPorts, &p); err != nil {
 			return err
+		}
+		if p.Project != "" {
+			if err := identity.Charge(tx, p.Project, identity.Resources{Ports: -1}); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -15,6 +15,7 @@ const testPassword = "night-shift-9471"
 type svcEnv struct {
 	t                           *testing.T
 	node                        *consensus.Node
+	id                          *identity.Service
 	svc                         *netfabric.Service
 	admin, nurse, visitor, tech *identity.Principal
 	ward, lab                   string
@@ -28,7 +29,7 @@ func newSvcEnv(t *testing.T) *svcEnv {
 	}).Nodes[0]
 	ctx := context.Background()
 	id := identity.NewService(n, identity.DefaultConfig())
-	e := &svcEnv{t: t, node: n, svc: netfabric.NewService(n, id)}
+	e := &svcEnv{t: t, node: n, id: id, svc: netfabric.NewService(n, id)}
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -178,5 +179,61 @@ func TestNetworkService(t *testing.T) {
 	}
 	if count() != before-1 {
 		t.Fatal("the network is still there")
+	}
+}
+
+// Networks and ports count against the project's quota, charged in the
+// command that makes them and refunded by the one that removes them; a
+// create past the limit is refused and changes nothing.
+func TestNetworkQuotas(t *testing.T) {
+	e := newSvcEnv(t)
+	ctx := context.Background()
+	limits := identity.DefaultQuota
+	limits.Networks, limits.Ports = 1, 1
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	usage := func() identity.Resources {
+		q, err := e.id.GetQuota(e.admin, "ward")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return q.Usage
+	}
+	nw, err := e.svc.CreateNetwork(ctx, e.nurse, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.50.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := usage(); u.Networks != 1 {
+		t.Fatalf("usage after a network: %+v", u)
+	}
+	before := len(netfabric.ListNetworks(e.node.Store().ReadTxn()))
+	if _, err := e.svc.CreateNetwork(ctx, e.nurse, netfabric.NetworkCreate{Name: "lab2", CIDR: "10.51.0.0/24"}); consensus.ErrorCode(err) != consensus.CodeQuotaExceeded {
+		t.Fatalf("a network past the quota: %v", err)
+	}
+	if len(netfabric.ListNetworks(e.node.Store().ReadTxn())) != before || usage().Networks != 1 {
+		t.Fatal("a refused network changed something")
+	}
+	port := func(id, owner string) error {
+		_, err := e.node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: id, NetworkID: nw.ID, Owner: owner, Project: e.ward, CreatedAt: t0}, nil)
+		return err
+	}
+	if err := port("p1", "vm-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := port("p2", "vm-2"); consensus.ErrorCode(err) != consensus.CodeQuotaExceeded {
+		t.Fatalf("a port past the quota: %v", err)
+	}
+	if netfabric.GetPort(e.node.Store().ReadTxn(), "p2") != nil || usage().Ports != 1 {
+		t.Fatal("a refused port changed something")
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DeleteNetwork(ctx, e.nurse, "imaging"); err != nil {
+		t.Fatal(err)
+	}
+	if u := usage(); u.Networks != 0 || u.Ports != 0 {
+		t.Fatalf("usage after the port and network went: %+v", u)
 	}
 }

@@ -154,6 +154,8 @@ func catalogEN() map[string]string {
 		"quota.volumes":      "Block volumes",
 		"quota.volume_gib":   "Block volume size (GiB)",
 		"quota.snapshots":    "Volume snapshots",
+		"quota.networks":     "Private networks",
+		"quota.ports":        "Network ports (VM NICs)",
 		"quota.floating_ips": "Floating IP addresses",
 		"quota.hint":         "Enter -1 for no limit. A limit below what is in use blocks new allocations but removes nothing.",
 		"quota.save":         "Save quota",

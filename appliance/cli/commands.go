@@ -322,9 +322,9 @@ var commands = map[string]command{
 		}
 		return printQuota(e, q)
 	})},
-	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N] [--volumes N] [--volume-gib N] [--snapshots N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N] [--volumes N] [--volume-gib N] [--snapshots N] [--networks N] [--ports N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		vals := map[string]*int64{}
-		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects", "volumes", "volume-gib", "snapshots"} {
+		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects", "volumes", "volume-gib", "snapshots", "networks", "ports"} {
 			vals[n] = fs.Int64(n, -2, "limit for "+n+"; -1 is unlimited")
 		}
 		return func(e *env, args []string) error {
@@ -339,7 +339,7 @@ var commands = map[string]command{
 			l := &q.Limits
 			for name, dst := range map[string]*int64{"instances": &l.Instances, "vcpus": &l.VCPUs, "ram-mib": &l.RAMMiB,
 				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs, "objects": &l.Objects,
-				"volumes": &l.Volumes, "volume-gib": &l.VolumeGiB, "snapshots": &l.Snapshots} {
+				"volumes": &l.Volumes, "volume-gib": &l.VolumeGiB, "snapshots": &l.Snapshots, "networks": &l.Networks, "ports": &l.Ports} {
 				if v := *vals[name]; v != -2 {
 					*dst = v
 				}
@@ -572,6 +572,8 @@ func printQuota(e *env, q identity.Quota) error {
 		{"volumes", itoa(q.Usage.Volumes), lim(q.Limits.Volumes)},
 		{"volume_gib", itoa(q.Usage.VolumeGiB), lim(q.Limits.VolumeGiB)},
 		{"snapshots", itoa(q.Usage.Snapshots), lim(q.Limits.Snapshots)},
+		{"networks", itoa(q.Usage.Networks), lim(q.Limits.Networks)},
+		{"ports", itoa(q.Usage.Ports), lim(q.Limits.Ports)},
 	}
 	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
 }

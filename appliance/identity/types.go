@@ -109,10 +109,14 @@ type Resources struct {
 	Volumes   int64 `json:"volumes"`
 	VolumeGiB int64 `json:"volume_gib"`
 	Snapshots int64 `json:"snapshots"`
+	// Networks counts a project's own networks, Ports its VMs' NICs on
+	// any network (Neutron's network and port quotas).
+	Networks int64 `json:"networks"`
+	Ports    int64 `json:"ports"`
 }
 
-// UnmarshalJSON takes a missing "objects", "volumes", "volume_gib" or
-// "snapshots" as Unlimited: limits written before they existed (in the
+// UnmarshalJSON takes a missing "objects", "volumes", "volume_gib",
+// "snapshots", "networks" or "ports" as Unlimited: limits written before they existed (in the
 // log, in snapshots, from older clients) did not limit them. Like every row and command it ignores fields
 // it does not know, so a newer node's state decodes here; the API refuses
 // unknown fields itself (appliance/api).
@@ -124,6 +128,8 @@ func (r *Resources) UnmarshalJSON(b []byte) error {
 		Volumes   *int64 `json:"volumes"`
 		VolumeGiB *int64 `json:"volume_gib"`
 		Snapshots *int64 `json:"snapshots"`
+		Networks  *int64 `json:"networks"`
+		Ports     *int64 `json:"ports"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
@@ -132,7 +138,7 @@ func (r *Resources) UnmarshalJSON(b []byte) error {
 	for _, f := range []struct {
 		dst *int64
 		src *int64
-	}{{&r.Objects, v.Objects}, {&r.Volumes, v.Volumes}, {&r.VolumeGiB, v.VolumeGiB}, {&r.Snapshots, v.Snapshots}} {
+	}{{&r.Objects, v.Objects}, {&r.Volumes, v.Volumes}, {&r.VolumeGiB, v.VolumeGiB}, {&r.Snapshots, v.Snapshots}, {&r.Networks, v.Networks}, {&r.Ports, v.Ports}} {
 		*f.dst = Unlimited
 		if f.src != nil {
 			*f.dst = *f.src
@@ -167,7 +173,7 @@ func (q *Quota) UnmarshalJSON(b []byte) error {
 
 // DefaultQuota is what a new project gets until a cluster admin changes it.
 var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5, Objects: 1_000_000,
-	Volumes: 20, VolumeGiB: 1000, Snapshots: 50}
+	Volumes: 20, VolumeGiB: 1000, Snapshots: 50, Networks: 100, Ports: 500}
 
 // AuditEntry records one mutating request and its result.
 type AuditEntry struct {
