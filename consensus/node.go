@@ -411,7 +411,7 @@ func (n *Node) ServerTLS() *tls.Config {
 
 // ServerCertificate issues this node, in memory, a serving certificate that
 // names what its own does plus dnsNames (an S3 domain and its wildcard, for
-// instance), signed by the cluster CA: a client that trusts ca.crt accepts it
+// instance, or an IP address), signed by the cluster CA: a client that trusts ca.crt accepts it
 // for those names too. The node's own certificate is unchanged.
 func (n *Node) ServerCertificate(dnsNames ...string) (tls.Certificate, error) {
 	id := n.identity()
@@ -426,7 +426,17 @@ func (n *Node) ServerCertificate(dnsNames ...string) (tls.Certificate, error) {
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	certPEM, err := id.ca.issue(&key.PublicKey, leaf.Subject.CommonName, leaf.IPAddresses, dnsNames...)
+	// Names that are IP addresses (the cluster's virtual address) go in
+	// as such.
+	ips, names := append([]net.IP(nil), leaf.IPAddresses...), []string{}
+	for _, d := range dnsNames {
+		if ip := net.ParseIP(d); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			names = append(names, d)
+		}
+	}
+	certPEM, err := id.ca.issue(&key.PublicKey, leaf.Subject.CommonName, ips, names...)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

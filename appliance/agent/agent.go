@@ -13,10 +13,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/api"
@@ -32,6 +34,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sys/unix"
 )
 
 // Agent is a running node.
@@ -55,6 +58,9 @@ type Agent struct {
 	compute   *hypervisor.Service
 	volumes   *volume.Service
 	networks  *netfabric.Service
+	vip       *netfabric.VIP
+	vipAPI    net.Listener // the API's and S3's listeners on the cluster's address
+	vipS3     net.Listener
 	volHost   *volume.Host
 	volServer *volume.NodeServer
 	scheduler *hypervisor.Scheduler
@@ -118,6 +124,11 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
+	if cfg.VIP != "" {
+		if err := a.setupVIP(); err != nil {
+			return nil, err
+		}
+	}
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
 		return a.identity.PruneExpiredTokens(ctx)
 	}))
@@ -160,9 +171,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		apiLn.Close()
 		return fmt.Errorf("s3 server: %w", err)
 	}
-	errCh := make(chan error, 2)
+	errCh := make(chan error, 4)
 	go func() { errCh <- served(a.http.ServeTLS(apiLn, "", "")) }()
 	go func() { errCh <- served(a.s3.Serve(s3Ln)) }()
+	if a.vipAPI != nil {
+		go func() { errCh <- served(a.http.ServeTLS(a.vipAPI, "", "")) }()
+		go func() { errCh <- served(a.s3.Serve(a.vipS3)) }()
+	}
 	go a.announce(ctx)
 	if a.cfg.DebugAddr != "" {
 		go a.serveDebug(ctx)
@@ -242,11 +257,25 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
+	if a.vip != nil {
+		// The certificate names the cluster's address too.
+		cert, err := a.node.ServerCertificate(a.vip.Prefix.Addr().String())
+		if err != nil {
+			return nil, fmt.Errorf("certificate for %s: %w", a.vip.Prefix.Addr(), err)
+		}
+		tlsCfg.Certificates = []tls.Certificate{cert}
+	}
 	a.http = a.newHTTPServer(net.JoinHostPort(a.cfg.Bind, strconv.Itoa(a.cfg.APIPort)), mux)
 	a.http.TLSConfig = tlsCfg
 	ln, err := net.Listen("tcp", a.http.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if a.vip != nil {
+		if a.vipAPI, err = listenFreely(net.JoinHostPort(a.vip.Prefix.Addr().String(), strconv.Itoa(a.cfg.APIPort))); err != nil {
+			ln.Close()
+			return nil, err
+		}
 	}
 	a.log.Info("serving API and UI", "url", a.cfg.APIURL())
 	return ln, nil
@@ -294,12 +323,19 @@ func (a *Agent) listenS3() (net.Listener, error) {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"http/1.1"}
+	var names []string
 	if d := a.cfg.S3Domain; d != "" {
 		// Virtual-host-style clients ask for BUCKET.DOMAIN: the certificate
 		// must name the domain and its wildcard.
-		cert, err := a.node.ServerCertificate(d, "*."+d)
+		names = append(names, d, "*."+d)
+	}
+	if a.vip != nil {
+		names = append(names, a.vip.Prefix.Addr().String())
+	}
+	if len(names) > 0 {
+		cert, err := a.node.ServerCertificate(names...)
 		if err != nil {
-			return nil, fmt.Errorf("S3 certificate for %s: %w", d, err)
+			return nil, fmt.Errorf("S3 certificate for %v: %w", names, err)
 		}
 		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
@@ -311,8 +347,50 @@ func (a *Agent) listenS3() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a.vip != nil {
+		vln, err := listenFreely(net.JoinHostPort(a.vip.Prefix.Addr().String(), strconv.Itoa(a.cfg.S3Port)))
+		if err != nil {
+			ln.Close()
+			return nil, err
+		}
+		a.vipS3 = tlsbatch.NewListener(vln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3"))
+	}
 	a.log.Info("serving S3", "url", a.cfg.S3URL())
 	return tlsbatch.NewListener(ln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3")), nil
+}
+
+// setupVIP readies the cluster's address: a leader controller holds it,
+// and what a killed agent left on the interface goes now.
+func (a *Agent) setupVIP() error {
+	prefix, err := netfabric.ParseVIP(a.cfg.VIP)
+	if err != nil {
+		return err
+	}
+	bind, _ := netip.ParseAddr(a.cfg.Bind)
+	iface, err := netfabric.InterfaceOf(bind)
+	if err != nil {
+		return fmt.Errorf("--vip: the interface of --bind %s: %w", a.cfg.Bind, err)
+	}
+	a.vip = &netfabric.VIP{Prefix: prefix, Iface: iface, Log: a.log.With("component", "vip")}
+	if err := a.vip.Release(); err != nil {
+		return fmt.Errorf("--vip: remove a leftover %s from %s: %w", prefix, iface, err)
+	}
+	a.node.RegisterController("vip", a.vip.Hold)
+	return nil
+}
+
+// listenFreely listens on addr whether or not this node has the address
+// now (IP_FREEBIND): every node listens on the cluster's address, and the
+// one holding it answers.
+func listenFreely(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // readyz is 200 once the node knows a leader and has caught up with it.

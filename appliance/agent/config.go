@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -68,6 +70,7 @@ type Config struct {
 	OVMFVars          string        `json:"ovmf-vars"`
 	VMNetwork         string        `json:"vm-network"`
 	VMBridge          string        `json:"vm-bridge"`
+	VIP               string        `json:"vip"`
 	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
 	VMRunDir          string        `json:"vm-run-dir"`
 	SampleImage       string        `json:"sample-image"`
@@ -231,6 +234,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.OVMFVars, "ovmf-vars", cfg.OVMFVars, "template of a UEFI VM's variable store")
 	fs.StringVar(&cfg.VMNetwork, "vm-network", cfg.VMNetwork, "IPv4 subnet of the default VM network, when the cluster creates it")
 	fs.StringVar(&cfg.VMBridge, "vm-bridge", cfg.VMBridge, "Linux bridge of the default VM network on this node")
+	fs.StringVar(&cfg.VIP, "vip", cfg.VIP, "the cluster's own address for the UI, API and S3, ADDR/PREFIX on the --bind network (the same on every node): held by the Raft leader, moved in seconds when it fails")
 	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
 	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
 	fs.StringVar(&cfg.SampleImage, "sample-image", cfg.SampleImage, "upload this disk image as the public image "+SampleImageName+" (and sample flavors if there are none): for development appliances")
@@ -279,6 +283,16 @@ func (c *Config) finish() error {
 	}
 	if c.Advertise == "" {
 		c.Advertise = c.Bind
+	}
+	if c.VIP != "" {
+		vip, err := netfabric.ParseVIP(c.VIP)
+		if err != nil {
+			return err
+		}
+		bind, _ := netip.ParseAddr(c.Bind)
+		if !vip.Masked().Contains(bind) || vip.Addr() == bind {
+			return fmt.Errorf("--vip %s must be another address of --bind's network (%s)", c.VIP, c.Bind)
+		}
 	}
 	if c.Expect < 1 {
 		return fmt.Errorf("--expect must be at least 1, got %d", c.Expect)

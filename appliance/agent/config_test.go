@@ -56,6 +56,11 @@ func TestParseFlagsErrors(t *testing.T) {
 		{[]string{"--bind", "127.0.0.1", "--multipart-expiry", "0s"}, "must be positive"},
 		{[]string{"--bind", "127.0.0.1", "--http-body-timeout", "0s"}, "must be positive"},
 		{[]string{"--bind", "127.0.0.1", "--data-reserve-percent", "80"}, "0-50"},
+		{[]string{"--bind", "192.168.1.5", "--name", "n1", "--vip", "192.168.1.10"}, "prefix length"},
+		{[]string{"--bind", "192.168.1.5", "--name", "n1", "--vip", "192.168.2.10/24"}, "another address of --bind's network"},
+		{[]string{"--bind", "192.168.1.5", "--name", "n1", "--vip", "192.168.1.5/24"}, "another address of --bind's network"},
+		{[]string{"--bind", "192.168.1.5", "--name", "n1", "--vip", "192.168.1.0/24"}, "prefix length"},
+		{[]string{"--bind", "192.168.1.5", "--name", "n1", "--vip", "fd00::10/64"}, "IPv4"},
 	} {
 		_, err := ParseFlags(c.args)
 		if err == nil || !strings.Contains(err.Error(), c.want) {

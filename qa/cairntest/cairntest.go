@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -38,6 +39,16 @@ type Options struct {
 	Extra     []string // more agent flags
 	// NodeExtra, if set, gives flags for one node (1-based), after Extra.
 	NodeExtra func(i int) []string
+	// VIP gives the cluster its own address (--vip), VIPOf's.
+	VIP bool
+}
+
+// VIPOf is the cluster address a cluster started with Options.VIP has:
+// .100 of the nodes' /24.
+func VIPOf(c *harness.Cluster) string {
+	ip := netip.MustParseAddr(c.Nodes[0].IP).As4()
+	ip[3] = 100
+	return netip.AddrFrom4(ip).String()
 }
 
 // Start runs n cairn agents and waits until every one is ready.
@@ -88,6 +99,9 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 		}
 		if o.NodeExtra != nil {
 			args = append(args, o.NodeExtra(n.Index)...)
+		}
+		if o.VIP {
+			args = append(args, "--vip", VIPOf(n.Cluster())+"/24")
 		}
 		if o.Discovery {
 			return args

@@ -1,0 +1,139 @@
+package netfabric
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// VIP is the cluster's own address: the one staff bookmark for the UI, the
+// API and S3, as keepalived keeps one in front of an OpenStack control
+// plane. Exactly the Raft leader holds it (Hold runs as a leader
+// controller): when the leader dies or loses its quorum, Raft elects
+// another within seconds and that one takes the address and announces it
+// by gratuitous ARP, so the switch and the clients' ARP caches follow at
+// once. Every node listens on the address already (IP_FREEBIND), so the
+// new holder answers as soon as the address is its own.
+type VIP struct {
+	Prefix netip.Prefix // the address and its subnet's length, e.g. 192.168.1.10/24
+	Iface  string       // the interface it is added to
+	Log    *slog.Logger
+}
+
+// ParseVIP parses --vip: an IPv4 address with its prefix length.
+func ParseVIP(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is4() || p.Bits() < 8 || p.Bits() > 32 || p.Addr() == p.Masked().Addr() {
+		return netip.Prefix{}, fmt.Errorf("--vip %q: give an IPv4 address of the management network with its prefix length, like 192.168.1.10/24", s)
+	}
+	return p, nil
+}
+
+func (v *VIP) addr() *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(v.Prefix.Bits(), 32)}}
+}
+
+// Hold takes the address until ctx ends (leadership is lost or the agent
+// stops), then gives it up.
+func (v *VIP) Hold(ctx context.Context) {
+	link, err := netlink.LinkByName(v.Iface)
+	if err == nil {
+		err = netlink.AddrReplace(link, v.addr())
+	}
+	if err != nil {
+		v.Log.Error("cannot take the cluster address", "vip", v.Prefix, "interface", v.Iface, "err", err)
+		return
+	}
+	v.Log.Info("holding the cluster address", "vip", v.Prefix, "interface", v.Iface)
+	defer func() {
+		if err := v.Release(); err != nil {
+			v.Log.Error("give up the cluster address", "vip", v.Prefix, "err", err)
+		} else {
+			v.Log.Info("gave up the cluster address", "vip", v.Prefix)
+		}
+	}()
+	// Announced a few times: one may be lost, and a switch may still be
+	// learning the port.
+	for i := 0; ctx.Err() == nil; i++ {
+		if err := v.announce(link); err != nil {
+			v.Log.Warn("announce the cluster address", "vip", v.Prefix, "err", err)
+		}
+		if i == 2 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	<-ctx.Done()
+}
+
+// Release removes the address if this node has it: at start, since a
+// killed agent leaves it behind, and when leadership ends.
+func (v *VIP) Release() error {
+	link, err := netlink.LinkByName(v.Iface)
+	if err != nil {
+		return err
+	}
+	if err := netlink.AddrDel(link, v.addr()); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// announce sends a gratuitous ARP request (sender and target both the
+// address, from the interface's MAC, to everyone: RFC 5227's
+// announcement).
+func (v *VIP) announce(link netlink.Link) error {
+	ifi, err := net.InterfaceByIndex(link.Attrs().Index)
+	if err != nil {
+		return err
+	}
+	c, err := packet.Listen(ifi, packet.Datagram, unix.ETH_P_ARP, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ip := v.Prefix.Addr().As4()
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint16(b[0:], 1) // Ethernet
+	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
+	b[4], b[5] = 6, 4
+	binary.BigEndian.PutUint16(b[6:], 1) // request
+	copy(b[8:14], ifi.HardwareAddr)
+	copy(b[14:18], ip[:])
+	copy(b[24:28], ip[:])
+	_, err = c.WriteTo(b, &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
+	return err
+}
+
+// InterfaceOf returns the name of the interface that has addr.
+func InterfaceOf(addr netip.Addr) (string, error) {
+	links, err := linkList()
+	if err != nil {
+		return "", err
+	}
+	for _, l := range links {
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == addr {
+				return l.Attrs().Name, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no interface has %s", addr)
+}

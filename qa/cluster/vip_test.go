@@ -1,0 +1,145 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// The cluster's own address (--vip): the API and S3 answer there, from the
+// Raft leader, with a certificate that names the address; when the holder
+// is killed or cut off from the others, another node takes the address;
+// exactly one node ever holds it once things settle, and a node that comes
+// back does not keep a stale copy.
+func TestClusterAddressMoves(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, VIP: true})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	vip := cairntest.VIPOf(c)
+	// a's HTTP client (it trusts the cluster CA), sent to the cluster
+	// address.
+	viaVIP := a
+	get := func(path string) (string, error) {
+		req, _ := http.NewRequest("GET", "https://"+vip+":8443"+path, nil)
+		req.Header.Set("Authorization", "Bearer "+a.Token())
+		res, err := viaVIP.HTTP.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer res.Body.Close()
+		var st struct {
+			Self string `json:"self"`
+		}
+		if res.StatusCode != 200 {
+			return "", fmt.Errorf("HTTP %d", res.StatusCode)
+		}
+		if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+			return "", err
+		}
+		return st.Self, nil
+	}
+	holder := func(want func(string) error) string {
+		t.Helper()
+		var self string
+		testutil.WaitFor(t, 30*time.Second, "the API at "+vip, func() error {
+			var err error
+			if self, err = get("/api/v1/cluster"); err != nil {
+				return err
+			}
+			return want(self)
+		})
+		return self
+	}
+	first := holder(func(string) error { return nil })
+	if leader := leaderName(t, a); leader != first {
+		t.Fatalf("%s answers at the cluster address; the leader is %s", first, leader)
+	}
+	checkHolders(t, c, vip, first)
+	// S3 answers there too (an anonymous request: S3's own refusal).
+	res, err := viaVIP.HTTP.Get("https://" + vip + ":8447/")
+	if err != nil {
+		t.Fatalf("S3 at the cluster address: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Fatalf("S3 at the cluster address: HTTP %d", res.StatusCode)
+	}
+
+	// The holder is killed: another node answers at the address.
+	old := cairntest.NodeByName(c, first)
+	start := time.Now()
+	old.Kill()
+	second := holder(func(self string) error {
+		if self == first {
+			return fmt.Errorf("still %s", self)
+		}
+		return nil
+	})
+	t.Logf("the cluster address moved from %s (killed) to %s in %s", first, second, time.Since(start).Round(10*time.Millisecond))
+	old.Start()
+	cairntest.WaitReady(t, old)
+	checkHolders(t, c, vip, second)
+
+	// The holder is cut off from the other two: it gives the address up
+	// as it loses its quorum, and one of them takes it.
+	cut := cairntest.NodeByName(c, second)
+	var rest []*harness.Node
+	for _, n := range c.Nodes {
+		if n != cut {
+			rest = append(rest, n)
+		}
+	}
+	start = time.Now()
+	c.Partition([]*harness.Node{cut}, rest)
+	third := holder(func(self string) error {
+		if self == second {
+			return fmt.Errorf("still %s", self)
+		}
+		return nil
+	})
+	t.Logf("the cluster address moved from %s (cut off) to %s in %s", second, third, time.Since(start).Round(10*time.Millisecond))
+	testutil.WaitFor(t, 15*time.Second, "one holder, "+third, func() error { return holders(c, vip, third) })
+	c.Heal()
+}
+
+// leaderName asks the cluster who leads.
+func leaderName(t *testing.T, a *cairntest.Client) string {
+	t.Helper()
+	var st struct {
+		Leader string `json:"leader"`
+	}
+	if err := a.Call("GET", "/api/v1/cluster", nil, 200, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Leader
+}
+
+// holders checks that exactly want has the address on an interface.
+func holders(c *harness.Cluster, vip, want string) error {
+	var have []string
+	for _, n := range c.Nodes {
+		out, err := n.Command("ip", "-4", "-o", "addr", "show").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("%s: %v %s", n.Name, err, out)
+		}
+		if strings.Contains(string(out), " "+vip+"/") {
+			have = append(have, n.Name)
+		}
+	}
+	if len(have) != 1 || have[0] != want {
+		return fmt.Errorf("the address is on %v, want %s alone", have, want)
+	}
+	return nil
+}
+
+func checkHolders(t *testing.T, c *harness.Cluster, vip, want string) {
+	t.Helper()
+	testutil.WaitFor(t, 15*time.Second, "one holder, "+want, func() error { return holders(c, vip, want) })
+}
