@@ -139,6 +139,17 @@ func buildReply(m *dhcpv4.DHCPv4, nw Network, ip netip.Addr, hostname string, dn
 		if mtu > 0 {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(mtu)}))
 		}
+		if len(nw.Routes) > 0 {
+			// A client that takes option 121 ignores option 3 (RFC 3442):
+			// the default route through the gateway goes in too.
+			routes := []*dhcpv4.Route{{Dest: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}, Router: gw}}
+			for _, r := range nw.Routes {
+				d, _ := netip.ParsePrefix(r.Destination)
+				nh, _ := netip.ParseAddr(r.Nexthop)
+				routes = append(routes, &dhcpv4.Route{Dest: &net.IPNet{IP: d.Addr().AsSlice(), Mask: net.CIDRMask(d.Bits(), 32)}, Router: nh.AsSlice()})
+			}
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptClasslessStaticRoute(routes...)))
+		}
 		resp, err = dhcpv4.NewReplyFromRequest(m, mods...)
 	}
 	if err != nil {

@@ -1,6 +1,7 @@
 package netfabric
 
 import (
+	"encoding/binary"
 	"net/netip"
 	"regexp"
 	"sort"
@@ -42,16 +43,99 @@ const (
 // It is also the payload of MsgCreateNetwork; the FSM fills in Gateway, VNI,
 // MTU and Version.
 type Network struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Project   string    `json:"project,omitempty"` // empty: the cluster's NAT network
-	CIDR      string    `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
-	Gateway   string    `json:"gateway"`           // first host of CIDR, on each node's bridge
-	DNS       []string  `json:"dns,omitempty"`     // handed out by DHCP; empty: the node's resolvers
-	VNI       uint32    `json:"vni,omitempty"`     // project networks: the VXLAN segment id
-	MTU       int       `json:"mtu,omitempty"`     // project networks: the guests' MTU
+	ID      string   `json:"id"`
+	Name    string   `json:"name"`
+	Project string   `json:"project,omitempty"` // empty: the cluster's NAT network
+	CIDR    string   `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
+	Gateway string   `json:"gateway"`           // first host of CIDR, on each node's bridge
+	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP; empty: the node's resolvers
+	VNI     uint32   `json:"vni,omitempty"`     // project networks: the VXLAN segment id
+	MTU     int      `json:"mtu,omitempty"`     // project networks: the guests' MTU
+	// Pools are the ranges ports' addresses are taken from (empty: every
+	// host address after the gateway); a fixed address may lie outside.
+	Pools []Pool `json:"pools,omitempty"`
+	// Routes are static routes DHCP hands out (option 121), beside the
+	// default route through the gateway.
+	Routes    []Route   `json:"routes,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"`
+}
+
+// Pool is an inclusive range of a network's addresses.
+type Pool struct {
+	Start string `json:"start"`
+	End   string `json:"end"`
+}
+
+// Route is a static route for the guests: Destination through Nexthop,
+// an address of the network.
+type Route struct {
+	Destination string `json:"destination"`
+	Nexthop     string `json:"nexthop"`
+}
+
+// maxPools and maxRoutes bound what a network may list: the routes must
+// fit a DHCP answer.
+const (
+	maxPools  = 16
+	maxRoutes = 16
+)
+
+// checkPoolsAndRoutes validates a project network's pools and routes
+// against its prefix, and returns them in canonical form.
+func checkPoolsAndRoutes(id string, p netip.Prefix, pools []Pool, routes []Route) ([]Pool, []Route, error) {
+	bad := func(format string, args ...any) ([]Pool, []Route, error) {
+		return nil, nil, consensus.Errorf(consensus.CodeInvalid, "network %s: "+format, append([]any{id}, args...)...)
+	}
+	if len(pools) > maxPools || len(routes) > maxRoutes {
+		return bad("at most %d allocation pools and %d routes", maxPools, maxRoutes)
+	}
+	first, last := hostRange(p)
+	var outP []Pool
+	type span struct{ a, b netip.Addr }
+	var spans []span
+	for _, pl := range pools {
+		a, err1 := netip.ParseAddr(pl.Start)
+		b, err2 := netip.ParseAddr(pl.End)
+		if err1 != nil || err2 != nil || !a.Is4() || !b.Is4() || b.Less(a) {
+			return bad("allocation pool %s-%s is not a range of IPv4 addresses", pl.Start, pl.End)
+		}
+		if a.Less(first) || last.Less(b) {
+			return bad("allocation pool %s-%s must lie within %s-%s (not the network, gateway or broadcast address)", a, b, first, last)
+		}
+		for _, o := range spans {
+			if !(b.Less(o.a) || o.b.Less(a)) {
+				return bad("allocation pools %s-%s and %s-%s overlap", a, b, o.a, o.b)
+			}
+		}
+		spans = append(spans, span{a, b})
+		outP = append(outP, Pool{Start: a.String(), End: b.String()})
+	}
+	var outR []Route
+	for _, r := range routes {
+		d, err := netip.ParsePrefix(r.Destination)
+		nh, err2 := netip.ParseAddr(r.Nexthop)
+		if err != nil || err2 != nil || !d.Addr().Is4() || !nh.Is4() || d != d.Masked() {
+			return bad("route %s via %s: give a canonical IPv4 destination and an IPv4 next hop", r.Destination, r.Nexthop)
+		}
+		if d.Bits() == 0 {
+			return bad("route %s: the default route is the gateway's", r.Destination)
+		}
+		if !p.Contains(nh) || nh == p.Addr() || nh == lastAddr(p) {
+			return bad("route %s: next hop %s is not a host of %s", d, nh, p)
+		}
+		outR = append(outR, Route{Destination: d.String(), Nexthop: nh.String()})
+	}
+	return outP, outR, nil
+}
+
+// lastAddr is a prefix's broadcast address.
+func lastAddr(p netip.Prefix) netip.Addr {
+	a := p.Addr().As4()
+	n := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], n)
+	return netip.AddrFrom4(b)
 }
 
 // IsOverlay tells whether the network is a project network, carried
@@ -177,6 +261,9 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if n.Name == DefaultNetworkID || generatedID.MatchString(n.Name) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q is reserved: choose another", n.Name)
 		}
+		if _, _, err := checkPoolsAndRoutes(n.ID, p, n.Pools, n.Routes); err != nil {
+			return nil, err
+		}
 		if len(n.DNS) > maxDNS {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: at most %d DNS servers, not %d", n.ID, maxDNS, len(n.DNS))
 		}
@@ -184,8 +271,8 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if _, err := identity.Limits(tx, n.Project); err != nil {
 			return nil, err
 		}
-	} else if n.VNI != 0 || n.MTU != 0 {
-		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment and an MTU", n.ID)
+	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment, an MTU, allocation pools and routes", n.ID)
 	}
 	gw := p.Addr().Next()
 	if n.Gateway != "" && n.Gateway != gw.String() {
@@ -212,6 +299,7 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	row.CIDR, row.Gateway, row.Version = p.String(), gw.String(), tx.Index
 	row.DNS = append([]string(nil), n.DNS...)
 	if n.IsOverlay() {
+		row.Pools, row.Routes, _ = checkPoolsAndRoutes(n.ID, p, n.Pools, n.Routes)
 		if row.MTU == 0 {
 			row.MTU = DefaultMTU
 		}

@@ -144,6 +144,48 @@ func TestProjectNetworks(t *testing.T) {
 		t.Fatalf("bound port: %+v", p)
 	}
 
+	// Allocation pools: ports take addresses from them, in order, until
+	// they run out; a fixed address outside them is still the owner's to
+	// ask for. Bad pools and routes are refused and change nothing.
+	pooled, err := f.network(t, netfabric.Network{ID: "pooled", Project: f.ward, CIDR: "10.80.0.0/24",
+		Pools:  []netfabric.Pool{{Start: "10.80.0.100", End: "10.80.0.101"}, {Start: "10.80.0.50", End: "10.80.0.50"}},
+		Routes: []netfabric.Route{{Destination: "10.90.0.0/16", Nexthop: "10.80.0.254"}}})
+	if err != nil || len(pooled.Pools) != 2 || len(pooled.Routes) != 1 {
+		t.Fatalf("a network with pools and routes: %+v %v", pooled, err)
+	}
+	var got []string
+	for i := range 3 {
+		got = append(got, f.port(t, netfabric.PortRequest{ID: fmt.Sprintf("pp%d", i), NetworkID: "pooled", Owner: "vm-p", Project: f.ward}).IP)
+	}
+	if fmt.Sprint(got) != "[10.80.0.100 10.80.0.101 10.80.0.50]" {
+		t.Fatalf("addresses from the pools: %v", got)
+	}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgCreatePort, netfabric.PortRequest{ID: "pp9", NetworkID: "pooled", Owner: "vm-p", Project: f.ward, CreatedAt: t0}, &out); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("a port past the pools: %v", err)
+	}
+	if p := f.port(t, netfabric.PortRequest{ID: "pfix", NetworkID: "pooled", Owner: "vm-p", Project: f.ward, IP: "10.80.0.7"}); p.IP != "10.80.0.7" {
+		t.Fatalf("a fixed address outside the pools: %+v", p)
+	}
+	n0 := len(netfabric.ListNetworks(f.node.Store().ReadTxn()))
+	for _, c := range []netfabric.Network{
+		{ID: "bp1", Project: f.ward, CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.1", End: "10.81.0.9"}}},   // the gateway
+		{ID: "bp2", Project: f.ward, CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.9", End: "10.81.0.255"}}}, // the broadcast
+		{ID: "bp3", Project: f.ward, CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.20", End: "10.81.0.10"}}}, // backwards
+		{ID: "bp4", Project: f.ward, CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.10", End: "10.81.0.20"}, {Start: "10.81.0.20", End: "10.81.0.30"}}},
+		{ID: "bp5", Project: f.ward, CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.82.0.10", End: "10.82.0.20"}}},
+		{ID: "bp6", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "10.90.0.0/16", Nexthop: "10.91.0.1"}}},
+		{ID: "bp7", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "0.0.0.0/0", Nexthop: "10.81.0.9"}}},
+		{ID: "bp8", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "10.90.0.1/16", Nexthop: "10.81.0.9"}}},
+		{ID: "bp9", CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.10", End: "10.81.0.20"}}}, // the NAT network has none
+	} {
+		if _, err := f.network(t, c); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			t.Errorf("network %s with pools %v and routes %v: %v, want invalid", c.ID, c.Pools, c.Routes, err)
+		}
+	}
+	if len(netfabric.ListNetworks(f.node.Store().ReadTxn())) != n0 {
+		t.Fatal("a refused network was created")
+	}
+
 	// A deleted network's segment id is not handed out again at once: a
 	// tap of its last VM, still being stopped, must never meet another
 	// network's traffic.
@@ -663,7 +705,8 @@ func TestSegmentDHCP(t *testing.T) {
 	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.77.0.0/24"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24", DNS: []string{"10.50.0.53"}}); err != nil {
+	if _, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24", DNS: []string{"10.50.0.53"},
+		Routes: []netfabric.Route{{Destination: "10.90.0.0/16", Nexthop: "10.50.0.254"}}}); err != nil {
 		t.Fatal(err)
 	}
 	wa := f.port(t, netfabric.PortRequest{ID: "ward-a", NetworkID: "ward-net", Owner: "wa", Project: f.ward, Node: "box1", Hostname: "ward-a"})
@@ -692,6 +735,12 @@ func TestSegmentDHCP(t *testing.T) {
 		if ack.YourIPAddr.String() != c.p.IP || ack.ServerIdentifier().String() != "10.50.0.1" || fmt.Sprint(ack.Router()) != "[10.50.0.1]" ||
 			mtu != 1450 || fmt.Sprint(ack.DNS()) != "[10.50.0.53]" || ack.SubnetMask().String() != "ffffff00" || ack.HostName() != c.p.Hostname {
 			t.Fatalf("%s: lease %s", c.p.ID, ack.Summary())
+		}
+		// The static route, and the default route beside it (a client
+		// that takes option 121 ignores option 3).
+		var routes dhcpv4.Routes
+		if err := routes.FromBytes(ack.Options.Get(dhcpv4.OptionClasslessStaticRoute)); err != nil || routes.String() != "route to 0.0.0.0/0 via 10.50.0.1; route to 10.90.0.0/16 via 10.50.0.254" {
+			t.Fatalf("%s: classless static routes %v (%v)", c.p.ID, routes, err)
 		}
 	}
 	// Each lease came from its port's own node alone (the DISCOVER

@@ -166,9 +166,18 @@ func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
 	for _, q := range portsOn(txn, nw.ID) {
 		used[q.Addr()] = true
 	}
-	for a := first; !last.Less(a); a = a.Next() {
-		if !used[a] {
-			return a, nil
+	ranges := [][2]netip.Addr{{first, last}}
+	if len(nw.Pools) > 0 {
+		ranges = ranges[:0]
+		for _, pl := range nw.Pools {
+			ranges = append(ranges, [2]netip.Addr{netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End)})
+		}
+	}
+	for _, r := range ranges {
+		for a := r[0]; !r[1].Less(a); a = a.Next() {
+			if !used[a] {
+				return a, nil
+			}
 		}
 	}
 	return netip.Addr{}, consensus.Errorf(consensus.CodeConflict, "port %s: network %s (%s) has no free addresses", p.ID, nw.ID, nw.CIDR)

@@ -38,6 +38,8 @@ type NetworkCreate struct {
 	CIDR    string   `json:"cidr"`              // IPv4, /16 to /29
 	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP
 	MTU     int      `json:"mtu,omitempty"`     // default 1450 (a 1500-byte underlay)
+	Pools   []Pool   `json:"pools,omitempty"`   // where VMs' addresses come from; default: all
+	Routes  []Route  `json:"routes,omitempty"`  // static routes handed out by DHCP
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -67,7 +69,8 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	if !nameRE.MatchString(req.Name) {
 		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
-	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU, CreatedAt: time.Now().UTC()}
+	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU,
+		Pools: req.Pools, Routes: req.Routes, CreatedAt: time.Now().UTC()}
 	var out Network
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
 		return nil, err

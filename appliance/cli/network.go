@@ -28,15 +28,32 @@ var networkCommands = map[string]command{
 			}, len(ns))
 		}
 	}},
-	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--project P]", help: "create a project network: a private layer 2 across the nodes with DHCP", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--project P]", help: "create a project network: a private layer 2 across the nodes with DHCP", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req netfabric.NetworkCreate
 		fs.StringVar(&req.CIDR, "cidr", "", "IPv4 subnet, /16 to /29, e.g. 10.50.0.0/24 (other projects may use the same)")
 		dns := fs.String("dns", "", "DNS servers DHCP hands out, comma-separated")
 		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes)")
 		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+		var pools, routes stringList
+		fs.Var(&pools, "pool", "an allocation pool START-END for VMs' addresses (repeatable; default: the whole subnet)")
+		fs.Var(&routes, "route", "a static route DEST,NEXTHOP handed out by DHCP (repeatable), e.g. 10.60.0.0/16,10.50.0.254")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "a network name"); err != nil {
 				return err
+			}
+			for _, p := range pools {
+				a, b, ok := strings.Cut(p, "-")
+				if !ok {
+					return usageError("--pool " + p + ": give START-END")
+				}
+				req.Pools = append(req.Pools, netfabric.Pool{Start: a, End: b})
+			}
+			for _, r := range routes {
+				d, nh, ok := strings.Cut(r, ",")
+				if !ok {
+					return usageError("--route " + r + ": give DEST,NEXTHOP")
+				}
+				req.Routes = append(req.Routes, netfabric.Route{Destination: d, Nexthop: nh})
 			}
 			if req.CIDR == "" {
 				return usageError("--cidr CIDR is required")
@@ -109,6 +126,14 @@ func printNetwork(e *env, n *netfabric.Network) error {
 		{"gateway", n.Gateway}, {"dns", strings.Join(n.DNS, ", ")}}
 	if n.IsOverlay() {
 		kv = append(kv, [2]string{"mtu", fmt.Sprint(n.MTU)}, [2]string{"segment", fmt.Sprintf("VXLAN %d", n.VNI)})
+		var ps, rs []string
+		for _, p := range n.Pools {
+			ps = append(ps, p.Start+"-"+p.End)
+		}
+		for _, r := range n.Routes {
+			rs = append(rs, r.Destination+" via "+r.Nexthop)
+		}
+		kv = append(kv, [2]string{"pools", strings.Join(ps, ", ")}, [2]string{"routes", strings.Join(rs, ", ")})
 	}
 	return e.printKV(n, kv)
 }

@@ -58,6 +58,13 @@ func TestCLINetworks(t *testing.T) {
 	if code != 0 || json.Unmarshal([]byte(out), &nw) != nil || nw.Project != pr.ID || nw.MTU != 1450 || nw.VNI == 0 || nw.DNS[0] != "10.50.0.53" {
 		t.Fatalf("network create -o json: %d\n%s", code, out)
 	}
+	if code, out := cairn(t, "", "network", "create", "lab", "--project", "ward", "--cidr", "10.60.0.0/24", "--pool", "10.60.0.100-10.60.0.199",
+		"--route", "10.90.0.0/16,10.60.0.254"); code != 0 || !strings.Contains(out, "10.60.0.100-10.60.0.199") || !strings.Contains(out, "10.90.0.0/16 via 10.60.0.254") {
+		t.Fatalf("network create with a pool and a route: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "create", "bad", "--project", "ward", "--cidr", "10.61.0.0/24", "--pool", "10.61.0.100"); code != 2 || !strings.Contains(out, "START-END") {
+		t.Fatalf("a pool that is not a range: %d %s", code, out)
+	}
 	if code, out := cairn(t, "", "network", "create", "more", "--project", "ward", "--cidr", "10.50.0.128/25"); code != 1 || !strings.Contains(out, "overlaps network") {
 		t.Fatalf("an overlapping subnet: %d %s", code, out)
 	}
