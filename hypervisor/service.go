@@ -222,7 +222,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 	}
 	if local {
 		var out VM
-		if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true}, &out); err != nil {
+		if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, PortsCharged: true}, &out); err != nil {
 			return nil, err
 		}
 		return &out, nil
@@ -263,7 +263,7 @@ func (s *Service) createWithBootVolume(ctx context.Context, p *identity.Principa
 	}
 	vm.Spec.BootVolume = vol.ID
 	var out VM
-	err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, BootVolumeOwned: true}, &out)
+	err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, BootVolumeOwned: true, PortsCharged: true}, &out)
 	if err == nil {
 		return &out, nil
 	}

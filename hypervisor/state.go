@@ -54,6 +54,9 @@ type createVMCmd struct {
 	// BootVolumeOwned: the boot volume was made for this VM and is
 	// deleted with it.
 	BootVolumeOwned bool `json:"boot_volume_owned,omitempty"`
+	// PortsCharged: the VM's ports count in its project's ports quota
+	// (commands proposed before they were counted replay as they applied).
+	PortsCharged bool `json:"ports_charged,omitempty"`
 }
 
 type placeVMCmd struct {
@@ -259,7 +262,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 		}
 	}
 	for i, n := range vm.NICs {
-		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, Project: vm.ProjectID, CreatedAt: vm.CreatedAt})
+		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, Project: vm.ProjectID, Charge: c.PortsCharged, CreatedAt: vm.CreatedAt})
 		if err != nil {
 			return nil, err
 		}

@@ -576,8 +576,11 @@ func TestVMOnProjectNetworks(t *testing.T) {
 		vm.NICs[1].Network != "default" || vm.NICs[1].MTU != 0 {
 		t.Fatalf("NICs: %+v", vm.NICs)
 	}
-	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(ports) != 2 || ports[0].Project != ward.ID {
+	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(ports) != 2 || ports[0].Project != ward.ID || !ports[0].Charged {
 		t.Fatalf("ports: %+v", ports)
+	}
+	if u := e.usage(t); u.Ports != 2 {
+		t.Fatalf("the project's ports in use: %d, want 2", u.Ports)
 	}
 	countVMs := func() int { l, _ := e.svc.ListVMs(e.admin, ""); return len(l) }
 	vms, ports := countVMs(), len(netfabric.AllPorts(e.node.Store().ReadTxn()))

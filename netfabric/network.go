@@ -56,7 +56,11 @@ type Network struct {
 	Pools []Pool `json:"pools,omitempty"`
 	// Routes are static routes DHCP hands out (option 121), beside the
 	// default route through the gateway.
-	Routes    []Route   `json:"routes,omitempty"`
+	Routes []Route `json:"routes,omitempty"`
+	// Charged: counted in the project's networks quota (the network
+	// service's creates are; the proposer decides, so a command written
+	// before networks were counted replays as it applied).
+	Charged   bool      `json:"charged,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"`
 }
@@ -309,8 +313,10 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if row.VNI, err = freeVNI(tx.Txn, n, tx.Index); err != nil {
 			return nil, err
 		}
-		if err := identity.Charge(tx, n.Project, identity.Resources{Networks: 1}); err != nil {
-			return nil, err
+		if n.Charged {
+			if err := identity.Charge(tx, n.Project, identity.Resources{Networks: 1}); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return &row, tx.Insert(tNetworks, &row)
@@ -356,10 +362,8 @@ func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 	if n := len(portsOn(tx.Txn, c.ID)); n > 0 {
 		return nil, consensus.Errorf(consensus.CodeConflict, "network %s still has %d ports", c.ID, n)
 	}
-	if cur.IsOverlay() {
-		if err := identity.Charge(tx, cur.Project, identity.Resources{Networks: -1}); err != nil {
-			return nil, err
-		}
+	if err := refund(tx, cur.Charged, cur.Project, identity.Resources{Networks: -1}); err != nil {
+		return nil, err
 	}
 	return nil, tx.Delete(tNetworks, cur)
 }

@@ -23,6 +23,7 @@ type Port struct {
 	IP        string `json:"ip"`                 // unique within the network
 	Hostname  string `json:"hostname,omitempty"` // DHCP option 12
 	Project   string `json:"project,omitempty"`  // the project whose VM has it
+	Charged   bool   `json:"charged,omitempty"`  // counted in the project's ports quota
 	// Node is where the port's VM runs (Neutron's binding host), empty
 	// while it runs nowhere: project networks' segments reach it there.
 	Node      string    `json:"node,omitempty"`
@@ -49,8 +50,12 @@ type PortRequest struct {
 	IP        string `json:"ip,omitempty"` // a fixed address; empty: the lowest free one
 	// Project is the project asking: a project network takes ports of its
 	// own project only. The NAT network takes any.
-	Project   string    `json:"project,omitempty"`
-	Node      string    `json:"node,omitempty"`
+	Project string `json:"project,omitempty"`
+	Node    string `json:"node,omitempty"`
+	// Charge counts the port in its project's ports quota. The proposer
+	// decides, so a command written before ports were counted replays as
+	// it applied.
+	Charge    bool      `json:"charge,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 }
 
@@ -119,15 +124,17 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 	if err != nil {
 		return nil, err
 	}
-	// A project's ports count against its quota, on any network (ports
-	// allocated before ports carried their project count for none).
-	if p.Project != "" {
+	// A project's ports count against its quota, on any network.
+	if p.Charge {
+		if p.Project == "" {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: a charged port needs a project", p.ID)
+		}
 		if err := identity.Charge(tx, p.Project, identity.Resources{Ports: 1}); err != nil {
 			return nil, err
 		}
 	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
-		Hostname: p.Hostname, Project: p.Project, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
+		Hostname: p.Hostname, Project: p.Project, Charged: p.Charge, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
 	return row, tx.Insert(tPorts, row)
 }
 
@@ -202,10 +209,8 @@ func ReleasePorts(tx *consensus.Tx, owner string) error {
 		if err := tx.Delete(tPorts, &p); err != nil {
 			return err
 		}
-		if p.Project != "" {
-			if err := identity.Charge(tx, p.Project, identity.Resources{Ports: -1}); err != nil {
-				return err
-			}
+		if err := refund(tx, p.Charged, p.Project, identity.Resources{Ports: -1}); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -266,4 +271,16 @@ func PortByMAC(txn *memdb.Txn, mac net.HardwareAddr) *Port {
 // GetPort returns the port with the given id, or nil.
 func GetPort(txn *memdb.Txn, id string) *Port {
 	return consensus.First[Port](txn, tPorts, "id", id)
+}
+
+// refund gives back what a row was charged, if it was; a project that is
+// gone has nothing to give back to, and must not block the removal.
+func refund(tx *consensus.Tx, charged bool, project string, delta identity.Resources) error {
+	if !charged || project == "" {
+		return nil
+	}
+	if err := identity.Charge(tx, project, delta); err != nil && consensus.ErrorCode(err) != consensus.CodeNotFound {
+		return err
+	}
+	return nil
 }

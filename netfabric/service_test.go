@@ -215,7 +215,7 @@ func TestNetworkQuotas(t *testing.T) {
 		t.Fatal("a refused network changed something")
 	}
 	port := func(id, owner string) error {
-		_, err := e.node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: id, NetworkID: nw.ID, Owner: owner, Project: e.ward, CreatedAt: t0}, nil)
+		_, err := e.node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: id, NetworkID: nw.ID, Owner: owner, Project: e.ward, Charge: true, CreatedAt: t0}, nil)
 		return err
 	}
 	if err := port("p1", "vm-1"); err != nil {
@@ -235,5 +235,28 @@ func TestNetworkQuotas(t *testing.T) {
 	}
 	if u := usage(); u.Networks != 0 || u.Ports != 0 {
 		t.Fatalf("usage after the port and network went: %+v", u)
+	}
+
+	// Rows made by commands that did not charge (written before networks
+	// and ports were counted) refund nothing when they go, and removing
+	// them works after their project is gone.
+	old := netfabric.Network{ID: "net-old", Name: "old", Project: e.lab, CIDR: "10.52.0.0/24", CreatedAt: t0}
+	if _, err := e.node.Apply(ctx, netfabric.MsgCreateNetwork, old, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "p-old", NetworkID: "net-old", Owner: "vm-old", Project: e.lab, CreatedAt: t0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if q, _ := e.id.GetQuota(e.admin, "lab"); q.Usage.Networks != 0 || q.Usage.Ports != 0 {
+		t.Fatalf("uncharged rows were charged: %+v", q.Usage)
+	}
+	if err := e.id.DeleteProject(ctx, e.admin, "lab", 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-old"}, nil); err != nil {
+		t.Fatalf("releasing a port of a project that is gone: %v", err)
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgDeleteNetwork, netfabric.DeleteNetworkCmd{ID: "net-old"}, nil); err != nil {
+		t.Fatalf("deleting a network of a project that is gone: %v", err)
 	}
 }

@@ -39,44 +39,65 @@ func ParseVIP(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-func (v *VIP) addr() *netlink.Addr {
-	return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(v.Prefix.Bits(), 32)}}
+// The address is added as a /32 (as keepalived does): no route of its
+// own, so the node's traffic keeps its own source address. It lives
+// vipLifetime unless renewed: the holder renews it every second, so a
+// holder killed while its box runs on loses it within seconds.
+const vipLifetime = 8
+
+func (v *VIP) addr(lifetime int) *netlink.Addr {
+	return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)},
+		ValidLft: lifetime, PreferedLft: lifetime}
 }
 
 // Hold takes the address until ctx ends (leadership is lost or the agent
-// stops), then gives it up.
+// stops), then gives it up. It keeps renewing the address, retrying what
+// fails, and announces it at once and then every ten seconds.
 func (v *VIP) Hold(ctx context.Context) {
-	link, err := netlink.LinkByName(v.Iface)
-	if err == nil {
-		err = netlink.AddrReplace(link, v.addr())
-	}
-	if err != nil {
-		v.Log.Error("cannot take the cluster address", "vip", v.Prefix, "interface", v.Iface, "err", err)
-		return
-	}
-	v.Log.Info("holding the cluster address", "vip", v.Prefix, "interface", v.Iface)
+	held, failing := false, false
 	defer func() {
+		if !held {
+			return
+		}
 		if err := v.Release(); err != nil {
 			v.Log.Error("give up the cluster address", "vip", v.Prefix, "err", err)
 		} else {
 			v.Log.Info("gave up the cluster address", "vip", v.Prefix)
 		}
 	}()
-	// Announced a few times: one may be lost, and a switch may still be
-	// learning the port.
-	for i := 0; ctx.Err() == nil; i++ {
-		if err := v.announce(link); err != nil {
-			v.Log.Warn("announce the cluster address", "vip", v.Prefix, "err", err)
+	for tick := 0; ctx.Err() == nil; tick++ {
+		link, err := netlink.LinkByName(v.Iface)
+		if err == nil {
+			err = netlink.AddrReplace(link, v.addr(vipLifetime))
 		}
-		if i == 2 {
-			break
+		switch {
+		case err != nil && !failing:
+			v.Log.Error("cannot take the cluster address; retrying", "vip", v.Prefix, "interface", v.Iface, "err", err)
+			failing = true
+		case err == nil:
+			if !held {
+				v.Log.Info("holding the cluster address", "vip", v.Prefix, "interface", v.Iface)
+				held, tick = true, 0
+			}
+			failing = false
+			// Three announcements at once (one may be lost, a switch may
+			// still be learning the port), then now and then, so caches
+			// that a killed holder's kernel confused come back.
+			if tick < 3 || tick%10 == 0 {
+				if err := v.announce(link); err != nil {
+					v.Log.Warn("announce the cluster address", "vip", v.Prefix, "err", err)
+				}
+			}
+		}
+		wait := time.Second
+		if held && tick < 3 {
+			wait = 500 * time.Millisecond
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
-	<-ctx.Done()
 }
 
 // Release removes the address if this node has it: at start, since a
@@ -86,7 +107,7 @@ func (v *VIP) Release() error {
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrDel(link, v.addr()); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
+	if err := netlink.AddrDel(link, v.addr(0)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil

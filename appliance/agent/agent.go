@@ -169,6 +169,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	s3Ln, err := a.listenS3()
 	if err != nil {
 		apiLn.Close()
+		if a.vipAPI != nil {
+			a.vipAPI.Close()
+		}
 		return fmt.Errorf("s3 server: %w", err)
 	}
 	errCh := make(chan error, 4)
@@ -200,6 +203,15 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("api server: %w", err)
 	}
 	a.log.Info("shutting down")
+	if a.vip != nil && a.node.IsLeader() {
+		// Hand leadership, and with it the cluster's address, to another
+		// node before the servers drain: the address answers throughout.
+		if r := a.node.Raft(); r != nil {
+			if err := r.LeadershipTransfer().Error(); err != nil {
+				a.log.Warn("hand over leadership before stopping", "err", err)
+			}
+		}
+	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := a.http.Shutdown(sctx); err != nil {
