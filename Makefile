@@ -24,7 +24,7 @@ FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./applianc
 	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x \
 	./storage/volume:FuzzReplicaRequest:100000x
 
-.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes clean
+.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network clean
 
 all: build
 
@@ -111,6 +111,10 @@ bench-compute:
 ## bench-volumes: a 3-replica volume over NBD beside a local raw file (fio: 4 KiB random QD1/QD32, 1 MiB sequential), and resync after a replica's outage
 bench-volumes:
 	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/volumes $(BENCH_ARGS)
+
+## bench-network: guest-to-guest TCP over a project network's VXLAN segment between two boxes (namespaces) beside a plain bridge
+bench-network:
+	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/network $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts
