@@ -114,7 +114,7 @@ bench-volumes:
 
 ## bench-network: guest-to-guest TCP over a project network's VXLAN segment between two boxes (namespaces) beside a plain bridge
 bench-network:
-	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/network $(BENCH_ARGS)
+	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/network $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts

@@ -125,6 +125,19 @@ func checkPoolsAndRoutes(id string, p netip.Prefix, pools []Pool, routes []Route
 		if d.Bits() == 0 {
 			return bad("route %s: the default route is the gateway's", r.Destination)
 		}
+		if d.Overlaps(p) {
+			return bad("route %s overlaps the network's own subnet %s", d, p)
+		}
+		for _, f := range forbidden {
+			if f.Overlaps(d) {
+				return bad("route %s overlaps reserved range %s", d, f)
+			}
+		}
+		for _, o := range outR {
+			if o.Destination == d.String() {
+				return bad("route %s is given twice", d)
+			}
+		}
 		if !p.Contains(nh) || nh == p.Addr() || nh == lastAddr(p) {
 			return bad("route %s: next hop %s is not a host of %s", d, nh, p)
 		}

@@ -177,6 +177,9 @@ func TestProjectNetworks(t *testing.T) {
 		{ID: "bp7", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "0.0.0.0/0", Nexthop: "10.81.0.9"}}},
 		{ID: "bp8", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "10.90.0.1/16", Nexthop: "10.81.0.9"}}},
 		{ID: "bp9", CIDR: "10.81.0.0/24", Pools: []netfabric.Pool{{Start: "10.81.0.10", End: "10.81.0.20"}}}, // the NAT network has none
+		{ID: "bpa", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "10.81.0.0/25", Nexthop: "10.81.0.9"}}},
+		{ID: "bpb", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "224.0.0.0/4", Nexthop: "10.81.0.9"}}},
+		{ID: "bpc", Project: f.ward, CIDR: "10.81.0.0/24", Routes: []netfabric.Route{{Destination: "10.90.0.0/16", Nexthop: "10.81.0.9"}, {Destination: "10.90.0.0/16", Nexthop: "10.81.0.8"}}},
 	} {
 		if _, err := f.network(t, c); consensus.ErrorCode(err) != consensus.CodeInvalid {
 			t.Errorf("network %s with pools %v and routes %v: %v, want invalid", c.ID, c.Pools, c.Routes, err)

@@ -41,9 +41,9 @@ func ParseVIP(s string) (netip.Prefix, error) {
 
 // The address is added as a /32 (as keepalived does): no route of its
 // own, so the node's traffic keeps its own source address. It lives
-// vipLifetime unless renewed: the holder renews it every second, so a
-// holder killed while its box runs on loses it within seconds.
-const vipLifetime = 8
+// vipLifetime seconds unless renewed: the holder renews it every second, so
+// a holder killed while its box runs on loses it within seconds.
+const vipLifetime = 3
 
 func (v *VIP) addr(lifetime int) *netlink.Addr {
 	return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)},
@@ -75,7 +75,9 @@ func (v *VIP) Hold(ctx context.Context) {
 			v.Log.Error("cannot take the cluster address; retrying", "vip", v.Prefix, "interface", v.Iface, "err", err)
 			failing = true
 		case err == nil:
-			if !held {
+			if !held || failing {
+				// Taken, or taken back after renewals failed (it may have
+				// lapsed meanwhile): announce it afresh.
 				v.Log.Info("holding the cluster address", "vip", v.Prefix, "interface", v.Iface)
 				held, tick = true, 0
 			}
@@ -107,8 +109,19 @@ func (v *VIP) Release() error {
 	if err != nil {
 		return err
 	}
-	if err := netlink.AddrDel(link, v.addr(0)); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
+	// Every copy, whatever its prefix length (an address is deleted only
+	// with the one it was added with).
+	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	if err != nil {
 		return err
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); !ok || ip.Unmap() != v.Prefix.Addr() {
+			continue
+		}
+		if err := netlink.AddrDel(link, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
 	}
 	return nil
 }

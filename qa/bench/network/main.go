@@ -17,13 +17,13 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"runtime"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -290,12 +290,13 @@ func overlay(filtered bool) (*testbed, error) {
 		}
 		if !filtered {
 			if err := in(b, func() error {
-				for _, t := range [][2]string{{"bridge", cfg.PortTable}, {"inet", cfg.GuardTable}} {
-					if out, err := exec.Command("nft", "delete", "table", t[0], t[1]).CombinedOutput(); err != nil {
-						return fmt.Errorf("nft delete table %s %s: %v %s", t[0], t[1], err, out)
-					}
+				c, err := nftables.New()
+				if err != nil {
+					return err
 				}
-				return nil
+				c.DelTable(&nftables.Table{Family: nftables.TableFamilyBridge, Name: cfg.PortTable})
+				c.DelTable(&nftables.Table{Family: nftables.TableFamilyINet, Name: cfg.GuardTable})
+				return c.Flush()
 			}); err != nil {
 				return tb, err
 			}
@@ -310,9 +311,11 @@ type staticPorts struct {
 	ports []netfabric.Port
 }
 
-func (s staticPorts) Lease(net.HardwareAddr) (netip.Addr, string, bool) { return netip.Addr{}, "", false }
-func (s staticPorts) Network() (netfabric.Network, bool)               { return s.nat, true }
-func (s staticPorts) Ports() []netfabric.Port                          { return s.ports }
+func (s staticPorts) Lease(net.HardwareAddr) (netip.Addr, string, bool) {
+	return netip.Addr{}, "", false
+}
+func (s staticPorts) Network() (netfabric.Network, bool) { return s.nat, true }
+func (s staticPorts) Ports() []netfabric.Port            { return s.ports }
 func (s staticPorts) PortByMAC(mac net.HardwareAddr) (netfabric.Port, bool) {
 	for _, p := range s.ports {
 		if p.MAC == mac.String() {
