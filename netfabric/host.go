@@ -22,6 +22,8 @@ type HostConfig struct {
 	// the VMs off the host's own ports (portsec.go); both are ours alone.
 	PortTable  string
 	GuardTable string
+	// SGTable (inet) holds project networks' security groups (sgtable.go).
+	SGTable string
 	// SegmentPrefix starts the names of project networks' bridges
 	// (prefix+"b"+VNI) and VXLAN devices (prefix+"x"+VNI), overlay.go.
 	SegmentPrefix string
@@ -48,6 +50,7 @@ func DefaultHostConfig() HostConfig {
 		NFTable:       "cairn_nat",
 		PortTable:     "cairn_ports",
 		GuardTable:    "cairn_guard",
+		SGTable:       "cairn_sg",
 		SegmentPrefix: "cn",
 		ResolvConf:    []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
 		Logger:        slog.Default(),
@@ -79,6 +82,9 @@ type Host struct {
 	log    *slog.Logger
 
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
+	// sgPrints are the fingerprints of the guarded ports' filters as last
+	// applied, by port id (psMu): a change forgets their connections.
+	sgPrints map[string]string
 
 	segSrv map[string]*segServer // by network id; h.mu
 
@@ -176,7 +182,8 @@ func (h *Host) Teardown() error {
 	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),
 		deleteNFTable(nftables.TableFamilyBridge, h.cfg.PortTable),
-		deleteNFTable(nftables.TableFamilyINet, h.cfg.GuardTable)}
+		deleteNFTable(nftables.TableFamilyINet, h.cfg.GuardTable),
+		deleteNFTable(nftables.TableFamilyINet, h.cfg.SGTable)}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tear down network host state: %w", err)
 	}

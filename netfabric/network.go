@@ -252,6 +252,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)
 	consensus.Handle(reg, MsgReleasePorts, "ReleasePorts", applyReleasePorts)
 	consensus.Handle(reg, MsgBindPorts, "BindPorts", applyBindPorts)
+	registerSecurityGroups(reg)
 }
 
 // applyCreateNetwork is idempotent for the same project and CIDR, so every
@@ -340,19 +341,27 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 // every replica, and an id freed by a deleted network comes back only
 // after millions of commands, so nothing left of the old network (a tap
 // of a VM being stopped) ever meets the new one.
+//
+// A segment's low 16 bits are also its conntrack zone on every node
+// (Zone), so they must be unique and not zero: two networks of different
+// projects may use the same addresses, and their connections must not
+// meet in one table.
 func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
-	used := map[uint32]string{}
+	used := map[uint16]string{}
 	for _, o := range ListNetworks(txn) {
 		if o.VNI != 0 {
-			used[o.VNI] = o.ID
+			used[uint16(o.VNI)] = o.ID
 		}
 	}
 	if n.VNI != 0 {
 		if n.VNI < minVNI || n.VNI > maxVNI {
 			return 0, consensus.Errorf(consensus.CodeInvalid, "network %s: VXLAN segment %d is outside %d-%d", n.ID, n.VNI, minVNI, maxVNI)
 		}
-		if o, ok := used[n.VNI]; ok {
-			return 0, consensus.Errorf(consensus.CodeConflict, "network %s: VXLAN segment %d is network %s's", n.ID, n.VNI, o)
+		if uint16(n.VNI) == 0 {
+			return 0, consensus.Errorf(consensus.CodeInvalid, "network %s: VXLAN segment %d is a multiple of 65536, which Cairn does not use", n.ID, n.VNI)
+		}
+		if o, ok := used[uint16(n.VNI)]; ok {
+			return 0, consensus.Errorf(consensus.CodeConflict, "network %s: VXLAN segment %d has the same low 16 bits (its conntrack zone) as network %s's", n.ID, n.VNI, o)
 		}
 		return n.VNI, nil
 	}
@@ -360,12 +369,19 @@ func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
 	start := uint32(index % span)
 	for i := uint32(0); i < span; i++ {
 		v := minVNI + (start+i)%span
-		if _, ok := used[v]; !ok {
+		if _, ok := used[uint16(v)]; !ok && uint16(v) != 0 {
 			return v, nil
+		}
+		if len(used) >= 1<<16-1 {
+			break
 		}
 	}
 	return 0, consensus.Errorf(consensus.CodeConflict, "network %s: no VXLAN segment id is free", n.ID)
 }
+
+// Zone is the network's conntrack zone on every node: its segment id's
+// low 16 bits (0, the host's own zone, for the cluster's network).
+func (n Network) Zone() uint16 { return uint16(n.VNI) }
 
 func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 	cur := GetNetwork(tx.Txn, c.ID)

@@ -142,7 +142,15 @@ func (r ruleset) String() string {
 	for _, s := range r.sets {
 		fmt.Fprintf(&b, "set %s: %s\n", s.set.Name, s.set.KeyType.Name)
 		for _, e := range s.elements {
-			fmt.Fprintf(&b, "  %s %s\n", showData(e.Key[:min(len(e.Key), 16)]), hexData(e.Key[min(len(e.Key), 16):]))
+			if !s.set.Interval {
+				fmt.Fprintf(&b, "  %s %s", showData(e.Key[:min(len(e.Key), 16)]), hexData(e.Key[min(len(e.Key), 16):]))
+			} else {
+				fmt.Fprintf(&b, "  %s - %s", hexData(e.Key), hexData(e.KeyEnd))
+			}
+			if len(e.Val) > 0 {
+				fmt.Fprintf(&b, " : %s", hexData(e.Val))
+			}
+			b.WriteString("\n")
 		}
 	}
 	for _, ch := range r.chains {

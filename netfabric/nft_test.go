@@ -43,3 +43,18 @@ func golden(t *testing.T, name, got string) {
 		t.Errorf("ruleset changed; if that is intended, run with -update.\n--- got\n%s--- want\n%s", got, want)
 	}
 }
+
+// The security groups' table for one open and one guarded port.
+func TestSGRulesetGolden(t *testing.T) {
+	a := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	f := PortFilter{Port: Port{ID: "srv"}, Zone: 4105,
+		In4: splitBoxes([]box{
+			{proto: [2]uint8{6, 6}, port: [2]uint16{8080, 8080}, addr: anyIPv4},
+			{proto: [2]uint8{0, 255}, port: [2]uint16{0, 65535}, addr: [2]netip.Addr{a("10.60.0.20"), a("10.60.0.20")}},
+		}),
+		Out4: splitBoxes([]box{{proto: [2]uint8{0, 255}, port: [2]uint16{0, 65535}, addr: anyIPv4}}),
+		In6:  splitBoxes([]box{{proto: [2]uint8{58, 58}, port: [2]uint16{128 << 8, 128<<8 | 0xff}, addr: [2]netip.Addr{a("fe80::"), a("febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff")}}}),
+	}
+	got := buildSGRuleset("cairn_sg", "cvm", []uint32{7}, []guardedPort{{ifindex: 9, filter: f}}, []zoneOf{{ifindex: 4, zone: 4105}}).String()
+	golden(t, "sg_ruleset.golden", got)
+}

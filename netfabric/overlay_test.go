@@ -474,7 +474,9 @@ func TestOverlayTwoBoxes(t *testing.T) {
 		Flags: netlink.NTF_SELF, HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IP{198, 18, 1, 1}}); err != nil {
 		t.Fatal(err)
 	}
-	addAddr(t, stranger, "evil", "10.50.0.50/24")
+	// As ward-b, whom ward-a's security group lets in: only the VXLAN
+	// guard can stop it.
+	addAddr(t, stranger, "evil", "10.50.0.11/24")
 	waMAC, _ := net.ParseMAC(wa.MAC)
 	if err := sh.NeighAdd(&netlink.Neigh{LinkIndex: el.Attrs().Index, State: netlink.NUD_PERMANENT, IP: net.IP{10, 50, 0, 10}, HardwareAddr: waMAC, Family: unix.AF_INET}); err != nil {
 		t.Fatal(err)
@@ -516,7 +518,7 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	_ = sh.LinkSetUp(el)
 	_ = sh.NeighAppend(&netlink.Neigh{LinkIndex: el.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP | netlink.NUD_PERMANENT,
 		Flags: netlink.NTF_SELF, HardwareAddr: net.HardwareAddr{0, 0, 0, 0, 0, 0}, IP: net.IP{198, 18, 1, 1}})
-	addAddr(t, stranger, "evil", "10.50.0.50/24")
+	addAddr(t, stranger, "evil", "10.50.0.11/24")
 	_ = sh.NeighAdd(&netlink.Neigh{LinkIndex: el.Attrs().Index, State: netlink.NUD_PERMANENT, IP: net.IP{10, 50, 0, 10}, HardwareAddr: waMAC, Family: unix.AF_INET})
 	sendUDP(stranger, "10.50.0.10:7003")
 	select {

@@ -3,6 +3,7 @@ package netfabric
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"net"
 	"net/netip"
 	"regexp"
@@ -26,9 +27,13 @@ type Port struct {
 	Charged   bool   `json:"charged,omitempty"`  // counted in the project's ports quota
 	// Node is where the port's VM runs (Neutron's binding host), empty
 	// while it runs nowhere: project networks' segments reach it there.
-	Node      string    `json:"node,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
-	Version   uint64    `json:"version"`
+	Node string `json:"node,omitempty"`
+	// SecurityGroups filter a project network's port (EffectiveGroups);
+	// AddressPairs are further addresses it may send as.
+	SecurityGroups []string      `json:"security_groups,omitempty"`
+	AddressPairs   []AddressPair `json:"allowed_address_pairs,omitempty"`
+	CreatedAt      time.Time     `json:"created_at"`
+	Version        uint64        `json:"version"`
 }
 
 // Addr returns the port's address.
@@ -55,8 +60,12 @@ type PortRequest struct {
 	// Charge counts the port in its project's ports quota. The proposer
 	// decides, so a command written before ports were counted replays as
 	// it applied.
-	Charge    bool      `json:"charge,omitempty"`
-	CreatedAt time.Time `json:"created_at"`
+	Charge bool `json:"charge,omitempty"`
+	// SecurityGroups are a project network's port's groups, at least one
+	// (the proposer names the project's default group when the user named
+	// none); the cluster's network takes none.
+	SecurityGroups []string  `json:"security_groups,omitempty"`
+	CreatedAt      time.Time `json:"created_at"`
 }
 
 // ReleasePortsCmd removes every port of an owner.
@@ -111,11 +120,20 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 	}
 	mac := MACFor(p.ID)
 	if p.MAC != "" {
-		m, err := net.ParseMAC(p.MAC)
-		if err != nil || len(m) != 6 || m[0]&1 != 0 || binary.BigEndian.Uint32(m[:4])|uint32(m[4])|uint32(m[5]) == 0 {
+		m, err := parseUnicastMAC(p.MAC)
+		if err != nil {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: %q is not a unicast Ethernet MAC", p.ID, p.MAC)
 		}
 		mac = m
+	}
+	var groups []string
+	if nw.IsOverlay() {
+		var err error
+		if groups, err = portGroups(tx, p.Project, p.SecurityGroups, p.CreatedAt); err != nil {
+			return nil, err
+		}
+	} else if len(p.SecurityGroups) > 0 {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: the cluster's network %s has no security groups", p.ID, nw.ID)
 	}
 	if other := consensus.First[Port](tx.Txn, tPorts, "mac", mac.String()); other != nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "port %s: MAC %s is taken by port %s", p.ID, mac, other.ID)
@@ -134,8 +152,17 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 		}
 	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
-		Hostname: p.Hostname, Project: p.Project, Charged: p.Charge, Node: p.Node, CreatedAt: p.CreatedAt, Version: tx.Index}
+		Hostname: p.Hostname, Project: p.Project, Charged: p.Charge, Node: p.Node, SecurityGroups: groups, CreatedAt: p.CreatedAt, Version: tx.Index}
 	return row, tx.Insert(tPorts, row)
+}
+
+// parseUnicastMAC parses a MAC a guest may have: 6 bytes, unicast, not zero.
+func parseUnicastMAC(s string) (net.HardwareAddr, error) {
+	m, err := net.ParseMAC(s)
+	if err != nil || len(m) != 6 || m[0]&1 != 0 || binary.BigEndian.Uint32(m[:4])|uint32(m[4])|uint32(m[5]) == 0 {
+		return nil, fmt.Errorf("%q is not a unicast Ethernet MAC", s)
+	}
+	return m, nil
 }
 
 // BindPorts records, inside the caller's transaction, that owner's ports

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -70,9 +71,10 @@ const (
 
 // securedPort is what the port table needs of one port on this node.
 type securedPort struct {
-	tap string
-	mac net.HardwareAddr
-	ip  netip.Addr // IPv4
+	tap   string
+	mac   net.HardwareAddr
+	ip    netip.Addr // IPv4
+	pairs []AddressPair
 }
 
 // Registers: nft's 32-bit registers start at 8 (NFT_REG32_00); a
@@ -99,10 +101,43 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	sort.Slice(ports, func(i, j int) bool { return ports[i].tap < ports[j].tap })
 	var macElems, ipElems []nftables.SetElement
 	for _, p := range ports {
-		ip4 := p.ip.As4()
-		macElems = append(macElems, nftables.SetElement{Key: append(append(ifname(p.tap), p.mac...), 0, 0)})
-		ipElems = append(ipElems, nftables.SetElement{Key: append(ifname(p.tap), ip4[:]...)})
+		macs, ips := []string{p.mac.String()}, []netip.Addr{p.ip}
+		for _, ap := range p.pairs {
+			if m, err := net.ParseMAC(ap.MAC); err == nil && !containsString(macs, m.String()) {
+				macs = append(macs, m.String())
+			}
+			if a, err := netip.ParseAddr(ap.IP); err == nil && a.Is4() && !slices.Contains(ips, a) {
+				ips = append(ips, a)
+			}
+		}
+		for _, m := range macs {
+			hw, _ := net.ParseMAC(m)
+			macElems = append(macElems, nftables.SetElement{Key: append(append(ifname(p.tap), hw...), 0, 0)})
+		}
+		for _, a := range ips {
+			ip4 := a.As4()
+			ipElems = append(ipElems, nftables.SetElement{Key: append(ifname(p.tap), ip4[:]...)})
+		}
 	}
+	// The bridge's forward hook, before br_netfilter's (priority 0):
+	// a frame for one of our taps carries the tap in its mark, where the
+	// security groups' inet forward chain finds it (sgtable.go).
+	fwd := &nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(-200), Policy: &accept}
+	// Likewise at the way in, for the security groups' prerouting chain:
+	// there the inet hooks see the bridge as the input, not the tap.
+	setMark := &expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}
+	markTapIn := func(ch *nftables.Chain, name, num expr.MetaKey, dir string) []*nftables.Rule {
+		return []*nftables.Rule{
+			newRule(t, ch, "meta mark set 0", []expr.Any{&expr.Immediate{Register: 1, Data: make([]byte, 4)}, setMark}),
+			newRule(t, ch, fmt.Sprintf("%sname %q meta mark set %s | 0x%x", dir, tapPrefix+"*", dir, uint32(markTap)), []expr.Any{
+				&expr.Meta{Key: name, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(tapPrefix)},
+				&expr.Meta{Key: num, Register: 1},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(^uint32(0)), Xor: binaryutil.NativeEndian.PutUint32(markTap)},
+				setMark}),
+		}
+	}
+	markRules := append(markTapIn(pre, expr.MetaKeyIIFNAME, expr.MetaKeyIIF, "iif"), markTapIn(fwd, expr.MetaKeyOIFNAME, expr.MetaKeyOIF, "oif")...)
 
 	etherType := func(et uint16) []expr.Any {
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
@@ -138,9 +173,9 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	zero4 := make([]byte, 4)
 	drop, acc := verdict(expr.VerdictDrop), verdict(expr.VerdictAccept)
 	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
-	return ruleset{table: t, chains: []*nftables.Chain{pre},
+	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd},
 		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}},
-		rules: []*nftables.Rule{
+		rules: append(markRules,
 			// A prefix compare: the name's first bytes, no NUL.
 			r(fmt.Sprintf("iifname != %q accept (not a guest's tap)", tapPrefix+"*"),
 				[]expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(tapPrefix)}}, acc),
@@ -161,7 +196,7 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 			r("ip6 saddr fe80::/10 accept", etherType(etherTypeIPv6), linkLocal, acc),
 			r("ip6 saddr :: accept (duplicate address detection)", etherType(etherTypeIPv6), field(nh, 8, 16, expr.CmpOpEq, make([]byte, 16)), acc),
 			r("drop (anything else a guest sends)", drop),
-		}}
+		)}
 }
 
 // buildGuardRuleset returns the inet table that keeps the VMs off the
@@ -237,41 +272,89 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 		}}
 }
 
-// securedPorts pairs this network's ports with their taps on this node
-// (the links named so: the ports of VMs on other nodes have none here).
-func (h *Host) securedPorts() ([]securedPort, error) {
-	links, err := linkList()
-	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
-	}
-	here := map[string]bool{}
-	for _, l := range links {
-		if h.ownsTap(l.Attrs().Name) {
-			here[l.Attrs().Name] = true
-		}
-	}
-	var out []securedPort
-	for _, p := range h.leases.Ports() {
-		mac, ip, tap := p.HardwareAddr(), p.Addr(), h.TapName(p.ID)
-		if !here[tap] || len(mac) != 6 || !ip.Is4() {
-			continue // not here, or not a port we can secure: its tap sends nothing
-		}
-		out = append(out, securedPort{tap: tap, mac: mac, ip: ip})
-	}
-	return out, nil
-}
-
-// applyPortSecurity rebuilds the port and guard tables from the ports in
-// the state whose taps exist.
+// applyPortSecurity rebuilds the guard, security-group and port tables
+// from the ports in the state whose taps exist. A port of a project
+// network is let send (port table) only once its security groups are in
+// place: until then, or if they cannot be, it sends nothing.
 func (h *Host) applyPortSecurity() error {
 	h.psMu.Lock()
 	defer h.psMu.Unlock()
 	// The guard first, and whatever becomes of the ports: it does not
 	// depend on them.
 	guard := buildGuardRuleset(h.cfg.GuardTable, h.cfg.Bridge, h.cfg.SegmentPrefix, h.segmentPeers()).apply()
-	ports, err := h.securedPorts()
-	if err == nil {
-		err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
+	links, err := linkList()
+	if err != nil {
+		return errors.Join(guard, fmt.Errorf("list links: %w", err))
 	}
-	return errors.Join(guard, err)
+	index := map[string]uint32{}
+	for _, l := range links {
+		if name := l.Attrs().Name; h.ownsTap(name) || h.ownsSegmentLink(name) {
+			index[name] = uint32(l.Attrs().Index)
+		}
+	}
+	h.segMu.Lock()
+	filters := map[string]PortFilter{}
+	var zones []zoneOf
+	for _, s := range h.segs {
+		for _, f := range s.Local {
+			filters[f.Port.ID] = f
+		}
+		if ix, ok := index[h.segmentBridge(s.Network.VNI)]; ok {
+			zones = append(zones, zoneOf{ifindex: ix, zone: s.Network.Zone()})
+		}
+	}
+	h.segMu.Unlock()
+	var brnf error
+	if len(filters) > 0 {
+		brnf = enableBridgeNetfilter()
+	}
+	nat, _ := h.leases.Network()
+	var open []uint32
+	var plain, guardedPorts []securedPort
+	var guarded []guardedPort
+	for _, p := range h.leases.Ports() {
+		mac, ip, tap := p.HardwareAddr(), p.Addr(), h.TapName(p.ID)
+		ix, here := index[tap]
+		if !here || len(mac) != 6 || !ip.Is4() {
+			continue // not here, or not a port we can secure: its tap sends nothing
+		}
+		sp := securedPort{tap: tap, mac: mac, ip: ip}
+		if p.NetworkID == nat.ID && nat.ID != "" {
+			open = append(open, ix)
+			plain = append(plain, sp)
+			continue
+		}
+		f, ok := filters[p.ID]
+		if !ok || brnf != nil {
+			continue // its security groups are not in place: it sends nothing
+		}
+		sp.pairs = p.AddressPairs
+		guarded = append(guarded, guardedPort{ifindex: ix, filter: f})
+		guardedPorts = append(guardedPorts, sp)
+	}
+	sg := buildSGRuleset(h.cfg.SGTable, h.cfg.TapPrefix, open, guarded, zones).apply()
+	ports := plain
+	if sg == nil {
+		ports = append(ports, guardedPorts...)
+	}
+	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
+	var forget error
+	if sg == nil {
+		// A port whose filter changed has its network's connections looked
+		// at again; at a start (nothing applied yet) none is.
+		changed := map[uint16]bool{}
+		prints := map[string]string{}
+		for _, g := range guarded {
+			fp := g.filter.Fingerprint()
+			prints[g.filter.Port.ID] = fp
+			if old, ok := h.sgPrints[g.filter.Port.ID]; ok && old != fp {
+				changed[g.filter.Zone] = true
+			}
+		}
+		if h.sgPrints != nil || len(prints) > 0 {
+			h.sgPrints = prints
+		}
+		forget = forgetConnections(changed)
+	}
+	return errors.Join(guard, brnf, sg, err, forget)
 }

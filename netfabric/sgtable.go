@@ -1,0 +1,263 @@
+package netfabric
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"sort"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Security groups on the host (HostConfig.SGTable, an inet table).
+//
+// A guest's frames are bridged, never routed, and this host kernel has no
+// connection tracking in the bridge family (nf_conntrack_bridge), so the
+// bridge hands IPv4 and IPv6 to the inet hooks (br_netfilter, with
+// bridge-nf-call-iptables and -ip6tables on) and the rules are stateful
+// there. The inet hooks see the segment's bridge as the input and output
+// interface, not the guest's tap, so the port table's bridge chains write
+// the tap into the packet's mark (its ifindex with the top bit set):
+// prerouting the tap it came from, forward the tap it goes to, each before
+// br_netfilter passes the packet on. Then:
+//
+//   - prerouting, priority raw: a segment's packets go into the network's
+//     conntrack zone (Network.Zone), by the bridge they came in on, so two
+//     projects' identical addresses never share a connection;
+//   - prerouting, after conntrack: a packet from a guarded tap that opens
+//     a connection must match its port's egress rules;
+//   - forward: a packet that opens a connection to a guarded tap must
+//     match that port's ingress rules.
+//
+// Replies to allowed connections pass; DHCP, DHCPv6, neighbour discovery
+// and MLD always do (as in Neutron); everything else a guarded port sends
+// or is sent is dropped, and so is anything to or from one of our taps
+// whose port is not known yet. The NAT network's taps are "open": no
+// security groups. Each port's rules are the elements of a few sets, so
+// the per-packet cost does not grow with the number of rules.
+
+// markTap is set in the mark of a frame from (prerouting) or to (forward)
+// one of our taps; the rest is the tap's ifindex.
+const markTap = 0x80000000
+
+// guardedPort is one port with security groups on this node.
+type guardedPort struct {
+	ifindex uint32
+	filter  PortFilter
+}
+
+// zoneOf puts one interface's packets in a conntrack zone.
+type zoneOf struct {
+	ifindex uint32
+	zone    uint16
+}
+
+// buildSGRuleset returns the security groups' table; pure, like the others.
+func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPort, zones []zoneOf) ruleset {
+	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
+	accept := nftables.ChainPolicyAccept
+	zoneCh := &nftables.Chain{Name: "zone", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept}
+	egress := &nftables.Chain{Name: "egress", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}
+	ingress := &nftables.Chain{Name: "ingress", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+
+	sort.Slice(open, func(i, j int) bool { return open[i] < open[j] })
+	sort.Slice(guarded, func(i, j int) bool { return guarded[i].ifindex < guarded[j].ifindex })
+	sort.Slice(zones, func(i, j int) bool { return zones[i].ifindex < zones[j].ifindex })
+	ne := binaryutil.NativeEndian.PutUint32
+	zoneType := nftables.TypeInteger
+	zoneType.Bytes = 2
+	var id uint32
+	set := func(name string, key nftables.SetDatatype, interval bool) *nftables.Set {
+		id++
+		return &nftables.Set{Table: t, Name: name, ID: id, KeyType: key, Interval: interval, Concatenation: interval}
+	}
+	openSet := set("open", nftables.TypeMark, false)
+	zoneMap := set("zones", nftables.TypeIFIndex, false)
+	zoneMap.IsMap, zoneMap.DataType = true, zoneType
+	four := nftables.TypeIPAddr
+	six := nftables.TypeIP6Addr
+	out4 := set("out4", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService, four), true)
+	out6 := set("out6", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService, six), true)
+	in4 := set("in4", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService, four), true)
+	in6 := set("in6", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeInetProto, nftables.TypeInetService, six), true)
+	out4all := set("out4_all", nftables.MustConcatSetType(nftables.TypeMark, four), true)
+	out6all := set("out6_all", nftables.MustConcatSetType(nftables.TypeMark, six), true)
+	in4all := set("in4_all", nftables.MustConcatSetType(nftables.TypeMark, four), true)
+	in6all := set("in6_all", nftables.MustConcatSetType(nftables.TypeMark, six), true)
+
+	var openE, zoneE []nftables.SetElement
+	for _, ix := range open {
+		openE = append(openE, nftables.SetElement{Key: ne(ix | markTap)})
+	}
+	for _, z := range zones {
+		zoneE = append(zoneE, nftables.SetElement{Key: ne(z.ifindex), Val: binaryutil.NativeEndian.PutUint16(z.zone)})
+	}
+	elems := map[*nftables.Set][]nftables.SetElement{}
+	pad := func(b []byte) []byte { return append(b, make([]byte, (4-len(b)%4)%4)...) }
+	for _, g := range guarded {
+		for _, dir := range []struct {
+			port        []byte
+			all, ported *nftables.Set
+			boxes       Boxes
+		}{
+			{ne(g.ifindex | markTap), out4all, out4, g.filter.Out4},
+			{ne(g.ifindex | markTap), out6all, out6, g.filter.Out6},
+			{ne(g.ifindex | markTap), in4all, in4, g.filter.In4},
+			{ne(g.ifindex | markTap), in6all, in6, g.filter.In6},
+		} {
+			for _, b := range dir.boxes.All {
+				lo := append(append([]byte(nil), dir.port...), b.addr[0].AsSlice()...)
+				hi := append(append([]byte(nil), dir.port...), b.addr[1].AsSlice()...)
+				elems[dir.all] = append(elems[dir.all], nftables.SetElement{Key: lo, KeyEnd: hi})
+			}
+			for _, b := range dir.boxes.Ported {
+				lo := append(append(append(append([]byte(nil), dir.port...), pad([]byte{b.proto[0]})...), pad(binaryutil.BigEndian.PutUint16(b.port[0]))...), b.addr[0].AsSlice()...)
+				hi := append(append(append(append([]byte(nil), dir.port...), pad([]byte{b.proto[1]})...), pad(binaryutil.BigEndian.PutUint16(b.port[1]))...), b.addr[1].AsSlice()...)
+				elems[dir.ported] = append(elems[dir.ported], nftables.SetElement{Key: lo, KeyEnd: hi})
+			}
+		}
+	}
+
+	const nh, th = expr.PayloadBaseNetworkHeader, expr.PayloadBaseTransportHeader
+	meta := func(k expr.MetaKey, reg uint32) expr.Any { return &expr.Meta{Key: k, Register: reg} }
+	cmp := func(op expr.CmpOp, data []byte) expr.Any { return &expr.Cmp{Op: op, Register: 1, Data: data} }
+	nfproto := func(v6 bool) []expr.Any {
+		p := byte(unix.NFPROTO_IPV4)
+		if v6 {
+			p = unix.NFPROTO_IPV6
+		}
+		return []expr.Any{meta(expr.MetaKeyNFPROTO, 1), cmp(expr.CmpOpEq, []byte{p})}
+	}
+	l4 := func(op expr.CmpOp, proto byte) []expr.Any {
+		return []expr.Any{meta(expr.MetaKeyL4PROTO, 1), cmp(op, []byte{proto})}
+	}
+	ctState := func(bits uint32) []expr.Any {
+		return []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(bits), Xor: make([]byte, 4)},
+			cmp(expr.CmpOpNeq, make([]byte, 4))}
+	}
+	// lookup builds key . [l4proto . th(off,2)] . addr into the registers
+	// from 8 on, and looks it up in s.
+	lookup := func(key expr.MetaKey, s *nftables.Set, thOff int, addrOff, addrLen uint32) []expr.Any {
+		e := []expr.Any{meta(key, regConcat)}
+		reg := uint32(regConcat + 1)
+		if thOff >= 0 {
+			e = append(e, meta(expr.MetaKeyL4PROTO, reg),
+				&expr.Payload{DestRegister: reg + 1, Base: th, Offset: uint32(thOff), Len: 2})
+			reg += 2
+		}
+		e = append(e, &expr.Payload{DestRegister: reg, Base: nh, Offset: addrOff, Len: addrLen},
+			&expr.Lookup{SourceRegister: regConcat, SetName: s.Name, SetID: s.ID})
+		return e
+	}
+	acc, drop := verdict(expr.VerdictAccept), verdict(expr.VerdictDrop)
+	var rules []*nftables.Rule
+	rule := func(ch *nftables.Chain, comment string, exprs ...[]expr.Any) {
+		rules = append(rules, newRule(t, ch, comment, exprs...))
+	}
+	rule(zoneCh, "ct zone set iif map @zones",
+		[]expr.Any{meta(expr.MetaKeyIIF, 1), &expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: zoneMap.Name, SetID: zoneMap.ID},
+			&expr.Ct{Key: expr.CtKeyZONE, Register: 1, SourceRegister: true}})
+
+	// The checks both directions share, after "not ours".
+	common := func(ch *nftables.Chain) {
+		icmp6 := []expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 0, Len: 1}}
+		rule(ch, "icmpv6 type 130-137 accept (MLD, neighbour and router discovery)", nfproto(true), l4(expr.CmpOpEq, protoICMPv6),
+			icmp6, []expr.Any{&expr.Range{Op: expr.CmpOpEq, Register: 1, FromData: []byte{130}, ToData: []byte{137}}}, acc)
+		rule(ch, "icmpv6 type 143 accept (MLDv2 report)", nfproto(true), l4(expr.CmpOpEq, protoICMPv6), icmp6, []expr.Any{cmp(expr.CmpOpEq, []byte{143})}, acc)
+		rule(ch, "ct state established,related accept", ctReplies(), acc)
+		rule(ch, "ct state invalid drop", ctState(expr.CtStateBitINVALID), drop)
+	}
+	// sets checks one direction against the port's sets.
+	sets := func(ch *nftables.Chain, key expr.MetaKey, all4, all6, p4, p6 *nftables.Set, dir string, off4, off6 uint32) {
+		for _, v := range []struct {
+			v6        bool
+			all, port *nftables.Set
+			icmp      byte
+			off, n    uint32
+		}{{false, all4, p4, protoICMP, off4, 4}, {true, all6, p6, protoICMPv6, off6, 16}} {
+			rule(ch, fmt.Sprintf("%s . %s @%s accept", key2s(key), dir, v.all.Name), nfproto(v.v6), lookup(key, v.all, -1, v.off, v.n), acc)
+			rule(ch, fmt.Sprintf("meta l4proto %d %s . meta l4proto . icmp type,code . %s @%s accept", v.icmp, key2s(key), dir, v.port.Name),
+				nfproto(v.v6), l4(expr.CmpOpEq, v.icmp), lookup(key, v.port, 0, v.off, v.n), acc)
+			rule(ch, fmt.Sprintf("meta l4proto != %d %s . meta l4proto . th dport . %s @%s accept", v.icmp, key2s(key), dir, v.port.Name),
+				nfproto(v.v6), l4(expr.CmpOpNeq, v.icmp), lookup(key, v.port, 2, v.off, v.n), acc)
+		}
+	}
+
+	markBit := []expr.Any{meta(expr.MetaKeyMARK, 1),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(markTap), Xor: make([]byte, 4)},
+		cmp(expr.CmpOpEq, make([]byte, 4))}
+	isOpen := []expr.Any{meta(expr.MetaKeyMARK, 1), &expr.Lookup{SourceRegister: 1, SetName: openSet.Name, SetID: openSet.ID}}
+	rule(egress, "meta mark & 0x80000000 == 0 accept (not from a guest's tap)", markBit, acc)
+	rule(egress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
+	rule(egress, "udp dport 67 accept (DHCP)", nfproto(false), l4(expr.CmpOpEq, protoUDP),
+		[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 2, Len: 2}, cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(67))}, acc)
+	rule(egress, "udp dport 547 accept (DHCPv6)", nfproto(true), l4(expr.CmpOpEq, protoUDP),
+		[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 2, Len: 2}, cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(547))}, acc)
+	common(egress)
+	sets(egress, expr.MetaKeyMARK, out4all, out6all, out4, out6, "daddr", 16, 24)
+	rule(egress, "drop (a guarded port's traffic no rule allows, or a tap whose port is not known yet)", drop)
+
+	rule(ingress, "meta mark & 0x80000000 == 0 accept (not to a guest's tap)", markBit, acc)
+	rule(ingress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
+	common(ingress)
+	sets(ingress, expr.MetaKeyMARK, in4all, in6all, in4, in6, "saddr", 12, 8)
+	rule(ingress, "drop (what no rule of the receiving port allows)", drop)
+
+	rs := ruleset{table: t, chains: []*nftables.Chain{zoneCh, egress, ingress}, rules: rules,
+		sets: []setWithElements{{set: openSet, elements: openE}, {set: zoneMap, elements: zoneE}}}
+	for _, s := range []*nftables.Set{out4, out6, in4, in6, out4all, out6all, in4all, in6all} {
+		rs.sets = append(rs.sets, setWithElements{set: s, elements: elems[s]})
+	}
+	return rs
+}
+
+func key2s(expr.MetaKey) string { return "meta mark" }
+
+// enableBridgeNetfilter makes the bridge hand IPv4 and IPv6 to the inet
+// hooks in this network namespace, which security groups need.
+func enableBridgeNetfilter() error {
+	for _, k := range []string{"iptables", "ip6tables"} {
+		p := "/proc/sys/net/bridge/bridge-nf-call-" + k
+		b, err := os.ReadFile(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("security groups need the br_netfilter kernel module, which is not loaded")
+		}
+		if err == nil && len(b) > 0 && b[0] == '1' {
+			continue
+		}
+		if err := os.WriteFile(p, []byte("1\n"), 0o644); err != nil {
+			return fmt.Errorf("enable %s: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// zoneFilter matches conntrack entries of some zones.
+type zoneFilter map[uint16]bool
+
+func (z zoneFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool { return z[f.Zone] }
+
+// forgetConnections removes the connections tracked in zones, so that a
+// changed rule applies to them too: their next packets are looked at
+// afresh (TCP is picked up mid-stream) and pass only if a rule allows.
+func forgetConnections(zones map[uint16]bool) error {
+	if len(zones) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, zoneFilter(zones)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
