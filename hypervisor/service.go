@@ -77,6 +77,9 @@ type VMCreate struct {
 	// ID: its project's networks and the cluster's (default: the default
 	// network). The first gets the guest's default route by DHCP.
 	Networks []string `json:"networks,omitempty"`
+	// SecurityGroups (names or IDs) filter the NICs on project networks
+	// (default: the project's default group).
+	SecurityGroups []string `json:"security_groups,omitempty"`
 }
 
 // maxNICs is how many networks a VM joins at most.
@@ -109,7 +112,7 @@ func (s *Service) project(p *identity.Principal, ref string) (*identity.Project,
 // nics makes a new VM's NICs, one per network asked for (the default
 // network if none). The create command allocates their ports, checking
 // again that each network is the project's or the cluster's.
-func (s *Service) nics(ctx context.Context, vmID, projectID string, refs []string) ([]NIC, error) {
+func (s *Service) nics(ctx context.Context, vmID, projectID string, refs, groupRefs []string) ([]NIC, error) {
 	if len(refs) == 0 {
 		refs = []string{DefaultNetwork}
 	}
@@ -135,7 +138,29 @@ func (s *Service) nics(ctx context.Context, vmID, projectID string, refs []strin
 		}
 		seen[nw.ID] = true
 		id := fmt.Sprintf("%s-%d", vmID, i)
-		out = append(out, NIC{ID: id, Network: nw.ID, MAC: netfabric.MACFor(id).String(), MTU: nw.MTU})
+		nic := NIC{ID: id, Network: nw.ID, MAC: netfabric.MACFor(id).String(), MTU: nw.MTU}
+		if nw.IsOverlay() {
+			nic.SecurityGroups, err = netfabric.GroupIDs(s.c.Store().ReadTxn(), projectID, groupRefs)
+			if consensus.ErrorCode(err) == consensus.CodeNotFound {
+				if rerr := s.c.ConsistentRead(ctx); rerr != nil {
+					return nil, rerr
+				}
+				nic.SecurityGroups, err = netfabric.GroupIDs(s.c.Store().ReadTxn(), projectID, groupRefs)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, nic)
+	}
+	if len(groupRefs) > 0 {
+		hasOverlay := false
+		for _, n := range out {
+			hasOverlay = hasOverlay || len(n.SecurityGroups) > 0
+		}
+		if !hasOverlay {
+			return nil, invalid("security groups filter NICs on project networks; this VM has none")
+		}
 	}
 	return out, nil
 }
@@ -197,7 +222,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		firmware = "bios"
 	}
 	id := newID("vm")
-	nics, err := s.nics(ctx, id, pr.ID, req.Networks)
+	nics, err := s.nics(ctx, id, pr.ID, req.Networks, req.SecurityGroups)
 	if err != nil {
 		return deny(pr.ID, err)
 	}

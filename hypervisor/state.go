@@ -262,7 +262,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 		}
 	}
 	for i, n := range vm.NICs {
-		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, Project: vm.ProjectID, Charge: c.PortsCharged, CreatedAt: vm.CreatedAt})
+		p, err := netfabric.AllocatePort(tx, netfabric.PortRequest{ID: n.ID, NetworkID: n.Network, Owner: vm.ID, MAC: n.MAC, Hostname: vm.Spec.Hostname, Project: vm.ProjectID, Charge: c.PortsCharged, SecurityGroups: n.SecurityGroups, CreatedAt: vm.CreatedAt})
 		if err != nil {
 			return nil, err
 		}

@@ -576,26 +576,41 @@ func TestVMOnProjectNetworks(t *testing.T) {
 		vm.NICs[1].Network != "default" || vm.NICs[1].MTU != 0 {
 		t.Fatalf("NICs: %+v", vm.NICs)
 	}
-	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(ports) != 2 || ports[0].Project != ward.ID || !ports[0].Charged {
-		t.Fatalf("ports: %+v", ports)
+	if ports := netfabric.PortsOf(e.node.Store().ReadTxn(), vm.ID); len(ports) != 2 || ports[0].Project != ward.ID || !ports[0].Charged ||
+		fmt.Sprint(ports[0].SecurityGroups) != fmt.Sprint([]string{netfabric.DefaultGroupID(ward.ID)}) || len(ports[1].SecurityGroups) != 0 {
+		t.Fatalf("ports (the project network's in the default group, the cluster network's in none): %+v", ports)
 	}
-	if u := e.usage(t); u.Ports != 2 {
-		t.Fatalf("the project's ports in use: %d, want 2", u.Ports)
+	// Named groups: the project network's NIC is in them.
+	if _, err := e.node.Apply(ctx, netfabric.MsgCreateSecurityGroup, netfabric.SecurityGroup{ID: "sg-00000000000000a1", Name: "pacs-in", Project: ward.ID}, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm2, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "pacs2", Image: "guest", Flavor: "small", Stopped: true, Networks: []string{"imaging"}, SecurityGroups: []string{"pacs-in", "default"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := netfabric.PortsOf(e.node.Store().ReadTxn(), vm2.ID); len(p) != 1 || fmt.Sprint(p[0].SecurityGroups) != fmt.Sprint([]string{"sg-00000000000000a1", netfabric.DefaultGroupID(ward.ID)}) {
+		t.Fatalf("ports with named groups: %+v", p)
+	}
+	if u := e.usage(t); u.Ports != 3 {
+		t.Fatalf("the project's ports in use: %d, want 3", u.Ports)
 	}
 	countVMs := func() int { l, _ := e.svc.ListVMs(e.admin, ""); return len(l) }
 	vms, ports := countVMs(), len(netfabric.AllPorts(e.node.Store().ReadTxn()))
 	for _, c := range []struct {
-		nets []string
-		code string
+		nets   []string
+		groups []string
+		code   string
 	}{
-		{[]string{"lab-net"}, consensus.CodeNotFound},
-		{[]string{"net-lab"}, consensus.CodeNotFound},
-		{[]string{"nowhere"}, consensus.CodeNotFound},
-		{[]string{"imaging", "net-imaging"}, consensus.CodeInvalid},
-		{[]string{"default", "imaging", "default", "imaging", "default"}, consensus.CodeInvalid},
+		{[]string{"lab-net"}, nil, consensus.CodeNotFound},
+		{[]string{"net-lab"}, nil, consensus.CodeNotFound},
+		{[]string{"nowhere"}, nil, consensus.CodeNotFound},
+		{[]string{"imaging", "net-imaging"}, nil, consensus.CodeInvalid},
+		{[]string{"default", "imaging", "default", "imaging", "default"}, nil, consensus.CodeInvalid},
+		{[]string{"imaging"}, []string{"no-such-group"}, consensus.CodeNotFound},
+		{[]string{"default"}, []string{"pacs-in"}, consensus.CodeInvalid}, // no project network to filter
 	} {
-		if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "x", Image: "guest", Flavor: "small", Stopped: true, Networks: c.nets}); consensus.ErrorCode(err) != c.code {
-			t.Errorf("networks %v: %v, want %s", c.nets, err, c.code)
+		if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "x", Image: "guest", Flavor: "small", Stopped: true, Networks: c.nets, SecurityGroups: c.groups}); consensus.ErrorCode(err) != c.code {
+			t.Errorf("networks %v, groups %v: %v, want %s", c.nets, c.groups, err, c.code)
 		}
 	}
 	if countVMs() != vms || len(netfabric.AllPorts(e.node.Store().ReadTxn())) != ports {

@@ -74,6 +74,8 @@ type NIC struct {
 	MAC     string `json:"mac"`
 	IP      string `json:"ip"`
 	MTU     int    `json:"mtu,omitempty"` // a project network's; 0 on the cluster's (1500)
+	// SecurityGroups filter a project network's NIC (group IDs).
+	SecurityGroups []string `json:"security_groups,omitempty"`
 }
 
 // VMStatus is what the node observed.

@@ -161,6 +161,14 @@ var matrix = []grant{
 	{route: "GET /api/v1/networks/{network}", status: 200, allow: readers},
 	{route: "DELETE /api/v1/networks/{network}", path: "/api/v1/networks/{fresh-network}", status: 200, allow: members},
 	{route: "GET /api/v1/networks/{network}/ports", status: 200, allow: readers},
+	{route: "GET /api/v1/ports/{port}", status: 200, allow: readers},
+	{route: "PATCH /api/v1/ports/{port}", body: `{"security_groups":["default"]}`, status: 200, allow: members},
+	{route: "GET /api/v1/security-groups", status: 200, allow: users},
+	{route: "POST /api/v1/security-groups", body: `{"name":"made-{n}","project":"proj-a"}`, status: 201, allow: members},
+	{route: "GET /api/v1/security-groups/{group}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/security-groups/{group}", path: "/api/v1/security-groups/{fresh-group}", status: 200, allow: members},
+	{route: "POST /api/v1/security-groups/{group}/rules", body: `{"direction":"ingress","protocol":"tcp","port_min":{n}}`, status: 201, allow: members},
+	{route: "DELETE /api/v1/security-groups/{group}/rules/{rule}", path: "/api/v1/security-groups/{group}/rules/{fresh-rule}", status: 200, allow: members},
 
 	{route: "GET /api/v1/volumes", status: 200, allow: users},
 	{route: "POST /api/v1/volumes", body: `{"name":"made-{n}","size_gib":1,"project":"proj-a"}`, status: 503, allow: members},
@@ -292,10 +300,16 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 		"top": []volume.Replica{{ID: "vol-a-top", Node: nd.Node.Name(), Disk: ds[0].ID}}}, nil)
 	must(err)
 
-	_, err = networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: "net-a", Project: "proj-a", CIDR: "10.50.0.0/24"})
+	netA, err := networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: "net-a", Project: "proj-a", CIDR: "10.50.0.0/24"})
+	must(err)
+	_, err = networks.CreateSecurityGroup(ctx, f.mike, netfabric.SecurityGroupCreate{Name: "sg-a", Project: "proj-a"})
+	must(err)
+	var port netfabric.Port
+	_, err = nd.Node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "port-a", NetworkID: netA.ID, Owner: "vm-a", Project: a.ID,
+		SecurityGroups: []string{netfabric.DefaultGroupID(a.ID)}, CreatedAt: time.Now().UTC()}, &port)
 	must(err)
 	f.names = map[string]string{"network": "net-a", "project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
-		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a"}
+		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a", "group": "sg-a", "port": "port-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
 	}
@@ -351,6 +365,14 @@ func (f *matrixFixture) value(name string) string {
 		nw, err := f.networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a", CIDR: matrixCIDR(n)})
 		must(err)
 		return nw.ID
+	case "fresh-group":
+		g, err := f.networks.CreateSecurityGroup(ctx, f.mike, netfabric.SecurityGroupCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a"})
+		must(err)
+		return g.ID
+	case "fresh-rule":
+		g, err := f.networks.AddRule(ctx, f.mike, "sg-a", netfabric.Rule{Direction: "egress", Protocol: "udp", PortMin: int(n)})
+		must(err)
+		return g.Rules[len(g.Rules)-1].ID
 	case "fresh-flavor":
 		fl, err := f.node.ID.CreateFlavor(ctx, f.admin, identity.FlavorSpec{Name: fmt.Sprintf("fresh-%d", n), VCPUs: 1, RAMMiB: 512, DiskGiB: 1})
 		must(err)

@@ -43,5 +43,59 @@ func (s *Server) networkRoutes() []route {
 				ps, err := s.networks.ListPorts(r.Context(), p, r.PathValue("network"))
 				return ok(w, ps, 0, err)
 			}},
+		{Method: "GET", Path: v1 + "/ports/{port}", Summary: "A port of your projects' VMs: network, MAC, address, node, security groups", Tag: "networks",
+			Response: netfabric.Port{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				port, err := s.networks.GetPort(r.Context(), p, r.PathValue("port"))
+				return ok(w, port, 0, err)
+			}},
+		{Method: "PATCH", Path: v1 + "/ports/{port}", Summary: "Change a project network port's security groups or allowed address pairs (running VMs follow within a second)", Tag: "networks",
+			Request: netfabric.PortUpdate{}, Response: netfabric.Port{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body netfabric.PortUpdate
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				port, err := s.networks.UpdatePort(r.Context(), p, r.PathValue("port"), body)
+				return ok(w, port, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/security-groups", Summary: "Security groups of your projects (optionally of one), each project's default group included", Tag: "networks",
+			Response: []netfabric.SecurityGroup{}, Query: []string{"project"}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				gs, err := s.networks.ListSecurityGroups(p, r.URL.Query().Get("project"))
+				return ok(w, gs, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/security-groups", Summary: "Create a security group: stateful rules for the ports in it", Tag: "networks",
+			Request: netfabric.SecurityGroupCreate{}, Response: netfabric.SecurityGroup{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body netfabric.SecurityGroupCreate
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				g, err := s.networks.CreateSecurityGroup(r.Context(), p, body)
+				return created(w, g, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/security-groups/{group}", Summary: "A security group and its rules, by ID or name", Tag: "networks",
+			Response: netfabric.SecurityGroup{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				g, err := s.networks.GetSecurityGroup(r.Context(), p, r.PathValue("group"))
+				return ok(w, g, 0, err)
+			}},
+		{Method: "DELETE", Path: v1 + "/security-groups/{group}", Summary: "Delete a security group no port and no rule uses (not a project's default group)", Tag: "networks",
+			Response: netfabric.SecurityGroup{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				g, err := s.networks.DeleteSecurityGroup(r.Context(), p, r.PathValue("group"))
+				return ok(w, g, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/security-groups/{group}/rules", Summary: "Add a rule to a security group (running VMs follow within a second)", Tag: "networks",
+			Request: netfabric.Rule{}, Response: netfabric.SecurityGroup{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body netfabric.Rule
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				g, err := s.networks.AddRule(r.Context(), p, r.PathValue("group"), body)
+				return created(w, g, 0, err)
+			}},
+		{Method: "DELETE", Path: v1 + "/security-groups/{group}/rules/{rule}", Summary: "Delete a rule of a security group; connections it allowed are cut", Tag: "networks",
+			Response: netfabric.SecurityGroup{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				g, err := s.networks.DeleteRule(r.Context(), p, r.PathValue("group"), r.PathValue("rule"))
+				return ok(w, g, 0, err)
+			}},
 	}
 }

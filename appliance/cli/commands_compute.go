@@ -45,6 +45,7 @@ var computeCommands = map[string]command{
 			keyFile := fs.String("ssh-key", "", "file of OpenSSH public keys for the guest")
 			userData := fs.String("user-data", "", "cloud-init user-data file")
 			fs.Var((*stringList)(&req.Networks), "network", "a network for a NIC, in order (repeatable; default: the default network)")
+			fs.Var((*stringList)(&req.SecurityGroups), "security-group", "a security group for the NICs on project networks (repeatable; default: the project's default group)")
 			var disks gibList
 			fs.Var(&disks, "data-disk", "add a blank local scratch disk of this many GiB (repeatable; lost if the node is: use volumes for data)")
 			return func(e *env, args []string) error {

@@ -99,12 +99,210 @@ var networkCommands = map[string]command{
 			if err := get(e, "/api/v1/networks/"+url.PathEscape(*network)+"/ports", &ps); err != nil {
 				return err
 			}
-			return e.print(ps, []string{"ID", "MAC", "IP", "VM", "NODE"}, func(i int) []string {
+			return e.print(ps, []string{"ID", "MAC", "IP", "VM", "NODE", "SECURITY GROUPS"}, func(i int) []string {
 				p := ps[i]
-				return []string{p.ID, p.MAC, p.IP, p.Owner, p.Node}
+				return []string{p.ID, p.MAC, p.IP, p.Owner, p.Node, strings.Join(p.SecurityGroups, ",")}
 			}, len(ps))
 		}
 	}},
+	"port show": {usage: "PORT", help: "one port of your projects' VMs", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one port"); err != nil {
+			return err
+		}
+		var p netfabric.Port
+		if err := get(e, "/api/v1/ports/"+url.PathEscape(args[0]), &p); err != nil {
+			return err
+		}
+		return printPort(e, &p)
+	})},
+	"port set": {usage: "PORT [--security-group G]... [--no-security-group-change] [--allowed-address IP[,MAC]]... [--no-allowed-addresses]", help: "change a project network port's security groups or allowed address pairs (a running VM follows at once)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var groups, pairs stringList
+		fs.Var(&groups, "security-group", "the port's security groups, replacing its current ones (repeatable)")
+		fs.Var(&pairs, "allowed-address", "an address (and MAC) the port may also send as, e.g. for VRRP; replaces the current list (repeatable)")
+		noPairs := fs.Bool("no-allowed-addresses", false, "remove every allowed address pair")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one port"); err != nil {
+				return err
+			}
+			var req netfabric.PortUpdate
+			if len(groups) > 0 {
+				g := []string(groups)
+				req.SecurityGroups = &g
+			}
+			if len(pairs) > 0 || *noPairs {
+				aps := []netfabric.AddressPair{}
+				for _, s := range pairs {
+					ip, mac, _ := strings.Cut(s, ",")
+					aps = append(aps, netfabric.AddressPair{IP: ip, MAC: mac})
+				}
+				req.AddressPairs = &aps
+			}
+			if req.SecurityGroups == nil && req.AddressPairs == nil {
+				return usageError("nothing to change: give --security-group, --allowed-address or --no-allowed-addresses")
+			}
+			var p netfabric.Port
+			if err := send(e, "PATCH", "/api/v1/ports/"+url.PathEscape(args[0]), req, &p); err != nil {
+				return err
+			}
+			return printPort(e, &p)
+		}
+	}},
+	"security-group list": {usage: "[--project PROJECT]", help: "security groups of your projects, each project's default group included", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		project := fs.String("project", "", "only this project's groups")
+		return func(e *env, args []string) error {
+			path := "/api/v1/security-groups"
+			if *project != "" {
+				path += "?project=" + url.QueryEscape(*project)
+			}
+			var gs []netfabric.SecurityGroup
+			if err := get(e, path, &gs); err != nil {
+				return err
+			}
+			return e.print(gs, []string{"NAME", "RULES", "PROJECT", "ID"}, func(i int) []string {
+				g := gs[i]
+				return []string{g.Name, fmt.Sprint(len(g.Rules)), g.Project, g.ID}
+			}, len(gs))
+		}
+	}},
+	"security-group create": {usage: "NAME [--description TEXT] [--project P]", help: "create a security group (it allows nothing until rules are added)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var req netfabric.SecurityGroupCreate
+		fs.StringVar(&req.Description, "description", "", "what the group is for")
+		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a group name"); err != nil {
+				return err
+			}
+			req.Name = args[0]
+			var g netfabric.SecurityGroup
+			if err := send(e, "POST", "/api/v1/security-groups", req, &g); err != nil {
+				return err
+			}
+			return printGroup(e, &g)
+		}
+	}},
+	"security-group show": {usage: "GROUP", help: "a security group and its rules", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one group"); err != nil {
+			return err
+		}
+		var g netfabric.SecurityGroup
+		if err := get(e, "/api/v1/security-groups/"+url.PathEscape(args[0]), &g); err != nil {
+			return err
+		}
+		return printGroup(e, &g)
+	})},
+	"security-group delete": {usage: "GROUP", help: "delete a security group no port and no rule uses", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one group"); err != nil {
+			return err
+		}
+		var g netfabric.SecurityGroup
+		if err := send(e, "DELETE", "/api/v1/security-groups/"+url.PathEscape(args[0]), nil, &g); err != nil {
+			return err
+		}
+		return printGroup(e, &g)
+	})},
+	"security-group rule add": {usage: "GROUP --direction ingress|egress [--ethertype IPv4|IPv6] [--protocol P] [--port N[-M]] [--icmp-type T [--icmp-code C]] [--remote-cidr CIDR | --remote-group G]", help: "allow a kind of traffic into or out of the group's ports (running VMs follow at once)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var r netfabric.Rule
+		fs.StringVar(&r.Direction, "direction", "", "ingress (to the ports) or egress (from them)")
+		fs.StringVar(&r.EtherType, "ethertype", "IPv4", "IPv4 or IPv6")
+		fs.StringVar(&r.Protocol, "protocol", "", "tcp, udp, icmp, icmpv6, sctp, ... or a number (default: any)")
+		ports := fs.String("port", "", "destination port or range N-M (tcp, udp, sctp)")
+		icmpType := fs.Int("icmp-type", -1, "ICMP type (icmp, icmpv6)")
+		icmpCode := fs.Int("icmp-code", -1, "ICMP code (with --icmp-type)")
+		fs.StringVar(&r.RemoteCIDR, "remote-cidr", "", "the other end's addresses (default: anywhere)")
+		fs.StringVar(&r.RemoteGroup, "remote-group", "", "the other end: the ports of this group of the project")
+		fs.StringVar(&r.Description, "description", "", "what the rule is for")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one group"); err != nil {
+				return err
+			}
+			if r.Direction == "" {
+				return usageError("--direction ingress|egress is required")
+			}
+			if *ports != "" {
+				lo, hi, _ := strings.Cut(*ports, "-")
+				if _, err := fmt.Sscan(lo, &r.PortMin); err != nil {
+					return usageError("--port " + *ports + ": give N or N-M")
+				}
+				if hi != "" {
+					if _, err := fmt.Sscan(hi, &r.PortMax); err != nil {
+						return usageError("--port " + *ports + ": give N or N-M")
+					}
+				}
+			}
+			if *icmpType >= 0 {
+				r.ICMPType = icmpType
+			}
+			if *icmpCode >= 0 {
+				r.ICMPCode = icmpCode
+			}
+			var g netfabric.SecurityGroup
+			if err := send(e, "POST", "/api/v1/security-groups/"+url.PathEscape(args[0])+"/rules", r, &g); err != nil {
+				return err
+			}
+			return printGroup(e, &g)
+		}
+	}},
+	"security-group rule delete": {usage: "GROUP RULE", help: "delete a rule; the connections it allowed are cut", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 2, "a group and a rule ID"); err != nil {
+			return err
+		}
+		var g netfabric.SecurityGroup
+		if err := send(e, "DELETE", "/api/v1/security-groups/"+url.PathEscape(args[0])+"/rules/"+url.PathEscape(args[1]), nil, &g); err != nil {
+			return err
+		}
+		return printGroup(e, &g)
+	})},
+}
+
+func printPort(e *env, p *netfabric.Port) error {
+	var pairs []string
+	for _, ap := range p.AddressPairs {
+		pairs = append(pairs, strings.TrimSuffix(ap.IP+" "+ap.MAC, " "))
+	}
+	return e.printKV(p, [][2]string{{"id", p.ID}, {"network", p.NetworkID}, {"vm", p.Owner}, {"project", p.Project}, {"mac", p.MAC}, {"ip", p.IP},
+		{"node", p.Node}, {"security groups", strings.Join(p.SecurityGroups, ", ")}, {"allowed addresses", strings.Join(pairs, ", ")}})
+}
+
+// ruleText is a rule in one line, as people read a firewall.
+func ruleText(r netfabric.Rule) string {
+	proto := r.Protocol
+	if proto == "" {
+		proto = "any"
+	}
+	s := fmt.Sprintf("%s %s %s", r.Direction, r.EtherType, proto)
+	switch {
+	case r.PortMin > 0 && r.PortMax > r.PortMin:
+		s += fmt.Sprintf(" ports %d-%d", r.PortMin, r.PortMax)
+	case r.PortMin > 0:
+		s += fmt.Sprintf(" port %d", r.PortMin)
+	}
+	if r.ICMPType != nil {
+		s += fmt.Sprintf(" type %d", *r.ICMPType)
+		if r.ICMPCode != nil {
+			s += fmt.Sprintf(" code %d", *r.ICMPCode)
+		}
+	}
+	peer := "from"
+	if r.Direction == "egress" {
+		peer = "to"
+	}
+	switch {
+	case r.RemoteCIDR != "":
+		s += " " + peer + " " + r.RemoteCIDR
+	case r.RemoteGroup != "":
+		s += " " + peer + " group " + r.RemoteGroup
+	default:
+		s += " " + peer + " anywhere"
+	}
+	return s
+}
+
+func printGroup(e *env, g *netfabric.SecurityGroup) error {
+	kv := [][2]string{{"id", g.ID}, {"name", g.Name}, {"project", g.Project}, {"description", g.Description}}
+	for _, r := range g.Rules {
+		kv = append(kv, [2]string{"rule " + r.ID, ruleText(r)})
+	}
+	return e.printKV(g, kv)
 }
 
 func init() {

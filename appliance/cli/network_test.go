@@ -74,12 +74,56 @@ func TestCLINetworks(t *testing.T) {
 	if code, out := cairn(t, "", "network", "show", "imaging"); code != 0 || !strings.Contains(out, "VXLAN") || !strings.Contains(out, "10.50.0.1") {
 		t.Fatalf("network show: %d\n%s", code, out)
 	}
-	if _, err := nd.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "vm-1-0", NetworkID: nw.ID, Owner: "vm-1", Project: pr.ID, Node: "node1"}, nil); err != nil {
+	if _, err := nd.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "vm-1-0", NetworkID: nw.ID, Owner: "vm-1", Project: pr.ID, Node: "node1",
+		SecurityGroups: []string{netfabric.DefaultGroupID(pr.ID)}}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if code, out := cairn(t, "", "port", "list", "--network", "imaging"); code != 0 || !strings.Contains(out, "vm-1-0") || !strings.Contains(out, "10.50.0.2") || !strings.Contains(out, "node1") {
 		t.Fatalf("port list: %d\n%s", code, out)
 	}
+	// Security groups: a group, rules (and a bad one refused), a port put
+	// in it, a group in use kept, a rule deleted.
+	if code, out := cairn(t, "", "security-group", "create", "web", "--project", "ward", "--description", "the web tier"); code != 0 || !strings.Contains(out, "the web tier") {
+		t.Fatalf("security-group create: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "443", "--remote-cidr", "10.0.0.0/8"); code != 0 ||
+		!strings.Contains(out, "ingress IPv4 tcp port 443 from 10.0.0.0/8") {
+		t.Fatalf("rule add: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "rule", "add", "web", "--direction", "ingress", "--protocol", "tcp", "--port", "500-400"); code != 1 || !strings.Contains(out, "port range 500-400 is invalid") {
+		t.Fatalf("a backwards port range: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "rule", "add", "web", "--direction", "ingress", "--protocol", "icmp", "--icmp-type", "8", "--remote-group", "web"); code != 0 ||
+		!strings.Contains(out, "ingress IPv4 icmp type 8 from group sg-") {
+		t.Fatalf("rule add with a remote group: %d\n%s", code, out)
+	}
+	code, out = cairn(t, "", "security-group", "show", "web", "-o", "json")
+	var web netfabric.SecurityGroup
+	if code != 0 || json.Unmarshal([]byte(out), &web) != nil || len(web.Rules) != 2 || web.Rules[1].RemoteGroup != web.ID {
+		t.Fatalf("security-group show -o json: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "list", "--project", "ward"); code != 0 || !strings.Contains(out, "default") || !strings.Contains(out, "web") {
+		t.Fatalf("security-group list: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--security-group", "web", "--allowed-address", "10.50.0.200"); code != 0 || !strings.Contains(out, web.ID) || !strings.Contains(out, "10.50.0.200") {
+		t.Fatalf("port set: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--allowed-address", "10.99.0.1"); code != 1 || !strings.Contains(out, "not one IPv4 address in 10.50.0.0/24") {
+		t.Fatalf("an address pair outside the network: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "port", "show", "vm-1-0", "-o", "json"); code != 0 || !strings.Contains(out, `"allowed_address_pairs"`) {
+		t.Fatalf("port show: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "delete", "web"); code != 1 || !strings.Contains(out, "in use by port vm-1-0") {
+		t.Fatalf("delete a group in use: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "rule", "delete", "web", web.Rules[0].ID); code != 0 || strings.Contains(out, "port 443") {
+		t.Fatalf("rule delete: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "security-group", "delete", netfabric.DefaultGroupID(pr.ID)); code != 1 || !strings.Contains(out, "default security group cannot be deleted") {
+		t.Fatalf("delete the default group: %d %s", code, out)
+	}
+
 	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 1 || !strings.Contains(out, "still has 1 ports") {
 		t.Fatalf("delete with a port: %d %s", code, out)
 	}
