@@ -69,6 +69,9 @@ type LeaseSource interface {
 	Ports() []Port
 	// PortByMAC returns the port with this MAC, of any network.
 	PortByMAC(mac net.HardwareAddr) (Port, bool)
+	// Filters returns the security-group filters of those of the ports
+	// (by id) that are on project networks, as the state has them now.
+	Filters(ports []string) map[string]PortFilter
 }
 
 // Host reconciles one node's side of the VM network in the current network
@@ -216,6 +219,10 @@ func (l storeLeases) PortByMAC(mac net.HardwareAddr) (Port, bool) {
 		return *p, true
 	}
 	return Port{}, false
+}
+
+func (l storeLeases) Filters(ports []string) map[string]PortFilter {
+	return Filters(l.s.ReadTxn(), ports)
 }
 
 func (l storeLeases) Network() (Network, bool) {

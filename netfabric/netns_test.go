@@ -151,6 +151,9 @@ func (s *staticLeases) Ports() []netfabric.Port {
 	return append([]netfabric.Port(nil), s.ports...)
 }
 
+// Filters: the table's ports are all on the NAT network.
+func (s *staticLeases) Filters([]string) map[string]netfabric.PortFilter { return nil }
+
 func newLeases(nw netfabric.Network) *staticLeases {
 	return &staticLeases{nw: nw, byMAC: map[string]netip.Addr{}, byName: map[string]string{}}
 }

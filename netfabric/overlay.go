@@ -43,8 +43,6 @@ type Segment struct {
 	Peers []netip.Addr
 	// Remote are the ports on those nodes.
 	Remote []RemotePort
-	// Local are the filters of the ports on this node (security groups).
-	Local []PortFilter
 }
 
 // RemotePort is a port on another node: frames for its MAC go there.
@@ -63,21 +61,14 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 	}
 	var out []Segment
-	var members map[string][]netip.Addr
 	for _, nw := range ListNetworks(txn) {
 		ports := byNet[nw.ID]
 		if !nw.IsOverlay() || !hasPortOn(ports, node) {
 			continue
 		}
-		if members == nil {
-			members = groupMembers(txn)
-		}
 		s := Segment{Network: nw}
 		peers := map[netip.Addr]bool{}
 		for _, p := range ports {
-			if p.Node == node {
-				s.Local = append(s.Local, filterFor(txn, p, &nw, members))
-			}
 			if p.Node == "" || p.Node == node {
 				continue
 			}
@@ -189,7 +180,7 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 		}
 	}
 	errs = append(errs, h.attachTaps())
-	// The security groups of the segments as built now.
+	// The segments' bridges are in place now: their conntrack zones.
 	errs = append(errs, h.applyPortSecurity())
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("reconcile segments: %w", err)
@@ -461,7 +452,8 @@ func (h *Host) removeSegments() error {
 }
 
 // WatchSegments adds to ws what Segments reads (the networks and the
-// ports), so a caller can wait for a change that may move a segment.
+// ports), and the security groups, so a caller can wait for a change that
+// may move a segment or change a port's filter.
 func WatchSegments(txn *memdb.Txn, ws memdb.WatchSet) {
 	for _, table := range []string{tNetworks, tPorts, tSecGroups} {
 		if it, err := txn.Get(table, "id"); err == nil {

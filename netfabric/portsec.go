@@ -292,18 +292,24 @@ func (h *Host) applyPortSecurity() error {
 			index[name] = uint32(l.Attrs().Index)
 		}
 	}
-	h.segMu.Lock()
-	filters := map[string]PortFilter{}
-	var zones []zoneOf
-	for _, s := range h.segs {
-		for _, f := range s.Local {
-			filters[f.Port.ID] = f
-		}
-		if ix, ok := index[h.segmentBridge(s.Network.VNI)]; ok {
-			zones = append(zones, zoneOf{ifindex: ix, zone: s.Network.Zone()})
+	// The filters come from the state as it is now, whatever the
+	// segments' reconcile has got to: a port whose segment is not built
+	// yet is filtered all the same.
+	var here []string
+	for _, p := range h.leases.Ports() {
+		if _, ok := index[h.TapName(p.ID)]; ok {
+			here = append(here, p.ID)
 		}
 	}
-	h.segMu.Unlock()
+	filters := h.leases.Filters(here)
+	var zones []zoneOf
+	seen := map[uint32]bool{}
+	for _, f := range filters {
+		if ix, ok := index[h.segmentBridge(f.VNI)]; ok && !seen[ix] {
+			seen[ix] = true
+			zones = append(zones, zoneOf{ifindex: ix, zone: f.Zone})
+		}
+	}
 	var brnf error
 	if len(filters) > 0 {
 		brnf = enableBridgeNetfilter()
@@ -312,7 +318,7 @@ func (h *Host) applyPortSecurity() error {
 	var open []uint32
 	var plain, guardedPorts []securedPort
 	var guarded []guardedPort
-	for _, p := range h.leases.Ports() {
+	for _, p := range h.leases.Ports() { // (read again: the filters are at least as new)
 		mac, ip, tap := p.HardwareAddr(), p.Addr(), h.TapName(p.ID)
 		ix, here := index[tap]
 		if !here || len(mac) != 6 || !ip.Is4() {
@@ -326,7 +332,7 @@ func (h *Host) applyPortSecurity() error {
 		}
 		f, ok := filters[p.ID]
 		if !ok || brnf != nil {
-			continue // its security groups are not in place: it sends nothing
+			continue // its security groups are not known or cannot be enforced: it sends nothing
 		}
 		sp.pairs = p.AddressPairs
 		guarded = append(guarded, guardedPort{ifindex: ix, filter: f})

@@ -28,6 +28,7 @@ type box struct {
 // traffic each way, by IP version.
 type PortFilter struct {
 	Port Port
+	VNI  uint32 // its network's segment
 	Zone uint16 // its network's conntrack zone
 	// In4 and In6 are what may reach the port, by sender; Out4 and Out6
 	// what it may send, by receiver.
@@ -93,9 +94,31 @@ func groupMembers(txn *memdb.Txn) map[string][]netip.Addr {
 	return out
 }
 
+// Filters returns the filters of those of the ports (by id) that are on
+// project networks.
+func Filters(txn *memdb.Txn, ports []string) map[string]PortFilter {
+	out := map[string]PortFilter{}
+	var members map[string][]netip.Addr
+	for _, id := range ports {
+		p := GetPort(txn, id)
+		if p == nil {
+			continue
+		}
+		nw := GetNetwork(txn, p.NetworkID)
+		if nw == nil || !nw.IsOverlay() {
+			continue
+		}
+		if members == nil {
+			members = groupMembers(txn)
+		}
+		out[id] = filterFor(txn, *p, nw, members)
+	}
+	return out
+}
+
 // filterFor computes a port's filter from its groups' rules.
 func filterFor(txn *memdb.Txn, p Port, nw *Network, members map[string][]netip.Addr) PortFilter {
-	f := PortFilter{Port: p, Zone: nw.Zone()}
+	f := PortFilter{Port: p, VNI: nw.VNI, Zone: nw.Zone()}
 	var in4, out4, in6, out6 []box
 	for _, gid := range p.EffectiveGroups(nw) {
 		g := GetSecurityGroup(txn, gid)

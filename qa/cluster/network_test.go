@@ -55,10 +55,26 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// The probes below (10.50.0.248/29) reach the guests' port 8080
+	// through a security group; the default group lets in only its
+	// members.
+	probeIn := map[string]sgView{}
+	for _, project := range []string{"clinic", "lab"} {
+		var g sgView
+		if err := a.Call("POST", "/api/v1/security-groups", map[string]any{"name": "probe-in", "project": project,
+			"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.50.0.248/29"}}}, 201, &g); err != nil {
+			t.Fatal(err)
+		}
+		probeIn[project] = g
+	}
+	if err := a.Call("POST", "/api/v1/security-groups/"+probeIn["clinic"].ID+"/rules", map[string]any{"direction": "ingress", "protocol": "tcp", "port_min": 70000}, 400, nil); err != nil {
+		t.Fatal(err)
+	}
+
 	a2 := a.On(c.Node(2))
 	for _, name := range []string{"pacs1", "pacs2"} {
 		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny",
-			"group": "pacs", "local_disk": true, "networks": []string{"imaging"}}, 201, nil); err != nil {
+			"group": "pacs", "local_disk": true, "networks": []string{"imaging"}, "security_groups": []string{"default", "probe-in"}}, 201, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -119,10 +135,36 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 		t.Fatalf("pacs2 was unreachable across its node's agent restart: %v", fails)
 	}
 
+	// A rule change applies to the running guests: without probe-in's
+	// rule the probe is refused, with it back it gets through again.
+	rule := probeIn["clinic"].Rules[0]
+	start := time.Now()
+	if err := a.Call("DELETE", "/api/v1/security-groups/"+probeIn["clinic"].ID+"/rules/"+rule.ID, nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "pacs2 refuses the probe once probe-in's rule is gone", func() error {
+		if out, err := probeFrom(p1, vms["pacs2"].IP()); err == nil || strings.Contains(out, "hostname=") {
+			return fmt.Errorf("still answers: %q", out)
+		}
+		return nil
+	})
+	t.Logf("rule deleted: the probe was refused after %v", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	if err := a.Call("POST", "/api/v1/security-groups/"+probeIn["clinic"].ID+"/rules", map[string]any{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.50.0.248/29"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "pacs2 answers the probe again once the rule is back", func() error {
+		if out, err := probeFrom(p1, vms["pacs2"].IP()); err != nil || !strings.Contains(out, "hostname=pacs2") {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+	t.Logf("rule added: the probe got through after %v", time.Since(start).Round(time.Millisecond))
+
 	// lab-net's segments are carried where lab's VMs run: one on each node.
 	for _, name := range []string{"lab1", "lab2", "lab3"} {
 		if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "lab", "image": "guest", "flavor": "tiny",
-			"group": "lab", "local_disk": true, "networks": []string{"lab-net"}}, 201, nil); err != nil {
+			"group": "lab", "local_disk": true, "networks": []string{"lab-net"}, "security_groups": []string{"default", "probe-in"}}, 201, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -156,6 +198,14 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 			t.Fatalf("at %s (%s's address) lab's probe got %q, not one of lab's VMs", vms[name].IP(), name, out)
 		}
 	}
+}
+
+// sgView is what the tests read of a security group.
+type sgView struct {
+	ID    string `json:"id"`
+	Rules []struct {
+		ID string `json:"id"`
+	} `json:"rules"`
 }
 
 // listenIn answers every connection to addr in the probe's namespace
