@@ -116,10 +116,9 @@ func Filters(txn *memdb.Txn, ports []string) map[string]PortFilter {
 	return out
 }
 
-// filterFor computes a port's filter from its groups' rules.
+// filterFor computes a port's filter from its groups' rules in the state.
 func filterFor(txn *memdb.Txn, p Port, nw *Network, members map[string][]netip.Addr) PortFilter {
-	f := PortFilter{Port: p, VNI: nw.VNI, Zone: nw.Zone()}
-	var in4, out4, in6, out6 []box
+	var groups []SecurityGroup
 	for _, gid := range p.EffectiveGroups(nw) {
 		g := GetSecurityGroup(txn, gid)
 		if g == nil {
@@ -129,6 +128,17 @@ func filterFor(txn *memdb.Txn, p Port, nw *Network, members map[string][]netip.A
 			d := defaultGroup(p.Project, p.CreatedAt)
 			g = &d
 		}
+		groups = append(groups, *g)
+	}
+	return NewPortFilter(p, nw, groups, members)
+}
+
+// NewPortFilter returns what groups allow port p on network nw; members
+// are each group's ports' addresses, for rules with a remote group.
+func NewPortFilter(p Port, nw *Network, groups []SecurityGroup, members map[string][]netip.Addr) PortFilter {
+	f := PortFilter{Port: p, VNI: nw.VNI, Zone: nw.Zone()}
+	var in4, out4, in6, out6 []box
+	for _, g := range groups {
 		for _, r := range g.Rules {
 			bs := ruleBoxes(r, members[r.RemoteGroup])
 			switch {
@@ -145,6 +155,15 @@ func filterFor(txn *memdb.Txn, p Port, nw *Network, members map[string][]netip.A
 	}
 	f.In4, f.Out4, f.In6, f.Out6 = splitBoxes(in4), splitBoxes(out4), splitBoxes(in6), splitBoxes(out6)
 	return f
+}
+
+// Elements is how many set elements the filter takes.
+func (f PortFilter) Elements() int {
+	n := 0
+	for _, b := range []Boxes{f.In4, f.Out4, f.In6, f.Out6} {
+		n += len(b.All) + len(b.Ported)
+	}
+	return n
 }
 
 // ruleBoxes returns what one rule allows; members are its remote group's

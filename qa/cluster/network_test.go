@@ -136,30 +136,39 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 	}
 
 	// A rule change applies to the running guests: without probe-in's
-	// rule the probe is refused, with it back it gets through again.
+	// rule the probe is refused, with it back it gets through again. The
+	// time is from the API's answer to the start of the first probe that
+	// saw the change (each probe gives up after half a second).
 	rule := probeIn["clinic"].Rules[0]
-	start := time.Now()
+	until := func(what string, want bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for {
+			at := time.Since(start)
+			out, err := exec.Command("ip", "netns", "exec", p1.name, "timeout", "0.5", "bash", "-c", "exec 3<>/dev/tcp/"+vms["pacs2"].IP()+"/8080 && cat <&3").CombinedOutput()
+			if got := err == nil && strings.Contains(string(out), "hostname=pacs2"); got == want {
+				t.Logf("%s after %v", what, at.Round(time.Millisecond))
+				return at
+			}
+			if at > 30*time.Second {
+				t.Fatalf("%s: not after 30 s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
 	if err := a.Call("DELETE", "/api/v1/security-groups/"+probeIn["clinic"].ID+"/rules/"+rule.ID, nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "pacs2 refuses the probe once probe-in's rule is gone", func() error {
-		if out, err := probeFrom(p1, vms["pacs2"].IP()); err == nil || strings.Contains(out, "hostname=") {
-			return fmt.Errorf("still answers: %q", out)
-		}
-		return nil
-	})
-	t.Logf("rule deleted: the probe was refused after %v", time.Since(start).Round(time.Millisecond))
-	start = time.Now()
+	cut := until("rule deleted: pacs2 refuses the probe", false)
 	if err := a.Call("POST", "/api/v1/security-groups/"+probeIn["clinic"].ID+"/rules", map[string]any{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.50.0.248/29"}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 30*time.Second, "pacs2 answers the probe again once the rule is back", func() error {
-		if out, err := probeFrom(p1, vms["pacs2"].IP()); err != nil || !strings.Contains(out, "hostname=pacs2") {
-			return fmt.Errorf("%q %v", out, err)
-		}
-		return nil
-	})
-	t.Logf("rule added: the probe got through after %v", time.Since(start).Round(time.Millisecond))
+	back := until("rule added: pacs2 answers the probe again", true)
+	// The target (under a second) is bench-network's; here, with three
+	// nodes and their VMs on two cores, only a gross delay fails.
+	if cut > 5*time.Second || back > 5*time.Second {
+		t.Fatalf("rule changes took %v and %v to apply", cut, back)
+	}
 
 	// lab-net's segments are carried where lab's VMs run: one on each node.
 	for _, name := range []string{"lab1", "lab2", "lab3"} {
