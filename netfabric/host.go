@@ -85,9 +85,6 @@ type Host struct {
 	log    *slog.Logger
 
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
-	// sgPrints are the fingerprints of the guarded ports' filters as last
-	// applied, by port id (psMu): a change forgets their connections.
-	sgPrints map[string]string
 
 	segSrv map[string]*segServer // by network id; h.mu
 

@@ -57,6 +57,10 @@ type Network struct {
 	// Routes are static routes DHCP hands out (option 121), beside the
 	// default route through the gateway.
 	Routes []Route `json:"routes,omitempty"`
+	// CTZone is the network's conntrack zone (Zone), given by the FSM to a
+	// project network whose create command has AllocZone.
+	CTZone    uint16 `json:"ct_zone,omitempty"`
+	AllocZone bool   `json:"alloc_zone,omitempty"`
 	// Charged: counted in the project's networks quota (the network
 	// service's creates are; the proposer decides, so a command written
 	// before networks were counted replays as it applied).
@@ -327,6 +331,12 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if row.VNI, err = freeVNI(tx.Txn, n, tx.Index); err != nil {
 			return nil, err
 		}
+		row.CTZone, row.AllocZone = 0, false
+		if n.AllocZone {
+			if row.CTZone, err = freeZone(tx.Txn, tx.Index); err != nil {
+				return nil, err
+			}
+		}
 		if n.Charged {
 			if err := identity.Charge(tx, n.Project, identity.Resources{Networks: 1}); err != nil {
 				return nil, err
@@ -341,27 +351,19 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 // every replica, and an id freed by a deleted network comes back only
 // after millions of commands, so nothing left of the old network (a tap
 // of a VM being stopped) ever meets the new one.
-//
-// A segment's low 16 bits are also its conntrack zone on every node
-// (Zone), so they must be unique and not zero: two networks of different
-// projects may use the same addresses, and their connections must not
-// meet in one table.
 func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
-	used := map[uint16]string{}
+	used := map[uint32]string{}
 	for _, o := range ListNetworks(txn) {
 		if o.VNI != 0 {
-			used[uint16(o.VNI)] = o.ID
+			used[o.VNI] = o.ID
 		}
 	}
 	if n.VNI != 0 {
 		if n.VNI < minVNI || n.VNI > maxVNI {
 			return 0, consensus.Errorf(consensus.CodeInvalid, "network %s: VXLAN segment %d is outside %d-%d", n.ID, n.VNI, minVNI, maxVNI)
 		}
-		if uint16(n.VNI) == 0 {
-			return 0, consensus.Errorf(consensus.CodeInvalid, "network %s: VXLAN segment %d is a multiple of 65536, which Cairn does not use", n.ID, n.VNI)
-		}
-		if o, ok := used[uint16(n.VNI)]; ok {
-			return 0, consensus.Errorf(consensus.CodeConflict, "network %s: VXLAN segment %d has the same low 16 bits (its conntrack zone) as network %s's", n.ID, n.VNI, o)
+		if o, ok := used[n.VNI]; ok {
+			return 0, consensus.Errorf(consensus.CodeConflict, "network %s: VXLAN segment %d is network %s's", n.ID, n.VNI, o)
 		}
 		return n.VNI, nil
 	}
@@ -369,19 +371,47 @@ func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
 	start := uint32(index % span)
 	for i := uint32(0); i < span; i++ {
 		v := minVNI + (start+i)%span
-		if _, ok := used[uint16(v)]; !ok && uint16(v) != 0 {
+		if _, ok := used[v]; !ok {
 			return v, nil
-		}
-		if len(used) >= 1<<16-1 {
-			break
 		}
 	}
 	return 0, consensus.Errorf(consensus.CodeConflict, "network %s: no VXLAN segment id is free", n.ID)
 }
 
-// Zone is the network's conntrack zone on every node: its segment id's
-// low 16 bits (0, the host's own zone, for the cluster's network).
-func (n Network) Zone() uint16 { return uint16(n.VNI) }
+// Conntrack zones: a project network's connections are tracked in a zone
+// of their own on every node, since two projects may use the same
+// addresses. The FSM gives a network made by a command that asks
+// (Network.AllocZone, which the network service sets) the lowest free
+// zone from a point the log index gives, in 1-32767; a network made by an
+// earlier command has none recorded and uses 32768 + the low 15 bits of
+// its segment id, which two such networks may share.
+const maxAllocZone = 1<<15 - 1
+
+func freeZone(txn *memdb.Txn, index uint64) (uint16, error) {
+	used := map[uint16]bool{}
+	for _, o := range ListNetworks(txn) {
+		used[o.Zone()] = true
+	}
+	start := uint16(index % maxAllocZone)
+	for i := uint16(0); i < maxAllocZone; i++ {
+		if z := 1 + (start+i)%maxAllocZone; !used[z] {
+			return z, nil
+		}
+	}
+	return 0, consensus.Errorf(consensus.CodeConflict, "no conntrack zone is free: the cluster has %d project networks", maxAllocZone)
+}
+
+// Zone is the network's conntrack zone on every node (0, the host's own,
+// for the cluster's network).
+func (n Network) Zone() uint16 {
+	switch {
+	case !n.IsOverlay():
+		return 0
+	case n.CTZone != 0:
+		return n.CTZone
+	}
+	return 1<<15 | uint16(n.VNI&0x7fff)
+}
 
 func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 	cur := GetNetwork(tx.Txn, c.ID)

@@ -104,9 +104,18 @@ func (r ruleset) apply() error {
 	for _, ch := range r.chains {
 		c.AddChain(ch)
 	}
+	// A set's elements go in messages of a few hundred: one netlink message
+	// of a large set would be refused as too long. (Still one batch.)
+	const chunk = 256
 	for _, s := range r.sets {
-		if err := c.AddSet(s.set, s.elements); err != nil {
+		first := s.elements[:min(len(s.elements), chunk)]
+		if err := c.AddSet(s.set, first); err != nil {
 			return fmt.Errorf("nftables table %s: set %s: %w", r.table.Name, s.set.Name, err)
+		}
+		for rest := s.elements[len(first):]; len(rest) > 0; rest = rest[min(len(rest), chunk):] {
+			if err := c.SetAddElements(s.set, rest[:min(len(rest), chunk)]); err != nil {
+				return fmt.Errorf("nftables table %s: set %s: %w", r.table.Name, s.set.Name, err)
+			}
 		}
 	}
 	for _, rule := range r.rules {

@@ -65,16 +65,18 @@ const (
 	etherTypeIPv6 = 0x86dd
 
 	protoICMP   = 1
+	protoTCP    = 6
 	protoUDP    = 17
 	protoICMPv6 = 58
 )
 
 // securedPort is what the port table needs of one port on this node.
 type securedPort struct {
-	tap   string
-	mac   net.HardwareAddr
-	ip    netip.Addr // IPv4
-	pairs []AddressPair
+	tap     string
+	mac     net.HardwareAddr
+	ip      netip.Addr // IPv4
+	pairs   []AddressPair
+	guarded bool // by security groups
 }
 
 // Registers: nft's 32-bit registers start at 8 (NFT_REG32_00); a
@@ -99,8 +101,11 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	ips := &nftables.Set{Table: t, Name: "port_ips", ID: 2, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	sort.Slice(ports, func(i, j int) bool { return ports[i].tap < ports[j].tap })
-	var macElems, ipElems []nftables.SetElement
+	var macElems, ipElems, guardedElems []nftables.SetElement
 	for _, p := range ports {
+		if p.guarded {
+			guardedElems = append(guardedElems, nftables.SetElement{Key: ifname(p.tap)})
+		}
 		macs, ips := []string{p.mac.String()}, []netip.Addr{p.ip}
 		for _, ap := range p.pairs {
 			if m, err := net.ParseMAC(ap.MAC); err == nil && !containsString(macs, m.String()) {
@@ -172,9 +177,32 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	}
 	zero4 := make([]byte, 4)
 	drop, acc := verdict(expr.VerdictDrop), verdict(expr.VerdictAccept)
+	// Security groups fail closed: the inet chains mark what they have
+	// seen (markChecked), and after br_netfilter (priority 0) a guarded
+	// tap's IPv4 or IPv6 frame the inet hooks did not see is dropped, as
+	// when bridge-nf-call-iptables is turned off behind our back.
+	guardedSet := &nftables.Set{Table: t, Name: "guarded", ID: 3, KeyType: nftables.TypeIFName}
+	checkedIn := &nftables.Chain{Name: "checked_in", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(10), Policy: &accept}
+	checkedOut := &nftables.Chain{Name: "checked_out", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityRef(10), Policy: &accept}
+	unchecked := []expr.Any{&expr.Meta{Key: expr.MetaKeyMARK, Register: 1},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(markTap | markChecked), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(markTap | markChecked)}}
+	for _, c := range []struct {
+		ch  *nftables.Chain
+		key expr.MetaKey
+		dir string
+	}{{checkedIn, expr.MetaKeyIIFNAME, "iifname"}, {checkedOut, expr.MetaKeyOIFNAME, "oifname"}} {
+		for _, et := range []uint16{etherTypeIPv4, etherTypeIPv6} {
+			markRules = append(markRules, newRule(t, c.ch, fmt.Sprintf("%s @guarded ether type 0x%04x meta mark & 0x%x != 0x%[3]x drop (the security groups did not see it)", c.dir, et, uint32(markTap|markChecked)),
+				[]expr.Any{&expr.Meta{Key: c.key, Register: 1}, &expr.Lookup{SourceRegister: 1, SetName: guardedSet.Name, SetID: guardedSet.ID}},
+				etherType(et), unchecked, drop))
+		}
+	}
 	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
-	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd},
-		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}},
+	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd, checkedIn, checkedOut},
+		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}, {set: guardedSet, elements: guardedElems}},
 		rules: append(markRules,
 			// A prefix compare: the name's first bytes, no NUL.
 			r(fmt.Sprintf("iifname != %q accept (not a guest's tap)", tapPrefix+"*"),
@@ -318,6 +346,7 @@ func (h *Host) applyPortSecurity() error {
 	var open []uint32
 	var plain, guardedPorts []securedPort
 	var guarded []guardedPort
+	var budget []error
 	for _, p := range h.leases.Ports() { // (read again: the filters are at least as new)
 		mac, ip, tap := p.HardwareAddr(), p.Addr(), h.TapName(p.ID)
 		ix, here := index[tap]
@@ -334,7 +363,13 @@ func (h *Host) applyPortSecurity() error {
 		if !ok || brnf != nil {
 			continue // its security groups are not known or cannot be enforced: it sends nothing
 		}
-		sp.pairs = p.AddressPairs
+		if n := f.Elements(); n > maxPortElements {
+			// One port's rules must not cost every other port its filter
+			// (the table is applied whole): this one sends nothing.
+			budget = append(budget, fmt.Errorf("port %s: its security groups need %d filter entries, more than %d: it sends nothing", p.ID, n, maxPortElements))
+			continue
+		}
+		sp.pairs, sp.guarded = p.AddressPairs, true
 		guarded = append(guarded, guardedPort{ifindex: ix, filter: f})
 		guardedPorts = append(guardedPorts, sp)
 	}
@@ -344,23 +379,12 @@ func (h *Host) applyPortSecurity() error {
 		ports = append(ports, guardedPorts...)
 	}
 	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
-	var forget error
+	var sweep error
 	if sg == nil {
-		// A port whose filter changed has its network's connections looked
-		// at again; at a start (nothing applied yet) none is.
-		changed := map[uint16]bool{}
-		prints := map[string]string{}
-		for _, g := range guarded {
-			fp := g.filter.Fingerprint()
-			prints[g.filter.Port.ID] = fp
-			if old, ok := h.sgPrints[g.filter.Port.ID]; ok && old != fp {
-				changed[g.filter.Zone] = true
-			}
-		}
-		if h.sgPrints != nil || len(prints) > 0 {
-			h.sgPrints = prints
-		}
-		forget = forgetConnections(changed)
+		// Connections the filters no longer allow are forgotten, whatever
+		// changed them and whenever (this agent may be new): their next
+		// packets are judged afresh, and TCP is not picked up mid-stream.
+		sweep = sweepConnections(guarded)
 	}
-	return errors.Join(guard, brnf, sg, err, forget)
+	return errors.Join(append(budget, guard, brnf, sg, err, sweep)...)
 }

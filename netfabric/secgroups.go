@@ -52,6 +52,7 @@ const (
 	maxGroupsPerPort   = 8
 	maxGroupsInProject = 100
 	maxAddressPairs    = 10
+	maxGroupElements   = 10000 // a node's limit per port is maxPortElements
 )
 
 // DefaultGroupName is the name of every project's default group.
@@ -196,10 +197,14 @@ func SecurityGroupsOf(txn *memdb.Txn, project string) []SecurityGroup {
 // groupFor returns project's group id, making the default group if that
 // is the one named and it does not exist yet.
 func groupFor(tx *consensus.Tx, project, id string, at time.Time) (*SecurityGroup, error) {
-	if g := GetSecurityGroup(tx.Txn, id); g != nil && g.Project == project {
+	g := GetSecurityGroup(tx.Txn, id)
+	if g != nil && g.Project == project {
 		return g, nil
 	}
-	if project != "" && id == DefaultGroupID(project) {
+	if g == nil && project != "" && id == DefaultGroupID(project) {
+		if _, err := identity.Limits(tx, project); err != nil {
+			return nil, err // no such project
+		}
 		g := defaultGroup(project, at)
 		g.Version = tx.Index
 		return &g, tx.Insert(tSecGroups, &g)
@@ -217,6 +222,9 @@ func applyCreateSecurityGroup(tx *consensus.Tx, g *SecurityGroup) (any, error) {
 	}
 	if !groupIDRE.MatchString(g.ID) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "security group id %q is not of the form sg-<16 hex digits>", g.ID)
+	}
+	if strings.HasPrefix(g.Name, "sg-") {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "security group name %q: names starting sg- are reserved for IDs", g.Name)
 	}
 	if GetSecurityGroup(tx.Txn, g.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "security group %s already exists", g.ID)
@@ -450,6 +458,16 @@ func checkRules(tx *consensus.Tx, g *SecurityGroup, rules []Rule) ([]Rule, error
 		}
 		ids[n.ID] = true
 		out = append(out, n)
+	}
+	// What the rules cost on every port of the group, a remote group
+	// counted as one address: a group whose ranges cut each other into
+	// more pieces than a node will load is refused here, not on the nodes.
+	one := map[string][]netip.Addr{}
+	for _, r := range out {
+		one[r.RemoteGroup] = []netip.Addr{netip.IPv4Unspecified(), netip.IPv6Unspecified()}
+	}
+	if n := NewPortFilter(Port{}, &Network{}, []SecurityGroup{{Rules: out}}, one).Elements(); n > maxGroupElements {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "security group %s: its rules would take %d filter entries on each port, more than %d: use fewer overlapping port ranges or addresses", g.Name, n, maxGroupElements)
 	}
 	return out, nil
 }

@@ -70,7 +70,7 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU,
-		Pools: req.Pools, Routes: req.Routes, Charged: true, CreatedAt: time.Now().UTC()}
+		Pools: req.Pools, Routes: req.Routes, Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
 	var out Network
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
 		return nil, err

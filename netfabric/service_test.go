@@ -79,9 +79,14 @@ func TestNetworkService(t *testing.T) {
 	if nw.Project != e.ward || nw.VNI == 0 || nw.MTU != 1450 {
 		t.Fatalf("created %+v", nw)
 	}
-	// The same name and CIDR in another project are its own.
-	if _, err := e.svc.CreateNetwork(ctx, e.tech, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.50.0.0/24"}); err != nil {
+	// The same name and CIDR in another project are its own, with a
+	// conntrack zone of its own.
+	other, err := e.svc.CreateNetwork(ctx, e.tech, netfabric.NetworkCreate{Name: "imaging", CIDR: "10.50.0.0/24"})
+	if err != nil {
 		t.Fatalf("another project's network of the same name and CIDR: %v", err)
+	}
+	if nw.CTZone == 0 || other.CTZone == 0 || nw.Zone() == other.Zone() || nw.Zone() >= 1<<15 {
+		t.Fatalf("conntrack zones %d and %d", nw.Zone(), other.Zone())
 	}
 	count := func() int { return len(netfabric.ListNetworks(e.node.Store().ReadTxn())) }
 	before := count()

@@ -1,8 +1,6 @@
 package netfabric
 
 import (
-	"crypto/sha256"
-	"fmt"
 	"net/netip"
 	"sort"
 
@@ -27,9 +25,10 @@ type box struct {
 // PortFilter is what a node needs to filter one of its ports: the allowed
 // traffic each way, by IP version.
 type PortFilter struct {
-	Port Port
-	VNI  uint32 // its network's segment
-	Zone uint16 // its network's conntrack zone
+	Port    Port
+	VNI     uint32     // its network's segment
+	Zone    uint16     // its network's conntrack zone
+	Gateway netip.Addr // its network's gateway, a DHCP server
 	// In4 and In6 are what may reach the port, by sender; Out4 and Out6
 	// what it may send, by receiver.
 	In4, Out4, In6, Out6 Boxes
@@ -52,19 +51,6 @@ func splitBoxes(bs []box) Boxes {
 		}
 	}
 	return Boxes{All: disjoint(all), Ported: disjoint(rest)}
-}
-
-// Fingerprint identifies what the filter allows: when it changes, the
-// connections the old one let in are looked at again.
-func (f PortFilter) Fingerprint() string {
-	h := sha256.New()
-	for _, bs := range [][]box{f.In4.All, f.In4.Ported, f.Out4.All, f.Out4.Ported, f.In6.All, f.In6.Ported, f.Out6.All, f.Out6.Ported} {
-		fmt.Fprintf(h, "%d|", len(bs))
-		for _, b := range bs {
-			fmt.Fprintf(h, "%v %v %v %v;", b.proto, b.port, b.addr[0], b.addr[1])
-		}
-	}
-	return fmt.Sprintf("%x", h.Sum(nil)[:12])
 }
 
 var (
@@ -136,7 +122,7 @@ func filterFor(txn *memdb.Txn, p Port, nw *Network, members map[string][]netip.A
 // NewPortFilter returns what groups allow port p on network nw; members
 // are each group's ports' addresses, for rules with a remote group.
 func NewPortFilter(p Port, nw *Network, groups []SecurityGroup, members map[string][]netip.Addr) PortFilter {
-	f := PortFilter{Port: p, VNI: nw.VNI, Zone: nw.Zone()}
+	f := PortFilter{Port: p, VNI: nw.VNI, Zone: nw.Zone(), Gateway: nw.GatewayAddr()}
 	var in4, out4, in6, out6 []box
 	for _, g := range groups {
 		for _, r := range g.Rules {
@@ -155,6 +141,26 @@ func NewPortFilter(p Port, nw *Network, groups []SecurityGroup, members map[stri
 	}
 	f.In4, f.Out4, f.In6, f.Out6 = splitBoxes(in4), splitBoxes(out4), splitBoxes(in6), splitBoxes(out6)
 	return f
+}
+
+// In and Out are what may reach the port and what it may send, for IPv6
+// or IPv4.
+func (f *PortFilter) In(v6 bool) Boxes {
+	if v6 {
+		return f.In6
+	}
+	return f.In4
+}
+
+func (f *PortFilter) Out(v6 bool) Boxes {
+	if v6 {
+		return f.Out6
+	}
+	return f.Out4
+}
+
+func (b Boxes) allow(proto uint8, port uint16, addr netip.Addr) bool {
+	return matches(b.All, proto, port, addr) || matches(b.Ported, proto, port, addr)
 }
 
 // Elements is how many set elements the filter takes.

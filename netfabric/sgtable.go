@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"sort"
 
@@ -26,9 +27,10 @@ import (
 // prerouting the tap it came from, forward the tap it goes to, each before
 // br_netfilter passes the packet on. Then:
 //
-//   - prerouting, priority raw: a segment's packets go into the network's
-//     conntrack zone (Network.Zone), by the bridge they came in on, so two
-//     projects' identical addresses never share a connection;
+//   - prerouting, before defragmentation: a segment's packets go into the
+//     network's conntrack zone (Network.Zone), by the bridge they came in
+//     on, so two projects' identical addresses never share a connection,
+//     nor their fragments a reassembly;
 //   - prerouting, after conntrack: a packet from a guarded tap that opens
 //     a connection must match its port's egress rules;
 //   - forward: a packet that opens a connection to a guarded tap must
@@ -42,8 +44,17 @@ import (
 // the per-packet cost does not grow with the number of rules.
 
 // markTap is set in the mark of a frame from (prerouting) or to (forward)
-// one of our taps; the rest is the tap's ifindex.
-const markTap = 0x80000000
+// one of our taps; the rest is the tap's ifindex. markChecked is added by
+// the security groups' chains to such a frame they have seen.
+const (
+	markTap     = 0x80000000
+	markChecked = 0x40000000
+)
+
+// maxPortElements is what one port's filter may take in set elements
+// before the port is refused (it sends nothing) rather than risk the
+// table, and every other port's filter with it.
+const maxPortElements = 50000
 
 // guardedPort is one port with security groups on this node.
 type guardedPort struct {
@@ -61,8 +72,11 @@ type zoneOf struct {
 func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPort, zones []zoneOf) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyINet, Name: table}
 	accept := nftables.ChainPolicyAccept
+	// Before connection tracking's defragmentation (-400), which then
+	// reassembles each zone's fragments apart: a fragment from one project
+	// never completes another's packet.
 	zoneCh := &nftables.Chain{Name: "zone", Table: t, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRaw, Policy: &accept}
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(-450), Policy: &accept}
 	egress := &nftables.Chain{Name: "egress", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle, Policy: &accept}
 	ingress := &nftables.Chain{Name: "ingress", Table: t, Type: nftables.ChainTypeFilter,
@@ -80,6 +94,8 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 		return &nftables.Set{Table: t, Name: name, ID: id, KeyType: key, Interval: interval, Concatenation: interval}
 	}
 	openSet := set("open", nftables.TypeMark, false)
+	dhcpSet := set("dhcp", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIPAddr), false)
+	dhcpSet.Concatenation = true
 	zoneMap := set("zones", nftables.TypeIFIndex, false)
 	zoneMap.IsMap, zoneMap.DataType = true, zoneType
 	four := nftables.TypeIPAddr
@@ -93,25 +109,31 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	in4all := set("in4_all", nftables.MustConcatSetType(nftables.TypeMark, four), true)
 	in6all := set("in6_all", nftables.MustConcatSetType(nftables.TypeMark, six), true)
 
+	// The chains look ports up by their mark once they have marked the
+	// packet seen.
 	var openE, zoneE []nftables.SetElement
 	for _, ix := range open {
-		openE = append(openE, nftables.SetElement{Key: ne(ix | markTap)})
+		openE = append(openE, nftables.SetElement{Key: ne(ix | markTap | markChecked)})
 	}
 	for _, z := range zones {
 		zoneE = append(zoneE, nftables.SetElement{Key: ne(z.ifindex), Val: binaryutil.NativeEndian.PutUint16(z.zone)})
 	}
 	elems := map[*nftables.Set][]nftables.SetElement{}
 	pad := func(b []byte) []byte { return append(b, make([]byte, (4-len(b)%4)%4)...) }
+	var dhcpE []nftables.SetElement
 	for _, g := range guarded {
+		if gw := g.filter.Gateway; gw.Is4() {
+			dhcpE = append(dhcpE, nftables.SetElement{Key: append(ne(g.ifindex|markTap|markChecked), gw.AsSlice()...)})
+		}
 		for _, dir := range []struct {
 			port        []byte
 			all, ported *nftables.Set
 			boxes       Boxes
 		}{
-			{ne(g.ifindex | markTap), out4all, out4, g.filter.Out4},
-			{ne(g.ifindex | markTap), out6all, out6, g.filter.Out6},
-			{ne(g.ifindex | markTap), in4all, in4, g.filter.In4},
-			{ne(g.ifindex | markTap), in6all, in6, g.filter.In6},
+			{ne(g.ifindex | markTap | markChecked), out4all, out4, g.filter.Out4},
+			{ne(g.ifindex | markTap | markChecked), out6all, out6, g.filter.Out6},
+			{ne(g.ifindex | markTap | markChecked), in4all, in4, g.filter.In4},
+			{ne(g.ifindex | markTap | markChecked), in6all, in6, g.filter.In6},
 		} {
 			for _, b := range dir.boxes.All {
 				lo := append(append([]byte(nil), dir.port...), b.addr[0].AsSlice()...)
@@ -175,6 +197,13 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 		rule(ch, "icmpv6 type 143 accept (MLDv2 report)", nfproto(true), l4(expr.CmpOpEq, protoICMPv6), icmp6, []expr.Any{cmp(expr.CmpOpEq, []byte{143})}, acc)
 		rule(ch, "ct state established,related accept", ctReplies(), acc)
 		rule(ch, "ct state invalid drop", ctState(expr.CtStateBitINVALID), drop)
+		// A new TCP connection begins with a SYN: one whose tracking was
+		// removed because its rule went is not taken up again mid-stream
+		// (in either direction).
+		rule(ch, "tcp flags & (fin|syn|rst|ack) != syn drop (a new connection starts with a SYN)", l4(expr.CmpOpEq, protoTCP),
+			[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 13, Len: 1},
+				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
+				cmp(expr.CmpOpNeq, []byte{0x02})}, drop)
 	}
 	// sets checks one direction against the port's sets.
 	sets := func(ch *nftables.Chain, key expr.MetaKey, all4, all6, p4, p6 *nftables.Set, dir string, off4, off6 uint32) {
@@ -195,17 +224,32 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	markBit := []expr.Any{meta(expr.MetaKeyMARK, 1),
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(markTap), Xor: make([]byte, 4)},
 		cmp(expr.CmpOpEq, make([]byte, 4))}
+	notMarkBit := []expr.Any{meta(expr.MetaKeyMARK, 1),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(markTap), Xor: make([]byte, 4)},
+		cmp(expr.CmpOpNeq, make([]byte, 4))}
 	isOpen := []expr.Any{meta(expr.MetaKeyMARK, 1), &expr.Lookup{SourceRegister: 1, SetName: openSet.Name, SetID: openSet.ID}}
+	// Seen: the port table's check after br_netfilter lets it on.
+	seen := []expr.Any{meta(expr.MetaKeyMARK, 1),
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(^uint32(0)), Xor: ne(markChecked)},
+		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}}
+	rule(egress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(egress, "meta mark & 0x80000000 == 0 accept (not from a guest's tap)", markBit, acc)
 	rule(egress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
-	rule(egress, "udp dport 67 accept (DHCP)", nfproto(false), l4(expr.CmpOpEq, protoUDP),
-		[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 2, Len: 2}, cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(67))}, acc)
-	rule(egress, "udp dport 547 accept (DHCPv6)", nfproto(true), l4(expr.CmpOpEq, protoUDP),
-		[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 2, Len: 2}, cmp(expr.CmpOpEq, binaryutil.BigEndian.PutUint16(547))}, acc)
+	ports := func(sport, dport uint16) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 0, Len: 4}, cmp(expr.CmpOpEq, append(binaryutil.BigEndian.PutUint16(sport), binaryutil.BigEndian.PutUint16(dport)...))}
+	}
+	rule(egress, "udp sport 68 udp dport 67 ip daddr 255.255.255.255 accept (DHCP)", nfproto(false), l4(expr.CmpOpEq, protoUDP), ports(68, 67),
+		[]expr.Any{&expr.Payload{DestRegister: 1, Base: nh, Offset: 16, Len: 4}, cmp(expr.CmpOpEq, []byte{255, 255, 255, 255})}, acc)
+	rule(egress, "udp sport 68 udp dport 67 meta mark . ip daddr @dhcp accept (DHCP to the port's gateway)", nfproto(false), l4(expr.CmpOpEq, protoUDP), ports(68, 67),
+		[]expr.Any{meta(expr.MetaKeyMARK, regConcat), &expr.Payload{DestRegister: regConcat + 1, Base: nh, Offset: 16, Len: 4},
+			&expr.Lookup{SourceRegister: regConcat, SetName: dhcpSet.Name, SetID: dhcpSet.ID}}, acc)
+	rule(egress, "udp sport 546 udp dport 547 ip6 daddr ff02::1:2 accept (DHCPv6)", nfproto(true), l4(expr.CmpOpEq, protoUDP), ports(546, 547),
+		[]expr.Any{&expr.Payload{DestRegister: 1, Base: nh, Offset: 24, Len: 16}, cmp(expr.CmpOpEq, netip.MustParseAddr("ff02::1:2").AsSlice())}, acc)
 	common(egress)
 	sets(egress, expr.MetaKeyMARK, out4all, out6all, out4, out6, "daddr", 16, 24)
 	rule(egress, "drop (a guarded port's traffic no rule allows, or a tap whose port is not known yet)", drop)
 
+	rule(ingress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(ingress, "meta mark & 0x80000000 == 0 accept (not to a guest's tap)", markBit, acc)
 	rule(ingress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
 	common(ingress)
@@ -213,7 +257,7 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	rule(ingress, "drop (what no rule of the receiving port allows)", drop)
 
 	rs := ruleset{table: t, chains: []*nftables.Chain{zoneCh, egress, ingress}, rules: rules,
-		sets: []setWithElements{{set: openSet, elements: openE}, {set: zoneMap, elements: zoneE}}}
+		sets: []setWithElements{{set: openSet, elements: openE}, {set: dhcpSet, elements: dhcpE}, {set: zoneMap, elements: zoneE}}}
 	for _, s := range []*nftables.Set{out4, out6, in4, in6, out4all, out6all, in4all, in6all} {
 		rs.sets = append(rs.sets, setWithElements{set: s, elements: elems[s]})
 	}
@@ -241,22 +285,68 @@ func enableBridgeNetfilter() error {
 	return nil
 }
 
-// zoneFilter matches conntrack entries of some zones.
-type zoneFilter map[uint16]bool
+// sweeper picks the tracked connections of guarded ports that their
+// filters no longer allow, by their first packet: the sender's egress,
+// the receiver's ingress, for the ports on this node.
+type sweeper map[uint16]map[netip.Addr]*PortFilter
 
-func (z zoneFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool { return z[f.Zone] }
+func newSweeper(guarded []guardedPort) sweeper {
+	s := sweeper{}
+	for i := range guarded {
+		f := &guarded[i].filter
+		if s[f.Zone] == nil {
+			s[f.Zone] = map[netip.Addr]*PortFilter{}
+		}
+		s[f.Zone][f.Port.Addr()] = f
+		for _, ap := range f.Port.AddressPairs {
+			if a, err := netip.ParseAddr(ap.IP); err == nil {
+				s[f.Zone][a] = f
+			}
+		}
+	}
+	return s
+}
 
-// forgetConnections removes the connections tracked in zones, so that a
-// changed rule applies to them too: their next packets are looked at
-// afresh (TCP is picked up mid-stream) and pass only if a rule allows.
-func forgetConnections(zones map[uint16]bool) error {
-	if len(zones) == 0 {
+func (s sweeper) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	ports := s[fl.Zone]
+	if ports == nil {
+		return false
+	}
+	src, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+	dst, _ := netip.AddrFromSlice(fl.Forward.DstIP)
+	src, dst = src.Unmap(), dst.Unmap()
+	proto, port := fl.Forward.Protocol, fl.Forward.DstPort
+	if !hasPorts(int(proto)) {
+		port = 0
+		if isICMP(int(proto)) {
+			// Tracked ICMP is echo: the request's type, code 0.
+			port = 8 << 8
+			if proto == protoICMPv6 {
+				port = 128 << 8
+			}
+		}
+	}
+	v6 := dst.Is6()
+	if f := ports[src]; f != nil && !f.Out(v6).allow(proto, port, dst) {
+		return true
+	}
+	if f := ports[dst]; f != nil && !f.In(v6).allow(proto, port, src) {
+		return true
+	}
+	return false
+}
+
+// sweepConnections removes the tracked connections of the guarded ports
+// that their filters do not allow (any more).
+func sweepConnections(guarded []guardedPort) error {
+	if len(guarded) == 0 {
 		return nil
 	}
+	s := newSweeper(guarded)
 	var errs []error
 	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
-		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, zoneFilter(zones)); err != nil {
-			errs = append(errs, err)
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, s); err != nil {
+			errs = append(errs, fmt.Errorf("forget connections the security groups no longer allow: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -302,14 +302,14 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 
 	netA, err := networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: "net-a", Project: "proj-a", CIDR: "10.50.0.0/24"})
 	must(err)
-	_, err = networks.CreateSecurityGroup(ctx, f.mike, netfabric.SecurityGroupCreate{Name: "sg-a", Project: "proj-a"})
+	_, err = networks.CreateSecurityGroup(ctx, f.mike, netfabric.SecurityGroupCreate{Name: "group-a", Project: "proj-a"})
 	must(err)
 	var port netfabric.Port
 	_, err = nd.Node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "port-a", NetworkID: netA.ID, Owner: "vm-a", Project: a.ID,
 		SecurityGroups: []string{netfabric.DefaultGroupID(a.ID)}, CreatedAt: time.Now().UTC()}, &port)
 	must(err)
 	f.names = map[string]string{"network": "net-a", "project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
-		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a", "group": "sg-a", "port": "port-a"}
+		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a", "group": "group-a", "port": "port-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
 	}
@@ -370,7 +370,7 @@ func (f *matrixFixture) value(name string) string {
 		must(err)
 		return g.ID
 	case "fresh-rule":
-		g, err := f.networks.AddRule(ctx, f.mike, "sg-a", netfabric.Rule{Direction: "egress", Protocol: "udp", PortMin: int(n)})
+		g, err := f.networks.AddRule(ctx, f.mike, "group-a", netfabric.Rule{Direction: "egress", Protocol: "udp", PortMin: int(n)})
 		must(err)
 		return g.Rules[len(g.Rules)-1].ID
 	case "fresh-flavor":
