@@ -74,6 +74,7 @@ func newComputeEnv(t *testing.T) *env {
 	e := startCompute(t)
 	d := e.deps()
 	d.Compute, d.Images = e.compute, e.images
+	d.Networks = e.networksService()
 	e.serve(d)
 	return e
 }
@@ -337,3 +338,6 @@ func mustNotContain(t *testing.T, p page, bad ...string) {
 		}
 	}
 }
+
+// networksService is the network service over the env's node.
+func (e *env) networksService() *netfabric.Service { return netfabric.NewService(e.node, e.svc) }

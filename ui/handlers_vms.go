@@ -204,6 +204,7 @@ func (s *server) newVMData(v *view, f vmForm) newVMData {
 		d.Form.Project = writable[0].ID
 	}
 	d.VolumesOK = s.volumes != nil && s.volumes.CanPlace()
+	s.vmNetworks(v, &d)
 	return d
 }
 
@@ -226,11 +227,21 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request, v *view) {
 		Image: r.PostFormValue("image"), Flavor: r.PostFormValue("flavor"), SSHKeys: r.PostFormValue("ssh_keys"),
 		UserData: r.PostFormValue("user_data"), DataDisk: strings.TrimSpace(r.PostFormValue("data_disk_gib")),
 		BootDisk: r.PostFormValue("boot_disk"), BootSize: strings.TrimSpace(r.PostFormValue("boot_volume_gib"))}
+	if err := r.ParseForm(); err == nil && s.networks != nil && r.PostFormValue("networks_shown") != "" {
+		// The form had the network boxes (a form without them gets the
+		// default network): none ticked is a mistake to point out.
+		f.Networks, f.Groups = append([]string{}, r.PostForm["network"]...), r.PostForm["security_group"]
+	}
 	again := func(field, msg string) {
 		f.ErrField, f.Err = field, msg
 		s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
 	}
-	req := hypervisor.VMCreate{Name: f.Name, Project: f.Project, Image: f.Image, Flavor: f.Flavor, UserData: f.UserData}
+	req := hypervisor.VMCreate{Name: f.Name, Project: f.Project, Image: f.Image, Flavor: f.Flavor, UserData: f.UserData,
+		Networks: f.Networks, SecurityGroups: f.Groups}
+	if f.Networks != nil && len(f.Networks) == 0 {
+		again("networks", v.T("vmnew.networks_none"))
+		return
+	}
 	for _, line := range strings.Split(f.SSHKeys, "\n") {
 		if k := strings.TrimSpace(line); k != "" {
 			req.SSHKeys = append(req.SSHKeys, k)

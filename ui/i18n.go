@@ -26,6 +26,8 @@ func catalogs() map[string]map[string]string {
 	en, zh := catalogEN(), catalogZH()
 	maps.Copy(en, volumesEN())
 	maps.Copy(zh, volumesZH())
+	maps.Copy(en, networksEN())
+	maps.Copy(zh, networksZH())
 	return map[string]map[string]string{langEN: en, langZH: zh}
 }
 

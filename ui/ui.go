@@ -12,6 +12,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/volume"
 )
@@ -38,6 +39,9 @@ type Deps struct {
 	// Volumes: block volumes. nil: the volume pages say they are
 	// unavailable, and VMs get a local boot disk.
 	Volumes *volume.Service
+	// Networks: project networks and security groups. nil: their pages
+	// say they are unavailable, and VMs join the default network.
+	Networks *netfabric.Service
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -53,6 +57,7 @@ type server struct {
 	compute   *hypervisor.Service
 	images    *hypervisor.Images
 	volumes   *volume.Service
+	networks  *netfabric.Service
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -89,6 +94,7 @@ func New(d Deps) (http.Handler, error) {
 		compute:   d.Compute,
 		images:    d.Images,
 		volumes:   d.Volumes,
+		networks:  d.Networks,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -159,6 +165,15 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /volumes/{volume}/status", s.authed(s.volumeFragment))
 	mux.Handle("POST /volumes/{volume}/{action}", s.authed(s.volumeAction))
 	mux.Handle("POST /snapshots/{snapshot}/{action}", s.authed(s.snapshotAct))
+	mux.Handle("GET /networks", s.authed(s.networksPage))
+	mux.Handle("POST /networks", s.authed(s.createNetwork))
+	mux.Handle("GET /networks/{network}", s.authed(s.networkPage))
+	mux.Handle("POST /networks/{network}/delete", s.authed(s.deleteNetwork))
+	mux.Handle("GET /security-groups", s.authed(s.groupsPage))
+	mux.Handle("POST /security-groups", s.authed(s.createGroup))
+	mux.Handle("GET /security-groups/{group}", s.authed(s.groupPage))
+	mux.Handle("POST /security-groups/{group}/{action}", s.authed(s.groupAction))
+	mux.Handle("POST /security-groups/{group}/rules/{rule}/delete", s.authed(s.deleteRule))
 	mux.Handle("GET /images", s.authed(s.imagesPage))
 	mux.Handle(imageUploadRoute, s.authed(s.uploadImage))
 	mux.Handle("POST /images/import", s.authed(s.importImage))

@@ -244,6 +244,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		Compute:   a.compute,
 		Images:    a.images,
 		Volumes:   a.volumes,
+		Networks:  a.networks,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},
