@@ -381,10 +381,12 @@ func freeVNI(txn *memdb.Txn, n *Network, index uint64) (uint32, error) {
 // Conntrack zones: a project network's connections are tracked in a zone
 // of their own on every node, since two projects may use the same
 // addresses. The FSM gives a network made by a command that asks
-// (Network.AllocZone, which the network service sets) the lowest free
+// (Network.AllocZone, which the network service sets) the first free
 // zone from a point the log index gives, in 1-32767; a network made by an
-// earlier command has none recorded and uses 32768 + the low 15 bits of
-// its segment id, which two such networks may share.
+// earlier command has none recorded and uses the low 16 bits of its
+// segment id, which two such networks share only if their segment ids
+// differ by a multiple of 65536. A zone's leftover connections are
+// forgotten on a node when the segment leaves it.
 const maxAllocZone = 1<<15 - 1
 
 func freeZone(txn *memdb.Txn, index uint64) (uint16, error) {
@@ -409,8 +411,10 @@ func (n Network) Zone() uint16 {
 		return 0
 	case n.CTZone != 0:
 		return n.CTZone
+	case uint16(n.VNI) != 0:
+		return uint16(n.VNI)
 	}
-	return 1<<15 | uint16(n.VNI&0x7fff)
+	return 1 << 15
 }
 
 func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {

@@ -11,6 +11,8 @@ import (
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // We talk to nf_tables over netlink (google/nftables) rather than run the
@@ -90,11 +92,28 @@ func ifname(n string) []byte {
 	return b
 }
 
+// bigBuffers gives the netlink socket room for a whole batch: the kernel
+// takes a batch in one message, and a security-group table of a few
+// thousand elements is larger than the default socket buffer. (Forced
+// past the sysctl limit: we are root. If that is refused, the default
+// stays and a big table fails to apply, which fails closed.)
+func bigBuffers(c *netlink.Conn) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	_ = raw.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 16<<20)
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20)
+	})
+	return nil
+}
+
 // apply replaces the table in one netlink batch: create it (so the delete
 // cannot fail), delete it, create it with its contents. The kernel applies
 // the batch atomically, so no packet sees a half-built table.
 func (r ruleset) apply() error {
-	c, err := nftables.New()
+	c, err := nftables.New(nftables.WithSockOptions(bigBuffers))
 	if err != nil {
 		return fmt.Errorf("nftables table %s: %w", r.table.Name, err)
 	}

@@ -159,8 +159,19 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 	// The taps find their bridge from here from now on: only segments
 	// that are really there.
 	h.segMu.Lock()
+	gone := map[uint16]bool{}
+	for id, s := range h.segs {
+		if _, ok := want[id]; !ok {
+			gone[s.Network.Zone()] = true
+		}
+	}
 	h.segs = built
 	h.segMu.Unlock()
+	// A segment that left this node leaves no connections behind for a
+	// network that may get its zone later.
+	if err := forgetZones(gone); err != nil {
+		errs = append(errs, err)
+	}
 	h.stopSegmentServers(want)
 
 	// VXLAN devices first: one left without its bridge would be up on its own.

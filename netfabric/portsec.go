@@ -373,10 +373,43 @@ func (h *Host) applyPortSecurity() error {
 		guarded = append(guarded, guardedPort{ifindex: ix, filter: f})
 		guardedPorts = append(guardedPorts, sp)
 	}
-	sg := buildSGRuleset(h.cfg.SGTable, h.cfg.TapPrefix, open, guarded, zones).apply()
+	// The node's budget: the largest filters beyond it are refused, and
+	// if the table still cannot be loaded, the largest ports go one by
+	// one until it can. A port refused sends nothing; the others keep
+	// their filters.
+	sort.SliceStable(guarded, func(i, j int) bool { return guarded[i].filter.Elements() < guarded[j].filter.Elements() })
+	total := 0
+	for i, g := range guarded {
+		total += g.filter.Elements()
+		if total > maxNodeElements {
+			for _, x := range guarded[i:] {
+				budget = append(budget, fmt.Errorf("port %s: the security groups of this node's ports need more than %d filter entries in all: it sends nothing", x.filter.Port.ID, maxNodeElements))
+			}
+			guarded = guarded[:i]
+			break
+		}
+	}
+	var sg error
+	for {
+		sg = buildSGRuleset(h.cfg.SGTable, h.cfg.TapPrefix, open, guarded, zones).apply()
+		if sg == nil || len(guarded) == 0 {
+			break
+		}
+		last := guarded[len(guarded)-1]
+		budget = append(budget, fmt.Errorf("port %s: its security groups could not be loaded with the others (%v): it sends nothing", last.filter.Port.ID, sg))
+		guarded = guarded[:len(guarded)-1]
+	}
+	ok := map[string]bool{}
+	for _, g := range guarded {
+		ok[h.TapName(g.filter.Port.ID)] = true
+	}
 	ports := plain
 	if sg == nil {
-		ports = append(ports, guardedPorts...)
+		for _, sp := range guardedPorts {
+			if ok[sp.tap] {
+				ports = append(ports, sp)
+			}
+		}
 	}
 	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
 	var sweep error

@@ -52,7 +52,7 @@ const (
 	maxGroupsPerPort   = 8
 	maxGroupsInProject = 100
 	maxAddressPairs    = 10
-	maxGroupElements   = 10000 // a node's limit per port is maxPortElements
+	maxGroupElements   = 2000 // a node's limit per port is maxPortElements
 )
 
 // DefaultGroupName is the name of every project's default group.

@@ -53,8 +53,14 @@ const (
 
 // maxPortElements is what one port's filter may take in set elements
 // before the port is refused (it sends nothing) rather than risk the
-// table, and every other port's filter with it.
-const maxPortElements = 50000
+// table, and every other port's filter with it; maxNodeElements is what
+// a node's table takes in all. (A table of 20,000 interval elements takes
+// about a second to load on the 2-core test machine: every change to a
+// node's filters rebuilds it.)
+const (
+	maxPortElements = 5000
+	maxNodeElements = 20000
+)
 
 // guardedPort is one port with security groups on this node.
 type guardedPort struct {
@@ -205,19 +211,35 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 				&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}},
 				cmp(expr.CmpOpNeq, []byte{0x02})}, drop)
 	}
+	// label records in the connection which guarded port let it in: the
+	// sender's mark in the labels' first word (egress), the receiver's in
+	// the second (ingress), so the sweep can judge it again by its ports
+	// whatever their addresses (IPv6 link-local ones included).
+	label := func(word int) []expr.Any {
+		e := []expr.Any{}
+		for i := 0; i < 4; i++ {
+			if i == word {
+				e = append(e, meta(expr.MetaKeyMARK, uint32(regConcat+i)))
+			} else {
+				e = append(e, &expr.Immediate{Register: uint32(regConcat + i), Data: make([]byte, 4)})
+			}
+		}
+		return append(e, &expr.Ct{Key: expr.CtKeyLABELS, Register: regConcat, SourceRegister: true})
+	}
 	// sets checks one direction against the port's sets.
-	sets := func(ch *nftables.Chain, key expr.MetaKey, all4, all6, p4, p6 *nftables.Set, dir string, off4, off6 uint32) {
+	sets := func(ch *nftables.Chain, key expr.MetaKey, all4, all6, p4, p6 *nftables.Set, dir string, off4, off6 uint32, word int) {
 		for _, v := range []struct {
 			v6        bool
 			all, port *nftables.Set
 			icmp      byte
 			off, n    uint32
 		}{{false, all4, p4, protoICMP, off4, 4}, {true, all6, p6, protoICMPv6, off6, 16}} {
-			rule(ch, fmt.Sprintf("%s . %s @%s accept", key2s(key), dir, v.all.Name), nfproto(v.v6), lookup(key, v.all, -1, v.off, v.n), acc)
-			rule(ch, fmt.Sprintf("meta l4proto %d %s . meta l4proto . icmp type,code . %s @%s accept", v.icmp, key2s(key), dir, v.port.Name),
-				nfproto(v.v6), l4(expr.CmpOpEq, v.icmp), lookup(key, v.port, 0, v.off, v.n), acc)
-			rule(ch, fmt.Sprintf("meta l4proto != %d %s . meta l4proto . th dport . %s @%s accept", v.icmp, key2s(key), dir, v.port.Name),
-				nfproto(v.v6), l4(expr.CmpOpNeq, v.icmp), lookup(key, v.port, 2, v.off, v.n), acc)
+			lbl := fmt.Sprintf(" ct label word %d set meta mark", word)
+			rule(ch, fmt.Sprintf("%s . %s @%s%s accept", key2s(key), dir, v.all.Name, lbl), nfproto(v.v6), lookup(key, v.all, -1, v.off, v.n), label(word), acc)
+			rule(ch, fmt.Sprintf("meta l4proto %d %s . meta l4proto . icmp type,code . %s @%s%s accept", v.icmp, key2s(key), dir, v.port.Name, lbl),
+				nfproto(v.v6), l4(expr.CmpOpEq, v.icmp), lookup(key, v.port, 0, v.off, v.n), label(word), acc)
+			rule(ch, fmt.Sprintf("meta l4proto != %d %s . meta l4proto . th dport . %s @%s%s accept", v.icmp, key2s(key), dir, v.port.Name, lbl),
+				nfproto(v.v6), l4(expr.CmpOpNeq, v.icmp), lookup(key, v.port, 2, v.off, v.n), label(word), acc)
 		}
 	}
 
@@ -229,8 +251,10 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 		cmp(expr.CmpOpNeq, make([]byte, 4))}
 	isOpen := []expr.Any{meta(expr.MetaKeyMARK, 1), &expr.Lookup{SourceRegister: 1, SetName: openSet.Name, SetID: openSet.ID}}
 	// Seen: the port table's check after br_netfilter lets it on.
+	// (mark & ^checked) ^ checked: an OR, whatever the bit was before (a
+	// routed packet of the NAT network's guest meets both chains).
 	seen := []expr.Any{meta(expr.MetaKeyMARK, 1),
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(^uint32(0)), Xor: ne(markChecked)},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(^uint32(markChecked)), Xor: ne(markChecked)},
 		&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1}}
 	rule(egress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(egress, "meta mark & 0x80000000 == 0 accept (not from a guest's tap)", markBit, acc)
@@ -246,14 +270,14 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	rule(egress, "udp sport 546 udp dport 547 ip6 daddr ff02::1:2 accept (DHCPv6)", nfproto(true), l4(expr.CmpOpEq, protoUDP), ports(546, 547),
 		[]expr.Any{&expr.Payload{DestRegister: 1, Base: nh, Offset: 24, Len: 16}, cmp(expr.CmpOpEq, netip.MustParseAddr("ff02::1:2").AsSlice())}, acc)
 	common(egress)
-	sets(egress, expr.MetaKeyMARK, out4all, out6all, out4, out6, "daddr", 16, 24)
+	sets(egress, expr.MetaKeyMARK, out4all, out6all, out4, out6, "daddr", 16, 24, 0)
 	rule(egress, "drop (a guarded port's traffic no rule allows, or a tap whose port is not known yet)", drop)
 
 	rule(ingress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(ingress, "meta mark & 0x80000000 == 0 accept (not to a guest's tap)", markBit, acc)
 	rule(ingress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
 	common(ingress)
-	sets(ingress, expr.MetaKeyMARK, in4all, in6all, in4, in6, "saddr", 12, 8)
+	sets(ingress, expr.MetaKeyMARK, in4all, in6all, in4, in6, "saddr", 12, 8, 1)
 	rule(ingress, "drop (what no rule of the receiving port allows)", drop)
 
 	rs := ruleset{table: t, chains: []*nftables.Chain{zoneCh, egress, ingress}, rules: rules,
@@ -286,54 +310,84 @@ func enableBridgeNetfilter() error {
 }
 
 // sweeper picks the tracked connections of guarded ports that their
-// filters no longer allow, by their first packet: the sender's egress,
-// the receiver's ingress, for the ports on this node.
-type sweeper map[uint16]map[netip.Addr]*PortFilter
+// filters no longer allow, judged by their first packet: the sender's
+// egress, the receiver's ingress, for the ports on this node. The ports
+// are those the connection's labels name (set when the rules let it
+// in); a connection without them (made before they existed) is matched
+// by its addresses.
+type sweeper struct {
+	byMark map[uint32]*PortFilter                // ifindex|markTap|markChecked
+	byAddr map[uint16]map[netip.Addr]*PortFilter // by zone
+}
 
 func newSweeper(guarded []guardedPort) sweeper {
-	s := sweeper{}
+	s := sweeper{byMark: map[uint32]*PortFilter{}, byAddr: map[uint16]map[netip.Addr]*PortFilter{}}
 	for i := range guarded {
 		f := &guarded[i].filter
-		if s[f.Zone] == nil {
-			s[f.Zone] = map[netip.Addr]*PortFilter{}
+		s.byMark[guarded[i].ifindex|markTap|markChecked] = f
+		if s.byAddr[f.Zone] == nil {
+			s.byAddr[f.Zone] = map[netip.Addr]*PortFilter{}
 		}
-		s[f.Zone][f.Port.Addr()] = f
-		for _, ap := range f.Port.AddressPairs {
-			if a, err := netip.ParseAddr(ap.IP); err == nil {
-				s[f.Zone][a] = f
-			}
-		}
+		s.byAddr[f.Zone][f.Port.Addr()] = f
 	}
 	return s
 }
 
 func (s sweeper) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
-	ports := s[fl.Zone]
-	if ports == nil {
+	var src, dst *PortFilter
+	if len(fl.Labels) >= 8 && binaryutil.NativeEndian.Uint32(fl.Labels[0:4])|binaryutil.NativeEndian.Uint32(fl.Labels[4:8]) != 0 {
+		src, dst = s.byMark[binaryutil.NativeEndian.Uint32(fl.Labels[0:4])], s.byMark[binaryutil.NativeEndian.Uint32(fl.Labels[4:8])]
+	} else if ports := s.byAddr[fl.Zone]; ports != nil {
+		a, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+		b, _ := netip.AddrFromSlice(fl.Forward.DstIP)
+		src, dst = ports[a.Unmap()], ports[b.Unmap()]
+	}
+	if src == nil && dst == nil {
 		return false
 	}
-	src, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
-	dst, _ := netip.AddrFromSlice(fl.Forward.DstIP)
-	src, dst = src.Unmap(), dst.Unmap()
+	srcIP, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+	dstIP, _ := netip.AddrFromSlice(fl.Forward.DstIP)
+	srcIP, dstIP = srcIP.Unmap(), dstIP.Unmap()
 	proto, port := fl.Forward.Protocol, fl.Forward.DstPort
 	if !hasPorts(int(proto)) {
 		port = 0
 		if isICMP(int(proto)) {
-			// Tracked ICMP is echo: the request's type, code 0.
+			// Tracked ICMP is nearly always echo: judged as the request
+			// (type 8 or 128, code 0).
 			port = 8 << 8
 			if proto == protoICMPv6 {
 				port = 128 << 8
 			}
 		}
 	}
-	v6 := dst.Is6()
-	if f := ports[src]; f != nil && !f.Out(v6).allow(proto, port, dst) {
+	v6 := dstIP.Is6()
+	if src != nil && !src.Out(v6).allow(proto, port, dstIP) {
 		return true
 	}
-	if f := ports[dst]; f != nil && !f.In(v6).allow(proto, port, src) {
+	if dst != nil && !dst.In(v6).allow(proto, port, srcIP) {
 		return true
 	}
 	return false
+}
+
+// zoneFilter matches the connections of some conntrack zones.
+type zoneFilter map[uint16]bool
+
+func (z zoneFilter) MatchConntrackFlow(f *netlink.ConntrackFlow) bool { return z[f.Zone] }
+
+// forgetZones removes every tracked connection of the zones.
+func forgetZones(zones map[uint16]bool) error {
+	delete(zones, 0) // the host's own
+	if len(zones) == 0 {
+		return nil
+	}
+	var errs []error
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, zoneFilter(zones)); err != nil {
+			errs = append(errs, fmt.Errorf("forget the connections of removed segments: %w", err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // sweepConnections removes the tracked connections of the guarded ports
