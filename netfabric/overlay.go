@@ -165,13 +165,11 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 			gone[s.Network.Zone()] = true
 		}
 	}
+	for _, s := range want {
+		delete(gone, s.Network.Zone()) // still in use here
+	}
 	h.segs = built
 	h.segMu.Unlock()
-	// A segment that left this node leaves no connections behind for a
-	// network that may get its zone later.
-	if err := forgetZones(gone); err != nil {
-		errs = append(errs, err)
-	}
 	h.stopSegmentServers(want)
 
 	// VXLAN devices first: one left without its bridge would be up on its own.
@@ -189,6 +187,11 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 				}
 			}
 		}
+	}
+	// A segment that left this node (its devices gone now) leaves no
+	// connections behind for a network that may get its zone later.
+	if err := forgetZones(gone); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, h.attachTaps())
 	// The segments' bridges are in place now: their conntrack zones.

@@ -300,6 +300,13 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 		}}
 }
 
+// tooBig reports whether the kernel refused a table for its size, which
+// a smaller one may cure; any other failure fails every guarded port
+// closed at once.
+func tooBig(err error) bool {
+	return errors.Is(err, unix.EMSGSIZE) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM) || errors.Is(err, unix.E2BIG)
+}
+
 // applyPortSecurity rebuilds the guard, security-group and port tables
 // from the ports in the state whose taps exist. A port of a project
 // network is let send (port table) only once its security groups are in
@@ -392,7 +399,7 @@ func (h *Host) applyPortSecurity() error {
 	var sg error
 	for {
 		sg = buildSGRuleset(h.cfg.SGTable, h.cfg.TapPrefix, open, guarded, zones).apply()
-		if sg == nil || len(guarded) == 0 {
+		if sg == nil || len(guarded) == 0 || !tooBig(sg) {
 			break
 		}
 		last := guarded[len(guarded)-1]

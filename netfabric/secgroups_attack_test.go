@@ -493,3 +493,28 @@ func TestSecurityGroupsBigPortSparesOthers(t *testing.T) {
 		t.Error("ward's srv on box1 is cut off after lab's port with 4,000 rules arrived there")
 	}
 }
+
+// A tap whose port is gone from the state (or whose filter could not be
+// loaded) gets nothing, not even the packets of a connection established
+// before.
+func TestSecurityGroupsUnknownTapGetsNothing(t *testing.T) {
+	f, boxes, nw, reconcile := sgSetup(t)
+	gSrv, gCli := sgTwoPorts(t, f, nw, boxes, reconcile)
+	acc := acceptOne(t, gSrv, "0.0.0.0:8080")
+	var cc net.Conn
+	testutil.WaitFor(t, 10*time.Second, "cli connects to srv", func() error {
+		return inNS(t, gCli, func() (err error) { cc, err = net.DialTimeout("tcp4", "10.60.0.10:8080", time.Second); return err })
+	})
+	sc := <-acc
+	cr, sr := bufio.NewReader(cc), bufio.NewReader(sc)
+	if !sendLine(cc, cr, sc, sr) {
+		t.Fatal("no traffic before")
+	}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "srv"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	reconcile()
+	if sendLine(cc, cr, sc, sr) {
+		t.Error("an established connection still reaches a tap whose port is gone")
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -88,6 +89,8 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	ingress := &nftables.Chain{Name: "ingress", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
 
+	// Sorted copies: the caller's slices keep their order.
+	open, guarded, zones = slices.Clone(open), slices.Clone(guarded), slices.Clone(zones)
 	sort.Slice(open, func(i, j int) bool { return open[i] < open[j] })
 	sort.Slice(guarded, func(i, j int) bool { return guarded[i].ifindex < guarded[j].ifindex })
 	sort.Slice(zones, func(i, j int) bool { return zones[i].ifindex < zones[j].ifindex })
@@ -100,6 +103,7 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 		return &nftables.Set{Table: t, Name: name, ID: id, KeyType: key, Interval: interval, Concatenation: interval}
 	}
 	openSet := set("open", nftables.TypeMark, false)
+	guardedSet := set("guarded", nftables.TypeMark, false)
 	dhcpSet := set("dhcp", nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeIPAddr), false)
 	dhcpSet.Concatenation = true
 	zoneMap := set("zones", nftables.TypeIFIndex, false)
@@ -117,9 +121,12 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 
 	// The chains look ports up by their mark once they have marked the
 	// packet seen.
-	var openE, zoneE []nftables.SetElement
+	var openE, guardedE, zoneE []nftables.SetElement
 	for _, ix := range open {
 		openE = append(openE, nftables.SetElement{Key: ne(ix | markTap | markChecked)})
+	}
+	for _, g := range guarded {
+		guardedE = append(guardedE, nftables.SetElement{Key: ne(g.ifindex | markTap | markChecked)})
 	}
 	for _, z := range zones {
 		zoneE = append(zoneE, nftables.SetElement{Key: ne(z.ifindex), Val: binaryutil.NativeEndian.PutUint16(z.zone)})
@@ -250,6 +257,9 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: ne(markTap), Xor: make([]byte, 4)},
 		cmp(expr.CmpOpNeq, make([]byte, 4))}
 	isOpen := []expr.Any{meta(expr.MetaKeyMARK, 1), &expr.Lookup{SourceRegister: 1, SetName: openSet.Name, SetID: openSet.ID}}
+	// A tap neither open nor guarded (its port unknown, or refused) gets
+	// nothing through, not even an established connection's packets.
+	notGuarded := []expr.Any{meta(expr.MetaKeyMARK, 1), &expr.Lookup{SourceRegister: 1, SetName: guardedSet.Name, SetID: guardedSet.ID, Invert: true}}
 	// Seen: the port table's check after br_netfilter lets it on.
 	// (mark & ^checked) ^ checked: an OR, whatever the bit was before (a
 	// routed packet of the NAT network's guest meets both chains).
@@ -259,6 +269,7 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	rule(egress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(egress, "meta mark & 0x80000000 == 0 accept (not from a guest's tap)", markBit, acc)
 	rule(egress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
+	rule(egress, "meta mark != @guarded drop (a tap whose filter is not loaded)", notGuarded, drop)
 	ports := func(sport, dport uint16) []expr.Any {
 		return []expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 0, Len: 4}, cmp(expr.CmpOpEq, append(binaryutil.BigEndian.PutUint16(sport), binaryutil.BigEndian.PutUint16(dport)...))}
 	}
@@ -276,12 +287,13 @@ func buildSGRuleset(table, tapPrefix string, open []uint32, guarded []guardedPor
 	rule(ingress, fmt.Sprintf("meta mark & 0x%x != 0 meta mark set meta mark | 0x%x (seen here)", uint32(markTap), uint32(markChecked)), notMarkBit, seen)
 	rule(ingress, "meta mark & 0x80000000 == 0 accept (not to a guest's tap)", markBit, acc)
 	rule(ingress, "meta mark @open accept (the cluster's network: no security groups)", isOpen, acc)
+	rule(ingress, "meta mark != @guarded drop (a tap whose filter is not loaded)", notGuarded, drop)
 	common(ingress)
 	sets(ingress, expr.MetaKeyMARK, in4all, in6all, in4, in6, "saddr", 12, 8, 1)
 	rule(ingress, "drop (what no rule of the receiving port allows)", drop)
 
 	rs := ruleset{table: t, chains: []*nftables.Chain{zoneCh, egress, ingress}, rules: rules,
-		sets: []setWithElements{{set: openSet, elements: openE}, {set: dhcpSet, elements: dhcpE}, {set: zoneMap, elements: zoneE}}}
+		sets: []setWithElements{{set: openSet, elements: openE}, {set: guardedSet, elements: guardedE}, {set: dhcpSet, elements: dhcpE}, {set: zoneMap, elements: zoneE}}}
 	for _, s := range []*nftables.Set{out4, out6, in4, in6, out4all, out6all, in4all, in6all} {
 		rs.sets = append(rs.sets, setWithElements{set: s, elements: elems[s]})
 	}
@@ -334,20 +346,26 @@ func newSweeper(guarded []guardedPort) sweeper {
 }
 
 func (s sweeper) MatchConntrackFlow(fl *netlink.ConntrackFlow) bool {
+	srcIP, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
+	dstIP, _ := netip.AddrFromSlice(fl.Forward.DstIP)
+	srcIP, dstIP = srcIP.Unmap(), dstIP.Unmap()
 	var src, dst *PortFilter
-	if len(fl.Labels) >= 8 && binaryutil.NativeEndian.Uint32(fl.Labels[0:4])|binaryutil.NativeEndian.Uint32(fl.Labels[4:8]) != 0 {
+	if len(fl.Labels) >= 8 {
 		src, dst = s.byMark[binaryutil.NativeEndian.Uint32(fl.Labels[0:4])], s.byMark[binaryutil.NativeEndian.Uint32(fl.Labels[4:8])]
-	} else if ports := s.byAddr[fl.Zone]; ports != nil {
-		a, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
-		b, _ := netip.AddrFromSlice(fl.Forward.DstIP)
-		src, dst = ports[a.Unmap()], ports[b.Unmap()]
+	}
+	// Each side the labels do not name (none were set, or the tap is
+	// new) is found by its address.
+	if ports := s.byAddr[fl.Zone]; ports != nil {
+		if src == nil {
+			src = ports[srcIP]
+		}
+		if dst == nil {
+			dst = ports[dstIP]
+		}
 	}
 	if src == nil && dst == nil {
 		return false
 	}
-	srcIP, _ := netip.AddrFromSlice(fl.Forward.SrcIP)
-	dstIP, _ := netip.AddrFromSlice(fl.Forward.DstIP)
-	srcIP, dstIP = srcIP.Unmap(), dstIP.Unmap()
 	proto, port := fl.Forward.Protocol, fl.Forward.DstPort
 	if !hasPorts(int(proto)) {
 		port = 0
