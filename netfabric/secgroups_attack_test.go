@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
+	"net/netip"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -494,10 +495,10 @@ func TestSecurityGroupsBigPortSparesOthers(t *testing.T) {
 	}
 }
 
-// A tap whose port is gone from the state (or whose filter could not be
-// loaded) gets nothing, not even the packets of a connection established
-// before.
-func TestSecurityGroupsUnknownTapGetsNothing(t *testing.T) {
+// A port whose filter is refused on its node (over the per-port budget)
+// gets nothing, not even the packets of a connection established before;
+// the node says why.
+func TestSecurityGroupsRefusedPortGetsNothing(t *testing.T) {
 	f, boxes, nw, reconcile := sgSetup(t)
 	gSrv, gCli := sgTwoPorts(t, f, nw, boxes, reconcile)
 	acc := acceptOne(t, gSrv, "0.0.0.0:8080")
@@ -510,11 +511,40 @@ func TestSecurityGroupsUnknownTapGetsNothing(t *testing.T) {
 	if !sendLine(cc, cr, sc, sr) {
 		t.Fatal("no traffic before")
 	}
-	if _, err := f.node.Apply(context.Background(), netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "srv"}, nil); err != nil {
+	// Six groups of 1,000 single-port rules: 6,000 set elements on srv.
+	groups := []string{srvG}
+	for g := 0; g < 6; g++ {
+		id := fmt.Sprintf("sg-0000000000000b%02d", g)
+		var rules []netfabric.Rule
+		for i := 0; i < 1000; i++ {
+			p := 10000 + 2*(g*1000+i)
+			rules = append(rules, netfabric.Rule{ID: fmt.Sprintf("%s-%d", id, i+1), Direction: "egress", EtherType: "IPv4", Protocol: "udp", PortMin: p, PortMax: p})
+		}
+		f.group(t, id, fmt.Sprintf("big%d", g), rules...)
+		groups = append(groups, id)
+	}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: "srv", Project: f.ward, SecurityGroups: &groups}, nil); err != nil {
 		t.Fatal(err)
 	}
-	reconcile()
-	if sendLine(cc, cr, sc, sr) {
-		t.Error("an established connection still reaches a tap whose port is gone")
+	at := func(node string) (netip.Addr, bool) {
+		for _, o := range boxes {
+			if o.name == node {
+				return o.addr, true
+			}
+		}
+		return netip.Addr{}, false
+	}
+	segs := netfabric.Segments(f.node.Store().ReadTxn(), "box1", at)
+	err := boxes[0].do(t, func() error { return boxes[0].h.ReconcileSegments(context.Background(), segs) })
+	if err == nil || !strings.Contains(err.Error(), "port srv: its security groups need") {
+		t.Fatalf("box1's reconcile with srv over its budget: %v", err)
+	}
+	cc.SetDeadline(time.Now().Add(2 * time.Second))
+	sc.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := cc.Write([]byte("x\n")); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := sr.ReadString('\n'); err == nil {
+		t.Errorf("a refused port still received %q on an established connection", line)
 	}
 }
