@@ -186,8 +186,20 @@ func verifyChunks(t *testing.T, uri string, chunks []int) {
 	}
 	for len(cmds) > 0 {
 		n := min(len(cmds), 200)
-		if err := qemuIO(uri, "", cmds[:n]...); err != nil {
-			t.Fatal(err)
+		// The export is reopened when the volume's replicas change (a
+		// repair that just finished): a VM's disk waits for it, so this
+		// waits too, up to half a minute, for the socket to be back. Any
+		// other failure, a wrong byte above all, fails at once.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			out, err := qemuIOOut(uri, cmds[:n]...)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(out+err.Error(), "Failed to connect") || time.Now().After(deadline) {
+				t.Fatal(err)
+			}
+			time.Sleep(200 * time.Millisecond)
 		}
 		cmds = cmds[n:]
 	}
