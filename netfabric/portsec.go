@@ -426,5 +426,38 @@ func (h *Host) applyPortSecurity() error {
 		// packets are judged afresh, and TCP is not picked up mid-stream.
 		sweep = sweepConnections(guarded)
 	}
-	return errors.Join(append(budget, guard, brnf, sg, err, sweep)...)
+	var refused error
+	if len(budget) > 0 {
+		refused = &RefusedError{Err: errors.Join(budget...)}
+	}
+	return errors.Join(refused, guard, brnf, sg, err, sweep)
+}
+
+// RefusedError says which ports a node refused to filter (they send
+// nothing) for the size of their rules: it lasts until the rules change,
+// so retrying soon does not help.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// OnlyRefused reports whether err says nothing but that ports were
+// refused for the size of their rules.
+func OnlyRefused(err error) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case *RefusedError:
+		return true
+	case interface{ Unwrap() []error }:
+		for _, x := range e.Unwrap() {
+			if !OnlyRefused(x) {
+				return false
+			}
+		}
+		return len(e.Unwrap()) > 0
+	case interface{ Unwrap() error }:
+		return OnlyRefused(e.Unwrap())
+	}
+	return false
 }

@@ -1,6 +1,8 @@
 package netfabric
 
 import (
+	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -72,4 +74,24 @@ func TestDisjointBoxesStaySmall(t *testing.T) {
 		t.Fatalf("%d boxes from %d", len(d), len(bs))
 	}
 	t.Logf("%d rules became %d set elements", len(bs), len(d))
+}
+
+func TestOnlyRefused(t *testing.T) {
+	refused := &RefusedError{Err: errors.New("port p: too big")}
+	other := errors.New("netlink: busy")
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{other, false},
+		{refused, true},
+		{fmt.Errorf("reconcile segments: %w", errors.Join(refused)), true},
+		{fmt.Errorf("reconcile segments: %w", errors.Join(refused, other)), false},
+		{fmt.Errorf("reconcile segments: %w", errors.Join(other)), false},
+	} {
+		if got := OnlyRefused(c.err); got != c.want {
+			t.Errorf("OnlyRefused(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
 }

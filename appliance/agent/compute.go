@@ -183,7 +183,10 @@ func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host, tri
 		netfabric.WatchSegments(txn, ws)
 		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay)
 		wait := 30 * time.Second
-		if err := host.ReconcileSegments(ctx, segs); err != nil {
+		if err := host.ReconcileSegments(ctx, segs); netfabric.OnlyRefused(err) {
+			// Lasts until the rules change, which the watch sees.
+			a.log.Error("some ports' security groups are too large for this node: those ports send nothing", "err", err)
+		} else if err != nil {
 			a.log.Error("set up project networks on this node", "err", err)
 			wait = 2 * time.Second
 		}
