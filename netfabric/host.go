@@ -24,6 +24,12 @@ type HostConfig struct {
 	GuardTable string
 	// SGTable (inet) holds project networks' security groups (sgtable.go).
 	SGTable string
+	// RouteTable (bridge) sends guests' frames for their gateway to the
+	// local router; RouterNSPrefix starts the names of the routers'
+	// namespaces (empty: one made from this node's own namespace), which
+	// are this Host's alone (routerns.go).
+	RouteTable     string
+	RouterNSPrefix string
 	// SegmentPrefix starts the names of project networks' bridges
 	// (prefix+"b"+VNI) and VXLAN devices (prefix+"x"+VNI), overlay.go.
 	SegmentPrefix string
@@ -51,6 +57,7 @@ func DefaultHostConfig() HostConfig {
 		PortTable:     "cairn_ports",
 		GuardTable:    "cairn_guard",
 		SGTable:       "cairn_sg",
+		RouteTable:    "cairn_routes",
 		SegmentPrefix: "cn",
 		ResolvConf:    []string{"/etc/resolv.conf", "/run/systemd/resolve/resolv.conf"},
 		Logger:        slog.Default(),
@@ -85,6 +92,7 @@ type Host struct {
 	log    *slog.Logger
 
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
+	rtMu sync.Mutex // one router reconcile at a time
 
 	segSrv map[string]*segServer // by network id; h.mu
 
@@ -179,11 +187,14 @@ func (h *Host) Teardown() error {
 	h.stopDHCP()
 	h.stopSegmentServers(nil)
 	h.nw = Network{}
-	errs := []error{h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
+	errs := []error{h.ReconcileRouters(nil), h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),
 		deleteNFTable(nftables.TableFamilyBridge, h.cfg.PortTable),
 		deleteNFTable(nftables.TableFamilyINet, h.cfg.GuardTable),
 		deleteNFTable(nftables.TableFamilyINet, h.cfg.SGTable)}
+	if h.cfg.RouteTable != "" {
+		errs = append(errs, deleteNFTable(nftables.TableFamilyBridge, h.cfg.RouteTable))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("tear down network host state: %w", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"time"
 
@@ -61,6 +62,13 @@ type Network struct {
 	// project network whose create command has AllocZone.
 	CTZone    uint16 `json:"ct_zone,omitempty"`
 	AllocZone bool   `json:"alloc_zone,omitempty"`
+	// External marks a cluster admin's external network: the uplink the
+	// boxes share, flat on the interface named Interface on every box
+	// (router.go). Routers send their projects' traffic out onto it and
+	// floating IPs come from its Pools; VMs do not join it. Its Gateway is
+	// the upstream router's address.
+	External  bool   `json:"external,omitempty"`
+	Interface string `json:"interface,omitempty"`
 	// Charged: counted in the project's networks quota (the network
 	// service's creates are; the proposer decides, so a command written
 	// before networks were counted replays as it applied).
@@ -257,6 +265,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgReleasePorts, "ReleasePorts", applyReleasePorts)
 	consensus.Handle(reg, MsgBindPorts, "BindPorts", applyBindPorts)
 	registerSecurityGroups(reg)
+	registerRouters(reg)
 }
 
 // applyCreateNetwork is idempotent for the same project and CIDR, so every
@@ -276,6 +285,9 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return cur, nil
 	}
 	if n.IsOverlay() {
+		if n.External || n.Interface != "" {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: an external network is the cluster's, not a project's", n.ID)
+		}
 		if !nameRE.MatchString(n.Name) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
 		}
@@ -293,11 +305,17 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if _, err := identity.Limits(tx, n.Project); err != nil {
 			return nil, err
 		}
-	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 {
+	} else if n.External {
+		if err := checkExternal(n, p); err != nil {
+			return nil, err
+		}
+	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 || n.Interface != "" {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment, an MTU, allocation pools and routes", n.ID)
 	}
 	gw := p.Addr().Next()
-	if n.Gateway != "" && n.Gateway != gw.String() {
+	if n.External && n.Gateway != "" {
+		gw = netip.MustParseAddr(n.Gateway) // checkExternal parsed it
+	} else if n.Gateway != "" && n.Gateway != gw.String() {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: the gateway is the first host, %s, not %s", n.ID, gw, n.Gateway)
 	}
 	for _, s := range n.DNS {
@@ -320,6 +338,9 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	row := *n
 	row.CIDR, row.Gateway, row.Version = p.String(), gw.String(), tx.Index
 	row.DNS = append([]string(nil), n.DNS...)
+	if n.External {
+		row.Pools, _, _ = checkPoolsAndRoutes(n.ID, p, n.Pools, nil)
+	}
 	if n.IsOverlay() {
 		row.Pools, row.Routes, _ = checkPoolsAndRoutes(n.ID, p, n.Pools, n.Routes)
 		if row.MTU == 0 {
@@ -425,10 +446,51 @@ func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 	if n := len(portsOn(tx.Txn, c.ID)); n > 0 {
 		return nil, consensus.Errorf(consensus.CodeConflict, "network %s still has %d ports", c.ID, n)
 	}
+	for _, r := range ListRouters(tx.Txn) {
+		if r.External == c.ID || slices.Contains(r.Networks, c.ID) {
+			return nil, consensus.Errorf(consensus.CodeConflict, "network %s is connected to router %s: remove it from the router first", c.ID, r.Name)
+		}
+	}
 	if err := refund(tx, cur.Charged, cur.Project, identity.Resources{Networks: -1}); err != nil {
 		return nil, err
 	}
 	return nil, tx.Delete(tNetworks, cur)
+}
+
+// ifnamePattern is a Linux interface name.
+var ifnamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
+
+// checkExternal validates an external network: the cluster's (no
+// project), on a named interface, with an upstream gateway inside it and
+// allocation pools that leave the gateway out.
+func checkExternal(n *Network, p netip.Prefix) error {
+	bad := func(format string, args ...any) error {
+		return consensus.Errorf(consensus.CodeInvalid, "external network %s: "+format, append([]any{n.ID}, args...)...)
+	}
+	if n.VNI != 0 || n.MTU != 0 || len(n.Routes) > 0 || len(n.DNS) > 0 || n.AllocZone {
+		return bad("an external network has no VXLAN segment, MTU, routes or DNS servers of its own")
+	}
+	if !ifnamePattern.MatchString(n.Interface) {
+		return bad("interface %q is not an interface name (1-15 letters, digits, dots, dashes, underscores)", n.Interface)
+	}
+	gw := p.Addr().Next()
+	if n.Gateway != "" {
+		a, err := netip.ParseAddr(n.Gateway)
+		if err != nil || !a.Is4() || !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
+			return bad("gateway %q is not a host address of %s", n.Gateway, p)
+		}
+		gw = a
+	}
+	pools, _, err := checkPoolsAndRoutes(n.ID, p, n.Pools, nil)
+	if err != nil {
+		return err
+	}
+	for _, pl := range pools {
+		if a, b := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !gw.Less(a) && !b.Less(gw) {
+			return bad("allocation pool %s-%s holds the gateway %s", a, b, gw)
+		}
+	}
+	return nil
 }
 
 // GetNetwork returns the network with the given id, or nil.

@@ -112,8 +112,8 @@ func bigBuffers(c *netlink.Conn) error {
 // apply replaces the table in one netlink batch: create it (so the delete
 // cannot fail), delete it, create it with its contents. The kernel applies
 // the batch atomically, so no packet sees a half-built table.
-func (r ruleset) apply() error {
-	c, err := nftables.New(nftables.WithSockOptions(bigBuffers))
+func (r ruleset) apply(opts ...nftables.ConnOption) error {
+	c, err := nftables.New(append(opts, nftables.WithSockOptions(bigBuffers))...)
 	if err != nil {
 		return fmt.Errorf("nftables table %s: %w", r.table.Name, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -52,33 +53,62 @@ type RemotePort struct {
 }
 
 // Segments returns the segments node must carry, from the replicated state:
-// one for each project network with a port bound to node. underlay gives a
+// one for each project network with a port bound to node, and every
+// network of a router that has one (the node routes into them). underlay gives a
 // node's underlay address; ports on nodes it does not know are left out (a
 // node that has not said where it is cannot be reached yet).
 func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool)) []Segment {
 	byNet := map[string][]Port{}
+	nodesOf := map[string]map[string]bool{} // network -> the nodes with its ports
 	for _, p := range AllPorts(txn) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
+		if p.Node != "" {
+			if nodesOf[p.NetworkID] == nil {
+				nodesOf[p.NetworkID] = map[string]bool{}
+			}
+			nodesOf[p.NetworkID][p.Node] = true
+		}
+	}
+	// A node that runs a router (one of its networks has a port there)
+	// carries all the router's networks: it routes into each.
+	carriers := map[string]map[string]bool{}
+	for id, nodes := range nodesOf {
+		carriers[id] = maps.Clone(nodes)
+	}
+	for _, r := range ListRouters(txn) {
+		all := map[string]bool{}
+		for _, id := range r.Networks {
+			maps.Copy(all, nodesOf[id])
+		}
+		for _, id := range r.Networks {
+			if carriers[id] == nil {
+				carriers[id] = map[string]bool{}
+			}
+			maps.Copy(carriers[id], all)
+		}
 	}
 	var out []Segment
 	for _, nw := range ListNetworks(txn) {
-		ports := byNet[nw.ID]
-		if !nw.IsOverlay() || !hasPortOn(ports, node) {
+		if !nw.IsOverlay() || !carriers[nw.ID][node] {
 			continue
 		}
 		s := Segment{Network: nw}
 		peers := map[netip.Addr]bool{}
-		for _, p := range ports {
+		for other := range carriers[nw.ID] {
+			if other == node {
+				continue
+			}
+			if addr, ok := underlay(other); ok {
+				peers[addr.Unmap()] = true
+			}
+		}
+		for _, p := range byNet[nw.ID] {
 			if p.Node == "" || p.Node == node {
 				continue
 			}
-			addr, ok := underlay(p.Node)
-			if !ok {
-				continue
+			if addr, ok := underlay(p.Node); ok {
+				s.Remote = append(s.Remote, RemotePort{MAC: p.HardwareAddr(), Node: addr.Unmap()})
 			}
-			addr = addr.Unmap()
-			peers[addr] = true
-			s.Remote = append(s.Remote, RemotePort{MAC: p.HardwareAddr(), Node: addr})
 		}
 		for a := range peers {
 			s.Peers = append(s.Peers, a)
@@ -87,15 +117,6 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 		out = append(out, s)
 	}
 	return out
-}
-
-func hasPortOn(ports []Port, node string) bool {
-	for _, p := range ports {
-		if p.Node == node {
-			return true
-		}
-	}
-	return false
 }
 
 // segmentBridge and segmentVXLAN name a segment's devices by its VNI (six
@@ -469,7 +490,7 @@ func (h *Host) removeSegments() error {
 // ports), and the security groups, so a caller can wait for a change that
 // may move a segment or change a port's filter.
 func WatchSegments(txn *memdb.Txn, ws memdb.WatchSet) {
-	for _, table := range []string{tNetworks, tPorts, tSecGroups} {
+	for _, table := range []string{tNetworks, tPorts, tSecGroups, tRouters, tFloatingIPs} {
 		if it, err := txn.Get(table, "id"); err == nil {
 			ws.Add(it.WatchCh())
 		}

@@ -188,7 +188,7 @@ func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
 		if err != nil || !a.Is4() || !pfx.Contains(a) {
 			return netip.Addr{}, consensus.Errorf(consensus.CodeInvalid, "port %s: %q is not an address in %s", p.ID, p.IP, nw.CIDR)
 		}
-		if a.Less(first) || last.Less(a) {
+		if a.Less(first) || last.Less(a) || a == nw.GatewayAddr() {
 			return netip.Addr{}, consensus.Errorf(consensus.CodeInvalid, "port %s: %s is the network, gateway or broadcast address of %s", p.ID, a, nw.CIDR)
 		}
 		if other := consensus.First[Port](txn, tPorts, "ip", nw.ID, a.String()); other != nil {
@@ -196,7 +196,7 @@ func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
 		}
 		return a, nil
 	}
-	used := map[netip.Addr]bool{}
+	used := map[netip.Addr]bool{nw.GatewayAddr(): true}
 	for _, q := range portsOn(txn, nw.ID) {
 		used[q.Addr()] = true
 	}
@@ -234,6 +234,10 @@ func hostRange(p netip.Prefix) (first, last netip.Addr) {
 func ReleasePorts(tx *consensus.Tx, owner string) error {
 	for _, p := range PortsOf(tx.Txn, owner) {
 		if err := tx.Delete(tPorts, &p); err != nil {
+			return err
+		}
+		// A floating IP given to the port stays the project's.
+		if err := disassociate(tx, p.ID); err != nil {
 			return err
 		}
 		if err := refund(tx, p.Charged, p.Project, identity.Resources{Ports: -1}); err != nil {

@@ -40,6 +40,13 @@ type NetworkCreate struct {
 	MTU     int      `json:"mtu,omitempty"`     // default 1450 (a 1500-byte underlay)
 	Pools   []Pool   `json:"pools,omitempty"`   // where VMs' addresses come from; default: all
 	Routes  []Route  `json:"routes,omitempty"`  // static routes handed out by DHCP
+	// External makes a cluster admin's external network instead: the
+	// uplink on the interface named Interface on every node, with the
+	// upstream router at Gateway; Pools are what routers and floating IPs
+	// take. It belongs to no project.
+	External  bool   `json:"external,omitempty"`
+	Interface string `json:"interface,omitempty"`
+	Gateway   string `json:"gateway,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -59,6 +66,12 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	deny := func(project string, err error) (*Network, error) {
 		return nil, s.id.Deny(ctx, p, action, req.Name, project, err)
 	}
+	if req.External {
+		return s.createExternal(ctx, p, req)
+	}
+	if req.Interface != "" || req.Gateway != "" {
+		return deny("", invalid("only an external network names an interface and a gateway"))
+	}
 	pr, err := s.project(p, req.Project)
 	if err != nil {
 		return deny("", err)
@@ -73,6 +86,32 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 		Pools: req.Pools, Routes: req.Routes, Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
 	var out Network
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// createExternal creates an external network: the cluster admin's.
+func (s *Service) createExternal(ctx context.Context, p *identity.Principal, req NetworkCreate) (*Network, error) {
+	const action = "network.create"
+	if !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorf(consensus.CodeForbidden, "only a cluster admin creates external networks"))
+	}
+	if !nameRE.MatchString(req.Name) || req.Name == DefaultNetworkID || generatedID.MatchString(req.Name) {
+		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores, and not reserved", req.Name))
+	}
+	if req.Project != "" || len(req.Routes) > 0 || len(req.DNS) > 0 || req.MTU != 0 {
+		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("an external network belongs to no project and has no routes, DNS servers or MTU of its own"))
+	}
+	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
+		if !nw.IsOverlay() && nw.Name == req.Name {
+			return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorf(consensus.CodeAlreadyExists, "a network named %q already exists", req.Name))
+		}
+	}
+	nw := Network{ID: newID("net"), Name: req.Name, CIDR: req.CIDR, Gateway: req.Gateway, Pools: req.Pools, External: true,
+		Interface: req.Interface, CreatedAt: time.Now().UTC()}
+	var out Network
+	if err := s.id.Mutate(ctx, p, action, req.Name, "", MsgCreateNetwork, nw, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -146,10 +185,13 @@ func (s *Service) DeleteNetwork(ctx context.Context, p *identity.Principal, ref 
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, ref, "", err)
 	}
-	if !nw.IsOverlay() {
+	if nw.External {
+		if !p.IsClusterAdmin() {
+			return nil, s.id.Deny(ctx, p, action, nw.Name, "", consensus.Errorf(consensus.CodeForbidden, "only a cluster admin deletes external networks"))
+		}
+	} else if !nw.IsOverlay() {
 		return nil, s.id.Deny(ctx, p, action, nw.Name, "", consensus.Errorf(consensus.CodeForbidden, "network %s is the cluster's, not a project's", nw.Name))
-	}
-	if !p.Can(nw.Project, identity.RoleMember) {
+	} else if !p.Can(nw.Project, identity.RoleMember) {
 		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete network %s", nw.Name))
 	}
 	if err := s.id.Mutate(ctx, p, action, nw.Name, nw.Project, MsgDeleteNetwork, DeleteNetworkCmd{ID: nw.ID}, nil); err != nil {
@@ -203,20 +245,25 @@ func newID(prefix string) string {
 // project's own networks and the cluster's. Another project's network is
 // not found.
 func Usable(txn *memdb.Txn, projectID, ref string) (*Network, error) {
-	if nw := GetNetwork(txn, ref); nw != nil && (nw.Project == "" || nw.Project == projectID) {
-		return nw, nil
-	}
-	var found []Network
-	for _, nw := range ListNetworks(txn) {
-		if nw.Name == ref && (nw.Project == "" || nw.Project == projectID) {
-			found = append(found, nw)
+	nw := GetNetwork(txn, ref)
+	if nw == nil || (nw.Project != "" && nw.Project != projectID) {
+		var found []Network
+		for _, o := range ListNetworks(txn) {
+			if o.Name == ref && (o.Project == "" || o.Project == projectID) {
+				found = append(found, o)
+			}
+		}
+		switch len(found) {
+		case 0:
+			return nil, notFound("network", ref)
+		case 1:
+			nw = &found[0]
+		default:
+			return nil, invalid("%d networks are named %q: use the network's ID", len(found), ref)
 		}
 	}
-	switch len(found) {
-	case 0:
-		return nil, notFound("network", ref)
-	case 1:
-		return &found[0], nil
+	if nw.External {
+		return nil, invalid("network %s is external: VMs reach it through a router, and are reached from it by floating IPs", nw.Name)
 	}
-	return nil, invalid("%d networks are named %q: use the network's ID", len(found), ref)
+	return nw, nil
 }

@@ -2,7 +2,6 @@ package netfabric
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/mdlayher/packet"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -126,30 +124,13 @@ func (v *VIP) Release() error {
 	return nil
 }
 
-// announce sends a gratuitous ARP request (sender and target both the
-// address, from the interface's MAC, to everyone: RFC 5227's
-// announcement).
+// announce sends a gratuitous ARP announcement of the address.
 func (v *VIP) announce(link netlink.Link) error {
 	ifi, err := net.InterfaceByIndex(link.Attrs().Index)
 	if err != nil {
 		return err
 	}
-	c, err := packet.Listen(ifi, packet.Datagram, unix.ETH_P_ARP, nil)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ip := v.Prefix.Addr().As4()
-	b := make([]byte, 28)
-	binary.BigEndian.PutUint16(b[0:], 1) // Ethernet
-	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
-	b[4], b[5] = 6, 4
-	binary.BigEndian.PutUint16(b[6:], 1) // request
-	copy(b[8:14], ifi.HardwareAddr)
-	copy(b[14:18], ip[:])
-	copy(b[24:28], ip[:])
-	_, err = c.WriteTo(b, &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
-	return err
+	return announceARP(ifi, v.Prefix.Addr())
 }
 
 // InterfaceOf returns the name of the interface that has addr.

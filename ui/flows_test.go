@@ -230,7 +230,7 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 
 	// Quota: the defaults are shown, and a cluster admin can change them.
 	quota := url.Values{"instances": {"4"}, "vcpus": {"8"}, "ram_mib": {"16384"}, "disk_gib": {"-1"}, "object_gib": {"100"}, "floating_ips": {"2"}, "objects": {"50000"},
-		"volumes": {"3"}, "volume_gib": {"300"}, "snapshots": {"-1"}, "networks": {"5"}, "ports": {"40"}}
+		"volumes": {"3"}, "volume_gib": {"300"}, "snapshots": {"-1"}, "networks": {"5"}, "ports": {"40"}, "routers": {"3"}}
 	form := b.formOn("/projects/radiology", quota)
 	form.Set("version", versionOn(t, b.get("/projects/radiology")))
 	p = b.post("/projects/radiology/quota", form)
@@ -238,7 +238,7 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 		t.Fatalf("set quota: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	q, err := e.svc.GetQuota(adminPrincipal(t, e), "radiology")
-	if err != nil || q.Limits.Instances != 4 || q.Limits.DiskGiB != identity.Unlimited || q.Limits.Objects != 50000 || q.Limits.VolumeGiB != 300 || q.Limits.Networks != 5 || q.Limits.Ports != 40 {
+	if err != nil || q.Limits.Instances != 4 || q.Limits.DiskGiB != identity.Unlimited || q.Limits.Objects != 50000 || q.Limits.VolumeGiB != 300 || q.Limits.Networks != 5 || q.Limits.Ports != 40 || q.Limits.Routers != 3 {
 		t.Fatalf("quota in the service: %+v, %v", q, err)
 	}
 	// A stale version (someone else saved meanwhile) is refused, not overwritten.

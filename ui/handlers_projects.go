@@ -87,6 +87,7 @@ func quotaRows(q *identity.Quota) []quotaRow {
 		{Key: "quota.snapshots", Field: "snapshots", Usage: u.Snapshots, Limit: l.Snapshots},
 		{Key: "quota.networks", Field: "networks", Usage: u.Networks, Limit: l.Networks},
 		{Key: "quota.ports", Field: "ports", Usage: u.Ports, Limit: l.Ports},
+		{Key: "quota.routers", Field: "routers", Usage: u.Routers, Limit: l.Routers},
 	}
 	for i := range rows {
 		rows[i].Input = itoa(rows[i].Limit)
@@ -183,7 +184,7 @@ func parseLimits(r *http.Request, rows []quotaRow) (identity.Resources, string) 
 		Instances: vals["instances"], VCPUs: vals["vcpus"], RAMMiB: vals["ram_mib"],
 		DiskGiB: vals["disk_gib"], ObjectGiB: vals["object_gib"], FloatingIPs: vals["floating_ips"], Objects: vals["objects"],
 		Volumes: vals["volumes"], VolumeGiB: vals["volume_gib"], Snapshots: vals["snapshots"],
-		Networks: vals["networks"], Ports: vals["ports"],
+		Networks: vals["networks"], Ports: vals["ports"], Routers: vals["routers"],
 	}, bad
 }
 

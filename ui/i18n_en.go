@@ -156,6 +156,7 @@ func catalogEN() map[string]string {
 		"quota.snapshots":    "Volume snapshots",
 		"quota.networks":     "Private networks",
 		"quota.ports":        "Network ports (VM NICs)",
+		"quota.routers":      "Routers",
 		"quota.floating_ips": "Floating IP addresses",
 		"quota.hint":         "Enter -1 for no limit. A limit below what is in use blocks new allocations but removes nothing.",
 		"quota.save":         "Save quota",

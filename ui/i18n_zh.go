@@ -155,6 +155,7 @@ func catalogZH() map[string]string {
 		"quota.snapshots":    "卷快照",
 		"quota.networks":     "私有网络",
 		"quota.ports":        "网络端口（虚拟机网卡）",
+		"quota.routers":      "路由器",
 		"quota.floating_ips": "浮动 IP 地址",
 		"quota.hint":         "输入 -1 表示不限。上限低于已使用量时，将无法新增分配，但不会删除任何资源。",
 		"quota.save":         "保存配额",

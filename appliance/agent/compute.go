@@ -190,12 +190,35 @@ func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host, tri
 			a.log.Error("set up project networks on this node", "err", err)
 			wait = 2 * time.Second
 		}
+		plans := netfabric.RouterPlans(txn, a.cfg.Name)
+		a.askRouterAddresses(ctx, plans)
+		if err := host.ReconcileRouters(plans); err != nil {
+			a.log.Error("set up routers on this node", "err", err)
+			wait = 2 * time.Second
+		}
 		if tried != nil {
 			close(tried)
 			tried = nil
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		_ = a.node.Store().Watch(wctx, ws)
+		cancel()
+	}
+}
+
+// askRouterAddresses asks for this node's address on the external network
+// of each router it runs that has a gateway and no address here yet. The
+// answer comes back through the watch.
+func (a *Agent) askRouterAddresses(ctx context.Context, plans []netfabric.RouterPlan) {
+	for _, pl := range plans {
+		if pl.External == nil || pl.Address.IsValid() {
+			continue
+		}
+		cmd := netfabric.RouterNodeAddressCmd{Router: pl.Router.ID, Node: a.cfg.Name, CreatedAt: time.Now().UTC()}
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		if _, err := a.node.Apply(actx, netfabric.MsgRouterNodeAddress, cmd, nil); err != nil {
+			a.log.Error("ask for this node's address of a router", "router", pl.Router.ID, "err", err)
+		}
 		cancel()
 	}
 }

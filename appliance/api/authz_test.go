@@ -93,7 +93,7 @@ var matrix = []grant{
 	{route: "PUT /api/v1/projects/{project}/members/{user}", path: "/api/v1/projects/{project}/members/rita", body: `{"role":"reader"}`, status: 204, allow: projectAdmins},
 	{route: "DELETE /api/v1/projects/{project}/members/{user}", path: "/api/v1/projects/{project}/members/{fresh-reader}", status: 204, allow: projectAdmins},
 	{route: "GET /api/v1/projects/{project}/quota", status: 200, allow: readers},
-	{route: "PUT /api/v1/projects/{project}/quota", body: `{"instances":10,"vcpus":20,"ram_mib":51200,"disk_gib":1000,"object_gib":1000,"floating_ips":5,"objects":1000000}`, status: 200, allow: clusterAdmins},
+	{route: "PUT /api/v1/projects/{project}/quota", body: `{"instances":10,"vcpus":20,"ram_mib":51200,"disk_gib":1000,"object_gib":1000,"floating_ips":-1,"objects":1000000}`, status: 200, allow: clusterAdmins},
 
 	{route: "GET /api/v1/users", status: 200, allow: users},
 	{route: "POST /api/v1/users", body: `{"name":"made-{n}","password":"long-enough-password"}`, status: 201, allow: clusterAdmins},
@@ -163,6 +163,19 @@ var matrix = []grant{
 	{route: "GET /api/v1/networks/{network}/ports", status: 200, allow: readers},
 	{route: "GET /api/v1/ports/{port}", status: 200, allow: readers},
 	{route: "PATCH /api/v1/ports/{port}", body: `{"security_groups":["default"]}`, status: 200, allow: members},
+	{route: "GET /api/v1/routers", status: 200, allow: users},
+	{route: "POST /api/v1/routers", body: `{"name":"made-{n}","project":"proj-a"}`, status: 201, allow: members},
+	{route: "GET /api/v1/routers/{router}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/routers/{router}", path: "/api/v1/routers/{fresh-router}", status: 200, allow: members},
+	{route: "POST /api/v1/routers/{router}/interfaces", body: `{"network":"net-a"}`, status: 200, allow: members},
+	{route: "DELETE /api/v1/routers/{router}/interfaces/{network}", path: "/api/v1/routers/{fresh-interface}", status: 200, allow: members},
+	{route: "PUT /api/v1/routers/{router}/gateway", body: `{"network":"public"}`, status: 200, allow: members},
+	{route: "GET /api/v1/floating-ips", status: 200, allow: users},
+	{route: "POST /api/v1/floating-ips", body: `{"project":"proj-a","network":"public"}`, status: 201, allow: members},
+	{route: "GET /api/v1/floating-ips/{fip}", status: 200, allow: readers},
+	{route: "DELETE /api/v1/floating-ips/{fip}", path: "/api/v1/floating-ips/{fresh-fip}", status: 200, allow: members},
+	{route: "PUT /api/v1/floating-ips/{fip}/port", body: `{"port_id":"port-a"}`, status: 200, allow: members},
+	{route: "DELETE /api/v1/floating-ips/{fip}/port", status: 200, allow: members},
 	{route: "GET /api/v1/security-groups", status: 200, allow: users},
 	{route: "POST /api/v1/security-groups", body: `{"name":"made-{n}","project":"proj-a"}`, status: 201, allow: members},
 	{route: "GET /api/v1/security-groups/{group}", status: 200, allow: readers},
@@ -308,7 +321,25 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	_, err = nd.Node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "port-a", NetworkID: netA.ID, Owner: "vm-a", Project: a.ID,
 		SecurityGroups: []string{netfabric.DefaultGroupID(a.ID)}, CreatedAt: time.Now().UTC()}, &port)
 	must(err)
-	f.names = map[string]string{"network": "net-a", "project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
+	// An external network, and proj-a's router onto it with net-a, and a
+	// floating IP; the matrix makes more of both than a project may have.
+	_, err = networks.CreateNetwork(ctx, admin, netfabric.NetworkCreate{Name: "public", External: true, Interface: "eth1",
+		CIDR: "198.51.100.0/24", Pools: []netfabric.Pool{{Start: "198.51.100.10", End: "198.51.100.250"}}})
+	must(err)
+	lim, err := nd.ID.GetQuota(admin, "proj-a")
+	must(err)
+	lim.Limits.FloatingIPs, lim.Limits.Routers = identity.Unlimited, identity.Unlimited
+	_, err = nd.ID.SetQuota(ctx, admin, "proj-a", lim.Limits, 0)
+	must(err)
+	rt, err := networks.CreateRouter(ctx, f.mike, netfabric.RouterCreate{Name: "router-a", Project: "proj-a"})
+	must(err)
+	_, err = networks.SetRouterInterface(ctx, f.mike, rt.ID, "net-a", false)
+	must(err)
+	_, err = networks.SetRouterGateway(ctx, f.mike, rt.ID, "public")
+	must(err)
+	fip, err := networks.CreateFloatingIP(ctx, f.mike, netfabric.FloatingIPCreate{Project: "proj-a", Network: "public"})
+	must(err)
+	f.names = map[string]string{"router": "router-a", "fip": fip.ID, "network": "net-a", "project": "proj-a", "user": "mike", "vm": "vm-a", "image": "img-guest", "public-image": "img-public",
 		"flavor": fl.Name, "bucket": "bucket-a", "disk": ds[0].ID, "volume": "vol-a", "snapshot": "snap-a", "group": "group-a", "port": "port-a"}
 	for r, u := range map[role]string{reader: "rita", member: "mike", projectAdmin: "alice", clusterAdmin: "admin", outsider: "bob"} {
 		f.tokens[r] = f.login(u)
@@ -365,6 +396,22 @@ func (f *matrixFixture) value(name string) string {
 		nw, err := f.networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a", CIDR: matrixCIDR(n)})
 		must(err)
 		return nw.ID
+	case "fresh-router":
+		rt, err := f.networks.CreateRouter(ctx, f.mike, netfabric.RouterCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a"})
+		must(err)
+		return rt.ID
+	case "fresh-interface": // a router with a network: {router}/interfaces/{network}
+		rt, err := f.networks.CreateRouter(ctx, f.mike, netfabric.RouterCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a"})
+		must(err)
+		nw, err := f.networks.CreateNetwork(ctx, f.mike, netfabric.NetworkCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a", CIDR: matrixCIDR(n)})
+		must(err)
+		_, err = f.networks.SetRouterInterface(ctx, f.mike, rt.ID, nw.ID, false)
+		must(err)
+		return rt.ID + "/interfaces/" + nw.ID
+	case "fresh-fip":
+		fip, err := f.networks.CreateFloatingIP(ctx, f.mike, netfabric.FloatingIPCreate{Project: "proj-a", Network: "public"})
+		must(err)
+		return fip.ID
 	case "fresh-group":
 		g, err := f.networks.CreateSecurityGroup(ctx, f.mike, netfabric.SecurityGroupCreate{Name: fmt.Sprintf("fresh-%d", n), Project: "proj-a"})
 		must(err)

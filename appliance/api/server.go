@@ -99,6 +99,7 @@ func New(d Deps) *Server {
 	}
 	if s.networks != nil {
 		s.routes = append(s.routes, s.networkRoutes()...)
+		s.routes = append(s.routes, s.routerRoutes()...)
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))

@@ -322,9 +322,9 @@ var commands = map[string]command{
 		}
 		return printQuota(e, q)
 	})},
-	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N] [--volumes N] [--volume-gib N] [--snapshots N] [--networks N] [--ports N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"quota set": {usage: "PROJECT [--instances N] [--vcpus N] [--ram-mib N] [--disk-gib N] [--object-gib N] [--floating-ips N] [--objects N] [--volumes N] [--volume-gib N] [--snapshots N] [--networks N] [--ports N] [--routers N]", help: "change a project's limits (-1 = unlimited)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		vals := map[string]*int64{}
-		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects", "volumes", "volume-gib", "snapshots", "networks", "ports"} {
+		for _, n := range []string{"instances", "vcpus", "ram-mib", "disk-gib", "object-gib", "floating-ips", "objects", "volumes", "volume-gib", "snapshots", "networks", "ports", "routers"} {
 			vals[n] = fs.Int64(n, -2, "limit for "+n+"; -1 is unlimited")
 		}
 		return func(e *env, args []string) error {
@@ -339,7 +339,7 @@ var commands = map[string]command{
 			l := &q.Limits
 			for name, dst := range map[string]*int64{"instances": &l.Instances, "vcpus": &l.VCPUs, "ram-mib": &l.RAMMiB,
 				"disk-gib": &l.DiskGiB, "object-gib": &l.ObjectGiB, "floating-ips": &l.FloatingIPs, "objects": &l.Objects,
-				"volumes": &l.Volumes, "volume-gib": &l.VolumeGiB, "snapshots": &l.Snapshots, "networks": &l.Networks, "ports": &l.Ports} {
+				"volumes": &l.Volumes, "volume-gib": &l.VolumeGiB, "snapshots": &l.Snapshots, "networks": &l.Networks, "ports": &l.Ports, "routers": &l.Routers} {
 				if v := *vals[name]; v != -2 {
 					*dst = v
 				}
@@ -574,6 +574,7 @@ func printQuota(e *env, q identity.Quota) error {
 		{"snapshots", itoa(q.Usage.Snapshots), lim(q.Limits.Snapshots)},
 		{"networks", itoa(q.Usage.Networks), lim(q.Limits.Networks)},
 		{"ports", itoa(q.Usage.Ports), lim(q.Limits.Ports)},
+		{"routers", itoa(q.Usage.Routers), lim(q.Limits.Routers)},
 	}
 	return e.print(q, []string{"RESOURCE", "IN USE", "LIMIT"}, func(i int) []string { return rows[i][:] }, len(rows))
 }

@@ -28,8 +28,11 @@ var networkCommands = map[string]command{
 			}, len(ns))
 		}
 	}},
-	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--project P]", help: "create a project network: a private layer 2 across the nodes with DHCP", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--project P] | NAME --external --interface IFACE --cidr CIDR [--gateway IP] [--pool START-END]...", help: "create a project network: a private layer 2 across the nodes with DHCP; or (cluster admin) an external network on an interface every node has", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req netfabric.NetworkCreate
+		fs.BoolVar(&req.External, "external", false, "an external network (cluster admin): the uplink routers and floating IPs use")
+		fs.StringVar(&req.Interface, "interface", "", "external network: the interface it is on, on every node (e.g. eth1)")
+		fs.StringVar(&req.Gateway, "gateway", "", "external network: the upstream router's address (default: the first host)")
 		fs.StringVar(&req.CIDR, "cidr", "", "IPv4 subnet, /16 to /29, e.g. 10.50.0.0/24 (other projects may use the same)")
 		dns := fs.String("dns", "", "DNS servers DHCP hands out, comma-separated")
 		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes)")
@@ -316,12 +319,22 @@ func networkKind(n *netfabric.Network) string {
 	if n.IsOverlay() {
 		return "project"
 	}
+	if n.External {
+		return "external (on " + n.Interface + ")"
+	}
 	return "cluster (NAT)"
 }
 
 func printNetwork(e *env, n *netfabric.Network) error {
 	kv := [][2]string{{"id", n.ID}, {"name", n.Name}, {"kind", networkKind(n)}, {"project", n.Project}, {"cidr", n.CIDR},
 		{"gateway", n.Gateway}, {"dns", strings.Join(n.DNS, ", ")}}
+	if n.External {
+		var ps []string
+		for _, p := range n.Pools {
+			ps = append(ps, p.Start+"-"+p.End)
+		}
+		kv = append(kv, [2]string{"interface", n.Interface}, [2]string{"pools", strings.Join(ps, ", ")})
+	}
 	if n.IsOverlay() {
 		kv = append(kv, [2]string{"mtu", fmt.Sprint(n.MTU)}, [2]string{"segment", fmt.Sprintf("VXLAN %d", n.VNI)})
 		var ps, rs []string

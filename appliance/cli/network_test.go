@@ -124,14 +124,85 @@ func TestCLINetworks(t *testing.T) {
 		t.Fatalf("delete the default group: %d %s", code, out)
 	}
 
+	// Routers and floating IPs, onto an external network the admin made.
+	if code, out := cairn(t, "", "network", "create", "public", "--external", "--interface", "eth1", "--cidr", "198.51.100.0/24",
+		"--gateway", "198.51.100.254", "--pool", "198.51.100.10-198.51.100.20"); code != 0 || !strings.Contains(out, "external (on eth1)") || !strings.Contains(out, "198.51.100.254") {
+		t.Fatalf("external network create: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "create", "worse", "--external", "--interface", "eth1", "--cidr", "198.51.101.0/24",
+		"--gateway", "198.51.101.5", "--pool", "198.51.101.2-198.51.101.9"); code != 1 || !strings.Contains(out, "holds the gateway") {
+		t.Fatalf("an external pool holding the gateway: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "create", "edge", "--project", "ward"); code != 0 || !strings.Contains(out, "edge") {
+		t.Fatalf("router create: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "add-interface", "edge", "imaging"); code != 0 || !strings.Contains(out, "imaging") {
+		t.Fatalf("router add-interface: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "set-gateway", "edge", "lab"); code != 1 || !strings.Contains(out, "not an external network") {
+		t.Fatalf("a gateway on a project network: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "create", "lab", "--project", "ward"); code != 1 || !strings.Contains(out, "not an external network") {
+		t.Fatalf("a floating IP from a project network: %d %s", code, out)
+	}
+	// Before the router has a gateway there, a floating IP cannot reach
+	// the port: refused, and the address is not kept.
+	if code, out := cairn(t, "", "floating-ip", "create", "public", "--project", "ward", "--port", "vm-1-0"); code != 1 || !strings.Contains(out, "no router with a gateway") {
+		t.Fatalf("a floating IP for a port with no way out: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "list"); code != 0 || strings.Contains(out, "198.51.100.") {
+		t.Fatalf("a refused floating IP was kept: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "set-gateway", "edge", "public"); code != 0 || !strings.Contains(out, "public") {
+		t.Fatalf("router set-gateway: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "create", "public", "--project", "ward", "--ip", "198.51.100.15", "--port", "vm-1-0"); code != 0 ||
+		!strings.Contains(out, "198.51.100.15") || !strings.Contains(out, "10.50.0.2") {
+		t.Fatalf("floating-ip create --port: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "list", "-o", "json"); code != 0 || !strings.Contains(out, `"fixed_ip": "10.50.0.2"`) {
+		t.Fatalf("floating-ip list: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "remove-interface", "edge", "imaging"); code != 1 || !strings.Contains(out, "take it back first") {
+		t.Fatalf("remove the interface a floating IP needs: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "disassociate", "198.51.100.15"); code != 0 || strings.Contains(out, "10.50.0.2") {
+		t.Fatalf("floating-ip disassociate: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "floating-ip", "associate", "198.51.100.15", "--port", "vm-1-0"); code != 0 || !strings.Contains(out, "10.50.0.2") {
+		t.Fatalf("floating-ip associate: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 1 {
+		t.Fatalf("delete a network with a port on a router: %d %s", code, out)
+	}
+
 	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 1 || !strings.Contains(out, "still has 1 ports") {
 		t.Fatalf("delete with a port: %d %s", code, out)
 	}
 	if _, err := nd.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-1"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// The port went with its VM and took its floating IP back; the
+	// address stays the project's until given back.
+	if code, out := cairn(t, "", "floating-ip", "show", "198.51.100.15", "-o", "json"); code != 0 || strings.Contains(out, "port_id") {
+		t.Fatalf("a floating IP of a released port: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 1 || !strings.Contains(out, "connected to router edge") {
+		t.Fatalf("delete a network on a router: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "delete", "edge"); code != 1 || !strings.Contains(out, "still connects 1 networks") {
+		t.Fatalf("delete a router with a network: %d %s", code, out)
+	}
+	for _, args := range [][]string{{"router", "remove-interface", "edge", "imaging"}, {"router", "delete", "edge"}, {"floating-ip", "delete", "198.51.100.15"}} {
+		if code, out := cairn(t, "", args...); code != 0 {
+			t.Fatalf("%v: %d %s", args, code, out)
+		}
+	}
 	if code, out := cairn(t, "", "network", "delete", "imaging"); code != 0 {
 		t.Fatalf("delete: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "delete", "public"); code != 0 {
+		t.Fatalf("delete the external network: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "network", "show", "imaging"); code != 1 || !strings.Contains(out, "not found") {
 		t.Fatalf("show after delete: %d %s", code, out)

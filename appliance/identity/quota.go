@@ -81,13 +81,13 @@ type quotaField struct {
 func (r Resources) add(d Resources) Resources {
 	return Resources{r.Instances + d.Instances, r.VCPUs + d.VCPUs, r.RAMMiB + d.RAMMiB,
 		r.DiskGiB + d.DiskGiB, r.ObjectGiB + d.ObjectGiB, r.FloatingIPs + d.FloatingIPs, r.Objects + d.Objects,
-		r.Volumes + d.Volumes, r.VolumeGiB + d.VolumeGiB, r.Snapshots + d.Snapshots, r.Networks + d.Networks, r.Ports + d.Ports}
+		r.Volumes + d.Volumes, r.VolumeGiB + d.VolumeGiB, r.Snapshots + d.Snapshots, r.Networks + d.Networks, r.Ports + d.Ports, r.Routers + d.Routers}
 }
 
 func (r Resources) clampZero() Resources {
 	c := func(v int64) int64 { return max(v, 0) }
 	return Resources{c(r.Instances), c(r.VCPUs), c(r.RAMMiB), c(r.DiskGiB), c(r.ObjectGiB), c(r.FloatingIPs), c(r.Objects),
-		c(r.Volumes), c(r.VolumeGiB), c(r.Snapshots), c(r.Networks), c(r.Ports)}
+		c(r.Volumes), c(r.VolumeGiB), c(r.Snapshots), c(r.Networks), c(r.Ports), c(r.Routers)}
 }
 
 // fields pairs each limit with the usage it would have after a change of d.
@@ -105,6 +105,7 @@ func (r Resources) fields(next, d Resources) []quotaField {
 		{"snapshots", r.Snapshots, next.Snapshots, d.Snapshots},
 		{"networks", r.Networks, next.Networks, d.Networks},
 		{"ports", r.Ports, next.Ports, d.Ports},
+		{"routers", r.Routers, next.Routers, d.Routers},
 	}
 }
 

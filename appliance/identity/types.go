@@ -113,10 +113,11 @@ type Resources struct {
 	// any network (Neutron's network and port quotas).
 	Networks int64 `json:"networks"`
 	Ports    int64 `json:"ports"`
+	Routers  int64 `json:"routers"`
 }
 
 // UnmarshalJSON takes a missing "objects", "volumes", "volume_gib",
-// "snapshots", "networks" or "ports" as Unlimited: limits written before they existed (in the
+// "snapshots", "networks", "ports" or "routers" as Unlimited: limits written before they existed (in the
 // log, in snapshots, from older clients) did not limit them. Like every row and command it ignores fields
 // it does not know, so a newer node's state decodes here; the API refuses
 // unknown fields itself (appliance/api).
@@ -130,6 +131,7 @@ func (r *Resources) UnmarshalJSON(b []byte) error {
 		Snapshots *int64 `json:"snapshots"`
 		Networks  *int64 `json:"networks"`
 		Ports     *int64 `json:"ports"`
+		Routers   *int64 `json:"routers"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
@@ -138,7 +140,7 @@ func (r *Resources) UnmarshalJSON(b []byte) error {
 	for _, f := range []struct {
 		dst *int64
 		src *int64
-	}{{&r.Objects, v.Objects}, {&r.Volumes, v.Volumes}, {&r.VolumeGiB, v.VolumeGiB}, {&r.Snapshots, v.Snapshots}, {&r.Networks, v.Networks}, {&r.Ports, v.Ports}} {
+	}{{&r.Objects, v.Objects}, {&r.Volumes, v.Volumes}, {&r.VolumeGiB, v.VolumeGiB}, {&r.Snapshots, v.Snapshots}, {&r.Networks, v.Networks}, {&r.Ports, v.Ports}, {&r.Routers, v.Routers}} {
 		*f.dst = Unlimited
 		if f.src != nil {
 			*f.dst = *f.src
@@ -173,7 +175,7 @@ func (q *Quota) UnmarshalJSON(b []byte) error {
 
 // DefaultQuota is what a new project gets until a cluster admin changes it.
 var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1000, ObjectGiB: 1000, FloatingIPs: 5, Objects: 1_000_000,
-	Volumes: 20, VolumeGiB: 1000, Snapshots: 50, Networks: 100, Ports: 500}
+	Volumes: 20, VolumeGiB: 1000, Snapshots: 50, Networks: 100, Ports: 500, Routers: 10}
 
 // AuditEntry records one mutating request and its result.
 type AuditEntry struct {

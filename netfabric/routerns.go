@@ -1,0 +1,620 @@
+package netfabric
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// A router on a node is a network namespace of its own (Neutron's qrouter
+// namespace), so projects' overlapping addresses never meet in one
+// routing table or connection tracker:
+//
+//   - one veth per connected network: the node's end (prefix+"q"+VNI) on
+//     the segment's bridge, the router's end (qr-VNI) with the network's
+//     gateway address and a MAC of this node's own (routerMAC);
+//   - on the segment's bridge, frames from a guest to the gateway's MAC,
+//     which is the same on every node, go to the local router: a bridge
+//     table (HostConfig.RouteTable) rewrites their destination to the local
+//     router's MAC. DHCP to the gateway stays with the node's DHCP server,
+//     and the node still answers ARP for the gateway itself (segdhcp.go).
+//     The router neither answers nor asks ARP on its networks: it knows
+//     their ports' MACs from the state (permanent neighbours), so guests
+//     never learn a node's own MAC for their gateway, and a guest that
+//     moves keeps its gateway;
+//   - with a gateway, a macvlan (qg) on the external network's interface,
+//     with this node's address of the router and its floating IPs, a
+//     default route to the external network's gateway, and an nftables
+//     table: floating IPs 1:1, everything else out from the node's
+//     address, nothing in but replies and floating IPs.
+//
+// Namespaces are named RouterNSPrefix+router id; ReconcileRouters removes
+// those of routers this node no longer runs, leftovers of a crash included.
+
+// routerMAC is a router's MAC on a network on one node.
+func routerMAC(networkID, node string) net.HardwareAddr {
+	return MACFor("router:" + networkID + ":" + node)
+}
+
+const (
+	ctStatusDNAT = 1 << 5 // IPS_DST_NAT: the connection's destination was translated
+
+	routerTable = "cairn_router" // in each router's namespace
+	routerExt   = "qg"           // the router's link on the external network
+)
+
+func routerIfname(vni uint32) string { return fmt.Sprintf("qr-%06x", vni) }
+
+func (h *Host) routerVeth(vni uint32) string {
+	return fmt.Sprintf("%s%06x", h.cfg.SegmentPrefix+"q", vni)
+}
+
+func (h *Host) ownsRouterVeth(name string) bool {
+	p := h.cfg.SegmentPrefix
+	return p != "" && len(name) == len(p)+7 && strings.HasPrefix(name, p+"q")
+}
+
+// routerNSPrefix names this node's router namespaces: the configured
+// prefix, else one made from the node's own namespace, which no other
+// node on the host shares.
+func (h *Host) routerNSPrefix() (string, error) {
+	if h.cfg.RouterNSPrefix != "" {
+		return h.cfg.RouterNSPrefix, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()), &st); err != nil {
+		return "", fmt.Errorf("router namespaces: %w", err)
+	}
+	return fmt.Sprintf("cairn-%x-", st.Ino), nil
+}
+
+// ReconcileRouters makes this node run exactly plans, after
+// ReconcileSegments has built their segments. Idempotent; what is already
+// right is not touched, so traffic through a router flows on.
+func (h *Host) ReconcileRouters(plans []RouterPlan) error {
+	h.rtMu.Lock()
+	defer h.rtMu.Unlock()
+	prefix, err := h.routerNSPrefix()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	want := map[string]bool{}
+	veths := map[string]bool{}
+	var routed []RouterPlan
+	for _, pl := range plans {
+		name := prefix + pl.Router.ID
+		want[name] = true
+		for _, nw := range pl.Networks {
+			veths[h.routerVeth(nw.VNI)] = true
+		}
+		if err := h.ensureRouter(name, pl); err != nil {
+			errs = append(errs, fmt.Errorf("router %s: %w", pl.Router.ID, err))
+			continue
+		}
+		routed = append(routed, pl)
+	}
+	// Guests reach the routers that are in place.
+	errs = append(errs, h.applyRouteTable(routed))
+	entries, err := os.ReadDir(netnsDir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) && !want[e.Name()] {
+			h.log.Info("removing router namespace", "netns", e.Name())
+			if err := netns.DeleteNamed(e.Name()); err != nil {
+				errs = append(errs, fmt.Errorf("remove router namespace %s: %w", e.Name(), err))
+			}
+		}
+	}
+	links, err := linkList()
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, l := range links {
+		if n := l.Attrs().Name; h.ownsRouterVeth(n) && !veths[n] {
+			// (Gone already if its namespace went just now.)
+			if err := netlink.LinkDel(l); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENODEV) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", n, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+const netnsDir = "/run/netns"
+
+// openRouterNS returns the router's namespace, made if missing. A new
+// namespace is made from a thread in the node's own namespace.
+func openRouterNS(name string) (ns netns.NsHandle, created bool, err error) {
+	if ns, err := netns.GetFromName(name); err == nil {
+		return ns, false, nil
+	}
+	origin, err := netns.Get()
+	if err != nil {
+		return 0, false, err
+	}
+	defer origin.Close()
+	type res struct {
+		ns  netns.NsHandle
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		if err := netns.Set(origin); err != nil {
+			ch <- res{err: err}
+			return
+		}
+		_ = os.Remove(netnsDir + "/" + name) // a file left without its mount
+		ns, err := netns.NewNamed(name)
+		if err == nil {
+			if lo, lerr := netlink.LinkByName("lo"); lerr == nil {
+				err = netlink.LinkSetUp(lo)
+			}
+		}
+		ch <- res{ns, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		return 0, false, fmt.Errorf("create namespace %s: %w", name, r.err)
+	}
+	return r.ns, true, nil
+}
+
+// inNamespace runs fn on a new OS thread in ns; the thread is never
+// unlocked, so the runtime retires it instead of reusing it elsewhere.
+func inNamespace(ns netns.NsHandle, fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		errc <- fn()
+	}()
+	return <-errc
+}
+
+func (h *Host) ensureRouter(name string, pl RouterPlan) error {
+	ns, created, err := openRouterNS(name)
+	if err != nil {
+		return err
+	}
+	defer ns.Close()
+	if created {
+		h.log.Info("created router namespace", "netns", name, "router", pl.Router.ID)
+	}
+	rh, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return err
+	}
+	defer rh.Close()
+	if err := inNamespace(ns, routerSysctls); err != nil {
+		return err
+	}
+	wantIf := map[string]bool{}
+	for _, nw := range pl.Networks {
+		wantIf[routerIfname(nw.VNI)] = true
+		if err := h.ensureRouterLeg(ns, rh, nw); err != nil {
+			return fmt.Errorf("network %s: %w", nw.ID, err)
+		}
+	}
+	if err := syncNeighbours(rh, pl); err != nil {
+		return err
+	}
+	announce, err := h.ensureRouterGateway(ns, rh, pl)
+	if err != nil {
+		return err
+	}
+	links, err := rh.LinkList()
+	if err != nil {
+		return err
+	}
+	for _, l := range links {
+		if n := l.Attrs().Name; strings.HasPrefix(n, "qr-") && !wantIf[n] {
+			if err := rh.LinkDel(l); err != nil {
+				return fmt.Errorf("remove %s: %w", n, err)
+			}
+		}
+	}
+	rs := buildRouterRuleset(pl)
+	if err := rs.apply(nftables.WithNetNSFd(int(ns))); err != nil {
+		return err
+	}
+	if len(announce) > 0 {
+		if err := inNamespace(ns, func() error {
+			ifi, err := net.InterfaceByName(routerExt)
+			if err != nil {
+				return err
+			}
+			var errs []error
+			for _, a := range announce {
+				errs = append(errs, announceARP(ifi, a))
+			}
+			return errors.Join(errs...)
+		}); err != nil {
+			h.log.Warn("announce router addresses", "router", pl.Router.ID, "err", err)
+		}
+	}
+	return nil
+}
+
+// routerSysctls, in the router's namespace: it forwards; it has no IPv6
+// yet; it answers no ARP on its networks (arp_ignore 8 there) and, on the
+// external network, only for the addresses it has there.
+func routerSysctls() error {
+	for _, kv := range [][2]string{
+		{"ipv4/ip_forward", "1"},
+		{"ipv6/conf/all/disable_ipv6", "1"},
+		{"ipv6/conf/default/disable_ipv6", "1"},
+		{"ipv4/conf/all/arp_ignore", "0"},
+		{"ipv4/conf/default/arp_ignore", "8"},
+		{"ipv4/conf/all/arp_announce", "2"},
+		{"ipv4/conf/all/rp_filter", "0"},
+		{"ipv4/conf/default/rp_filter", "0"},
+	} {
+		err := os.WriteFile("/proc/sys/net/"+kv[0], []byte(kv[1]), 0o644)
+		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("router namespace: %s: %w", kv[0], err)
+		}
+	}
+	return nil
+}
+
+// ensureRouterLeg connects the router to one network: a veth from the
+// segment's bridge into the namespace, with the gateway address inside.
+func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network) error {
+	hostEnd, rEnd := h.routerVeth(nw.VNI), routerIfname(nw.VNI)
+	br, err := netlink.LinkByName(h.segmentBridge(nw.VNI))
+	if err != nil {
+		return fmt.Errorf("segment bridge: %w", err)
+	}
+	mac := routerMAC(nw.ID, h.cfg.Node)
+	inner, ierr := rh.LinkByName(rEnd)
+	outer, oerr := netlink.LinkByName(hostEnd)
+	if oerr == nil && (ierr != nil || inner.Attrs().HardwareAddr.String() != mac.String()) {
+		// Half of a pair (the namespace was made again, say): start over.
+		if err := netlink.LinkDel(outer); err != nil {
+			return fmt.Errorf("remove %s: %w", hostEnd, err)
+		}
+		oerr = netlink.LinkNotFoundError{}
+	}
+	if ierr == nil && oerr != nil {
+		if err := rh.LinkDel(inner); err != nil {
+			return fmt.Errorf("remove %s: %w", rEnd, err)
+		}
+	}
+	if oerr != nil {
+		v := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: hostEnd, MTU: nw.MTU}, PeerName: rEnd,
+			PeerHardwareAddr: mac, PeerNamespace: netlink.NsFd(ns)}
+		if err := netlink.LinkAdd(v); err != nil {
+			return fmt.Errorf("veth %s: %w", hostEnd, err)
+		}
+		h.log.Info("connected router to network", "link", hostEnd, "network", nw.ID)
+		if outer, err = netlink.LinkByName(hostEnd); err != nil {
+			return err
+		}
+		if inner, err = rh.LinkByName(rEnd); err != nil {
+			return err
+		}
+	}
+	if err := segmentSysctls(hostEnd, false); err != nil {
+		return err
+	}
+	if err := setMTU(outer, nw.MTU); err != nil {
+		return err
+	}
+	if outer.Attrs().MasterIndex != br.Attrs().Index {
+		if err := netlink.LinkSetMaster(outer, br); err != nil {
+			return fmt.Errorf("%s: attach to %s: %w", hostEnd, br.Attrs().Name, err)
+		}
+	}
+	if inner.Attrs().MTU != nw.MTU {
+		if err := rh.LinkSetMTU(inner, nw.MTU); err != nil {
+			return err
+		}
+	}
+	gw := netip.PrefixFrom(nw.GatewayAddr(), nw.Prefix().Bits())
+	if err := syncAddrs(rh, inner, []netip.Prefix{gw}); err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(outer); err != nil {
+		return err
+	}
+	return rh.LinkSetUp(inner)
+}
+
+// syncAddrs makes a link's IPv4 addresses exactly want and returns those
+// it added.
+func syncAddrs(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) error {
+	_, err := syncAddrsAdded(rh, l, want)
+	return err
+}
+
+func syncAddrsAdded(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) ([]netip.Addr, error) {
+	have, err := rh.AddrList(l, unix.AF_INET)
+	if err != nil {
+		return nil, err
+	}
+	missing := map[netip.Prefix]bool{}
+	for _, p := range want {
+		missing[p] = true
+	}
+	for _, a := range have {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ones, _ := a.Mask.Size()
+		p := netip.PrefixFrom(ip.Unmap(), ones)
+		if missing[p] {
+			delete(missing, p)
+			continue
+		}
+		if err := rh.AddrDel(l, &a); err != nil {
+			return nil, fmt.Errorf("%s: remove %s: %w", l.Attrs().Name, p, err)
+		}
+	}
+	var added []netip.Addr
+	for _, p := range want { // in order: the first is the primary address
+		if !missing[p] {
+			continue
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+		if err := rh.AddrAdd(l, a); err != nil {
+			return nil, fmt.Errorf("%s: add %s: %w", l.Attrs().Name, p, err)
+		}
+		added = append(added, p.Addr())
+	}
+	return added, nil
+}
+
+// syncNeighbours makes each network's ports the router's permanent
+// neighbours, and nothing else.
+func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
+	byNet := map[string][]Port{}
+	for _, p := range pl.Neighbours {
+		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
+	}
+	var errs []error
+	for _, nw := range pl.Networks {
+		l, err := rh.LinkByName(routerIfname(nw.VNI))
+		if err != nil {
+			return err
+		}
+		want := map[string]string{}
+		for _, p := range byNet[nw.ID] {
+			want[p.IP] = p.MAC
+		}
+		have, err := rh.NeighList(l.Attrs().Index, unix.AF_INET)
+		if err != nil {
+			return err
+		}
+		for _, n := range have {
+			ip := n.IP.String()
+			if mac, ok := want[ip]; ok && n.HardwareAddr.String() == mac && n.State&netlink.NUD_PERMANENT != 0 {
+				delete(want, ip)
+				continue
+			}
+			if err := rh.NeighDel(&n); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, err)
+			}
+		}
+		for ip, mac := range want {
+			hw, _ := net.ParseMAC(mac)
+			if err := rh.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+				IP: net.ParseIP(ip), HardwareAddr: hw}); err != nil {
+				errs = append(errs, fmt.Errorf("neighbour %s: %w", ip, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ensureRouterGateway builds or removes the router's external link and
+// returns the addresses it started to answer for, to be announced.
+func (h *Host) ensureRouterGateway(ns netns.NsHandle, rh *netlink.Handle, pl RouterPlan) ([]netip.Addr, error) {
+	cur, err := rh.LinkByName(routerExt)
+	if pl.External == nil || !pl.Address.IsValid() {
+		if err == nil {
+			return nil, rh.LinkDel(cur)
+		}
+		return nil, nil
+	}
+	parent, perr := netlink.LinkByName(pl.External.Interface)
+	if perr != nil {
+		return nil, fmt.Errorf("external network %s: interface %s: %w", pl.External.ID, pl.External.Interface, perr)
+	}
+	if err == nil {
+		if mv, ok := cur.(*netlink.Macvlan); !ok || cur.Attrs().HardwareAddr.String() != pl.MAC.String() || mv.Attrs().ParentIndex != parent.Attrs().Index {
+			if err := rh.LinkDel(cur); err != nil {
+				return nil, err
+			}
+			err = netlink.LinkNotFoundError{}
+		}
+	}
+	if err != nil {
+		mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: routerExt, ParentIndex: parent.Attrs().Index,
+			HardwareAddr: pl.MAC, Namespace: netlink.NsFd(ns)}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+		if err := netlink.LinkAdd(mv); err != nil {
+			return nil, fmt.Errorf("macvlan on %s: %w", pl.External.Interface, err)
+		}
+		h.log.Info("router gateway up", "router", pl.Router.ID, "address", pl.Address, "interface", pl.External.Interface)
+		if cur, err = rh.LinkByName(routerExt); err != nil {
+			return nil, err
+		}
+	}
+	// Made under the namespace's default of answering no ARP: this link
+	// answers for its own addresses.
+	if err := inNamespace(ns, func() error {
+		return os.WriteFile("/proc/sys/net/ipv4/conf/"+routerExt+"/arp_ignore", []byte("1"), 0o644)
+	}); err != nil {
+		return nil, err
+	}
+	want := []netip.Prefix{pl.Address}
+	for _, f := range pl.Floating {
+		want = append(want, netip.PrefixFrom(f.Floating, 32))
+	}
+	added, err := syncAddrsAdded(rh, cur, want)
+	if err != nil {
+		return nil, err
+	}
+	if err := rh.LinkSetUp(cur); err != nil {
+		return nil, err
+	}
+	gw := pl.External.GatewayAddr()
+	route := &netlink.Route{LinkIndex: cur.Attrs().Index, Dst: &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)},
+		Gw: gw.AsSlice(), Src: pl.Address.Addr().AsSlice()}
+	if err := rh.RouteReplace(route); err != nil {
+		return nil, fmt.Errorf("default route via %s: %w", gw, err)
+	}
+	return added, nil
+}
+
+// buildRouterRuleset is a router's own table, in its namespace: floating
+// IPs 1:1, the rest out from this node's address; from the external
+// network only replies and floating IPs in; to the router itself only
+// replies and pings.
+func buildRouterRuleset(pl RouterPlan) ruleset {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: routerTable}
+	accept, drop := nftables.ChainPolicyAccept, nftables.ChainPolicyDrop
+	pre := &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest, Policy: &accept}
+	post := &nftables.Chain{Name: "postrouting", Table: t, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPostrouting, Priority: nftables.ChainPriorityNATSource, Policy: &accept}
+	fw := &nftables.Chain{Name: "forward", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookForward, Priority: nftables.ChainPriorityFilter, Policy: &accept}
+	in := &nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &drop}
+	rule := func(ch *nftables.Chain, comment string, exprs ...[]expr.Any) *nftables.Rule {
+		return newRule(t, ch, comment, exprs...)
+	}
+	iifExt := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerExt)}}
+	oifExt := []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname(routerExt)}}
+	addr := func(offset uint32, a netip.Addr) []expr.Any {
+		b := a.As4()
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: 4},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: b[:]}}
+	}
+	nat := func(kind expr.NATType, to netip.Addr) []expr.Any {
+		b := to.As4()
+		return []expr.Any{&expr.Immediate{Register: 1, Data: b[:]},
+			&expr.NAT{Type: kind, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1}}
+	}
+	const saddr, daddr = 12, 16
+	var rules []*nftables.Rule
+	for _, f := range pl.Floating {
+		rules = append(rules,
+			rule(pre, fmt.Sprintf("ip daddr %s dnat to %s", f.Floating, f.Fixed), addr(daddr, f.Floating), nat(expr.NATTypeDestNAT, f.Fixed)),
+			rule(post, fmt.Sprintf("oifname %s ip saddr %s snat to %s", routerExt, f.Fixed, f.Floating), oifExt, addr(saddr, f.Fixed), nat(expr.NATTypeSourceNAT, f.Floating)))
+	}
+	if pl.Address.IsValid() {
+		rules = append(rules, rule(post, fmt.Sprintf("oifname %s snat to %s", routerExt, pl.Address.Addr()), oifExt, nat(expr.NATTypeSourceNAT, pl.Address.Addr())))
+	}
+	// A guest that reaches a floating IP of its own project on this node
+	// (hairpin) is seen coming from the router, so the answer comes back
+	// through it to be translated.
+	iifNotExt := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(routerExt)}}
+	oifNotExt := []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: ifname(routerExt)}}
+	dnatted := []expr.Any{&expr.Ct{Register: 1, Key: expr.CtKeySTATUS},
+		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: binaryutil.NativeEndian.PutUint32(ctStatusDNAT), Xor: make([]byte, 4)},
+		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: make([]byte, 4)}}
+	icmpEcho := []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{8}}}
+	iifLo := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")}}
+	if len(pl.Floating) > 0 {
+		rules = append(rules, rule(post, "iifname != qg oifname != qg ct status dnat masquerade", iifNotExt, oifNotExt, dnatted, []expr.Any{&expr.Masq{}}))
+	}
+	rules = append(rules,
+		rule(fw, "iifname qg ct status dnat accept", iifExt, dnatted, verdict(expr.VerdictAccept)),
+		rule(fw, "iifname qg ct state established,related accept", iifExt, ctReplies(), verdict(expr.VerdictAccept)),
+		rule(fw, "iifname qg drop", iifExt, verdict(expr.VerdictDrop)),
+		rule(in, "iifname lo accept", iifLo, verdict(expr.VerdictAccept)),
+		rule(in, "ct state established,related accept", ctReplies(), verdict(expr.VerdictAccept)),
+		rule(in, "icmp type echo-request accept", icmpEcho, verdict(expr.VerdictAccept)),
+	)
+	return ruleset{table: t, chains: []*nftables.Chain{pre, post, fw, in}, rules: rules}
+}
+
+// applyRouteTable sends guests' frames for their gateway to the local
+// router of their network (the bridge table HostConfig.RouteTable), and
+// keeps the routers' own ARP off the segments.
+func (h *Host) applyRouteTable(plans []RouterPlan) error {
+	if h.cfg.RouteTable == "" {
+		return nil
+	}
+	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: h.cfg.RouteTable}
+	accept := nftables.ChainPolicyAccept
+	prio := nftables.ChainPriority(-300) // before the bridge decides where a frame goes
+	pre := &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &accept}
+	m := &nftables.Set{Table: t, Name: "gateway_router", IsMap: true, KeyType: nftables.TypeEtherAddr, DataType: nftables.TypeEtherAddr}
+	var elems []nftables.SetElement
+	for _, pl := range plans {
+		for _, nw := range pl.Networks {
+			elems = append(elems, nftables.SetElement{Key: GatewayMAC(nw.ID), Val: routerMAC(nw.ID, h.cfg.Node)})
+		}
+	}
+	slices.SortFunc(elems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	rule := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
+	iifRouter := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(h.cfg.SegmentPrefix + "q")}}
+	etherType := func(et uint16) []expr.Any {
+		return []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 12, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(et)}}
+	}
+	dhcpToServer := []expr.Any{etherType(etherTypeIPv4)[0], etherType(etherTypeIPv4)[1],
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(67)}}
+	rs := ruleset{table: t, chains: []*nftables.Chain{pre}, sets: []setWithElements{{m, elems}}, rules: []*nftables.Rule{
+		rule("iifname cnq* ether type arp drop", iifRouter, etherType(etherTypeARP), verdict(expr.VerdictDrop)),
+		rule("udp dport 67 accept (DHCP stays with the node's server)", dhcpToServer, verdict(expr.VerdictAccept)),
+		rule("ether daddr set ether daddr map @gateway_router", []expr.Any{
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name},
+			&expr.Payload{OperationType: expr.PayloadWrite, SourceRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+		}),
+	}}
+	return rs.apply()
+}
+
+// announceARP sends a gratuitous ARP request for ip from ifi (sender and
+// target both ip, from the interface's MAC, to everyone: RFC 5227's
+// announcement), so the switch and the neighbours' ARP caches follow.
+func announceARP(ifi *net.Interface, ip netip.Addr) error {
+	c, err := packet.Listen(ifi, packet.Datagram, unix.ETH_P_ARP, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	a := ip.As4()
+	b := make([]byte, 28)
+	binary.BigEndian.PutUint16(b[0:], 1) // Ethernet
+	binary.BigEndian.PutUint16(b[2:], unix.ETH_P_IP)
+	b[4], b[5] = 6, 4
+	binary.BigEndian.PutUint16(b[6:], 1) // request
+	copy(b[8:14], ifi.HardwareAddr)
+	copy(b[14:18], a[:])
+	copy(b[24:28], a[:])
+	_, err = c.WriteTo(b, &packet.Addr{HardwareAddr: net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}})
+	return err
+}
