@@ -31,10 +31,11 @@
 // segment, owned by name like the rest; segdhcp.go serves DHCP there for
 // the node's own ports.
 //
-// vip.go holds the cluster's own address on the Raft leader.
+// secgroups.go, sgtable.go and sgfilter.go are security groups; router.go
+// and routerns.go are distributed routers, external networks and floating
+// IPs; vip.go holds the cluster's own address on the Raft leader.
 //
-// Still to come: routers, VLANs, IPv6 and router
-// advertisements, security groups, floating IPs and the management
+// Still to come: VLANs, IPv6 and router advertisements and the management
 // address's IPv6 twin.
 //
 // netfabric imports consensus and appliance/identity (projects) only. hypervisor (for ports and taps) and

@@ -25,6 +25,9 @@ func networkKind(v *view, n *netfabric.Network) string {
 	if n.IsOverlay() {
 		return v.T("networks.kind_project")
 	}
+	if n.External {
+		return v.T("networks.kind_external")
+	}
 	return v.T("networks.kind_cluster")
 }
 
@@ -32,6 +35,9 @@ func networkKind(v *view, n *netfabric.Network) string {
 func networkTech(v *view, n *netfabric.Network) string {
 	if n.IsOverlay() {
 		return v.Tf("networks.tech_project", n.VNI, n.MTU)
+	}
+	if n.External {
+		return v.Tf("networks.tech_external", n.Interface)
 	}
 	return v.T("networks.tech_cluster")
 }
@@ -546,6 +552,9 @@ func (s *server) vmNetworks(v *view, d *newVMData) {
 		return
 	}
 	for _, n := range nws {
+		if n.External {
+			continue // reached through a router, not joined
+		}
 		if !n.IsOverlay() || can[n.Project] {
 			row := networkRow{Network: n}
 			if n.IsOverlay() {

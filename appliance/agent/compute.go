@@ -126,6 +126,7 @@ func (a *Agent) newNodeAgent() {
 // runVMs keeps the VM network set up and the local VMs converged.
 func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
+	a.waitCaughtUp(ctx)
 	ready := make(chan struct{})
 	// Segments first: the NAT network's reconcile rebuilds the guard and
 	// re-attaches taps, and only once the segments are known does it keep
@@ -147,6 +148,30 @@ func (a *Agent) runVMs(ctx context.Context) {
 		return
 	}
 	a.vms.Run(ctx)
+}
+
+// waitCaughtUp waits until this node's store holds every write the
+// cluster had acknowledged (a read index). After a restart the store is
+// the last snapshot until the leader says how far the log goes: networks,
+// ports and routers made since would look gone, and reconciling from it
+// would take down what running VMs use. Until then the kernel's state
+// stays as the previous agent left it.
+func (a *Agent) waitCaughtUp(ctx context.Context) {
+	for logged := false; ctx.Err() == nil; logged = true {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.node.ConsistentRead(rctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if !logged {
+			a.log.Info("waiting for the replicated state to catch up before touching the VM networks", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // reconcileNetwork keeps the host's bridge, NAT and DHCP server in line

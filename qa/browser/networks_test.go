@@ -3,6 +3,7 @@ package browser_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/chromedp/chromedp"
@@ -87,6 +88,54 @@ func TestNetworksInBrowser(t *testing.T) {
 	}
 	if n, err := count(ctx, "tr.network"); err != nil || n != 2 {
 		t.Fatalf("%d networks listed (want imaging and the cluster's) %v", n, err)
+	}
+	screenshot(t, ctx, "networks")
+
+	// A router through the pages: the network connected, the way out
+	// through an external network the admin made; a floating IP taken.
+	var ext struct {
+		ID string `json:"id"`
+	}
+	if err := api.Call("POST", "/api/v1/networks", map[string]any{"name": "hospital-lan", "external": true, "interface": "eth1",
+		"cidr": "192.0.2.0/24", "pools": []map[string]string{{"start": "192.0.2.100", "end": "192.0.2.150"}}}, 201, &ext); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#routers-link")),
+		chromedp.WaitVisible(chromedp.CSS("#router-form")),
+		chromedp.SendKeys(chromedp.CSS("#router-name"), "edge"),
+		chromedp.Click(chromedp.CSS("#router-create")),
+		chromedp.WaitVisible(chromedp.CSS("#connect-form")),
+		chromedp.Click(chromedp.CSS("#connect-submit")),
+		chromedp.WaitVisible(chromedp.CSS(`tr.router-network[data-name="imaging"]`)),
+	); err != nil {
+		screenshot(t, ctx, "router-failed")
+		t.Fatalf("a router: %v", err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.CSS("#gateway-network"), ext.ID),
+		chromedp.Click(chromedp.CSS("#gateway-submit")),
+		chromedp.Poll[chromedp.Void](`document.querySelector("#router-way-out")?.textContent === "hospital-lan"`, chromedp.WithPollingTimeout(10*time.Second)),
+	); err != nil {
+		screenshot(t, ctx, "router-gateway-failed")
+		t.Fatalf("the router's way out: %v", err)
+	}
+	if s, err := textOf(ctx, "#router-way-out"); err != nil || s != "hospital-lan" {
+		t.Fatalf("the router's way out reads %q %v", s, err)
+	}
+	screenshot(t, ctx, "router-page")
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/floating-ips"),
+		chromedp.WaitVisible(chromedp.CSS("#floating-form")),
+		chromedp.Click(chromedp.CSS("#floating-create")),
+		chromedp.WaitVisible(chromedp.CSS(`tr.floating-ip[data-ip="192.0.2.100"]`)),
+	); err != nil {
+		screenshot(t, ctx, "floating-failed")
+		t.Fatalf("a floating IP: %v", err)
+	}
+	screenshot(t, ctx, "floating-ips")
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/networks")); err != nil {
+		t.Fatal(err)
 	}
 
 	// In Chinese.

@@ -41,6 +41,7 @@ type vmView struct {
 		Pending string `json:"pending"`
 	} `json:"status"`
 	NICs []struct {
+		ID  string `json:"id"`
 		IP  string `json:"ip"`
 		MAC string `json:"mac"`
 	} `json:"nics"`

@@ -23,8 +23,8 @@ func TestS3FullPool(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test mounts tmpfs disks and needs root; make test runs as root")
 	}
-	// Mount before the nodes start: each node runs in a mount namespace of
-	// its own (ip netns exec) and sees only what was mounted by then.
+	// The nodes share the host's mount namespace: mounted before they start, the
+	// disks are there when each node opens them.
 	root := t.TempDir()
 	var mounts []string
 	t.Cleanup(func() {

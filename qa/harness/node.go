@@ -44,11 +44,15 @@ func (n *Node) Command(name string, arg ...string) *exec.Cmd {
 	return exec.Command(argv[0], argv[1:]...)
 }
 
+// wrap runs argv in n's network namespace only: not `ip netns exec`,
+// whose private mount namespace would hold the named namespaces the agent
+// makes for routers and drop them when the agent is killed. On a box the
+// agent shares the host's mount namespace too.
 func (n *Node) wrap(argv []string) []string {
 	if n.Netns == "" {
 		return argv
 	}
-	return append([]string{"ip", "netns", "exec", n.Netns}, argv...)
+	return append([]string{"nsenter", "--net=/run/netns/" + n.Netns, "--"}, argv...)
 }
 
 // Start starts n's process. It fails the test if n is already running.

@@ -8,7 +8,8 @@
 // once it has read its seed and got a DHCP lease, answers every connection
 // to TCP port 8080 with "hostname=<name> ip=<addr>\n", prints its virtio
 // disks and their sizes ("cairn-guest: disks vda=<bytes> ...") whenever they
-// change, and powers off on the ACPI power button. Failures print "cairn-guest: seed: <error>" and
+// change, probes the targets its user-data names (probe.go), and powers off
+// on the ACPI power button. Failures print "cairn-guest: seed: <error>" and
 // "cairn-guest: dhcp: <error>" lines; DHCP is retried for ever.
 //
 // It also runs a minimal guest agent on the virtio-serial port
@@ -56,10 +57,11 @@ func main() {
 	watchPowerButton(con, power)
 
 	name := fallbackHostname
+	var probes []string
 	if s, dev, err := findSeed(10 * time.Second); err != nil {
 		con.Printf("seed: %v", err)
 	} else {
-		name = s.Hostname
+		name, probes = s.Hostname, probeTargets(s.UserData)
 		first, _, _ := strings.Cut(string(s.UserData), "\n")
 		con.Printf("seed: %s instance-id=%s ssh-keys=%d user-data=%q", dev, s.InstanceID, len(s.SSHKeys), first)
 	}
@@ -79,6 +81,9 @@ func main() {
 		con.Printf("hostname=%s ip=%s", name, addr)
 		if l, err := firstEthernet(0); err == nil {
 			con.Printf("mtu=%d", l.Attrs().MTU)
+		}
+		if len(probes) > 0 {
+			go probeLoop(con, probes)
 		}
 		serve(con, fmt.Sprintf("hostname=%s ip=%s\n", name, addr))
 	}()

@@ -1,0 +1,237 @@
+package cluster_test
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/vishvananda/netns"
+)
+
+// A project's router across three boxes, with real VMs: a guest on one
+// network reaches a guest on another network on another box, and the
+// outside from its own box's address; a floating IP reaches its guest
+// from outside, through a kill -9 and restart of the agent of its box,
+// and reaches nothing once taken back. Bad input changes nothing.
+func TestRoutersAndFloatingIPs(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	computeSetup(t, a, 3)
+	if _, err := a.CreateProject("lab"); err != nil {
+		t.Fatal(err)
+	}
+	outside := plugOutside(t, c)
+	listenPeer(t, outside, "203.0.113.1:80")
+
+	call := func(method, path string, body any, want int, out any) {
+		t.Helper()
+		if err := a.Call(method, path, body, want, out); err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+	}
+	call("POST", "/api/v1/networks", map[string]any{"name": "public", "external": true, "interface": "ext0", "cidr": "203.0.113.0/24",
+		"gateway": "203.0.113.1", "pools": []map[string]string{{"start": "203.0.113.10", "end": "203.0.113.60"}}}, 201, nil)
+	for _, nw := range []map[string]any{
+		{"name": "imaging", "project": "clinic", "cidr": "10.50.0.0/24"},
+		{"name": "wards", "project": "clinic", "cidr": "10.51.0.0/24"},
+		{"name": "lab-net", "project": "lab", "cidr": "10.52.0.0/24"},
+	} {
+		call("POST", "/api/v1/networks", nw, 201, nil)
+	}
+	call("POST", "/api/v1/security-groups", map[string]any{"name": "web", "project": "clinic",
+		"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "0.0.0.0/0"}}}, 201, nil)
+	call("POST", "/api/v1/routers", map[string]any{"name": "edge", "project": "clinic"}, 201, nil)
+	call("POST", "/api/v1/routers/edge/interfaces", map[string]any{"network": "imaging"}, 200, nil)
+	call("POST", "/api/v1/routers/edge/interfaces", map[string]any{"network": "wards"}, 200, nil)
+	// Bad input: another project's network, a gateway on a project
+	// network, a floating IP from one. Each is refused and changes nothing.
+	call("POST", "/api/v1/routers/edge/interfaces", map[string]any{"network": "lab-net"}, 404, nil)
+	call("PUT", "/api/v1/routers/edge/gateway", map[string]any{"network": "imaging"}, 400, nil)
+	call("POST", "/api/v1/floating-ips", map[string]any{"project": "clinic", "network": "imaging"}, 400, nil)
+	var edge struct {
+		Networks []string          `json:"networks"`
+		External string            `json:"external_network"`
+		Addrs    map[string]string `json:"gateway_addresses"`
+	}
+	call("GET", "/api/v1/routers/edge", nil, 200, &edge)
+	if len(edge.Networks) != 2 || edge.External != "" {
+		t.Fatalf("router after refused changes: %+v", edge)
+	}
+	call("PUT", "/api/v1/routers/edge/gateway", map[string]any{"network": "public"}, 200, nil)
+
+	// viewer1 on wards; pacs1 on imaging, on another box, probing viewer1
+	// and the outside from inside the guest.
+	vm := func(name, network, userData string) {
+		call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny", "group": "edge",
+			"local_disk": true, "networks": []string{network}, "security_groups": []string{"default", "web"}, "user_data": userData}, 201, nil)
+	}
+	vm("viewer1", "wards", "")
+	viewer := waitVM(t, a, "viewer1", 4*time.Minute, "running", inState("running"))
+	waitSerial(t, a, "viewer1", "cairn-guest: hostname=viewer1 ip="+viewer.IP(), 1)
+	vm("pacs1", "imaging", fmt.Sprintf("#cloud-config\n# cairn-guest probe %s:8080\n# cairn-guest probe 203.0.113.1:80\n", viewer.IP()))
+	pacs := waitVM(t, a, "pacs1", 4*time.Minute, "running", inState("running"))
+	if pacs.Node == viewer.Node {
+		t.Fatalf("anti-affinity group on one node: %s", pacs.Node)
+	}
+	waitSerial(t, a, "pacs1", fmt.Sprintf("cairn-guest: probe %s:8080 ok hostname=viewer1 ip=%s", viewer.IP(), viewer.IP()), 1)
+	testutil.WaitFor(t, time.Minute, "the router has an address on "+pacs.Node, func() error {
+		call("GET", "/api/v1/routers/edge", nil, 200, &edge)
+		if edge.Addrs[pacs.Node] == "" {
+			return fmt.Errorf("addresses %v", edge.Addrs)
+		}
+		return nil
+	})
+	waitSerial(t, a, "pacs1", "cairn-guest: probe 203.0.113.1:80 ok "+edge.Addrs[pacs.Node], 1)
+
+	// A floating IP for viewer1, reached from outside.
+	var fip struct {
+		IP string `json:"ip"`
+	}
+	call("POST", "/api/v1/floating-ips", map[string]any{"project": "clinic", "network": "public", "port_id": viewer.NICs[0].ID}, 201, &fip)
+	want := "hostname=viewer1 ip=" + viewer.IP()
+	testutil.WaitFor(t, time.Minute, "the outside reaches viewer1 at its floating IP "+fip.IP, func() error {
+		if out, err := probeFrom(outside, fip.IP); err != nil || !strings.Contains(out, want) {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
+	// The agent of viewer1's box killed with -9 and restarted: the
+	// floating IP answers throughout.
+	nv := cairntest.NodeByName(c, viewer.Node)
+	stop, done := make(chan struct{}), make(chan []string)
+	go func() {
+		var fails []string
+		for {
+			select {
+			case <-stop:
+				done <- fails
+				return
+			default:
+			}
+			if out, err := probeFrom(outside, fip.IP); err != nil || !strings.Contains(out, want) {
+				fails = append(fails, fmt.Sprintf("%s: %q %v", time.Now().Format("15:04:05.000"), out, err))
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}()
+	nv.Kill()
+	nv.Start()
+	cairntest.WaitReady(t, nv)
+	time.Sleep(5 * time.Second)
+	close(stop)
+	if fails := <-done; len(fails) > 0 {
+		t.Fatalf("the floating IP did not answer across its box's agent restart: %v", fails)
+	}
+	// A router that connects networks, and a network on a router, stay.
+	call("DELETE", "/api/v1/routers/edge", nil, 409, nil)
+	call("DELETE", "/api/v1/networks/wards", nil, 409, nil)
+	// Taken back, the floating IP reaches nothing.
+	call("DELETE", "/api/v1/floating-ips/"+fip.IP+"/port", nil, 200, nil)
+	testutil.WaitFor(t, 30*time.Second, "the floating IP taken back answers no more", func() error {
+		if out, err := probeFrom(outside, fip.IP); err == nil {
+			return fmt.Errorf("still answered %q", out)
+		}
+		return nil
+	})
+}
+
+// plugOutside makes the external network: a namespace with a switch (a
+// bridge holding the upstream gateway's address, 203.0.113.1) that every
+// node's ext0 is plugged into. When the test ends the namespace goes, and
+// so do the routers' namespaces the nodes made (named from the node's
+// namespace), once the nodes are stopped.
+func plugOutside(t *testing.T, c *harness.Cluster) probeNS {
+	t.Helper()
+	p := probeNS{name: fmt.Sprintf("cairn-out-%d", time.Now().UnixNano()%1e9)}
+	run := func(cmd *exec.Cmd) {
+		t.Helper()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", cmd.Args, err, out)
+		}
+	}
+	run(exec.Command("ip", "netns", "add", p.name))
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", p.name).Run() })
+	run(exec.Command("ip", "-n", p.name, "link", "add", "sw", "type", "bridge"))
+	run(exec.Command("ip", "-n", p.name, "link", "set", "sw", "up"))
+	run(exec.Command("ip", "-n", p.name, "addr", "add", "203.0.113.1/24", "dev", "sw"))
+	var prefixes []string
+	for i := 1; i <= 3; i++ {
+		n := c.Node(i)
+		port := fmt.Sprintf("sw%d", i)
+		run(exec.Command("ip", "-n", n.Netns, "link", "add", "ext0", "type", "veth", "peer", "name", port, "netns", p.name))
+		run(exec.Command("ip", "-n", p.name, "link", "set", port, "master", "sw", "up"))
+		run(exec.Command("ip", "-n", n.Netns, "link", "set", "ext0", "up"))
+		var st syscall.Stat_t
+		if err := syscall.Stat("/run/netns/"+n.Netns, &st); err != nil {
+			t.Fatal(err)
+		}
+		prefixes = append(prefixes, fmt.Sprintf("cairn-%x-", st.Ino))
+	}
+	t.Cleanup(func() {
+		for i := 1; i <= 3; i++ {
+			c.Node(i).Kill()
+		}
+		entries, _ := os.ReadDir("/run/netns")
+		for _, e := range entries {
+			for _, pfx := range prefixes {
+				if strings.HasPrefix(e.Name(), pfx) {
+					_ = exec.Command("ip", "netns", "del", e.Name()).Run()
+				}
+			}
+		}
+	})
+	return p
+}
+
+// listenPeer answers every connection to addr in the namespace with the
+// address it came from.
+func listenPeer(t *testing.T, p probeNS, addr string) {
+	t.Helper()
+	ns, err := netns.GetFromName(p.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Close()
+	lnc, errc := make(chan net.Listener, 1), make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // the thread stays in the namespace and dies with the goroutine
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		ln, err := net.Listen("tcp4", addr)
+		if err != nil {
+			errc <- err
+			return
+		}
+		lnc <- ln
+	}()
+	var ln net.Listener
+	select {
+	case err := <-errc:
+		t.Fatal(err)
+	case ln = <-lnc:
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
+			fmt.Fprintln(conn, host)
+			conn.Close()
+		}
+	}()
+}
