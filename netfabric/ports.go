@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"regexp"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -115,6 +116,9 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 		// Another project's network is not there for this port.
 		return nil, consensus.Errorf(consensus.CodeNotFound, "port %s: network %q not found", p.ID, p.NetworkID)
 	}
+	if nw.External && !strings.HasPrefix(p.Owner, "router:") && !strings.HasPrefix(p.Owner, "fip:") {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: network %s is external: only routers and floating IPs take its addresses", p.ID, nw.ID)
+	}
 	if consensus.First[Port](tx.Txn, tPorts, "id", p.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "port %s already exists", p.ID)
 	}
@@ -177,7 +181,7 @@ func BindPorts(tx *consensus.Tx, owner, node string) error {
 			return err
 		}
 	}
-	return nil
+	return pruneRouterAddresses(tx)
 }
 
 func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
@@ -190,6 +194,11 @@ func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
 		}
 		if a.Less(first) || last.Less(a) || a == nw.GatewayAddr() {
 			return netip.Addr{}, consensus.Errorf(consensus.CodeInvalid, "port %s: %s is the network, gateway or broadcast address of %s", p.ID, a, nw.CIDR)
+		}
+		// An external network's other addresses are the hospital's
+		// machines': only its pools are Cairn's to give.
+		if nw.External && len(nw.Pools) > 0 && !inPools(nw.Pools, a) {
+			return netip.Addr{}, consensus.Errorf(consensus.CodeInvalid, "port %s: %s is not in the allocation pools of external network %s", p.ID, a, nw.Name)
 		}
 		if other := consensus.First[Port](txn, tPorts, "ip", nw.ID, a.String()); other != nil {
 			return netip.Addr{}, consensus.Errorf(consensus.CodeConflict, "port %s: %s is taken by port %s", p.ID, a, other.ID)
@@ -215,6 +224,15 @@ func pickAddr(txn *memdb.Txn, nw *Network, p PortRequest) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, consensus.Errorf(consensus.CodeConflict, "port %s: network %s (%s) has no free addresses", p.ID, nw.ID, nw.CIDR)
+}
+
+func inPools(pools []Pool, a netip.Addr) bool {
+	for _, pl := range pools {
+		if s, e := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !a.Less(s) && !e.Less(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // hostRange returns the first and last addresses a port may have: after the
@@ -244,7 +262,7 @@ func ReleasePorts(tx *consensus.Tx, owner string) error {
 			return err
 		}
 	}
-	return nil
+	return pruneRouterAddresses(tx)
 }
 
 func applyCreatePort(tx *consensus.Tx, p *PortRequest) (any, error) { return AllocatePort(tx, *p) }

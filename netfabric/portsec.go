@@ -345,6 +345,18 @@ func (h *Host) applyPortSecurity() error {
 			zones = append(zones, zoneOf{ifindex: ix, zone: f.Zone})
 		}
 	}
+	// Segments with no port here (carried for a router) get their zones
+	// too: their traffic must not meet another project's at the same
+	// addresses either.
+	h.segMu.Lock()
+	for _, sg := range h.segs {
+		if ix, ok := index[h.segmentBridge(sg.Network.VNI)]; ok && !seen[ix] {
+			seen[ix] = true
+			zones = append(zones, zoneOf{ifindex: ix, zone: sg.Network.Zone()})
+		}
+	}
+	h.segMu.Unlock()
+	sort.Slice(zones, func(i, j int) bool { return zones[i].ifindex < zones[j].ifindex })
 	var brnf error
 	if len(filters) > 0 {
 		brnf = enableBridgeNetfilter()

@@ -265,26 +265,30 @@ func applyRouterInterface(tx *consensus.Tx, c *RouterInterfaceCmd) (any, error) 
 			return nil, consensus.Errorf(consensus.CodeConflict, "floating IP %s is given to a port of network %s: take it back first", fs[0].IP, c.Network)
 		}
 		row.Networks = slices.Delete(row.Networks, i, i+1)
-	} else {
-		nw := GetNetwork(tx.Txn, c.Network)
-		if nw == nil || nw.Project != r.Project {
-			return nil, consensus.Errorf(consensus.CodeNotFound, "network %q not found in the router's project", c.Network)
+		row.Version = tx.Index
+		if err := tx.Insert(tRouters, &row); err != nil {
+			return nil, err
 		}
-		if o := RouterOf(tx.Txn, nw.ID); o != nil {
-			if o.ID == r.ID {
-				return r, nil
-			}
-			return nil, consensus.Errorf(consensus.CodeConflict, "network %s is on router %s already", nw.Name, o.Name)
-		}
-		if len(row.Networks) >= maxRouterNetworks {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "router %s connects %d networks, the most it may", r.Name, maxRouterNetworks)
-		}
-		if ext := GetNetwork(tx.Txn, r.External); ext != nil && ext.Prefix().Overlaps(nw.Prefix()) {
-			return nil, consensus.Errorf(consensus.CodeConflict, "network %s (%s) overlaps the router's external network %s (%s)", nw.Name, nw.CIDR, ext.Name, ext.CIDR)
-		}
-		row.Networks = append(row.Networks, nw.ID)
-		sort.Strings(row.Networks)
+		return &row, pruneRouterAddresses(tx)
 	}
+	nw := GetNetwork(tx.Txn, c.Network)
+	if nw == nil || nw.Project != r.Project {
+		return nil, consensus.Errorf(consensus.CodeNotFound, "network %q not found in the router's project", c.Network)
+	}
+	if o := RouterOf(tx.Txn, nw.ID); o != nil {
+		if o.ID == r.ID {
+			return r, nil
+		}
+		return nil, consensus.Errorf(consensus.CodeConflict, "network %s is on router %s already", nw.Name, o.Name)
+	}
+	if len(row.Networks) >= maxRouterNetworks {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "router %s connects %d networks, the most it may", r.Name, maxRouterNetworks)
+	}
+	if ext := GetNetwork(tx.Txn, r.External); ext != nil && ext.Prefix().Overlaps(nw.Prefix()) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "network %s (%s) overlaps the router's external network %s (%s)", nw.Name, nw.CIDR, ext.Name, ext.CIDR)
+	}
+	row.Networks = append(row.Networks, nw.ID)
+	sort.Strings(row.Networks)
 	row.Version = tx.Index
 	return &row, tx.Insert(tRouters, &row)
 }
@@ -336,6 +340,10 @@ func applyRouterNodeAddress(tx *consensus.Tx, c *RouterNodeAddressCmd) (any, err
 	id := routerAddressPort(r.ID, c.Node)
 	if p := GetPort(tx.Txn, id); p != nil {
 		return p, nil
+	}
+	// Asked late (the node's last port went meanwhile): nothing to give.
+	if !slices.ContainsFunc(AllPorts(tx.Txn), func(p Port) bool { return p.Node == c.Node && slices.Contains(r.Networks, p.NetworkID) }) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s has no port on router %s's networks", c.Node, r.Name)
 	}
 	return AllocatePort(tx, PortRequest{ID: id, NetworkID: r.External, Owner: routerOwner(r.ID), Node: c.Node, CreatedAt: c.CreatedAt})
 }
@@ -429,6 +437,36 @@ func disassociate(tx *consensus.Tx, portID string) error {
 	row := *f
 	row.PortID, row.Version = "", tx.Index
 	return tx.Insert(tFloatingIPs, &row)
+}
+
+// pruneRouterAddresses gives back, inside the caller's transaction, the
+// external addresses of routers on nodes that no longer run them (no port
+// of their networks is bound there), so a VM that moved leaves no address
+// behind on its old node.
+func pruneRouterAddresses(tx *consensus.Tx) error {
+	routers := ListRouters(tx.Txn)
+	if len(routers) == 0 {
+		return nil
+	}
+	on := map[string]map[string]bool{} // network -> nodes with its ports
+	for _, p := range AllPorts(tx.Txn) {
+		if p.Node != "" {
+			if on[p.NetworkID] == nil {
+				on[p.NetworkID] = map[string]bool{}
+			}
+			on[p.NetworkID][p.Node] = true
+		}
+	}
+	for _, r := range routers {
+		for _, p := range PortsOf(tx.Txn, routerOwner(r.ID)) {
+			if !slices.ContainsFunc(r.Networks, func(id string) bool { return on[id][p.Node] }) {
+				if err := tx.Delete(tPorts, &p); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // RouterPlan is what one node builds for one router it runs.

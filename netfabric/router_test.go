@@ -167,7 +167,7 @@ func TestDistributedRouter(t *testing.T) {
 	// The ward's default group lets anyone reach port 8080.
 	var g netfabric.SecurityGroup
 	f.must(t, netfabric.MsgAddSecurityGroupRules, netfabric.AddRulesCmd{Group: netfabric.DefaultGroupID(f.ward), Project: f.ward,
-		At: t0, Rules: []netfabric.Rule{{ID: netfabric.DefaultGroupID(f.ward) + "-open", Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortMin: 8080, PortMax: 8080, RemoteCIDR: "0.0.0.0/0"}}}, &g)
+		At: t0, Rules: []netfabric.Rule{{ID: netfabric.DefaultGroupID(f.ward) + "-open", Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortMin: 8080, PortMax: 9090, RemoteCIDR: "0.0.0.0/0"}}}, &g)
 
 	boxes := newBoxes(t, f)
 	outside := newOutside(t, boxes)
@@ -204,6 +204,22 @@ func TestDistributedRouter(t *testing.T) {
 	reconcile()
 	// Twice: nothing changes on a second pass.
 	reconcile()
+
+	// The bridge knows each router's MAC for good: a static, sticky entry
+	// on the router's port, which no frame from elsewhere moves.
+	bh := handle(t, boxes[0].ns)
+	leg, err := bh.LinkByName(fmt.Sprintf("cnq%06x", n1.VNI))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fdb, err := bh.NeighList(leg.Attrs().Index, unix.AF_BRIDGE)
+	sticky := false
+	for _, e := range fdb {
+		sticky = sticky || (e.Flags&netlink.NTF_STICKY != 0 && e.State&netlink.NUD_NOARP != 0)
+	}
+	if err != nil || !sticky {
+		t.Fatalf("no static sticky entry for the router on %s: %+v %v", leg.Attrs().Name, fdb, err)
+	}
 
 	gA, gB, gC := plugSegmentGuest(t, f, boxes[0], a), plugSegmentGuest(t, f, boxes[1], b), plugSegmentGuest(t, f, boxes[0], c)
 	guestRoute(t, gA, "10.1.0.1")
@@ -299,12 +315,34 @@ func TestDistributedRouter(t *testing.T) {
 		t.Fatalf("a asked b's floating IP on the same box: %q", got)
 	}
 
-	// Taken back, it reaches nothing; the router's namespaces go when
+	// Taken back, it reaches nothing, and a connection it carried is cut
+	// at once, not left to time out; the router's namespaces go when
 	// their box has no port on its networks.
+	echoTCP(t, gB2, "tcp4", "0.0.0.0:9090")
+	var held net.Conn
+	if err := inNS(t, outside, func() (err error) { held, err = net.DialTimeout("tcp4", fip.IP+":9090", time.Second); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	heldR := bufio.NewReader(held)
+	echo := func() bool {
+		held.SetDeadline(time.Now().Add(time.Second))
+		if _, err := held.Write([]byte("ping\n")); err != nil {
+			return false
+		}
+		line, err := heldR.ReadString('\n')
+		return err == nil && line == "ping\n"
+	}
+	if !echo() {
+		t.Fatal("no echo through the floating IP")
+	}
 	f.must(t, netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip.ID}, &fip)
 	reconcile()
 	if got := ask(t, outside, fip.IP+":8080"); got != "" {
 		t.Fatalf("a floating IP taken back still reaches %q", got)
+	}
+	if echo() {
+		t.Fatal("a connection through a floating IP taken back still flows")
 	}
 	for _, id := range []string{"vm-a", "vm-b", "vm-c"} {
 		f.must(t, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: id}, nil)
@@ -349,7 +387,7 @@ func TestRouterCommands(t *testing.T) {
 		}
 	}
 	ext, err := f.network(t, netfabric.Network{ID: "public", External: true, Interface: "eth1", CIDR: "203.0.113.0/24",
-		Pools: []netfabric.Pool{{Start: "203.0.113.10", End: "203.0.113.11"}}})
+		Pools: []netfabric.Pool{{Start: "203.0.113.10", End: "203.0.113.13"}}})
 	if err != nil || ext.Gateway != "203.0.113.1" {
 		t.Fatalf("external network: %+v %v", ext, err)
 	}
@@ -392,8 +430,11 @@ func TestRouterCommands(t *testing.T) {
 	must(netfabric.MsgCreateRouter, netfabric.Router{ID: "r4", Name: "other", Project: f.ward, CreatedAt: t0}, &other)
 	refused(netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r4", Network: n1.ID}, "is on router edge already")
 
-	// The node addresses: one each, the same when asked again, and none
-	// once the pool is spent.
+	// The node addresses: one each, the same when asked again, none for a
+	// node with no port there, and none once the pool is spent.
+	mine := f.port(t, netfabric.PortRequest{ID: "a", NetworkID: n1.ID, Owner: "vm-a", Project: f.ward, Node: "box1"})
+	f.port(t, netfabric.PortRequest{ID: "b", NetworkID: n1.ID, Owner: "vm-b", Project: f.ward, Node: "box2"})
+	refused(netfabric.MsgRouterNodeAddress, netfabric.RouterNodeAddressCmd{Router: "r1", Node: "box3", CreatedAt: t0}, "has no port")
 	var p1, p1again, p2 netfabric.Port
 	must(netfabric.MsgRouterNodeAddress, netfabric.RouterNodeAddressCmd{Router: "r1", Node: "box1", CreatedAt: t0}, &p1)
 	must(netfabric.MsgRouterNodeAddress, netfabric.RouterNodeAddressCmd{Router: "r1", Node: "box1", CreatedAt: t0}, &p1again)
@@ -401,28 +442,40 @@ func TestRouterCommands(t *testing.T) {
 	if p1.IP != p1again.IP || p1.IP == p2.IP {
 		t.Fatalf("router addresses: box1 %s then %s, box2 %s", p1.IP, p1again.IP, p2.IP)
 	}
-	refused(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-x", Project: f.ward, NetworkID: ext.ID, Charged: true, CreatedAt: t0}, "no free addresses")
+	for _, id := range []string{"fip-x", "fip-y"} {
+		must(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: id, Project: f.ward, NetworkID: ext.ID, CreatedAt: t0}, nil)
+	}
+	refused(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-z", Project: f.ward, NetworkID: ext.ID, Charged: true, CreatedAt: t0}, "no free addresses")
+	for _, id := range []string{"fip-x", "fip-y"} {
+		must(netfabric.MsgDeleteFloatingIP, netfabric.RouterIDCmd{ID: id}, nil)
+	}
 	// Taking the gateway off gives the addresses back.
 	must(netfabric.MsgSetRouterGateway, netfabric.RouterGatewayCmd{Router: "r1"}, &r)
 	if got := netfabric.RouterAddresses(f.node.Store().ReadTxn(), "r1"); len(got) != 0 {
 		t.Fatalf("addresses after the gateway went: %v", got)
 	}
 	must(netfabric.MsgSetRouterGateway, netfabric.RouterGatewayCmd{Router: "r1", Network: ext.ID}, &r)
+	must(netfabric.MsgRouterNodeAddress, netfabric.RouterNodeAddressCmd{Router: "r1", Node: "box1", CreatedAt: t0}, &p1)
 
-	// Floating IPs.
+	// Floating IPs: from the external network's pools only.
 	refused(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-1", Project: f.ward, NetworkID: n1.ID, CreatedAt: t0}, "not an external network")
 	refused(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-1", Project: f.ward, NetworkID: ext.ID, IP: "203.0.113.1", CreatedAt: t0}, "gateway")
+	refused(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-1", Project: f.ward, NetworkID: ext.ID, IP: "203.0.113.200", CreatedAt: t0}, "not in the allocation pools")
 	var fip netfabric.FloatingIP
-	must(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-1", Project: f.ward, NetworkID: ext.ID, IP: "203.0.113.200", Charged: true, CreatedAt: t0}, &fip)
-	mine := f.port(t, netfabric.PortRequest{ID: "a", NetworkID: n1.ID, Owner: "vm-a", Project: f.ward, Node: "box1"})
+	must(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-1", Project: f.ward, NetworkID: ext.ID, IP: "203.0.113.12", Charged: true, CreatedAt: t0}, &fip)
 	theirs := f.port(t, netfabric.PortRequest{ID: "c", NetworkID: labNet.ID, Owner: "vm-c", Project: f.lab, Node: "box1"})
 	unrouted := f.port(t, netfabric.PortRequest{ID: "n", NetworkID: "default", Owner: "vm-n", Project: f.ward})
+	if err := f.apply(t, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "vm-on-ext", NetworkID: ext.ID, Owner: "vm-x", Project: f.ward, CreatedAt: t0}, nil); err == nil ||
+		!strings.Contains(err.Error(), "only routers and floating IPs") {
+		t.Fatalf("a VM's port on the external network: %v", err)
+	}
 	refused(netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip.ID, PortID: theirs.ID}, "not found in the floating IP's project")
 	refused(netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip.ID, PortID: unrouted.ID}, "not on a project network")
 	must(netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip.ID, PortID: mine.ID}, &fip)
 	var fip2 netfabric.FloatingIP
-	must(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-2", Project: f.ward, NetworkID: ext.ID, IP: "203.0.113.201", CreatedAt: t0}, &fip2)
-	refused(netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip2.ID, PortID: mine.ID}, "has floating IP 203.0.113.200 already")
+	must(netfabric.MsgCreateFloatingIP, netfabric.FloatingIP{ID: "fip-2", Project: f.ward, NetworkID: ext.ID, CreatedAt: t0}, &fip2)
+	refused(netfabric.MsgAssociateFloatingIP, netfabric.AssociateCmd{ID: fip2.ID, PortID: mine.ID}, "has floating IP 203.0.113.12 already")
+	must(netfabric.MsgDeleteFloatingIP, netfabric.RouterIDCmd{ID: fip2.ID}, nil)
 	refused(netfabric.MsgSetRouterGateway, netfabric.RouterGatewayCmd{Router: "r1"}, "take it back first")
 	refused(netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r1", Network: n1.ID, Remove: true}, "take it back first")
 	refused(netfabric.MsgDeleteRouter, netfabric.RouterIDCmd{ID: "r1"}, "still connects 1 networks")
@@ -432,8 +485,8 @@ func TestRouterCommands(t *testing.T) {
 	if len(plans) != 1 || len(plans[0].Floating) != 1 || plans[0].Floating[0].Fixed != mine.Addr() || plans[0].Address.Addr().String() == "" {
 		t.Fatalf("box1's router plan: %+v", plans)
 	}
-	if plans := netfabric.RouterPlans(f.node.Store().ReadTxn(), "box2"); len(plans) != 0 {
-		t.Fatalf("box2 has no port on the router's networks, yet runs %+v", plans)
+	if plans := netfabric.RouterPlans(f.node.Store().ReadTxn(), "box3"); len(plans) != 0 {
+		t.Fatalf("box3 has no port on the router's networks, yet runs %+v", plans)
 	}
 
 	// Quotas: the routers and floating IPs made with Charged count.
@@ -448,11 +501,22 @@ func TestRouterCommands(t *testing.T) {
 	if u := used(); u.Routers != 1 || u.FloatingIPs != 1 {
 		t.Fatalf("usage with one charged router and floating IP: %+v", u)
 	}
-	// The port goes: its floating IP stays the project's, unassociated.
+	// The port goes: its floating IP stays the project's, unassociated,
+	// and box1, with no port of the router's networks left, gives its
+	// address back; so does box2 when its port moves to box3.
 	f.must(t, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-a"}, nil)
 	if got := netfabric.GetFloatingIP(f.node.Store().ReadTxn(), fip.ID); got == nil || got.PortID != "" {
 		t.Fatalf("floating IP after its port went: %+v", got)
 	}
+	must(netfabric.MsgRouterNodeAddress, netfabric.RouterNodeAddressCmd{Router: "r1", Node: "box2", CreatedAt: t0}, nil)
+	if got := netfabric.RouterAddresses(f.node.Store().ReadTxn(), "r1"); got["box1"] != "" || got["box2"] == "" {
+		t.Fatalf("router addresses after box1's last port went: %v", got)
+	}
+	f.must(t, netfabric.MsgBindPorts, netfabric.BindPortsCmd{Owner: "vm-b", Node: "box3"}, nil)
+	if got := netfabric.RouterAddresses(f.node.Store().ReadTxn(), "r1"); len(got) != 0 {
+		t.Fatalf("router addresses after box2's port moved: %v", got)
+	}
+	f.must(t, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-b"}, nil)
 	must(netfabric.MsgDeleteFloatingIP, netfabric.RouterIDCmd{ID: fip.ID}, nil)
 	must(netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r1", Network: n1.ID, Remove: true}, &r)
 	must(netfabric.MsgDeleteRouter, netfabric.RouterIDCmd{ID: "r1"}, nil)

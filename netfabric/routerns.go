@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -102,11 +103,13 @@ func (h *Host) ReconcileRouters(plans []RouterPlan) error {
 		for _, nw := range pl.Networks {
 			veths[h.routerVeth(nw.VNI)] = true
 		}
-		if err := h.ensureRouter(name, pl); err != nil {
+		ok, err := h.ensureRouter(name, pl)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("router %s: %w", pl.Router.ID, err))
-			continue
 		}
-		routed = append(routed, pl)
+		if ok {
+			routed = append(routed, pl)
+		}
 	}
 	// Guests reach the routers that are in place.
 	errs = append(errs, h.applyRouteTable(routed))
@@ -143,7 +146,13 @@ const netnsDir = "/run/netns"
 // namespace is made from a thread in the node's own namespace.
 func openRouterNS(name string) (ns netns.NsHandle, created bool, err error) {
 	if ns, err := netns.GetFromName(name); err == nil {
-		return ns, false, nil
+		var st unix.Statfs_t
+		if unix.Fstatfs(int(ns), &st) == nil && st.Type == unix.NSFS_MAGIC {
+			return ns, false, nil
+		}
+		// A file whose namespace is gone (its mount went with a mount
+		// namespace, say): made again below.
+		ns.Close()
 	}
 	origin, err := netns.Get()
 	if err != nil {
@@ -166,6 +175,9 @@ func openRouterNS(name string) (ns netns.NsHandle, created bool, err error) {
 		if err == nil {
 			if lo, lerr := netlink.LinkByName("lo"); lerr == nil {
 				err = netlink.LinkSetUp(lo)
+			}
+			if err != nil {
+				ns.Close()
 			}
 		}
 		ch <- res{ns, err}
@@ -192,10 +204,15 @@ func inNamespace(ns netns.NsHandle, fn func() error) error {
 	return <-errc
 }
 
-func (h *Host) ensureRouter(name string, pl RouterPlan) error {
+// ensureRouter builds one router in its namespace. Its table comes first
+// and forwarding only after it, so a router half built by an error lets
+// nothing through unfiltered. routed says whether its networks' legs are
+// in place, so guests may be sent to it: a failure on the external side
+// alone leaves routing between its networks working.
+func (h *Host) ensureRouter(name string, pl RouterPlan) (routed bool, err error) {
 	ns, created, err := openRouterNS(name)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer ns.Close()
 	if created {
@@ -203,57 +220,123 @@ func (h *Host) ensureRouter(name string, pl RouterPlan) error {
 	}
 	rh, err := netlink.NewHandleAt(ns)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer rh.Close()
+	if err := buildRouterRuleset(pl).apply(nftables.WithNetNSFd(int(ns))); err != nil {
+		return false, err
+	}
+	// Connections the table no longer allows (a floating IP taken back
+	// or moved, a gateway gone) are cut, not left to time out.
+	if err := sweepRouterFlows(rh, pl); err != nil {
+		h.log.Warn("cut a router's stale connections", "router", pl.Router.ID, "err", err)
+	}
 	if err := inNamespace(ns, routerSysctls); err != nil {
-		return err
+		return false, err
 	}
 	wantIf := map[string]bool{}
 	for _, nw := range pl.Networks {
 		wantIf[routerIfname(nw.VNI)] = true
 		if err := h.ensureRouterLeg(ns, rh, nw); err != nil {
-			return fmt.Errorf("network %s: %w", nw.ID, err)
+			return false, fmt.Errorf("network %s: %w", nw.ID, err)
 		}
 	}
 	if err := syncNeighbours(rh, pl); err != nil {
-		return err
-	}
-	announce, err := h.ensureRouterGateway(ns, rh, pl)
-	if err != nil {
-		return err
+		return false, err
 	}
 	links, err := rh.LinkList()
 	if err != nil {
-		return err
+		return false, err
 	}
 	for _, l := range links {
 		if n := l.Attrs().Name; strings.HasPrefix(n, "qr-") && !wantIf[n] {
 			if err := rh.LinkDel(l); err != nil {
-				return fmt.Errorf("remove %s: %w", n, err)
+				return false, fmt.Errorf("remove %s: %w", n, err)
 			}
 		}
 	}
-	rs := buildRouterRuleset(pl)
-	if err := rs.apply(nftables.WithNetNSFd(int(ns))); err != nil {
-		return err
+	announce, err := h.ensureRouterGateway(ns, rh, pl)
+	if err != nil {
+		return true, err
 	}
 	if len(announce) > 0 {
-		if err := inNamespace(ns, func() error {
-			ifi, err := net.InterfaceByName(routerExt)
-			if err != nil {
-				return err
-			}
-			var errs []error
-			for _, a := range announce {
-				errs = append(errs, announceARP(ifi, a))
-			}
-			return errors.Join(errs...)
-		}); err != nil {
-			h.log.Warn("announce router addresses", "router", pl.Router.ID, "err", err)
+		h.announce(ns, pl.Router.ID, announce)
+	}
+	return true, nil
+}
+
+// announce sends gratuitous ARP for addresses the router has started to
+// answer for on the external network: one at once, two more a second
+// apart, as keepalived does, in case the first is lost.
+func (h *Host) announce(ns netns.NsHandle, router string, addrs []netip.Addr) {
+	send := func() error {
+		ifi, err := net.InterfaceByName(routerExt)
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, a := range addrs {
+			errs = append(errs, announceARP(ifi, a))
+		}
+		return errors.Join(errs...)
+	}
+	if err := inNamespace(ns, send); err != nil {
+		h.log.Warn("announce router addresses", "router", router, "err", err)
+	}
+	fd, err := unix.Dup(int(ns))
+	if err != nil {
+		return
+	}
+	again := netns.NsHandle(fd)
+	go func() {
+		defer again.Close()
+		for range 2 {
+			time.Sleep(time.Second)
+			_ = inNamespace(again, send)
+		}
+	}()
+}
+
+// staleRouterFlows matches a router's tracked connections whose address
+// translation the router no longer makes: a destination translated other
+// than from a floating IP to its port, a source translated to anything
+// but this node's address, a floating IP of its port, or one of the
+// router's gateway addresses (hairpin).
+type staleRouterFlows struct {
+	fips map[netip.Addr]netip.Addr // floating IP -> the port's address
+	own  map[netip.Addr]bool
+}
+
+func (s staleRouterFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
+	ip := func(b net.IP) netip.Addr { a, _ := netip.AddrFromSlice(b); return a.Unmap() }
+	osrc, odst := ip(f.Forward.SrcIP), ip(f.Forward.DstIP)
+	rsrc, rdst := ip(f.Reverse.SrcIP), ip(f.Reverse.DstIP)
+	if odst != rsrc {
+		if fixed, ok := s.fips[odst]; !ok || fixed != rsrc {
+			return true
 		}
 	}
-	return nil
+	if osrc != rdst && !s.own[rdst] {
+		if fixed, ok := s.fips[rdst]; !ok || fixed != osrc {
+			return true
+		}
+	}
+	return false
+}
+
+func sweepRouterFlows(rh *netlink.Handle, pl RouterPlan) error {
+	s := staleRouterFlows{fips: map[netip.Addr]netip.Addr{}, own: map[netip.Addr]bool{}}
+	for _, f := range pl.Floating {
+		s.fips[f.Floating] = f.Fixed
+	}
+	if pl.Address.IsValid() {
+		s.own[pl.Address.Addr()] = true
+	}
+	for _, nw := range pl.Networks {
+		s.own[nw.GatewayAddr()] = true
+	}
+	_, err := rh.ConntrackDeleteFilters(netlink.ConntrackTable, unix.AF_INET, s)
+	return err
 }
 
 // routerSysctls, in the router's namespace: it forwards; it has no IPv6
@@ -261,7 +344,6 @@ func (h *Host) ensureRouter(name string, pl RouterPlan) error {
 // external network, only for the addresses it has there.
 func routerSysctls() error {
 	for _, kv := range [][2]string{
-		{"ipv4/ip_forward", "1"},
 		{"ipv6/conf/all/disable_ipv6", "1"},
 		{"ipv6/conf/default/disable_ipv6", "1"},
 		{"ipv4/conf/all/arp_ignore", "0"},
@@ -269,6 +351,7 @@ func routerSysctls() error {
 		{"ipv4/conf/all/arp_announce", "2"},
 		{"ipv4/conf/all/rp_filter", "0"},
 		{"ipv4/conf/default/rp_filter", "0"},
+		{"ipv4/ip_forward", "1"}, // last: the table is in place
 	} {
 		err := os.WriteFile("/proc/sys/net/"+kv[0], []byte(kv[1]), 0o644)
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
@@ -328,6 +411,13 @@ func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network
 		if err := netlink.LinkSetMaster(outer, br); err != nil {
 			return fmt.Errorf("%s: attach to %s: %w", hostEnd, br.Attrs().Name, err)
 		}
+	}
+	// The bridge knows where the router is from the start and for good:
+	// no flooding before it has learned the MAC, and a guest (or a frame
+	// from another box) that sends from it cannot move it (sticky).
+	if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: outer.Attrs().Index, Family: unix.AF_BRIDGE,
+		Flags: netlink.NTF_MASTER | netlink.NTF_STICKY, State: netlink.NUD_NOARP, HardwareAddr: mac}); err != nil {
+		return fmt.Errorf("%s: forwarding entry for the router: %w", hostEnd, err)
 	}
 	if inner.Attrs().MTU != nw.MTU {
 		if err := rh.LinkSetMTU(inner, nw.MTU); err != nil {

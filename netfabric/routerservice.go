@@ -307,6 +307,10 @@ func (s *Service) CreateFloatingIP(ctx context.Context, p *identity.Principal, r
 	if err == nil && !ext.External {
 		err = invalid("network %s is not an external network: floating IPs come from one", ext.Name)
 	}
+	if err == nil && req.IP != "" && !p.IsClusterAdmin() {
+		// As in Neutron: which address is the admin's call.
+		err = consensus.Errorf(consensus.CodeForbidden, "only a cluster admin chooses a floating IP's address")
+	}
 	if err != nil {
 		return nil, s.id.Deny(ctx, p, action, req.Network, pr.ID, err)
 	}
