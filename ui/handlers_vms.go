@@ -314,6 +314,15 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 		}
 	}
 	d.Volumes = s.vmVolumes(v, vm)
+	if s.networks != nil {
+		if fs, err := s.networks.ListFloatingIPs(v.p, vm.ProjectID); err == nil {
+			for _, f := range fs {
+				if f.Owner == vm.ID {
+					d.Floating = append(d.Floating, f.IP+" → "+f.FixedIP)
+				}
+			}
+		}
+	}
 	return d, nil
 }
 

@@ -160,6 +160,12 @@ func networksEN() map[string]string {
 		"floating.taken_back":        "Floating IP %s was taken back. It stays yours.",
 		"floating.released":          "Floating IP %s was released.",
 		"floating.choose_machine":    "Choose a machine.",
+		"topology.title":             "Network picture",
+		"topology.hint":              "a project's networks, routers and machines at a glance.",
+		"topology.intro":             "A project's networks (bars in the middle), its routers above them with the external network they go out through, and its machines below, joined to each network they are on. Click anything to open it.",
+		"topology.show":              "Show",
+		"topology.empty":             "This project has no networks, routers or machines yet.",
+		"topology.legend":            "A machine's second line is its address, then its floating IPs if it has any.",
 	}
 }
 
@@ -319,5 +325,11 @@ func networksZH() map[string]string {
 		"floating.taken_back":        "浮动 IP %s 已收回，仍归您所有。",
 		"floating.released":          "浮动 IP %s 已释放。",
 		"floating.choose_machine":    "请选择一台虚拟机。",
+		"topology.title":             "网络拓扑图",
+		"topology.hint":              "一目了然地查看项目的网络、路由器和虚拟机。",
+		"topology.intro":             "项目的网络（中间的横条），其上方是路由器及其出口所在的外部网络，下方是虚拟机，连线表示虚拟机所在的每个网络。点击任何一项即可打开。",
+		"topology.show":              "显示",
+		"topology.empty":             "此项目还没有网络、路由器或虚拟机。",
+		"topology.legend":            "虚拟机的第二行是其地址，若有浮动 IP 则随后列出。",
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/cairnhq/cairn/netfabric"
@@ -89,6 +90,20 @@ func TestRoutersAndFloatingIPsThroughForms(t *testing.T) {
 	ports, _ := nets.ListPorts(ctx, root, nw.ID)
 	p = b.post(fip+"/associate", b.formOn("/floating-ips", url.Values{"port": {ports[0].ID}}))
 	mustContain(t, p, "Floating IP 192.0.2.100 reaches its machine now.", `<td class="floating-vm">pacs1 (10.50.0.2)</td>`)
+	vms, err := e.compute.ListVMs(root, "")
+	if err != nil || len(vms) != 1 {
+		t.Fatalf("VMs: %+v %v", vms, err)
+	}
+	p = b.get("/vms/" + vms[0].ID)
+	mustContain(t, p, `id="vm-floating">192.0.2.100 → 10.50.0.2<`)
+	// The picture: the way out on top, the router, the network, the
+	// machine with its floating IP, joined by lines.
+	p = b.get("/topology")
+	mustContain(t, p, `data-kind="external" data-name="hospital-lan"`, `data-kind="router" data-name="edge"`,
+		`data-kind="network" data-name="imaging"`, `data-kind="vm" data-name="pacs1"`, "10.50.0.2 · 192.0.2.100", `<line class="topo-link"`)
+	if n := strings.Count(p.body, `<line class="topo-link"`); n != 3 {
+		t.Fatalf("%d lines in the picture, want 3 (router-outside, router-network, machine-network)", n)
+	}
 	// In use by a machine: the network stays on the router.
 	p = b.post(page+"/disconnect", b.formOn(page, url.Values{"network": {nw.ID}}))
 	if p.status != http.StatusUnprocessableEntity {

@@ -134,6 +134,14 @@ func TestNetworksInBrowser(t *testing.T) {
 		t.Fatalf("a floating IP: %v", err)
 	}
 	screenshot(t, ctx, "floating-ips")
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/topology"),
+		chromedp.WaitVisible(chromedp.CSS(`#topology a[data-kind="router"][data-name="edge"]`)),
+	); err != nil {
+		screenshot(t, ctx, "topology-failed")
+		t.Fatalf("the network picture: %v", err)
+	}
+	screenshot(t, ctx, "topology")
 	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/networks")); err != nil {
 		t.Fatal(err)
 	}
