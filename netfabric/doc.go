@@ -35,8 +35,8 @@
 // and routerns.go are distributed routers, external networks and floating
 // IPs; vip.go holds the cluster's own address on the Raft leader.
 //
-// Still to come: VLANs, IPv6 and router advertisements and the management
-// address's IPv6 twin.
+// Still to come: VLANs, IPv6 subnets and router advertisements, a DNS
+// forwarder.
 //
 // netfabric imports consensus and appliance/identity (projects) only. hypervisor (for ports and taps) and
 // appliance (for wiring) import it.

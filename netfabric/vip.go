@@ -10,6 +10,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -28,6 +29,17 @@ type VIP struct {
 	Log    *slog.Logger
 }
 
+// ParseVIP6 parses --vip6, the cluster address's IPv6 twin: a global or
+// unique-local IPv6 address with its prefix length.
+func ParseVIP6(s string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(s)
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() < 8 || p.Addr() == p.Masked().Addr() ||
+		p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsLoopback() {
+		return netip.Prefix{}, fmt.Errorf("--vip6 %q: give a global or unique-local IPv6 address of the management network with its prefix length, like fd12:3456:789a::10/64", s)
+	}
+	return p, nil
+}
+
 // ParseVIP parses --vip: an IPv4 address with its prefix length.
 func ParseVIP(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
@@ -43,7 +55,16 @@ func ParseVIP(s string) (netip.Prefix, error) {
 // a holder killed while its box runs on loses it within seconds.
 const vipLifetime = 3
 
+// addr is the address as the holder adds it. The IPv6 twin is added with its prefix (so the holder reaches the
+// clients on its link even with no IPv6 address of its own there) but
+// deprecated (preferred lifetime 0: never a source address when the node
+// has its own), and without duplicate address detection (nodad), so it
+// answers at once: exactly one node holds it, as the IPv4 address.
 func (v *VIP) addr(lifetime int) *netlink.Addr {
+	if v.Prefix.Addr().Is6() {
+		return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(v.Prefix.Bits(), 128)},
+			ValidLft: lifetime, PreferedLft: 0, Flags: unix.IFA_F_NODAD}
+	}
 	return &netlink.Addr{IPNet: &net.IPNet{IP: v.Prefix.Addr().AsSlice(), Mask: net.CIDRMask(32, 32)},
 		ValidLft: lifetime, PreferedLft: lifetime}
 }
@@ -109,7 +130,11 @@ func (v *VIP) Release() error {
 	}
 	// Every copy, whatever its prefix length (an address is deleted only
 	// with the one it was added with).
-	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
+	family := netlink.FAMILY_V4
+	if v.Prefix.Addr().Is6() {
+		family = netlink.FAMILY_V6
+	}
+	addrs, err := netlink.AddrList(link, family)
 	if err != nil {
 		return err
 	}
@@ -124,13 +149,31 @@ func (v *VIP) Release() error {
 	return nil
 }
 
-// announce sends a gratuitous ARP announcement of the address.
+// announce sends a gratuitous ARP announcement of the address, or for the
+// IPv6 twin an unsolicited neighbour advertisement (RFC 4861 7.2.6).
 func (v *VIP) announce(link netlink.Link) error {
 	ifi, err := net.InterfaceByIndex(link.Attrs().Index)
 	if err != nil {
 		return err
 	}
+	if v.Prefix.Addr().Is6() {
+		return announceNA(ifi, v.Prefix.Addr())
+	}
 	return announceARP(ifi, v.Prefix.Addr())
+}
+
+// announceNA sends an unsolicited neighbour advertisement for ip from
+// ifi's MAC to all nodes, with the override flag, so neighbours' caches
+// take the new MAC at once.
+func announceNA(ifi *net.Interface, ip netip.Addr) error {
+	c, _, err := ndp.Listen(ifi, ndp.Addr(ip.String()))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	na := &ndp.NeighborAdvertisement{Override: true, TargetAddress: ip,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
+	return c.WriteTo(na, nil, netip.IPv6LinkLocalAllNodes())
 }
 
 // InterfaceOf returns the name of the interface that has addr.

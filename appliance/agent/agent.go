@@ -58,9 +58,9 @@ type Agent struct {
 	compute   *hypervisor.Service
 	volumes   *volume.Service
 	networks  *netfabric.Service
-	vip       *netfabric.VIP
-	vipAPI    net.Listener // the API's and S3's listeners on the cluster's address
-	vipS3     net.Listener
+	vips      []*netfabric.VIP // the cluster's address and its IPv6 twin
+	vipAPI    []net.Listener   // the API's and S3's listeners on them
+	vipS3     []net.Listener
 	volHost   *volume.Host
 	volServer *volume.NodeServer
 	scheduler *hypervisor.Scheduler
@@ -124,10 +124,8 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
-	if cfg.VIP != "" {
-		if err := a.setupVIP(); err != nil {
-			return nil, err
-		}
+	if err := a.setupVIP(); err != nil {
+		return nil, err
 	}
 	node.RegisterController("token-pruner", a.every(time.Minute, "prune expired tokens", func(ctx context.Context) error {
 		return a.identity.PruneExpiredTokens(ctx)
@@ -169,17 +167,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	s3Ln, err := a.listenS3()
 	if err != nil {
 		apiLn.Close()
-		if a.vipAPI != nil {
-			a.vipAPI.Close()
+		for _, l := range a.vipAPI {
+			l.Close()
 		}
 		return fmt.Errorf("s3 server: %w", err)
 	}
-	errCh := make(chan error, 4)
+	errCh := make(chan error, 2+2*len(a.vipAPI))
 	go func() { errCh <- served(a.http.ServeTLS(apiLn, "", "")) }()
 	go func() { errCh <- served(a.s3.Serve(s3Ln)) }()
-	if a.vipAPI != nil {
-		go func() { errCh <- served(a.http.ServeTLS(a.vipAPI, "", "")) }()
-		go func() { errCh <- served(a.s3.Serve(a.vipS3)) }()
+	for i := range a.vipAPI {
+		go func() { errCh <- served(a.http.ServeTLS(a.vipAPI[i], "", "")) }()
+		go func() { errCh <- served(a.s3.Serve(a.vipS3[i])) }()
 	}
 	go a.announce(ctx)
 	if a.cfg.DebugAddr != "" {
@@ -203,7 +201,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("api server: %w", err)
 	}
 	a.log.Info("shutting down")
-	if a.vip != nil && a.node.IsLeader() {
+	if len(a.vips) > 0 && a.node.IsLeader() {
 		// Hand leadership, and with it the cluster's address, to another
 		// node before the servers drain: the address answers throughout.
 		if r := a.node.Raft(); r != nil {
@@ -270,11 +268,11 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	tlsCfg := a.node.ServerTLS()
 	tlsCfg.ClientAuth = tls.NoClientCert
 	tlsCfg.NextProtos = []string{"h2", "http/1.1"}
-	if a.vip != nil {
-		// The certificate names the cluster's address too.
-		cert, err := a.node.ServerCertificate(a.vip.Prefix.Addr().String())
+	if len(a.vips) > 0 {
+		// The certificate names the cluster's addresses too.
+		cert, err := a.node.ServerCertificate(a.vipNames()...)
 		if err != nil {
-			return nil, fmt.Errorf("certificate for %s: %w", a.vip.Prefix.Addr(), err)
+			return nil, fmt.Errorf("certificate for %v: %w", a.vipNames(), err)
 		}
 		tlsCfg.Certificates = []tls.Certificate{cert}
 	}
@@ -284,11 +282,16 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.vip != nil {
-		if a.vipAPI, err = listenFreely(net.JoinHostPort(a.vip.Prefix.Addr().String(), strconv.Itoa(a.cfg.APIPort))); err != nil {
+	for _, v := range a.vips {
+		vln, err := listenFreely(net.JoinHostPort(v.Prefix.Addr().String(), strconv.Itoa(a.cfg.APIPort)))
+		if err != nil {
 			ln.Close()
+			for _, l := range a.vipAPI {
+				l.Close()
+			}
 			return nil, err
 		}
+		a.vipAPI = append(a.vipAPI, vln)
 	}
 	a.log.Info("serving API and UI", "url", a.cfg.APIURL())
 	return ln, nil
@@ -342,9 +345,7 @@ func (a *Agent) listenS3() (net.Listener, error) {
 		// must name the domain and its wildcard.
 		names = append(names, d, "*."+d)
 	}
-	if a.vip != nil {
-		names = append(names, a.vip.Prefix.Addr().String())
-	}
+	names = append(names, a.vipNames()...)
 	if len(names) > 0 {
 		cert, err := a.node.ServerCertificate(names...)
 		if err != nil {
@@ -360,36 +361,62 @@ func (a *Agent) listenS3() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	if a.vip != nil {
-		vln, err := listenFreely(net.JoinHostPort(a.vip.Prefix.Addr().String(), strconv.Itoa(a.cfg.S3Port)))
+	for _, v := range a.vips {
+		vln, err := listenFreely(net.JoinHostPort(v.Prefix.Addr().String(), strconv.Itoa(a.cfg.S3Port)))
 		if err != nil {
 			ln.Close()
+			for _, l := range a.vipS3 {
+				l.Close()
+			}
 			return nil, err
 		}
-		a.vipS3 = tlsbatch.NewListener(vln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3"))
+		a.vipS3 = append(a.vipS3, tlsbatch.NewListener(vln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3")))
 	}
 	a.log.Info("serving S3", "url", a.cfg.S3URL())
 	return tlsbatch.NewListener(ln, tlsCfg, a.cfg.HeaderTimeout, a.log.With("component", "s3")), nil
 }
 
-// setupVIP readies the cluster's address: a leader controller holds it,
-// and what a killed agent left on the interface goes now.
+// setupVIP readies the cluster's address and its IPv6 twin, if set: a
+// leader controller holds each, and what a killed agent left on the
+// interface goes now.
 func (a *Agent) setupVIP() error {
-	prefix, err := netfabric.ParseVIP(a.cfg.VIP)
-	if err != nil {
-		return err
+	if a.cfg.VIP == "" {
+		return nil
 	}
 	bind, _ := netip.ParseAddr(a.cfg.Bind)
 	iface, err := netfabric.InterfaceOf(bind)
 	if err != nil {
 		return fmt.Errorf("--vip: the interface of --bind %s: %w", a.cfg.Bind, err)
 	}
-	a.vip = &netfabric.VIP{Prefix: prefix, Iface: iface, Log: a.log.With("component", "vip")}
-	if err := a.vip.Release(); err != nil {
-		return fmt.Errorf("--vip: remove a leftover %s from %s: %w", prefix, iface, err)
+	for _, f := range []struct{ flag, value, controller string }{{"--vip", a.cfg.VIP, "vip"}, {"--vip6", a.cfg.VIP6, "vip6"}} {
+		if f.value == "" {
+			continue
+		}
+		parse := netfabric.ParseVIP
+		if f.controller == "vip6" {
+			parse = netfabric.ParseVIP6
+		}
+		prefix, err := parse(f.value)
+		if err != nil {
+			return err
+		}
+		v := &netfabric.VIP{Prefix: prefix, Iface: iface, Log: a.log.With("component", f.controller)}
+		if err := v.Release(); err != nil {
+			return fmt.Errorf("%s: remove a leftover %s from %s: %w", f.flag, prefix, iface, err)
+		}
+		a.vips = append(a.vips, v)
+		a.node.RegisterController(f.controller, v.Hold)
 	}
-	a.node.RegisterController("vip", a.vip.Hold)
 	return nil
+}
+
+// vipNames are the cluster's addresses, for the servers' certificates.
+func (a *Agent) vipNames() []string {
+	var out []string
+	for _, v := range a.vips {
+		out = append(out, v.Prefix.Addr().String())
+	}
+	return out
 }
 
 // listenFreely listens on addr whether or not this node has the address
@@ -398,7 +425,13 @@ func (a *Agent) setupVIP() error {
 func listenFreely(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
-		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1) }); err != nil {
+		if err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
+			if serr != nil || strings.HasPrefix(addr, "[") {
+				// An IPv6 socket takes its own option.
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			}
+		}); err != nil {
 			return err
 		}
 		return serr

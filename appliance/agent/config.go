@@ -71,6 +71,7 @@ type Config struct {
 	VMNetwork         string        `json:"vm-network"`
 	VMBridge          string        `json:"vm-bridge"`
 	VIP               string        `json:"vip"`
+	VIP6              string        `json:"vip6"`
 	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
 	VMRunDir          string        `json:"vm-run-dir"`
 	SampleImage       string        `json:"sample-image"`
@@ -234,6 +235,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.OVMFVars, "ovmf-vars", cfg.OVMFVars, "template of a UEFI VM's variable store")
 	fs.StringVar(&cfg.VMNetwork, "vm-network", cfg.VMNetwork, "IPv4 subnet of the default VM network, when the cluster creates it")
 	fs.StringVar(&cfg.VMBridge, "vm-bridge", cfg.VMBridge, "Linux bridge of the default VM network on this node")
+	fs.StringVar(&cfg.VIP6, "vip6", cfg.VIP6, "the cluster address's IPv6 twin, ADDR/PREFIX on --bind's interface (the same on every node; needs --vip): held with it")
 	fs.StringVar(&cfg.VIP, "vip", cfg.VIP, "the cluster's own address for the UI, API and S3, ADDR/PREFIX on the --bind network (the same on every node): held by the Raft leader, moved in seconds when it fails")
 	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
 	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
@@ -292,6 +294,14 @@ func (c *Config) finish() error {
 		bind, _ := netip.ParseAddr(c.Bind)
 		if !vip.Masked().Contains(bind) || vip.Addr() == bind {
 			return fmt.Errorf("--vip %s must be another address of --bind's network (%s)", c.VIP, c.Bind)
+		}
+	}
+	if c.VIP6 != "" {
+		if c.VIP == "" {
+			return fmt.Errorf("--vip6 is the IPv6 twin of --vip: give --vip too")
+		}
+		if _, err := netfabric.ParseVIP6(c.VIP6); err != nil {
+			return err
 		}
 	}
 	if c.Expect < 1 {

@@ -43,6 +43,11 @@ func TestRotateLogLeavesPlantedLinksAlone(t *testing.T) {
 	if st, _ := os.Stat(log); st.Size() != 0 {
 		t.Fatalf("the log after rotation: %d bytes", st.Size())
 	}
+	// A log that outran its watcher leaves only its last 100 bytes in the
+	// rotated copy.
+	if got, _ := os.ReadFile(log + rotatedSuffix); !bytes.Equal(got, data[len(data)-100:]) {
+		t.Fatalf("the rotated copy has %d bytes %q, want the log's last 100", len(got), got)
+	}
 }
 
 // The VM's own disks become its user's alone (qemu-img makes them 0644 in

@@ -27,8 +27,8 @@ const serialCheckEvery = 250 * time.Millisecond
 // rotatedSuffix names the one rotated copy of the serial log.
 const rotatedSuffix = ".1"
 
-// rotateLog moves path's content to path.1 and empties path when it is
-// larger than max. It reports whether it rotated.
+// rotateLog moves path's content (its last max bytes) to path.1 and
+// empties path when it is larger than max. It reports whether it rotated.
 //
 // The log may sit in the VM's run directory, which the VM's user owns: an
 // escaped QEMU could put a link (or a hard link) there in its place, and
@@ -54,8 +54,16 @@ func rotateLog(path string, max int64) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("rotate %s: %w", path, err)
 	}
-	// Copy what is there now (QEMU may be appending as we read).
-	_, err = io.Copy(dst, io.LimitReader(src, st.Size()))
+	// Copy what is there now (QEMU may be appending as we read), its last
+	// max bytes only: a log that outran the watcher (a starved agent, a
+	// guest flooding its console) still leaves at most max on disk here.
+	from := st.Size() - max
+	if from < 0 {
+		from = 0
+	}
+	if _, err = src.Seek(from, io.SeekStart); err == nil {
+		_, err = io.Copy(dst, io.LimitReader(src, st.Size()-from))
+	}
 	if cerr := dst.Close(); err == nil {
 		err = cerr
 	}

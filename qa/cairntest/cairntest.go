@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -51,7 +52,14 @@ func VIPOf(c *harness.Cluster) string {
 	return netip.AddrFrom4(ip).String()
 }
 
-// Start runs n cairn agents and waits until every one is ready.
+// VIP6Of is the IPv6 twin a cluster started with Options.VIP has: ::100
+// of a unique-local /64 made from the nodes' /24 (fd00:ca1:B:C::/64 for
+// A.B.C.0/24), whose ::1 the host has on the cluster's bridge.
+func VIP6Of(c *harness.Cluster) string {
+	ip := netip.MustParseAddr(c.Nodes[0].IP).As4()
+	return fmt.Sprintf("fd00:ca1:%x:%x::100", ip[1], ip[2])
+}
+
 // Start runs o.N cairn agents and waits until every one is ready.
 func Start(t *testing.T, o Options) *harness.Cluster {
 	t.Helper()
@@ -101,7 +109,7 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 			args = append(args, o.NodeExtra(n.Index)...)
 		}
 		if o.VIP {
-			args = append(args, "--vip", VIPOf(n.Cluster())+"/24")
+			args = append(args, "--vip", VIPOf(n.Cluster())+"/24", "--vip6", VIP6Of(n.Cluster())+"/64")
 		}
 		if o.Discovery {
 			return args
@@ -114,6 +122,14 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 		}
 		return append(args, "--discovery-port", "0", "--join", strings.Join(peers, ","))
 	}})
+	if o.VIP && c.Name() != "" {
+		// The host's address in the IPv6 twin's /64, on the cluster's
+		// bridge, so the test reaches the twin as a client on the LAN does.
+		host := strings.TrimSuffix(VIP6Of(c), "100") + "1/64"
+		if out, err := exec.Command("ip", "-6", "addr", "add", host, "dev", c.Name(), "nodad").CombinedOutput(); err != nil {
+			t.Fatalf("IPv6 on the cluster bridge: %v %s", err, out)
+		}
+	}
 	for _, n := range c.Nodes {
 		WaitReady(t, n)
 	}

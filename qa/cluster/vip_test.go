@@ -22,33 +22,21 @@ func TestClusterAddressMoves(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, VIP: true})
 	a := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, a, 3, 0)
-	vip := cairntest.VIPOf(c)
+	vip, vip6 := cairntest.VIPOf(c), cairntest.VIP6Of(c)
 	// a's HTTP client (it trusts the cluster CA), sent to the cluster
 	// address.
 	viaVIP := a
-	get := func(path string) (string, error) {
-		req, _ := http.NewRequest("GET", "https://"+vip+":8443"+path, nil)
-		req.Header.Set("Authorization", "Bearer "+a.Token())
-		res, err := viaVIP.HTTP.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer res.Body.Close()
-		var st struct {
-			Self   string `json:"self"`
-			Leader string `json:"leader"`
-		}
-		if res.StatusCode != 200 {
-			return "", fmt.Errorf("HTTP %d", res.StatusCode)
-		}
-		if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
-			return "", err
-		}
-		if st.Self != st.Leader {
-			// Only the leader holds the address once things settle.
-			return "", fmt.Errorf("%s answers at the address, but %q leads", st.Self, st.Leader)
-		}
-		return st.Self, nil
+	get := func(path string) (string, error) { return getAt(viaVIP, vip, path) }
+	// The IPv6 twin answers from the same node as the address.
+	twin := func(want string) {
+		t.Helper()
+		testutil.WaitFor(t, 30*time.Second, "the API at ["+vip6+"] on "+want, func() error {
+			self, err := getAt(viaVIP, "["+vip6+"]", "/api/v1/cluster")
+			if err == nil && self != want {
+				err = fmt.Errorf("%s answers, not %s", self, want)
+			}
+			return err
+		})
 	}
 	holder := func(want func(string) error) string {
 		t.Helper()
@@ -64,6 +52,7 @@ func TestClusterAddressMoves(t *testing.T) {
 	}
 	first := holder(func(string) error { return nil })
 	checkHolders(t, c, vip, get)
+	twin(first)
 	// S3 answers there too (an anonymous request: S3's own refusal).
 	res, err := viaVIP.HTTP.Get("https://" + vip + ":8447/")
 	if err != nil {
@@ -85,6 +74,7 @@ func TestClusterAddressMoves(t *testing.T) {
 		return nil
 	})
 	t.Logf("the cluster address moved from %s (killed) to %s in %s", first, second, time.Since(start).Round(10*time.Millisecond))
+	twin(second)
 	// The killed agent's box runs on: the address it held lapses there
 	// (the holder keeps renewing a short lifetime), so only one box
 	// answers ARP for it even before the agent comes back.
@@ -117,8 +107,36 @@ func TestClusterAddressMoves(t *testing.T) {
 		return nil
 	})
 	t.Logf("the cluster address moved from %s (cut off) to %s in %s", second, third, time.Since(start).Round(10*time.Millisecond))
+	twin(third)
 	checkHolders(t, c, vip, get)
 	c.Heal()
+}
+
+// getAt asks the API at host which node answers, and fails unless that
+// node leads (only the leader holds the cluster's addresses once things
+// settle).
+func getAt(a *cairntest.Client, host, path string) (string, error) {
+	req, _ := http.NewRequest("GET", "https://"+host+":8443"+path, nil)
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	res, err := a.HTTP.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	var st struct {
+		Self   string `json:"self"`
+		Leader string `json:"leader"`
+	}
+	if res.StatusCode != 200 {
+		return "", fmt.Errorf("HTTP %d", res.StatusCode)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
+		return "", err
+	}
+	if st.Self != st.Leader {
+		return "", fmt.Errorf("%s answers at the address, but %q leads", st.Self, st.Leader)
+	}
+	return st.Self, nil
 }
 
 // holders checks that exactly want has the address on an interface.
