@@ -24,8 +24,8 @@ require (
 	github.com/hashicorp/raft-wal v0.4.2
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae
 	github.com/klauspost/reedsolomon v1.14.2
-	github.com/mdlayher/packet v1.1.2
 	github.com/mdlayher/ndp v1.1.0
+	github.com/mdlayher/packet v1.1.2
 	github.com/minio/minio-go/v7 v7.4.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/u-root/u-root v0.16.0
