@@ -11,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 )
 
 // HostConfig names what a Host owns in its network namespace.
@@ -94,6 +95,9 @@ type Host struct {
 	psMu sync.Mutex // one port-security rebuild at a time, so the last applied read the latest ports
 	rtMu sync.Mutex // one router reconcile at a time
 
+	natMu   sync.Mutex
+	natSeen map[string]string // router namespace -> the translation last swept for
+
 	segSrv map[string]*segServer // by network id; h.mu
 
 	segMu sync.Mutex
@@ -161,6 +165,30 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 		}
 	}
 	return nil
+}
+
+// ServeExisting starts the DHCP (and gateway ARP) servers of what is
+// already built on this node, for nat and segs, and changes nothing else:
+// no device, table or tap is added or removed. It is for an agent that
+// cannot read the cluster's current state yet (its box cut off from the
+// majority after a restart): its guests keep their leases and gateways
+// from what the node knows, and the next Reconcile takes over.
+func (h *Host) ServeExisting(nat *Network, segs []Segment) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var errs []error
+	if nat != nil && h.dhcp == nil {
+		if br, err := netlink.LinkByName(h.cfg.Bridge); err == nil {
+			h.nw, h.hostDNS = *nat, resolvers(h.cfg.ResolvConf)
+			errs = append(errs, h.startDHCP(br.Attrs().Index))
+		}
+	}
+	for _, s := range segs {
+		if br, err := netlink.LinkByName(h.segmentBridge(s.Network.VNI)); err == nil {
+			errs = append(errs, h.ensureSegmentServer(s.Network, br))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close stops the DHCP server. The bridge, taps and tables stay, so

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -768,5 +769,55 @@ func TestSegmentDHCP(t *testing.T) {
 	dial(t, ga, "", "10.50.0.1:80") // fails: nothing listens; it resolves the gateway first
 	if mac := neighMAC(t, ga, "10.50.0.1"); mac != netfabric.GatewayMAC("ward-net").String() {
 		t.Fatalf("the gateway resolved to %q, want %s", mac, netfabric.GatewayMAC("ward-net"))
+	}
+}
+
+// An agent restarted while its box cannot read the cluster's state serves
+// DHCP for the segments already built here (ServeExisting), and touches
+// nothing else: the links are the same before and after.
+func TestServeExistingAfterRestart(t *testing.T) {
+	f := newFabric(t)
+	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.77.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	wa := f.port(t, netfabric.PortRequest{ID: "ward-a", NetworkID: "ward-net", Owner: "wa", Project: f.ward, Node: "box1"})
+	boxes := newBoxes(t, f)
+	b := boxes[0]
+	b.reconcileSegments(t, f, boxes)
+	ga := plugSegmentLink(t, f, b, wa)
+	// The agent stops (its servers with it) and a new one starts.
+	if err := b.do(t, b.h.Close); err != nil {
+		t.Fatal(err)
+	}
+	links := func() string {
+		t.Helper()
+		ls, err := handle(t, b.ns).LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for _, l := range ls {
+			names = append(names, l.Attrs().Name)
+		}
+		return strings.Join(names, ",")
+	}
+	before := links()
+	h2 := netfabric.NewHost(b.cfg, netfabric.StoreLeases(f.node.Store(), "default"))
+	t.Cleanup(func() { _ = b.do(t, h2.Close) })
+	segs := netfabric.Segments(f.node.Store().ReadTxn(), b.name, func(string) (netip.Addr, bool) { return netip.Addr{}, false })
+	if err := b.do(t, func() error {
+		return h2.ServeExisting(netfabric.GetNetwork(f.node.Store().ReadTxn(), "default"), segs)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := dhcpLease(t, ga, "eth0", 10*time.Second)
+	if err != nil || lease.ACK.YourIPAddr.String() != wa.IP {
+		t.Fatalf("a lease from the servers of what was built: %v %v", lease, err)
+	}
+	if after := links(); after != before {
+		t.Fatalf("ServeExisting changed the links:\n%s\n%s", before, after)
 	}
 }

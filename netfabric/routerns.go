@@ -120,9 +120,12 @@ func (h *Host) ReconcileRouters(plans []RouterPlan) error {
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), prefix) && !want[e.Name()] {
 			h.log.Info("removing router namespace", "netns", e.Name())
-			if err := netns.DeleteNamed(e.Name()); err != nil {
+			if err := deleteRouterNS(e.Name()); err != nil {
 				errs = append(errs, fmt.Errorf("remove router namespace %s: %w", e.Name(), err))
 			}
+			h.natMu.Lock()
+			delete(h.natSeen, e.Name())
+			h.natMu.Unlock()
 		}
 	}
 	links, err := linkList()
@@ -189,6 +192,37 @@ func openRouterNS(name string) (ns netns.NsHandle, created bool, err error) {
 	return r.ns, true, nil
 }
 
+// deleteRouterNS removes a router's namespace: its links first, so that
+// whatever still holds the namespace (it lives on while anything does)
+// has no interface left on the external network or a segment, then its
+// name. A file left without its mount is just removed.
+func deleteRouterNS(name string) error {
+	path := netnsDir + "/" + name
+	if ns, err := netns.GetFromName(name); err == nil {
+		var st unix.Statfs_t
+		if unix.Fstatfs(int(ns), &st) == nil && st.Type == unix.NSFS_MAGIC {
+			if rh, err := netlink.NewHandleAt(ns); err == nil {
+				if links, err := rh.LinkList(); err == nil {
+					for _, l := range links {
+						if l.Attrs().Name != "lo" {
+							_ = rh.LinkDel(l)
+						}
+					}
+				}
+				rh.Close()
+			}
+		}
+		ns.Close()
+	}
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // inNamespace runs fn on a new OS thread in ns; the thread is never
 // unlocked, so the runtime retires it instead of reusing it elsewhere.
 func inNamespace(ns netns.NsHandle, fn func() error) error {
@@ -227,9 +261,16 @@ func (h *Host) ensureRouter(name string, pl RouterPlan) (routed bool, err error)
 		return false, err
 	}
 	// Connections the table no longer allows (a floating IP taken back
-	// or moved, a gateway gone) are cut, not left to time out.
-	if err := sweepRouterFlows(rh, pl); err != nil {
-		h.log.Warn("cut a router's stale connections", "router", pl.Router.ID, "err", err)
+	// or moved, a gateway gone) are cut, not left to time out: whenever
+	// the router's address translation changes, and once after a start.
+	if sig := natSignature(pl); h.natChanged(name, sig) {
+		if err := sweepRouterFlows(rh, pl); err != nil {
+			h.log.Warn("cut a router's stale connections", "router", pl.Router.ID, "err", err)
+		} else {
+			h.natMu.Lock()
+			h.natSeen[name] = sig
+			h.natMu.Unlock()
+		}
 	}
 	if err := inNamespace(ns, routerSysctls); err != nil {
 		return false, err
@@ -274,16 +315,29 @@ func (h *Host) announce(ns netns.NsHandle, router string, addrs []netip.Addr) {
 		if err != nil {
 			return err
 		}
+		have, err := ifi.Addrs()
+		if err != nil {
+			return err
+		}
 		var errs []error
 		for _, a := range addrs {
-			errs = append(errs, announceARP(ifi, a))
+			// Only what the router still answers for (a floating IP may
+			// have moved on since).
+			if slices.ContainsFunc(have, func(h net.Addr) bool {
+				n, ok := h.(*net.IPNet)
+				return ok && n.IP.Equal(a.AsSlice())
+			}) {
+				errs = append(errs, announceARP(ifi, a))
+			}
 		}
 		return errors.Join(errs...)
 	}
 	if err := inNamespace(ns, send); err != nil {
 		h.log.Warn("announce router addresses", "router", router, "err", err)
 	}
-	fd, err := unix.Dup(int(ns))
+	// Close-on-exec: a QEMU started meanwhile must not inherit it (and
+	// with it keep a deleted router's namespace alive).
+	fd, err := unix.FcntlInt(uintptr(ns), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
@@ -322,6 +376,28 @@ func (s staleRouterFlows) MatchConntrackFlow(f *netlink.ConntrackFlow) bool {
 		}
 	}
 	return false
+}
+
+// natSignature sums up a router's address translation on this node.
+func natSignature(pl RouterPlan) string {
+	parts := []string{pl.Address.String()}
+	for _, f := range pl.Floating {
+		parts = append(parts, f.Floating.String()+">"+f.Fixed.String())
+	}
+	for _, nw := range pl.Networks {
+		parts = append(parts, nw.Gateway)
+	}
+	slices.Sort(parts[1:])
+	return strings.Join(parts, ",")
+}
+
+func (h *Host) natChanged(name, sig string) bool {
+	h.natMu.Lock()
+	defer h.natMu.Unlock()
+	if h.natSeen == nil {
+		h.natSeen = map[string]string{}
+	}
+	return h.natSeen[name] != sig
 }
 
 func sweepRouterFlows(rh *netlink.Handle, pl RouterPlan) error {

@@ -33,7 +33,7 @@ type VIP struct {
 // unique-local IPv6 address with its prefix length.
 func ParseVIP6(s string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(s)
-	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() < 8 || p.Addr() == p.Masked().Addr() ||
+	if err != nil || !p.Addr().Is6() || p.Addr().Is4In6() || p.Bits() < 8 || (p.Bits() < 128 && p.Addr() == p.Masked().Addr()) ||
 		p.Addr().IsLinkLocalUnicast() || p.Addr().IsMulticast() || p.Addr().IsLoopback() {
 		return netip.Prefix{}, fmt.Errorf("--vip6 %q: give a global or unique-local IPv6 address of the management network with its prefix length, like fd12:3456:789a::10/64", s)
 	}

@@ -207,7 +207,7 @@ func (s *server) routerAction(w http.ResponseWriter, r *http.Request, v *view) {
 		s.logErr(r, err)
 		d, derr := s.routerData(r, v, ref)
 		if derr != nil {
-			s.failPage(w, r, v, err)
+			s.failPage(w, r, v, derr)
 			return
 		}
 		v.err = errorText(v.tr, err)
@@ -231,7 +231,7 @@ func (s *server) floatingData(r *http.Request, v *view, f floatingForm) (floatin
 	vmName := s.vmNames(v)
 	for _, fl := range fs {
 		d.Floating = append(d.Floating, floatingRow{FloatingIPView: fl, ProjectName: or(names[fl.Project], fl.Project),
-			VMName: or(vmName[fl.Owner], fl.Owner), Network: extName[fl.NetworkID]})
+			VMName: or(vmName[fl.Owner], fl.Owner), Network: extName[fl.NetworkID], CanChange: v.p.Can(fl.Project, identity.RoleMember)})
 	}
 	// The ports a floating IP may go to: those on a project network whose
 	// router has a way out, of a machine the viewer may change.
@@ -317,7 +317,7 @@ func (s *server) createFloating(w http.ResponseWriter, r *http.Request, v *view)
 		f.Err = errorText(v.tr, err)
 		d, derr := s.floatingData(r, v, f)
 		if derr != nil {
-			s.failPage(w, r, v, err)
+			s.failPage(w, r, v, derr)
 			return
 		}
 		s.render(w, r, formStatus, floatingPage(v, d))
@@ -354,7 +354,7 @@ func (s *server) floatingAction(w http.ResponseWriter, r *http.Request, v *view)
 		s.logErr(r, err)
 		d, derr := s.floatingData(r, v, floatingForm{})
 		if derr != nil {
-			s.failPage(w, r, v, err)
+			s.failPage(w, r, v, derr)
 			return
 		}
 		v.err = errorText(v.tr, err)

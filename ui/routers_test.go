@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/netfabric"
 )
 
@@ -110,6 +111,27 @@ func TestRoutersAndFloatingIPsThroughForms(t *testing.T) {
 		t.Fatalf("disconnect a network a floating IP needs: %d", p.status)
 	}
 	mustContain(t, p, "take it back first")
+	// A reader of the project sees the floating IP and its machine, but
+	// is offered nothing to change, and changes nothing by posting.
+	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "clerk", Password: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SetMember(ctx, root, pr.Name, "clerk", identity.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	clerk := e.browser()
+	clerk.login("clerk", "correct horse")
+	p = clerk.get("/floating-ips")
+	mustContain(t, p, `data-ip="192.0.2.100"`, "pacs1 (10.50.0.2)")
+	mustNotContain(t, p, `id="disassociate-`, `id="release-`, `id="floating-form"`)
+	p = clerk.get(page)
+	mustNotContain(t, p, `id="router-delete"`, `id="connect-form"`, `id="gateway-form"`)
+	if p = clerk.post(fip+"/disassociate", clerk.formOn("/floating-ips", url.Values{})); p.status == http.StatusOK {
+		t.Fatalf("a reader took a floating IP back: %d", p.status)
+	}
+	if got, err := nets.GetFloatingIP(ctx, root, fips[0].ID); err != nil || got.PortID == "" {
+		t.Fatalf("after a reader's post, the floating IP is %+v %v", got, err)
+	}
 	b.lang = "zh-CN"
 	p = b.get("/floating-ips")
 	mustContain(t, p, "浮动 IP", "收回")

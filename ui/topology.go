@@ -188,7 +188,7 @@ func (s *server) topologyData(r *http.Request, v *view, project string) (topolog
 			sub += " · " + strings.Join(f, ", ")
 		}
 		d.Shapes = append(d.Shapes, topoShape{Kind: "vm", Name: vm.name, Label: vm.name, Sub: sub,
-			X: x, Y: y, W: topoCol - 60, H: 40, Href: "/vms/" + vm.id})
+			X: x, Y: y, W: topoCol - 60, H: 40, Href: string(vmURL(vm.id, ""))})
 		for _, id := range vm.nets {
 			if c, found := colOf[id]; found {
 				d.Lines = append(d.Lines, topoLine{X1: x + (topoCol-60)/2, Y1: y, X2: center(c), Y2: topoNetY + 40})

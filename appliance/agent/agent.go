@@ -426,10 +426,10 @@ func listenFreely(addr string) (net.Listener, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		if err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
-			if serr != nil || strings.HasPrefix(addr, "[") {
-				// An IPv6 socket takes its own option.
+			if strings.HasPrefix(addr, "[") {
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_FREEBIND, 1)
+			} else {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1)
 			}
 		}); err != nil {
 			return err

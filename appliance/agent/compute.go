@@ -156,7 +156,13 @@ func (a *Agent) runVMs(ctx context.Context) {
 // ports and routers made since would look gone, and reconciling from it
 // would take down what running VMs use. Until then the kernel's state
 // stays as the previous agent left it.
+//
+// A box cut off from the majority waits for as long as that lasts: after
+// a while its DHCP and gateway ARP servers start for what is built here
+// already, from the state it has (ServeExisting), so its guests keep their
+// leases and gateways, and nothing is torn down.
 func (a *Agent) waitCaughtUp(ctx context.Context) {
+	start, served := time.Now(), false
 	for logged := false; ctx.Err() == nil; logged = true {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := a.node.ConsistentRead(rctx)
@@ -166,6 +172,16 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 		}
 		if !logged {
 			a.log.Info("waiting for the replicated state to catch up before touching the VM networks", "err", err)
+		}
+		if !served && time.Since(start) > 15*time.Second {
+			served = true
+			txn := a.node.Store().ReadTxn()
+			segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay)
+			if err := a.vmNet.ServeExisting(netfabric.GetNetwork(txn, netfabric.DefaultNetworkID), segs); err != nil {
+				a.log.Warn("serve DHCP from the state this node has", "err", err)
+			} else {
+				a.log.Warn("the cluster's state is out of reach: serving DHCP for what this node has built, changing nothing, until it answers")
+			}
 		}
 		select {
 		case <-ctx.Done():

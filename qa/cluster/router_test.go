@@ -3,11 +3,9 @@ package cluster_test
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"runtime"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,9 +145,8 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 
 // plugOutside makes the external network: a namespace with a switch (a
 // bridge holding the upstream gateway's address, 203.0.113.1) that every
-// node's ext0 is plugged into. When the test ends the namespace goes, and
-// so do the routers' namespaces the nodes made (named from the node's
-// namespace), once the nodes are stopped.
+// node's ext0 is plugged into. When the test ends the namespace goes (the
+// harness removes the routers' namespaces with their nodes').
 func plugOutside(t *testing.T, c *harness.Cluster) probeNS {
 	t.Helper()
 	p := probeNS{name: fmt.Sprintf("cairn-out-%d", time.Now().UnixNano()%1e9)}
@@ -164,32 +161,13 @@ func plugOutside(t *testing.T, c *harness.Cluster) probeNS {
 	run(exec.Command("ip", "-n", p.name, "link", "add", "sw", "type", "bridge"))
 	run(exec.Command("ip", "-n", p.name, "link", "set", "sw", "up"))
 	run(exec.Command("ip", "-n", p.name, "addr", "add", "203.0.113.1/24", "dev", "sw"))
-	var prefixes []string
 	for i := 1; i <= 3; i++ {
 		n := c.Node(i)
 		port := fmt.Sprintf("sw%d", i)
 		run(exec.Command("ip", "-n", n.Netns, "link", "add", "ext0", "type", "veth", "peer", "name", port, "netns", p.name))
 		run(exec.Command("ip", "-n", p.name, "link", "set", port, "master", "sw", "up"))
 		run(exec.Command("ip", "-n", n.Netns, "link", "set", "ext0", "up"))
-		var st syscall.Stat_t
-		if err := syscall.Stat("/run/netns/"+n.Netns, &st); err != nil {
-			t.Fatal(err)
-		}
-		prefixes = append(prefixes, fmt.Sprintf("cairn-%x-", st.Ino))
 	}
-	t.Cleanup(func() {
-		for i := 1; i <= 3; i++ {
-			c.Node(i).Kill()
-		}
-		entries, _ := os.ReadDir("/run/netns")
-		for _, e := range entries {
-			for _, pfx := range prefixes {
-				if strings.HasPrefix(e.Name(), pfx) {
-					_ = exec.Command("ip", "netns", "del", e.Name()).Run()
-				}
-			}
-		}
-	})
 	return p
 }
 

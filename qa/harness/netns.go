@@ -270,6 +270,17 @@ func deleteNetns(ns string) error {
 			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
+	// The node's agent names its routers' namespaces after its own
+	// namespace (cairn-<inode>-<router>): they go with it.
+	var st syscall.Stat_t
+	if syscall.Stat(filepath.Join(netnsDir, ns), &st) == nil {
+		routers, _ := filepath.Glob(filepath.Join(netnsDir, fmt.Sprintf("cairn-%x-*", st.Ino)))
+		for _, r := range routers {
+			if _, err := run("ip", "netns", "del", filepath.Base(r)); err != nil {
+				return fmt.Errorf("delete router netns %s: %w", r, err)
+			}
+		}
+	}
 	if _, err := run("ip", "netns", "del", ns); err != nil {
 		return fmt.Errorf("delete netns %s: %w", ns, err)
 	}
