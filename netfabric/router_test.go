@@ -248,6 +248,39 @@ func TestDistributedRouter(t *testing.T) {
 		t.Fatalf("a's gateway is %s, want %s", got, want)
 	}
 
+	// A VRRP address with a virtual MAC (an allowed address pair) is
+	// routed to: both boxes' routers know it.
+	const vmac = "00:00:5e:00:01:07"
+	f.must(t, netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: "b", Project: f.ward, At: t0,
+		AddressPairs: &[]netfabric.AddressPair{{IP: "10.2.0.50", MAC: vmac}}}, nil)
+	reconcile()
+	for _, bx := range boxes {
+		// Named after the box's own namespace.
+		var st unix.Stat_t
+		if err := unix.Fstat(int(bx.ns), &st); err != nil {
+			t.Fatal(err)
+		}
+		path := fmt.Sprintf("/run/netns/cairn-%x-r1", st.Ino)
+		rns, err := netns.GetFromPath(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rh := handle(t, rns)
+		rns.Close()
+		leg, err := rh.LinkByName(fmt.Sprintf("qr-%06x", n2.VNI))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nbs, err := rh.NeighList(leg.Attrs().Index, unix.AF_INET)
+		found := false
+		for _, n := range nbs {
+			found = found || (n.IP.String() == "10.2.0.50" && n.HardwareAddr.String() == vmac && n.State&netlink.NUD_PERMANENT != 0)
+		}
+		if err != nil || !found {
+			t.Fatalf("%s: no permanent neighbour 10.2.0.50 at %s: %+v %v", path, vmac, nbs, err)
+		}
+	}
+
 	// North-south: each box's guests leave from that box's address.
 	if got := ask(t, gA, "203.0.113.1:80"); got != "outside "+addr["box1"] {
 		t.Fatalf("a asked outside: %q, want it seen from %s", got, addr["box1"])

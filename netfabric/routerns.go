@@ -552,8 +552,44 @@ func syncAddrsAdded(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) ([]
 	return added, nil
 }
 
-// syncNeighbours makes each network's ports the router's permanent
-// neighbours, and nothing else.
+// routerNeighbours maps the addresses a network's router reaches to their
+// MACs: every port's own address, and an allowed address pair's when all
+// ports that claim it agree on its MAC (a VRRP address with a virtual MAC,
+// keepalived's use_vmac). A pair address that ports claim with their own
+// different MACs moves by gratuitous ARP, which the router does not hear:
+// it is not routed to.
+func routerNeighbours(ports []Port) map[string]string {
+	want := map[string]string{}
+	for _, p := range ports {
+		want[p.IP] = p.MAC
+	}
+	claims := map[string]map[string]bool{}
+	for _, p := range ports {
+		for _, ap := range p.AddressPairs {
+			mac := strings.ToLower(ap.MAC)
+			if mac == "" {
+				mac = p.MAC
+			}
+			if claims[ap.IP] == nil {
+				claims[ap.IP] = map[string]bool{}
+			}
+			claims[ap.IP][mac] = true
+		}
+	}
+	for ip, macs := range claims {
+		if _, own := want[ip]; own || len(macs) != 1 {
+			continue
+		}
+		for mac := range macs {
+			want[ip] = mac
+		}
+	}
+	return want
+}
+
+// syncNeighbours makes each network's ports (and the allowed address pairs
+// routerNeighbours takes) the router's permanent neighbours, and nothing
+// else.
 func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 	byNet := map[string][]Port{}
 	for _, p := range pl.Neighbours {
@@ -565,10 +601,7 @@ func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 		if err != nil {
 			return err
 		}
-		want := map[string]string{}
-		for _, p := range byNet[nw.ID] {
-			want[p.IP] = p.MAC
-		}
+		want := routerNeighbours(byNet[nw.ID])
 		have, err := rh.NeighList(l.Attrs().Index, unix.AF_INET)
 		if err != nil {
 			return err
