@@ -74,13 +74,9 @@ func (s *Service) routerView(r Router) RouterView {
 // ListRouters returns the routers of the caller's projects (of one, if
 // asked), by project and name.
 func (s *Service) ListRouters(p *identity.Principal, project string) ([]RouterView, error) {
-	pid := ""
-	if project != "" {
-		pr, err := s.id.GetProject(p, project)
-		if err != nil {
-			return nil, err
-		}
-		pid = pr.ID
+	pid, err := s.projectFilter(p, project)
+	if err != nil {
+		return nil, err
 	}
 	out := []RouterView{}
 	for _, r := range ListRouters(s.c.Store().ReadTxn()) {
@@ -245,13 +241,9 @@ func (s *Service) floatingView(f FloatingIP) FloatingIPView {
 // ListFloatingIPs returns the floating IPs of the caller's projects (of
 // one, if asked), by address.
 func (s *Service) ListFloatingIPs(p *identity.Principal, project string) ([]FloatingIPView, error) {
-	pid := ""
-	if project != "" {
-		pr, err := s.id.GetProject(p, project)
-		if err != nil {
-			return nil, err
-		}
-		pid = pr.ID
+	pid, err := s.projectFilter(p, project)
+	if err != nil {
+		return nil, err
 	}
 	out := []FloatingIPView{}
 	for _, f := range ListFloatingIPs(s.c.Store().ReadTxn()) {

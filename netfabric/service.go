@@ -154,13 +154,9 @@ func (s *Service) get(p *identity.Principal, ref string) (*Network, error) {
 // ListNetworks returns the networks the caller can see (of one project, if
 // asked, and the cluster's), by project and name.
 func (s *Service) ListNetworks(p *identity.Principal, project string) ([]Network, error) {
-	pid := ""
-	if project != "" {
-		pr, err := s.id.GetProject(p, project)
-		if err != nil {
-			return nil, err
-		}
-		pid = pr.ID
+	pid, err := s.projectFilter(p, project)
+	if err != nil {
+		return nil, err
 	}
 	out := []Network{}
 	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
@@ -221,6 +217,19 @@ func (s *Service) ListPorts(ctx context.Context, p *identity.Principal, networkR
 // cluster's.
 func canRead(p *identity.Principal, nw *Network) bool {
 	return p != nil && (!nw.IsOverlay() || p.Can(nw.Project, identity.RoleReader))
+}
+
+// projectFilter resolves a list's optional project reference to its ID
+// ("": every project the caller sees).
+func (s *Service) projectFilter(p *identity.Principal, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	pr, err := s.id.GetProject(p, ref)
+	if err != nil {
+		return "", err
+	}
+	return pr.ID, nil
 }
 
 // project resolves a project reference the caller acts in.

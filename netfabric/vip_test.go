@@ -13,6 +13,7 @@ import (
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/mdlayher/ndp"
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
 
@@ -28,25 +29,7 @@ func TestVIPHoldAndRelease(t *testing.T) {
 	addAddr(t, ns, "mgmt0", "192.0.2.10/24") // left by a killed agent of an older version
 	v := &netfabric.VIP{Prefix: netip.MustParsePrefix("192.0.2.10/24"), Iface: "mgmt0",
 		Log: slog.New(slog.NewTextHandler(testutil.LogWriter(t), nil))}
-	copies := func() []netlink.Addr {
-		t.Helper()
-		h := handle(t, ns)
-		l, err := h.LinkByName("mgmt0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		as, err := h.AddrList(l, netlink.FAMILY_V4)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []netlink.Addr
-		for _, a := range as {
-			if a.IP.String() == "192.0.2.10" {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
+	copies := func() []netlink.Addr { t.Helper(); return addrCopies(t, ns, "mgmt0", "192.0.2.10") }
 	if err := inNS(t, ns, v.Release); err != nil {
 		t.Fatal(err)
 	}
@@ -135,25 +118,7 @@ func TestVIP6HoldAnnouncesAndReleases(t *testing.T) {
 		defer close(done)
 		_ = inNS(t, ns, func() error { v.Hold(ctx); return nil })
 	}()
-	copies := func() []netlink.Addr {
-		t.Helper()
-		h := handle(t, ns)
-		l, err := h.LinkByName("mgmt0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		as, err := h.AddrList(l, netlink.FAMILY_V6)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []netlink.Addr
-		for _, a := range as {
-			if a.IP.String() == "fd12:3456:789a::10" {
-				out = append(out, a)
-			}
-		}
-		return out
-	}
+	copies := func() []netlink.Addr { t.Helper(); return addrCopies(t, ns, "mgmt0", "fd12:3456:789a::10") }
 	testutil.WaitFor(t, 5*time.Second, "the IPv6 address held", func() error {
 		c := copies()
 		if len(c) != 1 {
@@ -185,4 +150,25 @@ func TestVIP6HoldAnnouncesAndReleases(t *testing.T) {
 	if c := copies(); len(c) != 0 {
 		t.Fatalf("given up, the IPv6 address is still there: %v", c)
 	}
+}
+
+// addrCopies returns the copies of address ip on link in ns.
+func addrCopies(t *testing.T, ns netns.NsHandle, link, ip string) []netlink.Addr {
+	t.Helper()
+	h := handle(t, ns)
+	l, err := h.LinkByName(link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	as, err := h.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netlink.Addr
+	for _, a := range as {
+		if a.IP.String() == ip {
+			out = append(out, a)
+		}
+	}
+	return out
 }

@@ -221,6 +221,13 @@ type sgView struct {
 // with hello, until the test ends.
 func listenIn(t *testing.T, p probeNS, addr, hello string) {
 	t.Helper()
+	serveIn(t, p, addr, func(net.Conn) string { return hello })
+}
+
+// serveIn answers every connection to addr in the namespace with the line
+// answer gives it, until the test ends.
+func serveIn(t *testing.T, p probeNS, addr string, answer func(net.Conn) string) {
+	t.Helper()
 	ns, err := netns.GetFromName(p.name)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +263,7 @@ func listenIn(t *testing.T, p probeNS, addr, hello string) {
 			if err != nil {
 				return
 			}
-			fmt.Fprintln(c, hello)
+			fmt.Fprintln(c, answer(c))
 			c.Close()
 		}
 	}()

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +11,6 @@ import (
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
-	"github.com/vishvananda/netns"
 )
 
 // A project's router across three boxes, with real VMs: a guest on one
@@ -175,41 +173,8 @@ func plugOutside(t *testing.T, c *harness.Cluster) probeNS {
 // address it came from.
 func listenPeer(t *testing.T, p probeNS, addr string) {
 	t.Helper()
-	ns, err := netns.GetFromName(p.name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ns.Close()
-	lnc, errc := make(chan net.Listener, 1), make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // the thread stays in the namespace and dies with the goroutine
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ln, err := net.Listen("tcp4", addr)
-		if err != nil {
-			errc <- err
-			return
-		}
-		lnc <- ln
-	}()
-	var ln net.Listener
-	select {
-	case err := <-errc:
-		t.Fatal(err)
-	case ln = <-lnc:
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			host, _, _ := net.SplitHostPort(conn.RemoteAddr().String())
-			fmt.Fprintln(conn, host)
-			conn.Close()
-		}
-	}()
+	serveIn(t, p, addr, func(c net.Conn) string {
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		return host
+	})
 }
