@@ -313,14 +313,26 @@ func (s *Service) CreateFloatingIP(ctx context.Context, p *identity.Principal, r
 	}
 	if req.Port != "" {
 		v, err := s.AssociateFloatingIP(ctx, p, out.ID, req.Port)
-		if err != nil {
-			// Not half done: the address goes back.
-			if _, derr := s.DeleteFloatingIP(ctx, p, out.ID); derr != nil {
-				return nil, derr
+		if err == nil {
+			return v, nil
+		}
+		if code := consensus.ErrorCode(err); code == "" || code == consensus.CodeUnavailable {
+			// Outcome unknown: look before undoing anything. Given after
+			// all, it stands; else the address stays the project's,
+			// unassociated, for the caller to see and give or delete.
+			if rerr := s.c.ConsistentRead(ctx); rerr == nil {
+				if f := GetFloatingIP(s.c.Store().ReadTxn(), out.ID); f != nil && f.PortID == req.Port {
+					v := s.floatingView(*f)
+					return &v, nil
+				}
 			}
 			return nil, err
 		}
-		return v, nil
+		// Refused: not half done, the address goes back.
+		if _, derr := s.DeleteFloatingIP(ctx, p, out.ID); derr != nil {
+			return nil, derr
+		}
+		return nil, err
 	}
 	v := s.floatingView(out)
 	return &v, nil
