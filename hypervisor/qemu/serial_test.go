@@ -57,7 +57,10 @@ func TestSerialLogCapped(t *testing.T) {
 		if names, _ := filepath.Glob(filepath.Join(logDir, "*")); len(names) > 2 {
 			t.Fatalf("more than the log and one rotated file: %v", names)
 		}
-		if !strings.Contains(read(m.SerialLog)+read(m.SerialLog+rotatedSuffix), floodDone) {
+		// The marker, or the ticks that follow it: a line written while a
+		// rotation copies the log is lost with the truncation (rotation is
+		// for runaway output, not an audit trail), and it can be this one.
+		if logs := read(m.SerialLog) + read(m.SerialLog+rotatedSuffix); !strings.Contains(logs, floodDone) && !strings.Contains(logs, "tick ") {
 			return errors.New("guest still flooding")
 		}
 		return nil
