@@ -125,6 +125,17 @@ for bin in qemu-system-x86_64 qemu-img prlimit; do
 	done
 done
 cp -rL /usr/share/qemu "$sys/usr/share/qemu"
+# Debian's QEMU finds the BIOS (seabios) and the NICs' option ROMs (ipxe)
+# outside its data directory; the box gives QEMU only -L, so they go in it.
+cp -L /usr/share/seabios/*.bin "$sys/usr/share/qemu/"
+cp -L /usr/lib/ipxe/qemu/*.rom "$sys/usr/share/qemu/"
+# QEMU loads TCG (software emulation, for a box without working KVM) as a
+# module; the box's process points QEMU_MODULE_DIR here (initd/system.go).
+mkdir -p "$sys/usr/lib/x86_64-linux-gnu/qemu"
+cp -L /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so "$sys/usr/lib/x86_64-linux-gnu/qemu/"
+ldd /usr/lib/x86_64-linux-gnu/qemu/accel-tcg-x86_64.so | awk '$2 == "=>" {print $3}' | while read -r lib; do
+	cp -L "$lib" "$sys/lib/x86_64-linux-gnu/"
+done
 # UEFI firmware for VMs whose image asks for it (the 4M build only).
 mkdir -p "$sys/usr/share/OVMF"
 cp -L /usr/share/OVMF/OVMF_CODE_4M.fd /usr/share/OVMF/OVMF_VARS_4M.fd "$sys/usr/share/OVMF/"

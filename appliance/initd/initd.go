@@ -1,9 +1,10 @@
 //go:build linux
 
-// Package initd is cairn as PID 1 of the appliance image (image-build/): it
-// mounts the kernel's filesystems, loads the kernel modules the image ships,
-// brings up the management network, mounts the data disk (formatting it on
-// first boot), reaps orphaned processes, shows a status screen on the
+// Package initd is cairn as init of the appliance image (image-build/).
+// Process 1 (PID1) only collects orphans and passes signals on; the box's
+// process it starts (Main) mounts the kernel's filesystems, loads the
+// kernel modules the image ships, brings up the management network, mounts
+// the data disk (formatting it on first boot), shows a status screen on the
 // console, runs the agent, and powers the box off or reboots it.
 //
 // Settings come, each overriding the one before, from the image's own boot
@@ -25,7 +26,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -39,7 +39,8 @@ const DataMount = "/var/lib/cairn"
 // ImageBootFile is the boot config the image build bakes in.
 const ImageBootFile = "/etc/cairn/boot.json"
 
-// Main runs the box. It returns only if the power-off itself failed.
+// Main runs the box, in the process PID1 starts for it. It returns only if
+// the power-off itself failed.
 func Main() int {
 	console := openConsole()
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "init")
@@ -66,7 +67,6 @@ func Main() int {
 	for _, p := range Problems(cmdline) {
 		log.Warn("boot setting ignored", "problem", p)
 	}
-	go reap(nil)
 
 	ctx, stop := context.WithCancel(context.Background())
 	action := make(chan string, 1)
@@ -100,6 +100,9 @@ func Main() int {
 	if hasSystem {
 		// Flags given in a boot config come later and win.
 		boot.Extra = append(vmArgs(), boot.Extra...)
+		// QEMU's modules (TCG) are in the system image, not where its
+		// build looks; QEMU inherits the agent's environment.
+		_ = os.Setenv("QEMU_MODULE_DIR", filepath.Join(SystemMount, "usr", "lib", "x86_64-linux-gnu", "qemu"))
 	} else {
 		boot.Extra = append([]string{"--vms=false"}, boot.Extra...)
 	}
@@ -194,40 +197,9 @@ func handleSignals(ctx context.Context, log *slog.Logger, action chan<- string) 
 	}
 }
 
-// reap collects every orphan that the kernel re-parents to PID 1. It
-// waits while a command run by output is under way: collecting any child
-// would take that one's exit from its own Wait (ECHILD, "no child
-// processes"), and a first boot's format then failed as if mke2fs had.
-func reap(done <-chan struct{}) {
-	ch := make(chan os.Signal, 16)
-	signal.Notify(ch, syscall.SIGCHLD)
-	defer signal.Stop(ch)
-	for {
-		select {
-		case <-done:
-			return
-		case <-ch:
-		}
-		reapMu.Lock()
-		for {
-			var ws unix.WaitStatus
-			pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
-			if pid <= 0 || err != nil {
-				break
-			}
-		}
-		reapMu.Unlock()
-	}
-}
-
-// reapMu keeps the reaper away while output runs a command.
-var reapMu sync.Mutex
-
-// output runs a short command to its end, as CombinedOutput, with the
-// reaper held off so that the exit status is the command's own.
+// output runs a short command to its end, as CombinedOutput. (PID1, not
+// this process, collects orphans: the exit status is the command's own.)
 func output(cmd *exec.Cmd) ([]byte, error) {
-	reapMu.Lock()
-	defer reapMu.Unlock()
 	return cmd.CombinedOutput()
 }
 

@@ -12,6 +12,9 @@ import (
 
 func main() {
 	if os.Getpid() == 1 { // the appliance image's init (image-build/)
+		os.Exit(initd.PID1())
+	}
+	if initd.IsBoxProcess() { // started by it to run the box
 		os.Exit(initd.Main())
 	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
