@@ -2,6 +2,8 @@ package hypervisor
 
 import (
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/hashicorp/go-memdb"
 )
 
 // Who may see and do what with compute's records. Every check of a VM's
@@ -35,13 +37,21 @@ func CanChangeVM(p *identity.Principal, vm *VM) bool {
 // may change the VM (the serial log shows what cloud-init printed anyway).
 func seesCloudInit(p *identity.Principal, vm *VM) bool { return CanChangeVM(p, vm) }
 
-// viewVM is the VM as the caller may see it: a copy without its SSH keys
+// viewVM is the VM as the caller may see it, with its NICs' IPv6 addresses: a copy without its SSH keys
 // and user-data for a reader, marked so. The stored row is never changed.
-func viewVM(p *identity.Principal, vm *VM) *VM {
-	if seesCloudInit(p, vm) {
-		return vm
-	}
+func viewVM(txn *memdb.Txn, p *identity.Principal, vm *VM) *VM {
 	v := *vm
+	// A NIC's IPv6 address is its port's: its network may have got its
+	// IPv6 subnet after the VM was made.
+	v.NICs = append([]NIC(nil), vm.NICs...)
+	for i, n := range v.NICs {
+		if port := netfabric.GetPort(txn, n.ID); port != nil {
+			v.NICs[i].IP6 = port.IP6
+		}
+	}
+	if seesCloudInit(p, vm) {
+		return &v
+	}
 	v.Spec.SSHKeys, v.Spec.UserData = nil, ""
 	v.CloudInitRedacted = true
 	return &v

@@ -351,7 +351,7 @@ func (s *Service) fresh(ctx context.Context, p *identity.Principal, ref string) 
 func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
 	txn := s.c.Store().ReadTxn()
 	if vm := getVM(txn, ref); vm != nil && canReadVM(p, vm) {
-		return viewVM(p, vm), nil
+		return viewVM(txn, p, vm), nil
 	}
 	var found []*VM
 	for _, pid := range s.readable(p, txn) {
@@ -363,7 +363,7 @@ func (s *Service) VM(p *identity.Principal, ref string) (*VM, error) {
 	case 0:
 		return nil, notFound("VM", ref)
 	case 1:
-		return viewVM(p, found[0]), nil
+		return viewVM(txn, p, found[0]), nil
 	}
 	return nil, invalid("%d VMs are named %q in your projects: use the VM's ID", len(found), ref)
 }
@@ -402,7 +402,7 @@ func (s *Service) ListVMs(p *identity.Principal, project string) ([]VM, error) {
 			return nil, err
 		}
 		for o := it.Next(); o != nil; o = it.Next() {
-			out = append(out, *viewVM(p, o.(*VM)))
+			out = append(out, *viewVM(txn, p, o.(*VM)))
 		}
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })

@@ -73,6 +73,7 @@ type NIC struct {
 	Network string `json:"network"`
 	MAC     string `json:"mac"`
 	IP      string `json:"ip"`
+	IP6     string `json:"ip6,omitempty"` // its port's, when its network has an IPv6 subnet (filled in when read)
 	MTU     int    `json:"mtu,omitempty"` // a project network's; 0 on the cluster's (1500)
 	// SecurityGroups filter a project network's NIC (group IDs).
 	SecurityGroups []string `json:"security_groups,omitempty"`
@@ -120,6 +121,11 @@ func (v *VM) IPs() []string {
 	for _, n := range v.NICs {
 		if n.IP != "" {
 			out = append(out, n.IP)
+		}
+	}
+	for _, n := range v.NICs {
+		if n.IP6 != "" {
+			out = append(out, n.IP6)
 		}
 	}
 	return out

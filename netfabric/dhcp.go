@@ -13,6 +13,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/insomniacslk/dhcp/rfc1035label"
 )
 
 // leaseTime is what guests are told; they renew at half of it, so a changed
@@ -135,6 +136,10 @@ func buildReply(m *dhcpv4.DHCPv4, nw Network, ip netip.Addr, hostname string, dn
 		}
 		if hostname != "" {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))
+		}
+		if nw.Domain != "" {
+			mods = append(mods, dhcpv4.WithOption(dhcpv4.OptDomainName(nw.Domain)),
+				dhcpv4.WithOption(dhcpv4.OptDomainSearch(&rfc1035label.Labels{Labels: []string{nw.Domain}})))
 		}
 		if mtu > 0 {
 			mods = append(mods, dhcpv4.WithOption(dhcpv4.Option{Code: dhcpv4.OptionInterfaceMTU, Value: dhcpv4.Uint16(mtu)}))

@@ -29,14 +29,18 @@
 // remote ports are, and Host.ReconcileSegments builds them: a bridge with
 // no address and a VXLAN device with a static forwarding table per
 // segment, owned by name like the rest; segdhcp.go serves DHCP there for
-// the node's own ports.
+// the node's own ports. A VLAN provider network is a project network on
+// an 802.1Q VLAN of an interface every node has: its bridge's uplink is a
+// VLAN device on that interface instead of a VXLAN device.
 //
 // secgroups.go, sgtable.go and sgfilter.go are security groups; router.go
 // and routerns.go are distributed routers, external networks and floating
 // IPs; vip.go holds the cluster's own address on the Raft leader.
 //
-// Still to come: VLANs, IPv6 subnets and router advertisements, a DNS
-// forwarder.
+// subnet6.go and segra.go are IPv6 subnets: addresses from the ports' MACs,
+// router advertisements and DHCPv6 from each port's own node.
+//
+// Still to come: IPv6 routing, a DNS forwarder.
 //
 // netfabric imports consensus and appliance/identity (projects) only. hypervisor (for ports and taps) and
 // appliance (for wiring) import it.

@@ -37,9 +37,12 @@ const (
 //     gateway address, netfabric's DHCP server hands out the ports'
 //     addresses and the node masquerades traffic that leaves the subnet.
 //   - A project network: a private layer-2 segment of one project, carried
-//     between the nodes as a VXLAN segment (VNI) over the underlay. Its CIDR
-//     may overlap other projects' networks: nothing on the host routes it.
-//     Its gateway address is reserved for the project's router.
+//     between the nodes as a VXLAN segment (VNI) over the underlay, or, for
+//     a provider network the cluster admin makes (VLAN), as an 802.1Q VLAN
+//     on a physical interface every box has, shared with the machines on
+//     that VLAN. Its CIDR may overlap other projects' networks: nothing on
+//     the host routes it. Its gateway address is reserved for the project's
+//     router.
 //
 // It is also the payload of MsgCreateNetwork; the FSM fills in Gateway, VNI,
 // MTU and Version.
@@ -49,7 +52,7 @@ type Network struct {
 	Project string   `json:"project,omitempty"` // empty: the cluster's NAT network
 	CIDR    string   `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
 	Gateway string   `json:"gateway"`           // first host of CIDR, on each node's bridge
-	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP; empty: the node's resolvers
+	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP (IPv4) and RAs (IPv6); empty: the node's resolvers
 	VNI     uint32   `json:"vni,omitempty"`     // project networks: the VXLAN segment id
 	MTU     int      `json:"mtu,omitempty"`     // project networks: the guests' MTU
 	// Pools are the ranges ports' addresses are taken from (empty: every
@@ -58,6 +61,13 @@ type Network struct {
 	// Routes are static routes DHCP hands out (option 121), beside the
 	// default route through the gateway.
 	Routes []Route `json:"routes,omitempty"`
+	// CIDR6 is a project network's IPv6 subnet (a /64, subnet6.go), with
+	// IPv6Mode saying how guests get their addresses there.
+	CIDR6    string `json:"cidr6,omitempty"`
+	IPv6Mode string `json:"ipv6_mode,omitempty"`
+	// Domain is the DNS domain guests are told to search (DHCP options 15
+	// and 119, the RAs' DNSSL, DHCPv6).
+	Domain string `json:"domain,omitempty"`
 	// CTZone is the network's conntrack zone (Zone), given by the FSM to a
 	// project network whose create command has AllocZone.
 	CTZone    uint16 `json:"ct_zone,omitempty"`
@@ -69,6 +79,10 @@ type Network struct {
 	// the upstream router's address.
 	External  bool   `json:"external,omitempty"`
 	Interface string `json:"interface,omitempty"`
+	// VLAN makes a project network a VLAN provider network: the cluster
+	// admin's, carried on VLAN VLAN (1-4094) of Interface on every box
+	// instead of a VXLAN segment (its VNI then only names its devices).
+	VLAN int `json:"vlan,omitempty"`
 	// Charged: counted in the project's networks quota (the network
 	// service's creates are; the proposer decides, so a command written
 	// before networks were counted replays as it applied).
@@ -171,6 +185,36 @@ func lastAddr(p netip.Prefix) netip.Addr {
 // between nodes as a VXLAN segment.
 func (n Network) IsOverlay() bool { return n.Project != "" }
 
+// IsVLAN tells whether a project network is a VLAN provider network.
+func (n Network) IsVLAN() bool { return n.IsOverlay() && n.VLAN != 0 }
+
+// VLAN ids a provider network may use: 0 means untagged and 4095 is
+// reserved by 802.1Q.
+const (
+	minVLAN = 1
+	maxVLAN = 4094
+)
+
+// checkVLAN validates a VLAN provider network's interface and VLAN id:
+// one network per VLAN of an interface.
+func checkVLAN(txn *memdb.Txn, n *Network) error {
+	bad := func(format string, args ...any) error {
+		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: "+format, append([]any{n.ID}, args...)...)
+	}
+	if n.VLAN < minVLAN || n.VLAN > maxVLAN {
+		return bad("VLAN id %d is outside %d-%d", n.VLAN, minVLAN, maxVLAN)
+	}
+	if !ifnamePattern.MatchString(n.Interface) {
+		return bad("interface %q is not an interface name (1-15 letters, digits, dots, dashes, underscores)", n.Interface)
+	}
+	for _, o := range ListNetworks(txn) {
+		if o.VLAN == n.VLAN && o.Interface == n.Interface {
+			return consensus.Errorf(consensus.CodeConflict, "VLAN %d on %s is network %s's already", n.VLAN, n.Interface, o.ID)
+		}
+	}
+	return nil
+}
+
 // VXLAN segment ids of project networks: from 4096 up, so a segment id never
 // reads as a VLAN id, to the 24-bit limit.
 const (
@@ -187,6 +231,15 @@ const (
 	minMTU        = 1280 // IPv6's minimum link MTU
 	maxMTU        = 9000 - vxlanOverhead
 )
+
+// vlanExtra is how much larger a network's MTU may be than a VXLAN
+// segment's: a VLAN carries guests' frames without encapsulation.
+func vlanExtra(n *Network) int {
+	if n.VLAN != 0 {
+		return vxlanOverhead
+	}
+	return 0
+}
 
 // Prefix returns the network's CIDR, which the FSM has validated.
 func (n Network) Prefix() netip.Prefix { p, _ := netip.ParsePrefix(n.CIDR); return p }
@@ -264,6 +317,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)
 	consensus.Handle(reg, MsgReleasePorts, "ReleasePorts", applyReleasePorts)
 	consensus.Handle(reg, MsgBindPorts, "BindPorts", applyBindPorts)
+	consensus.Handle(reg, MsgAddSubnet6, "AddSubnet6", applyAddSubnet6)
 	registerSecurityGroups(reg)
 	registerRouters(reg)
 }
@@ -285,8 +339,13 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return cur, nil
 	}
 	if n.IsOverlay() {
-		if n.External || n.Interface != "" {
+		if n.External {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: an external network is the cluster's, not a project's", n.ID)
+		}
+		if n.VLAN != 0 || n.Interface != "" {
+			if err := checkVLAN(tx.Txn, n); err != nil {
+				return nil, err
+			}
 		}
 		if !nameRE.MatchString(n.Name) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
@@ -309,7 +368,7 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		if err := checkExternal(n, p); err != nil {
 			return nil, err
 		}
-	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 || n.Interface != "" {
+	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 || n.Interface != "" || n.VLAN != 0 {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment, an MTU, allocation pools and routes", n.ID)
 	}
 	gw := p.Addr().Next()
@@ -319,9 +378,19 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: the gateway is the first host, %s, not %s", n.ID, gw, n.Gateway)
 	}
 	for _, s := range n.DNS {
-		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 address", n.ID, s)
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" || a.Is4In6() || a.Is6() && !a.IsGlobalUnicast() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 or IPv6 unicast address", n.ID, s)
 		}
+		if a.Is6() && !n.IsOverlay() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q: the cluster's network has no IPv6", n.ID, s)
+		}
+	}
+	if n.Domain != "" && (!n.IsOverlay() || !validDomain(n.Domain)) {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS domain %q: give a domain of a project network such as ward.example.org", n.ID, n.Domain)
+	}
+	if n.CIDR6 != "" || n.IPv6Mode != "" {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: an IPv6 subnet is added to a network once it exists", n.ID)
 	}
 	// Networks of one project must not overlap (its router would not know
 	// where to send), nor may NAT networks, which every host routes. A
@@ -345,9 +414,12 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		row.Pools, row.Routes, _ = checkPoolsAndRoutes(n.ID, p, n.Pools, n.Routes)
 		if row.MTU == 0 {
 			row.MTU = DefaultMTU
+			if n.VLAN != 0 {
+				row.MTU = 1500 // no encapsulation: the VLAN's own
+			}
 		}
-		if row.MTU < minMTU || row.MTU > maxMTU {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: MTU %d is outside %d-%d", n.ID, n.MTU, minMTU, maxMTU)
+		if top := maxMTU + vlanExtra(n); row.MTU < minMTU || row.MTU > top {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: MTU %d is outside %d-%d", n.ID, n.MTU, minMTU, top)
 		}
 		if row.VNI, err = freeVNI(tx.Txn, n, tx.Index); err != nil {
 			return nil, err

@@ -23,7 +23,7 @@ func TestPortRulesetGolden(t *testing.T) {
 		{tap: "cvm0b1c2d3e4f5a", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 3}, ip: netip.MustParseAddr("10.42.0.3")},
 		{tap: "cvm00aa11bb22cc", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 2}, ip: netip.MustParseAddr("10.42.0.2")},
 	}
-	got := buildPortRuleset("cairn_ports", "cvm", ports).String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
+	got := buildPortRuleset("cairn_ports", "cvm", "cnv", ports).String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
 	golden(t, "port_ruleset.golden", got)
 }
 

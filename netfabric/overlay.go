@@ -93,6 +93,10 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 			continue
 		}
 		s := Segment{Network: nw}
+		if nw.IsVLAN() {
+			out = append(out, s) // the switch carries it between the boxes
+			continue
+		}
 		peers := map[netip.Addr]bool{}
 		for other := range carriers[nw.ID] {
 			if other == node {
@@ -129,6 +133,19 @@ func (h *Host) segmentVXLAN(vni uint32) string {
 	return fmt.Sprintf("%s%06x", h.cfg.SegmentPrefix+"x", vni)
 }
 
+// segmentVLAN names a VLAN network's 802.1Q device, its bridge's uplink.
+func (h *Host) segmentVLAN(vni uint32) string {
+	return fmt.Sprintf("%s%06x", h.cfg.SegmentPrefix+"v", vni)
+}
+
+// segmentUplink names the device that carries a segment off this node.
+func (h *Host) segmentUplink(nw Network) string {
+	if nw.IsVLAN() {
+		return h.segmentVLAN(nw.VNI)
+	}
+	return h.segmentVXLAN(nw.VNI)
+}
+
 // ReconcileSegments makes this node carry exactly segs: each segment's
 // bridge and VXLAN device, its forwarding entries, and its local taps on
 // its bridge. Segments no longer wanted are removed. It is idempotent,
@@ -149,7 +166,7 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 			return fmt.Errorf("reconcile segments: network %s is not a project network with a segment id", s.Network.ID)
 		}
 		keep[h.segmentBridge(s.Network.VNI)] = true
-		keep[h.segmentVXLAN(s.Network.VNI)] = true
+		keep[h.segmentUplink(s.Network)] = true
 		for _, p := range s.Peers {
 			peers[p] = true
 		}
@@ -193,12 +210,12 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 	h.segMu.Unlock()
 	h.stopSegmentServers(want)
 
-	// VXLAN devices first: one left without its bridge would be up on its own.
+	// Uplinks first: one left without its bridge would be up on its own.
 	links, err := linkList()
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for _, kind := range []string{"x", "b"} {
+	for _, kind := range []string{"x", "v", "b"} {
 		for _, l := range links {
 			name := l.Attrs().Name
 			if h.ownsSegmentLink(name) && name[len(h.cfg.SegmentPrefix):][:1] == kind && !keep[name] {
@@ -232,14 +249,14 @@ func (h *Host) segmentPeers() []netip.Addr {
 
 func (h *Host) ownsSegmentLink(name string) bool {
 	p := h.cfg.SegmentPrefix
-	return p != "" && len(name) == len(p)+7 && (strings.HasPrefix(name, p+"b") || strings.HasPrefix(name, p+"x"))
+	return p != "" && len(name) == len(p)+7 && (strings.HasPrefix(name, p+"b") || strings.HasPrefix(name, p+"x") || strings.HasPrefix(name, p+"v"))
 }
 
-// ensureSegment builds one segment's bridge, VXLAN device and forwarding
-// entries.
+// ensureSegment builds one segment's bridge and its uplink: a VXLAN device
+// and its forwarding entries, or a VLAN network's 802.1Q device.
 func (h *Host) ensureSegment(s Segment) error {
 	nw := s.Network
-	brName, vxName := h.segmentBridge(nw.VNI), h.segmentVXLAN(nw.VNI)
+	brName, vxName := h.segmentBridge(nw.VNI), h.segmentUplink(nw)
 	br, err := netlink.LinkByName(brName)
 	if errors.As(err, new(netlink.LinkNotFoundError)) {
 		// The gateway's MAC, the same on every node: frames to the
@@ -270,6 +287,24 @@ func (h *Host) ensureSegment(s Segment) error {
 	}
 	if err := setMTU(br, nw.MTU); err != nil {
 		return err
+	}
+
+	if nw.IsVLAN() {
+		up, err := h.ensureVLAN(nw, vxName)
+		if err != nil {
+			return err
+		}
+		if up.Attrs().MasterIndex != br.Attrs().Index {
+			if err := netlink.LinkSetMaster(up, br); err != nil {
+				return fmt.Errorf("VLAN device %s: attach to %s: %w", vxName, brName, err)
+			}
+		}
+		for _, l := range []netlink.Link{up, br} {
+			if err := netlink.LinkSetUp(l); err != nil {
+				return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
+			}
+		}
+		return h.ensureSegmentServer(nw, br)
 	}
 
 	vx, err := netlink.LinkByName(vxName)
@@ -318,13 +353,60 @@ func (h *Host) ensureSegment(s Segment) error {
 	return h.ensureSegmentServer(nw, br)
 }
 
+// ensureVLAN makes a VLAN network's 802.1Q device on its interface, named
+// name, and brings the interface up (as Neutron's Linux bridge agent does).
+// The interface is the site's: a box without it, or with an MTU too small
+// for the network, carries no ports of the network and says why.
+func (h *Host) ensureVLAN(nw Network, name string) (netlink.Link, error) {
+	parent, err := netlink.LinkByName(nw.Interface)
+	if err != nil {
+		return nil, fmt.Errorf("VLAN %d: interface %s: %w", nw.VLAN, nw.Interface, err)
+	}
+	if parent.Attrs().MTU < nw.MTU {
+		return nil, fmt.Errorf("VLAN %d: interface %s has MTU %d, less than the network's %d", nw.VLAN, nw.Interface, parent.Attrs().MTU, nw.MTU)
+	}
+	if err := netlink.LinkSetUp(parent); err != nil {
+		return nil, fmt.Errorf("VLAN %d: interface %s: up: %w", nw.VLAN, nw.Interface, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if err == nil {
+		if cur, ok := l.(*netlink.Vlan); !ok || cur.VlanId != nw.VLAN || cur.ParentIndex != parent.Attrs().Index ||
+			cur.VlanProtocol != netlink.VLAN_PROTOCOL_8021Q {
+			h.log.Info("recreating VLAN device", "link", name)
+			if err := netlink.LinkDel(l); err != nil {
+				return nil, fmt.Errorf("VLAN device %s: %w", name, err)
+			}
+			err = netlink.LinkNotFoundError{}
+		}
+	}
+	if errors.As(err, new(netlink.LinkNotFoundError)) {
+		dev := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: parent.Attrs().Index, MTU: nw.MTU},
+			VlanId: nw.VLAN, VlanProtocol: netlink.VLAN_PROTOCOL_8021Q}
+		if err = netlink.LinkAdd(dev); err == nil {
+			h.log.Info("created VLAN device", "link", name, "interface", nw.Interface, "vlan", nw.VLAN)
+			l, err = netlink.LinkByName(name)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("VLAN device %s (VLAN %d on %s): %w", name, nw.VLAN, nw.Interface, err)
+	}
+	if err := setMTU(l, nw.MTU); err != nil {
+		return nil, err
+	}
+	if err := segmentSysctls(name, false); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
 // ensureSegmentServer runs the segment's DHCP and gateway ARP on its
 // bridge, restarting them if the bridge was recreated or the network
 // changed; h.mu must be held.
 func (h *Host) ensureSegmentServer(nw Network, br netlink.Link) error {
 	if cur := h.segSrv[nw.ID]; cur != nil {
 		if cur.ifindex == br.Attrs().Index && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
-			fmt.Sprint(cur.nw.DNS) == fmt.Sprint(nw.DNS) {
+			fmt.Sprint(cur.nw.DNS) == fmt.Sprint(nw.DNS) && cur.nw.CIDR6 == nw.CIDR6 && cur.nw.IPv6Mode == nw.IPv6Mode &&
+			cur.nw.Domain == nw.Domain {
 			return nil
 		}
 		cur.stop()

@@ -665,7 +665,11 @@ func checkSegment(t *testing.T, b *box, vni uint32, mtu int, want map[string]str
 // neighMAC returns the MAC ns resolved ip to, or "".
 func neighMAC(t *testing.T, ns netns.NsHandle, ip string) string {
 	t.Helper()
-	neighs, err := handle(t, ns).NeighList(0, unix.AF_INET)
+	family := unix.AF_INET
+	if netip.MustParseAddr(ip).Is6() {
+		family = unix.AF_INET6
+	}
+	neighs, err := handle(t, ns).NeighList(0, family)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,7 @@ type Port struct {
 	Owner     string `json:"owner"`              // who releases it, e.g. a VM id
 	MAC       string `json:"mac"`                // lowercase, colon-separated
 	IP        string `json:"ip"`                 // unique within the network
+	IP6       string `json:"ip6,omitempty"`      // on a network with an IPv6 subnet: its prefix and the MAC's EUI-64
 	Hostname  string `json:"hostname,omitempty"` // DHCP option 12
 	Project   string `json:"project,omitempty"`  // the project whose VM has it
 	Charged   bool   `json:"charged,omitempty"`  // counted in the project's ports quota
@@ -157,6 +158,9 @@ func AllocatePort(tx *consensus.Tx, p PortRequest) (*Port, error) {
 	}
 	row := &Port{ID: p.ID, NetworkID: nw.ID, Owner: p.Owner, MAC: mac.String(), IP: ip.String(),
 		Hostname: p.Hostname, Project: p.Project, Charged: p.Charge, Node: p.Node, SecurityGroups: groups, CreatedAt: p.CreatedAt, Version: tx.Index}
+	if p6, ok := nw.Prefix6(); ok {
+		row.IP6 = EUI64(p6, mac).String()
+	}
 	return row, tx.Insert(tPorts, row)
 }
 

@@ -28,8 +28,10 @@ import (
 //     servers to its neighbours, whatever source port it uses;
 //   - no IPv6 router advertisement or redirect, and no IPv6 fragment (a
 //     fragment can carry an RA past a check that cannot see its header);
-//   - IPv6 only from link-local addresses (the default network has no IPv6
-//     subnet yet) or :: (duplicate address detection);
+//   - IPv6 only from the port's own address (its network's IPv6 subnet and
+//     its MAC, subnet6.go), link-local addresses or :: (duplicate address
+//     detection), and a neighbour advertisement only for the port's own
+//     address or a link-local one;
 //   - nothing else: no other EtherType, so no VLAN-tagged frames either
 //     (priority-tagged ones, VLAN 0, included).
 //
@@ -75,6 +77,7 @@ type securedPort struct {
 	tap     string
 	mac     net.HardwareAddr
 	ip      netip.Addr // IPv4
+	ip6     netip.Addr // IPv6 (a network with an IPv6 subnet), else invalid
 	pairs   []AddressPair
 	guarded bool // by security groups
 }
@@ -90,7 +93,7 @@ const (
 
 // buildPortRuleset returns the bridge table for the given ports; pure, so
 // the golden test sees exactly what is applied.
-func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
+func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) ruleset {
 	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: table}
 	accept := nftables.ChainPolicyAccept
 	// Bridge filter priority (-200), nft's "filter" in the bridge family.
@@ -101,8 +104,16 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 	ips := &nftables.Set{Table: t, Name: "port_ips", ID: 2, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
 	sort.Slice(ports, func(i, j int) bool { return ports[i].tap < ports[j].tap })
-	var macElems, ipElems, guardedElems []nftables.SetElement
+	own := &nftables.Set{Table: t, Name: "own_macs", ID: 4, KeyType: nftables.TypeEtherAddr}
+	ip6s := &nftables.Set{Table: t, Name: "port_ip6s", ID: 5, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)}
+	var macElems, ipElems, guardedElems, ownElems, ip6Elems []nftables.SetElement
 	for _, p := range ports {
+		if p.ip6.Is6() {
+			a := p.ip6.As16()
+			ip6Elems = append(ip6Elems, nftables.SetElement{Key: append(ifname(p.tap), a[:]...)})
+		}
+		ownElems = append(ownElems, nftables.SetElement{Key: append([]byte(nil), p.mac...)})
 		if p.guarded {
 			guardedElems = append(guardedElems, nftables.SetElement{Key: ifname(p.tap)})
 		}
@@ -201,9 +212,30 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 		}
 	}
 	r := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
+	// A VLAN network's uplink (vlanPrefix*) is the site's network, shared
+	// with machines Cairn does not control: none of them may pose as one
+	// of this box's guests (their MAC would move the bridge's entry to the
+	// uplink), or hand the guests addresses or routes, and the guests'
+	// DHCP stays on their box, which answers it.
+	vlanIn := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(vlanPrefix)}}
+	vlanOut := []expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(vlanPrefix)}}
+	vp := vlanPrefix + "*"
+	uplink := []*nftables.Rule{
+		r(fmt.Sprintf("iifname %q ether saddr @own_macs drop (a neighbour posing as a guest here)", vp), vlanIn,
+			[]expr.Any{&expr.Payload{DestRegister: 1, Base: ll, Offset: 6, Len: 6}, &expr.Lookup{SourceRegister: 1, SetName: own.Name, SetID: own.ID}}, drop),
+		r(fmt.Sprintf("iifname %q udp sport 67 drop (no DHCP server from the site's network)", vp), vlanIn, etherType(etherTypeIPv4), l4(protoUDP), port(sport, 67), drop),
+		r(fmt.Sprintf("iifname %q udp dport 68 drop", vp), vlanIn, etherType(etherTypeIPv4), l4(protoUDP), port(dport, 68), drop),
+		r(fmt.Sprintf("iifname %q icmpv6 type nd-router-advert drop", vp), vlanIn, etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{134}), drop),
+		r(fmt.Sprintf("iifname %q icmpv6 type nd-redirect drop", vp), vlanIn, etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{137}), drop),
+		r(fmt.Sprintf("iifname %q udp sport 547 drop", vp), vlanIn, etherType(etherTypeIPv6), l4(protoUDP), port(sport, 547), drop),
+		r(fmt.Sprintf("iifname %q udp dport 546 drop", vp), vlanIn, etherType(etherTypeIPv6), l4(protoUDP), port(dport, 546), drop),
+		newRule(t, fwd, fmt.Sprintf("oifname %q udp dport 67 drop (a guest's DHCP is its box's to answer)", vp), vlanOut, etherType(etherTypeIPv4), l4(protoUDP), port(dport, 67), drop),
+		newRule(t, fwd, fmt.Sprintf("oifname %q udp dport 547 drop", vp), vlanOut, etherType(etherTypeIPv6), l4(protoUDP), port(dport, 547), drop),
+	}
 	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd, checkedIn, checkedOut},
-		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}, {set: guardedSet, elements: guardedElems}},
-		rules: append(markRules,
+		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}, {set: guardedSet, elements: guardedElems},
+			{set: own, elements: ownElems}, {set: ip6s, elements: ip6Elems}},
+		rules: append(append(markRules, uplink...),
 			// A prefix compare: the name's first bytes, no NUL.
 			r(fmt.Sprintf("iifname != %q accept (not a guest's tap)", tapPrefix+"*"),
 				[]expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte(tapPrefix)}}, acc),
@@ -221,6 +253,16 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 			r("icmpv6 type nd-redirect drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{137}), drop),
 			r("udp sport 547 drop (no DHCPv6 server)", etherType(etherTypeIPv6), l4(protoUDP), port(sport, 547), drop),
 			r("udp dport 546 drop (no DHCPv6 answer to a client, from any port)", etherType(etherTypeIPv6), l4(protoUDP), port(dport, 546), drop),
+			// A neighbour advertisement speaks for its target: the port's
+			// own IPv6 address, or a link-local one (the source rules
+			// below hold the link-local scope).
+			r("icmpv6 type nd-neighbor-advert nd-target != fe80::/10 iifname . nd-target != @port_ip6s drop", etherType(etherTypeIPv6), l4(protoICMPv6),
+				field(th, 0, 1, expr.CmpOpEq, []byte{136}),
+				[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 8, Len: 2},
+					&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
+					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}}},
+				ifIn(ip6s, th, 8, 16, true), drop),
+			r("iifname . ip6 saddr @port_ip6s accept", etherType(etherTypeIPv6), ifIn(ip6s, nh, 8, 16, false), acc),
 			r("ip6 saddr fe80::/10 accept", etherType(etherTypeIPv6), linkLocal, acc),
 			r("ip6 saddr :: accept (duplicate address detection)", etherType(etherTypeIPv6), field(nh, 8, 16, expr.CmpOpEq, make([]byte, 16)), acc),
 			r("drop (anything else a guest sends)", drop),
@@ -229,7 +271,7 @@ func buildPortRuleset(table, tapPrefix string, ports []securedPort) ruleset {
 
 // buildGuardRuleset returns the inet table that keeps the VMs off the
 // host's own ports, the host out of project networks' segments (devices
-// named segPrefix+"b"/"x"...), and strangers out of the segments: VXLAN is
+// named segPrefix+"b"/"x"/"v"...), and strangers out of the segments: VXLAN is
 // taken only from peers, the nodes this one shares a segment with (a
 // VXLAN device accepts a frame for its segment from any source).
 func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) ruleset {
@@ -254,7 +296,7 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 	name := func(key expr.MetaKey, op expr.CmpOp, prefix string) []expr.Any {
 		return []expr.Any{&expr.Meta{Key: key, Register: 1}, &expr.Cmp{Op: op, Register: 1, Data: []byte(prefix)}}
 	}
-	segBr, segVX := segPrefix+"b", segPrefix+"x"
+	segBr, segVX, segVL := segPrefix+"b", segPrefix+"x", segPrefix+"v"
 	l4 := func(proto byte) []expr.Any {
 		return []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}}}
 	}
@@ -281,6 +323,7 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 			// takes nothing from them.
 			r(fmt.Sprintf(`iifname "%s*" drop`, segBr), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segBr), drop),
 			r(fmt.Sprintf(`iifname "%s*" drop`, segVX), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVX), drop),
+			r(fmt.Sprintf(`iifname "%s*" drop`, segVL), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVL), drop),
 			r(fmt.Sprintf("meta nfproto ipv4 udp dport %d ip saddr != @%s drop", vxlanPort, vteps.Name), nfproto(nfprotoIPv4), l4(protoUDP), dport(vxlanPort),
 				[]expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
 					&expr.Lookup{SourceRegister: 1, SetName: vteps.Name, SetID: vteps.ID, Invert: true}}, drop),
@@ -294,6 +337,8 @@ func buildGuardRuleset(table, bridge, segPrefix string, peers []netip.Addr) rule
 				name(expr.MetaKeyOIFNAME, expr.CmpOpEq, segBr), name(expr.MetaKeyIIFNAME, expr.CmpOpNeq, segBr), drop),
 			f(fmt.Sprintf(`iifname "%s*" drop`, segVX), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVX), drop),
 			f(fmt.Sprintf(`oifname "%s*" drop`, segVX), name(expr.MetaKeyOIFNAME, expr.CmpOpEq, segVX), drop),
+			f(fmt.Sprintf(`iifname "%s*" drop`, segVL), name(expr.MetaKeyIIFNAME, expr.CmpOpEq, segVL), drop),
+			f(fmt.Sprintf(`oifname "%s*" drop`, segVL), name(expr.MetaKeyOIFNAME, expr.CmpOpEq, segVL), drop),
 			// A guest on the NAT network sends no VXLAN to other boxes: it
 			// would arrive from this node's address, a peer's.
 			f(fmt.Sprintf("iifname %s udp dport %d drop", bridge, vxlanPort), iif, l4(protoUDP), dport(vxlanPort), drop),
@@ -373,6 +418,7 @@ func (h *Host) applyPortSecurity() error {
 			continue // not here, or not a port we can secure: its tap sends nothing
 		}
 		sp := securedPort{tap: tap, mac: mac, ip: ip}
+		sp.ip6, _ = p.Addr6()
 		if p.NetworkID == nat.ID && nat.ID != "" {
 			open = append(open, ix)
 			plain = append(plain, sp)
@@ -430,7 +476,7 @@ func (h *Host) applyPortSecurity() error {
 			}
 		}
 	}
-	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, ports).apply()
+	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, h.cfg.SegmentPrefix+"v", ports).apply()
 	var sweep error
 	if sg == nil {
 		// Connections the filters no longer allow are forgotten, whatever

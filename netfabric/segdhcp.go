@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -29,14 +30,18 @@ import (
 // GatewayMAC is a project network's gateway MAC: the same on every node.
 func GatewayMAC(networkID string) net.HardwareAddr { return MACFor("gateway:" + networkID) }
 
-// segServer answers DHCP and gateway ARP on one segment's bridge.
+// segServer answers DHCP and gateway ARP on one segment's bridge, and,
+// on a network with an IPv6 subnet, router solicitations and DHCPv6
+// (segra.go).
 type segServer struct {
 	nw      Network
 	ifindex int
 	dhcp    *packet.Conn
 	arp     *packet.Conn
+	v6      *packet.Conn // nil without an IPv6 subnet
 	closed  atomic.Bool
-	done    chan struct{}
+	quit    chan struct{}
+	wg      sync.WaitGroup
 }
 
 // startSegmentServer opens the sockets on the bridge (in the caller's
@@ -57,21 +62,34 @@ func (h *Host) startSegmentServer(nw Network, br *net.Interface) (*segServer, er
 		d.Close()
 		return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
 	}
-	s := &segServer{nw: nw, ifindex: br.Index, dhcp: d, arp: a, done: make(chan struct{})}
+	s := &segServer{nw: nw, ifindex: br.Index, dhcp: d, arp: a, quit: make(chan struct{})}
+	if _, ok := nw.Prefix6(); ok {
+		if s.v6, err = listenV6(br); err != nil {
+			d.Close()
+			a.Close()
+			return nil, err
+		}
+	}
 	log := h.log.With("network", nw.ID, "bridge", br.Name)
-	served := make(chan struct{}, 2)
-	go func() { defer func() { served <- struct{}{} }(); h.serveSegmentDHCP(s, log) }()
-	go func() { defer func() { served <- struct{}{} }(); h.serveGatewayARP(s, log) }()
-	go func() { <-served; <-served; close(s.done) }()
-	log.Info("DHCP started on segment")
+	s.wg.Go(func() { h.serveSegmentDHCP(s, log) })
+	s.wg.Go(func() { h.serveGatewayARP(s, log) })
+	if s.v6 != nil {
+		s.wg.Go(func() { h.serveV6(s, log) })
+		s.wg.Go(func() { h.advertise(s, log) })
+	}
+	log.Info("DHCP started on segment", "ipv6", nw.CIDR6)
 	return s, nil
 }
 
 func (s *segServer) stop() {
 	s.closed.Store(true)
+	close(s.quit)
 	s.dhcp.Close()
 	s.arp.Close()
-	<-s.done
+	if s.v6 != nil {
+		s.v6.Close()
+	}
+	s.wg.Wait()
 }
 
 // segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM

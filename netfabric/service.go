@@ -40,6 +40,7 @@ type NetworkCreate struct {
 	MTU     int      `json:"mtu,omitempty"`     // default 1450 (a 1500-byte underlay)
 	Pools   []Pool   `json:"pools,omitempty"`   // where VMs' addresses come from; default: all
 	Routes  []Route  `json:"routes,omitempty"`  // static routes handed out by DHCP
+	Domain  string   `json:"domain,omitempty"`  // the DNS domain guests search
 	// External makes a cluster admin's external network instead: the
 	// uplink on the interface named Interface on every node, with the
 	// upstream router at Gateway; Pools are what routers and floating IPs
@@ -47,6 +48,10 @@ type NetworkCreate struct {
 	External  bool   `json:"external,omitempty"`
 	Interface string `json:"interface,omitempty"`
 	Gateway   string `json:"gateway,omitempty"`
+	// VLAN makes a project's VLAN provider network instead, on VLAN VLAN
+	// of Interface on every node: a cluster admin's call, since it puts
+	// the project's VMs on the site's own network.
+	VLAN int `json:"vlan,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -69,12 +74,18 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	if req.External {
 		return s.createExternal(ctx, p, req)
 	}
-	if req.Interface != "" || req.Gateway != "" {
-		return deny("", invalid("only an external network names an interface and a gateway"))
+	if req.Gateway != "" {
+		return deny("", invalid("only an external network names its gateway; a project network's is its first address"))
+	}
+	if (req.VLAN != 0) != (req.Interface != "") {
+		return deny("", invalid("a VLAN network names both its VLAN id and its interface; only an external network names an interface alone"))
 	}
 	pr, err := s.project(p, req.Project)
 	if err != nil {
 		return deny("", err)
+	}
+	if req.VLAN != 0 && !p.IsClusterAdmin() {
+		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "only a cluster admin creates VLAN networks: they join the project to the site's own network"))
 	}
 	if !p.Can(pr.ID, identity.RoleMember) {
 		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create networks in project %s", pr.Name))
@@ -83,7 +94,8 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU,
-		Pools: req.Pools, Routes: req.Routes, Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
+		Pools: req.Pools, Routes: req.Routes, VLAN: req.VLAN, Interface: req.Interface, Domain: req.Domain,
+		Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
 	var out Network
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
 		return nil, err
@@ -100,8 +112,8 @@ func (s *Service) createExternal(ctx context.Context, p *identity.Principal, req
 	if !nameRE.MatchString(req.Name) || req.Name == DefaultNetworkID || generatedID.MatchString(req.Name) {
 		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores, and not reserved", req.Name))
 	}
-	if req.Project != "" || len(req.Routes) > 0 || len(req.DNS) > 0 || req.MTU != 0 {
-		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("an external network belongs to no project and has no routes, DNS servers or MTU of its own"))
+	if req.Project != "" || len(req.Routes) > 0 || len(req.DNS) > 0 || req.MTU != 0 || req.VLAN != 0 || req.Domain != "" {
+		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("an external network belongs to no project and has no routes, DNS servers, MTU or VLAN of its own"))
 	}
 	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
 		if !nw.IsOverlay() && nw.Name == req.Name {
@@ -173,6 +185,36 @@ func (s *Service) ListNetworks(p *identity.Principal, project string) ([]Network
 	return out, nil
 }
 
+// SubnetCreate adds an IPv6 subnet to a project network.
+type SubnetCreate struct {
+	CIDR     string `json:"cidr"`                // a /64
+	IPv6Mode string `json:"ipv6_mode,omitempty"` // slaac (default) or dhcpv6
+}
+
+// AddSubnet gives a project network its IPv6 subnet; a member of the
+// project's may. The network's ports get their addresses at once.
+func (s *Service) AddSubnet(ctx context.Context, p *identity.Principal, ref string, req SubnetCreate) (*Network, error) {
+	const action = "network.subnet"
+	nw, err := s.GetNetwork(ctx, p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !nw.IsOverlay() {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, "", invalid("network %s is the cluster's: only project networks have IPv6 subnets", nw.Name))
+	}
+	if !p.Can(nw.Project, identity.RoleMember) {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "not allowed to change network %s", nw.Name))
+	}
+	if nw.IsVLAN() && !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "only a cluster admin changes VLAN networks"))
+	}
+	var out Network
+	if err := s.id.Mutate(ctx, p, action, nw.Name, nw.Project, MsgAddSubnet6, AddSubnet6Cmd{Network: nw.ID, CIDR: req.CIDR, Mode: req.IPv6Mode}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // DeleteNetwork deletes a project network that no port uses any more.
 // The cluster's networks are not the projects' to delete.
 func (s *Service) DeleteNetwork(ctx context.Context, p *identity.Principal, ref string) (*Network, error) {
@@ -189,6 +231,8 @@ func (s *Service) DeleteNetwork(ctx context.Context, p *identity.Principal, ref 
 		return nil, s.id.Deny(ctx, p, action, nw.Name, "", consensus.Errorf(consensus.CodeForbidden, "network %s is the cluster's, not a project's", nw.Name))
 	} else if !p.Can(nw.Project, identity.RoleMember) {
 		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "not allowed to delete network %s", nw.Name))
+	} else if nw.IsVLAN() && !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, nw.Name, nw.Project, consensus.Errorf(consensus.CodeForbidden, "only a cluster admin deletes VLAN networks"))
 	}
 	if err := s.id.Mutate(ctx, p, action, nw.Name, nw.Project, MsgDeleteNetwork, DeleteNetworkCmd{ID: nw.ID}, nil); err != nil {
 		return nil, err

@@ -2,6 +2,7 @@ package netfabric_test
 
 import (
 	"context"
+	"net/netip"
 	"testing"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -263,5 +264,74 @@ func TestNetworkQuotas(t *testing.T) {
 	}
 	if _, err := e.node.Apply(ctx, netfabric.MsgDeleteNetwork, netfabric.DeleteNetworkCmd{ID: "net-old"}, nil); err != nil {
 		t.Fatalf("deleting a network of a project that is gone: %v", err)
+	}
+}
+
+// VLAN provider networks are a cluster admin's: made in a project, on a
+// VLAN of an interface no other network has; bad ones change nothing, the
+// project's members use them but cannot delete them, and the segment they
+// give a node has no VXLAN peers (the site's switch carries it).
+func TestVLANNetworks(t *testing.T) {
+	e := newSvcEnv(t)
+	ctx := context.Background()
+	nw, err := e.svc.CreateNetwork(ctx, e.admin, netfabric.NetworkCreate{Name: "pacs", Project: "ward", CIDR: "10.80.0.0/24", VLAN: 120, Interface: "eth1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !nw.IsVLAN() || nw.Project != e.ward || nw.VLAN != 120 || nw.Interface != "eth1" || nw.MTU != 1500 || nw.VNI == 0 || nw.CTZone == 0 {
+		t.Fatalf("created %+v", nw)
+	}
+	count := func() int { return len(netfabric.ListNetworks(e.node.Store().ReadTxn())) }
+	before := count()
+	for _, c := range []struct {
+		who  *identity.Principal
+		req  netfabric.NetworkCreate
+		code string
+	}{
+		{e.nurse, netfabric.NetworkCreate{Name: "x", CIDR: "10.81.0.0/24", VLAN: 121, Interface: "eth1"}, consensus.CodeForbidden},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: 120, Interface: "eth1"}, consensus.CodeConflict},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: 4095, Interface: "eth1"}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: -1, Interface: "eth1"}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: 121}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", Interface: "eth1"}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: 121, Interface: "eth 1"}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", Project: "lab", CIDR: "10.81.0.0/24", VLAN: 121, Interface: "eth1", MTU: 9001}, consensus.CodeInvalid},
+		{e.admin, netfabric.NetworkCreate{Name: "x", CIDR: "10.81.0.0/24", VLAN: 121, Interface: "eth1", External: true}, consensus.CodeInvalid},
+	} {
+		if _, err := e.svc.CreateNetwork(ctx, c.who, c.req); consensus.ErrorCode(err) != c.code {
+			t.Errorf("create %+v as %s: %v, want %s", c.req, c.who.User.Name, err, c.code)
+		}
+	}
+	if count() != before {
+		t.Fatalf("refused creates left %d networks behind", count()-before)
+	}
+	// The same VLAN id on another interface is another network; a jumbo
+	// VLAN may go to 9000.
+	if _, err := e.svc.CreateNetwork(ctx, e.admin, netfabric.NetworkCreate{Name: "pacs2", Project: "lab", CIDR: "10.80.0.0/24", VLAN: 120, Interface: "eth2", MTU: 9000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgCreatePort, netfabric.PortRequest{ID: "p-pacs", NetworkID: nw.ID, Owner: "vm-p", Project: e.ward, CreatedAt: t0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgBindPorts, netfabric.BindPortsCmd{Owner: "vm-p", Node: "n1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, node := range []string{"n1", "n2"} {
+		segs := netfabric.Segments(e.node.Store().ReadTxn(), node, func(string) (netip.Addr, bool) { return netip.MustParseAddr("198.18.0.9"), true })
+		if node == "n1" && (len(segs) != 1 || segs[0].Network.ID != nw.ID || len(segs[0].Peers) != 0 || len(segs[0].Remote) != 0) {
+			t.Fatalf("n1 carries %+v: the VLAN network alone, with no VXLAN peers", segs)
+		}
+		if node == "n2" && len(segs) != 0 {
+			t.Fatalf("n2 has no port on it yet carries %+v", segs)
+		}
+	}
+	if _, err := e.node.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-p"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.DeleteNetwork(ctx, e.nurse, "pacs"); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a member deletes the admin's VLAN network: %v", err)
+	}
+	if _, err := e.svc.DeleteNetwork(ctx, e.admin, nw.ID); err != nil {
+		t.Fatal(err)
 	}
 }

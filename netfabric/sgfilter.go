@@ -60,7 +60,7 @@ var (
 )
 
 // groupMembers returns the addresses of each group's ports: their IPv4
-// address and allowed address pairs.
+// and IPv6 addresses and allowed address pairs.
 func groupMembers(txn *memdb.Txn) map[string][]netip.Addr {
 	nets := map[string]*Network{}
 	for _, nw := range ListNetworks(txn) {
@@ -70,6 +70,9 @@ func groupMembers(txn *memdb.Txn) map[string][]netip.Addr {
 	for _, p := range AllPorts(txn) {
 		for _, g := range p.EffectiveGroups(nets[p.NetworkID]) {
 			out[g] = append(out[g], p.Addr())
+			if a, ok := p.Addr6(); ok {
+				out[g] = append(out[g], a)
+			}
 			for _, ap := range p.AddressPairs {
 				if a, err := netip.ParseAddr(ap.IP); err == nil {
 					out[g] = append(out[g], a)

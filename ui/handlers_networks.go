@@ -22,6 +22,9 @@ func groupURL(id string) templ.SafeURL   { return templ.URL("/security-groups/" 
 
 // networkKind says what a network is, in words.
 func networkKind(v *view, n *netfabric.Network) string {
+	if n.IsVLAN() {
+		return v.T("networks.kind_vlan")
+	}
 	if n.IsOverlay() {
 		return v.T("networks.kind_project")
 	}
@@ -33,6 +36,9 @@ func networkKind(v *view, n *netfabric.Network) string {
 
 // networkTech is the same in the technical terms, for a tooltip.
 func networkTech(v *view, n *netfabric.Network) string {
+	if n.IsVLAN() {
+		return v.Tf("networks.tech_vlan", n.VLAN, n.Interface, n.MTU)
+	}
 	if n.IsOverlay() {
 		return v.Tf("networks.tech_project", n.VNI, n.MTU)
 	}
@@ -238,10 +244,50 @@ func (s *server) networkPage(w http.ResponseWriter, r *http.Request, v *view) {
 		s.failPage(w, r, v, err)
 		return
 	}
-	if r.URL.Query().Get("done") == "create" {
+	switch r.URL.Query().Get("done") {
+	case "create":
 		v.flash = v.Tf("networks.created", d.Row.Name)
+	case "subnet":
+		v.flash = v.Tf("network.ipv6_added", d.Row.CIDR6)
 	}
 	s.render(w, r, http.StatusOK, networkPage(v, d))
+}
+
+// ipv6ModeText says how guests get their IPv6 addresses, in words.
+func ipv6ModeText(v *view, mode string) string {
+	if mode == netfabric.IPv6DHCPv6 {
+		return v.T("network.ipv6_dhcpv6")
+	}
+	return v.T("network.ipv6_slaac")
+}
+
+func (s *server) addSubnet(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "networks"
+	if s.networks == nil {
+		s.networkUnavailable(w, r, v)
+		return
+	}
+	cidr, mode := strings.TrimSpace(r.PostFormValue("cidr")), r.PostFormValue("ipv6_mode")
+	again := func(msg string) {
+		d, err := s.networkData(r, v, r.PathValue("network"))
+		if err != nil {
+			s.failPage(w, r, v, err)
+			return
+		}
+		d.Subnet6, d.Mode6, d.Subnet6E = cidr, mode, msg
+		s.render(w, r, formStatus, networkPage(v, d))
+	}
+	if _, err := netfabric.ParseCIDR6(cidr); err != nil {
+		again(v.T("network.ipv6_bad"))
+		return
+	}
+	nw, err := s.networks.AddSubnet(r.Context(), v.p, r.PathValue("network"), netfabric.SubnetCreate{CIDR: cidr, IPv6Mode: mode})
+	if err != nil {
+		s.logErr(r, err)
+		again(errorText(v.tr, err))
+		return
+	}
+	s.redirect(w, r, string(networkURL(nw.ID))+"?done=subnet")
 }
 
 func (s *server) deleteNetwork(w http.ResponseWriter, r *http.Request, v *view) {

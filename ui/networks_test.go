@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strings"
 	"testing"
 
 	"github.com/cairnhq/cairn/netfabric"
@@ -53,6 +54,28 @@ func TestNetworksAndGroupsThroughForms(t *testing.T) {
 	mustContain(t, p, "Network imaging was created.", `id="network-cidr">10.50.0.0/24<`, "10.50.0.53", "project network", `id="ports-empty"`)
 	p = b.post("/networks", netForm("imaging2", "10.50.0.128/25", ""))
 	mustContain(t, p, `id="network-cidr-error" role="alert">`, "overlaps")
+
+	// An IPv6 subnet: a bad one is named next to the field and changes
+	// nothing; a /64 is added, and the page says how machines get theirs.
+	p = b.get("/networks/" + netID)
+	mustContain(t, p, `id="network-ipv6">`, "none: IPv4 only", `id="subnet6-form"`)
+	subnetForm := func(cidr string) url.Values {
+		return b.formOn("/networks/"+netID, url.Values{"cidr": {cidr}, "ipv6_mode": {"slaac"}})
+	}
+	p = b.post("/networks/"+netID+"/subnets", subnetForm("fd00:50::/48"))
+	if p.status != http.StatusUnprocessableEntity {
+		t.Fatalf("a /48: %d", p.status)
+	}
+	mustContain(t, p, `id="subnet6-error" role="alert">The IPv6 subnet must be a /64`, `value="fd00:50::/48"`)
+	if nw, _ := e.networksService().GetNetwork(t.Context(), root, netID); nw.CIDR6 != "" {
+		t.Fatalf("a refused subnet was added: %+v", nw)
+	}
+	p = b.post("/networks/"+netID+"/subnets", subnetForm("fd00:50::/64"))
+	if p.status != http.StatusOK || !strings.HasPrefix(p.path, "/networks/"+netID+"?") {
+		t.Fatalf("add subnet: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "IPv6 subnet fd00:50::/64 added", `id="network-ipv6">fd00:50::/64`, "router advertisements (SLAAC)")
+	mustNotContain(t, p, `id="subnet6-form"`)
 
 	// The groups: the project's default one is there from the start.
 	p = b.get("/security-groups")

@@ -169,6 +169,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /networks", s.authed(s.createNetwork))
 	mux.Handle("GET /networks/{network}", s.authed(s.networkPage))
 	mux.Handle("POST /networks/{network}/delete", s.authed(s.deleteNetwork))
+	mux.Handle("POST /networks/{network}/subnets", s.authed(s.addSubnet))
 	mux.Handle("GET /topology", s.authed(s.topologyPage))
 	mux.Handle("GET /routers", s.authed(s.routersPage))
 	mux.Handle("POST /routers", s.authed(s.createRouter))

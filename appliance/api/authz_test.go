@@ -160,6 +160,7 @@ var matrix = []grant{
 	{route: "POST /api/v1/networks", body: `{"name":"made-{n}","cidr":"{cidr}","project":"proj-a"}`, status: 201, allow: members},
 	{route: "GET /api/v1/networks/{network}", status: 200, allow: readers},
 	{route: "DELETE /api/v1/networks/{network}", path: "/api/v1/networks/{fresh-network}", status: 200, allow: members},
+	{route: "POST /api/v1/networks/{network}/subnets", body: `{"cidr":"fd00:a::/64"}`, status: 200, allow: members},
 	{route: "GET /api/v1/networks/{network}/ports", status: 200, allow: readers},
 	{route: "GET /api/v1/ports/{port}", status: 200, allow: readers},
 	{route: "PATCH /api/v1/ports/{port}", body: `{"security_groups":["default"]}`, status: 200, allow: members},

@@ -19,7 +19,7 @@ func (s *Server) networkRoutes() []route {
 				ns, err := s.networks.ListNetworks(p, r.URL.Query().Get("project"))
 				return ok(w, ns, 0, err)
 			}},
-		{Method: "POST", Path: v1 + "/networks", Summary: "Create a project network: a private layer 2 across the nodes (VXLAN) with an IPv4 subnet served by DHCP", Tag: "networks",
+		{Method: "POST", Path: v1 + "/networks", Summary: "Create a project network: a private layer 2 across the nodes (VXLAN, or a VLAN of the site's network for a cluster admin) with an IPv4 subnet served by DHCP", Tag: "networks",
 			Request: netfabric.NetworkCreate{}, Response: netfabric.Network{}, Status: http.StatusCreated,
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				var body netfabric.NetworkCreate
@@ -37,6 +37,15 @@ func (s *Server) networkRoutes() []route {
 		{Method: "DELETE", Path: v1 + "/networks/{network}", Summary: "Delete a project network no VM uses any more", Tag: "networks",
 			Response: netfabric.Network{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				nw, err := s.networks.DeleteNetwork(r.Context(), p, r.PathValue("network"))
+				return ok(w, nw, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/networks/{network}/subnets", Summary: "Give a project network its IPv6 subnet (a /64; SLAAC or DHCPv6): its VMs get addresses from router advertisements", Tag: "networks",
+			Request: netfabric.SubnetCreate{}, Response: netfabric.Network{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body netfabric.SubnetCreate
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				nw, err := s.networks.AddSubnet(r.Context(), p, r.PathValue("network"), body)
 				return ok(w, nw, 0, err)
 			}},
 		{Method: "GET", Path: v1 + "/networks/{network}/ports", Summary: "A network's ports you can see: MAC, address, VM and node", Tag: "networks",

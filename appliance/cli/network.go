@@ -28,15 +28,17 @@ var networkCommands = map[string]command{
 			}, len(ns))
 		}
 	}},
-	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--project P] | NAME --external --interface IFACE --cidr CIDR [--gateway IP] [--pool START-END]...", help: "create a project network: a private layer 2 across the nodes with DHCP; or (cluster admin) an external network on an interface every node has", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--domain D] [--project P] [--vlan ID --interface IFACE] | NAME --external --interface IFACE --cidr CIDR [--gateway IP] [--pool START-END]...", help: "create a project network: a private layer 2 across the nodes with DHCP (with --vlan, cluster admin: on a VLAN of the site's network instead); or (cluster admin) an external network on an interface every node has", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req netfabric.NetworkCreate
 		fs.BoolVar(&req.External, "external", false, "an external network (cluster admin): the uplink routers and floating IPs use")
-		fs.StringVar(&req.Interface, "interface", "", "external network: the interface it is on, on every node (e.g. eth1)")
+		fs.StringVar(&req.Interface, "interface", "", "external or VLAN network: the interface it is on, on every node (e.g. eth1)")
+		fs.IntVar(&req.VLAN, "vlan", 0, "a VLAN network (cluster admin): the project's VMs join 802.1Q VLAN ID (1-4094) of --interface")
 		fs.StringVar(&req.Gateway, "gateway", "", "external network: the upstream router's address (default: the first host)")
 		fs.StringVar(&req.CIDR, "cidr", "", "IPv4 subnet, /16 to /29, e.g. 10.50.0.0/24 (other projects may use the same)")
 		dns := fs.String("dns", "", "DNS servers DHCP hands out, comma-separated")
-		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes)")
+		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes; 1500 on a VLAN)")
 		fs.StringVar(&req.Project, "project", "", "project (default: your only project)")
+		fs.StringVar(&req.Domain, "domain", "", "the DNS domain the VMs search, e.g. ward.example.org")
 		var pools, routes stringList
 		fs.Var(&pools, "pool", "an allocation pool START-END for VMs' addresses (repeatable; default: the whole subnet)")
 		fs.Var(&routes, "route", "a static route DEST,NEXTHOP handed out by DHCP (repeatable), e.g. 10.60.0.0/16,10.50.0.254")
@@ -72,6 +74,24 @@ var networkCommands = map[string]command{
 			return printNetwork(e, &n)
 		}
 	}},
+	"subnet create": {usage: "NETWORK --cidr PREFIX/64 [--ipv6-mode slaac|dhcpv6]", help: "give a project network its IPv6 subnet: its VMs get addresses from router advertisements (SLAAC) or DHCPv6", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		var req netfabric.SubnetCreate
+		fs.StringVar(&req.CIDR, "cidr", "", "an IPv6 /64, e.g. fd00:50::/64")
+		fs.StringVar(&req.IPv6Mode, "ipv6-mode", "slaac", "how VMs get their addresses: slaac or dhcpv6 (either way the address is the prefix and the VM's MAC)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a network"); err != nil {
+				return err
+			}
+			if req.CIDR == "" {
+				return usageError("--cidr PREFIX/64 is required")
+			}
+			var n netfabric.Network
+			if err := send(e, "POST", "/api/v1/networks/"+url.PathEscape(args[0])+"/subnets", req, &n); err != nil {
+				return err
+			}
+			return printNetwork(e, &n)
+		}
+	}},
 	"network show": {usage: "NETWORK", help: "one network", flags: noFlags(func(e *env, args []string) error {
 		if err := needArgs(args, 1, "one network"); err != nil {
 			return err
@@ -102,9 +122,9 @@ var networkCommands = map[string]command{
 			if err := get(e, "/api/v1/networks/"+url.PathEscape(*network)+"/ports", &ps); err != nil {
 				return err
 			}
-			return e.print(ps, []string{"ID", "MAC", "IP", "VM", "NODE", "SECURITY GROUPS"}, func(i int) []string {
+			return e.print(ps, []string{"ID", "MAC", "IP", "IPV6", "VM", "NODE", "SECURITY GROUPS"}, func(i int) []string {
 				p := ps[i]
-				return []string{p.ID, p.MAC, p.IP, p.Owner, p.Node, strings.Join(p.SecurityGroups, ",")}
+				return []string{p.ID, p.MAC, p.IP, p.IP6, p.Owner, p.Node, strings.Join(p.SecurityGroups, ",")}
 			}, len(ps))
 		}
 	}},
@@ -263,7 +283,7 @@ func printPort(e *env, p *netfabric.Port) error {
 		pairs = append(pairs, strings.TrimSuffix(ap.IP+" "+ap.MAC, " "))
 	}
 	return e.printKV(p, [][2]string{{"id", p.ID}, {"network", p.NetworkID}, {"vm", p.Owner}, {"project", p.Project}, {"mac", p.MAC}, {"ip", p.IP},
-		{"node", p.Node}, {"security groups", strings.Join(p.SecurityGroups, ", ")}, {"allowed addresses", strings.Join(pairs, ", ")}})
+		{"ipv6", p.IP6}, {"node", p.Node}, {"security groups", strings.Join(p.SecurityGroups, ", ")}, {"allowed addresses", strings.Join(pairs, ", ")}})
 }
 
 // ruleText is a rule in one line, as people read a firewall.
@@ -316,6 +336,9 @@ func init() {
 
 // networkKind says what a network is, in words.
 func networkKind(n *netfabric.Network) string {
+	if n.IsVLAN() {
+		return fmt.Sprintf("project (VLAN %d on %s)", n.VLAN, n.Interface)
+	}
 	if n.IsOverlay() {
 		return "project"
 	}
@@ -336,7 +359,11 @@ func printNetwork(e *env, n *netfabric.Network) error {
 		kv = append(kv, [2]string{"interface", n.Interface}, [2]string{"pools", strings.Join(ps, ", ")})
 	}
 	if n.IsOverlay() {
-		kv = append(kv, [2]string{"mtu", fmt.Sprint(n.MTU)}, [2]string{"segment", fmt.Sprintf("VXLAN %d", n.VNI)})
+		seg := fmt.Sprintf("VXLAN %d", n.VNI)
+		if n.IsVLAN() {
+			seg = fmt.Sprintf("VLAN %d on %s", n.VLAN, n.Interface)
+		}
+		kv = append(kv, [2]string{"mtu", fmt.Sprint(n.MTU)}, [2]string{"segment", seg})
 		var ps, rs []string
 		for _, p := range n.Pools {
 			ps = append(ps, p.Start+"-"+p.End)
@@ -344,7 +371,8 @@ func printNetwork(e *env, n *netfabric.Network) error {
 		for _, r := range n.Routes {
 			rs = append(rs, r.Destination+" via "+r.Nexthop)
 		}
-		kv = append(kv, [2]string{"pools", strings.Join(ps, ", ")}, [2]string{"routes", strings.Join(rs, ", ")})
+		kv = append(kv, [2]string{"pools", strings.Join(ps, ", ")}, [2]string{"routes", strings.Join(rs, ", ")},
+			[2]string{"ipv6 subnet", strings.TrimSpace(n.CIDR6 + " " + n.IPv6Mode)}, [2]string{"dns domain", n.Domain})
 	}
 	return e.printKV(n, kv)
 }

@@ -81,6 +81,28 @@ func TestCLINetworks(t *testing.T) {
 	if code, out := cairn(t, "", "port", "list", "--network", "imaging"); code != 0 || !strings.Contains(out, "vm-1-0") || !strings.Contains(out, "10.50.0.2") || !strings.Contains(out, "node1") {
 		t.Fatalf("port list: %d\n%s", code, out)
 	}
+	// A VLAN network on the site's network.
+	if code, out := cairn(t, "", "network", "create", "pacs", "--project", "ward", "--cidr", "10.80.0.0/24", "--vlan", "120", "--interface", "eth1"); code != 0 ||
+		!strings.Contains(out, "VLAN 120 on eth1") || !strings.Contains(out, "1500") {
+		t.Fatalf("network create --vlan: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "network", "create", "pacs2", "--project", "ward", "--cidr", "10.81.0.0/24", "--vlan", "120", "--interface", "eth1"); code != 1 ||
+		!strings.Contains(out, "VLAN 120 on eth1") {
+		t.Fatalf("a VLAN taken: %d\n%s", code, out)
+	}
+	// An IPv6 subnet: the port there gets its address at once.
+	if code, out := cairn(t, "", "subnet", "create", "imaging"); code != 2 || !strings.Contains(out, "--cidr") {
+		t.Fatalf("subnet create without a prefix: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "subnet", "create", "imaging", "--cidr", "fd00:50::/56"); code != 1 || !strings.Contains(out, "must be 64") {
+		t.Fatalf("a /56: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "subnet", "create", "imaging", "--cidr", "fd00:50::/64", "--ipv6-mode", "dhcpv6"); code != 0 || !strings.Contains(out, "fd00:50::/64 dhcpv6") {
+		t.Fatalf("subnet create: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "port", "list", "--network", "imaging"); code != 0 || !strings.Contains(out, "fd00:50::") {
+		t.Fatalf("port list after the subnet: %d\n%s", code, out)
+	}
 	// Security groups: a group, rules (and a bad one refused), a port put
 	// in it, a group in use kept, a rule deleted.
 	if code, out := cairn(t, "", "security-group", "create", "web", "--project", "ward", "--description", "the web tier"); code != 0 || !strings.Contains(out, "the web tier") {

@@ -43,6 +43,7 @@ type vmView struct {
 	NICs []struct {
 		ID  string `json:"id"`
 		IP  string `json:"ip"`
+		IP6 string `json:"ip6"`
 		MAC string `json:"mac"`
 	} `json:"nics"`
 }

@@ -45,6 +45,17 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 	if err := a.Call("POST", "/api/v1/networks", map[string]any{"name": "lab-net", "project": "lab", "cidr": "10.50.0.0/24"}, 201, &labNet); err != nil {
 		t.Fatal(err)
 	}
+	// imaging gets an IPv6 subnet (SLAAC); a second one, or one that is
+	// not a /64, is refused.
+	if err := a.Call("POST", "/api/v1/networks/imaging/subnets", map[string]any{"cidr": "fd00:50::/64"}, 200, &imaging); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/networks/imaging/subnets", map[string]any{"cidr": "fd00:51::/64"}, 409, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/networks/lab-net/subnets", map[string]any{"cidr": "fd00:51::/48"}, 400, nil); err != nil {
+		t.Fatal(err)
+	}
 	// Bad input changes nothing: an overlapping subnet in the project, and
 	// another project's network for a VM.
 	if err := a.Call("POST", "/api/v1/networks", map[string]any{"name": "more", "project": "clinic", "cidr": "10.50.0.128/25"}, 409, nil); err != nil {
@@ -62,7 +73,8 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 	for _, project := range []string{"clinic", "lab"} {
 		var g sgView
 		if err := a.Call("POST", "/api/v1/security-groups", map[string]any{"name": "probe-in", "project": project,
-			"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.50.0.248/29"}}}, 201, &g); err != nil {
+			"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.50.0.248/29"},
+				{"direction": "ingress", "ethertype": "IPv6", "protocol": "tcp", "port_min": 8080, "remote_cidr": "fd00:50::f8/125"}}}, 201, &g); err != nil {
 			t.Fatal(err)
 		}
 		probeIn[project] = g
@@ -88,6 +100,12 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 	for name, vm := range vms {
 		waitSerial(t, a, name, "cairn-guest: hostname="+name+" ip="+vm.IP(), 1)
 		waitSerial(t, a, name, "cairn-guest: mtu=1450", 1)
+		// Its IPv6 address from its node's router advertisements (SLAAC):
+		// the one the state gives its port.
+		if !strings.HasPrefix(vm.NICs[0].IP6, "fd00:50::") {
+			t.Fatalf("%s's IPv6 address %q is not on imaging's subnet", name, vm.NICs[0].IP6)
+		}
+		waitSerial(t, a, name, "cairn-guest: ipv6="+vm.NICs[0].IP6, 1)
 		if !strings.HasPrefix(vm.IP(), "10.50.0.") {
 			t.Fatalf("%s's address %s is not on imaging", name, vm.IP())
 		}
@@ -107,6 +125,17 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 			return nil
 		})
 	}
+	// And over IPv6, through probe-in's IPv6 rule.
+	if out, err := exec.Command("ip", "-n", p1.name, "addr", "add", "fd00:50::fa/64", "dev", "eth0", "nodad").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	testutil.WaitFor(t, time.Minute, "the probe on "+n1.Name+" reaches pacs2 over IPv6", func() error {
+		out, err := probeFrom(p1, vms["pacs2"].NICs[0].IP6)
+		if err != nil || !strings.Contains(out, "hostname=pacs2") {
+			return fmt.Errorf("%q %v", out, err)
+		}
+		return nil
+	})
 	// cairn on pacs2's node killed with -9 and restarted: the probe on
 	// pacs1's node reaches pacs2 throughout, across the restart.
 	n2 := cairntest.NodeByName(c, vms["pacs2"].Node)

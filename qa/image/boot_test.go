@@ -91,8 +91,8 @@ func direct(files, disk, cmdline string) []string {
 
 // boot starts a box booting by system (direct, or UEFI firmware and a
 // disk), on netdev (id n0) with the MAC ending in mac, the guest's API
-// reached at api.
-func boot(t *testing.T, system []string, netdev, api string, mac int) *box {
+// reached at api; extra are more QEMU arguments.
+func boot(t *testing.T, system []string, netdev, api string, mac int, extra ...string) *box {
 	t.Helper()
 	b := &box{t: t, monitor: filepath.Join(t.TempDir(), "monitor.sock"), api: api, exited: make(chan struct{})}
 	args := []string{"-machine", "q35", "-accel", hypervisor.Accel(), "-cpu", qemu.CPUModel(hypervisor.Accel()), "-m", "1024", "-smp", "2",
@@ -102,6 +102,7 @@ func boot(t *testing.T, system []string, netdev, api string, mac int) *box {
 		"-netdev", netdev,
 		"-device", fmt.Sprintf("virtio-net-pci,netdev=n0,mac=52:54:00:ca:11:%02x", mac),
 		"-monitor", "unix:"+b.monitor+",server,nowait")
+	args = append(args, extra...)
 	t.Logf("qemu-system-x86_64 %s", shellJoin(args))
 	b.cmd = exec.Command("qemu-system-x86_64", args...)
 	b.cmd.Stdin = nil

@@ -9,7 +9,9 @@
 // to TCP port 8080 with "hostname=<name> ip=<addr>\n", prints its virtio
 // disks and their sizes ("cairn-guest: disks vda=<bytes> ...") whenever they
 // change, probes the targets its user-data names (probe.go), and powers off
-// on the ACPI power button. Failures print "cairn-guest: seed: <error>" and
+// on the ACPI power button. It prints its global IPv6 addresses
+// ("cairn-guest: ipv6=<addr>,...", from router advertisements: the kernel's
+// SLAAC) whenever they change. Failures print "cairn-guest: seed: <error>" and
 // "cairn-guest: dhcp: <error>" lines; DHCP is retried for ever.
 //
 // It also runs a minimal guest agent on the virtio-serial port
@@ -81,6 +83,7 @@ func main() {
 		con.Printf("hostname=%s ip=%s", name, addr)
 		if l, err := firstEthernet(0); err == nil {
 			con.Printf("mtu=%d", l.Attrs().MTU)
+			go watchIPv6(con, l.Attrs().Name)
 		}
 		if len(probes) > 0 {
 			go probeLoop(con, probes)
@@ -151,6 +154,27 @@ func watchDisks(con *console, sc *scribblers) {
 // serve answers each connection to port 8080 with answer and closes it:
 // a test reaches the guest through QEMU's port forwarding and checks who
 // answered.
+// watchIPv6 prints the link's global IPv6 addresses whenever they change.
+func watchIPv6(con *console, link string) {
+	last := ""
+	for {
+		var as []string
+		if ifi, err := net.InterfaceByName(link); err == nil {
+			addrs, _ := ifi.Addrs()
+			for _, a := range addrs {
+				if n, ok := a.(*net.IPNet); ok && n.IP.To4() == nil && n.IP.IsGlobalUnicast() {
+					as = append(as, n.IP.String())
+				}
+			}
+		}
+		if now := strings.Join(as, ","); now != last {
+			last = now
+			con.Printf("ipv6=%s", now)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 func serve(con *console, answer string) {
 	ln, err := net.Listen("tcp", ":8080")
 	if err != nil {
