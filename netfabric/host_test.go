@@ -217,7 +217,7 @@ func TestReconcileIsIdempotentAndTeardownCleansUp(t *testing.T) {
 	if err := f.do(t, func() error { return f.h.EnsureTap(tap) }); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := f.rulesOf(t, nftables.TableFamilyBridge, f.cfg.PortTable), map[string]int{"checked_in": 2, "checked_out": 2, "forward": 4, "prerouting": 29}; fmt.Sprint(got) != fmt.Sprint(want) {
+	if got, want := f.rulesOf(t, nftables.TableFamilyBridge, f.cfg.PortTable), map[string]int{"checked_in": 2, "checked_out": 2, "forward": 4, "output": 2, "prerouting": 34}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("port security after EnsureTap: %v, want %v", got, want)
 	}
 	if got := f.setKeys(t, "port_ips"); len(got) != 1 || !strings.HasPrefix(got[0], tap+"\x00") {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,6 +71,20 @@ func addrs6(t *testing.T, g netns.NsHandle) []string {
 func solicit(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, error) {
 	t.Helper()
 	var ra *ndp.RouterAdvertisement
+	var err error
+	// The link-local address comes a moment after the link.
+	for range 20 {
+		if ra, err = solicitOnce(t, g); err == nil {
+			return ra, nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return nil, err
+}
+
+func solicitOnce(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, error) {
+	t.Helper()
+	var ra *ndp.RouterAdvertisement
 	err := inNS(t, g, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
@@ -104,7 +119,8 @@ func dial6(t *testing.T, ns netns.NsHandle, from, addr string) bool {
 	return inNS(t, ns, func() error {
 		d := net.Dialer{Timeout: time.Second}
 		if from != "" {
-			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(from)}
+			ip, zone, _ := strings.Cut(from, "%")
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(ip), Zone: zone}
 		}
 		c, err := d.Dial("tcp6", addr)
 		if err != nil {
@@ -128,7 +144,7 @@ func TestIPv6Subnets(t *testing.T) {
 		t.Fatal(err)
 	}
 	nw, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.60.0.0/24",
-		DNS: []string{"10.60.0.53", "fd00:53::53"}, Domain: "ward.example.org"})
+		DNS: []string{"10.60.0.53"}, DNS6: []string{"fd00:53::53"}, Domain: "ward.example.org"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +161,12 @@ func TestIPv6Subnets(t *testing.T) {
 	if wa.IP6 != want {
 		t.Fatalf("the port there before the subnet has IPv6 %q, want %s", wa.IP6, want)
 	}
-	wb := f.port(t, netfabric.PortRequest{ID: "wb", NetworkID: nw.ID, Owner: "wb", Project: f.ward, Node: "box2"})
+	// wb takes any IPv6 in: only port security stands between it and a
+	// forged source.
+	const any6ID = "sg-00000000000000e6"
+	f.group(t, any6ID, "any6-in", netfabric.Rule{Direction: "ingress", EtherType: "IPv6"})
+	wb := f.port(t, netfabric.PortRequest{ID: "wb", NetworkID: nw.ID, Owner: "wb", Project: f.ward, Node: "box2",
+		SecurityGroups: []string{netfabric.DefaultGroupID(f.ward), any6ID}})
 	wc := f.port(t, netfabric.PortRequest{ID: "wc", NetworkID: nw.ID, Owner: "wc", Project: f.ward, Node: "box1"})
 	if wb.IP6 == "" || wb.IP6 == wa.IP6 {
 		t.Fatalf("a new port's IPv6: %+v", wb)
@@ -244,9 +265,16 @@ func TestIPv6Subnets(t *testing.T) {
 	if dial6(t, ga, forged, "["+wb.IP6+"]:8080") {
 		t.Fatal("a guest sent from an IPv6 address not its own")
 	}
-	// A neighbour advertisement for another guest's address is dropped:
-	// gc keeps wb's MAC for wb's address.
-	if !dial6(t, gc, "", "["+wb.IP6+"]:8080") {
+	// So is a forged link-local source.
+	forgedLL := netfabric.LinkLocal(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x98}).String()
+	addAddr(t, ga, "eth0", forgedLL+"/64")
+	if dial6(t, ga, forgedLL+"%eth0", "["+netfabric.LinkLocal(wb.HardwareAddr()).String()+"%eth0]:8080") {
+		t.Fatal("a guest sent from a link-local address not its own")
+	}
+	// A neighbour advertisement for another guest's address, global or
+	// link-local, is dropped: gc keeps wb's MAC for them.
+	wbLL := netfabric.LinkLocal(wb.HardwareAddr()).String()
+	if !dial6(t, gc, "", "["+wb.IP6+"]:8080") || !dial6(t, gc, "", "["+wbLL+"%eth0]:8080") {
 		t.Fatal("wc cannot reach wb")
 	}
 	if err := inNS(t, ga, func() error {
@@ -259,11 +287,13 @@ func TestIPv6Subnets(t *testing.T) {
 			return err
 		}
 		defer c.Close()
-		na := &ndp.NeighborAdvertisement{Override: true, TargetAddress: netip.MustParseAddr(wb.IP6),
-			Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
-		for range 3 {
-			if err := c.WriteTo(na, nil, netip.MustParseAddr("ff02::1")); err != nil {
-				return err
+		for _, target := range []string{wb.IP6, wbLL} {
+			na := &ndp.NeighborAdvertisement{Override: true, TargetAddress: netip.MustParseAddr(target),
+				Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
+			for range 3 {
+				if err := c.WriteTo(na, nil, netip.MustParseAddr("ff02::1")); err != nil {
+					return err
+				}
 			}
 		}
 		return nil
@@ -271,13 +301,15 @@ func TestIPv6Subnets(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(300 * time.Millisecond)
-	if mac := neighMAC(t, gc, wb.IP6); mac != wb.MAC {
-		t.Fatalf("wc has %q for wb's address after wa spoke for it, want %s", mac, wb.MAC)
+	for _, a := range []string{wb.IP6, wbLL} {
+		if mac := neighMAC(t, gc, a); mac != wb.MAC {
+			t.Fatalf("wc has %q for wb's address %s after wa spoke for it, want %s", mac, a, wb.MAC)
+		}
 	}
 
 	// DHCPv6: a network in that mode advertises its prefix as managed,
 	// and DHCPv6 hands out the port's address with the DNS servers.
-	dnw, err := f.network(t, netfabric.Network{ID: "ward-3", Project: f.ward, CIDR: "10.63.0.0/24", DNS: []string{"fd00:53::53"}})
+	dnw, err := f.network(t, netfabric.Network{ID: "ward-3", Project: f.ward, CIDR: "10.63.0.0/24", DNS6: []string{"fd00:53::53"}})
 	if err != nil {
 		t.Fatal(err)
 	}

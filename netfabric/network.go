@@ -52,7 +52,7 @@ type Network struct {
 	Project string   `json:"project,omitempty"` // empty: the cluster's NAT network
 	CIDR    string   `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
 	Gateway string   `json:"gateway"`           // first host of CIDR, on each node's bridge
-	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP (IPv4) and RAs (IPv6); empty: the node's resolvers
+	DNS     []string `json:"dns,omitempty"`     // IPv4, handed out by DHCP; empty: the node's resolvers
 	VNI     uint32   `json:"vni,omitempty"`     // project networks: the VXLAN segment id
 	MTU     int      `json:"mtu,omitempty"`     // project networks: the guests' MTU
 	// Pools are the ranges ports' addresses are taken from (empty: every
@@ -65,6 +65,10 @@ type Network struct {
 	// IPv6Mode saying how guests get their addresses there.
 	CIDR6    string `json:"cidr6,omitempty"`
 	IPv6Mode string `json:"ipv6_mode,omitempty"`
+	// DNS6 are a project network's IPv6 DNS servers, in its router
+	// advertisements (RDNSS) and DHCPv6. (A field of its own: commands
+	// written when DNS took only IPv4 replay as they applied.)
+	DNS6 []string `json:"dns6,omitempty"`
 	// Domain is the DNS domain guests are told to search (DHCP options 15
 	// and 119, the RAs' DNSSL, DHCPv6).
 	Domain string `json:"domain,omitempty"`
@@ -378,12 +382,16 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: the gateway is the first host, %s, not %s", n.ID, gw, n.Gateway)
 	}
 	for _, s := range n.DNS {
-		a, err := netip.ParseAddr(s)
-		if err != nil || a.Zone() != "" || a.Is4In6() || a.Is6() && !a.IsGlobalUnicast() {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 or IPv6 unicast address", n.ID, s)
+		if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q is not an IPv4 address", n.ID, s)
 		}
-		if a.Is6() && !n.IsOverlay() {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: DNS server %q: the cluster's network has no IPv6", n.ID, s)
+	}
+	if len(n.DNS6) > maxDNS || len(n.DNS6) > 0 && !n.IsOverlay() {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: at most %d IPv6 DNS servers, on a project network", n.ID, maxDNS)
+	}
+	for _, s := range n.DNS6 {
+		if a, err := netip.ParseAddr(s); err != nil || !a.Is6() || a.Is4In6() || a.Zone() != "" || !a.IsGlobalUnicast() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: IPv6 DNS server %q is not a global IPv6 address", n.ID, s)
 		}
 	}
 	if n.Domain != "" && (!n.IsOverlay() || !validDomain(n.Domain)) {
@@ -406,7 +414,7 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	}
 	row := *n
 	row.CIDR, row.Gateway, row.Version = p.String(), gw.String(), tx.Index
-	row.DNS = append([]string(nil), n.DNS...)
+	row.DNS, row.DNS6 = append([]string(nil), n.DNS...), append([]string(nil), n.DNS6...)
 	if n.External {
 		row.Pools, _, _ = checkPoolsAndRoutes(n.ID, p, n.Pools, nil)
 	}

@@ -186,7 +186,7 @@ func (r ruleset) String() string {
 			fmt.Fprintf(&b, "chain %s\n", ch.Name)
 		} else {
 			hook := map[nftables.ChainHook]string{*nftables.ChainHookPostrouting: "postrouting", *nftables.ChainHookForward: "forward",
-				*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input"}[*ch.Hooknum]
+				*nftables.ChainHookPrerouting: "prerouting", *nftables.ChainHookInput: "input", *nftables.ChainHookOutput: "output"}[*ch.Hooknum]
 			fmt.Fprintf(&b, "chain %s: type %s hook %s priority %d policy %s\n", ch.Name, ch.Type, hook, *ch.Priority, policyName(ch.Policy))
 		}
 		for _, rule := range r.rules {

@@ -22,8 +22,12 @@ func TestPortRulesetGolden(t *testing.T) {
 	ports := []securedPort{
 		{tap: "cvm0b1c2d3e4f5a", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 3}, ip: netip.MustParseAddr("10.42.0.3")},
 		{tap: "cvm00aa11bb22cc", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 2}, ip: netip.MustParseAddr("10.42.0.2")},
+		// A VLAN network's port, with IPv6.
+		{tap: "cvm0c0c0c0c0c0c", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 4}, ip: netip.MustParseAddr("10.60.0.4"),
+			ip6: netip.MustParseAddr("fd00:60::ca:1eff:fe00:4"), uplink: "cnv001014",
+			segNet: Network{ID: "ward-net", Project: "p1", CIDR: "10.60.0.0/24", Gateway: "10.60.0.1", VNI: 0x1014, VLAN: 120, Interface: "eth1"}},
 	}
-	got := buildPortRuleset("cairn_ports", "cvm", "cnv", ports).String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
+	got := buildPortRuleset("cairn_ports", "cvm", "cn", ports).String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
 	golden(t, "port_ruleset.golden", got)
 }
 

@@ -3,6 +3,7 @@ package netfabric
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -28,10 +29,10 @@ import (
 //     servers to its neighbours, whatever source port it uses;
 //   - no IPv6 router advertisement or redirect, and no IPv6 fragment (a
 //     fragment can carry an RA past a check that cannot see its header);
-//   - IPv6 only from the port's own address (its network's IPv6 subnet and
-//     its MAC, subnet6.go), link-local addresses or :: (duplicate address
-//     detection), and a neighbour advertisement only for the port's own
-//     address or a link-local one;
+//   - IPv6 only from the port's own addresses (its network's IPv6 subnet
+//     and its MAC, subnet6.go; its MAC's link-local address, and its address
+//     pairs' MACs') or :: (duplicate address detection), and a neighbour
+//     advertisement only for one of its own addresses;
 //   - nothing else: no other EtherType, so no VLAN-tagged frames either
 //     (priority-tagged ones, VLAN 0, included).
 //
@@ -74,11 +75,15 @@ const (
 
 // securedPort is what the port table needs of one port on this node.
 type securedPort struct {
-	tap     string
-	mac     net.HardwareAddr
-	ip      netip.Addr // IPv4
-	ip6     netip.Addr // IPv6 (a network with an IPv6 subnet), else invalid
-	pairs   []AddressPair
+	tap   string
+	mac   net.HardwareAddr
+	ip    netip.Addr // IPv4
+	ip6   netip.Addr // IPv6 (a network with an IPv6 subnet), else invalid
+	pairs []AddressPair
+	// uplink is the VLAN device of the port's network here, if it is a
+	// VLAN network with its segment built, and segNet that network.
+	uplink  string
+	segNet  Network
 	guarded bool // by security groups
 }
 
@@ -93,7 +98,8 @@ const (
 
 // buildPortRuleset returns the bridge table for the given ports; pure, so
 // the golden test sees exactly what is applied.
-func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) ruleset {
+func buildPortRuleset(table, tapPrefix, segPrefix string, ports []securedPort) ruleset {
+	vlanPrefix := segPrefix + "v"
 	t := &nftables.Table{Family: nftables.TableFamilyBridge, Name: table}
 	accept := nftables.ChainPolicyAccept
 	// Bridge filter priority (-200), nft's "filter" in the bridge family.
@@ -107,11 +113,55 @@ func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) 
 	own := &nftables.Set{Table: t, Name: "own_macs", ID: 4, KeyType: nftables.TypeEtherAddr}
 	ip6s := &nftables.Set{Table: t, Name: "port_ip6s", ID: 5, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)}
-	var macElems, ipElems, guardedElems, ownElems, ip6Elems []nftables.SetElement
+	// What a VLAN network's uplink must not speak for, by the uplink's
+	// name: this box's guests' addresses and the gateway's.
+	segIPs := &nftables.Set{Table: t, Name: "seg_ips", ID: 6, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIPAddr)}
+	segIP6s := &nftables.Set{Table: t, Name: "seg_ip6s", ID: 7, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeIP6Addr)}
+	segGW := &nftables.Set{Table: t, Name: "seg_gateway_macs", ID: 8, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIFName, nftables.TypeEtherAddr)}
+	var macElems, ipElems, guardedElems, ownElems, ip6Elems, segIPElems, segIP6Elems, segGWElems []nftables.SetElement
+	ip6Key := func(name string, a netip.Addr) nftables.SetElement {
+		b := a.As16()
+		return nftables.SetElement{Key: append(ifname(name), b[:]...)}
+	}
+	ip4Key := func(name string, a netip.Addr) nftables.SetElement {
+		b := a.As4()
+		return nftables.SetElement{Key: append(ifname(name), b[:]...)}
+	}
+	segDone := map[string]bool{}
 	for _, p := range ports {
+		// IPv6 from its own address and its own link-local one (its MAC's,
+		// and its pairs' MACs'), as Neutron allows.
+		own6 := []netip.Addr{LinkLocal(p.mac)}
 		if p.ip6.Is6() {
-			a := p.ip6.As16()
-			ip6Elems = append(ip6Elems, nftables.SetElement{Key: append(ifname(p.tap), a[:]...)})
+			own6 = append(own6, p.ip6)
+		}
+		for _, ap := range p.pairs {
+			if m, err := net.ParseMAC(ap.MAC); err == nil && !slices.Contains(own6, LinkLocal(m)) {
+				own6 = append(own6, LinkLocal(m))
+			}
+		}
+		for _, a := range own6 {
+			ip6Elems = append(ip6Elems, ip6Key(p.tap, a))
+		}
+		if up := p.uplink; up != "" {
+			if p.ip.Is4() {
+				segIPElems = append(segIPElems, ip4Key(up, p.ip))
+			}
+			segIP6Elems = append(segIP6Elems, ip6Key(up, LinkLocal(p.mac)))
+			if p.ip6.Is6() {
+				segIP6Elems = append(segIP6Elems, ip6Key(up, p.ip6))
+			}
+			if !segDone[up] {
+				segDone[up] = true
+				if gw := p.segNet.GatewayAddr(); gw.Is4() {
+					segIPElems = append(segIPElems, ip4Key(up, gw))
+				}
+				segIP6Elems = append(segIP6Elems, ip6Key(up, p.segNet.GatewayLL()))
+				segGWElems = append(segGWElems, nftables.SetElement{Key: append(append(ifname(up), GatewayMAC(p.segNet.ID)...), 0, 0)})
+			}
 		}
 		ownElems = append(ownElems, nftables.SetElement{Key: append([]byte(nil), p.mac...)})
 		if p.guarded {
@@ -181,11 +231,6 @@ func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) 
 		&expr.Exthdr{Op: expr.ExthdrOpIpv6, Type: 44, Offset: 0, Len: 1, Flags: unix.NFT_EXTHDR_F_PRESENT, DestRegister: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{1}},
 	}
-	linkLocal := []expr.Any{
-		&expr.Payload{DestRegister: 1, Base: nh, Offset: 8, Len: 2},
-		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0xfe, 0x80}},
-	}
 	zero4 := make([]byte, 4)
 	drop, acc := verdict(expr.VerdictDrop), verdict(expr.VerdictAccept)
 	// Security groups fail closed: the inet chains mark what they have
@@ -223,6 +268,13 @@ func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) 
 	uplink := []*nftables.Rule{
 		r(fmt.Sprintf("iifname %q ether saddr @own_macs drop (a neighbour posing as a guest here)", vp), vlanIn,
 			[]expr.Any{&expr.Payload{DestRegister: 1, Base: ll, Offset: 6, Len: 6}, &expr.Lookup{SourceRegister: 1, SetName: own.Name, SetID: own.ID}}, drop),
+		r(fmt.Sprintf("iifname %q . ether daddr @seg_gateway_macs drop (the gateway is the box's own)", vp), vlanIn, ifIn(segGW, ll, 0, 6, false), drop),
+		r(fmt.Sprintf("iifname %q . arp saddr ip @seg_ips drop (speaking for a guest here or the gateway)", vp), vlanIn, etherType(etherTypeARP), ifIn(segIPs, nh, 14, 4, false), drop),
+		r(fmt.Sprintf("iifname %q . ip saddr @seg_ips drop", vp), vlanIn, etherType(etherTypeIPv4), ifIn(segIPs, nh, 12, 4, false), drop),
+		r(fmt.Sprintf("iifname %q icmp type redirect drop", vp), vlanIn, etherType(etherTypeIPv4), l4(protoICMP), field(th, 0, 1, expr.CmpOpEq, []byte{5}), drop),
+		r(fmt.Sprintf("iifname %q . ip6 saddr @seg_ip6s drop", vp), vlanIn, etherType(etherTypeIPv6), ifIn(segIP6s, nh, 8, 16, false), drop),
+		r(fmt.Sprintf("iifname %q . nd-target @seg_ip6s drop (advertising a guest here or the gateway)", vp), vlanIn, etherType(etherTypeIPv6), l4(protoICMPv6),
+			field(th, 0, 1, expr.CmpOpEq, []byte{136}), ifIn(segIP6s, th, 8, 16, false), drop),
 		r(fmt.Sprintf("iifname %q udp sport 67 drop (no DHCP server from the site's network)", vp), vlanIn, etherType(etherTypeIPv4), l4(protoUDP), port(sport, 67), drop),
 		r(fmt.Sprintf("iifname %q udp dport 68 drop", vp), vlanIn, etherType(etherTypeIPv4), l4(protoUDP), port(dport, 68), drop),
 		r(fmt.Sprintf("iifname %q icmpv6 type nd-router-advert drop", vp), vlanIn, etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{134}), drop),
@@ -232,9 +284,32 @@ func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) 
 		newRule(t, fwd, fmt.Sprintf("oifname %q udp dport 67 drop (a guest's DHCP is its box's to answer)", vp), vlanOut, etherType(etherTypeIPv4), l4(protoUDP), port(dport, 67), drop),
 		newRule(t, fwd, fmt.Sprintf("oifname %q udp dport 547 drop", vp), vlanOut, etherType(etherTypeIPv6), l4(protoUDP), port(dport, 547), drop),
 	}
-	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd, checkedIn, checkedOut},
+	// Nothing the box itself sends on a segment's bridge (DHCP and ARP
+	// answers, advertisements, all from the gateway's MAC, the same on
+	// every box) leaves on its uplink: they are for this box's guests.
+	out := &nftables.Chain{Name: "output", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityRef(-200), Policy: &accept}
+	for _, up := range []string{segPrefix + "x", vlanPrefix} {
+		uplink = append(uplink, newRule(t, out, fmt.Sprintf("oifname %q drop (the box's own frames stay off the uplinks)", up+"*"),
+			[]expr.Any{&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(up)}}, drop))
+	}
+	// A key twice in one set would fail the whole table.
+	dedupe := func(es []nftables.SetElement) []nftables.SetElement {
+		seen := map[string]bool{}
+		var out []nftables.SetElement
+		for _, e := range es {
+			if k := string(e.Key); !seen[k] {
+				seen[k] = true
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	ip6Elems, segIPElems, segIP6Elems, segGWElems, ownElems = dedupe(ip6Elems), dedupe(segIPElems), dedupe(segIP6Elems), dedupe(segGWElems), dedupe(ownElems)
+	return ruleset{table: t, chains: []*nftables.Chain{pre, fwd, checkedIn, checkedOut, out},
 		sets: []setWithElements{{set: macs, elements: macElems}, {set: ips, elements: ipElems}, {set: guardedSet, elements: guardedElems},
-			{set: own, elements: ownElems}, {set: ip6s, elements: ip6Elems}},
+			{set: own, elements: ownElems}, {set: ip6s, elements: ip6Elems}, {set: segIPs, elements: segIPElems},
+			{set: segIP6s, elements: segIP6Elems}, {set: segGW, elements: segGWElems}},
 		rules: append(append(markRules, uplink...),
 			// A prefix compare: the name's first bytes, no NUL.
 			r(fmt.Sprintf("iifname != %q accept (not a guest's tap)", tapPrefix+"*"),
@@ -253,17 +328,11 @@ func buildPortRuleset(table, tapPrefix, vlanPrefix string, ports []securedPort) 
 			r("icmpv6 type nd-redirect drop", etherType(etherTypeIPv6), l4(protoICMPv6), field(th, 0, 1, expr.CmpOpEq, []byte{137}), drop),
 			r("udp sport 547 drop (no DHCPv6 server)", etherType(etherTypeIPv6), l4(protoUDP), port(sport, 547), drop),
 			r("udp dport 546 drop (no DHCPv6 answer to a client, from any port)", etherType(etherTypeIPv6), l4(protoUDP), port(dport, 546), drop),
-			// A neighbour advertisement speaks for its target: the port's
-			// own IPv6 address, or a link-local one (the source rules
-			// below hold the link-local scope).
-			r("icmpv6 type nd-neighbor-advert nd-target != fe80::/10 iifname . nd-target != @port_ip6s drop", etherType(etherTypeIPv6), l4(protoICMPv6),
-				field(th, 0, 1, expr.CmpOpEq, []byte{136}),
-				[]expr.Any{&expr.Payload{DestRegister: 1, Base: th, Offset: 8, Len: 2},
-					&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 2, Mask: []byte{0xff, 0xc0}, Xor: []byte{0, 0}},
-					&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0xfe, 0x80}}},
-				ifIn(ip6s, th, 8, 16, true), drop),
+			// A neighbour advertisement speaks for its target: one of the
+			// port's own addresses (its link-local one included).
+			r("icmpv6 type nd-neighbor-advert iifname . nd-target != @port_ip6s drop", etherType(etherTypeIPv6), l4(protoICMPv6),
+				field(th, 0, 1, expr.CmpOpEq, []byte{136}), ifIn(ip6s, th, 8, 16, true), drop),
 			r("iifname . ip6 saddr @port_ip6s accept", etherType(etherTypeIPv6), ifIn(ip6s, nh, 8, 16, false), acc),
-			r("ip6 saddr fe80::/10 accept", etherType(etherTypeIPv6), linkLocal, acc),
 			r("ip6 saddr :: accept (duplicate address detection)", etherType(etherTypeIPv6), field(nh, 8, 16, expr.CmpOpEq, make([]byte, 16)), acc),
 			r("drop (anything else a guest sends)", drop),
 		)}
@@ -394,6 +463,7 @@ func (h *Host) applyPortSecurity() error {
 	// too: their traffic must not meet another project's at the same
 	// addresses either.
 	h.segMu.Lock()
+	segs := maps.Clone(h.segs)
 	for _, sg := range h.segs {
 		if ix, ok := index[h.segmentBridge(sg.Network.VNI)]; ok && !seen[ix] {
 			seen[ix] = true
@@ -419,6 +489,9 @@ func (h *Host) applyPortSecurity() error {
 		}
 		sp := securedPort{tap: tap, mac: mac, ip: ip}
 		sp.ip6, _ = p.Addr6()
+		if sg, ok := segs[p.NetworkID]; ok && sg.Network.IsVLAN() {
+			sp.uplink, sp.segNet = h.segmentVLAN(sg.Network.VNI), sg.Network
+		}
 		if p.NetworkID == nat.ID && nat.ID != "" {
 			open = append(open, ix)
 			plain = append(plain, sp)
@@ -476,7 +549,7 @@ func (h *Host) applyPortSecurity() error {
 			}
 		}
 	}
-	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, h.cfg.SegmentPrefix+"v", ports).apply()
+	err = buildPortRuleset(h.cfg.PortTable, h.cfg.TapPrefix, h.cfg.SegmentPrefix, ports).apply()
 	var sweep error
 	if sg == nil {
 		// Connections the filters no longer allow are forgotten, whatever

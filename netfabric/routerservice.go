@@ -195,6 +195,13 @@ func (s *Service) SetRouterInterface(ctx context.Context, p *identity.Principal,
 		}
 		return nil, s.id.Deny(ctx, p, action, r.Name, r.Project, err)
 	}
+	// A router on a VLAN network routes the site's network into the
+	// project's others (and out through floating IPs): the cluster admin's
+	// call, as the network itself is.
+	if nw.IsVLAN() && !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, r.Name, r.Project, consensus.Errorf(consensus.CodeForbidden,
+			"only a cluster admin connects a router to a VLAN network"))
+	}
 	var out Router
 	if err := s.id.Mutate(ctx, p, action, r.Name, r.Project, MsgRouterInterface, RouterInterfaceCmd{Router: r.ID, Network: nw.ID, Remove: remove}, &out); err != nil {
 		return nil, err

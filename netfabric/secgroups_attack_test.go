@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -409,23 +408,13 @@ func TestSecurityGroupDeletedRuleCutsIPv6(t *testing.T) {
 	cli := f.port(t, netfabric.PortRequest{ID: "cli", NetworkID: nw.ID, Owner: "cli", Project: f.ward, Node: "box2", IP: "10.60.0.20", SecurityGroups: []string{c6}})
 	reconcile()
 	gSrv, gCli := plugSegmentGuest(t, f, boxes[0], srv), plugSegmentGuest(t, f, boxes[1], cli)
-	for _, x := range []struct {
-		ns   netns.NsHandle
-		addr string
-	}{{gSrv, "fe80::10"}, {gCli, "fe80::20"}} {
-		if err := inNS(t, x.ns, func() error {
-			if out, err := exec.Command("ip", "-6", "addr", "add", x.addr+"/64", "dev", "eth0", "nodad").CombinedOutput(); err != nil {
-				return fmt.Errorf("%v: %s", err, out)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	// Their own link-local addresses (port security admits no other),
+	// once duplicate address detection is done with them.
+	srvLL := "[" + netfabric.LinkLocal(srv.HardwareAddr()).String() + "%eth0]:8080"
 	var ln net.Listener
-	if err := inNS(t, gSrv, func() (err error) { ln, err = net.Listen("tcp6", "[fe80::10%eth0]:8080"); return err }); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WaitFor(t, 10*time.Second, "srv's link-local address", func() error {
+		return inNS(t, gSrv, func() (err error) { ln, err = net.Listen("tcp6", srvLL); return err })
+	})
 	t.Cleanup(func() { ln.Close() })
 	acc := make(chan net.Conn, 1)
 	go func() {
@@ -435,7 +424,7 @@ func TestSecurityGroupDeletedRuleCutsIPv6(t *testing.T) {
 	}()
 	var cc net.Conn
 	testutil.WaitFor(t, 15*time.Second, "an IPv6 connection from cli to srv", func() error {
-		return inNS(t, gCli, func() (err error) { cc, err = net.DialTimeout("tcp6", "[fe80::10%eth0]:8080", time.Second); return err })
+		return inNS(t, gCli, func() (err error) { cc, err = net.DialTimeout("tcp6", srvLL, time.Second); return err })
 	})
 	sc := <-acc
 	cr, sr := bufio.NewReader(cc), bufio.NewReader(sc)

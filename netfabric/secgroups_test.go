@@ -233,14 +233,13 @@ func TestSecurityGroups(t *testing.T) {
 		}
 	}
 
-	// IPv6 (link-local: project networks have no IPv6 subnets yet).
-	addAddr(t, gSrv, "eth0", "fe80::10/64")
-	addAddr(t, gCli, "eth0", "fe80::20/64")
+	// IPv6, between the guests' own link-local addresses (this network
+	// has no IPv6 subnet).
 	echoTCP(t, gSrv, "tcp6", "[::]:8443")
 	echoTCP(t, gSrv, "tcp6", "[::]:8444")
 	dial6 := func(port string) bool {
 		return inNS(t, gCli, func() error {
-			c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp6", "[fe80::10%eth0]:"+port)
+			c, err := (&net.Dialer{Timeout: time.Second}).Dial("tcp6", "["+netfabric.LinkLocal(srv.HardwareAddr()).String()+"%eth0]:"+port)
 			if err == nil {
 				c.Close()
 			}

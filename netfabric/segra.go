@@ -22,7 +22,8 @@ import (
 // address and MAC (the same on every node), and to the guest's MAC only,
 // so nothing floods to the peers. A guest's router solicitation is
 // answered at once, and every port here gets an advertisement every
-// raInterval, so a changed network reaches running guests.
+// raInterval, so a changed network reaches running guests. (None of it
+// leaves on a segment's uplink: the port table's output chain.)
 
 const (
 	raInterval         = 60 * time.Second
@@ -90,8 +91,8 @@ func (h *Host) serveV6(s *segServer, log *slog.Logger) {
 			continue // another node's port, or none: not ours to answer
 		}
 		plen := int(binary.BigEndian.Uint16(b[4:]))
-		if 40+plen > len(b) {
-			continue
+		if plen < 8 || 40+plen > len(b) {
+			continue // shorter than a solicitation or a UDP header: nothing to answer
 		}
 		body := b[40 : 40+plen]
 		switch b[6] {
@@ -144,7 +145,7 @@ func routerAdvertisement(nw Network) (*ndp.RouterAdvertisement, bool) {
 			&ndp.PrefixInformation{PrefixLength: 64, OnLink: true, AutonomousAddressConfiguration: !managed,
 				ValidLifetime: prefixValid, PreferredLifetime: prefixPreferred, Prefix: p.Addr()},
 		}}
-	if dns := nw.DNSServers(true); len(dns) > 0 {
+	if dns := nw.DNSServers6(); len(dns) > 0 {
 		ra.Options = append(ra.Options, &ndp.RecursiveDNSServer{Lifetime: 3 * raInterval, Servers: dns})
 	}
 	if nw.Domain != "" {
@@ -187,7 +188,7 @@ func (h *Host) answerDHCPv6(s *segServer, p Port, from netip.Addr, payload []byt
 		return // for another server
 	}
 	mods := []dhcpv6.Modifier{dhcpv6.WithServerID(server)}
-	if dns := s.nw.DNSServers(true); len(dns) > 0 {
+	if dns := s.nw.DNSServers6(); len(dns) > 0 {
 		ips := make([]net.IP, len(dns))
 		for i, a := range dns {
 			ips[i] = a.AsSlice()
@@ -211,8 +212,15 @@ func (h *Host) answerDHCPv6(s *segServer, p Port, from netip.Addr, payload []byt
 			resp, err = dhcpv6.NewAdvertiseFromSolicit(m, mods...)
 		}
 	case dhcpv6.MessageTypeRequest, dhcpv6.MessageTypeRenew, dhcpv6.MessageTypeRebind, dhcpv6.MessageTypeConfirm,
-		dhcpv6.MessageTypeInformationRequest, dhcpv6.MessageTypeRelease, dhcpv6.MessageTypeDecline:
+		dhcpv6.MessageTypeInformationRequest, dhcpv6.MessageTypeRelease:
 		resp, err = dhcpv6.NewReplyFromMessage(m, mods...)
+	case dhcpv6.MessageTypeDecline:
+		// Acknowledged (RFC 8415 18.3.8); the address stays the port's.
+		resp = &dhcpv6.Message{MessageType: dhcpv6.MessageTypeReply, TransactionID: m.TransactionID}
+		if cid := m.GetOneOption(dhcpv6.OptionClientID); cid != nil {
+			resp.AddOption(cid)
+		}
+		resp.AddOption(dhcpv6.OptServerID(server))
 	default:
 		return
 	}

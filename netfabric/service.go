@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/netip"
 	"regexp"
 	"sort"
 	"time"
@@ -36,7 +37,7 @@ type NetworkCreate struct {
 	Name    string   `json:"name"`
 	Project string   `json:"project,omitempty"` // name or ID; default: the caller's only project
 	CIDR    string   `json:"cidr"`              // IPv4, /16 to /29
-	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP
+	DNS     []string `json:"dns,omitempty"`     // handed out by DHCP (IPv4) and RAs and DHCPv6 (IPv6)
 	MTU     int      `json:"mtu,omitempty"`     // default 1450 (a 1500-byte underlay)
 	Pools   []Pool   `json:"pools,omitempty"`   // where VMs' addresses come from; default: all
 	Routes  []Route  `json:"routes,omitempty"`  // static routes handed out by DHCP
@@ -93,7 +94,20 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	if !nameRE.MatchString(req.Name) {
 		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
-	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: req.DNS, MTU: req.MTU,
+	// DNS servers of both families come in one list; the network keeps
+	// them apart (Network.DNS6).
+	var dns4, dns6 []string
+	for _, d := range req.DNS {
+		if a, err := netip.ParseAddr(d); err == nil && a.Is6() {
+			dns6 = append(dns6, d)
+		} else {
+			dns4 = append(dns4, d)
+		}
+	}
+	if len(dns4) > maxDNS || len(dns6) > maxDNS {
+		return deny(pr.ID, invalid("at most %d DNS servers of each kind", maxDNS))
+	}
+	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: dns4, DNS6: dns6, MTU: req.MTU,
 		Pools: req.Pools, Routes: req.Routes, VLAN: req.VLAN, Interface: req.Interface, Domain: req.Domain,
 		Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
 	var out Network

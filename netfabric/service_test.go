@@ -316,6 +316,21 @@ func TestVLANNetworks(t *testing.T) {
 	if _, err := e.node.Apply(ctx, netfabric.MsgBindPorts, netfabric.BindPortsCmd{Owner: "vm-p", Node: "n1"}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// What speaks on the site's network stays the admin's: a member gives
+	// no address pairs there and connects no router to it.
+	pairs := []netfabric.AddressPair{{IP: "10.80.0.254", MAC: "02:00:00:00:00:fe"}}
+	if _, err := e.svc.UpdatePort(ctx, e.nurse, "p-pacs", netfabric.PortUpdate{AddressPairs: &pairs}); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a member's address pair on a VLAN network: %v", err)
+	}
+	if _, err := e.svc.CreateRouter(ctx, e.nurse, netfabric.RouterCreate{Name: "edge"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.svc.SetRouterInterface(ctx, e.nurse, "edge", "pacs", false); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a member's router on a VLAN network: %v", err)
+	}
+	if _, err := e.svc.UpdatePort(ctx, e.admin, "p-pacs", netfabric.PortUpdate{AddressPairs: &pairs}); err != nil {
+		t.Fatalf("the admin's address pair: %v", err)
+	}
 	for _, node := range []string{"n1", "n2"} {
 		segs := netfabric.Segments(e.node.Store().ReadTxn(), node, func(string) (netip.Addr, bool) { return netip.MustParseAddr("198.18.0.9"), true })
 		if node == "n1" && (len(segs) != 1 || segs[0].Network.ID != nw.ID || len(segs[0].Peers) != 0 || len(segs[0].Remote) != 0) {

@@ -274,6 +274,14 @@ func (s *Service) UpdatePort(ctx context.Context, p *identity.Principal, id stri
 	if !p.Can(port.Project, identity.RoleMember) {
 		return nil, s.id.Deny(ctx, p, action, id, port.Project, consensus.Errorf(consensus.CodeForbidden, "not allowed to change port %s", id))
 	}
+	// On a VLAN network an address pair speaks on the site's own network:
+	// the cluster admin's call, as the network itself is.
+	if req.AddressPairs != nil && !p.IsClusterAdmin() {
+		if nw := GetNetwork(s.c.Store().ReadTxn(), port.NetworkID); nw != nil && nw.IsVLAN() {
+			return nil, s.id.Deny(ctx, p, action, id, port.Project, consensus.Errorf(consensus.CodeForbidden,
+				"only a cluster admin gives allowed address pairs on a VLAN network: they speak on the site's network"))
+		}
+	}
 	cmd := UpdatePortCmd{Port: port.ID, Project: port.Project, AddressPairs: req.AddressPairs, At: time.Now().UTC()}
 	if req.SecurityGroups != nil {
 		if len(*req.SecurityGroups) == 0 {

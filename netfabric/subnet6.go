@@ -104,11 +104,11 @@ func (n Network) Prefix6() (netip.Prefix, bool) {
 // and DHCPv6 answers come from: the gateway MAC's, the same on every node.
 func (n Network) GatewayLL() netip.Addr { return LinkLocal(GatewayMAC(n.ID)) }
 
-// DNSServers returns the network's DNS servers of one family.
-func (n Network) DNSServers(v6 bool) []netip.Addr {
+// DNSServers6 returns the network's IPv6 DNS servers.
+func (n Network) DNSServers6() []netip.Addr {
 	var out []netip.Addr
-	for _, s := range n.DNS {
-		if a, err := netip.ParseAddr(s); err == nil && a.Is6() == v6 {
+	for _, s := range n.DNS6 {
+		if a, err := netip.ParseAddr(s); err == nil && a.Is6() {
 			out = append(out, a)
 		}
 	}

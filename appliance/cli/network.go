@@ -350,7 +350,7 @@ func networkKind(n *netfabric.Network) string {
 
 func printNetwork(e *env, n *netfabric.Network) error {
 	kv := [][2]string{{"id", n.ID}, {"name", n.Name}, {"kind", networkKind(n)}, {"project", n.Project}, {"cidr", n.CIDR},
-		{"gateway", n.Gateway}, {"dns", strings.Join(n.DNS, ", ")}}
+		{"gateway", n.Gateway}, {"dns", strings.Join(append(append([]string(nil), n.DNS...), n.DNS6...), ", ")}}
 	if n.External {
 		var ps []string
 		for _, p := range n.Pools {

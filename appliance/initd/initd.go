@@ -42,6 +42,11 @@ const ImageBootFile = "/etc/cairn/boot.json"
 // Main runs the box, in the process PID1 starts for it. It returns only if
 // the power-off itself failed.
 func Main() int {
+	// The power signals PID1 passes on are this process's from its first
+	// moment: before handleSignals runs, one would end it (Go's default).
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP)
 	console := openConsole()
 	log := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo})).With("component", "init")
 	fmt.Fprintln(console, "\nCairn appliance starting")
@@ -70,7 +75,7 @@ func Main() int {
 
 	ctx, stop := context.WithCancel(context.Background())
 	action := make(chan string, 1)
-	go handleSignals(ctx, log, action)
+	go handleSignals(ctx, log, action, sigs)
 	watchPowerButton(ctx, log, action)
 
 	if boot.Debug {
@@ -175,10 +180,8 @@ func pauseThen(ctx context.Context, what string) string {
 // handleSignals maps the signals an init receives to power actions:
 // SIGUSR2 and SIGTERM power off (as busybox's poweroff sends), SIGINT
 // (Ctrl-Alt-Del, with the kernel's own reboot on it turned off) reboots.
-func handleSignals(ctx context.Context, log *slog.Logger, action chan<- string) {
+func handleSignals(ctx context.Context, log *slog.Logger, action chan<- string, ch <-chan os.Signal) {
 	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF)
-	ch := make(chan os.Signal, 1)
-	signal.Notify(ch, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGINT)
 	for {
 		select {
 		case <-ctx.Done():

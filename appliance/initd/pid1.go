@@ -38,7 +38,8 @@ func IsBoxProcess() bool {
 // (qemu-img, QEMU) from them ("waitid: no child processes").
 func PID1() int {
 	sigs := make(chan os.Signal, 32)
-	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGINT, syscall.SIGHUP)
+	signal.Notify(sigs, syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGUSR2, syscall.SIGINT)
+	signal.Ignore(syscall.SIGHUP)
 	self := os.Args[0]
 	if !filepath.IsAbs(self) {
 		self = "/init"
@@ -68,15 +69,46 @@ func PID1() int {
 			if pid == child {
 				// The box's process powers the box off or reboots it
 				// itself; if it ended instead, it failed: restart the box,
-				// as a crashed service is restarted.
-				fmt.Fprintf(os.Stderr, "init: the box process ended (%v); rebooting in 10 s\n", exitText(ws))
-				unix.Sync()
-				time.Sleep(10 * time.Second)
-				_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
+				// as a crashed service is restarted, after stopping what
+				// is left (VMs' QEMUs) and writing out the data disk.
+				fmt.Fprintf(os.Stderr, "init: the box process ended (%v); rebooting\n", exitText(ws))
+				rebootAfterCrash()
 			}
 		}
 	}
 	return 1
+}
+
+// rebootAfterCrash ends every other process (asking first), writes out
+// and unmounts the data disk, and restarts the box.
+func rebootAfterCrash() {
+	_ = unix.Kill(-1, unix.SIGTERM)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.ECHILD {
+			break // nothing left
+		}
+		if pid <= 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	_ = unix.Kill(-1, unix.SIGKILL)
+	for deadline := time.Now().Add(3 * time.Second); time.Now().Before(deadline); {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.ECHILD {
+			break
+		}
+		if pid <= 0 {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	unix.Sync()
+	_ = unix.Unmount(DataMount, 0)
+	unix.Sync()
+	_ = unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART)
 }
 
 func exitText(ws unix.WaitStatus) string {

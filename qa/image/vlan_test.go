@@ -82,8 +82,8 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 	call("POST", "/api/v1/projects", map[string]string{"name": "radiology"}, 201, nil)
 	call("POST", "/api/v1/flavors", map[string]any{"name": "tiny", "vcpus": 1, "ram_mib": 256, "disk_gib": 1}, 201, nil)
 	a.upload(guest, url.Values{"name": {"guest"}, "project": {"radiology"}, "os_type": {"linux"}})
-	// A member may not put a project on the site's network; bad VLANs
-	// change nothing.
+	// Bad VLAN networks change nothing (a member's is refused in
+	// netfabric's TestVLANNetworks).
 	call("POST", "/api/v1/networks", map[string]any{"name": "pacs", "project": "radiology", "cidr": "10.77.0.0/24", "vlan": 4095, "interface": "eth1"}, 400, nil)
 	call("POST", "/api/v1/networks", map[string]any{"name": "pacs", "project": "radiology", "cidr": "10.77.0.0/24", "vlan": 100}, 400, nil)
 	var nw struct {
@@ -96,8 +96,11 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 	if nw.VLAN != 100 || nw.MTU != 1500 {
 		t.Fatalf("network %+v", nw)
 	}
+	// The site's machines on the VLAN may reach the VM's port 8080.
+	call("POST", "/api/v1/security-groups", map[string]any{"name": "site-in", "project": "radiology",
+		"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.77.0.0/24"}}}, 201, nil)
 	call("POST", "/api/v1/vms", map[string]any{"name": "viewer", "project": "radiology", "image": "guest", "flavor": "tiny", "local_disk": true,
-		"networks":  []string{"pacs"},
+		"networks": []string{"pacs"}, "security_groups": []string{"default", "site-in"},
 		"user_data": "#cloud-config\n# cairn-guest probe 10.77.0.9:7000\n# cairn-guest probe 10.77.0.10:7000\n"}, 201, nil)
 
 	var vm struct {
@@ -137,6 +140,23 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		}
 		return nil
 	})
+	// The peer on VLAN 100 reaches the VM (through site-in).
+	hello := "hostname=viewer ip=" + ip
+	testutil.WaitFor(t, time.Minute, "the peer reaches the VM", func() error { return askIn(peerNS(site.Name, 100), ip+":8080", hello) })
+	// A machine on the VLAN poses as the VM: its MAC and its address, in
+	// gratuitous ARP a hundred times a second. The box keeps it off the
+	// VM's bridge port, else the bridge would take the VM to be on the
+	// site's side and send the peer's traffic for it nowhere.
+	stopSpoof := trunk.spoof(100, mac, ip)
+	time.Sleep(2 * time.Second)
+	for i := range 5 {
+		if err := askIn(peerNS(site.Name, 100), ip+":8080", hello); err != nil {
+			stopSpoof()
+			t.Fatalf("while a site machine posed as the VM, the peer's connection %d: %v", i, err)
+		}
+		time.Sleep(time.Second)
+	}
+	stopSpoof()
 	if bad := trunk.violations(); len(bad) > 0 {
 		t.Fatalf("the VM's frames left the box off its VLAN:\n%s", strings.Join(bad, "\n"))
 	}
@@ -254,7 +274,7 @@ func newTagTrunk(t *testing.T, tap, prefix string, peers map[int]string) *tagTru
 	_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+tap+"/disable_ipv6", []byte("1"), 0o644)
 	socks := map[int]int{}
 	for vid, addr := range peers {
-		ns, host := fmt.Sprintf("%s-n%d", prefix, vid), fmt.Sprintf("%sv%d", prefix, vid)
+		ns, host := peerNS(prefix, vid), fmt.Sprintf("%sv%d", prefix, vid)
 		for _, argv := range [][]string{
 			{"netns", "add", ns},
 			{"link", "add", host, "type", "veth", "peer", "name", "eth0", "netns", ns},
@@ -403,6 +423,40 @@ func readFrame(fd int, done <-chan struct{}) (frame []byte, vid int, ok bool) {
 	}
 }
 
+// spoof sends, every 10 ms until the returned stop is called, a
+// gratuitous ARP on VLAN vid from the MAC mac for the address ip, as a
+// machine on the site's network posing as the VM would.
+func (tr *tagTrunk) spoof(vid int, mac, ip string) (stop func()) {
+	hw, err := net.ParseMAC(mac)
+	a := net.ParseIP(ip).To4()
+	if err != nil || a == nil {
+		tr.t.Fatalf("spoof %s %s: %v", mac, ip, err)
+	}
+	frame := make([]byte, vnetHdrLen, vnetHdrLen+46)
+	frame = append(frame, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	frame = append(frame, hw...)
+	frame = binary.BigEndian.AppendUint16(frame, etherTypeVLAN)
+	frame = binary.BigEndian.AppendUint16(frame, uint16(vid))
+	frame = binary.BigEndian.AppendUint16(frame, 0x0806)
+	frame = append(frame, 0, 1, 8, 0, 6, 4, 0, 2) // Ethernet, IPv4, reply
+	frame = append(append(append(append(frame, hw...), a...), hw...), a...)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(10 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				_ = unix.Send(tr.tap, frame, 0)
+			}
+		}
+	})
+	return func() { close(done); wg.Wait() }
+}
+
 // watch starts counting the frames the VM (its MAC) sends.
 func (tr *tagTrunk) watch(mac string) {
 	tr.mu.Lock()
@@ -458,6 +512,44 @@ func servePeer(t *testing.T, ns, addr string, vid int) {
 			c.Close()
 		}
 	}()
+}
+
+// peerNS names the namespace of the peer on VLAN vid.
+func peerNS(prefix string, vid int) string { return fmt.Sprintf("%s-n%d", prefix, vid) }
+
+// askIn connects to addr from inside namespace ns and expects the first
+// line to hold want.
+func askIn(ns, addr, want string) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return err
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		return err
+	}
+	defer netns.Set(orig)
+	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(3 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.Contains(line, want) {
+		return fmt.Errorf("got %q, want %q", line, want)
+	}
+	return nil
 }
 
 // listenIn opens a TCP listener inside a named network namespace: the
