@@ -6,7 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,5 +348,29 @@ func TestIPv6Subnets(t *testing.T) {
 	ia := lease.Options.OneIANA()
 	if ia == nil || ia.Options.OneAddress() == nil || ia.Options.OneAddress().IPv6Addr.String() != wd.IP6 || fmt.Sprint(lease.Options.DNS()) != "[fd00:53::53]" {
 		t.Fatalf("DHCPv6 reply %s, want address %s and DNS fd00:53::53", lease.Summary(), wd.IP6)
+	}
+	// And ISC's dhclient, as a Debian guest with ifupdown runs it, gets
+	// the same lease.
+	dir := t.TempDir()
+	lf, pf := filepath.Join(dir, "dhclient6.leases"), filepath.Join(dir, "dhclient6.pid")
+	if err := inNS(t, gd, func() error {
+		out, err := exec.Command("dhclient", "-6", "-1", "-v", "-lf", lf, "-pf", pf, "-sf", "/bin/true", "eth0").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("dhclient -6: %v\n%s", err, out)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if b, err := os.ReadFile(pf); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+				_ = syscall.Kill(pid, syscall.SIGTERM)
+			}
+		}
+	})
+	leases, _ := os.ReadFile(lf)
+	if !strings.Contains(string(leases), "iaaddr "+wd.IP6+" ") || !strings.Contains(string(leases), "fd00:53::53") {
+		t.Fatalf("dhclient's lease, want %s and DNS fd00:53::53:\n%s", wd.IP6, leases)
 	}
 }

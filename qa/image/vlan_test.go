@@ -520,24 +520,8 @@ func peerNS(prefix string, vid int) string { return fmt.Sprintf("%s-n%d", prefix
 // askIn connects to addr from inside namespace ns and expects the first
 // line to hold want.
 func askIn(ns, addr, want string) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		return err
-	}
-	defer netns.Set(orig)
-	c, err := net.DialTimeout("tcp", addr, 3*time.Second)
-	if err != nil {
+	var c net.Conn
+	if err := inNamespace(ns, func() (err error) { c, err = net.DialTimeout("tcp", addr, 3*time.Second); return err }); err != nil {
 		return err
 	}
 	defer c.Close()
@@ -552,24 +536,30 @@ func askIn(ns, addr, want string) error {
 	return nil
 }
 
-// listenIn opens a TCP listener inside a named network namespace: the
-// socket keeps the namespace it was made in.
-func listenIn(ns, addr string) (net.Listener, error) {
+// listenIn opens a TCP listener inside a named network namespace.
+func listenIn(ns, addr string) (l net.Listener, err error) {
+	err = inNamespace(ns, func() error { l, err = net.Listen("tcp", addr); return err })
+	return l, err
+}
+
+// inNamespace runs fn on a thread in the named network namespace: the
+// sockets fn makes keep that namespace.
+func inNamespace(ns string, fn func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer orig.Close()
 	h, err := netns.GetFromName(ns)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer h.Close()
 	if err := netns.Set(h); err != nil {
-		return nil, err
+		return err
 	}
 	defer netns.Set(orig)
-	return net.Listen("tcp", addr)
+	return fn()
 }
