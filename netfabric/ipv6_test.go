@@ -86,10 +86,11 @@ func solicit(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, error) {
 	return nil, err
 }
 
-func solicitOnce(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, error) {
+// withNDP runs fn with a neighbour discovery socket on the guest's eth0,
+// from its link-local address.
+func withNDP(t *testing.T, g netns.NsHandle, fn func(c *ndp.Conn, ifi *net.Interface) error) error {
 	t.Helper()
-	var ra *ndp.RouterAdvertisement
-	err := inNS(t, g, func() error {
+	return inNS(t, g, func() error {
 		ifi, err := net.InterfaceByName("eth0")
 		if err != nil {
 			return err
@@ -99,6 +100,14 @@ func solicitOnce(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, erro
 			return err
 		}
 		defer c.Close()
+		return fn(c, ifi)
+	})
+}
+
+func solicitOnce(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, error) {
+	t.Helper()
+	var ra *ndp.RouterAdvertisement
+	err := withNDP(t, g, func(c *ndp.Conn, ifi *net.Interface) error {
 		rs := &ndp.RouterSolicitation{Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: ifi.HardwareAddr}}}
 		if err := c.WriteTo(rs, nil, netip.MustParseAddr("ff02::2")); err != nil {
 			return err
@@ -281,16 +290,7 @@ func TestIPv6Subnets(t *testing.T) {
 	if !dial6(t, gc, "", "["+wb.IP6+"]:8080") || !dial6(t, gc, "", "["+wbLL+"%eth0]:8080") {
 		t.Fatal("wc cannot reach wb")
 	}
-	if err := inNS(t, ga, func() error {
-		ifi, err := net.InterfaceByName("eth0")
-		if err != nil {
-			return err
-		}
-		c, _, err := ndp.Listen(ifi, ndp.LinkLocal)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
+	if err := withNDP(t, ga, func(c *ndp.Conn, ifi *net.Interface) error {
 		for _, target := range []string{wb.IP6, wbLL} {
 			na := &ndp.NeighborAdvertisement{Override: true, TargetAddress: netip.MustParseAddr(target),
 				Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: ifi.HardwareAddr}}}
