@@ -28,7 +28,19 @@ import (
 //     node's underlay address to UDP port 4789;
 //   - static forwarding entries: every remote port's MAC to the node it is
 //     on, and the all-zero MAC to every peer node, so broadcast and unknown
-//     unicast (ARP, DHCP) are copied to each peer (head-end replication).
+//     unicast (DHCP, ARP for an address the state does not know) are copied
+//     to each peer (head-end replication);
+//   - ARP and IPv6 neighbour solicitations answered by the bridge itself
+//     (neigh_suppress on the VXLAN port, as in EVPN): the bridge device
+//     holds a permanent neighbour entry for every bound port's addresses
+//     (IPv4, IPv6, link-local) and the gateway's, and the bridge's
+//     forwarding table a static entry for every remote port's MAC on the
+//     VXLAN port. A guest asking for a remote port's address gets the answer
+//     from its own node's kernel; a question about a local port goes to that
+//     guest only; neither crosses the underlay. It is kernel state, so it
+//     keeps answering while the agent restarts. Addresses the state does
+//     not pin to a MAC (allowed address pairs: a VRRP address moves by
+//     gratuitous ARP) have no entry, and their ARP floods as before.
 //
 // The guests' taps join their network's bridge (bridgeFor); port security
 // (portsec.go) guards them whatever bridge they are on.
@@ -44,6 +56,16 @@ type Segment struct {
 	Peers []netip.Addr
 	// Remote are the ports on those nodes.
 	Remote []RemotePort
+	// Neighbours are the addresses the segment's bridge answers ARP and
+	// neighbour solicitations for (VXLAN segments only): the bound ports'
+	// and the gateway's.
+	Neighbours []Neighbour
+}
+
+// Neighbour is an address and the MAC that has it.
+type Neighbour struct {
+	IP  netip.Addr
+	MAC net.HardwareAddr
 }
 
 // RemotePort is a port on another node: frames for its MAC go there.
@@ -106,6 +128,7 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 				peers[addr.Unmap()] = true
 			}
 		}
+		s.Neighbours = neighbours(nw, byNet[nw.ID])
 		for _, p := range byNet[nw.ID] {
 			if p.Node == "" || p.Node == node {
 				continue
@@ -120,6 +143,33 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 		sort.Slice(s.Peers, func(i, j int) bool { return s.Peers[i].Less(s.Peers[j]) })
 		out = append(out, s)
 	}
+	return out
+}
+
+// neighbours returns the addresses a segment's bridge answers for: each
+// bound port's IPv4, IPv6 and link-local address (guests use their EUI-64
+// link-local address: port security), and the gateway's.
+func neighbours(nw Network, ports []Port) []Neighbour {
+	gw := GatewayMAC(nw.ID)
+	var out []Neighbour
+	if a := nw.GatewayAddr(); a.IsValid() {
+		out = append(out, Neighbour{a, gw})
+	}
+	out = append(out, Neighbour{nw.GatewayLL(), gw})
+	for _, p := range ports {
+		mac := p.HardwareAddr()
+		if p.Node == "" || len(mac) != 6 {
+			continue
+		}
+		if a := p.Addr(); a.Is4() {
+			out = append(out, Neighbour{a, mac})
+		}
+		if a, ok := p.Addr6(); ok {
+			out = append(out, Neighbour{a, mac})
+		}
+		out = append(out, Neighbour{LinkLocal(mac), mac})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].IP.Less(out[j].IP) })
 	return out
 }
 
@@ -282,7 +332,10 @@ func (h *Host) ensureSegment(s Segment) error {
 			return fmt.Errorf("bridge %s: set MAC: %w", brName, err)
 		}
 	}
-	if err := segmentSysctls(brName, true); err != nil {
+	// A VXLAN segment's bridge keeps IPv6 neighbour entries (for the
+	// answers it gives), which a device with IPv6 off cannot hold: IPv6 is
+	// on there, with no address, no SLAAC and no forwarding.
+	if err := segmentSysctls(brName, true, !nw.IsVLAN()); err != nil {
 		return err
 	}
 	if err := setMTU(br, nw.MTU); err != nil {
@@ -334,7 +387,7 @@ func (h *Host) ensureSegment(s Segment) error {
 	if err := setMTU(vx, nw.MTU); err != nil {
 		return err
 	}
-	if err := segmentSysctls(vxName, false); err != nil {
+	if err := segmentSysctls(vxName, false, false); err != nil {
 		return err
 	}
 	if vx.Attrs().MasterIndex != br.Attrs().Index {
@@ -343,6 +396,9 @@ func (h *Host) ensureSegment(s Segment) error {
 		}
 	}
 	if err := h.syncFDB(vx, s); err != nil {
+		return err
+	}
+	if err := suppressNeighbours(br, vx, s); err != nil {
 		return err
 	}
 	for _, l := range []netlink.Link{vx, br} {
@@ -393,7 +449,7 @@ func (h *Host) ensureVLAN(nw Network, name string) (netlink.Link, error) {
 	if err := setMTU(l, nw.MTU); err != nil {
 		return nil, err
 	}
-	if err := segmentSysctls(name, false); err != nil {
+	if err := segmentSysctls(name, false, false); err != nil {
 		return nil, err
 	}
 	return l, nil
@@ -441,20 +497,145 @@ func (h *Host) stopSegmentServers(keep map[string]Segment) {
 // segmentSysctls keeps the host out of a segment's device: no IPv6 of its
 // own on it (no link-local, no neighbour discovery or SLAAC from a guest's
 // RA) and, on the bridge, no ARP answers for the host's addresses, which
-// would invite guests to it. A kernel without IPv6 has nothing to turn off.
-func segmentSysctls(dev string, bridge bool) error {
+// would invite guests to it. With neighbours (a bridge that answers for
+// the guests), IPv6 stays on so the device holds IPv6 neighbour entries,
+// but with no address of any kind (addr_gen_mode none, set before IPv6
+// comes on), no router advertisements taken, no forwarding; the guard
+// drops whatever reaches the host from it either way. A kernel without IPv6
+// has nothing to turn off.
+func segmentSysctls(dev string, bridge, neighbours bool) error {
 	kvs := [][2]string{{"ipv6/conf/" + dev + "/disable_ipv6", "1"}}
+	if neighbours {
+		kvs = [][2]string{}
+		for _, kv := range [][2]string{{"addr_gen_mode", "1"}, {"accept_ra", "0"}, {"autoconf", "0"},
+			{"forwarding", "0"}, {"router_solicitations", "0"}, {"disable_ipv6", "0"}} {
+			kvs = append(kvs, [2]string{"ipv6/conf/" + dev + "/" + kv[0], kv[1]})
+		}
+	}
 	if bridge {
 		kvs = append(kvs, [2]string{"ipv4/conf/" + dev + "/arp_ignore", "8"})
 	}
 	for _, kv := range kvs {
-		err := os.WriteFile(filepath.Join("/proc/sys/net", kv[0]), []byte(kv[1]), 0o644)
+		path := filepath.Join("/proc/sys/net", kv[0])
+		if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == kv[1] {
+			continue
+		}
+		err := os.WriteFile(path, []byte(kv[1]), 0o644)
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
 			continue
 		}
 		if err != nil {
 			return fmt.Errorf("%s: %w", dev, err)
 		}
+	}
+	if neighbours {
+		// An address made before addr_gen_mode was none (an older
+		// version's bridge brought up with IPv6 on) goes.
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			return fmt.Errorf("%s: %w", dev, err)
+		}
+		addrs, err := netlink.AddrList(l, netlink.FAMILY_V6)
+		if err != nil {
+			return fmt.Errorf("%s: list addresses: %w", dev, err)
+		}
+		for _, a := range addrs {
+			if err := netlink.AddrDel(l, &a); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+				return fmt.Errorf("%s: remove %s: %w", dev, a.IPNet, err)
+			}
+		}
+	}
+	return nil
+}
+
+// suppressNeighbours makes a VXLAN segment's bridge answer ARP and
+// neighbour solicitations for s.Neighbours itself (see the top of this
+// file): neigh_suppress on the VXLAN port, a static entry in the bridge's
+// forwarding table for each remote port's MAC on that port, and exactly
+// s.Neighbours as permanent neighbours of the bridge device. Entries are
+// changed one by one, never flushed, so answers do not stop.
+func suppressNeighbours(br, vx netlink.Link, s Segment) error {
+	if pi, err := netlink.LinkGetProtinfo(vx); err != nil || !pi.NeighSuppress {
+		if err := netlink.LinkSetBrNeighSuppress(vx, true); err != nil {
+			return fmt.Errorf("VXLAN %s: neigh_suppress: %w", vx.Attrs().Name, err)
+		}
+	}
+	// The bridge's own entries on the VXLAN port: static ones are ours.
+	wantFDB := map[string]bool{}
+	for _, r := range s.Remote {
+		wantFDB[r.MAC.String()] = true
+	}
+	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return netlink.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) })
+	if err != nil {
+		return fmt.Errorf("VXLAN %s: list forwarding entries: %w", vx.Attrs().Name, err)
+	}
+	master := func(mac net.HardwareAddr) *netlink.Neigh {
+		return &netlink.Neigh{LinkIndex: vx.Attrs().Index, Family: unix.AF_BRIDGE, State: netlink.NUD_NOARP,
+			Flags: netlink.NTF_MASTER, HardwareAddr: mac}
+	}
+	var errs []error
+	for _, n := range fdb {
+		if n.IP != nil || n.Flags&netlink.NTF_SELF != 0 || n.State&netlink.NUD_NOARP == 0 || n.State&netlink.NUD_PERMANENT != 0 {
+			continue // the tunnel's entries, learned ones, the device's own MAC
+		}
+		if wantFDB[n.HardwareAddr.String()] {
+			delete(wantFDB, n.HardwareAddr.String())
+			continue
+		}
+		if err := netlink.NeighDel(master(n.HardwareAddr)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove bridge entry %s: %w", n.HardwareAddr, err))
+		}
+	}
+	for m := range wantFDB {
+		mac, _ := net.ParseMAC(m)
+		if err := netlink.NeighSet(master(mac)); err != nil {
+			errs = append(errs, fmt.Errorf("add bridge entry %s: %w", m, err))
+		}
+	}
+	// The bridge device's neighbours: exactly the segment's.
+	want := map[netip.Addr]string{}
+	for _, n := range s.Neighbours {
+		want[n.IP] = n.MAC.String()
+	}
+	for _, family := range []int{unix.AF_INET, unix.AF_INET6} {
+		have, err := retryDump(func() ([]netlink.Neigh, error) { return netlink.NeighList(br.Attrs().Index, family) })
+		if err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: list neighbours: %w", br.Attrs().Name, err))
+			continue
+		}
+		for _, n := range have {
+			ip, _ := netip.AddrFromSlice(n.IP)
+			ip = ip.Unmap()
+			if mac, ok := want[ip]; ok && n.State == netlink.NUD_PERMANENT && n.HardwareAddr.String() == mac {
+				delete(want, ip)
+				continue
+			}
+			if _, ok := want[ip]; ok {
+				continue // replaced below
+			}
+			if err := netlink.NeighDel(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: family, IP: n.IP}); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("bridge %s: remove neighbour %s: %w", br.Attrs().Name, n.IP, err))
+			}
+		}
+	}
+	_, err = os.Stat("/proc/sys/net/ipv6")
+	ipv6 := err == nil
+	for ip, m := range want {
+		family := unix.AF_INET
+		if ip.Is6() {
+			if !ipv6 {
+				continue // a kernel without IPv6: nothing to answer
+			}
+			family = unix.AF_INET6
+		}
+		mac, _ := net.ParseMAC(m)
+		if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: br.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,
+			IP: ip.AsSlice(), HardwareAddr: mac}); err != nil {
+			errs = append(errs, fmt.Errorf("bridge %s: neighbour %s: %w", br.Attrs().Name, ip, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("segment %s: %w", br.Attrs().Name, err)
 	}
 	return nil
 }

@@ -444,7 +444,7 @@ func TestOverlayTwoBoxes(t *testing.T) {
 	if dial(t, glc, "", "10.50.0.11:7000") {
 		t.Fatal("lab-c reached ward-b, on its own box, in another project")
 	}
-	// ward-b learned ward-a's MAC by ARP: broadcast crossed the underlay.
+	// ward-b resolved ward-a's address to its MAC (box2 answered: suppress_test.go).
 	if mac := neighMAC(t, gwb, "10.50.0.10"); mac != wa.MAC {
 		t.Fatalf("ward-b resolved 10.50.0.10 to %q, want ward-a's %s", mac, wa.MAC)
 	}

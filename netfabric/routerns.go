@@ -477,7 +477,7 @@ func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network
 			return err
 		}
 	}
-	if err := segmentSysctls(hostEnd, false); err != nil {
+	if err := segmentSysctls(hostEnd, false, false); err != nil {
 		return err
 	}
 	if err := setMTU(outer, nw.MTU); err != nil {
