@@ -28,8 +28,10 @@
 // Segments derives which segments a node carries and where their peers and
 // remote ports are, and Host.ReconcileSegments builds them: a bridge with
 // no address and a VXLAN device with a static forwarding table per
-// segment, owned by name like the rest; segdhcp.go serves DHCP there for
-// the node's own ports. A VLAN provider network is a project network on
+// segment, owned by name like the rest, whose bridge answers ARP and
+// neighbour solicitations for the state's ports itself; segdhcp.go serves
+// DHCP there for the node's own ports, and segdns.go DNS on the gateway
+// address (the project's VM names, and a forwarder). A VLAN provider network is a project network on
 // an 802.1Q VLAN of an interface every node has: its bridge's uplink is a
 // VLAN device on that interface instead of a VXLAN device.
 //
@@ -38,9 +40,8 @@
 // IPs; vip.go holds the cluster's own address on the Raft leader.
 //
 // subnet6.go and segra.go are IPv6 subnets: addresses from the ports' MACs,
-// router advertisements and DHCPv6 from each port's own node.
-//
-// Still to come: IPv6 routing, a DNS forwarder.
+// router advertisements, gateway neighbour answers and DHCPv6 from each
+// port's own node; routers route them between a project's networks.
 //
 // netfabric imports consensus and appliance/identity (projects) only. hypervisor (for ports and taps) and
 // appliance (for wiring) import it.

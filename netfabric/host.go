@@ -40,8 +40,10 @@ type HostConfig struct {
 	// Node is this node's name: a project network's DHCP here answers the
 	// ports bound to it.
 	Node string
-	// ResolvConf lists files to take DNS servers from when the network names
-	// none; the first with a non-loopback IPv4 nameserver wins.
+	// ResolvConf lists files to take DNS servers from: the NAT network's
+	// guests get them when the network names none (the first file with a
+	// non-loopback IPv4 nameserver wins), and project networks' DNS
+	// forwarder asks them (the first file naming any, loopback included).
 	ResolvConf []string
 	// OnLease, if set, is called after an ACK, so the caller can mark a
 	// port's address as seen by its guest. It runs on the DHCP goroutine.
@@ -185,7 +187,7 @@ func (h *Host) ServeExisting(nat *Network, segs []Segment) error {
 	}
 	for _, s := range segs {
 		if br, err := netlink.LinkByName(h.segmentBridge(s.Network.VNI)); err == nil {
-			errs = append(errs, h.ensureSegmentServer(s.Network, br))
+			errs = append(errs, h.ensureSegmentServer(s, br))
 		}
 	}
 	return errors.Join(errs...)

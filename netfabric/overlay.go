@@ -60,6 +60,9 @@ type Segment struct {
 	// neighbour solicitations for (VXLAN segments only): the bound ports'
 	// and the gateway's.
 	Neighbours []Neighbour
+	// Routed: a router connects the network, so its advertisements name
+	// the gateway as the default IPv6 router.
+	Routed bool
 }
 
 // Neighbour is an address and the MAC that has it.
@@ -97,7 +100,11 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 	for id, nodes := range nodesOf {
 		carriers[id] = maps.Clone(nodes)
 	}
+	routed := map[string]bool{}
 	for _, r := range ListRouters(txn) {
+		for _, id := range r.Networks {
+			routed[id] = true
+		}
 		all := map[string]bool{}
 		for _, id := range r.Networks {
 			maps.Copy(all, nodesOf[id])
@@ -114,7 +121,7 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 		if !nw.IsOverlay() || !carriers[nw.ID][node] {
 			continue
 		}
-		s := Segment{Network: nw}
+		s := Segment{Network: nw, Routed: routed[nw.ID]}
 		if nw.IsVLAN() {
 			out = append(out, s) // the switch carries it between the boxes
 			continue
@@ -156,6 +163,9 @@ func neighbours(nw Network, ports []Port) []Neighbour {
 		out = append(out, Neighbour{a, gw})
 	}
 	out = append(out, Neighbour{nw.GatewayLL(), gw})
+	if a, ok := nw.Gateway6(); ok {
+		out = append(out, Neighbour{a, gw})
+	}
 	for _, p := range ports {
 		mac := p.HardwareAddr()
 		if p.Node == "" || len(mac) != 6 {
@@ -357,7 +367,7 @@ func (h *Host) ensureSegment(s Segment) error {
 				return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
 			}
 		}
-		return h.ensureSegmentServer(nw, br)
+		return h.ensureSegmentServer(s, br)
 	}
 
 	vx, err := netlink.LinkByName(vxName)
@@ -406,7 +416,7 @@ func (h *Host) ensureSegment(s Segment) error {
 			return fmt.Errorf("%s: up: %w", l.Attrs().Name, err)
 		}
 	}
-	return h.ensureSegmentServer(nw, br)
+	return h.ensureSegmentServer(s, br)
 }
 
 // ensureVLAN makes a VLAN network's 802.1Q device on its interface, named
@@ -458,9 +468,10 @@ func (h *Host) ensureVLAN(nw Network, name string) (netlink.Link, error) {
 // ensureSegmentServer runs the segment's DHCP and gateway ARP on its
 // bridge, restarting them if the bridge was recreated or the network
 // changed; h.mu must be held.
-func (h *Host) ensureSegmentServer(nw Network, br netlink.Link) error {
+func (h *Host) ensureSegmentServer(seg Segment, br netlink.Link) error {
+	nw := seg.Network
 	if cur := h.segSrv[nw.ID]; cur != nil {
-		if cur.ifindex == br.Attrs().Index && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
+		if cur.ifindex == br.Attrs().Index && cur.routed == seg.Routed && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
 			fmt.Sprint(cur.nw.DNS) == fmt.Sprint(nw.DNS) && cur.nw.CIDR6 == nw.CIDR6 && cur.nw.IPv6Mode == nw.IPv6Mode &&
 			cur.nw.Domain == nw.Domain {
 			return nil
@@ -472,7 +483,7 @@ func (h *Host) ensureSegmentServer(nw Network, br netlink.Link) error {
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", br.Attrs().Name, err)
 	}
-	srv, err := h.startSegmentServer(nw, ifi)
+	srv, err := h.startSegmentServer(nw, seg.Routed, ifi)
 	if err != nil {
 		return err
 	}

@@ -269,8 +269,9 @@ type box struct {
 func (b *box) do(t *testing.T, fn func() error) error { return inNS(t, b.ns, fn) }
 
 // newBoxes makes two boxes joined by a veth underlay (198.18.0.1 and .2),
-// each with a Host over the state's ports, the NAT network reconciled.
-func newBoxes(t *testing.T, f *fabric) [2]*box {
+// each with a Host over the state's ports (its configuration changed by
+// opts), the NAT network reconciled.
+func newBoxes(t *testing.T, f *fabric, opts ...func(box int, cfg *netfabric.HostConfig)) [2]*box {
 	t.Helper()
 	requireRoot(t)
 	var boxes [2]*box
@@ -288,6 +289,9 @@ func newBoxes(t *testing.T, f *fabric) [2]*box {
 			case b.acks <- mac.String():
 			default:
 			}
+		}
+		for _, o := range opts {
+			o(i, &cfg)
 		}
 		b.cfg = cfg
 		b.h = netfabric.NewHost(cfg, netfabric.StoreLeases(f.node.Store(), "default"))

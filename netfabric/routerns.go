@@ -260,6 +260,9 @@ func (h *Host) ensureRouter(name string, pl RouterPlan) (routed bool, err error)
 	if err := buildRouterRuleset(pl).apply(nftables.WithNetNSFd(int(ns))); err != nil {
 		return false, err
 	}
+	if err := buildRouter6Ruleset().apply(nftables.WithNetNSFd(int(ns))); err != nil {
+		return false, err
+	}
 	// Connections the table no longer allows (a floating IP taken back
 	// or moved, a gateway gone) are cut, not left to time out: whenever
 	// the router's address translation changes, and once after a start.
@@ -415,19 +418,22 @@ func sweepRouterFlows(rh *netlink.Handle, pl RouterPlan) error {
 	return err
 }
 
-// routerSysctls, in the router's namespace: it forwards; it has no IPv6
-// yet; it answers no ARP on its networks (arp_ignore 8 there) and, on the
-// external network, only for the addresses it has there.
+// routerSysctls, in the router's namespace: it forwards; IPv6 is off but
+// on the legs of networks with an IPv6 subnet (routerLeg6Sysctls); it
+// answers no ARP on its networks (arp_ignore 8 there) and, on the external
+// network, only for the addresses it has there.
 func routerSysctls() error {
 	for _, kv := range [][2]string{
 		{"ipv6/conf/all/disable_ipv6", "1"},
 		{"ipv6/conf/default/disable_ipv6", "1"},
+		{"ipv6/conf/default/addr_gen_mode", "1"},
 		{"ipv4/conf/all/arp_ignore", "0"},
 		{"ipv4/conf/default/arp_ignore", "8"},
 		{"ipv4/conf/all/arp_announce", "2"},
 		{"ipv4/conf/all/rp_filter", "0"},
 		{"ipv4/conf/default/rp_filter", "0"},
-		{"ipv4/ip_forward", "1"}, // last: the table is in place
+		{"ipv4/ip_forward", "1"}, // last: the tables are in place
+		{"ipv6/conf/all/forwarding", "1"},
 	} {
 		err := os.WriteFile("/proc/sys/net/"+kv[0], []byte(kv[1]), 0o644)
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
@@ -440,8 +446,38 @@ func routerSysctls() error {
 	return nil
 }
 
+// routerLeg6Sysctls turns IPv6 on or off on a router's leg, in its
+// namespace: on, with no address of its own making (the gateway's are
+// added), no router advertisements taken and no duplicate address
+// detection (the gateway's addresses are the same on every node, and the
+// router sends no neighbour discovery onto the network: applyRouteTable).
+func routerLeg6Sysctls(link string, on bool) func() error {
+	return func() error {
+		kvs := [][2]string{{"disable_ipv6", "1"}}
+		if on {
+			kvs = [][2]string{{"addr_gen_mode", "1"}, {"accept_ra", "0"}, {"accept_dad", "0"}, {"disable_ipv6", "0"}}
+		}
+		for _, kv := range kvs {
+			path := "/proc/sys/net/ipv6/conf/" + link + "/" + kv[0]
+			if cur, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(cur)) == kv[1] {
+				continue
+			}
+			err := os.WriteFile(path, []byte(kv[1]), 0o644)
+			if errors.Is(err, os.ErrNotExist) && !on {
+				return nil // no IPv6 in this kernel
+			}
+			if err != nil {
+				return fmt.Errorf("router namespace: %s: %w", path, err)
+			}
+		}
+		return nil
+	}
+}
+
 // ensureRouterLeg connects the router to one network: a veth from the
-// segment's bridge into the namespace, with the gateway address inside.
+// segment's bridge into the namespace, with the gateway address inside
+// (and the IPv6 gateway's, link-local and ::1, on a network with an IPv6
+// subnet).
 func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network) error {
 	hostEnd, rEnd := h.routerVeth(nw.VNI), routerIfname(nw.VNI)
 	br, err := netlink.LinkByName(h.segmentBridge(nw.VNI))
@@ -504,6 +540,18 @@ func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network
 	if err := syncAddrs(rh, inner, []netip.Prefix{gw}); err != nil {
 		return err
 	}
+	var gw6 []netip.Prefix
+	if a, ok := nw.Gateway6(); ok {
+		gw6 = []netip.Prefix{netip.PrefixFrom(nw.GatewayLL(), 64), netip.PrefixFrom(a, 64)}
+	}
+	if err := inNamespace(ns, routerLeg6Sysctls(rEnd, len(gw6) > 0)); err != nil {
+		return err
+	}
+	if len(gw6) > 0 {
+		if err := syncAddrs6(rh, inner, gw6); err != nil {
+			return err
+		}
+	}
 	if err := netlink.LinkSetUp(outer); err != nil {
 		return err
 	}
@@ -552,6 +600,41 @@ func syncAddrsAdded(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) ([]
 	return added, nil
 }
 
+// syncAddrs6 makes a link's IPv6 addresses exactly want, with no
+// duplicate address detection.
+func syncAddrs6(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) error {
+	have, err := rh.AddrList(l, unix.AF_INET6)
+	if err != nil {
+		return err
+	}
+	missing := map[netip.Prefix]bool{}
+	for _, p := range want {
+		missing[p] = true
+	}
+	for _, a := range have {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ones, _ := a.Mask.Size()
+		p := netip.PrefixFrom(ip, ones)
+		if missing[p] {
+			delete(missing, p)
+			continue
+		}
+		if err := rh.AddrDel(l, &a); err != nil {
+			return fmt.Errorf("%s: remove %s: %w", l.Attrs().Name, p, err)
+		}
+	}
+	for _, p := range want {
+		if !missing[p] {
+			continue
+		}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
+		if err := rh.AddrAdd(l, a); err != nil {
+			return fmt.Errorf("%s: add %s: %w", l.Attrs().Name, p, err)
+		}
+	}
+	return nil
+}
+
 // routerNeighbours maps the addresses a network's router reaches to their
 // MACs: every port's own address, and an allowed address pair's when all
 // ports that claim it agree on its MAC (a VRRP address with a virtual MAC,
@@ -562,6 +645,10 @@ func routerNeighbours(ports []Port) map[string]string {
 	want := map[string]string{}
 	for _, p := range ports {
 		want[p.IP] = p.MAC
+		if a, ok := p.Addr6(); ok {
+			want[a.String()] = p.MAC
+			want[LinkLocal(p.HardwareAddr()).String()] = p.MAC
+		}
 	}
 	claims := map[string]map[string]bool{}
 	for _, p := range ports {
@@ -606,6 +693,13 @@ func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 		if err != nil {
 			return err
 		}
+		if _, ok := nw.Prefix6(); ok {
+			have6, err := rh.NeighList(l.Attrs().Index, unix.AF_INET6)
+			if err != nil {
+				return err
+			}
+			have = append(have, have6...)
+		}
 		for _, n := range have {
 			ip := n.IP.String()
 			if mac, ok := want[ip]; ok && n.HardwareAddr.String() == mac && n.State&netlink.NUD_PERMANENT != 0 {
@@ -618,7 +712,11 @@ func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 		}
 		for ip, mac := range want {
 			hw, _ := net.ParseMAC(mac)
-			if err := rh.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: unix.AF_INET, State: netlink.NUD_PERMANENT,
+			family := unix.AF_INET
+			if strings.Contains(ip, ":") {
+				family = unix.AF_INET6
+			}
+			if err := rh.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,
 				IP: net.ParseIP(ip), HardwareAddr: hw}); err != nil {
 				errs = append(errs, fmt.Errorf("neighbour %s: %w", ip, err))
 			}
@@ -753,6 +851,23 @@ func buildRouterRuleset(pl RouterPlan) ruleset {
 	return ruleset{table: t, chains: []*nftables.Chain{pre, post, fw, in}, rules: rules}
 }
 
+// buildRouter6Ruleset is a router's IPv6 table: it routes its networks'
+// IPv6 subnets to each other as they are (no NAT66; the external network
+// has no IPv6 here), and takes for itself only replies and ICMPv6.
+func buildRouter6Ruleset() ruleset {
+	t := &nftables.Table{Family: nftables.TableFamilyIPv6, Name: routerTable + "6"}
+	drop := nftables.ChainPolicyDrop
+	in := &nftables.Chain{Name: "input", Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityFilter, Policy: &drop}
+	iifLo := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: ifname("lo")}}
+	icmp6 := []expr.Any{&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}}}
+	return ruleset{table: t, chains: []*nftables.Chain{in}, rules: []*nftables.Rule{
+		newRule(t, in, "iifname lo accept", iifLo, verdict(expr.VerdictAccept)),
+		newRule(t, in, "ct state established,related accept", ctReplies(), verdict(expr.VerdictAccept)),
+		newRule(t, in, "meta l4proto ipv6-icmp accept", icmp6, verdict(expr.VerdictAccept)),
+	}}
+}
+
 // applyRouteTable sends guests' frames for their gateway to the local
 // router of their network (the bridge table HostConfig.RouteTable), and
 // keeps the routers' own ARP off the segments.
@@ -766,13 +881,23 @@ func (h *Host) applyRouteTable(plans []RouterPlan) error {
 	pre := &nftables.Chain{Name: "prerouting", Table: t, Type: nftables.ChainTypeFilter,
 		Hooknum: nftables.ChainHookPrerouting, Priority: &prio, Policy: &accept}
 	m := &nftables.Set{Table: t, Name: "gateway_router", IsMap: true, KeyType: nftables.TypeEtherAddr, DataType: nftables.TypeEtherAddr}
-	var elems []nftables.SetElement
+	// The gateway's own address (its MAC with it: CIDRs overlap), where
+	// the node answers DNS.
+	gwAddrs := &nftables.Set{Table: t, Name: "gateway_addrs", Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeEtherAddr, nftables.TypeIPAddr)}
+	var elems, gwElems []nftables.SetElement
 	for _, pl := range plans {
 		for _, nw := range pl.Networks {
 			elems = append(elems, nftables.SetElement{Key: GatewayMAC(nw.ID), Val: routerMAC(nw.ID, h.cfg.Node)})
+			if gw := nw.GatewayAddr(); gw.Is4() {
+				a := gw.As4()
+				gwElems = append(gwElems, nftables.SetElement{Key: append(append(slices.Clone([]byte(GatewayMAC(nw.ID))), 0, 0), a[:]...)})
+			}
 		}
 	}
 	slices.SortFunc(elems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	slices.SortFunc(gwElems, func(a, b nftables.SetElement) int { return strings.Compare(string(a.Key), string(b.Key)) })
+	gwElems = slices.CompactFunc(gwElems, func(a, b nftables.SetElement) bool { return string(a.Key) == string(b.Key) })
 	rule := func(comment string, exprs ...[]expr.Any) *nftables.Rule { return newRule(t, pre, comment, exprs...) }
 	iifRouter := []expr.Any{&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte(h.cfg.SegmentPrefix + "q")}}
@@ -784,9 +909,27 @@ func (h *Host) applyRouteTable(plans []RouterPlan) error {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(67)}}
-	rs := ruleset{table: t, chains: []*nftables.Chain{pre}, sets: []setWithElements{{m, elems}}, rules: []*nftables.Rule{
+	dnsToGateway := []expr.Any{etherType(etherTypeIPv4)[0], etherType(etherTypeIPv4)[1],
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(dnsPort)},
+		&expr.Payload{DestRegister: regConcat, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+		&expr.Payload{DestRegister: regConcat + 2, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: regConcat, SetName: gwAddrs.Name}}
+	icmp6Type := func(op expr.CmpOp, typ byte) []expr.Any {
+		return []expr.Any{etherType(etherTypeIPv6)[0], etherType(etherTypeIPv6)[1],
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 1},
+			&expr.Cmp{Op: op, Register: 1, Data: []byte{typ}}}
+	}
+	rs := ruleset{table: t, chains: []*nftables.Chain{pre}, sets: []setWithElements{{m, elems}, {gwAddrs, gwElems}}, rules: []*nftables.Rule{
 		rule("iifname cnq* ether type arp drop", iifRouter, etherType(etherTypeARP), verdict(expr.VerdictDrop)),
+		// Nor IPv6 neighbour discovery, router discovery, redirects or
+		// MLD: the node answers for the gateway (segra.go).
+		rule("iifname cnq* icmpv6 type >= 130 drop", iifRouter, icmp6Type(expr.CmpOpGte, 130), verdict(expr.VerdictDrop)),
+		rule("icmpv6 type nd-neighbor-solicit accept (the node answers for the gateway)", icmp6Type(expr.CmpOpEq, icmp6NeighborSolicit), verdict(expr.VerdictAccept)),
 		rule("udp dport 67 accept (DHCP stays with the node's server)", dhcpToServer, verdict(expr.VerdictAccept)),
+		rule("ether daddr . ip daddr @gateway_addrs udp dport 53 accept (DNS to the gateway stays with the node's server)", dnsToGateway, verdict(expr.VerdictAccept)),
 		rule("ether daddr set ether daddr map @gateway_router", []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name},

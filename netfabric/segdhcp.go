@@ -35,18 +35,24 @@ func GatewayMAC(networkID string) net.HardwareAddr { return MACFor("gateway:" + 
 // (segra.go).
 type segServer struct {
 	nw      Network
+	routed  bool // a router connects the network (segra.go)
 	ifindex int
 	dhcp    *packet.Conn
 	arp     *packet.Conn
 	v6      *packet.Conn // nil without an IPv6 subnet
-	closed  atomic.Bool
-	quit    chan struct{}
-	wg      sync.WaitGroup
+	dns     *packet.Conn
+	// dnsSlots bounds the DNS queries it works on at once; dialer opens
+	// their sockets to the box's resolvers (segdns.go).
+	dnsSlots chan struct{}
+	dialer   *nsDialer
+	closed   atomic.Bool
+	quit     chan struct{}
+	wg       sync.WaitGroup
 }
 
 // startSegmentServer opens the sockets on the bridge (in the caller's
 // network namespace) and serves until stop.
-func (h *Host) startSegmentServer(nw Network, br *net.Interface) (*segServer, error) {
+func (h *Host) startSegmentServer(nw Network, routed bool, br *net.Interface) (*segServer, error) {
 	// The kernel hands over only what the servers answer: a guest's other
 	// traffic to the gateway's MAC never costs a system call here.
 	dhcpOnly, arpOnly, err := segmentFilters(nw.GatewayAddr())
@@ -62,17 +68,34 @@ func (h *Host) startSegmentServer(nw Network, br *net.Interface) (*segServer, er
 		d.Close()
 		return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
 	}
-	s := &segServer{nw: nw, ifindex: br.Index, dhcp: d, arp: a, quit: make(chan struct{})}
+	dn, err := listenDNS(br, nw.GatewayAddr())
+	if err != nil {
+		d.Close()
+		a.Close()
+		return nil, err
+	}
+	dialer, err := newNSDialer()
+	if err != nil {
+		d.Close()
+		a.Close()
+		dn.Close()
+		return nil, err
+	}
+	s := &segServer{nw: nw, routed: routed, ifindex: br.Index, dhcp: d, arp: a, dns: dn, quit: make(chan struct{}),
+		dnsSlots: make(chan struct{}, dnsInFlight), dialer: dialer}
 	if _, ok := nw.Prefix6(); ok {
 		if s.v6, err = listenV6(br); err != nil {
 			d.Close()
 			a.Close()
+			dn.Close()
+			dialer.close()
 			return nil, err
 		}
 	}
 	log := h.log.With("network", nw.ID, "bridge", br.Name)
 	s.wg.Go(func() { h.serveSegmentDHCP(s, log) })
 	s.wg.Go(func() { h.serveGatewayARP(s, log) })
+	s.wg.Go(func() { h.serveDNS(s, log) })
 	if s.v6 != nil {
 		s.wg.Go(func() { h.serveV6(s, log) })
 		s.wg.Go(func() { h.advertise(s, log) })
@@ -86,10 +109,12 @@ func (s *segServer) stop() {
 	close(s.quit)
 	s.dhcp.Close()
 	s.arp.Close()
+	s.dns.Close()
 	if s.v6 != nil {
 		s.v6.Close()
 	}
-	s.wg.Wait()
+	s.wg.Wait() // the queries in flight too: then nobody dials
+	s.dialer.close()
 }
 
 // segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM
@@ -290,13 +315,17 @@ func onesSum(b []byte, initial uint32) uint16 {
 	return uint16(sum)
 }
 
-// dnsOf returns the network's own DNS servers.
+// dnsOf returns the DNS servers a guest on the network is given: the
+// network's own, else the gateway, where its node answers (segdns.go).
 func dnsOf(nw Network) []net.IP {
 	var out []net.IP
 	for _, s := range nw.DNS {
 		if a, err := netip.ParseAddr(s); err == nil && a.Is4() {
 			out = append(out, a.AsSlice())
 		}
+	}
+	if len(out) == 0 && nw.GatewayAddr().Is4() {
+		out = append(out, nw.GatewayAddr().AsSlice())
 	}
 	return out
 }

@@ -26,27 +26,29 @@ import (
 // leaves on a segment's uplink: the port table's output chain.)
 
 const (
-	raInterval         = 60 * time.Second
-	prefixValid        = 30 * 24 * time.Hour
-	prefixPreferred    = 7 * 24 * time.Hour
-	dhcp6Preferred     = 24 * time.Hour
-	dhcp6Valid         = 48 * time.Hour
-	icmp6RouterSolicit = 133
-	dhcp6ServerPort    = 547
-	dhcp6ClientPort    = 546
+	raInterval           = 60 * time.Second
+	prefixValid          = 30 * 24 * time.Hour
+	prefixPreferred      = 7 * 24 * time.Hour
+	dhcp6Preferred       = 24 * time.Hour
+	dhcp6Valid           = 48 * time.Hour
+	icmp6RouterSolicit   = 133
+	icmp6NeighborSolicit = 135
+	dhcp6ServerPort      = 547
+	dhcp6ClientPort      = 546
 )
 
 var allNodes = netip.MustParseAddr("ff02::1")
 
 // v6Filter passes what the IPv6 server answers, from the IPv6 header on:
-// an ICMPv6 router solicitation, or UDP to the DHCPv6 server port (with no
-// extension headers: guests send neither with any).
+// an ICMPv6 router or neighbour solicitation, or UDP to the DHCPv6 server
+// port (with no extension headers: guests send none with them).
 func v6Filter() ([]bpf.RawInstruction, error) {
 	return bpf.Assemble([]bpf.Instruction{
 		bpf.LoadAbsolute{Off: 6, Size: 1}, // next header
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_ICMPV6, SkipFalse: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_ICMPV6, SkipFalse: 3},
 		bpf.LoadAbsolute{Off: 40, Size: 1}, // ICMPv6 type
-		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmp6RouterSolicit, SkipTrue: 3, SkipFalse: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmp6RouterSolicit, SkipTrue: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: icmp6NeighborSolicit, SkipTrue: 3, SkipFalse: 4},
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_UDP, SkipFalse: 3},
 		bpf.LoadAbsolute{Off: 42, Size: 2}, // UDP destination port
 		bpf.JumpIf{Cond: bpf.JumpEqual, Val: dhcp6ServerPort, SkipFalse: 1},
@@ -101,12 +103,46 @@ func (h *Host) serveV6(s *segServer, log *slog.Logger) {
 			if b[7] == 255 && body[0] == icmp6RouterSolicit && body[1] == 0 {
 				h.sendRA(s, p, log)
 			}
+			if b[7] == 255 && body[0] == icmp6NeighborSolicit && body[1] == 0 {
+				h.answerGatewayNS(s, p, netip.AddrFrom16([16]byte(b[8:24])), body, log)
+			}
 		case unix.IPPROTO_UDP:
 			if s.nw.IPv6Mode == IPv6DHCPv6 && len(body) >= 8 && binary.BigEndian.Uint16(body[0:]) == dhcp6ClientPort {
 				from6 := netip.AddrFrom16([16]byte(b[8:24]))
 				h.answerDHCPv6(s, p, from6, body[8:], log)
 			}
 		}
+	}
+}
+
+// answerGatewayNS answers port p's neighbour solicitation from from for
+// the gateway's addresses (link-local, and ::1 of the subnet) with the
+// gateway MAC, the same on every node, as serveGatewayARP does for IPv4:
+// the router behind it (routerns.go) never speaks neighbour discovery on
+// the network, so guests never learn a node's own MAC for their gateway.
+func (h *Host) answerGatewayNS(s *segServer, p Port, from netip.Addr, body []byte, log *slog.Logger) {
+	m, err := ndp.ParseMessage(body)
+	ns, ok := m.(*ndp.NeighborSolicitation)
+	if err != nil || !ok {
+		return
+	}
+	gw6, _ := s.nw.Gateway6()
+	if ns.TargetAddress != s.nw.GatewayLL() && ns.TargetAddress != gw6 {
+		return
+	}
+	dst, solicited := from, true
+	if from.IsUnspecified() {
+		dst, solicited = allNodes, false // duplicate address detection: tell everyone
+	}
+	na := &ndp.NeighborAdvertisement{Router: s.routed, Solicited: solicited, Override: true, TargetAddress: ns.TargetAddress,
+		Options: []ndp.Option{&ndp.LinkLayerAddress{Direction: ndp.Target, Addr: GatewayMAC(s.nw.ID)}}}
+	msg, err := ndp.MarshalMessageChecksum(na, ns.TargetAddress, dst)
+	if err != nil {
+		log.Warn("IPv6: neighbour advertisement", "err", err)
+		return
+	}
+	if _, err := s.v6.WriteTo(ip6(ns.TargetAddress, dst, unix.IPPROTO_ICMPV6, 255, msg), &packet.Addr{HardwareAddr: p.HardwareAddr()}); err != nil && !s.closed.Load() {
+		log.Warn("IPv6: send neighbour advertisement", "port", p.ID, "err", err)
 	}
 }
 
@@ -131,14 +167,20 @@ func (h *Host) advertise(s *segServer, log *slog.Logger) {
 
 // routerAdvertisement is what the network tells its guests: the prefix
 // (for SLAAC, or on-link only under DHCPv6), the MTU, DNS servers and
-// domain. No default router: routers do not route IPv6 yet.
-func routerAdvertisement(nw Network) (*ndp.RouterAdvertisement, bool) {
+// domain, and, on a network a router connects, the gateway as the default
+// router (for three advertisements' time: a router taken away is
+// forgotten within minutes, at once by the next advertisement).
+func routerAdvertisement(nw Network, routed bool) (*ndp.RouterAdvertisement, bool) {
 	p, ok := nw.Prefix6()
 	if !ok {
 		return nil, false
 	}
 	managed := nw.IPv6Mode == IPv6DHCPv6
-	ra := &ndp.RouterAdvertisement{CurrentHopLimit: 64, ManagedConfiguration: managed, OtherConfiguration: managed,
+	var lifetime time.Duration
+	if routed {
+		lifetime = 3 * raInterval
+	}
+	ra := &ndp.RouterAdvertisement{CurrentHopLimit: 64, ManagedConfiguration: managed, OtherConfiguration: managed, RouterLifetime: lifetime,
 		Options: []ndp.Option{
 			&ndp.LinkLayerAddress{Direction: ndp.Source, Addr: GatewayMAC(nw.ID)},
 			ndp.NewMTU(uint32(nw.MTU)),
@@ -157,7 +199,7 @@ func routerAdvertisement(nw Network) (*ndp.RouterAdvertisement, bool) {
 // sendRA sends port p's guest an advertisement: to all nodes at layer 3,
 // and to the guest's MAC alone at layer 2.
 func (h *Host) sendRA(s *segServer, p Port, log *slog.Logger) {
-	ra, ok := routerAdvertisement(s.nw)
+	ra, ok := routerAdvertisement(s.nw, s.routed)
 	if !ok {
 		return
 	}

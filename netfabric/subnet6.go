@@ -23,8 +23,8 @@ import (
 //
 // Either way the advertisements (segra.go) come from the node the guest's
 // port is bound to, unicast to the guest's MAC, with the network's MTU,
-// its IPv6 DNS servers (RDNSS) and its DNS domain (DNSSL). Routers do not
-// route IPv6 yet, so the advertisements name no default router.
+// its IPv6 DNS servers (RDNSS) and its DNS domain (DNSSL), and name the
+// gateway as the default router on a network a router connects.
 
 // MsgAddSubnet6 adds an IPv6 subnet to a project network.
 const MsgAddSubnet6 consensus.MessageType = 402
@@ -98,6 +98,17 @@ func LinkLocal(mac net.HardwareAddr) netip.Addr {
 func (n Network) Prefix6() (netip.Prefix, bool) {
 	p, err := netip.ParsePrefix(n.CIDR6)
 	return p, err == nil
+}
+
+// Gateway6 is a project network's IPv6 gateway address, the subnet's
+// first (::1; ports' addresses are EUI-64, never that): a router holds it
+// on the network, and the nodes answer neighbour solicitations for it.
+func (n Network) Gateway6() (netip.Addr, bool) {
+	p, ok := n.Prefix6()
+	if !ok {
+		return netip.Addr{}, false
+	}
+	return p.Addr().Next(), true
 }
 
 // GatewayLL is the link-local address a project network's advertisements

@@ -57,7 +57,9 @@ func TestNeighbourSuppression(t *testing.T) {
 
 	// What box1's bridge answers for: the gateway and every bound port,
 	// not the address pair.
-	want := []string{nw.Gateway + " " + netfabric.GatewayMAC(nw.ID).String(), netfabric.LinkLocal(netfabric.GatewayMAC(nw.ID)).String() + " " + netfabric.GatewayMAC(nw.ID).String()}
+	gwMAC := netfabric.GatewayMAC(nw.ID).String()
+	gw6, _ := nw.Gateway6()
+	want := []string{nw.Gateway + " " + gwMAC, nw.GatewayLL().String() + " " + gwMAC, gw6.String() + " " + gwMAC}
 	for _, p := range []netfabric.Port{wa, wb, wc} {
 		p = *netfabric.GetPort(f.node.Store().ReadTxn(), p.ID)
 		want = append(want, p.IP+" "+p.MAC, p.IP6+" "+p.MAC, netfabric.LinkLocal(p.HardwareAddr()).String()+" "+p.MAC)

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
@@ -105,5 +107,28 @@ func applyLease(link netlink.Link, ack *dhcpv4.DHCPv4) (netip.Addr, error) {
 			return netip.Addr{}, fmt.Errorf("default route: %w", err)
 		}
 	}
+	if err := writeResolvConf(ack); err != nil {
+		return netip.Addr{}, err
+	}
 	return ip, nil
+}
+
+// writeResolvConf writes the lease's DNS servers and domain to
+// /etc/resolv.conf, as a distribution's DHCP client does, so probes may
+// name their targets.
+func writeResolvConf(ack *dhcpv4.DHCPv4) error {
+	var b strings.Builder
+	if d := ack.DomainName(); d != "" {
+		fmt.Fprintf(&b, "search %s\n", d)
+	}
+	for _, s := range ack.DNS() {
+		fmt.Fprintf(&b, "nameserver %s\n", s)
+	}
+	if err := os.MkdirAll("/etc", 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile("/etc/resolv.conf", []byte(b.String()), 0o644); err != nil {
+		return fmt.Errorf("resolv.conf: %w", err)
+	}
+	return nil
 }

@@ -13,7 +13,9 @@ import (
 //
 //	# cairn-guest probe HOST:PORT
 //
-// (a comment in a #cloud-config, so real cloud-init ignores it).
+// (a comment in a #cloud-config, so real cloud-init ignores it). HOST may
+// be a name: it resolves through the DNS servers and domain of the DHCP
+// lease (net.go writes them to /etc/resolv.conf).
 // The guest connects to each target over TCP every two seconds, reads the
 // first line the target sends, and prints the outcome whenever it changes:
 //
