@@ -197,4 +197,3 @@ func defaultRoute6(t *testing.T, h *netlink.Handle) string {
 	}
 	return ""
 }
-
