@@ -106,6 +106,11 @@ type Host struct {
 	segs  map[string]Segment // by network id, as last built
 	peers []netip.Addr       // the underlay addresses VXLAN is taken from
 
+	// zonesSwept: the first ReconcileSegments after a start has forgotten
+	// the connections of every conntrack zone no segment here uses (a
+	// segment removed while the agent was down left them behind); h.mu.
+	zonesSwept bool
+
 	mu      sync.Mutex
 	nw      Network // as last reconciled
 	hostDNS []net.IP

@@ -287,8 +287,20 @@ func (h *Host) ReconcileSegments(ctx context.Context, segs []Segment) error {
 		}
 	}
 	// A segment that left this node (its devices gone now) leaves no
-	// connections behind for a network that may get its zone later.
-	if err := forgetZones(gone); err != nil {
+	// connections behind for a network that may get its zone later. After a
+	// start, this node does not know which segments went while the agent
+	// was down: every zone but those of the segments here now is forgotten.
+	if !h.zonesSwept {
+		keepZones := map[uint16]bool{0: true} // the host's own
+		for _, s := range want {
+			keepZones[s.Network.Zone()] = true
+		}
+		if err := forgetZonesExcept(keepZones); err != nil {
+			errs = append(errs, err)
+		} else {
+			h.zonesSwept = true
+		}
+	} else if err := forgetZones(gone); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, h.attachTaps())

@@ -829,3 +829,77 @@ func TestServeExistingAfterRestart(t *testing.T) {
 		t.Fatalf("ServeExisting changed the links:\n%s\n%s", before, after)
 	}
 }
+
+// A segment removed while the agent was down leaves no tracked connections
+// behind: the first reconcile after the start forgets every zone no segment
+// here uses (a network given that zone later must not inherit them), and
+// keeps the connections of the segments still here.
+func TestRestartForgetsRemovedSegmentsConnections(t *testing.T) {
+	f := newFabric(t)
+	if _, err := f.network(t, netfabric.Network{ID: "default", CIDR: "10.77.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	ward, err := f.network(t, netfabric.Network{ID: "ward-net", Project: f.ward, CIDR: "10.50.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lab, err := f.network(t, netfabric.Network{ID: "lab-net", Project: f.lab, CIDR: "10.50.0.0/24"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ports []netfabric.Port
+	for _, c := range []struct{ id, nw, project string }{{"wa", ward.ID, f.ward}, {"wb", ward.ID, f.ward}, {"la", lab.ID, f.lab}, {"lb", lab.ID, f.lab}} {
+		ports = append(ports, f.port(t, netfabric.PortRequest{ID: c.id, NetworkID: c.nw, Owner: c.id, Project: c.project, Node: "box1"}))
+	}
+	boxes := newBoxes(t, f)
+	b := boxes[0]
+	b.reconcileSegments(t, f, boxes)
+	var guests []netns.NsHandle
+	for _, p := range ports {
+		guests = append(guests, plugSegmentGuest(t, f, b, p))
+	}
+	// An open connection in each network (the default group lets members in).
+	echoTCP(t, guests[1], "tcp4", "0.0.0.0:8080")
+	echoTCP(t, guests[3], "tcp4", "0.0.0.0:8080")
+	for _, c := range []struct {
+		g  netns.NsHandle
+		to string
+	}{{guests[0], ports[1].IP}, {guests[2], ports[3].IP}} {
+		testutil.WaitFor(t, 10*time.Second, "an open connection to "+c.to, func() error {
+			if conn := openLine(t, c.g, c.to+":8080"); !conn.roundTrip() {
+				return fmt.Errorf("no echo")
+			}
+			return nil
+		})
+	}
+	zones := func() map[uint16]int {
+		t.Helper()
+		out := map[uint16]int{}
+		if err := b.do(t, func() error {
+			flows, err := netlink.ConntrackTableList(netlink.ConntrackTable, unix.AF_INET)
+			for _, fl := range flows {
+				out[fl.Zone]++
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	if z := zones(); z[ward.Zone()] == 0 || z[lab.Zone()] == 0 {
+		t.Fatalf("tracked connections by zone %v: want some in %d and %d", z, ward.Zone(), lab.Zone())
+	}
+
+	// The agent stops; meanwhile the ward's ports go; a new agent starts.
+	if err := b.do(t, b.h.Close); err != nil {
+		t.Fatal(err)
+	}
+	for _, owner := range []string{"wa", "wb"} {
+		f.must(t, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: owner}, nil)
+	}
+	b.h = netfabric.NewHost(b.cfg, netfabric.StoreLeases(f.node.Store(), "default"))
+	b.reconcileSegments(t, f, boxes)
+	if z := zones(); z[ward.Zone()] != 0 || z[lab.Zone()] == 0 {
+		t.Fatalf("tracked connections by zone after the restart %v: want none in the removed segment's %d, the lab's in %d still", z, ward.Zone(), lab.Zone())
+	}
+}

@@ -408,6 +408,24 @@ func forgetZones(zones map[uint16]bool) error {
 	return errors.Join(errs...)
 }
 
+// zonesExcept matches the connections of every conntrack zone but some.
+type zonesExcept map[uint16]bool
+
+func (z zonesExcept) MatchConntrackFlow(f *netlink.ConntrackFlow) bool { return !z[f.Zone] }
+
+// forgetZonesExcept removes every tracked connection outside keep (zone 0,
+// the host's own, must be in it): Cairn owns the conntrack zones of the
+// host's namespace.
+func forgetZonesExcept(keep map[uint16]bool) error {
+	var errs []error
+	for _, fam := range []netlink.InetFamily{unix.AF_INET, unix.AF_INET6} {
+		if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, zonesExcept(keep)); err != nil {
+			errs = append(errs, fmt.Errorf("forget the connections of segments removed before this start: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // sweepConnections removes the tracked connections of the guarded ports
 // that their filters do not allow (any more).
 func sweepConnections(guarded []guardedPort) error {

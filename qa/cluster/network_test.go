@@ -85,8 +85,9 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 
 	a2 := a.On(c.Node(2))
 	// pacs1 asks for pacs2 by name: its DNS server is the gateway, where
-	// its own node answers with the project's VMs (netfabric/segdns.go).
-	userData := map[string]string{"pacs1": "#cloud-config\n# cairn-guest probe pacs2:8080\n"}
+	// its own node answers with the project's VMs (netfabric/segdns.go);
+	// and it reaches pacs2 by TCP, UDP and ping.
+	userData := map[string]string{"pacs1": "#cloud-config\n# cairn-guest probe pacs2:8080\n# cairn-guest probe udp pacs2:8080\n# cairn-guest probe ping pacs2\n"}
 	for _, name := range []string{"pacs1", "pacs2"} {
 		if err := a2.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny",
 			"group": "pacs", "local_disk": true, "networks": []string{"imaging"}, "security_groups": []string{"default", "probe-in"},
@@ -115,9 +116,11 @@ func TestProjectNetworkAcrossNodes(t *testing.T) {
 		}
 	}
 
-	// pacs1 found pacs2 by its name and reached it across the nodes (the
-	// default group lets members in).
+	// pacs1 found pacs2 by its name and reached it across the nodes by
+	// TCP, UDP and ping (the default group lets members in).
 	waitSerial(t, a, "pacs1", "cairn-guest: probe pacs2:8080 ok hostname=pacs2 ip="+vms["pacs2"].IP(), 1)
+	waitSerial(t, a, "pacs1", "cairn-guest: probe udp pacs2:8080 ok hostname=pacs2 ip="+vms["pacs2"].IP(), 1)
+	waitSerial(t, a, "pacs1", "cairn-guest: probe ping pacs2 ok", 1)
 
 	// A probe on imaging's segment on pacs1's node reaches pacs2 on the
 	// other node over the segment (and pacs1 here).

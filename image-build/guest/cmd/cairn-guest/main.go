@@ -6,7 +6,8 @@
 //	cairn-guest: hostname=<name> ip=<addr>
 //
 // once it has read its seed and got a DHCP lease, answers every connection
-// to TCP port 8080 with "hostname=<name> ip=<addr>\n", prints its virtio
+// to TCP port 8080, and every datagram to UDP port 8080, with
+// "hostname=<name> ip=<addr>\n", prints its virtio
 // disks and their sizes ("cairn-guest: disks vda=<bytes> ...") whenever they
 // change, probes the targets its user-data names (probe.go), and powers off
 // on the ACPI power button. It prints its global IPv6 addresses
@@ -180,6 +181,22 @@ func serve(con *console, answer string) {
 	if err != nil {
 		con.Printf("listen: %v", err)
 		return
+	}
+	// UDP on the same port answers every datagram with the same line.
+	if pc, err := net.ListenPacket("udp", ":8080"); err != nil {
+		con.Printf("listen udp: %v", err)
+	} else {
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					con.Printf("udp: %v", err)
+					return
+				}
+				_, _ = pc.WriteTo([]byte(answer), from)
+			}
+		}()
 	}
 	for {
 		c, err := ln.Accept()
