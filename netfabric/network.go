@@ -87,6 +87,11 @@ type Network struct {
 	// admin's, carried on VLAN VLAN (1-4094) of Interface on every box
 	// instead of a VXLAN segment (its VNI then only names its devices).
 	VLAN int `json:"vlan,omitempty"`
+	// SiteGateway: a VLAN network's Gateway is a router of the site's on
+	// the VLAN, not Cairn's: the boxes hand it out by DHCP as the guests'
+	// router and never answer for it (no ARP, no DNS there); the network
+	// joins no Cairn router and has no IPv6 subnet of Cairn's.
+	SiteGateway bool `json:"site_gateway,omitempty"`
 	// Charged: counted in the project's networks quota (the network
 	// service's creates are; the proposer decides, so a command written
 	// before networks were counted replays as it applied).
@@ -375,9 +380,17 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	} else if n.VNI != 0 || n.MTU != 0 || len(n.Pools) > 0 || len(n.Routes) > 0 || n.Interface != "" || n.VLAN != 0 {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only project networks have a VXLAN segment, an MTU, allocation pools and routes", n.ID)
 	}
+	if n.SiteGateway {
+		if !n.IsVLAN() {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: only a VLAN network has a site's router as its gateway", n.ID)
+		}
+		if err := checkSiteGateway(n, p); err != nil {
+			return nil, err
+		}
+	}
 	gw := p.Addr().Next()
-	if n.External && n.Gateway != "" {
-		gw = netip.MustParseAddr(n.Gateway) // checkExternal parsed it
+	if (n.External || n.SiteGateway) && n.Gateway != "" {
+		gw = netip.MustParseAddr(n.Gateway) // checkExternal or checkSiteGateway parsed it
 	} else if n.Gateway != "" && n.Gateway != gw.String() {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s: the gateway is the first host, %s, not %s", n.ID, gw, n.Gateway)
 	}
@@ -539,6 +552,29 @@ func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 
 // ifnamePattern is a Linux interface name.
 var ifnamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
+
+// checkSiteGateway validates a VLAN network's site gateway: a host
+// address of the network, outside its allocation pools.
+func checkSiteGateway(n *Network, p netip.Prefix) error {
+	gw := p.Addr().Next()
+	if n.Gateway != "" {
+		a, err := netip.ParseAddr(n.Gateway)
+		if err != nil || !a.Is4() || !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
+			return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: gateway %q is not a host address of %s", n.ID, n.Gateway, p)
+		}
+		gw = a
+	}
+	pools, _, err := checkPoolsAndRoutes(n.ID, p, n.Pools, nil)
+	if err != nil {
+		return err
+	}
+	for _, pl := range pools {
+		if a, b := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !gw.Less(a) && !b.Less(gw) {
+			return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: allocation pool %s-%s holds the site's gateway %s", n.ID, a, b, gw)
+		}
+	}
+	return nil
+}
 
 // checkExternal validates an external network: the cluster's (no
 // project), on a named interface, with an upstream gateway inside it and

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -36,11 +37,13 @@ import (
 //     (IPv4, IPv6, link-local) and the gateway's, and the bridge's
 //     forwarding table a static entry for every remote port's MAC on the
 //     VXLAN port. A guest asking for a remote port's address gets the answer
-//     from its own node's kernel; a question about a local port goes to that
-//     guest only; neither crosses the underlay. It is kernel state, so it
-//     keeps answering while the agent restarts. Addresses the state does
-//     not pin to a MAC (allowed address pairs: a VRRP address moves by
-//     gratuitous ARP) have no entry, and their ARP floods as before.
+//     from its own node's kernel; a question about a local port is flooded
+//     on the node only; neither crosses the underlay. It is kernel state, so
+//     it keeps answering while the agent restarts. The kernel also keeps
+//     gratuitous ARP and unsolicited neighbour advertisements off a
+//     suppressing port, which would stop a VRRP address (an allowed address
+//     pair) from moving between guests on different nodes: a network with
+//     address pairs does not suppress, and its ARP floods as before.
 //
 // The guests' taps join their network's bridge (bridgeFor); port security
 // (portsec.go) guards them whatever bridge they are on.
@@ -56,13 +59,17 @@ type Segment struct {
 	Peers []netip.Addr
 	// Remote are the ports on those nodes.
 	Remote []RemotePort
-	// Neighbours are the addresses the segment's bridge answers ARP and
-	// neighbour solicitations for (VXLAN segments only): the bound ports'
-	// and the gateway's.
+	// Suppress: the segment's bridge answers ARP and neighbour
+	// solicitations for Neighbours itself (a VXLAN segment none of whose
+	// ports has allowed address pairs); Neighbours are the bound ports'
+	// addresses and the gateway's.
+	Suppress   bool
 	Neighbours []Neighbour
 	// Routed: a router connects the network, so its advertisements name
-	// the gateway as the default IPv6 router.
-	Routed bool
+	// the gateway as the default IPv6 router. Egress: that router has a
+	// gateway, a way out of the project, so the DNS server forwards what
+	// the project has not got (segdns.go).
+	Routed, Egress bool
 }
 
 // Neighbour is an address and the MAC that has it.
@@ -100,10 +107,11 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 	for id, nodes := range nodesOf {
 		carriers[id] = maps.Clone(nodes)
 	}
-	routed := map[string]bool{}
+	routed, egress := map[string]bool{}, map[string]bool{}
 	for _, r := range ListRouters(txn) {
 		for _, id := range r.Networks {
 			routed[id] = true
+			egress[id] = egress[id] || r.External != ""
 		}
 		all := map[string]bool{}
 		for _, id := range r.Networks {
@@ -121,7 +129,7 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 		if !nw.IsOverlay() || !carriers[nw.ID][node] {
 			continue
 		}
-		s := Segment{Network: nw, Routed: routed[nw.ID]}
+		s := Segment{Network: nw, Routed: routed[nw.ID], Egress: egress[nw.ID]}
 		if nw.IsVLAN() {
 			out = append(out, s) // the switch carries it between the boxes
 			continue
@@ -135,7 +143,9 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 				peers[addr.Unmap()] = true
 			}
 		}
-		s.Neighbours = neighbours(nw, byNet[nw.ID])
+		if !slices.ContainsFunc(byNet[nw.ID], func(p Port) bool { return len(p.AddressPairs) > 0 }) {
+			s.Suppress, s.Neighbours = true, neighbours(nw, byNet[nw.ID])
+		}
 		for _, p := range byNet[nw.ID] {
 			if p.Node == "" || p.Node == node {
 				continue
@@ -483,9 +493,9 @@ func (h *Host) ensureVLAN(nw Network, name string) (netlink.Link, error) {
 func (h *Host) ensureSegmentServer(seg Segment, br netlink.Link) error {
 	nw := seg.Network
 	if cur := h.segSrv[nw.ID]; cur != nil {
-		if cur.ifindex == br.Attrs().Index && cur.routed == seg.Routed && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
+		if cur.ifindex == br.Attrs().Index && cur.routed == seg.Routed && cur.forward == seg.Egress && cur.nw.CIDR == nw.CIDR && cur.nw.MTU == nw.MTU &&
 			fmt.Sprint(cur.nw.DNS) == fmt.Sprint(nw.DNS) && cur.nw.CIDR6 == nw.CIDR6 && cur.nw.IPv6Mode == nw.IPv6Mode &&
-			cur.nw.Domain == nw.Domain {
+			cur.nw.Domain == nw.Domain && cur.nw.Gateway == nw.Gateway && cur.nw.SiteGateway == nw.SiteGateway {
 			return nil
 		}
 		cur.stop()
@@ -495,7 +505,7 @@ func (h *Host) ensureSegmentServer(seg Segment, br netlink.Link) error {
 	if err != nil {
 		return fmt.Errorf("bridge %s: %w", br.Attrs().Name, err)
 	}
-	srv, err := h.startSegmentServer(nw, seg.Routed, ifi)
+	srv, err := h.startSegmentServer(seg, ifi)
 	if err != nil {
 		return err
 	}
@@ -571,6 +581,12 @@ func segmentSysctls(dev string, bridge, neighbours bool) error {
 	return nil
 }
 
+// ipv6Kernel reports whether the kernel has IPv6.
+func ipv6Kernel() bool {
+	_, err := os.Stat("/proc/sys/net/ipv6")
+	return err == nil
+}
+
 // suppressNeighbours makes a VXLAN segment's bridge answer ARP and
 // neighbour solicitations for s.Neighbours itself (see the top of this
 // file): neigh_suppress on the VXLAN port, a static entry in the bridge's
@@ -578,15 +594,17 @@ func segmentSysctls(dev string, bridge, neighbours bool) error {
 // s.Neighbours as permanent neighbours of the bridge device. Entries are
 // changed one by one, never flushed, so answers do not stop.
 func suppressNeighbours(br, vx netlink.Link, s Segment) error {
-	if pi, err := netlink.LinkGetProtinfo(vx); err != nil || !pi.NeighSuppress {
-		if err := netlink.LinkSetBrNeighSuppress(vx, true); err != nil {
+	if pi, err := netlink.LinkGetProtinfo(vx); err != nil || pi.NeighSuppress != s.Suppress {
+		if err := netlink.LinkSetBrNeighSuppress(vx, s.Suppress); err != nil {
 			return fmt.Errorf("VXLAN %s: neigh_suppress: %w", vx.Attrs().Name, err)
 		}
 	}
 	// The bridge's own entries on the VXLAN port: static ones are ours.
 	wantFDB := map[string]bool{}
 	for _, r := range s.Remote {
-		wantFDB[r.MAC.String()] = true
+		if s.Suppress {
+			wantFDB[r.MAC.String()] = true
+		}
 	}
 	fdb, err := retryDump(func() ([]netlink.Neigh, error) { return netlink.NeighList(vx.Attrs().Index, unix.AF_BRIDGE) })
 	if err != nil {
@@ -641,8 +659,7 @@ func suppressNeighbours(br, vx netlink.Link, s Segment) error {
 			}
 		}
 	}
-	_, err = os.Stat("/proc/sys/net/ipv6")
-	ipv6 := err == nil
+	ipv6 := ipv6Kernel()
 	for ip, m := range want {
 		family := unix.AF_INET
 		if ip.Is6() {

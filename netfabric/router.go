@@ -275,6 +275,9 @@ func applyRouterInterface(tx *consensus.Tx, c *RouterInterfaceCmd) (any, error) 
 	if nw == nil || nw.Project != r.Project {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "network %q not found in the router's project", c.Network)
 	}
+	if nw.SiteGateway {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s is routed by the site's router %s, not Cairn's", nw.Name, nw.Gateway)
+	}
 	if o := RouterOf(tx.Txn, nw.ID); o != nil {
 		if o.ID == r.ID {
 			return r, nil

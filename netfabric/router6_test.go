@@ -142,6 +142,30 @@ func TestRouterIPv6(t *testing.T) {
 			t.Errorf("a solicitation for %s was answered with %v, want only %s", target, answers, want)
 		}
 	}
+	// Another pass leaves the router's IPv6 alone: no address of a leg
+	// goes, even for a moment.
+	var st unix.Stat_t
+	if err := unix.Fstat(int(boxes[0].ns), &st); err != nil {
+		t.Fatal(err)
+	}
+	rns, err := netns.GetFromPath(fmt.Sprintf("/run/netns/cairn-%x-r1", st.Ino))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rns.Close()
+	updates, done := make(chan netlink.AddrUpdate, 64), make(chan struct{})
+	if err := netlink.AddrSubscribeWithOptions(updates, done, netlink.AddrSubscribeOptions{Namespace: &rns}); err != nil {
+		t.Fatal(err)
+	}
+	boxes[0].reconcileSegments(t, f, boxes)
+	boxes[0].reconcileRouters(t, f)
+	time.Sleep(100 * time.Millisecond)
+	close(done)
+	for u := range updates {
+		if !u.NewAddr {
+			t.Errorf("a reconcile took the router's address %s away", u.LinkAddress.String())
+		}
+	}
 	// The router answers pings to its gateway address, and nothing else.
 	if !ping6(t, gA, gw6.String()) {
 		t.Error("the router does not answer a ping to the gateway")

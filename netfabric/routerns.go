@@ -435,6 +435,12 @@ func routerSysctls() error {
 		{"ipv4/ip_forward", "1"}, // last: the tables are in place
 		{"ipv6/conf/all/forwarding", "1"},
 	} {
+		// Only what differs: a write to conf/all reaches every device, and
+		// disable_ipv6 there would take the legs' IPv6 (addresses,
+		// neighbours) down with it on every pass.
+		if cur, err := os.ReadFile("/proc/sys/net/" + kv[0]); err == nil && strings.TrimSpace(string(cur)) == kv[1] {
+			continue
+		}
 		err := os.WriteFile("/proc/sys/net/"+kv[0], []byte(kv[1]), 0o644)
 		if errors.Is(err, os.ErrNotExist) && strings.HasPrefix(kv[0], "ipv6/") {
 			continue
@@ -541,7 +547,7 @@ func (h *Host) ensureRouterLeg(ns netns.NsHandle, rh *netlink.Handle, nw Network
 		return err
 	}
 	var gw6 []netip.Prefix
-	if a, ok := nw.Gateway6(); ok {
+	if a, ok := nw.Gateway6(); ok && ipv6Kernel() {
 		gw6 = []netip.Prefix{netip.PrefixFrom(nw.GatewayLL(), 64), netip.PrefixFrom(a, 64)}
 	}
 	if err := inNamespace(ns, routerLeg6Sysctls(rEnd, len(gw6) > 0)); err != nil {
@@ -693,7 +699,7 @@ func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 		if err != nil {
 			return err
 		}
-		if _, ok := nw.Prefix6(); ok {
+		if _, ok := nw.Prefix6(); ok && ipv6Kernel() {
 			have6, err := rh.NeighList(l.Attrs().Index, unix.AF_INET6)
 			if err != nil {
 				return err
@@ -714,6 +720,9 @@ func syncNeighbours(rh *netlink.Handle, pl RouterPlan) error {
 			hw, _ := net.ParseMAC(mac)
 			family := unix.AF_INET
 			if strings.Contains(ip, ":") {
+				if !ipv6Kernel() {
+					continue
+				}
 				family = unix.AF_INET6
 			}
 			if err := rh.NeighSet(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT,

@@ -1,6 +1,7 @@
 package netfabric
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/mdlayher/packet"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -41,10 +43,16 @@ type segServer struct {
 	arp     *packet.Conn
 	v6      *packet.Conn // nil without an IPv6 subnet
 	dns     *packet.Conn
-	// dnsSlots bounds the DNS queries it works on at once; dialer opens
-	// their sockets to the box's resolvers (segdns.go).
-	dnsSlots chan struct{}
-	dialer   *nsDialer
+	// DNS (segdns.go): forward names the project does not have to the
+	// box's resolvers; the queries in flight, by port; hostNS, the
+	// namespace the forwarder's sockets are opened in; ctx ends with stop.
+	forward  bool
+	dnsMu    sync.Mutex
+	dnsBusy  map[string]int
+	dnsTotal int
+	hostNS   netns.NsHandle
+	ctx      context.Context
+	cancel   context.CancelFunc
 	closed   atomic.Bool
 	quit     chan struct{}
 	wg       sync.WaitGroup
@@ -52,7 +60,8 @@ type segServer struct {
 
 // startSegmentServer opens the sockets on the bridge (in the caller's
 // network namespace) and serves until stop.
-func (h *Host) startSegmentServer(nw Network, routed bool, br *net.Interface) (*segServer, error) {
+func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (*segServer, error) {
+	nw := seg.Network
 	// The kernel hands over only what the servers answer: a guest's other
 	// traffic to the gateway's MAC never costs a system call here.
 	dhcpOnly, arpOnly, err := segmentFilters(nw.GatewayAddr())
@@ -74,28 +83,34 @@ func (h *Host) startSegmentServer(nw Network, routed bool, br *net.Interface) (*
 		a.Close()
 		return nil, err
 	}
-	dialer, err := newNSDialer()
+	hostNS, err := netns.Get()
 	if err != nil {
 		d.Close()
 		a.Close()
 		dn.Close()
-		return nil, err
+		return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
 	}
-	s := &segServer{nw: nw, routed: routed, ifindex: br.Index, dhcp: d, arp: a, dns: dn, quit: make(chan struct{}),
-		dnsSlots: make(chan struct{}, dnsInFlight), dialer: dialer}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &segServer{nw: nw, routed: seg.Routed, forward: seg.Egress, ifindex: br.Index, dhcp: d, arp: a, dns: dn, quit: make(chan struct{}),
+		hostNS: hostNS, ctx: ctx, cancel: cancel}
 	if _, ok := nw.Prefix6(); ok {
 		if s.v6, err = listenV6(br); err != nil {
 			d.Close()
 			a.Close()
 			dn.Close()
-			dialer.close()
+			hostNS.Close()
+			cancel()
 			return nil, err
 		}
 	}
 	log := h.log.With("network", nw.ID, "bridge", br.Name)
 	s.wg.Go(func() { h.serveSegmentDHCP(s, log) })
-	s.wg.Go(func() { h.serveGatewayARP(s, log) })
-	s.wg.Go(func() { h.serveDNS(s, log) })
+	if !nw.SiteGateway {
+		// The gateway is the nodes' to answer for; a site's router on a
+		// VLAN answers for itself.
+		s.wg.Go(func() { h.serveGatewayARP(s, log) })
+		s.wg.Go(func() { h.serveDNS(s, log) })
+	}
 	if s.v6 != nil {
 		s.wg.Go(func() { h.serveV6(s, log) })
 		s.wg.Go(func() { h.advertise(s, log) })
@@ -107,6 +122,7 @@ func (h *Host) startSegmentServer(nw Network, routed bool, br *net.Interface) (*
 func (s *segServer) stop() {
 	s.closed.Store(true)
 	close(s.quit)
+	s.cancel() // the forwarder's queries give up
 	s.dhcp.Close()
 	s.arp.Close()
 	s.dns.Close()
@@ -114,7 +130,7 @@ func (s *segServer) stop() {
 		s.v6.Close()
 	}
 	s.wg.Wait() // the queries in flight too: then nobody dials
-	s.dialer.close()
+	s.hostNS.Close()
 }
 
 // segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM
@@ -191,7 +207,11 @@ func (h *Host) serveSegmentDHCP(s *segServer, log *slog.Logger) {
 		if !ok {
 			continue // another node's port, or none: not ours to answer
 		}
-		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dnsOf(s.nw), s.nw.MTU, log)
+		dns := dnsOf(s.nw)
+		if s.nw.SiteGateway && len(dns) == 0 {
+			dns = resolvers(h.cfg.ResolvConf) // no DNS on the site's router's address
+		}
+		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dns, s.nw.MTU, log)
 		if resp == nil {
 			continue
 		}
@@ -316,7 +336,8 @@ func onesSum(b []byte, initial uint32) uint16 {
 }
 
 // dnsOf returns the DNS servers a guest on the network is given: the
-// network's own, else the gateway, where its node answers (segdns.go).
+// network's own, else the gateway, where its node answers (segdns.go),
+// unless the gateway is a site's router.
 func dnsOf(nw Network) []net.IP {
 	var out []net.IP
 	for _, s := range nw.DNS {
@@ -324,7 +345,7 @@ func dnsOf(nw Network) []net.IP {
 			out = append(out, a.AsSlice())
 		}
 	}
-	if len(out) == 0 && nw.GatewayAddr().Is4() {
+	if len(out) == 0 && nw.GatewayAddr().Is4() && !nw.SiteGateway {
 		out = append(out, nw.GatewayAddr().AsSlice())
 	}
 	return out

@@ -3,19 +3,19 @@ package netfabric
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/mdlayher/packet"
 	"github.com/miekg/dns"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -28,17 +28,24 @@ import (
 //
 //   - The project's VMs by name: a single label ("pacs"), or a name in the
 //     network's domain ("pacs.ward.example.org"), is a port's hostname in
-//     the project, A and AAAA from the state; the asking network's ports
-//     first, then the project's other networks'. PTR for those addresses.
+//     the project (a dotted hostname also as itself), A and AAAA from the
+//     state; the asking network's ports first, then the project's other
+//     networks'. PTR for those addresses.
 //   - Such names nobody has are NXDOMAIN here and never leave the box: in
 //     the network's domain all of them, a single label for A and AAAA (as
 //     dnsmasq's domain-needed; "com" DS still goes out), and reverse names
 //     in the network's own subnets.
 //   - Everything else goes to the box's own resolvers (HostConfig.ResolvConf;
-//     a loopback resolver is fine, the forwarder runs on the host), and the
-//     answer back, cut to what the guest can take in one datagram (its
-//     EDNS size or 512, at most the segment's MTU) with TC set if it did
-//     not fit. There is no DNS over TCP on the gateway.
+//     a loopback resolver is fine, the forwarder runs on the host) only if
+//     the network has a way out (a router with a gateway; Segment.Egress):
+//     a network that reaches nothing outside the project gets no tunnel
+//     out through DNS either, and is REFUSED. The forwarder asks with a
+//     query of its own (the guest's question, nothing else of its
+//     message), and the answer goes back cut to what the guest can take in
+//     one datagram (its EDNS size or 512, at most the segment's MTU), TC
+//     set if it did not fit. There is no DNS over TCP on the gateway.
+//   - At most dnsInFlight queries per segment are worked on at once, and
+//     dnsPerPort of them one port's; more are dropped.
 //
 // A guest's other names (another project's VMs) never resolve: only the
 // asking network's project is searched.
@@ -46,8 +53,12 @@ import (
 const (
 	dnsPort     = 53
 	dnsTTL      = 30 // seconds: a VM recreated elsewhere is found again soon
-	dnsInFlight = 64 // queries a segment's forwarder works on at once; more are dropped (the guest asks again)
+	dnsInFlight = 64 // queries a segment's server works on at once; more are dropped (the guest asks again)
+	dnsPerPort  = 8  // of them, one port's at most
 	dnsUpstream = 2 * time.Second
+	// dnsUpstreamSize is the EDNS buffer the forwarder offers its
+	// resolvers (the DNS flag day's size).
+	dnsUpstreamSize = 1232
 )
 
 // dnsFilter passes unfragmented IPv4 UDP to port 53 of the gateway.
@@ -109,17 +120,13 @@ func (h *Host) serveDNS(s *segServer, log *slog.Logger) {
 		if err := q.Unpack(payload); err != nil || q.Response {
 			continue
 		}
-		select {
-		case s.dnsSlots <- struct{}{}:
-		default:
+		if !s.dnsTake(p.ID) {
 			continue // busy: the guest's resolver asks again
 		}
 		s.wg.Go(func() {
-			defer func() { <-s.dnsSlots }()
-			r := h.answerDNS(s, p, q, log)
-			if r == nil {
-				return
-			}
+			defer s.dnsDone(p.ID)
+			r := h.answerDNS(s, q, log)
+			r.Truncate(guestDNSSize(q, s.nw.MTU))
 			out, err := r.Pack()
 			if err != nil {
 				log.Warn("DNS: pack answer", "name", q.Question, "err", err)
@@ -133,41 +140,112 @@ func (h *Host) serveDNS(s *segServer, log *slog.Logger) {
 	}
 }
 
-// answerDNS answers q from port p: from the state for the project's
-// names, else from the box's resolvers.
-func (h *Host) answerDNS(s *segServer, p Port, q *dns.Msg, log *slog.Logger) *dns.Msg {
+// dnsTake claims one of the segment's query slots for a port, at most
+// dnsPerPort of them: one guest cannot take all.
+func (s *segServer) dnsTake(port string) bool {
+	s.dnsMu.Lock()
+	defer s.dnsMu.Unlock()
+	if s.dnsBusy == nil {
+		s.dnsBusy = map[string]int{}
+	}
+	if s.dnsTotal >= dnsInFlight || s.dnsBusy[port] >= dnsPerPort {
+		return false
+	}
+	s.dnsBusy[port]++
+	s.dnsTotal++
+	return true
+}
+
+func (s *segServer) dnsDone(port string) {
+	s.dnsMu.Lock()
+	defer s.dnsMu.Unlock()
+	if s.dnsBusy[port]--; s.dnsBusy[port] <= 0 {
+		delete(s.dnsBusy, port)
+	}
+	s.dnsTotal--
+}
+
+// answerDNS answers q: from the state for the project's names, else from
+// the box's resolvers if the network has a way out, else REFUSED. The
+// answer carries EDNS if the question did.
+func (h *Host) answerDNS(s *segServer, q *dns.Msg, log *slog.Logger) *dns.Msg {
 	r := new(dns.Msg)
-	if q.Opcode != dns.OpcodeQuery {
-		return r.SetRcode(q, dns.RcodeNotImplemented)
+	switch {
+	case q.Opcode != dns.OpcodeQuery:
+		r.SetRcode(q, dns.RcodeNotImplemented)
+	case len(q.Question) != 1:
+		r.SetRcode(q, dns.RcodeFormatError)
+	default:
+		if local := h.localDNS(s.nw, q); local != nil {
+			r = local
+		} else if s.forward && q.Question[0].Qclass == dns.ClassINET {
+			r = h.forwardDNS(s, q, log)
+		} else {
+			// A network with no way out of the project (no router with
+			// a gateway) gets none through DNS either.
+			r.SetRcode(q, dns.RcodeRefused)
+		}
 	}
-	if len(q.Question) != 1 {
-		return r.SetRcode(q, dns.RcodeFormatError)
+	if opt := q.IsEdns0(); opt != nil && r.IsEdns0() == nil {
+		r.SetEdns0(uint16(guestDNSSize(q, s.nw.MTU)), opt.Do())
 	}
-	if local := h.localDNS(s.nw, q); local != nil {
-		return local
-	}
-	// The guest's message as it sent it (its id, flags, EDNS), to each of
-	// the box's resolvers in turn (as resolv.conf names them now); over TCP
-	// when the answer did not fit.
+	return r
+}
+
+// forwardDNS asks the box's resolvers (as resolv.conf names them now) in
+// turn: a query of its own with the guest's question alone (its own id,
+// recursion desired, EDNS with the guest's DNSSEC bit, none of the
+// guest's other flags or options), over TCP when the answer did not fit.
+func (h *Host) forwardDNS(s *segServer, q *dns.Msg, log *slog.Logger) *dns.Msg {
+	r := new(dns.Msg)
 	ups := upstreams(h.cfg.ResolvConf)
 	if len(ups) == 0 {
 		return r.SetRcode(q, dns.RcodeServerFailure)
 	}
+	fq := new(dns.Msg)
+	fq.SetQuestion(q.Question[0].Name, q.Question[0].Qtype)
+	fq.CheckingDisabled = q.CheckingDisabled
+	do := false
+	if opt := q.IsEdns0(); opt != nil {
+		do = opt.Do()
+	}
+	fq.SetEdns0(dnsUpstreamSize, do)
 	var err error
 	for _, up := range ups {
 		var a *dns.Msg
-		a, err = s.dialer.exchange("udp", up, q)
-		if err == nil && a.Truncated {
-			a, err = s.dialer.exchange("tcp", up, q)
+		if a, err = s.exchange(h, "udp", up, fq); err == nil && a.Truncated {
+			if full, terr := s.exchange(h, "tcp", up, fq); terr == nil {
+				a = full
+			}
 		}
 		if err == nil {
-			a.Id = q.Id
-			a.Truncate(guestDNSSize(q, s.nw.MTU))
+			a.Id, a.Question = q.Id, q.Question
+			a.Extra = slices.DeleteFunc(a.Extra, func(rr dns.RR) bool { return rr.Header().Rrtype == dns.TypeOPT })
 			return a
 		}
 	}
 	log.Debug("DNS: no resolver answered", "name", q.Question[0].Name, "err", err)
 	return r.SetRcode(q, dns.RcodeServerFailure)
+}
+
+// exchange sends q to addr over network from the namespace the server
+// was started in, and gives up when the server stops.
+func (s *segServer) exchange(h *Host, network, addr string, q *dns.Msg) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(s.ctx, dnsUpstream)
+	defer cancel()
+	var conn net.Conn
+	// The socket is opened from a thread in that namespace (the host's; a
+	// test's box): the queries' goroutines may run on any thread.
+	if err := inNamespace(s.hostNS, func() (err error) {
+		conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	c := &dns.Conn{Conn: conn, UDPSize: dns.MaxMsgSize}
+	defer c.Close()
+	a, _, err := (&dns.Client{Net: network, UDPSize: dns.MaxMsgSize}).ExchangeWithConnContext(ctx, q, c)
+	return a, err
 }
 
 // guestDNSSize is the largest answer the guest takes in one datagram on
@@ -194,25 +272,27 @@ func (h *Host) localDNS(nw Network, q *dns.Msg) *dns.Msg {
 	if qq.Qtype == dns.TypePTR {
 		return h.reverseDNS(nw, q, name)
 	}
-	host := strings.TrimSuffix(name, ".")
-	inDomain := false
+	full := strings.TrimSuffix(name, ".")
+	host, inDomain := full, false
 	if d := strings.ToLower(nw.Domain); d != "" {
-		host, inDomain = strings.CutSuffix(host, "."+d)
+		host, inDomain = strings.CutSuffix(full, "."+d)
 	}
-	switch {
-	case host == "":
+	if full == "" {
 		return nil // the root
-	case strings.Contains(host, ".") && !inDomain:
-		return nil // a name elsewhere: the resolvers'
-	case strings.Contains(host, "."):
-		return answer(q, dns.RcodeNameError) // no VM has a dotted name
 	}
-	ports := h.projectPorts(nw, func(p Port) bool { return strings.EqualFold(p.Hostname, host) })
+	// A port's hostname, in the network's domain or as it is (a dotted
+	// hostname names itself).
+	ports := h.projectPorts(nw, func(p Port) bool {
+		return p.Hostname != "" && (strings.EqualFold(p.Hostname, host) && (inDomain || !strings.Contains(host, ".")) || strings.EqualFold(p.Hostname, full))
+	})
 	if len(ports) == 0 {
-		if !inDomain && qq.Qtype != dns.TypeA && qq.Qtype != dns.TypeAAAA {
-			return nil // a top-level name's other records ("com" DS): the resolvers'
+		switch {
+		case inDomain:
+			return answer(q, dns.RcodeNameError) // the network's domain is the nodes'
+		case !strings.Contains(full, ".") && (qq.Qtype == dns.TypeA || qq.Qtype == dns.TypeAAAA):
+			return answer(q, dns.RcodeNameError) // a plain name never leaves the box
 		}
-		return answer(q, dns.RcodeNameError)
+		return nil // a name elsewhere, or a top-level name's other records ("com" DS): the resolvers'
 	}
 	r := answer(q, dns.RcodeSuccess)
 	hdr := dns.RR_Header{Name: qq.Name, Class: dns.ClassINET, Ttl: dnsTTL}
@@ -252,8 +332,10 @@ func (h *Host) reverseDNS(nw Network, q *dns.Msg, name string) *dns.Msg {
 		}
 		return nil
 	}
+	// A plain hostname in the asking network's domain; a dotted one is
+	// whole already.
 	target := strings.ToLower(ports[0].Hostname) + "."
-	if nw.Domain != "" {
+	if nw.Domain != "" && !strings.Contains(ports[0].Hostname, ".") {
 		target = strings.ToLower(ports[0].Hostname) + "." + strings.ToLower(nw.Domain) + "."
 	}
 	r := answer(q, dns.RcodeSuccess)
@@ -346,64 +428,4 @@ func upstreams(paths []string) []string {
 		}
 	}
 	return nil
-}
-
-// nsDialer opens the forwarder's sockets in the network namespace its
-// server was started in (the host's; a test's box), from one thread that
-// stays there: the queries' own goroutines may run on any thread.
-type nsDialer struct {
-	req chan dialReq
-}
-
-type dialReq struct {
-	network, addr string
-	res           chan dialRes
-}
-
-type dialRes struct {
-	conn net.Conn
-	err  error
-}
-
-// newNSDialer returns a dialer for the calling thread's namespace.
-func newNSDialer() (*nsDialer, error) {
-	ns, err := netns.Get()
-	if err != nil {
-		return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
-	}
-	d := &nsDialer{req: make(chan dialReq)}
-	ready := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
-		err := netns.Set(ns)
-		ns.Close()
-		ready <- err
-		if err != nil {
-			return
-		}
-		for r := range d.req {
-			c, err := net.DialTimeout(r.network, r.addr, dnsUpstream)
-			r.res <- dialRes{c, err}
-		}
-	}()
-	if err := <-ready; err != nil {
-		return nil, fmt.Errorf("DNS forwarder: enter namespace: %w", err)
-	}
-	return d, nil
-}
-
-func (d *nsDialer) close() { close(d.req) }
-
-// exchange sends q to addr over network and returns the answer.
-func (d *nsDialer) exchange(network, addr string, q *dns.Msg) (*dns.Msg, error) {
-	res := make(chan dialRes, 1)
-	d.req <- dialReq{network, addr, res}
-	r := <-res
-	if r.err != nil {
-		return nil, r.err
-	}
-	c := &dns.Conn{Conn: r.conn, UDPSize: dns.MaxMsgSize}
-	defer c.Close()
-	a, _, err := (&dns.Client{Net: network, Timeout: dnsUpstream, UDPSize: dns.MaxMsgSize}).ExchangeWithConn(q, c)
-	return a, err
 }

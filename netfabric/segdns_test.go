@@ -20,12 +20,14 @@ import (
 
 // A project network's DNS: a guest is handed its gateway as DNS server,
 // and its own box answers there: the project's VMs by name (a single label
-// or in the network's domain; on any box; the asking network first, then
-// the project's other networks), their addresses back to names, never
-// another project's VMs (the same CIDR, on the same box), NXDOMAIN for the
-// project's unknown names without asking anyone; other names come from
-// the box's own resolvers, cut to what the guest takes in one datagram.
-// Go's resolver (a real stub resolver) finds a VM's both addresses. With a
+// or in the network's domain, a dotted hostname as itself; on any box; the
+// asking network first, then the project's other networks), their
+// addresses back to names, never another project's VMs (the same CIDR, on
+// the same box), NXDOMAIN for the project's unknown names without asking
+// anyone. Other names are REFUSED while the network has no way out of the
+// project, and come from the box's own resolvers once a router with a
+// gateway connects it, cut to what the guest takes in one datagram. Go's
+// resolver (a real stub resolver) finds a VM's both addresses. With a
 // router on the network, DNS to the gateway still stays on the box.
 func TestSegmentDNS(t *testing.T) {
 	f := newFabric(t)
@@ -49,6 +51,8 @@ func TestSegmentDNS(t *testing.T) {
 	wb := f.port(t, netfabric.PortRequest{ID: "wb", NetworkID: nw.ID, Owner: "wb", Project: f.ward, Node: "box2", Hostname: "ris"})
 	w2 := f.port(t, netfabric.PortRequest{ID: "w2", NetworkID: "ward-2", Owner: "w2", Project: f.ward, Node: "box2", Hostname: "archive"})
 	lc := f.port(t, netfabric.PortRequest{ID: "lc", NetworkID: "lab-net", Owner: "lc", Project: f.lab, Node: "box1", Hostname: "lims"})
+	// A dotted hostname names itself.
+	wv := f.port(t, netfabric.PortRequest{ID: "wv", NetworkID: nw.ID, Owner: "wv", Project: f.ward, Node: "box2", Hostname: "viewer.radiology.example"})
 	// Another project's VM named like one of the ward's: never the ward's answer.
 	f.port(t, netfabric.PortRequest{ID: "lx", NetworkID: "lab-net", Owner: "lx", Project: f.lab, Node: "box1", Hostname: "ris", IP: "10.63.0.9"})
 
@@ -89,6 +93,8 @@ func TestSegmentDNS(t *testing.T) {
 	}{
 		{ga, "pacs.", dns.TypeA, "NOERROR " + wa.IP},
 		{ga, "RIS.ward.example.org.", dns.TypeA, "NOERROR " + wb.IP}, // on box2
+		{ga, "viewer.radiology.example.", dns.TypeA, "NOERROR " + wv.IP},
+		{ga, "viewer.", dns.TypeA, "NXDOMAIN"},
 		{ga, "ris.", dns.TypeAAAA, "NOERROR " + wb.IP6},
 		{ga, "ris.", dns.TypeMX, "NOERROR"},             // a name with no such records
 		{ga, "archive.", dns.TypeA, "NOERROR " + w2.IP}, // the project's other network
@@ -97,21 +103,65 @@ func TestSegmentDNS(t *testing.T) {
 		{ga, "a.b.ward.example.org.", dns.TypeA, "NXDOMAIN"},
 		{ga, reverse(wb.IP), dns.TypePTR, "NOERROR ris.ward.example.org."},
 		{ga, reverse(wb.IP6), dns.TypePTR, "NOERROR ris.ward.example.org."},
+		{ga, reverse(wv.IP), dns.TypePTR, "NOERROR viewer.radiology.example."},
 		{ga, reverse("10.63.0.99"), dns.TypePTR, "NXDOMAIN"},
-		{ga, "outside.example.org.", dns.TypeA, "NOERROR 192.0.2.7"}, // box1's resolver
-		{gb, "pacs.", dns.TypeA, "NOERROR " + wa.IP},                 // box2 answers its own guest
-		{gb, "outside.example.org.", dns.TypeA, "SERVFAIL"},          // box2 has no resolver
-		{gl, "ris.", dns.TypeA, "NOERROR 10.63.0.9"},                 // the lab's own "ris"
+		{gb, "pacs.", dns.TypeA, "NOERROR " + wa.IP}, // box2 answers its own guest
+		{gl, "ris.", dns.TypeA, "NOERROR 10.63.0.9"}, // the lab's own "ris"
 		{gl, "pacs.", dns.TypeA, "NXDOMAIN"},
+		// The network has no way out of the project: nor has its DNS.
+		{ga, "outside.example.org.", dns.TypeA, "REFUSED"},
+		{ga, "ris.", dns.TypeA, "NOERROR " + wb.IP}, // asked over EDNS below too
 	} {
-		gw := "10.63.0.1"
-		if got := lookup(t, c.g, gw, c.name, c.qtype, false); got != c.want {
+		if got := lookup(t, c.g, "10.63.0.1", c.name, c.qtype, false); got != c.want {
 			t.Errorf("%s %s: %q, want %q", c.name, dns.TypeToString[c.qtype], got, c.want)
 		}
 	}
-	// Only the forwarded questions reached the resolver.
-	if got := upstream(); fmt.Sprint(got) != "[outside.example.org.]" {
-		t.Errorf("the resolver was asked %v, want only outside.example.org.", got)
+	if r := exchange(t, ga, "10.63.0.1", "ris.", dns.TypeA, true); r == nil || r.IsEdns0() == nil || len(r.Answer) != 1 {
+		t.Errorf("an EDNS question's answer: %v", r)
+	}
+	if got := upstream(); len(got) != 0 {
+		t.Errorf("the resolver was asked %v from a network with no way out", got)
+	}
+
+	// A router with a gateway gives the network a way out: now the box
+	// forwards what the project has not got to its resolvers.
+	if _, err := f.network(t, netfabric.Network{ID: "public", External: true, Interface: "ext0", CIDR: "203.0.113.0/24",
+		Gateway: "203.0.113.1", Pools: []netfabric.Pool{{Start: "203.0.113.10", End: "203.0.113.50"}}}); err != nil {
+		t.Fatal(err)
+	}
+	var r netfabric.Router
+	f.must(t, netfabric.MsgCreateRouter, netfabric.Router{ID: "r1", Name: "edge", Project: f.ward, CreatedAt: t0}, &r)
+	f.must(t, netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r1", Network: nw.ID}, &r)
+	f.must(t, netfabric.MsgSetRouterGateway, netfabric.RouterGatewayCmd{Router: "r1", Network: "public"}, &r)
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+		b.reconcileRouters(t, f)
+	}
+	for _, c := range []struct {
+		g     netns.NsHandle
+		name  string
+		qtype uint16
+		want  string
+	}{
+		{ga, "outside.example.org.", dns.TypeA, "NOERROR 192.0.2.7"}, // box1's resolver
+		{gb, "outside.example.org.", dns.TypeA, "SERVFAIL"},          // box2 has none
+		{gl, "outside.example.org.", dns.TypeA, "REFUSED"},           // the lab's network has no way out
+		{ga, "nosuch.example.org.", dns.TypeA, "NXDOMAIN"},           // the resolver's answer
+		// DNS to the gateway stays with the box: the router takes the
+		// gateway's other traffic.
+		{ga, "ris.", dns.TypeA, "NOERROR " + wb.IP},
+	} {
+		testutil.WaitFor(t, 10*time.Second, c.name+" with a way out", func() error {
+			if got := lookup(t, c.g, "10.63.0.1", c.name, c.qtype, false); got != c.want {
+				return fmt.Errorf("%s %s: %q, want %q", c.name, dns.TypeToString[c.qtype], got, c.want)
+			}
+			return nil
+		})
+	}
+	// Only the forwarded questions reached the resolver, as questions of
+	// the box's own: the guest's id and options stay with the guest.
+	if got := upstream(); fmt.Sprint(got) != "[outside.example.org. nosuch.example.org.]" {
+		t.Errorf("the resolver was asked %v, want outside.example.org. and nosuch.example.org.", got)
 	}
 
 	// An answer too big for a plain datagram comes cut, with TC set; with
@@ -151,21 +201,6 @@ func TestSegmentDNS(t *testing.T) {
 		t.Fatalf("Go's resolver found %v, want %v", addrs, want)
 	}
 
-	// A router on the network takes the gateway's other traffic; DNS to
-	// the gateway stays with the box.
-	var r netfabric.Router
-	f.must(t, netfabric.MsgCreateRouter, netfabric.Router{ID: "r1", Name: "edge", Project: f.ward, CreatedAt: t0}, &r)
-	f.must(t, netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r1", Network: nw.ID}, &r)
-	for _, b := range boxes {
-		b.reconcileSegments(t, f, boxes)
-		b.reconcileRouters(t, f)
-	}
-	testutil.WaitFor(t, 10*time.Second, "DNS answered with a router on the network", func() error {
-		if got := lookup(t, ga, "10.63.0.1", "ris.", dns.TypeA, false); got != "NOERROR "+wb.IP {
-			return fmt.Errorf("%q", got)
-		}
-		return nil
-	})
 }
 
 // reverse returns the reverse-lookup name of an address.

@@ -51,8 +51,10 @@ type NetworkCreate struct {
 	Gateway   string `json:"gateway,omitempty"`
 	// VLAN makes a project's VLAN provider network instead, on VLAN VLAN
 	// of Interface on every node: a cluster admin's call, since it puts
-	// the project's VMs on the site's own network.
-	VLAN int `json:"vlan,omitempty"`
+	// the project's VMs on the site's own network. SiteGateway says its
+	// Gateway (default: the first address) is the site's router there.
+	VLAN        int  `json:"vlan,omitempty"`
+	SiteGateway bool `json:"site_gateway,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -75,8 +77,11 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	if req.External {
 		return s.createExternal(ctx, p, req)
 	}
-	if req.Gateway != "" {
-		return deny("", invalid("only an external network names its gateway; a project network's is its first address"))
+	if req.Gateway != "" && !req.SiteGateway {
+		return deny("", invalid("only an external network, or a VLAN network with a site gateway, names its gateway; a project network's is its first address"))
+	}
+	if req.SiteGateway && req.VLAN == 0 {
+		return deny("", invalid("only a VLAN network has a site's router as its gateway"))
 	}
 	if (req.VLAN != 0) != (req.Interface != "") {
 		return deny("", invalid("a VLAN network names both its VLAN id and its interface; only an external network names an interface alone"))
@@ -109,7 +114,7 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 	}
 	nw := Network{ID: newID("net"), Name: req.Name, Project: pr.ID, CIDR: req.CIDR, DNS: dns4, DNS6: dns6, MTU: req.MTU,
 		Pools: req.Pools, Routes: req.Routes, VLAN: req.VLAN, Interface: req.Interface, Domain: req.Domain,
-		Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
+		Gateway: req.Gateway, SiteGateway: req.SiteGateway, Charged: true, AllocZone: true, CreatedAt: time.Now().UTC()}
 	var out Network
 	if err := s.id.Mutate(ctx, p, action, req.Name, pr.ID, MsgCreateNetwork, nw, &out); err != nil {
 		return nil, err

@@ -140,6 +140,9 @@ func applyAddSubnet6(tx *consensus.Tx, c *AddSubnet6Cmd) (any, error) {
 	if !cur.IsOverlay() {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s is the cluster's: only project networks have IPv6 subnets", cur.Name)
 	}
+	if cur.SiteGateway {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s is the site's router's: its IPv6 is the site's to advertise", cur.Name)
+	}
 	p, err := ParseCIDR6(c.CIDR)
 	if err != nil {
 		return nil, err

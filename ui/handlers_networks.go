@@ -36,6 +36,9 @@ func networkKind(v *view, n *netfabric.Network) string {
 
 // networkTech is the same in the technical terms, for a tooltip.
 func networkTech(v *view, n *netfabric.Network) string {
+	if n.IsVLAN() && n.SiteGateway {
+		return v.Tf("networks.tech_vlan_site", n.VLAN, n.Interface, n.MTU, n.Gateway)
+	}
 	if n.IsVLAN() {
 		return v.Tf("networks.tech_vlan", n.VLAN, n.Interface, n.MTU)
 	}

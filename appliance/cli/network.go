@@ -28,12 +28,13 @@ var networkCommands = map[string]command{
 			}, len(ns))
 		}
 	}},
-	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--domain D] [--project P] [--vlan ID --interface IFACE] | NAME --external --interface IFACE --cidr CIDR [--gateway IP] [--pool START-END]...", help: "create a project network: a private layer 2 across the nodes with DHCP (with --vlan, cluster admin: on a VLAN of the site's network instead); or (cluster admin) an external network on an interface every node has", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"network create": {usage: "NAME --cidr CIDR [--dns IP,...] [--mtu N] [--pool START-END]... [--route DEST,NEXTHOP]... [--domain D] [--project P] [--vlan ID --interface IFACE [--site-gateway [--gateway IP]]] | NAME --external --interface IFACE --cidr CIDR [--gateway IP] [--pool START-END]...", help: "create a project network: a private layer 2 across the nodes with DHCP (with --vlan, cluster admin: on a VLAN of the site's network instead); or (cluster admin) an external network on an interface every node has", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		var req netfabric.NetworkCreate
 		fs.BoolVar(&req.External, "external", false, "an external network (cluster admin): the uplink routers and floating IPs use")
 		fs.StringVar(&req.Interface, "interface", "", "external or VLAN network: the interface it is on, on every node (e.g. eth1)")
 		fs.IntVar(&req.VLAN, "vlan", 0, "a VLAN network (cluster admin): the project's VMs join 802.1Q VLAN ID (1-4094) of --interface")
-		fs.StringVar(&req.Gateway, "gateway", "", "external network: the upstream router's address (default: the first host)")
+		fs.StringVar(&req.Gateway, "gateway", "", "external network, or VLAN network with --site-gateway: the upstream router's address (default: the first host)")
+		fs.BoolVar(&req.SiteGateway, "site-gateway", false, "VLAN network: its gateway is the site's own router on the VLAN (DHCP hands it out; no Cairn router, DNS or IPv6 of Cairn's there)")
 		fs.StringVar(&req.CIDR, "cidr", "", "IPv4 subnet, /16 to /29, e.g. 10.50.0.0/24 (other projects may use the same)")
 		dns := fs.String("dns", "", "DNS servers DHCP hands out, comma-separated")
 		fs.IntVar(&req.MTU, "mtu", 0, "the guests' MTU (default 1450, for a 1500-byte network between the nodes; 1500 on a VLAN)")
@@ -337,6 +338,9 @@ func init() {
 // networkKind says what a network is, in words.
 func networkKind(n *netfabric.Network) string {
 	if n.IsVLAN() {
+		if n.SiteGateway {
+			return fmt.Sprintf("project (VLAN %d on %s, the site's router at %s)", n.VLAN, n.Interface, n.Gateway)
+		}
 		return fmt.Sprintf("project (VLAN %d on %s)", n.VLAN, n.Interface)
 	}
 	if n.IsOverlay() {

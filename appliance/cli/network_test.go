@@ -90,6 +90,28 @@ func TestCLINetworks(t *testing.T) {
 		!strings.Contains(out, "VLAN 120 on eth1") {
 		t.Fatalf("a VLAN taken: %d\n%s", code, out)
 	}
+	// A VLAN network whose gateway is the site's router; bad ones change
+	// nothing.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cidr", "10.82.0.0/24", "--gateway", "10.82.0.254"}, "only an external network, or a VLAN network with a site gateway"},
+		{[]string{"--cidr", "10.82.0.0/24", "--site-gateway"}, "only a VLAN network"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.83.0.1"}, "not a host address"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.200-10.82.0.254"}, "holds the site's gateway"},
+	} {
+		if code, out := cairn(t, "", append([]string{"network", "create", "lab-vlan", "--project", "ward"}, c.args...)...); code != 1 || !strings.Contains(out, c.want) {
+			t.Fatalf("network create %v: %d\n%s", c.args, code, out)
+		}
+	}
+	if code, out := cairn(t, "", "network", "create", "lab-vlan", "--project", "ward", "--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1",
+		"--site-gateway", "--gateway", "10.82.0.254"); code != 0 || !strings.Contains(out, "VLAN 130 on eth1, the site's router at 10.82.0.254") {
+		t.Fatalf("network create --site-gateway: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "subnet", "create", "lab-vlan", "--cidr", "fd00:82::/64"); code != 1 || !strings.Contains(out, "site's") {
+		t.Fatalf("an IPv6 subnet on a site-gateway network: %d\n%s", code, out)
+	}
 	// An IPv6 subnet: the port there gets its address at once.
 	if code, out := cairn(t, "", "subnet", "create", "imaging"); code != 2 || !strings.Contains(out, "--cidr") {
 		t.Fatalf("subnet create without a prefix: %d %s", code, out)
@@ -160,6 +182,9 @@ func TestCLINetworks(t *testing.T) {
 	}
 	if code, out := cairn(t, "", "router", "add-interface", "edge", "imaging"); code != 0 || !strings.Contains(out, "imaging") {
 		t.Fatalf("router add-interface: %d\n%s", code, out)
+	}
+	if code, out := cairn(t, "", "router", "add-interface", "edge", "lab-vlan"); code != 1 || !strings.Contains(out, "routed by the site's router 10.82.0.254") {
+		t.Fatalf("router add-interface on a site-gateway network: %d\n%s", code, out)
 	}
 	if code, out := cairn(t, "", "router", "set-gateway", "edge", "lab"); code != 1 || !strings.Contains(out, "not an external network") {
 		t.Fatalf("a gateway on a project network: %d %s", code, out)

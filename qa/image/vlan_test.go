@@ -35,7 +35,9 @@ import (
 // 200 to another at 10.77.0.10. The VM, on the project's VLAN network 100
 // on eth1, gets its address from the box's DHCP over the VLAN, reaches
 // the peer on VLAN 100, and not the one on 200; nothing it sends leaves
-// the box untagged or on another VLAN.
+// the box untagged or on another VLAN. The peer on VLAN 100 is the site's
+// router there, the network's gateway: the VM reaches an address behind
+// it (the box hands the router out by DHCP and never answers for it).
 func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 	files := bootFiles(t)
 	guest := harness.GuestImage(t)
@@ -45,6 +47,12 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	trunk := newTagTrunk(t, uplink, site.Name, map[int]string{100: "10.77.0.9", 200: "10.77.0.10"})
+	// The peer on VLAN 100 is also the site's router there: behind it,
+	// 192.0.2.9 (an address of its own, so it answers itself).
+	if out, err := exec.Command("ip", "-n", peerNS(site.Name, 100), "addr", "add", "192.0.2.9/32", "dev", "lo").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	servePeer(t, peerNS(site.Name, 100), "192.0.2.9", 100)
 
 	// QEMU comes from the slot's system image: the box boots the UEFI
 	// disk image (TestUEFIDiskImage), its settings in cairn/boot.json.
@@ -91,8 +99,10 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		VLAN int    `json:"vlan"`
 		MTU  int    `json:"mtu"`
 	}
+	// The network's gateway is the site's router at 10.77.0.9: the box hands
+	// it out and never answers for it.
 	call("POST", "/api/v1/networks", map[string]any{"name": "pacs", "project": "radiology", "cidr": "10.77.0.0/24", "vlan": 100, "interface": "eth1",
-		"pools": []map[string]string{{"start": "10.77.0.100", "end": "10.77.0.199"}}}, 201, &nw)
+		"site_gateway": true, "gateway": "10.77.0.9", "pools": []map[string]string{{"start": "10.77.0.100", "end": "10.77.0.199"}}}, 201, &nw)
 	if nw.VLAN != 100 || nw.MTU != 1500 {
 		t.Fatalf("network %+v", nw)
 	}
@@ -101,7 +111,7 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		"rules": []map[string]any{{"direction": "ingress", "protocol": "tcp", "port_min": 8080, "remote_cidr": "10.77.0.0/24"}}}, 201, nil)
 	call("POST", "/api/v1/vms", map[string]any{"name": "viewer", "project": "radiology", "image": "guest", "flavor": "tiny", "local_disk": true,
 		"networks": []string{"pacs"}, "security_groups": []string{"default", "site-in"},
-		"user_data": "#cloud-config\n# cairn-guest probe 10.77.0.9:7000\n# cairn-guest probe 10.77.0.10:7000\n"}, 201, nil)
+		"user_data": "#cloud-config\n# cairn-guest probe 10.77.0.9:7000\n# cairn-guest probe 10.77.0.10:7000\n# cairn-guest probe 192.0.2.9:7000\n"}, 201, nil)
 
 	var vm struct {
 		Status struct {
@@ -130,6 +140,8 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		"cairn-guest: hostname=viewer ip=" + ip,
 		"cairn-guest: probe 10.77.0.9:7000 ok vlan=100 peer=" + ip,
 		"cairn-guest: probe 10.77.0.10:7000 fail",
+		// Through the site's router, the VM's default route from DHCP.
+		"cairn-guest: probe 192.0.2.9:7000 ok vlan=100 peer=" + ip,
 	}
 	testutil.WaitFor(t, 12*time.Minute, "the guest's DHCP address and probes", func() error {
 		log := a.serialLog("viewer")

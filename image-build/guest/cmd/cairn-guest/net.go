@@ -107,9 +107,8 @@ func applyLease(link netlink.Link, ack *dhcpv4.DHCPv4) (netip.Addr, error) {
 			return netip.Addr{}, fmt.Errorf("default route: %w", err)
 		}
 	}
-	if err := writeResolvConf(ack); err != nil {
-		return netip.Addr{}, err
-	}
+	// Probes by name need it; the lease stands without it.
+	_ = writeResolvConf(ack)
 	return ip, nil
 }
 
