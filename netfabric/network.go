@@ -51,8 +51,8 @@ type Network struct {
 	Name    string   `json:"name"`
 	Project string   `json:"project,omitempty"` // empty: the cluster's NAT network
 	CIDR    string   `json:"cidr"`              // canonical IPv4 prefix, "10.42.0.0/24"
-	Gateway string   `json:"gateway"`           // first host of CIDR, on each node's bridge
-	DNS     []string `json:"dns,omitempty"`     // IPv4, handed out by DHCP; empty: the node's resolvers
+	Gateway string   `json:"gateway"`           // first host of CIDR, on each node's bridge; or an upstream router's (External, SiteGateway)
+	DNS     []string `json:"dns,omitempty"`     // IPv4, handed out by DHCP; empty: the node's resolvers (a project network: the gateway, segdns.go)
 	VNI     uint32   `json:"vni,omitempty"`     // project networks: the VXLAN segment id
 	MTU     int      `json:"mtu,omitempty"`     // project networks: the guests' MTU
 	// Pools are the ranges ports' addresses are taken from (empty: every
@@ -554,7 +554,10 @@ func applyDeleteNetwork(tx *consensus.Tx, c *DeleteNetworkCmd) (any, error) {
 var ifnamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
 
 // checkSiteGateway validates a VLAN network's site gateway: a host
-// address of the network, outside its allocation pools.
+// address of the network, outside its allocation pools. The network shares
+// the subnet with the site, so it names its pools (the addresses the site
+// leaves to Cairn) and its DNS servers (the site's: the gateway is not the
+// boxes' to answer DNS on).
 func checkSiteGateway(n *Network, p netip.Prefix) error {
 	gw := p.Addr().Next()
 	if n.Gateway != "" {
@@ -572,6 +575,12 @@ func checkSiteGateway(n *Network, p netip.Prefix) error {
 		if a, b := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !gw.Less(a) && !b.Less(gw) {
 			return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: allocation pool %s-%s holds the site's gateway %s", n.ID, a, b, gw)
 		}
+	}
+	if len(n.Pools) == 0 {
+		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: with the site's router as gateway, name the pools the site leaves to the VMs", n.ID)
+	}
+	if len(n.DNS) == 0 {
+		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: with the site's router as gateway, name the site's DNS servers", n.ID)
 	}
 	return nil
 }

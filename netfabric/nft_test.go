@@ -1,11 +1,14 @@
 package netfabric
 
 import (
+	"bytes"
 	"flag"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -26,9 +29,29 @@ func TestPortRulesetGolden(t *testing.T) {
 		{tap: "cvm0c0c0c0c0c0c", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 4}, ip: netip.MustParseAddr("10.60.0.4"),
 			ip6: netip.MustParseAddr("fd00:60::ca:1eff:fe00:4"), uplink: "cnv001014",
 			segNet: Network{ID: "ward-net", Project: "p1", CIDR: "10.60.0.0/24", Gateway: "10.60.0.1", VNI: 0x1014, VLAN: 120, Interface: "eth1"}},
+		// A VLAN network whose gateway is the site's router.
+		{tap: "cvm0d0d0d0d0d0d", mac: net.HardwareAddr{0x02, 0xca, 0x1e, 0, 0, 5}, ip: netip.MustParseAddr("10.61.0.100"), uplink: "cnv001015",
+			segNet: Network{ID: "site-net", Project: "p1", CIDR: "10.61.0.0/24", Gateway: "10.61.0.254", SiteGateway: true, VNI: 0x1015, VLAN: 121, Interface: "eth1"}},
 	}
-	got := buildPortRuleset("cairn_ports", "cvm", "cn", ports).String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
+	rs := buildPortRuleset("cairn_ports", "cvm", "cn", ports)
+	got := rs.String() + buildGuardRuleset("cairn_guard", "cairnbr0", "cn", []netip.Addr{netip.MustParseAddr("198.18.0.3"), netip.MustParseAddr("198.18.0.2")}).String()
 	golden(t, "port_ruleset.golden", got)
+
+	// From a VLAN uplink, nothing may speak as the box's guests or its
+	// gateway, but a site's router is the site's: it must get through.
+	var segIPs []string
+	for _, s := range rs.sets {
+		if s.set.Name == "seg_ips" {
+			for _, e := range s.elements {
+				a, _ := netip.AddrFromSlice(e.Key[len(e.Key)-4:])
+				segIPs = append(segIPs, string(bytes.TrimRight(e.Key[:16], "\x00"))+" "+a.String())
+			}
+		}
+	}
+	slices.Sort(segIPs)
+	if want := []string{"cnv001014 10.60.0.1", "cnv001014 10.60.0.4", "cnv001015 10.61.0.100"}; fmt.Sprint(segIPs) != fmt.Sprint(want) {
+		t.Fatalf("addresses dropped as source from the uplinks: %v, want %v", segIPs, want)
+	}
 }
 
 func golden(t *testing.T, name, got string) {

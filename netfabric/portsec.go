@@ -156,7 +156,9 @@ func buildPortRuleset(table, tapPrefix, segPrefix string, ports []securedPort) r
 			}
 			if !segDone[up] {
 				segDone[up] = true
-				if gw := p.segNet.GatewayAddr(); gw.Is4() {
+				// The gateway is the box's, so nothing on the site's side
+				// speaks as it; unless it is the site's own router.
+				if gw := p.segNet.GatewayAddr(); gw.Is4() && !p.segNet.SiteGateway {
 					segIPElems = append(segIPElems, ip4Key(up, gw))
 				}
 				segIP6Elems = append(segIP6Elems, ip6Key(up, p.segNet.GatewayLL()))

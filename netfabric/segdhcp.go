@@ -47,6 +47,7 @@ type segServer struct {
 	// box's resolvers; the queries in flight, by port; hostNS, the
 	// namespace the forwarder's sockets are opened in; ctx ends with stop.
 	forward  bool
+	ownNS    bool // hostNS is the process's own: sockets need no switch
 	dnsMu    sync.Mutex
 	dnsBusy  map[string]int
 	dnsTotal int
@@ -60,54 +61,51 @@ type segServer struct {
 
 // startSegmentServer opens the sockets on the bridge (in the caller's
 // network namespace) and serves until stop.
-func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (*segServer, error) {
+func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (srv *segServer, err error) {
 	nw := seg.Network
+	s := &segServer{nw: nw, routed: seg.Routed, forward: seg.Egress, ifindex: br.Index, quit: make(chan struct{}), hostNS: netns.None()}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	defer func() {
+		if err != nil {
+			s.closeSockets()
+			s.closeNS()
+		}
+	}()
 	// The kernel hands over only what the servers answer: a guest's other
 	// traffic to the gateway's MAC never costs a system call here.
 	dhcpOnly, arpOnly, err := segmentFilters(nw.GatewayAddr())
 	if err != nil {
 		return nil, err
 	}
-	d, err := packet.Listen(br, packet.Datagram, unix.ETH_P_IP, &packet.Config{Filter: dhcpOnly})
-	if err != nil {
+	if s.dhcp, err = packet.Listen(br, packet.Datagram, unix.ETH_P_IP, &packet.Config{Filter: dhcpOnly}); err != nil {
 		return nil, fmt.Errorf("DHCP on %s: %w", br.Name, err)
 	}
-	a, err := packet.Listen(br, packet.Datagram, unix.ETH_P_ARP, &packet.Config{Filter: arpOnly})
-	if err != nil {
-		d.Close()
-		return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
+	// The gateway is the nodes' to answer for (ARP, DNS); a site's router
+	// on a VLAN answers for itself.
+	if !nw.SiteGateway {
+		if s.arp, err = packet.Listen(br, packet.Datagram, unix.ETH_P_ARP, &packet.Config{Filter: arpOnly}); err != nil {
+			return nil, fmt.Errorf("ARP on %s: %w", br.Name, err)
+		}
+		if s.dns, err = listenDNS(br, nw.GatewayAddr()); err != nil {
+			return nil, err
+		}
+		if s.hostNS, err = netns.Get(); err != nil {
+			return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
+		}
+		self, err := netns.GetFromPath("/proc/self/ns/net")
+		if err == nil {
+			s.ownNS = self.Equal(s.hostNS)
+			self.Close()
+		}
 	}
-	dn, err := listenDNS(br, nw.GatewayAddr())
-	if err != nil {
-		d.Close()
-		a.Close()
-		return nil, err
-	}
-	hostNS, err := netns.Get()
-	if err != nil {
-		d.Close()
-		a.Close()
-		dn.Close()
-		return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	s := &segServer{nw: nw, routed: seg.Routed, forward: seg.Egress, ifindex: br.Index, dhcp: d, arp: a, dns: dn, quit: make(chan struct{}),
-		hostNS: hostNS, ctx: ctx, cancel: cancel}
 	if _, ok := nw.Prefix6(); ok {
 		if s.v6, err = listenV6(br); err != nil {
-			d.Close()
-			a.Close()
-			dn.Close()
-			hostNS.Close()
-			cancel()
 			return nil, err
 		}
 	}
 	log := h.log.With("network", nw.ID, "bridge", br.Name)
 	s.wg.Go(func() { h.serveSegmentDHCP(s, log) })
-	if !nw.SiteGateway {
-		// The gateway is the nodes' to answer for; a site's router on a
-		// VLAN answers for itself.
+	if s.arp != nil {
 		s.wg.Go(func() { h.serveGatewayARP(s, log) })
 		s.wg.Go(func() { h.serveDNS(s, log) })
 	}
@@ -119,18 +117,30 @@ func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (*segServer, e
 	return s, nil
 }
 
+// closeSockets closes what the server opened.
+func (s *segServer) closeSockets() {
+	s.cancel() // the forwarder's queries give up
+	for _, c := range []*packet.Conn{s.dhcp, s.arp, s.dns, s.v6} {
+		if c != nil {
+			c.Close()
+		}
+	}
+}
+
+// closeNS lets go of the forwarder's namespace, once no query uses it.
+func (s *segServer) closeNS() {
+	if s.hostNS.IsOpen() {
+		s.hostNS.Close()
+		s.hostNS = netns.None()
+	}
+}
+
 func (s *segServer) stop() {
 	s.closed.Store(true)
 	close(s.quit)
-	s.cancel() // the forwarder's queries give up
-	s.dhcp.Close()
-	s.arp.Close()
-	s.dns.Close()
-	if s.v6 != nil {
-		s.v6.Close()
-	}
-	s.wg.Wait() // the queries in flight too: then nobody dials
-	s.hostNS.Close()
+	s.closeSockets()
+	s.wg.Wait() // the queries in flight too
+	s.closeNS()
 }
 
 // segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM
@@ -207,11 +217,7 @@ func (h *Host) serveSegmentDHCP(s *segServer, log *slog.Logger) {
 		if !ok {
 			continue // another node's port, or none: not ours to answer
 		}
-		dns := dnsOf(s.nw)
-		if s.nw.SiteGateway && len(dns) == 0 {
-			dns = resolvers(h.cfg.ResolvConf) // no DNS on the site's router's address
-		}
-		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dns, s.nw.MTU, log)
+		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dnsOf(s.nw), s.nw.MTU, log)
 		if resp == nil {
 			continue
 		}

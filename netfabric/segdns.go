@@ -28,7 +28,8 @@ import (
 //
 //   - The project's VMs by name: a single label ("pacs"), or a name in the
 //     network's domain ("pacs.ward.example.org"), is a port's hostname in
-//     the project (a dotted hostname also as itself), A and AAAA from the
+//     the project (one that is a whole name in the domain also as itself;
+//     never a name outside the domain), A and AAAA from the
 //     state; the asking network's ports first, then the project's other
 //     networks'. PTR for those addresses.
 //   - Such names nobody has are NXDOMAIN here and never leave the box: in
@@ -234,16 +235,27 @@ func (s *segServer) exchange(h *Host, network, addr string, q *dns.Msg) (*dns.Ms
 	ctx, cancel := context.WithTimeout(s.ctx, dnsUpstream)
 	defer cancel()
 	var conn net.Conn
-	// The socket is opened from a thread in that namespace (the host's; a
-	// test's box): the queries' goroutines may run on any thread.
-	if err := inNamespace(s.hostNS, func() (err error) {
+	dial := func() (err error) {
 		conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 		return err
-	}); err != nil {
+	}
+	// The socket is opened in that namespace: from this thread if it is
+	// the process's own (an agent's), else from a thread sent there (a
+	// test's box), since the queries' goroutines may run on any thread.
+	var err error
+	if s.ownNS {
+		err = dial()
+	} else {
+		err = inNamespace(s.hostNS, dial)
+	}
+	if err != nil {
 		return nil, err
 	}
 	c := &dns.Conn{Conn: conn, UDPSize: dns.MaxMsgSize}
 	defer c.Close()
+	// The server stopping ends the wait (the client only takes the
+	// context's deadline).
+	defer context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })()
 	a, _, err := (&dns.Client{Net: network, UDPSize: dns.MaxMsgSize}).ExchangeWithConnContext(ctx, q, c)
 	return a, err
 }
@@ -280,10 +292,19 @@ func (h *Host) localDNS(nw Network, q *dns.Msg) *dns.Msg {
 	if full == "" {
 		return nil // the root
 	}
-	// A port's hostname, in the network's domain or as it is (a dotted
-	// hostname names itself).
+	// A port's hostname, in the network's domain (a hostname that is a
+	// whole name in the domain, "pacs.ward.example.org", too) or as a
+	// single label. Never a name outside the domain: a VM named
+	// "login.example.com" does not capture its project's lookups of it.
 	ports := h.projectPorts(nw, func(p Port) bool {
-		return p.Hostname != "" && (strings.EqualFold(p.Hostname, host) && (inDomain || !strings.Contains(host, ".")) || strings.EqualFold(p.Hostname, full))
+		switch {
+		case p.Hostname == "":
+			return false
+		case inDomain:
+			return strings.EqualFold(p.Hostname, host) || strings.EqualFold(p.Hostname, full)
+		default:
+			return !strings.Contains(full, ".") && strings.EqualFold(p.Hostname, full)
+		}
 	})
 	if len(ports) == 0 {
 		switch {
@@ -332,11 +353,12 @@ func (h *Host) reverseDNS(nw Network, q *dns.Msg, name string) *dns.Msg {
 		}
 		return nil
 	}
-	// A plain hostname in the asking network's domain; a dotted one is
-	// whole already.
-	target := strings.ToLower(ports[0].Hostname) + "."
-	if nw.Domain != "" && !strings.Contains(ports[0].Hostname, ".") {
-		target = strings.ToLower(ports[0].Hostname) + "." + strings.ToLower(nw.Domain) + "."
+	// The hostname in the asking network's domain, unless it is a whole
+	// name there already.
+	hn, d := strings.ToLower(ports[0].Hostname), strings.ToLower(nw.Domain)
+	target := hn + "."
+	if d != "" && !strings.HasSuffix(hn, "."+d) {
+		target = hn + "." + d + "."
 	}
 	r := answer(q, dns.RcodeSuccess)
 	r.Answer = append(r.Answer, &dns.PTR{Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: dnsTTL}, Ptr: target})

@@ -3,6 +3,7 @@ package netfabric_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -51,8 +52,10 @@ func TestSegmentDNS(t *testing.T) {
 	wb := f.port(t, netfabric.PortRequest{ID: "wb", NetworkID: nw.ID, Owner: "wb", Project: f.ward, Node: "box2", Hostname: "ris"})
 	w2 := f.port(t, netfabric.PortRequest{ID: "w2", NetworkID: "ward-2", Owner: "w2", Project: f.ward, Node: "box2", Hostname: "archive"})
 	lc := f.port(t, netfabric.PortRequest{ID: "lc", NetworkID: "lab-net", Owner: "lc", Project: f.lab, Node: "box1", Hostname: "lims"})
-	// A dotted hostname names itself.
-	wv := f.port(t, netfabric.PortRequest{ID: "wv", NetworkID: nw.ID, Owner: "wv", Project: f.ward, Node: "box2", Hostname: "viewer.radiology.example"})
+	// A hostname that is a whole name in the network's domain names itself;
+	// one outside the domain captures nobody's lookups.
+	wv := f.port(t, netfabric.PortRequest{ID: "wv", NetworkID: nw.ID, Owner: "wv", Project: f.ward, Node: "box2", Hostname: "viewer.ward.example.org"})
+	f.port(t, netfabric.PortRequest{ID: "wx", NetworkID: nw.ID, Owner: "wx", Project: f.ward, Node: "box2", Hostname: "login.example.com"})
 	// Another project's VM named like one of the ward's: never the ward's answer.
 	f.port(t, netfabric.PortRequest{ID: "lx", NetworkID: "lab-net", Owner: "lx", Project: f.lab, Node: "box1", Hostname: "ris", IP: "10.63.0.9"})
 
@@ -93,8 +96,8 @@ func TestSegmentDNS(t *testing.T) {
 	}{
 		{ga, "pacs.", dns.TypeA, "NOERROR " + wa.IP},
 		{ga, "RIS.ward.example.org.", dns.TypeA, "NOERROR " + wb.IP}, // on box2
-		{ga, "viewer.radiology.example.", dns.TypeA, "NOERROR " + wv.IP},
-		{ga, "viewer.", dns.TypeA, "NXDOMAIN"},
+		{ga, "viewer.ward.example.org.", dns.TypeA, "NOERROR " + wv.IP},
+		{ga, "login.example.com.", dns.TypeA, "REFUSED"}, // not the VM's: the resolvers' (none here)
 		{ga, "ris.", dns.TypeAAAA, "NOERROR " + wb.IP6},
 		{ga, "ris.", dns.TypeMX, "NOERROR"},             // a name with no such records
 		{ga, "archive.", dns.TypeA, "NOERROR " + w2.IP}, // the project's other network
@@ -103,7 +106,7 @@ func TestSegmentDNS(t *testing.T) {
 		{ga, "a.b.ward.example.org.", dns.TypeA, "NXDOMAIN"},
 		{ga, reverse(wb.IP), dns.TypePTR, "NOERROR ris.ward.example.org."},
 		{ga, reverse(wb.IP6), dns.TypePTR, "NOERROR ris.ward.example.org."},
-		{ga, reverse(wv.IP), dns.TypePTR, "NOERROR viewer.radiology.example."},
+		{ga, reverse(wv.IP), dns.TypePTR, "NOERROR viewer.ward.example.org."},
 		{ga, reverse("10.63.0.99"), dns.TypePTR, "NXDOMAIN"},
 		{gb, "pacs.", dns.TypeA, "NOERROR " + wa.IP}, // box2 answers its own guest
 		{gl, "ris.", dns.TypeA, "NOERROR 10.63.0.9"}, // the lab's own "ris"
@@ -158,10 +161,23 @@ func TestSegmentDNS(t *testing.T) {
 			return nil
 		})
 	}
-	// Only the forwarded questions reached the resolver, as questions of
-	// the box's own: the guest's id and options stay with the guest.
-	if got := upstream(); fmt.Sprint(got) != "[outside.example.org. nosuch.example.org.]" {
-		t.Errorf("the resolver was asked %v, want outside.example.org. and nosuch.example.org.", got)
+	// A question with EDNS options of the guest's (a cookie) is asked as
+	// the box's own question: the guest's id and options stay with it.
+	q := new(dns.Msg)
+	q.SetQuestion("outside.example.org.", dns.TypeA)
+	q.SetEdns0(4096, false)
+	q.IsEdns0().Option = append(q.IsEdns0().Option, &dns.EDNS0_COOKIE{Code: dns.EDNS0COOKIE, Cookie: "0123456789abcdef"})
+	var a *dns.Msg
+	if err := inNS(t, ga, func() (err error) {
+		a, _, err = (&dns.Client{Timeout: 3 * time.Second}).Exchange(q, "10.63.0.1:53")
+		return err
+	}); err != nil || a.Id != q.Id || len(a.Answer) != 1 {
+		t.Fatalf("a forwarded question with a cookie: %v %v", a, err)
+	}
+	// Only the forwarded questions reached the resolver, none with the
+	// guest's id or options.
+	if got := upstream(); fmt.Sprint(got) != "[nosuch.example.org. outside.example.org.]" {
+		t.Errorf("the resolver was asked %v, want outside.example.org. and nosuch.example.org. as the box's own questions", got)
 	}
 
 	// An answer too big for a plain datagram comes cut, with TC set; with
@@ -254,7 +270,8 @@ func lookup(t *testing.T, ns netns.NsHandle, server, name string, qtype uint16, 
 
 // serveUpstreamDNS runs a resolver on 127.0.0.1:53 in ns: outside.example.org
 // is 192.0.2.7, big.example.org has forty TXT records, the rest is
-// NXDOMAIN. It returns the names it was asked.
+// NXDOMAIN. It returns the names it was asked (but big.example.org), each
+// once, marked if a question came with EDNS options.
 func serveUpstreamDNS(t *testing.T, ns netns.NsHandle) func() []string {
 	t.Helper()
 	asked := make(chan string, 64)
@@ -263,6 +280,9 @@ func serveUpstreamDNS(t *testing.T, ns netns.NsHandle) func() []string {
 		r := new(dns.Msg)
 		r.SetReply(q)
 		name := strings.ToLower(q.Question[0].Name)
+		if opt := q.IsEdns0(); opt != nil && len(opt.Option) > 0 {
+			name += " with the guest's options"
+		}
 		if name != "big.example.org." {
 			select {
 			case asked <- name:
@@ -306,13 +326,14 @@ func serveUpstreamDNS(t *testing.T, ns netns.NsHandle) func() []string {
 	go func() { _ = udp.ActivateAndServe() }()
 	go func() { _ = tcp.ActivateAndServe() }()
 	t.Cleanup(func() { _ = udp.Shutdown(); _ = tcp.Shutdown() })
-	return func() []string {
-		var out []string
+	seen := map[string]bool{}
+	return func() []string { // every name asked so far, once, sorted
 		for {
 			select {
 			case n := <-asked:
-				out = append(out, n)
+				seen[n] = true
 			default:
+				out := slices.Sorted(maps.Keys(seen))
 				return out
 			}
 		}

@@ -131,8 +131,8 @@ func (s *Service) createExternal(ctx context.Context, p *identity.Principal, req
 	if !nameRE.MatchString(req.Name) || req.Name == DefaultNetworkID || generatedID.MatchString(req.Name) {
 		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores, and not reserved", req.Name))
 	}
-	if req.Project != "" || len(req.Routes) > 0 || len(req.DNS) > 0 || req.MTU != 0 || req.VLAN != 0 || req.Domain != "" {
-		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("an external network belongs to no project and has no routes, DNS servers, MTU or VLAN of its own"))
+	if req.Project != "" || len(req.Routes) > 0 || len(req.DNS) > 0 || req.MTU != 0 || req.VLAN != 0 || req.Domain != "" || req.SiteGateway {
+		return nil, s.id.Deny(ctx, p, action, req.Name, "", invalid("an external network belongs to no project and has no routes, DNS servers, MTU, VLAN or site gateway of its own"))
 	}
 	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
 		if !nw.IsOverlay() && nw.Name == req.Name {

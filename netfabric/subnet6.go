@@ -141,7 +141,7 @@ func applyAddSubnet6(tx *consensus.Tx, c *AddSubnet6Cmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s is the cluster's: only project networks have IPv6 subnets", cur.Name)
 	}
 	if cur.SiteGateway {
-		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s is the site's router's: its IPv6 is the site's to advertise", cur.Name)
+		return nil, consensus.Errorf(consensus.CodeInvalid, "network %s has the site's router as its gateway: Cairn gives it no IPv6 subnet", cur.Name)
 	}
 	p, err := ParseCIDR6(c.CIDR)
 	if err != nil {

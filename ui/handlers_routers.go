@@ -142,7 +142,7 @@ func (s *server) routerData(r *http.Request, v *view, ref string) (routerData, e
 		switch {
 		case containsStr(rt.Networks, n.ID):
 			d.Networks = append(d.Networks, routerNet{ID: n.ID, Name: n.Name, CIDR: n.CIDR, Gateway: n.Gateway})
-		case n.IsOverlay() && n.Project == rt.Project && !onRouter[n.ID]:
+		case n.IsOverlay() && n.Project == rt.Project && !onRouter[n.ID] && !n.SiteGateway: // the site's router routes that one
 			d.Free = append(d.Free, n)
 		}
 	}

@@ -98,15 +98,17 @@ func TestCLINetworks(t *testing.T) {
 	}{
 		{[]string{"--cidr", "10.82.0.0/24", "--gateway", "10.82.0.254"}, "only an external network, or a VLAN network with a site gateway"},
 		{[]string{"--cidr", "10.82.0.0/24", "--site-gateway"}, "only a VLAN network"},
-		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.83.0.1"}, "not a host address"},
-		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.200-10.82.0.254"}, "holds the site's gateway"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.83.0.1", "--pool", "10.82.0.100-10.82.0.199", "--dns", "10.82.0.53"}, "not a host address"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.200-10.82.0.254", "--dns", "10.82.0.53"}, "holds the site's gateway"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--dns", "10.82.0.53"}, "name the pools"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.100-10.82.0.199"}, "DNS servers"},
 	} {
 		if code, out := cairn(t, "", append([]string{"network", "create", "lab-vlan", "--project", "ward"}, c.args...)...); code != 1 || !strings.Contains(out, c.want) {
 			t.Fatalf("network create %v: %d\n%s", c.args, code, out)
 		}
 	}
 	if code, out := cairn(t, "", "network", "create", "lab-vlan", "--project", "ward", "--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1",
-		"--site-gateway", "--gateway", "10.82.0.254"); code != 0 || !strings.Contains(out, "VLAN 130 on eth1, the site's router at 10.82.0.254") {
+		"--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.100-10.82.0.199", "--dns", "10.82.0.53"); code != 0 || !strings.Contains(out, "VLAN 130 on eth1, the site's router at 10.82.0.254") {
 		t.Fatalf("network create --site-gateway: %d\n%s", code, out)
 	}
 	if code, out := cairn(t, "", "subnet", "create", "lab-vlan", "--cidr", "fd00:82::/64"); code != 1 || !strings.Contains(out, "site's") {

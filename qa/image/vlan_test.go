@@ -102,7 +102,7 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 	// The network's gateway is the site's router at 10.77.0.9: the box hands
 	// it out and never answers for it.
 	call("POST", "/api/v1/networks", map[string]any{"name": "pacs", "project": "radiology", "cidr": "10.77.0.0/24", "vlan": 100, "interface": "eth1",
-		"site_gateway": true, "gateway": "10.77.0.9", "pools": []map[string]string{{"start": "10.77.0.100", "end": "10.77.0.199"}}}, 201, &nw)
+		"site_gateway": true, "gateway": "10.77.0.9", "dns": []string{"10.77.0.9"}, "pools": []map[string]string{{"start": "10.77.0.100", "end": "10.77.0.199"}}}, 201, &nw)
 	if nw.VLAN != 100 || nw.MTU != 1500 {
 		t.Fatalf("network %+v", nw)
 	}
