@@ -559,45 +559,25 @@ var ifnamePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$`)
 // leaves to Cairn) and its DNS servers (the site's: the gateway is not the
 // boxes' to answer DNS on).
 func checkSiteGateway(n *Network, p netip.Prefix) error {
-	gw := p.Addr().Next()
-	if n.Gateway != "" {
-		a, err := netip.ParseAddr(n.Gateway)
-		if err != nil || !a.Is4() || !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
-			return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: gateway %q is not a host address of %s", n.ID, n.Gateway, p)
-		}
-		gw = a
+	bad := func(format string, args ...any) error {
+		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: "+format, append([]any{n.ID}, args...)...)
 	}
-	pools, _, err := checkPoolsAndRoutes(n.ID, p, n.Pools, nil)
-	if err != nil {
+	if err := checkUpstreamGateway(n, p, bad); err != nil {
 		return err
 	}
-	for _, pl := range pools {
-		if a, b := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !gw.Less(a) && !b.Less(gw) {
-			return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: allocation pool %s-%s holds the site's gateway %s", n.ID, a, b, gw)
-		}
-	}
 	if len(n.Pools) == 0 {
-		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: with the site's router as gateway, name the pools the site leaves to the VMs", n.ID)
+		return bad("with the site's router as gateway, name the pools the site leaves to the VMs")
 	}
 	if len(n.DNS) == 0 {
-		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: with the site's router as gateway, name the site's DNS servers", n.ID)
+		return bad("with the site's router as gateway, name the site's DNS servers")
 	}
 	return nil
 }
 
-// checkExternal validates an external network: the cluster's (no
-// project), on a named interface, with an upstream gateway inside it and
-// allocation pools that leave the gateway out.
-func checkExternal(n *Network, p netip.Prefix) error {
-	bad := func(format string, args ...any) error {
-		return consensus.Errorf(consensus.CodeInvalid, "external network %s: "+format, append([]any{n.ID}, args...)...)
-	}
-	if n.VNI != 0 || n.MTU != 0 || len(n.Routes) > 0 || len(n.DNS) > 0 || n.AllocZone {
-		return bad("an external network has no VXLAN segment, MTU, routes or DNS servers of its own")
-	}
-	if !ifnamePattern.MatchString(n.Interface) {
-		return bad("interface %q is not an interface name (1-15 letters, digits, dots, dashes, underscores)", n.Interface)
-	}
+// checkUpstreamGateway validates a network whose gateway is a router of
+// its own (an external network's, a site's): a host address of the
+// network (default: the first), outside the allocation pools.
+func checkUpstreamGateway(n *Network, p netip.Prefix, bad func(format string, args ...any) error) error {
 	gw := p.Addr().Next()
 	if n.Gateway != "" {
 		a, err := netip.ParseAddr(n.Gateway)
@@ -616,6 +596,22 @@ func checkExternal(n *Network, p netip.Prefix) error {
 		}
 	}
 	return nil
+}
+
+// checkExternal validates an external network: the cluster's (no
+// project), on a named interface, with an upstream gateway inside it and
+// allocation pools that leave the gateway out.
+func checkExternal(n *Network, p netip.Prefix) error {
+	bad := func(format string, args ...any) error {
+		return consensus.Errorf(consensus.CodeInvalid, "external network %s: "+format, append([]any{n.ID}, args...)...)
+	}
+	if n.VNI != 0 || n.MTU != 0 || len(n.Routes) > 0 || len(n.DNS) > 0 || n.AllocZone {
+		return bad("an external network has no VXLAN segment, MTU, routes or DNS servers of its own")
+	}
+	if !ifnamePattern.MatchString(n.Interface) {
+		return bad("interface %q is not an interface name (1-15 letters, digits, dots, dashes, underscores)", n.Interface)
+	}
+	return checkUpstreamGateway(n, p, bad)
 }
 
 // GetNetwork returns the network with the given id, or nil.

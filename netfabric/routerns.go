@@ -572,7 +572,20 @@ func syncAddrs(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) error {
 }
 
 func syncAddrsAdded(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) ([]netip.Addr, error) {
-	have, err := rh.AddrList(l, unix.AF_INET)
+	return syncFamilyAddrs(rh, l, unix.AF_INET, want, 0)
+}
+
+// syncAddrs6 makes a link's IPv6 addresses exactly want, with no
+// duplicate address detection.
+func syncAddrs6(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) error {
+	_, err := syncFamilyAddrs(rh, l, unix.AF_INET6, want, unix.IFA_F_NODAD)
+	return err
+}
+
+// syncFamilyAddrs makes a link's addresses of one family exactly want,
+// adding the missing ones with flags, and returns those it added.
+func syncFamilyAddrs(rh *netlink.Handle, l netlink.Link, family int, want []netip.Prefix, flags int) ([]netip.Addr, error) {
+	have, err := rh.AddrList(l, family)
 	if err != nil {
 		return nil, err
 	}
@@ -597,48 +610,13 @@ func syncAddrsAdded(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) ([]
 		if !missing[p] {
 			continue
 		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
 		if err := rh.AddrAdd(l, a); err != nil {
 			return nil, fmt.Errorf("%s: add %s: %w", l.Attrs().Name, p, err)
 		}
 		added = append(added, p.Addr())
 	}
 	return added, nil
-}
-
-// syncAddrs6 makes a link's IPv6 addresses exactly want, with no
-// duplicate address detection.
-func syncAddrs6(rh *netlink.Handle, l netlink.Link, want []netip.Prefix) error {
-	have, err := rh.AddrList(l, unix.AF_INET6)
-	if err != nil {
-		return err
-	}
-	missing := map[netip.Prefix]bool{}
-	for _, p := range want {
-		missing[p] = true
-	}
-	for _, a := range have {
-		ip, _ := netip.AddrFromSlice(a.IP)
-		ones, _ := a.Mask.Size()
-		p := netip.PrefixFrom(ip, ones)
-		if missing[p] {
-			delete(missing, p)
-			continue
-		}
-		if err := rh.AddrDel(l, &a); err != nil {
-			return fmt.Errorf("%s: remove %s: %w", l.Attrs().Name, p, err)
-		}
-	}
-	for _, p := range want {
-		if !missing[p] {
-			continue
-		}
-		a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 128)}, Flags: unix.IFA_F_NODAD}
-		if err := rh.AddrAdd(l, a); err != nil {
-			return fmt.Errorf("%s: add %s: %w", l.Attrs().Name, p, err)
-		}
-	}
-	return nil
 }
 
 // routerNeighbours maps the addresses a network's router reaches to their

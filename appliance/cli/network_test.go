@@ -99,7 +99,7 @@ func TestCLINetworks(t *testing.T) {
 		{[]string{"--cidr", "10.82.0.0/24", "--gateway", "10.82.0.254"}, "only an external network, or a VLAN network with a site gateway"},
 		{[]string{"--cidr", "10.82.0.0/24", "--site-gateway"}, "only a VLAN network"},
 		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.83.0.1", "--pool", "10.82.0.100-10.82.0.199", "--dns", "10.82.0.53"}, "not a host address"},
-		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.200-10.82.0.254", "--dns", "10.82.0.53"}, "holds the site's gateway"},
+		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.200-10.82.0.254", "--dns", "10.82.0.53"}, "holds the gateway"},
 		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--dns", "10.82.0.53"}, "name the pools"},
 		{[]string{"--cidr", "10.82.0.0/24", "--vlan", "130", "--interface", "eth1", "--site-gateway", "--gateway", "10.82.0.254", "--pool", "10.82.0.100-10.82.0.199"}, "DNS servers"},
 	} {
