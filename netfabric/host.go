@@ -101,6 +101,7 @@ type Host struct {
 	natSeen map[string]string // router namespace -> the translation last swept for
 
 	segSrv map[string]*segServer // by network id; h.mu
+	dialer *nsDialer             // the DNS forwarder's sockets (segdns.go); h.mu
 
 	segMu sync.Mutex
 	segs  map[string]Segment // by network id, as last built
@@ -206,6 +207,7 @@ func (h *Host) Close() error {
 	defer h.mu.Unlock()
 	h.stopDHCP()
 	h.stopSegmentServers(nil)
+	h.closeDialer()
 	return nil
 }
 
@@ -221,6 +223,7 @@ func (h *Host) Teardown() error {
 	defer h.psMu.Unlock()
 	h.stopDHCP()
 	h.stopSegmentServers(nil)
+	h.closeDialer()
 	h.nw = Network{}
 	errs := []error{h.ReconcileRouters(nil), h.PruneTaps(func(string) bool { return false }), h.removeBridge(), h.removeSegments(),
 		deleteNFTable(nftables.TableFamilyIPv4, h.cfg.NFTable),

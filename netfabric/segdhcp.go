@@ -13,7 +13,6 @@ import (
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/mdlayher/packet"
-	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -44,14 +43,13 @@ type segServer struct {
 	v6      *packet.Conn // nil without an IPv6 subnet
 	dns     *packet.Conn
 	// DNS (segdns.go): forward names the project does not have to the
-	// box's resolvers; the queries in flight, by port; hostNS, the
-	// namespace the forwarder's sockets are opened in; ctx ends with stop.
+	// box's resolvers; the queries in flight, by port; dialer opens the
+	// forwarder's sockets; ctx ends with stop.
 	forward  bool
-	ownNS    bool // hostNS is the process's own: sockets need no switch
 	dnsMu    sync.Mutex
 	dnsBusy  map[string]int
 	dnsTotal int
-	hostNS   netns.NsHandle
+	dialer   *nsDialer // the Host's
 	ctx      context.Context
 	cancel   context.CancelFunc
 	closed   atomic.Bool
@@ -63,12 +61,11 @@ type segServer struct {
 // network namespace) and serves until stop.
 func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (srv *segServer, err error) {
 	nw := seg.Network
-	s := &segServer{nw: nw, routed: seg.Routed, forward: seg.Egress, ifindex: br.Index, quit: make(chan struct{}), hostNS: netns.None()}
+	s := &segServer{nw: nw, routed: seg.Routed, forward: seg.Egress, ifindex: br.Index, quit: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.closeSockets()
-			s.closeNS()
 		}
 	}()
 	// The kernel hands over only what the servers answer: a guest's other
@@ -89,13 +86,8 @@ func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (srv *segServe
 		if s.dns, err = listenDNS(br, nw.GatewayAddr()); err != nil {
 			return nil, err
 		}
-		if s.hostNS, err = netns.Get(); err != nil {
-			return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
-		}
-		self, err := netns.GetFromPath("/proc/self/ns/net")
-		if err == nil {
-			s.ownNS = self.Equal(s.hostNS)
-			self.Close()
+		if s.dialer, err = h.nsDialer(); err != nil {
+			return nil, err
 		}
 	}
 	if _, ok := nw.Prefix6(); ok {
@@ -127,20 +119,11 @@ func (s *segServer) closeSockets() {
 	}
 }
 
-// closeNS lets go of the forwarder's namespace, once no query uses it.
-func (s *segServer) closeNS() {
-	if s.hostNS.IsOpen() {
-		s.hostNS.Close()
-		s.hostNS = netns.None()
-	}
-}
-
 func (s *segServer) stop() {
 	s.closed.Store(true)
 	close(s.quit)
 	s.closeSockets()
 	s.wg.Wait() // the queries in flight too
-	s.closeNS()
 }
 
 // segmentFilters are the sockets' classic BPF programs. A SOCK_DGRAM

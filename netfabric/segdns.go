@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/mdlayher/packet"
 	"github.com/miekg/dns"
+	"github.com/vishvananda/netns"
 	"golang.org/x/net/bpf"
 	"golang.org/x/sys/unix"
 )
@@ -234,20 +236,7 @@ func (h *Host) forwardDNS(s *segServer, q *dns.Msg, log *slog.Logger) *dns.Msg {
 func (s *segServer) exchange(h *Host, network, addr string, q *dns.Msg) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, dnsUpstream)
 	defer cancel()
-	var conn net.Conn
-	dial := func() (err error) {
-		conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-		return err
-	}
-	// The socket is opened in that namespace: from this thread if it is
-	// the process's own (an agent's), else from a thread sent there (a
-	// test's box), since the queries' goroutines may run on any thread.
-	var err error
-	if s.ownNS {
-		err = dial()
-	} else {
-		err = inNamespace(s.hostNS, dial)
-	}
+	conn, err := s.dialer.dial(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -450,4 +439,83 @@ func upstreams(paths []string) []string {
 		}
 	}
 	return nil
+}
+
+// nsDialer opens the DNS forwarder's sockets in the network namespace the
+// Host's state is built in (the host's; a test's box): the queries'
+// goroutines may run on any thread. UDP sockets come from one thread that
+// stays in that namespace; a TCP connection (a truncated answer asked
+// again) from a thread of its own, so a slow connect holds up no other
+// query.
+type nsDialer struct {
+	ns  netns.NsHandle
+	req chan dialReq
+}
+
+type dialReq struct {
+	ctx           context.Context
+	network, addr string
+	res           chan dialRes
+}
+
+type dialRes struct {
+	conn net.Conn
+	err  error
+}
+
+// nsDialer returns the Host's dialer, started in the calling thread's
+// namespace on first use; h.mu must be held.
+func (h *Host) nsDialer() (*nsDialer, error) {
+	if h.dialer != nil {
+		return h.dialer, nil
+	}
+	ns, err := netns.Get()
+	if err != nil {
+		return nil, fmt.Errorf("DNS forwarder: this namespace: %w", err)
+	}
+	d := &nsDialer{ns: ns, req: make(chan dialReq)}
+	ready := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread goes with the goroutine
+		if err := netns.Set(ns); err != nil {
+			ready <- err
+			return
+		}
+		ready <- nil
+		for r := range d.req {
+			c, err := (&net.Dialer{}).DialContext(r.ctx, r.network, r.addr)
+			r.res <- dialRes{c, err}
+		}
+	}()
+	if err := <-ready; err != nil {
+		ns.Close()
+		return nil, fmt.Errorf("DNS forwarder: enter namespace: %w", err)
+	}
+	h.dialer = d
+	return d, nil
+}
+
+// closeDialer stops the Host's dialer once no segment server uses it;
+// h.mu must be held.
+func (h *Host) closeDialer() {
+	if h.dialer != nil {
+		close(h.dialer.req)
+		h.dialer.ns.Close()
+		h.dialer = nil
+	}
+}
+
+func (d *nsDialer) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if network != "udp" {
+		var c net.Conn
+		err := inNamespace(d.ns, func() (err error) {
+			c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+			return err
+		})
+		return c, err
+	}
+	res := make(chan dialRes, 1)
+	d.req <- dialReq{ctx, network, addr, res}
+	r := <-res
+	return r.conn, r.err
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -217,6 +218,35 @@ func TestSegmentDNS(t *testing.T) {
 		t.Fatalf("Go's resolver found %v, want %v", addrs, want)
 	}
 
+	// The resolver a Debian guest has, glibc's, with the lease's DNS
+	// server and domain in its resolv.conf: "ris" by its short name
+	// through the search domain, both addresses.
+	resolvConf = filepath.Join(t.TempDir(), "resolv.conf")
+	if err := os.WriteFile(resolvConf, []byte("nameserver 10.63.0.1\nsearch ward.example.org\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := inGuest(t, ga, "unshare", "--mount", "sh", "-c", "mount --bind "+resolvConf+" /etc/resolv.conf && getent ahosts ris")
+	for _, want := range []string{wb.IP, wb.IP6, "ris.ward.example.org"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("glibc's getent ahosts ris: no %s in\n%s", want, out)
+		}
+	}
+	// And busybox's nslookup, another client's code.
+	if out := inGuest(t, ga, "busybox", "nslookup", "pacs.ward.example.org", "10.63.0.1"); !strings.Contains(out, wa.IP) {
+		t.Fatalf("busybox nslookup pacs: no %s in\n%s", wa.IP, out)
+	}
+}
+
+// inGuest runs a command in the guest's network namespace and returns
+// its output.
+func inGuest(t *testing.T, g netns.NsHandle, argv ...string) string {
+	t.Helper()
+	args := append([]string{fmt.Sprintf("--net=/proc/%d/fd/%d", os.Getpid(), int(g)), "--"}, argv...)
+	out, err := exec.Command("nsenter", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %v\n%s", argv, err, out)
+	}
+	return string(out)
 }
 
 // reverse returns the reverse-lookup name of an address.
