@@ -216,8 +216,8 @@ func (h *Host) forwardDNS(s *segServer, q *dns.Msg, log *slog.Logger) *dns.Msg {
 	var err error
 	for _, up := range ups {
 		var a *dns.Msg
-		if a, err = s.exchange(h, "udp", up, fq); err == nil && a.Truncated {
-			if full, terr := s.exchange(h, "tcp", up, fq); terr == nil {
+		if a, err = s.exchange("udp", up, fq); err == nil && a.Truncated {
+			if full, terr := s.exchange("tcp", up, fq); terr == nil {
 				a = full
 			}
 		}
@@ -233,7 +233,7 @@ func (h *Host) forwardDNS(s *segServer, q *dns.Msg, log *slog.Logger) *dns.Msg {
 
 // exchange sends q to addr over network from the namespace the server
 // was started in, and gives up when the server stops.
-func (s *segServer) exchange(h *Host, network, addr string, q *dns.Msg) (*dns.Msg, error) {
+func (s *segServer) exchange(network, addr string, q *dns.Msg) (*dns.Msg, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, dnsUpstream)
 	defer cancel()
 	conn, err := s.dialer.dial(ctx, network, addr)
