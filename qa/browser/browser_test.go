@@ -15,14 +15,24 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// newBrowser starts headless chromium with a fresh profile. The cluster CA is
-// private, so certificate errors are ignored: this is a test browser talking
-// only to nodes inside the test's own namespaces.
-func newBrowser(t *testing.T) context.Context {
+// netnser is a harness cluster or bridge: where the browser runs.
+type netnser interface{ ClientNetns() (string, error) }
+
+// newBrowser starts headless chromium with a fresh profile, in the client
+// namespace of the cluster or bridge the test serves its pages on: a
+// browser in the host's would abort its requests whenever an address
+// changes there (see harness.ClientNetns). The cluster CA is private, so
+// certificate errors are ignored: this is a test browser talking only to
+// servers inside the test's own namespaces.
+func newBrowser(t *testing.T, on netnser) context.Context {
 	t.Helper()
 	path, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatalf("chromium is required (make test installs Debian's chromium): %v", err)
+	}
+	ns, err := on.ClientNetns()
+	if err != nil {
+		t.Fatal(err)
 	}
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
@@ -34,6 +44,14 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("disable-quic", true), chromedp.Flag("no-first-run", true),
 		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
 		chromedp.Flag("disable-sync", true),
+	}
+	if ns != "" {
+		// nsenter execs chromium in place: same process, same pipe to
+		// DevTools on fds 3 and 4.
+		opts = append(opts, chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
+			cmd.Path = "/usr/bin/nsenter"
+			cmd.Args = append([]string{"nsenter", "--net=/run/netns/" + ns, "--", path}, cmd.Args[1:]...)
+		}))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelC := chromedp.NewContext(actx)
@@ -80,7 +98,7 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 	api := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, api, 3, 0)
 	base := "https://" + c.Node(2).IP + ":8443"
-	ctx := newBrowser(t)
+	ctx := newBrowser(t, c)
 
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/"),

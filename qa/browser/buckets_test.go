@@ -32,7 +32,7 @@ func TestBucketBrowserUpload(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := "https://" + c.Node(2).IP + ":8443"
-	ctx := newBrowser(t)
+	ctx := newBrowser(t, c)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/login"),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/ui"
@@ -23,10 +25,12 @@ import (
 // computeUI is the web UI over real identity, storage and compute services
 // on an in-process single-node cluster with two disk directories and the
 // default VM network, but no hosts: VMs stay waiting for a node. It lets
-// the VM and image pages be driven in a browser without QEMU or network
-// namespaces; tests that boot guests use cairntest instead.
+// the VM and image pages be driven in a browser without QEMU; tests that
+// boot guests use cairntest instead. It is served on a harness bridge, so
+// the browser can run in the bridge's client namespace.
 type computeUI struct {
-	URL      string // https://127.0.0.1:port
+	URL      string // https://<bridge's host address>:port
+	Bridge   *harness.Bridge
 	Identity *identity.Service
 	Compute  *hypervisor.Service
 	Images   *hypervisor.Images
@@ -122,7 +126,15 @@ func startComputeUI(t *testing.T) *computeUI {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewTLSServer(h)
+	c.Bridge = harness.NewBridge(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort(c.Bridge.HostAddr().String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(h)
+	srv.Listener.Close()
+	srv.Listener = ln
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
 	c.URL = srv.URL
 	return c

@@ -42,7 +42,7 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 	uploadGuest(t, api, &img)
 
 	base := "https://" + c.Node(1).IP + ":8443"
-	ctx := newBrowser(t)
+	ctx := newBrowser(t, c)
 	logConsole(t, ctx)
 	var flavor string
 	if err := chromedp.Do(ctx,

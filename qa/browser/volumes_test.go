@@ -38,7 +38,7 @@ func TestVolumesInBrowser(t *testing.T) {
 	img := uploadQCOW2(t, api, "disk-image")
 
 	base := "https://" + c.Node(1).IP + ":8443"
-	ctx := newBrowser(t)
+	ctx := newBrowser(t, c)
 	logConsole(t, ctx)
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(base+"/login"),

@@ -154,6 +154,9 @@ func (c *Cluster) addNode() (*Node, error) {
 	if err := os.MkdirAll(n.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("add node %d: %w", i, err)
 	}
+	if i >= clientIndex {
+		return nil, fmt.Errorf("add node %d: index out of range 1..%d", i, clientIndex-1)
+	}
 	if c.name == "" {
 		if 10+i > 254 {
 			return nil, fmt.Errorf("add node %d: index out of range 1..244", i)

@@ -399,3 +399,56 @@ func ownerAlive(prefix string) bool {
 	cur, err := processStart(pid)
 	return err == nil && cur == owner
 }
+
+// clientIndex is the client namespace's place on a cluster's bridge (.250),
+// out of the nodes' way.
+const clientIndex = 240
+
+// ClientNetns returns a network namespace on the cluster's bridge (address
+// .250) for a client program, creating it on first use, or "" without root.
+// Nothing in it changes once it is made: it has one veth with one IPv4
+// address, and IPv6 off. That is what a browser needs: Chromium aborts its
+// requests in flight (ERR_NETWORK_CHANGED) whenever an address changes in
+// its namespace, and in the host's they do all the time, as each test's
+// bridge and veths gain their IPv6 link-local addresses a second or two
+// after they come up. It goes with the cluster.
+func (c *Cluster) ClientNetns() (string, error) {
+	if c.name == "" {
+		return "", nil
+	}
+	return addClientNetns(c.name, c.subnet)
+}
+
+// ClientNetns is Cluster.ClientNetns for a bridge: a client there reaches
+// the host at HostAddr.
+func (b *Bridge) ClientNetns() (string, error) { return addClientNetns(b.Name, b.Subnet) }
+
+func addClientNetns(prefix string, subnet netip.Prefix) (string, error) {
+	ns := netnsName(prefix, clientIndex)
+	if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
+		return ns, nil
+	}
+	addr, err := nodeAddr(subnet, clientIndex)
+	if err != nil {
+		return "", err
+	}
+	veth := vethName(prefix, clientIndex)
+	cidr := netip.PrefixFrom(addr, subnet.Bits()).String()
+	for _, argv := range [][]string{
+		{"ip", "netns", "add", ns},
+		// Before any interface is made or comes up: no link-local
+		// address, now or later.
+		{"ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"},
+		{"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+		{"ip", "link", "set", veth, "master", prefix},
+		{"ip", "link", "set", veth, "up"},
+		{"ip", "-n", ns, "addr", "add", cidr, "dev", "eth0"},
+		{"ip", "-n", ns, "link", "set", "eth0", "up"},
+		{"ip", "-n", ns, "link", "set", "lo", "up"},
+	} {
+		if _, err := run(argv[0], argv[1:]...); err != nil {
+			return "", fmt.Errorf("client namespace: %w", err)
+		}
+	}
+	return ns, nil
+}
