@@ -896,13 +896,15 @@ func (h *Host) applyRouteTable(plans []RouterPlan) error {
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(67)}}
-	dnsToGateway := []expr.Any{etherType(etherTypeIPv4)[0], etherType(etherTypeIPv4)[1],
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_UDP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(dnsPort)},
-		&expr.Payload{DestRegister: regConcat, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
-		&expr.Payload{DestRegister: regConcat + 2, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
-		&expr.Lookup{SourceRegister: regConcat, SetName: gwAddrs.Name}}
+	dnsToGateway := func(proto byte) []expr.Any {
+		return []expr.Any{etherType(etherTypeIPv4)[0], etherType(etherTypeIPv4)[1],
+			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{proto}},
+			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binaryutil.BigEndian.PutUint16(dnsPort)},
+			&expr.Payload{DestRegister: regConcat, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
+			&expr.Payload{DestRegister: regConcat + 2, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+			&expr.Lookup{SourceRegister: regConcat, SetName: gwAddrs.Name}}
+	}
 	icmp6Type := func(op expr.CmpOp, typ byte) []expr.Any {
 		return []expr.Any{etherType(etherTypeIPv6)[0], etherType(etherTypeIPv6)[1],
 			&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1}, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{unix.IPPROTO_ICMPV6}},
@@ -916,7 +918,8 @@ func (h *Host) applyRouteTable(plans []RouterPlan) error {
 		rule("iifname cnq* icmpv6 type >= 130 drop", iifRouter, icmp6Type(expr.CmpOpGte, 130), verdict(expr.VerdictDrop)),
 		rule("icmpv6 type nd-neighbor-solicit accept (the node answers for the gateway)", icmp6Type(expr.CmpOpEq, icmp6NeighborSolicit), verdict(expr.VerdictAccept)),
 		rule("udp dport 67 accept (DHCP stays with the node's server)", dhcpToServer, verdict(expr.VerdictAccept)),
-		rule("ether daddr . ip daddr @gateway_addrs udp dport 53 accept (DNS to the gateway stays with the node's server)", dnsToGateway, verdict(expr.VerdictAccept)),
+		rule("ether daddr . ip daddr @gateway_addrs udp dport 53 accept (DNS to the gateway stays with the node's server)", dnsToGateway(unix.IPPROTO_UDP), verdict(expr.VerdictAccept)),
+		rule("ether daddr . ip daddr @gateway_addrs tcp dport 53 accept (the node's server refuses DNS over TCP)", dnsToGateway(unix.IPPROTO_TCP), verdict(expr.VerdictAccept)),
 		rule("ether daddr set ether daddr map @gateway_router", []expr.Any{
 			&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseLLHeader, Offset: 0, Len: 6},
 			&expr.Lookup{SourceRegister: 1, DestRegister: 1, IsDestRegSet: true, SetName: m.Name},

@@ -96,13 +96,13 @@ func (h *Host) startSegmentServer(seg Segment, br *net.Interface) (srv *segServe
 		}
 	}
 	log := h.log.With("network", nw.ID, "bridge", br.Name)
-	s.wg.Go(func() { h.serveSegmentDHCP(s, log) })
+	s.wg.Go(func() { s.serve(s.dhcp, "DHCP", log, h.dhcpFrame) })
 	if s.arp != nil {
-		s.wg.Go(func() { h.serveGatewayARP(s, log) })
-		s.wg.Go(func() { h.serveDNS(s, log) })
+		s.wg.Go(func() { s.serve(s.arp, "ARP", log, h.arpFrame) })
+		s.wg.Go(func() { s.serve(s.dns, "DNS", log, h.dnsFrame) })
 	}
 	if s.v6 != nil {
-		s.wg.Go(func() { h.serveV6(s, log) })
+		s.wg.Go(func() { s.serve(s.v6, "IPv6", log, h.v6Frame) })
 		s.wg.Go(func() { h.advertise(s, log) })
 	}
 	log.Info("DHCP started on segment", "ipv6", nw.CIDR6)
@@ -170,93 +170,88 @@ func (h *Host) localPort(nw Network, mac net.HardwareAddr) (Port, bool) {
 	return p, p.Node != "" && p.Node == h.cfg.Node
 }
 
-func (h *Host) serveSegmentDHCP(s *segServer, log *slog.Logger) {
+// serve reads the frames c's filter lets through until the server stops,
+// and hands each one (from its link-layer header on) to handle with its
+// sender. A failed read is logged and retried after a pause.
+func (s *segServer) serve(c *packet.Conn, what string, log *slog.Logger, handle func(s *segServer, b []byte, src *packet.Addr, log *slog.Logger)) {
 	buf := make([]byte, 1<<16)
 	for {
-		n, from, err := s.dhcp.ReadFrom(buf)
+		n, from, err := c.ReadFrom(buf)
 		if s.closed.Load() {
 			return
 		}
 		if err != nil {
-			log.Warn("DHCP: read", "err", err)
+			log.Warn(what+": read", "err", err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		payload, ok := udpPayloadTo(buf[:n], dhcpv4.ServerPort)
-		if !ok {
-			continue
-		}
-		m, err := dhcpv4.FromBytes(payload)
-		if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
-			continue
-		}
-		// The frame's source is the guest's port (port security saw to
-		// that); the request's own hardware address must be the same.
-		src, _ := from.(*packet.Addr)
-		if src == nil || src.HardwareAddr.String() != m.ClientHWAddr.String() {
-			continue
-		}
-		p, ok := h.localPort(s.nw, m.ClientHWAddr)
-		if !ok {
-			continue // another node's port, or none: not ours to answer
-		}
-		resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dnsOf(s.nw), s.nw.MTU, log)
-		if resp == nil {
-			continue
-		}
-		dst := netip.AddrFrom4([4]byte{255, 255, 255, 255})
-		if resp.MessageType() != dhcpv4.MessageTypeNak && !m.IsBroadcast() {
-			dst = p.Addr()
-		}
-		frame := udp4(s.nw.GatewayAddr(), dst, dhcpv4.ServerPort, dhcpv4.ClientPort, resp.ToBytes())
-		// To the guest's MAC, not broadcast: nothing to flood to the peers.
-		if _, err := s.dhcp.WriteTo(frame, &packet.Addr{HardwareAddr: m.ClientHWAddr}); err != nil {
-			log.Warn("DHCP: send reply", "err", err)
-			continue
-		}
-		if resp.MessageType() == dhcpv4.MessageTypeAck && h.cfg.OnLease != nil {
-			h.cfg.OnLease(m.ClientHWAddr, p.Addr())
+		if src, _ := from.(*packet.Addr); src != nil {
+			handle(s, buf[:n], src, log)
 		}
 	}
 }
 
-// serveGatewayARP answers who-has for the gateway address from this
-// node's ports.
-func (h *Host) serveGatewayARP(s *segServer, log *slog.Logger) {
+// dhcpFrame answers a DHCP request from one of this node's ports.
+func (h *Host) dhcpFrame(s *segServer, b []byte, src *packet.Addr, log *slog.Logger) {
+	payload, ok := udpPayloadTo(b, dhcpv4.ServerPort)
+	if !ok {
+		return
+	}
+	m, err := dhcpv4.FromBytes(payload)
+	if err != nil || m.OpCode != dhcpv4.OpcodeBootRequest {
+		return
+	}
+	// The frame's source is the guest's port (port security saw to
+	// that); the request's own hardware address must be the same.
+	if src.HardwareAddr.String() != m.ClientHWAddr.String() {
+		return
+	}
+	p, ok := h.localPort(s.nw, m.ClientHWAddr)
+	if !ok {
+		return // another node's port, or none: not ours to answer
+	}
+	resp := buildReply(m, s.nw, p.Addr(), p.Hostname, dnsOf(s.nw), s.nw.MTU, log)
+	if resp == nil {
+		return
+	}
+	dst := netip.AddrFrom4([4]byte{255, 255, 255, 255})
+	if resp.MessageType() != dhcpv4.MessageTypeNak && !m.IsBroadcast() {
+		dst = p.Addr()
+	}
+	frame := udp4(s.nw.GatewayAddr(), dst, dhcpv4.ServerPort, dhcpv4.ClientPort, resp.ToBytes())
+	// To the guest's MAC, not broadcast: nothing to flood to the peers.
+	if _, err := s.dhcp.WriteTo(frame, &packet.Addr{HardwareAddr: m.ClientHWAddr}); err != nil {
+		log.Warn("DHCP: send reply", "err", err)
+		return
+	}
+	if resp.MessageType() == dhcpv4.MessageTypeAck && h.cfg.OnLease != nil {
+		h.cfg.OnLease(m.ClientHWAddr, p.Addr())
+	}
+}
+
+// arpFrame answers who-has for the gateway address from this node's
+// ports.
+func (h *Host) arpFrame(s *segServer, b []byte, _ *packet.Addr, log *slog.Logger) {
 	gw := s.nw.GatewayAddr().As4()
-	gwMAC := GatewayMAC(s.nw.ID)
-	buf := make([]byte, 1500)
-	for {
-		n, _, err := s.arp.ReadFrom(buf)
-		if s.closed.Load() {
-			return
-		}
-		if err != nil {
-			log.Warn("ARP: read", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
-		}
-		b := buf[:n]
-		// Ethernet/IPv4 request for the gateway: htype 1, ptype 0x0800,
-		// hlen 6, plen 4, oper 1.
-		if len(b) < 28 || binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != unix.ETH_P_IP ||
-			b[4] != 6 || b[5] != 4 || binary.BigEndian.Uint16(b[6:]) != 1 || [4]byte(b[24:28]) != gw {
-			continue
-		}
-		sha := net.HardwareAddr(append([]byte(nil), b[8:14]...))
-		if _, ok := h.localPort(s.nw, sha); !ok {
-			continue
-		}
-		reply := make([]byte, 28)
-		copy(reply, b[:6])
-		binary.BigEndian.PutUint16(reply[6:], 2)
-		copy(reply[8:14], gwMAC)
-		copy(reply[14:18], gw[:])
-		copy(reply[18:24], sha)
-		copy(reply[24:28], b[14:18])
-		if _, err := s.arp.WriteTo(reply, &packet.Addr{HardwareAddr: sha}); err != nil {
-			log.Warn("ARP: send reply", "err", err)
-		}
+	// Ethernet/IPv4 request for the gateway: htype 1, ptype 0x0800,
+	// hlen 6, plen 4, oper 1.
+	if len(b) < 28 || binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != unix.ETH_P_IP ||
+		b[4] != 6 || b[5] != 4 || binary.BigEndian.Uint16(b[6:]) != 1 || [4]byte(b[24:28]) != gw {
+		return
+	}
+	sha := net.HardwareAddr(append([]byte(nil), b[8:14]...))
+	if _, ok := h.localPort(s.nw, sha); !ok {
+		return
+	}
+	reply := make([]byte, 28)
+	copy(reply, b[:6])
+	binary.BigEndian.PutUint16(reply[6:], 2)
+	copy(reply[8:14], GatewayMAC(s.nw.ID))
+	copy(reply[14:18], gw[:])
+	copy(reply[18:24], sha)
+	copy(reply[24:28], b[14:18])
+	if _, err := s.arp.WriteTo(reply, &packet.Addr{HardwareAddr: sha}); err != nil {
+		log.Warn("ARP: send reply", "err", err)
 	}
 }
 
@@ -296,15 +291,59 @@ func udp4(src, dst netip.Addr, sport, dport int, payload []byte) []byte {
 	binary.BigEndian.PutUint16(u[2:], uint16(dport))
 	binary.BigEndian.PutUint16(u[4:], uint16(len(u)))
 	copy(u[8:], payload)
-	// Pseudo-header: addresses, protocol, UDP length.
-	pseudo := uint32(binary.BigEndian.Uint16(s4[0:])) + uint32(binary.BigEndian.Uint16(s4[2:])) +
-		uint32(binary.BigEndian.Uint16(d4[0:])) + uint32(binary.BigEndian.Uint16(d4[2:])) + unix.IPPROTO_UDP + uint32(len(u))
-	sum := ^onesSum(u, pseudo)
+	sum := ^onesSum(u, pseudoSum(s4, d4, unix.IPPROTO_UDP, len(u)))
 	if sum == 0 {
 		sum = 0xffff
 	}
 	binary.BigEndian.PutUint16(u[6:], sum)
 	return b
+}
+
+// synTo returns the source port of an IPv4 TCP SYN (no ACK) to port dport
+// and the acknowledgment number a reset to it carries (RFC 9293 3.10.7.1:
+// its sequence number plus its length, the SYN counted).
+func synTo(b []byte, dport int) (sport int, ack uint32, ok bool) {
+	if len(b) < 20 || b[0]>>4 != 4 || b[9] != unix.IPPROTO_TCP {
+		return 0, 0, false
+	}
+	ihl := int(b[0]&0x0f) * 4
+	total := int(binary.BigEndian.Uint16(b[2:]))
+	if ihl < 20 || total > len(b) || total < ihl+20 || binary.BigEndian.Uint16(b[6:])&0x3fff != 0 {
+		return 0, 0, false // short, or a fragment
+	}
+	t := b[ihl:total]
+	off := int(t[12]>>4) * 4
+	if int(binary.BigEndian.Uint16(t[2:])) != dport || off < 20 || off > len(t) || t[13]&(tcpSYN|tcpACK|tcpRST|tcpFIN) != tcpSYN {
+		return 0, 0, false
+	}
+	return int(binary.BigEndian.Uint16(t[0:])), binary.BigEndian.Uint32(t[4:]) + uint32(len(t)-off) + 1, true
+}
+
+// tcp4 builds an IPv4 packet carrying a TCP segment with no options and no
+// data, checksums included.
+func tcp4(src, dst netip.Addr, sport, dport int, seq, ack uint32, flags byte) []byte {
+	b := make([]byte, 40)
+	b[0], b[6], b[8], b[9] = 0x45, 0x40, 64, unix.IPPROTO_TCP
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	s4, d4 := src.As4(), dst.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], d4[:])
+	binary.BigEndian.PutUint16(b[10:], ^onesSum(b[:20], 0))
+	t := b[20:]
+	binary.BigEndian.PutUint16(t[0:], uint16(sport))
+	binary.BigEndian.PutUint16(t[2:], uint16(dport))
+	binary.BigEndian.PutUint32(t[4:], seq)
+	binary.BigEndian.PutUint32(t[8:], ack)
+	t[12], t[13] = 5<<4, flags
+	binary.BigEndian.PutUint16(t[16:], ^onesSum(t, pseudoSum(s4, d4, unix.IPPROTO_TCP, len(t))))
+	return b
+}
+
+// pseudoSum is the sum of UDP's and TCP's IPv4 pseudo-header: addresses,
+// protocol, length.
+func pseudoSum(s4, d4 [4]byte, proto byte, n int) uint32 {
+	return uint32(binary.BigEndian.Uint16(s4[0:])) + uint32(binary.BigEndian.Uint16(s4[2:])) +
+		uint32(binary.BigEndian.Uint16(d4[0:])) + uint32(binary.BigEndian.Uint16(d4[2:])) + uint32(proto) + uint32(n)
 }
 
 // onesSum is the Internet checksum's folded one's-complement sum of b,

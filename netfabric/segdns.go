@@ -46,7 +46,9 @@ import (
 //     query of its own (the guest's question, nothing else of its
 //     message), and the answer goes back cut to what the guest can take in
 //     one datagram (its EDNS size or 512, at most the segment's MTU), TC
-//     set if it did not fit. There is no DNS over TCP on the gateway.
+//     set if it did not fit. There is no DNS over TCP on the gateway: a
+//     guest's connection to it is refused at once (a TCP reset to its
+//     SYN), so its resolver moves on instead of waiting.
 //   - At most dnsInFlight queries per segment are worked on at once, and
 //     dnsPerPort of them one port's; more are dropped.
 //
@@ -64,23 +66,37 @@ const (
 	dnsUpstreamSize = 1232
 )
 
-// dnsFilter passes unfragmented IPv4 UDP to port 53 of the gateway.
+// dnsFilter passes unfragmented IPv4 UDP to port 53 of the gateway, and
+// TCP SYNs to it (refused: see refuseTCP).
 func dnsFilter(gw netip.Addr) ([]bpf.RawInstruction, error) {
 	g := gw.As4()
+	// Skips count to the instruction after the jump: 13 is accept, 14 drop.
 	return bpf.Assemble([]bpf.Instruction{
-		bpf.LoadAbsolute{Off: 9, Size: 1}, // IPv4 protocol
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_UDP, SkipTrue: 8},
-		bpf.LoadAbsolute{Off: 16, Size: 4}, // destination address
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(g[:]), SkipTrue: 6},
-		bpf.LoadAbsolute{Off: 6, Size: 2},                           // flags and fragment offset
-		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: 4}, // a fragment
-		bpf.LoadMemShift{Off: 0},                                    // X = the IPv4 header's length
-		bpf.LoadIndirect{Off: 2, Size: 2},                           // UDP destination port
-		bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dnsPort, SkipTrue: 1},
-		bpf.RetConstant{Val: 1 << 16},
-		bpf.RetConstant{Val: 0},
+		/* 0 */ bpf.LoadAbsolute{Off: 16, Size: 4}, // destination address
+		/* 1 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: binary.BigEndian.Uint32(g[:]), SkipTrue: 12},
+		/* 2 */ bpf.LoadAbsolute{Off: 6, Size: 2}, // flags and fragment offset
+		/* 3 */ bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x3fff, SkipTrue: 10}, // a fragment
+		/* 4 */ bpf.LoadMemShift{Off: 0}, // X = the IPv4 header's length
+		/* 5 */ bpf.LoadIndirect{Off: 2, Size: 2}, // UDP's or TCP's destination port
+		/* 6 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: dnsPort, SkipTrue: 7},
+		/* 7 */ bpf.LoadAbsolute{Off: 9, Size: 1}, // IPv4 protocol
+		/* 8 */ bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.IPPROTO_UDP, SkipTrue: 4},
+		/* 9 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: unix.IPPROTO_TCP, SkipTrue: 4},
+		/* 10 */ bpf.LoadIndirect{Off: 13, Size: 1}, // TCP flags
+		/* 11 */ bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: tcpFIN | tcpSYN | tcpRST | tcpACK},
+		/* 12 */ bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: tcpSYN, SkipTrue: 1}, // a SYN (ECN bits or not), no ACK
+		/* 13 */ bpf.RetConstant{Val: 1 << 16},
+		/* 14 */ bpf.RetConstant{Val: 0},
 	})
 }
+
+// TCP header flags.
+const (
+	tcpFIN = 0x01
+	tcpSYN = 0x02
+	tcpRST = 0x04
+	tcpACK = 0x10
+)
 
 // listenDNS opens the DNS server's socket on the bridge.
 func listenDNS(br *net.Interface, gw netip.Addr) (*packet.Conn, error) {
@@ -95,52 +111,51 @@ func listenDNS(br *net.Interface, gw netip.Addr) (*packet.Conn, error) {
 	return c, nil
 }
 
-// serveDNS answers this node's ports' DNS queries to the gateway.
-func (h *Host) serveDNS(s *segServer, log *slog.Logger) {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := s.dns.ReadFrom(buf)
-		if s.closed.Load() {
+// dnsFrame answers a DNS query to the gateway from one of this node's
+// ports, and refuses its TCP.
+func (h *Host) dnsFrame(s *segServer, b []byte, src *packet.Addr, log *slog.Logger) {
+	if len(b) < 20 {
+		return
+	}
+	p, ok := h.localPort(s.nw, src.HardwareAddr)
+	if !ok || p.Addr() != netip.AddrFrom4([4]byte(b[12:16])) {
+		return // another node's port, or not from the port's address
+	}
+	if b[9] == unix.IPPROTO_TCP {
+		if sport, ack, ok := synTo(b, dnsPort); ok {
+			frame := tcp4(s.nw.GatewayAddr(), p.Addr(), dnsPort, sport, 0, ack, tcpRST|tcpACK)
+			if _, err := s.dns.WriteTo(frame, &packet.Addr{HardwareAddr: p.HardwareAddr()}); err != nil && !s.closed.Load() {
+				log.Warn("DNS: refuse TCP", "port", p.ID, "err", err)
+			}
+		}
+		return
+	}
+	payload, ok := udpPayloadTo(b, dnsPort)
+	if !ok {
+		return
+	}
+	sport := int(binary.BigEndian.Uint16(b[int(b[0]&0x0f)*4:]))
+	q := new(dns.Msg)
+	if err := q.Unpack(payload); err != nil || q.Response {
+		return
+	}
+	if !s.dnsTake(p.ID) {
+		return // busy: the guest's resolver asks again
+	}
+	s.wg.Go(func() {
+		defer s.dnsDone(p.ID)
+		r := h.answerDNS(s, q, log)
+		r.Truncate(guestDNSSize(q, s.nw.MTU))
+		out, err := r.Pack()
+		if err != nil {
+			log.Warn("DNS: pack answer", "name", q.Question, "err", err)
 			return
 		}
-		if err != nil {
-			log.Warn("DNS: read", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
+		frame := udp4(s.nw.GatewayAddr(), p.Addr(), dnsPort, sport, out)
+		if _, err := s.dns.WriteTo(frame, &packet.Addr{HardwareAddr: p.HardwareAddr()}); err != nil && !s.closed.Load() {
+			log.Warn("DNS: send answer", "port", p.ID, "err", err)
 		}
-		b := buf[:n]
-		payload, ok := udpPayloadTo(b, dnsPort)
-		src, _ := from.(*packet.Addr)
-		if !ok || src == nil {
-			continue
-		}
-		p, ok := h.localPort(s.nw, src.HardwareAddr)
-		if !ok || p.Addr() != netip.AddrFrom4([4]byte(b[12:16])) {
-			continue // another node's port, or not from the port's address
-		}
-		sport := int(binary.BigEndian.Uint16(b[int(b[0]&0x0f)*4:]))
-		q := new(dns.Msg)
-		if err := q.Unpack(payload); err != nil || q.Response {
-			continue
-		}
-		if !s.dnsTake(p.ID) {
-			continue // busy: the guest's resolver asks again
-		}
-		s.wg.Go(func() {
-			defer s.dnsDone(p.ID)
-			r := h.answerDNS(s, q, log)
-			r.Truncate(guestDNSSize(q, s.nw.MTU))
-			out, err := r.Pack()
-			if err != nil {
-				log.Warn("DNS: pack answer", "name", q.Question, "err", err)
-				return
-			}
-			frame := udp4(s.nw.GatewayAddr(), p.Addr(), dnsPort, sport, out)
-			if _, err := s.dns.WriteTo(frame, &packet.Addr{HardwareAddr: p.HardwareAddr()}); err != nil && !s.closed.Load() {
-				log.Warn("DNS: send answer", "port", p.ID, "err", err)
-			}
-		})
-	}
+	})
 }
 
 // dnsTake claims one of the segment's query slots for a port, at most

@@ -2,6 +2,7 @@ package netfabric_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -126,6 +128,9 @@ func TestSegmentDNS(t *testing.T) {
 	if got := upstream(); len(got) != 0 {
 		t.Errorf("the resolver was asked %v from a network with no way out", got)
 	}
+	// DNS over TCP to the gateway is refused at once, not left to time out.
+	tcpRefused(t, ga, "10.63.0.1")
+	tcpRefused(t, gl, "10.63.0.1")
 
 	// A router with a gateway gives the network a way out: now the box
 	// forwards what the project has not got to its resolvers.
@@ -162,6 +167,8 @@ func TestSegmentDNS(t *testing.T) {
 			return nil
 		})
 	}
+	tcpRefused(t, ga, "10.63.0.1") // the router takes the gateway's other TCP
+
 	// A question with EDNS options of the guest's (a cookie) is asked as
 	// the box's own question: the guest's id and options stay with it.
 	q := new(dns.Msg)
@@ -234,6 +241,23 @@ func TestSegmentDNS(t *testing.T) {
 	// And busybox's nslookup, another client's code.
 	if out := inGuest(t, ga, "busybox", "nslookup", "pacs.ward.example.org", "10.63.0.1"); !strings.Contains(out, wa.IP) {
 		t.Fatalf("busybox nslookup pacs: no %s in\n%s", wa.IP, out)
+	}
+}
+
+// tcpRefused checks that a TCP connection from the guest to the DNS port
+// of server is refused (a reset) at once.
+func tcpRefused(t *testing.T, g netns.NsHandle, server string) {
+	t.Helper()
+	start := time.Now()
+	err := inNS(t, g, func() error {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(server, "53"), 3*time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	if !errors.Is(err, syscall.ECONNREFUSED) || time.Since(start) > time.Second {
+		t.Errorf("DNS over TCP to %s: %v after %v, want refused at once", server, err, time.Since(start).Round(time.Millisecond))
 	}
 }
 

@@ -70,54 +70,41 @@ func listenV6(br *net.Interface) (*packet.Conn, error) {
 	return c, nil
 }
 
-// serveV6 answers router solicitations and DHCPv6 from this node's ports.
-func (h *Host) serveV6(s *segServer, log *slog.Logger) {
-	buf := make([]byte, 1<<16)
-	for {
-		n, from, err := s.v6.ReadFrom(buf)
-		if s.closed.Load() {
-			return
+// v6Frame answers router and neighbour solicitations and DHCPv6 from this
+// node's ports.
+func (h *Host) v6Frame(s *segServer, b []byte, src *packet.Addr, log *slog.Logger) {
+	if len(b) < 48 || b[0]>>4 != 6 {
+		return
+	}
+	p, ok := h.localPort(s.nw, src.HardwareAddr)
+	if !ok {
+		return // another node's port, or none: not ours to answer
+	}
+	plen := int(binary.BigEndian.Uint16(b[4:]))
+	if plen < 8 || 40+plen > len(b) {
+		return // shorter than a solicitation or a UDP header: nothing to answer
+	}
+	body := b[40 : 40+plen]
+	switch b[6] {
+	case unix.IPPROTO_ICMPV6:
+		// A solicitation comes from on the link: hop limit 255.
+		if b[7] == 255 && body[0] == icmp6RouterSolicit && body[1] == 0 {
+			h.sendRA(s, p, log)
 		}
-		if err != nil {
-			log.Warn("IPv6: read", "err", err)
-			time.Sleep(100 * time.Millisecond)
-			continue
+		if b[7] == 255 && body[0] == icmp6NeighborSolicit && body[1] == 0 {
+			h.answerGatewayNS(s, p, netip.AddrFrom16([16]byte(b[8:24])), body, log)
 		}
-		src, _ := from.(*packet.Addr)
-		b := buf[:n]
-		if src == nil || len(b) < 48 || b[0]>>4 != 6 {
-			continue
-		}
-		p, ok := h.localPort(s.nw, src.HardwareAddr)
-		if !ok {
-			continue // another node's port, or none: not ours to answer
-		}
-		plen := int(binary.BigEndian.Uint16(b[4:]))
-		if plen < 8 || 40+plen > len(b) {
-			continue // shorter than a solicitation or a UDP header: nothing to answer
-		}
-		body := b[40 : 40+plen]
-		switch b[6] {
-		case unix.IPPROTO_ICMPV6:
-			// A solicitation comes from on the link: hop limit 255.
-			if b[7] == 255 && body[0] == icmp6RouterSolicit && body[1] == 0 {
-				h.sendRA(s, p, log)
-			}
-			if b[7] == 255 && body[0] == icmp6NeighborSolicit && body[1] == 0 {
-				h.answerGatewayNS(s, p, netip.AddrFrom16([16]byte(b[8:24])), body, log)
-			}
-		case unix.IPPROTO_UDP:
-			if s.nw.IPv6Mode == IPv6DHCPv6 && len(body) >= 8 && binary.BigEndian.Uint16(body[0:]) == dhcp6ClientPort {
-				from6 := netip.AddrFrom16([16]byte(b[8:24]))
-				h.answerDHCPv6(s, p, from6, body[8:], log)
-			}
+	case unix.IPPROTO_UDP:
+		if s.nw.IPv6Mode == IPv6DHCPv6 && len(body) >= 8 && binary.BigEndian.Uint16(body[0:]) == dhcp6ClientPort {
+			from6 := netip.AddrFrom16([16]byte(b[8:24]))
+			h.answerDHCPv6(s, p, from6, body[8:], log)
 		}
 	}
 }
 
 // answerGatewayNS answers port p's neighbour solicitation from from for
 // the gateway's addresses (link-local, and ::1 of the subnet) with the
-// gateway MAC, the same on every node, as serveGatewayARP does for IPv4:
+// gateway MAC, the same on every node, as arpFrame does for IPv4:
 // the router behind it (routerns.go) never speaks neighbour discovery on
 // the network, so guests never learn a node's own MAC for their gateway.
 func (h *Host) answerGatewayNS(s *segServer, p Port, from netip.Addr, body []byte, log *slog.Logger) {
