@@ -37,6 +37,7 @@ func main() {
 	out := flag.String("out", "", "also write the markdown report to this file")
 	repeat := flag.Int("repeat", 6, "runs of every path, interleaved (an even number balances the security-group paths' places); the report gives the medians")
 	flag.BoolVar(&unfiltered, "unfiltered", false, "also run the overlay with port security and the host guard removed, to see what they cost")
+	only := flag.String("only", "", "run only this path, for a profiler: plain, overlay (10 rules) or bare (the overlay unfiltered); no report")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		log.Fatal("bench-network needs root: it makes network namespaces, bridges, VXLAN devices and nftables tables")
@@ -45,6 +46,24 @@ func main() {
 	paths := []func() (*testbed, error){plainPath, func() (*testbed, error) { return overlay(true, 10) }, func() (*testbed, error) { return overlay(true, 1000) }}
 	if unfiltered {
 		paths = append(paths, func() (*testbed, error) { return overlay(false, 0) })
+	}
+	if *only != "" {
+		path, ok := map[string]func() (*testbed, error){"plain": paths[0], "overlay": paths[1],
+			"bare": func() (*testbed, error) { return overlay(false, 0) }}[*only]
+		if !ok {
+			log.Fatalf("-only %q: plain, overlay or bare", *only)
+		}
+		tb, err := path()
+		if err == nil {
+			var r result
+			r, err = tb.measure(*dur, *rounds)
+			fmt.Printf("%s: %.2f Gbit/s, RTT p50 %v\n", tb.name, r.gbps, r.p50)
+		}
+		tb.close()
+		if err != nil {
+			log.Fatal(err)
+		}
+		return
 	}
 	var changes []time.Duration
 	runs := make([][]result, len(paths))
