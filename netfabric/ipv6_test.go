@@ -278,6 +278,47 @@ func TestIPv6Subnets(t *testing.T) {
 	if dial6(t, ga, forged, "["+wb.IP6+"]:8080") {
 		t.Fatal("a guest sent from an IPv6 address not its own")
 	}
+	// Unless it is an allowed address pair of the port's (a VRRP
+	// address): then it sends from it, and speaks for it in neighbour
+	// discovery, as the VRRP master does when it takes the address.
+	pairs := []netfabric.AddressPair{{IP: forged}}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &pairs}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+	}
+	if !dial6(t, ga, forged, "["+wb.IP6+"]:8080") {
+		t.Fatal("a guest cannot send from its IPv6 address pair")
+	}
+	echoTCP(t, ga, "tcp6", "[::]:8080")
+	if !dial6(t, gc, "", "["+forged+"]:8080") {
+		t.Fatal("wc cannot reach wa at its IPv6 address pair")
+	}
+	if mac := neighMAC(t, gc, forged); mac != wa.MAC {
+		t.Fatalf("wc has %q for wa's pair address %s, want %s", mac, forged, wa.MAC)
+	}
+	// Pairs that are not one address of the network's own are refused,
+	// and change nothing.
+	for _, bad := range []string{"fd00:61::5", "fe80::5", "fe80::5%eth0", "fd00:60::1", "fd00:60::/64", "::ffff:10.60.0.9"} {
+		if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward,
+			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			t.Errorf("address pair %s: %v, want invalid", bad, err)
+		}
+	}
+	if p := netfabric.GetPort(f.node.Store().ReadTxn(), wa.ID); fmt.Sprint(p.AddressPairs) != fmt.Sprint(pairs) {
+		t.Fatalf("refused pairs changed the port's: %v", p.AddressPairs)
+	}
+	// Taken away again, the address is wa's no more.
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &[]netfabric.AddressPair{}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range boxes {
+		b.reconcileSegments(t, f, boxes)
+	}
+	if dial6(t, ga, forged, "["+wb.IP6+"]:8080") {
+		t.Fatal("a guest sent from an IPv6 address pair it no longer has")
+	}
 	// So is a forged link-local source.
 	forgedLL := netfabric.LinkLocal(net.HardwareAddr{0x02, 0, 0, 0, 0, 0x98}).String()
 	addAddr(t, ga, "eth0", forgedLL+"/64")

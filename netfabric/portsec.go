@@ -31,8 +31,9 @@ import (
 //     fragment can carry an RA past a check that cannot see its header);
 //   - IPv6 only from the port's own addresses (its network's IPv6 subnet
 //     and its MAC, subnet6.go; its MAC's link-local address, and its address
-//     pairs' MACs') or :: (duplicate address detection), and a neighbour
-//     advertisement only for one of its own addresses;
+//     pairs' MACs'; its IPv6 address pairs) or :: (duplicate address
+//     detection), and a neighbour advertisement only for one of its own
+//     addresses;
 //   - nothing else: no other EtherType, so no VLAN-tagged frames either
 //     (priority-tagged ones, VLAN 0, included).
 //
@@ -141,6 +142,9 @@ func buildPortRuleset(table, tapPrefix, segPrefix string, ports []securedPort) r
 		for _, ap := range p.pairs {
 			if m, err := net.ParseMAC(ap.MAC); err == nil && !slices.Contains(own6, LinkLocal(m)) {
 				own6 = append(own6, LinkLocal(m))
+			}
+			if a, err := netip.ParseAddr(ap.IP); err == nil && a.Is6() && !slices.Contains(own6, a) {
+				own6 = append(own6, a)
 			}
 		}
 		for _, a := range own6 {

@@ -376,8 +376,19 @@ func checkAddressPairs(port string, nw Network, pairs []AddressPair) ([]AddressP
 	out := []AddressPair{}
 	for _, ap := range pairs {
 		a, err := netip.ParseAddr(ap.IP)
-		if err != nil || !a.Is4() || !nw.Prefix().Contains(a) {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %q is not one IPv4 address in %s", port, ap.IP, nw.CIDR)
+		p6, has6 := nw.Prefix6()
+		switch {
+		case err == nil && a.Is4() && nw.Prefix().Contains(a):
+		case err == nil && has6 && p6.Contains(a): // a zone never matches
+		case has6:
+			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %q is not one address in %s or %s", port, ap.IP, nw.CIDR, nw.CIDR6)
+		default:
+			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %q is not one IPv4 address in %s (the network has no IPv6 subnet)", port, ap.IP, nw.CIDR)
+		}
+		// Nor does a guest speak as its network's gateway, Cairn's or the
+		// site's router.
+		if gw6, _ := nw.Gateway6(); a == nw.GatewayAddr() || a == gw6 {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %s is the network's gateway", port, a)
 		}
 		mac := ""
 		if ap.MAC != "" {

@@ -322,6 +322,12 @@ func TestSecurityGroups(t *testing.T) {
 	if dial(t, gSrv, "10.60.0.100", "10.60.0.20:7000") {
 		t.Fatal("srv sent as 10.60.0.100 with no address pair")
 	}
+	for _, bad := range []string{"10.60.0.1", "10.61.0.100", "10.60.0.0/24", "fd00:60::100"} { // the gateway; another subnet; a range; IPv6 on a network without it
+		if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: "srv", Project: f.ward,
+			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			t.Errorf("address pair %s: %v, want invalid", bad, err)
+		}
+	}
 	pairs := []netfabric.AddressPair{{IP: "10.60.0.100"}}
 	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: "srv", Project: f.ward, AddressPairs: &pairs}, nil); err != nil {
 		t.Fatal(err)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"net/netip"
 	"sort"
 	"time"
 
@@ -281,17 +280,6 @@ func (s *Service) UpdatePort(ctx context.Context, p *identity.Principal, id stri
 		if nw := GetNetwork(s.c.Store().ReadTxn(), port.NetworkID); nw != nil && nw.IsVLAN() {
 			return nil, s.id.Deny(ctx, p, action, id, port.Project, consensus.Errorf(consensus.CodeForbidden,
 				"only a cluster admin gives allowed address pairs on a VLAN network: they speak on the site's network"))
-		}
-	}
-	// Nor does a guest speak as its network's gateway, Cairn's or the
-	// site's router.
-	if req.AddressPairs != nil {
-		if nw := GetNetwork(s.c.Store().ReadTxn(), port.NetworkID); nw != nil {
-			for _, ap := range *req.AddressPairs {
-				if a, err := netip.ParseAddr(ap.IP); err == nil && a == nw.GatewayAddr() {
-					return nil, s.id.Deny(ctx, p, action, id, port.Project, invalid("allowed address %s is the network's gateway", ap.IP))
-				}
-			}
 		}
 	}
 	cmd := UpdatePortCmd{Port: port.ID, Project: port.Project, AddressPairs: req.AddressPairs, At: time.Now().UTC()}

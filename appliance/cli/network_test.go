@@ -154,8 +154,11 @@ func TestCLINetworks(t *testing.T) {
 	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--security-group", "web", "--allowed-address", "10.50.0.200"); code != 0 || !strings.Contains(out, web.ID) || !strings.Contains(out, "10.50.0.200") {
 		t.Fatalf("port set: %d\n%s", code, out)
 	}
-	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--allowed-address", "10.99.0.1"); code != 1 || !strings.Contains(out, "not one IPv4 address in 10.50.0.0/24") {
+	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--allowed-address", "10.99.0.1"); code != 1 || !strings.Contains(out, "is not one address in 10.50.0.0/24 or fd00:50::/64") {
 		t.Fatalf("an address pair outside the network: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "port", "set", "vm-1-0", "--allowed-address", "10.50.0.200", "--allowed-address", "fd00:50::200,02:00:5e:00:01:07"); code != 0 || !strings.Contains(out, "fd00:50::200 02:00:5e:00:01:07") {
+		t.Fatalf("an IPv6 address pair: %d\n%s", code, out)
 	}
 	if code, out := cairn(t, "", "port", "show", "vm-1-0", "-o", "json"); code != 0 || !strings.Contains(out, `"allowed_address_pairs"`) {
 		t.Fatalf("port show: %d\n%s", code, out)
