@@ -282,7 +282,7 @@ func TestIPv6Subnets(t *testing.T) {
 	// address): then it sends from it, and speaks for it in neighbour
 	// discovery, as the VRRP master does when it takes the address.
 	pairs := []netfabric.AddressPair{{IP: forged}}
-	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &pairs}, nil); err != nil {
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &pairs, PairRules: netfabric.PairRulesV6}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range boxes {
@@ -302,15 +302,29 @@ func TestIPv6Subnets(t *testing.T) {
 	// and change nothing.
 	for _, bad := range []string{"fd00:61::5", "fe80::5", "fe80::5%eth0", "fd00:60::1", "fd00:60::/64", "::ffff:10.60.0.9"} {
 		if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward,
-			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}, PairRules: netfabric.PairRulesV6}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
 			t.Errorf("address pair %s: %v, want invalid", bad, err)
 		}
+	}
+	// A command written before IPv6 pairs replays as it applied then:
+	// its IPv6 pair refused (and its groups with it), its pair that is the
+	// gateway taken (the service refused those then, the FSM did not).
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward,
+		AddressPairs: &[]netfabric.AddressPair{{IP: forged}}}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
+		t.Errorf("an old command's IPv6 pair: %v, want invalid as it was", err)
 	}
 	if p := netfabric.GetPort(f.node.Store().ReadTxn(), wa.ID); fmt.Sprint(p.AddressPairs) != fmt.Sprint(pairs) {
 		t.Fatalf("refused pairs changed the port's: %v", p.AddressPairs)
 	}
+	old := []netfabric.AddressPair{{IP: "10.60.0.1"}}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wc.ID, Project: f.ward, AddressPairs: &old}, nil); err != nil {
+		t.Errorf("an old command's pair that is the gateway: %v, want taken as it was", err)
+	}
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wc.ID, Project: f.ward, AddressPairs: &[]netfabric.AddressPair{}}, nil); err != nil {
+		t.Fatal(err)
+	}
 	// Taken away again, the address is wa's no more.
-	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &[]netfabric.AddressPair{}}, nil); err != nil {
+	if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: wa.ID, Project: f.ward, AddressPairs: &[]netfabric.AddressPair{}, PairRules: netfabric.PairRulesV6}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, b := range boxes {

@@ -131,8 +131,17 @@ type UpdatePortCmd struct {
 	Project        string         `json:"project"`
 	SecurityGroups *[]string      `json:"security_groups,omitempty"`
 	AddressPairs   *[]AddressPair `json:"allowed_address_pairs,omitempty"`
-	At             time.Time      `json:"at"`
+	// PairRules are the rules AddressPairs are checked by: 0 in commands
+	// written before IPv6 pairs (one IPv4 address of the network's
+	// subnet each; the gateway was the service's to refuse), PairRulesV6
+	// since. Old log entries replay as they applied.
+	PairRules int       `json:"pair_rules,omitempty"`
+	At        time.Time `json:"at"`
 }
+
+// PairRulesV6 checks address pairs as IPv4 or IPv6 addresses of the
+// network's subnets, never the gateway's.
+const PairRulesV6 = 1
 
 var (
 	groupIDRE = regexp.MustCompile(`^sg-[0-9a-f]{16}$`)
@@ -340,7 +349,7 @@ func applyUpdatePort(tx *consensus.Tx, c *UpdatePortCmd) (any, error) {
 		p.SecurityGroups = groups
 	}
 	if c.AddressPairs != nil {
-		pairs, err := checkAddressPairs(p.ID, *nw, *c.AddressPairs)
+		pairs, err := checkAddressPairs(p.ID, *nw, *c.AddressPairs, c.PairRules)
 		if err != nil {
 			return nil, err
 		}
@@ -369,7 +378,7 @@ func portGroups(tx *consensus.Tx, project string, ids []string, at time.Time) ([
 	return out, nil
 }
 
-func checkAddressPairs(port string, nw Network, pairs []AddressPair) ([]AddressPair, error) {
+func checkAddressPairs(port string, nw Network, pairs []AddressPair, rules int) ([]AddressPair, error) {
 	if len(pairs) > maxAddressPairs {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: at most %d allowed address pairs", port, maxAddressPairs)
 	}
@@ -379,6 +388,8 @@ func checkAddressPairs(port string, nw Network, pairs []AddressPair) ([]AddressP
 		p6, has6 := nw.Prefix6()
 		switch {
 		case err == nil && a.Is4() && nw.Prefix().Contains(a):
+		case rules < PairRulesV6:
+			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %q is not one IPv4 address in %s", port, ap.IP, nw.CIDR)
 		case err == nil && has6 && p6.Contains(a): // a zone never matches
 		case has6:
 			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %q is not one address in %s or %s", port, ap.IP, nw.CIDR, nw.CIDR6)
@@ -387,7 +398,7 @@ func checkAddressPairs(port string, nw Network, pairs []AddressPair) ([]AddressP
 		}
 		// Nor does a guest speak as its network's gateway, Cairn's or the
 		// site's router.
-		if gw6, _ := nw.Gateway6(); a == nw.GatewayAddr() || a == gw6 {
+		if gw6, _ := nw.Gateway6(); rules >= PairRulesV6 && (a == nw.GatewayAddr() || a == gw6) {
 			return nil, consensus.Errorf(consensus.CodeInvalid, "port %s: allowed address %s is the network's gateway", port, a)
 		}
 		mac := ""

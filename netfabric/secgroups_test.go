@@ -324,7 +324,7 @@ func TestSecurityGroups(t *testing.T) {
 	}
 	for _, bad := range []string{"10.60.0.1", "10.61.0.100", "10.60.0.0/24", "fd00:60::100"} { // the gateway; another subnet; a range; IPv6 on a network without it
 		if _, err := f.node.Apply(context.Background(), netfabric.MsgUpdatePort, netfabric.UpdatePortCmd{Port: "srv", Project: f.ward,
-			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			AddressPairs: &[]netfabric.AddressPair{{IP: bad}}, PairRules: netfabric.PairRulesV6}, nil); consensus.ErrorCode(err) != consensus.CodeInvalid {
 			t.Errorf("address pair %s: %v, want invalid", bad, err)
 		}
 	}

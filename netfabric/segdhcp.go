@@ -170,9 +170,9 @@ func (h *Host) localPort(nw Network, mac net.HardwareAddr) (Port, bool) {
 	return p, p.Node != "" && p.Node == h.cfg.Node
 }
 
-// serve reads the frames c's filter lets through until the server stops,
-// and hands each one (from its link-layer header on) to handle with its
-// sender. A failed read is logged and retried after a pause.
+// serve reads what c's filter lets through until the server stops, and
+// hands each packet (c is a datagram socket: from the network header on,
+// the link layer's in the sender's address) to handle with its sender. A failed read is logged and retried after a pause.
 func (s *segServer) serve(c *packet.Conn, what string, log *slog.Logger, handle func(s *segServer, b []byte, src *packet.Addr, log *slog.Logger)) {
 	buf := make([]byte, 1<<16)
 	for {

@@ -282,7 +282,7 @@ func (s *Service) UpdatePort(ctx context.Context, p *identity.Principal, id stri
 				"only a cluster admin gives allowed address pairs on a VLAN network: they speak on the site's network"))
 		}
 	}
-	cmd := UpdatePortCmd{Port: port.ID, Project: port.Project, AddressPairs: req.AddressPairs, At: time.Now().UTC()}
+	cmd := UpdatePortCmd{Port: port.ID, Project: port.Project, AddressPairs: req.AddressPairs, PairRules: PairRulesV6, At: time.Now().UTC()}
 	if req.SecurityGroups != nil {
 		if len(*req.SecurityGroups) == 0 {
 			return nil, s.id.Deny(ctx, p, action, id, port.Project, invalid("a port on a project network is in at least one security group"))

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,6 +18,11 @@ import (
 
 // netnser is a harness cluster or bridge: where the browser runs.
 type netnser interface{ ClientNetns() (string, error) }
+
+// noNetns keeps the browser in the host's namespace (no root, no bridge).
+type noNetns struct{}
+
+func (noNetns) ClientNetns() (string, error) { return "", nil }
 
 // newBrowser starts headless chromium with a fresh profile, in the client
 // namespace of the cluster or bridge the test serves its pages on: a
@@ -46,11 +52,18 @@ func newBrowser(t *testing.T, on netnser) context.Context {
 		chromedp.Flag("disable-sync", true),
 	}
 	if ns != "" {
+		nsenter, err := exec.LookPath("nsenter")
+		if err != nil {
+			t.Fatalf("nsenter is required (util-linux): %v", err)
+		}
 		// nsenter execs chromium in place: same process, same pipe to
-		// DevTools on fds 3 and 4.
+		// DevTools on fds 3 and 4. This replaces chromedp's own process
+		// options, so its death signal is set again here: chromium dies
+		// with the test binary, however that ends.
 		opts = append(opts, chromedp.ModifyCmdFunc(func(cmd *exec.Cmd) {
-			cmd.Path = "/usr/bin/nsenter"
+			cmd.Path = nsenter
 			cmd.Args = append([]string{"nsenter", "--net=/run/netns/" + ns, "--", path}, cmd.Args[1:]...)
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		}))
 	}
 	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)

@@ -66,7 +66,11 @@ func waitCount(t *testing.T, ctx context.Context, what, sel string, n int, timeo
 // real; there are no hosts, so the VM waits for a node throughout.
 func TestComputePagesInBrowser(t *testing.T) {
 	c := startComputeUI(t)
-	ctx := newBrowser(t, c.Bridge)
+	var on netnser = noNetns{}
+	if c.Bridge != nil {
+		on = c.Bridge
+	}
+	ctx := newBrowser(t, on)
 	qemuImg, err := exec.LookPath("qemu-img")
 	if err != nil {
 		t.Fatalf("qemu-img is required (apt-get install qemu-utils): %v", err)

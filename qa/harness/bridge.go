@@ -53,6 +53,9 @@ func (b *Bridge) Addr(i int) netip.Addr {
 
 // AddTap creates guest i's TAP device on the bridge and returns its name.
 func (b *Bridge) AddTap(i int) (string, error) {
+	if i >= clientIndex {
+		return "", fmt.Errorf("tap %d: index out of range 1..%d", i, clientIndex-1)
+	}
 	tap := vethName(b.Name, i)
 	for _, argv := range [][]string{
 		{"tuntap", "add", "dev", tap, "mode", "tap"},

@@ -423,16 +423,22 @@ func (c *Cluster) ClientNetns() (string, error) {
 // the host at HostAddr.
 func (b *Bridge) ClientNetns() (string, error) { return addClientNetns(b.Name, b.Subnet) }
 
-func addClientNetns(prefix string, subnet netip.Prefix) (string, error) {
-	ns := netnsName(prefix, clientIndex)
+func addClientNetns(prefix string, subnet netip.Prefix) (ns string, err error) {
+	ns = netnsName(prefix, clientIndex)
+	veth := vethName(prefix, clientIndex)
+	// It exists only whole: a failure below removes what it made.
 	if _, err := os.Stat(filepath.Join(netnsDir, ns)); err == nil {
 		return ns, nil
 	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, removeNodeNetwork(prefix, clientIndex))
+		}
+	}()
 	addr, err := nodeAddr(subnet, clientIndex)
 	if err != nil {
 		return "", err
 	}
-	veth := vethName(prefix, clientIndex)
 	cidr := netip.PrefixFrom(addr, subnet.Bits()).String()
 	for _, argv := range [][]string{
 		{"ip", "netns", "add", ns},

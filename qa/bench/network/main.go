@@ -56,8 +56,9 @@ func main() {
 		tb, err := path()
 		if err == nil {
 			var r result
-			r, err = tb.measure(*dur, *rounds)
-			fmt.Printf("%s: %.2f Gbit/s, RTT p50 %v\n", tb.name, r.gbps, r.p50)
+			if r, err = tb.measure(*dur, *rounds); err == nil {
+				fmt.Printf("%s: %.2f Gbit/s, RTT p50 %v\n", tb.name, r.gbps, r.p50)
+			}
 		}
 		tb.close()
 		if err != nil {
