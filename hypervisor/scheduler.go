@@ -14,8 +14,8 @@ import (
 )
 
 // The scheduler is Nova's filter-and-weigh in miniature: filter the nodes
-// that are alive, have room (with the admin's overcommit ratios) and hold no
-// VM of the same anti-affinity group; weigh by free RAM share, so VMs spread.
+// that are alive, not cordoned (cordon.go), have room (with the admin's
+// overcommit ratios) and hold no VM of the same anti-affinity group; weigh by free RAM share, so VMs spread.
 // The leader proposes a placement; the FSM re-checks the fit when it commits
 // (fits), so placement can never overfill a node whatever the races.
 
@@ -99,13 +99,17 @@ func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
 		share float64
 	}
 	var cands []cand
-	var alive int
+	var alive, cordoned int
 	for o := it.Next(); o != nil; o = it.Next() {
 		h := o.(*Host)
 		if h.ReportedAt.Before(notBefore) || h.Error != "" {
 			continue
 		}
 		alive++
+		if cordonOf(txn, h.Name) != nil {
+			cordoned++
+			continue
+		}
 		if fits(txn, h.Name, vm) != nil {
 			continue
 		}
@@ -123,6 +127,9 @@ func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
 		why := fmt.Sprintf("no node has %d vCPUs, %d MiB and %d GiB of disk free", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiBTotal())
 		if vm.Spec.Group != "" {
 			why += fmt.Sprintf(" outside anti-affinity group %q", vm.Spec.Group)
+		}
+		if cordoned > 0 {
+			why += fmt.Sprintf(" (%d of %d nodes cordoned)", cordoned, alive)
 		}
 		return "", fmt.Errorf("%s", why)
 	}

@@ -533,7 +533,7 @@ func (s *Service) Hosts(p *identity.Principal) ([]HostView, error) {
 	}
 	out := []HostView{}
 	for o := it.Next(); o != nil; o = it.Next() {
-		h := HostView{Host: *o.(*Host)}
+		h := HostView{Host: *o.(*Host), Cordon: cordonOf(txn, o.(*Host).Name)}
 		vms, err := txn.Get(tVMs, "node", h.Name)
 		if err != nil {
 			return nil, err
@@ -553,9 +553,11 @@ func (s *Service) Hosts(p *identity.Principal) ([]HostView, error) {
 // HostView is a host with what its VMs take.
 type HostView struct {
 	Host
-	VMs        int   `json:"vms"`
-	UsedVCPUs  int64 `json:"used_vcpus"`
-	UsedRAMMiB int64 `json:"used_ram_mib"`
+	// Cordon is set while the node takes no new VMs.
+	Cordon     *Cordon `json:"cordon,omitempty"`
+	VMs        int     `json:"vms"`
+	UsedVCPUs  int64   `json:"used_vcpus"`
+	UsedRAMMiB int64   `json:"used_ram_mib"`
 	// UsedDiskGiB is the virtual size of the node's VM disks.
 	UsedDiskGiB int64 `json:"used_disk_gib"`
 }

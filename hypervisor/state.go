@@ -30,6 +30,8 @@ const (
 	MsgAttachVolume consensus.MessageType = 270
 	MsgDetachVolume consensus.MessageType = 271
 	MsgConvertDisk  consensus.MessageType = 272
+	MsgCordonNode   consensus.MessageType = 273
+	MsgUncordonNode consensus.MessageType = 274
 )
 
 const (
@@ -170,6 +172,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgAttachVolume, "AttachVolumeToVM", applyAttachVolume)
 	consensus.Handle(reg, MsgDetachVolume, "DetachVolumeFromVM", applyDetachVolume)
 	consensus.Handle(reg, MsgConvertDisk, "ConvertVMDisk", applyConvertDisk)
+	registerCordons(reg)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by
@@ -294,6 +297,9 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 			return nil, err
 		}
 		return &vm, addEvent(tx, vm.ID, "schedule", "not placed: "+c.Error, "", "", c.At)
+	}
+	if cordonOf(tx.Txn, c.Node) != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
 	}
 	if err := fits(tx.Txn, c.Node, &vm); err != nil {
 		return nil, err

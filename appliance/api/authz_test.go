@@ -151,6 +151,8 @@ var matrix = []grant{
 	{route: "POST /api/v1/vms/{vm}/resize", body: `{"flavor":"small"}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/convert-disk", stale: true, status: 412, allow: members},
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},
+	{route: "POST /api/v1/hosts/{host}/cordon", path: "/api/v1/hosts/maint-node/cordon", body: `{"reason":"new disks"}`, status: 200, allow: clusterAdmins},
+	{route: "POST /api/v1/hosts/{host}/uncordon", path: "/api/v1/hosts/maint-node/uncordon", status: 204, allow: clusterAdmins},
 	{route: "GET /api/v1/compute/settings", status: 200, allow: users},
 	{route: "PUT /api/v1/compute/settings", body: `{"cpu_allocation_ratio":4,"ram_allocation_ratio":1,"reserved_ram_mib":1024}`, status: 200, allow: clusterAdmins},
 
@@ -269,6 +271,10 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	_, err := nd.Node.Apply(ctx, netfabric.MsgCreateNetwork, &nw, nil)
 	must(err)
 	must(hypervisor.EnsureConsoleKey(ctx, nd.Node))
+	// A host to cordon, that runs no VM (it reports an error): the
+	// fixture's VMs stay unplaced.
+	_, err = nd.Node.Apply(ctx, hypervisor.MsgReportHost, &hypervisor.Host{Name: "maint-node", VCPUs: 1, RAMMiB: 1024, Error: "kept for the cordon routes", ReportedAt: time.Now()}, nil)
+	must(err)
 	a, err := nd.ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "proj-a"})
 	must(err)
 	_, err = nd.ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "proj-b"})

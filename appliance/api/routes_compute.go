@@ -145,6 +145,19 @@ func (s *Server) computeRoutes() []route {
 				hs, err := s.compute.Hosts(p)
 				return ok(w, hs, 0, err)
 			}},
+		{Method: "POST", Path: v1 + "/hosts/{host}/cordon", Summary: "Keep new VMs off a node, for maintenance; its VMs keep running (cluster admin)", Tag: "compute",
+			Request: cordonRequest{}, Response: hypervisor.Cordon{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body cordonRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				c, err := s.compute.CordonNode(r.Context(), p, r.PathValue("host"), body.Reason)
+				return ok(w, c, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/hosts/{host}/uncordon", Summary: "Let the scheduler place VMs on a node again (cluster admin)", Tag: "compute",
+			Status: http.StatusNoContent, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return noContent(w, s.compute.UncordonNode(r.Context(), p, r.PathValue("host")))
+			}},
 		{Method: "GET", Path: v1 + "/compute/settings", Summary: "Overcommit ratios and the RAM kept for each host", Tag: "compute",
 			Response: hypervisor.Settings{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				st := s.compute.Settings()
@@ -236,4 +249,9 @@ func imageSpecFromQuery(r *http.Request) (hypervisor.ImageSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// cordonRequest is the body of a cordon: why, for the other admins.
+type cordonRequest struct {
+	Reason string `json:"reason,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
 )
@@ -243,10 +244,36 @@ var computeCommands = map[string]command{
 		if err := get(e, "/api/v1/hosts", &hs); err != nil {
 			return err
 		}
-		return e.print(hs, []string{"NODE", "ACCEL", "VMS", "VCPUS USED/TOTAL", "RAM MIB USED/TOTAL", "ERROR"}, func(i int) []string {
+		return e.print(hs, []string{"NODE", "ACCEL", "VMS", "VCPUS USED/TOTAL", "RAM MIB USED/TOTAL", "SCHEDULING", "ERROR"}, func(i int) []string {
 			h := hs[i]
-			return []string{h.Name, h.Accel, fmt.Sprint(h.VMs), fmt.Sprintf("%d/%d", h.UsedVCPUs, h.VCPUs), fmt.Sprintf("%d/%d", h.UsedRAMMiB, h.RAMMiB), h.Error}
+			sched := "on"
+			if h.Cordon != nil {
+				sched = "cordoned " + h.Cordon.At.Format("2006-01-02 15:04") + " by " + h.Cordon.By
+				if h.Cordon.Reason != "" {
+					sched += ": " + h.Cordon.Reason
+				}
+			}
+			return []string{h.Name, h.Accel, fmt.Sprint(h.VMs), fmt.Sprintf("%d/%d", h.UsedVCPUs, h.VCPUs), fmt.Sprintf("%d/%d", h.UsedRAMMiB, h.RAMMiB), sched, h.Error}
 		}, len(hs))
+	})},
+	"node cordon": {usage: "NODE [--reason TEXT]", help: "keep new VMs off a node, for maintenance; its VMs keep running (cluster admin)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		reason := fs.String("reason", "", "why, for the other admins (one line)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one node"); err != nil {
+				return err
+			}
+			var c hypervisor.Cordon
+			if err := send(e, "POST", "/api/v1/hosts/"+url.PathEscape(args[0])+"/cordon", map[string]string{"reason": *reason}, &c); err != nil {
+				return err
+			}
+			return e.printKV(c, [][2]string{{"node", c.Node}, {"cordoned", c.At.Format(time.RFC3339)}, {"by", c.By}, {"reason", c.Reason}})
+		}
+	}},
+	"node uncordon": {usage: "NODE", help: "let the scheduler place VMs on a node again (cluster admin)", flags: noFlags(func(e *env, args []string) error {
+		if err := needArgs(args, 1, "one node"); err != nil {
+			return err
+		}
+		return send(e, "POST", "/api/v1/hosts/"+url.PathEscape(args[0])+"/uncordon", nil, nil)
 	})},
 }
 

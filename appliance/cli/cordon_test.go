@@ -1,0 +1,70 @@
+package cli
+
+import (
+	"context"
+	"encoding/pem"
+	"log/slog"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/api"
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
+)
+
+// cairn node cordon and uncordon, and host list showing it.
+func TestCLICordon(t *testing.T) {
+	c := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		hypervisor.Register(r)
+		netfabric.Register(r)
+	})
+	nd := c.Nodes[0]
+	svc := identity.NewService(nd, identity.DefaultConfig())
+	compute := hypervisor.NewService(nd, svc, nil, slog.New(slog.DiscardHandler))
+	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Compute: compute, Cluster: nd}))
+	defer srv.Close()
+	ca := filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	ctx := context.Background()
+	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nd.Apply(ctx, hypervisor.MsgReportHost, &hypervisor.Host{Name: "node1", VCPUs: 4, RAMMiB: 4096, Accel: "tcg", ReportedAt: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+		t.Fatalf("login: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "node", "cordon"); code != 2 {
+		t.Fatalf("cordon without a node: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "node", "cordon", "node9"); code != 1 || !strings.Contains(out, "node9") {
+		t.Fatalf("cordon of no such node: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "node", "cordon", "node1", "--reason", "new disks"); code != 0 || !strings.Contains(out, "new disks") || !strings.Contains(out, "root") {
+		t.Fatalf("cordon: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "host", "list"); code != 0 || !strings.Contains(out, "cordoned") || !strings.Contains(out, "by root: new disks") {
+		t.Fatalf("host list after the cordon: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "host", "list", "-o", "json"); code != 0 || !strings.Contains(out, `"cordon"`) {
+		t.Fatalf("host list -o json: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "node", "uncordon", "node1"); code != 0 {
+		t.Fatalf("uncordon: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "host", "list"); code != 0 || strings.Contains(out, "cordoned") {
+		t.Fatalf("host list after the uncordon: %d %s", code, out)
+	}
+}

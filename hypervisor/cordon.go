@@ -1,0 +1,112 @@
+package hypervisor
+
+import (
+	"context"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/hashicorp/go-memdb"
+)
+
+// A cordoned node takes no new VMs: the scheduler passes it over and the
+// FSM refuses a placement on it. The VMs it runs keep running (and may be
+// restarted, resized or stopped there), as with Kubernetes' cordon and
+// Proxmox's maintenance mode; moving them away is the drain's job. The
+// cordon is the admin's, kept apart from the node's own reports, so a
+// report cannot lift it.
+
+// Cordon is a node's cordon.
+type Cordon struct {
+	Node   string    `json:"node"`
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
+const tCordons = "node_cordons"
+
+// maxCordonReason bounds a cordon's reason, in characters.
+const maxCordonReason = 200
+
+type cordonCmd struct {
+	Node   string    `json:"node"`
+	Reason string    `json:"reason,omitempty"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+}
+
+type uncordonCmd struct {
+	Node string `json:"node"`
+}
+
+func registerCordons(reg *consensus.Registry) {
+	consensus.RegisterTable[Cordon](reg, &memdb.TableSchema{Name: tCordons, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Node"}},
+	}})
+	consensus.Handle(reg, MsgCordonNode, "CordonNode", applyCordonNode)
+	consensus.Handle(reg, MsgUncordonNode, "UncordonNode", applyUncordonNode)
+}
+
+// applyCordonNode cordons a node that has reported as a host; cordoning
+// it again changes the reason.
+func applyCordonNode(tx *consensus.Tx, c *cordonCmd) (any, error) {
+	if consensus.First[Host](tx.Txn, tHosts, "id", c.Node) == nil {
+		return nil, notFound("node", c.Node)
+	}
+	if err := checkCordonReason(c.Reason); err != nil {
+		return nil, err
+	}
+	row := Cordon(*c)
+	return &row, tx.Insert(tCordons, &row)
+}
+
+// applyUncordonNode lifts a cordon; a node that has none is left as it
+// is (kubectl's uncordon does the same), an unknown one is refused.
+func applyUncordonNode(tx *consensus.Tx, c *uncordonCmd) (any, error) {
+	cur := consensus.First[Cordon](tx.Txn, tCordons, "id", c.Node)
+	if cur == nil {
+		if consensus.First[Host](tx.Txn, tHosts, "id", c.Node) == nil {
+			return nil, notFound("node", c.Node)
+		}
+		return nil, nil
+	}
+	return nil, tx.Delete(tCordons, cur)
+}
+
+func checkCordonReason(r string) error {
+	if !utf8.ValidString(r) || utf8.RuneCountInString(r) > maxCordonReason || strings.ContainsFunc(r, func(c rune) bool { return c < ' ' || c == 0x7f }) {
+		return consensus.Errorf(consensus.CodeInvalid, "a cordon's reason is one line of at most %d characters", maxCordonReason)
+	}
+	return nil
+}
+
+// cordonOf returns node's cordon, or nil.
+func cordonOf(txn *memdb.Txn, node string) *Cordon {
+	return consensus.First[Cordon](txn, tCordons, "id", node)
+}
+
+// CordonNode keeps new VMs off a node (cluster admin).
+func (s *Service) CordonNode(ctx context.Context, p *identity.Principal, node, reason string) (*Cordon, error) {
+	const action = "node.cordon"
+	if !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins cordon nodes"))
+	}
+	var out Cordon
+	err := s.id.Mutate(ctx, p, action, node, "", MsgCordonNode, cordonCmd{Node: node, Reason: strings.TrimSpace(reason), By: p.User.Name, At: time.Now().UTC()}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// UncordonNode lets the scheduler use a node again (cluster admin).
+func (s *Service) UncordonNode(ctx context.Context, p *identity.Principal, node string) error {
+	const action = "node.uncordon"
+	if !p.IsClusterAdmin() {
+		return s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins uncordon nodes"))
+	}
+	return s.id.Mutate(ctx, p, action, node, "", MsgUncordonNode, uncordonCmd{Node: node}, nil)
+}
