@@ -4,10 +4,13 @@
 //     the range 256-383 (state.go). Creating a VM charges the project's
 //     quota (identity.Charge) and allocates its ports (netfabric.AllocatePort)
 //     in the same FSM transaction, so a refusal leaves nothing behind.
-//   - The leader's scheduler (scheduler.go): filter nodes that are alive, have
-//     room under the admin's overcommit ratios and hold no VM of the same
-//     anti-affinity group; weigh by free RAM so VMs spread. The FSM re-checks
-//     the fit when a placement commits.
+//   - The leader's scheduler (scheduler.go): filter nodes that are alive,
+//     not cordoned (cordon.go), have room under the admin's overcommit
+//     ratios and hold no VM of the same anti-affinity group; weigh by free
+//     RAM so VMs spread. The FSM re-checks the fit when a placement commits.
+//   - Migration (migrate.go): a stopped VM whose disks are all volumes
+//     changes nodes in one command, its volumes and ports with it. Live
+//     migration is still to come.
 //   - The per-node agent (node.go, worker.go): one worker per local VM
 //     converges QEMU (package qemu) to the desired state, reports status and
 //     events, re-attaches to running VMs after a restart and removes what no

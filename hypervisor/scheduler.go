@@ -89,6 +89,11 @@ func fits(txn *memdb.Txn, node string, vm *VM) error {
 // Place chooses a node for vm among hosts reported since notBefore, or
 // explains why none fits.
 func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
+	return placeAvoiding(txn, vm, notBefore, "")
+}
+
+// placeAvoiding is Place with one node left out (where a VM moves from).
+func placeAvoiding(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string) (string, error) {
 	it, err := txn.Get(tHosts, "id")
 	if err != nil {
 		return "", err
@@ -102,7 +107,7 @@ func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
 	var alive, cordoned int
 	for o := it.Next(); o != nil; o = it.Next() {
 		h := o.(*Host)
-		if h.ReportedAt.Before(notBefore) || h.Error != "" {
+		if h.ReportedAt.Before(notBefore) || h.Error != "" || h.Name == avoid {
 			continue
 		}
 		alive++
@@ -158,9 +163,12 @@ type Scheduler struct {
 	Patience time.Duration
 }
 
+// hostTimeout: a node that has not reported for this long gets no new VMs.
+const hostTimeout = 90 * time.Second
+
 // NewScheduler returns the scheduler; register Run as a leader controller.
 func NewScheduler(c Cluster, log *slog.Logger) *Scheduler {
-	return &Scheduler{c: c, log: log, HostTimeout: 90 * time.Second, Patience: time.Minute}
+	return &Scheduler{c: c, log: log, HostTimeout: hostTimeout, Patience: time.Minute}
 }
 
 // Run places VMs waiting for a node until ctx ends (leadership lost). It
@@ -181,6 +189,9 @@ func (s *Scheduler) Run(ctx context.Context) {
 		hosts, err := txn.Get(tHosts, "id")
 		if err == nil {
 			ws.Add(hosts.WatchCh())
+		}
+		if cordons, err := txn.Get(tCordons, "id"); err == nil {
+			ws.Add(cordons.WatchCh()) // an uncordon makes room
 		}
 		var pending []*VM
 		for o := it.Next(); o != nil; o = it.Next() {

@@ -32,6 +32,7 @@ const (
 	MsgConvertDisk  consensus.MessageType = 272
 	MsgCordonNode   consensus.MessageType = 273
 	MsgUncordonNode consensus.MessageType = 274
+	MsgMoveVM       consensus.MessageType = 275
 )
 
 const (
@@ -173,6 +174,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgDetachVolume, "DetachVolumeFromVM", applyDetachVolume)
 	consensus.Handle(reg, MsgConvertDisk, "ConvertVMDisk", applyConvertDisk)
 	registerCordons(reg)
+	consensus.Handle(reg, MsgMoveVM, "MoveVM", applyMoveVM)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by

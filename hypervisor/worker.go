@@ -86,9 +86,14 @@ func (w *worker) run(ctx context.Context) {
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 		if vm == nil || vm.Node != w.n.cfg.Name {
 			// Purged while this node could not do it (the leader reaps VMs
-			// deleted on a node that stopped reporting): whatever is still
-			// here belongs to nobody.
-			w.removeLocal(ctx, w.id, nil)
+			// deleted on a node that stopped reporting), or moved to
+			// another node (migrate.go): whatever is still here belongs to
+			// nobody. Its volumes are not here to remove.
+			var nics []NIC
+			if vm != nil {
+				nics = vm.NICs
+			}
+			w.removeLocal(ctx, w.id, nics)
 			return
 		}
 		done, err := w.reconcile(ctx, vm)

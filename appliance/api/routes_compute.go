@@ -131,6 +131,19 @@ func (s *Server) computeRoutes() []route {
 				vm, err := s.compute.Resize(r.Context(), p, r.PathValue("vm"), body.Flavor, im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
+		{Method: "POST", Path: v1 + "/vms/{vm}/migrate", Summary: "Move a stopped VM whose disks are volumes to another node (to node, or where the scheduler would place it); running VMs are refused until live migration exists (cluster admin); honours If-Match", Tag: "compute",
+			Request: migrateRequest{}, Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				var body migrateRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				vm, err := s.compute.Migrate(r.Context(), p, r.PathValue("vm"), body.Node, im)
+				return ok(w, vm, versionOf(vm, err), err)
+			}},
 		{Method: "POST", Path: v1 + "/vms/{vm}/convert-disk", Summary: "Move a stopped VM's local boot disk onto a replicated volume (filled from it before the VM next starts); honours If-Match", Tag: "compute",
 			Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				im, err := ifMatch(r)
@@ -254,4 +267,9 @@ func imageSpecFromQuery(r *http.Request) (hypervisor.ImageSpec, error) {
 // cordonRequest is the body of a cordon: why, for the other admins.
 type cordonRequest struct {
 	Reason string `json:"reason,omitempty"`
+}
+
+// migrateRequest names where a VM goes; empty: the scheduler chooses.
+type migrateRequest struct {
+	Node string `json:"node,omitempty"`
 }

@@ -134,6 +134,19 @@ var computeCommands = map[string]command{
 		}
 		return printVM(e, &vm)
 	})},
+	"vm migrate": {usage: "VM [--to NODE]", help: "move a stopped VM whose disks are volumes to another node (cluster admin; live migration of running VMs is not built yet)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		to := fs.String("to", "", "the node to move it to (default: where the scheduler would place it)")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a VM"); err != nil {
+				return err
+			}
+			var vm hypervisor.VM
+			if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/migrate", map[string]string{"node": *to}, &vm); err != nil {
+				return err
+			}
+			return printVM(e, &vm)
+		}
+	}},
 	"vm convert-disk": {usage: "VM", help: "move a stopped VM's local boot disk onto a replicated volume (done before it next starts)", flags: noFlags(func(e *env, args []string) error {
 		if err := needArgs(args, 1, "a VM"); err != nil {
 			return err

@@ -395,6 +395,8 @@ func TestVMsOnThreeNodes(t *testing.T) {
 
 	hotplugVolume(t, a, a2, "ha1")
 	snapshotWhileGuestWrites(t, a, "ha1")
+	// ha1 moves to the node that runs neither it nor ha2 (its group's).
+	migrateStopped(t, c, a, a2, "ha1", vms["ha2"].Node)
 
 	// ha1: the whole lifecycle, each step through another node's API.
 	lifecycle(t, c, []*cairntest.Client{a, a2, a3}, "ha1")

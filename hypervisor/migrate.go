@@ -1,0 +1,115 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/netfabric"
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+// Migration of a stopped VM (a cold migration, as Nova calls it): only its
+// placement moves. Its disks are block volumes, which any node serves, so
+// nothing is copied: the volumes' attachments and the VM's ports follow it
+// to the new node in the same command, the old node's worker finds the VM
+// gone from it and removes what it kept there (its run directory, taps),
+// and the VM starts on the new node when its owner starts it. The volumes'
+// epochs keep the old node from writing once the new one opens them.
+//
+// A VM with local disks cannot move this way (its disks stay on its node),
+// nor can a UEFI VM yet (its firmware variables live on its node). A
+// running VM needs live migration, which is not built yet: it is refused
+// with a clear error and nothing changes.
+
+type moveVMCmd struct {
+	ID      string    `json:"id"`
+	Node    string    `json:"node"`
+	IfMatch uint64    `json:"if_match,omitempty"`
+	User    string    `json:"user"`
+	At      time.Time `json:"at"`
+}
+
+func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
+	cur, err := changeable(tx, c.ID, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	if err := movable(cur); err != nil {
+		return nil, err
+	}
+	if c.Node == cur.Node {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "VM %s is on %s already", cur.Name, c.Node)
+	}
+	if consensus.First[Host](tx.Txn, tHosts, "id", c.Node) == nil {
+		return nil, notFound("node", c.Node)
+	}
+	if cordonOf(tx.Txn, c.Node) != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
+	}
+	if err := fits(tx.Txn, c.Node, cur); err != nil {
+		return nil, err
+	}
+	from := cur.Node
+	vm := *cur
+	vm.Node = c.Node
+	vm.Version = tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	if err := volume.FollowVM(tx, vm.ID, vm.Node); err != nil {
+		return nil, err
+	}
+	if err := netfabric.BindPorts(tx, vm.ID, vm.Node); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "migrate", fmt.Sprintf("moved from %s to %s while stopped", from, c.Node), c.User, c.Node, c.At)
+}
+
+// movable says why a VM cannot change nodes while stopped, or nil.
+func movable(vm *VM) error {
+	switch {
+	case vm.Node == "":
+		return consensus.Errorf(consensus.CodeConflict, "VM %s is not placed yet", vm.Name)
+	case vm.Desired != DesiredStopped || vm.Status.State != StateStopped:
+		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: stop it first (live migration of a running VM is not built yet)", vm.Name, vm.Status.State)
+	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
+		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move", vm.Name, vm.Node)
+	case vm.Spec.Firmware == "uefi":
+		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept on %s: it cannot move yet", vm.Name, vm.Node)
+	}
+	return nil
+}
+
+// Migrate moves a stopped VM to another node (cluster admin): to node, or
+// where the scheduler would place it if node is "".
+func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node string, ifMatch uint64) (*VM, error) {
+	const action = "vm.migrate"
+	vm, err := s.fresh(ctx, p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins move VMs between nodes"))
+	}
+	if err := checkVersion("VM", vm.Name, vm.Version, ifMatch); err != nil {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
+	}
+	if err := movable(vm); err != nil {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
+	}
+	if node == "" {
+		txn := s.c.Store().ReadTxn()
+		if node, err = placeAvoiding(txn, getVM(txn, vm.ID), time.Now().Add(-hostTimeout), vm.Node); err != nil {
+			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", vm.Name, err))
+		}
+	}
+	var out VM
+	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgMoveVM, moveVMCmd{ID: vm.ID, Node: node, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return viewVM(s.c.Store().ReadTxn(), p, &out), nil
+}
