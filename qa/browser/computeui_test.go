@@ -29,7 +29,7 @@ import (
 // boot guests use cairntest instead. It is served on a harness bridge, so
 // the browser can run in the bridge's client namespace.
 type computeUI struct {
-	URL      string // https://<bridge's host address>:port
+	URL      string          // https://<bridge's host address>:port
 	Bridge   *harness.Bridge // nil without root
 	Identity *identity.Service
 	Compute  *hypervisor.Service
