@@ -9,6 +9,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage/volume"
+	"github.com/hashicorp/go-memdb"
 )
 
 // Migration of a stopped VM (a cold migration, as Nova calls it): only its
@@ -37,14 +38,20 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := movable(cur); err != nil {
+	if err := movable(tx.Txn, cur); err != nil {
 		return nil, err
 	}
 	if c.Node == cur.Node {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "VM %s is on %s already", cur.Name, c.Node)
 	}
-	if consensus.First[Host](tx.Txn, tHosts, "id", c.Node) == nil {
+	h := consensus.First[Host](tx.Txn, tHosts, "id", c.Node)
+	if h == nil {
 		return nil, notFound("node", c.Node)
+	}
+	// Judged by the command's own time, so every replica of the state
+	// decides alike.
+	if h.ReportedAt.Before(c.At.Add(-hostTimeout)) {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s has not reported since %s: it may be down", c.Node, h.ReportedAt.UTC().Format(time.RFC3339))
 	}
 	if cordonOf(tx.Txn, c.Node) != nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
@@ -55,6 +62,7 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 	from := cur.Node
 	vm := *cur
 	vm.Node = c.Node
+	vm.Status.Accel = "" // the new node's, once it runs there
 	vm.Version = tx.Index
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
@@ -68,8 +76,19 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 	return &vm, addEvent(tx, vm.ID, "migrate", fmt.Sprintf("moved from %s to %s while stopped", from, c.Node), c.User, c.Node, c.At)
 }
 
-// movable says why a VM cannot change nodes while stopped, or nil.
-func movable(vm *VM) error {
+// movable says why a VM cannot change nodes while stopped, or nil. Its
+// volumes must be whole and settled: one still being filled from its old
+// node's local disk (convert-disk) would lose that disk with the move, and
+// a snapshot or a detach in progress is its old node's to finish.
+func movable(txn *memdb.Txn, vm *VM) error {
+	for _, v := range volume.AttachedToVM(txn, vm.ID) {
+		switch {
+		case v.Unfilled():
+			return consensus.Errorf(consensus.CodeConflict, "VM %s's volume %s is still being filled on %s: move it once that is done", vm.Name, v.Name, vm.Node)
+		case v.Snapshotting != "" || v.Attachment.Detaching:
+			return consensus.Errorf(consensus.CodeConflict, "VM %s's volume %s has a snapshot or a detach in progress on %s: try again in a moment", vm.Name, v.Name, vm.Node)
+		}
+	}
 	switch {
 	case vm.Node == "":
 		return consensus.Errorf(consensus.CodeConflict, "VM %s is not placed yet", vm.Name)
@@ -97,12 +116,16 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 	if err := checkVersion("VM", vm.Name, vm.Version, ifMatch); err != nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
 	}
-	if err := movable(vm); err != nil {
+	txn := s.c.Store().ReadTxn()
+	cur := getVM(txn, vm.ID)
+	if cur == nil {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, notFound("VM", vm.Name))
+	}
+	if err := movable(txn, cur); err != nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
 	}
 	if node == "" {
-		txn := s.c.Store().ReadTxn()
-		if node, err = placeAvoiding(txn, getVM(txn, vm.ID), time.Now().Add(-hostTimeout), vm.Node); err != nil {
+		if node, err = placeAvoiding(txn, cur, time.Now().Add(-hostTimeout), vm.Node); err != nil {
 			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", vm.Name, err))
 		}
 	}

@@ -40,6 +40,9 @@ func TestMigrateStoppedVM(t *testing.T) {
 	})
 	e.host(t, "node2", 2, 4096)
 	e.host(t, "tiny", 1, 256)
+	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "gone", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", ReportedAt: time.Now().Add(-time.Hour)}, nil); err != nil {
+		t.Fatal(err)
+	}
 	report := func(state string) {
 		t.Helper()
 		if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-1", Node: "node1", Status: VMStatus{State: state, UpdatedAt: time.Now()}}, nil); err != nil {
@@ -65,6 +68,7 @@ func TestMigrateStoppedVM(t *testing.T) {
 		{"to no such node", "node9", consensus.CodeNotFound},
 		{"to a cordoned node", "node2", consensus.CodeConflict},
 		{"to a node without room", "tiny", consensus.CodeConflict},
+		{"to a node that stopped reporting", "gone", consensus.CodeConflict},
 		{"with no other node free", "", consensus.CodeConflict},
 	} {
 		if _, err := e.svc.Migrate(ctx, e.admin, "ris", c.node, 0); consensus.ErrorCode(err) != c.code {
@@ -84,6 +88,24 @@ func TestMigrateStoppedVM(t *testing.T) {
 	}
 	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", before.Version-1); consensus.ErrorCode(err) != consensus.CodePreconditionFailed {
 		t.Errorf("migrate with a stale If-Match: %v", err)
+	}
+	_, err := e.node.Apply(ctx, MsgMoveVM, moveVMCmd{ID: "vm-1", Node: "node2", IfMatch: before.Version - 1, At: time.Now()}, nil)
+	wantCode(t, "the move command with a stale If-Match", err, consensus.CodePreconditionFailed)
+	// A volume still to be filled (from an image here; from the old
+	// node's local disk after a convert-disk) keeps the VM where it is.
+	e.volumeRecord(t, "vol-fill", ward, &volume.Source{Image: e.image.ID})
+	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-fill"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", 0)
+	wantCode(t, "migrate with a volume still to be filled", err, consensus.CodeConflict)
+	if !strings.Contains(err.Error(), "still being filled") {
+		t.Fatalf("refused for another reason: %v", err)
+	}
+	_, err = e.node.Apply(ctx, MsgMoveVM, moveVMCmd{ID: "vm-1", Node: "node2", At: time.Now()}, nil)
+	wantCode(t, "the move command with a volume still to be filled", err, consensus.CodeConflict)
+	if _, err := e.node.Apply(ctx, MsgDetachVolume, detachVolumeCmd{Volume: "vol-fill"}, nil); err != nil {
+		t.Fatal(err)
 	}
 	if _, err := e.node.Apply(ctx, volume.MsgAcquireWriter, &volume.AcquireWriter{Volume: "vol-boot", Node: "node1"}, nil); err != nil {
 		t.Fatal(err)
@@ -110,7 +132,7 @@ func TestMigrateStoppedVM(t *testing.T) {
 		{VCPUs: 1, RAMMiB: 256, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-x", Firmware: "uefi"},
 	} {
 		v := &VM{Name: "x", Node: "node1", Desired: DesiredStopped, Status: VMStatus{State: StateStopped}, Spec: spec}
-		if err := movable(v); consensus.ErrorCode(err) != consensus.CodeConflict {
+		if err := movable(e.node.Store().ReadTxn(), v); consensus.ErrorCode(err) != consensus.CodeConflict {
 			t.Errorf("movable(%+v): %v", spec, err)
 		}
 	}
