@@ -31,5 +31,5 @@
 //
 // It needs root (namespaces, dropping the page cache) and fio. The report
 // goes to stdout (and to -out); progress to stderr. -profile DIR writes CPU
-// profiles of the nodes during the volume's QD32 and sequential writes.
+// profiles of the nodes during the volume's QD32 and sequential jobs.
 package main

@@ -47,7 +47,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.cairnBin, "cairn", "", "cairn binary (default: build ./appliance/cmd/cairn)")
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
-	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the nodes during the volume's write jobs at queue depth above 1 to this directory")
+	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the nodes during the volume's jobs at queue depth above 1 to this directory")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -174,7 +174,7 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 				row.noisy = true
 			}
 			wait := func() {}
-			if cfg.profile != "" && side.t.label == "volume" && j.write() && j.depth > 1 {
+			if cfg.profile != "" && side.t.label == "volume" && j.depth > 1 {
 				wait = profile(ctx, cl, cfg, "volume-"+j.rw+"-")
 			}
 			*side.out = s.run(ctx, j, side.t, pids)
