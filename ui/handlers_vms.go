@@ -314,6 +314,7 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 		}
 	}
 	d.Volumes = s.vmVolumes(v, vm)
+	d.MoveTo = s.moveTargets(v, vm)
 	if s.networks != nil {
 		if fs, err := s.networks.ListFloatingIPs(v.p, vm.ProjectID); err == nil {
 			for _, f := range fs {
@@ -438,6 +439,43 @@ func (s *server) renameVM(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=rename")
+}
+
+// moveTargets are the other nodes a cluster admin may move a stopped VM
+// whose disks are all volumes to; nil for anyone else and any other VM
+// (the cluster checks the rest when asked: fills, room, cordons).
+func (s *server) moveTargets(v *view, vm *hypervisor.VM) []string {
+	if !v.p.IsClusterAdmin() || vm.Node == "" || vm.Desired != hypervisor.DesiredStopped || vm.Status.State != hypervisor.StateStopped ||
+		vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0 || vm.Spec.Firmware == "uefi" {
+		return nil
+	}
+	hs, err := s.compute.Hosts(v.p)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, h := range hs {
+		if h.Name != vm.Node && h.Cordon == nil && h.Error == "" {
+			out = append(out, h.Name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (s *server) migrateVM(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref := r.PathValue("vm")
+	vm, err := s.compute.Migrate(r.Context(), v.p, ref, r.PostFormValue("node"), formVersion(r))
+	if err != nil {
+		s.vmFormError(w, r, v, ref, "", err)
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=migrate")
 }
 
 func (s *server) resizeVM(w http.ResponseWriter, r *http.Request, v *view) {

@@ -28,6 +28,8 @@ func catalogs() map[string]map[string]string {
 	maps.Copy(zh, volumesZH())
 	maps.Copy(en, networksEN())
 	maps.Copy(zh, networksZH())
+	maps.Copy(en, maintenanceEN())
+	maps.Copy(zh, maintenanceZH())
 	return map[string]map[string]string{langEN: en, langZH: zh}
 }
 

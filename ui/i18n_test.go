@@ -130,6 +130,7 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 	}
 	used = append(used, "voldone.from_snapshot")
 	used = append(used, "voldone.create", "voldone.detaching", "vmevent.attach", "vmevent.detach", "vmevent.convert-disk")
+	used = append(used, "vmevent.migrate", "vm.migrate.title", "vm.migrate.hint", "vm.migrate.node", "vm.migrate.auto", "vm.migrate.submit", "vmdone.migrate")
 	for _, vis := range visibilities(true, "") {
 		used = append(used, "visibility."+vis)
 	}
