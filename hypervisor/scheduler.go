@@ -166,6 +166,9 @@ type Scheduler struct {
 // hostTimeout: a node that has not reported for this long gets no new VMs.
 const hostTimeout = 90 * time.Second
 
+// HostAlive says whether h has reported recently enough to take VMs.
+func HostAlive(h Host, now time.Time) bool { return !h.ReportedAt.Before(now.Add(-hostTimeout)) }
+
 // NewScheduler returns the scheduler; register Run as a leader controller.
 func NewScheduler(c Cluster, log *slog.Logger) *Scheduler {
 	return &Scheduler{c: c, log: log, HostTimeout: hostTimeout, Patience: time.Minute}

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/a-h/templ"
 	"github.com/cairnhq/cairn/consensus"
@@ -314,7 +315,6 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 		}
 	}
 	d.Volumes = s.vmVolumes(v, vm)
-	d.MoveTo = s.moveTargets(v, vm)
 	if s.networks != nil {
 		if fs, err := s.networks.ListFloatingIPs(v.p, vm.ProjectID); err == nil {
 			for _, f := range fs {
@@ -349,6 +349,7 @@ func (s *server) vm(w http.ResponseWriter, r *http.Request, v *view) {
 		s.failPage(w, r, v, err)
 		return
 	}
+	d.MoveTo = s.moveTargets(v, &d.VM) // the whole page only: not on every refresh
 	if done := r.URL.Query().Get("done"); done != "" {
 		v.flash = v.Tor("vmdone."+done, "")
 	}
@@ -388,6 +389,7 @@ func (s *server) vmFormError(w http.ResponseWriter, r *http.Request, v *view, re
 		return
 	}
 	d.Rename = rename
+	d.MoveTo = s.moveTargets(v, &d.VM)
 	s.render(w, r, formStatus, vmPage(v, d))
 }
 
@@ -454,8 +456,9 @@ func (s *server) moveTargets(v *view, vm *hypervisor.VM) []string {
 		return nil
 	}
 	var out []string
+	now := time.Now()
 	for _, h := range hs {
-		if h.Name != vm.Node && h.Cordon == nil && h.Error == "" {
+		if h.Name != vm.Node && h.Cordon == nil && h.Error == "" && hypervisor.HostAlive(h.Host, now) {
 			out = append(out, h.Name)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage/volume"
 )
@@ -39,6 +40,22 @@ func TestMigrateFromTheVMPage(t *testing.T) {
 	p := b.get(at)
 	mustContain(t, p, `id="vm-migrate-form"`, `<option value="">Let Cairn choose</option>`, `<option value="node2">node2</option>`, "Nothing is copied")
 	mustNotContain(t, p, `<option value="node1">`)
+	// A project member sees no such form, and is refused if they post it.
+	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse", Password: "correct horse"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.svc.SetMember(ctx, root, pr.Name, "nurse", identity.RoleMember); err != nil {
+		t.Fatal(err)
+	}
+	nurse := e.browser()
+	nurse.login("nurse", "correct horse")
+	mustNotContain(t, nurse.get(at), `id="vm-migrate-form"`)
+	if p := nurse.post(at+"/migrate", nurse.formOn(at, url.Values{"node": {"node2"}})); p.status != http.StatusUnprocessableEntity && p.status != http.StatusForbidden {
+		t.Fatalf("a member's move: %d", p.status)
+	}
+	if got, _ := e.compute.VM(root, vm.ID); got.Node != "node1" {
+		t.Fatalf("a member moved the VM to %s", got.Node)
+	}
 
 	cur, _ := e.compute.VM(root, vm.ID)
 	p = b.post(at+"/migrate", b.formOn(at, url.Values{"node": {"node2"}, "version": {uitoa(cur.Version)}}))
@@ -61,10 +78,10 @@ func TestMigrateFromTheVMPage(t *testing.T) {
 	if p.status != http.StatusOK || p.path != at+"?done=migrate" {
 		t.Fatalf("move: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, "The VM was moved", "Moved to another box")
+	mustContain(t, p, "The VM was moved", "Moved to another node")
 	if got, _ := e.compute.VM(root, vm.ID); got.Node != "node2" {
 		t.Fatalf("after the move: on %s", got.Node)
 	}
 	b.lang = "zh-CN"
-	mustContain(t, b.get(at), "已迁移到另一台主机")
+	mustContain(t, b.get(at), "已迁移到另一个节点")
 }
