@@ -29,17 +29,8 @@ func cairn(t *testing.T, stdin string, args ...string) (int, string) {
 func TestCLIPasswordAndTokens(t *testing.T) {
 	c := consensustest.Start(t, 1, identity.Register)
 	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
-	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Cluster: c.Nodes[0]}))
-	defer srv.Close()
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	url, ca := serveAPI(t, api.Deps{Identity: svc, Cluster: c.Nodes[0]}, svc)
 	ctx := context.Background()
-	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
-		t.Fatal(err)
-	}
 	admTok, _, _ := svc.Login(ctx, "root", "correct horse")
 	adm, _ := svc.Authenticate(ctx, admTok)
 	if _, err := svc.CreateUser(ctx, adm, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"}); err != nil {
@@ -51,7 +42,7 @@ func TestCLIPasswordAndTokens(t *testing.T) {
 	}
 	otherP, _ := svc.Authenticate(ctx, other)
 
-	if code, out := cairn(t, "night-shift-9471\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "nurse", "--password-stdin"); code != 0 {
+	if code, out := cairn(t, "night-shift-9471\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "nurse", "--password-stdin"); code != 0 {
 		t.Fatalf("login: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "token", "list"); code != 0 || !strings.Contains(out, otherP.TokenID) || strings.Count(out, "session") != 2 {
@@ -90,4 +81,23 @@ func mustPrincipal(t *testing.T, svc *identity.Service, user, pw string) *identi
 		t.Fatal(err)
 	}
 	return p
+}
+
+// serveAPI serves d's API over TLS until the test ends, writes its
+// certificate where the CLI can be told to trust it, gives the CLI a
+// config file of the test's own and makes svc's cluster admin root
+// ("correct horse"). It returns the API's URL and the certificate's path.
+func serveAPI(t *testing.T, d api.Deps, svc *identity.Service) (url, ca string) {
+	t.Helper()
+	srv := httptest.NewTLSServer(api.New(d))
+	t.Cleanup(srv.Close)
+	ca = filepath.Join(t.TempDir(), "ca.crt")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	if _, err := svc.CreateFirstAdmin(context.Background(), "root", "correct horse"); err != nil {
+		t.Fatal(err)
+	}
+	return srv.URL, ca
 }

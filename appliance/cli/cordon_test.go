@@ -2,11 +2,7 @@ package cli
 
 import (
 	"context"
-	"encoding/pem"
 	"log/slog"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,21 +25,12 @@ func TestCLICordon(t *testing.T) {
 	nd := c.Nodes[0]
 	svc := identity.NewService(nd, identity.DefaultConfig())
 	compute := hypervisor.NewService(nd, svc, nil, slog.New(slog.DiscardHandler))
-	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Compute: compute, Cluster: nd}))
-	defer srv.Close()
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	url, ca := serveAPI(t, api.Deps{Identity: svc, Compute: compute, Cluster: nd}, svc)
 	ctx := context.Background()
-	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := nd.Apply(ctx, hypervisor.MsgReportHost, &hypervisor.Host{Name: "node1", VCPUs: 4, RAMMiB: 4096, Accel: "tcg", ReportedAt: time.Now()}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
 		t.Fatalf("login: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "node", "cordon"); code != 2 {

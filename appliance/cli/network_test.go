@@ -3,10 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -28,17 +24,8 @@ func TestCLINetworks(t *testing.T) {
 	})
 	nd := c.Nodes[0]
 	svc := identity.NewService(nd, identity.DefaultConfig())
-	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Networks: netfabric.NewService(nd, svc), Cluster: nd}))
-	defer srv.Close()
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	url, ca := serveAPI(t, api.Deps{Identity: svc, Networks: netfabric.NewService(nd, svc), Cluster: nd}, svc)
 	ctx := context.Background()
-	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
-		t.Fatal(err)
-	}
 	adm := mustPrincipal(t, svc, "root", "correct horse")
 	pr, err := svc.CreateProject(ctx, adm, identity.ProjectSpec{Name: "ward"})
 	if err != nil {
@@ -47,7 +34,7 @@ func TestCLINetworks(t *testing.T) {
 	if _, err := nd.Apply(ctx, netfabric.MsgCreateNetwork, netfabric.Network{ID: "default", Name: "default", CIDR: "10.77.0.0/24", CreatedAt: time.Now().UTC()}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
 		t.Fatalf("login: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "network", "create", "imaging", "--project", "ward"); code != 2 || !strings.Contains(out, "--cidr") {

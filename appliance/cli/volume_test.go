@@ -3,10 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"encoding/pem"
-	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,17 +27,8 @@ func TestCLIVolumes(t *testing.T) {
 	nd := c.Nodes[0]
 	svc := identity.NewService(nd, identity.DefaultConfig())
 	vols := volume.NewService(volume.Deps{Cluster: nd, Identity: svc})
-	srv := httptest.NewTLSServer(api.New(api.Deps{Identity: svc, Volumes: vols, Cluster: nd}))
-	defer srv.Close()
-	ca := filepath.Join(t.TempDir(), "ca.crt")
-	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("CAIRN_CONFIG", filepath.Join(t.TempDir(), "config.json"))
+	url, ca := serveAPI(t, api.Deps{Identity: svc, Volumes: vols, Cluster: nd}, svc)
 	ctx := context.Background()
-	if _, err := svc.CreateFirstAdmin(ctx, "root", "correct horse"); err != nil {
-		t.Fatal(err)
-	}
 	adm := mustPrincipal(t, svc, "root", "correct horse")
 	pr, err := svc.CreateProject(ctx, adm, identity.ProjectSpec{Name: "ward"})
 	if err != nil {
@@ -56,7 +43,7 @@ func TestCLIVolumes(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", srv.URL, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
 		t.Fatalf("login: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "volume", "list"); code != 0 || !strings.Contains(out, "scans") || !strings.Contains(out, "node1:in_sync") {
