@@ -627,6 +627,23 @@ func (w *worker) resize(ctx context.Context, vm *VM, st *VMStatus) {
 
 // stopVM shuts the VM down: the ACPI button first, then the plug.
 func (w *worker) stopVM(ctx context.Context, vm *VM) error {
+	if w.inst == nil && w.n.cfg.Driver.Running(vm.ID) {
+		// QEMU lives but reconcile could not attach to it (its monitor
+		// hangs, or another client holds it): it is not stopped, and
+		// must not be said to be (a stopped VM may move to another node).
+		// The plug is the only way left, and only a force-stop pulls it.
+		if vm.StopMode != StopForce {
+			w.report(ctx, vm, VMStatus{State: StateError, Accel: vm.Status.Accel,
+				Error: "QEMU still runs but its monitor does not answer, so the guest cannot be asked to shut down: force-stop ends it"}, reportOpts{})
+			return fmt.Errorf("stop %s: QEMU runs but its monitor does not answer", vm.ID)
+		}
+		if err := w.n.cfg.Driver.Cleanup(ctx, func(name string) bool { return name != vm.ID }); err != nil {
+			return err
+		}
+		if w.n.cfg.Driver.Running(vm.ID) {
+			return fmt.Errorf("force-stop %s: QEMU still runs", vm.ID)
+		}
+	}
 	if w.inst == nil {
 		w.syncVolumes(ctx, vm) // detaches asked while it ran
 		st := VMStatus{State: StateStopped, Accel: vm.Status.Accel}

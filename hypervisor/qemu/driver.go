@@ -378,6 +378,20 @@ func startOutput(dir string) string {
 	return "no output"
 }
 
+// Running says whether a QEMU of the VM is alive, whether or not its
+// monitor answers (Attach needs it to).
+func (d *Driver) Running(name string) bool {
+	if !nameRE.MatchString(name) {
+		return false
+	}
+	p, err := findProcess(d.Dir(name), name)
+	if err != nil {
+		return false
+	}
+	p.close()
+	return true
+}
+
 // Attach connects to the running VM called name, e.g. after the caller
 // restarted. The process must be the QEMU this driver started for that run
 // directory. QEMU serves one QMP client at a time: while another Instance

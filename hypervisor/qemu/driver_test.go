@@ -237,8 +237,27 @@ func TestSurvivesAgentKill(t *testing.T) {
 	if _, err := d.Start(ctx, testMachine("survivor")); !errors.Is(err, ErrAlreadyRunning) {
 		t.Errorf("second start: %v, want ErrAlreadyRunning", err)
 	}
-	// Detach and attach again: the VM does not notice.
+	// A QEMU whose monitor does not answer (frozen with SIGSTOP here)
+	// cannot be attached to, and still runs.
+	if !d.Running("survivor") {
+		t.Fatal("Running: false for a running QEMU")
+	}
 	inst.Close()
+	pid := inst.PID()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	_, err = d.Attach(actx, "survivor")
+	cancel()
+	running := d.Running("survivor")
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if err == nil || !running {
+		t.Fatalf("a frozen QEMU: attach %v, running %v; want an error and true", err, running)
+	}
+	// Detach and attach again: the VM does not notice.
 	inst, err = d.Attach(ctx, "survivor")
 	if err != nil {
 		t.Fatal(err)
@@ -254,6 +273,9 @@ func TestSurvivesAgentKill(t *testing.T) {
 	}
 	if _, err := d.Attach(ctx, "survivor"); !errors.Is(err, ErrNotRunning) {
 		t.Errorf("attach after quit: %v, want ErrNotRunning", err)
+	}
+	if d.Running("survivor") {
+		t.Error("Running: true after quit")
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -118,7 +119,52 @@ func TestVMLifecycleOneNode(t *testing.T) {
 	if err := a.Call("POST", "/api/v1/vms/vm1/start", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
+	hungQEMU(t, n, "vm1")
+	a = cairntest.Admin(t, n)
 	lifecycle(t, c, []*cairntest.Client{a}, "vm1")
+}
+
+// hungQEMU: a VM's QEMU hangs (frozen with SIGSTOP) and the agent restarts,
+// so it cannot attach to it. A stop cannot reach the guest: the VM says so
+// and is not reported stopped (a stopped VM may move to another node), its
+// QEMU still there; a force-stop pulls the plug. It starts again after.
+func hungQEMU(t *testing.T, n *harness.Node, name string) {
+	t.Helper()
+	a := cairntest.Admin(t, n)
+	vm := waitVM(t, a, name, 3*time.Minute, "running", inState("running"))
+	pid := vm.Status.PID
+	n.Kill()
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	n.Start()
+	cairntest.WaitReady(t, n)
+	a = cairntest.Admin(t, n)
+	if err := a.Call("POST", "/api/v1/vms/"+name+"/stop", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, name, 3*time.Minute, "not stopped while its QEMU hangs", func(v vmView) error {
+		if v.Status.State != "error" || !strings.Contains(v.Status.Error, "monitor does not answer") {
+			return fmt.Errorf("%s: %s", v.Status.State, v.Status.Error)
+		}
+		return nil
+	})
+	if !alive(pid) {
+		t.Fatalf("QEMU %d is gone, yet the stop was not forced", pid)
+	}
+	if err := a.Call("POST", "/api/v1/vms/"+name+"/force-stop", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitVM(t, a, name, 3*time.Minute, "forced off", inState("stopped"))
+	testutil.WaitFor(t, 30*time.Second, "the hung QEMU gone", func() error {
+		if alive(pid) {
+			return fmt.Errorf("QEMU %d still runs", pid)
+		}
+		return nil
+	})
+	if err := a.Call("POST", "/api/v1/vms/"+name+"/start", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // lifecycle drives a running VM through every operation, through the
