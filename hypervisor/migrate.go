@@ -41,22 +41,7 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 	if err := movable(tx.Txn, cur); err != nil {
 		return nil, err
 	}
-	if c.Node == cur.Node {
-		return nil, consensus.Errorf(consensus.CodeInvalid, "VM %s is on %s already", cur.Name, c.Node)
-	}
-	h := consensus.First[Host](tx.Txn, tHosts, "id", c.Node)
-	if h == nil {
-		return nil, notFound("node", c.Node)
-	}
-	// Judged by the command's own time, so every replica of the state
-	// decides alike.
-	if h.ReportedAt.Before(c.At.Add(-hostTimeout)) {
-		return nil, consensus.Errorf(consensus.CodeConflict, "node %s has not reported since %s: it may be down", c.Node, h.ReportedAt.UTC().Format(time.RFC3339))
-	}
-	if cordonOf(tx.Txn, c.Node) != nil {
-		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
-	}
-	if err := fits(tx.Txn, c.Node, cur); err != nil {
+	if err := canTake(tx.Txn, c.Node, cur, c.At); err != nil {
 		return nil, err
 	}
 	from := cur.Node
@@ -93,7 +78,7 @@ func movable(txn *memdb.Txn, vm *VM) error {
 	case vm.Node == "":
 		return consensus.Errorf(consensus.CodeConflict, "VM %s is not placed yet", vm.Name)
 	case vm.Desired != DesiredStopped || vm.Status.State != StateStopped:
-		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: stop it first (live migration of a running VM is not built yet)", vm.Name, vm.Status.State)
+		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a stopped VM moves as it is (a running one moves live)", vm.Name, vm.Status.State)
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
 		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move", vm.Name, vm.Node)
 	case vm.Spec.Firmware == "uefi":
@@ -120,6 +105,9 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 	cur := getVM(txn, vm.ID)
 	if cur == nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, notFound("VM", vm.Name))
+	}
+	if cur.Desired != DesiredStopped {
+		return s.migrateLive(ctx, p, cur, node, ifMatch)
 	}
 	if err := movable(txn, cur); err != nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)

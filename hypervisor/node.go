@@ -34,6 +34,9 @@ type BlockVolumes interface {
 	Served(volumeID string) (socket string, size int64, ok bool)
 	// Backend is the volume as this node serves it, for in-process I/O.
 	Backend(volumeID string) (nbd.Backend, bool)
+	// Standby is the NBD socket a volume coming here by live migration
+	// is served on before this node is its writer.
+	Standby(volumeID string) (socket string, size int64, ok bool)
 }
 
 // NodeConfig configures the VM agent of one node.
@@ -57,7 +60,10 @@ type NodeConfig struct {
 	// the disk is the filesystem of the VM disks, less the floor kept on
 	// it for the control plane).
 	VCPUs, RAMMiB, DiskGiB int64
-	Logger                 *slog.Logger
+	// MigrationIP is the address this node receives live migrations on
+	// (its cluster address).
+	MigrationIP string
+	Logger      *slog.Logger
 }
 
 // NodeAgent converges this node's QEMU processes to the VMs the replicated
@@ -119,6 +125,17 @@ func (n *NodeAgent) Run(ctx context.Context) {
 		for o := it.Next(); o != nil; o = it.Next() {
 			seen[o.(*VM).ID] = true
 		}
+		// VMs moving live to or from here: one QEMU waits here before
+		// the VM is ours, the other sends it the rest after it is not.
+		in, err := txn.Get(tVMs, "migrating", n.cfg.Name)
+		if err != nil {
+			n.log.Error("list migrating VMs", "err", err)
+			return
+		}
+		ws.Add(in.WatchCh())
+		for o := in.Next(); o != nil; o = in.Next() {
+			seen[o.(*VM).ID] = true
+		}
 		n.mu.Lock()
 		for id := range seen {
 			if n.workers[id] == nil {
@@ -171,7 +188,11 @@ func (n *NodeAgent) local(txn *memdb.Txn, id string) bool {
 // linearizably first.
 func (n *NodeAgent) cleanup(ctx context.Context) error {
 	txn := n.c.Store().ReadTxn()
-	keep := func(id string) bool { return n.local(txn, id) }
+	keep := func(id string) bool {
+		// A source whose guest has switched over still sends it the rest.
+		vm := getVM(txn, id)
+		return n.local(txn, id) || vm != nil && vm.Migration != nil && vm.Migration.Source == n.cfg.Name
+	}
 	var errs []error
 	if err := n.cfg.Driver.Cleanup(ctx, keep); err != nil {
 		errs = append(errs, err)

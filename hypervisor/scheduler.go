@@ -47,6 +47,20 @@ func free(txn *memdb.Txn, h *Host, s Settings, ignore string) (room, []string, e
 			groups = append(groups, vm.Spec.ProjectGroup(vm.ProjectID))
 		}
 	}
+	// A VM moving here live holds its room on both nodes until it has.
+	in, err := txn.Get(tVMs, "migrating", h.Name)
+	if err != nil {
+		return r, nil, err
+	}
+	for o := in.Next(); o != nil; o = in.Next() {
+		if vm := o.(*VM); vm.ID != ignore && vm.Node != h.Name && vm.Migration.Target == h.Name {
+			r.vcpus -= float64(vm.Spec.VCPUs)
+			r.ramMiB -= float64(vm.Spec.RAMMiB)
+			if vm.Spec.Group != "" {
+				groups = append(groups, vm.Spec.ProjectGroup(vm.ProjectID))
+			}
+		}
+	}
 	return r, groups, nil
 }
 

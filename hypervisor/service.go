@@ -575,6 +575,9 @@ func (s *Service) SetSettings(ctx context.Context, p *identity.Principal, in Set
 		in.DiskAllocationRatio < 0 || in.DiskAllocationRatio > 0 && (in.DiskAllocationRatio < 0.1 || in.DiskAllocationRatio > 16) {
 		return nil, s.id.Deny(ctx, p, action, "compute", "", invalid("ratios are 0.1-64 (CPU), 0.1-4 (RAM) and 0.1-16 (disk; 0: the default %.1f); the reserve is at least 0", DefaultSettings.DiskAllocationRatio))
 	}
+	if in.MigrationMiBps < 0 || in.MigrationMiBps > 1<<20 {
+		return nil, s.id.Deny(ctx, p, action, "compute", "", invalid("a live migration's cap is 1-%d MiB/s, or 0 for none", 1<<20))
+	}
 	var out Settings
 	err := s.id.Mutate(ctx, p, action, "compute", "", MsgSetSettings, setSettingsCmd{Settings: in, IfMatch: ifMatch}, &out)
 	return &out, err

@@ -33,6 +33,11 @@ const (
 	MsgCordonNode   consensus.MessageType = 273
 	MsgUncordonNode consensus.MessageType = 274
 	MsgMoveVM       consensus.MessageType = 275
+	// Live migration (live.go).
+	MsgStartMigration consensus.MessageType = 276
+	MsgMigrationStep  consensus.MessageType = 277
+	MsgEndMigration   consensus.MessageType = 278
+	MsgMigrationCA    consensus.MessageType = 279
 )
 
 const (
@@ -138,6 +143,8 @@ func Register(reg *consensus.Registry) {
 		"name": {Name: "name", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
 			&memdb.StringFieldIndex{Field: "ProjectID"}, &memdb.StringFieldIndex{Field: "Name"}}}},
 		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
+		// Both nodes of a live migration under way.
+		"migrating": {Name: "migrating", AllowMissing: true, Indexer: migratingIndex{}},
 	}})
 	consensus.RegisterTable[Event](reg, &memdb.TableSchema{Name: tEvents, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
@@ -175,6 +182,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgConvertDisk, "ConvertVMDisk", applyConvertDisk)
 	registerCordons(reg)
 	consensus.Handle(reg, MsgMoveVM, "MoveVM", applyMoveVM)
+	registerMigrations(reg)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by
@@ -333,6 +341,9 @@ func changeable(tx *consensus.Tx, id string, ifMatch uint64) (*VM, error) {
 	}
 	if cur.Desired == DesiredDeleted {
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is being deleted", cur.Name)
+	}
+	if m := cur.Migration; m != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is moving from %s to %s: cancel the migration (cairn vm migrate --cancel) or wait until it has moved", cur.Name, m.Source, m.Target)
 	}
 	return cur, nil
 }

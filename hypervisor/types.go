@@ -110,6 +110,8 @@ type VM struct {
 	Rebooted  uint64    `json:"rebooted"`
 	CreatedAt time.Time `json:"created_at"`
 	Version   uint64    `json:"version"` // changes with desired state, not with status reports
+	// Migration is the live migration under way, if any (live.go).
+	Migration *Migration `json:"migration,omitempty"`
 	// CloudInitRedacted marks a copy shown to a project reader: Spec's SSH
 	// keys and user-data were left out. Never set in the replicated state.
 	CloudInitRedacted bool `json:"cloud_init_redacted,omitempty"`
@@ -163,7 +165,10 @@ type Settings struct {
 	// by its disk capacity times this; 0 (settings saved before it
 	// existed, or left out) means the default.
 	DiskAllocationRatio float64 `json:"disk_allocation_ratio,omitempty"`
-	Version             uint64  `json:"version"`
+	// MigrationMiBps caps each live migration's stream (MiB/s), so that
+	// moving VMs leaves the network to the others; 0: no cap.
+	MigrationMiBps int64  `json:"migration_mib_per_s,omitempty"`
+	Version        uint64 `json:"version"`
 }
 
 // DefaultSettings are OpenStack Nova's current defaults (cpu 4.0, ram 1.0,

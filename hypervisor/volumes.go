@@ -28,6 +28,9 @@ type Disk struct {
 	// on; QEMU gets it as a descriptor (it is root's alone).
 	Backing string
 	Serial  string // what the guest sees as the disk's serial number
+	// Port is the hot-plug port of a volume plugged in while the VM ran,
+	// for a QEMU taking it over by live migration ("": the root bus).
+	Port string
 }
 
 // Volumes makes and removes a VM's disks. They are files on the VM's node

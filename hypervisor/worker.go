@@ -46,10 +46,18 @@ type worker struct {
 	// owner asks for something new.
 	failed  uint64
 	retryAt time.Time
+
+	// Live migration (live_worker.go): migEvents has QEMU's MIGRATION
+	// events; out is the stream this node sends, in the migration this
+	// node's QEMU waits to receive, runningAt when that guest first ran.
+	migEvents chan struct{}
+	out       *outgoing
+	in        string
+	runningAt time.Time
 }
 
 func newWorker(n *NodeAgent, id string) *worker {
-	return &worker{n: n, id: id, log: n.log.With("vm", id), wake: make(chan struct{}, 1), stop: make(chan struct{})}
+	return &worker{n: n, id: id, log: n.log.With("vm", id), wake: make(chan struct{}, 1), stop: make(chan struct{}), migEvents: make(chan struct{}, 1)}
 }
 
 func (w *worker) kick() {
@@ -84,7 +92,7 @@ func (w *worker) run(ctx context.Context) {
 		case <-time.After(30 * time.Second):
 		}
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
-		if vm == nil || vm.Node != w.n.cfg.Name {
+		if vm == nil || vm.Node != w.n.cfg.Name && !w.involved(vm) {
 			// Purged while this node could not do it (the leader reaps VMs
 			// deleted on a node that stopped reporting), or moved to
 			// another node (migrate.go): whatever is still here belongs to
@@ -201,6 +209,17 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			w.adopt(inst)
 		}
 	}
+	if m := vm.Migration; m != nil {
+		switch w.n.cfg.Name {
+		case m.Source:
+			return false, w.migrateOut(ctx)
+		case m.Target:
+			return false, w.migrateIn(ctx)
+		}
+	}
+	if vm.Node != w.n.cfg.Name {
+		return false, nil // a migration away from here just ended: the run loop cleans up
+	}
 	switch vm.Desired {
 	case DesiredDeleted:
 		return w.teardown(ctx, vm)
@@ -260,6 +279,13 @@ func (w *worker) adopt(inst *qemu.Instance) {
 		defer close(done)
 		var once bool
 		for ev := range inst.Events() {
+			if ev.Name == "MIGRATION" {
+				select {
+				case w.migEvents <- struct{}{}:
+				default:
+				}
+				continue
+			}
 			if ev.Name != "SHUTDOWN" || once {
 				continue
 			}
@@ -285,6 +311,25 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	if err != nil {
 		return err
 	}
+	m, err := w.prepare(ctx, vm, vols)
+	if err != nil {
+		return err
+	}
+	inst, err := w.n.cfg.Driver.Start(ctx, m)
+	if err != nil {
+		return err
+	}
+	w.adopt(inst)
+	w.failed = 0
+	return nil
+}
+
+// prepare makes what the VM's QEMU needs on this node (local disks, the
+// cloud-init seed, taps) and returns the machine to start, with vols (the
+// VM's volumes as QEMU reaches them here, the boot volume first) as its
+// disks.
+func (w *worker) prepare(ctx context.Context, vm *VM, vols []Disk) (qemu.Machine, error) {
+	var err error
 	if v := volume.Lookup(w.n.c.Store().ReadTxn(), vm.Spec.BootVolume); v != nil && v.Source != nil && v.Source.VMDisk == vm.ID && v.Source.Filled {
 		// Converted: the volume holds what the local disk held.
 		if err := os.Remove(filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "root.qcow2")); err != nil && !os.IsNotExist(err) {
@@ -298,7 +343,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	if img == nil {
 		img = w.cachedImage(vm)
 		if img == nil {
-			return fmt.Errorf("image %s was deleted before this VM's disk was made", vm.Spec.Image)
+			return qemu.Machine{}, fmt.Errorf("image %s was deleted before this VM's disk was made", vm.Spec.Image)
 		}
 	}
 	var base string
@@ -306,44 +351,44 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 		// A boot volume was filled from the image already; an installer
 		// ISO is a local CD either way.
 		if base, err = w.n.cfg.Cache.Path(ctx, img); err != nil {
-			return transient{err}
+			return qemu.Machine{}, transient{err}
 		}
 	}
 	disks, err := w.n.cfg.Volumes.Prepare(ctx, vm, img, base)
 	if err != nil {
-		return fmt.Errorf("prepare disks: %w", err)
+		return qemu.Machine{}, fmt.Errorf("prepare disks: %w", err)
 	}
 	// The boot volume first, then the local disks. Data volumes are
 	// hot-plugged once QEMU runs (converge): on the spare hot-plug ports,
 	// a running guest can be asked to let them go again, which a disk on
-	// the root bus cannot.
+	// the root bus cannot. (A VM coming by live migration has them on
+	// the ports they were plugged into: vols says which.)
 	if vm.Spec.BootVolume != "" {
 		disks = append(vols[:1:1], disks...)
+		for _, d := range vols[1:] {
+			if d.Port != "" {
+				disks = append(disks, d)
+			}
+		}
 	}
 	seedPath := filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "seed.iso")
 	seed := cloudinit.Seed{InstanceID: vm.ID, Hostname: vm.Spec.Hostname, SSHKeys: vm.Spec.SSHKeys, UserData: []byte(vm.Spec.UserData),
 		NetworkConfig: networkConfig(vm.NICs)}
 	if err := seed.WriteISO(seedPath); err != nil {
-		return fmt.Errorf("write cloud-init seed: %w", err)
+		return qemu.Machine{}, fmt.Errorf("write cloud-init seed: %w", err)
 	}
 	disks = append(disks, Disk{ID: "seed", Path: seedPath, Format: FormatRaw, Media: "disk", ReadOnly: true})
 	var nics []qemu.NIC
 	for _, nic := range vm.NICs {
 		tap := w.n.cfg.Net.TapName(nic.ID)
 		if err := w.n.cfg.Net.EnsureTap(tap); err != nil {
-			return transient{fmt.Errorf("network port %s: %w", nic.ID, err)}
+			return qemu.Machine{}, transient{fmt.Errorf("network port %s: %w", nic.ID, err)}
 		}
 		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC, MTU: nic.MTU})
 	}
 	m := w.machine(vm, img, disks, nics)
 	trimLog(m.SerialLog, maxSerialLog)
-	inst, err := w.n.cfg.Driver.Start(ctx, m)
-	if err != nil {
-		return err
-	}
-	w.adopt(inst)
-	w.failed = 0
-	return nil
+	return m, nil
 }
 
 // volumeDisks are the VM's block volumes as QEMU reaches them: over NBD
@@ -469,7 +514,7 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 	}
 	for _, d := range disks {
 		qd := qemu.Disk{ID: d.ID, Path: d.Path, Source: d.Source, Format: d.Format, ReadOnly: d.ReadOnly, Media: d.Media,
-			Backing: d.Backing, Cache: w.n.cfg.Volumes.cacheMode(), Serial: d.Serial}
+			Backing: d.Backing, Cache: w.n.cfg.Volumes.cacheMode(), Serial: d.Serial, Port: d.Port}
 		switch d.ID {
 		case "root":
 			qd.BootIndex = boot

@@ -29,7 +29,7 @@ func auditActions() []string {
 		"compute.settings",
 		"vm.console.open", "vm.console.close", "identity.settings.update",
 		"volume.", "volume.create", "volume.delete", "volume.extend", "volume.attach", "volume.detach", "vm.convert-disk",
-		"vm.migrate", "node.cordon", "node.uncordon",
+		"vm.migrate", "vm.migrate.cancel", "node.cordon", "node.uncordon",
 	}
 }
 

@@ -297,7 +297,7 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 	if err != nil {
 		return vmData{}, err
 	}
-	d := vmData{VM: *vm, Events: evs, CanChange: hypervisor.CanChangeVM(v.p, vm),
+	d := vmData{VM: *vm, Events: evs, CanChange: hypervisor.CanChangeVM(v.p, vm), Admin: v.p.IsClusterAdmin(),
 		ProjectName: vm.ProjectID, FlavorName: vm.Spec.Flavor, ImageName: vm.Spec.Image}
 	if pr, err := s.id.GetProject(v.p, vm.ProjectID); err == nil {
 		d.ProjectName = pr.Name
@@ -443,11 +443,14 @@ func (s *server) renameVM(w http.ResponseWriter, r *http.Request, v *view) {
 	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=rename")
 }
 
-// moveTargets are the other nodes a cluster admin may move a stopped VM
-// whose disks are all volumes to; nil for anyone else and any other VM
-// (the cluster checks the rest when asked: fills, room, cordons).
+// moveTargets are the other nodes a cluster admin may move a VM whose
+// disks are all volumes to, stopped or running (live); nil for anyone
+// else and any other VM (the cluster checks the rest when asked: fills,
+// room, cordons).
 func (s *server) moveTargets(v *view, vm *hypervisor.VM) []string {
-	if !v.p.IsClusterAdmin() || vm.Node == "" || vm.Desired != hypervisor.DesiredStopped || vm.Status.State != hypervisor.StateStopped ||
+	stopped := vm.Desired == hypervisor.DesiredStopped && vm.Status.State == hypervisor.StateStopped
+	running := vm.Desired == hypervisor.DesiredRunning && vm.Status.State == hypervisor.StateRunning && vm.Status.Pending == ""
+	if !v.p.IsClusterAdmin() || vm.Node == "" || vm.Migration != nil || !stopped && !running ||
 		vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0 || vm.Spec.Firmware == "uefi" {
 		return nil
 	}
@@ -478,7 +481,26 @@ func (s *server) migrateVM(w http.ResponseWriter, r *http.Request, v *view) {
 		s.vmFormError(w, r, v, ref, "", err)
 		return
 	}
-	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=migrate")
+	done := "migrate"
+	if vm.Migration != nil {
+		done = "migrate_live"
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done="+done)
+}
+
+func (s *server) cancelMigration(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref := r.PathValue("vm")
+	vm, err := s.compute.CancelMigration(r.Context(), v.p, ref)
+	if err != nil {
+		s.vmFormError(w, r, v, ref, "", err)
+		return
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=migrate_cancel")
 }
 
 func (s *server) resizeVM(w http.ResponseWriter, r *http.Request, v *view) {

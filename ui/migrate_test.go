@@ -78,10 +78,67 @@ func TestMigrateFromTheVMPage(t *testing.T) {
 	if p.status != http.StatusOK || p.path != at+"?done=migrate" {
 		t.Fatalf("move: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, "The VM was moved", "Moved to another node")
+	mustContain(t, p, "The VM was moved", "Move between nodes")
 	if got, _ := e.compute.VM(root, vm.ID); got.Node != "node2" {
 		t.Fatalf("after the move: on %s", got.Node)
 	}
 	b.lang = "zh-CN"
-	mustContain(t, b.get(at), "已迁移到另一个节点")
+	mustContain(t, b.get(at), "节点间迁移")
+}
+
+// A cluster admin moves a running VM live from its page: the form says
+// it keeps running; while it moves, the page shows how far it got (in
+// English and Chinese) and offers a cancel instead of the power buttons;
+// the cancel leaves it where it was.
+func TestLiveMigrationFromTheVMPage(t *testing.T) {
+	e, b, root, pr, fl, img := volumeSetup(t)
+	ctx := context.Background()
+	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "pacs", Project: pr.ID, Image: img.ID, Flavor: fl.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	placeAndReport(t, e, vm.ID, hypervisor.StateRunning)
+	if _, err := e.node.Apply(ctx, volume.MsgAcquireWriter, &volume.AcquireWriter{Volume: vm.Spec.BootVolume, Node: "node1"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, volume.MsgSourceFilled, &volume.SourceFilled{Volume: vm.Spec.BootVolume, Node: "node1", Epoch: 1}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportHost, map[string]any{"name": "node2", "vcpus": 16, "ram_mib": 65536, "accel": "tcg", "reported_at": time.Now().UTC()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := hypervisor.EnsureMigrationCA(ctx, e.node); err != nil {
+		t.Fatal(err)
+	}
+	at := "/vms/" + vm.ID
+	p := b.get(at)
+	mustContain(t, p, `id="vm-migrate-form"`, `id="vm-migrate-live-hint"`, "keeps running while it moves", `id="vm-op-stop"`)
+	mustNotContain(t, p, `id="vm-migration"`)
+	cur, _ := e.compute.VM(root, vm.ID)
+	p = b.post(at+"/migrate", b.formOn(at, url.Values{"node": {"node2"}, "version": {uitoa(cur.Version)}}))
+	if p.status != http.StatusOK || p.path != at+"?done=migrate_live" {
+		t.Fatalf("move: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "keeps running meanwhile", `id="vm-migration"`, "Moving from node1 to node2 while it runs", `id="vm-migrate-cancel"`)
+	mustNotContain(t, p, `id="vm-op-stop"`, `id="vm-migrate-form"`)
+	// The source reports its progress; the panel's refresh shows it.
+	got, _ := e.compute.VM(root, vm.ID)
+	step := map[string]any{"vm": vm.ID, "id": got.Migration.ID, "node": "node1", "at": time.Now().UTC(),
+		"progress": map[string]any{"ram_total": 256 << 20, "ram_transferred": 100 << 20, "ram_remaining": 150 << 20, "dirty_rate": 3 << 20, "expected_downtime_ms": 12}}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgMigrationStep, step, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, b.get(at+"/status"), "100 of 256 MiB of memory copied, 150 MiB left; the guest changes 3 MiB/s; expected pause 12 ms")
+	b.lang = "zh-CN"
+	mustContain(t, b.get(at+"/status"), "正在从 node1 热迁移到 node2", "已复制内存 100 / 256 MiB", "取消迁移")
+	b.lang = ""
+	p = b.post(at+"/migrate/cancel", b.formOn(at, url.Values{}))
+	if p.status != http.StatusOK || p.path != at+"?done=migrate_cancel" {
+		t.Fatalf("cancel: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, "The move was cancelled", `id="vm-op-stop"`)
+	mustNotContain(t, p, `id="vm-migration"`)
+	if got, _ := e.compute.VM(root, vm.ID); got.Migration != nil || got.Node != "node1" {
+		t.Fatalf("after the cancel: %+v on %s", got.Migration, got.Node)
+	}
 }

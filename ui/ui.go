@@ -157,6 +157,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /vms/{vm}/rename", s.authed(s.renameVM))
 	mux.Handle("POST /vms/{vm}/resize", s.authed(s.resizeVM))
 	mux.Handle("POST /vms/{vm}/migrate", s.authed(s.migrateVM))
+	mux.Handle("POST /vms/{vm}/migrate/cancel", s.authed(s.cancelMigration))
 	mux.Handle("GET /vms/{vm}/console", s.authed(s.console))
 	mux.Handle("GET /vms/{vm}/serial", s.authed(s.serial))
 	mux.Handle("GET /volumes", s.authed(s.volumesPage))

@@ -100,6 +100,7 @@ func (a *Agent) newNodeAgent() {
 		Cache:   hypervisor.NewCache(filepath.Join(cfg.DataDir, "images", "cache"), a.objects),
 		Net:     a.vmNet, Accel: accel,
 		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,
+		MigrationIP: cfg.Advertise,
 	}
 	if cfg.VMs {
 		version, err := hypervisor.QEMUVersion(qemuArgv)

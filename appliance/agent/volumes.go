@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage/volume"
 )
 
@@ -36,20 +38,31 @@ func (a *Agent) newVolumes() {
 	repair := volume.NewRepair(a.node, prov, log)
 	repair.ScrubEvery = a.cfg.VolumeScrub
 	a.node.RegisterController("volume-repair", repair.Run)
-	a.node.RegisterController("volume-export-ca", func(ctx context.Context) {
+	a.node.RegisterController("volume-export-ca", makeOnce(log, "make the volume export CA", func(ctx context.Context) error {
+		return volume.EnsureExportCA(ctx, a.node)
+	}))
+	a.node.RegisterController("migration-ca", makeOnce(log, "make the VM migration CA", func(ctx context.Context) error {
+		return hypervisor.EnsureMigrationCA(ctx, a.node)
+	}))
+	a.metrics.MustRegister(volumeCollector{a.volServer, a.node.Store()})
+}
+
+// makeOnce is a leader controller that makes something once, trying
+// again every few seconds until it is made.
+func makeOnce(log *slog.Logger, what string, make func(context.Context) error) func(context.Context) {
+	return func(ctx context.Context) {
 		for ctx.Err() == nil {
-			err := volume.EnsureExportCA(ctx, a.node)
+			err := make(ctx)
 			if err == nil {
 				return
 			}
-			log.Warn("make the volume export CA", "err", err)
+			log.Warn(what, "err", err)
 			select {
 			case <-ctx.Done():
 			case <-time.After(5 * time.Second):
 			}
 		}
-	})
-	a.metrics.MustRegister(volumeCollector{a.volServer, a.node.Store()})
+	}
 }
 
 // vmOwner is the user a VM's QEMU runs as: the owner of its run

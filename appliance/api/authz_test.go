@@ -151,6 +151,7 @@ var matrix = []grant{
 	{route: "POST /api/v1/vms/{vm}/resize", body: `{"flavor":"small"}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/convert-disk", stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/migrate", body: `{"node":"maint-node"}`, stale: true, status: 412, allow: clusterAdmins},
+	{route: "POST /api/v1/vms/{vm}/migrate/cancel", status: 409, allow: clusterAdmins},
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/cordon", path: "/api/v1/hosts/maint-node/cordon", body: `{"reason":"new disks"}`, status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/uncordon", path: "/api/v1/hosts/maint-node/uncordon", status: 204, allow: clusterAdmins},

@@ -131,7 +131,7 @@ func (s *Server) computeRoutes() []route {
 				vm, err := s.compute.Resize(r.Context(), p, r.PathValue("vm"), body.Flavor, im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
-		{Method: "POST", Path: v1 + "/vms/{vm}/migrate", Summary: "Move a stopped VM whose disks are volumes to another node (to node, or where the scheduler would place it); running VMs are refused until live migration exists (cluster admin); honours If-Match", Tag: "compute",
+		{Method: "POST", Path: v1 + "/vms/{vm}/migrate", Summary: "Move a VM whose disks are volumes to another node (to node, or where the scheduler would place it): a running VM moves live (its progress is the VM's migration field), a stopped one as it is (cluster admin); honours If-Match", Tag: "compute",
 			Request: migrateRequest{}, Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				im, err := ifMatch(r)
 				if err != nil {
@@ -142,6 +142,11 @@ func (s *Server) computeRoutes() []route {
 					return err
 				}
 				vm, err := s.compute.Migrate(r.Context(), p, r.PathValue("vm"), body.Node, im)
+				return ok(w, vm, versionOf(vm, err), err)
+			}},
+		{Method: "POST", Path: v1 + "/vms/{vm}/migrate/cancel", Summary: "Stop a live migration before its switchover: the VM runs on where it was (cluster admin)", Tag: "compute",
+			Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				vm, err := s.compute.CancelMigration(r.Context(), p, r.PathValue("vm"))
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
 		{Method: "POST", Path: v1 + "/vms/{vm}/convert-disk", Summary: "Move a stopped VM's local boot disk onto a replicated volume (filled from it before the VM next starts); honours If-Match", Tag: "compute",

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/url"
@@ -134,15 +135,30 @@ var computeCommands = map[string]command{
 		}
 		return printVM(e, &vm)
 	})},
-	"vm migrate": {usage: "VM [--to NODE]", help: "move a stopped VM whose disks are volumes to another node (cluster admin; live migration of running VMs is not built yet)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"vm migrate": {usage: "VM [--to NODE] [--wait] | --cancel VM", help: "move a VM whose disks are volumes to another node: a running VM live, a stopped one as it is (cluster admin); --wait follows a live migration to its end", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		to := fs.String("to", "", "the node to move it to (default: where the scheduler would place it)")
+		cancel := fs.Bool("cancel", false, "stop a live migration before its switchover: the VM runs on where it was")
+		wait := fs.Bool("wait", false, "wait until a live migration has ended, showing its progress")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "a VM"); err != nil {
 				return err
 			}
+			path := "/api/v1/vms/" + url.PathEscape(args[0]) + "/migrate"
 			var vm hypervisor.VM
-			if err := send(e, "POST", "/api/v1/vms/"+url.PathEscape(args[0])+"/migrate", map[string]string{"node": *to}, &vm); err != nil {
+			if *cancel {
+				if *to != "" || *wait {
+					return errors.New("--cancel takes no --to or --wait")
+				}
+				if err := send(e, "POST", path+"/cancel", nil, &vm); err != nil {
+					return err
+				}
+				return printVM(e, &vm)
+			}
+			if err := send(e, "POST", path, map[string]string{"node": *to}, &vm); err != nil {
 				return err
+			}
+			if *wait && vm.Migration != nil {
+				return waitMigration(e, &vm)
 			}
 			return printVM(e, &vm)
 		}
@@ -356,7 +372,52 @@ func printVM(e *env, v *hypervisor.VM) error {
 	return e.printKV(vmJSON{v, v.IPs()}, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
 		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
 		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
-		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending}})
+		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending},
+		{"migration", migrationLine(v.Migration)}})
+}
+
+// migrationLine is a live migration's progress in one line.
+func migrationLine(m *hypervisor.Migration) string {
+	if m == nil {
+		return ""
+	}
+	p := m.Progress
+	s := fmt.Sprintf("%s to %s, %s", m.Source, m.Target, m.Phase)
+	if p.RAMTotal > 0 {
+		s += fmt.Sprintf(": %d of %d MiB sent, %d MiB left, dirtied at %d MiB/s, expected pause %d ms (limit %d ms)",
+			p.RAMTransferred>>20, p.RAMTotal>>20, p.RAMRemaining>>20, p.DirtyRate>>20, p.ExpectedDowntimeMS, p.DowntimeLimitMS)
+	}
+	return s
+}
+
+// waitMigration follows a live migration until it ends, one progress line
+// a second, then prints the VM and how it ended.
+func waitMigration(e *env, vm *hypervisor.VM) error {
+	id := vm.Migration.ID
+	last := ""
+	for {
+		var cur hypervisor.VM
+		if err := get(e, "/api/v1/vms/"+url.PathEscape(vm.ID), &cur); err != nil {
+			return err
+		}
+		if cur.Migration == nil || cur.Migration.ID != id {
+			var events []hypervisor.Event
+			if err := get(e, "/api/v1/vms/"+url.PathEscape(vm.ID)+"/events", &events); err == nil {
+				for i := len(events) - 1; i >= 0; i-- {
+					if events[i].Kind == "migrate" {
+						fmt.Fprintln(os.Stderr, events[i].Message)
+						break
+					}
+				}
+			}
+			return printVM(e, &cur)
+		}
+		if line := migrationLine(cur.Migration); line != last {
+			fmt.Fprintln(os.Stderr, line)
+			last = line
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // bootDisk says where a VM's boot disk lives.

@@ -32,6 +32,10 @@ func (m Machine) Args() []string {
 	cdroms := 0
 	fds, backing := m.diskFDs()
 	for _, d := range m.Disks {
+		if d.Port != "" {
+			continue // after its port exists
+		}
+		d.fixedGeometry = m.Incoming && d.Source != ""
 		a = append(a, diskArgs(d, cdroms, fds[d.ID], backing[d.ID])...)
 		if d.Media == "cdrom" {
 			cdroms++
@@ -48,11 +52,20 @@ func (m Machine) Args() []string {
 	// so every other device keeps the address it had before they existed
 	// (guests name NICs after it).
 	a = append(a, hotplugArgs(m.hotplugSlots())...)
+	for _, d := range m.Disks {
+		if d.Port != "" {
+			d.fixedGeometry = m.Incoming && d.Source != ""
+			a = append(a, diskArgs(d, 0, fds[d.ID], backing[d.ID])...)
+		}
+	}
 	// After the root ports, so that adding the channel moved no device a
 	// VM had before it; nothing in a guest is named after its address.
 	a = append(a, guestAgentArgs(m.Dir)...)
 	a = append(a, qmpArgs(m.Dir)...)
 	a = append(a, confineArgs(m.Confine)...)
+	if m.Incoming {
+		a = append(a, "-incoming", "defer")
+	}
 	// No -daemonize (see Driver.launch); -pidfile is how a QEMU that
 	// outlived its starter is found again.
 	a = append(a, "-pidfile", filepath.Join(m.Dir, pidFile))

@@ -275,6 +275,14 @@ func diskArgs(d Disk, cdrom, fd, backingFD int) []string {
 	if d.BootIndex > 0 {
 		dev = opts(dev, "bootindex="+strconv.Itoa(d.BootIndex))
 	}
+	if d.Port != "" {
+		dev = opts(dev, "bus="+d.Port)
+	}
+	if d.fixedGeometry && d.Media != "cdrom" {
+		// The classic geometry of a large disk; virtio guests address by
+		// sector and do not use it.
+		dev = opts(dev, "cyls=16383", "heads=16", "secs=63")
+	}
 	var a []string
 	if fd > 0 {
 		a = fdsetArgs(fd, "disk-"+d.ID)

@@ -377,6 +377,14 @@ func serveNBD(t *testing.T, path string) (string, func(int64)) {
 		}
 		be.size.Store(size)
 	}
+	t.Cleanup(func() { be.Close() })
+	return serveBackend(t, be), grow
+}
+
+// serveBackend serves be as the default export of a Cairn NBD server on a
+// unix socket that the VM's user can reach.
+func serveBackend(t *testing.T, be nbd.Backend) string {
+	t.Helper()
 	srv, err := nbd.NewServer(nbd.Config{
 		Lookup: func(_ context.Context, name string) (*nbd.Export, error) {
 			if name != "" {
@@ -410,10 +418,9 @@ func serveNBD(t *testing.T, path string) (string, func(int64)) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		srv.Shutdown(ctx)
-		be.Close()
 		os.RemoveAll(dir)
 	})
-	return sock, grow
+	return sock
 }
 
 // guestDisks follows the disks the test guest reports on its console.

@@ -176,14 +176,21 @@ func (i *Instance) Powerdown(ctx context.Context) error {
 // period or when ctx ends first) and removes the run directory. It is also
 // how a caller cleans up after a VM that exited by itself, and is safe to
 // call more than once.
-func (i *Instance) Quit(ctx context.Context) error {
+func (i *Instance) Quit(ctx context.Context) error { return i.quit(ctx, true) }
+
+// Kill ends QEMU at once with SIGKILL and cleans up as Quit does: for a
+// QEMU whose guest lives on elsewhere (it migrated), which has nothing to
+// flush and may be stuck reaching disks it no longer serves.
+func (i *Instance) Kill(ctx context.Context) error { return i.quit(ctx, false) }
+
+func (i *Instance) quit(ctx context.Context, ask bool) error {
 	select {
 	case <-i.exited:
 	default:
 		if i.closed.Load() {
 			return fmt.Errorf("quit vm %s: instance closed, attach again", i.name)
 		}
-		if i.qmp != nil {
+		if i.qmp != nil && ask {
 			qctx, cancel := context.WithTimeout(ctx, min(i.grace, 5*time.Second))
 			err := i.qmp.execute(qctx, "quit", nil, nil)
 			cancel()
@@ -193,7 +200,7 @@ func (i *Instance) Quit(ctx context.Context) error {
 				i.log.Warn("qmp quit failed, killing qemu", "err", err)
 			}
 		}
-		if err := i.waitOrKill(ctx); err != nil {
+		if err := i.waitOrKill(ctx, ask); err != nil {
 			return fmt.Errorf("quit vm %s: %w", i.name, err)
 		}
 		i.log.Info("vm stopped")
@@ -210,11 +217,11 @@ func (i *Instance) Quit(ctx context.Context) error {
 	return nil
 }
 
-// waitOrKill gives QEMU the grace period to exit, then SIGKILLs it. With
-// no monitor nobody asked it to exit, so there is no grace.
-func (i *Instance) waitOrKill(ctx context.Context) error {
+// waitOrKill gives QEMU the grace period to exit, then SIGKILLs it. If
+// nobody asked it to exit (not asked, or no monitor), there is no grace.
+func (i *Instance) waitOrKill(ctx context.Context, asked bool) error {
 	wait := i.grace
-	if i.qmp == nil {
+	if i.qmp == nil || !asked {
 		wait = 0
 	}
 	grace := time.NewTimer(wait)
@@ -225,7 +232,9 @@ func (i *Instance) waitOrKill(ctx context.Context) error {
 	case <-grace.C:
 	case <-ctx.Done():
 	}
-	i.log.Warn("qemu did not exit, sending SIGKILL", "pid", i.proc.pid)
+	if asked {
+		i.log.Warn("qemu did not exit, sending SIGKILL", "pid", i.proc.pid)
+	}
 	if err := i.proc.kill(); err != nil {
 		return err
 	}

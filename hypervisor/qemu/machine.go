@@ -41,6 +41,9 @@ type Machine struct {
 	// Confine is the user and seccomp filter QEMU runs with. The Driver
 	// sets it unless configured Unconfined.
 	Confine Confinement
+	// Incoming starts QEMU waiting for a live migration's stream instead
+	// of booting (-incoming defer; Instance.MigrateIncoming listens).
+	Incoming bool
 }
 
 // Firmware selects SeaBIOS or OVMF.
@@ -81,6 +84,15 @@ type Disk struct {
 	// Serial is the disk's serial number as the guest sees it (Linux:
 	// /dev/disk/by-id/virtio-SERIAL), at most 20 characters; "": none.
 	Serial string
+	// Port is the hot-plug root port the disk sits on ("": the root
+	// bus): a disk hot-plugged into the VM where it ran before a live
+	// migration is on the same port here, as migration requires.
+	Port string
+	// fixedGeometry gives a virtio disk a CHS geometry instead of letting
+	// QEMU guess one from its first sector (Args sets it for a QEMU
+	// waiting for a migration, whose volumes serve no read until the
+	// switchover).
+	fixedGeometry bool
 }
 
 // NIC is one virtio network interface backed by a host tap device that the
@@ -243,7 +255,19 @@ func (d Disk) validate() error {
 	if d.BootIndex < 0 {
 		return fmt.Errorf("%s: negative boot index", d.ID)
 	}
+	if n, ok := strings.CutPrefix(d.Port, hotplugPortPrefix); d.Port != "" && (!ok || !isDigits(n) || d.Media == "cdrom") {
+		return fmt.Errorf("%s: port %q: want a hot-plug port (%sN) for a disk", d.ID, d.Port, hotplugPortPrefix)
+	}
 	return nil
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
 }
 
 func (n NIC) validate() error {

@@ -201,8 +201,13 @@ func vmLeftovers(n *harness.Node, id string, pid int) []string {
 			left = append(left, fmt.Sprintf("QEMU pid %d", pid))
 		}
 	}
-	if out, _ := exec.Command("pgrep", "-f", "guest="+id).Output(); len(strings.TrimSpace(string(out))) > 0 {
-		left = append(left, "process matching guest="+id)
+	// This node's QEMU of it (the nodes share the host: another node may
+	// run the VM now).
+	if pat := "/" + n.Name + "/" + id + "/qemu.pid"; func() bool {
+		out, _ := exec.Command("pgrep", "-f", pat).Output()
+		return len(strings.TrimSpace(string(out))) > 0
+	}() {
+		left = append(left, "process matching "+pat)
 	}
 	if out, _ := n.Command("ip", "-o", "link", "show", "type", "tun").CombinedOutput(); strings.Contains(string(out), "cvm") {
 		left = append(left, "tap: "+strings.TrimSpace(string(out)))

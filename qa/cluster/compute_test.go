@@ -441,7 +441,9 @@ func TestVMsOnThreeNodes(t *testing.T) {
 
 	hotplugVolume(t, a, a2, "ha1")
 	snapshotWhileGuestWrites(t, a, "ha1")
-	// ha1 moves to the node that runs neither it nor ha2 (its group's).
+	// ha1 moves live to the node that runs neither it nor ha2 (its
+	// group's), then back while stopped.
+	migrateLive(t, c, a, a2, "ha1", vms["ha2"].Node)
 	migrateStopped(t, c, a, a2, "ha1", vms["ha2"].Node)
 
 	// ha1: the whole lifecycle, each step through another node's API.

@@ -238,27 +238,7 @@ func snapshotPrefix(t *testing.T, uri string, n int) int {
 func snapshotWhileGuestWrites(t *testing.T, a *cairntest.Client, vm string) {
 	t.Helper()
 	const name = "scribbled"
-	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": name, "size_gib": 1, "project": "clinic"}, 201, nil); err != nil {
-		t.Fatal(err)
-	}
-	// The magic block tells the guest to scribble on this disk.
-	first := make([]byte, scribble.BlockSize)
-	copy(first, scribble.Magic())
-	req, _ := http.NewRequest("POST", a.URL("/api/v1/volumes/"+name+"/upload?project=clinic"), bytes.NewReader(first))
-	req.Header.Set("Authorization", "Bearer "+a.Token())
-	req.ContentLength = int64(len(first))
-	res, err := a.HTTP.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 200 {
-		t.Fatalf("upload the magic block: %s %s", res.Status, body)
-	}
-	if err := a.Call("POST", "/api/v1/volumes/"+name+"/attach?project=clinic", map[string]string{"vm": vm}, 200, nil); err != nil {
-		t.Fatal(err)
-	}
+	scribbleVolume(t, a, name, vm)
 	progress := regexp.MustCompile(`cairn-guest: scribble vd[a-z]+ seq=(\d+)`)
 	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
 		m := progress.FindAllStringSubmatch(serialLog(t, a, vm), -1)
@@ -290,37 +270,9 @@ func snapshotWhileGuestWrites(t *testing.T, a *cairntest.Client, vm string) {
 		}
 		return nil
 	})
-	certs := filepath.Join(t.TempDir(), "export")
-	var grant volume.ExportGrant
-	if err := a.Call("POST", "/api/v1/snapshots/"+snap.ID+"/export", nil, 200, &grant); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.MkdirAll(certs, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for f, data := range map[string]string{"ca-cert.pem": grant.CACert, "client-cert.pem": grant.Cert, "client-key.pem": grant.Key} {
-		if err := os.WriteFile(filepath.Join(certs, f), []byte(data), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	raw := filepath.Join(t.TempDir(), "scribbled.raw")
-	if out, err := exec.Command("nbdcopy", grant.URI+"?tls-certificates="+certs, raw).CombinedOutput(); err != nil {
-		t.Fatalf("nbdcopy from the snapshot's export: %v\n%s", err, out)
-	}
-	f, err := os.Open(raw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	last, err := scribble.Check(f, 1<<30)
-	if err != nil {
-		t.Fatalf("the snapshot taken while the guest wrote: %v", err)
-	}
+	last := exportAndCheck(t, a, "/api/v1/snapshots/"+snap.ID)
 	if last != frozen {
 		t.Fatalf("the snapshot holds records 1..%d; the guest was frozen after record %d", last, frozen)
-	}
-	if err := a.Call("DELETE", "/api/v1/snapshots/"+snap.ID+"/export", nil, 200, nil); err != nil {
-		t.Fatal(err)
 	}
 	// The guest goes on after the thaw.
 	testutil.WaitFor(t, time.Minute, "the guest scribbling after the thaw", func() error {
@@ -381,4 +333,71 @@ func getVolumeIn(t *testing.T, a *cairntest.Client, name, project string) volInf
 		t.Fatal(err)
 	}
 	return v
+}
+
+// scribbleVolume makes a 1 GiB volume whose first block tells the test
+// guest to scribble on it (qa/scribble), and hot-plugs it into vm.
+func scribbleVolume(t *testing.T, a *cairntest.Client, name, vm string) {
+	t.Helper()
+	if err := a.Call("POST", "/api/v1/volumes", map[string]any{"name": name, "size_gib": 1, "project": "clinic"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := make([]byte, scribble.BlockSize)
+	copy(first, scribble.Magic())
+	req, _ := http.NewRequest("POST", a.URL("/api/v1/volumes/"+name+"/upload?project=clinic"), bytes.NewReader(first))
+	req.Header.Set("Authorization", "Bearer "+a.Token())
+	req.ContentLength = int64(len(first))
+	res, err := a.HTTP.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 200 {
+		t.Fatalf("upload the magic block: %s %s", res.Status, body)
+	}
+	if err := a.Call("POST", "/api/v1/volumes/"+name+"/attach?project=clinic", map[string]string{"vm": vm}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exportAndCheck exports a detached volume or a snapshot (path: its API
+// path, with ?project= where it needs one), copies it out with nbdcopy,
+// ends the export, and returns the last scribbled record it holds.
+func exportAndCheck(t *testing.T, a *cairntest.Client, path string) uint64 {
+	t.Helper()
+	base, query, _ := strings.Cut(path, "?")
+	if query != "" {
+		query = "?" + query
+	}
+	certs := filepath.Join(t.TempDir(), "export")
+	var grant volume.ExportGrant
+	if err := a.Call("POST", base+"/export"+query, nil, 200, &grant); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(certs, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for f, data := range map[string]string{"ca-cert.pem": grant.CACert, "client-cert.pem": grant.Cert, "client-key.pem": grant.Key} {
+		if err := os.WriteFile(filepath.Join(certs, f), []byte(data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw := filepath.Join(t.TempDir(), "scribbled.raw")
+	if out, err := exec.Command("nbdcopy", grant.URI+"?tls-certificates="+certs, raw).CombinedOutput(); err != nil {
+		t.Fatalf("nbdcopy from %s's export: %v\n%s", path, err, out)
+	}
+	if err := a.Call("DELETE", base+"/export"+query, nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	last, err := scribble.Check(f, 1<<30)
+	if err != nil {
+		t.Fatalf("%s as the guest wrote it: %v", path, err)
+	}
+	return last
 }

@@ -2,16 +2,8 @@ package volume
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"time"
 
@@ -19,6 +11,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/leafca"
 )
 
 // Export serves a detached volume read-only over NBD with TLS to backup
@@ -92,90 +85,22 @@ func EnsureExportCA(ctx context.Context, c Cluster) error {
 	if consensus.First[exportCA](c.Store().ReadTxn(), tExportCA, "id") != nil {
 		return nil
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	certPEM, keyPEM, err := leafca.New("Cairn volume export CA")
 	if err != nil {
 		return err
 	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "Cairn volume export CA", Organization: []string{"Cairn"}},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().AddDate(20, 0, 0),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, BasicConstraintsValid: true, IsCA: true, MaxPathLenZero: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return err
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		return err
-	}
-	_, err = c.Apply(ctx, MsgExportCA, &exportCA{CertPEM: pemOf("CERTIFICATE", der), KeyPEM: pemOf("EC PRIVATE KEY", kder)}, nil)
+	_, err = c.Apply(ctx, MsgExportCA, &exportCA{CertPEM: certPEM, KeyPEM: keyPEM}, nil)
 	return err
 }
 
-type parsedCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pem  []byte
-}
+func parseExportCA(c *exportCA) (*leafca.CA, error) { return leafca.Parse(c.CertPEM, c.KeyPEM) }
 
-func parseExportCA(c *exportCA) (*parsedCA, error) {
-	cb, _ := pem.Decode(c.CertPEM)
-	kb, _ := pem.Decode(c.KeyPEM)
-	if cb == nil || kb == nil {
-		return nil, errors.New("no PEM data")
-	}
-	cert, err := x509.ParseCertificate(cb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	key, err := x509.ParseECPrivateKey(kb.Bytes)
-	if err != nil {
-		return nil, err
-	}
-	return &parsedCA{cert: cert, key: key, pem: c.CertPEM}, nil
-}
-
-func loadExportCA(txn *memdb.Txn) (*parsedCA, error) {
+func loadExportCA(txn *memdb.Txn) (*leafca.CA, error) {
 	c := consensus.First[exportCA](txn, tExportCA, "id")
 	if c == nil {
 		return nil, consensus.Errorf(consensus.CodeUnavailable, "the export CA is not made yet; try again in a moment")
 	}
 	return parseExportCA(c)
-}
-
-// issue signs a leaf: a server's (ips) or a client's (cn).
-func (ca *parsedCA) issue(cn string, ips []net.IP, client bool, ttl time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, nil, err
-	}
-	usage := x509.ExtKeyUsageServerAuth
-	if client {
-		usage = x509.ExtKeyUsageClientAuth
-	}
-	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: cn, Organization: []string{"Cairn"}},
-		NotBefore: time.Now().Add(-grantBackdate), NotAfter: time.Now().Add(ttl),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: ips}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return nil, nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key) // what GnuTLS (libnbd, QEMU) reads
-	if err != nil {
-		return nil, nil, err
-	}
-	return pemOf("CERTIFICATE", der), pemOf("PRIVATE KEY", kder), nil
-}
-
-func serial() *big.Int {
-	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
-	if err != nil {
-		panic(err)
-	}
-	return n
-}
-
-func pemOf(typ string, der []byte) []byte {
-	return pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})
 }
 
 // exportTLS is the export port's TLS: a server certificate for ip from the
@@ -185,7 +110,7 @@ func exportTLS(txn *memdb.Txn, ip net.IP) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := ca.issue("cairn volume export", []net.IP{ip}, false, 10*365*24*time.Hour)
+	certPEM, keyPEM, err := ca.Issue(leafca.Leaf{CN: "cairn volume export", IPs: []net.IP{ip}, TTL: 10 * 365 * 24 * time.Hour, Backdate: grantBackdate})
 	if err != nil {
 		return nil, err
 	}
@@ -193,9 +118,7 @@ func exportTLS(txn *memdb.Txn, ip net.IP) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AddCert(ca.cert)
-	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool, MinVersion: tls.VersionTLS13}, nil
+	return &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: ca.Pool(), MinVersion: tls.VersionTLS13}, nil
 }
 
 // Export attaches a detached volume or a snapshot (kind "" or
@@ -243,7 +166,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, kind, ref s
 			}
 		}
 	}
-	certPEM, keyPEM, err := ca.issue(ExportCN(v.ID), nil, true, exportTTL)
+	certPEM, keyPEM, err := ca.Issue(leafca.Leaf{CN: ExportCN(v.ID), Client: true, TTL: exportTTL, Backdate: grantBackdate})
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +176,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, kind, ref s
 		"a client certificate to read the volume, valid until "+time.Now().Add(exportTTL).UTC().Format(time.RFC3339)); err != nil {
 		return nil, err
 	}
-	return &ExportGrant{Volume: out, URI: fmt.Sprintf("nbds://%s/%s", s.exportAddr, v.ID), CACert: string(ca.pem),
+	return &ExportGrant{Volume: out, URI: fmt.Sprintf("nbds://%s/%s", s.exportAddr, v.ID), CACert: string(ca.PEM),
 		Cert: string(certPEM), Key: string(keyPEM), Expires: time.Now().Add(exportTTL).UTC()}, nil
 }
 

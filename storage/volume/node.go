@@ -68,6 +68,7 @@ type NodeServer struct {
 
 	mu      sync.Mutex
 	served  map[string]*served
+	standby map[string]*standby // coming here by live migration (node_incoming.go)
 	opening map[string]bool
 	retryAt map[string]time.Time // after a failed open
 	opens   sync.WaitGroup
@@ -113,7 +114,7 @@ func NewNodeServer(c NodeCluster, host *Host, cfg NodeConfig) *NodeServer {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &NodeServer{c: c, host: host, cfg: cfg, log: cfg.Log, served: map[string]*served{},
+	return &NodeServer{c: c, host: host, cfg: cfg, log: cfg.Log, served: map[string]*served{}, standby: map[string]*standby{},
 		opening: map[string]bool{}, retryAt: map[string]time.Time{}, kick: make(chan struct{}, 1), started: time.Now()}
 }
 
@@ -151,9 +152,9 @@ func (n *NodeServer) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := n.c.Store().ReadTxn()
-		want, ch := attachedHere(txn, n.c.Name())
+		want, incoming, ch := attachedHere(txn, n.c.Name())
 		ws.Add(ch)
-		n.converge(ctx, want)
+		n.converge(ctx, want, incoming)
 		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		go func() {
 			select {
@@ -171,11 +172,15 @@ func (n *NodeServer) Run(ctx context.Context) {
 	for id, s := range n.served {
 		n.close(id, s)
 	}
+	for id, sb := range n.standby {
+		n.closeStandby(id, sb)
+	}
 }
 
-func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
+func (n *NodeServer) converge(ctx context.Context, want, incoming map[string]*Volume) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.convergeIncoming(want, incoming)
 	for id, s := range n.served {
 		// Detached, attached anew (even here: the old guest's writer must
 		// not live on beside the new one's), or fenced: close it; a volume
@@ -223,14 +228,19 @@ func (n *NodeServer) converge(ctx context.Context, want map[string]*Volume) {
 		// Opened apart: filling a volume from its image takes as long as
 		// the copy, and must not hold up the other volumes here.
 		n.opening[id] = true
+		sb := n.standby[id] // handed over by a live migration
+		delete(n.standby, id)
 		n.opens.Add(1)
 		go func() {
 			defer n.opens.Done()
-			s, err := n.open(ctx, v)
+			s, err := n.open(ctx, v, sb)
 			n.mu.Lock()
 			defer n.mu.Unlock()
 			delete(n.opening, id)
 			if err != nil {
+				if sb != nil {
+					n.standby[id] = sb // its QEMU still holds it: the next try serves it
+				}
 				if ctx.Err() == nil {
 					n.log.Error("open attached volume", "volume", id, "err", err)
 				}
@@ -301,10 +311,15 @@ func (n *NodeServer) close(id string, s *served) {
 	_ = os.Remove(n.SocketPath(id))
 }
 
-// open takes the writer epoch for this node and serves the volume.
-func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
+// open takes the writer epoch for this node and serves the volume. A
+// volume handed over by a live migration (sb, its standby socket) comes
+// with its epoch already this node's, and goes on being served on the
+// socket its QEMU is connected to.
+func (n *NodeServer) open(ctx context.Context, v *Volume, sb *standby) (*served, error) {
 	var got Volume
-	if _, err := n.c.Apply(ctx, MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: n.c.Name()}, &got); err != nil {
+	if cur := getVolume(n.c.Store().ReadTxn(), v.ID); sb != nil && cur != nil && cur.Writer == n.c.Name() {
+		got = *cur
+	} else if _, err := n.c.Apply(ctx, MsgAcquireWriter, &AcquireWriter{Volume: v.ID, Node: n.c.Name()}, &got); err != nil {
 		return nil, fmt.Errorf("take the writer epoch: %w", err)
 	}
 	cfg := n.cfg.Writer
@@ -333,6 +348,11 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 		}
 	}
 	path := n.SocketPath(v.ID)
+	if sb != nil {
+		sb.gate.open(w)
+		n.log.Info("serving volume handed over", "volume", v.ID, "epoch", got.Epoch)
+		return &served{w: w, srv: sb.srv, ln: sb.ln, epoch: got.Epoch, replicas: replicaSet(&got), chain: ch}, nil
+	}
 	ln, srv, err := n.serve(v.ID, w, path)
 	if err != nil {
 		w.Close(ctx)
@@ -354,6 +374,10 @@ func (n *NodeServer) open(ctx context.Context, v *Volume) (*served, error) {
 // serve makes an NBD server of the volume's writer on a new unix socket
 // (root's alone until it is handed over), not yet serving.
 func (n *NodeServer) serve(id string, w *Writer, path string) (net.Listener, *nbd.Server, error) {
+	return n.serveBackend(id, w, path)
+}
+
+func (n *NodeServer) serveBackend(id string, w nbd.Backend, path string) (net.Listener, *nbd.Server, error) {
 	_ = os.Remove(path)
 	ln, err := net.Listen("unix", path)
 	if err == nil {
@@ -451,20 +475,26 @@ func (c control) SetReplicaState(ctx context.Context, volumeID string, epoch uin
 	return err
 }
 
-// attachedHere lists the volumes attached to node, with a channel that
-// fires when the volumes table changes.
-func attachedHere(txn *memdb.Txn, node string) (map[string]*Volume, <-chan struct{}) {
+// attachedHere lists the volumes attached to node and those a live
+// migration brings to it, with a channel that fires when the volumes
+// table changes.
+func attachedHere(txn *memdb.Txn, node string) (here, incoming map[string]*Volume, _ <-chan struct{}) {
 	it, err := txn.Get(tVolumes, "id")
 	if err != nil {
 		panic(fmt.Sprintf("volume table: %v", err)) // the schema is ours
 	}
-	out := map[string]*Volume{}
+	here, incoming = map[string]*Volume{}, map[string]*Volume{}
 	for o := it.Next(); o != nil; o = it.Next() {
-		if v := o.(*Volume); v.Attachment != nil && v.Attachment.Node == node {
-			out[v.ID] = v
+		v := o.(*Volume)
+		switch {
+		case v.Attachment == nil:
+		case v.Attachment.Node == node:
+			here[v.ID] = v
+		case v.Attachment.Incoming == node:
+			incoming[v.ID] = v
 		}
 	}
-	return out, it.WatchCh()
+	return here, incoming, it.WatchCh()
 }
 
 // ReplicaKnown tells whether the local state names a replica; the sweeper

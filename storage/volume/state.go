@@ -147,6 +147,10 @@ type Attachment struct {
 	// Detaching: its owner asked to detach it from the running VM; the
 	// VM's node unplugs it (the guest has to let go) and then detaches it.
 	Detaching bool `json:"detaching,omitempty"`
+	// Incoming is the node a live migration is moving the VM to: that
+	// node serves the volume on a standby socket, without a writer, until
+	// the switchover hands the writer epoch over (HandOver).
+	Incoming string `json:"incoming,omitempty"`
 }
 
 // Source is what a volume was made from. Its bytes are written by the
@@ -479,6 +483,8 @@ func applyExtendVolume(tx *consensus.Tx, c *extendVolumeCmd) (any, error) {
 	case cur.Snapshotting != "":
 		// The snapshot's size is the volume's when it was asked for.
 		return nil, consensus.Errorf(consensus.CodeConflict, "a snapshot of volume %s is being taken: extend it once the snapshot is taken", cur.Name)
+	case cur.Attachment != nil && cur.Attachment.Incoming != "":
+		return nil, movingErr(cur)
 	}
 	if d := gib(c.SizeBytes) - cur.SizeGiB(); d != 0 {
 		if err := identity.Charge(tx, cur.ProjectID, identity.Resources{VolumeGiB: d}); err != nil {

@@ -196,6 +196,8 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a detached volume's snapshot needs the volume's new replicas")
 	case cur.served() && len(c.Top) != 0:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is attached: its writer takes the snapshot", cur.Name)
+	case cur.Attachment != nil && cur.Attachment.Incoming != "":
+		return nil, movingErr(cur)
 	}
 	if err := checkTop(cur, c.Top); err != nil {
 		return nil, err

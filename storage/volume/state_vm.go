@@ -177,3 +177,51 @@ func All(txn *memdb.Txn) []*Volume {
 	}
 	return out
 }
+
+// Live migration moves a running VM's volumes in two steps. MigrateIn
+// names the node the VM is moving to: that node serves each volume on a
+// standby socket, with no writer and no epoch, so the VM's QEMU there can
+// be set up while the old node still writes. HandOver, at the switchover
+// (the guest paused on the old node, its writes flushed), moves the
+// attachments and the writer epoch to the new node in one step: from that
+// command on the new node is the writer, and its first act is to fence
+// every replica at the new epoch, so the old node can never write again.
+
+// MigrateIn marks the VM's volumes as coming to node ("": no longer,
+// the migration ended without a switchover).
+func MigrateIn(tx *consensus.Tx, vmID, node string) error {
+	for _, cur := range AttachedToVM(tx.Txn, vmID) {
+		if cur.Attachment.Incoming == node {
+			continue
+		}
+		v := *cur
+		a := *cur.Attachment
+		a.Incoming = node
+		v.Attachment = &a
+		if _, err := save(tx, &v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// HandOver makes node the attachment and the writer of the VM's volumes,
+// each at a new epoch.
+func HandOver(tx *consensus.Tx, vmID, node string) error {
+	for _, cur := range AttachedToVM(tx.Txn, vmID) {
+		v := *cur
+		a := *cur.Attachment
+		a.Node, a.Incoming = node, ""
+		v.Attachment = &a
+		v.Writer, v.Epoch = node, cur.Epoch+1
+		if _, err := save(tx, &v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// movingErr refuses a change to a volume whose VM is being live-migrated.
+func movingErr(v *Volume) error {
+	return consensus.Errorf(consensus.CodeConflict, "volume %s's VM is moving to node %s: try again once it has moved", v.Name, v.Attachment.Incoming)
+}

@@ -1,0 +1,536 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus/leafca"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+// The two workers of a live migration (live.go). Each runs its side as a
+// loop that reads the replicated state and its QEMU afresh at every turn,
+// so an agent that restarts picks its side up from what it finds.
+
+// The migration policy, after Nova, Proxmox and KubeVirt: a small downtime
+// limit first, raised step by step whenever an iteration over the guest's
+// memory leaves as much to send as the one before (a stall); after
+// repeated stalls the guest is slowed down (auto-converge) so that it
+// dirties less than the link carries. The migration is given up, the
+// guest running on where it was, when it takes longer than a budget per
+// GiB of memory, or when what is left to send has not reached a new low
+// for progressTimeout.
+const (
+	downtimeStartMS  = 30
+	downtimeMaxMS    = 500
+	stallsToConverge = 3
+	budgetPerGiB     = 800 * time.Second
+	minBudget        = 2 * time.Minute
+	progressTimeout  = 150 * time.Second
+	// switchWait bounds how long the source's guest stays paused waiting
+	// for the target to take over; then it resumes where it is.
+	switchWait = 5 * time.Second
+	// prepareTimeout bounds the target's preparation.
+	prepareTimeout = 2 * time.Minute
+	// migrationBandwidth is no limit at all on these links (QEMU's own
+	// default is 128 MiB/s).
+	migrationBandwidth = 1 << 34
+	certTTL            = 2 * time.Hour
+)
+
+// outgoing is the source's own view of a migration it streams.
+type outgoing struct {
+	id         string
+	started    time.Time
+	limitMS    int64
+	iter       int64 // QEMU's dirty-sync count at the last iteration seen
+	remaining  int64 // what was left then
+	stalls     int
+	converging bool
+	best       int64 // the least left to send so far, and when
+	bestAt     time.Time
+	reported   time.Time
+	pausedAt   time.Time
+	continued  bool
+}
+
+// involved says whether this node has a part in the VM's live migration.
+func (w *worker) involved(vm *VM) bool {
+	m := vm.Migration
+	return m != nil && (m.Source == w.n.cfg.Name || m.Target == w.n.cfg.Name)
+}
+
+// migrationTurn is how long a migrating worker waits for news: short
+// around the switchover, where every millisecond is the guest's pause.
+func migrationTurn(m *Migration) time.Duration {
+	if m != nil && (m.Phase == PhaseSwitching || m.Phase == PhaseSwitched) {
+		return 20 * time.Millisecond
+	}
+	return 250 * time.Millisecond
+}
+
+// await waits for a change: the state (a kick), the QEMU (an event or its
+// exit), or the turn's end.
+func (w *worker) await(ctx context.Context, m *Migration) {
+	var exited <-chan struct{}
+	if w.inst != nil {
+		exited = w.inst.Exited()
+	}
+	select {
+	case <-ctx.Done():
+	case <-w.stop:
+	case <-w.wake:
+	case <-w.migEvents:
+	case <-exited:
+	case <-time.After(migrationTurn(m)):
+	}
+}
+
+// step moves the migration on; a refusal (the migration ended, or the
+// other side moved it meanwhile) is seen at the next read of the state.
+func (w *worker) step(ctx context.Context, vm *VM, c migrationCmd) error {
+	c.VM, c.ID, c.Node, c.At = vm.ID, vm.Migration.ID, w.n.cfg.Name, time.Now().UTC()
+	_, err := w.n.c.Apply(ctx, MsgMigrationStep, c, nil)
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn("live migration step", "phase", c.Phase, "err", err)
+	}
+	return err
+}
+
+// endMigration gives the migration up (before its switchover) or, on the
+// target after it, records how it ended.
+func (w *worker) endMigration(ctx context.Context, vm *VM, why string) {
+	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, At: time.Now().UTC()}
+	if _, err := w.n.c.Apply(ctx, MsgEndMigration, c, nil); err != nil && ctx.Err() == nil {
+		w.log.Warn("end live migration", "why", why, "err", err)
+	} else if why != "" {
+		w.log.Warn("live migration ended", "why", why)
+	}
+}
+
+// migrateOut is the source's side; it returns when there is nothing left
+// for it to do until the state changes.
+func (w *worker) migrateOut(ctx context.Context) error {
+	for ctx.Err() == nil {
+		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
+		if vm == nil {
+			return nil
+		}
+		m := vm.Migration
+		if m == nil || m.Source != w.n.cfg.Name {
+			// Ended. Before the switchover (the VM is still ours): take
+			// the guest back. The committed end is final: no switch can
+			// follow it.
+			if vm.Node == w.n.cfg.Name {
+				return w.takeBack(ctx)
+			}
+			return nil
+		}
+		if w.inst == nil {
+			if m.Phase != PhaseSwitched {
+				w.endMigration(ctx, vm, fmt.Sprintf("the VM's QEMU is not running on %s", w.n.cfg.Name))
+			}
+			return nil
+		}
+		info, err := w.inst.QueryMigrate(ctx)
+		if err != nil {
+			select {
+			case <-w.inst.Exited():
+				w.log.Warn("QEMU exited during a live migration")
+				if m.Phase != PhaseSwitched {
+					w.endMigration(ctx, vm, "the VM's QEMU exited on "+w.n.cfg.Name)
+				}
+				return nil // the run loop handles the exit
+			default:
+			}
+			return err
+		}
+		switch m.Phase {
+		case PhasePlanning:
+			if err := w.plan(ctx, vm); err != nil {
+				w.endMigration(ctx, vm, err.Error())
+			}
+		case PhasePreparing:
+		case PhaseTransferring:
+			switch {
+			case w.out == nil || w.out.id != m.ID:
+				if info.Status == "setup" || info.Status == "active" || info.Status == "pre-switchover" {
+					// An earlier run of this agent started it: this one
+					// knows neither its policy nor its budget.
+					w.endMigration(ctx, vm, "the sending node's agent restarted during the migration")
+					break
+				}
+				if err := w.send(ctx, vm); err != nil {
+					w.endMigration(ctx, vm, err.Error())
+				}
+			case info.Status == "pre-switchover":
+				w.out.pausedAt = time.Now()
+				_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitching, Progress: w.progress(info)})
+			case info.Status == "failed" || info.Status == "cancelled":
+				w.endMigration(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
+			default:
+				if why := w.police(ctx, vm, info); why != "" {
+					w.endMigration(ctx, vm, why)
+				}
+			}
+		case PhaseSwitching:
+			switch {
+			case info.Status != "pre-switchover":
+				w.endMigration(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
+			case w.out == nil || time.Since(w.out.pausedAt) > switchWait:
+				w.endMigration(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+			}
+		case PhaseSwitched:
+			// The target has the VM: its volumes fence this node. Send it
+			// the rest, then go.
+			switch info.Status {
+			case "pre-switchover":
+				if err := w.inst.MigrateContinue(ctx); err != nil {
+					return err
+				}
+				if w.out != nil {
+					w.out.continued = true
+				}
+			case "completed":
+				// QEMU says completed a moment before it has worked out
+				// its figures.
+				for i := 0; i < 50 && info.TotalTime == 0; i++ {
+					time.Sleep(10 * time.Millisecond)
+					if again, err := w.inst.QueryMigrate(ctx); err == nil {
+						info = again
+					}
+				}
+				w.finishOut(ctx, vm, info)
+				return nil
+			case "failed", "cancelled":
+				w.log.Warn("the migration stream broke after the switchover; the target boots the VM afresh", "err", info.ErrorDesc)
+				w.quitSource(ctx)
+				return nil
+			}
+		}
+		w.await(ctx, m)
+	}
+	return ctx.Err()
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// plan records what the source's QEMU runs, for the target to match.
+func (w *worker) plan(ctx context.Context, vm *VM) error {
+	l, err := w.inst.Layout(ctx)
+	if err != nil {
+		return err
+	}
+	if l.Grown != "" {
+		return fmt.Errorf("VM %s was given %s while it ran: stop and start it once, then move it", vm.Name, l.Grown)
+	}
+	ports := map[string]string{}
+	for _, v := range volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID) {
+		if id := volumeDiskID(v); l.Ports[id] != "" {
+			ports[id] = l.Ports[id]
+		}
+	}
+	return w.step(ctx, vm, migrationCmd{Phase: PhasePreparing, VCPUs: int64(l.VCPUs), MaxVCPUs: int64(l.MaxVCPUs), RAMMiB: int64(l.MemoryMiB), Ports: ports})
+}
+
+// send starts the stream to the target.
+func (w *worker) send(ctx context.Context, vm *VM) error {
+	m := vm.Migration
+	ca, err := loadMigrationCA(w.n.c.Store().ReadTxn())
+	if err != nil {
+		return err
+	}
+	cert, key, err := ca.Issue(leafca.Leaf{CN: migrationClient(m.ID), Client: true, TTL: certTTL, Backdate: 5 * time.Minute})
+	if err != nil {
+		return err
+	}
+	if err := w.inst.SetMigrationTLS(ctx, qemu.MigrationTLS{CA: ca.PEM, Cert: cert, Key: key, Peer: migrationHost(m.ID)}); err != nil {
+		return err
+	}
+	if err := w.inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true, "pause-before-switchover": true, "auto-converge": true}); err != nil {
+		return err
+	}
+	bw := int64(migrationBandwidth)
+	if cap := settings(w.n.c.Store().ReadTxn()).MigrationMiBps; cap > 0 {
+		bw = cap << 20
+	}
+	// Auto-converge is held at 1% until the policy lets it loose.
+	if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": downtimeStartMS, "max-bandwidth": bw,
+		"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-throttle": 1}); err != nil {
+		return err
+	}
+	if err := w.inst.Migrate(ctx, m.Addr); err != nil {
+		return err
+	}
+	now := time.Now()
+	w.out = &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now}
+	w.log.Info("live migration started", "to", m.Target, "addr", m.Addr)
+	return nil
+}
+
+// police applies the policy at each look at a running stream; it returns
+// why the migration is to be given up, or "".
+func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) string {
+	o := w.out
+	now := time.Now()
+	if r := info.RAM.Remaining; r > 0 && r < o.best {
+		o.best, o.bestAt = r, now
+	}
+	if info.RAM.DirtySyncCount > o.iter {
+		// An iteration boundary: did this pass leave less to send?
+		if o.iter > 0 && o.remaining > 0 && info.RAM.Remaining*10 >= o.remaining*9 {
+			o.stalls++
+			if o.limitMS < downtimeMaxMS {
+				o.limitMS = min(o.limitMS*2, downtimeMaxMS)
+				if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": o.limitMS}); err != nil {
+					w.log.Warn("raise the downtime limit", "err", err)
+				}
+			}
+			if o.stalls >= stallsToConverge && !o.converging {
+				o.converging = true
+				if err := w.inst.SetMigrationParameters(ctx, map[string]any{"max-cpu-throttle": 99, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10}); err != nil {
+					w.log.Warn("let auto-converge slow the guest", "err", err)
+				}
+				w.log.Info("live migration stalls: slowing the guest down", "stalls", o.stalls)
+			}
+		}
+		o.iter, o.remaining = info.RAM.DirtySyncCount, info.RAM.Remaining
+	}
+	budget := max(minBudget, time.Duration(float64(budgetPerGiB)*float64(vm.Spec.RAMMiB)/1024))
+	switch {
+	case now.Sub(o.started) > budget:
+		return fmt.Sprintf("not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
+	case now.Sub(o.bestAt) > progressTimeout:
+		return fmt.Sprintf("no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
+	}
+	if now.Sub(o.reported) >= time.Second {
+		o.reported = now
+		_ = w.step(ctx, vm, migrationCmd{Progress: w.progress(info)})
+	}
+	return ""
+}
+
+func (w *worker) progress(info qemu.MigrationInfo) *MigrationProgress {
+	p := &MigrationProgress{RAMTotal: info.RAM.Total, RAMTransferred: info.RAM.Transferred, RAMRemaining: info.RAM.Remaining,
+		DirtyRate: info.DirtyRate(), Mbps: info.RAM.Mbps, Iterations: info.RAM.DirtySyncCount,
+		ExpectedDowntimeMS: info.ExpectedDowntime, ThrottlePercent: info.CPUThrottlePercentage, UpdatedAt: time.Now().UTC()}
+	if w.out != nil {
+		p.DowntimeLimitMS, p.Stalls = w.out.limitMS, w.out.stalls
+	}
+	return p
+}
+
+// takeBack ends the source's side of a migration that ended before its
+// switchover: QEMU's stream is cancelled, and the guest, paused or not,
+// runs on here.
+func (w *worker) takeBack(ctx context.Context) error {
+	w.out = nil
+	if w.inst == nil {
+		return nil
+	}
+	for ctx.Err() == nil {
+		info, err := w.inst.QueryMigrate(ctx)
+		if err != nil {
+			return err
+		}
+		switch info.Status {
+		case "setup", "active", "pre-switchover", "device":
+			if err := w.inst.MigrateCancel(ctx); err != nil {
+				return err
+			}
+		case "cancelling":
+		default:
+			st, err := w.inst.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if !st.Running && st.State != "paused" {
+				// QEMU resumes a guest that ran before the migration by
+				// itself; one it left stopped (finish-migrate,
+				// postmigrate) is resumed here.
+				if err := w.inst.Resume(ctx); err != nil {
+					return err
+				}
+			}
+			w.log.Info("live migration given up; the VM runs on here", "status", info.Status)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return ctx.Err()
+}
+
+// finishOut records how the stream went and stops the source's QEMU.
+func (w *worker) finishOut(ctx context.Context, vm *VM, info qemu.MigrationInfo) {
+	w.log.Info("live migration completed", "to", vm.Migration.Target, "total_ms", info.TotalTime, "downtime_ms", info.Downtime)
+	p := w.progress(info)
+	p.DowntimeMS, p.TotalMS = max(info.Downtime, 1), info.TotalTime
+	_ = w.step(ctx, vm, migrationCmd{Progress: p})
+	w.quitSource(ctx)
+}
+
+// quitSource ends the source's QEMU, whose guest now lives elsewhere:
+// killed, as it has nothing to flush and its volumes are no longer
+// served here.
+func (w *worker) quitSource(ctx context.Context) {
+	if w.inst == nil {
+		return
+	}
+	if err := w.inst.Kill(ctx); err != nil {
+		w.log.Warn("stop the source's QEMU", "err", err)
+	}
+	w.inst, w.out = nil, nil
+}
+
+// migrateIn is the target's side.
+func (w *worker) migrateIn(ctx context.Context) error {
+	deadline := time.Now().Add(prepareTimeout)
+	for ctx.Err() == nil {
+		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
+		if vm == nil || vm.Migration == nil || vm.Migration.Target != w.n.cfg.Name {
+			return nil // the run loop decides what stays
+		}
+		m := vm.Migration
+		var exited bool
+		if w.inst != nil {
+			select {
+			case <-w.inst.Exited():
+				exited = true
+			default:
+			}
+		}
+		switch m.Phase {
+		case PhasePlanning:
+		case PhasePreparing:
+			if w.in == m.ID {
+				break
+			}
+			if w.inst != nil || w.n.cfg.Driver.Running(vm.ID) {
+				w.endMigration(ctx, vm, "the receiving node's agent restarted during the migration")
+				return nil
+			}
+			addr, err := w.receive(ctx, vm)
+			if err != nil {
+				var nr notReady
+				if errors.As(err, &nr) && time.Now().Before(deadline) {
+					break // a volume's standby socket is on its way
+				}
+				w.endMigration(ctx, vm, fmt.Sprintf("%s could not receive the VM: %v", w.n.cfg.Name, err))
+				return nil
+			}
+			w.in = m.ID
+			_ = w.step(ctx, vm, migrationCmd{Phase: PhaseTransferring, Addr: addr})
+		case PhaseTransferring, PhaseSwitching:
+			switch {
+			case w.in != m.ID:
+				w.endMigration(ctx, vm, "the receiving node's agent restarted during the migration")
+				return nil
+			case exited || w.inst == nil:
+				w.endMigration(ctx, vm, fmt.Sprintf("the QEMU receiving the VM on %s exited", w.n.cfg.Name))
+				return nil
+			case m.Phase == PhaseSwitching:
+				// The guest is paused on the source, its writes flushed:
+				// take it, with its volumes' writer epoch and its ports.
+				_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitched})
+			}
+		case PhaseSwitched:
+			// The VM is ours. Its guest runs once the rest of the stream
+			// is in; if the stream broke, it boots afresh from its volumes.
+			if exited || w.inst == nil {
+				if w.inst != nil {
+					_ = w.inst.Quit(ctx)
+					w.inst = nil
+				}
+				w.endMigration(ctx, vm, fmt.Sprintf("the live stream broke after the switchover; the VM boots afresh on %s", w.n.cfg.Name))
+				w.in = ""
+				return nil
+			}
+			st, err := w.inst.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Running && w.runningAt.IsZero() {
+				w.runningAt = time.Now()
+			}
+			// Ended once the source has reported QEMU's figures (or has
+			// had time enough to).
+			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(w.runningAt) > 3*time.Second) {
+				w.in, w.runningAt = "", time.Time{}
+				w.endMigration(ctx, vm, "")
+				return nil
+			}
+		}
+		w.await(ctx, m)
+	}
+	return ctx.Err()
+}
+
+// receive starts the QEMU that takes the VM in, waiting for the stream,
+// and returns where it listens.
+func (w *worker) receive(ctx context.Context, vm *VM) (string, error) {
+	m := vm.Migration
+	if w.n.cfg.MigrationIP == "" {
+		return "", errors.New("this node has no address for migration streams")
+	}
+	ca, err := loadMigrationCA(w.n.c.Store().ReadTxn())
+	if err != nil {
+		return "", err
+	}
+	var vols []Disk
+	for _, v := range volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID) {
+		id := volumeDiskID(v)
+		if !v.Attachment.Boot && m.Ports[id] == "" {
+			continue // not plugged on the source: plugged here once it runs
+		}
+		sock, _, ok := w.n.cfg.Block.Standby(v.ID)
+		if !ok {
+			return "", notReady{fmt.Errorf("volume %s is not served here yet", v.Name)}
+		}
+		vols = append(vols, Disk{ID: id, Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk", Serial: v.ID, Port: m.Ports[id]})
+	}
+	mach, err := w.prepare(ctx, vm, vols)
+	if err != nil {
+		return "", err
+	}
+	mach.VCPUs, mach.MaxVCPUs = int(m.VCPUs), int(m.MaxVCPUs)
+	mach.MemoryMiB, mach.MaxMemoryMiB = int(m.RAMMiB), int(2*m.RAMMiB)
+	mach.Incoming = true
+	inst, err := w.n.cfg.Driver.Start(ctx, mach)
+	if err != nil {
+		return "", err
+	}
+	w.adopt(inst)
+	fail := func(err error) (string, error) {
+		_ = inst.Quit(context.WithoutCancel(ctx))
+		w.inst = nil
+		return "", err
+	}
+	cert, key, err := ca.Issue(leafca.Leaf{CN: migrationHost(m.ID), DNS: []string{migrationHost(m.ID)}, TTL: certTTL, Backdate: 5 * time.Minute})
+	if err != nil {
+		return fail(err)
+	}
+	if err := inst.SetMigrationTLS(ctx, qemu.MigrationTLS{Server: true, CA: ca.PEM, Cert: cert, Key: key, Peer: "CN=" + migrationClient(m.ID)}); err != nil {
+		return fail(err)
+	}
+	if err := inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true}); err != nil {
+		return fail(err)
+	}
+	addr, err := inst.MigrateIncoming(ctx, w.n.cfg.MigrationIP)
+	if err != nil {
+		return fail(err)
+	}
+	w.log.Info("waiting for the VM's live migration", "from", m.Source, "addr", addr)
+	return addr, nil
+}

@@ -1,0 +1,405 @@
+package cluster_test
+
+import (
+	"bytes"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+type migrationView struct {
+	ID       string `json:"id"`
+	Source   string `json:"source"`
+	Target   string `json:"target"`
+	Phase    string `json:"phase"`
+	Progress struct {
+		RAMTotal       int64 `json:"ram_total"`
+		RAMTransferred int64 `json:"ram_transferred"`
+		DowntimeMS     int64 `json:"downtime_ms"`
+	} `json:"progress"`
+}
+
+// scribbleSeq matches the guest's progress lines (every 100th record),
+// not its "seq=N: error" lines about a record it failed to write.
+var scribbleSeq = regexp.MustCompile(`(?m)cairn-guest: scribble vd[a-z]+ seq=(\d+)\r?$`)
+
+// lastScribble is the last record the guest says it wrote (durably),
+// from byte from on of the serial log it has on its node now, 0 if none;
+// and the log's length.
+func lastScribble(t *testing.T, a *cairntest.Client, vm string, from int) (uint64, int) {
+	t.Helper()
+	log := serialLog(t, a, vm)
+	m := scribbleSeq.FindAllStringSubmatch(log[min(from, len(log)):], -1)
+	if len(m) == 0 {
+		return 0, len(log)
+	}
+	n, _ := strconv.ParseUint(m[len(m)-1][1], 10, 64)
+	return n, len(log)
+}
+
+// migrateLive moves a running VM, booted from a volume, to another node
+// (not avoid) while it runs: its guest keeps writing durable records to a
+// hot-plugged volume (qa/scribble) and answering TCP on 8080. The VM ends
+// on the target with nothing left on the source; the guest writes on
+// from where it was; every record it had written is on the volume; the
+// longest gap in its TCP answers is measured.
+func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name, avoid string) {
+	t.Helper()
+	vm := waitVM(t, a, name, time.Minute, "running", inState("running"))
+	before := vmBootVolume(t, a, vm)
+	const data = "moving-data"
+	_, from := lastScribble(t, a, name, 0) // earlier volumes' records before this
+	scribbleVolume(t, a, data, name)
+	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
+		if n, _ := lastScribble(t, a, name, from); n < 50 {
+			return fmt.Errorf("%d records", n)
+		}
+		return nil
+	})
+	target := ""
+	for _, n := range c.Nodes {
+		if n.Name != vm.Node && n.Name != avoid {
+			target = n.Name
+		}
+	}
+	probes := startProbes(t, c, vm.IP())
+	var started struct {
+		vmView
+		Migration *migrationView `json:"migration"`
+	}
+	begin := time.Now()
+	if err := a2.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": target}, 200, &started); err != nil {
+		t.Fatal(err)
+	}
+	if started.Migration == nil || started.Migration.Source != vm.Node || started.Migration.Target != target || started.Node != vm.Node {
+		t.Fatalf("migration started as %+v on %s", started.Migration, started.Node)
+	}
+	seqBefore, _ := lastScribble(t, a, name, from)
+	testutil.WaitFor(t, 5*time.Minute, name+" moved live to "+target, func() error {
+		var v struct {
+			vmView
+			Migration *migrationView `json:"migration"`
+		}
+		if err := a.Call("GET", "/api/v1/vms/"+name, nil, 200, &v); err != nil {
+			return err
+		}
+		if v.Migration != nil {
+			return fmt.Errorf("%s on %s", v.Migration.Phase, v.Node)
+		}
+		if v.Node != target || v.Status.State != "running" {
+			return fmt.Errorf("on %s, %s", v.Node, v.Status.State)
+		}
+		return nil
+	})
+	took := time.Since(begin)
+	gap := probes.stop(begin)
+	t.Logf("%s moved live in %s; the longest gap in its TCP answers: %s", name, took.Round(time.Millisecond), gap.Round(time.Millisecond))
+	evs := vmEvents(t, a, name)
+	if !strings.Contains(evs, "moved live from "+vm.Node+" to "+target) {
+		t.Fatalf("history: %s", evs)
+	}
+	if m := regexp.MustCompile(`the guest paused for (\d+) ms`).FindStringSubmatch(evs); m != nil {
+		t.Logf("QEMU's downtime: %s ms", m[1])
+	}
+	// The source keeps nothing: no QEMU, tap or directories.
+	old := cairntest.NodeByName(c, vm.Node)
+	testutil.WaitFor(t, time.Minute, vm.Node+" lets go of "+name, func() error {
+		if left := vmLeftovers(old, vm.ID, vm.Status.PID); len(left) > 0 {
+			return fmt.Errorf("left on %s: %v", vm.Node, left)
+		}
+		return nil
+	})
+	now := waitVM(t, a, name, time.Minute, "running on "+target, inState("running"))
+	bv := vmBootVolume(t, a, now)
+	if bv.ID != before.ID || bv.Writer != target || bv.Epoch <= before.Epoch || bv.Attachment.Node != target {
+		t.Fatalf("the boot volume after the move: %+v (before: %+v)", bv, before)
+	}
+	// The guest writes on, on the target, from where it was.
+	testutil.WaitFor(t, time.Minute, "the guest scribbling on "+target, func() error {
+		if n, _ := lastScribble(t, a, name, 0); n <= seqBefore {
+			return fmt.Errorf("at %d, was at %d before the move", n, seqBefore)
+		}
+		return nil
+	})
+	waitProbe(t, cairntest.NodeByName(c, target), vm.IP(), "hostname="+name)
+	// Every record written is on the volume, none torn or missing.
+	if err := a.Call("POST", "/api/v1/volumes/"+data+"/detach?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, data+" detached", func() error {
+		if v := getVolumeIn(t, a, data, "clinic"); v.State != "available" {
+			return fmt.Errorf("%s", v.State)
+		}
+		return nil
+	})
+	wrote, _ := lastScribble(t, a, name, 0) // the target's log: this volume's alone
+	if held := exportAndCheck(t, a, "/api/v1/volumes/"+data+"?project=clinic"); held < wrote {
+		t.Fatalf("the volume holds records 1..%d; the guest had written %d", held, wrote)
+	}
+	if err := a.Call("DELETE", "/api/v1/volumes/"+data+"?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func vmEvents(t *testing.T, a *cairntest.Client, name string) string {
+	t.Helper()
+	var evs []struct {
+		Kind    string `json:"kind"`
+		Message string `json:"message"`
+	}
+	if err := a.Call("GET", "/api/v1/vms/"+name+"/events", nil, 200, &evs); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range evs {
+		fmt.Fprintf(&b, "%s: %s\n", e.Kind, e.Message)
+	}
+	return b.String()
+}
+
+// probes ask a guest's TCP service on 8080 from every node, every 50 ms,
+// and record when it answered.
+type probes struct {
+	mu   sync.Mutex
+	out  []*bytes.Buffer
+	pids []int // process groups
+}
+
+type lockedBuffer struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func startProbes(t *testing.T, c *harness.Cluster, ip string) *probes {
+	t.Helper()
+	p := &probes{}
+	script := `while :; do out=$(timeout 1 bash -c 'exec 3<>/dev/tcp/` + ip + `/8080 && cat <&3' 2>/dev/null); ` +
+		`case "$out" in *hostname=*) date +%s.%N;; esac; sleep 0.05; done`
+	for _, n := range c.Nodes {
+		var buf bytes.Buffer
+		cmd := n.Command("bash", "-c", script)
+		cmd.Stdout = lockedBuffer{&p.mu, &buf}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go cmd.Wait()
+		p.out = append(p.out, &buf)
+		p.pids = append(p.pids, cmd.Process.Pid)
+	}
+	t.Cleanup(func() { p.kill() })
+	return p
+}
+
+func (p *probes) kill() {
+	for i, pid := range p.pids {
+		if pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			p.pids[i] = 0
+		}
+	}
+}
+
+// stop ends the probes and returns the longest time after since without
+// an answer from any node.
+func (p *probes) stop(since time.Time) time.Duration {
+	time.Sleep(500 * time.Millisecond) // the last answers in
+	p.kill()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var at []float64
+	for _, b := range p.out {
+		for _, l := range strings.Fields(b.String()) {
+			if f, err := strconv.ParseFloat(l, 64); err == nil && f >= float64(since.UnixNano())/1e9 {
+				at = append(at, f)
+			}
+		}
+	}
+	sort.Float64s(at)
+	var gap float64
+	for i := 1; i < len(at); i++ {
+		gap = max(gap, at[i]-at[i-1])
+	}
+	if len(at) < 2 {
+		return time.Since(since)
+	}
+	return time.Duration(gap * float64(time.Second))
+}
+
+// A live migration cancelled mid-way, one whose target's agent is killed
+// mid-way, and one whose source QEMU is killed just after the switchover:
+// the guest runs on in exactly one place (where it was, or on the target
+// once it has switched over), and every record it wrote is on its
+// volume. The streams are capped at 4 MiB/s (a cluster setting), so that
+// moving the test guest takes long enough to act in the middle.
+func TestLiveMigrationFailures(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	computeSetup(t, a, 3)
+	settings := map[string]any{}
+	if err := a.Call("GET", "/api/v1/compute/settings", nil, 200, &settings); err != nil {
+		t.Fatal(err)
+	}
+	settings["migration_mib_per_s"] = 4
+	if err := a.Call("PUT", "/api/v1/compute/settings", settings, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	const name = "mover"
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny"}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	vm := waitVM(t, a, name, 4*time.Minute, "running", inState("running"))
+	waitSerial(t, a, name, "cairn-guest: hostname="+name, 1)
+	const data = "mover-data"
+	scribbleVolume(t, a, data, name)
+	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
+		if n, _ := lastScribble(t, a, name, 0); n < 50 {
+			return fmt.Errorf("%d records", n)
+		}
+		return nil
+	})
+	other := func(v vmView) *harness.Node {
+		for _, n := range c.Nodes {
+			if n.Name != v.Node {
+				return n
+			}
+		}
+		return nil
+	}
+	type withMigration struct {
+		vmView
+		Migration *migrationView `json:"migration"`
+	}
+	get := func() withMigration {
+		t.Helper()
+		var v withMigration
+		if err := a.Call("GET", "/api/v1/vms/"+name, nil, 200, &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// start begins a migration to node and waits until its stream is
+	// under way.
+	start := func(node string) {
+		t.Helper()
+		if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": node}, 200, nil); err != nil {
+			t.Fatal(err)
+		}
+		testutil.WaitFor(t, 2*time.Minute, "the stream under way", func() error {
+			if m := get().Migration; m == nil || m.Phase != "transferring" || m.Progress.RAMTransferred == 0 {
+				return fmt.Errorf("%+v", m)
+			}
+			return nil
+		})
+	}
+	// runsOn waits until the migration has ended with the guest running
+	// on node and writing records past since; nothing is left elsewhere.
+	runsOn := func(node string, since uint64) withMigration {
+		t.Helper()
+		var v withMigration
+		testutil.WaitFor(t, 3*time.Minute, name+" running on "+node, func() error {
+			v = get()
+			if v.Migration != nil || v.Node != node || v.Status.State != "running" {
+				return fmt.Errorf("on %s, %s, migration %+v", v.Node, v.Status.State, v.Migration)
+			}
+			return nil
+		})
+		testutil.WaitFor(t, 2*time.Minute, "the guest scribbling on "+node, func() error {
+			if n, _ := lastScribble(t, a, name, 0); n <= since {
+				return fmt.Errorf("at %d, was at %d", n, since)
+			}
+			return nil
+		})
+		for _, n := range c.Nodes {
+			if n.Name == node {
+				continue
+			}
+			testutil.WaitFor(t, time.Minute, n.Name+" keeps nothing of "+name, func() error {
+				if left := vmLeftovers(n, v.ID, 0); len(left) > 0 {
+					return fmt.Errorf("%v", left)
+				}
+				return nil
+			})
+		}
+		return v
+	}
+
+	// Cancelled mid-way: the guest runs on where it was.
+	target := other(vm)
+	start(target.Name)
+	seq, _ := lastScribble(t, a, name, 0)
+	if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate/cancel", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	runsOn(vm.Node, seq)
+	if evs := vmEvents(t, a, name); !strings.Contains(evs, "live migration to "+target.Name+" cancelled") {
+		t.Fatalf("history: %s", evs)
+	}
+
+	// The target's agent killed mid-way: the source does not hand the
+	// guest to a node that cannot serve it; the agent, back, lets go of
+	// the QEMU it had started.
+	start(target.Name)
+	seq, _ = lastScribble(t, a, name, 0)
+	target.Kill()
+	testutil.WaitFor(t, 3*time.Minute, "the migration given up", func() error {
+		if v := get(); v.Migration != nil {
+			return fmt.Errorf("%s", v.Migration.Phase)
+		}
+		return nil
+	})
+	target.Start()
+	cairntest.WaitShape(t, a, 3, 0)
+	runsOn(vm.Node, seq)
+
+	// The source's QEMU killed as soon as the guest switched over: the
+	// guest runs on the target, from the stream or booted afresh from
+	// its volumes if the stream broke.
+	pid := get().Status.PID
+	if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": target.Name}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 3*time.Minute, "the switchover", func() error {
+		if v := get(); v.Node != target.Name {
+			return fmt.Errorf("on %s, %+v", v.Node, v.Migration)
+		}
+		return nil
+	})
+	killed := alive(pid)
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	seq, _ = lastScribble(t, a, name, 0)
+	runsOn(target.Name, 0)
+	evs := strings.Split(strings.TrimSpace(vmEvents(t, a, name)), "\n")
+	t.Logf("the source's QEMU was still there when killed: %v; then %s", killed, evs[len(evs)-1])
+	// Every record written, on either node, is on the volume.
+	if err := a.Call("POST", "/api/v1/volumes/"+data+"/detach?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 2*time.Minute, data+" detached", func() error {
+		if v := getVolumeIn(t, a, data, "clinic"); v.State != "available" {
+			return fmt.Errorf("%s", v.State)
+		}
+		return nil
+	})
+	wrote, _ := lastScribble(t, a, name, 0)
+	if held := exportAndCheck(t, a, "/api/v1/volumes/"+data+"?project=clinic"); held < max(wrote, seq) {
+		t.Fatalf("the volume holds records 1..%d; the guest had written %d", held, max(wrote, seq))
+	}
+}
