@@ -47,6 +47,62 @@ func lastScribble(t *testing.T, a *cairntest.Client, vm string, from int) (uint6
 	return n, len(log)
 }
 
+// scribbling is a fresh volume the guest of a VM writes records to.
+type scribbling struct {
+	vm, vol, node string
+	from          int // where the VM's serial log stood before it
+}
+
+// startScribbling hot-plugs a fresh scribble volume into vm (on node) and
+// waits until the guest has written 50 records to it.
+func startScribbling(t *testing.T, a *cairntest.Client, vm, node, vol string) *scribbling {
+	t.Helper()
+	_, from := lastScribble(t, a, vm, 0)
+	scribbleVolume(t, a, vol, vm)
+	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling on "+vol, func() error {
+		if n, _ := lastScribble(t, a, vm, from); n < 50 {
+			return fmt.Errorf("%d records", n)
+		}
+		return nil
+	})
+	return &scribbling{vm: vm, vol: vol, node: node, from: from}
+}
+
+// last is the last record the guest has reported on this volume; on the
+// node now, whose serial log holds nothing of an earlier volume if the VM
+// moved.
+func (s *scribbling) last(t *testing.T, a *cairntest.Client, node string) uint64 {
+	t.Helper()
+	from := 0
+	if node == s.node {
+		from = s.from
+	}
+	n, _ := lastScribble(t, a, s.vm, from)
+	return n
+}
+
+// check detaches the volume (the guest lets go), checks that every record
+// the guest reported written is on it, whole, and deletes it.
+func (s *scribbling) check(t *testing.T, a *cairntest.Client, node string) {
+	t.Helper()
+	if err := a.Call("POST", "/api/v1/volumes/"+s.vol+"/detach?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 2*time.Minute, s.vol+" detached", func() error {
+		if v := getVolumeIn(t, a, s.vol, "clinic"); v.State != "available" {
+			return fmt.Errorf("%s", v.State)
+		}
+		return nil
+	})
+	wrote := s.last(t, a, node)
+	if held := exportAndCheck(t, a, "/api/v1/volumes/"+s.vol+"?project=clinic"); held < wrote {
+		t.Fatalf("%s holds records 1..%d; the guest had written %d", s.vol, held, wrote)
+	}
+	if err := a.Call("DELETE", "/api/v1/volumes/"+s.vol+"?project=clinic", nil, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // migrateLive moves a running VM, booted from a volume, to another node
 // (not avoid) while it runs: its guest keeps writing durable records to a
 // hot-plugged volume (qa/scribble) and answering TCP on 8080. The VM ends
@@ -57,15 +113,7 @@ func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name
 	t.Helper()
 	vm := waitVM(t, a, name, time.Minute, "running", inState("running"))
 	before := vmBootVolume(t, a, vm)
-	const data = "moving-data"
-	_, from := lastScribble(t, a, name, 0) // earlier volumes' records before this
-	scribbleVolume(t, a, data, name)
-	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
-		if n, _ := lastScribble(t, a, name, from); n < 50 {
-			return fmt.Errorf("%d records", n)
-		}
-		return nil
-	})
+	sc := startScribbling(t, a, name, vm.Node, "moving-data")
 	target := ""
 	for _, n := range c.Nodes {
 		if n.Name != vm.Node && n.Name != avoid {
@@ -84,7 +132,7 @@ func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name
 	if started.Migration == nil || started.Migration.Source != vm.Node || started.Migration.Target != target || started.Node != vm.Node {
 		t.Fatalf("migration started as %+v on %s", started.Migration, started.Node)
 	}
-	seqBefore, _ := lastScribble(t, a, name, from)
+	seqBefore := sc.last(t, a, vm.Node)
 	testutil.WaitFor(t, 5*time.Minute, name+" moved live to "+target, func() error {
 		var v struct {
 			vmView
@@ -126,29 +174,14 @@ func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name
 	}
 	// The guest writes on, on the target, from where it was.
 	testutil.WaitFor(t, time.Minute, "the guest scribbling on "+target, func() error {
-		if n, _ := lastScribble(t, a, name, 0); n <= seqBefore {
+		if n := sc.last(t, a, target); n <= seqBefore {
 			return fmt.Errorf("at %d, was at %d before the move", n, seqBefore)
 		}
 		return nil
 	})
 	waitProbe(t, cairntest.NodeByName(c, target), vm.IP(), "hostname="+name)
 	// Every record written is on the volume, none torn or missing.
-	if err := a.Call("POST", "/api/v1/volumes/"+data+"/detach?project=clinic", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, time.Minute, data+" detached", func() error {
-		if v := getVolumeIn(t, a, data, "clinic"); v.State != "available" {
-			return fmt.Errorf("%s", v.State)
-		}
-		return nil
-	})
-	wrote, _ := lastScribble(t, a, name, 0) // the target's log: this volume's alone
-	if held := exportAndCheck(t, a, "/api/v1/volumes/"+data+"?project=clinic"); held < wrote {
-		t.Fatalf("the volume holds records 1..%d; the guest had written %d", held, wrote)
-	}
-	if err := a.Call("DELETE", "/api/v1/volumes/"+data+"?project=clinic", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
+	sc.check(t, a, target)
 }
 
 func vmEvents(t *testing.T, a *cairntest.Client, name string) string {
@@ -245,8 +278,8 @@ func (p *probes) stop(since time.Time) time.Duration {
 // A live migration cancelled mid-way, one whose target's agent is killed
 // mid-way, and one whose source QEMU is killed just after the switchover:
 // the guest runs on in exactly one place (where it was, or on the target
-// once it has switched over), and every record it wrote is on its
-// volume. The streams are capped at 4 MiB/s (a cluster setting), so that
+// once it has switched over), and every record it wrote to a volume meanwhile is
+// there. The streams are capped at 4 MiB/s (a cluster setting), so that
 // moving the test guest takes long enough to act in the middle.
 func TestLiveMigrationFailures(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
@@ -267,21 +300,11 @@ func TestLiveMigrationFailures(t *testing.T) {
 	}
 	vm := waitVM(t, a, name, 4*time.Minute, "running", inState("running"))
 	waitSerial(t, a, name, "cairn-guest: hostname="+name, 1)
-	const data = "mover-data"
-	scribbleVolume(t, a, data, name)
-	testutil.WaitFor(t, 2*time.Minute, "the guest scribbling", func() error {
-		if n, _ := lastScribble(t, a, name, 0); n < 50 {
-			return fmt.Errorf("%d records", n)
+	var target *harness.Node
+	for _, n := range c.Nodes {
+		if n.Name != vm.Node {
+			target = n
 		}
-		return nil
-	})
-	other := func(v vmView) *harness.Node {
-		for _, n := range c.Nodes {
-			if n.Name != v.Node {
-				return n
-			}
-		}
-		return nil
 	}
 	type withMigration struct {
 		vmView
@@ -295,11 +318,11 @@ func TestLiveMigrationFailures(t *testing.T) {
 		}
 		return v
 	}
-	// start begins a migration to node and waits until its stream is
-	// under way.
-	start := func(node string) {
+	// start begins a migration to the target and waits until its stream
+	// is under way.
+	start := func() {
 		t.Helper()
-		if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": node}, 200, nil); err != nil {
+		if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": target.Name}, 200, nil); err != nil {
 			t.Fatal(err)
 		}
 		testutil.WaitFor(t, 2*time.Minute, "the stream under way", func() error {
@@ -310,8 +333,9 @@ func TestLiveMigrationFailures(t *testing.T) {
 		})
 	}
 	// runsOn waits until the migration has ended with the guest running
-	// on node and writing records past since; nothing is left elsewhere.
-	runsOn := func(node string, since uint64) withMigration {
+	// on node and writing records past those it had written before; no
+	// other node keeps anything of it. Then every record is checked.
+	runsOn := func(node string, sc *scribbling, before uint64) {
 		t.Helper()
 		var v withMigration
 		testutil.WaitFor(t, 3*time.Minute, name+" running on "+node, func() error {
@@ -322,8 +346,9 @@ func TestLiveMigrationFailures(t *testing.T) {
 			return nil
 		})
 		testutil.WaitFor(t, 2*time.Minute, "the guest scribbling on "+node, func() error {
-			if n, _ := lastScribble(t, a, name, 0); n <= since {
-				return fmt.Errorf("at %d, was at %d", n, since)
+			if n := sc.last(t, a, node); n <= before {
+				log := serialLog(t, a, name)
+				return fmt.Errorf("at %d, was at %d; the serial log ends %q", n, before, log[max(0, len(log)-600):])
 			}
 			return nil
 		})
@@ -338,17 +363,16 @@ func TestLiveMigrationFailures(t *testing.T) {
 				return nil
 			})
 		}
-		return v
+		sc.check(t, a, node)
 	}
 
 	// Cancelled mid-way: the guest runs on where it was.
-	target := other(vm)
-	start(target.Name)
-	seq, _ := lastScribble(t, a, name, 0)
+	sc := startScribbling(t, a, name, vm.Node, "data-cancel")
+	start()
 	if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate/cancel", nil, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	runsOn(vm.Node, seq)
+	runsOn(vm.Node, sc, sc.last(t, a, vm.Node))
 	if evs := vmEvents(t, a, name); !strings.Contains(evs, "live migration to "+target.Name+" cancelled") {
 		t.Fatalf("history: %s", evs)
 	}
@@ -356,8 +380,8 @@ func TestLiveMigrationFailures(t *testing.T) {
 	// The target's agent killed mid-way: the source does not hand the
 	// guest to a node that cannot serve it; the agent, back, lets go of
 	// the QEMU it had started.
-	start(target.Name)
-	seq, _ = lastScribble(t, a, name, 0)
+	sc = startScribbling(t, a, name, vm.Node, "data-agent")
+	start()
 	target.Kill()
 	testutil.WaitFor(t, 3*time.Minute, "the migration given up", func() error {
 		if v := get(); v.Migration != nil {
@@ -367,39 +391,26 @@ func TestLiveMigrationFailures(t *testing.T) {
 	})
 	target.Start()
 	cairntest.WaitShape(t, a, 3, 0)
-	runsOn(vm.Node, seq)
+	runsOn(vm.Node, sc, sc.last(t, a, vm.Node))
 
 	// The source's QEMU killed as soon as the guest switched over: the
 	// guest runs on the target, from the stream or booted afresh from
 	// its volumes if the stream broke.
+	sc = startScribbling(t, a, name, vm.Node, "data-switch")
 	pid := get().Status.PID
 	if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", map[string]string{"node": target.Name}, 200, nil); err != nil {
 		t.Fatal(err)
 	}
-	testutil.WaitFor(t, 3*time.Minute, "the switchover", func() error {
-		if v := get(); v.Node != target.Name {
-			return fmt.Errorf("on %s, %+v", v.Node, v.Migration)
+	// Asked as fast as the API answers: the stream's last part takes tens
+	// of milliseconds after the switch, and the kill is to come within.
+	for deadline := time.Now().Add(3 * time.Minute); get().Node != target.Name; {
+		if time.Now().After(deadline) {
+			t.Fatal("no switchover within 3 minutes")
 		}
-		return nil
-	})
+	}
 	killed := alive(pid)
 	_ = syscall.Kill(pid, syscall.SIGKILL)
-	seq, _ = lastScribble(t, a, name, 0)
-	runsOn(target.Name, 0)
+	runsOn(target.Name, sc, 0)
 	evs := strings.Split(strings.TrimSpace(vmEvents(t, a, name)), "\n")
 	t.Logf("the source's QEMU was still there when killed: %v; then %s", killed, evs[len(evs)-1])
-	// Every record written, on either node, is on the volume.
-	if err := a.Call("POST", "/api/v1/volumes/"+data+"/detach?project=clinic", nil, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 2*time.Minute, data+" detached", func() error {
-		if v := getVolumeIn(t, a, data, "clinic"); v.State != "available" {
-			return fmt.Errorf("%s", v.State)
-		}
-		return nil
-	})
-	wrote, _ := lastScribble(t, a, name, 0)
-	if held := exportAndCheck(t, a, "/api/v1/volumes/"+data+"?project=clinic"); held < max(wrote, seq) {
-		t.Fatalf("the volume holds records 1..%d; the guest had written %d", held, max(wrote, seq))
-	}
 }
