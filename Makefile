@@ -24,7 +24,7 @@ FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./applianc
 	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x \
 	./storage/volume:FuzzReplicaRequest:100000x
 
-.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network clean
+.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network bench-ha clean
 
 all: build
 
@@ -115,6 +115,10 @@ bench-volumes:
 ## bench-network: guest-to-guest TCP over a project network's VXLAN segment between two boxes (namespaces) beside a plain bridge
 bench-network:
 	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/network $(BENCH_ARGS)
+
+## bench-ha: live migration on 3 nodes beside a bare QEMU-to-QEMU migration over the same TLS (downtime, total time, the guest's TCP gap)
+bench-ha:
+	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/ha $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts

@@ -24,6 +24,8 @@ type Cordon struct {
 	Reason string    `json:"reason,omitempty"`
 	By     string    `json:"by"`
 	At     time.Time `json:"at"`
+	// Drain is set while (and after) the node is drained (drain.go).
+	Drain *Drain `json:"drain,omitempty"`
 }
 
 const tCordons = "node_cordons"
@@ -59,7 +61,10 @@ func applyCordonNode(tx *consensus.Tx, c *cordonCmd) (any, error) {
 	if err := checkCordonReason(c.Reason); err != nil {
 		return nil, err
 	}
-	row := Cordon(*c)
+	row := Cordon{Node: c.Node, Reason: c.Reason, By: c.By, At: c.At}
+	if cur := cordonOf(tx.Txn, c.Node); cur != nil {
+		row.Drain = cur.Drain // a new reason does not end a drain
+	}
 	return &row, tx.Insert(tCordons, &row)
 }
 

@@ -8,9 +8,13 @@
 //     not cordoned (cordon.go), have room under the admin's overcommit
 //     ratios and hold no VM of the same anti-affinity group; weigh by free
 //     RAM so VMs spread. The FSM re-checks the fit when a placement commits.
-//   - Migration (migrate.go): a stopped VM whose disks are all volumes
-//     changes nodes in one command, its volumes and ports with it. Live
-//     migration is still to come.
+//   - Migration: a stopped VM whose disks are all volumes changes nodes in
+//     one command, its volumes and ports with it (migrate.go); a running
+//     one moves live (live.go, live_worker.go): QEMU streams its memory
+//     over TLS to a QEMU waiting on the target, whose volumes are served
+//     on standby sockets until the switchover hands their writer epoch
+//     over; the target commits the switch itself, so a VM is never given
+//     to a node that cannot serve it.
 //   - The per-node agent (node.go, worker.go): one worker per local VM
 //     converges QEMU (package qemu) to the desired state, reports status and
 //     events, re-attaches to running VMs after a restart and removes what no

@@ -30,6 +30,10 @@ type Cluster interface {
 // Service is compute's business logic for the API, the UI and the CLI: it
 // authorizes, validates and sends audited commands.
 type Service struct {
+	// Quorum, if set, says why the cluster would lose its quorum without
+	// the named node, or nil (a drain's pre-flight).
+	Quorum func(without string) error
+
 	c      Cluster
 	id     *identity.Service
 	images *Images

@@ -38,6 +38,9 @@ const (
 	MsgMigrationStep  consensus.MessageType = 277
 	MsgEndMigration   consensus.MessageType = 278
 	MsgMigrationCA    consensus.MessageType = 279
+	// Draining nodes (drain.go).
+	MsgDrainNode consensus.MessageType = 280
+	MsgDrainStep consensus.MessageType = 281
 )
 
 const (
@@ -183,6 +186,7 @@ func Register(reg *consensus.Registry) {
 	registerCordons(reg)
 	consensus.Handle(reg, MsgMoveVM, "MoveVM", applyMoveVM)
 	registerMigrations(reg)
+	registerDrains(reg)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by

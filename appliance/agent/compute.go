@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -29,6 +30,8 @@ func (a *Agent) newCompute() {
 	a.compute = hypervisor.NewService(a.node, a.identity, a.images, a.log.With("component", "compute"))
 	a.scheduler = hypervisor.NewScheduler(a.node, a.log.With("component", "scheduler"))
 	a.node.RegisterController("scheduler", a.scheduler.Run)
+	a.compute.Quorum = a.quorumWithout
+	a.node.RegisterController("drainer", hypervisor.NewDrainer(a.node, a.log.With("component", "drainer")).Run)
 	a.node.RegisterController("vm-reaper", a.every(30*time.Second, "purge VMs deleted on lost nodes", func(ctx context.Context) error {
 		return a.scheduler.ReapDeleted(ctx, 5*time.Minute)
 	}))
@@ -288,4 +291,29 @@ func underlayAddr(hostport string) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
+}
+
+// quorumWithout says why the cluster would lose its quorum if node went
+// away, or nil: a majority of the voters must be healthy without it.
+func (a *Agent) quorumWithout(node string) error {
+	st := a.node.Status()
+	voters, healthy := 0, 0
+	var down []string
+	for _, n := range st.Nodes {
+		if n.Role != "voter" {
+			continue
+		}
+		voters++
+		switch {
+		case n.Name == node:
+		case n.Healthy:
+			healthy++
+		default:
+			down = append(down, n.Name)
+		}
+	}
+	if healthy <= voters/2 {
+		return fmt.Errorf("without it %d of %d voting nodes would be up, and the cluster needs %d (down: %s)", healthy, voters, voters/2+1, strings.Join(down, ", "))
+	}
+	return nil
 }

@@ -155,6 +155,7 @@ var matrix = []grant{
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/cordon", path: "/api/v1/hosts/maint-node/cordon", body: `{"reason":"new disks"}`, status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/uncordon", path: "/api/v1/hosts/maint-node/uncordon", status: 204, allow: clusterAdmins},
+	{route: "POST /api/v1/hosts/{host}/drain", path: "/api/v1/hosts/maint-node/drain", body: `{"restart":true}`, status: 409, allow: clusterAdmins},
 	{route: "GET /api/v1/compute/settings", status: 200, allow: users},
 	{route: "PUT /api/v1/compute/settings", body: `{"cpu_allocation_ratio":4,"ram_allocation_ratio":1,"reserved_ram_mib":1024}`, status: 200, allow: clusterAdmins},
 

@@ -172,7 +172,16 @@ func (s *Server) computeRoutes() []route {
 				c, err := s.compute.CordonNode(r.Context(), p, r.PathValue("host"), body.Reason)
 				return ok(w, c, 0, err)
 			}},
-		{Method: "POST", Path: v1 + "/hosts/{host}/uncordon", Summary: "Let the scheduler place VMs on a node again (cluster admin)", Tag: "compute",
+		{Method: "POST", Path: v1 + "/hosts/{host}/drain", Summary: "Cordon a node and move its VMs away: running ones live, stopped ones as they are; with restart, a VM that cannot move live is stopped, moved and started again. Refused when the others have no room or the cluster would lose its quorum without the node (cluster admin); the cordon's drain field follows it", Tag: "compute",
+			Request: drainRequest{}, Response: hypervisor.Cordon{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body drainRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				c, err := s.compute.DrainNode(r.Context(), p, r.PathValue("host"), body.Restart)
+				return ok(w, c, 0, err)
+			}},
+		{Method: "POST", Path: v1 + "/hosts/{host}/uncordon", Summary: "Let the scheduler place VMs on a node again, ending its drain (cluster admin)", Tag: "compute",
 			Status: http.StatusNoContent, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				return noContent(w, s.compute.UncordonNode(r.Context(), p, r.PathValue("host")))
 			}},
@@ -267,6 +276,12 @@ func imageSpecFromQuery(r *http.Request) (hypervisor.ImageSpec, error) {
 		}
 	}
 	return spec, nil
+}
+
+// drainRequest is the body of a drain: whether VMs that cannot move live
+// may be stopped, moved and started again.
+type drainRequest struct {
+	Restart bool `json:"restart,omitempty"`
 }
 
 // cordonRequest is the body of a cordon: why, for the other admins.

@@ -281,6 +281,9 @@ var computeCommands = map[string]command{
 				if h.Cordon.Reason != "" {
 					sched += ": " + h.Cordon.Reason
 				}
+				if d := h.Cordon.Drain; d != nil {
+					sched += "; " + drainLine(d)
+				}
 			}
 			return []string{h.Name, h.Accel, fmt.Sprint(h.VMs), fmt.Sprintf("%d/%d", h.UsedVCPUs, h.VCPUs), fmt.Sprintf("%d/%d", h.UsedRAMMiB, h.RAMMiB), sched, h.Error}
 		}, len(hs))
@@ -298,7 +301,41 @@ var computeCommands = map[string]command{
 			return e.printKV(c, [][2]string{{"node", c.Node}, {"cordoned", c.At.Format(time.RFC3339)}, {"by", c.By}, {"reason", c.Reason}})
 		}
 	}},
-	"node uncordon": {usage: "NODE", help: "let the scheduler place VMs on a node again (cluster admin)", flags: noFlags(func(e *env, args []string) error {
+	"node drain": {usage: "NODE [--restart] [--wait]", help: "cordon a node and move its VMs away, running ones live (cluster admin); refused if the others have no room or the cluster would lose its quorum without it", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		restart := fs.Bool("restart", false, "stop, move and start again a VM that cannot move live (its guest restarts)")
+		wait := fs.Bool("wait", false, "wait until the drain is done, showing its progress")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one node"); err != nil {
+				return err
+			}
+			var c hypervisor.Cordon
+			if err := send(e, "POST", "/api/v1/hosts/"+url.PathEscape(args[0])+"/drain", map[string]bool{"restart": *restart}, &c); err != nil {
+				return err
+			}
+			for last := ""; *wait && c.Drain != nil && c.Drain.State == hypervisor.DrainDraining; {
+				time.Sleep(time.Second)
+				var hs []hypervisor.HostView
+				if err := get(e, "/api/v1/hosts", &hs); err != nil {
+					return err
+				}
+				for _, h := range hs {
+					if h.Name == c.Node && h.Cordon != nil {
+						c = *h.Cordon
+					}
+				}
+				if c.Drain == nil {
+					return fmt.Errorf("node %s was uncordoned: its drain ended", c.Node)
+				}
+				if line := drainLine(c.Drain); line != last {
+					fmt.Fprintln(os.Stderr, line)
+					last = line
+				}
+			}
+			d := c.Drain
+			return e.printKV(c, [][2]string{{"node", c.Node}, {"drain", d.State}, {"moved", fmt.Sprint(d.Moved)}, {"restarted", fmt.Sprint(d.Restarted)}, {"left", d.Message}})
+		}
+	}},
+	"node uncordon": {usage: "NODE", help: "let the scheduler place VMs on a node again, ending its drain (cluster admin)", flags: noFlags(func(e *env, args []string) error {
 		if err := needArgs(args, 1, "one node"); err != nil {
 			return err
 		}
@@ -453,3 +490,12 @@ type stringList []string
 
 func (l *stringList) String() string     { return strings.Join(*l, ",") }
 func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
+
+// drainLine is a drain's progress in one line.
+func drainLine(d *hypervisor.Drain) string {
+	s := fmt.Sprintf("drain %s: %d moved, %d restarted", d.State, d.Moved, d.Restarted)
+	if d.Message != "" {
+		s += "; " + d.Message
+	}
+	return s
+}

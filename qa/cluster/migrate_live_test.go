@@ -414,3 +414,83 @@ func TestLiveMigrationFailures(t *testing.T) {
 	evs := strings.Split(strings.TrimSpace(vmEvents(t, a, name)), "\n")
 	t.Logf("the source's QEMU was still there when killed: %v; then %s", killed, evs[len(evs)-1])
 }
+
+// Draining a node with three running VMs moves them all live to the other
+// nodes, none restarted; draining the last node that takes VMs is refused.
+func TestNodeDrain(t *testing.T) {
+	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
+	a := cairntest.Admin(t, c.Node(1))
+	cairntest.WaitShape(t, a, 3, 0)
+	computeSetup(t, a, 3)
+	// All three on node1: the others cordoned while they are placed.
+	drained := c.Node(1).Name
+	for _, n := range c.Nodes[1:] {
+		if err := a.Call("POST", "/api/v1/hosts/"+n.Name+"/cordon", map[string]string{"reason": "test"}, 200, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := []string{"ward-a", "ward-b", "ward-c"}
+	for _, name := range names {
+		if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny"}, 201, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range names {
+		if vm := waitVM(t, a, name, 5*time.Minute, "running", inState("running")); vm.Node != drained {
+			t.Fatalf("%s on %s", name, vm.Node)
+		}
+		waitSerial(t, a, name, "cairn-guest: hostname="+name, 1)
+	}
+	for _, n := range c.Nodes[1:] {
+		if err := a.Call("POST", "/api/v1/hosts/"+n.Name+"/uncordon", nil, 204, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Call("POST", "/api/v1/hosts/"+drained+"/drain", map[string]bool{}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	type drainView struct {
+		State     string `json:"state"`
+		Message   string `json:"message"`
+		Moved     int    `json:"moved"`
+		Restarted int    `json:"restarted"`
+	}
+	var dr drainView
+	testutil.WaitFor(t, 5*time.Minute, "the drain done", func() error {
+		var hs []struct {
+			Name   string `json:"name"`
+			Cordon *struct {
+				Drain *drainView `json:"drain"`
+			} `json:"cordon"`
+		}
+		if err := a.Call("GET", "/api/v1/hosts", nil, 200, &hs); err != nil {
+			return err
+		}
+		for _, h := range hs {
+			if h.Name == drained && h.Cordon != nil && h.Cordon.Drain != nil {
+				dr = *h.Cordon.Drain
+			}
+		}
+		if dr.State != "done" {
+			return fmt.Errorf("%+v", dr)
+		}
+		return nil
+	})
+	if dr.Moved != 3 || dr.Restarted != 0 {
+		t.Fatalf("drain: %+v", dr)
+	}
+	for _, name := range names {
+		vm := waitVM(t, a, name, time.Minute, "running elsewhere", inState("running"))
+		evs := vmEvents(t, a, name)
+		if vm.Node == drained || !strings.Contains(evs, "moved live from "+drained) || strings.Contains(evs, "requested stop") {
+			t.Fatalf("%s on %s after the drain; history:\n%s", name, vm.Node, evs)
+		}
+	}
+	// node1 is cordoned; with node2 too, node3 is the last that takes VMs.
+	if err := a.Call("POST", "/api/v1/hosts/"+c.Node(2).Name+"/cordon", map[string]string{}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/hosts/"+c.Node(3).Name+"/drain", map[string]bool{"restart": true}, 409, nil); err != nil {
+		t.Fatalf("drain the last node: %v", err)
+	}
+}

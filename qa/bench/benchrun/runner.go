@@ -55,6 +55,12 @@ func (r *Runner) Cleanup(f func()) {
 // later (killing the nodes that use it) run first.
 func (r *Runner) TempDir() string {
 	dir, err := os.MkdirTemp("", "cairn-"+r.name+"-")
+	if err == nil {
+		// Traversable, not listable: VMs' QEMUs run as users of their
+		// own and reach their disks and logs under the nodes' data
+		// directories here.
+		err = os.Chmod(dir, 0o711)
+	}
 	if err != nil {
 		r.Fatalf("temp dir: %v", err)
 	}

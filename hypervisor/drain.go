@@ -1,0 +1,382 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage/volume"
+)
+
+// Draining a node (day-2 maintenance, as Proxmox's maintenance mode and
+// kubectl drain): the node is cordoned, and the leader's drainer moves its
+// VMs away one at a time, each the gentlest way it can go: a running VM
+// live, a stopped one as it is. A running VM that cannot move live (or
+// whose live migration failed) is stopped, moved and started again only
+// with the admin's consent (Restart); otherwise it stays and the drain
+// says why. VMs with local disks stay: their disks are on the node. The
+// drain ends when nothing more can move; it never powers the node off.
+// Uncordoning the node ends a drain.
+
+// Drain is the state of a cordoned node being emptied.
+type Drain struct {
+	// Restart: the admin agreed that a running VM that cannot move live is
+	// stopped, moved and started again.
+	Restart bool   `json:"restart,omitempty"`
+	State   string `json:"state"` // draining, done
+	// Message says what is left and why, once done (or blocked).
+	Message string `json:"message,omitempty"`
+	// Tried holds, per VM, the live migration the drainer started.
+	Tried map[string]string `json:"tried,omitempty"`
+	// Restarting are VMs the drainer stopped to move, to start once moved.
+	Restarting []string  `json:"restarting,omitempty"`
+	Moved      int       `json:"moved"`     // VMs moved live or while stopped
+	Restarted  int       `json:"restarted"` // VMs stopped, moved and started again
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// Drain states.
+const (
+	DrainDraining = "draining"
+	DrainDone     = "done"
+)
+
+type drainCmd struct {
+	Node    string    `json:"node"`
+	Restart bool      `json:"restart,omitempty"`
+	By      string    `json:"by"`
+	At      time.Time `json:"at"`
+}
+
+type drainStepCmd struct {
+	Node  string `json:"node"`
+	Drain Drain  `json:"drain"`
+}
+
+func registerDrains(reg *consensus.Registry) {
+	consensus.Handle(reg, MsgDrainNode, "DrainNode", applyDrainNode)
+	consensus.Handle(reg, MsgDrainStep, "DrainStep", applyDrainStep)
+}
+
+// applyDrainNode cordons a node and starts draining it.
+func applyDrainNode(tx *consensus.Tx, c *drainCmd) (any, error) {
+	if consensus.First[Host](tx.Txn, tHosts, "id", c.Node) == nil {
+		return nil, notFound("node", c.Node)
+	}
+	row := Cordon{Node: c.Node, Reason: "draining", By: c.By, At: c.At}
+	if cur := cordonOf(tx.Txn, c.Node); cur != nil {
+		row = *cur
+		if row.Drain != nil && row.Drain.State == DrainDraining {
+			return nil, consensus.Errorf(consensus.CodeConflict, "node %s is being drained already", c.Node)
+		}
+	}
+	row.Drain = &Drain{Restart: c.Restart, State: DrainDraining, UpdatedAt: c.At}
+	return &row, tx.Insert(tCordons, &row)
+}
+
+// applyDrainStep records the drainer's progress on a node still being
+// drained (not one uncordoned meanwhile).
+func applyDrainStep(tx *consensus.Tx, c *drainStepCmd) (any, error) {
+	cur := cordonOf(tx.Txn, c.Node)
+	if cur == nil || cur.Drain == nil || cur.Drain.State != DrainDraining {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is not being drained", c.Node)
+	}
+	row := *cur
+	d := c.Drain
+	row.Drain = &d
+	return &row, tx.Insert(tCordons, &row)
+}
+
+// DrainNode cordons a node and moves its VMs away (cluster admin). It is
+// refused, changing nothing, when the other nodes could not take them or
+// when the node is the last one that runs VMs. quorum, if set, says why
+// the cluster would lose its quorum without the node, or nil.
+func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node string, restart bool) (*Cordon, error) {
+	const action = "node.drain"
+	if !p.IsClusterAdmin() {
+		return nil, s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins drain nodes"))
+	}
+	if err := s.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
+	if err := drainable(s.c.Store().ReadTxn(), node, time.Now()); err != nil {
+		return nil, s.id.Deny(ctx, p, action, node, "", err)
+	}
+	if s.Quorum != nil {
+		if err := s.Quorum(node); err != nil {
+			return nil, s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeConflict, "draining %s: %v", node, err))
+		}
+	}
+	var out Cordon
+	if err := s.id.Mutate(ctx, p, action, node, "", MsgDrainNode, drainCmd{Node: node, Restart: restart, By: p.User.Name, At: time.Now().UTC()}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// drainable is the drain's pre-flight: the node is known, some other node
+// is up and takes VMs, and the node's VMs fit on the others (placed
+// largest first, each where the most RAM is left).
+func drainable(txn *memdb.Txn, node string, now time.Time) error {
+	if consensus.First[Host](txn, tHosts, "id", node) == nil {
+		return notFound("node", node)
+	}
+	it, err := txn.Get(tHosts, "id")
+	if err != nil {
+		return err
+	}
+	st := settings(txn)
+	free := map[string]*room{}
+	for o := it.Next(); o != nil; o = it.Next() {
+		h := o.(*Host)
+		if h.Name == node || !HostAlive(*h, now) || h.Error != "" || cordonOf(txn, h.Name) != nil {
+			continue
+		}
+		r, _, err := freeRoom(txn, h, st)
+		if err != nil {
+			return err
+		}
+		free[h.Name] = &r
+	}
+	if len(free) == 0 {
+		return consensus.Errorf(consensus.CodeConflict, "%s cannot be drained: no other node is up and takes VMs", node)
+	}
+	vms := onNode(txn, node)
+	sort.Slice(vms, func(i, j int) bool { return vms[i].Spec.RAMMiB > vms[j].Spec.RAMMiB })
+	var homeless []string
+	for _, vm := range vms {
+		if vm.Desired == DesiredDeleted || movableAtAll(vm) != nil {
+			continue // goes, or stays anyway
+		}
+		best, left := "", math.Inf(-1)
+		for name, r := range free {
+			if r.vcpus >= float64(vm.Spec.VCPUs) && r.ramMiB >= float64(vm.Spec.RAMMiB) && r.ramMiB > left {
+				best, left = name, r.ramMiB
+			}
+		}
+		if best == "" {
+			homeless = append(homeless, vm.Name)
+			continue
+		}
+		free[best].vcpus -= float64(vm.Spec.VCPUs)
+		free[best].ramMiB -= float64(vm.Spec.RAMMiB)
+	}
+	if len(homeless) > 0 {
+		return consensus.Errorf(consensus.CodeConflict, "%s cannot be drained: the other nodes have no room for %s", node, strings.Join(homeless, ", "))
+	}
+	return nil
+}
+
+// freeRoom is free with nothing ignored.
+func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) { return free(txn, h, s, "") }
+
+// movableAtAll says why a VM cannot leave its node in any way, or nil.
+func movableAtAll(vm *VM) error {
+	switch {
+	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
+		return fmt.Errorf("it has local disks (convert its disk first)")
+	case vm.Spec.Firmware == "uefi":
+		return fmt.Errorf("it boots with UEFI, whose settings stay on its node")
+	}
+	return nil
+}
+
+func onNode(txn *memdb.Txn, node string) []*VM {
+	it, err := txn.Get(tVMs, "node", node)
+	if err != nil {
+		return nil
+	}
+	var out []*VM
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, o.(*VM))
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Drainer is the leader's controller that drains nodes.
+type Drainer struct {
+	c   Cluster
+	log *slog.Logger
+}
+
+// NewDrainer returns the drainer; Run drains until ctx ends.
+func NewDrainer(c Cluster, log *slog.Logger) *Drainer { return &Drainer{c: c, log: log} }
+
+// Run works on every node being drained, at each change of the VMs or
+// cordons and every few seconds.
+func (d *Drainer) Run(ctx context.Context) {
+	for ctx.Err() == nil {
+		ws := memdb.NewWatchSet()
+		txn := d.c.Store().ReadTxn()
+		cordons, err := txn.Get(tCordons, "id")
+		if err != nil {
+			return
+		}
+		ws.Add(cordons.WatchCh())
+		if vms, err := txn.Get(tVMs, "id"); err == nil {
+			ws.Add(vms.WatchCh())
+		}
+		for o := cordons.Next(); o != nil; o = cordons.Next() {
+			if c := o.(*Cordon); c.Drain != nil && c.Drain.State == DrainDraining {
+				d.step(ctx, txn, c)
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		_ = d.c.Store().Watch(wctx, ws)
+		cancel()
+	}
+}
+
+// step moves the drain of one node on: at most one VM on its way at a
+// time.
+func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
+	dr := *c.Drain
+	dr.Tried = copyMap(dr.Tried)
+	dr.Restarting = append([]string(nil), dr.Restarting...)
+	now := time.Now().UTC()
+	user := "drain by " + c.By
+	save := func() {
+		dr.UpdatedAt = now
+		if _, err := d.c.Apply(ctx, MsgDrainStep, drainStepCmd{Node: c.Node, Drain: dr}, nil); err != nil && ctx.Err() == nil {
+			d.log.Warn("record a drain's progress", "node", c.Node, "err", err)
+		}
+	}
+	// VMs moved while stopped for the drain are started where they went.
+	for i := 0; i < len(dr.Restarting); i++ {
+		vm := getVM(txn, dr.Restarting[i])
+		if vm == nil || vm.Node != c.Node && vm.Desired == DesiredStopped {
+			if vm != nil {
+				cmd := setDesiredCmd{ID: vm.ID, Op: OpStart, Desired: DesiredRunning, User: user, At: now}
+				if _, err := d.c.Apply(ctx, MsgSetDesired, cmd, nil); err != nil {
+					d.log.Warn("start a drained VM again", "vm", vm.Name, "err", err)
+					return
+				}
+				dr.Restarted++
+			}
+			dr.Restarting = append(dr.Restarting[:i], dr.Restarting[i+1:]...)
+			save()
+			return
+		}
+	}
+	var blocked []string
+	for _, vm := range onNode(txn, c.Node) {
+		if vm.Migration != nil || vm.Status.State == StateStopping {
+			return // one at a time: wait for it
+		}
+		if vm.Desired == DesiredDeleted {
+			continue
+		}
+		if err := movableAtAll(vm); err != nil {
+			blocked = append(blocked, fmt.Sprintf("%s stays: %v", vm.Name, err))
+			continue
+		}
+		restarting := contains(dr.Restarting, vm.ID)
+		running := vm.Desired == DesiredRunning && vm.Status.State == StateRunning
+		stopped := vm.Desired == DesiredStopped && vm.Status.State == StateStopped
+		_, tried := dr.Tried[vm.ID]
+		switch {
+		case running && !tried && liveMovable(txn, vm) == nil:
+			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node)
+			if err != nil {
+				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				continue
+			}
+			id := newID("mig")
+			if _, err := d.c.Apply(ctx, MsgStartMigration, startMigrationCmd{VM: vm.ID, ID: id, Target: target, User: user, At: now}, nil); err != nil {
+				d.log.Warn("drain: start a live migration", "vm", vm.Name, "err", err)
+				return
+			}
+			dr.Tried[vm.ID] = id
+			dr.Moved++
+			save()
+			return
+		case stopped && movable(txn, vm) == nil:
+			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node)
+			if err != nil {
+				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				continue
+			}
+			if _, err := d.c.Apply(ctx, MsgMoveVM, moveVMCmd{ID: vm.ID, Node: target, User: user, At: now}, nil); err != nil {
+				d.log.Warn("drain: move a stopped VM", "vm", vm.Name, "err", err)
+				return
+			}
+			if !restarting {
+				dr.Moved++
+			}
+			save()
+			return
+		case running && dr.Restart:
+			// It could not move live: stopped, moved, started again.
+			cmd := setDesiredCmd{ID: vm.ID, Op: OpStop, Desired: DesiredStopped, StopMode: StopACPI, User: user, At: now}
+			if _, err := d.c.Apply(ctx, MsgSetDesired, cmd, nil); err != nil {
+				d.log.Warn("drain: stop a VM to move it", "vm", vm.Name, "err", err)
+				return
+			}
+			dr.Restarting = append(dr.Restarting, vm.ID)
+			save()
+			return
+		case running:
+			why := "it cannot move live"
+			if err := liveMovable(txn, vm); err != nil {
+				why = err.Error()
+			} else if tried {
+				why = "its live migration did not complete"
+			}
+			blocked = append(blocked, fmt.Sprintf("%s stays: %s; drain with restart to stop, move and start it", vm.Name, why))
+		case restarting || vm.Status.State == StateBuilding:
+			return // on its way down or up
+		default:
+			blocked = append(blocked, fmt.Sprintf("%s stays: it is %s", vm.Name, vm.Status.State))
+		}
+	}
+	dr.State = DrainDone
+	dr.Message = strings.Join(blocked, "; ")
+	if vols := copiesOn(txn, c.Node); len(vols) > 0 {
+		if dr.Message != "" {
+			dr.Message += ". "
+		}
+		dr.Message += fmt.Sprintf("Volumes with a copy on %s, which run on fewer copies while it is away: %s", c.Node, strings.Join(vols, ", "))
+	}
+	save()
+}
+
+// copiesOn names the volumes with a replica on node.
+func copiesOn(txn *memdb.Txn, node string) []string {
+	var out []string
+	for _, v := range volume.All(txn) {
+		for _, r := range v.Replicas {
+			if r.Node == node {
+				out = append(out, v.Name)
+				break
+			}
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(s []string, x string) bool {
+	for _, v := range s {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+func copyMap(m map[string]string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -1,0 +1,171 @@
+package hypervisor
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// A drain's pre-flight refuses a node with nowhere to send its VMs; a
+// drain moves a running VM live and a stopped one as it is, one at a
+// time; with the admin's consent it stops, moves and starts again a VM
+// that cannot move live; a VM with local disks stays, and the drain says
+// so, and which volumes keep a copy on the node.
+func TestDrainNode(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	ward := e.image.ProjectID
+	e.host(t, "node1", 8, 16384)
+	q, err := e.id.GetQuota(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := q.Limits
+	limits.Instances, limits.VCPUs, limits.RAMMiB, limits.VolumeGiB = 10, 10, 8192, 10
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	vms := map[string]VMSpec{
+		"live":    {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-live"},
+		"resized": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-resized"},
+		"parked":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-parked"},
+		"local":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID},
+	}
+	for name, spec := range vms {
+		if spec.BootVolume != "" {
+			e.volumeRecord(t, spec.BootVolume, ward, nil)
+		}
+		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Spec: spec}
+		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: spec.BootVolume != ""}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report := func(id, node, state, pending string) {
+		t.Helper()
+		st := VMStatus{State: state, Accel: "tcg", Pending: pending, UpdatedAt: time.Now()}
+		if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: id, Node: node, Status: st}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		for name := range vms {
+			if v, _ := e.svc.VM(e.admin, name); v.Node != "node1" {
+				return fmt.Errorf("%s on %q", name, v.Node)
+			}
+		}
+		return nil
+	})
+	report("vm-live", "node1", StateRunning, "")
+	report("vm-local", "node1", StateRunning, "")
+	report("vm-resized", "node1", StateRunning, "512 MiB at the next start")
+	if _, err := e.svc.Do(ctx, e.admin, "parked", OpStop, 0); err != nil {
+		t.Fatal(err)
+	}
+	report("vm-parked", "node1", StateStopped, "")
+	if err := EnsureMigrationCA(ctx, e.node); err != nil {
+		t.Fatal(err)
+	}
+
+	// Nowhere to go: no other node, then one too small for them all.
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no other node") {
+		t.Fatalf("drain the only node: %v", err)
+	}
+	e.host(t, "node2", 2, 2048) // 1024 MiB for VMs after the reserve
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no room for") {
+		t.Fatalf("drain onto a small node: %v", err)
+	}
+	e.svc.Quorum = func(string) error { return fmt.Errorf("without it 1 of 3 voting nodes would be up") }
+	e.host(t, "node2", 8, 16384)
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "voting nodes") {
+		t.Fatalf("drain without quorum after: %v", err)
+	}
+	if _, err := e.svc.DrainNode(ctx, e.user, "node1", false); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a member drained a node: %v", err)
+	}
+	if c := cordonOf(e.node.Store().ReadTxn(), "node1"); c != nil {
+		t.Fatalf("refused drains cordoned node1: %+v", c)
+	}
+	e.svc.Quorum = nil
+	c, err := e.svc.DrainNode(ctx, e.admin, "node1", true)
+	if err != nil || c.Drain == nil || c.Drain.State != DrainDraining || !c.Drain.Restart {
+		t.Fatalf("drain: %+v %v", c, err)
+	}
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", true); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("a second drain: %v", err)
+	}
+
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go NewDrainer(e.node, slog.New(slog.DiscardHandler)).Run(dctx)
+	get := func(name string) *VM {
+		v, err := e.svc.VM(e.admin, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// Alphabetically first that can go: live moves live (one at a time).
+	testutil.WaitFor(t, 10*time.Second, "live's migration", func() error {
+		if m := get("live").Migration; m == nil || m.Target != "node2" {
+			return fmt.Errorf("%+v", m)
+		}
+		return nil
+	})
+	if get("parked").Node != "node1" {
+		t.Fatal("a second VM moved while the first was on its way")
+	}
+	m := get("live").Migration
+	for _, s := range []struct{ node, phase string }{{"node1", PhasePreparing}, {"node2", PhaseTransferring}, {"node1", PhaseSwitching}, {"node2", PhaseSwitched}} {
+		if _, err := e.node.Apply(ctx, MsgMigrationStep, migrationCmd{VM: "vm-live", ID: m.ID, Node: s.node, Phase: s.phase, At: time.Now()}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-live", ID: m.ID, Node: "node2", At: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// parked moves as it is; resized (a change pending) is stopped to move.
+	testutil.WaitFor(t, 10*time.Second, "parked moved, resized stopped", func() error {
+		if p, r := get("parked"), get("resized"); p.Node != "node2" || r.Desired != DesiredStopped {
+			return fmt.Errorf("parked on %s, resized %s", p.Node, r.Desired)
+		}
+		return nil
+	})
+	if get("parked").Desired != DesiredStopped {
+		t.Fatal("a stopped VM was started by the drain")
+	}
+	report("vm-resized", "node1", StateStopped, "")
+	testutil.WaitFor(t, 10*time.Second, "resized moved and started", func() error {
+		if r := get("resized"); r.Node != "node2" || r.Desired != DesiredRunning {
+			return fmt.Errorf("on %s, %s", r.Node, r.Desired)
+		}
+		return nil
+	})
+	var dr *Drain
+	testutil.WaitFor(t, 10*time.Second, "the drain done", func() error {
+		c := cordonOf(e.node.Store().ReadTxn(), "node1")
+		if c == nil || c.Drain == nil || c.Drain.State != DrainDone {
+			return fmt.Errorf("%+v", c)
+		}
+		dr = c.Drain
+		return nil
+	})
+	if dr.Moved != 2 || dr.Restarted != 1 || !strings.Contains(dr.Message, "local stays: it has local disks") || !strings.Contains(dr.Message, "vol-live") {
+		t.Fatalf("drain: %+v", dr)
+	}
+	if get("local").Node != "node1" || get("local").Desired != DesiredRunning {
+		t.Fatal("the VM with a local disk was touched")
+	}
+	// Uncordoned, the node takes VMs again and the drain is over.
+	if err := e.svc.UncordonNode(ctx, e.admin, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	if c := cordonOf(e.node.Store().ReadTxn(), "node1"); c != nil {
+		t.Fatalf("after uncordon: %+v", c)
+	}
+}

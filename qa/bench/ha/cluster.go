@@ -1,0 +1,326 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/bench/benchrun"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+const (
+	project      = "bench"
+	image        = "guest"
+	flavor       = "bench-ha"
+	ramMiB       = 256
+	startTimeout = 2 * time.Minute
+	helloMarker  = "cairn-guest: hostname="
+)
+
+// cluster is three Cairn nodes and an admin session on the first's API.
+type cluster struct {
+	c     *harness.Cluster
+	api   *http.Client
+	token string
+}
+
+func startCluster(ctx context.Context, t harness.T, bin, guest string) (*cluster, error) {
+	password, joinToken := rand.Text(), rand.Text()
+	pwFile := filepath.Join(t.TempDir(), "admin-password")
+	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	// QEMU's sockets: short paths, reachable by each VM's user.
+	runDirs := fmt.Sprintf("/run/cairn-bench-ha-%d", os.Getpid())
+	if err := os.MkdirAll(runDirs, 0o711); err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(runDirs, 0o711); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { os.RemoveAll(runDirs) })
+	c := harness.New(t, harness.Options{N: 3, Binary: bin, Args: func(n *harness.Node) []string {
+		var peers []string
+		for _, o := range n.Cluster().Nodes {
+			if o != n {
+				peers = append(peers, o.IP)
+			}
+		}
+		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
+			"--vm-run-dir", filepath.Join(runDirs, n.Name),
+			"--expect", "3", "--join-token", joinToken, "--admin-password-file", pwFile,
+			"--discovery-port", "0", "--disk", "disks/d1", "--vm-stop-timeout", "30s", "--join", strings.Join(peers, ",")}
+	}})
+	cl := &cluster{c: c}
+	pool := x509.NewCertPool()
+	caFile := filepath.Join(c.Nodes[0].DataDir, "ca.crt")
+	err := testutil.Eventually(startTimeout, func() error {
+		b, err := os.ReadFile(caFile)
+		if err == nil && !pool.AppendCertsFromPEM(b) {
+			err = fmt.Errorf("%s: no certificate yet", caFile)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start cairn: %w", err)
+	}
+	cl.api = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	err = testutil.Eventually(startTimeout, func() error {
+		var res struct{ Token string }
+		err := cl.call(ctx, "POST", "/api/v1/auth/login", map[string]string{"username": "admin", "password": password}, &res, 200)
+		cl.token = res.Token
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("log in: %w", err)
+	}
+	err = testutil.Eventually(startTimeout, func() error {
+		var ds []struct{ Health string }
+		if err := cl.call(ctx, "GET", "/api/v1/disks", nil, &ds, 200); err != nil {
+			return err
+		}
+		ok := 0
+		for _, d := range ds {
+			if d.Health == "ok" {
+				ok++
+			}
+		}
+		var hs []struct{ Name string }
+		if err := cl.call(ctx, "GET", "/api/v1/hosts", nil, &hs, 200); err != nil {
+			return err
+		}
+		if ok != 3 || len(hs) != 3 {
+			return fmt.Errorf("%d healthy disks, %d hosts; want 3 of each", ok, len(hs))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := cl.call(ctx, "POST", "/api/v1/flavors", map[string]any{"name": flavor, "vcpus": 1, "ram_mib": ramMiB, "disk_gib": 1}, nil, 201); err != nil {
+		return nil, err
+	}
+	if err := cl.call(ctx, "POST", "/api/v1/projects", map[string]string{"name": project}, nil, 201); err != nil {
+		return nil, err
+	}
+	return cl, cl.upload(ctx, guest)
+}
+
+func (cl *cluster) url(path string) string { return "https://" + cl.c.Nodes[0].IP + ":8443" + path }
+
+func (cl *cluster) call(ctx context.Context, method, path string, body, out any, want int) error {
+	return benchrun.CallJSON(ctx, cl.api, method, cl.url(path), cl.token, body, out, want)
+}
+
+func (cl *cluster) upload(ctx context.Context, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	q := url.Values{"name": {image}, "project": {project}, "visibility": {"public"}, "os_type": {"linux"}}
+	req, err := http.NewRequestWithContext(ctx, "POST", cl.url("/api/v1/images/upload?"+q.Encode()), f)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+cl.token)
+	hc := *cl.api
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("upload image: %w", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != 201 {
+		return fmt.Errorf("upload image: status %d: %.300s", res.StatusCode, bytes.TrimSpace(body))
+	}
+	return nil
+}
+
+type vmView struct {
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Node   string `json:"node"`
+	Status struct {
+		State string `json:"state"`
+	} `json:"status"`
+	NICs []struct {
+		IP string `json:"ip"`
+	} `json:"nics"`
+	Migration *struct {
+		Phase string `json:"phase"`
+	} `json:"migration"`
+}
+
+// bootVM creates the guest (booted from a volume) and waits for its
+// hostname line.
+func (cl *cluster) bootVM(ctx context.Context, name string) (vmView, error) {
+	var v vmView
+	if err := cl.call(ctx, "POST", "/api/v1/vms", map[string]any{"name": name, "project": project, "image": image, "flavor": flavor}, &v, 201); err != nil {
+		return v, err
+	}
+	err := testutil.Eventually(4*time.Minute, func() error {
+		if err := cl.call(ctx, "GET", "/api/v1/vms/"+name, nil, &v, 200); err != nil {
+			return err
+		}
+		log, err := cl.serialLog(ctx, name)
+		if err != nil {
+			return err
+		}
+		if v.Status.State != "running" || !strings.Contains(log, helloMarker) {
+			return fmt.Errorf("%s, no hostname line yet", v.Status.State)
+		}
+		return nil
+	})
+	return v, err
+}
+
+func (cl *cluster) serialLog(ctx context.Context, name string) (string, error) {
+	req, _ := http.NewRequestWithContext(ctx, "GET", cl.url("/api/v1/vms/"+name+"/serial-log"), nil)
+	req.Header.Set("Authorization", "Bearer "+cl.token)
+	res, err := cl.api.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return string(b), err
+}
+
+var pausedFor = regexp.MustCompile(`the guest paused for (\d+) ms`)
+
+// migrate moves the VM live to the next node and measures it.
+func (cl *cluster) migrate(ctx context.Context, vm vmView) (run, error) {
+	var r run
+	var cur vmView
+	if err := cl.call(ctx, "GET", "/api/v1/vms/"+vm.Name, nil, &cur, 200); err != nil {
+		return r, err
+	}
+	target := ""
+	for i, n := range cl.c.Nodes {
+		if n.Name == cur.Node {
+			target = cl.c.Nodes[(i+1)%len(cl.c.Nodes)].Name
+		}
+	}
+	p := startProbes(cl.c, cur.NICs[0].IP)
+	defer p.kill()
+	time.Sleep(time.Second) // answers before the move, to measure a gap against
+	t0 := time.Now()
+	if err := cl.call(ctx, "POST", "/api/v1/vms/"+vm.Name+"/migrate", map[string]string{"node": target}, nil, 200); err != nil {
+		return r, err
+	}
+	err := testutil.Eventually(5*time.Minute, func() error {
+		if err := cl.call(ctx, "GET", "/api/v1/vms/"+vm.Name, nil, &cur, 200); err != nil {
+			return err
+		}
+		if cur.Migration != nil || cur.Node != target || cur.Status.State != "running" {
+			return fmt.Errorf("on %s, %s", cur.Node, cur.Status.State)
+		}
+		return nil
+	})
+	if err != nil {
+		return r, err
+	}
+	r.total = time.Since(t0)
+	time.Sleep(2 * time.Second) // answers after it
+	r.gap = p.gap(t0.Add(-time.Second))
+	var evs []struct{ Message string }
+	if err := cl.call(ctx, "GET", "/api/v1/vms/"+vm.Name+"/events", nil, &evs, 200); err != nil {
+		return r, err
+	}
+	for i := len(evs) - 1; i >= 0; i-- {
+		if m := pausedFor.FindStringSubmatch(evs[i].Message); m != nil {
+			ms, _ := strconv.Atoi(m[1])
+			r.downtime = time.Duration(ms) * time.Millisecond
+			return r, nil
+		}
+	}
+	return r, errNoFigures
+}
+
+// probes ask the guest's TCP service on 8080 from every node, every 20 ms,
+// and record when it answered.
+type probes struct {
+	mu   sync.Mutex
+	out  []*bytes.Buffer
+	pids []int
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func startProbes(c *harness.Cluster, ip string) *probes {
+	p := &probes{}
+	script := `while :; do out=$(timeout 1 bash -c 'exec 3<>/dev/tcp/` + ip + `/8080 && cat <&3' 2>/dev/null); ` +
+		`case "$out" in *hostname=*) date +%s.%N;; esac; sleep 0.02; done`
+	for _, n := range c.Nodes {
+		var buf bytes.Buffer
+		cmd := n.Command("bash", "-c", script)
+		cmd.Stdout = lockedWriter{&p.mu, &buf}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			continue
+		}
+		go cmd.Wait()
+		p.out = append(p.out, &buf)
+		p.pids = append(p.pids, cmd.Process.Pid)
+	}
+	return p
+}
+
+func (p *probes) kill() {
+	for i, pid := range p.pids {
+		if pid > 0 {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			p.pids[i] = 0
+		}
+	}
+}
+
+// gap is the longest time without an answer from any node since since.
+func (p *probes) gap(since time.Time) time.Duration {
+	p.kill()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var at []float64
+	for _, b := range p.out {
+		for _, l := range strings.Fields(b.String()) {
+			if f, err := strconv.ParseFloat(l, 64); err == nil && f >= float64(since.UnixNano())/1e9 {
+				at = append(at, f)
+			}
+		}
+	}
+	sort.Float64s(at)
+	var g float64
+	for i := 1; i < len(at); i++ {
+		g = max(g, at[i]-at[i-1])
+	}
+	return time.Duration(g * float64(time.Second))
+}
+
