@@ -176,7 +176,9 @@ func drainable(txn *memdb.Txn, node string, now time.Time) error {
 }
 
 // freeRoom is free with nothing ignored.
-func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) { return free(txn, h, s, "") }
+func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) {
+	return free(txn, h, s, "")
+}
 
 // movableAtAll says why a VM cannot leave its node in any way, or nil.
 func movableAtAll(vm *VM) error {

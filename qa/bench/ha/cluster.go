@@ -323,4 +323,3 @@ func (p *probes) gap(since time.Time) time.Duration {
 	}
 	return time.Duration(g * float64(time.Second))
 }
-
