@@ -287,9 +287,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		_, tried := dr.Tried[vm.ID]
 		switch {
 		case running && !tried && liveMovable(txn, vm) == nil:
-			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node)
+			target, err := placeLive(txn, vm, now.Add(-hostTimeout))
+			if err != nil && dr.Restart {
+				dr.Tried[vm.ID] = "" // it cannot move live: restarted instead
+				save()
+				return
+			}
 			if err != nil {
-				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it live (%v)", vm.Name, err))
 				continue
 			}
 			id := newID("mig")

@@ -34,9 +34,13 @@ import (
 //
 // Until switched, ending the migration (a cancel, a failure on either
 // side, a timeout) leaves the guest running on the source: its QEMU
-// resumes. From switched on, the source can no longer write, and only the
-// target ends the record: the guest runs there, from the stream or, if
-// the stream broke after the switch, booted afresh from its volumes.
+// resumes. From switched on only the target ends the record: the guest
+// runs there, from the stream or, if the stream broke after the switch,
+// booted afresh from its volumes. The source cannot write from then on:
+// before it sends the rest, its volume server has closed the volumes
+// (so a guest QEMU resumed after a broken stream reaches no disk) and its
+// taps are gone; and the target's writer fences every replica at the new
+// epoch before the guest's first request there goes through.
 // The target commits the switch itself, so a target whose agent died
 // never gets a VM it cannot serve.
 //
@@ -180,8 +184,8 @@ func applyStartMigration(tx *consensus.Tx, c *startMigrationCmd) (any, error) {
 	if err := canTake(tx.Txn, c.Target, cur, c.At); err != nil {
 		return nil, err
 	}
-	if h := consensus.First[Host](tx.Txn, tHosts, "id", c.Target); cur.Status.Accel != "" && h.Accel != cur.Status.Accel {
-		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s runs with %s and node %s with %s: a running VM moves only between nodes alike", cur.Name, cur.Status.Accel, c.Target, h.Accel)
+	if err := alike(tx.Txn, cur, c.Target); err != nil {
+		return nil, err
 	}
 	vm := *cur
 	vm.Migration = &Migration{ID: c.ID, Source: cur.Node, Target: c.Target, Phase: PhasePlanning, User: c.User, StartedAt: c.At}
@@ -192,6 +196,25 @@ func applyStartMigration(tx *consensus.Tx, c *startMigrationCmd) (any, error) {
 		return nil, err
 	}
 	return &vm, addEvent(tx, vm.ID, "migrate", fmt.Sprintf("live migration from %s to %s started", cur.Node, c.Target), c.User, cur.Node, c.At)
+}
+
+// alike says why a running VM cannot move live to node (its host differs
+// from the VM's in what the guest or the stream depends on), or nil.
+func alike(txn *memdb.Txn, vm *VM, node string) error {
+	to := consensus.First[Host](txn, tHosts, "id", node)
+	from := consensus.First[Host](txn, tHosts, "id", vm.Node)
+	if to == nil || from == nil {
+		return nil // canTake says so
+	}
+	switch {
+	case vm.Status.Accel != "" && to.Accel != vm.Status.Accel:
+		return consensus.Errorf(consensus.CodeConflict, "VM %s runs with %s and node %s with %s: a running VM moves only between nodes alike", vm.Name, vm.Status.Accel, node, to.Accel)
+	case from.Version != "" && to.Version != "" && from.Version != to.Version:
+		return consensus.Errorf(consensus.CodeConflict, "node %s runs QEMU %s and %s QEMU %s: a running VM moves only between nodes with the same QEMU", vm.Node, from.Version, node, to.Version)
+	case vm.Status.Accel == "kvm" && from.CPUModel != "" && to.CPUModel != "" && from.CPUModel != to.CPUModel:
+		return consensus.Errorf(consensus.CodeConflict, "node %s has a %s and %s a %s: under KVM a running VM moves only between nodes with the same CPU", vm.Node, from.CPUModel, node, to.CPUModel)
+	}
+	return nil
 }
 
 // canTake says why node cannot take vm (moving from its node), or nil.
@@ -399,7 +422,7 @@ func (s *Service) migrateLive(ctx context.Context, p *identity.Principal, vm *VM
 	}
 	if node == "" {
 		var err error
-		if node, err = placeAvoiding(txn, cur, time.Now().Add(-hostTimeout), vm.Node); err != nil {
+		if node, err = placeLive(txn, cur, time.Now().Add(-hostTimeout)); err != nil {
 			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", vm.Name, err))
 		}
 	}

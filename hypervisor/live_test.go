@@ -60,6 +60,20 @@ func TestLiveMigrationSteps(t *testing.T) {
 	if _, err := e.svc.Migrate(ctx, e.user, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Errorf("a member migrated a VM: %v", err)
 	}
+	// A node with another QEMU (or, under KVM, another CPU) cannot take
+	// the stream.
+	for _, h := range []Host{{Name: "node1", VCPUs: 2, RAMMiB: 4096, Accel: "tcg", Version: "7.2.19"}, {Name: "oldq", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", Version: "6.2.0"}} {
+		h.ReportedAt = time.Now()
+		if _, err := e.node.Apply(ctx, MsgReportHost, &h, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "oldq", 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "same QEMU") {
+		t.Fatalf("migrate to another QEMU: %v", err)
+	}
+	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "oldq", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", Version: "6.2.0", Error: "retired", ReportedAt: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
 	m, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0)
 	if err != nil || m.Migration == nil || m.Migration.Phase != PhasePlanning || m.Migration.Source != "node1" || m.Migration.Target != "node2" || m.Node != "node1" {
 		t.Fatalf("start: %+v %v", m, err)

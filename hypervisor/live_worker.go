@@ -32,10 +32,16 @@ const (
 	minBudget        = 2 * time.Minute
 	progressTimeout  = 150 * time.Second
 	// switchWait bounds how long the source's guest stays paused waiting
-	// for the target to take over; then it resumes where it is.
+	// for the target to take over; then the source ends the migration and
+	// the guest resumes where it is (if the end commits: a source cut off
+	// from the quorum keeps it paused, as the target may have taken it).
 	switchWait = 5 * time.Second
 	// prepareTimeout bounds the target's preparation.
 	prepareTimeout = 2 * time.Minute
+	// silenceTimeout bounds how long the target waits without news from
+	// the source: for the stream to begin, or, once switched over, for
+	// its guest to run (then it boots the VM afresh).
+	silenceTimeout = time.Minute
 	// migrationBandwidth is no limit at all on these links (QEMU's own
 	// default is 128 MiB/s).
 	migrationBandwidth = 1 << 34
@@ -55,7 +61,6 @@ type outgoing struct {
 	bestAt     time.Time
 	reported   time.Time
 	pausedAt   time.Time
-	continued  bool
 }
 
 // involved says whether this node has a part in the VM's live migration.
@@ -155,6 +160,9 @@ func (w *worker) migrateOut(ctx context.Context) error {
 				w.endMigration(ctx, vm, err.Error())
 			}
 		case PhasePreparing:
+			if time.Since(m.StartedAt) > prepareTimeout {
+				w.endMigration(ctx, vm, fmt.Sprintf("%s did not get ready to receive the VM within %s", m.Target, prepareTimeout))
+			}
 		case PhaseTransferring:
 			switch {
 			case w.out == nil || w.out.id != m.ID:
@@ -189,11 +197,13 @@ func (w *worker) migrateOut(ctx context.Context) error {
 			// the rest, then go.
 			switch info.Status {
 			case "pre-switchover":
+				// QEMU resumes the guest here by itself if the rest of
+				// the stream fails: first this node lets go of it, so
+				// that such a guest can neither write nor speak until
+				// it is killed.
+				w.letGo(ctx, vm)
 				if err := w.inst.MigrateContinue(ctx); err != nil {
 					return err
-				}
-				if w.out != nil {
-					w.out.continued = true
 				}
 			case "completed":
 				// QEMU says completed a moment before it has worked out
@@ -222,6 +232,37 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+// letGo waits (a while) until this node's volume server has closed the
+// VM's volumes, and removes its taps.
+func (w *worker) letGo(ctx context.Context, vm *VM) {
+	vols := volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID)
+	for deadline := time.Now().Add(2 * time.Second); w.n.cfg.Block != nil; {
+		held := ""
+		for _, v := range vols {
+			if w.n.cfg.Block.Holds(v.ID) {
+				held = v.ID
+			}
+		}
+		if held == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			w.log.Warn("this node still holds a volume of a VM switched over to another", "volume", held)
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
+	for _, nic := range vm.NICs {
+		if err := w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)); err != nil {
+			w.log.Warn("remove the tap of a VM switched over to another node", "err", err)
+		}
+	}
 }
 
 // plan records what the source's QEMU runs, for the target to match.
@@ -400,7 +441,14 @@ func (w *worker) migrateIn(ctx context.Context) error {
 	for ctx.Err() == nil {
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 		if vm == nil || vm.Migration == nil || vm.Migration.Target != w.n.cfg.Name {
-			return nil // the run loop decides what stays
+			if w.in != "" && (vm == nil || vm.Node != w.n.cfg.Name) && w.inst != nil {
+				// Ended before the switch: the QEMU waiting here goes at
+				// once, so that a new migration finds nothing left.
+				_ = w.inst.Kill(ctx)
+				w.inst = nil
+			}
+			w.in, w.inAddr = "", ""
+			return nil // the run loop removes the rest
 		}
 		m := vm.Migration
 		var exited bool
@@ -415,6 +463,9 @@ func (w *worker) migrateIn(ctx context.Context) error {
 		case PhasePlanning:
 		case PhasePreparing:
 			if w.in == m.ID {
+				// Listening already; the step that says so did not go
+				// through: again.
+				_ = w.step(ctx, vm, migrationCmd{Phase: PhaseTransferring, Addr: w.inAddr})
 				break
 			}
 			if w.inst != nil || w.n.cfg.Driver.Running(vm.ID) {
@@ -430,9 +481,12 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				w.endMigration(ctx, vm, fmt.Sprintf("%s could not receive the VM: %v", w.n.cfg.Name, err))
 				return nil
 			}
-			w.in = m.ID
+			w.in, w.inAddr, w.heard = m.ID, addr, time.Now()
 			_ = w.step(ctx, vm, migrationCmd{Phase: PhaseTransferring, Addr: addr})
 		case PhaseTransferring, PhaseSwitching:
+			if m.Progress.UpdatedAt.After(w.heard) {
+				w.heard = m.Progress.UpdatedAt
+			}
 			switch {
 			case w.in != m.ID:
 				w.endMigration(ctx, vm, "the receiving node's agent restarted during the migration")
@@ -443,18 +497,32 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			case m.Phase == PhaseSwitching:
 				// The guest is paused on the source, its writes flushed:
 				// take it, with its volumes' writer epoch and its ports.
-				_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitched})
+				if w.step(ctx, vm, migrationCmd{Phase: PhaseSwitched}) == nil {
+					w.switchedAt = time.Now()
+				}
+			case time.Since(w.heard) > silenceTimeout:
+				w.endMigration(ctx, vm, fmt.Sprintf("no word from %s for %s", m.Source, silenceTimeout))
+				return nil
 			}
 		case PhaseSwitched:
 			// The VM is ours. Its guest runs once the rest of the stream
-			// is in; if the stream broke, it boots afresh from its volumes.
+			// is in; if the stream broke (or never ends), it boots afresh
+			// from its volumes.
+			if w.switchedAt.IsZero() {
+				w.switchedAt = time.Now() // (an earlier run of this agent switched)
+			}
+			if w.runningAt.IsZero() && time.Since(w.switchedAt) > silenceTimeout && w.inst != nil {
+				w.log.Warn("the rest of the live stream did not come; booting the VM afresh", "after", silenceTimeout)
+				_ = w.inst.Kill(ctx)
+				exited = true
+			}
 			if exited || w.inst == nil {
 				if w.inst != nil {
 					_ = w.inst.Quit(ctx)
 					w.inst = nil
 				}
 				w.endMigration(ctx, vm, fmt.Sprintf("the live stream broke after the switchover; the VM boots afresh on %s", w.n.cfg.Name))
-				w.in = ""
+				w.in, w.switchedAt = "", time.Time{}
 				return nil
 			}
 			st, err := w.inst.Status(ctx)
@@ -467,7 +535,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			// Ended once the source has reported QEMU's figures (or has
 			// had time enough to).
 			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(w.runningAt) > 3*time.Second) {
-				w.in, w.runningAt = "", time.Time{}
+				w.in, w.runningAt, w.switchedAt = "", time.Time{}, time.Time{}
 				w.endMigration(ctx, vm, "")
 				return nil
 			}

@@ -87,8 +87,9 @@ func movable(txn *memdb.Txn, vm *VM) error {
 	return nil
 }
 
-// Migrate moves a stopped VM to another node (cluster admin): to node, or
-// where the scheduler would place it if node is "".
+// Migrate moves a VM to another node (cluster admin): to node, or where
+// the scheduler would place it if node is "". A running VM moves live
+// (live.go), a stopped one as it is.
 func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node string, ifMatch uint64) (*VM, error) {
 	const action = "vm.migrate"
 	vm, err := s.fresh(ctx, p, ref)

@@ -37,6 +37,8 @@ type BlockVolumes interface {
 	// Standby is the NBD socket a volume coming here by live migration
 	// is served on before this node is its writer.
 	Standby(volumeID string) (socket string, size int64, ok bool)
+	// Holds tells whether this node still has a writer of the volume.
+	Holds(volumeID string) bool
 }
 
 // NodeConfig configures the VM agent of one node.
@@ -264,7 +266,7 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 	t := time.NewTicker(n.cfg.ReportEvery)
 	defer t.Stop()
 	for {
-		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, DiskGiB: n.diskGiB(), Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion,
+		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, DiskGiB: n.diskGiB(), Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion, CPUModel: cpuModel(),
 			Error: n.cfg.QEMUError, ReportedAt: time.Now().UTC()}
 		if _, err := n.c.Apply(ctx, MsgReportHost, &h, nil); err != nil && ctx.Err() == nil {
 			n.log.Warn("report host capacity", "err", err)
@@ -292,6 +294,20 @@ func (n *NodeAgent) diskGiB() int64 {
 		return 0
 	}
 	return int64(total >> 30)
+}
+
+// cpuModel is the host CPU's model name, "" if unknown.
+func cpuModel() string {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 func memTotalMiB() int64 {

@@ -108,6 +108,16 @@ func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
 
 // placeAvoiding is Place with one node left out (where a VM moves from).
 func placeAvoiding(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string) (string, error) {
+	return placeWhere(txn, vm, notBefore, avoid, nil)
+}
+
+// placeLive is where a running VM would move live: a node alike its own.
+func placeLive(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
+	return placeWhere(txn, vm, notBefore, vm.Node, func(h *Host) bool { return alike(txn, vm, h.Name) == nil })
+}
+
+// placeWhere is Place among the nodes but avoid that ok accepts (nil: all).
+func placeWhere(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok func(*Host) bool) (string, error) {
 	it, err := txn.Get(tHosts, "id")
 	if err != nil {
 		return "", err
@@ -121,7 +131,7 @@ func placeAvoiding(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string) (s
 	var alive, cordoned int
 	for o := it.Next(); o != nil; o = it.Next() {
 		h := o.(*Host)
-		if h.ReportedAt.Before(notBefore) || h.Error != "" || h.Name == avoid {
+		if h.ReportedAt.Before(notBefore) || h.Error != "" || h.Name == avoid || ok != nil && !ok(h) {
 			continue
 		}
 		alive++

@@ -146,12 +146,15 @@ type Event struct {
 
 // Host is a node's capacity for VMs, reported by the node itself.
 type Host struct {
-	Name       string    `json:"name"`
-	VCPUs      int64     `json:"vcpus"`
-	RAMMiB     int64     `json:"ram_mib"`
-	Accel      string    `json:"accel"`
-	DiskGiB    int64     `json:"disk_gib,omitempty"` // VM disks' filesystem less the control plane's floor; 0: unchecked
-	Version    string    `json:"qemu_version,omitempty"`
+	Name    string `json:"name"`
+	VCPUs   int64  `json:"vcpus"`
+	RAMMiB  int64  `json:"ram_mib"`
+	Accel   string `json:"accel"`
+	DiskGiB int64  `json:"disk_gib,omitempty"` // VM disks' filesystem less the control plane's floor; 0: unchecked
+	Version string `json:"qemu_version,omitempty"`
+	// CPUModel is the host CPU's model name: a VM moves live under KVM
+	// only between hosts whose CPUs are alike (it sees the host's CPU).
+	CPUModel   string    `json:"cpu_model,omitempty"`
 	Error      string    `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
 	ReportedAt time.Time `json:"reported_at"`
 }

@@ -48,12 +48,16 @@ type worker struct {
 	retryAt time.Time
 
 	// Live migration (live_worker.go): migEvents has QEMU's MIGRATION
-	// events; out is the stream this node sends, in the migration this
-	// node's QEMU waits to receive, runningAt when that guest first ran.
-	migEvents chan struct{}
-	out       *outgoing
-	in        string
-	runningAt time.Time
+	// events; out is the stream this node sends; in the migration this
+	// node's QEMU waits to receive (on inAddr), heard when the source
+	// last said something, switchedAt when the VM became this node's,
+	// runningAt when its guest first ran here.
+	migEvents  chan struct{}
+	out        *outgoing
+	in, inAddr string
+	heard      time.Time
+	switchedAt time.Time
+	runningAt  time.Time
 }
 
 func newWorker(n *NodeAgent, id string) *worker {
@@ -738,11 +742,18 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 // clean-up, which removes every tap no VM owns.
 func (w *worker) removeLocal(ctx context.Context, id string, nics []NIC) error {
 	var errs []error
+	// A QEMU whose guest went elsewhere is killed: a graceful quit could
+	// resume a guest paused for a migration, and waits on disks this node
+	// no longer serves.
+	stop := (*qemu.Instance).Quit
+	if vm := getVM(w.n.c.Store().ReadTxn(), id); vm != nil && vm.Node != w.n.cfg.Name {
+		stop = (*qemu.Instance).Kill
+	}
 	if w.inst != nil {
-		errs = append(errs, w.inst.Quit(ctx))
+		errs = append(errs, stop(w.inst, ctx))
 		w.inst = nil
 	} else if inst, err := w.n.cfg.Driver.Attach(ctx, id); err == nil {
-		errs = append(errs, inst.Quit(ctx))
+		errs = append(errs, stop(inst, ctx))
 	} else {
 		// Not reachable over QMP (hung, or another client holds the
 		// monitor): the driver kills it by its pid file, if it is ours.

@@ -51,32 +51,13 @@ func (i *Instance) SetMigrationTLS(ctx context.Context, t MigrationTLS) error {
 	// A second call (a retry) replaces the first.
 	_ = i.exec(ctx, "object-del", map[string]any{"id": migrationTLSID}, nil, nil)
 	_ = i.exec(ctx, "object-del", map[string]any{"id": migrationAuthzID}, nil, nil)
-	dir := filepath.Join(i.dir, migrationTLSDir)
-	if err := os.RemoveAll(dir); err != nil {
-		return fail(err)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return fail(err)
-	}
 	side := "client"
 	if t.Server {
 		side = "server"
 	}
-	files := map[string][]byte{"ca-cert.pem": t.CA, side + "-cert.pem": t.Cert, side + "-key.pem": t.Key}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			return fail(err)
-		}
-	}
-	// The VM's user (the run directory's owner) reads them.
-	if st, err := os.Stat(i.dir); err == nil {
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
-			for _, p := range []string{dir, filepath.Join(dir, "ca-cert.pem"), filepath.Join(dir, side+"-cert.pem"), filepath.Join(dir, side+"-key.pem")} {
-				if err := os.Lchown(p, int(sys.Uid), int(sys.Gid)); err != nil {
-					return fail(err)
-				}
-			}
-		}
+	dir := filepath.Join(i.dir, migrationTLSDir)
+	if err := writeTLSFiles(i.dir, map[string][]byte{"ca-cert.pem": t.CA, side + "-cert.pem": t.Cert, side + "-key.pem": t.Key}); err != nil {
+		return fail(err)
 	}
 	creds := map[string]any{"qom-type": "tls-creds-x509", "id": migrationTLSID, "dir": dir, "endpoint": side, "verify-peer": true}
 	if err := i.exec(ctx, "object-add", creds, nil, nil); err != nil {
@@ -96,6 +77,65 @@ func (i *Instance) SetMigrationTLS(ctx context.Context, t MigrationTLS) error {
 		return fail(err)
 	}
 	return nil
+}
+
+// writeTLSFiles writes files into a fresh migrate-tls directory of the run
+// directory, for the VM's user (the run directory's owner) alone. The run
+// directory is that user's, and a hostile QEMU may put links in it: every
+// step goes through an os.Root (no link leads out of it) and chowns by
+// descriptor, so nothing outside the run directory is written or handed
+// over.
+func writeTLSFiles(runDir string, files map[string][]byte) error {
+	root, err := os.OpenRoot(runDir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	uid, gid := -1, -1
+	if st, err := root.Stat("."); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Uid != 0 {
+			uid, gid = int(sys.Uid), int(sys.Gid)
+		}
+	}
+	if err := root.RemoveAll(migrationTLSDir); err != nil {
+		return err
+	}
+	if err := root.Mkdir(migrationTLSDir, 0o700); err != nil {
+		return err
+	}
+	sub, err := root.OpenRoot(migrationTLSDir)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	chown := func(f *os.File) error {
+		if uid < 0 {
+			return nil
+		}
+		return f.Chown(uid, gid)
+	}
+	for name, b := range files {
+		f, err := sub.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(b)
+		if err == nil {
+			err = chown(f)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return err
+		}
+	}
+	d, err := sub.Open(".")
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return chown(d)
 }
 
 // SetMigrationCapabilities turns QEMU's migration capabilities on or off

@@ -300,3 +300,26 @@ func (ca *testCA) issue(t *testing.T, name string, server bool) (certPEM, keyPEM
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }
+
+// The migration's TLS files go into the run directory even when the VM's
+// user (who owns it) has put a link where their directory goes: nothing
+// is written or handed over outside.
+func TestTLSFilesStayInTheRunDirectory(t *testing.T) {
+	run, outside := t.TempDir(), t.TempDir()
+	if err := os.Symlink(outside, run+"/"+migrationTLSDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeTLSFiles(run, map[string][]byte{"ca-cert.pem": []byte("ca")}); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := os.ReadDir(outside); len(left) != 0 {
+		t.Fatalf("written outside the run directory: %v", left)
+	}
+	st, err := os.Lstat(run + "/" + migrationTLSDir)
+	if err != nil || !st.IsDir() {
+		t.Fatalf("%s: %v %v", migrationTLSDir, st, err)
+	}
+	if b, err := os.ReadFile(run + "/" + migrationTLSDir + "/ca-cert.pem"); err != nil || string(b) != "ca" {
+		t.Fatalf("ca-cert.pem: %q %v", b, err)
+	}
+}

@@ -58,7 +58,19 @@ func (g *gate) writer(ctx context.Context) (*Writer, error) {
 	}
 }
 
-func (g *gate) Size() int64 { return g.size }
+// Size is the volume's size when the standby was made; once the writer
+// is there, the writer's (a volume grown online after the move is served
+// at its new size to new connections).
+func (g *gate) Size() int64 {
+	select {
+	case <-g.ready:
+		if g.w != nil {
+			return g.w.Size()
+		}
+	default:
+	}
+	return g.size
+}
 
 func (g *gate) ReadAt(ctx context.Context, p []byte, off int64) error {
 	w, err := g.writer(ctx)
@@ -105,6 +117,16 @@ func (g *gate) WriteZeroes(ctx context.Context, off, length int64, noHole bool) 
 		return err
 	}
 	return w.WriteZeroes(ctx, off, length, noHole)
+}
+
+// Holds tells whether this node still has a writer of the volume, open
+// or being opened (a close runs under the lock, so one under way is over
+// when this answers): a live migration's source waits until it has let
+// go before its guest may run elsewhere.
+func (n *NodeServer) Holds(volumeID string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.served[volumeID] != nil || n.opening[volumeID]
 }
 
 // Standby is the NBD socket a volume coming here by live migration is
