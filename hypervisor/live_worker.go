@@ -61,6 +61,10 @@ type outgoing struct {
 	bestAt     time.Time
 	reported   time.Time
 	pausedAt   time.Time
+	// switchedAt, continuedAt: when this node saw the switch, and when
+	// it had let go and told QEMU to send the rest (the switchover's
+	// costs, logged at the end).
+	switchedAt, continuedAt time.Time
 }
 
 // involved says whether this node has a part in the VM's live migration.
@@ -198,13 +202,21 @@ func (w *worker) migrateOut(ctx context.Context) error {
 			switch info.Status {
 			case "pre-switchover":
 				// QEMU resumes the guest here by itself if the rest of
-				// the stream fails: first this node lets go of it, so
-				// that such a guest can neither write nor speak until
-				// it is killed.
+				// the stream fails: first this node lets go of its
+				// volumes, so that such a guest writes nowhere until it
+				// is killed; its taps go while the rest is sent (the
+				// guest is still paused then, and the port is the
+				// target's already: this node's port security lets
+				// nothing of it through).
+				seen := time.Now()
 				w.letGo(ctx, vm)
 				if err := w.inst.MigrateContinue(ctx); err != nil {
 					return err
 				}
+				if w.out != nil {
+					w.out.switchedAt, w.out.continuedAt = seen, time.Now()
+				}
+				w.removeTaps(vm)
 			case "completed":
 				// QEMU says completed a moment before it has worked out
 				// its figures.
@@ -235,7 +247,7 @@ func orDefault(s, def string) string {
 }
 
 // letGo waits (a while) until this node's volume server has closed the
-// VM's volumes, and removes its taps.
+// VM's volumes.
 func (w *worker) letGo(ctx context.Context, vm *VM) {
 	vols := volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID)
 	for deadline := time.Now().Add(2 * time.Second); w.n.cfg.Block != nil; {
@@ -258,6 +270,10 @@ func (w *worker) letGo(ctx context.Context, vm *VM) {
 		case <-time.After(time.Millisecond):
 		}
 	}
+}
+
+// removeTaps removes the taps of a VM that switched over to another node.
+func (w *worker) removeTaps(vm *VM) {
 	for _, nic := range vm.NICs {
 		if err := w.n.cfg.Net.RemoveTap(w.n.cfg.Net.TapName(nic.ID)); err != nil {
 			w.log.Warn("remove the tap of a VM switched over to another node", "err", err)
@@ -415,7 +431,13 @@ func (w *worker) takeBack(ctx context.Context) error {
 
 // finishOut records how the stream went and stops the source's QEMU.
 func (w *worker) finishOut(ctx context.Context, vm *VM, info qemu.MigrationInfo) {
-	w.log.Info("live migration completed", "to", vm.Migration.Target, "total_ms", info.TotalTime, "downtime_ms", info.Downtime)
+	args := []any{"to", vm.Migration.Target, "total_ms", info.TotalTime, "downtime_ms", info.Downtime}
+	if o := w.out; o != nil && !o.pausedAt.IsZero() && !o.continuedAt.IsZero() {
+		// From QEMU's pause (as this node saw it) to the switch seen here
+		// (two commits and the target's turn), and the letting go.
+		args = append(args, "to_switch_ms", o.switchedAt.Sub(o.pausedAt).Milliseconds(), "let_go_ms", o.continuedAt.Sub(o.switchedAt).Milliseconds())
+	}
+	w.log.Info("live migration completed", args...)
 	p := w.progress(info)
 	p.DowntimeMS, p.TotalMS = max(info.Downtime, 1), info.TotalTime
 	_ = w.step(ctx, vm, migrationCmd{Progress: p})

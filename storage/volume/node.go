@@ -187,6 +187,13 @@ func (n *NodeServer) converge(ctx context.Context, want, incoming map[string]*Vo
 		// still attached here is opened again with a new epoch.
 		// A replica added or dropped (a repair) takes a new writer too.
 		if v := want[id]; v == nil || v.Writer != n.c.Name() || v.Epoch != s.epoch || s.w.fenced.Load() || replicaSet(v) != s.replicas && !s.snapping {
+			if cur := getVolume(n.c.Store().ReadTxn(), id); cur != nil && cur.Writer != "" && cur.Writer != n.c.Name() {
+				// Handed over (a live migration's switchover): the new
+				// writer holds the epoch, and the guest flushed before
+				// it was paused. Closed without a flush of its own,
+				// which would only wait to be refused.
+				s.w.fenced.Store(true)
+			}
 			n.close(id, s)
 		}
 	}
