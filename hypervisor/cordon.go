@@ -41,7 +41,9 @@ type cordonCmd struct {
 }
 
 type uncordonCmd struct {
-	Node string `json:"node"`
+	Node string    `json:"node"`
+	By   string    `json:"by,omitempty"`
+	At   time.Time `json:"at,omitzero"`
 }
 
 func registerCordons(reg *consensus.Registry) {
@@ -78,6 +80,24 @@ func applyUncordonNode(tx *consensus.Tx, c *uncordonCmd) (any, error) {
 		}
 		return nil, nil
 	}
+	// A drain ends with the cordon: VMs it stopped to move are started
+	// again where they are.
+	if d := cur.Drain; d != nil {
+		for _, id := range d.Restarting {
+			vm := getVM(tx.Txn, id)
+			if vm == nil || vm.Desired != DesiredStopped {
+				continue
+			}
+			up := *vm
+			up.Desired, up.StopMode, up.Version = DesiredRunning, "", tx.Index
+			if err := tx.Insert(tVMs, &up); err != nil {
+				return nil, err
+			}
+			if err := addEvent(tx, vm.ID, OpStart, "started again: the drain that stopped it to move it ended", c.By, "", c.At); err != nil {
+				return nil, err
+			}
+		}
+	}
 	return nil, tx.Delete(tCordons, cur)
 }
 
@@ -113,5 +133,5 @@ func (s *Service) UncordonNode(ctx context.Context, p *identity.Principal, node 
 	if !p.IsClusterAdmin() {
 		return s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins uncordon nodes"))
 	}
-	return s.id.Mutate(ctx, p, action, node, "", MsgUncordonNode, uncordonCmd{Node: node}, nil)
+	return s.id.Mutate(ctx, p, action, node, "", MsgUncordonNode, uncordonCmd{Node: node, By: p.User.Name, At: time.Now().UTC()}, nil)
 }

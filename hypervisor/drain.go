@@ -28,6 +28,9 @@ import (
 
 // Drain is the state of a cordoned node being emptied.
 type Drain struct {
+	// ID names this drain: a step of an earlier one (a stale leader's) is
+	// refused.
+	ID string `json:"id"`
 	// Restart: the admin agreed that a running VM that cannot move live is
 	// stopped, moved and started again.
 	Restart bool   `json:"restart,omitempty"`
@@ -50,6 +53,7 @@ const (
 )
 
 type drainCmd struct {
+	ID      string    `json:"id"`
 	Node    string    `json:"node"`
 	Restart bool      `json:"restart,omitempty"`
 	By      string    `json:"by"`
@@ -78,7 +82,11 @@ func applyDrainNode(tx *consensus.Tx, c *drainCmd) (any, error) {
 			return nil, consensus.Errorf(consensus.CodeConflict, "node %s is being drained already", c.Node)
 		}
 	}
-	row.Drain = &Drain{Restart: c.Restart, State: DrainDraining, UpdatedAt: c.At}
+	d := &Drain{ID: c.ID, Restart: c.Restart, State: DrainDraining, UpdatedAt: c.At}
+	if row.Drain != nil {
+		d.Restarting = row.Drain.Restarting // stopped by the last drain, still to start
+	}
+	row.Drain = d
 	return &row, tx.Insert(tCordons, &row)
 }
 
@@ -86,11 +94,12 @@ func applyDrainNode(tx *consensus.Tx, c *drainCmd) (any, error) {
 // drained (not one uncordoned meanwhile).
 func applyDrainStep(tx *consensus.Tx, c *drainStepCmd) (any, error) {
 	cur := cordonOf(tx.Txn, c.Node)
-	if cur == nil || cur.Drain == nil || cur.Drain.State != DrainDraining {
-		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is not being drained", c.Node)
+	if cur == nil || cur.Drain == nil || cur.Drain.State != DrainDraining || cur.Drain.ID != c.Drain.ID {
+		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is not being drained by drain %s", c.Node, c.Drain.ID)
 	}
 	row := *cur
 	d := c.Drain
+	d.Restart = cur.Drain.Restart // the admin's word, not a step's
 	row.Drain = &d
 	return &row, tx.Insert(tCordons, &row)
 }
@@ -116,7 +125,7 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 		}
 	}
 	var out Cordon
-	if err := s.id.Mutate(ctx, p, action, node, "", MsgDrainNode, drainCmd{Node: node, Restart: restart, By: p.User.Name, At: time.Now().UTC()}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, node, "", MsgDrainNode, drainCmd{ID: newID("drain"), Node: node, Restart: restart, By: p.User.Name, At: time.Now().UTC()}, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
@@ -158,7 +167,7 @@ func drainable(txn *memdb.Txn, node string, now time.Time) error {
 		}
 		best, left := "", math.Inf(-1)
 		for name, r := range free {
-			if r.vcpus >= float64(vm.Spec.VCPUs) && r.ramMiB >= float64(vm.Spec.RAMMiB) && r.ramMiB > left {
+			if r.vcpus >= float64(vm.Spec.VCPUs) && r.ramMiB >= float64(vm.Spec.RAMMiB) && r.ramMiB > left && fits(txn, name, vm) == nil {
 				best, left = name, r.ramMiB
 			}
 		}
@@ -252,6 +261,10 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			d.log.Warn("record a drain's progress", "node", c.Node, "err", err)
 		}
 	}
+	alive := false
+	if h := consensus.First[Host](txn, tHosts, "id", c.Node); h != nil {
+		alive = HostAlive(*h, now)
+	}
 	// VMs moved while stopped for the drain are started where they went.
 	for i := 0; i < len(dr.Restarting); i++ {
 		vm := getVM(txn, dr.Restarting[i])
@@ -286,6 +299,16 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		stopped := vm.Desired == DesiredStopped && vm.Status.State == StateStopped
 		_, tried := dr.Tried[vm.ID]
 		switch {
+		case !alive && (running || restarting):
+			blocked = append(blocked, fmt.Sprintf("%s stays: %s does not report, so it can neither move live nor be stopped", vm.Name, c.Node))
+		case restarting && vm.Desired == DesiredRunning:
+			// Recorded to restart, not stopped yet (the stop did not go
+			// through, or another leader recorded it): stop it now.
+			cmd := setDesiredCmd{ID: vm.ID, Op: OpStop, Desired: DesiredStopped, StopMode: StopACPI, User: user, At: now, IfMatch: vm.Version}
+			if _, err := d.c.Apply(ctx, MsgSetDesired, cmd, nil); err != nil {
+				d.log.Warn("drain: stop a VM to move it", "vm", vm.Name, "err", err)
+			}
+			return
 		case running && !tried && liveMovable(txn, vm) == nil:
 			target, err := placeLive(txn, vm, now.Add(-hostTimeout))
 			if err != nil && dr.Restart {
@@ -310,6 +333,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node)
 			if err != nil {
 				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				if restarting {
+					// Stopped to move and cannot: started again here.
+					if d.startAgain(ctx, vm, user, now) {
+						dr.Restarting = remove(dr.Restarting, vm.ID)
+						save()
+					}
+					return
+				}
 				continue
 			}
 			if _, err := d.c.Apply(ctx, MsgMoveVM, moveVMCmd{ID: vm.ID, Node: target, User: user, At: now}, nil); err != nil {
@@ -322,11 +353,17 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			save()
 			return
 		case running && dr.Restart:
-			// It could not move live: stopped, moved, started again.
-			cmd := setDesiredCmd{ID: vm.ID, Op: OpStop, Desired: DesiredStopped, StopMode: StopACPI, User: user, At: now}
-			if _, err := d.c.Apply(ctx, MsgSetDesired, cmd, nil); err != nil {
-				d.log.Warn("drain: stop a VM to move it", "vm", vm.Name, "err", err)
-				return
+			// It could not move live: stopped, moved, started again, if
+			// some node would take it stopped; recorded before the stop,
+			// so that no leader forgets to start it again.
+			as := *vm
+			as.Desired, as.Status.State = DesiredStopped, StateStopped
+			if _, err := placeAvoiding(txn, &as, now.Add(-hostTimeout), c.Node); err != nil {
+				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				continue
+			}
+			if tried && dr.Tried[vm.ID] != "" {
+				dr.Moved-- // counted when its live migration began, which failed
 			}
 			dr.Restarting = append(dr.Restarting, vm.ID)
 			save()
@@ -368,6 +405,26 @@ func copiesOn(txn *memdb.Txn, node string) []string {
 		}
 	}
 	sort.Strings(out)
+	return out
+}
+
+// startAgain starts a VM the drain stopped and could not move.
+func (d *Drainer) startAgain(ctx context.Context, vm *VM, user string, now time.Time) bool {
+	cmd := setDesiredCmd{ID: vm.ID, Op: OpStart, Desired: DesiredRunning, User: user, At: now}
+	if _, err := d.c.Apply(ctx, MsgSetDesired, cmd, nil); err != nil {
+		d.log.Warn("start again a VM the drain could not move", "vm", vm.Name, "err", err)
+		return false
+	}
+	return true
+}
+
+func remove(s []string, x string) []string {
+	var out []string
+	for _, v := range s {
+		if v != x {
+			out = append(out, v)
+		}
+	}
 	return out
 }
 

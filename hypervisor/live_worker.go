@@ -67,6 +67,15 @@ type outgoing struct {
 	switchedAt, continuedAt time.Time
 }
 
+// firstSeen is when this worker first saw migration id, by its own clock
+// (the record's StartedAt is another node's).
+func (w *worker) firstSeen(id string) time.Time {
+	if w.seenID != id {
+		w.seenID, w.seenAt = id, time.Now()
+	}
+	return w.seenAt
+}
+
 // involved says whether this node has a part in the VM's live migration.
 func (w *worker) involved(vm *VM) bool {
 	m := vm.Migration
@@ -164,7 +173,7 @@ func (w *worker) migrateOut(ctx context.Context) error {
 				w.endMigration(ctx, vm, err.Error())
 			}
 		case PhasePreparing:
-			if time.Since(m.StartedAt) > prepareTimeout {
+			if time.Since(w.firstSeen(m.ID)) > prepareTimeout {
 				w.endMigration(ctx, vm, fmt.Sprintf("%s did not get ready to receive the VM within %s", m.Target, prepareTimeout))
 			}
 		case PhaseTransferring:
@@ -473,6 +482,12 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			return nil // the run loop removes the rest
 		}
 		m := vm.Migration
+		if w.in != "" && w.in != m.ID && vm.Node != w.n.cfg.Name && w.inst != nil {
+			// The QEMU of an earlier migration that ended before this
+			// worker noticed: it goes before this one is prepared.
+			_ = w.inst.Kill(ctx)
+			w.inst, w.in, w.inAddr, w.switchedAt = nil, "", "", time.Time{}
+		}
 		var exited bool
 		if w.inst != nil {
 			select {
@@ -483,6 +498,10 @@ func (w *worker) migrateIn(ctx context.Context) error {
 		}
 		switch m.Phase {
 		case PhasePlanning:
+			if time.Since(w.firstSeen(m.ID)) > prepareTimeout {
+				w.endMigration(ctx, vm, fmt.Sprintf("%s did not plan the migration within %s", m.Source, prepareTimeout))
+				return nil
+			}
 		case PhasePreparing:
 			if w.in == m.ID {
 				// Listening already; the step that says so did not go
@@ -506,8 +525,10 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			w.in, w.inAddr, w.heard = m.ID, addr, time.Now()
 			_ = w.step(ctx, vm, migrationCmd{Phase: PhaseTransferring, Addr: addr})
 		case PhaseTransferring, PhaseSwitching:
-			if m.Progress.UpdatedAt.After(w.heard) {
-				w.heard = m.Progress.UpdatedAt
+			// Heard is this node's own clock: when the source's report
+			// last changed, not the time the source wrote in it.
+			if !m.Progress.UpdatedAt.Equal(w.lastReport) {
+				w.lastReport, w.heard = m.Progress.UpdatedAt, time.Now()
 			}
 			switch {
 			case w.in != m.ID:

@@ -56,6 +56,9 @@ type worker struct {
 	out        *outgoing
 	in, inAddr string
 	heard      time.Time
+	lastReport time.Time // the source's report behind heard
+	seenID     string    // the migration firstSeen timed
+	seenAt     time.Time
 	switchedAt time.Time
 	runningAt  time.Time
 }

@@ -318,6 +318,7 @@ var computeCommands = map[string]command{
 				if err := get(e, "/api/v1/hosts", &hs); err != nil {
 					return err
 				}
+				c.Drain = nil
 				for _, h := range hs {
 					if h.Name == c.Node && h.Cordon != nil {
 						c = *h.Cordon

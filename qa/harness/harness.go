@@ -69,9 +69,13 @@ func New(t T, opts Options) *Cluster {
 	// killed and logs saved before the directory is removed.
 	c := &Cluster{t: t, opts: opts, dir: t.TempDir(), next: 1}
 	// VMs' QEMUs run as users of their own and reach their disks under
-	// the nodes' data directories: the test's temp root must let them by.
-	if err := os.Chmod(filepath.Dir(c.dir), 0o711); err != nil {
-		t.Fatalf("temp dir: %v", err)
+	// the nodes' data directories: the test's temp root must let them by
+	// (not the system's temp directory itself, which does, and which
+	// everyone must go on writing to).
+	if parent := filepath.Dir(c.dir); parent != filepath.Clean(os.TempDir()) {
+		if err := os.Chmod(parent, 0o711); err != nil {
+			t.Fatalf("temp dir: %v", err)
+		}
 	}
 	t.Cleanup(c.cleanup)
 

@@ -14,7 +14,7 @@ need_pkgs=(ca-certificates curl unzip iproute2 nftables)
 image_pkgs=(kmod e2fsprogs dosfstools mtools gdisk squashfs-tools zstd qemu-system-x86 qemu-utils)
 case $what in
 # gcc: the race detector; awscli, s3cmd, rclone: the S3 clients qa/cluster runs against the gateway
-test) need_pkgs+=(gcc libc6-dev chromium genisoimage fonts-wqy-zenhei "${image_pkgs[@]}" ovmf awscli s3cmd rclone strace linux-image-amd64 libnbd-bin isc-dhcp-client) ;; # strace: a disk test watches fsync; the kernel: QEMU guest tests boot it; libnbd-bin: nbdinfo and nbdcopy test the NBD server; isc-dhcp-client: dhclient -6 tests DHCPv6
+test) need_pkgs+=(gcc libc6-dev chromium genisoimage fonts-wqy-zenhei "${image_pkgs[@]}" ovmf awscli s3cmd rclone strace linux-image-amd64 libnbd-bin isc-dhcp-client busybox-static) ;; # strace: a disk test watches fsync; the kernel: QEMU guest tests boot it; libnbd-bin: nbdinfo and nbdcopy test the NBD server; isc-dhcp-client: dhclient -6 tests DHCPv6; busybox-static: the DNS test asks with busybox nslookup
 image) need_pkgs+=("${image_pkgs[@]}") ;;
 run) need_pkgs+=(qemu-system-x86 qemu-utils ovmf) ;;
 bench) need_pkgs+=(etcd-server etcd-client fio) ;; # fio: bench-volumes
