@@ -169,3 +169,59 @@ func TestDrainNode(t *testing.T) {
 		t.Fatalf("after uncordon: %+v", c)
 	}
 }
+
+// Without the admin's consent a drain stops no VM: one that cannot move
+// live stays running, and the drain says so.
+func TestDrainWithoutRestartStopsNothing(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	ward := e.image.ProjectID
+	e.host(t, "node1", 8, 16384)
+	e.volumeRecord(t, "vol-p", ward, nil)
+	vm := VM{ID: "vm-p", Name: "pending", ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(),
+		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-p"}}
+	if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		if v, _ := e.svc.VM(e.admin, "pending"); v.Node != "node1" {
+			return fmt.Errorf("on %q", v.Node)
+		}
+		return nil
+	})
+	st := VMStatus{State: StateRunning, Accel: "tcg", Pending: "4 vCPUs at the next start", UpdatedAt: time.Now()}
+	if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-p", Node: "node1", Status: st}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.host(t, "node2", 8, 16384)
+	c, err := e.svc.DrainNode(ctx, e.admin, "node1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A step of another drain (a stale leader's) is refused; a step of
+	// this one never gives consent the admin did not give.
+	_, err = e.node.Apply(ctx, MsgDrainStep, drainStepCmd{Node: "node1", Drain: Drain{ID: "drain-other", State: DrainDraining}}, nil)
+	wantCode(t, "a step of another drain", err, consensus.CodeConflict)
+	if _, err := e.node.Apply(ctx, MsgDrainStep, drainStepCmd{Node: "node1", Drain: Drain{ID: c.Drain.ID, State: DrainDraining, Restart: true}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cordonOf(e.node.Store().ReadTxn(), "node1"); got.Drain.Restart {
+		t.Fatal("a drain step gave consent to restart VMs")
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go NewDrainer(e.node, slog.New(slog.DiscardHandler)).Run(dctx)
+	testutil.WaitFor(t, 10*time.Second, "the drain done", func() error {
+		c := cordonOf(e.node.Store().ReadTxn(), "node1")
+		if c == nil || c.Drain == nil || c.Drain.State != DrainDone {
+			return fmt.Errorf("%+v", c)
+		}
+		if !strings.Contains(c.Drain.Message, "pending stays") || !strings.Contains(c.Drain.Message, "drain with restart") {
+			return fmt.Errorf("message %q", c.Drain.Message)
+		}
+		return nil
+	})
+	if v, _ := e.svc.VM(e.admin, "pending"); v.Desired != DesiredRunning || v.Node != "node1" || v.Migration != nil {
+		t.Fatalf("a drain without consent touched the VM: %s on %s, %+v", v.Desired, v.Node, v.Migration)
+	}
+}
