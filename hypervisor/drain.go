@@ -298,7 +298,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		running := vm.Desired == DesiredRunning && vm.Status.State == StateRunning
 		stopped := vm.Desired == DesiredStopped && vm.Status.State == StateStopped
 		_, tried := dr.Tried[vm.ID]
+		// Between states (its owner just stopped or started it), or a
+		// volume of it busy (a snapshot, a detach): in a moment it may
+		// go the gentle way, so the drain waits rather than restart it
+		// or give up on it.
+		passing := alive && !restarting && vm.Desired != vm.Status.State && vm.Status.State != StateError
 		switch {
+		case passing || alive && (running || stopped) && volumesBusy(txn, vm):
+			return
 		case !alive && (running || restarting):
 			blocked = append(blocked, fmt.Sprintf("%s stays: %s does not report, so it can neither move live nor be stopped", vm.Name, c.Node))
 		case restarting && vm.Desired == DesiredRunning:
@@ -391,6 +398,17 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		dr.Message += fmt.Sprintf("Volumes with a copy on %s, which run on fewer copies while it is away: %s", c.Node, strings.Join(vols, ", "))
 	}
 	save()
+}
+
+// volumesBusy says whether a volume of the VM has a snapshot or a detach
+// in progress.
+func volumesBusy(txn *memdb.Txn, vm *VM) bool {
+	for _, v := range volume.AttachedToVM(txn, vm.ID) {
+		if v.Snapshotting != "" || v.Attachment.Detaching {
+			return true
+		}
+	}
+	return false
 }
 
 // copiesOn names the volumes with a replica on node.
