@@ -238,24 +238,14 @@ func canTake(txn *memdb.Txn, node string, vm *VM, at time.Time) error {
 
 // liveMovable says why a running VM cannot move live, or nil.
 func liveMovable(txn *memdb.Txn, vm *VM) error {
-	for _, v := range volume.AttachedToVM(txn, vm.ID) {
-		switch {
-		case v.Unfilled():
-			return consensus.Errorf(consensus.CodeConflict, "VM %s's volume %s is still being filled on %s: move it once that is done", vm.Name, v.Name, vm.Node)
-		case v.Snapshotting != "" || v.Attachment.Detaching:
-			return consensus.Errorf(consensus.CodeConflict, "VM %s's volume %s has a snapshot or a detach in progress on %s: try again in a moment", vm.Name, v.Name, vm.Node)
-		}
+	var state error
+	if vm.Desired != DesiredRunning || vm.Status.State != StateRunning {
+		state = consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a running VM moves live (a stopped one moves as it is)", vm.Name, vm.Status.State)
 	}
-	switch {
-	case vm.Node == "":
-		return consensus.Errorf(consensus.CodeConflict, "VM %s is not placed yet", vm.Name)
-	case vm.Desired != DesiredRunning || vm.Status.State != StateRunning:
-		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a running VM moves live (a stopped one moves as it is)", vm.Name, vm.Status.State)
-	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
-		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move; stop it and convert its disk (cairn vm convert-disk) first", vm.Name, vm.Node)
-	case vm.Spec.Firmware == "uefi":
-		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept on %s: it cannot move yet", vm.Name, vm.Node)
-	case vm.Status.Pending != "":
+	if err := canLeave(txn, vm, state); err != nil {
+		return err
+	}
+	if vm.Status.Pending != "" {
 		return consensus.Errorf(consensus.CodeConflict, "VM %s has a change waiting for its next start (%s): stop and start it, then move it", vm.Name, vm.Status.Pending)
 	}
 	return nil

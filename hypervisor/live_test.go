@@ -2,13 +2,11 @@ package hypervisor
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
-	"github.com/cairnhq/cairn/qa/testutil"
 )
 
 // A live migration's record moves on one phase at a time, each by the node
@@ -20,24 +18,7 @@ import (
 func TestLiveMigrationSteps(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	ward := e.image.ProjectID
-	e.volumeRecord(t, "vol-boot", ward, nil)
-	e.volumeRecord(t, "vol-data", ward, nil)
-	vm := VM{ID: "vm-1", Name: "ris", ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(),
-		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-boot"}}
-	if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: true}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-data"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	e.host(t, "node1", 2, 4096)
-	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
-		if v, _ := e.svc.VM(e.admin, "ris"); v.Node != "node1" {
-			return fmt.Errorf("ris on %q", v.Node)
-		}
-		return nil
-	})
+	e.risOnNode1(t)
 	e.host(t, "node2", 2, 4096)
 	e.host(t, "tiny", 1, 256)
 	if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-1", Node: "node1", Status: VMStatus{State: StateRunning, Accel: "tcg", UpdatedAt: time.Now()}}, nil); err != nil {

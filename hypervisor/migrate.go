@@ -66,6 +66,16 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 // node's local disk (convert-disk) would lose that disk with the move, and
 // a snapshot or a detach in progress is its old node's to finish.
 func movable(txn *memdb.Txn, vm *VM) error {
+	var state error
+	if vm.Desired != DesiredStopped || vm.Status.State != StateStopped {
+		state = consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a stopped VM moves as it is (a running one moves live)", vm.Name, vm.Status.State)
+	}
+	return canLeave(txn, vm, state)
+}
+
+// canLeave says why a VM cannot leave its node either way, or nil; state
+// is why it is in no state to (checked after its volumes and placement).
+func canLeave(txn *memdb.Txn, vm *VM, state error) error {
 	for _, v := range volume.AttachedToVM(txn, vm.ID) {
 		switch {
 		case v.Unfilled():
@@ -77,10 +87,10 @@ func movable(txn *memdb.Txn, vm *VM) error {
 	switch {
 	case vm.Node == "":
 		return consensus.Errorf(consensus.CodeConflict, "VM %s is not placed yet", vm.Name)
-	case vm.Desired != DesiredStopped || vm.Status.State != StateStopped:
-		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a stopped VM moves as it is (a running one moves live)", vm.Name, vm.Status.State)
+	case state != nil:
+		return state
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
-		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move", vm.Name, vm.Node)
+		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move; stop it and convert its disk (cairn vm convert-disk) first", vm.Name, vm.Node)
 	case vm.Spec.Firmware == "uefi":
 		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept on %s: it cannot move yet", vm.Name, vm.Node)
 	}

@@ -20,24 +20,7 @@ import (
 func TestMigrateStoppedVM(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	ward := e.image.ProjectID
-	e.volumeRecord(t, "vol-boot", ward, nil)
-	e.volumeRecord(t, "vol-data", ward, nil)
-	vm := VM{ID: "vm-1", Name: "ris", ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(),
-		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-boot"}}
-	if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: true}, nil); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-data"}, nil); err != nil {
-		t.Fatal(err)
-	}
-	e.host(t, "node1", 2, 4096)
-	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
-		if v, _ := e.svc.VM(e.admin, "ris"); v.Node != "node1" {
-			return fmt.Errorf("ris on %q", v.Node)
-		}
-		return nil
-	})
+	ward := e.risOnNode1(t)
 	e.host(t, "node2", 2, 4096)
 	e.host(t, "tiny", 1, 256)
 	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "gone", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", ReportedAt: time.Now().Add(-time.Hour)}, nil); err != nil {
@@ -138,4 +121,31 @@ func TestMigrateStoppedVM(t *testing.T) {
 			t.Errorf("movable(%+v): %v", spec, err)
 		}
 	}
+}
+
+// risOnNode1 makes VM "ris" (vm-1) of the test project, booted from volume
+// vol-boot with data volume vol-data, placed on node1 (2 vCPUs, 4 GiB),
+// and returns its project.
+func (e *computeEnv) risOnNode1(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	ward := e.image.ProjectID
+	e.volumeRecord(t, "vol-boot", ward, nil)
+	e.volumeRecord(t, "vol-data", ward, nil)
+	vm := VM{ID: "vm-1", Name: "ris", ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(),
+		Spec: VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-boot"}}
+	if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-data"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.host(t, "node1", 2, 4096)
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		if v, _ := e.svc.VM(e.admin, "ris"); v.Node != "node1" {
+			return fmt.Errorf("ris on %q", v.Node)
+		}
+		return nil
+	})
+	return ward
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 )
 
 // CallJSON sends body (if any) as JSON to url with a bearer token (if any)
@@ -61,4 +62,31 @@ func MemTotal() string {
 		}
 	}
 	return "? RAM"
+}
+
+// UploadImage streams the file at path to url (an image upload route,
+// with its query) with a bearer token, and wants 201 Created.
+func UploadImage(ctx context.Context, c *http.Client, url, token, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	req, err := http.NewRequestWithContext(ctx, "POST", url, f)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	hc := *c
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		return fmt.Errorf("upload image: %w", err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	if res.StatusCode != http.StatusCreated {
+		return fmt.Errorf("upload image: status %d: %.300s", res.StatusCode, bytes.TrimSpace(body))
+	}
+	return nil
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -146,29 +144,8 @@ func (nd *node) setup(ctx context.Context, guest string, burst int) error {
 
 // upload streams the guest image to the image upload route.
 func (nd *node) upload(ctx context.Context, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	q := url.Values{"name": {image}, "project": {project}, "visibility": {"public"}, "os_type": {"linux"}}
-	req, err := http.NewRequestWithContext(ctx, "POST", nd.url("/api/v1/images/upload?"+q.Encode()), f)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+nd.token)
-	hc := *nd.api
-	hc.Timeout = 2 * time.Minute
-	res, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("upload image: %w", err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 201 {
-		return fmt.Errorf("upload image: status %d: %.300s", res.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
+	return benchrun.UploadImage(ctx, nd.api, nd.url("/api/v1/images/upload?"+q.Encode()), nd.token, path)
 }
 
 func (nd *node) url(path string) string { return "https://" + nd.n.IP + ":8443" + path }

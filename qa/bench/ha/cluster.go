@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -132,29 +131,8 @@ func (cl *cluster) call(ctx context.Context, method, path string, body, out any,
 }
 
 func (cl *cluster) upload(ctx context.Context, path string) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	q := url.Values{"name": {image}, "project": {project}, "visibility": {"public"}, "os_type": {"linux"}}
-	req, err := http.NewRequestWithContext(ctx, "POST", cl.url("/api/v1/images/upload?"+q.Encode()), f)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Authorization", "Bearer "+cl.token)
-	hc := *cl.api
-	hc.Timeout = 2 * time.Minute
-	res, err := hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("upload image: %w", err)
-	}
-	defer res.Body.Close()
-	body, _ := io.ReadAll(res.Body)
-	if res.StatusCode != 201 {
-		return fmt.Errorf("upload image: status %d: %.300s", res.StatusCode, bytes.TrimSpace(body))
-	}
-	return nil
+	return benchrun.UploadImage(ctx, cl.api, cl.url("/api/v1/images/upload?"+q.Encode()), cl.token, path)
 }
 
 type vmView struct {
