@@ -38,7 +38,10 @@ import (
 //     forwarding table a static entry for every remote port's MAC on the
 //     VXLAN port. A guest asking for a remote port's address gets the answer
 //     from its own node's kernel; a question about a local port is flooded
-//     on the node only; neither crosses the underlay. It is kernel state, so
+//     on the node only once the bridge has learned the port's MAC (the
+//     guest's first frame, its DHCP request; a guest silent for longer than
+//     the bridge's ageing time is asked about across the underlay once
+//     more); neither crosses the underlay. It is kernel state, so
 //     it keeps answering while the agent restarts. The kernel also keeps
 //     gratuitous ARP and unsolicited neighbour advertisements off a
 //     suppressing port, which would stop a VRRP address (an allowed address
