@@ -49,6 +49,12 @@ func viewVM(txn *memdb.Txn, p *identity.Principal, vm *VM) *VM {
 			v.NICs[i].IP6 = port.IP6
 		}
 	}
+	v.HA = "on"
+	if err := Protected(txn, vm); vm.Spec.HAOff {
+		v.HA = "off"
+	} else if err != nil {
+		v.HA = "unavailable: " + err.Error()
+	}
 	if seesCloudInit(p, vm) {
 		return &v
 	}

@@ -15,6 +15,11 @@
 //     on standby sockets until the switchover hands their writer epoch
 //     over; the target commits the switch itself, so a VM is never given
 //     to a node that cannot serve it.
+//   - High availability (ha.go, ha_node.go): every node holds a lease in
+//     the replicated state, renewed every second; a node that cannot renew
+//     kills its HA VMs before anyone can judge the lease lost, and the
+//     leader restarts the VMs of a lost lease elsewhere, their volumes
+//     handed over at a new writer epoch that fences the old node.
 //   - The per-node agent (node.go, worker.go): one worker per local VM
 //     converges QEMU (package qemu) to the desired state, reports status and
 //     events, re-attaches to running VMs after a restart and removes what no

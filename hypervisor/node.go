@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -65,7 +66,11 @@ type NodeConfig struct {
 	// MigrationIP is the address this node receives live migrations on
 	// (its cluster address).
 	MigrationIP string
-	Logger      *slog.Logger
+	// HA is the lease timing (default DefaultHATiming); Watchdog, if set,
+	// is petted while this node holds its lease or has fenced itself.
+	HA       HATiming
+	Watchdog Watchdog
+	Logger   *slog.Logger
 }
 
 // NodeAgent converges this node's QEMU processes to the VMs the replicated
@@ -74,6 +79,8 @@ type NodeAgent struct {
 	c   Cluster
 	cfg NodeConfig
 	log *slog.Logger
+
+	isFenced atomic.Bool // ha_node.go
 
 	mu      sync.Mutex
 	workers map[string]*worker
@@ -91,6 +98,9 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.HA == (HATiming{}) {
+		cfg.HA = DefaultHATiming
+	}
 	return &NodeAgent{c: c, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}}
 }
 
@@ -98,6 +108,7 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 // VM converged until ctx ends. Running VMs are left running when it returns:
 // a restarted agent attaches to them again.
 func (n *NodeAgent) Run(ctx context.Context) {
+	go n.keepLease(ctx)
 	for {
 		err := n.c.ConsistentRead(ctx)
 		if err == nil {

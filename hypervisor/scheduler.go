@@ -181,6 +181,9 @@ type Scheduler struct {
 	log *slog.Logger
 	// HostTimeout: a node that has not reported for this long gets no new VMs.
 	HostTimeout time.Duration
+	// Lost, if set, says whether a node's VM lease is lost (ha.go): it
+	// gets no new VMs either.
+	Lost func(node string) bool
 	// Patience: a VM that fits nowhere waits this long after its creation
 	// for capacity (nodes still starting, a VM being deleted) before it
 	// fails with the reason.
@@ -236,7 +239,11 @@ func (s *Scheduler) Run(ctx context.Context) {
 }
 
 func (s *Scheduler) place(ctx context.Context, vm *VM) {
-	node, err := Place(s.c.Store().ReadTxn(), vm, time.Now().Add(-s.HostTimeout))
+	var ok func(*Host) bool
+	if s.Lost != nil {
+		ok = func(h *Host) bool { return !s.Lost(h.Name) }
+	}
+	node, err := placeWhere(s.c.Store().ReadTxn(), vm, time.Now().Add(-s.HostTimeout), "", ok)
 	if errors.Is(err, ErrNoHosts) || (err != nil && time.Since(vm.CreatedAt) < s.Patience) {
 		return // the next host report or VM change wakes us
 	}

@@ -84,6 +84,11 @@ type VMCreate struct {
 	// SecurityGroups (names or IDs) filter the NICs on project networks
 	// (default: the project's default group).
 	SecurityGroups []string `json:"security_groups,omitempty"`
+	// HAOff: not restarted on another node if its node dies (by default a
+	// VM booted from a volume is); HAPriority orders such restarts,
+	// highest first (cluster admins only).
+	HAOff      bool `json:"ha_off,omitempty"`
+	HAPriority int  `json:"ha_priority,omitempty"`
 }
 
 // maxNICs is how many networks a VM joins at most.
@@ -186,6 +191,9 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 	if !nameRE.MatchString(req.Name) {
 		return deny(pr.ID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
+	if err := checkHAPriority(p, req.HAPriority); err != nil {
+		return deny(pr.ID, err)
+	}
 	fl, err := s.id.GetFlavor(req.Flavor)
 	img, ierr := s.images.ForVM(p, pr.ID, req.Image)
 	if err != nil || ierr != nil {
@@ -232,7 +240,8 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 	}
 	vm := VM{ID: id, Name: req.Name, ProjectID: pr.ID, UserID: p.User.ID, Desired: DesiredRunning,
 		Spec: VMSpec{Flavor: fl.ID, VCPUs: fl.VCPUs, RAMMiB: fl.RAMMiB, DiskGiB: fl.DiskGiB, Image: img.ID,
-			DataDisks: disks, Hostname: host, SSHKeys: req.SSHKeys, UserData: req.UserData, Group: req.Group, Firmware: firmware},
+			DataDisks: disks, Hostname: host, SSHKeys: req.SSHKeys, UserData: req.UserData, Group: req.Group, Firmware: firmware,
+			HAOff: req.HAOff, HAPriority: req.HAPriority},
 		NICs:      nics,
 		CreatedAt: time.Now().UTC()}
 	if req.Stopped {
@@ -498,6 +507,44 @@ func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name s
 	var out VM
 	err = s.id.Mutate(ctx, p, "vm.rename", vm.Name, vm.ProjectID, MsgRenameVM, renameVMCmd{ID: vm.ID, Name: name, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
 	return &out, err
+}
+
+// SetHA switches a VM's high availability on or off (off: true) and sets
+// its restart priority (cluster admins: it ranks VMs of every project).
+func (s *Service) SetHA(ctx context.Context, p *identity.Principal, ref string, off *bool, priority *int, ifMatch uint64) (*VM, error) {
+	const action = "vm.ha"
+	vm, err := s.fresh(ctx, p, ref)
+	if err != nil {
+		return nil, s.id.Deny(ctx, p, action, ref, "", err)
+	}
+	if !CanChangeVM(p, vm) {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
+	}
+	if off == nil && priority == nil {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, invalid("say whether high availability is on, or the restart priority"))
+	}
+	if priority != nil {
+		if err := checkHAPriority(p, *priority); err != nil {
+			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
+		}
+	}
+	var out VM
+	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgSetHA, setHACmd{ID: vm.ID, Off: off, Priority: priority, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
+	if err != nil {
+		return nil, err
+	}
+	return viewVM(s.c.Store().ReadTxn(), p, &out), nil
+}
+
+// checkHAPriority says why p may not give a VM this restart priority.
+func checkHAPriority(p *identity.Principal, prio int) error {
+	if prio < MinHAPriority || prio > MaxHAPriority {
+		return invalid("a restart priority is from %d to %d, not %d", MinHAPriority, MaxHAPriority, prio)
+	}
+	if prio != 0 && !p.IsClusterAdmin() {
+		return consensus.Errorf(consensus.CodeForbidden, "only cluster admins set restart priorities: they rank the VMs of every project")
+	}
+	return nil
 }
 
 // Resize moves a VM to another flavor.

@@ -187,6 +187,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgMoveVM, "MoveVM", applyMoveVM)
 	registerMigrations(reg)
 	registerDrains(reg)
+	registerHA(reg)
 }
 
 // consoleKey signs console tickets. It is random, made once per cluster by

@@ -51,6 +51,10 @@ type VMSpec struct {
 	// BootVolume is the block volume the VM boots from (its ID); "": a
 	// local boot disk of DiskGiB on the VM's node.
 	BootVolume string `json:"boot_volume,omitempty"`
+	// HAOff: not restarted on another node when its node dies (ha.go);
+	// HAPriority orders the restarts, highest first.
+	HAOff      bool `json:"ha_off,omitempty"`
+	HAPriority int  `json:"ha_priority,omitempty"`
 }
 
 // DiskGiBTotal is what the VM's local disks count against the disk quota
@@ -115,6 +119,10 @@ type VM struct {
 	// CloudInitRedacted marks a copy shown to a project reader: Spec's SSH
 	// keys and user-data were left out. Never set in the replicated state.
 	CloudInitRedacted bool `json:"cloud_init_redacted,omitempty"`
+	// HA says, when read, whether the VM restarts on another node if its
+	// node dies: on, off, or unavailable and why. Never set in the
+	// replicated state.
+	HA string `json:"ha,omitempty"`
 }
 
 // IPs are the VM's addresses.

@@ -46,6 +46,8 @@ type worker struct {
 	// owner asks for something new.
 	failed  uint64
 	retryAt time.Time
+	// waitingFor is why the VM last waited to start, said once.
+	waitingFor string
 
 	// Live migration (live_worker.go): migEvents has QEMU's MIGRATION
 	// events; out is the stream this node sends; in the migration this
@@ -141,6 +143,12 @@ func (w *worker) exited(ctx context.Context) {
 	w.inst = nil
 	vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 	if vm == nil {
+		return
+	}
+	if w.n.fenced() && Protected(w.n.c.Store().ReadTxn(), vm) == nil {
+		// Killed for want of a lease (ha_node.go): no crash, and nothing
+		// to report to a cluster this node cannot reach.
+		w.log.Warn("VM killed: this node lost contact with the cluster")
 		return
 	}
 	st := VMStatus{State: StateStopped, Accel: vm.Status.Accel}
@@ -248,15 +256,24 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			time.AfterFunc(wait, w.kick)
 			return false, nil
 		}
+		if err := w.n.fencedStart(vm); err != nil {
+			return false, nil // started once the lease is renewed (kickAll)
+		}
 		if err := w.start(ctx, vm); err != nil {
 			var nr notReady
 			if errors.As(err, &nr) {
-				w.log.Info("VM waits to start", "why", err)
+				if why := err.Error(); why != w.waitingFor {
+					w.log.Info("VM waits to start", "why", why)
+					w.waitingFor = why
+				}
 				w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel, Pending: "waiting: " + err.Error()}, reportOpts{})
-				w.retryAt = time.Now().Add(2 * time.Second)
-				time.AfterFunc(2*time.Second, w.kick)
+				// Soon: a volume is served a moment after its writer
+				// epoch is taken, and a restart elsewhere waits on it.
+				w.retryAt = time.Now().Add(notReadyRetry)
+				time.AfterFunc(notReadyRetry, w.kick)
 				return false, nil
 			}
+			w.waitingFor = ""
 			w.log.Warn("VM did not start", "err", err)
 			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
 			w.report(ctx, vm, st, reportOpts{})
@@ -271,6 +288,10 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 	}
 	return false, w.converge(ctx, vm)
 }
+
+// notReadyRetry is how soon a start that waits (a volume being opened)
+// is tried again.
+const notReadyRetry = 250 * time.Millisecond
 
 // transient marks a start failure worth retrying without a new request.
 type transient struct{ error }

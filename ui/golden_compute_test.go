@@ -1,6 +1,8 @@
 package ui
 
 import (
+	"time"
+
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage/volume"
@@ -33,8 +35,14 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 			{ID: "vm-1-2", VM: "vm-1", Time: goldenTime, Kind: "schedule", Message: "placed on node2", Node: "node2"},
 			{ID: "vm-1-3", VM: "vm-1", Time: goldenTime, Kind: "state", Message: "running", Node: "node2"},
 			{ID: "vm-1-4", VM: "vm-1", Time: goldenTime, Kind: "future-kind", Message: "something new"},
+			{ID: "vm-1-5", VM: "vm-1", Time: goldenTime, Kind: "failover", Message: hypervisor.FailoverMessage("node3", goldenTime, "node2", ""), Node: "node2"},
+			{ID: "vm-1-6", VM: "vm-1", Time: goldenTime, Kind: "failover", Message: hypervisor.FailoverMessage("node2", goldenTime, "", "no node has 2 vCPUs, 2048 MiB and 0 GiB of disk free"), Node: "node2"},
 		}}
+	// A VM with a local scratch disk cannot restart elsewhere.
+	running.HA = "unavailable: VM pacs-viewer has local disks on node2, which are lost with it"
 	vm.VM.Spec.BootVolume = "vol-1"
+	vm.VM.Spec.DataDisks = nil
+	vm.VM.HA, vm.VM.Spec.HAPriority = "on", 20
 	bootVol, dataVol, _, _ := goldenVolumeSet(&vm.VM)
 	vm.Volumes = []volumeRow{bootVol, dataVol}
 	radiology := identity.Project{ID: "p-1", Name: "radiology"}
@@ -128,4 +136,34 @@ func goldenNewVM() newVMData {
 func readerCopy(vm hypervisor.VM) hypervisor.VM {
 	vm.Spec.SSHKeys, vm.Spec.UserData, vm.CloudInitRedacted = nil, "", true
 	return vm
+}
+
+// goldenFailovers are a node failure's lines on the dashboard: one VM
+// restarted elsewhere, one left with its node.
+func goldenFailovers() []hypervisor.VMEvent {
+	lost := goldenTime.Add(-13 * time.Second)
+	return []hypervisor.VMEvent{
+		{VMName: "xray-viewer", Event: hypervisor.Event{ID: "vm-1/1", VM: "vm-1", Time: goldenTime, Kind: "failover", Node: "node1",
+			Message: hypervisor.FailoverMessage("node3", lost, "node1", "")}},
+		{VMName: "scratch", Event: hypervisor.Event{ID: "vm-2/1", VM: "vm-2", Time: goldenTime, Kind: "failover", Node: "node3",
+			Message: hypervisor.FailoverMessage("node3", lost, "", "high availability is switched off for VM scratch")}},
+	}
+}
+
+// goldenHosts are five nodes: in use, being drained, out of use with a
+// reason, drained with VMs left, and one that stopped answering.
+func goldenHosts() hostsData {
+	h := func(name string, vms int, reported time.Time, c *hypervisor.Cordon) hypervisor.HostView {
+		return hypervisor.HostView{Host: hypervisor.Host{Name: name, VCPUs: 16, RAMMiB: 65536, Accel: "kvm", ReportedAt: reported},
+			Cordon: c, VMs: vms, UsedVCPUs: int64(2 * vms), UsedRAMMiB: int64(2048 * vms)}
+	}
+	at := goldenTime.Add(-time.Hour)
+	return hostsData{Now: goldenTime, Hosts: []hypervisor.HostView{
+		h("node1", 4, goldenTime, nil),
+		h("node2", 2, goldenTime, &hypervisor.Cordon{Node: "node2", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d1", State: hypervisor.DrainDraining, Moved: 3}}),
+		h("node3", 1, goldenTime, &hypervisor.Cordon{Node: "node3", Reason: "new RAM <Thursday>", By: "it-lin", At: at}),
+		h("node4", 1, goldenTime, &hypervisor.Cordon{Node: "node4", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d2", State: hypervisor.DrainDone, Moved: 5, Restarted: 1,
+			Message: "lab-db stays: VM lab-db has local disks on node4"}}),
+		h("node5", 3, goldenTime.Add(-10*time.Minute), nil),
+	}}
 }

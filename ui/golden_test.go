@@ -99,6 +99,8 @@ func TestGoldenPages(t *testing.T) {
 	vols, volDetached, volAttached := goldenVolumes()
 	localVM := vm
 	localVM.VM.Spec.BootVolume, localVM.Volumes = "", nil
+	localVM.VM.Spec.DataDisks = vms.VMs[1].VM.Spec.DataDisks
+	localVM.VM.HA = "unavailable: VM pacs-viewer has local disks on node2, which are lost with it"
 	newLocal := goldenNewVM()
 	newLocal.VolumesOK, newLocal.Form = false, vmForm{}
 
@@ -122,7 +124,9 @@ func TestGoldenPages(t *testing.T) {
 		"login_en":           loginPage(goldenView(langEN, false, ""), "", "/dashboard"),
 		"setup_zh":           setupPage(withErr(goldenView(langZH, false, ""), "禁止"), setupForm{Code: "ABCD-EFGH", Username: "root"}),
 		"dashboard_en":       dashboardPage(goldenView(langEN, true, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true, JoinToken: "join-secret"}),
-		"dashboard_zh":       dashboardPage(goldenView(langZH, false, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true}),
+		"hosts_en":           hostsPage(goldenView(langEN, true, "hosts"), goldenHosts()),
+		"hosts_zh":           hostsPage(goldenView(langZH, true, "hosts"), goldenHosts()),
+		"dashboard_zh":       dashboardPage(goldenView(langZH, false, "dashboard"), dashboardData{Status: goldenStatus(), HasStatus: true, Failovers: goldenFailovers()}),
 		"projects_en":        projectsPage(goldenView(langEN, true, "projects"), []identity.Project{{Name: "radiology", Description: "PACS", CreatedAt: goldenTime}}, projectForm{}),
 		"project_en":         projectPage(goldenView(langEN, true, "projects"), project),
 		"project_reader":     projectPage(goldenView(langEN, false, "projects"), projectData{Project: project.Project, Members: project.Members, Quota: project.Quota}),

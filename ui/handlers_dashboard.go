@@ -3,6 +3,7 @@ package ui
 import (
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/cairnhq/cairn/consensus"
 )
@@ -17,6 +18,9 @@ func (s *server) dashboardData(v *view) dashboardData {
 	}
 	if s.admission != nil && v.admin() {
 		d.Admission, d.Pending = true, s.admission.PendingNodes()
+	}
+	if s.compute != nil && v.p != nil {
+		d.Failovers = s.compute.RecentFailovers(v.p, time.Now().Add(-24*time.Hour))
 	}
 	return d
 }

@@ -503,6 +503,71 @@ func (s *server) cancelMigration(w http.ResponseWriter, r *http.Request, v *view
 	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=migrate_cancel")
 }
 
+// setVMHA switches a VM's high availability on or off.
+func (s *server) setVMHA(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	ref := r.PathValue("vm")
+	off := r.PostFormValue("enabled") != "true"
+	vm, err := s.compute.SetHA(r.Context(), v.p, ref, &off, nil, formVersion(r))
+	if err != nil {
+		s.vmFormError(w, r, v, ref, "", err)
+		return
+	}
+	done := "ha_on"
+	if off {
+		done = "ha_off"
+	}
+	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done="+done)
+}
+
+// haText says in the reader's language whether a VM restarts on another
+// node if its node dies, and if it cannot, why.
+func haText(v *view, vm *hypervisor.VM) string {
+	switch {
+	case vm.HA == "on" && vm.Spec.HAPriority != 0:
+		return v.Tf("vm.ha.on_priority", vm.Spec.HAPriority)
+	case vm.HA == "on":
+		return v.T("vm.ha.on")
+	case vm.HA == "off":
+		return v.T("vm.ha.off")
+	}
+	return v.Tf("vm.ha.unavailable", haWhy(v, strings.TrimPrefix(vm.HA, "unavailable: ")))
+}
+
+// haWhy translates why a VM is not restarted elsewhere (hypervisor.Protected,
+// the failover controller's notes), or shows it as it is.
+func haWhy(v *view, why string) string {
+	for _, k := range []struct{ has, key string }{
+		{"switched off", "ha.why.off"}, {"local disks", "ha.why.local"}, {"UEFI", "ha.why.uefi"},
+		{"no node has", "ha.why.room"}, {"no node can run", "ha.why.room"},
+	} {
+		if strings.Contains(why, k.has) {
+			return v.T(k.key)
+		}
+	}
+	return why
+}
+
+// eventMessage is a history line in the reader's language where the
+// catalog knows its kind's sentence; else as the cluster wrote it.
+func eventMessage(v *view, e hypervisor.Event) string {
+	if e.Kind != "failover" {
+		return e.Message
+	}
+	from, at, to, why, ok := hypervisor.FailoverParts(e.Message)
+	switch {
+	case !ok:
+		return e.Message
+	case to != "":
+		return v.Tf("vmevent.failover.restarted", from, v.time(at), to)
+	}
+	return v.Tf("vmevent.failover.stayed", from, v.time(at), haWhy(v, why))
+}
+
 func (s *server) resizeVM(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "vms"
 	if s.compute == nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/api"
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/appliance/watchdog"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/tlsbatch"
 	"github.com/cairnhq/cairn/hypervisor"
@@ -64,6 +65,8 @@ type Agent struct {
 	volHost   *volume.Host
 	volServer *volume.NodeServer
 	scheduler *hypervisor.Scheduler
+	leases    *hypervisor.Leases
+	watchdog  *watchdog.Device
 	vms       *hypervisor.NodeAgent
 	vmNet     *netfabric.Host
 	consoles  *hypervisor.Consoles
@@ -184,6 +187,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		go a.serveDebug(ctx)
 	}
 	go a.runDisks(ctx)
+	go a.leases.Run(ctx)
 	go a.objects.RunReadRepair(ctx) // every node serves S3 reads, with disks or not
 	go releaseWhenIdle(ctx, 2*time.Second)
 	if a.cfg.VMs {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/watchdog"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/netfabric"
@@ -29,6 +30,11 @@ func (a *Agent) newCompute() {
 		Reserve: cfg.reserve(), Logger: a.log.With("component", "images")})
 	a.compute = hypervisor.NewService(a.node, a.identity, a.images, a.log.With("component", "compute"))
 	a.scheduler = hypervisor.NewScheduler(a.node, a.log.With("component", "scheduler"))
+	// Every node watches the VM leases, so a new leader knows at once
+	// which nodes are lost; the leader restarts their HA VMs.
+	a.leases = hypervisor.NewLeases(a.node, hypervisor.DefaultHATiming)
+	a.scheduler.Lost = func(node string) bool { _, lost := a.leases.Lost(node); return lost }
+	a.node.RegisterController("failover", hypervisor.NewFailover(a.node, a.leases, a.log.With("component", "failover")).Run)
 	a.node.RegisterController("scheduler", a.scheduler.Run)
 	a.compute.Quorum = a.quorumWithout
 	a.node.RegisterController("drainer", hypervisor.NewDrainer(a.node, a.log.With("component", "drainer")).Run)
@@ -57,6 +63,10 @@ func (a *Agent) newCompute() {
 	a.consoles = hypervisor.NewConsoles(a.compute, a.node, local, a.log.With("component", "consoles"))
 	a.node.HandleRPC(hypervisor.ConsoleRPCPrefix, a.consoles.RPCHandler())
 }
+
+// watchdogTimeout is the hardware watchdog's: a hung agent's box is reset
+// within HATiming.Fence plus this, before its lease is lost (Lease).
+var watchdogTimeout = hypervisor.DefaultHATiming.Lease - hypervisor.DefaultHATiming.Fence - time.Second
 
 // ensureNetwork creates the default VM network once per cluster; the
 // command is idempotent, so a new leader asking again is harmless.
@@ -105,6 +115,10 @@ func (a *Agent) newNodeAgent() {
 		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,
 		MigrationIP: cfg.Advertise,
 	}
+	if cfg.Watchdog != "" {
+		a.watchdog = watchdog.New(cfg.Watchdog, watchdogTimeout, log)
+		nc.Watchdog = a.watchdog
+	}
 	if cfg.VMs {
 		version, err := hypervisor.QEMUVersion(qemuArgv)
 		nc.QEMUVersion = version
@@ -130,6 +144,10 @@ func (a *Agent) newNodeAgent() {
 // runVMs keeps the VM network set up and the local VMs converged.
 func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
+	if a.watchdog != nil {
+		// A clean stop disarms it; a crash or a hang does not.
+		defer a.watchdog.Close()
+	}
 	a.waitCaughtUp(ctx)
 	ready := make(chan struct{})
 	// Segments first: the NAT network's reconcile rebuilds the guard and

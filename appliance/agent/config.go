@@ -74,6 +74,7 @@ type Config struct {
 	VIP6              string        `json:"vip6"`
 	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
 	VMRunDir          string        `json:"vm-run-dir"`
+	Watchdog          string        `json:"watchdog"`
 	SampleImage       string        `json:"sample-image"`
 
 	// The control plane's floor on the data dir's filesystem (see
@@ -238,6 +239,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.VIP6, "vip6", cfg.VIP6, "the cluster address's IPv6 twin, ADDR/PREFIX on --bind's interface (the same on every node; needs --vip): held with it")
 	fs.StringVar(&cfg.VIP, "vip", cfg.VIP, "the cluster's own address for the UI, API and S3, ADDR/PREFIX on the --bind network (the same on every node): held by the Raft leader, moved in seconds when it fails")
 	fs.DurationVar(&cfg.VMStopTimeout, "vm-stop-timeout", cfg.VMStopTimeout, "how long a stop waits for the guest's ACPI shutdown before pulling the plug")
+	fs.StringVar(&cfg.Watchdog, "watchdog", cfg.Watchdog, "hardware watchdog device (/dev/watchdog) that resets this box if its agent hangs while it runs HA VMs; \"\": none")
 	fs.StringVar(&cfg.VMRunDir, "vm-run-dir", cfg.VMRunDir, "QEMU sockets and pid files (default: under /run/cairn, per data dir)")
 	fs.StringVar(&cfg.SampleImage, "sample-image", cfg.SampleImage, "upload this disk image as the public image "+SampleImageName+" (and sample flavors if there are none): for development appliances")
 	fs.Uint64Var(&cfg.DataReserveMiB, "data-reserve-mib", cfg.DataReserveMiB, "MiB kept free for the control plane (Raft log, snapshots) on the data dir's filesystem: shards, image uploads and VM disks there stop short of it")

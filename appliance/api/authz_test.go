@@ -150,6 +150,7 @@ var matrix = []grant{
 	{route: "POST /api/v1/vms/{vm}/resume", stale: true, status: 409, allow: members}, // it is not paused
 	{route: "POST /api/v1/vms/{vm}/resize", body: `{"flavor":"small"}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/convert-disk", stale: true, status: 412, allow: members},
+	{route: "PUT /api/v1/vms/{vm}/ha", body: `{"enabled":false}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/migrate", body: `{"node":"maint-node"}`, stale: true, status: 412, allow: clusterAdmins},
 	{route: "POST /api/v1/vms/{vm}/migrate/cancel", status: 409, allow: clusterAdmins},
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},

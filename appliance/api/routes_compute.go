@@ -15,6 +15,10 @@ type (
 	resizeRequest struct {
 		Flavor string `json:"flavor"`
 	}
+	haRequest struct {
+		Enabled  *bool `json:"enabled,omitempty"`
+		Priority *int  `json:"priority,omitempty"`
+	}
 	imageUpdate struct {
 		Name       *string `json:"name,omitempty"`
 		Visibility *string `json:"visibility,omitempty"`
@@ -70,6 +74,23 @@ func (s *Server) computeRoutes() []route {
 					return err
 				}
 				vm, err := s.compute.Rename(r.Context(), p, r.PathValue("vm"), body.Name, im)
+				return ok(w, vm, versionOf(vm, err), err)
+			}},
+		{Method: "PUT", Path: v1 + "/vms/{vm}/ha", Summary: "Switch a VM's high availability (restart on another node when its node dies) on or off, or set its restart priority (cluster admins); honours If-Match", Tag: "compute",
+			Request: haRequest{}, Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := ifMatch(r)
+				if err != nil {
+					return err
+				}
+				var body haRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				var off *bool
+				if body.Enabled != nil {
+					off = new(!*body.Enabled)
+				}
+				vm, err := s.compute.SetHA(r.Context(), p, r.PathValue("vm"), off, body.Priority, im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
 		{Method: "DELETE", Path: v1 + "/vms/{vm}", Summary: "Delete a VM and everything made for it; honours If-Match", Tag: "compute",

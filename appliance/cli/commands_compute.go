@@ -31,7 +31,7 @@ var computeCommands = map[string]command{
 			}, len(vms))
 		}
 	}},
-	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N] [--boot-snapshot SNAP | --boot-source VOL | --local-disk] [--network NET]... [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--stopped]",
+	"vm create": {usage: "NAME --image IMAGE --flavor FLAVOR [--project P] [--boot-volume-gib N] [--boot-snapshot SNAP | --boot-source VOL | --local-disk] [--network NET]... [--ssh-key FILE] [--user-data FILE] [--data-disk GIB]... [--group G] [--no-ha] [--ha-priority N] [--stopped]",
 		help: "create a VM; it is placed, booted and given an address", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			var req hypervisor.VMCreate
 			fs.StringVar(&req.Image, "image", "", "image name or ID")
@@ -40,6 +40,8 @@ var computeCommands = map[string]command{
 			fs.StringVar(&req.Hostname, "hostname", "", "guest host name (default: from the name)")
 			fs.StringVar(&req.Group, "group", "", "anti-affinity group: VMs of one group run on different nodes")
 			fs.BoolVar(&req.Stopped, "stopped", false, "create without starting")
+			fs.BoolVar(&req.HAOff, "no-ha", false, "do not restart it on another node if its node dies (a VM booted from a volume is by default)")
+			fs.IntVar(&req.HAPriority, "ha-priority", 0, "restart priority, -100 to 100, higher first (cluster admin)")
 			fs.BoolVar(&req.LocalDisk, "local-disk", false, "keep the boot disk on the VM's node: scratch space, lost if the node is")
 			fs.Int64Var(&req.BootVolumeGiB, "boot-volume-gib", 0, "size of the boot volume (default: the flavor's disk)")
 			fs.StringVar(&req.BootSnapshot, "boot-snapshot", "", "the boot volume starts as this volume snapshot (copy-on-write) instead of the image")
@@ -159,6 +161,36 @@ var computeCommands = map[string]command{
 			}
 			if *wait && vm.Migration != nil {
 				return waitMigration(e, &vm)
+			}
+			return printVM(e, &vm)
+		}
+	}},
+	"vm ha": {usage: "VM [--on | --off] [--priority N]", help: "switch a VM's high availability (restarted on another node when its node dies) on or off, or set its restart priority (cluster admin)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		on := fs.Bool("on", false, "restart it elsewhere if its node dies")
+		off := fs.Bool("off", false, "leave it with its node if that dies")
+		prio := fs.Int("priority", 0, "restart priority, -100 to 100: higher restarts first")
+		return func(e *env, args []string) error {
+			if err := needArgs(args, 1, "a VM"); err != nil {
+				return err
+			}
+			body := map[string]any{}
+			switch {
+			case *on && *off:
+				return usageError("--on or --off, not both")
+			case *on || *off:
+				body["enabled"] = *on
+			}
+			fs.Visit(func(f *flag.Flag) {
+				if f.Name == "priority" {
+					body["priority"] = *prio
+				}
+			})
+			if len(body) == 0 {
+				return usageError("say --on, --off or --priority N")
+			}
+			var vm hypervisor.VM
+			if err := send(e, "PUT", "/api/v1/vms/"+url.PathEscape(args[0])+"/ha", body, &vm); err != nil {
+				return err
 			}
 			return printVM(e, &vm)
 		}
@@ -411,7 +443,15 @@ func printVM(e *env, v *hypervisor.VM) error {
 		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
 		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
 		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending},
-		{"migration", migrationLine(v.Migration)}})
+		{"migration", migrationLine(v.Migration)}, {"high availability", haLine(v)}})
+}
+
+// haLine says whether and how a VM is restarted elsewhere if its node dies.
+func haLine(v *hypervisor.VM) string {
+	if v.HA == "on" && v.Spec.HAPriority != 0 {
+		return fmt.Sprintf("on, priority %d", v.Spec.HAPriority)
+	}
+	return v.HA
 }
 
 // migrationLine is a live migration's progress in one line.

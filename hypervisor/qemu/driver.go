@@ -392,6 +392,32 @@ func (d *Driver) Running(name string) bool {
 	return true
 }
 
+// Kill ends the named VM's QEMU at once: SIGKILL to exactly that process
+// (found as Attach finds it, pinned by a pidfd), then it waits until the
+// process is gone. The run directory stays for whoever handles the exit.
+// A VM that is not running is no error.
+func (d *Driver) Kill(ctx context.Context, name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("kill vm %q: bad name", name)
+	}
+	p, err := findProcess(d.Dir(name), name)
+	if errors.Is(err, ErrNotRunning) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("kill vm %s: %w", name, err)
+	}
+	defer p.close()
+	if err := p.kill(); err != nil {
+		return fmt.Errorf("kill vm %s: %w", name, err)
+	}
+	if err := p.wait(ctx); err != nil {
+		return fmt.Errorf("kill vm %s: %w", name, err)
+	}
+	d.log.Warn("vm killed", "vm", name, "pid", p.pid)
+	return nil
+}
+
 // Attach connects to the running VM called name, e.g. after the caller
 // restarted. The process must be the QEMU this driver started for that run
 // directory. QEMU serves one QMP client at a time: while another Instance

@@ -69,6 +69,14 @@ func (i *Instance) AttachDisk(ctx context.Context, d Disk) error {
 			return fail(err)
 		}
 	}
+	// A volume's NBD socket, served for this VM alone, as at Start: the
+	// volume server may have opened it before this VM's user existed on
+	// this node (a VM restarted here after its node died).
+	if sock := d.unixSocket(); sock != "" {
+		if err := i.handOver(sock); err != nil {
+			return fail(err)
+		}
+	}
 
 	var r reverter
 	defer r.fail()

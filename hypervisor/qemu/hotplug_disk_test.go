@@ -407,8 +407,10 @@ func serveBackend(t *testing.T, be nbd.Backend) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// QEMU connects as the VM's user.
-	for p, mode := range map[string]os.FileMode{dir: 0o711, sock: 0o666} {
+	// Root's alone, as the volume server leaves a socket it opened before
+	// the VM's user existed on its node: QEMU, as that user, connects once
+	// Start or AttachDisk has handed the socket over.
+	for p, mode := range map[string]os.FileMode{dir: 0o711, sock: 0o600} {
 		if err := os.Chmod(p, mode); err != nil {
 			t.Fatal(err)
 		}

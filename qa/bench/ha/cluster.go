@@ -40,6 +40,7 @@ type cluster struct {
 	c     *harness.Cluster
 	api   *http.Client
 	token string
+	via   int // the node whose API is asked
 }
 
 func startCluster(ctx context.Context, t harness.T, bin, guest string) (*cluster, error) {
@@ -124,7 +125,9 @@ func startCluster(ctx context.Context, t harness.T, bin, guest string) (*cluster
 	return cl, cl.upload(ctx, guest)
 }
 
-func (cl *cluster) url(path string) string { return "https://" + cl.c.Nodes[0].IP + ":8443" + path }
+func (cl *cluster) url(path string) string {
+	return "https://" + cl.c.Nodes[cl.via].IP + ":8443" + path
+}
 
 func (cl *cluster) call(ctx context.Context, method, path string, body, out any, want int) error {
 	return benchrun.CallJSON(ctx, cl.api, method, cl.url(path), cl.token, body, out, want)
