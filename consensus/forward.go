@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -110,6 +111,19 @@ func (n *Node) forwardLoop(ctx context.Context) {
 func (n *Node) sendBatch(ctx context.Context, addr string, cmds []*forwardedCmd) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// Once every caller has given up (a leader that died mid-call), the
+	// batch holds its slot no longer: the callers' next commands go to
+	// the new leader.
+	var left atomic.Int64
+	left.Store(int64(len(cmds)))
+	for _, c := range cmds {
+		stop := context.AfterFunc(c.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
 	results, err := n.callApplyBatch(ctx, addr, cmds)
 	for i, c := range cmds {
 		if err != nil {

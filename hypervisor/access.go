@@ -49,11 +49,15 @@ func viewVM(txn *memdb.Txn, p *identity.Principal, vm *VM) *VM {
 			v.NICs[i].IP6 = port.IP6
 		}
 	}
-	v.HA = "on"
-	if err := Protected(txn, vm); vm.Spec.HAOff {
-		v.HA = "off"
-	} else if err != nil {
+	on := *vm
+	on.Spec.HAOff = false
+	switch err := Protected(txn, &on); {
+	case err != nil:
 		v.HA = "unavailable: " + err.Error()
+	case vm.Spec.HAOff:
+		v.HA = "off"
+	default:
+		v.HA = "on"
 	}
 	if seesCloudInit(p, vm) {
 		return &v

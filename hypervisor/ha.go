@@ -21,7 +21,7 @@ import (
 //
 //   - Ownership. Every node running VMs holds a lease in the replicated
 //     state (one per node, covering every VM placed on it), renewed every
-//     second (NodeAgent.keepLease). Its HA VMs (boot from volume, no local
+//     second (NodeAgent.KeepLease). Its HA VMs (boot from volume, no local
 //     disk, BIOS firmware, not switched off: Protected) are what it leases.
 //   - Lost. Every node watches the leases (Leases). A lease is lost when
 //     HATiming.Lease has passed, by the watching node's own monotonic
@@ -32,8 +32,9 @@ import (
 //   - Self-fencing. A node that has not renewed for HATiming.Fence (less
 //     than Lease) since it sent its last successful renewal kills its HA
 //     VMs' QEMUs and starts none until it renews again: by the time anyone
-//     sees its lease lost, they are dead. A hardware watchdog, petted only
-//     while this holds, resets a box whose agent hangs before it can.
+//     sees its lease lost, they are dead, if its agent runs. A hardware
+//     watchdog, petted only while this holds, resets a box whose agent
+//     hangs before it can. Whichever fails, the writer epoch below holds.
 //   - Restart elsewhere. The leader's Failover controller moves each HA VM
 //     of a node whose lease is lost, highest priority first, to a node with
 //     room (MsgFailoverVM). The command is refused if the lease was renewed
@@ -64,6 +65,9 @@ type Lease struct {
 	// At is when the node sent that renewal, by its clock (shown to staff;
 	// never used to judge the lease).
 	At time.Time `json:"at"`
+	// Applied is the index the node's copy of the state had reached when
+	// it sent it (renewLeaseCmd).
+	Applied uint64 `json:"applied,omitempty"`
 }
 
 // HATiming is how fast leases are renewed, fenced and lost. Fence must be
@@ -104,13 +108,17 @@ func Protected(txn *memdb.Txn, vm *VM) error {
 type renewLeaseCmd struct {
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
+	// Applied is how far the node's own copy of the state had got when
+	// it sent the renewal: when it fences, it judges its VMs by that copy
+	// or a later one.
+	Applied uint64 `json:"applied"`
 }
 
 func applyRenewLease(tx *consensus.Tx, c *renewLeaseCmd) (any, error) {
 	if c.Node == "" {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a lease needs a node")
 	}
-	return nil, tx.Insert(tLeases, &Lease{Node: c.Node, Index: tx.Index, At: c.At})
+	return nil, tx.Insert(tLeases, &Lease{Node: c.Node, Index: tx.Index, At: c.At, Applied: c.Applied})
 }
 
 type failoverCmd struct {
@@ -138,13 +146,19 @@ func applyFailoverVM(tx *consensus.Tx, c *failoverCmd) (any, error) {
 	if l == nil || l.Index != c.Lease {
 		return nil, consensus.Errorf(consensus.CodeConflict, "node %s has renewed its lease since it was judged lost", c.From)
 	}
-	if cur.Desired != DesiredRunning {
+	restarting := drainRestarting(tx.Txn, c.From, cur.ID)
+	if cur.Desired != DesiredRunning && !restarting {
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a VM that should run is restarted elsewhere", cur.Name, cur.Desired)
 	}
 	if err := Protected(tx.Txn, cur); err != nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "%v", err)
 	}
-	if err := canLeave(tx.Txn, cur, nil); err != nil {
+	if cur.Spec.HAOnAt > l.Applied {
+		// The lost node may not have seen it switched on, and so not have
+		// killed it when it fenced: it may run there still.
+		return nil, consensus.Errorf(consensus.CodeConflict, "high availability was switched on for VM %s after %s last heard from the cluster: it may still run there", cur.Name, c.From)
+	}
+	if err := leavesWhole(tx.Txn, cur); err != nil {
 		return nil, err
 	}
 	if m := cur.Migration; m != nil && m.Target == c.To {
@@ -157,6 +171,10 @@ func applyFailoverVM(tx *consensus.Tx, c *failoverCmd) (any, error) {
 	vm.Node = c.To
 	vm.Migration = nil // a live migration from the lost node ends with it
 	vm.Status = VMStatus{State: StateBuilding, UpdatedAt: c.At}
+	if cur.Desired != DesiredRunning {
+		// Stopped by a drain to move: the drainer starts it where it went.
+		vm.Status.State = StateStopped
+	}
 	vm.Version = tx.Index
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
@@ -173,6 +191,26 @@ func applyFailoverVM(tx *consensus.Tx, c *failoverCmd) (any, error) {
 		return nil, err
 	}
 	return &vm, addEvent(tx, vm.ID, "failover", FailoverMessage(c.From, c.LostAt, c.To, ""), "", c.To, c.At)
+}
+
+// drainRestarting says whether a drain of node stopped the VM to move it
+// and start it again elsewhere: it should run.
+func drainRestarting(txn *memdb.Txn, node, vmID string) bool {
+	c := cordonOf(txn, node)
+	return c != nil && c.Drain != nil && contains(c.Drain.Restarting, vmID)
+}
+
+// leavesWhole says why a VM's volumes cannot go to another node with it
+// now its node is lost, or nil. A snapshot or a detach under way is
+// finished by the new node; a boot volume still being filled from the
+// lost node's local disk (convert-disk) cannot be.
+func leavesWhole(txn *memdb.Txn, vm *VM) error {
+	for _, v := range volume.AttachedToVM(txn, vm.ID) {
+		if v.Unfilled() && v.Source != nil && v.Source.VMDisk != "" {
+			return consensus.Errorf(consensus.CodeConflict, "VM %s's volume %s was being filled from a disk on its lost node", vm.Name, v.Name)
+		}
+	}
+	return nil
 }
 
 // FailoverMessage is the history's line for a restart elsewhere, or (to
@@ -219,6 +257,9 @@ func applySetHA(tx *consensus.Tx, c *setHACmd) (any, error) {
 	}
 	vm := *cur
 	if c.Off != nil {
+		if vm.Spec.HAOff && !*c.Off {
+			vm.Spec.HAOnAt = tx.Index
+		}
 		vm.Spec.HAOff = *c.Off
 	}
 	if c.Priority != nil {
@@ -397,14 +438,16 @@ type Failover struct {
 	leases *Leases
 	log    *slog.Logger
 	// told: VMs whose history already says why they were not restarted,
-	// by the lease judged lost.
-	told map[string]uint64
+	// by the lease judged lost; retryAt: when to try again a VM whose
+	// restart was refused.
+	told    map[string]uint64
+	retryAt map[string]time.Time
 }
 
 // NewFailover returns the failover controller; register Run as a leader
 // controller.
 func NewFailover(c Cluster, leases *Leases, log *slog.Logger) *Failover {
-	return &Failover{c: c, leases: leases, log: log, told: map[string]uint64{}}
+	return &Failover{c: c, leases: leases, log: log, told: map[string]uint64{}, retryAt: map[string]time.Time{}}
 }
 
 // Run restarts what lost nodes held, a few times a second.
@@ -443,7 +486,7 @@ func (f *Failover) failover(ctx context.Context, node string) {
 			Message: FailoverMessage(node, lease.At, "", msg)})
 	}
 	for _, vm := range vms {
-		if vm.Desired != DesiredRunning {
+		if vm.Desired != DesiredRunning && !drainRestarting(txn, node, vm.ID) || time.Now().Before(f.retryAt[vm.ID]) {
 			continue
 		}
 		if err := Protected(txn, vm); err != nil {
@@ -465,11 +508,15 @@ func (f *Failover) failover(ctx context.Context, node string) {
 		cmd := failoverCmd{ID: vm.ID, From: node, To: to, Lease: lease.Index, LostAt: lease.At, At: time.Now().UTC()}
 		if _, err := f.c.Apply(ctx, MsgFailoverVM, cmd, nil); err != nil {
 			if ctx.Err() == nil {
-				f.log.Warn("restart a VM of a lost node", "vm", vm.Name, "node", node, "to", to, "err", err)
+				f.retryAt[vm.ID] = time.Now().Add(5 * time.Second)
+				if f.told[vm.ID] != lease.Index {
+					f.log.Warn("restart a VM of a lost node", "vm", vm.Name, "node", node, "to", to, "err", err)
+				}
 				note(vm, err.Error())
 			}
 			continue
 		}
+		delete(f.retryAt, vm.ID)
 		f.log.Info("VM restarted elsewhere", "vm", vm.Name, "lost", node, "to", to, "last_renewal", lease.At)
 		txn = f.c.Store().ReadTxn() // the next placement sees this one
 	}

@@ -4,7 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Watchdog resets the box unless it is petted in time: a hardware
@@ -22,53 +30,76 @@ var errFenced = errors.New("this node has lost contact with the cluster: its HA 
 // lease.
 func (n *NodeAgent) fenced() bool { return n.isFenced.Load() }
 
-// keepLease renews this node's lease every HATiming.Renew, kills its HA
+// KeepLease renews this node's lease every HATiming.Renew, kills its HA
 // VMs once it has not renewed for HATiming.Fence, and pets the watchdog
-// while either holds: renewed lately, or nothing left to kill.
-func (n *NodeAgent) keepLease(ctx context.Context) {
+// while either holds: renewed lately, or nothing left to kill. It runs
+// from the agent's start (before the VM agent catches up) until ctx ends,
+// and returns only then: the watchdog may be disarmed after it.
+func (n *NodeAgent) KeepLease(ctx context.Context) {
 	t := n.cfg.HA
 	tick := time.NewTicker(t.Renew / 4)
 	defer tick.Stop()
-	// The last renewal that went through, by when it was sent: the leader
-	// saw it after that. Until the first, the agent's start (a restarted
-	// agent's VMs are killed as late as this if it cannot renew).
-	lastOK := time.Now()
+	// The last renewal that went through, by when it was sent: whoever
+	// judges the lease saw it applied after that. A restarted agent
+	// starts from what the one before it saved (or, on a fresh boot, now:
+	// no VM runs yet).
+	lastOK := n.loadLastRenewal()
 	var sentAt time.Time
-	results := make(chan time.Time, 1)
-	inFlight := false
+	type result struct {
+		at    time.Time
+		index uint64
+	}
+	results := make(chan result, 8)
+	// wantApplied: the node unfences only once its own state has caught up
+	// with its renewal, so that a restart elsewhere committed meanwhile is
+	// seen before any of its VMs is started here again.
+	var wantApplied uint64
 	for {
 		now := time.Now()
-		if !inFlight && now.Sub(sentAt) >= t.Renew {
-			inFlight, sentAt = true, now
+		if now.Sub(sentAt) >= t.Renew {
+			// One every Renew, whether or not the last has answered: a
+			// renewal stuck on a leader that died must not hold back the
+			// next, which goes to the new one.
+			sentAt = now
 			go func(at time.Time) {
-				rctx, cancel := context.WithTimeout(ctx, t.Fence)
+				rctx, cancel := context.WithTimeout(ctx, 2*t.Renew)
 				defer cancel()
-				_, err := n.c.Apply(rctx, MsgRenewLease, renewLeaseCmd{Node: n.cfg.Name, At: at.UTC()}, nil)
+				cmd := renewLeaseCmd{Node: n.cfg.Name, At: at.UTC(), Applied: n.c.Store().AppliedIndex()}
+				idx, err := n.c.Apply(rctx, MsgRenewLease, cmd, nil)
 				if err != nil {
 					if ctx.Err() == nil {
 						n.log.Warn("renew this node's lease", "err", err)
 					}
-					at = time.Time{}
+					return
 				}
-				results <- at
+				select {
+				case results <- result{at, idx}:
+				case <-ctx.Done():
+				}
 			}(now)
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case at := <-results:
-			inFlight = false
-			if !at.IsZero() && at.After(lastOK) {
-				lastOK = at
+		case r := <-results:
+			if r.at.After(lastOK) {
+				lastOK = r.at
+				wantApplied = max(wantApplied, r.index)
+				n.saveLastRenewal(lastOK)
 			}
 		case <-tick.C:
 		}
+		if ctx.Err() != nil {
+			return
+		}
 		fresh := time.Since(lastOK) < t.Fence
 		clear := true
-		if !fresh {
+		switch {
+		case !fresh:
 			clear = n.fence(ctx, lastOK)
-		} else if n.isFenced.Swap(false) {
-			n.log.Warn("lease renewed: HA VMs placed here start again", "lost_for", time.Since(lastOK).Round(time.Millisecond))
+		case n.isFenced.Load() && n.c.Store().AppliedIndex() >= wantApplied:
+			n.isFenced.Store(false)
+			n.log.Warn("lease renewed: HA VMs placed here start again")
 			n.kickAll()
 		}
 		if n.cfg.Watchdog != nil && (fresh || clear) {
@@ -77,6 +108,53 @@ func (n *NodeAgent) keepLease(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// lastRenewalFile keeps, across agent restarts (not reboots: it is in the
+// run directory), when this node last renewed its lease, on the system's
+// monotonic clock.
+func (n *NodeAgent) lastRenewalFile() string {
+	return filepath.Join(filepath.Dir(n.cfg.Driver.Dir("x")), ".lease-renewed")
+}
+
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// saveLastRenewal records at (a renewal's send time) for a successor.
+func (n *NodeAgent) saveLastRenewal(at time.Time) {
+	mono := monotonicNow() - time.Since(at)
+	f := n.lastRenewalFile()
+	err := os.MkdirAll(filepath.Dir(f), 0o711) // as the QEMU driver makes it
+	if err == nil {
+		err = os.WriteFile(f+".tmp", []byte(strconv.FormatInt(int64(mono), 10)), 0o600)
+	}
+	if err == nil {
+		err = os.Rename(f+".tmp", f)
+	}
+	if err != nil {
+		n.log.Warn("save the lease's last renewal", "err", err)
+	}
+}
+
+// loadLastRenewal is when the agent before this one last renewed, or now
+// if none did since the box booted.
+func (n *NodeAgent) loadLastRenewal() time.Time {
+	b, err := os.ReadFile(n.lastRenewalFile())
+	if err != nil {
+		return time.Now()
+	}
+	mono, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil || mono <= 0 || time.Duration(mono) > monotonicNow() {
+		return time.Now()
+	}
+	last := time.Now().Add(-(monotonicNow() - time.Duration(mono)))
+	n.log.Info("lease last renewed by the agent before this one", "ago", time.Since(last).Round(time.Millisecond))
+	return last
 }
 
 // fence kills every QEMU here whose VM may be restarted elsewhere (an HA
@@ -104,7 +182,9 @@ func (n *NodeAgent) fence(ctx context.Context, lastOK time.Time) bool {
 		n.log.Error("fence: list VMs", "err", err)
 		return false
 	}
-	clear := true
+	// All at once: a QEMU with much memory may take a while to go.
+	var wg sync.WaitGroup
+	var failed atomic.Bool
 	for _, name := range names {
 		vm := getVM(txn, name)
 		if vm == nil || vm.Node == n.cfg.Name && Protected(txn, vm) != nil {
@@ -113,15 +193,19 @@ func (n *NodeAgent) fence(ctx context.Context, lastOK time.Time) bool {
 		if !n.cfg.Driver.Running(name) {
 			continue
 		}
-		kctx, cancel := context.WithTimeout(ctx, time.Second)
-		err := n.cfg.Driver.Kill(kctx, name)
-		cancel()
-		if err != nil {
-			n.log.Error("fence: kill VM", "vm", name, "err", err)
-			clear = false
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			kctx, cancel := context.WithTimeout(ctx, time.Second)
+			defer cancel()
+			if err := n.cfg.Driver.Kill(kctx, name); err != nil {
+				n.log.Error("fence: kill VM", "vm", name, "err", err)
+				failed.Store(true)
+			}
+		}()
 	}
-	return clear
+	wg.Wait()
+	return !failed.Load()
 }
 
 // kickAll wakes every worker.

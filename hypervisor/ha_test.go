@@ -119,7 +119,7 @@ func TestLeasesLostOnlyWhileTheLogMoves(t *testing.T) {
 }
 
 // The leader restarts a lost node's HA VMs elsewhere, highest priority
-// first where room is short: each on a node with room, its volume handed
+// first where room is short (xray, whose name sorts after ris's): each on a node with room, its volume handed
 // to that node at a new writer epoch and its ports with it, the history
 // saying what happened. A VM that cannot move (local disk, HA off, no
 // room) stays and its history says why, once. A judgement of a lease
@@ -139,7 +139,7 @@ func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 	}
 	e.host(t, "node3", 8, 16384)
 	vms := map[string]VMSpec{
-		"pacs":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-pacs", HAPriority: 10},
+		"xray":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-xray", HAPriority: 10},
 		"ris":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-ris"},
 		"off":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-off", HAOff: true},
 		"local": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID},
@@ -167,12 +167,12 @@ func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 		}
 	}
 	// Writers on node3, as its volume server would have taken them.
-	for _, id := range []string{"vol-pacs", "vol-ris", "vol-off"} {
+	for _, id := range []string{"vol-xray", "vol-ris", "vol-off"} {
 		e.acquireWriter(t, id, "node3")
 	}
-	pacsEpoch := e.vol("vol-pacs").Epoch
-	if v, _ := e.svc.VM(e.admin, "pacs"); v.HA != "on" {
-		t.Fatalf("pacs's HA reads %q", v.HA)
+	xrayEpoch := e.vol("vol-xray").Epoch
+	if v, _ := e.svc.VM(e.admin, "xray"); v.HA != "on" {
+		t.Fatalf("xray's HA reads %q", v.HA)
 	}
 	if v, _ := e.svc.VM(e.admin, "local"); !strings.HasPrefix(v.HA, "unavailable: ") {
 		t.Fatalf("local's HA reads %q", v.HA)
@@ -196,16 +196,16 @@ func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 	f.failover(ctx, "node3")
 
 	txn := e.node.Store().ReadTxn()
-	pacs := getVM(txn, "vm-pacs")
-	if pacs.Node != "node1" || pacs.Status.State != StateBuilding {
-		t.Fatalf("pacs: on %q, %s; want restarted on node1", pacs.Node, pacs.Status.State)
+	xray := getVM(txn, "vm-xray")
+	if xray.Node != "node1" || xray.Status.State != StateBuilding {
+		t.Fatalf("xray: on %q, %s; want restarted on node1", xray.Node, xray.Status.State)
 	}
-	if v := e.vol("vol-pacs"); v.Attachment.Node != "node1" || v.Writer != "node1" || v.Epoch != pacsEpoch+1 {
-		t.Fatalf("pacs's volume: attached on %q, writer %q at epoch %d (was %d)", v.Attachment.Node, v.Writer, v.Epoch, pacsEpoch)
+	if v := e.vol("vol-xray"); v.Attachment.Node != "node1" || v.Writer != "node1" || v.Epoch != xrayEpoch+1 {
+		t.Fatalf("xray's volume: attached on %q, writer %q at epoch %d (was %d)", v.Attachment.Node, v.Writer, v.Epoch, xrayEpoch)
 	}
-	for _, nic := range pacs.NICs {
+	for _, nic := range xray.NICs {
 		if p := netfabric.GetPort(txn, nic.ID); p == nil || p.Node != "node1" {
-			t.Fatalf("pacs's port %s is not bound to node1: %+v", nic.ID, p)
+			t.Fatalf("xray's port %s is not bound to node1: %+v", nic.ID, p)
 		}
 	}
 	for _, name := range []string{"ris", "off", "local"} {
@@ -224,10 +224,10 @@ func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 		}
 		return evs[len(evs)-1]
 	}
-	ev := lastEvent("pacs")
+	ev := lastEvent("xray")
 	from, at, to, why, ok := FailoverParts(ev.Message)
 	if ev.Kind != "failover" || !ok || from != "node3" || to != "node1" || why != "" || !at.Equal(lease.At.Truncate(time.Second)) {
-		t.Fatalf("pacs's history ends with %+v (parts %q %v %q %q %v)", ev, from, at, to, why, ok)
+		t.Fatalf("xray's history ends with %+v (parts %q %v %q %q %v)", ev, from, at, to, why, ok)
 	}
 	for name, why := range map[string]string{"ris": "no node has", "off": "switched off", "local": "local disks"} {
 		ev := lastEvent(name)
@@ -334,7 +334,7 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 	wd := &fakeWatchdog{}
 	n := NewNodeAgent(c, NodeConfig{Name: "node1", Driver: drv, HA: timing, Watchdog: wd,
 		Logger: slog.New(slog.NewTextHandler(testutil.LogWriter(t), nil))})
-	go n.keepLease(ctx)
+	go n.KeepLease(ctx)
 	testutil.WaitFor(t, 5*time.Second, "the first renewal", func() error {
 		if GetLease(e.node.Store().ReadTxn(), "node1") == nil {
 			return fmt.Errorf("no lease yet")
@@ -418,11 +418,13 @@ func TestSetHA(t *testing.T) {
 	if _, err := e.svc.SetHA(ctx, e.user, "ris", new(true), nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if v, _ := e.svc.VM(e.user, "ris"); !v.Spec.HAOff || v.HA != "off" {
-		t.Fatalf("after switching off: %+v, %q", v.Spec, v.HA)
+	if v, _ := e.svc.VM(e.user, "ris"); !v.Spec.HAOff || !strings.HasPrefix(v.HA, "unavailable: ") {
+		t.Fatalf("after switching off: %+v, %q (its disk is local: HA is not possible either way)", v.Spec, v.HA)
 	}
-	if _, err := e.svc.SetHA(ctx, e.user, "ris", nil, new(10), 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
-		t.Fatalf("a member's priority: %v", err)
+	for _, prio := range []int{10, 0} {
+		if _, err := e.svc.SetHA(ctx, e.user, "ris", nil, new(prio), 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+			t.Fatalf("a member's priority %d: %v", prio, err)
+		}
 	}
 	if _, err := e.svc.SetHA(ctx, e.admin, "ris", nil, new(101), 0); consensus.ErrorCode(err) != consensus.CodeInvalid {
 		t.Fatalf("priority 101: %v", err)

@@ -108,7 +108,6 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 // VM converged until ctx ends. Running VMs are left running when it returns:
 // a restarted agent attaches to them again.
 func (n *NodeAgent) Run(ctx context.Context) {
-	go n.keepLease(ctx)
 	for {
 		err := n.c.ConsistentRead(ctx)
 		if err == nil {

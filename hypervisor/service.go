@@ -527,6 +527,9 @@ func (s *Service) SetHA(ctx context.Context, p *identity.Principal, ref string, 
 		if err := checkHAPriority(p, *priority); err != nil {
 			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
 		}
+		if !p.IsClusterAdmin() {
+			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "only cluster admins set restart priorities: they rank the VMs of every project"))
+		}
 	}
 	var out VM
 	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgSetHA, setHACmd{ID: vm.ID, Off: off, Priority: priority, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)

@@ -55,6 +55,10 @@ type VMSpec struct {
 	// HAPriority orders the restarts, highest first.
 	HAOff      bool `json:"ha_off,omitempty"`
 	HAPriority int  `json:"ha_priority,omitempty"`
+	// HAOnAt is the Raft index at which HA was last switched on (0: on
+	// from the start): a lost node that had not seen it then may not have
+	// killed the VM (applyFailoverVM).
+	HAOnAt uint64 `json:"ha_on_at,omitempty"`
 }
 
 // DiskGiBTotal is what the VM's local disks count against the disk quota

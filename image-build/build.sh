@@ -103,7 +103,7 @@ sgdisk=$(command -v sgdisk || echo /sbin/sgdisk)
 	github.com/u-root/u-root/cmds/core/gosh github.com/u-root/u-root/cmds/core/ls \
 	github.com/u-root/u-root/cmds/core/cat github.com/u-root/u-root/cmds/core/dmesg \
 	github.com/u-root/u-root/cmds/core/ip github.com/u-root/u-root/cmds/core/ps \
-	github.com/u-root/u-root/cmds/core/mount 2>&1 | grep -v '^.*INFO' >&2 || true)
+	github.com/u-root/u-root/cmds/core/mount github.com/u-root/u-root/cmds/core/kill 2>&1 | grep -v '^.*INFO' >&2 || true)
 [[ -s $cache/initramfs.cpio ]] || { echo "image: u-root made no initramfs" >&2; exit 1; }
 # zstd: a box unpacks it ~0.5 s sooner than gzip -9 under TCG, at about the
 # same size; zstd writes no name or time into the frame.

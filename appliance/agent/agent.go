@@ -188,10 +188,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	go a.runDisks(ctx)
 	go a.leases.Run(ctx)
+	vmsDone, leaseDone := make(chan struct{}), make(chan struct{})
+	if a.cfg.VMs {
+		// From the start, not once the VM agent has caught up: a
+		// restarted agent's VMs are fenced on time however long that takes.
+		go func() {
+			a.vms.KeepLease(ctx)
+			close(leaseDone)
+		}()
+	} else {
+		close(leaseDone)
+	}
 	go a.objects.RunReadRepair(ctx) // every node serves S3 reads, with disks or not
 	go releaseWhenIdle(ctx, 2*time.Second)
 	if a.cfg.VMs {
-		go a.runVMs(ctx)
+		go func() {
+			a.runVMs(ctx)
+			close(vmsDone)
+		}()
+	} else {
+		close(vmsDone)
 	}
 	go func() {
 		if err := a.identity.ArchiveAudit(ctx, filepath.Join(a.cfg.DataDir, "audit")); err != nil {
@@ -220,6 +236,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Warn("api shutdown", "err", err)
 	}
 	_ = a.s3.Shutdown(sctx)
+	// The VM agent lets go of its VMs (they run on) and disarms the
+	// watchdog: a power-off right after must not find it armed.
+	select {
+	case <-vmsDone:
+	case <-time.After(10 * time.Second):
+		a.log.Warn("the VM agent did not stop within 10 s")
+	}
+	<-leaseDone // it pets the watchdog until then
+	if a.watchdog != nil {
+		// A clean stop disarms it; a crash or a hang does not.
+		if err := a.watchdog.Close(); err != nil {
+			a.log.Error("disarm the watchdog", "err", err)
+		}
+	}
 	return nil
 }
 

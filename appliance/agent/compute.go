@@ -144,10 +144,6 @@ func (a *Agent) newNodeAgent() {
 // runVMs keeps the VM network set up and the local VMs converged.
 func (a *Agent) runVMs(ctx context.Context) {
 	defer a.vmNet.Close()
-	if a.watchdog != nil {
-		// A clean stop disarms it; a crash or a hang does not.
-		defer a.watchdog.Close()
-	}
 	a.waitCaughtUp(ctx)
 	ready := make(chan struct{})
 	// Segments first: the NAT network's reconcile rebuilds the guard and

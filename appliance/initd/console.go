@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -59,4 +60,29 @@ func renderStatus(s agent.ConsoleStatus) string {
 	}
 	fmt.Fprintf(&b, "%s\n", line)
 	return b.String()
+}
+
+// consoleInfo are the agent's info messages that the console shows beside
+// its warnings and errors: whether the box's hardware watchdog guards it,
+// which staff at the console want to know and which the rest of the
+// agent's info messages would drown.
+var consoleInfo = map[string]bool{"watchdog armed": true, "watchdog disarmed": true}
+
+// consoleHandler is the agent's log on the console: warnings, errors and
+// the info messages of consoleInfo.
+type consoleHandler struct{ slog.Handler }
+
+func (h consoleHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level < slog.LevelWarn && !consoleInfo[r.Message] {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h consoleHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return consoleHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h consoleHandler) WithGroup(name string) slog.Handler {
+	return consoleHandler{h.Handler.WithGroup(name)}
 }

@@ -111,6 +111,7 @@ func Main() int {
 	} else {
 		boot.Extra = append([]string{"--vms=false"}, boot.Extra...)
 	}
+	boot.Watchdog = findWatchdog(log)
 	agentDone := make(chan string, 1)
 	go func() { agentDone <- runAgent(ctx, log, console, boot, addr) }()
 	if hasSystem {
@@ -155,7 +156,7 @@ func runAgent(ctx context.Context, log *slog.Logger, console io.Writer, boot Boo
 		log.Error("agent configuration", "err", err)
 		return pauseThen(ctx, "reboot")
 	}
-	alog := slog.New(slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	alog := slog.New(consoleHandler{slog.NewTextHandler(console, &slog.HandlerOptions{Level: slog.LevelInfo})})
 	a, err := agent.New(cfg, alog, io.Discard)
 	if err != nil {
 		log.Error("agent", "err", err)
@@ -242,6 +243,8 @@ func mountKernelFS() error {
 
 // loadModules loads the kernel modules listed in list, one path per line, in
 // dependency order (the image build writes it with modprobe --show-depends).
+// A driver for hardware the box does not have may refuse to load (ENODEV,
+// as sp5100_tco on an Intel box): that is no problem to report.
 func loadModules(log *slog.Logger, root, list string) {
 	for line := range strings.Lines(readFile(list)) {
 		path := strings.TrimSpace(line)
@@ -255,10 +258,28 @@ func loadModules(log *slog.Logger, root, list string) {
 		}
 		err = unix.FinitModule(int(f.Fd()), "", 0)
 		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
+		if err != nil && !errors.Is(err, unix.EEXIST) && !errors.Is(err, unix.ENODEV) {
 			log.Warn("kernel module", "module", filepath.Base(path), "err", err)
 		}
 	}
+}
+
+// WatchdogDevice is the hardware watchdog the agent is given: the first one
+// the kernel registered (watchdog0).
+const WatchdogDevice = "/dev/watchdog"
+
+// findWatchdog returns WatchdogDevice if the boot modules gave the box a
+// hardware watchdog, or "": the agent then runs without one. The drivers
+// register their device as they load, so after loadModules it is there or
+// it never will be.
+func findWatchdog(log *slog.Logger) string {
+	if _, err := os.Stat(WatchdogDevice); err != nil {
+		log.Info("no hardware watchdog", "device", WatchdogDevice)
+		return ""
+	}
+	identity := strings.TrimSpace(readFile("/sys/class/watchdog/watchdog0/identity"))
+	log.Info("hardware watchdog", "device", WatchdogDevice, "identity", identity)
+	return WatchdogDevice
 }
 
 // debugShell runs a shell on the console, again whenever it exits; only with

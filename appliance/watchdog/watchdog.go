@@ -13,8 +13,6 @@ import (
 	"os"
 	"sync"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Device is a watchdog device, armed on its first Pet.
@@ -23,8 +21,9 @@ type Device struct {
 	timeout time.Duration
 	log     *slog.Logger
 
-	mu sync.Mutex
-	f  *os.File
+	mu     sync.Mutex
+	f      *os.File
+	closed bool // disarmed for good: a late Pet must not arm it again
 }
 
 // New returns the watchdog at path with the given timeout (whole seconds,
@@ -37,12 +36,15 @@ func New(path string, timeout time.Duration, log *slog.Logger) *Device {
 func (d *Device) Pet() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.closed {
+		return fmt.Errorf("watchdog %s: disarmed", d.path)
+	}
 	if d.f == nil {
 		if err := d.open(); err != nil {
 			return err
 		}
 	}
-	if err := unix.IoctlWatchdogKeepalive(int(d.f.Fd())); err != nil {
+	if err := keepalive(d.f); err != nil {
 		return fmt.Errorf("watchdog %s: keepalive: %w", d.path, err)
 	}
 	return nil
@@ -55,16 +57,19 @@ func (d *Device) open() error {
 	}
 	secs := max(int(d.timeout/time.Second), 1)
 	// The driver may round it: what it answers is what holds.
-	if err := unix.IoctlSetPointerInt(int(f.Fd()), unix.WDIOC_SETTIMEOUT, secs); err != nil {
+	got, err := setTimeout(f, secs)
+	if err != nil {
 		disarm(f)
 		return fmt.Errorf("watchdog %s: set the timeout to %d s: %w", d.path, secs, err)
 	}
-	got, err := unix.IoctlGetInt(int(f.Fd()), unix.WDIOC_GETTIMEOUT)
-	if err != nil {
-		got = secs
-	}
 	d.f = f
 	d.log.Info("watchdog armed", "device", d.path, "timeout_s", got)
+	if got > secs {
+		// A hung agent's box is then reset later than the VM leases
+		// assume: after its VMs may have been restarted elsewhere (the
+		// writer epoch still keeps them off the volumes).
+		d.log.Error("the watchdog's driver took a longer timeout than asked", "device", d.path, "asked_s", secs, "took_s", got)
+	}
 	return nil
 }
 
@@ -74,6 +79,7 @@ func (d *Device) open() error {
 func (d *Device) Close() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.closed = true
 	if d.f == nil {
 		return nil
 	}

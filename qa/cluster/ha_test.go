@@ -144,10 +144,11 @@ func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string
 // Then the box running the HA VM is cut off behind an nftables partition,
 // its agent and QEMU alive (the zombie), again and again for a random
 // time: short cuts change nothing, longer ones make it kill its copy
-// (self-fencing), longer still restart the VM on the other side. At no
-// sampled instant do two nodes run the VM, after each heal exactly one
-// does, and at the end every record any copy of the guest reported
-// flushed is on its volume, whole.
+// (self-fencing), longer still restart the VM on the other side; now and
+// then the Raft leader is cut off instead, which the VM on another node
+// must not notice. At no sampled instant do two nodes run the VM, after
+// each heal exactly one does, and at the end every record any copy of the
+// guest reported flushed is on its volume, whole.
 func TestHAFailover(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
 	a := cairntest.Admin(t, c.Node(1))
@@ -237,17 +238,27 @@ func TestHAFailover(t *testing.T) {
 	// The zombie, again and again.
 	seed := rand.Uint64()
 	rnd := rand.New(rand.NewPCG(seed, 0))
-	loops := 5
+	loops := 6
 	if s := os.Getenv("CAIRN_HA_LOOPS"); s != "" {
 		loops, _ = strconv.Atoi(s)
 	}
 	t.Logf("partition loop: %d rounds, seed %d", loops, seed)
 	for round := range loops {
 		cur := waitVM(t, api, ha, 3*time.Minute, "running", inState("running"))
-		zombie := nodeNamed(t, c, cur.Node)
-		var other *harness.Node
+		vmNode := nodeNamed(t, c, cur.Node)
+		st, err := api.Status()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Mostly the VM's node (the zombie); every third round the leader
+		// if it is another node: its death must cost the VM nothing.
+		cutOff := vmNode
+		if leader := cairntest.NodeByName(c, st.Leader); leader != nil && leader != vmNode && round%3 == 1 {
+			cutOff = leader
+		}
+		var other *harness.Node // an API the cut leaves alone
 		for _, n := range c.Nodes {
-			if n != zombie {
+			if other == nil && n != cutOff {
 				other = n
 			}
 		}
@@ -259,12 +270,13 @@ func TestHAFailover(t *testing.T) {
 			return nil
 		})
 		flushed = max(flushed, sc.last(t, api, cur.Node))
+		pid := qemuPIDs(vmNode, cur.ID)
 		cut := time.Duration(2000+rnd.IntN(12000)) * time.Millisecond
 		w := watchCopies(c, cur.ID)
-		c.Partition([]*harness.Node{zombie})
+		c.Partition([]*harness.Node{cutOff})
 		cutAt := time.Now()
 		time.Sleep(cut)
-		zombieGone := len(qemuPIDs(zombie, cur.ID)) == 0
+		zombieGone := len(qemuPIDs(vmNode, cur.ID)) == 0
 		c.Heal()
 		after := waitVM(t, api, ha, 3*time.Minute, "running after the heal", func(v vmView) error {
 			if v.Status.State != "running" {
@@ -287,15 +299,25 @@ func TestHAFailover(t *testing.T) {
 		samples := w.end()
 		for _, s := range samples {
 			if len(s.nodes) > 1 {
-				t.Fatalf("round %d (cut %s off for %s): at %s two copies ran, on %v", round, zombie.Name, cut, s.at.Sub(cutAt), s.nodes)
+				t.Fatalf("round %d (cut %s off for %s): at %s two copies ran, on %v", round, cutOff.Name, cut, s.at.Sub(cutAt), s.nodes)
 			}
 		}
-		// Self-fencing: a zombie cut off for longer than it may hold its
-		// lease (4 s) with a margin had killed its copy before the heal.
-		if cut > 6*time.Second && !zombieGone {
-			t.Fatalf("round %d: %s, cut off for %s, still ran its copy", round, zombie.Name, cut)
+		switch {
+		case cutOff != vmNode:
+			// The leader (not the VM's node) died for a while: a new one
+			// took over within a second; the VM ran on, untouched.
+			if now := qemuPIDs(vmNode, cur.ID); zombieGone || after.Node != vmNode.Name || len(now) != 1 || len(pid) != 1 || now[0] != pid[0] {
+				t.Fatalf("round %d: the leader %s cut off for %s; %s's QEMU %v is now %v on %s", round, cutOff.Name, cut, ha, pid, now, after.Node)
+			}
+		case cut > 6*time.Second && !zombieGone:
+			// Self-fencing: a zombie cut off for longer than it may hold
+			// its lease (4 s), with a margin, had killed its copy.
+			t.Fatalf("round %d: %s, cut off for %s, still ran its copy", round, cutOff.Name, cut)
+		case cut < 3*time.Second && (zombieGone || after.Node != vmNode.Name):
+			// A short cut changes nothing.
+			t.Fatalf("round %d: %s cut off for only %s: its copy killed %v, the VM now on %s", round, cutOff.Name, cut, zombieGone, after.Node)
 		}
-		t.Logf("round %d: %s cut off for %s: its copy killed %v; the VM runs on %s", round, zombie.Name, cut.Round(time.Millisecond), zombieGone, after.Node)
+		t.Logf("round %d: %s (leader %s) cut off for %s: the VM's copy on %s killed %v; it runs on %s", round, cutOff.Name, st.Leader, cut.Round(time.Millisecond), vmNode.Name, zombieGone, after.Node)
 		cairntest.WaitShape(t, api, 3, 0)
 	}
 	cur := waitVM(t, api, ha, 3*time.Minute, "running", inState("running"))

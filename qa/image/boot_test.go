@@ -58,12 +58,14 @@ func bootFiles(t *testing.T) string {
 type box struct {
 	t       *testing.T
 	cmd     *exec.Cmd
-	monitor string // QEMU's human monitor socket
-	api     string // host:port where the test reaches the guest's API
+	monitor string    // QEMU's human monitor socket
+	api     string    // host:port where the test reaches the guest's API
+	keys    io.Writer // the serial console's keyboard
 	exited  chan struct{}
 
 	mu      sync.Mutex
 	console bytes.Buffer
+	partial []byte // the console's last line, not ended yet (a shell's prompt)
 }
 
 func freePort(t *testing.T) int {
@@ -105,7 +107,11 @@ func boot(t *testing.T, system []string, netdev, api string, mac int, extra ...s
 	args = append(args, extra...)
 	t.Logf("qemu-system-x86_64 %s", shellJoin(args))
 	b.cmd = exec.Command("qemu-system-x86_64", args...)
-	b.cmd.Stdin = nil
+	keys, err := b.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.keys = keys
 	out, err := b.cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -114,17 +120,7 @@ func boot(t *testing.T, system []string, netdev, api string, mac int, extra ...s
 	if err := b.cmd.Start(); err != nil {
 		t.Fatalf("qemu: %v", err)
 	}
-	go func() {
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := strings.ReplaceAll(sc.Text(), "\x1b[2J\x1b[H", "")
-			b.mu.Lock()
-			b.console.WriteString(line + "\n")
-			b.mu.Unlock()
-			t.Logf("console %s: %s", api, line)
-		}
-	}()
+	go b.read(out)
 	go func() {
 		_ = b.cmd.Wait()
 		close(b.exited)
@@ -142,10 +138,44 @@ func boot(t *testing.T, system []string, netdev, api string, mac int, extra ...s
 	return b
 }
 
+// read copies the serial console to b.console and the test log a line at
+// a time, and answers the cursor position requests of the debug shell's
+// line editor as a terminal would (cairn.debug=1): they end no line.
+func (b *box) read(out io.Reader) {
+	buf := make([]byte, 4096)
+	for {
+		n, err := out.Read(buf)
+		if bytes.Contains(buf[:n], []byte("\x1b[6n")) {
+			_, _ = b.keys.Write([]byte("\x1b[24;1R"))
+		}
+		b.mu.Lock()
+		b.partial = append(b.partial, buf[:n]...)
+		var lines []string
+		for {
+			i := bytes.IndexByte(b.partial, '\n')
+			if i < 0 {
+				break
+			}
+			line := strings.ReplaceAll(strings.TrimSuffix(string(b.partial[:i]), "\r"), "\x1b[2J\x1b[H", "")
+			b.partial = b.partial[i+1:]
+			b.console.WriteString(line + "\n")
+			lines = append(lines, line)
+		}
+		b.mu.Unlock()
+		for _, line := range lines {
+			b.t.Logf("console %s: %s", b.api, line)
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// Console is what the box has written to its serial console so far.
 func (b *box) Console() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.console.String()
+	return b.console.String() + string(b.partial)
 }
 
 // client talks to the box's API; its certificate is the cluster CA's, which
@@ -222,6 +252,27 @@ func (b *box) powerButton() {
 		b.t.Fatal(err)
 	}
 	time.Sleep(200 * time.Millisecond) // let the monitor read it before the socket closes
+}
+
+// status is the box's run state as QEMU's monitor reports it: "running",
+// or "paused" with why, as "paused (watchdog)".
+func (b *box) status() (string, error) {
+	c, err := net.DialTimeout("unix", b.monitor, 5*time.Second)
+	if err != nil {
+		return "", fmt.Errorf("monitor info status: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "info status\n"); err != nil {
+		return "", fmt.Errorf("monitor info status: %w", err)
+	}
+	sc := bufio.NewScanner(c)
+	for sc.Scan() {
+		if _, st, ok := strings.Cut(sc.Text(), "VM status: "); ok {
+			return strings.TrimSpace(st), nil
+		}
+	}
+	return "", fmt.Errorf("monitor info status: no answer: %v", sc.Err())
 }
 
 // powerOff presses the power button and waits for the box to go off cleanly.
