@@ -116,7 +116,7 @@ bench-volumes:
 bench-network:
 	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/network $(BENCH_ARGS)
 
-## bench-ha: live migration on 3 nodes beside a bare QEMU-to-QEMU migration over the same TLS (downtime, total time, the guest's TCP gap)
+## bench-ha: live migration on 3 nodes beside a bare QEMU-to-QEMU migration over the same TLS (downtime, total time, the guest's TCP gap); HA restarts (a box killed) beside a bare QEMU restart; a drain of 10 VMs
 bench-ha:
 	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/ha $(BENCH_ARGS)
 

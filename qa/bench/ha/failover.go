@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -151,6 +152,29 @@ func (b *bare) restartBare(ctx context.Context) (time.Duration, error) {
 func (cl *cluster) drain(ctx context.Context, n int) (took time.Duration, moved, restarted int, err error) {
 	box := cl.c.Nodes[0].Name
 	cl.via = 0
+	// Ten VMs of one vCPU on one node: more than the default ratio (4
+	// vCPUs per core) gives a two-core machine.
+	settings := map[string]any{}
+	if err := cl.call(ctx, "GET", "/api/v1/compute/settings", nil, &settings, 200); err != nil {
+		return 0, 0, 0, err
+	}
+	settings["cpu_allocation_ratio"] = max(4, float64(n+2)/float64(runtime.NumCPU()))
+	if err := cl.call(ctx, "PUT", "/api/v1/compute/settings", settings, nil, 200); err != nil {
+		return 0, 0, 0, err
+	}
+	// And more VMs, volumes and ports than a project's default quota.
+	var q struct {
+		Limits map[string]any `json:"limits"`
+	}
+	if err := cl.call(ctx, "GET", "/api/v1/projects/"+project+"/quota", nil, &q, 200); err != nil {
+		return 0, 0, 0, err
+	}
+	for k := range q.Limits {
+		q.Limits[k] = -1
+	}
+	if err := cl.call(ctx, "PUT", "/api/v1/projects/"+project+"/quota", q.Limits, nil, 200); err != nil {
+		return 0, 0, 0, err
+	}
 	for _, o := range cl.c.Nodes[1:] {
 		if err := cl.call(ctx, "POST", "/api/v1/hosts/"+o.Name+"/cordon", map[string]string{"reason": "bench"}, nil, 200); err != nil {
 			return 0, 0, 0, err

@@ -182,6 +182,10 @@ func worst(rs []run, f func(run) time.Duration) time.Duration {
 
 func report(cfg config, cairn, bare []run, took time.Duration) string {
 	var b strings.Builder
+	if len(cairn) == 0 {
+		fmt.Fprintf(&b, "\n## bench-ha (%s, %s, %s)\n\n", hypervisor.Accel(), benchrun.MemTotal(), took.Round(time.Second))
+		return b.String()
+	}
 	dt := func(r run) time.Duration { return r.downtime }
 	tt := func(r run) time.Duration { return r.total }
 	gp := func(r run) time.Duration { return r.gap }
