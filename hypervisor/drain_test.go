@@ -20,32 +20,13 @@ import (
 func TestDrainNode(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	ward := e.image.ProjectID
 	e.host(t, "node1", 8, 16384)
-	q, err := e.id.GetQuota(e.admin, "ward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limits := q.Limits
-	limits.Instances, limits.VCPUs, limits.RAMMiB, limits.VolumeGiB = 10, 10, 8192, 10
-	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
-		t.Fatal(err)
-	}
-	vms := map[string]VMSpec{
+	e.placeVMs(t, "node1", map[string]VMSpec{
 		"live":    {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-live"},
 		"resized": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-resized"},
 		"parked":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-parked"},
 		"local":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID},
-	}
-	for name, spec := range vms {
-		if spec.BootVolume != "" {
-			e.volumeRecord(t, spec.BootVolume, ward, nil)
-		}
-		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Spec: spec}
-		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: spec.BootVolume != ""}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	report := func(id, node, state, pending string) {
 		t.Helper()
 		st := VMStatus{State: state, Accel: "tcg", Pending: pending, UpdatedAt: time.Now()}
@@ -53,14 +34,6 @@ func TestDrainNode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
-		for name := range vms {
-			if v, _ := e.svc.VM(e.admin, name); v.Node != "node1" {
-				return fmt.Errorf("%s on %q", name, v.Node)
-			}
-		}
-		return nil
-	})
 	report("vm-live", "node1", StateRunning, "")
 	report("vm-local", "node1", StateRunning, "")
 	report("vm-resized", "node1", StateRunning, "512 MiB at the next start")
@@ -224,4 +197,39 @@ func TestDrainWithoutRestartStopsNothing(t *testing.T) {
 	if v, _ := e.svc.VM(e.admin, "pending"); v.Desired != DesiredRunning || v.Node != "node1" || v.Migration != nil {
 		t.Fatalf("a drain without consent touched the VM: %s on %s, %+v", v.Desired, v.Node, v.Migration)
 	}
+}
+
+// placeVMs records the VMs of specs in project ward (a volume record for
+// each boot volume; room in the quota for them all) and waits until the
+// scheduler has placed them all on node, the only node that can take them.
+func (e *computeEnv) placeVMs(t *testing.T, node string, specs map[string]VMSpec) {
+	t.Helper()
+	ctx := context.Background()
+	ward := e.image.ProjectID
+	q, err := e.id.GetQuota(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	limits := q.Limits
+	limits.Instances, limits.VCPUs, limits.RAMMiB, limits.VolumeGiB = 10, 10, 8192, 10
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, spec := range specs {
+		if spec.BootVolume != "" {
+			e.volumeRecord(t, spec.BootVolume, ward, nil)
+		}
+		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Spec: spec}
+		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: spec.BootVolume != ""}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		for name := range specs {
+			if v, _ := e.svc.VM(e.admin, name); v.Node != node {
+				return fmt.Errorf("%s on %q", name, v.Node)
+			}
+		}
+		return nil
+	})
 }

@@ -127,16 +127,6 @@ func TestLeasesLostOnlyWhileTheLogMoves(t *testing.T) {
 func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	ward := e.image.ProjectID
-	q, err := e.id.GetQuota(e.admin, "ward")
-	if err != nil {
-		t.Fatal(err)
-	}
-	limits := q.Limits
-	limits.Instances, limits.VCPUs, limits.RAMMiB, limits.VolumeGiB = 10, 10, 8192, 10
-	if _, err := e.id.SetQuota(ctx, e.admin, "ward", limits, 0); err != nil {
-		t.Fatal(err)
-	}
 	e.host(t, "node3", 8, 16384)
 	vms := map[string]VMSpec{
 		"xray":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-xray", HAPriority: 10},
@@ -144,23 +134,7 @@ func TestFailoverRestartsHAVMsElsewhere(t *testing.T) {
 		"off":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-off", HAOff: true},
 		"local": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID},
 	}
-	for name, spec := range vms {
-		if spec.BootVolume != "" {
-			e.volumeRecord(t, spec.BootVolume, ward, nil)
-		}
-		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Spec: spec}
-		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: spec.BootVolume != ""}, nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
-		for name := range vms {
-			if v, _ := e.svc.VM(e.admin, name); v.Node != "node3" {
-				return fmt.Errorf("%s on %q", name, v.Node)
-			}
-		}
-		return nil
-	})
+	e.placeVMs(t, "node3", vms)
 	for name := range vms {
 		if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-" + name, Node: "node3", Status: VMStatus{State: StateRunning}}, nil); err != nil {
 			t.Fatal(err)
