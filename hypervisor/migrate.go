@@ -112,6 +112,11 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 	if err := checkVersion("VM", vm.Name, vm.Version, ifMatch); err != nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
 	}
+	// Judged on the cluster's latest state, not this node's copy: an
+	// admin who saw the VM stopped through another node moves it stopped.
+	if err := s.c.ConsistentRead(ctx); err != nil {
+		return nil, err
+	}
 	txn := s.c.Store().ReadTxn()
 	cur := getVM(txn, vm.ID)
 	if cur == nil {

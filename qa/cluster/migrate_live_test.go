@@ -188,7 +188,8 @@ func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name
 	// The guest writes on, on the target, from where it was.
 	testutil.WaitFor(t, time.Minute, "the guest scribbling on "+target, func() error {
 		if n := sc.last(t, a, target); n <= seqBefore {
-			return fmt.Errorf("at %d, was at %d before the move", n, seqBefore)
+			log := serialLog(t, a, name)
+			return fmt.Errorf("at %d, was at %d before the move; the serial log ends %q; history:\n%s", n, seqBefore, log[max(0, len(log)-600):], vmEvents(t, a, name))
 		}
 		return nil
 	})
