@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -26,11 +27,20 @@ func qemuPIDs(n *harness.Node, id string) []int {
 	out, _ := exec.Command("pgrep", "-f", "/"+n.Name+"/"+id+"/qemu.pid").Output()
 	var pids []int
 	for _, f := range strings.Fields(string(out)) {
-		if pid, err := strconv.Atoi(f); err == nil && alive(pid) {
+		// QEMU itself: another pgrep looking for the same pattern at the
+		// same moment (the sampler's, the test's) matches it too.
+		if pid, err := strconv.Atoi(f); err == nil && alive(pid) && isQEMU(pid) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// isQEMU says whether pid runs a qemu-system binary.
+func isQEMU(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	argv0, _, _ := strings.Cut(string(b), "\x00")
+	return err == nil && strings.HasPrefix(filepath.Base(argv0), "qemu-system")
 }
 
 func nodeNamed(t *testing.T, c *harness.Cluster, name string) *harness.Node {

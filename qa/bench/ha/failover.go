@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -119,8 +120,13 @@ func qemuPIDs(node, id string) []int {
 	out, _ := exec.Command("pgrep", "-f", "/"+node+"/"+id+"/qemu.pid").Output()
 	var pids []int
 	for _, f := range strings.Fields(string(out)) {
+		// QEMU itself, not another pgrep of the same pattern.
 		if pid, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, pid)
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+				if argv0, _, _ := strings.Cut(string(b), "\x00"); strings.HasPrefix(filepath.Base(argv0), "qemu-system") {
+					pids = append(pids, pid)
+				}
+			}
 		}
 	}
 	return pids
