@@ -17,7 +17,8 @@ import (
 // copytruncate. QEMU keeps its descriptor, opened O_APPEND, so after the
 // truncation it writes at the new end; renaming the file instead would have
 // it write on into the rotated one. At most the log plus one rotated file
-// (serial.log.1) is on disk. Bytes QEMU writes between the copy and the
+// (serial.log.1) is on disk, and for the moment of a rotation the next
+// rotated copy being written (serial.log.1.tmp, at most the cap). Bytes QEMU writes between the copy and the
 // truncation are lost: rotation is for runaway output, not an audit trail.
 
 // serialCheckEvery is how often the log's size is checked when inotify
