@@ -42,6 +42,8 @@ type Config struct {
 	BootstrapSettle time.Duration // the peer set must be stable this long before bootstrapping
 
 	Logger *slog.Logger
+
+	protocol int // the protocol this node says it speaks; 0: Protocol (tests pretend older nodes)
 }
 
 // DefaultConfig returns timings tuned for nodes on one LAN switch: a dead

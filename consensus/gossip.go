@@ -26,6 +26,7 @@ type gossipMeta struct {
 	Phase    string            `json:"p"`
 	RaftAddr string            `json:"r"`
 	Tags     map[string]string `json:"t,omitempty"`
+	Protocol int               `json:"v,omitempty"` // protocol.go; 0: older than the protocol
 }
 
 // member is a gossip peer as the rest of consensus sees it.
@@ -70,7 +71,7 @@ func (n *Node) startGossip() error {
 func (n *Node) localMeta() gossipMeta {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return gossipMeta{Phase: n.phase, RaftAddr: n.RaftAddr(), Tags: n.cfg.Tags}
+	return gossipMeta{Phase: n.phase, RaftAddr: n.RaftAddr(), Tags: n.cfg.Tags, Protocol: n.protocol()}
 }
 
 func (n *Node) updateGossipMeta() {

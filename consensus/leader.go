@@ -68,6 +68,7 @@ func (n *Node) monitorLeadership(ctx context.Context, notify <-chan bool) {
 			all := append([]controller{
 				{"cluster-secrets", n.ensureSecrets},
 				{"membership", n.reconcileMembershipLoop},
+				{"protocols", n.recordProtocolsLoop},
 			}, n.controllers...)
 			for _, c := range all {
 				wg.Add(1)

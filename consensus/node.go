@@ -485,6 +485,9 @@ func (n *Node) shutdown() error {
 // without waiting for the commit to reach this node: reads here wait for
 // that instead (Store.ReadTxn), so a read here afterwards still sees it.
 func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint64, error) {
+	if err := n.gate(t); err != nil {
+		return 0, err
+	}
 	payload, err := Marshal(cmd)
 	if err != nil {
 		return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)

@@ -30,7 +30,11 @@ type putCmd struct {
 	IfMatch uint64 `json:"if_match,omitempty"`
 }
 
-const msgTestPut MessageType = 9000
+const (
+	msgTestPut MessageType = 9000
+	// msgTestNewer is a command added in protocol 2 (protocol_test.go).
+	msgTestNewer MessageType = 9002
+)
 
 func testRegistry() *Registry {
 	r := NewRegistry()
@@ -44,6 +48,9 @@ func testRegistry() *Registry {
 		}
 		row := &kv{Key: c.Key, Value: c.Value, Version: tx.Index}
 		return row, tx.Insert("kv", row)
+	})
+	HandleSince(r, msgTestNewer, "TestNewerPut", 2, func(tx *Tx, c *putCmd) (any, error) {
+		return nil, tx.Insert("kv", &kv{Key: c.Key, Value: c.Value, Version: tx.Index})
 	})
 	return r
 }

@@ -45,12 +45,14 @@ type tableEntry struct {
 type Registry struct {
 	tables   map[string]tableEntry
 	handlers map[MessageType]handlerEntry
+	since    map[MessageType]int // the protocol that added a command (protocol.go)
 }
 
 // NewRegistry returns a registry holding consensus' own tables and commands.
 func NewRegistry() *Registry {
-	r := &Registry{tables: map[string]tableEntry{}, handlers: map[MessageType]handlerEntry{}}
+	r := &Registry{tables: map[string]tableEntry{}, handlers: map[MessageType]handlerEntry{}, since: map[MessageType]int{}}
 	registerClusterTables(r)
+	registerProtocolTables(r)
 	registerAdmissionTables(r)
 	return r
 }
@@ -79,6 +81,13 @@ func Handle[C any](r *Registry, t MessageType, name string, fn func(tx *Tx, cmd 
 		}
 		return fn(tx, &c)
 	})
+}
+
+// HandleSince registers a command added in protocol since (protocol.go):
+// Apply refuses it until every server runs that protocol.
+func HandleSince[C any](r *Registry, t MessageType, name string, since int, fn func(tx *Tx, cmd *C) (any, error)) {
+	Handle(r, t, name, fn)
+	r.since[t&^IgnoreUnknownTypeFlag] = since
 }
 
 // HandleRaw registers a handler that decodes its own payload.

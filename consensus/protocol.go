@@ -1,0 +1,150 @@
+package consensus
+
+import (
+	"context"
+	"time"
+
+	"github.com/hashicorp/go-memdb"
+	"github.com/hashicorp/memberlist"
+)
+
+// The cluster's protocol: which replicated commands every server knows.
+//
+// A node that meets a command it does not know in the log must stop (fsm.go:
+// skipping it would diverge its state). In a rolling upgrade the upgraded
+// nodes know commands the others do not, so a command added in protocol N
+// is proposed only once every server of the Raft configuration is known to
+// run N or later; until then Apply refuses it, and says which node holds the
+// upgrade back. The idea is Nomad's ServersMeetMinimumVersion, with the
+// versions kept in the replicated state rather than read from gossip alone:
+// a server that is down keeps the protocol it last ran, so a box dead during
+// an upgrade neither blocks the cluster nor, when it comes back older,
+// meets a command it cannot apply (it would then be the one upgraded).
+//
+// Each node says its protocol in its gossip metadata; the leader records
+// what each server says (msgRecordProtocol, which older binaries may skip).
+// A server with no record yet counts as BaseProtocol. Not covered: an older
+// node joining an upgraded cluster can receive a newer command proposed in
+// the moment before its addition to the configuration committed (a join
+// check on the protocol would close that).
+
+// Protocol is the protocol this binary speaks. Raise it when a command is
+// added, and register that command with HandleSince(…, Protocol, …).
+const Protocol = 1
+
+// BaseProtocol is every command registered with Handle: all there was when
+// the protocol was introduced.
+const BaseProtocol = 1
+
+const msgRecordProtocol MessageType = 8
+
+const tableProtocols = "protocols"
+
+// nodeProtocol is the protocol a server last said it runs.
+type nodeProtocol struct {
+	Node     string `json:"node"`
+	Protocol int    `json:"protocol"`
+}
+
+func registerProtocolTables(r *Registry) {
+	RegisterTable[nodeProtocol](r, &memdb.TableSchema{
+		Name: tableProtocols,
+		Indexes: map[string]*memdb.IndexSchema{
+			"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Node"}},
+		},
+	})
+	Handle(r, msgRecordProtocol, "RecordProtocol", applyRecordProtocol)
+}
+
+func applyRecordProtocol(tx *Tx, c *nodeProtocol) (any, error) {
+	if c.Node == "" || c.Protocol < BaseProtocol {
+		return nil, Errorf(CodeInvalid, "record protocol: node %q, protocol %d", c.Node, c.Protocol)
+	}
+	return nil, tx.Insert(tableProtocols, c)
+}
+
+// protocolOf is the protocol a node last recorded, or BaseProtocol.
+func protocolOf(txn *memdb.Txn, node string) int {
+	if raw, err := txn.First(tableProtocols, "id", node); err == nil && raw != nil {
+		return raw.(*nodeProtocol).Protocol
+	}
+	return BaseProtocol
+}
+
+// protocol is what this node speaks (a test may pretend an older one).
+func (n *Node) protocol() int {
+	if n.cfg.protocol != 0 {
+		return n.cfg.protocol
+	}
+	return Protocol
+}
+
+// gate refuses a command of type t that some server of the configuration
+// would not know.
+func (n *Node) gate(t MessageType) error {
+	since := n.reg.since[t&^IgnoreUnknownTypeFlag]
+	if since <= BaseProtocol {
+		return nil
+	}
+	r := n.Raft()
+	if r == nil {
+		return ErrNoLeader
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return err
+	}
+	txn := n.store.ReadTxn()
+	for _, s := range f.Configuration().Servers {
+		if p := protocolOf(txn, string(s.ID)); p < since {
+			return Errorf(CodeUnavailable, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
+				n.reg.CommandName(t), since, s.ID, p)
+		}
+	}
+	return nil
+}
+
+// recordProtocolsLoop (leader) records what each server says it speaks.
+func (n *Node) recordProtocolsLoop(ctx context.Context) {
+	for {
+		n.recordProtocols(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func (n *Node) recordProtocols(ctx context.Context) {
+	r := n.Raft()
+	if r == nil {
+		return
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return
+	}
+	said := map[string]int{}
+	for _, m := range n.members() {
+		if m.State == memberlist.StateAlive && m.Meta.Protocol >= BaseProtocol {
+			said[m.Name] = m.Meta.Protocol
+		}
+	}
+	txn := n.store.ReadTxn()
+	for _, s := range f.Configuration().Servers {
+		name := string(s.ID)
+		p, ok := said[name]
+		if !ok {
+			continue // down, or an older binary: it keeps its record
+		}
+		if raw, err := txn.First(tableProtocols, "id", name); err == nil && raw != nil && raw.(*nodeProtocol).Protocol == p {
+			continue
+		}
+		if _, err := n.Apply(ctx, msgRecordProtocol|IgnoreUnknownTypeFlag, nodeProtocol{Node: name, Protocol: p}, nil); err != nil {
+			n.log.Warn("record a node's protocol", "node", name, "protocol", p, "err", err)
+			return
+		}
+		n.log.Info("node protocol recorded", "node", name, "protocol", p)
+	}
+}
