@@ -13,8 +13,9 @@
 //     one moves live (live.go, live_worker.go): QEMU streams its memory
 //     over TLS to a QEMU waiting on the target, whose volumes are served
 //     on standby sockets until the switchover hands their writer epoch
-//     over; the target commits the switch itself, so a VM is never given
-//     to a node that cannot serve it.
+//     over; the source, its guest paused, commits the switch once the
+//     target's agent has said it is ready (live_rpc.go), so a VM is never
+//     given to a node that cannot serve it.
 //   - High availability (ha.go, ha_node.go): every node holds a lease in
 //     the replicated state, renewed every second; a node that cannot renew
 //     kills its HA VMs before anyone can judge the lease lost, and the

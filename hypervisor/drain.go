@@ -116,7 +116,7 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 	if err := s.c.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
-	if err := drainable(s.c.Store().ReadTxn(), node, time.Now()); err != nil {
+	if err := drainable(s.c.Store().ReadTxn(), node, time.Now(), s.Lost); err != nil {
 		return nil, s.id.Deny(ctx, p, action, node, "", err)
 	}
 	if s.Quorum != nil {
@@ -133,8 +133,9 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 
 // drainable is the drain's pre-flight: the node is known, some other node
 // is up and takes VMs, and the node's VMs fit on the others (placed
-// largest first, each where the most RAM is left).
-func drainable(txn *memdb.Txn, node string, now time.Time) error {
+// largest first, each where the most RAM is left). Nodes whose lease is
+// lost (lost, if set) take none.
+func drainable(txn *memdb.Txn, node string, now time.Time, lost func(node string) bool) error {
 	if consensus.First[Host](txn, tHosts, "id", node) == nil {
 		return notFound("node", node)
 	}
@@ -146,7 +147,7 @@ func drainable(txn *memdb.Txn, node string, now time.Time) error {
 	free := map[string]*room{}
 	for o := it.Next(); o != nil; o = it.Next() {
 		h := o.(*Host)
-		if h.Name == node || !HostAlive(*h, now) || h.Error != "" || cordonOf(txn, h.Name) != nil {
+		if h.Name == node || !HostAlive(*h, now) || h.Error != "" || cordonOf(txn, h.Name) != nil || lost != nil && lost(h.Name) {
 			continue
 		}
 		r, _, err := freeRoom(txn, h, st)
@@ -217,6 +218,9 @@ func onNode(txn *memdb.Txn, node string) []*VM {
 type Drainer struct {
 	c   Cluster
 	log *slog.Logger
+	// Lost, if set, says whether a node's VM lease is lost (ha.go): no
+	// VM is moved there.
+	Lost func(node string) bool
 }
 
 // NewDrainer returns the drainer; Run drains until ctx ends.
@@ -317,7 +321,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			}
 			return
 		case running && !tried && liveMovable(txn, vm) == nil:
-			target, err := placeLive(txn, vm, now.Add(-hostTimeout))
+			target, err := placeLive(txn, vm, now.Add(-hostTimeout), d.Lost)
 			if err != nil && dr.Restart {
 				dr.Tried[vm.ID] = "" // it cannot move live: restarted instead
 				save()
@@ -337,7 +341,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			save()
 			return
 		case stopped && movable(txn, vm) == nil:
-			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node)
+			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node, d.Lost)
 			if err != nil {
 				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
 				if restarting {
@@ -365,7 +369,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			// so that no leader forgets to start it again.
 			as := *vm
 			as.Desired, as.Status.State = DesiredStopped, StateStopped
-			if _, err := placeAvoiding(txn, &as, now.Add(-hostTimeout), c.Node); err != nil {
+			if _, err := placeAvoiding(txn, &as, now.Add(-hostTimeout), c.Node, d.Lost); err != nil {
 				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
 				continue
 			}

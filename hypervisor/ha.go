@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -455,9 +456,16 @@ func (f *Failover) Run(ctx context.Context) {
 	t := time.NewTicker(f.leases.timing.Renew / 4)
 	defer t.Stop()
 	for {
+		// What is remembered of VMs no longer on a lost node is moot.
+		onLost := map[string]bool{}
 		for _, node := range f.leases.lostNodes() {
+			for _, vm := range onNode(f.c.Store().ReadTxn(), node) {
+				onLost[vm.ID] = true
+			}
 			f.failover(ctx, node)
 		}
+		maps.DeleteFunc(f.told, func(id string, _ uint64) bool { return !onLost[id] })
+		maps.DeleteFunc(f.retryAt, func(id string, _ time.Time) bool { return !onLost[id] })
 		select {
 		case <-ctx.Done():
 			return

@@ -160,14 +160,21 @@ func (n *NodeAgent) loadLastRenewal() time.Time {
 // fence kills every QEMU here whose VM may be restarted elsewhere (an HA
 // VM, or one the state no longer places here), and keeps such VMs from
 // starting until the lease is renewed. A node alone in its cluster has
-// nobody to restart them and leaves them be. It reports whether nothing
-// of theirs is left running.
+// nobody to restart them and leaves them be: alone means no other node
+// has ever held a lease or reported as a host of VMs (both are kept in
+// the state, so a node cut off early still knows its peers). It reports
+// whether nothing of theirs is left running.
 func (n *NodeAgent) fence(ctx context.Context, lastOK time.Time) bool {
 	txn := n.c.Store().ReadTxn()
 	others := false
 	if it, err := txn.Get(tLeases, "id"); err == nil {
 		for o := it.Next(); o != nil; o = it.Next() {
 			others = others || o.(*Lease).Node != n.cfg.Name
+		}
+	}
+	if it, err := txn.Get(tHosts, "id"); err == nil {
+		for o := it.Next(); o != nil; o = it.Next() {
+			others = others || o.(*Host).Name != n.cfg.Name
 		}
 	}
 	if !others {

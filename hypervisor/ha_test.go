@@ -331,11 +331,10 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 		return nil
 	})
 
-	// With another node that could restart them: the HA VM dies, within
+	// With another node that could restart them (one that reported as a
+	// host of VMs, before it ever held a lease): the HA VM dies, within
 	// Fence of the last renewal and before Lease.
-	if _, err := e.node.Apply(ctx, MsgRenewLease, renewLeaseCmd{Node: "node2", At: time.Now().UTC()}, nil); err != nil {
-		t.Fatal(err)
-	}
+	e.host(t, "node2", 8, 16384)
 	time.Sleep(2 * timing.Renew)
 	c.cut.Store(true)
 	cutAt := time.Now()

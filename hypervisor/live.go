@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -25,12 +26,18 @@ import (
 //	preparing     the target starts a QEMU waiting for the stream, its
 //	              volumes on standby sockets (no writer yet), its taps
 //	transferring  the target listens; the source streams RAM over TLS
-//	switching     the source's guest is paused before the switchover,
-//	              every write of it flushed
-//	switched      the target took the VM: its node, its volumes' writer
-//	              epoch (which fences the source on every replica) and its
-//	              ports, in one command; the source sends the rest and the
-//	              guest runs on the target
+//	switched      the source's guest is paused before the switchover,
+//	              every write of it flushed, and the target has said it
+//	              is ready: the source hands the VM over, its node, its
+//	              volumes' writer epoch (which fences the source on every
+//	              replica) and its ports, in one command; the source sends
+//	              the rest and the guest runs on the target
+//
+// Older agents switched over in two steps: the source committed
+// "switching" with its guest paused, and the target "switched" when it saw
+// that, two commits and two wake-ups inside the guest's pause. The log
+// may hold such migrations, so the state machine still takes both steps,
+// and a target still switches a migration it finds in "switching".
 //
 // Until switched, ending the migration (a cancel, a failure on either
 // side, a timeout) leaves the guest running on the source: its QEMU
@@ -41,8 +48,13 @@ import (
 // (so a guest QEMU resumed after a broken stream reaches no disk) and its
 // taps are gone; and the target's writer fences every replica at the new
 // epoch before the guest's first request there goes through.
-// The target commits the switch itself, so a target whose agent died
-// never gets a VM it cannot serve.
+// The source asks the target over the cluster port, its guest paused,
+// whether it is ready to take the VM (its agent there, its QEMU receiving
+// this migration, the node not fenced) and commits the switch only on a
+// yes, so a target whose agent died never gets a VM it cannot serve. The
+// target may still give the migration up in the moment between its yes
+// and the switch: its end says which phase it saw, and one seen before
+// the switch is refused after it.
 //
 // The stream runs over TLS with certificates from a migration CA kept in
 // the replicated state, issued per migration: the target's QEMU admits
@@ -155,12 +167,15 @@ type migrationCmd struct {
 // endMigrationCmd ends a migration: with Error, it failed or was
 // cancelled (only before the switch); without, the target has the VM.
 type endMigrationCmd struct {
-	VM    string    `json:"vm"`
-	ID    string    `json:"id"` // "": whichever runs (a cancel)
-	Node  string    `json:"node,omitempty"`
-	User  string    `json:"user,omitempty"`
-	Error string    `json:"error,omitempty"`
-	At    time.Time `json:"at"`
+	VM    string `json:"vm"`
+	ID    string `json:"id"` // "": whichever runs (a cancel)
+	Node  string `json:"node,omitempty"`
+	User  string `json:"user,omitempty"`
+	Error string `json:"error,omitempty"`
+	// Seen is the phase the node saw when it gave up: an end decided
+	// before the switch is refused once the switch has happened.
+	Seen string    `json:"seen,omitempty"`
+	At   time.Time `json:"at"`
 }
 
 func registerMigrations(reg *consensus.Registry) {
@@ -278,13 +293,16 @@ func applyMigrationStep(tx *consensus.Tx, c *migrationCmd) (any, error) {
 	vm := *cur
 	vm.Migration = &m
 	if c.Phase != "" {
-		turn := map[string]struct{ from, node string }{
-			PhasePreparing:    {PhasePlanning, m.Source},
-			PhaseTransferring: {PhasePreparing, m.Target},
-			PhaseSwitching:    {PhaseTransferring, m.Source},
-			PhaseSwitched:     {PhaseSwitching, m.Target},
-		}[c.Phase]
-		if turn.node == "" || turn.from != from || turn.node != c.Node {
+		type turn struct{ from, to, node string }
+		turns := []turn{
+			{PhasePlanning, PhasePreparing, m.Source},
+			{PhasePreparing, PhaseTransferring, m.Target},
+			{PhaseTransferring, PhaseSwitched, m.Source},
+			// The two-step switchover of older agents (see above).
+			{PhaseTransferring, PhaseSwitching, m.Source},
+			{PhaseSwitching, PhaseSwitched, m.Target},
+		}
+		if !slices.Contains(turns, turn{from, c.Phase, c.Node}) {
 			return nil, consensus.Errorf(consensus.CodeConflict, "VM %s's migration is %s: %s cannot move it to %s", cur.Name, from, c.Node, c.Phase)
 		}
 		m.Phase = c.Phase
@@ -323,7 +341,7 @@ func applyEndMigration(tx *consensus.Tx, c *endMigrationCmd) (any, error) {
 	m := cur.Migration
 	switched := m.Phase == PhaseSwitched
 	switch {
-	case switched && c.Node != m.Target:
+	case switched && (c.Node != m.Target || (c.Seen != "" && c.Seen != PhaseSwitched)):
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s has switched over to %s already: the migration can no longer be cancelled", cur.Name, m.Target)
 	case !switched && c.Error == "":
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s's migration is %s: it cannot end well before the switchover", cur.Name, m.Phase)
@@ -412,7 +430,7 @@ func (s *Service) migrateLive(ctx context.Context, p *identity.Principal, vm *VM
 	}
 	if node == "" {
 		var err error
-		if node, err = placeLive(txn, cur, time.Now().Add(-hostTimeout)); err != nil {
+		if node, err = placeLive(txn, cur, time.Now().Add(-hostTimeout), s.Lost); err != nil {
 			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", vm.Name, err))
 		}
 	}

@@ -55,6 +55,15 @@ func TestLiveMigrationSteps(t *testing.T) {
 	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "oldq", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", Version: "6.2.0", Error: "retired", ReportedAt: time.Now()}, nil); err != nil {
 		t.Fatal(err)
 	}
+	// A node whose lease is lost takes nothing, named or chosen.
+	e.svc.Lost = func(n string) bool { return n == "node2" }
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "lost contact") {
+		t.Fatalf("migrate to a lost node: %v", err)
+	}
+	if m, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0); err == nil {
+		t.Fatalf("placed on %s with node2 lost", m.Migration.Target)
+	}
+	e.svc.Lost = nil
 	m, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0)
 	if err != nil || m.Migration == nil || m.Migration.Phase != PhasePlanning || m.Migration.Source != "node1" || m.Migration.Target != "node2" || m.Node != "node1" {
 		t.Fatalf("start: %+v %v", m, err)
@@ -93,12 +102,11 @@ func TestLiveMigrationSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCode(t, "the target switches before the source paused", step("node2", PhaseSwitched), consensus.CodeConflict)
-	if err := step("node1", PhaseSwitching); err != nil {
-		t.Fatal(err)
-	}
 	_, err = e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-1", ID: id, Node: "node2", At: time.Now()}, nil)
 	wantCode(t, "ending well before the switch", err, consensus.CodeConflict)
-	if err := step("node2", PhaseSwitched); err != nil {
+	// The source, its guest paused and the target's yes in hand, hands
+	// the VM over in one command.
+	if err := step("node1", PhaseSwitched); err != nil {
 		t.Fatal(err)
 	}
 	now, _ := e.svc.VM(e.admin, "ris")
@@ -117,6 +125,10 @@ func TestLiveMigrationSteps(t *testing.T) {
 	}
 	_, err = e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-1", ID: id, Node: "node1", Error: "gave up", At: time.Now()}, nil)
 	wantCode(t, "the source ends it after the switch", err, consensus.CodeConflict)
+	// The target gave up on what it saw before the switch (its QEMU
+	// exited while the source's commit was on its way): too late.
+	_, err = e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-1", ID: id, Node: "node2", Error: "QEMU exited", Seen: PhaseTransferring, At: time.Now()}, nil)
+	wantCode(t, "the target ends it on a view from before the switch", err, consensus.CodeConflict)
 	if _, err := e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-1", ID: id, Node: "node2", At: time.Now()}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +139,31 @@ func TestLiveMigrationSteps(t *testing.T) {
 		t.Fatalf("node1 still counts the VM that left: %v", err)
 	}
 
-	// Back to node1, cancelled before the switch: all as it was.
+	// Back to node1 the older agents' way (two steps: "switching" by the
+	// source, "switched" by the target), which the log may hold.
 	back, err := e.svc.Migrate(ctx, e.admin, "ris", "node1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id = back.Migration.ID
+	for _, s := range []struct{ node, phase string }{{"node2", PhasePreparing}, {"node1", PhaseTransferring}, {"node2", PhaseSwitching}} {
+		if err := step(s.node, s.phase); err != nil {
+			t.Fatal(s, err)
+		}
+	}
+	wantCode(t, "the source finishes the older switchover", step("node2", PhaseSwitched), consensus.CodeConflict)
+	if err := step("node1", PhaseSwitched); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-1", ID: id, Node: "node1", Seen: PhaseSwitched, At: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ = e.svc.VM(e.admin, "ris"); now.Migration != nil || now.Node != "node1" || e.vol("vol-boot").Writer != "node1" {
+		t.Fatalf("after the older switchover: %+v on %s", now.Migration, now.Node)
+	}
+
+	// To node2 again, cancelled before the switch: all as it was.
+	back, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +174,11 @@ func TestLiveMigrationSteps(t *testing.T) {
 		t.Fatal(err)
 	}
 	now, _ = e.svc.VM(e.admin, "ris")
-	if now.Migration != nil || now.Node != "node2" || e.vol("vol-boot").Attachment.Incoming != "" {
+	if now.Migration != nil || now.Node != "node1" || e.vol("vol-boot").Attachment.Incoming != "" {
 		t.Fatalf("after a cancel: %+v on %s, boot volume %+v", now.Migration, now.Node, e.vol("vol-boot").Attachment)
 	}
 	wantCode(t, "a step of the cancelled migration", func() error {
-		_, err := e.node.Apply(ctx, MsgMigrationStep, migrationCmd{VM: "vm-1", ID: back.Migration.ID, Node: "node2", Phase: PhasePreparing, At: time.Now()}, nil)
+		_, err := e.node.Apply(ctx, MsgMigrationStep, migrationCmd{VM: "vm-1", ID: back.Migration.ID, Node: "node1", Phase: PhasePreparing, At: time.Now()}, nil)
 		return err
 	}(), consensus.CodeConflict)
 	evs, _ := e.svc.Events(e.admin, "ris")
@@ -153,7 +188,9 @@ func TestLiveMigrationSteps(t *testing.T) {
 			msgs = append(msgs, ev.Message)
 		}
 	}
-	want := []string{"live migration from node1 to node2 started", "switched over from node1 to node2", "moved live from node1 to node2", "live migration from node2 to node1 started", "live migration to node1 cancelled"}
+	want := []string{"live migration from node1 to node2 started", "switched over from node1 to node2", "moved live from node1 to node2",
+		"live migration from node2 to node1 started", "switched over from node2 to node1", "moved live from node2 to node1",
+		"live migration from node1 to node2 started", "live migration to node2 cancelled"}
 	if len(msgs) != len(want) {
 		t.Fatalf("history %q, want %q", msgs, want)
 	}

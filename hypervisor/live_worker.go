@@ -82,17 +82,18 @@ func (w *worker) involved(vm *VM) bool {
 	return m != nil && (m.Source == w.n.cfg.Name || m.Target == w.n.cfg.Name)
 }
 
-// migrationTurn is how long a migrating worker waits for news: short
-// around the switchover, where every millisecond is the guest's pause.
-func migrationTurn(m *Migration) time.Duration {
-	if m != nil && (m.Phase == PhaseSwitching || m.Phase == PhaseSwitched) {
+// turn is how long a migrating worker waits for news: short around the
+// switchover, where every millisecond is the guest's pause.
+func (w *worker) turn(m *Migration) time.Duration {
+	paused := w.out != nil && !w.out.pausedAt.IsZero()
+	if paused || m != nil && (m.Phase == PhaseSwitching || m.Phase == PhaseSwitched) {
 		return 20 * time.Millisecond
 	}
 	return 250 * time.Millisecond
 }
 
 // await waits for a change: the state (a kick), the QEMU (an event or its
-// exit), or the turn's end.
+// exit), or the turn's end; it answers a source's question meanwhile.
 func (w *worker) await(ctx context.Context, m *Migration) {
 	var exited <-chan struct{}
 	if w.inst != nil {
@@ -104,7 +105,9 @@ func (w *worker) await(ctx context.Context, m *Migration) {
 	case <-w.wake:
 	case <-w.migEvents:
 	case <-exited:
-	case <-time.After(migrationTurn(m)):
+	case q := <-w.asks:
+		q.reply <- w.readyFor(q.id)
+	case <-time.After(w.turn(m)):
 	}
 }
 
@@ -122,7 +125,7 @@ func (w *worker) step(ctx context.Context, vm *VM, c migrationCmd) error {
 // endMigration gives the migration up (before its switchover) or, on the
 // target after it, records how it ended.
 func (w *worker) endMigration(ctx context.Context, vm *VM, why string) {
-	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, At: time.Now().UTC()}
+	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, Seen: vm.Migration.Phase, At: time.Now().UTC()}
 	if _, err := w.n.c.Apply(ctx, MsgEndMigration, c, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("end live migration", "why", why, "err", err)
 	} else if why != "" {
@@ -189,8 +192,29 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					w.endMigration(ctx, vm, err.Error())
 				}
 			case info.Status == "pre-switchover":
-				w.out.pausedAt = time.Now()
-				_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitching, Progress: w.progress(info)})
+				// The guest is paused, its writes flushed: hand it over
+				// once the target says it is ready to take it.
+				if w.out.pausedAt.IsZero() {
+					w.out.pausedAt = time.Now()
+				}
+				if time.Since(w.out.pausedAt) > switchWait {
+					w.endMigration(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+					break
+				}
+				if err := w.askTarget(ctx, vm); err != nil {
+					var no targetNo
+					if errors.As(err, &no) {
+						w.endMigration(ctx, vm, err.Error())
+						break
+					}
+					w.log.Warn("ask the target to take the VM over; again", "err", err)
+					break
+				}
+				if w.step(ctx, vm, migrationCmd{Phase: PhaseSwitched, Progress: w.progress(info)}) == nil {
+					if err := w.handOff(ctx, vm); err != nil {
+						return err
+					}
+				}
 			case info.Status == "failed" || info.Status == "cancelled":
 				w.endMigration(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
 			default:
@@ -210,22 +234,9 @@ func (w *worker) migrateOut(ctx context.Context) error {
 			// the rest, then go.
 			switch info.Status {
 			case "pre-switchover":
-				// QEMU resumes the guest here by itself if the rest of
-				// the stream fails: first this node lets go of its
-				// volumes, so that such a guest writes nowhere until it
-				// is killed; its taps go while the rest is sent (the
-				// guest is still paused then, and the port is the
-				// target's already: this node's port security lets
-				// nothing of it through).
-				seen := time.Now()
-				w.letGo(ctx, vm)
-				if err := w.inst.MigrateContinue(ctx); err != nil {
+				if err := w.handOff(ctx, vm); err != nil {
 					return err
 				}
-				if w.out != nil {
-					w.out.switchedAt, w.out.continuedAt = seen, time.Now()
-				}
-				w.removeTaps(vm)
 			case "completed":
 				// QEMU says completed a moment before it has worked out
 				// its figures.
@@ -246,6 +257,28 @@ func (w *worker) migrateOut(ctx context.Context) error {
 		w.await(ctx, m)
 	}
 	return ctx.Err()
+}
+
+// handOff sends the rest of the stream once the VM is the target's.
+// QEMU resumes the guest here by itself if the rest of the stream fails:
+// first this node lets go of its volumes, so that such a guest writes
+// nowhere until it is killed; its taps go while the rest is sent (the
+// guest is still paused then, and the port is the target's already: this
+// node's port security lets nothing of it through).
+func (w *worker) handOff(ctx context.Context, vm *VM) error {
+	if w.out != nil && !w.out.continuedAt.IsZero() {
+		return nil // told already; QEMU moves on in a moment
+	}
+	seen := time.Now()
+	w.letGo(ctx, vm)
+	if err := w.inst.MigrateContinue(ctx); err != nil {
+		return err
+	}
+	if w.out != nil {
+		w.out.switchedAt, w.out.continuedAt = seen, time.Now()
+	}
+	w.removeTaps(vm)
+	return nil
 }
 
 func orDefault(s, def string) string {
@@ -339,6 +372,10 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 	}
 	now := time.Now()
 	w.out = &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now}
+	// The switchover asks the target whether it is ready while the guest
+	// is paused: ask once now, its answer moot, so that the connection
+	// (and its TLS handshake) is made already then.
+	go func(vm VM) { _ = w.askTarget(ctx, &vm) }(*vm)
 	w.log.Info("live migration started", "to", m.Target, "addr", m.Addr)
 	return nil
 }
@@ -442,8 +479,8 @@ func (w *worker) takeBack(ctx context.Context) error {
 func (w *worker) finishOut(ctx context.Context, vm *VM, info qemu.MigrationInfo) {
 	args := []any{"to", vm.Migration.Target, "total_ms", info.TotalTime, "downtime_ms", info.Downtime}
 	if o := w.out; o != nil && !o.pausedAt.IsZero() && !o.continuedAt.IsZero() {
-		// From QEMU's pause (as this node saw it) to the switch seen here
-		// (two commits and the target's turn), and the letting go.
+		// From QEMU's pause (as this node saw it) to the switch committed
+		// (the target's word and the commit), and the letting go.
 		args = append(args, "to_switch_ms", o.switchedAt.Sub(o.pausedAt).Milliseconds(), "let_go_ms", o.continuedAt.Sub(o.switchedAt).Milliseconds())
 	}
 	w.log.Info("live migration completed", args...)

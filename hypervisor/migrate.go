@@ -122,6 +122,9 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 	if cur == nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, notFound("VM", vm.Name))
 	}
+	if node != "" && s.Lost != nil && s.Lost(node) {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "node %s has lost contact with the cluster: it takes no VMs until it is back", node))
+	}
 	if cur.Desired != DesiredStopped {
 		return s.migrateLive(ctx, p, cur, node, ifMatch)
 	}
@@ -129,7 +132,7 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)
 	}
 	if node == "" {
-		if node, err = placeAvoiding(txn, cur, time.Now().Add(-hostTimeout), vm.Node); err != nil {
+		if node, err = placeAvoiding(txn, cur, time.Now().Add(-hostTimeout), vm.Node, s.Lost); err != nil {
 			return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", vm.Name, err))
 		}
 	}

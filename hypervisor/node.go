@@ -66,6 +66,10 @@ type NodeConfig struct {
 	// MigrationIP is the address this node receives live migrations on
 	// (its cluster address).
 	MigrationIP string
+	// Peers reaches other nodes' agents over the cluster port (a live
+	// migration's source asks its target there, MigrationRPC); nil: this
+	// node's VMs do not move live.
+	Peers Peers
 	// HA is the lease timing (default DefaultHATiming); Watchdog, if set,
 	// is petted while this node holds its lease or has fenced itself.
 	HA       HATiming

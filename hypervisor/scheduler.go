@@ -103,17 +103,21 @@ func fits(txn *memdb.Txn, node string, vm *VM) error {
 // Place chooses a node for vm among hosts reported since notBefore, or
 // explains why none fits.
 func Place(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
-	return placeAvoiding(txn, vm, notBefore, "")
+	return placeAvoiding(txn, vm, notBefore, "", nil)
 }
 
-// placeAvoiding is Place with one node left out (where a VM moves from).
-func placeAvoiding(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string) (string, error) {
-	return placeWhere(txn, vm, notBefore, avoid, nil)
+// placeAvoiding is Place with one node left out (where a VM moves from),
+// and the nodes whose VM lease is lost (lost, if set; ha.go).
+func placeAvoiding(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, lost func(node string) bool) (string, error) {
+	return placeWhere(txn, vm, notBefore, avoid, func(h *Host) bool { return lost == nil || !lost(h.Name) })
 }
 
-// placeLive is where a running VM would move live: a node alike its own.
-func placeLive(txn *memdb.Txn, vm *VM, notBefore time.Time) (string, error) {
-	return placeWhere(txn, vm, notBefore, vm.Node, func(h *Host) bool { return alike(txn, vm, h.Name) == nil })
+// placeLive is where a running VM would move live: a node alike its own
+// whose lease is not lost.
+func placeLive(txn *memdb.Txn, vm *VM, notBefore time.Time, lost func(node string) bool) (string, error) {
+	return placeWhere(txn, vm, notBefore, vm.Node, func(h *Host) bool {
+		return (lost == nil || !lost(h.Name)) && alike(txn, vm, h.Name) == nil
+	})
 }
 
 // placeWhere is Place among the nodes but avoid that ok accepts (nil: all).

@@ -33,6 +33,9 @@ type Service struct {
 	// Quorum, if set, says why the cluster would lose its quorum without
 	// the named node, or nil (a drain's pre-flight).
 	Quorum func(without string) error
+	// Lost, if set, says whether a node's VM lease is lost (ha.go): no VM
+	// is moved there.
+	Lost func(node string) bool
 
 	c      Cluster
 	id     *identity.Service

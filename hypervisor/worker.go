@@ -55,6 +55,7 @@ type worker struct {
 	// last said something, switchedAt when the VM became this node's,
 	// runningAt when its guest first ran here.
 	migEvents  chan struct{}
+	asks       chan readyAsk // a source's questions (live_rpc.go)
 	out        *outgoing
 	in, inAddr string
 	heard      time.Time
@@ -66,7 +67,7 @@ type worker struct {
 }
 
 func newWorker(n *NodeAgent, id string) *worker {
-	return &worker{n: n, id: id, log: n.log.With("vm", id), wake: make(chan struct{}, 1), stop: make(chan struct{}), migEvents: make(chan struct{}, 1)}
+	return &worker{n: n, id: id, log: n.log.With("vm", id), wake: make(chan struct{}, 1), stop: make(chan struct{}), migEvents: make(chan struct{}, 1), asks: make(chan readyAsk)}
 }
 
 func (w *worker) kick() {

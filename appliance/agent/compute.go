@@ -33,11 +33,14 @@ func (a *Agent) newCompute() {
 	// Every node watches the VM leases, so a new leader knows at once
 	// which nodes are lost; the leader restarts their HA VMs.
 	a.leases = hypervisor.NewLeases(a.node, hypervisor.DefaultHATiming)
-	a.scheduler.Lost = func(node string) bool { _, lost := a.leases.Lost(node); return lost }
+	lost := func(node string) bool { _, lost := a.leases.Lost(node); return lost }
+	a.scheduler.Lost, a.compute.Lost = lost, lost
 	a.node.RegisterController("failover", hypervisor.NewFailover(a.node, a.leases, a.log.With("component", "failover")).Run)
 	a.node.RegisterController("scheduler", a.scheduler.Run)
 	a.compute.Quorum = a.quorumWithout
-	a.node.RegisterController("drainer", hypervisor.NewDrainer(a.node, a.log.With("component", "drainer")).Run)
+	drainer := hypervisor.NewDrainer(a.node, a.log.With("component", "drainer"))
+	drainer.Lost = lost
+	a.node.RegisterController("drainer", drainer.Run)
 	a.node.RegisterController("vm-reaper", a.every(30*time.Second, "purge VMs deleted on lost nodes", func(ctx context.Context) error {
 		return a.scheduler.ReapDeleted(ctx, 5*time.Minute)
 	}))
@@ -113,7 +116,7 @@ func (a *Agent) newNodeAgent() {
 		Cache:   hypervisor.NewCache(filepath.Join(cfg.DataDir, "images", "cache"), a.objects),
 		Net:     a.vmNet, Accel: accel,
 		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,
-		MigrationIP: cfg.Advertise,
+		MigrationIP: cfg.Advertise, Peers: a.node,
 	}
 	if cfg.Watchdog != "" {
 		a.watchdog = watchdog.New(cfg.Watchdog, watchdogTimeout, log)
@@ -139,6 +142,7 @@ func (a *Agent) newNodeAgent() {
 		}
 	}
 	a.vms = hypervisor.NewNodeAgent(a.node, nc)
+	a.node.HandleRPC(hypervisor.MigrationRPCPrefix, a.vms.MigrationRPC())
 }
 
 // runVMs keeps the VM network set up and the local VMs converged.

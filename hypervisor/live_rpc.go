@@ -1,0 +1,144 @@
+package hypervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// A live migration's switchover (live.go): the source's guest is paused,
+// and before the source hands the VM over it asks the target, over the
+// cluster port, whether it is ready to take it. The target's worker
+// answers from what it alone knows: its QEMU receives this migration and
+// is alive, and the node has not fenced itself. One round trip on a kept
+// connection, where the two-step switchover waited for two commits and
+// two wake-ups.
+
+// MigrationRPCPrefix is where MigrationRPC is mounted on the cluster port.
+const MigrationRPCPrefix = "/hypervisor/v1/migration/"
+
+// askTimeout bounds one question to the target; the source asks again
+// until switchWait has passed since its guest paused.
+const askTimeout = time.Second
+
+// targetNo is the target's no: this migration cannot switch over there,
+// and asking again will not change that.
+type targetNo struct{ error }
+
+// readyAsk is a source's question, carried to the target's worker.
+type readyAsk struct {
+	id    string
+	reply chan error
+}
+
+// MigrationRPC answers the sources of live migrations to this node. The
+// cluster port admits only nodes with a certificate of the cluster CA,
+// whose common name is the node's name.
+func (a *NodeAgent) MigrationRPC() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+MigrationRPCPrefix+"{vm}/{id}/ready", func(w http.ResponseWriter, r *http.Request) {
+		from := ""
+		if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+			from = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		err := a.readyFor(r.Context(), from, r.PathValue("vm"), r.PathValue("id"))
+		var no targetNo
+		switch {
+		case err == nil:
+			w.WriteHeader(http.StatusNoContent)
+		case errors.As(err, &no):
+			http.Error(w, err.Error(), http.StatusConflict)
+		default:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+	})
+	return mux
+}
+
+// readyFor says whether this node is ready to take over VM vmID from
+// node from in migration id.
+func (a *NodeAgent) readyFor(ctx context.Context, from, vmID, id string) error {
+	vm := getVM(a.c.Store().ReadTxn(), vmID)
+	switch {
+	case vm == nil || vm.Migration == nil || vm.Migration.ID != id:
+		return targetNo{fmt.Errorf("%s has no live migration %s of VM %s under way", a.cfg.Name, id, vmID)}
+	case vm.Migration.Target != a.cfg.Name || vm.Migration.Source != from:
+		return targetNo{fmt.Errorf("migration %s runs from %s to %s: %s cannot ask %s", id, vm.Migration.Source, vm.Migration.Target, from, a.cfg.Name)}
+	}
+	a.mu.Lock()
+	wk := a.workers[vmID]
+	a.mu.Unlock()
+	if wk == nil {
+		return targetNo{fmt.Errorf("%s has no worker for VM %s", a.cfg.Name, vm.Name)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	q := readyAsk{id: id, reply: make(chan error, 1)}
+	select {
+	case wk.asks <- q:
+	case <-ctx.Done():
+		return fmt.Errorf("the worker of VM %s on %s is busy", vm.Name, a.cfg.Name)
+	}
+	select {
+	case err := <-q.reply:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("the worker of VM %s on %s did not answer", vm.Name, a.cfg.Name)
+	}
+}
+
+// readyFor is the target's worker's answer, from its own goroutine.
+func (w *worker) readyFor(id string) error {
+	if w.in != id || w.inst == nil {
+		return targetNo{fmt.Errorf("%s is not receiving migration %s", w.n.cfg.Name, id)}
+	}
+	select {
+	case <-w.inst.Exited():
+		return targetNo{fmt.Errorf("the QEMU receiving the VM on %s exited", w.n.cfg.Name)}
+	default:
+	}
+	if w.n.isFenced.Load() {
+		return targetNo{fmt.Errorf("%s has lost contact with the cluster and fenced itself", w.n.cfg.Name)}
+	}
+	return nil
+}
+
+// askTarget asks the migration's target whether it is ready to take the
+// VM over: nil is yes, a targetNo is a final no, any other error may pass.
+func (w *worker) askTarget(ctx context.Context, vm *VM) error {
+	m := vm.Migration
+	p := w.n.cfg.Peers
+	if p == nil {
+		return targetNo{errors.New("this node cannot reach other nodes' agents")}
+	}
+	addr, ok := p.PeerAddr(m.Target)
+	client := p.RPCClient()
+	if !ok || client == nil {
+		return fmt.Errorf("%s is not reachable", m.Target)
+	}
+	ctx, cancel := context.WithTimeout(ctx, askTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+addr+MigrationRPCPrefix+url.PathEscape(vm.ID)+"/"+url.PathEscape(m.ID)+"/ready", nil)
+	if err != nil {
+		return err
+	}
+	res, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
+	switch res.StatusCode {
+	case http.StatusNoContent:
+		return nil
+	case http.StatusConflict:
+		return targetNo{fmt.Errorf("%s cannot take the VM over: %s", m.Target, strings.TrimSpace(string(msg)))}
+	default:
+		return fmt.Errorf("%s: %s: %s", m.Target, res.Status, strings.TrimSpace(string(msg)))
+	}
+}
