@@ -231,6 +231,10 @@ func (n *Node) handleApplyBatch(w http.ResponseWriter, r *http.Request) {
 	raftNode := n.Raft()
 	futures := make([]raft.ApplyFuture, len(cmds))
 	for i, c := range cmds {
+		if err := n.Gate(c.t); err != nil { // the proposer's state may lag
+			futures[i] = failedFuture{err}
+			continue
+		}
 		futures[i] = applyAsync(raftNode, c.t, c.payload, 10*time.Second)
 	}
 	// Waited for together, unless the request ends first (the follower

@@ -164,9 +164,18 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 		return toCheck[i].name < toCheck[j].name
 	})
 	checked := n.certChecks.lookup(toCheck, n.holdsCertificate, n.poke)
+	low := lowestProtocol(n.store.ReadTxn(), servers)
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
+		if p := max(m.Meta.Protocol, BaseProtocol); !ok && p < low {
+			// It would stop at the first newer command in the log.
+			if n.oldJoiners[name] != p {
+				n.log.Warn("not adding a node that runs an older protocol than the cluster: upgrade it first", "node", name, "protocol", p, "cluster", low)
+				n.oldJoiners[name] = p
+			}
+			continue
+		}
 		if !ok || string(s.Address) != m.Meta.RaftAddr {
 			err, done := checked[certCheck{name: name, addr: m.Meta.RaftAddr}]
 			if !done {

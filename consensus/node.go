@@ -74,6 +74,7 @@ type Node struct {
 	reads        *readBatch // this node's linearizable reads, wherever the leader is
 	leaderReads  *readBatch // read indexes taken as leader, for this node and followers
 
+	oldJoiners  map[string]int // nodes refused for their protocol, said once (leader.go)
 	controllers []controller
 	extraRPC    []rpcRoute
 	leaderSince atomic.Int64 // unix nanos; 0 when not leader
@@ -118,7 +119,7 @@ func New(cfg Config, reg *Registry) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: cfg.Logger, reg: reg, store: store,
-		events: make(chan struct{}, 1), joinedCh: make(chan struct{}), failed: make(chan error, 1),
+		events: make(chan struct{}, 1), oldJoiners: map[string]int{}, joinedCh: make(chan struct{}), failed: make(chan error, 1),
 		forwardCh:    make(chan *forwardedCmd, forwardQueueSize),
 		pendingLimit: newSourceLimit(pendingWritesPerMinute, time.Minute, 4096)}
 	n.gossipEvents = newGossipEvents(n)
@@ -485,7 +486,7 @@ func (n *Node) shutdown() error {
 // without waiting for the commit to reach this node: reads here wait for
 // that instead (Store.ReadTxn), so a read here afterwards still sees it.
 func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint64, error) {
-	if err := n.gate(t); err != nil {
+	if err := n.Gate(t); err != nil {
 		return 0, err
 	}
 	payload, err := Marshal(cmd)
@@ -571,6 +572,9 @@ func (n *Node) applyLocal(ctx context.Context, t MessageType, payload []byte) (j
 	timeout := 10 * time.Second
 	if dl, ok := ctx.Deadline(); ok {
 		timeout = time.Until(dl)
+	}
+	if err := n.Gate(t); err != nil { // again, with the leader's state
+		return nil, 0, err
 	}
 	f := applyAsync(n.Raft(), t, payload, timeout)
 	if err := waitApplied(f, ctx.Done()); err != nil {

@@ -36,7 +36,11 @@ const (
 	msgTestNewer MessageType = 9002
 )
 
-func testRegistry() *Registry {
+func testRegistry() *Registry { return testRegistryAt(2) }
+
+// testRegistryAt is the registry of a binary of that protocol: before 2 it
+// does not know msgTestNewer, and would stop at it.
+func testRegistryAt(protocol int) *Registry {
 	r := NewRegistry()
 	RegisterTable[kv](r, &memdb.TableSchema{Name: "kv", Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Key"}},
@@ -49,9 +53,11 @@ func testRegistry() *Registry {
 		row := &kv{Key: c.Key, Value: c.Value, Version: tx.Index}
 		return row, tx.Insert("kv", row)
 	})
-	HandleSince(r, msgTestNewer, "TestNewerPut", 2, func(tx *Tx, c *putCmd) (any, error) {
-		return nil, tx.Insert("kv", &kv{Key: c.Key, Value: c.Value, Version: tx.Index})
-	})
+	if protocol >= 2 {
+		HandleSince(r, msgTestNewer, "TestNewerPut", 2, func(tx *Tx, c *putCmd) (any, error) {
+			return nil, tx.Insert("kv", &kv{Key: c.Key, Value: c.Value, Version: tx.Index})
+		})
+	}
 	return r
 }
 
@@ -106,7 +112,11 @@ func startCluster(t *testing.T, n int) *testCluster {
 
 func (tc *testCluster) start(cfg Config) *Node {
 	tc.t.Helper()
-	nd, err := New(cfg, testRegistry())
+	reg := testRegistry()
+	if cfg.protocol != 0 {
+		reg = testRegistryAt(cfg.protocol)
+	}
+	nd, err := New(cfg, reg)
 	if err != nil {
 		tc.t.Fatal(err)
 	}

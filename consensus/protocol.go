@@ -6,6 +6,7 @@ import (
 
 	"github.com/hashicorp/go-memdb"
 	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/raft"
 )
 
 // The cluster's protocol: which replicated commands every server knows.
@@ -23,14 +24,21 @@ import (
 //
 // Each node says its protocol in its gossip metadata; the leader records
 // what each server says (msgRecordProtocol, which older binaries may skip).
-// A server with no record yet counts as BaseProtocol. Not covered: an older
-// node joining an upgraded cluster can receive a newer command proposed in
-// the moment before its addition to the configuration committed (a join
-// check on the protocol would close that).
+// A server with no record yet counts as BaseProtocol. A node that speaks
+// less than every server has recorded is not added to the configuration
+// (leader.go): it would stop at the first newer command in the log.
 
 // Protocol is the protocol this binary speaks. Raise it when a command is
 // added, and register that command with HandleSince(…, Protocol, …).
-const Protocol = 1
+//
+//	1  every command there was when the gate came
+//	2  hypervisor.MsgSwitchMigration, the one-step switchover
+const Protocol = 2
+
+// ReasonProtocol is the Reason of the gate's refusals: the command is
+// certainly not applied, and a caller may fall back to what older nodes
+// know.
+const ReasonProtocol = "protocol"
 
 // BaseProtocol is every command registered with Handle: all there was when
 // the protocol was introduced.
@@ -79,9 +87,11 @@ func (n *Node) protocol() int {
 	return Protocol
 }
 
-// gate refuses a command of type t that some server of the configuration
-// would not know.
-func (n *Node) gate(t MessageType) error {
+// Gate refuses a command of type t that some server of the configuration
+// would not know. Apply checks it on the node that proposes and again on
+// the leader; a wrapper that carries another command (an audited one)
+// checks the inner command's type with it before it proposes.
+func (n *Node) Gate(t MessageType) error {
 	since := n.reg.since[t&^IgnoreUnknownTypeFlag]
 	if since <= BaseProtocol {
 		return nil
@@ -97,7 +107,7 @@ func (n *Node) gate(t MessageType) error {
 	txn := n.store.ReadTxn()
 	for _, s := range f.Configuration().Servers {
 		if p := protocolOf(txn, string(s.ID)); p < since {
-			return Errorf(CodeUnavailable, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
+			return Reasonf(CodeConflict, ReasonProtocol, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
 				n.reg.CommandName(t), since, s.ID, p)
 		}
 	}
@@ -127,8 +137,10 @@ func (n *Node) recordProtocols(ctx context.Context) {
 	}
 	said := map[string]int{}
 	for _, m := range n.members() {
-		if m.State == memberlist.StateAlive && m.Meta.Protocol >= BaseProtocol {
-			said[m.Name] = m.Meta.Protocol
+		if m.State == memberlist.StateAlive {
+			// A binary older than the gate says nothing: the base
+			// protocol is what it knows (a node rolled back to one).
+			said[m.Name] = max(m.Meta.Protocol, BaseProtocol)
 		}
 	}
 	txn := n.store.ReadTxn()
@@ -136,7 +148,7 @@ func (n *Node) recordProtocols(ctx context.Context) {
 		name := string(s.ID)
 		p, ok := said[name]
 		if !ok {
-			continue // down, or an older binary: it keeps its record
+			continue // down: it keeps its record
 		}
 		if raw, err := txn.First(tableProtocols, "id", name); err == nil && raw != nil && raw.(*nodeProtocol).Protocol == p {
 			continue
@@ -147,4 +159,39 @@ func (n *Node) recordProtocols(ctx context.Context) {
 		}
 		n.log.Info("node protocol recorded", "node", name, "protocol", p)
 	}
+}
+
+// lowestProtocol is the lowest protocol the configuration's servers last
+// recorded, or 0 when none has a record.
+func lowestProtocol(txn *memdb.Txn, servers []raft.Server) int {
+	low := 0
+	for _, s := range servers {
+		if raw, err := txn.First(tableProtocols, "id", string(s.ID)); err == nil && raw != nil {
+			if p := raw.(*nodeProtocol).Protocol; low == 0 || p < low {
+				low = p
+			}
+		}
+	}
+	return low
+}
+
+// ClusterProtocol is the protocol every server of the configuration is
+// known to speak: the commands of that protocol may be proposed.
+func (n *Node) ClusterProtocol() int {
+	r := n.Raft()
+	if r == nil {
+		return BaseProtocol
+	}
+	f := r.GetConfiguration()
+	if f.Error() != nil {
+		return BaseProtocol
+	}
+	txn := n.store.ReadTxn()
+	low := 0
+	for _, s := range f.Configuration().Servers {
+		if p := protocolOf(txn, string(s.ID)); low == 0 || p < low {
+			low = p
+		}
+	}
+	return max(low, BaseProtocol)
 }

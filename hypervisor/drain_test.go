@@ -106,7 +106,7 @@ func TestDrainNode(t *testing.T) {
 		t.Fatal("a second VM moved while the first was on its way")
 	}
 	m := get("live").Migration
-	for _, s := range []struct{ node, phase string }{{"node1", PhasePreparing}, {"node2", PhaseTransferring}, {"node1", PhaseSwitched}} {
+	for _, s := range []struct{ node, phase string }{{"node1", PhasePreparing}, {"node2", PhaseTransferring}, {"node1", PhaseSwitching}, {"node2", PhaseSwitched}} {
 		if _, err := e.node.Apply(ctx, MsgMigrationStep, migrationCmd{VM: "vm-live", ID: m.ID, Node: s.node, Phase: s.phase, At: time.Now()}, nil); err != nil {
 			t.Fatal(err)
 		}

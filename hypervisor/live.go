@@ -167,21 +167,19 @@ type migrationCmd struct {
 // endMigrationCmd ends a migration: with Error, it failed or was
 // cancelled (only before the switch); without, the target has the VM.
 type endMigrationCmd struct {
-	VM    string `json:"vm"`
-	ID    string `json:"id"` // "": whichever runs (a cancel)
-	Node  string `json:"node,omitempty"`
-	User  string `json:"user,omitempty"`
-	Error string `json:"error,omitempty"`
-	// Seen is the phase the node saw when it gave up: an end decided
-	// before the switch is refused once the switch has happened.
-	Seen string    `json:"seen,omitempty"`
-	At   time.Time `json:"at"`
+	VM    string    `json:"vm"`
+	ID    string    `json:"id"` // "": whichever runs (a cancel)
+	Node  string    `json:"node,omitempty"`
+	User  string    `json:"user,omitempty"`
+	Error string    `json:"error,omitempty"`
+	At    time.Time `json:"at"`
 }
 
 func registerMigrations(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgStartMigration, "StartLiveMigration", applyStartMigration)
 	consensus.Handle(reg, MsgMigrationStep, "LiveMigrationStep", applyMigrationStep)
 	consensus.Handle(reg, MsgEndMigration, "EndLiveMigration", applyEndMigration)
+	consensus.HandleSince(reg, MsgSwitchMigration, "SwitchLiveMigration", 2, applySwitchMigration)
 	consensus.RegisterTable[migrationCA](reg, &memdb.TableSchema{Name: tMigrationCA, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: singleton{}},
 	}})
@@ -293,12 +291,13 @@ func applyMigrationStep(tx *consensus.Tx, c *migrationCmd) (any, error) {
 	vm := *cur
 	vm.Migration = &m
 	if c.Phase != "" {
+		// (The one-step switch is its own command, MsgSwitchMigration:
+		// a command whose meaning changes would split a cluster whose
+		// nodes run different versions.)
 		type turn struct{ from, to, node string }
 		turns := []turn{
 			{PhasePlanning, PhasePreparing, m.Source},
 			{PhasePreparing, PhaseTransferring, m.Target},
-			{PhaseTransferring, PhaseSwitched, m.Source},
-			// The two-step switchover of older agents (see above).
 			{PhaseTransferring, PhaseSwitching, m.Source},
 			{PhaseSwitching, PhaseSwitched, m.Target},
 		}
@@ -312,17 +311,51 @@ func applyMigrationStep(tx *consensus.Tx, c *migrationCmd) (any, error) {
 		case PhaseTransferring:
 			m.Addr = c.Addr
 		case PhaseSwitched:
-			vm.Node = m.Target
-			if err := volume.HandOver(tx, vm.ID, m.Target); err != nil {
-				return nil, err
-			}
-			if err := netfabric.BindPorts(tx, vm.ID, m.Target); err != nil {
-				return nil, err
-			}
-			if err := addEvent(tx, vm.ID, "migrate", fmt.Sprintf("switched over from %s to %s", m.Source, m.Target), "", m.Target, c.At); err != nil {
+			if err := switchOver(tx, &vm, c.At); err != nil {
 				return nil, err
 			}
 		}
+	}
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, nil
+}
+
+// switchOver gives the VM to its migration's target: its node, its
+// volumes' attachment and writer at a new epoch, its ports.
+func switchOver(tx *consensus.Tx, vm *VM, at time.Time) error {
+	m := vm.Migration
+	m.Phase = PhaseSwitched
+	vm.Node = m.Target
+	if err := volume.HandOver(tx, vm.ID, m.Target); err != nil {
+		return err
+	}
+	if err := netfabric.BindPorts(tx, vm.ID, m.Target); err != nil {
+		return err
+	}
+	return addEvent(tx, vm.ID, "migrate", fmt.Sprintf("switched over from %s to %s", m.Source, m.Target), "", m.Target, at)
+}
+
+// applySwitchMigration is the one-step switchover (protocol 2): the
+// source, its guest paused and the target's yes in hand, hands the VM
+// over from transferring, with its last progress report.
+func applySwitchMigration(tx *consensus.Tx, c *migrationCmd) (any, error) {
+	cur, err := migrating(tx, c.VM, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	m := *cur.Migration
+	if m.Phase != PhaseTransferring || c.Node != m.Source {
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s's migration is %s: %s cannot switch it over", cur.Name, m.Phase, c.Node)
+	}
+	if c.Progress != nil {
+		m.Progress = *c.Progress
+	}
+	vm := *cur
+	vm.Migration = &m
+	if err := switchOver(tx, &vm, c.At); err != nil {
+		return nil, err
 	}
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
@@ -341,7 +374,7 @@ func applyEndMigration(tx *consensus.Tx, c *endMigrationCmd) (any, error) {
 	m := cur.Migration
 	switched := m.Phase == PhaseSwitched
 	switch {
-	case switched && (c.Node != m.Target || (c.Seen != "" && c.Seen != PhaseSwitched)):
+	case switched && c.Node != m.Target:
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s has switched over to %s already: the migration can no longer be cancelled", cur.Name, m.Target)
 	case !switched && c.Error == "":
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s's migration is %s: it cannot end well before the switchover", cur.Name, m.Phase)

@@ -26,9 +26,13 @@ const MigrationRPCPrefix = "/hypervisor/v1/migration/"
 // until switchWait has passed since its guest paused.
 const askTimeout = time.Second
 
-// targetNo is the target's no: this migration cannot switch over there,
-// and asking again will not change that.
+// targetNo is a final no: this migration cannot switch over there, and
+// asking again will not change that.
 type targetNo struct{ error }
+
+// errOldTarget: the target's agent predates the question (and the
+// one-step switchover); the source switches over in two steps.
+var errOldTarget = errors.New("the target's agent does not know the one-step switchover")
 
 // readyAsk is a source's question, carried to the target's worker.
 type readyAsk struct {
@@ -63,10 +67,12 @@ func (a *NodeAgent) MigrationRPC() http.Handler {
 // readyFor says whether this node is ready to take over VM vmID from
 // node from in migration id.
 func (a *NodeAgent) readyFor(ctx context.Context, from, vmID, id string) error {
+	// What this node's copy of the state does not show yet (it lags, or
+	// the agent has just started) may be there in a moment: not a no.
 	vm := getVM(a.c.Store().ReadTxn(), vmID)
 	switch {
 	case vm == nil || vm.Migration == nil || vm.Migration.ID != id:
-		return targetNo{fmt.Errorf("%s has no live migration %s of VM %s under way", a.cfg.Name, id, vmID)}
+		return fmt.Errorf("%s has no live migration %s of VM %s under way", a.cfg.Name, id, vmID)
 	case vm.Migration.Target != a.cfg.Name || vm.Migration.Source != from:
 		return targetNo{fmt.Errorf("migration %s runs from %s to %s: %s cannot ask %s", id, vm.Migration.Source, vm.Migration.Target, from, a.cfg.Name)}
 	}
@@ -74,7 +80,7 @@ func (a *NodeAgent) readyFor(ctx context.Context, from, vmID, id string) error {
 	wk := a.workers[vmID]
 	a.mu.Unlock()
 	if wk == nil {
-		return targetNo{fmt.Errorf("%s has no worker for VM %s", a.cfg.Name, vm.Name)}
+		return fmt.Errorf("%s has no worker for VM %s yet", a.cfg.Name, vm.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
@@ -136,9 +142,19 @@ func (w *worker) askTarget(ctx context.Context, vm *VM) error {
 	switch res.StatusCode {
 	case http.StatusNoContent:
 		return nil
+	case http.StatusNotFound:
+		return errOldTarget
 	case http.StatusConflict:
 		return targetNo{fmt.Errorf("%s cannot take the VM over: %s", m.Target, strings.TrimSpace(string(msg)))}
 	default:
 		return fmt.Errorf("%s: %s: %s", m.Target, res.Status, strings.TrimSpace(string(msg)))
 	}
+}
+
+// warm asks the target now, its answer moot, so that the connection (and
+// its TLS handshake) is there when the guest is paused: at the stream's
+// start and with each progress report, as an idle connection is closed
+// after a while.
+func (w *worker) warm(ctx context.Context, vm *VM) {
+	go func(vm VM) { _ = w.askTarget(ctx, &vm) }(*vm)
 }

@@ -7,6 +7,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/leafca"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/storage/volume"
@@ -61,6 +62,7 @@ type outgoing struct {
 	bestAt     time.Time
 	reported   time.Time
 	pausedAt   time.Time
+	gaveUp     time.Time // when this node last asked to end it (giveUp)
 	// switchedAt, continuedAt: when this node saw the switch, and when
 	// it had let go and told QEMU to send the rest (the switchover's
 	// costs, logged at the end).
@@ -125,7 +127,7 @@ func (w *worker) step(ctx context.Context, vm *VM, c migrationCmd) error {
 // endMigration gives the migration up (before its switchover) or, on the
 // target after it, records how it ended.
 func (w *worker) endMigration(ctx context.Context, vm *VM, why string) {
-	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, Seen: vm.Migration.Phase, At: time.Now().UTC()}
+	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, At: time.Now().UTC()}
 	if _, err := w.n.c.Apply(ctx, MsgEndMigration, c, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("end live migration", "why", why, "err", err)
 	} else if why != "" {
@@ -198,19 +200,25 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					w.out.pausedAt = time.Now()
 				}
 				if time.Since(w.out.pausedAt) > switchWait {
-					w.endMigration(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+					w.giveUp(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
 					break
 				}
-				if err := w.askTarget(ctx, vm); err != nil {
-					var no targetNo
-					if errors.As(err, &no) {
-						w.endMigration(ctx, vm, err.Error())
-						break
-					}
+				err := w.askTarget(ctx, vm)
+				var no targetNo
+				switch {
+				case errors.Is(err, errOldTarget):
+					// An agent from before the one-step switchover: the
+					// two-step one (the target switches when it sees
+					// this).
+					_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitching, Progress: w.progress(info)})
+				case errors.As(err, &no):
+					w.giveUp(ctx, vm, err.Error())
+				case err != nil:
 					w.log.Warn("ask the target to take the VM over; again", "err", err)
-					break
-				}
-				if w.step(ctx, vm, migrationCmd{Phase: PhaseSwitched, Progress: w.progress(info)}) == nil {
+				default:
+					if err := w.switchOver(ctx, vm, info); err != nil {
+						break // its outcome is read from the state at the next turn
+					}
 					if err := w.handOff(ctx, vm); err != nil {
 						return err
 					}
@@ -225,9 +233,9 @@ func (w *worker) migrateOut(ctx context.Context) error {
 		case PhaseSwitching:
 			switch {
 			case info.Status != "pre-switchover":
-				w.endMigration(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
+				w.giveUp(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
 			case w.out == nil || time.Since(w.out.pausedAt) > switchWait:
-				w.endMigration(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+				w.giveUp(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
 			}
 		case PhaseSwitched:
 			// The target has the VM: its volumes fence this node. Send it
@@ -259,6 +267,36 @@ func (w *worker) migrateOut(ctx context.Context) error {
 	return ctx.Err()
 }
 
+// switchOver hands the VM to the target in one command; if some node
+// would not know that command (a cluster halfway through an upgrade), it
+// takes the two steps older agents take instead.
+func (w *worker) switchOver(ctx context.Context, vm *VM, info qemu.MigrationInfo) error {
+	c := migrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Progress: w.progress(info), At: time.Now().UTC()}
+	_, err := w.n.c.Apply(ctx, MsgSwitchMigration, c, nil)
+	if consensus.ErrorReason(err) == consensus.ReasonProtocol {
+		w.log.Info("switching over in two steps", "why", err)
+		_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitching, Progress: c.Progress})
+		return err
+	}
+	if err != nil && ctx.Err() == nil {
+		w.log.Warn("switch a live migration over", "err", err)
+	}
+	return err
+}
+
+// giveUp ends a migration before its switchover, asking once a second at
+// most: the guest is paused, and a refusal (the switch won) or an answer
+// that never comes (this node is cut off) is read from the state.
+func (w *worker) giveUp(ctx context.Context, vm *VM, why string) {
+	if w.out != nil {
+		if time.Since(w.out.gaveUp) < time.Second {
+			return
+		}
+		w.out.gaveUp = time.Now()
+	}
+	w.endMigration(ctx, vm, why)
+}
+
 // handOff sends the rest of the stream once the VM is the target's.
 // QEMU resumes the guest here by itself if the rest of the stream fails:
 // first this node lets go of its volumes, so that such a guest writes
@@ -266,7 +304,7 @@ func (w *worker) migrateOut(ctx context.Context) error {
 // guest is still paused then, and the port is the target's already: this
 // node's port security lets nothing of it through).
 func (w *worker) handOff(ctx context.Context, vm *VM) error {
-	if w.out != nil && !w.out.continuedAt.IsZero() {
+	if w.continued == vm.Migration.ID {
 		return nil // told already; QEMU moves on in a moment
 	}
 	seen := time.Now()
@@ -274,6 +312,7 @@ func (w *worker) handOff(ctx context.Context, vm *VM) error {
 	if err := w.inst.MigrateContinue(ctx); err != nil {
 		return err
 	}
+	w.continued = vm.Migration.ID
 	if w.out != nil {
 		w.out.switchedAt, w.out.continuedAt = seen, time.Now()
 	}
@@ -372,10 +411,7 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 	}
 	now := time.Now()
 	w.out = &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now}
-	// The switchover asks the target whether it is ready while the guest
-	// is paused: ask once now, its answer moot, so that the connection
-	// (and its TLS handshake) is made already then.
-	go func(vm VM) { _ = w.askTarget(ctx, &vm) }(*vm)
+	w.warm(ctx, vm)
 	w.log.Info("live migration started", "to", m.Target, "addr", m.Addr)
 	return nil
 }
@@ -418,6 +454,7 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 	if now.Sub(o.reported) >= time.Second {
 		o.reported = now
 		_ = w.step(ctx, vm, migrationCmd{Progress: w.progress(info)})
+		w.warm(ctx, vm)
 	}
 	return ""
 }

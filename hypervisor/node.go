@@ -204,11 +204,14 @@ func (n *NodeAgent) local(txn *memdb.Txn, id string) bool {
 // linearizably first.
 func (n *NodeAgent) cleanup(ctx context.Context) error {
 	txn := n.c.Store().ReadTxn()
-	keep := func(id string) bool {
-		// A source whose guest has switched over still sends it the rest.
-		vm := getVM(txn, id)
-		return n.local(txn, id) || vm != nil && vm.Migration != nil && vm.Migration.Source == n.cfg.Name
+	// A live migration's QEMUs stay for its workers to judge: a source
+	// whose guest has switched over still sends it the rest, and a target
+	// may be switched to by its source any moment (its agent said yes
+	// before it restarted).
+	migrating := func(vm *VM) bool {
+		return vm != nil && vm.Migration != nil && (vm.Migration.Source == n.cfg.Name || vm.Migration.Target == n.cfg.Name)
 	}
+	keep := func(id string) bool { return n.local(txn, id) || migrating(getVM(txn, id)) }
 	var errs []error
 	if err := n.cfg.Driver.Cleanup(ctx, keep); err != nil {
 		errs = append(errs, err)
@@ -222,12 +225,18 @@ func (n *NodeAgent) cleanup(ctx context.Context) error {
 		}
 	}
 	taps := map[string]bool{}
-	it, err := txn.Get(tVMs, "node", n.cfg.Name)
-	errs = append(errs, err)
 	images := map[string]bool{}
-	if err == nil {
+	for _, index := range []string{"node", "migrating"} {
+		it, err := txn.Get(tVMs, index, n.cfg.Name)
+		errs = append(errs, err)
+		if err != nil {
+			continue
+		}
 		for o := it.Next(); o != nil; o = it.Next() {
 			vm := o.(*VM)
+			if index == "migrating" && vm.Migration.Target != n.cfg.Name {
+				continue // a source keeps no taps of a VM it is not running
+			}
 			images[vm.Spec.Image] = true
 			for _, nic := range vm.NICs {
 				taps[n.cfg.Net.TapName(nic.ID)] = true

@@ -38,6 +38,8 @@ const (
 	MsgMigrationStep  consensus.MessageType = 277
 	MsgEndMigration   consensus.MessageType = 278
 	MsgMigrationCA    consensus.MessageType = 279
+	// The one-step switchover (protocol 2): the source switches.
+	MsgSwitchMigration consensus.MessageType = 285
 	// Draining nodes (drain.go).
 	MsgDrainNode consensus.MessageType = 280
 	MsgDrainStep consensus.MessageType = 281

@@ -57,6 +57,7 @@ type worker struct {
 	migEvents  chan struct{}
 	asks       chan readyAsk // a source's questions (live_rpc.go)
 	out        *outgoing
+	continued  string // the migration whose rest QEMU was told to send
 	in, inAddr string
 	heard      time.Time
 	lastReport time.Time // the source's report behind heard

@@ -264,3 +264,31 @@ func readArchive(t *testing.T, dir string) []identity.AuditEntry {
 	}
 	return out
 }
+
+// A command newer than the cluster's protocol is refused inside the
+// audited envelope too (the envelope itself every node knows), nothing of
+// it applied, the refusal audited.
+func TestMutateGatesTheInnerCommand(t *testing.T) {
+	const msgFuture consensus.MessageType = 126
+	applied := atomic.Bool{}
+	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
+		register(reg)
+		consensus.HandleSince(reg, msgFuture, "TestFuture", consensus.Protocol+1, func(tx *consensus.Tx, c *chargeCmd) (any, error) {
+			applied.Store(true)
+			return nil, nil
+		})
+	})
+	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
+	admin := setupAdmin(t, svc)
+	err := svc.Mutate(context.Background(), admin, "test.future", "x", "", msgFuture, chargeCmd{}, nil)
+	if consensus.ErrorReason(err) != consensus.ReasonProtocol {
+		t.Fatalf("a command of a protocol no node speaks: %v", err)
+	}
+	if applied.Load() {
+		t.Fatal("the refused command was applied")
+	}
+	es, _ := svc.ListAudit(admin, identity.AuditFilter{Action: "test.future"})
+	if len(es) != 1 || es[0].Result != consensus.CodeConflict {
+		t.Fatalf("audit of the refusal: %+v", es)
+	}
+}

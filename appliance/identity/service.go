@@ -376,6 +376,14 @@ func (s *Service) Deny(ctx context.Context, p *Principal, action, resource, proj
 // is rejected, the rejection is audited on its own.
 func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {
 	entry := s.auditEntry(ctx, p, action, resource, projectID)
+	// The envelope is known to every node; the command inside it may be
+	// newer than some (consensus/protocol.go).
+	if g, ok := s.c.(interface{ Gate(consensus.MessageType) error }); ok {
+		if err := g.Gate(t); err != nil {
+			s.recordFailure(ctx, entry, err)
+			return err
+		}
+	}
 	payload, err := consensus.Marshal(cmd)
 	if err != nil {
 		return err

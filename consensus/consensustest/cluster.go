@@ -86,6 +86,10 @@ func StartWith(t testing.TB, n int, register func(*consensus.Registry), before f
 			if !nd.Ready() {
 				return fmt.Errorf("%s not ready", nd.Name())
 			}
+			// Every command this binary knows may be proposed.
+			if p := nd.ClusterProtocol(); p != consensus.Protocol {
+				return fmt.Errorf("%s sees the cluster at protocol %d", nd.Name(), p)
+			}
 		}
 		return nil
 	})
