@@ -372,13 +372,19 @@ func (s *Service) Deny(ctx context.Context, p *Principal, action, resource, proj
 	return s.deny(ctx, p, action, resource, projectID, err)
 }
 
+// gater is a cluster that refuses commands some node would not know
+// (consensus.Node.Gate).
+type gater interface {
+	Gate(consensus.MessageType) error
+}
+
 // mutate replicates a command together with its audit entry. If the command
 // is rejected, the rejection is audited on its own.
 func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, projectID string, t consensus.MessageType, cmd, out any) error {
 	entry := s.auditEntry(ctx, p, action, resource, projectID)
 	// The envelope is known to every node; the command inside it may be
 	// newer than some (consensus/protocol.go).
-	if g, ok := s.c.(interface{ Gate(consensus.MessageType) error }); ok {
+	if g, ok := s.c.(gater); ok {
 		if err := g.Gate(t); err != nil {
 			s.recordFailure(ctx, entry, err)
 			return err
