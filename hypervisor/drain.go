@@ -190,17 +190,16 @@ func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) {
 	return free(txn, h, s, "")
 }
 
-// movableAtAll says why a VM cannot leave its node in any way, or nil (a
-// UEFI VM moves only live: stopped, its settings stay on its node).
+// movableAtAll says why a VM cannot leave its node in any way, or nil.
 func movableAtAll(vm *VM) error {
-	if vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0 {
+	switch {
+	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
 		return fmt.Errorf("it has local disks (convert its disk first)")
+	case vm.Spec.Firmware == "uefi":
+		return fmt.Errorf("it boots with UEFI, whose settings stay on its node")
 	}
 	return nil
 }
-
-// uefiStays is why a UEFI VM cannot be moved stopped.
-const uefiStays = "it boots with UEFI, whose settings stay on its node while it is stopped: it moves only live"
 
 func onNode(txn *memdb.Txn, node string) []*VM {
 	it, err := txn.Get(tVMs, "node", node)
@@ -364,8 +363,6 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			}
 			save()
 			return
-		case vm.Spec.Firmware == "uefi" && (stopped || running && tried):
-			blocked = append(blocked, fmt.Sprintf("%s stays: %s", vm.Name, uefiStays))
 		case running && dr.Restart:
 			// It could not move live: stopped, moved, started again, if
 			// some node would take it stopped; recorded before the stop,
