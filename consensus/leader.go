@@ -164,14 +164,14 @@ func (n *Node) reconcileMembership(gone map[string]time.Time) {
 		return toCheck[i].name < toCheck[j].name
 	})
 	checked := n.certChecks.lookup(toCheck, n.holdsCertificate, n.poke)
-	low := lowestProtocol(n.store.ReadTxn(), servers)
+	high := highestProtocol(n.store.ReadTxn(), servers)
 	for name, m := range alive {
 		delete(gone, name)
 		s, ok := inRaft[name]
-		if p := max(m.Meta.Protocol, BaseProtocol); !ok && p < low {
+		if p := max(m.Meta.Protocol, BaseProtocol); !ok && p < high {
 			// It would stop at the first newer command in the log.
 			if n.oldJoiners[name] != p {
-				n.log.Warn("not adding a node that runs an older protocol than the cluster: upgrade it first", "node", name, "protocol", p, "cluster", low)
+				n.log.Warn("not adding a node that runs an older protocol than the cluster: upgrade it first", "node", name, "protocol", p, "cluster", high)
 				n.oldJoiners[name] = p
 			}
 			continue

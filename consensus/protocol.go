@@ -25,8 +25,10 @@ import (
 // Each node says its protocol in its gossip metadata; the leader records
 // what each server says (msgRecordProtocol, which older binaries may skip).
 // A server with no record yet counts as BaseProtocol. A node that speaks
-// less than every server has recorded is not added to the configuration
-// (leader.go): it would stop at the first newer command in the log.
+// less than some server has recorded is not added to the configuration
+// (leader.go): it could stop at the first newer command in the log. The
+// inner command of a wrapper (an audited one) is checked on the node that
+// proposes it only.
 
 // Protocol is the protocol this binary speaks. Raise it when a command is
 // added, and register that command with HandleSince(…, Protocol, …).
@@ -161,18 +163,17 @@ func (n *Node) recordProtocols(ctx context.Context) {
 	}
 }
 
-// lowestProtocol is the lowest protocol the configuration's servers last
-// recorded, or 0 when none has a record.
-func lowestProtocol(txn *memdb.Txn, servers []raft.Server) int {
-	low := 0
+// highestProtocol is the highest protocol the configuration's servers
+// last recorded, or 0 when none has a record: the log may hold commands
+// of it.
+func highestProtocol(txn *memdb.Txn, servers []raft.Server) int {
+	high := 0
 	for _, s := range servers {
 		if raw, err := txn.First(tableProtocols, "id", string(s.ID)); err == nil && raw != nil {
-			if p := raw.(*nodeProtocol).Protocol; low == 0 || p < low {
-				low = p
-			}
+			high = max(high, raw.(*nodeProtocol).Protocol)
 		}
 	}
-	return low
+	return high
 }
 
 // ClusterProtocol is the protocol every server of the configuration is

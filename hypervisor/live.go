@@ -51,10 +51,12 @@ import (
 // The source asks the target over the cluster port, its guest paused,
 // whether it is ready to take the VM (its agent there, its QEMU receiving
 // this migration, the node not fenced) and commits the switch only on a
-// yes, so a target whose agent died never gets a VM it cannot serve. The
-// target may still give the migration up in the moment between its yes
-// and the switch: its end says which phase it saw, and one seen before
-// the switch is refused after it.
+// yes, so a target whose agent died never gets a VM it cannot serve. A
+// yes counts as word from the source (the target's silence timeout starts
+// again). If the target still gives the migration up in the moment
+// between its yes and the switch (its QEMU exited, its agent restarted)
+// and the switch commits first, its end is taken as after any switch: the
+// VM boots afresh on the target from its volumes.
 //
 // The stream runs over TLS with certificates from a migration CA kept in
 // the replicated state, issued per migration: the target's QEMU admits

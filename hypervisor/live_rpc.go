@@ -111,6 +111,7 @@ func (w *worker) readyFor(id string) error {
 	if w.n.isFenced.Load() {
 		return targetNo{fmt.Errorf("%s has lost contact with the cluster and fenced itself", w.n.cfg.Name)}
 	}
+	w.heard = time.Now() // the source is there: no silence to time out
 	return nil
 }
 

@@ -219,7 +219,9 @@ func (n *NodeAgent) cleanup(ctx context.Context) error {
 	ids, err := n.cfg.Volumes.List()
 	errs = append(errs, err)
 	for _, id := range ids {
-		if vm := getVM(txn, id); vm == nil || vm.Node != n.cfg.Name {
+		vm := getVM(txn, id)
+		incoming := vm != nil && vm.Migration != nil && vm.Migration.Target == n.cfg.Name // its kept QEMU uses them
+		if vm == nil || vm.Node != n.cfg.Name && !incoming {
 			n.log.Info("removing disks of a VM that is not on this node", "vm", id)
 			errs = append(errs, n.cfg.Volumes.Remove(ctx, id))
 		}
