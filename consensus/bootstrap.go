@@ -239,15 +239,11 @@ func pickSigner(alive []member, self string, tries int) *member {
 
 // inConfiguration reports whether this node is in its Raft configuration.
 func (n *Node) inConfiguration() bool {
-	r := n.Raft()
-	if r == nil {
+	servers, err := n.servers()
+	if err != nil {
 		return false
 	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return false
-	}
-	for _, s := range f.Configuration().Servers {
+	for _, s := range servers {
 		if string(s.ID) == n.cfg.Name {
 			return true
 		}

@@ -602,6 +602,19 @@ func waitApplied(f raft.ApplyFuture, stop <-chan struct{}) error {
 // taken; it may still be applied.
 var errApplyAbandoned = errors.New("stopped waiting for the command to be applied; it may still be")
 
+// servers is the Raft configuration's servers, as this node knows them.
+func (n *Node) servers() ([]raft.Server, error) {
+	r := n.Raft()
+	if r == nil {
+		return nil, ErrNoLeader
+	}
+	f := r.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, err
+	}
+	return f.Configuration().Servers, nil
+}
+
 // applyAsync hands a command to Raft without waiting for it.
 func applyAsync(r *raft.Raft, t MessageType, payload []byte, timeout time.Duration) raft.ApplyFuture {
 	if r == nil {

@@ -73,12 +73,32 @@ func applyRecordProtocol(tx *Tx, c *nodeProtocol) (any, error) {
 	return nil, tx.Insert(tableProtocols, c)
 }
 
+// recorded is the protocol a node last recorded, if it has.
+func recorded(txn *memdb.Txn, node string) (int, bool) {
+	if raw, err := txn.First(tableProtocols, "id", node); err == nil && raw != nil {
+		return raw.(*nodeProtocol).Protocol, true
+	}
+	return 0, false
+}
+
 // protocolOf is the protocol a node last recorded, or BaseProtocol.
 func protocolOf(txn *memdb.Txn, node string) int {
-	if raw, err := txn.First(tableProtocols, "id", node); err == nil && raw != nil {
-		return raw.(*nodeProtocol).Protocol
+	if p, ok := recorded(txn, node); ok {
+		return p
 	}
 	return BaseProtocol
+}
+
+// lowestServer is the server of the configuration with the lowest
+// protocol, and that protocol (BaseProtocol for one without a record).
+func lowestServer(txn *memdb.Txn, servers []raft.Server) (string, int) {
+	name, low := "", 0
+	for _, s := range servers {
+		if p := protocolOf(txn, string(s.ID)); low == 0 || p < low {
+			name, low = string(s.ID), p
+		}
+	}
+	return name, max(low, BaseProtocol)
 }
 
 // protocol is what this node speaks (a test may pretend an older one).
@@ -98,20 +118,13 @@ func (n *Node) Gate(t MessageType) error {
 	if since <= BaseProtocol {
 		return nil
 	}
-	r := n.Raft()
-	if r == nil {
-		return ErrNoLeader
-	}
-	f := r.GetConfiguration()
-	if err := f.Error(); err != nil {
+	servers, err := n.servers()
+	if err != nil {
 		return err
 	}
-	txn := n.store.ReadTxn()
-	for _, s := range f.Configuration().Servers {
-		if p := protocolOf(txn, string(s.ID)); p < since {
-			return Reasonf(CodeConflict, ReasonProtocol, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
-				n.reg.CommandName(t), since, s.ID, p)
-		}
+	if name, p := lowestServer(n.store.ReadTxn(), servers); p < since {
+		return Reasonf(CodeConflict, ReasonProtocol, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
+			n.reg.CommandName(t), since, name, p)
 	}
 	return nil
 }
@@ -129,12 +142,8 @@ func (n *Node) recordProtocolsLoop(ctx context.Context) {
 }
 
 func (n *Node) recordProtocols(ctx context.Context) {
-	r := n.Raft()
-	if r == nil {
-		return
-	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.servers()
+	if err != nil {
 		return
 	}
 	said := map[string]int{}
@@ -146,13 +155,13 @@ func (n *Node) recordProtocols(ctx context.Context) {
 		}
 	}
 	txn := n.store.ReadTxn()
-	for _, s := range f.Configuration().Servers {
+	for _, s := range servers {
 		name := string(s.ID)
 		p, ok := said[name]
 		if !ok {
 			continue // down: it keeps its record
 		}
-		if raw, err := txn.First(tableProtocols, "id", name); err == nil && raw != nil && raw.(*nodeProtocol).Protocol == p {
+		if had, ok := recorded(txn, name); ok && had == p {
 			continue
 		}
 		if _, err := n.Apply(ctx, msgRecordProtocol|IgnoreUnknownTypeFlag, nodeProtocol{Node: name, Protocol: p}, nil); err != nil {
@@ -169,8 +178,8 @@ func (n *Node) recordProtocols(ctx context.Context) {
 func highestProtocol(txn *memdb.Txn, servers []raft.Server) int {
 	high := 0
 	for _, s := range servers {
-		if raw, err := txn.First(tableProtocols, "id", string(s.ID)); err == nil && raw != nil {
-			high = max(high, raw.(*nodeProtocol).Protocol)
+		if p, ok := recorded(txn, string(s.ID)); ok {
+			high = max(high, p)
 		}
 	}
 	return high
@@ -179,20 +188,10 @@ func highestProtocol(txn *memdb.Txn, servers []raft.Server) int {
 // ClusterProtocol is the protocol every server of the configuration is
 // known to speak: the commands of that protocol may be proposed.
 func (n *Node) ClusterProtocol() int {
-	r := n.Raft()
-	if r == nil {
+	servers, err := n.servers()
+	if err != nil {
 		return BaseProtocol
 	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
-		return BaseProtocol
-	}
-	txn := n.store.ReadTxn()
-	low := 0
-	for _, s := range f.Configuration().Servers {
-		if p := protocolOf(txn, string(s.ID)); low == 0 || p < low {
-			low = p
-		}
-	}
-	return max(low, BaseProtocol)
+	_, p := lowestServer(n.store.ReadTxn(), servers)
+	return p
 }

@@ -149,16 +149,12 @@ func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.C
 
 // raftNamesAt lists the servers the Raft configuration places at addr.
 func (n *Node) raftNamesAt(addr string) []string {
-	r := n.Raft()
-	if r == nil {
-		return nil
-	}
-	f := r.GetConfiguration()
-	if f.Error() != nil {
+	servers, err := n.servers()
+	if err != nil {
 		return nil
 	}
 	var out []string
-	for _, s := range f.Configuration().Servers {
+	for _, s := range servers {
 		if string(s.Address) == addr {
 			out = append(out, string(s.ID))
 		}
