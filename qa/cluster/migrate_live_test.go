@@ -189,7 +189,7 @@ func migrateLive(t *testing.T, c *harness.Cluster, a, a2 *cairntest.Client, name
 	testutil.WaitFor(t, time.Minute, "the guest scribbling on "+target, func() error {
 		if n := sc.last(t, a, target); n <= seqBefore {
 			log := serialLog(t, a, name)
-			return fmt.Errorf("at %d, was at %d before the move; the serial log ends %q; history:\n%s", n, seqBefore, log[max(0, len(log)-600):], vmEvents(t, a, name))
+			return fmt.Errorf("at %d, was at %d before the move; the serial log says %q; history:\n%s", n, seqBefore, crashOrEnd(log), vmEvents(t, a, name))
 		}
 		return nil
 	})
@@ -362,7 +362,7 @@ func TestLiveMigrationFailures(t *testing.T) {
 		testutil.WaitFor(t, 2*time.Minute, "the guest scribbling on "+node, func() error {
 			if n := sc.last(t, a, node); n <= before {
 				log := serialLog(t, a, name)
-				return fmt.Errorf("at %d, was at %d; the serial log ends %q", n, before, log[max(0, len(log)-600):])
+				return fmt.Errorf("at %d, was at %d; the serial log says %q", n, before, crashOrEnd(log))
 			}
 			return nil
 		})
@@ -515,4 +515,16 @@ func TestNodeDrain(t *testing.T) {
 	if err := a.Call("POST", "/api/v1/hosts/"+c.Node(3).Name+"/drain", map[string]bool{"restart": true}, 409, nil); err != nil {
 		t.Fatalf("drain the last node: %v", err)
 	}
+}
+
+// crashOrEnd is what a serial log shows of a guest that stopped working:
+// from the start of a kernel oops (its first lines name the fault and
+// the function), or else its last lines.
+func crashOrEnd(log string) string {
+	for _, mark := range []string{"BUG:", "Oops", "general protection fault", "Kernel panic"} {
+		if i := strings.Index(log, mark); i >= 0 {
+			return log[max(0, i-300):min(len(log), i+4000)]
+		}
+	}
+	return log[max(0, len(log)-600):]
 }
