@@ -35,7 +35,9 @@ import (
 //
 //	1  every command there was when the gate came
 //	2  hypervisor.MsgSwitchMigration, the one-step switchover
-const Protocol = 2
+//	3  hypervisor.MsgStartPostCopyMigration, a live migration the admin
+//	   lets go post-copy
+const Protocol = 3
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

@@ -15,7 +15,9 @@
 //     on standby sockets until the switchover hands their writer epoch
 //     over; the source, its guest paused, commits the switch once the
 //     target's agent has said it is ready (live_rpc.go), so a VM is never
-//     given to a node that cannot serve it.
+//     given to a node that cannot serve it. With the admin's opt-in a
+//     migration goes post-copy after its first pass: the guest runs on the
+//     target while it fetches the rest of the memory from the source.
 //   - High availability (ha.go, ha_node.go): every node holds a lease in
 //     the replicated state, renewed every second; a node that cannot renew
 //     kills its HA VMs before anyone can judge the lease lost, and the

@@ -282,6 +282,26 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Two VMs that moved live from node1 to node2 and whose streams this
+	// node still sends: a post-copy one, whose guest on node2 may still
+	// need memory only this node's QEMU has (and which cannot write), and
+	// a pre-copy one.
+	q, err := e.id.GetQuota(e.admin, "ward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q.Limits.Instances, q.Limits.VCPUs = 10, 10
+	if _, err := e.id.SetQuota(ctx, e.admin, "ward", q.Limits, 0); err != nil {
+		t.Fatal(err)
+	}
+	for name, postCopy := range map[string]bool{"pc": true, "pre": false} {
+		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Node: "node2",
+			Spec:      VMSpec{VCPUs: 1, RAMMiB: 128, DiskGiB: 1, Image: e.image.ID},
+			Migration: &Migration{ID: "mig-" + name, Source: "node1", Target: "node2", Phase: PhaseSwitched, PostCopy: postCopy}}
+		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
 	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
 		for _, id := range []string{"vm-ha", "vm-local"} {
 			if getVM(e.node.Store().ReadTxn(), id).Node != "node1" {
@@ -296,7 +316,7 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(runDir) })
 	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
-	for _, id := range []string{"vm-ha", "vm-local"} {
+	for _, id := range []string{"vm-ha", "vm-local", "vm-pc", "vm-pre"} {
 		inst, err := drv.Start(ctx, qemu.Machine{Name: id, VCPUs: 1, MemoryMiB: 64, Accel: "tcg"})
 		if err != nil {
 			t.Fatal(err)
@@ -350,6 +370,12 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 	}
 	if !drv.Running("vm-local") {
 		t.Fatal("the VM that is not HA was killed too")
+	}
+	if !drv.Running("vm-pc") {
+		t.Fatal("the source of a post-copy migration was killed: its guest on the target loses the memory not sent yet")
+	}
+	if drv.Running("vm-pre") {
+		t.Fatal("the source of a pre-copy migration that switched away was spared")
 	}
 	if !n.fenced() {
 		t.Fatal("not fenced")

@@ -83,11 +83,14 @@ type Migration struct {
 	Target string `json:"target"`
 	Phase  string `json:"phase"`
 	// What the source's QEMU runs (planning), for the target's to match.
-	VCPUs     int64             `json:"vcpus,omitempty"`
-	MaxVCPUs  int64             `json:"max_vcpus,omitempty"`
-	RAMMiB    int64             `json:"ram_mib,omitempty"`
-	Ports     map[string]string `json:"ports,omitempty"` // hot-plug port by disk ID
-	Addr      string            `json:"addr,omitempty"`  // where the target's QEMU listens
+	VCPUs    int64             `json:"vcpus,omitempty"`
+	MaxVCPUs int64             `json:"max_vcpus,omitempty"`
+	RAMMiB   int64             `json:"ram_mib,omitempty"`
+	Ports    map[string]string `json:"ports,omitempty"` // hot-plug port by disk ID
+	Addr     string            `json:"addr,omitempty"`  // where the target's QEMU listens
+	// PostCopy: the admin let the migration go post-copy after the first
+	// pass over the guest's memory (MsgStartPostCopyMigration).
+	PostCopy  bool              `json:"post_copy,omitempty"`
 	Progress  MigrationProgress `json:"progress"`
 	User      string            `json:"user,omitempty"`
 	StartedAt time.Time         `json:"started_at"`
@@ -107,6 +110,9 @@ type MigrationProgress struct {
 	DowntimeLimitMS    int64 `json:"downtime_limit_ms"`
 	Stalls             int   `json:"stalls,omitempty"`
 	ThrottlePercent    int64 `json:"throttle_percent,omitempty"` // auto-converge's slowing of the guest
+	// PostCopyAt is when the source switched the stream to post-copy
+	// (zero: it did not, it ended in pre-copy).
+	PostCopyAt time.Time `json:"post_copy_at,omitzero"`
 	// DowntimeMS and TotalMS are QEMU's figures once the stream is done.
 	DowntimeMS int64     `json:"downtime_ms,omitempty"`
 	TotalMS    int64     `json:"total_ms,omitempty"`
@@ -140,6 +146,8 @@ func (migratingIndex) FromArgs(args ...any) ([]byte, error) {
 	return []byte(s + "\x00"), nil
 }
 
+// startMigrationCmd starts a live migration (MsgStartMigration), or one
+// that may go post-copy (MsgStartPostCopyMigration, the same command).
 type startMigrationCmd struct {
 	VM      string    `json:"vm"`
 	ID      string    `json:"id"`
@@ -182,6 +190,9 @@ func registerMigrations(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgMigrationStep, "LiveMigrationStep", applyMigrationStep)
 	consensus.Handle(reg, MsgEndMigration, "EndLiveMigration", applyEndMigration)
 	consensus.HandleSince(reg, MsgSwitchMigration, "SwitchLiveMigration", 2, applySwitchMigration)
+	consensus.HandleSince(reg, MsgStartPostCopyMigration, "StartPostCopyLiveMigration", 3, func(tx *consensus.Tx, c *startMigrationCmd) (any, error) {
+		return startMigration(tx, c, true)
+	})
 	consensus.RegisterTable[migrationCA](reg, &memdb.TableSchema{Name: tMigrationCA, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: singleton{}},
 	}})
@@ -189,6 +200,13 @@ func registerMigrations(reg *consensus.Registry) {
 }
 
 func applyStartMigration(tx *consensus.Tx, c *startMigrationCmd) (any, error) {
+	return startMigration(tx, c, false)
+}
+
+// startMigration starts a live migration; postCopy lets it go post-copy
+// (a command of its own: an option of the old command would be lost on
+// nodes that do not know it, and their state would differ).
+func startMigration(tx *consensus.Tx, c *startMigrationCmd, postCopy bool) (any, error) {
 	cur, err := changeable(tx, c.VM, c.IfMatch)
 	if err != nil {
 		return nil, err
@@ -203,14 +221,18 @@ func applyStartMigration(tx *consensus.Tx, c *startMigrationCmd) (any, error) {
 		return nil, err
 	}
 	vm := *cur
-	vm.Migration = &Migration{ID: c.ID, Source: cur.Node, Target: c.Target, Phase: PhasePlanning, User: c.User, StartedAt: c.At}
+	vm.Migration = &Migration{ID: c.ID, Source: cur.Node, Target: c.Target, Phase: PhasePlanning, PostCopy: postCopy, User: c.User, StartedAt: c.At}
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
 	if err := volume.MigrateIn(tx, vm.ID, c.Target); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "migrate", fmt.Sprintf("live migration from %s to %s started", cur.Node, c.Target), c.User, cur.Node, c.At)
+	msg := fmt.Sprintf("live migration from %s to %s started", cur.Node, c.Target)
+	if postCopy {
+		msg += ", allowed to go post-copy"
+	}
+	return &vm, addEvent(tx, vm.ID, "migrate", msg, c.User, cur.Node, c.At)
 }
 
 // alike says why a running VM cannot move live to node (its host differs
@@ -398,6 +420,9 @@ func applyEndMigration(tx *consensus.Tx, c *endMigrationCmd) (any, error) {
 		if p := m.Progress; p.DowntimeMS > 0 {
 			msg += fmt.Sprintf(": %d MiB of memory sent, the guest paused for %d ms", p.RAMTransferred>>20, p.DowntimeMS)
 		}
+		if p := m.Progress; !p.PostCopyAt.IsZero() {
+			msg += fmt.Sprintf("; it went post-copy %s after the start", p.PostCopyAt.Sub(m.StartedAt).Round(100*time.Millisecond))
+		}
 	case switched:
 		msg = fmt.Sprintf("moved from %s to %s: %s", m.Source, m.Target, c.Error)
 	case c.User != "":
@@ -450,7 +475,7 @@ func loadMigrationCA(txn *memdb.Txn) (*leafca.CA, error) {
 
 // migrateLive starts moving a running VM to another node (cluster admin):
 // to node, or where the scheduler would place it if node is "".
-func (s *Service) migrateLive(ctx context.Context, p *identity.Principal, vm *VM, node string, ifMatch uint64) (*VM, error) {
+func (s *Service) migrateLive(ctx context.Context, p *identity.Principal, vm *VM, node string, postCopy bool, ifMatch uint64) (*VM, error) {
 	const action = "vm.migrate"
 	txn := s.c.Store().ReadTxn()
 	cur := getVM(txn, vm.ID)
@@ -474,7 +499,11 @@ func (s *Service) migrateLive(ctx context.Context, p *identity.Principal, vm *VM
 	}
 	var out VM
 	cmd := startMigrationCmd{VM: vm.ID, ID: newID("mig"), Target: node, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}
-	if err := s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgStartMigration, cmd, &out); err != nil {
+	msg := MsgStartMigration
+	if postCopy {
+		msg = MsgStartPostCopyMigration
+	}
+	if err := s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, msg, cmd, &out); err != nil {
 		return nil, err
 	}
 	return viewVM(s.c.Store().ReadTxn(), p, &out), nil

@@ -35,7 +35,7 @@ func TestMigrationReadyQuestion(t *testing.T) {
 	if err := EnsureMigrationCA(ctx, e.node); err != nil {
 		t.Fatal(err)
 	}
-	m, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", 0)
+	m, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

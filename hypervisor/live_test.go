@@ -34,11 +34,11 @@ func TestLiveMigrationSteps(t *testing.T) {
 		{"to no such node", "node9", consensus.CodeNotFound},
 		{"to a node without room", "tiny", consensus.CodeConflict},
 	} {
-		if _, err := e.svc.Migrate(ctx, e.admin, "ris", c.node, 0); consensus.ErrorCode(err) != c.code {
+		if _, err := e.svc.Migrate(ctx, e.admin, "ris", c.node, false, 0); consensus.ErrorCode(err) != c.code {
 			t.Errorf("migrate %s: %v, want %s", c.what, err, c.code)
 		}
 	}
-	if _, err := e.svc.Migrate(ctx, e.user, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+	if _, err := e.svc.Migrate(ctx, e.user, "ris", "node2", false, 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Errorf("a member migrated a VM: %v", err)
 	}
 	// A node with another QEMU (or, under KVM, another CPU) cannot take
@@ -49,7 +49,7 @@ func TestLiveMigrationSteps(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "oldq", 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "same QEMU") {
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "oldq", false, 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "same QEMU") {
 		t.Fatalf("migrate to another QEMU: %v", err)
 	}
 	if _, err := e.node.Apply(ctx, MsgReportHost, &Host{Name: "oldq", VCPUs: 8, RAMMiB: 8192, Accel: "tcg", Version: "6.2.0", Error: "retired", ReportedAt: time.Now()}, nil); err != nil {
@@ -57,14 +57,14 @@ func TestLiveMigrationSteps(t *testing.T) {
 	}
 	// A node whose lease is lost takes nothing, named or chosen.
 	e.svc.Lost = func(n string) bool { return n == "node2" }
-	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "lost contact") {
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", false, 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "lost contact") {
 		t.Fatalf("migrate to a lost node: %v", err)
 	}
-	if m, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0); err == nil {
+	if m, err := e.svc.Migrate(ctx, e.admin, "ris", "", false, 0); err == nil {
 		t.Fatalf("placed on %s with node2 lost", m.Migration.Target)
 	}
 	e.svc.Lost = nil
-	m, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0)
+	m, err := e.svc.Migrate(ctx, e.admin, "ris", "", false, 0)
 	if err != nil || m.Migration == nil || m.Migration.Phase != PhasePlanning || m.Migration.Source != "node1" || m.Migration.Target != "node2" || m.Node != "node1" {
 		t.Fatalf("start: %+v %v", m, err)
 	}
@@ -83,7 +83,7 @@ func TestLiveMigrationSteps(t *testing.T) {
 	if _, err := e.svc.Do(ctx, e.user, "ris", OpStop, 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "moving") {
 		t.Fatalf("stop while moving: %v", err)
 	}
-	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeConflict {
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", false, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
 		t.Fatalf("a second migration: %v", err)
 	}
 
@@ -146,7 +146,7 @@ func TestLiveMigrationSteps(t *testing.T) {
 	// Back to node1 the older agents' way (two steps: "switching" by the
 	// source, "switched" by the target), which a cluster halfway through
 	// an upgrade takes.
-	back, err := e.svc.Migrate(ctx, e.admin, "ris", "node1", 0)
+	back, err := e.svc.Migrate(ctx, e.admin, "ris", "node1", false, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,10 +167,11 @@ func TestLiveMigrationSteps(t *testing.T) {
 		t.Fatalf("after the older switchover: %+v on %s", now.Migration, now.Node)
 	}
 
-	// To node2 again, cancelled before the switch: all as it was.
-	back, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", 0)
-	if err != nil {
-		t.Fatal(err)
+	// To node2 again, allowed to go post-copy (its own command), and
+	// cancelled before the switch: all as it was.
+	back, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", true, 0)
+	if err != nil || !back.Migration.PostCopy {
+		t.Fatalf("a post-copy migration: %+v, %v", back, err)
 	}
 	if _, err := e.svc.CancelMigration(ctx, e.user, "ris"); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("a member cancelled: %v", err)
@@ -195,7 +196,7 @@ func TestLiveMigrationSteps(t *testing.T) {
 	}
 	want := []string{"live migration from node1 to node2 started", "switched over from node1 to node2", "moved live from node1 to node2",
 		"live migration from node2 to node1 started", "switched over from node2 to node1", "moved live from node2 to node1",
-		"live migration from node1 to node2 started", "live migration to node2 cancelled"}
+		"live migration from node1 to node2 started, allowed to go post-copy", "live migration to node2 cancelled"}
 	if len(msgs) != len(want) {
 		t.Fatalf("history %q, want %q", msgs, want)
 	}

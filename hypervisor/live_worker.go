@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -43,6 +45,11 @@ const (
 	// the source: for the stream to begin, or, once switched over, for
 	// its guest to run (then it boots the VM afresh).
 	silenceTimeout = time.Minute
+	// postCopySilence bounds how long a target whose guest runs in
+	// post-copy waits without a report from the source (which sends one
+	// a second): a source that lost its power or the cluster leaves the
+	// guest waiting for memory that will not come, so it boots afresh.
+	postCopySilence = 15 * time.Second
 	// migrationBandwidth is no limit at all on these links (QEMU's own
 	// default is 128 MiB/s).
 	migrationBandwidth = 1 << 34
@@ -63,6 +70,10 @@ type outgoing struct {
 	reported   time.Time
 	pausedAt   time.Time
 	gaveUp     time.Time // when this node last asked to end it (giveUp)
+	// postCopyAsked: QEMU was told it may go post-copy; postCopyAt is
+	// when this node first saw it in post-copy.
+	postCopyAsked bool
+	postCopyAt    time.Time
 	// switchedAt, continuedAt: when this node saw the switch, and when
 	// it had let go and told QEMU to send the rest (the switchover's
 	// costs, logged at the end).
@@ -87,6 +98,15 @@ func (w *worker) involved(vm *VM) bool {
 // turn is how long a migrating worker waits for news: short around the
 // switchover, where every millisecond is the guest's pause.
 func (w *worker) turn(m *Migration) time.Duration {
+	if m != nil && m.PostCopy && m.Phase == PhaseSwitched {
+		// Post-copy, once the guest runs on the target (the source has
+		// sent the rest on its way, or is an agent that restarted since):
+		// the rest of the memory may take a while, and QEMU's events say
+		// when it is in.
+		if m.Source == w.n.cfg.Name && (w.continued == m.ID || w.out == nil) || m.Target == w.n.cfg.Name && !w.runningAt.IsZero() {
+			return 250 * time.Millisecond
+		}
+	}
 	paused := w.out != nil && !w.out.pausedAt.IsZero()
 	if paused || m != nil && (m.Phase == PhaseSwitching || m.Phase == PhaseSwitched) {
 		return 20 * time.Millisecond
@@ -172,6 +192,12 @@ func (w *worker) migrateOut(ctx context.Context) error {
 			}
 			return err
 		}
+		// (QEMU also says postcopy-active for a moment before its pause
+		// before the switchover: not post-copy yet.)
+		if info.Status == "postcopy-active" && m.Phase == PhaseSwitched && w.out != nil && w.out.id == m.ID && w.out.postCopyAt.IsZero() {
+			w.out.postCopyAt = time.Now()
+			w.log.Info("live migration is post-copy: the guest runs on the target", "remaining", info.RAM.Remaining)
+		}
 		switch m.Phase {
 		case PhasePlanning:
 			if err := w.plan(ctx, vm); err != nil {
@@ -245,6 +271,18 @@ func (w *worker) migrateOut(ctx context.Context) error {
 				if err := w.handOff(ctx, vm); err != nil {
 					return err
 				}
+			case "postcopy-active":
+				// The guest runs on the target, which hears from this
+				// node once a second that it is still here to send the
+				// rest (postCopySilence).
+				if time.Since(w.postCopyReport) >= time.Second {
+					w.postCopyReport = time.Now()
+					p := w.progress(info)
+					if p.PostCopyAt.IsZero() { // (an agent that restarted since)
+						p.PostCopyAt = orNow(m.Progress.PostCopyAt)
+					}
+					_ = w.step(ctx, vm, migrationCmd{Progress: p})
+				}
 			case "completed":
 				// QEMU says completed a moment before it has worked out
 				// its figures.
@@ -256,8 +294,11 @@ func (w *worker) migrateOut(ctx context.Context) error {
 				}
 				w.finishOut(ctx, vm, info)
 				return nil
-			case "failed", "cancelled":
-				w.log.Warn("the migration stream broke after the switchover; the target boots the VM afresh", "err", info.ErrorDesc)
+			case "failed", "cancelled", "postcopy-paused":
+				// (Post-copy's pause waits for a recovery Cairn does not
+				// attempt: the guest's memory is split between the two
+				// nodes, and the target boots it afresh instead.)
+				w.log.Warn("the migration stream broke after the switchover; the target boots the VM afresh", "status", info.Status, "err", info.ErrorDesc)
 				w.quitSource(ctx)
 				return nil
 			}
@@ -318,6 +359,13 @@ func (w *worker) handOff(ctx context.Context, vm *VM) error {
 	}
 	w.removeTaps(vm)
 	return nil
+}
+
+func orNow(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now().UTC()
+	}
+	return t
 }
 
 func orDefault(s, def string) string {
@@ -394,7 +442,7 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 	if err := w.inst.SetMigrationTLS(ctx, qemu.MigrationTLS{CA: ca.PEM, Cert: cert, Key: key, Peer: migrationHost(m.ID)}); err != nil {
 		return err
 	}
-	if err := w.inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true, "pause-before-switchover": true, "auto-converge": true}); err != nil {
+	if err := w.inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true, "pause-before-switchover": true, "auto-converge": true, "postcopy-ram": m.PostCopy}); err != nil {
 		return err
 	}
 	bw := int64(migrationBandwidth)
@@ -402,7 +450,7 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 		bw = cap << 20
 	}
 	// Auto-converge is held at 1% until the policy lets it loose.
-	if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": downtimeStartMS, "max-bandwidth": bw,
+	if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": downtimeStartMS, "max-bandwidth": bw, "max-postcopy-bandwidth": bw,
 		"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-throttle": 1}); err != nil {
 		return err
 	}
@@ -423,6 +471,18 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 	now := time.Now()
 	if r := info.RAM.Remaining; r > 0 && r < o.best {
 		o.best, o.bestAt = r, now
+	}
+	if vm.Migration.PostCopy && !o.postCopyAsked && info.RAM.DirtySyncCount >= 2 {
+		// The first pass is over: the admin let the migration go
+		// post-copy (libvirt's postcopy-after-precopy). QEMU still ends
+		// in pre-copy if what is left fits in the pause; otherwise it
+		// switches over now and the target fetches the rest, which ends
+		// whatever the guest does.
+		if err := w.inst.MigrateStartPostcopy(ctx); err != nil {
+			return "QEMU would not go post-copy: " + err.Error()
+		}
+		o.postCopyAsked = true
+		w.log.Info("live migration may go post-copy", "passes", info.RAM.DirtySyncCount-1, "remaining", info.RAM.Remaining)
 	}
 	if info.RAM.DirtySyncCount > o.iter {
 		// An iteration boundary: did this pass leave less to send?
@@ -464,7 +524,7 @@ func (w *worker) progress(info qemu.MigrationInfo) *MigrationProgress {
 		DirtyRate: info.DirtyRate(), Mbps: info.RAM.Mbps, Iterations: info.RAM.DirtySyncCount,
 		ExpectedDowntimeMS: info.ExpectedDowntime, ThrottlePercent: info.CPUThrottlePercentage, UpdatedAt: time.Now().UTC()}
 	if w.out != nil {
-		p.DowntimeLimitMS, p.Stalls = w.out.limitMS, w.out.stalls
+		p.DowntimeLimitMS, p.Stalls, p.PostCopyAt = w.out.limitMS, w.out.stalls, w.out.postCopyAt
 	}
 	return p
 }
@@ -487,6 +547,14 @@ func (w *worker) takeBack(ctx context.Context) error {
 			if err := w.inst.MigrateCancel(ctx); err != nil {
 				return err
 			}
+		case "completed", "postcopy-active", "postcopy-paused", "postcopy-recover":
+			// The stream went past the switchover: the guest may have run
+			// on the target, its disks written since. The VM is this
+			// node's again (its target was lost): it boots afresh from
+			// its volumes, never from this memory.
+			w.log.Warn("the VM came back after its switchover; booting it afresh, not from the old memory", "status", info.Status)
+			w.quitSource(ctx)
+			return nil
 		case "cancelling":
 		default:
 			st, err := w.inst.Status(ctx)
@@ -523,6 +591,9 @@ func (w *worker) finishOut(ctx context.Context, vm *VM, info qemu.MigrationInfo)
 	w.log.Info("live migration completed", args...)
 	p := w.progress(info)
 	p.DowntimeMS, p.TotalMS = max(info.Downtime, 1), info.TotalTime
+	if p.PostCopyAt.IsZero() {
+		p.PostCopyAt = vm.Migration.Progress.PostCopyAt // (an agent that restarted since)
+	}
 	_ = w.step(ctx, vm, migrationCmd{Progress: p})
 	w.quitSource(ctx)
 }
@@ -649,10 +720,54 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			if st.Running && w.runningAt.IsZero() {
 				w.runningAt = time.Now()
 			}
+			if m.PostCopy {
+				// The guest may run here on memory still on the source:
+				// the migration ends (and the source's QEMU goes) only
+				// once all of it has come. A stream broken meanwhile
+				// leaves the guest waiting for pages that may never come:
+				// it boots afresh from its volumes.
+				in, err := w.inst.QueryMigrate(ctx)
+				if err != nil {
+					return err
+				}
+				if !m.Progress.UpdatedAt.Equal(w.lastReport) || w.heard.Before(w.switchedAt) {
+					w.lastReport, w.heard = m.Progress.UpdatedAt, time.Now()
+				}
+				broke := ""
+				switch in.Status {
+				case "completed":
+					if w.completedAt.IsZero() {
+						w.completedAt = time.Now()
+					}
+				case "failed", "cancelled", "postcopy-paused":
+					broke = fmt.Sprintf("the post-copy stream broke (%s)", orDefault(in.ErrorDesc, in.Status))
+				default:
+					if time.Since(w.heard) > postCopySilence {
+						broke = fmt.Sprintf("no word from %s for %s during post-copy", m.Source, postCopySilence)
+					}
+				}
+				if broke != "" {
+					w.log.Warn("post-copy failed; booting the VM afresh", "why", broke)
+					_ = w.inst.Kill(ctx) // (and removes its run directory)
+					w.inst = nil
+					w.endMigration(ctx, vm, fmt.Sprintf("%s; the VM boots afresh on %s", broke, w.n.cfg.Name))
+					w.in, w.runningAt, w.switchedAt, w.completedAt = "", time.Time{}, time.Time{}, time.Time{}
+					return nil
+				}
+				if w.completedAt.IsZero() {
+					w.await(ctx, m)
+					continue
+				}
+			}
 			// Ended once the source has reported QEMU's figures (or has
-			// had time enough to).
-			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(w.runningAt) > 3*time.Second) {
-				w.in, w.runningAt, w.switchedAt = "", time.Time{}, time.Time{}
+			// had time enough to, from the guest's start here or, in
+			// post-copy, from the last of its memory).
+			since := w.runningAt
+			if m.PostCopy {
+				since = w.completedAt
+			}
+			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(since) > 3*time.Second) {
+				w.in, w.runningAt, w.switchedAt, w.completedAt = "", time.Time{}, time.Time{}, time.Time{}
 				w.endMigration(ctx, vm, "")
 				return nil
 			}
@@ -709,7 +824,10 @@ func (w *worker) receive(ctx context.Context, vm *VM) (string, error) {
 	if err := inst.SetMigrationTLS(ctx, qemu.MigrationTLS{Server: true, CA: ca.PEM, Cert: cert, Key: key, Peer: "CN=" + migrationClient(m.ID)}); err != nil {
 		return fail(err)
 	}
-	if err := inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true}); err != nil {
+	if err := inst.SetMigrationCapabilities(ctx, map[string]bool{"events": true, "postcopy-ram": m.PostCopy}); err != nil {
+		if m.PostCopy {
+			err = postCopyRefused(err)
+		}
 		return fail(err)
 	}
 	addr, err := inst.MigrateIncoming(ctx, w.n.cfg.MigrationIP)
@@ -718,4 +836,18 @@ func (w *worker) receive(ctx context.Context, vm *VM) (string, error) {
 	}
 	w.log.Info("waiting for the VM's live migration", "from", m.Source, "addr", addr)
 	return addr, nil
+}
+
+// postCopyRefused explains QEMU's refusal of post-copy on a target. The
+// VM's QEMU, an unprivileged user, fetches the memory still on the source
+// by handling its own page faults (userfaultfd), which Debian's kernel
+// allows such users only with vm.unprivileged_userfaultfd=1 (QEMU 7.2
+// has no /dev/userfaultfd). Cairn does not turn it on by itself: it
+// opens that kernel interface to every local user.
+func postCopyRefused(err error) error {
+	b, rerr := os.ReadFile("/proc/sys/vm/unprivileged_userfaultfd")
+	if rerr != nil || strings.TrimSpace(string(b)) != "0" {
+		return fmt.Errorf("post-copy: %w", err)
+	}
+	return fmt.Errorf("post-copy needs vm.unprivileged_userfaultfd=1 on this node (the VM's QEMU runs as an unprivileged user), and it is 0: move the VM without post-copy, or have a cluster admin allow it on every node (sysctl -w vm.unprivileged_userfaultfd=1) (%w)", err)
 }

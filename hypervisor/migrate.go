@@ -99,8 +99,9 @@ func canLeave(txn *memdb.Txn, vm *VM, state error) error {
 
 // Migrate moves a VM to another node (cluster admin): to node, or where
 // the scheduler would place it if node is "". A running VM moves live
-// (live.go), a stopped one as it is.
-func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node string, ifMatch uint64) (*VM, error) {
+// (live.go), a stopped one as it is. postCopy lets a live migration go
+// post-copy after its first pass over the guest's memory.
+func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node string, postCopy bool, ifMatch uint64) (*VM, error) {
 	const action = "vm.migrate"
 	vm, err := s.fresh(ctx, p, ref)
 	if err != nil {
@@ -126,7 +127,10 @@ func (s *Service) Migrate(ctx context.Context, p *identity.Principal, ref, node 
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "node %s has lost contact with the cluster: it takes no VMs until it is back", node))
 	}
 	if cur.Desired != DesiredStopped {
-		return s.migrateLive(ctx, p, cur, node, ifMatch)
+		return s.migrateLive(ctx, p, cur, node, postCopy, ifMatch)
+	}
+	if postCopy {
+		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeInvalid, "VM %s is stopped: it moves as it is, with no memory to copy; post-copy is for a running VM", vm.Name))
 	}
 	if err := movable(txn, cur); err != nil {
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, err)

@@ -35,7 +35,7 @@ func TestMigrateStoppedVM(t *testing.T) {
 	report(StateRunning)
 	// A running VM moves live (live_test.go), which needs the migration
 	// CA: without it, nothing starts.
-	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeUnavailable || !strings.Contains(err.Error(), "migration CA") {
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", false, 0); consensus.ErrorCode(err) != consensus.CodeUnavailable || !strings.Contains(err.Error(), "migration CA") {
 		t.Fatalf("migrate a running VM without a migration CA: %v", err)
 	}
 	if _, err := e.svc.Do(ctx, e.user, "ris", OpStop, 0); err != nil {
@@ -56,11 +56,11 @@ func TestMigrateStoppedVM(t *testing.T) {
 		{"to a node that stopped reporting", "gone", consensus.CodeConflict},
 		{"with no other node free", "", consensus.CodeConflict},
 	} {
-		if _, err := e.svc.Migrate(ctx, e.admin, "ris", c.node, 0); consensus.ErrorCode(err) != c.code {
+		if _, err := e.svc.Migrate(ctx, e.admin, "ris", c.node, false, 0); consensus.ErrorCode(err) != c.code {
 			t.Errorf("migrate %s: %v, want %s", c.what, err, c.code)
 		}
 	}
-	if _, err := e.svc.Migrate(ctx, e.user, "ris", "node2", 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+	if _, err := e.svc.Migrate(ctx, e.user, "ris", "node2", false, 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Errorf("a member migrated a VM: %v", err)
 	}
 	if after, _ := e.svc.VM(e.admin, "ris"); after.Node != "node1" || after.Version != before.Version {
@@ -71,7 +71,7 @@ func TestMigrateStoppedVM(t *testing.T) {
 	if err := e.svc.UncordonNode(ctx, e.admin, "node2"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", before.Version-1); consensus.ErrorCode(err) != consensus.CodePreconditionFailed {
+	if _, err := e.svc.Migrate(ctx, e.admin, "ris", "node2", false, before.Version-1); consensus.ErrorCode(err) != consensus.CodePreconditionFailed {
 		t.Errorf("migrate with a stale If-Match: %v", err)
 	}
 	_, err := e.node.Apply(ctx, MsgMoveVM, moveVMCmd{ID: "vm-1", Node: "node2", IfMatch: before.Version - 1, At: time.Now()}, nil)
@@ -82,7 +82,7 @@ func TestMigrateStoppedVM(t *testing.T) {
 	if _, err := e.node.Apply(ctx, MsgAttachVolume, attachVolumeCmd{VM: "vm-1", Volume: "vol-fill"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	_, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", 0)
+	_, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", false, 0)
 	wantCode(t, "migrate with a volume still to be filled", err, consensus.CodeConflict)
 	if !strings.Contains(err.Error(), "still being filled") {
 		t.Fatalf("refused for another reason: %v", err)
@@ -95,7 +95,9 @@ func TestMigrateStoppedVM(t *testing.T) {
 	if _, err := e.node.Apply(ctx, volume.MsgAcquireWriter, &volume.AcquireWriter{Volume: "vol-boot", Node: "node1"}, nil); err != nil {
 		t.Fatal(err)
 	}
-	moved, err := e.svc.Migrate(ctx, e.admin, "ris", "", 0)
+	_, err = e.svc.Migrate(ctx, e.admin, "ris", "node2", true, 0)
+	wantCode(t, "post-copy for a stopped VM", err, consensus.CodeInvalid)
+	moved, err := e.svc.Migrate(ctx, e.admin, "ris", "", false, 0)
 	if err != nil || moved.Node != "node2" || moved.Status.State != StateStopped || moved.Desired != DesiredStopped {
 		t.Fatalf("migrate: %+v %v", moved, err)
 	}

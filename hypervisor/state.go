@@ -40,6 +40,8 @@ const (
 	MsgMigrationCA    consensus.MessageType = 279
 	// The one-step switchover (protocol 2): the source switches.
 	MsgSwitchMigration consensus.MessageType = 285
+	// A live migration that may go post-copy (protocol 3).
+	MsgStartPostCopyMigration consensus.MessageType = 286
 	// Draining nodes (drain.go).
 	MsgDrainNode consensus.MessageType = 280
 	MsgDrainStep consensus.MessageType = 281

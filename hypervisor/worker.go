@@ -50,7 +50,7 @@ type worker struct {
 	waitingFor string
 
 	// Live migration (live_worker.go): migEvents has QEMU's MIGRATION
-	// events; out is the stream this node sends; in the migration this
+	// and MIGRATION_PASS events; out is the stream this node sends; in the migration this
 	// node's QEMU waits to receive (on inAddr), heard when the source
 	// last said something, switchedAt when the VM became this node's,
 	// runningAt when its guest first ran here.
@@ -61,10 +61,14 @@ type worker struct {
 	in, inAddr string
 	heard      time.Time
 	lastReport time.Time // the source's report behind heard
-	seenID     string    // the migration firstSeen timed
-	seenAt     time.Time
-	switchedAt time.Time
-	runningAt  time.Time
+	// completedAt: when this target's QEMU first said the post-copy
+	// stream had completed (all memory here); postCopyReport when this
+	// source last said it was still sending the rest.
+	completedAt, postCopyReport time.Time
+	seenID                      string // the migration firstSeen timed
+	seenAt                      time.Time
+	switchedAt                  time.Time
+	runningAt                   time.Time
 }
 
 func newWorker(n *NodeAgent, id string) *worker {
@@ -309,7 +313,7 @@ func (w *worker) adopt(inst *qemu.Instance) {
 		defer close(done)
 		var once bool
 		for ev := range inst.Events() {
-			if ev.Name == "MIGRATION" {
+			if ev.Name == "MIGRATION" || ev.Name == "MIGRATION_PASS" {
 				select {
 				case w.migEvents <- struct{}{}:
 				default:

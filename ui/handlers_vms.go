@@ -476,7 +476,7 @@ func (s *server) migrateVM(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	ref := r.PathValue("vm")
-	vm, err := s.compute.Migrate(r.Context(), v.p, ref, r.PostFormValue("node"), formVersion(r))
+	vm, err := s.compute.Migrate(r.Context(), v.p, ref, r.PostFormValue("node"), r.PostFormValue("post_copy") == "on", formVersion(r))
 	if err != nil {
 		s.vmFormError(w, r, v, ref, "", err)
 		return

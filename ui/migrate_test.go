@@ -39,7 +39,7 @@ func TestMigrateFromTheVMPage(t *testing.T) {
 	}
 	p := b.get(at)
 	mustContain(t, p, `id="vm-migrate-form"`, `<option value="">Let Cairn choose</option>`, `<option value="node2">node2</option>`, "Nothing is copied")
-	mustNotContain(t, p, `<option value="node1">`)
+	mustNotContain(t, p, `<option value="node1">`, `id="vm-migrate-post-copy"`)
 	// A project member sees no such form, and is refused if they post it.
 	if _, err := e.svc.CreateUser(ctx, root, identity.UserSpec{Name: "nurse", Password: "correct horse"}); err != nil {
 		t.Fatal(err)
@@ -112,7 +112,7 @@ func TestLiveMigrationFromTheVMPage(t *testing.T) {
 	}
 	at := "/vms/" + vm.ID
 	p := b.get(at)
-	mustContain(t, p, `id="vm-migrate-form"`, `id="vm-migrate-live-hint"`, "keeps running while it moves", `id="vm-op-stop"`)
+	mustContain(t, p, `id="vm-migrate-form"`, `id="vm-migrate-live-hint"`, "keeps running while it moves", `id="vm-op-stop"`, `id="vm-migrate-post-copy"`)
 	mustNotContain(t, p, `id="vm-migration"`)
 	cur, _ := e.compute.VM(root, vm.ID)
 	p = b.post(at+"/migrate", b.formOn(at, url.Values{"node": {"node2"}, "version": {uitoa(cur.Version)}}))
@@ -141,4 +141,20 @@ func TestLiveMigrationFromTheVMPage(t *testing.T) {
 	if got, _ := e.compute.VM(root, vm.ID); got.Migration != nil || got.Node != "node1" {
 		t.Fatalf("after the cancel: %+v on %s", got.Migration, got.Node)
 	}
+	// Again, allowed to go post-copy; the panel says when it has.
+	cur, _ = e.compute.VM(root, vm.ID)
+	p = b.post(at+"/migrate", b.formOn(at, url.Values{"node": {"node2"}, "post_copy": {"on"}, "version": {uitoa(cur.Version)}}))
+	got, _ = e.compute.VM(root, vm.ID)
+	if p.status != http.StatusOK || got.Migration == nil || !got.Migration.PostCopy {
+		t.Fatalf("move with post-copy: %d, %+v\n%s", p.status, got.Migration, p.body)
+	}
+	mustNotContain(t, b.get(at+"/status"), `id="vm-migration-post-copy"`)
+	step["id"], step["progress"].(map[string]any)["post_copy_at"] = got.Migration.ID, time.Now().UTC()
+	if _, err := e.node.Apply(ctx, hypervisor.MsgMigrationStep, step, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, b.get(at+"/status"), `id="vm-migration-post-copy"`, "fetches the rest of its memory")
+	b.lang = "zh-CN"
+	mustContain(t, b.get(at+"/status"), "后拷贝中")
+	b.lang = ""
 }

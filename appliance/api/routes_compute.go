@@ -162,7 +162,7 @@ func (s *Server) computeRoutes() []route {
 				if err := decode(r, &body); err != nil {
 					return err
 				}
-				vm, err := s.compute.Migrate(r.Context(), p, r.PathValue("vm"), body.Node, im)
+				vm, err := s.compute.Migrate(r.Context(), p, r.PathValue("vm"), body.Node, body.PostCopy, im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
 		{Method: "POST", Path: v1 + "/vms/{vm}/migrate/cancel", Summary: "Stop a live migration before its switchover: the VM runs on where it was (cluster admin)", Tag: "compute",
@@ -311,6 +311,11 @@ type cordonRequest struct {
 }
 
 // migrateRequest names where a VM goes; empty: the scheduler chooses.
+// PostCopy lets a live migration go post-copy after its first pass over
+// the guest's memory: sure to end, but a break of the stream or of either
+// node while it is post-copy loses the guest's memory (it boots again
+// from its volumes on the target).
 type migrateRequest struct {
-	Node string `json:"node,omitempty"`
+	Node     string `json:"node,omitempty"`
+	PostCopy bool   `json:"post_copy,omitempty"`
 }

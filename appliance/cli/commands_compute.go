@@ -137,8 +137,9 @@ var computeCommands = map[string]command{
 		}
 		return printVM(e, &vm)
 	})},
-	"vm migrate": {usage: "VM [--to NODE] [--wait] | --cancel VM", help: "move a VM whose disks are volumes to another node: a running VM live, a stopped one as it is (cluster admin); --wait follows a live migration to its end", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"vm migrate": {usage: "VM [--to NODE] [--post-copy] [--wait] | --cancel VM", help: "move a VM whose disks are volumes to another node: a running VM live, a stopped one as it is (cluster admin); --wait follows a live migration to its end", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		to := fs.String("to", "", "the node to move it to (default: where the scheduler would place it)")
+		postCopy := fs.Bool("post-copy", false, "let a live migration go post-copy after one pass over the guest's memory: it then ends whatever the guest does, but a failure of either node or the network meanwhile restarts the VM from its disks (each node needs sysctl vm.unprivileged_userfaultfd=1)")
 		cancel := fs.Bool("cancel", false, "stop a live migration before its switchover: the VM runs on where it was")
 		wait := fs.Bool("wait", false, "wait until a live migration has ended, showing its progress")
 		return func(e *env, args []string) error {
@@ -148,15 +149,19 @@ var computeCommands = map[string]command{
 			path := "/api/v1/vms/" + url.PathEscape(args[0]) + "/migrate"
 			var vm hypervisor.VM
 			if *cancel {
-				if *to != "" || *wait {
-					return errors.New("--cancel takes no --to or --wait")
+				if *to != "" || *wait || *postCopy {
+					return errors.New("--cancel takes no --to, --post-copy or --wait")
 				}
 				if err := send(e, "POST", path+"/cancel", nil, &vm); err != nil {
 					return err
 				}
 				return printVM(e, &vm)
 			}
-			if err := send(e, "POST", path, map[string]string{"node": *to}, &vm); err != nil {
+			body := map[string]any{"node": *to}
+			if *postCopy {
+				body["post_copy"] = true // (older nodes refuse the field)
+			}
+			if err := send(e, "POST", path, body, &vm); err != nil {
 				return err
 			}
 			if *wait && vm.Migration != nil {
@@ -480,15 +485,26 @@ func waitMigration(e *env, vm *hypervisor.VM) error {
 		}
 		if cur.Migration == nil || cur.Migration.ID != id {
 			var events []hypervisor.Event
+			ended := ""
 			if err := get(e, "/api/v1/vms/"+url.PathEscape(vm.ID)+"/events", &events); err == nil {
 				for i := len(events) - 1; i >= 0; i-- {
 					if events[i].Kind == "migrate" {
-						fmt.Fprintln(os.Stderr, events[i].Message)
+						ended = events[i].Message
+						fmt.Fprintln(os.Stderr, ended)
 						break
 					}
 				}
 			}
-			return printVM(e, &cur)
+			if err := printVM(e, &cur); err != nil {
+				return err
+			}
+			if cur.Node == vm.Migration.Source {
+				if ended == "" {
+					ended = "the migration ended"
+				}
+				return fmt.Errorf("VM %s did not move: %s", cur.Name, ended)
+			}
+			return nil
 		}
 		if line := migrationLine(cur.Migration); line != last {
 			fmt.Fprintln(os.Stderr, line)

@@ -35,6 +35,9 @@ import (
 
 func main() {
 	fmt.Println("` + guestMarker + `")
+	if n, _ := strconv.Atoi(os.Getenv("cairnmemcheck")); n > 0 {
+		go memCheck(n)
+	}
 	if n, _ := strconv.Atoi(os.Getenv("cairnflood")); n > 0 {
 		line := strings.Repeat("x", 99)
 		for i := 0; i < n/100; i++ {
@@ -51,6 +54,33 @@ func main() {
 	}
 	for {
 		time.Sleep(time.Hour)
+	}
+}
+
+func memCheck(mib int) {
+	mem, err := syscall.Mmap(-1, 0, mib<<20, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		fmt.Println("` + memLine + `ERROR", err)
+		return
+	}
+	const page = 4096
+	word := func(i int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[i*page])) }
+	last := func(i int) *uint64 { return (*uint64)(unsafe.Pointer(&mem[i*page+page-8])) }
+	pages := len(mem) / page
+	bad := 0
+	for round := uint64(1); ; round++ {
+		for i := 0; i < pages; i++ {
+			want := uint64(i)<<32 | (round - 1)
+			if round > 1 && (*word(i) != want || *last(i) != ^want) && bad < 10 {
+				bad++
+				fmt.Printf("` + memLine + `BAD page %d round %d: %x %x, want %x\n", i, round, *word(i), *last(i), want)
+			}
+			*word(i), *last(i) = uint64(i)<<32|round, ^(uint64(i)<<32 | round)
+		}
+		if round%10 == 0 {
+			fmt.Printf("` + memLine + `round %d\n", round)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -105,6 +135,13 @@ var guestModules = []string{
 }
 
 const floodDone = "CAIRN-TEST-FLOOD-DONE"
+
+// With cairnmemcheck=MIB the guest writes to every page of MIB MiB of its
+// memory (a value of the page and the round at both ends) twenty times a
+// second, checking first that each page holds what it wrote the round
+// before: "MEMCHECK round N" every tenth round, "MEMCHECK BAD ..." for a
+// page that does not (memory a migration lost).
+const memLine = "MEMCHECK "
 
 var guest struct {
 	once           sync.Once

@@ -199,6 +199,16 @@ func (i *Instance) MigrateContinue(ctx context.Context) error {
 	return i.run(ctx, "continue the migration of", "migrate-continue", map[string]any{"state": "pre-switchover"}, nil)
 }
 
+// MigrateStartPostcopy switches a running migration to post-copy: from
+// its switchover on the guest runs on the target, which fetches the
+// memory not sent yet from the source as the guest touches it (and the
+// source sends the rest meanwhile). Both QEMUs need the postcopy-ram
+// capability from the start; the pause before the switchover holds as
+// in pre-copy.
+func (i *Instance) MigrateStartPostcopy(ctx context.Context) error {
+	return i.run(ctx, "switch to post-copy the migration of", "migrate-start-postcopy", nil, nil)
+}
+
 // MigrateCancel gives a migration up; a guest that ran before it runs on.
 func (i *Instance) MigrateCancel(ctx context.Context) error {
 	return i.run(ctx, "cancel the migration of", "migrate_cancel", nil, nil)
@@ -207,7 +217,8 @@ func (i *Instance) MigrateCancel(ctx context.Context) error {
 // MigrationInfo is query-migrate's answer, as much as Cairn reads.
 type MigrationInfo struct {
 	// Status: none, setup, active, pre-switchover, device, completed,
-	// failed, cancelling, cancelled, postcopy-active, ...
+	// failed, cancelling, cancelled, postcopy-active, postcopy-paused
+	// (the stream broke in post-copy: the guest waits for pages), ...
 	Status           string `json:"status"`
 	TotalTime        int64  `json:"total-time"`        // ms so far, or in all once completed
 	ExpectedDowntime int64  `json:"expected-downtime"` // ms, while active
@@ -222,6 +233,9 @@ type MigrationInfo struct {
 		PageSize       int64   `json:"page-size"`
 		Mbps           float64 `json:"mbps"`
 		DirtySyncCount int64   `json:"dirty-sync-count"` // iterations so far
+		// PostcopyRequests counts the pages the target asked for out
+		// of turn, its guest having touched them (post-copy).
+		PostcopyRequests int64 `json:"postcopy-requests"`
 	} `json:"ram"`
 	CPUThrottlePercentage int64 `json:"cpu-throttle-percentage"`
 }

@@ -2,6 +2,8 @@ package cluster_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,6 +48,17 @@ type vmView struct {
 		IP6 string `json:"ip6"`
 		MAC string `json:"mac"`
 	} `json:"nics"`
+}
+
+// Taps are the names of the VM's taps on its node (netfabric's TapName
+// with the agent's prefix).
+func (v vmView) Taps() []string {
+	var taps []string
+	for _, n := range v.NICs {
+		sum := sha256.Sum256([]byte(n.ID))
+		taps = append(taps, "cvm"+hex.EncodeToString(sum[:])[:12])
+	}
+	return taps
 }
 
 func (v vmView) IP() string {
@@ -194,7 +207,7 @@ func alive(pid int) bool {
 
 // vmLeftovers lists what of a VM remains on a node: its QEMU process, tap,
 // disk directory and run directory.
-func vmLeftovers(n *harness.Node, id string, pid int) []string {
+func vmLeftovers(n *harness.Node, id string, pid int, taps ...string) []string {
 	var left []string
 	if pid > 0 && alive(pid) {
 		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(b), id) {
@@ -209,8 +222,15 @@ func vmLeftovers(n *harness.Node, id string, pid int) []string {
 	}() {
 		left = append(left, "process matching "+pat)
 	}
-	if out, _ := n.Command("ip", "-o", "link", "show", "type", "tun").CombinedOutput(); strings.Contains(string(out), "cvm") {
+	// Its taps if named (other VMs may run on n), else any VM's.
+	if out, _ := n.Command("ip", "-o", "link", "show", "type", "tun").CombinedOutput(); len(taps) == 0 && strings.Contains(string(out), "cvm") {
 		left = append(left, "tap: "+strings.TrimSpace(string(out)))
+	} else {
+		for _, tap := range taps {
+			if strings.Contains(string(out), tap+":") {
+				left = append(left, "tap "+tap)
+			}
+		}
 	}
 	if _, err := os.Stat(n.DataDir + "/vms/" + id); err == nil {
 		left = append(left, "disk directory")
