@@ -197,8 +197,8 @@ func (n *NodeAgent) fence(ctx context.Context, lastOK time.Time) bool {
 		if vm == nil || vm.Node == n.cfg.Name && Protected(txn, vm) != nil {
 			continue // not restarted anywhere else: it keeps running
 		}
-		if m := vm.Migration; m != nil && m.PostCopy && m.Phase == PhaseSwitched && m.Source == n.cfg.Name {
-			// The source of a post-copy migration: its guest runs on the
+		if m := vm.Migration; m != nil && m.PostCopy && !m.Progress.PostCopyAt.IsZero() && m.Phase == PhaseSwitched && m.Source == n.cfg.Name {
+			// The source of a migration gone post-copy: its guest runs on the
 			// target, which may still need memory only this QEMU has. It
 			// cannot write (its volumes are closed here and fenced by
 			// the writer epoch, its taps gone, and a post-copy source

@@ -298,6 +298,9 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 		vm := VM{ID: "vm-" + name, Name: name, ProjectID: ward, Desired: DesiredRunning, CreatedAt: time.Now().UTC(), Node: "node2",
 			Spec:      VMSpec{VCPUs: 1, RAMMiB: 128, DiskGiB: 1, Image: e.image.ID},
 			Migration: &Migration{ID: "mig-" + name, Source: "node1", Target: "node2", Phase: PhaseSwitched, PostCopy: postCopy}}
+		if postCopy {
+			vm.Migration.Progress.PostCopyAt = time.Now().UTC()
+		}
 		if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm}, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -533,6 +533,8 @@ func (w *worker) progress(info qemu.MigrationInfo) *MigrationProgress {
 // switchover: QEMU's stream is cancelled, and the guest, paused or not,
 // runs on here.
 func (w *worker) takeBack(ctx context.Context) error {
+	continued := w.out != nil && w.continued == w.out.id
+	settle := time.Now().Add(2 * time.Second)
 	w.out = nil
 	if w.inst == nil {
 		return nil
@@ -547,13 +549,17 @@ func (w *worker) takeBack(ctx context.Context) error {
 			if err := w.inst.MigrateCancel(ctx); err != nil {
 				return err
 			}
-		case "completed", "postcopy-active", "postcopy-paused", "postcopy-recover":
-			// The stream went past the switchover: the guest may have run
-			// on the target, its disks written since. The VM is this
-			// node's again (its target was lost): it boots afresh from
-			// its volumes, never from this memory.
-			w.log.Warn("the VM came back after its switchover; booting it afresh, not from the old memory", "status", info.Status)
-			w.quitSource(ctx)
+		case "postcopy-active":
+			// QEMU says so for a moment before its pause before the
+			// switchover too, and then the guest is still this node's:
+			// wait for the pause, unless this node sent the rest already
+			// (or it lasts: an agent that restarted after doing so).
+			if continued || time.Now().After(settle) {
+				w.afterSwitch(ctx, info.Status)
+				return nil
+			}
+		case "completed", "postcopy-paused", "postcopy-recover":
+			w.afterSwitch(ctx, info.Status)
 			return nil
 		case "cancelling":
 		default:
@@ -578,6 +584,16 @@ func (w *worker) takeBack(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// afterSwitch ends the source's QEMU of a VM that came back to this node
+// after its switchover (its target was lost): the guest may have run on
+// the target, its disks written since, so it boots afresh from its
+// volumes, never from this memory.
+func (w *worker) afterSwitch(ctx context.Context, status string) {
+	w.log.Warn("the VM came back after its switchover; booting it afresh, not from the old memory", "status", status)
+	w.quitSource(ctx)
+	w.kick() // (the run loop has no QEMU left to wake it)
 }
 
 // finishOut records how the stream went and stops the source's QEMU.
@@ -623,7 +639,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				_ = w.inst.Kill(ctx)
 				w.inst = nil
 			}
-			w.in, w.inAddr = "", ""
+			w.resetIn()
 			return nil // the run loop removes the rest
 		}
 		m := vm.Migration
@@ -631,7 +647,8 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			// The QEMU of an earlier migration that ended before this
 			// worker noticed: it goes before this one is prepared.
 			_ = w.inst.Kill(ctx)
-			w.inst, w.in, w.inAddr, w.switchedAt = nil, "", "", time.Time{}
+			w.inst = nil
+			w.resetIn()
 		}
 		var exited bool
 		if w.inst != nil {
@@ -699,6 +716,18 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			if w.switchedAt.IsZero() {
 				w.switchedAt = time.Now() // (an earlier run of this agent switched)
 			}
+			if m.PostCopy && w.inst != nil && !exited {
+				// The source's word is read before QEMU is asked: a QEMU
+				// whose main thread waits for a page that will not come
+				// answers no QMP.
+				if !m.Progress.UpdatedAt.Equal(w.lastReport) || w.heard.Before(w.switchedAt) {
+					w.lastReport, w.heard = m.Progress.UpdatedAt, time.Now()
+				}
+				if w.completedAt.IsZero() && time.Since(w.heard) > postCopySilence {
+					w.postCopyBroke(ctx, vm, fmt.Sprintf("no word from %s for %s during post-copy", m.Source, postCopySilence))
+					return nil
+				}
+			}
 			if w.runningAt.IsZero() && time.Since(w.switchedAt) > silenceTimeout && w.inst != nil {
 				w.log.Warn("the rest of the live stream did not come; booting the VM afresh", "after", silenceTimeout)
 				_ = w.inst.Kill(ctx)
@@ -710,7 +739,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 					w.inst = nil
 				}
 				w.endMigration(ctx, vm, fmt.Sprintf("the live stream broke after the switchover; the VM boots afresh on %s", w.n.cfg.Name))
-				w.in, w.switchedAt = "", time.Time{}
+				w.resetIn()
 				return nil
 			}
 			st, err := w.inst.Status(ctx)
@@ -730,28 +759,13 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				if !m.Progress.UpdatedAt.Equal(w.lastReport) || w.heard.Before(w.switchedAt) {
-					w.lastReport, w.heard = m.Progress.UpdatedAt, time.Now()
-				}
-				broke := ""
 				switch in.Status {
 				case "completed":
 					if w.completedAt.IsZero() {
 						w.completedAt = time.Now()
 					}
 				case "failed", "cancelled", "postcopy-paused":
-					broke = fmt.Sprintf("the post-copy stream broke (%s)", orDefault(in.ErrorDesc, in.Status))
-				default:
-					if time.Since(w.heard) > postCopySilence {
-						broke = fmt.Sprintf("no word from %s for %s during post-copy", m.Source, postCopySilence)
-					}
-				}
-				if broke != "" {
-					w.log.Warn("post-copy failed; booting the VM afresh", "why", broke)
-					_ = w.inst.Kill(ctx) // (and removes its run directory)
-					w.inst = nil
-					w.endMigration(ctx, vm, fmt.Sprintf("%s; the VM boots afresh on %s", broke, w.n.cfg.Name))
-					w.in, w.runningAt, w.switchedAt, w.completedAt = "", time.Time{}, time.Time{}, time.Time{}
+					w.postCopyBroke(ctx, vm, fmt.Sprintf("the post-copy stream broke (%s)", orDefault(in.ErrorDesc, in.Status)))
 					return nil
 				}
 				if w.completedAt.IsZero() {
@@ -767,7 +781,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				since = w.completedAt
 			}
 			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(since) > 3*time.Second) {
-				w.in, w.runningAt, w.switchedAt, w.completedAt = "", time.Time{}, time.Time{}, time.Time{}
+				w.resetIn()
 				w.endMigration(ctx, vm, "")
 				return nil
 			}
@@ -775,6 +789,24 @@ func (w *worker) migrateIn(ctx context.Context) error {
 		w.await(ctx, m)
 	}
 	return ctx.Err()
+}
+
+// postCopyBroke gives up a post-copy migration whose guest runs here:
+// the memory still on the source will not come, so the VM boots afresh
+// from its volumes. (A kill needs no QMP, which a QEMU waiting for a
+// page may not answer.)
+func (w *worker) postCopyBroke(ctx context.Context, vm *VM, why string) {
+	w.log.Warn("post-copy failed; booting the VM afresh", "why", why)
+	_ = w.inst.Kill(ctx) // (and removes its run directory)
+	w.inst = nil
+	w.endMigration(ctx, vm, fmt.Sprintf("%s; the VM boots afresh on %s", why, w.n.cfg.Name))
+	w.resetIn()
+}
+
+// resetIn forgets the migration this node was receiving.
+func (w *worker) resetIn() {
+	w.in, w.inAddr = "", ""
+	w.switchedAt, w.runningAt, w.completedAt = time.Time{}, time.Time{}, time.Time{}
 }
 
 // receive starts the QEMU that takes the VM in, waiting for the stream,
