@@ -18,6 +18,8 @@
 //     given to a node that cannot serve it. With the admin's opt-in a
 //     migration goes post-copy after its first pass: the guest runs on the
 //     target while it fetches the rest of the memory from the source.
+//     Under TCG the source pauses the guest for the whole copy (QEMU 7.2
+//     loses a running guest's writes there), and the target resumes it.
 //   - High availability (ha.go, ha_node.go): every node holds a lease in
 //     the replicated state, renewed every second; a node that cannot renew
 //     kills its HA VMs before anyone can judge the lease lost, and the

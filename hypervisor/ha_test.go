@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -441,5 +442,69 @@ func TestSetHA(t *testing.T) {
 	evs, _ := e.svc.Events(e.admin, vm.ID)
 	if last := evs[len(evs)-1]; last.Kind != "ha" || last.Message != "high availability on, restart priority -7" {
 		t.Fatalf("history ends with %+v", last)
+	}
+}
+
+// A guest that powers itself off while its node is fenced stays off: the
+// node says so once it reaches the cluster again, instead of booting it
+// afresh (the guest's own shutdown is not a crash, nor the fence's kill).
+func TestGuestPowerOffWhileFenced(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	e.host(t, "node1", 8, 16384)
+	e.volumeRecord(t, "vol-ha", e.image.ProjectID, nil)
+	vm := VM{ID: "vm-ha", Name: "ha", ProjectID: e.image.ProjectID, Desired: DesiredRunning, CreatedAt: time.Now().UTC(),
+		Spec: VMSpec{VCPUs: 1, RAMMiB: 128, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-ha"}}
+	if _, err := e.node.Apply(ctx, MsgCreateVM, createVMCmd{VM: vm, BootVolumeOwned: true}, nil); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "placement", func() error {
+		if getVM(e.node.Store().ReadTxn(), vm.ID).Node != "node1" {
+			return fmt.Errorf("not placed")
+		}
+		return nil
+	})
+	if err := Protected(e.node.Store().ReadTxn(), getVM(e.node.Store().ReadTxn(), vm.ID)); err != nil {
+		t.Fatalf("not an HA VM: %v", err)
+	}
+	runDir, err := os.MkdirTemp("", "poweroff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
+	inst, err := drv.Start(ctx, qemu.Machine{Name: vm.ID, VCPUs: 1, MemoryMiB: 64, Accel: "tcg"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = inst.Kill(context.Background()) })
+	n := NewNodeAgent(e.node, NodeConfig{Name: "node1", Driver: drv, Logger: slog.New(slog.NewTextHandler(testutil.LogWriter(t), nil))})
+	w := newWorker(n, vm.ID)
+	w.adopt(inst)
+	// Fenced, the guest powers off: QEMU says SHUTDOWN with guest=true
+	// (what a guest's ACPI power-off gives; this QEMU has no guest to do
+	// it) and exits.
+	n.isFenced.Store(true)
+	close(w.guestShutdown)
+	if err := inst.Kill(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-inst.Exited()
+	w.exited(ctx)
+	if v := getVM(e.node.Store().ReadTxn(), vm.ID); v.Desired != DesiredRunning {
+		t.Fatalf("a fenced node changed the VM: %s", v.Desired)
+	}
+	// Back in touch: the VM is recorded stopped by its guest, not booted.
+	n.isFenced.Store(false)
+	if _, err := w.reconcile(ctx, getVM(e.node.Store().ReadTxn(), vm.ID)); err != nil {
+		t.Fatal(err)
+	}
+	v := getVM(e.node.Store().ReadTxn(), vm.ID)
+	if v.Desired != DesiredStopped || v.Status.State != StateStopped || drv.Running(vm.ID) {
+		t.Fatalf("after the node came back: desired %s, %s, QEMU running %v", v.Desired, v.Status.State, drv.Running(vm.ID))
+	}
+	evs, _ := e.svc.Events(e.admin, vm.ID)
+	if !slices.ContainsFunc(evs, func(ev Event) bool { return ev.Message == "the guest shut itself down" }) {
+		t.Fatalf("history: %+v", evs)
 	}
 }

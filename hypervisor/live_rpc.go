@@ -34,6 +34,16 @@ type targetNo struct{ error }
 // one-step switchover); the source switches over in two steps.
 var errOldTarget = errors.New("the target's agent does not know the one-step switchover")
 
+// takesHeader, in a target's yes, says what it takes beyond what the
+// question itself shows; takesPausedCopy: it resumes a guest that its
+// source paused for the whole copy (pausedCopy), which QEMU leaves paused
+// on the target. Agents before it let such a guest wait and then boot it
+// afresh.
+const (
+	takesHeader     = "Cairn-Migration-Takes"
+	takesPausedCopy = "paused-copy"
+)
+
 // readyAsk is a source's question, carried to the target's worker.
 type readyAsk struct {
 	id    string
@@ -54,6 +64,7 @@ func (a *NodeAgent) MigrationRPC() http.Handler {
 		var no targetNo
 		switch {
 		case err == nil:
+			w.Header().Set(takesHeader, takesPausedCopy)
 			w.WriteHeader(http.StatusNoContent)
 		case errors.As(err, &no):
 			http.Error(w, err.Error(), http.StatusConflict)
@@ -118,37 +129,73 @@ func (w *worker) readyFor(id string) error {
 // askTarget asks the migration's target whether it is ready to take the
 // VM over: nil is yes, a targetNo is a final no, any other error may pass.
 func (w *worker) askTarget(ctx context.Context, vm *VM) error {
+	_, err := w.ask(ctx, vm)
+	return err
+}
+
+// targetTakesPausedCopy asks the target, before the source pauses its
+// guest for the copy, whether it will resume it: nil if it will. An older
+// agent would not, and the VM would boot afresh there; the move is then
+// refused rather than made with the guest running, which under TCG can
+// lose its memory writes. A target that cannot be asked is asked again,
+// for a few seconds.
+func (w *worker) targetTakesPausedCopy(ctx context.Context, vm *VM) error {
+	var err error
+	for try := 0; try < 4; try++ {
+		var takes string
+		takes, err = w.ask(ctx, vm)
+		var no targetNo
+		switch {
+		case err == nil && strings.Contains(takes, takesPausedCopy):
+			return nil
+		case err == nil, errors.Is(err, errOldTarget):
+			return fmt.Errorf("%s runs an older Cairn agent, which cannot take a VM running in software emulation (tcg) with its guest paused for the copy: upgrade it first, or move the VM stopped", vm.Migration.Target)
+		case errors.As(err, &no):
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("could not ask %s whether it takes the VM paused for its copy: %w", vm.Migration.Target, err)
+}
+
+// ask is askTarget, also returning what the target says it takes
+// (takesHeader) with its yes.
+func (w *worker) ask(ctx context.Context, vm *VM) (string, error) {
 	m := vm.Migration
 	p := w.n.cfg.Peers
 	if p == nil {
-		return targetNo{errors.New("this node cannot reach other nodes' agents")}
+		return "", targetNo{errors.New("this node cannot reach other nodes' agents")}
 	}
 	addr, ok := p.PeerAddr(m.Target)
 	client := p.RPCClient()
 	if !ok || client == nil {
-		return fmt.Errorf("%s is not reachable", m.Target)
+		return "", fmt.Errorf("%s is not reachable", m.Target)
 	}
 	ctx, cancel := context.WithTimeout(ctx, askTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "POST", "https://"+addr+MigrationRPCPrefix+url.PathEscape(vm.ID)+"/"+url.PathEscape(m.ID)+"/ready", nil)
 	if err != nil {
-		return err
+		return "", err
 	}
 	res, err := client.Do(req)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer res.Body.Close()
 	msg, _ := io.ReadAll(io.LimitReader(res.Body, 1024))
 	switch res.StatusCode {
 	case http.StatusNoContent:
-		return nil
+		return res.Header.Get(takesHeader), nil
 	case http.StatusNotFound:
-		return errOldTarget
+		return "", errOldTarget
 	case http.StatusConflict:
-		return targetNo{fmt.Errorf("%s cannot take the VM over: %s", m.Target, strings.TrimSpace(string(msg)))}
+		return "", targetNo{fmt.Errorf("%s cannot take the VM over: %s", m.Target, strings.TrimSpace(string(msg)))}
 	default:
-		return fmt.Errorf("%s: %s: %s", m.Target, res.Status, strings.TrimSpace(string(msg)))
+		return "", fmt.Errorf("%s: %s: %s", m.Target, res.Status, strings.TrimSpace(string(msg)))
 	}
 }
 

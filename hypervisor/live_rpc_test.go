@@ -109,8 +109,8 @@ func TestMigrationReadyQuestion(t *testing.T) {
 	drain(w)
 	yes := make(chan error, 1)
 	go func() { defer close(yes); w.await(ctx, nil) }()
-	if err := src.askTarget(ctx, vm); err != nil {
-		t.Fatalf("yes over the wire: %v", err)
+	if err := src.targetTakesPausedCopy(ctx, vm); err != nil {
+		t.Fatalf("yes over the wire, taking a guest paused for its copy: %v", err)
 	}
 	<-yes
 	if err := inst.Kill(ctx); err != nil {
@@ -137,6 +137,20 @@ func TestMigrationReadyQuestion(t *testing.T) {
 	src = newWorker(NewNodeAgent(e.node, NodeConfig{Name: "node1", Peers: fakePeers{old}}), "vm-1")
 	if err := src.askTarget(ctx, vm); !errors.Is(err, errOldTarget) {
 		t.Fatalf("an older agent: %v", err)
+	}
+	if err := src.targetTakesPausedCopy(ctx, vm); err == nil || !strings.Contains(err.Error(), "older Cairn agent") {
+		t.Fatalf("an agent before the one-step switchover, asked to take a paused copy: %v", err)
+	}
+	// An agent with the one-step switchover that would not resume a
+	// guest paused for its copy: its yes says nothing of it.
+	mid := httptest.NewTLSServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) { rw.WriteHeader(http.StatusNoContent) }))
+	defer mid.Close()
+	src = newWorker(NewNodeAgent(e.node, NodeConfig{Name: "node1", Peers: fakePeers{mid}}), "vm-1")
+	if err := src.askTarget(ctx, vm); err != nil {
+		t.Fatalf("its yes: %v", err)
+	}
+	if err := src.targetTakesPausedCopy(ctx, vm); err == nil || !strings.Contains(err.Error(), "older Cairn agent") {
+		t.Fatalf("an agent that does not resume a paused copy: %v", err)
 	}
 }
 

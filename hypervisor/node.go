@@ -53,6 +53,12 @@ type NodeConfig struct {
 	Block BlockVolumes
 	Net   NetHost
 	Accel string // kvm or tcg, already probed
+	// UnsafeTCGPrecopy moves VMs running under TCG live as under KVM,
+	// their guest running while its memory is copied. Without it their
+	// guest is paused for the copy: QEMU 7.2's TCG loses memory writes
+	// of a running guest across the copy's passes (pausedCopy). Only for
+	// benchmarks of the path KVM nodes take.
+	UnsafeTCGPrecopy bool
 	// QEMUVersion is shown on the host; QEMUError, if set, says why this
 	// node cannot run VMs (no QEMU found), and the scheduler skips it.
 	QEMUVersion, QEMUError string

@@ -152,6 +152,14 @@ func (w *worker) exited(ctx context.Context) {
 		return
 	}
 	if w.n.fenced() && Protected(w.n.c.Store().ReadTxn(), vm) == nil {
+		if guest {
+			// Its guest powered itself off meanwhile: it stays off
+			// (said once the node reaches the cluster again), unless the
+			// cluster restarted the VM elsewhere before that.
+			w.guestStopped = vm.Version
+			w.log.Warn("the guest shut itself down while this node had lost contact with the cluster")
+			return
+		}
 		// Killed for want of a lease (ha_node.go): no crash, and nothing
 		// to report to a cluster this node cannot reach.
 		w.log.Warn("VM killed: this node lost contact with the cluster")
@@ -255,7 +263,7 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 		if w.guestStopped == vm.Version {
 			// The guest powered off and the cluster has not recorded it yet
 			// (no leader a moment ago): say so again instead of booting it.
-			w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{guestStopped: true})
+			w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{guestStopped: true, event: "the guest shut itself down"})
 			return false, nil
 		}
 		if wait := time.Until(w.retryAt); wait > 0 {
@@ -578,6 +586,13 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 	}
 	if st.VCPUs == 0 { // attached to a QEMU started by an earlier agent
 		st.VCPUs, st.RAMMiB = vm.Spec.VCPUs, vm.Spec.RAMMiB
+	}
+	if qs.State == "postmigrate" || qs.State == "finish-migrate" {
+		// Left stopped by a migration away that ended before its
+		// switchover, and which this agent did not finish with (a
+		// failed resume, or a restart in between): takeBack resumes it,
+		// or boots it afresh if its memory did go.
+		return w.takeBack(ctx)
 	}
 	switch {
 	case vm.Desired == DesiredPaused && qs.Running:

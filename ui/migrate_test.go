@@ -113,7 +113,17 @@ func TestLiveMigrationFromTheVMPage(t *testing.T) {
 	at := "/vms/" + vm.ID
 	p := b.get(at)
 	mustContain(t, p, `id="vm-migrate-form"`, `id="vm-migrate-live-hint"`, "keeps running while it moves", `id="vm-op-stop"`, `id="vm-migrate-post-copy"`)
-	mustNotContain(t, p, `id="vm-migration"`)
+	mustNotContain(t, p, `id="vm-migration"`, `id="vm-migrate-tcg-hint"`)
+	// Under software emulation the page says the guest is paused for
+	// the copy.
+	report := map[string]any{"id": vm.ID, "node": "node1", "status": map[string]any{"state": "running", "accel": "tcg", "updated_at": time.Now().UTC()}}
+	if _, err := e.node.Apply(ctx, hypervisor.MsgReportVM, report, nil); err != nil {
+		t.Fatal(err)
+	}
+	mustContain(t, b.get(at), `id="vm-migrate-tcg-hint"`, "paused while its memory is copied")
+	b.lang = "zh-CN"
+	mustContain(t, b.get(at), "复制内存期间它会暂停数秒")
+	b.lang = ""
 	cur, _ := e.compute.VM(root, vm.ID)
 	p = b.post(at+"/migrate", b.formOn(at, url.Values{"node": {"node2"}, "version": {uitoa(cur.Version)}}))
 	if p.status != http.StatusOK || p.path != at+"?done=migrate_live" {
@@ -128,7 +138,7 @@ func TestLiveMigrationFromTheVMPage(t *testing.T) {
 	if _, err := e.node.Apply(ctx, hypervisor.MsgMigrationStep, step, nil); err != nil {
 		t.Fatal(err)
 	}
-	mustContain(t, b.get(at+"/status"), "100 of 256 MiB of memory copied, 150 MiB left; the guest changes 3 MiB/s; expected pause 12 ms")
+	mustContain(t, b.get(at+"/status"), "100 of 256 MiB of memory copied, 150 MiB left; the guest changes 3 MiB/s; expected pause 12 ms", `id="vm-migration-tcg"`)
 	b.lang = "zh-CN"
 	mustContain(t, b.get(at+"/status"), "正在从 node1 热迁移到 node2", "已复制内存 100 / 256 MiB", "取消迁移")
 	b.lang = ""

@@ -114,7 +114,7 @@ func (a *Agent) newNodeAgent() {
 		Driver:  qemu.NewDriver(qemu.DriverConfig{QEMU: qemuArgv, RunDir: cfg.VMRunDir, Logger: log}),
 		Volumes: vols,
 		Cache:   hypervisor.NewCache(filepath.Join(cfg.DataDir, "images", "cache"), a.objects),
-		Net:     a.vmNet, Accel: accel,
+		Net:     a.vmNet, Accel: accel, UnsafeTCGPrecopy: cfg.UnsafeTCGPrecopy,
 		OVMFCode: cfg.OVMFCode, OVMFVars: cfg.OVMFVars, StopTimeout: cfg.VMStopTimeout, Logger: log,
 		MigrationIP: cfg.Advertise, Peers: a.node,
 	}

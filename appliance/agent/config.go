@@ -64,6 +64,7 @@ type Config struct {
 	DebugAddr         string        `json:"debug-addr"`
 	VMs               bool          `json:"vms"`
 	Accel             string        `json:"accel"`
+	UnsafeTCGPrecopy  bool          `json:"unsafe-tcg-precopy"`
 	QEMU              string        `json:"qemu"`
 	QEMUImg           string        `json:"qemu-img"`
 	OVMFCode          string        `json:"ovmf-code"`
@@ -230,6 +231,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.DebugAddr, "debug-addr", cfg.DebugAddr, "serve Go's pprof profiles on this address (plain HTTP, unauthenticated: bind it to a loopback or management address; empty: off)")
 	fs.BoolVar(&cfg.VMs, "vms", cfg.VMs, "run VMs on this node (false: a storage and control-plane node only)")
 	fs.StringVar(&cfg.Accel, "accel", cfg.Accel, "VM accelerator: auto (KVM where it really works, else TCG), kvm or tcg")
+	fs.BoolVar(&cfg.UnsafeTCGPrecopy, "unsafe-tcg-precopy", cfg.UnsafeTCGPrecopy, "move VMs running under TCG live with their guest running, as under KVM, instead of paused for the copy: UNSAFE, QEMU 7.2 under TCG loses a running guest's memory writes across passes; for benchmarks of the path KVM nodes take")
 	fs.StringVar(&cfg.QEMU, "qemu", cfg.QEMU, "command that runs qemu-system-x86_64 (words separated by spaces)")
 	fs.StringVar(&cfg.QEMUImg, "qemu-img", cfg.QEMUImg, "command that runs qemu-img (words separated by spaces)")
 	fs.StringVar(&cfg.OVMFCode, "ovmf-code", cfg.OVMFCode, "UEFI firmware for VMs whose image asks for it")

@@ -504,6 +504,11 @@ func waitMigration(e *env, vm *hypervisor.VM) error {
 				}
 				return fmt.Errorf("VM %s did not move: %s", cur.Name, ended)
 			}
+			if ended != "" && !strings.HasPrefix(ended, "moved live") {
+				// On the target, but its stream broke after the switch:
+				// booted afresh there from its volumes.
+				return fmt.Errorf("VM %s is on %s but did not move live: %s", cur.Name, cur.Node, ended)
+			}
 			return nil
 		}
 		if line := migrationLine(cur.Migration); line != last {

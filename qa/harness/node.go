@@ -184,6 +184,27 @@ func (n *Node) kill() error {
 	}
 }
 
+// Terminate stops n's agent as an upgrade or a service stop does: SIGTERM
+// to the agent alone (the VMs it started run on), waiting for it to exit.
+func (n *Node) Terminate() {
+	n.c.t.Helper()
+	n.mu.Lock()
+	if !n.running() {
+		n.mu.Unlock()
+		return
+	}
+	pid, done := n.cmd.Process.Pid, n.done
+	n.mu.Unlock()
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
+		n.c.t.Fatalf("terminate %s (pid %d): %v", n.Name, pid, err)
+	}
+	select {
+	case <-done:
+	case <-time.After(3 * killTimeout):
+		n.c.t.Fatalf("terminate %s (pid %d): still running after %s", n.Name, pid, 3*killTimeout)
+	}
+}
+
 // Stop freezes n's processes with SIGSTOP: sockets stay open but nothing
 // answers, like a hung machine.
 func (n *Node) Stop() {

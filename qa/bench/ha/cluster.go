@@ -43,7 +43,8 @@ type cluster struct {
 	via   int // the node whose API is asked
 }
 
-func startCluster(ctx context.Context, t harness.T, bin, guest string) (*cluster, error) {
+// precopy: TCG guests move as KVM ones do (--unsafe-tcg-precopy).
+func startCluster(ctx context.Context, t harness.T, bin, guest string, precopy bool) (*cluster, error) {
 	password, joinToken := rand.Text(), rand.Text()
 	pwFile := filepath.Join(t.TempDir(), "admin-password")
 	if err := os.WriteFile(pwFile, []byte(password+"\n"), 0o600); err != nil {
@@ -68,7 +69,8 @@ func startCluster(ctx context.Context, t harness.T, bin, guest string) (*cluster
 		return []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--vm-run-dir", filepath.Join(runDirs, n.Name),
 			"--expect", "3", "--join-token", joinToken, "--admin-password-file", pwFile,
-			"--discovery-port", "0", "--disk", "disks/d1", "--vm-stop-timeout", "30s", "--join", strings.Join(peers, ",")}
+			"--discovery-port", "0", "--disk", "disks/d1", "--vm-stop-timeout", "30s", "--join", strings.Join(peers, ","),
+			"--unsafe-tcg-precopy=" + strconv.FormatBool(precopy)}
 	}})
 	cl := &cluster{c: c}
 	pool := x509.NewCertPool()

@@ -25,7 +25,10 @@
 //	cairn-guest: thawed
 //	cairn-guest: scribble done vdb seq=16384
 //
-// so tests can snapshot a disk under load and check what they got.
+// so tests can snapshot a disk under load and check what they got. With
+// "#cairn-guest memcheck MIB" in its user-data it keeps rewriting and
+// checking MIB MiB of its memory (memcheck.go), for tests that move it
+// live.
 package main
 
 import (
@@ -65,6 +68,9 @@ func main() {
 		con.Printf("seed: %v", err)
 	} else {
 		name, probes = s.Hostname, probeTargets(s.UserData)
+		if mib := memcheckMiB(s.UserData); mib > 0 {
+			go memcheck(con, mib)
+		}
 		first, _, _ := strings.Cut(string(s.UserData), "\n")
 		con.Printf("seed: %s instance-id=%s ssh-keys=%d user-data=%q", dev, s.InstanceID, len(s.SSHKeys), first)
 	}
