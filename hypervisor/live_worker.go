@@ -161,7 +161,6 @@ func (w *worker) endMigration(ctx context.Context, vm *VM, why string) {
 // migrateOut is the source's side; it returns when there is nothing left
 // for it to do until the state changes.
 func (w *worker) migrateOut(ctx context.Context) error {
-	defer w.abandon(ctx)
 	for ctx.Err() == nil {
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 		if vm == nil {
@@ -316,8 +315,8 @@ func (w *worker) migrateOut(ctx context.Context) error {
 // a guest it paused for the copy, cancels the stream and resumes the
 // guest, which would otherwise wait paused for the agent's return. No
 // switch can come meanwhile: the source proposes it, after QEMU's pause
-// before the switchover, and this agent is going. The restarted agent
-// ends the migration as for any restart.
+// before the switchover, and this agent is going; it ends the migration
+// on its way out if it can (else its successor does, as for any restart).
 func (w *worker) abandon(ctx context.Context) {
 	if ctx.Err() == nil || w.out == nil || w.out.guestPausedAt.IsZero() || w.inst == nil || w.continued == w.out.id {
 		return
@@ -343,6 +342,9 @@ func (w *worker) abandon(ctx context.Context) {
 		return
 	}
 	w.log.Info("the agent stops: the copy cancelled, the guest resumed")
+	if vm := getVM(w.n.c.Store().ReadTxn(), w.id); vm != nil && vm.Migration != nil && vm.Migration.ID == w.out.id {
+		w.endMigration(bg, vm, "the sending node's agent stopped during the migration")
+	}
 }
 
 // switchOver hands the VM to the target in one command; if some node
@@ -491,24 +493,35 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 		"cpu-throttle-initial": 1, "cpu-throttle-increment": 1, "max-cpu-throttle": 1}); err != nil {
 		return err
 	}
-	var guestPausedAt time.Time
+	now := time.Now()
+	out := &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now}
 	if w.pausedCopy() {
 		if err := w.targetTakesPausedCopy(ctx, vm); err != nil {
 			return err
 		}
-		// (If anything below fails, takeBack resumes it.)
+		// The question may have taken seconds: is it still on?
+		if cur := getVM(w.n.c.Store().ReadTxn(), w.id); cur == nil || cur.Migration == nil || cur.Migration.ID != m.ID {
+			return nil // ended meanwhile; the next turn sees it
+		}
 		if err := w.inst.Pause(ctx); err != nil {
 			return err
 		}
-		guestPausedAt = time.Now()
+		out.guestPausedAt = time.Now()
+		w.out = out // (abandon resumes it should the agent stop now)
 	}
 	if err := w.inst.Migrate(ctx, m.Addr); err != nil {
+		if !out.guestPausedAt.IsZero() {
+			// No stream, no switch: the guest runs on at once.
+			if rerr := w.inst.Resume(context.WithoutCancel(ctx)); rerr != nil {
+				w.log.Warn("resume the guest after the stream did not start", "err", rerr)
+			}
+		}
+		w.out = nil
 		return err
 	}
-	now := time.Now()
-	w.out = &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now, guestPausedAt: guestPausedAt}
+	w.out = out
 	w.warm(ctx, vm)
-	w.log.Info("live migration started", "to", m.Target, "addr", m.Addr, "guest_paused", !guestPausedAt.IsZero())
+	w.log.Info("live migration started", "to", m.Target, "addr", m.Addr, "guest_paused", !out.guestPausedAt.IsZero())
 	return nil
 }
 
@@ -613,8 +626,23 @@ func (w *worker) takeBack(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		switch info.Status {
-		case "setup", "active", "pre-switchover", "device":
+		status := info.Status
+		if status == "completed" || status == "failed" {
+			// A stream of this QEMU's that got as far as its devices
+			// leaves it postmigrate: the guest went, or began to go,
+			// after the switch. Else the status is another stream's (a
+			// QEMU that arrived by live migration says completed of it
+			// for ever) or one that failed with the guest still whole.
+			st, err := w.inst.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.State != "postmigrate" && st.State != "finish-migrate" {
+				status = "none"
+			}
+		}
+		switch status {
+		case "setup", "active", "pre-switchover":
 			if err := w.inst.MigrateCancel(ctx); err != nil {
 				return err
 			}
@@ -627,7 +655,9 @@ func (w *worker) takeBack(ctx context.Context) error {
 				w.afterSwitch(ctx, info.Status)
 				return nil
 			}
-		case "completed", "postcopy-paused", "postcopy-recover":
+		case "device", "completed", "failed", "postcopy-paused", "postcopy-recover":
+			// (device: QEMU sends the devices once told to continue,
+			// after the switch.)
 			w.afterSwitch(ctx, info.Status)
 			return nil
 		case "cancelling":
@@ -642,9 +672,9 @@ func (w *worker) takeBack(ctx context.Context) error {
 			resume := vm != nil && vm.Desired != DesiredPaused && vm.Desired != DesiredDeleted
 			if !st.Running && (st.State != "paused" || resume) {
 				// QEMU resumes a guest that ran before the migration by
-				// itself; one it left stopped (finish-migrate,
-				// postmigrate), or paused for the copy (pausedCopy), is
-				// resumed here.
+				// itself; one it left stopped (postmigrate after a cancel
+				// in its pause before the switchover), or paused for the
+				// copy (pausedCopy), is resumed here.
 				if err := w.inst.Resume(ctx); err != nil {
 					return err
 				}

@@ -94,6 +94,7 @@ type NodeAgent struct {
 
 	mu      sync.Mutex
 	workers map[string]*worker
+	running sync.WaitGroup       // the workers' run loops
 	quiesce map[string]*quiesced // guest freezes for snapshots, by VM (quiesce.go)
 }
 
@@ -162,7 +163,11 @@ func (n *NodeAgent) Run(ctx context.Context) {
 		for id := range seen {
 			if n.workers[id] == nil {
 				n.workers[id] = newWorker(n, id)
-				go n.workers[id].run(ctx)
+				n.running.Add(1)
+				go func(w *worker) {
+					defer n.running.Done()
+					w.run(ctx)
+				}(n.workers[id])
 			}
 		}
 		for _, w := range n.workers {
@@ -178,6 +183,9 @@ func (n *NodeAgent) Run(ctx context.Context) {
 		w.close()
 	}
 	n.mu.Unlock()
+	// What a worker does as the agent stops (abandon: a guest paused for
+	// its copy resumed) is done before Run returns.
+	n.running.Wait()
 }
 
 // SetBlock gives the node's volume server, before Run.

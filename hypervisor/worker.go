@@ -87,6 +87,7 @@ func (w *worker) close() { close(w.stop) }
 func (w *worker) run(ctx context.Context) {
 	defer w.n.done(w.id)
 	defer func() {
+		w.abandon(ctx)
 		if w.inst != nil {
 			w.inst.Close() // the VM keeps running; a new agent attaches
 		}
@@ -592,6 +593,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 		// switchover, and which this agent did not finish with (a
 		// failed resume, or a restart in between): takeBack resumes it,
 		// or boots it afresh if its memory did go.
+		w.kick() // (and then reports what it is)
 		return w.takeBack(ctx)
 	}
 	switch {

@@ -486,7 +486,8 @@ func waitMigration(e *env, vm *hypervisor.VM) error {
 		if cur.Migration == nil || cur.Migration.ID != id {
 			var events []hypervisor.Event
 			ended := ""
-			if err := get(e, "/api/v1/vms/"+url.PathEscape(vm.ID)+"/events", &events); err == nil {
+			err := get(e, "/api/v1/vms/"+url.PathEscape(vm.ID)+"/events", &events)
+			if err == nil {
 				for i := len(events) - 1; i >= 0; i-- {
 					if events[i].Kind == "migrate" {
 						ended = events[i].Message
@@ -504,7 +505,10 @@ func waitMigration(e *env, vm *hypervisor.VM) error {
 				}
 				return fmt.Errorf("VM %s did not move: %s", cur.Name, ended)
 			}
-			if ended != "" && !strings.HasPrefix(ended, "moved live") {
+			if err != nil {
+				return fmt.Errorf("VM %s is on %s; how its move ended is unknown: %w", cur.Name, cur.Node, err)
+			}
+			if !strings.HasPrefix(ended, "moved live") {
 				// On the target, but its stream broke after the switch:
 				// booted afresh there from its volumes.
 				return fmt.Errorf("VM %s is on %s but did not move live: %s", cur.Name, cur.Node, ended)
