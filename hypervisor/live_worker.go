@@ -34,6 +34,10 @@ const (
 	budgetPerGiB     = 800 * time.Second
 	minBudget        = 2 * time.Minute
 	progressTimeout  = 150 * time.Second
+	// pausedProgressTimeout is progressTimeout for a guest paused for
+	// the copy (pausedCopy): what is left to send only shrinks then,
+	// unless the link is stuck, and the guest waits all the while.
+	pausedProgressTimeout = 30 * time.Second
 	// switchWait bounds how long the source's guest stays paused waiting
 	// for the target to take over; then the source ends the migration and
 	// the guest resumes where it is (if the end commits: a source cut off
@@ -590,8 +594,10 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 	switch {
 	case now.Sub(o.started) > budget:
 		return fmt.Sprintf("not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
-	case now.Sub(o.bestAt) > progressTimeout:
+	case o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > progressTimeout:
 		return fmt.Sprintf("no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
+	case !o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > pausedProgressTimeout:
+		return fmt.Sprintf("no progress for %s while the guest was paused for its copy: the link to %s carries nothing", pausedProgressTimeout, vm.Migration.Target)
 	}
 	if now.Sub(o.reported) >= time.Second {
 		o.reported = now
