@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -314,12 +313,7 @@ func TestSelfFenceKillsHAVMs(t *testing.T) {
 		}
 		return nil
 	})
-	runDir, err := os.MkdirTemp("", "fence")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
-	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
+	drv := testDriver(t, "fence")
 	for _, id := range []string{"vm-ha", "vm-local", "vm-pc", "vm-pre"} {
 		inst, err := drv.Start(ctx, qemu.Machine{Name: id, VCPUs: 1, MemoryMiB: 64, Accel: "tcg"})
 		if err != nil {
@@ -467,12 +461,7 @@ func TestGuestPowerOffWhileFenced(t *testing.T) {
 	if err := Protected(e.node.Store().ReadTxn(), getVM(e.node.Store().ReadTxn(), vm.ID)); err != nil {
 		t.Fatalf("not an HA VM: %v", err)
 	}
-	runDir, err := os.MkdirTemp("", "poweroff")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
-	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
+	drv := testDriver(t, "poweroff")
 	inst, err := drv.Start(ctx, qemu.Machine{Name: vm.ID, VCPUs: 1, MemoryMiB: 64, Accel: "tcg"})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -46,12 +45,7 @@ func TestMigrationReadyQuestion(t *testing.T) {
 		}
 	}
 
-	runDir, err := os.MkdirTemp("", "ready")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
-	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
+	drv := testDriver(t, "ready")
 	a := NewNodeAgent(e.node, NodeConfig{Name: "node2", Driver: drv, Logger: slog.New(slog.NewTextHandler(testutil.LogWriter(t), nil))})
 	w := newWorker(a, "vm-1")
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 	"testing"
 	"time"
 
@@ -22,12 +21,7 @@ func TestTakeBackTellsTheStreams(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
 	e.risOnNode1(t)
-	runDir, err := os.MkdirTemp("", "takeback")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(runDir) })
-	drv := qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
+	drv := testDriver(t, "takeback")
 	m := qemu.Machine{Name: "src", VCPUs: 1, MemoryMiB: 64, Accel: "tcg"}
 	src, err := drv.Start(ctx, m)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage/volume"
@@ -616,4 +618,17 @@ func TestVMOnProjectNetworks(t *testing.T) {
 	if countVMs() != vms || len(netfabric.AllPorts(e.node.Store().ReadTxn())) != ports {
 		t.Fatal("a refused VM left a VM or ports behind")
 	}
+}
+
+// testDriver is a QEMU driver for tests that start real QEMUs as root,
+// unconfined and outside cgroups, in a run directory of their own
+// (short: QEMU's socket paths are limited) removed after the test.
+func testDriver(t *testing.T, name string) *qemu.Driver {
+	t.Helper()
+	runDir, err := os.MkdirTemp("", name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(runDir) })
+	return qemu.NewDriver(qemu.DriverConfig{RunDir: runDir, NoCgroups: true, Unconfined: true})
 }
