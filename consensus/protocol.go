@@ -37,7 +37,9 @@ import (
 //	2  hypervisor.MsgSwitchMigration, the one-step switchover
 //	3  hypervisor.MsgStartPostCopyMigration, a live migration the admin
 //	   lets go post-copy
-const Protocol = 3
+//	4  hypervisor.MsgCreateVMWithVars and MsgAttachVars: a UEFI VM's
+//	   variable store on a volume
+const Protocol = 4
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

@@ -20,6 +20,8 @@
 //     target while it fetches the rest of the memory from the source.
 //     Under TCG the source pauses the guest for the whole copy (QEMU 7.2
 //     loses a running guest's writes there), and the target resumes it.
+//     A UEFI VM's settings are on a volume of their own (uefi_vars.go),
+//     QEMU's second flash chip, so they move as its disks do.
 //   - High availability (ha.go, ha_node.go): every node holds a lease in
 //     the replicated state, renewed every second; a node that cannot renew
 //     kills its HA VMs before anyone can judge the lease lost, and the

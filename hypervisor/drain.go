@@ -195,8 +195,8 @@ func movableAtAll(vm *VM) error {
 	switch {
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
 		return fmt.Errorf("it has local disks (convert its disk first)")
-	case vm.Spec.Firmware == "uefi":
-		return fmt.Errorf("it boots with UEFI, whose settings stay on its node")
+	case vm.UEFIOnNode():
+		return fmt.Errorf("it boots with UEFI, whose settings stay on its node (stop it and convert its disk first)")
 	}
 	return nil
 }

@@ -23,7 +23,8 @@ import (
 //   - Ownership. Every node running VMs holds a lease in the replicated
 //     state (one per node, covering every VM placed on it), renewed every
 //     second (NodeAgent.KeepLease). Its HA VMs (boot from volume, no local
-//     disk, BIOS firmware, not switched off: Protected) are what it leases.
+//     disk, UEFI settings on a volume if any, not switched off:
+//     Protected) are what it leases.
 //   - Lost. Every node watches the leases (Leases). A lease is lost when
 //     HATiming.Lease has passed, by the watching node's own monotonic
 //     clock, since it saw the lease last renewed, counting only time in
@@ -91,8 +92,8 @@ const (
 )
 
 // Protected says why a VM is not restarted elsewhere when its node dies,
-// or nil: it must be free to leave its node (its disks all volumes, BIOS
-// firmware) and its HA not switched off.
+// or nil: it must be free to leave its node (its disks all volumes, its
+// UEFI settings, if any, on a volume too) and its HA not switched off.
 func Protected(txn *memdb.Txn, vm *VM) error {
 	if vm.Spec.HAOff {
 		return fmt.Errorf("high availability is switched off for VM %s", vm.Name)
@@ -100,7 +101,7 @@ func Protected(txn *memdb.Txn, vm *VM) error {
 	switch {
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
 		return fmt.Errorf("VM %s has local disks on %s, which are lost with it", vm.Name, vm.Node)
-	case vm.Spec.Firmware == "uefi":
+	case vm.UEFIOnNode():
 		return fmt.Errorf("VM %s boots with UEFI, whose settings are kept on %s", vm.Name, vm.Node)
 	}
 	return nil

@@ -85,6 +85,9 @@ type outgoing struct {
 	// it had let go and told QEMU to send the rest (the switchover's
 	// costs, logged at the end).
 	switchedAt, continuedAt time.Time
+	// varsWrites is how many writes the VM's UEFI settings volume had
+	// had here when the stream started (varsChanged).
+	varsWrites volume.WriteCount
 }
 
 // firstSeen is when this worker first saw migration id, by its own clock
@@ -236,6 +239,10 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					w.giveUp(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
 					break
 				}
+				if why := w.varsChanged(vm); why != "" {
+					w.giveUp(ctx, vm, why)
+					break
+				}
 				err := w.askTarget(ctx, vm)
 				var no targetNo
 				switch {
@@ -349,6 +356,29 @@ func (w *worker) abandon(ctx context.Context) {
 	if vm := getVM(w.n.c.Store().ReadTxn(), w.id); vm != nil && vm.Migration != nil && vm.Migration.ID == w.out.id {
 		w.endMigration(bg, vm, "the sending node's agent stopped during the migration")
 	}
+}
+
+// varsChanged says why the VM may not switch over if its firmware wrote
+// its UEFI settings since the stream started, or "". QEMU copies the
+// flash chip that holds them as memory, but its writes to the chip are
+// not tracked as dirty memory, so one made after its pages were sent is
+// not sent again, and the target would write the older chip back to the
+// volume when it resumes. The volume, written through before each write
+// returns to the guest, counts them. Such writes are rare (an OS adding a
+// boot entry): the move is called off and may be tried again.
+func (w *worker) varsChanged(vm *VM) string {
+	if vm.Spec.VarsVolume == "" || w.out == nil {
+		return ""
+	}
+	n, ok := w.n.cfg.Block.Writes(vm.Spec.VarsVolume)
+	switch {
+	case !ok:
+		return fmt.Sprintf("the VM's UEFI settings volume is no longer served on %s", w.n.cfg.Name)
+	case n != w.out.varsWrites:
+		// (Or its writer here was opened again since: it cannot tell.)
+		return "the guest changed its UEFI settings while its memory was copied, which QEMU does not copy again: the move was called off; try it again"
+	}
+	return ""
 }
 
 // switchOver hands the VM to the target in one command; if some node
@@ -499,6 +529,13 @@ func (w *worker) send(ctx context.Context, vm *VM) error {
 	}
 	now := time.Now()
 	out := &outgoing{id: m.ID, started: now, limitMS: downtimeStartMS, best: math.MaxInt64, bestAt: now}
+	if vm.Spec.VarsVolume != "" {
+		n, ok := w.n.cfg.Block.Writes(vm.Spec.VarsVolume)
+		if !ok {
+			return fmt.Errorf("the VM's UEFI settings volume %s is not served on %s", vm.Spec.VarsVolume, w.n.cfg.Name)
+		}
+		out.varsWrites = n
+	}
 	if w.pausedCopy() {
 		if err := w.targetTakesPausedCopy(ctx, vm); err != nil {
 			return err
@@ -945,18 +982,26 @@ func (w *worker) receive(ctx context.Context, vm *VM) (string, error) {
 		return "", err
 	}
 	var vols []Disk
+	vars := ""
 	for _, v := range volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID) {
 		id := volumeDiskID(v)
-		if !v.Attachment.Boot && m.Ports[id] == "" {
+		if !v.Attachment.Boot && !v.Attachment.Firmware && m.Ports[id] == "" {
 			continue // not plugged on the source: plugged here once it runs
 		}
 		sock, _, ok := w.n.cfg.Block.Standby(v.ID)
 		if !ok {
 			return "", notReady{fmt.Errorf("volume %s is not served here yet", v.Name)}
 		}
-		vols = append(vols, Disk{ID: id, Source: "nbd+unix:///" + v.ID + "?socket=" + sock, Format: FormatRaw, Media: "disk", Serial: v.ID, Port: m.Ports[id]})
+		source := "nbd+unix:///" + v.ID + "?socket=" + sock
+		if v.Attachment.Firmware {
+			// The flash's contents come with the stream; its standby
+			// answers QEMU's first read before that with zeroes.
+			vars = source
+			continue
+		}
+		vols = append(vols, Disk{ID: id, Source: source, Format: FormatRaw, Media: "disk", Serial: v.ID, Port: m.Ports[id]})
 	}
-	mach, err := w.prepare(ctx, vm, vols)
+	mach, err := w.prepare(ctx, vm, vols, vars)
 	if err != nil {
 		return "", err
 	}

@@ -21,9 +21,9 @@ import (
 // epochs keep the old node from writing once the new one opens them.
 //
 // A VM with local disks cannot move this way (its disks stay on its node),
-// nor can a UEFI VM yet (its firmware variables live on its node). A
-// running VM needs live migration, which is not built yet: it is refused
-// with a clear error and nothing changes.
+// nor can a UEFI VM whose firmware variables are in a file on its node
+// rather than on a volume (uefi_vars.go). A running VM moves live
+// (live.go).
 
 type moveVMCmd struct {
 	ID      string    `json:"id"`
@@ -91,8 +91,10 @@ func canLeave(txn *memdb.Txn, vm *VM, state error) error {
 		return state
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
 		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s: only a VM whose disks are all volumes can move; stop it and convert its disk (cairn vm convert-disk) first", vm.Name, vm.Node)
-	case vm.Spec.Firmware == "uefi":
-		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept on %s: it cannot move yet", vm.Name, vm.Node)
+	case varsOnNode(vm):
+		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept in a file on %s: stop it and move them onto a volume (cairn vm convert-disk) first", vm.Name, vm.Node)
+	case vm.Spec.VarsFrom != "":
+		return consensus.Errorf(consensus.CodeConflict, "VM %s's UEFI settings are still to move from a file on %s onto their volume: start it there once first", vm.Name, vm.Spec.VarsFrom)
 	}
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
 	"github.com/cairnhq/cairn/storage/nbd"
+	"github.com/cairnhq/cairn/storage/volume"
 	"github.com/hashicorp/go-memdb"
 )
 
@@ -40,6 +41,9 @@ type BlockVolumes interface {
 	Standby(volumeID string) (socket string, size int64, ok bool)
 	// Holds tells whether this node still has a writer of the volume.
 	Holds(volumeID string) bool
+	// Writes is how many writes the volume's writer here has been asked
+	// for, and which writer that is, while it is the volume's writer.
+	Writes(volumeID string) (volume.WriteCount, bool)
 }
 
 // NodeConfig configures the VM agent of one node.

@@ -303,13 +303,43 @@ func (s *Service) createWithBootVolume(ctx context.Context, p *identity.Principa
 		return nil, err
 	}
 	vm.Spec.BootVolume = vol.ID
+	msg := MsgCreateVM
+	var vars *volume.Volume
+	if vm.Spec.Firmware == "uefi" {
+		// Its UEFI settings on a volume of their own, which moves with
+		// it as its boot volume does (Proxmox's EFI disk).
+		name := varsVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, pr.ID, n) })
+		vars, err = s.vols.Create(ctx, p, volume.Create{Name: name, SizeGiB: 1, Project: pr.ID})
+		if err != nil {
+			// No VM was asked for: the boot volume goes.
+			if _, derr := s.vols.Delete(context.WithoutCancel(ctx), p, vol.ID, 0); derr != nil {
+				s.log.Error("a volume made for a VM could not be taken back", "vm", vm.ID, "volume", vol.ID, "err", derr)
+			}
+			return nil, err
+		}
+		vm.Spec.VarsVolume, msg = vars.ID, MsgCreateVMWithVars
+	}
 	var out VM
-	err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, MsgCreateVM, createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, BootVolumeOwned: true, PortsCharged: true}, &out)
+	cmd := createVMCmd{VM: vm, User: p.User.Name, ImageScoped: true, BootVolumeOwned: true, PortsCharged: true}
+	err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, msg, cmd, &out)
+	if vars != nil && consensus.ErrorReason(err) == consensus.ReasonProtocol {
+		// A node of an older version: the settings stay on the VM's
+		// node, as before (the VM cannot move until converted).
+		s.log.Warn("a UEFI VM keeps its settings on its node: not every node knows volumes for them yet", "vm", vm.Name)
+		s.settleVolumeUse(ctx, p, err, vars, func(*VM) bool { return false }, vm.ID)
+		vars, cmd.VM.Spec.VarsVolume = nil, ""
+		err = s.id.Mutate(ctx, p, action, vm.Name, pr.ID, MsgCreateVM, cmd, &out)
+	}
 	if err == nil {
 		return &out, nil
 	}
 	if made := s.settleVolumeUse(ctx, p, err, vol, func(*VM) bool { return true }, vm.ID); made != nil {
 		return made, nil
+	}
+	if vars != nil {
+		if made := s.settleVolumeUse(ctx, p, err, vars, func(*VM) bool { return true }, vm.ID); made != nil {
+			return made, nil
+		}
 	}
 	return nil, err
 }

@@ -42,6 +42,10 @@ const (
 	MsgSwitchMigration consensus.MessageType = 285
 	// A live migration that may go post-copy (protocol 3).
 	MsgStartPostCopyMigration consensus.MessageType = 286
+	// A VM made with a volume for its UEFI variables, and one given
+	// such a volume (protocol 4).
+	MsgCreateVMWithVars consensus.MessageType = 287
+	MsgAttachVars       consensus.MessageType = 288
 	// Draining nodes (drain.go).
 	MsgDrainNode consensus.MessageType = 280
 	MsgDrainStep consensus.MessageType = 281
@@ -103,6 +107,9 @@ type reportVMCmd struct {
 	GuestStopped bool   `json:"guest_stopped,omitempty"`
 	Version      uint64 `json:"version,omitempty"`
 	Event        string `json:"event,omitempty"` // a line for the history besides the state change
+	// VarsMoved: the node wrote its file of the VM's UEFI variables into
+	// their volume (VMSpec.VarsFrom).
+	VarsMoved bool `json:"vars_moved,omitempty"`
 }
 
 type purgeVMCmd struct {
@@ -168,7 +175,14 @@ func Register(reg *consensus.Registry) {
 		// A public image of no project (the sample image) has none.
 		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
 	}})
-	consensus.Handle(reg, MsgCreateVM, "CreateVM", applyCreateVM)
+	consensus.Handle(reg, MsgCreateVM, "CreateVM", func(tx *consensus.Tx, c *createVMCmd) (any, error) {
+		// Older nodes know nothing of a UEFI variables volume and drop
+		// it: so does this command (MsgCreateVMWithVars carries it).
+		c.VM.Spec.VarsVolume, c.VM.Spec.VarsFrom = "", ""
+		return applyCreateVM(tx, c)
+	})
+	consensus.HandleSince(reg, MsgCreateVMWithVars, "CreateVMWithVars", 4, applyCreateVM)
+	consensus.HandleSince(reg, MsgAttachVars, "AttachVarsVolume", 4, applyAttachVars)
 	consensus.Handle(reg, MsgPlaceVM, "PlaceVM", applyPlaceVM)
 	consensus.Handle(reg, MsgSetDesired, "SetVMDesired", applySetDesired)
 	consensus.Handle(reg, MsgReportVM, "ReportVM", applyReportVM)
@@ -280,6 +294,14 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	}
 	if vm.Spec.BootVolume != "" {
 		if _, err := volume.AttachToVM(tx, vm.Spec.BootVolume, vm.ID, vm.ProjectID, "", true, c.BootVolumeOwned, vm.CreatedAt); err != nil {
+			return nil, err
+		}
+	}
+	if vm.Spec.VarsVolume != "" {
+		if vm.Spec.Firmware != "uefi" {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "VM %s boots with %s: it has no UEFI variables", vm.Name, vm.Spec.Firmware)
+		}
+		if _, err := volume.AttachFirmwareToVM(tx, vm.Spec.VarsVolume, vm.ID, vm.ProjectID, "", vm.CreatedAt); err != nil {
 			return nil, err
 		}
 	}
@@ -411,6 +433,12 @@ func applyReportVM(tx *consensus.Tx, c *reportVMCmd) (any, error) {
 	vm.Status, vm.Rebooted = c.Status, c.Rebooted
 	if c.GuestStopped && vm.Desired != DesiredDeleted && c.Version == cur.Version {
 		vm.Desired = DesiredStopped
+	}
+	if c.VarsMoved && vm.Spec.VarsFrom == c.Node {
+		// Free to leave its node from here on, it is an HA VM now: as
+		// for HA switched on, a node that had not seen this index may
+		// not have killed it when its lease went (applyFailoverVM).
+		vm.Spec.VarsFrom, vm.Spec.HAOnAt = "", tx.Index
 	}
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err

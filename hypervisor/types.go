@@ -51,6 +51,15 @@ type VMSpec struct {
 	// BootVolume is the block volume the VM boots from (its ID); "": a
 	// local boot disk of DiskGiB on the VM's node.
 	BootVolume string `json:"boot_volume,omitempty"`
+	// VarsVolume is the volume holding a UEFI VM's variable store (boot
+	// entries, Secure Boot keys), so that they move with it; "": the
+	// store is a file on its node, and the VM cannot leave it (VMs made
+	// before protocol 4, and UEFI VMs with a local boot disk).
+	VarsVolume string `json:"vars_volume,omitempty"`
+	// VarsFrom is the node whose file of the VM's UEFI variables its
+	// VarsVolume is still to take over (a VM converted after it ran): it
+	// starts there once, and cannot leave it before.
+	VarsFrom string `json:"vars_from,omitempty"`
 	// HAOff: not restarted on another node when its node dies (ha.go);
 	// HAPriority orders the restarts, highest first.
 	HAOff      bool `json:"ha_off,omitempty"`

@@ -166,9 +166,18 @@ func (s *Service) FindImage(p *identity.Principal, projectID, ref string) (strin
 // volumeName is the boot volume's name for a new VM: VM-boot, or with the
 // VM's ID in it when that name is taken.
 func bootVolumeName(vmName, vmID string, taken func(string) bool) string {
-	name := vmName + "-boot"
+	return vmVolumeName(vmName, vmID, "boot", taken)
+}
+
+// varsVolumeName names the volume of a VM's UEFI variables after it.
+func varsVolumeName(vmName, vmID string, taken func(string) bool) string {
+	return vmVolumeName(vmName, vmID, "uefi", taken)
+}
+
+func vmVolumeName(vmName, vmID, what string, taken func(string) bool) string {
+	name := vmName + "-" + what
 	if len(name) > 63 || taken(name) {
-		name = fmt.Sprintf("%.40s-boot-%s", vmName, vmID[max(0, len(vmID)-8):])
+		name = fmt.Sprintf("%.40s-%s-%s", vmName, what, vmID[max(0, len(vmID)-8):])
 	}
 	return name
 }
@@ -214,10 +223,60 @@ func canConvert(vm *VM) error {
 		return consensus.Errorf(consensus.CodeConflict, "VM %s already boots from volume %s", vm.Name, vm.Spec.BootVolume)
 	case vm.Node == "":
 		return consensus.Errorf(consensus.CodeConflict, "VM %s has never run: it has no local disk to convert", vm.Name)
-	case vm.Desired != DesiredStopped || vm.Status.State != StateStopped:
+	}
+	return stoppedToConvert(vm)
+}
+
+func stoppedToConvert(vm *VM) error {
+	if vm.Desired != DesiredStopped || vm.Status.State != StateStopped {
 		return consensus.Errorf(consensus.CodeConflict, "VM %s is %s: stop it before converting its disk", vm.Name, vm.Status.State)
 	}
 	return nil
+}
+
+// varsOnNode tells whether a VM keeps its UEFI settings in a file on its
+// node, with no volume for them.
+func varsOnNode(vm *VM) bool { return vm.Spec.Firmware == "uefi" && vm.Spec.VarsVolume == "" }
+
+// UEFIOnNode tells whether the VM's UEFI settings are bound to its node:
+// kept in a file there, or still to move from it onto their volume. Such
+// a VM cannot leave its node, live, stopped or by an HA restart.
+func (vm *VM) UEFIOnNode() bool { return varsOnNode(vm) || vm.Spec.VarsFrom != "" }
+
+type attachVarsCmd struct {
+	VM      string    `json:"vm"`
+	Volume  string    `json:"volume"`
+	IfMatch uint64    `json:"if_match,omitempty"`
+	User    string    `json:"user,omitempty"`
+	At      time.Time `json:"at"`
+}
+
+// applyAttachVars gives a stopped UEFI VM that keeps its settings in a
+// file on its node a volume for them, filled from the file on that node
+// when the VM next starts (VarsFrom).
+func applyAttachVars(tx *consensus.Tx, c *attachVarsCmd) (any, error) {
+	cur, err := changeable(tx, c.VM, c.IfMatch)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !varsOnNode(cur):
+		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s keeps no UEFI settings on its node", cur.Name)
+	case cur.Node != "":
+		if err := stoppedToConvert(cur); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := volume.AttachFirmwareToVM(tx, c.Volume, cur.ID, cur.ProjectID, cur.Node, c.At); err != nil {
+		return nil, err
+	}
+	vm := *cur
+	vm.Spec.VarsVolume, vm.Spec.VarsFrom = c.Volume, cur.Node
+	vm.Version = tx.Index
+	if err := tx.Insert(tVMs, &vm); err != nil {
+		return nil, err
+	}
+	return &vm, addEvent(tx, vm.ID, "convert-disk", "the UEFI settings move onto a replicated volume at the next start", c.User, "", c.At)
 }
 
 // ConvertDisk moves a stopped VM's local boot disk onto a replicated
@@ -239,6 +298,13 @@ func (s *Service) ConvertDisk(ctx context.Context, p *identity.Principal, ref st
 	case s.vols == nil || !s.vols.CanPlace():
 		return deny(consensus.Errorf(consensus.CodeUnavailable, "no node has a disk for a volume"))
 	}
+	if vm.Spec.BootVolume != "" && varsOnNode(vm) {
+		// The disk is on a volume already; the UEFI settings are not.
+		if err := stoppedToConvert(vm); err != nil {
+			return deny(err)
+		}
+		return s.convertVars(ctx, p, vm, ifMatch)
+	}
 	if err := canConvert(vm); err != nil {
 		return deny(err)
 	}
@@ -253,10 +319,45 @@ func (s *Service) ConvertDisk(ctx context.Context, p *identity.Principal, ref st
 	}
 	var out VM
 	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgConvertDisk, convertDiskCmd{VM: vm.ID, Volume: vol.ID, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
+	if err != nil {
+		if done := s.settleVolumeUse(ctx, p, err, vol, func(v *VM) bool { return v.Spec.BootVolume == vol.ID }, vm.ID); done != nil {
+			return done, nil
+		}
+		return nil, err
+	}
+	if !varsOnNode(&out) {
+		return &out, nil
+	}
+	vm2, err := s.convertVars(ctx, p, &out, out.Version)
+	if consensus.ErrorReason(err) == consensus.ReasonProtocol {
+		// The disk moved; the settings wait for every node to know
+		// volumes for them (convert-disk again then).
+		s.log.Warn("a UEFI VM's settings stay on its node: not every node knows volumes for them yet", "vm", vm.Name)
+		return &out, nil
+	}
+	return vm2, err
+}
+
+// convertVars moves a stopped UEFI VM's settings from the file on its node
+// onto a volume of their own, filled from the file on that node at the
+// next start.
+func (s *Service) convertVars(ctx context.Context, p *identity.Principal, vm *VM, ifMatch uint64) (*VM, error) {
+	const action = "vm.convert-disk"
+	if ifMatch == 0 {
+		ifMatch = vm.Version
+	}
+	txn := s.c.Store().ReadTxn()
+	name := varsVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, vm.ProjectID, n) })
+	vol, err := s.vols.Create(ctx, p, volume.Create{Name: name, SizeGiB: 1, Project: vm.ProjectID})
+	if err != nil {
+		return nil, err
+	}
+	var out VM
+	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgAttachVars, attachVarsCmd{VM: vm.ID, Volume: vol.ID, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
 	if err == nil {
 		return &out, nil
 	}
-	if done := s.settleVolumeUse(ctx, p, err, vol, func(v *VM) bool { return v.Spec.BootVolume == vol.ID }, vm.ID); done != nil {
+	if done := s.settleVolumeUse(ctx, p, err, vol, func(v *VM) bool { return v.Spec.VarsVolume == vol.ID }, vm.ID); done != nil {
 		return done, nil
 	}
 	return nil, err

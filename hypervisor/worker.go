@@ -209,6 +209,7 @@ type reportOpts struct {
 	guestStopped bool
 	event        string
 	rebooted     *uint64
+	varsMoved    bool
 }
 
 // report sends the observed status when it changed.
@@ -220,11 +221,12 @@ func (w *worker) report(ctx context.Context, vm *VM, st VMStatus, o reportOpts) 
 	same := vm.Status.State == st.State && vm.Status.Error == st.Error && vm.Status.Accel == st.Accel &&
 		vm.Status.VCPUs == st.VCPUs && vm.Status.RAMMiB == st.RAMMiB && vm.Status.Pending == st.Pending &&
 		vm.Status.PID == st.PID && rebooted == vm.Rebooted
-	if same && !o.guestStopped && o.event == "" {
+	if same && !o.guestStopped && o.event == "" && !o.varsMoved {
 		return
 	}
 	st.UpdatedAt = time.Now().UTC()
-	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Version: vm.Version, Event: o.event}
+	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Version: vm.Version, Event: o.event,
+		VarsMoved: o.varsMoved}
 	if _, err := w.n.c.Apply(ctx, MsgReportVM, cmd, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("report VM status", "err", err)
 	}
@@ -354,7 +356,11 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 	if err != nil {
 		return err
 	}
-	m, err := w.prepare(ctx, vm, vols)
+	vars, err := w.varsVolume(ctx, vm, st)
+	if err != nil {
+		return err
+	}
+	m, err := w.prepare(ctx, vm, vols, vars)
 	if err != nil {
 		return err
 	}
@@ -371,7 +377,7 @@ func (w *worker) start(ctx context.Context, vm *VM) error {
 // cloud-init seed, taps) and returns the machine to start, with vols (the
 // VM's volumes as QEMU reaches them here, the boot volume first) as its
 // disks.
-func (w *worker) prepare(ctx context.Context, vm *VM, vols []Disk) (qemu.Machine, error) {
+func (w *worker) prepare(ctx context.Context, vm *VM, vols []Disk, vars string) (qemu.Machine, error) {
 	var err error
 	if v := volume.Lookup(w.n.c.Store().ReadTxn(), vm.Spec.BootVolume); v != nil && v.Source != nil && v.Source.VMDisk == vm.ID && v.Source.Filled {
 		// Converted: the volume holds what the local disk held.
@@ -429,7 +435,10 @@ func (w *worker) prepare(ctx context.Context, vm *VM, vols []Disk) (qemu.Machine
 		}
 		nics = append(nics, qemu.NIC{ID: nic.ID, Tap: tap, MAC: nic.MAC, MTU: nic.MTU})
 	}
-	m := w.machine(vm, img, disks, nics)
+	m, err := w.machine(vm, img, disks, nics, vars)
+	if err != nil {
+		return qemu.Machine{}, err
+	}
 	trimLog(m.SerialLog, maxSerialLog)
 	return m, nil
 }
@@ -447,6 +456,9 @@ func (w *worker) volumeDisks(vm *VM) ([]Disk, error) {
 	for _, v := range vols {
 		if v.Attachment.Detaching {
 			continue // let go at this start (startVolumes records it)
+		}
+		if v.Attachment.Firmware {
+			continue // not a disk (varsVolume)
 		}
 		d, ok := w.volumeDisk(v)
 		if !ok {
@@ -537,8 +549,9 @@ func (w *worker) cachedImage(vm *VM) *Image {
 	return nil
 }
 
-// machine turns a VM into QEMU's terms.
-func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu.Machine {
+// machine turns a VM into QEMU's terms; vars is the NBD URL of its UEFI
+// variables' volume, if it has one.
+func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC, vars string) (qemu.Machine, error) {
 	sum := sha256.Sum256([]byte(vm.ID))
 	uuid := fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
 	m := qemu.Machine{Name: vm.ID, UUID: uuid, VCPUs: int(vm.Spec.VCPUs), MemoryMiB: int(vm.Spec.RAMMiB),
@@ -547,9 +560,17 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 		Accel: w.n.cfg.Accel, NICs: nics,
 		// The serial log lives with the disks, so it outlives stops.
 		SerialLog: filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "serial.log")}
-	if vm.Spec.Firmware == "uefi" {
+	switch {
+	case vm.Spec.Firmware != "uefi":
+	case vm.Spec.VarsVolume != "":
+		size, err := w.varsSize()
+		if err != nil {
+			return qemu.Machine{}, err
+		}
+		m.Firmware = qemu.Firmware{Type: "uefi", Code: w.n.cfg.OVMFCode, VarsSource: vars, VarsSize: size}
+	default:
 		m.Firmware = qemu.Firmware{Type: "uefi", Code: w.n.cfg.OVMFCode, VarsTemplate: w.n.cfg.OVMFVars,
-			Vars: filepath.Join(w.n.cfg.Volumes.Dir(vm.ID), "OVMF_VARS.fd")}
+			Vars: w.varsFile(vm)}
 	}
 	boot := 1
 	if img.DiskFormat == FormatISO {
@@ -566,7 +587,7 @@ func (w *worker) machine(vm *VM, img *Image, disks []Disk, nics []qemu.NIC) qemu
 		}
 		m.Disks = append(m.Disks, qd)
 	}
-	return m
+	return m, nil
 }
 
 // converge handles a running QEMU: pause, resume, reboot, resize.
@@ -650,6 +671,9 @@ func (w *worker) syncVolumes(ctx context.Context, vm *VM) []string {
 	}
 	var pending []string
 	for _, v := range volume.AttachedToVM(w.n.c.Store().ReadTxn(), vm.ID) {
+		if v.Attachment.Firmware {
+			continue // QEMU's flash, not a disk
+		}
 		id := volumeDiskID(v)
 		cur, plugged := have[id]
 		switch {

@@ -31,6 +31,10 @@ cmdline="console=tty0 console=ttyS0,115200 panic=10"
 # button with evdev (QMP system_powerdown), and virtio_console for the guest
 # agent's virtio-serial port.
 modules=(virtio_pci virtio_blk virtio_net virtio_rng virtio_balloon virtio_console ahci sr_mod button evdev)
+# Kernel modules shipped but loaded only on demand, each listed in
+# lib/modules/NAME.load: efivarfs (cairn-guest's efiboots mode) refuses to
+# load in a guest booted without UEFI.
+ondemand=(efivarfs)
 
 # fetch PACKAGE prints the path of the pinned .deb of PACKAGE, downloading
 # it from Debian's archive through apt the first time (as build.sh does).
@@ -63,13 +67,23 @@ unpack "$kname" "$kroot"
 depmod -b "$kroot" "$kver"
 stage=$work/stage
 mkdir -p "$stage/lib/modules"
-for m in "${modules[@]}"; do
-	modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
-done | awk '!seen[$0]++' | while read -r path; do
-	rel=${path#"$kroot"/}
-	mkdir -p "$stage/$(dirname "$rel")"
-	cp "$path" "$stage/$rel"
-	echo "/$rel" >>"$stage/lib/modules/guest.load"
+# stage_modules LIST MODULE... copies the MODULEs and their dependencies
+# into the stage and lists their paths, in load order, in lib/modules/LIST.
+stage_modules() {
+	local list=$1
+	shift
+	for m in "$@"; do
+		modprobe -d "$kroot" -S "$kver" --show-depends "$m" | awk '$1 == "insmod" {print $2}'
+	done | awk '!seen[$0]++' | while read -r path; do
+		rel=${path#"$kroot"/}
+		mkdir -p "$stage/$(dirname "$rel")"
+		cp "$path" "$stage/$rel"
+		echo "/$rel" >>"$stage/lib/modules/$list"
+	done
+}
+stage_modules guest.load "${modules[@]}"
+for m in "${ondemand[@]}"; do
+	stage_modules "$m.load" "$m"
 done
 
 # 2. The initramfs: cairn-guest alone, as /init (u-root writes a

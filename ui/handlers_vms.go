@@ -451,7 +451,7 @@ func (s *server) moveTargets(v *view, vm *hypervisor.VM) []string {
 	stopped := vm.Desired == hypervisor.DesiredStopped && vm.Status.State == hypervisor.StateStopped
 	running := vm.Desired == hypervisor.DesiredRunning && vm.Status.State == hypervisor.StateRunning && vm.Status.Pending == ""
 	if !v.p.IsClusterAdmin() || vm.Node == "" || vm.Migration != nil || !stopped && !running ||
-		vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0 || vm.Spec.Firmware == "uefi" {
+		vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0 || vm.UEFIOnNode() {
 		return nil
 	}
 	hs, err := s.compute.Hosts(v.p)

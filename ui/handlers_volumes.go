@@ -110,7 +110,7 @@ func (r volumeRow) canDetach(v *view) bool {
 	case a.VM == "":
 		return v.admin()
 	}
-	return !a.Boot && !a.Detaching
+	return !a.Boot && !a.Firmware && !a.Detaching
 }
 
 // canDelete: only a detached volume that is not being made.

@@ -170,7 +170,7 @@ func (s *Server) computeRoutes() []route {
 				vm, err := s.compute.CancelMigration(r.Context(), p, r.PathValue("vm"))
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
-		{Method: "POST", Path: v1 + "/vms/{vm}/convert-disk", Summary: "Move a stopped VM's local boot disk onto a replicated volume (filled from it before the VM next starts); honours If-Match", Tag: "compute",
+		{Method: "POST", Path: v1 + "/vms/{vm}/convert-disk", Summary: "Move a stopped VM's local boot disk, and a UEFI VM's settings, onto replicated volumes (filled before the VM next starts); honours If-Match", Tag: "compute",
 			Response: hypervisor.VM{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				im, err := ifMatch(r)
 				if err != nil {

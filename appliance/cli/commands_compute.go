@@ -200,7 +200,7 @@ var computeCommands = map[string]command{
 			return printVM(e, &vm)
 		}
 	}},
-	"vm convert-disk": {usage: "VM", help: "move a stopped VM's local boot disk onto a replicated volume (done before it next starts)", flags: noFlags(func(e *env, args []string) error {
+	"vm convert-disk": {usage: "VM", help: "move a stopped VM's local boot disk, and a UEFI VM's settings, onto replicated volumes (done before it next starts)", flags: noFlags(func(e *env, args []string) error {
 		if err := needArgs(args, 1, "a VM"); err != nil {
 			return err
 		}
@@ -447,7 +447,7 @@ func printVM(e *env, v *hypervisor.VM) error {
 	return e.printKV(vmJSON{v, v.IPs()}, [][2]string{{"id", v.ID}, {"name", v.Name}, {"state", stateOf(v)}, {"desired", v.Desired},
 		{"node", v.Node}, {"ips", strings.Join(v.IPs(), ", ")}, {"flavor", v.Spec.Flavor},
 		{"size", fmt.Sprintf("%d vCPU, %d MiB, %d GiB", v.Spec.VCPUs, v.Spec.RAMMiB, v.Spec.DiskGiB)},
-		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending},
+		{"image", v.Spec.Image}, {"boot disk", bootDisk(v)}, {"uefi settings", uefiSettings(v)}, {"accel", v.Status.Accel}, {"pending", v.Status.Pending},
 		{"migration", migrationLine(v.Migration)}, {"high availability", haLine(v)}})
 }
 
@@ -529,6 +529,20 @@ func bootDisk(v *hypervisor.VM) string {
 		return "volume " + v.Spec.BootVolume
 	}
 	return "local to its node"
+}
+
+// uefiSettings says where a UEFI VM keeps its firmware settings ("" for
+// a BIOS VM).
+func uefiSettings(v *hypervisor.VM) string {
+	switch {
+	case v.Spec.Firmware != "uefi":
+		return ""
+	case v.Spec.VarsVolume == "":
+		return "in a file on its node (it cannot move: convert-disk)"
+	case v.Spec.VarsFrom != "":
+		return "volume " + v.Spec.VarsVolume + ", filled from " + v.Spec.VarsFrom + " at its next start there"
+	}
+	return "volume " + v.Spec.VarsVolume
 }
 
 func printImage(e *env, m *hypervisor.Image) error {

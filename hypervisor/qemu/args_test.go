@@ -31,6 +31,11 @@ func TestArgsGolden(t *testing.T) {
 			m.Accel = "kvm"
 			m.Firmware = Firmware{Type: "uefi", Code: "/usr/share/OVMF/OVMF_CODE_4M.fd", Vars: "/var/lib/cairn/vm1/OVMF_VARS.fd"}
 		},
+		// The variable store on a volume: the second flash chip by node name.
+		"uefi-volume": func(m *Machine) {
+			m.Firmware = Firmware{Type: "uefi", Code: "/usr/share/OVMF/OVMF_CODE_4M.fd",
+				VarsSource: "nbd+unix:///vol-1?socket=/run/cairn/volumes/vol-1.sock", VarsSize: 540672}
+		},
 		"hotplug": func(m *Machine) {
 			m.MaxVCPUs = 8
 			m.MaxMemoryMiB = 4096

@@ -182,8 +182,10 @@ func handOver(m Machine, c Confinement) error {
 			paths = append(paths, sock)
 		}
 	}
-	if m.Firmware.Type == "uefi" {
-		paths = append(paths, m.Firmware.Vars)
+	if f := m.Firmware; f.Type == "uefi" && f.Vars != "" {
+		paths = append(paths, f.Vars)
+	} else if sock := f.varsDisk().unixSocket(); f.Type == "uefi" && sock != "" {
+		paths = append(paths, sock)
 	}
 	for i, p := range paths {
 		if err := handOverPath(p, c.UID, c.GID, i > 0); err != nil {

@@ -57,11 +57,31 @@ func firmwareArgs(f Firmware) []string {
 	if f.Type != "uefi" {
 		return nil
 	}
-	return []string{
-		"-drive", opts("if=pflash", "format=raw", "unit=0", "file="+esc(f.Code), "readonly=on"),
-		"-drive", opts("if=pflash", "format=raw", "unit=1", "file="+esc(f.Vars)),
+	code := []string{"-drive", opts("if=pflash", "format=raw", "unit=0", "file="+esc(f.Code), "readonly=on")}
+	if f.VarsSource == "" {
+		return append(code, "-drive", opts("if=pflash", "format=raw", "unit=1", "file="+esc(f.Vars)))
 	}
+	// A volume: its first VarsSize bytes, as a block node the second
+	// flash chip takes by name (a -drive cannot reach a volume's socket).
+	d := f.varsDisk()
+	proto, err := protocolNode(d, 0)
+	if err != nil {
+		// Validate refuses it; keep Args total and let QEMU say no.
+		proto = blockNode{{"driver", "nbd"}, {"node-name", protoNodeName(d)}}
+	}
+	return append(code,
+		"-blockdev", proto.cmdline(),
+		"-blockdev", formatNode(d, false).set("size", int(f.VarsSize)).cmdline(),
+		"-machine", "pflash1="+formatNodeName(d))
 }
+
+// varsDisk is a vars volume as the block layer sees it.
+func (f Firmware) varsDisk() Disk {
+	return Disk{ID: varsNodeID, Source: f.VarsSource, Format: "raw"}
+}
+
+// varsNodeID names the block nodes of a vars volume; no disk may take it.
+const varsNodeID = "uefi-vars"
 
 func directBootArgs(m Machine) []string {
 	if m.Kernel == "" {

@@ -278,7 +278,7 @@ func (d *Driver) claimDir(name string) error {
 
 // prepareVars gives a fresh UEFI VM its own copy of the variable store.
 func prepareVars(f Firmware, r *reverter) error {
-	if f.Type != "uefi" || f.VarsTemplate == "" {
+	if f.Type != "uefi" || f.VarsTemplate == "" || f.Vars == "" {
 		return nil
 	}
 	if _, err := os.Stat(f.Vars); err == nil {

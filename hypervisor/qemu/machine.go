@@ -54,6 +54,13 @@ type Firmware struct {
 	// Vars is this VM's writable UEFI variable store (boot entries live
 	// there, so it belongs with the VM's disks, not in the run directory).
 	Vars string
+	// VarsSource, instead of Vars, is the variable store as a network
+	// volume (an NBD URL, as Disk.Source), VarsSize bytes long from its
+	// start: QEMU's flash is as large as its block node, and a volume is
+	// larger than OVMF's store. The volume moves with the VM, so its
+	// settings do too.
+	VarsSource string
+	VarsSize   int64
 	// VarsTemplate, if set, is copied to Vars by Driver.Start when Vars does
 	// not exist yet (a fresh VM).
 	VarsTemplate string
@@ -158,8 +165,16 @@ func (m Machine) Validate() error {
 	switch m.Firmware.Type {
 	case "", "bios":
 	case "uefi":
-		if m.Firmware.Code == "" || m.Firmware.Vars == "" {
-			bad("uefi firmware needs both a code and a vars file")
+		f := m.Firmware
+		switch {
+		case f.Code == "" || (f.Vars == "") == (f.VarsSource == ""):
+			bad("uefi firmware needs a code file and either a vars file or a vars volume")
+		case f.VarsSource != "" && (f.VarsSize <= 0 || f.VarsSize%4096 != 0):
+			bad("uefi vars size %d: want a positive multiple of 4096", f.VarsSize)
+		case f.VarsSource != "":
+			if _, err := protocolNode(f.varsDisk(), 0); err != nil {
+				bad("uefi vars: %v", err)
+			}
 		}
 	default:
 		bad("firmware %q: want bios or uefi", m.Firmware.Type)
@@ -175,7 +190,7 @@ func (m Machine) Validate() error {
 	if m.Kernel == "" && (m.Initrd != "" || m.Append != "") {
 		bad("initrd or kernel command line without a kernel")
 	}
-	ids := map[string]bool{guestAgentBus: true, guestAgentDev: true}
+	ids := map[string]bool{guestAgentBus: true, guestAgentDev: true, varsNodeID: true}
 	for i := range m.hotplugSlots() {
 		ids[hotplugPort(i)] = true
 	}

@@ -10,19 +10,29 @@ func TestValidate(t *testing.T) {
 		change func(m *Machine)
 		want   string // part of the error; "" = valid
 	}{
-		"golden":             {func(m *Machine) {}, ""},
-		"uuid name":          {func(m *Machine) { m.Name = "0f0c3c2e-5a54-4b7e-9a3c-6e0d2f1a9b10" }, ""},
-		"name with slash":    {func(m *Machine) { m.Name = "../etc" }, "name"},
-		"name with comma":    {func(m *Machine) { m.Name = "a,b" }, "name"},
-		"empty name":         {func(m *Machine) { m.Name = "" }, "name"},
-		"bad uuid":           {func(m *Machine) { m.UUID = "nope" }, "uuid"},
-		"no vcpus":           {func(m *Machine) { m.VCPUs = 0 }, "vcpus 0"},
-		"max below vcpus":    {func(m *Machine) { m.MaxVCPUs = 1 }, "max vcpus"},
-		"no memory":          {func(m *Machine) { m.MemoryMiB = 0 }, "memory 0"},
-		"maxmem below":       {func(m *Machine) { m.MaxMemoryMiB = 512 }, "max memory"},
-		"accel":              {func(m *Machine) { m.Accel = "hvf" }, "accel"},
-		"firmware":           {func(m *Machine) { m.Firmware.Type = "coreboot" }, "firmware"},
-		"uefi without vars":  {func(m *Machine) { m.Firmware = Firmware{Type: "uefi", Code: "/c"} }, "uefi"},
+		"golden":            {func(m *Machine) {}, ""},
+		"uuid name":         {func(m *Machine) { m.Name = "0f0c3c2e-5a54-4b7e-9a3c-6e0d2f1a9b10" }, ""},
+		"name with slash":   {func(m *Machine) { m.Name = "../etc" }, "name"},
+		"name with comma":   {func(m *Machine) { m.Name = "a,b" }, "name"},
+		"empty name":        {func(m *Machine) { m.Name = "" }, "name"},
+		"bad uuid":          {func(m *Machine) { m.UUID = "nope" }, "uuid"},
+		"no vcpus":          {func(m *Machine) { m.VCPUs = 0 }, "vcpus 0"},
+		"max below vcpus":   {func(m *Machine) { m.MaxVCPUs = 1 }, "max vcpus"},
+		"no memory":         {func(m *Machine) { m.MemoryMiB = 0 }, "memory 0"},
+		"maxmem below":      {func(m *Machine) { m.MaxMemoryMiB = 512 }, "max memory"},
+		"accel":             {func(m *Machine) { m.Accel = "hvf" }, "accel"},
+		"firmware":          {func(m *Machine) { m.Firmware.Type = "coreboot" }, "firmware"},
+		"uefi without vars": {func(m *Machine) { m.Firmware = Firmware{Type: "uefi", Code: "/c"} }, "uefi"},
+		"uefi two vars": {func(m *Machine) {
+			m.Firmware = Firmware{Type: "uefi", Code: "/c", Vars: "/v", VarsSource: "nbd+unix:///e?socket=/s", VarsSize: 4096}
+		}, "either"},
+		"uefi vars no size": {func(m *Machine) {
+			m.Firmware = Firmware{Type: "uefi", Code: "/c", VarsSource: "nbd+unix:///e?socket=/s"}
+		}, "vars size"},
+		"uefi vars no socket": {func(m *Machine) {
+			m.Firmware = Firmware{Type: "uefi", Code: "/c", VarsSource: "nbd+unix:///e", VarsSize: 4096}
+		}, "socket"},
+		"uefi vars node id":  {func(m *Machine) { m.Disks[0].ID = varsNodeID }, "reserved"},
 		"no dir":             {func(m *Machine) { m.Dir = "" }, "run directory"},
 		"long dir":           {func(m *Machine) { m.Dir = "/" + strings.Repeat("d", 100) }, "socket path"},
 		"initrd no kernel":   {func(m *Machine) { m.Initrd = "/i" }, "without a kernel"},

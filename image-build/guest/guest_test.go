@@ -277,3 +277,35 @@ func (c *lines) has(l string) bool {
 	}
 	return false
 }
+
+// startQEMU starts qemu-system-x86_64 with args (its serial console on
+// stdout), logging and collecting the console's lines; stop kills it and
+// waits until every line is in.
+func startQEMU(t *testing.T, prefix string, args []string) (console *lines, stop func()) {
+	t.Helper()
+	cmd := exec.Command("qemu-system-x86_64", args...)
+	serial, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	console = &lines{}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		sc := bufio.NewScanner(serial)
+		for sc.Scan() {
+			line := strings.TrimRight(sc.Text(), "\r")
+			t.Logf("%s: %s", prefix, line)
+			console.add(line)
+		}
+	}()
+	return console, func() {
+		_ = cmd.Process.Kill()
+		<-logged
+		_ = cmd.Wait()
+	}
+}

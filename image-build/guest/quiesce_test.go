@@ -1,7 +1,6 @@
 package guest
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"os"
@@ -61,31 +60,8 @@ func TestGuestQuiesce(t *testing.T) {
 		"-serial", "stdio", "-monitor", "none",
 	}
 	t.Logf("qemu-system-x86_64 %s", strings.Join(args, " "))
-	cmd := exec.Command("qemu-system-x86_64", args...)
-	serial, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	console := &lines{}
-	logged := make(chan struct{})
-	go func() {
-		defer close(logged)
-		sc := bufio.NewScanner(serial)
-		for sc.Scan() {
-			line := strings.TrimRight(sc.Text(), "\r")
-			t.Logf("serial: %s", line)
-			console.add(line)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-logged
-		_ = cmd.Wait()
-	})
+	console, stop := startQEMU(t, "serial", args)
+	t.Cleanup(stop)
 
 	progress := regexp.MustCompile(`^cairn-guest: scribble vdb seq=(\d+)$`)
 	lastProgress := func() int {

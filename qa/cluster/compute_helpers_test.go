@@ -32,6 +32,7 @@ type vmView struct {
 		VCPUs      int64  `json:"vcpus"`
 		RAMMiB     int64  `json:"ram_mib"`
 		BootVolume string `json:"boot_volume"`
+		VarsVolume string `json:"vars_volume"`
 	} `json:"spec"`
 	Status struct {
 		State   string `json:"state"`

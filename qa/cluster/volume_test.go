@@ -44,9 +44,10 @@ type volInfo struct {
 	ScrubbedAt time.Time    `json:"scrubbed_at"`
 	Replicas   []volReplica `json:"replicas"`
 	Attachment *struct {
-		Node string `json:"node"`
-		VM   string `json:"vm"`
-		Boot bool   `json:"boot"`
+		Node     string `json:"node"`
+		VM       string `json:"vm"`
+		Boot     bool   `json:"boot"`
+		Firmware bool   `json:"firmware"`
 	} `json:"attachment"`
 	Source *struct {
 		Image  string `json:"image"`

@@ -460,6 +460,24 @@ func (n *NodeServer) dial(ctx context.Context, m Member) (Target, error) {
 	return Dial(ctx, client, addr, m.ID)
 }
 
+// WriteCount is how many writes one writer of a volume has been asked
+// for (Stats.Writes) and which writer that is: a count from another
+// writer (the volume closed and opened again since) is another count.
+type WriteCount struct {
+	Writer *Writer
+	N      int64
+}
+
+// Writes is the write count of this node's writer of the volume, while
+// it is the volume's writer here.
+func (n *NodeServer) Writes(volumeID string) (WriteCount, bool) {
+	s := n.current(volumeID)
+	if s == nil {
+		return WriteCount{}, false
+	}
+	return WriteCount{Writer: s.w, N: s.w.Stats().Writes}, true
+}
+
 // Stats reports each served volume's writer statistics.
 func (n *NodeServer) Stats() map[string]Stats {
 	n.mu.Lock()

@@ -28,7 +28,12 @@ type standby struct {
 
 // gate is the Backend of a standby socket: it waits for the writer.
 type gate struct {
-	size  int64
+	size int64
+	// early: reads before the writer answer zeroes instead of waiting. A
+	// UEFI variable store's (Attachment.Firmware): QEMU reads its flash
+	// whole as it starts, before the stream that brings its contents and
+	// writes them back here once the guest runs on this node.
+	early bool
 	ready chan struct{}
 	once  sync.Once
 	w     *Writer // set before ready closes; nil: closed without one
@@ -73,6 +78,14 @@ func (g *gate) Size() int64 {
 }
 
 func (g *gate) ReadAt(ctx context.Context, p []byte, off int64) error {
+	if g.early {
+		select {
+		case <-g.ready:
+		default:
+			clear(p)
+			return nil
+		}
+	}
 	w, err := g.writer(ctx)
 	if err != nil {
 		return err
@@ -155,6 +168,7 @@ func (n *NodeServer) convergeIncoming(want, incoming map[string]*Volume) {
 			continue
 		}
 		g := newGate(v.SizeBytes)
+		g.early = v.Attachment != nil && v.Attachment.Firmware
 		ln, srv, err := n.serveBackend(id, g, n.SocketPath(id))
 		if err != nil {
 			n.log.Error("serve an incoming volume", "volume", id, "err", err)

@@ -282,7 +282,10 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 	for _, r := range reps {
 		made++ // a failed Create may have left part of the replica
 		if err := s.makeReplica(ctx, r, size, vol.Parent != ""); err != nil {
-			err = fmt.Errorf("create volume %s: replica %s on %s: %w", req.Name, r.ID, r.Node, err)
+			// (A node just back whose disk is not open yet, a node
+			// gone: nothing is left of the volume, and a try a moment
+			// later may well work.)
+			err = consensus.Errorf(consensus.CodeUnavailable, "create volume %s: replica %s on %s: %v", req.Name, r.ID, r.Node, err)
 			if v := s.undoCreate(ctx, id, reps[:made]); v != nil {
 				return v, nil
 			}

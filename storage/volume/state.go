@@ -132,6 +132,9 @@ type Attachment struct {
 	At   time.Time `json:"at"`
 	// Boot: the VM boots from it; it stays attached while the VM exists.
 	Boot bool `json:"boot,omitempty"`
+	// Firmware: it holds the VM's UEFI variables (QEMU's second flash
+	// chip, not a disk); it stays attached while the VM exists.
+	Firmware bool `json:"firmware,omitempty"`
 	// DeleteWithVM: made with the VM, it goes with it.
 	DeleteWithVM bool `json:"delete_with_vm,omitempty"`
 	// Repair: the volume is opened on this node only so that its writer
@@ -539,6 +542,9 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 	}
 	if cur.Attachment.Boot {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
+	}
+	if cur.Attachment.Firmware {
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s holds VM %s's UEFI settings: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
 	}
 	if a := cur.Attachment; c.Transfer != "" && (!a.Transfer || a.VM != "" || a.Node != c.Transfer || !c.At.IsZero() && !a.At.Equal(c.At)) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is no longer being transferred through %s", cur.Name, c.Transfer)

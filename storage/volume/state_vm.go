@@ -14,6 +14,23 @@ import (
 // AttachToVM attaches an available volume of the VM's project to the VM,
 // served on node ("" while the VM is not placed).
 func AttachToVM(tx *consensus.Tx, volumeID, vmID, projectID, node string, boot, deleteWithVM bool, at time.Time) (*Volume, error) {
+	return attachToVM(tx, volumeID, vmID, projectID, Attachment{Node: node, VM: vmID, At: at, Boot: boot, DeleteWithVM: deleteWithVM})
+}
+
+// AttachFirmwareToVM attaches a volume made for the VM's UEFI variables to
+// it, for as long as the VM exists (it goes with the VM).
+func AttachFirmwareToVM(tx *consensus.Tx, volumeID, vmID, projectID, node string, at time.Time) (*Volume, error) {
+	return attachToVM(tx, volumeID, vmID, projectID, Attachment{Node: node, VM: vmID, At: at, Firmware: true, DeleteWithVM: true})
+}
+
+// dataVolume tells whether v is attached to a VM as a disk it may let go.
+func (v *Volume) dataVolume() bool {
+	a := v.Attachment
+	return a != nil && a.VM != "" && !a.Boot && !a.Firmware
+}
+
+func attachToVM(tx *consensus.Tx, volumeID, vmID, projectID string, a Attachment) (*Volume, error) {
+	boot := a.Boot
 	cur, err := current(tx, volumeID, 0)
 	if err != nil {
 		return nil, err
@@ -29,7 +46,7 @@ func AttachToVM(tx *consensus.Tx, volumeID, vmID, projectID, node string, boot, 
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still to take over VM %s's local disk", cur.Name, cur.Source.VMDisk)
 	}
 	v := *cur
-	v.Attachment = &Attachment{Node: node, VM: vmID, At: at, Boot: boot, DeleteWithVM: deleteWithVM}
+	v.Attachment = &a
 	v.State = StateInUse
 	v.Writer = ""
 	if _, err := save(tx, &v); err != nil {
@@ -111,7 +128,7 @@ func DetachFromVM(tx *consensus.Tx, volumeID string) (*Volume, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cur.Attachment == nil || cur.Attachment.VM == "" || cur.Attachment.Boot {
+	if !cur.dataVolume() {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not a VM's data volume", cur.Name)
 	}
 	v := *cur
@@ -152,7 +169,7 @@ func SetDetaching(tx *consensus.Tx, volumeID string, detaching bool) (*Volume, e
 	if err != nil {
 		return nil, err
 	}
-	if cur.Attachment == nil || cur.Attachment.VM == "" || cur.Attachment.Boot {
+	if !cur.dataVolume() {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is not a VM's data volume", cur.Name)
 	}
 	v := *cur

@@ -77,6 +77,9 @@ type Stats struct {
 	RebuildLeft int64
 	// Scrubbed counts the bytes the scrubber read from the replicas.
 	Scrubbed int64
+	// Writes counts the writes, zeroings and trims asked of this writer
+	// (whether or not they succeeded).
+	Writes int64
 }
 
 // Writer is a volume open for writing on this node: an nbd.Backend that
@@ -111,7 +114,7 @@ type Writer struct {
 	growMu sync.Mutex
 
 	resyncBytes, resyncExtents, repairs atomic.Int64
-	rebuildLeft, scrubbed               atomic.Int64
+	rebuildLeft, scrubbed, writes       atomic.Int64
 }
 
 var _ nbd.Backend = (*Writer)(nil)
@@ -368,7 +371,7 @@ func (g *extGens) at(idx int64) *atomic.Uint64 {
 // Stats reports what the writer copied and repaired so far.
 func (w *Writer) Stats() Stats {
 	return Stats{ResyncBytes: w.resyncBytes.Load(), ResyncExtents: w.resyncExtents.Load(), Repairs: w.repairs.Load(),
-		RebuildLeft: w.rebuildLeft.Load(), Scrubbed: w.scrubbed.Load()}
+		RebuildLeft: w.rebuildLeft.Load(), Scrubbed: w.scrubbed.Load(), Writes: w.writes.Load()}
 }
 
 // Replicas reports each replica's state as this writer sees it.
@@ -384,6 +387,7 @@ func (w *Writer) Replicas() map[string]string {
 
 // WriteAt implements nbd.Backend.
 func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64, fua bool) error {
+	w.writes.Add(1)
 	w.snap.RLock()
 	defer w.snap.RUnlock()
 	unlock := w.locks.lock(off, int64(len(p)))
@@ -398,6 +402,7 @@ func (w *Writer) WriteAt(ctx context.Context, p []byte, off int64, fua bool) err
 // whole-disk discard) goes in pieces, so no replica call runs longer than
 // its timeout allows and writes elsewhere are not held up.
 func (w *Writer) WriteZeroes(ctx context.Context, off, length int64, noHole bool) error {
+	w.writes.Add(1)
 	for length > 0 {
 		n := min(length, zeroPiece)
 		if err := w.zero(ctx, off, n, !noHole); err != nil {

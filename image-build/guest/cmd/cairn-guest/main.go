@@ -28,7 +28,9 @@
 // so tests can snapshot a disk under load and check what they got. With
 // "#cairn-guest memcheck MIB" in its user-data it keeps rewriting and
 // checking MIB MiB of its memory (memcheck.go), for tests that move it
-// live.
+// live. With "#cairn-guest efiboots" it counts its boots in UEFI variables
+// and prints "cairn-guest: efi boots=N" (efiboots.go), for tests that move
+// it and its UEFI variable store between hosts.
 package main
 
 import (
@@ -70,6 +72,9 @@ func main() {
 		name, probes = s.Hostname, probeTargets(s.UserData)
 		if mib := memcheckMiB(s.UserData); mib > 0 {
 			go memcheck(con, mib)
+		}
+		if wantsEFIBoots(s.UserData) {
+			printEFIBoots(con)
 		}
 		first, _, _ := strings.Cut(string(s.UserData), "\n")
 		con.Printf("seed: %s instance-id=%s ssh-keys=%d user-data=%q", dev, s.InstanceID, len(s.SSHKeys), first)
@@ -264,30 +269,48 @@ func mountKernelFS() {
 	}
 }
 
-// loadModules loads the modules listed in list, one path per line, in the
-// dependency order guest.sh wrote them in (modprobe --show-depends).
+// loadModules loads the modules listed in list, printing those that fail.
 func loadModules(con *console, list string) {
-	b, err := os.ReadFile(list)
+	paths, err := moduleList(list)
 	if err != nil {
 		con.Printf("modules: %v", err)
 		return
 	}
-	for line := range strings.Lines(string(b)) {
-		path := strings.TrimSpace(line)
-		if path == "" {
-			continue
-		}
-		f, err := os.Open(path)
-		if err != nil {
-			con.Printf("module %s: %v", path, err)
-			continue
-		}
-		err = unix.FinitModule(int(f.Fd()), "", 0)
-		f.Close()
-		if err != nil && !errors.Is(err, unix.EEXIST) {
-			con.Printf("module %s: %v", filepath.Base(path), err)
+	for _, path := range paths {
+		if err := loadModule(path); err != nil {
+			con.Printf("%v", err)
 		}
 	}
+}
+
+// moduleList reads a list of modules guest.sh wrote: one path per line, in
+// dependency order (modprobe --show-depends).
+func moduleList(list string) ([]string, error) {
+	b, err := os.ReadFile(list)
+	if err != nil {
+		return nil, err
+	}
+	var paths []string
+	for line := range strings.Lines(string(b)) {
+		if path := strings.TrimSpace(line); path != "" {
+			paths = append(paths, path)
+		}
+	}
+	return paths, nil
+}
+
+// loadModule loads the kernel module at path; one already loaded is no
+// error.
+func loadModule(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("module %s: %w", filepath.Base(path), err)
+	}
+	defer f.Close()
+	if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("module %s: %w", filepath.Base(path), err)
+	}
+	return nil
 }
 
 // reap collects the orphans the kernel hands to PID 1.
