@@ -288,6 +288,10 @@ func attachedTo(v *volume.Volume) string {
 	switch a := v.Attachment; {
 	case a == nil:
 		return ""
+	case a.VM != "" && a.Boot:
+		return "vm " + a.VM + " (boot disk)"
+	case a.VM != "" && a.Firmware:
+		return "vm " + a.VM + " (UEFI settings)"
 	case a.VM != "":
 		return "vm " + a.VM
 	}

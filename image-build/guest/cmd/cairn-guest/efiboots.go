@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -28,14 +29,52 @@ const (
 // wantsEFIBoots says whether its user-data asks for the UEFI boot counter,
 //
 //	#cairn-guest efiboots
-func wantsEFIBoots(userData []byte) bool {
+func wantsEFIBoots(userData []byte) bool { return hasMode(userData, "efiboots") }
+
+// wantsEFITick says whether its user-data asks for UEFI variable writes
+// all the while it runs,
+//
+//	#cairn-guest efitick
+func wantsEFITick(userData []byte) bool { return hasMode(userData, "efitick") }
+
+// hasMode says whether its user-data has the line "#cairn-guest MODE".
+func hasMode(userData []byte, mode string) bool {
 	for _, line := range strings.Split(string(userData), "\n") {
 		f := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "#"))
-		if len(f) == 2 && f[0] == "cairn-guest" && f[1] == "efiboots" {
+		if len(f) == 2 && f[0] == "cairn-guest" && f[1] == mode {
 			return true
 		}
 	}
 	return false
+}
+
+// efiTick adds a variable CairnTick<N>-<efiBootGUID> five times a second
+// for as long as the guest runs, and prints
+//
+//	cairn-guest: efi tick N          (every 25th)
+//	cairn-guest: efi tick error: <error>   (and stops)
+//
+// so that its firmware writes its flash all the while: tests move such a
+// guest live and see the move called off (its host cannot copy a flash
+// that changes under the copy).
+func efiTick(con *console) {
+	if err := mountEFIVars(); err != nil {
+		con.Printf("efi tick error: %v", err)
+		return
+	}
+	for n := 1; ; n++ {
+		name := filepath.Join(efiVars, fmt.Sprintf("CairnTick%d-%s", n, efiBootGUID))
+		b := binary.LittleEndian.AppendUint32(nil, efiVarAttrs)
+		b = binary.LittleEndian.AppendUint32(b, uint32(n))
+		if err := os.WriteFile(name, b, 0o644); err != nil {
+			con.Printf("efi tick error: %v", err)
+			return
+		}
+		if n%25 == 0 {
+			con.Printf("efi tick %d", n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // printEFIBoots counts this boot in the VM's UEFI variable store and prints

@@ -26,6 +26,19 @@ func TestWantsEFIBoots(t *testing.T) {
 	}
 }
 
+func TestWantsEFITick(t *testing.T) {
+	for userData, want := range map[string]bool{
+		"#cloud-config\n# cairn-guest efitick\n":                       true,
+		"#cloud-config\n# cairn-guest efiboots\n# cairn-guest efitick": true,
+		"#cloud-config\n# cairn-guest efiboots\n":                      false,
+		"# cairn-guest efitick 5\n":                                    false,
+	} {
+		if got := wantsEFITick([]byte(userData)); got != want {
+			t.Errorf("wantsEFITick(%q) = %v, want %v", userData, got, want)
+		}
+	}
+}
+
 func TestIsEFIBootVar(t *testing.T) {
 	for _, c := range []struct {
 		name string

@@ -30,7 +30,8 @@
 // checking MIB MiB of its memory (memcheck.go), for tests that move it
 // live. With "#cairn-guest efiboots" it counts its boots in UEFI variables
 // and prints "cairn-guest: efi boots=N" (efiboots.go), for tests that move
-// it and its UEFI variable store between hosts.
+// it and its UEFI variable store between hosts; with "#cairn-guest
+// efitick" it keeps writing UEFI variables while it runs.
 package main
 
 import (
@@ -75,6 +76,9 @@ func main() {
 		}
 		if wantsEFIBoots(s.UserData) {
 			printEFIBoots(con)
+		}
+		if wantsEFITick(s.UserData) {
+			go efiTick(con)
 		}
 		first, _, _ := strings.Cut(string(s.UserData), "\n")
 		con.Printf("seed: %s instance-id=%s ssh-keys=%d user-data=%q", dev, s.InstanceID, len(s.SSHKeys), first)
