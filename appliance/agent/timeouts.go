@@ -1,9 +1,12 @@
 package agent
 
 import (
+	"context"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -25,8 +28,27 @@ func (a *Agent) newHTTPServer(addr string, h http.Handler) *http.Server {
 		Handler:           bodyProgress(h, a.cfg.BodyTimeout, a.cfg.BodyMinRate),
 		ReadHeaderTimeout: a.cfg.HeaderTimeout,
 		IdleTimeout:       a.cfg.IdleTimeout,
-		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		ErrorLog:          log.New(serverLog{a.log}, "", 0),
 	}
+}
+
+// serverLog takes net/http's own messages. A client that leaves in the
+// middle of a TLS handshake (a port scan, a health probe) is everyday
+// noise; anything else (a handler's panic, an accept error) is not, and is
+// logged where an operator sees it.
+type serverLog struct{ log *slog.Logger }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	level := slog.LevelWarn
+	switch {
+	case strings.Contains(msg, "TLS handshake error"):
+		level = slog.LevelDebug
+	case strings.Contains(msg, "panic serving"):
+		level = slog.LevelError
+	}
+	l.log.Log(context.Background(), level, "http server: "+msg)
+	return len(p), nil
 }
 
 // bodyProgress gives a request body timeout to read its next bytes in.

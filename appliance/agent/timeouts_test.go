@@ -158,3 +158,45 @@ func TestSlowClientsAreCutAndSlowUploadsComplete(t *testing.T) {
 		})
 	}
 }
+
+// net/http's own messages reach the node's log at a level an operator
+// sees, except a client leaving mid-handshake, which is everyday noise.
+func TestServerErrorsAreLogged(t *testing.T) {
+	var buf syncBuffer
+	a := &Agent{cfg: DefaultConfig(), log: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))}
+	srv := httptest.NewUnstartedServer(nil)
+	srv.Config = a.newHTTPServer("", http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("a bug") }))
+	srv.StartTLS()
+	defer srv.Close()
+
+	if _, err := srv.Client().Get(srv.URL); err == nil {
+		t.Fatal("a panicking handler answered")
+	}
+	c, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("not a TLS hello\r\n\r\n"))
+	io.Copy(io.Discard, c)
+	c.Close()
+
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(buf.String(), "TLS handshake error") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	var panicLine, tlsLine string
+	for _, l := range strings.Split(buf.String(), "\n") {
+		switch {
+		case strings.Contains(l, "panic serving") && panicLine == "":
+			panicLine = l
+		case strings.Contains(l, "TLS handshake error"):
+			tlsLine = l
+		}
+	}
+	if !strings.Contains(panicLine, "level=ERROR") || !strings.Contains(panicLine, "a bug") {
+		t.Errorf("the handler's panic was logged as %q", panicLine)
+	}
+	if !strings.Contains(tlsLine, "level=DEBUG") {
+		t.Errorf("a failed handshake was logged as %q", tlsLine)
+	}
+}
