@@ -104,12 +104,21 @@ func TestCreateVMThroughForm(t *testing.T) {
 	}
 	mustContain(t, p, "Invalid input: VM name", `value="bad name!"`)
 
-	p = b.post("/vms", form("web1", "2"))
+	// Sent by htmx, as the browser sends it: the page it lands on after
+	// the redirect tells htmx its own address, without the one-time
+	// message, and a plain GET of that address shows no message.
+	p = b.post("/vms", form("web1", "2"), "HX-Request", "true")
 	m := vmPathRE.FindStringSubmatch(p.path)
 	if p.status != http.StatusOK || m == nil {
 		t.Fatalf("create: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	id := m[1]
+	if got := p.header.Get("HX-Push-Url"); got != "/vms/"+id {
+		t.Fatalf("HX-Push-Url after the create: %q", got)
+	}
+	if again := b.get("/vms/" + id); strings.Contains(again.body, "The VM was created.") || again.header.Get("HX-Push-Url") != "" {
+		t.Fatalf("the VM's page again shows the one-time message, or pushes %q", again.header.Get("HX-Push-Url"))
+	}
 	mustContain(t, p, "The VM was created.", `id="vm-state"`, `data-state="scheduling"`, "Waiting for a node",
 		`id="vm-ips">10.213.`, `id="vm-console-link" class="button" href="/vms/`+id+`/console"`,
 		`hx-get="/vms/`+id+`/status" hx-trigger="every 2s"`, `id="vm-data-disks">2 GiB<`, "debian-12", "m1.small")

@@ -79,6 +79,17 @@ func vmOps(vm *hypervisor.VM) []string {
 	return nil
 }
 
+// opConfirm asks before an operation that stops or interrupts the guest,
+// naming the VM (htmx's hx-confirm); starting and resuming need no
+// question.
+func opConfirm(v *view, op, name string) templ.Attributes {
+	switch op {
+	case hypervisor.OpStop, hypervisor.OpForceStop, hypervisor.OpReboot, hypervisor.OpPause:
+		return templ.Attributes{"hx-confirm": v.Tf("vmconfirm."+op, name)}
+	}
+	return nil
+}
+
 // knownOps are the operations the op route accepts.
 var knownOps = []string{hypervisor.OpStart, hypervisor.OpStop, hypervisor.OpForceStop, hypervisor.OpReboot,
 	hypervisor.OpPause, hypervisor.OpResume, hypervisor.OpDelete}

@@ -3,6 +3,7 @@ package ui
 import (
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -98,5 +99,31 @@ func TestLanguageSwitch(t *testing.T) {
 	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/lang/fr", nil))
 	if rec.Code != http.StatusNotFound {
 		t.Errorf("unsupported language: %d", rec.Code)
+	}
+}
+
+// The one-time message's parameters are taken off the address; the
+// page's own stay.
+func TestCleanURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"/vms/vm-1?done=create":                                 "/vms/vm-1",
+		"/images?done=uploaded&name=debian-12":                  "/images",
+		"/buckets/b?prefix=ct%2F2026%2F&uploaded=head.dcm":      "/buckets/b?prefix=ct%2F2026%2F",
+		"/hosts?done=drain&node=node1":                          "/hosts",
+		"/floating-ips?done=create&ip=203.0.113.5":              "/floating-ips",
+		"/vms?deleted=web2":                                     "/vms",
+		"/projects?created=radiology":                           "/projects",
+		"/buckets/b?prefix=a%2F&deleted=x.dcm&continuation=t-1": "/buckets/b?continuation=t-1&prefix=a%2F",
+	} {
+		u, _ := url.Parse(in)
+		if got, ok := cleanURL(u); !ok || got != want {
+			t.Errorf("cleanURL(%s) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+	for _, in := range []string{"/vms", "/buckets/b?prefix=name%2F", "/hosts?node=node1"} {
+		u, _ := url.Parse(in)
+		if got, ok := cleanURL(u); ok {
+			t.Errorf("cleanURL(%s) = %q: it had no message", in, got)
+		}
 	}
 }

@@ -205,6 +205,7 @@ func httpStatus(err error) int {
 func (s *server) render(w http.ResponseWriter, r *http.Request, status int, c templ.Component) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store") // pages show names and tokens; keep them out of shared caches
+	pushCleanURL(w, r)
 	w.WriteHeader(status)
 	if err := c.Render(r.Context(), w); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Error("render page", "path", r.URL.Path, "err", err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/qa/testutil"
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
@@ -126,18 +127,82 @@ func TestComputePagesInBrowser(t *testing.T) {
 	}
 	screenshot(t, ctx, "vm")
 
-	// The list refreshes by itself: a rename elsewhere shows without a reload.
-	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#nav-vms")), chromedp.WaitVisible(chromedp.CSS(`#vms tr.vm[data-name="web1"]`))); err != nil {
-		t.Fatal(err)
-	}
+	// Post/redirect/get: the browser is at the new VM's own address, and
+	// the message that it was made shows once; a reload does not repeat it.
 	vms, err := c.Compute.ListVMs(c.Root, pr)
 	if err != nil || len(vms) != 1 {
 		t.Fatalf("VMs: %+v %v", vms, err)
 	}
-	if _, err := c.Compute.Rename(context.Background(), c.Root, vms[0].ID, "web2", 0); err != nil {
+	web1 := vms[0].ID
+	if loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname + location.search`)); err != nil || loc != "/vms/"+web1 {
+		t.Fatalf("address after the create: %q %v", loc, err)
+	}
+	if msg, _ := textOf(ctx, "#flash"); !strings.Contains(msg, "The VM was created") {
+		t.Fatalf("message after the create: %q", msg)
+	}
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#vm-state"))); err != nil {
 		t.Fatal(err)
 	}
-	waitCount(t, ctx, "the renamed VM in the refreshed list", `#vms tr.vm[data-name="web2"][data-state="scheduling"]`, 1, 10*time.Second)
+	if n, err := count(ctx, "#flash"); err != nil || n != 0 {
+		t.Fatalf("the message after a reload: %d %v", n, err)
+	}
+	// Without htmx (a full page load after the redirect), the page takes
+	// the message's parameters out of the address itself.
+	if err := chromedp.Do(ctx, chromedp.Navigate(c.URL+"/vms/"+web1+"?done=create"), chromedp.WaitVisible(chromedp.CSS("#flash"))); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 5*time.Second, "the address without the message", func() error {
+		loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname + location.search`))
+		if err != nil || loc != "/vms/"+web1 {
+			return fmt.Errorf("address %q %v", loc, err)
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#vm-state"))); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := count(ctx, "#flash"); err != nil || n != 0 {
+		t.Fatalf("the message after a reload of the full page: %d %v", n, err)
+	}
+
+	// Force off asks first, naming the VM and saying what it means; saying
+	// no changes nothing, saying yes switches it off.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.asked = []; window.confirm = (q) => { window.asked.push(q); return false }, true`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#vm-op-force-stop"))); err != nil {
+		t.Fatal(err)
+	}
+	asked, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`window.asked`))
+	if err != nil || len(asked) != 1 || !strings.Contains(asked[0], "Force off VM web1?") || !strings.Contains(asked[0], "pulling the power cord") {
+		t.Fatalf("the question before a force off: %q %v", asked, err)
+	}
+	time.Sleep(500 * time.Millisecond) // what a request would have taken
+	if vm, err := c.Compute.VM(c.Root, web1); err != nil || vm.Desired != hypervisor.DesiredRunning {
+		t.Fatalf("after saying no: %+v %v", vm, err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.confirm = (q) => { window.asked.push(q); return true }, true`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#vm-op-force-stop")), chromedp.WaitVisible(chromedp.CSS("#vm-op-start"))); err != nil {
+		screenshot(t, ctx, "vm-force-off-failed")
+		t.Fatalf("force off: %v", err)
+	}
+	if vm, err := c.Compute.VM(c.Root, web1); err != nil || vm.Desired != hypervisor.DesiredStopped {
+		t.Fatalf("after saying yes: %+v %v", vm, err)
+	}
+	if loc, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname + location.search`)); err != nil || loc != "/vms/"+web1 {
+		t.Fatalf("address after the force off: %q %v", loc, err)
+	}
+
+	// The list refreshes by itself: a rename elsewhere shows without a reload.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#nav-vms")), chromedp.WaitVisible(chromedp.CSS(`#vms tr.vm[data-name="web1"]`))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Compute.Rename(context.Background(), c.Root, web1, "web2", 0); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, ctx, "the renamed VM in the refreshed list", `#vms tr.vm[data-name="web2"]`, 1, 10*time.Second)
 
 	// The console: noVNC's modules load, it dials the ticket's WebSocket,
 	// and the page says it could not connect, since no guest is behind the
