@@ -13,8 +13,8 @@ import (
 // that htmx fetched after a redirect is given its clean address to push
 // (HX-Push-Url), so the browser lands on the resource's own URL.
 var (
-	flashTriggers   = []string{"done", "deleted", "created", "uploaded"}
-	flashCompanions = []string{"name", "ip", "node"}
+	flashTriggers   = []string{"done", "deleted", "created", "uploaded", "approved", "reset", "saved"}
+	flashCompanions = []string{"name", "ip", "node", "disk"}
 )
 
 // cleanURL is u without its one-time message, and whether it had one.

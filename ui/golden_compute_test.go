@@ -164,6 +164,38 @@ func goldenHosts() hostsData {
 		h("node3", 1, goldenTime, &hypervisor.Cordon{Node: "node3", Reason: "new RAM <Thursday>", By: "it-lin", At: at}),
 		h("node4", 1, goldenTime, &hypervisor.Cordon{Node: "node4", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d2", State: hypervisor.DrainDone, Moved: 5, Restarted: 1,
 			Message: "lab-db stays: VM lab-db has local disks on node4"}}),
-		h("node5", 3, goldenTime.Add(-10*time.Minute), nil),
+		tcg(h("node5", 3, goldenTime.Add(-10*time.Minute), nil)),
 	}}
+}
+
+// tcg makes a host one without hardware virtualisation.
+func tcg(h hypervisor.HostView) hypervisor.HostView {
+	h.Accel = "tcg"
+	return h
+}
+
+// goldenCapacity is three boxes, one emulating its CPU; with ok the
+// cluster can lose any of them, without it one VM has no room elsewhere
+// and one keeps its disk on its box.
+func goldenCapacity(ok bool) *hypervisor.Capacity {
+	c := &hypervisor.Capacity{CPURatio: 4, RAMRatio: 1, ReservedRAMMiB: 1024, VCPUs: 96, UsedVCPUs: 14, RAMMiB: 3 * 31 << 10, UsedRAMMiB: 40 << 10,
+		Nodes: []hypervisor.NodeCapacity{
+			{Node: "node1", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 8, UsedRAMMiB: 24 << 10, VMs: 4, Available: true},
+			{Node: "node2", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 4, UsedRAMMiB: 12 << 10, VMs: 2, Available: true, Cordoned: true},
+			{Node: "node3", Accel: "tcg", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 2, UsedRAMMiB: 4 << 10, VMs: 1, Available: true},
+		},
+		Storage: hypervisor.StorageCapacity{Disks: 6, Nodes: 3, RawBytes: 6 << 40, RawFree: 3 << 40, Layout: "4+2", Data: 4, Parity: 2, Copies: 3,
+			ObjectsFree: 2 << 40, VolumesFree: 1 << 40},
+		NPlusOne: ok,
+	}
+	if !ok {
+		c.IfLost = []hypervisor.NodeLoss{{Node: "node1", Restarted: []string{"pacs"}, NoRoom: []string{"ris"}, Stay: []string{"lab-scratch"}}}
+	}
+	return c
+}
+
+// tcgVM is d's VM running by software emulation.
+func tcgVM(d vmData) vmData {
+	d.VM.Status.Accel = "tcg"
+	return d
 }

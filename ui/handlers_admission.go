@@ -27,7 +27,7 @@ func (s *server) createEnrolToken(w http.ResponseWriter, r *http.Request, v *vie
 	}
 	tok, err := s.admission.CreateEnrolToken(r.Context(), 0, v.p.User.Name)
 	s.id.AuditAction(r.Context(), v.p, "cluster.enrol-token.create", tok.ID, err)
-	d := s.dashboardData(v)
+	d := s.dashboardData(r, v, true)
 	if err != nil {
 		s.logErr(r, err)
 		v.err = errorText(v.tr, err)
@@ -58,7 +58,7 @@ func (s *server) approveNode(w http.ResponseWriter, r *http.Request, v *view) {
 	if err != nil {
 		s.logErr(r, err)
 		v.err = errorText(v.tr, err)
-		s.render(w, r, formStatus, dashboardPage(v, s.dashboardData(v)))
+		s.render(w, r, formStatus, dashboardPage(v, s.dashboardData(r, v, true)))
 		return
 	}
 	s.redirect(w, r, "/dashboard?approved="+url.QueryEscape(name))

@@ -3,12 +3,16 @@ package ui
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 )
 
-func (s *server) dashboardData(v *view) dashboardData {
+// dashboardData loads the dashboard; the capacity only with capacity (the
+// cluster panel's refresh does without).
+func (s *server) dashboardData(r *http.Request, v *view, capacity bool) dashboardData {
 	var d dashboardData
 	if s.status != nil {
 		d.Status, d.HasStatus = s.status(), true
@@ -22,20 +26,81 @@ func (s *server) dashboardData(v *view) dashboardData {
 	if s.compute != nil && v.p != nil {
 		d.Failovers = s.compute.RecentFailovers(v.p, time.Now().Add(-24*time.Hour))
 	}
+	if capacity && s.compute != nil && v.admin() {
+		c, err := s.compute.Capacity(r.Context(), v.p, hypervisor.CapacitySources{Storage: s.disks, Objects: s.objects, Volumes: s.volumes})
+		if err != nil {
+			s.logErr(r, err)
+			d.CapacityErr = errorText(v.tr, err)
+		}
+		d.Capacity = c
+	}
 	return d
 }
+
+// headroomWhy says, in the viewer's language, what keeps the cluster from
+// losing a box safely.
+func headroomWhy(v *view, c *hypervisor.Capacity) []string {
+	var out []string
+	available := 0
+	for _, n := range c.Nodes {
+		if n.Available {
+			available++
+		}
+	}
+	if available < 2 {
+		out = append(out, v.Tf("capacity.why_one_node", available))
+	}
+	for _, l := range c.IfLost {
+		if len(l.NoRoom) > 0 {
+			out = append(out, v.Tf("capacity.why_no_room", l.Node, names(v, l.NoRoom)))
+		}
+		if len(l.Stay) > 0 {
+			out = append(out, v.Tf("capacity.why_stay", l.Node, names(v, l.Stay)))
+		}
+		if len(l.Volumes) > 0 {
+			out = append(out, v.Tf("capacity.why_volumes", l.Node, names(v, l.Volumes)))
+		}
+	}
+	st := c.Storage
+	switch {
+	case st.Disks > 0 && st.Nodes < 2:
+		out = append(out, v.T("capacity.why_disks_one_node"))
+	case st.Degraded > 0:
+		out = append(out, v.Tf("capacity.why_degraded", st.Degraded))
+	case st.Degraded < 0:
+		out = append(out, v.T("capacity.why_unknown"))
+	}
+	if len(st.NoCopy) > 0 {
+		out = append(out, v.Tf("capacity.why_no_copy", names(v, st.NoCopy)))
+	}
+	return out
+}
+
+// names lists a few names and says how many more there are.
+func names(v *view, ns []string) string {
+	const most = 5
+	if len(ns) <= most {
+		return strings.Join(ns, v.T("common.list_sep"))
+	}
+	return v.Tf("common.and_more", strings.Join(ns[:most], v.T("common.list_sep")), len(ns)-most)
+}
+
+// ratioText shows an overcommit ratio: 4, 1.5.
+func ratioText(r float64) string { return strconv.FormatFloat(r, 'f', -1, 64) }
+
+func utoa(n uint64) string { return strconv.FormatUint(n, 10) }
 
 func (s *server) dashboard(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "dashboard"
 	if name := r.URL.Query().Get("approved"); name != "" {
 		v.flash = v.Tf("dashboard.approved", name)
 	}
-	s.render(w, r, http.StatusOK, dashboardPage(v, s.dashboardData(v)))
+	s.render(w, r, http.StatusOK, dashboardPage(v, s.dashboardData(r, v, true)))
 }
 
 // clusterFragment is the htmx auto-refresh of the cluster panel.
 func (s *server) clusterFragment(w http.ResponseWriter, r *http.Request, v *view) {
-	s.render(w, r, http.StatusOK, clusterPanel(v, s.dashboardData(v)))
+	s.render(w, r, http.StatusOK, clusterPanel(v, s.dashboardData(r, v, false)))
 }
 
 // clusterHealthy is the one-word summary for staff who do not read Raft

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -113,6 +115,10 @@ func TestCleanURL(t *testing.T) {
 		"/floating-ips?done=create&ip=203.0.113.5":              "/floating-ips",
 		"/vms?deleted=web2":                                     "/vms",
 		"/projects?created=radiology":                           "/projects",
+		"/dashboard?approved=node4":                             "/dashboard",
+		"/storage?done=drain&disk=node1-abc":                    "/storage",
+		"/users?reset=nurse1":                                   "/users",
+		"/projects/p-1?saved=quota":                             "/projects/p-1",
 		"/buckets/b?prefix=a%2F&deleted=x.dcm&continuation=t-1": "/buckets/b?continuation=t-1&prefix=a%2F",
 	} {
 		u, _ := url.Parse(in)
@@ -124,6 +130,27 @@ func TestCleanURL(t *testing.T) {
 		u, _ := url.Parse(in)
 		if got, ok := cleanURL(u); ok {
 			t.Errorf("cleanURL(%s) = %q: it had no message", in, got)
+		}
+	}
+}
+
+// page.js and the server take the same parameters off the address.
+func TestFlashParamsInStep(t *testing.T) {
+	js, err := staticFS.ReadFile("static/page.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][]string{"triggers": flashTriggers, "companions": flashCompanions} {
+		m := regexp.MustCompile(`var ` + name + ` = \[([^\]]*)\];`).FindSubmatch(js)
+		if m == nil {
+			t.Fatalf("page.js has no %s list", name)
+		}
+		var got []string
+		for _, q := range strings.Split(string(m[1]), ",") {
+			got = append(got, strings.Trim(strings.TrimSpace(q), `"`))
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("page.js %s %q, the server's %q", name, got, want)
 		}
 	}
 }

@@ -153,6 +153,7 @@ var matrix = []grant{
 	{route: "PUT /api/v1/vms/{vm}/ha", body: `{"enabled":false}`, stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/migrate", body: `{"node":"maint-node"}`, stale: true, status: 412, allow: clusterAdmins},
 	{route: "POST /api/v1/vms/{vm}/migrate/cancel", status: 409, allow: clusterAdmins},
+	{route: "GET /api/v1/capacity", status: 200, allow: clusterAdmins},
 	{route: "GET /api/v1/hosts", status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/cordon", path: "/api/v1/hosts/maint-node/cordon", body: `{"reason":"new disks"}`, status: 200, allow: clusterAdmins},
 	{route: "POST /api/v1/hosts/{host}/uncordon", path: "/api/v1/hosts/maint-node/uncordon", status: 204, allow: clusterAdmins},

@@ -179,6 +179,11 @@ func (s *Server) computeRoutes() []route {
 				vm, err := s.compute.ConvertDisk(r.Context(), p, r.PathValue("vm"), im)
 				return ok(w, vm, versionOf(vm, err), err)
 			}},
+		{Method: "GET", Path: v1 + "/capacity", Summary: "The cluster's capacity: vCPUs, memory and storage per node and in all, what is used, and whether it can lose a node and restart every VM and keep every byte (N+1; cluster admin)", Tag: "compute",
+			Response: hypervisor.Capacity{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				c, err := s.compute.Capacity(r.Context(), p, hypervisor.CapacitySources{Storage: s.storage, Objects: s.objects, Volumes: s.volumes})
+				return ok(w, c, 0, err)
+			}},
 		{Method: "GET", Path: v1 + "/hosts", Summary: "Nodes' VM capacity and allocation (cluster admin)", Tag: "compute",
 			Response: []hypervisor.HostView{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				hs, err := s.compute.Hosts(p)

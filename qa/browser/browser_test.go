@@ -3,6 +3,7 @@ package browser_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,6 +140,48 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "dashboard")
+
+	// The capacity card says what the API says: vCPUs and memory in use and
+	// in all, every node, and whether the cluster can lose one.
+	var capa struct {
+		VCPUs      int64 `json:"vcpus"`
+		UsedVCPUs  int64 `json:"used_vcpus"`
+		RAMMiB     int64 `json:"ram_mib"`
+		UsedRAMMiB int64 `json:"used_ram_mib"`
+		NPlusOne   bool  `json:"n_plus_one"`
+		Nodes      []struct {
+			Node string `json:"node"`
+		} `json:"nodes"`
+	}
+	testutil.WaitFor(t, 30*time.Second, "three nodes' capacity", func() error {
+		if err := api.Call("GET", "/api/v1/capacity", nil, 200, &capa); err != nil {
+			return err
+		}
+		if len(capa.Nodes) != 3 || capa.VCPUs == 0 || capa.RAMMiB == 0 {
+			return fmt.Errorf("capacity %+v", capa)
+		}
+		return nil
+	})
+	if err := chromedp.Do(ctx, chromedp.Reload(), chromedp.WaitVisible(chromedp.CSS("#capacity-vcpus"))); err != nil {
+		t.Fatal(err)
+	}
+	card, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`(() => {
+		const d = (id, k) => document.getElementById(id).dataset[k];
+		return {vcpus: d("capacity-vcpus", "total"), usedVCPUs: d("capacity-vcpus", "used"), ram: d("capacity-ram", "total"),
+			usedRAM: d("capacity-ram", "used"), ok: d("headroom", "ok"), nodes: String(document.querySelectorAll("#capacity-nodes tr.capacity-node").length)};
+	})()`))
+	want := map[string]string{"vcpus": fmt.Sprint(capa.VCPUs), "usedVCPUs": fmt.Sprint(capa.UsedVCPUs), "ram": fmt.Sprint(capa.RAMMiB),
+		"usedRAM": fmt.Sprint(capa.UsedRAMMiB), "ok": fmt.Sprint(capa.NPlusOne), "nodes": "3"}
+	if err != nil || !maps.Equal(card, want) {
+		t.Fatalf("the capacity card %v (%v), the API %v", card, err, want)
+	}
+	if !capa.NPlusOne {
+		t.Fatalf("three empty healthy nodes are not N+1: %+v", capa)
+	}
+	if txt, _ := textOf(ctx, "#headroom"); !strings.Contains(txt, "can lose any one node") {
+		t.Fatalf("the N+1 line: %q", txt)
+	}
+	screenshot(t, ctx, "dashboard-capacity")
 
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#nav-projects")),

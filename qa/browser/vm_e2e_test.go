@@ -95,6 +95,15 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 	if node, _ := textOf(ctx, "#vm-node"); strings.TrimSpace(node) == c.Node(1).Name {
 		t.Fatalf("the VM runs on %s, which runs no VMs", node)
 	}
+	// This machine's guests run by software emulation: the page says so
+	// and links to how to switch the hardware on.
+	if accel, _ := textOf(ctx, "#vm-accel"); strings.TrimSpace(accel) == "tcg" {
+		if msg, _ := textOf(ctx, "#vm-tcg"); !strings.Contains(msg, "Software emulation, much slower") {
+			t.Fatalf("a tcg VM's page says %q", msg)
+		}
+	} else if n, _ := count(ctx, "#vm-tcg"); n != 0 {
+		t.Fatalf("a VM with %q warned of software emulation", accel)
+	}
 
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#vm-console-link")),

@@ -90,6 +90,15 @@ func TestCLI(t *testing.T) {
 	if out := x.ok("", "node", "list"); !strings.Contains(out, "NAME") || strings.Count(out, "voter") != 3 {
 		t.Fatalf("node list table:\n%s", out)
 	}
+	// Capacity: the nodes' reports once they have made them, and the
+	// verdict in words.
+	testutil.WaitFor(t, 30*time.Second, "three nodes in cluster capacity", func() error {
+		out := x.ok("", "cluster", "capacity")
+		if strings.Count(out, "\nnode") != 3 || !strings.Contains(out, "N+1: yes") || !strings.Contains(out, "vCPUs: 0 of ") {
+			return fmt.Errorf("cluster capacity:\n%s", out)
+		}
+		return nil
+	})
 
 	x.ok("", "project", "create", "oncology", "--description", "Oncology ward")
 	x.ok("", "flavor", "create", "m1.tiny", "--vcpus", "1", "--ram-mib", "512", "--disk-gib", "5")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -171,6 +172,30 @@ func TestHAFailover(t *testing.T) {
 	sc := startScribbling(t, a, ha, box.Name, "ha-data")
 	// The API from a node that is not the box.
 	api := cairntest.Admin(t, c.Node(1))
+
+	// What the dashboard's capacity card says before the box dies: losing
+	// it restarts the HA VM elsewhere, leaves the other off by choice, and
+	// the cluster can take it (N+1).
+	var capa struct {
+		NPlusOne bool     `json:"n_plus_one"`
+		Why      []string `json:"why"`
+		IfLost   []struct {
+			Node      string   `json:"node"`
+			Restarted []string `json:"restarted"`
+			HAOff     []string `json:"ha_off"`
+		} `json:"if_lost"`
+	}
+	if err := api.Call("GET", "/api/v1/capacity", nil, 200, &capa); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range capa.IfLost {
+		if l.Node == box.Name && (!slices.Equal(l.Restarted, []string{ha}) || !slices.Equal(l.HAOff, []string{off})) {
+			t.Fatalf("capacity says losing %s would do %+v", box.Name, l)
+		}
+	}
+	if !capa.NPlusOne || len(capa.IfLost) != 3 {
+		t.Fatalf("capacity: N+1 %v (%q), %d nodes", capa.NPlusOne, capa.Why, len(capa.IfLost))
+	}
 
 	// The box dies.
 	flushed := sc.last(t, api, box.Name)

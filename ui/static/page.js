@@ -5,8 +5,8 @@
 // in step (flashParams in ui/flash.go).
 (function () {
 	"use strict";
-	var triggers = ["done", "deleted", "created", "uploaded"];
-	var companions = ["name", "ip", "node"];
+	var triggers = ["done", "deleted", "created", "uploaded", "approved", "reset", "saved"];
+	var companions = ["name", "ip", "node", "disk"];
 	var q = new URLSearchParams(window.location.search);
 	if (!triggers.some(function (k) { return q.has(k); })) {
 		return;
