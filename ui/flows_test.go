@@ -111,11 +111,30 @@ func TestLoginSetsSessionCookie(t *testing.T) {
 	// b is still signed in by the login above: noFollow shares its cookie jar.
 	token := b.cookie(sessionCookie).Value
 	p = b.post("/logout", b.formOn("/dashboard", url.Values{}))
-	if p.path != "/login" {
+	if p.path != "/login?done=signed_out" {
 		t.Fatalf("logout ended at %s", p.path)
 	}
+	mustContain(t, p, "You are signed out.")
 	if _, err := e.svc.Authenticate(context.Background(), token); !identity.IsCode(err, identity.CodeUnauthenticated) {
 		t.Fatalf("token still valid after logout: %v", err)
+	}
+}
+
+// A missing page keeps a signed-in user's navigation and name; a stranger
+// gets the bare page, and neither is sent to log in.
+func TestNotFoundKeepsTheNavigation(t *testing.T) {
+	e := newEnv(t)
+	e.admin("root", "correct horse")
+	b := e.browser()
+	b.login("root", "correct horse")
+	p := b.get("/no/such/page")
+	if p.status != http.StatusNotFound {
+		t.Fatalf("missing page: %d", p.status)
+	}
+	mustContain(t, p, `id="nav-vms"`, ">root<", `action="/logout"`)
+	p = e.browser().get("/no/such/page")
+	if p.status != http.StatusNotFound || strings.Contains(p.body, `id="nav-vms"`) {
+		t.Fatalf("missing page without a session: %d, navigation shown: %v", p.status, strings.Contains(p.body, `id="nav-vms"`))
 	}
 }
 

@@ -74,6 +74,9 @@ func (s *server) loginPage(w http.ResponseWriter, r *http.Request) {
 	}
 	v := s.newView(r, s.translator(r))
 	v.csrf = s.csrfToken(csrfPre, preSession(w, r))
+	if r.URL.Query().Get("done") == "signed_out" {
+		v.flash = v.T("login.signed_out")
+	}
 	s.render(w, r, http.StatusOK, loginPage(v, "", next))
 }
 
@@ -121,5 +124,5 @@ func (s *server) logout(w http.ResponseWriter, r *http.Request, v *view) {
 		s.logErr(r, err)
 	}
 	clearCookie(w, sessionCookie)
-	s.redirect(w, r, "/login")
+	s.redirect(w, r, "/login?done=signed_out")
 }

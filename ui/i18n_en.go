@@ -65,11 +65,12 @@ func catalogEN() map[string]string {
 		"setup.password2": "Password again",
 		"setup.submit":    "Create administrator",
 
-		"login.title":    "Sign in",
-		"login.username": "Username",
-		"login.password": "Password",
-		"login.submit":   "Sign in",
-		"login.failed":   "Wrong username or password.",
+		"login.title":      "Sign in",
+		"login.username":   "Username",
+		"login.password":   "Password",
+		"login.submit":     "Sign in",
+		"login.signed_out": "You are signed out.",
+		"login.failed":     "Wrong username or password.",
 
 		"dashboard.title":                    "Dashboard",
 		"dashboard.cluster":                  "Cluster health",

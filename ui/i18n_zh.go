@@ -64,11 +64,12 @@ func catalogZH() map[string]string {
 		"setup.password2": "再次输入密码",
 		"setup.submit":    "创建管理员",
 
-		"login.title":    "登录",
-		"login.username": "用户名",
-		"login.password": "密码",
-		"login.submit":   "登录",
-		"login.failed":   "用户名或密码错误。",
+		"login.title":      "登录",
+		"login.username":   "用户名",
+		"login.password":   "密码",
+		"login.submit":     "登录",
+		"login.signed_out": "您已退出登录。",
+		"login.failed":     "用户名或密码错误。",
 
 		"dashboard.title":                    "概览",
 		"dashboard.cluster":                  "集群健康状况",

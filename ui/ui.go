@@ -270,6 +270,14 @@ func (s *server) setLang(w http.ResponseWriter, r *http.Request) {
 func (s *server) notFound(w http.ResponseWriter, r *http.Request) {
 	tr := s.translator(r)
 	v := s.newView(r, tr)
+	// A signed-in user keeps the navigation and their name: the page is
+	// missing, not the session. Nothing is refused or cleared here.
+	if c, err := r.Cookie(sessionCookie); err == nil && c.Value != "" && !s.id.SetupNeeded() {
+		if p, err := s.id.Authenticate(r.Context(), c.Value); err == nil {
+			v.p = p
+			v.csrf = s.csrfToken(csrfSession, c.Value)
+		}
+	}
 	s.render(w, r, http.StatusNotFound, messagePage(v, tr.T("notfound.title"), tr.T("notfound.body")))
 }
 

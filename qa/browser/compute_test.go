@@ -83,10 +83,22 @@ func TestComputePagesInBrowser(t *testing.T) {
 	pr, fl := setupProjectFlavor(t, c)
 	logConsole(t, ctx)
 
+	// A wrong password: the name stays, and the cursor waits in the
+	// password field.
 	if err := chromedp.Do(ctx,
 		chromedp.Navigate(c.URL+"/login"),
 		chromedp.WaitVisible(chromedp.CSS("#login-form")),
 		chromedp.SendKeys(chromedp.CSS("#username"), "root"),
+		chromedp.SendKeys(chromedp.CSS("#password"), "not the password"),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#error")),
+	); err != nil {
+		t.Fatalf("a failed login: %v", err)
+	}
+	if focus, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement.id + "=" + document.getElementById("username").value`)); err != nil || focus != "password=root" {
+		t.Fatalf("after a failed login the focus is on %q (%v)", focus, err)
+	}
+	if err := chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS("#password"), c.Password),
 		chromedp.Click(chromedp.CSS("#login-submit")),
 		chromedp.WaitVisible(chromedp.CSS("#nav-images")),
