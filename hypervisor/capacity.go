@@ -3,6 +3,7 @@ package hypervisor
 import (
 	"context"
 	"fmt"
+	"math"
 	"sort"
 	"strings"
 	"time"
@@ -35,12 +36,37 @@ type Capacity struct {
 
 	// IfLost says, for each node, what losing it would do.
 	IfLost []NodeLoss `json:"if_lost"`
-	// NPlusOne: the cluster can lose any one node and restart every VM
-	// that ran there, and no stored byte depends on a single node. Why
-	// lists, in words, what stands in the way when it cannot.
+	// NPlusOne: the cluster can lose any one node, keep its control
+	// plane, restart every VM that ran there, and lose no stored byte.
+	// Reasons says, when it cannot, what stands in the way.
 	NPlusOne bool     `json:"n_plus_one"`
-	Why      []string `json:"why,omitempty"`
+	Reasons  []Reason `json:"reasons,omitempty"`
 }
+
+// Reason is one thing that keeps the cluster from losing a node safely.
+// The UI words it from Kind and the fields; Text is the same in English.
+type Reason struct {
+	Kind  string   `json:"kind"`
+	Node  string   `json:"node,omitempty"`
+	Names []string `json:"names,omitempty"`
+	Count int64    `json:"count,omitempty"`
+	Text  string   `json:"text"`
+}
+
+// Kinds of Reason.
+const (
+	ReasonFewNodes     = "few_nodes"      // Count nodes can run VMs
+	ReasonNodeDown     = "node_down"      // Node is not reporting or cannot run VMs: already one short
+	ReasonQuorum       = "quorum"         // losing Node loses the control plane's quorum
+	ReasonNoRoom       = "no_room"        // losing Node, Names find no room elsewhere
+	ReasonStayDown     = "stay_down"      // losing Node, Names stay down: their disks are on it
+	ReasonVolumes      = "volumes"        // losing Node, volumes Names lose their only complete copy
+	ReasonDisksOneNode = "disks_one_node" // the pool's disks are all in one node
+	ReasonDegraded     = "degraded"       // Count segments below full redundancy
+	ReasonOneNodeData  = "one_node_data"  // Count segments would not survive losing a node
+	ReasonUnknown      = "unknown"        // the pool's redundancy cannot be read now
+	ReasonNoCopy       = "no_copy"        // volumes Names have no in-sync replica
+)
 
 // NodeCapacity is one node's share.
 type NodeCapacity struct {
@@ -72,9 +98,11 @@ type StorageCapacity struct {
 	Copies      int    `json:"volume_copies"`      // replicas of a new volume
 	ObjectsFree uint64 `json:"objects_free_bytes"` // what new objects can still take, after parity
 	VolumesFree uint64 `json:"volumes_free_bytes"` // what new volumes can still take, after their copies
-	// Degraded counts object segments below full redundancy; -1 when it
-	// could not be read (no leader).
+	// Degraded counts object segments below full redundancy (a shard
+	// missing, or on a disk not reporting); OneNode those whole but all
+	// within reach of one node's loss. -1 when they could not be read.
 	Degraded int64 `json:"degraded_segments"`
+	OneNode  int64 `json:"segments_lost_with_a_node"`
 	// NoCopy: volumes with no in-sync replica anywhere (catching up).
 	NoCopy []string `json:"volumes_without_copy,omitempty"`
 }
@@ -104,6 +132,14 @@ type CapacitySources struct {
 	Volumes *volume.Service
 }
 
+// capacityDiskStale: a disk that has not reported for this long counts as
+// gone, as the healer's default takes it (the agent's --disk-stale-after).
+const capacityDiskStale = 2 * time.Minute
+
+// capacityReadTimeout bounds the pool's linearizable read: the dashboard
+// says "cannot be read now" rather than hang without a leader.
+const capacityReadTimeout = 2 * time.Second
+
 // Capacity works out the cluster's capacity (cluster admins).
 func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src CapacitySources) (*Capacity, error) {
 	if !p.IsClusterAdmin() {
@@ -112,39 +148,60 @@ func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src Capac
 	txn := s.c.Store().ReadTxn()
 	c := computeCapacity(txn, time.Now())
 	st := &c.Storage
-	st.Degraded = 0
 	if src.Storage != nil {
 		disks, err := src.Storage.ListDisks(p)
 		if err != nil {
 			return nil, err
 		}
-		nodes := map[string]bool{}
+		nodeFree := map[string]uint64{}
+		counted := map[string]bool{} // filesystems: two disks of one are counted once
 		for _, d := range disks {
 			if d.State != storage.DiskActive {
 				continue
 			}
 			st.Disks++
-			nodes[d.Node] = true
+			nodeFree[d.Node] += 0
+			fs := d.Node + "\x00" + d.Device
+			if d.Device == "" {
+				fs = d.ID
+			}
+			if counted[fs] {
+				continue
+			}
+			counted[fs] = true
 			st.RawBytes += d.TotalBytes
 			st.RawFree += d.FreeBytes
+			nodeFree[d.Node] += d.FreeBytes
 		}
-		st.Nodes = len(nodes)
+		st.Nodes = len(nodeFree)
 		st.Copies = min(st.Nodes, volume.MaxReplicas)
 		if st.Copies > 0 {
-			st.VolumesFree = st.RawFree / uint64(st.Copies)
+			// Each copy on another node: a node's share of the copies is
+			// at most one in Copies.
+			st.VolumesFree = spread(nodeFree, 1/float64(st.Copies)) / uint64(st.Copies)
+		}
+		if src.Objects != nil {
+			if l, err := src.Objects.DefaultLayout(); err == nil && l.Data > 0 {
+				st.Data, st.Parity = l.Data, l.Parity
+				st.Layout = fmt.Sprintf("%d+%d", l.Data, l.Parity)
+				// At most m of an object's k+m shards on one node (any
+				// number on a single-node pool).
+				share := 1.0
+				if st.Nodes > 1 {
+					share = float64(l.Parity) / float64(l.Data+l.Parity)
+				}
+				st.ObjectsFree = uint64(float64(spread(nodeFree, share)) * float64(l.Data) / float64(l.Data+l.Parity))
+			}
 		}
 	}
 	if src.Objects != nil {
-		if l, err := src.Objects.DefaultLayout(); err == nil && l.Data > 0 {
-			st.Data, st.Parity = l.Data, l.Parity
-			st.Layout = fmt.Sprintf("%d+%d", l.Data, l.Parity)
-			st.ObjectsFree = st.RawFree / uint64(l.Data+l.Parity) * uint64(l.Data)
-		}
-		n, err := src.Objects.Degraded(ctx)
+		rctx, cancel := context.WithTimeout(ctx, capacityReadTimeout)
+		r, err := src.Objects.Redundancy(rctx, capacityDiskStale)
+		cancel()
+		st.Degraded, st.OneNode = r.Degraded, r.OneNode
 		if err != nil {
-			n = -1
+			st.Degraded, st.OneNode = -1, -1
 		}
-		st.Degraded = n
 	}
 	if src.Volumes != nil {
 		e := volume.Exposed(txn)
@@ -153,7 +210,16 @@ func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src Capac
 			c.IfLost[i].Volumes = e.OnlyOn[c.IfLost[i].Node]
 		}
 	}
-	c.judge()
+	var quorum map[string]string
+	if s.Quorum != nil {
+		quorum = map[string]string{}
+		for _, n := range c.Nodes {
+			if err := s.Quorum(n.Node); err != nil {
+				quorum[n.Node] = err.Error()
+			}
+		}
+	}
+	c.judge(quorum)
 	return &c, nil
 }
 
@@ -163,111 +229,69 @@ func computeCapacity(txn *memdb.Txn, now time.Time) Capacity {
 	set := settings(txn)
 	c := Capacity{CPURatio: set.CPUAllocationRatio, RAMRatio: set.RAMAllocationRatio, ReservedRAMMiB: set.ReservedRAMMiB,
 		Nodes: []NodeCapacity{}, IfLost: []NodeLoss{}}
-	var hosts []*Host
 	if it, err := txn.Get(tHosts, "id"); err == nil {
 		for o := it.Next(); o != nil; o = it.Next() {
-			hosts = append(hosts, o.(*Host))
-		}
-	}
-	byNode := map[string][]*VM{}
-	if it, err := txn.Get(tVMs, "id"); err == nil {
-		for o := it.Next(); o != nil; o = it.Next() {
-			if vm := o.(*VM); vm.Node != "" && vm.Desired != DesiredDeleted {
-				byNode[vm.Node] = append(byNode[vm.Node], vm)
+			h := o.(*Host)
+			n := NodeCapacity{Node: h.Name, Accel: h.Accel, CPUs: h.VCPUs, HostRAMMiB: h.RAMMiB,
+				VCPUs: int64(float64(h.VCPUs) * set.CPUAllocationRatio), RAMMiB: max(int64(float64(h.RAMMiB-set.ReservedRAMMiB)*set.RAMAllocationRatio), 0),
+				Error: h.Error, Cordoned: cordonOf(txn, h.Name) != nil}
+			n.Available = h.Error == "" && HostAlive(*h, now)
+			for _, vm := range onNode(txn, h.Name) {
+				if vm.Desired == DesiredDeleted {
+					continue
+				}
+				n.VMs++
+				n.UsedVCPUs += vm.Spec.VCPUs
+				n.UsedRAMMiB += vm.Spec.RAMMiB
 			}
+			if n.Available {
+				c.VCPUs += n.VCPUs
+				c.RAMMiB += n.RAMMiB
+				c.UsedVCPUs += n.UsedVCPUs
+				c.UsedRAMMiB += n.UsedRAMMiB
+			}
+			c.Nodes = append(c.Nodes, n)
 		}
 	}
-	for _, h := range hosts {
-		n := NodeCapacity{Node: h.Name, Accel: h.Accel, CPUs: h.VCPUs, HostRAMMiB: h.RAMMiB,
-			VCPUs: int64(float64(h.VCPUs) * set.CPUAllocationRatio), RAMMiB: max(int64(float64(h.RAMMiB-set.ReservedRAMMiB)*set.RAMAllocationRatio), 0),
-			Error: h.Error, Cordoned: cordonOf(txn, h.Name) != nil}
-		n.Available = h.Error == "" && HostAlive(*h, now)
-		for _, vm := range byNode[h.Name] {
-			n.VMs++
-			n.UsedVCPUs += vm.Spec.VCPUs
-			n.UsedRAMMiB += vm.Spec.RAMMiB
-		}
-		if n.Available {
-			c.VCPUs += n.VCPUs
-			c.RAMMiB += n.RAMMiB
-		}
-		c.UsedVCPUs += n.UsedVCPUs
-		c.UsedRAMMiB += n.UsedRAMMiB
-		c.Nodes = append(c.Nodes, n)
-	}
-	for _, lost := range c.Nodes {
-		c.IfLost = append(c.IfLost, lose(txn, set, hosts, c.Nodes, lost.Node, byNode[lost.Node]))
+	for _, n := range c.Nodes {
+		c.IfLost = append(c.IfLost, lose(txn, n.Node, now))
 	}
 	return c
 }
 
-// lose plays the loss of one node as the HA controller would meet it: its
-// protected, running VMs are restarted on the available, uncordoned nodes
-// left, the largest first, each where the most memory stays free.
-func lose(txn *memdb.Txn, set Settings, hosts []*Host, nodes []NodeCapacity, lost string, vms []*VM) NodeLoss {
+// lose plays the loss of one node as the failover controller meets it
+// (Failover.failover in ha.go): the VMs it restarts (running, or stopped by
+// a drain to move), highest priority first, each placed as placement places
+// it among the nodes left but a moving VM's target, every earlier restart
+// taking its room. Nodes whose lease is lost now are not known here: a node
+// that stopped reporting already counts against N+1 (ReasonNodeDown).
+func lose(txn *memdb.Txn, lost string, now time.Time) NodeLoss {
 	out := NodeLoss{Node: lost}
-	type target struct {
-		name   string
-		room   room
-		groups []string
-	}
-	var targets []*target
-	for i, h := range hosts {
-		if h.Name == lost || !nodes[i].Available || nodes[i].Cordoned {
-			continue
-		}
-		r, groups, err := free(txn, h, set, "")
-		if err != nil {
-			continue
-		}
-		targets = append(targets, &target{name: h.Name, room: r, groups: groups})
-	}
-	var restart []*VM
+	vms := onNode(txn, lost)
+	sort.SliceStable(vms, func(i, j int) bool { return vms[i].Spec.HAPriority > vms[j].Spec.HAPriority })
+	t := taken{}
 	for _, vm := range vms {
-		if vm.Desired == DesiredStopped {
-			continue // nothing to restart
+		if vm.Desired != DesiredRunning && !drainRestarting(txn, lost, vm.ID) {
+			continue
 		}
-		switch err := Protected(txn, vm); {
-		case vm.Spec.HAOff:
-			out.HAOff = append(out.HAOff, vm.Name)
-		case err != nil:
-			out.Stay = append(out.Stay, vm.Name)
-		default:
-			restart = append(restart, vm)
-		}
-	}
-	sort.Slice(restart, func(i, j int) bool {
-		a, b := restart[i], restart[j]
-		if a.Spec.HAPriority != b.Spec.HAPriority {
-			return a.Spec.HAPriority > b.Spec.HAPriority
-		}
-		if a.Spec.RAMMiB != b.Spec.RAMMiB {
-			return a.Spec.RAMMiB > b.Spec.RAMMiB
-		}
-		return a.Name < b.Name
-	})
-	for _, vm := range restart {
-		var best *target
-		for _, t := range targets {
-			if float64(vm.Spec.VCPUs) > t.room.vcpus || float64(vm.Spec.RAMMiB) > t.room.ramMiB {
-				continue
+		if err := Protected(txn, vm); err != nil {
+			if vm.Spec.HAOff {
+				out.HAOff = append(out.HAOff, vm.Name)
+			} else {
+				out.Stay = append(out.Stay, vm.Name)
 			}
-			if vm.Spec.Group != "" && hasGroup(t.groups, vm.Spec.ProjectGroup(vm.ProjectID)) {
-				continue
-			}
-			if best == nil || t.room.ramMiB > best.room.ramMiB {
-				best = t
-			}
+			continue
 		}
-		if best == nil {
+		target := ""
+		if m := vm.Migration; m != nil {
+			target = m.Target
+		}
+		to, err := placeTaken(txn, vm, now.Add(-hostTimeout), lost, func(h *Host) bool { return h.Name != target }, t)
+		if err != nil {
 			out.NoRoom = append(out.NoRoom, vm.Name)
 			continue
 		}
-		best.room.vcpus -= float64(vm.Spec.VCPUs)
-		best.room.ramMiB -= float64(vm.Spec.RAMMiB)
-		if vm.Spec.Group != "" {
-			best.groups = append(best.groups, vm.Spec.ProjectGroup(vm.ProjectID))
-		}
+		t.take(to, vm)
 		out.Restarted = append(out.Restarted, vm.Name)
 	}
 	for _, l := range [][]string{out.Restarted, out.NoRoom, out.Stay, out.HAOff} {
@@ -276,18 +300,11 @@ func lose(txn *memdb.Txn, set Settings, hosts []*Host, nodes []NodeCapacity, los
 	return out
 }
 
-func hasGroup(groups []string, g string) bool {
-	for _, x := range groups {
-		if x == g {
-			return true
-		}
-	}
-	return false
-}
-
-// judge sets NPlusOne and says why not.
-func (c *Capacity) judge() {
-	c.Why = nil
+// judge sets NPlusOne and Reasons; quorum maps a node to why losing it
+// would cost the control plane its quorum.
+func (c *Capacity) judge(quorum map[string]string) {
+	c.Reasons = nil
+	add := func(r Reason) { c.Reasons = append(c.Reasons, r) }
 	available := 0
 	for _, n := range c.Nodes {
 		if n.Available {
@@ -295,32 +312,76 @@ func (c *Capacity) judge() {
 		}
 	}
 	if available < 2 {
-		c.Why = append(c.Why, fmt.Sprintf("only %d node can run VMs: if it fails, its VMs stop until it is back", available))
+		add(Reason{Kind: ReasonFewNodes, Count: int64(available),
+			Text: fmt.Sprintf("%d node(s) can run VMs: one more must be there to take them if a node fails", available)})
+	}
+	for _, n := range c.Nodes {
+		if !n.Available && available >= 2 {
+			add(Reason{Kind: ReasonNodeDown, Node: n.Node, Text: fmt.Sprintf("%s is not running VMs now: the cluster is already a node short", n.Node)})
+		}
+		if why, ok := quorum[n.Node]; ok {
+			add(Reason{Kind: ReasonQuorum, Node: n.Node, Text: fmt.Sprintf("if %s fails, the cluster loses its quorum and can change nothing: %s", n.Node, why)})
+		}
 	}
 	for _, l := range c.IfLost {
 		if len(l.NoRoom) > 0 {
-			c.Why = append(c.Why, fmt.Sprintf("if %s fails, the other nodes lack the vCPUs or memory to restart %s", l.Node, few(l.NoRoom)))
+			add(Reason{Kind: ReasonNoRoom, Node: l.Node, Names: l.NoRoom,
+				Text: fmt.Sprintf("if %s fails, the other nodes lack the room to restart %s", l.Node, few(l.NoRoom))})
 		}
 		if len(l.Stay) > 0 {
-			c.Why = append(c.Why, fmt.Sprintf("if %s fails, %s stay down until it returns: their disks are on it", l.Node, few(l.Stay)))
+			add(Reason{Kind: ReasonStayDown, Node: l.Node, Names: l.Stay,
+				Text: fmt.Sprintf("if %s fails, %s stay down until it returns: their disks are on it", l.Node, few(l.Stay))})
 		}
 		if len(l.Volumes) > 0 {
-			c.Why = append(c.Why, fmt.Sprintf("if %s fails, volumes %s lose their only complete copy", l.Node, few(l.Volumes)))
+			add(Reason{Kind: ReasonVolumes, Node: l.Node, Names: l.Volumes,
+				Text: fmt.Sprintf("if %s fails, volumes %s lose their only complete copy", l.Node, few(l.Volumes))})
 		}
 	}
 	st := c.Storage
 	switch {
 	case st.Disks > 0 && st.Nodes < 2:
-		c.Why = append(c.Why, "the storage pool's disks are all in one node")
-	case st.Degraded > 0:
-		c.Why = append(c.Why, fmt.Sprintf("%d stored segments are below full redundancy and are being repaired", st.Degraded))
+		add(Reason{Kind: ReasonDisksOneNode, Text: "the storage pool's disks are all in one node"})
 	case st.Degraded < 0:
-		c.Why = append(c.Why, "the storage pool's redundancy cannot be read now")
+		add(Reason{Kind: ReasonUnknown, Text: "the storage pool's redundancy cannot be read now"})
+	default:
+		if st.Degraded > 0 {
+			add(Reason{Kind: ReasonDegraded, Count: st.Degraded, Text: fmt.Sprintf("%d stored segments are below full redundancy and are being repaired", st.Degraded)})
+		}
+		if st.OneNode > 0 {
+			add(Reason{Kind: ReasonOneNodeData, Count: st.OneNode, Text: fmt.Sprintf("%d stored segments have every shard within one node's reach (written while the pool had one node)", st.OneNode)})
+		}
 	}
 	if len(st.NoCopy) > 0 {
-		c.Why = append(c.Why, fmt.Sprintf("volumes %s have no complete copy while their replicas catch up", few(st.NoCopy)))
+		add(Reason{Kind: ReasonNoCopy, Names: st.NoCopy, Text: fmt.Sprintf("volumes %s have no complete copy while their replicas catch up", few(st.NoCopy))})
 	}
-	c.NPlusOne = len(c.Why) == 0
+	c.NPlusOne = len(c.Reasons) == 0
+}
+
+// spread is the most bytes that can be written over nodes with these free
+// bytes when no node may hold more than share of them: the largest S with
+// the sum over nodes of min(free, share × S) at least S.
+func spread(free map[string]uint64, share float64) uint64 {
+	fits := func(total uint64) bool {
+		var sum float64
+		for _, f := range free {
+			sum += math.Min(float64(f), share*float64(total))
+		}
+		return sum >= float64(total)
+	}
+	var all uint64
+	for _, f := range free {
+		all += f
+	}
+	lo, hi := uint64(0), all
+	for lo < hi {
+		mid := lo + (hi-lo+1)/2
+		if fits(mid) {
+			lo = mid
+		} else {
+			hi = mid - 1
+		}
+	}
+	return lo
 }
 
 // few names a few things, and how many more there are.

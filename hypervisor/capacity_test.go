@@ -2,6 +2,7 @@ package hypervisor
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -47,9 +48,8 @@ func TestCapacityAndHeadroom(t *testing.T) {
 	if l2 := c.IfLost[1]; l2.Node != "node2" || len(l2.Restarted)+len(l2.NoRoom)+len(l2.Stay) != 0 {
 		t.Fatalf("losing node2: %+v", l2)
 	}
-	why := strings.Join(c.Why, "; ")
-	if c.NPlusOne || !strings.Contains(why, "lack the vCPUs or memory to restart small") || !strings.Contains(why, "local stay down") {
-		t.Fatalf("verdict: %v %q", c.NPlusOne, why)
+	if c.NPlusOne || kinds(c) != "no_room:node1:small stay_down:node1:local" {
+		t.Fatalf("verdict: %v %s", c.NPlusOne, kinds(c))
 	}
 
 	// More memory on node2, and the VM with a local disk shut down: the
@@ -61,9 +61,25 @@ func TestCapacityAndHeadroom(t *testing.T) {
 	if c, err = e.svc.Capacity(ctx, e.admin, CapacitySources{}); err != nil {
 		t.Fatal(err)
 	}
-	if !c.NPlusOne || len(c.Why) != 0 || strings.Join(c.IfLost[0].Restarted, ",") != "big,small" {
-		t.Fatalf("after making room: %v %q %+v", c.NPlusOne, c.Why, c.IfLost[0])
+	if !c.NPlusOne || len(c.Reasons) != 0 || strings.Join(c.IfLost[0].Restarted, ",") != "big,small" {
+		t.Fatalf("after making room: %v %s %+v", c.NPlusOne, kinds(c), c.IfLost[0])
 	}
+
+	// Losing node2 would cost the control plane its quorum: not N+1,
+	// whatever the room.
+	e.svc.Quorum = func(without string) error {
+		if without == "node2" {
+			return errors.New("2 of 3 voters would be left, 2 are reachable")
+		}
+		return nil
+	}
+	if c, err = e.svc.Capacity(ctx, e.admin, CapacitySources{}); err != nil {
+		t.Fatal(err)
+	}
+	if c.NPlusOne || kinds(c) != "quorum:node2:" {
+		t.Fatalf("with node2 holding the quorum: %v %s", c.NPlusOne, kinds(c))
+	}
+	e.svc.Quorum = nil
 
 	// A node that stopped reporting offers nothing, and one node alone is
 	// never N+1.
@@ -74,8 +90,68 @@ func TestCapacityAndHeadroom(t *testing.T) {
 	if c, err = e.svc.Capacity(ctx, e.admin, CapacitySources{}); err != nil {
 		t.Fatal(err)
 	}
-	if c.NPlusOne || c.Nodes[1].Available || c.VCPUs != 8 || !strings.Contains(strings.Join(c.Why, "; "), "only 1 node can run VMs") ||
-		strings.Join(c.IfLost[0].NoRoom, ",") != "big,small" {
-		t.Fatalf("with node2 silent: %v %q %+v", c.NPlusOne, c.Why, c.IfLost[0])
+	if c.NPlusOne || c.Nodes[1].Available || c.VCPUs != 8 || kinds(c) != "few_nodes:: no_room:node1:big,small" {
+		t.Fatalf("with node2 silent: %v %s %+v", c.NPlusOne, kinds(c), c.IfLost[0])
+	}
+}
+
+// kinds is c's reasons, kind:node:names each.
+func kinds(c *Capacity) string {
+	var out []string
+	for _, r := range c.Reasons {
+		out = append(out, r.Kind+":"+r.Node+":"+strings.Join(r.Names, ","))
+	}
+	return strings.Join(out, " ")
+}
+
+// The loss is played as the failover controller plays it: in its order
+// (priority, then name) and with placement's choice of node (the most room
+// left in proportion), not as a packing that would fit more.
+func TestCapacityPlaysTheFailoverOrder(t *testing.T) {
+	e := newComputeEnv(t)
+	e.host(t, "nodeB", 2, 5120) // 4096 MiB for VMs
+	e.placeVMs(t, "nodeB", map[string]VMSpec{"filler": {VCPUs: 1, RAMMiB: 3328, BootVolume: "vol-filler", Firmware: "bios", Image: e.image.ID}})
+	e.host(t, "nodeL", 4, 16384)
+	e.placeVMs(t, "nodeL", map[string]VMSpec{
+		"a": {VCPUs: 1, RAMMiB: 256, BootVolume: "vol-a", Firmware: "bios", Image: e.image.ID},
+		"b": {VCPUs: 1, RAMMiB: 1024, BootVolume: "vol-b", Firmware: "bios", Image: e.image.ID},
+	})
+	e.host(t, "nodeA", 2, 2048) // 1024 MiB for VMs
+	c, err := e.svc.Capacity(context.Background(), e.admin, CapacitySources{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// a goes first, to nodeA (3/4 of it left against 1/8 of nodeB); then b
+	// fits nowhere, though b on nodeA and a on nodeB would have fitted.
+	for _, l := range c.IfLost {
+		if l.Node == "nodeL" && (strings.Join(l.Restarted, ",") != "a" || strings.Join(l.NoRoom, ",") != "b") {
+			t.Fatalf("losing nodeL: %+v", l)
+		}
+	}
+	if c.NPlusOne {
+		t.Fatalf("N+1 with b homeless: %s", kinds(c))
+	}
+}
+
+// What new volumes and objects can still take: each copy (or each of an
+// object's shards beyond m) must go to another node, so one big node's free
+// space cannot all be used.
+func TestSpread(t *testing.T) {
+	const G = 1 << 30
+	for _, c := range []struct {
+		free  map[string]uint64
+		share float64
+		want  uint64
+	}{
+		{map[string]uint64{"a": 10 * G, "b": 10 * G, "c": 10 * G}, 1.0 / 3, 30 * G},  // even: all of it
+		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 1.0 / 3, 30 * G}, // three copies: the two small nodes bound it
+		{map[string]uint64{"a": 100 * G, "b": 10 * G}, 1.0 / 2, 20 * G},
+		{map[string]uint64{"a": 100 * G}, 1, 100 * G}, // one node, no cap
+		{map[string]uint64{"a": 100 * G, "b": 100 * G, "c": 100 * G, "d": 10 * G}, 1.0 / 3, 310 * G},
+		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 2.0 / 6, 30 * G},
+	} {
+		if got := spread(c.free, c.share); got < c.want-2 || got > c.want {
+			t.Errorf("spread(%v, %.2f) = %d GiB, want %d", c.free, c.share, got/G, c.want/G)
+		}
 	}
 }

@@ -68,8 +68,46 @@ func free(txn *memdb.Txn, h *Host, s Settings, ignore string) (room, []string, e
 // using the same group name do not constrain each other.
 func (s VMSpec) ProjectGroup(project string) string { return project + "/" + s.Group }
 
+// taken is room the capacity simulation has already given away on nodes,
+// beyond what the state says (capacity.go); placement proper passes nil.
+type taken map[string]*takenRoom
+
+type takenRoom struct {
+	room
+	groups []string
+}
+
+// less is r and groups of node with what t has taken there removed.
+func (t taken) less(node string, r room, groups []string) (room, []string) {
+	if x := t[node]; x != nil {
+		r.vcpus -= x.vcpus
+		r.ramMiB -= x.ramMiB
+		r.diskGiB -= x.diskGiB
+		groups = append(groups[:len(groups):len(groups)], x.groups...)
+	}
+	return r, groups
+}
+
+// take gives vm's room on node away.
+func (t taken) take(node string, vm *VM) {
+	x := t[node]
+	if x == nil {
+		x = &takenRoom{}
+		t[node] = x
+	}
+	x.vcpus += float64(vm.Spec.VCPUs)
+	x.ramMiB += float64(vm.Spec.RAMMiB)
+	x.diskGiB += float64(vm.Spec.DiskGiBTotal())
+	if vm.Spec.Group != "" {
+		x.groups = append(x.groups, vm.Spec.ProjectGroup(vm.ProjectID))
+	}
+}
+
 // fits is the FSM's check that vm may run on node.
-func fits(txn *memdb.Txn, node string, vm *VM) error {
+func fits(txn *memdb.Txn, node string, vm *VM) error { return fitsTaken(txn, node, vm, nil) }
+
+// fitsTaken is fits with room t has taken away.
+func fitsTaken(txn *memdb.Txn, node string, vm *VM, t taken) error {
 	h := consensus.First[Host](txn, tHosts, "id", node)
 	if h == nil {
 		return consensus.Errorf(consensus.CodeNotFound, "node %q has not reported its capacity", node)
@@ -81,6 +119,7 @@ func fits(txn *memdb.Txn, node string, vm *VM) error {
 	if err != nil {
 		return err
 	}
+	r, groups = t.less(node, r, groups)
 	if float64(vm.Spec.VCPUs) > r.vcpus || float64(vm.Spec.RAMMiB) > r.ramMiB {
 		return consensus.Errorf(consensus.CodeConflict, "node %s has %.0f vCPUs and %.0f MiB free, VM %s needs %d and %d",
 			node, math.Max(r.vcpus, 0), math.Max(r.ramMiB, 0), vm.Name, vm.Spec.VCPUs, vm.Spec.RAMMiB)
@@ -122,6 +161,11 @@ func placeLive(txn *memdb.Txn, vm *VM, notBefore time.Time, lost func(node strin
 
 // placeWhere is Place among the nodes but avoid that ok accepts (nil: all).
 func placeWhere(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok func(*Host) bool) (string, error) {
+	return placeTaken(txn, vm, notBefore, avoid, ok, nil)
+}
+
+// placeTaken is placeWhere with room t has taken away.
+func placeTaken(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok func(*Host) bool, t taken) (string, error) {
 	it, err := txn.Get(tHosts, "id")
 	if err != nil {
 		return "", err
@@ -143,13 +187,14 @@ func placeWhere(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok fu
 			cordoned++
 			continue
 		}
-		if fits(txn, h.Name, vm) != nil {
+		if fitsTaken(txn, h.Name, vm, t) != nil {
 			continue
 		}
 		r, _, err := free(txn, h, s, vm.ID)
 		if err != nil {
 			return "", err
 		}
+		r, _ = t.less(h.Name, r, nil)
 		total := float64(h.RAMMiB-s.ReservedRAMMiB) * s.RAMAllocationRatio
 		cands = append(cands, cand{h.Name, (r.ramMiB - float64(vm.Spec.RAMMiB)) / math.Max(total, 1)})
 	}

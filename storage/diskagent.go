@@ -15,6 +15,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage/disk"
 	"github.com/hashicorp/go-memdb"
+	"golang.org/x/sys/unix"
 )
 
 // DiskAgent runs on every node. It reconciles the disks the replicated state
@@ -150,6 +151,7 @@ func (a *DiskAgent) reconcile(ctx context.Context, desired []Disk) error {
 				delete(a.open, d.ID) // reopen next round: the disk may come back
 			} else {
 				r.Total, r.Free = u.Total, u.Free
+				r.Device = deviceOf(d.Path)
 			}
 		}
 		reports = append(reports, r)
@@ -163,7 +165,7 @@ func (a *DiskAgent) reconcile(ctx context.Context, desired []Disk) error {
 	changed := time.Since(a.sent) >= a.interval
 	for _, r := range reports {
 		prev, ok := a.last[r.ID]
-		if !ok || prev.Marker != r.Marker || prev.Health != r.Health || prev.Error != r.Error || prev.Total != r.Total || absDiff(prev.Free, r.Free) > r.Total/100 {
+		if !ok || prev.Marker != r.Marker || prev.Health != r.Health || prev.Error != r.Error || prev.Total != r.Total || prev.Device != r.Device || absDiff(prev.Free, r.Free) > r.Total/100 {
 			changed = true
 		}
 	}
@@ -245,4 +247,41 @@ func hasShards(dir string) bool {
 		return nil
 	})
 	return found
+}
+
+// deviceOf names the filesystem path is on ("major:minor" of its device),
+// or "" if it cannot be read.
+func deviceOf(path string) string {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", unix.Major(st.Dev), unix.Minor(st.Dev))
+}
+
+// SharedDevices maps each disk that shares its node's filesystem with
+// another disk to the IDs of the others: their space is counted once, and
+// they do not protect against each other's failure.
+func SharedDevices(disks []Disk) map[string][]string {
+	groups := map[string][]string{}
+	for _, d := range disks {
+		if d.Device != "" {
+			k := d.Node + "\x00" + d.Device
+			groups[k] = append(groups[k], d.ID)
+		}
+	}
+	out := map[string][]string{}
+	for _, ids := range groups {
+		if len(ids) < 2 {
+			continue
+		}
+		for _, id := range ids {
+			for _, other := range ids {
+				if other != id {
+					out[id] = append(out[id], other)
+				}
+			}
+		}
+	}
+	return out
 }

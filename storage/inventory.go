@@ -38,14 +38,19 @@ const (
 // admin or the node's --disk flags, observed (health, capacity) reported by
 // the node.
 type Disk struct {
-	ID         string    `json:"id"`
-	Node       string    `json:"node"`
-	Path       string    `json:"path"`
-	State      string    `json:"state"`
-	Health     string    `json:"health"`
-	Error      string    `json:"error,omitempty"`
-	TotalBytes uint64    `json:"total_bytes"`
-	FreeBytes  uint64    `json:"free_bytes"`
+	ID         string `json:"id"`
+	Node       string `json:"node"`
+	Path       string `json:"path"`
+	State      string `json:"state"`
+	Health     string `json:"health"`
+	Error      string `json:"error,omitempty"`
+	TotalBytes uint64 `json:"total_bytes"`
+	FreeBytes  uint64 `json:"free_bytes"`
+	// Device is the filesystem the disk's directory is on, as its node
+	// reports it ("major:minor"): two disks of one node with the same
+	// device are one filesystem, whose space is counted once and whose
+	// failure takes both. "" until a node that knows reports it.
+	Device     string    `json:"device,omitempty"`
 	ReportedAt time.Time `json:"reported_at,omitzero"`
 	// Marker is the token of the disk's identity marker, set by its node's
 	// first report; from then on a path without that marker is not opened.
@@ -74,6 +79,7 @@ type diskReport struct {
 	Error  string `json:"error,omitempty"`
 	Total  uint64 `json:"total"`
 	Free   uint64 `json:"free"`
+	Device string `json:"device,omitempty"`
 }
 
 type reportDisksCmd struct {
@@ -128,6 +134,9 @@ func applyReportDisks(tx *consensus.Tx, c *reportDisksCmd) (any, error) {
 		}
 		row := *cur
 		row.Health, row.Error, row.TotalBytes, row.FreeBytes, row.ReportedAt = r.Health, r.Error, r.Total, r.Free, c.At
+		if r.Device != "" {
+			row.Device = r.Device // an older node's report (none) keeps what is known
+		}
 		if row.Marker == "" {
 			row.Marker = r.Marker // the first marker stays the disk's
 		}

@@ -36,7 +36,7 @@ func (o *Objects) DefaultLayout() (erasure.Layout, error) {
 	var all []placement.Disk
 	for _, d := range listDisks(o.c.Store().ReadTxn(), "") {
 		if d.State == DiskActive {
-			all = append(all, placement.Disk{ID: d.ID, Node: d.Node, Free: d.FreeBytes})
+			all = append(all, placement.Disk{ID: d.ID, Node: d.Node, Free: d.FreeBytes, Device: d.Device})
 		}
 	}
 	return placement.DefaultLayout(all)
@@ -74,7 +74,7 @@ func (o *Objects) checkLayout(l erasure.Layout) error {
 	nodes := map[string]bool{}
 	for _, d := range listDisks(o.c.Store().ReadTxn(), "") {
 		if d.State == DiskActive {
-			disks = append(disks, placement.Disk{ID: d.ID, Node: d.Node, Free: 1})
+			disks = append(disks, placement.Disk{ID: d.ID, Node: d.Node, Free: 1, Device: d.Device})
 			nodes[d.Node] = true
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cairnhq/cairn/storage/disk"
 	"github.com/cairnhq/cairn/storage/erasure"
+	"github.com/cairnhq/cairn/storage/placement"
 	"github.com/cespare/xxhash/v2"
 	"github.com/hashicorp/go-memdb"
 )
@@ -278,25 +279,30 @@ func (h *Healer) Pass(ctx context.Context) (RepairStats, error) {
 // rebuild writes the missing shards of a segment to new disks and records them.
 func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, missing []int, avail map[string]Disk) (int, error) {
 	l := seg.Layout
-	perNode := map[string]int{}
+	perDomain := map[string]int{}
 	used := map[string]bool{}
 	isMissing := map[int]bool{}
 	for _, i := range missing {
 		isMissing[i] = true
 	}
-	nodes := map[string]bool{}
+	// Failure domains as placement counts them: nodes, or one node's
+	// filesystems.
+	var pool []placement.Disk
 	for _, d := range avail {
-		nodes[d.Node] = true
+		pool = append(pool, placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device})
+	}
+	dom, cap := placement.DomainCap(l, pool)
+	domain := func(id, node string) string {
+		if d, ok := avail[id]; ok {
+			return dom(placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device})
+		}
+		return dom(placement.Disk{ID: id, Node: node})
 	}
 	for i, loc := range seg.Shards {
 		if !isMissing[i] {
-			perNode[loc.Node]++
+			perDomain[domain(loc.Disk, loc.Node)]++
 			used[loc.Disk] = true
 		}
-	}
-	cap := l.Shards()
-	if len(nodes) > 1 {
-		cap = max(l.Parity, 1)
 	}
 	cands := make([]Disk, 0, len(avail))
 	for _, d := range avail {
@@ -310,9 +316,9 @@ func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, miss
 	target := map[int]Disk{}
 	for _, i := range missing {
 		for k, d := range cands {
-			if perNode[d.Node] < cap {
+			if perDomain[domain(d.ID, d.Node)] < cap {
 				target[i] = d
-				perNode[d.Node]++
+				perDomain[domain(d.ID, d.Node)]++
 				cands = append(cands[:k], cands[k+1:]...)
 				break
 			}
@@ -403,4 +409,54 @@ func (o *Objects) Degraded(ctx context.Context) (segments int64, err error) {
 		}
 	}
 	return segments, nil
+}
+
+// Redundancy is how the pool's object data would fare if a node were lost.
+type Redundancy struct {
+	// Degraded: segments with a shard missing, or on a disk that is not
+	// active, healthy and reporting (within stale).
+	Degraded int64 `json:"degraded_segments"`
+	// OneNode: whole segments that would not survive losing one of the
+	// nodes (written, or healed, while the pool had a single node: nothing
+	// moves them since). Counted only with disks on several nodes.
+	OneNode int64 `json:"segments_lost_with_a_node"`
+}
+
+// Redundancy reads the pool's redundancy from the replicated state, after
+// a linearizable read. A disk that has not reported for stale counts as
+// missing, as its node may be gone.
+func (o *Objects) Redundancy(ctx context.Context, stale time.Duration) (Redundancy, error) {
+	var r Redundancy
+	if err := o.c.ConsistentRead(ctx); err != nil {
+		return r, err
+	}
+	txn := o.c.Store().ReadTxn()
+	ok := map[string]bool{}
+	nodes := map[string]bool{}
+	for _, d := range listDisks(txn, "") {
+		ok[d.ID] = d.State == DiskActive && d.Health == HealthOK && time.Since(d.ReportedAt) < stale
+		if d.State == DiskActive {
+			nodes[d.Node] = true
+		}
+	}
+	for _, obj := range allObjects(txn) {
+		for _, seg := range obj.segments() {
+			written := make([]string, len(seg.Shards))
+			whole := true
+			for i, loc := range seg.Shards {
+				if loc.Disk == "" || !ok[loc.Disk] {
+					whole = false
+					break
+				}
+				written[i] = loc.Node
+			}
+			switch {
+			case !whole:
+				r.Degraded++
+			case len(nodes) > 1 && !placement.SurvivesNodeLoss(seg.Layout, written):
+				r.OneNode++
+			}
+		}
+	}
+	return r, nil
 }

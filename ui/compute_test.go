@@ -116,8 +116,13 @@ func TestCreateVMThroughForm(t *testing.T) {
 	if got := p.header.Get("HX-Push-Url"); got != "/vms/"+id {
 		t.Fatalf("HX-Push-Url after the create: %q", got)
 	}
-	if again := b.get("/vms/" + id); strings.Contains(again.body, "The VM was created.") || again.header.Get("HX-Push-Url") != "" {
-		t.Fatalf("the VM's page again shows the one-time message, or pushes %q", again.header.Get("HX-Push-Url"))
+	// A button on the VM's own page replaces its history entry instead.
+	op := b.post("/vms/"+id+"/op/stop", b.formOn("/vms/"+id, url.Values{}), "HX-Request", "true", "HX-Current-URL", "https://cairn.example/vms/"+id)
+	if op.header.Get("HX-Replace-Url") != "/vms/"+id || op.header.Get("HX-Push-Url") != "" {
+		t.Fatalf("after a button on the page (%d at %s): push %q, replace %q", op.status, op.path, op.header.Get("HX-Push-Url"), op.header.Get("HX-Replace-Url"))
+	}
+	if _, err := e.compute.Do(context.Background(), root, id, hypervisor.OpStart, 0); err != nil {
+		t.Fatal(err)
 	}
 	mustContain(t, p, "The VM was created.", `id="vm-state"`, `data-state="scheduling"`, "Waiting for a node",
 		`id="vm-ips">10.213.`, `id="vm-console-link" class="button" href="/vms/`+id+`/console"`,

@@ -30,17 +30,25 @@ func cleanURL(u *url.URL) (string, bool) {
 	for _, k := range append(flashTriggers, flashCompanions...) {
 		q.Del(k)
 	}
-	out := url.URL{Path: u.Path, RawQuery: q.Encode()}
+	out := url.URL{Path: u.Path, RawPath: u.RawPath, RawQuery: q.Encode()}
 	return out.String(), true
 }
 
 // pushCleanURL tells htmx which address a page it fetched after a redirect
-// stands at.
+// stands at: a new history entry when the form was on another page (the
+// create form, and the VM's own page after it), the same entry replaced
+// when it was on this one (a power button), so Back is not a stutter.
 func pushCleanURL(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodGet || r.Header.Get("HX-Request") != "true" {
 		return
 	}
-	if u, ok := cleanURL(r.URL); ok {
-		w.Header().Set("HX-Push-Url", u)
+	u, ok := cleanURL(r.URL)
+	if !ok {
+		return
 	}
+	if cur, err := url.Parse(r.Header.Get("HX-Current-URL")); err == nil && cur.RequestURI() == u {
+		w.Header().Set("HX-Replace-Url", u)
+		return
+	}
+	w.Header().Set("HX-Push-Url", u)
 }

@@ -190,6 +190,13 @@ func goldenCapacity(ok bool) *hypervisor.Capacity {
 	}
 	if !ok {
 		c.IfLost = []hypervisor.NodeLoss{{Node: "node1", Restarted: []string{"pacs"}, NoRoom: []string{"ris"}, Stay: []string{"lab-scratch"}}}
+		c.Reasons = []hypervisor.Reason{
+			{Kind: hypervisor.ReasonNoRoom, Node: "node1", Names: []string{"ris"}},
+			{Kind: hypervisor.ReasonStayDown, Node: "node1", Names: []string{"lab-scratch"}},
+			{Kind: hypervisor.ReasonQuorum, Node: "node2"},
+			{Kind: hypervisor.ReasonOneNodeData, Count: 12},
+			{Kind: hypervisor.ReasonNoCopy, Names: []string{"a", "b", "c", "d", "e", "f", "g"}},
+		}
 	}
 	return c
 }

@@ -38,40 +38,40 @@ func (s *server) dashboardData(r *http.Request, v *view, capacity bool) dashboar
 }
 
 // headroomWhy says, in the viewer's language, what keeps the cluster from
-// losing a box safely.
+// losing a node safely (hypervisor.Capacity's reasons).
 func headroomWhy(v *view, c *hypervisor.Capacity) []string {
 	var out []string
-	available := 0
-	for _, n := range c.Nodes {
-		if n.Available {
-			available++
+	for _, r := range c.Reasons {
+		switch r.Kind {
+		case hypervisor.ReasonFewNodes:
+			if r.Count == 0 {
+				out = append(out, v.T("capacity.why_no_nodes"))
+			} else {
+				out = append(out, v.T("capacity.why_one_node"))
+			}
+		case hypervisor.ReasonNodeDown:
+			out = append(out, v.Tf("capacity.why_node_down", r.Node))
+		case hypervisor.ReasonQuorum:
+			out = append(out, v.Tf("capacity.why_quorum", r.Node))
+		case hypervisor.ReasonNoRoom:
+			out = append(out, v.Tf("capacity.why_no_room", r.Node, names(v, r.Names)))
+		case hypervisor.ReasonStayDown:
+			out = append(out, v.Tf("capacity.why_stay", r.Node, names(v, r.Names)))
+		case hypervisor.ReasonVolumes:
+			out = append(out, v.Tf("capacity.why_volumes", r.Node, names(v, r.Names)))
+		case hypervisor.ReasonDisksOneNode:
+			out = append(out, v.T("capacity.why_disks_one_node"))
+		case hypervisor.ReasonDegraded:
+			out = append(out, v.Tf("capacity.why_degraded", r.Count))
+		case hypervisor.ReasonOneNodeData:
+			out = append(out, v.Tf("capacity.why_one_node_data", r.Count))
+		case hypervisor.ReasonUnknown:
+			out = append(out, v.T("capacity.why_unknown"))
+		case hypervisor.ReasonNoCopy:
+			out = append(out, v.Tf("capacity.why_no_copy", names(v, r.Names)))
+		default:
+			out = append(out, r.Text) // a newer node's reason: its English words beat none
 		}
-	}
-	if available < 2 {
-		out = append(out, v.Tf("capacity.why_one_node", available))
-	}
-	for _, l := range c.IfLost {
-		if len(l.NoRoom) > 0 {
-			out = append(out, v.Tf("capacity.why_no_room", l.Node, names(v, l.NoRoom)))
-		}
-		if len(l.Stay) > 0 {
-			out = append(out, v.Tf("capacity.why_stay", l.Node, names(v, l.Stay)))
-		}
-		if len(l.Volumes) > 0 {
-			out = append(out, v.Tf("capacity.why_volumes", l.Node, names(v, l.Volumes)))
-		}
-	}
-	st := c.Storage
-	switch {
-	case st.Disks > 0 && st.Nodes < 2:
-		out = append(out, v.T("capacity.why_disks_one_node"))
-	case st.Degraded > 0:
-		out = append(out, v.Tf("capacity.why_degraded", st.Degraded))
-	case st.Degraded < 0:
-		out = append(out, v.T("capacity.why_unknown"))
-	}
-	if len(st.NoCopy) > 0 {
-		out = append(out, v.Tf("capacity.why_no_copy", names(v, st.NoCopy)))
 	}
 	return out
 }

@@ -24,7 +24,7 @@ func (s *server) storageData(r *http.Request, v *view) (storageData, error) {
 	if err != nil {
 		return storageData{}, err
 	}
-	d := storageData{Disks: disks, HasDegraded: s.objects != nil, HasStats: s.repair != nil}
+	d := storageData{Disks: disks, HasDegraded: s.objects != nil, HasStats: s.repair != nil, Shared: storage.SharedDevices(disks)}
 	if s.objects != nil {
 		if d.Degraded, err = s.objects.Degraded(r.Context()); err != nil {
 			s.logErr(r, err)

@@ -108,18 +108,19 @@ func TestLanguageSwitch(t *testing.T) {
 // page's own stay.
 func TestCleanURL(t *testing.T) {
 	for in, want := range map[string]string{
-		"/vms/vm-1?done=create":                                 "/vms/vm-1",
-		"/images?done=uploaded&name=debian-12":                  "/images",
-		"/buckets/b?prefix=ct%2F2026%2F&uploaded=head.dcm":      "/buckets/b?prefix=ct%2F2026%2F",
-		"/hosts?done=drain&node=node1":                          "/hosts",
-		"/floating-ips?done=create&ip=203.0.113.5":              "/floating-ips",
-		"/vms?deleted=web2":                                     "/vms",
-		"/projects?created=radiology":                           "/projects",
-		"/dashboard?approved=node4":                             "/dashboard",
-		"/storage?done=drain&disk=node1-abc":                    "/storage",
-		"/users?reset=nurse1":                                   "/users",
-		"/projects/p-1?saved=quota":                             "/projects/p-1",
-		"/buckets/b?prefix=a%2F&deleted=x.dcm&continuation=t-1": "/buckets/b?continuation=t-1&prefix=a%2F",
+		"/vms/vm-1?done=create":                                "/vms/vm-1",
+		"/images?done=uploaded&name=debian-12":                 "/images",
+		"/buckets/b?prefix=ct%2F2026%2F&uploaded=head.dcm":     "/buckets/b?prefix=ct%2F2026%2F",
+		"/hosts?done=drain&node=node1":                         "/hosts",
+		"/floating-ips?done=create&ip=203.0.113.5":             "/floating-ips",
+		"/vms?deleted=web2":                                    "/vms",
+		"/projects?created=radiology":                          "/projects",
+		"/dashboard?approved=node4":                            "/dashboard",
+		"/storage?done=drain&disk=node1-abc":                   "/storage",
+		"/users?reset=nurse1":                                  "/users",
+		"/projects/p-1?saved=quota":                            "/projects/p-1",
+		"/buckets/b?prefix=a%2F&deleted=x.dcm&after=a%2Fw.dcm": "/buckets/b?after=a%2Fw.dcm&prefix=a%2F",
+		"/buckets/x%2Fy?deleted=z":                             "/buckets/x%2Fy",
 	} {
 		u, _ := url.Parse(in)
 		if got, ok := cleanURL(u); !ok || got != want {

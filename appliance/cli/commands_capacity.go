@@ -30,8 +30,8 @@ func clusterCapacity(e *env, args []string) error {
 		fmt.Fprintln(e.stdout, "N+1: yes, the cluster can lose any one node and restart its VMs elsewhere, and keeps every byte")
 	} else {
 		fmt.Fprintln(e.stdout, "N+1: NO")
-		for _, why := range c.Why {
-			fmt.Fprintf(e.stdout, "  - %s\n", why)
+		for _, r := range c.Reasons {
+			fmt.Fprintf(e.stdout, "  - %s\n", r.Text)
 		}
 	}
 	fmt.Fprintln(e.stdout)

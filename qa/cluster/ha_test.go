@@ -177,9 +177,11 @@ func TestHAFailover(t *testing.T) {
 	// it restarts the HA VM elsewhere, leaves the other off by choice, and
 	// the cluster can take it (N+1).
 	var capa struct {
-		NPlusOne bool     `json:"n_plus_one"`
-		Why      []string `json:"why"`
-		IfLost   []struct {
+		NPlusOne bool `json:"n_plus_one"`
+		Reasons  []struct {
+			Text string `json:"text"`
+		} `json:"reasons"`
+		IfLost []struct {
 			Node      string   `json:"node"`
 			Restarted []string `json:"restarted"`
 			HAOff     []string `json:"ha_off"`
@@ -194,7 +196,7 @@ func TestHAFailover(t *testing.T) {
 		}
 	}
 	if !capa.NPlusOne || len(capa.IfLost) != 3 {
-		t.Fatalf("capacity: N+1 %v (%q), %d nodes", capa.NPlusOne, capa.Why, len(capa.IfLost))
+		t.Fatalf("capacity: N+1 %v (%+v), %d nodes", capa.NPlusOne, capa.Reasons, len(capa.IfLost))
 	}
 
 	// The box dies.

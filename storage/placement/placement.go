@@ -18,6 +18,30 @@ type Disk struct {
 	ID   string `json:"id"`
 	Node string `json:"node"`
 	Free uint64 `json:"free"` // bytes
+	// Device is the filesystem the disk is on, as its node sees it
+	// ("major:minor"); "" when not known. Two directories of one
+	// filesystem fail together.
+	Device string `json:"device,omitempty"`
+}
+
+// Domains returns the failure domain of a disk among disks: its node when
+// the disks span several nodes (losing a node must lose nothing); on one
+// node, the filesystem it is on, since two directories of one filesystem
+// fail together. A disk whose filesystem is not known is its own domain.
+func Domains(disks []Disk) func(Disk) string {
+	nodes := map[string]bool{}
+	for _, d := range disks {
+		nodes[d.Node] = true
+	}
+	if len(nodes) > 1 {
+		return func(d Disk) string { return "node:" + d.Node }
+	}
+	return func(d Disk) string {
+		if d.Device == "" {
+			return "disk:" + d.ID
+		}
+		return "dev:" + d.Device
+	}
 }
 
 // MaxShards caps k+m: wider stripes cost more requests per read for little gain.
@@ -26,22 +50,30 @@ const MaxShards = 16
 // ErrNotEnoughDisks means the layout cannot be placed on the disks available.
 var ErrNotEnoughDisks = errors.New("not enough disks for the layout")
 
-// DefaultLayout follows the cluster's shape. One node: parity across its
-// disks (1+1 for two disks, d-1+1 up to four, d-2+2 beyond). Several nodes:
+// DefaultLayout follows the cluster's shape. One node whose disks are each
+// a filesystem of their own: parity across its disks (1+1 for two disks,
+// d-1+1 up to four, d-2+2 beyond). Several failure domains (Domains: nodes,
+// or the filesystems of a single node, some holding more than one disk):
 // as many shards as disks (up to MaxShards) with parity m equal to the most
-// shards any node must hold, so losing a whole node loses at most m shards.
-// Three nodes with two disks each give 4+2, at most 2 shards per node.
+// shards any domain must hold, so losing a whole node (filesystem) loses at
+// most m shards. Three nodes with two disks each give 4+2, at most 2 shards
+// per node. A single node whose disks all share one filesystem keeps the
+// per-disk parity, which guards against a damaged shard file but not
+// against losing that filesystem: nothing there can.
 func DefaultLayout(disks []Disk) (erasure.Layout, error) {
-	perNode := map[string]int{}
+	domain := Domains(disks)
+	nodes := map[string]bool{}
+	perDomain := map[string]int{}
 	for _, d := range disks {
-		perNode[d.Node]++
+		nodes[d.Node] = true
+		perDomain[domain(d)]++
 	}
 	n := min(len(disks), MaxShards)
 	l := erasure.Layout{StripeSize: erasure.DefaultStripeSize}
 	switch {
 	case n == 0:
 		return l, ErrNotEnoughDisks
-	case len(perNode) == 1:
+	case len(nodes) == 1 && (len(perDomain) == 1 || len(perDomain) == len(disks)):
 		l.Parity = 1
 		if n == 1 {
 			l.Parity = 0 // one disk: nothing to spread parity over
@@ -49,9 +81,9 @@ func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 			l.Parity = 2
 		}
 	default:
-		for m := (n + len(perNode) - 1) / len(perNode); ; m++ {
+		for m := (n + len(perDomain) - 1) / len(perDomain); ; m++ {
 			capacity := 0
-			for _, c := range perNode {
+			for _, c := range perDomain {
 				capacity += min(c, m)
 			}
 			if capacity >= n && n-m >= 1 {
@@ -70,10 +102,11 @@ func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 	return l, l.Validate()
 }
 
-// Place picks l.Shards() distinct disks for an object, at most l.Parity on any
-// one node (when there is more than one node), spreading objects over disks
-// by rendezvous hashing of the key so the choice is deterministic and moves
-// little when disks come and go. Disks with no free space are skipped.
+// Place picks l.Shards() distinct disks for an object, at most l.Parity in
+// any one failure domain (when there is more than one: Domains), spreading
+// objects over disks by rendezvous hashing of the key so the choice is
+// deterministic and moves little when disks come and go. Disks with no free
+// space are skipped.
 func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
 	type scored struct {
 		Disk
@@ -89,26 +122,38 @@ func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
 		cand = append(cand, scored{d, xxhash.Sum64String(key + "\x00" + d.ID)})
 	}
 	sort.Slice(cand, func(i, j int) bool { return cand[i].score > cand[j].score })
-	perNodeCap := l.Shards()
-	if len(nodes) > 1 {
-		perNodeCap = max(l.Parity, 1)
-	}
+	domain, capOf := DomainCap(l, disks)
 	used := map[string]int{}
 	var out []Disk
 	for _, c := range cand {
 		if len(out) == l.Shards() {
 			break
 		}
-		if used[c.Node] >= perNodeCap {
+		if used[domain(c.Disk)] >= capOf {
 			continue
 		}
-		used[c.Node]++
+		used[domain(c.Disk)]++
 		out = append(out, c.Disk)
 	}
 	if len(out) < l.Shards() {
 		return nil, fmt.Errorf("place %s on %d disks over %d nodes: %w", l, len(cand), len(nodes), ErrNotEnoughDisks)
 	}
 	return out, nil
+}
+
+// DomainCap returns the failure domain of a disk among disks and the most
+// shards of one object a domain may hold: l's parity when there are several
+// domains, so losing any one loses nothing; all of them when there is one.
+func DomainCap(l erasure.Layout, disks []Disk) (func(Disk) string, int) {
+	domain := Domains(disks)
+	domains := map[string]bool{}
+	for _, d := range disks {
+		domains[domain(d)] = true
+	}
+	if len(domains) > 1 {
+		return domain, max(l.Parity, 1)
+	}
+	return domain, l.Shards()
 }
 
 // SurvivesNodeLoss reports whether the shards written, by node ("" for a

@@ -82,3 +82,43 @@ func TestDegradedWritesAndFullDisks(t *testing.T) {
 		t.Fatal("placed on full disks")
 	}
 }
+
+// On one node, the failure domain is the filesystem: directories that
+// share one count once, and no filesystem holds more than m shards of an
+// object. Several nodes keep the node as the domain, whatever the devices.
+func TestFilesystemsAsFailureDomains(t *testing.T) {
+	disk := func(id, node, dev string) Disk { return Disk{ID: id, Node: node, Free: 1 << 40, Device: dev} }
+	for _, c := range []struct {
+		name  string
+		disks []Disk
+		data  int
+		par   int
+	}{
+		{"two directories of one filesystem and one of its own", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2")}, 1, 2},
+		{"two filesystems of two directories each", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2"), disk("d", "n1", "8:2")}, 2, 2},
+		{"every directory its own filesystem", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:2"), disk("c", "n1", "8:3")}, 2, 1},
+		{"one filesystem: nothing guards it, parity guards the files", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:1")}, 2, 1},
+		{"devices not reported (older nodes)", []Disk{disk("a", "n1", ""), disk("b", "n1", ""), disk("c", "n1", "")}, 2, 1},
+		{"three nodes, shared filesystems in each", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n2", "8:1"), disk("d", "n2", "8:1"), disk("e", "n3", "8:1"), disk("f", "n3", "8:1")}, 4, 2},
+	} {
+		l, err := DefaultLayout(c.disks)
+		if err != nil || l.Data != c.data || l.Parity != c.par {
+			t.Errorf("%s: layout %v %v, want %d+%d", c.name, l, err, c.data, c.par)
+			continue
+		}
+		domain, most := DomainCap(l, c.disks)
+		for i := range 50 {
+			placed, err := Place(l, c.disks, fmt.Sprintf("obj-%d", i))
+			if err != nil {
+				t.Fatalf("%s: place: %v", c.name, err)
+			}
+			per := map[string]int{}
+			for _, d := range placed {
+				per[domain(d)]++
+				if per[domain(d)] > most {
+					t.Fatalf("%s: %d shards in %s, most %d: %v", c.name, per[domain(d)], domain(d), most, placed)
+				}
+			}
+		}
+	}
+}
