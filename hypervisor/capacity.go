@@ -3,7 +3,6 @@ package hypervisor
 import (
 	"context"
 	"fmt"
-	"math"
 	"sort"
 	"strings"
 	"time"
@@ -178,7 +177,7 @@ func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src Capac
 		if st.Copies > 0 {
 			// Each copy on another node: a node's share of the copies is
 			// at most one in Copies.
-			st.VolumesFree = spread(nodeFree, 1/float64(st.Copies)) / uint64(st.Copies)
+			st.VolumesFree = spread(nodeFree, 1, uint64(st.Copies)) / uint64(st.Copies)
 		}
 		if src.Objects != nil {
 			if l, err := src.Objects.DefaultLayout(); err == nil && l.Data > 0 {
@@ -186,11 +185,11 @@ func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src Capac
 				st.Layout = fmt.Sprintf("%d+%d", l.Data, l.Parity)
 				// At most m of an object's k+m shards on one node (any
 				// number on a single-node pool).
-				share := 1.0
+				num, den := uint64(1), uint64(1)
 				if st.Nodes > 1 {
-					share = float64(l.Parity) / float64(l.Data+l.Parity)
+					num, den = uint64(l.Parity), uint64(l.Data+l.Parity)
 				}
-				st.ObjectsFree = uint64(float64(spread(nodeFree, share)) * float64(l.Data) / float64(l.Data+l.Parity))
+				st.ObjectsFree = spread(nodeFree, num, den) / uint64(l.Data+l.Parity) * uint64(l.Data)
 			}
 		}
 	}
@@ -274,7 +273,11 @@ func lose(txn *memdb.Txn, lost string, now time.Time) NodeLoss {
 		if vm.Desired != DesiredRunning && !drainRestarting(txn, lost, vm.ID) {
 			continue
 		}
-		if err := Protected(txn, vm); err != nil {
+		err := Protected(txn, vm)
+		if err == nil {
+			err = leavesWhole(txn, vm)
+		}
+		if err != nil {
 			if vm.Spec.HAOff {
 				out.HAOff = append(out.HAOff, vm.Name)
 			} else {
@@ -316,7 +319,7 @@ func (c *Capacity) judge(quorum map[string]string) {
 			Text: fmt.Sprintf("%d node(s) can run VMs: one more must be there to take them if a node fails", available)})
 	}
 	for _, n := range c.Nodes {
-		if !n.Available && available >= 2 {
+		if !n.Available && n.Error == "" && available >= 2 {
 			add(Reason{Kind: ReasonNodeDown, Node: n.Node, Text: fmt.Sprintf("%s is not running VMs now: the cluster is already a node short", n.Node)})
 		}
 		if why, ok := quorum[n.Node]; ok {
@@ -358,15 +361,16 @@ func (c *Capacity) judge(quorum map[string]string) {
 }
 
 // spread is the most bytes that can be written over nodes with these free
-// bytes when no node may hold more than share of them: the largest S with
-// the sum over nodes of min(free, share × S) at least S.
-func spread(free map[string]uint64, share float64) uint64 {
+// bytes when no node may hold more than num/den of them: the largest S with
+// the sum over nodes of min(free, S × num/den) at least S. Worked in whole
+// numbers (both sides × den), so a third is exactly a third.
+func spread(free map[string]uint64, num, den uint64) uint64 {
 	fits := func(total uint64) bool {
-		var sum float64
+		var sum uint64
 		for _, f := range free {
-			sum += math.Min(float64(f), share*float64(total))
+			sum += min(f*den, total*num)
 		}
-		return sum >= float64(total)
+		return sum >= total*den
 	}
 	var all uint64
 	for _, f := range free {

@@ -139,19 +139,22 @@ func TestCapacityPlaysTheFailoverOrder(t *testing.T) {
 func TestSpread(t *testing.T) {
 	const G = 1 << 30
 	for _, c := range []struct {
-		free  map[string]uint64
-		share float64
-		want  uint64
+		free     map[string]uint64
+		num, den uint64
+		want     uint64
 	}{
-		{map[string]uint64{"a": 10 * G, "b": 10 * G, "c": 10 * G}, 1.0 / 3, 30 * G},  // even: all of it
-		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 1.0 / 3, 30 * G}, // three copies: the two small nodes bound it
-		{map[string]uint64{"a": 100 * G, "b": 10 * G}, 1.0 / 2, 20 * G},
-		{map[string]uint64{"a": 100 * G}, 1, 100 * G}, // one node, no cap
-		{map[string]uint64{"a": 100 * G, "b": 100 * G, "c": 100 * G, "d": 10 * G}, 1.0 / 3, 310 * G},
-		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 2.0 / 6, 30 * G},
+		{map[string]uint64{"a": 10 * G, "b": 10 * G, "c": 10 * G}, 1, 3, 30 * G},  // even: all of it
+		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 1, 3, 30 * G}, // three copies: the two small nodes bound it
+		{map[string]uint64{"a": 100 * G, "b": 10 * G}, 1, 2, 20 * G},
+		{map[string]uint64{"a": 100 * G}, 1, 1, 100 * G}, // one node, no cap
+		{map[string]uint64{"a": 100 * G, "b": 100 * G, "c": 100 * G, "d": 10 * G}, 1, 3, 310 * G},
+		{map[string]uint64{"a": 100 * G, "b": 10 * G, "c": 10 * G}, 2, 6, 30 * G},
+		// Odd sizes: a third is a third (no float rounding).
+		{map[string]uint64{"a": 3<<40 + 7, "b": 3<<40 + 7, "c": 3<<40 + 7}, 1, 3, 3 * (3<<40 + 7)},
+		{map[string]uint64{"a": 12345678901, "b": 23456789012, "c": 34567890123}, 2, 6, 3 * 12345678901},
 	} {
-		if got := spread(c.free, c.share); got < c.want-2 || got > c.want {
-			t.Errorf("spread(%v, %.2f) = %d GiB, want %d", c.free, c.share, got/G, c.want/G)
+		if got := spread(c.free, c.num, c.den); got != c.want {
+			t.Errorf("spread(%v, %d/%d) = %d, want %d", c.free, c.num, c.den, got, c.want)
 		}
 	}
 }

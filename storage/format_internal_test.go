@@ -8,6 +8,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/storage/erasure"
 )
 
 // Commands written before versions, object counts and bucket identities
@@ -102,5 +103,24 @@ func TestLockClock(t *testing.T) {
 	}
 	if got := lockClock(tx, base); !got.Equal(base) {
 		t.Fatalf("a command before the reports is judged at %v", got)
+	}
+}
+
+// A segment survives a node's loss only if k shards stay off the node that
+// holds the most; one all on a single node never does, however many.
+func TestSurvivesAnyNode(t *testing.T) {
+	l := erasure.Layout{Data: 2, Parity: 1}
+	for _, c := range []struct {
+		nodes []string
+		want  bool
+	}{
+		{[]string{"a", "b", "c"}, true},
+		{[]string{"a", "a", "a"}, false},
+		{[]string{"a", "a", "b"}, false},
+		{[]string{"a", "b", ""}, false},
+	} {
+		if got := survivesAnyNode(l, c.nodes); got != c.want {
+			t.Errorf("%v: %v, want %v", c.nodes, got, c.want)
+		}
 	}
 }

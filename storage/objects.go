@@ -318,7 +318,7 @@ func (o *Objects) place(b *Bucket, size int64, dataID string) (erasure.Layout, [
 	placed, err := placement.Place(l, fits, dataID)
 	if err != nil {
 		// Degraded: place what fits, shard by shard; writeShards checks quorum.
-		placed = partialPlace(l, fits, all)
+		placed = partialPlace(l, fits)
 	}
 	if len(placed) < writeQuorum(l) {
 		if len(fits) < len(usable) {
@@ -338,19 +338,17 @@ func writeQuorum(l erasure.Layout) int {
 	return l.Data
 }
 
-// partialPlace uses every fitting disk once, at most m per failure domain of
-// the pool's disks (all: nodes, or one node's filesystems), in a stable
+// partialPlace uses every fitting disk once, at most m per node, in a stable
 // order; shards beyond them are left for the healer.
-func partialPlace(l erasure.Layout, disks, all []placement.Disk) []placement.Disk {
+func partialPlace(l erasure.Layout, disks []placement.Disk) []placement.Disk {
 	sort.Slice(disks, func(i, j int) bool { return disks[i].Free > disks[j].Free })
-	domain := placement.Domains(all)
 	per := map[string]int{}
 	var out []placement.Disk
 	for _, d := range disks {
-		if len(out) == l.Shards() || per[domain(d)] >= max(l.Parity, 1) {
+		if len(out) == l.Shards() || per[d.Node] >= max(l.Parity, 1) {
 			continue
 		}
-		per[domain(d)]++
+		per[d.Node]++
 		out = append(out, d)
 	}
 	return out

@@ -279,28 +279,39 @@ func (h *Healer) Pass(ctx context.Context) (RepairStats, error) {
 // rebuild writes the missing shards of a segment to new disks and records them.
 func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, missing []int, avail map[string]Disk) (int, error) {
 	l := seg.Layout
-	perDomain := map[string]int{}
 	used := map[string]bool{}
 	isMissing := map[int]bool{}
 	for _, i := range missing {
 		isMissing[i] = true
 	}
-	// Failure domains as placement counts them: nodes, or one node's
-	// filesystems.
+	// Failure domains as placement counts them (nodes, or one node's
+	// filesystems); a segment older than that rule, or wider than the
+	// filesystems, is rebuilt by the node rule rather than left short.
 	var pool []placement.Disk
 	for _, d := range avail {
 		pool = append(pool, placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device})
 	}
-	dom, cap := placement.DomainCap(l, pool)
-	domain := func(id, node string) string {
+	type rule struct {
+		domain func(placement.Disk) string
+		most   int
+		per    map[string]int
+	}
+	var rules []rule
+	for _, capOf := range []func(erasure.Layout, []placement.Disk) (func(placement.Disk) string, int){placement.DomainCap, placement.NodeCap} {
+		dom, most := capOf(l, pool)
+		rules = append(rules, rule{domain: dom, most: most, per: map[string]int{}})
+	}
+	asDisk := func(id, node string) placement.Disk {
 		if d, ok := avail[id]; ok {
-			return dom(placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device})
+			return placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device}
 		}
-		return dom(placement.Disk{ID: id, Node: node})
+		return placement.Disk{ID: id, Node: node}
 	}
 	for i, loc := range seg.Shards {
 		if !isMissing[i] {
-			perDomain[domain(loc.Disk, loc.Node)]++
+			for _, r := range rules {
+				r.per[r.domain(asDisk(loc.Disk, loc.Node))]++
+			}
 			used[loc.Disk] = true
 		}
 	}
@@ -315,12 +326,17 @@ func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, miss
 	})
 	target := map[int]Disk{}
 	for _, i := range missing {
-		for k, d := range cands {
-			if perDomain[domain(d.ID, d.Node)] < cap {
-				target[i] = d
-				perDomain[domain(d.ID, d.Node)]++
-				cands = append(cands[:k], cands[k+1:]...)
-				break
+	pick:
+		for _, r := range rules {
+			for k, d := range cands {
+				if r.per[r.domain(asDisk(d.ID, d.Node))] < r.most {
+					target[i] = d
+					for _, r2 := range rules {
+						r2.per[r2.domain(asDisk(d.ID, d.Node))]++
+					}
+					cands = append(cands[:k], cands[k+1:]...)
+					break pick
+				}
 			}
 		}
 	}
@@ -453,10 +469,28 @@ func (o *Objects) Redundancy(ctx context.Context, stale time.Duration) (Redundan
 			switch {
 			case !whole:
 				r.Degraded++
-			case len(nodes) > 1 && !placement.SurvivesNodeLoss(seg.Layout, written):
+			case len(nodes) > 1 && !survivesAnyNode(seg.Layout, written):
 				r.OneNode++
 			}
 		}
 	}
 	return r, nil
+}
+
+// survivesAnyNode: after losing the node that holds the most of these
+// shards (by node), k remain. Unlike placement.SurvivesNodeLoss it makes
+// no allowance for a segment all on one node: in a pool of several nodes,
+// such a segment is lost with that node.
+func survivesAnyNode(l erasure.Layout, written []string) bool {
+	per := map[string]int{}
+	total, most := 0, 0
+	for _, node := range written {
+		if node == "" {
+			continue
+		}
+		total++
+		per[node]++
+		most = max(most, per[node])
+	}
+	return total-most >= l.Data
 }

@@ -20,8 +20,10 @@ import (
 // two disks on its root filesystem and a third on a filesystem of its own
 // (a tmpfs) must code objects so that losing the shared filesystem loses
 // nothing, which 2+1 over the three directories would not (two shards on
-// it): the layout counts filesystems, not directories, and the shared ones
-// are reported so.
+// it): the layout counts filesystems, not directories (1+1, one shard on
+// each), and the shared ones are reported so. An admin's wider layout
+// still writes, and the healer still rebuilds its shards, by the rule
+// before filesystems were known.
 func TestDisksSharingAFilesystem(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test mounts a tmpfs: run it as root (make test does)")
@@ -71,8 +73,8 @@ func TestDisksSharingAFilesystem(t *testing.T) {
 	}
 
 	l, err := n.Objects.DefaultLayout()
-	if err != nil || l.Data != 1 || l.Parity != 2 {
-		t.Fatalf("layout over two filesystems, one holding two disks: %v %v (want 1+2)", l, err)
+	if err != nil || l.Data != 1 || l.Parity != 1 {
+		t.Fatalf("layout over two filesystems, one holding two disks: %v %v (want 1+1)", l, err)
 	}
 	pr, err := n.ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "lab"})
 	if err != nil {
@@ -92,7 +94,7 @@ func TestDisksSharingAFilesystem(t *testing.T) {
 			onShared++
 		}
 	}
-	if len(obj.Shards) != 3 || onShared > obj.Layout.Parity {
+	if len(obj.Shards) != 2 || onShared != 1 {
 		t.Fatalf("shards %+v: %d on the shared filesystem, parity %d", obj.Shards, onShared, obj.Layout.Parity)
 	}
 
@@ -114,5 +116,86 @@ func TestDisksSharingAFilesystem(t *testing.T) {
 	var out bytes.Buffer
 	if _, err := n.Objects.Get(ctx, admin, "results", "blood.csv", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
 		t.Fatalf("after losing the shared filesystem: %v (%d of %d bytes)", err, out.Len(), len(data))
+	}
+
+	// A bucket an admin gave 2+1 (wider than the two filesystems) takes
+	// writes as before, all three shards on the node's three disks; when
+	// one of them is drained, the healer rebuilds its shard on the only
+	// other disk, though that doubles up a filesystem.
+	if _, err := n.Objects.CreateBucket(ctx, admin, pr.ID, "wide"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.Objects.SetBucketLayout(ctx, admin, "wide", 2, 1); err != nil {
+		t.Fatal(err)
+	}
+	wide, err := n.Objects.Put(ctx, admin, "wide", "x.csv", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+	if err != nil || len(wide.Shards) != 3 {
+		t.Fatalf("2+1 on three disks of two filesystems: %+v %v", wide, err)
+	}
+	extra := filepath.Join(base, "extra")
+	if err := os.Mkdir(extra, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dirs = append(dirs, extra)
+	testutil.WaitFor(t, 30*time.Second, "a fourth disk", func() error { return n.Agent.EnsureDisks(ctx, dirs) })
+	testutil.WaitFor(t, 30*time.Second, "the fourth disk healthy", func() error {
+		ds, _ := svc.ListDisks(admin)
+		for _, d := range ds {
+			if d.Path == extra && d.Health == storage.HealthOK && d.Device != "" {
+				return nil
+			}
+		}
+		return fmt.Errorf("%+v", ds)
+	})
+	if _, err := svc.SetDiskState(ctx, admin, c.ID, storage.DiskDraining, 0); err != nil {
+		t.Fatal(err)
+	}
+	healer := storage.NewHealer(n.Objects, time.Hour, time.Minute)
+	testutil.WaitFor(t, 30*time.Second, "the wide object healed off the drained disk", func() error {
+		if _, err := healer.Pass(ctx); err != nil {
+			return err
+		}
+		obj, err := n.Objects.Head(ctx, admin, "wide", "x.csv")
+		if err != nil {
+			return err
+		}
+		for _, loc := range obj.Shards {
+			if loc.Disk == c.ID || loc.Disk == "" {
+				return fmt.Errorf("shards %+v", obj.Shards)
+			}
+		}
+		return nil
+	})
+	out.Reset()
+	if _, err := n.Objects.Get(ctx, admin, "wide", "x.csv", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
+		t.Fatalf("the healed object: %v", err)
+	}
+}
+
+// The pool's redundancy as the dashboard reads it: whole and spread, then a
+// disk drained (its shards count as missing).
+func TestRedundancy(t *testing.T) {
+	ns, admin := storagetest.Pool(t, 3, 1)
+	ctx := context.Background()
+	pr, err := ns[0].ID.CreateProject(ctx, admin, identity.ProjectSpec{Name: "lab"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ns[0].Objects.CreateBucket(ctx, admin, pr.ID, "results"); err != nil {
+		t.Fatal(err)
+	}
+	data := randBytes(100 << 10)
+	obj, err := ns[0].Objects.Put(ctx, admin, "results", "a.csv", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ns[1].Objects.Redundancy(ctx, time.Minute); err != nil || r.Degraded != 0 || r.OneNode != 0 {
+		t.Fatalf("a whole pool: %+v %v", r, err)
+	}
+	if _, err := storage.NewService(ns[0].Node, ns[0].ID).SetDiskState(ctx, admin, obj.Shards[0].Disk, storage.DiskDraining, 0); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ns[1].Objects.Redundancy(ctx, time.Minute); err != nil || r.Degraded != 1 {
+		t.Fatalf("a disk drained: %+v %v", r, err)
 	}
 }

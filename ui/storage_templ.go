@@ -868,9 +868,9 @@ func storagePanel(v *view, d storageData) templ.Component {
 					return templ_7745c5c3_Err
 				}
 				var templ_7745c5c3_Var53 string
-				templ_7745c5c3_Var53, templ_7745c5c3_Err = templ.JoinStringErrs(v.Tf("disks.shared", diskPaths(d.Disks, others)))
+				templ_7745c5c3_Var53, templ_7745c5c3_Err = templ.JoinStringErrs(v.Tf("disks.shared", diskPaths(v, d.Disks, others)))
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `storage.templ`, Line: 141, Col: 131}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `storage.templ`, Line: 141, Col: 134}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var53))
 				if templ_7745c5c3_Err != nil {
@@ -1323,7 +1323,7 @@ func diskAction(v *view, disk storage.Disk, action, state, label, confirm string
 }
 
 // diskPaths are the paths of the disks with these IDs, for a sentence.
-func diskPaths(disks []storage.Disk, ids []string) string {
+func diskPaths(v *view, disks []storage.Disk, ids []string) string {
 	var out []string
 	for _, d := range disks {
 		for _, id := range ids {
@@ -1332,7 +1332,7 @@ func diskPaths(disks []storage.Disk, ids []string) string {
 			}
 		}
 	}
-	return strings.Join(out, ", ")
+	return strings.Join(out, v.T("common.list_sep"))
 }
 
 var _ = templruntime.GeneratedTemplate

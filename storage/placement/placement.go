@@ -50,30 +50,32 @@ const MaxShards = 16
 // ErrNotEnoughDisks means the layout cannot be placed on the disks available.
 var ErrNotEnoughDisks = errors.New("not enough disks for the layout")
 
-// DefaultLayout follows the cluster's shape. One node whose disks are each
-// a filesystem of their own: parity across its disks (1+1 for two disks,
-// d-1+1 up to four, d-2+2 beyond). Several failure domains (Domains: nodes,
-// or the filesystems of a single node, some holding more than one disk):
-// as many shards as disks (up to MaxShards) with parity m equal to the most
-// shards any domain must hold, so losing a whole node (filesystem) loses at
-// most m shards. Three nodes with two disks each give 4+2, at most 2 shards
-// per node. A single node whose disks all share one filesystem keeps the
-// per-disk parity, which guards against a damaged shard file but not
-// against losing that filesystem: nothing there can.
+// DefaultLayout follows the cluster's shape. One node: parity across its
+// filesystems (Domains: directories sharing one count as one), 1+1 for two,
+// f-1+1 up to four, f-2+2 beyond, with at most m shards on any of them; a
+// node whose disks all share one filesystem spreads parity over its
+// directories instead, which guards against a damaged shard file but not
+// against losing that filesystem (nothing there can). Several nodes: as
+// many shards as disks (up to MaxShards) with parity m equal to the most
+// shards any node must hold, so losing a whole node loses at most m shards.
+// Three nodes with two disks each give 4+2, at most 2 shards per node.
 func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 	domain := Domains(disks)
-	nodes := map[string]bool{}
-	perDomain := map[string]int{}
+	perNode := map[string]int{}
+	domains := map[string]bool{}
 	for _, d := range disks {
-		nodes[d.Node] = true
-		perDomain[domain(d)]++
+		perNode[d.Node]++
+		domains[domain(d)] = true
 	}
 	n := min(len(disks), MaxShards)
 	l := erasure.Layout{StripeSize: erasure.DefaultStripeSize}
 	switch {
 	case n == 0:
 		return l, ErrNotEnoughDisks
-	case len(nodes) == 1 && (len(perDomain) == 1 || len(perDomain) == len(disks)):
+	case len(perNode) == 1:
+		if len(domains) > 1 {
+			n = min(len(domains), MaxShards)
+		}
 		l.Parity = 1
 		if n == 1 {
 			l.Parity = 0 // one disk: nothing to spread parity over
@@ -81,9 +83,9 @@ func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 			l.Parity = 2
 		}
 	default:
-		for m := (n + len(perDomain) - 1) / len(perDomain); ; m++ {
+		for m := (n + len(perNode) - 1) / len(perNode); ; m++ {
 			capacity := 0
-			for _, c := range perDomain {
+			for _, c := range perNode {
 				capacity += min(c, m)
 			}
 			if capacity >= n && n-m >= 1 {
@@ -106,8 +108,18 @@ func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 // any one failure domain (when there is more than one: Domains), spreading
 // objects over disks by rendezvous hashing of the key so the choice is
 // deterministic and moves little when disks come and go. Disks with no free
-// space are skipped.
+// space are skipped. A layout that cannot keep to the filesystems of a
+// single node (an admin's bucket layout wider than they are) is placed as
+// before filesystems were known: at most m per node (NodeCap).
 func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
+	out, err := placeCapped(l, disks, key, DomainCap)
+	if err != nil {
+		out, err = placeCapped(l, disks, key, NodeCap)
+	}
+	return out, err
+}
+
+func placeCapped(l erasure.Layout, disks []Disk, key string, capOf func(erasure.Layout, []Disk) (func(Disk) string, int)) ([]Disk, error) {
 	type scored struct {
 		Disk
 		score uint64
@@ -122,14 +134,14 @@ func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
 		cand = append(cand, scored{d, xxhash.Sum64String(key + "\x00" + d.ID)})
 	}
 	sort.Slice(cand, func(i, j int) bool { return cand[i].score > cand[j].score })
-	domain, capOf := DomainCap(l, disks)
+	domain, most := capOf(l, disks)
 	used := map[string]int{}
 	var out []Disk
 	for _, c := range cand {
 		if len(out) == l.Shards() {
 			break
 		}
-		if used[domain(c.Disk)] >= capOf {
+		if used[domain(c.Disk)] >= most {
 			continue
 		}
 		used[domain(c.Disk)]++
@@ -151,6 +163,22 @@ func DomainCap(l erasure.Layout, disks []Disk) (func(Disk) string, int) {
 		domains[domain(d)] = true
 	}
 	if len(domains) > 1 {
+		return domain, max(l.Parity, 1)
+	}
+	return domain, l.Shards()
+}
+
+// NodeCap is the rule before filesystems were known, and what the healer
+// and placement fall back to when a single node's filesystems cannot hold
+// a layout: at most m shards per node when there are several nodes, any
+// number on one.
+func NodeCap(l erasure.Layout, disks []Disk) (func(Disk) string, int) {
+	nodes := map[string]bool{}
+	for _, d := range disks {
+		nodes[d.Node] = true
+	}
+	domain := func(d Disk) string { return d.Node }
+	if len(nodes) > 1 {
 		return domain, max(l.Parity, 1)
 	}
 	return domain, l.Shards()

@@ -3,6 +3,8 @@ package placement
 import (
 	"fmt"
 	"testing"
+
+	"github.com/cairnhq/cairn/storage/erasure"
 )
 
 func cluster(nodes, disksPer int) []Disk {
@@ -86,6 +88,8 @@ func TestDegradedWritesAndFullDisks(t *testing.T) {
 // On one node, the failure domain is the filesystem: directories that
 // share one count once, and no filesystem holds more than m shards of an
 // object. Several nodes keep the node as the domain, whatever the devices.
+// A layout wider than the filesystems (an admin's) is placed by the node
+// rule, as before they were known.
 func TestFilesystemsAsFailureDomains(t *testing.T) {
 	disk := func(id, node, dev string) Disk { return Disk{ID: id, Node: node, Free: 1 << 40, Device: dev} }
 	for _, c := range []struct {
@@ -94,8 +98,10 @@ func TestFilesystemsAsFailureDomains(t *testing.T) {
 		data  int
 		par   int
 	}{
-		{"two directories of one filesystem and one of its own", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2")}, 1, 2},
-		{"two filesystems of two directories each", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2"), disk("d", "n1", "8:2")}, 2, 2},
+		{"two directories of one filesystem and one of its own", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2")}, 1, 1},
+		{"two filesystems of two directories each", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2"), disk("d", "n1", "8:2")}, 1, 1},
+		{"four directories on one filesystem and a USB disk", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:1"), disk("d", "n1", "8:1"), disk("e", "n1", "8:17")}, 1, 1},
+		{"three filesystems, one shared", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:2"), disk("d", "n1", "8:3")}, 2, 1},
 		{"every directory its own filesystem", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:2"), disk("c", "n1", "8:3")}, 2, 1},
 		{"one filesystem: nothing guards it, parity guards the files", []Disk{disk("a", "n1", "8:1"), disk("b", "n1", "8:1"), disk("c", "n1", "8:1")}, 2, 1},
 		{"devices not reported (older nodes)", []Disk{disk("a", "n1", ""), disk("b", "n1", ""), disk("c", "n1", "")}, 2, 1},
@@ -120,5 +126,15 @@ func TestFilesystemsAsFailureDomains(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+func TestWiderLayoutFallsBackToTheNodeRule(t *testing.T) {
+	disks := []Disk{{ID: "a", Node: "n1", Free: 1, Device: "8:1"}, {ID: "b", Node: "n1", Free: 1, Device: "8:1"},
+		{ID: "c", Node: "n1", Free: 1, Device: "8:1"}, {ID: "d", Node: "n1", Free: 1, Device: "8:2"}}
+	l := erasure.Layout{Data: 3, Parity: 1, StripeSize: erasure.DefaultStripeSize}
+	placed, err := Place(l, disks, "old-bucket-layout")
+	if err != nil || len(placed) != 4 {
+		t.Fatalf("3+1 over two filesystems: %v %v", placed, err)
 	}
 }
