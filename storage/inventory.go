@@ -294,3 +294,30 @@ func (s *Service) RemoveDisk(ctx context.Context, p *identity.Principal, id stri
 	}
 	return s.id.Mutate(ctx, p, action, id, "", MsgRemoveDisk, removeDiskCmd{ID: id, IfMatch: ifMatch}, nil)
 }
+
+// SharedDevices maps each disk that shares its node's filesystem with
+// another disk to the IDs of the others: their space is counted once, and
+// they do not protect against each other's failure.
+func SharedDevices(disks []Disk) map[string][]string {
+	groups := map[string][]string{}
+	for _, d := range disks {
+		if d.Device != "" {
+			k := d.Node + "\x00" + d.Device
+			groups[k] = append(groups[k], d.ID)
+		}
+	}
+	out := map[string][]string{}
+	for _, ids := range groups {
+		if len(ids) < 2 {
+			continue
+		}
+		for _, id := range ids {
+			for _, other := range ids {
+				if other != id {
+					out[id] = append(out[id], other)
+				}
+			}
+		}
+	}
+	return out
+}
