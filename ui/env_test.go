@@ -122,6 +122,7 @@ func (e *env) deps() Deps {
 		Identity: e.svc, Status: e.node.Status, JoinToken: e.node.JoinToken, Logger: testLogger(e.t),
 		Objects: e.objects, Storage: e.storage,
 		StorageStats: func() (scrub, heal storage.RepairStats) { return e.scrubber.Stats(), e.healer.Stats() },
+		S3URL:        "https://192.0.2.10:8447", CACert: e.node.CACertPEM,
 	}
 }
 

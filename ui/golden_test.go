@@ -86,6 +86,11 @@ func TestGoldenPages(t *testing.T) {
 		},
 		Projects: []identity.Project{radiology},
 		Form:     bucketForm{Project: "p-1"},
+		S3: s3Access{
+			Endpoint: "https://192.0.2.10:8447", Projects: []identity.Project{radiology}, Project: "p-1", Bucket: "scans-2026",
+			Keys: []s3KeyRow{{S3Credential: identity.S3Credential{ID: "CRNEXAMPLEKEY", ProjectID: "p-1", CreatedAt: goldenTime}, ProjectName: "radiology"}},
+			New:  &identity.S3Credential{ID: "CRNEXAMPLEKEY", Secret: "example-secret", ProjectID: "p-1", CreatedAt: goldenTime}, NewIn: "radiology",
+		},
 	}
 	folder := bucketData{
 		Bucket: storage.Bucket{ID: "scans-2026", ProjectID: "p-1"}, ProjectName: "radiology", CanWrite: true,

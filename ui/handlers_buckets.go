@@ -66,6 +66,7 @@ func (s *server) bucketsData(ctx context.Context, v *view) (bucketsData, error) 
 	if len(writable) > 0 {
 		d.Form.Project = writable[0].ID
 	}
+	d.S3 = s.s3Access(v, d.Buckets)
 	return d, nil
 }
 
@@ -85,6 +86,8 @@ func (s *server) buckets(w http.ResponseWriter, r *http.Request, v *view) {
 		v.flash = v.Tf("buckets.created", name)
 	} else if name := q.Get("deleted"); name != "" {
 		v.flash = v.Tf("buckets.deleted", name)
+	} else if q.Get("done") == "key_revoked" {
+		v.flash = v.Tf("s3.revoked", q.Get("name"))
 	}
 	s.render(w, r, http.StatusOK, bucketsPage(v, d))
 }

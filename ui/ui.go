@@ -42,6 +42,12 @@ type Deps struct {
 	// Networks: project networks and security groups. nil: their pages
 	// say they are unavailable, and VMs join the default network.
 	Networks *netfabric.Service
+
+	// S3URL is where this node serves the S3 API; the buckets page shows
+	// it. CACert returns the cluster CA certificate (PEM) clients trust;
+	// nil serves none.
+	S3URL  string
+	CACert func() []byte
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -58,6 +64,8 @@ type server struct {
 	images    *hypervisor.Images
 	volumes   *volume.Service
 	networks  *netfabric.Service
+	s3URL     string
+	ca        func() []byte
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -95,6 +103,8 @@ func New(d Deps) (http.Handler, error) {
 		images:    d.Images,
 		volumes:   d.Volumes,
 		networks:  d.Networks,
+		s3URL:     d.S3URL,
+		ca:        d.CACert,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -152,6 +162,9 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /buckets/{bucket}/download", s.authed(s.download))
 	mux.Handle(uploadRoute, s.authed(s.upload))
 	mux.Handle("POST /buckets/{bucket}/objects/delete", s.authed(s.deleteObject))
+	mux.Handle("POST /s3-keys", s.authed(s.createS3Key))
+	mux.Handle("POST /s3-keys/{key}/revoke", s.authed(s.revokeS3Key))
+	mux.Handle("GET /ca.crt", s.authed(s.caCert))
 	mux.Handle("GET /vms", s.authed(s.vms))
 	mux.Handle("GET /vms/list", s.authed(s.vmsFragment))
 	mux.Handle("GET /vms/new", s.authed(s.newVM))

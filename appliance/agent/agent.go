@@ -277,6 +277,8 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		Images:    a.images,
 		Volumes:   a.volumes,
 		Networks:  a.networks,
+		S3URL:     a.cfg.S3URL(),
+		CACert:    a.node.CACertPEM,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},

@@ -15,7 +15,8 @@ import (
 )
 
 // A user creates a bucket and uploads a file through the browser (the real
-// file input, with the progress bar); the object lands in the cluster.
+// file input, with the progress bar); the object lands in the cluster. Then
+// S3 keys from the page, used by real clients (s3KeysInBrowser).
 func TestBucketBrowserUpload(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
 	api := cairntest.Admin(t, c.Node(1))
@@ -115,4 +116,6 @@ func TestBucketBrowserUpload(t *testing.T) {
 	if len(bs) != 1 || bs[0].Objects != 1 || bs[0].Bytes != int64(len(data)) {
 		t.Fatalf("bucket after the upload: %+v", bs)
 	}
+
+	s3KeysInBrowser(t, ctx, base, pr.ID, "scans", "ct-scan.bin", data)
 }

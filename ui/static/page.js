@@ -15,3 +15,22 @@
 	var rest = q.toString();
 	window.history.replaceState(window.history.state, "", window.location.pathname + (rest ? "?" + rest : "") + window.location.hash);
 })();
+
+// A button with data-copy="ID" copies that element's text (an example
+// command, a key) and says so for a moment in its data-copied words.
+document.addEventListener("click", function (e) {
+	"use strict";
+	var b = e.target.closest ? e.target.closest("button[data-copy]") : null;
+	if (!b || !navigator.clipboard) {
+		return;
+	}
+	var src = document.getElementById(b.getAttribute("data-copy"));
+	if (!src) {
+		return;
+	}
+	navigator.clipboard.writeText(src.textContent).then(function () {
+		var was = b.textContent;
+		b.textContent = b.getAttribute("data-copied") || was;
+		window.setTimeout(function () { b.textContent = was; }, 1500);
+	});
+});
