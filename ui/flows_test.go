@@ -239,7 +239,7 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	if p.status != http.StatusOK || p.path != "/users?created=nurse1" {
 		t.Fatalf("create user: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, `<tr class="user" data-name="nurse1" data-admin="false">`, "Li Na")
+	mustContain(t, p, `<tr class="user" data-name="nurse1" data-admin="false" data-disabled="false">`, "Li Na")
 
 	p = b.post("/projects/radiology/members", b.formOn("/projects/radiology", url.Values{"user": {"nurse1"}, "role": {"member"}}))
 	if p.status != http.StatusOK || p.path != "/projects/radiology?saved=member" {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -101,3 +102,47 @@ func serveAPI(t *testing.T, d api.Deps, svc *identity.Service) (url, ca string) 
 	}
 	return srv.URL, ca
 }
+
+// `cairn user disable` through the API: the user's session ends and login
+// says the account is disabled; `cairn user enable` lets them back.
+func TestCLIDisableUser(t *testing.T) {
+	c := consensustest.Start(t, 1, identity.Register)
+	svc := identity.NewService(c.Nodes[0], identity.DefaultConfig())
+	url, ca := serveAPI(t, api.Deps{Identity: svc, Cluster: c.Nodes[0]}, svc)
+	ctx := context.Background()
+	admTok, _, _ := svc.Login(ctx, "root", "correct horse")
+	adm, _ := svc.Authenticate(ctx, admTok)
+	if _, err := svc.CreateUser(ctx, adm, identity.UserSpec{Name: "nurse", Password: "night-shift-9471"}); err != nil {
+		t.Fatal(err)
+	}
+	session, _, err := svc.Login(ctx, "nurse", "night-shift-9471")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
+		t.Fatalf("login: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "user", "disable", "root"); code == 0 || !strings.Contains(out, "cannot disable yourself") {
+		t.Fatalf("disable oneself: %d %s", code, out)
+	}
+	if code, out := cairn(t, "", "user", "disable", "nurse"); code != 0 {
+		t.Fatalf("disable: %d %s", code, out)
+	}
+	if _, err := svc.Authenticate(ctx, session); !identity.IsCode(err, identity.CodeUnauthenticated) {
+		t.Fatalf("the disabled user's session: %v", err)
+	}
+	if code, out := cairn(t, "", "user", "list"); code != 0 || !strings.Contains(out, "DISABLED") || !regexpMatch(`nurse\s+false\s+true`, out) {
+		t.Fatalf("user list: %d\n%s", code, out)
+	}
+	if _, _, err := svc.Login(ctx, "nurse", "night-shift-9471"); err == nil || !strings.Contains(err.Error(), "disabled") {
+		t.Fatalf("login while disabled: %v", err)
+	}
+	if code, out := cairn(t, "", "user", "enable", "nurse"); code != 0 {
+		t.Fatalf("enable: %d %s", code, out)
+	}
+	if _, _, err := svc.Login(ctx, "nurse", "night-shift-9471"); err != nil {
+		t.Fatalf("login once enabled: %v", err)
+	}
+}
+
+func regexpMatch(re, s string) bool { return regexp.MustCompile(re).MatchString(s) }

@@ -203,9 +203,15 @@ var commands = map[string]command{
 		if err := get(e, "/api/v1/users", &us); err != nil {
 			return err
 		}
-		return e.print(us, []string{"ID", "NAME", "CLUSTER ADMIN", "DISPLAY NAME"}, func(i int) []string {
-			return []string{us[i].ID, us[i].Name, strconv.FormatBool(us[i].ClusterAdmin), us[i].DisplayName}
+		return e.print(us, []string{"ID", "NAME", "CLUSTER ADMIN", "DISABLED", "DISPLAY NAME"}, func(i int) []string {
+			return []string{us[i].ID, us[i].Name, strconv.FormatBool(us[i].ClusterAdmin), strconv.FormatBool(us[i].Disabled), us[i].DisplayName}
 		}, len(us))
+	})},
+	"user disable": {usage: "USER", help: "stop a user signing in: their sessions and API tokens are revoked, their S3 keys refused until enabled", flags: noFlags(func(e *env, args []string) error {
+		return setDisabled(e, args, true)
+	})},
+	"user enable": {usage: "USER", help: "let a disabled user sign in again", flags: noFlags(func(e *env, args []string) error {
+		return setDisabled(e, args, false)
 	})},
 	"user create": {usage: "NAME --password-stdin [--cluster-admin] [--display-name TEXT]", help: "create a user", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		stdin := fs.Bool("password-stdin", false, "read the password from standard input")
@@ -602,4 +608,12 @@ func tokenCreate(path, help, ttlHelp string) command {
 			return nil
 		}
 	}}
+}
+
+// setDisabled disables or enables a user (cluster admins).
+func setDisabled(e *env, args []string, off bool) error {
+	if err := needArgs(args, 1, "one user"); err != nil {
+		return err
+	}
+	return send(e, "PATCH", "/api/v1/users/"+url.PathEscape(args[0]), map[string]bool{"disabled": off}, nil)
 }

@@ -22,6 +22,9 @@ const CodeUnauthenticated = "unauthenticated"
 // ErrUnauthenticated is returned for a missing, unknown, expired or revoked token.
 var ErrUnauthenticated = &consensus.Error{Code: CodeUnauthenticated, Message: "missing or invalid credentials"}
 
+// ErrUserDisabled is a login with the right password to a disabled account.
+var ErrUserDisabled = &consensus.Error{Code: CodeUnauthenticated, Message: "this account is disabled; a cluster admin can enable it"}
+
 // Cluster is what the service needs from the consensus node.
 type Cluster interface {
 	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
@@ -263,6 +266,11 @@ func (s *Service) Login(ctx context.Context, username, password string) (string,
 		return "", nil, ErrUnauthenticated
 	}
 	s.logins.succeed(keys)
+	if u.Disabled {
+		s.loginFailed(remote, username, CodeUnauthenticated)
+		s.log.Warn("login to a disabled account", "user", username, "remote", remote)
+		return "", nil, ErrUserDisabled
+	}
 	now := s.cfg.Now().UTC()
 	return s.issueToken(ctx, &Principal{User: *u}, u.ID, TokenSession, "login", now.Add(s.cfg.SessionTTL))
 }
@@ -338,7 +346,7 @@ func (s *Service) authenticateAny(ctx context.Context, bearer string) (*Principa
 func (s *Service) principalFor(userID string) (*Principal, error) {
 	txn := s.read()
 	u := consensus.First[User](txn, tUsers, "id", userID)
-	if u == nil {
+	if u == nil || u.Disabled {
 		return nil, ErrUnauthenticated
 	}
 	p := &Principal{User: *u, roles: map[string]Role{}}

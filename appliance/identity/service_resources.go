@@ -235,6 +235,9 @@ type UserUpdate struct {
 	DisplayName  *string `json:"display_name,omitempty"`
 	Password     *string `json:"password,omitempty"`
 	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
+	// Disabled disables or enables the user (cluster admins, not on
+	// themselves): see User.Disabled.
+	Disabled *bool `json:"disabled,omitempty"`
 	// CurrentPassword must come with a change of one's own password.
 	CurrentPassword *string `json:"current_password,omitempty"`
 }
@@ -253,7 +256,15 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 	if up.ClusterAdmin != nil && !p.IsClusterAdmin() {
 		return nil, s.deny(ctx, p, action, ref, "", forbidden("grant cluster admin"))
 	}
-	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin}
+	if up.Disabled != nil {
+		if !p.IsClusterAdmin() {
+			return nil, s.deny(ctx, p, action, ref, "", forbidden("disable users"))
+		}
+		if *up.Disabled && u.ID == p.User.ID {
+			return nil, s.deny(ctx, p, action, ref, "", consensus.Errorf(consensus.CodeConflict, "cannot disable yourself"))
+		}
+	}
+	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin, Disabled: up.Disabled}
 	if up.Password != nil {
 		self := u.ID == p.User.ID
 		if self {

@@ -118,6 +118,7 @@ type updateUserCmd struct {
 	DisplayName  *string `json:"display_name,omitempty"`
 	PasswordHash *string `json:"password_hash,omitempty"`
 	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
+	Disabled     *bool   `json:"disabled,omitempty"`
 	// RevokeTokens deletes the user's session and API tokens with the
 	// change (of the password), all but KeepToken: the session that made it.
 	RevokeTokens bool   `json:"revoke_tokens,omitempty"`
@@ -229,6 +230,15 @@ func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
 	if c.PasswordHash != nil {
 		row.PasswordHash = *c.PasswordHash
 	}
+	if c.Disabled != nil {
+		if *c.Disabled && cur.ClusterAdmin && !cur.Disabled && countAdmins(tx.Txn) == 1 {
+			return nil, consensus.Errorf(consensus.CodeConflict, "cannot disable the last cluster admin")
+		}
+		row.Disabled = *c.Disabled
+		if row.Disabled { // every session and API token of theirs ends now
+			c.RevokeTokens, c.KeepToken = true, ""
+		}
+	}
 	if c.RevokeTokens {
 		for _, t := range list[Token](tx.Txn, tTokens, func(t *Token) bool { return t.UserID == c.ID && t.ID != c.KeepToken }) {
 			if err := tx.Delete(tTokens, &t); err != nil {
@@ -237,7 +247,7 @@ func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
 		}
 	}
 	if c.ClusterAdmin != nil {
-		if cur.ClusterAdmin && !*c.ClusterAdmin && countAdmins(tx.Txn) == 1 {
+		if cur.ClusterAdmin && !cur.Disabled && !*c.ClusterAdmin && countAdmins(tx.Txn) == 1 {
 			return nil, consensus.Errorf(consensus.CodeConflict, "cannot demote the last cluster admin")
 		}
 		row.ClusterAdmin = *c.ClusterAdmin
@@ -246,11 +256,12 @@ func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
 	return &row, tx.Insert(tUsers, &row)
 }
 
+// countAdmins counts the cluster admins who can sign in.
 func countAdmins(tx *memdb.Txn) int {
 	n := 0
 	it, _ := tx.Get(tUsers, "id")
 	for obj := it.Next(); obj != nil; obj = it.Next() {
-		if obj.(*User).ClusterAdmin {
+		if u := obj.(*User); u.ClusterAdmin && !u.Disabled {
 			n++
 		}
 	}
@@ -265,7 +276,7 @@ func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	if err := checkVersion("user", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
 	}
-	if cur.ClusterAdmin && countAdmins(tx.Txn) == 1 {
+	if cur.ClusterAdmin && !cur.Disabled && countAdmins(tx.Txn) == 1 {
 		return nil, consensus.Errorf(consensus.CodeConflict, "cannot delete the last cluster admin")
 	}
 	if _, err := tx.DeleteAll(tMembers, "user", c.ID); err != nil {
@@ -370,8 +381,12 @@ func applyDeleteMembership(tx *consensus.Tx, c *deleteCmd) (any, error) {
 }
 
 func applyCreateToken(tx *consensus.Tx, t *Token) (any, error) {
-	if consensus.First[User](tx.Txn, tUsers, "id", t.UserID) == nil {
+	u := consensus.First[User](tx.Txn, tUsers, "id", t.UserID)
+	if u == nil {
 		return nil, notFound("user", t.UserID)
+	}
+	if u.Disabled { // disabled after the login that asked for it was checked
+		return nil, ErrUserDisabled
 	}
 	row := *t
 	row.Version = tx.Index

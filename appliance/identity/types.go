@@ -37,8 +37,12 @@ type User struct {
 	DisplayName  string    `json:"display_name,omitempty"`
 	PasswordHash string    `json:"password_hash,omitempty"` // never leaves the service
 	ClusterAdmin bool      `json:"cluster_admin"`
-	CreatedAt    time.Time `json:"created_at"`
-	Version      uint64    `json:"version"`
+	// Disabled: the user cannot sign in, and no token or S3 key of theirs
+	// is accepted, until a cluster admin enables them again. Disabling
+	// revokes their sessions and API tokens; S3 keys are kept, refused.
+	Disabled  bool      `json:"disabled,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	Version   uint64    `json:"version"`
 }
 
 // Project groups resources, members and a quota.

@@ -234,6 +234,8 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 		t.Fatalf("flavor made in the UI: %+v %v", fl, err)
 	}
 
+	usersInBrowser(t, ctx, other)
+
 	// The same pages in Chinese.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#lang-zh")), chromedp.WaitVisible(chromedp.CSS("#nav-dashboard"))); err != nil {
 		t.Fatalf("switch to Chinese: %v", err)
@@ -243,4 +245,70 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 		t.Fatalf("page language after the switch: %q %v", lang, err)
 	}
 	screenshot(t, ctx, "flavors-zh")
+}
+
+// usersInBrowser: the admin creates a user, disables them after a
+// confirmation that names them, enables them again, and edits their full
+// name on their page; another node's API sees each change.
+func usersInBrowser(t *testing.T, ctx context.Context, api *cairntest.Client) {
+	t.Helper()
+	var user struct {
+		DisplayName string `json:"display_name"`
+		Disabled    bool   `json:"disabled"`
+	}
+	seen := func(what string, ok func() bool) {
+		t.Helper()
+		testutil.WaitFor(t, 15*time.Second, what, func() error {
+			user.DisplayName, user.Disabled = "", false // "disabled" is left out when false
+			if err := api.Call("GET", "/api/v1/users/nurse?consistent=true", nil, 200, &user); err != nil {
+				return err
+			}
+			if !ok() {
+				return fmt.Errorf("the API shows %+v", user)
+			}
+			return nil
+		})
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-users")),
+		chromedp.WaitVisible(chromedp.CSS("#user-form")),
+		chromedp.SendKeys(chromedp.CSS("#user-name"), "nurse"),
+		chromedp.SendKeys(chromedp.CSS("#user-password"), "ward-7-nights"),
+		chromedp.SendKeys(chromedp.CSS("#user-password2"), "ward-7-nights"),
+		chromedp.Click(chromedp.CSS("#user-submit")),
+		chromedp.WaitVisible(chromedp.CSS(`tr.user[data-name="nurse"][data-disabled="false"]`)),
+	); err != nil {
+		screenshot(t, ctx, "users-failed")
+		t.Fatalf("create a user: %v", err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.confirmed = "", window.confirm = m => (window.confirmed = m, true), true`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`tr.user[data-name="nurse"] button[data-do="disable-user"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr.user[data-name="nurse"][data-disabled="true"]`)),
+	); err != nil {
+		screenshot(t, ctx, "users-disable-failed")
+		t.Fatalf("disable the user: %v", err)
+	}
+	if asked, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`window.confirmed || ""`)); !strings.Contains(asked, "Disable nurse?") {
+		t.Errorf("the confirmation asked %q", asked)
+	}
+	seen("nurse disabled", func() bool { return user.Disabled })
+	actionsCellsFillRows(t, ctx)
+	screenshot(t, ctx, "users-disabled")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`tr.user[data-name="nurse"] button[data-do="enable-user"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`tr.user[data-name="nurse"][data-disabled="false"]`)),
+		chromedp.Click(chromedp.CSS(`tr.user[data-name="nurse"] a[data-do="edit-user"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#user-edit-form")),
+		chromedp.SetValue(chromedp.CSS("#user-edit-display"), "Wang Fang"),
+		chromedp.Click(chromedp.CSS("#user-edit-submit")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	); err != nil {
+		screenshot(t, ctx, "user-edit-failed")
+		t.Fatalf("enable and edit the user: %v", err)
+	}
+	seen("nurse enabled, as Wang Fang", func() bool { return !user.Disabled && user.DisplayName == "Wang Fang" })
+	screenshot(t, ctx, "user")
 }
