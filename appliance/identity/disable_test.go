@@ -97,8 +97,14 @@ func TestDisabledUser(t *testing.T) {
 		t.Fatalf("deputy disables themselves: %v", err)
 	}
 	errs := make(chan error, 2)
-	go func() { _, err := svc.UpdateUser(ctx, admin, "deputy", identity.UserUpdate{Disabled: &yes}, 0); errs <- err }()
-	go func() { _, err := svc.UpdateUser(ctx, deputy, admin.User.Name, identity.UserUpdate{Disabled: &yes}, 0); errs <- err }()
+	go func() {
+		_, err := svc.UpdateUser(ctx, admin, "deputy", identity.UserUpdate{Disabled: &yes}, 0)
+		errs <- err
+	}()
+	go func() {
+		_, err := svc.UpdateUser(ctx, deputy, admin.User.Name, identity.UserUpdate{Disabled: &yes}, 0)
+		errs <- err
+	}()
 	e1, e2 := <-errs, <-errs
 	if (e1 == nil) == (e2 == nil) || consensus.ErrorCode(errors.Join(e1, e2)) != consensus.CodeConflict {
 		t.Fatalf("two admins disabling each other: %v and %v; want one to win", e1, e2)

@@ -32,11 +32,11 @@ func (r Role) rank() int {
 
 // User is a person or automation account.
 type User struct {
-	ID           string    `json:"id"`
-	Name         string    `json:"name"`
-	DisplayName  string    `json:"display_name,omitempty"`
-	PasswordHash string    `json:"password_hash,omitempty"` // never leaves the service
-	ClusterAdmin bool      `json:"cluster_admin"`
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	DisplayName  string `json:"display_name,omitempty"`
+	PasswordHash string `json:"password_hash,omitempty"` // never leaves the service
+	ClusterAdmin bool   `json:"cluster_admin"`
 	// Disabled: the user cannot sign in, and no token or S3 key of theirs
 	// is accepted, until a cluster admin enables them again. Disabling
 	// revokes their sessions and API tokens; S3 keys are kept, refused.
