@@ -39,7 +39,9 @@ import (
 //	   lets go post-copy
 //	4  hypervisor.MsgCreateVMWithVars and MsgAttachVars: a UEFI VM's
 //	   variable store on a volume
-const Protocol = 4
+//	5  identity.MsgSetUserDisabled, and MsgDeleteEmptyProject, which also
+//	   counts what other domains keep of a project
+const Protocol = 5
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

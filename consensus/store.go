@@ -256,3 +256,18 @@ func First[T any](txn *memdb.Txn, table, index string, args ...any) *T {
 	}
 	return raw.(*T)
 }
+
+// All returns copies of every row of table matching the index, collected
+// before the caller changes any of them (deleting while iterating a
+// memdb iterator is not allowed).
+func All[T any](txn *memdb.Txn, table, index string, args ...any) []T {
+	it, err := txn.Get(table, index, args...)
+	if err != nil {
+		return nil
+	}
+	var out []T
+	for raw := it.Next(); raw != nil; raw = it.Next() {
+		out = append(out, *raw.(*T))
+	}
+	return out
+}

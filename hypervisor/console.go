@@ -178,6 +178,11 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 		http.Error(w, err.Error(), http.StatusUnauthorized)
 		return
 	}
+	user := ticketUser(r.URL.Query().Get("ticket"))
+	if !c.s.id.Active(user) { // disabled or deleted since the ticket was made
+		http.Error(w, "console ticket of a user who can no longer sign in", http.StatusUnauthorized)
+		return
+	}
 	vm := getVM(c.s.c.Store().ReadTxn(), vmID)
 	if vm == nil || vm.Node == "" {
 		http.Error(w, "the VM is not running on any node", http.StatusConflict)
@@ -191,7 +196,6 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 	defer backend.Close()
 	// Every console session is audited, opening and closing: a console is
 	// control of the VM. One that cannot be audited is not opened.
-	user := ticketUser(r.URL.Query().Get("ticket"))
 	actx := identity.WithRemoteAddr(r.Context(), r.RemoteAddr)
 	if err := c.s.id.Record(actx, user, "vm.console.open", vm.Name, vm.ProjectID, kind+" console"); err != nil {
 		c.log.Error("console session refused: cannot audit it", "vm", vm.Name, "err", err)
@@ -218,8 +222,30 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 	defer cancel()
 	conn := websocket.NetConn(ctx, ws, websocket.MessageBinary)
 	defer conn.Close()
+	// The session ends when its user is disabled or deleted.
+	go func() {
+		tick := time.NewTicker(consoleUserCheck)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				if !c.s.id.Active(user) {
+					c.log.Info("console session closed: its user can no longer sign in", "vm", vm.Name, "user", user)
+					conn.Close()
+					backend.Close()
+					return
+				}
+			}
+		}
+	}()
 	pipe(conn, backend)
 }
+
+// consoleUserCheck is how often an open console checks that its user may
+// still sign in.
+const consoleUserCheck = 2 * time.Second
 
 // ticketUser returns the user a ticket (already checked) was issued to.
 func ticketUser(ticket string) string {

@@ -101,4 +101,37 @@ func TestConsoleSessionsAreAudited(t *testing.T) {
 		}
 		return nil
 	})
+
+	// Disabling the user ends their open console within a few seconds and
+	// refuses a ticket they were given before.
+	tk, err = e.svc.ConsoleTicket(ctx, e.user, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spare, err := e.svc.ConsoleTicket(ctx, e.user, "c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws, _, err = websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+tk.SerialPath, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	yes := true
+	if _, err := e.id.UpdateUser(ctx, e.admin, "nurse", identity.UserUpdate{Disabled: &yes}, 0); err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 3*consoleUserCheck)
+	defer cancel()
+	for {
+		if _, _, err := ws.Read(rctx); err != nil {
+			if rctx.Err() != nil {
+				t.Fatal("the disabled user's console is still open")
+			}
+			break
+		}
+	}
+	if _, res, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+spare.SerialPath, nil); err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a ticket of the disabled user: %v", err)
+	}
 }

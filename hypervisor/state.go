@@ -175,6 +175,13 @@ func Register(reg *consensus.Registry) {
 		// A public image of no project (the sample image) has none.
 		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}},
 	}})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "images", Held: func(txn *memdb.Txn, project string) []string {
+		var names []string
+		for _, im := range consensus.All[Image](txn, tImages, "project", project) {
+			names = append(names, im.Name)
+		}
+		return names
+	}})
 	consensus.Handle(reg, MsgCreateVM, "CreateVM", func(tx *consensus.Tx, c *createVMCmd) (any, error) {
 		// Older nodes know nothing of a UEFI variables volume and drop
 		// it: so does this command (MsgCreateVMWithVars carries it).

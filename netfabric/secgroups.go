@@ -172,6 +172,27 @@ func registerSecurityGroups(reg *consensus.Registry) {
 		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"project": {Name: "project", Indexer: &memdb.StringFieldIndex{Field: "Project"}},
 	}})
+	// A project's own security groups keep it; its default group, made
+	// for it, goes with it (its VMs' ports, which use it, keep the project
+	// through the quota's usage).
+	identity.HoldProjects(identity.ProjectHolder{Kind: "security groups",
+		Held: func(txn *memdb.Txn, project string) []string {
+			var names []string
+			for _, g := range consensus.All[SecurityGroup](txn, tSecGroups, "project", project) {
+				if g.Name != DefaultGroupName {
+					names = append(names, g.Name)
+				}
+			}
+			return names
+		},
+		Sweep: func(tx *consensus.Tx, project string) error {
+			for _, g := range consensus.All[SecurityGroup](tx.Txn, tSecGroups, "project", project) {
+				if err := tx.Delete(tSecGroups, &g); err != nil {
+					return err
+				}
+			}
+			return nil
+		}})
 	consensus.Handle(reg, MsgCreateSecurityGroup, "CreateSecurityGroup", applyCreateSecurityGroup)
 	consensus.Handle(reg, MsgDeleteSecurityGroup, "DeleteSecurityGroup", applyDeleteSecurityGroup)
 	consensus.Handle(reg, MsgAddSecurityGroupRules, "AddSecurityGroupRules", applyAddRules)

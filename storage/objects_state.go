@@ -202,6 +202,15 @@ func registerObjects(reg *consensus.Registry) {
 		"id":      {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"project": {Name: "project", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "ProjectID"}}, // system buckets have none
 	}})
+	// An empty bucket counts for nothing in the quota, yet it is the
+	// project's: the project stays while it does.
+	identity.HoldProjects(identity.ProjectHolder{Kind: "buckets", Held: func(txn *memdb.Txn, project string) []string {
+		var names []string
+		for _, b := range consensus.All[Bucket](txn, tBuckets, "project", project) {
+			names = append(names, b.ID)
+		}
+		return names
+	}})
 	for _, table := range []string{tObjects, tVersions} {
 		consensus.RegisterTable[Object](reg, &memdb.TableSchema{Name: table, Indexes: map[string]*memdb.IndexSchema{
 			"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},

@@ -46,9 +46,9 @@ func TestGoldenPages(t *testing.T) {
 	project := projectData{
 		Project:   identity.Project{Name: "radiology", Description: "PACS & viewers <b>"},
 		Members:   []identity.MemberView{{UserName: "nurse1", Role: identity.RoleMember}, {UserName: "dr-wang", Role: identity.RoleAdmin}},
-		Quota:     quotaRows(q),
+		Quota:     (&server{}).quotaRows(q), // no services: only the used compute rows show
 		QuotaVer:  q.Version,
-		UserNames: []string{"dr-wang", "nurse1"},
+		Users:     []identity.User{{Name: "dr-wang", DisplayName: "Wang Wei"}, {Name: "nurse1"}},
 		CanManage: true,
 		Member:    memberForm{Role: "member"},
 	}

@@ -105,7 +105,7 @@ func (s *server) loginSubmit(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusServiceUnavailable
 			w.Header().Set("Retry-After", "1")
 			v.err = v.T("login.busy")
-		case errors.Is(err, identity.ErrUserDisabled):
+		case identity.IsCode(err, identity.CodeUserDisabled):
 			v.err = v.T("login.disabled")
 		case identity.IsCode(err, identity.CodeUnauthenticated):
 			v.err = v.T("login.failed")

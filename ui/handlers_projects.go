@@ -28,6 +28,8 @@ func (s *server) projects(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "projects"
 	if name := r.URL.Query().Get("created"); name != "" {
 		v.flash = v.Tf("projects.created", name)
+	} else if name := r.URL.Query().Get("deleted"); name != "" {
+		v.flash = v.Tf("projects.deleted", name)
 	}
 	s.render(w, r, http.StatusOK, projectsPage(v, s.projectList(v), projectForm{}))
 }
@@ -56,23 +58,21 @@ func (s *server) projectData(v *view, ref string) (projectData, error) {
 		return projectData{}, err
 	}
 	d := projectData{Project: *pr, Members: members, CanManage: v.p.Can(pr.ID, identity.RoleAdmin), Member: memberForm{Role: string(identity.RoleMember)}}
-	if d.CanManage {
-		for _, u := range s.id.ListUsers(v.p) {
-			d.UserNames = append(d.UserNames, u.Name)
-		}
-		sort.Strings(d.UserNames)
+	if d.CanManage && v.admin() { // others may not list users: they type a name
+		d.Users = s.userList(v)
 	}
 	q, err := s.id.GetQuota(v.p, pr.ID)
 	if err != nil {
 		d.QuotaErr = errorText(v.tr, err)
 		return d, nil
 	}
-	d.Quota, d.QuotaVer = quotaRows(q), q.Version
+	d.Quota, d.QuotaVer = s.quotaRows(q), q.Version
 	return d, nil
 }
 
-// quotaRows lays a quota out in a fixed, readable order.
-func quotaRows(q *identity.Quota) []quotaRow {
+// quotaRows lays a quota out in a fixed, readable order, marking the rows
+// of features this appliance does not run.
+func (s *server) quotaRows(q *identity.Quota) []quotaRow {
 	l, u := q.Limits, q.Usage
 	rows := []quotaRow{
 		{Key: "quota.instances", Field: "instances", Usage: u.Instances, Limit: l.Instances},
@@ -89,8 +89,24 @@ func quotaRows(q *identity.Quota) []quotaRow {
 		{Key: "quota.ports", Field: "ports", Usage: u.Ports, Limit: l.Ports},
 		{Key: "quota.routers", Field: "routers", Usage: u.Routers, Limit: l.Routers},
 	}
+	unused := map[string]bool{}
+	for _, f := range []struct {
+		off    bool
+		fields []string
+	}{
+		{s.compute == nil, []string{"instances", "vcpus", "ram_mib", "disk_gib"}},
+		{s.objects == nil, []string{"object_gib", "objects"}},
+		{s.volumes == nil, []string{"volumes", "volume_gib", "snapshots"}},
+		{s.networks == nil, []string{"networks", "ports", "routers", "floating_ips"}},
+	} {
+		for _, name := range f.fields {
+			unused[name] = f.off
+		}
+	}
 	for i := range rows {
 		rows[i].Input = itoa(rows[i].Limit)
+		// Hidden only while nothing uses it: usage always shows.
+		rows[i].Unused = unused[rows[i].Field] && rows[i].Usage == 0
 	}
 	return rows
 }
@@ -107,6 +123,8 @@ func (s *server) project(w http.ResponseWriter, r *http.Request, v *view) {
 		v.flash = v.T("members.saved")
 	case "quota":
 		v.flash = v.T("quota.saved")
+	case "removed":
+		v.flash = v.Tf("members.removed", r.URL.Query().Get("name"))
 	}
 	s.render(w, r, http.StatusOK, projectPage(v, d))
 }
@@ -189,3 +207,54 @@ func parseLimits(r *http.Request, rows []quotaRow) (identity.Resources, string) 
 }
 
 func uitoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+func projectAction(name, action string) string {
+	return "/projects/" + url.PathEscape(name) + "/" + action
+}
+
+func memberRemove(project, user string) string {
+	return "/projects/" + url.PathEscape(project) + "/members/" + url.PathEscape(user) + "/remove"
+}
+
+// userLabel is a user as a picker shows them: name, and full name if any.
+func userLabel(u identity.User) string {
+	if u.DisplayName == "" {
+		return u.Name
+	}
+	return u.Name + " (" + u.DisplayName + ")"
+}
+
+func (s *server) removeMember(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "projects"
+	d, err := s.projectData(v, r.PathValue("ref"))
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	user := r.PathValue("user")
+	if err := s.id.RemoveMember(r.Context(), v.p, d.Project.ID, user); err != nil {
+		s.logErr(r, err)
+		v.err = errorText(v.tr, err)
+		s.render(w, r, formStatus, projectPage(v, d))
+		return
+	}
+	s.redirect(w, r, string(projectURL(d.Project.Name))+"?saved=removed&name="+url.QueryEscape(user))
+}
+
+// deleteProject deletes a project that holds nothing; the refusal says
+// what it still holds.
+func (s *server) deleteProject(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "projects"
+	d, err := s.projectData(v, r.PathValue("ref"))
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	if err := s.id.DeleteProject(r.Context(), v.p, d.Project.ID, 0); err != nil {
+		s.logErr(r, err)
+		v.err = errorText(v.tr, err)
+		s.render(w, r, formStatus, projectPage(v, d))
+		return
+	}
+	s.redirect(w, r, "/projects?deleted="+url.QueryEscape(d.Project.Name))
+}

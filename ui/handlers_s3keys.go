@@ -60,18 +60,20 @@ func (a s3Access) keys() (ak, sk string) {
 func (a s3Access) awsExample() string {
 	ak, sk := a.keys()
 	return strings.Join([]string{
-		"export AWS_ACCESS_KEY_ID=" + ak,
-		"export AWS_SECRET_ACCESS_KEY=" + sk,
+		"export AWS_ACCESS_KEY_ID=" + shellQuote(ak),
+		"export AWS_SECRET_ACCESS_KEY=" + shellQuote(sk),
 		"export AWS_DEFAULT_REGION=us-east-1",
-		"export AWS_CA_BUNDLE=$PWD/cairn-ca.crt",
-		"aws --endpoint-url " + a.Endpoint + " s3 ls s3://" + a.Bucket + "/",
+		`export AWS_CA_BUNDLE="$PWD/cairn-ca.crt"`,
+		"aws --endpoint-url " + shellQuote(a.Endpoint) + " s3 ls " + shellQuote("s3://"+a.Bucket+"/"),
 	}, "\n")
 }
 
+// rcloneExample writes the remote's configuration, secret included, where
+// only its owner can read it.
 func (a s3Access) rcloneExample() string {
 	ak, sk := a.keys()
 	return strings.Join([]string{
-		"cat > cairn-rclone.conf <<'END'",
+		"(umask 077; cat > cairn-rclone.conf <<'END'",
 		"[cairn]",
 		"type = s3",
 		"provider = Other",
@@ -81,9 +83,14 @@ func (a s3Access) rcloneExample() string {
 		"region = us-east-1",
 		"force_path_style = true",
 		"END",
-		"env -u AWS_CA_BUNDLE rclone --config cairn-rclone.conf --ca-cert cairn-ca.crt ls cairn:" + a.Bucket,
+		")",
+		"env -u AWS_CA_BUNDLE rclone --config cairn-rclone.conf --ca-cert cairn-ca.crt ls " + shellQuote("cairn:"+a.Bucket),
 	}, "\n")
 }
+
+// shellQuote quotes s for a POSIX shell: an IPv6 endpoint's brackets are
+// a pattern to some shells.
+func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
 
 // createS3Key issues a key and shows the buckets page with its secret, once:
 // no redirect, so the secret is in this response only.
@@ -132,9 +139,9 @@ func (s *server) revokeS3Key(w http.ResponseWriter, r *http.Request, v *view) {
 }
 
 // caCert serves the cluster's CA certificate, which S3 clients and the CLI
-// need to trust the appliance. It is public; the page links it for
-// signed-in users.
-func (s *server) caCert(w http.ResponseWriter, r *http.Request, v *view) {
+// need to trust the appliance. It is public (it is in every TLS handshake
+// of the appliance anyway), so no sign-in is asked.
+func (s *server) caCert(w http.ResponseWriter, r *http.Request) {
 	if s.ca == nil {
 		http.NotFound(w, r)
 		return

@@ -47,6 +47,7 @@ var statusOf = map[string]int{
 	consensus.CodeUnavailable:        http.StatusServiceUnavailable,
 	storage.CodeInsufficientStorage:  http.StatusInsufficientStorage,
 	identity.CodeTooManyAttempts:     http.StatusTooManyRequests,
+	identity.CodeUserDisabled:        http.StatusForbidden,
 }
 
 // toAPIError turns any error into an *Error; unknown errors are 500s whose

@@ -122,7 +122,7 @@ func TestCLIDisableUser(t *testing.T) {
 	if code, out := cairn(t, "correct horse\n", "login", "--endpoint", url, "--ca-cert", ca, "--username", "root", "--password-stdin"); code != 0 {
 		t.Fatalf("login: %d %s", code, out)
 	}
-	if code, out := cairn(t, "", "user", "disable", "root"); code == 0 || !strings.Contains(out, "cannot disable yourself") {
+	if code, out := cairn(t, "", "user", "disable", "root"); code == 0 || !strings.Contains(out, "cannot disable or enable yourself") {
 		t.Fatalf("disable oneself: %d %s", code, out)
 	}
 	if code, out := cairn(t, "", "user", "disable", "nurse"); code != 0 {

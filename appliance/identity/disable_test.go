@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
@@ -73,15 +74,23 @@ func TestDisabledUser(t *testing.T) {
 	if _, _, err := svc.Login(ctx, "nurse", pw); !errors.Is(err, identity.ErrUserDisabled) {
 		t.Errorf("login to the disabled account: %v", err)
 	}
+	// A login checked just before the disable landed: its token is refused
+	// where it applies.
+	late := identity.Token{ID: "late-session", UserID: u.ID, Kind: identity.TokenSession, CreatedAt: time.Now().UTC()}
+	if _, err := c.Nodes[0].Apply(ctx, identity.MsgCreateToken, &late, nil); !identity.IsCode(err, identity.CodeUserDisabled) {
+		t.Errorf("a token for the disabled user: %v", err)
+	}
 	if _, _, err := svc.Login(ctx, "nurse", "not-the-password"); !errors.Is(err, identity.ErrUnauthenticated) || errors.Is(err, identity.ErrUserDisabled) {
 		t.Errorf("a wrong password to the disabled account says %v: it must not tell the account is disabled", err)
 	}
 
 	// The last cluster admin who can sign in stays. Two admins who
-	// disable each other at once: the first applied wins, the second
-	// finds its target the last enabled admin (its own principal, read
-	// before, still says admin). A disabled admin does not count, so they
-	// can be deleted, and the last one cannot be demoted.
+	// disable each other at once: the first applied wins; the second,
+	// whose principal was read before and still says admin, is refused
+	// where it applies, its sender being disabled by then. The loser
+	// cannot enable themselves, nor act on anyone. A disabled admin does
+	// not count, so they can be deleted; the last one cannot be demoted
+	// nor delete themselves.
 	if _, err := svc.CreateUser(ctx, admin, identity.UserSpec{Name: "deputy", Password: "second-pw-5521", ClusterAdmin: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -106,19 +115,34 @@ func TestDisabledUser(t *testing.T) {
 		errs <- err
 	}()
 	e1, e2 := <-errs, <-errs
-	if (e1 == nil) == (e2 == nil) || consensus.ErrorCode(errors.Join(e1, e2)) != consensus.CodeConflict {
+	if (e1 == nil) == (e2 == nil) || consensus.ErrorCode(errors.Join(e1, e2)) != consensus.CodeForbidden {
 		t.Fatalf("two admins disabling each other: %v and %v; want one to win", e1, e2)
 	}
-	boss, gone := admin, "deputy"
+	boss, gone, loser := admin, "deputy", deputy
 	if u, _ := svc.GetUser(admin, admin.User.Name); u.Disabled {
-		boss, gone = deputy, admin.User.Name
+		boss, gone, loser = deputy, admin.User.Name, admin
+	}
+	if _, err := svc.UpdateUser(ctx, loser, loser.User.Name, identity.UserUpdate{Disabled: &no}, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("a disabled admin enables themselves: %v", err)
+	}
+	if _, err := svc.UpdateUser(ctx, loser, "nurse", identity.UserUpdate{Disabled: &no}, 0); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("a disabled admin's old principal enables someone: %v", err)
+	}
+	if u, _ := svc.GetUser(boss, loser.User.Name); !u.Disabled {
+		t.Fatal("the loser is enabled again")
+	}
+	// Demoting a disabled admin is allowed: they do not count.
+	if _, err := svc.UpdateUser(ctx, boss, gone, identity.UserUpdate{ClusterAdmin: &no}, 0); err != nil {
+		t.Fatalf("demote a disabled admin: %v", err)
 	}
 	if err := svc.DeleteUser(ctx, boss, gone, 0); err != nil {
 		t.Fatalf("delete a disabled admin while one enabled admin remains: %v", err)
 	}
-	f := false
-	if _, err := svc.UpdateUser(ctx, boss, boss.User.Name, identity.UserUpdate{ClusterAdmin: &f}, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
+	if _, err := svc.UpdateUser(ctx, boss, boss.User.Name, identity.UserUpdate{ClusterAdmin: &no}, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
 		t.Fatalf("demote the last admin: %v", err)
+	}
+	if err := svc.DeleteUser(ctx, boss, boss.User.Name, 0); consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("the last admin deletes themselves: %v", err)
 	}
 	admin = boss
 

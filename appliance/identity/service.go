@@ -22,8 +22,11 @@ const CodeUnauthenticated = "unauthenticated"
 // ErrUnauthenticated is returned for a missing, unknown, expired or revoked token.
 var ErrUnauthenticated = &consensus.Error{Code: CodeUnauthenticated, Message: "missing or invalid credentials"}
 
+// CodeUserDisabled is a login with the right password to a disabled account.
+const CodeUserDisabled = "user_disabled"
+
 // ErrUserDisabled is a login with the right password to a disabled account.
-var ErrUserDisabled = &consensus.Error{Code: CodeUnauthenticated, Message: "this account is disabled; a cluster admin can enable it"}
+var ErrUserDisabled = &consensus.Error{Code: CodeUserDisabled, Message: "this account is disabled; a cluster admin can enable it"}
 
 // Cluster is what the service needs from the consensus node.
 type Cluster interface {
@@ -187,7 +190,19 @@ func (s *Service) Sync(ctx context.Context, consistent bool) error {
 // --- setup and login -----------------------------------------------------------
 
 // SetupNeeded reports whether no cluster admin exists yet.
-func (s *Service) SetupNeeded() bool { return countAdmins(s.read()) == 0 }
+// A disabled admin still counts: setup makes the first admin only.
+func (s *Service) SetupNeeded() bool {
+	it, err := s.read().Get(tUsers, "id")
+	if err != nil {
+		return false
+	}
+	for obj := it.Next(); obj != nil; obj = it.Next() {
+		if obj.(*User).ClusterAdmin {
+			return false
+		}
+	}
+	return true
+}
 
 // SetupCode is this node's one-time code for creating the first admin.
 func (s *Service) SetupCode() string {
@@ -340,6 +355,14 @@ func (s *Service) authenticateAny(ctx context.Context, bearer string) (*Principa
 	}
 	p.TokenID, p.TokenKind = t.ID, t.Kind
 	return p, nil
+}
+
+// Active reports whether a user exists and is not disabled, in this
+// node's state: for sessions that outlive the check of their credential
+// (a console), which end when it turns false.
+func (s *Service) Active(userID string) bool {
+	u := consensus.First[User](s.read(), tUsers, "id", userID)
+	return u != nil && !u.Disabled
 }
 
 // principalFor builds a user's principal with their project roles.

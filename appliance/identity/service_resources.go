@@ -110,7 +110,9 @@ func (s *Service) DeleteProject(ctx context.Context, p *Principal, ref string, i
 	if !p.IsClusterAdmin() {
 		return s.deny(ctx, p, action, ref, pr.ID, forbidden("delete projects"))
 	}
-	return s.mutate(ctx, p, action, pr.ID, pr.ID, MsgDeleteProject, deleteCmd{ID: pr.ID, IfMatch: ifMatch}, nil)
+	// Protocol 5's command, which also counts what other domains keep of
+	// the project; until every server speaks it, the refusal says so.
+	return s.mutate(ctx, p, action, pr.ID, pr.ID, MsgDeleteEmptyProject, deleteCmd{ID: pr.ID, IfMatch: ifMatch}, nil)
 }
 
 // MemberView is a membership with the user's name.
@@ -260,11 +262,14 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 		if !p.IsClusterAdmin() {
 			return nil, s.deny(ctx, p, action, ref, "", forbidden("disable users"))
 		}
-		if *up.Disabled && u.ID == p.User.ID {
-			return nil, s.deny(ctx, p, action, ref, "", consensus.Errorf(consensus.CodeConflict, "cannot disable yourself"))
+		if u.ID == p.User.ID {
+			return nil, s.deny(ctx, p, action, ref, "", consensus.Errorf(consensus.CodeConflict, "cannot disable or enable yourself"))
+		}
+		if up.DisplayName == nil && up.Password == nil && up.ClusterAdmin == nil {
+			return s.setDisabled(ctx, p, u, *up.Disabled, ifMatch)
 		}
 	}
-	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin, Disabled: up.Disabled}
+	cmd := updateUserCmd{ID: u.ID, IfMatch: ifMatch, DisplayName: up.DisplayName, ClusterAdmin: up.ClusterAdmin}
 	if up.Password != nil {
 		self := u.ID == p.User.ID
 		if self {
@@ -287,6 +292,26 @@ func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up U
 	}
 	var out User
 	if err := s.mutate(ctx, p, action, u.Name, "", MsgUpdateUser, cmd, &out); err != nil {
+		return nil, err
+	}
+	if up.Disabled != nil {
+		return s.setDisabled(ctx, p, u, *up.Disabled, 0)
+	}
+	return redactUser(&out), nil
+}
+
+// setDisabled disables or enables a user: a command of its own (protocol
+// 5), which checks where it applies that the actor may.
+func (s *Service) setDisabled(ctx context.Context, p *Principal, u *User, off bool, ifMatch uint64) (*User, error) {
+	action := "user.enable"
+	if off {
+		action = "user.disable"
+	}
+	if err := checkVersion("user", u.ID, u.Version, ifMatch); err != nil {
+		return nil, s.deny(ctx, p, action, u.Name, "", err)
+	}
+	var out User
+	if err := s.mutate(ctx, p, action, u.Name, "", MsgSetUserDisabled, setUserDisabledCmd{ID: u.ID, Actor: p.User.ID, Disabled: off}, &out); err != nil {
 		return nil, err
 	}
 	return redactUser(&out), nil

@@ -28,8 +28,11 @@ const (
 	MsgUpdateFlavor     consensus.MessageType = 46
 	MsgDeleteFlavor     consensus.MessageType = 47
 	MsgSetQuota         consensus.MessageType = 48
-	MsgPruneTokens      consensus.MessageType = 49
-	MsgPruneAudit       consensus.MessageType = 50
+	// Protocol 5 (consensus/protocol.go): older nodes know neither.
+	MsgSetUserDisabled    consensus.MessageType = 55
+	MsgDeleteEmptyProject consensus.MessageType = 56
+	MsgPruneTokens        consensus.MessageType = 49
+	MsgPruneAudit         consensus.MessageType = 50
 )
 
 // Table names.
@@ -86,6 +89,8 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreateProject, "CreateProject", applyCreateProject)
 	consensus.Handle(reg, MsgUpdateProject, "UpdateProject", applyUpdateProject)
 	consensus.Handle(reg, MsgDeleteProject, "DeleteProject", applyDeleteProject)
+	consensus.HandleSince(reg, MsgDeleteEmptyProject, "DeleteEmptyProject", 5, applyDeleteEmptyProject)
+	consensus.HandleSince(reg, MsgSetUserDisabled, "SetUserDisabled", 5, applySetUserDisabled)
 	consensus.Handle(reg, MsgSetMembership, "SetMembership", applySetMembership)
 	consensus.Handle(reg, MsgDeleteMembership, "DeleteMembership", applyDeleteMembership)
 	consensus.Handle(reg, MsgCreateToken, "CreateToken", applyCreateToken)
@@ -118,11 +123,19 @@ type updateUserCmd struct {
 	DisplayName  *string `json:"display_name,omitempty"`
 	PasswordHash *string `json:"password_hash,omitempty"`
 	ClusterAdmin *bool   `json:"cluster_admin,omitempty"`
-	Disabled     *bool   `json:"disabled,omitempty"`
 	// RevokeTokens deletes the user's session and API tokens with the
 	// change (of the password), all but KeepToken: the session that made it.
 	RevokeTokens bool   `json:"revoke_tokens,omitempty"`
 	KeepToken    string `json:"keep_token,omitempty"`
+}
+
+// setUserDisabledCmd disables or enables a user, on behalf of Actor: a
+// cluster admin who can sign in, when the command applies (not merely
+// when it was sent), and never the user themselves.
+type setUserDisabledCmd struct {
+	ID       string `json:"id"`
+	Actor    string `json:"actor"`
+	Disabled bool   `json:"disabled"`
 }
 
 type deleteCmd struct {
@@ -230,15 +243,6 @@ func applyUpdateUser(tx *consensus.Tx, c *updateUserCmd) (any, error) {
 	if c.PasswordHash != nil {
 		row.PasswordHash = *c.PasswordHash
 	}
-	if c.Disabled != nil {
-		if *c.Disabled && cur.ClusterAdmin && !cur.Disabled && countAdmins(tx.Txn) == 1 {
-			return nil, consensus.Errorf(consensus.CodeConflict, "cannot disable the last cluster admin")
-		}
-		row.Disabled = *c.Disabled
-		if row.Disabled { // every session and API token of theirs ends now
-			c.RevokeTokens, c.KeepToken = true, ""
-		}
-	}
 	if c.RevokeTokens {
 		for _, t := range list[Token](tx.Txn, tTokens, func(t *Token) bool { return t.UserID == c.ID && t.ID != c.KeepToken }) {
 			if err := tx.Delete(tTokens, &t); err != nil {
@@ -334,6 +338,8 @@ func applyUpdateProject(tx *consensus.Tx, c *updateProjectCmd) (any, error) {
 	return &row, tx.Insert(tProjects, &row)
 }
 
+// applyDeleteProject is the command older nodes know: it checks the
+// quota's usage only. Kept as it was, so every node applies it alike.
 func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	cur := consensus.First[Project](tx.Txn, tProjects, "id", c.ID)
 	if cur == nil {
@@ -345,18 +351,76 @@ func applyDeleteProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	if q := consensus.First[Quota](tx.Txn, tQuotas, "id", c.ID); q != nil && q.Usage != (Resources{}) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still has resources (%+v); delete them first", cur.Name, q.Usage)
 	}
-	if _, err := tx.DeleteAll(tMembers, "project", c.ID); err != nil {
+	return nil, removeProject(tx, cur)
+}
+
+// applyDeleteEmptyProject deletes a project that holds nothing: no usage,
+// and nothing any domain's holder names (an empty bucket, an image, a
+// security group of its own); what goes with it (its default security
+// group) is swept in the same command.
+func applyDeleteEmptyProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
+	cur := consensus.First[Project](tx.Txn, tProjects, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("project", c.ID)
+	}
+	if err := checkVersion("project", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
 	}
-	if _, err := tx.DeleteAll(tQuotas, "id", c.ID); err != nil {
-		return nil, err
+	if left := projectLeft(tx.Txn, c.ID); left != "" {
+		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still holds %s; delete them first", cur.Name, left)
 	}
-	for _, cred := range list[S3Credential](tx.Txn, tS3Creds, func(k *S3Credential) bool { return k.ProjectID == c.ID }) {
+	for _, h := range projectHolders() {
+		if h.Sweep != nil {
+			if err := h.Sweep(tx, c.ID); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return nil, removeProject(tx, cur)
+}
+
+// removeProject deletes a project with its members, quota and S3 keys.
+func removeProject(tx *consensus.Tx, cur *Project) error {
+	if _, err := tx.DeleteAll(tMembers, "project", cur.ID); err != nil {
+		return err
+	}
+	if _, err := tx.DeleteAll(tQuotas, "id", cur.ID); err != nil {
+		return err
+	}
+	for _, cred := range list[S3Credential](tx.Txn, tS3Creds, func(k *S3Credential) bool { return k.ProjectID == cur.ID }) {
 		if err := tx.Delete(tS3Creds, &cred); err != nil {
+			return err
+		}
+	}
+	return tx.Delete(tProjects, cur)
+}
+
+// applySetUserDisabled disables a user, ending every token of theirs
+// (sessions, API and metrics tokens), or enables them again.
+func applySetUserDisabled(tx *consensus.Tx, c *setUserDisabledCmd) (any, error) {
+	cur := consensus.First[User](tx.Txn, tUsers, "id", c.ID)
+	if cur == nil {
+		return nil, notFound("user", c.ID)
+	}
+	actor := consensus.First[User](tx.Txn, tUsers, "id", c.Actor)
+	if actor == nil || !actor.ClusterAdmin || actor.Disabled {
+		return nil, consensus.Errorf(consensus.CodeForbidden, "only a cluster admin who can sign in disables or enables users")
+	}
+	if c.Actor == c.ID {
+		return nil, consensus.Errorf(consensus.CodeConflict, "cannot disable or enable yourself")
+	}
+	if c.Disabled && cur.ClusterAdmin && !cur.Disabled && countAdmins(tx.Txn) == 1 {
+		return nil, consensus.Errorf(consensus.CodeConflict, "cannot disable the last cluster admin")
+	}
+	row := *cur
+	row.Disabled = c.Disabled
+	row.Version = tx.Index
+	if row.Disabled {
+		if _, err := tx.DeleteAll(tTokens, "user", c.ID); err != nil {
 			return nil, err
 		}
 	}
-	return nil, tx.Delete(tProjects, cur)
+	return &row, tx.Insert(tUsers, &row)
 }
 
 func applySetMembership(tx *consensus.Tx, m *Membership) (any, error) {
