@@ -1,7 +1,12 @@
 package ui
 
 import (
+	"bytes"
+	"context"
 	"net/http"
+	"regexp"
+	"strings"
+	"time"
 )
 
 // consoleData loads a VM and mints a fresh console ticket for it, so every
@@ -40,7 +45,46 @@ func (s *server) console(w http.ResponseWriter, r *http.Request, v *view) {
 }
 
 func (s *server) serial(w http.ResponseWriter, r *http.Request, v *view) {
-	if d, ok := s.consoleData(w, r, v, true); ok {
-		s.render(w, r, http.StatusOK, serialPage(v, d))
+	d, ok := s.consoleData(w, r, v, true)
+	if !ok {
+		return
 	}
+	if s.consoles != nil && d.Path != "" {
+		// The page opens with what the VM printed lately (the log can
+		// hold what cloud-init printed: only those who may open the
+		// console, as a ticket proves, read it).
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		log, err := s.consoles.SerialLog(ctx, v.p, d.VM.ID, recentSerial)
+		cancel()
+		if err != nil {
+			s.logErr(r, err)
+		}
+		d.Recent = plainSerial(log)
+	}
+	s.render(w, r, http.StatusOK, serialPage(v, d))
+}
+
+// recentSerial is how much of the serial log the console page opens with.
+const recentSerial = 16 << 10
+
+// terminalEscape matches what serial.js drops from the live output:
+// colour and cursor control sequences.
+var terminalEscape = regexp.MustCompile(`\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]`)
+
+// plainSerial turns the tail of a serial log into text as serial.js shows
+// it: valid UTF-8 from the first whole line, without escape sequences,
+// carriage returns or bells.
+func plainSerial(b []byte) string {
+	if len(b) >= recentSerial { // cut mid-line (and perhaps mid-rune): start at a line
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	s := terminalEscape.ReplaceAllString(strings.ToValidUTF8(string(b), ""), "")
+	return strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\a' || r == 0 {
+			return -1
+		}
+		return r
+	}, s)
 }

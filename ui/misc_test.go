@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -153,5 +154,19 @@ func TestFlashParamsInStep(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Errorf("page.js %s %q, the server's %q", name, got, want)
 		}
+	}
+}
+
+// The tail of a serial log becomes the text serial.js would show: from the
+// first whole line when cut, without escape sequences, CRs or bells, and
+// valid UTF-8.
+func TestPlainSerial(t *testing.T) {
+	cut := append([]byte("tail of a line\xe4\xb8"), []byte("\nLinux version 6.1\r\n\x1b[1;32mOK\x1b[0m cairn-guest: ip=10.0.0.5\a\n登录:")...)
+	full := append(bytes.Repeat([]byte("x"), recentSerial-len(cut)), cut...)
+	if got, want := plainSerial(full), "Linux version 6.1\nOK cairn-guest: ip=10.0.0.5\n登录:"; got != want {
+		t.Errorf("a cut tail: %q, want %q", got, want)
+	}
+	if got, want := plainSerial([]byte("boot\r\nlogin: ")), "boot\nlogin: "; got != want {
+		t.Errorf("a whole log: %q, want %q", got, want)
 	}
 }

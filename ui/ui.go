@@ -48,6 +48,10 @@ type Deps struct {
 	// nil serves none.
 	S3URL  string
 	CACert func() []byte
+
+	// Consoles reads a VM's serial log, whose tail the serial console
+	// page opens with; nil opens it empty.
+	Consoles *hypervisor.Consoles
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -66,6 +70,7 @@ type server struct {
 	networks  *netfabric.Service
 	s3URL     string
 	ca        func() []byte
+	consoles  *hypervisor.Consoles
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -105,6 +110,7 @@ func New(d Deps) (http.Handler, error) {
 		networks:  d.Networks,
 		s3URL:     d.S3URL,
 		ca:        d.CACert,
+		consoles:  d.Consoles,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),

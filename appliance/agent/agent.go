@@ -279,6 +279,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		Networks:  a.networks,
 		S3URL:     a.cfg.S3URL(),
 		CACert:    a.node.CACertPEM,
+		Consoles:  a.consoles,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},

@@ -3,6 +3,7 @@ package browser_test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
@@ -134,6 +135,29 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "e2e-console")
+
+	// The serial console opens with what the guest printed lately, as the
+	// server wrote it into the page before any live output: its last line
+	// is in the VM's serial log.
+	recent, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch(document.getElementById("console-serial-link").href).then(r => r.text()).then(html =>
+		new DOMParser().parseFromString(html, "text/html").getElementById("serial-output").textContent)`, chromedp.EvalAwaitPromise))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(recent), "\n")
+	last := strings.TrimSpace(lines[len(lines)-1])
+	vmPath, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`new URL(document.getElementById("console-serial-link").href).pathname`))
+	var log []byte
+	req, _ := http.NewRequest("GET", api.URL(strings.TrimSuffix(strings.Replace(vmPath, "/vms/", "/api/v1/vms/", 1), "/serial")+"/serial-log"), nil)
+	req.Header.Set("Authorization", "Bearer "+api.Token())
+	if res, err := api.HTTP.Do(req); err == nil {
+		defer res.Body.Close()
+		log, _ = io.ReadAll(res.Body)
+	}
+	if len(lines) < 3 || last == "" || !strings.Contains(string(log), last) {
+		t.Fatalf("the serial console opened with %d lines, the last %q; the VM's serial log (%d bytes) ends %q", len(lines), last, len(log), log[max(0, len(log)-300):])
+	}
+	t.Logf("the serial console opens with %d lines, the last %q", len(lines), last)
 }
 
 // uploadGuest uploads the test guest through the API as a public image.
