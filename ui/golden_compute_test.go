@@ -23,11 +23,11 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 		Status: hypervisor.VMStatus{State: hypervisor.StateError, Error: "no node can run VMs right now"}, CreatedAt: goldenTime}
 	building := hypervisor.VM{ID: "vm-3", Name: "ris", ProjectID: "p-2", Spec: spec, Desired: hypervisor.DesiredRunning, Node: "node1",
 		NICs: []hypervisor.NIC{{ID: "vm-3-0"}}, Status: hypervisor.VMStatus{State: hypervisor.StateBuilding}, CreatedAt: goldenTime}
-	vms := vmsData{CanCreate: true, VMs: []vmRow{
-		{VM: failed, ProjectName: "radiology", ImageName: "debian-12"},
-		{VM: running, ProjectName: "radiology", ImageName: "debian-12"},
+	vms := vmsData{CanCreate: true, Total: 4, VMs: []vmRow{
+		{VM: failed, ProjectName: "radiology", ImageName: "debian-12", CanChange: true},
+		{VM: running, ProjectName: "radiology", ImageName: "debian-12", CanChange: true, Selected: true},
 		{VM: building, ProjectName: "icu", ImageName: "img-gone"},
-	}}
+	}, Filter: vmFilter{Q: "ward", Sort: "name"}, States: []string{"building", "error", "running"}, Nodes: []string{"node1"}, Projects: []string{"icu", "radiology"}}
 	vm := vmData{VM: running, ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", CanChange: true,
 		Flavors: goldenFlavors(),
 		Events: []hypervisor.Event{

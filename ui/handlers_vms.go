@@ -1,8 +1,11 @@
 package ui
 
 import (
+	"cmp"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -152,18 +155,178 @@ func (s *server) imageNames(v *view) map[string]string {
 	return names
 }
 
-func (s *server) vmsData(v *view) (vmsData, error) {
+// vmsData is the VM list as the request's filter has it (vmFilter), with
+// the VMs it names in vm= ticked (the list refreshes without losing them).
+func (s *server) vmsData(v *view, r *http.Request) (vmsData, error) {
 	vms, err := s.compute.ListVMs(v.p, "")
 	if err != nil {
 		return vmsData{}, err
 	}
+	q := r.URL.Query()
+	if r.Method == http.MethodPost {
+		q = r.PostForm
+	}
+	f := vmFilter{Q: strings.TrimSpace(q.Get("q")), State: q.Get("state"), Node: q.Get("node"), Project: q.Get("project"),
+		Sort: q.Get("sort"), Desc: q.Get("dir") == "desc"}
+	if !slices.Contains([]string{"name", "state", "node", "project", "created"}, f.Sort) {
+		f.Sort = "name"
+	}
+	ticked := map[string]bool{}
+	for _, id := range q["vm"] {
+		ticked[id] = true
+	}
 	projects, writable := s.projectNames(v)
 	images := s.imageNames(v)
-	d := vmsData{CanCreate: len(writable) > 0}
+	d := vmsData{CanCreate: len(writable) > 0, Filter: f, Total: len(vms)}
+	states, nodes, pnames := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, vm := range vms {
-		d.VMs = append(d.VMs, vmRow{VM: vm, ProjectName: or(projects[vm.ProjectID], vm.ProjectID), ImageName: or(images[vm.Spec.Image], vm.Spec.Image)})
+		row := vmRow{VM: vm, ProjectName: or(projects[vm.ProjectID], vm.ProjectID), ImageName: or(images[vm.Spec.Image], vm.Spec.Image),
+			CanChange: hypervisor.CanChangeVM(v.p, &vm), Selected: ticked[vm.ID]}
+		states[vm.Status.State] = true
+		if vm.Node != "" {
+			nodes[vm.Node] = true
+		}
+		pnames[row.ProjectName] = true
+		if f.matches(row) {
+			d.VMs = append(d.VMs, row)
+		}
 	}
+	d.States, d.Nodes, d.Projects = slices.Sorted(maps.Keys(states)), slices.Sorted(maps.Keys(nodes)), slices.Sorted(maps.Keys(pnames))
+	sortVMs(d.VMs, f)
 	return d, nil
+}
+
+func (f vmFilter) matches(r vmRow) bool {
+	return (f.Q == "" || strings.Contains(strings.ToLower(r.Name), strings.ToLower(f.Q))) &&
+		(f.State == "" || r.Status.State == f.State) &&
+		(f.Node == "" || r.Node == f.Node) &&
+		(f.Project == "" || r.ProjectName == f.Project)
+}
+
+// sortVMs orders the list by the filter's key, then by name and ID, so
+// equal keys keep one order from refresh to refresh.
+func sortVMs(rows []vmRow, f vmFilter) {
+	key := func(r vmRow) string {
+		switch f.Sort {
+		case "state":
+			return r.Status.State
+		case "node":
+			return r.Node
+		case "project":
+			return r.ProjectName
+		case "created":
+			return r.CreatedAt.UTC().Format(time.RFC3339Nano)
+		}
+		return strings.ToLower(r.Name)
+	}
+	slices.SortStableFunc(rows, func(a, b vmRow) int {
+		c := strings.Compare(key(a), key(b))
+		if f.Desc {
+			c = -c
+		}
+		if c == 0 {
+			c = cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+		}
+		return c
+	})
+}
+
+// sortURL is the list ordered by key: ascending, or the other way when it
+// is ordered by key already; the filter stays.
+func (f vmFilter) sortURL(key string) string {
+	q := url.Values{"sort": {key}}
+	if f.Sort == key && !f.Desc {
+		q.Set("dir", "desc")
+	}
+	for k, val := range map[string]string{"q": f.Q, "state": f.State, "node": f.Node, "project": f.Project} {
+		if val != "" {
+			q.Set(k, val)
+		}
+	}
+	return "/vms?" + q.Encode()
+}
+
+func (f vmFilter) ariaSort(key string) string {
+	switch {
+	case f.Sort != key:
+		return "none"
+	case f.Desc:
+		return "descending"
+	}
+	return "ascending"
+}
+
+// rowOps are the list's per-row buttons: start a stopped VM, shut down a
+// running one, delete. The VM's page has them all.
+func rowOps(vm *hypervisor.VM) []string {
+	var ops []string
+	for _, op := range vmOps(vm) {
+		if op == hypervisor.OpStart || op == hypervisor.OpStop {
+			ops = append(ops, op)
+		}
+	}
+	return append(ops, hypervisor.OpDelete)
+}
+
+// rowConfirm is opConfirm, and delete's question too.
+func rowConfirm(v *view, op, name string) templ.Attributes {
+	if op == hypervisor.OpDelete {
+		return templ.Attributes{"hx-confirm": v.Tf("vm.delete_confirm", name)}
+	}
+	return opConfirm(v, op, name)
+}
+
+// bulkOps are what the list's bulk form does.
+var bulkOps = []string{hypervisor.OpStart, hypervisor.OpStop, hypervisor.OpDelete}
+
+// bulkVMs asks once, naming every ticked VM the viewer may change, then
+// acts on each and says how it went.
+func (s *server) bulkVMs(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "vms"
+	if s.compute == nil {
+		s.computeUnavailable(w, r, v)
+		return
+	}
+	op := r.PostFormValue("op")
+	if !slices.Contains(bulkOps, op) {
+		s.notFound(w, r)
+		return
+	}
+	d, err := s.vmsData(v, &http.Request{Method: http.MethodGet, URL: &url.URL{}})
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	ids := r.PostForm["vm"]
+	var picked []vmRow
+	for _, row := range d.VMs {
+		if slices.Contains(ids, row.ID) && row.CanChange {
+			picked = append(picked, row)
+		}
+	}
+	if len(picked) == 0 {
+		v.err = v.T("vms.bulk_none")
+		s.render(w, r, formStatus, vmsPage(v, d))
+		return
+	}
+	if r.PostFormValue("confirm") != "yes" {
+		s.render(w, r, http.StatusOK, bulkConfirmPage(v, bulkData{Op: op, VMs: picked}))
+		return
+	}
+	var failed []string
+	for _, row := range picked {
+		if _, err := s.compute.Do(r.Context(), v.p, row.ID, op, 0); err != nil {
+			s.logErr(r, err)
+			failed = append(failed, row.Name+": "+errorText(v.tr, err))
+		}
+	}
+	if len(failed) > 0 {
+		d, _ = s.vmsData(v, &http.Request{Method: http.MethodGet, URL: &url.URL{}})
+		v.err = v.Tf("vms.bulk_failed", len(picked)-len(failed), len(picked), strings.Join(failed, "; "))
+		s.render(w, r, formStatus, vmsPage(v, d))
+		return
+	}
+	s.redirect(w, r, "/vms?done=bulk-"+op+"&name="+strconv.Itoa(len(picked)))
 }
 
 // or is a, or b when a is empty: a name, or the ID it stands for.
@@ -180,13 +343,19 @@ func (s *server) vms(w http.ResponseWriter, r *http.Request, v *view) {
 		s.computeUnavailable(w, r, v)
 		return
 	}
-	d, err := s.vmsData(v)
+	d, err := s.vmsData(v, r)
 	if err != nil {
 		s.failPage(w, r, v, err)
 		return
 	}
-	if name := r.URL.Query().Get("deleted"); name != "" {
+	q := r.URL.Query()
+	if name := q.Get("deleted"); name != "" {
 		v.flash = v.Tf("vms.deleted", name)
+	} else if done, ok := strings.CutPrefix(q.Get("done"), "bulk-"); ok && slices.Contains(bulkOps, done) {
+		n, _ := strconv.Atoi(q.Get("name"))
+		v.flash = v.Tf("vms.bulk_done."+done, n)
+	} else if done := q.Get("done"); slices.Contains(knownOps, done) && q.Get("name") != "" {
+		v.flash = v.Tf("vms.row_done", q.Get("name"), v.T("vmdone."+done))
 	}
 	s.render(w, r, http.StatusOK, vmsPage(v, d))
 }
@@ -197,7 +366,7 @@ func (s *server) vmsFragment(w http.ResponseWriter, r *http.Request, v *view) {
 		s.computeUnavailable(w, r, v)
 		return
 	}
-	d, err := s.vmsData(v)
+	d, err := s.vmsData(v, r)
 	if err != nil {
 		s.failPage(w, r, v, err)
 		return
@@ -429,6 +598,10 @@ func (s *server) vmOp(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	if op == hypervisor.OpDelete {
 		s.redirect(w, r, "/vms?deleted="+url.QueryEscape(vm.Name))
+		return
+	}
+	if r.PostFormValue("from") == "list" { // a row's button: back to the list
+		s.redirect(w, r, "/vms?done="+url.QueryEscape(op)+"&name="+url.QueryEscape(vm.Name))
 		return
 	}
 	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done="+url.QueryEscape(op))

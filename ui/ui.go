@@ -180,6 +180,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("GET /vms/list", s.authed(s.vmsFragment))
 	mux.Handle("GET /vms/new", s.authed(s.newVM))
 	mux.Handle("POST /vms", s.authed(s.createVM))
+	mux.Handle("POST /vms/bulk", s.authed(s.bulkVMs))
 	mux.Handle("GET /vms/{vm}", s.authed(s.vm))
 	mux.Handle("GET /vms/{vm}/status", s.authed(s.vmFragment))
 	mux.Handle("POST /vms/{vm}/op/{op}", s.authed(s.vmOp))

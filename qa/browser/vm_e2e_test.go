@@ -1,6 +1,7 @@
 package browser_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -158,6 +159,74 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 		t.Fatalf("the serial console opened with %d lines, the last %q; the VM's serial log (%d bytes) ends %q", len(lines), last, len(log), log[max(0, len(log)-300):])
 	}
 	t.Logf("the serial console opens with %d lines, the last %q", len(lines), last)
+	vmListInBrowser(t, ctx, base)
+}
+
+// vmListInBrowser: the VM list's search narrows the rows as one types; a
+// ticked row stays ticked through the list's refreshes; the bulk Shut down
+// asks once, naming the VM, and shuts it down.
+func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
+	t.Helper()
+	steps := []struct {
+		what string
+		do   chromedp.Action[chromedp.Void]
+	}{
+		{"open the list", chromedp.Navigate(base + "/vms")},
+		{"the VM's row", chromedp.WaitVisible(chromedp.CSS(`tr.vm[data-name="xray-viewer"]`))},
+		{"type a search", chromedp.SendKeys(chromedp.CSS("#vm-search"), "no-such-vm")},
+		{"no row matches", chromedp.WaitVisible(chromedp.CSS("#vms-none-match"))},
+		{"clear the search", func(ctx context.Context, _ *chromedp.Target) (chromedp.Void, error) {
+			_, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`(e => { e.value = ""; return true })(document.getElementById("vm-search"))`))
+			return chromedp.Void{}, err
+		}},
+		{"type another", chromedp.SendKeys(chromedp.CSS("#vm-search"), "XRAY")},
+		{"the VM's row again", chromedp.WaitVisible(chromedp.CSS(`tr.vm[data-name="xray-viewer"]`))},
+		{"tick it", chromedp.Click(chromedp.CSS(`tr.vm[data-name="xray-viewer"] input[name="vm"]`))},
+	}
+	for _, st := range steps {
+		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := chromedp.Do(sctx, st.do)
+		cancel()
+		if err != nil {
+			screenshot(t, ctx, "vm-list-failed")
+			t.Fatalf("the VM list: %s: %v", st.what, err)
+		}
+	}
+	// Two refreshes later (every 2 s) it is still ticked, and still found.
+	time.Sleep(4500 * time.Millisecond)
+	if ticked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('tr.vm[data-name="xray-viewer"] input[name="vm"]:checked')`)); err != nil || !ticked {
+		screenshot(t, ctx, "vm-list-unticked")
+		reqs, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`performance.getEntriesByType("resource").map(e => e.name).filter(n => n.includes("/vms/list")).slice(-3)`))
+		t.Fatalf("the ticked row after the list refreshed: %v %v; the list's last requests: %v", ticked, err, reqs)
+	}
+	actionsCellsFillRows(t, ctx)
+	screenshot(t, ctx, "vm-list")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS(`button[data-do="bulk-stop"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#bulk-form")),
+	); err != nil {
+		t.Fatalf("bulk shut down: %v", err)
+	}
+	if q, _ := textOf(ctx, "#bulk-question"); !strings.Contains(q, "Shut down these 1 VMs?") {
+		t.Errorf("the bulk question: %q", q)
+	}
+	if names, _ := textOf(ctx, "#bulk-vms"); !strings.Contains(names, "xray-viewer") {
+		t.Errorf("the bulk question names %q", names)
+	}
+	screenshot(t, ctx, "vm-bulk-confirm")
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#bulk-submit")),
+		chromedp.WaitVisible(chromedp.CSS(".flash")),
+	); err != nil {
+		t.Fatalf("confirm the bulk shut down: %v", err)
+	}
+	testutil.WaitFor(t, 2*time.Minute, "the VM stopped", func() error {
+		st, err := chromedp.Run(ctx, chromedp.Evaluate[string](`(document.querySelector('tr.vm[data-name="xray-viewer"]')||{dataset:{}}).dataset.state || ""`))
+		if err != nil || st != "stopped" {
+			return fmt.Errorf("state %q %v", st, err)
+		}
+		return nil
+	})
 }
 
 // uploadGuest uploads the test guest through the API as a public image.
