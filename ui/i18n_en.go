@@ -13,6 +13,7 @@ func catalogEN() map[string]string {
 		"nav.projects":  "Projects",
 		"nav.buckets":   "Buckets",
 		"nav.storage":   "Storage",
+		"nav.admin":     "Administration",
 		"nav.users":     "Users",
 		"nav.flavors":   "Sizes",
 		"nav.audit":     "Audit log",

@@ -13,6 +13,7 @@ func catalogZH() map[string]string {
 		"nav.projects":  "项目",
 		"nav.buckets":   "存储桶",
 		"nav.storage":   "存储",
+		"nav.admin":     "管理",
 		"nav.users":     "用户",
 		"nav.flavors":   "规格",
 		"nav.audit":     "审计日志",

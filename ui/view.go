@@ -236,3 +236,13 @@ func (s *server) logErr(r *http.Request, err error) {
 // formStatus is what a form re-rendered with an error answers with. htmx is
 // configured to swap it in, like any other response.
 const formStatus = http.StatusUnprocessableEntity
+
+// adminNav says whether a page belongs in the top bar's Administration
+// menu, which then shows as the current place.
+func adminNav(nav string) bool {
+	switch nav {
+	case "users", "flavors", "hosts", "storage", "audit":
+		return true
+	}
+	return false
+}

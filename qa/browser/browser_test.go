@@ -182,6 +182,17 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 		t.Fatalf("the N+1 line: %q", txt)
 	}
 	screenshot(t, ctx, "dashboard-capacity")
+	// The English top bar is one row at 1280 px: every item of it, the
+	// Administration menu's summary included, at one height.
+	spread, err := chromedp.Run(ctx, chromedp.Evaluate[float64](`(() => {
+		const items = [...document.querySelectorAll("header.topbar .brand, header.topbar nav > a, #nav-admin, header.topbar .tools > *")];
+		const mids = items.map(e => { const r = e.getBoundingClientRect(); return (r.top + r.bottom) / 2 });
+		return Math.max(...mids) - Math.min(...mids);
+	})()`))
+	if err != nil || spread > 8 {
+		parts, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("header.topbar > *, header.topbar nav > *, header.topbar .tools > *")].map(e => (e.id || e.className || e.tagName) + ": left " + Math.round(e.getBoundingClientRect().left) + ", width " + Math.round(e.getBoundingClientRect().width) + ", top " + Math.round(e.getBoundingClientRect().top))`))
+		t.Errorf("the top bar's items are %vpx apart in height (more than one row): %v; its parts: %v", spread, err, parts)
+	}
 
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#nav-projects")),
@@ -202,6 +213,7 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 	screenshot(t, ctx, "projects")
 
 	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-admin")),
 		chromedp.Click(chromedp.CSS("#nav-flavors")),
 		chromedp.WaitVisible(chromedp.CSS("#flavor-form")),
 		chromedp.SendKeys(chromedp.CSS("#flavor-name"), "m1.small"),
@@ -270,6 +282,7 @@ func usersInBrowser(t *testing.T, ctx context.Context, api *cairntest.Client) {
 		})
 	}
 	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-admin")),
 		chromedp.Click(chromedp.CSS("#nav-users")),
 		chromedp.WaitVisible(chromedp.CSS("#user-form")),
 		chromedp.SendKeys(chromedp.CSS("#user-name"), "nurse"),

@@ -34,3 +34,23 @@ document.addEventListener("click", function (e) {
 		window.setTimeout(function () { b.textContent = was; }, 1500);
 	});
 });
+
+// The top bar's menu closes on a click elsewhere or on Escape.
+document.addEventListener("click", function (e) {
+	"use strict";
+	document.querySelectorAll("details.navmenu[open]").forEach(function (d) {
+		if (!d.contains(e.target)) {
+			d.removeAttribute("open");
+		}
+	});
+});
+document.addEventListener("keydown", function (e) {
+	"use strict";
+	if (e.key !== "Escape") {
+		return;
+	}
+	document.querySelectorAll("details.navmenu[open]").forEach(function (d) {
+		d.removeAttribute("open");
+		d.querySelector("summary").focus();
+	});
+});
