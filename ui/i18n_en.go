@@ -13,6 +13,8 @@ func catalogEN() map[string]string {
 		"nav.projects":  "Projects",
 		"nav.buckets":   "Buckets",
 		"nav.storage":   "Storage",
+		"file.choose":   "Choose a file…",
+		"file.none":     "No file chosen",
 		"nav.admin":     "Administration",
 		"nav.users":     "Users",
 		"nav.flavors":   "Sizes",

@@ -13,6 +13,8 @@ func catalogZH() map[string]string {
 		"nav.projects":  "项目",
 		"nav.buckets":   "存储桶",
 		"nav.storage":   "存储",
+		"file.choose":   "选择文件…",
+		"file.none":     "未选择文件",
 		"nav.admin":     "管理",
 		"nav.users":     "用户",
 		"nav.flavors":   "规格",

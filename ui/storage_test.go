@@ -408,7 +408,10 @@ func TestStorageAndBucketsInChinese(t *testing.T) {
 	p = b.post("/buckets", b.formOn("/buckets", url.Values{"name": {"icu-charts"}, "project": {pr.ID}}))
 	mustContain(t, p, "已创建存储桶 icu-charts。")
 	p = b.get("/buckets/icu-charts")
-	mustContain(t, p, "存储桶 icu-charts", "上传文件", "此文件夹为空。", `data-msg-uploading="正在上传 %s…"`)
+	mustContain(t, p, "存储桶 icu-charts", "上传文件", "此文件夹为空。", `data-msg-uploading="正在上传 %s…"`,
+		`class="button small secondary filepick-button" aria-hidden="true">选择文件…</label>`, `data-none="未选择文件">未选择文件</span>`)
+	p = b.get("/buckets")
+	mustContain(t, p, "从其他电脑访问存储桶（S3）", "创建访问密钥")
 }
 
 func TestStorageUnavailableWithoutStorage(t *testing.T) {

@@ -77,10 +77,14 @@ func TestBucketBrowserUpload(t *testing.T) {
 		}); err != nil {
 			return err
 		}
-		if err := chromedp.Do(ctx,
-			chromedp.SetUploadFiles(chromedp.CSS("#upload-file"), []string{file}),
-			chromedp.Click(chromedp.CSS("#upload-submit")),
-		); err != nil {
+		if err := chromedp.Do(ctx, chromedp.SetUploadFiles(chromedp.CSS("#upload-file"), []string{file})); err != nil {
+			return err
+		}
+		// The picker names the file in the page's words, not the browser's.
+		if name, _ := textOf(ctx, ".filepick-name"); name != "ct-scan.bin" {
+			return fmt.Errorf("the file picker says %q", name)
+		}
+		if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#upload-submit"))); err != nil {
 			return err
 		}
 		return testutil.Eventually(60*time.Second, func() error {

@@ -54,3 +54,16 @@ document.addEventListener("keydown", function (e) {
 		d.querySelector("summary").focus();
 	});
 });
+
+// A file picker (filePicker) names the chosen file in the page's words.
+document.addEventListener("change", function (e) {
+	"use strict";
+	var input = e.target;
+	if (!input.classList || !input.classList.contains("filepick-input")) {
+		return;
+	}
+	var name = input.parentNode.querySelector(".filepick-name");
+	if (name) {
+		name.textContent = input.files && input.files.length ? input.files[0].name : name.getAttribute("data-none");
+	}
+});
