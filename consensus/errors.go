@@ -25,6 +25,11 @@ type Error struct {
 	// Reason narrows Code for a domain's own callers (the S3 gateway tells
 	// InvalidPart from other invalid arguments by it); "" if none.
 	Reason string `json:"reason,omitempty"`
+	// Key names the message for callers that say it in another language
+	// (the UI's catalogues have "msg."+Key), with Args its parameters as
+	// text; Message stays the English sentence. "" if none.
+	Key  string   `json:"key,omitempty"`
+	Args []string `json:"args,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -32,6 +37,17 @@ func (e *Error) Error() string { return e.Message }
 // Errorf returns an *Error with the given code.
 func Errorf(code, format string, args ...any) error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Errorm returns an *Error with the given code whose message has a stable
+// key: format and args make the English Message, and args (as %v) are the
+// translation's parameters, in the same order.
+func Errorm(code, key, format string, args ...any) error {
+	e := &Error{Code: code, Key: key, Message: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		e.Args = append(e.Args, fmt.Sprint(a))
+	}
+	return e
 }
 
 // Reasonf returns an *Error with the given code and reason.

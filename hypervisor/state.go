@@ -289,7 +289,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "VM %s already exists", vm.ID)
 	}
 	if consensus.First[VM](tx.Txn, tVMs, "name", vm.ProjectID, vm.Name) != nil {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a VM named %q already exists in this project", vm.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "vm_exists", "a VM named %q already exists in this project", vm.Name)
 	}
 	// Another project's image is not there for this VM, whoever asks.
 	if img := consensus.First[Image](tx.Txn, tImages, "id", vm.Spec.Image); img == nil ||
@@ -502,7 +502,7 @@ func applyRenameVM(tx *consensus.Tx, c *renameVMCmd) (any, error) {
 		return nil, err
 	}
 	if other := consensus.First[VM](tx.Txn, tVMs, "name", cur.ProjectID, c.Name); other != nil && other.ID != cur.ID {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a VM named %q already exists in this project", c.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "vm_exists", "a VM named %q already exists in this project", c.Name)
 	}
 	vm := *cur
 	vm.Name, vm.Version = c.Name, tx.Index

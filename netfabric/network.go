@@ -419,7 +419,7 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 	// segment has no address on the host.
 	for _, other := range ListNetworks(tx.Txn) {
 		if n.IsOverlay() && other.Project == n.Project && other.Name == n.Name {
-			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a network named %q already exists in this project", n.Name)
+			return nil, consensus.Errorm(consensus.CodeAlreadyExists, "network_exists", "a network named %q already exists in this project", n.Name)
 		}
 		if other.Project == n.Project && other.Prefix().Overlaps(p) {
 			return nil, consensus.Errorf(consensus.CodeConflict, "network %s: CIDR %s overlaps network %s (%s)", n.ID, p, other.ID, other.CIDR)

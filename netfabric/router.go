@@ -204,7 +204,7 @@ func applyCreateRouter(tx *consensus.Tx, r *Router) (any, error) {
 	}
 	for _, o := range ListRouters(tx.Txn) {
 		if o.Project == r.Project && o.Name == r.Name {
-			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a router named %q already exists in this project", r.Name)
+			return nil, consensus.Errorm(consensus.CodeAlreadyExists, "router_exists", "a router named %q already exists in this project", r.Name)
 		}
 	}
 	if r.Charged {

@@ -271,7 +271,7 @@ func applyCreateSecurityGroup(tx *consensus.Tx, g *SecurityGroup) (any, error) {
 	groups := SecurityGroupsOf(tx.Txn, g.Project)
 	for _, o := range groups {
 		if o.Name == g.Name {
-			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a security group named %q already exists in this project", g.Name)
+			return nil, consensus.Errorm(consensus.CodeAlreadyExists, "group_exists", "a security group named %q already exists in this project", g.Name)
 		}
 	}
 	if len(groups) >= maxGroupsInProject {

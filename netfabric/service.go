@@ -136,7 +136,7 @@ func (s *Service) createExternal(ctx context.Context, p *identity.Principal, req
 	}
 	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
 		if !nw.IsOverlay() && nw.Name == req.Name {
-			return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorf(consensus.CodeAlreadyExists, "a network named %q already exists", req.Name))
+			return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorm(consensus.CodeAlreadyExists, "network_exists", "a network named %q already exists in this project", req.Name))
 		}
 	}
 	nw := Network{ID: newID("net"), Name: req.Name, CIDR: req.CIDR, Gateway: req.Gateway, Pools: req.Pools, External: true,

@@ -233,7 +233,7 @@ func registerObjects(reg *consensus.Registry) {
 
 func applyCreateBucket(tx *consensus.Tx, b *Bucket) (any, error) {
 	if consensus.First[Bucket](tx.Txn, tBuckets, "id", b.ID) != nil {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "bucket %q already exists", b.ID)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "bucket_exists", "a bucket named %q already exists", b.ID)
 	}
 	if b.Lock != nil && b.Versioning != VersioningEnabled {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "object lock needs versioning")

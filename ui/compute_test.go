@@ -148,7 +148,10 @@ func TestCreateVMThroughForm(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("duplicate: %d", p.status)
 	}
-	mustContain(t, p, "已存在", "already exists", `value="web1"`)
+	// Said once, whole, in Chinese: not a Chinese label before the
+	// English sentence that says it again.
+	mustContain(t, p, "此项目中已有名为“web1”的虚拟机。", `value="web1"`)
+	mustNotContain(t, p, "already exists", "已存在：")
 }
 
 func TestVMButtonsSendOperations(t *testing.T) {

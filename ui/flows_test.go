@@ -203,7 +203,8 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("duplicate project: %d", p.status)
 	}
-	mustContain(t, p, "Already exists", `value="again"`)
+	mustContain(t, p, "A project named “radiology” already exists.", `value="again"`)
+	mustNotContain(t, p, "Already exists:")
 
 	// Flavor, including a typo in a number.
 	p = b.post("/flavors", b.formOn("/flavors", url.Values{"name": {"m1.small"}, "vcpus": {"two"}, "ram_mib": {"2048"}, "disk_gib": {"20"}}))

@@ -126,6 +126,15 @@ func errorText(tr *translator, err error) string {
 	}
 	var e *consensus.Error
 	errors.As(err, &e)
+	if _, known := tr.msgs["msg."+e.Key]; e.Key != "" && known {
+		// A message with a stable key is said whole in the reader's
+		// language, its parameters in place.
+		args := make([]any, len(e.Args))
+		for i, a := range e.Args {
+			args[i] = a
+		}
+		return tr.Tf("msg."+e.Key, args...)
+	}
 	if _, known := tr.msgs["err."+code]; !known {
 		return tr.Tf("err.detail", tr.T("err.unknown"), e.Message)
 	}

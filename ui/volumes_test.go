@@ -118,7 +118,7 @@ func TestVolumesThroughForms(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("duplicate: %d", p.status)
 	}
-	mustContain(t, p, `id="volume-name-error" role="alert">Already exists`)
+	mustContain(t, p, `id="volume-name-error" role="alert">A volume or snapshot named “web1-boot” already exists in this project.`)
 	p = b.post("/volumes", volForm("scans", "2"))
 	m = volPathRE.FindStringSubmatch(p.path)
 	if p.status != http.StatusOK || m == nil {
@@ -462,7 +462,7 @@ func TestSnapshotsThroughForms(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity && p.status != http.StatusConflict {
 		t.Fatalf("snapshot named twice: %d", p.status)
 	}
-	mustContain(t, p, `id="volume-snapshot-error" role="alert">Already exists`, `value="before-upgrade"`)
+	mustContain(t, p, `id="volume-snapshot-error" role="alert">A volume or snapshot named “before-upgrade” already exists in this project.`, `value="before-upgrade"`)
 	// The snapshotted volume was not made from anything: its own snapshot
 	// is not its origin.
 	p = b.get(at)
@@ -496,7 +496,7 @@ func TestSnapshotsThroughForms(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity && p.status != http.StatusConflict {
 		t.Fatalf("clone named as another volume: %d", p.status)
 	}
-	mustContain(t, p, `id="volume-clone-error" role="alert">Already exists`, `value="restored"`)
+	mustContain(t, p, `id="volume-clone-error" role="alert">A volume or snapshot named “restored” already exists in this project.`, `value="restored"`)
 	p = b.post(at+"/clone", b.formOn(at, url.Values{"name": {"scans-copy"}}))
 	m = snapVolPathRE.FindStringSubmatch(p.path)
 	if p.status != http.StatusOK || m == nil || m[2] != "clone" {

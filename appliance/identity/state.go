@@ -202,7 +202,7 @@ func notFound(kind, id string) error {
 
 func applyCreateUser(tx *consensus.Tx, u *User) (any, error) {
 	if consensus.First[User](tx.Txn, tUsers, "name", u.Name) != nil {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user %q already exists", u.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "user_exists", "a user named %q already exists", u.Name)
 	}
 	if consensus.First[User](tx.Txn, tUsers, "id", u.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "user id %q already exists", u.ID)
@@ -297,7 +297,7 @@ func applyDeleteUser(tx *consensus.Tx, c *deleteCmd) (any, error) {
 
 func applyCreateProject(tx *consensus.Tx, c *createProjectCmd) (any, error) {
 	if consensus.First[Project](tx.Txn, tProjects, "name", c.Project.Name) != nil {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project %q already exists", c.Project.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "project_exists", "a project named %q already exists", c.Project.Name)
 	}
 	if consensus.First[Project](tx.Txn, tProjects, "id", c.Project.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "project id %q already exists", c.Project.ID)
@@ -492,7 +492,7 @@ func applyPruneTokens(tx *consensus.Tx, c *pruneTokensCmd) (any, error) {
 
 func applyCreateFlavor(tx *consensus.Tx, f *Flavor) (any, error) {
 	if consensus.First[Flavor](tx.Txn, tFlavors, "name", f.Name) != nil {
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", f.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "flavor_exists", "a size (flavor) named %q already exists", f.Name)
 	}
 	row := *f
 	row.Version = tx.Index
@@ -510,7 +510,7 @@ func applyUpdateFlavor(tx *consensus.Tx, c *updateFlavorCmd) (any, error) {
 	row := *cur
 	if c.Name != nil && *c.Name != cur.Name {
 		if consensus.First[Flavor](tx.Txn, tFlavors, "name", *c.Name) != nil {
-			return nil, consensus.Errorf(consensus.CodeAlreadyExists, "flavor %q already exists", *c.Name)
+			return nil, consensus.Errorm(consensus.CodeAlreadyExists, "flavor_exists", "a size (flavor) named %q already exists", *c.Name)
 		}
 		row.Name = *c.Name
 	}

@@ -255,7 +255,7 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 		// Last, as it takes a snapshot of the source; not for a name the
 		// command would refuse (checked again by it).
 		if Named(s.c.Store().ReadTxn(), pr.ID, req.Name) {
-			return deny(pr.ID, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", req.Name))
+			return deny(pr.ID, consensus.Errorm(consensus.CodeAlreadyExists, "volume_exists", "a volume or snapshot named %q already exists in this project", req.Name))
 		}
 		sn, err := s.cloneParent(ctx, p, action, parent.ID)
 		if err != nil {

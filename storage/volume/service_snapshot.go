@@ -70,7 +70,7 @@ func (s *Service) snapshot(ctx context.Context, p *identity.Principal, action st
 	txn := s.c.Store().ReadTxn()
 	if !hidden {
 		if Named(txn, v.ProjectID, name) {
-			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", name))
+			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorm(consensus.CodeAlreadyExists, "volume_exists", "a volume or snapshot named %q already exists in this project", name))
 		}
 		if err := identity.WouldFit(txn, v.ProjectID, identity.Resources{Snapshots: 1, VolumeGiB: v.SizeGiB()}); err != nil {
 			return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, err)

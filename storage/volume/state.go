@@ -362,7 +362,7 @@ func applyCreateVolume(tx *consensus.Tx, c *createVolumeCmd) (any, error) {
 	case getVolume(tx.Txn, v.ID) != nil:
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "volume %s already exists", v.ID)
 	case consensus.First[Volume](tx.Txn, tVolumes, "name", v.ProjectID, v.Name) != nil:
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a volume named %q already exists in this project", v.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "volume_exists", "a volume or snapshot named %q already exists in this project", v.Name)
 	case v.SizeBytes < GiB || v.SizeBytes > MaxSizeGiB*GiB || v.SizeBytes%BlockSize != 0:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a volume is 1-%d GiB, not %d bytes", MaxSizeGiB, v.SizeBytes)
 	case len(v.Replicas) == 0:

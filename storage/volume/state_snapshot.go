@@ -191,7 +191,7 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 	case s.ProjectID != cur.ProjectID:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a snapshot is in its volume's project")
 	case consensus.First[Volume](tx.Txn, tVolumes, "name", s.ProjectID, s.Name) != nil:
-		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "a volume or snapshot named %q already exists in this project", s.Name)
+		return nil, consensus.Errorm(consensus.CodeAlreadyExists, "volume_exists", "a volume or snapshot named %q already exists in this project", s.Name)
 	case !cur.served() && len(c.Top) == 0:
 		return nil, consensus.Errorf(consensus.CodeInvalid, "a detached volume's snapshot needs the volume's new replicas")
 	case cur.served() && len(c.Top) != 0:
