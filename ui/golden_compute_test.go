@@ -29,6 +29,8 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 		{VM: building, ProjectName: "icu", ImageName: "img-gone"},
 	}, Filter: vmFilter{Q: "ward", Sort: "name"}, States: []string{"building", "error", "running"}, Nodes: []string{"node1"}, Projects: []string{"icu", "radiology"}}
 	vm := vmData{VM: running, ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", CanChange: true,
+		Reach: []reachRow{{IP: "10.213.0.7", Network: "default", Kind: "nat"}, {IP: "10.50.0.4", Network: "pacs-net", Kind: "project", Floating: []string{"192.0.2.10"}},
+			{IP: "172.16.20.31", Network: "ward-lan", Kind: "vlan", VLAN: 120}},
 		Flavors: goldenFlavors(),
 		Events: []hypervisor.Event{
 			{ID: "vm-1-1", VM: "vm-1", Time: goldenTime, Kind: "create", Message: "created with 2 vCPU, 2048 MiB, 20 GiB; address [10.213.0.7]", User: "nurse1"},

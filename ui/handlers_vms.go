@@ -2,6 +2,7 @@ package ui
 
 import (
 	"cmp"
+	"context"
 	"maps"
 	"net/http"
 	"net/url"
@@ -496,12 +497,34 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 	}
 	d.Volumes = s.vmVolumes(v, vm)
 	if s.networks != nil {
-		if fs, err := s.networks.ListFloatingIPs(v.p, vm.ProjectID); err == nil {
+		fs, err := s.networks.ListFloatingIPs(v.p, vm.ProjectID)
+		if err == nil {
 			for _, f := range fs {
 				if f.Owner == vm.ID {
 					d.Floating = append(d.Floating, f.IP+" → "+f.FixedIP)
 				}
 			}
+		}
+		for _, nic := range vm.NICs {
+			if nic.IP == "" {
+				continue
+			}
+			row := reachRow{IP: nic.IP, Network: nic.Network, Kind: "nat"}
+			if nw, err := s.networks.GetNetwork(context.Background(), v.p, nic.Network); err == nil {
+				row.Network = nw.Name
+				switch {
+				case nw.IsVLAN():
+					row.Kind, row.VLAN = "vlan", nw.VLAN
+				case nw.IsOverlay():
+					row.Kind = "project"
+				}
+			}
+			for _, f := range fs {
+				if f.Owner == vm.ID && f.FixedIP == nic.IP {
+					row.Floating = append(row.Floating, f.IP)
+				}
+			}
+			d.Reach = append(d.Reach, row)
 		}
 	}
 	return d, nil

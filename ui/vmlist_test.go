@@ -9,6 +9,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/hypervisor"
+	"github.com/cairnhq/cairn/netfabric"
 )
 
 // The VM list searches, filters and sorts on the server (so it refreshes
@@ -112,4 +113,31 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 		t.Fatalf("bulk with nothing ticked: %d", p.status)
 	}
 	mustContain(t, p, "Tick the VMs to act on first.")
+}
+
+// A VM's page says how each of its addresses is reached: the cluster's
+// network only outwards (NAT), a project network privately.
+func TestVMPageSaysHowToReachIt(t *testing.T) {
+	e, b, root, pr, fl := computeSetup(t)
+	ctx := context.Background()
+	if p := b.uploadImage(qcow2(t), url.Values{"name": {"img"}, "project": {pr.ID}}); p.status != http.StatusCreated {
+		t.Fatalf("upload: %d %s", p.status, p.body)
+	}
+	nf := e.networksService()
+	if _, err := nf.CreateNetwork(ctx, root, netfabric.NetworkCreate{Name: "pacs-net", Project: pr.ID, CIDR: "10.50.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "pacs", Project: pr.ID, Image: "img", Flavor: fl.ID, Networks: []string{hypervisor.DefaultNetwork, "pacs-net"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vm.NICs) != 2 {
+		t.Fatalf("NICs: %+v", vm.NICs)
+	}
+	p := b.get("/vms/" + vm.ID)
+	mustContain(t, p, `id="vm-reach"`, `<li class="reach" data-kind="nat" data-ip="`+vm.NICs[0].IP+`">`,
+		`<li class="reach" data-kind="project" data-ip="`+vm.NICs[1].IP+`">`, "on the project network pacs-net, private to the project&#39;s VMs.",
+		"To reach it from the hospital&#39;s network")
+	b.lang = "zh-CN"
+	mustContain(t, b.get("/vms/"+vm.ID), "如何访问此虚拟机", "位于项目网络 pacs-net")
 }
