@@ -50,7 +50,7 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 		t.Fatalf("default order: %s", got)
 	}
 	mustContain(t, p, `id="vm-search"`, `id="vm-filter-project"`, `<option value="icu">icu</option>`, "Showing 4 of 4 VMs.",
-		`href="/vms?dir=desc&amp;sort=name"`, `aria-sort="ascending"`)
+		`href="/vms?dir=desc&amp;sort=name"`, `<th scope="col" aria-sort="ascending">`)
 	if got := order(b.get("/vms?q=WARD")); got != "ward-a,ward-b" {
 		t.Fatalf("search WARD: %s", got)
 	}

@@ -248,6 +248,11 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 
 	usersInBrowser(t, ctx, other)
 
+	// The main pages pass axe-core's WCAG 2.1 A and AA rules: labels,
+	// names, contrast, structure.
+	a11yPages(t, ctx, base, []string{"/dashboard", "/projects", "/projects/cardiology", "/vms", "/vms/new", "/volumes",
+		"/networks", "/images", "/buckets", "/users", "/users/nurse", "/flavors", "/hosts", "/storage", "/audit", "/account"})
+
 	// The same pages in Chinese.
 	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#lang-zh")), chromedp.WaitVisible(chromedp.CSS("#nav-dashboard"))); err != nil {
 		t.Fatalf("switch to Chinese: %v", err)
@@ -257,6 +262,7 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 		t.Fatalf("page language after the switch: %q %v", lang, err)
 	}
 	screenshot(t, ctx, "flavors-zh")
+	a11yPages(t, ctx, base, []string{"/dashboard", "/vms/new", "/users", "/buckets"})
 }
 
 // usersInBrowser: the admin creates a user, disables them after a

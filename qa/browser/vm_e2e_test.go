@@ -15,6 +15,7 @@ import (
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // The typical flow end to end, on three real nodes with real QEMU: a user
@@ -227,6 +228,62 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 		}
 		return nil
 	})
+	// The list with a VM in it, the VM's page and its serial console pass
+	// axe-core's WCAG rules too.
+	vmPath, err := chromedp.Run(ctx, chromedp.Evaluate[string](`new URL(document.querySelector('tr.vm[data-name="xray-viewer"] a').href).pathname`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a11yPages(t, ctx, base, []string{"/vms", vmPath, vmPath + "/serial"})
+	keyboardCreateVM(t, ctx, base)
+}
+
+// keyboardCreateVM creates a VM with the keyboard alone: Tab from the top
+// of the form to each field, type, choose by typing, Enter on the button.
+func keyboardCreateVM(t *testing.T, ctx context.Context, base string) {
+	t.Helper()
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/vms/new"), chromedp.WaitVisible(chromedp.CSS("#vm-name"))); err != nil {
+		t.Fatal(err)
+	}
+	focused := func() string {
+		id, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.activeElement ? document.activeElement.id : ""`))
+		return id
+	}
+	tabTo := func(id string) {
+		t.Helper()
+		for range 80 {
+			if focused() == id {
+				return
+			}
+			if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Tab)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		screenshot(t, ctx, "keyboard-failed")
+		t.Fatalf("Tab never reached #%s (focus is on #%s)", id, focused())
+	}
+	for _, step := range []struct{ field, keys string }{
+		{"vm-name", "kb-viewer"},
+		{"vm-image", "guest"},
+		{"vm-flavor", "tiny"},
+	} {
+		tabTo(step.field)
+		if err := chromedp.Do(ctx, chromedp.KeyEvent(step.keys)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if img, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("vm-image").selectedOptions[0].textContent`)); !strings.HasPrefix(strings.TrimSpace(img), "guest") {
+		t.Fatalf("typing chose image %q", img)
+	}
+	tabTo("vm-create")
+	if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS("#vm-status"))); err != nil {
+		screenshot(t, ctx, "keyboard-create-failed")
+		t.Fatalf("create with Enter: %v", err)
+	}
+	if title, _ := textOf(ctx, "h1"); !strings.Contains(title, "kb-viewer") {
+		t.Fatalf("after Enter the page is %q", title)
+	}
+	screenshot(t, ctx, "keyboard-created")
 }
 
 // uploadGuest uploads the test guest through the API as a public image.
