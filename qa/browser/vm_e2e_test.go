@@ -95,6 +95,14 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 		return nil
 	})
 	screenshot(t, ctx, "e2e-vm-running")
+	// The state banner went with the state; the one-time message says only
+	// what is still true.
+	if n, _ := count(ctx, "#vm-starting"); n != 0 {
+		t.Error("a running VM's page still says it is starting")
+	}
+	if msg, _ := textOf(ctx, ".flash"); strings.Contains(msg, "starts on a node") {
+		t.Errorf("a running VM's page says %q", msg)
+	}
 	if node, _ := textOf(ctx, "#vm-node"); strings.TrimSpace(node) == c.Node(1).Name {
 		t.Fatalf("the VM runs on %s, which runs no VMs", node)
 	}
