@@ -118,6 +118,11 @@ func TestComputePagesInBrowser(t *testing.T) {
 	}
 	waitCount(t, ctx, "the image in the list", `#images tr.image[data-name="cirros-test"]`, 1, 60*time.Second)
 	screenshot(t, ctx, "images")
+	// No empty progress bar before an upload; placeholders are not cut off.
+	if shown, _ := chromedp.Run(ctx, chromedp.Evaluate[bool](`getComputedStyle(document.getElementById("image-progress")).display !== "none"`)); shown {
+		t.Error("the images page shows a progress bar before any upload")
+	}
+	placeholdersFit(t, ctx)
 
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#nav-vms")),

@@ -136,3 +136,24 @@ func actionsCellsFillRows(t *testing.T, ctx context.Context) {
 		t.Errorf("actions cells that do not fill their rows: %v", bad)
 	}
 }
+
+// placeholdersFit checks that every visible input's placeholder fits in
+// the input, measured in the input's own font, beside a search field's
+// clear button.
+func placeholdersFit(t *testing.T, ctx context.Context) {
+	t.Helper()
+	cut, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("input[placeholder], textarea[placeholder]")].filter(e => e.offsetParent !== null).flatMap(e => {
+		const cs = getComputedStyle(e), c = document.createElement("canvas").getContext("2d");
+		c.font = cs.fontStyle + " " + cs.fontWeight + " " + cs.fontSize + " " + cs.fontFamily;
+		// A search field keeps room for its clear button (about 20 px).
+		const room = e.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - (e.type === "search" ? 20 : 2);
+		const need = c.measureText(e.placeholder).width;
+		return need <= room ? [] : ["#" + e.id + ": " + JSON.stringify(e.placeholder) + " needs " + Math.ceil(need) + "px, has " + Math.floor(room)];
+	})`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cut) > 0 {
+		t.Errorf("placeholders cut off: %v", cut)
+	}
+}

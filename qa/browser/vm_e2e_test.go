@@ -209,6 +209,7 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 		t.Fatalf("the ticked row after the list refreshed: %v %v; the list's last requests: %v", ticked, err, reqs)
 	}
 	actionsCellsFillRows(t, ctx)
+	placeholdersFit(t, ctx)
 	screenshot(t, ctx, "vm-list")
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS(`button[data-do="bulk-stop"]`)),
