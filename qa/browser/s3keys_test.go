@@ -157,3 +157,29 @@ func placeholdersFit(t *testing.T, ctx context.Context) {
 		t.Errorf("placeholders cut off: %v", cut)
 	}
 }
+
+// cjkTextWhole checks, on a Chinese page, that no table header breaks
+// inside a word, and that no select cuts off its chosen option.
+func cjkTextWhole(t *testing.T, ctx context.Context) {
+	t.Helper()
+	bad, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[
+		...[...document.querySelectorAll("th")].filter(th => th.offsetParent !== null && th.textContent.trim() && !/\s/.test(th.textContent.trim()) &&
+			!(th.querySelector(".sr-only") && th.querySelector(".sr-only").textContent.trim() === th.textContent.trim())).flatMap(th => {
+			const r = document.createRange(); r.selectNodeContents(th);
+			const lines = new Set([...r.getClientRects()].map(x => Math.round(x.top)));
+			return lines.size > 1 ? ["header " + JSON.stringify(th.textContent.trim()) + " on " + lines.size + " lines"] : [];
+		}),
+		...[...document.querySelectorAll("select")].filter(s => s.offsetParent !== null && s.selectedOptions.length).flatMap(s => {
+			const cs = getComputedStyle(s), c = document.createElement("canvas").getContext("2d");
+			c.font = cs.fontStyle + " " + cs.fontWeight + " " + cs.fontSize + " " + cs.fontFamily;
+			const need = c.measureText(s.selectedOptions[0].textContent).width;
+			const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 20; // the arrow
+			return need <= room + 4 ? [] : ["#" + s.id + ": " + JSON.stringify(s.selectedOptions[0].textContent) + " needs " + Math.ceil(need) + "px, has " + Math.floor(room)];
+		})]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) > 0 {
+		t.Errorf("%v", bad)
+	}
+}

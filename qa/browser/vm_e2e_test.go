@@ -244,6 +244,18 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 		t.Fatal(err)
 	}
 	a11yPages(t, ctx, base, []string{"/vms", vmPath, vmPath + "/serial"})
+
+	// In Chinese: headers whole, the chosen size not cut off.
+	for _, path := range []string{"/lang/zh-CN?next=/vms/new", "/images", "/vms", vmPath} {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+path), chromedp.WaitReady(chromedp.CSS("#content"))); err != nil {
+			t.Fatal(err)
+		}
+		cjkTextWhole(t, ctx)
+	}
+	screenshot(t, ctx, "vm-zh")
+	if err := chromedp.Do(ctx, chromedp.Navigate(base+"/lang/en?next=/vms")); err != nil {
+		t.Fatal(err)
+	}
 	keyboardCreateVM(t, ctx, base)
 }
 
