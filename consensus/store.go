@@ -262,8 +262,8 @@ func First[T any](txn *memdb.Txn, table, index string, args ...any) *T {
 // memdb iterator is not allowed).
 func All[T any](txn *memdb.Txn, table, index string, args ...any) []T {
 	it, err := txn.Get(table, index, args...)
-	if err != nil {
-		return nil
+	if err != nil { // an unknown table or index: a bug, never "nothing"
+		panic(fmt.Sprintf("consensus: All(%s, %s): %v", table, index, err))
 	}
 	var out []T
 	for raw := it.Next(); raw != nil; raw = it.Next() {

@@ -321,6 +321,15 @@ func Register(reg *consensus.Registry) {
 			&memdb.StringFieldIndex{Field: "IP"},
 		}}},
 	}})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "networks", Held: func(txn *memdb.Txn, project string) []string {
+		var names []string
+		for _, n := range consensus.All[Network](txn, tNetworks, "id") {
+			if n.Project == project {
+				names = append(names, n.Name)
+			}
+		}
+		return names
+	}})
 	consensus.Handle(reg, MsgCreateNetwork, "CreateNetwork", applyCreateNetwork)
 	consensus.Handle(reg, MsgDeleteNetwork, "DeleteNetwork", applyDeleteNetwork)
 	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)

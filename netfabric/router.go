@@ -121,6 +121,26 @@ func registerRouters(reg *consensus.Registry) {
 		"id":   {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"port": {Name: "port", AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "PortID"}},
 	}})
+	// Routers and floating IPs keep their project, charged to its quota
+	// or not (commands written before they were counted are not).
+	identity.HoldProjects(identity.ProjectHolder{Kind: "routers", Held: func(txn *memdb.Txn, project string) []string {
+		var names []string
+		for _, r := range consensus.All[Router](txn, tRouters, "id") {
+			if r.Project == project {
+				names = append(names, r.Name)
+			}
+		}
+		return names
+	}})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "floating IPs", Held: func(txn *memdb.Txn, project string) []string {
+		var ips []string
+		for _, f := range consensus.All[FloatingIP](txn, tFloatingIPs, "id") {
+			if f.Project == project {
+				ips = append(ips, f.IP)
+			}
+		}
+		return ips
+	}})
 	consensus.Handle(reg, MsgCreateRouter, "CreateRouter", applyCreateRouter)
 	consensus.Handle(reg, MsgDeleteRouter, "DeleteRouter", applyDeleteRouter)
 	consensus.Handle(reg, MsgRouterInterface, "RouterInterface", applyRouterInterface)

@@ -136,7 +136,7 @@ func (s *Service) createExternal(ctx context.Context, p *identity.Principal, req
 	}
 	for _, nw := range ListNetworks(s.c.Store().ReadTxn()) {
 		if !nw.IsOverlay() && nw.Name == req.Name {
-			return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorm(consensus.CodeAlreadyExists, "network_exists", "a network named %q already exists in this project", req.Name))
+			return nil, s.id.Deny(ctx, p, action, req.Name, "", consensus.Errorm(consensus.CodeAlreadyExists, "cluster_network_exists", "a network named %q already exists", req.Name))
 		}
 	}
 	nw := Network{ID: newID("net"), Name: req.Name, CIDR: req.CIDR, Gateway: req.Gateway, Pools: req.Pools, External: true,
@@ -160,6 +160,15 @@ func (s *Service) GetNetwork(ctx context.Context, p *identity.Principal, ref str
 		return nil, err
 	}
 	return s.get(p, ref)
+}
+
+// LocalNetwork returns a network the caller may see by ID from this node's
+// state, or nil: for pages that show many, without a round trip each.
+func (s *Service) LocalNetwork(p *identity.Principal, id string) *Network {
+	if nw := GetNetwork(s.c.Store().ReadTxn(), id); nw != nil && canRead(p, nw) {
+		return nw
+	}
+	return nil
 }
 
 func (s *Service) get(p *identity.Principal, ref string) (*Network, error) {

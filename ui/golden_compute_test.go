@@ -27,7 +27,7 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 		{VM: failed, ProjectName: "radiology", ImageName: "debian-12", CanChange: true},
 		{VM: running, ProjectName: "radiology", ImageName: "debian-12", CanChange: true, Selected: true},
 		{VM: building, ProjectName: "icu", ImageName: "img-gone"},
-	}, Filter: vmFilter{Q: "ward", Sort: "name"}, States: []string{"building", "error", "running"}, Nodes: []string{"node1"}, Projects: []string{"icu", "radiology"}}
+	}, Filter: vmFilter{Q: "ward", Sort: "name"}, States: []string{"building", "error", "running"}, Nodes: []string{"node1"}, Projects: []identity.Project{{ID: "p-2", Name: "icu"}, {ID: "p-1", Name: "radiology"}}}
 	vm := vmData{VM: running, ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", CanChange: true,
 		Reach: []reachRow{{IP: "10.213.0.7", Network: "default", Kind: "nat"}, {IP: "10.50.0.4", Network: "pacs-net", Kind: "project", Floating: []string{"192.0.2.10"}},
 			{IP: "172.16.20.31", Network: "ward-lan", Kind: "vlan", VLAN: 120}},

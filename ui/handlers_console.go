@@ -81,10 +81,17 @@ func plainSerial(b []byte) string {
 		}
 	}
 	s := terminalEscape.ReplaceAllString(strings.ToValidUTF8(string(b), ""), "")
-	return strings.Map(func(r rune) rune {
-		if r == '\r' || r == '\a' || r == 0 {
-			return -1
+	out := make([]rune, 0, len(s))
+	for _, r := range s {
+		switch r {
+		case '\r', '\a', 0:
+		case '\b': // as a terminal: the character before goes
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, r)
 		}
-		return r
-	}, s)
+	}
+	return string(out)
 }

@@ -2,7 +2,6 @@ package ui
 
 import (
 	"cmp"
-	"context"
 	"maps"
 	"net/http"
 	"net/url"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/a-h/templ"
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"golang.org/x/crypto/ssh"
@@ -179,7 +179,12 @@ func (s *server) vmsData(v *view, r *http.Request) (vmsData, error) {
 	projects, writable := s.projectNames(v)
 	images := s.imageNames(v)
 	d := vmsData{CanCreate: len(writable) > 0, Filter: f, Total: len(vms)}
-	states, nodes, pnames := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	// The choices: what the VMs have, and what the filter names even when
+	// no VM has it now (so the refresh keeps it).
+	states, nodes, pnames := map[string]bool{f.State: f.State != ""}, map[string]bool{f.Node: f.Node != ""}, map[string]string{}
+	if f.Project != "" {
+		pnames[f.Project] = or(projects[f.Project], f.Project)
+	}
 	for _, vm := range vms {
 		row := vmRow{VM: vm, ProjectName: or(projects[vm.ProjectID], vm.ProjectID), ImageName: or(images[vm.Spec.Image], vm.Spec.Image),
 			CanChange: hypervisor.CanChangeVM(v.p, &vm), Selected: ticked[vm.ID]}
@@ -187,12 +192,21 @@ func (s *server) vmsData(v *view, r *http.Request) (vmsData, error) {
 		if vm.Node != "" {
 			nodes[vm.Node] = true
 		}
-		pnames[row.ProjectName] = true
+		pnames[vm.ProjectID] = row.ProjectName
 		if f.matches(row) {
 			d.VMs = append(d.VMs, row)
 		}
 	}
-	d.States, d.Nodes, d.Projects = slices.Sorted(maps.Keys(states)), slices.Sorted(maps.Keys(nodes)), slices.Sorted(maps.Keys(pnames))
+	for _, set := range []map[string]bool{states, nodes} {
+		delete(set, "")
+	}
+	d.States, d.Nodes = slices.Sorted(maps.Keys(states)), slices.Sorted(maps.Keys(nodes))
+	for id, name := range pnames {
+		d.Projects = append(d.Projects, identity.Project{ID: id, Name: name})
+	}
+	slices.SortFunc(d.Projects, func(a, b identity.Project) int {
+		return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID))
+	})
 	sortVMs(d.VMs, f)
 	return d, nil
 }
@@ -201,7 +215,7 @@ func (f vmFilter) matches(r vmRow) bool {
 	return (f.Q == "" || strings.Contains(strings.ToLower(r.Name), strings.ToLower(f.Q))) &&
 		(f.State == "" || r.Status.State == f.State) &&
 		(f.Node == "" || r.Node == f.Node) &&
-		(f.Project == "" || r.ProjectName == f.Project)
+		(f.Project == "" || r.ProjectID == f.Project)
 }
 
 // sortVMs orders the list by the filter's key, then by name and ID, so
@@ -215,13 +229,14 @@ func sortVMs(rows []vmRow, f vmFilter) {
 			return r.Node
 		case "project":
 			return r.ProjectName
-		case "created":
-			return r.CreatedAt.UTC().Format(time.RFC3339Nano)
 		}
 		return strings.ToLower(r.Name)
 	}
 	slices.SortStableFunc(rows, func(a, b vmRow) int {
 		c := strings.Compare(key(a), key(b))
+		if f.Sort == "created" {
+			c = a.CreatedAt.Compare(b.CreatedAt)
+		}
 		if f.Desc {
 			c = -c
 		}
@@ -305,13 +320,14 @@ func (s *server) bulkVMs(w http.ResponseWriter, r *http.Request, v *view) {
 			picked = append(picked, row)
 		}
 	}
+	skipped := len(slices.Compact(slices.Sorted(slices.Values(ids)))) - len(picked)
 	if len(picked) == 0 {
 		v.err = v.T("vms.bulk_none")
 		s.render(w, r, formStatus, vmsPage(v, d))
 		return
 	}
 	if r.PostFormValue("confirm") != "yes" {
-		s.render(w, r, http.StatusOK, bulkConfirmPage(v, bulkData{Op: op, VMs: picked}))
+		s.render(w, r, http.StatusOK, bulkConfirmPage(v, bulkData{Op: op, VMs: picked, Skipped: skipped}))
 		return
 	}
 	var failed []string
@@ -509,15 +525,16 @@ func (s *server) vmData(v *view, ref string) (vmData, error) {
 			if nic.IP == "" {
 				continue
 			}
-			row := reachRow{IP: nic.IP, Network: nic.Network, Kind: "nat"}
-			if nw, err := s.networks.GetNetwork(context.Background(), v.p, nic.Network); err == nil {
-				row.Network = nw.Name
-				switch {
-				case nw.IsVLAN():
-					row.Kind, row.VLAN = "vlan", nw.VLAN
-				case nw.IsOverlay():
-					row.Kind = "project"
-				}
+			nw := s.networks.LocalNetwork(v.p, nic.Network)
+			if nw == nil { // not here yet, or not the viewer's to see: say nothing of it
+				continue
+			}
+			row := reachRow{IP: nic.IP, Network: nw.Name, Kind: "nat"}
+			switch {
+			case nw.IsVLAN():
+				row.Kind, row.VLAN = "vlan", nw.VLAN
+			case nw.IsOverlay():
+				row.Kind = "project"
 			}
 			for _, f := range fs {
 				if f.Owner == vm.ID && f.FixedIP == nic.IP {
@@ -615,6 +632,17 @@ func (s *server) vmOp(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	vm, err := s.compute.Do(r.Context(), v.p, ref, op, 0)
+	if err != nil && r.PostFormValue("from") == "list" { // a row's button: say it on the list
+		s.logErr(r, err)
+		d, lerr := s.vmsData(v, &http.Request{Method: http.MethodGet, URL: &url.URL{}})
+		if lerr != nil {
+			s.failPage(w, r, v, lerr)
+			return
+		}
+		v.err = errorText(v.tr, err)
+		s.render(w, r, formStatus, vmsPage(v, d))
+		return
+	}
 	if err != nil {
 		s.vmFormError(w, r, v, ref, "", err)
 		return

@@ -166,7 +166,7 @@ func TestPlainSerial(t *testing.T) {
 	if got, want := plainSerial(full), "Linux version 6.1\nOK cairn-guest: ip=10.0.0.5\n登录:"; got != want {
 		t.Errorf("a cut tail: %q, want %q", got, want)
 	}
-	if got, want := plainSerial([]byte("boot\r\nlogin: ")), "boot\nlogin: "; got != want {
+	if got, want := plainSerial([]byte("boot\r\nlogin: rooo\bt")), "boot\nlogin: root"; got != want {
 		t.Errorf("a whole log: %q, want %q", got, want)
 	}
 }

@@ -53,6 +53,9 @@ func TestProjectMembersAndDelete(t *testing.T) {
 	if _, err := nf.CreateSecurityGroup(ctx, root, netfabric.SecurityGroupCreate{Name: "pacs", Project: pr.ID}); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := nf.CreateNetwork(ctx, root, netfabric.NetworkCreate{Name: "onc-net", Project: pr.ID, CIDR: "10.60.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
 	// The default group, stored once a rule is added to it, does not keep
 	// the project: it goes with it.
 	if _, err := nf.AddRule(ctx, root, netfabric.DefaultGroupID(pr.ID), netfabric.Rule{Direction: "ingress", EtherType: "IPv4", Protocol: "tcp", PortMin: 22, PortMax: 22}); err != nil {
@@ -65,7 +68,7 @@ func TestProjectMembersAndDelete(t *testing.T) {
 	if p.status != formStatus {
 		t.Fatalf("delete a project that holds a bucket: %d at %s", p.status, p.path)
 	}
-	mustContain(t, p, "project oncology still holds 1 buckets (onc-scans), 1 security groups (pacs); delete them first")
+	mustContain(t, p, "project oncology still holds 1 buckets (onc-scans), 1 networks (onc-net), 1 security groups (pacs); delete them first")
 	if _, err := e.svc.GetProject(root, "oncology"); err != nil {
 		t.Fatalf("the refused delete removed the project: %v", err)
 	}
@@ -74,6 +77,9 @@ func TestProjectMembersAndDelete(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := nf.DeleteSecurityGroup(ctx, root, "pacs"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nf.DeleteNetwork(ctx, root, "onc-net"); err != nil {
 		t.Fatal(err)
 	}
 	p = b.post("/projects/oncology/delete", b.formOn("/projects/oncology", url.Values{}))

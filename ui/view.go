@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -126,7 +127,7 @@ func errorText(tr *translator, err error) string {
 	}
 	var e *consensus.Error
 	errors.As(err, &e)
-	if _, known := tr.msgs["msg."+e.Key]; e.Key != "" && known {
+	if text, known := tr.msgs["msg."+e.Key]; e.Key != "" && known && strings.Count(text, "%s") == len(e.Args) {
 		// A message with a stable key is said whole in the reader's
 		// language, its parameters in place.
 		args := make([]any, len(e.Args))

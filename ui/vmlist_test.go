@@ -49,7 +49,7 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	if got := order(p); got != "monitor,pacs,ward-a,ward-b" {
 		t.Fatalf("default order: %s", got)
 	}
-	mustContain(t, p, `id="vm-search"`, `id="vm-filter-project"`, `<option value="icu">icu</option>`, "Showing 4 of 4 VMs.",
+	mustContain(t, p, `id="vm-search"`, `id="vm-filter-project"`, `<option value="`+icu.ID+`">icu</option>`, "Showing 4 of 4 VMs.",
 		`href="/vms?dir=desc&amp;sort=name"`, `<th scope="col" aria-sort="ascending">`)
 	if got := order(b.get("/vms?q=WARD")); got != "ward-a,ward-b" {
 		t.Fatalf("search WARD: %s", got)
@@ -60,9 +60,16 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	}
 	mustContain(t, p, `value="`+ids["ward-a"]+`" form="vm-bulk" checked`, "Showing 2 of 4 VMs.")
 	mustNotContain(t, p, `value="`+ids["ward-b"]+`" form="vm-bulk" checked`)
-	if got := order(b.get("/vms?project=icu")); got != "monitor" {
+	if got := order(b.get("/vms?project=" + icu.ID)); got != "monitor" {
 		t.Fatalf("project icu: %s", got)
 	}
+	// A filter on what no VM has now stays chosen (the refresh keeps it).
+	p = b.get("/vms/list?node=node9&state=paused")
+	if got := order(p); got != "" {
+		t.Fatalf("node9: %s", got)
+	}
+	p = b.get("/vms?node=node9&state=paused")
+	mustContain(t, p, `<option value="node9" selected>node9</option>`, `<option value="paused" selected>`)
 	mustContain(t, b.get("/vms?q=nothing-like-it"), `id="vms-none-match"`)
 
 	// A row's button comes back to the list.
@@ -88,7 +95,7 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	mustNotContain(t, nb.get("/vms"), `value="`+ids["monitor"]+`" form="vm-bulk"`)
 	form := nb.formOn("/vms", url.Values{"op": {"delete"}, "vm": {ids["ward-a"], ids["ward-b"], ids["monitor"]}})
 	p = nb.post("/vms/bulk", form)
-	mustContain(t, p, "Delete these 2 VMs?", `<li data-id="`+ids["ward-a"]+`">ward-a`, `<li data-id="`+ids["ward-b"]+`">ward-b`)
+	mustContain(t, p, "Delete these VMs (2)?", `id="bulk-skipped"`, "Left out: 1 ticked VMs", `<li data-id="`+ids["ward-a"]+`">ward-a`, `<li data-id="`+ids["ward-b"]+`">ward-b`)
 	mustNotContain(t, p, "monitor")
 	for _, n := range []string{"ward-a", "ward-b", "monitor"} {
 		if vm, _ := e.compute.VM(root, ids[n]); vm.Desired == hypervisor.DesiredDeleted {
@@ -101,7 +108,7 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	if p.status != http.StatusOK || p.path != "/vms?done=bulk-delete&name=2" {
 		t.Fatalf("bulk delete: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, "2 VMs are being deleted.")
+	mustContain(t, p, "VMs being deleted: 2.")
 	for n, want := range map[string]bool{"ward-a": true, "ward-b": true, "monitor": false, "pacs": false} {
 		vm, err := e.compute.VM(root, ids[n])
 		if gone := err != nil || vm.Desired == hypervisor.DesiredDeleted; gone != want {

@@ -108,6 +108,7 @@ func count(ctx context.Context, sel string) (int, error) {
 
 // A user logs in, sees three healthy nodes, and creates a project and a flavor.
 func TestLoginDashboardProjectFlavor(t *testing.T) {
+	axeSource(t) // fetched before the cluster, not midway
 	c := cairntest.Start(t, cairntest.Options{N: 3})
 	api := cairntest.Admin(t, c.Node(1))
 	cairntest.WaitShape(t, api, 3, 0)

@@ -70,8 +70,10 @@ func s3KeysInBrowser(t *testing.T, ctx context.Context, base, project, bucket, k
 		}
 		t.Logf("the page's %s example lists: %s", name, strings.TrimSpace(string(out)))
 	}
-	if fi, err := os.Stat(filepath.Join(dir, "cairn-rclone.conf")); err != nil || fi.Mode().Perm()&0o077 != 0 {
-		t.Fatalf("the rclone configuration, with the secret: %v, %v", fi.Mode(), err)
+	if fi, err := os.Stat(filepath.Join(dir, "cairn-rclone.conf")); err != nil {
+		t.Fatal(err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		t.Fatalf("the rclone configuration, with the secret, is %v", fi.Mode())
 	}
 
 	pool := x509.NewCertPool()

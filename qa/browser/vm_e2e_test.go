@@ -24,6 +24,7 @@ import (
 // screen draws. The node serving the UI runs no VMs, so the VM lands on
 // another and its console comes through the cluster's relay.
 func TestCreateVMAndOpenConsole(t *testing.T) {
+	axeSource(t) // fetched before the cluster, not midway
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"},
 		NodeExtra: func(i int) []string {
 			if i == 1 {
@@ -202,7 +203,15 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 		}
 	}
 	// Two refreshes later (every 2 s) it is still ticked, and still found.
+	refreshes := func() int {
+		n, _ := chromedp.Run(ctx, chromedp.Evaluate[int](`performance.getEntriesByType("resource").filter(e => e.name.includes("/vms/list")).length`))
+		return n
+	}
+	before := refreshes()
 	time.Sleep(4500 * time.Millisecond)
+	if n := refreshes() - before; n < 2 {
+		t.Fatalf("the list refreshed %d times in 4.5 s", n)
+	}
 	if ticked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('tr.vm[data-name="xray-viewer"] input[name="vm"]:checked')`)); err != nil || !ticked {
 		screenshot(t, ctx, "vm-list-unticked")
 		reqs, _ := chromedp.Run(ctx, chromedp.Evaluate[[]string](`performance.getEntriesByType("resource").map(e => e.name).filter(n => n.includes("/vms/list")).slice(-3)`))
@@ -217,7 +226,7 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 	); err != nil {
 		t.Fatalf("bulk shut down: %v", err)
 	}
-	if q, _ := textOf(ctx, "#bulk-question"); !strings.Contains(q, "Shut down these 1 VMs?") {
+	if q, _ := textOf(ctx, "#bulk-question"); !strings.Contains(q, "Shut down these VMs (1)?") {
 		t.Errorf("the bulk question: %q", q)
 	}
 	if names, _ := textOf(ctx, "#bulk-vms"); !strings.Contains(names, "xray-viewer") {
@@ -295,6 +304,9 @@ func keyboardCreateVM(t *testing.T, ctx context.Context, base string) {
 	}
 	if img, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("vm-image").selectedOptions[0].textContent`)); !strings.HasPrefix(strings.TrimSpace(img), "guest") {
 		t.Fatalf("typing chose image %q", img)
+	}
+	if fl, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("vm-flavor").selectedOptions[0].textContent`)); !strings.HasPrefix(strings.TrimSpace(fl), "tiny") {
+		t.Fatalf("typing chose size %q", fl)
 	}
 	tabTo("vm-create")
 	if err := chromedp.Do(ctx, chromedp.KeyEvent(kb.Enter), chromedp.WaitVisible(chromedp.CSS("#vm-status"))); err != nil {

@@ -35,7 +35,8 @@ document.addEventListener("click", function (e) {
 	});
 });
 
-// The top bar's menu closes on a click elsewhere or on Escape.
+// The top bar's menu closes on a click elsewhere, when the keyboard's
+// focus leaves it, and on Escape while the focus is in it.
 document.addEventListener("click", function (e) {
 	"use strict";
 	document.querySelectorAll("details.navmenu[open]").forEach(function (d) {
@@ -44,14 +45,23 @@ document.addEventListener("click", function (e) {
 		}
 	});
 });
+document.addEventListener("focusout", function (e) {
+	"use strict";
+	var d = e.target.closest ? e.target.closest("details.navmenu[open]") : null;
+	if (d && e.relatedTarget && !d.contains(e.relatedTarget)) {
+		d.removeAttribute("open");
+	}
+});
 document.addEventListener("keydown", function (e) {
 	"use strict";
-	if (e.key !== "Escape") {
+	if (e.key !== "Escape" || e.defaultPrevented) {
 		return;
 	}
 	document.querySelectorAll("details.navmenu[open]").forEach(function (d) {
-		d.removeAttribute("open");
-		d.querySelector("summary").focus();
+		if (d.contains(document.activeElement)) {
+			d.removeAttribute("open");
+			d.querySelector("summary").focus();
+		}
 	});
 });
 
