@@ -3,6 +3,7 @@ package netfabric_test
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -256,7 +257,14 @@ func TestNetworkQuotas(t *testing.T) {
 	if q, _ := e.id.GetQuota(e.admin, "lab"); q.Usage.Networks != 0 || q.Usage.Ports != 0 {
 		t.Fatalf("uncharged rows were charged: %+v", q.Usage)
 	}
-	if err := e.id.DeleteProject(ctx, e.admin, "lab", 0); err != nil {
+	// Uncharged, they still keep the project: deleting it is refused,
+	// naming them.
+	if err := e.id.DeleteProject(ctx, e.admin, "lab", 0); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "1 networks (old)") {
+		t.Fatalf("delete a project that holds an uncharged network: %v", err)
+	}
+	// A project deleted by the command of older nodes (in logs written
+	// before) left them behind; they still go.
+	if _, err := e.node.Apply(ctx, identity.MsgDeleteProject, map[string]string{"id": e.lab}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.node.Apply(ctx, netfabric.MsgReleasePorts, netfabric.ReleasePortsCmd{Owner: "vm-old"}, nil); err != nil {
