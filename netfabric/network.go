@@ -321,15 +321,7 @@ func Register(reg *consensus.Registry) {
 			&memdb.StringFieldIndex{Field: "IP"},
 		}}},
 	}})
-	identity.HoldProjects(identity.ProjectHolder{Kind: "networks", Held: func(txn *memdb.Txn, project string) []string {
-		var names []string
-		for _, n := range consensus.All[Network](txn, tNetworks, "id") {
-			if n.Project == project {
-				names = append(names, n.Name)
-			}
-		}
-		return names
-	}})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "networks", Held: heldBy(tNetworks, func(n *Network) (string, string) { return n.Project, n.Name })})
 	consensus.Handle(reg, MsgCreateNetwork, "CreateNetwork", applyCreateNetwork)
 	consensus.Handle(reg, MsgDeleteNetwork, "DeleteNetwork", applyDeleteNetwork)
 	consensus.Handle(reg, MsgCreatePort, "CreatePort", applyCreatePort)
@@ -640,4 +632,19 @@ func ListNetworks(txn *memdb.Txn) []Network {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
+}
+
+// heldBy is a project holder (identity.HoldProjects) over a table whose
+// rows say their project: it names the project's rows. The tables are
+// small; a scan is enough.
+func heldBy[T any](table string, of func(*T) (project, name string)) func(*memdb.Txn, string) []string {
+	return func(txn *memdb.Txn, project string) []string {
+		var names []string
+		for _, row := range consensus.All[T](txn, table, "id") {
+			if p, name := of(&row); p == project {
+				names = append(names, name)
+			}
+		}
+		return names
+	}
 }

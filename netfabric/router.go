@@ -123,24 +123,8 @@ func registerRouters(reg *consensus.Registry) {
 	}})
 	// Routers and floating IPs keep their project, charged to its quota
 	// or not (commands written before they were counted are not).
-	identity.HoldProjects(identity.ProjectHolder{Kind: "routers", Held: func(txn *memdb.Txn, project string) []string {
-		var names []string
-		for _, r := range consensus.All[Router](txn, tRouters, "id") {
-			if r.Project == project {
-				names = append(names, r.Name)
-			}
-		}
-		return names
-	}})
-	identity.HoldProjects(identity.ProjectHolder{Kind: "floating IPs", Held: func(txn *memdb.Txn, project string) []string {
-		var ips []string
-		for _, f := range consensus.All[FloatingIP](txn, tFloatingIPs, "id") {
-			if f.Project == project {
-				ips = append(ips, f.IP)
-			}
-		}
-		return ips
-	}})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "routers", Held: heldBy(tRouters, func(r *Router) (string, string) { return r.Project, r.Name })})
+	identity.HoldProjects(identity.ProjectHolder{Kind: "floating IPs", Held: heldBy(tFloatingIPs, func(f *FloatingIP) (string, string) { return f.Project, f.IP })})
 	consensus.Handle(reg, MsgCreateRouter, "CreateRouter", applyCreateRouter)
 	consensus.Handle(reg, MsgDeleteRouter, "DeleteRouter", applyDeleteRouter)
 	consensus.Handle(reg, MsgRouterInterface, "RouterInterface", applyRouterInterface)
