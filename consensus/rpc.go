@@ -129,7 +129,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 // rpcClient calls peers over the cluster port with this node's certificate.
 func newRPCClient(id *identity) *http.Client {
 	return &http.Client{Transport: &http.Transport{
-		DialTLSContext:      tlsbatch.Dial(&net.Dialer{Timeout: 2 * time.Second}, id.clientTLS(alpnRPC)),
+		DialTLSContext: tlsbatch.Dial(func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialPeer(ctx, network, addr, 2*time.Second)
+		}, id.clientTLS(alpnRPC)),
 		MaxIdleConnsPerHost: 128,
 		IdleConnTimeout:     90 * time.Second,
 	}}

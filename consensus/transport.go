@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -123,11 +124,16 @@ var _ raft.StreamLayer = (*raftStream)(nil)
 func (s *raftStream) Addr() net.Addr { return s.advertise }
 
 func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout}
-	cfg := s.tls
+	cfg := s.tls.Clone()
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(string(addr))
+		if err != nil {
+			return nil, err
+		}
+		cfg.ServerName = host
+	}
 	if s.names != nil {
 		if want := s.names(string(addr)); len(want) > 0 {
-			cfg = s.tls.Clone()
 			cfg.VerifyConnection = func(cs tls.ConnectionState) error {
 				if len(cs.PeerCertificates) > 0 && slices.Contains(want, cs.PeerCertificates[0].Subject.CommonName) {
 					return nil
@@ -136,8 +142,15 @@ func (s *raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.C
 			}
 		}
 	}
-	c, err := tls.DialWithDialer(d, "tcp", string(addr), cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	tcp, err := dialPeer(ctx, "tcp", string(addr), timeout)
 	if err != nil {
+		return nil, err
+	}
+	c := tls.Client(tcp, cfg)
+	if err := c.HandshakeContext(ctx); err != nil {
+		tcp.Close()
 		return nil, err
 	}
 	if c.ConnectionState().NegotiatedProtocol != alpnRaft {

@@ -292,12 +292,13 @@ func (l *listener) closeWith(reason error) error {
 
 func (l *listener) Addr() net.Addr { return l.inner.Addr() }
 
-// Dial returns a DialTLSContext for http.Transport: TCP with d, then a TLS
-// handshake with cfg. A cfg without ServerName verifies the dialled host, as
-// the transport itself would.
-func Dial(d *net.Dialer, cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
+// Dial returns a DialTLSContext for http.Transport: TCP with dial (a
+// net.Dialer's DialContext, say), then a TLS handshake with cfg. A cfg
+// without ServerName verifies the dialled host, as the transport itself
+// would.
+func Dial(dial func(ctx context.Context, network, addr string) (net.Conn, error), cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := d.DialContext(ctx, network, addr)
+		c, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}

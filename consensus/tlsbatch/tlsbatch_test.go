@@ -245,7 +245,7 @@ func TestHTTP(t *testing.T) {
 	t.Cleanup(func() { srv.Close() })
 
 	clientCfg.ServerName = "" // Dial verifies the dialled host, 127.0.0.1
-	client := &http.Client{Transport: &http.Transport{DialTLSContext: Dial(&net.Dialer{}, clientCfg)}}
+	client := &http.Client{Transport: &http.Transport{DialTLSContext: Dial((&net.Dialer{}).DialContext, clientCfg)}}
 	t.Cleanup(client.CloseIdleConnections)
 	body := make([]byte, 5<<20+123)
 	_, _ = rand.Read(body)
@@ -292,7 +292,7 @@ func TestListenerHandshakeTimeout(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cli, err := Dial(&net.Dialer{}, clientCfg)(ctx, "tcp", inner.Addr().String())
+	cli, err := Dial((&net.Dialer{}).DialContext, clientCfg)(ctx, "tcp", inner.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func TestDialVerifies(t *testing.T) {
 	}()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if c, err := Dial(&net.Dialer{}, &tls.Config{})(ctx, "tcp", ln.Addr().String()); err == nil {
+	if c, err := Dial((&net.Dialer{}).DialContext, &tls.Config{})(ctx, "tcp", ln.Addr().String()); err == nil {
 		c.Close()
 		t.Fatal("dialled a server whose certificate nobody vouches for")
 	}

@@ -308,13 +308,25 @@ func TestHAFailover(t *testing.T) {
 		})
 		flushed = max(flushed, sc.last(t, api, cur.Node))
 		pid := qemuPIDs(vmNode, cur.ID)
+		// Cuts of 2 to 14 s; the last round's is a blip of 1 to 2 s,
+		// which must change nothing (below). CAIRN_HA_CUT sets them all.
 		cut := time.Duration(2000+rnd.IntN(12000)) * time.Millisecond
+		if round == loops-1 {
+			cut = time.Duration(1000+rnd.IntN(1000)) * time.Millisecond
+		}
+		if d, err := time.ParseDuration(os.Getenv("CAIRN_HA_CUT")); err == nil {
+			cut = d
+		}
 		w := watchCopies(c, cur.ID)
 		c.Partition([]*harness.Node{cutOff})
 		cutAt := time.Now()
 		time.Sleep(cut)
 		zombieGone := len(qemuPIDs(vmNode, cur.ID)) == 0
 		c.Heal()
+		// A node fences itself 4 s after its last renewal, which it sent
+		// up to 1 s before the cut: a cut of more than 2 s may fence it
+		// after the heal. Look for the outcome only once that is decided.
+		time.Sleep(time.Until(cutAt.Add(4500 * time.Millisecond)))
 		// Settled: the record says running on a node, and that node, and
 		// only it, runs a copy. The record read first after the heal may
 		// be stale: a lease judged lost just after the heal (the new
@@ -366,8 +378,11 @@ func TestHAFailover(t *testing.T) {
 			// Self-fencing: a zombie cut off for longer than it may hold
 			// its lease (4 s), with a margin, had killed its copy.
 			t.Fatalf("round %d: %s, cut off for %s, still ran its copy", round, cutOff.Name, cut)
-		case cut < 3*time.Second && (zombieGone || after.Node != vmNode.Name || !slices.Equal(qemuPIDs(vmNode, cur.ID), pid)):
-			// A short cut changes nothing: the same QEMU runs on.
+		case cut <= 2*time.Second && (zombieGone || after.Node != vmNode.Name || !slices.Equal(qemuPIDs(vmNode, cur.ID), pid)):
+			// A blip changes nothing: the node renews its lease within a
+			// second of the heal, before it would fence (4 s after its
+			// last renewal, up to 1 s before the cut), and the same QEMU
+			// runs on. Between this and 6 s either outcome is right.
 			t.Fatalf("round %d: %s cut off for only %s: its copy killed %v, the VM now on %s, QEMU %v then %v", round, cutOff.Name, cut, zombieGone, after.Node, pid, qemuPIDs(vmNode, cur.ID))
 		}
 		t.Logf("round %d: %s (leader %s) cut off for %s: the VM's copy on %s killed %v; it runs on %s", round, cutOff.Name, st.Leader, cut.Round(time.Millisecond), vmNode.Name, zombieGone, after.Node)
