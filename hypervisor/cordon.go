@@ -93,7 +93,7 @@ func applyUncordonNode(tx *consensus.Tx, c *uncordonCmd) (any, error) {
 			if err := tx.Insert(tVMs, &up); err != nil {
 				return nil, err
 			}
-			if err := addEvent(tx, vm.ID, OpStart, "started again: the drain that stopped it to move it ended", c.By, "", c.At); err != nil {
+			if err := addEvent(tx, vm.ID, OpStart, evm("drain_restart"), c.By, "", c.At); err != nil {
 				return nil, err
 			}
 		}

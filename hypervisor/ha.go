@@ -192,7 +192,8 @@ func applyFailoverVM(tx *consensus.Tx, c *failoverCmd) (any, error) {
 	if err := netfabric.BindPorts(tx, vm.ID, c.To); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "failover", FailoverMessage(c.From, c.LostAt, c.To, ""), "", c.To, c.At)
+	// Said by FailoverParts' reader (ui), as the leader's notes are.
+	return &vm, insertEvent(tx, Event{VM: vm.ID, Time: c.At, Kind: "failover", Message: FailoverMessage(c.From, c.LostAt, c.To, ""), Node: c.To})
 }
 
 // drainRestarting says whether a drain of node stopped the VM to move it
@@ -278,7 +279,7 @@ func applySetHA(tx *consensus.Tx, c *setHACmd) (any, error) {
 	if vm.Spec.HAOff {
 		state = "off"
 	}
-	return &vm, addEvent(tx, vm.ID, "ha", fmt.Sprintf("high availability %s, restart priority %d", state, vm.Spec.HAPriority), c.User, vm.Node, c.At)
+	return &vm, addEvent(tx, vm.ID, "ha", evm("ha", state, vm.Spec.HAPriority), c.User, vm.Node, c.At)
 }
 
 type recordEventsCmd struct {
@@ -292,7 +293,7 @@ func applyRecordEvents(tx *consensus.Tx, c *recordEventsCmd) (any, error) {
 		if getVM(tx.Txn, e.VM) == nil {
 			continue
 		}
-		if err := addEvent(tx, e.VM, e.Kind, e.Message, e.User, e.Node, e.Time); err != nil {
+		if err := insertEvent(tx, Event{VM: e.VM, Time: e.Time, Kind: e.Kind, Key: e.Key, Args: e.Args, Message: e.Message, User: e.User, Node: e.Node}); err != nil {
 			return nil, err
 		}
 	}

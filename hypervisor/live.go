@@ -228,11 +228,11 @@ func startMigration(tx *consensus.Tx, c *startMigrationCmd, postCopy bool) (any,
 	if err := volume.MigrateIn(tx, vm.ID, c.Target); err != nil {
 		return nil, err
 	}
-	msg := fmt.Sprintf("live migration from %s to %s started", cur.Node, c.Target)
+	m := evm("migration_started", cur.Node, c.Target)
 	if postCopy {
-		msg += ", allowed to go post-copy"
+		m = evm("migration_postcopy", cur.Node, c.Target)
 	}
-	return &vm, addEvent(tx, vm.ID, "migrate", msg, c.User, cur.Node, c.At)
+	return &vm, addEvent(tx, vm.ID, "migrate", m, c.User, cur.Node, c.At)
 }
 
 // alike says why a running VM cannot move live to node (its host differs
@@ -358,7 +358,7 @@ func switchOver(tx *consensus.Tx, vm *VM, at time.Time) error {
 	if err := netfabric.BindPorts(tx, vm.ID, m.Target); err != nil {
 		return err
 	}
-	return addEvent(tx, vm.ID, "migrate", fmt.Sprintf("switched over from %s to %s", m.Source, m.Target), "", m.Target, at)
+	return addEvent(tx, vm.ID, "migrate", evm("switched_over", m.Source, m.Target), "", m.Target, at)
 }
 
 // applySwitchMigration is the one-step switchover (protocol 2): the
@@ -413,22 +413,27 @@ func applyEndMigration(tx *consensus.Tx, c *endMigrationCmd) (any, error) {
 			return nil, err
 		}
 	}
-	var msg string
-	switch {
+	var msg eventMsg
+	switch p := m.Progress; {
 	case switched && c.Error == "":
-		msg = fmt.Sprintf("moved live from %s to %s in %s", m.Source, m.Target, c.At.Sub(m.StartedAt).Round(100*time.Millisecond))
-		if p := m.Progress; p.DowntimeMS > 0 {
-			msg += fmt.Sprintf(": %d MiB of memory sent, the guest paused for %d ms", p.RAMTransferred>>20, p.DowntimeMS)
-		}
-		if p := m.Progress; !p.PostCopyAt.IsZero() {
-			msg += fmt.Sprintf("; it went post-copy %s after the start", p.PostCopyAt.Sub(m.StartedAt).Round(100*time.Millisecond))
+		took := c.At.Sub(m.StartedAt).Round(100 * time.Millisecond)
+		pc := p.PostCopyAt.Sub(m.StartedAt).Round(100 * time.Millisecond)
+		switch {
+		case p.DowntimeMS > 0 && !p.PostCopyAt.IsZero():
+			msg = evm("moved_live_all", m.Source, m.Target, took, p.RAMTransferred>>20, p.DowntimeMS, pc)
+		case p.DowntimeMS > 0:
+			msg = evm("moved_live_paused", m.Source, m.Target, took, p.RAMTransferred>>20, p.DowntimeMS)
+		case !p.PostCopyAt.IsZero():
+			msg = evm("moved_live_pc", m.Source, m.Target, took, pc)
+		default:
+			msg = evm("moved_live", m.Source, m.Target, took)
 		}
 	case switched:
-		msg = fmt.Sprintf("moved from %s to %s: %s", m.Source, m.Target, c.Error)
+		msg = evm("moved_error", m.Source, m.Target, c.Error)
 	case c.User != "":
-		msg = fmt.Sprintf("live migration to %s cancelled: %s", m.Target, c.Error)
+		msg = evm("migration_cancel", m.Target, c.Error)
 	default:
-		msg = fmt.Sprintf("live migration to %s failed, the VM runs on on %s: %s", m.Target, m.Source, c.Error)
+		msg = evm("migration_failed", m.Target, m.Source, c.Error)
 	}
 	return &vm, addEvent(tx, vm.ID, "migrate", msg, c.User, c.Node, c.At)
 }

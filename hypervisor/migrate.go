@@ -2,7 +2,6 @@ package hypervisor
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -58,7 +57,7 @@ func applyMoveVM(tx *consensus.Tx, c *moveVMCmd) (any, error) {
 	if err := netfabric.BindPorts(tx, vm.ID, vm.Node); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "migrate", fmt.Sprintf("moved from %s to %s while stopped", from, c.Node), c.User, c.Node, c.At)
+	return &vm, addEvent(tx, vm.ID, "migrate", evm("moved_stopped", from, c.Node), c.User, c.Node, c.At)
 }
 
 // movable says why a VM cannot change nodes while stopped, or nil. Its

@@ -100,6 +100,7 @@ type NodeAgent struct {
 	workers map[string]*worker
 	running sync.WaitGroup       // the workers' run loops
 	quiesce map[string]*quiesced // guest freezes for snapshots, by VM (quiesce.go)
+	usage   usageBook            // the VMs' usage histories (usage.go)
 }
 
 // NewNodeAgent returns the VM agent of this node.
@@ -199,6 +200,7 @@ func (n *NodeAgent) done(id string) {
 	n.mu.Lock()
 	delete(n.workers, id)
 	n.mu.Unlock()
+	n.usage.drop(id)
 }
 
 // ConsoleFile returns the path of a local VM's console socket (vnc,

@@ -107,6 +107,9 @@ type reportVMCmd struct {
 	GuestStopped bool   `json:"guest_stopped,omitempty"`
 	Version      uint64 `json:"version,omitempty"`
 	Event        string `json:"event,omitempty"` // a line for the history besides the state change
+	// EventKey and EventArgs name Event's message (events.go).
+	EventKey  string   `json:"event_key,omitempty"`
+	EventArgs []string `json:"event_args,omitempty"`
 	// VarsMoved: the node wrote its file of the VM's UEFI variables into
 	// their volume (VMSpec.VarsFrom).
 	VarsMoved bool `json:"vars_moved,omitempty"`
@@ -252,8 +255,14 @@ func checkVersion(kind, id string, cur, ifMatch uint64) error {
 }
 
 // addEvent appends to a VM's history, dropping the oldest beyond maxEvents.
-func addEvent(tx *consensus.Tx, vm, kind, msg, user, node string, at time.Time) error {
-	e := Event{ID: fmt.Sprintf("%s/%020d", vm, tx.Index), VM: vm, Time: at, Kind: kind, Message: msg, User: user, Node: node}
+func addEvent(tx *consensus.Tx, vm, kind string, m eventMsg, user, node string, at time.Time) error {
+	return insertEvent(tx, Event{VM: vm, Time: at, Kind: kind, Key: m.Key, Args: m.Args, Message: m.text(), User: user, Node: node})
+}
+
+// insertEvent is addEvent for an event whose message is made already.
+func insertEvent(tx *consensus.Tx, e Event) error {
+	vm := e.VM
+	e.ID = fmt.Sprintf("%s/%020d", vm, tx.Index)
 	// Several events of one command share an index: keep them apart.
 	for n := 1; consensus.First[Event](tx.Txn, tEvents, "id", e.ID) != nil; n++ {
 		e.ID = fmt.Sprintf("%s/%020d.%d", vm, tx.Index, n)
@@ -324,7 +333,7 @@ func applyCreateVM(tx *consensus.Tx, c *createVMCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "create", fmt.Sprintf("created with %d vCPU, %d MiB, %d GiB; address %v", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB, vm.IPs()), c.User, "", vm.CreatedAt)
+	return &vm, addEvent(tx, vm.ID, "create", evm("created", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiB, vm.IPs()), c.User, "", vm.CreatedAt)
 }
 
 // applyPlaceVM binds a VM to a node, re-checking the fit against the state
@@ -344,7 +353,7 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 		if err := tx.Insert(tVMs, &vm); err != nil {
 			return nil, err
 		}
-		return &vm, addEvent(tx, vm.ID, "schedule", "not placed: "+c.Error, "", "", c.At)
+		return &vm, addEvent(tx, vm.ID, "schedule", evm("not_placed", c.Error), "", "", c.At)
 	}
 	if cordonOf(tx.Txn, c.Node) != nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
@@ -364,7 +373,7 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 	if err := netfabric.BindPorts(tx, vm.ID, vm.Node); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "schedule", "placed on "+c.Node, "", c.Node, c.At)
+	return &vm, addEvent(tx, vm.ID, "schedule", evm("placed", c.Node), "", c.Node, c.At)
 }
 
 // changeable returns a VM its owner may change: it exists, is at the
@@ -424,8 +433,7 @@ func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	msg := "requested " + kind
-	return &vm, addEvent(tx, vm.ID, kind, msg, c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, kind, evm("requested", kind), c.User, "", c.At)
 }
 
 // applyReportVM records what the VM's node observed. Reports from a node
@@ -451,16 +459,18 @@ func applyReportVM(tx *consensus.Tx, c *reportVMCmd) (any, error) {
 		return nil, err
 	}
 	if c.Event != "" {
-		if err := addEvent(tx, vm.ID, "node", c.Event, "", c.Node, c.Status.UpdatedAt); err != nil {
+		// Its text as the node made it (an older node sends no key).
+		e := Event{VM: vm.ID, Time: c.Status.UpdatedAt, Kind: "node", Key: c.EventKey, Args: c.EventArgs, Message: c.Event, Node: c.Node}
+		if err := insertEvent(tx, e); err != nil {
 			return nil, err
 		}
 	}
 	if cur.Status.State != c.Status.State || cur.Status.Error != c.Status.Error {
-		msg := c.Status.State
+		m := evm("state", c.Status.State)
 		if c.Status.Error != "" {
-			msg += ": " + c.Status.Error
+			m = evm("state_error", c.Status.State, c.Status.Error)
 		}
-		return nil, addEvent(tx, vm.ID, "state", msg, "", c.Node, c.Status.UpdatedAt)
+		return nil, addEvent(tx, vm.ID, "state", m, "", c.Node, c.Status.UpdatedAt)
 	}
 	return nil, nil
 }
@@ -509,7 +519,7 @@ func applyRenameVM(tx *consensus.Tx, c *renameVMCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "rename", fmt.Sprintf("renamed from %s to %s", cur.Name, c.Name), c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, "rename", evm("renamed", cur.Name, c.Name), c.User, "", c.At)
 }
 
 // applyResizeVM moves a VM to another size, charging the difference. The
@@ -539,7 +549,7 @@ func applyResizeVM(tx *consensus.Tx, c *resizeVMCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "resize", fmt.Sprintf("resized to %s: %d vCPU, %d MiB, %d GiB", c.FlavorName, c.VCPUs, c.RAMMiB, c.DiskGiB), c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, "resize", evm("resized", c.FlavorName, c.VCPUs, c.RAMMiB, c.DiskGiB), c.User, "", c.At)
 }
 
 func applyReportHost(tx *consensus.Tx, h *Host) (any, error) {

@@ -161,8 +161,12 @@ type Event struct {
 	Time    time.Time `json:"time"`
 	Kind    string    `json:"kind"` // e.g. create, stop, state
 	Message string    `json:"message"`
-	User    string    `json:"user,omitempty"`
-	Node    string    `json:"node,omitempty"`
+	// Key and Args name Message and its parameters (events.go), for
+	// pages in another language; none on events written before them.
+	Key  string   `json:"key,omitempty"`
+	Args []string `json:"args,omitempty"`
+	User string   `json:"user,omitempty"`
+	Node string   `json:"node,omitempty"`
 }
 
 // Host is a node's capacity for VMs, reported by the node itself.

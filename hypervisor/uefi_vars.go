@@ -69,9 +69,9 @@ func (w *worker) varsVolume(ctx context.Context, vm *VM, st VMStatus) (string, e
 		w.log.Info("UEFI variables volume filled", "volume", v.ID, "from", what)
 	}
 	if fromFile {
-		event := fmt.Sprintf("its UEFI settings moved from a file on %s onto volume %s", w.n.cfg.Name, v.Name)
+		event := evm("vars_moved", w.n.cfg.Name, v.Name)
 		if what == fromTemplate {
-			event = fmt.Sprintf("it had no file of UEFI settings on %s: volume %s starts with the firmware's defaults", w.n.cfg.Name, v.Name)
+			event = evm("vars_fresh", w.n.cfg.Name, v.Name)
 		}
 		w.report(ctx, vm, st, reportOpts{varsMoved: true, event: event})
 	}

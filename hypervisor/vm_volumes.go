@@ -48,7 +48,7 @@ func applyAttachVolume(tx *consensus.Tx, c *attachVolumeCmd) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v, addEvent(tx, vm.ID, "attach", "volume "+v.Name+" attached", c.User, "", c.At)
+	return v, addEvent(tx, vm.ID, "attach", evm("volume_attached", v.Name), c.User, "", c.At)
 }
 
 // applyDetachVolume detaches a data volume from its VM. A VM that is not
@@ -68,7 +68,7 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is VM %s's boot disk: it stays attached while the VM exists", cur.Name, cur.Attachment.VM)
 	}
 	vm := getVM(tx.Txn, cur.Attachment.VM)
-	event := func(v *volume.Volume, msg string) (any, error) {
+	event := func(v *volume.Volume, msg eventMsg) (any, error) {
 		if vm == nil {
 			return v, nil
 		}
@@ -85,13 +85,13 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			return event(v, "volume "+v.Name+" stays attached: "+c.Refused)
+			return event(v, evm("volume_kept", v.Name, c.Refused))
 		}
 		v, err := volume.DetachFromVM(tx, cur.ID)
 		if err != nil {
 			return nil, err
 		}
-		return event(v, "volume "+v.Name+" unplugged and detached")
+		return event(v, evm("volume_detached", v.Name))
 	}
 	// At once only from a VM that is off and meant to stay off: one being
 	// started may be opening the volume this moment.
@@ -103,13 +103,13 @@ func applyDetachVolume(tx *consensus.Tx, c *detachVolumeCmd) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return event(v, "detach of volume "+v.Name+" requested: the guest is asked to let it go")
+		return event(v, evm("volume_detaching", v.Name))
 	}
 	v, err := volume.DetachFromVM(tx, cur.ID)
 	if err != nil {
 		return nil, err
 	}
-	return event(v, "volume "+v.Name+" detached")
+	return event(v, evm("volume_detached_off", v.Name))
 }
 
 // AttachVolume attaches the volume (which the volume service has found
@@ -213,7 +213,7 @@ func applyConvertDisk(tx *consensus.Tx, c *convertDiskCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "convert-disk", "the boot disk moves onto a replicated volume at the next start", c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, "convert-disk", evm("convert_boot"), c.User, "", c.At)
 }
 
 // canConvert: only a stopped VM with a local boot disk on a node.
@@ -276,7 +276,7 @@ func applyAttachVars(tx *consensus.Tx, c *attachVarsCmd) (any, error) {
 	if err := tx.Insert(tVMs, &vm); err != nil {
 		return nil, err
 	}
-	return &vm, addEvent(tx, vm.ID, "convert-disk", "the UEFI settings move onto a replicated volume at the next start", c.User, "", c.At)
+	return &vm, addEvent(tx, vm.ID, "convert-disk", evm("convert_vars"), c.User, "", c.At)
 }
 
 // ConvertDisk moves a stopped VM's local boot disk onto a replicated

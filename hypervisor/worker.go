@@ -92,6 +92,11 @@ func (w *worker) run(ctx context.Context) {
 			w.inst.Close() // the VM keeps running; a new agent attaches
 		}
 	}()
+	// A reconcile at least every 30 s; usage samples between (usage.go).
+	recheck := time.NewTimer(30 * time.Second)
+	defer recheck.Stop()
+	sample := time.NewTicker(UsageStep)
+	defer sample.Stop()
 	for {
 		var exited <-chan struct{}
 		if w.inst != nil {
@@ -105,8 +110,12 @@ func (w *worker) run(ctx context.Context) {
 		case <-w.wake:
 		case <-exited:
 			w.exited(ctx)
-		case <-time.After(30 * time.Second):
+		case <-recheck.C:
+		case <-sample.C:
+			w.sample(ctx)
+			continue
 		}
+		recheck.Reset(30 * time.Second)
 		vm := getVM(w.n.c.Store().ReadTxn(), w.id)
 		if vm == nil || vm.Node != w.n.cfg.Name && !w.involved(vm) {
 			// Purged while this node could not do it (the leader reaps VMs
@@ -171,7 +180,7 @@ func (w *worker) exited(ctx context.Context) {
 		if guest {
 			w.guestStopped = vm.Version
 		}
-		w.report(ctx, vm, st, reportOpts{guestStopped: guest && vm.Desired != DesiredStopped, event: eventIf(guest, "the guest shut itself down")})
+		w.report(ctx, vm, st, reportOpts{guestStopped: guest && vm.Desired != DesiredStopped, event: eventIf(guest, evm("guest_shutdown"))})
 		return
 	}
 	// A crash or a kill from outside: the owner still wants it running, so
@@ -188,7 +197,7 @@ func (w *worker) exited(ctx context.Context) {
 		return
 	}
 	w.retryAt = now.Add(time.Duration(len(w.crashes)) * 2 * time.Second)
-	w.report(ctx, vm, st, reportOpts{event: "QEMU exited unexpectedly; starting it again"})
+	w.report(ctx, vm, st, reportOpts{event: evm("qemu_crashed")})
 }
 
 // A VM whose QEMU dies maxCrashes times within crashWindow is left in the
@@ -198,16 +207,16 @@ const (
 	crashWindow = 10 * time.Minute
 )
 
-func eventIf(cond bool, s string) string {
+func eventIf(cond bool, m eventMsg) eventMsg {
 	if cond {
-		return s
+		return m
 	}
-	return ""
+	return eventMsg{}
 }
 
 type reportOpts struct {
 	guestStopped bool
-	event        string
+	event        eventMsg // a line for the history; no Key: none
 	rebooted     *uint64
 	varsMoved    bool
 }
@@ -221,12 +230,15 @@ func (w *worker) report(ctx context.Context, vm *VM, st VMStatus, o reportOpts) 
 	same := vm.Status.State == st.State && vm.Status.Error == st.Error && vm.Status.Accel == st.Accel &&
 		vm.Status.VCPUs == st.VCPUs && vm.Status.RAMMiB == st.RAMMiB && vm.Status.Pending == st.Pending &&
 		vm.Status.PID == st.PID && rebooted == vm.Rebooted
-	if same && !o.guestStopped && o.event == "" && !o.varsMoved {
+	if same && !o.guestStopped && o.event.Key == "" && !o.varsMoved {
 		return
 	}
 	st.UpdatedAt = time.Now().UTC()
-	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Version: vm.Version, Event: o.event,
+	cmd := reportVMCmd{ID: vm.ID, Node: w.n.cfg.Name, Status: st, Rebooted: rebooted, GuestStopped: o.guestStopped, Version: vm.Version,
 		VarsMoved: o.varsMoved}
+	if o.event.Key != "" {
+		cmd.Event, cmd.EventKey, cmd.EventArgs = o.event.text(), o.event.Key, o.event.Args
+	}
 	if _, err := w.n.c.Apply(ctx, MsgReportVM, cmd, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("report VM status", "err", err)
 	}
@@ -266,7 +278,7 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 		if w.guestStopped == vm.Version {
 			// The guest powered off and the cluster has not recorded it yet
 			// (no leader a moment ago): say so again instead of booting it.
-			w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{guestStopped: true, event: "the guest shut itself down"})
+			w.report(ctx, vm, VMStatus{State: StateStopped, Accel: vm.Status.Accel}, reportOpts{guestStopped: true, event: evm("guest_shutdown")})
 			return false, nil
 		}
 		if wait := time.Until(w.retryAt); wait > 0 {
@@ -634,7 +646,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 			return err
 		}
 		r := vm.Reboots
-		o.rebooted, o.event = &r, "rebooted"
+		o.rebooted, o.event = &r, evm("rebooted")
 	}
 	switch {
 	case qs.Running:
@@ -776,7 +788,7 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 	st := vm.Status
 	st.State = StateStopping
 	w.report(ctx, vm, st, reportOpts{})
-	forced := ""
+	var forced eventMsg
 	if vm.StopMode != StopForce {
 		if err := w.inst.Powerdown(ctx); err == nil {
 			timeout := time.After(w.n.cfg.StopTimeout)
@@ -787,7 +799,7 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 					break wait
 				case <-timeout:
 					w.log.Info("guest ignored the ACPI power button; forcing it off", "timeout", w.n.cfg.StopTimeout)
-					forced = fmt.Sprintf("the guest did not shut down within %s of the power button; forced off", w.n.cfg.StopTimeout)
+					forced = evm("forced_off", w.n.cfg.StopTimeout)
 					break wait
 				case <-w.wake:
 					// A force-stop or delete while we wait need not wait.

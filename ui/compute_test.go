@@ -187,7 +187,7 @@ func TestVMButtonsSendOperations(t *testing.T) {
 	mustNotContain(t, p, `id="vm-op-start"`, `id="vm-op-reboot"`, `id="vm-op-resume"`)
 
 	p = op(hypervisor.OpStop, hypervisor.DesiredStopped)
-	mustContain(t, p, `id="vm-op-start"`, "The VM is shutting down.", "requested stop", "Shutdown requested")
+	mustContain(t, p, `id="vm-op-start"`, "The VM is shutting down.", "requested: Shut down", "Shutdown requested")
 	mustNotContain(t, p, `id="vm-op-stop"`)
 	op(hypervisor.OpStart, hypervisor.DesiredRunning)
 	p = op(hypervisor.OpPause, hypervisor.DesiredPaused)

@@ -226,13 +226,17 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("user with a short password: %d", p.status)
 	}
-	mustContain(t, p, "The password is too short: it needs at least 12 characters.")
+	mustContain(t, p, `id="user-password-error" role="alert">The password is too short: it needs at least 12 characters.`)
+	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "password": {"pw-for-nurse-one"}, "password2": {"pw-for-nurse-two"}}))
+	mustContain(t, p, `id="user-password2-error" role="alert">The two passwords do not match.`, `value="nurse1"`)
+	p = b.post("/users", b.formOn("/users", url.Values{"name": {"root"}, "password": {"pw-for-nurse-one"}, "password2": {"pw-for-nurse-one"}}))
+	mustContain(t, p, `id="user-name-error" role="alert">A user named “root” already exists.`)
 	b.get("/lang/zh-CN")
 	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "password": {"NURSE1-on-nights"}, "password2": {"NURSE1-on-nights"}}))
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("user with the name in the password: %d", p.status)
 	}
-	mustContain(t, p, "密码不能包含用户名。")
+	mustContain(t, p, `id="user-password-error" role="alert">密码不能包含用户名。`)
 	b.get("/lang/en")
 
 	// A user, then make them a member of the project.
@@ -382,8 +386,10 @@ func TestChinesePages(t *testing.T) {
 	b.login("root", "correct horse")
 	p = b.get("/dashboard")
 	mustContain(t, p, "集群健康状况", "投票节点", `id="nav-projects" href="/projects">项目<`)
+	// A refused name: the rule, in Chinese, next to the name; no English.
 	p = b.post("/projects", b.formOn("/projects", url.Values{"name": {"bad name!"}}))
-	mustContain(t, p, "输入无效：")
+	mustContain(t, p, `id="project-name-error" role="alert">“bad name!”不能用作名称：名称为 1–63 个字母`)
+	mustNotContain(t, p, "must be", "输入无效")
 
 	// The switch overrides the browser and comes back to the same page.
 	p = b.get("/lang/en?next=%2Fprojects")

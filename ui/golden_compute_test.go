@@ -33,9 +33,11 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 			{IP: "172.16.20.31", Network: "ward-lan", Kind: "vlan", VLAN: 120}},
 		Flavors: goldenFlavors(),
 		Events: []hypervisor.Event{
-			{ID: "vm-1-1", VM: "vm-1", Time: goldenTime, Kind: "create", Message: "created with 2 vCPU, 2048 MiB, 20 GiB; address [10.213.0.7]", User: "nurse1"},
-			{ID: "vm-1-2", VM: "vm-1", Time: goldenTime, Kind: "schedule", Message: "placed on node2", Node: "node2"},
-			{ID: "vm-1-3", VM: "vm-1", Time: goldenTime, Kind: "state", Message: "running", Node: "node2"},
+			{ID: "vm-1-1", VM: "vm-1", Time: goldenTime, Kind: "create", Message: "created with 2 vCPU, 2048 MiB, 20 GiB; address [10.213.0.7]", User: "nurse1",
+				Key: "created", Args: []string{"2", "2048", "20", "[10.213.0.7]"}},
+			{ID: "vm-1-2", VM: "vm-1", Time: goldenTime, Kind: "schedule", Message: "placed on node2", Node: "node2", Key: "placed", Args: []string{"node2"}},
+			{ID: "vm-1-3", VM: "vm-1", Time: goldenTime, Kind: "state", Message: "running", Node: "node2", Key: "state", Args: []string{"running"}},
+			{ID: "vm-1-3b", VM: "vm-1", Time: goldenTime, Kind: "node", Message: "the guest shut itself down", Node: "node2"}, // written before keys
 			{ID: "vm-1-4", VM: "vm-1", Time: goldenTime, Kind: "future-kind", Message: "something new"},
 			{ID: "vm-1-5", VM: "vm-1", Time: goldenTime, Kind: "failover", Message: hypervisor.FailoverMessage("node3", goldenTime, "node2", ""), Node: "node2"},
 			{ID: "vm-1-6", VM: "vm-1", Time: goldenTime, Kind: "failover", Message: hypervisor.FailoverMessage("node2", goldenTime, "", "no node has 2 vCPUs, 2048 MiB and 0 GiB of disk free"), Node: "node2"},

@@ -13,6 +13,7 @@ import (
 	"github.com/a-h/templ"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -112,12 +113,30 @@ func TestGoldenPages(t *testing.T) {
 	newLocal := goldenNewVM()
 	newLocal.VolumesOK, newLocal.Form = false, vmForm{}
 
+	// Usage: a VM busy for twenty minutes, then off for ten, then idle.
+	usage := &hypervisor.UsageHistory{VM: vm.VM.Name, Node: "node2", Span: hypervisor.SpanHour, StepSeconds: 10, VCPUs: 2, RAMMiB: 2048}
+	for i := range 360 {
+		if i >= 120 && i < 180 {
+			continue
+		}
+		p := hypervisor.UsagePoint{At: goldenTime.Add(time.Duration(i-359) * 10 * time.Second), CPU: 5, Memory: 900 << 20, NetIn: 200, NetOut: 100}
+		if i < 120 {
+			p.CPU, p.DiskRead, p.DiskWrite = 80, 3<<20, 1<<20
+		}
+		usage.Points = append(usage.Points, p)
+	}
+	withUsage := func(v *view, d vmData) templ.Component {
+		d.Usage = &usageData{VMID: d.VM.ID, Span: usage.Span, Charts: usageCharts(v, usage, goldenTime)}
+		return vmPage(v, d)
+	}
+	vmEN, vmZH := goldenView(langEN, false, "vms"), goldenView(langZH, false, "vms")
+
 	pages := map[string]templ.Component{
 		"vms_en":             vmsPage(goldenView(langEN, false, "vms"), vms),
 		"vms_zh":             vmsPage(goldenView(langZH, false, "vms"), vms),
 		"vm_new_en":          newVMPage(goldenView(langEN, false, "vms"), goldenNewVM()),
-		"vm_en":              vmPage(goldenView(langEN, false, "vms"), vm),
-		"vm_zh_tcg":          vmPage(goldenView(langZH, false, "vms"), tcgVM(vm)),
+		"vm_en":              withUsage(vmEN, vm),
+		"vm_zh_tcg":          withUsage(vmZH, tcgVM(vm)),
 		"vm_local_zh":        vmPage(goldenView(langZH, false, "vms"), localVM),
 		"vm_new_zh_local":    newVMPage(goldenView(langZH, false, "vms"), newLocal),
 		"volumes_en":         volumesPage(goldenView(langEN, true, "volumes"), vols),

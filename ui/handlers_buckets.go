@@ -2,6 +2,7 @@ package ui
 
 import (
 	"context"
+	"errors"
 	"mime"
 	"net/http"
 	"net/url"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/a-h/templ"
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage"
 )
 
@@ -95,7 +97,14 @@ func (s *server) buckets(w http.ResponseWriter, r *http.Request, v *view) {
 // bucketsFormError shows the bucket list again with err above it.
 func (s *server) bucketsFormError(w http.ResponseWriter, r *http.Request, v *view, f *bucketForm, err error) {
 	s.logErr(r, err)
-	v.err = errorText(v.tr, err)
+	switch {
+	case f != nil && consensus.ErrorCode(err) == consensus.CodeAlreadyExists:
+		f.NameErr = errorText(v.tr, err) // next to the name, not above
+	case f != nil && bucketNameRefused(err):
+		f.NameErr = v.T("buckets.name_bad") // the rule, in the reader's words
+	default:
+		v.err = errorText(v.tr, err)
+	}
 	d, lerr := s.bucketsData(r.Context(), v)
 	if lerr != nil {
 		s.failPage(w, r, v, lerr)
@@ -311,4 +320,11 @@ func contentType(r *http.Request) string {
 		return "application/octet-stream"
 	}
 	return ct
+}
+
+// bucketNameRefused says whether a create was refused for breaking S3's
+// rules for bucket names.
+func bucketNameRefused(err error) bool {
+	var e *consensus.Error
+	return consensus.ErrorCode(err) == consensus.CodeInvalid && errors.As(err, &e) && strings.Contains(strings.ToLower(e.Message), "bucket name")
 }

@@ -39,7 +39,11 @@ func (s *server) createProject(w http.ResponseWriter, r *http.Request, v *view) 
 	f := projectForm{Name: strings.TrimSpace(r.PostFormValue("name")), Description: strings.TrimSpace(r.PostFormValue("description"))}
 	if _, err := s.id.CreateProject(r.Context(), v.p, identity.ProjectSpec{Name: f.Name, Description: f.Description}); err != nil {
 		s.logErr(r, err)
-		v.err = errorText(v.tr, err)
+		if nameRefused(err) {
+			f.NameErr = errorText(v.tr, err)
+		} else {
+			v.err = errorText(v.tr, err)
+		}
 		s.render(w, r, formStatus, projectsPage(v, s.projectList(v), f))
 		return
 	}

@@ -46,14 +46,21 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	pw := r.PostFormValue("password")
 	if pw != r.PostFormValue("password2") {
-		v.err = v.T("err.password_mismatch")
+		f.Password2Err = v.T("err.password_mismatch")
 		s.render(w, r, formStatus, usersPage(v, s.userList(v), f))
 		return
 	}
 	spec := identity.UserSpec{Name: f.Name, DisplayName: f.DisplayName, Password: pw, ClusterAdmin: f.ClusterAdmin}
 	if _, err := s.id.CreateUser(r.Context(), v.p, spec); err != nil {
 		s.logErr(r, err)
-		v.err = errorText(v.tr, err)
+		switch msg := errorText(v.tr, err); {
+		case ruleError(err) != "":
+			f.PasswordErr = msg
+		case nameRefused(err):
+			f.NameErr = msg
+		default:
+			v.err = msg
+		}
 		s.render(w, r, formStatus, usersPage(v, s.userList(v), f))
 		return
 	}

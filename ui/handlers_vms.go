@@ -2,6 +2,7 @@ package ui
 
 import (
 	"cmp"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/url"
@@ -570,6 +571,10 @@ func (s *server) vm(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	d.MoveTo = s.moveTargets(v, &d.VM) // the whole page only: not on every refresh
+	if d.VM.Desired != hypervisor.DesiredDeleted {
+		u := s.usageData(v, r, d.VM.ID, usageSpan(r))
+		d.Usage = &u
+	}
 	if done := r.URL.Query().Get("done"); done != "" {
 		v.flash = v.Tor("vmdone."+done, "")
 	}
@@ -791,7 +796,7 @@ func haWhy(v *view, why string) string {
 // catalog knows its kind's sentence; else as the cluster wrote it.
 func eventMessage(v *view, e hypervisor.Event) string {
 	if e.Kind != "failover" {
-		return e.Message
+		return keyedEvent(v, e)
 	}
 	from, at, to, why, ok := hypervisor.FailoverParts(e.Message)
 	switch {
@@ -816,4 +821,27 @@ func (s *server) resizeVM(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	s.redirect(w, r, string(vmURL(vm.ID, ""))+"?done=resize")
+}
+
+// keyedEvent says a history line in the reader's language from its key
+// (hypervisor/events.go); a line without one, or with a key this node's
+// catalogues do not know (a newer node wrote it), is said as written.
+func keyedEvent(v *view, e hypervisor.Event) string {
+	tmpl, ok := v.tr.msgs["vmevent.msg."+e.Key]
+	if e.Key == "" || !ok || strings.Count(tmpl, "%s") != len(e.Args) {
+		return e.Message
+	}
+	args := make([]any, len(e.Args))
+	for i, a := range e.Args {
+		args[i] = a
+	}
+	switch e.Key {
+	case "state", "state_error":
+		args[0] = v.Tor("vmstate."+e.Args[0], e.Args[0])
+	case "requested": // an operation, or a desired state
+		args[0] = v.Tor("vmop."+e.Args[0], v.Tor("vmevent."+e.Args[0], e.Args[0]))
+	case "ha":
+		args[0] = v.Tor("vmevent.ha."+e.Args[0], e.Args[0])
+	}
+	return fmt.Sprintf(tmpl, args...)
 }

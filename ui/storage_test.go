@@ -213,13 +213,22 @@ func TestBucketUploadBrowseDownloadDelete(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("bad bucket name: %d", p.status)
 	}
-	mustContain(t, p, "Invalid input: bucket name", `value="Bad_Name"`)
+	// Said next to the name, as the rule, once.
+	mustContain(t, p, `<p class="field-error" id="bucket-name-error" role="alert">A bucket name is 3–63 lowercase letters`, `value="Bad_Name"`,
+		`aria-describedby="bucket-name-hint bucket-name-error"`)
+	mustNotContain(t, p, "Invalid input")
 	p = b.post("/buckets", b.formOn("/buckets", url.Values{"name": {"scans-2026"}, "project": {radiology.ID}}))
 	if p.status != http.StatusOK || p.path != "/buckets?created=scans-2026" {
 		t.Fatalf("create bucket: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	mustContain(t, p, `<tr class="bucket" data-name="scans-2026" data-project="radiology" data-objects="0">`, "Bucket scans-2026 was created.",
 		`action="/buckets/scans-2026/delete"`)
+	// A name taken: said once, next to the name.
+	p = b.post("/buckets", b.formOn("/buckets", url.Values{"name": {"scans-2026"}, "project": {radiology.ID}}))
+	mustContain(t, p, `id="bucket-name-error" role="alert">A bucket named “scans-2026” already exists`)
+	if n := strings.Count(p.body, "already exists"); n != 1 {
+		t.Fatalf("the taken name is said %d times", n)
+	}
 
 	// Upload through the upload endpoint with the form token in a header.
 	// The file is larger than any form may be: uploads stream.
@@ -404,7 +413,8 @@ func TestStorageAndBucketsInChinese(t *testing.T) {
 	p = b.get("/buckets")
 	mustContain(t, p, `id="nav-buckets" href="/buckets" class="active" aria-current="page">存储桶<`, "新建存储桶", "创建存储桶", "还没有您可以查看的存储桶。")
 	p = b.post("/buckets", b.formOn("/buckets", url.Values{"name": {"x"}, "project": {pr.ID}}))
-	mustContain(t, p, "输入无效：bucket name")
+	mustContain(t, p, `id="bucket-name-error" role="alert">存储桶名称为 3–63 个小写字母`)
+	mustNotContain(t, p, "bucket name", "输入无效")
 	p = b.post("/buckets", b.formOn("/buckets", url.Values{"name": {"icu-charts"}, "project": {pr.ID}}))
 	mustContain(t, p, "已创建存储桶 icu-charts。")
 	p = b.get("/buckets/icu-charts")

@@ -52,6 +52,9 @@ type Deps struct {
 	// Consoles reads a VM's serial log, whose tail the serial console
 	// page opens with; nil opens it empty.
 	Consoles *hypervisor.Consoles
+	// Usage reads a VM's usage history for the graphs on its page; nil
+	// draws none.
+	Usage *hypervisor.UsageReader
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -71,6 +74,7 @@ type server struct {
 	s3URL     string
 	ca        func() []byte
 	consoles  *hypervisor.Consoles
+	usage     *hypervisor.UsageReader
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -111,6 +115,7 @@ func New(d Deps) (http.Handler, error) {
 		s3URL:     d.S3URL,
 		ca:        d.CACert,
 		consoles:  d.Consoles,
+		usage:     d.Usage,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -183,6 +188,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /vms/bulk", s.authed(s.bulkVMs))
 	mux.Handle("GET /vms/{vm}", s.authed(s.vm))
 	mux.Handle("GET /vms/{vm}/status", s.authed(s.vmFragment))
+	mux.Handle("GET /vms/{vm}/usage", s.authed(s.vmUsage))
 	mux.Handle("POST /vms/{vm}/op/{op}", s.authed(s.vmOp))
 	mux.Handle("POST /vms/{vm}/rename", s.authed(s.renameVM))
 	mux.Handle("POST /vms/{vm}/resize", s.authed(s.resizeVM))

@@ -256,3 +256,10 @@ func adminNav(nav string) bool {
 	}
 	return false
 }
+
+// nameRefused says whether a create was refused for its name: taken, or
+// against the rule for names (said next to the name field).
+func nameRefused(err error) bool {
+	var e *consensus.Error
+	return consensus.ErrorCode(err) == consensus.CodeAlreadyExists || errors.As(err, &e) && e.Key == "name_rule"
+}

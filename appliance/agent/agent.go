@@ -70,6 +70,7 @@ type Agent struct {
 	vms       *hypervisor.NodeAgent
 	vmNet     *netfabric.Host
 	consoles  *hypervisor.Consoles
+	usage     *hypervisor.UsageReader
 	s3        *http.Server
 	http      *http.Server
 	metrics   *prometheus.Registry
@@ -280,6 +281,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		S3URL:     a.cfg.S3URL(),
 		CACert:    a.node.CACertPEM,
 		Consoles:  a.consoles,
+		Usage:     a.usage,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},
@@ -287,7 +289,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, Usage: a.usage, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	// Console WebSockets carry a ticket instead of a bearer token (browsers

@@ -65,6 +65,12 @@ func (a *Agent) newCompute() {
 	}
 	a.consoles = hypervisor.NewConsoles(a.compute, a.node, local, a.log.With("component", "consoles"))
 	a.node.HandleRPC(hypervisor.ConsoleRPCPrefix, a.consoles.RPCHandler())
+	var usage func(vmID, span string) ([]hypervisor.UsagePoint, bool)
+	if cfg.VMs {
+		usage = a.vms.Usage
+	}
+	a.usage = hypervisor.NewUsageReader(a.compute, a.node, usage)
+	a.node.HandleRPC(hypervisor.UsageRPCPrefix, a.usage.RPCHandler())
 }
 
 // watchdogTimeout is the hardware watchdog's: a hung agent's box is reset

@@ -142,6 +142,7 @@ var matrix = []grant{
 	{route: "GET /api/v1/vms/{vm}/events", status: 200, allow: readers},
 	{route: "POST /api/v1/vms/{vm}/console", status: 200, allow: members},
 	{route: "GET /api/v1/vms/{vm}/serial-log", status: 200, allow: members},
+	{route: "GET /api/v1/vms/{vm}/usage", status: 200, allow: readers},
 	{route: "POST /api/v1/vms/{vm}/start", stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/stop", stale: true, status: 412, allow: members},
 	{route: "POST /api/v1/vms/{vm}/force-stop", stale: true, status: 412, allow: members},
@@ -257,7 +258,7 @@ func newMatrixFixture(t *testing.T) *matrixFixture {
 	compute.SetVolumes(volumes)
 	networks := netfabric.NewService(nd.Node, nd.ID)
 	s := api.New(api.Deps{Identity: nd.ID, Storage: storage.NewService(nd.Node, nd.ID), Objects: nd.Objects, Compute: compute, Volumes: volumes, Networks: networks,
-		Images: images, Consoles: consoles, Cluster: nd.Node, Logger: log,
+		Images: images, Consoles: consoles, Usage: hypervisor.NewUsageReader(compute, nd.Node, nil), Cluster: nd.Node, Logger: log,
 		StorageHealth: func(ctx context.Context) (api.StorageHealth, error) {
 			d, err := nd.Objects.Degraded(ctx)
 			return api.StorageHealth{Node: nd.Node.Name(), DegradedSegments: d}, err

@@ -133,6 +133,18 @@ func (s *Server) computeRoutes() []route {
 				_, _ = w.Write(b)
 				return nil
 			}},
+		{Method: "GET", Path: v1 + "/vms/{vm}/usage", Summary: "The VM's CPU, memory, disk and network use over the last hour (10 s steps) or day (5 min means), from its node's samples", Tag: "compute",
+			Query: []string{"span"}, Response: hypervisor.UsageHistory{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.usage == nil {
+					return errorf(http.StatusServiceUnavailable, "unavailable", "usage graphs are not available on this node")
+				}
+				span := r.URL.Query().Get("span")
+				if span == "" {
+					span = hypervisor.SpanHour
+				}
+				h, err := s.usage.Usage(r.Context(), p, r.PathValue("vm"), span)
+				return ok(w, h, 0, err)
+			}},
 		op(hypervisor.OpStart, "Start a stopped VM"),
 		op(hypervisor.OpStop, "Shut a VM down with the ACPI power button, forcing it off after the node's timeout"),
 		op(hypervisor.OpForceStop, "Power a VM off at once"),

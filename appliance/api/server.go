@@ -47,6 +47,7 @@ type Deps struct {
 	Networks *netfabric.Service  // nil: no network routes
 	Images   *hypervisor.Images
 	Consoles *hypervisor.Consoles
+	Usage    *hypervisor.UsageReader // VMs' usage graphs; nil: none
 	// StorageHealth reports redundancy, scrub and heal progress.
 	StorageHealth func(ctx context.Context) (StorageHealth, error)
 	Cluster       ClusterInfo
@@ -64,6 +65,7 @@ type Server struct {
 	networks *netfabric.Service
 	images   *hypervisor.Images
 	consoles *hypervisor.Consoles
+	usage    *hypervisor.UsageReader
 	health   func(ctx context.Context) (StorageHealth, error)
 	cluster  ClusterInfo
 	log      *slog.Logger
@@ -74,7 +76,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, networks: d.Networks, images: d.Images, consoles: d.Consoles, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, networks: d.Networks, images: d.Images, consoles: d.Consoles, usage: d.Usage, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}

@@ -462,9 +462,11 @@ func (s *Service) auditEntry(ctx context.Context, p *Principal, action, resource
 
 var nameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}$`)
 
+// validateName checks a name of kind ("username", "project name"…); its
+// refusal's key (name_rule) lets a page say the rule in its language.
 func validateName(kind, name string) error {
 	if !nameRE.MatchString(name) {
-		return consensus.Errorf(consensus.CodeInvalid, "%s %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", kind, name)
+		return consensus.Errorm(consensus.CodeInvalid, "name_rule", kind+" %q must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
 	}
 	return nil
 }

@@ -43,6 +43,27 @@ func TestBucketBrowserUpload(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#nodes")),
 		chromedp.Click(chromedp.CSS("#nav-buckets")),
 		chromedp.WaitVisible(chromedp.CSS("#bucket-form")),
+	); err != nil {
+		t.Fatalf("the buckets page: %v", err)
+	}
+	// A name the browser itself refuses: its bubble says the field's rule
+	// in the page's words, not "Please match the requested format"; typing
+	// anew lets the browser judge again.
+	if err := chromedp.Do(ctx, chromedp.SendKeys(chromedp.CSS("#bucket-name"), "Scans_2026")); err != nil {
+		t.Fatal(err)
+	}
+	said, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => {
+		const el = document.getElementById("bucket-name");
+		const valid = el.form.reportValidity();
+		return [String(valid), el.validationMessage, el.dataset.rule];
+	})()`))
+	if err != nil || said[0] != "false" || said[1] != said[2] || !strings.HasPrefix(said[1], "A bucket name is 3–63 lowercase letters") {
+		t.Fatalf("the browser says %q for a bad bucket name (%v)", said, err)
+	}
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("bucket-name").value = ""`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := chromedp.Do(ctx,
 		chromedp.SendKeys(chromedp.CSS("#bucket-name"), "scans"),
 		chromedp.SetValue(chromedp.CSS("#bucket-project"), pr.ID),
 		chromedp.Click(chromedp.CSS("#bucket-submit")),

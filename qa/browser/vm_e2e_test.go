@@ -117,6 +117,8 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 		t.Fatalf("a VM with %q warned of software emulation", accel)
 	}
 
+	vmUsageInBrowser(t, ctx)
+
 	if err := chromedp.Do(ctx,
 		chromedp.Click(chromedp.CSS("#vm-console-link")),
 		chromedp.WaitReady(chromedp.CSS("#novnc-screen")),
@@ -170,6 +172,46 @@ func TestCreateVMAndOpenConsole(t *testing.T) {
 	}
 	t.Logf("the serial console opens with %d lines, the last %q", len(lines), last)
 	vmListInBrowser(t, ctx, base)
+}
+
+// vmUsageInBrowser: the VM's page draws its usage graphs from its node's
+// samples as they come (the panel refreshes itself), a busy booting guest's
+// CPU above the floor; the day's span draws too.
+func vmUsageInBrowser(t *testing.T, ctx context.Context) {
+	t.Helper()
+	const drawn = `(() => {
+		const out = {};
+		for (const id of ["usage-cpu", "usage-memory", "usage-disk", "usage-network"]) {
+			const ys = [...document.querySelectorAll("#" + id + " polyline")]
+				.flatMap(l => l.getAttribute("points").trim().split(" ").map(p => Number(p.split(",")[1])));
+			out[id] = ys.length ? Math.min(...ys) : -1;
+		}
+		return out;
+	})()`
+	testutil.WaitFor(t, 90*time.Second, "the usage graphs drawn, with the CPU busy", func() error {
+		top, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]float64](drawn))
+		if err != nil {
+			return err
+		}
+		// y is 120 at zero: a line above it is use.
+		if top["usage-cpu"] < 0 || top["usage-cpu"] >= 120 || top["usage-memory"] < 0 || top["usage-memory"] >= 120 || top["usage-disk"] < 0 || top["usage-network"] < 0 {
+			return fmt.Errorf("highest points %v", top)
+		}
+		return nil
+	})
+	now, _ := textOf(ctx, "#usage-cpu .chart-now")
+	if !strings.Contains(now, "%") {
+		t.Fatalf("the CPU graph says %q", now)
+	}
+	screenshot(t, ctx, "e2e-vm-usage")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#usage-span-day")),
+		chromedp.WaitVisible(chromedp.CSS(`#vm-usage[data-span="day"] #usage-cpu polyline`))); err != nil {
+		t.Fatalf("the day's graphs: %v", err)
+	}
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#usage-span-hour")),
+		chromedp.WaitVisible(chromedp.CSS(`#vm-usage[data-span="hour"] #usage-cpu polyline`))); err != nil {
+		t.Fatalf("back to the hour's graphs: %v", err)
+	}
 }
 
 // vmListInBrowser: the VM list's search narrows the rows as one types; a

@@ -308,3 +308,60 @@ func virtualSize(t *testing.T, path string) int64 {
 	}
 	return info.VirtualSize
 }
+
+// usagePoint is one step of GET /api/v1/vms/{vm}/usage.
+type usagePoint struct {
+	At        time.Time `json:"at"`
+	CPU       float64   `json:"cpu_percent"`
+	Memory    int64     `json:"memory_bytes"`
+	DiskRead  float64   `json:"disk_read_bps"`
+	DiskWrite float64   `json:"disk_write_bps"`
+	NetIn     float64   `json:"net_in_bps"`
+	NetOut    float64   `json:"net_out_bps"`
+}
+
+// checkUsage reads a running VM's usage graphs through via (relayed from
+// the VM's node if it is another) while the test makes the guest work:
+// its node's samples show the CPU the guest burns, its memory, the disk
+// bytes it wrote and the network traffic of probes, within a few steps.
+func checkUsage(t *testing.T, via *cairntest.Client, vmNode *harness.Node, name, ip string) {
+	t.Helper()
+	var h struct {
+		Node   string       `json:"node"`
+		Span   string       `json:"span"`
+		VCPUs  int          `json:"vcpus"`
+		Points []usagePoint `json:"points"`
+	}
+	seen := map[string]bool{}
+	testutil.WaitFor(t, 90*time.Second, name+"'s usage graphs showing CPU, memory, disk writes and network", func() error {
+		_, _ = probe(vmNode, ip) // traffic both ways
+		if err := via.Call("GET", "/api/v1/vms/"+name+"/usage", nil, 200, &h); err != nil {
+			return err
+		}
+		for _, p := range h.Points {
+			seen["cpu"] = seen["cpu"] || p.CPU > 0
+			seen["memory"] = seen["memory"] || p.Memory > 16<<20
+			seen["disk"] = seen["disk"] || p.DiskWrite > 0
+			seen["network"] = seen["network"] || p.NetIn > 0 && p.NetOut > 0
+		}
+		if len(seen) < 4 || !seen["cpu"] || !seen["memory"] || !seen["disk"] || !seen["network"] {
+			return fmt.Errorf("%d points from %s, seen %v", len(h.Points), h.Node, seen)
+		}
+		return nil
+	})
+	if h.Span != "hour" || h.Node != vmNode.Name || h.VCPUs < 1 {
+		t.Fatalf("usage of %s: span %q, node %q, %d vCPUs", name, h.Span, h.Node, h.VCPUs)
+	}
+	for i := 1; i < len(h.Points); i++ {
+		if !h.Points[i].At.After(h.Points[i-1].At) {
+			t.Fatalf("usage points out of order: %v then %v", h.Points[i-1].At, h.Points[i].At)
+		}
+	}
+	// The day: five-minute means, the one in progress included.
+	if err := via.Call("GET", "/api/v1/vms/"+name+"/usage?span=day", nil, 200, &h); err != nil || len(h.Points) == 0 || h.Span != "day" {
+		t.Fatalf("a day of %s's usage: %d points, span %q (%v)", name, len(h.Points), h.Span, err)
+	}
+	if err := via.Call("GET", "/api/v1/vms/"+name+"/usage?span=week", nil, 400, nil); err != nil {
+		t.Fatalf("an unknown span: %v", err)
+	}
+}

@@ -446,6 +446,8 @@ func TestVMsOnThreeNodes(t *testing.T) {
 
 	hotplugVolume(t, a, a2, "ha1")
 	snapshotWhileGuestWrites(t, a, "ha1")
+	// Its usage graphs, relayed from its node.
+	checkUsage(t, via, cairntest.NodeByName(c, vm.Node), "ha1", vm.IP())
 	// ha1 moves live to the node that runs neither it nor ha2 (its
 	// group's), then back while stopped.
 	migrateLive(t, c, a, a2, "ha1", vms["ha2"].Node)

@@ -77,3 +77,22 @@ document.addEventListener("change", function (e) {
 		name.textContent = input.files && input.files.length ? input.files[0].name : name.getAttribute("data-none");
 	}
 });
+
+// A field with data-rule says its rule, in the page's language, when the
+// browser finds it broken: instead of the browser's own "Please match the
+// requested format", which names neither the field nor the rule. Typing
+// clears it, so the browser checks the field afresh.
+document.addEventListener("invalid", function (e) {
+	"use strict";
+	var el = e.target;
+	if (el.dataset && el.dataset.rule && !el.validity.valueMissing) {
+		el.setCustomValidity(el.dataset.rule);
+	}
+}, true);
+document.addEventListener("input", function (e) {
+	"use strict";
+	var el = e.target;
+	if (el.dataset && el.dataset.rule) {
+		el.setCustomValidity("");
+	}
+}, true);

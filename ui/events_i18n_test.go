@@ -1,0 +1,56 @@
+package ui
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/hypervisor"
+)
+
+// Every line a VM's history can hold is said in both languages, with the
+// parameters the hypervisor gives it, and nothing but %s in the text.
+func TestEveryEventKeyIsTranslated(t *testing.T) {
+	verbs := regexp.MustCompile(`%[^%]`)
+	cats := catalogs()
+	for _, key := range hypervisor.EventKeys() {
+		text, _ := hypervisor.EventText(key)
+		want := strings.Count(text, "%s")
+		if n := len(verbs.FindAllString(text, -1)); n != want {
+			t.Errorf("hypervisor's event %s has verbs other than %%s: %q", key, text)
+		}
+		for lang, cat := range cats {
+			msg, ok := cat["vmevent.msg."+key]
+			if !ok {
+				t.Errorf("%s: no text for event %s", lang, key)
+				continue
+			}
+			if got := verbs.FindAllString(msg, -1); len(got) != want || strings.Count(msg, "%s") != want {
+				t.Errorf("%s: event %s takes %d parameters, its text %q has %v", lang, key, want, msg, got)
+			}
+		}
+	}
+}
+
+// A keyed line is said in the page's language, its words (a state, an
+// operation) too; an unkeyed or unknown one as written.
+func TestKeyedEventsInChinese(t *testing.T) {
+	v := goldenView(langZH, false, "vms")
+	at := time.Now()
+	for _, c := range []struct {
+		e    hypervisor.Event
+		want string
+	}{
+		{hypervisor.Event{Time: at, Kind: "state", Key: "state", Args: []string{"running"}, Message: "running"}, "运行中"},
+		{hypervisor.Event{Time: at, Kind: "schedule", Key: "placed", Args: []string{"node2"}, Message: "placed on node2"}, "已分配到节点 node2"},
+		{hypervisor.Event{Time: at, Kind: "start", Key: "requested", Args: []string{"start"}, Message: "requested start"}, "已请求："},
+		{hypervisor.Event{Time: at, Kind: "node", Message: "placed on node2"}, "placed on node2"},
+		{hypervisor.Event{Time: at, Kind: "node", Key: "from_a_newer_node", Args: []string{"x"}, Message: "something new"}, "something new"},
+		{hypervisor.Event{Time: at, Kind: "state", Key: "state", Args: []string{"a", "b"}, Message: "odd"}, "odd"},
+	} {
+		if got := eventMessage(v, c.e); !strings.Contains(got, c.want) {
+			t.Errorf("%+v: %q, want %q in it", c.e, got, c.want)
+		}
+	}
+}
