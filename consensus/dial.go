@@ -17,15 +17,17 @@ import (
 const connectAttempt = 250 * time.Millisecond
 
 // dialPeer connects to addr by TCP within budget (and ctx), with a fresh
-// SYN every connectAttempt until one is answered. Any other failure
-// (refused, unreachable, a firewall's EPERM) returns at once: callers
-// have their own backoff.
+// SYN every connectAttempt until one is answered; every fourth attempt
+// waits twice as long, up to 8 times, so a peer that answers slowly (a
+// box under heavy load) is still reached. Any other failure (refused,
+// unreachable, a firewall's EPERM) returns at once: callers have their
+// own backoff.
 func dialPeer(ctx context.Context, network, addr string, budget time.Duration) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
 	var d net.Dialer
-	for {
-		actx, acancel := context.WithTimeout(ctx, connectAttempt)
+	for i := 0; ; i++ {
+		actx, acancel := context.WithTimeout(ctx, connectAttempt<<min(i/4, 3))
 		c, err := d.DialContext(actx, network, addr)
 		acancel()
 		if err == nil {

@@ -37,6 +37,10 @@ type Drain struct {
 	State   string `json:"state"` // draining, done
 	// Message says what is left and why, once done (or blocked).
 	Message string `json:"message,omitempty"`
+	// Stays are the VMs left on the node and why, and Copies the volumes
+	// with a copy on it: Message's parts, for pages in another language.
+	Stays  []DrainStay `json:"stays,omitempty"`
+	Copies []string    `json:"copies,omitempty"`
 	// Tried holds, per VM, the live migration the drainer started.
 	Tried map[string]string `json:"tried,omitempty"`
 	// Restarting are VMs the drainer stopped to move, to start once moved.
@@ -44,6 +48,46 @@ type Drain struct {
 	Moved      int       `json:"moved"`     // VMs moved live or while stopped
 	Restarted  int       `json:"restarted"` // VMs stopped, moved and started again
 	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+// DrainStay is a VM a drain left on its node: why, by a message key
+// (drain.go's stayTexts) and its parameters.
+type DrainStay struct {
+	VM   string   `json:"vm"`
+	Key  string   `json:"key"`
+	Args []string `json:"args,omitempty"`
+}
+
+// stayTexts are DrainStay's messages in English, after "VM stays: ".
+var stayTexts = map[string]string{
+	"cannot_move":   "%s",
+	"not_reporting": "%s does not report, so it can neither move live nor be stopped",
+	"no_live":       "no other node can take it live (%s)",
+	"no_target":     "no other node can take it (%s)",
+	"not_live":      "%s; drain with restart to stop, move and start it",
+	"state":         "it is %s",
+}
+
+// StayText is a DrainStay's message in English, with %s for each of its
+// parameters.
+func StayText(key string) (string, bool) { t, ok := stayTexts[key]; return t, ok }
+
+// StayKeys lists DrainStay's message keys.
+func StayKeys() []string {
+	keys := make([]string, 0, len(stayTexts))
+	for k := range stayTexts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func (s DrainStay) text() string {
+	args := make([]any, len(s.Args))
+	for i, a := range s.Args {
+		args[i] = a
+	}
+	return s.VM + " stays: " + fmt.Sprintf(stayTexts[s.Key], args...)
 }
 
 // Drain states.
@@ -286,7 +330,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			return
 		}
 	}
-	var blocked []string
+	var blocked []DrainStay
+	stay := func(vm *VM, key string, args ...any) {
+		st := DrainStay{VM: vm.Name, Key: key}
+		for _, a := range args {
+			st.Args = append(st.Args, fmt.Sprint(a))
+		}
+		blocked = append(blocked, st)
+	}
 	for _, vm := range onNode(txn, c.Node) {
 		if vm.Migration != nil || vm.Status.State == StateStopping {
 			return // one at a time: wait for it
@@ -295,7 +346,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			continue
 		}
 		if err := movableAtAll(vm); err != nil {
-			blocked = append(blocked, fmt.Sprintf("%s stays: %v", vm.Name, err))
+			stay(vm, "cannot_move", err)
 			continue
 		}
 		restarting := contains(dr.Restarting, vm.ID)
@@ -311,7 +362,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		case passing || alive && (running || stopped) && volumesBusy(txn, vm):
 			return
 		case !alive && (running || restarting):
-			blocked = append(blocked, fmt.Sprintf("%s stays: %s does not report, so it can neither move live nor be stopped", vm.Name, c.Node))
+			stay(vm, "not_reporting", c.Node)
 		case restarting && vm.Desired == DesiredRunning:
 			// Recorded to restart, not stopped yet (the stop did not go
 			// through, or another leader recorded it): stop it now.
@@ -328,7 +379,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 				return
 			}
 			if err != nil {
-				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it live (%v)", vm.Name, err))
+				stay(vm, "no_live", err)
 				continue
 			}
 			id := newID("mig")
@@ -343,7 +394,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		case stopped && movable(txn, vm) == nil:
 			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node, d.Lost)
 			if err != nil {
-				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				stay(vm, "no_target", err)
 				if restarting {
 					// Stopped to move and cannot: started again here.
 					if d.startAgain(ctx, vm, user, now) {
@@ -370,7 +421,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			as := *vm
 			as.Desired, as.Status.State = DesiredStopped, StateStopped
 			if _, err := placeAvoiding(txn, &as, now.Add(-hostTimeout), c.Node, d.Lost); err != nil {
-				blocked = append(blocked, fmt.Sprintf("%s stays: no other node can take it (%v)", vm.Name, err))
+				stay(vm, "no_target", err)
 				continue
 			}
 			if tried && dr.Tried[vm.ID] != "" {
@@ -386,16 +437,21 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			} else if tried {
 				why = "its live migration did not complete"
 			}
-			blocked = append(blocked, fmt.Sprintf("%s stays: %s; drain with restart to stop, move and start it", vm.Name, why))
+			stay(vm, "not_live", why)
 		case restarting || vm.Status.State == StateBuilding:
 			return // on its way down or up
 		default:
-			blocked = append(blocked, fmt.Sprintf("%s stays: it is %s", vm.Name, vm.Status.State))
+			stay(vm, "state", vm.Status.State)
 		}
 	}
 	dr.State = DrainDone
-	dr.Message = strings.Join(blocked, "; ")
+	var lines []string
+	for _, b := range blocked {
+		lines = append(lines, b.text())
+	}
+	dr.Message, dr.Stays = strings.Join(lines, "; "), blocked
 	if vols := copiesOn(txn, c.Node); len(vols) > 0 {
+		dr.Copies = vols
 		if dr.Message != "" {
 			dr.Message += ". "
 		}

@@ -90,7 +90,7 @@ type ImageSpec struct {
 
 func (s *ImageSpec) validate() error {
 	if !nameRE.MatchString(s.Name) {
-		return invalid("image name %q must be 1-63 letters, digits, dots, dashes or underscores", s.Name)
+		return consensus.Errorm(consensus.CodeInvalid, "name_rule", "image name %q must be 1-63 letters, digits, dots, dashes or underscores", s.Name)
 	}
 	if s.Visibility == "" {
 		s.Visibility = VisibilityProject

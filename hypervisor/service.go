@@ -192,7 +192,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create VMs in project %s", pr.Name))
 	}
 	if !nameRE.MatchString(req.Name) {
-		return deny(pr.ID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+		return deny(pr.ID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "VM name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	if err := checkHAPriority(p, req.HAPriority); err != nil {
 		return deny(pr.ID, err)
@@ -230,7 +230,7 @@ func (s *Service) CreateVM(ctx context.Context, p *identity.Principal, req VMCre
 		disks = append(disks, DataDisk{SizeGiB: g})
 	}
 	if req.Group != "" && !nameRE.MatchString(req.Group) {
-		return deny(pr.ID, invalid("group name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Group))
+		return deny(pr.ID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "group name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Group))
 	}
 	firmware := img.Firmware
 	if firmware == "" {
@@ -535,7 +535,7 @@ func (s *Service) Rename(ctx context.Context, p *identity.Principal, ref, name s
 		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	}
 	if !nameRE.MatchString(name) {
-		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, invalid("VM name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
+		return nil, s.id.Deny(ctx, p, "vm.rename", vm.Name, vm.ProjectID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "VM name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
 	}
 	var out VM
 	err = s.id.Mutate(ctx, p, "vm.rename", vm.Name, vm.ProjectID, MsgRenameVM, renameVMCmd{ID: vm.ID, Name: name, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)

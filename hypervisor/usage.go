@@ -120,11 +120,16 @@ func (s *usageSeries) add(x usageSample) {
 	a.NetOut += p.NetOut
 }
 
-// mean is the five minutes in progress, as one point at their end.
+// mean is the five minutes in progress, as one point at their end (or at
+// the last sample, while they last: never in the future).
 func (s *usageSeries) mean() UsagePoint {
 	n := float64(s.acc.n)
 	a := s.acc.sum
-	return UsagePoint{At: s.acc.bucket.Add(usageDayStep), CPU: a.CPU / n, Memory: int64(float64(a.Memory) / n),
+	at := s.acc.bucket.Add(usageDayStep)
+	if s.last != nil && s.last.At.Before(at) {
+		at = s.last.At
+	}
+	return UsagePoint{At: at, CPU: a.CPU / n, Memory: int64(float64(a.Memory) / n),
 		DiskRead: a.DiskRead / n, DiskWrite: a.DiskWrite / n, NetIn: a.NetIn / n, NetOut: a.NetOut / n}
 }
 
@@ -197,7 +202,9 @@ func (w *worker) sample(ctx context.Context) {
 	if vm == nil || vm.Node != w.n.cfg.Name {
 		return
 	}
-	ctx, cancel := context.WithTimeout(ctx, UsageStep/2)
+	// Briefly: the worker waits meanwhile, and a wake-up (a stop, a
+	// delete) must not wait long behind a slow monitor.
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	c, err := w.inst.Counters(ctx)
 	if err != nil {
@@ -210,8 +217,14 @@ func (w *worker) sample(ctx context.Context) {
 	if len(vm.NICs) > 0 {
 		taps := netDevCounters()
 		for _, nic := range vm.NICs {
+			c, ok := taps[w.n.cfg.Net.TapName(nic.ID)]
+			if !ok {
+				// Not read (or not made yet): a sum without it would
+				// drop, and the next one count its whole life as one
+				// step. A gap instead.
+				return
+			}
 			// The tap's received bytes are what the guest sent.
-			c := taps[w.n.cfg.Net.TapName(nic.ID)]
 			x.NetOut += c[0]
 			x.NetIn += c[1]
 		}
@@ -251,6 +264,9 @@ func (n *NodeAgent) Usage(vmID, span string) ([]UsagePoint, bool) {
 	}
 	return n.usage.points(vmID, span), true
 }
+
+// usageRelayTimeout bounds the wait for another node's samples.
+const usageRelayTimeout = 1500 * time.Millisecond
 
 // UsageRPCPrefix is where a node serves its VMs' usage to its peers.
 const UsageRPCPrefix = "/hypervisor/v1/usage/"
@@ -300,6 +316,10 @@ func (u *UsageReader) Usage(ctx context.Context, p *identity.Principal, ref, spa
 	if !ok || client == nil {
 		return nil, consensus.Errorf(consensus.CodeUnavailable, "node %s is not reachable", vm.Node)
 	}
+	// A VM's page waits for this: a node that does not answer soon (cut
+	// off, its agent hung) costs the page no more than a moment.
+	ctx, cancel := context.WithTimeout(ctx, usageRelayTimeout)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("https://%s%s%s?span=%s", addr, UsageRPCPrefix, url.PathEscape(vm.ID), span), nil)
 	if err != nil {
 		return nil, err

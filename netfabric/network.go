@@ -358,7 +358,7 @@ func applyCreateNetwork(tx *consensus.Tx, n *Network) (any, error) {
 			}
 		}
 		if !nameRE.MatchString(n.Name) {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
+			return nil, consensus.Errorm(consensus.CodeInvalid, "name_rule", "network name %q must be 1-63 letters, digits, dots, dashes or underscores", n.Name)
 		}
 		// A name that reads as a network's ID would pick that network.
 		if n.Name == DefaultNetworkID || generatedID.MatchString(n.Name) {

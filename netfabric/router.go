@@ -195,7 +195,7 @@ func applyCreateRouter(tx *consensus.Tx, r *Router) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "router id %q: use 1-32 lowercase letters, digits and dashes", r.ID)
 	}
 	if !nameRE.MatchString(r.Name) {
-		return nil, consensus.Errorf(consensus.CodeInvalid, "router name %q must be 1-63 letters, digits, dots, dashes or underscores", r.Name)
+		return nil, consensus.Errorm(consensus.CodeInvalid, "name_rule", "router name %q must be 1-63 letters, digits, dots, dashes or underscores", r.Name)
 	}
 	if GetRouter(tx.Txn, r.ID) != nil {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "router %s already exists", r.ID)

@@ -140,7 +140,7 @@ func (s *Service) CreateRouter(ctx context.Context, p *identity.Principal, req R
 		return nil, s.id.Deny(ctx, p, action, req.Name, pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create routers in project %s", pr.Name))
 	}
 	if !nameRE.MatchString(req.Name) {
-		return nil, s.id.Deny(ctx, p, action, req.Name, pr.ID, invalid("router name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+		return nil, s.id.Deny(ctx, p, action, req.Name, pr.ID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "router name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	var out Router
 	cmd := Router{ID: "rtr-" + randomHex(8), Name: req.Name, Project: pr.ID, Charged: true, CreatedAt: time.Now().UTC()}

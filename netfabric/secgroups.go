@@ -260,7 +260,7 @@ func applyCreateSecurityGroup(tx *consensus.Tx, g *SecurityGroup) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeAlreadyExists, "security group %s already exists", g.ID)
 	}
 	if !nameRE.MatchString(g.Name) {
-		return nil, consensus.Errorf(consensus.CodeInvalid, "security group name %q must be 1-63 letters, digits, dots, dashes or underscores", g.Name)
+		return nil, consensus.Errorm(consensus.CodeInvalid, "name_rule", "security group name %q must be 1-63 letters, digits, dots, dashes or underscores", g.Name)
 	}
 	if g.Name == DefaultGroupName || groupIDRE.MatchString(g.Name) {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "security group name %q is reserved: choose another", g.Name)

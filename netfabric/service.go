@@ -97,7 +97,7 @@ func (s *Service) CreateNetwork(ctx context.Context, p *identity.Principal, req 
 		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create networks in project %s", pr.Name))
 	}
 	if !nameRE.MatchString(req.Name) {
-		return deny(pr.ID, invalid("network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+		return deny(pr.ID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "network name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	// DNS servers of both families come in one list; the network keeps
 	// them apart (Network.DNS6).

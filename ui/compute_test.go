@@ -102,7 +102,8 @@ func TestCreateVMThroughForm(t *testing.T) {
 	if p.status != http.StatusUnprocessableEntity {
 		t.Fatalf("bad name: %d", p.status)
 	}
-	mustContain(t, p, "Invalid input: VM name", `value="bad name!"`)
+	mustContain(t, p, `id="vm-name-error" role="alert">“bad name!” cannot be a name: a name is 1–63 letters`, `value="bad name!"`)
+	mustNotContain(t, p, "Invalid input")
 
 	// Sent by htmx, as the browser sends it: the page it lands on after
 	// the redirect tells htmx its own address, without the one-time

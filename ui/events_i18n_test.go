@@ -45,12 +45,26 @@ func TestKeyedEventsInChinese(t *testing.T) {
 		{hypervisor.Event{Time: at, Kind: "state", Key: "state", Args: []string{"running"}, Message: "running"}, "运行中"},
 		{hypervisor.Event{Time: at, Kind: "schedule", Key: "placed", Args: []string{"node2"}, Message: "placed on node2"}, "已分配到节点 node2"},
 		{hypervisor.Event{Time: at, Kind: "start", Key: "requested", Args: []string{"start"}, Message: "requested start"}, "已请求："},
+		{hypervisor.Event{Time: at, Kind: "running", Key: "requested", Args: []string{"running"}, Message: "requested running"}, "已请求：" + v.T("vmop.start")},
 		{hypervisor.Event{Time: at, Kind: "node", Message: "placed on node2"}, "placed on node2"},
 		{hypervisor.Event{Time: at, Kind: "node", Key: "from_a_newer_node", Args: []string{"x"}, Message: "something new"}, "something new"},
 		{hypervisor.Event{Time: at, Kind: "state", Key: "state", Args: []string{"a", "b"}, Message: "odd"}, "odd"},
 	} {
 		if got := eventMessage(v, c.e); !strings.Contains(got, c.want) {
 			t.Errorf("%+v: %q, want %q in it", c.e, got, c.want)
+		}
+	}
+}
+
+// Every reason a drain gives for leaving a VM is said in both languages.
+func TestEveryDrainStayIsTranslated(t *testing.T) {
+	for _, key := range hypervisor.StayKeys() {
+		text, _ := hypervisor.StayText(key)
+		for lang, cat := range catalogs() {
+			msg, ok := cat["drain.stay."+key]
+			if !ok || strings.Count(msg, "%s") != strings.Count(text, "%s")+1 {
+				t.Errorf("%s: drain reason %s: %q for %q", lang, key, msg, text)
+			}
 		}
 	}
 }

@@ -14,7 +14,7 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 	spec := hypervisor.VMSpec{Flavor: "fl-1", VCPUs: 2, RAMMiB: 2048, DiskGiB: 20, Image: "img-1"}
 	running := hypervisor.VM{ID: "vm-1", Name: "pacs-viewer", ProjectID: "p-1", Spec: spec, Desired: hypervisor.DesiredRunning, Node: "node2",
 		NICs:      []hypervisor.NIC{{ID: "vm-1-0", Network: "default", MAC: "52:54:00:12:34:56", IP: "10.213.0.7"}},
-		Status:    hypervisor.VMStatus{State: hypervisor.StateRunning, Accel: "kvm", Pending: "4 vCPU at the next start", StartedAt: goldenTime},
+		Status:    hypervisor.VMStatus{State: hypervisor.StateRunning, Accel: "kvm", VCPUs: 2, RAMMiB: 4096, Pending: "[2048 MiB at the next start]", StartedAt: goldenTime},
 		CreatedAt: goldenTime, Version: 12}
 	running.Spec.DataDisks = []hypervisor.DataDisk{{SizeGiB: 100}}
 	running.Spec.SSHKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID5WHCIylmEUGhyxygnxLkggX/botwVqq/W+x/6LNgjl nurse@ward"}
@@ -167,7 +167,12 @@ func goldenHosts() hostsData {
 		h("node2", 2, goldenTime, &hypervisor.Cordon{Node: "node2", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d1", State: hypervisor.DrainDraining, Moved: 3}}),
 		h("node3", 1, goldenTime, &hypervisor.Cordon{Node: "node3", Reason: "new RAM <Thursday>", By: "it-lin", At: at}),
 		h("node4", 1, goldenTime, &hypervisor.Cordon{Node: "node4", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d2", State: hypervisor.DrainDone, Moved: 5, Restarted: 1,
-			Message: "lab-db stays: VM lab-db has local disks on node4"}}),
+			Message: "lab-db stays: VM lab-db has local disks on node4, which are lost with it; pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans",
+			Stays: []hypervisor.DrainStay{{VM: "lab-db", Key: "cannot_move", Args: []string{"VM lab-db has local disks on node4, which are lost with it"}},
+				{VM: "pacs", Key: "state", Args: []string{"error"}}},
+			Copies: []string{"scans"}}}),
+		h("node6", 1, goldenTime, &hypervisor.Cordon{Node: "node6", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d3", State: hypervisor.DrainDone,
+			Message: "web stays: it is paused"}}), // recorded before drains had keys
 		tcg(h("node5", 3, goldenTime.Add(-10*time.Minute), nil)),
 	}}
 }

@@ -1,8 +1,10 @@
 package ui
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/cairnhq/cairn/hypervisor"
@@ -100,4 +102,38 @@ func (s *server) hostAction(action string) func(http.ResponseWriter, *http.Reque
 		}
 		s.redirect(w, r, "/hosts?done="+action+"&node="+url.QueryEscape(node))
 	}
+}
+
+// stayText says why a drain left a VM on its node, in the reader's
+// language; its reason's own words where the catalogue knows them.
+func stayText(v *view, st hypervisor.DrainStay) string {
+	tmpl, ok := v.tr.msgs["drain.stay."+st.Key]
+	if !ok || len(st.Args) == 0 || strings.Count(tmpl, "%s") != len(st.Args)+1 {
+		return st.VM + ": " + strings.Join(st.Args, "; ") // a newer node's reason
+	}
+	args := append([]any{st.VM}, anys(st.Args)...)
+	switch why := st.Args[0]; st.Key {
+	case "cannot_move", "no_live", "no_target":
+		args[1] = haWhy(v, why)
+	case "not_live":
+		switch why {
+		case "it cannot move live":
+			args[1] = v.T("drain.why.cannot_live")
+		case "its live migration did not complete":
+			args[1] = v.T("drain.why.live_failed")
+		default:
+			args[1] = haWhy(v, why)
+		}
+	case "state":
+		args[1] = v.Tor("vmstate."+why, why)
+	}
+	return fmt.Sprintf(tmpl, args...)
+}
+
+func anys(s []string) []any {
+	out := make([]any, len(s))
+	for i, x := range s {
+		out[i] = x
+	}
+	return out
 }

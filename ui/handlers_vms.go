@@ -478,6 +478,10 @@ func (s *server) createVM(w http.ResponseWriter, r *http.Request, v *view) {
 	vm, err := s.compute.CreateVM(r.Context(), v.p, req)
 	if err != nil {
 		s.logErr(r, err)
+		if nameRefused(err) {
+			again("name", errorText(v.tr, err)) // next to the name
+			return
+		}
 		v.err = errorText(v.tr, err)
 		s.render(w, r, formStatus, newVMPage(v, s.newVMData(v, f)))
 		return
@@ -571,10 +575,7 @@ func (s *server) vm(w http.ResponseWriter, r *http.Request, v *view) {
 		return
 	}
 	d.MoveTo = s.moveTargets(v, &d.VM) // the whole page only: not on every refresh
-	if d.VM.Desired != hypervisor.DesiredDeleted {
-		u := s.usageData(v, r, d.VM.ID, usageSpan(r))
-		d.Usage = &u
-	}
+	s.addUsage(v, r, &d)
 	if done := r.URL.Query().Get("done"); done != "" {
 		v.flash = v.Tor("vmdone."+done, "")
 	}
@@ -615,6 +616,7 @@ func (s *server) vmFormError(w http.ResponseWriter, r *http.Request, v *view, re
 	}
 	d.Rename = rename
 	d.MoveTo = s.moveTargets(v, &d.VM)
+	s.addUsage(v, r, &d)
 	s.render(w, r, formStatus, vmPage(v, d))
 }
 
@@ -838,10 +840,59 @@ func keyedEvent(v *view, e hypervisor.Event) string {
 	switch e.Key {
 	case "state", "state_error":
 		args[0] = v.Tor("vmstate."+e.Args[0], e.Args[0])
-	case "requested": // an operation, or a desired state
-		args[0] = v.Tor("vmop."+e.Args[0], v.Tor("vmevent."+e.Args[0], e.Args[0]))
+	case "requested": // an operation, or a desired state (older lines)
+		op := e.Args[0]
+		if o, ok := desiredOps[op]; ok {
+			op = o
+		}
+		args[0] = v.Tor("vmop."+op, op)
 	case "ha":
 		args[0] = v.Tor("vmevent.ha."+e.Args[0], e.Args[0])
 	}
 	return fmt.Sprintf(tmpl, args...)
+}
+
+// pendingText says what of a resize waits for the VM's next start, from its
+// spec against what its QEMU has now; the node's own words (Pending, with
+// QEMU's reason if a hot-plug failed) stay in the tooltip.
+func pendingText(v *view, vm *hypervisor.VM) string {
+	var parts []string
+	if vm.Status.VCPUs != 0 && vm.Spec.VCPUs != vm.Status.VCPUs {
+		parts = append(parts, v.Tf("vm.pending_vcpus", vm.Spec.VCPUs))
+	}
+	if vm.Status.RAMMiB != 0 && vm.Spec.RAMMiB != vm.Status.RAMMiB {
+		parts = append(parts, v.Tf("vm.pending_ram", vm.Spec.RAMMiB))
+	}
+	if len(parts) == 0 {
+		return vm.Status.Pending
+	}
+	return v.Tf("vm.pending_next", strings.Join(parts, v.T("common.list_sep")))
+}
+
+// desiredOps names the operation that asks for a desired state.
+var desiredOps = map[string]string{
+	hypervisor.DesiredRunning: hypervisor.OpStart, hypervisor.DesiredStopped: hypervisor.OpStop,
+	hypervisor.DesiredPaused: hypervisor.OpPause, hypervisor.DesiredDeleted: hypervisor.OpDelete,
+}
+
+// addUsage adds a VM's usage graphs to its page (the whole page only: the
+// panel refreshes itself).
+func (s *server) addUsage(v *view, r *http.Request, d *vmData) {
+	if d.VM.Desired != hypervisor.DesiredDeleted {
+		u := s.usageData(v, r, d.VM.ID, usageSpan(r))
+		d.Usage = &u
+	}
+}
+
+// vmErrorText is a VM's error in the reader's language where it is the
+// scheduler's (no node to run it); other errors (QEMU's own words) are
+// shown as they came. The original stays in the tooltip.
+func vmErrorText(v *view, msg string) string {
+	switch {
+	case msg == hypervisor.ErrNoHosts.Error():
+		return v.T("vmerr.no_hosts")
+	case strings.HasPrefix(msg, "no node has "):
+		return v.T("vmerr.no_room")
+	}
+	return msg
 }

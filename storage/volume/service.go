@@ -184,7 +184,7 @@ func (s *Service) create(ctx context.Context, p *identity.Principal, req Create,
 		return deny(pr.ID, consensus.Errorf(consensus.CodeForbidden, "not allowed to create volumes in project %s", pr.Name))
 	}
 	if !nameRE.MatchString(req.Name) {
-		return deny(pr.ID, invalid("volume name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
+		return deny(pr.ID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "volume name %q must be 1-63 letters, digits, dots, dashes or underscores", req.Name))
 	}
 	froms := 0
 	for _, f := range []string{req.Image, req.Snapshot, req.Source} {

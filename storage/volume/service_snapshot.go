@@ -50,7 +50,7 @@ func (s *Service) CreateSnapshot(ctx context.Context, p *identity.Principal, ref
 		return nil, err
 	}
 	if !nameRE.MatchString(name) {
-		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, invalid("snapshot name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
+		return nil, s.id.Deny(ctx, p, action, v.Name, v.ProjectID, consensus.Errorm(consensus.CodeInvalid, "name_rule", "snapshot name %q must be 1-63 letters, digits, dots, dashes or underscores", name))
 	}
 	snap, err := s.snapshot(ctx, p, action, v, name, false)
 	if err != nil {
