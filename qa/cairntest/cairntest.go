@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -42,6 +43,10 @@ type Options struct {
 	NodeExtra func(i int) []string
 	// VIP gives the cluster its own address (--vip), VIPOf's.
 	VIP bool
+	// Setup starts the cluster with no admin: the first one is made on
+	// the UI's setup page, with the code on the nodes' consoles
+	// (SetupCode), as on a new appliance.
+	Setup bool
 }
 
 // VIPOf is the cluster address a cluster started with Options.VIP has:
@@ -97,8 +102,11 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 	c := harness.New(t, harness.Options{N: o.N, Binary: bin, Args: func(n *harness.Node) []string {
 		args := []string{"agent", "--name", n.Name, "--data-dir", n.DataDir, "--bind", n.IP,
 			"--vm-run-dir", filepath.Join(runDirs, n.Name),
-			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken, "--admin-password-file", pwFile,
+			"--expect", strconv.Itoa(o.Expect), "--join-token", JoinToken,
 			"--dead-server-grace", o.Grace, "--log-level", "info"}
+		if !o.Setup {
+			args = append(args, "--admin-password-file", pwFile)
+		}
 		args = append(args, o.Extra...)
 		if n.Index > o.N {
 			// A node added to the formed cluster needs a one-time
@@ -391,4 +399,26 @@ func WaitHealthyDisks(t *testing.T, a *Client, n int, maxTotal uint64) {
 		}
 		return nil
 	})
+}
+
+var setupCodeRE = regexp.MustCompile(`one-time setup code (\S+)`)
+
+// SetupCode is the one-time setup code a node of a cluster started with
+// Options.Setup printed on its console (its log), once it has.
+func SetupCode(t *testing.T, n *harness.Node) string {
+	t.Helper()
+	var code string
+	testutil.WaitFor(t, time.Minute, n.Name+"'s setup code on its console", func() error {
+		b, err := os.ReadFile(n.LogPath)
+		if err != nil {
+			return err
+		}
+		m := setupCodeRE.FindAllSubmatch(b, -1)
+		if len(m) == 0 {
+			return fmt.Errorf("not printed yet")
+		}
+		code = string(m[len(m)-1][1])
+		return nil
+	})
+	return code
 }
