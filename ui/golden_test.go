@@ -58,6 +58,9 @@ func TestGoldenPages(t *testing.T) {
 	audit := auditData{Action: "project.", Entries: []identity.AuditEntry{
 		{Time: goldenTime, UserName: "root", Action: "project.create", Resource: "radiology", Result: "success", RemoteAddr: "10.0.0.9:51234", Node: "node1"},
 		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Node: "node2"},
+		{Time: goldenTime, UserName: "nurse1", Action: "auth.login", Resource: "nurse1", Result: "unauthenticated", Count: 3, Node: "node2",
+			Message: "wrong user name or password: 3 attempts between 2026-03-14T09:20:00Z and 2026-03-14T09:26:53Z",
+			Key:     "login_wrong_n", Args: []string{"3", "2026-03-14T09:20:00Z", "2026-03-14T09:26:53Z"}},
 	}}
 	withErr := func(v *view, msg string) *view { v.err = msg; return v }
 	pool := storageData{
@@ -162,6 +165,7 @@ func TestGoldenPages(t *testing.T) {
 		"users_en":           usersPage(goldenView(langEN, true, "users"), []identity.User{{Name: "root", ClusterAdmin: true, CreatedAt: goldenTime}}, userForm{}),
 		"flavors_zh":         flavorsPage(goldenView(langZH, true, "flavors"), flavors, flavorForm{}),
 		"audit_en":           auditPage(goldenView(langEN, true, "audit"), audit),
+		"audit_zh":           auditPage(goldenView(langZH, true, "audit"), audit),
 		"account_zh":         accountPage(goldenView(langZH, true, "account"), goldenTokens(), identity.DefaultSettings),
 		"storage_en":         storagePage(goldenView(langEN, true, "storage"), pool),
 		"storage_zh":         storagePage(goldenView(langZH, true, "storage"), healthy),

@@ -17,6 +17,7 @@ import (
 // fixtures are listed here, each with its reason.
 func TestNoEnglishOnChinesePages(t *testing.T) {
 	data := map[string]string{
+		"not allowed to create projects":                           "the fixture's refusal, made in English (unkeyed)",
 		"web stays: it is paused":                                  "a drain recorded before drains had keys",
 		"the guest shut itself down":                               "a history line written before lines had keys",
 		"QEMU guest agent":                                         "a product's name",

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -57,4 +58,14 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request, v *view) {
 		d.Older = "/audit?" + older.Encode()
 	}
 	s.render(w, r, http.StatusOK, auditPage(v, d))
+}
+
+// auditDetail is a refusal's detail in the reader's language where it has
+// a key the catalogues know; else as recorded (the tooltip keeps that).
+func auditDetail(v *view, e identity.AuditEntry) string {
+	tmpl, ok := v.tr.msgs["msg."+e.Key]
+	if e.Key == "" || !ok || strings.Count(tmpl, "%s") != len(e.Args) {
+		return e.Message
+	}
+	return fmt.Sprintf(tmpl, anys(e.Args)...)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -88,15 +89,18 @@ func (s *Service) flushFailedLogins() {
 	}
 	cmd := auditBatchCmd{}
 	for k, c := range pending {
-		msg := "wrong user name or password"
+		msg, key := "wrong user name or password", "login_wrong"
 		if k.result == CodeTooManyAttempts {
-			msg = "refused during the backoff after failed logins"
+			msg, key = "refused during the backoff after failed logins", "login_backoff"
 		}
+		var args []string
 		if c.n > 1 {
-			msg = fmt.Sprintf("%s: %d attempts between %s and %s", msg, c.n, c.first.Format(time.RFC3339), c.last.Format(time.RFC3339))
+			first, last := c.first.Format(time.RFC3339), c.last.Format(time.RFC3339)
+			msg = fmt.Sprintf("%s: %d attempts between %s and %s", msg, c.n, first, last)
+			key, args = key+"_n", []string{strconv.Itoa(c.n), first, last}
 		}
 		cmd.Entries = append(cmd.Entries, AuditEntry{Time: c.last, UserName: k.user, Action: "auth.login", Resource: k.user,
-			Result: k.result, Message: msg, RemoteAddr: k.source, Node: s.c.Name(), Count: c.n})
+			Result: k.result, Message: msg, Key: key, Args: args, RemoteAddr: k.source, Node: s.c.Name(), Count: c.n})
 	}
 	sort.Slice(cmd.Entries, func(i, j int) bool { return cmd.Entries[i].Time.Before(cmd.Entries[j].Time) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -5,6 +5,8 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -294,6 +296,11 @@ func TestFailedLoginsAreAuditedInBatches(t *testing.T) {
 		}
 		if e.Result != identity.CodeUnauthenticated && e.Result != identity.CodeTooManyAttempts {
 			t.Errorf("entry result %q", e.Result)
+		}
+		// Its detail has a key, with the count and the times when batched,
+		// for pages in another language.
+		if !strings.HasPrefix(e.Key, "login_") || e.Count > 1 && (len(e.Args) != 3 || e.Args[0] != strconv.Itoa(e.Count)) {
+			t.Errorf("entry detail %q with key %q %v", e.Message, e.Key, e.Args)
 		}
 	}
 	if failed > attempts/4 {

@@ -444,6 +444,10 @@ func (s *Service) recordFailure(ctx context.Context, e AuditEntry, err error) {
 		e.Result = "error"
 	}
 	e.Message = err.Error()
+	var ce *consensus.Error
+	if errors.As(err, &ce) && ce.Key != "" {
+		e.Key, e.Args = ce.Key, ce.Args
+	}
 	if _, aerr := s.c.Apply(ctx, MsgRecordAudit, e, nil); aerr != nil {
 		s.log.Error("audit record lost", "action", e.Action, "err", aerr)
 	}

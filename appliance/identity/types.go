@@ -183,16 +183,20 @@ var DefaultQuota = Resources{Instances: 10, VCPUs: 20, RAMMiB: 51200, DiskGiB: 1
 
 // AuditEntry records one mutating request and its result.
 type AuditEntry struct {
-	ID         string    `json:"id"` // zero-padded Raft index: sorts by time of commit
-	Time       time.Time `json:"time"`
-	UserID     string    `json:"user_id,omitempty"`
-	UserName   string    `json:"user,omitempty"`
-	ProjectID  string    `json:"project_id,omitempty"`
-	Action     string    `json:"action"`   // e.g. project.create
-	Resource   string    `json:"resource"` // the ID or name acted on
-	Result     string    `json:"result"`   // "success" or an error code
-	Message    string    `json:"message,omitempty"`
-	RemoteAddr string    `json:"remote_addr,omitempty"`
-	Node       string    `json:"node,omitempty"`  // which node took the request
-	Count      int       `json:"count,omitempty"` // attempts this entry stands for, when batched (failed logins)
+	ID        string    `json:"id"` // zero-padded Raft index: sorts by time of commit
+	Time      time.Time `json:"time"`
+	UserID    string    `json:"user_id,omitempty"`
+	UserName  string    `json:"user,omitempty"`
+	ProjectID string    `json:"project_id,omitempty"`
+	Action    string    `json:"action"`   // e.g. project.create
+	Resource  string    `json:"resource"` // the ID or name acted on
+	Result    string    `json:"result"`   // "success" or an error code
+	Message   string    `json:"message,omitempty"`
+	// Key and Args name a refusal's Message (consensus.Errorm's), for
+	// pages in another language; none for most.
+	Key        string   `json:"key,omitempty"`
+	Args       []string `json:"args,omitempty"`
+	RemoteAddr string   `json:"remote_addr,omitempty"`
+	Node       string   `json:"node,omitempty"`  // which node took the request
+	Count      int      `json:"count,omitempty"` // attempts this entry stands for, when batched (failed logins)
 }
