@@ -532,6 +532,7 @@ func catalogEN() map[string]string {
 		"vms.bulk_confirm.stop":   "Shut down these VMs (%d)? Their operating systems are asked to power off, as with the power button.",
 		"vms.bulk_confirm.delete": "Delete these VMs (%d)? Their disks are deleted with them (volumes kept apart are not). This cannot be undone.",
 		"vms.bulk_skipped":        "Left out: %d ticked VMs you may not change.",
+		"vms.bulk_skipped_one":    "Left out: a ticked VM you may not change.",
 		"vms.bulk_none":           "Tick the VMs to act on first.",
 		"vms.bulk_failed":         "%d of %d done. Not done: %s",
 		"vms.bulk_done.start":     "VMs starting: %d.",

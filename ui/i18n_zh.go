@@ -531,6 +531,7 @@ func catalogZH() map[string]string {
 		"vms.bulk_confirm.stop":   "关闭这 %d 台虚拟机？将请求其操作系统关机，如同按下电源键。",
 		"vms.bulk_confirm.delete": "删除这 %d 台虚拟机？其磁盘将一并删除（单独的卷不受影响）。此操作无法撤销。",
 		"vms.bulk_skipped":        "已略过您无权更改的 %d 台勾选的虚拟机。",
+		"vms.bulk_skipped_one":    "已略过您无权更改的 1 台勾选的虚拟机。",
 		"vms.bulk_none":           "请先勾选要操作的虚拟机。",
 		"vms.bulk_failed":         "已完成 %d/%d。未完成：%s",
 		"vms.bulk_done.start":     "%d 台虚拟机正在启动。",

@@ -95,7 +95,7 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	mustNotContain(t, nb.get("/vms"), `value="`+ids["monitor"]+`" form="vm-bulk"`)
 	form := nb.formOn("/vms", url.Values{"op": {"delete"}, "vm": {ids["ward-a"], ids["ward-b"], ids["monitor"]}})
 	p = nb.post("/vms/bulk", form)
-	mustContain(t, p, "Delete these VMs (2)?", `id="bulk-skipped"`, "Left out: 1 ticked VMs", `<li data-id="`+ids["ward-a"]+`">ward-a`, `<li data-id="`+ids["ward-b"]+`">ward-b`)
+	mustContain(t, p, "Delete these VMs (2)?", `id="bulk-skipped"`, "Left out: a ticked VM you may not change.", `<li data-id="`+ids["ward-a"]+`">ward-a`, `<li data-id="`+ids["ward-b"]+`">ward-b`)
 	mustNotContain(t, p, "monitor")
 	for _, n := range []string{"ward-a", "ward-b", "monitor"} {
 		if vm, _ := e.compute.VM(root, ids[n]); vm.Desired == hypervisor.DesiredDeleted {
