@@ -220,6 +220,11 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	if fl := e.svc.ListFlavors(); len(fl) != 1 || fl[0].RAMMiB != 2048 {
 		t.Fatalf("flavors in the service: %+v", fl)
 	}
+	// Refusals beside their field: a taken name, a size that is no number.
+	p = b.post("/flavors", b.formOn("/flavors", url.Values{"name": {"m1.small"}, "vcpus": {"2"}, "ram_mib": {"2048"}, "disk_gib": {"20"}}))
+	mustContain(t, p, `id="flavor-name-error" role="alert">A size named “m1.small” already exists.`)
+	p = b.post("/flavors", b.formOn("/flavors", url.Values{"name": {"m1.big"}, "vcpus": {"two"}, "ram_mib": {"2048"}, "disk_gib": {"20"}}))
+	mustContain(t, p, `id="flavor-vcpus-error" role="alert">`, `value="m1.big"`)
 
 	// A weak password is refused with the rule it breaks, in the reader's language.
 	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "password": {"too-short"}, "password2": {"too-short"}}))

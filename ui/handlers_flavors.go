@@ -28,12 +28,12 @@ func (s *server) createFlavor(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	spec := identity.FlavorSpec{Name: f.Name, LocalDisk: f.LocalDisk}
 	for _, n := range []struct {
-		in, label string
-		out       *int64
-	}{{f.VCPUs, "flavors.vcpus", &spec.VCPUs}, {f.RAMMiB, "flavors.ram", &spec.RAMMiB}, {f.DiskGiB, "flavors.disk", &spec.DiskGiB}} {
+		in, label, field string
+		out              *int64
+	}{{f.VCPUs, "flavors.vcpus", "vcpus", &spec.VCPUs}, {f.RAMMiB, "flavors.ram", "ram_mib", &spec.RAMMiB}, {f.DiskGiB, "flavors.disk", "disk_gib", &spec.DiskGiB}} {
 		x, err := strconv.ParseInt(n.in, 10, 64)
 		if err != nil {
-			v.err = v.Tf("err.detail", v.T("err.invalid_argument"), v.Tf("common.bad_number", v.T(n.label)))
+			f.ErrField, f.Err = n.field, v.Tf("common.bad_number", v.T(n.label))
 			s.render(w, r, formStatus, flavorsPage(v, s.id.ListFlavors(), f))
 			return
 		}
@@ -41,7 +41,11 @@ func (s *server) createFlavor(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	if _, err := s.id.CreateFlavor(r.Context(), v.p, spec); err != nil {
 		s.logErr(r, err)
-		v.err = errorText(v.tr, err)
+		if nameRefused(err) {
+			f.ErrField, f.Err = "name", errorText(v.tr, err)
+		} else {
+			v.err = errorText(v.tr, err)
+		}
 		s.render(w, r, formStatus, flavorsPage(v, s.id.ListFlavors(), f))
 		return
 	}
