@@ -300,6 +300,9 @@ func TestImagesSearchVisibilityDelete(t *testing.T) {
 		t.Fatalf("import from ftp: %d", p.status)
 	}
 	mustContain(t, p, "import needs an http:// or https:// URL", `value="ftp://files/x.qcow2"`)
+	// A name against the rule: said next to the name.
+	p = b.post("/images/import", b.formOn("/images", url.Values{"name": {"bad name"}, "url": {"http://files/x.qcow2"}, "project": {pr.ID}}))
+	mustContain(t, p, `id="import-name-error" role="alert">“bad name” cannot be a name`)
 }
 
 func TestComputeUnavailable(t *testing.T) {

@@ -83,7 +83,11 @@ func (s *server) imagesPage(w http.ResponseWriter, r *http.Request, v *view) {
 // imagesFormError shows the image list again with err above it.
 func (s *server) imagesFormError(w http.ResponseWriter, r *http.Request, v *view, f *importForm, err error) {
 	s.logErr(r, err)
-	v.err = errorText(v.tr, err)
+	if f != nil && nameRefused(err) {
+		f.NameErr = errorText(v.tr, err) // next to the name
+	} else {
+		v.err = errorText(v.tr, err)
+	}
 	d := s.imagesData(v, "")
 	if f != nil {
 		d.Import = *f
