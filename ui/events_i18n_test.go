@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 )
 
@@ -66,5 +67,20 @@ func TestEveryDrainStayIsTranslated(t *testing.T) {
 				t.Errorf("%s: drain reason %s: %q for %q", lang, key, msg, text)
 			}
 		}
+	}
+}
+
+// A quota refusal names the resource in the reader's words.
+func TestQuotaRefusalInChinese(t *testing.T) {
+	err := consensus.Errorm(consensus.CodeQuotaExceeded, "quota_exceeded",
+		"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", "vcpus", "p-1", 10, 8, 4)
+	zh := goldenView(langZH, false, "vms")
+	got := errorText(zh.tr, err)
+	if want := "超出配额：此项目（p-1）的“" + zh.T("quota.vcpus") + "”上限为 10，已使用 8，本次申请 4。"; got != want {
+		t.Fatalf("zh: %q, want %q", got, want)
+	}
+	en := goldenView(langEN, false, "vms")
+	if got := errorText(en.tr, err); !strings.HasPrefix(got, "Quota exceeded: Virtual CPUs is limited to 10") {
+		t.Fatalf("en: %q", got)
 	}
 }

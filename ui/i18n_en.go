@@ -20,6 +20,7 @@ func catalogEN() map[string]string {
 		"msg.login_backoff":          "Refused during the pause after failed logins.",
 		"msg.login_wrong_n":          "Wrong user name or password: %s attempts between %s and %s.",
 		"msg.login_backoff_n":        "Refused during the pause after failed logins: %s attempts between %s and %s.",
+		"msg.quota_exceeded":         "Quota exceeded: %[1]s is limited to %[3]s in this project (%[2]s); %[4]s are in use and %[5]s more were asked for.",
 		"msg.vm_exists":              "A VM named “%s” already exists in this project.",
 		"msg.volume_exists":          "A volume or snapshot named “%s” already exists in this project.",
 		"msg.network_exists":         "A network named “%s” already exists in this project.",

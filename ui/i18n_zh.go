@@ -20,6 +20,7 @@ func catalogZH() map[string]string {
 		"msg.login_backoff":          "登录失败后的等待期内被拒绝。",
 		"msg.login_wrong_n":          "用户名或密码错误：%s 次尝试，时间为 %s 至 %s。",
 		"msg.login_backoff_n":        "登录失败后的等待期内被拒绝：%s 次尝试，时间为 %s 至 %s。",
+		"msg.quota_exceeded":         "超出配额：此项目（%[2]s）的“%[1]s”上限为 %[3]s，已使用 %[4]s，本次申请 %[5]s。",
 		"msg.vm_exists":              "此项目中已有名为“%s”的虚拟机。",
 		"msg.volume_exists":          "此项目中已有名为“%s”的卷或快照。",
 		"msg.network_exists":         "此项目中已有名为“%s”的网络。",

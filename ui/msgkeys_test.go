@@ -6,7 +6,6 @@ import (
 	"go/token"
 	"io/fs"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +83,3 @@ func TestEveryMessageKeyIsTranslated(t *testing.T) {
 		}
 	}
 }
-
-// verb is a formatting verb of a catalogue's text; they take strings only.
-var verb = regexp.MustCompile(`%(\[\d+\])?[a-z]`)

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -127,12 +127,15 @@ func errorText(tr *translator, err error) string {
 	}
 	var e *consensus.Error
 	errors.As(err, &e)
-	if text, known := tr.msgs["msg."+e.Key]; e.Key != "" && known && strings.Count(text, "%s") == len(e.Args) {
+	if text, known := tr.msgs["msg."+e.Key]; e.Key != "" && known && len(verb.FindAllString(text, -1)) == len(e.Args) {
 		// A message with a stable key is said whole in the reader's
 		// language, its parameters in place.
 		args := make([]any, len(e.Args))
 		for i, a := range e.Args {
 			args[i] = a
+		}
+		if e.Key == "quota_exceeded" && len(args) > 0 {
+			args[0] = tr.T("quota." + e.Args[0]) // the quota row's name
 		}
 		return tr.Tf("msg."+e.Key, args...)
 	}
@@ -263,3 +266,6 @@ func nameRefused(err error) bool {
 	var e *consensus.Error
 	return consensus.ErrorCode(err) == consensus.CodeAlreadyExists || errors.As(err, &e) && e.Key == "name_rule"
 }
+
+// verb is a formatting verb of a catalogue's text; they take strings only.
+var verb = regexp.MustCompile(`%(\[\d+\])?[a-z]`)

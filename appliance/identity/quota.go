@@ -39,7 +39,9 @@ func (q *Quota) fits(projectID string, delta Resources) error {
 	next := q.Usage.add(delta)
 	for _, f := range q.Limits.fields(next, delta) {
 		if f.delta > 0 && f.limit != Unlimited && f.used > f.limit {
-			return consensus.Errorf(consensus.CodeQuotaExceeded,
+			// Keyed: the reader's language names the resource (its first
+			// parameter, a quota row's name).
+			return consensus.Errorm(consensus.CodeQuotaExceeded, "quota_exceeded",
 				"quota exceeded for %s in project %s: limit %d, in use %d, requested %d", f.name, projectID, f.limit, f.used-f.delta, f.delta)
 		}
 	}
