@@ -244,7 +244,7 @@ func (singleton) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
 func getVM(txn *memdb.Txn, id string) *VM { return consensus.First[VM](txn, tVMs, "id", id) }
 
 func notFound(kind, id string) error {
-	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+	return consensus.Errorm(consensus.CodeNotFound, "not_found", "%s %q not found", kind, id)
 }
 
 func checkVersion(kind, id string, cur, ifMatch uint64) error {

@@ -64,7 +64,7 @@ func invalid(format string, args ...any) error {
 }
 
 func notFound(kind, ref string) error {
-	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, ref)
+	return consensus.Errorm(consensus.CodeNotFound, "not_found", "%s %q not found", kind, ref)
 }
 
 // CreateNetwork creates a project network. Its CIDR may be another

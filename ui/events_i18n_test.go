@@ -1,6 +1,9 @@
 package ui
 
 import (
+	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -82,5 +85,41 @@ func TestQuotaRefusalInChinese(t *testing.T) {
 	en := goldenView(langEN, false, "vms")
 	if got := errorText(en.tr, err); !strings.HasPrefix(got, "Quota exceeded: Virtual CPUs is limited to 10") {
 		t.Fatalf("en: %q", got)
+	}
+}
+
+// Every kind of thing a service says it did not find has a name in both
+// catalogues, so "未找到云硬盘“x”" names it in the reader's words.
+func TestEveryNotFoundKindIsNamed(t *testing.T) {
+	re := regexp.MustCompile(`notFound\("([^"]+)"`)
+	kinds := map[string]string{}
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range re.FindAllStringSubmatch(string(b), -1) {
+			kinds[m[1]] = path
+		}
+		return nil
+	})
+	if err != nil || len(kinds) < 10 {
+		t.Fatalf("found %d kinds (%v): is the walk reading the source?", len(kinds), err)
+	}
+	for lang, cat := range catalogs() {
+		for k, at := range kinds {
+			if _, ok := cat["kind."+k]; !ok {
+				t.Errorf("%s: no name for kind.%s (not found in %s)", lang, k, at)
+			}
+		}
 	}
 }

@@ -93,7 +93,7 @@ func TestProjectMembersAndDelete(t *testing.T) {
 	if g := netfabric.GetSecurityGroup(e.node.Store().ReadTxn(), netfabric.DefaultGroupID(pr.ID)); g != nil {
 		t.Fatalf("the project's default group is left behind: %+v", g)
 	}
-	if p := b.get("/projects/oncology"); p.status != http.StatusNotFound || !strings.Contains(p.body, "Not found") {
+	if p := b.get("/projects/oncology"); p.status != http.StatusNotFound || !strings.Contains(p.body, "No project “oncology” was found.") {
 		t.Fatalf("the deleted project's page: %d", p.status)
 	}
 }

@@ -75,7 +75,7 @@ func TestS3KeysFromTheBucketsPage(t *testing.T) {
 	p = other.get("/buckets")
 	mustNotContain(t, p, ak)
 	p = other.post("/s3-keys/"+ak+"/revoke", other.formOn("/buckets", url.Values{}))
-	if p.status != formStatus || !strings.Contains(p.body, "Not found") || len(e.svc.ListS3Credentials(root)) != 1 {
+	if p.status != formStatus || !strings.Contains(p.body, "was found.") || len(e.svc.ListS3Credentials(root)) != 1 {
 		t.Fatalf("someone else's key: %d, keys %v", p.status, e.svc.ListS3Credentials(root))
 	}
 

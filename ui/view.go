@@ -134,8 +134,13 @@ func errorText(tr *translator, err error) string {
 		for i, a := range e.Args {
 			args[i] = a
 		}
-		if e.Key == "quota_exceeded" && len(args) > 0 {
+		switch {
+		case e.Key == "quota_exceeded" && len(args) > 0:
 			args[0] = tr.T("quota." + e.Args[0]) // the quota row's name
+		case e.Key == "not_found" && len(args) > 0:
+			if k, ok := tr.msgs["kind."+e.Args[0]]; ok {
+				args[0] = k // what was not found, in the reader's words
+			}
 		}
 		return tr.Tf("msg."+e.Key, args...)
 	}

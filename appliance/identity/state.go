@@ -197,7 +197,7 @@ func checkVersion(kind, id string, have, ifMatch uint64) error {
 }
 
 func notFound(kind, id string) error {
-	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+	return consensus.Errorm(consensus.CodeNotFound, "not_found", "%s %q not found", kind, id)
 }
 
 func applyCreateUser(tx *consensus.Tx, u *User) (any, error) {

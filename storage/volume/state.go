@@ -314,7 +314,7 @@ func getVolume(txn *memdb.Txn, id string) *Volume {
 }
 
 func notFound(kind, id string) error {
-	return consensus.Errorf(consensus.CodeNotFound, "%s %q not found", kind, id)
+	return consensus.Errorm(consensus.CodeNotFound, "not_found", "%s %q not found", kind, id)
 }
 
 // current returns a volume at the version the request saw (If-Match).
