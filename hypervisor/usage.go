@@ -65,7 +65,10 @@ type UsageHistory struct {
 type usageSample struct {
 	qemu.Counters
 	NetIn, NetOut int64
-	VCPUs         int64
+	// NetUnknown: a tap of the VM was not read; its network rates are
+	// taken as none for the steps on either side.
+	NetUnknown bool
+	VCPUs      int64
 }
 
 // usageSeries is one VM's history on this node.
@@ -94,14 +97,20 @@ func (s *usageSeries) add(x usageSample) {
 		}
 		return float64(b-a) / dt
 	}
+	netRate := func(a, b int64) float64 {
+		if x.NetUnknown || prev.NetUnknown {
+			return 0
+		}
+		return rate(a, b)
+	}
 	p := UsagePoint{
 		At:        x.At,
 		CPU:       100 * max(0, (x.CPU-prev.CPU).Seconds()) / (dt * float64(max(1, x.VCPUs))),
 		Memory:    x.Memory,
 		DiskRead:  rate(prev.DiskRead, x.DiskRead),
 		DiskWrite: rate(prev.DiskWritten, x.DiskWritten),
-		NetIn:     rate(prev.NetIn, x.NetIn),
-		NetOut:    rate(prev.NetOut, x.NetOut),
+		NetIn:     netRate(prev.NetIn, x.NetIn),
+		NetOut:    netRate(prev.NetOut, x.NetOut),
 	}
 	s.hour = appendCapped(s.hour, p, usageHourPoints)
 	bucket := p.At.Truncate(usageDayStep)
@@ -221,8 +230,10 @@ func (w *worker) sample(ctx context.Context) {
 			if !ok {
 				// Not read (or not made yet): a sum without it would
 				// drop, and the next one count its whole life as one
-				// step. A gap instead.
-				return
+				// step. No network for this step instead; the rest of
+				// the sample stands.
+				x.NetIn, x.NetOut, x.NetUnknown = 0, 0, true
+				break
 			}
 			// The tap's received bytes are what the guest sent.
 			x.NetOut += c[0]

@@ -74,3 +74,22 @@ func TestNetDevCounters(t *testing.T) {
 		}
 	}
 }
+
+// A tap not read makes no network spike: the steps on either side of the
+// reading without it say no traffic, and the CPU still counts.
+func TestUsageTapNotRead(t *testing.T) {
+	t0 := time.Date(2026, 12, 6, 10, 0, 0, 0, time.UTC)
+	var s usageSeries
+	add := func(i int, net int64, unknown bool) {
+		s.add(usageSample{Counters: qemu.Counters{At: t0.Add(time.Duration(i) * UsageStep), PID: 1, CPU: time.Duration(i) * UsageStep}, VCPUs: 1,
+			NetIn: net, NetOut: net, NetUnknown: unknown})
+	}
+	add(0, 1000, false)
+	add(1, 0, true) // the tap was not read
+	add(2, 1_000_000_000, false)
+	add(3, 1_000_001_000, false)
+	pts := s.points(SpanHour, t0.Add(3*UsageStep))
+	if len(pts) != 3 || pts[0].NetIn != 0 || pts[1].NetIn != 0 || pts[2].NetIn != 100 || pts[1].CPU != 100 {
+		t.Fatalf("points %+v", pts)
+	}
+}

@@ -20,7 +20,7 @@ func goldenCompute() (vmsData, vmData, imagesData) {
 	running.Spec.SSHKeys = []string{"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAID5WHCIylmEUGhyxygnxLkggX/botwVqq/W+x/6LNgjl nurse@ward"}
 	running.Spec.UserData = "#cloud-config\npackage_update: true\n"
 	failed := hypervisor.VM{ID: "vm-2", Name: "lab <b>", ProjectID: "p-1", Spec: spec, Desired: hypervisor.DesiredRunning,
-		Status: hypervisor.VMStatus{State: hypervisor.StateError, Error: "no node can run VMs right now"}, CreatedAt: goldenTime}
+		Status: hypervisor.VMStatus{State: hypervisor.StateError, Error: `no node has 2 vCPUs, 2048 MiB and 20 GiB of disk free outside anti-affinity group "pacs" (1 of 3 nodes cordoned)`}, CreatedAt: goldenTime}
 	building := hypervisor.VM{ID: "vm-3", Name: "ris", ProjectID: "p-2", Spec: spec, Desired: hypervisor.DesiredRunning, Node: "node1",
 		NICs: []hypervisor.NIC{{ID: "vm-3-0"}}, Status: hypervisor.VMStatus{State: hypervisor.StateBuilding}, CreatedAt: goldenTime}
 	vms := vmsData{CanCreate: true, Total: 4, VMs: []vmRow{
@@ -167,8 +167,8 @@ func goldenHosts() hostsData {
 		h("node2", 2, goldenTime, &hypervisor.Cordon{Node: "node2", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d1", State: hypervisor.DrainDraining, Moved: 3}}),
 		h("node3", 1, goldenTime, &hypervisor.Cordon{Node: "node3", Reason: "new RAM <Thursday>", By: "it-lin", At: at}),
 		h("node4", 1, goldenTime, &hypervisor.Cordon{Node: "node4", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d2", State: hypervisor.DrainDone, Moved: 5, Restarted: 1,
-			Message: "lab-db stays: VM lab-db has local disks on node4, which are lost with it; pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans",
-			Stays: []hypervisor.DrainStay{{VM: "lab-db", Key: "cannot_move", Args: []string{"VM lab-db has local disks on node4, which are lost with it"}},
+			Message: "lab-db stays: it has local disks (convert its disk first); pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans",
+			Stays: []hypervisor.DrainStay{{VM: "lab-db", Key: "cannot_move", Args: []string{"it has local disks (convert its disk first)"}},
 				{VM: "pacs", Key: "state", Args: []string{"error"}}},
 			Copies: []string{"scans"}}}),
 		h("node6", 1, goldenTime, &hypervisor.Cordon{Node: "node6", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d3", State: hypervisor.DrainDone,

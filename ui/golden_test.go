@@ -146,6 +146,7 @@ func TestGoldenPages(t *testing.T) {
 		"volumes_zh":         volumesPage(goldenView(langZH, false, "volumes"), vols),
 		"volume_en":          volumePage(goldenView(langEN, false, "volumes"), volDetached),
 		"volume_zh_attached": volumePage(goldenView(langZH, false, "volumes"), volAttached),
+		"vm_zh_error":        vmPage(goldenView(langZH, false, "vms"), vmData{VM: vms.VMs[0].VM, ProjectName: "radiology", CanChange: true}),
 		"vm_zh_reader":       vmPage(goldenView(langZH, false, "vms"), vmData{VM: readerCopy(vm.VM), ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
 		"console_en":         consolePage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/vnc?ticket=T"}),
 		"console_zh_none":    consolePage(goldenView(langZH, false, "vms"), consoleData{VM: vm.VM, Error: "控制台不可用"}),

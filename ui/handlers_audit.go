@@ -1,7 +1,6 @@
 package ui
 
 import (
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -63,9 +62,8 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request, v *view) {
 // auditDetail is a refusal's detail in the reader's language where it has
 // a key the catalogues know; else as recorded (the tooltip keeps that).
 func auditDetail(v *view, e identity.AuditEntry) string {
-	tmpl, ok := v.tr.msgs["msg."+e.Key]
-	if e.Key == "" || !ok || strings.Count(tmpl, "%s") != len(e.Args) {
-		return e.Message
+	if text, ok := keyedText(v.tr, e.Key, e.Args); ok {
+		return text
 	}
-	return fmt.Sprintf(tmpl, anys(e.Args)...)
+	return e.Message
 }

@@ -109,12 +109,24 @@ func (s *server) hostAction(action string) func(http.ResponseWriter, *http.Reque
 func stayText(v *view, st hypervisor.DrainStay) string {
 	tmpl, ok := v.tr.msgs["drain.stay."+st.Key]
 	if !ok || len(st.Args) == 0 || strings.Count(tmpl, "%s") != len(st.Args)+1 {
-		return st.VM + ": " + strings.Join(st.Args, "; ") // a newer node's reason
+		// A newer node's reason: as the drain's English says it.
+		en, _ := hypervisor.StayText(st.Key)
+		if strings.Count(en, "%s") == len(st.Args) {
+			return st.VM + " stays: " + fmt.Sprintf(en, anys(st.Args)...)
+		}
+		return st.VM + ": " + strings.Join(st.Args, "; ")
 	}
 	args := append([]any{st.VM}, anys(st.Args)...)
 	switch why := st.Args[0]; st.Key {
-	case "cannot_move", "no_live", "no_target":
-		args[1] = haWhy(v, why)
+	case "cannot_move":
+		switch {
+		case strings.HasPrefix(why, "it has local disks"):
+			args[1] = v.T("drain.why.local")
+		case strings.HasPrefix(why, "it boots with UEFI"):
+			args[1] = v.T("drain.why.uefi")
+		}
+	case "no_live", "no_target":
+		args[1] = vmErrorText(v, why)
 	case "not_live":
 		switch why {
 		case "it cannot move live":

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -852,21 +853,16 @@ func keyedEvent(v *view, e hypervisor.Event) string {
 	return fmt.Sprintf(tmpl, args...)
 }
 
-// pendingText says what of a resize waits for the VM's next start, from its
-// spec against what its QEMU has now; the node's own words (Pending, with
-// QEMU's reason if a hot-plug failed) stay in the tooltip.
+// pendingText says a VM's pending change in the reader's language when it
+// is the one the node words the same every time, a smaller memory at the
+// next start (hypervisor's worker.resize); anything else (a hot-plug QEMU
+// refused, with its reason; a volume being opened) is said as the node
+// said it. The node's words stay in the tooltip.
 func pendingText(v *view, vm *hypervisor.VM) string {
-	var parts []string
-	if vm.Status.VCPUs != 0 && vm.Spec.VCPUs != vm.Status.VCPUs {
-		parts = append(parts, v.Tf("vm.pending_vcpus", vm.Spec.VCPUs))
+	if vm.Status.Pending == fmt.Sprint([]string{fmt.Sprintf("%d MiB at the next start", vm.Spec.RAMMiB)}) {
+		return v.Tf("vm.pending_next", v.Tf("vm.pending_ram", vm.Spec.RAMMiB))
 	}
-	if vm.Status.RAMMiB != 0 && vm.Spec.RAMMiB != vm.Status.RAMMiB {
-		parts = append(parts, v.Tf("vm.pending_ram", vm.Spec.RAMMiB))
-	}
-	if len(parts) == 0 {
-		return vm.Status.Pending
-	}
-	return v.Tf("vm.pending_next", strings.Join(parts, v.T("common.list_sep")))
+	return vm.Status.Pending
 }
 
 // desiredOps names the operation that asks for a desired state.
@@ -884,15 +880,25 @@ func (s *server) addUsage(v *view, r *http.Request, d *vmData) {
 	}
 }
 
+// noRoomRE reads the scheduler's refusal (hypervisor/scheduler.go): what
+// the VM needs, its anti-affinity group, the cordoned nodes.
+var noRoomRE = regexp.MustCompile(`^no node has (\d+) vCPUs, (\d+) MiB and (\d+) GiB of disk free(?: outside anti-affinity group "([^"]*)")?(?: \((\d+) of (\d+) nodes cordoned\))?$`)
+
 // vmErrorText is a VM's error in the reader's language where it is the
-// scheduler's (no node to run it); other errors (QEMU's own words) are
-// shown as they came. The original stays in the tooltip.
+// scheduler's (no node has room for it), with all its details; other
+// errors (QEMU's own words) are shown as they came, as is everything on
+// an English page. The original stays in the tooltip.
 func vmErrorText(v *view, msg string) string {
-	switch {
-	case msg == hypervisor.ErrNoHosts.Error():
-		return v.T("vmerr.no_hosts")
-	case strings.HasPrefix(msg, "no node has "):
-		return v.T("vmerr.no_room")
+	m := noRoomRE.FindStringSubmatch(msg)
+	if m == nil || v.lang() == langEN {
+		return msg
 	}
-	return msg
+	s := v.Tf("vmerr.no_room", m[1], m[2], m[3])
+	if m[4] != "" {
+		s += v.Tf("vmerr.group", m[4])
+	}
+	if m[5] != "" {
+		s += v.Tf("vmerr.cordoned", m[5], m[6])
+	}
+	return s
 }

@@ -3,10 +3,12 @@ package ui
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/a-h/templ"
@@ -127,22 +129,8 @@ func errorText(tr *translator, err error) string {
 	}
 	var e *consensus.Error
 	errors.As(err, &e)
-	if text, known := tr.msgs["msg."+e.Key]; e.Key != "" && known && len(verb.FindAllString(text, -1)) == len(e.Args) {
-		// A message with a stable key is said whole in the reader's
-		// language, its parameters in place.
-		args := make([]any, len(e.Args))
-		for i, a := range e.Args {
-			args[i] = a
-		}
-		switch {
-		case e.Key == "quota_exceeded" && len(args) > 0:
-			args[0] = tr.T("quota." + e.Args[0]) // the quota row's name
-		case e.Key == "not_found" && len(args) > 0:
-			if k, ok := tr.msgs["kind."+e.Args[0]]; ok {
-				args[0] = k // what was not found, in the reader's words
-			}
-		}
-		return tr.Tf("msg."+e.Key, args...)
+	if text, ok := keyedText(tr, e.Key, e.Args); ok {
+		return text
 	}
 	if _, known := tr.msgs["err."+code]; !known {
 		return tr.Tf("err.detail", tr.T("err.unknown"), e.Message)
@@ -269,8 +257,31 @@ func adminNav(nav string) bool {
 // against the rule for names (said next to the name field).
 func nameRefused(err error) bool {
 	var e *consensus.Error
-	return consensus.ErrorCode(err) == consensus.CodeAlreadyExists || errors.As(err, &e) && e.Key == "name_rule"
+	return errors.As(err, &e) && (e.Key == "name_rule" || e.Code == consensus.CodeAlreadyExists && strings.HasSuffix(e.Key, "_exists"))
 }
 
 // verb is a formatting verb of a catalogue's text; they take strings only.
 var verb = regexp.MustCompile(`%(\[\d+\])?[a-z]`)
+
+// keyedText says a message with a stable key (consensus.Errorm's, an audit
+// entry's) whole in the reader's language, its parameters in place; false
+// if the catalogue has no such text with as many parameters.
+func keyedText(tr *translator, key string, params []string) (string, bool) {
+	text, known := tr.msgs["msg."+key]
+	if key == "" || !known || len(verb.FindAllString(text, -1)) != len(params) {
+		return "", false
+	}
+	args := make([]any, len(params))
+	for i, a := range params {
+		args[i] = a
+	}
+	switch {
+	case key == "quota_exceeded" && len(args) > 0:
+		args[0] = tr.T("quota." + params[0]) // the quota row's name
+	case key == "not_found" && len(args) > 0:
+		if k, ok := tr.msgs["kind."+params[0]]; ok {
+			args[0] = k // what was not found, in the reader's words
+		}
+	}
+	return fmt.Sprintf(text, args...), true
+}
