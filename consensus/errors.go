@@ -3,6 +3,7 @@ package consensus
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // Stable error codes shared by every domain. The API maps them to HTTP statuses.
@@ -30,13 +31,62 @@ type Error struct {
 	// text; Message stays the English sentence. "" if none.
 	Key  string   `json:"key,omitempty"`
 	Args []string `json:"args,omitempty"`
+	// Format is the English format Message was made from, for an error
+	// without a Key: a catalogue of formats says it in another language,
+	// with Args the text of each of the format's verbs, in order. "" if
+	// none.
+	Format string `json:"format,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
 
-// Errorf returns an *Error with the given code.
+// Errorf returns an *Error with the given code. Its format is the message's
+// ID in translation catalogues, so it must be a literal.
 func Errorf(code, format string, args ...any) error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+	return newError(code, "", format, args)
+}
+
+// NewError is Errorf for a sentinel that callers test with errors.Is.
+func NewError(code, format string, args ...any) *Error {
+	return newError(code, "", format, args)
+}
+
+func newError(code, reason, format string, args []any) *Error {
+	e := &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+	verbs := FormatVerbs(format)
+	if len(verbs) != len(args) {
+		return e // a miscounted format (go vet's to catch) is said as it is
+	}
+	e.Format = format
+	for i, v := range verbs {
+		e.Args = append(e.Args, fmt.Sprintf(v, args[i]))
+	}
+	return e
+}
+
+// FormatVerbs returns each formatting verb of format with its flags, width
+// and precision ("%q", "%.1f"), in order; "%%" is not a verb. Formats that
+// index their arguments ("%[2]s") or take a width from one ("%*d") are not
+// understood: the result is nil, and the message goes untranslated.
+func FormatVerbs(format string) []string {
+	var verbs []string
+	for i := 0; i < len(format); i++ {
+		if format[i] != '%' {
+			continue
+		}
+		j := i + 1
+		for j < len(format) && strings.IndexByte("+-# 0123456789.", format[j]) >= 0 {
+			j++
+		}
+		if j == len(format) || format[j] == '[' || format[j] == '*' {
+			return nil
+		}
+		if format[j] != '%' {
+			verbs = append(verbs, format[i:j+1])
+		}
+		i = j
+	}
+	return verbs
 }
 
 // Errorm returns an *Error with the given code whose message has a stable
@@ -52,7 +102,7 @@ func Errorm(code, key, format string, args ...any) error {
 
 // Reasonf returns an *Error with the given code and reason.
 func Reasonf(code, reason, format string, args ...any) error {
-	return &Error{Code: code, Reason: reason, Message: fmt.Sprintf(format, args...)}
+	return newError(code, reason, format, args)
 }
 
 // ErrorReason returns the reason of the first *Error in err's chain, or "".

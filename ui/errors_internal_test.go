@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -16,6 +17,34 @@ func TestInsufficientStorageIsTranslated(t *testing.T) {
 		tr := &translator{lang: lang, msgs: catalogs()[lang]}
 		if got := errorText(tr, err); !strings.HasPrefix(got, want) {
 			t.Errorf("%s: %q", lang, got)
+		}
+	}
+}
+
+// A service error made from an English format is said whole in Chinese,
+// its parameters in place; a state the text puts in “…” is said in Chinese,
+// and a name that happens to be a state's word stays the name. English
+// shows the error's own message.
+func TestErrorFormatIsTranslated(t *testing.T) {
+	for _, c := range []struct {
+		err    error
+		en, zh string
+	}{
+		{consensus.Errorf(consensus.CodeConflict, "volume %s is %s, not available", "scans", "in-use"),
+			"Conflict: volume scans is in-use, not available", "冲突：云硬盘 scans 当前为“使用中”，不是“就绪”"},
+		{consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a running VM can be rebooted", "running", "stopped"),
+			"Conflict: VM running is stopped: only a running VM can be rebooted", "冲突：虚拟机 running 当前为“已停止”：只有正在运行的虚拟机才能重启"},
+		{consensus.Errorf(consensus.CodeNotFound, "version %q of %q is a delete marker", "v2", "scan.dcm"),
+			`Not found: version "v2" of "scan.dcm" is a delete marker`, `未找到："scan.dcm" 的版本 "v2" 是删除标记`},
+		// Wrapped on its way up, it is still said in the reader's words.
+		{fmt.Errorf("attach: %w", consensus.Errorf(consensus.CodeInvalid, "a VM joins at most %d networks, not %d", 8, 9)),
+			"Invalid input: a VM joins at most 8 networks, not 9", "输入无效：一台虚拟机最多加入 8 个网络，而不是 9 个"},
+	} {
+		for lang, want := range map[string]string{langEN: c.en, langZH: c.zh} {
+			tr := &translator{lang: lang, msgs: catalogs()[lang]}
+			if got := errorText(tr, c.err); got != want {
+				t.Errorf("%s: got %q, want %q", lang, got, want)
+			}
 		}
 	}
 }

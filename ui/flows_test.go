@@ -335,6 +335,19 @@ func TestProjectMemberWithoutAdmin(t *testing.T) {
 		t.Fatalf("audit as a reader: %d", p.status)
 	}
 	mustNotContain(t, b.get("/dashboard"), `id="join-token"`)
+
+	// In Chinese the refusal is said in Chinese, on the form and in the
+	// audit log, made from the service's English format and parameters.
+	b.get("/lang/zh-CN")
+	p = b.post("/projects", b.formOn("/projects", url.Values{"name": {"mine"}}))
+	mustContain(t, p, "无权操作：无权创建项目")
+	mustNotContain(t, p, "not allowed")
+	admin := e.browser()
+	admin.login("root", "correct horse")
+	admin.get("/lang/zh-CN")
+	p = admin.get("/audit?user=nurse1")
+	mustContain(t, p, ">无权创建项目<")
+	mustNotContain(t, p, ">not allowed to create projects<")
 }
 
 func TestPostWithoutCSRFTokenIsRefused(t *testing.T) {

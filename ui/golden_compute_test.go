@@ -106,7 +106,7 @@ func goldenVolumes() (volumesData, volumeData, volumeData) {
 	restored.ID, restored.Name, restored.State, restored.Origin = "vol-5", "scans-restored", volume.StateAvailable, "copy of snapshot before-upgrade of volume scans"
 	list := volumesData{Volumes: []volumeRow{boot, data, spare, broken, restored}, Projects: []identity.Project{{ID: "p-1", Name: "radiology"}},
 		Images: []hypervisor.Image{imgs.Images[0].Image}, CanPlace: true,
-		Form: volumeForm{Name: "scans", Size: "10", Project: "p-1", ErrField: "name", Err: "Already exists: volume scans exists in project radiology"},
+		Form: volumeForm{Name: "scans", Size: "10", Project: "p-1", ErrField: "name"}, // Err: each language's, in TestGoldenPages
 		Snapshots: []snapshotRow{
 			{Volume: volume.Volume{ID: "snap-1", Name: "before-upgrade", ProjectID: "p-1", Kind: volume.KindSnapshot, Of: "vol-2", SizeBytes: 100 * volume.GiB,
 				State: volume.StateAvailable, Quiesced: true, CreatedAt: goldenTime}, OfName: "scans", CanChange: true},
@@ -115,7 +115,7 @@ func goldenVolumes() (volumesData, volumeData, volumeData) {
 			{Volume: volume.Volume{ID: "snap-3", Name: "taking", ProjectID: "p-1", Kind: volume.KindSnapshot, Of: "vol-1", SizeBytes: 20 * volume.GiB,
 				State: volume.StateCreating, CreatedAt: goldenTime}, OfName: "pacs-viewer-boot"},
 		},
-		SnapForm: snapshotForm{Snapshot: "snap-2", Action: "volume", Name: "restored", Size: "1", Err: "Invalid: nightly is 2 GiB: a volume made from it is at least that"}}
+		SnapForm: snapshotForm{Snapshot: "snap-2", Action: "volume", Name: "restored", Size: "1"}} // Err: each language's
 	stopped := vm.VM
 	stopped.ID, stopped.Name, stopped.Desired, stopped.Status.State = "vm-9", "archive", hypervisor.DesiredStopped, hypervisor.StateStopped
 	detached := volumeData{Row: spare, Image: "debian-12", VMs: []hypervisor.VM{stopped, vm.VM}, ErrAction: "extend",

@@ -57,7 +57,7 @@ func TestGoldenPages(t *testing.T) {
 		{Name: "scratch", VCPUs: 2, RAMMiB: 2048, DiskGiB: 10, LocalDisk: true}}
 	audit := auditData{Action: "project.", Entries: []identity.AuditEntry{
 		{Time: goldenTime, UserName: "root", Action: "project.create", Resource: "radiology", Result: "success", RemoteAddr: "10.0.0.9:51234", Node: "node1"},
-		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Node: "node2"},
+		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Format: "not allowed to create projects", Node: "node2"},
 		{Time: goldenTime, UserName: "nurse1", Action: "auth.login", Resource: "nurse1", Result: "unauthenticated", Count: 3, Node: "node2",
 			Message: "wrong user name or password: 3 attempts between 2026-03-14T09:20:00Z and 2026-03-14T09:26:53Z",
 			Key:     "login_wrong_n", Args: []string{"3", "2026-03-14T09:20:00Z", "2026-03-14T09:26:53Z"}},
@@ -109,6 +109,13 @@ func TestGoldenPages(t *testing.T) {
 
 	vms, vm, imgs := goldenCompute()
 	vols, volDetached, volAttached := goldenVolumes()
+	// The refusals on the volume list, as each language's page says them.
+	volsIn := func(v *view) volumesData {
+		d := vols
+		d.Form.Err = errorText(v.tr, consensus.Errorm(consensus.CodeAlreadyExists, "volume_exists", "a volume or snapshot named %q already exists in this project", "scans"))
+		d.SnapForm.Err = errorText(v.tr, consensus.Errorf(consensus.CodeInvalid, "%s is %d GiB: a volume made from it is at least that", "nightly", 2))
+		return d
+	}
 	localVM := vm
 	localVM.VM.Spec.BootVolume, localVM.Volumes = "", nil
 	localVM.VM.Spec.DataDisks = vms.VMs[1].VM.Spec.DataDisks
@@ -142,8 +149,8 @@ func TestGoldenPages(t *testing.T) {
 		"vm_zh_tcg":          withUsage(vmZH, tcgVM(vm)),
 		"vm_local_zh":        vmPage(goldenView(langZH, false, "vms"), localVM),
 		"vm_new_zh_local":    newVMPage(goldenView(langZH, false, "vms"), newLocal),
-		"volumes_en":         volumesPage(goldenView(langEN, true, "volumes"), vols),
-		"volumes_zh":         volumesPage(goldenView(langZH, false, "volumes"), vols),
+		"volumes_en":         volumesPage(goldenView(langEN, true, "volumes"), volsIn(goldenView(langEN, true, "volumes"))),
+		"volumes_zh":         volumesPage(goldenView(langZH, false, "volumes"), volsIn(goldenView(langZH, false, "volumes"))),
 		"volume_en":          volumePage(goldenView(langEN, false, "volumes"), volDetached),
 		"volume_zh_attached": volumePage(goldenView(langZH, false, "volumes"), volAttached),
 		"vm_zh_error":        vmPage(goldenView(langZH, false, "vms"), vmData{VM: vms.VMs[0].VM, ProjectName: "radiology", CanChange: true}),

@@ -32,6 +32,9 @@ func catalogs() map[string]map[string]string {
 	maps.Copy(zh, maintenanceZH())
 	maps.Copy(en, eventsEN())
 	maps.Copy(zh, eventsZH())
+	for format, text := range errorsZH() {
+		zh["fmt."+format] = text // English says the error's own message
+	}
 	return map[string]map[string]string{langEN: en, langZH: zh}
 }
 

@@ -35,6 +35,9 @@ func TestCatalogsHaveSameKeys(t *testing.T) {
 			}
 		}
 		for k := range msgs {
+			if strings.HasPrefix(k, "fmt.") {
+				continue // an error format's translation; English says the error's message
+			}
 			if _, ok := en[k]; !ok {
 				t.Errorf("%s has %q, which en lacks", lang, k)
 			}

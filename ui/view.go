@@ -132,10 +132,50 @@ func errorText(tr *translator, err error) string {
 	if text, ok := keyedText(tr, e.Key, e.Args); ok {
 		return text
 	}
-	if _, known := tr.msgs["err."+code]; !known {
-		return tr.Tf("err.detail", tr.T("err.unknown"), e.Message)
+	label, msg := "err."+code, e.Message
+	if _, known := tr.msgs[label]; !known {
+		label = "err.unknown"
 	}
-	return tr.Tf("err.detail", tr.T("err."+code), e.Message)
+	if text, ok := formatText(tr, e.Format, e.Args); ok {
+		msg = text
+	}
+	return tr.Tf("err.detail", tr.T(label), msg)
+}
+
+// formatText says an error made from an English format (consensus.Errorf)
+// in the reader's language, its parameters in place; false if the catalogue
+// has no such text with as many parameters, as English has none. A
+// parameter the text puts in “…” is a word, such as a state or a kind of
+// resource, said in the reader's words when the catalogue knows it.
+func formatText(tr *translator, format string, params []string) (string, bool) {
+	text, ok := tr.msgs["fmt."+format]
+	verbs := verb.FindAllStringSubmatchIndex(text, -1)
+	if format == "" || !ok || len(verbs) != len(params) {
+		return "", false
+	}
+	args := make([]any, len(params))
+	for i, p := range params {
+		args[i] = p
+	}
+	next := 0 // the parameter a verb without an index takes, as in fmt
+	for _, m := range verbs {
+		i := next
+		if m[2] >= 0 {
+			n, _ := strconv.Atoi(text[m[2]+1 : m[3]-1])
+			i = n - 1
+		}
+		next = i + 1
+		if i < 0 || i >= len(params) || !strings.HasSuffix(text[:m[0]], "“") || !strings.HasPrefix(text[m[1]:], "”") {
+			continue
+		}
+		for _, vocab := range []string{"vmstate.", "volstate.", "kind.", "quota."} {
+			if w, ok := tr.msgs[vocab+params[i]]; ok {
+				args[i] = w
+				break
+			}
+		}
+	}
+	return fmt.Sprintf(text, args...), true
 }
 
 // ruleError returns the message key of identity's errors that name one rule

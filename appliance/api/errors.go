@@ -16,6 +16,12 @@ type Error struct {
 	Status  int    `json:"-"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// Key or Format is the message's stable ID, and Args its parameters,
+	// for a client that says it in another language (the web UI's
+	// catalogues hold both); none for most of the API's own errors.
+	Key    string   `json:"key,omitempty"`
+	Format string   `json:"format,omitempty"`
+	Args   []string `json:"args,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -60,7 +66,7 @@ func toAPIError(err error) *Error {
 	var ce *consensus.Error
 	if errors.As(err, &ce) {
 		if st, ok := statusOf[ce.Code]; ok {
-			return &Error{Status: st, Code: ce.Code, Message: ce.Message}
+			return &Error{Status: st, Code: ce.Code, Message: ce.Message, Key: ce.Key, Format: ce.Format, Args: ce.Args}
 		}
 	}
 	var mbe *http.MaxBytesError

@@ -1,8 +1,6 @@
 package identity
 
 import (
-	"fmt"
-
 	"github.com/hashicorp/go-memdb"
 
 	"github.com/cairnhq/cairn/consensus"
@@ -115,7 +113,7 @@ func (r Resources) fields(next, d Resources) []quotaField {
 func (r Resources) validate() error {
 	for _, f := range r.fields(r, Resources{}) {
 		if f.limit < Unlimited {
-			return fmt.Errorf("quota %s must be -1 (unlimited) or at least 0, got %d", f.name, f.limit)
+			return consensus.Errorf(consensus.CodeInvalid, "quota %s must be -1 (unlimited) or at least 0, got %d", f.name, f.limit)
 		}
 	}
 	return nil

@@ -445,8 +445,8 @@ func (s *Service) recordFailure(ctx context.Context, e AuditEntry, err error) {
 	}
 	e.Message = err.Error()
 	var ce *consensus.Error
-	if errors.As(err, &ce) && ce.Key != "" {
-		e.Key, e.Args = ce.Key, ce.Args
+	if errors.As(err, &ce) && ce.Message == e.Message { // not wrapped in words of another's
+		e.Key, e.Format, e.Args = ce.Key, ce.Format, ce.Args
 	}
 	if _, aerr := s.c.Apply(ctx, MsgRecordAudit, e, nil); aerr != nil {
 		s.log.Error("audit record lost", "action", e.Action, "err", aerr)
@@ -475,12 +475,9 @@ func validateName(kind, name string) error {
 	return nil
 }
 
-func invalid(err error) error {
-	return &consensus.Error{Code: consensus.CodeInvalid, Message: err.Error()}
-}
-
-func forbidden(what string) error {
-	return consensus.Errorf(consensus.CodeForbidden, "not allowed to %s", what)
+// forbidden refuses a request: "not allowed to " and what it asked.
+func forbidden(format string, args ...any) error {
+	return consensus.Errorf(consensus.CodeForbidden, "not allowed to "+format, args...)
 }
 
 // IsCode reports whether err carries the given code.

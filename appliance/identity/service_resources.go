@@ -72,7 +72,7 @@ func (s *Service) CreateProject(ctx context.Context, p *Principal, spec ProjectS
 	q := DefaultQuota
 	if spec.Quota != nil {
 		if err := spec.Quota.validate(); err != nil {
-			return nil, s.deny(ctx, p, action, spec.Name, "", invalid(err))
+			return nil, s.deny(ctx, p, action, spec.Name, "", err)
 		}
 		q = *spec.Quota
 	}
@@ -90,7 +90,7 @@ func (s *Service) UpdateProject(ctx context.Context, p *Principal, ref string, d
 		return nil, s.deny(ctx, p, action, ref, "", err)
 	}
 	if !p.Can(pr.ID, RoleAdmin) {
-		return nil, s.deny(ctx, p, action, ref, pr.ID, forbidden("change project "+pr.Name))
+		return nil, s.deny(ctx, p, action, ref, pr.ID, forbidden("change project %s", pr.Name))
 	}
 	if description != nil && len(*description) > 1024 {
 		return nil, s.deny(ctx, p, action, ref, pr.ID, consensus.Errorf(consensus.CodeInvalid, "description is longer than 1024 characters"))
@@ -151,7 +151,7 @@ func (s *Service) SetMember(ctx context.Context, p *Principal, projectRef, userR
 		return s.deny(ctx, p, action, userRef, "", err)
 	}
 	if !p.Can(pr.ID, RoleAdmin) {
-		return s.deny(ctx, p, action, userRef, pr.ID, forbidden("manage members of "+pr.Name))
+		return s.deny(ctx, p, action, userRef, pr.ID, forbidden("manage members of %s", pr.Name))
 	}
 	if !role.valid() {
 		return s.deny(ctx, p, action, userRef, pr.ID, consensus.Errorf(consensus.CodeInvalid, "role must be admin, member or reader, not %q", role))
@@ -171,7 +171,7 @@ func (s *Service) RemoveMember(ctx context.Context, p *Principal, projectRef, us
 		return s.deny(ctx, p, action, userRef, "", err)
 	}
 	if !p.Can(pr.ID, RoleAdmin) {
-		return s.deny(ctx, p, action, userRef, pr.ID, forbidden("manage members of "+pr.Name))
+		return s.deny(ctx, p, action, userRef, pr.ID, forbidden("manage members of %s", pr.Name))
 	}
 	u := lookup[User](s.read(), tUsers, userRef)
 	if u == nil {
@@ -501,7 +501,7 @@ func (s *Service) SetQuota(ctx context.Context, p *Principal, projectRef string,
 		return nil, s.deny(ctx, p, action, projectRef, "", err)
 	}
 	if err := limits.validate(); err != nil {
-		return nil, s.deny(ctx, p, action, projectRef, pr.ID, invalid(err))
+		return nil, s.deny(ctx, p, action, projectRef, pr.ID, err)
 	}
 	var out Quota
 	err = s.mutate(ctx, p, action, pr.ID, pr.ID, MsgSetQuota, setQuotaCmd{ProjectID: pr.ID, IfMatch: ifMatch, Limits: limits}, &out)
@@ -530,7 +530,10 @@ func (s *Service) ListAudit(p *Principal, f AuditFilter) ([]AuditEntry, error) {
 		f.ProjectID = pr.ID
 	}
 	if !p.IsClusterAdmin() && (f.ProjectID == "" || !p.Can(f.ProjectID, RoleAdmin)) {
-		return nil, forbidden("read the audit log" + map[bool]string{true: "", false: " of this project"}[f.ProjectID == ""])
+		if f.ProjectID == "" {
+			return nil, forbidden("read the audit log")
+		}
+		return nil, forbidden("read the audit log of this project")
 	}
 	if f.Limit <= 0 || f.Limit > 1000 {
 		f.Limit = 100

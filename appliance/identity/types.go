@@ -192,9 +192,10 @@ type AuditEntry struct {
 	Resource  string    `json:"resource"` // the ID or name acted on
 	Result    string    `json:"result"`   // "success" or an error code
 	Message   string    `json:"message,omitempty"`
-	// Key and Args name a refusal's Message (consensus.Errorm's), for
-	// pages in another language; none for most.
+	// Key and Args name a refusal's Message (consensus.Errorm's), or
+	// Format and Args (consensus.Errorf's), for pages in another language.
 	Key        string   `json:"key,omitempty"`
+	Format     string   `json:"format,omitempty"`
 	Args       []string `json:"args,omitempty"`
 	RemoteAddr string   `json:"remote_addr,omitempty"`
 	Node       string   `json:"node,omitempty"`  // which node took the request

@@ -1,0 +1,52 @@
+package consensus
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"testing"
+)
+
+func TestFormatVerbs(t *testing.T) {
+	for format, want := range map[string][]string{
+		"volume %q is %d GiB":            {"%q", "%d"},
+		"ratio %.1f, %+v, 100%% and %5d": {"%.1f", "%+v", "%5d"},
+		"no verbs at all":                nil,
+		"indexed %[2]s %[1]s":            nil, // not understood: untranslated
+		"star %*d":                       nil,
+		"dangling %":                     nil,
+	} {
+		if got := FormatVerbs(format); !reflect.DeepEqual(got, want) {
+			t.Errorf("FormatVerbs(%q) = %q, want %q", format, got, want)
+		}
+	}
+}
+
+// An error made from a format keeps the format and each verb's text, and
+// both survive the trip from the leader to the node that forwarded the
+// command, so that node's pages can say it in their language.
+func TestErrorfKeepsFormatAndArgs(t *testing.T) {
+	err := Errorf(CodeConflict, "volume %q is %d GiB (%.1f%% used): %v", "scans", 20, 42.25, errors.New("busy"))
+	var e *Error
+	if !errors.As(err, &e) {
+		t.Fatal(err)
+	}
+	want := &Error{Code: CodeConflict, Message: `volume "scans" is 20 GiB (42.2% used): busy`,
+		Format: "volume %q is %d GiB (%.1f%% used): %v", Args: []string{`"scans"`, "20", "42.2", "busy"}}
+	if !reflect.DeepEqual(e, want) {
+		t.Fatalf("got %+v\nwant %+v", e, want)
+	}
+	b, _ := json.Marshal(e)
+	var back Error
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(&back, want) {
+		t.Fatalf("round trip: %+v (%v)", back, err)
+	}
+	r := Reasonf(CodeInvalid, "bad_part", "part %d is missing", 3)
+	if !errors.As(r, &e) || e.Reason != "bad_part" || e.Format != "part %d is missing" || !reflect.DeepEqual(e.Args, []string{"3"}) {
+		t.Fatalf("Reasonf: %+v", e)
+	}
+	// A miscounted call is said as fmt says it, and not translated.
+	if !errors.As(Errorf(CodeInvalid, "%s and %s", "one"), &e) || e.Format != "" || e.Args != nil {
+		t.Fatalf("miscounted: %+v", e)
+	}
+}

@@ -1,0 +1,292 @@
+package ui
+
+import (
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/cairnhq/cairn/consensus"
+)
+
+// formatUse is one call that makes a service error from an English format.
+type formatUse struct {
+	pos    string
+	format string
+}
+
+// errorFormats finds every English format a service error is made from: the
+// literal formats passed to consensus.Errorf and consensus.Reasonf, and to
+// any function that hands its own format parameter on to them (a package's
+// invalid(format, args...)), followed to any depth.
+func errorFormats(t *testing.T) []formatUse {
+	t.Helper()
+	type file struct {
+		dir string
+		f   *ast.File
+	}
+	var files []file
+	fset := token.NewFileSet()
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || slices.Contains([]string{"node_modules", "testdata", "cache", "out", "data", "bin"}, d.Name())) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		files = append(files, file{filepath.Dir(path), f})
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A formatter is named by its package's directory and its name. It
+	// takes its format as the parameter at index, and may put a literal
+	// prefix before it ("network %s: "+format).
+	type fn struct{ dir, name string }
+	type formatter struct {
+		index  int
+		prefix string
+	}
+	formatters := map[fn]formatter{{"../consensus", "Errorf"}: {1, ""}, {"../consensus", "Reasonf"}: {2, ""}}
+	const module = "github.com/cairnhq/cairn/"
+	callee := func(fl file, call *ast.CallExpr) (fn, bool) {
+		switch f := call.Fun.(type) {
+		case *ast.Ident:
+			return fn{fl.dir, f.Name}, true
+		case *ast.SelectorExpr:
+			pkg, ok := f.X.(*ast.Ident)
+			if !ok {
+				return fn{}, false
+			}
+			for _, im := range fl.f.Imports {
+				p, _ := strconv.Unquote(im.Path.Value)
+				name := filepath.Base(p)
+				if im.Name != nil {
+					name = im.Name.Name
+				}
+				if name == pkg.Name && strings.HasPrefix(p, module) {
+					return fn{"../" + strings.TrimPrefix(p, module), f.Sel.Name}, true
+				}
+			}
+		}
+		return fn{}, false
+	}
+	// wraps says whether a function with these parameters and body hands
+	// one of its parameters on as a formatter's format, and how.
+	wraps := func(fl file, params *ast.FieldList, body *ast.BlockStmt, known func(*ast.CallExpr) (formatter, bool)) (formatter, bool) {
+		names := map[string]int{}
+		i := 0
+		for _, p := range params.List {
+			for _, n := range p.Names {
+				names[n.Name] = i
+				i++
+			}
+			if len(p.Names) == 0 {
+				i++
+			}
+		}
+		var w formatter
+		found := false
+		ast.Inspect(body, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok || found {
+				return !found
+			}
+			f, ok := known(call)
+			if !ok || f.index >= len(call.Args) {
+				return true
+			}
+			arg, prefix := call.Args[f.index], ""
+			if b, ok := arg.(*ast.BinaryExpr); ok && b.Op == token.ADD {
+				if p, ok := stringConst(b.X); ok {
+					arg, prefix = b.Y, p
+				}
+			}
+			if id, ok := arg.(*ast.Ident); ok {
+				if at, ok := names[id.Name]; ok {
+					w, found = formatter{at, f.prefix + prefix}, true
+				}
+			}
+			return !found
+		})
+		return w, found
+	}
+	global := func(fl file) func(*ast.CallExpr) (formatter, bool) {
+		return func(call *ast.CallExpr) (formatter, bool) {
+			c, ok := callee(fl, call)
+			if !ok {
+				return formatter{}, false
+			}
+			f, ok := formatters[c]
+			return f, ok
+		}
+	}
+	for grew := true; grew; {
+		grew = false
+		for _, fl := range files {
+			for _, decl := range fl.f.Decls {
+				fd, ok := decl.(*ast.FuncDecl)
+				if !ok || fd.Recv != nil || fd.Body == nil {
+					continue
+				}
+				self := fn{fl.dir, fd.Name.Name}
+				if _, known := formatters[self]; known {
+					continue
+				}
+				if w, ok := wraps(fl, fd.Type.Params, fd.Body, global(fl)); ok {
+					formatters[self] = w
+					grew = true
+				}
+			}
+		}
+	}
+	var uses []formatUse
+	for _, fl := range files {
+		for _, decl := range fl.f.Decls {
+			fd, ok := decl.(*ast.FuncDecl)
+			if !ok || fd.Body == nil {
+				continue
+			}
+			if _, wrapper := formatters[fn{fl.dir, fd.Name.Name}]; wrapper && fd.Recv == nil {
+				continue // its format is its callers'
+			}
+			// Closures that wrap a formatter (bad := func(format string,
+			// args ...any) error {...}) are formatters within this function.
+			local := map[string]formatter{}
+			known := func(call *ast.CallExpr) (formatter, bool) {
+				if id, ok := call.Fun.(*ast.Ident); ok {
+					if f, ok := local[id.Name]; ok {
+						return f, true
+					}
+				}
+				return global(fl)(call)
+			}
+			ast.Inspect(fd.Body, func(n ast.Node) bool {
+				if as, ok := n.(*ast.AssignStmt); ok && len(as.Lhs) == 1 && len(as.Rhs) == 1 {
+					id, ok1 := as.Lhs[0].(*ast.Ident)
+					lit, ok2 := as.Rhs[0].(*ast.FuncLit)
+					if ok1 && ok2 {
+						if w, ok := wraps(fl, lit.Type.Params, lit.Body, known); ok {
+							local[id.Name] = w
+							return false
+						}
+					}
+				}
+				call, ok := n.(*ast.CallExpr)
+				if !ok {
+					return true
+				}
+				f, ok := known(call)
+				if !ok || f.index >= len(call.Args) {
+					return true
+				}
+				pos := fset.Position(call.Pos()).String()
+				format, ok := stringConst(call.Args[f.index])
+				if !ok {
+					t.Errorf("%s: an error's format is not a literal, so it cannot be translated", pos)
+					return true
+				}
+				uses = append(uses, formatUse{pos, f.prefix + format})
+				return true
+			})
+		}
+	}
+	if len(uses) < 300 {
+		t.Fatalf("found only %d error formats: is the walk reading the source?", len(uses))
+	}
+	return uses
+}
+
+// stringConst returns the value of a string literal, or of literals joined
+// with +.
+func stringConst(e ast.Expr) (string, bool) {
+	switch e := e.(type) {
+	case *ast.BasicLit:
+		if e.Kind != token.STRING {
+			return "", false
+		}
+		s, err := strconv.Unquote(e.Value)
+		return s, err == nil
+	case *ast.BinaryExpr:
+		if e.Op != token.ADD {
+			return "", false
+		}
+		a, ok1 := stringConst(e.X)
+		b, ok2 := stringConst(e.Y)
+		return a + b, ok1 && ok2
+	case *ast.ParenExpr:
+		return stringConst(e.X)
+	}
+	return "", false
+}
+
+// Every error a service makes from an English format (consensus.Errorf and
+// its kin, found in the module's source) has a Chinese text, with one
+// parameter for each of the format's verbs; and no Chinese text is left for
+// a format no longer used.
+func TestEveryErrorFormatIsTranslated(t *testing.T) {
+	uses := errorFormats(t)
+	if path := os.Getenv("CAIRN_DUMP_FORMATS"); path != "" {
+		seen := map[string]bool{}
+		var out []string
+		for _, u := range uses {
+			if !seen[u.format] {
+				seen[u.format] = true
+				out = append(out, strconv.Quote(u.format)+"\t"+u.pos)
+			}
+		}
+		sort.Strings(out)
+		if err := os.WriteFile(path, []byte(strings.Join(out, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	zh := catalogs()[langZH]
+	used := map[string]bool{}
+	for _, u := range uses {
+		used[u.format] = true
+		text, ok := zh["fmt."+u.format]
+		if !ok {
+			t.Errorf("%s: no Chinese text for the error format %q", u.pos, u.format)
+			continue
+		}
+		want := len(consensus.FormatVerbs(u.format))
+		if got := len(verb.FindAllString(text, -1)); want != got {
+			t.Errorf("%s: the Chinese text for %q has %d parameters, the format %d", u.pos, u.format, got, want)
+			continue
+		}
+		params := make([]string, want)
+		for i := range params {
+			params[i] = fmt.Sprintf("<%d>", i+1)
+		}
+		said, _ := formatText(&translator{lang: langZH, msgs: zh}, u.format, params)
+		for i, p := range params {
+			if !strings.Contains(said, p) {
+				t.Errorf("%s: the Chinese text for %q leaves out parameter %d: %q", u.pos, u.format, i+1, said)
+			}
+		}
+		if strings.Contains(said, "%!") {
+			t.Errorf("%s: the Chinese text for %q does not format: %q", u.pos, u.format, said)
+		}
+	}
+	for key := range zh {
+		if f, ok := strings.CutPrefix(key, "fmt."); ok && !used[f] {
+			t.Errorf("zh-CN has a text for the error format %q, which no error uses", f)
+		}
+	}
+}
