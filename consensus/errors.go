@@ -36,6 +36,10 @@ type Error struct {
 	// with Args the text of each of the format's verbs, in order. "" if
 	// none.
 	Format string `json:"format,omitempty"`
+	// Inner holds, at a parameter's index, the *Error that parameter
+	// printed (a refusal quoted in another's words), so it too can be said
+	// in another language; nil if no parameter was one.
+	Inner []*Error `json:"inner,omitempty"`
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -60,6 +64,13 @@ func newError(code, reason, format string, args []any) *Error {
 	e.Format = format
 	for i, v := range verbs {
 		e.Args = append(e.Args, fmt.Sprintf(v, args[i]))
+		var inner *Error
+		if err, ok := args[i].(error); ok && (v == "%v" || v == "%s") && errors.As(err, &inner) && inner.Message == err.Error() {
+			if e.Inner == nil {
+				e.Inner = make([]*Error, len(verbs))
+			}
+			e.Inner[i] = inner
+		}
 	}
 	return e
 }
@@ -124,4 +135,4 @@ func ErrorCode(err error) string {
 }
 
 // ErrNoLeader is returned when no leader is known within the request's deadline.
-var ErrNoLeader = &Error{Code: CodeUnavailable, Message: "no cluster leader"}
+var ErrNoLeader = NewError(CodeUnavailable, "no cluster leader")

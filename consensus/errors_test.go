@@ -3,6 +3,7 @@ package consensus
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"testing"
 )
@@ -44,6 +45,20 @@ func TestErrorfKeepsFormatAndArgs(t *testing.T) {
 	r := Reasonf(CodeInvalid, "bad_part", "part %d is missing", 3)
 	if !errors.As(r, &e) || e.Reason != "bad_part" || e.Format != "part %d is missing" || !reflect.DeepEqual(e.Args, []string{"3"}) {
 		t.Fatalf("Reasonf: %+v", e)
+	}
+	// A refusal quoted in another's words travels with it.
+	inner := Errorf(CodeNotFound, "node %s is not reachable", "n2")
+	if !errors.As(Errorf(CodeConflict, "draining %s: %v", "n1", inner), &e) || len(e.Inner) != 2 || e.Inner[0] != nil || e.Inner[1] != inner {
+		t.Fatalf("inner: %+v", e)
+	}
+	b, _ = json.Marshal(e)
+	back = Error{}
+	if err := json.Unmarshal(b, &back); err != nil || !reflect.DeepEqual(&back, e) {
+		t.Fatalf("round trip with inner: %+v (%v)", back, err)
+	}
+	// ... but not one wrapped in words that are not its own.
+	if !errors.As(Errorf(CodeConflict, "draining %s: %v", "n1", fmt.Errorf("ping: %w", inner)), &e) || e.Inner != nil {
+		t.Fatalf("wrapped inner: %+v", e)
 	}
 	// A miscounted call is said as fmt says it, and not translated.
 	if !errors.As(Errorf(CodeInvalid, "%s and %s", "one"), &e) || e.Format != "" || e.Args != nil {

@@ -52,7 +52,7 @@ func (n *Node) forward(ctx context.Context, addr string, t MessageType, payload 
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	case <-n.ctx.Done():
-		return nil, 0, &Error{Code: CodeUnavailable, Message: "node is shutting down"}
+		return nil, 0, errShuttingDown
 	}
 	select {
 	case r := <-c.done:
@@ -60,7 +60,7 @@ func (n *Node) forward(ctx context.Context, addr string, t MessageType, payload 
 	case <-ctx.Done():
 		return nil, 0, ctx.Err()
 	case <-n.ctx.Done():
-		return nil, 0, &Error{Code: CodeUnavailable, Message: "node is shutting down"}
+		return nil, 0, errShuttingDown
 	}
 }
 
@@ -308,3 +308,6 @@ func readFrame(r io.Reader) (uint16, []byte, error) {
 	}
 	return binary.BigEndian.Uint16(hdr[:2]), body, nil
 }
+
+// errShuttingDown refuses a forward this node can no longer make.
+var errShuttingDown = NewError(CodeUnavailable, "node is shutting down")

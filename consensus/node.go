@@ -509,7 +509,12 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 		return err
 	})
 	if err != nil {
-		return idx, unavailable("apply "+n.reg.CommandName(t), err)
+		if ErrorCode(err) != "" {
+			return idx, err
+		}
+		// Anything else (raft's own errors, lost leadership, timeouts): the
+		// cluster could not serve the request, and its outcome is unknown.
+		return idx, Errorf(CodeUnavailable, "apply %s: %v", n.reg.CommandName(t), err)
 	}
 	n.store.ackWrite(idx)
 	if out != nil && len(res) > 0 {
@@ -544,20 +549,10 @@ func (n *Node) withLeader(ctx context.Context, fn func(local bool, addr string) 
 			}
 			// Still only retryable failures (the leader unreachable): the
 			// cluster is unavailable, which callers report as such.
-			return &Error{Code: CodeUnavailable, Message: fmt.Sprintf("no cluster leader reachable: %v (%v)", err, ctx.Err())}
+			return Errorf(CodeUnavailable, "no cluster leader reachable: %v (%v)", err, ctx.Err())
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
-}
-
-// unavailable passes a coded *Error through and turns anything else (raft's
-// own errors, lost leadership, timeouts) into CodeUnavailable: the cluster
-// could not serve the request, and for a write its outcome is unknown.
-func unavailable(op string, err error) error {
-	if ErrorCode(err) != "" {
-		return err
-	}
-	return &Error{Code: CodeUnavailable, Message: op + ": " + err.Error()}
 }
 
 func retryable(err error) bool {
@@ -663,10 +658,13 @@ func (n *Node) ConsistentRead(ctx context.Context) error {
 	}
 	idx, err := n.reads.index(ctx)
 	if err != nil {
-		return unavailable("consistent read", err)
+		if ErrorCode(err) != "" {
+			return err
+		}
+		return Errorf(CodeUnavailable, "consistent read: %v", err)
 	}
 	if err := n.store.WaitApplied(ctx, idx); err != nil {
-		return &Error{Code: CodeUnavailable, Message: "consistent read: " + err.Error()}
+		return Errorf(CodeUnavailable, "consistent read: %v", err)
 	}
 	return nil
 }

@@ -3,7 +3,6 @@ package hypervisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"math"
 	"sort"
@@ -202,14 +201,7 @@ func placeTaken(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok fu
 		if alive == 0 {
 			return "", ErrNoHosts
 		}
-		why := fmt.Sprintf("no node has %d vCPUs, %d MiB and %d GiB of disk free", vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiBTotal())
-		if vm.Spec.Group != "" {
-			why += fmt.Sprintf(" outside anti-affinity group %q", vm.Spec.Group)
-		}
-		if cordoned > 0 {
-			why += fmt.Sprintf(" (%d of %d nodes cordoned)", cordoned, alive)
-		}
-		return "", fmt.Errorf("%s", why)
+		return "", noRoom(vm, cordoned, alive)
 	}
 	sort.Slice(cands, func(i, j int) bool {
 		if cands[i].share != cands[j].share {
@@ -218,6 +210,22 @@ func placeTaken(txn *memdb.Txn, vm *VM, notBefore time.Time, avoid string, ok fu
 		return cands[i].name < cands[j].name
 	})
 	return cands[0].name, nil
+}
+
+// noRoom says why no node takes vm: the room it needs, the anti-affinity
+// group it avoids, and how many of the live nodes take no new VMs.
+func noRoom(vm *VM, cordoned, alive int) error {
+	const code = consensus.CodeConflict
+	cpu, ram, disk, group := vm.Spec.VCPUs, vm.Spec.RAMMiB, vm.Spec.DiskGiBTotal(), vm.Spec.Group
+	switch {
+	case group != "" && cordoned > 0:
+		return consensus.Errorf(code, "no node has %d vCPUs, %d MiB and %d GiB of disk free outside anti-affinity group %q (%d of %d nodes cordoned)", cpu, ram, disk, group, cordoned, alive)
+	case group != "":
+		return consensus.Errorf(code, "no node has %d vCPUs, %d MiB and %d GiB of disk free outside anti-affinity group %q", cpu, ram, disk, group)
+	case cordoned > 0:
+		return consensus.Errorf(code, "no node has %d vCPUs, %d MiB and %d GiB of disk free (%d of %d nodes cordoned)", cpu, ram, disk, cordoned, alive)
+	}
+	return consensus.Errorf(code, "no node has %d vCPUs, %d MiB and %d GiB of disk free", cpu, ram, disk)
 }
 
 // ErrNoHosts: no node has reported recently; the VM waits rather than fail,

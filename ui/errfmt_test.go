@@ -63,7 +63,7 @@ func errorFormats(t *testing.T) []formatUse {
 		index  int
 		prefix string
 	}
-	formatters := map[fn]formatter{{"../consensus", "Errorf"}: {1, ""}, {"../consensus", "Reasonf"}: {2, ""}}
+	formatters := map[fn]formatter{{"../consensus", "Errorf"}: {1, ""}, {"../consensus", "Reasonf"}: {2, ""}, {"../consensus", "NewError"}: {1, ""}}
 	const module = "github.com/cairnhq/cairn/"
 	callee := func(fl file, call *ast.CallExpr) (fn, bool) {
 		switch f := call.Fun.(type) {
@@ -159,12 +159,12 @@ func errorFormats(t *testing.T) []formatUse {
 	var uses []formatUse
 	for _, fl := range files {
 		for _, decl := range fl.f.Decls {
-			fd, ok := decl.(*ast.FuncDecl)
-			if !ok || fd.Body == nil {
-				continue
-			}
-			if _, wrapper := formatters[fn{fl.dir, fd.Name.Name}]; wrapper && fd.Recv == nil {
-				continue // its format is its callers'
+			var body ast.Node = decl // a package's variables: sentinels made with NewError
+			if fd, ok := decl.(*ast.FuncDecl); ok {
+				if _, wrapper := formatters[fn{fl.dir, fd.Name.Name}]; fd.Body == nil || wrapper && fd.Recv == nil {
+					continue // its format is its callers'
+				}
+				body = fd.Body
 			}
 			// Closures that wrap a formatter (bad := func(format string,
 			// args ...any) error {...}) are formatters within this function.
@@ -177,7 +177,7 @@ func errorFormats(t *testing.T) []formatUse {
 				}
 				return global(fl)(call)
 			}
-			ast.Inspect(fd.Body, func(n ast.Node) bool {
+			ast.Inspect(body, func(n ast.Node) bool {
 				if as, ok := n.(*ast.AssignStmt); ok && len(as.Lhs) == 1 && len(as.Rhs) == 1 {
 					id, ok1 := as.Lhs[0].(*ast.Ident)
 					lit, ok2 := as.Rhs[0].(*ast.FuncLit)
@@ -274,7 +274,7 @@ func TestEveryErrorFormatIsTranslated(t *testing.T) {
 		for i := range params {
 			params[i] = fmt.Sprintf("<%d>", i+1)
 		}
-		said, _ := formatText(&translator{lang: langZH, msgs: zh}, u.format, params)
+		said, _ := formatText(&translator{lang: langZH, msgs: zh}, u.format, params, nil)
 		for i, p := range params {
 			if !strings.Contains(said, p) {
 				t.Errorf("%s: the Chinese text for %q leaves out parameter %d: %q", u.pos, u.format, i+1, said)

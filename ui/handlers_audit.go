@@ -65,7 +65,7 @@ func auditDetail(v *view, e identity.AuditEntry) string {
 	if text, ok := keyedText(v.tr, e.Key, e.Args); ok {
 		return text
 	}
-	if text, ok := formatText(v.tr, e.Format, e.Args); ok {
+	if text, ok := formatText(v.tr, e.Format, e.Args, e.Inner); ok {
 		return text
 	}
 	return e.Message

@@ -136,18 +136,31 @@ func errorText(tr *translator, err error) string {
 	if _, known := tr.msgs[label]; !known {
 		label = "err.unknown"
 	}
-	if text, ok := formatText(tr, e.Format, e.Args); ok {
+	if text, ok := formatText(tr, e.Format, e.Args, e.Inner); ok {
 		msg = text
 	}
 	return tr.Tf("err.detail", tr.T(label), msg)
+}
+
+// messageText is an error's message in the reader's language where the
+// catalogue has it, else as the service said it.
+func messageText(tr *translator, e *consensus.Error) string {
+	if text, ok := keyedText(tr, e.Key, e.Args); ok {
+		return text
+	}
+	if text, ok := formatText(tr, e.Format, e.Args, e.Inner); ok {
+		return text
+	}
+	return e.Message
 }
 
 // formatText says an error made from an English format (consensus.Errorf)
 // in the reader's language, its parameters in place; false if the catalogue
 // has no such text with as many parameters, as English has none. A
 // parameter the text puts in “…” is a word, such as a state or a kind of
-// resource, said in the reader's words when the catalogue knows it.
-func formatText(tr *translator, format string, params []string) (string, bool) {
+// resource, said in the reader's words when the catalogue knows it; so is
+// a parameter that printed another error (inner, at its index).
+func formatText(tr *translator, format string, params []string, inner []*consensus.Error) (string, bool) {
 	text, ok := tr.msgs["fmt."+format]
 	verbs := verb.FindAllStringSubmatchIndex(text, -1)
 	if format == "" || !ok || len(verbs) != len(params) {
@@ -156,6 +169,9 @@ func formatText(tr *translator, format string, params []string) (string, bool) {
 	args := make([]any, len(params))
 	for i, p := range params {
 		args[i] = p
+		if i < len(inner) && inner[i] != nil {
+			args[i] = messageText(tr, inner[i])
+		}
 	}
 	next := 0 // the parameter a verb without an index takes, as in fmt
 	for _, m := range verbs {

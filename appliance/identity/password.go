@@ -61,9 +61,9 @@ const MinPasswordLength = 12
 // Password rules a new password breaks. Each is its own error so the UI can
 // name the rule in the reader's language.
 var (
-	ErrPasswordTooShort = &consensus.Error{Code: consensus.CodeInvalid, Message: fmt.Sprintf("password must be at least %d characters", MinPasswordLength)}
-	ErrPasswordTooLong  = &consensus.Error{Code: consensus.CodeInvalid, Message: "password must be at most 256 characters"}
-	ErrPasswordHasName  = &consensus.Error{Code: consensus.CodeInvalid, Message: "password must not contain the user name"}
+	ErrPasswordTooShort = consensus.NewError(consensus.CodeInvalid, "password must be at least %d characters", MinPasswordLength)
+	ErrPasswordTooLong  = consensus.NewError(consensus.CodeInvalid, "password must be at most 256 characters")
+	ErrPasswordHasName  = consensus.NewError(consensus.CodeInvalid, "password must not contain the user name")
 )
 
 // validatePassword checks a new password: length is what matters most, and
@@ -130,6 +130,6 @@ func newSetupCode() string {
 
 // Errors of a password change.
 var (
-	ErrCurrentPasswordNeeded = &consensus.Error{Code: consensus.CodeInvalid, Message: "changing your own password needs your current password"}
-	ErrCurrentPasswordWrong  = &consensus.Error{Code: consensus.CodeForbidden, Message: "the current password is wrong"}
+	ErrCurrentPasswordNeeded = consensus.NewError(consensus.CodeInvalid, "changing your own password needs your current password")
+	ErrCurrentPasswordWrong  = consensus.NewError(consensus.CodeForbidden, "the current password is wrong")
 )

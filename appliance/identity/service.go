@@ -20,13 +20,13 @@ import (
 const CodeUnauthenticated = "unauthenticated"
 
 // ErrUnauthenticated is returned for a missing, unknown, expired or revoked token.
-var ErrUnauthenticated = &consensus.Error{Code: CodeUnauthenticated, Message: "missing or invalid credentials"}
+var ErrUnauthenticated = consensus.NewError(CodeUnauthenticated, "missing or invalid credentials")
 
 // CodeUserDisabled is a login with the right password to a disabled account.
 const CodeUserDisabled = "user_disabled"
 
 // ErrUserDisabled is a login with the right password to a disabled account.
-var ErrUserDisabled = &consensus.Error{Code: CodeUserDisabled, Message: "this account is disabled; a cluster admin can enable it"}
+var ErrUserDisabled = consensus.NewError(CodeUserDisabled, "this account is disabled; a cluster admin can enable it")
 
 // Cluster is what the service needs from the consensus node.
 type Cluster interface {
@@ -446,7 +446,7 @@ func (s *Service) recordFailure(ctx context.Context, e AuditEntry, err error) {
 	e.Message = err.Error()
 	var ce *consensus.Error
 	if errors.As(err, &ce) && ce.Message == e.Message { // not wrapped in words of another's
-		e.Key, e.Format, e.Args = ce.Key, ce.Format, ce.Args
+		e.Key, e.Format, e.Args, e.Inner = ce.Key, ce.Format, ce.Args, ce.Inner
 	}
 	if _, aerr := s.c.Apply(ctx, MsgRecordAudit, e, nil); aerr != nil {
 		s.log.Error("audit record lost", "action", e.Action, "err", aerr)

@@ -31,7 +31,7 @@ func (e *ThrottledError) Error() string {
 // Unwrap gives the error its code, so the API and the UI treat it like the
 // service's other errors.
 func (e *ThrottledError) Unwrap() error {
-	return &consensus.Error{Code: CodeTooManyAttempts, Message: e.Error()}
+	return consensus.NewError(CodeTooManyAttempts, "too many failed logins; try again in %d seconds", retrySeconds(e.RetryAfter))
 }
 
 // RetrySeconds is the whole number of seconds to wait, at least 1: the value
@@ -43,7 +43,7 @@ func retrySeconds(d time.Duration) int { return max(1, int(math.Ceil(d.Seconds()
 // ErrBusy refuses a password check when this node already runs as many as it
 // has CPUs and none finished within Config.HashWait: each costs 19 MiB and
 // tens of milliseconds of a core.
-var ErrBusy = &consensus.Error{Code: consensus.CodeUnavailable, Message: "too many password checks at once; try again in a moment"}
+var ErrBusy = consensus.NewError(consensus.CodeUnavailable, "too many password checks at once; try again in a moment")
 
 // withHashSlot runs f, one of at most Config.HashConcurrency password hashes
 // at once on this node; it waits at most Config.HashWait (or until ctx ends)

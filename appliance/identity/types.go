@@ -3,6 +3,8 @@ package identity
 import (
 	"encoding/json"
 	"time"
+
+	"github.com/cairnhq/cairn/consensus"
 )
 
 // Role is a user's role in one project.
@@ -194,10 +196,11 @@ type AuditEntry struct {
 	Message   string    `json:"message,omitempty"`
 	// Key and Args name a refusal's Message (consensus.Errorm's), or
 	// Format and Args (consensus.Errorf's), for pages in another language.
-	Key        string   `json:"key,omitempty"`
-	Format     string   `json:"format,omitempty"`
-	Args       []string `json:"args,omitempty"`
-	RemoteAddr string   `json:"remote_addr,omitempty"`
-	Node       string   `json:"node,omitempty"`  // which node took the request
-	Count      int      `json:"count,omitempty"` // attempts this entry stands for, when batched (failed logins)
+	Key        string             `json:"key,omitempty"`
+	Format     string             `json:"format,omitempty"`
+	Args       []string           `json:"args,omitempty"`
+	Inner      []*consensus.Error `json:"inner,omitempty"` // refusals quoted in Args, by index
+	RemoteAddr string             `json:"remote_addr,omitempty"`
+	Node       string             `json:"node,omitempty"`  // which node took the request
+	Count      int                `json:"count,omitempty"` // attempts this entry stands for, when batched (failed logins)
 }
