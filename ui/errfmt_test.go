@@ -290,3 +290,56 @@ func TestEveryErrorFormatIsTranslated(t *testing.T) {
 		}
 	}
 }
+
+// Every error code a package declares (a constant Code… = "…", found in the
+// module's source) has a label in every language.
+func TestEveryErrorCodeIsNamed(t *testing.T) {
+	fset := token.NewFileSet()
+	codes := map[string]string{}
+	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || slices.Contains([]string{"node_modules", "testdata", "cache", "out", "data", "bin"}, d.Name())) {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		f, err := parser.ParseFile(fset, path, nil, 0)
+		if err != nil {
+			return err
+		}
+		for _, decl := range f.Decls {
+			g, ok := decl.(*ast.GenDecl)
+			if !ok || g.Tok != token.CONST {
+				continue
+			}
+			for _, spec := range g.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, n := range vs.Names {
+					if !strings.HasPrefix(n.Name, "Code") || i >= len(vs.Values) {
+						continue
+					}
+					if v, ok := stringConst(vs.Values[i]); ok {
+						codes[v] = fset.Position(n.Pos()).String()
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(codes) < 10 {
+		t.Fatalf("found only %d error codes: %v", len(codes), codes)
+	}
+	for lang, cat := range catalogs() {
+		for code, pos := range codes {
+			if _, ok := cat["err."+code]; !ok {
+				t.Errorf("%s: no label err.%s for the code declared at %s", lang, code, pos)
+			}
+		}
+	}
+}

@@ -53,3 +53,18 @@ func TestErrorFormatIsTranslated(t *testing.T) {
 		}
 	}
 }
+
+// The object store's errors that carry no code are said in the reader's
+// words; English says the error's own text.
+func TestStorageErrorsAreTranslated(t *testing.T) {
+	en, zh := &translator{lang: langEN, msgs: catalogs()[langEN]}, &translator{lang: langZH, msgs: catalogs()[langZH]}
+	for _, sentinel := range []error{storage.ErrNoSpace, storage.ErrUnavailable, storage.ErrIncomplete, storage.ErrBadDigest} {
+		err := fmt.Errorf("put object: %w", sentinel)
+		if got := errorText(en, err); !strings.HasSuffix(got, ": "+sentinel.Error()) {
+			t.Errorf("en: %q does not end with %q", got, sentinel.Error())
+		}
+		if got := errorText(zh, err); strings.Contains(got, sentinel.Error()) || !strings.Contains(got, "：") {
+			t.Errorf("zh: %q", got)
+		}
+	}
+}

@@ -117,8 +117,8 @@ func errorText(tr *translator, err error) string {
 	if key := ruleError(err); key != "" {
 		return tr.T(key)
 	}
-	if key, sentinel := storageError(err); key != "" {
-		return tr.Tf("err.detail", tr.T(key), sentinel.Error())
+	if key, _ := storageError(err); key != "" {
+		return tr.Tf("err.detail", tr.T(key), tr.T(key+"_detail")) // English's detail is the error's own text
 	}
 	code := consensus.ErrorCode(err)
 	switch code {
