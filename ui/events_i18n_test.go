@@ -91,7 +91,7 @@ func TestQuotaRefusalInChinese(t *testing.T) {
 // Every kind of thing a service says it did not find has a name in both
 // catalogues, so "未找到云硬盘“x”" names it in the reader's words.
 func TestEveryNotFoundKindIsNamed(t *testing.T) {
-	re := regexp.MustCompile(`notFound\("([^"]+)"`)
+	re := regexp.MustCompile(`(?:notFound\(|ProjectHolder\{Kind: )"([^"]+)"`)
 	kinds := map[string]string{}
 	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
 		if err != nil {

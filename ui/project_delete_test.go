@@ -69,6 +69,11 @@ func TestProjectMembersAndDelete(t *testing.T) {
 		t.Fatalf("delete a project that holds a bucket: %d at %s", p.status, p.path)
 	}
 	mustContain(t, p, "project oncology still holds 1 buckets (onc-scans), 1 networks (onc-net), 1 security groups (pacs); delete them first")
+	// In Chinese, each part of what it holds is said in Chinese.
+	b.get("/lang/zh-CN")
+	p = b.post("/projects/oncology/delete", b.formOn("/projects/oncology", url.Values{}))
+	mustContain(t, p, "冲突：项目 oncology 仍有 1 个“存储桶”（onc-scans）、1 个“网络”（onc-net）、1 个“安全组”（pacs）；请先删除它们")
+	b.get("/lang/en")
 	if _, err := e.svc.GetProject(root, "oncology"); err != nil {
 		t.Fatalf("the refused delete removed the project: %v", err)
 	}

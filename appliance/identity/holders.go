@@ -1,7 +1,6 @@
 package identity
 
 import (
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -40,22 +39,33 @@ func projectHolders() []ProjectHolder {
 }
 
 // projectLeft says what a project still holds: its quota usage, then what
-// the holders name. Empty when it may go.
-func projectLeft(txn *memdb.Txn, project string) string {
-	var left []string
+// the holders name, as one refusal's parameter ("1 VMs, 2 buckets (a,
+// b)") made of coded parts, so a page can say each in its language. Nil
+// when it may go.
+func projectLeft(txn *memdb.Txn, project string) error {
+	var left error
+	add := func(e error) {
+		if left == nil {
+			left = e
+		} else {
+			left = consensus.Errorf(consensus.CodeConflict, "%v, %v", left, e)
+		}
+	}
 	if q := consensus.First[Quota](txn, tQuotas, "id", project); q != nil {
 		u := q.Usage
-		for _, c := range []struct {
-			n    int64
-			what string
-		}{
-			// Networks, routers and floating IPs are named by netfabric's
-			// holders (charged or not); ports go with VMs.
-			{u.Instances, "VMs"}, {u.Volumes, "volumes"}, {u.Snapshots, "snapshots"}, {u.Objects, "objects"},
-		} {
-			if c.n > 0 {
-				left = append(left, fmt.Sprintf("%d %s", c.n, c.what))
-			}
+		// Networks, routers and floating IPs are named by netfabric's
+		// holders (charged or not); ports go with VMs.
+		if u.Instances > 0 {
+			add(consensus.Errorf(consensus.CodeConflict, "%d VMs", u.Instances))
+		}
+		if u.Volumes > 0 {
+			add(consensus.Errorf(consensus.CodeConflict, "%d volumes", u.Volumes))
+		}
+		if u.Snapshots > 0 {
+			add(consensus.Errorf(consensus.CodeConflict, "%d snapshots", u.Snapshots))
+		}
+		if u.Objects > 0 {
+			add(consensus.Errorf(consensus.CodeConflict, "%d objects", u.Objects))
 		}
 		// What the lines above and the holders do not stand for.
 		rest := u
@@ -63,8 +73,8 @@ func projectLeft(txn *memdb.Txn, project string) string {
 		rest.Volumes, rest.VolumeGiB, rest.Snapshots = 0, 0, 0
 		rest.Objects, rest.ObjectGiB = 0, 0
 		rest.Networks, rest.Routers, rest.FloatingIPs = 0, 0, 0 // named by netfabric's holders
-		if len(left) == 0 && rest != (Resources{}) {
-			left = append(left, fmt.Sprintf("resources in use (%+v)", u))
+		if left == nil && rest != (Resources{}) {
+			add(consensus.Errorf(consensus.CodeConflict, "resources in use (%+v)", u))
 		}
 	}
 	for _, h := range projectHolders() {
@@ -77,7 +87,7 @@ func projectLeft(txn *memdb.Txn, project string) string {
 		if len(shown) > 5 {
 			shown = append(shown[:5:5], "…")
 		}
-		left = append(left, fmt.Sprintf("%d %s (%s)", len(names), h.Kind, strings.Join(shown, ", ")))
+		add(consensus.Errorf(consensus.CodeConflict, "%d %s (%s)", len(names), h.Kind, strings.Join(shown, ", ")))
 	}
-	return strings.Join(left, ", ")
+	return left
 }

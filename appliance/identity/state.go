@@ -366,8 +366,8 @@ func applyDeleteEmptyProject(tx *consensus.Tx, c *deleteCmd) (any, error) {
 	if err := checkVersion("project", c.ID, cur.Version, c.IfMatch); err != nil {
 		return nil, err
 	}
-	if left := projectLeft(tx.Txn, c.ID); left != "" {
-		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still holds %s; delete them first", cur.Name, left)
+	if left := projectLeft(tx.Txn, c.ID); left != nil {
+		return nil, consensus.Errorf(consensus.CodeConflict, "project %s still holds %v; delete them first", cur.Name, left)
 	}
 	for _, h := range projectHolders() {
 		if h.Sweep != nil {

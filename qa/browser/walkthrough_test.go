@@ -126,11 +126,49 @@ var walkWords = map[string]map[string]string{
 
 func (w *walk) word(k string) string { return walkWords[w.lang][k] }
 
-// step saves the page as the step's screenshot.
+// step saves the page as the step's screenshot; in Chinese it also wants
+// no English on the page.
 func (w *walk) step(name string) {
 	w.t.Helper()
 	w.n++
 	screenshot(w.t, w.ctx, fmt.Sprintf("walk-%s-%02d-%s", w.lang[:2], w.n, name))
+	if w.lang == "zh-CN" {
+		w.noEnglish(name)
+	}
+}
+
+// Runs of three English words, and raw error codes, are what a Chinese
+// page must not show. Names, addresses and commands are data: the walk's
+// names are single words, and commands sit in <code> and <pre>.
+var (
+	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[ ,;:]+[A-Za-z][A-Za-z'’]+){2,}`)
+	errorCode  = regexp.MustCompile(`\b(invalid_argument|already_exists|not_found|quota_exceeded|precondition_failed|unauthenticated|forbidden|conflict|unavailable)\b`)
+	// What the cluster's software, not Cairn, calls itself.
+	productNames = []string{"QEMU guest agent"}
+)
+
+// noEnglish fails the walk if the page, as the server and its scripts made
+// it, says any of its own words in English.
+func (w *walk) noEnglish(step string) {
+	w.t.Helper()
+	text, err := chromedp.Run(w.ctx, chromedp.Evaluate[string](`(() => {
+		const b = document.body.cloneNode(true);
+		b.querySelectorAll("script, style, code, pre, textarea").forEach(e => e.remove());
+		return b.textContent + " " + [...document.querySelectorAll("[title], [placeholder], [aria-label]")]
+			.map(e => [e.title, e.placeholder, e.getAttribute("aria-label")].join(" ")).join(" ");
+	})()`))
+	if err != nil {
+		w.t.Fatalf("zh: %s: the page's text: %v", step, err)
+	}
+	for _, p := range productNames {
+		text = strings.ReplaceAll(text, p, " ")
+	}
+	for _, m := range englishRun.FindAllString(text, -1) {
+		w.t.Errorf("zh: %s: the page shows English: %q", step, m)
+	}
+	for _, m := range errorCode.FindAllString(text, -1) {
+		w.t.Errorf("zh: %s: the page shows an error code: %q", step, m)
+	}
 }
 
 func (w *walk) do(what string, actions ...chromedp.Action[chromedp.Void]) {
