@@ -209,7 +209,7 @@ func volumesZH() map[string]string {
 		"volumes.on_host":       "机器 %s 的主机",
 		"volumes.boot":          "启动盘",
 		"volumes.uefi":          "UEFI 设置",
-		"volumes.uefi_hint":     "虚拟机的固件设置（启动项），保存在一个小卷上，随虚拟机一起迁移。",
+		"volumes.uefi_hint":     "虚拟机的固件设置（启动项），保存在一块小云硬盘上，随虚拟机一起迁移。",
 		"volumes.unavailable":   "此设备上不提供云硬盘。",
 		"volumes.deleted":       "云硬盘 %s 已删除。",
 		"volumes.size_bad":      "请输入以 GiB 为单位的整数大小，至少为 1。",

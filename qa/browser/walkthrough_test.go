@@ -120,8 +120,8 @@ type walk struct {
 // words are what the checks look for, in each language.
 var walkWords = map[string]map[string]string{
 	"en": {"n+1": "can lose any one node", "power cord": "pulling the power cord", "taken": "already exists in this project",
-		"created": "The VM was created"},
-	"zh-CN": {"n+1": "任意一台节点", "power cord": "拔掉电源线", "taken": "此项目中已有名为", "created": "虚拟机已创建"},
+		"created": "The VM was created", "holds": "still holds", "VMs": "VMs"},
+	"zh-CN": {"n+1": "任意一台节点", "power cord": "拔掉电源线", "taken": "此项目中已有名为", "created": "虚拟机已创建", "holds": "仍有", "VMs": "台虚拟机"},
 }
 
 func (w *walk) word(k string) string { return walkWords[w.lang][k] }
@@ -316,6 +316,17 @@ func (w *walk) run() {
 		t.Fatalf("%s: %s is not a member: %q", w.lang, user, w.text(`tr.member[data-user="`+user+`"]`))
 	}
 	w.step("member")
+	// A project that still holds VMs is not deleted; the refusal says what
+	// it holds, in the page's language.
+	w.do("open a project that holds VMs", chromedp.Navigate(w.base+"/projects/radiology"), chromedp.WaitVisible(chromedp.CSS("#project-delete-submit")))
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.confirm = () => true, true`)); err != nil {
+		t.Fatal(err)
+	}
+	w.do("delete it", chromedp.Click(chromedp.CSS("#project-delete-submit")), chromedp.WaitVisible(chromedp.CSS(".flash.error")))
+	if msg := w.text(".flash.error"); !strings.Contains(msg, w.word("holds")) || !strings.Contains(msg, w.word("VMs")) {
+		t.Fatalf("%s: the refused delete says %q", w.lang, msg)
+	}
+	w.step("project-refused")
 
 	// 7. A bucket and an S3 key from the buckets page; minio-go uses the
 	// key with the certificate the page links.
