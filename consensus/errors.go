@@ -61,9 +61,8 @@ func newError(code, reason, format string, args []any) *Error {
 	if len(verbs) != len(args) {
 		return e // a miscounted format (go vet's to catch) is said as it is
 	}
-	e.Format = format
+	e.Format, e.Args = format, Params(format, args...)
 	for i, v := range verbs {
-		e.Args = append(e.Args, fmt.Sprintf(v, args[i]))
 		var inner *Error
 		if err, ok := args[i].(error); ok && (v == "%v" || v == "%s") && errors.As(err, &inner) && inner.Message == err.Error() {
 			if e.Inner == nil {
@@ -73,6 +72,22 @@ func newError(code, reason, format string, args []any) *Error {
 		}
 	}
 	return e
+}
+
+// Params returns the text each of format's verbs makes of its argument, in
+// order: a message's parameters, for a catalogue that says it in another
+// language with the English format as its ID. Nil if the verbs are not
+// understood (see FormatVerbs) or miscounted.
+func Params(format string, args ...any) []string {
+	verbs := FormatVerbs(format)
+	if len(verbs) != len(args) {
+		return nil
+	}
+	params := make([]string, len(verbs))
+	for i, v := range verbs {
+		params[i] = fmt.Sprintf(v, args[i])
+	}
+	return params
 }
 
 // FormatVerbs returns each formatting verb of format with its flags, width

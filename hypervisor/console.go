@@ -197,7 +197,13 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 	// Every console session is audited, opening and closing: a console is
 	// control of the VM. One that cannot be audited is not opened.
 	actx := identity.WithRemoteAddr(r.Context(), r.RemoteAddr)
-	if err := c.s.id.Record(actx, user, "vm.console.open", vm.Name, vm.ProjectID, kind+" console"); err != nil {
+	record := func(ctx context.Context, action, serial, vnc string, args ...any) error {
+		if kind == ConsoleSerial {
+			return c.s.id.Record(ctx, user, action, vm.Name, vm.ProjectID, serial, args...)
+		}
+		return c.s.id.Record(ctx, user, action, vm.Name, vm.ProjectID, vnc, args...)
+	}
+	if err := record(actx, "vm.console.open", "serial console", "VNC console"); err != nil {
 		c.log.Error("console session refused: cannot audit it", "vm", vm.Name, "err", err)
 		http.Error(w, "console: the session cannot be audited now", http.StatusServiceUnavailable)
 		return
@@ -206,8 +212,8 @@ func (c *Consoles) ServeWebSocket(w http.ResponseWriter, r *http.Request, vmID, 
 	defer func() {
 		cctx, cancel := context.WithTimeout(identity.WithRemoteAddr(context.Background(), r.RemoteAddr), 10*time.Second)
 		defer cancel()
-		msg := fmt.Sprintf("%s console, open for %s", kind, time.Since(opened).Round(time.Second))
-		if err := c.s.id.Record(cctx, user, "vm.console.close", vm.Name, vm.ProjectID, msg); err != nil {
+		open := time.Since(opened).Round(time.Second)
+		if err := record(cctx, "vm.console.close", "serial console, open for %s", "VNC console, open for %s", open); err != nil {
 			c.log.Error("console session close not audited", "vm", vm.Name, "err", err)
 		}
 	}()

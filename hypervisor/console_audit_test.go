@@ -95,6 +95,12 @@ func TestConsoleSessionsAreAudited(t *testing.T) {
 				return fmt.Errorf("entry lacks who, where or what: %+v", en)
 			}
 			got = append(got, en.Action)
+			// The detail keeps its format and parameters, for the audit
+			// page in another language.
+			if en.Action == "vm.console.open" && (en.Message != "serial console" || en.Format != "serial console") ||
+				en.Action == "vm.console.close" && (en.Format != "serial console, open for %s" || len(en.Args) != 1 || en.Message != "serial console, open for "+en.Args[0]) {
+				return fmt.Errorf("entry's detail: %+v", en)
+			}
 		}
 		if strings.Join(got, ",") != "vm.console.close,vm.console.open" {
 			return errors.New("entries: " + strings.Join(got, ","))

@@ -17,15 +17,16 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 )
 
-// formatUse is one call that makes a service error from an English format.
+// formatUse is one call that makes a message from an English format.
 type formatUse struct {
 	pos    string
 	format string
 }
 
-// errorFormats finds every English format a service error is made from: the
-// literal formats passed to consensus.Errorf and consensus.Reasonf, and to
-// any function that hands its own format parameter on to them (a package's
+// errorFormats finds every English format a service's error or audit
+// detail is made from: the literal formats passed to consensus.Errorf,
+// Reasonf and NewError and to identity's Record, and to any function or
+// closure that hands its own format parameter on to them (a package's
 // invalid(format, args...)), followed to any depth.
 func errorFormats(t *testing.T) []formatUse {
 	t.Helper()
@@ -55,41 +56,43 @@ func errorFormats(t *testing.T) []formatUse {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A formatter is named by its package's directory and its name. It
-	// takes its format as the parameter at index, and may put a literal
-	// prefix before it ("network %s: "+format).
+	// A formatter is named by its package's directory and its name (a
+	// method by "method" and its name). It takes formats as the parameters
+	// of its slots, each maybe with a literal prefix ("network %s: "+format).
 	type fn struct{ dir, name string }
-	type formatter struct {
+	type slot struct {
 		index  int
 		prefix string
 	}
-	formatters := map[fn]formatter{{"../consensus", "Errorf"}: {1, ""}, {"../consensus", "Reasonf"}: {2, ""}, {"../consensus", "NewError"}: {1, ""}}
+	formatters := map[fn][]slot{
+		{"../consensus", "Errorf"}: {{1, ""}}, {"../consensus", "Reasonf"}: {{2, ""}}, {"../consensus", "NewError"}: {{1, ""}},
+		{"method", "Record"}: {{5, ""}}, // identity.Service's audit detail
+	}
 	const module = "github.com/cairnhq/cairn/"
-	callee := func(fl file, call *ast.CallExpr) (fn, bool) {
+	callee := func(fl file, call *ast.CallExpr) fn {
 		switch f := call.Fun.(type) {
 		case *ast.Ident:
-			return fn{fl.dir, f.Name}, true
+			return fn{fl.dir, f.Name}
 		case *ast.SelectorExpr:
-			pkg, ok := f.X.(*ast.Ident)
-			if !ok {
-				return fn{}, false
-			}
-			for _, im := range fl.f.Imports {
-				p, _ := strconv.Unquote(im.Path.Value)
-				name := filepath.Base(p)
-				if im.Name != nil {
-					name = im.Name.Name
-				}
-				if name == pkg.Name && strings.HasPrefix(p, module) {
-					return fn{"../" + strings.TrimPrefix(p, module), f.Sel.Name}, true
+			if pkg, ok := f.X.(*ast.Ident); ok {
+				for _, im := range fl.f.Imports {
+					p, _ := strconv.Unquote(im.Path.Value)
+					name := filepath.Base(p)
+					if im.Name != nil {
+						name = im.Name.Name
+					}
+					if name == pkg.Name {
+						return fn{"../" + strings.TrimPrefix(p, module), f.Sel.Name}
+					}
 				}
 			}
+			return fn{"method", f.Sel.Name}
 		}
-		return fn{}, false
+		return fn{}
 	}
-	// wraps says whether a function with these parameters and body hands
-	// one of its parameters on as a formatter's format, and how.
-	wraps := func(fl file, params *ast.FieldList, body *ast.BlockStmt, known func(*ast.CallExpr) (formatter, bool)) (formatter, bool) {
+	// wraps returns the slots through which a function with these
+	// parameters and body hands its parameters on as formats.
+	wraps := func(params *ast.FieldList, body *ast.BlockStmt, known func(*ast.CallExpr) []slot) []slot {
 		names := map[string]int{}
 		i := 0
 		for _, p := range params.List {
@@ -101,41 +104,34 @@ func errorFormats(t *testing.T) []formatUse {
 				i++
 			}
 		}
-		var w formatter
-		found := false
+		var out []slot
 		ast.Inspect(body, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
-			if !ok || found {
-				return !found
-			}
-			f, ok := known(call)
-			if !ok || f.index >= len(call.Args) {
+			if !ok {
 				return true
 			}
-			arg, prefix := call.Args[f.index], ""
-			if b, ok := arg.(*ast.BinaryExpr); ok && b.Op == token.ADD {
-				if p, ok := stringConst(b.X); ok {
-					arg, prefix = b.Y, p
+			for _, sl := range known(call) {
+				if sl.index >= len(call.Args) {
+					continue
+				}
+				arg, prefix := call.Args[sl.index], ""
+				if b, ok := arg.(*ast.BinaryExpr); ok && b.Op == token.ADD {
+					if p, ok := stringConst(b.X); ok {
+						arg, prefix = b.Y, p
+					}
+				}
+				if id, ok := arg.(*ast.Ident); ok {
+					if at, ok := names[id.Name]; ok && !slices.ContainsFunc(out, func(s slot) bool { return s.index == at }) {
+						out = append(out, slot{at, sl.prefix + prefix})
+					}
 				}
 			}
-			if id, ok := arg.(*ast.Ident); ok {
-				if at, ok := names[id.Name]; ok {
-					w, found = formatter{at, f.prefix + prefix}, true
-				}
-			}
-			return !found
+			return true
 		})
-		return w, found
+		return out
 	}
-	global := func(fl file) func(*ast.CallExpr) (formatter, bool) {
-		return func(call *ast.CallExpr) (formatter, bool) {
-			c, ok := callee(fl, call)
-			if !ok {
-				return formatter{}, false
-			}
-			f, ok := formatters[c]
-			return f, ok
-		}
+	global := func(fl file) func(*ast.CallExpr) []slot {
+		return func(call *ast.CallExpr) []slot { return formatters[callee(fl, call)] }
 	}
 	for grew := true; grew; {
 		grew = false
@@ -149,7 +145,7 @@ func errorFormats(t *testing.T) []formatUse {
 				if _, known := formatters[self]; known {
 					continue
 				}
-				if w, ok := wraps(fl, fd.Type.Params, fd.Body, global(fl)); ok {
+				if w := wraps(fd.Type.Params, fd.Body, global(fl)); w != nil {
 					formatters[self] = w
 					grew = true
 				}
@@ -162,17 +158,17 @@ func errorFormats(t *testing.T) []formatUse {
 			var body ast.Node = decl // a package's variables: sentinels made with NewError
 			if fd, ok := decl.(*ast.FuncDecl); ok {
 				if _, wrapper := formatters[fn{fl.dir, fd.Name.Name}]; fd.Body == nil || wrapper && fd.Recv == nil {
-					continue // its format is its callers'
+					continue // its formats are its callers'
 				}
 				body = fd.Body
 			}
 			// Closures that wrap a formatter (bad := func(format string,
 			// args ...any) error {...}) are formatters within this function.
-			local := map[string]formatter{}
-			known := func(call *ast.CallExpr) (formatter, bool) {
+			local := map[string][]slot{}
+			known := func(call *ast.CallExpr) []slot {
 				if id, ok := call.Fun.(*ast.Ident); ok {
 					if f, ok := local[id.Name]; ok {
-						return f, true
+						return f
 					}
 				}
 				return global(fl)(call)
@@ -182,7 +178,7 @@ func errorFormats(t *testing.T) []formatUse {
 					id, ok1 := as.Lhs[0].(*ast.Ident)
 					lit, ok2 := as.Rhs[0].(*ast.FuncLit)
 					if ok1 && ok2 {
-						if w, ok := wraps(fl, lit.Type.Params, lit.Body, known); ok {
+						if w := wraps(lit.Type.Params, lit.Body, known); w != nil {
 							local[id.Name] = w
 							return false
 						}
@@ -192,23 +188,24 @@ func errorFormats(t *testing.T) []formatUse {
 				if !ok {
 					return true
 				}
-				f, ok := known(call)
-				if !ok || f.index >= len(call.Args) {
-					return true
+				for _, sl := range known(call) {
+					if sl.index >= len(call.Args) {
+						continue
+					}
+					pos := fset.Position(call.Pos()).String()
+					format, ok := stringConst(call.Args[sl.index])
+					if !ok {
+						t.Errorf("%s: a message's format is not a literal, so it cannot be translated", pos)
+						continue
+					}
+					uses = append(uses, formatUse{pos, sl.prefix + format})
 				}
-				pos := fset.Position(call.Pos()).String()
-				format, ok := stringConst(call.Args[f.index])
-				if !ok {
-					t.Errorf("%s: an error's format is not a literal, so it cannot be translated", pos)
-					return true
-				}
-				uses = append(uses, formatUse{pos, f.prefix + format})
 				return true
 			})
 		}
 	}
 	if len(uses) < 300 {
-		t.Fatalf("found only %d error formats: is the walk reading the source?", len(uses))
+		t.Fatalf("found only %d formats: is the walk reading the source?", len(uses))
 	}
 	return uses
 }

@@ -58,6 +58,8 @@ func TestGoldenPages(t *testing.T) {
 	audit := auditData{Action: "project.", Entries: []identity.AuditEntry{
 		{Time: goldenTime, UserName: "root", Action: "project.create", Resource: "radiology", Result: "success", RemoteAddr: "10.0.0.9:51234", Node: "node1"},
 		{Time: goldenTime, UserName: "nurse1", Action: "project.create", Resource: "mine", Result: "forbidden", Message: "not allowed to create projects", Format: "not allowed to create projects", Node: "node2"},
+		{Time: goldenTime, UserName: "nurse1", Action: "vm.console.close", Resource: "pacs-viewer", Result: "success", Message: "serial console, open for 1m5s",
+			Format: "serial console, open for %s", Args: []string{"1m5s"}, Node: "node1"},
 		{Time: goldenTime, UserName: "nurse1", Action: "auth.login", Resource: "nurse1", Result: "unauthenticated", Count: 3, Node: "node2",
 			Message: "wrong user name or password: 3 attempts between 2026-03-14T09:20:00Z and 2026-03-14T09:26:53Z",
 			Key:     "login_wrong_n", Args: []string{"3", "2026-03-14T09:20:00Z", "2026-03-14T09:26:53Z"}},

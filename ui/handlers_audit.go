@@ -59,8 +59,9 @@ func (s *server) audit(w http.ResponseWriter, r *http.Request, v *view) {
 	s.render(w, r, http.StatusOK, auditPage(v, d))
 }
 
-// auditDetail is a refusal's detail in the reader's language where it has
-// a key the catalogues know; else as recorded (the tooltip keeps that).
+// auditDetail is an entry's detail in the reader's language where it has
+// a key or a format the catalogues know; else as recorded (the tooltip
+// keeps that).
 func auditDetail(v *view, e identity.AuditEntry) string {
 	if text, ok := keyedText(v.tr, e.Key, e.Args); ok {
 		return text

@@ -1,9 +1,10 @@
 package ui
 
-// errorsZH says the services' errors in Chinese. Each key is the English
-// format an error is made from (consensus.Errorf and its kin; the error
-// carries it as Format), which the catalogue holds as "fmt."+format; English
-// needs no entries, as it shows the error's own message. The verbs of the English format become %s, one per
+// errorsZH says the services' errors and audit details in Chinese. Each key
+// is the English format one is made from (consensus.Errorf and its kin,
+// identity's Record; the error or the audit entry carries it as Format),
+// which the catalogue holds as "fmt."+format; English needs no entries, as
+// it shows the message itself. The verbs of the English format become %s, one per
 // verb in order, or %[n]s where Chinese orders them otherwise. A verb in
 // “…” is a word the catalogue may know (a state, a kind of resource), said
 // in Chinese when it does. TestEveryErrorFormatIsTranslated walks the
@@ -550,12 +551,17 @@ func errorsZH() map[string]string {
 		"no cluster leader reachable: %v (%v)":         "无法连接集群主节点：%s（%s）",
 		"consistent read: %v":                          "一致性读取：%s",
 		"project %s still holds %v; delete them first": "项目 %s 仍有 %s；请先删除它们",
-		"%v, %v":                 "%s、%s",
-		"%d VMs":                 "%s 台虚拟机",
-		"%d volumes":             "%s 个云硬盘",
-		"%d snapshots":           "%s 个快照",
-		"%d objects":             "%s 个对象",
-		"resources in use (%+v)": "使用中的资源（%s）",
-		"%d %s (%s)":             "%s 个“%s”（%s）",
+		"%v, %v":                      "%s、%s",
+		"%d VMs":                      "%s 台虚拟机",
+		"%d volumes":                  "%s 个云硬盘",
+		"%d snapshots":                "%s 个快照",
+		"%d objects":                  "%s 个对象",
+		"resources in use (%+v)":      "使用中的资源（%s）",
+		"%d %s (%s)":                  "%s 个“%s”（%s）",
+		"serial console":              "串口控制台",
+		"VNC console":                 "图形控制台（VNC）",
+		"serial console, open for %s": "串口控制台，已打开 %s",
+		"VNC console, open for %s":    "图形控制台（VNC），已打开 %s",
+		"a client certificate to read the volume, valid until %s": "用于读取该云硬盘的客户端证书，有效期至 %s",
 	}
 }

@@ -172,9 +172,10 @@ func lastArchivedID(path string) (string, error) {
 
 // Record audits an event that changes no replicated state, such as a console
 // session opening or closing: who (userID), from where (the context's
-// remote address), on what, and a message. It fails if the cluster cannot
+// remote address), on what, and a message made from a literal format (the
+// message's ID in the pages' catalogues, as an error's is). It fails if the cluster cannot
 // store the entry, so the caller can refuse what it could not audit.
-func (s *Service) Record(ctx context.Context, userID, action, resource, projectID, message string) error {
+func (s *Service) Record(ctx context.Context, userID, action, resource, projectID, format string, args ...any) error {
 	var p *Principal
 	if u := consensus.First[User](s.read(), tUsers, "id", userID); u != nil {
 		p = &Principal{User: *u}
@@ -183,7 +184,8 @@ func (s *Service) Record(ctx context.Context, userID, action, resource, projectI
 	}
 	e := s.auditEntry(ctx, p, action, resource, projectID)
 	e.Result = "success"
-	e.Message = message
+	e.Message = fmt.Sprintf(format, args...)
+	e.Format, e.Args = format, consensus.Params(format, args...) // the detail's ID and parameters, for pages in another language
 	if _, err := s.c.Apply(ctx, MsgRecordAudit, e, nil); err != nil {
 		return fmt.Errorf("record %s: %w", action, err)
 	}

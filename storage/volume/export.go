@@ -173,7 +173,7 @@ func (s *Service) Export(ctx context.Context, p *identity.Principal, kind, ref s
 	// Whoever holds it reads the whole volume: every grant is audited, and
 	// one that cannot be is not handed out.
 	if err := s.id.Record(ctx, p.User.ID, "volume.export.grant", v.Name, v.ProjectID,
-		"a client certificate to read the volume, valid until "+time.Now().Add(exportTTL).UTC().Format(time.RFC3339)); err != nil {
+		"a client certificate to read the volume, valid until %s", time.Now().Add(exportTTL).UTC().Format(time.RFC3339)); err != nil {
 		return nil, err
 	}
 	return &ExportGrant{Volume: out, URI: fmt.Sprintf("nbds://%s/%s", s.exportAddr, v.ID), CACert: string(ca.PEM),
