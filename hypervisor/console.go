@@ -355,16 +355,30 @@ type bufConn struct {
 func (b bufConn) Read(p []byte) (int, error) { return b.r.Read(p) }
 
 // SerialLog returns the tail of a VM's serial console log (up to max bytes),
-// from whichever node keeps it.
+// from whichever node keeps it. The log can hold what cloud-init printed,
+// passwords included: like a console session, every read that returns any
+// of it is audited, and one that cannot be audited is refused.
 func (c *Consoles) SerialLog(ctx context.Context, p *identity.Principal, ref string, max int64) ([]byte, error) {
 	vm, err := c.s.VM(p, ref)
 	if err != nil {
 		return nil, err
 	}
+	const action = "vm.console.log"
 	if !CanChangeVM(p, vm) {
-		// The log can hold what cloud-init printed, passwords included.
-		return nil, consensus.Errorf(consensus.CodeForbidden, "not allowed to read VM %s's console", vm.Name)
+		return nil, c.s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeForbidden, "not allowed to read VM %s's console", vm.Name))
 	}
+	b, err := c.readLog(ctx, vm, max)
+	if err != nil || len(b) == 0 {
+		return nil, err
+	}
+	if err := c.s.id.Record(ctx, p.User.ID, action, vm.Name, vm.ProjectID, "%d bytes of the serial log", len(b)); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// readLog reads the tail of vm's serial log where it runs.
+func (c *Consoles) readLog(ctx context.Context, vm *VM, max int64) ([]byte, error) {
 	if vm.Node == "" {
 		return nil, nil
 	}

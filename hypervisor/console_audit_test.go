@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -139,5 +140,57 @@ func TestConsoleSessionsAreAudited(t *testing.T) {
 	}
 	if _, res, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+spare.SerialPath, nil); err == nil || res == nil || res.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("a ticket of the disabled user: %v", err)
+	}
+}
+
+// A read of a VM's serial log that returns any of it is audited, with how
+// much it returned; a read by someone who may not open the console is
+// refused, and the refusal is audited too.
+func TestSerialLogReadsAreAudited(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := identity.WithRemoteAddr(context.Background(), "127.0.0.1:4711")
+	e.host(t, "node1", 4, 4096)
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c1", Image: "guest", Flavor: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the VM to be placed", func() error {
+		if vm, err := e.svc.VM(e.user, "c1"); err != nil || vm.Node == "" {
+			return fmt.Errorf("not placed: %v", err)
+		}
+		return nil
+	})
+	log := filepath.Join(t.TempDir(), "serial.log")
+	if err := os.WriteFile(log, []byte("cloud-init: password=ward-9\r\nlogin: "), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cons := NewConsoles(e.svc, onePeer("node1"), func(_, kind string) (string, bool) { return log, kind == "log" }, slog.Default())
+
+	b, err := cons.SerialLog(ctx, e.user, "c1", 1<<10)
+	if err != nil || !strings.Contains(string(b), "login: ") {
+		t.Fatalf("the member's read: %q, %v", b, err)
+	}
+	if _, err := e.id.CreateUser(ctx, e.admin, identity.UserSpec{Name: "viewer", Password: "day-shift-3141"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.id.SetMember(ctx, e.admin, "ward", "viewer", identity.RoleReader); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := cons.SerialLog(ctx, login(t, e.id, "viewer", "day-shift-3141"), "c1", 1<<10); err == nil || b != nil {
+		t.Fatalf("a reader read the serial log: %q, %v", b, err)
+	}
+	es, err := e.id.ListAudit(e.admin, identity.AuditFilter{Action: "vm.console.log"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, en := range es {
+		if en.Resource != "c1" || en.RemoteAddr != "127.0.0.1:4711" || en.ProjectID == "" {
+			t.Errorf("entry lacks what or where: %+v", en)
+		}
+		got = append(got, en.UserName+" "+en.Result+" "+en.Message)
+	}
+	want := fmt.Sprintf("viewer forbidden not allowed to read VM c1's console|nurse success %d bytes of the serial log", len(b))
+	if strings.Join(got, "|") != want {
+		t.Fatalf("audit: %q, want %q", strings.Join(got, "|"), want)
 	}
 }

@@ -27,7 +27,7 @@ func auditActions() []string {
 		"vm.resize", "vm.rename", "vm.delete", "vm.console",
 		"image.", "image.create", "image.import", "image.update", "image.delete",
 		"compute.settings",
-		"vm.console.open", "vm.console.close", "identity.settings.update",
+		"vm.console.open", "vm.console.close", "vm.console.log", "identity.settings.update",
 		"volume.", "volume.create", "volume.delete", "volume.extend", "volume.attach", "volume.detach", "vm.convert-disk",
 		"vm.migrate", "vm.migrate.cancel", "node.cordon", "node.uncordon",
 	}

@@ -777,6 +777,7 @@ func catalogEN() map[string]string {
 		"account.lifetime_saved":          "The maximum lifetime of API tokens was saved.",
 		"action.vm.console.open":          "Console session opened",
 		"action.vm.console.close":         "Console session closed",
+		"action.vm.console.log":           "Serial log read",
 		"action.identity.settings.update": "Change token lifetime",
 	}
 }

@@ -563,5 +563,6 @@ func errorsZH() map[string]string {
 		"serial console, open for %s": "串口控制台，已打开 %s",
 		"VNC console, open for %s":    "图形控制台（VNC），已打开 %s",
 		"a client certificate to read the volume, valid until %s": "用于读取该云硬盘的客户端证书，有效期至 %s",
+		"%d bytes of the serial log":                              "串口日志 %s 字节",
 	}
 }

@@ -776,6 +776,7 @@ func catalogZH() map[string]string {
 		"account.lifetime_saved":          "API 令牌的最长有效期已保存。",
 		"action.vm.console.open":          "控制台会话已打开",
 		"action.vm.console.close":         "控制台会话已关闭",
+		"action.vm.console.log":           "读取了串口日志",
 		"action.identity.settings.update": "修改令牌有效期",
 	}
 }
