@@ -40,7 +40,7 @@ func TestErrorFormatIsTranslated(t *testing.T) {
 		{consensus.Errorf(consensus.CodeConflict, "no other node can take VM %s: %v", "web",
 			consensus.Errorf(consensus.CodeConflict, "no node has %d vCPUs, %d MiB and %d GiB of disk free (%d of %d nodes cordoned)", 2, 2048, 20, 1, 3)),
 			"Conflict: no other node can take VM web: no node has 2 vCPUs, 2048 MiB and 20 GiB of disk free (1 of 3 nodes cordoned)",
-			"冲突：没有其他节点能接收虚拟机 web：没有节点有 2 个空闲虚拟 CPU、2048 MiB 空闲内存和 20 GiB 空闲磁盘（3 个节点中有 1 个已停用）"},
+			"冲突：没有其他节点能接收虚拟机 web：没有节点有 2 个空闲虚拟 CPU、2048 MiB 空闲内存和 20 GiB 空闲磁盘（3 个在线节点中有 1 个已停止使用）"},
 		// Wrapped on its way up, it is still said in the reader's words.
 		{fmt.Errorf("attach: %w", consensus.Errorf(consensus.CodeInvalid, "a VM joins at most %d networks, not %d", 8, 9)),
 			"Invalid input: a VM joins at most 8 networks, not 9", "输入无效：一台虚拟机最多加入 8 个网络，而不是 9 个"},

@@ -90,6 +90,9 @@ func TestEveryUsedKeyIsInTheCatalog(t *testing.T) {
 	for _, st := range []string{storage.DiskActive, storage.DiskDraining} {
 		used = append(used, "diskstate."+st)
 	}
+	for _, st := range []string{volume.ReplicaInSync, volume.ReplicaStale, volume.ReplicaRebuilding} {
+		used = append(used, "repstate."+st) // words in error texts' “…”
+	}
 	for _, h := range []string{storage.HealthOK, storage.HealthFailed, storage.HealthUnknown} {
 		used = append(used, "diskhealth."+h)
 	}

@@ -615,7 +615,7 @@ func catalogZH() map[string]string {
 		"vm.pending":           "待生效的更改",
 		"vmerr.no_room":        "没有节点有 %s 个空闲虚拟 CPU、%s MiB 空闲内存和 %s GiB 空闲磁盘",
 		"vmerr.group":          "（反亲和组“%s”之外）",
-		"vmerr.cordoned":       "（%[2]s 个节点中有 %[1]s 个已停用）",
+		"vmerr.cordoned":       "（%[2]s 个在线节点中有 %[1]s 个已停止使用）",
 		"vm.pending_ram":       "%d MiB 内存",
 		"vm.pending_next":      "下次启动时生效：%s",
 		"vm.error":             "错误：",

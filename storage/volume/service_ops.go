@@ -301,15 +301,16 @@ func (s *Service) Borrow(ctx context.Context, p *identity.Principal, ref, action
 	return &out, release, nil
 }
 
-// describe says what a volume is doing, for refusals.
-func describe(v *Volume) string {
+// describe says what a volume is doing, for refusals: its state, or where
+// it is attached (a coded phrase, said in a page's language).
+func describe(v *Volume) any {
 	switch a := v.Attachment; {
 	case a == nil:
 		return v.State
 	case a.Transfer:
-		return "being transferred through node " + a.Node
+		return consensus.Errorf(consensus.CodeConflict, "being transferred through node %s", a.Node)
 	default:
-		return "attached to " + attachedTo(a)
+		return consensus.Errorf(consensus.CodeConflict, "attached to %v", attachedTo(a))
 	}
 }
 

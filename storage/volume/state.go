@@ -461,11 +461,13 @@ func removeVolume(tx *consensus.Tx, cur *Volume) error {
 	return dropUnreferenced(tx, cur.Parent)
 }
 
-func attachedTo(a *Attachment) string {
+// attachedTo names what holds an attachment ("VM web1"), as a coded phrase
+// a refusal quotes, so a page says it in its language.
+func attachedTo(a *Attachment) error {
 	if a.VM != "" {
-		return "VM " + a.VM
+		return consensus.Errorf(consensus.CodeConflict, "VM %s", a.VM)
 	}
-	return "node " + a.Node
+	return consensus.Errorf(consensus.CodeConflict, "node %s", a.Node)
 }
 
 // applyExtendVolume grows a volume and charges the difference.
