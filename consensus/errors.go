@@ -63,8 +63,7 @@ func newError(code, reason, format string, args []any) *Error {
 	}
 	e.Format, e.Args = format, Params(format, args...)
 	for i, v := range verbs {
-		var inner *Error
-		if err, ok := args[i].(error); ok && (v == "%v" || v == "%s") && errors.As(err, &inner) && inner.Message == err.Error() {
+		if inner := quoted(v, args[i]); inner != nil {
 			if e.Inner == nil {
 				e.Inner = make([]*Error, len(verbs))
 			}
@@ -72,6 +71,22 @@ func newError(code, reason, format string, args []any) *Error {
 		}
 	}
 	return e
+}
+
+// quoted returns the *Error a verb printed whole, if it printed one: its
+// argument is an error whose text is that *Error's message. A nil pointer
+// or an Error method that panics (which fmt survives) is no *Error.
+func quoted(verb string, arg any) (inner *Error) {
+	defer func() {
+		if recover() != nil {
+			inner = nil
+		}
+	}()
+	err, ok := arg.(error)
+	if !ok || (verb != "%v" && verb != "%s") || !errors.As(err, &inner) || inner == nil || inner.Message != err.Error() {
+		return nil
+	}
+	return inner
 }
 
 // Params returns the text each of format's verbs makes of its argument, in

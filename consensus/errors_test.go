@@ -60,8 +60,24 @@ func TestErrorfKeepsFormatAndArgs(t *testing.T) {
 	if !errors.As(Errorf(CodeConflict, "draining %s: %v", "n1", fmt.Errorf("ping: %w", inner)), &e) || e.Inner != nil {
 		t.Fatalf("wrapped inner: %+v", e)
 	}
+	// A nil *Error, or an error whose Error panics, prints as fmt prints it
+	// and is not quoted.
+	var none *Error
+	if !errors.As(Errorf(CodeConflict, "draining %s: %v", "n1", none), &e) || e.Inner != nil || e.Message != "draining n1: <nil>" {
+		t.Fatalf("typed nil: %+v", e)
+	}
+	var wrapped *wrapErr
+	if !errors.As(Errorf(CodeConflict, "draining %s: %v", "n1", wrapped), &e) || e.Inner != nil {
+		t.Fatalf("panicking Error: %+v", e)
+	}
 	// A miscounted call is said as fmt says it, and not translated.
 	if !errors.As(Errorf(CodeInvalid, "%s and %s", "one"), &e) || e.Format != "" || e.Args != nil {
 		t.Fatalf("miscounted: %+v", e)
 	}
 }
+
+// wrapErr's Error and Unwrap need a value: on a nil pointer they panic.
+type wrapErr struct{ err error }
+
+func (w *wrapErr) Error() string { return "wrapped: " + w.err.Error() }
+func (w *wrapErr) Unwrap() error { return w.err }

@@ -96,13 +96,13 @@ const (
 // UEFI settings, if any, on a volume too) and its HA not switched off.
 func Protected(txn *memdb.Txn, vm *VM) error {
 	if vm.Spec.HAOff {
-		return fmt.Errorf("high availability is switched off for VM %s", vm.Name)
+		return consensus.Errorf(consensus.CodeConflict, "high availability is switched off for VM %s", vm.Name)
 	}
 	switch {
 	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
-		return fmt.Errorf("VM %s has local disks on %s, which are lost with it", vm.Name, vm.Node)
+		return consensus.Errorf(consensus.CodeConflict, "VM %s has local disks on %s, which are lost with it", vm.Name, vm.Node)
 	case vm.UEFIOnNode():
-		return fmt.Errorf("VM %s boots with UEFI, whose settings are kept on %s", vm.Name, vm.Node)
+		return consensus.Errorf(consensus.CodeConflict, "VM %s boots with UEFI, whose settings are kept on %s", vm.Name, vm.Node)
 	}
 	return nil
 }
@@ -153,7 +153,7 @@ func applyFailoverVM(tx *consensus.Tx, c *failoverCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeConflict, "VM %s is %s: only a VM that should run is restarted elsewhere", cur.Name, cur.Desired)
 	}
 	if err := Protected(tx.Txn, cur); err != nil {
-		return nil, consensus.Errorf(consensus.CodeConflict, "%v", err)
+		return nil, err
 	}
 	if cur.Spec.HAOnAt > l.Applied {
 		// The lost node may not have seen it switched on, and so not have

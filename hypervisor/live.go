@@ -473,7 +473,7 @@ func EnsureMigrationCA(ctx context.Context, c Cluster) error {
 func loadMigrationCA(txn *memdb.Txn) (*leafca.CA, error) {
 	c := consensus.First[migrationCA](txn, tMigrationCA, "id")
 	if c == nil {
-		return nil, fmt.Errorf("the migration CA is not made yet")
+		return nil, consensus.Errorf(consensus.CodeUnavailable, "the migration CA is not made yet")
 	}
 	return leafca.Parse(c.CertPEM, c.KeyPEM)
 }

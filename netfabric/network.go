@@ -563,7 +563,7 @@ func checkSiteGateway(n *Network, p netip.Prefix) error {
 	bad := func(format string, args ...any) error {
 		return consensus.Errorf(consensus.CodeInvalid, "VLAN network %s: "+format, append([]any{n.ID}, args...)...)
 	}
-	if err := checkUpstreamGateway(n, p, bad); err != nil {
+	if err := checkUpstreamGateway(n, p, true); err != nil {
 		return err
 	}
 	if len(n.Pools) == 0 {
@@ -576,14 +576,18 @@ func checkSiteGateway(n *Network, p netip.Prefix) error {
 }
 
 // checkUpstreamGateway validates a network whose gateway is a router of
-// its own (an external network's, a site's): a host address of the
-// network (default: the first), outside the allocation pools.
-func checkUpstreamGateway(n *Network, p netip.Prefix, bad func(format string, args ...any) error) error {
+// its own (an external network's, a site's on a VLAN network): a host
+// address of the network (default: the first), outside the allocation
+// pools.
+func checkUpstreamGateway(n *Network, p netip.Prefix, vlan bool) error {
 	gw := p.Addr().Next()
 	if n.Gateway != "" {
 		a, err := netip.ParseAddr(n.Gateway)
 		if err != nil || !a.Is4() || !p.Contains(a) || a == p.Addr() || a == lastAddr(p) {
-			return bad("gateway %q is not a host address of %s", n.Gateway, p)
+			if vlan {
+				return invalid("VLAN network %s: gateway %q is not a host address of %s", n.ID, n.Gateway, p)
+			}
+			return invalid("external network %s: gateway %q is not a host address of %s", n.ID, n.Gateway, p)
 		}
 		gw = a
 	}
@@ -593,7 +597,10 @@ func checkUpstreamGateway(n *Network, p netip.Prefix, bad func(format string, ar
 	}
 	for _, pl := range pools {
 		if a, b := netip.MustParseAddr(pl.Start), netip.MustParseAddr(pl.End); !gw.Less(a) && !b.Less(gw) {
-			return bad("allocation pool %s-%s holds the gateway %s", a, b, gw)
+			if vlan {
+				return invalid("VLAN network %s: allocation pool %s-%s holds the gateway %s", n.ID, a, b, gw)
+			}
+			return invalid("external network %s: allocation pool %s-%s holds the gateway %s", n.ID, a, b, gw)
 		}
 	}
 	return nil
@@ -612,7 +619,7 @@ func checkExternal(n *Network, p netip.Prefix) error {
 	if !ifnamePattern.MatchString(n.Interface) {
 		return bad("interface %q is not an interface name (1-15 letters, digits, dots, dashes, underscores)", n.Interface)
 	}
-	return checkUpstreamGateway(n, p, bad)
+	return checkUpstreamGateway(n, p, false)
 }
 
 // GetNetwork returns the network with the given id, or nil.

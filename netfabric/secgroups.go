@@ -487,7 +487,7 @@ func checkRules(tx *consensus.Tx, g *SecurityGroup, rules []Rule) ([]Rule, error
 		}
 		n, err := normalizeRule(r)
 		if err != nil {
-			return nil, consensus.Errorf(consensus.CodeInvalid, "security group %s: %v", g.Name, err)
+			return nil, consensus.Errorf(consensus.CodeInvalid, "security group %s: %v", g.Name, err) // said in the reader's words: err is coded
 		}
 		if n.RemoteGroup != "" && n.RemoteGroup != g.ID {
 			if o := GetSecurityGroup(tx.Txn, n.RemoteGroup); (o == nil || o.Project != g.Project) && n.RemoteGroup != DefaultGroupID(g.Project) {
@@ -521,7 +521,7 @@ func normalizeRule(r Rule) (Rule, error) {
 	case "ingress", "egress":
 		r.Direction = strings.ToLower(r.Direction)
 	default:
-		return r, fmt.Errorf("direction %q: use ingress or egress", r.Direction)
+		return r, consensus.Errorf(consensus.CodeInvalid, "direction %q: use ingress or egress", r.Direction)
 	}
 	switch strings.ToLower(r.EtherType) {
 	case "ipv4", "":
@@ -529,7 +529,7 @@ func normalizeRule(r Rule) (Rule, error) {
 	case "ipv6":
 		r.EtherType = "IPv6"
 	default:
-		return r, fmt.Errorf("ethertype %q: use IPv4 or IPv6", r.EtherType)
+		return r, consensus.Errorf(consensus.CodeInvalid, "ethertype %q: use IPv4 or IPv6", r.EtherType)
 	}
 	v6 := r.EtherType == "IPv6"
 	proto, err := protocolNumber(r.Protocol)
@@ -546,31 +546,31 @@ func normalizeRule(r Rule) (Rule, error) {
 		}
 	}
 	if proto == 1 && v6 {
-		return r, fmt.Errorf("protocol icmp is IPv4's: use icmpv6 for an IPv6 rule")
+		return r, consensus.Errorf(consensus.CodeInvalid, "protocol icmp is IPv4's: use icmpv6 for an IPv6 rule")
 	}
 	if proto == 58 && !v6 {
-		return r, fmt.Errorf("protocol icmpv6 is IPv6's: use icmp for an IPv4 rule")
+		return r, consensus.Errorf(consensus.CodeInvalid, "protocol icmpv6 is IPv6's: use icmp for an IPv4 rule")
 	}
 	if r.PortMin != 0 || r.PortMax != 0 {
 		if !hasPorts(proto) {
-			return r, fmt.Errorf("a port range needs a protocol with ports (tcp, udp, sctp, udplite, dccp), not %q", r.Protocol)
+			return r, consensus.Errorf(consensus.CodeInvalid, "a port range needs a protocol with ports (tcp, udp, sctp, udplite, dccp), not %q", r.Protocol)
 		}
 		if r.PortMax == 0 {
 			r.PortMax = r.PortMin
 		}
 		if r.PortMin < 1 || r.PortMax > 65535 || r.PortMin > r.PortMax {
-			return r, fmt.Errorf("port range %d-%d is invalid: ports are 1-65535, the first no greater than the last", r.PortMin, r.PortMax)
+			return r, consensus.Errorf(consensus.CodeInvalid, "port range %d-%d is invalid: ports are 1-65535, the first no greater than the last", r.PortMin, r.PortMax)
 		}
 	}
 	if r.ICMPType != nil || r.ICMPCode != nil {
 		if !isICMP(proto) {
-			return r, fmt.Errorf("an ICMP type or code needs protocol icmp or icmpv6")
+			return r, consensus.Errorf(consensus.CodeInvalid, "an ICMP type or code needs protocol icmp or icmpv6")
 		}
 		if r.ICMPType == nil {
-			return r, fmt.Errorf("an ICMP code needs an ICMP type")
+			return r, consensus.Errorf(consensus.CodeInvalid, "an ICMP code needs an ICMP type")
 		}
 		if *r.ICMPType < 0 || *r.ICMPType > 255 || (r.ICMPCode != nil && (*r.ICMPCode < 0 || *r.ICMPCode > 255)) {
-			return r, fmt.Errorf("ICMP type and code are 0-255")
+			return r, consensus.Errorf(consensus.CodeInvalid, "ICMP type and code are 0-255")
 		}
 		t := *r.ICMPType
 		r.ICMPType = &t
@@ -580,7 +580,7 @@ func normalizeRule(r Rule) (Rule, error) {
 		}
 	}
 	if r.RemoteCIDR != "" && r.RemoteGroup != "" {
-		return r, fmt.Errorf("a rule has a remote CIDR or a remote group, not both")
+		return r, consensus.Errorf(consensus.CodeInvalid, "a rule has a remote CIDR or a remote group, not both")
 	}
 	if r.RemoteCIDR != "" {
 		p, err := netip.ParsePrefix(r.RemoteCIDR)
@@ -588,19 +588,19 @@ func normalizeRule(r Rule) (Rule, error) {
 			if a, aerr := netip.ParseAddr(r.RemoteCIDR); aerr == nil {
 				p = netip.PrefixFrom(a, a.BitLen())
 			} else {
-				return r, fmt.Errorf("remote CIDR %q: %v", r.RemoteCIDR, err)
+				return r, consensus.Errorf(consensus.CodeInvalid, "remote CIDR %q: %v", r.RemoteCIDR, err)
 			}
 		}
 		if p.Addr().Is4() == v6 || p.Addr().Is4In6() {
-			return r, fmt.Errorf("remote CIDR %s is not an %s prefix", p, r.EtherType)
+			return r, consensus.Errorf(consensus.CodeInvalid, "remote CIDR %s is not an %s prefix", p, r.EtherType)
 		}
 		if p != p.Masked() {
-			return r, fmt.Errorf("remote CIDR %s has host bits set; did you mean %s?", p, p.Masked())
+			return r, consensus.Errorf(consensus.CodeInvalid, "remote CIDR %s has host bits set; did you mean %s?", p, p.Masked())
 		}
 		r.RemoteCIDR = p.String()
 	}
 	if len(r.Description) > 255 {
-		return r, fmt.Errorf("rule description: at most 255 characters")
+		return r, consensus.Errorf(consensus.CodeInvalid, "rule description: at most 255 characters")
 	}
 	return r, nil
 }

@@ -176,7 +176,7 @@ func (s *Service) resolveRules(project, groupID string, rules []Rule, extra map[
 			r.RemoteGroup = id
 		}
 		if _, err := normalizeRule(r); err != nil {
-			return nil, invalid("%v", err)
+			return nil, err
 		}
 		out = append(out, r)
 	}

@@ -165,6 +165,15 @@ func errorFormats(t *testing.T) []formatUse {
 			// Closures that wrap a formatter (bad := func(format string,
 			// args ...any) error {...}) are formatters within this function.
 			local := map[string][]slot{}
+			// A formatter handed in as a value (bad func(format string,
+			// args ...any) error) hides its formats from the walk.
+			if fd, ok := decl.(*ast.FuncDecl); ok {
+				for _, p := range fd.Type.Params.List {
+					if ft, ok := p.Type.(*ast.FuncType); ok && takesFormat(ft) {
+						t.Errorf("%s: %s takes a formatter as a value; the walk cannot see the formats it is called with", fset.Position(p.Pos()), fd.Name.Name)
+					}
+				}
+			}
 			known := func(call *ast.CallExpr) []slot {
 				if id, ok := call.Fun.(*ast.Ident); ok {
 					if f, ok := local[id.Name]; ok {
@@ -198,6 +207,9 @@ func errorFormats(t *testing.T) []formatUse {
 						t.Errorf("%s: a message's format is not a literal, so it cannot be translated", pos)
 						continue
 					}
+					if passThrough(sl.prefix+format) && !passThroughOK[pos[strings.Index(pos, "../")+3:strings.LastIndex(pos[:strings.LastIndex(pos, ":")], ":")]] {
+						t.Errorf("%s: the format %q only passes on another error's English; make that error a coded one and return it, or quote it in words of this one", pos, format)
+					}
 					uses = append(uses, formatUse{pos, sl.prefix + format})
 				}
 				return true
@@ -208,6 +220,33 @@ func errorFormats(t *testing.T) []formatUse {
 		t.Fatalf("found only %d formats: is the walk reading the source?", len(uses))
 	}
 	return uses
+}
+
+// takesFormat says whether a function type takes (format string, args
+// ...any) and returns an error: an error formatter's.
+func takesFormat(ft *ast.FuncType) bool {
+	ps := ft.Params.List
+	if len(ps) < 2 || ft.Results == nil || len(ft.Results.List) != 1 || fmt.Sprint(ft.Results.List[0].Type) != "error" {
+		return false
+	}
+	last, ok := ps[len(ps)-1].Type.(*ast.Ellipsis)
+	str, ok2 := ps[len(ps)-2].Type.(*ast.Ident)
+	return ok && ok2 && str.Name == "string" && fmt.Sprint(last.Elt) == "any"
+}
+
+// passThrough says whether a format is one parameter and no words of its
+// own ("%v"), so a page would show that parameter's English whatever the
+// catalogue says. (A list, "%v, %v", is said in the reader's punctuation.)
+func passThrough(format string) bool {
+	verbs := consensus.FormatVerbs(format)
+	return len(verbs) == 1 && strings.Trim(strings.Replace(format, verbs[0], "", 1), " :;,.()") == ""
+}
+
+// passThroughOK are the files whose pass-through formats no page shows,
+// each with its reason.
+var passThroughOK = map[string]bool{
+	"consensus/bootstrap.go": true, // a joining node's TLS and signature checks, said to that node's log
+	"ui/handlers_routers.go": true, // the UI's own text, already in the reader's language
 }
 
 // stringConst returns the value of a string literal, or of literals joined
