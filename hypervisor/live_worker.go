@@ -590,9 +590,6 @@ func (w *worker) pausedCopy() bool {
 func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) string {
 	o := w.out
 	now := time.Now()
-	if r := info.RAM.Remaining; r > 0 && r < o.best {
-		o.best, o.bestAt = r, now
-	}
 	if vm.Migration.PostCopy && !o.postCopyAsked && (info.RAM.DirtySyncCount >= 2 || !o.guestPausedAt.IsZero()) {
 		// The first pass is over: the admin let the migration go
 		// post-copy (libvirt's postcopy-after-precopy). QEMU still ends
@@ -607,34 +604,20 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 		o.postCopyAsked = true
 		w.log.Info("live migration may go post-copy", "passes", max(info.RAM.DirtySyncCount-1, 0), "guest_paused", !o.guestPausedAt.IsZero(), "remaining", info.RAM.Remaining)
 	}
-	if info.RAM.DirtySyncCount > o.iter {
-		// An iteration boundary: did this pass leave less to send?
-		if o.iter > 0 && o.remaining > 0 && info.RAM.Remaining*10 >= o.remaining*9 {
-			o.stalls++
-			if o.limitMS < downtimeMaxMS {
-				o.limitMS = min(o.limitMS*2, downtimeMaxMS)
-				if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": o.limitMS}); err != nil {
-					w.log.Warn("raise the downtime limit", "err", err)
-				}
-			}
-			if o.stalls >= stallsToConverge && !o.converging {
-				o.converging = true
-				if err := w.inst.SetMigrationParameters(ctx, map[string]any{"max-cpu-throttle": 99, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10}); err != nil {
-					w.log.Warn("let auto-converge slow the guest", "err", err)
-				}
-				w.log.Info("live migration stalls: slowing the guest down", "stalls", o.stalls)
-			}
+	d := o.judge(now, info, vm.Spec.RAMMiB, vm.Migration.Target)
+	if d.raiseLimit {
+		if err := w.inst.SetMigrationParameters(ctx, map[string]any{"downtime-limit": o.limitMS}); err != nil {
+			w.log.Warn("raise the downtime limit", "err", err)
 		}
-		o.iter, o.remaining = info.RAM.DirtySyncCount, info.RAM.Remaining
 	}
-	budget := max(minBudget, time.Duration(float64(budgetPerGiB)*float64(vm.Spec.RAMMiB)/1024))
-	switch {
-	case now.Sub(o.started) > budget:
-		return fmt.Sprintf("not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
-	case o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > progressTimeout:
-		return fmt.Sprintf("no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
-	case !o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > pausedProgressTimeout:
-		return fmt.Sprintf("no progress for %s while the guest was paused for its copy: the link to %s carries nothing", pausedProgressTimeout, vm.Migration.Target)
+	if d.converge {
+		if err := w.inst.SetMigrationParameters(ctx, map[string]any{"max-cpu-throttle": 99, "cpu-throttle-initial": 20, "cpu-throttle-increment": 10}); err != nil {
+			w.log.Warn("let auto-converge slow the guest", "err", err)
+		}
+		w.log.Info("live migration stalls: slowing the guest down", "stalls", o.stalls)
+	}
+	if d.fail != "" {
+		return d.fail
 	}
 	if now.Sub(o.reported) >= time.Second {
 		o.reported = now
@@ -642,6 +625,51 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 		w.warm(ctx, vm)
 	}
 	return ""
+}
+
+// policy is what one look at a migration's progress decides.
+type policy struct {
+	raiseLimit bool   // the downtime limit went up (to o.limitMS)
+	converge   bool   // start auto-converge: the guest is slowed down
+	fail       string // give up, and why; "" to go on
+}
+
+// judge applies the migration policy to what QEMU says now: at each
+// iteration boundary, a pass that left at least 90% of what the one before
+// it left is a stall; each stall doubles the downtime limit (up to
+// downtimeMaxMS), and stallsToConverge of them start auto-converge. It
+// gives up past the budget for the VM's memory, or when the least left to
+// send has not dropped for progressTimeout (pausedProgressTimeout when
+// the guest is paused for its copy).
+func (o *outgoing) judge(now time.Time, info qemu.MigrationInfo, ramMiB int64, target string) policy {
+	var d policy
+	if r := info.RAM.Remaining; r > 0 && r < o.best {
+		o.best, o.bestAt = r, now
+	}
+	if info.RAM.DirtySyncCount > o.iter {
+		// An iteration boundary: did this pass leave less to send?
+		if o.iter > 0 && o.remaining > 0 && info.RAM.Remaining*10 >= o.remaining*9 {
+			o.stalls++
+			if o.limitMS < downtimeMaxMS {
+				o.limitMS = min(o.limitMS*2, downtimeMaxMS)
+				d.raiseLimit = true
+			}
+			if o.stalls >= stallsToConverge && !o.converging {
+				o.converging, d.converge = true, true
+			}
+		}
+		o.iter, o.remaining = info.RAM.DirtySyncCount, info.RAM.Remaining
+	}
+	budget := max(minBudget, time.Duration(float64(budgetPerGiB)*float64(ramMiB)/1024))
+	switch {
+	case now.Sub(o.started) > budget:
+		d.fail = fmt.Sprintf("not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
+	case o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > progressTimeout:
+		d.fail = fmt.Sprintf("no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
+	case !o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > pausedProgressTimeout:
+		d.fail = fmt.Sprintf("no progress for %s while the guest was paused for its copy: the link to %s carries nothing", pausedProgressTimeout, target)
+	}
+	return d
 }
 
 func (w *worker) progress(info qemu.MigrationInfo) *MigrationProgress {
