@@ -14,12 +14,13 @@ func auditActions() []string {
 	return []string{
 		"auth.", "auth.login", "auth.logout", "setup.create_admin",
 		"project.", "project.create", "project.update", "project.delete", "project.member.set", "project.member.remove",
-		"user.", "user.create", "user.update", "user.delete",
+		"user.", "user.create", "user.update", "user.disable", "user.enable", "user.delete",
 		"token.create", "token.revoke",
 		"flavor.", "flavor.create", "flavor.update", "flavor.delete",
 		"quota.set",
 		"bucket.", "bucket.create", "bucket.delete",
-		"object.", "object.put", "object.delete",
+		"bucket.layout", "storage.inline-budget",
+		"object.", "object.put", "object.delete", "object.tags", "object.retention", "object.legal-hold",
 		"upload.", "upload.create", "upload.complete", "upload.abort",
 		"disk.", "disk.add", "disk.draining", "disk.active", "disk.remove",
 		"s3.credential.create", "s3.credential.delete",
@@ -28,8 +29,13 @@ func auditActions() []string {
 		"image.", "image.create", "image.import", "image.update", "image.delete",
 		"compute.settings",
 		"vm.console.open", "vm.console.close", "vm.console.log", "identity.settings.update",
-		"volume.", "volume.create", "volume.delete", "volume.extend", "volume.attach", "volume.detach", "vm.convert-disk",
-		"vm.migrate", "vm.migrate.cancel", "node.cordon", "node.uncordon",
+		"volume.", "volume.create", "volume.delete", "volume.extend", "volume.attach", "volume.detach",
+		"volume.snapshot", "volume.snapshot.delete", "volume.export", "volume.export.grant", "volume.unexport", "vm.convert-disk",
+		"vm.migrate", "vm.migrate.cancel", "vm.ha", "node.cordon", "node.uncordon", "node.drain",
+		"network.", "network.create", "network.subnet", "network.delete", "port.update",
+		"router.", "router.create", "router.set_gateway", "router.add_interface", "router.remove_interface", "router.delete",
+		"floating_ip.", "floating_ip.create", "floating_ip.associate", "floating_ip.disassociate", "floating_ip.delete",
+		"security_group.", "security_group.create", "security_group.rule_add", "security_group.rule_delete", "security_group.delete",
 	}
 }
 
