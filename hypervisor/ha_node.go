@@ -2,8 +2,6 @@ package hypervisor
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -12,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cairnhq/cairn/consensus"
 	"golang.org/x/sys/unix"
 )
 
@@ -24,7 +23,7 @@ type Watchdog interface {
 
 // errFenced keeps HA VMs from starting on a node that cannot renew its
 // lease: they may be starting elsewhere.
-var errFenced = errors.New("this node has lost contact with the cluster: its HA VMs start again once it is back, here or elsewhere")
+var errFenced = consensus.NewError("", "this node has lost contact with the cluster: its HA VMs start again once it is back, here or elsewhere")
 
 // fenced says whether this node has stopped its HA VMs for want of a
 // lease.
@@ -236,7 +235,7 @@ func (n *NodeAgent) kickAll() {
 // fencedStart says why a VM may not start here now, or nil.
 func (n *NodeAgent) fencedStart(vm *VM) error {
 	if n.fenced() && Protected(n.c.Store().ReadTxn(), vm) == nil {
-		return notReady{fmt.Errorf("%w", errFenced)}
+		return notReady{errFenced}
 	}
 	return nil
 }

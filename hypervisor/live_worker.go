@@ -1018,7 +1018,7 @@ func (w *worker) receive(ctx context.Context, vm *VM) (string, error) {
 		}
 		sock, _, ok := w.n.cfg.Block.Standby(v.ID)
 		if !ok {
-			return "", notReady{fmt.Errorf("volume %s is not served here yet", v.Name)}
+			return "", notReady{consensus.Errorf("", "volume %s is not served here yet", v.Name)}
 		}
 		source := "nbd+unix:///" + v.ID + "?socket=" + sock
 		if v.Attachment.Firmware {

@@ -306,7 +306,7 @@ func (s *Scheduler) place(ctx context.Context, vm *VM) {
 	}
 	cmd := placeVMCmd{ID: vm.ID, Node: node, At: time.Now().UTC()}
 	if err != nil {
-		cmd.Error = err.Error()
+		cmd.Error, cmd.ErrorSaid = err.Error(), said(err)
 	}
 	if _, err := s.c.Apply(ctx, MsgPlaceVM, cmd, nil); err != nil && ctx.Err() == nil {
 		// A conflict means the state moved under us (another placement

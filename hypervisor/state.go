@@ -83,6 +83,9 @@ type placeVMCmd struct {
 	Node  string    `json:"node,omitempty"`
 	Error string    `json:"error,omitempty"` // no node fits
 	At    time.Time `json:"at"`
+	// ErrorSaid is Error as made from its format, for pages in another
+	// language; none from older schedulers.
+	ErrorSaid *consensus.Error `json:"error_said,omitempty"`
 }
 
 type setDesiredCmd struct {
@@ -349,7 +352,7 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 	}
 	vm := *cur
 	if c.Error != "" {
-		vm.Status = VMStatus{State: StateError, Error: c.Error, UpdatedAt: c.At}
+		vm.Status = VMStatus{State: StateError, Error: c.Error, ErrorSaid: c.ErrorSaid, UpdatedAt: c.At}
 		if err := tx.Insert(tVMs, &vm); err != nil {
 			return nil, err
 		}

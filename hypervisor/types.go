@@ -1,6 +1,11 @@
 package hypervisor
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"github.com/cairnhq/cairn/consensus"
+)
 
 // Desired power states of a VM, set by its owner through the API.
 const (
@@ -107,6 +112,32 @@ type VMStatus struct {
 	Pending   string    `json:"pending,omitempty"` // a change that waits for the next stop/start
 	StartedAt time.Time `json:"started_at,omitzero"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
+	// ErrorSaid and PendingSaid are Error and Pending as made from a
+	// format (consensus.Errorf's Format, Args and Inner), for pages in
+	// another language; nil when free text (QEMU's own words).
+	ErrorSaid   *consensus.Error `json:"error_said,omitempty"`
+	PendingSaid *consensus.Error `json:"pending_said,omitempty"`
+}
+
+// failed marks st as an error, said as err says it.
+func (st *VMStatus) failed(err error) {
+	st.State, st.Error, st.ErrorSaid = StateError, err.Error(), said(err)
+}
+
+// waiting says what st waits for before it can start.
+func (st *VMStatus) waiting(err error) {
+	w := consensus.Errorf("", "waiting: %v", err)
+	st.Pending, st.PendingSaid = w.Error(), said(w)
+}
+
+// said is err as made from a format, if it was and nothing wrapped it in
+// other words; nil otherwise.
+func said(err error) *consensus.Error {
+	var e *consensus.Error
+	if errors.As(err, &e) && e.Message == err.Error() && (e.Format != "" || e.Key != "") {
+		return e
+	}
+	return nil
 }
 
 // VM is one virtual machine: desired state from its owner, placement from

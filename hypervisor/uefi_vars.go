@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/storage/nbd"
 	"github.com/cairnhq/cairn/storage/volume"
 )
@@ -58,7 +59,7 @@ func (w *worker) varsVolume(ctx context.Context, vm *VM, st VMStatus) (string, e
 		b, ok = w.n.cfg.Block.Backend(v.ID)
 	}
 	if !ok {
-		return "", notReady{fmt.Errorf("volume %s is being opened", v.Name)}
+		return "", notReady{consensus.Errorf("", "volume %s is being opened", v.Name)}
 	}
 	fromFile := vm.Spec.VarsFrom == w.n.cfg.Name
 	what, err := w.fillVars(ctx, vm, b, fromFile)

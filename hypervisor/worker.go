@@ -192,7 +192,7 @@ func (w *worker) exited(ctx context.Context) {
 	}
 	if len(w.crashes) >= maxCrashes {
 		w.failed = vm.Version
-		st.State, st.Error = StateError, fmt.Sprintf("QEMU exited unexpectedly %d times within %s; not restarted", len(w.crashes), crashWindow)
+		st.failed(consensus.Errorf("", "QEMU exited unexpectedly %d times within %s; not restarted", len(w.crashes), crashWindow))
 		w.report(ctx, vm, st, reportOpts{})
 		return
 	}
@@ -295,7 +295,9 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 					w.log.Info("VM waits to start", "why", why)
 					w.waitingFor = why
 				}
-				w.report(ctx, vm, VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel, Pending: "waiting: " + err.Error()}, reportOpts{})
+				st := VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}
+				st.waiting(err)
+				w.report(ctx, vm, st, reportOpts{})
 				// Soon: a volume is served a moment after its writer
 				// epoch is taken, and a restart elsewhere waits on it.
 				w.retryAt = time.Now().Add(notReadyRetry)
@@ -304,7 +306,8 @@ func (w *worker) reconcile(ctx context.Context, vm *VM) (bool, error) {
 			}
 			w.waitingFor = ""
 			w.log.Warn("VM did not start", "err", err)
-			st := VMStatus{State: StateError, Error: err.Error(), Accel: w.n.cfg.Accel}
+			st := VMStatus{Accel: w.n.cfg.Accel}
+			st.failed(err)
 			w.report(ctx, vm, st, reportOpts{})
 			var t transient
 			if errors.As(err, &t) {
@@ -474,11 +477,10 @@ func (w *worker) volumeDisks(vm *VM) ([]Disk, error) {
 		}
 		d, ok := w.volumeDisk(v)
 		if !ok {
-			what := "being opened"
 			if v.Unfilled() {
-				what = "being filled from " + v.Source.String()
+				return nil, notReady{consensus.Errorf("", "volume %s is being filled from %v", v.Name, v.Source.Phrase())}
 			}
-			return nil, notReady{fmt.Errorf("volume %s is %s", v.Name, what)}
+			return nil, notReady{consensus.Errorf("", "volume %s is being opened", v.Name)}
 		}
 		disks = append(disks, d)
 	}
@@ -657,7 +659,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 		// QEMU stopped the guest itself: io-error (a full or failing
 		// disk), guest-panicked, internal-error. Say so; a stop and start
 		// is the way out.
-		st.State, st.Error = StateError, "QEMU stopped the VM: "+qs.State
+		st.failed(consensus.Errorf("", "QEMU stopped the VM: %s", qs.State))
 	}
 	w.resize(ctx, vm, &st)
 	if vp := w.syncVolumes(ctx, vm); len(vp) > 0 {
@@ -765,8 +767,9 @@ func (w *worker) stopVM(ctx context.Context, vm *VM) error {
 		// must not be said to be (a stopped VM may move to another node).
 		// The plug is the only way left, and only a force-stop pulls it.
 		if vm.StopMode != StopForce {
-			w.report(ctx, vm, VMStatus{State: StateError, Accel: vm.Status.Accel,
-				Error: "QEMU still runs but its monitor does not answer, so the guest cannot be asked to shut down: force-stop ends it"}, reportOpts{})
+			st := VMStatus{Accel: vm.Status.Accel}
+			st.failed(consensus.Errorf("", "QEMU still runs but its monitor does not answer, so the guest cannot be asked to shut down: force-stop ends it"))
+			w.report(ctx, vm, st, reportOpts{})
 			return fmt.Errorf("stop %s: QEMU runs but its monitor does not answer", vm.ID)
 		}
 		if err := w.n.cfg.Driver.Cleanup(ctx, func(name string) bool { return name != vm.ID }); err != nil {

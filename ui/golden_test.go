@@ -3,6 +3,7 @@ package ui
 import (
 	"bytes"
 	"context"
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -156,6 +158,8 @@ func TestGoldenPages(t *testing.T) {
 		"volume_en":          volumePage(goldenView(langEN, false, "volumes"), volDetached),
 		"volume_zh_attached": volumePage(goldenView(langZH, false, "volumes"), volAttached),
 		"vm_zh_error":        vmPage(goldenView(langZH, false, "vms"), vmData{VM: vms.VMs[0].VM, ProjectName: "radiology", CanChange: true}),
+		"vm_zh_qemu_stopped": vmPage(goldenView(langZH, false, "vms"), vmData{VM: saidVM(vm.VM, hypervisor.StateError, "QEMU stopped the VM: %s", "io-error"), ProjectName: "radiology", CanChange: true}),
+		"vm_zh_waiting":      vmPage(goldenView(langZH, false, "vms"), vmData{VM: saidVM(vm.VM, hypervisor.StateBuilding, "volume %s is being filled from %v", "pacs-viewer-boot", volume.Source{Image: "debian-12"}.Phrase()), ProjectName: "radiology", CanChange: true}),
 		"vm_zh_reader":       vmPage(goldenView(langZH, false, "vms"), vmData{VM: readerCopy(vm.VM), ProjectName: "radiology", FlavorName: "m1.small", ImageName: "debian-12", Events: vm.Events}),
 		"console_en":         consolePage(goldenView(langEN, false, "vms"), consoleData{VM: vm.VM, Path: "/api/v1/vms/vm-1/vnc?ticket=T"}),
 		"console_zh_none":    consolePage(goldenView(langZH, false, "vms"), consoleData{VM: vm.VM, Error: "控制台不可用"}),
@@ -219,4 +223,18 @@ func goldenTokens() []tokenRow {
 		{Token: identity.Token{ID: "0123456789abcdef", Kind: identity.TokenSession, Name: "login", CreatedAt: goldenTime, ExpiresAt: goldenTime.Add(12 * time.Hour)}, User: "root", Current: true},
 		{Token: identity.Token{ID: "fedcba9876543210", Kind: identity.TokenAPI, Name: "backup-job", CreatedAt: goldenTime, ExpiresAt: goldenTime.Add(90 * 24 * time.Hour)}, User: "nurse1"},
 	}
+}
+
+// saidVM is vm with a status its node made from a format: an error, or
+// (building) what it waits for.
+func saidVM(vm hypervisor.VM, state, format string, args ...any) hypervisor.VM {
+	var e *consensus.Error
+	if state == hypervisor.StateBuilding {
+		errors.As(consensus.Errorf("", "waiting: %v", consensus.Errorf("", format, args...)), &e)
+		vm.Status = hypervisor.VMStatus{State: state, Pending: e.Message, PendingSaid: e}
+		return vm
+	}
+	errors.As(consensus.Errorf("", format, args...), &e)
+	vm.Status = hypervisor.VMStatus{State: state, Error: e.Message, ErrorSaid: e}
+	return vm
 }

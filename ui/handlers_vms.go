@@ -859,6 +859,9 @@ func keyedEvent(v *view, e hypervisor.Event) string {
 // refused, with its reason; a volume being opened) is said as the node
 // said it. The node's words stay in the tooltip.
 func pendingText(v *view, vm *hypervisor.VM) string {
+	if vm.Status.PendingSaid != nil { // made from a format: what it waits for
+		return messageText(v.tr, vm.Status.PendingSaid)
+	}
 	if vm.Status.Pending == fmt.Sprint([]string{fmt.Sprintf("%d MiB at the next start", vm.Spec.RAMMiB)}) {
 		return v.Tf("vm.pending_next", v.Tf("vm.pending_ram", vm.Spec.RAMMiB))
 	}
@@ -883,6 +886,15 @@ func (s *server) addUsage(v *view, r *http.Request, d *vmData) {
 // noRoomRE reads the scheduler's refusal (hypervisor/scheduler.go): what
 // the VM needs, its anti-affinity group, the cordoned nodes.
 var noRoomRE = regexp.MustCompile(`^no node has (\d+) vCPUs, (\d+) MiB and (\d+) GiB of disk free(?: outside anti-affinity group "([^"]*)")?(?: \((\d+) of (\d+) nodes cordoned\))?$`)
+
+// vmStatusError is a VM's error in the reader's language: from its format
+// where its node made it from one, else as vmErrorText says it.
+func vmStatusError(v *view, st hypervisor.VMStatus) string {
+	if st.ErrorSaid != nil {
+		return messageText(v.tr, st.ErrorSaid)
+	}
+	return vmErrorText(v, st.Error)
+}
 
 // vmErrorText is a VM's error in the reader's language where it is the
 // scheduler's (no node has room for it), with all its details; other

@@ -184,7 +184,7 @@ func formatText(tr *translator, format string, params []string, inner []*consens
 		if i < 0 || i >= len(params) || !strings.HasSuffix(text[:m[0]], "“") || !strings.HasPrefix(text[m[1]:], "”") {
 			continue
 		}
-		for _, vocab := range []string{"vmstate.", "volstate.", "vmdesired.", "migphase.", "diskstate.", "repstate.", "kind.", "quota."} {
+		for _, vocab := range []string{"vmstate.", "volstate.", "vmdesired.", "migphase.", "diskstate.", "repstate.", "qemustate.", "kind.", "quota."} {
 			if w, ok := tr.msgs[vocab+params[i]]; ok {
 				args[i] = w
 				break

@@ -168,11 +168,15 @@ type Source struct {
 }
 
 // String says what the source is.
-func (s Source) String() string {
+func (s Source) String() string { return s.Phrase().Error() }
+
+// Phrase names the source as a coded phrase a refusal quotes, so a page
+// says it in its language.
+func (s Source) Phrase() error {
 	if s.VMDisk != "" {
-		return "the local disk of VM " + s.VMDisk
+		return consensus.Errorf("", "the local disk of VM %s", s.VMDisk)
 	}
-	return "image " + s.Image
+	return consensus.Errorf("", "image %s", s.Image)
 }
 
 // Unfilled tells whether the volume's source still has to be written.

@@ -183,7 +183,7 @@ func applyCreateSnapshot(tx *consensus.Tx, c *createSnapshotCmd) (any, error) {
 	case cur.State != StateAvailable && cur.State != StateInUse:
 		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is %s", cur.Name, cur.State)
 	case cur.Unfilled():
-		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still being filled from %s", cur.Name, cur.Source)
+		return nil, consensus.Errorf(consensus.CodeConflict, "volume %s is still being filled from %v", cur.Name, cur.Source.Phrase())
 	case cur.Snapshotting != "":
 		return nil, consensus.Errorf(consensus.CodeConflict, "a snapshot of volume %s is being taken", cur.Name)
 	case s.ID == "" || getVolume(tx.Txn, s.ID) != nil:
