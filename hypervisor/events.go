@@ -32,7 +32,7 @@ var eventTexts = map[string]string{
 	"moved_live_all":      "moved live from %s to %s in %s: %s MiB of memory sent, the guest paused for %s ms; it went post-copy %s after the start",
 	"moved_error":         "moved from %s to %s: %s",
 	"migration_cancel":    "live migration to %s cancelled: %s",
-	"migration_failed":    "live migration to %s failed, the VM runs on on %s: %s",
+	"migration_failed":    "live migration to %s failed, the VM keeps running on %s: %s",
 	"volume_attached":     "volume %s attached",
 	"volume_kept":         "volume %s stays attached: %s",
 	"volume_detached":     "volume %s unplugged and detached",

@@ -25,7 +25,7 @@ func eventsEN() map[string]string {
 		"vmevent.msg.moved_live_all":      "moved live from %s to %s in %s: %s MiB of memory sent, the guest paused for %s ms; it went post-copy %s after the start",
 		"vmevent.msg.moved_error":         "moved from %s to %s: %s",
 		"vmevent.msg.migration_cancel":    "live move to %s cancelled: %s",
-		"vmevent.msg.migration_failed":    "live move to %s failed, the VM runs on on %s: %s",
+		"vmevent.msg.migration_failed":    "live move to %s failed, the VM keeps running on %s: %s",
 		"vmevent.msg.volume_attached":     "volume %s attached",
 		"vmevent.msg.volume_kept":         "volume %s stays attached: %s",
 		"vmevent.msg.volume_detached":     "volume %s unplugged and detached",

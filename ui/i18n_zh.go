@@ -610,7 +610,7 @@ func catalogZH() map[string]string {
 		"vm.back":       "返回虚拟机列表",
 		"vm.desired":    "请求的状态",
 		"vm.accel":      "加速方式",
-		"vm.flavor":     "规格",
+		"vm.flavor":     "规格（flavor）",
 		"vm.data_disks": "数据盘",
 		"vm.pending":    "待生效的更改",
 		// Why QEMU stopped a guest (its run state), in a VM's error.
