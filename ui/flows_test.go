@@ -189,12 +189,15 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	b := e.browser()
 	b.login("root", "correct horse")
 
-	// Project: plain POST, then redirect to the list with a message.
+	// Project: plain POST, then redirect to the new project's own page
+	// with a message; the list has it.
 	p := b.post("/projects", b.formOn("/projects", url.Values{"name": {"radiology"}, "description": {"PACS and viewers"}}))
-	if p.status != http.StatusOK || p.path != "/projects?created=radiology" {
+	if p.status != http.StatusOK || p.path != "/projects/radiology?created=radiology" {
 		t.Fatalf("create project: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, `<tr class="project" data-name="radiology">`, "PACS and viewers", "Project radiology was created.")
+	mustContain(t, p, "Project radiology was created.", `id="member-form"`)
+	mustContain(t, b.get("/projects"), `<tr class="project" data-name="radiology">`, "PACS and viewers")
+	mustNotContain(t, b.get("/projects/radiology"), "was created")
 	if ps := e.svc.ListProjects(adminPrincipal(t, e)); len(ps) != 1 || ps[0].Name != "radiology" {
 		t.Fatalf("projects in the service: %+v", ps)
 	}
@@ -246,10 +249,11 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 
 	// A user, then make them a member of the project.
 	p = b.post("/users", b.formOn("/users", url.Values{"name": {"nurse1"}, "display_name": {"Li Na"}, "password": {"pw-for-nurse-one"}, "password2": {"pw-for-nurse-one"}}))
-	if p.status != http.StatusOK || p.path != "/users?created=nurse1" {
+	if p.status != http.StatusOK || p.path != "/users/nurse1?created=nurse1" {
 		t.Fatalf("create user: %d at %s\n%s", p.status, p.path, p.body)
 	}
-	mustContain(t, p, `<tr class="user" data-name="nurse1" data-admin="false" data-disabled="false">`, "Li Na")
+	mustContain(t, p, "User nurse1 was created.")
+	mustContain(t, b.get("/users"), `<tr class="user" data-name="nurse1" data-admin="false" data-disabled="false">`, "Li Na")
 
 	p = b.post("/projects/radiology/members", b.formOn("/projects/radiology", url.Values{"user": {"nurse1"}, "role": {"member"}}))
 	if p.status != http.StatusOK || p.path != "/projects/radiology?saved=member" {

@@ -127,7 +127,7 @@ func (s *server) createBucket(w http.ResponseWriter, r *http.Request, v *view) {
 		s.bucketsFormError(w, r, v, &f, err)
 		return
 	}
-	s.redirect(w, r, "/buckets?created="+url.QueryEscape(f.Name))
+	s.redirect(w, r, string(bucketURL(f.Name, ""))+"?created="+url.QueryEscape(f.Name)) // the new bucket's own page
 }
 
 func (s *server) deleteBucket(w http.ResponseWriter, r *http.Request, v *view) {
@@ -255,7 +255,9 @@ func (s *server) bucket(w http.ResponseWriter, r *http.Request, v *view) {
 		s.failPage(w, r, v, err)
 		return
 	}
-	if name := q.Get("uploaded"); name != "" {
+	if name := q.Get("created"); name != "" && name == d.Bucket.ID {
+		v.flash = v.Tf("buckets.created", name)
+	} else if name := q.Get("uploaded"); name != "" {
 		v.flash = v.Tf("objects.uploaded", name)
 	} else if name := q.Get("deleted"); name != "" {
 		v.flash = v.Tf("objects.deleted", name)

@@ -47,7 +47,7 @@ func (s *server) createProject(w http.ResponseWriter, r *http.Request, v *view) 
 		s.render(w, r, formStatus, projectsPage(v, s.projectList(v), f))
 		return
 	}
-	s.redirect(w, r, "/projects?created="+url.QueryEscape(f.Name))
+	s.redirect(w, r, string(projectURL(f.Name))+"?created="+url.QueryEscape(f.Name)) // the new project's own page
 }
 
 // projectData loads the project page; err is set only when the project
@@ -121,6 +121,9 @@ func (s *server) project(w http.ResponseWriter, r *http.Request, v *view) {
 	if err != nil {
 		s.failPage(w, r, v, err)
 		return
+	}
+	if name := r.URL.Query().Get("created"); name == d.Project.Name {
+		v.flash = v.Tf("projects.created", name)
 	}
 	switch r.URL.Query().Get("saved") {
 	case "member":

@@ -64,7 +64,7 @@ func (s *server) createUser(w http.ResponseWriter, r *http.Request, v *view) {
 		s.render(w, r, formStatus, usersPage(v, s.userList(v), f))
 		return
 	}
-	s.redirect(w, r, "/users?created="+url.QueryEscape(f.Name))
+	s.redirect(w, r, string(userURL(f.Name))+"?created="+url.QueryEscape(f.Name)) // the new user's own page
 }
 
 // resetPassword sets another user's password (cluster admins); the service
@@ -107,6 +107,8 @@ func (s *server) user(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	if r.URL.Query().Get("saved") != "" {
 		v.flash = v.Tf("user.saved", u.Name)
+	} else if r.URL.Query().Get("created") == u.Name {
+		v.flash = v.Tf("users.created", u.Name)
 	}
 	s.render(w, r, http.StatusOK, userPage(v, *u, userEditForm{DisplayName: u.DisplayName, ClusterAdmin: u.ClusterAdmin}))
 }

@@ -204,7 +204,18 @@ func TestLoginDashboardProjectFlavor(t *testing.T) {
 	); err != nil {
 		t.Fatalf("create project: %v", err)
 	}
+	// The create lands on the new project's page; the list has it.
+	testutil.WaitFor(t, 15*time.Second, "the new project's page", func() error {
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname`))
+		if err != nil || at != "/projects/cardiology" {
+			return fmt.Errorf("at %q, %v", at, err)
+		}
+		return nil
+	})
 	testutil.WaitFor(t, 15*time.Second, "the project in the list", func() error {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/projects"), chromedp.WaitVisible(chromedp.CSS("#projects"))); err != nil {
+			return err
+		}
 		txt, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS("#projects")))
 		if err != nil || !strings.Contains(txt, "cardiology") {
 			return fmt.Errorf("projects table: %q %v", txt, err)
@@ -296,6 +307,9 @@ func usersInBrowser(t *testing.T, ctx context.Context, api *cairntest.Client) {
 		chromedp.SendKeys(chromedp.CSS("#user-password"), "ward-7-nights"),
 		chromedp.SendKeys(chromedp.CSS("#user-password2"), "ward-7-nights"),
 		chromedp.Click(chromedp.CSS("#user-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#user-edit-form")), // the new user's page
+		chromedp.Click(chromedp.CSS("#nav-admin")),
+		chromedp.Click(chromedp.CSS("#nav-users")),
 		chromedp.WaitVisible(chromedp.CSS(`tr.user[data-name="nurse"][data-disabled="false"]`)),
 	); err != nil {
 		screenshot(t, ctx, "users-failed")

@@ -71,7 +71,14 @@ func TestBucketBrowserUpload(t *testing.T) {
 		screenshot(t, ctx, "buckets-failed")
 		t.Fatalf("create a bucket: %v", err)
 	}
-	testutil.WaitFor(t, 15*time.Second, "the bucket in the list", func() error {
+	testutil.WaitFor(t, 15*time.Second, "the new bucket's page, then the bucket in the list", func() error {
+		at, err := chromedp.Run(ctx, chromedp.Evaluate[string](`location.pathname`))
+		if err != nil || at != "/buckets/scans" {
+			return fmt.Errorf("at %q, %v", at, err)
+		}
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/buckets"), chromedp.WaitVisible(chromedp.CSS("#buckets"))); err != nil {
+			return err
+		}
 		n, err := count(ctx, `#buckets tr.bucket[data-name="scans"]`)
 		if err != nil || n != 1 {
 			return fmt.Errorf("%d rows, %v", n, err)

@@ -184,6 +184,22 @@ func (w *walk) do(what string, actions ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
+// landsOn wants the browser at path, without the one-time message: a
+// create lands on what it made, and a reload shows it again, not the form.
+func (w *walk) landsOn(path string) {
+	w.t.Helper()
+	err := testutil.Eventually(10*time.Second, func() error {
+		at, err := chromedp.Run(w.ctx, chromedp.Evaluate[string](`location.pathname + location.search`))
+		if err != nil || at != path {
+			return fmt.Errorf("at %q (%v)", at, err)
+		}
+		return nil
+	})
+	if err != nil {
+		w.t.Fatalf("%s: after the create the browser is not at %s: %v", w.lang, path, err)
+	}
+}
+
 func (w *walk) text(sel string) string {
 	s, _ := textOf(w.ctx, sel)
 	return strings.TrimSpace(s)
@@ -297,7 +313,8 @@ func (w *walk) run() {
 		chromedp.Navigate(w.base+"/projects"), chromedp.WaitVisible(chromedp.CSS("#project-form")),
 		chromedp.SendKeys(chromedp.CSS("#project-name"), project),
 		chromedp.Click(chromedp.CSS("#project-submit")),
-		chromedp.WaitVisible(chromedp.CSS(`#projects a[href="/projects/`+project+`"]`)))
+		chromedp.WaitVisible(chromedp.CSS("#member-form")))
+	w.landsOn("/projects/" + project)
 	w.step("project")
 	w.do("create a user",
 		chromedp.Navigate(w.base+"/users"), chromedp.WaitVisible(chromedp.CSS("#user-form")),
@@ -305,7 +322,8 @@ func (w *walk) run() {
 		chromedp.SendKeys(chromedp.CSS("#user-password"), "Ward-handover-2026"),
 		chromedp.SendKeys(chromedp.CSS("#user-password2"), "Ward-handover-2026"),
 		chromedp.Click(chromedp.CSS("#user-submit")),
-		chromedp.WaitVisible(chromedp.CSS(`tr.user[data-name="`+user+`"]`)))
+		chromedp.WaitVisible(chromedp.CSS("#user-edit-form")))
+	w.landsOn("/users/" + user)
 	w.step("user")
 	w.do("make the user a member",
 		chromedp.Navigate(w.base+"/projects/"+project), chromedp.WaitVisible(chromedp.CSS("#member-submit")),
@@ -336,8 +354,10 @@ func (w *walk) run() {
 		chromedp.SendKeys(chromedp.CSS("#bucket-name"), bucket),
 		chromedp.SetValue(chromedp.CSS("#bucket-project"), w.project),
 		chromedp.Click(chromedp.CSS("#bucket-submit")),
-		chromedp.WaitVisible(chromedp.CSS(`#buckets tr.bucket[data-name="`+bucket+`"]`)))
+		chromedp.WaitVisible(chromedp.CSS("#upload-file")))
+	w.landsOn("/buckets/" + bucket)
 	w.do("create an S3 key",
+		chromedp.Navigate(w.base+"/buckets"), chromedp.WaitVisible(chromedp.CSS(`#buckets tr.bucket[data-name="`+bucket+`"]`)),
 		chromedp.SetValue(chromedp.CSS("#s3-key-project"), w.project),
 		chromedp.Click(chromedp.CSS("#s3-key-submit")),
 		chromedp.WaitVisible(chromedp.CSS("#s3-secret-key")))
