@@ -295,6 +295,23 @@ func TestCreateProjectFlavorUserThroughForms(t *testing.T) {
 	mustNotContain(t, p, `data-action="project.create"`)
 	p = b.get("/audit?user=nobody")
 	mustContain(t, p, `id="audit-empty"`)
+
+	// The same pages, the sign-in page and a page that is not there, all
+	// said in Chinese.
+	b.get("/lang/zh-CN")
+	data := map[string]string{"PACS and viewers": "the project's description, as its admin wrote it", "Li Na": "a user's name"}
+	for _, path := range []string{"/dashboard", "/projects", "/projects/radiology", "/users", "/users/nurse1", "/flavors", "/account", "/audit", "/no-such-page"} {
+		p := b.get(path)
+		if p.status != http.StatusOK && path != "/no-such-page" {
+			t.Fatalf("%s in Chinese: %d", path, p.status)
+		}
+		noEnglish(t, path, p.body, data)
+	}
+	out := e.browser()
+	out.lang = "zh-CN"
+	p = out.get("/login")
+	mustContain(t, p, `<html lang="zh-CN">`)
+	noEnglish(t, "/login", p.body, nil)
 }
 
 func TestProjectMemberWithoutAdmin(t *testing.T) {

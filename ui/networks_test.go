@@ -154,4 +154,12 @@ func TestNetworksAndGroupsThroughForms(t *testing.T) {
 	mustContain(t, p, "防火墙组 pacs", "来自防火墙组 default 中的虚拟机", "入站")
 	p = b.get("/networks")
 	mustContain(t, p, "项目网络", "集群网络")
+	// Every page of the networks, said in Chinese.
+	for _, path := range []string{"/networks", "/networks/" + netID, "/security-groups", groupPage, "/vms/new"} {
+		p := b.get(path)
+		if p.status != http.StatusOK {
+			t.Fatalf("%s in Chinese: %d", path, p.status)
+		}
+		noEnglish(t, path, p.body, map[string]string{"the PACS servers": "the group's description, as its user wrote it"})
+	}
 }

@@ -137,6 +137,14 @@ func TestRoutersAndFloatingIPsThroughForms(t *testing.T) {
 	mustContain(t, p, "浮动 IP", "收回")
 	p = b.get(page)
 	mustContain(t, p, "路由器 edge", "出口")
+	// Every page of routers and floating IPs, said in Chinese.
+	for _, path := range []string{"/routers", page, "/floating-ips", "/topology", "/networks", "/vms/" + vms[0].ID} {
+		p := b.get(path)
+		if p.status != http.StatusOK {
+			t.Fatalf("%s in Chinese: %d", path, p.status)
+		}
+		noEnglish(t, path, p.body, nil)
+	}
 	b.lang = ""
 	p = b.post(fip+"/disassociate", b.formOn("/floating-ips", url.Values{}))
 	mustContain(t, p, "Floating IP 192.0.2.100 was taken back.", "not given to a machine")

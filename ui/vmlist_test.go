@@ -120,6 +120,20 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 		t.Fatalf("bulk with nothing ticked: %d", p.status)
 	}
 	mustContain(t, p, "Tick the VMs to act on first.")
+
+	// In Chinese: the list, a VM's page, its serial console, and the bulk
+	// question with what it leaves out.
+	nb.get("/lang/zh-CN")
+	for _, path := range []string{"/vms", "/vms/" + ids["pacs"], "/vms/" + ids["pacs"] + "/serial", "/vms/" + ids["pacs"] + "/console", "/vms/new"} {
+		p := nb.get(path)
+		if p.status != http.StatusOK {
+			t.Fatalf("%s in Chinese: %d", path, p.status)
+		}
+		noEnglish(t, path, p.body, nil)
+	}
+	p = nb.post("/vms/bulk", nb.formOn("/vms", url.Values{"op": {"stop"}, "vm": {ids["pacs"], ids["monitor"]}}))
+	mustContain(t, p, "关闭")
+	noEnglish(t, "the bulk question", p.body, nil)
 }
 
 // A VM's page says how each of its addresses is reached: the cluster's
