@@ -3,6 +3,8 @@ package hypervisor
 import (
 	"fmt"
 	"sort"
+
+	"github.com/cairnhq/cairn/consensus"
 )
 
 // A VM's history speaks the reader's language: each event names its
@@ -67,18 +69,29 @@ func EventText(key string) (string, bool) {
 
 // eventMsg is an event's message: its key and parameters.
 type eventMsg struct {
-	Key  string
-	Args []string
+	Key   string
+	Args  []string
+	Inner []*consensus.Error // reasons made from a format, at their parameter's index
 }
 
-// evm names a message; its parameters are printed with %v.
+// evm names a message; its parameters are printed with %v. A parameter
+// that is a reason made from a format (said) keeps it, for pages in
+// another language.
 func evm(key string, args ...any) eventMsg {
 	if _, ok := eventTexts[key]; !ok {
 		panic("hypervisor: no event text " + key)
 	}
 	m := eventMsg{Key: key}
-	for _, a := range args {
+	for i, a := range args {
 		m.Args = append(m.Args, fmt.Sprint(a))
+		if err, ok := a.(error); ok && err != nil {
+			if e := said(err); e != nil {
+				if m.Inner == nil {
+					m.Inner = make([]*consensus.Error, len(args))
+				}
+				m.Inner[i] = e
+			}
+		}
 	}
 	return m
 }

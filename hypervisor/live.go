@@ -183,6 +183,18 @@ type endMigrationCmd struct {
 	User  string    `json:"user,omitempty"`
 	Error string    `json:"error,omitempty"`
 	At    time.Time `json:"at"`
+	// ErrorSaid is Error as made from its format, for pages in another
+	// language; none from older nodes.
+	ErrorSaid *consensus.Error `json:"error_said,omitempty"`
+}
+
+// reason is why the migration ended, made from its format when the
+// command says so (and says the same), else its text.
+func (c *endMigrationCmd) reason() any {
+	if c.ErrorSaid != nil && c.ErrorSaid.Message == c.Error {
+		return c.ErrorSaid
+	}
+	return c.Error
 }
 
 func registerMigrations(reg *consensus.Registry) {
@@ -429,11 +441,11 @@ func applyEndMigration(tx *consensus.Tx, c *endMigrationCmd) (any, error) {
 			msg = evm("moved_live", m.Source, m.Target, took)
 		}
 	case switched:
-		msg = evm("moved_error", m.Source, m.Target, c.Error)
+		msg = evm("moved_error", m.Source, m.Target, c.reason())
 	case c.User != "":
-		msg = evm("migration_cancel", m.Target, c.Error)
+		msg = evm("migration_cancel", m.Target, c.reason())
 	default:
-		msg = evm("migration_failed", m.Target, m.Source, c.Error)
+		msg = evm("migration_failed", m.Target, m.Source, c.reason())
 	}
 	return &vm, addEvent(tx, vm.ID, "migrate", msg, c.User, c.Node, c.At)
 }
@@ -529,7 +541,8 @@ func (s *Service) CancelMigration(ctx context.Context, p *identity.Principal, re
 		return nil, s.id.Deny(ctx, p, action, vm.Name, vm.ProjectID, consensus.Errorf(consensus.CodeConflict, "VM %s is not moving", vm.Name))
 	}
 	var out VM
-	cmd := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, User: p.User.Name, Error: "cancelled by " + p.User.Name, At: time.Now().UTC()}
+	why := consensus.Errorf("", "cancelled by %s", p.User.Name)
+	cmd := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, User: p.User.Name, Error: why.Error(), ErrorSaid: said(why), At: time.Now().UTC()}
 	if err := s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgEndMigration, cmd, &out); err != nil {
 		return nil, err
 	}

@@ -34,7 +34,7 @@ func TestMigrationPolicy(t *testing.T) {
 		o := fresh()
 		for i, left := range []int64{900, 500, 200, 80} {
 			d := o.judge(t0.Add(time.Duration(i)*time.Second), look(int64(i+1), left<<20), 1024, "node2")
-			if d.raiseLimit || d.converge || d.fail != "" || o.stalls != 0 || o.limitMS != downtimeStartMS {
+			if d.raiseLimit || d.converge || d.fail != nil || o.stalls != 0 || o.limitMS != downtimeStartMS {
 				t.Fatalf("pass %d: %+v, stalls %d, limit %d ms", i+1, d, o.stalls, o.limitMS)
 			}
 		}
@@ -61,7 +61,7 @@ func TestMigrationPolicy(t *testing.T) {
 			if d.converge != (i+1 == stallsToConverge) {
 				t.Fatalf("stall %d: converge %v (asked once, at stall %d)", i+1, d.converge, stallsToConverge)
 			}
-			if d.fail != "" {
+			if d.fail != nil {
 				t.Fatalf("stall %d gave up: %s", i+1, d.fail)
 			}
 		}
@@ -81,18 +81,18 @@ func TestMigrationPolicy(t *testing.T) {
 	t.Run("no progress for the timeout gives up", func(t *testing.T) {
 		o := fresh()
 		o.judge(t0, look(1, 500<<20), 1024, "node2")
-		if d := o.judge(t0.Add(progressTimeout), look(3, 600<<20), 1024, "node2"); d.fail != "" {
-			t.Fatalf("gave up at the timeout itself: %s", d.fail)
+		if d := o.judge(t0.Add(progressTimeout), look(3, 600<<20), 1024, "node2"); d.fail != nil {
+			t.Fatalf("gave up at the timeout itself: %v", d.fail)
 		}
 		d := o.judge(t0.Add(progressTimeout+time.Second), look(4, 600<<20), 1024, "node2")
-		if !strings.Contains(d.fail, "no progress for 2m30s") {
+		if !strings.Contains(failText(d), "no progress for 2m30s") {
 			t.Fatalf("after the timeout with nothing sent: %q", d.fail)
 		}
 		// A new least left to send starts the clock again.
 		o = fresh()
 		o.judge(t0, look(1, 500<<20), 1024, "node2")
 		o.judge(t0.Add(100*time.Second), look(2, 499<<20), 1024, "node2")
-		if d := o.judge(t0.Add(progressTimeout+time.Second), look(3, 499<<20), 1024, "node2"); d.fail != "" {
+		if d := o.judge(t0.Add(progressTimeout+time.Second), look(3, 499<<20), 1024, "node2"); d.fail != nil {
 			t.Fatalf("gave up though progress was made 51 s ago: %s", d.fail)
 		}
 	})
@@ -102,7 +102,7 @@ func TestMigrationPolicy(t *testing.T) {
 		o.guestPausedAt = t0
 		o.judge(t0, look(1, 500<<20), 1024, "node2")
 		d := o.judge(t0.Add(pausedProgressTimeout+time.Second), look(1, 500<<20), 1024, "node2")
-		if !strings.Contains(d.fail, "paused for its copy") || !strings.Contains(d.fail, "node2") {
+		if !strings.Contains(failText(d), "paused for its copy") || !strings.Contains(failText(d), "node2") {
 			t.Fatalf("paused, nothing sent for %s: %q", pausedProgressTimeout+time.Second, d.fail)
 		}
 	})
@@ -114,21 +114,29 @@ func TestMigrationPolicy(t *testing.T) {
 		var d policy
 		for at := time.Duration(0); at <= budget; at += time.Minute {
 			d = o.judge(t0.Add(at), look(int64(at/time.Minute)+1, int64(budget-at)+1), 4096, "node2")
-			if d.fail != "" {
+			if d.fail != nil {
 				t.Fatalf("gave up at %s of a %s budget: %s", at, budget, d.fail)
 			}
 		}
 		d = o.judge(t0.Add(budget+time.Second), look(1000, 1), 4096, "node2")
-		if !strings.Contains(d.fail, "not done within 53m20s") {
+		if !strings.Contains(failText(d), "not done within 53m20s") {
 			t.Fatalf("past the budget: %q", d.fail)
 		}
 		// A small VM still gets the least budget.
 		o = fresh()
-		if d := o.judge(t0.Add(minBudget-time.Second), look(1, 1), 128, "node2"); d.fail != "" {
+		if d := o.judge(t0.Add(minBudget-time.Second), look(1, 1), 128, "node2"); d.fail != nil {
 			t.Fatalf("a 128 MiB VM gave up within the least budget: %s", d.fail)
 		}
-		if d := o.judge(t0.Add(minBudget+time.Second), look(2, 1), 128, "node2"); !strings.Contains(d.fail, "not done within 2m0s") {
+		if d := o.judge(t0.Add(minBudget+time.Second), look(2, 1), 128, "node2"); !strings.Contains(failText(d), "not done within 2m0s") {
 			t.Fatalf("a 128 MiB VM past the least budget: %q", d.fail)
 		}
 	})
+}
+
+// failText is why d gives up, or "".
+func failText(d policy) string {
+	if d.fail == nil {
+		return ""
+	}
+	return d.fail.Error()
 }

@@ -205,6 +205,16 @@ func TestLiveMigrationSteps(t *testing.T) {
 			t.Fatalf("history %q, want %q", msgs, want)
 		}
 	}
+	// The cancel's reason keeps its format, for pages in another language.
+	last := evs[len(evs)-1]
+	for _, ev := range evs {
+		if ev.Kind == "migrate" {
+			last = ev
+		}
+	}
+	if last.Key != "migration_cancel" || len(last.Inner) != 2 || last.Inner[1] == nil || last.Inner[1].Format != "cancelled by %s" {
+		t.Fatalf("the cancel's line: %+v", last)
+	}
 
 	// What cannot move live says why.
 	for _, spec := range []VMSpec{

@@ -156,11 +156,14 @@ func (w *worker) step(ctx context.Context, vm *VM, c migrationCmd) error {
 
 // endMigration gives the migration up (before its switchover) or, on the
 // target after it, records how it ended.
-func (w *worker) endMigration(ctx context.Context, vm *VM, why string) {
-	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, Error: why, At: time.Now().UTC()}
+func (w *worker) endMigration(ctx context.Context, vm *VM, why error) {
+	c := endMigrationCmd{VM: vm.ID, ID: vm.Migration.ID, Node: w.n.cfg.Name, At: time.Now().UTC()}
+	if why != nil {
+		c.Error, c.ErrorSaid = why.Error(), said(why)
+	}
 	if _, err := w.n.c.Apply(ctx, MsgEndMigration, c, nil); err != nil && ctx.Err() == nil {
 		w.log.Warn("end live migration", "why", why, "err", err)
-	} else if why != "" {
+	} else if why != nil {
 		w.log.Warn("live migration ended", "why", why)
 	}
 }
@@ -185,7 +188,7 @@ func (w *worker) migrateOut(ctx context.Context) error {
 		}
 		if w.inst == nil {
 			if m.Phase != PhaseSwitched {
-				w.endMigration(ctx, vm, fmt.Sprintf("the VM's QEMU is not running on %s", w.n.cfg.Name))
+				w.endMigration(ctx, vm, consensus.Errorf("", "the VM's QEMU is not running on %s", w.n.cfg.Name))
 			}
 			return nil
 		}
@@ -195,7 +198,7 @@ func (w *worker) migrateOut(ctx context.Context) error {
 			case <-w.inst.Exited():
 				w.log.Warn("QEMU exited during a live migration")
 				if m.Phase != PhaseSwitched {
-					w.endMigration(ctx, vm, "the VM's QEMU exited on "+w.n.cfg.Name)
+					w.endMigration(ctx, vm, consensus.Errorf("", "the VM's QEMU exited on %s", w.n.cfg.Name))
 				}
 				return nil // the run loop handles the exit
 			default:
@@ -211,11 +214,11 @@ func (w *worker) migrateOut(ctx context.Context) error {
 		switch m.Phase {
 		case PhasePlanning:
 			if err := w.plan(ctx, vm); err != nil {
-				w.endMigration(ctx, vm, err.Error())
+				w.endMigration(ctx, vm, err)
 			}
 		case PhasePreparing:
 			if time.Since(w.firstSeen(m.ID)) > prepareTimeout {
-				w.endMigration(ctx, vm, fmt.Sprintf("%s did not get ready to receive the VM within %s", m.Target, prepareTimeout))
+				w.endMigration(ctx, vm, consensus.Errorf("", "%s did not get ready to receive the VM within %s", m.Target, prepareTimeout))
 			}
 		case PhaseTransferring:
 			switch {
@@ -223,11 +226,11 @@ func (w *worker) migrateOut(ctx context.Context) error {
 				if info.Status == "setup" || info.Status == "active" || info.Status == "pre-switchover" {
 					// An earlier run of this agent started it: this one
 					// knows neither its policy nor its budget.
-					w.endMigration(ctx, vm, "the sending node's agent restarted during the migration")
+					w.endMigration(ctx, vm, consensus.Errorf("", "the sending node's agent restarted during the migration"))
 					break
 				}
 				if err := w.send(ctx, vm); err != nil {
-					w.endMigration(ctx, vm, err.Error())
+					w.endMigration(ctx, vm, err)
 				}
 			case info.Status == "pre-switchover":
 				// The guest is paused, its writes flushed: hand it over
@@ -236,10 +239,10 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					w.out.pausedAt = time.Now()
 				}
 				if time.Since(w.out.pausedAt) > switchWait {
-					w.giveUp(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+					w.giveUp(ctx, vm, consensus.Errorf("", "%s did not take the VM over within %s", m.Target, switchWait))
 					break
 				}
-				if why := w.varsChanged(vm); why != "" {
+				if why := w.varsChanged(vm); why != nil {
 					w.giveUp(ctx, vm, why)
 					break
 				}
@@ -252,7 +255,7 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					// this).
 					_ = w.step(ctx, vm, migrationCmd{Phase: PhaseSwitching, Progress: w.progress(info)})
 				case errors.As(err, &no):
-					w.giveUp(ctx, vm, err.Error())
+					w.giveUp(ctx, vm, err)
 				case err != nil:
 					w.log.Warn("ask the target to take the VM over; again", "err", err)
 				default:
@@ -264,18 +267,18 @@ func (w *worker) migrateOut(ctx context.Context) error {
 					}
 				}
 			case info.Status == "failed" || info.Status == "cancelled":
-				w.endMigration(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
+				w.endMigration(ctx, vm, qemuStreamError(info.ErrorDesc, info.Status))
 			default:
-				if why := w.police(ctx, vm, info); why != "" {
+				if why := w.police(ctx, vm, info); why != nil {
 					w.endMigration(ctx, vm, why)
 				}
 			}
 		case PhaseSwitching:
 			switch {
 			case info.Status != "pre-switchover":
-				w.giveUp(ctx, vm, "QEMU: "+orDefault(info.ErrorDesc, "the migration stream "+info.Status))
+				w.giveUp(ctx, vm, qemuStreamError(info.ErrorDesc, info.Status))
 			case w.out == nil || time.Since(w.out.pausedAt) > switchWait:
-				w.giveUp(ctx, vm, fmt.Sprintf("%s did not take the VM over within %s", m.Target, switchWait))
+				w.giveUp(ctx, vm, consensus.Errorf("", "%s did not take the VM over within %s", m.Target, switchWait))
 			}
 		case PhaseSwitched:
 			// The target has the VM: its volumes fence this node. Send it
@@ -354,7 +357,7 @@ func (w *worker) abandon(ctx context.Context) {
 	}
 	w.log.Info("the agent stops: the copy cancelled, the guest resumed")
 	if vm := getVM(w.n.c.Store().ReadTxn(), w.id); vm != nil && vm.Migration != nil && vm.Migration.ID == w.out.id {
-		w.endMigration(bg, vm, "the sending node's agent stopped during the migration")
+		w.endMigration(bg, vm, consensus.Errorf("", "the sending node's agent stopped during the migration"))
 	}
 }
 
@@ -366,19 +369,19 @@ func (w *worker) abandon(ctx context.Context) {
 // volume when it resumes. The volume, written through before each write
 // returns to the guest, counts them. Such writes are rare (an OS adding a
 // boot entry): the move is called off and may be tried again.
-func (w *worker) varsChanged(vm *VM) string {
+func (w *worker) varsChanged(vm *VM) error {
 	if vm.Spec.VarsVolume == "" || w.out == nil {
-		return ""
+		return nil
 	}
 	n, ok := w.n.cfg.Block.Writes(vm.Spec.VarsVolume)
 	switch {
 	case !ok:
-		return fmt.Sprintf("the VM's UEFI settings volume is no longer served on %s", w.n.cfg.Name)
+		return consensus.Errorf("", "the VM's UEFI settings volume is no longer served on %s", w.n.cfg.Name)
 	case n != w.out.varsWrites:
 		// (Or its writer here was opened again since: it cannot tell.)
-		return "the guest changed its UEFI settings while its memory was copied, which QEMU does not copy again: the move was called off; try it again"
+		return consensus.Errorf("", "the guest changed its UEFI settings while its memory was copied, which QEMU does not copy again: the move was called off; try it again")
 	}
-	return ""
+	return nil
 }
 
 // switchOver hands the VM to the target in one command; if some node
@@ -401,7 +404,7 @@ func (w *worker) switchOver(ctx context.Context, vm *VM, info qemu.MigrationInfo
 // giveUp ends a migration before its switchover, asking once a second at
 // most: the guest is paused, and a refusal (the switch won) or an answer
 // that never comes (this node is cut off) is read from the state.
-func (w *worker) giveUp(ctx context.Context, vm *VM, why string) {
+func (w *worker) giveUp(ctx context.Context, vm *VM, why error) {
 	if w.out != nil {
 		if time.Since(w.out.gaveUp) < time.Second {
 			return
@@ -439,6 +442,15 @@ func orNow(t time.Time) time.Time {
 		return time.Now().UTC()
 	}
 	return t
+}
+
+// qemuStreamError says why QEMU's migration stream failed: its own words,
+// or the state the stream ended in.
+func qemuStreamError(desc, status string) error {
+	if desc != "" {
+		return consensus.Errorf("", "QEMU: %s", desc)
+	}
+	return consensus.Errorf("", "QEMU: the migration stream %s", status)
 }
 
 func orDefault(s, def string) string {
@@ -587,7 +599,7 @@ func (w *worker) pausedCopy() bool {
 
 // police applies the policy at each look at a running stream; it returns
 // why the migration is to be given up, or "".
-func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) string {
+func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) error {
 	o := w.out
 	now := time.Now()
 	if vm.Migration.PostCopy && !o.postCopyAsked && (info.RAM.DirtySyncCount >= 2 || !o.guestPausedAt.IsZero()) {
@@ -599,7 +611,7 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 		// (pausedCopy) goes post-copy at once: it is paused only until
 		// the target has its devices.
 		if err := w.inst.MigrateStartPostcopy(ctx); err != nil {
-			return "QEMU would not go post-copy: " + err.Error()
+			return consensus.Errorf("", "QEMU would not go post-copy: %v", err)
 		}
 		o.postCopyAsked = true
 		w.log.Info("live migration may go post-copy", "passes", max(info.RAM.DirtySyncCount-1, 0), "guest_paused", !o.guestPausedAt.IsZero(), "remaining", info.RAM.Remaining)
@@ -616,7 +628,7 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 		}
 		w.log.Info("live migration stalls: slowing the guest down", "stalls", o.stalls)
 	}
-	if d.fail != "" {
+	if d.fail != nil {
 		return d.fail
 	}
 	if now.Sub(o.reported) >= time.Second {
@@ -624,14 +636,14 @@ func (w *worker) police(ctx context.Context, vm *VM, info qemu.MigrationInfo) st
 		_ = w.step(ctx, vm, migrationCmd{Progress: w.progress(info)})
 		w.warm(ctx, vm)
 	}
-	return ""
+	return nil
 }
 
 // policy is what one look at a migration's progress decides.
 type policy struct {
-	raiseLimit bool   // the downtime limit went up (to o.limitMS)
-	converge   bool   // start auto-converge: the guest is slowed down
-	fail       string // give up, and why; "" to go on
+	raiseLimit bool  // the downtime limit went up (to o.limitMS)
+	converge   bool  // start auto-converge: the guest is slowed down
+	fail       error // give up, and why; nil to go on
 }
 
 // judge applies the migration policy to what QEMU says now: at each
@@ -663,11 +675,11 @@ func (o *outgoing) judge(now time.Time, info qemu.MigrationInfo, ramMiB int64, t
 	budget := max(minBudget, time.Duration(float64(budgetPerGiB)*float64(ramMiB)/1024))
 	switch {
 	case now.Sub(o.started) > budget:
-		d.fail = fmt.Sprintf("not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
+		d.fail = consensus.Errorf("", "not done within %s (%s per GiB of memory)", budget, budgetPerGiB)
 	case o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > progressTimeout:
-		d.fail = fmt.Sprintf("no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
+		d.fail = consensus.Errorf("", "no progress for %s: the guest writes to its memory faster than it can be sent", progressTimeout)
 	case !o.guestPausedAt.IsZero() && now.Sub(o.bestAt) > pausedProgressTimeout:
-		d.fail = fmt.Sprintf("no progress for %s while the guest was paused for its copy: the link to %s carries nothing", pausedProgressTimeout, target)
+		d.fail = consensus.Errorf("", "no progress for %s while the guest was paused for its copy: the link to %s carries nothing", pausedProgressTimeout, target)
 	}
 	return d
 }
@@ -840,7 +852,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 		switch m.Phase {
 		case PhasePlanning:
 			if time.Since(w.firstSeen(m.ID)) > prepareTimeout {
-				w.endMigration(ctx, vm, fmt.Sprintf("%s did not plan the migration within %s", m.Source, prepareTimeout))
+				w.endMigration(ctx, vm, consensus.Errorf("", "%s did not plan the migration within %s", m.Source, prepareTimeout))
 				return nil
 			}
 		case PhasePreparing:
@@ -851,7 +863,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				break
 			}
 			if w.inst != nil || w.n.cfg.Driver.Running(vm.ID) {
-				w.endMigration(ctx, vm, "the receiving node's agent restarted during the migration")
+				w.endMigration(ctx, vm, consensus.Errorf("", "the receiving node's agent restarted during the migration"))
 				return nil
 			}
 			addr, err := w.receive(ctx, vm)
@@ -860,7 +872,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 				if errors.As(err, &nr) && time.Now().Before(deadline) {
 					break // a volume's standby socket is on its way
 				}
-				w.endMigration(ctx, vm, fmt.Sprintf("%s could not receive the VM: %v", w.n.cfg.Name, err))
+				w.endMigration(ctx, vm, consensus.Errorf("", "%s could not receive the VM: %v", w.n.cfg.Name, err))
 				return nil
 			}
 			w.in, w.inAddr, w.heard = m.ID, addr, time.Now()
@@ -873,10 +885,10 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			}
 			switch {
 			case w.in != m.ID:
-				w.endMigration(ctx, vm, "the receiving node's agent restarted during the migration")
+				w.endMigration(ctx, vm, consensus.Errorf("", "the receiving node's agent restarted during the migration"))
 				return nil
 			case exited || w.inst == nil:
-				w.endMigration(ctx, vm, fmt.Sprintf("the QEMU receiving the VM on %s exited", w.n.cfg.Name))
+				w.endMigration(ctx, vm, consensus.Errorf("", "the QEMU receiving the VM on %s exited", w.n.cfg.Name))
 				return nil
 			case m.Phase == PhaseSwitching:
 				// The guest is paused on the source, its writes flushed:
@@ -885,7 +897,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 					w.switchedAt = time.Now()
 				}
 			case time.Since(w.heard) > silenceTimeout:
-				w.endMigration(ctx, vm, fmt.Sprintf("no word from %s for %s", m.Source, silenceTimeout))
+				w.endMigration(ctx, vm, consensus.Errorf("", "no word from %s for %s", m.Source, silenceTimeout))
 				return nil
 			}
 		case PhaseSwitched:
@@ -903,7 +915,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 					w.lastReport, w.heard = m.Progress.UpdatedAt, time.Now()
 				}
 				if w.completedAt.IsZero() && time.Since(w.heard) > postCopySilence {
-					w.postCopyBroke(ctx, vm, fmt.Sprintf("no word from %s for %s during post-copy", m.Source, postCopySilence))
+					w.postCopyBroke(ctx, vm, consensus.Errorf("", "no word from %s for %s during post-copy", m.Source, postCopySilence))
 					return nil
 				}
 			}
@@ -917,7 +929,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 					_ = w.inst.Quit(ctx)
 					w.inst = nil
 				}
-				w.endMigration(ctx, vm, fmt.Sprintf("the live stream broke after the switchover; the VM boots afresh on %s", w.n.cfg.Name))
+				w.endMigration(ctx, vm, consensus.Errorf("", "the live stream broke after the switchover; the VM boots afresh on %s", w.n.cfg.Name))
 				w.resetIn()
 				return nil
 			}
@@ -954,7 +966,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 						w.completedAt = time.Now()
 					}
 				case "failed", "cancelled", "postcopy-paused":
-					w.postCopyBroke(ctx, vm, fmt.Sprintf("the post-copy stream broke (%s)", orDefault(in.ErrorDesc, in.Status)))
+					w.postCopyBroke(ctx, vm, consensus.Errorf("", "the post-copy stream broke (%s)", orDefault(in.ErrorDesc, in.Status)))
 					return nil
 				}
 				if w.completedAt.IsZero() {
@@ -971,7 +983,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			}
 			if st.Running && (m.Progress.DowntimeMS > 0 || time.Since(since) > 3*time.Second) {
 				w.resetIn()
-				w.endMigration(ctx, vm, "")
+				w.endMigration(ctx, vm, nil)
 				return nil
 			}
 		}
@@ -984,11 +996,11 @@ func (w *worker) migrateIn(ctx context.Context) error {
 // the memory still on the source will not come, so the VM boots afresh
 // from its volumes. (A kill needs no QMP, which a QEMU waiting for a
 // page may not answer.)
-func (w *worker) postCopyBroke(ctx context.Context, vm *VM, why string) {
+func (w *worker) postCopyBroke(ctx context.Context, vm *VM, why error) {
 	w.log.Warn("post-copy failed; booting the VM afresh", "why", why)
 	_ = w.inst.Kill(ctx) // (and removes its run directory)
 	w.inst = nil
-	w.endMigration(ctx, vm, fmt.Sprintf("%s; the VM boots afresh on %s", why, w.n.cfg.Name))
+	w.endMigration(ctx, vm, consensus.Errorf("", "%v; the VM boots afresh on %s", why, w.n.cfg.Name))
 	w.resetIn()
 }
 

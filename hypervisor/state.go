@@ -259,7 +259,7 @@ func checkVersion(kind, id string, cur, ifMatch uint64) error {
 
 // addEvent appends to a VM's history, dropping the oldest beyond maxEvents.
 func addEvent(tx *consensus.Tx, vm, kind string, m eventMsg, user, node string, at time.Time) error {
-	return insertEvent(tx, Event{VM: vm, Time: at, Kind: kind, Key: m.Key, Args: m.Args, Message: m.text(), User: user, Node: node})
+	return insertEvent(tx, Event{VM: vm, Time: at, Kind: kind, Key: m.Key, Args: m.Args, Inner: m.Inner, Message: m.text(), User: user, Node: node})
 }
 
 // insertEvent is addEvent for an event whose message is made already.

@@ -196,8 +196,11 @@ type Event struct {
 	// pages in another language; none on events written before them.
 	Key  string   `json:"key,omitempty"`
 	Args []string `json:"args,omitempty"`
-	User string   `json:"user,omitempty"`
-	Node string   `json:"node,omitempty"`
+	// Inner holds, at a parameter's index, a reason made from a format
+	// (consensus.Errorf's), said in the page's language too.
+	Inner []*consensus.Error `json:"inner,omitempty"`
+	User  string             `json:"user,omitempty"`
+	Node  string             `json:"node,omitempty"`
 }
 
 // Host is a node's capacity for VMs, reported by the node itself.

@@ -308,23 +308,23 @@ func TestVarsChangedCallsOffTheSwitch(t *testing.T) {
 	block := writesOnly{"vol-vars": {Writer: first, N: 3}}
 	w := &worker{n: NewNodeAgent(nil, NodeConfig{Name: "node1", Block: block}), out: &outgoing{varsWrites: volume.WriteCount{Writer: first, N: 3}}}
 	vm := &VM{Spec: VMSpec{Firmware: "uefi", VarsVolume: "vol-vars"}}
-	if why := w.varsChanged(vm); why != "" {
-		t.Fatalf("no write since the stream started: %q", why)
+	if why := w.varsChanged(vm); why != nil {
+		t.Fatalf("no write since the stream started: %v", why)
 	}
-	if why := w.varsChanged(&VM{Spec: VMSpec{Firmware: "bios"}}); why != "" {
-		t.Fatalf("a BIOS VM: %q", why)
+	if why := w.varsChanged(&VM{Spec: VMSpec{Firmware: "bios"}}); why != nil {
+		t.Fatalf("a BIOS VM: %v", why)
 	}
 	block["vol-vars"] = volume.WriteCount{Writer: first, N: 4}
-	if why := w.varsChanged(vm); !strings.Contains(why, "changed its UEFI settings") {
-		t.Fatalf("a write since the stream started: %q", why)
+	if why := w.varsChanged(vm); why == nil || !strings.Contains(why.Error(), "changed its UEFI settings") {
+		t.Fatalf("a write since the stream started: %v", why)
 	}
 	// Opened again since (a repair): as many writes, but another count.
 	block["vol-vars"] = volume.WriteCount{Writer: again, N: 3}
-	if why := w.varsChanged(vm); !strings.Contains(why, "changed its UEFI settings") {
-		t.Fatalf("another writer's count passed: %q", why)
+	if why := w.varsChanged(vm); why == nil || !strings.Contains(why.Error(), "changed its UEFI settings") {
+		t.Fatalf("another writer's count passed: %v", why)
 	}
 	delete(block, "vol-vars") // (its writer went: it cannot tell)
-	if why := w.varsChanged(vm); why == "" {
+	if why := w.varsChanged(vm); why == nil {
 		t.Fatalf("a volume no longer served here passed")
 	}
 }

@@ -1,6 +1,7 @@
 package ui
 
 import (
+	"errors"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -39,6 +40,13 @@ func TestEveryEventKeyIsTranslated(t *testing.T) {
 
 // A keyed line is said in the page's language, its words (a state, an
 // operation) too; an unkeyed or unknown one as written.
+// said is err's *consensus.Error.
+func said(err error) *consensus.Error {
+	var e *consensus.Error
+	errors.As(err, &e)
+	return e
+}
+
 func TestKeyedEventsInChinese(t *testing.T) {
 	v := goldenView(langZH, false, "vms")
 	at := time.Now()
@@ -53,6 +61,10 @@ func TestKeyedEventsInChinese(t *testing.T) {
 		{hypervisor.Event{Time: at, Kind: "node", Message: "placed on node2"}, "placed on node2"},
 		{hypervisor.Event{Time: at, Kind: "node", Key: "from_a_newer_node", Args: []string{"x"}, Message: "something new"}, "something new"},
 		{hypervisor.Event{Time: at, Kind: "state", Key: "state", Args: []string{"a", "b"}, Message: "odd"}, "odd"},
+		// A reason made from a format is said in Chinese too.
+		{hypervisor.Event{Time: at, Kind: "migrate", Key: "migration_failed", Args: []string{"node2", "node1", "node2 did not take the VM over within 30s"},
+			Inner:   []*consensus.Error{nil, nil, said(consensus.Errorf("", "%s did not take the VM over within %s", "node2", "30s"))},
+			Message: "live migration to node2 failed, the VM keeps running on node1: node2 did not take the VM over within 30s"}, "node2 未能在 30s 内接管虚拟机"},
 	} {
 		if got := eventMessage(v, c.e); !strings.Contains(got, c.want) {
 			t.Errorf("%+v: %q, want %q in it", c.e, got, c.want)

@@ -837,6 +837,9 @@ func keyedEvent(v *view, e hypervisor.Event) string {
 	args := make([]any, len(e.Args))
 	for i, a := range e.Args {
 		args[i] = a
+		if i < len(e.Inner) && e.Inner[i] != nil {
+			args[i] = messageText(v.tr, e.Inner[i]) // a reason, in the reader's words
+		}
 	}
 	switch e.Key {
 	case "state", "state_error":
