@@ -83,6 +83,12 @@ type NodeCapacity struct {
 	Available bool   `json:"available"`
 	Cordoned  bool   `json:"cordoned,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// The node's share of the storage pool: its active disks' space, a
+	// filesystem two disks share counted once. StorageOnly: a node with
+	// pool disks that runs no VMs.
+	DiskBytes   uint64 `json:"disk_bytes"`
+	DiskFree    uint64 `json:"disk_free_bytes"`
+	StorageOnly bool   `json:"storage_only,omitempty"`
 }
 
 // StorageCapacity is the pool.
@@ -139,6 +145,18 @@ const capacityDiskStale = 2 * time.Minute
 // says "cannot be read now" rather than hang without a leader.
 const capacityReadTimeout = 2 * time.Second
 
+// node returns the row of the named node, adding one for a node that runs
+// no VMs but holds pool disks.
+func (c *Capacity) node(name string) *NodeCapacity {
+	for i := range c.Nodes {
+		if c.Nodes[i].Node == name {
+			return &c.Nodes[i]
+		}
+	}
+	c.Nodes = append(c.Nodes, NodeCapacity{Node: name, StorageOnly: true})
+	return &c.Nodes[len(c.Nodes)-1]
+}
+
 // Capacity works out the cluster's capacity (cluster admins).
 func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src CapacitySources) (*Capacity, error) {
 	if !p.IsClusterAdmin() {
@@ -171,6 +189,9 @@ func (s *Service) Capacity(ctx context.Context, p *identity.Principal, src Capac
 			st.RawBytes += d.TotalBytes
 			st.RawFree += d.FreeBytes
 			nodeFree[d.Node] += d.FreeBytes
+			n := c.node(d.Node)
+			n.DiskBytes += d.TotalBytes
+			n.DiskFree += d.FreeBytes
 		}
 		st.Nodes = len(nodeFree)
 		st.Copies = min(st.Nodes, volume.MaxReplicas)
@@ -319,7 +340,7 @@ func (c *Capacity) judge(quorum map[string]string) {
 			Text: fmt.Sprintf("%d node(s) can run VMs: one more must be there to take them if a node fails", available)})
 	}
 	for _, n := range c.Nodes {
-		if !n.Available && n.Error == "" && available >= 2 {
+		if !n.Available && n.Error == "" && !n.StorageOnly && available >= 2 {
 			add(Reason{Kind: ReasonNodeDown, Node: n.Node, Text: fmt.Sprintf("%s is not running VMs now: the cluster is already a node short", n.Node)})
 		}
 		if why, ok := quorum[n.Node]; ok {

@@ -189,9 +189,13 @@ func tcg(h hypervisor.HostView) hypervisor.HostView {
 func goldenCapacity(ok bool) *hypervisor.Capacity {
 	c := &hypervisor.Capacity{CPURatio: 4, RAMRatio: 1, ReservedRAMMiB: 1024, VCPUs: 96, UsedVCPUs: 14, RAMMiB: 3 * 31 << 10, UsedRAMMiB: 40 << 10,
 		Nodes: []hypervisor.NodeCapacity{
-			{Node: "node1", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 8, UsedRAMMiB: 24 << 10, VMs: 4, Available: true},
-			{Node: "node2", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 4, UsedRAMMiB: 12 << 10, VMs: 2, Available: true, Cordoned: true},
-			{Node: "node3", Accel: "tcg", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 2, UsedRAMMiB: 4 << 10, VMs: 1, Available: true},
+			{Node: "node1", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 8, UsedRAMMiB: 24 << 10, VMs: 4, Available: true,
+				DiskBytes: 2 << 40, DiskFree: 1 << 40},
+			{Node: "node2", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 4, UsedRAMMiB: 12 << 10, VMs: 2, Available: true, Cordoned: true,
+				DiskBytes: 2 << 40, DiskFree: 1 << 40},
+			{Node: "node3", Accel: "tcg", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 2, UsedRAMMiB: 4 << 10, VMs: 1, Available: true,
+				DiskBytes: 1 << 40, DiskFree: 512 << 30},
+			{Node: "node4", DiskBytes: 1 << 40, DiskFree: 512 << 30, StorageOnly: true},
 		},
 		Storage: hypervisor.StorageCapacity{Disks: 6, Nodes: 3, RawBytes: 6 << 40, RawFree: 3 << 40, Layout: "4+2", Data: 4, Parity: 2, Copies: 3,
 			ObjectsFree: 2 << 40, VolumesFree: 1 << 40},

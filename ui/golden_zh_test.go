@@ -42,8 +42,8 @@ var (
 	hiddenText = regexp.MustCompile(`(?s)<(script|style|code|pre|textarea|title)[^>]*>.*?</(script|style|code|pre|textarea|title)>`)
 	// blockTag ends a run of words (a table cell, an option, a heading):
 	// names in neighbouring cells are not a sentence.
-	blockTag = regexp.MustCompile(`</?(td|th|tr|li|p|div|option|h[1-6]|dd|dt|label|button|select|section|table|ul|ol|nav|header|main|form)\b[^>]*>`)
-	anyTag   = regexp.MustCompile(`<[^>]+>`)
+	blockTag   = regexp.MustCompile(`</?(td|th|tr|li|p|div|option|h[1-6]|dd|dt|label|button|select|section|table|ul|ol|nav|header|main|form)\b[^>]*>`)
+	anyTag     = regexp.MustCompile(`<[^>]+>`)
 	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[ ,;:]+[A-Za-z][A-Za-z'’]+){2,}`)
 	errorCodes = regexp.MustCompile(`\b(invalid_argument|already_exists|not_found|quota_exceeded|precondition_failed|unauthenticated|forbidden|conflict|unavailable)\b`)
 )

@@ -220,6 +220,13 @@ func (w *walk) run() {
 		UsedVCPUs int64 `json:"used_vcpus"`
 		RAMMiB    int64 `json:"ram_mib"`
 		NPlusOne  bool  `json:"n_plus_one"`
+		Nodes     []struct {
+			Node      string `json:"node"`
+			DiskBytes uint64 `json:"disk_bytes"`
+		} `json:"nodes"`
+		Storage struct {
+			RawBytes uint64 `json:"raw_bytes"`
+		} `json:"storage"`
 	}
 	if err := w.api.Call("GET", "/api/v1/capacity", nil, 200, &capa); err != nil {
 		t.Fatal(err)
@@ -231,6 +238,19 @@ func (w *walk) run() {
 	want := map[string]string{"vcpus": fmt.Sprint(capa.VCPUs), "used": fmt.Sprint(capa.UsedVCPUs), "ram": fmt.Sprint(capa.RAMMiB), "ok": fmt.Sprint(capa.NPlusOne)}
 	if err != nil || fmt.Sprint(card) != fmt.Sprint(want) {
 		t.Fatalf("%s: the capacity card %v (%v), the API %v", w.lang, card, err, want)
+	}
+	// Each node's disk space, as the API has it, and adding up to the pool.
+	disks, err := chromedp.Run(ctx, chromedp.Evaluate[map[string]string](`Object.fromEntries([...document.querySelectorAll("#capacity-nodes tr.capacity-node")]
+		.map(r => [r.dataset.node, r.querySelector(".capacity-node-disk").dataset.total]))`))
+	var sum uint64
+	for _, n := range capa.Nodes {
+		sum += n.DiskBytes
+		if err != nil || disks[n.Node] != fmt.Sprint(n.DiskBytes) {
+			t.Fatalf("%s: %s's disk space on the card %q (%v), in the API %d", w.lang, n.Node, disks[n.Node], err, n.DiskBytes)
+		}
+	}
+	if len(disks) != len(capa.Nodes) || sum != capa.Storage.RawBytes || sum == 0 {
+		t.Fatalf("%s: the card's nodes %v, the API's %d nodes' disks add up to %d of the pool's %d", w.lang, disks, len(capa.Nodes), sum, capa.Storage.RawBytes)
 	}
 	if line := w.text("#headroom"); capa.NPlusOne != strings.Contains(line, w.word("n+1")) {
 		t.Fatalf("%s: the N+1 line %q for n_plus_one %v", w.lang, line, capa.NPlusOne)
