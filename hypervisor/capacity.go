@@ -154,6 +154,7 @@ func (c *Capacity) node(name string) *NodeCapacity {
 		}
 	}
 	c.Nodes = append(c.Nodes, NodeCapacity{Node: name, StorageOnly: true})
+	c.IfLost = append(c.IfLost, NodeLoss{Node: name}) // its loss may still cost volumes their only copy
 	return &c.Nodes[len(c.Nodes)-1]
 }
 

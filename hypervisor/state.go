@@ -356,7 +356,7 @@ func applyPlaceVM(tx *consensus.Tx, c *placeVMCmd) (any, error) {
 		if err := tx.Insert(tVMs, &vm); err != nil {
 			return nil, err
 		}
-		return &vm, addEvent(tx, vm.ID, "schedule", evm("not_placed", c.Error), "", "", c.At)
+		return &vm, addEvent(tx, vm.ID, "schedule", evm("not_placed", saidOr(c.ErrorSaid, c.Error)), "", "", c.At)
 	}
 	if cordonOf(tx.Txn, c.Node) != nil {
 		return nil, consensus.Errorf(consensus.CodeConflict, "node %s is cordoned: it takes no new VMs", c.Node)
@@ -427,7 +427,7 @@ func applySetDesired(tx *consensus.Tx, c *setDesiredCmd) (any, error) {
 		vm.StopMode = StopACPI
 	}
 	if vm.Status.State == StateError && c.Desired != DesiredStopped {
-		vm.Status.Error = "" // a new request is a new attempt
+		vm.Status.Error, vm.Status.ErrorSaid = "", nil // a new request is a new attempt
 		if vm.Node == "" {
 			vm.Status.State = StateScheduling // the scheduler tries again
 		}
@@ -471,7 +471,7 @@ func applyReportVM(tx *consensus.Tx, c *reportVMCmd) (any, error) {
 	if cur.Status.State != c.Status.State || cur.Status.Error != c.Status.Error {
 		m := evm("state", c.Status.State)
 		if c.Status.Error != "" {
-			m = evm("state_error", c.Status.State, c.Status.Error)
+			m = evm("state_error", c.Status.State, saidOr(c.Status.ErrorSaid, c.Status.Error))
 		}
 		return nil, addEvent(tx, vm.ID, "state", m, "", c.Node, c.Status.UpdatedAt)
 	}

@@ -130,11 +130,20 @@ func (st *VMStatus) waiting(err error) {
 	st.Pending, st.PendingSaid = w.Error(), said(w)
 }
 
+// saidOr is text as made from a format (s), when s says the same; else
+// text itself: an event's parameter.
+func saidOr(s *consensus.Error, text string) any {
+	if s != nil && s.Message == text {
+		return s
+	}
+	return text
+}
+
 // said is err as made from a format, if it was and nothing wrapped it in
 // other words; nil otherwise.
 func said(err error) *consensus.Error {
 	var e *consensus.Error
-	if errors.As(err, &e) && e.Message == err.Error() && (e.Format != "" || e.Key != "") {
+	if errors.As(err, &e) && e != nil && e.Message == err.Error() && (e.Format != "" || e.Key != "") {
 		return e
 	}
 	return nil

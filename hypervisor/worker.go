@@ -364,7 +364,7 @@ func (w *worker) adopt(inst *qemu.Instance) {
 func (w *worker) start(ctx context.Context, vm *VM) error {
 	st := VMStatus{State: StateBuilding, Accel: w.n.cfg.Accel}
 	if vm.Status.State == StateBuilding {
-		st.Pending = vm.Status.Pending // what it waits for, until it starts
+		st.Pending, st.PendingSaid = vm.Status.Pending, vm.Status.PendingSaid // what it waits for, until it starts
 	}
 	w.report(ctx, vm, st, reportOpts{})
 	vols, err := w.volumeDisks(vm)
@@ -611,7 +611,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 		return err
 	}
 	st := vm.Status
-	st.Accel, st.PID, st.Error = w.n.cfg.Accel, qs.PID, ""
+	st.Accel, st.PID, st.Error, st.ErrorSaid = w.n.cfg.Accel, qs.PID, "", nil
 	var o reportOpts
 	if w.fresh {
 		// Just booted with the spec's size; reboots asked before are done.
@@ -663,7 +663,7 @@ func (w *worker) converge(ctx context.Context, vm *VM) error {
 	}
 	w.resize(ctx, vm, &st)
 	if vp := w.syncVolumes(ctx, vm); len(vp) > 0 {
-		st.Pending = strings.TrimSpace(st.Pending + " " + strings.Join(vp, "; "))
+		st.Pending, st.PendingSaid = strings.TrimSpace(st.Pending+" "+strings.Join(vp, "; ")), nil
 	}
 	w.report(ctx, vm, st, o)
 	return nil
@@ -736,7 +736,7 @@ const unplugTimeout = 30 * time.Second
 // memory grow online up to the ceilings set at boot; anything else (a
 // decrease, a larger disk) waits for the next stop and start.
 func (w *worker) resize(ctx context.Context, vm *VM, st *VMStatus) {
-	st.Pending = ""
+	st.Pending, st.PendingSaid = "", nil
 	var pending []string
 	if vm.Spec.VCPUs != st.VCPUs {
 		if err := w.inst.SetVCPUs(ctx, int(vm.Spec.VCPUs)); err != nil {
@@ -755,7 +755,7 @@ func (w *worker) resize(ctx context.Context, vm *VM, st *VMStatus) {
 		pending = append(pending, fmt.Sprintf("%d MiB at the next start", vm.Spec.RAMMiB))
 	}
 	if len(pending) > 0 {
-		st.Pending = fmt.Sprint(pending)
+		st.Pending, st.PendingSaid = fmt.Sprint(pending), nil
 	}
 }
 

@@ -135,3 +135,24 @@ func TestEveryNotFoundKindIsNamed(t *testing.T) {
 		}
 	}
 }
+
+// A VM's error and pending change are said from their formats only while
+// the node's text is the one the format made: a said field left from an
+// earlier status does not stand for a later text.
+func TestStaleSaidStatusIsNotShown(t *testing.T) {
+	v := goldenView(langZH, false, "vms")
+	wait := said(consensus.Errorf("", "waiting: %v", consensus.Errorf("", "volume %s is being opened", "boot")))
+	vm := hypervisor.VM{Spec: hypervisor.VMSpec{RAMMiB: 1024},
+		Status: hypervisor.VMStatus{State: hypervisor.StateRunning, Pending: "[1024 MiB at the next start]", PendingSaid: wait}}
+	if got := pendingText(v, &vm); strings.Contains(got, "等待中") || !strings.Contains(got, "1024") {
+		t.Fatalf("a stale wait stood for a later pending change: %q", got)
+	}
+	vm.Status.Pending = wait.Message
+	if got := pendingText(v, &vm); got != "等待中：云硬盘 boot 正在打开" {
+		t.Fatalf("the wait itself: %q", got)
+	}
+	vm.Status = hypervisor.VMStatus{State: hypervisor.StateError, Error: "QEMU exited with status 1", ErrorSaid: said(consensus.Errorf("", "QEMU stopped the VM: %s", "io-error"))}
+	if got := vmStatusError(v, vm.Status); got != "QEMU exited with status 1" {
+		t.Fatalf("a stale error said: %q", got)
+	}
+}

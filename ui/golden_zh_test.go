@@ -38,7 +38,8 @@ func TestNoEnglishOnChinesePages(t *testing.T) {
 var (
 	// hiddenText is what a reader does not read as the page's words:
 	// scripts, styles, code, titles and the tags themselves. Tooltips
-	// (title="…") are read, as the browser shows them.
+	// (title="…") keep the technical term and the node's own words, in
+	// English by design, and are not read.
 	hiddenText = regexp.MustCompile(`(?s)<(script|style|code|pre|textarea|title)[^>]*>.*?</(script|style|code|pre|textarea|title)>`)
 	// blockTag ends a run of words (a table cell, an option, a heading):
 	// names in neighbouring cells are not a sentence.

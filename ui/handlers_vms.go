@@ -862,7 +862,7 @@ func keyedEvent(v *view, e hypervisor.Event) string {
 // refused, with its reason; a volume being opened) is said as the node
 // said it. The node's words stay in the tooltip.
 func pendingText(v *view, vm *hypervisor.VM) string {
-	if vm.Status.PendingSaid != nil { // made from a format: what it waits for
+	if s := vm.Status.PendingSaid; s != nil && s.Message == vm.Status.Pending { // made from a format: what it waits for
 		return messageText(v.tr, vm.Status.PendingSaid)
 	}
 	if vm.Status.Pending == fmt.Sprint([]string{fmt.Sprintf("%d MiB at the next start", vm.Spec.RAMMiB)}) {
@@ -893,7 +893,7 @@ var noRoomRE = regexp.MustCompile(`^no node has (\d+) vCPUs, (\d+) MiB and (\d+)
 // vmStatusError is a VM's error in the reader's language: from its format
 // where its node made it from one, else as vmErrorText says it.
 func vmStatusError(v *view, st hypervisor.VMStatus) string {
-	if st.ErrorSaid != nil {
+	if st.ErrorSaid != nil && st.ErrorSaid.Message == st.Error {
 		return messageText(v.tr, st.ErrorSaid)
 	}
 	return vmErrorText(v, st.Error)

@@ -35,10 +35,12 @@ func clusterCapacity(e *env, args []string) error {
 		}
 	}
 	fmt.Fprintln(e.stdout)
-	return e.print(c.Nodes, []string{"NODE", "VCPUS", "MEMORY GiB", "VMS", "ACCEL", "STATE"}, func(i int) []string {
+	return e.print(c.Nodes, []string{"NODE", "VCPUS", "MEMORY GiB", "VMS", "ACCEL", "DISK GiB FREE", "STATE"}, func(i int) []string {
 		n := c.Nodes[i]
 		state := "ok"
 		switch {
+		case n.StorageOnly:
+			state = "storage only"
 		case n.Error != "":
 			state = "error: " + n.Error
 		case !n.Available:
@@ -47,7 +49,7 @@ func clusterCapacity(e *env, args []string) error {
 			state = "cordoned"
 		}
 		return []string{n.Node, fmt.Sprintf("%d/%d", n.UsedVCPUs, n.VCPUs), gib(uint64(n.UsedRAMMiB)<<20) + "/" + gib(uint64(n.RAMMiB)<<20),
-			strconv.Itoa(n.VMs), n.Accel, state}
+			strconv.Itoa(n.VMs), n.Accel, gib(n.DiskFree) + "/" + gib(n.DiskBytes), state}
 	}, len(c.Nodes))
 }
 
