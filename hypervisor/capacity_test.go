@@ -158,3 +158,28 @@ func TestSpread(t *testing.T) {
 		}
 	}
 }
+
+// A node that holds pool disks but runs no VMs has a row of its own: it is
+// not judged a node short, and its loss is judged for the volumes whose only
+// copy it holds.
+func TestStorageOnlyNodes(t *testing.T) {
+	c := &Capacity{Nodes: []NodeCapacity{{Node: "node1", Available: true}, {Node: "node2", Available: true}},
+		IfLost: []NodeLoss{{Node: "node1"}, {Node: "node2"}}}
+	n := c.node("node3")
+	n.DiskBytes, n.DiskFree = 100, 40
+	if again := c.node("node3"); again != &c.Nodes[2] || !again.StorageOnly || again.DiskBytes != 100 {
+		t.Fatalf("node3's row: %+v", c.Nodes)
+	}
+	if c.node("node1").StorageOnly {
+		t.Fatal("a VM node became storage only")
+	}
+	c.judge(nil)
+	if !c.NPlusOne {
+		t.Fatalf("a storage-only node counted against N+1: %+v", c.Reasons)
+	}
+	c.IfLost[2].Volumes = []string{"scans"} // its only in-sync copy
+	c.judge(nil)
+	if c.NPlusOne || len(c.Reasons) != 1 || c.Reasons[0].Node != "node3" {
+		t.Fatalf("losing node3 loses volume scans's only copy: %+v", c.Reasons)
+	}
+}
