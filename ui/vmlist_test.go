@@ -63,6 +63,30 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	if got := order(b.get("/vms?project=" + icu.ID)); got != "monitor" {
 		t.Fatalf("project icu: %s", got)
 	}
+	// Filters on a VM's state and node keep exactly the VMs that have them.
+	want := map[string][]string{}
+	for _, n := range []string{"monitor", "pacs", "ward-a", "ward-b"} {
+		vm, err := e.compute.VM(root, ids[n])
+		if err != nil {
+			t.Fatal(err)
+		}
+		want["state="+vm.Status.State] = append(want["state="+vm.Status.State], n)
+		if vm.Node != "" {
+			want["node="+vm.Node] = append(want["node="+vm.Node], n)
+		}
+	}
+	for q, names := range want {
+		if got := order(b.get("/vms?" + q)); got != strings.Join(names, ",") {
+			t.Fatalf("filter %s: %s, want %s", q, got, strings.Join(names, ","))
+		}
+	}
+	// By project: icu's before radiology's, by name within each.
+	if got := order(b.get("/vms?sort=project")); got != "monitor,pacs,ward-a,ward-b" {
+		t.Fatalf("sorted by project: %s", got)
+	}
+	if got := order(b.get("/vms?sort=project&dir=desc")); !strings.HasSuffix(got, ",monitor") {
+		t.Fatalf("sorted by project, last first: %s", got)
+	}
 	// A filter on what no VM has now stays chosen (the refresh keeps it).
 	p = b.get("/vms/list?node=node9&state=paused")
 	if got := order(p); got != "" {
