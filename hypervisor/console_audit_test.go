@@ -32,16 +32,7 @@ func (onePeer) PeerAddr(name string) (string, bool) { return "", false }
 func TestConsoleSessionsAreAudited(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
-	e.host(t, "node1", 4, 4096)
-	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c1", Image: "guest", Flavor: "small"}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 10*time.Second, "the VM to be placed", func() error {
-		if vm, err := e.svc.VM(e.user, "c1"); err != nil || vm.Node == "" {
-			return fmt.Errorf("not placed: %v", err)
-		}
-		return nil
-	})
+	placedVM(t, e, ctx, "c1")
 	if err := EnsureConsoleKey(ctx, e.node); err != nil {
 		t.Fatal(err)
 	}
@@ -149,16 +140,7 @@ func TestConsoleSessionsAreAudited(t *testing.T) {
 func TestSerialLogReadsAreAudited(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := identity.WithRemoteAddr(context.Background(), "127.0.0.1:4711")
-	e.host(t, "node1", 4, 4096)
-	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: "c1", Image: "guest", Flavor: "small"}); err != nil {
-		t.Fatal(err)
-	}
-	testutil.WaitFor(t, 10*time.Second, "the VM to be placed", func() error {
-		if vm, err := e.svc.VM(e.user, "c1"); err != nil || vm.Node == "" {
-			return fmt.Errorf("not placed: %v", err)
-		}
-		return nil
-	})
+	placedVM(t, e, ctx, "c1")
 	log := filepath.Join(t.TempDir(), "serial.log")
 	if err := os.WriteFile(log, []byte("cloud-init: password=ward-9\r\nlogin: "), 0o600); err != nil {
 		t.Fatal(err)
@@ -193,4 +175,19 @@ func TestSerialLogReadsAreAudited(t *testing.T) {
 	if strings.Join(got, "|") != want {
 		t.Fatalf("audit: %q, want %q", strings.Join(got, "|"), want)
 	}
+}
+
+// placedVM makes the user's VM name on node1, and waits until it is placed.
+func placedVM(t *testing.T, e *computeEnv, ctx context.Context, name string) {
+	t.Helper()
+	e.host(t, "node1", 4, 4096)
+	if _, err := e.svc.CreateVM(ctx, e.user, VMCreate{Name: name, Image: "guest", Flavor: "small"}); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 10*time.Second, "the VM to be placed", func() error {
+		if vm, err := e.svc.VM(e.user, name); err != nil || vm.Node == "" {
+			return fmt.Errorf("not placed: %v", err)
+		}
+		return nil
+	})
 }

@@ -3,9 +3,7 @@ package ui
 import (
 	"fmt"
 	"go/ast"
-	"go/parser"
 	"go/token"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -30,32 +28,8 @@ type formatUse struct {
 // invalid(format, args...)), followed to any depth.
 func errorFormats(t *testing.T) []formatUse {
 	t.Helper()
-	type file struct {
-		dir string
-		f   *ast.File
-	}
-	var files []file
-	fset := token.NewFileSet()
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || slices.Contains([]string{"node_modules", "testdata", "cache", "out", "data", "bin"}, d.Name())) {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
-		if err != nil {
-			return err
-		}
-		files = append(files, file{filepath.Dir(path), f})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
+	type file = srcFile
+	fset, files := moduleSource(t)
 	// A formatter is named by its package's directory and its name (a
 	// method by "method" and its name). It takes formats as the parameters
 	// of its slots, each maybe with a literal prefix ("network %s: "+format).
@@ -330,23 +304,10 @@ func TestEveryErrorFormatIsTranslated(t *testing.T) {
 // Every error code a package declares (a constant Code… = "…", found in the
 // module's source) has a label in every language.
 func TestEveryErrorCodeIsNamed(t *testing.T) {
-	fset := token.NewFileSet()
+	fset, files := moduleSource(t)
 	codes := map[string]string{}
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || slices.Contains([]string{"node_modules", "testdata", "cache", "out", "data", "bin"}, d.Name())) {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
-		if err != nil {
-			return err
-		}
-		for _, decl := range f.Decls {
+	for _, sf := range files {
+		for _, decl := range sf.f.Decls {
 			g, ok := decl.(*ast.GenDecl)
 			if !ok || g.Tok != token.CONST {
 				continue
@@ -363,10 +324,6 @@ func TestEveryErrorCodeIsNamed(t *testing.T) {
 				}
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(codes) < 10 {
 		t.Fatalf("found only %d error codes: %v", len(codes), codes)

@@ -2,13 +2,7 @@ package ui
 
 import (
 	"go/ast"
-	"go/parser"
-	"go/token"
-	"io/fs"
-	"path/filepath"
-	"slices"
 	"strconv"
-	"strings"
 	"testing"
 )
 
@@ -21,22 +15,9 @@ func TestEveryMessageKeyIsTranslated(t *testing.T) {
 		args int
 	}
 	keys := map[string][]use{}
-	fset := token.NewFileSet()
-	err := filepath.WalkDir("..", func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && path != ".." && (strings.HasPrefix(d.Name(), ".") || slices.Contains([]string{"node_modules", "testdata", "cache", "out", "data", "bin"}, d.Name())) {
-			return filepath.SkipDir // not the module's code (build caches, test data, VCS)
-		}
-		if d.IsDir() || !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
-		f, err := parser.ParseFile(fset, path, nil, 0)
-		if err != nil {
-			return err
-		}
-		ast.Inspect(f, func(n ast.Node) bool {
+	fset, files := moduleSource(t)
+	for _, sf := range files {
+		ast.Inspect(sf.f, func(n ast.Node) bool {
 			call, ok := n.(*ast.CallExpr)
 			if !ok {
 				return true
@@ -60,10 +41,6 @@ func TestEveryMessageKeyIsTranslated(t *testing.T) {
 			keys[key] = append(keys[key], use{fset.Position(call.Pos()).String(), len(call.Args) - 3})
 			return true
 		})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if len(keys) < 9 {
 		t.Fatalf("found only %d message keys: is the walk reading the source? %v", len(keys), keys)
