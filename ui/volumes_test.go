@@ -563,3 +563,43 @@ func TestVolumeOriginText(t *testing.T) {
 		}
 	}
 }
+
+// A VM booted from a volume restarts elsewhere if its node dies; its page
+// switches that off and on again, a stale page is refused, and the service
+// holds what the page says.
+func TestVMHASwitchFromItsPage(t *testing.T) {
+	e, b, root, pr, fl, img := volumeSetup(t)
+	ctx := context.Background()
+	vm, err := e.compute.CreateVM(ctx, root, hypervisor.VMCreate{Name: "ris", Project: pr.ID, Image: img.ID, Flavor: fl.ID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := "/vms/" + vm.ID
+	p := b.get(page)
+	mustContain(t, p, `id="vm-ha" data-ha="on"`, `<input type="hidden" name="enabled" value="false">`, `id="vm-ha-toggle"`)
+	stale := versionOn(t, p)
+	form := b.formOn(page, url.Values{"enabled": {"false"}, "version": {stale}})
+	p = b.post(page+"/ha", form)
+	if p.status != http.StatusOK || p.path != page+"?done=ha_off" {
+		t.Fatalf("switch off: %d at %s\n%s", p.status, p.path, p.body)
+	}
+	mustContain(t, p, `id="vm-ha" data-ha="off"`, `<input type="hidden" name="enabled" value="true">`)
+	if got, _ := e.compute.VM(root, vm.ID); !got.Spec.HAOff || got.HA != "off" {
+		t.Fatalf("after the switch: HAOff %v, HA %q", got.Spec.HAOff, got.HA)
+	}
+	// The page it was sent from is now out of date: refused, nothing changes.
+	form = b.formOn(page, url.Values{"enabled": {"true"}, "version": {stale}})
+	if p = b.post(page+"/ha", form); p.status != formStatus {
+		t.Fatalf("a stale switch: %d", p.status)
+	}
+	if got, _ := e.compute.VM(root, vm.ID); !got.Spec.HAOff {
+		t.Fatal("a stale switch changed the VM")
+	}
+	form = b.formOn(page, url.Values{"enabled": {"true"}, "version": {versionOn(t, b.get(page))}})
+	if p = b.post(page+"/ha", form); p.status != http.StatusOK || p.path != page+"?done=ha_on" {
+		t.Fatalf("switch on: %d at %s", p.status, p.path)
+	}
+	if got, _ := e.compute.VM(root, vm.ID); got.Spec.HAOff || got.HA != "on" {
+		t.Fatalf("after switching on: HAOff %v, HA %q", got.Spec.HAOff, got.HA)
+	}
+}
