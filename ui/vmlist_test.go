@@ -145,6 +145,23 @@ func TestVMListSearchSortAndBulk(t *testing.T) {
 	}
 	mustContain(t, p, "Tick the VMs to act on first.")
 
+	// Bulk stop, then bulk start, each asked once.
+	for _, op := range []struct{ op, desired string }{{"stop", hypervisor.DesiredStopped}, {"start", hypervisor.DesiredRunning}} {
+		form := b.formOn("/vms", url.Values{"op": {op.op}, "vm": {ids["pacs"], ids["monitor"]}})
+		p := b.post("/vms/bulk", form)
+		mustContain(t, p, `<li data-id="`+ids["pacs"]+`">pacs`, `<li data-id="`+ids["monitor"]+`">monitor`)
+		form.Set("confirm", "yes")
+		form.Set("csrf", p.csrf(t))
+		if p = b.post("/vms/bulk", form); p.status != http.StatusOK || p.path != "/vms?done=bulk-"+op.op+"&name=2" {
+			t.Fatalf("bulk %s: %d at %s\n%s", op.op, p.status, p.path, p.body)
+		}
+		for _, n := range []string{"pacs", "monitor"} {
+			if vm, err := e.compute.VM(root, ids[n]); err != nil || vm.Desired != op.desired {
+				t.Fatalf("after bulk %s, %s wants %q (%v)", op.op, n, vm.Desired, err)
+			}
+		}
+	}
+
 	// In Chinese: the list, a VM's page, its serial console, and the bulk
 	// question with what it leaves out.
 	nb.get("/lang/zh-CN")
