@@ -247,6 +247,24 @@ func startMigration(tx *consensus.Tx, c *startMigrationCmd, postCopy bool) (any,
 	return &vm, addEvent(tx, vm.ID, "migrate", m, c.User, cur.Node, c.At)
 }
 
+// Arriving returns the VMs moving live to node from another node, and adds
+// a watch for a change of them to ws: node carries their networks before
+// their ports are bound to it (netfabric.Segments).
+func Arriving(txn *memdb.Txn, node string, ws memdb.WatchSet) []string {
+	it, err := txn.Get(tVMs, "migrating", node)
+	if err != nil {
+		return nil
+	}
+	ws.Add(it.WatchCh())
+	var out []string
+	for o := it.Next(); o != nil; o = it.Next() {
+		if vm := o.(*VM); vm.Node != node && vm.Migration != nil && vm.Migration.Target == node {
+			out = append(out, vm.ID)
+		}
+	}
+	return out
+}
+
 // alike says why a running VM cannot move live to node (its host differs
 // from the VM's in what the guest or the stream depends on), or nil.
 func alike(txn *memdb.Txn, vm *VM, node string) error {

@@ -869,8 +869,12 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			addr, err := w.receive(ctx, vm)
 			if err != nil {
 				var nr notReady
-				if errors.As(err, &nr) && time.Now().Before(deadline) {
-					break // a volume's standby socket is on its way
+				var tr transient
+				if (errors.As(err, &nr) || errors.As(err, &tr)) && time.Now().Before(deadline) {
+					// A volume's standby socket is on its way, or the
+					// segment of a port's network (this node carries it
+					// once it sees the VM arriving): again soon.
+					break
 				}
 				w.endMigration(ctx, vm, consensus.Errorf("", "%s could not receive the VM: %v", w.n.cfg.Name, err))
 				return nil

@@ -91,17 +91,26 @@ type RemotePort struct {
 // one for each project network with a port bound to node, and every
 // network of a router that has one (the node routes into them). underlay gives a
 // node's underlay address; ports on nodes it does not know are left out (a
-// node that has not said where it is cannot be reached yet).
-func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool)) []Segment {
+// node that has not said where it is cannot be reached yet). arriving are
+// owners (VMs) moving live to node: their ports are still bound where they
+// come from, but node carries their networks already, so that the taps of
+// the QEMU receiving them have a bridge to be on.
+func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool), arriving ...string) []Segment {
 	byNet := map[string][]Port{}
 	nodesOf := map[string]map[string]bool{} // network -> the nodes with its ports
+	carry := func(network, node string) {
+		if nodesOf[network] == nil {
+			nodesOf[network] = map[string]bool{}
+		}
+		nodesOf[network][node] = true
+	}
 	for _, p := range AllPorts(txn) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 		if p.Node != "" {
-			if nodesOf[p.NetworkID] == nil {
-				nodesOf[p.NetworkID] = map[string]bool{}
-			}
-			nodesOf[p.NetworkID][p.Node] = true
+			carry(p.NetworkID, p.Node)
+		}
+		if p.Node != node && slices.Contains(arriving, p.Owner) {
+			carry(p.NetworkID, node)
 		}
 	}
 	// A node that runs a router (one of its networks has a port there)

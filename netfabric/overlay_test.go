@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -252,6 +253,17 @@ func TestSegmentsFromState(t *testing.T) {
 	}
 	if s := netfabric.Segments(txn, "box4", at); len(s) != 0 {
 		t.Fatalf("a node without ports carries %+v", s)
+	}
+	// A VM moving live to box4 (owner a): box4 carries its network
+	// before the port is bound there; the frames for its MAC still go to
+	// box1, and the other boxes do not flood to box4 yet.
+	s4 := netfabric.Segments(txn, "box4", at, "a", "nobody")
+	if len(s4) != 1 || s4[0].Network.ID != "ward-net" || fmt.Sprint(s4[0].Peers) != "[198.18.0.1 198.18.0.2]" ||
+		!slices.ContainsFunc(s4[0].Remote, func(r netfabric.RemotePort) bool { return r.MAC.String() == a.MAC && r.Node == underlay["box1"] }) {
+		t.Fatalf("box4's segments with a VM arriving: %+v", s4)
+	}
+	if s := netfabric.Segments(txn, "box1", at, "a"); len(s) != 1 || fmt.Sprint(s[0].Peers) != "[198.18.0.2]" {
+		t.Fatalf("box1's segments with its own VM named arriving: %+v", s)
 	}
 }
 

@@ -250,7 +250,7 @@ func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host, tri
 		txn := a.node.Store().ReadTxn()
 		ws := memdb.NewWatchSet()
 		netfabric.WatchSegments(txn, ws)
-		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay)
+		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay, hypervisor.Arriving(txn, a.cfg.Name, ws)...)
 		wait := 30 * time.Second
 		if err := host.ReconcileSegments(ctx, segs); netfabric.OnlyRefused(err) {
 			// Lasts until the rules change, which the watch sees.

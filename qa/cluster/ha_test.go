@@ -155,7 +155,8 @@ func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string
 // Then the box running the HA VM is cut off behind an nftables partition,
 // its agent and QEMU alive (the zombie), again and again for a random
 // time: short cuts change nothing, longer ones make it kill its copy
-// (self-fencing), longer still restart the VM on the other side; now and
+// (self-fencing), longer still (always the first) restart the VM on the
+// other side; now and
 // then the Raft leader is cut off instead, which the VM on another node
 // must not notice. At no sampled instant do two nodes run the VM, after
 // each heal exactly one does, and at the end every record any copy of the
@@ -308,10 +309,16 @@ func TestHAFailover(t *testing.T) {
 		})
 		flushed = max(flushed, sc.last(t, api, cur.Node))
 		pid := qemuPIDs(vmNode, cur.ID)
-		// Cuts of 2 to 14 s; the last round's is a blip of 1 to 2 s,
-		// which must change nothing (below). CAIRN_HA_CUT sets them all.
+		// Cuts of 2 to 14 s; the first round's is 18 to 20 s, past the
+		// lease even when the zombie led Raft too (a new leader's clock
+		// counts from its election), which must move the VM; the last
+		// round's is a blip of 1 to 2 s, which must change nothing
+		// (below). CAIRN_HA_CUT sets them all.
 		cut := time.Duration(2000+rnd.IntN(12000)) * time.Millisecond
-		if round == loops-1 {
+		switch round {
+		case 0:
+			cut = time.Duration(18000+rnd.IntN(2000)) * time.Millisecond
+		case loops - 1:
 			cut = time.Duration(1000+rnd.IntN(1000)) * time.Millisecond
 		}
 		if d, err := time.ParseDuration(os.Getenv("CAIRN_HA_CUT")); err == nil {
@@ -378,6 +385,12 @@ func TestHAFailover(t *testing.T) {
 			// Self-fencing: a zombie cut off for longer than it may hold
 			// its lease (4 s), with a margin, had killed its copy.
 			t.Fatalf("round %d: %s, cut off for %s, still ran its copy", round, cutOff.Name, cut)
+		case cut >= 18*time.Second && after.Node == vmNode.Name:
+			// Past the lease (8 s from the last renewal the others saw,
+			// counted from a new leader's election if the zombie led):
+			// the VM was restarted on the other side while the zombie
+			// was away.
+			t.Fatalf("round %d: %s cut off for %s, yet %s runs there again", round, cutOff.Name, cut, ha)
 		case cut <= 2*time.Second && (zombieGone || after.Node != vmNode.Name || !slices.Equal(qemuPIDs(vmNode, cur.ID), pid)):
 			// A blip changes nothing: the node renews its lease within a
 			// second of the heal, before it would fence (4 s after its

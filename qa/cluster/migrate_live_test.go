@@ -603,6 +603,71 @@ func TestNodeDrain(t *testing.T) {
 			t.Fatalf("%s on %s after the drain; history:\n%s", name, vm.Node, evs)
 		}
 	}
+	// Bad input, each refused with a reason and nothing changed: a move
+	// to a node without room (the hosts' reserve raised past their
+	// memory), and a live move of a VM whose disk is local to its node.
+	refused := func(name string, body map[string]string, want string) {
+		t.Helper()
+		before, err := getVM(a, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		history := vmEvents(t, a, name)
+		var e cairntest.HTTPError
+		if err := a.Call("POST", "/api/v1/vms/"+name+"/migrate", body, 409, &e); err != nil {
+			t.Fatalf("migrate %s %v: %v", name, body, err)
+		}
+		if !strings.Contains(e.Msg, want) {
+			t.Fatalf("migrate %s %v refused with %q, want %q", name, body, e.Msg, want)
+		}
+		time.Sleep(2 * time.Second) // anything started would show by now
+		after, err := getVM(a, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if after.Node != before.Node || after.Status.State != "running" || after.Status.PID != before.Status.PID || !alive(before.Status.PID) {
+			t.Fatalf("after the refused move of %s: on %s, %s, QEMU %d (was on %s, QEMU %d)", name, after.Node, after.Status.State, after.Status.PID, before.Node, before.Status.PID)
+		}
+		if evs := vmEvents(t, a, name); evs != history {
+			t.Fatalf("%s's history after the refused move:\n%s\nbefore:\n%s", name, evs, history)
+		}
+	}
+	ward, err := getVM(a, names[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var to string
+	for _, n := range c.Nodes[1:] {
+		if n.Name != ward.Node {
+			to = n.Name
+		}
+	}
+	settings := map[string]any{}
+	if err := a.Call("GET", "/api/v1/compute/settings", nil, 200, &settings); err != nil {
+		t.Fatal(err)
+	}
+	reserve := settings["reserved_ram_mib"]
+	settings["reserved_ram_mib"] = 1 << 30
+	if err := a.Call("PUT", "/api/v1/compute/settings", settings, 200, &settings); err != nil {
+		t.Fatal(err)
+	}
+	refused(ward.Name, map[string]string{"node": to}, "MiB free, VM "+ward.Name+" needs 1 and 256")
+	refused(ward.Name, map[string]string{}, "no other node can take VM "+ward.Name)
+	settings["reserved_ram_mib"] = reserve
+	if err := a.Call("PUT", "/api/v1/compute/settings", settings, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": "ward-local", "project": "clinic", "image": "guest", "flavor": "tiny", "local_disk": true}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	local := waitVM(t, a, "ward-local", 5*time.Minute, "running", inState("running"))
+	for _, n := range c.Nodes[1:] {
+		if n.Name != local.Node {
+			refused(local.Name, map[string]string{"node": n.Name}, "VM ward-local has local disks on "+local.Node+": only a VM whose disks are all volumes can move")
+			break
+		}
+	}
+
 	// node1 is cordoned; with node2 too, node3 is the last that takes VMs.
 	if err := a.Call("POST", "/api/v1/hosts/"+c.Node(2).Name+"/cordon", map[string]string{}, 200, nil); err != nil {
 		t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 // network reaches a guest on another network on another box, and the
 // outside from its own box's address; a floating IP reaches its guest
 // from outside, through a kill -9 and restart of the agent of its box,
-// and reaches nothing once taken back. Bad input changes nothing.
+// after the guest moves live to another box and after that box dies and
+// the guest is restarted on another, and reaches nothing once taken back.
+// Bad input changes nothing.
 func TestRoutersAndFloatingIPs(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--vm-stop-timeout", "30s"}})
 	a := cairntest.Admin(t, c.Node(1))
@@ -67,14 +70,16 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 
 	// viewer1 on wards; pacs1 on imaging, on another box, probing viewer1
 	// and the outside from inside the guest.
-	vm := func(name, network, userData string) {
+	// viewer1 boots from a volume, so that it can move; pacs1 from a
+	// local disk.
+	vm := func(name, network, userData string, local bool) {
 		call("POST", "/api/v1/vms", map[string]any{"name": name, "project": "clinic", "image": "guest", "flavor": "tiny", "group": "edge",
-			"local_disk": true, "networks": []string{network}, "security_groups": []string{"default", "web"}, "user_data": userData}, 201, nil)
+			"local_disk": local, "networks": []string{network}, "security_groups": []string{"default", "web"}, "user_data": userData}, 201, nil)
 	}
-	vm("viewer1", "wards", "")
+	vm("viewer1", "wards", "", false)
 	viewer := waitVM(t, a, "viewer1", 4*time.Minute, "running", inState("running"))
 	waitSerial(t, a, "viewer1", "cairn-guest: hostname=viewer1 ip="+viewer.IP(), 1)
-	vm("pacs1", "imaging", fmt.Sprintf("#cloud-config\n# cairn-guest probe %s:8080\n# cairn-guest probe 203.0.113.1:80\n", viewer.IP()))
+	vm("pacs1", "imaging", fmt.Sprintf("#cloud-config\n# cairn-guest probe %s:8080\n# cairn-guest probe 203.0.113.1:80\n", viewer.IP()), true)
 	pacs := waitVM(t, a, "pacs1", 4*time.Minute, "running", inState("running"))
 	if pacs.Node == viewer.Node {
 		t.Fatalf("anti-affinity group on one node: %s", pacs.Node)
@@ -104,7 +109,77 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 	// The agent of viewer1's box killed with -9 and restarted: the
 	// floating IP answers throughout.
 	nv := cairntest.NodeByName(c, viewer.Node)
-	stop, done := make(chan struct{}), make(chan []string)
+	probes := probeUntil(outside, fip.IP, want)
+	nv.Kill()
+	nv.Start()
+	cairntest.WaitReady(t, nv)
+	time.Sleep(5 * time.Second)
+	if fails := probes(); len(fails) > 0 {
+		t.Fatalf("the floating IP did not answer across its box's agent restart: %v", fails)
+	}
+
+	// viewer1 moves live to the third box: the floating IP follows it
+	// (the new box answers for the address and announces it), and the
+	// outside reaches the same guest there.
+	var third *harness.Node
+	for _, n := range c.Nodes {
+		if n.Name != viewer.Node && n.Name != pacs.Node {
+			third = n
+		}
+	}
+	probes = probeUntil(outside, fip.IP, want)
+	call("POST", "/api/v1/vms/viewer1/migrate", map[string]string{"node": third.Name}, 200, nil)
+	waitVM(t, a, "viewer1", 3*time.Minute, "running on "+third.Name, func(v vmView) error {
+		if v.Node != third.Name || v.Status.State != "running" {
+			return fmt.Errorf("on %s, %s", v.Node, v.Status.State)
+		}
+		return nil
+	})
+	fipReaches(t, outside, fip.IP, want, "viewer1 moved live to "+third.Name)
+	fails := probes()
+	t.Logf("the floating IP during the live move: %d failed probes %v", len(fails), fails)
+
+	// viewer1's new box dies (its agent and the guest's QEMU, kill -9):
+	// the guest is restarted on the box it came from (anti-affinity keeps
+	// it off pacs1's), and the floating IP follows it there.
+	moved, err := getVM(a, "viewer1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	third.Kill()
+	for _, pid := range qemuPIDs(third, moved.ID) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	restarted := waitVM(t, a, "viewer1", 3*time.Minute, "restarted on "+viewer.Node, func(v vmView) error {
+		if v.Node != viewer.Node || v.Status.State != "running" {
+			return fmt.Errorf("on %s, %s", v.Node, v.Status.State)
+		}
+		return nil
+	})
+	if restarted.IP() != viewer.IP() {
+		t.Fatalf("viewer1 restarted with address %s, had %s", restarted.IP(), viewer.IP())
+	}
+	fipReaches(t, outside, fip.IP, want, "viewer1 restarted on "+viewer.Node+" after "+third.Name+" died")
+	third.Start()
+	cairntest.WaitShape(t, a, 3, 0)
+	// A router that connects networks, and a network on a router, stay.
+	call("DELETE", "/api/v1/routers/edge", nil, 409, nil)
+	call("DELETE", "/api/v1/networks/wards", nil, 409, nil)
+	// Taken back, the floating IP reaches nothing.
+	call("DELETE", "/api/v1/floating-ips/"+fip.IP+"/port", nil, 200, nil)
+	testutil.WaitFor(t, 30*time.Second, "the floating IP taken back answers no more", func() error {
+		if out, err := probeFrom(outside, fip.IP); err == nil {
+			return fmt.Errorf("still answered %q", out)
+		}
+		return nil
+	})
+}
+
+// probeUntil probes the guest behind ip from the namespace every 200 ms,
+// until the returned function is called; it returns the probes that did
+// not reach the guest (want not in the answer).
+func probeUntil(p probeNS, ip, want string) func() []string {
+	stop, done := make(chan struct{}), make(chan []string, 1)
 	go func() {
 		var fails []string
 		for {
@@ -114,28 +189,31 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 				return
 			default:
 			}
-			if out, err := probeFrom(outside, fip.IP); err != nil || !strings.Contains(out, want) {
+			if out, err := probeFrom(p, ip); err != nil || !strings.Contains(out, want) {
 				fails = append(fails, fmt.Sprintf("%s: %q %v", time.Now().Format("15:04:05.000"), out, err))
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}()
-	nv.Kill()
-	nv.Start()
-	cairntest.WaitReady(t, nv)
-	time.Sleep(5 * time.Second)
-	close(stop)
-	if fails := <-done; len(fails) > 0 {
-		t.Fatalf("the floating IP did not answer across its box's agent restart: %v", fails)
+	var fails []string
+	var once bool
+	return func() []string {
+		if !once {
+			once = true
+			close(stop)
+			fails = <-done
+		}
+		return fails
 	}
-	// A router that connects networks, and a network on a router, stay.
-	call("DELETE", "/api/v1/routers/edge", nil, 409, nil)
-	call("DELETE", "/api/v1/networks/wards", nil, 409, nil)
-	// Taken back, the floating IP reaches nothing.
-	call("DELETE", "/api/v1/floating-ips/"+fip.IP+"/port", nil, 200, nil)
-	testutil.WaitFor(t, 30*time.Second, "the floating IP taken back answers no more", func() error {
-		if out, err := probeFrom(outside, fip.IP); err == nil {
-			return fmt.Errorf("still answered %q", out)
+}
+
+// fipReaches waits until the namespace reaches the guest (want in its
+// answer) at the floating IP.
+func fipReaches(t *testing.T, p probeNS, ip, want, what string) {
+	t.Helper()
+	testutil.WaitFor(t, 3*time.Minute, "the outside reaching "+ip+" once "+what, func() error {
+		if out, err := probeFrom(p, ip); err != nil || !strings.Contains(out, want) {
+			return fmt.Errorf("%q %v", out, err)
 		}
 		return nil
 	})
