@@ -13,6 +13,7 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/volume"
 )
 
@@ -41,6 +42,10 @@ type Drain struct {
 	// with a copy on it: Message's parts, for pages in another language.
 	Stays  []DrainStay `json:"stays,omitempty"`
 	Copies []string    `json:"copies,omitempty"`
+	// Objects counts the objects (versions and multipart parts) of the
+	// object store with a shard on the node: readable from the others,
+	// with less redundancy, while it is away.
+	Objects int `json:"objects,omitempty"`
 	// Tried holds, per VM, the live migration the drainer started.
 	Tried map[string]string `json:"tried,omitempty"`
 	// Restarting are VMs the drainer stopped to move, to start once moved.
@@ -456,6 +461,12 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			dr.Message += ". "
 		}
 		dr.Message += fmt.Sprintf("Volumes with a copy on %s, which run on fewer copies while it is away: %s", c.Node, strings.Join(vols, ", "))
+	}
+	if dr.Objects = storage.ObjectsOn(txn, c.Node); dr.Objects > 0 {
+		if dr.Message != "" {
+			dr.Message += ". "
+		}
+		dr.Message += fmt.Sprintf("Objects with shards on %s, read from the other nodes with less redundancy while it is away: %d", c.Node, dr.Objects)
 	}
 	save()
 }

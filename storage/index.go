@@ -57,6 +57,29 @@ func HoldsDisks(table string) {
 	}
 }
 
+// ObjectsOn counts the object versions and multipart parts with a shard on
+// a disk of node: what is readable from the other nodes, with less
+// redundancy, while that node is away.
+func ObjectsOn(txn *memdb.Txn, node string) int {
+	disks, err := txn.Get(tDisks, "node", node)
+	if err != nil {
+		return 0 // a registry without storage's tables (a test's)
+	}
+	seen := map[any]bool{}
+	for d := disks.Next(); d != nil; d = disks.Next() {
+		for _, table := range []string{tObjects, tVersions, tParts} {
+			it, err := txn.Get(table, "disk", d.(*Disk).ID)
+			if err != nil {
+				panic(err) // the index is registered with the table: a bug
+			}
+			for o := it.Next(); o != nil; o = it.Next() {
+				seen[o] = true
+			}
+		}
+	}
+	return len(seen)
+}
+
 // diskHolds counts the objects, versions and multipart parts with a shard
 // on disk id.
 func diskHolds(tx *memdb.Txn, id string) int {

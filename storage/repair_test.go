@@ -258,6 +258,12 @@ func TestDrainMovesShardsBeforeRemoval(t *testing.T) {
 	if victim == "" {
 		t.Fatal("no shard on node2's disks")
 	}
+	// 4+2 over three nodes, at most two shards a node: every object has
+	// shards on node2 (a node drain says so), each counted once though on
+	// two of its disks.
+	if n, none := storage.ObjectsOn(ns[0].node.Store().ReadTxn(), "node2"), storage.ObjectsOn(ns[0].node.Store().ReadTxn(), "node9"); n != len(objects) || none != 0 {
+		t.Fatalf("objects with shards on node2: %d of %d; on a node with no disks: %d", n, len(objects), none)
+	}
 	// A third disk on node2, added after the objects were written 4+2 over
 	// six disks: a shard can leave one of node2's disks for it and still
 	// respect at most two shards per node.

@@ -43,6 +43,15 @@ func (c *cli) ok(stdin string, args ...string) string {
 	return out
 }
 
+// adminCLI is the cairn CLI logged in as the cluster admin through node n.
+func adminCLI(t *testing.T, n *harness.Node) *cli {
+	t.Helper()
+	admin := &cli{t: t, bin: harness.BuildCairn(t), env: []string{"CAIRN_CONFIG=" + filepath.Join(t.TempDir(), "admin.json"),
+		"CAIRN_ENDPOINT=https://" + n.IP + ":8443", "CAIRN_CA_CERT=" + filepath.Join(n.DataDir, "ca.crt")}}
+	admin.ok(cairntest.AdminPassword+"\n", "login", "--username", "admin", "--password-stdin")
+	return admin
+}
+
 // The CLI contract: login with --password-stdin prints and saves a token;
 // cluster status -o json shows the leader and every node's role and health;
 // the nouns work with tables and JSON; endpoint and token come from flags,

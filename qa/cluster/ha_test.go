@@ -99,9 +99,10 @@ func (w *copies) end() []copiesSample {
 	return w.samples
 }
 
-// haVMs makes an HA VM (booted from a volume, the default) and one with
-// HA off, both on one node (the others cordoned while they are placed),
-// running and answering; it returns that node.
+// haVMs makes an HA VM (booted from a volume, the default; its priority
+// given at create) and one with HA switched off with the CLI, both on one
+// node (the others cordoned while they are placed), running and
+// answering; it returns that node.
 func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string) *harness.Node {
 	t.Helper()
 	on := c.Node(2)
@@ -115,9 +116,16 @@ func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string
 	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": ha, "project": "clinic", "image": "guest", "flavor": "tiny", "ha_priority": 50}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": off, "project": "clinic", "image": "guest", "flavor": "tiny", "ha_off": true}, 201, nil); err != nil {
+	if err := a.Call("POST", "/api/v1/vms", map[string]any{"name": off, "project": "clinic", "image": "guest", "flavor": "tiny"}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
+	admin := adminCLI(t, c.Node(1))
+	for _, bad := range [][]string{{"--on", "--off"}, {}} {
+		if out, err := admin.run("", append([]string{"vm", "ha", off}, bad...)...); err == nil || !strings.Contains(out, "--o") {
+			t.Fatalf("cairn vm ha %s %v: %v\n%s", off, bad, err, out)
+		}
+	}
+	admin.ok("", "vm", "ha", off, "--off", "--priority", "-5")
 	for _, name := range []string{ha, off} {
 		if vm := waitVM(t, a, name, 5*time.Minute, "running", inState("running")); vm.Node != on.Name {
 			t.Fatalf("%s on %s, want %s", name, vm.Node, on.Name)
@@ -140,7 +148,7 @@ func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string
 	if err := a.Call("GET", "/api/v1/vms/"+ha, nil, 200, &v); err != nil || v.HA != "on" || v.Spec.HAPriority != 50 {
 		t.Fatalf("%s's HA: %+v %v", ha, v, err)
 	}
-	if err := a.Call("GET", "/api/v1/vms/"+off, nil, 200, &v); err != nil || v.HA != "off" {
+	if err := a.Call("GET", "/api/v1/vms/"+off, nil, 200, &v); err != nil || v.HA != "off" || v.Spec.HAPriority != -5 {
 		t.Fatalf("%s's HA: %+v %v", off, v, err)
 	}
 	return on
