@@ -43,8 +43,8 @@ type Drain struct {
 	Stays  []DrainStay `json:"stays,omitempty"`
 	Copies []string    `json:"copies,omitempty"`
 	// Objects counts the objects (versions and multipart parts) of the
-	// object store with a shard on the node: readable from the others,
-	// with less redundancy, while it is away.
+	// object store with a shard on the node, which run on fewer shards
+	// while it is away.
 	Objects int `json:"objects,omitempty"`
 	// Tried holds, per VM, the live migration the drainer started.
 	Tried map[string]string `json:"tried,omitempty"`
@@ -466,7 +466,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		if dr.Message != "" {
 			dr.Message += ". "
 		}
-		dr.Message += fmt.Sprintf("Objects with shards on %s, read from the other nodes with less redundancy while it is away: %d", c.Node, dr.Objects)
+		dr.Message += fmt.Sprintf("Objects with shards on %s, which run on fewer shards while it is away: %d", c.Node, dr.Objects)
 	}
 	save()
 }

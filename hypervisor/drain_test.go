@@ -23,6 +23,7 @@ func TestDrainNode(t *testing.T) {
 	e.host(t, "node1", 8, 16384)
 	e.placeVMs(t, "node1", map[string]VMSpec{
 		"live":    {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-live"},
+		"live-ok": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-live-ok"},
 		"resized": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-resized"},
 		"parked":  {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID, BootVolume: "vol-parked"},
 		"local":   {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID},
@@ -35,6 +36,7 @@ func TestDrainNode(t *testing.T) {
 		}
 	}
 	report("vm-live", "node1", StateRunning, "")
+	report("vm-live-ok", "node1", StateRunning, "")
 	report("vm-local", "node1", StateRunning, "")
 	report("vm-resized", "node1", StateRunning, "512 MiB at the next start")
 	if _, err := e.svc.Do(ctx, e.admin, "parked", OpStop, 0); err != nil {
@@ -131,6 +133,22 @@ func TestDrainNode(t *testing.T) {
 		return nil
 	})
 	report("vm-live", "node2", StateRunning, "")
+	// live-ok moves live, to the end.
+	testutil.WaitFor(t, 10*time.Second, "live-ok's migration", func() error {
+		if m := get("live-ok").Migration; m == nil || m.Target != "node2" {
+			return fmt.Errorf("%+v", m)
+		}
+		return nil
+	})
+	m = get("live-ok").Migration
+	for _, s := range []struct{ node, phase string }{{"node1", PhasePreparing}, {"node2", PhaseTransferring}, {"node1", PhaseSwitching}, {"node2", PhaseSwitched}} {
+		if _, err := e.node.Apply(ctx, MsgMigrationStep, migrationCmd{VM: "vm-live-ok", ID: m.ID, Node: s.node, Phase: s.phase, At: time.Now()}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.node.Apply(ctx, MsgEndMigration, endMigrationCmd{VM: "vm-live-ok", ID: m.ID, Node: "node2", At: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
 	// parked moves as it is; resized (a change pending) is stopped to move.
 	testutil.WaitFor(t, 10*time.Second, "parked moved, resized stopped", func() error {
 		if p, r := get("parked"), get("resized"); p.Node != "node2" || r.Desired != DesiredStopped {
@@ -157,7 +175,7 @@ func TestDrainNode(t *testing.T) {
 		dr = c.Drain
 		return nil
 	})
-	if dr.Moved != 1 || dr.Restarted != 2 || !strings.Contains(dr.Message, "local stays: it has local disks") || !strings.Contains(dr.Message, "vol-live") {
+	if dr.Moved != 2 || dr.Restarted != 2 || !strings.Contains(dr.Message, "local stays: it has local disks") || !strings.Contains(dr.Message, "vol-live") {
 		t.Fatalf("drain: %+v", dr)
 	}
 	if get("local").Node != "node1" || get("local").Desired != DesiredRunning {

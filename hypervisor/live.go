@@ -247,9 +247,11 @@ func startMigration(tx *consensus.Tx, c *startMigrationCmd, postCopy bool) (any,
 	return &vm, addEvent(tx, vm.ID, "migrate", m, c.User, cur.Node, c.At)
 }
 
-// Arriving returns the VMs moving live to node from another node, and adds
-// a watch for a change of them to ws: node carries their networks before
-// their ports are bound to it (netfabric.Segments).
+// Arriving returns the VMs moving live to node from another node (node
+// carries their networks before their ports are bound to it:
+// netfabric.Segments), and adds to ws a watch that fires when one starts or
+// stops moving there, and also on every change to such a VM's record (its
+// migration's progress, every second): a watcher compares what it gets.
 func Arriving(txn *memdb.Txn, node string, ws memdb.WatchSet) []string {
 	it, err := txn.Get(tVMs, "migrating", node)
 	if err != nil {

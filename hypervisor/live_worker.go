@@ -12,6 +12,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/leafca"
 	"github.com/cairnhq/cairn/hypervisor/qemu"
+	"github.com/cairnhq/cairn/netfabric"
 	"github.com/cairnhq/cairn/storage/volume"
 )
 
@@ -869,8 +870,7 @@ func (w *worker) migrateIn(ctx context.Context) error {
 			addr, err := w.receive(ctx, vm)
 			if err != nil {
 				var nr notReady
-				var tr transient
-				if (errors.As(err, &nr) || errors.As(err, &tr)) && time.Now().Before(deadline) {
+				if (errors.As(err, &nr) || errors.Is(err, netfabric.ErrSegmentMissing)) && time.Now().Before(deadline) {
 					// A volume's standby socket is on its way, or the
 					// segment of a port's network (this node carries it
 					// once it sees the VM arriving): again soon.

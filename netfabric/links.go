@@ -192,7 +192,7 @@ func (h *Host) attachTaps() error {
 	var errs []error
 	for _, t := range taps {
 		err := h.ensureTap(t, false)
-		if errors.Is(err, errSegmentMissing) {
+		if errors.Is(err, ErrSegmentMissing) {
 			// Left where it is: at an agent's start the segments are not
 			// known yet, and the guest's traffic must not stop.
 			// ReconcileSegments puts it on its bridge. (A tap whose port

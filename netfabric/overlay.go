@@ -98,19 +98,17 @@ type RemotePort struct {
 func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool), arriving ...string) []Segment {
 	byNet := map[string][]Port{}
 	nodesOf := map[string]map[string]bool{} // network -> the nodes with its ports
-	carry := func(network, node string) {
-		if nodesOf[network] == nil {
-			nodesOf[network] = map[string]bool{}
-		}
-		nodesOf[network][node] = true
-	}
+	var incoming []string // networks of the ports arriving at node
 	for _, p := range AllPorts(txn) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 		if p.Node != "" {
-			carry(p.NetworkID, p.Node)
+			if nodesOf[p.NetworkID] == nil {
+				nodesOf[p.NetworkID] = map[string]bool{}
+			}
+			nodesOf[p.NetworkID][p.Node] = true
 		}
-		if p.Node != node && slices.Contains(arriving, p.Owner) {
-			carry(p.NetworkID, node)
+		if slices.Contains(arriving, p.Owner) {
+			incoming = append(incoming, p.NetworkID)
 		}
 	}
 	// A node that runs a router (one of its networks has a port there)
@@ -135,6 +133,14 @@ func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Add
 			}
 			maps.Copy(carriers[id], all)
 		}
+	}
+	// Arriving ports make node carry their own networks only: it runs no
+	// router for them before the switchover binds them here.
+	for _, id := range incoming {
+		if carriers[id] == nil {
+			carriers[id] = map[string]bool{}
+		}
+		carriers[id][node] = true
 	}
 	var out []Segment
 	for _, nw := range ListNetworks(txn) {
@@ -755,9 +761,9 @@ func (h *Host) syncFDB(vx netlink.Link, s Segment) error {
 	return nil
 }
 
-// errSegmentMissing: the tap's project network has no segment on this
+// ErrSegmentMissing: the tap's project network has no segment on this
 // node yet (ReconcileSegments attaches it once it has).
-var errSegmentMissing = errors.New("the segment of its project network is not on this node yet")
+var ErrSegmentMissing = errors.New("the segment of its project network is not on this node yet")
 
 // bridgeFor returns the bridge a tap belongs on: its port's segment bridge
 // for a project network, else the NAT network's bridge (where a tap with
@@ -776,7 +782,7 @@ func (h *Host) bridgeFor(tap string) (name string, mtu int, err error) {
 		if nw, known := h.leases.Network(); known && nw.ID == p.NetworkID {
 			return h.cfg.Bridge, 0, nil
 		}
-		return "", 0, fmt.Errorf("tap %s: %w: network %s", tap, errSegmentMissing, p.NetworkID)
+		return "", 0, fmt.Errorf("tap %s: %w: network %s", tap, ErrSegmentMissing, p.NetworkID)
 	}
 	return h.cfg.Bridge, 0, nil
 }

@@ -255,15 +255,39 @@ func TestSegmentsFromState(t *testing.T) {
 		t.Fatalf("a node without ports carries %+v", s)
 	}
 	// A VM moving live to box4 (owner a): box4 carries its network
-	// before the port is bound there; the frames for its MAC still go to
-	// box1, and the other boxes do not flood to box4 yet.
+	// before the port is bound there, and the frames for its MAC still go
+	// to box1; the others, which know nothing of it yet, do not flood to
+	// box4 (box4 has an underlay address now).
+	underlay["box4"] = netip.MustParseAddr("198.18.0.4")
 	s4 := netfabric.Segments(txn, "box4", at, "a", "nobody")
 	if len(s4) != 1 || s4[0].Network.ID != "ward-net" || fmt.Sprint(s4[0].Peers) != "[198.18.0.1 198.18.0.2]" ||
 		!slices.ContainsFunc(s4[0].Remote, func(r netfabric.RemotePort) bool { return r.MAC.String() == a.MAC && r.Node == underlay["box1"] }) {
 		t.Fatalf("box4's segments with a VM arriving: %+v", s4)
 	}
-	if s := netfabric.Segments(txn, "box1", at, "a"); len(s) != 1 || fmt.Sprint(s[0].Peers) != "[198.18.0.2]" {
-		t.Fatalf("box1's segments with its own VM named arriving: %+v", s)
+	if s := netfabric.Segments(txn, "box1", at); len(s) != 1 || fmt.Sprint(s[0].Peers) != "[198.18.0.2]" {
+		t.Fatalf("box1's segments while a VM of it moves to box4: %+v", s)
+	}
+	// On a routed network the arriving port makes box4 carry its own
+	// network only; box1, which routes, carries both of the router's.
+	if _, err := f.network(t, netfabric.Network{ID: "ward-net2", Project: f.ward, CIDR: "10.51.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	var r netfabric.Router
+	f.must(t, netfabric.MsgCreateRouter, netfabric.Router{ID: "r1", Name: "edge", Project: f.ward, CreatedAt: time.Now()}, &r)
+	for _, nw := range []string{"ward-net", "ward-net2"} {
+		f.must(t, netfabric.MsgRouterInterface, netfabric.RouterInterfaceCmd{Router: "r1", Network: nw}, &r)
+	}
+	txn = f.node.Store().ReadTxn()
+	carried := func(node string, arriving ...string) string {
+		var ids []string
+		for _, s := range netfabric.Segments(txn, node, at, arriving...) {
+			ids = append(ids, s.Network.ID)
+		}
+		sort.Strings(ids)
+		return fmt.Sprint(ids)
+	}
+	if box1, box4 := carried("box1"), carried("box4", "a"); box1 != "[ward-net ward-net2]" || box4 != "[ward-net]" {
+		t.Fatalf("with a router: box1 carries %s, box4 with a VM arriving %s", box1, box4)
 	}
 }
 

@@ -58,8 +58,7 @@ func HoldsDisks(table string) {
 }
 
 // ObjectsOn counts the object versions and multipart parts with a shard on
-// a disk of node: what is readable from the other nodes, with less
-// redundancy, while that node is away.
+// a disk of node: what runs on fewer shards while that node is away.
 func ObjectsOn(txn *memdb.Txn, node string) int {
 	disks, err := txn.Get(tDisks, "node", node)
 	if err != nil {

@@ -167,7 +167,7 @@ func goldenHosts() hostsData {
 		h("node2", 2, goldenTime, &hypervisor.Cordon{Node: "node2", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d1", State: hypervisor.DrainDraining, Moved: 3}}),
 		h("node3", 1, goldenTime, &hypervisor.Cordon{Node: "node3", Reason: "new RAM <Thursday>", By: "it-lin", At: at}),
 		h("node4", 1, goldenTime, &hypervisor.Cordon{Node: "node4", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d2", State: hypervisor.DrainDone, Moved: 5, Restarted: 1,
-			Message: "lab-db stays: it has local disks (convert its disk first); pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans. Objects with shards on node4, read from the other nodes with less redundancy while it is away: 1204",
+			Message: "lab-db stays: it has local disks (convert its disk first); pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans. Objects with shards on node4, which run on fewer shards while it is away: 1204",
 			Stays: []hypervisor.DrainStay{{VM: "lab-db", Key: "cannot_move", Args: []string{"it has local disks (convert its disk first)"}},
 				{VM: "pacs", Key: "state", Args: []string{"error"}}},
 			Copies: []string{"scans"}, Objects: 1204}}),

@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/watchdog"
@@ -241,16 +243,50 @@ func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, read
 	}
 }
 
+// followArrivals follows the VMs moving live to this node. The function it
+// returns gives them and a channel closed when they change: a migration's
+// record changes every second with its progress, and only the set of them
+// is worth reconciling the networks for.
+func (a *Agent) followArrivals(ctx context.Context) func() ([]string, <-chan struct{}) {
+	var (
+		mu      sync.Mutex
+		changed = make(chan struct{})
+	)
+	ws := memdb.NewWatchSet()
+	vms := hypervisor.Arriving(a.node.Store().ReadTxn(), a.cfg.Name, ws)
+	go func() {
+		for a.node.Store().Watch(ctx, ws) == nil {
+			ws = memdb.NewWatchSet()
+			now := hypervisor.Arriving(a.node.Store().ReadTxn(), a.cfg.Name, ws)
+			mu.Lock()
+			if !slices.Equal(now, vms) {
+				vms = now
+				close(changed)
+				changed = make(chan struct{})
+			}
+			mu.Unlock()
+		}
+	}()
+	return func() ([]string, <-chan struct{}) {
+		mu.Lock()
+		defer mu.Unlock()
+		return vms, changed
+	}
+}
+
 // reconcileSegments keeps this node carrying the project networks that
 // have ports here (netfabric's VXLAN segments), as the ports and networks
 // in the state change, and every half minute for drift and for peers
 // whose address gossip has changed.
 func (a *Agent) reconcileSegments(ctx context.Context, host *netfabric.Host, tried chan<- struct{}) {
+	arriving := a.followArrivals(ctx)
 	for ctx.Err() == nil {
 		txn := a.node.Store().ReadTxn()
 		ws := memdb.NewWatchSet()
 		netfabric.WatchSegments(txn, ws)
-		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay, hypervisor.Arriving(txn, a.cfg.Name, ws)...)
+		vms, changed := arriving()
+		ws.Add(changed)
+		segs := netfabric.Segments(txn, a.cfg.Name, a.peerUnderlay, vms...)
 		wait := 30 * time.Second
 		if err := host.ReconcileSegments(ctx, segs); netfabric.OnlyRefused(err) {
 			// Lasts until the rules change, which the watch sees.

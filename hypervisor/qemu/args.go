@@ -3,6 +3,7 @@ package qemu
 import (
 	"fmt"
 	"path/filepath"
+	"strings"
 )
 
 // Args is QEMU's command line for m, without the binary: the Driver puts
@@ -43,6 +44,10 @@ func (m Machine) Args() []string {
 	}
 	for i, n := range m.NICs {
 		a = append(a, nicArgs(n, nicFD(i))...)
+	}
+	if f := m.Forward; f != nil {
+		a = append(a, "-netdev", opts("user", "id=net-forward", fmt.Sprintf("hostfwd=tcp:127.0.0.1:%d-:%d", f.HostPort, f.GuestPort)),
+			"-device", opts("virtio-net-pci", "id=forward", "netdev=net-forward", "mac="+strings.ToLower(f.MAC)))
 	}
 	a = append(a, entropyArgs()...)
 	a = append(a, balloonArgs()...)

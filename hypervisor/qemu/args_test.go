@@ -59,6 +59,10 @@ func TestArgsGolden(t *testing.T) {
 		"two-nics": func(m *Machine) {
 			m.NICs = append(m.NICs, NIC{ID: "nic1", Tap: "cvm1n1", MAC: "52:54:00:ab:cd:02"})
 		},
+		// A user-mode NIC reached through a loopback port (benchmarks).
+		"forward": func(m *Machine) {
+			m.Forward = &Forward{HostPort: 18080, GuestPort: 8080, MAC: "52:54:00:AB:CD:09"}
+		},
 		"serial-log": func(m *Machine) {
 			m.SerialLog = "/var/lib/cairn/vm1/serial.log"
 		},

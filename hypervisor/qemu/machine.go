@@ -23,6 +23,11 @@ type Machine struct {
 	Firmware     Firmware
 	Disks        []Disk
 	NICs         []NIC
+	// Forward, if set, gives the VM one more NIC on QEMU's user-mode
+	// network, with the host's 127.0.0.1:Forward.HostPort forwarded to the
+	// guest's TCP port Forward.GuestPort: a guest on one host reached
+	// without taps or bridges (benchmarks; a node's VMs use NICs).
+	Forward *Forward
 	// HotplugSlots is how many empty PCIe root ports the VM boots with,
 	// one per disk that can be plugged in while it runs (q35's root bus
 	// takes no hot-plugged devices): 0 means DefaultHotplugSlots, a
@@ -100,6 +105,12 @@ type Disk struct {
 	// waiting for a migration, whose volumes serve no read until the
 	// switchover).
 	fixedGeometry bool
+}
+
+// Forward is a user-mode NIC's port forward from the host's loopback.
+type Forward struct {
+	HostPort, GuestPort int
+	MAC                 string
 }
 
 // NIC is one virtio network interface backed by a host tap device that the
@@ -211,6 +222,17 @@ func (m Machine) Validate() error {
 			bad("nic %d: duplicate or reserved id %q", i, n.ID)
 		}
 		ids[n.ID] = true
+	}
+	if f := m.Forward; f != nil {
+		if ids["forward"] {
+			bad("forward: a disk or NIC has its id \"forward\"")
+		}
+		if hw, err := net.ParseMAC(f.MAC); err != nil || len(hw) != 6 || hw[0]&1 != 0 {
+			bad("forward: mac %q is not a unicast Ethernet address", f.MAC)
+		}
+		if f.HostPort < 1 || f.HostPort > 65535 || f.GuestPort < 1 || f.GuestPort > 65535 {
+			bad("forward: ports %d and %d are not TCP ports", f.HostPort, f.GuestPort)
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("validate machine %q: %w", m.Name, err)

@@ -52,6 +52,14 @@ func TestValidate(t *testing.T) {
 		"nic long tap":       {func(m *Machine) { m.NICs[0].Tap = "a23456789012345x" }, "tap"},
 		"nic no mac":         {func(m *Machine) { m.NICs[0].MAC = "" }, "mac"},
 		"nic multicast":      {func(m *Machine) { m.NICs[0].MAC = "01:00:5e:00:00:01" }, "multicast"},
+		"forward":            {func(m *Machine) { m.Forward = &Forward{HostPort: 18080, GuestPort: 8080, MAC: "52:54:00:ab:cd:09"} }, ""},
+		"forward no mac":     {func(m *Machine) { m.Forward = &Forward{HostPort: 18080, GuestPort: 8080} }, "forward: mac"},
+		"forward port 0":     {func(m *Machine) { m.Forward = &Forward{GuestPort: 8080, MAC: "52:54:00:ab:cd:09"} }, "TCP ports"},
+		"forward big port":   {func(m *Machine) { m.Forward = &Forward{HostPort: 1, GuestPort: 65536, MAC: "52:54:00:ab:cd:09"} }, "TCP ports"},
+		"forward id taken": {func(m *Machine) {
+			m.NICs[0].ID = "forward"
+			m.Forward = &Forward{HostPort: 18080, GuestPort: 8080, MAC: "52:54:00:ab:cd:09"}
+		}, "has its id"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -120,9 +120,9 @@ func haVMs(t *testing.T, c *harness.Cluster, a *cairntest.Client, ha, off string
 		t.Fatal(err)
 	}
 	admin := adminCLI(t, c.Node(1))
-	for _, bad := range [][]string{{"--on", "--off"}, {}} {
-		if out, err := admin.run("", append([]string{"vm", "ha", off}, bad...)...); err == nil || !strings.Contains(out, "--o") {
-			t.Fatalf("cairn vm ha %s %v: %v\n%s", off, bad, err, out)
+	for bad, want := range map[string]string{"--on --off": "--on or --off, not both", "": "say --on, --off or --priority N"} {
+		if out, err := admin.run("", append([]string{"vm", "ha", off}, strings.Fields(bad)...)...); err == nil || !strings.Contains(out, want) {
+			t.Fatalf("cairn vm ha %s %s: %v\n%s", off, bad, err, out)
 		}
 	}
 	admin.ok("", "vm", "ha", off, "--off", "--priority", "-5")

@@ -588,8 +588,8 @@ func TestNodeDrain(t *testing.T) {
 		return nil
 	})
 	// The object store keeps shards on every node (the guest image is an
-	// object): the drain says how many run with less redundancy.
-	if dr.Moved != 3 || dr.Restarted != 0 || dr.Objects < 1 || !strings.Contains(dr.Message, fmt.Sprintf("Objects with shards on %s, read from the other nodes with less redundancy while it is away: %d", drained, dr.Objects)) {
+	// object): the drain says how many run on fewer shards.
+	if dr.Moved != 3 || dr.Restarted != 0 || dr.Objects < 1 || !strings.Contains(dr.Message, fmt.Sprintf("Objects with shards on %s, which run on fewer shards while it is away: %d", drained, dr.Objects)) {
 		t.Fatalf("drain: %+v", dr)
 	}
 	for _, name := range names {

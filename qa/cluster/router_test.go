@@ -114,13 +114,13 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 	nv.Start()
 	cairntest.WaitReady(t, nv)
 	time.Sleep(5 * time.Second)
-	if fails := probes(); len(fails) > 0 {
+	if fails, _ := probes(); len(fails) > 0 {
 		t.Fatalf("the floating IP did not answer across its box's agent restart: %v", fails)
 	}
 
-	// viewer1 moves live to the third box: the floating IP follows it
-	// (the new box answers for the address and announces it), and the
-	// outside reaches the same guest there.
+	// viewer1 moves live to the third box, which carried neither of its
+	// networks: the floating IP follows it (at the switchover, with its
+	// port), and the outside reaches the same guest there.
 	var third *harness.Node
 	for _, n := range c.Nodes {
 		if n.Name != viewer.Node && n.Name != pacs.Node {
@@ -136,8 +136,8 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 		return nil
 	})
 	fipReaches(t, outside, fip.IP, want, "viewer1 moved live to "+third.Name)
-	fails := probes()
-	t.Logf("the floating IP during the live move: %d failed probes %v", len(fails), fails)
+	fails, gap := probes()
+	t.Logf("the floating IP during the live move: %d failed probes %v; at most %s between answers", len(fails), fails, gap)
 
 	// viewer1's new box dies (its agent and the guest's QEMU, kill -9):
 	// the guest is restarted on the box it came from (anti-affinity keeps
@@ -176,34 +176,45 @@ func TestRoutersAndFloatingIPs(t *testing.T) {
 }
 
 // probeUntil probes the guest behind ip from the namespace every 200 ms,
-// until the returned function is called; it returns the probes that did
-// not reach the guest (want not in the answer).
-func probeUntil(p probeNS, ip, want string) func() []string {
-	stop, done := make(chan struct{}), make(chan []string, 1)
+// until the returned function is called; that returns the probes that did
+// not reach the guest (want not in the answer), and the longest time
+// between two that did (a probe waits up to 3 s for its answer).
+func probeUntil(p probeNS, ip, want string) func() ([]string, time.Duration) {
+	type result struct {
+		fails []string
+		gap   time.Duration
+	}
+	stop, done := make(chan struct{}), make(chan result, 1)
 	go func() {
-		var fails []string
+		var r result
+		var last time.Time
 		for {
 			select {
 			case <-stop:
-				done <- fails
+				done <- r
 				return
 			default:
 			}
 			if out, err := probeFrom(p, ip); err != nil || !strings.Contains(out, want) {
-				fails = append(fails, fmt.Sprintf("%s: %q %v", time.Now().Format("15:04:05.000"), out, err))
+				r.fails = append(r.fails, fmt.Sprintf("%s: %q %v", time.Now().Format("15:04:05.000"), out, err))
+			} else {
+				if !last.IsZero() {
+					r.gap = max(r.gap, time.Since(last))
+				}
+				last = time.Now()
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
 	}()
-	var fails []string
+	var r result
 	var once bool
-	return func() []string {
+	return func() ([]string, time.Duration) {
 		if !once {
 			once = true
 			close(stop)
-			fails = <-done
+			r = <-done
 		}
-		return fails
+		return r.fails, r.gap
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,7 +26,8 @@ import (
 // parameter QEMU's default.
 type bare struct {
 	drivers [2]*qemu.Driver
-	cur     int // the driver whose QEMU runs the guest
+	ports   [2]int // each driver's QEMU forwards 127.0.0.1:port to the guest's 8080
+	cur     int    // the driver whose QEMU runs the guest
 	inst    *qemu.Instance
 	sock    string
 	ca      *leafca.CA
@@ -69,6 +71,9 @@ func newBare(ctx context.Context, t harness.T, guest string) (*bare, error) {
 		os.RemoveAll(runDir)
 	})
 	for i := range b.drivers {
+		if b.ports[i], err = freePort(); err != nil {
+			return nil, err
+		}
 		b.drivers[i] = qemu.NewDriver(qemu.DriverConfig{RunDir: filepath.Join(runDir, fmt.Sprint(i)), Unconfined: true, NoCgroups: true,
 			Logger: slog.New(slog.DiscardHandler)})
 	}
@@ -79,7 +84,7 @@ func newBare(ctx context.Context, t harness.T, guest string) (*bare, error) {
 	if b.ca, err = leafca.Parse(certPEM, keyPEM); err != nil {
 		return nil, err
 	}
-	if b.inst, err = b.drivers[0].Start(ctx, b.machine()); err != nil {
+	if b.inst, err = b.drivers[0].Start(ctx, b.machine(0)); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(4 * time.Minute)
@@ -101,17 +106,39 @@ func lastLine(s string) string {
 }
 
 // machine is the guest as Cairn's worker gives it to QEMU for the
-// benchmark's flavor, booting from a volume, without NIC and seed.
-func (b *bare) machine() qemu.Machine {
+// benchmark's flavor, booting from a volume, without seed, on driver i.
+// Its NIC is QEMU's user-mode network (DHCP from QEMU; the guest's port
+// 8080 reached at 127.0.0.1:b.ports[i]), which moves with it: the guest
+// keeps its address, and answers on the target's port once it runs there.
+func (b *bare) machine(i int) qemu.Machine {
 	return qemu.Machine{Name: "bare-mover", VCPUs: 1, MaxVCPUs: 2, MemoryMiB: ramMiB, MaxMemoryMiB: 2 * ramMiB, Accel: hypervisor.Accel(),
-		Disks: []qemu.Disk{{ID: "root", Source: "nbd+unix:///?socket=" + b.sock, Format: "raw", Media: "disk", BootIndex: 1}}}
+		Disks:   []qemu.Disk{{ID: "root", Source: "nbd+unix:///?socket=" + b.sock, Format: "raw", Media: "disk", BootIndex: 1}},
+		Forward: &qemu.Forward{HostPort: b.ports[i], GuestPort: 8080, MAC: "52:54:00:be:4c:01"}}
+}
+
+// freePort is a TCP port free on 127.0.0.1 now.
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// probes asks the guest's port 8080 through both drivers' forwards.
+func (b *bare) probes() *probes {
+	return startProbesAt("", "127.0.0.1:"+strconv.Itoa(b.ports[0]), "127.0.0.1:"+strconv.Itoa(b.ports[1]))
 }
 
 // migrate moves the guest to the other driver's QEMU.
 func (b *bare) migrate(ctx context.Context) (run, error) {
 	var r run
+	p := b.probes()
+	defer p.kill()
+	time.Sleep(time.Second) // answers before the move, to measure a gap against
 	t0 := time.Now()
-	m := b.machine()
+	m := b.machine(1 - b.cur)
 	m.Incoming = true
 	to, err := b.drivers[1-b.cur].Start(ctx, m)
 	if err != nil {
@@ -171,5 +198,7 @@ func (b *bare) migrate(ctx context.Context) (run, error) {
 	r.total, r.downtime = time.Since(t0), time.Duration(info.Downtime)*time.Millisecond
 	_ = b.inst.Kill(ctx)
 	b.inst, b.cur = to, 1-b.cur
+	time.Sleep(2 * time.Second) // answers after it
+	r.gap = p.gap(t0.Add(-time.Second))
 	return r, nil
 }

@@ -261,6 +261,17 @@ func startProbes(c *harness.Cluster, ip string) *probes {
 	return p
 }
 
+// startProbesAt asks each of addrs from network namespace netns ("": this
+// process's).
+func startProbesAt(netns string, addrs ...string) *probes {
+	p := &probes{stop: make(chan struct{})}
+	for _, a := range addrs {
+		p.wg.Add(1)
+		go p.probe(netns, a)
+	}
+	return p
+}
+
 func (p *probes) probe(netns, addr string) {
 	defer p.wg.Done()
 	// The thread stays in the node's namespace: it is not handed back.

@@ -139,7 +139,7 @@ func qemuPIDs(node, id string) []int {
 func (b *bare) restartBare(ctx context.Context) (time.Duration, error) {
 	t0 := time.Now()
 	_ = b.inst.Kill(ctx)
-	inst, err := b.drivers[1-b.cur].Start(ctx, b.machine())
+	inst, err := b.drivers[1-b.cur].Start(ctx, b.machine(1-b.cur))
 	if err != nil {
 		return 0, err
 	}
