@@ -98,7 +98,7 @@ type RemotePort struct {
 func Segments(txn *memdb.Txn, node string, underlay func(node string) (netip.Addr, bool), arriving ...string) []Segment {
 	byNet := map[string][]Port{}
 	nodesOf := map[string]map[string]bool{} // network -> the nodes with its ports
-	var incoming []string // networks of the ports arriving at node
+	var incoming []string                   // networks of the ports arriving at node
 	for _, p := range AllPorts(txn) {
 		byNet[p.NetworkID] = append(byNet[p.NetworkID], p)
 		if p.Node != "" {
