@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -87,14 +88,21 @@ func newBare(ctx context.Context, t harness.T, guest string) (*bare, error) {
 	if b.inst, err = b.drivers[0].Start(ctx, b.machine(0)); err != nil {
 		return nil, err
 	}
+	// Up once it answers on its port 8080 (it has its address).
+	addr := "127.0.0.1:" + strconv.Itoa(b.ports[0])
 	deadline := time.Now().Add(4 * time.Minute)
 	for {
-		log, _ := os.ReadFile(b.inst.SerialLog())
-		if strings.Contains(string(log), "cairn-guest:") {
-			return b, nil
+		if conn, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			_ = conn.SetDeadline(time.Now().Add(time.Second))
+			got, _ := io.ReadAll(io.LimitReader(conn, 64))
+			conn.Close()
+			if strings.HasPrefix(string(got), "hostname=") {
+				return b, nil
+			}
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("the bare guest did not boot: %s", lastLine(string(log)))
+			log, _ := os.ReadFile(b.inst.SerialLog())
+			return nil, fmt.Errorf("the bare guest did not answer on port 8080: %s", lastLine(string(log)))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -199,6 +207,6 @@ func (b *bare) migrate(ctx context.Context) (run, error) {
 	_ = b.inst.Kill(ctx)
 	b.inst, b.cur = to, 1-b.cur
 	time.Sleep(2 * time.Second) // answers after it
-	r.gap = p.gap(t0.Add(-time.Second))
-	return r, nil
+	r.gap, err = p.gap(t0.Add(-time.Second))
+	return r, err
 }

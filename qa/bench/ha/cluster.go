@@ -226,7 +226,10 @@ func (cl *cluster) migrate(ctx context.Context, vm vmView) (run, error) {
 	}
 	r.total = time.Since(t0)
 	time.Sleep(2 * time.Second) // answers after it
-	r.gap = p.gap(t0.Add(-time.Second))
+	var err error
+	if r.gap, err = p.gap(t0.Add(-time.Second)); err != nil {
+		return r, err
+	}
 	var evs []struct{ Message string }
 	if err := cl.call(ctx, "GET", "/api/v1/vms/"+vm.Name+"/events", nil, &evs, 200); err != nil {
 		return r, err
@@ -318,9 +321,13 @@ func (p *probes) kill() {
 	p.wg.Wait()
 }
 
-// gap is the longest time without an answer from any node since since.
-func (p *probes) gap(since time.Time) time.Duration {
+// gap is the longest time without an answer since since (a second before
+// the move), up to now (two seconds after it ended). A guest that did not
+// answer in the first or the last half second is an error, not a gap of
+// zero.
+func (p *probes) gap(since time.Time) (time.Duration, error) {
 	p.kill()
+	end := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var at []time.Time
@@ -330,9 +337,12 @@ func (p *probes) gap(since time.Time) time.Duration {
 		}
 	}
 	sort.Slice(at, func(i, j int) bool { return at[i].Before(at[j]) })
+	if len(at) < 2 || at[0].Sub(since) > 500*time.Millisecond || end.Sub(at[len(at)-1]) > 500*time.Millisecond {
+		return 0, fmt.Errorf("the guest's port 8080 did not answer before and after the move (%d answers)", len(at))
+	}
 	var g time.Duration
 	for i := 1; i < len(at); i++ {
 		g = max(g, at[i].Sub(at[i-1]))
 	}
-	return g
+	return g, nil
 }
