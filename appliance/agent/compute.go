@@ -252,12 +252,19 @@ func (a *Agent) followArrivals(ctx context.Context) func() ([]string, <-chan str
 		mu      sync.Mutex
 		changed = make(chan struct{})
 	)
-	ws := memdb.NewWatchSet()
-	vms := hypervisor.Arriving(a.node.Store().ReadTxn(), a.cfg.Name, ws)
+	// The state's abandon channel is watched from before each read: a
+	// snapshot restored between the read and the watch would otherwise
+	// leave it watching the old database's channels for good.
+	follow := func() (memdb.WatchSet, []string) {
+		ws := memdb.NewWatchSet()
+		ws.Add(a.node.Store().AbandonCh())
+		return ws, hypervisor.Arriving(a.node.Store().ReadTxn(), a.cfg.Name, ws)
+	}
+	ws, vms := follow()
 	go func() {
 		for a.node.Store().Watch(ctx, ws) == nil {
-			ws = memdb.NewWatchSet()
-			now := hypervisor.Arriving(a.node.Store().ReadTxn(), a.cfg.Name, ws)
+			var now []string
+			ws, now = follow()
 			mu.Lock()
 			if !slices.Equal(now, vms) {
 				vms = now

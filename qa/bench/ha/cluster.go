@@ -323,11 +323,11 @@ func (p *probes) kill() {
 
 // gap is the longest time without an answer since since (a second before
 // the move), up to now (two seconds after it ended). A guest that did not
-// answer in the first or the last half second is an error, not a gap of
-// zero.
+// answer in the first or the last half second of that is an error, not a
+// gap of zero.
 func (p *probes) gap(since time.Time) (time.Duration, error) {
+	end := time.Now() // before the probes stop: one may be in a dial or a read
 	p.kill()
-	end := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var at []time.Time

@@ -214,7 +214,7 @@ func report(cfg config, cairn, bare []run, took time.Duration) string {
 		}
 	}
 	fmt.Fprintf(&b, "- Cairn's total runs from the API call to the guest running on the new node with the migration recorded as done; bare's from starting the receiving QEMU to the guest running in it.\n")
-	fmt.Fprintf(&b, "- The TCP gap is the longest time without an answer from the guest's port 8080, asked every 10 ms: for Cairn from every node's namespace at the guest's address (its port moves to the new node at the switchover), for bare through each QEMU's user-mode network forward on 127.0.0.1 (no network to move).\n")
+	fmt.Fprintf(&b, "- The TCP gap is the longest time without an answer from the guest's port 8080, asked every 10 ms: for Cairn from every node's namespace at the guest's address (its port moves to the new node at the switchover), for bare through each QEMU's user-mode network forward on 127.0.0.1 (the user-mode network's state moves in the stream).\n")
 	return b.String()
 }
 
