@@ -45,7 +45,10 @@ var (
 	// names in neighbouring cells are not a sentence.
 	blockTag   = regexp.MustCompile(`</?(td|th|tr|li|p|div|option|h[1-6]|dd|dt|label|button|select|section|table|ul|ol|nav|header|main|form)\b[^>]*>`)
 	anyTag     = regexp.MustCompile(`<[^>]+>`)
-	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[ ,;:]+[A-Za-z][A-Za-z'’]+){2,}`)
+	// englishRun: three words with space between them (a MAC or IPv6
+	// address, "fe80::a8c:eeff:feaf", has hex letters between colons and
+	// is data, not words).
+	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[,;:]?\s+[A-Za-z][A-Za-z'’]+){2,}`)
 	errorCodes = regexp.MustCompile(`\b(invalid_argument|already_exists|not_found|quota_exceeded|precondition_failed|unauthenticated|forbidden|conflict|unavailable)\b`)
 )
 

@@ -141,7 +141,9 @@ func (w *walk) step(name string) {
 // page must not show. Names, addresses and commands are data: the walk's
 // names are single words, and commands sit in <code> and <pre>.
 var (
-	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[ ,;:]+[A-Za-z][A-Za-z'’]+){2,}`)
+	// Words have space between them: a MAC or IPv6 address
+	// ("fe80::a8c:eeff:feaf") has hex letters between colons.
+	englishRun = regexp.MustCompile(`[A-Za-z][A-Za-z'’]+(?:[,;:]?\s+[A-Za-z][A-Za-z'’]+){2,}`)
 	errorCode  = regexp.MustCompile(`\b(invalid_argument|already_exists|not_found|quota_exceeded|precondition_failed|unauthenticated|forbidden|conflict|unavailable)\b`)
 	// What the cluster's software, not Cairn, calls itself.
 	productNames = []string{"QEMU guest agent"}
