@@ -43,8 +43,8 @@ var (
 	hiddenText = regexp.MustCompile(`(?s)<(script|style|code|pre|textarea|title)[^>]*>.*?</(script|style|code|pre|textarea|title)>`)
 	// blockTag ends a run of words (a table cell, an option, a heading):
 	// names in neighbouring cells are not a sentence.
-	blockTag   = regexp.MustCompile(`</?(td|th|tr|li|p|div|option|h[1-6]|dd|dt|label|button|select|section|table|ul|ol|nav|header|main|form)\b[^>]*>`)
-	anyTag     = regexp.MustCompile(`<[^>]+>`)
+	blockTag = regexp.MustCompile(`</?(td|th|tr|li|p|div|option|h[1-6]|dd|dt|label|button|select|section|table|ul|ol|nav|header|main|form)\b[^>]*>`)
+	anyTag   = regexp.MustCompile(`<[^>]+>`)
 	// englishRun: three words with space between them (a MAC or IPv6
 	// address, "fe80::a8c:eeff:feaf", has hex letters between colons and
 	// is data, not words).
