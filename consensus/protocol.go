@@ -41,7 +41,9 @@ import (
 //	   variable store on a volume
 //	5  identity.MsgSetUserDisabled, and MsgDeleteEmptyProject, which also
 //	   counts what other domains keep of a project
-const Protocol = 5
+//	6  hypervisor.MsgDrainNodeConvert, a drain that may move VMs' local
+//	   disks onto volumes
+const Protocol = 6
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

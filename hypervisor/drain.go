@@ -2,6 +2,7 @@ package hypervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -23,9 +24,13 @@ import (
 // live, a stopped one as it is. A running VM that cannot move live (or
 // whose live migration failed) is stopped, moved and started again only
 // with the admin's consent (Restart); otherwise it stays and the drain
-// says why. VMs with local disks stay: their disks are on the node. The
-// drain ends when nothing more can move; it never powers the node off.
-// Uncordoning the node ends a drain.
+// says why. A VM with a local boot disk stays too, unless the admin agreed
+// that its disk is converted (Convert): then it is stopped, its disk moves
+// onto a replicated volume (filled on the node, as convert-disk does), and
+// it is moved and started again where it goes (drain_convert.go
+// has the steps). VMs with local data disks, or UEFI settings in a file on the
+// node, stay. The drain ends when nothing more can move; it never powers
+// the node off. Uncordoning the node ends a drain.
 
 // Drain is the state of a cordoned node being emptied.
 type Drain struct {
@@ -34,7 +39,11 @@ type Drain struct {
 	ID string `json:"id"`
 	// Restart: the admin agreed that a running VM that cannot move live is
 	// stopped, moved and started again.
-	Restart bool   `json:"restart,omitempty"`
+	Restart bool `json:"restart,omitempty"`
+	// Convert: the admin agreed that a VM with a local boot disk is
+	// stopped, its disk converted onto a volume, and moved and started
+	// again (protocol 6: a drain without it is what older nodes know).
+	Convert bool   `json:"convert,omitempty"`
 	State   string `json:"state"` // draining, done
 	// Message says what is left and why, once done (or blocked).
 	Message string `json:"message,omitempty"`
@@ -49,10 +58,14 @@ type Drain struct {
 	// Tried holds, per VM, the live migration the drainer started.
 	Tried map[string]string `json:"tried,omitempty"`
 	// Restarting are VMs the drainer stopped to move, to start once moved.
-	Restarting []string  `json:"restarting,omitempty"`
-	Moved      int       `json:"moved"`     // VMs moved live or while stopped
-	Restarted  int       `json:"restarted"` // VMs stopped, moved and started again
-	UpdatedAt  time.Time `json:"updated_at"`
+	Restarting []string `json:"restarting,omitempty"`
+	// Unconverted holds, per VM, why its disk could not be converted: it
+	// stays, and is not stopped for it again by this drain.
+	Unconverted map[string]string `json:"unconverted,omitempty"`
+	Moved       int               `json:"moved"`               // VMs moved live or while stopped
+	Restarted   int               `json:"restarted"`           // VMs stopped, moved and started again
+	Converted   int               `json:"converted,omitempty"` // local disks moved onto volumes
+	UpdatedAt   time.Time         `json:"updated_at"`
 }
 
 // DrainStay is a VM a drain left on its node: why, by a message key
@@ -69,6 +82,7 @@ var stayTexts = map[string]string{
 	"not_reporting": "%s does not report, so it can neither move live nor be stopped",
 	"no_live":       "no other node can take it live (%s)",
 	"no_target":     "no other node can take it (%s)",
+	"no_convert":    "its local disk cannot move onto a volume: %s",
 	"not_live":      "%s; drain with restart to stop, move and start it",
 	"state":         "it is %s",
 }
@@ -105,6 +119,7 @@ type drainCmd struct {
 	ID      string    `json:"id"`
 	Node    string    `json:"node"`
 	Restart bool      `json:"restart,omitempty"`
+	Convert bool      `json:"convert,omitempty"` // MsgDrainNodeConvert only
 	By      string    `json:"by"`
 	At      time.Time `json:"at"`
 }
@@ -115,8 +130,14 @@ type drainStepCmd struct {
 }
 
 func registerDrains(reg *consensus.Registry) {
-	consensus.Handle(reg, MsgDrainNode, "DrainNode", applyDrainNode)
+	consensus.Handle(reg, MsgDrainNode, "DrainNode", func(tx *consensus.Tx, c *drainCmd) (any, error) {
+		c.Convert = false // a consent only MsgDrainNodeConvert carries
+		return applyDrainNode(tx, c)
+	})
 	consensus.Handle(reg, MsgDrainStep, "DrainStep", applyDrainStep)
+	// A drain that may convert disks: older nodes would drop its consent
+	// (and the step fields that come with it) and so diverge.
+	consensus.HandleSince(reg, MsgDrainNodeConvert, "DrainNodeConvert", 6, applyDrainNode)
 }
 
 // applyDrainNode cordons a node and starts draining it.
@@ -131,7 +152,7 @@ func applyDrainNode(tx *consensus.Tx, c *drainCmd) (any, error) {
 			return nil, consensus.Errorf(consensus.CodeConflict, "node %s is being drained already", c.Node)
 		}
 	}
-	d := &Drain{ID: c.ID, Restart: c.Restart, State: DrainDraining, UpdatedAt: c.At}
+	d := &Drain{ID: c.ID, Restart: c.Restart, Convert: c.Convert, State: DrainDraining, UpdatedAt: c.At}
 	if row.Drain != nil {
 		d.Restarting = row.Drain.Restarting // stopped by the last drain, still to start
 	}
@@ -148,16 +169,26 @@ func applyDrainStep(tx *consensus.Tx, c *drainStepCmd) (any, error) {
 	}
 	row := *cur
 	d := c.Drain
-	d.Restart = cur.Drain.Restart // the admin's word, not a step's
+	d.Restart, d.Convert = cur.Drain.Restart, cur.Drain.Convert // the admin's word, not a step's
 	row.Drain = &d
 	return &row, tx.Insert(tCordons, &row)
+}
+
+// DrainOptions are the admin's consents to a drain.
+type DrainOptions struct {
+	// Restart: a running VM that cannot move live is stopped, moved and
+	// started again.
+	Restart bool `json:"restart,omitempty"`
+	// Convert: a VM with a local boot disk is stopped (if running), its
+	// disk moved onto a volume, and moved and started again.
+	Convert bool `json:"convert,omitempty"`
 }
 
 // DrainNode cordons a node and moves its VMs away (cluster admin). It is
 // refused, changing nothing, when the other nodes could not take them or
 // when the node is the last one that runs VMs. quorum, if set, says why
 // the cluster would lose its quorum without the node, or nil.
-func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node string, restart bool) (*Cordon, error) {
+func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node string, o DrainOptions) (*Cordon, error) {
 	const action = "node.drain"
 	if !p.IsClusterAdmin() {
 		return nil, s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins drain nodes"))
@@ -165,7 +196,7 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 	if err := s.c.ConsistentRead(ctx); err != nil {
 		return nil, err
 	}
-	if err := drainable(s.c.Store().ReadTxn(), node, time.Now(), s.Lost); err != nil {
+	if err := drainable(s.c.Store().ReadTxn(), node, time.Now(), s.Lost, o.Convert); err != nil {
 		return nil, s.id.Deny(ctx, p, action, node, "", err)
 	}
 	if s.Quorum != nil {
@@ -173,8 +204,15 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 			return nil, s.id.Deny(ctx, p, action, node, "", consensus.Errorf(consensus.CodeConflict, "draining %s: %v", node, err))
 		}
 	}
+	msg := MsgDrainNode
+	if o.Convert {
+		msg = MsgDrainNodeConvert
+	}
 	var out Cordon
-	if err := s.id.Mutate(ctx, p, action, node, "", MsgDrainNode, drainCmd{ID: newID("drain"), Node: node, Restart: restart, By: p.User.Name, At: time.Now().UTC()}, &out); err != nil {
+	if err := s.id.Mutate(ctx, p, action, node, "", msg, drainCmd{ID: newID("drain"), Node: node, Restart: o.Restart, Convert: o.Convert, By: p.User.Name, At: time.Now().UTC()}, &out); err != nil {
+		if consensus.ErrorReason(err) == consensus.ReasonProtocol {
+			return nil, consensus.Errorf(consensus.CodeConflict, "a drain that converts disks waits until every node is upgraded: %v", err)
+		}
 		return nil, err
 	}
 	return &out, nil
@@ -182,9 +220,10 @@ func (s *Service) DrainNode(ctx context.Context, p *identity.Principal, node str
 
 // drainable is the drain's pre-flight: the node is known, some other node
 // is up and takes VMs, and the node's VMs fit on the others (placed
-// largest first, each where the most RAM is left). Nodes whose lease is
-// lost (lost, if set) take none.
-func drainable(txn *memdb.Txn, node string, now time.Time, lost func(node string) bool) error {
+// largest first, each where the most RAM is left); with convert, the VMs
+// whose disk the drain may convert too. Nodes whose lease is lost (lost,
+// if set) take none.
+func drainable(txn *memdb.Txn, node string, now time.Time, lost func(node string) bool, convert bool) error {
 	if consensus.First[Host](txn, tHosts, "id", node) == nil {
 		return notFound("node", node)
 	}
@@ -212,8 +251,14 @@ func drainable(txn *memdb.Txn, node string, now time.Time, lost func(node string
 	sort.Slice(vms, func(i, j int) bool { return vms[i].Spec.RAMMiB > vms[j].Spec.RAMMiB })
 	var homeless []string
 	for _, vm := range vms {
-		if vm.Desired == DesiredDeleted || movableAtAll(vm) != nil {
-			continue // goes, or stays anyway
+		if vm.Desired == DesiredDeleted {
+			continue
+		}
+		if movableAtAll(vm) != nil {
+			if !convert || convertible(vm) != nil {
+				continue // stays anyway
+			}
+			vm = asConverted(vm)
 		}
 		best, left := "", math.Inf(-1)
 		for name, r := range free {
@@ -238,6 +283,10 @@ func drainable(txn *memdb.Txn, node string, now time.Time, lost func(node string
 func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) {
 	return free(txn, h, s, "")
 }
+
+// errLocalDisk is why a VM with a local boot disk stays on a node drained
+// without consent to convert disks.
+var errLocalDisk = errors.New("it has local disks (drain with consent to convert disks, or convert its disk first)")
 
 // movableAtAll says why a VM cannot leave its node in any way, or nil.
 func movableAtAll(vm *VM) error {
@@ -270,6 +319,10 @@ type Drainer struct {
 	// Lost, if set, says whether a node's VM lease is lost (ha.go): no
 	// VM is moved there.
 	Lost func(node string) bool
+	// Disks, if set, converts local disks for drains that may
+	// (drain_convert.go); without it such VMs stay.
+	Disks DiskConverter
+	tries map[string]int // per VM, conversions tried that failed uncertainly
 }
 
 // NewDrainer returns the drainer; Run drains until ctx ends.
@@ -305,6 +358,9 @@ func (d *Drainer) Run(ctx context.Context) {
 func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 	dr := *c.Drain
 	dr.Tried = copyMap(dr.Tried)
+	if dr.Unconverted != nil {
+		dr.Unconverted = copyMap(dr.Unconverted)
+	}
 	dr.Restarting = append([]string(nil), dr.Restarting...)
 	now := time.Now().UTC()
 	user := "drain by " + c.By
@@ -351,7 +407,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			continue
 		}
 		if err := movableAtAll(vm); err != nil {
-			stay(vm, "cannot_move", err)
+			switch {
+			case convertible(vm) != nil:
+				stay(vm, "cannot_move", err)
+			case !dr.Convert:
+				stay(vm, "cannot_move", errLocalDisk)
+			case d.convertStep(ctx, txn, c.Node, &dr, vm, alive, user, now, save, stay):
+				return
+			}
 			continue
 		}
 		restarting := contains(dr.Restarting, vm.ID)
@@ -396,6 +459,17 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			dr.Moved++
 			save()
 			return
+		case stopped && filling(txn, vm):
+			// Converted (drain_convert.go): it moves once its volume holds
+			// the disk, which only its node can copy.
+			if alive {
+				if msg := fmt.Sprintf("%s waits until its volume is filled on %s", vm.Name, c.Node); dr.Message != msg {
+					dr.Message = msg
+					save()
+				}
+				return
+			}
+			stay(vm, "cannot_move", movable(txn, vm))
 		case stopped && movable(txn, vm) == nil:
 			target, err := placeAvoiding(txn, vm, now.Add(-hostTimeout), c.Node, d.Lost)
 			if err != nil {

@@ -2,14 +2,19 @@ package hypervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-memdb"
+
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage/volume"
 )
 
 // A drain's pre-flight refuses a node with nowhere to send its VMs; a
@@ -48,19 +53,19 @@ func TestDrainNode(t *testing.T) {
 	}
 
 	// Nowhere to go: no other node, then one too small for them all.
-	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no other node") {
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{}); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no other node") {
 		t.Fatalf("drain the only node: %v", err)
 	}
 	e.host(t, "node2", 2, 2048) // 1024 MiB for VMs after the reserve
-	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no room for") {
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{}); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no room for") {
 		t.Fatalf("drain onto a small node: %v", err)
 	}
 	e.svc.Quorum = func(string) error { return fmt.Errorf("without it 1 of 3 voting nodes would be up") }
 	e.host(t, "node2", 8, 16384)
-	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "voting nodes") {
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{}); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "voting nodes") {
 		t.Fatalf("drain without quorum after: %v", err)
 	}
-	if _, err := e.svc.DrainNode(ctx, e.user, "node1", false); consensus.ErrorCode(err) != consensus.CodeForbidden {
+	if _, err := e.svc.DrainNode(ctx, e.user, "node1", DrainOptions{}); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("a member drained a node: %v", err)
 	}
 	if c := cordonOf(e.node.Store().ReadTxn(), "node1"); c != nil {
@@ -73,15 +78,15 @@ func TestDrainNode(t *testing.T) {
 	e.host(t, "node3", 32, 65536)
 	e.svc.Lost = lost
 	e.host(t, "node2", 2, 2048)
-	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", false); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no room for") {
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{}); consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "no room for") {
 		t.Fatalf("drain onto a small node beside a lost one: %v", err)
 	}
 	e.host(t, "node2", 8, 16384)
-	c, err := e.svc.DrainNode(ctx, e.admin, "node1", true)
+	c, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{Restart: true})
 	if err != nil || c.Drain == nil || c.Drain.State != DrainDraining || !c.Drain.Restart {
 		t.Fatalf("drain: %+v %v", c, err)
 	}
-	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", true); consensus.ErrorCode(err) != consensus.CodeConflict {
+	if _, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{Restart: true}); consensus.ErrorCode(err) != consensus.CodeConflict {
 		t.Fatalf("a second drain: %v", err)
 	}
 
@@ -175,7 +180,7 @@ func TestDrainNode(t *testing.T) {
 		dr = c.Drain
 		return nil
 	})
-	if dr.Moved != 2 || dr.Restarted != 2 || !strings.Contains(dr.Message, "local stays: it has local disks") || !strings.Contains(dr.Message, "vol-live") {
+	if dr.Moved != 2 || dr.Restarted != 2 || !strings.Contains(dr.Message, "local stays: it has local disks (drain with consent to convert disks") || !strings.Contains(dr.Message, "vol-live") {
 		t.Fatalf("drain: %+v", dr)
 	}
 	if get("local").Node != "node1" || get("local").Desired != DesiredRunning {
@@ -214,7 +219,7 @@ func TestDrainWithoutRestartStopsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.host(t, "node2", 8, 16384)
-	c, err := e.svc.DrainNode(ctx, e.admin, "node1", false)
+	c, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,4 +284,202 @@ func (e *computeEnv) placeVMs(t *testing.T, node string, specs map[string]VMSpec
 		}
 		return nil
 	})
+}
+
+// fakeDisks converts disks for the drainer as the compute service does
+// (a volume record made from the VM's disk, then MsgConvertDisk), with
+// refusals and failures set per VM name.
+type fakeDisks struct {
+	e       *computeEnv
+	mu      sync.Mutex
+	refuse  map[string]error // the pre-flight's answer
+	fail    map[string]error // the convert's, once
+	applied map[string]bool  // a failed convert that went through anyway
+	calls   map[string]int
+}
+
+func (f *fakeDisks) CanConvertDisk(txn *memdb.Txn, vm *VM) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.refuse[vm.Name]
+}
+
+func (f *fakeDisks) ConvertDiskForDrain(ctx context.Context, vmID string, ifMatch uint64, by string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	vm := getVM(f.e.node.Store().ReadTxn(), vmID)
+	f.calls[vm.Name]++
+	err, failing := f.fail[vm.Name]
+	delete(f.fail, vm.Name)
+	if failing && !f.applied[vm.Name] {
+		return err
+	}
+	id := fmt.Sprintf("vol-%s-%d", vm.Name, f.calls[vm.Name])
+	v := volume.Volume{ID: id, Name: id, ProjectID: vm.ProjectID, SizeBytes: volume.GiB, Source: &volume.Source{VMDisk: vmID}, CreatedAt: time.Now().UTC(),
+		Replicas: []volume.Replica{{ID: id + "-r0", Node: "node2", Disk: "d1"}}}
+	if _, err := f.e.node.Apply(ctx, volume.MsgCreateVolume, map[string]any{"volume": v}, nil); err != nil {
+		return err
+	}
+	if _, err := f.e.node.Apply(ctx, volume.MsgSetVolumeState, map[string]any{"id": id, "state": volume.StateAvailable}, nil); err != nil {
+		return err
+	}
+	if _, cerr := f.e.node.Apply(ctx, MsgConvertDisk, convertDiskCmd{VM: vmID, Volume: id, IfMatch: ifMatch, User: by, At: time.Now()}, nil); cerr != nil || !failing {
+		return cerr
+	}
+	return err
+}
+
+// With the admin's consent to convert disks, a drain takes VMs with a
+// local boot disk away too: a running one is stopped, its disk converted
+// onto a volume, and once its node has filled the volume it is moved and
+// started again; a stopped one is converted and moved, and stays stopped.
+// Refused conversions (no room in the quota, a refused command) leave the
+// VM where it was, running, and a stopped one whose volume cannot be made
+// stays stopped; an unknown outcome is looked at again and makes no
+// second volume; a VM with local data disks stays.
+func TestDrainConvertsLocalDisks(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	e.host(t, "node1", 8, 16384)
+	spec := VMSpec{VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID}
+	data := spec
+	data.DataDisks = []DataDisk{{SizeGiB: 1}}
+	e.placeVMs(t, "node1", map[string]VMSpec{"disk-data": data, "disk-nodisk": spec, "disk-off": spec, "disk-quota": spec, "disk-refused": spec, "disk-run": spec, "disk-unknown": spec})
+	get := func(name string) *VM {
+		t.Helper()
+		v, err := e.svc.VM(e.admin, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	for _, n := range []string{"disk-off", "disk-nodisk"} {
+		if _, err := e.svc.Do(ctx, e.admin, n, OpStop, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The nodes' agents: each VM soon is as its owner wants it.
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		for actx.Err() == nil {
+			for _, vm := range onNode(e.node.Store().ReadTxn(), "node1") {
+				e.reportAs(vm)
+			}
+			for _, vm := range onNode(e.node.Store().ReadTxn(), "node2") {
+				e.reportAs(vm)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	testutil.WaitFor(t, 5*time.Second, "the VMs running, disk-off stopped", func() error {
+		for _, n := range []string{"disk-data", "disk-quota", "disk-refused", "disk-run", "disk-unknown"} {
+			if s := get(n).Status.State; s != StateRunning {
+				return fmt.Errorf("%s %s", n, s)
+			}
+		}
+		for _, n := range []string{"disk-off", "disk-nodisk"} {
+			if s := get(n).Status.State; s != StateStopped {
+				return fmt.Errorf("%s %s", n, s)
+			}
+		}
+		return nil
+	})
+	e.host(t, "node2", 8, 16384)
+	quotaRefusal := consensus.Errorm(consensus.CodeQuotaExceeded, "quota_exceeded", "quota exceeded for volume_gib in project ward: limit 1, in use 1, requested 1")
+	disks := &fakeDisks{e: e, calls: map[string]int{},
+		refuse:  map[string]error{"disk-quota": quotaRefusal, "disk-nodisk": errNoVolumeDisk},
+		fail:    map[string]error{"disk-refused": consensus.Errorf(consensus.CodeConflict, "volume disk-refused-boot exists"), "disk-unknown": errors.New("leadership lost while committing log")},
+		applied: map[string]bool{"disk-unknown": true}}
+	before := map[string]uint64{"disk-quota": get("disk-quota").Version, "disk-data": get("disk-data").Version, "disk-nodisk": get("disk-nodisk").Version}
+
+	c, err := e.svc.DrainNode(ctx, e.admin, "node1", DrainOptions{Convert: true})
+	if err != nil || !c.Drain.Convert || c.Drain.Restart {
+		t.Fatalf("drain: %+v %v", c, err)
+	}
+	// A step never gives consent the admin did not give, nor takes it.
+	if _, err := e.node.Apply(ctx, MsgDrainStep, drainStepCmd{Node: "node1", Drain: Drain{ID: c.Drain.ID, State: DrainDraining}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := cordonOf(e.node.Store().ReadTxn(), "node1"); !got.Drain.Convert {
+		t.Fatal("a drain step took the consent to convert disks back")
+	}
+	dctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	d := NewDrainer(e.node, slog.New(slog.DiscardHandler))
+	d.Disks = disks
+	go d.Run(dctx)
+
+	// Each converted VM waits on node1 until its node has filled the
+	// volume from the local disk, which only node1 can copy.
+	fill := func(name string) {
+		t.Helper()
+		var vol string
+		testutil.WaitFor(t, 10*time.Second, name+" converted", func() error {
+			if vol = get(name).Spec.BootVolume; vol == "" {
+				return fmt.Errorf("%s boots from its local disk, %s", name, get(name).Status.State)
+			}
+			return nil
+		})
+		if vm := get(name); vm.Node != "node1" || vm.Status.State != StateStopped {
+			t.Fatalf("%s converted while %s on %s", name, vm.Status.State, vm.Node)
+		}
+		time.Sleep(300 * time.Millisecond)
+		if vm := get(name); vm.Node != "node1" {
+			t.Fatalf("%s moved to %s before its volume was filled", name, vm.Node)
+		}
+		if _, err := e.node.Apply(ctx, volume.MsgAcquireWriter, &volume.AcquireWriter{Volume: vol, Node: "node1"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.node.Apply(ctx, volume.MsgSourceFilled, &volume.SourceFilled{Volume: vol, Node: "node1", Epoch: e.vol(vol).Epoch}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill("disk-off")
+	fill("disk-run")
+	fill("disk-unknown")
+	var dr *Drain
+	testutil.WaitFor(t, 10*time.Second, "the drain done", func() error {
+		c := cordonOf(e.node.Store().ReadTxn(), "node1")
+		if c == nil || c.Drain == nil || c.Drain.State != DrainDone {
+			return fmt.Errorf("%+v", c.Drain)
+		}
+		dr = c.Drain
+		return nil
+	})
+	if dr.Converted != 3 || dr.Restarted != 2 || dr.Moved != 1 {
+		t.Fatalf("drain: %+v", dr)
+	}
+	for _, want := range []string{"disk-data stays: it has local disks", "disk-nodisk stays: its local disk cannot move onto a volume: no node has a disk for a volume", "disk-quota stays: its local disk cannot move onto a volume: quota exceeded", "disk-refused stays: its local disk cannot move onto a volume: volume disk-refused-boot exists"} {
+		if !strings.Contains(dr.Message, want) {
+			t.Fatalf("drain message %q, want %q", dr.Message, want)
+		}
+	}
+	for name, desired := range map[string]string{"disk-off": DesiredStopped, "disk-run": DesiredRunning, "disk-unknown": DesiredRunning} {
+		if vm := get(name); vm.Node != "node2" || vm.Desired != desired || !e.vol(vm.Spec.BootVolume).Source.Filled {
+			t.Fatalf("%s: %s on %s, volume %+v", name, vm.Desired, vm.Node, e.vol(vm.Spec.BootVolume))
+		}
+	}
+	// The unknown outcome was looked at, not tried again: one volume.
+	if disks.calls["disk-unknown"] != 1 || disks.calls["disk-refused"] != 1 || disks.calls["disk-quota"] != 0 || disks.calls["disk-nodisk"] != 0 {
+		t.Fatalf("convert calls %v", disks.calls)
+	}
+	// Refused before anything changed, or started again where it was.
+	for name, desired := range map[string]string{"disk-quota": DesiredRunning, "disk-data": DesiredRunning, "disk-nodisk": DesiredStopped} {
+		if vm := get(name); vm.Version != before[name] || vm.Node != "node1" || vm.Desired != desired {
+			t.Fatalf("%s changed: %s on %s, version %d (was %d)", name, vm.Desired, vm.Node, vm.Version, before[name])
+		}
+	}
+	if vm := get("disk-refused"); vm.Node != "node1" || vm.Desired != DesiredRunning || vm.Spec.BootVolume != "" {
+		t.Fatalf("disk-refused: %s on %s, boot volume %q", vm.Desired, vm.Node, vm.Spec.BootVolume)
+	}
+}
+
+// reportAs reports vm in the state its owner wants, as its node would.
+func (e *computeEnv) reportAs(vm *VM) {
+	if vm.Status.State == vm.Desired || vm.Desired != DesiredRunning && vm.Desired != DesiredStopped {
+		return
+	}
+	st := VMStatus{State: vm.Desired, Accel: "tcg", UpdatedAt: time.Now()}
+	_, _ = e.node.Apply(context.Background(), MsgReportVM, reportVMCmd{ID: vm.ID, Node: vm.Node, Status: st}, nil)
 }

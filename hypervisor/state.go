@@ -49,6 +49,8 @@ const (
 	// Draining nodes (drain.go).
 	MsgDrainNode consensus.MessageType = 280
 	MsgDrainStep consensus.MessageType = 281
+	// A drain the admin let convert local disks (protocol 6).
+	MsgDrainNodeConvert consensus.MessageType = 289
 )
 
 const (

@@ -279,6 +279,8 @@ func applyAttachVars(tx *consensus.Tx, c *attachVarsCmd) (any, error) {
 	return &vm, addEvent(tx, vm.ID, "convert-disk", evm("convert_vars"), c.User, "", c.At)
 }
 
+var errNoVolumeDisk = consensus.Errorf(consensus.CodeUnavailable, "no node has a disk for a volume")
+
 // ConvertDisk moves a stopped VM's local boot disk onto a replicated
 // volume: the volume is made and attached as the VM's boot disk now, and
 // filled from the local disk on the VM's node before the VM next starts;
@@ -295,11 +297,13 @@ func (s *Service) ConvertDisk(ctx context.Context, p *identity.Principal, ref st
 		return deny(consensus.Errorf(consensus.CodeForbidden, "not allowed to change VM %s", vm.Name))
 	case ifMatch != 0 && ifMatch != vm.Version:
 		return deny(consensus.Errorf(consensus.CodePreconditionFailed, "VM %s is at version %d, not %d", vm.Name, vm.Version, ifMatch))
-	case s.vols == nil || !s.vols.CanPlace():
-		return deny(consensus.Errorf(consensus.CodeUnavailable, "no node has a disk for a volume"))
 	}
+	noDisk := func() bool { return s.vols == nil || !s.vols.CanPlace() }
 	if vm.Spec.BootVolume != "" && varsOnNode(vm) {
 		// The disk is on a volume already; the UEFI settings are not.
+		if noDisk() {
+			return deny(errNoVolumeDisk)
+		}
 		if err := stoppedToConvert(vm); err != nil {
 			return deny(err)
 		}
@@ -308,18 +312,30 @@ func (s *Service) ConvertDisk(ctx context.Context, p *identity.Principal, ref st
 	if err := canConvert(vm); err != nil {
 		return deny(err)
 	}
+	// A volume an earlier convert-disk made for the disk and did not
+	// attach (it stopped between the two) is taken, not left beside a
+	// new one; it is kept if this try fails too.
+	vol := orphanDiskVolume(s.c.Store().ReadTxn(), vm)
+	if vol == nil && noDisk() {
+		return deny(errNoVolumeDisk)
+	}
 	if ifMatch == 0 {
 		ifMatch = vm.Version // nothing may start it between here and the command
 	}
-	txn := s.c.Store().ReadTxn()
-	name := bootVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, vm.ProjectID, n) })
-	vol, err := s.vols.CreateFromVMDisk(ctx, p, volume.Create{Name: name, SizeGiB: vm.Spec.DiskGiB, Project: vm.ProjectID}, vm.ID)
-	if err != nil {
-		return nil, err
+	adopted := vol != nil
+	if !adopted {
+		txn := s.c.Store().ReadTxn()
+		name := bootVolumeName(vm.Name, vm.ID, func(n string) bool { return volume.Named(txn, vm.ProjectID, n) })
+		if vol, err = s.vols.CreateFromVMDisk(ctx, p, volume.Create{Name: name, SizeGiB: vm.Spec.DiskGiB, Project: vm.ProjectID}, vm.ID); err != nil {
+			return nil, err
+		}
 	}
 	var out VM
 	err = s.id.Mutate(ctx, p, action, vm.Name, vm.ProjectID, MsgConvertDisk, convertDiskCmd{VM: vm.ID, Volume: vol.ID, IfMatch: ifMatch, User: p.User.Name, At: time.Now().UTC()}, &out)
 	if err != nil {
+		if adopted {
+			return nil, err
+		}
 		if done := s.settleVolumeUse(ctx, p, err, vol, func(v *VM) bool { return v.Spec.BootVolume == vol.ID }, vm.ID); done != nil {
 			return done, nil
 		}

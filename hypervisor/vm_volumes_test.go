@@ -168,3 +168,34 @@ func TestVMVolumesFollowTheVM(t *testing.T) {
 		t.Fatalf("usage after the purge: %+v → %+v", before, u)
 	}
 }
+
+// A volume a convert-disk made for a VM's disk and never attached (its
+// node stopped between the two) is taken by the next convert-disk of that
+// VM, rather than left beside a new one; a volume of another VM's disk
+// is not.
+func TestConvertDiskTakesItsOrphanVolume(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx := context.Background()
+	ward := e.image.ProjectID
+	e.host(t, "node1", 8, 16384)
+	e.placeVMs(t, "node1", map[string]VMSpec{"scan": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID}})
+	if _, err := e.svc.Do(ctx, e.admin, "scan", OpStop, 0); err != nil {
+		t.Fatal(err)
+	}
+	st := VMStatus{State: StateStopped, Accel: "tcg", UpdatedAt: time.Now()}
+	if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-scan", Node: "node1", Status: st}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// This service makes no volumes: only an orphan can be taken.
+	e.volumeRecord(t, "vol-other", ward, &volume.Source{VMDisk: "vm-other"})
+	_, err := e.svc.ConvertDisk(ctx, e.admin, "scan", 0)
+	wantCode(t, "convert with no orphan and no disks", err, consensus.CodeUnavailable)
+	e.volumeRecord(t, "vol-orphan", ward, &volume.Source{VMDisk: "vm-scan"})
+	vm, err := e.svc.ConvertDisk(ctx, e.admin, "scan", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if vm.Spec.BootVolume != "vol-orphan" || e.vol("vol-orphan").Attachment == nil || e.vol("vol-other").Attachment != nil {
+		t.Fatalf("boot volume %q; orphan %+v; other %+v", vm.Spec.BootVolume, e.vol("vol-orphan").Attachment, e.vol("vol-other").Attachment)
+	}
+}

@@ -87,7 +87,7 @@ func (s *server) hostAction(action string) func(http.ResponseWriter, *http.Reque
 		case "uncordon":
 			err = s.compute.UncordonNode(r.Context(), v.p, node)
 		case "drain":
-			_, err = s.compute.DrainNode(r.Context(), v.p, node, r.PostFormValue("restart") == "true")
+			_, err = s.compute.DrainNode(r.Context(), v.p, node, hypervisor.DrainOptions{Restart: r.PostFormValue("restart") == "true", Convert: r.PostFormValue("convert") == "true"})
 		}
 		if err != nil {
 			s.logErr(r, err)
@@ -108,7 +108,7 @@ func (s *server) hostAction(action string) func(http.ResponseWriter, *http.Reque
 // language; its reason's own words where the catalogue knows them.
 func stayText(v *view, st hypervisor.DrainStay) string {
 	tmpl, ok := v.tr.msgs["drain.stay."+st.Key]
-	if !ok || len(st.Args) == 0 || strings.Count(tmpl, "%s") != len(st.Args)+1 {
+	if !ok || strings.Count(tmpl, "%s") != len(st.Args)+1 {
 		// A newer node's reason: as the drain's English says it.
 		en, _ := hypervisor.StayText(st.Key)
 		if strings.Count(en, "%s") == len(st.Args) {
@@ -117,6 +117,9 @@ func stayText(v *view, st hypervisor.DrainStay) string {
 		return st.VM + ": " + strings.Join(st.Args, "; ")
 	}
 	args := append([]any{st.VM}, anys(st.Args)...)
+	if len(st.Args) == 0 {
+		return fmt.Sprintf(tmpl, args...)
+	}
 	switch why := st.Args[0]; st.Key {
 	case "cannot_move":
 		switch {
@@ -127,6 +130,16 @@ func stayText(v *view, st hypervisor.DrainStay) string {
 		}
 	case "no_live", "no_target":
 		args[1] = vmErrorText(v, why)
+	case "no_convert":
+		for _, k := range []struct{ has, key string }{
+			{"quota exceeded", "drain.why.quota"}, {"no node has a disk", "drain.why.no_disk"},
+			{"makes no volumes", "drain.why.no_disk"}, {"no other node can take it", "drain.why.no_target"},
+		} {
+			if strings.Contains(why, k.has) {
+				args[1] = v.T(k.key)
+				break
+			}
+		}
 	case "not_live":
 		switch why {
 		case "it cannot move live":

@@ -51,12 +51,17 @@ func TestHostsPage(t *testing.T) {
 		t.Fatalf("a refused drain cordoned node1: %+v", hs[0].Cordon)
 	}
 
+	// Both consents, as the form's boxes give them, reach the drain.
 	report("node2")
-	p = b.post("/hosts/node1/drain", b.formOn("/hosts", url.Values{}))
+	mustContain(t, b.get("/hosts"), `id="host-convert-node1" name="convert" type="checkbox" value="true"`)
+	p = b.post("/hosts/node1/drain", b.formOn("/hosts", url.Values{"restart": {"true"}, "convert": {"true"}}))
 	if p.status != http.StatusOK || p.path != "/hosts?done=drain&node=node1" {
 		t.Fatalf("drain: %d at %s\n%s", p.status, p.path, p.body)
 	}
 	mustContain(t, p, "Node node1 is being drained")
+	if hs, _ := e.compute.Hosts(adminPrincipal(t, e)); hs[0].Cordon == nil || hs[0].Cordon.Drain == nil || !hs[0].Cordon.Drain.Restart || !hs[0].Cordon.Drain.Convert {
+		t.Fatalf("the drain's consents: %+v", hs[0].Cordon)
+	}
 	mustContain(t, b.get("/hosts/panel"), `data-host="node1" data-state="d`) // draining, or drained already: it has no VMs
 	b.lang = "zh-CN"
 	mustContain(t, b.get("/hosts"), "运行虚拟机的节点", "恢复使用")

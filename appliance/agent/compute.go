@@ -41,7 +41,7 @@ func (a *Agent) newCompute() {
 	a.node.RegisterController("scheduler", a.scheduler.Run)
 	a.compute.Quorum = a.quorumWithout
 	drainer := hypervisor.NewDrainer(a.node, a.log.With("component", "drainer"))
-	drainer.Lost = lost
+	drainer.Lost, drainer.Disks = lost, a.compute
 	a.node.RegisterController("drainer", drainer.Run)
 	a.node.RegisterController("vm-reaper", a.every(30*time.Second, "purge VMs deleted on lost nodes", func(ctx context.Context) error {
 		return a.scheduler.ReapDeleted(ctx, 5*time.Minute)

@@ -210,13 +210,13 @@ func (s *Server) computeRoutes() []route {
 				c, err := s.compute.CordonNode(r.Context(), p, r.PathValue("host"), body.Reason)
 				return ok(w, c, 0, err)
 			}},
-		{Method: "POST", Path: v1 + "/hosts/{host}/drain", Summary: "Cordon a node and move its VMs away: running ones live, stopped ones as they are; with restart, a VM that cannot move live is stopped, moved and started again. Refused when the others have no room or the cluster would lose its quorum without the node (cluster admin); the cordon's drain field follows it", Tag: "compute",
+		{Method: "POST", Path: v1 + "/hosts/{host}/drain", Summary: "Cordon a node and move its VMs away: running ones live, stopped ones as they are; with restart, a VM that cannot move live is stopped, moved and started again; with convert, a VM with a local boot disk is stopped, its disk moved onto a volume, and it is moved and started again. Refused when the others have no room or the cluster would lose its quorum without the node (cluster admin); the cordon's drain field follows it", Tag: "compute",
 			Request: drainRequest{}, Response: hypervisor.Cordon{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 				var body drainRequest
 				if err := decode(r, &body); err != nil {
 					return err
 				}
-				c, err := s.compute.DrainNode(r.Context(), p, r.PathValue("host"), body.Restart)
+				c, err := s.compute.DrainNode(r.Context(), p, r.PathValue("host"), hypervisor.DrainOptions{Restart: body.Restart, Convert: body.Convert})
 				return ok(w, c, 0, err)
 			}},
 		{Method: "POST", Path: v1 + "/hosts/{host}/uncordon", Summary: "Let the scheduler place VMs on a node again, ending its drain (cluster admin)", Tag: "compute",
@@ -320,6 +320,9 @@ func imageSpecFromQuery(r *http.Request) (hypervisor.ImageSpec, error) {
 // may be stopped, moved and started again.
 type drainRequest struct {
 	Restart bool `json:"restart,omitempty"`
+	// Convert: a VM with a local boot disk is stopped, its disk moved
+	// onto a replicated volume, and it is moved and started again.
+	Convert bool `json:"convert,omitempty"`
 }
 
 // cordonRequest is the body of a cordon: why, for the other admins.

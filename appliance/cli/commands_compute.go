@@ -338,15 +338,20 @@ var computeCommands = map[string]command{
 			return e.printKV(c, [][2]string{{"node", c.Node}, {"cordoned", c.At.Format(time.RFC3339)}, {"by", c.By}, {"reason", c.Reason}})
 		}
 	}},
-	"node drain": {usage: "NODE [--restart] [--wait]", help: "cordon a node and move its VMs away, running ones live (cluster admin); refused if the others have no room or the cluster would lose its quorum without it", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+	"node drain": {usage: "NODE [--restart] [--convert-disks] [--wait]", help: "cordon a node and move its VMs away, running ones live (cluster admin); refused if the others have no room or the cluster would lose its quorum without it", flags: func(fs *flag.FlagSet) func(*env, []string) error {
 		restart := fs.Bool("restart", false, "stop, move and start again a VM that cannot move live (its guest restarts)")
+		convert := fs.Bool("convert-disks", false, "stop a VM with a local boot disk, move its disk onto a replicated volume, then move and start it again (its guest restarts)")
 		wait := fs.Bool("wait", false, "wait until the drain is done, showing its progress")
 		return func(e *env, args []string) error {
 			if err := needArgs(args, 1, "one node"); err != nil {
 				return err
 			}
+			body := map[string]bool{"restart": *restart}
+			if *convert {
+				body["convert"] = true // older nodes refuse the field
+			}
 			var c hypervisor.Cordon
-			if err := send(e, "POST", "/api/v1/hosts/"+url.PathEscape(args[0])+"/drain", map[string]bool{"restart": *restart}, &c); err != nil {
+			if err := send(e, "POST", "/api/v1/hosts/"+url.PathEscape(args[0])+"/drain", body, &c); err != nil {
 				return err
 			}
 			for last := ""; *wait && c.Drain != nil && c.Drain.State == hypervisor.DrainDraining; {
@@ -370,7 +375,7 @@ var computeCommands = map[string]command{
 				}
 			}
 			d := c.Drain
-			return e.printKV(c, [][2]string{{"node", c.Node}, {"drain", d.State}, {"moved", fmt.Sprint(d.Moved)}, {"restarted", fmt.Sprint(d.Restarted)}, {"left", d.Message}})
+			return e.printKV(c, [][2]string{{"node", c.Node}, {"drain", d.State}, {"moved", fmt.Sprint(d.Moved)}, {"restarted", fmt.Sprint(d.Restarted)}, {"converted", fmt.Sprint(d.Converted)}, {"left", d.Message}})
 		}
 	}},
 	"node uncordon": {usage: "NODE", help: "let the scheduler place VMs on a node again, ending its drain (cluster admin)", flags: noFlags(func(e *env, args []string) error {
@@ -574,6 +579,9 @@ func (l *stringList) Set(s string) error { *l = append(*l, s); return nil }
 // drainLine is a drain's progress in one line.
 func drainLine(d *hypervisor.Drain) string {
 	s := fmt.Sprintf("drain %s: %d moved, %d restarted", d.State, d.Moved, d.Restarted)
+	if d.Converted > 0 {
+		s += fmt.Sprintf(", %d disks converted", d.Converted)
+	}
 	if d.Message != "" {
 		s += "; " + d.Message
 	}

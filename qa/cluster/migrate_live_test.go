@@ -3,6 +3,8 @@ package cluster_test
 import (
 	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -678,6 +680,124 @@ func TestNodeDrain(t *testing.T) {
 	}
 	if err := a.Call("POST", "/api/v1/hosts/"+c.Node(3).Name+"/drain", map[string]bool{"restart": true}, 409, nil); err != nil {
 		t.Fatalf("drain the last node: %v", err)
+	}
+	drainConvert(t, c, a, "ward-local", names)
+}
+
+// drainConvert drains the node of name, a running VM with a local disk,
+// with consent to convert disks (the CLI's --convert-disks). With no room
+// in the project's quota for the volume the VM stays, running and
+// untouched, and the drain says why; with room it is stopped, its disk
+// moved onto a volume (filled on its node), moved to another node and
+// started again there, booting from the volume; its local disk is gone
+// from its old node. The VMs in others are deleted first, so that only
+// it is drained. Every node is uncordoned first.
+func drainConvert(t *testing.T, c *harness.Cluster, a *cairntest.Client, name string, others []string) {
+	t.Helper()
+	for _, n := range c.Nodes {
+		if err := a.Call("POST", "/api/v1/hosts/"+n.Name+"/uncordon", nil, 204, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range others {
+		if err := a.Call("DELETE", "/api/v1/vms/"+o, nil, 202, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, o := range others {
+		testutil.WaitFor(t, 2*time.Minute, o+" deleted", func() error {
+			if _, err := getVM(a, o); err == nil {
+				return fmt.Errorf("still there")
+			}
+			return nil
+		})
+	}
+	vm, err := getVM(a, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var from *harness.Node
+	for _, n := range c.Nodes {
+		if n.Name == vm.Node {
+			from = n
+		}
+	}
+	root := filepath.Join(from.DataDir, "vms", vm.ID, "root.qcow2")
+	if _, err := os.Stat(root); err != nil || vm.Spec.BootVolume != "" {
+		t.Fatalf("before the drain: boot volume %q, local disk %v", vm.Spec.BootVolume, err)
+	}
+	x := adminCLI(t, c.Node(1))
+	drain := func() string {
+		t.Helper()
+		out, err := x.run("", "node", "drain", vm.Node, "--convert-disks", "--wait")
+		if err != nil {
+			t.Fatalf("node drain --convert-disks: %v\n%s", err, out)
+		}
+		return out
+	}
+
+	// No room in the quota for the volume: nothing changes.
+	var q struct {
+		Limits map[string]any `json:"limits"`
+		Usage  map[string]any `json:"usage"`
+	}
+	if err := a.Call("GET", "/api/v1/projects/clinic/quota", nil, 200, &q); err != nil {
+		t.Fatal(err)
+	}
+	limits := map[string]any{}
+	for k, v := range q.Limits {
+		limits[k] = v
+	}
+	limits["volume_gib"] = q.Usage["volume_gib"]
+	if err := a.Call("PUT", "/api/v1/projects/clinic/quota", limits, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	history := vmEvents(t, a, name)
+	if out := drain(); !strings.Contains(out, name+" stays: its local disk cannot move onto a volume: quota exceeded for volume_gib") || !regexp.MustCompile(`converted:\s+0`).MatchString(out) {
+		t.Fatalf("drain with no room for the volume:\n%s", out)
+	}
+	if after, err := getVM(a, name); err != nil || after.Node != vm.Node || after.Status.PID != vm.Status.PID || !alive(vm.Status.PID) || after.Spec.BootVolume != "" {
+		t.Fatalf("after the refused conversion: %+v %v (was on %s, QEMU %d)", after, err, vm.Node, vm.Status.PID)
+	}
+	if evs := vmEvents(t, a, name); evs != history {
+		t.Fatalf("history after the refused conversion:\n%s\nbefore:\n%s", evs, history)
+	}
+	if err := a.Call("PUT", "/api/v1/projects/clinic/quota", q.Limits, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Call("POST", "/api/v1/hosts/"+vm.Node+"/uncordon", nil, 204, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	// Room: it goes.
+	if out := drain(); !regexp.MustCompile(`converted:\s+1`).MatchString(out) || !regexp.MustCompile(`restarted:\s+1`).MatchString(out) {
+		t.Fatalf("drain with consent to convert disks:\n%s", out)
+	}
+	moved := waitVM(t, a, name, 3*time.Minute, "running elsewhere", inState("running"))
+	if moved.Node == vm.Node || moved.Spec.BootVolume == "" {
+		t.Fatalf("after the drain: on %s (drained %s), boot volume %q", moved.Node, vm.Node, moved.Spec.BootVolume)
+	}
+	waitSerial(t, a, name, "cairn-guest: hostname="+name, 1) // booted from the volume there
+	var bv struct {
+		Source struct {
+			VMDisk string `json:"vm_disk"`
+			Filled bool   `json:"filled"`
+		} `json:"source"`
+	}
+	if err := a.Call("GET", "/api/v1/volumes/"+moved.Spec.BootVolume+"?project=clinic", nil, 200, &bv); err != nil {
+		t.Fatal(err)
+	}
+	if bv.Source.VMDisk != vm.ID || !bv.Source.Filled {
+		t.Fatalf("the converted disk's volume: %+v", bv)
+	}
+	testutil.WaitFor(t, time.Minute, "the local disk gone from "+vm.Node, func() error {
+		if _, err := os.Stat(root); !os.IsNotExist(err) {
+			return fmt.Errorf("%s: %v", root, err)
+		}
+		return nil
+	})
+	if evs := vmEvents(t, a, name); !strings.Contains(evs, "onto a replicated volume") || !strings.Contains(evs, "moved from "+vm.Node+" to "+moved.Node+" while stopped") {
+		t.Fatalf("history:\n%s", evs)
 	}
 }
 
