@@ -109,6 +109,16 @@ func (s DrainStay) text() string {
 	return s.VM + " stays: " + fmt.Sprintf(stayTexts[s.Key], args...)
 }
 
+// wait says, while the drain waits, what for; it tells whether that
+// changed (to be saved).
+func (dr *Drain) wait(what string) bool {
+	if dr.Message == what {
+		return false
+	}
+	dr.Message = what
+	return true
+}
+
 // Drain states.
 const (
 	DrainDraining = "draining"
@@ -288,10 +298,15 @@ func freeRoom(txn *memdb.Txn, h *Host, s Settings) (room, []string, error) {
 // without consent to convert disks.
 var errLocalDisk = errors.New("it has local disks (drain with consent to convert disks, or convert its disk first)")
 
+// errDataDisks is why a VM with local data disks stays on a drained node.
+var errDataDisks = errors.New("it has local data disks, which cannot leave its node")
+
 // movableAtAll says why a VM cannot leave its node in any way, or nil.
 func movableAtAll(vm *VM) error {
 	switch {
-	case vm.Spec.BootVolume == "" || len(vm.Spec.DataDisks) > 0:
+	case len(vm.Spec.DataDisks) > 0:
+		return errDataDisks
+	case vm.Spec.BootVolume == "":
 		return fmt.Errorf("it has local disks (convert its disk first)")
 	case vm.UEFIOnNode():
 		return fmt.Errorf("it boots with UEFI, whose settings stay on its node (stop it and convert its disk first)")
@@ -462,9 +477,14 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 		case stopped && filling(txn, vm):
 			// Converted (drain_convert.go): it moves once its volume holds
 			// the disk, which only its node can copy.
-			if alive {
-				if msg := fmt.Sprintf("%s waits until its volume is filled on %s", vm.Name, c.Node); dr.Message != msg {
-					dr.Message = msg
+			switch {
+			case alive:
+				if dr.wait(fmt.Sprintf("%s waits until its volume is filled on %s", vm.Name, c.Node)) {
+					save()
+				}
+				return
+			case restarting:
+				if dr.wait(vm.Name + " waits for " + c.Node + " to report again") {
 					save()
 				}
 				return
@@ -491,6 +511,7 @@ func (d *Drainer) step(ctx context.Context, txn *memdb.Txn, c *Cordon) {
 			if !restarting {
 				dr.Moved++
 			}
+			dr.Message = "" // what it waited for
 			save()
 			return
 		case running && dr.Restart:

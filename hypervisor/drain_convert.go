@@ -99,8 +99,14 @@ func (d *Drainer) convertStep(ctx context.Context, txn *memdb.Txn, node string, 
 		return false
 	}
 	switch {
+	case !alive && restarting:
+		// Stopped by this drain: it waits for its node, which alone can
+		// copy the disk (an uncordon starts it again where it is).
+		if dr.wait(vm.Name + " waits for " + node + " to report again") {
+			save()
+		}
+		return true
 	case !alive:
-		// Its disk is on the node, which alone can copy it.
 		stay(vm, "not_reporting", node)
 		return false
 	case !restarting && vm.Desired != vm.Status.State && vm.Status.State != StateError:
@@ -124,21 +130,23 @@ func (d *Drainer) convertStep(ctx context.Context, txn *memdb.Txn, node string, 
 			d.unconverted(dr, vm, err, save) // nothing was changed
 			return true
 		}
+		key := dr.ID + "/" + vm.ID
 		err := d.Disks.ConvertDiskForDrain(ctx, vm.ID, vm.Version, user)
 		switch code := consensus.ErrorCode(err); {
 		case err == nil:
-			delete(d.tries, vm.ID)
+			delete(d.tries, key)
 			dr.Converted++
 			save()
-		case (code == "" || code == consensus.CodeUnavailable || code == consensus.CodePreconditionFailed) && d.tries[vm.ID] < convertTries:
+		case code == "" || code == consensus.CodeUnavailable || code == consensus.CodePreconditionFailed:
 			// Unknown, passing, or the VM changed meanwhile: looked up,
-			// and tried again on the next step if it did not happen.
+			// and tried again on the next step if it did not happen, a
+			// few times.
 			d.log.Warn("drain: convert a VM's disk", "vm", vm.Name, "err", err)
 			if d.c.ConsistentRead(ctx) != nil {
 				return true
 			}
 			if cur := getVM(d.c.Store().ReadTxn(), vm.ID); cur != nil && cur.Spec.BootVolume != "" {
-				delete(d.tries, vm.ID)
+				delete(d.tries, key)
 				dr.Converted++
 				save()
 				return true
@@ -146,9 +154,12 @@ func (d *Drainer) convertStep(ctx context.Context, txn *memdb.Txn, node string, 
 			if d.tries == nil {
 				d.tries = map[string]int{}
 			}
-			d.tries[vm.ID]++
+			if d.tries[key]++; d.tries[key] >= convertTries {
+				delete(d.tries, key)
+				d.unconverted(dr, vm, err, save)
+			}
 		default:
-			delete(d.tries, vm.ID)
+			delete(d.tries, key)
 			d.unconverted(dr, vm, err, save)
 		}
 		return true
@@ -176,8 +187,8 @@ func (d *Drainer) canConvert(txn *memdb.Txn, node string, vm *VM, now time.Time)
 }
 
 // convertTries bounds how often one leader tries a conversion whose
-// failure says nothing certain (no leader, a replica not made) before it
-// gives up on the VM for this drain.
+// failure says nothing certain (no leader, a replica not made), each
+// looked up, before it gives up on the VM for this drain.
 const convertTries = 5
 
 // unconverted records that vm's disk cannot be converted: it stays, and

@@ -193,6 +193,14 @@ func TestDrainNode(t *testing.T) {
 	if c := cordonOf(e.node.Store().ReadTxn(), "node1"); c != nil {
 		t.Fatalf("after uncordon: %+v", c)
 	}
+	// The ungated drain command (what older nodes know) never carries
+	// consent to convert disks: only MsgDrainNodeConvert does.
+	if _, err := e.node.Apply(ctx, MsgDrainNode, drainCmd{ID: "drain-old", Node: "node1", Convert: true, By: "admin", At: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if c := cordonOf(e.node.Store().ReadTxn(), "node1"); c == nil || c.Drain == nil || c.Drain.Convert {
+		t.Fatalf("a MsgDrainNode gave consent to convert disks: %+v", c)
+	}
 }
 
 // Without the admin's consent a drain stops no VM: one that cannot move
@@ -450,7 +458,7 @@ func TestDrainConvertsLocalDisks(t *testing.T) {
 	if dr.Converted != 3 || dr.Restarted != 2 || dr.Moved != 1 {
 		t.Fatalf("drain: %+v", dr)
 	}
-	for _, want := range []string{"disk-data stays: it has local disks", "disk-nodisk stays: its local disk cannot move onto a volume: no node has a disk for a volume", "disk-quota stays: its local disk cannot move onto a volume: quota exceeded", "disk-refused stays: its local disk cannot move onto a volume: volume disk-refused-boot exists"} {
+	for _, want := range []string{"disk-data stays: it has local data disks, which cannot leave its node", "disk-nodisk stays: its local disk cannot move onto a volume: no node has a disk for a volume", "disk-quota stays: its local disk cannot move onto a volume: quota exceeded", "disk-refused stays: its local disk cannot move onto a volume: volume disk-refused-boot exists"} {
 		if !strings.Contains(dr.Message, want) {
 			t.Fatalf("drain message %q, want %q", dr.Message, want)
 		}

@@ -171,14 +171,14 @@ func TestVMVolumesFollowTheVM(t *testing.T) {
 
 // A volume a convert-disk made for a VM's disk and never attached (its
 // node stopped between the two) is taken by the next convert-disk of that
-// VM, rather than left beside a new one; a volume of another VM's disk
-// is not.
+// VM, rather than left beside a new one; a volume of another VM's disk,
+// or one smaller than the disk, is not.
 func TestConvertDiskTakesItsOrphanVolume(t *testing.T) {
 	e := newComputeEnv(t)
 	ctx := context.Background()
 	ward := e.image.ProjectID
 	e.host(t, "node1", 8, 16384)
-	e.placeVMs(t, "node1", map[string]VMSpec{"scan": {VCPUs: 1, RAMMiB: 512, DiskGiB: 1, Image: e.image.ID}})
+	e.placeVMs(t, "node1", map[string]VMSpec{"scan": {VCPUs: 1, RAMMiB: 512, DiskGiB: 2, Image: e.image.ID}})
 	if _, err := e.svc.Do(ctx, e.admin, "scan", OpStop, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -186,11 +186,21 @@ func TestConvertDiskTakesItsOrphanVolume(t *testing.T) {
 	if _, err := e.node.Apply(ctx, MsgReportVM, reportVMCmd{ID: "vm-scan", Node: "node1", Status: st}, nil); err != nil {
 		t.Fatal(err)
 	}
-	// This service makes no volumes: only an orphan can be taken.
+	// This service makes no volumes: only an orphan can be taken, and
+	// not one of another VM's disk, nor one too small for this disk (made
+	// before the VM grew).
 	e.volumeRecord(t, "vol-other", ward, &volume.Source{VMDisk: "vm-other"})
+	e.volumeRecord(t, "vol-small", ward, &volume.Source{VMDisk: "vm-scan"})
 	_, err := e.svc.ConvertDisk(ctx, e.admin, "scan", 0)
 	wantCode(t, "convert with no orphan and no disks", err, consensus.CodeUnavailable)
-	e.volumeRecord(t, "vol-orphan", ward, &volume.Source{VMDisk: "vm-scan"})
+	v := volume.Volume{ID: "vol-orphan", Name: "vol-orphan", ProjectID: ward, SizeBytes: 2 * volume.GiB, Source: &volume.Source{VMDisk: "vm-scan"}, CreatedAt: time.Now().UTC(),
+		Replicas: []volume.Replica{{ID: "vol-orphan-r0", Node: "node1", Disk: "d1"}}}
+	if _, err := e.node.Apply(ctx, volume.MsgCreateVolume, map[string]any{"volume": v}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.node.Apply(ctx, volume.MsgSetVolumeState, map[string]any{"id": v.ID, "state": volume.StateAvailable}, nil); err != nil {
+		t.Fatal(err)
+	}
 	vm, err := e.svc.ConvertDisk(ctx, e.admin, "scan", 0)
 	if err != nil {
 		t.Fatal(err)

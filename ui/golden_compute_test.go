@@ -170,7 +170,7 @@ func goldenHosts() hostsData {
 			Message: "lab-db stays: it has local disks (convert its disk first); pacs stays: it is error. Volumes with a copy on node4, which run on fewer copies while it is away: scans. Objects with shards on node4, which run on fewer shards while it is away: 1204",
 			Stays: []hypervisor.DrainStay{{VM: "lab-db", Key: "cannot_move", Args: []string{"it has local disks (convert its disk first)"}},
 				{VM: "pacs", Key: "state", Args: []string{"error"}}, {VM: "ris", Key: "cannot_move", Args: []string{"it has local disks (drain with consent to convert disks, or convert its disk first)"}},
-				{VM: "lis", Key: "no_convert", Args: []string{"no node has a disk for a volume"}}},
+				{VM: "lis", Key: "no_convert", Args: []string{"no node has a disk for a volume"}}, {VM: "lab-scratch", Key: "cannot_move", Args: []string{"it has local data disks, which cannot leave its node"}}},
 			Copies: []string{"scans"}, Objects: 1204, Converted: 2}}),
 		h("node6", 1, goldenTime, &hypervisor.Cordon{Node: "node6", By: "admin", At: at, Drain: &hypervisor.Drain{ID: "d3", State: hypervisor.DrainDone,
 			Message: "web stays: it is paused"}}), // recorded before drains had keys

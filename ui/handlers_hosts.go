@@ -125,6 +125,8 @@ func stayText(v *view, st hypervisor.DrainStay) string {
 		switch {
 		case strings.HasPrefix(why, "it has local disks"):
 			args[1] = v.T("drain.why.local")
+		case strings.HasPrefix(why, "it has local data disks"):
+			args[1] = v.T("drain.why.data_disks")
 		case strings.HasPrefix(why, "it boots with UEFI"):
 			args[1] = v.T("drain.why.uefi")
 		}
