@@ -43,7 +43,9 @@ import (
 //	   counts what other domains keep of a project
 //	6  hypervisor.MsgDrainNodeConvert, a drain that may move VMs' local
 //	   disks onto volumes
-const Protocol = 6
+//	7  federation.MsgJoinHub, MsgLeaveHub and MsgHubCA: a site's
+//	   membership of a hub
+const Protocol = 7
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

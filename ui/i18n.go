@@ -30,6 +30,8 @@ func catalogs() map[string]map[string]string {
 	maps.Copy(zh, networksZH())
 	maps.Copy(en, maintenanceEN())
 	maps.Copy(zh, maintenanceZH())
+	maps.Copy(en, federationEN())
+	maps.Copy(zh, federationZH())
 	maps.Copy(en, eventsEN())
 	maps.Copy(zh, eventsZH())
 	for format, text := range errorsZH() {

@@ -6,6 +6,7 @@ package agent
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/api"
+	"github.com/cairnhq/cairn/appliance/federation"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/appliance/watchdog"
 	"github.com/cairnhq/cairn/consensus"
@@ -71,6 +73,7 @@ type Agent struct {
 	vmNet     *netfabric.Host
 	consoles  *hypervisor.Consoles
 	usage     *hypervisor.UsageReader
+	member    *federation.Member
 	s3        *http.Server
 	http      *http.Server
 	metrics   *prometheus.Registry
@@ -87,6 +90,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	hypervisor.Register(reg)
 	netfabric.Register(reg)
 	volume.Register(reg)
+	federation.RegisterSite(reg)
 
 	cc := cfg.consensusConfig()
 	cc.Logger = log.With("component", "consensus")
@@ -125,6 +129,9 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	}))
 	a.newCompute()
 	a.newVolumes()
+	a.member = federation.NewMember(node, cfg.Name, a.identity, log.With("component", "federation"))
+	a.member.Handler = a.hubFacing()
+	node.RegisterController("federation", a.member.Run)
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.metrics.MustRegister(node.Collectors()...)
@@ -289,7 +296,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, Usage: a.usage, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, Usage: a.usage, Member: a.member, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	// Console WebSockets carry a ticket instead of a bearer token (browsers
@@ -530,25 +537,31 @@ func (a *Agent) announce(ctx context.Context) {
 }
 
 func (a *Agent) createAdminFromFile(ctx context.Context) {
-	b, err := os.ReadFile(a.cfg.AdminPasswordFile)
+	createAdmin(ctx, a.identity, a.cfg.AdminPasswordFile, a.log)
+}
+
+// createAdmin makes the first cluster admin, "admin", with the password in
+// file, unless one exists.
+func createAdmin(ctx context.Context, id *identity.Service, file string, log *slog.Logger) {
+	b, err := os.ReadFile(file)
 	if err != nil {
-		a.log.Error("read admin password file", "err", err)
+		log.Error("read admin password file", "err", err)
 		return
 	}
 	pw := strings.TrimRight(string(b), "\r\n")
 	for {
-		_, err := a.identity.CreateFirstAdmin(ctx, "admin", pw)
+		_, err := id.CreateFirstAdmin(ctx, "admin", pw)
 		if err == nil {
-			a.log.Info("created cluster admin from password file", "user", "admin")
+			log.Info("created cluster admin from password file", "user", "admin")
 			return
 		}
 		if identity.IsCode(err, consensus.CodeConflict) || identity.IsCode(err, consensus.CodeInvalid) {
 			if !identity.IsCode(err, consensus.CodeConflict) {
-				a.log.Error("admin password file rejected", "err", err)
+				log.Error("admin password file rejected", "err", err)
 			}
 			return
 		}
-		a.log.Warn("creating admin failed; retrying", "err", err)
+		log.Warn("creating admin failed; retrying", "err", err)
 		select {
 		case <-ctx.Done():
 			return
@@ -653,4 +666,15 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 		cs.SetupCode = a.identity.SetupCode()
 	}
 	return cs
+}
+
+// hubFacing is what a federation hub reaches of this site through its
+// session: for now the cluster's status, read-only.
+func (a *Agent) hubFacing() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /fed/v1/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(a.node.Status())
+	})
+	return mux
 }

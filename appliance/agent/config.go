@@ -24,12 +24,19 @@ import (
 // Config is the whole node configuration: flags, optionally a JSON config file
 // (same keys as the flags), and the defaults in DefaultConfig.
 type Config struct {
-	Name              string        `json:"name"`
-	DataDir           string        `json:"data-dir"`
-	Bind              string        `json:"bind"`
-	Advertise         string        `json:"advertise"`
-	APIPort           int           `json:"api-port"`
-	S3Port            int           `json:"s3-port"`
+	Name      string `json:"name"`
+	DataDir   string `json:"data-dir"`
+	Bind      string `json:"bind"`
+	Advertise string `json:"advertise"`
+	APIPort   int    `json:"api-port"`
+	S3Port    int    `json:"s3-port"`
+	// FederationPort is where a hub (cairn hub) takes its sites'
+	// enrolments and sessions.
+	FederationPort int `json:"federation-port"`
+	// FederationNames are the DNS names and addresses sites dial a hub
+	// by, beside its bind and advertised addresses (its certificate
+	// names them all).
+	FederationNames   []string      `json:"federation-names,omitempty"`
 	S3Domain          string        `json:"s3-domain"`
 	RPCPort           int           `json:"rpc-port"`
 	GossipPort        int           `json:"gossip-port"`
@@ -101,6 +108,7 @@ func DefaultConfig() Config {
 		Bind:              "",
 		APIPort:           8443,
 		S3Port:            8447,
+		FederationPort:    8450,
 		RPCPort:           c.RPCPort,
 		GossipPort:        c.GossipPort,
 		DiscoveryPort:     c.DiscoveryPort,
@@ -194,6 +202,15 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.StringVar(&cfg.Advertise, "advertise", cfg.Advertise, "IP address peers reach this node at (default: --bind)")
 	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
 	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
+	fs.IntVar(&cfg.FederationPort, "federation-port", cfg.FederationPort, "with cairn hub: HTTPS port where sites enrol and keep their sessions")
+	fs.Func("federation-names", "with cairn hub: comma-separated DNS names and addresses sites reach it by (a load balancer's, a NAT's), for its certificate", func(v string) error {
+		for _, n := range strings.Split(v, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				cfg.FederationNames = append(cfg.FederationNames, n)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&cfg.S3Domain, "s3-domain", cfg.S3Domain, "DNS domain for virtual-host-style S3 addressing (BUCKET.DOMAIN); path style always works")
 	fs.IntVar(&cfg.RPCPort, "rpc-port", cfg.RPCPort, "cluster port: Raft and RPC over mutual TLS")
 	fs.IntVar(&cfg.GossipPort, "gossip-port", cfg.GossipPort, "gossip port (TCP and UDP, encrypted)")

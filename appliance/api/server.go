@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/federation"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
@@ -48,6 +49,9 @@ type Deps struct {
 	Images   *hypervisor.Images
 	Consoles *hypervisor.Consoles
 	Usage    *hypervisor.UsageReader // VMs' usage graphs; nil: none
+	// Member is a site's federation; Hub a hub's (nil: no such routes).
+	Member *federation.Member
+	Hub    *federation.Hub
 	// StorageHealth reports redundancy, scrub and heal progress.
 	StorageHealth func(ctx context.Context) (StorageHealth, error)
 	Cluster       ClusterInfo
@@ -66,6 +70,8 @@ type Server struct {
 	images   *hypervisor.Images
 	consoles *hypervisor.Consoles
 	usage    *hypervisor.UsageReader
+	member   *federation.Member
+	hub      *federation.Hub
 	health   func(ctx context.Context) (StorageHealth, error)
 	cluster  ClusterInfo
 	log      *slog.Logger
@@ -76,7 +82,7 @@ type Server struct {
 
 // New builds the API handler with every route of the table registered.
 func New(d Deps) *Server {
-	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, networks: d.Networks, images: d.Images, consoles: d.Consoles, usage: d.Usage, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
+	s := &Server{id: d.Identity, storage: d.Storage, objects: d.Objects, compute: d.Compute, volumes: d.Volumes, networks: d.Networks, images: d.Images, consoles: d.Consoles, usage: d.Usage, member: d.Member, hub: d.Hub, health: d.StorageHealth, cluster: d.Cluster, log: d.Logger, mux: http.NewServeMux()}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -102,6 +108,12 @@ func New(d Deps) *Server {
 	if s.networks != nil {
 		s.routes = append(s.routes, s.networkRoutes()...)
 		s.routes = append(s.routes, s.routerRoutes()...)
+	}
+	if s.member != nil {
+		s.routes = append(s.routes, s.memberRoutes()...)
+	}
+	if s.hub != nil {
+		s.routes = append(s.routes, s.hubRoutes()...)
 	}
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Path, s.wrap(rt))

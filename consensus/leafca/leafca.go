@@ -6,6 +6,7 @@
 package leafca
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -99,6 +100,25 @@ func (ca *CA) Issue(l Leaf) (certPEM, keyPEM []byte, err error) {
 		return nil, nil, err
 	}
 	return pemOf("CERTIFICATE", der), pemOf("PRIVATE KEY", kder), nil
+}
+
+// Sign certifies a key its holder made and keeps (a federated site's:
+// the private half never leaves it), as Issue does; the certificate,
+// PEM-encoded, and its serial number.
+func (ca *CA) Sign(pub crypto.PublicKey, l Leaf) (certPEM []byte, serial *big.Int, err error) {
+	usage := x509.ExtKeyUsageServerAuth
+	if l.Client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
+	serial = Serial()
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: l.CN},
+		NotBefore: time.Now().Add(-l.Backdate), NotAfter: time.Now().Add(l.TTL),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: l.IPs, DNSNames: l.DNS}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pemOf("CERTIFICATE", der), serial, nil
 }
 
 // Pool is a pool holding the CA alone.

@@ -1,5 +1,6 @@
-// Command cairn is Cairn's one binary: `cairn agent` is the node daemon and
-// every other subcommand is the CLI client of the API.
+// Command cairn is Cairn's one binary: `cairn agent` is the node daemon,
+// `cairn hub` a federation hub's, and every other subcommand is the CLI
+// client of the API.
 package main
 
 import (
@@ -19,6 +20,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "agent" {
 		os.Exit(agent.Main(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "hub" {
+		os.Exit(agent.HubMain(os.Args[2:]))
 	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }

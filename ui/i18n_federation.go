@@ -1,0 +1,24 @@
+package ui
+
+// The messages of federation: what a hub does to sites, as its audit log
+// names it. catalogs merges them in.
+
+func federationEN() map[string]string {
+	return map[string]string{
+		"action.federation.":             "All federation actions",
+		"action.federation.token.create": "Create a site enrolment token",
+		"action.federation.site.revoke":  "Revoke a site",
+		"action.federation.join":         "Join this site to a federation hub",
+		"action.federation.leave":        "Leave the federation hub",
+	}
+}
+
+func federationZH() map[string]string {
+	return map[string]string{
+		"action.federation.":             "所有联邦操作",
+		"action.federation.token.create": "创建站点注册令牌",
+		"action.federation.site.revoke":  "吊销站点",
+		"action.federation.join":         "将此站点加入联邦中心",
+		"action.federation.leave":        "退出联邦中心",
+	}
+}
