@@ -57,6 +57,13 @@ func NewRegistry() *Registry {
 	return r
 }
 
+// Singleton indexes a table of one row: its unique "id" index, asked
+// with no arguments, finds the row (a CA, a settings record).
+type Singleton struct{}
+
+func (Singleton) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
+func (Singleton) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
+
 // RegisterTable adds a table whose rows are *T. Its schema must have an "id" index;
 // snapshots stream rows in that index's order.
 func RegisterTable[T any](r *Registry, schema *memdb.TableSchema) {

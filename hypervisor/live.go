@@ -206,7 +206,7 @@ func registerMigrations(reg *consensus.Registry) {
 		return startMigration(tx, c, true)
 	})
 	consensus.RegisterTable[migrationCA](reg, &memdb.TableSchema{Name: tMigrationCA, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.Handle(reg, MsgMigrationCA, "SetMigrationCA", applyMigrationCA)
 }

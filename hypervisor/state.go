@@ -176,7 +176,7 @@ func Register(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 	}})
 	consensus.RegisterTable[Settings](reg, &memdb.TableSchema{Name: tSettings, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.RegisterTable[Image](reg, &memdb.TableSchema{Name: tImages, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
@@ -210,7 +210,7 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgUpdateImage, "UpdateImage", applyUpdateImage)
 	consensus.Handle(reg, MsgDeleteImage, "DeleteImage", applyDeleteImage)
 	consensus.RegisterTable[consoleKey](reg, &memdb.TableSchema{Name: tKeys, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.Handle(reg, MsgConsoleKey, "SetConsoleKey", applyConsoleKey)
 	consensus.Handle(reg, MsgAttachVolume, "AttachVolumeToVM", applyAttachVolume)
@@ -239,12 +239,6 @@ func applyConsoleKey(tx *consensus.Tx, k *consoleKey) (any, error) {
 	}
 	return nil, tx.Insert(tKeys, k)
 }
-
-// singleton indexes a one-row table.
-type singleton struct{}
-
-func (singleton) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
-func (singleton) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
 
 func getVM(txn *memdb.Txn, id string) *VM { return consensus.First[VM](txn, tVMs, "id", id) }
 

@@ -81,28 +81,11 @@ type Agent struct {
 
 // New builds the agent; Run starts it.
 func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	reg := consensus.NewRegistry()
-	identity.Register(reg)
-	storage.Register(reg)
-	hypervisor.Register(reg)
-	netfabric.Register(reg)
-	volume.Register(reg)
-	federation.RegisterSite(reg)
-
-	cc := cfg.consensusConfig()
-	cc.Logger = log.With("component", "consensus")
-	node, err := consensus.New(cc, reg)
+	node, id, err := newNode(cfg, log, storage.Register, hypervisor.Register, netfabric.Register, volume.Register, federation.RegisterSite)
 	if err != nil {
 		return nil, err
 	}
-	idCfg := identity.DefaultConfig()
-	idCfg.Logger = log.With("component", "identity")
-	idCfg.AuditRetention = cfg.AuditRetention
-	a := &Agent{cfg: cfg, log: log, console: console, node: node, metrics: prometheus.NewRegistry()}
-	a.identity = identity.NewService(node, idCfg)
+	a := &Agent{cfg: cfg, log: log, console: console, node: node, identity: id, metrics: prometheus.NewRegistry()}
 	a.networks = netfabric.NewService(node, a.identity)
 	a.storage = storage.NewService(node, a.identity)
 	a.disks = storage.NewDiskAgent(node, a.storage, log.With("component", "disks"), cfg.DiskReport)
@@ -146,6 +129,30 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 		return err
 	}))
 	return a, nil
+}
+
+// newNode makes the data directory and builds the consensus node, with
+// identity's commands and those register adds, and its identity service:
+// what an agent and a hub both are.
+func newNode(cfg Config, log *slog.Logger, register ...func(*consensus.Registry)) (*consensus.Node, *identity.Service, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create data dir: %w", err)
+	}
+	reg := consensus.NewRegistry()
+	identity.Register(reg)
+	for _, r := range register {
+		r(reg)
+	}
+	cc := cfg.consensusConfig()
+	cc.Logger = log.With("component", "consensus")
+	node, err := consensus.New(cc, reg)
+	if err != nil {
+		return nil, nil, err
+	}
+	idCfg := identity.DefaultConfig()
+	idCfg.Logger = log.With("component", "identity")
+	idCfg.AuditRetention = cfg.AuditRetention
+	return node, identity.NewService(node, idCfg), nil
 }
 
 // Run starts the node and serves until ctx ends, then shuts down gracefully.

@@ -62,22 +62,10 @@ type Hub struct {
 
 // NewHub builds a hub node; Run starts it.
 func NewHub(cfg Config, log *slog.Logger, console io.Writer) (*Hub, error) {
-	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	reg := consensus.NewRegistry()
-	identity.Register(reg)
-	federation.Register(reg)
-	cc := cfg.consensusConfig()
-	cc.Logger = log.With("component", "consensus")
-	node, err := consensus.New(cc, reg)
+	node, id, err := newNode(cfg, log, federation.Register)
 	if err != nil {
 		return nil, err
 	}
-	idCfg := identity.DefaultConfig()
-	idCfg.Logger = log.With("component", "identity")
-	idCfg.AuditRetention = cfg.AuditRetention
-	id := identity.NewService(node, idCfg)
 	h := &Hub{cfg: cfg, log: log, console: console, node: node, identity: id, hub: federation.NewHub(node, id, log.With("component", "federation"))}
 	every := func(interval time.Duration, what string, fn func(context.Context) error) func(context.Context) {
 		return (&Agent{log: log}).every(interval, what, fn)

@@ -43,13 +43,13 @@ type sessionState struct {
 // RegisterSite adds a site's tables and commands.
 func RegisterSite(reg *consensus.Registry) {
 	consensus.RegisterTable[Membership](reg, &memdb.TableSchema{Name: tMembership, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.HandleSince(reg, MsgJoinHub, "JoinHub", 7, applyJoinHub)
 	consensus.HandleSince(reg, MsgLeaveHub, "LeaveHub", 7, applyLeaveHub)
 	consensus.HandleSince(reg, MsgHubCA, "SetHubCA", 7, applyHubCA)
 	consensus.RegisterTable[sessionState](reg, &memdb.TableSchema{Name: tSession, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.HandleSince(reg, MsgSessionState, "SetHubSessionState", 7, applySessionState)
 }

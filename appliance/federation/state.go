@@ -90,7 +90,7 @@ type revokeSiteCmd struct {
 // Register adds the hub's tables and commands.
 func Register(reg *consensus.Registry) {
 	consensus.RegisterTable[fedCA](reg, &memdb.TableSchema{Name: tCA, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleton{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.RegisterTable[Token](reg, &memdb.TableSchema{Name: tTokens, Indexes: map[string]*memdb.IndexSchema{
 		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
@@ -211,9 +211,3 @@ func checkSiteName(name string) error {
 	}
 	return nil
 }
-
-// singleton indexes a table of one row.
-type singleton struct{}
-
-func (singleton) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
-func (singleton) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }

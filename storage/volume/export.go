@@ -59,15 +59,10 @@ const (
 
 func registerExport(reg *consensus.Registry) {
 	consensus.RegisterTable[exportCA](reg, &memdb.TableSchema{Name: tExportCA, Indexes: map[string]*memdb.IndexSchema{
-		"id": {Name: "id", Unique: true, Indexer: singleRow{}},
+		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.Handle(reg, MsgExportCA, "SetVolumeExportCA", applyExportCA)
 }
-
-type singleRow struct{}
-
-func (singleRow) FromObject(any) (bool, []byte, error) { return true, []byte{0}, nil }
-func (singleRow) FromArgs(...any) ([]byte, error)      { return []byte{0}, nil }
 
 // applyExportCA keeps the first export CA proposed; later ones are moot.
 func applyExportCA(tx *consensus.Tx, c *exportCA) (any, error) {
