@@ -45,7 +45,10 @@ import (
 //	   disks onto volumes
 //	7  federation.MsgJoinHub, MsgLeaveHub and MsgHubCA: a site's
 //	   membership of a hub
-const Protocol = 7
+//	8  federation.MsgSiteInventory, MsgSiteSession, MsgSetSiteGroup and
+//	   MsgSetGrant: a hub's cached inventory of its sites and its users'
+//	   roles on them
+const Protocol = 8
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes

@@ -10,6 +10,9 @@ func federationEN() map[string]string {
 		"action.federation.site.revoke":  "Revoke a site",
 		"action.federation.join":         "Join this site to a federation hub",
 		"action.federation.leave":        "Leave the federation hub",
+		"action.federation.grant":        "Give a hub user a role on sites",
+		"action.federation.site.group":   "Put a site in a group",
+		"action.federation.site.call":    "Call a site's API through the hub",
 	}
 }
 
@@ -20,5 +23,8 @@ func federationZH() map[string]string {
 		"action.federation.site.revoke":  "吊销站点",
 		"action.federation.join":         "将此站点加入联邦中心",
 		"action.federation.leave":        "退出联邦中心",
+		"action.federation.grant":        "授予中心用户站点角色",
+		"action.federation.site.group":   "为站点分组",
+		"action.federation.site.call":    "通过中心调用站点 API",
 	}
 }

@@ -6,7 +6,6 @@ package agent
 import (
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +74,7 @@ type Agent struct {
 	consoles  *hypervisor.Consoles
 	usage     *hypervisor.UsageReader
 	member    *federation.Member
+	apiServer atomic.Pointer[api.Server] // once serving: what the hub reaches through its session
 	s3        *http.Server
 	http      *http.Server
 	metrics   *prometheus.Registry
@@ -114,6 +115,7 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.newVolumes()
 	a.member = federation.NewMember(node, cfg.Name, a.identity, log.With("component", "federation"))
 	a.member.Handler = a.hubFacing()
+	a.member.Inventory = a.inventory
 	node.RegisterController("federation", a.member.Run)
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -304,6 +306,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		return nil, err
 	}
 	apiServer := api.New(api.Deps{Identity: a.identity, Storage: a.storage, Objects: a.objects, Compute: a.compute, Volumes: a.volumes, Networks: a.networks, Images: a.images, Consoles: a.consoles, Usage: a.usage, Member: a.member, StorageHealth: a.storageHealth, Cluster: a.node, Logger: a.log.With("component", "api"), Metrics: a.metrics})
+	a.apiServer.Store(apiServer)
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
 	// Console WebSockets carry a ticket instead of a bearer token (browsers
@@ -675,13 +678,3 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 	return cs
 }
 
-// hubFacing is what a federation hub reaches of this site through its
-// session: for now the cluster's status, read-only.
-func (a *Agent) hubFacing() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /fed/v1/status", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(a.node.Status())
-	})
-	return mux
-}

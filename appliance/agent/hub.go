@@ -19,6 +19,9 @@ import (
 	"github.com/cairnhq/cairn/appliance/federation"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // A hub is central IT's Cairn: the same binary (`cairn hub`), a
@@ -119,9 +122,15 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 
 	// The API: hub admins, tokens, sites.
-	apiServer := api.New(api.Deps{Identity: h.identity, Cluster: h.node, Hub: h.hub, Logger: h.log.With("component", "api")})
+	metrics := prometheus.NewRegistry()
+	metrics.MustRegister(h.hub.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics.MustRegister(h.node.Collectors()...)
+	apiServer := api.New(api.Deps{Identity: h.identity, Cluster: h.node, Hub: h.hub, Logger: h.log.With("component", "api"), Metrics: metrics})
 	mux := http.NewServeMux()
 	mux.Handle("/api/", apiServer)
+	// Every site's key figures with a site label (a metrics token or a
+	// hub admin's).
+	mux.Handle("GET /metrics", apiServer.Metrics(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	apiTLS := h.node.ServerTLS()
 	apiTLS.ClientAuth = tls.NoClientCert

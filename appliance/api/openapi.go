@@ -54,10 +54,11 @@ func (s *Server) OpenAPI() map[string]any {
 		if !rt.Public {
 			op["security"] = []any{map[string]any{"bearer": []string{}}}
 		}
-		if paths[rt.Path] == nil {
-			paths[rt.Path] = map[string]any{}
+		path := strings.ReplaceAll(rt.Path, "...}", "}") // a rest-of-path wildcard is one parameter
+		if paths[path] == nil {
+			paths[path] = map[string]any{}
 		}
-		paths[rt.Path][strings.ToLower(rt.Method)] = op
+		paths[path][strings.ToLower(rt.Method)] = op
 	}
 	g.schema(reflect.TypeOf(Error{}))
 	return map[string]any{
@@ -71,7 +72,7 @@ func (s *Server) OpenAPI() map[string]any {
 	}
 }
 
-var pathParam = regexp.MustCompile(`\{([a-z_]+)\}`)
+var pathParam = regexp.MustCompile(`\{([a-z_]+)(?:\.\.\.)?\}`)
 
 func operationID(rt route) string {
 	parts := []string{strings.ToLower(rt.Method)}

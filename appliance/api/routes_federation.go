@@ -1,7 +1,9 @@
 package api
 
 import (
+	"io"
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/federation"
@@ -53,17 +55,10 @@ type siteTokenResponse struct {
 	Text string `json:"token"`
 }
 
-// SiteView is a site as the hub shows it.
-type SiteView struct {
-	federation.Site
-	Connected bool   `json:"connected"`
-	From      string `json:"from,omitempty"` // where its session comes from
-}
-
 // hubRoutes are a hub's: enrolment tokens, the sites, revocation.
 func (s *Server) hubRoutes() []route {
 	const v1 = "/api/v1"
-	return []route{
+	routes := []route{
 		{Method: "POST", Path: v1 + "/federation/tokens", Summary: "Create a one-time enrolment token for a site (hub admin); default lifetime 24h", Tag: "federation",
 			Request: siteTokenRequest{}, Response: siteTokenResponse{}, Status: http.StatusCreated,
 			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
@@ -86,26 +81,66 @@ func (s *Server) hubRoutes() []route {
 				writeJSON(w, http.StatusCreated, siteTokenResponse{Token: *tok, Text: text}, 0)
 				return nil
 			}},
-		{Method: "GET", Path: v1 + "/federation/sites", Summary: "The enrolled sites, and whether each has a session with this hub node, and from where (hub admin)", Tag: "federation",
-			Response: []SiteView{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				if !p.IsClusterAdmin() {
-					return errorf(http.StatusForbidden, consensus.CodeForbidden, "only hub admins list sites")
+		{Method: "GET", Path: v1 + "/federation/sites", Summary: "The sites you have a role on (a hub admin: all), with whether each is connected, its cached inventory's summary and age; the query narrows them: group, health (ok, degraded), degraded_volumes=true, free_storage_below=PERCENT, unreachable=true", Tag: "federation",
+			Response: []federation.SiteStatus{}, Query: []string{"group", "health", "degraded_volumes", "free_storage_below", "unreachable"},
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				q := r.URL.Query()
+				f := federation.SiteFilter{Group: q.Get("group"), Health: q.Get("health"), DegradedVolumes: q.Get("degraded_volumes") == "true", Unreachable: q.Get("unreachable") == "true"}
+				if v := q.Get("free_storage_below"); v != "" {
+					pct, err := strconv.ParseFloat(v, 64)
+					if err != nil || pct <= 0 || pct > 100 {
+						return errorf(http.StatusBadRequest, consensus.CodeInvalid, "free_storage_below is a percentage, above 0 and at most 100")
+					}
+					f.FreeStorageBelow = pct
 				}
-				out := []SiteView{}
-				for _, st := range s.hub.Sites() {
-					st.Serials = nil
-					out = append(out, SiteView{Site: st, Connected: s.hub.Connected(st.ID), From: s.hub.Remote(st.ID)})
+				if f.Health != "" && f.Health != "ok" && f.Health != "degraded" {
+					return errorf(http.StatusBadRequest, consensus.CodeInvalid, "health is ok or degraded")
 				}
-				return ok(w, out, 0, nil)
+				return ok(w, s.hub.ListSites(p, f), 0, nil)
 			}},
-		{Method: "GET", Path: v1 + "/federation/sites/{site}/status", Summary: "A connected site's cluster status, asked of the site through its session (hub admin)", Tag: "federation",
+		{Method: "GET", Path: v1 + "/federation/sites/{site}", Summary: "A site you have a role on, with its whole cached inventory (nodes, capacity, projects, VMs, volumes, images, buckets, alerts) and its age", Tag: "federation",
+			Response: federation.SiteDetail{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				d, err := s.hub.SiteDetail(p, r.PathValue("site"))
+				return ok(w, d, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/federation/vms", Summary: "VMs across the sites you have a role on, from their cached inventories; name and project narrow them", Tag: "federation",
+			Response: []federation.SiteVM{}, Query: []string{"name", "project"}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.hub.FindVMs(p, r.URL.Query().Get("name"), r.URL.Query().Get("project")), 0, nil)
+			}},
+		{Method: "GET", Path: v1 + "/federation/sites/{site}/status", Summary: "A connected site's cluster status, asked of the site through its session now", Tag: "federation",
 			Response: consensus.Status{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				if !p.IsClusterAdmin() {
-					return errorf(http.StatusForbidden, consensus.CodeForbidden, "only hub admins ask sites")
+				if _, err := s.hub.SiteDetail(p, r.PathValue("site")); err != nil {
+					return err
 				}
 				var st consensus.Status
 				err := s.hub.Ask(r.Context(), r.PathValue("site"), "/fed/v1/status", &st)
 				return ok(w, st, 0, err)
+			}},
+		{Method: "PUT", Path: v1 + "/federation/sites/{site}/group", Summary: "Put a site in a group, or in none with an empty group (hub admin); roles given on the group reach it", Tag: "federation",
+			Request: siteGroupRequest{}, Response: federation.SiteStatus{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body siteGroupRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				st, err := s.hub.SetGroup(r.Context(), p, r.PathValue("site"), body.Group)
+				return ok(w, st, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/federation/grants", Summary: "Hub users' roles on sites and site groups (a hub admin: all; others: their own)", Tag: "federation",
+			Response: []federation.Grant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.hub.Grants(p), 0, nil)
+			}},
+		{Method: "PUT", Path: v1 + "/federation/grants", Summary: "Give a hub user a role (admin, operator, read-only) on one site or one group of sites, or take it away with an empty role (hub admin)", Tag: "federation",
+			Request: federation.GrantSpec{}, Response: federation.Grant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body federation.GrantSpec
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				g, err := s.hub.SetGrant(r.Context(), p, body)
+				if err == nil && g == nil {
+					w.WriteHeader(http.StatusNoContent)
+					return nil
+				}
+				return ok(w, g, 0, err)
 			}},
 		{Method: "POST", Path: v1 + "/federation/sites/{site}/revoke", Summary: "Revoke a site (hub admin): its certificate stops working and its session ends; it may enrol again with a new token", Tag: "federation",
 			Response: federation.Site{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
@@ -116,4 +151,34 @@ func (s *Server) hubRoutes() []route {
 				return ok(w, st, 0, err)
 			}},
 	}
+	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
+		routes = append(routes, route{Method: m, Path: v1 + "/federation/sites/{site}/api/{path...}", Upload: true,
+			Summary: "Call a site's own API (the path after /api/ is the site's, /v1/...) as you, through the site's session: the site acts with the role you have on it (admin: its cluster admin; operator: member of every project; read-only: reader, GET only) and names you as you@hub in its audit log", Tag: "federation",
+			handler: s.callSite})
+	}
+	return routes
+}
+
+// siteGroupRequest puts a site in a group.
+type siteGroupRequest struct {
+	Group string `json:"group"`
+}
+
+// callSite runs a call of a site's API through its session, as the hub
+// user, and streams the site's answer back as it came. A call's body is
+// the site's to limit (an image upload streams through).
+func (s *Server) callSite(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+	res, err := s.hub.Call(r.Context(), p, r.PathValue("site"), r.Method, "/api/"+r.PathValue("path"), r.URL.RawQuery, r.Body, r.Header)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	for _, k := range []string{"Content-Type", "Content-Length", "ETag", "Location", "Retry-After"} {
+		if v := res.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(res.StatusCode)
+	_, _ = io.Copy(w, res.Body)
+	return nil
 }

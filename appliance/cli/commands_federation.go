@@ -61,24 +61,113 @@ func init() {
 				return e.printKV(out, [][2]string{{"token", out.Text}, {"site", out.Site}, {"expires", out.ExpiresAt.Format(time.RFC3339)}})
 			}
 		}}
-	commands["federation site list"] = command{help: "on a hub: the enrolled sites and whether each is connected",
-		flags: noFlags(func(e *env, args []string) error {
-			var sites []struct {
-				federation.Site
-				Connected bool `json:"connected"`
+	commands["federation site list"] = command{usage: "[--group G] [--health ok|degraded] [--degraded-volumes] [--free-storage-below PCT] [--unreachable]",
+		help: "on a hub: the sites you have a role on, whether each is connected, and its cached inventory's summary and age",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			group := fs.String("group", "", "only the sites of this group")
+			health := fs.String("health", "", "only sites of this health: ok or degraded")
+			degraded := fs.Bool("degraded-volumes", false, "only sites with a volume below full redundancy")
+			below := fs.String("free-storage-below", "", "only sites with less free storage, in percent")
+			unreachable := fs.Bool("unreachable", false, "only sites not connected now")
+			return func(e *env, args []string) error {
+				q := url.Values{}
+				for k, v := range map[string]string{"group": *group, "health": *health, "free_storage_below": *below} {
+					if v != "" {
+						q.Set(k, v)
+					}
+				}
+				if *degraded {
+					q.Set("degraded_volumes", "true")
+				}
+				if *unreachable {
+					q.Set("unreachable", "true")
+				}
+				var sites []federation.SiteStatus
+				if err := get(e, "/api/v1/federation/sites?"+q.Encode(), &sites); err != nil {
+					return err
+				}
+				return e.print(sites, []string{"NAME", "GROUP", "STATE", "CONNECTED", "AGE", "HEALTH", "NODES", "VMS", "FREE", "VERSION"}, func(i int) []string {
+					s := sites[i]
+					state := "enrolled"
+					if !s.Active() {
+						state = "revoked by " + s.RevokedBy
+					}
+					return []string{s.Name, s.Group, state, yesNo(s.Connected), (time.Duration(s.AgeSeconds) * time.Second).String(), s.Health,
+						fmt.Sprint(s.Nodes), fmt.Sprint(s.VMs), fmt.Sprintf("%.0f%%", s.FreeStoragePercent), s.Version}
+				}, len(sites))
 			}
-			if err := get(e, "/api/v1/federation/sites", &sites); err != nil {
+		}}
+	commands["federation site show"] = command{usage: "SITE", help: "on a hub: one site with its cached inventory (-o json for all of it)",
+		flags: noFlags(func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one site"); err != nil {
 				return err
 			}
-			return e.print(sites, []string{"NAME", "ID", "STATE", "CONNECTED", "ENROLLED"}, func(i int) []string {
-				s := sites[i]
-				state := "enrolled"
-				if !s.Active() {
-					state = "revoked by " + s.RevokedBy
-				}
-				return []string{s.Name, s.ID, state, yesNo(s.Connected), s.EnrolledAt.Format(time.RFC3339)}
-			}, len(sites))
+			var d federation.SiteDetail
+			if err := get(e, "/api/v1/federation/sites/"+url.PathEscape(args[0]), &d); err != nil {
+				return err
+			}
+			return e.printKV(d, [][2]string{{"site", d.Name}, {"id", d.ID}, {"group", d.Group}, {"your role", string(d.Role)}, {"connected", yesNo(d.Connected)},
+				{"last contact", d.LastContact.Format(time.RFC3339)}, {"inventory age", (time.Duration(d.AgeSeconds) * time.Second).String()},
+				{"health", d.Health}, {"alerts", fmt.Sprint(d.Alerts)}, {"version", d.Version}, {"nodes", fmt.Sprint(d.Nodes)}, {"vms", fmt.Sprint(d.VMs)},
+				{"volumes", fmt.Sprintf("%d (%d degraded)", d.Volumes, d.DegradedVolumes)}, {"free storage", fmt.Sprintf("%.0f%%", d.FreeStoragePercent)}})
 		})}
+	commands["federation site group"] = command{usage: "SITE GROUP", help: "on a hub: put a site in a group (\"\" for none; hub admin); roles given on the group reach it",
+		flags: noFlags(func(e *env, args []string) error {
+			if err := needArgs(args, 2, "a site and a group"); err != nil {
+				return err
+			}
+			return send(e, "PUT", "/api/v1/federation/sites/"+url.PathEscape(args[0])+"/group", map[string]string{"group": args[1]}, nil)
+		})}
+	commands["federation grant"] = command{usage: "USER (--site S | --group G) --role admin|operator|read-only|none",
+		help: "on a hub: give a hub user a role on a site or a group of sites, or take it away with none (hub admin)",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			site := fs.String("site", "", "the site")
+			group := fs.String("group", "", "the group of sites")
+			role := fs.String("role", "", "admin, operator, read-only, or none")
+			return func(e *env, args []string) error {
+				if err := needArgs(args, 1, "one hub user"); err != nil {
+					return err
+				}
+				if *role == "" {
+					return fmt.Errorf("--role is required: admin, operator, read-only, or none")
+				}
+				r := *role
+				if r == "none" {
+					r = ""
+				}
+				return send(e, "PUT", "/api/v1/federation/grants", federation.GrantSpec{User: args[0], Site: *site, Group: *group, Role: federation.HubRole(r)}, nil)
+			}
+		}}
+	commands["federation grant list"] = command{help: "on a hub: hub users' roles on sites and groups",
+		flags: noFlags(func(e *env, args []string) error {
+			var gs []federation.Grant
+			if err := get(e, "/api/v1/federation/grants", &gs); err != nil {
+				return err
+			}
+			return e.print(gs, []string{"USER", "ON", "ROLE"}, func(i int) []string { return []string{gs[i].UserName, gs[i].Scope, string(gs[i].Role)} }, len(gs))
+		})}
+	commands["federation vm list"] = command{usage: "[--name N] [--project P]", help: "on a hub: VMs across the sites you have a role on, from their cached inventories",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			name := fs.String("name", "", "only VMs of this name")
+			project := fs.String("project", "", "only VMs of projects of this name")
+			return func(e *env, args []string) error {
+				q := url.Values{}
+				if *name != "" {
+					q.Set("name", *name)
+				}
+				if *project != "" {
+					q.Set("project", *project)
+				}
+				var vms []federation.SiteVM
+				if err := get(e, "/api/v1/federation/vms?"+q.Encode(), &vms); err != nil {
+					return err
+				}
+				return e.print(vms, []string{"SITE", "PROJECT", "NAME", "STATE", "NODE"}, func(i int) []string {
+					v := vms[i]
+					return []string{v.Site, v.Project, v.Name, v.State, v.Node}
+				}, len(vms))
+			}
+		}}
 	commands["federation site revoke"] = command{usage: "SITE", help: "on a hub: revoke a site (hub admin); its certificate stops working; it may enrol again with a new token",
 		flags: noFlags(func(e *env, args []string) error {
 			if err := needArgs(args, 1, "one site"); err != nil {

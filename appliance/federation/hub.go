@@ -33,6 +33,7 @@ type Cluster interface {
 	Apply(ctx context.Context, t consensus.MessageType, cmd any, out any) (uint64, error)
 	ConsistentRead(ctx context.Context) error
 	Store() *consensus.Store
+	Name() string
 }
 
 // DefaultTokenTTL is how long an enrolment token admits a site.
@@ -295,6 +296,10 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 	h.sessions[siteID] = sess
 	h.mu.Unlock()
 	h.log.Info("site connected", "site", siteID, "from", conn.RemoteAddr())
+	// Recorded for every hub node: which holds the session, since when.
+	sessionID := newID()
+	began := h.recordSession(ctx, nil, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), From: conn.RemoteAddr().String(), Connected: true, At: time.Now().UTC()})
+	defer func() { h.recordSession(ctx, began, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), At: time.Now().UTC()}) }()
 	// The session lasts while the site may connect with this
 	// certificate: a revocation applied on any hub node ends it here.
 	go func() {
@@ -323,6 +328,23 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(Hello{SiteID: siteID, CAPEM: ca.PEM})
 	})
+	mux.HandleFunc("POST /fed/v1/inventory", func(w http.ResponseWriter, r *http.Request) {
+		var push InventoryPush
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxInventoryBytes)).Decode(&push); err != nil {
+			writeError(w, consensus.Errorf(consensus.CodeInvalid, "the inventory is not valid JSON"))
+			return
+		}
+		cmd := pushInventoryCmd{SiteID: siteID, Serial: serial, Digest: push.Digest, At: time.Now().UTC()}
+		if push.Inventory != nil {
+			cmd.Inventory, cmd.Digest = push.Inventory, Digest(push.Inventory)
+		}
+		if _, err := h.c.Apply(r.Context(), MsgSiteInventory, cmd, nil); err != nil {
+			writeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(InventoryPush{Digest: cmd.Digest})
+	})
 	mux.HandleFunc("POST /fed/v1/leave", func(w http.ResponseWriter, r *http.Request) {
 		// The site leaves on its own: as a revocation, by the site; only
 		// with the certificate it is enrolled with now (an old session
@@ -350,6 +372,38 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 	h.mu.Unlock()
 	h.log.Info("site disconnected", "site", siteID)
 }
+
+// recordSession records a session's start or end, in the background of
+// the session (a hub without a leader for a while delays the record, not
+// the site), after the record after has been tried (a session's end
+// after its start). An end is recorded even as the hub shuts down, if it
+// can.
+func (h *Hub) recordSession(ctx context.Context, after <-chan struct{}, c sessionCmd) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if after != nil {
+			<-after
+		}
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		if _, err := h.c.Apply(actx, MsgSiteSession, c, nil); err != nil {
+			h.log.Warn("record a site's session", "site", c.SiteID, "connected", c.Connected, "err", err)
+		}
+	}()
+	return done
+}
+
+// InventoryPush is a site's inventory, or (Inventory nil) only the digest
+// of the one the hub holds, as a heartbeat; the hub answers with the
+// digest it holds now.
+type InventoryPush struct {
+	Digest    string     `json:"digest,omitempty"`
+	Inventory *Inventory `json:"inventory,omitempty"`
+}
+
+// maxInventoryBytes bounds one push: a site of 1,000 VMs sends ~200 KB.
+const maxInventoryBytes = 32 << 20
 
 // Hello is the hub's answer to a site's hello: the CA set the site pins
 // (a rotated CA reaches the sites here, before any certificate uses it).

@@ -128,6 +128,10 @@ type Member struct {
 	log  *slog.Logger
 	// Handler is what the hub reaches through the session.
 	Handler http.Handler
+	// Inventory reads the site's inventory for the hub (nil: none sent).
+	Inventory func(context.Context) (*Inventory, error)
+	// PushEvery is how often the inventory is read, and sent if it changed.
+	PushEvery time.Duration
 
 	mu   sync.Mutex
 	last sessionState // as this node last recorded it
@@ -135,7 +139,7 @@ type Member struct {
 
 // NewMember returns a site's federation service on node.
 func NewMember(c Cluster, node string, id *identity.Service, log *slog.Logger) *Member {
-	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler()}
+	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler(), PushEvery: 2 * time.Second}
 }
 
 func (s *Member) membership() *Membership {
@@ -278,7 +282,55 @@ func (s *Member) Run(ctx context.Context) {
 			if _, err := s.c.Apply(mctx, MsgHubCA, hubCACmd{SiteID: siteID, CAPEM: ca}, nil); err != nil {
 				s.log.Warn("keep the hub's new CA set", "err", err)
 			}
-		}, s.log, func(up bool, err error) { s.set(ctx, siteID, up, err) })
+		}, s.log, func(up bool, err error) { s.set(ctx, siteID, up, err) }, s.push)
 		cancel()
+	}
+}
+
+// push keeps the hub's copy of the site's inventory current while a
+// session is up: read every PushEvery, sent whole when it changed (and
+// first on each session, which is how the hub catches up after the site
+// was away), its digest alone as a heartbeat otherwise.
+func (s *Member) push(ctx context.Context, hub HubCaller) {
+	if s.Inventory == nil {
+		return
+	}
+	var held string // the digest the hub holds
+	var heard time.Time
+	tick := time.NewTicker(s.PushEvery)
+	defer tick.Stop()
+	for {
+		inv, err := s.Inventory(ctx)
+		switch {
+		case err != nil:
+			s.log.Warn("read the inventory for the hub", "err", err)
+		case Digest(inv) != held:
+			var ack InventoryPush
+			if err := hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Inventory: inv}, &ack); err != nil {
+				if ctx.Err() == nil {
+					s.log.Warn("send the inventory to the hub", "err", err)
+				}
+				break
+			}
+			// The hub's digest is of what it decoded: ours again next
+			// time only if the two agree, else the whole again.
+			held, heard = ack.Digest, time.Now()
+			if held != Digest(inv) {
+				s.log.Warn("the hub holds another digest of the inventory than the one sent", "hub", held)
+			}
+		}
+		if err == nil && time.Since(heard) >= heartbeatEvery {
+			var ack InventoryPush
+			if herr := hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Digest: held}, &ack); herr != nil {
+				held = "" // the whole next time
+			} else {
+				heard = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
 	}
 }

@@ -168,17 +168,20 @@ func dialSession(ctx context.Context, m *Membership, log *slog.Logger) (*yamux.S
 // inbound port), says hello (and takes the hub's CA set from the answer,
 // through changed calling onCA), and serves handler to the hub on the
 // streams the hub opens, until the session ends or ctx does. up, if set,
-// is called once the hub has answered the hello.
-func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, up func()) error {
+// is called once the hub has answered the hello, with a context that ends
+// with the session and a way to make requests of the hub on it.
+func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, up func(context.Context, HubCaller)) error {
 	sess, err := dialSession(ctx, m, log)
 	if err != nil {
 		return err
 	}
 	defer sess.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stop := context.AfterFunc(ctx, func() { sess.Close() })
 	defer stop()
 	var hello Hello
-	if err := call(ctx, sess, "GET", "/fed/v1/hello", &hello); err != nil {
+	if err := call(ctx, sess, "GET", "/fed/v1/hello", nil, &hello); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
 	if onCA != nil && !bytes.Equal(hello.CAPEM, m.CAPEM) {
@@ -188,7 +191,7 @@ func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func
 		onCA(hello.CAPEM)
 	}
 	if up != nil {
-		up()
+		up(ctx, func(ctx context.Context, method, path string, in, out any) error { return call(ctx, sess, method, path, in, out) })
 	}
 	log.Info("connected to the hub", "hub", m.HubURL, "site", m.SiteName)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
@@ -208,15 +211,29 @@ func tellLeave(ctx context.Context, m *Membership) error {
 		return err
 	}
 	defer sess.Close()
-	return call(ctx, sess, "POST", "/fed/v1/leave", nil)
+	return call(ctx, sess, "POST", "/fed/v1/leave", nil, nil)
 }
 
-// call makes one request of the hub on a stream of the session; out, if
-// set, takes its JSON answer.
-func call(ctx context.Context, sess *yamux.Session, method, path string, out any) error {
+// HubCaller makes one request of the hub on a site's session: in, if set,
+// is sent as JSON; out, if set, takes the JSON answer.
+type HubCaller func(ctx context.Context, method, path string, in, out any) error
+
+// call makes one request of the hub on a stream of the session.
+func call(ctx context.Context, sess *yamux.Session, method, path string, in, out any) error {
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
 		DialContext: func(context.Context, string, string) (net.Conn, error) { return sess.Open() }, DisableKeepAlives: true}}
-	req, _ := http.NewRequestWithContext(ctx, method, "http://hub"+path, nil)
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequestWithContext(ctx, method, "http://hub"+path, body)
+	if in != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	res, err := client.Do(req)
 	if err != nil {
 		return err
@@ -249,19 +266,24 @@ const (
 // each end with jittered backoff. m is read afresh for each session
 // (a renewal or a new CA set takes effect at the next one).
 func Run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger) {
-	run(ctx, m, handler, onCA, log, nil)
+	run(ctx, m, handler, onCA, log, nil, nil)
 }
 
 // run is Run telling status whether a session is up, and why the last
-// one ended.
-func run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, status func(bool, error)) {
+// one ended, and running during (if set) while each session is up.
+func run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, status func(bool, error), during func(context.Context, HubCaller)) {
 	if status == nil {
 		status = func(bool, error) {}
 	}
 	ceiling := backoffBase
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := Connect(ctx, m(), handler, onCA, log, func() { status(true, nil) })
+		err := Connect(ctx, m(), handler, onCA, log, func(sctx context.Context, hub HubCaller) {
+			status(true, nil)
+			if during != nil {
+				go during(sctx, hub)
+			}
+		})
 		if ctx.Err() != nil {
 			return
 		}

@@ -14,18 +14,26 @@ import (
 )
 
 // The hub's replicated state: its federation CA, the enrolment tokens it
-// handed out (their hashes), and the sites. Commands 512-527.
+// handed out (their hashes), the sites, their cached inventories and the
+// hub users' roles on them. Commands 512-519 (and 528-575 as more come;
+// 520-527 are a site's).
 const (
-	MsgFederationCA consensus.MessageType = 512
-	MsgCreateToken  consensus.MessageType = 513
-	MsgEnrolSite    consensus.MessageType = 514
-	MsgRevokeSite   consensus.MessageType = 515
+	MsgFederationCA  consensus.MessageType = 512
+	MsgCreateToken   consensus.MessageType = 513
+	MsgEnrolSite     consensus.MessageType = 514
+	MsgRevokeSite    consensus.MessageType = 515
+	MsgSiteInventory consensus.MessageType = 516
+	MsgSiteSession   consensus.MessageType = 517
+	MsgSetSiteGroup  consensus.MessageType = 518
+	MsgSetGrant      consensus.MessageType = 519
 )
 
 const (
-	tCA     = "federation_ca"
-	tTokens = "federation_tokens"
-	tSites  = "federation_sites"
+	tCA        = "federation_ca"
+	tTokens    = "federation_tokens"
+	tSites     = "federation_sites"
+	tInventory = "federation_inventory"
+	tGrants    = "federation_grants"
 )
 
 // fedCA is the hub's federation CA: it certifies the hub's federation
@@ -63,7 +71,10 @@ type Site struct {
 	// has left; enrolling again with a new token lifts it.
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	RevokedBy string    `json:"revoked_by,omitempty"`
-	Version   uint64    `json:"version"`
+	// Group is the site group it is in, if any: roles given on the group
+	// reach it.
+	Group   string `json:"group,omitempty"`
+	Version uint64 `json:"version"`
 }
 
 // Active tells whether the site may connect.
@@ -103,6 +114,16 @@ func Register(reg *consensus.Registry) {
 	consensus.Handle(reg, MsgCreateToken, "CreateFederationToken", applyCreateToken)
 	consensus.Handle(reg, MsgEnrolSite, "EnrolSite", applyEnrolSite)
 	consensus.Handle(reg, MsgRevokeSite, "RevokeSite", applyRevokeSite)
+	consensus.RegisterTable[SiteInventory](reg, &memdb.TableSchema{Name: tInventory, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "SiteID"}},
+	}})
+	consensus.RegisterTable[Grant](reg, &memdb.TableSchema{Name: tGrants, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
+	}})
+	consensus.HandleSince(reg, MsgSiteInventory, "PushSiteInventory", 8, applyPushInventory)
+	consensus.HandleSince(reg, MsgSiteSession, "SetSiteSession", 8, applySession)
+	consensus.HandleSince(reg, MsgSetSiteGroup, "SetSiteGroup", 8, applySetSiteGroup)
+	consensus.HandleSince(reg, MsgSetGrant, "SetSiteGrant", 8, applySetGrant)
 }
 
 // applyCA keeps the first CA made: two nodes that both made one agree on
@@ -183,6 +204,13 @@ func applyRevokeSite(tx *consensus.Tx, c *revokeSiteCmd) (any, error) {
 	}
 	s := *cur
 	s.Serials, s.RevokedAt, s.RevokedBy, s.Version = nil, c.At, c.By, tx.Index
+	if inv := consensus.First[SiteInventory](tx.Txn, tInventory, "id", s.ID); inv != nil && inv.Connected {
+		next := *inv
+		next.Connected = false
+		if err := tx.Insert(tInventory, &next); err != nil {
+			return nil, err
+		}
+	}
 	return &s, tx.Insert(tSites, &s)
 }
 

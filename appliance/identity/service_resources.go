@@ -349,6 +349,9 @@ func (s *Service) ListTokens(p *Principal) []Token {
 // cluster's maximum lifetime, and a longer ttl is refused. The secret is
 // returned once and never stored.
 func (s *Service) CreateAPIToken(ctx context.Context, p *Principal, name string, ttl time.Duration) (string, *Token, error) {
+	if p.TokenKind == TokenDelegated {
+		return "", nil, s.deny(ctx, p, "token.create", name, "", errDelegatedCredential)
+	}
 	if err := validateName("token name", name); err != nil {
 		return "", nil, s.deny(ctx, p, "token.create", name, "", err)
 	}

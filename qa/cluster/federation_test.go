@@ -51,7 +51,9 @@ type memberView struct {
 // connection to the site itself). The session comes back by itself when
 // the site's leader dies and when the hub restarts. A used or forged
 // token is refused and changes nothing; a revoked site is cut off and
-// told why, and enrols again after leaving.
+// told why, and enrols again after leaving. Two more sites, one node each
+// behind NATs of their own, join for what the hub does with its sites
+// (federatedSites), and all three come back after the hub restarts.
 func TestFederationThroughNAT(t *testing.T) {
 	hub, ha := startHub(t)
 	site := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--vms=false"}})
@@ -84,16 +86,17 @@ func TestFederationThroughNAT(t *testing.T) {
 		}
 		return siteView{}
 	}
-	newToken := func() string {
+	newTokenFor := func(site string) string {
 		t.Helper()
 		var tok struct {
 			Token string `json:"token"`
 		}
-		if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": "ward-east"}, 201, &tok); err != nil {
+		if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": site}, 201, &tok); err != nil {
 			t.Fatal(err)
 		}
 		return tok.Token
 	}
+	newToken := func() string { return newTokenFor("ward-east") }
 	token := newToken()
 	var e cairntest.HTTPError
 	parts := strings.Split(token, ".")
@@ -152,6 +155,21 @@ func TestFederationThroughNAT(t *testing.T) {
 	}
 	ask(10 * time.Second)
 
+	// Two more sites of one node, each behind a NAT of its own:
+	// ward-north runs VMs, ward-south does not.
+	north := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	na := cairntest.Admin(t, north.Node(1))
+	computeSetup(t, na, 2)
+	south := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--vms=false"}})
+	so := cairntest.Admin(t, south.Node(1))
+	for name, sc := range map[string]*harness.Cluster{"ward-north": north, "ward-south": south} {
+		sc.BehindNAT(hub)
+		if err := cairntest.Admin(t, sc.Node(1)).Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": hubURL, "token": newTokenFor(name)}, 200, nil); err != nil {
+			t.Fatalf("join %s: %v", name, err)
+		}
+	}
+	federatedSites(t, hub, ha, map[string]*cairntest.Client{"ward-east": sa, "ward-north": na, "ward-south": so}, north)
+
 	// The site's leader dies: the next one dials.
 	st0, err := sa.Status()
 	if err != nil {
@@ -194,6 +212,21 @@ func TestFederationThroughNAT(t *testing.T) {
 	hn.Restart()
 	ha = cairntest.Admin(t, hn)
 	connected(time.Minute, "the site back after the hub restarted")
+	testutil.WaitFor(t, time.Minute, "every site back after the hub restarted", func() error {
+		var sites []siteView
+		if err := ha.Call("GET", "/api/v1/federation/sites", nil, 200, &sites); err != nil {
+			return err
+		}
+		for _, s := range sites {
+			if !s.Connected {
+				return fmt.Errorf("%s is not back", s.Name)
+			}
+		}
+		if len(sites) != 3 {
+			return fmt.Errorf("%d sites", len(sites))
+		}
+		return nil
+	})
 
 	// Revoked: cut off, and told why.
 	if err := ha.Call("POST", "/api/v1/federation/sites/ward-east/revoke", nil, 200, nil); err != nil {

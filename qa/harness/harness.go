@@ -47,6 +47,7 @@ type Cluster struct {
 	subnet netip.Prefix // valid with root
 	all    []*Node      // every node ever added, for logs and clean-up
 	next   int          // index of the next node
+	nats   int          // NAT routers on this cluster's bridge (BehindNAT's wan legs)
 }
 
 // staleOnce makes New clean up after crashed runs once per process.

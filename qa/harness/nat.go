@@ -14,7 +14,8 @@ const natIndex = 241
 // masqueraded as its address on dst's bridge (returned); nothing on dst's
 // side can open a connection to them. The host itself, the test process,
 // still reaches every node on its own bridge. Nodes added to c later are
-// not behind it. It goes with c. BehindNAT needs root.
+// not behind it. Several clusters may be behind NATs to one dst. It goes
+// with c. BehindNAT needs root.
 func (c *Cluster) BehindNAT(dst *Cluster) string {
 	c.t.Helper()
 	c.needRoot("BehindNAT")
@@ -23,7 +24,8 @@ func (c *Cluster) BehindNAT(dst *Cluster) string {
 	if err != nil {
 		c.t.Fatalf("harness: NAT: %v", err)
 	}
-	wan, err := nodeAddr(dst.subnet, natIndex)
+	wan, err := nodeAddr(dst.subnet, natIndex-dst.nats) // each NAT its own address there
+	dst.nats++
 	if err != nil {
 		c.t.Fatalf("harness: NAT: %v", err)
 	}
@@ -56,6 +58,21 @@ func (c *Cluster) BehindNAT(dst *Cluster) string {
 	}
 	c.t.Logf("harness: %s's nodes reach %s's through a NAT at %s (%s on their side)", c.name, dst.name, wan, lan)
 	return wan.String()
+}
+
+// CutNAT takes the link between c's NAT router and the other side down
+// (cut) or up again: the site loses its uplink, as when a branch's line
+// fails; packets are dropped, connections are not reset.
+func (c *Cluster) CutNAT(cut bool) {
+	c.t.Helper()
+	state := "up"
+	if cut {
+		state = "down"
+	}
+	if _, err := run("ip", "-n", netnsName(c.name, natIndex), "link", "set", "wan", state); err != nil {
+		c.t.Fatalf("harness: NAT link %s: %v", state, err)
+	}
+	c.t.Logf("harness: %s's NAT link %s", c.name, state)
 }
 
 // natRuleset lets connections out from the lan side and their answers
