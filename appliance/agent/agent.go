@@ -677,4 +677,3 @@ func (a *Agent) ConsoleStatus() ConsoleStatus {
 	}
 	return cs
 }
-

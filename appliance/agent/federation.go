@@ -32,6 +32,9 @@ func (a *Agent) hubFacing() http.Handler {
 		case !ok:
 			http.Error(w, `{"code":"forbidden","message":"a hub's call names its user and role"}`, http.StatusForbidden)
 			return
+		case !federation.SiteAPIPath(strings.TrimPrefix(r.URL.Path, "/fed/v1")) || r.URL.RawPath != "":
+			http.Error(w, `{"code":"invalid_argument","message":"a hub's call is of a path of the site's API"}`, http.StatusBadRequest)
+			return
 		case srv == nil:
 			http.Error(w, `{"code":"unavailable","message":"the site's API is not serving yet"}`, http.StatusServiceUnavailable)
 			return
@@ -143,11 +146,11 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 	if get("/api/v1/capacity", &capacity) {
 		for _, c := range capacity.Nodes {
 			if n := byNode[c.Node]; n != nil {
-				n.CPUs, n.RAMMiB, n.VMs, n.DiskBytes, n.DiskFree, n.Cordoned = c.CPUs, c.HostRAMMiB, c.VMs, c.DiskBytes, c.DiskFree, c.Cordoned
+				n.CPUs, n.RAMMiB, n.VMs, n.DiskBytes, n.DiskFree, n.Cordoned = c.CPUs, c.HostRAMMiB, c.VMs, c.DiskBytes, federation.Approx(c.DiskFree), c.Cordoned
 			}
 		}
 		inv.Capacity = federation.InvCapacity{VCPUs: capacity.VCPUs, UsedVCPUs: capacity.UsedVCPUs, RAMMiB: capacity.RAMMiB, UsedRAMMiB: capacity.UsedRAMMiB,
-			StorageBytes: capacity.Storage.RawBytes, StorageFree: capacity.Storage.RawFree, NPlusOne: capacity.NPlusOne}
+			StorageBytes: capacity.Storage.RawBytes, StorageFree: federation.Approx(capacity.Storage.RawFree), NPlusOne: capacity.NPlusOne}
 		for _, r := range capacity.Reasons {
 			sev := "warning"
 			if r.Kind == "node_down" || r.Kind == "degraded" || r.Kind == "no_copy" || r.Kind == "unknown" {
@@ -218,9 +221,12 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 	}
 	get("/api/v1/buckets", &buckets)
 	for _, b := range buckets {
-		inv.Buckets = append(inv.Buckets, federation.InvBucket{Name: b.Name, Project: nameOf(b.ProjectID), Objects: b.Objects, Bytes: b.Bytes})
+		// Figures that move at every write, to three digits: the hub
+		// hears of a busy bucket when it grows in earnest.
+		objects, size := federation.Approx(b.Objects), federation.Approx(b.Bytes)
+		inv.Buckets = append(inv.Buckets, federation.InvBucket{Name: b.Name, Project: nameOf(b.ProjectID), Objects: objects, Bytes: size})
 		if p := project[b.ProjectID]; p != nil {
-			p.BucketBytes += b.Bytes
+			p.BucketBytes += size
 		}
 	}
 	inv.Health = "ok"

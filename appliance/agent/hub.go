@@ -74,6 +74,7 @@ func NewHub(cfg Config, log *slog.Logger, console io.Writer) (*Hub, error) {
 		return (&Agent{log: log}).every(interval, what, fn)
 	}
 	node.RegisterController("token-pruner", every(time.Minute, "prune expired tokens", id.PruneExpiredTokens))
+	node.RegisterController("intent-expiry", every(10*time.Second, "expire federation intents", h.hub.ExpireIntents))
 	node.RegisterController("audit-pruner", every(5*time.Second, "prune the replicated audit log", func(ctx context.Context) error {
 		_, err := id.PruneAudit(ctx)
 		return err
@@ -165,6 +166,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		return fmt.Errorf("federation server: %w", err)
 	}
 	fedSrv := h.hub.Server(ctx)
+	go h.hub.RunIntents(ctx) // for the sites connected to this node
 	errCh := make(chan error, 2)
 	go func() { errCh <- served(apiSrv.ServeTLS(apiLn, "", "")) }()
 	go func() { errCh <- served(fedSrv.Serve(tls.NewListener(fedLn, fedTLS))) }()

@@ -366,7 +366,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request, _ *identity.Princ
 
 func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
 	st := clusterStatus{Status: s.cluster.Status()}
-	if p.IsClusterAdmin() {
+	if p.IsClusterAdmin() && !p.Delegated() {
 		st.JoinToken = s.cluster.JoinToken()
 	}
 	writeJSON(w, http.StatusOK, st, 0)

@@ -32,6 +32,10 @@ func (s *Server) admissionRoutes() []route {
 		if !p.IsClusterAdmin() {
 			return errorf(http.StatusForbidden, consensus.CodeForbidden, "not allowed to "+what)
 		}
+		if p.Delegated() {
+			// Nodes let in stay in: no call from a hub admits them.
+			return errorf(http.StatusForbidden, consensus.CodeForbidden, "a hub user cannot admit nodes to a site: ask the site's admin")
+		}
 		return nil
 	}
 	return []route{

@@ -151,6 +151,31 @@ func (s *Server) hubRoutes() []route {
 				return ok(w, st, 0, err)
 			}},
 	}
+	routes = append(routes,
+		route{Method: "POST", Path: v1 + "/federation/intents", Summary: "Queue a bulk operation: the same calls of the sites' APIs (steps, in order) on the sites and groups named, as you, with the role you have on each site when it runs; a site that is away gets them when it is back, until the intent expires (expires_in, default 24h, at most 168h); each step runs once on a site; the same key gives the same intent", Tag: "federation",
+			Request: federation.IntentSpec{}, Response: federation.Intent{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body federation.IntentSpec
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				in, err := s.hub.CreateIntent(r.Context(), p, body)
+				if err != nil {
+					return err
+				}
+				writeJSON(w, http.StatusCreated, in, 0)
+				return nil
+			}},
+		route{Method: "GET", Path: v1 + "/federation/intents", Summary: "Bulk operations, newest first, with every site's progress and answers (yours; a hub admin: all)", Tag: "federation",
+			Response: []federation.Intent{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.hub.Intents(p), 0, nil)
+			}},
+		route{Method: "GET", Path: v1 + "/federation/intents/{intent}", Summary: "One bulk operation, with every site's progress and answers", Tag: "federation",
+			Response: federation.Intent{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				in, err := s.hub.GetIntent(p, r.PathValue("intent"))
+				return ok(w, in, 0, err)
+			}},
+	)
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		routes = append(routes, route{Method: m, Path: v1 + "/federation/sites/{site}/api/{path...}", Upload: true,
 			Summary: "Call a site's own API (the path after /api/ is the site's, /v1/...) as you, through the site's session: the site acts with the role you have on it (admin: its cluster admin; operator: member of every project; read-only: reader, GET only) and names you as you@hub in its audit log", Tag: "federation",

@@ -1,9 +1,11 @@
 package cli
 
 import (
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/url"
+	"os"
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/federation"
@@ -145,6 +147,59 @@ func init() {
 				return err
 			}
 			return e.print(gs, []string{"USER", "ON", "ROLE"}, func(i int) []string { return []string{gs[i].UserName, gs[i].Scope, string(gs[i].Role)} }, len(gs))
+		})}
+	commands["federation intent create"] = command{usage: "(--site S | --group G)... --steps FILE [--key K] [--expires-in 24h]",
+		help: "on a hub: queue a bulk operation, the steps of FILE (a JSON list of {method, path, body}) on every site named, as you; sites that are away get it when they are back",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			var sites, groups stringList
+			fs.Var(&sites, "site", "a site (repeat for more)")
+			fs.Var(&groups, "group", "a group of sites (repeat for more)")
+			steps := fs.String("steps", "", "a file with the steps: [{\"method\": \"POST\", \"path\": \"/api/v1/projects\", \"body\": {...}}, ...]")
+			key := fs.String("key", "", "your key for this operation: run again with the same key, it is not queued twice")
+			expires := fs.String("expires-in", "", "how long sites that are away may still get it (default 24h, at most 168h)")
+			return func(e *env, args []string) error {
+				if *steps == "" {
+					return fmt.Errorf("--steps is required: a JSON file of the calls to make")
+				}
+				raw, err := os.ReadFile(*steps)
+				if err != nil {
+					return err
+				}
+				spec := federation.IntentSpec{Key: *key, Sites: sites, Groups: groups, ExpiresIn: *expires}
+				if err := json.Unmarshal(raw, &spec.Steps); err != nil {
+					return fmt.Errorf("%s: %w", *steps, err)
+				}
+				var in federation.Intent
+				if err := send(e, "POST", "/api/v1/federation/intents", spec, &in); err != nil {
+					return err
+				}
+				return e.printKV(in, [][2]string{{"intent", in.ID}, {"state", in.State()}, {"sites", fmt.Sprint(len(in.Sites))}, {"expires", in.ExpiresAt.Format(time.RFC3339)}})
+			}
+		}}
+	commands["federation intent list"] = command{help: "on a hub: bulk operations, newest first",
+		flags: noFlags(func(e *env, args []string) error {
+			var ins []federation.Intent
+			if err := get(e, "/api/v1/federation/intents", &ins); err != nil {
+				return err
+			}
+			return e.print(ins, []string{"ID", "BY", "STATE", "SITES", "CREATED", "EXPIRES"}, func(i int) []string {
+				in := ins[i]
+				return []string{in.ID, in.UserName, in.State(), fmt.Sprint(len(in.Sites)), in.CreatedAt.Format(time.RFC3339), in.ExpiresAt.Format(time.RFC3339)}
+			}, len(ins))
+		})}
+	commands["federation intent show"] = command{usage: "ID", help: "on a hub: a bulk operation's progress and answers on every site",
+		flags: noFlags(func(e *env, args []string) error {
+			if err := needArgs(args, 1, "one intent"); err != nil {
+				return err
+			}
+			var in federation.Intent
+			if err := get(e, "/api/v1/federation/intents/"+url.PathEscape(args[0]), &in); err != nil {
+				return err
+			}
+			return e.print(in, []string{"SITE", "STATE", "STEPS DONE", "MESSAGE"}, func(i int) []string {
+				s := in.Sites[i]
+				return []string{s.Site, s.State, fmt.Sprintf("%d/%d", s.Done, len(in.Steps)), s.Message}
+			}, len(in.Sites))
 		})}
 	commands["federation vm list"] = command{usage: "[--name N] [--project P]", help: "on a hub: VMs across the sites you have a role on, from their cached inventories",
 		flags: func(fs *flag.FlagSet) func(*env, []string) error {

@@ -52,6 +52,8 @@ type Hub struct {
 	mu       sync.Mutex
 	sessions map[string]*yamux.Session // by site ID
 	clients  map[string]*http.Client   // through each session, made on use
+	working  map[string]bool           // sites whose intents a worker sends
+	kickCh   chan struct{}
 }
 
 // Remote is the address a connected site's session comes from (behind a
@@ -67,7 +69,8 @@ func (h *Hub) Remote(siteID string) string {
 
 // NewHub returns the hub's service.
 func NewHub(c Cluster, id *identity.Service, log *slog.Logger) *Hub {
-	return &Hub{c: c, id: id, log: log, sessions: map[string]*yamux.Session{}, clients: map[string]*http.Client{}}
+	return &Hub{c: c, id: id, log: log, sessions: map[string]*yamux.Session{}, clients: map[string]*http.Client{},
+		working: map[string]bool{}, kickCh: make(chan struct{}, 1)}
 }
 
 // EnsureCA makes the federation CA once.
@@ -296,10 +299,13 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 	h.sessions[siteID] = sess
 	h.mu.Unlock()
 	h.log.Info("site connected", "site", siteID, "from", conn.RemoteAddr())
+	h.kick() // what waited for it
 	// Recorded for every hub node: which holds the session, since when.
 	sessionID := newID()
 	began := h.recordSession(ctx, nil, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), From: conn.RemoteAddr().String(), Connected: true, At: time.Now().UTC()})
-	defer func() { h.recordSession(ctx, began, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), At: time.Now().UTC()}) }()
+	defer func() {
+		h.recordSession(ctx, began, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), At: time.Now().UTC()})
+	}()
 	// The session lasts while the site may connect with this
 	// certificate: a revocation applied on any hub node ends it here.
 	go func() {
@@ -334,9 +340,14 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 			writeError(w, consensus.Errorf(consensus.CodeInvalid, "the inventory is not valid JSON"))
 			return
 		}
-		cmd := pushInventoryCmd{SiteID: siteID, Serial: serial, Digest: push.Digest, At: time.Now().UTC()}
-		if push.Inventory != nil {
-			cmd.Inventory, cmd.Digest = push.Inventory, Digest(push.Inventory)
+		// The site's digest is the one kept: a hub of another version may
+		// decode the inventory into other bytes, and the site's next
+		// heartbeat names its own.
+		cmd := pushInventoryCmd{SiteID: siteID, Serial: serial, Digest: push.Digest, Inventory: push.Inventory,
+			Session: sessionID, HubNode: h.c.Name(), From: conn.RemoteAddr().String(), At: time.Now().UTC()}
+		if push.Digest == "" || len(push.Digest) > 64 {
+			writeError(w, consensus.Errorf(consensus.CodeInvalid, "an inventory push names its digest"))
+			return
 		}
 		if _, err := h.c.Apply(r.Context(), MsgSiteInventory, cmd, nil); err != nil {
 			writeError(w, err)
@@ -448,7 +459,7 @@ func (h *Hub) SiteClient(siteID string) (*http.Client, error) {
 	h.mu.Lock()
 	sess, c := h.sessions[siteID], h.clients[siteID]
 	if sess != nil && c == nil {
-		c = &http.Client{Transport: &http.Transport{
+		c = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Transport: &http.Transport{
 			DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
 			MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: time.Minute,
 		}}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"net/url"
+	"path"
 	"strings"
 
 	"github.com/cairnhq/cairn/appliance/identity"
@@ -37,7 +39,7 @@ func (h *Hub) Call(ctx context.Context, p *identity.Principal, site, method, pat
 	resource = st.Name + " " + method + " " + path
 	readOnly := method == http.MethodGet || method == http.MethodHead
 	switch {
-	case !strings.HasPrefix(path, "/api/v1/") || strings.Contains(path, ".."):
+	case !SiteAPIPath(path):
 		return nil, h.id.Deny(ctx, p, action, resource, "", consensus.Errorf(consensus.CodeInvalid, "a site's API path starts with /api/v1/"))
 	case !readOnly && role == HubReadOnly:
 		return nil, h.id.Deny(ctx, p, action, resource, "", consensus.Errorf(consensus.CodeForbidden, "read-only on site %s: only GET", st.Name))
@@ -51,11 +53,8 @@ func (h *Hub) Call(ctx context.Context, p *identity.Principal, site, method, pat
 		}
 		return nil, err
 	}
-	url := "http://site/fed/v1" + path
-	if rawQuery != "" {
-		url += "?" + rawQuery
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, body)
+	u := &url.URL{Scheme: "http", Host: "site", Path: "/fed/v1" + path, RawQuery: rawQuery}
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
 	if err != nil {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "the call: %v", err)
 	}
@@ -84,6 +83,13 @@ func (h *Hub) Call(ctx context.Context, p *identity.Principal, site, method, pat
 		h.id.AuditAction(ctx, p, action, resource, aerr)
 	}
 	return res, nil
+}
+
+// SiteAPIPath tells whether p is a clean path of a site's API: under
+// /api/v1/, with nothing that a second decoding or a cleaning would turn
+// into another path (the site's /fed/ routes are never the hub users').
+func SiteAPIPath(p string) bool {
+	return strings.HasPrefix(p, "/api/v1/") && path.Clean(p) == p && !strings.ContainsAny(p, "%?#\\")
 }
 
 // codeOf is the error code of a site's HTTP status, for the hub's audit.

@@ -145,6 +145,17 @@ func (inv *Inventory) DegradedVolumes() int {
 	return n
 }
 
+// Approx rounds a figure that moves all the time (free bytes, objects) to
+// three significant digits, so that a busy site's inventory changes when
+// the figure does in earnest, not at every write.
+func Approx[T int64 | uint64](v T) T {
+	var scale T = 1
+	for v/scale >= 1000 {
+		scale *= 10
+	}
+	return v / scale * scale
+}
+
 // Digest names an inventory's content; the hub's is the one that counts
 // (it answers each push with it).
 func Digest(inv *Inventory) string {
@@ -181,7 +192,12 @@ type pushInventoryCmd struct {
 	Serial    string     `json:"serial"`
 	Digest    string     `json:"digest"`
 	Inventory *Inventory `json:"inventory,omitempty"`
-	At        time.Time  `json:"at"`
+	// The session it came on: a push says the session is up (its start,
+	// recorded apart, may have been lost or overtaken).
+	Session string    `json:"session,omitempty"`
+	HubNode string    `json:"hub_node,omitempty"`
+	From    string    `json:"from,omitempty"`
+	At      time.Time `json:"at"`
 }
 
 // errWholeInventory asks a site for its whole inventory: the hub holds
@@ -206,6 +222,9 @@ func applyPushInventory(tx *consensus.Tx, c *pushInventoryCmd) (any, error) {
 	}
 	if c.At.After(next.ContactAt) {
 		next.ContactAt = c.At
+		if c.Session != "" {
+			next.Connected, next.Session, next.HubNode, next.From = true, c.Session, c.HubNode, c.From
+		}
 	}
 	return nil, tx.Insert(tInventory, &next)
 }
@@ -255,6 +274,9 @@ const heartbeatEvery = 30 * time.Second
 
 // Reachable tells whether the site has a session, as recorded, and was
 // heard from lately.
+//
+// A site that never sent an inventory (older software) is reachable
+// while its session is recorded.
 func (s *SiteInventory) Reachable(now time.Time) bool {
-	return s != nil && s.Connected && now.Sub(s.ContactAt) < StaleAfter
+	return s != nil && s.Connected && (s.Inventory == nil || now.Sub(s.ContactAt) < StaleAfter)
 }

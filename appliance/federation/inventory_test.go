@@ -35,6 +35,10 @@ func (s *delegatedAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "a credential reached the site", 500)
 		return
 	}
+	if strings.Contains(r.URL.Path, "/forbidden") {
+		http.Error(w, `{"code":"forbidden"}`, http.StatusForbidden)
+		return
+	}
 	fmt.Fprintf(w, "%s %s as %s %s %s %v", r.Method, r.URL.Path, id, name, role, ok)
 }
 
@@ -218,8 +222,10 @@ func TestInventoryAndAccess(t *testing.T) {
 	if _, _, err := call(e.user, "ward-south", "GET", "/api/v1/vms"); consensus.ErrorCode(err) != consensus.CodeNotFound {
 		t.Fatalf("a call to another group's site: %v", err)
 	}
-	if _, _, err := call(e.admin, "ward-east", "GET", "/fed/v1/status"); consensus.ErrorCode(err) != consensus.CodeInvalid {
-		t.Fatalf("a call outside the site's API: %v", err)
+	for _, path := range []string{"/fed/v1/status", "/api/v1/../../fed/v1/status", "/api/v1/%2e%2e/%2e%2e/fed/v1/status", "/api/v1/vms?all", "/api/v1//vms", "/api/v1/vms/"} {
+		if _, _, err := call(e.admin, "ward-east", "GET", path); consensus.ErrorCode(err) != consensus.CodeInvalid {
+			t.Fatalf("a call of %s: %v", path, err)
+		}
 	}
 	if api.count() != before {
 		t.Fatal("a refused call reached the site")
@@ -276,8 +282,23 @@ func TestInventoryAndAccess(t *testing.T) {
 			}
 		}
 	}
-	if found["cairn_site_up/ward-east"] != 1 || found["cairn_site_degraded_volumes/ward-east"] != 1 || found["cairn_site_up/ward-south"] != 0 {
+	if south, ok := found["cairn_site_up/ward-south"]; !ok || south != 0 || found["cairn_site_up/ward-east"] != 1 || found["cairn_site_degraded_volumes/ward-east"] != 1 {
 		t.Fatalf("metrics: %v", found)
+	}
+
+	// Enrolled again after a revocation, a site is back in its group.
+	if _, err := e.hub.Revoke(ctx, e.admin, "ward-south"); err != nil {
+		t.Fatal(err)
+	}
+	back, _, err := e.hub.CreateToken(ctx, e.admin, "ward-south", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Join(ctx, e.url, back); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := e.hub.SiteDetail(e.admin, "ward-south"); err != nil || d.Group != "south" {
+		t.Fatalf("enrolled again: %+v %v", d, err)
 	}
 
 	// The site goes away: the hub keeps its inventory, unreachable, and
@@ -291,5 +312,13 @@ func TestInventoryAndAccess(t *testing.T) {
 	})
 	if got := e.hub.ListSites(e.admin, SiteFilter{Unreachable: true}); len(got) != 2 {
 		t.Fatalf("unreachable sites: %+v", got)
+	}
+}
+
+func TestApprox(t *testing.T) {
+	for in, want := range map[int64]int64{0: 0, 7: 7, 999: 999, 1000: 1000, 1234: 1230, 987654321: 987000000} {
+		if got := Approx(in); got != want {
+			t.Fatalf("Approx(%d) = %d, want %d", in, got, want)
+		}
 	}
 }

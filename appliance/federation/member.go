@@ -52,6 +52,7 @@ func RegisterSite(reg *consensus.Registry) {
 		"id": {Name: "id", Unique: true, Indexer: consensus.Singleton{}},
 	}})
 	consensus.HandleSince(reg, MsgSessionState, "SetHubSessionState", 7, applySessionState)
+	registerLedger(reg)
 }
 
 func applySessionState(tx *consensus.Tx, c *sessionState) (any, error) {
@@ -259,6 +260,16 @@ func (s *Member) set(ctx context.Context, siteID string, connected bool, err err
 // Run keeps the session with the hub while this node leads and the site
 // is a member (a leader controller).
 func (s *Member) Run(ctx context.Context) {
+	go func() {
+		for {
+			s.pruneLedger(ctx)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Hour):
+			}
+		}
+	}()
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := s.c.Store().ReadTxn()
@@ -278,7 +289,7 @@ func (s *Member) Run(ctx context.Context) {
 			_ = s.c.Store().Watch(mctx, ws)
 			cancel()
 		}()
-		run(mctx, func() *Membership { return s.membership() }, s.Handler, func(ca []byte) {
+		run(mctx, func() *Membership { return s.membership() }, s.hubHandler(), func(ca []byte) {
 			if _, err := s.c.Apply(mctx, MsgHubCA, hubCACmd{SiteID: siteID, CAPEM: ca}, nil); err != nil {
 				s.log.Warn("keep the hub's new CA set", "err", err)
 			}
@@ -305,21 +316,17 @@ func (s *Member) push(ctx context.Context, hub HubCaller) {
 		case err != nil:
 			s.log.Warn("read the inventory for the hub", "err", err)
 		case Digest(inv) != held:
-			var ack InventoryPush
-			if err := hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Inventory: inv}, &ack); err != nil {
+			d := Digest(inv)
+			if err = hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Digest: d, Inventory: inv}, nil); err != nil {
 				if ctx.Err() == nil {
 					s.log.Warn("send the inventory to the hub", "err", err)
 				}
+				held = "" // not known to be there: the whole again, no heartbeat for it
 				break
 			}
-			// The hub's digest is of what it decoded: ours again next
-			// time only if the two agree, else the whole again.
-			held, heard = ack.Digest, time.Now()
-			if held != Digest(inv) {
-				s.log.Warn("the hub holds another digest of the inventory than the one sent", "hub", held)
-			}
+			held, heard = d, time.Now()
 		}
-		if err == nil && time.Since(heard) >= heartbeatEvery {
+		if err == nil && held != "" && time.Since(heard) >= heartbeatEvery {
 			var ack InventoryPush
 			if herr := hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Digest: held}, &ack); herr != nil {
 				held = "" // the whole next time

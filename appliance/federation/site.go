@@ -191,7 +191,9 @@ func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func
 		onCA(hello.CAPEM)
 	}
 	if up != nil {
-		up(ctx, func(ctx context.Context, method, path string, in, out any) error { return call(ctx, sess, method, path, in, out) })
+		up(ctx, func(ctx context.Context, method, path string, in, out any) error {
+			return call(ctx, sess, method, path, in, out)
+		})
 	}
 	log.Info("connected to the hub", "hub", m.HubURL, "site", m.SiteName)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}

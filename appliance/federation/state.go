@@ -15,8 +15,8 @@ import (
 
 // The hub's replicated state: its federation CA, the enrolment tokens it
 // handed out (their hashes), the sites, their cached inventories and the
-// hub users' roles on them. Commands 512-519 (and 528-575 as more come;
-// 520-527 are a site's).
+// hub users' roles on them, and intents (intent.go). Commands 512-519 and
+// 528-575; 520-527 and 576-599 are a site's.
 const (
 	MsgFederationCA  consensus.MessageType = 512
 	MsgCreateToken   consensus.MessageType = 513
@@ -124,6 +124,7 @@ func Register(reg *consensus.Registry) {
 	consensus.HandleSince(reg, MsgSiteSession, "SetSiteSession", 8, applySession)
 	consensus.HandleSince(reg, MsgSetSiteGroup, "SetSiteGroup", 8, applySetSiteGroup)
 	consensus.HandleSince(reg, MsgSetGrant, "SetSiteGrant", 8, applySetGrant)
+	registerIntents(reg)
 }
 
 // applyCA keeps the first CA made: two nodes that both made one agree on
@@ -188,6 +189,7 @@ func applyEnrolSite(tx *consensus.Tx, c *enrolSiteCmd) (any, error) {
 			// Its certificate names the ID the hub read: read again.
 			return nil, consensus.Errorf(consensus.CodeConflict, "site %s changed while it enrolled: try again", t.Site)
 		}
+		site.Group = cur.Group // back in its group, with the roles given there
 	}
 	site.Serials = []string{c.Serial}
 	site.Version = tx.Index

@@ -23,9 +23,24 @@ func (s *Service) Delegated(id, name string, role Role) *Principal {
 	return p
 }
 
+// Delegated tells whether p acts for a user of a trusted system (a hub).
+// Such a principal makes nothing here that would outlive that system's
+// grant: no token, S3 key or local user, no password, no node admitted.
+func (p *Principal) Delegated() bool { return p != nil && p.TokenKind == TokenDelegated }
+
 // TokenDelegated is the token kind of a Delegated principal.
 const TokenDelegated = "delegated"
 
 // errDelegatedCredential refuses a delegated principal a credential of
 // its own here: it would outlive the hub's grant, out of the hub's sight.
 var errDelegatedCredential = consensus.NewError(consensus.CodeForbidden, "a hub user cannot make tokens or keys on a site: ask the site's admin")
+
+// errDelegatedUsers refuses a delegated principal the site's own users:
+// a local account made or taken over would outlive the hub's grant.
+var errDelegatedUsers = consensus.NewError(consensus.CodeForbidden, "a hub user cannot make, change or delete a site's own users: ask the site's admin")
+
+// PrincipalOf is user id's principal as it stands now, without a token:
+// for work queued on a user's behalf (a hub's intents), which acts with
+// the rights the user has when it runs, and not at all once the user is
+// gone or disabled (ErrUnauthenticated).
+func (s *Service) PrincipalOf(id string) (*Principal, error) { return s.principalFor(id) }

@@ -16,6 +16,9 @@ const TokenMetrics = "metrics"
 // no expiry. The secret is returned once and never stored.
 func (s *Service) CreateMetricsToken(ctx context.Context, p *Principal, name string, ttl time.Duration) (string, *Token, error) {
 	const action = "token.create"
+	if p.Delegated() {
+		return "", nil, s.deny(ctx, p, action, name, "", errDelegatedCredential)
+	}
 	if !p.IsClusterAdmin() {
 		return "", nil, s.deny(ctx, p, action, name, "", forbidden("create metrics tokens"))
 	}

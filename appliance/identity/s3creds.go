@@ -57,7 +57,7 @@ func registerS3(r *consensus.Registry) {
 // they have a role in. The secret is returned once.
 func (s *Service) CreateS3Credential(ctx context.Context, p *Principal, projectRef string) (*S3Credential, error) {
 	const action = "s3.credential.create"
-	if p.TokenKind == TokenDelegated {
+	if p.Delegated() {
 		return nil, s.deny(ctx, p, action, projectRef, "", errDelegatedCredential)
 	}
 	pr, err := s.GetProject(p, projectRef)

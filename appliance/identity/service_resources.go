@@ -211,6 +211,9 @@ func (s *Service) GetUser(p *Principal, ref string) (*User, error) {
 // CreateUser creates a user (cluster admins only).
 func (s *Service) CreateUser(ctx context.Context, p *Principal, spec UserSpec) (*User, error) {
 	const action = "user.create"
+	if p.Delegated() {
+		return nil, s.deny(ctx, p, action, spec.Name, "", errDelegatedUsers)
+	}
 	if !p.IsClusterAdmin() {
 		return nil, s.deny(ctx, p, action, spec.Name, "", forbidden("create users"))
 	}
@@ -251,6 +254,9 @@ type UserUpdate struct {
 // session that changed it.
 func (s *Service) UpdateUser(ctx context.Context, p *Principal, ref string, up UserUpdate, ifMatch uint64) (*User, error) {
 	const action = "user.update"
+	if p.Delegated() {
+		return nil, s.deny(ctx, p, action, ref, "", errDelegatedUsers)
+	}
 	u, err := s.GetUser(p, ref)
 	if err != nil {
 		return nil, s.deny(ctx, p, action, ref, "", err)
@@ -320,6 +326,9 @@ func (s *Service) setDisabled(ctx context.Context, p *Principal, u *User, off bo
 // DeleteUser removes a user with their memberships and tokens.
 func (s *Service) DeleteUser(ctx context.Context, p *Principal, ref string, ifMatch uint64) error {
 	const action = "user.delete"
+	if p.Delegated() {
+		return s.deny(ctx, p, action, ref, "", errDelegatedUsers)
+	}
 	if !p.IsClusterAdmin() {
 		return s.deny(ctx, p, action, ref, "", forbidden("delete users"))
 	}
@@ -349,7 +358,7 @@ func (s *Service) ListTokens(p *Principal) []Token {
 // cluster's maximum lifetime, and a longer ttl is refused. The secret is
 // returned once and never stored.
 func (s *Service) CreateAPIToken(ctx context.Context, p *Principal, name string, ttl time.Duration) (string, *Token, error) {
-	if p.TokenKind == TokenDelegated {
+	if p.Delegated() {
 		return "", nil, s.deny(ctx, p, "token.create", name, "", errDelegatedCredential)
 	}
 	if err := validateName("token name", name); err != nil {

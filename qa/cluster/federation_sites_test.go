@@ -188,9 +188,17 @@ func federatedSites(t *testing.T, hub *harness.Cluster, ha *cairntest.Client, si
 	if got := names(t, south, "/api/v1/projects"); !slices.Equal(got, projects) {
 		t.Fatalf("refused calls changed the site's projects: %q, were %q", got, projects)
 	}
-	var e cairntest.HTTPError
-	if err := ops.Call("POST", "/api/v1/federation/sites/ward-north/api/v1/tokens", map[string]string{"name": "keep"}, 403, &e); err != nil {
+	// Nothing made through the hub outlives its grant: not a token, not
+	// a local user, not even by a hub admin.
+	if err := ops.Call("POST", "/api/v1/federation/sites/ward-north/api/v1/tokens", map[string]string{"name": "keep"}, 403, nil); err != nil {
 		t.Fatalf("a hub user minting a site token: %v", err)
+	}
+	users := names(t, north, "/api/v1/users")
+	if err := ha.Call("POST", "/api/v1/federation/sites/ward-north/api/v1/users", map[string]any{"name": "backdoor", "password": "central-it-4242", "cluster_admin": true}, 403, nil); err != nil {
+		t.Fatalf("a hub admin making a site user: %v", err)
+	}
+	if got := names(t, north, "/api/v1/users"); !slices.Equal(got, users) {
+		t.Fatalf("the site's users changed: %q, were %q", got, users)
 	}
 
 	// The hub's /metrics: every site, labelled.
@@ -224,6 +232,54 @@ func federatedSites(t *testing.T, hub *harness.Cluster, ha *cairntest.Client, si
 	if err := ha.Call("GET", "/api/v1/federation/sites?unreachable=true", nil, 200, &off); err != nil || len(off) != 1 || off[0].Name != "ward-north" {
 		t.Fatalf("unreachable sites: %+v %v", off, err)
 	}
+	// A bulk operation for the city group, queued meanwhile: ward-east
+	// has it at once, ward-north when it is back; the same key queues
+	// nothing more.
+	type intentView struct {
+		ID    string `json:"id"`
+		State string `json:"state"`
+		Sites []struct {
+			Site    string `json:"site"`
+			State   string `json:"state"`
+			Message string `json:"message"`
+		} `json:"sites"`
+	}
+	spec := map[string]any{"key": "telehealth-rollout", "groups": []string{"city"}, "steps": []map[string]any{
+		{"method": "POST", "path": "/api/v1/projects", "body": map[string]string{"name": "telehealth"}},
+		{"method": "PUT", "path": "/api/v1/projects/telehealth/quota", "body": map[string]int{"instances": 4, "vcpus": 8, "ram_mib": 16384}},
+	}}
+	var in, again intentView
+	if err := ha.Call("POST", "/api/v1/federation/intents", spec, 201, &in); err != nil {
+		t.Fatal(err)
+	}
+	if err := ha.Call("POST", "/api/v1/federation/intents", spec, 201, &again); err != nil || again.ID != in.ID {
+		t.Fatalf("the same key again: %+v %v", again, err)
+	}
+	intentAt := func(site string) string {
+		var cur intentView
+		if err := ha.Call("GET", "/api/v1/federation/intents/"+in.ID, nil, 200, &cur); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range cur.Sites {
+			if s.Site == site {
+				return s.State + " " + s.Message
+			}
+		}
+		return "absent"
+	}
+	testutil.WaitFor(t, 30*time.Second, "the bulk operation done on ward-east", func() error {
+		if st := intentAt("ward-east"); st != "done " {
+			return fmt.Errorf("ward-east: %s", st)
+		}
+		return nil
+	})
+	if st := intentAt("ward-north"); !strings.HasPrefix(st, "pending") {
+		t.Fatalf("ward-north, cut off: %s", st)
+	}
+	if !slices.Contains(names(t, sites["ward-east"], "/api/v1/projects"), "telehealth") || slices.Contains(names(t, north, "/api/v1/projects"), "telehealth") {
+		t.Fatal("the bulk operation's project is not where it should be")
+	}
+
 	cut.CutNAT(false)
 	testutil.WaitFor(t, 90*time.Second, "ward-north back, caught up", func() error {
 		d := detail(ha, "ward-north")
@@ -232,6 +288,23 @@ func federatedSites(t *testing.T, hub *harness.Cluster, ha *cairntest.Client, si
 		}
 		return nil
 	})
+	testutil.WaitFor(t, 60*time.Second, "the bulk operation done on ward-north", func() error {
+		if st := intentAt("ward-north"); st != "done " {
+			return fmt.Errorf("ward-north: %s", st)
+		}
+		return nil
+	})
+	var quota struct {
+		Limits struct {
+			Instances int `json:"instances"`
+		} `json:"limits"`
+	}
+	if err := north.Call("GET", "/api/v1/projects/telehealth/quota", nil, 200, &quota); err != nil || quota.Limits.Instances != 4 {
+		t.Fatalf("the bulk operation on ward-north: %+v %v", quota, err)
+	}
+	if err := north.Call("GET", "/api/v1/audit?action=project.create", nil, 200, &audit); err != nil || len(audit) == 0 || audit[0].User != "admin@hub" {
+		t.Fatalf("ward-north's audit of the bulk operation: %+v %v", audit, err)
+	}
 	if err := ops.Call("DELETE", "/api/v1/federation/sites/ward-north/api/v1/vms/remote-1", nil, 202, nil); err != nil {
 		t.Fatalf("delete the VM through the hub: %v", err)
 	}

@@ -1,0 +1,225 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/consensus/consensustest"
+	"github.com/cairnhq/cairn/qa/testutil"
+)
+
+// testSite is a site of its own consensus, joined to the hub; its
+// session runs while run is called, until stop.
+type testSite struct {
+	m    *Member
+	api  *delegatedAPI
+	stop context.CancelFunc
+}
+
+func joinSite(t *testing.T, e *hubEnv, name string) *testSite {
+	t.Helper()
+	ctx := context.Background()
+	c := consensustest.Start(t, 1, func(r *consensus.Registry) {
+		identity.Register(r)
+		RegisterSite(r)
+	})
+	id := identity.NewService(c.Nodes[0], identity.DefaultConfig())
+	if _, err := id.CreateFirstAdmin(ctx, "site-admin", "site-root-5151"); err != nil {
+		t.Fatal(err)
+	}
+	s := &testSite{api: &delegatedAPI{}, stop: func() {}}
+	s.m = NewMember(c.Nodes[0], "node1", id, slog.New(slog.DiscardHandler))
+	s.m.Handler = s.api
+	token, _, err := e.hub.CreateToken(ctx, e.admin, name, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.m.Join(ctx, login(t, id, "site-admin", "site-root-5151"), e.url, token); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.stop() })
+	return s
+}
+
+func (s *testSite) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.stop = cancel
+	go s.m.Run(ctx)
+}
+
+func (s *testSite) calls(path string) int {
+	s.api.mu.Lock()
+	defer s.api.mu.Unlock()
+	n := 0
+	for _, c := range s.api.calls {
+		if c == path {
+			n++
+		}
+	}
+	return n
+}
+
+func siteState(in *Intent, site string) IntentSite {
+	for _, s := range in.Sites {
+		if s.Site == site {
+			return s
+		}
+	}
+	return IntentSite{}
+}
+
+// A bulk operation runs its steps in order on every site, as its maker:
+// at once on a connected site, and on one that is away when it comes
+// back. Each step runs once on a site however often it is sent (a step
+// answered before is replayed, one begun and not ended is not run
+// again); a refused step ends the site's run; what a site did not get
+// before the intent expired, it never gets. The same key makes no second
+// intent; a user without a role, or read-only, queues nothing.
+func TestIntentsRunOnceAndWait(t *testing.T) {
+	e := startHub(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go e.hub.RunIntents(ctx)
+	east, west := joinSite(t, e, "ward-east"), joinSite(t, e, "ward-west")
+	east.run()
+	testutil.WaitFor(t, 10*time.Second, "ward-east connected", func() error {
+		if !e.hub.Connected(east.m.membership().SiteID) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	steps := []IntentStep{{Method: "POST", Path: "/api/v1/projects", Body: []byte(`{"name":"tele"}`)}, {Method: "PUT", Path: "/api/v1/projects/tele/quota", Body: []byte(`{}`)}}
+	for name, bad := range map[string]IntentSpec{
+		"a GET step":       {Sites: []string{"ward-east"}, Steps: []IntentStep{{Method: "GET", Path: "/api/v1/vms"}}},
+		"a path elsewhere": {Sites: []string{"ward-east"}, Steps: []IntentStep{{Method: "POST", Path: "/fed/v1/leave"}}},
+		"no site":          {Steps: steps},
+		"an unknown site":  {Sites: []string{"ward-nowhere"}, Steps: steps},
+		"a long expiry":    {Sites: []string{"ward-east"}, Steps: steps, ExpiresIn: "900h"},
+	} {
+		if _, err := e.hub.CreateIntent(ctx, e.admin, bad); err == nil {
+			t.Fatalf("an intent with %s was queued", name)
+		}
+	}
+	if _, err := e.hub.CreateIntent(ctx, e.user, IntentSpec{Sites: []string{"ward-east"}, Steps: steps}); consensus.ErrorCode(err) != consensus.CodeNotFound {
+		t.Fatalf("an intent by a user without a role: %v", err)
+	}
+	if _, err := e.hub.SetGrant(ctx, e.admin, GrantSpec{User: "viewer", Site: "ward-east", Role: HubReadOnly}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hub.CreateIntent(ctx, e.user, IntentSpec{Sites: []string{"ward-east"}, Steps: steps}); consensus.ErrorCode(err) != consensus.CodeForbidden {
+		t.Fatalf("an intent by a read-only user: %v", err)
+	}
+	if n := len(e.hub.Intents(e.admin)); n != 0 {
+		t.Fatalf("refused intents queued %d", n)
+	}
+
+	in, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Key: "tele-rollout", Sites: []string{"ward-east", "ward-west"}, Steps: steps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Key: "tele-rollout", Sites: []string{"ward-east"}, Steps: steps[:1]})
+	if err != nil || again.ID != in.ID || len(e.hub.Intents(e.admin)) != 1 {
+		t.Fatalf("the same key again: %+v %v", again, err)
+	}
+	wait := func(site, state string) *Intent {
+		t.Helper()
+		var cur *Intent
+		testutil.WaitFor(t, 30*time.Second, site+" "+state, func() error {
+			cur, _ = e.hub.GetIntent(e.admin, in.ID)
+			if s := siteState(cur, site); s.State != state {
+				return fmt.Errorf("%s is %+v", site, s)
+			}
+			return nil
+		})
+		return cur
+	}
+	cur := wait("ward-east", IntentDone)
+	if s := siteState(cur, "ward-east"); len(s.Results) != 2 || s.Results[0].Status != 200 || !strings.Contains(s.Results[0].Body, "as hub:it-central it-central@hub admin") {
+		t.Fatalf("ward-east's answers: %+v", s)
+	}
+	if cur.State() != IntentPending || siteState(cur, "ward-west").State != IntentPending {
+		t.Fatalf("ward-west, away, is %+v", siteState(cur, "ward-west"))
+	}
+	west.run()
+	wait("ward-west", IntentDone)
+	if got, _ := e.hub.GetIntent(e.admin, in.ID); got.State() != IntentDone {
+		t.Fatalf("the intent is %s", got.State())
+	}
+	for _, s := range []*testSite{east, west} {
+		if n, m := s.calls("POST /fed/v1/api/v1/projects"), s.calls("PUT /fed/v1/api/v1/projects/tele/quota"); n != 1 || m != 1 {
+			t.Fatalf("a site ran the steps %d and %d times", n, m)
+		}
+	}
+
+	// Sent again, a step answered before is replayed, not run.
+	send := func(s *testSite, step string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("POST", "/fed/v1/api/v1/projects", strings.NewReader(`{"name":"tele"}`))
+		req.Header.Set(HeaderUser, "it-central")
+		req.Header.Set(HeaderRole, string(HubAdmin))
+		req.Header.Set(HeaderIntent, step)
+		rec := httptest.NewRecorder()
+		s.m.hubHandler().ServeHTTP(rec, req)
+		return rec
+	}
+	if rec := send(east, in.ID+"/0"); rec.Code != 200 || !strings.Contains(rec.Body.String(), "POST /fed/v1/api/v1/projects as hub:it-central") || east.calls("POST /fed/v1/api/v1/projects") != 1 {
+		t.Fatalf("a step sent again: %d %q, run %d times", rec.Code, rec.Body, east.calls("POST /fed/v1/api/v1/projects"))
+	}
+	// Begun by another attempt and not ended: not run, and said so.
+	if _, err := east.m.c.Apply(ctx, MsgLedgerBegin, ledgerBeginCmd{ID: "cafe/0", Nonce: "another", At: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := send(east, "cafe/0"); rec.Code != http.StatusConflict || rec.Header().Get(HeaderIntentState) != intentBegun || east.calls("POST /fed/v1/api/v1/projects") != 1 {
+		t.Fatalf("a step begun elsewhere: %d %q", rec.Code, rec.Header())
+	}
+
+	// A refused step ends the site's run: the next is not sent.
+	bad, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Sites: []string{"ward-east"}, Steps: []IntentStep{
+		{Method: "POST", Path: "/api/v1/forbidden"}, {Method: "DELETE", Path: "/api/v1/projects/tele"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = bad
+	if s := siteState(wait("ward-east", IntentFailed), "ward-east"); s.Done != 1 || s.Results[0].Status != 403 || !strings.Contains(s.Message, "answered 403") || east.calls("DELETE /fed/v1/api/v1/projects/tele") != 0 {
+		t.Fatalf("a refused step: %+v", s)
+	}
+
+	// Away until it expired: never sent.
+	west.stop()
+	testutil.WaitFor(t, 10*time.Second, "ward-west away", func() error {
+		if e.hub.Connected(west.m.membership().SiteID) {
+			return fmt.Errorf("still connected")
+		}
+		return nil
+	})
+	late, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Sites: []string{"ward-west"}, Steps: []IntentStep{{Method: "DELETE", Path: "/api/v1/projects/tele"}}, ExpiresIn: "1s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond)
+	if err := e.hub.ExpireIntents(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in = late
+	if s := siteState(wait("ward-west", IntentExpired), "ward-west"); !strings.Contains(s.Message, "expired") {
+		t.Fatalf("expired: %+v", s)
+	}
+	west.run()
+	testutil.WaitFor(t, 10*time.Second, "ward-west back", func() error {
+		if !e.hub.Connected(west.m.membership().SiteID) {
+			return fmt.Errorf("not yet")
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond) // a dispatcher round
+	if n := west.calls("DELETE /fed/v1/api/v1/projects/tele"); n != 0 {
+		t.Fatalf("an expired intent reached the site %d times", n)
+	}
+}
