@@ -36,7 +36,7 @@ func auditActions() []string {
 		"router.", "router.create", "router.set_gateway", "router.add_interface", "router.remove_interface", "router.delete",
 		"floating_ip.", "floating_ip.create", "floating_ip.associate", "floating_ip.disassociate", "floating_ip.delete",
 		"security_group.", "security_group.create", "security_group.rule_add", "security_group.rule_delete", "security_group.delete",
-		"federation.", "federation.token.create", "federation.site.revoke", "federation.join", "federation.leave", "federation.grant", "federation.site.group", "federation.site.call", "federation.intent.create",
+		"federation.", "federation.token.create", "federation.site.revoke", "federation.join", "federation.leave", "federation.grant", "federation.site.group", "federation.site.call", "federation.intent.create", "federation.image.upload", "federation.image.push",
 	}
 }
 

@@ -14,6 +14,8 @@ func federationEN() map[string]string {
 		"action.federation.site.group":    "Put a site in a group",
 		"action.federation.site.call":     "Call a site's API through the hub",
 		"action.federation.intent.create": "Queue a bulk operation on sites",
+		"action.federation.image.upload":  "Upload an image for sites",
+		"action.federation.image.push":    "Push an image to sites",
 	}
 }
 
@@ -28,5 +30,7 @@ func federationZH() map[string]string {
 		"action.federation.site.group":    "为站点分组",
 		"action.federation.site.call":     "通过中心调用站点 API",
 		"action.federation.intent.create": "为站点排队批量操作",
+		"action.federation.image.upload":  "为站点上传镜像",
+		"action.federation.image.push":    "向站点推送镜像",
 	}
 }

@@ -116,6 +116,8 @@ func New(cfg Config, log *slog.Logger, console io.Writer) (*Agent, error) {
 	a.member = federation.NewMember(node, cfg.Name, a.identity, log.With("component", "federation"))
 	a.member.Handler = a.hubFacing()
 	a.member.Inventory = a.inventory
+	a.member.StagingDir = filepath.Join(cfg.DataDir, "federation-staging")
+	a.member.Ready = func() bool { return a.apiServer.Load() != nil }
 	node.RegisterController("federation", a.member.Run)
 	a.metrics.MustRegister(storageCollectors(a)...)
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

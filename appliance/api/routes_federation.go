@@ -176,6 +176,40 @@ func (s *Server) hubRoutes() []route {
 				return ok(w, in, 0, err)
 			}},
 	)
+	routes = append(routes,
+		route{Method: "POST", Path: v1 + "/federation/images", Summary: "Upload an image (the request body) for sites to this hub node (hub admin); it is kept by its SHA-256", Tag: "federation",
+			Upload: true, Query: []string{"name"}, Response: federation.HubImage{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				im, err := s.hub.UploadImage(r.Context(), p, r.URL.Query().Get("name"), r.Body)
+				if err != nil {
+					return err
+				}
+				writeJSON(w, http.StatusCreated, im, 0)
+				return nil
+			}},
+		route{Method: "GET", Path: v1 + "/federation/images", Summary: "The images the hub holds for sites", Tag: "federation",
+			Response: []federation.HubImage{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.hub.Images(), 0, nil)
+			}},
+		route{Method: "POST", Path: v1 + "/federation/images/{image}/push", Summary: "Push a hub image to sites and groups, into a project of each, at most rate_kib KiB/s per site: sent once per site, in chunks, going on from what a site holds after a broken link, checked by its hash, and imported as you", Tag: "federation",
+			Request: federation.PushSpec{}, Response: []federation.Distribution{}, Status: http.StatusCreated,
+			handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				var body federation.PushSpec
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				ds, err := s.hub.PushImage(r.Context(), p, r.PathValue("image"), body)
+				if err != nil {
+					return err
+				}
+				writeJSON(w, http.StatusCreated, ds, 0)
+				return nil
+			}},
+		route{Method: "GET", Path: v1 + "/federation/pushes", Summary: "Image pushes with each site's progress (yours; a hub admin: all); image narrows them", Tag: "federation",
+			Query: []string{"image"}, Response: []federation.Distribution{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				return ok(w, s.hub.Distributions(p, r.URL.Query().Get("image")), 0, nil)
+			}},
+	)
 	for _, m := range []string{"GET", "POST", "PUT", "PATCH", "DELETE"} {
 		routes = append(routes, route{Method: m, Path: v1 + "/federation/sites/{site}/api/{path...}", Upload: true,
 			Summary: "Call a site's own API (the path after /api/ is the site's, /v1/...) as you, through the site's session: the site acts with the role you have on it (admin: its cluster admin; operator: member of every project; read-only: reader, GET only) and names you as you@hub in its audit log", Tag: "federation",

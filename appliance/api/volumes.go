@@ -84,6 +84,9 @@ func (s *Server) volumeRoutes() []route {
 			}},
 		{Method: "POST", Path: v1 + "/volumes/{volume}/export", Summary: "Serve a detached block volume read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
 			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if p.Delegated() {
+					return errDelegatedExport
+				}
 				g, err := s.volumes.Export(r.Context(), p, "", r.PathValue("volume"))
 				return ok(w, g, 0, err)
 			}},
@@ -149,6 +152,9 @@ func (s *Server) volumeRoutes() []route {
 			}},
 		{Method: "POST", Path: v1 + "/snapshots/{snapshot}/export", Summary: "Serve a volume snapshot read-only to backup tools (NBD over TLS on the node's export port) and grant a client certificate for it", Tag: "volumes",
 			Response: volume.ExportGrant{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if p.Delegated() {
+					return errDelegatedExport
+				}
 				g, err := s.volumes.Export(r.Context(), p, volume.KindSnapshot, r.PathValue("snapshot"))
 				return ok(w, g, 0, err)
 			}},
@@ -170,3 +176,7 @@ func volumeVersion(v *volume.Volume, err error) uint64 {
 	}
 	return v.Version
 }
+
+// errDelegatedExport refuses a hub user an export: its client certificate
+// would read the volume after the hub's grant is gone.
+var errDelegatedExport = errorf(http.StatusForbidden, consensus.CodeForbidden, "a hub user cannot export a site's volumes: ask the site's admin")

@@ -135,6 +135,25 @@ func (c *client) do(method, path string, in, out any, header ...string) error {
 	return c.send(c.http, method, path, body, ctype, out, header...)
 }
 
+// uploadFile streams the file at path to the API path, decoding the
+// answer into out.
+func uploadFile(e *env, path, apiPath string, out any) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	return c.upload(apiPath, f, st.Size(), out)
+}
+
 // upload streams a file as the request body, with no overall time limit:
 // an image of many GiB takes as long as it takes.
 func (c *client) upload(path string, body io.Reader, size int64, out any) error {

@@ -250,23 +250,10 @@ var computeCommands = map[string]command{
 				if err := needArgs(args, 2, "an image name and a file"); err != nil {
 					return err
 				}
-				f, err := os.Open(args[1])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				st, err := f.Stat()
-				if err != nil {
-					return err
-				}
-				c, err := e.client()
-				if err != nil {
-					return err
-				}
 				v := q()
 				v.Set("name", args[0])
 				var img hypervisor.Image
-				if err := c.upload("/api/v1/images/upload?"+v.Encode(), f, st.Size(), &img); err != nil {
+				if err := uploadFile(e, args[1], "/api/v1/images/upload?"+v.Encode(), &img); err != nil {
 					return err
 				}
 				return printImage(e, &img)

@@ -201,6 +201,60 @@ func init() {
 				return []string{s.Site, s.State, fmt.Sprintf("%d/%d", s.Done, len(in.Steps)), s.Message}
 			}, len(in.Sites))
 		})}
+	commands["federation image upload"] = command{usage: "NAME FILE", help: "on a hub: upload an image for sites (hub admin); it is kept by its SHA-256",
+		flags: noFlags(func(e *env, args []string) error {
+			if err := needArgs(args, 2, "an image name and a file"); err != nil {
+				return err
+			}
+			var im federation.HubImage
+			if err := uploadFile(e, args[1], "/api/v1/federation/images?"+url.Values{"name": {args[0]}}.Encode(), &im); err != nil {
+				return err
+			}
+			return e.printKV(im, [][2]string{{"image", im.Name}, {"sha256", im.SHA256}, {"size", fmt.Sprint(im.Size)}})
+		})}
+	commands["federation image list"] = command{help: "on a hub: the images it holds for sites",
+		flags: noFlags(func(e *env, args []string) error {
+			var ims []federation.HubImage
+			if err := get(e, "/api/v1/federation/images", &ims); err != nil {
+				return err
+			}
+			return e.print(ims, []string{"NAME", "SHA256", "SIZE", "ON"}, func(i int) []string {
+				return []string{ims[i].Name, ims[i].SHA256, fmt.Sprint(ims[i].Size), fmt.Sprint(ims[i].Holders)}
+			}, len(ims))
+		})}
+	commands["federation image push"] = command{usage: "IMAGE (--site S | --group G)... --project P [--visibility V] [--rate-kib N]",
+		help: "on a hub: push an image to sites, into a project of each, at most N KiB/s per site; it goes on from where a broken link left it",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			var sites, groups stringList
+			fs.Var(&sites, "site", "a site (repeat for more)")
+			fs.Var(&groups, "group", "a group of sites (repeat for more)")
+			project := fs.String("project", "", "the project the image goes into at each site")
+			visibility := fs.String("visibility", "", "the image's visibility at each site (project or public)")
+			rateKiB := fs.Int64("rate-kib", 0, "at most this many KiB/s per site (0: no limit)")
+			return func(e *env, args []string) error {
+				if err := needArgs(args, 1, "one image"); err != nil {
+					return err
+				}
+				var ds []federation.Distribution
+				spec := federation.PushSpec{Sites: sites, Groups: groups, Project: *project, Visibility: *visibility, RateKiB: *rateKiB}
+				if err := send(e, "POST", "/api/v1/federation/images/"+url.PathEscape(args[0])+"/push", spec, &ds); err != nil {
+					return err
+				}
+				return printPushes(e, ds)
+			}
+		}}
+	commands["federation image pushes"] = command{usage: "[IMAGE]", help: "on a hub: image pushes with each site's progress",
+		flags: noFlags(func(e *env, args []string) error {
+			q := url.Values{}
+			if len(args) > 0 {
+				q.Set("image", args[0])
+			}
+			var ds []federation.Distribution
+			if err := get(e, "/api/v1/federation/pushes?"+q.Encode(), &ds); err != nil {
+				return err
+			}
+			return printPushes(e, ds)
+		})}
 	commands["federation vm list"] = command{usage: "[--name N] [--project P]", help: "on a hub: VMs across the sites you have a role on, from their cached inventories",
 		flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			name := fs.String("name", "", "only VMs of this name")
@@ -237,4 +291,15 @@ func yesNo(b bool) string {
 		return "yes"
 	}
 	return "no"
+}
+
+func printPushes(e *env, ds []federation.Distribution) error {
+	return e.print(ds, []string{"IMAGE", "SITE", "STATE", "PROGRESS", "RESUMES", "MESSAGE"}, func(i int) []string {
+		d := ds[i]
+		pct := 0.0
+		if d.Size > 0 {
+			pct = 100 * float64(d.Received) / float64(d.Size)
+		}
+		return []string{d.Name, d.Site, d.State, fmt.Sprintf("%.0f%%", pct), fmt.Sprint(d.Resumes), d.Message}
+	}, len(ds))
 }

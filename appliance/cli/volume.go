@@ -58,21 +58,8 @@ var volumeCommands = map[string]command{
 		if err := needArgs(args, 2, "a volume and an image file"); err != nil {
 			return err
 		}
-		f, err := os.Open(args[1])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		st, err := f.Stat()
-		if err != nil {
-			return err
-		}
-		c, err := e.client()
-		if err != nil {
-			return err
-		}
 		var v volume.Volume
-		if err := c.upload("/api/v1/volumes/"+url.PathEscape(args[0])+"/upload", f, st.Size(), &v); err != nil {
+		if err := uploadFile(e, args[1], "/api/v1/volumes/"+url.PathEscape(args[0])+"/upload", &v); err != nil {
 			return err
 		}
 		return printVolume(e, &v)

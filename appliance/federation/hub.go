@@ -54,6 +54,11 @@ type Hub struct {
 	clients  map[string]*http.Client   // through each session, made on use
 	working  map[string]bool           // sites whose intents a worker sends
 	kickCh   chan struct{}
+	sending  map[string]bool // sites an image is being pushed to
+	retry    struct{ unanswered, begun time.Duration }
+
+	// ImageDir keeps the images this hub node holds for sites.
+	ImageDir string
 }
 
 // Remote is the address a connected site's session comes from (behind a
@@ -69,8 +74,10 @@ func (h *Hub) Remote(siteID string) string {
 
 // NewHub returns the hub's service.
 func NewHub(c Cluster, id *identity.Service, log *slog.Logger) *Hub {
-	return &Hub{c: c, id: id, log: log, sessions: map[string]*yamux.Session{}, clients: map[string]*http.Client{},
-		working: map[string]bool{}, kickCh: make(chan struct{}, 1)}
+	h := &Hub{c: c, id: id, log: log, sessions: map[string]*yamux.Session{}, clients: map[string]*http.Client{},
+		working: map[string]bool{}, sending: map[string]bool{}, kickCh: make(chan struct{}, 1)}
+	h.retry.unanswered, h.retry.begun = retryUnanswered, retryBegun
+	return h
 }
 
 // EnsureCA makes the federation CA once.
@@ -345,7 +352,10 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 		// heartbeat names its own.
 		cmd := pushInventoryCmd{SiteID: siteID, Serial: serial, Digest: push.Digest, Inventory: push.Inventory,
 			Session: sessionID, HubNode: h.c.Name(), From: conn.RemoteAddr().String(), At: time.Now().UTC()}
-		if push.Digest == "" || len(push.Digest) > 64 {
+		if cmd.Digest == "" && push.Inventory != nil {
+			cmd.Digest = Digest(push.Inventory) // a site of the first version names none
+		}
+		if cmd.Digest == "" || len(cmd.Digest) > 64 {
 			writeError(w, consensus.Errorf(consensus.CodeInvalid, "an inventory push names its digest"))
 			return
 		}
@@ -460,8 +470,10 @@ func (h *Hub) SiteClient(siteID string) (*http.Client, error) {
 	sess, c := h.sessions[siteID], h.clients[siteID]
 	if sess != nil && c == nil {
 		c = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Transport: &http.Transport{
-			DialContext:         func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
-			MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: time.Minute,
+			DialContext: func(context.Context, string, string) (net.Conn, error) { return sess.Open() },
+			// A step or an import may take minutes at the site; an
+			// interactive call ends with its caller.
+			MaxIdleConnsPerHost: 8, IdleConnTimeout: 30 * time.Second, ResponseHeaderTimeout: stepTimeout,
 		}}
 		h.clients[siteID] = c
 	}

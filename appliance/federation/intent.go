@@ -87,6 +87,7 @@ type Intent struct {
 	ExpiresAt time.Time    `json:"expires_at"`
 	Steps     []IntentStep `json:"steps"`
 	Sites     []IntentSite `json:"sites"`
+	Seq       uint64       `json:"seq"` // the hub log's order of making: a site runs its intents in it
 	Version   uint64       `json:"version"`
 }
 
@@ -146,7 +147,7 @@ func applyCreateIntent(tx *consensus.Tx, c *createIntentCmd) (any, error) {
 		}
 		in.Sites[i].State, in.Sites[i].Done, in.Sites[i].UpdatedAt = IntentPending, 0, in.CreatedAt
 	}
-	in.Version = tx.Index
+	in.Seq, in.Version = tx.Index, tx.Index
 	return &in, tx.Insert(tIntents, &in)
 }
 
@@ -187,7 +188,10 @@ func applyIntentStep(tx *consensus.Tx, c *intentStepCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "no intent %s", c.IntentID)
 	}
 	i := slices.IndexFunc(cur.Sites, func(s IntentSite) bool { return s.SiteID == c.SiteID })
-	if i < 0 || cur.Sites[i].State != IntentPending || cur.Sites[i].Done != c.Step {
+	// An answer that came as the intent expired still counts: the step
+	// ran (the site refuses steps past the deadline it is sent).
+	late := i >= 0 && cur.Sites[i].State == IntentExpired && c.Result != nil
+	if i < 0 || (cur.Sites[i].State != IntentPending && !late) || cur.Sites[i].Done != c.Step {
 		return nil, consensus.Errorf(consensus.CodeConflict, "intent %s moved on at this site", c.IntentID)
 	}
 	in := *cur
@@ -199,6 +203,10 @@ func applyIntentStep(tx *consensus.Tx, c *intentStepCmd) (any, error) {
 		s.Done++
 	}
 	s.State, s.Message, s.UpdatedAt = c.State, c.Message, c.At
+	if late {
+		s.State = IntentExpired
+		s.Message = fmt.Sprintf("step %d ran as the intent expired; the steps after it did not", c.Step+1)
+	}
 	if s.State == IntentPending && s.Done == len(in.Steps) {
 		s.State = IntentDone
 	}
@@ -232,6 +240,9 @@ func applyExpireIntents(tx *consensus.Tx, c *expireIntentsCmd) (any, error) {
 			return nil, err
 		}
 	}
+	if err := expireDistributions(tx, c.At); err != nil {
+		return nil, err
+	}
 	for _, cur := range change {
 		in := *cur
 		in.Sites = slices.Clone(cur.Sites)
@@ -259,6 +270,7 @@ func registerIntents(reg *consensus.Registry) {
 	consensus.HandleSince(reg, MsgCreateIntent, "CreateIntent", 8, applyCreateIntent)
 	consensus.HandleSince(reg, MsgIntentStep, "RecordIntentStep", 8, applyIntentStep)
 	consensus.HandleSince(reg, MsgExpireIntents, "ExpireIntents", 8, applyExpireIntents)
+	registerImages(reg)
 }
 
 // IntentSpec is a bulk operation as a user asks for it: steps on sites
@@ -300,48 +312,9 @@ func (h *Hub) CreateIntent(ctx context.Context, p *identity.Principal, spec Inte
 			return cur, nil
 		}
 	}
-	var sites []IntentSite
-	add := func(s *Site) error {
-		if slices.ContainsFunc(sites, func(is IntentSite) bool { return is.SiteID == s.ID }) {
-			return nil
-		}
-		switch r := roleOn(txn, p, s); {
-		case r == "":
-			return consensus.Errorf(consensus.CodeNotFound, "no site %s", s.Name)
-		case r == HubReadOnly:
-			return consensus.Errorf(consensus.CodeForbidden, "read-only on site %s: an intent changes sites", s.Name)
-		case !s.Active():
-			return consensus.Errorf(consensus.CodeConflict, "site %s is revoked", s.Name)
-		}
-		sites = append(sites, IntentSite{SiteID: s.ID, Site: s.Name})
-		return nil
-	}
-	for _, ref := range spec.Sites {
-		s := siteByRef(txn, ref)
-		if s == nil {
-			return nil, h.id.Deny(ctx, p, action, spec.Key, "", consensus.Errorf(consensus.CodeNotFound, "no site %s", ref))
-		}
-		if err := add(s); err != nil {
-			return nil, h.id.Deny(ctx, p, action, spec.Key, "", err)
-		}
-	}
-	for _, g := range spec.Groups {
-		it, err := txn.Get(tSites, "id")
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for o := it.Next(); o != nil; o = it.Next() {
-			if s := o.(*Site); s.Group == g && s.Active() {
-				if err := add(s); err != nil {
-					return nil, h.id.Deny(ctx, p, action, spec.Key, "", err)
-				}
-				n++
-			}
-		}
-		if n == 0 {
-			return nil, h.id.Deny(ctx, p, action, spec.Key, "", consensus.Errorf(consensus.CodeNotFound, "no enrolled site in group %s", g))
-		}
+	sites, err := h.targets(txn, p, spec.Sites, spec.Groups)
+	if err != nil {
+		return nil, h.id.Deny(ctx, p, action, spec.Key, "", err)
 	}
 	now := time.Now().UTC()
 	in := Intent{ID: newID(), Key: spec.Key, UserID: p.User.ID, UserName: p.User.Name, CreatedAt: now, ExpiresAt: now.Add(ttl), Steps: spec.Steps, Sites: sites}
@@ -390,6 +363,11 @@ func (h *Hub) ExpireIntents(ctx context.Context) error {
 	for o := it.Next(); o != nil && !due; o = it.Next() {
 		in := o.(*Intent)
 		due = (!now.Before(in.ExpiresAt) && in.State() == IntentPending) || now.After(in.ExpiresAt.Add(intentKeep))
+	}
+	if dit, err := h.c.Store().ReadTxn().Get(tDistributions, "id"); err == nil {
+		for o := dit.Next(); o != nil && !due; o = dit.Next() {
+			due = distributionDue(o.(*Distribution), now)
+		}
 	}
 	if !due {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -178,6 +179,48 @@ func TestIntentsRunOnceAndWait(t *testing.T) {
 	}
 	if rec := send(east, "cafe/0"); rec.Code != http.StatusConflict || rec.Header().Get(HeaderIntentState) != intentBegun || east.calls("POST /fed/v1/api/v1/projects") != 1 {
 		t.Fatalf("a step begun elsewhere: %d %q", rec.Code, rec.Header())
+	}
+
+	// Begun long ago and never ended (cut short by a restart): the
+	// outcome is unknown, said so, and the step is not run.
+	if _, err := east.m.c.Apply(ctx, MsgLedgerBegin, ledgerBeginCmd{ID: "dead/0", Nonce: "crashed", At: time.Now().Add(-time.Hour)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rec := send(east, "dead/0"); rec.Code != http.StatusConflict || rec.Header().Get(HeaderIntentState) != intentUnknown || !strings.Contains(rec.Body.String(), "audit log") || east.calls("POST /fed/v1/api/v1/projects") != 1 {
+		t.Fatalf("a step begun long ago: %d %q %s", rec.Code, rec.Header(), rec.Body)
+	}
+
+	// A site that cannot run steps yet (starting) begins none: the step
+	// waits and runs once when it can; a later intent waits behind it.
+	e.hub.retry.unanswered, e.hub.retry.begun = 200*time.Millisecond, 100*time.Millisecond
+	var ready atomic.Bool
+	east.m.Ready = ready.Load
+	first, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Sites: []string{"ward-east"}, Steps: []IntentStep{{Method: "POST", Path: "/api/v1/projects", Body: []byte(`{"name":"first"}`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Sites: []string{"ward-east"}, Steps: []IntentStep{{Method: "DELETE", Path: "/api/v1/projects/first"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in = first
+	testutil.WaitFor(t, 10*time.Second, "the step waiting for the site", func() error {
+		cur, _ := e.hub.GetIntent(e.admin, first.ID)
+		if s := siteState(cur, "ward-east"); s.State != IntentPending || !strings.Contains(s.Message, "starting") {
+			return fmt.Errorf("%+v", s)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	if cur, _ := e.hub.GetIntent(e.admin, second.ID); siteState(cur, "ward-east").State != IntentPending || east.calls("DELETE /fed/v1/api/v1/projects/first") != 0 {
+		t.Fatalf("a later intent overtook one waiting: %+v", siteState(cur, "ward-east"))
+	}
+	ready.Store(true)
+	wait("ward-east", IntentDone)
+	in = second
+	wait("ward-east", IntentDone)
+	if east.calls("POST /fed/v1/api/v1/projects") != 2 || east.calls("DELETE /fed/v1/api/v1/projects/first") != 1 {
+		t.Fatalf("the site ran %v", east.api.calls)
 	}
 
 	// A refused step ends the site's run: the next is not sent.

@@ -32,7 +32,20 @@ const tLedger = "federation_ledger"
 const (
 	HeaderIntent      = "Cairn-Intent"
 	HeaderIntentState = "Cairn-Intent-State"
-	intentBegun       = "begun"
+	// HeaderIntentDeadline is when the intent expires (RFC 3339): a step
+	// that arrives later is not run.
+	HeaderIntentDeadline = "Cairn-Intent-Deadline"
+	intentBegun          = "begun"   // began earlier; not ended yet
+	intentNotRun         = "not-run" // not run now: nothing happened, ask again
+	intentUnknown        = "unknown" // began long ago, its end never recorded
+)
+
+// stepTimeout bounds a step's run at the site; a step begun longer ago
+// than stepStale and not ended was cut short (a restart) and its outcome
+// is unknown.
+const (
+	stepTimeout = 10 * time.Minute
+	stepStale   = stepTimeout + time.Minute
 )
 
 // ledgerKeep is how long a site remembers a step: longer than an intent
@@ -121,7 +134,9 @@ func registerLedger(reg *consensus.Registry) {
 // hubHandler is what the hub reaches through the session: Handler, with
 // an intent's steps run once through the ledger.
 func (s *Member) hubHandler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mux := http.NewServeMux()
+	s.imageRoutes(mux)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		step := r.Header.Get(HeaderIntent)
 		if step == "" {
 			s.Handler.ServeHTTP(w, r)
@@ -129,38 +144,57 @@ func (s *Member) hubHandler() http.Handler {
 		}
 		s.runStep(w, r, step)
 	})
+	return mux
 }
 
 // runStep runs one intent step once.
 func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string) {
 	ctx := r.Context()
+	notRun := func(err error) {
+		w.Header().Set(HeaderIntentState, intentNotRun)
+		writeError(w, err)
+	}
+	if s.Ready != nil && !s.Ready() {
+		notRun(consensus.Errorf(consensus.CodeUnavailable, "the site is starting"))
+		return
+	}
+	// Known here already: no second begin in the log.
+	if cur := consensus.First[ledgerEntry](s.c.Store().ReadTxn(), tLedger, "id", step); cur != nil {
+		s.seen(w, cur, step)
+		return
+	}
+	if d := r.Header.Get(HeaderIntentDeadline); d != "" {
+		if at, err := time.Parse(time.RFC3339, d); err != nil || !time.Now().Before(at) {
+			notRun(consensus.Errorf(consensus.CodeConflict, "intent step %s came after its intent expired", step))
+			return
+		}
+	}
 	nonce := newID()
 	var e ledgerEntry
 	if _, err := s.c.Apply(ctx, MsgLedgerBegin, ledgerBeginCmd{ID: step, Nonce: nonce, At: time.Now().UTC()}, &e); err != nil {
 		// Whether it began is read, not guessed: begun by this attempt,
 		// it runs; not begun, the hub sends it again.
 		if rerr := s.c.ConsistentRead(ctx); rerr != nil {
-			writeError(w, consensus.Errorf(consensus.CodeUnavailable, "record the intent step: %v", err))
+			notRun(consensus.Errorf(consensus.CodeUnavailable, "record the intent step: %v", err))
 			return
 		}
 		cur := consensus.First[ledgerEntry](s.c.Store().ReadTxn(), tLedger, "id", step)
 		if cur == nil {
-			writeError(w, consensus.Errorf(consensus.CodeUnavailable, "record the intent step: %v", err))
+			notRun(consensus.Errorf(consensus.CodeUnavailable, "record the intent step: %v", err))
 			return
 		}
 		e = *cur
 	}
 	if e.Nonce != nonce {
-		if !e.Ended {
-			w.Header().Set(HeaderIntentState, intentBegun)
-			writeError(w, consensus.Errorf(consensus.CodeConflict, "intent step %s began before and has not ended yet", step))
-			return
-		}
-		replay(w, &e)
+		s.seen(w, &e, step)
 		return
 	}
+	// The step runs to its end whatever becomes of the hub's request: its
+	// answer is recorded, and replayed when the hub asks again.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+	defer cancel()
 	rec := &stepRecorder{header: http.Header{}, status: http.StatusOK}
-	s.Handler.ServeHTTP(rec, r)
+	s.Handler.ServeHTTP(rec, r.WithContext(rctx))
 	e.Ended, e.Status, e.ContentType, e.Body = true, rec.status, rec.header.Get("Content-Type"), rec.body.Bytes()
 	if len(e.Body) > maxLedgerBody {
 		e.Body = e.Body[:maxLedgerBody]
@@ -180,6 +214,22 @@ func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string) {
 		time.Sleep(time.Second)
 	}
 	replay(w, &e)
+}
+
+// seen answers a step another attempt began: its answer if it ended;
+// else that it runs still, or, begun too long ago, that its outcome is
+// unknown (it was cut short, by a restart, before its end was recorded).
+func (s *Member) seen(w http.ResponseWriter, e *ledgerEntry, step string) {
+	switch {
+	case e.Ended:
+		replay(w, e)
+	case time.Since(e.At) > stepStale:
+		w.Header().Set(HeaderIntentState, intentUnknown)
+		writeError(w, consensus.Errorf(consensus.CodeConflict, "intent step %s began at %s and its end was never recorded: whether it took effect, the site's audit log says", step, e.At.Format(time.RFC3339)))
+	default:
+		w.Header().Set(HeaderIntentState, intentBegun)
+		writeError(w, consensus.Errorf(consensus.CodeConflict, "intent step %s began before and has not ended yet", step))
+	}
 }
 
 func replay(w http.ResponseWriter, e *ledgerEntry) {

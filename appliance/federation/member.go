@@ -109,6 +109,10 @@ func (m *Membership) public() *Membership {
 	return &p
 }
 
+// errDelegatedMembership keeps a site's membership its own admins' to
+// change: a hub user could cut the site off for good.
+var errDelegatedMembership = consensus.NewError(consensus.CodeForbidden, "a hub user cannot join or leave a hub for a site: ask the site's admin")
+
 // Status is a site's federation as its admins see it.
 type Status struct {
 	Member    bool      `json:"member"`
@@ -133,6 +137,12 @@ type Member struct {
 	Inventory func(context.Context) (*Inventory, error)
 	// PushEvery is how often the inventory is read, and sent if it changed.
 	PushEvery time.Duration
+	// StagingDir holds images the hub pushes while they arrive ("": the
+	// site takes none).
+	StagingDir string
+	// Ready tells whether Handler serves yet; until then intent steps
+	// are not begun (nil: always).
+	Ready func() bool
 
 	mu   sync.Mutex
 	last sessionState // as this node last recorded it
@@ -151,6 +161,9 @@ func (s *Member) membership() *Membership {
 // made here, and the membership is recorded for every node.
 func (s *Member) Join(ctx context.Context, p *identity.Principal, hubURL, token string) (*Status, error) {
 	const action = "federation.join"
+	if p.Delegated() {
+		return nil, s.id.Deny(ctx, p, action, hubURL, "", errDelegatedMembership)
+	}
 	if !p.IsClusterAdmin() {
 		return nil, s.id.Deny(ctx, p, action, hubURL, "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins join a hub"))
 	}
@@ -199,6 +212,9 @@ func (s *Member) Join(ctx context.Context, p *identity.Principal, hubURL, token 
 // it can be reached, and the membership is forgotten here either way.
 func (s *Member) Leave(ctx context.Context, p *identity.Principal) error {
 	const action = "federation.leave"
+	if p.Delegated() {
+		return s.id.Deny(ctx, p, action, "", "", errDelegatedMembership)
+	}
 	if !p.IsClusterAdmin() {
 		return s.id.Deny(ctx, p, action, "", "", consensus.Errorf(consensus.CodeForbidden, "only cluster admins leave a hub"))
 	}

@@ -1,9 +1,11 @@
 package cluster_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -216,6 +218,16 @@ func federatedSites(t *testing.T, hub *harness.Cluster, ha *cairntest.Client, si
 		}
 	}
 
+	// An image pushed from the hub to the three sites, at 1 MiB/s each
+	// (branch uplinks are thin); ward-north's link is cut part way.
+	golden := pushImage(t, ha, sites)
+	testutil.WaitFor(t, time.Minute, "part of the image at ward-north", func() error {
+		if d := pushTo(t, ha, "ward-north"); d.Received < 2<<20 {
+			return fmt.Errorf("%+v", d)
+		}
+		return nil
+	})
+
 	// ward-north's link is cut: it works on by itself, the hub shows it
 	// unreachable with its data's age, and it catches up when it is back.
 	cut.CutNAT(true)
@@ -305,7 +317,103 @@ func federatedSites(t *testing.T, hub *harness.Cluster, ha *cairntest.Client, si
 	if err := north.Call("GET", "/api/v1/audit?action=project.create", nil, 200, &audit); err != nil || len(audit) == 0 || audit[0].User != "admin@hub" {
 		t.Fatalf("ward-north's audit of the bulk operation: %+v %v", audit, err)
 	}
+	// The push went on from where the link broke, not from the start, and
+	// every site has the image with the hub's hash.
+	for name, a := range sites {
+		testutil.WaitFor(t, 2*time.Minute, "the image at "+name, func() error {
+			if d := pushTo(t, ha, name); d.State != "done" {
+				return fmt.Errorf("%+v", d)
+			}
+			return nil
+		})
+		var imgs []struct {
+			Name   string `json:"name"`
+			SHA256 string `json:"sha256"`
+		}
+		if err := a.Call("GET", "/api/v1/images", nil, 200, &imgs); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.ContainsFunc(imgs, func(i struct {
+			Name   string `json:"name"`
+			SHA256 string `json:"sha256"`
+		}) bool {
+			return i.Name == "golden" && i.SHA256 == golden
+		}) {
+			t.Fatalf("%s's images: %+v, want golden %s", name, imgs, golden)
+		}
+	}
+	if d := pushTo(t, ha, "ward-north"); d.Resumes < 1 || d.Sent > d.Size+2<<20 {
+		t.Fatalf("the push to ward-north started over: %+v", d)
+	} else {
+		t.Logf("the push to ward-north resumed %d times; %d bytes sent for %d", d.Resumes, d.Sent, d.Size)
+	}
 	if err := ops.Call("DELETE", "/api/v1/federation/sites/ward-north/api/v1/vms/remote-1", nil, 202, nil); err != nil {
 		t.Fatalf("delete the VM through the hub: %v", err)
 	}
+}
+
+// pushView is an image push to one site as the hub shows it.
+type pushView struct {
+	Site     string `json:"site"`
+	State    string `json:"state"`
+	Size     int64  `json:"size"`
+	Received int64  `json:"received"`
+	Sent     int64  `json:"sent"`
+	Resumes  int    `json:"resumes"`
+	Message  string `json:"message"`
+}
+
+// pushImage uploads the guest image to the hub and pushes it to every
+// site, into a project made there for it, at 1 MiB/s; it returns the
+// image's hash.
+func pushImage(t *testing.T, ha *cairntest.Client, sites map[string]*cairntest.Client) string {
+	t.Helper()
+	var names []string
+	for name, a := range sites {
+		if _, err := a.CreateProject("imaging"); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, name)
+	}
+	f, err := os.Open(harness.GuestImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequest("POST", ha.URL("/api/v1/federation/images?name=golden"), f)
+	req.Header.Set("Authorization", "Bearer "+ha.Token())
+	hc := *ha.HTTP
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var im struct {
+		SHA256 string `json:"sha256"`
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if res.StatusCode != 201 || json.Unmarshal(body, &im) != nil {
+		t.Fatalf("upload the image to the hub: %d %s", res.StatusCode, body)
+	}
+	if err := ha.Call("POST", "/api/v1/federation/images/golden/push", map[string]any{"sites": names, "project": "imaging", "rate_kib": 1024}, 201, nil); err != nil {
+		t.Fatal(err)
+	}
+	return im.SHA256
+}
+
+// pushTo is the push of the image to a site.
+func pushTo(t *testing.T, ha *cairntest.Client, site string) pushView {
+	t.Helper()
+	var ds []pushView
+	if err := ha.Call("GET", "/api/v1/federation/pushes?image=golden", nil, 200, &ds); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range ds {
+		if d.Site == site {
+			return d
+		}
+	}
+	t.Fatalf("no push to %s: %+v", site, ds)
+	return pushView{}
 }

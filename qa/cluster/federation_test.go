@@ -56,7 +56,7 @@ type memberView struct {
 // (federatedSites), and all three come back after the hub restarts.
 func TestFederationThroughNAT(t *testing.T) {
 	hub, ha := startHub(t)
-	site := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--vms=false"}})
+	site := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1"}})
 	sa := cairntest.Admin(t, site.Node(1))
 	cairntest.WaitShape(t, sa, 3, 0)
 	wan := site.BehindNAT(hub)
@@ -155,13 +155,14 @@ func TestFederationThroughNAT(t *testing.T) {
 	}
 	ask(10 * time.Second)
 
-	// Two more sites of one node, each behind a NAT of its own:
-	// ward-north runs VMs, ward-south does not.
+	// Two more sites of one node, each behind a NAT of its own.
 	north := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
 	na := cairntest.Admin(t, north.Node(1))
 	computeSetup(t, na, 2)
-	south := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--vms=false"}})
+	south := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
 	so := cairntest.Admin(t, south.Node(1))
+	cairntest.WaitHealthyDisks(t, so, 2, 0)
+	cairntest.WaitHealthyDisks(t, sa, 3, 0)
 	for name, sc := range map[string]*harness.Cluster{"ward-north": north, "ward-south": south} {
 		sc.BehindNAT(hub)
 		if err := cairntest.Admin(t, sc.Node(1)).Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": hubURL, "token": newTokenFor(name)}, 200, nil); err != nil {
