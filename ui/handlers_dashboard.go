@@ -42,38 +42,42 @@ func (s *server) dashboardData(r *http.Request, v *view, capacity bool) dashboar
 func headroomWhy(v *view, c *hypervisor.Capacity) []string {
 	var out []string
 	for _, r := range c.Reasons {
-		switch r.Kind {
-		case hypervisor.ReasonFewNodes:
-			if r.Count == 0 {
-				out = append(out, v.T("capacity.why_no_nodes"))
-			} else {
-				out = append(out, v.T("capacity.why_one_node"))
-			}
-		case hypervisor.ReasonNodeDown:
-			out = append(out, v.Tf("capacity.why_node_down", r.Node))
-		case hypervisor.ReasonQuorum:
-			out = append(out, v.Tf("capacity.why_quorum", r.Node))
-		case hypervisor.ReasonNoRoom:
-			out = append(out, v.Tf("capacity.why_no_room", r.Node, names(v, r.Names)))
-		case hypervisor.ReasonStayDown:
-			out = append(out, v.Tf("capacity.why_stay", r.Node, names(v, r.Names)))
-		case hypervisor.ReasonVolumes:
-			out = append(out, v.Tf("capacity.why_volumes", r.Node, names(v, r.Names)))
-		case hypervisor.ReasonDisksOneNode:
-			out = append(out, v.T("capacity.why_disks_one_node"))
-		case hypervisor.ReasonDegraded:
-			out = append(out, v.Tf("capacity.why_degraded", r.Count))
-		case hypervisor.ReasonOneNodeData:
-			out = append(out, v.Tf("capacity.why_one_node_data", r.Count))
-		case hypervisor.ReasonUnknown:
-			out = append(out, v.T("capacity.why_unknown"))
-		case hypervisor.ReasonNoCopy:
-			out = append(out, v.Tf("capacity.why_no_copy", names(v, r.Names)))
-		default:
-			out = append(out, r.Text) // a newer node's reason: its English words beat none
-		}
+		out = append(out, reasonText(v, r))
 	}
 	return out
+}
+
+// reasonText says one thing that keeps a cluster from losing a node
+// safely, in the viewer's language.
+func reasonText(v *view, r hypervisor.Reason) string {
+	switch r.Kind {
+	case hypervisor.ReasonFewNodes:
+		if r.Count == 0 {
+			return v.T("capacity.why_no_nodes")
+		}
+		return v.T("capacity.why_one_node")
+	case hypervisor.ReasonNodeDown:
+		return v.Tf("capacity.why_node_down", r.Node)
+	case hypervisor.ReasonQuorum:
+		return v.Tf("capacity.why_quorum", r.Node)
+	case hypervisor.ReasonNoRoom:
+		return v.Tf("capacity.why_no_room", r.Node, names(v, r.Names))
+	case hypervisor.ReasonStayDown:
+		return v.Tf("capacity.why_stay", r.Node, names(v, r.Names))
+	case hypervisor.ReasonVolumes:
+		return v.Tf("capacity.why_volumes", r.Node, names(v, r.Names))
+	case hypervisor.ReasonDisksOneNode:
+		return v.T("capacity.why_disks_one_node")
+	case hypervisor.ReasonDegraded:
+		return v.Tf("capacity.why_degraded", r.Count)
+	case hypervisor.ReasonOneNodeData:
+		return v.Tf("capacity.why_one_node_data", r.Count)
+	case hypervisor.ReasonUnknown:
+		return v.T("capacity.why_unknown")
+	case hypervisor.ReasonNoCopy:
+		return v.Tf("capacity.why_no_copy", names(v, r.Names))
+	}
+	return r.Text // a newer node's reason: its English words beat none
 }
 
 // names lists a few names and says how many more there are.

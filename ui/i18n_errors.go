@@ -142,6 +142,7 @@ func errorsZH() map[string]string {
 		"the staged image does not have its hash: it is sent again":                                                                               "暂存的镜像与其哈希不符：将重新发送",
 		"this hub node keeps no images":                                                                                                           "此中心节点不保存镜像",
 		"this site takes no images from the hub":                                                                                                  "此站点不接收中心的镜像",
+		"the renewal is not valid JSON":                                                                                                           "续期请求不是有效的 JSON",
 		"the federation CA is not made yet":                                                                                                       "联邦 CA 尚未创建",
 		"only hub admins enrol sites":                                                                                                             "只有中心管理员才能注册站点",
 		"only hub admins revoke sites":                                                                                                            "只有中心管理员才能吊销站点",

@@ -9,6 +9,7 @@ import (
 	"path"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/federation"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
@@ -55,6 +56,10 @@ type Deps struct {
 	// Usage reads a VM's usage history for the graphs on its page; nil
 	// draws none.
 	Usage *hypervisor.UsageReader
+
+	// Hub makes this a federation hub's UI: the sites, their inventories
+	// and image pushes, instead of a site's own pages.
+	Hub *federation.Hub
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -75,6 +80,7 @@ type server struct {
 	ca        func() []byte
 	consoles  *hypervisor.Consoles
 	usage     *hypervisor.UsageReader
+	hub       *federation.Hub
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -116,6 +122,7 @@ func New(d Deps) (http.Handler, error) {
 		ca:        d.CACert,
 		consoles:  d.Consoles,
 		usage:     d.Usage,
+		hub:       d.Hub,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -181,6 +188,14 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /s3-keys", s.authed(s.createS3Key))
 	mux.Handle("POST /s3-keys/{key}/revoke", s.authed(s.revokeS3Key))
 	mux.HandleFunc("GET /ca.crt", s.caCert)
+	if s.hub != nil {
+		mux.Handle("GET /sites", s.authed(s.sitesPage))
+		mux.Handle("GET /sites/panel", s.authed(s.sitesFragment))
+		mux.Handle("GET /sites/{site}", s.authed(s.sitePage))
+		mux.Handle("GET /pushes", s.authed(s.pushesPage))
+		mux.Handle("GET /pushes/panel", s.authed(s.pushesFragment))
+		mux.Handle("POST /pushes", s.authed(s.pushImage))
+	}
 	mux.Handle("GET /vms", s.authed(s.vms))
 	mux.Handle("GET /vms/list", s.authed(s.vmsFragment))
 	mux.Handle("GET /vms/new", s.authed(s.newVM))
@@ -280,6 +295,10 @@ func (s *server) translator(r *http.Request) *translator {
 func (s *server) root(w http.ResponseWriter, r *http.Request) {
 	if s.id.SetupNeeded() {
 		s.redirect(w, r, "/setup")
+		return
+	}
+	if s.hub != nil {
+		s.redirect(w, r, "/sites")
 		return
 	}
 	s.redirect(w, r, "/dashboard")

@@ -28,10 +28,11 @@ type view struct {
 	loc   *time.Location
 	flash string // a success message, already translated
 	err   string // an error message, already translated
+	hub   bool   // a federation hub's UI: its own navigation
 }
 
 func (s *server) newView(r *http.Request, tr *translator) *view {
-	return &view{tr: tr, path: r.URL.RequestURI(), loc: s.loc}
+	return &view{tr: tr, path: r.URL.RequestURI(), loc: s.loc, hub: s.hub != nil}
 }
 
 // T translates key.

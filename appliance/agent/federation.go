@@ -88,14 +88,15 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 		return nil, fmt.Errorf("read the cluster's status: %v", inv.Errors)
 	}
 	inv.Leader = cluster.Leader
-	critical := func(kind, text string) {
-		inv.Alerts = append(inv.Alerts, federation.Alert{Kind: kind, Severity: "critical", Text: text})
+	critical := func(a federation.Alert) {
+		a.Severity = "critical"
+		inv.Alerts = append(inv.Alerts, a)
 	}
 	byNode := map[string]*federation.InvNode{}
 	for _, n := range cluster.Nodes {
 		inv.Nodes = append(inv.Nodes, federation.InvNode{Name: n.Name, Role: n.Role, Healthy: n.Healthy, Leader: n.Leader})
 		if !n.Healthy && n.Role != "none" {
-			critical("node_down", "node "+n.Name+" is not healthy")
+			critical(federation.Alert{Kind: "node_down", Node: n.Name, Text: "node " + n.Name + " is not healthy"})
 		}
 	}
 	for i := range inv.Nodes {
@@ -139,8 +140,11 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 		} `json:"storage"`
 		NPlusOne bool `json:"n_plus_one"`
 		Reasons  []struct {
-			Kind string `json:"kind"`
-			Text string `json:"text"`
+			Kind  string   `json:"kind"`
+			Node  string   `json:"node"`
+			Names []string `json:"names"`
+			Count int64    `json:"count"`
+			Text  string   `json:"text"`
 		} `json:"reasons"`
 	}
 	if get("/api/v1/capacity", &capacity) {
@@ -156,7 +160,7 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 			if r.Kind == "node_down" || r.Kind == "degraded" || r.Kind == "no_copy" || r.Kind == "unknown" {
 				sev = "critical"
 			}
-			inv.Alerts = append(inv.Alerts, federation.Alert{Kind: r.Kind, Severity: sev, Text: r.Text})
+			inv.Alerts = append(inv.Alerts, federation.Alert{Kind: r.Kind, Severity: sev, Node: r.Node, Names: r.Names, Count: r.Count, Text: r.Text})
 		}
 	}
 
@@ -179,7 +183,7 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 			p.VMs, p.VCPUs, p.RAMMiB = p.VMs+1, p.VCPUs+v.Spec.VCPUs, p.RAMMiB+v.Spec.RAMMiB
 		}
 		if v.Status.State == "error" {
-			critical("vm_error", "VM "+v.Name+" of "+nameOf(v.ProjectID)+" is in error")
+			critical(federation.Alert{Kind: "vm_error", Names: []string{nameOf(v.ProjectID) + "/" + v.Name}, Text: "VM " + v.Name + " of " + nameOf(v.ProjectID) + " is in error"})
 		}
 	}
 	var volumes []struct {
@@ -201,7 +205,7 @@ func (a *Agent) inventory(ctx context.Context) (*federation.Inventory, error) {
 		}
 	}
 	if n := inv.DegradedVolumes(); n > 0 {
-		critical("degraded_volumes", fmt.Sprintf("%d volumes are below full redundancy", n))
+		critical(federation.Alert{Kind: "degraded_volumes", Count: int64(n), Text: fmt.Sprintf("%d volumes are below full redundancy", n)})
 	}
 	var images []struct {
 		Name      string `json:"name"`

@@ -20,6 +20,7 @@ import (
 	"github.com/cairnhq/cairn/appliance/federation"
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/ui"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -134,6 +135,12 @@ func (h *Hub) Run(ctx context.Context) error {
 	// Every site's key figures with a site label (a metrics token or a
 	// hub admin's).
 	mux.Handle("GET /metrics", apiServer.Metrics(promhttp.HandlerFor(metrics, promhttp.HandlerOpts{})))
+	// The hub's UI: sites, their inventories, image pushes (en, zh-CN).
+	uiHandler, err := ui.New(ui.Deps{Identity: h.identity, Status: h.node.Status, Hub: h.hub, Logger: h.log.With("component", "ui"), CACert: h.node.CACertPEM})
+	if err != nil {
+		return err
+	}
+	mux.Handle("/", uiHandler)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	apiTLS := h.node.ServerTLS()
 	apiTLS.ClientAuth = tls.NoClientCert
@@ -173,7 +180,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	go func() { errCh <- served(apiSrv.ServeTLS(apiLn, "", "")) }()
 	go func() { errCh <- served(fedSrv.Serve(tls.NewListener(fedLn, fedTLS))) }()
 	fedURL := "https://" + net.JoinHostPort(h.cfg.Advertise, strconv.Itoa(h.cfg.FederationPort))
-	fmt.Fprintf(h.console, "\n  Cairn hub %s is ready.\n  API: %s\n  Sites join at: %s\n  CA certificate (for the API): %s/ca.crt\n"+
+	fmt.Fprintf(h.console, "\n  Cairn hub %s is ready.\n  Web UI and API: %s\n  Sites join at: %s\n  CA certificate (for the API): %s/ca.crt\n"+
 		"  Make a site's token: cairn federation token create SITE; on the site: cairn federation join %s --enrol-token TOKEN\n\n",
 		h.cfg.Name, h.cfg.APIURL(), fedURL, h.cfg.DataDir, fedURL)
 

@@ -24,6 +24,10 @@ import (
 // Image pushes are sent by the hub node holding each site's session, one
 // site's in order of their making, one at a time.
 
+// note is why a push waits or failed: a code pages word in their
+// language, and the text in English for the API.
+type note struct{ code, text string }
+
 // progressEvery is how often a push's progress is recorded while chunks
 // flow.
 const progressEvery = time.Second
@@ -86,8 +90,8 @@ func (h *Hub) nextPush(siteID string, waitUntil map[string]time.Time) *Distribut
 // before trying it again (0: it is settled, or moved on).
 func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 	sent := int64(0)
-	record := func(state, msg string, received int64, resumed bool, result string) bool {
-		cmd := distributionProgressCmd{ID: d.ID, From: d.State, State: state, Received: received, Sent: sent, Resumed: resumed, Message: msg, Result: result, At: time.Now().UTC()}
+	record := func(state string, n note, received int64, resumed bool, result string) bool {
+		cmd := distributionProgressCmd{ID: d.ID, From: d.State, State: state, Received: received, Sent: sent, Resumed: resumed, Note: n.code, Message: n.text, Result: result, At: time.Now().UTC()}
 		if _, err := h.c.Apply(ctx, MsgDistributionProgress, cmd, nil); err != nil {
 			if consensus.ErrorCode(err) != consensus.CodeConflict {
 				h.log.Warn("record an image push", "push", d.ID, "err", err)
@@ -98,19 +102,19 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 		return true
 	}
 	if d.State == DistPending && !time.Now().Before(d.ExpiresAt) {
-		record(DistFailed, "the site was not reached before the push expired", d.Received, false, "")
+		record(DistFailed, note{"expired", "the site was not reached before the push expired"}, d.Received, false, "")
 		return 0
 	}
 	txn := h.c.Store().ReadTxn()
 	site := consensus.First[Site](txn, tSites, "id", d.SiteID)
 	p, err := h.id.PrincipalOf(d.UserID)
 	if err != nil || site == nil {
-		record(DistFailed, "the push's maker, "+d.UserName+", is no longer a hub user that can sign in", d.Received, false, "")
+		record(DistFailed, note{"maker_gone", "the push's maker, " + d.UserName + ", is no longer a hub user that can sign in"}, d.Received, false, "")
 		return 0
 	}
 	role := roleOn(txn, p, site)
 	if role == "" || role == HubReadOnly {
-		record(DistFailed, d.UserName+" no longer has a role on site "+site.Name+" that changes it", d.Received, false, "")
+		record(DistFailed, note{"no_role", d.UserName + " no longer has a role on site " + site.Name + " that changes it"}, d.Received, false, "")
 		return 0
 	}
 	c, err := h.SiteClient(d.SiteID)
@@ -152,8 +156,8 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 			if im := consensus.First[HubImage](txn, tHubImages, "id", d.Image); im != nil {
 				holders = im.Holders
 			}
-			if d.Message == "" || !strings.HasPrefix(d.Message, "the image is on") {
-				record(DistPending, fmt.Sprintf("the image is on hub nodes %v, not on %s that holds the site's session", holders, h.c.Name()), d.Received, false, "")
+			if d.Note != "not_on_node" {
+				record(DistPending, note{"not_on_node", fmt.Sprintf("the image is on hub nodes %v, not on %s that holds the site's session", holders, h.c.Name())}, d.Received, false, "")
 			}
 			return h.retry.unanswered
 		}
@@ -165,7 +169,7 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 		}
 		resumed := st.Received > 0 && st.Received < d.Size
 		if st.Received != d.Received || resumed {
-			record(DistPending, "", st.Received, resumed, "")
+			record(DistPending, note{}, st.Received, resumed, "")
 		}
 		limit := rate.Inf
 		if d.RateKiB > 0 {
@@ -177,7 +181,7 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 		for off := st.Received; off < d.Size; {
 			n, err := f.ReadAt(buf[:min(int64(ChunkSize), d.Size-off)], off)
 			if err != nil && !(err == io.EOF && int64(n) == d.Size-off) {
-				record(DistFailed, "read the image on the hub: "+err.Error(), off, false, "")
+				record(DistFailed, note{"read_failed", "read the image on the hub: " + err.Error()}, off, false, "")
 				return 0
 			}
 			if err := lim.WaitN(ctx, n); err != nil {
@@ -189,23 +193,23 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 			sent += int64(n)
 			switch {
 			case err != nil:
-				record(DistPending, "the link broke; the push goes on from what the site holds", off, false, "")
+				record(DistPending, note{"link_broke", "the link broke; the push goes on from what the site holds"}, off, false, "")
 				return h.retry.unanswered
 			case code == http.StatusConflict:
 				_ = json.Unmarshal(b, &next)
 				off = next.Received
 				continue
 			case code != http.StatusOK:
-				record(DistFailed, fmt.Sprintf("the site refused chunk %d: %s", off/ChunkSize, strings.TrimSpace(string(b))), off, false, "")
+				record(DistFailed, note{"chunk_refused", fmt.Sprintf("the site refused chunk %d: %s", off/ChunkSize, strings.TrimSpace(string(b)))}, off, false, "")
 				return 0
 			}
 			off = next.Received
 			if time.Since(last) >= progressEvery && off < d.Size {
-				record(DistPending, "", off, false, "")
+				record(DistPending, note{}, off, false, "")
 				last = time.Now()
 			}
 		}
-		if !record(DistImporting, "", d.Size, false, "") {
+		if !record(DistImporting, note{}, d.Size, false, "") {
 			return h.retry.begun
 		}
 	}
@@ -220,14 +224,14 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 	case code == http.StatusConflict && (strings.Contains(string(b), "not all here") || strings.Contains(string(b), "does not have its hash")):
 		// The site lost what it held (its leader changed) or holds
 		// something else: sent again.
-		record(DistPending, "the site no longer holds the image whole; it is sent again", 0, false, "")
+		record(DistPending, note{"resent", "the site no longer holds the image whole; it is sent again"}, 0, false, "")
 		return h.retry.begun
 	case code == http.StatusConflict && strings.Contains(string(b), "began before"):
 		return h.retry.begun // the import runs there; asked again
 	case code >= 200 && code < 300:
-		record(DistDone, "", d.Size, false, string(b))
+		record(DistDone, note{}, d.Size, false, string(b))
 	default:
-		record(DistFailed, fmt.Sprintf("the site refused the import: HTTP %d", code), d.Size, false, string(b))
+		record(DistFailed, note{"import_refused", fmt.Sprintf("the site refused the import: HTTP %d", code)}, d.Size, false, string(b))
 	}
 	return 0
 }

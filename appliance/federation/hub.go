@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -56,6 +57,8 @@ type Hub struct {
 	kickCh   chan struct{}
 	sending  map[string]bool // sites an image is being pushed to
 	retry    struct{ unanswered, begun time.Duration }
+	certTTL  atomic.Int64 // of the sites' certificates (a time.Duration)
+	enrols   *enrolLimiter
 
 	// ImageDir keeps the images this hub node holds for sites.
 	ImageDir string
@@ -77,6 +80,8 @@ func NewHub(c Cluster, id *identity.Service, log *slog.Logger) *Hub {
 	h := &Hub{c: c, id: id, log: log, sessions: map[string]*yamux.Session{}, clients: map[string]*http.Client{},
 		working: map[string]bool{}, sending: map[string]bool{}, kickCh: make(chan struct{}, 1)}
 	h.retry.unanswered, h.retry.begun = retryUnanswered, retryBegun
+	h.certTTL.Store(int64(siteCertTTL))
+	h.enrols = newEnrolLimiter()
 	return h
 }
 
@@ -196,7 +201,22 @@ func (h *Hub) Enrol(ctx context.Context, req EnrolRequest) (*EnrolResponse, erro
 	txn := h.c.Store().ReadTxn()
 	refused := consensus.Errorf(consensus.CodeForbidden, "the enrolment token is unknown, used or expired: create a new one on the hub")
 	t := consensus.First[Token](txn, tTokens, "id", req.TokenID)
-	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hashSecret(req.Secret))) != 1 || !t.UsedAt.IsZero() || !time.Now().Before(t.ExpiresAt) {
+	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(hashSecret(req.Secret))) != 1 {
+		return nil, refused
+	}
+	keyHash, err := publicKeyHash(csr.PublicKey)
+	if err != nil {
+		return nil, consensus.Errorf(consensus.CodeInvalid, "the enrolment's certificate request is not valid")
+	}
+	if !t.UsedAt.IsZero() {
+		// The same enrolment again (its answer was lost): the same answer,
+		// while the site is enrolled with that certificate.
+		if out := h.sameEnrolment(txn, t, keyHash); out != nil {
+			return out, nil
+		}
+		return nil, refused
+	}
+	if !time.Now().Before(t.ExpiresAt) {
 		return nil, refused // nothing signed for such a token (the command checks again)
 	}
 	siteID := newID()
@@ -207,12 +227,12 @@ func (h *Hub) Enrol(ctx context.Context, req EnrolRequest) (*EnrolResponse, erro
 	if err != nil {
 		return nil, err
 	}
-	certPEM, serial, err := ca.Sign(csr.PublicKey, leafca.Leaf{CN: "site:" + siteID, Client: true, TTL: siteCertTTL, Backdate: time.Hour})
+	certPEM, serial, err := ca.Sign(csr.PublicKey, leafca.Leaf{CN: "site:" + siteID, Client: true, TTL: time.Duration(h.certTTL.Load()), Backdate: time.Hour})
 	if err != nil {
 		return nil, err
 	}
 	var site Site
-	cmd := enrolSiteCmd{TokenID: req.TokenID, Hash: hashSecret(req.Secret), SiteID: siteID, Serial: serial.Text(16), At: time.Now().UTC()}
+	cmd := enrolSiteCmd{TokenID: req.TokenID, Hash: hashSecret(req.Secret), SiteID: siteID, Serial: serial.Text(16), KeyHash: keyHash, CertPEM: certPEM, At: time.Now().UTC()}
 	if _, err := h.c.Apply(ctx, MsgEnrolSite, cmd, &site); err != nil {
 		return nil, err
 	}
@@ -229,15 +249,34 @@ func (h *Hub) ServerTLS(names []string, ips []net.IP) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	certPEM, keyPEM, err := ca.Issue(leafca.Leaf{CN: "cairn-hub", DNS: names, IPs: ips, TTL: siteCertTTL, Backdate: time.Hour})
+	issue := func() (*tls.Certificate, error) {
+		certPEM, keyPEM, err := ca.Issue(leafca.Leaf{CN: "cairn-hub", DNS: names, IPs: ips, TTL: siteCertTTL, Backdate: time.Hour})
+		if err != nil {
+			return nil, err
+		}
+		cert, err := tls.X509KeyPair(append(certPEM, ca.PEM...), keyPEM)
+		return &cert, err
+	}
+	cur, err := issue()
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.X509KeyPair(append(certPEM, ca.PEM...), keyPEM)
-	if err != nil {
-		return nil, err
+	// Issued again when a third of its life is left: a hub that runs for
+	// years keeps a valid certificate without a restart.
+	var mu sync.Mutex
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if leaf := cur.Leaf; leaf != nil && leaf.NotAfter.Sub(time.Now()) < leaf.NotAfter.Sub(leaf.NotBefore)/3 {
+			if next, err := issue(); err == nil {
+				cur = next
+			} else {
+				h.log.Warn("renew the federation listener's certificate", "err", err)
+			}
+		}
+		return cur, nil
 	}
-	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert},
+	return &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: get,
 		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: ca.Pool(), NextProtos: []string{ALPN, "http/1.1"}}, nil
 }
 
@@ -260,6 +299,13 @@ func (h *Hub) Server(ctx context.Context) *http.Server {
 }
 
 func (h *Hub) serveEnrol(w http.ResponseWriter, r *http.Request) {
+	if !h.enrols.allow(r.RemoteAddr) {
+		w.Header().Set("Retry-After", "10")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_ = json.NewEncoder(w).Encode(errorBody{Code: "rate_limited", Message: "too many enrolments from this address: wait a little"})
+		return
+	}
 	var req EnrolRequest
 	if err := json.NewDecoder(io.LimitReader(r.Body, 64<<10)).Decode(&req); err != nil {
 		writeError(w, consensus.Errorf(consensus.CodeInvalid, "the enrolment request is not valid JSON"))
@@ -307,6 +353,14 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 	h.mu.Unlock()
 	h.log.Info("site connected", "site", siteID, "from", conn.RemoteAddr())
 	h.kick() // what waited for it
+	if st := consensus.First[Site](h.c.Store().ReadTxn(), tSites, "id", siteID); st != nil && len(st.Serials) > 1 && st.Serials[len(st.Serials)-1] == serial {
+		// Connected with its renewed certificate: the old one goes.
+		go func() {
+			if _, err := h.c.Apply(ctx, MsgKeepSerial, keepSerialCmd{SiteID: siteID, Serial: serial}, nil); err != nil {
+				h.log.Warn("drop a site's old certificate", "site", siteID, "err", err)
+			}
+		}()
+	}
 	// Recorded for every hub node: which holds the session, since when.
 	sessionID := newID()
 	began := h.recordSession(ctx, nil, sessionCmd{SiteID: siteID, Session: sessionID, HubNode: h.c.Name(), From: conn.RemoteAddr().String(), Connected: true, At: time.Now().UTC()})
@@ -366,6 +420,7 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(InventoryPush{Digest: cmd.Digest})
 	})
+	mux.HandleFunc("POST /fed/v1/renew", h.serveRenew(siteID, serial))
 	mux.HandleFunc("POST /fed/v1/leave", func(w http.ResponseWriter, r *http.Request) {
 		// The site leaves on its own: as a revocation, by the site; only
 		// with the certificate it is enrolled with now (an old session

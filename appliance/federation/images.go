@@ -84,6 +84,7 @@ type Distribution struct {
 	Sent      int64     `json:"sent"`
 	Resumes   int       `json:"resumes"`
 	Message   string    `json:"message,omitempty"`
+	Note      string    `json:"note,omitempty"`   // Message's code, for pages in other languages
 	Result    string    `json:"result,omitempty"` // the site's answer to the import
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -139,6 +140,7 @@ type distributionProgressCmd struct {
 	Received int64     `json:"received"`
 	Sent     int64     `json:"sent"` // more sent since the last record
 	Resumed  bool      `json:"resumed,omitempty"`
+	Note     string    `json:"note,omitempty"`
 	Message  string    `json:"message,omitempty"`
 	Result   string    `json:"result,omitempty"`
 	At       time.Time `json:"at"`
@@ -150,7 +152,7 @@ func applyDistributionProgress(tx *consensus.Tx, c *distributionProgressCmd) (an
 		return nil, consensus.Errorf(consensus.CodeConflict, "the push %s moved on", c.ID)
 	}
 	d := *cur
-	d.State, d.Received, d.Message, d.UpdatedAt = c.State, c.Received, c.Message, c.At
+	d.State, d.Received, d.Note, d.Message, d.UpdatedAt = c.State, c.Received, c.Note, c.Message, c.At
 	d.Sent += c.Sent
 	if c.Resumed {
 		d.Resumes++
@@ -190,7 +192,7 @@ func expireDistributions(tx *consensus.Tx, at time.Time) error {
 			continue
 		}
 		d := *cur
-		d.State, d.Message, d.UpdatedAt = DistFailed, "the site was not reached before the push expired", at
+		d.State, d.Note, d.Message, d.UpdatedAt = DistFailed, "expired", "the site was not reached before the push expired", at
 		if err := tx.Insert(tDistributions, &d); err != nil {
 			return err
 		}

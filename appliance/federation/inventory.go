@@ -35,10 +35,17 @@ type Inventory struct {
 // Alert is one thing a site's admin should look at: critical ones make
 // the site degraded, warnings (such as a site too small to lose a node)
 // do not.
+//
+// Kind is a capacity reason's (hypervisor.Reason) or node_down,
+// degraded_volumes, vm_error; Node, Names and Count are its particulars,
+// from which a page words it in its language; Text says it in English.
 type Alert struct {
-	Kind     string `json:"kind"`
-	Severity string `json:"severity"` // critical or warning
-	Text     string `json:"text"`
+	Kind     string   `json:"kind"`
+	Severity string   `json:"severity"` // critical or warning
+	Node     string   `json:"node,omitempty"`
+	Names    []string `json:"names,omitempty"`
+	Count    int64    `json:"count,omitempty"`
+	Text     string   `json:"text"`
 }
 
 // InvNode is one node of a site.

@@ -53,6 +53,7 @@ func RegisterSite(reg *consensus.Registry) {
 	}})
 	consensus.HandleSince(reg, MsgSessionState, "SetHubSessionState", 7, applySessionState)
 	registerLedger(reg)
+	registerSiteRenewal(reg)
 }
 
 func applySessionState(tx *consensus.Tx, c *sessionState) (any, error) {
@@ -143,6 +144,9 @@ type Member struct {
 	// Ready tells whether Handler serves yet; until then intent steps
 	// are not begun (nil: always).
 	Ready func() bool
+	// RenewCheck is how often a session checks whether the site's
+	// certificate is due for renewal.
+	RenewCheck time.Duration
 
 	mu   sync.Mutex
 	last sessionState // as this node last recorded it
@@ -150,7 +154,7 @@ type Member struct {
 
 // NewMember returns a site's federation service on node.
 func NewMember(c Cluster, node string, id *identity.Service, log *slog.Logger) *Member {
-	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler(), PushEvery: 2 * time.Second}
+	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler(), PushEvery: 2 * time.Second, RenewCheck: time.Hour}
 }
 
 func (s *Member) membership() *Membership {
@@ -309,7 +313,10 @@ func (s *Member) Run(ctx context.Context) {
 			if _, err := s.c.Apply(mctx, MsgHubCA, hubCACmd{SiteID: siteID, CAPEM: ca}, nil); err != nil {
 				s.log.Warn("keep the hub's new CA set", "err", err)
 			}
-		}, s.log, func(up bool, err error) { s.set(ctx, siteID, up, err) }, s.push)
+		}, s.log, func(up bool, err error) { s.set(ctx, siteID, up, err) }, func(ctx context.Context, hub HubCaller) {
+			go s.renew(ctx, hub)
+			s.push(ctx, hub)
+		})
 		cancel()
 	}
 }

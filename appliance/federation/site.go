@@ -68,14 +68,25 @@ func Join(ctx context.Context, hubURL, token string) (*Membership, error) {
 		VerifyConnection: func(cs tls.ConnectionState) error { return pinnedChain(cs, u.Hostname(), want) }}
 	client := &http.Client{Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: cfg, DisableKeepAlives: true, Proxy: http.ProxyFromEnvironment}}
 	body, _ := json.Marshal(EnrolRequest{TokenID: id, Secret: secret, CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})})
-	req, err := http.NewRequestWithContext(ctx, "POST", u.JoinPath("/fed/v1/enrol").String(), bytes.NewReader(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	res, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reach the hub: %w", err)
+	// Sent again, with the same key, when no answer came: the hub answers
+	// the same enrolment the same, so a lost answer spends no token.
+	var res *http.Response
+	for try := 0; ; try++ {
+		req, err := http.NewRequestWithContext(ctx, "POST", u.JoinPath("/fed/v1/enrol").String(), bytes.NewReader(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		if res, err = client.Do(req); err == nil {
+			break
+		}
+		if try == 2 || ctx.Err() != nil {
+			return nil, fmt.Errorf("reach the hub: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(try+1) * time.Second):
+		}
 	}
 	defer res.Body.Close()
 	raw, _ := io.ReadAll(io.LimitReader(res.Body, 1<<20))

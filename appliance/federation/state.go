@@ -55,6 +55,11 @@ type Token struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// UsedAt is set when a site enrolled with it: a token admits once.
 	UsedAt time.Time `json:"used_at,omitzero"`
+	// The key it admitted (the SHA-256 of its public key) and the
+	// certificate it was given: the same enrolment sent again, its answer
+	// lost on the way, gets the same answer.
+	KeyHash string `json:"key_hash,omitempty"`
+	CertPEM []byte `json:"cert_pem,omitempty"`
 }
 
 // Site is an enrolled site.
@@ -89,6 +94,8 @@ type enrolSiteCmd struct {
 	Hash    string    `json:"hash"`    // of the secret the site gave
 	SiteID  string    `json:"site_id"` // for a new site
 	Serial  string    `json:"serial"`
+	KeyHash string    `json:"key_hash,omitempty"`
+	CertPEM []byte    `json:"cert_pem,omitempty"`
 	At      time.Time `json:"at"`
 }
 
@@ -125,6 +132,7 @@ func Register(reg *consensus.Registry) {
 	consensus.HandleSince(reg, MsgSetSiteGroup, "SetSiteGroup", 8, applySetSiteGroup)
 	consensus.HandleSince(reg, MsgSetGrant, "SetSiteGrant", 8, applySetGrant)
 	registerIntents(reg)
+	registerRenewal(reg)
 }
 
 // applyCA keeps the first CA made: two nodes that both made one agree on
@@ -176,7 +184,7 @@ func applyEnrolSite(tx *consensus.Tx, c *enrolSiteCmd) (any, error) {
 		return nil, consensus.Errorf(consensus.CodeForbidden, "the enrolment token is unknown, used or expired: create a new one on the hub")
 	}
 	used := *t
-	used.UsedAt = c.At
+	used.UsedAt, used.KeyHash, used.CertPEM = c.At, c.KeyHash, c.CertPEM
 	if err := tx.Insert(tTokens, &used); err != nil {
 		return nil, err
 	}

@@ -3,8 +3,6 @@ package cluster_test
 import (
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,21 +11,6 @@ import (
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
-
-// startHub runs a one-node federation hub (cairn hub) on a bridge of its
-// own, its admin logged in.
-func startHub(t *testing.T) (*harness.Cluster, *cairntest.Client) {
-	t.Helper()
-	pw := filepath.Join(t.TempDir(), "hub-password")
-	if err := os.WriteFile(pw, []byte(cairntest.AdminPassword+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	hub := harness.New(t, harness.Options{N: 1, Binary: harness.BuildCairn(t), Args: func(n *harness.Node) []string {
-		return []string{"hub", "--name", "hub" + fmt.Sprint(n.Index), "--data-dir", n.DataDir, "--bind", n.IP,
-			"--expect", "1", "--join-token", "qa-hub-token", "--discovery-port", "0", "--admin-password-file", pw, "--log-level", "info"}
-	}})
-	return hub, cairntest.Admin(t, hub.Node(1))
-}
 
 type siteView struct {
 	ID        string `json:"id"`
@@ -55,12 +38,12 @@ type memberView struct {
 // behind NATs of their own, join for what the hub does with its sites
 // (federatedSites), and all three come back after the hub restarts.
 func TestFederationThroughNAT(t *testing.T) {
-	hub, ha := startHub(t)
+	hub, ha := cairntest.StartHub(t)
 	site := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1"}})
 	sa := cairntest.Admin(t, site.Node(1))
 	cairntest.WaitShape(t, sa, 3, 0)
 	wan := site.BehindNAT(hub)
-	hubURL := "https://" + net.JoinHostPort(hub.Node(1).IP, "8450")
+	hubURL := cairntest.HubURL(hub)
 
 	// Nothing on the hub's side opens a connection to the site, even
 	// with a route to it through the NAT.

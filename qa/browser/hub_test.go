@@ -1,0 +1,155 @@
+package browser_test
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
+	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/chromedp/chromedp"
+)
+
+// The hub's UI in a real browser: central IT signs in and lands on the
+// sites, a branch site behind a NAT shown healthy in the overview and the
+// table; its page lists its nodes as the site's own API does; an image
+// pushed from the pushes page arrives at the site with its progress shown
+// as it goes; the pages in Chinese.
+func TestHubInBrowser(t *testing.T) {
+	hub, ha := cairntest.StartHub(t)
+	site := cairntest.Start(t, cairntest.Options{N: 1, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"}})
+	sa := cairntest.Admin(t, site.Node(1))
+	cairntest.WaitHealthyDisks(t, sa, 2, 0)
+	if _, err := sa.CreateProject("imaging"); err != nil {
+		t.Fatal(err)
+	}
+	site.BehindNAT(hub)
+	var tok struct {
+		Token string `json:"token"`
+	}
+	if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": "ward-east"}, 201, &tok); err != nil {
+		t.Fatal(err)
+	}
+	if err := sa.Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": cairntest.HubURL(hub), "token": tok.Token}, 200, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The image, uploaded to the hub through its API.
+	f, err := os.Open(harness.GuestImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequest("POST", ha.URL("/api/v1/federation/images?name=golden"), f)
+	req.Header.Set("Authorization", "Bearer "+ha.Token())
+	hc := *ha.HTTP
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil || res.StatusCode != http.StatusCreated {
+		t.Fatalf("upload the image to the hub: %v %v", res, err)
+	}
+	res.Body.Close()
+
+	base := "https://" + hub.Node(1).IP + ":8443"
+	ctx := newBrowser(t, hub)
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "admin"),
+		chromedp.SendKeys(chromedp.CSS("#password"), cairntest.AdminPassword),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#sites-panel")),
+	); err != nil {
+		screenshot(t, ctx, "hub-login-failed")
+		t.Fatalf("log in to the hub: %v", err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the site healthy in the overview and the table", func() error {
+		tiles, err := count(ctx, `#sites-overview li.site-tile[data-site="ward-east"][data-state="ok"]`)
+		if err != nil {
+			return err
+		}
+		rows, err := count(ctx, `#site-table tr.site[data-site="ward-east"][data-state="ok"]`)
+		if err != nil || tiles != 1 || rows != 1 {
+			return fmt.Errorf("%d tiles, %d rows (%v)", tiles, rows, err)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "hub-sites")
+
+	// The site's page: its nodes, as the site's API has them.
+	nodes := names(t, sa, "/api/v1/nodes")
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`#site-table a[href="/sites/ward-east"]`)), chromedp.WaitVisible(chromedp.CSS("#site-nodes"))); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		if c, err := count(ctx, `#site-nodes tr.site-node[data-node="`+n+`"]`); err != nil || c != 1 {
+			t.Fatalf("node %s on the site's page: %d %v", n, c, err)
+		}
+	}
+	screenshot(t, ctx, "hub-site")
+
+	// A push from the pushes page, at 2 MiB/s: progress shows as it goes.
+	if err := chromedp.Do(ctx,
+		chromedp.Click(chromedp.CSS("#nav-pushes")),
+		chromedp.WaitVisible(chromedp.CSS("#push-form")),
+		chromedp.SetValue(chromedp.CSS("#push-target"), "site:ward-east"),
+		chromedp.SendKeys(chromedp.CSS("#push-project"), "imaging"),
+		chromedp.SendKeys(chromedp.CSS("#push-rate"), "2048"),
+		chromedp.Click(chromedp.CSS("#push-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#flash")),
+	); err != nil {
+		screenshot(t, ctx, "hub-push-failed")
+		t.Fatal(err)
+	}
+	progress := func() (state string, received, size int64) {
+		attrs, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`(() => { const r = document.querySelector('#push-table tr.push[data-site="ward-east"]');
+			return r ? [r.dataset.state, r.dataset.received, r.dataset.size] : ["", "0", "0"]; })()`))
+		if err != nil || len(attrs) != 3 {
+			return "", 0, 0
+		}
+		received, _ = strconv.ParseInt(attrs[1], 10, 64)
+		size, _ = strconv.ParseInt(attrs[2], 10, 64)
+		return attrs[0], received, size
+	}
+	testutil.WaitFor(t, time.Minute, "the push under way on the page", func() error {
+		if state, received, size := progress(); state != "pending" || received == 0 || received >= size {
+			return fmt.Errorf("%s %d/%d", state, received, size)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "hub-push-progress")
+	testutil.WaitFor(t, 2*time.Minute, "the push done on the page", func() error {
+		if state, received, size := progress(); state != "done" || received != size {
+			return fmt.Errorf("%s %d/%d", state, received, size)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "hub-push-done")
+	if got := names(t, sa, "/api/v1/images"); len(got) != 1 || got[0] != "golden" {
+		t.Fatalf("the site's images: %q", got)
+	}
+
+	// In Chinese.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS("#lang-zh")), chromedp.Click(chromedp.CSS("#nav-sites")), chromedp.WaitVisible(chromedp.CSS("#sites-overview"))); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, ctx, "#sites-overview", "正常")
+	screenshot(t, ctx, "hub-sites-zh")
+}
+
+// names lists the names of a site API listing.
+func names(t *testing.T, a *cairntest.Client, path string) []string {
+	t.Helper()
+	var items []struct{ Name string }
+	if err := a.Call("GET", path, nil, 200, &items); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, i := range items {
+		out = append(out, i.Name)
+	}
+	return out
+}

@@ -1,0 +1,101 @@
+package ui
+
+import (
+	"cmp"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cairnhq/cairn/appliance/federation"
+)
+
+// The hub's pages (Deps.Hub set): what a hub user may see of the sites,
+// as their grants give it.
+
+func (s *server) sitesData(v *view) sitesData {
+	d := sitesData{Sites: s.hub.ListSites(v.p, federation.SiteFilter{})}
+	slices.SortFunc(d.Sites, func(a, b federation.SiteStatus) int { return strings.Compare(a.Name, b.Name) })
+	for _, st := range d.Sites {
+		if !slices.Contains(d.Groups, st.Group) {
+			d.Groups = append(d.Groups, st.Group)
+		}
+	}
+	slices.Sort(d.Groups) // "" (no group) first
+	return d
+}
+
+func (s *server) sitesPage(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "sites"
+	s.render(w, r, http.StatusOK, sitesPage(v, s.sitesData(v)))
+}
+
+func (s *server) sitesFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	s.render(w, r, http.StatusOK, sitesPanel(v, s.sitesData(v)))
+}
+
+func (s *server) sitePage(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "sites"
+	d, err := s.hub.SiteDetail(v.p, r.PathValue("site"))
+	if err != nil {
+		s.failPage(w, r, v, err)
+		return
+	}
+	s.render(w, r, http.StatusOK, sitePage(v, d))
+}
+
+func (s *server) pushesData(v *view) pushesData {
+	sd := s.sitesData(v)
+	d := pushesData{Images: s.hub.Images(), Pushes: s.hub.Distributions(v.p, ""), Sites: sd.Sites, Groups: sd.Groups}
+	slices.SortFunc(d.Pushes, func(a, b federation.Distribution) int {
+		return cmp.Or(b.CreatedAt.Compare(a.CreatedAt), strings.Compare(a.Site, b.Site)) // newest first, by site
+	})
+	return d
+}
+
+func (s *server) pushesPage(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "pushes"
+	if r.URL.Query().Get("pushed") != "" {
+		v.flash = v.T("pushes.started")
+	}
+	s.render(w, r, http.StatusOK, pushesPage(v, s.pushesData(v)))
+}
+
+func (s *server) pushesFragment(w http.ResponseWriter, r *http.Request, v *view) {
+	s.render(w, r, http.StatusOK, pushesPanel(v, s.pushesData(v)))
+}
+
+// pushImage starts an image's push to a site or a group.
+func (s *server) pushImage(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "pushes"
+	f := pushForm{Image: r.PostFormValue("image"), Target: r.PostFormValue("target"), Project: strings.TrimSpace(r.PostFormValue("project")), Rate: strings.TrimSpace(r.PostFormValue("rate_kib"))}
+	again := func(msg string) {
+		d := s.pushesData(v)
+		f.Err, d.Form = msg, f
+		s.render(w, r, formStatus, pushesPage(v, d))
+	}
+	spec := federation.PushSpec{Project: f.Project}
+	if f.Rate != "" {
+		n, err := strconv.ParseInt(f.Rate, 10, 64)
+		if err != nil || n < 0 {
+			again(v.Tf("common.bad_number", v.T("pushes.rate")))
+			return
+		}
+		spec.RateKiB = n
+	}
+	switch kind, name, _ := strings.Cut(f.Target, ":"); kind {
+	case "group":
+		spec.Groups = []string{name}
+	case "site":
+		spec.Sites = []string{name}
+	default:
+		again(v.T("pushes.no_target"))
+		return
+	}
+	if _, err := s.hub.PushImage(r.Context(), v.p, f.Image, spec); err != nil {
+		s.logErr(r, err)
+		again(errorText(v.tr, err))
+		return
+	}
+	s.redirect(w, r, "/pushes?pushed=1")
+}
