@@ -24,7 +24,7 @@ FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./applianc
 	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x \
 	./storage/volume:FuzzReplicaRequest:100000x
 
-.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network bench-ha clean
+.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network bench-ha bench-federation clean
 
 all: build
 
@@ -119,6 +119,10 @@ bench-network:
 ## bench-ha: live migration on 3 nodes beside a bare QEMU-to-QEMU migration over the same TLS (downtime, total time, the guest's TCP gap); HA restarts (a box killed) beside a bare QEMU restart; a drain of 10 VMs
 bench-ha:
 	@GO=$$(qa/scripts/deps.sh bench) && PATH=$$(dirname $$GO):$$PATH $$GO run ./qa/bench/ha $(BENCH_ARGS)
+
+## bench-federation: a hub with 1,000 simulated sites (real enrolment, TLS, sessions, 50-VM inventories): memory per site beside the hub with none, CPU per heartbeat, change to hub, bulk operation, reconnect storm after a hub restart
+bench-federation:
+	@GO=$$(qa/scripts/deps.sh bench) && $$GO run ./qa/bench/federation $(BENCH_ARGS)
 
 clean:
 	rm -rf bin data qa/.bin qa/artifacts

@@ -36,54 +36,57 @@ type Config struct {
 	// FederationNames are the DNS names and addresses sites dial a hub
 	// by, beside its bind and advertised addresses (its certificate
 	// names them all).
-	FederationNames   []string      `json:"federation-names,omitempty"`
-	S3Domain          string        `json:"s3-domain"`
-	RPCPort           int           `json:"rpc-port"`
-	GossipPort        int           `json:"gossip-port"`
-	DiscoveryPort     int           `json:"discovery-port"`
-	Expect            int           `json:"expect"`
-	Join              []string      `json:"join"`
-	Disks             []string      `json:"disk"`
-	JoinToken         string        `json:"join-token"`
-	EnrolToken        string        `json:"enrol-token"`
-	AdminPasswordFile string        `json:"admin-password-file"`
-	Dev               bool          `json:"dev"`
-	DeadServerGrace   time.Duration `json:"dead-server-grace"`
-	HeartbeatTimeout  time.Duration `json:"raft-heartbeat-timeout"`
-	ElectionTimeout   time.Duration `json:"raft-election-timeout"`
-	SnapshotThreshold uint64        `json:"raft-snapshot-threshold"`
-	TrailingLogs      uint64        `json:"raft-trailing-logs"`
-	RaftLogStore      string        `json:"raft-log-store"`
-	RaftWALSegment    int           `json:"raft-wal-segment-size"`
-	AuditRetention    int           `json:"audit-retention"`
-	ScrubInterval     time.Duration `json:"scrub-interval"`
-	ScrubPace         time.Duration `json:"scrub-pace"`
-	VolumeScrub       time.Duration `json:"volume-scrub-interval"`
-	VolumeExportPort  int           `json:"volume-export-port"`
-	HealInterval      time.Duration `json:"heal-interval"`
-	GCInterval        time.Duration `json:"gc-interval"`
-	GCGrace           time.Duration `json:"gc-grace"`
-	MultipartExpiry   time.Duration `json:"multipart-expiry"`
-	DiskReport        time.Duration `json:"disk-report-interval"`
-	DiskStaleAfter    time.Duration `json:"disk-stale-after"`
-	LogLevel          string        `json:"log-level"`
-	LogFormat         string        `json:"log-format"`
-	DebugAddr         string        `json:"debug-addr"`
-	VMs               bool          `json:"vms"`
-	Accel             string        `json:"accel"`
-	UnsafeTCGPrecopy  bool          `json:"unsafe-tcg-precopy"`
-	QEMU              string        `json:"qemu"`
-	QEMUImg           string        `json:"qemu-img"`
-	OVMFCode          string        `json:"ovmf-code"`
-	OVMFVars          string        `json:"ovmf-vars"`
-	VMNetwork         string        `json:"vm-network"`
-	VMBridge          string        `json:"vm-bridge"`
-	VIP               string        `json:"vip"`
-	VIP6              string        `json:"vip6"`
-	VMStopTimeout     time.Duration `json:"vm-stop-timeout"`
-	VMRunDir          string        `json:"vm-run-dir"`
-	Watchdog          string        `json:"watchdog"`
-	SampleImage       string        `json:"sample-image"`
+	FederationNames []string `json:"federation-names,omitempty"`
+	// FederationEnrolBurst is how many enrolments a hub takes at once
+	// from one address (then one more every 6 s); 0 is no limit.
+	FederationEnrolBurst int           `json:"federation-enrol-burst"`
+	S3Domain             string        `json:"s3-domain"`
+	RPCPort              int           `json:"rpc-port"`
+	GossipPort           int           `json:"gossip-port"`
+	DiscoveryPort        int           `json:"discovery-port"`
+	Expect               int           `json:"expect"`
+	Join                 []string      `json:"join"`
+	Disks                []string      `json:"disk"`
+	JoinToken            string        `json:"join-token"`
+	EnrolToken           string        `json:"enrol-token"`
+	AdminPasswordFile    string        `json:"admin-password-file"`
+	Dev                  bool          `json:"dev"`
+	DeadServerGrace      time.Duration `json:"dead-server-grace"`
+	HeartbeatTimeout     time.Duration `json:"raft-heartbeat-timeout"`
+	ElectionTimeout      time.Duration `json:"raft-election-timeout"`
+	SnapshotThreshold    uint64        `json:"raft-snapshot-threshold"`
+	TrailingLogs         uint64        `json:"raft-trailing-logs"`
+	RaftLogStore         string        `json:"raft-log-store"`
+	RaftWALSegment       int           `json:"raft-wal-segment-size"`
+	AuditRetention       int           `json:"audit-retention"`
+	ScrubInterval        time.Duration `json:"scrub-interval"`
+	ScrubPace            time.Duration `json:"scrub-pace"`
+	VolumeScrub          time.Duration `json:"volume-scrub-interval"`
+	VolumeExportPort     int           `json:"volume-export-port"`
+	HealInterval         time.Duration `json:"heal-interval"`
+	GCInterval           time.Duration `json:"gc-interval"`
+	GCGrace              time.Duration `json:"gc-grace"`
+	MultipartExpiry      time.Duration `json:"multipart-expiry"`
+	DiskReport           time.Duration `json:"disk-report-interval"`
+	DiskStaleAfter       time.Duration `json:"disk-stale-after"`
+	LogLevel             string        `json:"log-level"`
+	LogFormat            string        `json:"log-format"`
+	DebugAddr            string        `json:"debug-addr"`
+	VMs                  bool          `json:"vms"`
+	Accel                string        `json:"accel"`
+	UnsafeTCGPrecopy     bool          `json:"unsafe-tcg-precopy"`
+	QEMU                 string        `json:"qemu"`
+	QEMUImg              string        `json:"qemu-img"`
+	OVMFCode             string        `json:"ovmf-code"`
+	OVMFVars             string        `json:"ovmf-vars"`
+	VMNetwork            string        `json:"vm-network"`
+	VMBridge             string        `json:"vm-bridge"`
+	VIP                  string        `json:"vip"`
+	VIP6                 string        `json:"vip6"`
+	VMStopTimeout        time.Duration `json:"vm-stop-timeout"`
+	VMRunDir             string        `json:"vm-run-dir"`
+	Watchdog             string        `json:"watchdog"`
+	SampleImage          string        `json:"sample-image"`
 
 	// The control plane's floor on the data dir's filesystem (see
 	// storage.Reserve): the larger of the two.
@@ -103,44 +106,45 @@ type Config struct {
 func DefaultConfig() Config {
 	c := consensus.DefaultConfig()
 	return Config{
-		Name:              c.Name,
-		DataDir:           "/var/lib/cairn",
-		Bind:              "",
-		APIPort:           8443,
-		S3Port:            8447,
-		FederationPort:    8450,
-		RPCPort:           c.RPCPort,
-		GossipPort:        c.GossipPort,
-		DiscoveryPort:     c.DiscoveryPort,
-		Expect:            1,
-		DeadServerGrace:   c.DeadServerGrace,
-		HeartbeatTimeout:  c.HeartbeatTimeout,
-		ElectionTimeout:   c.ElectionTimeout,
-		SnapshotThreshold: c.SnapshotThreshold,
-		TrailingLogs:      c.TrailingLogs,
-		RaftWALSegment:    c.WALSegmentSize,
-		AuditRetention:    identity.DefaultConfig().AuditRetention,
-		ScrubInterval:     6 * time.Hour,
-		ScrubPace:         2 * time.Millisecond,
-		VolumeScrub:       7 * 24 * time.Hour,
-		VolumeExportPort:  10809, // NBD's IANA port
-		HealInterval:      30 * time.Second,
-		GCInterval:        time.Hour,
-		GCGrace:           time.Hour,
-		MultipartExpiry:   7 * 24 * time.Hour,
-		DiskReport:        30 * time.Second,
-		DiskStaleAfter:    2 * time.Minute,
-		LogLevel:          "info",
-		LogFormat:         "text",
-		VMs:               true,
-		Accel:             "auto",
-		QEMU:              "qemu-system-x86_64",
-		QEMUImg:           "qemu-img",
-		OVMFCode:          "/usr/share/OVMF/OVMF_CODE_4M.fd",
-		OVMFVars:          "/usr/share/OVMF/OVMF_VARS_4M.fd",
-		VMNetwork:         "10.213.0.0/16",
-		VMBridge:          "cairnbr0",
-		VMStopTimeout:     time.Minute,
+		Name:                 c.Name,
+		DataDir:              "/var/lib/cairn",
+		Bind:                 "",
+		APIPort:              8443,
+		S3Port:               8447,
+		FederationPort:       8450,
+		FederationEnrolBurst: 10,
+		RPCPort:              c.RPCPort,
+		GossipPort:           c.GossipPort,
+		DiscoveryPort:        c.DiscoveryPort,
+		Expect:               1,
+		DeadServerGrace:      c.DeadServerGrace,
+		HeartbeatTimeout:     c.HeartbeatTimeout,
+		ElectionTimeout:      c.ElectionTimeout,
+		SnapshotThreshold:    c.SnapshotThreshold,
+		TrailingLogs:         c.TrailingLogs,
+		RaftWALSegment:       c.WALSegmentSize,
+		AuditRetention:       identity.DefaultConfig().AuditRetention,
+		ScrubInterval:        6 * time.Hour,
+		ScrubPace:            2 * time.Millisecond,
+		VolumeScrub:          7 * 24 * time.Hour,
+		VolumeExportPort:     10809, // NBD's IANA port
+		HealInterval:         30 * time.Second,
+		GCInterval:           time.Hour,
+		GCGrace:              time.Hour,
+		MultipartExpiry:      7 * 24 * time.Hour,
+		DiskReport:           30 * time.Second,
+		DiskStaleAfter:       2 * time.Minute,
+		LogLevel:             "info",
+		LogFormat:            "text",
+		VMs:                  true,
+		Accel:                "auto",
+		QEMU:                 "qemu-system-x86_64",
+		QEMUImg:              "qemu-img",
+		OVMFCode:             "/usr/share/OVMF/OVMF_CODE_4M.fd",
+		OVMFVars:             "/usr/share/OVMF/OVMF_VARS_4M.fd",
+		VMNetwork:            "10.213.0.0/16",
+		VMBridge:             "cairnbr0",
+		VMStopTimeout:        time.Minute,
 
 		// The control plane's floor and the slow-client timeouts.
 		DataReserveMiB:     storage.DefaultReserve.MinBytes >> 20,
@@ -203,6 +207,7 @@ func agentFlags(cfg *Config, configFile, join *string) *flag.FlagSet {
 	fs.IntVar(&cfg.APIPort, "api-port", cfg.APIPort, "HTTPS port of the API and UI")
 	fs.IntVar(&cfg.S3Port, "s3-port", cfg.S3Port, "HTTPS port of the S3 API")
 	fs.IntVar(&cfg.FederationPort, "federation-port", cfg.FederationPort, "with cairn hub: HTTPS port where sites enrol and keep their sessions")
+	fs.IntVar(&cfg.FederationEnrolBurst, "federation-enrol-burst", cfg.FederationEnrolBurst, "with cairn hub: enrolments taken at once from one address, then one every 6 s (0: no limit)")
 	fs.Func("federation-names", "with cairn hub: comma-separated DNS names and addresses sites reach it by (a load balancer's, a NAT's), for its certificate", func(v string) error {
 		for _, n := range strings.Split(v, ",") {
 			if n = strings.TrimSpace(n); n != "" {

@@ -81,7 +81,7 @@ func NewHub(c Cluster, id *identity.Service, log *slog.Logger) *Hub {
 		working: map[string]bool{}, sending: map[string]bool{}, kickCh: make(chan struct{}, 1)}
 	h.retry.unanswered, h.retry.begun = retryUnanswered, retryBegun
 	h.certTTL.Store(int64(siteCertTTL))
-	h.enrols = newEnrolLimiter()
+	h.enrols = newEnrolLimiter(DefaultEnrolBurst)
 	return h
 }
 

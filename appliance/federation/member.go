@@ -126,6 +126,10 @@ type Status struct {
 	LastError string    `json:"last_error,omitempty"` // why the last session ended
 }
 
+// DefaultPushEvery is how often a site reads its inventory, and sends it
+// if it changed.
+const DefaultPushEvery = 2 * time.Second
+
 // Member is a site's federation service.
 type Member struct {
 	c    Cluster
@@ -154,7 +158,7 @@ type Member struct {
 
 // NewMember returns a site's federation service on node.
 func NewMember(c Cluster, node string, id *identity.Service, log *slog.Logger) *Member {
-	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler(), PushEvery: 2 * time.Second, RenewCheck: time.Hour}
+	return &Member{c: c, node: node, id: id, log: log, Handler: http.NotFoundHandler(), PushEvery: DefaultPushEvery, RenewCheck: time.Hour}
 }
 
 func (s *Member) membership() *Membership {
@@ -326,23 +330,29 @@ func (s *Member) Run(ctx context.Context) {
 // first on each session, which is how the hub catches up after the site
 // was away), its digest alone as a heartbeat otherwise.
 func (s *Member) push(ctx context.Context, hub HubCaller) {
-	if s.Inventory == nil {
-		return
+	if s.Inventory != nil {
+		PushInventory(ctx, hub, s.Inventory, s.PushEvery, s.log)
 	}
+}
+
+// PushInventory keeps the hub's copy of a site's inventory (read by
+// inventory every every) current over one session, until ctx ends: the
+// whole when its digest changes, the digest alone every heartbeatEvery.
+func PushInventory(ctx context.Context, hub HubCaller, inventory func(context.Context) (*Inventory, error), every time.Duration, log *slog.Logger) {
 	var held string // the digest the hub holds
 	var heard time.Time
-	tick := time.NewTicker(s.PushEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		inv, err := s.Inventory(ctx)
+		inv, err := inventory(ctx)
 		switch {
 		case err != nil:
-			s.log.Warn("read the inventory for the hub", "err", err)
+			log.Warn("read the inventory for the hub", "err", err)
 		case Digest(inv) != held:
 			d := Digest(inv)
 			if err = hub(ctx, "POST", "/fed/v1/inventory", InventoryPush{Digest: d, Inventory: inv}, nil); err != nil {
 				if ctx.Err() == nil {
-					s.log.Warn("send the inventory to the hub", "err", err)
+					log.Warn("send the inventory to the hub", "err", err)
 				}
 				held = "" // not known to be there: the whole again, no heartbeat for it
 				break

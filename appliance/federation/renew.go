@@ -238,15 +238,28 @@ func (h *Hub) sameEnrolment(txn *memdb.Txn, t *Token, keyHash string) *EnrolResp
 // enrolLimiter bounds enrolments per client address: a token's secret is
 // long, but nobody need try many.
 type enrolLimiter struct {
-	mu  sync.Mutex
-	per map[string]*rate.Limiter
+	mu    sync.Mutex
+	burst int // 0: no limit
+	per   map[string]*rate.Limiter
 }
 
-func newEnrolLimiter() *enrolLimiter { return &enrolLimiter{per: map[string]*rate.Limiter{}} }
+// DefaultEnrolBurst is how many enrolments one address may make at once.
+const DefaultEnrolBurst = 10
 
-// allow takes one enrolment from addr's budget: 10 at once, one more
+func newEnrolLimiter(burst int) *enrolLimiter {
+	return &enrolLimiter{burst: burst, per: map[string]*rate.Limiter{}}
+}
+
+// SetEnrolBurst sets how many enrolments one address may make at once
+// (then one more every 6 s); 0 takes away the limit.
+func (h *Hub) SetEnrolBurst(n int) { h.enrols = newEnrolLimiter(n) }
+
+// allow takes one enrolment from addr's budget: burst at once, one more
 // every 6 s.
 func (l *enrolLimiter) allow(addr string) bool {
+	if l.burst <= 0 {
+		return true
+	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
@@ -258,7 +271,7 @@ func (l *enrolLimiter) allow(addr string) bool {
 		if len(l.per) >= 4096 {
 			clear(l.per) // a flood of addresses forgets the others' budgets, never the bound
 		}
-		lim = rate.NewLimiter(rate.Every(6*time.Second), 10)
+		lim = rate.NewLimiter(rate.Every(6*time.Second), l.burst)
 		l.per[host] = lim
 	}
 	return lim.Allow()

@@ -86,7 +86,7 @@ func TestSameEnrolmentAgain(t *testing.T) {
 		t.Fatalf("the same enrolment after a revocation: %v", err)
 	}
 
-	l := newEnrolLimiter()
+	l := newEnrolLimiter(DefaultEnrolBurst)
 	n := 0
 	for l.allow("192.0.2.7:4000") {
 		n++

@@ -282,6 +282,14 @@ func Run(ctx context.Context, m func() *Membership, handler http.Handler, onCA f
 	run(ctx, m, handler, onCA, log, nil, nil)
 }
 
+// RunWith is Run calling status when a session comes up (true) or ends
+// (false, and why), and during while each session is up, with a way to
+// make requests of the hub on it: a site that is not a Cairn cluster of
+// its own (the federation benchmark's simulated sites) runs this.
+func RunWith(ctx context.Context, m func() *Membership, handler http.Handler, log *slog.Logger, status func(bool, error), during func(context.Context, HubCaller)) {
+	run(ctx, m, handler, nil, log, status, during)
+}
+
 // run is Run telling status whether a session is up, and why the last
 // one ended, and running during (if set) while each session is up.
 func run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, status func(bool, error), during func(context.Context, HubCaller)) {
