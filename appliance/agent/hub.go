@@ -175,6 +175,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		apiLn.Close()
 		return fmt.Errorf("federation server: %w", err)
 	}
+	h.hub.CleanImageDir()
 	fedSrv := h.hub.Server(ctx)
 	go h.hub.RunIntents(ctx) // for the sites connected to this node
 	errCh := make(chan error, 2)

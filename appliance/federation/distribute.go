@@ -123,8 +123,16 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 	}
 	base := "http://site/fed/v1/images/" + d.Image
 	size := "?size=" + strconv.FormatInt(d.Size, 10)
+	var answered http.Header // the last answer's headers
 	call := func(method, u string, body io.Reader, hdr map[string]string, out any) (int, []byte, error) {
+		answered = nil
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+		if strings.Contains(u, "/import?") {
+			// The site answers when the import ends: ten minutes, and
+			// more at 20 MB/s (as the site bounds it), and a minute.
+			cancel()
+			rctx, cancel = context.WithTimeout(ctx, stepTimeout+time.Duration(d.Size/(20<<20))*time.Second+time.Minute)
+		}
 		defer cancel()
 		req, err := http.NewRequestWithContext(rctx, method, u, body)
 		if err != nil {
@@ -140,6 +148,7 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 			return 0, nil, err
 		}
 		defer res.Body.Close()
+		answered = res.Header
 		b, _ := io.ReadAll(io.LimitReader(res.Body, maxResultBody))
 		if out != nil && res.StatusCode < 300 {
 			if err := json.Unmarshal(b, out); err != nil {
@@ -205,7 +214,9 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 			}
 			off = next.Received
 			if time.Since(last) >= progressEvery && off < d.Size {
-				record(DistPending, note{}, off, false, "")
+				if !record(DistPending, note{}, off, false, "") {
+					return h.retry.begun // expired or moved on meanwhile: read again
+				}
 				last = time.Now()
 			}
 		}
@@ -213,21 +224,35 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 			return h.retry.begun
 		}
 	}
+	// The import is done as the pusher with the role they have now: a
+	// long transfer does not carry a grant taken away meanwhile.
+	txn = h.c.Store().ReadTxn()
+	if site = consensus.First[Site](txn, tSites, "id", d.SiteID); site == nil || !site.Active() {
+		record(DistFailed, note{"no_role", "the site is no longer enrolled"}, d.Size, false, "")
+		return 0
+	}
+	if role = roleOn(txn, p, site); role == "" || role == HubReadOnly {
+		record(DistFailed, note{"no_role", d.UserName + " no longer has a role on site " + site.Name + " that changes it"}, d.Size, false, "")
+		return 0
+	}
 	q := url.Values{"size": {strconv.FormatInt(d.Size, 10)}, "dist": {d.ID}, "name": {d.Name}, "project": {d.Project}}
 	if d.Visibility != "" {
 		q.Set("visibility", d.Visibility)
 	}
 	code, b, err := call("POST", base+"/import?"+q.Encode(), nil, nil, nil)
+	state := answered.Get(HeaderIntentState)
 	switch {
 	case err != nil:
 		return h.retry.unanswered
+	case state == intentNotRun || state == intentBegun:
+		return h.retry.unanswered // not run now, or runs still: asked again
+	case state == intentUnknown:
+		record(DistFailed, note{"import_refused", "the import began at the site and its end was never recorded: whether the image is there, the site's image list says"}, d.Size, false, string(b))
 	case code == http.StatusConflict && (strings.Contains(string(b), "not all here") || strings.Contains(string(b), "does not have its hash")):
 		// The site lost what it held (its leader changed) or holds
 		// something else: sent again.
 		record(DistPending, note{"resent", "the site no longer holds the image whole; it is sent again"}, 0, false, "")
 		return h.retry.begun
-	case code == http.StatusConflict && strings.Contains(string(b), "began before"):
-		return h.retry.begun // the import runs there; asked again
 	case code >= 200 && code < 300:
 		record(DistDone, note{}, d.Size, false, string(b))
 	default:

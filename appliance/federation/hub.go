@@ -234,6 +234,16 @@ func (h *Hub) Enrol(ctx context.Context, req EnrolRequest) (*EnrolResponse, erro
 	var site Site
 	cmd := enrolSiteCmd{TokenID: req.TokenID, Hash: hashSecret(req.Secret), SiteID: siteID, Serial: serial.Text(16), KeyHash: keyHash, CertPEM: certPEM, At: time.Now().UTC()}
 	if _, err := h.c.Apply(ctx, MsgEnrolSite, cmd, &site); err != nil {
+		if errors.Is(err, errEnrolledMeanwhile) || consensus.ErrorCode(err) == consensus.CodeConflict {
+			if rerr := h.c.ConsistentRead(ctx); rerr == nil {
+				txn := h.c.Store().ReadTxn()
+				if t := consensus.First[Token](txn, tTokens, "id", req.TokenID); t != nil {
+					if out := h.sameEnrolment(txn, t, keyHash); out != nil {
+						return out, nil
+					}
+				}
+			}
+		}
 		return nil, err
 	}
 	h.log.Info("site enrolled", "site", site.Name, "id", site.ID)
@@ -267,7 +277,11 @@ func (h *Hub) ServerTLS(names []string, ips []net.IP) (*tls.Config, error) {
 	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 		mu.Lock()
 		defer mu.Unlock()
-		if leaf := cur.Leaf; leaf != nil && leaf.NotAfter.Sub(time.Now()) < leaf.NotAfter.Sub(leaf.NotBefore)/3 {
+		leaf := cur.Leaf
+		if leaf == nil && len(cur.Certificate) > 0 {
+			leaf, _ = x509.ParseCertificate(cur.Certificate[0])
+		}
+		if leaf != nil && leaf.NotAfter.Sub(time.Now()) < leaf.NotAfter.Sub(leaf.NotBefore)/3 {
 			if next, err := issue(); err == nil {
 				cur = next
 			} else {

@@ -259,6 +259,15 @@ func (h *Hub) UploadImage(ctx context.Context, p *identity.Principal, name strin
 	return &out, nil
 }
 
+// CleanImageDir removes what uploads cut short by a crash left behind
+// (at the hub's start, before any upload).
+func (h *Hub) CleanImageDir() {
+	left, _ := filepath.Glob(filepath.Join(h.ImageDir, "upload-*"))
+	for _, f := range left {
+		_ = os.Remove(f)
+	}
+}
+
 // Images lists the images the hub holds.
 func (h *Hub) Images() []HubImage {
 	out := []HubImage{}
@@ -402,7 +411,9 @@ func (h *Hub) targets(txn *memdb.Txn, p *identity.Principal, refs, groups []stri
 		}
 		n := 0
 		for o := it.Next(); o != nil; o = it.Next() {
-			if s := o.(*Site); s.Group == g && s.Active() {
+			// A group is the sites of it the caller has a role on: the
+			// others are not theirs to see, nor to be named to them.
+			if s := o.(*Site); s.Group == g && s.Active() && roleOn(txn, p, s) != "" {
 				if err := add(s); err != nil {
 					return nil, err
 				}

@@ -154,6 +154,17 @@ func TestImagePushResumes(t *testing.T) {
 	if rec := send("POST", "/fed/v1/images/"+sha+"/import?size="+size+"&name=golden&project=radiology&dist=another", nil); rec.Code != http.StatusConflict {
 		t.Fatalf("an import of an image not all there: %d %s", rec.Code, rec.Body)
 	}
+	// A staged file longer than the image is not this image: it goes.
+	part := filepath.Join(site.m.StagingDir, sha+".part")
+	if err := os.WriteFile(part, append(img, 'x'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if rec := send("GET", "/fed/v1/images/"+sha+"?size="+size, nil); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"received":0`) {
+		t.Fatalf("a staged file too long: %d %s", rec.Code, rec.Body)
+	}
+	if _, err := os.Stat(part); !os.IsNotExist(err) {
+		t.Fatalf("a staged file too long was kept: %v", err)
+	}
 
 	// A push a site that is away does not get by its expiry fails, and
 	// never reaches it.

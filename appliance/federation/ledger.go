@@ -40,13 +40,18 @@ const (
 	intentUnknown        = "unknown" // began long ago, its end never recorded
 )
 
-// stepTimeout bounds a step's run at the site; a step begun longer ago
-// than stepStale and not ended was cut short (a restart) and its outcome
-// is unknown.
-const (
-	stepTimeout = 10 * time.Minute
-	stepStale   = stepTimeout + time.Minute
-)
+// stepTimeout bounds a step's run at the site (an image's import takes
+// longer, by its size); a step begun and not ended a minute past its
+// bound was cut short (a restart) and its outcome is unknown.
+const stepTimeout = 10 * time.Minute
+
+// deadline is when the step's run ends at the latest.
+func (e *ledgerEntry) deadline() time.Time {
+	if e.Until.IsZero() {
+		return e.At.Add(stepTimeout)
+	}
+	return e.Until
+}
 
 // ledgerKeep is how long a site remembers a step: longer than an intent
 // may wait (MaxIntentTTL).
@@ -63,12 +68,17 @@ type ledgerEntry struct {
 	ContentType string    `json:"content_type,omitempty"`
 	Body        []byte    `json:"body,omitempty"`
 	At          time.Time `json:"at"`
+	// Until is when the step's run ends at the latest (begun, not ended
+	// past it, it was cut short); zero in entries from before it was
+	// kept: At plus stepTimeout.
+	Until time.Time `json:"until,omitzero"`
 }
 
 type ledgerBeginCmd struct {
 	ID    string    `json:"id"`
 	Nonce string    `json:"nonce"`
 	At    time.Time `json:"at"`
+	Until time.Time `json:"until,omitzero"`
 }
 
 // applyLedgerBegin records a step as begun by the nonce's attempt, and
@@ -77,7 +87,7 @@ func applyLedgerBegin(tx *consensus.Tx, c *ledgerBeginCmd) (any, error) {
 	if cur := consensus.First[ledgerEntry](tx.Txn, tLedger, "id", c.ID); cur != nil {
 		return cur, nil
 	}
-	e := ledgerEntry{ID: c.ID, Nonce: c.Nonce, At: c.At}
+	e := ledgerEntry{ID: c.ID, Nonce: c.Nonce, At: c.At, Until: c.Until}
 	return &e, tx.Insert(tLedger, &e)
 }
 
@@ -142,13 +152,13 @@ func (s *Member) hubHandler() http.Handler {
 			s.Handler.ServeHTTP(w, r)
 			return
 		}
-		s.runStep(w, r, step)
+		s.runStep(w, r, step, stepTimeout)
 	})
 	return mux
 }
 
-// runStep runs one intent step once.
-func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string) {
+// runStep runs one intent step once, for timeout at most.
+func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string, timeout time.Duration) {
 	ctx := r.Context()
 	notRun := func(err error) {
 		w.Header().Set(HeaderIntentState, intentNotRun)
@@ -171,7 +181,8 @@ func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string) {
 	}
 	nonce := newID()
 	var e ledgerEntry
-	if _, err := s.c.Apply(ctx, MsgLedgerBegin, ledgerBeginCmd{ID: step, Nonce: nonce, At: time.Now().UTC()}, &e); err != nil {
+	now := time.Now().UTC()
+	if _, err := s.c.Apply(ctx, MsgLedgerBegin, ledgerBeginCmd{ID: step, Nonce: nonce, At: now, Until: now.Add(timeout)}, &e); err != nil {
 		// Whether it began is read, not guessed: begun by this attempt,
 		// it runs; not begun, the hub sends it again.
 		if rerr := s.c.ConsistentRead(ctx); rerr != nil {
@@ -191,7 +202,7 @@ func (s *Member) runStep(w http.ResponseWriter, r *http.Request, step string) {
 	}
 	// The step runs to its end whatever becomes of the hub's request: its
 	// answer is recorded, and replayed when the hub asks again.
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), stepTimeout)
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 	defer cancel()
 	rec := &stepRecorder{header: http.Header{}, status: http.StatusOK}
 	s.Handler.ServeHTTP(rec, r.WithContext(rctx))
@@ -223,7 +234,7 @@ func (s *Member) seen(w http.ResponseWriter, e *ledgerEntry, step string) {
 	switch {
 	case e.Ended:
 		replay(w, e)
-	case time.Since(e.At) > stepStale:
+	case time.Now().After(e.deadline().Add(time.Minute)):
 		w.Header().Set(HeaderIntentState, intentUnknown)
 		writeError(w, consensus.Errorf(consensus.CodeConflict, "intent step %s began at %s and its end was never recorded: whether it took effect, the site's audit log says", step, e.At.Format(time.RFC3339)))
 	default:
@@ -252,8 +263,10 @@ func (r *stepRecorder) Header() http.Header         { return r.header }
 func (r *stepRecorder) Write(b []byte) (int, error) { return r.body.Write(b) }
 func (r *stepRecorder) WriteHeader(code int)        { r.status = code }
 
-// pruneLedger forgets steps older than ledgerKeep (the leader, hourly).
+// pruneLedger forgets steps older than ledgerKeep, and staged images no
+// push touched for long (the leader, hourly).
 func (s *Member) pruneLedger(ctx context.Context) {
+	s.sweepStaging()
 	before := time.Now().UTC().Add(-ledgerKeep)
 	it, err := s.c.Store().ReadTxn().Get(tLedger, "id")
 	if err != nil {

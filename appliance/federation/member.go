@@ -152,8 +152,9 @@ type Member struct {
 	// certificate is due for renewal.
 	RenewCheck time.Duration
 
-	mu   sync.Mutex
-	last sessionState // as this node last recorded it
+	mu         sync.Mutex
+	last       sessionState          // as this node last recorded it
+	imageLocks map[string]*imageLock // staged images in use, by path
 }
 
 // NewMember returns a site's federation service on node.

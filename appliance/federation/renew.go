@@ -46,14 +46,19 @@ type renewSiteCmd struct {
 }
 
 // applyRenewSite allows the new serial beside the one the request came
-// with (any other, an earlier renewal's that was never used, goes).
+// with and the newest before it (a renewal from a site node that had not
+// yet seen the last one must not take that one away); older ones go.
 func applyRenewSite(tx *consensus.Tx, c *renewSiteCmd) (any, error) {
 	cur := consensus.First[Site](tx.Txn, tSites, "id", c.SiteID)
 	if cur == nil || !cur.Active() || !slices.Contains(cur.Serials, c.Serial) {
 		return nil, errRevoked
 	}
 	s := *cur
-	s.Serials, s.Version = []string{c.Serial, c.NewSerial}, tx.Index
+	keep := []string{c.Serial}
+	if newest := cur.Serials[len(cur.Serials)-1]; newest != c.Serial {
+		keep = append(keep, newest)
+	}
+	s.Serials, s.Version = append(keep, c.NewSerial), tx.Index
 	return &s, tx.Insert(tSites, &s)
 }
 

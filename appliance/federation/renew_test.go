@@ -79,6 +79,15 @@ func TestSameEnrolmentAgain(t *testing.T) {
 	if _, err := e.hub.Enrol(ctx, wrong); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("the same key with a wrong secret: %v", err)
 	}
+	// Two of one enrolment at once: the second to commit is told the
+	// first was made, and answered with it.
+	tok := consensus.First[Token](e.hub.c.Store().ReadTxn(), tTokens, "id", id)
+	if _, err := e.hub.c.Apply(ctx, MsgEnrolSite, enrolSiteCmd{TokenID: id, Hash: hashSecret(secret), SiteID: first.SiteID, Serial: "ab", KeyHash: tok.KeyHash, At: time.Now()}, nil); err != errEnrolledMeanwhile && consensus.ErrorCode(err) != consensus.CodeConflict {
+		t.Fatalf("the same enrolment committed twice: %v", err)
+	}
+	if s := e.hub.Sites(); len(s[0].Serials) != 1 || s[0].Serials[0] != serialOf(t, first.CertPEM) {
+		t.Fatalf("the second commit changed the site: %+v", s[0])
+	}
 	if _, err := e.hub.Revoke(ctx, e.admin, "ward-east"); err != nil {
 		t.Fatal(err)
 	}
@@ -132,6 +141,14 @@ func TestCertificateRenewal(t *testing.T) {
 	}
 	if s := e.hub.Sites()[0]; !slices.Equal(s.Serials, []string{newSerial, "feed"}) {
 		t.Fatalf("after a renewal not recorded: %v", s.Serials)
+	}
+	// Another renewal with the older serial (a site node that had not
+	// seen the last) keeps the newest beside its own.
+	if _, err := e.hub.c.Apply(ctx, MsgRenewSite, renewSiteCmd{SiteID: old.SiteID, Serial: newSerial, NewSerial: "beef"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.hub.Sites()[0]; !slices.Equal(s.Serials, []string{newSerial, "feed", "beef"}) {
+		t.Fatalf("a renewal from an older serial: %v", s.Serials)
 	}
 	site.stop()
 	testutil.WaitFor(t, 10*time.Second, "the session ended", func() error {

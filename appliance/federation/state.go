@@ -180,6 +180,9 @@ func applyCreateToken(tx *consensus.Tx, c *createTokenCmd) (any, error) {
 // of tokens it does not hold.
 func applyEnrolSite(tx *consensus.Tx, c *enrolSiteCmd) (any, error) {
 	t := consensus.First[Token](tx.Txn, tTokens, "id", c.TokenID)
+	if t != nil && !t.UsedAt.IsZero() && c.KeyHash != "" && t.KeyHash == c.KeyHash && subtle.ConstantTimeCompare([]byte(t.Hash), []byte(c.Hash)) == 1 {
+		return nil, errEnrolledMeanwhile // the same enrolment, sent twice: the first is the answer
+	}
 	if t == nil || subtle.ConstantTimeCompare([]byte(t.Hash), []byte(c.Hash)) != 1 || !t.UsedAt.IsZero() || !c.At.Before(t.ExpiresAt) {
 		return nil, consensus.Errorf(consensus.CodeForbidden, "the enrolment token is unknown, used or expired: create a new one on the hub")
 	}
@@ -223,6 +226,10 @@ func applyRevokeSite(tx *consensus.Tx, c *revokeSiteCmd) (any, error) {
 	}
 	return &s, tx.Insert(tSites, &s)
 }
+
+// errEnrolledMeanwhile refuses the second of one enrolment sent twice at
+// once; the hub answers it with the first's.
+var errEnrolledMeanwhile = consensus.NewError(consensus.CodeConflict, "this enrolment was made meanwhile: ask again")
 
 // siteByRef finds a site by ID or name.
 func siteByRef(txn *memdb.Txn, ref string) *Site {
