@@ -870,9 +870,9 @@ func sitePage(v *view, d *federation.SiteDetail) templ.Component {
 					return templ_7745c5c3_Err
 				}
 				var templ_7745c5c3_Var58 string
-				templ_7745c5c3_Var58, templ_7745c5c3_Err = templ.JoinStringErrs(v.Tf("site.storage_free", gib(d.Inventory.Capacity.StorageFree), gib(d.Inventory.Capacity.StorageBytes)))
+				templ_7745c5c3_Var58, templ_7745c5c3_Err = templ.JoinStringErrs(v.Tf("site.storage_free", gibText(d.Inventory.Capacity.StorageFree), gibText(d.Inventory.Capacity.StorageBytes)))
 				if templ_7745c5c3_Err != nil {
-					return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 114, Col: 133}
+					return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 114, Col: 141}
 				}
 				_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var58))
 				if templ_7745c5c3_Err != nil {
@@ -1434,9 +1434,9 @@ func sitePage(v *view, d *federation.SiteDetail) templ.Component {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var96 string
-					templ_7745c5c3_Var96, templ_7745c5c3_Err = templ.JoinStringErrs(gib(uint64(p.VolumeBytes)))
+					templ_7745c5c3_Var96, templ_7745c5c3_Err = templ.JoinStringErrs(gibText(uint64(p.VolumeBytes)))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 183, Col: 40}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 183, Col: 44}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var96))
 					if templ_7745c5c3_Err != nil {
@@ -1447,9 +1447,9 @@ func sitePage(v *view, d *federation.SiteDetail) templ.Component {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var97 string
-					templ_7745c5c3_Var97, templ_7745c5c3_Err = templ.JoinStringErrs(gib(uint64(p.BucketBytes)))
+					templ_7745c5c3_Var97, templ_7745c5c3_Err = templ.JoinStringErrs(gibText(uint64(p.BucketBytes)))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 184, Col: 40}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 184, Col: 44}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var97))
 					if templ_7745c5c3_Err != nil {
@@ -1715,15 +1715,15 @@ func pushesPage(v *view, d pushesData) templ.Component {
 						return templ_7745c5c3_Err
 					}
 					var templ_7745c5c3_Var111 string
-					templ_7745c5c3_Var111, templ_7745c5c3_Err = templ.JoinStringErrs(gib(uint64(im.Size)))
+					templ_7745c5c3_Var111, templ_7745c5c3_Err = templ.JoinStringErrs(sizeText(im.Size))
 					if templ_7745c5c3_Err != nil {
-						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 232, Col: 110}
+						return templ.Error{Err: templ_7745c5c3_Err, FileName: `hub.templ`, Line: 232, Col: 107}
 					}
 					_, templ_7745c5c3_Err = templ_7745c5c3_Buffer.WriteString(templ.EscapeString(templ_7745c5c3_Var111))
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
-					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 140, " GiB)</option>")
+					templ_7745c5c3_Err = templruntime.WriteString(templ_7745c5c3_Buffer, 140, ")</option>")
 					if templ_7745c5c3_Err != nil {
 						return templ_7745c5c3_Err
 					}
@@ -2285,7 +2285,5 @@ func percent(part, whole int64) int64 {
 	}
 	return 100 * part / whole
 }
-
-func gib(b uint64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<30)) }
 
 var _ = templruntime.GeneratedTemplate
