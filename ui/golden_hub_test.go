@@ -58,3 +58,19 @@ func TestGoldenHubPages(t *testing.T) {
 		"pushes_zh_form": pushesPage(hub(langZH, "pushes"), withForm),
 	})
 }
+
+func TestGoldenFederationPages(t *testing.T) {
+	site := func(lang string) *view {
+		v := goldenView(lang, true, "federation")
+		v.fed = true
+		return v
+	}
+	member := federation.Status{Member: true, HubURL: "https://hub.example.org:8450", SiteID: "a1", SiteName: "ward-east", Connected: true, Node: "node2", Since: goldenTime}
+	away := member
+	away.Connected, away.LastError = false, "dial the hub: i/o timeout"
+	checkGolden(t, map[string]templ.Component{
+		"federation_en_join": federationPage(site(langEN), federation.Status{}, joinForm{HubURL: "https://hub.example.org:8450", Err: "The enrolment token is unknown, used or expired."}),
+		"federation_zh":      federationPage(site(langZH), member, joinForm{}),
+		"federation_en_away": federationPage(site(langEN), away, joinForm{}),
+	})
+}

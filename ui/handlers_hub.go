@@ -99,3 +99,44 @@ func (s *server) pushImage(w http.ResponseWriter, r *http.Request, v *view) {
 	}
 	s.redirect(w, r, "/pushes?pushed=1")
 }
+
+// The site's federation page (Deps.Member set): cluster admins join a
+// hub, see the session and leave.
+
+func (s *server) federationPage(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "federation"
+	if !v.admin() {
+		s.render(w, r, http.StatusForbidden, messagePage(v, v.T("federation.title"), v.T("federation.admins_only")))
+		return
+	}
+	switch {
+	case r.URL.Query().Get("joined") != "":
+		v.flash = v.T("federation.joined")
+	case r.URL.Query().Get("left") != "":
+		v.flash = v.T("federation.left")
+	}
+	s.render(w, r, http.StatusOK, federationPage(v, s.member.Status(), joinForm{}))
+}
+
+func (s *server) joinHub(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "federation"
+	f := joinForm{HubURL: strings.TrimSpace(r.PostFormValue("hub_url"))}
+	if _, err := s.member.Join(r.Context(), v.p, f.HubURL, strings.TrimSpace(r.PostFormValue("token"))); err != nil {
+		s.logErr(r, err)
+		f.Err = errorText(v.tr, err)
+		s.render(w, r, formStatus, federationPage(v, s.member.Status(), f))
+		return
+	}
+	s.redirect(w, r, "/federation?joined=1")
+}
+
+func (s *server) leaveHub(w http.ResponseWriter, r *http.Request, v *view) {
+	v.nav = "federation"
+	if err := s.member.Leave(r.Context(), v.p); err != nil {
+		s.logErr(r, err)
+		v.err = errorText(v.tr, err)
+		s.render(w, r, formStatus, federationPage(v, s.member.Status(), joinForm{}))
+		return
+	}
+	s.redirect(w, r, "/federation?left=1")
+}

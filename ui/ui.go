@@ -60,6 +60,9 @@ type Deps struct {
 	// Hub makes this a federation hub's UI: the sites, their inventories
 	// and image pushes, instead of a site's own pages.
 	Hub *federation.Hub
+	// Member is a site's federation: its page joins a hub and leaves it;
+	// nil shows none.
+	Member *federation.Member
 }
 
 // server holds what the handlers share. Nothing in it changes after New.
@@ -81,6 +84,7 @@ type server struct {
 	consoles  *hypervisor.Consoles
 	usage     *hypervisor.UsageReader
 	hub       *federation.Hub
+	member    *federation.Member
 	log       *slog.Logger
 	csrfKey   []byte
 	catalogs  map[string]map[string]string
@@ -123,6 +127,7 @@ func New(d Deps) (http.Handler, error) {
 		consoles:  d.Consoles,
 		usage:     d.Usage,
 		hub:       d.Hub,
+		member:    d.Member,
 		log:       log,
 		csrfKey:   key,
 		catalogs:  catalogs(),
@@ -188,6 +193,11 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /s3-keys", s.authed(s.createS3Key))
 	mux.Handle("POST /s3-keys/{key}/revoke", s.authed(s.revokeS3Key))
 	mux.HandleFunc("GET /ca.crt", s.caCert)
+	if s.member != nil {
+		mux.Handle("GET /federation", s.authed(s.federationPage))
+		mux.Handle("POST /federation/join", s.authed(s.joinHub))
+		mux.Handle("POST /federation/leave", s.authed(s.leaveHub))
+	}
 	if s.hub != nil {
 		mux.Handle("GET /sites", s.authed(s.sitesPage))
 		mux.Handle("GET /sites/panel", s.authed(s.sitesFragment))

@@ -29,10 +29,11 @@ type view struct {
 	flash string // a success message, already translated
 	err   string // an error message, already translated
 	hub   bool   // a federation hub's UI: its own navigation
+	fed   bool   // a site that may join a hub: its federation page
 }
 
 func (s *server) newView(r *http.Request, tr *translator) *view {
-	return &view{tr: tr, path: r.URL.RequestURI(), loc: s.loc, hub: s.hub != nil}
+	return &view{tr: tr, path: r.URL.RequestURI(), loc: s.loc, hub: s.hub != nil, fed: s.member != nil}
 }
 
 // T translates key.
@@ -304,7 +305,7 @@ const formStatus = http.StatusUnprocessableEntity
 // menu, which then shows as the current place.
 func adminNav(nav string) bool {
 	switch nav {
-	case "users", "flavors", "hosts", "storage", "audit":
+	case "users", "flavors", "hosts", "storage", "federation", "audit":
 		return true
 	}
 	return false

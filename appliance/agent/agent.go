@@ -300,6 +300,7 @@ func (a *Agent) listenAPI() (net.Listener, error) {
 		CACert:    a.node.CACertPEM,
 		Consoles:  a.consoles,
 		Usage:     a.usage,
+		Member:    a.member,
 		StorageStats: func() (storage.RepairStats, storage.RepairStats) {
 			return a.scrubber.Stats(), a.healer.Stats()
 		},

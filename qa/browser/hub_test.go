@@ -14,8 +14,9 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// The hub's UI in a real browser: central IT signs in and lands on the
-// sites, a branch site behind a NAT shown healthy in the overview and the
+// The hub's UI in a real browser: the site's admin joins the hub on the
+// site's federation page (a forged token first: refused, nothing
+// changes); central IT signs in and lands on the sites, a branch site behind a NAT shown healthy in the overview and the
 // table; its page lists its nodes as the site's own API does; an image
 // pushed from the pushes page arrives at the site with its progress shown
 // as it goes; the pages in Chinese.
@@ -34,9 +35,7 @@ func TestHubInBrowser(t *testing.T) {
 	if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": "ward-east"}, 201, &tok); err != nil {
 		t.Fatal(err)
 	}
-	if err := sa.Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": cairntest.HubURL(hub), "token": tok.Token}, 200, nil); err != nil {
-		t.Fatal(err)
-	}
+	siteJoinsInBrowser(t, site, cairntest.HubURL(hub), tok.Token)
 	// The image, uploaded to the hub through its API.
 	f, err := os.Open(harness.GuestImage(t))
 	if err != nil {
@@ -152,4 +151,54 @@ func names(t *testing.T, a *cairntest.Client, path string) []string {
 		out = append(out, i.Name)
 	}
 	return out
+}
+
+// siteJoinsInBrowser joins the site to the hub on its federation page, as
+// its admin, in a browser on the site's side of the NAT.
+func siteJoinsInBrowser(t *testing.T, site *harness.Cluster, hubURL, token string) {
+	t.Helper()
+	ctx := newBrowser(t, site)
+	base := "https://" + site.Node(1).IP + ":8443"
+	if err := chromedp.Do(ctx,
+		chromedp.Navigate(base+"/login"),
+		chromedp.WaitVisible(chromedp.CSS("#login-form")),
+		chromedp.SendKeys(chromedp.CSS("#username"), "admin"),
+		chromedp.SendKeys(chromedp.CSS("#password"), cairntest.AdminPassword),
+		chromedp.Click(chromedp.CSS("#login-submit")),
+		chromedp.WaitVisible(chromedp.CSS("#nodes")),
+		chromedp.Navigate(base+"/federation"),
+		chromedp.WaitVisible(chromedp.CSS("#join-form")),
+	); err != nil {
+		screenshot(t, ctx, "site-federation-failed")
+		t.Fatal(err)
+	}
+	join := func(tok string) error {
+		return chromedp.Do(ctx,
+			chromedp.SetValue(chromedp.CSS("#join-hub"), hubURL),
+			chromedp.SetValue(chromedp.CSS("#join-token"), tok),
+			chromedp.Click(chromedp.CSS("#join-submit")),
+		)
+	}
+	forged := token[:len(token)-70] + "A" + token[len(token)-70:]
+	if err := join(forged); err != nil {
+		t.Fatal(err)
+	}
+	waitText(t, ctx, "#join-error", "unknown, used or expired")
+	if c, err := count(ctx, "#join-form"); err != nil || c != 1 {
+		t.Fatalf("a refused join left the form: %d %v", c, err)
+	}
+	screenshot(t, ctx, "site-federation-refused")
+	if err := join(token); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, 30*time.Second, "the site connected, on its page", func() error {
+		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/federation"), chromedp.WaitVisible(chromedp.CSS("#federation-status"))); err != nil {
+			return err
+		}
+		if c, err := count(ctx, `#federation-status[data-connected="true"]`); err != nil || c != 1 {
+			return fmt.Errorf("not connected yet (%v)", err)
+		}
+		return nil
+	})
+	screenshot(t, ctx, "site-federation")
 }
