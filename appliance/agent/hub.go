@@ -74,6 +74,8 @@ func NewHub(cfg Config, log *slog.Logger, console io.Writer) (*Hub, error) {
 	h := &Hub{cfg: cfg, log: log, console: console, node: node, identity: id, hub: federation.NewHub(node, id, log.With("component", "federation"))}
 	h.hub.ImageDir = filepath.Join(cfg.DataDir, "federation-images")
 	h.hub.SetEnrolBurst(cfg.FederationEnrolBurst)
+	// Calls for a site whose session another hub node holds go there.
+	node.HandleRPC(federation.RPCPrefix, h.hub.RPCHandler())
 	every := func(interval time.Duration, what string, fn func(context.Context) error) func(context.Context) {
 		return (&Agent{log: log}).every(interval, what, fn)
 	}

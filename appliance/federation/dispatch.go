@@ -212,7 +212,7 @@ func (h *Hub) sendStep(ctx context.Context, in *Intent, siteID string, step int)
 		record(nil, IntentFailed, in.UserName+" no longer has a role on site "+site.Name+" that changes it")
 		return 0
 	}
-	c, err := h.SiteClient(siteID)
+	c, err := h.localClient(siteID)
 	if err != nil {
 		return h.retry.unanswered
 	}

@@ -117,7 +117,7 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 		record(DistFailed, note{"no_role", d.UserName + " no longer has a role on site " + site.Name + " that changes it"}, d.Received, false, "")
 		return 0
 	}
-	c, err := h.SiteClient(d.SiteID)
+	c, err := h.localClient(d.SiteID)
 	if err != nil {
 		return h.retry.unanswered
 	}

@@ -533,8 +533,21 @@ func (h *Hub) Connected(siteID string) bool {
 }
 
 // SiteClient is an HTTP client whose requests reach the site's API
-// through its session (any host in the URL: the session decides).
+// through its session (any host in the URL: the session decides): this
+// node's, or, relayed, the hub node's that holds it.
 func (h *Hub) SiteClient(siteID string) (*http.Client, error) {
+	c, err := h.localClient(siteID)
+	if err == nil {
+		return c, nil
+	}
+	if rc := h.relayClient(siteID); rc != nil {
+		return rc, nil
+	}
+	return nil, err
+}
+
+// localClient is SiteClient through this node's own session only.
+func (h *Hub) localClient(siteID string) (*http.Client, error) {
 	h.mu.Lock()
 	sess, c := h.sessions[siteID], h.clients[siteID]
 	if sess != nil && c == nil {
