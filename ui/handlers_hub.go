@@ -2,6 +2,7 @@ package ui
 
 import (
 	"cmp"
+	"context"
 	"net/http"
 	"slices"
 	"strconv"
@@ -120,6 +121,10 @@ func (s *server) federationPage(w http.ResponseWriter, r *http.Request, v *view)
 
 func (s *server) joinHub(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "federation"
+	if !v.admin() {
+		s.render(w, r, http.StatusForbidden, messagePage(v, v.T("federation.title"), v.T("federation.admins_only")))
+		return
+	}
 	f := joinForm{HubURL: strings.TrimSpace(r.PostFormValue("hub_url"))}
 	if _, err := s.member.Join(r.Context(), v.p, f.HubURL, strings.TrimSpace(r.PostFormValue("token"))); err != nil {
 		s.logErr(r, err)
@@ -132,7 +137,13 @@ func (s *server) joinHub(w http.ResponseWriter, r *http.Request, v *view) {
 
 func (s *server) leaveHub(w http.ResponseWriter, r *http.Request, v *view) {
 	v.nav = "federation"
-	if err := s.member.Leave(r.Context(), v.p); err != nil {
+	if !v.admin() {
+		s.render(w, r, http.StatusForbidden, messagePage(v, v.T("federation.title"), v.T("federation.admins_only")))
+		return
+	}
+	// Done whatever the browser does meanwhile: the hub may have been
+	// told already.
+	if err := s.member.Leave(context.WithoutCancel(r.Context()), v.p); err != nil {
 		s.logErr(r, err)
 		v.err = errorText(v.tr, err)
 		s.render(w, r, formStatus, federationPage(v, s.member.Status(), joinForm{}))

@@ -234,6 +234,8 @@ func (s *Member) Leave(ctx context.Context, p *identity.Principal) error {
 	if m == nil {
 		return s.id.Deny(ctx, p, action, "", "", consensus.Errorf(consensus.CodeNotFound, "this site is not a member of a hub"))
 	}
+	// Not cut short by the caller: once the hub is told, the site leaves.
+	ctx = context.WithoutCancel(ctx)
 	if err := tellLeave(ctx, m); err != nil {
 		s.log.Warn("the hub could not be told that this site leaves; it shows the site as unreachable until its admin revokes it", "err", err)
 	}

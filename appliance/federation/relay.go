@@ -1,6 +1,8 @@
 package federation
 
 import (
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -34,25 +36,31 @@ type peers interface {
 func (h *Hub) RPCHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc(relayPath+"{site}/{path...}", func(w http.ResponseWriter, r *http.Request) {
+		relayErr := func(err error) {
+			w.Header().Set(headerRelayError, "1")
+			writeError(w, err)
+		}
 		c, err := h.localClient(r.PathValue("site"))
 		if err != nil {
-			writeError(w, err)
+			relayErr(err)
 			return
 		}
 		u := &url.URL{Scheme: "http", Host: "site", Path: "/" + r.PathValue("path"), RawQuery: r.URL.RawQuery}
 		req, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), r.Body)
 		if err != nil {
-			writeError(w, consensus.Errorf(consensus.CodeInvalid, "the call: %v", err))
+			relayErr(consensus.Errorf(consensus.CodeInvalid, "the call: %v", err))
 			return
 		}
 		req.Header = r.Header.Clone()
+		dropHopHeaders(req.Header)
 		req.ContentLength = r.ContentLength
 		res, err := c.Do(req)
 		if err != nil {
-			writeError(w, consensus.Errorf(consensus.CodeUnavailable, "site %s did not answer: %v", r.PathValue("site"), err))
+			relayErr(consensus.Errorf(consensus.CodeUnavailable, "site %s did not answer: %v", r.PathValue("site"), err))
 			return
 		}
 		defer res.Body.Close()
+		dropHopHeaders(res.Header)
 		for k, v := range res.Header {
 			w.Header()[k] = v
 		}
@@ -78,8 +86,32 @@ func (h *Hub) relayClient(siteID string) *http.Client {
 	if !ok || rpc == nil {
 		return nil
 	}
+	next := rpc.Transport
+	if t, ok := next.(*http.Transport); ok {
+		// Bounded as a call down this node's own session is.
+		t = t.Clone()
+		t.ResponseHeaderTimeout = stepTimeout
+		next = t
+	}
 	return &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		Transport: relayTransport{next: rpc.Transport, base: "https://" + addr + relayPath + url.PathEscape(siteID)}}
+		Transport: relayTransport{next: next, base: "https://" + addr + relayPath + url.PathEscape(siteID)}}
+}
+
+// headerRelayError marks an answer of the relaying node itself (it no
+// longer holds the session, or the site did not answer it), which the
+// first node takes as an error of its own, not as the site's answer.
+const headerRelayError = "Cairn-Relay-Error"
+
+// dropHopHeaders removes the headers of one connection (RFC 9110 7.6.1).
+func dropHopHeaders(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, k := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(k))
+		}
+	}
+	for _, k := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		h.Del(k)
+	}
 }
 
 // relayTransport sends a site's request to the peer that holds its
@@ -101,5 +133,12 @@ func (t relayTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if next == nil {
 		next = http.DefaultTransport
 	}
-	return next.RoundTrip(req)
+	res, err := next.RoundTrip(req)
+	if err == nil && res.Header.Get(headerRelayError) != "" {
+		defer res.Body.Close()
+		var e errorBody
+		_ = json.NewDecoder(io.LimitReader(res.Body, 64<<10)).Decode(&e)
+		return nil, fmt.Errorf("relayed through the hub node that held the session: %s", e.Message)
+	}
+	return res, err
 }

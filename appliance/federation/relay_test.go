@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -119,4 +120,31 @@ func TestCallRelayedToTheNodeWithTheSession(t *testing.T) {
 	defer stop()
 	through(2, 0)
 	through(2, 1)
+	// A POST with a body goes through whole.
+	res, err := hubs[0].Call(ctx, admin, "ward-east", "POST", "/api/v1/projects", "", strings.NewReader(`{"name":"tele"}`), http.Header{"Content-Type": {"application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.HasPrefix(string(b), "POST /fed/v1/api/v1/projects as hub:it-central") {
+		t.Fatalf("a relayed POST: %q", b)
+	}
+
+	// A node asked to relay for a session it does not hold says so as its
+	// own error, which the first node takes as an error, not as the
+	// site's answer.
+	rec := httptest.NewRecorder()
+	hubs[1].RPCHandler().ServeHTTP(rec, httptest.NewRequest("GET", relayPath+m.SiteID+"/fed/v1/api/v1/vms", nil))
+	if rec.Code != http.StatusServiceUnavailable || rec.Header().Get(headerRelayError) == "" {
+		t.Fatalf("a relay without the session: %d %q", rec.Code, rec.Header())
+	}
+	tr := relayTransport{next: roundTripFunc(func(*http.Request) (*http.Response, error) { return rec.Result(), nil }), base: "https://peer" + relayPath + m.SiteID}
+	if _, err := tr.RoundTrip(httptest.NewRequest("GET", "http://site/fed/v1/api/v1/vms", nil)); err == nil || !strings.Contains(err.Error(), "not connected") {
+		t.Fatalf("the relay's own error through the transport: %v", err)
+	}
 }
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
