@@ -124,7 +124,11 @@ func TestVLANNetworkReachesTaggedPeer(t *testing.T) {
 		} `json:"nics"`
 	}
 	testutil.WaitFor(t, 4*time.Minute, "the VM running", func() error {
-		call("GET", "/api/v1/vms/viewer", nil, 200, &vm)
+		// The box runs the guest under TCG inside TCG: its API may stall
+		// for a while as QEMU starts; a poll that times out polls again.
+		if err := a.call("GET", "/api/v1/vms/viewer", nil, &vm, 200); err != nil {
+			return err
+		}
 		if vm.Status.State != "running" {
 			return fmt.Errorf("state %s %s", vm.Status.State, vm.Status.Error)
 		}
