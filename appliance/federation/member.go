@@ -276,10 +276,23 @@ func (s *Member) set(ctx context.Context, siteID string, connected bool, err err
 		return
 	}
 	go func() {
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-		defer cancel()
-		if _, err := s.c.Apply(actx, MsgSessionState, &next, nil); err != nil && ctx.Err() == nil {
+		// Tried again until it is recorded (or superseded): every node
+		// says the session's state from this record alone.
+		for try := 0; try < 10 && ctx.Err() == nil; try++ {
+			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			_, err := s.c.Apply(actx, MsgSessionState, &next, nil)
+			cancel()
+			if err == nil {
+				return
+			}
 			s.log.Warn("record the hub session's state", "err", err)
+			s.mu.Lock()
+			superseded := s.last != next
+			s.mu.Unlock()
+			if superseded {
+				return
+			}
+			time.Sleep(time.Second)
 		}
 	}()
 }

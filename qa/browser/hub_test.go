@@ -2,8 +2,6 @@ package browser_test
 
 import (
 	"fmt"
-	"net/http"
-	"os"
 	"strconv"
 	"testing"
 	"time"
@@ -37,20 +35,7 @@ func TestHubInBrowser(t *testing.T) {
 	}
 	siteJoinsInBrowser(t, site, cairntest.HubURL(hub), tok.Token)
 	// The image, uploaded to the hub through its API.
-	f, err := os.Open(harness.GuestImage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	req, _ := http.NewRequest("POST", ha.URL("/api/v1/federation/images?name=golden"), f)
-	req.Header.Set("Authorization", "Bearer "+ha.Token())
-	hc := *ha.HTTP
-	hc.Timeout = 2 * time.Minute
-	res, err := hc.Do(req)
-	if err != nil || res.StatusCode != http.StatusCreated {
-		t.Fatalf("upload the image to the hub: %v %v", res, err)
-	}
-	res.Body.Close()
+	cairntest.UploadHubImage(t, ha, "golden")
 
 	base := "https://" + hub.Node(1).IP + ":8443"
 	ctx := newBrowser(t, hub)

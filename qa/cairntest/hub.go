@@ -1,10 +1,15 @@
 package cairntest
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/cairnhq/cairn/qa/harness"
 )
@@ -26,3 +31,31 @@ func StartHub(t *testing.T) (*harness.Cluster, *Client) {
 
 // HubURL is where sites join the hub and keep their sessions.
 func HubURL(hub *harness.Cluster) string { return "https://" + hub.Node(1).IP + ":8450" }
+
+// UploadHubImage uploads the guest image to the hub as name, through its
+// API, and returns the image's SHA-256.
+func UploadHubImage(t *testing.T, ha *Client, name string) string {
+	t.Helper()
+	f, err := os.Open(harness.GuestImage(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	req, _ := http.NewRequest("POST", ha.URL("/api/v1/federation/images?name="+url.QueryEscape(name)), f)
+	req.Header.Set("Authorization", "Bearer "+ha.Token())
+	hc := *ha.HTTP
+	hc.Timeout = 2 * time.Minute
+	res, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	body, _ := io.ReadAll(res.Body)
+	var im struct {
+		SHA256 string `json:"sha256"`
+	}
+	if res.StatusCode != http.StatusCreated || json.Unmarshal(body, &im) != nil {
+		t.Fatalf("upload the image to the hub: %d %s", res.StatusCode, body)
+	}
+	return im.SHA256
+}

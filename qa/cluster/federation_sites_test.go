@@ -1,11 +1,9 @@
 package cluster_test
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -375,31 +373,11 @@ func pushImage(t *testing.T, ha *cairntest.Client, sites map[string]*cairntest.C
 		}
 		names = append(names, name)
 	}
-	f, err := os.Open(harness.GuestImage(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	req, _ := http.NewRequest("POST", ha.URL("/api/v1/federation/images?name=golden"), f)
-	req.Header.Set("Authorization", "Bearer "+ha.Token())
-	hc := *ha.HTTP
-	hc.Timeout = 2 * time.Minute
-	res, err := hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var im struct {
-		SHA256 string `json:"sha256"`
-	}
-	body, _ := io.ReadAll(res.Body)
-	res.Body.Close()
-	if res.StatusCode != 201 || json.Unmarshal(body, &im) != nil {
-		t.Fatalf("upload the image to the hub: %d %s", res.StatusCode, body)
-	}
+	sha := cairntest.UploadHubImage(t, ha, "golden")
 	if err := ha.Call("POST", "/api/v1/federation/images/golden/push", map[string]any{"sites": names, "project": "imaging", "rate_kib": 1024}, 201, nil); err != nil {
 		t.Fatal(err)
 	}
-	return im.SHA256
+	return sha
 }
 
 // pushTo is the push of the image to a site.
