@@ -153,7 +153,8 @@ type Member struct {
 	RenewCheck time.Duration
 
 	mu         sync.Mutex
-	last       sessionState          // as this node last recorded it
+	last       sessionState          // as this node last said it
+	recording  bool                  // record runs
 	imageLocks map[string]*imageLock // staged images in use, by path
 }
 
@@ -261,6 +262,7 @@ func (s *Member) Status() Status {
 // set records the session's state when it changed.
 func (s *Member) set(ctx context.Context, siteID string, connected bool, err error) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	next := s.last
 	if next.SiteID != siteID || next.Connected != connected || next.Since.IsZero() {
 		next.Since = time.Now().UTC()
@@ -269,32 +271,46 @@ func (s *Member) set(ctx context.Context, siteID string, connected bool, err err
 	if err != nil {
 		next.LastError = err.Error()
 	}
-	changed := next != s.last
-	s.last = next
-	s.mu.Unlock()
-	if !changed {
+	if next == s.last {
 		return
 	}
-	go func() {
-		// Tried again until it is recorded (or superseded): every node
-		// says the session's state from this record alone.
-		for try := 0; try < 10 && ctx.Err() == nil; try++ {
-			actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			_, err := s.c.Apply(actx, MsgSessionState, &next, nil)
-			cancel()
-			if err == nil {
-				return
-			}
+	s.last = next
+	if !s.recording {
+		s.recording = true
+		go s.record(ctx)
+	}
+}
+
+// record applies the session's latest state until the record holds it:
+// one at a time, so that a state cannot land after a later one (a session
+// that failed and came up again within milliseconds would otherwise show
+// as down for good). Every node says the session's state from this record
+// alone, so a failed apply is tried again.
+func (s *Member) record(ctx context.Context) {
+	for try := 0; ; try++ {
+		s.mu.Lock()
+		want := s.last
+		s.mu.Unlock()
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		_, err := s.c.Apply(actx, MsgSessionState, &want, nil)
+		cancel()
+		if err != nil {
 			s.log.Warn("record the hub session's state", "err", err)
-			s.mu.Lock()
-			superseded := s.last != next
+		}
+		s.mu.Lock()
+		if (err == nil && s.last == want) || (err != nil && (try >= 10 || ctx.Err() != nil)) {
+			s.recording = false
 			s.mu.Unlock()
-			if superseded {
-				return
-			}
+			return
+		}
+		if err == nil {
+			try = -1 // a newer state: its own tries
+		}
+		s.mu.Unlock()
+		if err != nil {
 			time.Sleep(time.Second)
 		}
-	}()
+	}
 }
 
 // Run keeps the session with the hub while this node leads and the site

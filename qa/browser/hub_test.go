@@ -1,6 +1,7 @@
 package browser_test
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"testing"
@@ -33,13 +34,7 @@ func TestHubInBrowser(t *testing.T) {
 	if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": "ward-east"}, 201, &tok); err != nil {
 		t.Fatal(err)
 	}
-	// Joined through the API: siteJoinsInBrowser's wait for the page to
-	// say "connected" failed twice of four runs (the session was up on the
-	// hub), cause not found yet.
-	if err := sa.Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": cairntest.HubURL(hub), "token": tok.Token}, 200, nil); err != nil {
-		t.Fatal(err)
-	}
-	_ = siteJoinsInBrowser
+	siteJoinsInBrowser(t, site, sa, cairntest.HubURL(hub), tok.Token)
 	// The image, uploaded to the hub through its API.
 	cairntest.UploadHubImage(t, ha, "golden")
 
@@ -146,7 +141,7 @@ func names(t *testing.T, a *cairntest.Client, path string) []string {
 
 // siteJoinsInBrowser joins the site to the hub on its federation page, as
 // its admin, in a browser on the site's side of the NAT.
-func siteJoinsInBrowser(t *testing.T, site *harness.Cluster, hubURL, token string) {
+func siteJoinsInBrowser(t *testing.T, site *harness.Cluster, sa *cairntest.Client, hubURL, token string) {
 	t.Helper()
 	ctx := newBrowser(t, site)
 	base := "https://" + site.Node(1).IP + ":8443"
@@ -182,12 +177,25 @@ func siteJoinsInBrowser(t *testing.T, site *harness.Cluster, hubURL, token strin
 	if err := join(token); err != nil {
 		t.Fatal(err)
 	}
+	// The form's answer first (the site enrols meanwhile): a navigation
+	// begun while the form's is pending would never see its page load.
+	jctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	err := chromedp.Do(jctx, chromedp.WaitVisible(chromedp.CSS("#federation-status")))
+	cancel()
+	if err != nil {
+		screenshot(t, ctx, "site-federation-join-failed")
+		t.Fatalf("the page after joining: %v", err)
+	}
 	testutil.WaitFor(t, 30*time.Second, "the site connected, on its page", func() error {
-		if err := chromedp.Do(ctx, chromedp.Navigate(base+"/federation"), chromedp.WaitVisible(chromedp.CSS("#federation-status"))); err != nil {
+		actx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if err := chromedp.Do(actx, chromedp.Navigate(base+"/federation"), chromedp.WaitVisible(chromedp.CSS("#federation-status"))); err != nil {
 			return err
 		}
 		if c, err := count(ctx, `#federation-status[data-connected="true"]`); err != nil || c != 1 {
-			return fmt.Errorf("not connected yet (%v)", err)
+			var st map[string]any
+			aerr := sa.Call("GET", "/api/v1/federation", nil, 200, &st)
+			return fmt.Errorf("not connected yet (%v); the site's API says %v %v", err, st, aerr)
 		}
 		return nil
 	})

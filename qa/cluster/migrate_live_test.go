@@ -35,12 +35,20 @@ type migrationView struct {
 // not its "seq=N: error" lines about a record it failed to write.
 var scribbleSeq = regexp.MustCompile(`(?m)cairn-guest: scribble vd[a-z]+ seq=(\d+)\r?$`)
 
+// scribbleDone matches the guest's line saying a disk is full of records:
+// the scribbler stops there, and a test waiting for more would only time
+// out.
+var scribbleDone = regexp.MustCompile(`(?m)cairn-guest: scribble done vd[a-z]+ seq=\d+\r?$`)
+
 // lastScribble is the last record the guest says it wrote (durably),
 // from byte from on of the serial log it has on its node now, 0 if none;
 // and the log's length.
 func lastScribble(t *testing.T, a *cairntest.Client, vm string, from int) (uint64, int) {
 	t.Helper()
 	log := serialLog(t, a, vm)
+	if done := scribbleDone.FindString(log[min(from, len(log)):]); done != "" {
+		t.Fatalf("%s: the guest ran out of room to scribble (%q): the test ran longer than scribble.MaxRecords records last", vm, strings.TrimSpace(done))
+	}
 	m := scribbleSeq.FindAllStringSubmatch(log[min(from, len(log)):], -1)
 	if len(m) == 0 {
 		return 0, len(log)
