@@ -179,11 +179,13 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 	h.hub.CleanImageDir()
 	fedSrv := h.hub.Server(ctx)
-	go h.hub.RunIntents(ctx) // for the sites connected to this node
+	go h.hub.RunIntents(ctx)     // for the sites connected to this node
+	go h.hub.RunImageCopies(ctx) // every image on every hub node
 	errCh := make(chan error, 2)
 	go func() { errCh <- served(apiSrv.ServeTLS(apiLn, "", "")) }()
 	go func() { errCh <- served(fedSrv.Serve(tls.NewListener(fedLn, fedTLS))) }()
 	fedURL := "https://" + net.JoinHostPort(h.cfg.Advertise, strconv.Itoa(h.cfg.FederationPort))
+	go h.hub.Announce(ctx, fedURL) // sites dial every hub node they are told of
 	fmt.Fprintf(h.console, "\n  Cairn hub %s is ready.\n  Web UI and API: %s\n  Sites join at: %s\n  CA certificate (for the API): %s/ca.crt\n"+
 		"  Make a site's token: cairn federation token create SITE; on the site: cairn federation join %s --enrol-token TOKEN\n\n",
 		h.cfg.Name, h.cfg.APIURL(), fedURL, h.cfg.DataDir, fedURL)

@@ -166,9 +166,26 @@ func (s *Server) hubRoutes() []route {
 				writeJSON(w, http.StatusCreated, in, 0)
 				return nil
 			}},
-		route{Method: "GET", Path: v1 + "/federation/intents", Summary: "Bulk operations, newest first, with every site's progress and answers (yours; a hub admin: all)", Tag: "federation",
-			Response: []federation.Intent{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
-				return ok(w, s.hub.Intents(p), 0, nil)
+		route{Method: "GET", Path: v1 + "/federation/intents", Summary: "Bulk operations, newest first, with how many sites each is pending, done or failed on (yours; a hub admin: all): a page of limit (100, at most 1000) made before the intent whose seq is before; next, when there are more, is the next page's before", Tag: "federation",
+			Query: []string{"before", "limit"}, Response: federation.IntentPage{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				q := r.URL.Query()
+				var before uint64
+				if v := q.Get("before"); v != "" {
+					n, err := strconv.ParseUint(v, 10, 64)
+					if err != nil {
+						return consensus.Errorf(consensus.CodeInvalid, "before is an intent's seq, a number")
+					}
+					before = n
+				}
+				limit := 0
+				if v := q.Get("limit"); v != "" {
+					n, err := strconv.Atoi(v)
+					if err != nil || n < 1 {
+						return consensus.Errorf(consensus.CodeInvalid, "limit is a number of intents, 1 to %d", federation.MaxIntentPage)
+					}
+					limit = n
+				}
+				return ok(w, s.hub.Intents(p, before, limit), 0, nil)
 			}},
 		route{Method: "GET", Path: v1 + "/federation/intents/{intent}", Summary: "One bulk operation, with every site's progress and answers", Tag: "federation",
 			Response: federation.Intent{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {

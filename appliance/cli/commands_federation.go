@@ -173,18 +173,20 @@ func init() {
 				if err := send(e, "POST", "/api/v1/federation/intents", spec, &in); err != nil {
 					return err
 				}
-				return e.printKV(in, [][2]string{{"intent", in.ID}, {"state", in.State()}, {"sites", fmt.Sprint(len(in.Sites))}, {"expires", in.ExpiresAt.Format(time.RFC3339)}})
+				return e.printKV(in, [][2]string{{"intent", in.ID}, {"state", in.State()}, {"sites", fmt.Sprint(in.Total)}, {"expires", in.ExpiresAt.Format(time.RFC3339)}})
 			}
 		}}
 	commands["federation intent list"] = command{help: "on a hub: bulk operations, newest first",
 		flags: noFlags(func(e *env, args []string) error {
-			var ins []federation.Intent
-			if err := get(e, "/api/v1/federation/intents", &ins); err != nil {
+			var page federation.IntentPage
+			if err := get(e, "/api/v1/federation/intents", &page); err != nil {
 				return err
 			}
-			return e.print(ins, []string{"ID", "BY", "STATE", "SITES", "CREATED", "EXPIRES"}, func(i int) []string {
+			ins := page.Intents
+			return e.print(ins, []string{"ID", "BY", "STATE", "SITES", "PENDING", "DONE", "FAILED", "CREATED", "EXPIRES"}, func(i int) []string {
 				in := ins[i]
-				return []string{in.ID, in.UserName, in.State(), fmt.Sprint(len(in.Sites)), in.CreatedAt.Format(time.RFC3339), in.ExpiresAt.Format(time.RFC3339)}
+				return []string{in.ID, in.UserName, in.State(), fmt.Sprint(in.Total), fmt.Sprint(in.Pending), fmt.Sprint(in.Done), fmt.Sprint(in.Failed),
+					in.CreatedAt.Format(time.RFC3339), in.ExpiresAt.Format(time.RFC3339)}
 			}, len(ins))
 		})}
 	commands["federation intent show"] = command{usage: "ID", help: "on a hub: a bulk operation's progress and answers on every site",

@@ -43,7 +43,7 @@ func (h *Hub) RunIntents(ctx context.Context) {
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := h.c.Store().ReadTxn()
-		it, err := txn.Get(tIntents, "id")
+		it, err := txn.Get(tIntentSites, "state", IntentPending)
 		if err != nil {
 			return
 		}
@@ -53,15 +53,20 @@ func (h *Hub) RunIntents(ctx context.Context) {
 		}
 		now := time.Now()
 		due := map[string]bool{}
+		live := map[string]bool{} // intents not expired, by ID
 		for o := it.Next(); o != nil; o = it.Next() {
-			in := o.(*Intent)
-			if !now.Before(in.ExpiresAt) {
+			s := o.(*IntentSite)
+			if due[s.SiteID] {
 				continue
 			}
-			for _, s := range in.Sites {
-				if s.State == IntentPending {
-					due[s.SiteID] = true
-				}
+			ok, seen := live[s.IntentID]
+			if !seen {
+				in := consensus.First[Intent](txn, tIntents, "id", s.IntentID)
+				ok = in != nil && now.Before(in.ExpiresAt)
+				live[s.IntentID] = ok
+			}
+			if ok {
+				due[s.SiteID] = true
 			}
 		}
 		pushes := h.pendingPushes(now)
@@ -153,7 +158,8 @@ func (h *Hub) serveSite(ctx context.Context, siteID string, next func(waitUntil 
 // order the hub's log made them, and its next step; nil while that one
 // waits (a site's intents run in order).
 func (h *Hub) nextStep(siteID string, waitUntil map[string]time.Time) (*Intent, int) {
-	it, err := h.c.Store().ReadTxn().Get(tIntents, "id")
+	txn := h.c.Store().ReadTxn()
+	it, err := txn.Get(tIntentSites, "site", siteID)
 	if err != nil {
 		return nil, 0
 	}
@@ -161,15 +167,15 @@ func (h *Hub) nextStep(siteID string, waitUntil map[string]time.Time) (*Intent, 
 	var best *Intent
 	step := 0
 	for o := it.Next(); o != nil; o = it.Next() {
-		in := o.(*Intent)
-		if !now.Before(in.ExpiresAt) || (best != nil && in.Seq > best.Seq) {
+		s := o.(*IntentSite)
+		if s.State != IntentPending {
 			continue
 		}
-		for _, s := range in.Sites {
-			if s.SiteID == siteID && s.State == IntentPending {
-				best, step = in, s.Done
-			}
+		in := consensus.First[Intent](txn, tIntents, "id", s.IntentID)
+		if in == nil || !now.Before(in.ExpiresAt) || (best != nil && in.Seq > best.Seq) {
+			continue
 		}
+		best, step = in, s.Done
 	}
 	if best != nil && now.Before(waitUntil[best.ID]) {
 		return nil, 0
@@ -189,10 +195,8 @@ func (h *Hub) sendStep(ctx context.Context, in *Intent, siteID string, step int)
 	record := func(res *StepResult, state, msg string) {
 		cmd := intentStepCmd{IntentID: in.ID, SiteID: siteID, Step: step, Result: res, State: state, Message: msg, At: time.Now().UTC()}
 		if res == nil && state == IntentPending {
-			for _, s := range in.Sites {
-				if s.SiteID == siteID && s.Message == msg {
-					return // said already
-				}
+			if s := intentSite(h.c.Store().ReadTxn(), in.ID, siteID); s != nil && s.Message == msg {
+				return // said already
 			}
 		}
 		if _, err := h.c.Apply(ctx, MsgIntentStep, cmd, nil); err != nil && consensus.ErrorCode(err) != consensus.CodeConflict {

@@ -166,7 +166,7 @@ func (h *Hub) push(ctx context.Context, d *Distribution) time.Duration {
 				holders = im.Holders
 			}
 			if d.Note != "not_on_node" {
-				record(DistPending, note{"not_on_node", fmt.Sprintf("the image is on hub nodes %v, not on %s that holds the site's session", holders, h.c.Name())}, d.Received, false, "")
+				record(DistPending, note{"not_on_node", fmt.Sprintf("the image is being copied from hub nodes %v to %s, which holds the site's session; the push begins once it is there", holders, h.c.Name())}, d.Received, false, "")
 			}
 			return h.retry.unanswered
 		}

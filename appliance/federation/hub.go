@@ -407,7 +407,7 @@ func (h *Hub) serveSession(ctx context.Context, conn *tls.Conn) {
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(Hello{SiteID: siteID, CAPEM: ca.PEM})
+		_ = json.NewEncoder(w).Encode(Hello{SiteID: siteID, CAPEM: ca.PEM, HubURLs: h.hubURLs()})
 	})
 	mux.HandleFunc("POST /fed/v1/inventory", func(w http.ResponseWriter, r *http.Request) {
 		var push InventoryPush
@@ -496,10 +496,12 @@ type InventoryPush struct {
 const maxInventoryBytes = 32 << 20
 
 // Hello is the hub's answer to a site's hello: the CA set the site pins
-// (a rotated CA reaches the sites here, before any certificate uses it).
+// (a rotated CA reaches the sites here, before any certificate uses it),
+// and where every hub node takes sessions.
 type Hello struct {
-	SiteID string `json:"site_id"`
-	CAPEM  []byte `json:"ca_pem"`
+	SiteID  string   `json:"site_id"`
+	CAPEM   []byte   `json:"ca_pem"`
+	HubURLs []string `json:"hub_urls,omitempty"`
 }
 
 // errRevoked is what a site that may not connect is told.

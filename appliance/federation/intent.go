@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -28,7 +29,10 @@ const (
 	MsgExpireIntents consensus.MessageType = 530
 )
 
-const tIntents = "federation_intents"
+const (
+	tIntents     = "federation_intents"
+	tIntentSites = "federation_intent_sites" // one row per intent and site
+)
 
 // Limits of an intent.
 const (
@@ -64,13 +68,17 @@ type StepResult struct {
 	Body   string `json:"body,omitempty"`
 }
 
-// IntentSite is an intent's progress on one site.
+// IntentSite is an intent's progress on one site: a row of its own, so
+// that recording one site's step copies one site's progress, not every
+// site's.
 type IntentSite struct {
-	SiteID  string       `json:"site_id"`
-	Site    string       `json:"site"`
-	State   string       `json:"state"`
-	Done    int          `json:"steps_done"`
-	Results []StepResult `json:"results,omitempty"`
+	IntentID string       `json:"intent_id"`
+	Order    int          `json:"order"` // the site's place in the intent
+	SiteID   string       `json:"site_id"`
+	Site     string       `json:"site"`
+	State    string       `json:"state"`
+	Done     int          `json:"steps_done"`
+	Results  []StepResult `json:"results,omitempty"`
 	// Message says why a pending site waits, or why it failed.
 	Message   string    `json:"message,omitempty"`
 	UpdatedAt time.Time `json:"updated_at,omitzero"`
@@ -86,23 +94,64 @@ type Intent struct {
 	CreatedAt time.Time    `json:"created_at"`
 	ExpiresAt time.Time    `json:"expires_at"`
 	Steps     []IntentStep `json:"steps"`
-	Sites     []IntentSite `json:"sites"`
-	Seq       uint64       `json:"seq"` // the hub log's order of making: a site runs its intents in it
-	Version   uint64       `json:"version"`
+	// Sites is every site's progress, in the intent's order: kept as rows
+	// of their own (tIntentSites), filled in where one intent is shown.
+	Sites []IntentSite `json:"sites,omitempty"`
+	// How many sites the intent is for, and how many are in each state.
+	Total   int    `json:"sites_total"`
+	Pending int    `json:"sites_pending"`
+	Done    int    `json:"sites_done"`
+	Failed  int    `json:"sites_failed"` // failed or expired
+	Seq     uint64 `json:"seq"`          // the hub log's order of making: a site runs its intents in it
+	Version uint64 `json:"version"`
 }
 
 // State is the intent's as a whole.
 func (in *Intent) State() string {
-	st := IntentDone
-	for _, s := range in.Sites {
-		switch s.State {
+	switch {
+	case in.Pending > 0:
+		return IntentPending
+	case in.Failed > 0:
+		return IntentFailed
+	}
+	return IntentDone
+}
+
+// count moves one site of the intent from state from ("": none, a new
+// site) to state to.
+func (in *Intent) count(from, to string) {
+	add := func(state string, d int) {
+		switch state {
+		case "":
 		case IntentPending:
-			return IntentPending
-		case IntentFailed, IntentExpired:
-			st = IntentFailed
+			in.Pending += d
+		case IntentDone:
+			in.Done += d
+		default:
+			in.Failed += d
 		}
 	}
-	return st
+	add(from, -1)
+	add(to, 1)
+}
+
+// intentSite is one site's row of an intent.
+func intentSite(txn *memdb.Txn, intentID, siteID string) *IntentSite {
+	return consensus.First[IntentSite](txn, tIntentSites, "id", intentID, siteID)
+}
+
+// intentSites is every site's row of an intent, in the intent's order.
+func intentSites(txn *memdb.Txn, intentID string) []IntentSite {
+	out := []IntentSite{}
+	it, err := txn.Get(tIntentSites, "intent", intentID)
+	if err != nil {
+		return out
+	}
+	for o := it.Next(); o != nil; o = it.Next() {
+		out = append(out, *o.(*IntentSite))
+	}
+	slices.SortFunc(out, func(a, b IntentSite) int { return a.Order - b.Order })
+	return out
 }
 
 // MarshalJSON adds the intent's state.
@@ -131,7 +180,9 @@ func applyCreateIntent(tx *consensus.Tx, c *createIntentCmd) (any, error) {
 	in.KeyID = keyID(in.UserID, in.Key)
 	if k := in.KeyID; k != "" {
 		if cur := consensus.First[Intent](tx.Txn, tIntents, "key", k); cur != nil {
-			return cur, nil // made already: the same answer
+			out := *cur // made already: the same answer
+			out.Sites = intentSites(tx.Txn, cur.ID)
+			return &out, nil
 		}
 	}
 	if err := checkSteps(in.Steps); err != nil {
@@ -140,15 +191,29 @@ func applyCreateIntent(tx *consensus.Tx, c *createIntentCmd) (any, error) {
 	if len(in.Sites) == 0 || len(in.Sites) > maxIntentSites {
 		return nil, consensus.Errorf(consensus.CodeInvalid, "an intent is for 1 to %d sites", maxIntentSites)
 	}
-	for i := range in.Sites {
-		s := consensus.First[Site](tx.Txn, tSites, "id", in.Sites[i].SiteID)
+	sites := in.Sites
+	in.Sites, in.Total, in.Pending, in.Done, in.Failed = nil, len(sites), 0, 0, 0
+	for i := range sites {
+		s := consensus.First[Site](tx.Txn, tSites, "id", sites[i].SiteID)
 		if s == nil || !s.Active() {
-			return nil, consensus.Errorf(consensus.CodeNotFound, "no site %s", in.Sites[i].Site)
+			return nil, consensus.Errorf(consensus.CodeNotFound, "no site %s", sites[i].Site)
 		}
-		in.Sites[i].State, in.Sites[i].Done, in.Sites[i].UpdatedAt = IntentPending, 0, in.CreatedAt
+		if intentSite(tx.Txn, in.ID, s.ID) != nil {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "site %s is named twice", s.Name)
+		}
+		row := IntentSite{IntentID: in.ID, Order: i, SiteID: s.ID, Site: sites[i].Site, State: IntentPending, UpdatedAt: in.CreatedAt}
+		if err := tx.Insert(tIntentSites, &row); err != nil {
+			return nil, err
+		}
+		in.count("", IntentPending)
 	}
 	in.Seq, in.Version = tx.Index, tx.Index
-	return &in, tx.Insert(tIntents, &in)
+	if err := tx.Insert(tIntents, &in); err != nil {
+		return nil, err
+	}
+	out := in
+	out.Sites = intentSites(tx.Txn, in.ID)
+	return &out, nil
 }
 
 func checkSteps(steps []IntentStep) error {
@@ -187,17 +252,15 @@ func applyIntentStep(tx *consensus.Tx, c *intentStepCmd) (any, error) {
 	if cur == nil {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "no intent %s", c.IntentID)
 	}
-	i := slices.IndexFunc(cur.Sites, func(s IntentSite) bool { return s.SiteID == c.SiteID })
+	row := intentSite(tx.Txn, c.IntentID, c.SiteID)
 	// An answer that came as the intent expired still counts: the step
 	// ran (the site refuses steps past the deadline it is sent).
-	late := i >= 0 && cur.Sites[i].State == IntentExpired && c.Result != nil
-	if i < 0 || (cur.Sites[i].State != IntentPending && !late) || cur.Sites[i].Done != c.Step {
+	late := row != nil && row.State == IntentExpired && c.Result != nil
+	if row == nil || (row.State != IntentPending && !late) || row.Done != c.Step {
 		return nil, consensus.Errorf(consensus.CodeConflict, "intent %s moved on at this site", c.IntentID)
 	}
-	in := *cur
-	in.Sites = slices.Clone(cur.Sites)
-	s := &in.Sites[i]
-	s.Results = slices.Clone(s.Results)
+	s := *row
+	s.Results = slices.Clone(row.Results)
 	if c.Result != nil {
 		s.Results = append(s.Results, *c.Result)
 		s.Done++
@@ -207,9 +270,14 @@ func applyIntentStep(tx *consensus.Tx, c *intentStepCmd) (any, error) {
 		s.State = IntentExpired
 		s.Message = fmt.Sprintf("step %d ran as the intent expired; the steps after it did not", c.Step+1)
 	}
-	if s.State == IntentPending && s.Done == len(in.Steps) {
+	if s.State == IntentPending && s.Done == len(cur.Steps) {
 		s.State = IntentDone
 	}
+	if err := tx.Insert(tIntentSites, &s); err != nil {
+		return nil, err
+	}
+	in := *cur
+	in.count(row.State, s.State)
 	in.Version = tx.Index
 	return &in, tx.Insert(tIntents, &in)
 }
@@ -236,6 +304,11 @@ func applyExpireIntents(tx *consensus.Tx, c *expireIntentsCmd) (any, error) {
 		}
 	}
 	for _, in := range drop {
+		for _, row := range intentSites(tx.Txn, in.ID) {
+			if err := tx.Delete(tIntentSites, &row); err != nil {
+				return nil, err
+			}
+		}
 		if err := tx.Delete(tIntents, in); err != nil {
 			return nil, err
 		}
@@ -245,14 +318,18 @@ func applyExpireIntents(tx *consensus.Tx, c *expireIntentsCmd) (any, error) {
 	}
 	for _, cur := range change {
 		in := *cur
-		in.Sites = slices.Clone(cur.Sites)
-		for i := range in.Sites {
-			if in.Sites[i].State == IntentPending {
-				in.Sites[i].State, in.Sites[i].UpdatedAt = IntentExpired, c.At
-				if in.Sites[i].Message == "" {
-					in.Sites[i].Message = "the site was not reached before the intent expired"
-				}
+		for _, row := range intentSites(tx.Txn, in.ID) {
+			if row.State != IntentPending {
+				continue
 			}
+			row.State, row.UpdatedAt = IntentExpired, c.At
+			if row.Message == "" {
+				row.Message = "the site was not reached before the intent expired"
+			}
+			if err := tx.Insert(tIntentSites, &row); err != nil {
+				return nil, err
+			}
+			in.count(IntentPending, IntentExpired)
 		}
 		in.Version = tx.Index
 		if err := tx.Insert(tIntents, &in); err != nil {
@@ -266,6 +343,13 @@ func registerIntents(reg *consensus.Registry) {
 	consensus.RegisterTable[Intent](reg, &memdb.TableSchema{Name: tIntents, Indexes: map[string]*memdb.IndexSchema{
 		"id":  {Name: "id", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "ID"}},
 		"key": {Name: "key", Unique: true, AllowMissing: true, Indexer: &memdb.StringFieldIndex{Field: "KeyID"}},
+	}})
+	consensus.RegisterTable[IntentSite](reg, &memdb.TableSchema{Name: tIntentSites, Indexes: map[string]*memdb.IndexSchema{
+		"id": {Name: "id", Unique: true, Indexer: &memdb.CompoundIndex{Indexes: []memdb.Indexer{
+			&memdb.StringFieldIndex{Field: "IntentID"}, &memdb.StringFieldIndex{Field: "SiteID"}}}},
+		"intent": {Name: "intent", Indexer: &memdb.StringFieldIndex{Field: "IntentID"}},
+		"site":   {Name: "site", Indexer: &memdb.StringFieldIndex{Field: "SiteID"}},
+		"state":  {Name: "state", Indexer: &memdb.StringFieldIndex{Field: "State"}},
 	}})
 	consensus.HandleSince(reg, MsgCreateIntent, "CreateIntent", 8, applyCreateIntent)
 	consensus.HandleSince(reg, MsgIntentStep, "RecordIntentStep", 8, applyIntentStep)
@@ -309,7 +393,9 @@ func (h *Hub) CreateIntent(ctx context.Context, p *identity.Principal, spec Inte
 	txn := h.c.Store().ReadTxn()
 	if spec.Key != "" {
 		if cur := consensus.First[Intent](txn, tIntents, "key", keyID(p.User.ID, spec.Key)); cur != nil {
-			return cur, nil
+			out := *cur
+			out.Sites = intentSites(txn, cur.ID)
+			return &out, nil
 		}
 	}
 	sites, err := h.targets(txn, p, spec.Sites, spec.Groups)
@@ -326,29 +412,61 @@ func (h *Hub) CreateIntent(ctx context.Context, p *identity.Principal, spec Inte
 	return &out, nil
 }
 
-// Intents lists intents: a hub admin's, all; anyone else's, their own.
-func (h *Hub) Intents(p *identity.Principal) []Intent {
-	out := []Intent{}
-	it, err := h.c.Store().ReadTxn().Get(tIntents, "id")
-	if err != nil {
-		return out
-	}
-	for o := it.Next(); o != nil; o = it.Next() {
-		if in := o.(*Intent); p.IsClusterAdmin() || in.UserID == p.User.ID {
-			out = append(out, *in)
-		}
-	}
-	slices.SortFunc(out, func(a, b Intent) int { return b.CreatedAt.Compare(a.CreatedAt) })
-	return out
+// IntentPage is a page of intents, newest first.
+type IntentPage struct {
+	Intents []Intent `json:"intents"`
+	// Next, when more are older, is the before of the next page.
+	Next uint64 `json:"next,omitempty"`
 }
 
-// GetIntent is one intent, the caller's own (or any, for a hub admin).
+// DefaultIntentPage and MaxIntentPage bound a page of intents.
+const (
+	DefaultIntentPage = 100
+	MaxIntentPage     = 1000
+)
+
+// Intents lists intents, newest first, without their sites' rows (their
+// counts say how far they are; GetIntent has the rows): a hub admin's,
+// all; anyone else's, their own. A page holds up to limit intents made
+// before the intent whose Seq is before (0: the newest).
+func (h *Hub) Intents(p *identity.Principal, before uint64, limit int) IntentPage {
+	if limit <= 0 {
+		limit = DefaultIntentPage
+	}
+	limit = min(limit, MaxIntentPage)
+	page := IntentPage{Intents: []Intent{}}
+	it, err := h.c.Store().ReadTxn().Get(tIntents, "id")
+	if err != nil {
+		return page
+	}
+	var all []*Intent
+	for o := it.Next(); o != nil; o = it.Next() {
+		if in := o.(*Intent); (p.IsClusterAdmin() || in.UserID == p.User.ID) && (before == 0 || in.Seq < before) {
+			all = append(all, in)
+		}
+	}
+	slices.SortFunc(all, func(a, b *Intent) int { return cmp.Compare(b.Seq, a.Seq) })
+	for i, in := range all {
+		if i == limit {
+			page.Next = all[i-1].Seq
+			break
+		}
+		page.Intents = append(page.Intents, *in)
+	}
+	return page
+}
+
+// GetIntent is one intent with every site's progress, the caller's own
+// (or any, for a hub admin).
 func (h *Hub) GetIntent(p *identity.Principal, id string) (*Intent, error) {
-	in := consensus.First[Intent](h.c.Store().ReadTxn(), tIntents, "id", id)
+	txn := h.c.Store().ReadTxn()
+	in := consensus.First[Intent](txn, tIntents, "id", id)
 	if in == nil || (!p.IsClusterAdmin() && in.UserID != p.User.ID) {
 		return nil, consensus.Errorf(consensus.CodeNotFound, "no intent %s", id)
 	}
-	return in, nil
+	out := *in
+	out.Sites = intentSites(txn, id)
+	return &out, nil
 }
 
 // ExpireIntents marks what expired intents still wait for as expired (a

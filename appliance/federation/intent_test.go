@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -118,7 +119,7 @@ func TestIntentsRunOnceAndWait(t *testing.T) {
 	if _, err := e.hub.CreateIntent(ctx, e.user, IntentSpec{Sites: []string{"ward-east"}, Steps: steps}); consensus.ErrorCode(err) != consensus.CodeForbidden {
 		t.Fatalf("an intent by a read-only user: %v", err)
 	}
-	if n := len(e.hub.Intents(e.admin)); n != 0 {
+	if n := len(e.hub.Intents(e.admin, 0, 0).Intents); n != 0 {
 		t.Fatalf("refused intents queued %d", n)
 	}
 
@@ -127,7 +128,7 @@ func TestIntentsRunOnceAndWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Key: "tele-rollout", Sites: []string{"ward-east"}, Steps: steps[:1]})
-	if err != nil || again.ID != in.ID || len(e.hub.Intents(e.admin)) != 1 {
+	if err != nil || again.ID != in.ID || len(e.hub.Intents(e.admin, 0, 0).Intents) != 1 {
 		t.Fatalf("the same key again: %+v %v", again, err)
 	}
 	wait := func(site, state string) *Intent {
@@ -264,5 +265,55 @@ func TestIntentsRunOnceAndWait(t *testing.T) {
 	time.Sleep(500 * time.Millisecond) // a dispatcher round
 	if n := west.calls("DELETE /fed/v1/api/v1/projects/tele"); n != 0 {
 		t.Fatalf("an expired intent reached the site %d times", n)
+	}
+}
+
+// Intents list newest first, in pages, each with its sites' counts; one
+// intent shows every site's row, in the order it named them.
+func TestIntentPages(t *testing.T) {
+	e := startHub(t)
+	ctx := context.Background()
+	joinSite(t, e, "ward-east")
+	joinSite(t, e, "ward-west")
+	steps := []IntentStep{{Method: "POST", Path: "/api/v1/projects", Body: []byte(`{"name":"tele"}`)}}
+	var made []string
+	for range 5 {
+		in, err := e.hub.CreateIntent(ctx, e.admin, IntentSpec{Sites: []string{"ward-west", "ward-east"}, Steps: steps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, in.ID)
+	}
+	var got []string
+	before := uint64(0)
+	for pages := 0; ; pages++ {
+		page := e.hub.Intents(e.admin, before, 2)
+		if len(page.Intents) > 2 || pages > 3 {
+			t.Fatalf("page %d: %d intents", pages, len(page.Intents))
+		}
+		for _, in := range page.Intents {
+			if in.Total != 2 || in.Pending != 2 || in.Done != 0 || in.Failed != 0 || in.State() != IntentPending || len(in.Sites) != 0 {
+				t.Fatalf("listed %+v", in)
+			}
+			got = append(got, in.ID)
+		}
+		if page.Next == 0 {
+			break
+		}
+		before = page.Next
+	}
+	slices.Reverse(made)
+	if !slices.Equal(got, made) {
+		t.Fatalf("listed %v, want newest first %v", got, made)
+	}
+	if n := len(e.hub.Intents(e.user, 0, 0).Intents); n != 0 {
+		t.Fatalf("another user lists %d of the admin's intents", n)
+	}
+	in, err := e.hub.GetIntent(e.admin, made[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(in.Sites) != 2 || in.Sites[0].Site != "ward-west" || in.Sites[1].Site != "ward-east" || in.Sites[0].State != IntentPending {
+		t.Fatalf("the intent's sites: %+v", in.Sites)
 	}
 }

@@ -1,6 +1,7 @@
 package federation
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"net/http"
@@ -89,8 +90,9 @@ func applyLeaveHub(tx *consensus.Tx, c *leaveHubCmd) (any, error) {
 }
 
 type hubCACmd struct {
-	SiteID string `json:"site_id"`
-	CAPEM  []byte `json:"ca_pem"`
+	SiteID  string   `json:"site_id"`
+	CAPEM   []byte   `json:"ca_pem"`
+	HubURLs []string `json:"hub_urls,omitempty"` // kept as they were when empty
 }
 
 func applyHubCA(tx *consensus.Tx, c *hubCACmd) (any, error) {
@@ -100,6 +102,9 @@ func applyHubCA(tx *consensus.Tx, c *hubCACmd) (any, error) {
 	}
 	m := *cur
 	m.CAPEM = c.CAPEM
+	if len(c.HubURLs) > 0 {
+		m.HubURLs = c.HubURLs
+	}
 	return nil, tx.Insert(tMembership, &m)
 }
 
@@ -339,15 +344,29 @@ func (s *Member) Run(ctx context.Context) {
 			continue
 		}
 		siteID := m.(*Membership).SiteID
-		// One membership's sessions, until it is left or replaced.
+		// One membership's sessions, until it is left or replaced, or
+		// its certificate or CA set changes; news of the hub's nodes
+		// alone is for the next dial.
 		mctx, cancel := context.WithCancel(ctx)
 		go func() {
-			_ = s.c.Store().Watch(mctx, ws)
-			cancel()
+			defer cancel()
+			was := m.(*Membership)
+			for {
+				if s.c.Store().Watch(mctx, ws) != nil {
+					return
+				}
+				ws = memdb.NewWatchSet()
+				ch, now, err := s.c.Store().ReadTxn().FirstWatch(tMembership, "id")
+				if err != nil || now == nil || !sameButNodes(was, now.(*Membership)) {
+					return
+				}
+				ws.Add(ch)
+				was = now.(*Membership)
+			}
 		}()
-		run(mctx, func() *Membership { return s.membership() }, s.hubHandler(), func(ca []byte) {
-			if _, err := s.c.Apply(mctx, MsgHubCA, hubCACmd{SiteID: siteID, CAPEM: ca}, nil); err != nil {
-				s.log.Warn("keep the hub's new CA set", "err", err)
+		run(mctx, func() *Membership { return s.membership() }, s.hubHandler(), func(h Hello) {
+			if _, err := s.c.Apply(mctx, MsgHubCA, hubCACmd{SiteID: siteID, CAPEM: h.CAPEM, HubURLs: h.HubURLs}, nil); err != nil {
+				s.log.Warn("keep the hub's new CA set and node addresses", "err", err)
 			}
 		}, s.log, func(up bool, err error) { s.set(ctx, siteID, up, err) }, func(ctx context.Context, hub HubCaller) {
 			go s.renew(ctx, hub)
@@ -355,6 +374,15 @@ func (s *Member) Run(ctx context.Context) {
 		})
 		cancel()
 	}
+}
+
+// sameButNodes tells whether two memberships differ in the hub's node
+// URLs alone.
+func sameButNodes(a, b *Membership) bool {
+	x, y := *a, *b
+	x.HubURLs, y.HubURLs = nil, nil
+	return x.HubURL == y.HubURL && x.SiteID == y.SiteID && x.SiteName == y.SiteName &&
+		bytes.Equal(x.CertPEM, y.CertPEM) && bytes.Equal(x.KeyPEM, y.KeyPEM) && bytes.Equal(x.CAPEM, y.CAPEM)
 }
 
 // push keeps the hub's copy of the site's inventory current while a

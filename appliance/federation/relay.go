@@ -35,6 +35,7 @@ type peers interface {
 // holds; mount it with consensus.Node.HandleRPC(RPCPrefix, h).
 func (h *Hub) RPCHandler() http.Handler {
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+imagePath+"{sha}", h.serveImage)
 	mux.HandleFunc(relayPath+"{site}/{path...}", func(w http.ResponseWriter, r *http.Request) {
 		relayErr := func(err error) {
 			w.Header().Set(headerRelayError, "1")

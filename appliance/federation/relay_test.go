@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,6 +37,7 @@ func TestCallRelayedToTheNodeWithTheSession(t *testing.T) {
 	t.Cleanup(cancel)
 	ids := make([]*identity.Service, 3)
 	urls := make([]string, 3)
+	srvs := make([]*http.Server, 3)
 	for i, n := range c.Nodes {
 		ids[i] = identity.NewService(n, identity.DefaultConfig())
 		hubs[i] = NewHub(n, ids[i], slog.New(slog.DiscardHandler))
@@ -59,6 +62,7 @@ func TestCallRelayedToTheNodeWithTheSession(t *testing.T) {
 		go func() { _ = srv.Serve(tls.NewListener(ln, cfg)) }()
 		t.Cleanup(func() { _ = srv.Close() })
 		urls[i] = "https://" + ln.Addr().String()
+		srvs[i] = srv
 	}
 	admin := login(t, ids[0], "it-central", "hub-root-7373")
 	token, _, err := hubs[0].CreateToken(ctx, admin, "ward-east", 0)
@@ -143,6 +147,45 @@ func TestCallRelayedToTheNodeWithTheSession(t *testing.T) {
 	if _, err := tr.RoundTrip(httptest.NewRequest("GET", "http://site/fed/v1/api/v1/vms", nil)); err == nil || !strings.Contains(err.Error(), "not connected") {
 		t.Fatalf("the relay's own error through the transport: %v", err)
 	}
+
+	// The hub's nodes announce where sites reach them; the hello tells the
+	// site, which keeps them. When the node it joined at is gone, it
+	// dials the others.
+	stop()
+	for i, h := range hubs {
+		h.Announce(ctx, urls[i])
+	}
+	var mu sync.Mutex
+	kept := *m
+	kept.HubURL = urls[2]
+	sctx, end := context.WithCancel(ctx)
+	defer end()
+	go Run(sctx, func() *Membership { mu.Lock(); defer mu.Unlock(); c := kept; return &c }, api, func(h Hello) {
+		mu.Lock()
+		kept.CAPEM, kept.HubURLs = h.CAPEM, h.HubURLs
+		mu.Unlock()
+	}, slog.New(slog.DiscardHandler))
+	testutil.WaitFor(t, 20*time.Second, "the site told of every hub node", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if want := slices.Sorted(slices.Values(urls)); !slices.Equal(kept.HubURLs, want) || !hubs[2].Connected(m.SiteID) {
+			return fmt.Errorf("the site knows %v, want %v", kept.HubURLs, want)
+		}
+		return nil
+	})
+	_ = srvs[2].Close()
+	hubs[2].drop(m.SiteID) // the node's end: its sessions go with it
+	holder := -1
+	testutil.WaitFor(t, 20*time.Second, "the site back on another hub node", func() error {
+		for i := range 2 {
+			if hubs[i].Connected(m.SiteID) {
+				holder = i
+				return nil
+			}
+		}
+		return fmt.Errorf("on no node")
+	})
+	through(holder, 1-holder)
 }
 
 type roundTripFunc func(*http.Request) (*http.Response, error)

@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/yamux"
@@ -37,6 +38,21 @@ type Membership struct {
 	CertPEM  []byte `json:"cert_pem"`
 	KeyPEM   []byte `json:"key_pem"`
 	CAPEM    []byte `json:"ca_pem"`
+	// HubURLs are where every hub node takes sessions, as the hub last
+	// said: dialled in turn after HubURL when it does not answer.
+	HubURLs []string `json:"hub_urls,omitempty"`
+}
+
+// urls is where the site dials the hub, in order: the URL it joined at
+// first, then the hub's other nodes.
+func (m *Membership) urls() []string {
+	out := []string{m.HubURL}
+	for _, u := range m.HubURLs {
+		if !slices.Contains(out, u) {
+			out = append(out, u)
+		}
+	}
+	return out
 }
 
 // Join enrols this site with the hub at hubURL (https://host:port) with
@@ -121,9 +137,10 @@ func pinnedChain(cs tls.ConnectionState, host, want string) error {
 	return errors.New("the hub's certificate is not from the CA the enrolment token names")
 }
 
-// tlsConfig is the site's side of its session: its client certificate,
-// the hub checked against the pinned CA set.
-func (m *Membership) tlsConfig() (*tls.Config, error) {
+// tlsConfig is the site's side of its session with the hub node at
+// hubURL: its client certificate, the hub checked against the pinned CA
+// set.
+func (m *Membership) tlsConfig(hubURL string) (*tls.Config, error) {
 	cert, err := tls.X509KeyPair(m.CertPEM, m.KeyPEM)
 	if err != nil {
 		return nil, err
@@ -132,7 +149,7 @@ func (m *Membership) tlsConfig() (*tls.Config, error) {
 	if !pool.AppendCertsFromPEM(m.CAPEM) {
 		return nil, errors.New("the membership holds no hub CA")
 	}
-	u, err := url.Parse(m.HubURL)
+	u, err := url.Parse(hubURL)
 	if err != nil {
 		return nil, err
 	}
@@ -143,16 +160,33 @@ func (m *Membership) tlsConfig() (*tls.Config, error) {
 // dialTimeout bounds a session's TCP connect and TLS handshake.
 const dialTimeout = 15 * time.Second
 
-// dialSession dials the hub and opens a session over the connection.
+// dialSession dials the hub, trying each of its nodes in turn, and opens
+// a session over the first connection made.
 func dialSession(ctx context.Context, m *Membership, log *slog.Logger) (*yamux.Session, error) {
 	if m == nil {
 		return nil, errors.New("this site is not a member of a hub")
 	}
-	cfg, err := m.tlsConfig()
+	var errs []error
+	for _, hubURL := range m.urls() {
+		sess, err := dialNode(ctx, m, hubURL, log)
+		if err == nil {
+			return sess, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, errors.Join(errs...)
+}
+
+// dialNode dials one hub node.
+func dialNode(ctx context.Context, m *Membership, hubURL string, log *slog.Logger) (*yamux.Session, error) {
+	cfg, err := m.tlsConfig(hubURL)
 	if err != nil {
 		return nil, err
 	}
-	u, _ := url.Parse(m.HubURL)
+	u, _ := url.Parse(hubURL)
 	addr := u.Host
 	if u.Port() == "" {
 		addr = net.JoinHostPort(u.Hostname(), "443")
@@ -161,11 +195,11 @@ func dialSession(ctx context.Context, m *Membership, log *slog.Logger) (*yamux.S
 	conn, err := (&tls.Dialer{Config: cfg}).DialContext(dctx, "tcp", addr)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("dial the hub: %w", err)
+		return nil, fmt.Errorf("dial the hub at %s: %w", hubURL, err)
 	}
 	if p := conn.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != ALPN {
 		conn.Close()
-		return nil, fmt.Errorf("the hub does not speak %s (it chose %q)", ALPN, p)
+		return nil, fmt.Errorf("the hub at %s does not speak %s (it chose %q)", hubURL, ALPN, p)
 	}
 	sess, err := yamux.Server(conn, yamuxConfig(log))
 	if err != nil {
@@ -177,11 +211,12 @@ func dialSession(ctx context.Context, m *Membership, log *slog.Logger) (*yamux.S
 
 // Connect runs one session with the hub: it dials out (the site needs no
 // inbound port), says hello (and takes the hub's CA set from the answer,
-// through changed calling onCA), and serves handler to the hub on the
+// and the hub's node URLs, through changed calling onHello when either
+// changed), and serves handler to the hub on the
 // streams the hub opens, until the session ends or ctx does. up, if set,
 // is called once the hub has answered the hello, with a context that ends
 // with the session and a way to make requests of the hub on it.
-func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, up func(context.Context, HubCaller)) error {
+func Connect(ctx context.Context, m *Membership, handler http.Handler, onHello func(Hello), log *slog.Logger, up func(context.Context, HubCaller)) error {
 	sess, err := dialSession(ctx, m, log)
 	if err != nil {
 		return err
@@ -195,11 +230,16 @@ func Connect(ctx context.Context, m *Membership, handler http.Handler, onCA func
 	if err := call(ctx, sess, "GET", "/fed/v1/hello", nil, &hello); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	if onCA != nil && !bytes.Equal(hello.CAPEM, m.CAPEM) {
-		if pool := x509.NewCertPool(); !pool.AppendCertsFromPEM(hello.CAPEM) {
-			return errors.New("hello: the hub's CA set is not valid PEM")
+	if pool := x509.NewCertPool(); !pool.AppendCertsFromPEM(hello.CAPEM) {
+		return errors.New("hello: the hub's CA set is not valid PEM")
+	}
+	for _, u := range hello.HubURLs {
+		if p, err := url.Parse(u); err != nil || p.Scheme != "https" || p.Host == "" {
+			return fmt.Errorf("hello: the hub names a node at %q", u)
 		}
-		onCA(hello.CAPEM)
+	}
+	if onHello != nil && (!bytes.Equal(hello.CAPEM, m.CAPEM) || (len(hello.HubURLs) > 0 && !slices.Equal(hello.HubURLs, m.HubURLs))) {
+		onHello(hello)
 	}
 	if up != nil {
 		up(ctx, func(ctx context.Context, method, path string, in, out any) error {
@@ -278,8 +318,8 @@ const (
 // Run keeps a session with the hub until ctx ends, dialling again after
 // each end with jittered backoff. m is read afresh for each session
 // (a renewal or a new CA set takes effect at the next one).
-func Run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger) {
-	run(ctx, m, handler, onCA, log, nil, nil)
+func Run(ctx context.Context, m func() *Membership, handler http.Handler, onHello func(Hello), log *slog.Logger) {
+	run(ctx, m, handler, onHello, log, nil, nil)
 }
 
 // RunWith is Run calling status when a session comes up (true) or ends
@@ -292,14 +332,14 @@ func RunWith(ctx context.Context, m func() *Membership, handler http.Handler, lo
 
 // run is Run telling status whether a session is up, and why the last
 // one ended, and running during (if set) while each session is up.
-func run(ctx context.Context, m func() *Membership, handler http.Handler, onCA func([]byte), log *slog.Logger, status func(bool, error), during func(context.Context, HubCaller)) {
+func run(ctx context.Context, m func() *Membership, handler http.Handler, onHello func(Hello), log *slog.Logger, status func(bool, error), during func(context.Context, HubCaller)) {
 	if status == nil {
 		status = func(bool, error) {}
 	}
 	ceiling := backoffBase
 	for ctx.Err() == nil {
 		began := time.Now()
-		err := Connect(ctx, m(), handler, onCA, log, func(sctx context.Context, hub HubCaller) {
+		err := Connect(ctx, m(), handler, onHello, log, func(sctx context.Context, hub HubCaller) {
 			status(true, nil)
 			if during != nil {
 				go during(sctx, hub)

@@ -118,6 +118,7 @@ func Register(reg *consensus.Registry) {
 		"name": {Name: "name", Unique: true, Indexer: &memdb.StringFieldIndex{Field: "Name"}},
 	}})
 	consensus.Handle(reg, MsgFederationCA, "SetFederationCA", applyCA)
+	registerHubNodes(reg)
 	consensus.Handle(reg, MsgCreateToken, "CreateFederationToken", applyCreateToken)
 	consensus.Handle(reg, MsgEnrolSite, "EnrolSite", applyEnrolSite)
 	consensus.Handle(reg, MsgRevokeSite, "RevokeSite", applyRevokeSite)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,15 +17,29 @@ import (
 
 // StartHub runs a one-node federation hub (cairn hub) on a bridge of its
 // own, its admin logged in; sites join it at HubURL.
-func StartHub(t *testing.T) (*harness.Cluster, *Client) {
+func StartHub(t *testing.T) (*harness.Cluster, *Client) { return StartHubN(t, 1) }
+
+// StartHubN runs a hub of n nodes, formed as a site's nodes form their
+// cluster, and returns it with a hub admin's client of its first node.
+func StartHubN(t *testing.T, n int) (*harness.Cluster, *Client) {
 	t.Helper()
 	pw := filepath.Join(t.TempDir(), "hub-password")
 	if err := os.WriteFile(pw, []byte(AdminPassword+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	hub := harness.New(t, harness.Options{N: 1, Binary: harness.BuildCairn(t), Args: func(n *harness.Node) []string {
-		return []string{"hub", "--name", "hub" + fmt.Sprint(n.Index), "--data-dir", n.DataDir, "--bind", n.IP,
-			"--expect", "1", "--join-token", "qa-hub-token", "--discovery-port", "0", "--admin-password-file", pw, "--log-level", "info"}
+	hub := harness.New(t, harness.Options{N: n, Binary: harness.BuildCairn(t), Args: func(nd *harness.Node) []string {
+		args := []string{"hub", "--name", "hub" + fmt.Sprint(nd.Index), "--data-dir", nd.DataDir, "--bind", nd.IP,
+			"--expect", fmt.Sprint(n), "--join-token", "qa-hub-token", "--discovery-port", "0", "--admin-password-file", pw, "--log-level", "info"}
+		var peers []string
+		for _, p := range nd.Cluster().Nodes {
+			if p != nd {
+				peers = append(peers, p.IP)
+			}
+		}
+		if len(peers) > 0 {
+			args = append(args, "--join", strings.Join(peers, ","))
+		}
+		return args
 	}})
 	return hub, Admin(t, hub.Node(1))
 }

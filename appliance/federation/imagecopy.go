@@ -1,0 +1,233 @@
+package federation
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	mathrand "math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/hashicorp/go-memdb"
+)
+
+// Images on several hub nodes. An upload lands on the node that took it;
+// every other hub node copies it from a node that holds it, over the hub's
+// cluster port, and is then recorded as a holder too. So a push goes out
+// from whichever node holds the site's session, and an image outlives the
+// node it was uploaded to. A copy cut short goes on from where it stopped
+// (ImageDir/fetch-SHA256), and is kept only if its SHA-256 is the image's.
+
+const imagePath = RPCPrefix + "images/"
+
+// serveImage answers a peer's GET for an image this node holds, with
+// ranges, so a copy resumes.
+func (h *Hub) serveImage(w http.ResponseWriter, r *http.Request) {
+	sum := r.PathValue("sha")
+	if len(sum) != 64 || !isHex(sum) || h.ImageDir == "" {
+		http.NotFound(w, r)
+		return
+	}
+	f, err := os.Open(filepath.Join(h.ImageDir, sum))
+	if err != nil {
+		http.NotFound(w, r)
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	http.ServeContent(w, r, "", fi.ModTime(), f)
+}
+
+func isHex(s string) bool {
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// copyRetry is how long a node waits before trying a failed copy again.
+const copyRetry = 10 * time.Second
+
+// RunImageCopies keeps a copy of every hub image on this node (every hub
+// node runs it), until ctx ends.
+func (h *Hub) RunImageCopies(ctx context.Context) {
+	if h.ImageDir == "" {
+		return
+	}
+	failed := map[string]time.Time{} // image → when to try again
+	for ctx.Err() == nil {
+		ws := memdb.NewWatchSet()
+		txn := h.c.Store().ReadTxn()
+		it, err := txn.Get(tHubImages, "id")
+		if err != nil {
+			return
+		}
+		ws.Add(it.WatchCh())
+		var wanted []HubImage
+		for o := it.Next(); o != nil; o = it.Next() {
+			if im := o.(*HubImage); !slices.Contains(im.Holders, h.c.Name()) {
+				wanted = append(wanted, *im)
+			}
+		}
+		wait := time.Duration(0)
+		for _, im := range wanted {
+			if until, ok := failed[im.SHA256]; ok && time.Now().Before(until) {
+				if d := time.Until(until); wait == 0 || d < wait {
+					wait = d
+				}
+				continue
+			}
+			if err := h.copyImage(ctx, im); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				h.log.Warn("copy an image from another hub node; trying again", "image", im.Name, "sha256", im.SHA256, "err", err, "in", copyRetry)
+				failed[im.SHA256] = time.Now().Add(copyRetry)
+				if wait == 0 || copyRetry < wait {
+					wait = copyRetry
+				}
+				continue
+			}
+			delete(failed, im.SHA256)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		if wait > 0 {
+			wctx, cancel = context.WithTimeout(ctx, wait)
+		}
+		_ = h.c.Store().Watch(wctx, ws)
+		cancel()
+	}
+}
+
+// copyImage fetches im from a node that holds it, and records this node
+// as holding it once the bytes are whole, checked and durable.
+func (h *Hub) copyImage(ctx context.Context, im HubImage) error {
+	final := filepath.Join(h.ImageDir, im.SHA256)
+	if _, err := os.Stat(final); err != nil {
+		if err := h.fetchImage(ctx, im, final); err != nil {
+			return err
+		}
+	}
+	_, err := h.c.Apply(ctx, MsgAddHubImage, addHubImageCmd{Image: HubImage{SHA256: im.SHA256, Size: im.Size, Holders: []string{h.c.Name()}}}, nil)
+	return err
+}
+
+func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
+	p, ok := h.c.(peers)
+	if !ok {
+		return errors.New("this hub node does not reach its peers")
+	}
+	if err := os.MkdirAll(h.ImageDir, 0o700); err != nil {
+		return err
+	}
+	part := filepath.Join(h.ImageDir, "fetch-"+im.SHA256)
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// What an earlier try left: hashed again, so the whole is checked.
+	sum := sha256.New()
+	have, err := io.Copy(sum, f)
+	if err != nil {
+		return err
+	}
+	if have > im.Size {
+		if err := f.Truncate(0); err != nil {
+			return err
+		}
+		if _, err := f.Seek(0, io.SeekStart); err != nil {
+			return err
+		}
+		have, sum = 0, sha256.New()
+	}
+	if err := roomFor(h.ImageDir, im.Size-have); err != nil {
+		return err
+	}
+	// One holder a try, another (perhaps) the next: what a failed fetch
+	// left is hashed again then, so nothing unchecked is appended to.
+	var from []string
+	for _, holder := range im.Holders {
+		if holder != h.c.Name() {
+			from = append(from, holder)
+		}
+	}
+	if len(from) == 0 {
+		return errors.New("no other hub node holds it")
+	}
+	holder := from[mathrand.IntN(len(from))]
+	addr, ok := p.PeerAddr(holder)
+	if !ok {
+		return fmt.Errorf("hub node %s is not known", holder)
+	}
+	n, err := fetchFrom(ctx, p.RPCClient(), "https://"+addr+imagePath+im.SHA256, have, f, sum)
+	if err != nil {
+		return fmt.Errorf("from %s: %w", holder, err)
+	}
+	if have += n; have != im.Size {
+		return fmt.Errorf("hub node %s sent %d of %d bytes", holder, have, im.Size)
+	}
+	if got := hex.EncodeToString(sum.Sum(nil)); got != im.SHA256 {
+		// Not what was uploaded: thrown away, fetched whole next time.
+		_ = os.Remove(part)
+		return fmt.Errorf("the copy's SHA-256 is %s", got)
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := os.Rename(part, final); err != nil {
+		return err
+	}
+	return syncDir(h.ImageDir)
+}
+
+// fetchFrom appends what url holds from byte off on to f (and sum),
+// returning how much it appended.
+func fetchFrom(ctx context.Context, c *http.Client, url string, off int64, f *os.File, sum hash.Hash) (int64, error) {
+	if c == nil {
+		return 0, errors.New("no client for the hub's peers")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err
+	}
+	if off > 0 {
+		req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-")
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	switch {
+	case off > 0 && res.StatusCode == http.StatusPartialContent, off == 0 && res.StatusCode == http.StatusOK:
+	default:
+		return 0, fmt.Errorf("HTTP %s", res.Status)
+	}
+	return io.Copy(io.MultiWriter(f, sum), res.Body)
+}
+
+// roomFor refuses a copy that would leave less than stagingReserve free
+// in dir.
+func roomFor(dir string, n int64) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return err
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free-n < stagingReserve {
+		return fmt.Errorf("%d MiB free on this node, %d MiB needed and %d MiB kept free", free>>20, n>>20, stagingReserve>>20)
+	}
+	return nil
+}
