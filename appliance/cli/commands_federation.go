@@ -176,19 +176,36 @@ func init() {
 				return e.printKV(in, [][2]string{{"intent", in.ID}, {"state", in.State()}, {"sites", fmt.Sprint(in.Total)}, {"expires", in.ExpiresAt.Format(time.RFC3339)}})
 			}
 		}}
-	commands["federation intent list"] = command{help: "on a hub: bulk operations, newest first",
-		flags: noFlags(func(e *env, args []string) error {
-			var page federation.IntentPage
-			if err := get(e, "/api/v1/federation/intents", &page); err != nil {
-				return err
+	commands["federation intent list"] = command{usage: "[--limit N] [--before SEQ]", help: "on a hub: bulk operations, newest first, with how many sites each is pending, done or failed on",
+		flags: func(fs *flag.FlagSet) func(*env, []string) error {
+			limit := fs.Int("limit", 0, "how many (default 100, at most 1000)")
+			before := fs.Uint64("before", 0, "only those made before the intent with this seq (the next page: what the last page said)")
+			return func(e *env, args []string) error {
+				q := url.Values{}
+				if *limit > 0 {
+					q.Set("limit", fmt.Sprint(*limit))
+				}
+				if *before > 0 {
+					q.Set("before", fmt.Sprint(*before))
+				}
+				var page federation.IntentPage
+				if err := get(e, "/api/v1/federation/intents?"+q.Encode(), &page); err != nil {
+					return err
+				}
+				ins := page.Intents
+				if err := e.print(page, []string{"ID", "BY", "STATE", "SITES", "PENDING", "DONE", "FAILED", "CREATED", "EXPIRES"}, func(i int) []string {
+					in := ins[i]
+					return []string{in.ID, in.UserName, in.State(), fmt.Sprint(in.Total), fmt.Sprint(in.Pending), fmt.Sprint(in.Done), fmt.Sprint(in.Failed),
+						in.CreatedAt.Format(time.RFC3339), in.ExpiresAt.Format(time.RFC3339)}
+				}, len(ins)); err != nil {
+					return err
+				}
+				if page.Next != 0 && e.output != "json" {
+					fmt.Fprintf(e.stdout, "more: cairn federation intent list --before %d\n", page.Next)
+				}
+				return nil
 			}
-			ins := page.Intents
-			return e.print(ins, []string{"ID", "BY", "STATE", "SITES", "PENDING", "DONE", "FAILED", "CREATED", "EXPIRES"}, func(i int) []string {
-				in := ins[i]
-				return []string{in.ID, in.UserName, in.State(), fmt.Sprint(in.Total), fmt.Sprint(in.Pending), fmt.Sprint(in.Done), fmt.Sprint(in.Failed),
-					in.CreatedAt.Format(time.RFC3339), in.ExpiresAt.Format(time.RFC3339)}
-			}, len(ins))
-		})}
+		}}
 	commands["federation intent show"] = command{usage: "ID", help: "on a hub: a bulk operation's progress and answers on every site",
 		flags: noFlags(func(e *env, args []string) error {
 			if err := needArgs(args, 1, "one intent"); err != nil {

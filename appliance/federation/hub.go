@@ -62,6 +62,7 @@ type Hub struct {
 
 	// ImageDir keeps the images this hub node holds for sites.
 	ImageDir string
+	partials map[string]partialCopy // copies from other hub nodes cut short, by image
 }
 
 // Remote is the address a connected site's session comes from (behind a

@@ -67,15 +67,25 @@ func (h *Hub) Announce(ctx context.Context, fedURL string) {
 	}
 }
 
-// hubURLs is every hub node's federation URL, sorted.
+// hubURLs is the federation URL of every hub node in the hub's Raft
+// configuration (a node removed from the hub is left out), sorted.
 func (h *Hub) hubURLs() []string {
 	var out []string
 	it, err := h.c.Store().ReadTxn().Get(tHubNodes, "id")
 	if err != nil {
 		return nil
 	}
+	inRaft := func(string) bool { return true }
+	if sc, ok := h.c.(interface{ Status() consensus.Status }); ok {
+		st := sc.Status()
+		inRaft = func(name string) bool {
+			return slices.ContainsFunc(st.Nodes, func(n consensus.NodeStatus) bool { return n.Name == name && n.Role != "none" })
+		}
+	}
 	for o := it.Next(); o != nil; o = it.Next() {
-		out = append(out, o.(*HubNode).URL)
+		if n := o.(*HubNode); inRaft(n.Name) {
+			out = append(out, n.URL)
+		}
 	}
 	slices.Sort(out)
 	return slices.Compact(out)

@@ -3,6 +3,7 @@ package federation
 import (
 	"context"
 	"crypto/sha256"
+	"encoding"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -57,16 +58,25 @@ func isHex(s string) bool {
 	return err == nil
 }
 
-// copyRetry is how long a node waits before trying a failed copy again.
-const copyRetry = 10 * time.Second
+// copyRetry is how long a node first waits before trying a failed copy
+// again; it doubles up to copyRetryCap.
+const (
+	copyRetry    = 10 * time.Second
+	copyRetryCap = 5 * time.Minute
+)
 
 // RunImageCopies keeps a copy of every hub image on this node (every hub
-// node runs it), until ctx ends.
+// node runs it), until ctx ends: those it does not hold, and those it is
+// recorded as holding whose file is gone (a disk replaced).
 func (h *Hub) RunImageCopies(ctx context.Context) {
 	if h.ImageDir == "" {
 		return
 	}
-	failed := map[string]time.Time{} // image → when to try again
+	type backoff struct {
+		until time.Time
+		wait  time.Duration
+	}
+	failed := map[string]backoff{} // by image
 	for ctx.Err() == nil {
 		ws := memdb.NewWatchSet()
 		txn := h.c.Store().ReadTxn()
@@ -77,27 +87,33 @@ func (h *Hub) RunImageCopies(ctx context.Context) {
 		ws.Add(it.WatchCh())
 		var wanted []HubImage
 		for o := it.Next(); o != nil; o = it.Next() {
-			if im := o.(*HubImage); !slices.Contains(im.Holders, h.c.Name()) {
+			im := o.(*HubImage)
+			final := filepath.Join(h.ImageDir, im.SHA256)
+			if _, err := os.Stat(final); err != nil || !slices.Contains(im.Holders, h.c.Name()) {
 				wanted = append(wanted, *im)
 			}
 		}
 		wait := time.Duration(0)
+		soonest := func(d time.Duration) {
+			if wait == 0 || d < wait {
+				wait = d
+			}
+		}
 		for _, im := range wanted {
-			if until, ok := failed[im.SHA256]; ok && time.Now().Before(until) {
-				if d := time.Until(until); wait == 0 || d < wait {
-					wait = d
-				}
+			if b, ok := failed[im.SHA256]; ok && time.Now().Before(b.until) {
+				soonest(time.Until(b.until))
 				continue
 			}
 			if err := h.copyImage(ctx, im); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				h.log.Warn("copy an image from another hub node; trying again", "image", im.Name, "sha256", im.SHA256, "err", err, "in", copyRetry)
-				failed[im.SHA256] = time.Now().Add(copyRetry)
-				if wait == 0 || copyRetry < wait {
-					wait = copyRetry
-				}
+				b := failed[im.SHA256]
+				b.wait = min(max(copyRetry, 2*b.wait), copyRetryCap)
+				b.until = time.Now().Add(b.wait)
+				failed[im.SHA256] = b
+				h.log.Warn("copy an image from another hub node; trying again", "image", im.Name, "sha256", im.SHA256, "err", err, "in", b.wait)
+				soonest(b.wait)
 				continue
 			}
 			delete(failed, im.SHA256)
@@ -120,8 +136,19 @@ func (h *Hub) copyImage(ctx context.Context, im HubImage) error {
 			return err
 		}
 	}
+	_ = os.Remove(filepath.Join(h.ImageDir, "fetch-"+im.SHA256)) // one left beside a whole copy
+	if slices.Contains(im.Holders, h.c.Name()) {
+		return nil
+	}
 	_, err := h.c.Apply(ctx, MsgAddHubImage, addHubImageCmd{Image: HubImage{SHA256: im.SHA256, Size: im.Size, Holders: []string{h.c.Name()}}}, nil)
 	return err
+}
+
+// partialCopy is how far a node's copy of an image got, kept between
+// tries so that a long partial file is not read again each time.
+type partialCopy struct {
+	n    int64
+	hash []byte // the SHA-256 state after n bytes (encoding.BinaryMarshaler)
 }
 
 func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
@@ -129,35 +156,7 @@ func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
 	if !ok {
 		return errors.New("this hub node does not reach its peers")
 	}
-	if err := os.MkdirAll(h.ImageDir, 0o700); err != nil {
-		return err
-	}
-	part := filepath.Join(h.ImageDir, "fetch-"+im.SHA256)
-	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	// What an earlier try left: hashed again, so the whole is checked.
-	sum := sha256.New()
-	have, err := io.Copy(sum, f)
-	if err != nil {
-		return err
-	}
-	if have > im.Size {
-		if err := f.Truncate(0); err != nil {
-			return err
-		}
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
-			return err
-		}
-		have, sum = 0, sha256.New()
-	}
-	if err := roomFor(h.ImageDir, im.Size-have); err != nil {
-		return err
-	}
-	// One holder a try, another (perhaps) the next: what a failed fetch
-	// left is hashed again then, so nothing unchecked is appended to.
+	// One holder a try, another (perhaps) the next.
 	var from []string
 	for _, holder := range im.Holders {
 		if holder != h.c.Name() {
@@ -172,15 +171,36 @@ func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
 	if !ok {
 		return fmt.Errorf("hub node %s is not known", holder)
 	}
-	n, err := fetchFrom(ctx, p.RPCClient(), "https://"+addr+imagePath+im.SHA256, have, f, sum)
-	if err != nil {
-		return fmt.Errorf("from %s: %w", holder, err)
+	if err := os.MkdirAll(h.ImageDir, 0o700); err != nil {
+		return err
 	}
-	if have += n; have != im.Size {
-		return fmt.Errorf("hub node %s sent %d of %d bytes", holder, have, im.Size)
+	part := filepath.Join(h.ImageDir, "fetch-"+im.SHA256)
+	f, err := os.OpenFile(part, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	have, sum, err := h.resume(im, f)
+	if err != nil {
+		return err
+	}
+	defer h.keepPartial(im.SHA256, f, &have, sum)
+	if have < im.Size {
+		if err := roomFor(h.ImageDir, im.Size-have); err != nil {
+			return err
+		}
+		n, err := fetchFrom(ctx, p.RPCClient(), "https://"+addr+imagePath+im.SHA256, have, im.Size-have, f, sum)
+		have += n
+		if err != nil {
+			return fmt.Errorf("from %s: %w", holder, err)
+		}
+		if have != im.Size {
+			return fmt.Errorf("hub node %s sent %d of %d bytes", holder, have, im.Size)
+		}
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != im.SHA256 {
 		// Not what was uploaded: thrown away, fetched whole next time.
+		have = -1
 		_ = os.Remove(part)
 		return fmt.Errorf("the copy's SHA-256 is %s", got)
 	}
@@ -190,12 +210,69 @@ func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
 	if err := os.Rename(part, final); err != nil {
 		return err
 	}
+	have = -1
 	return syncDir(h.ImageDir)
 }
 
-// fetchFrom appends what url holds from byte off on to f (and sum),
-// returning how much it appended.
-func fetchFrom(ctx context.Context, c *http.Client, url string, off int64, f *os.File, sum hash.Hash) (int64, error) {
+// resume is where a copy in f goes on from, and the hash of what f holds
+// up to there: from the state the last try kept if f is as long as it
+// left it, else read again (a node restarted, or a write was cut short).
+// A file longer than the image is emptied.
+func (h *Hub) resume(im HubImage, f *os.File) (int64, hash.Hash, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, nil, err
+	}
+	sum := sha256.New()
+	h.mu.Lock()
+	kept, ok := h.partials[im.SHA256]
+	h.mu.Unlock()
+	if ok && kept.n == fi.Size() && kept.n <= im.Size {
+		if u, ok := sum.(encoding.BinaryUnmarshaler); ok && u.UnmarshalBinary(kept.hash) == nil {
+			_, err := f.Seek(kept.n, io.SeekStart)
+			return kept.n, sum, err
+		}
+		sum = sha256.New()
+	}
+	if fi.Size() > im.Size {
+		if err := f.Truncate(0); err != nil {
+			return 0, nil, err
+		}
+		_, err := f.Seek(0, io.SeekStart)
+		return 0, sum, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, nil, err
+	}
+	have, err := io.Copy(sum, f)
+	return have, sum, err
+}
+
+// keepPartial keeps how far a try got (have -1: the copy is done or
+// thrown away), if f is as long as that.
+func (h *Hub) keepPartial(image string, f *os.File, have *int64, sum hash.Hash) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.partials, image)
+	if *have < 0 {
+		return
+	}
+	fi, err := f.Stat()
+	m, ok := sum.(encoding.BinaryMarshaler)
+	if err != nil || !ok || fi.Size() != *have {
+		return
+	}
+	if state, err := m.MarshalBinary(); err == nil {
+		if h.partials == nil {
+			h.partials = map[string]partialCopy{}
+		}
+		h.partials[image] = partialCopy{n: *have, hash: state}
+	}
+}
+
+// fetchFrom appends what url holds from byte off on, up to want bytes, to
+// f (and sum), returning how much it appended.
+func fetchFrom(ctx context.Context, c *http.Client, url string, off, want int64, f *os.File, sum hash.Hash) (int64, error) {
 	if c == nil {
 		return 0, errors.New("no client for the hub's peers")
 	}
@@ -216,7 +293,20 @@ func fetchFrom(ctx context.Context, c *http.Client, url string, off int64, f *os
 	default:
 		return 0, fmt.Errorf("HTTP %s", res.Status)
 	}
-	return io.Copy(io.MultiWriter(f, sum), res.Body)
+	return io.Copy(hashedFile{f, sum}, io.LimitReader(res.Body, want))
+}
+
+// hashedFile hashes exactly what it wrote to the file, so that the two
+// agree even after a write cut short.
+type hashedFile struct {
+	f   *os.File
+	sum hash.Hash
+}
+
+func (w hashedFile) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	w.sum.Write(p[:n])
+	return n, err
 }
 
 // roomFor refuses a copy that would leave less than stagingReserve free

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-memdb"
@@ -265,6 +266,14 @@ func (h *Hub) CleanImageDir() {
 	left, _ := filepath.Glob(filepath.Join(h.ImageDir, "upload-*"))
 	for _, f := range left {
 		_ = os.Remove(f)
+	}
+	// A copy from another hub node that went on after the image was
+	// whole here (kept otherwise: the copy goes on from it).
+	parts, _ := filepath.Glob(filepath.Join(h.ImageDir, "fetch-*"))
+	for _, f := range parts {
+		if _, err := os.Stat(filepath.Join(h.ImageDir, strings.TrimPrefix(filepath.Base(f), "fetch-"))); err == nil {
+			_ = os.Remove(f)
+		}
 	}
 }
 

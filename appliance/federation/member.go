@@ -303,8 +303,14 @@ func (s *Member) record(ctx context.Context) {
 			s.log.Warn("record the hub session's state", "err", err)
 		}
 		s.mu.Lock()
-		if (err == nil && s.last == want) || (err != nil && (try >= 10 || ctx.Err() != nil)) {
+		if err == nil && s.last == want {
 			s.recording = false
+			s.mu.Unlock()
+			return
+		}
+		if err != nil && (try >= 10 || ctx.Err() != nil) {
+			// Given up: the next state said is recorded whatever it is.
+			s.last, s.recording = sessionState{}, false
 			s.mu.Unlock()
 			return
 		}
@@ -321,6 +327,11 @@ func (s *Member) record(ctx context.Context) {
 // Run keeps the session with the hub while this node leads and the site
 // is a member (a leader controller).
 func (s *Member) Run(ctx context.Context) {
+	// Another node may have recorded the session since this one last led:
+	// this term's first state is recorded whatever this node said before.
+	s.mu.Lock()
+	s.last = sessionState{}
+	s.mu.Unlock()
 	go func() {
 		for {
 			s.pruneLedger(ctx)

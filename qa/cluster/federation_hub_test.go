@@ -1,6 +1,7 @@
 package cluster_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"slices"
 	"testing"
@@ -25,15 +26,17 @@ func TestHubOfThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	site.BehindNAT(hub) // the way a branch reaches central IT
+	// Central IT makes the token on the hub, the site's admin joins with
+	// it: both with the CLI.
+	hx := adminCLI(t, hub.Node(1))
 	var tok struct {
 		Token string `json:"token"`
 	}
-	if err := ha.Call("POST", "/api/v1/federation/tokens", map[string]string{"site": "ward-west"}, 201, &tok); err != nil {
+	if err := json.Unmarshal([]byte(hx.ok("", "federation", "token", "create", "ward-west", "-o", "json")), &tok); err != nil {
 		t.Fatal(err)
 	}
-	if err := sa.Call("POST", "/api/v1/federation/join", map[string]string{"hub_url": cairntest.HubURL(hub), "token": tok.Token}, 200, nil); err != nil {
-		t.Fatal(err)
-	}
+	sx := adminCLI(t, site.Node(1))
+	sx.ok("", "federation", "join", cairntest.HubURL(hub), "--enrol-token", tok.Token)
 	type siteOnHub struct {
 		Name      string `json:"name"`
 		Connected bool   `json:"connected"`
@@ -98,8 +101,12 @@ func TestHubOfThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 3*time.Minute, "the image at ward-west", func() error {
-		if d := pushTo(t, ha2, "ward-west"); d.State != "done" {
-			return fmt.Errorf("%+v", d)
+		var ds []pushView // read from another node: the push may not be there yet
+		if err := ha2.Call("GET", "/api/v1/federation/pushes?image=golden", nil, 200, &ds); err != nil {
+			return err
+		}
+		if len(ds) != 1 || ds[0].Site != "ward-west" || ds[0].State != "done" {
+			return fmt.Errorf("%+v", ds)
 		}
 		return nil
 	})
@@ -112,5 +119,36 @@ func TestHubOfThreeNodes(t *testing.T) {
 	}
 	if len(imgs) != 1 || imgs[0].Name != "golden" || imgs[0].SHA256 != sha {
 		t.Fatalf("ward-west's images: %+v, want golden %s", imgs, sha)
+	}
+
+	// A bulk operation through the two hub nodes left, and its progress
+	// with the CLI.
+	x3 := adminCLI(t, hub.Node(3))
+	spec := `{"sites":["ward-west"],"steps":[{"method":"POST","path":"/api/v1/projects","body":{"name":"tele"}}]}`
+	var in struct {
+		ID string `json:"id"`
+	}
+	if err := ha3.Call("POST", "/api/v1/federation/intents", json.RawMessage(spec), 201, &in); err != nil {
+		t.Fatal(err)
+	}
+	testutil.WaitFor(t, time.Minute, "the intent done at ward-west", func() error {
+		var page struct {
+			Intents []struct {
+				ID    string `json:"id"`
+				State string `json:"state"`
+				Total int    `json:"sites_total"`
+				Done  int    `json:"sites_done"`
+			} `json:"intents"`
+		}
+		if err := json.Unmarshal([]byte(x3.ok("", "federation", "intent", "list", "-o", "json")), &page); err != nil {
+			return err
+		}
+		if len(page.Intents) != 1 || page.Intents[0].ID != in.ID || page.Intents[0].State != "done" || page.Intents[0].Total != 1 || page.Intents[0].Done != 1 {
+			return fmt.Errorf("%+v", page)
+		}
+		return nil
+	})
+	if err := sa.Call("GET", "/api/v1/projects/tele", nil, 200, nil); err != nil {
+		t.Fatalf("the intent's project at ward-west: %v", err)
 	}
 }
