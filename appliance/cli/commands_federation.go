@@ -25,12 +25,19 @@ func init() {
 			}
 			return e.printKV(st, [][2]string{{"hub", st.HubURL}, {"site", st.SiteName}, {"site id", st.SiteID}, {"connected", yesNo(st.Connected)}, {"since", st.Since.Format(time.RFC3339)}, {"last error", st.LastError}})
 		})}
-	commands["federation join"] = command{usage: "HUB_URL --enrol-token TOKEN", help: "enrol this site with a federation hub (cluster admin); the site dials out to it, so it needs no inbound port",
+	commands["federation join"] = command{usage: "HUB_URL --enrol-token TOKEN (or --token TOKEN)", help: "enrol this site with a federation hub (cluster admin); the site dials out to it, so it needs no inbound port",
 		flags: func(fs *flag.FlagSet) func(*env, []string) error {
 			token := fs.String("enrol-token", "", "the one-time enrolment token made on the hub (cairn federation token create)")
 			return func(e *env, args []string) error {
 				if err := needArgs(args, 1, "the hub's URL (https://HOST:PORT)"); err != nil {
 					return err
+				}
+				if *token == "" && federation.IsEnrolToken(e.settings.Token) {
+					// The enrolment token given as --token (the flag of
+					// every command's API token): taken as meant, and the
+					// API token read from where it is kept.
+					*token, e.settings.Token = e.settings.Token, ""
+					e.settings = e.settings.resolve()
 				}
 				if *token == "" {
 					return fmt.Errorf("--enrol-token is required: make one on the hub with cairn federation token create SITE")

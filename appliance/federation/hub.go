@@ -638,6 +638,10 @@ func writeError(w http.ResponseWriter, err error) {
 // The token's text: cfed1.ID.SECRET.CAHASH.
 const tokenPrefix = "cfed1"
 
+// IsEnrolToken tells whether s looks like an enrolment token (made by
+// CreateToken), not an API token.
+func IsEnrolToken(s string) bool { return strings.HasPrefix(s, tokenPrefix+".") }
+
 func formatToken(id, secret, ca string) string {
 	return strings.Join([]string{tokenPrefix, id, secret, ca}, ".")
 }

@@ -27,7 +27,8 @@ func TestHubOfThreeNodes(t *testing.T) {
 	}
 	site.BehindNAT(hub) // the way a branch reaches central IT
 	// Central IT makes the token on the hub, the site's admin joins with
-	// it: both with the CLI.
+	// it: both with the CLI (cairn federation join HUB --token T, the
+	// enrolment token in the flag that elsewhere is the API token's).
 	hx := adminCLI(t, hub.Node(1))
 	var tok struct {
 		Token string `json:"token"`
@@ -36,7 +37,7 @@ func TestHubOfThreeNodes(t *testing.T) {
 		t.Fatal(err)
 	}
 	sx := adminCLI(t, site.Node(1))
-	sx.ok("", "federation", "join", cairntest.HubURL(hub), "--enrol-token", tok.Token)
+	sx.ok("", "federation", "join", cairntest.HubURL(hub), "--token", tok.Token)
 	type siteOnHub struct {
 		Name      string `json:"name"`
 		Connected bool   `json:"connected"`
