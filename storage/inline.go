@@ -102,6 +102,22 @@ func (o *Objects) SetInlineBudget(ctx context.Context, p *identity.Principal, by
 	return o.id.Mutate(ctx, p, action, "pool", "", MsgSetInlineBudget, setInlineBudgetCmd{Bytes: bytes}, nil)
 }
 
+// InlineUsage is the pool's inline bytes and budget.
+type InlineUsage struct {
+	Bytes  int64 `json:"inline_bytes"`
+	Budget int64 `json:"inline_budget"`
+}
+
+// Inline says how much of its inline budget the pool uses (cluster
+// admins).
+func (o *Objects) Inline(p *identity.Principal) (*InlineUsage, error) {
+	if !p.IsClusterAdmin() {
+		return nil, consensus.Errorf(consensus.CodeForbidden, "only cluster admins see the inline budget")
+	}
+	row := pool(o.c.Store().ReadTxn())
+	return &InlineUsage{Bytes: row.InlineBytes, Budget: row.budget()}, nil
+}
+
 // IsInline reports whether an object's bytes are in its record.
 func (obj *Object) IsInline() bool { return obj.DataID == "" && len(obj.Parts) == 0 && !obj.Delete }
 

@@ -418,6 +418,7 @@ func errorsZH() map[string]string {
 		"only cluster admins publish images to everyone":                                                                               "只有集群管理员才能将镜像公开给所有人",
 		"only cluster admins see the cluster's capacity":                                                                               "只有集群管理员才能查看集群的容量",
 		"only cluster admins set restart priorities: they rank the VMs of every project":                                               "只有集群管理员才能设置重启优先级：该优先级决定所有项目中虚拟机的重启先后顺序",
+		"only cluster admins see the inline budget":                                                                                    "只有集群管理员才能查看内联存储额度",
 		"only cluster admins set the inline budget":                                                                                    "只有集群管理员才能设置内联存储额度",
 		"only cluster admins uncordon nodes":                                                                                           "只有集群管理员才能恢复使用节点",
 		"only project admins may bypass governance retention":                                                                          "只有项目管理员才能绕过治理模式保留期",

@@ -125,6 +125,8 @@ var matrix = []grant{
 	{route: "GET /api/v1/s3/credentials", status: 200, allow: users},
 	{route: "DELETE /api/v1/s3/credentials/{key}", status: 204, allow: ownerOrClusterAdmin},
 	{route: "GET /api/v1/storage", status: 200, allow: clusterAdmins},
+	{route: "GET /api/v1/storage/inline", status: 200, allow: clusterAdmins},
+	{route: "PUT /api/v1/storage/inline", body: `{"inline_budget":134217728}`, status: 200, allow: clusterAdmins},
 	{route: "GET /api/v1/buckets", status: 200, allow: users},
 	{route: "PUT /api/v1/buckets/{bucket}/layout", body: `{"data":0,"parity":0}`, status: 200, allow: projectAdmins},
 	{route: "GET /api/v1/disks", status: 200, allow: clusterAdmins},
@@ -573,3 +575,32 @@ func TestReadersGetVMsWithoutCloudInit(t *testing.T) {
 // testPassword is every matrix user's password: long enough, and no user's
 // name is in it.
 const testPassword = "correct-horse-battery"
+
+// A cluster admin sets the pool's inline budget through the API: it shows
+// at once, and a budget out of range is refused and changes nothing.
+func TestInlineBudgetThroughTheAPI(t *testing.T) {
+	f := newMatrixFixture(t)
+	read := func() storage.InlineUsage {
+		t.Helper()
+		code, body := f.send(grant{route: "GET /api/v1/storage/inline"}, clusterAdmin)
+		var u storage.InlineUsage
+		if code != 200 || json.Unmarshal([]byte(body), &u) != nil {
+			t.Fatalf("GET: %d %s", code, body)
+		}
+		return u
+	}
+	if u := read(); u.Budget != storage.DefaultInlineBudget {
+		t.Fatalf("the default budget reads %+v", u)
+	}
+	if code, body := f.send(grant{route: "PUT /api/v1/storage/inline", body: `{"inline_budget":1048576}`}, clusterAdmin); code != 200 || !strings.Contains(body, `"inline_budget":1048576`) {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	for _, bad := range []string{`{"inline_budget":0}`, `{"inline_budget":5368709120}`, `{"inline_budget":"big"}`} {
+		if code, body := f.send(grant{route: "PUT /api/v1/storage/inline", body: bad}, clusterAdmin); code != 400 {
+			t.Fatalf("PUT %s: %d %s", bad, code, body)
+		}
+	}
+	if u := read(); u.Budget != 1<<20 {
+		t.Fatalf("after refused budgets: %+v", u)
+	}
+}

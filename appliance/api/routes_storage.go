@@ -19,6 +19,10 @@ type StorageHealth struct {
 	MultipartExpiry  storage.GCStats     `json:"multipart_expiry"` // abandoned uploads aborted; meaningful on the leader
 }
 
+type inlineBudgetRequest struct {
+	Budget int64 `json:"inline_budget"` // bytes, 1 to 4 GiB
+}
+
 type layoutRequest struct {
 	Data   int `json:"data"` // 0 and 0: back to the cluster default
 	Parity int `json:"parity"`
@@ -74,6 +78,29 @@ func (s *Server) storageRoutes() []route {
 				}
 				h, err := s.health(r.Context())
 				return ok(w, h, 0, err)
+			}},
+		{Method: "GET", Path: v1 + "/storage/inline", Summary: "Bytes of small objects the pool keeps inline in its replicated state, and its budget for them (cluster admin)", Tag: "storage",
+			Response: storage.InlineUsage{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.objects == nil {
+					return errorf(http.StatusServiceUnavailable, consensus.CodeUnavailable, "object storage is not available on this node")
+				}
+				u, err := s.objects.Inline(p)
+				return ok(w, u, 0, err)
+			}},
+		{Method: "PUT", Path: v1 + "/storage/inline", Summary: "Set the pool's budget for small objects kept inline (cluster admin): past it, small objects are erasure-coded like the rest; a budget below what is inline keeps what is there", Tag: "storage",
+			Request: inlineBudgetRequest{}, Response: storage.InlineUsage{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {
+				if s.objects == nil {
+					return errorf(http.StatusServiceUnavailable, consensus.CodeUnavailable, "object storage is not available on this node")
+				}
+				var body inlineBudgetRequest
+				if err := decode(r, &body); err != nil {
+					return err
+				}
+				if err := s.objects.SetInlineBudget(r.Context(), p, body.Budget); err != nil {
+					return err
+				}
+				u, err := s.objects.Inline(p)
+				return ok(w, u, 0, err)
 			}},
 		{Method: "GET", Path: v1 + "/buckets", Summary: "Buckets you can see, with their layout (nil: the cluster default)", Tag: "storage",
 			Response: []storage.Bucket{}, handler: func(w http.ResponseWriter, r *http.Request, p *identity.Principal) error {

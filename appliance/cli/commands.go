@@ -455,6 +455,22 @@ var commands = map[string]command{
 		}
 		return e.printKV(b, [][2]string{{"bucket", b.ID}, {"layout", fmt.Sprint(b.Layout)}})
 	})},
+	"storage inline": {usage: "[--budget-mib N]", help: "bytes of small objects kept inline in the replicated state, and the budget for them; --budget-mib sets it (cluster admin)", flags: func(fs *flag.FlagSet) func(*env, []string) error {
+		budget := fs.Int64("budget-mib", 0, "set the budget to this many MiB (1 to 4096)")
+		return func(e *env, args []string) error {
+			var u storage.InlineUsage
+			var err error
+			if *budget != 0 {
+				err = send(e, "PUT", "/api/v1/storage/inline", map[string]int64{"inline_budget": *budget << 20}, &u)
+			} else {
+				err = get(e, "/api/v1/storage/inline", &u)
+			}
+			if err != nil {
+				return err
+			}
+			return e.printKV(u, [][2]string{{"inline", fmt.Sprintf("%.1f MiB", float64(u.Bytes)/(1<<20))}, {"budget", fmt.Sprintf("%.1f MiB", float64(u.Budget)/(1<<20))}})
+		}
+	}},
 	"disk list": {help: "disks in the storage pool", flags: noFlags(func(e *env, args []string) error {
 		var ds []storage.Disk
 		if err := get(e, "/api/v1/disks", &ds); err != nil {
