@@ -32,12 +32,17 @@ func init() {
 				if err := needArgs(args, 1, "the hub's URL (https://HOST:PORT)"); err != nil {
 					return err
 				}
-				if *token == "" && federation.IsEnrolToken(e.settings.Token) {
+				flagged := false
+				e.fs.Visit(func(f *flag.Flag) { flagged = flagged || f.Name == "token" })
+				if *token == "" && flagged && federation.IsEnrolToken(e.settings.Token) {
 					// The enrolment token given as --token (the flag of
 					// every command's API token): taken as meant, and the
 					// API token read from where it is kept.
 					*token, e.settings.Token = e.settings.Token, ""
 					e.settings = e.settings.resolve()
+				}
+				if federation.IsEnrolToken(e.settings.Token) {
+					return fmt.Errorf("the API token is an enrolment token: give the enrolment token with --enrol-token, and sign in (cairn login) for the API token")
 				}
 				if *token == "" {
 					return fmt.Errorf("--enrol-token is required: make one on the hub with cairn federation token create SITE")

@@ -156,20 +156,31 @@ func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
 	if !ok {
 		return errors.New("this hub node does not reach its peers")
 	}
-	// One holder a try, another (perhaps) the next.
-	var from []string
-	for _, holder := range im.Holders {
-		if holder != h.c.Name() {
-			from = append(from, holder)
+	// One holder a try, another (perhaps) the next; asked only when bytes
+	// are missing (a whole partial is checked here alone).
+	fetch := func(have int64, f *os.File, sum hash.Hash) (int64, error) {
+		var from []string
+		for _, holder := range im.Holders {
+			if holder != h.c.Name() {
+				from = append(from, holder)
+			}
 		}
-	}
-	if len(from) == 0 {
-		return errors.New("no other hub node holds it")
-	}
-	holder := from[mathrand.IntN(len(from))]
-	addr, ok := p.PeerAddr(holder)
-	if !ok {
-		return fmt.Errorf("hub node %s is not known", holder)
+		if len(from) == 0 {
+			return 0, errors.New("no other hub node holds it")
+		}
+		holder := from[mathrand.IntN(len(from))]
+		addr, ok := p.PeerAddr(holder)
+		if !ok {
+			return 0, fmt.Errorf("hub node %s is not known", holder)
+		}
+		n, err := fetchFrom(ctx, p.RPCClient(), "https://"+addr+imagePath+im.SHA256, have, im.Size-have, f, sum)
+		if err != nil {
+			return n, fmt.Errorf("from %s: %w", holder, err)
+		}
+		if have+n != im.Size {
+			return n, fmt.Errorf("hub node %s sent %d of %d bytes", holder, have+n, im.Size)
+		}
+		return n, nil
 	}
 	if err := os.MkdirAll(h.ImageDir, 0o700); err != nil {
 		return err
@@ -189,13 +200,10 @@ func (h *Hub) fetchImage(ctx context.Context, im HubImage, final string) error {
 		if err := roomFor(h.ImageDir, im.Size-have); err != nil {
 			return err
 		}
-		n, err := fetchFrom(ctx, p.RPCClient(), "https://"+addr+imagePath+im.SHA256, have, im.Size-have, f, sum)
+		n, err := fetch(have, f, sum)
 		have += n
 		if err != nil {
-			return fmt.Errorf("from %s: %w", holder, err)
-		}
-		if have != im.Size {
-			return fmt.Errorf("hub node %s sent %d of %d bytes", holder, have, im.Size)
+			return err
 		}
 	}
 	if got := hex.EncodeToString(sum.Sum(nil)); got != im.SHA256 {

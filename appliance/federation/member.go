@@ -160,6 +160,7 @@ type Member struct {
 	mu         sync.Mutex
 	last       sessionState          // as this node last said it
 	recording  bool                  // record runs
+	term       context.Context       // of the leadership term the session runs in
 	imageLocks map[string]*imageLock // staged images in use, by path
 }
 
@@ -280,9 +281,12 @@ func (s *Member) set(ctx context.Context, siteID string, connected bool, err err
 		return
 	}
 	s.last = next
+	if s.term == nil {
+		s.term = ctx // set outside Run (tests)
+	}
 	if !s.recording {
 		s.recording = true
-		go s.record(ctx)
+		go s.record()
 	}
 }
 
@@ -291,36 +295,40 @@ func (s *Member) set(ctx context.Context, siteID string, connected bool, err err
 // that failed and came up again within milliseconds would otherwise show
 // as down for good). Every node says the session's state from this record
 // alone, so a failed apply is tried again.
-func (s *Member) record(ctx context.Context) {
-	for try := 0; ; try++ {
+func (s *Member) record() {
+	wait := time.Second
+	for {
 		s.mu.Lock()
-		want := s.last
+		want, term := s.last, s.term
 		s.mu.Unlock()
-		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		actx, cancel := context.WithTimeout(context.WithoutCancel(term), 10*time.Second)
 		_, err := s.c.Apply(actx, MsgSessionState, &want, nil)
 		cancel()
 		if err != nil {
 			s.log.Warn("record the hub session's state", "err", err)
 		}
 		s.mu.Lock()
-		if err == nil && s.last == want {
+		switch {
+		case err == nil && s.last == want:
 			s.recording = false
 			s.mu.Unlock()
 			return
-		}
-		if err != nil && (try >= 10 || ctx.Err() != nil) {
-			// Given up: the next state said is recorded whatever it is.
+		case err != nil && s.term.Err() != nil:
+			// This node no longer leads: whoever leads next records its
+			// own session's state.
 			s.last, s.recording = sessionState{}, false
 			s.mu.Unlock()
 			return
 		}
-		if err == nil {
-			try = -1 // a newer state: its own tries
-		}
 		s.mu.Unlock()
-		if err != nil {
-			time.Sleep(time.Second)
+		if err == nil {
+			wait = time.Second // a newer state: recorded at once
+			continue
 		}
+		// Tried again for as long as this node leads: the session may
+		// stay up for days without another state to say.
+		time.Sleep(wait)
+		wait = min(2*wait, 10*time.Second)
 	}
 }
 
@@ -328,9 +336,10 @@ func (s *Member) record(ctx context.Context) {
 // is a member (a leader controller).
 func (s *Member) Run(ctx context.Context) {
 	// Another node may have recorded the session since this one last led:
-	// this term's first state is recorded whatever this node said before.
+	// this term's first state is recorded whatever this node said before,
+	// within this term.
 	s.mu.Lock()
-	s.last = sessionState{}
+	s.last, s.term = sessionState{}, ctx
 	s.mu.Unlock()
 	go func() {
 		for {
