@@ -147,13 +147,16 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 // WaitReady waits until n answers /readyz.
 func WaitReady(t *testing.T, n *harness.Node) {
 	t.Helper()
-	testutil.WaitFor(t, 60*time.Second, n.Name+" ready", func() error {
+	err := testutil.Eventually(60*time.Second, func() error {
 		c, err := NewClient(n, "")
 		if err != nil {
 			return err
 		}
 		return c.Call("GET", "/readyz", nil, 200, nil)
 	})
+	if err != nil {
+		t.Fatalf("waiting for %s ready: %v\nhow the test reaches it:\n%s", n.Name, err, n.NetReport())
+	}
 }
 
 // Client talks to one node's API over HTTPS, trusting the cluster CA.

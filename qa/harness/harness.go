@@ -176,6 +176,11 @@ func (c *Cluster) addNode() (*Node, error) {
 		if err := addNodeNetwork(c.name, c.subnet, i, addr); err != nil {
 			return nil, err
 		}
+		// The test process must reach the node before its agent runs: a
+		// node unreachable later is then the agent's doing, not the bridge's.
+		if err := n.reachable(); err != nil {
+			return nil, fmt.Errorf("add node %d: %w\n%s", i, err, n.NetReport())
+		}
 	}
 	c.Nodes = append(c.Nodes, n)
 	return n, nil

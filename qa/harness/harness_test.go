@@ -175,6 +175,23 @@ func TestCluster(t *testing.T) {
 	n3.Cont()
 	testutil.WaitFor(t, wait, "continued node3 to answer", answers(n3))
 
+	t.Log("step: a node the host cannot reach: the network report says so, and shows its side")
+	veth := c.Name() + "v3"
+	if out, err := exec.Command("ip", "link", "set", veth, "down").CombinedOutput(); err != nil {
+		t.Fatalf("take %s down: %v %s", veth, err, out)
+	}
+	report := n3.NetReport()
+	if out, err := exec.Command("ip", "link", "set", veth, "up").CombinedOutput(); err != nil {
+		t.Fatalf("bring %s up: %v %s", veth, err, out)
+	}
+	if !strings.Contains(report, "the host does not reach node3 at "+n3.IP) || !strings.Contains(report, "$ ip route get "+n3.IP) || !strings.Contains(report, n3.IP+"/24") {
+		t.Fatalf("report of an unreachable node3:\n%s", report)
+	}
+	testutil.WaitFor(t, wait, "node3 to answer with its link up", answers(n3))
+	if report := n3.NetReport(); !strings.Contains(report, "the host reaches node3 at "+n3.IP+" now") {
+		t.Fatalf("report of a reachable node3:\n%s", report)
+	}
+
 	t.Log("step: add node4")
 	n4 := c.AddNode()
 	record(n4)
