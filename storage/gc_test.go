@@ -286,7 +286,7 @@ func TestExpireAbandonedUploads(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data := randBytes(100_000)
+		data := randBytes(200_000) // past ReplicateMax: six shards
 		if _, err := ns[0].objects.UploadPart(ctx, admin, "records", key, u.ID, 1, int64(len(data)), bytes.NewReader(data), storage.PartOptions{}); err != nil {
 			t.Fatal(err)
 		}

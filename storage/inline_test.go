@@ -45,9 +45,10 @@ func TestInlineBudget(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	// The budget is spent: the next small object is erasure-coded.
+	// The budget is spent: the next small object is stored as shards, as
+	// three whole copies (storage.ReplicateMax).
 	over, err := o.Put(ctx, admin, "tiny", "over", int64(len(data)), bytes.NewReader(data), storage.PutOptions{})
-	if err != nil || over.IsInline() || over.Layout.String() != "4+2" {
+	if err != nil || over.IsInline() || over.Layout.String() != "1+2" {
 		t.Fatalf("a small object past the budget: inline %v, layout %s (%v)", over.IsInline(), over.Layout, err)
 	}
 	var out bytes.Buffer

@@ -304,6 +304,8 @@ func (o *Objects) place(b *Bucket, size int64, dataID string) (erasure.Layout, [
 	l, err := placement.DefaultLayout(all)
 	if b.Layout != nil {
 		l, err = *b.Layout, nil
+	} else if err == nil {
+		l = smallLayout(l, size)
 	}
 	if err != nil {
 		return l, nil, fmt.Errorf("%w: %v", ErrNoSpace, err)
@@ -329,10 +331,42 @@ func (o *Objects) place(b *Bucket, size int64, dataID string) (erasure.Layout, [
 	return l, placed, nil
 }
 
+// ReplicateMax is the largest object stored as whole copies (1+m) rather
+// than cut into the pool's k+m shards, when its bucket has no layout of its
+// own and the pool's parity m is two or more. A small object's cost is the
+// number of shard files and requests, not its bytes: at 4+2 a 4 KiB object
+// is six files on three nodes, each created, fsynced and renamed, four of
+// them over the network, and a read gathers four. As 1+m it is m+1 copies,
+// one per node where there are as many nodes, so a write makes half the
+// files (on 3 nodes × 2 disks) and a read finds a whole copy on the node it
+// arrives at. The copies survive the loss of any m disks or of a node, as
+// the k+m shards would, for m+1 times the object's bytes rather than
+// (k+m)/k: at most 384 KiB for 1+2 where 4+2 takes 192. (Objects of at most
+// InlineMax bytes go inline while the pool's inline budget lasts:
+// inline.go.) MinIO keeps objects under 128 KiB inline for the same
+// reason. With a parity of one the pool's layout stays: 1+1 would need
+// both copies for a write, where k+1 goes on with one shard missing.
+const ReplicateMax = 128 << 10
+
+// smallLayout is the layout of an object of size bytes in a pool whose
+// layout is l: l itself, or 1+m (m+1 copies) for a small object.
+func smallLayout(l erasure.Layout, size int64) erasure.Layout {
+	if size > ReplicateMax || l.Data <= 1 || l.Parity < 2 {
+		return l
+	}
+	return erasure.Layout{Data: 1, Parity: l.Parity, StripeSize: l.StripeSize}
+}
+
 // writeQuorum is how many durable shards a write needs: k, or k+1 when k == m
-// (as MinIO), so that two halves of a split can never both succeed.
+// (as MinIO), so that two halves of a split can never both succeed; and two
+// copies of an object stored as copies (1+m, m of two or more), which
+// writeShards also wants in two failure domains (apart), so that an
+// acknowledged write survives the loss of a disk or a node.
 func writeQuorum(l erasure.Layout) int {
-	if l.Data == l.Parity {
+	switch {
+	case l.Data == 1 && l.Parity >= 2:
+		return 2
+	case l.Data == l.Parity:
 		return l.Data + 1
 	}
 	return l.Data
@@ -396,19 +430,28 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		abortAll()
 		return nil, nil, err
 	}
+	// The shards commit side by side: each is an fsync, here or on a peer.
 	failed := enc.Failed()
+	errs := make([]error, len(sws))
+	var wg sync.WaitGroup
+	for i, w := range sws {
+		if w == nil {
+			continue
+		}
+		if failed[i] != nil {
+			w.Abort()
+			errs[i] = failed[i]
+			continue
+		}
+		wg.Go(func() { errs[i] = w.Commit() })
+	}
+	wg.Wait()
 	good := 0
 	for i, w := range sws {
 		if w == nil {
 			continue
 		}
-		err := failed[i]
-		if err != nil {
-			w.Abort()
-		} else {
-			err = w.Commit()
-		}
-		if err != nil {
+		if err := errs[i]; err != nil {
 			o.log.Warn("shard write failed", "disk", locs[i].Disk, "no_space", isNoSpace(err), "err", err)
 			full = full || isNoSpace(err)
 			locs[i] = ShardLoc{}
@@ -416,7 +459,7 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		}
 		good++
 	}
-	if good < writeQuorum(l) {
+	if good < writeQuorum(l) || !o.apart(l, locs) {
 		o.deleteShards(l, locs, dataID)
 		if full {
 			return nil, nil, ErrNoSpace
@@ -424,6 +467,43 @@ func (o *Objects) writeShards(ctx context.Context, l erasure.Layout, placed []pl
 		return nil, nil, ErrUnavailable
 	}
 	return locs, h.Sum(nil), nil
+}
+
+// apart reports whether the copies written of an object stored as copies
+// (1+m, m of two or more) are in two failure domains or more, as the pool
+// counts them (placement.Domains): with a node's peers full or failing,
+// placement may put two copies on one node, and a write resting on one
+// node is refused as a k+m write with too few shards is. Other layouts,
+// and a pool of one domain, pass.
+func (o *Objects) apart(l erasure.Layout, locs []ShardLoc) bool {
+	if l.Data != 1 || l.Parity < 2 {
+		return true
+	}
+	var pool []placement.Disk
+	byID := map[string]placement.Disk{}
+	for _, d := range listDisks(o.c.Store().ReadTxn(), "") {
+		if d.State == DiskActive {
+			pd := placement.Disk{ID: d.ID, Node: d.Node, Device: d.Device}
+			pool = append(pool, pd)
+			byID[d.ID] = pd
+		}
+	}
+	domain := placement.Domains(pool)
+	all, used := map[string]bool{}, map[string]bool{}
+	for _, d := range pool {
+		all[domain(d)] = true
+	}
+	for _, loc := range locs {
+		if loc.Disk == "" {
+			continue
+		}
+		d, ok := byID[loc.Disk]
+		if !ok {
+			d = placement.Disk{ID: loc.Disk, Node: loc.Node}
+		}
+		used[domain(d)] = true
+	}
+	return len(used) >= 2 || len(all) < 2
 }
 
 func shardKey(dataID string, i int) string { return fmt.Sprintf("%s.%d", dataID, i) }

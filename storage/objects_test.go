@@ -16,6 +16,7 @@ import (
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/qa/testutil"
 	"github.com/cairnhq/cairn/storage"
+	"github.com/cairnhq/cairn/storage/erasure"
 	"github.com/cairnhq/cairn/storage/storagetest"
 )
 
@@ -61,24 +62,30 @@ func TestObjectsOverThePool(t *testing.T) {
 		t.Fatal(err)
 	}
 	const stripe = 1 << 20
-	for _, size := range []int{0, 1, storage.InlineMax, storage.InlineMax + 1, stripe - 1, stripe, stripe + 1, 5*stripe + 3} {
+	for _, size := range []int{0, 1, storage.InlineMax, storage.InlineMax + 1, storage.ReplicateMax, storage.ReplicateMax + 1, stripe - 1, stripe, stripe + 1, 5*stripe + 3} {
 		data := randBytes(size)
 		key := fmt.Sprintf("size/%d", size)
 		obj, err := ns[0].objects.Put(ctx, admin, "scans", key, int64(size), bytes.NewReader(data), storage.PutOptions{})
 		if err != nil {
 			t.Fatalf("put %d: %v", size, err)
 		}
-		// Small objects ride in their record; the rest are 4+2 shards.
-		if inline := size <= storage.InlineMax; obj.IsInline() != inline || (!inline && obj.Layout.String() != "4+2") {
-			t.Fatalf("%d bytes: inline %v, layout %s", size, obj.IsInline(), obj.Layout)
+		// Small objects ride in their record; those up to ReplicateMax
+		// are three whole copies, one on each node; the rest 4+2 shards,
+		// at most two on a node.
+		layout, most := "4+2", 2
+		if size <= storage.ReplicateMax {
+			layout, most = "1+2", 1
+		}
+		if inline := size <= storage.InlineMax; obj.IsInline() != inline || (!inline && obj.Layout.String() != layout) {
+			t.Fatalf("%d bytes: inline %v, layout %s, want %s", size, obj.IsInline(), obj.Layout, layout)
 		}
 		perNode := map[string]int{}
 		for _, s := range obj.Shards {
 			perNode[s.Node]++
 		}
 		for node, c := range perNode {
-			if c > 2 {
-				t.Fatalf("%d shards on %s", c, node)
+			if c > most {
+				t.Fatalf("%d bytes: %d shards on %s", size, c, node)
 			}
 		}
 		for _, reader := range ns {
@@ -223,6 +230,10 @@ func TestObjectsWithANodeDown(t *testing.T) {
 	if _, err := ns[0].objects.Put(ctx, admin, "results", "before", int64(len(data)), bytes.NewReader(data), storage.PutOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	small := randBytes(64 << 10) // three whole copies, one on each node
+	if obj, err := ns[0].objects.Put(ctx, admin, "results", "small-before", int64(len(small)), bytes.NewReader(small), storage.PutOptions{}); err != nil || obj.Layout.String() != "1+2" {
+		t.Fatalf("small object: %+v %v", obj, err)
+	}
 	// Take down a node that is not the leader.
 	var down *objNode
 	for _, n := range ns {
@@ -259,6 +270,35 @@ func TestObjectsWithANodeDown(t *testing.T) {
 	if _, err := up.objects.Get(ctx, admin, "results", "during", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), data) {
 		t.Fatalf("read of a degraded write: %v", err)
 	}
+
+	// A small object: its copy on the node that is down is not needed to
+	// read it, and a new one is written as two copies, on the two nodes up.
+	for _, n := range ns {
+		if n == down {
+			continue
+		}
+		out.Reset()
+		if _, err := n.objects.Get(ctx, admin, "results", "small-before", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), small) {
+			t.Fatalf("read of a small object with a node down, through %s: %v", n.node.Name(), err)
+		}
+	}
+	obj, err = up.objects.Put(ctx, admin, "results", "small-during", int64(len(small)), bytes.NewReader(small), storage.PutOptions{})
+	if err != nil {
+		t.Fatalf("degraded write of a small object: %v", err)
+	}
+	copies := map[string]bool{}
+	for _, s := range obj.Shards {
+		if s.Disk != "" {
+			copies[s.Node] = true
+		}
+	}
+	if obj.Layout.String() != "1+2" || len(copies) != 2 || copies[down.node.Name()] {
+		t.Fatalf("degraded write of a small object: layout %s, copies on %v", obj.Layout, copies)
+	}
+	out.Reset()
+	if _, err := up.objects.Get(ctx, admin, "results", "small-during", 0, -1, &out); err != nil || !bytes.Equal(out.Bytes(), small) {
+		t.Fatalf("read of a degraded small write: %v", err)
+	}
 }
 
 func countShards(ns []*objNode, dataID string) int {
@@ -277,3 +317,38 @@ func countShards(ns []*objNode, dataID string) int {
 }
 
 func countAllShards(ns []*objNode) int { return countShards(ns, "") }
+
+// Two copies of a small object on one node are not enough for a write,
+// however many disks they are on: the node's loss would take both. Copies
+// on two nodes are; a k+m layout is judged by its quorum alone.
+func TestCopiesOnOneNodeAreNotApart(t *testing.T) {
+	ns, _ := readyPool(t)
+	copies := erasure.Layout{Data: 1, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+	loc := func(n, d int) storage.ShardLoc {
+		node := ns[n].node.Name()
+		return storage.ShardLoc{Disk: storage.DiskID(node, ns[n].dirs[d]), Node: node}
+	}
+	o := ns[0].objects
+	testutil.WaitFor(t, 10*time.Second, "the pool's disks in every node's state", func() error {
+		if !o.Apart(copies, []storage.ShardLoc{loc(0, 0), loc(1, 0), {}}) {
+			return fmt.Errorf("copies on node1 and node2 judged on one node")
+		}
+		return nil
+	})
+	for _, tc := range []struct {
+		name   string
+		layout erasure.Layout
+		locs   []storage.ShardLoc
+		want   bool
+	}{
+		{"two copies on node1's two disks", copies, []storage.ShardLoc{loc(0, 0), loc(0, 1), {}}, false},
+		{"one copy", copies, []storage.ShardLoc{{}, loc(2, 1), {}}, false},
+		{"copies on node1 and node3", copies, []storage.ShardLoc{loc(0, 1), {}, loc(2, 0)}, true},
+		{"three copies", copies, []storage.ShardLoc{loc(0, 0), loc(1, 1), loc(2, 0)}, true},
+		{"4+2 shards on one node", erasure.Layout{Data: 4, Parity: 2, StripeSize: erasure.DefaultStripeSize}, []storage.ShardLoc{loc(0, 0), loc(0, 1), {}, {}, {}, {}}, true},
+	} {
+		if got := o.Apart(tc.layout, tc.locs); got != tc.want {
+			t.Errorf("%s: apart %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

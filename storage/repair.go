@@ -297,7 +297,12 @@ func (h *Healer) rebuild(ctx context.Context, objectID string, seg Segment, miss
 		per    map[string]int
 	}
 	var rules []rule
-	for _, capOf := range []func(erasure.Layout, []placement.Disk) (func(placement.Disk) string, int){placement.DomainCap, placement.NodeCap} {
+	type capOf = func(erasure.Layout, []placement.Disk) (func(placement.Disk) string, int)
+	caps := []capOf{placement.DomainCap, placement.NodeCap}
+	if l.Data == 1 && l.Parity > 0 {
+		caps = []capOf{placement.OneEach, placement.DomainCap, placement.NodeCap} // whole copies: a domain without one first
+	}
+	for _, capOf := range caps {
 		dom, most := capOf(l, pool)
 		rules = append(rules, rule{domain: dom, most: most, per: map[string]int{}})
 	}

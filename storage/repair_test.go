@@ -208,6 +208,14 @@ func TestScrubAndHealWipedDisk(t *testing.T) {
 		}
 		objects[key] = data
 	}
+	for i := range 10 { // whole copies, one on each node
+		data := randBytes(40_000 + i)
+		key := fmt.Sprintf("note-%d", i)
+		if _, err := ns[0].objects.Put(ctx, admin, "records", key, int64(len(data)), bytes.NewReader(data), storage.PutOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		objects[key] = data
+	}
 	// Wipe one of node3's disks: everything on it is gone.
 	wiped := filepath.Join(ns[2].dirs[0], "shards")
 	if err := os.RemoveAll(wiped); err != nil {
@@ -230,6 +238,21 @@ func TestScrubAndHealWipedDisk(t *testing.T) {
 	}
 	for k, v := range objects {
 		checkIntact(t, ns, admin, k, v)
+	}
+	// A rebuilt copy went to node3 again, which had lost its own: each
+	// small object is still one copy on each node.
+	for i := range 10 {
+		obj, err := ns[0].objects.Head(ctx, admin, "records", fmt.Sprintf("note-%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		nodes := map[string]bool{}
+		for _, s := range obj.Shards {
+			nodes[s.Node] = true
+		}
+		if obj.Layout.String() != "1+2" || len(nodes) != 3 {
+			t.Fatalf("note-%d after healing: layout %s, copies %+v", i, obj.Layout, obj.Shards)
+		}
 	}
 }
 

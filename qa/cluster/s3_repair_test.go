@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"github.com/cairnhq/cairn/qa/cairntest"
 	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
+	"github.com/cairnhq/cairn/storage"
 	"github.com/cairnhq/cairn/storage/erasure"
 	"github.com/minio/minio-go/v7"
 )
@@ -46,7 +48,14 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	if h.Layout != "4+2" {
 		t.Fatalf("three nodes with two disks each should default to 4+2, not %q", h.Layout)
 	}
-	layout := erasure.Layout{Data: 4, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+	// Objects of up to storage.ReplicateMax bytes are three whole copies
+	// (1+2), one on each node; larger ones are 4+2.
+	layoutOf := func(size int) erasure.Layout {
+		if size <= storage.ReplicateMax {
+			return erasure.Layout{Data: 1, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+		}
+		return erasure.Layout{Data: 4, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+	}
 	disks := repairDisks(t, a, c)
 
 	if err := a.Call("POST", "/api/v1/projects", map[string]string{"name": "radiology"}, 201, nil); err != nil {
@@ -66,7 +75,8 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	}
 
 	// Put objects one at a time and learn each one's data ID from the shard
-	// files that appear (every disk gets one).
+	// files that appear (a 4+2 object's on every disk, a small one's on one
+	// disk of each node).
 	type object struct {
 		data   []byte
 		dataID string
@@ -86,8 +96,8 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 		for id, n := range dataIDs(disks) {
 			if before[id] == 0 {
 				fresh = append(fresh, id)
-				if n != layout.Shards() {
-					t.Fatalf("%s: %d shard files of %s on the disks, want %d", o.key, n, id, layout.Shards())
+				if want := layoutOf(o.size).Shards(); n != want {
+					t.Fatalf("%s: %d shard files of %s on the disks, want %d", o.key, n, id, want)
 				}
 			}
 		}
@@ -110,7 +120,9 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	// A shard set is whole when every index is on disk and verifies.
 	checkShards := func(key string) error {
 		o := objects[key]
+		layout := layoutOf(len(o.data))
 		found := map[int]bool{}
+		nodes := map[*harness.Node]bool{}
 		for _, d := range disks {
 			for _, p := range shardFilesOf(d.path, o.dataID) {
 				i, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(p), o.dataID+"."))
@@ -127,10 +139,14 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 					return fmt.Errorf("%s: shard %s: %w", key, p, err)
 				}
 				found[i] = true
+				nodes[d.node] = true
 			}
 		}
 		if len(found) != layout.Shards() {
 			return fmt.Errorf("%s: %d of %d shards on disk", key, len(found), layout.Shards())
+		}
+		if layout.Data == 1 && len(nodes) != 3 {
+			return fmt.Errorf("%s: copies on %d nodes, want one on each of 3", key, len(nodes))
 		}
 		return nil
 	}
@@ -173,7 +189,7 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	mid := int64(len(orig) / 2)
 	bad := bytes.Clone(orig)
 	bad[mid] ^= 0x10
-	if err := erasure.VerifyShard(bytes.NewReader(bad), layout, int64(len(ct.data)), idx); err == nil {
+	if err := erasure.VerifyShard(bytes.NewReader(bad), layoutOf(len(ct.data)), int64(len(ct.data)), idx); err == nil {
 		t.Fatal("the flipped byte went unnoticed by VerifyShard: the test would prove nothing")
 	}
 	flip := func() {
@@ -231,16 +247,22 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 	}
 	readAll("after repairing the corrupt shard")
 
-	// 2. Wipe node3's first disk while node3 runs.
+	// 2. Wipe the disk of node3 that holds its copy of the small object
+	// (it holds a shard of every 4+2 object too) while node3 runs.
 	node3 := c.Node(3)
-	var wiped repairDisk
+	var wiped, other repairDisk
 	for _, d := range disks {
-		if d.node == node3 && strings.HasSuffix(d.path, "/disks/d1") {
+		if d.node != node3 {
+			continue
+		}
+		if len(shardFilesOf(d.path, objects["xr-small"].dataID)) == 1 {
 			wiped = d
+		} else {
+			other = d
 		}
 	}
-	if wiped.id == "" {
-		t.Fatalf("node3's disks/d1 is not in the pool: %+v", disks)
+	if wiped.id == "" || other.id == "" {
+		t.Fatalf("node3 has no copy of xr-small on one disk of two: %+v", disks)
 	}
 	shardsDir := filepath.Join(wiped.path, "shards")
 	held := map[string][]byte{}
@@ -254,8 +276,10 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 		}
 		return nil
 	})
-	if len(held) != len(objects) {
-		t.Fatalf("%s holds %d shard files, want one per object (%d)", wiped.path, len(held), len(objects))
+	for k, o := range objects {
+		if layoutOf(len(o.data)).Data > 1 && len(shardFilesOf(wiped.path, o.dataID)) != 1 {
+			t.Fatalf("%s holds no shard of %s", wiped.path, k)
+		}
 	}
 	logStart = logSizes(c)
 	if err := os.RemoveAll(shardsDir); err != nil {
@@ -275,8 +299,13 @@ func TestS3RepairCorruptShardAndWipedDisk(t *testing.T) {
 		if n < len(held) {
 			return fmt.Errorf("%d of %d lost shards reported", n, len(held))
 		}
+		// A 4+2 shard can only go back where it was lost; a copy goes
+		// back to node3, on either of its disks.
 		for p, want := range held {
 			got, err := os.ReadFile(p)
+			if errors.Is(err, fs.ErrNotExist) {
+				got, err = os.ReadFile(filepath.Join(other.path, strings.TrimPrefix(p, wiped.path)))
+			}
 			if err != nil {
 				return err
 			}

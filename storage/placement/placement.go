@@ -111,7 +111,16 @@ func DefaultLayout(disks []Disk) (erasure.Layout, error) {
 // space are skipped. A layout that cannot keep to the filesystems of a
 // single node (an admin's bucket layout wider than they are) is placed as
 // before filesystems were known: at most m per node (NodeCap).
+//
+// Whole copies (1+m) go one to a failure domain where there are enough of
+// them, so that every node of a three-node pool holds one and reads it
+// locally.
 func Place(l erasure.Layout, disks []Disk, key string) ([]Disk, error) {
+	if l.Data == 1 && l.Parity > 0 {
+		if out, err := placeCapped(l, disks, key, OneEach); err == nil {
+			return out, nil
+		}
+	}
 	out, err := placeCapped(l, disks, key, DomainCap)
 	if err != nil {
 		out, err = placeCapped(l, disks, key, NodeCap)
@@ -166,6 +175,12 @@ func DomainCap(l erasure.Layout, disks []Disk) (func(Disk) string, int) {
 		return domain, max(l.Parity, 1)
 	}
 	return domain, l.Shards()
+}
+
+// OneEach allows one shard per failure domain: where whole copies (1+m)
+// go first, at placement and when the healer rebuilds one.
+func OneEach(_ erasure.Layout, disks []Disk) (func(Disk) string, int) {
+	return Domains(disks), 1
 }
 
 // NodeCap is the rule before filesystems were known, and what the healer

@@ -138,3 +138,33 @@ func TestWiderLayoutFallsBackToTheNodeRule(t *testing.T) {
 		t.Fatalf("3+1 over two filesystems: %v %v", placed, err)
 	}
 }
+
+// Whole copies (1+m) go one to a node where there are enough nodes, and
+// fall back to the parity rule where there are not.
+func TestCopiesSpreadOverNodes(t *testing.T) {
+	copies := erasure.Layout{Data: 1, Parity: 2, StripeSize: erasure.DefaultStripeSize}
+	for _, shape := range [][2]int{{3, 2}, {3, 1}, {4, 3}} {
+		disks := cluster(shape[0], shape[1])
+		for i := range 200 {
+			out, err := Place(copies, disks, fmt.Sprintf("obj-%d", i))
+			if err != nil || len(out) != 3 {
+				t.Fatalf("%d nodes x %d disks: %v %v", shape[0], shape[1], out, err)
+			}
+			nodes := map[string]bool{}
+			for _, d := range out {
+				nodes[d.Node] = true
+			}
+			if len(nodes) != 3 {
+				t.Fatalf("%d nodes x %d disks: copies on %v", shape[0], shape[1], out)
+			}
+		}
+	}
+	out, err := Place(copies, cluster(2, 2), "obj")
+	nodes := map[string]int{}
+	for _, d := range out {
+		nodes[d.Node]++
+	}
+	if err != nil || len(out) != 3 || len(nodes) != 2 {
+		t.Fatalf("2 nodes x 2 disks: %v %v", out, err)
+	}
+}
