@@ -42,6 +42,7 @@ type config struct {
 	out          string
 	verbose      bool
 	profile      string
+	inlineMiB    int64 // the pool's inline budget for small objects; 0 keeps the default
 }
 
 func parseFlags(args []string) (config, error) {
@@ -60,6 +61,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.out, "out", "", "also write the markdown report to this file")
 	fs.BoolVar(&cfg.verbose, "v", false, "show the harness's log (node command lines)")
 	fs.StringVar(&cfg.profile, "profile", "", "write CPU profiles of the nodes during the PUT and GET phases of the largest objects to this directory")
+	fs.Int64Var(&cfg.inlineMiB, "inline-budget-mib", 0, "set the pool's inline budget for small objects to this many MiB first (1 measures the erasure-coded path of small objects; 0 keeps the default)")
 	if err := fs.Parse(args); err != nil {
 		return cfg, err
 	}
@@ -77,8 +79,8 @@ func parseFlags(args []string) (config, error) {
 		budgetMiB = min(budgetMiB, 1024)
 	}
 	cfg.budget, cfg.rssLimit = budgetMiB<<20, rssMiB<<20
-	if cfg.round <= 0 || cfg.budget <= 0 || cfg.rssLimit <= 0 || cfg.smallRounds < 1 {
-		return cfg, errors.New("-round, -budget, -rss-limit and -small-rounds must be positive")
+	if cfg.round <= 0 || cfg.budget <= 0 || cfg.rssLimit <= 0 || cfg.smallRounds < 1 || cfg.inlineMiB < 0 {
+		return cfg, errors.New("-round, -budget, -rss-limit and -small-rounds must be positive, -inline-budget-mib not negative")
 	}
 	return cfg, nil
 }
@@ -133,6 +135,12 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 	if err != nil {
 		return err
 	}
+	if cfg.inlineMiB > 0 {
+		if err := cl.call(ctx, "PUT", "/api/v1/storage/inline", cl.raft.Token, map[string]int64{"inline_budget": cfg.inlineMiB << 20}, nil, 200); err != nil {
+			return fmt.Errorf("set the inline budget: %w", err)
+		}
+		benchrun.Progress("inline budget for small objects set to %d MiB", cfg.inlineMiB)
+	}
 	var pids []int
 	for _, n := range cl.c.Nodes {
 		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", n.PID()))
@@ -173,7 +181,32 @@ func run(ctx context.Context, t harness.T, cfg config) error {
 		if ctx.Err() != nil {
 			return fmt.Errorf("interrupted: %w", ctx.Err())
 		}
-		rep.small = append(rep.small, b.measureSmall(ctx, c))
+		rep.small = append(rep.small, b.measureSmall(ctx, c, "small"))
+	}
+	if cfg.inlineMiB == 0 {
+		// The same loads past the inline budget, as in a pool whose small
+		// objects outgrew it: shards.
+		var was inlineUsage
+		if err := cl.call(ctx, "GET", "/api/v1/storage/inline", cl.raft.Token, nil, &was, 200); err != nil {
+			return fmt.Errorf("read the inline budget: %w", err)
+		}
+		// A budget of one byte: no object fits, whatever is inline already.
+		if err := cl.call(ctx, "PUT", "/api/v1/storage/inline", cl.raft.Token, map[string]int64{"inline_budget": 1}, nil, 200); err != nil {
+			return fmt.Errorf("set the inline budget: %w", err)
+		}
+		benchrun.Progress("small objects again past the inline budget (set to 1 byte, %d MiB used)", was.Bytes>>20)
+		for _, c := range cfg.smallClients {
+			if ctx.Err() != nil {
+				break
+			}
+			rep.smallPast = append(rep.smallPast, b.measureSmall(ctx, c, "past"))
+		}
+		if err := cl.call(context.WithoutCancel(ctx), "PUT", "/api/v1/storage/inline", cl.raft.Token, map[string]int64{"inline_budget": was.Budget}, nil, 200); err != nil {
+			return fmt.Errorf("restore the inline budget: %w", err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted: %w", ctx.Err())
+		}
 	}
 	for _, size := range cfg.sizes {
 		for _, c := range cfg.clients {

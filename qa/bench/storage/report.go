@@ -23,6 +23,7 @@ type report struct {
 	ceilingN   int     // clients of that measurement
 	ceilingCPU float64 // CPU s per GiB of that measurement (server and clients)
 	small      []smallRow
+	smallPast  []smallRow // the same past the inline budget
 	rows       []row
 	rssStart   []int64 // per node, after start
 	rssPeak    []int64 // per node, highest sampled during the load
@@ -105,7 +106,7 @@ func (r *report) unmeasured() error {
 			errs = append(errs, fmt.Errorf("%s at %d clients: no successful PUT or GET", sizeName(w.size), w.clients))
 		}
 	}
-	for _, w := range r.small {
+	for _, w := range slices.Concat(r.small, r.smallPast) {
 		for k := range w.phase {
 			if w.phase[k].all.Ops() == 0 {
 				errs = append(errs, fmt.Errorf("%s at %d clients: no successful operation", smallKind(k), w.clients))
@@ -126,6 +127,9 @@ func (r *report) markdown() string {
 	p("S3 through minio-go over HTTPS, clients spread over the 3 nodes; each phase runs until %s or %s have been started, whichever first.", r.cfg.round, mib(r.cfg.budget))
 	if r.cfg.quick {
 		p("Quick run (-quick).")
+	}
+	if r.cfg.inlineMiB > 0 {
+		p("The pool's inline budget for small objects was set to %d MiB first (-inline-budget-mib), so past it small objects are erasure-coded like large ones.", r.cfg.inlineMiB)
 	}
 	if g := r.gate; g != nil && g.limit > 0 {
 		p("This VM is shared: before each phase the run waited until the rest of the machine kept at most %.2f cores busy over %s, for at most %s. It waited %s in all, and %d of %d phases started with the machine still busy; the tables say how busy.",

@@ -61,7 +61,19 @@ type smallRow struct {
 	objects int           // 4 KiB objects written, warm-up included
 	dials   int64         // connections the clients opened during the measured rounds
 	dropped bool          // page cache dropped before every GET round
+	inline  inlineUsage   // the pool's inline bytes and budget after the rounds
+	prefix  string        // of the keys written
 }
+
+// inlineUsage is GET /api/v1/storage/inline's answer.
+type inlineUsage struct {
+	Bytes  int64 `json:"inline_bytes"`
+	Budget int64 `json:"inline_budget"`
+}
+
+// pastBudget reports whether the pool's inline budget was spent when the
+// rounds ended: from then on small PUTs are stored as shards.
+func (u inlineUsage) pastBudget() bool { return u.Budget > 0 && u.Bytes+smallSize > u.Budget }
 
 // measureSmall measures, at one concurrency (at most cl.raft.Keys()),
 // bench-consensus's Raft write and 4 KiB PUT and GET on the same cluster.
@@ -74,9 +86,9 @@ type smallRow struct {
 // followers. The objects stay until the cluster goes: deleting them would
 // leave freed inodes that this VM's ext4, which has no journal, walks past on
 // every later create.
-func (b *bench) measureSmall(ctx context.Context, clients int) smallRow {
+func (b *bench) measureSmall(ctx context.Context, clients int, prefix string) smallRow {
 	cl, cfg := b.cl, b.cfg
-	r := smallRow{clients: clients, dropped: true}
+	r := smallRow{clients: clients, dropped: true, prefix: prefix}
 	var (
 		mu   sync.Mutex
 		keys []string
@@ -94,7 +106,7 @@ func (b *bench) measureSmall(ctx context.Context, clients int) smallRow {
 			do = func(ctx context.Context, node, w, _ int) error { return cl.raft.Write(ctx, node, w) }
 		case smallPut:
 			do = func(ctx context.Context, node, _, _ int) error {
-				key := fmt.Sprintf("small-c%d/%d", clients, next.Add(1))
+				key := fmt.Sprintf("%s-c%d/%d", prefix, clients, next.Add(1))
 				_, err := cl.s3[node].PutObject(ctx, bucket, key, bytes.NewReader(b.payload[:smallSize]), smallSize, opts)
 				if err == nil {
 					mu.Lock()
@@ -155,7 +167,7 @@ func (b *bench) measureSmall(ctx context.Context, clients int) smallRow {
 			}
 			wait := func() {}
 			if cfg.profile != "" && round == 0 && clients == slices.Max(cfg.smallClients) {
-				wait = benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("small-%s-c%d-", []string{"raft", "put", "get"}[kind], clients))
+				wait = benchrun.Profile(ctx, cl.c.Nodes, cfg.round, cfg.profile, fmt.Sprintf("%s-%s-c%d-", prefix, []string{"raft", "put", "get"}[kind], clients))
 			}
 			cpu := cpuMeter(b.pids)
 			s := load.Run(ctx, op(kind, round))
@@ -170,6 +182,9 @@ func (b *bench) measureSmall(ctx context.Context, clients int) smallRow {
 		}
 	}
 	r.dials = cl.dials.Load() - dials
+	if err := cl.call(ctx, "GET", "/api/v1/storage/inline", cl.raft.Token, nil, &r.inline, 200); err != nil {
+		benchrun.Progress("%d clients: the pool's inline usage: %v", clients, err)
+	}
 	mu.Lock()
 	r.objects = len(keys)
 	mu.Unlock()
@@ -207,10 +222,42 @@ func (r *report) smallSection(p func(string, ...any)) {
 		"Before each GET round the page cache is %s. Rates are the median of the rounds (their range in brackets); latencies are over all rounds.",
 		sizeName(smallSize), c.smallWarmup, c.smallRounds, c.round, cacheState(r.small))
 	p("")
-	p("| clients | Raft writes/s | PUT objects/s | GET objects/s | PUT / Raft | GET / Raft | Raft p50 / p99 | PUT p50 / p99 | GET p50 / p99 | nodes' CPU per op: Raft / PUT / GET | errors | new connections | busy elsewhere |")
-	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+	p("Small objects of at most 32 KiB ride in the replicated state while the pool's inline budget lasts; past it they are stored as shards (three whole copies, one on each node). The last column gives the inline bytes used, of the budget, when a concurrency's rounds ended.")
+	p("")
+	dials := smallTable(p, r.small)
+	if len(r.smallPast) > 0 {
+		p("")
+		p("The same loads again, past the inline budget (set to one byte after the rounds above, and back after these): every small PUT is stored as shards, as in a pool whose small objects outgrew the budget, and every GET reads them back.")
+		p("")
+		dials += smallTable(p, r.smallPast)
+	}
+	var objects []string
+	for _, w := range slices.Concat(r.small, r.smallPast) {
+		objects = append(objects, fmt.Sprintf("%d at %d clients (%s)", w.objects, w.clients, w.prefix))
+	}
+	p("")
+	p("The GETs read from the objects written (warm-ups included): %s.", strings.Join(objects, ", "))
+	p("Every worker keeps one keep-alive HTTPS connection per node it uses (pools of up to 256 idle connections per node), opened in the warm-up: the measured rounds opened %d new connections in all, so the figures are what the servers do per request, not TCP and TLS set-up. "+
+		"Nodes' CPU per op is the user and system time of the three nodes together per successful operation. "+
+		"Busy elsewhere is the most, over the three loads, of the cores the rest of the machine kept busy or the hypervisor stole while they ran (other processes, kernel threads).", dials)
+	for _, w := range slices.Concat(r.small, r.smallPast) {
+		for k := range w.phase {
+			if e := w.phase[k].all.FirstErr; e != nil {
+				p("")
+				p("%d clients (%s), %s, first error: `%v`", w.clients, w.prefix, smallKind(k), e)
+			}
+		}
+	}
+	p("")
+}
+
+// smallTable is one table of small-object rows; it returns the
+// connections the rows' rounds opened.
+func smallTable(p func(string, ...any), rows []smallRow) int64 {
+	p("| clients | Raft writes/s | PUT objects/s | GET objects/s | PUT / Raft | GET / Raft | Raft p50 / p99 | PUT p50 / p99 | GET p50 / p99 | nodes' CPU per op: Raft / PUT / GET | errors | new connections | busy elsewhere | inline used / budget |")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	var dials int64
-	for _, w := range r.small {
+	for _, w := range rows {
 		ph := &w.phase
 		var errs int
 		var elsewhere float64
@@ -219,37 +266,28 @@ func (r *report) smallSection(p func(string, ...any)) {
 			elsewhere = max(elsewhere, ph[k].cpu.busyElsewhere())
 		}
 		dials += w.dials
-		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %d | %d | %.2f |", w.clients,
+		p("| %d | %s | %s | %s | %s | %s | %s | %s | %s | %s / %s / %s | %d | %d | %.2f | %s / %s |", w.clients,
 			rateSpread(&ph[raftWrite]), rateSpread(&ph[smallPut]), rateSpread(&ph[smallGet]),
 			benchrun.Ratio(ph[smallPut].rate(), ph[raftWrite].rate()), benchrun.Ratio(ph[smallGet].rate(), ph[raftWrite].rate()),
 			latencies(&ph[raftWrite].all), latencies(&ph[smallPut].all), latencies(&ph[smallGet].all),
-			benchrun.Micros(ph[raftWrite].cpuPerOp()), benchrun.Micros(ph[smallPut].cpuPerOp()), benchrun.Micros(ph[smallGet].cpuPerOp()), errs, w.dials, elsewhere)
+			benchrun.Micros(ph[raftWrite].cpuPerOp()), benchrun.Micros(ph[smallPut].cpuPerOp()), benchrun.Micros(ph[smallGet].cpuPerOp()), errs, w.dials, elsewhere,
+			mib(w.inline.Bytes), budgetName(w.inline.Budget))
 	}
-	var objects []string
-	for _, w := range r.small {
-		objects = append(objects, fmt.Sprintf("%d at %d clients", w.objects, w.clients))
-	}
-	p("")
-	p("The GETs read from the objects written (warm-ups included): %s.", strings.Join(objects, ", "))
-	p("Every worker keeps one keep-alive HTTPS connection per node it uses (pools of up to 256 idle connections per node), opened in the warm-up: the measured rounds opened %d new connections in all, so the figures are what the servers do per request, not TCP and TLS set-up. "+
-		"Nodes' CPU per op is the user and system time of the three nodes together per successful operation. "+
-		"Busy elsewhere is the most, over the three loads, of the cores the rest of the machine kept busy or the hypervisor stole while they ran (other processes, kernel threads).", dials)
-	for _, w := range r.small {
-		for k := range w.phase {
-			if e := w.phase[k].all.FirstErr; e != nil {
-				p("")
-				p("%d clients, %s, first error: `%v`", w.clients, smallKind(k), e)
-			}
-		}
-	}
-	p("")
+	return dials
 }
 
 // smallTargets are issue 14's: small PUT at least half the Raft write rate,
 // small GET at least the Raft write rate, at every concurrency.
 func (r *report) smallTargets() []target {
 	var ts []target
-	for _, w := range r.small {
+	for _, w := range slices.Concat(r.small, r.smallPast) {
+		regime := "within the inline budget"
+		switch {
+		case w.prefix == "past" || r.cfg.inlineMiB > 0:
+			regime = "past the inline budget"
+		case w.inline.pastBudget():
+			regime = "the inline budget spent during the rounds"
+		}
 		raft := w.phase[raftWrite].rate()
 		for _, t := range []struct {
 			kind smallKind
@@ -257,7 +295,7 @@ func (r *report) smallTargets() []target {
 		}{{smallPut, 0.5}, {smallGet, 1.0}} {
 			got := w.phase[t.kind].rate()
 			ts = append(ts, target{
-				name:       fmt.Sprintf("%s ≥ %.1f× the Raft write rate at %d clients", t.kind, t.min, w.clients),
+				name:       fmt.Sprintf("%s ≥ %.1f× the Raft write rate at %d clients, %s", t.kind, t.min, w.clients, regime),
 				measured:   fmt.Sprintf("%s (%.0f vs %.0f /s)", benchrun.Ratio(got, raft), got, raft),
 				measuredOK: raft > 0 && w.phase[t.kind].all.Ops() > 0,
 				ok:         got >= t.min*raft,
@@ -265,6 +303,14 @@ func (r *report) smallTargets() []target {
 		}
 	}
 	return ts
+}
+
+// budgetName is an inline budget for the table: MiB, or bytes under one.
+func budgetName(b int64) string {
+	if b < 1<<20 {
+		return fmt.Sprintf("%d B", b)
+	}
+	return mib(b)
 }
 
 func rateSpread(p *smallPhase) string {
