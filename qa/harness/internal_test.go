@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/cairnhq/cairn/appliance/agent"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -90,5 +92,14 @@ func TestOverlapsAny(t *testing.T) {
 	}
 	if overlapsAny(netip.MustParsePrefix("10.201.7.0/24"), used[1:]) {
 		t.Error("10.201.7.0/24 should not overlap 192.0.2.0/24")
+	}
+}
+
+// Clusters never get a subnet inside the agent's default VM network: the
+// nodes' own bridge would then hold the host's address.
+func TestSubnetsAvoidTheAgentsVMNetwork(t *testing.T) {
+	def := netip.MustParsePrefix(agent.DefaultConfig().VMNetwork)
+	if !overlapsAny(def, agentNetworks) {
+		t.Fatalf("the agent's default VM network %s is not among the harness's agentNetworks %v", def, agentNetworks)
 	}
 }

@@ -120,13 +120,19 @@ func reserveNetwork() (prefix string, subnet netip.Prefix, err error) {
 	return prefix, subnet, nil
 }
 
+// agentNetworks are subnets a node's agent uses inside its namespace: the
+// default VM network (a cluster on it would have its nodes' bridge hold
+// the host's address, and the nodes answer no ARP from the host).
+var agentNetworks = []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16")}
+
 // freeSubnet returns a random 10.X.Y.0/24 (X in 200..250) that overlaps no
-// address or route on the host.
+// address or route on the host and none of agentNetworks.
 func freeSubnet() (netip.Prefix, error) {
 	used, err := hostPrefixes()
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("choose subnet: %w", err)
 	}
+	used = append(used, agentNetworks...)
 	for range 100 {
 		x, _ := rand.Int(rand.Reader, big.NewInt(51))
 		y, _ := rand.Int(rand.Reader, big.NewInt(256))
