@@ -143,6 +143,9 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 		return fmt.Errorf("reconcile network %s: gateway %s is not the first host of %s", nw.ID, nw.Gateway, pfx)
 	}
 	nw.Gateway = gw.String()
+	if err := h.checkNoOverlap(pfx); err != nil {
+		return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
+	}
 	steps := []func() error{
 		func() error {
 			br, err := h.ensureBridge(netip.PrefixFrom(gw, pfx.Bits()))

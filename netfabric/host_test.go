@@ -367,3 +367,32 @@ func disableBridgeNetfilter(t *testing.T, ns netns.NsHandle) {
 		t.Fatal(err)
 	}
 }
+
+// A VM network over the node's own LAN is refused, and nothing changes:
+// its bridge would hold the network's gateway and shadow the LAN (the node
+// would drop ARP from the LAN's gateway as a martian source).
+func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
+	f := newHostFixture(t)
+	h := handle(t, f.ns)
+	lan := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "lan0"}, PeerName: "lan1"} // (no dummy links in this kernel)
+	if err := h.LinkAdd(lan); err != nil {
+		t.Fatal(err)
+	}
+	addAddr(t, f.ns, "lan0", "10.213.0.11/24")
+	for _, cidr := range []string{"10.213.0.0/16", "10.213.0.0/24", "10.213.0.128/25"} {
+		err := f.do(t, func() error { return f.h.Reconcile(context.Background(), netfabric.Network{ID: "default", CIDR: cidr}) })
+		if err == nil || !strings.Contains(err.Error(), "overlaps 10.213.0.11/24 on lan0") {
+			t.Fatalf("a VM network %s over the LAN: %v", cidr, err)
+		}
+		if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.77.0.1/24" {
+			t.Fatalf("bridge addresses after the refusal of %s: %v", cidr, got)
+		}
+	}
+	// Its own bridge's address is no overlap: reconciling again is fine,
+	// and so is a range beside the LAN.
+	f.reconcile(t, f.nw)
+	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.214.0.0/16"})
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.214.0.1/16" {
+		t.Fatalf("bridge addresses beside the LAN: %v", got)
+	}
+}

@@ -62,6 +62,40 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 	return link, nil
 }
 
+// checkNoOverlap refuses a VM network that overlaps an IPv4 address of
+// another link of this host, the node's own LAN above all: the bridge
+// would hold the network's gateway and a route over it, shadowing the
+// LAN's addresses, and the node would drop ARP from any of them it holds
+// (the LAN's gateway among them) as a martian source. Nothing is changed.
+func (h *Host) checkNoOverlap(pfx netip.Prefix) error {
+	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list addresses: %w", err)
+	}
+	own := -1
+	if br, err := netlink.LinkByName(h.cfg.Bridge); err == nil {
+		own = br.Attrs().Index
+	}
+	for _, a := range addrs {
+		if a.LinkIndex == own || a.IPNet == nil {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(a.IPNet.IP)
+		if !ok {
+			continue
+		}
+		bits, _ := a.IPNet.Mask.Size()
+		if p := netip.PrefixFrom(ip.Unmap(), bits).Masked(); p.Overlaps(pfx) {
+			dev := fmt.Sprintf("link %d", a.LinkIndex)
+			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+				dev = l.Attrs().Name
+			}
+			return fmt.Errorf("the VM network %s overlaps %s on %s, this node's own network: choose another range (--vm-network for the default network)", pfx, a.IPNet, dev)
+		}
+	}
+	return nil
+}
+
 // TapName is the tap device of a VM NIC with the given id: the prefix and a
 // hash of the id, so it is the same after a restart and fits IFNAMSIZ (15).
 func (h *Host) TapName(id string) string {
