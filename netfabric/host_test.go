@@ -368,9 +368,9 @@ func disableBridgeNetfilter(t *testing.T, ns netns.NsHandle) {
 	}
 }
 
-// A VM network over the node's own LAN is refused, and nothing changes:
-// its bridge would hold the network's gateway and shadow the LAN (the node
-// would drop ARP from the LAN's gateway as a martian source).
+// A VM network holding the node's own address is refused, and nothing
+// changes: its bridge would hold the network's gateway and shadow the LAN
+// (the node would drop ARP from the LAN's gateway as a martian source).
 func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 	f := newHostFixture(t)
 	h := handle(t, f.ns)
@@ -379,9 +379,9 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	addAddr(t, f.ns, "lan0", "10.213.0.11/24")
-	for _, cidr := range []string{"10.213.0.0/16", "10.213.0.0/24", "10.213.0.128/25"} {
+	for _, cidr := range []string{"10.213.0.0/16", "10.213.0.0/24", "10.213.0.0/28"} {
 		err := f.do(t, func() error { return f.h.Reconcile(context.Background(), netfabric.Network{ID: "default", CIDR: cidr}) })
-		if err == nil || !strings.Contains(err.Error(), "overlaps 10.213.0.11/24 on lan0") {
+		if err == nil || !strings.Contains(err.Error(), "holds 10.213.0.11/24 on lan0") {
 			t.Fatalf("a VM network %s over the LAN: %v", cidr, err)
 		}
 		if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.77.0.1/24" {
@@ -389,10 +389,16 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 		}
 	}
 	// Its own bridge's address is no overlap: reconciling again is fine,
-	// and so is a range beside the LAN.
+	// and so is a range beside the LAN, or inside a wider LAN that does
+	// not put the node's address in it.
 	f.reconcile(t, f.nw)
 	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.214.0.0/16"})
 	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.214.0.1/16" {
 		t.Fatalf("bridge addresses beside the LAN: %v", got)
+	}
+	addAddr(t, f.ns, "lan1", "10.1.1.1/8")
+	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.215.0.0/16"})
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.215.0.1/16" {
+		t.Fatalf("bridge addresses inside a wider LAN: %v", got)
 	}
 }

@@ -62,36 +62,41 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 	return link, nil
 }
 
-// checkNoOverlap refuses a VM network that overlaps an IPv4 address of
-// another link of this host, the node's own LAN above all: the bridge
-// would hold the network's gateway and a route over it, shadowing the
-// LAN's addresses, and the node would drop ARP from any of them it holds
-// (the LAN's gateway among them) as a martian source. Nothing is changed.
+// checkNoOverlap refuses a VM network that holds an IPv4 address of another
+// link of this host, the node's own address on its LAN above all: the
+// bridge would hold the network's gateway and a route over the LAN's
+// addresses, the LAN's gateway among them, and the node would drop ARP
+// from any address it holds as a martian source. A VM network merely
+// inside a wider LAN (10.213.0.0/16 in a 10.0.0.0/8 the node is at
+// 10.1.1.1 in) is left alone: only the LAN's hosts in that range are
+// shadowed, and refusing would take the VMs' network away. Nothing is
+// changed.
 func (h *Host) checkNoOverlap(pfx netip.Prefix) error {
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
 	}
 	own := -1
-	if br, err := netlink.LinkByName(h.cfg.Bridge); err == nil {
+	br, err := netlink.LinkByName(h.cfg.Bridge)
+	switch {
+	case err == nil:
 		own = br.Attrs().Index
+	case !errors.As(err, new(netlink.LinkNotFoundError)):
+		return fmt.Errorf("bridge %s: %w", h.cfg.Bridge, err)
 	}
 	for _, a := range addrs {
 		if a.LinkIndex == own || a.IPNet == nil {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(a.IPNet.IP)
-		if !ok {
+		if !ok || !pfx.Contains(ip.Unmap()) {
 			continue
 		}
-		bits, _ := a.IPNet.Mask.Size()
-		if p := netip.PrefixFrom(ip.Unmap(), bits).Masked(); p.Overlaps(pfx) {
-			dev := fmt.Sprintf("link %d", a.LinkIndex)
-			if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
-				dev = l.Attrs().Name
-			}
-			return fmt.Errorf("the VM network %s overlaps %s on %s, this node's own network: choose another range (--vm-network for the default network)", pfx, a.IPNet, dev)
+		dev := fmt.Sprintf("link %d", a.LinkIndex)
+		if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
+			dev = l.Attrs().Name
 		}
+		return fmt.Errorf("the VM network %s holds %s on %s, this node's own network: choose another range (--vm-network for the default network, before the cluster creates it)", pfx, a.IPNet, dev)
 	}
 	return nil
 }

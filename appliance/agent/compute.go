@@ -223,18 +223,38 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 // reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
 // with the default network, repairing drift every minute.
 func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, ready chan<- struct{}) {
+	var last string // the error last logged: a refusal that stands is said once
+	failing := 0
 	for ctx.Err() == nil {
+		failed := false
 		if nw := netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID); nw != nil {
 			if err := host.Reconcile(ctx, *nw); err != nil {
-				a.log.Error("set up the VM network on this node", "err", err)
-			} else if ready != nil {
-				close(ready)
-				ready = nil
+				failed = true
+				if err.Error() != last {
+					a.log.Error("set up the VM network on this node", "err", err)
+					last = err.Error()
+				}
+			} else {
+				if last != "" {
+					a.log.Info("the VM network is set up on this node")
+				}
+				last = ""
+				if ready != nil {
+					close(ready)
+					ready = nil
+				}
 			}
 		}
 		wait := time.Minute
-		if ready != nil { // not set up yet: no network record, or an error
+		switch {
+		case failed: // 2 s, 4 s, ... up to the minute
+			failing++
+			wait = min(time.Minute, 2*time.Second<<min(failing-1, 5))
+		case ready != nil: // no network record yet
 			wait = 2 * time.Second
+		}
+		if !failed {
+			failing = 0
 		}
 		select {
 		case <-ctx.Done():

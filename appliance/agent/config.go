@@ -312,17 +312,6 @@ func (c *Config) finish() error {
 	if c.Advertise == "" {
 		c.Advertise = c.Bind
 	}
-	// The default VM network is a bridge on every node holding its
-	// gateway (the network's first address): over the node's own LAN it
-	// would shadow the LAN's addresses, the LAN's gateway among them, and
-	// the node would answer no ARP from them.
-	if vmnet, err := netip.ParsePrefix(c.VMNetwork); err == nil && c.VMs {
-		for _, s := range []string{c.Bind, c.Advertise} {
-			if a, err := netip.ParseAddr(s); err == nil && vmnet.Masked().Contains(a.Unmap()) {
-				return fmt.Errorf("--vm-network %s holds this node's address %s: the VMs' network would shadow the node's own LAN; choose another range with --vm-network", c.VMNetwork, s)
-			}
-		}
-	}
 	if c.VIP != "" {
 		vip, err := netfabric.ParseVIP(c.VIP)
 		if err != nil {

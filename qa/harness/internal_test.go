@@ -99,7 +99,11 @@ func TestOverlapsAny(t *testing.T) {
 // nodes' own bridge would then hold the host's address.
 func TestSubnetsAvoidTheAgentsVMNetwork(t *testing.T) {
 	def := netip.MustParsePrefix(agent.DefaultConfig().VMNetwork)
-	if !overlapsAny(def, agentNetworks) {
-		t.Fatalf("the agent's default VM network %s is not among the harness's agentNetworks %v", def, agentNetworks)
+	used, err := avoided()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !overlapsAny(def, used) {
+		t.Fatalf("the agent's default VM network %s is not avoided by new clusters: %v", def, used)
 	}
 }

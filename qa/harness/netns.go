@@ -128,11 +128,10 @@ var agentNetworks = []netip.Prefix{netip.MustParsePrefix("10.213.0.0/16")}
 // freeSubnet returns a random 10.X.Y.0/24 (X in 200..250) that overlaps no
 // address or route on the host and none of agentNetworks.
 func freeSubnet() (netip.Prefix, error) {
-	used, err := hostPrefixes()
+	used, err := avoided()
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("choose subnet: %w", err)
 	}
-	used = append(used, agentNetworks...)
 	for range 100 {
 		x, _ := rand.Int(rand.Reader, big.NewInt(51))
 		y, _ := rand.Int(rand.Reader, big.NewInt(256))
@@ -142,6 +141,13 @@ func freeSubnet() (netip.Prefix, error) {
 		}
 	}
 	return netip.Prefix{}, errors.New("choose subnet: no free /24 in 10.200.0.0-10.250.255.0")
+}
+
+// avoided is what a new cluster's subnet must not overlap: the host's
+// addresses and routes, and agentNetworks.
+func avoided() ([]netip.Prefix, error) {
+	used, err := hostPrefixes()
+	return append(used, agentNetworks...), err
 }
 
 func overlapsAny(p netip.Prefix, used []netip.Prefix) bool {
