@@ -217,6 +217,30 @@ func vmUsageInBrowser(t *testing.T, ctx context.Context) {
 // vmListInBrowser: the VM list's search narrows the rows as one types; a
 // ticked row stays ticked through the list's refreshes; the bulk Shut down
 // asks once, naming the VM, and shuts it down.
+// tickVM ticks a VM's row in the list. A click can miss while the list
+// still moves (the search's answer swapped in, the count line appearing),
+// so it clicks again, a few times, until the box is ticked; whether the
+// tick then lasts through the refreshes is what the test asks.
+func tickVM(name string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, _ *chromedp.Target) (chromedp.Void, error) {
+		box := `tr.vm[data-name="` + name + `"] input[name="vm"]`
+		for range 10 {
+			if err := chromedp.Do(ctx, chromedp.Click(chromedp.CSS(box))); err != nil {
+				return chromedp.Void{}, err
+			}
+			time.Sleep(300 * time.Millisecond)
+			ticked, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`!!document.querySelector('`+box+`:checked')`))
+			if err != nil {
+				return chromedp.Void{}, err
+			}
+			if ticked {
+				return chromedp.Void{}, nil
+			}
+		}
+		return chromedp.Void{}, fmt.Errorf("the box of %s is not ticked after ten clicks", name)
+	}
+}
+
 func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 	t.Helper()
 	steps := []struct {
@@ -233,7 +257,7 @@ func vmListInBrowser(t *testing.T, ctx context.Context, base string) {
 		}},
 		{"type another", chromedp.SendKeys(chromedp.CSS("#vm-search"), "XRAY")},
 		{"the VM's row again", chromedp.WaitVisible(chromedp.CSS(`tr.vm[data-name="xray-viewer"]`))},
-		{"tick it", chromedp.Click(chromedp.CSS(`tr.vm[data-name="xray-viewer"] input[name="vm"]`))},
+		{"tick it", tickVM("xray-viewer")},
 	}
 	for _, st := range steps {
 		sctx, cancel := context.WithTimeout(ctx, 20*time.Second)
