@@ -143,7 +143,7 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 		return fmt.Errorf("reconcile network %s: gateway %s is not the first host of %s", nw.ID, nw.Gateway, pfx)
 	}
 	nw.Gateway = gw.String()
-	if err := h.checkNoOverlap(pfx); err != nil {
+	if err := h.refuseHostAddress(pfx); err != nil {
 		return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
 	}
 	steps := []func() error{

@@ -62,7 +62,7 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 	return link, nil
 }
 
-// checkNoOverlap refuses a VM network that holds an IPv4 address of another
+// refuseHostAddress refuses a VM network that holds an IPv4 address of another
 // link of this host, the node's own address on its LAN above all: the
 // bridge would hold the network's gateway and a route over the LAN's
 // addresses, the LAN's gateway among them, and the node would drop ARP
@@ -71,7 +71,7 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 // 10.1.1.1 in) is left alone: only the LAN's hosts in that range are
 // shadowed, and refusing would take the VMs' network away. Nothing is
 // changed.
-func (h *Host) checkNoOverlap(pfx netip.Prefix) error {
+func (h *Host) refuseHostAddress(pfx netip.Prefix) error {
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
