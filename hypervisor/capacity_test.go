@@ -3,11 +3,14 @@ package hypervisor
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cairnhq/cairn/consensus"
+	"github.com/cairnhq/cairn/qa/testutil"
 )
 
 // The capacity is the nodes' after the ratios, less what their VMs take;
@@ -181,5 +184,67 @@ func TestStorageOnlyNodes(t *testing.T) {
 	c.judge(nil)
 	if c.NPlusOne || len(c.Reasons) != 1 || c.Reasons[0].Node != "node3" {
 		t.Fatalf("losing node3 loses volume scans's only copy: %+v", c.Reasons)
+	}
+}
+
+// A node whose VM network cannot be set up says so on its host record, at
+// once rather than at its next heartbeat: the scheduler passes it by with
+// the reason until the network is set up again, and a repeated error is
+// not reported twice.
+func TestNetworkErrorTakesTheNodeOutOfPlacement(t *testing.T) {
+	e := newComputeEnv(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	n := NewNodeAgent(e.node, NodeConfig{Name: "node1", VCPUs: 4, RAMMiB: 8192, ReportEvery: time.Hour})
+	go n.reportHost(ctx)
+	reported := func(want string) {
+		t.Helper()
+		testutil.WaitFor(t, 5*time.Second, "the host record to say "+strconv.Quote(want), func() error {
+			h := consensus.First[Host](e.node.Store().ReadTxn(), tHosts, "id", "node1")
+			if h == nil || h.Error != want {
+				return fmt.Errorf("host %+v", h)
+			}
+			return nil
+		})
+	}
+	reported("")
+	vm := &VM{ID: "vm-1", ProjectID: e.image.ProjectID, Spec: VMSpec{VCPUs: 1, RAMMiB: 256, DiskGiB: 1, Image: e.image.ID}}
+	if err := fits(e.node.Store().ReadTxn(), "node1", vm); err != nil {
+		t.Fatalf("a healthy node refused: %v", err)
+	}
+
+	refusal := errors.New("the VM network 10.0.0.0/8 holds 10.1.1.1/24 on eth0, this node's own network")
+	n.SetNetworkError(refusal)
+	want := "the VM network is not set up on this node: " + refusal.Error()
+	reported(want)
+	err := fits(e.node.Store().ReadTxn(), "node1", vm)
+	if consensus.ErrorCode(err) != consensus.CodeConflict || !strings.Contains(err.Error(), "cannot run VMs: "+want) {
+		t.Fatalf("placement on a node without its VM network: %v", err)
+	}
+	// The same error again changes nothing, so wakes no report; another
+	// one does (an agent of its own, whose reports nothing else takes).
+	quiet := NewNodeAgent(e.node, NodeConfig{Name: "node2"})
+	woke := func() bool {
+		select {
+		case <-quiet.reportNow:
+			return true
+		default:
+			return false
+		}
+	}
+	quiet.SetNetworkError(refusal)
+	first := woke()
+	quiet.SetNetworkError(errors.New(refusal.Error()))
+	again := woke()
+	quiet.SetNetworkError(errors.New("list addresses: no such device"))
+	other := woke()
+	if !first || again || !other {
+		t.Fatalf("reports woken: by the first error %v, the same again %v, another %v", first, again, other)
+	}
+
+	n.SetNetworkError(nil)
+	reported("")
+	if err := fits(e.node.Store().ReadTxn(), "node1", vm); err != nil {
+		t.Fatalf("the node's network is back, and placement still refused: %v", err)
 	}
 }

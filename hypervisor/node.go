@@ -96,6 +96,11 @@ type NodeAgent struct {
 
 	isFenced atomic.Bool // ha_node.go
 
+	// netErr is why this node's VM network is not set up, while that
+	// stands (SetNetworkError); reportNow wakes reportHost when it changes.
+	netErr    atomic.Pointer[string]
+	reportNow chan struct{}
+
 	mu      sync.Mutex
 	workers map[string]*worker
 	running sync.WaitGroup       // the workers' run loops
@@ -117,7 +122,40 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 	if cfg.HA == (HATiming{}) {
 		cfg.HA = DefaultHATiming
 	}
-	return &NodeAgent{c: c, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}}
+	return &NodeAgent{c: c, cfg: cfg, log: cfg.Logger, workers: map[string]*worker{}, reportNow: make(chan struct{}, 1)}
+}
+
+// SetNetworkError says that this node's VM network cannot be set up, and
+// why (nil: it is set up again). While it stands the node reports that it
+// cannot run VMs: the scheduler, HA restarts and live moves pass it by, and
+// the host list, the capacity view and the dashboard show the reason,
+// instead of VMs starting there with no network and the reason only in the
+// node's log. VMs running there are left alone.
+func (n *NodeAgent) SetNetworkError(err error) {
+	var next *string
+	if err != nil {
+		msg := "the VM network is not set up on this node: " + err.Error()
+		next = &msg
+	}
+	if prev := n.netErr.Swap(next); (prev == nil) == (next == nil) && (prev == nil || *prev == *next) {
+		return
+	}
+	select {
+	case n.reportNow <- struct{}{}:
+	default:
+	}
+}
+
+// hostError is why this node cannot run VMs, or "".
+func (n *NodeAgent) hostError() string {
+	var reasons []string
+	if n.cfg.QEMUError != "" {
+		reasons = append(reasons, n.cfg.QEMUError)
+	}
+	if e := n.netErr.Load(); e != nil {
+		reasons = append(reasons, *e)
+	}
+	return strings.Join(reasons, "; ")
 }
 
 // Run cleans up what a crash left, reports this host and keeps every local
@@ -312,7 +350,7 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 	defer t.Stop()
 	for {
 		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, DiskGiB: n.diskGiB(), Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion, CPUModel: cpuModel(),
-			Error: n.cfg.QEMUError, ReportedAt: time.Now().UTC()}
+			Error: n.hostError(), ReportedAt: time.Now().UTC()}
 		if _, err := n.c.Apply(ctx, MsgReportHost, &h, nil); err != nil && ctx.Err() == nil {
 			n.log.Warn("report host capacity", "err", err)
 		}
@@ -320,6 +358,7 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		case <-n.reportNow:
 		}
 	}
 }

@@ -220,8 +220,15 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 	}
 }
 
+// standingNetworkError is how many reconciles in a row must fail (2 s, 4 s
+// and 8 s apart) before the node reports that it cannot run VMs: a passing
+// hiccup must not take it out of the scheduler's choices.
+const standingNetworkError = 3
+
 // reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
-// with the default network, repairing drift every minute.
+// with the default network, repairing drift every minute. An error that
+// stands is reported on the node's host record (SetNetworkError) until a
+// reconcile succeeds.
 func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, ready chan<- struct{}) {
 	var last string // the error last logged: a refusal that stands is said once
 	failing := 0
@@ -234,11 +241,15 @@ func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, read
 					a.log.Error("set up the VM network on this node", "err", err)
 					last = err.Error()
 				}
+				if failing+1 >= standingNetworkError && ctx.Err() == nil {
+					a.vms.SetNetworkError(err)
+				}
 			} else {
 				if last != "" {
 					a.log.Info("the VM network is set up on this node")
 				}
 				last = ""
+				a.vms.SetNetworkError(nil)
 				if ready != nil {
 					close(ready)
 					ready = nil

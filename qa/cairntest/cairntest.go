@@ -41,6 +41,9 @@ type Options struct {
 	Extra     []string // more agent flags
 	// NodeExtra, if set, gives flags for one node (1-based), after Extra.
 	NodeExtra func(i int) []string
+	// ExtraFor, if set, gives flags made from the node itself (its
+	// address), after NodeExtra.
+	ExtraFor func(n *harness.Node) []string
 	// VIP gives the cluster its own address (--vip), VIPOf's.
 	VIP bool
 	// Setup starts the cluster with no admin: the first one is made on
@@ -115,6 +118,9 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 		}
 		if o.NodeExtra != nil {
 			args = append(args, o.NodeExtra(n.Index)...)
+		}
+		if o.ExtraFor != nil {
+			args = append(args, o.ExtraFor(n)...)
 		}
 		if o.VIP {
 			args = append(args, "--vip", VIPOf(n.Cluster())+"/24", "--vip6", VIP6Of(n.Cluster())+"/64")
