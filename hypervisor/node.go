@@ -127,10 +127,12 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 
 // SetNetworkError says that this node's VM network cannot be set up, and
 // why (nil: it is set up again). While it stands the node reports that it
-// cannot run VMs: the scheduler, HA restarts and live moves pass it by, and
-// the host list, the capacity view and the dashboard show the reason,
-// instead of VMs starting there with no network and the reason only in the
-// node's log. VMs running there are left alone.
+// cannot run VMs: new VMs, HA restarts and live moves are placed
+// elsewhere, and the host list, the capacity view and the dashboard show
+// the reason, where before it was only in the node's log. VMs already on
+// the node stay there: running ones run on, a stopped one started again
+// starts there, and a resize, which needs room on the node, is refused
+// with the reason until the network is set up.
 func (n *NodeAgent) SetNetworkError(err error) {
 	var next *string
 	if err != nil {

@@ -48,7 +48,11 @@ type HostConfig struct {
 	// OnLease, if set, is called after an ACK, so the caller can mark a
 	// port's address as seen by its guest. It runs on the DHCP goroutine.
 	OnLease func(mac net.HardwareAddr, ip netip.Addr)
-	Logger  *slog.Logger
+	// Peers, if set, gives the addresses of the cluster's other nodes: a
+	// VM network holding one would send this node's traffic for that
+	// node into the VMs' bridge, and is refused.
+	Peers  func() []netip.Addr
+	Logger *slog.Logger
 }
 
 // DefaultHostConfig returns the names a Cairn node uses.
@@ -143,7 +147,7 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 		return fmt.Errorf("reconcile network %s: gateway %s is not the first host of %s", nw.ID, nw.Gateway, pfx)
 	}
 	nw.Gateway = gw.String()
-	if err := h.refuseHostAddress(pfx); err != nil {
+	if err := h.refuseShadowing(pfx); err != nil {
 		return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
 	}
 	steps := []func() error{

@@ -33,6 +33,7 @@ type hostFixture struct {
 	nw     netfabric.Network
 	leases *staticLeases
 	acks   chan ack
+	peers  []netip.Addr // the cluster's other nodes, as HostConfig.Peers gives them
 }
 
 // newHostFixture reconciles a Host for 10.77.0.0/24 inside a fresh "host"
@@ -55,6 +56,7 @@ func newHostFixture(t *testing.T) *hostFixture {
 		default:
 		}
 	}
+	f.cfg.Peers = func() []netip.Addr { return f.peers }
 	disableBridgeNetfilter(t, f.ns)
 	f.h = netfabric.NewHost(f.cfg, f.leases)
 	f.reconcile(t, f.nw)
@@ -400,5 +402,52 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.215.0.0/16"})
 	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.215.0.1/16" {
 		t.Fatalf("bridge addresses inside a wider LAN: %v", got)
+	}
+
+	// Inside the wider LAN, a range that holds the LAN's router, or
+	// another node of the cluster, is refused too: the bridge's route
+	// would take this node's traffic for them. A node reached through a
+	// more specific route (another subnet, behind a router) is not.
+	route := func(dst, via string) {
+		t.Helper()
+		l, err := h.LinkByName("lan1")
+		if err == nil {
+			err = h.LinkSetUp(l)
+		}
+		if err == nil {
+			err = h.LinkSetUp(lan)
+		}
+		r := &netlink.Route{Gw: net.ParseIP(via), Flags: int(netlink.FLAG_ONLINK)}
+		if err == nil {
+			r.LinkIndex = l.Attrs().Index
+			if dst != "" {
+				_, r.Dst, err = net.ParseCIDR(dst)
+			}
+		}
+		if err == nil {
+			err = h.RouteAdd(r)
+		}
+		if err != nil {
+			t.Fatalf("route to %q via %s: %v", dst, via, err)
+		}
+	}
+	route("", "10.216.0.254")
+	refused := func(cidr, want string) {
+		t.Helper()
+		err := f.do(t, func() error { return f.h.Reconcile(context.Background(), netfabric.Network{ID: "default", CIDR: cidr}) })
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("a VM network %s: %v, want an error saying %q", cidr, err, want)
+		}
+		if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.215.0.1/16" {
+			t.Fatalf("bridge addresses after the refusal of %s: %v", cidr, got)
+		}
+	}
+	refused("10.216.0.0/16", "holds 10.216.0.254, the gateway of this node's route to default on lan1")
+	f.peers = []netip.Addr{netip.MustParseAddr("10.217.3.13")}
+	refused("10.217.0.0/16", "holds 10.217.3.13, the address of another node of this cluster")
+	route("10.217.3.0/24", "10.1.1.254")
+	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.217.0.0/16"})
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.217.0.1/16" {
+		t.Fatalf("bridge addresses with the peer behind a router: %v", got)
 	}
 }

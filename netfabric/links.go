@@ -62,16 +62,27 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 	return link, nil
 }
 
-// refuseHostAddress refuses a VM network that holds an IPv4 address of another
-// link of this host, the node's own address on its LAN above all: the
-// bridge would hold the network's gateway and a route over the LAN's
-// addresses, the LAN's gateway among them, and the node would drop ARP
-// from any address it holds as a martian source. A VM network merely
-// inside a wider LAN (10.213.0.0/16 in a 10.0.0.0/8 the node is at
-// 10.1.1.1 in) is left alone: only the LAN's hosts in that range are
-// shadowed, and refusing would take the VMs' network away. Nothing is
-// changed.
-func (h *Host) refuseHostAddress(pfx netip.Prefix) error {
+// ErrShadowing marks a VM network refused because it would take over
+// addresses this node must reach (refuseShadowing): it stands until the
+// network or the node's links change, where other reconcile errors pass.
+var ErrShadowing = errors.New("VM network refused")
+
+// refuseShadowing refuses a VM network that would take over addresses this
+// node must reach over its other links: the bridge holds the network's
+// gateway and a route over all of it, more specific than a wider LAN's.
+// That is the case when it holds
+//   - an IPv4 address of another link of this host, the node's own address
+//     on its LAN above all (the node would also drop ARP from any address
+//     it holds as a martian source);
+//   - the gateway of a route over another link, the LAN's router above all;
+//   - the address of another node of the cluster (HostConfig.Peers): this
+//     node would lose it.
+//
+// A VM network merely inside a wider LAN (10.213.0.0/16 in a 10.0.0.0/8
+// the node is at 10.1.1.1 in) is otherwise left alone: only the LAN's
+// other hosts in that range are shadowed, and refusing would take the VMs'
+// network away. Nothing is changed.
+func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 	addrs, err := retryDump(func() ([]netlink.Addr, error) { return netlink.AddrList(nil, netlink.FAMILY_V4) })
 	if err != nil {
 		return fmt.Errorf("list addresses: %w", err)
@@ -84,6 +95,13 @@ func (h *Host) refuseHostAddress(pfx netip.Prefix) error {
 	case !errors.As(err, new(netlink.LinkNotFoundError)):
 		return fmt.Errorf("bridge %s: %w", h.cfg.Bridge, err)
 	}
+	linkName := func(index int) string {
+		if l, err := netlink.LinkByIndex(index); err == nil {
+			return l.Attrs().Name
+		}
+		return fmt.Sprintf("link %d", index)
+	}
+	const choose = "choose another range (--vm-network for the default network, before the cluster creates it)"
 	for _, a := range addrs {
 		if a.LinkIndex == own || a.IPNet == nil {
 			continue
@@ -92,13 +110,70 @@ func (h *Host) refuseHostAddress(pfx netip.Prefix) error {
 		if !ok || !pfx.Contains(ip.Unmap()) {
 			continue
 		}
-		dev := fmt.Sprintf("link %d", a.LinkIndex)
-		if l, err := netlink.LinkByIndex(a.LinkIndex); err == nil {
-			dev = l.Attrs().Name
+		return fmt.Errorf("%w: the VM network %s holds %s on %s, this node's own network: %s", ErrShadowing, pfx, a.IPNet, linkName(a.LinkIndex), choose)
+	}
+	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
+	if err != nil {
+		return fmt.Errorf("list routes: %w", err)
+	}
+	for _, r := range routes {
+		if r.LinkIndex == own || r.Gw == nil {
+			continue
 		}
-		return fmt.Errorf("the VM network %s holds %s on %s, this node's own network: choose another range (--vm-network for the default network, before the cluster creates it)", pfx, a.IPNet, dev)
+		gw, ok := netip.AddrFromSlice(r.Gw)
+		if !ok || !pfx.Contains(gw.Unmap()) {
+			continue
+		}
+		to := "default"
+		if r.Dst != nil {
+			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
+				to = r.Dst.String()
+			}
+		}
+		return fmt.Errorf("%w: the VM network %s holds %s, the gateway of this node's route to %s on %s: %s", ErrShadowing, pfx, gw.Unmap(), to, linkName(r.LinkIndex), choose)
+	}
+	if h.cfg.Peers != nil {
+		for _, p := range h.cfg.Peers() {
+			p = p.Unmap()
+			// A peer reached by a route more specific than the VM
+			// network (another subnet, through a router) stays reached.
+			if pfx.Contains(p) && bestRouteBits(routes, own, p) <= pfx.Bits() {
+				return fmt.Errorf("%w: the VM network %s holds %s, the address of another node of this cluster: %s", ErrShadowing, pfx, p, choose)
+			}
+		}
 	}
 	return nil
+}
+
+// bestRouteBits is the prefix length of the most specific route to a over
+// links other than skip: 0 for the default route, -1 for none.
+func bestRouteBits(routes []netlink.Route, skip int, a netip.Addr) int {
+	best := -1
+	for _, r := range routes {
+		if r.LinkIndex == skip && skip >= 0 {
+			continue
+		}
+		bits := 0
+		if r.Dst != nil {
+			dst, ok := netipx(r.Dst)
+			if !ok || !dst.Contains(a) {
+				continue
+			}
+			bits = dst.Bits()
+		}
+		best = max(best, bits)
+	}
+	return best
+}
+
+// netipx converts an IPv4 *net.IPNet.
+func netipx(n *net.IPNet) (netip.Prefix, bool) {
+	ip, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	ones, _ := n.Mask.Size()
+	return netip.PrefixFrom(ip.Unmap(), ones), true
 }
 
 // TapName is the tap device of a VM NIC with the given id: the prefix and a

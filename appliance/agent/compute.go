@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -108,6 +109,7 @@ func (a *Agent) newNodeAgent() {
 	hc.Bridge = cfg.VMBridge
 	hc.Underlay = underlayAddr(a.node.RaftAddr())
 	hc.Node = cfg.Name
+	hc.Peers = a.peerAddrs
 	hc.Logger = a.log
 	a.vmNet = netfabric.NewHost(hc, netfabric.StoreLeases(a.node.Store(), netfabric.DefaultNetworkID))
 	qemuArgv := strings.Fields(cfg.QEMU)
@@ -220,41 +222,60 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 	}
 }
 
-// standingNetworkError is how many reconciles in a row must fail (2 s, 4 s
-// and 8 s apart) before the node reports that it cannot run VMs: a passing
-// hiccup must not take it out of the scheduler's choices.
-const standingNetworkError = 3
+// refusals follows the default network's reconciles for the node's host
+// record: a refusal because the network would shadow the node's own network
+// (netfabric.ErrShadowing) that stands for standingRefusal reconciles in a
+// row (about 6 s) is reported, and stays reported until a reconcile
+// succeeds. Other errors (a tap that failed, a netlink hiccup) are only
+// logged: they change neither the count nor the report, so they neither
+// take the node out of placement nor put it back.
+type refusals struct{ n int }
 
-// reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
-// with the default network, repairing drift every minute. An error that
-// stands is reported on the node's host record (SetNetworkError) until a
-// reconcile succeeds.
+const standingRefusal = 3
+
+// observe takes one reconcile's outcome and says what the host record
+// should report (nil: nothing), when that changes.
+func (r *refusals) observe(err error) (report error, change bool) {
+	switch {
+	case err == nil:
+		r.n = 0
+		return nil, true
+	case errors.Is(err, netfabric.ErrShadowing):
+		r.n++
+		return err, r.n >= standingRefusal
+	}
+	return nil, false
+}
+
 func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, ready chan<- struct{}) {
 	var last string // the error last logged: a refusal that stands is said once
+	var refused refusals
 	failing := 0
 	for ctx.Err() == nil {
 		failed := false
 		if nw := netfabric.GetNetwork(a.node.Store().ReadTxn(), netfabric.DefaultNetworkID); nw != nil {
-			if err := host.Reconcile(ctx, *nw); err != nil {
+			err := host.Reconcile(ctx, *nw)
+			if err != nil {
 				failed = true
 				if err.Error() != last {
 					a.log.Error("set up the VM network on this node", "err", err)
 					last = err.Error()
-				}
-				if failing+1 >= standingNetworkError && ctx.Err() == nil {
-					a.vms.SetNetworkError(err)
 				}
 			} else {
 				if last != "" {
 					a.log.Info("the VM network is set up on this node")
 				}
 				last = ""
-				a.vms.SetNetworkError(nil)
 				if ready != nil {
 					close(ready)
 					ready = nil
 				}
 			}
+			if report, change := refused.observe(err); change && ctx.Err() == nil {
+				a.vms.SetNetworkError(report)
+			}
+		} else {
+			a.vms.SetNetworkError(nil) // no network to set up, none refused
 		}
 		wait := time.Minute
 		switch {
@@ -389,6 +410,18 @@ func underlayAddr(hostport string) netip.Addr {
 		return netip.Addr{}
 	}
 	return a.Unmap()
+}
+
+// peerAddrs lists the other nodes' addresses, from the Raft configuration
+// and gossip: the VM network must not take them over (netfabric.HostConfig.Peers).
+func (a *Agent) peerAddrs() []netip.Addr {
+	var out []netip.Addr
+	for _, n := range a.node.Status().Nodes {
+		if ip := underlayAddr(n.Address); n.Name != a.cfg.Name && ip.IsValid() {
+			out = append(out, ip)
+		}
+	}
+	return out
 }
 
 // quorumWithout says why the cluster would lose its quorum if node went

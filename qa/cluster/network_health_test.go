@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"fmt"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,6 +21,9 @@ import (
 // on its host record, which the API and `cairn host list` show and the
 // scheduler passes by.
 func TestRefusedVMNetworkShowsOnTheHost(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs the node in a network namespace of its own and needs root; make test runs as root")
+	}
 	c := cairntest.Start(t, cairntest.Options{N: 1, ExtraFor: func(n *harness.Node) []string {
 		ip := netip.MustParseAddr(n.IP).As4()
 		return []string{"--vm-network", fmt.Sprintf("%d.%d.0.0/16", ip[0], ip[1])}
