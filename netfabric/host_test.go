@@ -383,7 +383,7 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 	addAddr(t, f.ns, "lan0", "10.213.0.11/24")
 	for _, cidr := range []string{"10.213.0.0/16", "10.213.0.0/24", "10.213.0.0/28"} {
 		err := f.do(t, func() error { return f.h.Reconcile(context.Background(), netfabric.Network{ID: "default", CIDR: cidr}) })
-		if err == nil || !strings.Contains(err.Error(), "holds 10.213.0.11/24 on lan0") {
+		if !errors.Is(err, netfabric.ErrShadowing) || !strings.Contains(err.Error(), "holds 10.213.0.11/24 on lan0") {
 			t.Fatalf("a VM network %s over the LAN: %v", cidr, err)
 		}
 		if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.77.0.1/24" {
@@ -418,6 +418,9 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 			err = h.LinkSetUp(lan)
 		}
 		r := &netlink.Route{Gw: net.ParseIP(via), Flags: int(netlink.FLAG_ONLINK)}
+		if via == "" { // a route to a host on the link
+			r = &netlink.Route{Scope: netlink.SCOPE_LINK}
+		}
 		if err == nil {
 			r.LinkIndex = l.Attrs().Index
 			if dst != "" {
@@ -435,7 +438,7 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 	refused := func(cidr, want string) {
 		t.Helper()
 		err := f.do(t, func() error { return f.h.Reconcile(context.Background(), netfabric.Network{ID: "default", CIDR: cidr}) })
-		if err == nil || !strings.Contains(err.Error(), want) {
+		if !errors.Is(err, netfabric.ErrShadowing) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("a VM network %s: %v, want an error saying %q", cidr, err, want)
 		}
 		if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.215.0.1/16" {
@@ -449,5 +452,12 @@ func TestVMNetworkOverTheLANIsRefused(t *testing.T) {
 	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.217.0.0/16"})
 	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.217.0.1/16" {
 		t.Fatalf("bridge addresses with the peer behind a router: %v", got)
+	}
+	// So is a gateway with a host route of its own (as some clouds give
+	// their machines): the route to it is more specific than the bridge's.
+	route("10.216.0.254/32", "")
+	f.reconcile(t, netfabric.Network{ID: "default", CIDR: "10.216.0.0/16"})
+	if got := f.bridgeAddrs(t); strings.Join(got, ",") != "10.216.0.1/16" {
+		t.Fatalf("bridge addresses with a host route to the gateway: %v", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // ensureBridge makes the bridge exist, up, with a fixed MAC and exactly one
@@ -117,20 +118,28 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 		return fmt.Errorf("list routes: %w", err)
 	}
 	for _, r := range routes {
-		if r.LinkIndex == own || r.Gw == nil {
+		if r.LinkIndex == own {
 			continue
 		}
-		gw, ok := netip.AddrFromSlice(r.Gw)
-		if !ok || !pfx.Contains(gw.Unmap()) {
-			continue
+		gws := []net.IP{r.Gw}
+		for _, nh := range r.MultiPath { // a route over several gateways
+			gws = append(gws, nh.Gw)
 		}
-		to := "default"
-		if r.Dst != nil {
-			if ones, _ := r.Dst.Mask.Size(); ones > 0 {
-				to = r.Dst.String()
+		for _, g := range gws {
+			gw, ok := netip.AddrFromSlice(g)
+			// A gateway reached by a route more specific than the VM
+			// network (a host route to it) stays reached.
+			if !ok || !pfx.Contains(gw.Unmap()) || bestRouteBits(routes, own, gw.Unmap()) > pfx.Bits() {
+				continue
 			}
+			to := "default"
+			if r.Dst != nil {
+				if ones, _ := r.Dst.Mask.Size(); ones > 0 {
+					to = r.Dst.String()
+				}
+			}
+			return fmt.Errorf("%w: the VM network %s holds %s, the gateway of this node's route to %s on %s: %s", ErrShadowing, pfx, gw.Unmap(), to, linkName(r.LinkIndex), choose)
 		}
-		return fmt.Errorf("%w: the VM network %s holds %s, the gateway of this node's route to %s on %s: %s", ErrShadowing, pfx, gw.Unmap(), to, linkName(r.LinkIndex), choose)
 	}
 	if h.cfg.Peers != nil {
 		for _, p := range h.cfg.Peers() {
@@ -145,12 +154,13 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 	return nil
 }
 
-// bestRouteBits is the prefix length of the most specific route to a over
-// links other than skip: 0 for the default route, -1 for none.
+// bestRouteBits is the prefix length of the most specific route that
+// delivers to a over links other than skip: 0 for the default route, -1
+// for none. Blackhole, unreachable and the like deliver nothing.
 func bestRouteBits(routes []netlink.Route, skip int, a netip.Addr) int {
 	best := -1
 	for _, r := range routes {
-		if r.LinkIndex == skip && skip >= 0 {
+		if r.LinkIndex == skip && skip >= 0 || r.Type != 0 && r.Type != unix.RTN_UNICAST {
 			continue
 		}
 		bits := 0

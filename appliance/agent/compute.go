@@ -225,28 +225,31 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 // refusals follows the default network's reconciles for the node's host
 // record: a refusal because the network would shadow the node's own network
 // (netfabric.ErrShadowing) that stands for standingRefusal reconciles in a
-// row (about 6 s) is reported, and stays reported until a reconcile
-// succeeds. Other errors (a tap that failed, a netlink hiccup) are only
-// logged: they change neither the count nor the report, so they neither
-// take the node out of placement nor put it back.
+// row (about 6 s) is reported until a reconcile is not refused. Any other
+// outcome clears it: a success, and also another error (a tap that failed,
+// a netlink hiccup), which comes from a step after the check passed, or
+// from one too transient to take the node out of placement.
 type refusals struct{ n int }
 
 const standingRefusal = 3
 
 // observe takes one reconcile's outcome and says what the host record
-// should report (nil: nothing), when that changes.
-func (r *refusals) observe(err error) (report error, change bool) {
-	switch {
-	case err == nil:
+// should report (nil: nothing).
+func (r *refusals) observe(err error) error {
+	if !errors.Is(err, netfabric.ErrShadowing) {
 		r.n = 0
-		return nil, true
-	case errors.Is(err, netfabric.ErrShadowing):
-		r.n++
-		return err, r.n >= standingRefusal
+		return nil
 	}
-	return nil, false
+	r.n++
+	if r.n < standingRefusal {
+		return nil
+	}
+	return err
 }
 
+// reconcileNetwork keeps the host's bridge, NAT and DHCP server in line
+// with the default network, repairing drift every minute. A refusal that
+// stands is reported on the node's host record (refusals).
 func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, ready chan<- struct{}) {
 	var last string // the error last logged: a refusal that stands is said once
 	var refused refusals
@@ -271,11 +274,12 @@ func (a *Agent) reconcileNetwork(ctx context.Context, host *netfabric.Host, read
 					ready = nil
 				}
 			}
-			if report, change := refused.observe(err); change && ctx.Err() == nil {
+			if report := refused.observe(err); ctx.Err() == nil {
 				a.vms.SetNetworkError(report)
 			}
 		} else {
-			a.vms.SetNetworkError(nil) // no network to set up, none refused
+			refused = refusals{} // no network to set up, none refused
+			a.vms.SetNetworkError(nil)
 		}
 		wait := time.Minute
 		switch {
