@@ -26,8 +26,8 @@ import (
 func TestCreateVMAndOpenConsole(t *testing.T) {
 	axeSource(t) // fetched before the cluster, not midway
 	c := cairntest.Start(t, cairntest.Options{N: 3, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"},
-		NodeExtra: func(i int) []string {
-			if i == 1 {
+		NodeExtra: func(n *harness.Node) []string {
+			if n.Index == 1 {
 				return []string{"--vms=false"}
 			}
 			return nil

@@ -19,6 +19,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/cairnhq/cairn/qa/cairntest"
+	"github.com/cairnhq/cairn/qa/harness"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -40,8 +41,8 @@ import (
 //  8. the VM's usage graphs draw.
 func TestWalkthrough(t *testing.T) {
 	c := cairntest.Start(t, cairntest.Options{N: 3, Setup: true, Extra: []string{"--disk", "disks/d1", "--disk", "disks/d2"},
-		NodeExtra: func(i int) []string {
-			if i == 1 {
+		NodeExtra: func(n *harness.Node) []string {
+			if n.Index == 1 {
 				return []string{"--vms=false"} // two boxes run VMs: the test's two cores
 			}
 			return nil

@@ -39,11 +39,9 @@ type Options struct {
 	Discovery bool     // LAN discovery instead of --join
 	Grace     string   // --dead-server-grace; defaults to 5m
 	Extra     []string // more agent flags
-	// NodeExtra, if set, gives flags for one node (1-based), after Extra.
-	NodeExtra func(i int) []string
-	// ExtraFor, if set, gives flags made from the node itself (its
-	// address), after NodeExtra.
-	ExtraFor func(n *harness.Node) []string
+	// NodeExtra, if set, gives flags for one node (n.Index is 1-based;
+	// n.IP its address), after Extra.
+	NodeExtra func(n *harness.Node) []string
 	// VIP gives the cluster its own address (--vip), VIPOf's.
 	VIP bool
 	// Setup starts the cluster with no admin: the first one is made on
@@ -117,10 +115,7 @@ func Start(t *testing.T, o Options) *harness.Cluster {
 			args = append(args, "--enrol-token", EnrolToken(t, n.Cluster(), n))
 		}
 		if o.NodeExtra != nil {
-			args = append(args, o.NodeExtra(n.Index)...)
-		}
-		if o.ExtraFor != nil {
-			args = append(args, o.ExtraFor(n)...)
+			args = append(args, o.NodeExtra(n)...)
 		}
 		if o.VIP {
 			args = append(args, "--vip", VIPOf(n.Cluster())+"/24", "--vip6", VIP6Of(n.Cluster())+"/64")

@@ -24,7 +24,7 @@ func TestRefusedVMNetworkShowsOnTheHost(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("this test runs the node in a network namespace of its own and needs root; make test runs as root")
 	}
-	c := cairntest.Start(t, cairntest.Options{N: 1, ExtraFor: func(n *harness.Node) []string {
+	c := cairntest.Start(t, cairntest.Options{N: 1, NodeExtra: func(n *harness.Node) []string {
 		ip := netip.MustParseAddr(n.IP).As4()
 		return []string{"--vm-network", fmt.Sprintf("%d.%d.0.0/16", ip[0], ip[1])}
 	}})
