@@ -24,7 +24,7 @@ FUZZ := ./consensus:FuzzDecodeCommand ./consensus:FuzzRestoreSnapshot ./applianc
 	./storage/nbd:FuzzRequestDecoder:100000x ./storage/nbd:FuzzOptions:120000x \
 	./storage/volume:FuzzReplicaRequest:100000x
 
-.PHONY: all build run image guest-image image-cluster cluster test test-go fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network bench-ha bench-federation clean
+.PHONY: all build run image guest-image image-cluster cluster test test-go test-main test-idle qa-prebuild fuzz vet generate bench-consensus bench-storage bench-image bench-compute bench-volumes bench-network bench-ha bench-federation clean
 
 all: build
 
@@ -62,7 +62,7 @@ cluster: build
 
 ## test: everything, as CI runs it (root: network namespaces, nftables, chromium)
 test:
-	@GO=$$(qa/scripts/deps.sh test) && PATH=$$(dirname $$GO):$$PATH $(MAKE) --no-print-directory vet test-go fuzz
+	@GO=$$(qa/scripts/deps.sh test) && PATH=$$(dirname $$GO):$$PATH $(MAKE) --no-print-directory vet test-go
 
 vet:
 	go vet ./...
@@ -72,13 +72,34 @@ vet:
 # workers) run under the race detector.
 RACE_PKGS := ./consensus/... ./storage/... ./hypervisor/...
 
-# The real-process suites (qa/...) run one package at a time: each starts
-# clusters of real nodes (and chromium), and on two cores running them side
-# by side starves the browser tests.
-test-go:
+# Two lanes share the two cores. The main lane runs every test with a
+# timing bound (Raft elections, fencing, migration pauses, traffic cuts) at
+# normal priority. The real-process clusters of qa/cluster wait on guests
+# and timers about half the time, and the idle lane fills those cores at
+# nice 19 (it gets almost nothing while the main lane wants both): the fuzz
+# runs, then the appliance image's boots. Neither has a bound a slow run can
+# break, except the image's watchdog test (a 3 s timeout in a guest), which
+# runs after both lanes, with the browser tests, which a busy core starves.
+# The real-process suites run one package at a time within a lane.
+test-go: qa-prebuild
+	@$(MAKE) --no-print-directory -j2 test-main test-idle
+	go test -count=1 -timeout 15m -p 1 $$(go list ./qa/... | grep -v -e '/qa/cluster$$' -e '/qa/image$$')
+	go test -count=1 -timeout 10m -run '^TestWatchdogResetsHungBox$$' ./qa/image
+
+test-main:
 	go test -count=1 -timeout 25m $$(go list ./... | grep -v -e '/qa/' -e '/consensus' -e '/storage' -e '/hypervisor')
 	CGO_ENABLED=1 go test -race -count=1 -timeout 25m $(RACE_PKGS)
-	go test -count=1 -timeout 45m -p 1 ./qa/...
+	go test -count=1 -timeout 45m ./qa/cluster
+
+test-idle:
+	@nice -n 19 $(MAKE) --no-print-directory fuzz
+	nice -n 19 go test -count=1 -timeout 45m -skip '^TestWatchdogResetsHungBox$$' ./qa/image
+
+# What both lanes' test processes would otherwise build at once: the cairn
+# binary (its build is also atomic, see qa/harness) and the test guest.
+qa-prebuild:
+	go build -o qa/.bin/cairn ./appliance/cmd/cairn
+	@test -s image-build/out/guest.qcow2 || image-build/guest.sh $$(command -v go)
 
 # New inputs are minimized for at most 2 s: by default the fuzzer spends up
 # to a minute minimizing each one, and within a 10 s run that was most of it

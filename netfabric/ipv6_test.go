@@ -2,6 +2,7 @@ package netfabric_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -129,7 +130,7 @@ func solicitOnce(t *testing.T, g netns.NsHandle) (*ndp.RouterAdvertisement, erro
 
 func dial6(t *testing.T, ns netns.NsHandle, from, addr string) bool {
 	t.Helper()
-	return inNS(t, ns, func() error {
+	err := inNS(t, ns, func() error {
 		d := net.Dialer{Timeout: time.Second}
 		if from != "" {
 			ip, zone, _ := strings.Cut(from, "%")
@@ -140,7 +141,13 @@ func dial6(t *testing.T, ns netns.NsHandle, from, addr string) bool {
 			return err
 		}
 		return c.Close()
-	}) == nil
+	})
+	if errors.Is(err, syscall.EADDRNOTAVAIL) {
+		// The guest could not even send: a refusal seen this way would
+		// prove nothing about the filter.
+		t.Fatalf("dial %s from %q: %v", addr, from, err)
+	}
+	return err == nil
 }
 
 // IPv6 on a project network: the subnet is added to a running network

@@ -11,6 +11,7 @@ import (
 	"github.com/cairnhq/cairn/netfabric"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // requireRoot skips, saying why, when the test cannot create namespaces.
@@ -112,6 +113,11 @@ func addAddr(t *testing.T, ns netns.NsHandle, link, cidr string) {
 	a, err := netlink.ParseAddr(cidr)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if a.IP.To4() == nil {
+		// Usable at once: a test that sends from it must not race
+		// duplicate address detection.
+		a.Flags |= unix.IFA_F_NODAD
 	}
 	if err := h.AddrAdd(l, a); err != nil {
 		t.Fatalf("add %s to %s: %v", cidr, link, err)

@@ -39,13 +39,22 @@ func buildCairn() (string, error) {
 		return "", fmt.Errorf("build cairn: %w", err)
 	}
 	out := filepath.Join(root, "qa", ".bin", "cairn")
+	// Built beside and renamed into place: make test runs two test
+	// processes at once, and one must never run (or exec) the other's
+	// half-written binary.
+	tmp := fmt.Sprintf("%s.%d", out, os.Getpid())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", out, "./appliance/cmd/cairn")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, "./appliance/cmd/cairn")
 	cmd.Dir = root
 	cmd.Env = os.Environ()
 	if b, err := cmd.CombinedOutput(); err != nil {
+		os.Remove(tmp)
 		return "", fmt.Errorf("build cairn: go build -o %s ./appliance/cmd/cairn (in %s): %w: %s", out, root, err, strings.TrimSpace(string(b)))
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("build cairn: %w", err)
 	}
 	return out, nil
 }
