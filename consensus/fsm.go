@@ -23,12 +23,19 @@ func encodeCommand(t MessageType, cmd any) ([]byte, error) {
 	return buf, nil
 }
 
-// decodeCommand splits a log entry into its type and payload.
-func decodeCommand(data []byte) (MessageType, []byte, error) {
+// decodeCommand splits a log entry into its type, its JSON payload and
+// the bytes attached to it (attach.go), if any.
+func decodeCommand(data []byte) (t MessageType, payload, attached []byte, err error) {
 	if len(data) < 2 {
-		return 0, nil, fmt.Errorf("command of %d bytes is too short", len(data))
+		return 0, nil, nil, fmt.Errorf("command of %d bytes is too short", len(data))
 	}
-	return MessageType(binary.BigEndian.Uint16(data)), data[2:], nil
+	t, payload = MessageType(binary.BigEndian.Uint16(data)), data[2:]
+	if t&AttachedFlag != 0 {
+		if payload, attached, err = splitAttached(payload); err != nil {
+			return 0, nil, nil, err
+		}
+	}
+	return t, payload, attached, nil
 }
 
 // applyResult is what the FSM hands back through raft's ApplyFuture.
@@ -90,11 +97,11 @@ func (f *fsm) applyRun(txn *memdb.Txn, logs []*raft.Log, out []any) (int, error)
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		h, payload := f.handler(l)
+		h, payload, attached := f.handler(l)
 		if h == nil {
 			continue
 		}
-		v, err := h(&Tx{Txn: txn, Index: l.Index, reg: f.store.reg}, payload)
+		v, err := h(&Tx{Txn: txn, Index: l.Index, reg: f.store.reg, attached: attached}, payload)
 		if err != nil {
 			return i, err
 		}
@@ -106,20 +113,20 @@ func (f *fsm) applyRun(txn *memdb.Txn, logs []*raft.Log, out []any) (int, error)
 // handler finds an entry's handler. An entry that cannot be decoded, or of a
 // type this binary does not know and may not skip, means the log and the code
 // disagree: continuing would diverge replicas, so it panics.
-func (f *fsm) handler(l *raft.Log) (Handler, []byte) {
-	t, payload, err := decodeCommand(l.Data)
+func (f *fsm) handler(l *raft.Log) (Handler, []byte, []byte) {
+	t, payload, attached, err := decodeCommand(l.Data)
 	if err != nil {
 		panic(fmt.Sprintf("consensus: log %d: %v", l.Index, err))
 	}
-	h, ok := f.store.reg.handlers[t&^IgnoreUnknownTypeFlag]
+	h, ok := f.store.reg.handlers[t.base()]
 	if !ok {
 		if t&IgnoreUnknownTypeFlag != 0 {
 			f.log.Warn("skipping unknown command", "type", t, "index", l.Index)
-			return nil, nil
+			return nil, nil, nil
 		}
 		panic(fmt.Sprintf("consensus: log %d: unknown message type %d", l.Index, t))
 	}
-	return h.fn, payload
+	return h.fn, payload, attached
 }
 
 // Snapshot runs on the FSM goroutine between applies, so the read transaction

@@ -10,17 +10,25 @@ func FuzzDecodeCommand(f *testing.F) {
 	f.Add([]byte{0, 32, '{', '}'})
 	f.Add([]byte{0x80, 0x01})
 	f.Add([]byte{1})
+	f.Add(append([]byte{0x40, 32}, joinAttached([]byte(`{"a":1}`), []byte("bytes"))...))
+	f.Add([]byte{0x40, 32, 0, 0, 0, 9, '{', '}'})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		typ, payload, err := decodeCommand(data)
+		typ, payload, attached, err := decodeCommand(data)
 		if err != nil {
-			if len(data) >= 2 {
+			if len(data) >= 2 && data[0]&0x40 == 0 {
 				t.Fatalf("%d bytes rejected: %v", len(data), err)
 			}
 			return
 		}
-		re := make([]byte, 2+len(payload))
+		body := payload
+		if typ&AttachedFlag != 0 {
+			body = joinAttached(payload, attached)
+		} else if attached != nil {
+			t.Fatalf("bytes attached to an entry of type %#x", typ)
+		}
+		re := make([]byte, 2+len(body))
 		re[0], re[1] = byte(typ>>8), byte(typ)
-		copy(re[2:], payload)
+		copy(re[2:], body)
 		if !bytes.Equal(re, data) {
 			t.Fatalf("framing does not round-trip")
 		}

@@ -489,7 +489,7 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 	if err := n.Gate(t); err != nil {
 		return 0, err
 	}
-	payload, err := Marshal(cmd)
+	t, payload, err := n.encode(t, cmd)
 	if err != nil {
 		return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)
 	}
@@ -614,6 +614,13 @@ func (n *Node) servers() ([]raft.Server, error) {
 func applyAsync(r *raft.Raft, t MessageType, payload []byte, timeout time.Duration) raft.ApplyFuture {
 	if r == nil {
 		return failedFuture{ErrNoLeader}
+	}
+	if t&AttachedFlag != 0 {
+		// From a follower, maybe: a body every node would stop at must
+		// never reach the log.
+		if _, _, err := splitAttached(payload); err != nil {
+			return failedFuture{Errorf(CodeInvalid, "a command with bytes attached is malformed: %v", err)}
+		}
 	}
 	data := make([]byte, 2+len(payload))
 	data[0], data[1] = byte(t>>8), byte(t)

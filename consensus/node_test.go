@@ -34,6 +34,11 @@ const (
 	msgTestPut MessageType = 9000
 	// msgTestNewer is a command added in protocol 2 (protocol_test.go).
 	msgTestNewer MessageType = 9002
+	// msgTestBlob puts a value that may come attached (attach_test.go).
+	msgTestBlob MessageType = 9003
+	// msgTestEnvelope runs another command inside it, as identity's
+	// audited envelope does.
+	msgTestEnvelope MessageType = 9004
 )
 
 func testRegistry() *Registry { return testRegistryAt(2) }
@@ -53,6 +58,8 @@ func testRegistryAt(protocol int) *Registry {
 		row := &kv{Key: c.Key, Value: c.Value, Version: tx.Index}
 		return row, tx.Insert("kv", row)
 	})
+	Handle(r, msgTestBlob, "TestBlob", applyTestBlob)
+	Handle(r, msgTestEnvelope, "TestEnvelope", func(tx *Tx, c *envelopeCmd) (any, error) { return tx.Dispatch(c.Type, c.Payload) })
 	if protocol >= 2 {
 		HandleSince(r, msgTestNewer, "TestNewerPut", 2, func(tx *Tx, c *putCmd) (any, error) {
 			return nil, tx.Insert("kv", &kv{Key: c.Key, Value: c.Value, Version: tx.Index})

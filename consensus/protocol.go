@@ -48,7 +48,8 @@ import (
 //	8  federation.MsgSiteInventory, MsgSiteSession, MsgSetSiteGroup and
 //	   MsgSetGrant: a hub's cached inventory of its sites and its users'
 //	   roles on them
-const Protocol = 8
+//	9  entries with bytes beside their JSON (AttachedFlag, attach.go)
+const Protocol = 9
 
 // ReasonProtocol is the Reason of the gate's refusals: the command is
 // certainly not applied, and a caller may fall back to what older nodes
@@ -126,8 +127,15 @@ func (n *Node) protocol() int {
 // would not know. Apply checks it on the node that proposes and again on
 // the leader; a wrapper that carries another command (an audited one)
 // checks the inner command's type with it before it proposes.
+//
+// It reads this node's state as it is, without waiting for writes it
+// acknowledged (Store.ReadTxn): the gate is asked before every attached
+// write, and the leader asks again with its own state anyway.
 func (n *Node) Gate(t MessageType) error {
-	since := n.reg.since[t&^IgnoreUnknownTypeFlag]
+	since := n.reg.since[t.base()]
+	if t&AttachedFlag != 0 {
+		since = max(since, attachProtocol)
+	}
 	if since <= BaseProtocol {
 		return nil
 	}
@@ -135,7 +143,7 @@ func (n *Node) Gate(t MessageType) error {
 	if err != nil {
 		return err
 	}
-	if name, p := lowestServer(n.store.ReadTxn(), servers); p < since {
+	if name, p := lowestServer(n.store.txn(), servers); p < since {
 		return Reasonf(CodeConflict, ReasonProtocol, "the cluster is being upgraded: %s needs protocol %d on every node, and %s runs %d; upgrade it first",
 			n.reg.CommandName(t), since, name, p)
 	}

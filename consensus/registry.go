@@ -94,12 +94,12 @@ func Handle[C any](r *Registry, t MessageType, name string, fn func(tx *Tx, cmd 
 // Apply refuses it until every server runs that protocol.
 func HandleSince[C any](r *Registry, t MessageType, name string, since int, fn func(tx *Tx, cmd *C) (any, error)) {
 	Handle(r, t, name, fn)
-	r.since[t&^IgnoreUnknownTypeFlag] = since
+	r.since[t.base()] = since
 }
 
 // HandleRaw registers a handler that decodes its own payload.
 func HandleRaw(r *Registry, t MessageType, name string, fn Handler) {
-	t &^= IgnoreUnknownTypeFlag
+	t = t.base()
 	if prev, dup := r.handlers[t]; dup {
 		panic(fmt.Sprintf("consensus: message type %d registered for %s and %s", t, prev.name, name))
 	}
@@ -125,7 +125,7 @@ func (r *Registry) tableNames() []string {
 
 // CommandName returns the registered name of a message type, for logs and metrics.
 func (r *Registry) CommandName(t MessageType) string {
-	if h, ok := r.handlers[t&^IgnoreUnknownTypeFlag]; ok {
+	if h, ok := r.handlers[t.base()]; ok {
 		return h.name
 	}
 	return fmt.Sprintf("unknown(%d)", t)

@@ -42,14 +42,15 @@ const readYourWritesWait = 2 * time.Second
 // command being applied: handlers use it as the version of what they write.
 type Tx struct {
 	*memdb.Txn
-	Index uint64
-	reg   *Registry
+	Index    uint64
+	reg      *Registry
+	attached []byte // attach.go
 }
 
 // Dispatch runs another registered command inside this transaction, so a
 // wrapper command (an audited envelope, say) commits or fails with it.
 func (tx *Tx) Dispatch(t MessageType, payload []byte) (any, error) {
-	h, ok := tx.reg.handlers[t&^IgnoreUnknownTypeFlag]
+	h, ok := tx.reg.handlers[t.base()]
 	if !ok {
 		return nil, Errorf(CodeInvalid, "unknown command type %d", t)
 	}

@@ -333,9 +333,16 @@ func TestDistributedRouter(t *testing.T) {
 	guestRoute(t, gB2, "10.2.0.1")
 	serveName(t, gB2, "0.0.0.0:8080", "b-moved")
 	reconcile()
-	if got := neighOf(t, outside, fip.IP); got == box2MAC || got == "" {
-		t.Fatalf("outside's ARP entry for %s is %q after the move, box2's was %s: no gratuitous ARP", fip.IP, got, box2MAC)
-	}
+	// Within the announcements (one at once, two more a second apart):
+	// the outside's entry would otherwise keep box2's MAC for tens of
+	// seconds. The wait is for a busy machine, where the first one may
+	// reach the outside after this check.
+	testutil.WaitFor(t, 3*time.Second, "a gratuitous ARP for the floating IP", func() error {
+		if got := neighOf(t, outside, fip.IP); got == box2MAC || got == "" {
+			return fmt.Errorf("outside's ARP entry for %s is %q after the move, box2's was %s", fip.IP, got, box2MAC)
+		}
+		return nil
+	})
 	testutil.WaitFor(t, 5*time.Second, "the floating IP follows b", func() error {
 		if got := ask(t, outside, fip.IP+":8080"); got != "b-moved 203.0.113.1" {
 			return fmt.Errorf("outside asked %s: %q", fip.IP, got)

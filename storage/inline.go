@@ -177,8 +177,13 @@ func (o *Objects) putInline(ctx context.Context, p *identity.Principal, b *Bucke
 		ContentType: opt.ContentType, Meta: opt.Meta, Headers: opt.Headers, Tags: opt.Tags, Checksum: opt.checksum(), Retention: opt.Retention,
 		LegalHold: opt.LegalHold, Inline: data, Modified: time.Now().UTC()}
 	var res putResult
-	cmd := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
-	err := o.id.Mutate(ctx, p, "object.put", obj.ID, b.ProjectID, MsgPutObject, cmd, &res)
+	plain := putObjectCmd{Object: obj, IfMatch: opt.IfMatch, IfNoneMatch: opt.IfNoneMatch, target: targetOf(b)}
+	// The bytes ride beside the command's JSON, not in it as base64
+	// (consensus/attach.go); applyPutObject puts them in the record.
+	cmd := plain
+	cmd.Object.Inline = nil
+	attached := consensus.Attached{Cmd: cmd, Bytes: data, Plain: func() (any, error) { return plain, nil }}
+	err := o.id.Mutate(ctx, p, "object.put", obj.ID, b.ProjectID, MsgPutObject, attached, &res)
 	if consensus.ErrorReason(err) == ReasonInlineFull {
 		return nil, false, nil
 	}

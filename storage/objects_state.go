@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"fmt"
 	"math"
 	"strings"
@@ -301,6 +302,13 @@ func gib(bytes int64) int64 { return (bytes + 1<<30 - 1) >> 30 }
 // enabled; Suspended, for the "null" version), unless a lock protects it.
 func applyPutObject(tx *consensus.Tx, c *putObjectCmd) (any, error) {
 	o := c.Object
+	if data := tx.Attached(); data != nil {
+		// An inline object's bytes, beside the command (putInline).
+		if !o.IsInline() || len(o.Inline) > 0 || int64(len(data)) != o.Size {
+			return nil, consensus.Errorf(consensus.CodeInvalid, "put %s: %d bytes attached to an object of %d bytes, inline %v", o.ID, len(data), o.Size, o.IsInline())
+		}
+		o.Inline = bytes.Clone(data)
+	}
 	b, err := bucketFor(tx, o.Bucket, c.target)
 	if err != nil {
 		return nil, err

@@ -421,15 +421,39 @@ func (s *Service) mutate(ctx context.Context, p *Principal, action, resource, pr
 			return err
 		}
 	}
-	payload, err := consensus.Marshal(cmd)
+	env, err := audited(entry, t, cmd)
 	if err != nil {
 		return err
 	}
-	_, err = s.c.Apply(ctx, MsgAudited, auditedCmd{Audit: entry, Type: t, Payload: payload}, out)
+	_, err = s.c.Apply(ctx, MsgAudited, env, out)
 	if err != nil && consensus.ErrorCode(err) != "" && consensus.ErrorCode(err) != consensus.CodeUnavailable {
 		s.recordFailure(ctx, entry, err)
 	}
 	return err
+}
+
+// audited is the envelope that applies cmd with its audit entry. The bytes
+// of an attached command stay beside the envelope (consensus.Attached):
+// the inner command, run in the envelope's transaction, finds them there.
+func audited(entry AuditEntry, t consensus.MessageType, cmd any) (any, error) {
+	if a, ok := cmd.(consensus.Attached); ok {
+		env, err := audited(entry, t, a.Cmd)
+		if err != nil {
+			return nil, err
+		}
+		return consensus.Attached{Cmd: env, Bytes: a.Bytes, Plain: func() (any, error) {
+			c, err := a.Plain()
+			if err != nil {
+				return nil, err
+			}
+			return audited(entry, t, c)
+		}}, nil
+	}
+	payload, err := consensus.Marshal(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return auditedCmd{Audit: entry, Type: t, Payload: payload}, nil
 }
 
 // deny audits a request refused before it reached the FSM and returns err.
