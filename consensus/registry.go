@@ -17,6 +17,9 @@ import (
 //	128-255   storage
 //	256-383   hypervisor
 //	384-511   netfabric
+//
+// Types are below 0x4000: the top two bits are flags (IgnoreUnknownTypeFlag,
+// AttachedFlag).
 type MessageType uint16
 
 // IgnoreUnknownTypeFlag marks a command that an older node which does not know
@@ -99,6 +102,9 @@ func HandleSince[C any](r *Registry, t MessageType, name string, since int, fn f
 
 // HandleRaw registers a handler that decodes its own payload.
 func HandleRaw(r *Registry, t MessageType, name string, fn Handler) {
+	if t&AttachedFlag != 0 {
+		panic(fmt.Sprintf("consensus: message type %#x for %s uses the bit that marks attached bytes", t, name))
+	}
 	t = t.base()
 	if prev, dup := r.handlers[t]; dup {
 		panic(fmt.Sprintf("consensus: message type %d registered for %s and %s", t, prev.name, name))

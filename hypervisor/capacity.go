@@ -83,6 +83,8 @@ type NodeCapacity struct {
 	Available bool   `json:"available"`
 	Cordoned  bool   `json:"cordoned,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// ErrorSaid is Error made from its format (Host.ErrorSaid).
+	ErrorSaid *consensus.Error `json:"error_said,omitempty"`
 	// The node's share of the storage pool: its active disks' space, a
 	// filesystem two disks share counted once. StorageOnly: a node with
 	// pool disks that runs no VMs.
@@ -255,7 +257,7 @@ func computeCapacity(txn *memdb.Txn, now time.Time) Capacity {
 			h := o.(*Host)
 			n := NodeCapacity{Node: h.Name, Accel: h.Accel, CPUs: h.VCPUs, HostRAMMiB: h.RAMMiB,
 				VCPUs: int64(float64(h.VCPUs) * set.CPUAllocationRatio), RAMMiB: max(int64(float64(h.RAMMiB-set.ReservedRAMMiB)*set.RAMAllocationRatio), 0),
-				Error: h.Error, Cordoned: cordonOf(txn, h.Name) != nil}
+				Error: h.Error, ErrorSaid: h.ErrorSaid, Cordoned: cordonOf(txn, h.Name) != nil}
 			n.Available = h.Error == "" && HostAlive(*h, now)
 			for _, vm := range onNode(txn, h.Name) {
 				if vm.Desired == DesiredDeleted {

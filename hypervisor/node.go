@@ -98,7 +98,7 @@ type NodeAgent struct {
 
 	// netErr is why this node's VM network is not set up, while that
 	// stands (SetNetworkError); reportNow wakes reportHost when it changes.
-	netErr    atomic.Pointer[string]
+	netErr    atomic.Pointer[consensus.Error]
 	reportNow chan struct{}
 
 	mu      sync.Mutex
@@ -134,12 +134,13 @@ func NewNodeAgent(c Cluster, cfg NodeConfig) *NodeAgent {
 // starts there, and a resize, which needs room on the node, is refused
 // with the reason until the network is set up.
 func (n *NodeAgent) SetNetworkError(err error) {
-	var next *string
+	var next *consensus.Error
 	if err != nil {
-		msg := "the VM network is not set up on this node: " + err.Error()
-		next = &msg
+		// Made from a format, with the reason quoted whole when it was
+		// made from one too: a page in another language says both.
+		next = consensus.NewError(consensus.CodeUnavailable, "the VM network is not set up on this node: %v", err)
 	}
-	if prev := n.netErr.Swap(next); (prev == nil) == (next == nil) && (prev == nil || *prev == *next) {
+	if prev := n.netErr.Swap(next); (prev == nil) == (next == nil) && (prev == nil || prev.Message == next.Message) {
 		return
 	}
 	select {
@@ -148,16 +149,22 @@ func (n *NodeAgent) SetNetworkError(err error) {
 	}
 }
 
-// hostError is why this node cannot run VMs, or "".
-func (n *NodeAgent) hostError() string {
+// hostError is why this node cannot run VMs, or "", and the same made
+// from a format when it was (the VM network's reason alone; QEMU's errors
+// are QEMU's words).
+func (n *NodeAgent) hostError() (string, *consensus.Error) {
 	var reasons []string
 	if n.cfg.QEMUError != "" {
 		reasons = append(reasons, n.cfg.QEMUError)
 	}
-	if e := n.netErr.Load(); e != nil {
-		reasons = append(reasons, *e)
+	e := n.netErr.Load()
+	if e != nil {
+		reasons = append(reasons, e.Message)
 	}
-	return strings.Join(reasons, "; ")
+	if len(reasons) != 1 || e == nil {
+		e = nil
+	}
+	return strings.Join(reasons, "; "), e
 }
 
 // Run cleans up what a crash left, reports this host and keeps every local
@@ -352,7 +359,8 @@ func (n *NodeAgent) reportHost(ctx context.Context) {
 	defer t.Stop()
 	for {
 		h := Host{Name: n.cfg.Name, VCPUs: vcpus, RAMMiB: ram, DiskGiB: n.diskGiB(), Accel: n.cfg.Accel, Version: n.cfg.QEMUVersion, CPUModel: cpuModel(),
-			Error: n.hostError(), ReportedAt: time.Now().UTC()}
+			ReportedAt: time.Now().UTC()}
+		h.Error, h.ErrorSaid = n.hostError()
 		if _, err := n.c.Apply(ctx, MsgReportHost, &h, nil); err != nil && ctx.Err() == nil {
 			n.log.Warn("report host capacity", "err", err)
 		}

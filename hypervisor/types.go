@@ -222,9 +222,12 @@ type Host struct {
 	Version string `json:"qemu_version,omitempty"`
 	// CPUModel is the host CPU's model name: a VM moves live under KVM
 	// only between hosts whose CPUs are alike (it sees the host's CPU).
-	CPUModel   string    `json:"cpu_model,omitempty"`
-	Error      string    `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
-	ReportedAt time.Time `json:"reported_at"`
+	CPUModel string `json:"cpu_model,omitempty"`
+	Error    string `json:"error,omitempty"` // why this node cannot run VMs, if it cannot
+	// ErrorSaid is Error as made from its format, for pages in another
+	// language; nil when it was not.
+	ErrorSaid  *consensus.Error `json:"error_said,omitempty"`
+	ReportedAt time.Time        `json:"reported_at"`
 }
 
 // Settings are the cluster admin's compute knobs.

@@ -148,6 +148,9 @@ func (h *Host) Reconcile(ctx context.Context, nw Network) error {
 	}
 	nw.Gateway = gw.String()
 	if err := h.refuseShadowing(pfx); err != nil {
+		if IsShadowing(err) {
+			return err // in its own words, which the host record shows
+		}
 		return fmt.Errorf("reconcile network %s: %w", nw.ID, err)
 	}
 	steps := []func() error{

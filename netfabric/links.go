@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/cairnhq/cairn/consensus"
 )
 
 // ensureBridge makes the bridge exist, up, with a fixed MAC and exactly one
@@ -63,10 +65,15 @@ func (h *Host) ensureBridge(gw netip.Prefix) (netlink.Link, error) {
 	return link, nil
 }
 
-// ErrShadowing marks a VM network refused because it would take over
-// addresses this node must reach (refuseShadowing): it stands until the
-// network or the node's links change, where other reconcile errors pass.
-var ErrShadowing = errors.New("VM network refused")
+// ReasonShadowing is the Reason of a VM network refused because it would
+// take over addresses this node must reach (refuseShadowing): the refusal
+// stands until the network or the node's links change, where other
+// reconcile errors pass. Its words are a format, so a page in another
+// language says it in that language.
+const ReasonShadowing = "vm_network_shadowing"
+
+// IsShadowing reports whether err is such a refusal.
+func IsShadowing(err error) bool { return consensus.ErrorReason(err) == ReasonShadowing }
 
 // refuseShadowing refuses a VM network that would take over addresses this
 // node must reach over its other links: the bridge holds the network's
@@ -102,7 +109,6 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 		}
 		return fmt.Sprintf("link %d", index)
 	}
-	const choose = "choose another range (--vm-network for the default network, before the cluster creates it)"
 	for _, a := range addrs {
 		if a.LinkIndex == own || a.IPNet == nil {
 			continue
@@ -111,7 +117,7 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 		if !ok || !pfx.Contains(ip.Unmap()) {
 			continue
 		}
-		return fmt.Errorf("%w: the VM network %s holds %s on %s, this node's own network: %s", ErrShadowing, pfx, a.IPNet, linkName(a.LinkIndex), choose)
+		return consensus.Reasonf(consensus.CodeConflict, ReasonShadowing, "the VM network %s holds %s on %s, this node's own network: choose another range (--vm-network for the default network, before the cluster creates it)", pfx, a.IPNet, linkName(a.LinkIndex))
 	}
 	routes, err := retryDump(func() ([]netlink.Route, error) { return netlink.RouteList(nil, netlink.FAMILY_V4) })
 	if err != nil {
@@ -138,7 +144,7 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 					to = r.Dst.String()
 				}
 			}
-			return fmt.Errorf("%w: the VM network %s holds %s, the gateway of this node's route to %s on %s: %s", ErrShadowing, pfx, gw.Unmap(), to, linkName(r.LinkIndex), choose)
+			return consensus.Reasonf(consensus.CodeConflict, ReasonShadowing, "the VM network %s holds %s, the gateway of this node's route to %s on %s: choose another range (--vm-network for the default network, before the cluster creates it)", pfx, gw.Unmap(), to, linkName(r.LinkIndex))
 		}
 	}
 	if h.cfg.Peers != nil {
@@ -147,7 +153,7 @@ func (h *Host) refuseShadowing(pfx netip.Prefix) error {
 			// A peer reached by a route more specific than the VM
 			// network (another subnet, through a router) stays reached.
 			if pfx.Contains(p) && bestRouteBits(routes, own, p) <= pfx.Bits() {
-				return fmt.Errorf("%w: the VM network %s holds %s, the address of another node of this cluster: %s", ErrShadowing, pfx, p, choose)
+				return consensus.Reasonf(consensus.CodeConflict, ReasonShadowing, "the VM network %s holds %s, the address of another node of this cluster: choose another range (--vm-network for the default network, before the cluster creates it)", pfx, p)
 			}
 		}
 	}

@@ -18,7 +18,7 @@ import (
 // msgTestCreateVM stands in for the hypervisor's "create VM" command: it
 // allocates NICs inside its own transaction and may then fail, to show the
 // ports go with it. The number is far outside every domain's range.
-const msgTestCreateVM consensus.MessageType = 0x7ff0
+const msgTestCreateVM consensus.MessageType = 0x3ff0
 
 type testVMCmd struct {
 	ID   string `json:"id"`

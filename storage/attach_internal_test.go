@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/qa/testutil"
@@ -16,24 +17,37 @@ import (
 // not fit the object they come with (one stored as shards, a size that
 // differs, bytes in the command as well) are refused and change nothing.
 func TestInlineBytesAttached(t *testing.T) {
-	c := consensustest.Start(t, 1, Register)
+	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
+		identity.Register(reg)
+		Register(reg)
+	})
 	n := c.Leader()
 	ctx := context.Background()
+	id := identity.NewService(n, identity.DefaultConfig())
+	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
+		t.Fatal(err)
+	}
+	tok, _, _ := id.Login(ctx, "admin", "cluster-root-6161")
+	admin, _ := id.Authenticate(ctx, tok)
+	pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "imaging"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	testutil.WaitFor(t, 10*time.Second, "the attached form allowed", func() error {
 		return n.Gate(MsgPutObject | consensus.AttachedFlag)
 	})
-	if _, err := n.Apply(ctx, MsgCreateBucket, Bucket{ID: "scans", ProjectID: "p"}, nil); err != nil {
+	if _, err := n.Apply(ctx, MsgCreateBucket, Bucket{ID: "scans", ProjectID: pr.ID}, nil); err != nil {
 		t.Fatal(err)
 	}
 	data := bytes.Repeat([]byte("\x00\xffpixel\""), 512)
+	// As putInline does: in the audited envelope.
 	put := func(key string, obj Object, attached []byte) error {
 		obj.ID, obj.Bucket, obj.Key = "scans/"+key, "scans", key
 		cmd := putObjectCmd{Object: obj}
-		_, err := n.Apply(ctx, MsgPutObject, consensus.Attached{Cmd: cmd, Bytes: attached, Plain: func() (any, error) {
-			t.Fatal("the plain form asked for")
+		return id.Mutate(ctx, admin, "object.put", obj.ID, pr.ID, MsgPutObject, consensus.Attached{Cmd: cmd, Bytes: attached, Plain: func() (any, error) {
+			t.Error("the plain form asked for")
 			return nil, nil
 		}}, nil)
-		return err
 	}
 	stored := func(key string) *Object {
 		return consensus.First[Object](n.Store().ReadTxn(), tObjects, "id", "scans/"+key)

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/cairnhq/cairn/appliance/identity"
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/hypervisor"
 	"github.com/cairnhq/cairn/storage/volume"
 )
@@ -197,6 +198,7 @@ func goldenCapacity(ok bool) *hypervisor.Capacity {
 			{Node: "node3", Accel: "tcg", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10, UsedVCPUs: 2, UsedRAMMiB: 4 << 10, VMs: 1, Available: true,
 				DiskBytes: 1 << 40, DiskFree: 512 << 30},
 			{Node: "node4", DiskBytes: 1 << 40, DiskFree: 512 << 30, StorageOnly: true},
+			refusedNetwork(hypervisor.NodeCapacity{Node: "node5", Accel: "kvm", CPUs: 8, HostRAMMiB: 32 << 10, VCPUs: 32, RAMMiB: 31 << 10}),
 		},
 		Storage: hypervisor.StorageCapacity{Disks: 6, Nodes: 3, RawBytes: 6 << 40, RawFree: 3 << 40, Layout: "4+2", Data: 4, Parity: 2, Copies: 3,
 			ObjectsFree: 2 << 40, VolumesFree: 1 << 40},
@@ -213,6 +215,15 @@ func goldenCapacity(ok bool) *hypervisor.Capacity {
 		}
 	}
 	return c
+}
+
+// refusedNetwork is n, its VM network refused: it holds the node's own
+// address, and the reason is said from its formats (the agent's words).
+func refusedNetwork(n hypervisor.NodeCapacity) hypervisor.NodeCapacity {
+	refusal := consensus.Reasonf(consensus.CodeConflict, "vm_network_shadowing", "the VM network %s holds %s on %s, this node's own network: choose another range (--vm-network for the default network, before the cluster creates it)", "10.213.0.0/16", "10.213.0.11/16", "eth0")
+	said := consensus.NewError(consensus.CodeUnavailable, "the VM network is not set up on this node: %v", refusal)
+	n.Error, n.ErrorSaid = said.Message, said
+	return n
 }
 
 // tcgVM is d's VM running by software emulation.

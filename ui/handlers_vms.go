@@ -892,6 +892,15 @@ var noRoomRE = regexp.MustCompile(`^no node has (\d+) vCPUs, (\d+) MiB and (\d+)
 
 // vmStatusError is a VM's error in the reader's language: from its format
 // where its node made it from one, else as vmErrorText says it.
+// saidText is msg in the reader's language when said is msg made from a
+// format the catalogue knows, and msg as it came otherwise.
+func saidText(v *view, msg string, said *consensus.Error) string {
+	if said != nil && said.Message == msg {
+		return messageText(v.tr, said)
+	}
+	return msg
+}
+
 func vmStatusError(v *view, st hypervisor.VMStatus) string {
 	if st.ErrorSaid != nil && st.ErrorSaid.Message == st.Error {
 		return messageText(v.tr, st.ErrorSaid)

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -224,7 +223,7 @@ func (a *Agent) waitCaughtUp(ctx context.Context) {
 
 // refusals follows the default network's reconciles for the node's host
 // record: a refusal because the network would shadow the node's own network
-// (netfabric.ErrShadowing) that stands for standingRefusal reconciles in a
+// (netfabric.IsShadowing) that stands for standingRefusal reconciles in a
 // row (about 6 s) is reported until a reconcile is not refused. Any other
 // outcome clears it: a success, and also another error (a tap that failed,
 // a netlink hiccup), which comes from a step after the check passed, or
@@ -236,7 +235,7 @@ const standingRefusal = 3
 // observe takes one reconcile's outcome and says what the host record
 // should report (nil: nothing).
 func (r *refusals) observe(err error) error {
-	if !errors.Is(err, netfabric.ErrShadowing) {
+	if !netfabric.IsShadowing(err) {
 		r.n = 0
 		return nil
 	}

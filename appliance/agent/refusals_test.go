@@ -2,9 +2,9 @@ package agent
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 
+	"github.com/cairnhq/cairn/consensus"
 	"github.com/cairnhq/cairn/netfabric"
 )
 
@@ -13,7 +13,7 @@ import (
 // is not refused: a success, or another error (from a step after the check
 // passed, or a hiccup); other errors alone never report.
 func TestNetworkRefusalsReportedOnceTheyStand(t *testing.T) {
-	refusal := fmt.Errorf("reconcile network default: %w: the VM network 10.0.0.0/16 holds 10.0.3.11/24 on eth0", netfabric.ErrShadowing)
+	refusal := consensus.Reasonf(consensus.CodeConflict, netfabric.ReasonShadowing, "the VM network %s holds %s on %s, this node's own network: choose another range (--vm-network for the default network, before the cluster creates it)", "10.0.0.0/16", "10.0.3.11/24", "eth0")
 	tap := errors.New("reconcile network default: attach tap cv1: no such device")
 	type step struct {
 		err    error
