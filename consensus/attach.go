@@ -43,6 +43,9 @@ type Attached struct {
 
 // MarshalJSON is the plain form's JSON.
 func (a Attached) MarshalJSON() ([]byte, error) {
+	if a.Plain == nil {
+		return nil, fmt.Errorf("an attached command without its plain form")
+	}
 	c, err := a.Plain()
 	if err != nil {
 		return nil, err
@@ -61,14 +64,19 @@ func (t MessageType) base() MessageType { return t &^ (IgnoreUnknownTypeFlag | A
 
 // encode turns a command into the type and body of its log entry: the
 // attached form for an Attached that every server knows, its plain form
-// otherwise.
+// otherwise. A command an older node may skip goes plain: such a node
+// would take an attached one for a type it does not know, skip it, and
+// diverge, where it stops at a type it does not know otherwise.
 func (n *Node) encode(t MessageType, cmd any) (MessageType, []byte, error) {
 	a, ok := cmd.(Attached)
 	if !ok {
 		b, err := Marshal(cmd)
 		return t, b, err
 	}
-	if n.Gate(t|AttachedFlag) != nil {
+	if a.Plain == nil {
+		return t, nil, fmt.Errorf("an attached command without its plain form")
+	}
+	if t&IgnoreUnknownTypeFlag != 0 || (n.Gate(t|AttachedFlag) != nil && !n.cfg.attachAnyway) {
 		b, err := Marshal(a) // the plain form
 		return t, b, err
 	}

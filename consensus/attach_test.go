@@ -136,9 +136,29 @@ func TestAttachedBytes(t *testing.T) {
 	}
 	everywhere("enveloped", "attached:")
 
+	// A proposer that takes every server for protocol 9 where the leader
+	// does not (here: a server the leader has just added, with no record
+	// yet): the leader refuses the attached form, and the proposer sends
+	// the plain one.
+	l := tc.leader()
+	if err := l.Raft().AddNonvoter("ghost", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range tc.nodes {
+		if !n.IsLeader() {
+			follower = n
+		}
+	}
+	follower.cfg.attachAnyway = true
+	put(follower, "ahead")
+	follower.cfg.attachAnyway = false
+	everywhere("ahead", "plain:")
+	if err := l.Raft().RemoveServer("ghost", 0, 5*time.Second).Error(); err != nil {
+		t.Fatal(err)
+	}
+
 	// A body whose JSON length runs past its end, as a follower could
 	// forward it, never reaches the log.
-	l := tc.leader()
 	for _, body := range [][]byte{{0, 0}, {0, 0, 0, 9, '{', '}'}} {
 		f := applyAsync(l.Raft(), msgTestBlob|AttachedFlag, body, 5*time.Second)
 		if err := f.Error(); ErrorCode(err) != CodeInvalid || !strings.Contains(err.Error(), "malformed") {

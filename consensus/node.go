@@ -489,7 +489,7 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 	if err := n.Gate(t); err != nil {
 		return 0, err
 	}
-	t, payload, err := n.encode(t, cmd)
+	typ, payload, err := n.encode(t, cmd)
 	if err != nil {
 		return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)
 	}
@@ -500,14 +500,27 @@ func (n *Node) Apply(ctx context.Context, t MessageType, cmd any, out any) (uint
 	}
 	var res json.RawMessage
 	var idx uint64
-	err = n.withLeader(ctx, func(local bool, addr string) error {
-		if local {
-			res, idx, err = n.applyLocal(ctx, t, payload)
+	send := func() error {
+		return n.withLeader(ctx, func(local bool, addr string) error {
+			if local {
+				res, idx, err = n.applyLocal(ctx, typ, payload)
+				return err
+			}
+			res, idx, err = n.forward(ctx, addr, typ, payload)
 			return err
+		})
+	}
+	err = send()
+	if typ&AttachedFlag != 0 && ErrorReason(err) == ReasonProtocol {
+		// The leader does not see every server at protocol 9 where this
+		// node did (a server just added, a leader behind on the log): the
+		// command was not applied, and goes again in its plain form.
+		typ = t
+		if payload, err = Marshal(cmd); err != nil { // an Attached marshals to its plain form
+			return 0, fmt.Errorf("apply %s: %w", n.reg.CommandName(t), err)
 		}
-		res, idx, err = n.forward(ctx, addr, t, payload)
-		return err
-	})
+		err = send()
+	}
 	if err != nil {
 		if ErrorCode(err) != "" {
 			return idx, err

@@ -890,8 +890,6 @@ func (s *server) addUsage(v *view, r *http.Request, d *vmData) {
 // the VM needs, its anti-affinity group, the cordoned nodes.
 var noRoomRE = regexp.MustCompile(`^no node has (\d+) vCPUs, (\d+) MiB and (\d+) GiB of disk free(?: outside anti-affinity group "([^"]*)")?(?: \((\d+) of (\d+) nodes cordoned\))?$`)
 
-// vmStatusError is a VM's error in the reader's language: from its format
-// where its node made it from one, else as vmErrorText says it.
 // saidText is msg in the reader's language when said is msg made from a
 // format the catalogue knows, and msg as it came otherwise.
 func saidText(v *view, msg string, said *consensus.Error) string {
@@ -901,6 +899,8 @@ func saidText(v *view, msg string, said *consensus.Error) string {
 	return msg
 }
 
+// vmStatusError is a VM's error in the reader's language: from its format
+// where its node made it from one, else as vmErrorText says it.
 func vmStatusError(v *view, st hypervisor.VMStatus) string {
 	if st.ErrorSaid != nil && st.ErrorSaid.Message == st.Error {
 		return messageText(v.tr, st.ErrorSaid)
