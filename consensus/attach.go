@@ -76,7 +76,7 @@ func (n *Node) encode(t MessageType, cmd any) (MessageType, []byte, error) {
 	if a.Plain == nil {
 		return t, nil, fmt.Errorf("an attached command without its plain form")
 	}
-	if t&IgnoreUnknownTypeFlag != 0 || (n.Gate(t|AttachedFlag) != nil && !n.cfg.attachAnyway) {
+	if t&IgnoreUnknownTypeFlag != 0 || (n.Gate(t|AttachedFlag) != nil && !n.attachAnyway.Load()) {
 		b, err := Marshal(a) // the plain form
 		return t, b, err
 	}

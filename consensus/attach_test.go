@@ -98,12 +98,7 @@ func TestAttachedBytes(t *testing.T) {
 			return nil
 		})
 	}
-	var follower *Node
-	for _, n := range tc.nodes {
-		if !n.IsLeader() {
-			follower = n
-		}
-	}
+	follower := tc.follower()
 	put(tc.leader(), "old-leader")
 	put(follower, "old-follower")
 	everywhere("old-leader", "plain:")
@@ -116,11 +111,7 @@ func TestAttachedBytes(t *testing.T) {
 	tc.cfgs[2].protocol = attachProtocol
 	tc.nodes[2] = tc.start(tc.cfgs[2])
 	testutil.WaitFor(t, 30*time.Second, "node3's new protocol recorded", lowest(attachProtocol))
-	for _, n := range tc.nodes {
-		if !n.IsLeader() {
-			follower = n
-		}
-	}
+	follower = tc.follower()
 	put(tc.leader(), "new-leader")
 	put(follower, "new-follower")
 	everywhere("new-leader", "attached:")
@@ -144,14 +135,10 @@ func TestAttachedBytes(t *testing.T) {
 	if err := l.Raft().AddNonvoter("ghost", "127.0.0.1:1", 0, 5*time.Second).Error(); err != nil {
 		t.Fatal(err)
 	}
-	for _, n := range tc.nodes {
-		if !n.IsLeader() {
-			follower = n
-		}
-	}
-	follower.cfg.attachAnyway = true
+	follower = tc.follower()
+	follower.attachAnyway.Store(true)
 	put(follower, "ahead")
-	follower.cfg.attachAnyway = false
+	follower.attachAnyway.Store(false)
 	everywhere("ahead", "plain:")
 	if err := l.Raft().RemoveServer("ghost", 0, 5*time.Second).Error(); err != nil {
 		t.Fatal(err)

@@ -44,9 +44,6 @@ type Config struct {
 	Logger *slog.Logger
 
 	protocol int // the protocol this node says it speaks; 0: Protocol (tests pretend older nodes)
-	// attachAnyway makes this node send attached commands whatever its
-	// gate says (tests: a proposer whose view is ahead of the leader's).
-	attachAnyway bool
 }
 
 // DefaultConfig returns timings tuned for nodes on one LAN switch: a dead

@@ -42,6 +42,10 @@ type Node struct {
 	reg   *Registry
 	store *Store
 
+	// attachAnyway makes this node send attached commands whatever its
+	// gate says (tests: a proposer whose view is ahead of the leader's).
+	attachAnyway atomic.Bool
+
 	mu             sync.Mutex
 	phase          string
 	id             *identity

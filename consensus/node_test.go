@@ -134,6 +134,16 @@ func (tc *testCluster) start(cfg Config) *Node {
 	return nd
 }
 
+// follower is a running node that does not lead.
+func (tc *testCluster) follower() *Node {
+	for _, n := range tc.nodes {
+		if n != nil && !n.IsLeader() {
+			return n
+		}
+	}
+	return nil
+}
+
 func (tc *testCluster) leader() *Node {
 	for _, n := range tc.nodes {
 		if n != nil && n.IsLeader() {

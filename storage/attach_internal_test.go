@@ -8,7 +8,6 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
-	"github.com/cairnhq/cairn/consensus/consensustest"
 	"github.com/cairnhq/cairn/qa/testutil"
 )
 
@@ -17,22 +16,9 @@ import (
 // not fit the object they come with (one stored as shards, a size that
 // differs, bytes in the command as well) are refused and change nothing.
 func TestInlineBytesAttached(t *testing.T) {
-	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
-		identity.Register(reg)
-		Register(reg)
-	})
-	n := c.Leader()
+	f := newStateFixture(t, identity.ProjectSpec{Name: "imaging"})
+	n, id, admin, pr := f.n, f.id, f.admin, f.pr
 	ctx := context.Background()
-	id := identity.NewService(n, identity.DefaultConfig())
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
-		t.Fatal(err)
-	}
-	tok, _, _ := id.Login(ctx, "admin", "cluster-root-6161")
-	admin, _ := id.Authenticate(ctx, tok)
-	pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "imaging"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	testutil.WaitFor(t, 10*time.Second, "the attached form allowed", func() error {
 		return n.Gate(MsgPutObject | consensus.AttachedFlag)
 	})

@@ -16,22 +16,9 @@ import (
 // own snapshot on restart, and must reach the state the others' snapshots
 // hold. Today's commands count records and parts.
 func TestOldCommandsApplyAsTheyDid(t *testing.T) {
-	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
-		identity.Register(reg)
-		Register(reg)
-	})
-	n := c.Leader()
+	f := newStateFixture(t, identity.ProjectSpec{Name: "upgrade"})
+	n, id, admin, pr := f.n, f.id, f.admin, f.pr
 	ctx := context.Background()
-	id := identity.NewService(n, identity.DefaultConfig())
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
-		t.Fatal(err)
-	}
-	tok, _, _ := id.Login(ctx, "admin", "cluster-root-6161")
-	admin, _ := id.Authenticate(ctx, tok)
-	pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "upgrade"})
-	if err != nil {
-		t.Fatal(err)
-	}
 	apply := func(mt consensus.MessageType, cmd any) {
 		t.Helper()
 		if _, err := n.Apply(ctx, mt, cmd, nil); err != nil {

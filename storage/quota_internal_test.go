@@ -6,7 +6,6 @@ import (
 
 	"github.com/cairnhq/cairn/appliance/identity"
 	"github.com/cairnhq/cairn/consensus"
-	"github.com/cairnhq/cairn/consensus/consensustest"
 )
 
 // TestObjectQuotaRoundsTheProjectTotal drives the object quota through the
@@ -16,30 +15,11 @@ import (
 // project's usage is its bytes over all its buckets, rounded up to whole GiB
 // once, not per object or per bucket.
 func TestObjectQuotaRoundsTheProjectTotal(t *testing.T) {
-	c := consensustest.Start(t, 1, func(reg *consensus.Registry) {
-		identity.Register(reg)
-		Register(reg)
-	})
-	n := c.Leader()
-	ctx := context.Background()
-	id := identity.NewService(n, identity.DefaultConfig())
-	if _, err := id.CreateFirstAdmin(ctx, "admin", "cluster-root-6161"); err != nil {
-		t.Fatal(err)
-	}
-	tok, _, err := id.Login(ctx, "admin", "cluster-root-6161")
-	if err != nil {
-		t.Fatal(err)
-	}
-	admin, err := id.Authenticate(ctx, tok)
-	if err != nil {
-		t.Fatal(err)
-	}
 	one := identity.DefaultQuota
 	one.ObjectGiB = 1
-	pr, err := id.CreateProject(ctx, admin, identity.ProjectSpec{Name: "radiology", Quota: &one})
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := newStateFixture(t, identity.ProjectSpec{Name: "radiology", Quota: &one})
+	n, id, admin, pr := f.n, f.id, f.admin, f.pr
+	ctx := context.Background()
 	for _, b := range []string{"scans", "reports"} {
 		if _, err := n.Apply(ctx, MsgCreateBucket, Bucket{ID: b, ProjectID: pr.ID}, nil); err != nil {
 			t.Fatal(err)
